@@ -1,0 +1,234 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { expressMiddleware } from '@as-integrations/express5';
+import express, { type Request } from 'express';
+import { GraphQLError, getOperationAST, parse, validate, type DocumentNode, type ExecutionResult } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import type { Context } from './context.ts';
+import { formatGraphQLError } from './graphql/errors.ts';
+import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
+import { schema } from './graphql/schema.ts';
+import { errorHandler, sendError } from './http/errors.ts';
+import { playgroundHtml } from './http/playground.ts';
+import { credentialFrom, type Viewer } from './modules/auth/viewer.ts';
+import type { Services } from './services.ts';
+import { pendingMigrations } from './shared/db/migrator.ts';
+import { AppError, httpStatusFor } from './shared/errors.ts';
+import { currentRequestId, runWithRequestId } from './shared/request-context.ts';
+
+/**
+ * HTTP routes, Apollo Server and graphql-ws on one port. Returns the server unstarted so
+ * main.ts (and tests) decide where it listens.
+ */
+export interface App {
+  httpServer: Server;
+  listen(port: number, host: string): Promise<{ url: string; port: number }>;
+  close(): Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export async function createApp(services: Services): Promise<App> {
+  const { config, logger } = services;
+  const limits: QueryLimits = {
+    maxDepth: config.maxQueryDepth,
+    maxComplexity: config.maxQueryComplexity,
+    defaultPageSize: 20,
+  };
+
+  const app = express();
+  app.disable('x-powered-by');
+  const httpServer = createServer(app);
+
+  const viewerFor = async (authorization: string | undefined | null): Promise<Viewer> => {
+    try {
+      return await services.viewers.resolve(authorization);
+    } catch (error) {
+      if (error instanceof AppError) {
+        throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: httpStatusFor(error.code) } } });
+      }
+      throw error;
+    }
+  };
+
+  // --- subscriptions over graphql-ws, same port and path ---
+  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string }>(
+    {
+      schema,
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const headers = (params.headers ?? {}) as Record<string, unknown>;
+        const authorization = [params.authorization, params.Authorization, headers.authorization, headers.Authorization].find(
+          (value): value is string => typeof value === 'string',
+        );
+        try {
+          ctx.extra.viewer = await services.viewers.resolve(authorization ?? credentialFrom(ctx.extra.request.headers.authorization));
+          ctx.extra.requestId = randomUUID();
+          return true;
+        } catch {
+          return false; // graphql-ws closes with 4403 Forbidden
+        }
+      },
+      onSubscribe: (ctx, _id, payload) => {
+        // graphql-ws parses and runs operations itself, so the HTTP path's checks are repeated here.
+        const invalid = (error: unknown) => [
+          new GraphQLError((error as Error).message, {
+            extensions: { code: 'VALIDATION', ...((error as GraphQLError).extensions?.reason ? { reason: (error as GraphQLError).extensions.reason } : {}) },
+          }),
+        ];
+        let document: DocumentNode;
+        try {
+          document = parse(payload.query);
+        } catch (error) {
+          return invalid(error);
+        }
+        const errors = validate(schema, document);
+        if (errors.length > 0) return errors.map(invalid).flat();
+        const operation = getOperationAST(document, payload.operationName);
+        if (!operation) return invalid(new Error('Name the operation to run'));
+        try {
+          enforceQueryLimits(limits, schema, document, operation, payload.variables ?? undefined);
+        } catch (error) {
+          return invalid(error);
+        }
+        const contextValue: Context = {
+          viewer: ctx.extra.viewer ?? { kind: 'anonymous' },
+          services,
+          requestId: ctx.extra.requestId ?? randomUUID(),
+          logger,
+        };
+        return { schema, document, operationName: payload.operationName, variableValues: payload.variables, contextValue };
+      },
+      onNext: (_ctx, _id, _payload, _args, result) => formatResult(result),
+      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatGraphQLError(error.toJSON(), error, logger)),
+    },
+    wsServer,
+  );
+
+  function formatResult(result: ExecutionResult) {
+    if (!result.errors?.length) return result;
+    return { ...result, errors: result.errors.map((error) => formatGraphQLError(error.toJSON(), error, logger)) };
+  }
+
+  // --- Apollo ---
+  const limitsPlugin: ApolloServerPlugin<Context> = {
+    async requestDidStart() {
+      return {
+        async didResolveOperation({ document, operation, request, schema: runSchema }) {
+          if (!operation) return; // Apollo has already rejected an operation it could not find
+          if (operation.operation === 'subscription') {
+            throw new GraphQLError('Subscriptions are served over WebSocket (graphql-ws protocol) at /graphql', {
+              extensions: { code: 'VALIDATION', reason: 'SUBSCRIPTION_OVER_HTTP', http: { status: 400 } },
+            });
+          }
+          enforceQueryLimits(limits, runSchema, document, operation, request.variables);
+        },
+      };
+    },
+  };
+
+  const apollo = new ApolloServer<Context>({
+    schema,
+    introspection: true,
+    includeStacktraceInErrorResponses: false,
+    formatError: (formatted, error) => formatGraphQLError(formatted, error, logger),
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      ApolloServerPluginLandingPageDisabled(),
+      limitsPlugin,
+      {
+        async serverWillStart() {
+          return {
+            async drainServer() {
+              await wsCleanup.dispose();
+            },
+          };
+        },
+      },
+    ],
+  });
+  await apollo.start();
+
+  // --- HTTP ---
+  app.use((req, res, next) => {
+    const incoming = req.header('x-request-id');
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    res.setHeader('x-request-id', requestId);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      logger.info(
+        { requestId, method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+        'request',
+      );
+    });
+    runWithRequestId(requestId, next);
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    try {
+      await services.prisma.$queryRaw`SELECT 1`;
+      const pending = await pendingMigrations(services.db);
+      if (pending.length > 0) {
+        res.status(503).json({ status: 'migrations pending', pending });
+        return;
+      }
+      res.json({ status: 'ready', database: services.db.kind });
+    } catch (error) {
+      logger.warn({ err: error }, 'readiness check failed');
+      res.status(503).json({ status: 'database unreachable' });
+    }
+  });
+
+  const wantsPlayground = (req: Request) =>
+    req.method === 'GET' && req.accepts(['application/json', 'application/graphql-response+json', 'text/html']) === 'text/html' && !req.query.query;
+
+  app.get('/playground', (_req, res) => {
+    res.type('html').send(playgroundHtml());
+  });
+
+  app.use(
+    '/graphql',
+    (req, res, next) => (wantsPlayground(req) ? res.type('html').send(playgroundHtml()) : next()),
+    express.json({ limit: config.maxBodyBytes, type: ['application/json', 'application/graphql-response+json'] }),
+    expressMiddleware(apollo, {
+      context: async ({ req }): Promise<Context> => ({
+        viewer: await viewerFor(req.headers.authorization),
+        services,
+        requestId: currentRequestId() ?? randomUUID(),
+        logger,
+      }),
+    }),
+  );
+
+  app.use((req, res) => {
+    sendError(req, res, 404, 'NOT_FOUND', `No route for ${req.method} ${req.path}`);
+  });
+  app.use(errorHandler(logger));
+
+  return {
+    httpServer,
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(port, host, () => {
+          const address = httpServer.address();
+          const actualPort = typeof address === 'object' && address ? address.port : port;
+          resolve({ url: `http://${host}:${actualPort}`, port: actualPort });
+        });
+      });
+    },
+    async close() {
+      await apollo.stop();
+      if (httpServer.listening) await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    },
+  };
+}

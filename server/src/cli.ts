@@ -1,0 +1,89 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from './config.ts';
+import { openRuntime } from './runtime.ts';
+import { createLogger } from './shared/logger.ts';
+
+/**
+ * Operator commands: `npm run tollgate -- <command>`. They use the same database settings as
+ * the server (DATABASE_URL, or PGlite under TOLLGATE_DATA_DIR: stop the server first there,
+ * since an embedded database has one process at a time).
+ */
+const USAGE = `usage: npm run tollgate -- <command> [options]
+  merchant create --name <name> [--live]     create a merchant and print its first secret key
+  merchant list                              list merchants
+  key create --merchant <id> [--name <name>] [--live]
+  key list --merchant <id>
+  key revoke --merchant <id> --key <key id>
+  migrate                                    apply pending database migrations`;
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      name: { type: 'string' },
+      merchant: { type: 'string' },
+      key: { type: 'string' },
+      live: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const command = positionals.join(' ');
+  if (values.help || !command) {
+    console.log(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const config = loadConfig();
+  const logger = createLogger(process.env.LOG_LEVEL ?? 'warn');
+  const runtime = await openRuntime(config, logger);
+  const { services } = runtime;
+  const mode = values.live ? 'live' : 'test';
+  const need = (value: string | undefined, flag: string): string => {
+    if (!value) throw new Error(`--${flag} is required\n${USAGE}`);
+    return value;
+  };
+  try {
+    switch (command) {
+      case 'merchant create': {
+        const { merchant, key } = await services.merchants.create({ name: need(values.name, 'name'), keyMode: mode });
+        console.log(`merchant ${merchant.id} (${merchant.name})\nsecret key (shown once): ${key.secret}`);
+        return 0;
+      }
+      case 'merchant list':
+        for (const merchant of await services.merchants.list()) console.log(`${merchant.id}  ${merchant.name}`);
+        return 0;
+      case 'key create': {
+        const merchant = await services.merchants.get(need(values.merchant, 'merchant'));
+        const key = await services.apiKeys.create(merchant.id, { name: values.name ?? 'CLI key', mode });
+        console.log(`key ${key.apiKey.id}\nsecret key (shown once): ${key.secret}`);
+        return 0;
+      }
+      case 'key list':
+        for (const key of await services.apiKeys.list(need(values.merchant, 'merchant'), { includeRevoked: true })) {
+          console.log(`${key.id}  ${key.prefix}…${key.last4}  ${key.name}  ${key.revokedAt ? `revoked ${key.revokedAt.toISOString()}` : 'active'}`);
+        }
+        return 0;
+      case 'key revoke': {
+        const key = await services.apiKeys.revoke(need(values.merchant, 'merchant'), need(values.key, 'key'));
+        console.log(`revoked ${key.id} at ${key.revokedAt?.toISOString()}`);
+        return 0;
+      }
+      case 'migrate':
+        console.log('database is up to date');
+        return 0;
+      default:
+        console.error(`unknown command "${command}"\n${USAGE}`);
+        return 2;
+    }
+  } finally {
+    await runtime.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error((error as Error).message);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Everything Tollgate reads from its environment, in one place. README.md's configuration
+ * table documents each variable; keep the two in step.
+ */
+export interface Config {
+  /** PostgreSQL URL; when absent the server runs on embedded PGlite under `dataDir`. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  redisUrl: string | undefined;
+  host: string;
+  port: number;
+  /** 32 bytes; encrypts secrets at rest and signs customer session tokens. */
+  masterKey: Buffer;
+  /** Public URL used in printed links (defaults to http://host:port). */
+  publicUrl: string;
+  maxBodyBytes: number;
+  maxQueryDepth: number;
+  maxQueryComplexity: number;
+  customerSessionMaxTtlSeconds: number;
+  seedDemo: boolean;
+  logLevel: string;
+  production: boolean;
+  stripe: { secretKey: string | undefined; webhookSecret: string | undefined; apiBase: string | undefined };
+}
+
+type Env = Record<string, string | undefined>;
+
+function intFrom(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
+  return value;
+}
+
+function bytesFrom(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const match = /^(\d+)\s*(b|kb|mb)?$/i.exec(raw.trim());
+  if (!match) throw new Error(`${name} must be a size such as 1mb or 500kb, got "${raw}"`);
+  const unit = (match[2] ?? 'b').toLowerCase();
+  return Number(match[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
+}
+
+/** Accepts 64 hex characters or base64 of 32 bytes. */
+export function parseMasterKey(raw: string): Buffer {
+  const text = raw.trim();
+  const key = /^[0-9a-f]{64}$/i.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+  if (key.length !== 32) throw new Error('TOLLGATE_MASTER_KEY must be 32 bytes, as 64 hex characters or base64');
+  return key;
+}
+
+/**
+ * In development a master key is generated once and kept in the data folder so that
+ * restarts can still read what it encrypted. Production must supply its own.
+ */
+function resolveMasterKey(env: Env, dataDir: string, production: boolean): Buffer {
+  if (env.TOLLGATE_MASTER_KEY) return parseMasterKey(env.TOLLGATE_MASTER_KEY);
+  if (production) throw new Error('TOLLGATE_MASTER_KEY is required when NODE_ENV=production');
+  const file = path.join(dataDir, 'master.key');
+  if (existsSync(file)) return parseMasterKey(readFileSync(file, 'utf8'));
+  mkdirSync(dataDir, { recursive: true });
+  const key = randomBytes(32);
+  writeFileSync(file, key.toString('hex') + '\n', { mode: 0o600 });
+  return key;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const production = env.NODE_ENV === 'production';
+  const dataDir = path.resolve(env.TOLLGATE_DATA_DIR ?? '.data');
+  const host = env.HOST ?? '127.0.0.1';
+  const port = env.PORT === '0' ? 0 : intFrom(env, 'PORT', 4000);
+  return {
+    databaseUrl: env.DATABASE_URL || undefined,
+    dataDir,
+    redisUrl: env.REDIS_URL || undefined,
+    host,
+    port,
+    masterKey: resolveMasterKey(env, dataDir, production),
+    publicUrl: env.TOLLGATE_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? 'localhost' : host}:${port}`,
+    maxBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BODY_SIZE', 1024 * 1024),
+    maxQueryDepth: intFrom(env, 'TOLLGATE_MAX_QUERY_DEPTH', 10),
+    maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
+    customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600),
+    seedDemo: env.TOLLGATE_SEED_DEMO ? env.TOLLGATE_SEED_DEMO !== 'false' : !production,
+    logLevel: env.LOG_LEVEL ?? (env.NODE_ENV === 'test' ? 'silent' : 'info'),
+    production,
+    stripe: {
+      secretKey: env.STRIPE_SECRET_KEY || undefined,
+      webhookSecret: env.STRIPE_WEBHOOK_SECRET || undefined,
+      apiBase: env.STRIPE_API_BASE || undefined,
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import SchemaBuilder from '@pothos/core';
+import RelayPlugin from '@pothos/plugin-relay';
+import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
+import { GraphQLError, Kind } from 'graphql';
+import type { Context } from '../context.ts';
+import { forbidden, unauthenticated } from '../shared/errors.ts';
+
+/**
+ * The schema builder: plugins, scalars and auth scopes. It declares no domain types; each
+ * module adds its own in modules/<noun>/<noun>.graphql.ts.
+ */
+export const builder = new SchemaBuilder<{
+  Context: Context;
+  DefaultFieldNullability: false;
+  AuthScopes: {
+    /** A merchant's secret key: the whole tenant. */
+    merchant: boolean;
+    /** Any customer session token. */
+    customer: boolean;
+    /** A customer session token for this customer id. */
+    customerSelf: string;
+  };
+  Scalars: {
+    DateTime: { Input: Date; Output: Date | string };
+    JSONObject: { Input: Record<string, unknown>; Output: unknown };
+  };
+}>({
+  plugins: [ScopeAuthPlugin, RelayPlugin],
+  defaultFieldNullability: false,
+  scopeAuth: {
+    authScopes: async (ctx) => ({
+      merchant: ctx.viewer.kind === 'merchant',
+      customer: ctx.viewer.kind === 'customer',
+      customerSelf: (customerId: string) => ctx.viewer.kind === 'customer' && ctx.viewer.customerId === customerId,
+    }),
+    // No credential at all is "who are you?"; a credential without the right is "not allowed".
+    unauthorizedError: (_parent, ctx, _info, result) =>
+      ctx.viewer.kind === 'anonymous' ? unauthenticated() : forbidden(result.message),
+  },
+  relay: {
+    clientMutationId: 'omit',
+    cursorType: 'String',
+    nodeQueryOptions: false,
+    nodesQueryOptions: false,
+  },
+});
+
+builder.queryType({});
+builder.mutationType({});
+builder.subscriptionType({});
+
+builder.scalarType('DateTime', {
+  description: 'An instant, as an ISO-8601 string in UTC.',
+  serialize: (value) => (value instanceof Date ? value.toISOString() : new Date(value).toISOString()),
+  parseValue: (value) => parseDateTime(value),
+  parseLiteral: (ast) => {
+    if (ast.kind !== Kind.STRING) throw new GraphQLError('DateTime must be an ISO-8601 string');
+    return parseDateTime(ast.value);
+  },
+});
+
+function parseDateTime(value: unknown): Date {
+  const date = typeof value === 'string' ? new Date(value) : undefined;
+  if (!date || Number.isNaN(date.getTime())) throw new GraphQLError('DateTime must be an ISO-8601 string');
+  return date;
+}
+
+builder.scalarType('JSONObject', {
+  description: 'A JSON object (keys and values of your choosing).',
+  serialize: (value) => value,
+  parseValue: (value) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new GraphQLError('Expected a JSON object');
+    return value as Record<string, unknown>;
+  },
+  parseLiteral: () => {
+    throw new GraphQLError('JSONObject values must be passed as variables');
+  },
+});

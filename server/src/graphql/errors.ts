@@ -1,0 +1,46 @@
+import { unwrapResolverError } from '@apollo/server/errors';
+import type { GraphQLFormattedError } from 'graphql';
+import { AppError, ERROR_CODES, type ErrorCode } from '../shared/errors.ts';
+import type { Logger } from '../shared/logger.ts';
+import { currentRequestId } from '../shared/request-context.ts';
+
+/**
+ * The one place errors become what a GraphQL client sees (Apollo's formatError and the
+ * graphql-ws path both call it). Known errors keep their code; GraphQL's own parse and
+ * validation failures become VALIDATION; anything else is logged and masked as INTERNAL.
+ */
+const REQUEST_ERROR_CODES = new Set([
+  'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED',
+  'BAD_USER_INPUT',
+  'BAD_REQUEST',
+  'OPERATION_RESOLUTION_FAILURE',
+  'PERSISTED_QUERY_NOT_FOUND',
+  'PERSISTED_QUERY_NOT_SUPPORTED',
+]);
+
+const isOurCode = (code: unknown): code is ErrorCode => ERROR_CODES.includes(code as ErrorCode);
+
+export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
+  const original = unwrapResolverError(error);
+  const code = formatted.extensions?.code;
+  if (original instanceof AppError || isOurCode(code)) {
+    const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
+    return { ...formatted, extensions };
+  }
+  if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code)) {
+    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code } };
+  }
+  // Values that fail a scalar or input type are reported by graphql-js without a code.
+  if (code === undefined && !formatted.path && formatted.locations) {
+    return { message: formatted.message, locations: formatted.locations, extensions: { code: 'VALIDATION' } };
+  }
+  const requestId = currentRequestId();
+  logger.error({ err: original, requestId, path: formatted.path }, 'internal error in GraphQL request');
+  return {
+    message: `Internal server error${requestId ? ` (request id ${requestId})` : ''}`,
+    path: formatted.path,
+    locations: formatted.locations,
+    extensions: { code: 'INTERNAL', ...(requestId ? { requestId } : {}) },
+  };
+}

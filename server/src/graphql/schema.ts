@@ -1,0 +1,8 @@
+import { builder } from './builder.ts';
+import '../modules/merchants/merchants.graphql.ts';
+import '../modules/api-keys/api-keys.graphql.ts';
+import '../modules/customers/customers.graphql.ts';
+import '../modules/auth/auth.graphql.ts';
+
+/** Every module registers its types on import; this assembles them. */
+export const schema = builder.toSchema({ sortSchema: true });

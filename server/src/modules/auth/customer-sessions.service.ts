@@ -1,0 +1,76 @@
+import { randomUUID } from 'node:crypto';
+import { deriveKey, hmacBase64Url, safeEqual } from '../../shared/crypto.ts';
+import { AppError, invalidField } from '../../shared/errors.ts';
+import { requireIntInRange } from '../../shared/validation.ts';
+import type { CustomerService } from '../customers/customers.service.ts';
+
+/**
+ * Short-lived, signed tokens that let a browser act as one customer of one merchant.
+ * A merchant's backend mints them with its secret key; the secret key never reaches a browser.
+ * Stateless (HMAC over the claims), so checking one costs no database round trip.
+ */
+export interface CustomerSessionClaims {
+  merchantId: string;
+  customerId: string;
+  sessionId: string;
+  expiresAt: Date;
+}
+
+const PREFIX = 'tgcs_';
+const MIN_TTL_SECONDS = 60;
+
+export function looksLikeCustomerSessionToken(value: string): boolean {
+  return value.startsWith(PREFIX);
+}
+
+export class CustomerSessionService {
+  private readonly signingKey: Buffer;
+
+  constructor(
+    masterKey: Buffer,
+    private readonly customers: CustomerService,
+    private readonly maxTtlSeconds: number,
+  ) {
+    this.signingKey = deriveKey(masterKey, 'customer-session');
+  }
+
+  async create(merchantId: string, customerId: string, ttlSeconds = 3600): Promise<{ token: string; claims: CustomerSessionClaims }> {
+    requireIntInRange('ttlSeconds', ttlSeconds, MIN_TTL_SECONDS, this.maxTtlSeconds);
+    const customer = await this.customers.get(merchantId, customerId);
+    if (customer.archivedAt) throw invalidField('customerId', 'belongs to an archived customer');
+    const claims: CustomerSessionClaims = {
+      merchantId,
+      customerId: customer.id,
+      sessionId: randomUUID(),
+      expiresAt: new Date(Math.floor(Date.now() / 1000 + ttlSeconds) * 1000),
+    };
+    return { token: this.sign(claims), claims };
+  }
+
+  /** Throws UNAUTHENTICATED for a forged, malformed or expired token. */
+  verify(token: string, now = new Date()): CustomerSessionClaims {
+    const invalid = () => new AppError('UNAUTHENTICATED', 'The customer session token is invalid or has expired');
+    if (!token.startsWith(PREFIX)) throw invalid();
+    const [payload, signature] = token.slice(PREFIX.length).split('.');
+    if (!payload || !signature || !safeEqual(signature, hmacBase64Url(this.signingKey, payload))) throw invalid();
+    let raw: { v?: unknown; m?: unknown; c?: unknown; s?: unknown; exp?: unknown };
+    try {
+      raw = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    } catch {
+      throw invalid();
+    }
+    if (raw.v !== 1 || typeof raw.m !== 'string' || typeof raw.c !== 'string' || typeof raw.s !== 'string' || typeof raw.exp !== 'number') {
+      throw invalid();
+    }
+    if (raw.exp * 1000 <= now.getTime()) throw invalid();
+    return { merchantId: raw.m, customerId: raw.c, sessionId: raw.s, expiresAt: new Date(raw.exp * 1000) };
+  }
+
+  private sign(claims: CustomerSessionClaims): string {
+    const payload = Buffer.from(
+      JSON.stringify({ v: 1, m: claims.merchantId, c: claims.customerId, s: claims.sessionId, exp: claims.expiresAt.getTime() / 1000 }),
+    ).toString('base64url');
+    return `${PREFIX}${payload}.${hmacBase64Url(this.signingKey, payload)}`;
+  }
+}
+

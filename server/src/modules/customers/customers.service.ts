@@ -1,0 +1,181 @@
+import type { Customer, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
+import { conflict, invalidField, notFound } from '../../shared/errors.ts';
+import { createdKeysetPage } from '../../shared/pagination.ts';
+import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import type { PubSub } from '../../shared/pubsub.ts';
+import {
+  isUuid,
+  optionalEmail,
+  optionalText,
+  requireJsonObject,
+  requireNonEmpty,
+} from '../../shared/validation.ts';
+
+export interface CreateCustomerInput {
+  externalId: string;
+  email?: string | null;
+  name?: string | null;
+  metadata?: unknown;
+}
+
+export interface UpdateCustomerInput {
+  externalId?: string | null;
+  email?: string | null;
+  name?: string | null;
+  /** Replaces the whole metadata object. */
+  metadata?: unknown;
+}
+
+export interface CustomerFilter {
+  /** Default: active customers only. */
+  status?: 'ACTIVE' | 'ARCHIVED' | 'ALL' | null;
+  /** Case-insensitive substring of name, email or externalId. */
+  search?: string | null;
+  email?: string | null;
+  externalIds?: readonly string[] | null;
+  createdAfter?: Date | null;
+  createdBefore?: Date | null;
+}
+
+export const customerTopic = (customerId: string) => `customer:${customerId}`;
+
+export class CustomerService {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly pubsub: PubSub,
+  ) {}
+
+  async create(merchantId: string, input: CreateCustomerInput): Promise<Customer> {
+    const data = {
+      merchantId,
+      externalId: requireNonEmpty('externalId', input.externalId),
+      email: optionalEmail('email', input.email) ?? null,
+      name: optionalText('name', input.name) ?? null,
+      metadata: (input.metadata === undefined || input.metadata === null
+        ? {}
+        : requireJsonObject('metadata', input.metadata)) as Prisma.InputJsonObject,
+    };
+    try {
+      return await this.prisma.customer.create({ data });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw await this.duplicateExternalId(merchantId, data.externalId);
+      throw error;
+    }
+  }
+
+  async update(merchantId: string, id: string, input: UpdateCustomerInput): Promise<Customer> {
+    const existing = await this.get(merchantId, id);
+    const data: Prisma.CustomerUpdateInput = {};
+    if (input.externalId !== undefined) {
+      if (input.externalId === null) throw invalidField('externalId', 'cannot be removed');
+      data.externalId = requireNonEmpty('externalId', input.externalId);
+    }
+    if (input.email !== undefined) data.email = optionalEmail('email', input.email) ?? null;
+    if (input.name !== undefined) data.name = optionalText('name', input.name) ?? null;
+    if (input.metadata !== undefined) {
+      data.metadata = (input.metadata === null ? {} : requireJsonObject('metadata', input.metadata)) as Prisma.InputJsonObject;
+    }
+    try {
+      return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data }));
+    } catch (error) {
+      if (isUniqueViolation(error) && typeof data.externalId === 'string') {
+        throw await this.duplicateExternalId(merchantId, data.externalId);
+      }
+      throw error;
+    }
+  }
+
+  /** Archived customers keep their history but cannot start sessions or new usage. Idempotent. */
+  async archive(merchantId: string, id: string): Promise<Customer> {
+    const existing = await this.get(merchantId, id);
+    if (existing.archivedAt) return existing;
+    return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { archivedAt: new Date() } }));
+  }
+
+  async unarchive(merchantId: string, id: string): Promise<Customer> {
+    const existing = await this.get(merchantId, id);
+    if (!existing.archivedAt) return existing;
+    return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { archivedAt: null } }));
+  }
+
+  async get(merchantId: string, id: string): Promise<Customer> {
+    const customer = isUuid(id) ? await this.prisma.customer.findFirst({ where: { id: id.toLowerCase(), merchantId } }) : null;
+    if (!customer) throw notFound('Customer', id);
+    return customer;
+  }
+
+  async getByExternalId(merchantId: string, externalId: string): Promise<Customer> {
+    const customer = await this.prisma.customer.findUnique({ where: { merchantId_externalId: { merchantId, externalId } } });
+    if (!customer) throw notFound('Customer with externalId', externalId);
+    return customer;
+  }
+
+  /** The gateway's `x-tollgate-customer` accepts either id; Tollgate's own id wins a tie. */
+  async getByIdOrExternalId(merchantId: string, idOrExternalId: string): Promise<Customer> {
+    const customer = await this.prisma.customer.findFirst({
+      where: {
+        merchantId,
+        OR: [...(isUuid(idOrExternalId) ? [{ id: idOrExternalId.toLowerCase() }] : []), { externalId: idOrExternalId }],
+      },
+      orderBy: { createdAt: 'asc' },
+    });
+    if (!customer) throw notFound('Customer', idOrExternalId);
+    return customer;
+  }
+
+  /** One page of customers, newest first; used through Relay's cursor connection. */
+  async page(
+    merchantId: string,
+    filter: CustomerFilter | null | undefined,
+    page: { before?: string; after?: string; limit: number; inverted: boolean },
+  ): Promise<Customer[]> {
+    const keyset = createdKeysetPage(page);
+    return this.prisma.customer.findMany({
+      where: { AND: [{ merchantId }, this.filterWhere(filter ?? {}), keyset.where] },
+      orderBy: keyset.orderBy,
+      take: page.limit,
+    });
+  }
+
+  async count(merchantId: string, filter: CustomerFilter | null | undefined): Promise<number> {
+    return this.prisma.customer.count({ where: { AND: [{ merchantId }, this.filterWhere(filter ?? {})] } });
+  }
+
+  private filterWhere(filter: CustomerFilter): Prisma.CustomerWhereInput {
+    const where: Prisma.CustomerWhereInput[] = [];
+    const status = filter.status ?? 'ACTIVE';
+    if (status === 'ACTIVE') where.push({ archivedAt: null });
+    if (status === 'ARCHIVED') where.push({ archivedAt: { not: null } });
+    const search = optionalText('filter.search', filter.search, 200);
+    if (search) {
+      where.push({
+        OR: [
+          { name: { contains: search, mode: 'insensitive' } },
+          { email: { contains: search, mode: 'insensitive' } },
+          { externalId: { contains: search, mode: 'insensitive' } },
+        ],
+      });
+    }
+    if (filter.email) where.push({ email: filter.email.trim().toLowerCase() });
+    if (filter.externalIds) {
+      if (filter.externalIds.length > 100) throw invalidField('filter.externalIds', 'may list at most 100 ids');
+      where.push({ externalId: { in: [...filter.externalIds] } });
+    }
+    if (filter.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
+    if (filter.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });
+    return { AND: where };
+  }
+
+  private async duplicateExternalId(merchantId: string, externalId: string) {
+    const existing = await this.prisma.customer.findUnique({ where: { merchantId_externalId: { merchantId, externalId } } });
+    return conflict(`A customer with externalId "${externalId}" already exists`, {
+      field: 'externalId',
+      existingCustomerId: existing?.id,
+    });
+  }
+
+  private published(customer: Customer): Customer {
+    this.pubsub.publish(customerTopic(customer.id), { customerId: customer.id });
+    return customer;
+  }
+}

@@ -1,0 +1,37 @@
+import type { PrismaClient, Merchant } from '../../generated/prisma/client.ts';
+import { notFound } from '../../shared/errors.ts';
+import { requireNonEmpty } from '../../shared/validation.ts';
+import type { ApiKeyMode, ApiKeyService, CreatedApiKey } from '../api-keys/api-keys.service.ts';
+
+export class MerchantService {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly apiKeys: ApiKeyService,
+  ) {}
+
+  /** A new tenant with its first secret key (shown once, in the result). */
+  async create(input: { name: string; keyMode?: ApiKeyMode }): Promise<{ merchant: Merchant; key: CreatedApiKey }> {
+    const name = requireNonEmpty('name', input.name);
+    const merchant = await this.prisma.merchant.create({ data: { name } });
+    const key = await this.apiKeys.create(merchant.id, { name: 'Default secret key', mode: input.keyMode ?? 'test' });
+    return { merchant, key };
+  }
+
+  async get(id: string): Promise<Merchant> {
+    const merchant = await this.prisma.merchant.findUnique({ where: { id } });
+    if (!merchant) throw notFound('Merchant', id);
+    return merchant;
+  }
+
+  async rename(id: string, name: string): Promise<Merchant> {
+    return this.prisma.merchant.update({ where: { id }, data: { name: requireNonEmpty('name', name) } });
+  }
+
+  async list(): Promise<Merchant[]> {
+    return this.prisma.merchant.findMany({ orderBy: { createdAt: 'asc' } });
+  }
+
+  async count(): Promise<number> {
+    return this.prisma.merchant.count();
+  }
+}

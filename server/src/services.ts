@@ -1,0 +1,44 @@
+import type { Config } from './config.ts';
+import type { PrismaClient } from './generated/prisma/client.ts';
+import { ApiKeyService } from './modules/api-keys/api-keys.service.ts';
+import { CustomerSessionService } from './modules/auth/customer-sessions.service.ts';
+import { ViewerResolver } from './modules/auth/viewer.ts';
+import { CustomerService } from './modules/customers/customers.service.ts';
+import { MerchantService } from './modules/merchants/merchants.service.ts';
+import type { Database } from './shared/db/database.ts';
+import type { Logger } from './shared/logger.ts';
+import type { PubSub } from './shared/pubsub.ts';
+
+/** Every domain service, wired once per process and shared by HTTP, GraphQL, the CLI and tests. */
+export interface Services {
+  config: Config;
+  db: Database;
+  prisma: PrismaClient;
+  pubsub: PubSub;
+  logger: Logger;
+  apiKeys: ApiKeyService;
+  merchants: MerchantService;
+  customers: CustomerService;
+  customerSessions: CustomerSessionService;
+  viewers: ViewerResolver;
+}
+
+export function createServices(deps: { config: Config; db: Database; pubsub: PubSub; logger: Logger }): Services {
+  const { config, db, pubsub, logger } = deps;
+  const prisma = db.prisma;
+  const apiKeys = new ApiKeyService(prisma);
+  const customers = new CustomerService(prisma, pubsub);
+  const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds);
+  return {
+    config,
+    db,
+    prisma,
+    pubsub,
+    logger,
+    apiKeys,
+    merchants: new MerchantService(prisma, apiKeys),
+    customers,
+    customerSessions,
+    viewers: new ViewerResolver(apiKeys, customerSessions),
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * Topic-based publish/subscribe for GraphQL subscriptions. Payloads are JSON values so the
+ * same events can cross processes (the Redis implementation) unchanged. Publish only after
+ * the transaction behind an event has committed.
+ */
+export type EventPayload = Record<string, unknown>;
+
+export interface PubSub {
+  publish(topic: string, payload: EventPayload): void;
+  subscribe(topic: string): AsyncIterableIterator<EventPayload>;
+  close(): Promise<void>;
+}
+
+type Listener = (payload: EventPayload) => void;
+
+/** A pull-based queue that turns pushed events into an async iterator a subscription can consume. */
+export function listenerIterator(
+  attach: (listener: Listener) => void,
+  detach: (listener: Listener) => void,
+  maxBuffered = 1000,
+): AsyncIterableIterator<EventPayload> {
+  const buffered: EventPayload[] = [];
+  let waiting: ((result: IteratorResult<EventPayload>) => void) | null = null;
+  let done = false;
+
+  const listener: Listener = (payload) => {
+    if (waiting) {
+      const resolve = waiting;
+      waiting = null;
+      resolve({ value: payload, done: false });
+    } else if (buffered.length < maxBuffered) {
+      buffered.push(payload);
+    }
+  };
+  attach(listener);
+
+  const finish = async (): Promise<IteratorResult<EventPayload>> => {
+    if (!done) {
+      done = true;
+      detach(listener);
+      buffered.length = 0;
+      waiting?.({ value: undefined, done: true });
+      waiting = null;
+    }
+    return { value: undefined, done: true };
+  };
+
+  return {
+    next() {
+      if (done) return Promise.resolve({ value: undefined, done: true });
+      const next = buffered.shift();
+      if (next) return Promise.resolve({ value: next, done: false });
+      return new Promise((resolve) => {
+        waiting = resolve;
+      });
+    },
+    return: finish,
+    throw: async (error: unknown) => {
+      await finish();
+      throw error;
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+}
+
+export class InMemoryPubSub implements PubSub {
+  private readonly listeners = new Map<string, Set<Listener>>();
+
+  publish(topic: string, payload: EventPayload): void {
+    for (const listener of this.listeners.get(topic) ?? []) listener(payload);
+  }
+
+  subscribe(topic: string): AsyncIterableIterator<EventPayload> {
+    return listenerIterator(
+      (listener) => {
+        const set = this.listeners.get(topic) ?? new Set();
+        set.add(listener);
+        this.listeners.set(topic, set);
+      },
+      (listener) => {
+        const set = this.listeners.get(topic);
+        set?.delete(listener);
+        if (set?.size === 0) this.listeners.delete(topic);
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+  }
+}

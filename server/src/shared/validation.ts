@@ -1,0 +1,56 @@
+import { invalidField } from './errors.ts';
+
+/** Small input checks shared by services; each names the field it rejects. */
+
+export function requireNonEmpty(field: string, value: string, maxLength = 255): string {
+  const trimmed = value.trim();
+  if (trimmed.length === 0) throw invalidField(field, 'must not be empty');
+  if (trimmed.length > maxLength) throw invalidField(field, `must be at most ${maxLength} characters`);
+  return trimmed;
+}
+
+export function optionalText(field: string, value: string | null | undefined, maxLength = 255): string | null | undefined {
+  if (value === undefined || value === null) return value;
+  const trimmed = value.trim();
+  if (trimmed.length > maxLength) throw invalidField(field, `must be at most ${maxLength} characters`);
+  return trimmed.length === 0 ? null : trimmed;
+}
+
+// Deliberately loose: one @, something on both sides, a dot in the domain. Delivery proves the rest.
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+export function optionalEmail(field: string, value: string | null | undefined): string | null | undefined {
+  const text = optionalText(field, value, 320);
+  if (text && !EMAIL.test(text)) throw invalidField(field, 'is not an email address');
+  return text?.toLowerCase() ?? text;
+}
+
+export type JsonObject = { [key: string]: unknown };
+
+export function requireJsonObject(field: string, value: unknown, maxBytes = 16_384): JsonObject {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalidField(field, 'must be a JSON object');
+  }
+  if (Buffer.byteLength(JSON.stringify(value)) > maxBytes) {
+    throw invalidField(field, `must be at most ${maxBytes} bytes of JSON`);
+  }
+  return value as JsonObject;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
+export function requireUuid(field: string, value: string): string {
+  if (!isUuid(value)) throw invalidField(field, 'is not a valid id');
+  return value.toLowerCase();
+}
+
+export function requireIntInRange(field: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw invalidField(field, `must be a whole number from ${min} to ${max}`);
+  }
+  return value;
+}
