@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createApp } from '../src/app.ts';
+import { loadConfig, type Config } from '../src/config.ts';
+import { openRuntime } from '../src/runtime.ts';
+import type { Services } from '../src/services.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { createTestDatabase } from './databases.ts';
+
+/** A real server on a random local port over a throwaway database, plus a GraphQL helper. */
+export interface TestServer {
+  url: string;
+  services: Services;
+  config: Config;
+  close(): Promise<void>;
+  /** POSTs a GraphQL operation; `token` is a secret key or a customer session token. */
+  graphql<T = Record<string, unknown>>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GraphQLResponse<T>>;
+  /** A merchant with a secret key, created fresh. */
+  createMerchant(name?: string): Promise<{ id: string; secret: string }>;
+}
+
+export interface GraphQLResponse<T> {
+  status: number;
+  data: T | null | undefined;
+  errors: { message: string; path?: string[]; extensions: { code: string; [key: string]: unknown } }[] | undefined;
+}
+
+export function testConfig(env: Record<string, string | undefined> = {}): Config {
+  return loadConfig({
+    NODE_ENV: 'test',
+    TOLLGATE_MASTER_KEY: randomBytes(32).toString('hex'),
+    TOLLGATE_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'tollgate-test-')),
+    PORT: '0',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...env,
+  });
+}
+
+export async function startTestServer(env: Record<string, string | undefined> = {}): Promise<TestServer> {
+  const database = await createTestDatabase();
+  const config = testConfig(env);
+  const logger = createLogger(config.logLevel);
+  const runtime = await openRuntime(config, logger, { db: database.db });
+  const app = await createApp(runtime.services);
+  const { url } = await app.listen(0, '127.0.0.1');
+
+  const graphql: TestServer['graphql'] = async (query, variables, token) => {
+    const response = await fetch(`${url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = (await response.json()) as { data?: never; errors?: never };
+    return { status: response.status, data: body.data, errors: body.errors };
+  };
+
+  return {
+    url,
+    services: runtime.services,
+    config,
+    graphql,
+    async createMerchant(name = 'Test merchant') {
+      const { merchant, key } = await runtime.services.merchants.create({ name });
+      return { id: merchant.id, secret: key.secret };
+    },
+    async close() {
+      await app.close();
+      await runtime.close();
+      await database.close();
+    },
+  };
+}
