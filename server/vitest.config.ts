@@ -1,4 +1,7 @@
+import { createRequire } from 'node:module';
 import { defineConfig } from 'vitest/config';
+
+const require = createRequire(import.meta.url);
 
 /**
  * Two projects run the same suite: on embedded PGlite always, and on the real PostgreSQL
@@ -11,10 +14,17 @@ const everyTest = ['src/**/*.test.ts', 'test/**/*.test.ts'];
 const browserTests = 'test/e2e/**';
 
 export default defineConfig({
+  resolve: {
+    // Vite would pick graphql's ESM build for our files while Apollo and Pothos, loaded by
+    // Node, get the CommonJS one: two copies of graphql's classes that refuse each other.
+    alias: [{ find: /^graphql$/, replacement: require.resolve('graphql') }],
+  },
   test: {
     testTimeout: 30_000,
     hookTimeout: 90_000,
     pool: 'forks',
+    // Most of a file's time is waiting on a database or a child process, so two run at once.
+    maxWorkers: 2,
     projects: [
       {
         extends: true as const,

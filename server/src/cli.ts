@@ -29,9 +29,9 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const command = positionals.join(' ');
-  if (values.help || !command) {
+  if (values.help || command === 'help' || !command) {
     console.log(USAGE);
-    return values.help ? 0 : 2;
+    return command ? 0 : 2;
   }
   const config = loadConfig();
   const logger = createLogger(process.env.LOG_LEVEL ?? 'warn');

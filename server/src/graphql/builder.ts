@@ -28,6 +28,8 @@ export const builder = new SchemaBuilder<{
   plugins: [ScopeAuthPlugin, RelayPlugin],
   defaultFieldNullability: false,
   scopeAuth: {
+    // Check a subscription's scopes when it starts, not only when an event arrives.
+    authorizeOnSubscribe: true,
     authScopes: async (ctx) => ({
       merchant: ctx.viewer.kind === 'merchant',
       customer: ctx.viewer.kind === 'customer',

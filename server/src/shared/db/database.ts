@@ -50,10 +50,10 @@ function openPostgres(url: string, poolSize: number): Database {
         client.release();
       }
     },
-    async close() {
+    close: once(async () => {
       await prisma.$disconnect();
       await pool.end();
-    },
+    }),
   };
 }
 
@@ -72,9 +72,15 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
         },
       });
     },
-    async close() {
+    close: once(async () => {
       await prisma.$disconnect();
       await pglite.close();
-    },
+    }),
   };
+}
+
+/** Closing is idempotent: a runtime and a test harness may both close the same database. */
+function once(close: () => Promise<void>): () => Promise<void> {
+  let closing: Promise<void> | undefined;
+  return () => (closing ??= close());
 }

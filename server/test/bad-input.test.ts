@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from './server.ts';
+
+/** Bad requests get a clear, coded error and a 4xx, never a crash or a partial write. */
+let server: TestServer;
+let merchant: { id: string; secret: string };
+
+beforeAll(async () => {
+  server = await startTestServer({ TOLLGATE_MAX_QUERY_COMPLEXITY: '600', TOLLGATE_MAX_BODY_SIZE: '64kb' });
+  merchant = await server.createMerchant();
+});
+afterAll(() => server?.close());
+
+async function post(body: string, headers: Record<string, string> = {}) {
+  const response = await fetch(`${server.url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}`, ...headers },
+    body,
+  });
+  const text = await response.text();
+  return { status: response.status, body: JSON.parse(text) as { errors?: { message: string; extensions: Record<string, unknown> }[]; data?: unknown; error?: Record<string, unknown> }, requestId: response.headers.get('x-request-id') };
+}
+
+describe('bad input', () => {
+  it('malformed JSON → 400 VALIDATION', async () => {
+    const result = await post('{"query": "{ viewer { kind } }"');
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'MALFORMED_JSON' });
+    expect(result.body.errors?.[0]?.extensions.requestId).toBe(result.requestId);
+  });
+
+  it('a body with no query → 400 VALIDATION', async () => {
+    const result = await post('{"variables": {}}');
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions.code).toBe('VALIDATION');
+  });
+
+  it('a query that does not parse → 400 VALIDATION', async () => {
+    const result = await post(JSON.stringify({ query: '{ viewer { kind ' }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions.code).toBe('VALIDATION');
+  });
+
+  it('unknown fields in the query → 400 VALIDATION naming the field', async () => {
+    const result = await post(JSON.stringify({ query: '{ viewer { kind secretSauce } }' }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions.code).toBe('VALIDATION');
+    expect(result.body.errors?.[0]?.message).toContain('secretSauce');
+  });
+
+  it('unknown input fields in variables → VALIDATION, and nothing is written', async () => {
+    const result = await post(
+      JSON.stringify({
+        query: 'mutation ($input: CreateCustomerInput!) { createCustomer(input: $input) { id } }',
+        variables: { input: { externalId: 'never-created', plan: 'gold' } },
+      }),
+    );
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions.code).toBe('VALIDATION');
+    expect(result.body.errors?.[0]?.message).toContain('plan');
+    expect(await server.services.prisma.customer.count({ where: { externalId: 'never-created' } })).toBe(0);
+  });
+
+  it('a value of the wrong type → VALIDATION', async () => {
+    const result = await post(JSON.stringify({ query: 'query ($n: Int) { customers(first: $n) { totalCount } }', variables: { n: 'ten' } }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions.code).toBe('VALIDATION');
+    const date = await post(JSON.stringify({ query: '{ customers(filter: { createdAfter: "yesterday" }) { totalCount } }' }));
+    expect(date.body.errors?.[0]?.extensions.code).toBe('VALIDATION');
+  });
+
+  it('an over-deep query → 400 VALIDATION before anything runs', async () => {
+    // This schema has no cycles (its deepest path is 4), so prove the limit with a lower one.
+    const shallow = await startTestServer({ TOLLGATE_MAX_QUERY_DEPTH: '3' });
+    try {
+      const key = (await shallow.createMerchant()).secret;
+      const ok = await shallow.graphql('{ viewer { customer { id } merchant { id } } }', {}, key);
+      expect(ok.status).toBe(200);
+      expect(ok.errors).toBeUndefined();
+      const tooDeep = await shallow.graphql('{ customers { edges { node { id } } } }', {}, key);
+      expect(tooDeep.status).toBe(400);
+      expect(tooDeep.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_DEEP' });
+      expect(tooDeep.errors?.[0]?.message).toBe('Query depth 4 exceeds the limit of 3');
+      // Fragments count where they are spread.
+      const viaFragment = await shallow.graphql('{ customers { ...Edges } } fragment Edges on CustomerConnection { edges { node { id } } }', {}, key);
+      expect(viaFragment.status).toBe(400);
+      // Introspection is not limited: tools need it.
+      const introspection = await shallow.graphql('{ __schema { types { fields { type { ofType { ofType { name } } } } } } }', {}, key);
+      expect(introspection.status).toBe(200);
+    } finally {
+      await shallow.close();
+    }
+  });
+
+  it('an over-complex query → 400 VALIDATION naming the limit', async () => {
+    const result = await post(JSON.stringify({ query: '{ customers(first: 100) { edges { cursor node { id externalId email name } } } }' }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' });
+    expect(result.body.errors?.[0]?.message).toMatch(/complexity \d+ exceeds the limit of 600/);
+    const viaVariable = await post(
+      JSON.stringify({ query: 'query ($n: Int) { customers(first: $n) { edges { cursor node { id externalId email name } } } }', variables: { n: 100 } }),
+    );
+    expect(viaVariable.status).toBe(400);
+    const small = await post(JSON.stringify({ query: '{ customers(first: 10) { edges { cursor node { id externalId email name } } } }' }));
+    expect(small.status).toBe(200);
+  });
+
+  it('an oversized body → 413 VALIDATION', async () => {
+    const result = await post(JSON.stringify({ query: '{ viewer { kind } }', variables: { padding: 'x'.repeat(100_000) } }));
+    expect(result.status).toBe(413);
+    expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'BODY_TOO_LARGE' });
+  });
+
+  it('a subscription over HTTP → 400 pointing at WebSocket', async () => {
+    const result = await post(JSON.stringify({ query: 'subscription ($id: ID!) { customerUpdated(id: $id) { id } }', variables: { id: merchant.id } }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions.reason).toBe('SUBSCRIPTION_OVER_HTTP');
+  });
+
+  it('unknown routes → 404 with a JSON body', async () => {
+    const response = await fetch(`${server.url}/v1/nothing-here`);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toMatchObject({ error: { code: 'NOT_FOUND' } });
+  });
+
+  it('internal errors are masked as INTERNAL with a request id, never a stack trace', async () => {
+    const original = server.services.merchants.get.bind(server.services.merchants);
+    server.services.merchants.get = async () => {
+      throw new Error('connection string postgres://admin:hunter2@db leaked?');
+    };
+    try {
+      const result = await post(JSON.stringify({ query: '{ merchant { id } }' }), { 'x-request-id': 'req-abc-123' });
+      const error = result.body.errors?.[0];
+      expect(error?.extensions).toEqual({ code: 'INTERNAL', requestId: 'req-abc-123' });
+      expect(JSON.stringify(result.body)).not.toMatch(/hunter2|stack|at .*\.ts/);
+    } finally {
+      server.services.merchants.get = original;
+    }
+  });
+});

@@ -1,0 +1,79 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.ts';
+import { openRuntime } from '../src/runtime.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { createPostgresDatabase, testDatabaseKind } from './databases.ts';
+
+/** The operator CLI, run as a real process against the database the server would use. */
+const serverDir = fileURLToPath(new URL('..', import.meta.url));
+let env: Record<string, string>;
+let dropDatabase: (() => Promise<void>) | undefined;
+
+function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: serverDir, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+beforeAll(async () => {
+  env = { TOLLGATE_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'tollgate-cli-')), LOG_LEVEL: 'silent', NODE_ENV: 'test' };
+  if (testDatabaseKind() === 'postgres') {
+    const created = await createPostgresDatabase();
+    env.DATABASE_URL = created.url;
+    dropDatabase = created.drop;
+  }
+});
+afterAll(() => dropDatabase?.());
+
+describe('tollgate CLI', () => {
+  it('creates a merchant whose printed key authenticates, then lists and revokes keys', async () => {
+    const created = await cli('merchant', 'create', '--name', 'Bootstrap Inc');
+    expect(created.code, created.stderr).toBe(0);
+    const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)?.[1];
+    const secret = /(sk_test_[A-Za-z0-9_-]{43})/.exec(created.stdout)?.[1];
+    expect(merchantId).toBeDefined();
+    expect(secret).toBeDefined();
+
+    const listed = await cli('merchant', 'list');
+    expect(listed.stdout).toContain(`${merchantId}  Bootstrap Inc`);
+
+    const liveKey = await cli('key', 'create', '--merchant', merchantId!, '--live', '--name', 'prod');
+    const liveSecret = /(sk_live_[A-Za-z0-9_-]{43})/.exec(liveKey.stdout)?.[1];
+    const liveKeyId = /key ([0-9a-f-]{36})/.exec(liveKey.stdout)?.[1];
+    expect(liveSecret).toBeDefined();
+
+    const revoked = await cli('key', 'revoke', '--merchant', merchantId!, '--key', liveKeyId!);
+    expect(revoked.code, revoked.stderr).toBe(0);
+
+    // The CLI has exited; open the same database the way the server does and check the keys.
+    const config = loadConfig({ ...env, TOLLGATE_MASTER_KEY: '1'.repeat(64) });
+    const runtime = await openRuntime(config, createLogger('silent'));
+    try {
+      expect(await runtime.services.apiKeys.authenticate(secret!)).toMatchObject({ merchantId, mode: 'test' });
+      expect(await runtime.services.apiKeys.authenticate(liveSecret!)).toBeNull();
+    } finally {
+      await runtime.close();
+    }
+  });
+
+  it('explains its usage and fails clearly on bad input', async () => {
+    const help = await cli('help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('merchant create --name');
+    const missing = await cli('merchant', 'create');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('--name is required');
+    const unknown = await cli('frobnicate');
+    expect(unknown.code).toBe(2);
+  });
+});

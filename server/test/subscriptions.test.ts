@@ -1,0 +1,119 @@
+import { createClient, type Client } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { startTestServer, type TestServer } from './server.ts';
+
+/** graphql-ws on the same port and path as HTTP, with the same auth and tenancy. */
+let server: TestServer;
+let merchant: { id: string; secret: string };
+let customerId: string;
+let otherCustomerId: string;
+const clients: Client[] = [];
+
+function connect(authorization?: string): Client {
+  const client = createClient({
+    url: server.url.replace('http', 'ws') + '/graphql',
+    webSocketImpl: WebSocket,
+    connectionParams: authorization ? { authorization: `Bearer ${authorization}` } : {},
+    retryAttempts: 0,
+  });
+  clients.push(client);
+  return client;
+}
+
+const SUBSCRIPTION = 'subscription ($id: ID!) { customerUpdated(id: $id) { id name } }';
+
+beforeAll(async () => {
+  server = await startTestServer();
+  merchant = await server.createMerchant();
+  customerId = (await server.services.customers.create(merchant.id, { externalId: 'live-1' })).id;
+  otherCustomerId = (await server.services.customers.create(merchant.id, { externalId: 'live-2' })).id;
+});
+afterAll(async () => {
+  await Promise.all(clients.map((client) => client.dispose()));
+  await server?.close();
+});
+
+/** Waits until the server has registered the subscription, then runs `act`. */
+async function firstEvent(client: Client, variables: Record<string, unknown>, act: () => Promise<unknown>) {
+  const iterator = client.iterate({ query: SUBSCRIPTION, variables });
+  const next = iterator.next();
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  await act();
+  try {
+    return await Promise.race([
+      next,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no event within 5 s')), 5000)),
+    ]);
+  } finally {
+    await iterator.return?.();
+  }
+}
+
+describe('customerUpdated subscription', () => {
+  it('pushes the change to a merchant subscriber', async () => {
+    const result = await firstEvent(connect(merchant.secret), { id: customerId }, () =>
+      server.graphql('mutation ($id: ID!) { updateCustomer(id: $id, input: { name: "Renamed" }) { id } }', { id: customerId }, merchant.secret),
+    );
+    expect(result.value).toEqual({ data: { customerUpdated: { id: customerId, name: 'Renamed' } } });
+  });
+
+  it('pushes to a customer token watching its own customer', async () => {
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const result = await firstEvent(connect(token), { id: customerId }, () => server.services.customers.update(merchant.id, customerId, { name: 'Self' }));
+    expect(result.value).toEqual({ data: { customerUpdated: { id: customerId, name: 'Self' } } });
+  });
+
+  it("refuses a customer token subscribing to another customer: FORBIDDEN", async () => {
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const iterator = connect(token).iterate({ query: SUBSCRIPTION, variables: { id: otherCustomerId } });
+    const outcome = await iterator.next().then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+    const errors = 'error' in outcome ? (outcome.error as { extensions?: { code?: string } }[]) : (outcome.value.value as { errors: { extensions: { code: string } }[] }).errors;
+    expect(errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+  });
+
+  it("refuses another merchant's key: NOT_FOUND", async () => {
+    const other = await server.createMerchant('Other');
+    const iterator = connect(other.secret).iterate({ query: SUBSCRIPTION, variables: { id: customerId } });
+    const outcome = await iterator.next().then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+    const errors = 'error' in outcome ? (outcome.error as { extensions?: { code?: string } }[]) : (outcome.value.value as { errors: { extensions: { code: string } }[] }).errors;
+    expect(errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+  });
+
+  it('closes the connection for a bad credential (4403) and asks anonymous callers to authenticate', async () => {
+    const closed = await connect(`sk_test_${'B'.repeat(43)}`)
+      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
+      .next()
+      .then(
+        () => undefined,
+        (error: unknown) => error as { code?: number },
+      );
+    expect(closed?.code).toBe(4403);
+
+    const anonymous = await connect()
+      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
+      .next()
+      .then(
+        (value) => (value.value as { errors: { extensions: { code: string } }[] }).errors,
+        (error: unknown) => error as { extensions?: { code?: string } }[],
+      );
+    expect(anonymous?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('rejects invalid operations with VALIDATION', async () => {
+    const outcome = await connect(merchant.secret)
+      .iterate({ query: 'subscription { customerUpdated(id: "x") { nope } }' })
+      .next()
+      .then(
+        (value) => (value.value as { errors: { extensions: { code: string } }[] }).errors,
+        (error: unknown) => error as { extensions?: { code?: string } }[],
+      );
+    expect(outcome?.[0]?.extensions?.code).toBe('VALIDATION');
+  });
+});

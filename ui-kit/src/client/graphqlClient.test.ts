@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest';
+import { jsonResponse, stubFetch } from '../../test/fetchStub.js';
+import { createGraphQLClient } from './graphqlClient.js';
+import { TollgateError } from './TollgateError.js';
+
+const endpoint = 'https://billing.test/graphql';
+
+describe('createGraphQLClient', () => {
+  it('POSTs the query and variables as JSON with the bearer token', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { customer: { id: 'cus_1' } } }));
+    const client = createGraphQLClient({ endpoint, getToken: () => 'cs_test_123' });
+
+    const data = await client.request<{ customer: { id: string } }>('query C($id: ID!) { customer(id: $id) { id } }', { id: 'cus_1' });
+
+    expect(data).toEqual({ customer: { id: 'cus_1' } });
+    expect(requests).toHaveLength(1);
+    const [request] = requests;
+    expect(request?.url).toBe(endpoint);
+    expect(request?.method).toBe('POST');
+    expect(request?.headers.get('authorization')).toBe('Bearer cs_test_123');
+    expect(request?.headers.get('content-type')).toBe('application/json');
+    expect(request?.body).toEqual({ query: 'query C($id: ID!) { customer(id: $id) { id } }', variables: { id: 'cus_1' } });
+  });
+
+  it('awaits an async token getter on every request', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+    let token = 'first';
+    const client = createGraphQLClient({ endpoint, getToken: async () => token });
+
+    await client.request('{ ok }');
+    token = 'second';
+    await client.request('{ ok }');
+
+    expect(requests.map((r) => r.headers.get('authorization'))).toEqual(['Bearer first', 'Bearer second']);
+  });
+
+  it('sends no authorization header when there is no token', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+    await createGraphQLClient({ endpoint, getToken: () => null }).request('{ ok }');
+    expect(requests[0]?.headers.has('authorization')).toBe(false);
+  });
+
+  it('keeps decimal amounts as the exact strings the server sent', async () => {
+    stubFetch(() => jsonResponse({ data: { balance: { amount: '0.10000000000000000001' } } }));
+    const data = await createGraphQLClient({ endpoint, getToken: () => 't' }).request<{ balance: { amount: string } }>('{ balance { amount } }');
+    expect(data.balance.amount).toBe('0.10000000000000000001');
+  });
+
+  it('throws a TollgateError with the code of the first GraphQL error on a 200 response', async () => {
+    const errors = [
+      { message: 'amount: must be positive', path: ['grant'], extensions: { code: 'VALIDATION', field: 'amount' } },
+      { message: 'second', extensions: { code: 'INTERNAL' } },
+    ];
+    stubFetch(() => jsonResponse({ data: null, errors }));
+    const client = createGraphQLClient({ endpoint, getToken: () => 't' });
+
+    const error = await client.request('mutation { grant }').catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ name: 'TollgateError', code: 'VALIDATION', message: 'amount: must be positive', status: 200, errors });
+  });
+
+  it('throws a TollgateError with the server code and HTTP status on a non-2xx response', async () => {
+    stubFetch(() => jsonResponse({ errors: [{ message: 'Authentication required', extensions: { code: 'UNAUTHENTICATED' } }] }, 401));
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => 'expired' })
+      .request('{ viewer { kind } }')
+      .catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'UNAUTHENTICATED', message: 'Authentication required', status: 401 });
+  });
+
+  it('throws HTTP_ERROR for a non-2xx response that is not GraphQL', async () => {
+    stubFetch(() => new Response('<html>Bad gateway</html>', { status: 502, statusText: 'Bad Gateway', headers: { 'content-type': 'text/html' } }));
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'HTTP_ERROR', status: 502, errors: [] });
+  });
+
+  it('throws UNKNOWN when an error carries no code', async () => {
+    stubFetch(() => jsonResponse({ errors: [{ message: 'Something odd' }] }));
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'UNKNOWN', message: 'Something odd', status: 200 });
+  });
+
+  it('throws BAD_RESPONSE for a 2xx response without data', async () => {
+    stubFetch(() => jsonResponse({}));
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'BAD_RESPONSE', status: 200 });
+  });
+
+  it('wraps a failed fetch in a NETWORK TollgateError', async () => {
+    const cause = new TypeError('fetch failed');
+    stubFetch(() => Promise.reject(cause));
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'NETWORK', status: 0, cause });
+  });
+
+  it('rethrows an abort as is, so cancellation is not reported as a failure', async () => {
+    const controller = new AbortController();
+    const abort = new DOMException('The operation was aborted.', 'AbortError');
+    stubFetch(() => {
+      controller.abort();
+      return Promise.reject(abort);
+    });
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }', undefined, { signal: controller.signal })
+      .catch((e: unknown) => e);
+
+    expect(error).toBe(abort);
+  });
+});

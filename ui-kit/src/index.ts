@@ -1,0 +1,10 @@
+export { createGraphQLClient } from './client/graphqlClient.js';
+export type { GraphQLClient, GraphQLClientOptions, GraphQLVariables, RequestOptions, TokenGetter } from './client/graphqlClient.js';
+export { TollgateError } from './client/TollgateError.js';
+export type { GraphQLErrorEntry } from './client/TollgateError.js';
+export { TollgateProvider } from './provider/TollgateProvider.js';
+export type { TollgateProviderProps } from './provider/TollgateProvider.js';
+export { useTollgateClient } from './hooks/useTollgateClient.js';
+export { useViewer } from './hooks/useViewer.js';
+export { VIEWER_QUERY, viewerQueryKey, viewerQueryOptions } from './queries/viewer.js';
+export type { Viewer, ViewerCustomer, ViewerKind, ViewerMerchant } from './queries/viewer.js';
