@@ -8,7 +8,11 @@ import { InMemoryPubSub, type PubSub } from './shared/pubsub.ts';
 import { RedisPubSub } from './shared/redis-pubsub.ts';
 
 /** Opens the database (migrating it), the event bus and the services: what main, the CLI and tests share. */
-export async function openRuntime(config: Config, logger: Logger, options: { db?: Database } = {}): Promise<{ services: Services; close(): Promise<void> }> {
+export async function openRuntime(
+  config: Config,
+  logger: Logger,
+  options: { db?: Database; clock?: () => Date } = {},
+): Promise<{ services: Services; close(): Promise<void> }> {
   const db =
     options.db ??
     (await openDatabase(
@@ -21,7 +25,7 @@ export async function openRuntime(config: Config, logger: Logger, options: { db?
     throw error;
   }
   const pubsub: PubSub = config.redisUrl ? new RedisPubSub(config.redisUrl, logger) : new InMemoryPubSub();
-  const services = createServices({ config, db, pubsub, logger });
+  const services = createServices({ config, db, pubsub, logger, clock: options.clock });
   return {
     services,
     async close() {

@@ -4,6 +4,8 @@ import { ApiKeyService } from './modules/api-keys/api-keys.service.ts';
 import { CustomerSessionService } from './modules/auth/customer-sessions.service.ts';
 import { ViewerResolver } from './modules/auth/viewer.ts';
 import { CustomerService } from './modules/customers/customers.service.ts';
+import { LedgerQueries } from './modules/ledger/ledger.queries.ts';
+import { LedgerService } from './modules/ledger/ledger.service.ts';
 import { MerchantService } from './modules/merchants/merchants.service.ts';
 import type { Database } from './shared/db/database.ts';
 import type { Logger } from './shared/logger.ts';
@@ -21,10 +23,14 @@ export interface Services {
   customers: CustomerService;
   customerSessions: CustomerSessionService;
   viewers: ViewerResolver;
+  ledger: LedgerService;
+  ledgerQueries: LedgerQueries;
 }
 
-export function createServices(deps: { config: Config; db: Database; pubsub: PubSub; logger: Logger }): Services {
+export function createServices(deps: { config: Config; db: Database; pubsub: PubSub; logger: Logger; clock?: () => Date }): Services {
   const { config, db, pubsub, logger } = deps;
+  const clock = deps.clock ?? (() => new Date());
+  const ledger = new LedgerService(db, pubsub, logger, clock);
   const prisma = db.prisma;
   const apiKeys = new ApiKeyService(prisma);
   const customers = new CustomerService(prisma, pubsub);
@@ -40,5 +46,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     customers,
     customerSessions,
     viewers: new ViewerResolver(apiKeys, customerSessions),
+    ledger,
+    ledgerQueries: new LedgerQueries(db, ledger, clock),
   };
 }

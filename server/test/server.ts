@@ -38,11 +38,11 @@ export function testConfig(env: Record<string, string | undefined> = {}): Config
   });
 }
 
-export async function startTestServer(env: Record<string, string | undefined> = {}): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string | undefined> = {}, options: { clock?: () => Date } = {}): Promise<TestServer> {
   const database = await createTestDatabase();
   const config = testConfig(env);
   const logger = createLogger(config.logLevel);
-  const runtime = await openRuntime(config, logger, { db: database.db });
+  const runtime = await openRuntime(config, logger, { db: database.db, clock: options.clock });
   const app = await createApp(runtime.services);
   const { url } = await app.listen(0, '127.0.0.1');
 

@@ -23,6 +23,7 @@ export const builder = new SchemaBuilder<{
   Scalars: {
     DateTime: { Input: Date; Output: Date | string };
     JSONObject: { Input: Record<string, unknown>; Output: unknown };
+    Decimal: { Input: string; Output: string };
   };
 }>({
   plugins: [ScopeAuthPlugin, RelayPlugin],
@@ -76,5 +77,20 @@ builder.scalarType('JSONObject', {
   },
   parseLiteral: () => {
     throw new GraphQLError('JSONObject values must be passed as variables');
+  },
+});
+
+builder.scalarType('Decimal', {
+  description: 'An exact decimal number as a string, e.g. "12.50". Money is never a float.',
+  serialize: (value) => String(value),
+  parseValue: (value) => {
+    if (typeof value !== 'string' && typeof value !== 'number') throw new GraphQLError('Decimal must be a string such as "12.50"');
+    // Numbers are accepted only when they are integers: a JSON float may already have lost digits.
+    if (typeof value === 'number' && !Number.isSafeInteger(value)) throw new GraphQLError('Pass fractional Decimal values as strings, e.g. "0.15"');
+    return String(value);
+  },
+  parseLiteral: (ast) => {
+    if (ast.kind === Kind.STRING || ast.kind === Kind.INT) return ast.value;
+    throw new GraphQLError('Decimal must be a string such as "12.50"');
   },
 });

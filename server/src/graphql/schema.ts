@@ -3,6 +3,7 @@ import '../modules/merchants/merchants.graphql.ts';
 import '../modules/api-keys/api-keys.graphql.ts';
 import '../modules/customers/customers.graphql.ts';
 import '../modules/auth/auth.graphql.ts';
+import '../modules/ledger/ledger.graphql.ts';
 
 /** Every module registers its types on import; this assembles them. */
 export const schema = builder.toSchema({ sortSchema: true });

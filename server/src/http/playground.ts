@@ -11,7 +11,8 @@ export function playgroundHtml(): string {
     title: 'Tollgate GraphQL playground',
     endpoint: '/graphql',
     subscriptionsProtocol: 'WS',
-    defaultHeaders: JSON.stringify({ Authorization: 'Bearer sk_test_…paste your secret key…' }, null, 2),
+    // ASCII only: browsers refuse to send a header value with characters such as an ellipsis.
+    defaultHeaders: JSON.stringify({ Authorization: 'Bearer sk_test_PASTE_YOUR_SECRET_KEY' }, null, 2),
     defaultEditorToolsVisibility: 'headers',
     shouldPersistHeaders: true,
     defaultQuery: `# Paste your secret key into the Headers tab below, then run:

@@ -6,17 +6,25 @@ import pg from 'pg';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from '../../generated/prisma/client.ts';
 
-/** One connection for raw SQL that must stay on a single session (advisory locks, migrations). */
-export interface SqlConnection {
+/** Raw SQL on one session. BIGINT columns should be selected as text (`::text`) and parsed. */
+export interface SqlExecutor {
   query<Row = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<Row[]>;
   /** Runs a script of one or more statements. */
   exec(sql: string): Promise<void>;
+}
+
+/** One connection that stays on a single session (advisory locks, migrations). */
+export interface SqlConnection extends SqlExecutor {
+  /** BEGIN … COMMIT on this session; rolls back when `work` throws. */
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
 }
 
 export interface Database {
   kind: 'pglite' | 'postgres';
   prisma: PrismaClient;
   withConnection<T>(work: (connection: SqlConnection) => Promise<T>): Promise<T>;
+  /** A raw-SQL transaction, for hot paths that Prisma's interactive transactions make too slow. */
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -39,16 +47,37 @@ function openPostgres(url: string, poolSize: number): Database {
     prisma,
     async withConnection(work) {
       const client = await pool.connect();
+      let broken = false;
+      const executor: SqlExecutor = {
+        query: async (sql, params) => (await client.query(sql, params)).rows,
+        exec: async (sql) => {
+          await client.query(sql);
+        },
+      };
       try {
         return await work({
-          query: async (sql, params) => (await client.query(sql, params)).rows,
-          exec: async (sql) => {
-            await client.query(sql);
+          ...executor,
+          async transaction(inner) {
+            await client.query('BEGIN');
+            try {
+              const result = await inner(executor);
+              await client.query('COMMIT');
+              return result;
+            } catch (error) {
+              await client.query('ROLLBACK').catch(() => {
+                broken = true;
+              });
+              throw error;
+            }
           },
         });
       } finally {
-        client.release();
+        // A connection whose ROLLBACK failed may be mid-transaction: never reuse it.
+        client.release(broken);
       }
+    },
+    transaction(work) {
+      return this.withConnection((connection) => connection.transaction(work));
     },
     close: once(async () => {
       await prisma.$disconnect();
@@ -61,17 +90,29 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
   if (dataDir) mkdirSync(path.dirname(dataDir), { recursive: true });
   const pglite = await PGlite.create(dataDir);
   const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
+  const withConnection: Database['withConnection'] = (work) =>
+    work({
+      query: async <Row>(sql: string, params?: unknown[]) => (await pglite.query<Row>(sql, params)).rows,
+      exec: async (sql) => {
+        await pglite.exec(sql);
+      },
+      // PGlite's own transaction() holds its single connection exclusively, so queries from
+      // elsewhere (Prisma) wait instead of landing inside this transaction.
+      transaction: (inner) =>
+        pglite.transaction((tx) =>
+          inner({
+            query: async <Row>(sql: string, params?: unknown[]) => (await tx.query<Row>(sql, params)).rows,
+            exec: async (sql) => {
+              await tx.exec(sql);
+            },
+          }),
+        ),
+    });
   return {
     kind: 'pglite',
     prisma,
-    async withConnection(work) {
-      return work({
-        query: async <Row>(sql: string, params?: unknown[]) => (await pglite.query<Row>(sql, params)).rows,
-        exec: async (sql) => {
-          await pglite.exec(sql);
-        },
-      });
-    },
+    withConnection,
+    transaction: (work) => withConnection((connection) => connection.transaction(work)),
     close: once(async () => {
       await prisma.$disconnect();
       await pglite.close();

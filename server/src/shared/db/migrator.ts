@@ -109,20 +109,16 @@ export async function migrate(
 
 async function applyOne(connection: SqlConnection, migration: Migration): Promise<void> {
   const id = randomUUID();
-  await connection.exec('BEGIN');
   try {
-    await connection.query(
-      `INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at) VALUES ($1, $2, $3, now())`,
-      [id, migration.checksum, migration.name],
-    );
-    await connection.exec(migration.sql);
-    await connection.query(
-      `UPDATE "_prisma_migrations" SET finished_at = now(), applied_steps_count = 1 WHERE id = $1`,
-      [id],
-    );
-    await connection.exec('COMMIT');
+    await connection.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at) VALUES ($1, $2, $3, now())`,
+        [id, migration.checksum, migration.name],
+      );
+      await tx.exec(migration.sql);
+      await tx.query(`UPDATE "_prisma_migrations" SET finished_at = now(), applied_steps_count = 1 WHERE id = $1`, [id]);
+    });
   } catch (error) {
-    await connection.exec('ROLLBACK');
     throw new Error(`Migration ${migration.name} failed and was rolled back: ${(error as Error).message}`, { cause: error });
   }
 }

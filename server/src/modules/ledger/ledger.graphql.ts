@@ -1,0 +1,489 @@
+import { resolveCursorConnection } from '@pothos/plugin-relay';
+import type { CreditGrant, LedgerEntry, LedgerTransaction } from '../../generated/prisma/client.ts';
+import { builder } from '../../graphql/builder.ts';
+import { totalCountOf, withTotalCount } from '../../graphql/connections.ts';
+import { merchantIdOf, merchantViewer, type Context } from '../../context.ts';
+import { encodeCreatedCursor } from '../../shared/pagination.ts';
+import { formatNanos, parseCurrency, parseDecimalNanos, requirePositiveAttos, requirePositiveNanos } from '../../shared/money.ts';
+import { CONSUMPTION_KEYS, type ConsumptionKey } from './ledger.planner.ts';
+import type { WalletView, TransactionFilter } from './ledger.queries.ts';
+import { walletTopic, type Actor, type BalanceEvent, type HoldRecord, type PostedTransaction } from './ledger.service.ts';
+
+// ------------------------------------------------------------------ helpers
+
+interface MoneyShape {
+  nanos: bigint;
+  currency: string;
+}
+
+const money = (nanos: bigint, currency: string): MoneyShape => ({ nanos, currency });
+
+const actorOf = (ctx: Context): Actor => {
+  const viewer = merchantViewer(ctx);
+  return { kind: 'api_key', apiKeyId: viewer.apiKeyId };
+};
+
+const currencyArg = (value: string | null | undefined) => parseCurrency('currency', value);
+
+/** A customer token may read only its own wallet; a secret key, any wallet of its merchant. */
+const walletScopes = (_root: unknown, args: { customerId: string | number }) => ({ merchant: true, customerSelf: String(args.customerId) });
+
+// ------------------------------------------------------------------ types
+
+export const MoneyRef = builder.objectRef<MoneyShape>('Money').implement({
+  description: 'An exact amount of one currency.',
+  fields: (t) => ({
+    amount: t.field({ type: 'Decimal', description: 'Decimal string, e.g. "12.50"; up to 9 decimal places.', resolve: (m) => formatNanos(m.nanos) }),
+    currency: t.exposeString('currency'),
+  }),
+});
+
+const CreditGrantKindEnum = builder.enumType('CreditGrantKind', { values: ['PAID', 'PROMOTIONAL', 'PLAN_INCLUDED'] as const });
+const TransactionKindEnum = builder.enumType('LedgerTransactionKind', {
+  values: ['USAGE', 'GRANT', 'ADJUSTMENT', 'REFUND', 'EXPIRY', 'HOLD_CAPTURE'] as const,
+});
+const ConsumptionKeyEnum = builder.enumType('CreditConsumptionKey', {
+  description: 'Sort keys for which credit grant is spent first: EXPIRY (soonest first, never-expiring last), KIND (promotional, then plan, then paid), PRIORITY (lowest first), CREATED (oldest first).',
+  values: CONSUMPTION_KEYS,
+});
+const HoldStatusEnum = builder.enumType('HoldStatus', { values: ['PENDING', 'CAPTURED', 'RELEASED', 'EXPIRED'] as const });
+
+const CreditGrantRef = builder.objectRef<CreditGrant>('CreditGrant').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    kind: t.field({ type: CreditGrantKindEnum, resolve: (g) => g.kind }),
+    amount: t.field({ type: MoneyRef, resolve: (g) => money(g.amount, g.currency) }),
+    remaining: t.field({ type: MoneyRef, resolve: (g) => money(g.remaining, g.currency) }),
+    priority: t.exposeInt('priority'),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
+    expiredAt: t.expose('expiredAt', { type: 'DateTime', nullable: true }),
+    description: t.exposeString('description', { nullable: true }),
+    metadata: t.field({ type: 'JSONObject', resolve: (g) => g.metadata }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+const LedgerEntryRef = builder.objectRef<LedgerEntry & { accountKind?: string }>('LedgerEntry').implement({
+  description: 'One leg of a transaction. The legs of a transaction sum to zero.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    walletId: t.exposeID('walletId', { nullable: true }),
+    accountId: t.exposeID('accountId', { nullable: true, description: 'A merchant counter-account (revenue, promotional, …).' }),
+    grantId: t.exposeID('grantId', { nullable: true }),
+    amount: t.field({ type: MoneyRef, resolve: (e) => money(e.amount, e.currency) }),
+  }),
+});
+
+const ActorRef = builder.objectRef<{ kind: string; apiKeyId: string | null }>('LedgerActor').implement({
+  description: 'Who caused a transaction: an API key, or the system (expiry, schedules).',
+  fields: (t) => ({ kind: t.exposeString('kind'), apiKeyId: t.exposeID('apiKeyId', { nullable: true }) }),
+});
+
+const LedgerTransactionRef = builder.objectRef<LedgerTransaction>('LedgerTransaction').implement({
+  description: 'One balance change, with its audit trail.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    kind: t.field({ type: TransactionKindEnum, resolve: (x) => x.kind }),
+    customerId: t.exposeID('customerId'),
+    walletId: t.exposeID('walletId'),
+    amount: t.field({ type: MoneyRef, description: 'Change to the wallet (negative for charges).', resolve: (x) => money(x.amount, x.currency) }),
+    balanceAfter: t.field({ type: MoneyRef, resolve: (x) => money(x.balanceAfter, x.currency) }),
+    idempotencyKey: t.exposeString('idempotencyKey'),
+    description: t.exposeString('description', { nullable: true }),
+    reason: t.exposeString('reason', { nullable: true }),
+    metadata: t.field({ type: 'JSONObject', resolve: (x) => x.metadata }),
+    sourceRef: t.exposeString('sourceRef', { nullable: true }),
+    actor: t.field({ type: ActorRef, resolve: (x) => ({ kind: x.actorKind, apiKeyId: x.actorApiKeyId }) }),
+    occurredAt: t.expose('occurredAt', { type: 'DateTime' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    entries: t.field({ type: [LedgerEntryRef], resolve: (x, _args, ctx) => ctx.services.ledgerQueries.entries(x.id) }),
+  }),
+});
+
+const TransactionFilterInput = builder.inputType('LedgerTransactionFilter', {
+  fields: (t) => ({
+    kinds: t.field({ type: [TransactionKindEnum] }),
+    createdAfter: t.field({ type: 'DateTime' }),
+    createdBefore: t.field({ type: 'DateTime' }),
+    idempotencyKey: t.string(),
+  }),
+});
+
+const WalletRef = builder.objectRef<WalletView>('Wallet').implement({
+  description: "One customer's credit in one currency.",
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    customerId: t.exposeID('customerId'),
+    currency: t.exposeString('currency'),
+    balance: t.field({ type: MoneyRef, resolve: (w) => money(w.balance, w.currency) }),
+    available: t.field({ type: MoneyRef, description: 'Balance minus pending holds: what a new charge may use.', resolve: (w) => money(w.available, w.currency) }),
+    held: t.field({ type: MoneyRef, resolve: (w) => money(w.held, w.currency) }),
+    overdraftLimit: t.field({ type: MoneyRef, description: 'How far below zero usage may go (0: prepaid only).', resolve: (w) => money(w.overdraftLimit, w.currency) }),
+    grants: t.field({
+      type: [CreditGrantRef],
+      args: { includeInactive: t.arg.boolean({ defaultValue: false, description: 'Also list used-up and expired grants.' }) },
+      resolve: (w, args, ctx) => ctx.services.ledgerQueries.grants(w.id, args.includeInactive ?? false),
+    }),
+    transactions: t.connection(
+      {
+        type: LedgerTransactionRef,
+        description: 'Newest first.',
+        args: { filter: t.arg({ type: TransactionFilterInput }) },
+        resolve: async (w, args, ctx) => {
+          const filter = args.filter as TransactionFilter | null | undefined;
+          const connection = await resolveCursorConnection<Promise<LedgerTransaction[]>>(
+            { args, toCursor: (x: LedgerTransaction) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },
+            (page) => ctx.services.ledgerQueries.transactionsPage(w.merchantId, { walletId: w.id }, filter, page),
+          );
+          return withTotalCount(connection, () => ctx.services.ledgerQueries.countTransactions(w.merchantId, { walletId: w.id }, filter));
+        },
+      },
+      { name: 'WalletTransactionConnection', fields: (t) => ({ totalCount: t.int({ resolve: totalCountOf }) }) },
+    ),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+  }),
+});
+
+const HoldRef = builder.objectRef<HoldRecord>('Hold').implement({
+  description: 'Reserved credit: counts against the available balance until captured, released or expired.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    customerId: t.exposeID('customerId'),
+    amount: t.field({ type: MoneyRef, resolve: (h) => money(h.amount, h.currency) }),
+    capturedAmount: t.field({ type: MoneyRef, resolve: (h) => money(h.capturedAmount, h.currency) }),
+    status: t.field({ type: HoldStatusEnum, resolve: (h) => h.status }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+    idempotencyKey: t.exposeString('idempotencyKey'),
+    description: t.exposeString('description', { nullable: true }),
+    captureTransactionId: t.exposeID('captureTransactionId', { nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+// Results carry the posted transaction (or the first one, on a replay) and the wallet after it.
+interface OperationShape {
+  transaction: PostedTransaction | null;
+  replayed: boolean;
+  merchantId: string;
+  customerId: string;
+  currency: string;
+  grantId?: string;
+}
+
+const loadTransaction = (ctx: Context, posted: PostedTransaction | null) =>
+  posted ? ctx.services.prisma.ledgerTransaction.findUniqueOrThrow({ where: { id: posted.id } }) : null;
+
+const LedgerOperationRef = builder.objectRef<OperationShape>('LedgerOperationResult').implement({
+  fields: (t) => ({
+    transaction: t.field({ type: LedgerTransactionRef, nullable: true, resolve: (r, _args, ctx) => loadTransaction(ctx, r.transaction) }),
+    replayed: t.exposeBoolean('replayed', { description: 'True when the idempotency key was seen before: nothing moved this time.' }),
+    grant: t.field({
+      type: CreditGrantRef,
+      nullable: true,
+      resolve: (r, _args, ctx) => (r.grantId ? ctx.services.prisma.creditGrant.findUnique({ where: { id: r.grantId } }) : null),
+    }),
+    wallet: t.field({ type: WalletRef, resolve: (r, _args, ctx) => ctx.services.ledgerQueries.wallet(r.merchantId, r.customerId, r.currency) }),
+  }),
+});
+
+const HoldResultRef = builder.objectRef<{ hold: HoldRecord; transaction: PostedTransaction | null; replayed: boolean }>('HoldResult').implement({
+  fields: (t) => ({
+    hold: t.field({ type: HoldRef, resolve: (r) => r.hold }),
+    transaction: t.field({ type: LedgerTransactionRef, nullable: true, resolve: (r, _args, ctx) => loadTransaction(ctx, r.transaction) }),
+    replayed: t.exposeBoolean('replayed'),
+    wallet: t.field({ type: WalletRef, resolve: (r, _args, ctx) => ctx.services.ledgerQueries.wallet(r.hold.merchantId, r.hold.customerId, r.hold.currency) }),
+  }),
+});
+
+const IntegrityRef = builder.objectRef<{ ok: boolean; walletsChecked: number; transactionsChecked: number; violations: string[] }>('LedgerIntegrityReport').implement({
+  fields: (t) => ({
+    ok: t.exposeBoolean('ok'),
+    walletsChecked: t.exposeInt('walletsChecked'),
+    transactionsChecked: t.exposeInt('transactionsChecked'),
+    violations: t.exposeStringList('violations'),
+  }),
+});
+
+const BalanceUpdateRef = builder.objectRef<BalanceEvent & { merchantId: string }>('BalanceUpdate').implement({
+  description: 'Pushed after every committed change to a wallet.',
+  fields: (t) => ({
+    customerId: t.id({ resolve: (e) => e.customerId }),
+    balance: t.field({ type: MoneyRef, resolve: (e) => money(toNanos(e.balance), e.currency) }),
+    available: t.field({ type: MoneyRef, resolve: (e) => money(toNanos(e.available), e.currency) }),
+    transactionIds: t.idList({ resolve: (e) => e.transactionIds }),
+    wallet: t.field({ type: WalletRef, resolve: (e, _args, ctx) => ctx.services.ledgerQueries.wallet(e.merchantId, e.customerId, e.currency) }),
+  }),
+});
+
+function toNanos(decimal: string): bigint {
+  return parseDecimalNanos('amount', decimal);
+}
+
+// ------------------------------------------------------------------ queries
+
+builder.queryFields((t) => ({
+  wallet: t.field({
+    type: WalletRef,
+    description: "A customer's wallet in one currency (created empty on first use).",
+    args: { customerId: t.arg.id({ required: true }), currency: t.arg.string({ defaultValue: 'USD' }) },
+    authScopes: walletScopes,
+    resolve: (_root, args, ctx) => ctx.services.ledgerQueries.wallet(merchantIdOf(ctx), String(args.customerId), currencyArg(args.currency)),
+  }),
+  wallets: t.field({
+    type: [WalletRef],
+    args: { customerId: t.arg.id({ required: true }) },
+    authScopes: walletScopes,
+    resolve: (_root, args, ctx) => ctx.services.ledgerQueries.wallets(merchantIdOf(ctx), String(args.customerId)),
+  }),
+  hold: t.field({
+    type: HoldRef,
+    args: { id: t.arg.id({ required: true }) },
+    authScopes: { merchant: true },
+    resolve: (_root, args, ctx) => ctx.services.ledger.getHold(merchantIdOf(ctx), String(args.id)),
+  }),
+  ledgerTransactions: t.connection(
+    {
+      type: LedgerTransactionRef,
+      description: 'The audit trail across all customers, newest first.',
+      authScopes: { merchant: true },
+      args: { customerId: t.arg.id(), filter: t.arg({ type: TransactionFilterInput }) },
+      resolve: async (_root, args, ctx) => {
+        const merchantId = merchantIdOf(ctx);
+        const scope = args.customerId ? { customerId: String(args.customerId) } : {};
+        const filter = args.filter as TransactionFilter | null | undefined;
+        const connection = await resolveCursorConnection<Promise<LedgerTransaction[]>>(
+          { args, toCursor: (x: LedgerTransaction) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },
+          (page) => ctx.services.ledgerQueries.transactionsPage(merchantId, scope, filter, page),
+        );
+        return withTotalCount(connection, () => ctx.services.ledgerQueries.countTransactions(merchantId, scope, filter));
+      },
+    },
+    { name: 'LedgerTransactionConnection', fields: (t) => ({ totalCount: t.int({ resolve: totalCountOf }) }) },
+  ),
+  ledgerIntegrity: t.field({
+    type: IntegrityRef,
+    description: 'Checks that the books balance: cached balances equal the sum of their entries, and every transaction sums to zero.',
+    authScopes: { merchant: true },
+    resolve: (_root, _args, ctx) => ctx.services.ledgerQueries.integrity(merchantIdOf(ctx)),
+  }),
+}));
+
+// ------------------------------------------------------------------ mutations
+
+const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
+  fields: (t) => ({
+    customerId: t.id({ required: true }),
+    amount: t.field({ type: 'Decimal', required: true }),
+    currency: t.string({ defaultValue: 'USD' }),
+    kind: t.field({ type: CreditGrantKindEnum, required: true }),
+    expiresAt: t.field({ type: 'DateTime' }),
+    priority: t.int({ description: 'Lower is spent first when the consumption order uses PRIORITY.' }),
+    description: t.string(),
+    metadata: t.field({ type: 'JSONObject' }),
+    idempotencyKey: t.string({ required: true }),
+  }),
+});
+
+const AdjustBalanceInput = builder.inputType('AdjustBalanceInput', {
+  fields: (t) => ({
+    customerId: t.id({ required: true }),
+    amount: t.field({ type: 'Decimal', required: true, description: 'Positive adds credit, negative removes it.' }),
+    currency: t.string({ defaultValue: 'USD' }),
+    reason: t.string({ required: true }),
+    idempotencyKey: t.string({ required: true }),
+  }),
+});
+
+const RefundCreditsInput = builder.inputType('RefundCreditsInput', {
+  fields: (t) => ({
+    customerId: t.id({ required: true }),
+    amount: t.field({ type: 'Decimal', required: true }),
+    currency: t.string({ defaultValue: 'USD' }),
+    reason: t.string({ required: true }),
+    idempotencyKey: t.string({ required: true }),
+  }),
+});
+
+const DebitCreditsInput = builder.inputType('DebitCreditsInput', {
+  fields: (t) => ({
+    customerId: t.id({ required: true }),
+    amount: t.field({ type: 'Decimal', required: true, description: 'May be finer than a nano; the remainder is carried to the next charge.' }),
+    currency: t.string({ defaultValue: 'USD' }),
+    idempotencyKey: t.string({ required: true }),
+    description: t.string(),
+    metadata: t.field({ type: 'JSONObject' }),
+  }),
+});
+
+const CreateHoldInput = builder.inputType('CreateHoldInput', {
+  fields: (t) => ({
+    customerId: t.id({ required: true }),
+    amount: t.field({ type: 'Decimal', required: true }),
+    currency: t.string({ defaultValue: 'USD' }),
+    ttlSeconds: t.int({ defaultValue: 300, description: 'The hold releases itself after this long.' }),
+    idempotencyKey: t.string({ required: true }),
+    description: t.string(),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  grantCredits: t.field({
+    type: LedgerOperationRef,
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: GrantCreditsInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const merchantId = merchantIdOf(ctx);
+      const currency = currencyArg(input.currency);
+      const result = await ctx.services.ledger.grantCredits(merchantId, actorOf(ctx), {
+        customerId: String(input.customerId),
+        currency,
+        amountNanos: requirePositiveNanos('amount', input.amount),
+        kind: input.kind,
+        expiresAt: input.expiresAt,
+        priority: input.priority,
+        description: input.description,
+        metadata: input.metadata,
+        idempotencyKey: input.idempotencyKey,
+      });
+      return { ...result, merchantId, customerId: String(input.customerId), currency };
+    },
+  }),
+  adjustBalance: t.field({
+    type: LedgerOperationRef,
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: AdjustBalanceInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const merchantId = merchantIdOf(ctx);
+      const currency = currencyArg(input.currency);
+      const result = await ctx.services.ledger.adjustBalance(merchantId, actorOf(ctx), {
+        customerId: String(input.customerId),
+        currency,
+        amountNanos: parseDecimalNanos('amount', input.amount),
+        reason: input.reason,
+        idempotencyKey: input.idempotencyKey,
+      });
+      return { ...result, merchantId, customerId: String(input.customerId), currency };
+    },
+  }),
+  refundCredits: t.field({
+    type: LedgerOperationRef,
+    description: 'Removes paid credit (only paid grants are drawn from).',
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: RefundCreditsInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const merchantId = merchantIdOf(ctx);
+      const currency = currencyArg(input.currency);
+      const result = await ctx.services.ledger.refundCredits(merchantId, actorOf(ctx), {
+        customerId: String(input.customerId),
+        currency,
+        amountNanos: requirePositiveNanos('amount', input.amount),
+        reason: input.reason,
+        idempotencyKey: input.idempotencyKey,
+      });
+      return { ...result, merchantId, customerId: String(input.customerId), currency };
+    },
+  }),
+  debitCredits: t.field({
+    type: LedgerOperationRef,
+    description: 'Charges a wallet directly. Refused with INSUFFICIENT_FUNDS when available credit (plus any overdraft allowance) is short.',
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: DebitCreditsInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const merchantId = merchantIdOf(ctx);
+      const currency = currencyArg(input.currency);
+      const result = await ctx.services.ledger.debit(merchantId, actorOf(ctx), {
+        customerId: String(input.customerId),
+        currency,
+        amountAttos: requirePositiveAttos('amount', input.amount),
+        idempotencyKey: input.idempotencyKey,
+        description: input.description,
+        metadata: input.metadata,
+      });
+      return { ...result, merchantId, customerId: String(input.customerId), currency };
+    },
+  }),
+  createHold: t.field({
+    type: HoldResultRef,
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: CreateHoldInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const result = await ctx.services.ledger.createHold(merchantIdOf(ctx), {
+        customerId: String(input.customerId),
+        currency: currencyArg(input.currency),
+        amountNanos: requirePositiveNanos('amount', input.amount),
+        ttlSeconds: input.ttlSeconds ?? 300,
+        idempotencyKey: input.idempotencyKey,
+        description: input.description,
+      });
+      return { ...result, transaction: null };
+    },
+  }),
+  captureHold: t.field({
+    type: HoldResultRef,
+    description: 'Charges up to the held amount (default: all of it) and frees the rest.',
+    authScopes: { merchant: true },
+    args: { id: t.arg.id({ required: true }), amount: t.arg({ type: 'Decimal' }) },
+    resolve: (_root, args, ctx) =>
+      ctx.services.ledger.captureHold(merchantIdOf(ctx), actorOf(ctx), String(args.id), args.amount == null ? null : parseDecimalNanos('amount', args.amount)),
+  }),
+  releaseHold: t.field({
+    type: HoldRef,
+    authScopes: { merchant: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.ledger.releaseHold(merchantIdOf(ctx), String(args.id)),
+  }),
+  setOverdraftLimit: t.field({
+    type: WalletRef,
+    description: "Lets usage take this customer's balance down to minus the limit (0 = prepaid only).",
+    authScopes: { merchant: true },
+    args: { customerId: t.arg.id({ required: true }), currency: t.arg.string({ defaultValue: 'USD' }), limit: t.arg({ type: 'Decimal', required: true }) },
+    resolve: async (_root, args, ctx) => {
+      const merchantId = merchantIdOf(ctx);
+      const currency = currencyArg(args.currency);
+      await ctx.services.ledger.setOverdraftLimit(merchantId, String(args.customerId), currency, parseDecimalNanos('limit', args.limit));
+      return ctx.services.ledgerQueries.wallet(merchantId, String(args.customerId), currency);
+    },
+  }),
+  setCreditConsumptionOrder: t.field({
+    type: [ConsumptionKeyEnum],
+    description: 'Which grants are spent first. Keys left out break ties in the default order.',
+    authScopes: { merchant: true },
+    args: { order: t.arg({ type: [ConsumptionKeyEnum], required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.ledger.setConsumptionOrder(merchantIdOf(ctx), args.order as ConsumptionKey[]),
+  }),
+}));
+
+builder.queryField('creditConsumptionOrder', (t) =>
+  t.field({
+    type: [ConsumptionKeyEnum],
+    authScopes: { merchant: true },
+    resolve: (_root, _args, ctx) => ctx.services.ledger.store.consumptionOrder(merchantIdOf(ctx)),
+  }),
+);
+
+// ------------------------------------------------------------------ subscription
+
+builder.subscriptionField('balanceUpdated', (t) =>
+  t.field({
+    type: BalanceUpdateRef,
+    description: "Pushes every committed change to the customer's wallets (optionally one currency).",
+    args: { customerId: t.arg.id({ required: true }), currency: t.arg.string() },
+    authScopes: walletScopes,
+    subscribe: async (_root, args, ctx) => {
+      const merchantId = merchantIdOf(ctx);
+      await ctx.services.ledger.assertCustomer(merchantId, String(args.customerId));
+      const currency = args.currency ? currencyArg(args.currency) : null;
+      const events = ctx.services.pubsub.subscribe(walletTopic(String(args.customerId)));
+      return filterEvents(events, (event) => currency === null || event.currency === currency);
+    },
+    resolve: (event, _args, ctx) => ({ ...(event as unknown as BalanceEvent), merchantId: merchantIdOf(ctx) }),
+  }),
+);
+
+async function* filterEvents<T>(events: AsyncIterableIterator<T>, keep: (event: T) => boolean): AsyncGenerator<T> {
+  try {
+    for await (const event of events) if (keep(event)) yield event;
+  } finally {
+    await events.return?.();
+  }
+}

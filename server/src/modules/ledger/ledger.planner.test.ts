@@ -1,0 +1,129 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ATTOS_PER_NANO, formatNanos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
+import { creditLegs, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
+
+const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
+  id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, grants: [], ...overrides,
+});
+
+const grant = (id: string, remaining: bigint, overrides: Partial<GrantState> = {}): GrantState => ({
+  id, kind: 'PAID', remaining, priority: 0, expiresAt: null, createdAt: new Date('2026-01-01T00:00:00Z'), ...overrides,
+});
+
+/** Applies a plan the way the store does: balance by the sum of legs, each grant by its legs. */
+function apply(state: WalletState, plan: Extract<ReturnType<typeof planDebit>, { ok: true }>) {
+  for (const leg of plan.legs) {
+    state.balance += leg.amount;
+    const target = state.grants.find((g) => g.id === leg.grantId);
+    if (target) target.remaining += leg.amount;
+  }
+  state.carry = plan.carry;
+}
+
+describe('sub-nano charges', () => {
+  it('N tiny charges post their exact sum, to within one nano, and nothing is lost', () => {
+    fc.assert(
+      fc.property(fc.array(fc.bigInt({ min: 1n, max: 5n * ATTOS_PER_NANO }), { minLength: 1, maxLength: 300 }), (charges) => {
+        const state = wallet({ balance: 10n ** 15n, grants: [grant('g', 10n ** 15n)] });
+        const start = state.balance;
+        for (const attos of charges) {
+          const plan = planDebit(state, attos);
+          expect(plan.ok).toBe(true);
+          if (plan.ok) apply(state, plan);
+        }
+        const exactAttos = charges.reduce((sum, value) => sum + value, 0n);
+        const postedNanos = start - state.balance;
+        // Posted + carried is exactly the sum; posted alone is within one nano below it.
+        expect(postedNanos * ATTOS_PER_NANO + state.carry).toBe(exactAttos);
+        expect(exactAttos - postedNanos * ATTOS_PER_NANO).toBeLessThan(ATTOS_PER_NANO);
+        expect(state.carry).toBeGreaterThanOrEqual(0n);
+      }),
+    );
+  });
+
+  it('one token at $0.15 per million is exactly 150 nano-dollars', () => {
+    expect(parseDecimalAttos('price', '0.00000015')).toBe(150n * ATTOS_PER_NANO);
+    expect(parseDecimalNanos('price', '0.00000015')).toBe(150n);
+    expect(formatNanos(150n)).toBe('0.00000015');
+    expect(formatNanos(12_500_000_000n)).toBe('12.50');
+    expect(formatNanos(-3_000_000_000n)).toBe('-3.00');
+  });
+
+  it('decimal parsing is exact and strict', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(10n ** 18n), max: 10n ** 18n }), (nanos) => {
+        expect(parseDecimalNanos('x', formatNanos(nanos))).toBe(nanos);
+      }),
+    );
+    for (const bad of ['1e3', '0.1.2', 'abc', '', '1,5', '0.0000000001']) {
+      expect(() => parseDecimalNanos('amount', bad), bad).toThrow(/amount/);
+    }
+  });
+});
+
+describe('debit planning', () => {
+  it('never lets the balance drop below minus the overdraft limit, whatever the sequence', () => {
+    fc.assert(
+      fc.property(
+        fc.bigInt({ min: 0n, max: 1000n }),
+        fc.bigInt({ min: 0n, max: 500n }),
+        fc.array(fc.bigInt({ min: 1n, max: 400n }), { maxLength: 50 }),
+        (start, limit, charges) => {
+          const state = wallet({ balance: start, overdraftLimit: limit, grants: [grant('g', start)] });
+          for (const nanos of charges) {
+            const plan = planDebit(state, nanos * ATTOS_PER_NANO);
+            if (plan.ok) apply(state, plan);
+            expect(state.balance).toBeGreaterThanOrEqual(-limit);
+            // Grants hold exactly the positive part of the balance.
+            const remaining = state.grants.reduce((sum, g) => sum + g.remaining, 0n);
+            expect(remaining).toBe(state.balance > 0n ? state.balance : 0n);
+          }
+        },
+      ),
+    );
+  });
+
+  it('counts pending holds against what a charge may use', () => {
+    const state = wallet({ balance: 100n, held: 80n, grants: [grant('g', 100n)] });
+    expect(planDebit(state, 30n * ATTOS_PER_NANO).ok).toBe(false);
+    expect(planDebit(state, 20n * ATTOS_PER_NANO).ok).toBe(true);
+    expect(planDebit(state, 100n * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: 80n }).ok).toBe(true);
+  });
+
+  it('draws grants in the given order and spills the rest into overdraft', () => {
+    const state = wallet({ balance: 30n, overdraftLimit: 50n, grants: [grant('a', 10n), grant('b', 20n)] });
+    const plan = planDebit(state, 45n * ATTOS_PER_NANO);
+    expect(plan).toEqual({ ok: true, nanos: 45n, carry: 0n, legs: [{ grantId: 'a', amount: -10n }, { grantId: 'b', amount: -20n }, { grantId: null, amount: -15n }] });
+  });
+
+  it('repays overdraft before funding a new grant', () => {
+    expect(creditLegs(-15n, 40n, 'g')).toEqual([{ grantId: null, amount: 15n }, { grantId: 'g', amount: 25n }]);
+    expect(creditLegs(-50n, 40n, 'g')).toEqual([{ grantId: null, amount: 40n }]);
+    expect(creditLegs(5n, 40n, 'g')).toEqual([{ grantId: 'g', amount: 40n }]);
+  });
+});
+
+describe('consumption order', () => {
+  const soon = new Date('2026-02-01T00:00:00Z');
+  const later = new Date('2026-03-01T00:00:00Z');
+  const grants = [
+    grant('paid-soon', 1n, { kind: 'PAID', expiresAt: soon }),
+    grant('promo-never', 1n, { kind: 'PROMOTIONAL', expiresAt: null, priority: -5 }),
+    grant('promo-later', 1n, { kind: 'PROMOTIONAL', expiresAt: later }),
+    grant('paid-never', 1n, { kind: 'PAID', expiresAt: null, priority: -10 }),
+    grant('promo-soon', 1n, { kind: 'PROMOTIONAL', expiresAt: soon }),
+  ];
+
+  it('by default spends the soonest-expiring first, promotional before paid, never-expiring last', () => {
+    expect(sortGrants(grants, ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED']).map((g) => g.id)).toEqual([
+      'promo-soon', 'paid-soon', 'promo-later', 'promo-never', 'paid-never',
+    ]);
+  });
+
+  it('follows a merchant order that puts priority first', () => {
+    expect(sortGrants(grants, ['PRIORITY', 'EXPIRY', 'KIND', 'CREATED']).map((g) => g.id)).toEqual([
+      'paid-never', 'promo-never', 'promo-soon', 'paid-soon', 'promo-later',
+    ]);
+  });
+});

@@ -1,0 +1,127 @@
+import { ATTOS_PER_NANO, floorDiv } from '../../shared/money.ts';
+
+/**
+ * The arithmetic of a wallet, free of I/O: which grants a charge draws from, whether it
+ * fits, and what carries over. The store applies the plan inside a locked transaction.
+ */
+export type GrantKind = 'PAID' | 'PROMOTIONAL' | 'PLAN_INCLUDED';
+export type ConsumptionKey = 'EXPIRY' | 'KIND' | 'PRIORITY' | 'CREATED';
+export const CONSUMPTION_KEYS: readonly ConsumptionKey[] = ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'];
+export const DEFAULT_CONSUMPTION_ORDER: readonly ConsumptionKey[] = ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'];
+
+/** Free credit is spent before credit someone paid for. */
+const KIND_RANK: Record<GrantKind, number> = { PROMOTIONAL: 0, PLAN_INCLUDED: 1, PAID: 2 };
+
+export interface GrantState {
+  id: string;
+  kind: GrantKind;
+  remaining: bigint;
+  priority: number;
+  expiresAt: Date | null;
+  createdAt: Date;
+}
+
+export interface WalletState {
+  id: string;
+  balance: bigint;
+  /** Sub-nano remainder, in atto-units, 0 ≤ carry < 1e9. */
+  carry: bigint;
+  overdraftLimit: bigint;
+  /** Reserved by pending holds. */
+  held: bigint;
+  grants: GrantState[];
+}
+
+export function sortGrants(grants: GrantState[], order: readonly ConsumptionKey[]): GrantState[] {
+  const compare = (a: GrantState, b: GrantState, key: ConsumptionKey): number => {
+    switch (key) {
+      case 'EXPIRY': {
+        // Never-expiring credit goes last: spend what would otherwise be lost first.
+        const left = a.expiresAt?.getTime() ?? Number.POSITIVE_INFINITY;
+        const right = b.expiresAt?.getTime() ?? Number.POSITIVE_INFINITY;
+        return left === right ? 0 : left < right ? -1 : 1;
+      }
+      case 'KIND':
+        return KIND_RANK[a.kind] - KIND_RANK[b.kind];
+      case 'PRIORITY':
+        return a.priority - b.priority;
+      case 'CREATED':
+        return a.createdAt.getTime() - b.createdAt.getTime();
+    }
+  };
+  return [...grants].sort((a, b) => {
+    for (const key of order) {
+      const result = compare(a, b, key);
+      if (result !== 0) return result;
+    }
+    return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  });
+}
+
+export interface WalletLeg {
+  grantId: string | null;
+  /** Signed nano-units. */
+  amount: bigint;
+}
+
+export type DebitPlan =
+  | { ok: true; nanos: bigint; carry: bigint; legs: WalletLeg[] }
+  | { ok: false; nanos: bigint; available: bigint };
+
+/**
+ * Plans a charge of `attos` (exact, possibly sub-nano). The posted amount is the floor of
+ * carry + charge in nanos; the rest stays in the carry, so N tiny charges post their exact
+ * sum to within one nano. Mutates nothing: posting the legs changes the wallet.
+ */
+export interface DebitOptions {
+  /** Let the balance go down to minus the wallet's overdraft limit. */
+  allowOverdraft: boolean;
+  /** Skip the availability check entirely (merchant corrections). */
+  ignoreLimits?: boolean;
+  /** Draw only from grants of these kinds (refunds take back paid credit only). */
+  onlyKinds?: readonly GrantKind[];
+  /** A hold being captured: its own reservation does not count against it. */
+  heldReleased?: bigint;
+  /** Whole-nano operations (refunds, corrections) leave the carry alone. Default true. */
+  useCarry?: boolean;
+}
+
+export function planDebit(state: WalletState, attos: bigint, options: DebitOptions = { allowOverdraft: true }): DebitPlan {
+  const useCarry = options.useCarry ?? true;
+  const total = (useCarry ? state.carry : 0n) + attos;
+  const nanos = floorDiv(total, ATTOS_PER_NANO);
+  const carry = useCarry ? total - nanos * ATTOS_PER_NANO : state.carry;
+  const available = state.balance - (state.held - (options.heldReleased ?? 0n));
+  const floor = options.allowOverdraft ? -state.overdraftLimit : 0n;
+  const usable = options.onlyKinds
+    ? state.grants.filter((grant) => options.onlyKinds!.includes(grant.kind)).reduce((sum, grant) => sum + grant.remaining, 0n)
+    : undefined;
+  if (!options.ignoreLimits && nanos > 0n && (available - nanos < floor || (usable !== undefined && usable < nanos))) {
+    return { ok: false, nanos, available: usable !== undefined && usable < available ? usable : available };
+  }
+  const legs: WalletLeg[] = [];
+  let left = nanos;
+  for (const grant of state.grants) {
+    if (left === 0n) break;
+    if (grant.remaining <= 0n || (options.onlyKinds && !options.onlyKinds.includes(grant.kind))) continue;
+    const take = grant.remaining < left ? grant.remaining : left;
+    legs.push({ grantId: grant.id, amount: -take });
+    left -= take;
+  }
+  if (left > 0n) legs.push({ grantId: null, amount: -left });
+  return { ok: true, nanos, carry, legs };
+}
+
+/**
+ * Legs of a credit: while the balance is negative the credit first repays the overdraft
+ * (a leg naming no grant), and the grant keeps only the rest. So Σ remaining = max(balance, 0)
+ * holds throughout.
+ */
+export function creditLegs(balance: bigint, amount: bigint, grantId: string): WalletLeg[] {
+  const debt = balance < 0n ? -balance : 0n;
+  const repaid = amount < debt ? amount : debt;
+  const legs: WalletLeg[] = [];
+  if (repaid > 0n) legs.push({ grantId: null, amount: repaid });
+  if (amount - repaid > 0n) legs.push({ grantId, amount: amount - repaid });
+  return legs;
+}

@@ -1,0 +1,149 @@
+import type { CreditGrant, LedgerEntry, LedgerTransaction, Prisma, PrismaClient, Wallet } from '../../generated/prisma/client.ts';
+import type { Database } from '../../shared/db/database.ts';
+import { createdKeysetPage } from '../../shared/pagination.ts';
+import type { LedgerService } from './ledger.service.ts';
+
+/** A wallet as read: its cached balance plus what pending holds reserve. */
+export interface WalletView extends Wallet {
+  held: bigint;
+  available: bigint;
+}
+
+export interface TransactionFilter {
+  kinds?: readonly LedgerTransaction['kind'][] | null;
+  createdAfter?: Date | null;
+  createdBefore?: Date | null;
+  idempotencyKey?: string | null;
+}
+
+export interface IntegrityReport {
+  ok: boolean;
+  walletsChecked: number;
+  transactionsChecked: number;
+  violations: string[];
+}
+
+/**
+ * Reads over the ledger. Expiry also runs on read, so a wallet never shows credit that
+ * has expired even if the schedule has not come round yet.
+ */
+export class LedgerQueries {
+  constructor(
+    private readonly db: Database,
+    private readonly ledger: LedgerService,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  private get prisma(): PrismaClient {
+    return this.db.prisma;
+  }
+
+  async wallet(merchantId: string, customerId: string, currency: string): Promise<WalletView> {
+    await this.ledger.assertCustomer(merchantId, customerId);
+    const now = this.clock();
+    const existing = await this.prisma.wallet.findUnique({ where: { customerId_currency: { customerId, currency } } });
+    const due = existing
+      ? await this.prisma.creditGrant.count({ where: { walletId: existing.id, expiredAt: null, expiresAt: { lte: now } } })
+      : 0;
+    if (!existing || due > 0) await this.ledger.store.withWallet(merchantId, customerId, currency, now, async () => undefined);
+    const wallet = await this.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId, currency } } });
+    return this.view(wallet, now);
+  }
+
+  async wallets(merchantId: string, customerId: string): Promise<WalletView[]> {
+    await this.ledger.assertCustomer(merchantId, customerId);
+    const rows = await this.prisma.wallet.findMany({ where: { merchantId, customerId }, orderBy: { currency: 'asc' } });
+    return Promise.all(rows.map((row) => this.wallet(merchantId, customerId, row.currency)));
+  }
+
+  private async view(wallet: Wallet, now: Date): Promise<WalletView> {
+    const held = await this.prisma.hold.aggregate({
+      where: { walletId: wallet.id, status: 'PENDING', expiresAt: { gt: now } },
+      _sum: { amount: true, capturedAmount: true },
+    });
+    const reserved = (held._sum.amount ?? 0n) - (held._sum.capturedAmount ?? 0n);
+    return { ...wallet, held: reserved, available: wallet.balance - reserved };
+  }
+
+  async grants(walletId: string, includeInactive: boolean): Promise<CreditGrant[]> {
+    return this.prisma.creditGrant.findMany({
+      where: { walletId, ...(includeInactive ? {} : { expiredAt: null, remaining: { gt: 0 } }) },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+    });
+  }
+
+  async transactionsPage(
+    merchantId: string,
+    scope: { walletId?: string; customerId?: string },
+    filter: TransactionFilter | null | undefined,
+    page: { before?: string; after?: string; limit: number; inverted: boolean },
+  ): Promise<LedgerTransaction[]> {
+    const keyset = createdKeysetPage(page);
+    return this.prisma.ledgerTransaction.findMany({
+      where: { AND: [{ merchantId, ...scope }, this.filterWhere(filter), keyset.where] },
+      orderBy: keyset.orderBy,
+      take: page.limit,
+    });
+  }
+
+  async countTransactions(merchantId: string, scope: { walletId?: string; customerId?: string }, filter: TransactionFilter | null | undefined): Promise<number> {
+    return this.prisma.ledgerTransaction.count({ where: { AND: [{ merchantId, ...scope }, this.filterWhere(filter)] } });
+  }
+
+  private filterWhere(filter: TransactionFilter | null | undefined): Prisma.LedgerTransactionWhereInput {
+    const where: Prisma.LedgerTransactionWhereInput[] = [];
+    if (filter?.kinds?.length) where.push({ kind: { in: [...filter.kinds] } });
+    if (filter?.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
+    if (filter?.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });
+    if (filter?.idempotencyKey) where.push({ idempotencyKey: filter.idempotencyKey });
+    return { AND: where };
+  }
+
+  async entries(transactionId: string): Promise<LedgerEntry[]> {
+    return this.prisma.ledgerEntry.findMany({ where: { transactionId }, orderBy: [{ amount: 'asc' }, { id: 'asc' }] });
+  }
+
+  /**
+   * Proves the books balance: every transaction sums to zero, each transaction's amount is
+   * its wallet legs, every cached wallet balance and grant remainder equals the sum of its
+   * entries, and grants hold exactly the positive part of the balance.
+   */
+  async integrity(merchantId: string): Promise<IntegrityReport> {
+    const violations: string[] = [];
+    const rows = <T>(sql: string) => this.db.withConnection((c) => c.query<T>(sql, [merchantId]));
+    for (const row of await rows<{ id: string; total: string }>(
+      `SELECT transaction_id AS id, sum(amount)::text AS total FROM ledger_entries WHERE merchant_id = $1 GROUP BY transaction_id HAVING sum(amount) <> 0`,
+    )) violations.push(`transaction ${row.id} entries sum to ${row.total}, not 0`);
+    for (const row of await rows<{ id: string; amount: string; legs: string }>(
+      `SELECT t.id, t.amount::text AS amount, coalesce(sum(e.amount), 0)::text AS legs FROM ledger_transactions t
+       LEFT JOIN ledger_entries e ON e.transaction_id = t.id AND e.wallet_id IS NOT NULL
+       WHERE t.merchant_id = $1 GROUP BY t.id, t.amount HAVING t.amount <> coalesce(sum(e.amount), 0)`,
+    )) violations.push(`transaction ${row.id} amount ${row.amount} but its wallet entries sum to ${row.legs}`);
+    for (const row of await rows<{ id: string; balance: string; entries: string }>(
+      `SELECT w.id, w.balance::text AS balance, coalesce(e.total, 0)::text AS entries FROM wallets w
+       LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM ledger_entries WHERE wallet_id IS NOT NULL GROUP BY wallet_id) e ON e.wallet_id = w.id
+       WHERE w.merchant_id = $1 AND w.balance <> coalesce(e.total, 0)`,
+    )) violations.push(`wallet ${row.id} caches balance ${row.balance} but its entries sum to ${row.entries}`);
+    for (const row of await rows<{ id: string; remaining: string; entries: string }>(
+      `SELECT g.id, g.remaining::text AS remaining, coalesce(e.total, 0)::text AS entries FROM credit_grants g
+       LEFT JOIN (SELECT grant_id, sum(amount) AS total FROM ledger_entries WHERE grant_id IS NOT NULL GROUP BY grant_id) e ON e.grant_id = g.id
+       WHERE g.merchant_id = $1 AND g.remaining <> coalesce(e.total, 0)`,
+    )) violations.push(`grant ${row.id} caches remaining ${row.remaining} but its entries sum to ${row.entries}`);
+    for (const row of await rows<{ id: string; balance: string; grants: string }>(
+      `SELECT w.id, w.balance::text AS balance, coalesce(g.total, 0)::text AS grants FROM wallets w
+       LEFT JOIN (SELECT wallet_id, sum(remaining) AS total FROM credit_grants WHERE expired_at IS NULL GROUP BY wallet_id) g ON g.wallet_id = w.id
+       WHERE w.merchant_id = $1 AND greatest(w.balance, 0) <> coalesce(g.total, 0)`,
+    )) violations.push(`wallet ${row.id} balance ${row.balance} but its grants hold ${row.grants}`);
+    for (const row of await rows<{ id: string }>(
+      `SELECT id FROM credit_grants WHERE merchant_id = $1 AND (remaining < 0 OR remaining > amount)`,
+    )) violations.push(`grant ${row.id} remaining is outside 0..amount`);
+    for (const row of await rows<{ id: string }>(
+      `SELECT id FROM wallets WHERE merchant_id = $1 AND balance < -overdraft_limit AND NOT EXISTS (
+         SELECT 1 FROM ledger_transactions t WHERE t.wallet_id = wallets.id AND t.kind = 'ADJUSTMENT')`,
+    )) violations.push(`wallet ${row.id} is overdrawn past its limit`);
+    const [counts] = await rows<{ wallets: string; transactions: string }>(
+      `SELECT (SELECT count(*) FROM wallets WHERE merchant_id = $1)::text AS wallets, (SELECT count(*) FROM ledger_transactions WHERE merchant_id = $1)::text AS transactions`,
+    );
+    return { ok: violations.length === 0, walletsChecked: Number(counts?.wallets ?? 0), transactionsChecked: Number(counts?.transactions ?? 0), violations };
+  }
+}

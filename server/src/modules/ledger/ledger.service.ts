@@ -1,0 +1,574 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { PrismaClient } from '../../generated/prisma/client.ts';
+import type { Database } from '../../shared/db/database.ts';
+import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
+import type { PubSub } from '../../shared/pubsub.ts';
+import { isUuid } from '../../shared/validation.ts';
+import {
+  CONSUMPTION_KEYS,
+  creditLegs,
+  planDebit,
+  type ConsumptionKey,
+  type GrantKind,
+  type WalletState,
+} from './ledger.planner.ts';
+import {
+  LedgerStore,
+  SYSTEM_ACTOR,
+  type AccountKind,
+  type Actor,
+  type PostedTransaction,
+  type WalletTransaction,
+} from './ledger.store.ts';
+
+export type { Actor, PostedTransaction };
+export { SYSTEM_ACTOR };
+
+export const walletTopic = (customerId: string) => `wallet:${customerId}`;
+
+/** What subscribers (and the gateway's balance cache) receive after every committed change. */
+export interface BalanceEvent {
+  [key: string]: unknown;
+  customerId: string;
+  currency: string;
+  walletId: string;
+  balance: string;
+  available: string;
+  transactionIds: string[];
+}
+
+export interface DebitInput {
+  customerId: string;
+  currency: string;
+  /** Exact charge in atto-units (1e-18); may be finer than a nano. */
+  amountAttos: bigint;
+  idempotencyKey: string;
+  description?: string | null;
+  metadata?: Record<string, unknown> | null;
+  sourceRef?: string | null;
+  occurredAt?: Date | null;
+}
+
+export interface DebitResult {
+  transaction: PostedTransaction;
+  /** True when this key was seen before: the first result, and nothing moved. */
+  replayed: boolean;
+}
+
+export interface GrantInput {
+  customerId: string;
+  currency: string;
+  amountNanos: bigint;
+  kind: GrantKind;
+  expiresAt?: Date | null;
+  priority?: number | null;
+  description?: string | null;
+  metadata?: Record<string, unknown> | null;
+  idempotencyKey: string;
+}
+
+export interface HoldRecord {
+  id: string;
+  merchantId: string;
+  walletId: string;
+  customerId: string;
+  currency: string;
+  amount: bigint;
+  capturedAmount: bigint;
+  status: 'PENDING' | 'CAPTURED' | 'RELEASED' | 'EXPIRED';
+  expiresAt: Date;
+  idempotencyKey: string;
+  description: string | null;
+  captureTransactionId: string | null;
+  createdAt: Date;
+}
+
+type Outcome = { ok: true; value: DebitResult } | { ok: false; error: unknown };
+
+interface PendingDebit {
+  merchantId: string;
+  actor: Actor;
+  input: DebitInput;
+  requestHash: string;
+  resolve: (outcome: Outcome) => void;
+}
+
+const MAX_BATCH = 500;
+const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
+const MAX_KEY_LENGTH = 255;
+const COUNTER_ACCOUNT: Record<GrantKind, AccountKind> = {
+  PAID: 'PAYMENT_CLEARING',
+  PROMOTIONAL: 'PROMOTIONAL',
+  PLAN_INCLUDED: 'PLAN_CREDITS',
+};
+
+function requestHash(parts: Record<string, unknown>): string {
+  return createHash('sha256')
+    .update(JSON.stringify(parts, (_key, value) => (typeof value === 'bigint' ? value.toString() : value)))
+    .digest('hex');
+}
+
+function requireKey(key: string): string {
+  const trimmed = key.trim();
+  if (!trimmed) throw invalidField('idempotencyKey', 'is required: retries with the same key never charge twice');
+  if (trimmed.length > MAX_KEY_LENGTH) throw invalidField('idempotencyKey', `must be at most ${MAX_KEY_LENGTH} characters`);
+  return trimmed;
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return code === '23505';
+}
+
+function insufficientFunds(required: bigint, available: bigint, currency: string): AppError {
+  return new AppError('INSUFFICIENT_FUNDS', `Insufficient credit: ${formatNanos(required)} ${currency} needed, ${formatNanos(available)} available`, {
+    required: formatNanos(required),
+    available: formatNanos(available),
+    currency,
+  });
+}
+
+function replayOrConflict(existing: PostedTransaction, hash: string): DebitResult {
+  if (existing.requestHash !== hash) {
+    throw conflict('This idempotency key was already used for a different request', { idempotencyKey: existing.idempotencyKey, transactionId: existing.id });
+  }
+  return { transaction: existing, replayed: true };
+}
+
+export class LedgerService {
+  readonly store: LedgerStore;
+  private readonly queues = new Map<string, PendingDebit[]>();
+  private readonly draining = new Set<string>();
+  private readonly knownCustomers = new Map<string, string>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly pubsub: PubSub,
+    private readonly logger: Logger,
+    private readonly clock: () => Date = () => new Date(),
+  ) {
+    this.store = new LedgerStore(db);
+  }
+
+  private get prisma(): PrismaClient {
+    return this.db.prisma;
+  }
+
+  /** Tenancy check, cached: customers are never deleted, so a positive answer stays true. */
+  async assertCustomer(merchantId: string, customerId: string): Promise<void> {
+    if (this.knownCustomers.get(customerId) === merchantId) return;
+    const customer = isUuid(customerId) ? await this.prisma.customer.findFirst({ where: { id: customerId, merchantId }, select: { id: true } }) : null;
+    if (!customer) throw notFound('Customer', customerId);
+    if (this.knownCustomers.size > 100_000) this.knownCustomers.clear();
+    this.knownCustomers.set(customerId, merchantId);
+  }
+
+  // ---------------------------------------------------------------- debits (hot path)
+
+  /**
+   * Charges a wallet. Concurrent debits on one wallet are coalesced: while one batch is in
+   * its transaction, the next ones queue, and go together in the next — one row lock and a
+   * handful of statements for hundreds of debits.
+   */
+  async debit(merchantId: string, actor: Actor, input: DebitInput): Promise<DebitResult> {
+    const key = requireKey(input.idempotencyKey);
+    if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
+    await this.assertCustomer(merchantId, input.customerId);
+    const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos });
+    const walletKey = `${input.customerId}:${input.currency}`;
+    const outcome = await new Promise<Outcome>((resolve) => {
+      const queue = this.queues.get(walletKey) ?? [];
+      queue.push({ merchantId, actor, input: { ...input, idempotencyKey: key }, requestHash: hash, resolve });
+      this.queues.set(walletKey, queue);
+      if (!this.draining.has(walletKey)) void this.drain(walletKey);
+    });
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  private async drain(walletKey: string): Promise<void> {
+    this.draining.add(walletKey);
+    try {
+      for (;;) {
+        const queue = this.queues.get(walletKey);
+        if (!queue || queue.length === 0) break;
+        const batch = queue.splice(0, MAX_BATCH);
+        await this.runDebitBatch(batch);
+      }
+    } finally {
+      this.draining.delete(walletKey);
+      this.queues.delete(walletKey);
+    }
+  }
+
+  private async runDebitBatch(batch: PendingDebit[], attempt = 1): Promise<void> {
+    const first = batch[0]!;
+    const { customerId, currency } = first.input;
+    const outcomes: Outcome[] = [];
+    try {
+      const { posted, state } = await this.store.withWallet(first.merchantId, customerId, currency, this.clock(), async (wallet) => {
+        outcomes.length = 0;
+        const existing = await wallet.existing(batch.map((item) => item.input.idempotencyKey));
+        const seen = new Map<string, PostedTransaction>();
+        for (const item of batch) {
+          try {
+            outcomes.push({ ok: true, value: await this.debitOne(wallet, item, existing, seen) });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+      batch.forEach((item, index) => item.resolve(outcomes[index]!));
+      this.publish(customerId, currency, state, posted);
+    } catch (error) {
+      // Two instances inserting one idempotency key for different wallets: the loser retries
+      // and then finds the winner's transaction.
+      if (isUniqueViolation(error) && attempt < 3) return this.runDebitBatch(batch, attempt + 1);
+      this.logger.error({ err: error, customerId, size: batch.length }, 'debit batch failed');
+      for (const item of batch) item.resolve({ ok: false, error });
+    }
+  }
+
+  private async debitOne(
+    wallet: WalletTransaction,
+    item: PendingDebit,
+    existing: Map<string, PostedTransaction>,
+    seen: Map<string, PostedTransaction>,
+  ): Promise<DebitResult> {
+    const { input } = item;
+    const prior = existing.get(input.idempotencyKey) ?? seen.get(input.idempotencyKey);
+    if (prior) return replayOrConflict(prior, item.requestHash);
+    const plan = planDebit(wallet.state, input.amountAttos, { allowOverdraft: true });
+    if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, input.currency);
+    const transaction = await wallet.post({
+      kind: 'USAGE',
+      idempotencyKey: input.idempotencyKey,
+      requestHash: item.requestHash,
+      legs: plan.legs,
+      counterAccount: 'USAGE_REVENUE',
+      description: input.description,
+      metadata: { ...(input.metadata ?? {}), ...(input.amountAttos % ATTOS_PER_NANO !== 0n ? { exactAmountAttos: input.amountAttos.toString() } : {}) },
+      sourceRef: input.sourceRef,
+      occurredAt: input.occurredAt,
+      actor: item.actor,
+    });
+    wallet.setCarry(plan.carry);
+    seen.set(input.idempotencyKey, transaction);
+    return { transaction, replayed: false };
+  }
+
+  // ---------------------------------------------------------------- credits and corrections
+
+  async grantCredits(merchantId: string, actor: Actor, input: GrantInput): Promise<{ transaction: PostedTransaction; grantId: string; replayed: boolean }> {
+    const key = requireKey(input.idempotencyKey);
+    if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
+    if (input.expiresAt && input.expiresAt <= this.clock()) throw invalidField('expiresAt', 'must be in the future');
+    await this.assertCustomer(merchantId, input.customerId);
+    const hash = requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
+    return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
+      const grantId = randomUUID();
+      wallet.addGrant({
+        id: grantId,
+        kind: input.kind,
+        amount: input.amountNanos,
+        priority: input.priority ?? 0,
+        expiresAt: input.expiresAt ?? null,
+        transactionId: '',
+        description: input.description ?? null,
+        metadata: input.metadata ?? {},
+      });
+      const transaction = await wallet.post({
+        kind: 'GRANT',
+        idempotencyKey: key,
+        requestHash: hash,
+        legs: creditLegs(wallet.state.balance, input.amountNanos, grantId),
+        counterAccount: COUNTER_ACCOUNT[input.kind],
+        description: input.description ?? `${input.kind.toLowerCase().replace('_', ' ')} credits`,
+        metadata: { ...(input.metadata ?? {}), grantId, grantKind: input.kind },
+        actor,
+      });
+      wallet.linkGrantTransaction(grantId, transaction.id);
+      return { transaction, grantId };
+    }, async (prior) => ({ transaction: prior, grantId: await this.grantIdOf(prior.id) }));
+  }
+
+  /**
+   * A merchant's correction, with a reason. Positive amounts add promotional credit;
+   * negative ones draw from the balance and may take it below zero (the merchant decides).
+   */
+  async adjustBalance(
+    merchantId: string,
+    actor: Actor,
+    input: { customerId: string; currency: string; amountNanos: bigint; reason: string; idempotencyKey: string; expiresAt?: Date | null },
+  ): Promise<{ transaction: PostedTransaction; replayed: boolean }> {
+    const key = requireKey(input.idempotencyKey);
+    const reason = input.reason?.trim();
+    if (!reason) throw invalidField('reason', 'is required for an adjustment');
+    if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
+    await this.assertCustomer(merchantId, input.customerId);
+    const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
+    return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
+      if (input.amountNanos > 0n) {
+        const grantId = randomUUID();
+        wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt: input.expiresAt ?? null, transactionId: '', description: reason, metadata: {} });
+        const transaction = await wallet.post({
+          kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: creditLegs(wallet.state.balance, input.amountNanos, grantId),
+          counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', metadata: { grantId }, actor,
+        });
+        wallet.linkGrantTransaction(grantId, transaction.id);
+        return { transaction };
+      }
+      const plan = planDebit(wallet.state, -input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: true, ignoreLimits: true, useCarry: false });
+      if (!plan.ok) throw new Error('an unbounded debit cannot be refused');
+      const transaction = await wallet.post({
+        kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', actor,
+      });
+      return { transaction };
+    }, async (prior) => ({ transaction: prior }));
+  }
+
+  /** Takes paid credit back out (the money goes back through the payment provider). */
+  async refundCredits(
+    merchantId: string,
+    actor: Actor,
+    input: { customerId: string; currency: string; amountNanos: bigint; reason: string; idempotencyKey: string },
+  ): Promise<{ transaction: PostedTransaction; replayed: boolean }> {
+    const key = requireKey(input.idempotencyKey);
+    const reason = input.reason?.trim();
+    if (!reason) throw invalidField('reason', 'is required for a refund');
+    if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
+    await this.assertCustomer(merchantId, input.customerId);
+    const hash = requestHash({ op: 'refund', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
+    return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
+      const plan = planDebit(wallet.state, input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: false, onlyKinds: ['PAID'], useCarry: false });
+      if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, input.currency);
+      const transaction = await wallet.post({
+        kind: 'REFUND', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'PAYMENT_CLEARING', reason, description: 'Refund of paid credits', actor,
+      });
+      return { transaction };
+    }, async (prior) => ({ transaction: prior }));
+  }
+
+  /** One idempotent operation under the wallet lock, with its replay and its event. */
+  private async single<T extends { transaction: PostedTransaction }>(
+    merchantId: string,
+    customerId: string,
+    currency: string,
+    key: string,
+    hash: string,
+    work: (wallet: WalletTransaction) => Promise<T>,
+    replay: (prior: PostedTransaction) => Promise<T>,
+    attempt = 1,
+  ): Promise<T & { replayed: boolean }> {
+    try {
+      const { result, posted, state } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
+        const prior = (await wallet.existing([key])).get(key);
+        if (prior) {
+          replayOrConflict(prior, hash);
+          return { replayedOf: prior };
+        }
+        return { value: await work(wallet) };
+      });
+      // Even a replay may have expired due grants on its way through the lock.
+      if (posted.length > 0) this.publish(customerId, currency, state, posted);
+      if ('replayedOf' in result) return { ...(await replay(result.replayedOf!)), replayed: true };
+      return { ...result.value!, replayed: false };
+    } catch (error) {
+      if (isUniqueViolation(error) && attempt < 3) return this.single(merchantId, customerId, currency, key, hash, work, replay, attempt + 1);
+      throw error;
+    }
+  }
+
+  private async grantIdOf(transactionId: string): Promise<string> {
+    const grant = await this.prisma.creditGrant.findFirst({ where: { transactionId }, select: { id: true } });
+    return grant?.id ?? '';
+  }
+
+  // ---------------------------------------------------------------- holds
+
+  async createHold(
+    merchantId: string,
+    input: { customerId: string; currency: string; amountNanos: bigint; ttlSeconds: number; idempotencyKey: string; description?: string | null },
+  ): Promise<{ hold: HoldRecord; replayed: boolean }> {
+    const key = requireKey(input.idempotencyKey);
+    if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
+    if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1 || input.ttlSeconds > MAX_HOLD_TTL_SECONDS) {
+      throw invalidField('ttlSeconds', `must be a whole number from 1 to ${MAX_HOLD_TTL_SECONDS}`);
+    }
+    await this.assertCustomer(merchantId, input.customerId);
+    const now = this.clock();
+    const { result, state } = await this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
+      const prior = await this.findHold(wallet, { merchantId, idempotencyKey: key });
+      if (prior) {
+        if (prior.customerId !== input.customerId || prior.amount !== input.amountNanos || prior.currency !== input.currency) {
+          throw conflict('This idempotency key was already used for a different hold', { idempotencyKey: key, holdId: prior.id });
+        }
+        return { hold: prior, replayed: true };
+      }
+      const available = wallet.state.balance - wallet.state.held;
+      if (available - input.amountNanos < -wallet.state.overdraftLimit) throw insufficientFunds(input.amountNanos, available, input.currency);
+      const id = randomUUID();
+      const expiresAt = new Date(now.getTime() + input.ttlSeconds * 1000);
+      await wallet.tx.query(
+        `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now],
+      );
+      wallet.state.held += input.amountNanos;
+      const hold: HoldRecord = {
+        id, merchantId, walletId: wallet.state.id, customerId: input.customerId, currency: input.currency, amount: input.amountNanos,
+        capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: now,
+      };
+      return { hold, replayed: false };
+    });
+    if (!result.replayed) this.publish(input.customerId, input.currency, state, []);
+    return result;
+  }
+
+  /** Charges up to the held amount and frees the rest; capturing again replays. */
+  async captureHold(merchantId: string, actor: Actor, holdId: string, amountNanos?: bigint | null): Promise<{ hold: HoldRecord; transaction: PostedTransaction | null; replayed: boolean }> {
+    const found = await this.getHold(merchantId, holdId);
+    const amount = amountNanos ?? found.amount;
+    if (amount < 0n) throw invalidField('amount', 'must not be negative');
+    if (amount > found.amount) throw invalidField('amount', `must not exceed the held ${formatNanos(found.amount)}`);
+    const key = `hold-capture:${found.id}`;
+    const hash = requestHash({ op: 'capture', holdId: found.id, nanos: amount });
+    const { result, state, posted } = await this.store.withWallet(merchantId, found.customerId, found.currency, this.clock(), async (wallet) => {
+      const hold = (await this.findHold(wallet, { id: found.id }, true))!;
+      if (hold.status === 'CAPTURED') {
+        const prior = (await wallet.existing([key])).get(key) ?? null;
+        if (hold.capturedAmount !== amount) throw conflict('This hold was already captured for a different amount', { holdId: hold.id, captured: formatNanos(hold.capturedAmount) });
+        return { hold, transaction: prior, replayed: true };
+      }
+      if (hold.status !== 'PENDING' || hold.expiresAt <= wallet.now) {
+        throw conflict(`This hold can no longer be captured: it is ${hold.status === 'PENDING' ? 'expired' : hold.status.toLowerCase()}`, { holdId: hold.id });
+      }
+      let transaction: PostedTransaction | null = null;
+      if (amount > 0n) {
+        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false });
+        if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, hold.currency);
+        transaction = await wallet.post({
+          kind: 'HOLD_CAPTURE', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'USAGE_REVENUE',
+          description: hold.description ?? 'Captured hold', metadata: { holdId: hold.id }, sourceRef: hold.id, actor,
+        });
+      }
+      await wallet.tx.query(
+        `UPDATE holds SET status = 'CAPTURED', captured_amount = $2, capture_transaction_id = $3, finalized_at = $4 WHERE id = $1`,
+        [hold.id, amount.toString(), transaction?.id ?? null, wallet.now],
+      );
+      wallet.state.held -= hold.amount;
+      return { hold: { ...hold, status: 'CAPTURED' as const, capturedAmount: amount, captureTransactionId: transaction?.id ?? null }, transaction, replayed: false };
+    });
+    if (!result.replayed) this.publish(found.customerId, found.currency, state, posted);
+    return result;
+  }
+
+  async releaseHold(merchantId: string, holdId: string): Promise<HoldRecord> {
+    const found = await this.getHold(merchantId, holdId);
+    const { result, state } = await this.store.withWallet(merchantId, found.customerId, found.currency, this.clock(), async (wallet) => {
+      const hold = (await this.findHold(wallet, { id: found.id }, true))!;
+      if (hold.status === 'RELEASED') return { hold, changed: false };
+      if (hold.status !== 'PENDING') throw conflict(`This hold is already ${hold.status.toLowerCase()}`, { holdId: hold.id });
+      await wallet.tx.query(`UPDATE holds SET status = 'RELEASED', finalized_at = $2 WHERE id = $1`, [hold.id, wallet.now]);
+      if (hold.expiresAt > wallet.now) wallet.state.held -= hold.amount;
+      return { hold: { ...hold, status: 'RELEASED' as const }, changed: true };
+    });
+    if (result.changed) this.publish(found.customerId, found.currency, state, []);
+    return result.hold;
+  }
+
+  async getHold(merchantId: string, holdId: string): Promise<HoldRecord> {
+    const hold = isUuid(holdId) ? await this.prisma.hold.findFirst({ where: { id: holdId, merchantId } }) : null;
+    if (!hold) throw notFound('Hold', holdId);
+    const status = hold.status === 'PENDING' && hold.expiresAt <= this.clock() ? 'EXPIRED' : hold.status;
+    return { ...hold, status };
+  }
+
+  private async findHold(wallet: WalletTransaction, where: { id: string } | { merchantId: string; idempotencyKey: string }, lock = false): Promise<HoldRecord | null> {
+    const [condition, params] = 'id' in where ? ['id = $1', [where.id]] : ['merchant_id = $1 AND idempotency_key = $2', [where.merchantId, where.idempotencyKey]];
+    const rows = await wallet.tx.query<{
+      id: string; merchant_id: string; wallet_id: string; customer_id: string; currency: string; amount: string; captured_amount: string;
+      status: HoldRecord['status']; expires_at: Date; idempotency_key: string; description: string | null; capture_transaction_id: string | null; created_at: Date;
+    }>(
+      `SELECT id, merchant_id, wallet_id, customer_id, currency, amount::text AS amount, captured_amount::text AS captured_amount, status::text AS status,
+         expires_at, idempotency_key, description, capture_transaction_id, created_at
+       FROM holds WHERE ${condition}${lock ? ' FOR UPDATE' : ''}`,
+      params,
+    );
+    const row = rows[0];
+    if (!row) return null;
+    return {
+      id: row.id, merchantId: row.merchant_id, walletId: row.wallet_id, customerId: row.customer_id, currency: row.currency,
+      amount: BigInt(row.amount), capturedAmount: BigInt(row.captured_amount), status: row.status, expiresAt: new Date(row.expires_at),
+      idempotencyKey: row.idempotency_key, description: row.description, captureTransactionId: row.capture_transaction_id, createdAt: new Date(row.created_at),
+    };
+  }
+
+  // ---------------------------------------------------------------- settings
+
+  async setOverdraftLimit(merchantId: string, customerId: string, currency: string, limitNanos: bigint): Promise<void> {
+    if (limitNanos < 0n) throw invalidField('limit', 'must not be negative');
+    await this.assertCustomer(merchantId, customerId);
+    const { state } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
+      await wallet.tx.query(`UPDATE wallets SET overdraft_limit = $2 WHERE id = $1`, [wallet.state.id, limitNanos.toString()]);
+      wallet.state.overdraftLimit = limitNanos;
+    });
+    this.publish(customerId, currency, state, []);
+  }
+
+  async setConsumptionOrder(merchantId: string, order: readonly ConsumptionKey[]): Promise<ConsumptionKey[]> {
+    const unique = [...new Set(order)];
+    if (unique.length !== order.length) throw invalidField('order', 'must not repeat a key');
+    if (unique.some((key) => !CONSUMPTION_KEYS.includes(key))) throw invalidField('order', `keys are ${CONSUMPTION_KEYS.join(', ')}`);
+    // Keys left out still break ties, in the default order.
+    const complete = [...unique, ...CONSUMPTION_KEYS.filter((key) => !unique.includes(key))];
+    await this.prisma.merchant.update({ where: { id: merchantId }, data: { creditConsumptionOrder: complete } });
+    this.store.forgetConsumptionOrder(merchantId);
+    return complete;
+  }
+
+  // ---------------------------------------------------------------- schedules
+
+  /**
+   * Expires due grants and holds. Safe to run on every instance at once: grant expiry
+   * happens under each wallet's lock and is keyed by grant id.
+   */
+  async runExpiry(limit = 500): Promise<{ grantsExpired: number; holdsExpired: number }> {
+    const now = this.clock();
+    const due = await this.prisma.creditGrant.findMany({
+      where: { expiredAt: null, expiresAt: { lte: now } },
+      select: { merchantId: true, customerId: true, currency: true },
+      distinct: ['walletId'],
+      take: limit,
+    });
+    let grantsExpired = 0;
+    for (const wallet of due) {
+      const { posted, state } = await this.store.withWallet(wallet.merchantId, wallet.customerId, wallet.currency, now, async () => undefined);
+      grantsExpired += posted.length;
+      if (posted.length > 0) this.publish(wallet.customerId, wallet.currency, state, posted);
+    }
+    const holds = await this.db.transaction((tx) =>
+      tx.query<{ customer_id: string; currency: string }>(
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1 WHERE status = 'PENDING' AND expires_at <= $1 RETURNING customer_id, currency`,
+        [now],
+      ),
+    );
+    return { grantsExpired, holdsExpired: holds.length };
+  }
+
+  // ---------------------------------------------------------------- events
+
+  private publish(customerId: string, currency: string, state: WalletState, posted: PostedTransaction[]): void {
+    const event: BalanceEvent = {
+      customerId,
+      currency,
+      walletId: state.id,
+      balance: formatNanos(state.balance),
+      available: formatNanos(state.balance - state.held),
+      transactionIds: posted.map((transaction) => transaction.id),
+    };
+    this.pubsub.publish(walletTopic(customerId), event);
+  }
+}

@@ -1,0 +1,381 @@
+import { randomUUID } from 'node:crypto';
+import { createClient } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { parseDecimalNanos } from '../../shared/money.ts';
+
+/** The ledger through its GraphQL API, on a controllable clock. */
+let now = new Date('2026-06-01T12:00:00Z');
+let server: TestServer;
+let merchant: { id: string; secret: string };
+
+const gql = <T = Record<string, any>>(query: string, variables: Record<string, unknown> = {}, token = merchant.secret) =>
+  server.graphql<T>(query, variables, token);
+
+async function newCustomer(): Promise<string> {
+  return (await server.services.customers.create(merchant.id, { externalId: `c-${randomUUID()}` })).id;
+}
+
+const GRANT = `mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) {
+  replayed grant { id kind remaining { amount } } transaction { id kind amount { amount currency } balanceAfter { amount } }
+  wallet { balance { amount } available { amount } } } }`;
+const DEBIT = `mutation ($input: DebitCreditsInput!) { debitCredits(input: $input) {
+  replayed transaction { id amount { amount } balanceAfter { amount } } wallet { balance { amount } } } }`;
+const WALLET = `query ($id: ID!, $currency: String) { wallet(customerId: $id, currency: $currency) {
+  id currency balance { amount currency } available { amount } held { amount } overdraftLimit { amount }
+  grants(includeInactive: true) { id kind amount { amount } remaining { amount } expiresAt expiredAt }
+  transactions(first: 50) { totalCount edges { node { id kind amount { amount } reason idempotencyKey actor { kind apiKeyId }
+    entries { walletId accountId grantId amount { amount } } } } } } }`;
+
+async function grant(customerId: string, amount: string, extra: Record<string, unknown> = {}) {
+  const result = await gql(GRANT, { input: { customerId, amount, kind: 'PAID', idempotencyKey: randomUUID(), ...extra } });
+  expect(result.errors).toBeUndefined();
+  return result.data!.grantCredits;
+}
+async function debit(customerId: string, amount: string, idempotencyKey: string = randomUUID()) {
+  return gql(DEBIT, { input: { customerId, amount, idempotencyKey } });
+}
+async function wallet(customerId: string, currency = 'USD', token = merchant.secret) {
+  const result = await gql(WALLET, { id: customerId, currency }, token);
+  expect(result.errors).toBeUndefined();
+  return result.data!.wallet;
+}
+async function expectIntegrity() {
+  const report = await gql('{ ledgerIntegrity { ok violations walletsChecked transactionsChecked } }');
+  expect(report.data!.ledgerIntegrity.violations).toEqual([]);
+  expect(report.data!.ledgerIntegrity.ok).toBe(true);
+}
+
+beforeAll(async () => {
+  server = await startTestServer({}, { clock: () => now });
+  merchant = await server.createMerchant();
+});
+afterAll(() => server?.close());
+
+describe('credits and debits', () => {
+  it('grants, charges and shows every change as a balanced double entry', async () => {
+    const customerId = await newCustomer();
+    const granted = await grant(customerId, '10.00');
+    expect(granted.transaction).toMatchObject({ kind: 'GRANT', amount: { amount: '10.00', currency: 'USD' }, balanceAfter: { amount: '10.00' } });
+    expect(granted.wallet.balance.amount).toBe('10.00');
+
+    const charged = await debit(customerId, '2.345');
+    expect(charged.errors).toBeUndefined();
+    expect(charged.data!.debitCredits.transaction).toMatchObject({ amount: { amount: '-2.345' }, balanceAfter: { amount: '7.655' } });
+
+    const view = await wallet(customerId);
+    expect(view.balance).toEqual({ amount: '7.655', currency: 'USD' });
+    expect(view.grants[0].remaining.amount).toBe('7.655');
+    expect(view.transactions.totalCount).toBe(2);
+    for (const { node } of view.transactions.edges) {
+      const sum = node.entries.reduce((total: bigint, entry: any) => total + parseDecimalNanos('amount', entry.amount.amount), 0n);
+      expect(node.entries.length).toBeGreaterThanOrEqual(2);
+      expect(sum).toBe(0n);
+      expect(node.actor).toMatchObject({ kind: 'api_key' });
+      expect(node.actor.apiKeyId).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    await expectIntegrity();
+  });
+
+  it('refuses a charge beyond available credit with INSUFFICIENT_FUNDS and moves nothing', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    const refused = await debit(customerId, '1.01');
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'INSUFFICIENT_FUNDS', required: '1.01', available: '1.00', currency: 'USD' });
+    const view = await wallet(customerId);
+    expect(view.balance.amount).toBe('1.00');
+    expect(view.transactions.totalCount).toBe(1);
+    // A wallet never funded refuses too.
+    const empty = await debit(await newCustomer(), '0.01');
+    expect(empty.errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+  });
+
+  it('replays an idempotency key: the first result, and nothing moves', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const key = randomUUID();
+    const first = await debit(customerId, '1.50', key);
+    const again = await debit(customerId, '1.50', key);
+    expect(first.data!.debitCredits.replayed).toBe(false);
+    expect(again.data!.debitCredits.replayed).toBe(true);
+    expect(again.data!.debitCredits.transaction.id).toBe(first.data!.debitCredits.transaction.id);
+    expect((await wallet(customerId)).balance.amount).toBe('3.50');
+
+    const misuse = await debit(customerId, '9.99', key);
+    expect(misuse.errors?.[0]?.extensions.code).toBe('CONFLICT');
+    expect((await wallet(customerId)).balance.amount).toBe('3.50');
+
+    const grantKey = randomUUID();
+    await grant(customerId, '1.00', { idempotencyKey: grantKey });
+    const grantAgain = await gql(GRANT, { input: { customerId, amount: '1.00', kind: 'PAID', idempotencyKey: grantKey } });
+    expect(grantAgain.data!.grantCredits.replayed).toBe(true);
+    expect(grantAgain.data!.grantCredits.grant.id).toBeTruthy();
+    expect((await wallet(customerId)).balance.amount).toBe('4.50');
+  });
+
+  it('keeps currencies apart', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '3.00');
+    await grant(customerId, '7.00', { currency: 'eur' });
+    expect((await wallet(customerId, 'EUR')).balance.amount).toBe('7.00');
+    expect((await debit(customerId, '4.00')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    const wallets = await gql('query ($id: ID!) { wallets(customerId: $id) { currency balance { amount } } }', { id: customerId });
+    expect(wallets.data!.wallets).toEqual([
+      { currency: 'EUR', balance: { amount: '7.00' } },
+      { currency: 'USD', balance: { amount: '3.00' } },
+    ]);
+    const bad = await gql(GRANT, { input: { customerId, amount: '1', kind: 'PAID', idempotencyKey: randomUUID(), currency: 'dollars' } });
+    expect(bad.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'currency' });
+  });
+
+  it('rejects bad amounts with VALIDATION naming the field', async () => {
+    const customerId = await newCustomer();
+    for (const amount of ['-1', '0', '1e3', 'ten', '0.0000000001']) {
+      const result = await gql(GRANT, { input: { customerId, amount, kind: 'PAID', idempotencyKey: randomUUID() } });
+      expect(result.errors?.[0]?.extensions, amount).toMatchObject({ code: 'VALIDATION', field: 'amount' });
+    }
+    const float = await gql(GRANT, { input: { customerId, amount: 0.1, kind: 'PAID', idempotencyKey: randomUUID() } });
+    expect(float.errors?.[0]?.extensions.code).toBe('VALIDATION');
+    expect((await wallet(customerId)).transactions.totalCount).toBe(0);
+  });
+});
+
+describe('grant consumption', () => {
+  it('spends soonest-expiring and promotional credit before paid credit by default', async () => {
+    const customerId = await newCustomer();
+    const paid = await grant(customerId, '5.00', { kind: 'PAID' });
+    const promoLater = await grant(customerId, '2.00', { kind: 'PROMOTIONAL', expiresAt: '2026-09-01T00:00:00Z' });
+    const promoSoon = await grant(customerId, '1.00', { kind: 'PROMOTIONAL', expiresAt: '2026-07-01T00:00:00Z' });
+    const promoNever = await grant(customerId, '4.00', { kind: 'PROMOTIONAL' });
+    await debit(customerId, '5.50');
+    const remaining = Object.fromEntries((await wallet(customerId)).grants.map((g: any) => [g.id, g.remaining.amount]));
+    expect(remaining[promoSoon.grant.id]).toBe('0.00');
+    expect(remaining[promoLater.grant.id]).toBe('0.00');
+    expect(remaining[promoNever.grant.id]).toBe('1.50');
+    expect(remaining[paid.grant.id]).toBe('5.00');
+    await expectIntegrity();
+  });
+
+  it("follows the merchant's configured order", async () => {
+    const other = await server.createMerchant('Priority first');
+    const set = await server.graphql('mutation { setCreditConsumptionOrder(order: [PRIORITY]) }', {}, other.secret);
+    expect(set.data!.setCreditConsumptionOrder).toEqual(['PRIORITY', 'EXPIRY', 'KIND', 'CREATED']);
+    const customerId = (await server.services.customers.create(other.id, { externalId: 'p' })).id;
+    const grantFor = (amount: string, extra: Record<string, unknown>) =>
+      server.graphql<any>(GRANT, { input: { customerId, amount, kind: 'PAID', idempotencyKey: randomUUID(), ...extra } }, other.secret);
+    const promo = (await grantFor('2.00', { kind: 'PROMOTIONAL', priority: 5, expiresAt: '2026-07-01T00:00:00Z' })).data!.grantCredits;
+    const paidFirst = (await grantFor('2.00', { kind: 'PAID', priority: 1 })).data!.grantCredits;
+    await server.graphql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID() } }, other.secret);
+    const view = (await server.graphql<any>(WALLET, { id: customerId }, other.secret)).data!.wallet;
+    const remaining = Object.fromEntries(view.grants.map((g: any) => [g.id, g.remaining.amount]));
+    expect(remaining[paidFirst.grant.id]).toBe('1.00');
+    expect(remaining[promo.grant.id]).toBe('2.00');
+  });
+});
+
+describe('overdraft', () => {
+  it('lets usage go negative only down to the limit, and new credit repays the debt first', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    const limited = await gql('mutation ($id: ID!) { setOverdraftLimit(customerId: $id, limit: "2.00") { overdraftLimit { amount } } }', { id: customerId });
+    expect(limited.data!.setOverdraftLimit.overdraftLimit.amount).toBe('2.00');
+    expect((await debit(customerId, '2.50')).errors).toBeUndefined();
+    expect((await wallet(customerId)).balance.amount).toBe('-1.50');
+    expect((await debit(customerId, '0.60')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    expect((await debit(customerId, '0.50')).errors).toBeUndefined();
+    const topUp = await grant(customerId, '5.00');
+    expect(topUp.grant.remaining.amount).toBe('3.00');
+    expect(topUp.wallet.balance.amount).toBe('3.00');
+    await expectIntegrity();
+  });
+});
+
+describe('expiry', () => {
+  it('removes what remained exactly once, on read and on schedule', async () => {
+    const customerId = await newCustomer();
+    const expiring = await grant(customerId, '3.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 3600_000).toISOString() });
+    await grant(customerId, '1.00');
+    await debit(customerId, '1.00');
+    expect(expiring.grant.id).toBeTruthy();
+
+    now = new Date(now.getTime() + 2 * 3600_000);
+    const afterRead = await wallet(customerId);
+    expect(afterRead.balance.amount).toBe('1.00');
+    const expiryTxns = afterRead.transactions.edges.filter((edge: any) => edge.node.kind === 'EXPIRY');
+    expect(expiryTxns).toHaveLength(1);
+    expect(expiryTxns[0].node.amount.amount).toBe('-2.00');
+    expect(expiryTxns[0].node.actor).toEqual({ kind: 'system', apiKeyId: null });
+    expect(afterRead.grants.find((g: any) => g.id === expiring.grant.id).expiredAt).not.toBeNull();
+
+    // The schedule (on any number of instances, as often as it likes) finds nothing more to do.
+    const runs = await Promise.all([server.services.ledger.runExpiry(), server.services.ledger.runExpiry()]);
+    expect(runs.map((run) => run.grantsExpired)).toEqual([0, 0]);
+    expect((await wallet(customerId)).transactions.totalCount).toBe(afterRead.transactions.totalCount);
+    await expectIntegrity();
+  });
+
+  it('the schedule expires grants nobody has read, and never charges expired credit', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '2.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+    now = new Date(now.getTime() + 120_000);
+    expect((await debit(customerId, '0.50')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    const customerB = await newCustomer();
+    await grant(customerB, '2.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+    now = new Date(now.getTime() + 120_000);
+    const run = await server.services.ledger.runExpiry();
+    expect(run.grantsExpired).toBeGreaterThanOrEqual(1);
+    expect((await wallet(customerB)).balance.amount).toBe('0.00');
+  });
+});
+
+describe('holds', () => {
+  const CREATE = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { replayed hold { id status amount { amount } expiresAt } wallet { balance { amount } available { amount } held { amount } } } }`;
+
+  it('reserve credit, capture part of it, and free the rest', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const key = randomUUID();
+    const created = await gql(CREATE, { input: { customerId, amount: '6.00', idempotencyKey: key, ttlSeconds: 60 } });
+    expect(created.errors).toBeUndefined();
+    expect(created.data!.createHold.wallet).toEqual({ balance: { amount: '10.00' }, available: { amount: '4.00' }, held: { amount: '6.00' } });
+    const replay = await gql(CREATE, { input: { customerId, amount: '6.00', idempotencyKey: key, ttlSeconds: 60 } });
+    expect(replay.data!.createHold.replayed).toBe(true);
+    expect((await wallet(customerId)).held.amount).toBe('6.00');
+
+    expect((await debit(customerId, '4.50')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    expect((await gql(CREATE, { input: { customerId, amount: '5.00', idempotencyKey: randomUUID() } })).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+
+    const holdId = created.data!.createHold.hold.id;
+    const captured = await gql('mutation ($id: ID!) { captureHold(id: $id, amount: "2.50") { replayed hold { status capturedAmount { amount } } transaction { kind amount { amount } } wallet { balance { amount } available { amount } held { amount } } } }', { id: holdId });
+    expect(captured.errors).toBeUndefined();
+    expect(captured.data!.captureHold).toMatchObject({
+      replayed: false,
+      hold: { status: 'CAPTURED', capturedAmount: { amount: '2.50' } },
+      transaction: { kind: 'HOLD_CAPTURE', amount: { amount: '-2.50' } },
+      wallet: { balance: { amount: '7.50' }, available: { amount: '7.50' }, held: { amount: '0.00' } },
+    });
+    const again = await gql('mutation ($id: ID!) { captureHold(id: $id, amount: "2.50") { replayed } }', { id: holdId });
+    expect(again.data!.captureHold.replayed).toBe(true);
+    const different = await gql('mutation ($id: ID!) { captureHold(id: $id, amount: "3.00") { replayed } }', { id: holdId });
+    expect(different.errors?.[0]?.extensions.code).toBe('CONFLICT');
+    expect((await wallet(customerId)).balance.amount).toBe('7.50');
+    await expectIntegrity();
+  });
+
+  it('release frees the reservation; expiry frees it by itself', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const first = (await gql(CREATE, { input: { customerId, amount: '3.00', idempotencyKey: randomUUID() } })).data!.createHold.hold;
+    const released = await gql('mutation ($id: ID!) { releaseHold(id: $id) { status } }', { id: first.id });
+    expect(released.data!.releaseHold.status).toBe('RELEASED');
+    expect((await wallet(customerId)).available.amount).toBe('10.00');
+    const capturedAfterRelease = await gql('mutation ($id: ID!) { captureHold(id: $id) { replayed } }', { id: first.id });
+    expect(capturedAfterRelease.errors?.[0]?.extensions.code).toBe('CONFLICT');
+
+    const second = (await gql(CREATE, { input: { customerId, amount: '9.00', idempotencyKey: randomUUID(), ttlSeconds: 30 } })).data!.createHold.hold;
+    expect((await wallet(customerId)).available.amount).toBe('1.00');
+    now = new Date(now.getTime() + 31_000);
+    expect((await wallet(customerId)).available.amount).toBe('10.00');
+    const late = await gql('mutation ($id: ID!) { captureHold(id: $id) { replayed } }', { id: second.id });
+    expect(late.errors?.[0]?.extensions.code).toBe('CONFLICT');
+    expect((await server.services.ledger.runExpiry()).holdsExpired).toBeGreaterThanOrEqual(1);
+    expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: second.id })).data!.hold.status).toBe('EXPIRED');
+  });
+});
+
+describe('corrections', () => {
+  it('adjustments and refunds need a reason and leave an audit trail', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00', { kind: 'PAID' });
+    await grant(customerId, '5.00', { kind: 'PROMOTIONAL' });
+    const noReason = await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed } }', {
+      input: { customerId, amount: '1.00', reason: ' ', idempotencyKey: randomUUID() },
+    });
+    expect(noReason.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'reason' });
+
+    const adjusted = await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { kind reason amount { amount } } wallet { balance { amount } } } }', {
+      input: { customerId, amount: '-1.25', reason: 'Duplicate charge on invoice 42', idempotencyKey: randomUUID() },
+    });
+    expect(adjusted.data!.adjustBalance).toMatchObject({
+      transaction: { kind: 'ADJUSTMENT', reason: 'Duplicate charge on invoice 42', amount: { amount: '-1.25' } },
+      wallet: { balance: { amount: '8.75' } },
+    });
+
+    const tooMuch = await gql('mutation ($input: RefundCreditsInput!) { refundCredits(input: $input) { replayed } }', {
+      input: { customerId, amount: '6.00', reason: 'Customer asked', idempotencyKey: randomUUID() },
+    });
+    expect(tooMuch.errors?.[0]?.extensions).toMatchObject({ code: 'INSUFFICIENT_FUNDS', available: '5.00' });
+    const refunded = await gql('mutation ($input: RefundCreditsInput!) { refundCredits(input: $input) { transaction { kind amount { amount } } wallet { balance { amount } } } }', {
+      input: { customerId, amount: '5.00', reason: 'Customer asked', idempotencyKey: randomUUID() },
+    });
+    expect(refunded.data!.refundCredits.wallet.balance.amount).toBe('3.75');
+
+    const audit = await gql('query ($id: ID!) { ledgerTransactions(customerId: $id, filter: { kinds: [ADJUSTMENT, REFUND] }) { totalCount edges { node { kind reason actor { kind apiKeyId } idempotencyKey createdAt } } } }', { id: customerId });
+    expect(audit.data!.ledgerTransactions.totalCount).toBe(2);
+    for (const { node } of audit.data!.ledgerTransactions.edges) {
+      expect(node.reason).toBeTruthy();
+      expect(node.actor.apiKeyId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(node.idempotencyKey).toBeTruthy();
+    }
+    await expectIntegrity();
+  });
+});
+
+describe('concurrency in one process', () => {
+  it('200 simultaneous debits against credit for 150: exactly 150 succeed, no overdraft, replays harmless', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.50');
+    const keys = Array.from({ length: 200 }, () => randomUUID());
+    const results = await Promise.all(keys.map((key) => server.services.ledger.debit(merchant.id, { kind: 'api_key', apiKeyId: null }, {
+      customerId, currency: 'USD', amountAttos: 10_000_000n * 1_000_000_000n, idempotencyKey: key,
+    }).then(() => 'ok', (error: any) => error.code)));
+    expect(results.filter((r) => r === 'ok')).toHaveLength(150);
+    expect(results.filter((r) => r === 'INSUFFICIENT_FUNDS')).toHaveLength(50);
+    const replays = await Promise.all(keys.slice(0, 100).map((key) => server.services.ledger.debit(merchant.id, { kind: 'api_key', apiKeyId: null }, {
+      customerId, currency: 'USD', amountAttos: 10_000_000n * 1_000_000_000n, idempotencyKey: key,
+    }).then((r) => (r.replayed ? 'replayed' : 'charged'), (error: any) => error.code)));
+    expect(replays.filter((r) => r === 'charged')).toHaveLength(0);
+    expect((await wallet(customerId)).balance.amount).toBe('0.00');
+    await expectIntegrity();
+  });
+});
+
+describe('access', () => {
+  it('a customer token reads its own wallet only, and cannot move money', async () => {
+    const customerId = await newCustomer();
+    const otherId = await newCustomer();
+    await grant(customerId, '2.00');
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    expect((await wallet(customerId, 'USD', token)).balance.amount).toBe('2.00');
+    expect((await gql(WALLET, { id: otherId }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+    expect((await gql(DEBIT, { input: { customerId, amount: '1', idempotencyKey: 'x' } }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+    const stranger = await server.createMerchant('Stranger');
+    expect((await gql(WALLET, { id: customerId }, stranger.secret)).errors?.[0]?.extensions.code).toBe('NOT_FOUND');
+    expect((await gql(GRANT, { input: { customerId, amount: '1', kind: 'PAID', idempotencyKey: 'y' } }, stranger.secret)).errors?.[0]?.extensions.code).toBe('NOT_FOUND');
+  });
+
+  it('balanceUpdated pushes each committed change to the customer', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '3.00');
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const client = createClient({ url: server.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${token}` }, retryAttempts: 0 });
+    try {
+      const events = client.iterate({ query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { customerId balance { amount currency } available { amount } transactionIds wallet { balance { amount } } } }', variables: { id: customerId } });
+      const next = events.next();
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const charged = await debit(customerId, '1.25');
+      const event = (await next).value as any;
+      expect(event.data.balanceUpdated).toEqual({
+        customerId,
+        balance: { amount: '1.75', currency: 'USD' },
+        available: { amount: '1.75' },
+        transactionIds: [charged.data!.debitCredits.transaction.id],
+        wallet: { balance: { amount: '1.75' } },
+      });
+      await events.return?.();
+    } finally {
+      await client.dispose();
+    }
+  });
+});

@@ -1,0 +1,78 @@
+import { invalidField } from './errors.ts';
+
+/**
+ * Money is never a float. Balances and ledger amounts are BIGINT nano-units (1e-9 of the
+ * currency's major unit): one token at $0.15 per million is 150 nano-dollars, exactly.
+ * Charges computed by pricing may be finer still; they arrive as exact decimals and are
+ * held in atto-units (1e-18) until posted, with the sub-nano remainder carried per wallet.
+ * Amounts cross the API as decimal strings.
+ */
+export const NANOS_PER_UNIT = 1_000_000_000n;
+export const ATTOS_PER_NANO = 1_000_000_000n;
+/** 1e9 major units: far beyond any one balance, and safely inside BIGINT's 9.2e18 nanos. */
+export const MAX_AMOUNT_NANOS = 1_000_000_000n * NANOS_PER_UNIT;
+
+const DECIMAL = /^(-)?(\d{1,12})(?:\.(\d{1,18}))?$/;
+
+/** An exact decimal string as atto-units (1e-18). Rejects floats' exponent notation and >18 places. */
+export function parseDecimalAttos(field: string, text: string): bigint {
+  const match = DECIMAL.exec(String(text).trim());
+  if (!match) throw invalidField(field, 'must be a decimal number such as "12.50" (up to 18 decimal places)');
+  const [, sign, whole, fraction = ''] = match;
+  const attos = BigInt(whole!) * NANOS_PER_UNIT * ATTOS_PER_NANO + BigInt(fraction.padEnd(18, '0'));
+  return sign ? -attos : attos;
+}
+
+/** An exact decimal string as nano-units; more than 9 decimal places is refused, not rounded. */
+export function parseDecimalNanos(field: string, text: string): bigint {
+  const attos = parseDecimalAttos(field, text);
+  if (attos % ATTOS_PER_NANO !== 0n) throw invalidField(field, 'may have at most 9 decimal places');
+  const nanos = attos / ATTOS_PER_NANO;
+  if (nanos > MAX_AMOUNT_NANOS || nanos < -MAX_AMOUNT_NANOS) throw invalidField(field, 'is too large');
+  return nanos;
+}
+
+export function requirePositiveNanos(field: string, text: string): bigint {
+  const nanos = parseDecimalNanos(field, text);
+  if (nanos <= 0n) throw invalidField(field, 'must be greater than zero');
+  return nanos;
+}
+
+export function requirePositiveAttos(field: string, text: string): bigint {
+  const attos = parseDecimalAttos(field, text);
+  if (attos <= 0n) throw invalidField(field, 'must be greater than zero');
+  if (attos > MAX_AMOUNT_NANOS * ATTOS_PER_NANO) throw invalidField(field, 'is too large');
+  return attos;
+}
+
+function formatScaled(value: bigint, scale: number, minDecimals: number): string {
+  const negative = value < 0n;
+  const digits = (negative ? -value : value).toString().padStart(scale + 1, '0');
+  const whole = digits.slice(0, digits.length - scale);
+  let fraction = digits.slice(digits.length - scale).replace(/0+$/, '');
+  if (fraction.length < minDecimals) fraction = fraction.padEnd(minDecimals, '0');
+  return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`;
+}
+
+/** "12.50", "0.00000015", "-3.00": exact, at least two decimal places. */
+export function formatNanos(nanos: bigint): string {
+  return formatScaled(nanos, 9, 2);
+}
+
+export function formatAttos(attos: bigint): string {
+  return formatScaled(attos, 18, 2);
+}
+
+/** Floor division that also works for negative numbers (BigInt `/` truncates toward zero). */
+export function floorDiv(a: bigint, b: bigint): bigint {
+  const q = a / b;
+  return (a % b !== 0n && (a < 0n) !== (b < 0n)) ? q - 1n : q;
+}
+
+const CURRENCY = /^[A-Z]{3}$/;
+
+export function parseCurrency(field: string, text: string | null | undefined, fallback = 'USD'): string {
+  const code = (text ?? fallback).trim().toUpperCase();
+  if (!CURRENCY.test(code)) throw invalidField(field, 'must be a three-letter ISO 4217 code such as USD');
+  return code;
+}
