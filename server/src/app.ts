@@ -43,6 +43,10 @@ export async function createApp(services: Services): Promise<App> {
   const app = express();
   app.disable('x-powered-by');
   const httpServer = createServer(app);
+  // Outlive the idle timeouts of clients and load balancers (commonly 60 s), so the server
+  // never closes a kept-alive connection just as a client reuses it (an ECONNRESET).
+  httpServer.keepAliveTimeout = 65_000;
+  httpServer.headersTimeout = 66_000;
 
   const viewerFor = async (authorization: string | undefined | null): Promise<Viewer> => {
     try {

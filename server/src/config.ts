@@ -21,6 +21,8 @@ export interface Config {
   maxQueryDepth: number;
   maxQueryComplexity: number;
   customerSessionMaxTtlSeconds: number;
+  /** How often this instance expires due credit grants and holds. */
+  expiryIntervalMs: number;
   seedDemo: boolean;
   logLevel: string;
   production: boolean;
@@ -86,6 +88,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxQueryDepth: intFrom(env, 'TOLLGATE_MAX_QUERY_DEPTH', 10),
     maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
     customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600),
+    expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60) * 1000,
     seedDemo: env.TOLLGATE_SEED_DEMO ? env.TOLLGATE_SEED_DEMO !== 'false' : !production,
     logLevel: env.LOG_LEVEL ?? (env.NODE_ENV === 'test' ? 'silent' : 'info'),
     production,

@@ -1,5 +1,6 @@
 import { createApp } from './app.ts';
 import { loadConfig } from './config.ts';
+import { startExpirySchedule } from './modules/ledger/ledger.schedule.ts';
 import { seedDemoMerchant } from './modules/merchants/demo-seed.ts';
 import { openRuntime } from './runtime.ts';
 import { createLogger } from './shared/logger.ts';
@@ -9,6 +10,7 @@ const logger = createLogger(config.logLevel);
 const runtime = await openRuntime(config, logger);
 const app = await createApp(runtime.services);
 const { port } = await app.listen(config.port, config.host);
+const stopExpiry = startExpirySchedule(runtime.services.ledger, config.expiryIntervalMs, logger);
 const publicUrl = config.publicUrl.replace(/:\d+$/, `:${port}`);
 
 const demo = config.seedDemo ? await seedDemoMerchant(runtime.services) : undefined;
@@ -24,6 +26,7 @@ async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, 'shutting down');
+  stopExpiry();
   await app.close();
   await runtime.close();
   process.exit(0);

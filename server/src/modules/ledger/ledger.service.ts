@@ -96,6 +96,22 @@ interface PendingDebit {
 }
 
 const MAX_BATCH = 500;
+const DEBIT_LANES = 4;
+
+interface Lane {
+  queue: PendingDebit[];
+  draining: boolean;
+}
+
+/** FNV-1a: a stable, cheap spread of wallets over lanes. */
+function laneOf(walletKey: string, lanes: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < walletKey.length; i++) {
+    hash ^= walletKey.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % lanes;
+}
 const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
 const COUNTER_ACCOUNT: Record<GrantKind, AccountKind> = {
@@ -139,8 +155,7 @@ function replayOrConflict(existing: PostedTransaction, hash: string): DebitResul
 
 export class LedgerService {
   readonly store: LedgerStore;
-  private readonly queues = new Map<string, PendingDebit[]>();
-  private readonly draining = new Set<string>();
+  private readonly lanes: Lane[];
   private readonly knownCustomers = new Map<string, string>();
 
   constructor(
@@ -150,6 +165,8 @@ export class LedgerService {
     private readonly clock: () => Date = () => new Date(),
   ) {
     this.store = new LedgerStore(db);
+    // PGlite has one connection, so one lane; PostgreSQL gets a few, leaving pool room for reads.
+    this.lanes = Array.from({ length: db.kind === 'pglite' ? 1 : DEBIT_LANES }, () => ({ queue: [], draining: false }));
   }
 
   private get prisma(): PrismaClient {
@@ -168,77 +185,69 @@ export class LedgerService {
   // ---------------------------------------------------------------- debits (hot path)
 
   /**
-   * Charges a wallet. Concurrent debits on one wallet are coalesced: while one batch is in
-   * its transaction, the next ones queue, and go together in the next — one row lock and a
-   * handful of statements for hundreds of debits.
+   * Charges a wallet. Debits are coalesced: each wallet belongs to one of a few lanes, and
+   * while a lane's batch is in its transaction the next debits queue, then go together — one
+   * transaction of about five round trips for hundreds of debits across many wallets. A wallet
+   * stays on one lane, so batches in this process never wait on each other's row locks.
    */
   async debit(merchantId: string, actor: Actor, input: DebitInput): Promise<DebitResult> {
     const key = requireKey(input.idempotencyKey);
     if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos });
-    const walletKey = `${input.customerId}:${input.currency}`;
+    const lane = this.lanes[laneOf(`${input.customerId}:${input.currency}`, this.lanes.length)]!;
     const outcome = await new Promise<Outcome>((resolve) => {
-      const queue = this.queues.get(walletKey) ?? [];
-      queue.push({ merchantId, actor, input: { ...input, idempotencyKey: key }, requestHash: hash, resolve });
-      this.queues.set(walletKey, queue);
-      if (!this.draining.has(walletKey)) void this.drain(walletKey);
+      lane.queue.push({ merchantId, actor, input: { ...input, idempotencyKey: key }, requestHash: hash, resolve });
+      if (!lane.draining) void this.drain(lane);
     });
     if (!outcome.ok) throw outcome.error;
     return outcome.value;
   }
 
-  private async drain(walletKey: string): Promise<void> {
-    this.draining.add(walletKey);
+  private async drain(lane: Lane): Promise<void> {
+    lane.draining = true;
     try {
-      for (;;) {
-        const queue = this.queues.get(walletKey);
-        if (!queue || queue.length === 0) break;
-        const batch = queue.splice(0, MAX_BATCH);
-        await this.runDebitBatch(batch);
-      }
+      while (lane.queue.length > 0) await this.runDebitBatch(lane.queue.splice(0, MAX_BATCH));
     } finally {
-      this.draining.delete(walletKey);
-      this.queues.delete(walletKey);
+      lane.draining = false;
     }
   }
 
   private async runDebitBatch(batch: PendingDebit[], attempt = 1): Promise<void> {
-    const first = batch[0]!;
-    const { customerId, currency } = first.input;
+    const walletKeys = batch.map((item) => ({ merchantId: item.merchantId, customerId: item.input.customerId, currency: item.input.currency }));
     const outcomes: Outcome[] = [];
     try {
-      const { posted, state } = await this.store.withWallet(first.merchantId, customerId, currency, this.clock(), async (wallet) => {
-        outcomes.length = 0;
-        const existing = await wallet.existing(batch.map((item) => item.input.idempotencyKey));
-        const seen = new Map<string, PostedTransaction>();
-        for (const item of batch) {
-          try {
-            outcomes.push({ ok: true, value: await this.debitOne(wallet, item, existing, seen) });
-          } catch (error) {
-            outcomes.push({ ok: false, error });
+      const { batch: done } = await this.store.withWallets(
+        walletKeys,
+        this.clock(),
+        async (ledger) => {
+          outcomes.length = 0;
+          for (const [index, item] of batch.entries()) {
+            try {
+              outcomes.push({ ok: true, value: await this.debitOne(ledger.wallet(walletKeys[index]!), item) });
+            } catch (error) {
+              outcomes.push({ ok: false, error });
+            }
           }
-        }
-      });
+        },
+        batch.map((item) => ({ merchantId: item.merchantId, key: item.input.idempotencyKey })),
+      );
       batch.forEach((item, index) => item.resolve(outcomes[index]!));
-      this.publish(customerId, currency, state, posted);
+      for (const wallet of done.wallets.values()) {
+        if (wallet.posted.length > 0) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
+      }
     } catch (error) {
-      // Two instances inserting one idempotency key for different wallets: the loser retries
-      // and then finds the winner's transaction.
+      // Two instances inserting one idempotency key at once: the loser retries and then finds
+      // the winner's transaction.
       if (isUniqueViolation(error) && attempt < 3) return this.runDebitBatch(batch, attempt + 1);
-      this.logger.error({ err: error, customerId, size: batch.length }, 'debit batch failed');
+      this.logger.error({ err: error, size: batch.length }, 'debit batch failed');
       for (const item of batch) item.resolve({ ok: false, error });
     }
   }
 
-  private async debitOne(
-    wallet: WalletTransaction,
-    item: PendingDebit,
-    existing: Map<string, PostedTransaction>,
-    seen: Map<string, PostedTransaction>,
-  ): Promise<DebitResult> {
+  private async debitOne(wallet: WalletTransaction, item: PendingDebit): Promise<DebitResult> {
     const { input } = item;
-    const prior = existing.get(input.idempotencyKey) ?? seen.get(input.idempotencyKey);
+    const prior = (await wallet.existing([input.idempotencyKey])).get(input.idempotencyKey);
     if (prior) return replayOrConflict(prior, item.requestHash);
     const plan = planDebit(wallet.state, input.amountAttos, { allowOverdraft: true });
     if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, input.currency);
@@ -255,7 +264,6 @@ export class LedgerService {
       actor: item.actor,
     });
     wallet.setCarry(plan.carry);
-    seen.set(input.idempotencyKey, transaction);
     return { transaction, replayed: false };
   }
 

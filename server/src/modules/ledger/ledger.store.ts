@@ -90,37 +90,56 @@ export function toPosted(row: TransactionRow): PostedTransaction {
 const TRANSACTION_COLUMNS = `id, kind::text AS kind, wallet_id, customer_id, currency, amount::text AS amount,
   balance_after::text AS balance_after, idempotency_key, request_hash, created_at`;
 
-/** One locked wallet inside one database transaction. */
+export interface WalletKey {
+  merchantId: string;
+  customerId: string;
+  currency: string;
+}
+
+export const walletKeyOf = (key: WalletKey) => `${key.customerId}:${key.currency}`;
+
+interface PendingTransaction {
+  posted: PostedTransaction;
+  txn: NewTransaction;
+  merchantId: string;
+}
+
+interface PendingEntry {
+  id: string;
+  transactionId: string;
+  merchantId: string;
+  currency: string;
+  walletId: string | null;
+  accountId: string | null;
+  grantId: string | null;
+  amount: bigint;
+}
+
+/** One locked wallet inside a batch: what operations read and post through. */
 export class WalletTransaction {
   readonly posted: PostedTransaction[] = [];
-  private readonly entries: { id: string; transactionId: string; walletId: string | null; accountId: string | null; grantId: string | null; amount: bigint }[] = [];
-  private readonly newGrants: NewGrant[] = [];
-  private readonly touchedGrants = new Set<string>();
-  private readonly expiredGrants = new Set<string>();
-  /** Remaining of grants taken out of the state (expired) is zero by construction. */
-  private remainingOf(grantId: string): bigint {
-    return this.state.grants.find((grant) => grant.id === grantId)?.remaining ?? 0n;
-  }
 
   constructor(
-    readonly tx: SqlExecutor,
+    private readonly batch: LedgerBatch,
     readonly merchantId: string,
     readonly customerId: string,
     readonly currency: string,
     readonly state: WalletState,
-    readonly now: Date,
-    private readonly accountId: (kind: AccountKind) => Promise<string>,
     private readonly consumptionOrder: readonly ConsumptionKey[],
   ) {}
 
+  get tx(): SqlExecutor {
+    return this.batch.tx;
+  }
+
+  get now(): Date {
+    return this.batch.now;
+  }
+
   /** Transactions already recorded under these idempotency keys (by any wallet of the merchant). */
   async existing(keys: readonly string[]): Promise<Map<string, PostedTransaction>> {
-    if (keys.length === 0) return new Map();
-    const rows = await this.tx.query<TransactionRow>(
-      `SELECT ${TRANSACTION_COLUMNS} FROM ledger_transactions WHERE merchant_id = $1 AND idempotency_key = ANY($2::text[])`,
-      [this.merchantId, keys],
-    );
-    return new Map(rows.map((row) => [row.idempotency_key, toPosted(row)]));
+    const found = await this.batch.existing(keys.map((key) => ({ merchantId: this.merchantId, key })));
+    return new Map([...found].map(([compound, posted]) => [compound.slice(this.merchantId.length + 1), posted]));
   }
 
   /**
@@ -134,16 +153,17 @@ export class WalletTransaction {
     this.state.balance += walletChange;
     for (const leg of txn.legs) {
       if (leg.amount === 0n) continue;
-      this.entries.push({ id: randomUUID(), transactionId: id, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
+      this.batch.entries.push({ id: randomUUID(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
       if (leg.grantId) {
         const grant = this.state.grants.find((candidate) => candidate.id === leg.grantId);
         if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
         grant.remaining += leg.amount;
-        this.touchedGrants.add(grant.id);
+        this.batch.touchedGrants.set(grant.id, this);
       }
     }
     if (walletChange !== 0n) {
-      this.entries.push({ id: randomUUID(), transactionId: id, walletId: null, accountId: await this.accountId(txn.counterAccount), grantId: null, amount: -walletChange });
+      const accountId = await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
+      this.batch.entries.push({ id: randomUUID(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: null, accountId, grantId: null, amount: -walletChange });
     }
     const posted: PostedTransaction = {
       id,
@@ -157,16 +177,17 @@ export class WalletTransaction {
       requestHash: txn.requestHash,
       createdAt: this.now,
     };
-    this.pending.push({ posted, txn });
+    this.batch.transactions.push({ posted, txn, merchantId: this.merchantId });
+    this.batch.known.set(`${this.merchantId}:${txn.idempotencyKey}`, posted);
+    this.batch.checked.add(`${this.merchantId}:${txn.idempotencyKey}`);
     this.posted.push(posted);
+    this.batch.dirtyWallets.add(this);
     return posted;
   }
 
-  private readonly pending: { posted: PostedTransaction; txn: NewTransaction }[] = [];
-
   /** Adds an empty grant; the transaction that funds it posts a leg naming it. */
   addGrant(grant: Omit<NewGrant, 'remaining'>): void {
-    this.newGrants.push({ ...grant, remaining: 0n });
+    this.batch.newGrants.push({ grant: { ...grant, remaining: 0n }, wallet: this });
     this.state.grants = sortGrants(
       [...this.state.grants, { id: grant.id, kind: grant.kind, remaining: 0n, priority: grant.priority, expiresAt: grant.expiresAt, createdAt: this.now }],
       this.consumptionOrder,
@@ -175,136 +196,174 @@ export class WalletTransaction {
 
   /** Takes a grant out of use; its remaining must already have been posted away. */
   markExpired(grantId: string): void {
-    this.expiredGrants.add(grantId);
-    this.touchedGrants.add(grantId);
+    this.batch.expiredGrants.add(grantId);
+    this.batch.touchedGrants.set(grantId, this);
     this.state.grants = this.state.grants.filter((candidate) => candidate.id !== grantId);
   }
 
   linkGrantTransaction(grantId: string, transactionId: string): void {
-    const grant = this.newGrants.find((candidate) => candidate.id === grantId);
-    if (grant) grant.transactionId = transactionId;
+    const pending = this.batch.newGrants.find((candidate) => candidate.grant.id === grantId);
+    if (pending) pending.grant.transactionId = transactionId;
   }
 
   setCarry(carry: bigint): void {
     this.state.carry = carry;
+    this.batch.dirtyWallets.add(this);
   }
 
-  /** Writes everything collected, in a fixed number of statements. */
-  async flush(): Promise<void> {
-    const { tx } = this;
-    if (this.pending.length > 0) {
-      const rows = this.pending;
-      await tx.query(
-        `INSERT INTO ledger_transactions (id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after,
-           idempotency_key, request_hash, description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at, created_at)
-         SELECT u.id, $1, $2, $3, $4, u.kind::"LedgerTransactionKind", u.amount, u.balance_after, u.idempotency_key, u.request_hash,
-           u.description, u.reason, u.metadata, u.actor_api_key_id, u.actor_kind, u.source_ref, u.occurred_at, $5
-         FROM unnest($6::uuid[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-           $14::jsonb[], $15::uuid[], $16::text[], $17::text[], $18::timestamptz[])
-           AS u(id, kind, amount, balance_after, idempotency_key, request_hash, description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at)`,
-        [
-          this.merchantId,
-          this.state.id,
-          this.customerId,
-          this.currency,
-          this.now,
-          rows.map((row) => row.posted.id),
-          rows.map((row) => row.txn.kind),
-          rows.map((row) => row.posted.amount.toString()),
-          rows.map((row) => row.posted.balanceAfter.toString()),
-          rows.map((row) => row.txn.idempotencyKey),
-          rows.map((row) => row.txn.requestHash),
-          rows.map((row) => row.txn.description ?? null),
-          rows.map((row) => row.txn.reason ?? null),
-          rows.map((row) => JSON.stringify(row.txn.metadata ?? {})),
-          rows.map((row) => row.txn.actor.apiKeyId),
-          rows.map((row) => row.txn.actor.kind),
-          rows.map((row) => row.txn.sourceRef ?? null),
-          rows.map((row) => row.txn.occurredAt ?? this.now),
-        ],
+  /** Remaining of a grant taken out of the state (expired) is zero by construction. */
+  remainingOf(grantId: string): bigint {
+    return this.state.grants.find((grant) => grant.id === grantId)?.remaining ?? 0n;
+  }
+}
+
+/**
+ * Several locked wallets in one database transaction. Reads were done up front in one
+ * statement; writes are collected and flushed as one statement before COMMIT.
+ */
+export class LedgerBatch {
+  readonly wallets = new Map<string, WalletTransaction>();
+  readonly transactions: PendingTransaction[] = [];
+  readonly entries: PendingEntry[] = [];
+  readonly newGrants: { grant: NewGrant; wallet: WalletTransaction }[] = [];
+  readonly touchedGrants = new Map<string, WalletTransaction>();
+  readonly expiredGrants = new Set<string>();
+  readonly dirtyWallets = new Set<WalletTransaction>();
+  /** Idempotency keys known to exist, as `merchantId:key`. */
+  readonly known = new Map<string, PostedTransaction>();
+  /** Keys already looked up (found or not), so each is read from the database at most once. */
+  readonly checked = new Set<string>();
+
+  constructor(
+    readonly tx: SqlExecutor,
+    readonly now: Date,
+    readonly accountId: (merchantId: string, currency: string, kind: AccountKind) => Promise<string>,
+  ) {}
+
+  wallet(key: WalletKey): WalletTransaction {
+    const wallet = this.wallets.get(walletKeyOf(key));
+    if (!wallet) throw new Error(`wallet ${walletKeyOf(key)} is not part of this batch`);
+    return wallet;
+  }
+
+  /** Looks up keys not already known to this batch; results are keyed `merchantId:key`. */
+  async existing(keys: readonly { merchantId: string; key: string }[]): Promise<Map<string, PostedTransaction>> {
+    const missing = keys.filter(({ merchantId, key }) => !this.checked.has(`${merchantId}:${key}`));
+    for (const { merchantId, key } of missing) this.checked.add(`${merchantId}:${key}`);
+    if (missing.length > 0) {
+      const rows = await this.tx.query<TransactionRow & { merchant_id: string }>(
+        `SELECT merchant_id, ${TRANSACTION_COLUMNS} FROM ledger_transactions
+         WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))`,
+        [missing.map((item) => item.merchantId), missing.map((item) => item.key)],
       );
+      for (const row of rows) this.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
+    }
+    const found = new Map<string, PostedTransaction>();
+    for (const { merchantId, key } of keys) {
+      const posted = this.known.get(`${merchantId}:${key}`);
+      if (posted) found.set(`${merchantId}:${key}`, posted);
+    }
+    return found;
+  }
+
+  /** Writes everything collected in one statement (data-modifying CTEs), so one round trip. */
+  async flush(): Promise<void> {
+    const parts: string[] = [];
+    const params: unknown[] = [];
+    const param = (value: unknown) => {
+      params.push(value);
+      return `$${params.length}`;
+    };
+    const now = param(this.now);
+    const rows = this.transactions;
+    if (rows.length > 0) {
+      parts.push(`t AS (INSERT INTO ledger_transactions (id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after,
+          idempotency_key, request_hash, description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at, created_at)
+        SELECT u.id, u.merchant_id, u.wallet_id, u.customer_id, u.currency, u.kind::"LedgerTransactionKind", u.amount, u.balance_after,
+          u.idempotency_key, u.request_hash, u.description, u.reason, u.metadata, u.actor_api_key_id, u.actor_kind, u.source_ref, u.occurred_at, ${now}
+        FROM unnest(${param(rows.map((r) => r.posted.id))}::uuid[], ${param(rows.map((r) => r.merchantId))}::uuid[],
+          ${param(rows.map((r) => r.posted.walletId))}::uuid[], ${param(rows.map((r) => r.posted.customerId))}::uuid[],
+          ${param(rows.map((r) => r.posted.currency))}::text[], ${param(rows.map((r) => r.txn.kind))}::text[],
+          ${param(rows.map((r) => r.posted.amount.toString()))}::bigint[], ${param(rows.map((r) => r.posted.balanceAfter.toString()))}::bigint[],
+          ${param(rows.map((r) => r.txn.idempotencyKey))}::text[], ${param(rows.map((r) => r.txn.requestHash))}::text[],
+          ${param(rows.map((r) => r.txn.description ?? null))}::text[], ${param(rows.map((r) => r.txn.reason ?? null))}::text[],
+          ${param(rows.map((r) => JSON.stringify(r.txn.metadata ?? {})))}::jsonb[], ${param(rows.map((r) => r.txn.actor.apiKeyId))}::uuid[],
+          ${param(rows.map((r) => r.txn.actor.kind))}::text[], ${param(rows.map((r) => r.txn.sourceRef ?? null))}::text[],
+          ${param(rows.map((r) => r.txn.occurredAt ?? this.now))}::timestamptz[])
+        AS u(id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after, idempotency_key, request_hash,
+          description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at))`);
     }
     if (this.newGrants.length > 0) {
       const grants = this.newGrants;
-      await tx.query(
-        `INSERT INTO credit_grants (id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority, expires_at,
-           transaction_id, description, metadata, created_at)
-         SELECT u.id, $1, $2, $3, $4, u.kind::"CreditGrantKind", u.amount, u.remaining, u.priority, u.expires_at, u.transaction_id,
-           u.description, u.metadata, $5
-         FROM unnest($6::uuid[], $7::text[], $8::bigint[], $9::bigint[], $10::int[], $11::timestamptz[], $12::uuid[], $13::text[], $14::jsonb[])
-           AS u(id, kind, amount, remaining, priority, expires_at, transaction_id, description, metadata)`,
-        [
-          this.merchantId,
-          this.state.id,
-          this.customerId,
-          this.currency,
-          this.now,
-          grants.map((grant) => grant.id),
-          grants.map((grant) => grant.kind),
-          grants.map((grant) => grant.amount.toString()),
-          grants.map((grant) => this.remainingOf(grant.id).toString()),
-          grants.map((grant) => grant.priority),
-          grants.map((grant) => grant.expiresAt),
-          grants.map((grant) => grant.transactionId),
-          grants.map((grant) => grant.description),
-          grants.map((grant) => JSON.stringify(grant.metadata)),
-        ],
-      );
+      parts.push(`g AS (INSERT INTO credit_grants (id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority,
+          expires_at, transaction_id, description, metadata, created_at)
+        SELECT u.id, u.merchant_id, u.wallet_id, u.customer_id, u.currency, u.kind::"CreditGrantKind", u.amount, u.remaining, u.priority,
+          u.expires_at, u.transaction_id, u.description, u.metadata, ${now}
+        FROM unnest(${param(grants.map((g) => g.grant.id))}::uuid[], ${param(grants.map((g) => g.wallet.merchantId))}::uuid[],
+          ${param(grants.map((g) => g.wallet.state.id))}::uuid[], ${param(grants.map((g) => g.wallet.customerId))}::uuid[],
+          ${param(grants.map((g) => g.wallet.currency))}::text[], ${param(grants.map((g) => g.grant.kind))}::text[],
+          ${param(grants.map((g) => g.grant.amount.toString()))}::bigint[], ${param(grants.map((g) => g.wallet.remainingOf(g.grant.id).toString()))}::bigint[],
+          ${param(grants.map((g) => g.grant.priority))}::int[], ${param(grants.map((g) => g.grant.expiresAt))}::timestamptz[],
+          ${param(grants.map((g) => g.grant.transactionId))}::uuid[], ${param(grants.map((g) => g.grant.description))}::text[],
+          ${param(grants.map((g) => JSON.stringify(g.grant.metadata)))}::jsonb[])
+        AS u(id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority, expires_at, transaction_id, description, metadata))`);
     }
     if (this.entries.length > 0) {
       const entries = this.entries;
-      await tx.query(
-        `INSERT INTO ledger_entries (id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount, created_at)
-         SELECT u.id, u.transaction_id, $1, u.wallet_id, u.account_id, u.grant_id, $2, u.amount, $3
-         FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::bigint[])
-           AS u(id, transaction_id, wallet_id, account_id, grant_id, amount)`,
-        [
-          this.merchantId,
-          this.currency,
-          this.now,
-          entries.map((entry) => entry.id),
-          entries.map((entry) => entry.transactionId),
-          entries.map((entry) => entry.walletId),
-          entries.map((entry) => entry.accountId),
-          entries.map((entry) => entry.grantId),
-          entries.map((entry) => entry.amount.toString()),
-        ],
-      );
+      parts.push(`e AS (INSERT INTO ledger_entries (id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount, created_at)
+        SELECT u.id, u.transaction_id, u.merchant_id, u.wallet_id, u.account_id, u.grant_id, u.currency, u.amount, ${now}
+        FROM unnest(${param(entries.map((x) => x.id))}::uuid[], ${param(entries.map((x) => x.transactionId))}::uuid[],
+          ${param(entries.map((x) => x.merchantId))}::uuid[], ${param(entries.map((x) => x.walletId))}::uuid[],
+          ${param(entries.map((x) => x.accountId))}::uuid[], ${param(entries.map((x) => x.grantId))}::uuid[],
+          ${param(entries.map((x) => x.currency))}::text[], ${param(entries.map((x) => x.amount.toString()))}::bigint[])
+        AS u(id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount))`);
     }
-    const updates = [...this.touchedGrants].filter((id) => !this.newGrants.some((fresh) => fresh.id === id));
+    const fresh = new Set(this.newGrants.map((g) => g.grant.id));
+    const updates = [...this.touchedGrants].filter(([id]) => !fresh.has(id));
     if (updates.length > 0) {
-      await tx.query(
-        `UPDATE credit_grants g SET remaining = u.remaining, expired_at = coalesce(u.expired_at, g.expired_at)
-         FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS u(id, remaining, expired_at) WHERE g.id = u.id`,
-        [updates, updates.map((id) => this.remainingOf(id).toString()), updates.map((id) => (this.expiredGrants.has(id) ? this.now : null))],
-      );
+      parts.push(`gu AS (UPDATE credit_grants g SET remaining = u.remaining, expired_at = coalesce(u.expired_at, g.expired_at)
+        FROM unnest(${param(updates.map(([id]) => id))}::uuid[], ${param(updates.map(([id, wallet]) => wallet.remainingOf(id).toString()))}::bigint[],
+          ${param(updates.map(([id]) => (this.expiredGrants.has(id) ? this.now : null)))}::timestamptz[]) AS u(id, remaining, expired_at)
+        WHERE g.id = u.id)`);
     }
-    await tx.query(`UPDATE wallets SET balance = $2, fraction_carry = $3, updated_at = $4 WHERE id = $1`, [
-      this.state.id,
-      this.state.balance.toString(),
-      this.state.carry.toString(),
-      this.now,
-    ]);
+    const wallets = [...this.dirtyWallets];
+    const finalStatement = wallets.length
+      ? `UPDATE wallets w SET balance = u.balance, fraction_carry = u.carry, updated_at = ${now}
+         FROM unnest(${param(wallets.map((w) => w.state.id))}::uuid[], ${param(wallets.map((w) => w.state.balance.toString()))}::bigint[],
+           ${param(wallets.map((w) => w.state.carry.toString()))}::bigint[]) AS u(id, balance, carry) WHERE w.id = u.id`
+      : 'SELECT 1';
+    if (parts.length === 0 && wallets.length === 0) return;
+    await this.tx.query(`${parts.length ? `WITH ${parts.join(',\n')}\n` : ''}${finalStatement}`, params);
   }
 }
 
 interface WalletRow {
   id: string;
+  customer_id: string;
+  currency: string;
   balance: string;
   carry: string;
   overdraft_limit: string;
 }
 
+interface StateRow {
+  grants: { id: string; wallet_id: string; kind: GrantKind; remaining: string; priority: number; expires_at: string | null; created_at: string }[] | null;
+  held: { wallet_id: string; held: string }[] | null;
+  existing: (TransactionRow & { merchant_id: string })[] | null;
+}
+
 export class LedgerStore {
   private readonly accountIds = new Map<string, string>();
   private readonly orders = new Map<string, { order: ConsumptionKey[]; at: number }>();
+  /** Wallets are never deleted: once seen, no INSERT … ON CONFLICT round trip is needed. */
+  private readonly knownWallets = new Set<string>();
 
   constructor(readonly db: Database) {}
 
   /**
-   * The merchant's counter-account of a kind, created on first use. Looked up on the wallet
-   * transaction's own connection (PGlite has only one); cached once that transaction commits,
-   * since a rolled-back creation must not be remembered.
+   * The merchant's counter-account of a kind, created on first use. Looked up on the batch's
+   * own connection (PGlite has only one); cached once that transaction commits, since a
+   * rolled-back creation must not be remembered.
    */
   private async systemAccountId(tx: SqlExecutor, merchantId: string, currency: string, kind: AccountKind, created: Map<string, string>): Promise<string> {
     const key = `${merchantId}:${currency}:${kind}`;
@@ -340,9 +399,95 @@ export class LedgerStore {
   }
 
   /**
-   * Runs `work` with the wallet locked, then flushes its writes and commits. Creates the
-   * wallet when missing.
+   * Runs `work` with every listed wallet locked (created when missing), then flushes its
+   * writes and commits. Wallets are locked in id order, so two batches on any instances can
+   * never deadlock. Due grants are expired first. `preloadKeys` are idempotency keys fetched
+   * in the same read as the wallets' state.
    */
+  async withWallets<T>(
+    keys: readonly WalletKey[],
+    now: Date,
+    work: (batch: LedgerBatch) => Promise<T>,
+    preloadKeys: readonly { merchantId: string; key: string }[] = [],
+  ): Promise<{ result: T; batch: LedgerBatch }> {
+    const unique = [...new Map(keys.map((key) => [walletKeyOf(key), key])).values()];
+    const orders = new Map<string, ConsumptionKey[]>();
+    for (const merchantId of new Set(unique.map((key) => key.merchantId))) orders.set(merchantId, await this.consumptionOrder(merchantId));
+    const created = new Map<string, string>();
+    const outcome = await this.db.transaction(async (tx) => {
+      const missing = unique.filter((key) => !this.knownWallets.has(walletKeyOf(key)));
+      if (missing.length > 0) {
+        await tx.query(
+          `INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at)
+           SELECT gen_random_uuid(), u.merchant_id, u.customer_id, u.currency, $4
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(merchant_id, customer_id, currency)
+           ON CONFLICT (customer_id, currency) DO NOTHING`,
+          [missing.map((key) => key.merchantId), missing.map((key) => key.customerId), missing.map((key) => key.currency), now],
+        );
+      }
+      const walletRows = await tx.query<WalletRow>(
+        `SELECT id, customer_id, currency, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit
+         FROM wallets WHERE (customer_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
+         ORDER BY id FOR UPDATE`,
+        [unique.map((key) => key.customerId), unique.map((key) => key.currency)],
+      );
+      // Read after the locks are held, in one statement: grants, holds and known keys.
+      const walletIds = walletRows.map((row) => row.id);
+      const [stateRow] = await tx.query<StateRow>(
+        `SELECT
+           (SELECT json_agg(json_build_object('id', id, 'wallet_id', wallet_id, 'kind', kind, 'remaining', remaining::text,
+              'priority', priority, 'expires_at', expires_at, 'created_at', created_at))
+            FROM credit_grants WHERE wallet_id = ANY($1::uuid[]) AND expired_at IS NULL AND (remaining > 0 OR expires_at <= $2)) AS grants,
+           (SELECT json_agg(json_build_object('wallet_id', wallet_id, 'held', held::text)) FROM (
+              SELECT wallet_id, sum(amount - captured_amount) AS held FROM holds
+              WHERE wallet_id = ANY($1::uuid[]) AND status = 'PENDING' AND expires_at > $2 GROUP BY wallet_id) h) AS held,
+           (SELECT json_agg(json_build_object('merchant_id', merchant_id, 'id', id, 'kind', kind, 'wallet_id', wallet_id,
+              'customer_id', customer_id, 'currency', currency, 'amount', amount::text, 'balance_after', balance_after::text,
+              'idempotency_key', idempotency_key, 'request_hash', request_hash, 'created_at', created_at))
+            FROM ledger_transactions WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($3::uuid[], $4::text[]))) AS existing`,
+        [walletIds, now, preloadKeys.map((item) => item.merchantId), preloadKeys.map((item) => item.key)],
+      );
+      const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created));
+      for (const item of preloadKeys) batch.checked.add(`${item.merchantId}:${item.key}`);
+      for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
+      const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
+      const grantsBy = new Map<string, StateRow['grants']>();
+      for (const grant of stateRow?.grants ?? []) grantsBy.set(grant.wallet_id, [...(grantsBy.get(grant.wallet_id) ?? []), grant]);
+      for (const row of walletRows) {
+        const key = unique.find((candidate) => candidate.customerId === row.customer_id && candidate.currency === row.currency)!;
+        const order = orders.get(key.merchantId)!;
+        const state: WalletState = {
+          id: row.id,
+          balance: BigInt(row.balance),
+          carry: BigInt(row.carry),
+          overdraftLimit: BigInt(row.overdraft_limit),
+          held: heldBy.get(row.id) ?? 0n,
+          grants: sortGrants(
+            (grantsBy.get(row.id) ?? []).map((grant) => ({
+              id: grant.id,
+              kind: grant.kind,
+              remaining: BigInt(grant.remaining),
+              priority: grant.priority,
+              expiresAt: grant.expires_at ? new Date(grant.expires_at) : null,
+              createdAt: new Date(grant.created_at),
+            })),
+            order,
+          ),
+        };
+        const wallet = new WalletTransaction(batch, key.merchantId, key.customerId, key.currency, state, order);
+        batch.wallets.set(walletKeyOf(key), wallet);
+        await expireDueGrants(wallet);
+      }
+      const result = await work(batch);
+      await batch.flush();
+      return { result, batch };
+    });
+    for (const [key, id] of created) this.accountIds.set(key, id);
+    for (const key of unique) this.knownWallets.add(walletKeyOf(key));
+    return outcome;
+  }
+
+  /** One wallet: the common case for everything but debits. */
   async withWallet<T>(
     merchantId: string,
     customerId: string,
@@ -350,66 +495,10 @@ export class LedgerStore {
     now: Date,
     work: (wallet: WalletTransaction) => Promise<T>,
   ): Promise<{ result: T; posted: PostedTransaction[]; state: WalletState }> {
-    const order = await this.consumptionOrder(merchantId);
-    const created = new Map<string, string>();
-    const outcome = await this.db.transaction(async (tx) => {
-      const accountId = (kind: AccountKind) => this.systemAccountId(tx, merchantId, currency, kind, created);
-      let rows = await tx.query<WalletRow>(
-        `SELECT id, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit
-         FROM wallets WHERE customer_id = $1 AND currency = $2 FOR UPDATE`,
-        [customerId, currency],
-      );
-      if (rows.length === 0) {
-        await tx.query(
-          `INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (customer_id, currency) DO NOTHING`,
-          [randomUUID(), merchantId, customerId, currency, now],
-        );
-        rows = await tx.query<WalletRow>(
-          `SELECT id, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit
-           FROM wallets WHERE customer_id = $1 AND currency = $2 FOR UPDATE`,
-          [customerId, currency],
-        );
-      }
-      const row = rows[0]!;
-      const [grantRows, heldRows] = [
-        await tx.query<{ id: string; kind: GrantKind; remaining: string; priority: number; expires_at: Date | null; created_at: Date }>(
-          `SELECT id, kind::text AS kind, remaining::text AS remaining, priority, expires_at, created_at FROM credit_grants
-           WHERE wallet_id = $1 AND expired_at IS NULL AND (remaining > 0 OR expires_at <= $2)`,
-          [row.id, now],
-        ),
-        await tx.query<{ held: string }>(
-          `SELECT coalesce(sum(amount - captured_amount), 0)::text AS held FROM holds
-           WHERE wallet_id = $1 AND status = 'PENDING' AND expires_at > $2`,
-          [row.id, now],
-        ),
-      ];
-      const state: WalletState = {
-        id: row.id,
-        balance: BigInt(row.balance),
-        carry: BigInt(row.carry),
-        overdraftLimit: BigInt(row.overdraft_limit),
-        held: BigInt(heldRows[0]?.held ?? '0'),
-        grants: sortGrants(
-          grantRows.map((grant) => ({
-            id: grant.id,
-            kind: grant.kind,
-            remaining: BigInt(grant.remaining),
-            priority: grant.priority,
-            expiresAt: grant.expires_at ? new Date(grant.expires_at) : null,
-            createdAt: new Date(grant.created_at),
-          })),
-          order,
-        ),
-      };
-      const wallet = new WalletTransaction(tx, merchantId, customerId, currency, state, now, accountId, order);
-      await expireDueGrants(wallet);
-      const result = await work(wallet);
-      await wallet.flush();
-      return { result, posted: wallet.posted, state };
-    });
-    for (const [key, id] of created) this.accountIds.set(key, id);
-    return outcome;
+    const key = { merchantId, customerId, currency };
+    const { result, batch } = await this.withWallets([key], now, (inner) => work(inner.wallet(key)));
+    const wallet = batch.wallet(key);
+    return { result, posted: wallet.posted, state: wallet.state };
   }
 }
 

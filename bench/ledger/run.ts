@@ -1,0 +1,143 @@
+/**
+ * bench/ledger: debit throughput and latency on PostgreSQL, next to a naive baseline
+ * measured in the same run. Prints figures; asserts nothing but the ledger's invariants.
+ *
+ *   npm run bench:ledger            (BENCH_DATABASE_URL defaults to the local server)
+ *
+ * Scenarios: a single hot wallet, and 1,000 wallets, each driven by 500 concurrent callers.
+ * The baseline is what most teams write first: one `pg` transaction per debit doing
+ * UPDATE balance … WHERE balance >= amount, then INSERT the ledger row.
+ */
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { loadConfig } from '../../server/src/config.ts';
+import { openRuntime } from '../../server/src/runtime.ts';
+import { createLogger } from '../../server/src/shared/logger.ts';
+import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
+
+const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
+const CALLERS = Number(process.env.BENCH_CALLERS ?? 500);
+const DEBITS = Number(process.env.BENCH_DEBITS ?? 20_000);
+const POOL = Number(process.env.BENCH_POOL ?? 10);
+
+async function withFreshDatabase<T>(work: (url: string) => Promise<T>): Promise<T> {
+  const name = `tollgate_bench_${Date.now()}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE "${name}"`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  try {
+    return await work(url.toString());
+  } catch (error) {
+    console.error(error);
+    throw error;
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+interface Figures {
+  perSecond: number;
+  p50: number;
+  p99: number;
+  ok: number;
+  refused: number;
+}
+
+/** `callers` loops share `total` debits; each debit's latency is recorded. */
+async function drive(total: number, callers: number, debitOnce: (index: number) => Promise<boolean>): Promise<Figures> {
+  const latencies: number[] = [];
+  let next = 0;
+  let ok = 0;
+  let refused = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: callers }, async () => {
+      for (;;) {
+        const index = next++;
+        if (index >= total) return;
+        const t0 = performance.now();
+        if (await debitOnce(index)) ok++;
+        else refused++;
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return { perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused };
+}
+
+async function baseline(url: string, walletCount: number): Promise<Figures> {
+  const pool = new pg.Pool({ connectionString: url, max: POOL });
+  pool.on('error', () => undefined); // idle clients killed when the bench database is dropped
+  await pool.query(`CREATE TABLE bench_wallets (id int PRIMARY KEY, balance bigint NOT NULL)`);
+  await pool.query(`CREATE TABLE bench_entries (id uuid PRIMARY KEY, wallet_id int NOT NULL, amount bigint NOT NULL, idempotency_key text UNIQUE NOT NULL)`);
+  await pool.query(`INSERT INTO bench_wallets SELECT g, $1 FROM generate_series(0, $2 - 1) g`, [(10n ** 15n).toString(), walletCount]);
+  const figures = await drive(DEBITS, CALLERS, async (index) => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const wallet = index % walletCount;
+      const updated = await client.query(`UPDATE bench_wallets SET balance = balance - 1000 WHERE id = $1 AND balance >= 1000 RETURNING balance`, [wallet]);
+      await client.query(`INSERT INTO bench_entries VALUES ($1, $2, -1000, $3)`, [randomUUID(), wallet, randomUUID()]);
+      await client.query('COMMIT');
+      return updated.rowCount === 1;
+    } catch (error) {
+      await client.query('ROLLBACK');
+      throw error;
+    } finally {
+      client.release();
+    }
+  });
+  await pool.end();
+  return figures;
+}
+
+async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number }> {
+  const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: '0'.repeat(64), NODE_ENV: 'test' });
+  const runtime = await openRuntime(config, createLogger('warn'));
+  const { services } = runtime;
+  try {
+    const { merchant } = await services.merchants.create({ name: 'bench' });
+    const customers: string[] = [];
+    for (let i = 0; i < walletCount; i++) {
+      const customer = await services.customers.create(merchant.id, { externalId: `bench-${i}` });
+      await services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+        customerId: customer.id, currency: 'USD', amountNanos: 1_000_000n * NANOS_PER_UNIT, kind: 'PAID', idempotencyKey: `seed-${i}`,
+      });
+      customers.push(customer.id);
+    }
+    const actor = { kind: 'api_key' as const, apiKeyId: null };
+    const figures = await drive(DEBITS, CALLERS, async (index) => {
+      await services.ledger.debit(merchant.id, actor, {
+        customerId: customers[index % walletCount]!, currency: 'USD', amountAttos: 1_000_000_000_000n, idempotencyKey: `debit-${index}`,
+      });
+      return true;
+    });
+    const report = await services.ledgerQueries.integrity(merchant.id);
+    const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(DEBITS) * 1000n;
+    const total = (await Promise.all(customers.map((id) => services.ledgerQueries.wallet(merchant.id, id, 'USD')))).reduce((sum, w) => sum + w.balance, 0n);
+    const violations = report.violations.length + (total === expected ? 0 : 1);
+    return { ...figures, violations };
+  } finally {
+    await runtime.close();
+  }
+}
+
+const row = (name: string, f: Figures) =>
+  `${name.padEnd(34)} ${f.perSecond.toFixed(0).padStart(9)} debits/s   p50 ${f.p50.toFixed(2).padStart(7)} ms   p99 ${f.p99.toFixed(2).padStart(7)} ms`;
+
+console.log(`bench/ledger on PostgreSQL: ${DEBITS} debits, ${CALLERS} concurrent callers, pool of ${POOL} connections\n`);
+for (const wallets of [1, 1000]) {
+  const base = await withFreshDatabase((url) => baseline(url, wallets));
+  const ours = await withFreshDatabase((url) => tollgate(url, wallets));
+  const label = wallets === 1 ? 'one hot wallet' : `${wallets} wallets`;
+  console.log(`${label}:`);
+  console.log(row('  baseline (pg txn per debit)', base));
+  console.log(row('  tollgate ledger (coalesced)', ours));
+  console.log(`  ratio ${(ours.perSecond / base.perSecond).toFixed(2)}x the baseline; invariant violations: ${ours.violations}\n`);
+}
