@@ -35,7 +35,8 @@ beforeAll(async () => {
 });
 afterAll(() => dropDatabase?.());
 
-describe('tollgate CLI', () => {
+// Each CLI run is a fresh process opening the database (PGlite takes seconds to start).
+describe('tollgate CLI', { timeout: 180_000 }, () => {
   it('creates a merchant whose printed key authenticates, then lists and revokes keys', async () => {
     const created = await cli('merchant', 'create', '--name', 'Bootstrap Inc');
     expect(created.code, created.stderr).toBe(0);

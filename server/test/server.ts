@@ -72,3 +72,12 @@ export async function startTestServer(env: Record<string, string | undefined> = 
     },
   };
 }
+
+/** Resolves once `topic` has exactly `count` subscriptions on this server (or throws after 10 s). */
+export async function waitForSubscribers(server: TestServer, topic: string, count: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (server.services.pubsub.subscriberCount(topic) !== count) {
+    if (Date.now() > deadline) throw new Error(`expected ${count} subscriber(s) on ${topic} within 10 s`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -1,7 +1,8 @@
 import { createClient, type Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startTestServer, type TestServer } from './server.ts';
+import { startTestServer, waitForSubscribers, type TestServer } from './server.ts';
+import { customerTopic } from '../src/modules/customers/customers.service.ts';
 
 /** graphql-ws on the same port and path as HTTP, with the same auth and tenancy. */
 let server: TestServer;
@@ -36,9 +37,12 @@ afterAll(async () => {
 
 /** Waits until the server has registered the subscription, then runs `act`. */
 async function firstEvent(client: Client, variables: Record<string, unknown>, act: () => Promise<unknown>) {
+  const topic = customerTopic(String(variables.id));
+  // An earlier test's subscription may still be closing: start from none, then wait for ours.
+  await waitForSubscribers(server, topic, 0);
   const iterator = client.iterate({ query: SUBSCRIPTION, variables });
   const next = iterator.next();
-  await new Promise((resolve) => setTimeout(resolve, 150));
+  await waitForSubscribers(server, topic, 1);
   await act();
   try {
     return await Promise.race([

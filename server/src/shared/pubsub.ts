@@ -8,6 +8,8 @@ export type EventPayload = Record<string, unknown>;
 export interface PubSub {
   publish(topic: string, payload: EventPayload): void;
   subscribe(topic: string): AsyncIterableIterator<EventPayload>;
+  /** Listeners on this instance (for health checks, and tests that wait for a subscriber). */
+  subscriberCount(topic: string): number;
   close(): Promise<void>;
 }
 
@@ -85,6 +87,10 @@ export class InMemoryPubSub implements PubSub {
         if (set?.size === 0) this.listeners.delete(topic);
       },
     );
+  }
+
+  subscriberCount(topic: string): number {
+    return this.listeners.get(topic)?.size ?? 0;
   }
 
   async close(): Promise<void> {

@@ -61,6 +61,10 @@ export class RedisPubSub implements PubSub {
     );
   }
 
+  subscriberCount(topic: string): number {
+    return this.listeners.get(topic)?.size ?? 0;
+  }
+
   /** Resolves once Redis has confirmed every current subscription (tests and readiness). */
   async ready(): Promise<void> {
     await this.subscriber.ping();

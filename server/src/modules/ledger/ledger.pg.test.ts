@@ -59,12 +59,15 @@ describe('ledger across two server processes', () => {
     const subscriber = createClient({ url: a.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${merchant.secret}` }, retryAttempts: 0 });
     const seenOnA = new Set<string>();
     let lastBalance = '';
+    let ready: () => void = () => undefined;
+    const subscribed = new Promise<void>((resolve) => (ready = resolve));
     const done = new Promise<void>((resolve, reject) => {
       subscriber.subscribe(
         { query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { balance { amount } transactionIds } }', variables: { id: customerId } },
         {
           next: (message) => {
             const update = (message.data as any).balanceUpdated;
+            ready();
             for (const id of update.transactionIds) seenOnA.add(id);
             lastBalance = update.balance.amount;
             if (lastBalance === '0.00') resolve();
@@ -74,7 +77,14 @@ describe('ledger across two server processes', () => {
         },
       );
     });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Prove the subscription on A is live before the race: a change made through B (no money
+    // moves) must reach it. Repeat until it does, since A registers the subscription async.
+    for (let attempt = 0; ; attempt++) {
+      await graphql(b.url, 'mutation ($id: ID!) { setOverdraftLimit(customerId: $id, limit: "0") { id } }', { id: customerId });
+      const arrived = await Promise.race([subscribed.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 300))]);
+      if (arrived) break;
+      if (attempt > 30) throw new Error('subscription on instance A never became live');
+    }
 
     const keys = Array.from({ length: 500 }, () => randomUUID());
     const results = await Promise.all(

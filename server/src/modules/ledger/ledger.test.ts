@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { startTestServer, waitForSubscribers, type TestServer } from '../../../test/server.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
+import { walletTopic } from './ledger.service.ts';
 
 /** The ledger through its GraphQL API, on a controllable clock. */
 let now = new Date('2026-06-01T12:00:00Z');
@@ -363,7 +364,7 @@ describe('access', () => {
     try {
       const events = client.iterate({ query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { customerId balance { amount currency } available { amount } transactionIds wallet { balance { amount } } } }', variables: { id: customerId } });
       const next = events.next();
-      await new Promise((resolve) => setTimeout(resolve, 150));
+      await waitForSubscribers(server, walletTopic(customerId), 1);
       const charged = await debit(customerId, '1.25');
       const event = (await next).value as any;
       expect(event.data.balanceUpdated).toEqual({
