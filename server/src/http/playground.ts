@@ -11,11 +11,12 @@ export function playgroundHtml(): string {
     title: 'Tollgate GraphQL playground',
     endpoint: '/graphql',
     subscriptionsProtocol: 'WS',
-    // ASCII only: browsers refuse to send a header value with characters such as an ellipsis.
-    defaultHeaders: JSON.stringify({ Authorization: 'Bearer sk_test_PASTE_YOUR_SECRET_KEY' }, null, 2),
+    // Empty until the user pastes a key: a placeholder value would be sent, and refused, with
+    // the schema request. (Header values must also be ASCII, or the browser will not send them.)
+    defaultHeaders: JSON.stringify({ Authorization: '' }, null, 2),
     defaultEditorToolsVisibility: 'headers',
     shouldPersistHeaders: true,
-    defaultQuery: `# Paste your secret key into the Headers tab below, then run:
+    defaultQuery: `# In the Headers tab below, set Authorization to "Bearer <your secret key>", then run:
 query Viewer {
   viewer { kind merchant { id name } }
   customers(first: 5) { totalCount edges { node { id externalId email } } }

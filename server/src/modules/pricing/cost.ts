@@ -1,0 +1,309 @@
+import { invalidField } from '../../shared/errors.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
+import type { NormalizedUsage } from '../usage/usage.types.ts';
+import { count, priceAttos, roundHalfUp } from './decimal.ts';
+
+/**
+ * What a provider charges for one usage record. Prices are exact decimal strings in USD;
+ * the result is atto-dollars (1e-18) as a bigint.
+ */
+
+/** USD per 1,000,000 tokens, as decimal strings. A missing rate falls back as documented on costOf. */
+export interface TokenPrices {
+  /** Uncached input: inputTokens − cachedInputTokens − cacheWriteTokens. */
+  input?: string | null;
+  /** Cache reads (hits). */
+  cachedInput?: string | null;
+  /** Cache writes; for Anthropic this is the 5-minute rate. */
+  cacheWrite?: string | null;
+  /** Cache writes with a 1-hour TTL, when the details carry the split. */
+  cacheWrite1h?: string | null;
+  /** All output tokens, reasoning included unless `reasoning` is set. */
+  output?: string | null;
+  /** Reasoning tokens, when a provider prices them apart from output. */
+  reasoning?: string | null;
+  /** Audio tokens inside the uncached input (details.input_audio_tokens). */
+  inputAudio?: string | null;
+  /** Audio tokens inside the output (details.output_audio_tokens). */
+  outputAudio?: string | null;
+}
+
+/** Long-context pricing: once inputTokens exceeds the threshold, the whole request uses these rates. */
+export interface ContextTier {
+  aboveInputTokens: number;
+  /** Overrides the base rates field by field; rates it leaves out keep the base value. */
+  perMillionTokens: TokenPrices;
+}
+
+export interface ProviderPrice {
+  provider: string;
+  /** Undated name ("gpt-5.4-mini"); dated snapshots match it (see modelMatchRank). */
+  model: string;
+  currency: 'USD';
+  /** History is kept: the row in force is the latest effectiveFrom at or before the usage time. */
+  effectiveFrom: Date;
+  perMillionTokens?: TokenPrices;
+  contextTiers?: ContextTier[];
+  /** Per image when no keyed price matches. */
+  perImage?: string | null;
+  /** Per image keyed by "size/quality", "size" or "quality" (from usage.details), most specific first. */
+  perImageBy?: Record<string, string>;
+  perAudioSecond?: string | null;
+  perAudioMinute?: string | null;
+  perCharacter?: string | null;
+  perMillionCharacters?: string | null;
+  perRequest?: string | null;
+}
+
+/** Keys of NormalizedUsage.details that pricing reads (as the normalizers write them). Absent = 0 / no split. */
+export const USAGE_DETAIL_KEYS = {
+  /** Subset of cacheWriteTokens written with a 1-hour TTL; the rest is priced at cacheWrite. */
+  cacheWrite1hTokens: 'cache_write_1h_tokens',
+  /** Informational: the 5-minute part of cacheWriteTokens. */
+  cacheWrite5mTokens: 'cache_write_5m_tokens',
+  /** Audio tokens of the prompt; priced at inputAudio as part of the uncached input. */
+  inputAudioTokens: 'input_audio_tokens',
+  /** Audio tokens of the output; a subset of outputTokens disjoint from reasoning. */
+  outputAudioTokens: 'output_audio_tokens',
+  imageSize: 'size',
+  imageQuality: 'quality',
+} as const;
+
+const PER_MILLION = 1_000_000n;
+const SECONDS_PER_MINUTE = 60n;
+const SECOND_SCALE = 10n ** 18n;
+/** Every term of a cost is an exact fraction over this denominator; it is rounded once, at the end. */
+const DENOMINATOR = PER_MILLION * SECONDS_PER_MINUTE * SECOND_SCALE;
+
+const DATE_SUFFIX = /[-@](?:\d{4}-\d{2}-\d{2}|\d{8})$/;
+
+/**
+ * 2 = same name, 1 = the model is a dated snapshot of the priced name
+ * ("gpt-5.4-mini-2026-03-17", "claude-haiku-4-5-20251001", "claude-opus-4-5@20251101"), 0 = no match.
+ * Only dates are stripped: a bare prefix must not match, or gpt-5.4 would price gpt-5.4-mini.
+ */
+export function modelMatchRank(pricedModel: string, model: string): 0 | 1 | 2 {
+  const priced = pricedModel.trim().toLowerCase();
+  const reported = model.trim().toLowerCase();
+  if (priced === reported) return 2;
+  const undated = reported.replace(DATE_SUFFIX, '');
+  return undated !== reported && undated === priced ? 1 : 0;
+}
+
+/** The price row in force at `at`: best model match first, then the latest effectiveFrom ≤ at. */
+export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provider: string, model: string, at: Date): T | null {
+  if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw invalidField('at', 'must be a valid date');
+  const wanted = provider.trim().toLowerCase();
+  let best: T | null = null;
+  let bestRank = 0;
+  for (const row of rows) {
+    if (row.provider.trim().toLowerCase() !== wanted) continue;
+    const from = row.effectiveFrom.getTime();
+    if (Number.isNaN(from)) throw invalidField('rows.effectiveFrom', `is not a valid date for ${row.provider}/${row.model}`);
+    if (from > at.getTime()) continue;
+    const rank = modelMatchRank(row.model, model);
+    if (rank === 0 || rank < bestRank) continue;
+    if (best && rank === bestRank) {
+      const bestFrom = best.effectiveFrom.getTime();
+      if (from === bestFrom) {
+        throw invalidField('rows', `two prices for ${row.provider}/${row.model} take effect at ${row.effectiveFrom.toISOString()}`);
+      }
+      if (from < bestFrom) continue;
+    }
+    best = row;
+    bestRank = rank;
+  }
+  return best;
+}
+
+const TOKEN_KEYS = ['input', 'cachedInput', 'cacheWrite', 'cacheWrite1h', 'output', 'reasoning', 'inputAudio', 'outputAudio'] as const;
+const UNIT_KEYS = ['perImage', 'perAudioSecond', 'perAudioMinute', 'perCharacter', 'perMillionCharacters', 'perRequest'] as const;
+
+function checkTokenPrices(field: string, rates: TokenPrices | undefined) {
+  if (rates === undefined) return;
+  for (const key of TOKEN_KEYS) {
+    const text = rates[key];
+    if (text != null) priceAttos(`${field}.${key}`, text);
+  }
+}
+
+/** Checks every rate of a row up front (costOf only parses the rates a record uses). */
+export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
+  if (!price.provider?.trim()) throw invalidField('price.provider', 'must not be empty');
+  if (!price.model?.trim()) throw invalidField('price.model', 'must not be empty');
+  if (price.currency !== 'USD') throw invalidField('price.currency', 'only USD prices are supported');
+  if (!(price.effectiveFrom instanceof Date) || Number.isNaN(price.effectiveFrom.getTime())) {
+    throw invalidField('price.effectiveFrom', 'must be a valid date');
+  }
+  checkTokenPrices('price.perMillionTokens', price.perMillionTokens);
+  const thresholds = new Set<number>();
+  for (const [index, tier] of (price.contextTiers ?? []).entries()) {
+    count(`price.contextTiers.${index}.aboveInputTokens`, tier.aboveInputTokens);
+    if (thresholds.has(tier.aboveInputTokens)) {
+      throw invalidField(`price.contextTiers.${index}.aboveInputTokens`, 'repeats another tier');
+    }
+    thresholds.add(tier.aboveInputTokens);
+    checkTokenPrices(`price.contextTiers.${index}.perMillionTokens`, tier.perMillionTokens);
+  }
+  for (const key of UNIT_KEYS) {
+    const text = price[key];
+    if (text != null) priceAttos(`price.${key}`, text);
+  }
+  for (const [key, text] of Object.entries(price.perImageBy ?? {})) priceAttos(`price.perImageBy.${key}`, text);
+  oneOf(price.perAudioSecond, price.perAudioMinute, 'price.perAudioSecond', 'price.perAudioMinute');
+  oneOf(price.perCharacter, price.perMillionCharacters, 'price.perCharacter', 'price.perMillionCharacters');
+  return price;
+}
+
+function detailCount(usage: NormalizedUsage, key: string): bigint {
+  const value = usage.details?.[key];
+  if (value === undefined) return 0n;
+  const field = `usage.details.${key}`;
+  if (typeof value === 'string' && /^\d+$/.test(value.trim())) return BigInt(value.trim());
+  if (typeof value !== 'number') throw invalidField(field, 'must be a whole number');
+  return count(field, value);
+}
+
+function detailText(usage: NormalizedUsage, key: string): string | null {
+  const value = usage.details?.[key];
+  return value === undefined ? null : String(value).trim().toLowerCase();
+}
+
+function tokenPricesAt(price: ProviderPrice, inputTokens: bigint): { rates: TokenPrices; field: string } {
+  let rates: TokenPrices = price.perMillionTokens ?? {};
+  let field = 'price.perMillionTokens';
+  let chosen = -1n;
+  for (const [index, tier] of (price.contextTiers ?? []).entries()) {
+    const above = count(`price.contextTiers.${index}.aboveInputTokens`, tier.aboveInputTokens);
+    if (inputTokens > above && above > chosen) {
+      chosen = above;
+      rates = { ...(price.perMillionTokens ?? {}), ...definedOnly(tier.perMillionTokens) };
+      field = `price.contextTiers.${index}.perMillionTokens`;
+    }
+  }
+  return { rates, field };
+}
+
+function definedOnly(rates: TokenPrices): TokenPrices {
+  return Object.fromEntries(Object.entries(rates).filter(([, value]) => value !== undefined && value !== null));
+}
+
+interface Rate {
+  text: string;
+  field: string;
+}
+
+function imagePrice(price: ProviderPrice, usage: NormalizedUsage): Rate | null {
+  const size = detailText(usage, USAGE_DETAIL_KEYS.imageSize);
+  const quality = detailText(usage, USAGE_DETAIL_KEYS.imageQuality);
+  const keyed = new Map(Object.entries(price.perImageBy ?? {}).map(([key, value]) => [key.trim().toLowerCase(), [key, value] as const]));
+  const keys = [size && quality ? `${size}/${quality}` : null, size, quality].filter((key): key is string => key !== null);
+  for (const key of keys) {
+    const hit = keyed.get(key);
+    if (hit) return { text: hit[1], field: `price.perImageBy.${hit[0]}` };
+  }
+  return price.perImage != null ? { text: price.perImage, field: 'price.perImage' } : null;
+}
+
+function oneOf(a: string | null | undefined, b: string | null | undefined, fieldA: string, fieldB: string) {
+  if (a != null && b != null) throw invalidField(fieldB, `set ${fieldA} or ${fieldB}, not both`);
+}
+
+/**
+ * Provider cost of one usage record in attos. Exact: each term is a fraction over one common
+ * denominator, summed, then rounded once to the nearest atto (halves up). Rounding only happens
+ * when a rate has more than 12 decimals per million tokens or audio is priced per minute.
+ *
+ * Fallbacks where a provider does not quote a rate: cache reads and writes at the input rate (no
+ * discount, no surcharge), 1-hour writes at the cache-write rate, reasoning at the output rate,
+ * audio tokens at the text rate, no per-request fee. Any other unit the usage has but the price
+ * does not cover (input, output, images, audio, characters) is a VALIDATION error, never a free ride.
+ * A record that is not billable costs nothing: providers do not charge for errors.
+ */
+export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
+  if (price.currency !== 'USD') throw invalidField('price.currency', 'only USD prices are supported');
+  if (!usage.billable) return 0n;
+
+  const input = count('usage.inputTokens', usage.inputTokens);
+  const cached = count('usage.cachedInputTokens', usage.cachedInputTokens);
+  const written = count('usage.cacheWriteTokens', usage.cacheWriteTokens);
+  const output = count('usage.outputTokens', usage.outputTokens);
+  const reasoning = count('usage.reasoningTokens', usage.reasoningTokens);
+  if (cached + written > input) {
+    throw invalidField('usage.cachedInputTokens', 'cache reads plus cache writes exceed inputTokens');
+  }
+  if (reasoning > output) throw invalidField('usage.reasoningTokens', 'exceeds outputTokens');
+  const uncached = input - cached - written;
+  const written1h = detailCount(usage, USAGE_DETAIL_KEYS.cacheWrite1hTokens);
+  if (written1h > written) throw invalidField(`usage.details.${USAGE_DETAIL_KEYS.cacheWrite1hTokens}`, 'exceeds cacheWriteTokens');
+  // Providers count prompt audio whether or not it was cached: the audio rate applies to the uncached part only.
+  const promptAudio = detailCount(usage, USAGE_DETAIL_KEYS.inputAudioTokens);
+  const audioIn = promptAudio < uncached ? promptAudio : uncached;
+  const audioOut = detailCount(usage, USAGE_DETAIL_KEYS.outputAudioTokens);
+  if (audioOut + reasoning > output) {
+    throw invalidField(`usage.details.${USAGE_DETAIL_KEYS.outputAudioTokens}`, 'plus reasoningTokens exceeds outputTokens');
+  }
+
+  let numerator = 0n;
+  const add = (rate: Rate | null, quantity: bigint, per: bigint, missing: string, shown = `${quantity}`) => {
+    if (quantity === 0n) return;
+    if (!rate) throw invalidField(missing, `is not set but the usage has ${shown}`);
+    numerator += priceAttos(rate.field, rate.text) * quantity * (DENOMINATOR / per);
+  };
+
+  const { rates, field } = tokenPricesAt(price, input);
+  const rate = (...keys: (keyof TokenPrices)[]): Rate | null => {
+    for (const key of keys) {
+      const text = rates[key];
+      if (text != null) return { text, field: `${field}.${key}` };
+    }
+    return null;
+  };
+  const inputTokens = (n: bigint) => `${n} input tokens`;
+  const outputTokens = (n: bigint) => `${n} output tokens`;
+  add(rate('input'), uncached - audioIn, PER_MILLION, `${field}.input`, inputTokens(uncached - audioIn));
+  add(rate('inputAudio', 'input'), audioIn, PER_MILLION, `${field}.input`, inputTokens(audioIn));
+  add(rate('cachedInput', 'input'), cached, PER_MILLION, `${field}.input`, inputTokens(cached));
+  add(rate('cacheWrite', 'input'), written - written1h, PER_MILLION, `${field}.input`, inputTokens(written - written1h));
+  add(rate('cacheWrite1h', 'cacheWrite', 'input'), written1h, PER_MILLION, `${field}.input`, inputTokens(written1h));
+  add(rate('output'), output - reasoning - audioOut, PER_MILLION, `${field}.output`, outputTokens(output - reasoning - audioOut));
+  add(rate('reasoning', 'output'), reasoning, PER_MILLION, `${field}.output`, outputTokens(reasoning));
+  add(rate('outputAudio', 'output'), audioOut, PER_MILLION, `${field}.output`, outputTokens(audioOut));
+
+  const images = count('usage.images', usage.images);
+  if (images > 0n) {
+    const found = imagePrice(price, usage);
+    if (!found) {
+      const size = detailText(usage, USAGE_DETAIL_KEYS.imageSize) ?? '-';
+      const quality = detailText(usage, USAGE_DETAIL_KEYS.imageQuality) ?? '-';
+      throw invalidField('price.perImage', `has no price for images of size ${size}, quality ${quality}`);
+    }
+    add(found, images, 1n, found.field);
+  }
+
+  if (usage.audioSeconds != null) {
+    const seconds = parseDecimalAttos('usage.audioSeconds', usage.audioSeconds);
+    if (seconds < 0n) throw invalidField('usage.audioSeconds', 'must not be negative');
+    oneOf(price.perAudioSecond, price.perAudioMinute, 'price.perAudioSecond', 'price.perAudioMinute');
+    if (price.perAudioMinute != null) {
+      add({ text: price.perAudioMinute, field: 'price.perAudioMinute' }, seconds, SECOND_SCALE * SECONDS_PER_MINUTE, '');
+    } else {
+      const perSecond = price.perAudioSecond != null ? { text: price.perAudioSecond, field: 'price.perAudioSecond' } : null;
+      add(perSecond, seconds, SECOND_SCALE, 'price.perAudioSecond', `${usage.audioSeconds} seconds of audio`);
+    }
+  }
+
+  const characters = count('usage.characters', usage.characters);
+  oneOf(price.perCharacter, price.perMillionCharacters, 'price.perCharacter', 'price.perMillionCharacters');
+  if (price.perMillionCharacters != null) {
+    add({ text: price.perMillionCharacters, field: 'price.perMillionCharacters' }, characters, PER_MILLION, '');
+  } else {
+    const perCharacter = price.perCharacter != null ? { text: price.perCharacter, field: 'price.perCharacter' } : null;
+    add(perCharacter, characters, 1n, 'price.perCharacter', `${characters} characters`);
+  }
+
+  const requests = count('usage.requests', usage.requests);
+  if (price.perRequest != null) add({ text: price.perRequest, field: 'price.perRequest' }, requests, 1n, '');
+
+  return roundHalfUp(numerator, DENOMINATOR);
+}

@@ -1,0 +1,52 @@
+import { invalidField } from '../../shared/errors.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
+
+/** Exact rational helpers shared by cost and rules: every amount is a bigint, never a float. */
+
+/** Nearest integer to num/den, halves rounded up; num ≥ 0, den > 0. */
+export function roundHalfUp(num: bigint, den: bigint): bigint {
+  return (2n * num + den) / (2n * den);
+}
+
+export function ceilDiv(num: bigint, den: bigint): bigint {
+  return (num + den - 1n) / den;
+}
+
+/** A non-negative price as attos; the field name travels into the VALIDATION error. */
+export function priceAttos(field: string, text: string): bigint {
+  if (typeof text !== 'string') throw invalidField(field, 'must be a decimal string such as "0.15"');
+  const attos = parseDecimalAttos(field, text);
+  if (attos < 0n) throw invalidField(field, 'must not be negative');
+  return attos;
+}
+
+/** Quantities are held scaled by 1e18 so fractional units (audio seconds) stay exact. */
+export const QUANTITY_SCALE = 10n ** 18n;
+
+export type Quantity = bigint | number | string;
+
+const QUANTITY = /^(\d+)(?:\.(\d{1,18}))?$/;
+
+/** A non-negative quantity scaled by QUANTITY_SCALE. Numbers must be safe integers: no floats. */
+export function scaledQuantity(field: string, value: Quantity): bigint {
+  if (typeof value === 'bigint') {
+    if (value < 0n) throw invalidField(field, 'must not be negative');
+    return value * QUANTITY_SCALE;
+  }
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) {
+      throw invalidField(field, 'must be a whole number; pass fractional quantities as decimal strings');
+    }
+    if (value < 0) throw invalidField(field, 'must not be negative');
+    return BigInt(value) * QUANTITY_SCALE;
+  }
+  const match = typeof value === 'string' ? QUANTITY.exec(value.trim()) : null;
+  if (!match) throw invalidField(field, 'must be a non-negative decimal such as "12.5" (up to 18 decimal places)');
+  return BigInt(match[1]!) * QUANTITY_SCALE + BigInt((match[2] ?? '').padEnd(18, '0'));
+}
+
+/** A count that must be a non-negative safe integer (tokens, images, requests). */
+export function count(field: string, value: number): bigint {
+  if (!Number.isSafeInteger(value) || value < 0) throw invalidField(field, 'must be a whole number ≥ 0');
+  return BigInt(value);
+}

@@ -1,0 +1,145 @@
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../../shared/errors.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
+import type { NormalizedUsage } from '../usage/usage.types.ts';
+import { costOf, priceInForce, validateProviderPrice } from './cost.ts';
+import { decimalFromJsonNumber, importModelsDev, importModelsDevJson } from './models-dev.ts';
+
+const SAMPLE = readFileSync(new URL('./models-dev.sample.json', import.meta.url), 'utf8');
+const effectiveFrom = new Date('2026-06-01T00:00:00Z');
+
+describe('decimalFromJsonNumber', () => {
+  it('prints JSON numbers as plain decimals with no float artefacts', () => {
+    const cases: [number, string][] = [
+      [0.15, '0.15'], [0.075, '0.075'], [0.0028, '0.0028'], [2.5, '2.5'], [15, '15'], [0, '0'],
+      [1.25e-7, '0.000000125'], [1e-7, '0.0000001'], [3e-18, '0.000000000000000003'], [1e21, '1000000000000000000000'],
+      [123456.789, '123456.789'], [0.1 + 0.2, '0.30000000000000004'],
+    ];
+    for (const [value, text] of cases) expect(decimalFromJsonNumber(value), String(value)).toBe(text);
+    expect(decimalFromJsonNumber(-1)).toBeNull();
+    expect(decimalFromJsonNumber(Number.NaN)).toBeNull();
+    expect(decimalFromJsonNumber(Number.POSITIVE_INFINITY)).toBeNull();
+  });
+
+  it('property: any decimal with up to 15 significant digits survives JSON text → number → string', () => {
+    fc.assert(
+      fc.property(fc.nat({ max: 999_999 }), fc.nat({ max: 999_999_999 }), fc.integer({ min: 0, max: 9 }), (whole, fraction, shift) => {
+        // whole.fraction scaled down by 10^shift, written as the file would (plain or exponent form)
+        const digits = `${whole}${String(fraction).padStart(9, '0')}`;
+        const scale = 9 + shift;
+        const padded = digits.padStart(scale + 1, '0');
+        const plain = `${padded.slice(0, -scale)}.${padded.slice(-scale)}`.replace(/0+$/, '').replace(/\.$/, '').replace(/^0+(?=\d)/, '');
+        const exponentForm = `${BigInt(digits)}e-${scale}`;
+        expect(decimalFromJsonNumber(JSON.parse(plain) as number)).toBe(plain);
+        expect(decimalFromJsonNumber(JSON.parse(exponentForm) as number)).toBe(plain);
+        expect(parseDecimalAttos('x', decimalFromJsonNumber(Number(plain))!)).toBe(parseDecimalAttos('x', plain));
+      }),
+    );
+  });
+});
+
+describe('importModelsDev', () => {
+  const imported = importModelsDevJson(SAMPLE, { effectiveFrom });
+  const find = (provider: string, model: string) => imported.rows.find((r) => r.provider === provider && r.model === model);
+
+  it('imports every well-formed model as a ProviderPrice row with exact decimal rates', () => {
+    expect(imported.rows.map((r) => `${r.provider}/${r.model}`).sort()).toEqual([
+      'acme/acme/tiny-1',
+      'anthropic/claude-opus-4-8',
+      'anthropic/claude-sonnet-4-6',
+      'deepseek/deepseek-v4-flash',
+      'google/gemini-2.5-flash',
+      'google/gemini-3.8-flash',
+      'openai/gpt-4o-audio-preview',
+      'openai/gpt-5.4',
+      'openai/gpt-5.4-mini',
+      'openai/text-embedding-3-small',
+      'openai/whisper-1',
+    ]);
+    for (const row of imported.rows) {
+      expect(validateProviderPrice(row)).toBe(row);
+      expect(row.currency).toBe('USD');
+      expect(row.effectiveFrom).toBe(effectiveFrom);
+    }
+    expect(find('openai', 'gpt-5.4-mini')?.perMillionTokens).toEqual({ input: '0.75', output: '4.5', cachedInput: '0.075' });
+    expect(find('deepseek', 'deepseek-v4-flash')?.perMillionTokens).toEqual({ input: '0.14', output: '0.28', cachedInput: '0.0028' });
+    expect(find('anthropic', 'claude-opus-4-8')?.perMillionTokens).toEqual({ input: '5', output: '25', cachedInput: '0.5', cacheWrite: '6.25' });
+    expect(find('openai', 'gpt-4o-audio-preview')?.perMillionTokens).toEqual({ input: '2.5', output: '10', inputAudio: '40', outputAudio: '80' });
+    expect(find('acme', 'acme/tiny-1')?.perMillionTokens).toEqual({ input: '0.000000125', output: '0.0000002' });
+    expect(find('openai', 'whisper-1')?.perAudioMinute).toBe('0.006');
+  });
+
+  it('long-context prices: tiers win over the legacy context_over_200k; alone, that one is a tier at 200K', () => {
+    expect(find('openai', 'gpt-5.4')?.contextTiers).toEqual([
+      { aboveInputTokens: 272_000, perMillionTokens: { input: '5', output: '22.5', cachedInput: '0.5' } },
+    ]);
+    expect(find('anthropic', 'claude-sonnet-4-6')?.contextTiers).toEqual([
+      { aboveInputTokens: 200_000, perMillionTokens: { input: '6', output: '22.5', cachedInput: '0.6', cacheWrite: '7.5' } },
+    ]);
+    expect(find('openai', 'gpt-5.4-mini')?.contextTiers).toBeUndefined();
+  });
+
+  it('skips malformed or unsupported entries with a path and a reason, keeping the rest', () => {
+    const reasons = Object.fromEntries(imported.skipped.map((s) => [s.path, s.reason]));
+    expect(reasons).toEqual({
+      '/openai/models/gpt-image-1.5/cost': 'has no cost',
+      '/deepseek/models/deepseek-v4-pro/cost/tiers/0/tier/type': '"conditional" tiers (by output, time of day…) are not supported',
+      '/moonshotai-cn/models/kimi-k2.6/cost': 'has only CNY prices (cost_cn); only USD is imported',
+      '/acme/models/negative/cost/input': 'must not be negative, got -1',
+      '/acme/models/stringy/cost/input': 'must be a number (USD per million), got "0.15"',
+      '/acme/models/no-output/cost/output': 'is required',
+      '/acme/models/too-precise/cost/input': '0.00000000000000000015 has more than 18 decimal places',
+      '/acme/models/per-image/cost/per_image': 'unknown price key "per_image"',
+      '/acme/models/bad-tier/cost/tiers/0/tier/size': 'must be a whole number of tokens',
+      '/acme/models/not-an-object': 'must be an object',
+      '/broken': 'is not a provider with a "models" object',
+    });
+  });
+
+  it('imported rows price the shared fixtures exactly', () => {
+    const usage = (model: string, input: number, cached: number, output: number, extra: Partial<NormalizedUsage> = {}): NormalizedUsage => ({
+      provider: 'x', api: 'x', model, inputTokens: input, cachedInputTokens: cached, cacheWriteTokens: 0, outputTokens: output,
+      reasoningTokens: 0, audioSeconds: null, characters: 0, images: 0, requests: 1, details: {}, providerReportedCostUsd: null,
+      billable: true, incomplete: false, streamedText: null, ...extra,
+    });
+    const at = new Date('2026-09-01T00:00:00Z');
+    const cost = (provider: string, record: NormalizedUsage) => costOf(record, priceInForce(imported.rows, provider, record.model!, at)!);
+    expect(cost('openai', usage('gpt-5.4-mini-2026-03-17', 2471, 1920, 612))).toBe(parseDecimalAttos('x', '0.00331125'));
+    expect(cost('openai', usage('gpt-5.4', 5380, 4864, 1129))).toBe(parseDecimalAttos('x', '0.019441'));
+    expect(cost('openai', usage('text-embedding-3-small', 17, 0, 0))).toBe(parseDecimalAttos('x', '0.00000034'));
+    expect(cost('openai', usage('whisper-1', 0, 0, 0, { audioSeconds: '43' }))).toBe(parseDecimalAttos('x', '0.0043'));
+    expect(cost('anthropic', usage('claude-opus-4-8', 24762, 21504, 503, { cacheWriteTokens: 3072 }))).toBe(parseDecimalAttos('x', '0.043457'));
+    expect(cost('anthropic', usage('claude-sonnet-4-6', 16540, 14336, 689))).toBe(parseDecimalAttos('x', '0.0212478'));
+    expect(cost('google', usage('gemini-3.8-flash', 14212, 12288, 1305))).toBe(parseDecimalAttos('x', '0.00725835'));
+    expect(cost('deepseek', usage('deepseek-v4-flash', 1315, 1280, 487))).toBe(parseDecimalAttos('x', '0.000144844'));
+  });
+
+  it('filters and renames providers; unwraps { providers: … }', () => {
+    const document = JSON.parse(SAMPLE) as Record<string, unknown>;
+    const only = importModelsDev({ providers: document }, { effectiveFrom, providers: ['google'], providerIds: { google: 'gemini' } });
+    expect(only.rows.map((r) => `${r.provider}/${r.model}`).sort()).toEqual(['gemini/gemini-2.5-flash', 'gemini/gemini-3.8-flash']);
+    expect(only.skipped).toEqual([]);
+    const merged = importModelsDev(
+      { a: { models: { m: { cost: { input: 1, output: 1 } } } }, b: { models: { M: { cost: { input: 2, output: 2 } } } } },
+      { effectiveFrom, providerIds: { a: 'same', b: 'same' } },
+    );
+    expect(merged.rows).toHaveLength(1);
+    expect(merged.skipped).toEqual([{ path: '/b/models/M', reason: 'repeats same/M, already imported from /a/models/m' }]);
+  });
+
+  it('rejects only a file that is not a price table at all, as a VALIDATION error', () => {
+    for (const [input, field] of [['[1, 2]', 'file'], ['{"openai": ', 'file']] as const) {
+      try {
+        importModelsDevJson(input, { effectiveFrom });
+        throw new Error('expected a VALIDATION error');
+      } catch (error) {
+        expect(error).toBeInstanceOf(AppError);
+        expect((error as AppError).details.field).toBe(field);
+      }
+    }
+    expect(() => importModelsDev({}, { effectiveFrom: new Date('nope') })).toThrow(/effectiveFrom/);
+    expect(importModelsDev({}, { effectiveFrom })).toEqual({ rows: [], skipped: [] });
+  });
+});

@@ -1,0 +1,228 @@
+import { AppError, invalidField } from '../../shared/errors.ts';
+import { validateProviderPrice, type ContextTier, type ProviderPrice, type TokenPrices } from './cost.ts';
+
+/**
+ * Imports a price table in models.dev's `api.json` format, supplied as a file (no network):
+ *
+ *   { "<provider id>": { id, name, …, models: { "<model id>": { id, name, …, cost: {
+ *       input, output, cache_read?, cache_write?, reasoning?, input_audio?, output_audio?,
+ *       context_over_200k?: { …same rates },
+ *       tiers?: [{ …same rates, tier: { type: "context", size } | { type: "conditional", … } }]
+ *   } } } } }
+ *
+ * Rates are USD per million tokens (older files also carry `per_minute` for audio models).
+ * `cost_cn` (CNY) and `experimental` modes are not imported. A model whose cost has structure a
+ * ProviderPrice cannot express is skipped with its reason rather than approximated.
+ */
+
+export interface ModelsDevImportOptions {
+  /** When the imported prices take effect (models.dev carries no price dates). */
+  effectiveFrom: Date;
+  /** Only these models.dev provider ids; every provider when absent. */
+  providers?: readonly string[];
+  /** Renames models.dev provider ids to the ones usage reports, e.g. { google: 'gemini' }. */
+  providerIds?: Readonly<Record<string, string>>;
+}
+
+export interface ImportSkip {
+  /** JSON Pointer into the file, e.g. "/openai/models/gpt-5.4/cost/input". */
+  path: string;
+  reason: string;
+}
+
+export interface ModelsDevImport {
+  rows: ProviderPrice[];
+  skipped: ImportSkip[];
+}
+
+const RATE_KEYS: Record<string, keyof TokenPrices> = {
+  input: 'input',
+  output: 'output',
+  cache_read: 'cachedInput',
+  cache_write: 'cacheWrite',
+  reasoning: 'reasoning',
+  input_audio: 'inputAudio',
+  output_audio: 'outputAudio',
+};
+const COST_KEYS = new Set([...Object.keys(RATE_KEYS), 'per_minute', 'context_over_200k', 'tiers']);
+const TIER_KEYS = new Set([...Object.keys(RATE_KEYS), 'tier']);
+/** models.dev's name for its one legacy long-context tier: above 200K prompt tokens. */
+const OVER_200K = 200_000;
+
+const NUMBER_TEXT = /^(\d+)(?:\.(\d+))?(?:e([+-]?\d+))?$/i;
+
+/**
+ * A JSON number as a plain decimal string with no float artefacts: 0.15 → "0.15",
+ * 1.25e-7 → "0.000000125", 1e21 → "1000000000000000000000". JavaScript prints the shortest
+ * decimal that reads back as the same double, which is the text the file held for any price
+ * with up to 15 significant digits. Negative or non-finite input → null.
+ */
+export function decimalFromJsonNumber(value: number): string | null {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) return null;
+  const match = NUMBER_TEXT.exec(String(value));
+  if (!match) return null;
+  const [, whole = '', fraction = '', exponent = '0'] = match;
+  const digits = whole + fraction;
+  const point = whole.length + Number(exponent);
+  let text: string;
+  if (point <= 0) text = `0.${'0'.repeat(-point)}${digits}`;
+  else if (point >= digits.length) text = digits + '0'.repeat(point - digits.length);
+  else text = `${digits.slice(0, point)}.${digits.slice(point)}`;
+  if (text.includes('.')) text = text.replace(/0+$/, '').replace(/\.$/, '');
+  text = text.replace(/^0+(?=\d)/, '');
+  return text;
+}
+
+class Skip extends Error {
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+const pointer = (...parts: (string | number)[]) =>
+  parts.map((part) => `/${String(part).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function rate(value: unknown, path: string): string {
+  if (typeof value !== 'number') throw new Skip(path, `must be a number (USD per million), got ${JSON.stringify(value)}`);
+  if (value < 0) throw new Skip(path, `must not be negative, got ${value}`);
+  const text = decimalFromJsonNumber(value);
+  if (text === null) throw new Skip(path, `is not a finite number`);
+  const [whole = '', fraction = ''] = text.split('.');
+  if (fraction.length > 18) throw new Skip(path, `${text} has more than 18 decimal places`);
+  if (whole.length > 12) throw new Skip(path, `${text} is too large`);
+  return text;
+}
+
+function rates(cost: Record<string, unknown>, path: string, allowed: Set<string>, required: boolean): TokenPrices {
+  const unknown = Object.keys(cost).filter((key) => !allowed.has(key));
+  if (unknown.length > 0) throw new Skip(path + pointer(unknown[0]!), `unknown price key "${unknown[0]}"`);
+  const out: TokenPrices = {};
+  for (const [key, target] of Object.entries(RATE_KEYS)) {
+    const value = cost[key];
+    if (value === undefined) {
+      if (required && (key === 'input' || key === 'output')) throw new Skip(`${path}/${key}`, 'is required');
+      continue;
+    }
+    out[target] = rate(value, `${path}/${key}`);
+  }
+  return out;
+}
+
+function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[] {
+  if (cost.tiers !== undefined) {
+    // Newer files list tiers and may repeat the premium as context_over_200k; tiers are the precise one.
+    if (!Array.isArray(cost.tiers)) throw new Skip(`${path}/tiers`, 'must be an array');
+    const seen = new Set<number>();
+    return cost.tiers.map((entry: unknown, index) => {
+      const tierPath = `${path}/tiers/${index}`;
+      if (!isObject(entry) || !isObject(entry.tier)) throw new Skip(tierPath, 'must be an object with a "tier" selector');
+      const type = entry.tier.type ?? 'context';
+      if (type !== 'context') {
+        throw new Skip(`${tierPath}/tier/type`, `"${String(type)}" tiers (by output, time of day…) are not supported`);
+      }
+      const size = entry.tier.size;
+      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+        throw new Skip(`${tierPath}/tier/size`, 'must be a whole number of tokens');
+      }
+      if (seen.has(size)) throw new Skip(`${tierPath}/tier/size`, `repeats the tier at ${size} tokens`);
+      seen.add(size);
+      return { aboveInputTokens: size, perMillionTokens: rates(entry, tierPath, TIER_KEYS, false) };
+    });
+  }
+  if (cost.context_over_200k !== undefined) {
+    const over = cost.context_over_200k;
+    const overPath = `${path}/context_over_200k`;
+    if (!isObject(over)) throw new Skip(overPath, 'must be an object');
+    return [{ aboveInputTokens: OVER_200K, perMillionTokens: rates(over, overPath, new Set(Object.keys(RATE_KEYS)), false) }];
+  }
+  return [];
+}
+
+function modelRow(provider: string, modelId: string, model: unknown, path: string, effectiveFrom: Date): ProviderPrice {
+  if (!isObject(model)) throw new Skip(path, 'must be an object');
+  const cost = model.cost;
+  if (cost === undefined) {
+    throw new Skip(`${path}/cost`, model.cost_cn !== undefined ? 'has only CNY prices (cost_cn); only USD is imported' : 'has no cost');
+  }
+  if (!isObject(cost)) throw new Skip(`${path}/cost`, 'must be an object');
+  const costPath = `${path}/cost`;
+  const unknown = Object.keys(cost).find((key) => !COST_KEYS.has(key));
+  if (unknown !== undefined) throw new Skip(costPath + pointer(unknown), `unknown price key "${unknown}"`);
+  const row: ProviderPrice = {
+    provider,
+    model: modelId,
+    currency: 'USD',
+    effectiveFrom,
+    perMillionTokens: rates(cost, costPath, COST_KEYS, true),
+  };
+  const tiers = contextTiers(cost, costPath);
+  if (tiers.length > 0) row.contextTiers = tiers;
+  if (cost.per_minute !== undefined) row.perAudioMinute = rate(cost.per_minute, `${costPath}/per_minute`);
+  try {
+    return validateProviderPrice(row);
+  } catch (error) {
+    if (error instanceof AppError) throw new Skip(costPath, error.message);
+    throw error;
+  }
+}
+
+/**
+ * Reads a parsed models.dev document into ProviderPrice rows. Bad entries are skipped and listed
+ * with their JSON Pointer and reason; only a document that is not a models.dev table at all throws.
+ */
+export function importModelsDev(document: unknown, options: ModelsDevImportOptions): ModelsDevImport {
+  const { effectiveFrom } = options;
+  if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime())) {
+    throw invalidField('effectiveFrom', 'must be a valid date');
+  }
+  if (!isObject(document)) throw invalidField('file', 'must be a models.dev api.json object of providers');
+  // Some copies wrap the table as { providers: { … } }.
+  const table = isObject(document.providers) && !isObject(document.providers.models) ? document.providers : document;
+  const base = table === document ? '' : '/providers';
+  const only = options.providers ? new Set(options.providers) : null;
+
+  const rows: ProviderPrice[] = [];
+  const skipped: ImportSkip[] = [];
+  const seen = new Map<string, string>();
+  for (const [providerKey, provider] of Object.entries(table)) {
+    if (only && !only.has(providerKey)) continue;
+    const providerPath = base + pointer(providerKey);
+    if (!isObject(provider) || !isObject(provider.models)) {
+      skipped.push({ path: providerPath, reason: 'is not a provider with a "models" object' });
+      continue;
+    }
+    const providerId = options.providerIds?.[providerKey] ?? providerKey;
+    for (const [modelId, model] of Object.entries(provider.models)) {
+      const path = providerPath + pointer('models', modelId);
+      try {
+        const key = `${providerId.toLowerCase()}\u0000${modelId.toLowerCase()}`;
+        const first = seen.get(key);
+        if (first !== undefined) throw new Skip(path, `repeats ${providerId}/${modelId}, already imported from ${first}`);
+        rows.push(modelRow(providerId, modelId, model, path, effectiveFrom));
+        seen.set(key, path);
+      } catch (error) {
+        if (!(error instanceof Skip)) throw error;
+        skipped.push({ path: error.path, reason: error.reason });
+      }
+    }
+  }
+  return { rows, skipped };
+}
+
+/** importModelsDev for the file's text. */
+export function importModelsDevJson(text: string, options: ModelsDevImportOptions): ModelsDevImport {
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch (error) {
+    throw invalidField('file', `is not valid JSON: ${(error as Error).message}`);
+  }
+  return importModelsDev(document, options);
+}

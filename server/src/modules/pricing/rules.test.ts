@@ -1,0 +1,338 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../../shared/errors.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
+import { applyRule, periodChargeAttos, selectRule, validateRule, type PricingRule, type Tier } from './rules.ts';
+
+const usd = (text: string) => parseDecimalAttos('test', text);
+const ATTO_SCALE = 10n ** 18n;
+
+function validationField(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(AppError);
+    expect((error as AppError).code).toBe('VALIDATION');
+    return (error as AppError).details.field;
+  }
+  throw new Error('expected a VALIDATION error');
+}
+
+/** The charges of a period's events, each priced on the running total before it. */
+function chargesOver(rule: PricingRule, parts: (number | string)[], start: number | string = 0) {
+  let prior: number | string = start;
+  return parts.map((quantity) => {
+    const result = applyRule(rule, { quantity, priorQuantity: prior });
+    expect(typeof result.chargeAttos).toBe('bigint');
+    expect(typeof result.marginAttos).toBe('bigint');
+    prior = typeof prior === 'number' && typeof quantity === 'number' ? prior + quantity : addDecimal(String(prior), String(quantity));
+    return result.chargeAttos;
+  });
+}
+
+/** Sum of two non-negative decimal strings, exactly (test helper; at most 18 places). */
+function addDecimal(a: string, b: string): string {
+  const scaled = (text: string) => {
+    const [whole = '0', fraction = ''] = text.split('.');
+    return BigInt(whole) * ATTO_SCALE + BigInt(fraction.padEnd(18, '0'));
+  };
+  const sum = scaled(a) + scaled(b);
+  return `${sum / ATTO_SCALE}.${(sum % ATTO_SCALE).toString().padStart(18, '0')}`;
+}
+
+const sum = (values: bigint[]) => values.reduce((total, value) => total + value, 0n);
+
+// Prices with up to nine decimals, bounds as whole units.
+const priceArb = fc.tuple(fc.nat({ max: 1000 }), fc.nat({ max: 999_999_999 })).map(([whole, nanos]) => `${whole}.${String(nanos).padStart(9, '0')}`);
+const tiersArb: fc.Arbitrary<Tier[]> = fc
+  .tuple(
+    fc.uniqueArray(fc.integer({ min: 1, max: 10_000 }), { maxLength: 4 }),
+    fc.array(fc.record({ unitPrice: priceArb, flatFee: fc.option(priceArb, { nil: undefined }) }), { minLength: 5, maxLength: 5 }),
+  )
+  .map(([bounds, specs]) => [...[...bounds].sort((a, b) => a - b), null].map((upTo, index) => ({ upTo, ...specs[index]! })));
+const partsArb = fc.array(fc.nat({ max: 4_000 }), { maxLength: 12 });
+const decimalPartsArb = fc.array(
+  fc.tuple(fc.nat({ max: 3_000 }), fc.nat({ max: 999_999 })).map(([whole, micro]) => `${whole}.${String(micro).padStart(6, '0')}`),
+  { maxLength: 8 },
+);
+
+describe('tiered pricing', () => {
+  const graduated: PricingRule = {
+    kind: 'GRADUATED',
+    tiers: [
+      { upTo: 1000, unitPrice: '0.002' },
+      { upTo: 10_000, unitPrice: '0.001', flatFee: '1' },
+      { upTo: null, unitPrice: '0.0005', flatFee: '5' },
+    ],
+  };
+  const volume: PricingRule = { ...graduated, kind: 'VOLUME' };
+
+  it('graduated: each unit at its own tier, a tier\'s flat fee once the period enters it', () => {
+    expect(periodChargeAttos(graduated, 0)).toBe(0n);
+    expect(periodChargeAttos(graduated, 1000)).toBe(usd('2'));
+    expect(periodChargeAttos(graduated, 1001)).toBe(usd('3.001'));
+    expect(periodChargeAttos(graduated, 12_000)).toBe(usd('2') + usd('1') + usd('9') + usd('5') + usd('1'));
+  });
+
+  it('volume: every unit at the rate of the tier the total falls in (upTo inclusive)', () => {
+    expect(periodChargeAttos(volume, 1000)).toBe(usd('2'));
+    expect(periodChargeAttos(volume, 1001)).toBe(usd('2.001'));
+    expect(periodChargeAttos(volume, 12_000)).toBe(usd('11'));
+  });
+
+  it('volume: crossing into a cheaper tier credits earlier over-collection as a negative charge', () => {
+    const simple: PricingRule = { kind: 'VOLUME', tiers: [{ upTo: 100, unitPrice: '1' }, { upTo: null, unitPrice: '0.5' }] };
+    expect(applyRule(simple, { quantity: 100, priorQuantity: 0 }).chargeAttos).toBe(usd('100'));
+    const crossing = applyRule(simple, { quantity: 1, priorQuantity: 100, costAttos: usd('0.01') });
+    expect(crossing.chargeAttos).toBe(usd('-49.5'));
+    expect(crossing.marginAttos).toBe(usd('-49.51'));
+    expect(applyRule(simple, { quantity: 1, priorQuantity: 101 }).chargeAttos).toBe(usd('0.5'));
+  });
+
+  it('property: graduated equals the sum of per-tier products (and flat fees of entered tiers)', () => {
+    fc.assert(
+      fc.property(tiersArb, fc.nat({ max: 30_000 }), (tiers, quantity) => {
+        let expected = 0n;
+        let lower = 0;
+        for (const tier of tiers) {
+          const upper = tier.upTo === null ? quantity : Math.min(quantity, Number(tier.upTo));
+          const inTier = Math.max(0, upper - lower);
+          if (inTier > 0) expected += BigInt(inTier) * usd(tier.unitPrice) + (tier.flatFee ? usd(tier.flatFee) : 0n);
+          if (tier.upTo !== null) lower = Number(tier.upTo);
+        }
+        const charge = periodChargeAttos({ kind: 'GRADUATED', tiers }, quantity);
+        expect(typeof charge).toBe('bigint');
+        expect(charge).toBe(expected);
+      }),
+    );
+  });
+
+  it('property: volume prices the whole quantity at exactly one tier\'s rate', () => {
+    fc.assert(
+      fc.property(tiersArb, fc.integer({ min: 1, max: 30_000 }), (tiers, quantity) => {
+        const matching = tiers.filter((tier, index) => {
+          const lower = index === 0 ? 0 : Number(tiers[index - 1]!.upTo);
+          return quantity > lower && (tier.upTo === null || quantity <= Number(tier.upTo));
+        });
+        expect(matching).toHaveLength(1);
+        const tier = matching[0]!;
+        const charge = periodChargeAttos({ kind: 'VOLUME', tiers }, quantity);
+        expect(charge).toBe(BigInt(quantity) * usd(tier.unitPrice) + (tier.flatFee ? usd(tier.flatFee) : 0n));
+      }),
+    );
+  });
+
+  it('property: incremental charges over any split of a period sum to the price of its total', () => {
+    fc.assert(
+      fc.property(tiersArb, partsArb, fc.constantFrom('GRADUATED' as const, 'VOLUME' as const), (tiers, parts, kind) => {
+        const rule: PricingRule = { kind, tiers };
+        const total = parts.reduce((a, b) => a + b, 0);
+        expect(sum(chargesOver(rule, parts))).toBe(periodChargeAttos(rule, total));
+      }),
+    );
+  });
+
+  it('property: the same holds for fractional quantities, rounding included', () => {
+    fc.assert(
+      fc.property(tiersArb, decimalPartsArb, fc.constantFrom('GRADUATED' as const, 'VOLUME' as const), (tiers, parts, kind) => {
+        const rule: PricingRule = { kind, tiers };
+        const total = parts.reduce(addDecimal, '0');
+        expect(sum(chargesOver(rule, parts))).toBe(periodChargeAttos(rule, total));
+      }),
+    );
+  });
+
+  it('property: graduated increments are never negative', () => {
+    fc.assert(
+      fc.property(tiersArb, partsArb, (tiers, parts) => {
+        for (const charge of chargesOver({ kind: 'GRADUATED', tiers }, parts)) expect(charge).toBeGreaterThanOrEqual(0n);
+      }),
+    );
+  });
+});
+
+describe('package and flat pricing', () => {
+  it('package: whole packages, rounded up per period, charged as the period crosses each boundary', () => {
+    const rule: PricingRule = { kind: 'PACKAGE', packageSize: 1000, packagePrice: '2' };
+    expect(applyRule(rule, { quantity: 1, priorQuantity: 0 }).chargeAttos).toBe(usd('2'));
+    expect(applyRule(rule, { quantity: 999, priorQuantity: 1 }).chargeAttos).toBe(0n);
+    expect(applyRule(rule, { quantity: 1, priorQuantity: 1000 }).chargeAttos).toBe(usd('2'));
+    expect(applyRule(rule, { quantity: 2500, priorQuantity: 1000 }).chargeAttos).toBe(usd('6'));
+    expect(periodChargeAttos(rule, 0)).toBe(0n);
+  });
+
+  it('flat: per unit, or per N units ($2 per 1,000 tokens)', () => {
+    expect(applyRule({ kind: 'FLAT', unitPrice: '0.01' }, { quantity: 7 }).chargeAttos).toBe(usd('0.07'));
+    const perThousand: PricingRule = { kind: 'FLAT', unitPrice: '2', perUnits: 1000 };
+    expect(applyRule(perThousand, { quantity: 1 }).chargeAttos).toBe(usd('0.002'));
+    expect(applyRule(perThousand, { quantity: 1234, costAttos: usd('0.001') })).toEqual({
+      chargeAttos: usd('2.468'),
+      marginAttos: usd('2.467'),
+    });
+    // $1 per 3 units does not divide: each period total rounds to the atto, increments telescope.
+    const thirds: PricingRule = { kind: 'FLAT', unitPrice: '1', perUnits: 3 };
+    expect(periodChargeAttos(thirds, 1)).toBe(333_333_333_333_333_333n);
+    expect(periodChargeAttos(thirds, 2)).toBe(666_666_666_666_666_667n);
+    expect(sum(chargesOver(thirds, [1, 1, 1]))).toBe(usd('1'));
+  });
+
+  it('property: package and flat increments over any split sum to the period price', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5000 }), priceArb, partsArb, fc.nat({ max: 100_000 }),
+        (size, price, parts, start) => {
+          for (const rule of [
+            { kind: 'PACKAGE', packageSize: size, packagePrice: price },
+            { kind: 'FLAT', unitPrice: price, perUnits: size },
+          ] satisfies PricingRule[]) {
+            const total = start + parts.reduce((a, b) => a + b, 0);
+            expect(sum(chargesOver(rule, parts, start))).toBe(periodChargeAttos(rule, total) - periodChargeAttos(rule, start));
+            for (const charge of chargesOver(rule, parts, start)) expect(charge).toBeGreaterThanOrEqual(0n);
+          }
+        },
+      ),
+    );
+  });
+
+  it('property: package charges equal ceil(total / size) × price', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5000 }), priceArb, fc.nat({ max: 1_000_000 }), (size, price, total) => {
+        const expected = BigInt(Math.ceil(total / size)) * usd(price);
+        expect(periodChargeAttos({ kind: 'PACKAGE', packageSize: size, packagePrice: price }, total)).toBe(expected);
+      }),
+    );
+  });
+});
+
+describe('markup', () => {
+  it('cost × (100 + p) / 100, plus a fee per request', () => {
+    const rule: PricingRule = { kind: 'MARKUP', percent: '25', feePerRequest: '0.001' };
+    const cost = usd('0.00331125');
+    const result = applyRule(rule, { quantity: 0, costAttos: cost });
+    expect(result.chargeAttos).toBe((cost * 125n) / 100n + usd('0.001'));
+    expect(result.marginAttos).toBe(result.chargeAttos - cost);
+    expect(applyRule(rule, { quantity: 0, costAttos: 0n, requests: 3 }).chargeAttos).toBe(usd('0.003'));
+    expect(applyRule({ kind: 'MARKUP', percent: '12.5' }, { quantity: 0, costAttos: 8n }).chargeAttos).toBe(9n);
+    // 1 atto × 1.125 = 1.125 → 1; 4 attos × 1.125 = 4.5 → 5 (halves up).
+    expect(applyRule({ kind: 'MARKUP', percent: '12.5' }, { quantity: 0, costAttos: 1n }).chargeAttos).toBe(1n);
+    expect(applyRule({ kind: 'MARKUP', percent: '12.5' }, { quantity: 0, costAttos: 4n }).chargeAttos).toBe(5n);
+    expect(applyRule({ kind: 'MARKUP', percent: '0' }, { quantity: 0, costAttos: 77n })).toEqual({ chargeAttos: 77n, marginAttos: 0n });
+  });
+
+  it('property: exact when divisible, otherwise within half an atto', () => {
+    const percentArb = fc.tuple(fc.nat({ max: 500 }), fc.nat({ max: 999 })).map(([whole, milli]) => `${whole}.${String(milli).padStart(3, '0')}`);
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 10n ** 24n }), percentArb, (cost, percent) => {
+        const { chargeAttos } = applyRule({ kind: 'MARKUP', percent }, { quantity: 0, costAttos: cost });
+        expect(typeof chargeAttos).toBe('bigint');
+        const scale = 100n * ATTO_SCALE;
+        const exact = cost * (scale + usd(percent)); // charge × scale, if nothing were lost
+        if (exact % scale === 0n) expect(chargeAttos * scale).toBe(exact);
+        const error = chargeAttos * scale - exact;
+        expect(2n * (error < 0n ? -error : error)).toBeLessThanOrEqual(scale);
+      }),
+    );
+  });
+});
+
+describe('minimum charge', () => {
+  it('raises small charges to the floor', () => {
+    const rule: PricingRule = { kind: 'FLAT', unitPrice: '0.000001', minimumCharge: '0.01' };
+    expect(applyRule(rule, { quantity: 10 }).chargeAttos).toBe(usd('0.01'));
+    expect(applyRule(rule, { quantity: 100_000 }).chargeAttos).toBe(usd('0.1'));
+  });
+
+  it('property: a minimum never lowers a charge', () => {
+    const ruleArb: fc.Arbitrary<PricingRule> = fc.oneof(
+      fc.record({ kind: fc.constant('FLAT' as const), unitPrice: priceArb }),
+      fc.record({ kind: fc.constant('MARKUP' as const), percent: fc.constantFrom('0', '25', '12.5', '300') }),
+      fc.record({ kind: fc.constant('GRADUATED' as const), tiers: tiersArb }),
+      fc.record({ kind: fc.constant('PACKAGE' as const), packageSize: fc.integer({ min: 1, max: 100 }), packagePrice: priceArb }),
+    );
+    fc.assert(
+      fc.property(ruleArb, priceArb, fc.nat({ max: 10_000 }), fc.nat({ max: 10_000 }), fc.bigInt({ min: 0n, max: 10n ** 20n }),
+        (rule, minimum, quantity, priorQuantity, costAttos) => {
+          const input = { quantity, priorQuantity, costAttos };
+          const plain = applyRule(rule, input);
+          const floored = applyRule({ ...rule, minimumCharge: minimum }, input);
+          expect(floored.chargeAttos).toBeGreaterThanOrEqual(plain.chargeAttos);
+          expect(floored.chargeAttos).toBeGreaterThanOrEqual(usd(minimum));
+          expect(floored.chargeAttos === plain.chargeAttos || floored.chargeAttos === usd(minimum)).toBe(true);
+          expect(floored.marginAttos).toBe(floored.chargeAttos - costAttos);
+        }),
+    );
+  });
+});
+
+describe('rule validation', () => {
+  it('names the field it rejects', () => {
+    const tiers = (list: Tier[]): PricingRule => ({ kind: 'GRADUATED', tiers: list });
+    expect(validationField(() => validateRule(tiers([])))).toBe('rule.tiers');
+    expect(validationField(() => validateRule(tiers([{ upTo: 10, unitPrice: '1' }])))).toBe('rule.tiers.0.upTo');
+    expect(validationField(() => validateRule(tiers([{ upTo: null, unitPrice: '1' }, { upTo: null, unitPrice: '1' }])))).toBe('rule.tiers.0.upTo');
+    expect(validationField(() => validateRule(tiers([
+      { upTo: 10, unitPrice: '1' }, { upTo: 10, unitPrice: '1' }, { upTo: null, unitPrice: '1' },
+    ])))).toBe('rule.tiers.1.upTo');
+    expect(validationField(() => validateRule(tiers([{ upTo: null, unitPrice: '0.1', flatFee: '-2' }])))).toBe('rule.tiers.0.flatFee');
+    expect(validationField(() => validateRule({ kind: 'VOLUME', tiers: [{ upTo: null, unitPrice: '1' }], minimumCharge: '1' })))
+      .toBe('rule.minimumCharge');
+    expect(validationField(() => validateRule({ kind: 'MARKUP', percent: '-5' }))).toBe('rule.percent');
+    expect(validationField(() => validateRule({ kind: 'MARKUP', percent: '12.5%' }))).toBe('rule.percent');
+    expect(validationField(() => validateRule({ kind: 'PACKAGE', packageSize: 0, packagePrice: '1' }))).toBe('rule.packageSize');
+    expect(validationField(() => validateRule({ kind: 'FLAT', unitPrice: '0.1', perUnits: 1.5 }))).toBe('rule.perUnits');
+    expect(validationField(() => validateRule({ kind: 'FLAT', unitPrice: '1', minimumCharge: 'ten' }))).toBe('rule.minimumCharge');
+    expect(validationField(() => validateRule({ kind: 'TIERED' } as unknown as PricingRule))).toBe('rule.kind');
+    expect(validationField(() => applyRule({ kind: 'FLAT', unitPrice: '1' }, { quantity: 0.5 }))).toBe('quantity');
+    expect(validationField(() => applyRule({ kind: 'FLAT', unitPrice: '1' }, { quantity: 1, priorQuantity: -1 }))).toBe('priorQuantity');
+    expect(validationField(() => applyRule({ kind: 'MARKUP', percent: '1' }, { quantity: 0, costAttos: -1n }))).toBe('costAttos');
+    expect(validationField(() => periodChargeAttos({ kind: 'MARKUP', percent: '1' }, 1))).toBe('rule.kind');
+    const ok: PricingRule = { kind: 'VOLUME', tiers: [{ upTo: '0.5', unitPrice: '2' }, { upTo: null, unitPrice: '1' }] };
+    expect(validateRule(ok)).toBe(ok);
+  });
+});
+
+describe('selectRule', () => {
+  const rules = [
+    { id: 'meter', meter: 'tokens' },
+    { id: 'openai', meter: 'tokens', provider: 'openai' },
+    { id: 'mini', model: 'gpt-5.4-mini' },
+    { id: 'mini-snapshot', provider: 'openai', model: 'gpt-5.4-mini-2026-03-17' },
+    { id: 'images', meter: 'images' },
+    { id: 'anthropic-any-meter', provider: 'anthropic' },
+  ];
+  const pick = (event: Parameters<typeof selectRule>[1]) => selectRule(rules, event)?.id ?? null;
+
+  it('model > provider > meter default', () => {
+    expect(pick({ meter: 'tokens', provider: 'openai', model: 'gpt-5.4-mini' })).toBe('mini');
+    expect(pick({ meter: 'tokens', provider: 'openai', model: 'gpt-5.4' })).toBe('openai');
+    expect(pick({ meter: 'tokens', provider: 'groq', model: 'llama' })).toBe('meter');
+    expect(pick({ meter: 'tokens', provider: 'Anthropic', model: 'claude-opus-4-8' })).toBe('anthropic-any-meter');
+    expect(pick({ meter: 'images', provider: 'openai', model: 'gpt-image-1.5' })).toBe('images');
+    expect(pick({ meter: 'seconds', provider: 'groq' })).toBeNull();
+  });
+
+  it('a dated model matches its undated rule; an exact name beats it', () => {
+    expect(pick({ meter: 'tokens', provider: 'openai', model: 'gpt-5.4-mini-2026-05-01' })).toBe('mini');
+    expect(pick({ meter: 'tokens', provider: 'openai', model: 'gpt-5.4-mini-2026-03-17' })).toBe('mini-snapshot');
+    expect(pick({ meter: 'tokens', provider: 'azure', model: 'gpt-5.4-mini-2026-03-17' })).toBe('mini');
+  });
+
+  it('a catch-all rule matches last; equal matches are a configuration error', () => {
+    expect(selectRule([{ id: 'all' }, ...rules], { meter: 'seconds' })?.id).toBe('all');
+    expect(selectRule([{ id: 'all' }, ...rules], { meter: 'tokens' })?.id).toBe('meter');
+    expect(validationField(() => selectRule([...rules, { id: 'again', meter: 'tokens' }], { meter: 'tokens' }))).toBe('rules');
+    expect(selectRule([...rules, { id: 'again', meter: 'tokens' }], { meter: 'tokens', provider: 'openai' })?.id).toBe('openai');
+  });
+
+  it('works on full rules, returning the rule to apply', () => {
+    const priced: PricingRule[] = [
+      { meter: 'tokens', kind: 'MARKUP', percent: '20' },
+      { meter: 'tokens', provider: 'openai', model: 'gpt-5.4-mini', kind: 'FLAT', unitPrice: '2', perUnits: 1_000_000 },
+    ];
+    const rule = selectRule(priced, { meter: 'tokens', provider: 'openai', model: 'gpt-5.4-mini-2026-03-17' })!;
+    expect(applyRule(rule, { quantity: 2471 + 612, costAttos: usd('0.00331125') })).toEqual({
+      chargeAttos: usd('0.006166'),
+      marginAttos: usd('0.00285475'),
+    });
+  });
+});

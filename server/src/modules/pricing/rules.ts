@@ -1,0 +1,268 @@
+import { invalidField } from '../../shared/errors.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
+import { modelMatchRank } from './cost.ts';
+import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity, type Quantity } from './decimal.ts';
+
+/**
+ * What the merchant charges for one event, exact in atto-units of the merchant's currency.
+ *
+ * Quantity rules (FLAT, GRADUATED, VOLUME, PACKAGE) are priced on the customer's running total in
+ * the billing period: an event's charge is periodCharge(prior + quantity) − periodCharge(prior).
+ * The increments therefore telescope, so however a period's usage is split into events, the
+ * charges sum to exactly periodCharge(total), rounding included.
+ */
+
+export type { Quantity } from './decimal.ts';
+
+export interface Tier {
+  /** Inclusive upper bound in units; null = no bound (the last tier must have it). */
+  upTo: Quantity | null;
+  /** Price per unit inside this tier, a decimal string. */
+  unitPrice: string;
+  /** Charged once the period's quantity enters this tier (GRADUATED) or ends in it (VOLUME). */
+  flatFee?: string | null;
+}
+
+export interface RuleTarget {
+  meter?: string | null;
+  provider?: string | null;
+  model?: string | null;
+}
+
+interface RuleCommon extends RuleTarget {
+  id?: string;
+  /** Floor on every event's charge. Not allowed on VOLUME rules (see validateRule). */
+  minimumCharge?: string | null;
+}
+
+export type PricingRule = RuleCommon &
+  (
+    | { kind: 'FLAT'; unitPrice: string; /** Price is per this many units, default 1. */ perUnits?: Quantity }
+    | { kind: 'MARKUP'; /** Percent over cost, e.g. "25" or "12.5". */ percent: string; feePerRequest?: string | null }
+    | { kind: 'GRADUATED'; tiers: Tier[] }
+    | { kind: 'VOLUME'; tiers: Tier[] }
+    | { kind: 'PACKAGE'; packageSize: Quantity; packagePrice: string }
+  );
+
+export interface ApplyInput {
+  /** This event's quantity: a whole number, or a decimal string for fractional units. */
+  quantity: Quantity;
+  /** What the customer already used in this billing period before this event. */
+  priorQuantity?: Quantity;
+  /** Provider cost of this event in attos (0 when unknown). */
+  costAttos?: bigint;
+  /** Requests in this event, for MARKUP's per-request fee; default 1. */
+  requests?: number;
+}
+
+export interface ApplyResult {
+  chargeAttos: bigint;
+  /** chargeAttos − costAttos. */
+  marginAttos: bigint;
+}
+
+interface ParsedTier {
+  upTo: bigint | null;
+  unitPrice: bigint;
+  flatFee: bigint;
+}
+
+function parseTiers(tiers: Tier[] | undefined): ParsedTier[] {
+  if (!Array.isArray(tiers) || tiers.length === 0) throw invalidField('rule.tiers', 'must have at least one tier');
+  let previous = 0n;
+  return tiers.map((tier, index) => {
+    const field = `rule.tiers.${index}`;
+    const last = index === tiers.length - 1;
+    let upTo: bigint | null = null;
+    if (tier.upTo === null || tier.upTo === undefined) {
+      if (!last) throw invalidField(`${field}.upTo`, 'only the last tier may be unbounded');
+    } else {
+      if (last) throw invalidField(`${field}.upTo`, 'the last tier must be unbounded (upTo: null)');
+      upTo = scaledQuantity(`${field}.upTo`, tier.upTo);
+      if (upTo <= previous) throw invalidField(`${field}.upTo`, 'must be greater than the previous tier\'s upTo');
+      previous = upTo;
+    }
+    return {
+      upTo,
+      unitPrice: priceAttos(`${field}.unitPrice`, tier.unitPrice),
+      flatFee: tier.flatFee == null ? 0n : priceAttos(`${field}.flatFee`, tier.flatFee),
+    };
+  });
+}
+
+function positiveQuantity(field: string, value: Quantity): bigint {
+  const scaled = scaledQuantity(field, value);
+  if (scaled === 0n) throw invalidField(field, 'must be greater than zero');
+  return scaled;
+}
+
+/** Throws a VALIDATION error naming the bad field; returns the rule for chaining. */
+export function validateRule<R extends PricingRule>(rule: R): R {
+  periodPricer(rule);
+  if (rule.kind === 'MARKUP') markupParts(rule);
+  if (rule.minimumCharge != null) priceAttos('rule.minimumCharge', rule.minimumCharge);
+  return rule;
+}
+
+type Pricer = (scaledTotal: bigint) => bigint;
+
+/** The period price as a function of the scaled total, for the quantity kinds; null for MARKUP. */
+function periodPricer(rule: PricingRule): Pricer | null {
+  switch (rule.kind) {
+    case 'FLAT': {
+      const unit = priceAttos('rule.unitPrice', rule.unitPrice);
+      const per = positiveQuantity('rule.perUnits', rule.perUnits ?? 1);
+      return (total) => roundHalfUp(unit * total, per);
+    }
+    case 'GRADUATED': {
+      const tiers = parseTiers(rule.tiers);
+      return (total) => {
+        let numerator = 0n;
+        let lower = 0n;
+        for (const tier of tiers) {
+          if (total <= lower) break;
+          const upper = tier.upTo === null || total < tier.upTo ? total : tier.upTo;
+          numerator += tier.unitPrice * (upper - lower) + tier.flatFee * QUANTITY_SCALE;
+          if (tier.upTo === null) break;
+          lower = tier.upTo;
+        }
+        return roundHalfUp(numerator, QUANTITY_SCALE);
+      };
+    }
+    case 'VOLUME': {
+      const tiers = parseTiers(rule.tiers);
+      if (rule.minimumCharge != null) {
+        // A floor would swallow the credit an event gets when the period drops into a cheaper tier,
+        // and the period's charges would no longer add up to the volume price.
+        throw invalidField('rule.minimumCharge', 'cannot be used with VOLUME tiers');
+      }
+      return (total) => {
+        if (total === 0n) return 0n;
+        const tier = volumeTier(tiers, total);
+        return roundHalfUp(tier.unitPrice * total, QUANTITY_SCALE) + tier.flatFee;
+      };
+    }
+    case 'PACKAGE': {
+      const size = positiveQuantity('rule.packageSize', rule.packageSize);
+      const price = priceAttos('rule.packagePrice', rule.packagePrice);
+      return (total) => ceilDiv(total, size) * price;
+    }
+    case 'MARKUP':
+      return null;
+    default:
+      throw invalidField('rule.kind', 'must be FLAT, MARKUP, GRADUATED, VOLUME or PACKAGE');
+  }
+}
+
+function volumeTier(tiers: ParsedTier[], total: bigint): ParsedTier {
+  return tiers.find((tier) => tier.upTo === null || total <= tier.upTo) ?? tiers[tiers.length - 1]!;
+}
+
+/**
+ * The price of a whole period's quantity under a quantity rule, in attos. Rounded once to the
+ * nearest atto (halves up); exact whenever the quantity is whole.
+ */
+export function periodChargeAttos(rule: PricingRule, totalQuantity: Quantity): bigint {
+  const pricer = periodPricer(rule);
+  if (!pricer) throw invalidField('rule.kind', 'MARKUP has no period price: it follows each event\'s cost');
+  return pricer(scaledQuantity('totalQuantity', totalQuantity));
+}
+
+const PERCENT_SCALE = 100n * 10n ** 18n;
+
+function markupParts(rule: Extract<PricingRule, { kind: 'MARKUP' }>) {
+  const percent = parseDecimalAttos('rule.percent', rule.percent);
+  if (percent < 0n) throw invalidField('rule.percent', 'must not be negative');
+  const fee = rule.feePerRequest == null ? 0n : priceAttos('rule.feePerRequest', rule.feePerRequest);
+  return { percent, fee };
+}
+
+/**
+ * The charge for one event and the margin over its cost.
+ *
+ * MARKUP: cost × (100 + percent) / 100, rounded to the nearest atto (halves up) only when that
+ * division is not exact, plus feePerRequest × requests.
+ * VOLUME: the whole period is re-priced at the rate of the tier its total falls in, so an event
+ * that moves the total into a cheaper tier gets a NEGATIVE charge: a credit for what earlier events
+ * over-collected. That keeps what the customer has paid equal to the volume price of what they
+ * used at every point of the period; clamping it to zero would overcharge them for the rest of it.
+ * Every other kind is never negative.
+ * minimumCharge raises a charge to the floor and never lowers one.
+ */
+export function applyRule(rule: PricingRule, input: ApplyInput): ApplyResult {
+  const cost = input.costAttos ?? 0n;
+  if (typeof cost !== 'bigint') throw invalidField('costAttos', 'must be a bigint of atto-units');
+  if (cost < 0n) throw invalidField('costAttos', 'must not be negative');
+  const quantity = scaledQuantity('quantity', input.quantity);
+  const prior = scaledQuantity('priorQuantity', input.priorQuantity ?? 0n);
+
+  let charge: bigint;
+  if (rule.kind === 'MARKUP') {
+    const { percent, fee } = markupParts(rule);
+    const requests = count('requests', input.requests ?? 1);
+    charge = roundHalfUp(cost * (PERCENT_SCALE + percent), PERCENT_SCALE) + fee * requests;
+  } else {
+    const pricer = periodPricer(rule)!;
+    charge = pricer(prior + quantity) - pricer(prior);
+  }
+  if (rule.minimumCharge != null) {
+    const minimum = priceAttos('rule.minimumCharge', rule.minimumCharge);
+    if (charge < minimum) charge = minimum;
+  }
+  return { chargeAttos: charge, marginAttos: charge - cost };
+}
+
+export interface RuleEvent {
+  meter?: string | null;
+  provider?: string | null;
+  model?: string | null;
+}
+
+const same = (a: string, b: string) => a.trim().toLowerCase() === b.trim().toLowerCase();
+
+/**
+ * 0 = does not apply. Otherwise a model match outranks any provider/meter combination, a provider
+ * match outranks a meter match; an exact model name outranks a dated-snapshot match.
+ */
+function specificity(rule: RuleTarget, event: RuleEvent): number {
+  let score = 1;
+  if (rule.meter != null) {
+    if (event.meter == null || rule.meter !== event.meter) return 0;
+    score += 1;
+  }
+  if (rule.provider != null) {
+    if (event.provider == null || !same(rule.provider, event.provider)) return 0;
+    score += 2;
+  }
+  if (rule.model != null) {
+    const rank = event.model == null ? 0 : modelMatchRank(rule.model, event.model);
+    if (rank === 0) return 0;
+    score += rank * 4;
+  }
+  return score;
+}
+
+/**
+ * The most specific rule for an event: model > provider > meter default > a rule with no target.
+ * Two rules matching equally is a configuration error, reported rather than guessed.
+ */
+export function selectRule<R extends RuleTarget & { id?: string }>(rules: readonly R[], event: RuleEvent): R | null {
+  let best: R | null = null;
+  let bestScore = 0;
+  let tie = false;
+  for (const rule of rules) {
+    const score = specificity(rule, event);
+    if (score > bestScore) {
+      best = rule;
+      bestScore = score;
+      tie = false;
+    } else if (score > 0 && score === bestScore) {
+      tie = true;
+    }
+  }
+  if (tie && best) {
+    const target = [best.meter, best.provider, best.model].filter((part) => part != null).join('/') || 'everything';
+    throw invalidField('rules', `two rules target ${target} equally; keep one`);
+  }
+  return best;
+}
