@@ -14,6 +14,7 @@ import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
 import { errorHandler, sendError } from './http/errors.ts';
 import { playgroundHtml } from './http/playground.ts';
+import { usageRoutes } from './modules/usage/usage.http.ts';
 import { credentialFrom, type Viewer } from './modules/auth/viewer.ts';
 import type { Services } from './services.ts';
 import { pendingMigrations } from './shared/db/migrator.ts';
@@ -212,6 +213,8 @@ export async function createApp(services: Services): Promise<App> {
       }),
     }),
   );
+
+  app.use(usageRoutes(services));
 
   app.use((req, res) => {
     sendError(req, res, 404, 'NOT_FOUND', `No route for ${req.method} ${req.path}`);

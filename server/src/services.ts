@@ -7,6 +7,10 @@ import { CustomerService } from './modules/customers/customers.service.ts';
 import { LedgerQueries } from './modules/ledger/ledger.queries.ts';
 import { LedgerService } from './modules/ledger/ledger.service.ts';
 import { MerchantService } from './modules/merchants/merchants.service.ts';
+import { MeterService } from './modules/meters/meters.service.ts';
+import { ProviderPriceService } from './modules/pricing/prices.service.ts';
+import { PriceRuleService } from './modules/pricing/rules.service.ts';
+import { UsageService } from './modules/usage/usage.service.ts';
 import type { Database } from './shared/db/database.ts';
 import type { Logger } from './shared/logger.ts';
 import type { PubSub } from './shared/pubsub.ts';
@@ -25,13 +29,20 @@ export interface Services {
   viewers: ViewerResolver;
   ledger: LedgerService;
   ledgerQueries: LedgerQueries;
+  meters: MeterService;
+  providerPrices: ProviderPriceService;
+  priceRules: PriceRuleService;
+  usage: UsageService;
 }
 
 export function createServices(deps: { config: Config; db: Database; pubsub: PubSub; logger: Logger; clock?: () => Date }): Services {
   const { config, db, pubsub, logger } = deps;
   const clock = deps.clock ?? (() => new Date());
-  const ledger = new LedgerService(db, pubsub, logger, clock);
   const prisma = db.prisma;
+  const ledger = new LedgerService(db, pubsub, logger, clock);
+  const meters = new MeterService(prisma);
+  const providerPrices = new ProviderPriceService(prisma);
+  const priceRules = new PriceRuleService(prisma);
   const apiKeys = new ApiKeyService(prisma);
   const customers = new CustomerService(prisma, pubsub);
   const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds);
@@ -48,5 +59,9 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     viewers: new ViewerResolver(apiKeys, customerSessions),
     ledger,
     ledgerQueries: new LedgerQueries(db, ledger, clock),
+    meters,
+    providerPrices,
+    priceRules,
+    usage: new UsageService(prisma, ledger, meters, providerPrices, priceRules, logger, clock),
   };
 }

@@ -4,6 +4,9 @@ import '../modules/api-keys/api-keys.graphql.ts';
 import '../modules/customers/customers.graphql.ts';
 import '../modules/auth/auth.graphql.ts';
 import '../modules/ledger/ledger.graphql.ts';
+import '../modules/meters/meters.graphql.ts';
+import '../modules/pricing/pricing.graphql.ts';
+import '../modules/usage/usage.graphql.ts';
 
 /** Every module registers its types on import; this assembles them. */
 export const schema = builder.toSchema({ sortSchema: true });

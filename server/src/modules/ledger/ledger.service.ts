@@ -19,12 +19,16 @@ import {
   SYSTEM_ACTOR,
   type AccountKind,
   type Actor,
+  type LedgerBatch,
   type PostedTransaction,
+  type WalletKey,
   type WalletTransaction,
 } from './ledger.store.ts';
 
 export type { Actor, PostedTransaction };
 export { SYSTEM_ACTOR };
+export type { LedgerBatch, WalletKey, WalletTransaction };
+export { insufficientFunds, requestHash };
 
 export const walletTopic = (customerId: string) => `wallet:${customerId}`;
 
@@ -213,33 +217,50 @@ export class LedgerService {
     }
   }
 
-  private async runDebitBatch(batch: PendingDebit[], attempt = 1): Promise<void> {
+  /**
+   * One transaction over several wallets (locked, in id order) for work that posts to them —
+   * the debit lanes and usage ingestion. Balance events go out after COMMIT. A unique-key race
+   * with another instance (the same idempotency key at the same moment) is retried: the second
+   * attempt sees the winner's rows.
+   */
+  async runBatch<T>(
+    wallets: readonly WalletKey[],
+    work: (batch: LedgerBatch) => Promise<T>,
+    preloadKeys: readonly { merchantId: string; key: string }[] = [],
+  ): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { result, batch } = await this.store.withWallets(wallets, this.clock(), work, preloadKeys);
+        for (const wallet of batch.wallets.values()) {
+          if (wallet.posted.length > 0) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
+        }
+        return result;
+      } catch (error) {
+        if (!isUniqueViolation(error) || attempt >= 3) throw error;
+      }
+    }
+  }
+
+  private async runDebitBatch(batch: PendingDebit[]): Promise<void> {
     const walletKeys = batch.map((item) => ({ merchantId: item.merchantId, customerId: item.input.customerId, currency: item.input.currency }));
-    const outcomes: Outcome[] = [];
     try {
-      const { batch: done } = await this.store.withWallets(
+      const outcomes = await this.runBatch(
         walletKeys,
-        this.clock(),
         async (ledger) => {
-          outcomes.length = 0;
+          const results: Outcome[] = [];
           for (const [index, item] of batch.entries()) {
             try {
-              outcomes.push({ ok: true, value: await this.debitOne(ledger.wallet(walletKeys[index]!), item) });
+              results.push({ ok: true, value: await this.debitOne(ledger.wallet(walletKeys[index]!), item) });
             } catch (error) {
-              outcomes.push({ ok: false, error });
+              results.push({ ok: false, error });
             }
           }
+          return results;
         },
         batch.map((item) => ({ merchantId: item.merchantId, key: item.input.idempotencyKey })),
       );
       batch.forEach((item, index) => item.resolve(outcomes[index]!));
-      for (const wallet of done.wallets.values()) {
-        if (wallet.posted.length > 0) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
-      }
     } catch (error) {
-      // Two instances inserting one idempotency key at once: the loser retries and then finds
-      // the winner's transaction.
-      if (isUniqueViolation(error) && attempt < 3) return this.runDebitBatch(batch, attempt + 1);
       this.logger.error({ err: error, size: batch.length }, 'debit batch failed');
       for (const item of batch) item.resolve({ ok: false, error });
     }

@@ -1,0 +1,82 @@
+import type { Meter, MeterAggregation, MeterSource, PrismaClient } from '../../generated/prisma/client.ts';
+import { conflict, invalidField, notFound } from '../../shared/errors.ts';
+import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import { requireNonEmpty } from '../../shared/validation.ts';
+import type { NormalizedUsage } from '../usage/usage.types.ts';
+
+export type { Meter };
+
+const KEY = /^[a-z][a-z0-9_.-]{0,63}$/;
+
+/** How much of a meter one usage record carries; decimal strings for fractional units. */
+export function meterQuantity(source: MeterSource, usage: NormalizedUsage, stated: Record<string, string | number> = {}, key = ''): bigint | string {
+  switch (source) {
+    case 'INPUT_TOKENS':
+      return BigInt(usage.inputTokens);
+    case 'CACHED_INPUT_TOKENS':
+      return BigInt(usage.cachedInputTokens);
+    case 'OUTPUT_TOKENS':
+      return BigInt(usage.outputTokens);
+    case 'TOTAL_TOKENS':
+      return BigInt(usage.inputTokens + usage.outputTokens);
+    case 'REQUESTS':
+      return BigInt(usage.requests);
+    case 'IMAGES':
+      return BigInt(usage.images);
+    case 'AUDIO_SECONDS':
+      return usage.audioSeconds ?? 0n;
+    case 'CHARACTERS':
+      return BigInt(usage.characters);
+    case 'QUANTITY': {
+      const value = stated[key];
+      return value === undefined ? 0n : typeof value === 'number' ? BigInt(value) : value;
+    }
+  }
+}
+
+export class MeterService {
+  private readonly cache = new Map<string, { meters: Meter[]; at: number }>();
+
+  constructor(private readonly prisma: PrismaClient) {}
+
+  async create(merchantId: string, input: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation | null }): Promise<Meter> {
+    if (!KEY.test(input.key)) throw invalidField('key', 'must start with a letter and use a-z, 0-9, "_", "-" or "." (at most 64)');
+    try {
+      const meter = await this.prisma.meter.create({
+        data: {
+          merchantId,
+          key: input.key,
+          name: requireNonEmpty('name', input.name),
+          unit: requireNonEmpty('unit', input.unit, 32),
+          source: input.source,
+          aggregation: input.aggregation ?? 'SUM',
+        },
+      });
+      this.cache.delete(merchantId);
+      return meter;
+    } catch (error) {
+      if (isUniqueViolation(error)) throw conflict(`A meter with key "${input.key}" already exists`, { field: 'key' });
+      throw error;
+    }
+  }
+
+  async archive(merchantId: string, key: string): Promise<Meter> {
+    const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
+    if (!meter) throw notFound('Meter', key);
+    this.cache.delete(merchantId);
+    return meter.archivedAt ? meter : this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: new Date() } });
+  }
+
+  /** Active meters, cached briefly: ingest reads them for every batch. */
+  async active(merchantId: string): Promise<Meter[]> {
+    const cached = this.cache.get(merchantId);
+    if (cached && Date.now() - cached.at < 30_000) return cached.meters;
+    const meters = await this.prisma.meter.findMany({ where: { merchantId, archivedAt: null }, orderBy: { key: 'asc' } });
+    this.cache.set(merchantId, { meters, at: Date.now() });
+    return meters;
+  }
+
+  async list(merchantId: string, includeArchived: boolean): Promise<Meter[]> {
+    return this.prisma.meter.findMany({ where: { merchantId, ...(includeArchived ? {} : { archivedAt: null }) }, orderBy: { key: 'asc' } });
+  }
+}

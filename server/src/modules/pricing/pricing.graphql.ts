@@ -1,0 +1,118 @@
+import type { PriceRule } from '../../generated/prisma/client.ts';
+import { builder } from '../../graphql/builder.ts';
+import { merchantIdOf } from '../../context.ts';
+import type { PriceInput, PriceWithRef } from './prices.service.ts';
+
+const ProviderPriceRef = builder.objectRef<PriceWithRef>('ProviderPrice').implement({
+  description: 'What a provider charges for a model, from effectiveFrom. Rates are exact decimal strings (USD).',
+  fields: (t) => ({
+    ref: t.exposeString('ref', { description: 'The row id, or "list:…" for a price that ships with Tollgate.' }),
+    provider: t.exposeString('provider'),
+    model: t.exposeString('model'),
+    currency: t.exposeString('currency'),
+    effectiveFrom: t.expose('effectiveFrom', { type: 'DateTime' }),
+    rates: t.field({
+      type: 'JSONObject',
+      description: 'perMillionTokens { input cachedInput cacheWrite cacheWrite1h output … }, contextTiers, perImage, perImageBy, perAudioSecond, perAudioMinute, perCharacter, perMillionCharacters, perRequest.',
+      resolve: ({ provider: _p, model: _m, currency: _c, effectiveFrom: _e, ref: _r, ...rates }) => rates,
+    }),
+  }),
+});
+
+const PriceRuleTypeEnum = builder.enumType('PriceRuleType', { values: ['FLAT', 'MARKUP', 'GRADUATED', 'VOLUME', 'PACKAGE'] as const });
+
+const PriceRuleRef = builder.objectRef<PriceRule>('PriceRule').implement({
+  description: 'What the merchant charges: for a meter, a provider or a model. A change is a new version from its effectiveFrom.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    type: t.field({ type: PriceRuleTypeEnum, resolve: (r) => r.type }),
+    meterKey: t.exposeString('meterKey', { nullable: true }),
+    provider: t.exposeString('provider', { nullable: true }),
+    model: t.exposeString('model', { nullable: true }),
+    currency: t.exposeString('currency'),
+    config: t.field({ type: 'JSONObject', resolve: (r) => r.config }),
+    effectiveFrom: t.expose('effectiveFrom', { type: 'DateTime' }),
+    archivedAt: t.expose('archivedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+const SetProviderPriceInput = builder.inputType('SetProviderPriceInput', {
+  fields: (t) => ({
+    provider: t.string({ required: true }),
+    model: t.string({ required: true }),
+    rates: t.field({ type: 'JSONObject', required: true, description: 'Decimal strings, e.g. { "perMillionTokens": { "input": "0.15", "output": "0.60" } }.' }),
+    effectiveFrom: t.field({ type: 'DateTime', description: 'Default now. Earlier events keep the price in force at their time.' }),
+  }),
+});
+
+const PutPriceRuleInput = builder.inputType('PutPriceRuleInput', {
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'Rules are versioned by name.' }),
+    type: t.field({ type: PriceRuleTypeEnum, required: true }),
+    meterKey: t.string(),
+    provider: t.string(),
+    model: t.string(),
+    config: t.field({
+      type: 'JSONObject',
+      required: true,
+      description: 'FLAT { unitPrice, perUnits }, MARKUP { percent, feePerRequest }, GRADUATED/VOLUME { tiers: [{ upTo, unitPrice, flatFee }] }, PACKAGE { packageSize, packagePrice }; any: minimumCharge.',
+    }),
+    effectiveFrom: t.field({ type: 'DateTime' }),
+  }),
+});
+
+const ImportResultRef = builder.objectRef<{ imported: number; skipped: { path: string; reason: string }[] }>('PriceImportResult').implement({
+  fields: (t) => ({
+    imported: t.exposeInt('imported'),
+    skipped: t.field({ type: 'JSONObject', resolve: (r) => ({ entries: r.skipped }) }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  providerPrices: t.field({
+    type: [ProviderPriceRef],
+    description: 'Your price rows and the list prices that ship with Tollgate (yours win for the same model).',
+    authScopes: { merchant: true },
+    args: { provider: t.arg.string(), model: t.arg.string() },
+    resolve: (_root, args, ctx) => ctx.services.providerPrices.list(merchantIdOf(ctx), args),
+  }),
+  priceRules: t.field({
+    type: [PriceRuleRef],
+    description: 'Every version of every rule in the default price book.',
+    authScopes: { merchant: true },
+    resolve: (_root, _args, ctx) => ctx.services.priceRules.allVersions(merchantIdOf(ctx)),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  setProviderPrice: t.field({
+    type: ProviderPriceRef,
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: SetProviderPriceInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const row = await ctx.services.providerPrices.add(merchantIdOf(ctx), { ...(input.rates as object), provider: input.provider, model: input.model, effectiveFrom: input.effectiveFrom } as PriceInput);
+      return { ...(row.prices as object), provider: row.provider, model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id } as PriceWithRef;
+    },
+  }),
+  importModelsDevPrices: t.field({
+    type: ImportResultRef,
+    description: 'Imports a whole price table in the models.dev api.json format (paste the file; nothing is fetched).',
+    authScopes: { merchant: true },
+    args: { json: t.arg.string({ required: true }), effectiveFrom: t.arg({ type: 'DateTime' }) },
+    resolve: (_root, args, ctx) => ctx.services.providerPrices.importModelsDev(merchantIdOf(ctx), args.json, args.effectiveFrom ?? new Date()),
+  }),
+  putPriceRule: t.field({
+    type: PriceRuleRef,
+    description: 'Creates a rule, or a new version of the rule with this name from effectiveFrom (default now).',
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: PutPriceRuleInput, required: true }) },
+    resolve: (_root, { input }, ctx) => ctx.services.priceRules.put(merchantIdOf(ctx), { ...input, config: input.config }),
+  }),
+  archivePriceRule: t.field({
+    type: PriceRuleRef,
+    authScopes: { merchant: true },
+    args: { name: t.arg.string({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.priceRules.archive(merchantIdOf(ctx), args.name),
+  }),
+}));

@@ -1,0 +1,188 @@
+/**
+ * Anthropic Messages (direct, and the same shape on Vertex rawPredict, Bedrock InvokeModel and
+ * the Anthropic-compatible endpoints of other providers).
+ *
+ * `input_tokens` excludes cache reads and writes, so total input is the sum of the three.
+ * Streams: `message_start` has the input side and a placeholder output count; each
+ * `message_delta` usage is cumulative, so the last one wins (never add the placeholder).
+ * Beta `usage.iterations`: with compaction the top level leaves the compaction pass out, so
+ * the iterations are summed; iterations run on another model (a declined fallback hop, an
+ * advisor) are reported in details under that model, since they are priced by it.
+ */
+import type { NormalizedUsage } from '../usage.types.ts';
+import { eventType, streamError } from './stream.ts';
+import { parseSse, type SseEvent } from './sse.ts';
+import {
+  arr,
+  type Ctx,
+  detail,
+  errorCode,
+  failed,
+  hasCount,
+  incomplete,
+  int,
+  isJsonBody,
+  type Normalizer,
+  obj,
+  type Obj,
+  parseJson,
+  pickModel,
+  result,
+  str,
+  TextSink,
+} from './util.ts';
+
+interface Counts {
+  input: number;
+  read: number;
+  write: number;
+  write5m: number;
+  write1h: number;
+  output: number;
+}
+
+function counts(u: Obj): Counts {
+  const write = int(u.cache_creation_input_tokens);
+  const split = obj(u.cache_creation);
+  // Without the TTL split, writes are at the default 5-minute TTL.
+  const write1h = split ? int(split.ephemeral_1h_input_tokens) : 0;
+  const write5m = split ? int(split.ephemeral_5m_input_tokens) : write;
+  return { input: int(u.input_tokens), read: int(u.cache_read_input_tokens), write, write5m, write1h, output: int(u.output_tokens) };
+}
+
+function add(into: Counts, c: Counts): void {
+  into.input += c.input;
+  into.read += c.read;
+  into.write += c.write;
+  into.write5m += c.write5m;
+  into.write1h += c.write1h;
+  into.output += c.output;
+}
+
+/** Anthropic usage into `out`; `model` is the response's model (iterations on others go aside). */
+export function applyAnthropicUsage(out: NormalizedUsage, u: Obj, model: string | null): void {
+  let c = counts(u);
+  const iterations = arr(u.iterations);
+  if (iterations && iterations.length > 0) {
+    const own: Counts = { input: 0, read: 0, write: 0, write5m: 0, write1h: 0, output: 0 };
+    for (const entry of iterations) {
+      const it = obj(entry);
+      if (!it) continue;
+      const itModel = str(it.model);
+      const itCounts = counts(it);
+      if (!it.cache_creation && itCounts.write === c.write && c.write > 0) {
+        // The served hop mirrors the top level, whose TTL split is then the one to use.
+        itCounts.write5m = c.write5m;
+        itCounts.write1h = c.write1h;
+      }
+      if (itModel === null || itModel === model) add(own, itCounts);
+      else {
+        const prefix = `other_model.${itModel}.`;
+        const d = out.details;
+        d[`${prefix}input_tokens`] = (Number(d[`${prefix}input_tokens`]) || 0) + itCounts.input + itCounts.read + itCounts.write;
+        d[`${prefix}cached_input_tokens`] = (Number(d[`${prefix}cached_input_tokens`]) || 0) + itCounts.read;
+        d[`${prefix}cache_write_tokens`] = (Number(d[`${prefix}cache_write_tokens`]) || 0) + itCounts.write;
+        d[`${prefix}output_tokens`] = (Number(d[`${prefix}output_tokens`]) || 0) + itCounts.output;
+      }
+    }
+    c = own;
+  }
+  out.inputTokens = c.input + c.read + c.write;
+  out.cachedInputTokens = c.read;
+  out.cacheWriteTokens = c.write;
+  out.outputTokens = c.output;
+  out.reasoningTokens = Math.min(int(obj(u.output_tokens_details)?.thinking_tokens), c.output);
+  out.details.cache_write_5m_tokens = c.write5m;
+  out.details.cache_write_1h_tokens = c.write1h;
+  const tier = str(u.service_tier);
+  if (tier) out.details.service_tier = tier;
+  // Data residency ("us") is priced differently.
+  const geo = str(u.inference_geo);
+  if (geo) out.details.inference_geo = geo;
+  const tools = obj(u.server_tool_use);
+  detail(out, 'web_search_requests', tools?.web_search_requests);
+  detail(out, 'web_fetch_requests', tools?.web_fetch_requests);
+}
+
+function messageText(o: Obj): string {
+  let text = '';
+  for (const block of arr(o.content) ?? []) {
+    const t = obj(block)?.text;
+    if (typeof t === 'string') text += t;
+  }
+  return text;
+}
+
+export const anthropicMessages: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  if (!isJsonBody(body)) return anthropicStream(ctx, parseSse(body));
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  const model = pickModel(ctx, o.model);
+  const error = errorCode(o);
+  if (error) return failed(ctx, model, error);
+  const u = obj(o.usage);
+  if (!u) return incomplete(ctx, model, messageText(o), 'no_usage');
+  const out = result(ctx, model);
+  applyAnthropicUsage(out, u, model);
+  return out;
+};
+
+function anthropicStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
+  return fromAnthropicEvents(ctx, events, streamError(events));
+}
+
+function payload(event: SseEvent): Obj | undefined {
+  return obj(parseJson(event.data));
+}
+
+/**
+ * Normalizes Anthropic stream events (SSE, or frames Bedrock decoded into the same form).
+ * Only message_start and the last message_delta are parsed; content deltas are skipped
+ * unless the stream turns out to be cut and its text is wanted.
+ */
+export function fromAnthropicEvents(ctx: Ctx, events: SseEvent[], error: string | null): NormalizedUsage {
+  let start: Obj | undefined;
+  let lastDelta: Obj | undefined;
+  let stopped = false;
+  for (let i = 0; i < events.length && !start; i++) {
+    if (eventType(events[i]!) === 'message_start') start = obj(payload(events[i]!)?.message);
+  }
+  for (let i = events.length - 1; i >= 0; i--) {
+    const type = eventType(events[i]!);
+    if (type === 'message_stop') stopped = true;
+    else if (type === 'message_delta') {
+      lastDelta = payload(events[i]!);
+      break;
+    }
+  }
+  const model = pickModel(ctx, start?.model);
+  if (error) return failed(ctx, model, error);
+
+  const startUsage = obj(start?.usage);
+  const deltaUsage = obj(lastDelta?.usage);
+  // Deltas repeat the input and cache fields cumulatively; older streams omit them, and then
+  // message_start's values stand.
+  const merged: Obj = Object.assign({}, startUsage);
+  if (deltaUsage) {
+    for (const key in deltaUsage) if (deltaUsage[key] !== null && deltaUsage[key] !== undefined) merged[key] = deltaUsage[key];
+  }
+  const finished = stopped || str(obj(lastDelta?.delta)?.stop_reason) !== null;
+  if (deltaUsage && finished && hasCount(deltaUsage.output_tokens)) {
+    const out = result(ctx, model);
+    applyAnthropicUsage(out, merged, model);
+    return out;
+  }
+
+  const sink = new TextSink();
+  for (const event of events) {
+    if (eventType(event) !== 'content_block_delta') continue;
+    const delta = obj(payload(event)?.delta);
+    if (delta?.type === 'text_delta') sink.add(delta.text);
+    else sink.other(delta?.thinking ?? delta?.partial_json);
+  }
+  const out = incomplete(ctx, model, sink.text, 'stream_truncated');
+  // The input side is known from message_start; the output so far is not (its count is a placeholder).
+  if (start) applyAnthropicUsage(out, deltaUsage ? merged : { ...startUsage, output_tokens: 0 }, model);
+  return sink.finish(out);
+}

@@ -1,0 +1,193 @@
+/**
+ * AWS Bedrock runtime: Converse, ConverseStream, InvokeModel and InvokeModelWithResponseStream.
+ *
+ * Converse `usage.inputTokens` excludes cache reads and writes (as Anthropic's does), so total
+ * input is inputTokens + cacheReadInputTokens + cacheWriteInputTokens. The streaming APIs use
+ * AWS event-stream framing, which is binary; given as text, the JSON payloads inside the
+ * frames are found by scanning (the SDK's `{ metadata: … }` JSON form works the same way).
+ * The model is in the URL (`/model/{modelId}/…`).
+ */
+import type { NormalizedUsage } from '../usage.types.ts';
+import { applyAnthropicUsage, fromAnthropicEvents } from './anthropic.ts';
+import type { SseEvent } from './sse.ts';
+import { streamError } from './stream.ts';
+import { scanJsonObjects } from './json-scan.ts';
+import {
+  arr,
+  type Ctx,
+  errorCode,
+  failed,
+  hasCount,
+  incomplete,
+  int,
+  isJsonBody,
+  type Normalizer,
+  obj,
+  type Obj,
+  parseJson,
+  pickModel,
+  result,
+  str,
+  TextSink,
+} from './util.ts';
+
+function applyConverseUsage(out: NormalizedUsage, u: Obj): void {
+  const read = int(u.cacheReadInputTokens ?? u.cacheReadInputTokenCount);
+  const write = int(u.cacheWriteInputTokens ?? u.cacheWriteInputTokenCount);
+  out.inputTokens = int(u.inputTokens) + read + write;
+  out.cachedInputTokens = read;
+  out.cacheWriteTokens = write;
+  out.outputTokens = int(u.outputTokens);
+  const ttl = arr(u.cacheDetails);
+  if (ttl || write > 0) {
+    let w5 = 0;
+    let w1h = 0;
+    for (const entry of ttl ?? []) {
+      const e = obj(entry);
+      if (e?.ttl === '1h') w1h += int(e.inputTokens);
+      else w5 += int(e?.inputTokens);
+    }
+    if (!ttl) w5 = write;
+    out.details.cache_write_5m_tokens = w5;
+    out.details.cache_write_1h_tokens = w1h;
+  }
+}
+
+/** A top-level `…Exception` member (SDK JSON form of a stream error), else null. */
+function exceptionOf(o: Obj): string | null {
+  for (const key of Object.keys(o)) if (key.endsWith('Exception')) return key;
+  return errorCode(o);
+}
+
+export const bedrockConverse: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const model = pickModel(ctx, undefined);
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, model, null, 'unparseable_body');
+  const error = exceptionOf(o);
+  if (error) return failed(ctx, model, error);
+  const u = obj(o.usage);
+  if (!u) return incomplete(ctx, model, null, 'no_usage');
+  const out = result(ctx, model);
+  applyConverseUsage(out, u);
+  const latency = str(obj(o.performanceConfig)?.latency);
+  if (latency) out.details.latency = latency;
+  const tier = str(obj(o.serviceTier)?.type);
+  if (tier) out.details.service_tier = tier;
+  return out;
+};
+
+export const bedrockConverseStream: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const model = pickModel(ctx, undefined);
+  // Raw frames name an exception in their headers (`:message-type` exception).
+  if (body.indexOf(':exception-type') !== -1) return failed(ctx, model, 'exception');
+  const payloads = scanJsonObjects(body);
+  let usage: Obj | undefined;
+  for (let i = payloads.length - 1; i >= 0 && !usage; i--) {
+    const p = payloads[i]!;
+    const error = exceptionOf(p);
+    if (error) return failed(ctx, model, error);
+    // SDK form { metadata: { usage } }; raw frame payload { usage, metrics, p }.
+    const u = obj(obj(p.metadata)?.usage) ?? obj(p.usage);
+    if (u && hasCount(u.inputTokens)) usage = u;
+  }
+  for (const p of payloads) {
+    const error = exceptionOf(p);
+    if (error) return failed(ctx, model, error);
+  }
+  if (usage) {
+    const out = result(ctx, model);
+    applyConverseUsage(out, usage);
+    return out;
+  }
+  const sink = new TextSink();
+  for (const p of payloads) {
+    const delta = obj(obj(p.contentBlockDelta)?.delta) ?? (hasCount(p.contentBlockIndex) ? obj(p.delta) : undefined);
+    sink.add(delta?.text);
+    sink.other(obj(delta?.reasoningContent)?.text);
+    sink.other(obj(delta?.toolUse)?.input);
+  }
+  return sink.finish(incomplete(ctx, model, sink.text, 'stream_truncated'));
+};
+
+function headerCount(ctx: Ctx, name: string): number | null {
+  const value = ctx.response.headers[name];
+  return value !== undefined && value.trim() !== '' && Number.isFinite(Number(value)) ? Math.max(0, Math.round(Number(value))) : null;
+}
+
+export const bedrockInvoke: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const model = pickModel(ctx, undefined);
+  const o = isJsonBody(body) ? obj(parseJson(body)) : undefined;
+  const error = o ? exceptionOf(o) : null;
+  if (error) return failed(ctx, model, error);
+  const out = result(ctx, model);
+  const u = obj(o?.usage);
+  if (u && hasCount(u.input_tokens)) {
+    applyAnthropicUsage(out, u, str(o?.model) ?? model);
+    return out;
+  }
+  if (u && hasCount(u.inputTokens)) {
+    applyConverseUsage(out, u); // Amazon Nova
+    return out;
+  }
+  // Every model family: InvokeModel reports counts in response headers.
+  const input = headerCount(ctx, 'x-amzn-bedrock-input-token-count');
+  if (input !== null) {
+    const read = headerCount(ctx, 'x-amzn-bedrock-cache-read-input-token-count') ?? 0;
+    const write = headerCount(ctx, 'x-amzn-bedrock-cache-write-input-token-count') ?? 0;
+    out.inputTokens = input + read + write;
+    out.cachedInputTokens = read;
+    out.cacheWriteTokens = write;
+    out.outputTokens = headerCount(ctx, 'x-amzn-bedrock-output-token-count') ?? 0;
+    return out;
+  }
+  if (o && (hasCount(o.prompt_token_count) || hasCount(o.inputTextTokenCount))) {
+    // Meta Llama; Amazon Titan text and embeddings.
+    out.inputTokens = int(o.prompt_token_count ?? o.inputTextTokenCount);
+    out.outputTokens = int(o.generation_token_count);
+    for (const r of arr(o.results) ?? []) out.outputTokens += int(obj(r)?.tokenCount);
+    return out;
+  }
+  return incomplete(ctx, model, null, 'no_usage');
+};
+
+export const bedrockInvokeStream: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const model = pickModel(ctx, undefined);
+  if (body.indexOf(':exception-type') !== -1) return failed(ctx, model, 'exception');
+  // Each chunk is { bytes: base64(JSON of the model's own stream event) }.
+  const decoded: Obj[] = [];
+  const asEvents: SseEvent[] = [];
+  for (const frame of scanJsonObjects(body)) {
+    const error = exceptionOf(frame);
+    if (error) return failed(ctx, model, error);
+    const bytes = str(frame.bytes) ?? str(obj(frame.chunk)?.bytes);
+    if (!bytes) continue;
+    const text = Buffer.from(bytes, 'base64').toString('utf8');
+    const event = obj(parseJson(text));
+    if (!event) continue;
+    decoded.push(event);
+    asEvents.push({ event: str(event.type) ?? '', data: text, complete: true });
+  }
+  if (decoded.some((e) => e.type === 'message_start')) {
+    // Claude models: the Anthropic stream events, inside Bedrock's frames.
+    return fromAnthropicEvents(ctx, asEvents, streamError(asEvents));
+  }
+  for (let i = decoded.length - 1; i >= 0; i--) {
+    const metrics = obj(decoded[i]!['amazon-bedrock-invocationMetrics']);
+    if (!metrics) continue;
+    const out = result(ctx, model);
+    const read = int(metrics.cacheReadInputTokenCount);
+    const write = int(metrics.cacheWriteInputTokenCount);
+    out.inputTokens = int(metrics.inputTokenCount) + read + write;
+    out.cachedInputTokens = read;
+    out.cacheWriteTokens = write;
+    out.outputTokens = int(metrics.outputTokenCount);
+    return out;
+  }
+  const sink = new TextSink();
+  for (const e of decoded) sink.add(e.generation ?? e.outputText ?? obj(e.delta)?.text);
+  return sink.finish(incomplete(ctx, model, sink.text, 'stream_truncated'));
+};

@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest';
+import { detectProvider, normalizeResponse, SUPPORTED_PROVIDERS, UnknownProviderError } from './index.ts';
+
+/** One or more request URLs per provider, with the API each must resolve to. */
+const CASES: [url: string, provider: string, api: string][] = [
+  ['https://api.openai.com/v1/chat/completions', 'openai', 'chat.completions'],
+  ['https://api.openai.com/v1/responses', 'openai', 'responses'],
+  ['https://api.openai.com/v1/embeddings', 'openai', 'embeddings'],
+  ['https://api.openai.com/v1/images/generations', 'openai', 'images.generations'],
+  ['https://api.openai.com/v1/images/edits', 'openai', 'images.edits'],
+  ['https://api.openai.com/v1/audio/transcriptions', 'openai', 'audio.transcriptions'],
+  ['https://api.openai.com/v1/audio/translations', 'openai', 'audio.translations'],
+  ['https://api.openai.com/v1/audio/speech', 'openai', 'audio.speech'],
+  ['https://api.openai.com/v1/completions', 'openai', 'completions'],
+  ['https://api.openai.com/v1/models', 'openai', 'unknown'],
+  ['https://my-res.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version=2025-04-01-preview', 'azure-openai', 'chat.completions'],
+  ['https://my-res.openai.azure.com/openai/v1/responses', 'azure-openai', 'responses'],
+  ['https://eastus2.cognitiveservices.azure.com/openai/deployments/emb/embeddings?api-version=2024-10-21', 'azure-openai', 'embeddings'],
+  ['https://proj.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview', 'azure-openai', 'chat.completions'],
+  ['https://api.anthropic.com/v1/messages', 'anthropic', 'messages'],
+  ['https://api.anthropic.com/v1/messages?beta=true', 'anthropic', 'messages'],
+  ['https://api.anthropic.com/v1/messages/count_tokens', 'anthropic', 'unknown'],
+  ['https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:generateContent', 'google', 'generateContent'],
+  ['https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse&key=SECRET', 'google', 'streamGenerateContent'],
+  ['https://generativelanguage.googleapis.com/v1beta/openai/chat/completions', 'google', 'chat.completions'],
+  ['https://generativelanguage.googleapis.com/v1beta/models/imagen-4.0-generate-001:predict', 'google', 'predict'],
+  ['https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent', 'vertex', 'generateContent'],
+  ['https://aiplatform.googleapis.com/v1/projects/p/locations/global/publishers/google/models/gemini-3-pro:streamGenerateContent?alt=sse', 'vertex', 'streamGenerateContent'],
+  ['https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-6:streamRawPredict', 'vertex', 'messages'],
+  ['https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/publishers/mistralai/models/mistral-medium-3:rawPredict', 'vertex', 'chat.completions'],
+  ['https://aiplatform.googleapis.com/v1/projects/p/locations/global/endpoints/openapi/chat/completions', 'vertex', 'chat.completions'],
+  ['https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-6-v1%3A0/converse', 'bedrock', 'converse'],
+  ['https://bedrock-runtime.eu-central-1.amazonaws.com/model/amazon.nova-pro-v1%3A0/converse-stream', 'bedrock', 'converse-stream'],
+  ['https://bedrock-runtime.us-west-2.amazonaws.com/model/meta.llama3-70b-instruct-v1%3A0/invoke', 'bedrock', 'invoke'],
+  ['https://bedrock-runtime-fips.us-east-1.amazonaws.com/model/x/invoke-with-response-stream', 'bedrock', 'invoke-with-response-stream'],
+  ['https://api.cohere.com/v2/chat', 'cohere', 'chat'],
+  ['https://api.cohere.ai/v1/chat', 'cohere', 'chat'],
+  ['https://api.cohere.com/v2/embed', 'cohere', 'embed'],
+  ['https://api.cohere.com/v2/rerank', 'cohere', 'rerank'],
+  ['https://api.cohere.com/compatibility/v1/chat/completions', 'cohere', 'chat.completions'],
+  ['https://api.groq.com/openai/v1/chat/completions', 'groq', 'chat.completions'],
+  ['https://api.groq.com/openai/v1/audio/transcriptions', 'groq', 'audio.transcriptions'],
+  ['https://api.together.xyz/v1/chat/completions', 'together', 'chat.completions'],
+  ['https://api.together.ai/v1/images/generations', 'together', 'images.generations'],
+  ['https://api.fireworks.ai/inference/v1/chat/completions', 'fireworks', 'chat.completions'],
+  ['https://api.mistral.ai/v1/chat/completions', 'mistral', 'chat.completions'],
+  ['https://codestral.mistral.ai/v1/fim/completions', 'mistral', 'fim.completions'],
+  ['https://api.deepseek.com/chat/completions', 'deepseek', 'chat.completions'],
+  ['https://api.deepseek.com/anthropic/v1/messages', 'deepseek', 'messages'],
+  ['https://api.x.ai/v1/chat/completions', 'xai', 'chat.completions'],
+  ['https://api.x.ai/v1/responses', 'xai', 'responses'],
+  ['https://openrouter.ai/api/v1/chat/completions', 'openrouter', 'chat.completions'],
+  ['https://api.perplexity.ai/chat/completions', 'perplexity', 'chat.completions'],
+  ['https://api.cerebras.ai/v1/chat/completions', 'cerebras', 'chat.completions'],
+  ['https://api.deepinfra.com/v1/openai/chat/completions', 'deepinfra', 'chat.completions'],
+  ['https://api.studio.nebius.com/v1/chat/completions', 'nebius', 'chat.completions'],
+  ['https://api.tokenfactory.nebius.com/v1/embeddings', 'nebius', 'embeddings'],
+  ['https://api.hyperbolic.xyz/v1/chat/completions', 'hyperbolic', 'chat.completions'],
+  ['https://api.sambanova.ai/v1/chat/completions', 'sambanova', 'chat.completions'],
+  ['https://api.novita.ai/v3/openai/chat/completions', 'novita', 'chat.completions'],
+  ['https://llama3-1-8b.lepton.run/api/v1/chat/completions', 'lepton', 'chat.completions'],
+  ['https://api.moonshot.ai/v1/chat/completions', 'moonshot', 'chat.completions'],
+  ['https://dashscope-intl.aliyuncs.com/compatible-mode/v1/chat/completions', 'alibaba', 'chat.completions'],
+  ['https://open.bigmodel.cn/api/paas/v4/chat/completions', 'zhipu', 'chat.completions'],
+  ['https://api.z.ai/api/paas/v4/chat/completions', 'zhipu', 'chat.completions'],
+  ['https://api.siliconflow.cn/v1/chat/completions', 'siliconflow', 'chat.completions'],
+  ['https://integrate.api.nvidia.com/v1/chat/completions', 'nvidia', 'chat.completions'],
+  ['https://router.huggingface.co/v1/chat/completions', 'huggingface', 'chat.completions'],
+  ['https://models.github.ai/inference/chat/completions', 'github-models', 'chat.completions'],
+  ['https://api.ai21.com/studio/v1/chat/completions', 'ai21', 'chat.completions'],
+  ['https://api.featherless.ai/v1/chat/completions', 'featherless', 'chat.completions'],
+  ['https://api.friendli.ai/serverless/v1/chat/completions', 'friendli', 'chat.completions'],
+  ['https://inference.baseten.co/v1/chat/completions', 'baseten', 'chat.completions'],
+  ['https://api.minimax.io/v1/chat/completions', 'minimax', 'chat.completions'],
+  ['https://api.elevenlabs.io/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb?output_format=mp3_44100_128', 'elevenlabs', 'text-to-speech'],
+  ['https://api.elevenlabs.io/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream', 'elevenlabs', 'text-to-speech'],
+  ['https://api.deepgram.com/v1/listen?model=nova-3&smart_format=true', 'deepgram', 'listen'],
+  ['https://api.deepgram.com/v1/speak?model=aura-2-thalia-en', 'deepgram', 'speak'],
+  ['https://api.stability.ai/v2beta/stable-image/generate/ultra', 'stability', 'stable-image.generate'],
+  ['https://api.stability.ai/v1/generation/stable-diffusion-xl-1024-v1-0/text-to-image', 'stability', 'generation'],
+  ['https://fal.run/fal-ai/flux/dev', 'fal', 'run'],
+  ['https://queue.fal.run/fal-ai/flux/dev', 'fal', 'queue.submit'],
+  ['https://queue.fal.run/fal-ai/flux/requests/764cabcf-b745-4b3e-ae38-1200304cf45b', 'fal', 'queue.result'],
+  ['https://queue.fal.run/fal-ai/flux/requests/764cabcf-b745-4b3e-ae38-1200304cf45b/status', 'fal', 'queue.status'],
+  ['https://api.replicate.com/v1/models/black-forest-labs/flux-schnell/predictions', 'replicate', 'predictions'],
+  ['https://api.replicate.com/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu', 'replicate', 'predictions'],
+  ['https://api.bfl.ai/v1/flux-pro-1.1', 'bfl', 'generate'],
+  ['https://api.eu.bfl.ai/v1/get_result?id=abc', 'bfl', 'get_result'],
+  ['https://api.ideogram.ai/v1/ideogram-v3/generate', 'ideogram', 'generate'],
+  ['https://api.ideogram.ai/generate', 'ideogram', 'generate'],
+  ['https://external.api.recraft.ai/v1/images/generations', 'recraft', 'images.generations'],
+];
+
+describe('detectProvider', () => {
+  it.each(CASES)('%s → %s %s', (url, provider, api) => {
+    expect(detectProvider(url)).toEqual({ provider, api });
+  });
+
+  it('has a detection case for every provider that has hosts, and at least 30 of them', () => {
+    const withHosts = SUPPORTED_PROVIDERS.filter((p) => p.hosts.length > 0).map((p) => p.id);
+    expect(withHosts.length).toBeGreaterThanOrEqual(30);
+    const covered = new Set(CASES.map(([, provider]) => provider));
+    expect(withHosts.filter((id) => !covered.has(id))).toEqual([]);
+  });
+
+  it('lists each provider id once and each host under one provider only', () => {
+    const ids = SUPPORTED_PROVIDERS.map((p) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    const hosts = SUPPORTED_PROVIDERS.flatMap((p) => p.hosts);
+    expect(new Set(hosts).size).toBe(hosts.length);
+    for (const p of SUPPORTED_PROVIDERS) {
+      expect(p.apis.length, p.id).toBeGreaterThan(0);
+      for (const host of p.hosts) expect(detectProvider(`https://${host.replace('*', 'x-y')}/`)?.provider, host).toBe(p.id);
+    }
+  });
+
+  it('every API a detection case resolves to is listed for its provider', () => {
+    for (const [, provider, api] of CASES) {
+      if (api === 'unknown') continue;
+      expect(SUPPORTED_PROVIDERS.find((p) => p.id === provider)!.apis, `${provider} ${api}`).toContain(api);
+    }
+  });
+
+  it('ignores case, ports, credentials, trailing dots and trailing slashes', () => {
+    expect(detectProvider('HTTPS://API.OpenAI.com:443/v1/chat/completions/')).toEqual({ provider: 'openai', api: 'chat.completions' });
+    expect(detectProvider('https://user:pw@api.anthropic.com./v1/messages')).toEqual({ provider: 'anthropic', api: 'messages' });
+    expect(detectProvider('api.groq.com/openai/v1/chat/completions')).toEqual({ provider: 'groq', api: 'chat.completions' });
+  });
+
+  it('does not match look-alike hosts', () => {
+    for (const url of [
+      'https://api.openai.com.evil.example/v1/chat/completions',
+      'https://evilopenai.azure.com/openai/v1/chat/completions',
+      'https://openai.azure.com/openai/v1/chat/completions', // the wildcard needs a subdomain
+      'https://bedrock.us-east-1.amazonaws.com/model/x/converse',
+      'https://example.com/v1/chat/completions',
+      '/v1/chat/completions',
+      '',
+    ]) {
+      expect(detectProvider(url), url).toBeNull();
+    }
+  });
+});
+
+describe('unknown providers', () => {
+  const response = { status: 200, headers: {}, body: '{}' };
+
+  it('throw a typed error that names the host but never the query string', () => {
+    let error: unknown;
+    try {
+      normalizeResponse({ ...response, url: 'https://llm.internal.example/v1/chat/completions?key=SECRET' });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(UnknownProviderError);
+    const e = error as UnknownProviderError;
+    expect(e.name).toBe('UnknownProviderError');
+    expect(e.code).toBe('VALIDATION');
+    expect(e.host).toBe('llm.internal.example');
+    expect(e.message).toContain('"llm.internal.example"');
+    expect(e.message).toContain('ProviderResponse.provider');
+    expect(e.message).not.toContain('SECRET');
+  });
+
+  it('can be forced by id or alias, and an unknown override is refused', () => {
+    const body = JSON.stringify({ model: 'llama-3.3-70b', usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } });
+    const forced = normalizeResponse({ ...response, body, url: 'http://10.0.0.7:8000/v1/chat/completions', provider: 'vllm' });
+    expect(forced).toMatchObject({ provider: 'openai-compatible', api: 'chat.completions', inputTokens: 10, outputTokens: 5, billable: true });
+    const gemini = normalizeResponse({ ...response, url: 'https://proxy.example/v1beta/models/gemini-3.8-flash:generateContent', provider: 'Gemini' });
+    expect(gemini.provider).toBe('google');
+    expect(() => normalizeResponse({ ...response, url: 'https://api.openai.com/v1/chat/completions', provider: 'nope' })).toThrow(
+      /Unknown provider "nope"/,
+    );
+  });
+
+  it('a known host on an unknown path reports nothing billable', () => {
+    const u = normalizeResponse({ ...response, url: 'https://api.openai.com/v1/models', body: '{"data":[]}' });
+    expect(u).toMatchObject({ provider: 'openai', api: 'unknown', billable: false, requests: 0 });
+  });
+});

@@ -1,0 +1,488 @@
+/**
+ * OpenAI and the OpenAI-compatible family (Azure, Groq, Together, Fireworks, Mistral, DeepSeek,
+ * xAI, OpenRouter, Perplexity, …): chat/completions, responses, embeddings, images, audio.
+ */
+import type { NormalizedUsage } from '../usage.types.ts';
+import { countKeys, lastObjectValue, lastStringValue } from './json-scan.ts';
+import { parseSse, type SseEvent } from './sse.ts';
+import { eventType, firstField, isSseBody, streamError } from './stream.ts';
+import {
+  arr,
+  codePoints,
+  type Ctx,
+  detail,
+  errorCode,
+  exactDecimal,
+  failed,
+  hasCount,
+  hasNonNullValue,
+  hasObjectValue,
+  incomplete,
+  int,
+  isJsonBody,
+  type Normalizer,
+  numberLiteralAt,
+  obj,
+  type Obj,
+  parseJson,
+  pending,
+  pickModel,
+  requestString,
+  result,
+  str,
+  TextSink,
+  valueAt,
+} from './util.ts';
+
+/** Above this size, bodies whose usage is a small block beside bulk data are not parsed whole. */
+const LARGE_BODY = 64 * 1024;
+
+function serviceTier(out: NormalizedUsage, o: Obj | undefined): void {
+  const tier = str(o?.service_tier);
+  if (tier) out.details.service_tier = tier;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat Completions (and legacy /completions), OpenAI and compatible providers
+
+/**
+ * OpenAI-shape usage into `out`. `source` is the JSON text the usage came from, so decimal
+ * costs are kept exactly as written.
+ */
+export function applyChatUsage(out: NormalizedUsage, u: Obj, source: string): void {
+  const ptd = obj(u.prompt_tokens_details);
+  const ctd = obj(u.completion_tokens_details);
+  const hit = u.prompt_cache_hit_tokens;
+  const miss = u.prompt_cache_miss_tokens;
+  let input = hasCount(u.prompt_tokens)
+    ? int(u.prompt_tokens)
+    : hasCount(hit) || hasCount(miss)
+      ? int(hit) + int(miss)
+      : int(u.input_tokens);
+  // DeepSeek reports its cache hit twice (prompt_cache_hit_tokens and cached_tokens): once only.
+  const cached = hasCount(hit) ? int(hit) : hasCount(ptd?.cached_tokens) ? int(ptd?.cached_tokens) : int(u.cached_tokens);
+  const written = hasCount(ptd?.cache_write_tokens) ? int(ptd?.cache_write_tokens) : int(u.cache_creation_input_tokens);
+  // Cache reads and writes are a subset of prompt_tokens; a proxy that reports them outside
+  // it (prompt smaller than its own parts) gets them added back rather than going negative.
+  if (cached + written > input) input += cached + written;
+
+  let output = hasCount(u.completion_tokens) ? int(u.completion_tokens) : int(u.output_tokens);
+  const reasoning = int(ctd?.reasoning_tokens);
+  // xAI reports reasoning beside completion_tokens (total = prompt + completion + reasoning),
+  // where OpenAI counts it inside. The total tells the two apart.
+  if (reasoning > 0 && hasCount(u.total_tokens)) {
+    const total = int(u.total_tokens);
+    if (total === input + output + reasoning && total !== input + output) output += reasoning;
+  }
+
+  out.inputTokens = input;
+  out.cachedInputTokens = cached;
+  out.cacheWriteTokens = written;
+  out.outputTokens = output;
+  out.reasoningTokens = Math.min(reasoning, output);
+
+  detail(out, 'input_audio_tokens', ptd?.audio_tokens);
+  detail(out, 'input_image_tokens', ptd?.image_tokens);
+  detail(out, 'output_audio_tokens', ctd?.audio_tokens);
+  detail(out, 'output_image_tokens', ctd?.image_tokens);
+  detail(out, 'accepted_prediction_tokens', ctd?.accepted_prediction_tokens);
+  detail(out, 'rejected_prediction_tokens', ctd?.rejected_prediction_tokens);
+  // Perplexity: billed at their own rates, outside completion_tokens.
+  detail(out, 'reasoning_tokens', u.reasoning_tokens);
+  detail(out, 'citation_tokens', u.citation_tokens);
+  detail(out, 'num_search_queries', u.num_search_queries);
+  const searchContext = str(u.search_context_size);
+  if (searchContext) out.details.search_context_size = searchContext;
+  // xAI live search is priced per source.
+  detail(out, 'num_sources_used', u.num_sources_used);
+  if (typeof u.prompt_audio_seconds === 'number') {
+    out.details.prompt_audio_seconds = exactDecimal(source, 'prompt_audio_seconds', u.prompt_audio_seconds);
+  }
+
+  // OpenRouter: usage.cost in credits (= USD). Perplexity: usage.cost.total_cost in USD.
+  if (typeof u.cost === 'number') out.providerReportedCostUsd = exactDecimal(source, 'cost', u.cost);
+  else {
+    const total = obj(u.cost)?.total_cost;
+    if (typeof total === 'number') out.providerReportedCostUsd = exactDecimal(source, 'total_cost', total);
+  }
+  if (typeof u.is_byok === 'boolean') out.details.is_byok = String(u.is_byok);
+  const upstream = obj(u.cost_details)?.upstream_inference_cost;
+  if (typeof upstream === 'number') out.details.upstream_inference_cost_usd = exactDecimal(source, 'upstream_inference_cost', upstream);
+  if (typeof u.estimated_cost === 'number') out.details.estimated_cost_usd = exactDecimal(source, 'estimated_cost', u.estimated_cost);
+}
+
+/** The visible text of a non-stream chat/completions body (for the no-usage case). */
+function choicesText(o: Obj): string {
+  let text = '';
+  for (const choice of arr(o.choices) ?? []) {
+    const c = obj(choice);
+    const content = obj(c?.message)?.content ?? c?.text;
+    if (typeof content === 'string') text += content;
+  }
+  return text;
+}
+
+export const openaiChat: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  if (!isJsonBody(body)) return chatStream(ctx, parseSse(body));
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  const model = pickModel(ctx, o.model);
+  const error = errorCode(o);
+  if (error) return failed(ctx, model, error);
+  const u = obj(o.usage) ?? obj(obj(o.x_groq)?.usage);
+  if (!u) return incomplete(ctx, model, choicesText(o), 'no_usage');
+  const out = result(ctx, model);
+  applyChatUsage(out, u, body);
+  serviceTier(out, o);
+  return out;
+};
+
+function chunkUsage(chunk: Obj | undefined): Obj | undefined {
+  // Groq streams put usage under x_groq on the final chunk; with include_usage there is a
+  // top-level copy as well. Either way one request's usage is counted once.
+  return chunk ? (obj(chunk.usage) ?? obj(obj(chunk.x_groq)?.usage)) : undefined;
+}
+
+function chatStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
+  // Usage sits at the end: walk back and parse only chunks that carry a usage object.
+  let usage: Obj | undefined;
+  let chunk: Obj | undefined;
+  let source = '';
+  for (let i = events.length - 1; i >= 0; i--) {
+    const data = events[i]!.data;
+    if (hasObjectValue(data, 'usage')) {
+      const parsed = obj(parseJson(data));
+      const u = chunkUsage(parsed);
+      if (u) {
+        usage = u;
+        chunk = parsed;
+        source = data;
+        break;
+      }
+    }
+  }
+  const model = pickModel(ctx, chunk?.model ?? firstField(events, 'model'));
+  const error = streamError(events);
+  if (error) return failed(ctx, model, error);
+
+  if (usage && chatStreamFinished(events, chunk)) {
+    const out = result(ctx, model);
+    applyChatUsage(out, usage, source);
+    serviceTier(out, chunk);
+    return out;
+  }
+
+  const sink = new TextSink();
+  let sawDone = false;
+  for (const event of events) {
+    if (event.data === '[DONE]') {
+      sawDone = true;
+      continue;
+    }
+    const parsed = obj(parseJson(event.data));
+    for (const choice of arr(parsed?.choices) ?? []) {
+      const c = obj(choice);
+      const delta = obj(c?.delta);
+      sink.add(delta?.content ?? c?.text);
+      sink.other(delta?.reasoning_content ?? delta?.reasoning);
+      for (const call of arr(delta?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);
+    }
+  }
+  const out = incomplete(ctx, model, sink.text, sawDone ? 'stream_without_usage' : 'stream_truncated');
+  // A cut stream that carried running usage (vLLM's continuous usage stats): keep what it said.
+  if (usage) applyChatUsage(out, usage, source);
+  return sink.finish(out);
+}
+
+/** A finish_reason, [DONE], or the dedicated usage chunk (`choices: []`) says the stream ended. */
+function chatStreamFinished(events: SseEvent[], usageChunk: Obj | undefined): boolean {
+  const choices = arr(usageChunk?.choices);
+  if (choices && choices.length === 0) return true;
+  for (let i = events.length - 1; i >= 0; i--) {
+    const data = events[i]!.data;
+    if (data === '[DONE]' || hasNonNullValue(data, 'finish_reason')) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses API
+
+function applyResponsesUsage(out: NormalizedUsage, u: Obj): void {
+  const itd = obj(u.input_tokens_details);
+  const otd = obj(u.output_tokens_details);
+  out.inputTokens = int(u.input_tokens);
+  out.cachedInputTokens = int(itd?.cached_tokens);
+  out.cacheWriteTokens = int(itd?.cache_write_tokens);
+  out.outputTokens = int(u.output_tokens);
+  out.reasoningTokens = Math.min(int(otd?.reasoning_tokens), out.outputTokens);
+}
+
+const PRICED_TOOL_CALLS: Record<string, string> = {
+  web_search_call: 'web_search_calls',
+  file_search_call: 'file_search_calls',
+  code_interpreter_call: 'code_interpreter_calls',
+  image_generation_call: 'image_generation_calls',
+};
+
+function fromResponseObject(ctx: Ctx, r: Obj): NormalizedUsage {
+  const model = pickModel(ctx, r.model);
+  const status = str(r.status);
+  const error = errorCode(r) ?? (status === 'failed' ? 'failed' : null);
+  if (error) return failed(ctx, model, error);
+  const u = obj(r.usage);
+  if (!u) {
+    if (status === 'queued' || status === 'in_progress') return pending(ctx, model, status);
+    return incomplete(ctx, model, responseText(r), 'no_usage');
+  }
+  const out = result(ctx, model);
+  applyResponsesUsage(out, u);
+  if (status === 'incomplete') out.details.incomplete_reason = str(obj(r.incomplete_details)?.reason) ?? 'unknown';
+  serviceTier(out, r);
+  for (const item of arr(r.output) ?? []) {
+    const key = PRICED_TOOL_CALLS[str(obj(item)?.type) ?? ''];
+    if (key) out.details[key] = (Number(out.details[key]) || 0) + 1;
+  }
+  return out;
+}
+
+function responseText(r: Obj): string {
+  let text = '';
+  for (const item of arr(r.output) ?? []) {
+    for (const part of arr(obj(item)?.content) ?? []) {
+      const t = obj(part)?.text;
+      if (typeof t === 'string') text += t;
+    }
+  }
+  return text;
+}
+
+export const openaiResponses: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  if (!isJsonBody(body)) return responsesStream(ctx, parseSse(body));
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  return fromResponseObject(ctx, o);
+};
+
+const TERMINAL = new Set(['response.completed', 'response.incomplete', 'response.failed', 'response.cancelled']);
+/** Generated output that is not visible text: counted for the incomplete-stream estimate. */
+const OTHER_OUTPUT_DELTAS = new Set(['response.reasoning_summary_text.delta', 'response.reasoning_text.delta', 'response.function_call_arguments.delta']);
+
+function responsesStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
+  const error = streamError(events);
+  if (!error) {
+    // The terminal event carries the whole response, usage included; it is the last one.
+    // There is no [DONE] on the wire (the SDK's test mocks add one; it is skipped either way).
+    for (let i = events.length - 1; i >= 0; i--) {
+      const event = events[i]!;
+      if (!TERMINAL.has(eventType(event))) continue;
+      const r = obj(obj(parseJson(event.data))?.response);
+      if (r) return fromResponseObject(ctx, r);
+    }
+  }
+  let model: string | null = null;
+  const sink = new TextSink();
+  for (const event of events) {
+    const type = eventType(event);
+    if (type === 'response.output_text.delta') sink.add(obj(parseJson(event.data))?.delta);
+    else if (OTHER_OUTPUT_DELTAS.has(type)) sink.other(obj(parseJson(event.data))?.delta);
+    else if (model === null && (type === 'response.created' || type === 'response.in_progress')) {
+      model = str(obj(obj(parseJson(event.data))?.response)?.model);
+    }
+  }
+  if (error) return failed(ctx, pickModel(ctx, model), error);
+  return sink.finish(incomplete(ctx, pickModel(ctx, model), sink.text, 'stream_truncated'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings
+
+export const openaiEmbeddings: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  if (body.length > LARGE_BODY) {
+    // Thousands of floats around a tiny usage block: read just the block.
+    const u = lastObjectValue(body, 'usage');
+    if (u) return embeddingsResult(ctx, pickModel(ctx, lastStringValue(body, 'model')), u);
+  }
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  const model = pickModel(ctx, o.model);
+  const error = errorCode(o);
+  if (error) return failed(ctx, model, error);
+  const u = obj(o.usage);
+  if (!u) return incomplete(ctx, model, null, 'no_usage');
+  return embeddingsResult(ctx, model, u);
+};
+
+function embeddingsResult(ctx: Ctx, model: string | null, u: Obj): NormalizedUsage {
+  const out = result(ctx, model);
+  out.inputTokens = hasCount(u.prompt_tokens) ? int(u.prompt_tokens) : hasCount(u.input_tokens) ? int(u.input_tokens) : int(u.total_tokens);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images: GPT image models report token usage; dall-e-2/3 are priced per image by size/quality.
+
+function applyImageUsage(out: NormalizedUsage, u: Obj): void {
+  const itd = obj(u.input_tokens_details);
+  const otd = obj(u.output_tokens_details);
+  out.inputTokens += int(u.input_tokens);
+  out.cachedInputTokens += int(itd?.cached_tokens);
+  out.outputTokens += int(u.output_tokens);
+  const d = out.details;
+  if (itd) {
+    d.input_text_tokens = (Number(d.input_text_tokens) || 0) + int(itd.text_tokens);
+    d.input_image_tokens = (Number(d.input_image_tokens) || 0) + int(itd.image_tokens);
+  }
+  const imageOut = hasCount(otd?.image_tokens) ? int(otd?.image_tokens) : int(u.output_tokens) - int(otd?.text_tokens);
+  d.output_image_tokens = (Number(d.output_image_tokens) || 0) + imageOut;
+  if (hasCount(otd?.text_tokens)) d.output_text_tokens = (Number(d.output_text_tokens) || 0) + int(otd?.text_tokens);
+}
+
+function imageOptions(ctx: Ctx, out: NormalizedUsage, o: Obj | undefined): void {
+  const dalle = out.model?.startsWith('dall-e') ?? false;
+  const size = str(o?.size) ?? requestString(ctx, 'size') ?? (dalle ? '1024x1024' : null);
+  const quality = str(o?.quality) ?? requestString(ctx, 'quality') ?? (out.model === 'dall-e-3' ? 'standard' : null);
+  if (size) out.details.size = size;
+  if (quality) out.details.quality = quality;
+}
+
+export const openaiImages: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  if (!isJsonBody(body)) return imageStream(ctx, parseSse(body));
+  if (body.length > LARGE_BODY) {
+    // Megabytes of base64: count the images by their keys and parse only the usage block.
+    const out = result(ctx, pickModel(ctx, lastStringValue(body, 'model')));
+    out.images = countKeys(body, 'b64_json') + countKeys(body, 'url');
+    const u = lastObjectValue(body, 'usage');
+    if (u) applyImageUsage(out, u);
+    const size = lastStringValue(body, 'size');
+    const quality = lastStringValue(body, 'quality');
+    imageOptions(ctx, out, { ...(size ? { size } : {}), ...(quality ? { quality } : {}) });
+    if (out.images > 0) return out;
+  }
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  // The images response names no model: it comes from the request.
+  const model = pickModel(ctx, o.model);
+  const error = errorCode(o);
+  if (error) return failed(ctx, model, error);
+  const out = result(ctx, model);
+  out.images = arr(o.data)?.length ?? 0;
+  const u = obj(o.usage);
+  if (u) applyImageUsage(out, u);
+  imageOptions(ctx, out, o);
+  return out;
+};
+
+function imageStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
+  const model = pickModel(ctx, undefined);
+  const error = streamError(events);
+  if (error) return failed(ctx, model, error);
+  const out = result(ctx, model);
+  for (const event of events) {
+    const type = eventType(event);
+    if (type !== 'image_generation.completed' && type !== 'image_edit.completed') continue;
+    const parsed = obj(parseJson(event.data));
+    if (!parsed) continue;
+    out.images++;
+    const u = obj(parsed.usage);
+    if (u) applyImageUsage(out, u);
+    if (!out.details.size && str(parsed.size)) out.details.size = str(parsed.size)!;
+    if (!out.details.quality && str(parsed.quality)) out.details.quality = str(parsed.quality)!;
+  }
+  if (out.images === 0) return incomplete(ctx, model, null, 'stream_truncated');
+  imageOptions(ctx, out, undefined);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audio: transcription/translation (duration or tokens) and speech (characters of the input)
+
+function applyTranscriptionUsage(out: NormalizedUsage, u: Obj, source: string): void {
+  if (u.type === 'duration' || typeof u.seconds === 'number') {
+    if (typeof u.seconds === 'number') out.audioSeconds = exactDecimal(source, 'seconds', u.seconds);
+    return;
+  }
+  // The detail key is input_token_details (singular "token") here, unlike Chat/Responses.
+  const itd = obj(u.input_token_details) ?? obj(u.input_tokens_details);
+  out.inputTokens = int(u.input_tokens);
+  out.outputTokens = int(u.output_tokens);
+  if (itd) {
+    out.details.input_audio_tokens = int(itd.audio_tokens);
+    out.details.input_text_tokens = int(itd.text_tokens);
+  }
+}
+
+export const openaiTranscription: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const model = pickModel(ctx, undefined);
+  if (isSseBody(body)) return transcriptionStream(ctx, parseSse(body), model);
+  // text, srt and vtt formats carry no usage at all.
+  if (!isJsonBody(body)) return incomplete(ctx, model, null, 'no_usage');
+  if (body.length > LARGE_BODY) {
+    // verbose_json of long audio: segments and words by the thousand, usage at the end.
+    const u = lastObjectValue(body, 'usage');
+    if (u) {
+      const out = result(ctx, model);
+      const literal = numberLiteralAt(body, valueAt(body, 'duration'));
+      const duration = Number(literal);
+      if (literal !== '' && Number.isFinite(duration)) out.details.audio_duration_seconds = exactDecimal(body, 'duration', duration);
+      applyTranscriptionUsage(out, u, body);
+      return out;
+    }
+  }
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, model, null, 'unparseable_body');
+  const error = errorCode(o);
+  if (error) return failed(ctx, model, error);
+  const out = result(ctx, model);
+  if (typeof o.duration === 'number') out.details.audio_duration_seconds = exactDecimal(body, 'duration', o.duration);
+  const u = obj(o.usage);
+  if (u) applyTranscriptionUsage(out, u, body);
+  // usage.seconds is billed (rounded up by the provider); ceil(duration) only when it is absent.
+  else if (typeof o.duration === 'number') out.audioSeconds = String(Math.ceil(o.duration));
+  else return incomplete(ctx, model, null, 'no_usage');
+  return out;
+};
+
+function transcriptionStream(ctx: Ctx, events: SseEvent[], model: string | null): NormalizedUsage {
+  const error = streamError(events);
+  if (error) return failed(ctx, model, error);
+  for (let i = events.length - 1; i >= 0; i--) {
+    const event = events[i]!;
+    if (eventType(event) !== 'transcript.text.done') continue;
+    const parsed = obj(parseJson(event.data));
+    const u = obj(parsed?.usage);
+    if (!u) continue;
+    const out = result(ctx, model);
+    applyTranscriptionUsage(out, u, event.data);
+    return out;
+  }
+  return incomplete(ctx, model, null, 'stream_truncated');
+}
+
+export const openaiSpeech: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const model = pickModel(ctx, undefined);
+  const input = requestString(ctx, 'input');
+  let out = result(ctx, model);
+  if (isSseBody(body)) {
+    const events = parseSse(body);
+    const error = streamError(events);
+    if (error) return failed(ctx, model, error);
+    let done: Obj | undefined;
+    for (let i = events.length - 1; i >= 0 && !done; i--) {
+      if (eventType(events[i]!) === 'speech.audio.done') done = obj(obj(parseJson(events[i]!.data))?.usage);
+    }
+    if (done) {
+      out.inputTokens = int(done.input_tokens);
+      out.outputTokens = int(done.output_tokens);
+    } else out = incomplete(ctx, model, null, 'stream_truncated');
+  }
+  // Billed per character of the request's input text; the body is audio.
+  if (input !== null) out.characters = codePoints(input);
+  return out;
+};

@@ -1,0 +1,80 @@
+/**
+ * Speech providers that bill per character or per audio second.
+ * ElevenLabs TTS: the body is audio; the count is the `character-cost` header (current docs),
+ * else `x-character-count` (older docs), else the length of the request's `text`.
+ * Deepgram STT: body `metadata.duration` (seconds, kept as written) and `metadata.channels`.
+ * Deepgram TTS: header `dg-char-count`.
+ */
+import {
+  codePoints,
+  type Ctx,
+  errorCode,
+  exactDecimal,
+  failed,
+  incomplete,
+  int,
+  type Normalizer,
+  obj,
+  parseJson,
+  pending,
+  pickModel,
+  requestString,
+  result,
+  str,
+} from './util.ts';
+
+const DIGITS = /^\d+$/;
+
+function headerInt(ctx: Ctx, name: string): number | null {
+  const value = ctx.response.headers[name]?.trim();
+  return value && DIGITS.test(value) ? Number(value) : null;
+}
+
+export const elevenLabsTts: Normalizer = (ctx) => {
+  const out = result(ctx, pickModel(ctx, undefined));
+  const cost = headerInt(ctx, 'character-cost');
+  const count = headerInt(ctx, 'x-character-count');
+  const text = requestString(ctx, 'text');
+  const characters = cost ?? count ?? (text !== null ? codePoints(text) : null);
+  if (characters === null) return incomplete(ctx, out.model, null, 'no_usage');
+  out.characters = characters;
+  // The header is the credit charge; whether it already applies a model's multiplier
+  // (Flash/Turbo at 0.5) is not documented, so the model is kept beside it.
+  if (cost !== null || count !== null) out.details.credits = (cost ?? count)!;
+  return out;
+};
+
+export const deepgramListen: Normalizer = (ctx) => {
+  const body = ctx.response.body;
+  const o = obj(parseJson(body));
+  const metadata = obj(o?.metadata);
+  const modelInfo = obj(metadata?.model_info);
+  const firstModel = modelInfo ? obj(Object.values(modelInfo)[0])?.name : undefined;
+  const model = pickModel(ctx, firstModel);
+  if (!o) return incomplete(ctx, model, null, 'unparseable_body');
+  const error = errorCode(o) ?? str(o.err_code);
+  if (error) return failed(ctx, model, error);
+  // With a callback URL the transcript (and its duration) goes there, not into this body.
+  if (!metadata && str(o.request_id)) return pending(ctx, model, 'callback');
+  if (!metadata || typeof metadata.duration !== 'number') return incomplete(ctx, model, null, 'no_usage');
+  const out = result(ctx, model);
+  out.audioSeconds = exactDecimal(body, 'duration', metadata.duration);
+  out.details.channels = int(metadata.channels) || 1;
+  const summary = obj(metadata.summary_info);
+  if (summary) {
+    out.details.summary_input_tokens = int(summary.input_tokens);
+    out.details.summary_output_tokens = int(summary.output_tokens);
+  }
+  if (ctx.urlModel && ctx.urlModel !== model) out.details.requested_model = ctx.urlModel;
+  return out;
+};
+
+export const deepgramSpeak: Normalizer = (ctx) => {
+  const out = result(ctx, str(ctx.response.headers['dg-model-name']) ?? pickModel(ctx, undefined));
+  const count = headerInt(ctx, 'dg-char-count');
+  const text = requestString(ctx, 'text');
+  const characters = count ?? (text !== null ? codePoints(text) : null);
+  if (characters === null) return incomplete(ctx, out.model, null, 'no_usage');
+  out.characters = characters;
+  return out;
+};

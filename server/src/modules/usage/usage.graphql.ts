@@ -1,0 +1,121 @@
+import { resolveCursorConnection } from '@pothos/plugin-relay';
+import { builder } from '../../graphql/builder.ts';
+import { merchantIdOf, merchantViewer } from '../../context.ts';
+import { encodeCreatedCursor } from '../../shared/pagination.ts';
+import type { UsageEventView, UsageRecordInput, UsageResult } from './usage.service.ts';
+
+const UsageStatusEnum = builder.enumType('UsageEventStatus', {
+  description: 'CHARGED: priced and charged. NOT_BILLABLE: nothing to charge (error response, zero price). UNCHARGED: the customer could not pay (no credit, no overdraft allowance).',
+  values: ['CHARGED', 'NOT_BILLABLE', 'UNCHARGED'] as const,
+});
+
+export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').implement({
+  description: 'One metered call: what it cost you, what the customer was charged, and the margin. Amounts are exact decimals in `currency`.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    customerId: t.exposeID('customerId'),
+    idempotencyKey: t.exposeString('idempotencyKey'),
+    occurredAt: t.expose('occurredAt', { type: 'DateTime' }),
+    status: t.field({ type: UsageStatusEnum, resolve: (e) => e.status }),
+    provider: t.exposeString('provider', { nullable: true }),
+    model: t.exposeString('model', { nullable: true }),
+    currency: t.exposeString('currency'),
+    cost: t.field({ type: 'Decimal', resolve: (e) => e.cost }),
+    charge: t.field({ type: 'Decimal', resolve: (e) => e.charge }),
+    margin: t.field({ type: 'Decimal', resolve: (e) => e.margin }),
+    estimated: t.exposeBoolean('estimated', { description: 'The stream ended before the provider reported usage; the charge is an estimate.' }),
+    ledgerTransactionId: t.exposeID('ledgerTransactionId', { nullable: true }),
+  }),
+});
+
+const ChargeErrorRef = builder.objectRef<{ code: string; message: string }>('UsageChargeError').implement({
+  fields: (t) => ({ code: t.exposeString('code'), message: t.exposeString('message') }),
+});
+
+const RecordUsageResultRef = builder.objectRef<Extract<UsageResult, { ok: true }>>('RecordUsageResult').implement({
+  fields: (t) => ({
+    event: t.field({ type: UsageEventRef, resolve: (r) => r.event }),
+    replayed: t.exposeBoolean('replayed', { description: 'This idempotency key was seen before: the first result, nothing charged again.' }),
+    chargeError: t.field({
+      type: ChargeErrorRef,
+      nullable: true,
+      description: 'Set when the usage was recorded but could not be charged (INSUFFICIENT_FUNDS).',
+      resolve: (r) => (r.error ? { code: r.error.code, message: r.error.message } : null),
+    }),
+  }),
+});
+
+const UsageNumbersInput = builder.inputType('UsageNumbersInput', {
+  description: 'A normalized usage record. Token counts follow OpenAI semantics: inputTokens includes cached and cache-write tokens; outputTokens includes reasoning.',
+  fields: (t) => ({
+    provider: t.string(),
+    model: t.string(),
+    api: t.string(),
+    inputTokens: t.int(),
+    cachedInputTokens: t.int(),
+    cacheWriteTokens: t.int(),
+    outputTokens: t.int(),
+    reasoningTokens: t.int(),
+    audioSeconds: t.field({ type: 'Decimal' }),
+    characters: t.int(),
+    images: t.int(),
+    requests: t.int(),
+  }),
+});
+
+const ProviderResponseInput = builder.inputType('ProviderResponseInput', {
+  description: "A provider's raw response, normalized by Tollgate: JSON or an SSE stream's text.",
+  fields: (t) => ({
+    url: t.string({ required: true, description: 'The provider URL the request went to (identifies provider and API).' }),
+    status: t.int({ defaultValue: 200 }),
+    headers: t.field({ type: 'JSONObject' }),
+    body: t.string({ required: true }),
+    requestBody: t.field({ type: 'JSONObject' }),
+    provider: t.string({ description: 'Overrides detection from the URL.' }),
+  }),
+});
+
+const RecordUsageInput = builder.inputType('RecordUsageInput', {
+  fields: (t) => ({
+    customer: t.string({ required: true, description: 'Tollgate customer id or your externalId.' }),
+    idempotencyKey: t.string({ required: true }),
+    timestamp: t.field({ type: 'DateTime', description: 'When the call happened; default now. Late events use the prices of their time.' }),
+    currency: t.string({ defaultValue: 'USD' }),
+    usage: t.field({ type: UsageNumbersInput }),
+    response: t.field({ type: ProviderResponseInput }),
+    quantities: t.field({ type: 'JSONObject', description: 'Custom meter quantities by meter key, e.g. { "searches": 3 }.' }),
+    metadata: t.field({ type: 'JSONObject' }),
+  }),
+});
+
+builder.mutationField('recordUsage', (t) =>
+  t.field({
+    type: RecordUsageResultRef,
+    description: 'Post-request metering: records, prices and charges one call. Idempotent by idempotencyKey.',
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: RecordUsageInput, required: true }) },
+    resolve: async (_root, { input }, ctx) => {
+      const viewer = merchantViewer(ctx);
+      const result = await ctx.services.usage.recordOne(viewer.merchantId, { kind: 'api_key', apiKeyId: viewer.apiKeyId }, {
+        ...input,
+        response: input.response ? { ...input.response, status: input.response.status ?? 200, headers: (input.response.headers ?? {}) as Record<string, string>, provider: input.response.provider ?? undefined } : null,
+      } as UsageRecordInput);
+      if (!result.ok) throw result.error;
+      return result;
+    },
+  }),
+);
+
+builder.queryField('usageEvents', (t) =>
+  t.connection({
+    type: UsageEventRef,
+    description: 'Usage events, newest first.',
+    authScopes: { merchant: true },
+    args: { customerId: t.arg.id() },
+    resolve: (_root, args, ctx) =>
+      resolveCursorConnection<Promise<UsageEventView[]>>(
+        { args, toCursor: (event: UsageEventView & { createdAt?: Date }) => encodeCreatedCursor({ createdAt: event.createdAt ?? event.occurredAt, id: event.id }), defaultSize: 20, maxSize: 100 },
+        (page) => ctx.services.usage.page(merchantIdOf(ctx), args.customerId ? String(args.customerId) : null, page),
+      ),
+  }),
+);

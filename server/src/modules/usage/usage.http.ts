@@ -1,0 +1,104 @@
+import express, { Router, type Request, type Response } from 'express';
+import { sendError } from '../../http/errors.ts';
+import type { Services } from '../../services.ts';
+import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
+import type { UsageRecordInput, UsageResult } from './usage.service.ts';
+
+/**
+ * HTTP ingestion for apps that would rather POST than speak GraphQL:
+ *   POST /v1/usage        one record  → 200 { event, replayed } | 4xx { error }
+ *   POST /v1/usage/batch  { events: [...] } (≤ 1,000) → 200 { results: [{ index, ok, event | error }] }
+ * Authenticated with a secret key. Bad events are answered one by one; good ones are kept.
+ */
+const MAX_BATCH_BODY = 16 * 1024 * 1024;
+
+function parseRecord(raw: unknown, index?: number): UsageRecordInput {
+  const at = index === undefined ? '' : `events.${index}.`;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalidField(`${at}event`, 'must be a JSON object');
+  const record = raw as Record<string, unknown>;
+  let timestamp: Date | null = null;
+  if (record.timestamp !== undefined && record.timestamp !== null) {
+    timestamp = new Date(String(record.timestamp));
+    if (Number.isNaN(timestamp.getTime())) throw invalidField(`${at}timestamp`, 'must be an ISO-8601 time');
+  }
+  const response = record.response as UsageRecordInput['response'] | undefined;
+  if (response && (typeof response !== 'object' || typeof response.url !== 'string' || typeof response.body !== 'string')) {
+    throw invalidField(`${at}response`, 'needs url and body (the provider response text)');
+  }
+  return {
+    customer: String(record.customer ?? record.customerId ?? ''),
+    idempotencyKey: String(record.idempotencyKey ?? ''),
+    timestamp,
+    currency: typeof record.currency === 'string' ? record.currency : null,
+    usage: (record.usage as UsageRecordInput['usage']) ?? null,
+    response: response ? { ...response, status: response.status ?? 200, headers: response.headers ?? {} } : null,
+    quantities: (record.quantities as UsageRecordInput['quantities']) ?? null,
+    metadata: (record.metadata as UsageRecordInput['metadata']) ?? null,
+  };
+}
+
+function present(result: UsageResult) {
+  if (!result.ok) return { ok: false, error: { ...result.error.details, code: result.error.code, message: result.error.message } };
+  return {
+    ok: true,
+    replayed: result.replayed,
+    event: result.event,
+    ...(result.error ? { chargeError: { ...result.error.details, code: result.error.code, message: result.error.message } } : {}),
+  };
+}
+
+export function usageRoutes(services: Services): Router {
+  const router = Router();
+  const authenticate = async (req: Request) => {
+    const viewer = await services.viewers.resolve(req.headers.authorization);
+    if (viewer.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', 'Send a secret key: Authorization: Bearer sk_…');
+    if (viewer.kind !== 'merchant') throw new AppError('FORBIDDEN', 'Usage is reported with a secret key');
+    return { merchantId: viewer.merchantId, actor: { kind: 'api_key' as const, apiKeyId: viewer.apiKeyId } };
+  };
+  const handle = (work: (req: Request, res: Response) => Promise<void>) => async (req: Request, res: Response) => {
+    try {
+      await work(req, res);
+    } catch (error) {
+      if (error instanceof AppError) return sendError(req, res, httpStatusFor(error.code), error.code, error.message, error.details);
+      throw error;
+    }
+  };
+
+  router.post(
+    '/v1/usage',
+    express.json({ limit: services.config.maxBodyBytes }),
+    handle(async (req, res) => {
+      const { merchantId, actor } = await authenticate(req);
+      const result = await services.usage.recordOne(merchantId, actor, parseRecord(req.body));
+      const body = present(result);
+      if (!result.ok) return void res.status(httpStatusFor(result.error.code)).json({ error: body.error });
+      // Recorded but not chargeable: the app should stop this customer.
+      res.status(result.error ? httpStatusFor(result.error.code) : 200).json(body);
+    }),
+  );
+
+  router.post(
+    '/v1/usage/batch',
+    express.json({ limit: Math.max(services.config.maxBodyBytes, MAX_BATCH_BODY) }),
+    handle(async (req, res) => {
+      const { merchantId, actor } = await authenticate(req);
+      const events = (req.body as { events?: unknown })?.events;
+      if (!Array.isArray(events)) throw invalidField('events', 'must be an array of usage records');
+      if (events.length === 0) throw invalidField('events', 'must not be empty');
+      if (events.length > 1000) throw invalidField('events', 'at most 1,000 events per batch');
+      const parsed: (UsageRecordInput | AppError)[] = events.map((raw, index) => {
+        try {
+          return parseRecord(raw, index);
+        } catch (error) {
+          return error as AppError;
+        }
+      });
+      const valid = parsed.filter((item): item is UsageRecordInput => !(item instanceof AppError));
+      const recorded = await services.usage.record(merchantId, actor, valid);
+      let next = 0;
+      const results = parsed.map((item, index) => ({ index, ...present(item instanceof AppError ? { ok: false, error: item } : recorded[next++]!) }));
+      res.json({ results, summary: { received: events.length, ok: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length } });
+    }),
+  );
+  return router;
+}

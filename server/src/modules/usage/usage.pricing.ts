@@ -1,0 +1,99 @@
+import type { Meter } from '../../generated/prisma/client.ts';
+import { meterQuantity } from '../meters/meters.service.ts';
+import { costOf } from '../pricing/cost.ts';
+import type { PriceWithRef } from '../pricing/prices.service.ts';
+import { applyRule, selectRule, type Quantity } from '../pricing/rules.ts';
+import { rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
+import type { NormalizedUsage } from './usage.types.ts';
+
+/**
+ * The money of one usage event, free of I/O: provider cost from the price in force, the
+ * merchant's charge from its rules in force, and the margin between them.
+ */
+export interface ChargeLine {
+  ruleId: string | null;
+  rule: string;
+  meter: string | null;
+  quantity: string | null;
+  chargeAttos: bigint;
+}
+
+export interface PricedUsage {
+  costAttos: bigint;
+  /** Why the cost is unknown (no price row, or a unit the row does not price); null when known. */
+  costProblem: string | null;
+  chargeAttos: bigint;
+  marginAttos: bigint;
+  lines: ChargeLine[];
+  /** No rule applied, so the provider cost was passed through at no margin. */
+  passThrough: boolean;
+}
+
+/** Non-zero quantities of the merchant's meters in this record. */
+export function meterQuantities(usage: NormalizedUsage, meters: readonly Meter[], stated: Record<string, string | number>): Map<string, Quantity> {
+  const quantities = new Map<string, Quantity>();
+  for (const meter of meters) {
+    const quantity = meterQuantity(meter.source, usage, stated, meter.key);
+    if (quantity !== 0n && quantity !== '0' && !(typeof quantity === 'string' && /^0*(\.0*)?$/.test(quantity))) quantities.set(meter.key, quantity);
+  }
+  return quantities;
+}
+
+export function providerCost(usage: NormalizedUsage, price: PriceWithRef | null): { costAttos: bigint; problem: string | null } {
+  if (!usage.billable) return { costAttos: 0n, problem: null };
+  if (!price) return { costAttos: 0n, problem: usage.provider ? `no provider price for ${usage.provider}/${usage.model ?? '?'}` : null };
+  try {
+    return { costAttos: costOf(usage, price), problem: null };
+  } catch (error) {
+    return { costAttos: 0n, problem: (error as Error).message };
+  }
+}
+
+/**
+ * Charges one event: a MARKUP rule (most specific for its provider/model) prices the cost;
+ * each meter the event moves is priced by its most specific quantity rule, on the customer's
+ * running total in the period (`priorFor`). With no rule at all, cost passes through.
+ */
+export function priceUsage(params: {
+  usage: NormalizedUsage;
+  occurredAt: Date;
+  rules: readonly RuleRow[];
+  quantities: Map<string, Quantity>;
+  priorFor: (meterKey: string) => Quantity;
+  costAttos: bigint;
+  costProblem: string | null;
+}): PricedUsage {
+  const { usage, quantities, costAttos } = params;
+  const inForce = rulesInForce(params.rules, params.occurredAt);
+  const target = { provider: usage.provider || null, model: usage.model };
+  const lines: ChargeLine[] = [];
+
+  const markupRows = inForce.filter((row) => row.type === 'MARKUP');
+  const markup = selectRule(markupRows.map(toPricingRule), { ...target, meter: null });
+  if (markup) {
+    const row = markupRows.find((candidate) => candidate.id === markup.id)!;
+    const { chargeAttos } = applyRule(markup, { quantity: 0n, costAttos, requests: usage.requests });
+    lines.push({ ruleId: row.id, rule: row.name, meter: null, quantity: null, chargeAttos });
+  }
+  const quantityRows = inForce.filter((row) => row.type !== 'MARKUP');
+  for (const [meterKey, quantity] of quantities) {
+    const candidates = quantityRows.filter((row) => row.meterKey === meterKey);
+    const rule = selectRule(candidates.map(toPricingRule), { ...target, meter: meterKey });
+    if (!rule) continue;
+    const row = candidates.find((candidate) => candidate.id === rule.id)!;
+    const { chargeAttos } = applyRule(rule, { quantity, priorQuantity: params.priorFor(meterKey), costAttos: 0n, requests: usage.requests });
+    lines.push({ ruleId: row.id, rule: row.name, meter: meterKey, quantity: String(quantity), chargeAttos });
+  }
+  const passThrough = lines.length === 0;
+  const chargeAttos = passThrough ? costAttos : lines.reduce((sum, line) => sum + line.chargeAttos, 0n);
+  return { costAttos, costProblem: params.costProblem, chargeAttos, marginAttos: chargeAttos - costAttos, lines, passThrough };
+}
+
+/**
+ * Incomplete streams under the ESTIMATE policy: the output streamed so far, at the common
+ * rule of thumb of four characters a token (rounded up). Input is unknown and not charged.
+ */
+export function estimateIncomplete(usage: NormalizedUsage): NormalizedUsage {
+  const text = usage.streamedText ?? '';
+  return { ...usage, outputTokens: Math.ceil(text.length / 4), billable: text.length > 0, requests: 1 };
+}

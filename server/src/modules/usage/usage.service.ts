@@ -1,0 +1,490 @@
+import { randomUUID } from 'node:crypto';
+import type { PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
+import { AppError, invalidField, notFound } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { ATTOS_PER_NANO, formatAttos, parseCurrency } from '../../shared/money.ts';
+import { createdKeysetPage } from '../../shared/pagination.ts';
+import { isUuid } from '../../shared/validation.ts';
+import { creditLegs, planDebit } from '../ledger/ledger.planner.ts';
+import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
+import type { MeterService } from '../meters/meters.service.ts';
+import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
+import type { Quantity } from '../pricing/rules.ts';
+import type { PriceRuleService } from '../pricing/rules.service.ts';
+import { normalizeResponse } from './normalize/index.ts';
+import { estimateIncomplete, meterQuantities, priceUsage, providerCost, type PricedUsage } from './usage.pricing.ts';
+import type { NormalizedUsage, ProviderResponse } from './usage.types.ts';
+
+/** One usage record as an app (or the gateway) reports it. */
+export interface UsageRecordInput {
+  /** Tollgate customer id or the merchant's externalId. */
+  customer: string;
+  idempotencyKey: string;
+  /** When the call happened (default now). Late events are priced at that time's prices. */
+  timestamp?: Date | null;
+  currency?: string | null;
+  /** A normalized record … */
+  usage?: Partial<Omit<NormalizedUsage, 'details' | 'streamedText'>> | null;
+  /** … or the provider's raw response to normalize. */
+  response?: ProviderResponse | null;
+  /** Quantities of custom meters, by meter key. */
+  quantities?: Record<string, string | number> | null;
+  metadata?: Record<string, unknown> | null;
+}
+
+export interface UsageEventView {
+  id: string;
+  customerId: string;
+  idempotencyKey: string;
+  occurredAt: Date;
+  status: UsageEventStatus;
+  provider: string | null;
+  model: string | null;
+  currency: string;
+  cost: string;
+  charge: string;
+  margin: string;
+  estimated: boolean;
+  ledgerTransactionId: string | null;
+}
+
+export type UsageResult =
+  | { ok: true; event: UsageEventView; replayed: boolean; error?: AppError }
+  | { ok: false; error: AppError };
+
+const MAX_BATCH = 1000;
+const MAX_FUTURE_MS = 5 * 60_000;
+const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
+const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
+
+/** Events count in the calendar month (UTC) they happened in, until plans define their own periods. */
+export function periodStartOf(at: Date): Date {
+  return new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
+}
+
+interface Prepared {
+  index: number;
+  input: UsageRecordInput;
+  key: string;
+  customerRef: string;
+  customerId?: string;
+  currency: string;
+  occurredAt: Date;
+  periodStart: Date;
+  usage: NormalizedUsage;
+  estimated: boolean;
+  stated: Record<string, string | number>;
+  hash: string;
+}
+
+interface EventRow {
+  id: string;
+  customer_id: string;
+  idempotency_key: string;
+  occurred_at: Date;
+  status: UsageEventStatus;
+  provider: string | null;
+  model: string | null;
+  currency: string;
+  cost_attos: string;
+  charge_attos: string;
+  margin_attos: string;
+  estimated: boolean;
+  ledger_transaction_id: string | null;
+  metadata: { requestHash?: string; error?: { code: string; message: string } };
+}
+
+function viewOf(row: EventRow): UsageEventView {
+  return {
+    id: row.id,
+    customerId: row.customer_id,
+    idempotencyKey: row.idempotency_key,
+    occurredAt: new Date(row.occurred_at),
+    status: row.status,
+    provider: row.provider,
+    model: row.model,
+    currency: row.currency,
+    cost: formatAttos(BigInt(row.cost_attos)),
+    charge: formatAttos(BigInt(row.charge_attos)),
+    margin: formatAttos(BigInt(row.margin_attos)),
+    estimated: row.estimated,
+    ledgerTransactionId: row.ledger_transaction_id,
+  };
+}
+
+function emptyUsage(): NormalizedUsage {
+  return {
+    provider: '', api: '', model: null, inputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 0, reasoningTokens: 0,
+    audioSeconds: null, characters: 0, images: 0, requests: 0, details: {}, providerReportedCostUsd: null, billable: true, incomplete: false, streamedText: null,
+  };
+}
+
+/** A normalized record from the caller: whole, non-negative numbers, or a clear error. */
+function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsage {
+  const usage = emptyUsage();
+  usage.provider = String(given.provider ?? '').trim().toLowerCase();
+  usage.api = String(given.api ?? '');
+  usage.model = given.model ? String(given.model) : null;
+  for (const field of INT_FIELDS) {
+    const value = given[field];
+    if (value === undefined || value === null) continue;
+    if (!Number.isSafeInteger(value) || (value as number) < 0) throw invalidField(`usage.${field}`, 'must be a whole number, zero or more');
+    usage[field] = value as number;
+  }
+  if (given.audioSeconds != null) {
+    if (!AUDIO.test(String(given.audioSeconds))) throw invalidField('usage.audioSeconds', 'must be a decimal number of seconds, e.g. "12.5"');
+    usage.audioSeconds = String(given.audioSeconds);
+  }
+  if (usage.cachedInputTokens + usage.cacheWriteTokens > usage.inputTokens) {
+    throw invalidField('usage.cachedInputTokens', 'cached and cache-write tokens are part of inputTokens and cannot exceed it');
+  }
+  if (usage.requests === 0) usage.requests = 1;
+  usage.billable = given.billable ?? true;
+  return usage;
+}
+
+/**
+ * Post-request metering: records usage, costs it at the provider price in force when it
+ * happened, prices it with the merchant's rules, and charges it through the ledger — all of a
+ * batch in one transaction, so an event is either fully recorded and charged or not at all.
+ * Each event answers for itself: bad events get their own error and good ones are kept.
+ */
+export class UsageService {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly ledger: LedgerService,
+    private readonly meters: MeterService,
+    private readonly prices: ProviderPriceService,
+    private readonly rules: PriceRuleService,
+    private readonly logger: Logger,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  async recordOne(merchantId: string, actor: Actor, input: UsageRecordInput): Promise<UsageResult> {
+    return (await this.record(merchantId, actor, [input]))[0]!;
+  }
+
+  async record(merchantId: string, actor: Actor, inputs: readonly UsageRecordInput[]): Promise<UsageResult[]> {
+    if (inputs.length > MAX_BATCH) throw invalidField('events', `at most ${MAX_BATCH} events per batch`);
+    const results: (UsageResult | undefined)[] = new Array(inputs.length);
+    const merchant = await this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { incompleteStreamPolicy: true } });
+    const prepared: Prepared[] = [];
+    inputs.forEach((input, index) => {
+      try {
+        prepared.push(this.prepare(index, input, merchant.incompleteStreamPolicy));
+      } catch (error) {
+        results[index] = { ok: false, error: error instanceof AppError ? error : invalidField('event', (error as Error).message) };
+      }
+    });
+    await this.resolveCustomers(merchantId, prepared, results);
+    const ready = prepared.filter((item) => item.customerId);
+    if (ready.length > 0) {
+      try {
+        for (const [index, result] of await this.charge(merchantId, actor, ready)) results[index] = result;
+      } catch (error) {
+        this.logger.error({ err: error, merchantId, size: ready.length }, 'usage batch failed');
+        throw error;
+      }
+    }
+    return results.map((result) => result!);
+  }
+
+  private prepare(index: number, input: UsageRecordInput, policy: string): Prepared {
+    const key = String(input.idempotencyKey ?? '').trim();
+    if (!key) throw invalidField('idempotencyKey', 'is required: a retry with the same key is never charged twice');
+    if (key.length > 200) throw invalidField('idempotencyKey', 'must be at most 200 characters');
+    const customerRef = String(input.customer ?? '').trim();
+    if (!customerRef) throw invalidField('customer', 'is required (a customer id or your externalId)');
+    const now = this.clock();
+    const occurredAt = input.timestamp ?? now;
+    if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
+    if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_MS) throw invalidField('timestamp', 'must not be in the future');
+    const currency = parseCurrency('currency', input.currency);
+    if ([input.usage, input.response].filter(Boolean).length > 1) throw invalidField('usage', 'give either usage or response, not both');
+    const stated: Record<string, string | number> = {};
+    for (const [meter, quantity] of Object.entries(input.quantities ?? {})) {
+      if (typeof quantity === 'number' ? !Number.isSafeInteger(quantity) || quantity < 0 : !/^\d{1,15}(\.\d{1,18})?$/.test(String(quantity))) {
+        throw invalidField(`quantities.${meter}`, 'must be a non-negative whole number or a decimal string');
+      }
+      stated[meter] = quantity;
+    }
+    let usage: NormalizedUsage;
+    if (input.response) usage = normalizeResponse(input.response);
+    else if (input.usage) usage = usageFrom(input.usage);
+    else if (Object.keys(stated).length > 0) usage = { ...emptyUsage(), requests: 1 };
+    else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
+    let estimated = false;
+    if (usage.incomplete && !usage.billable && policy === 'ESTIMATE') {
+      usage = estimateIncomplete(usage);
+      estimated = usage.billable;
+    }
+    const hash = requestHash({ customer: customerRef, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage: input.usage ?? null, response: input.response ? [input.response.url, input.response.status, input.response.body] : null, stated });
+    return { index, input, key, customerRef, currency, occurredAt, periodStart: periodStartOf(occurredAt), usage, estimated, stated, hash };
+  }
+
+  /** One query for every customer in the batch, by id or externalId, within the merchant. */
+  private async resolveCustomers(merchantId: string, prepared: Prepared[], results: (UsageResult | undefined)[]): Promise<void> {
+    const refs = [...new Set(prepared.map((item) => item.customerRef))];
+    const found = await this.prisma.customer.findMany({
+      where: { merchantId, OR: [{ id: { in: refs.filter(isUuid).map((ref) => ref.toLowerCase()) } }, { externalId: { in: refs } }] },
+      select: { id: true, externalId: true },
+    });
+    const byRef = new Map<string, string>();
+    for (const customer of found) byRef.set(customer.externalId, customer.id);
+    for (const customer of found) byRef.set(customer.id, customer.id); // Tollgate's id wins a tie
+    for (const item of prepared) {
+      const id = byRef.get(isUuid(item.customerRef) ? item.customerRef.toLowerCase() : item.customerRef) ?? byRef.get(item.customerRef);
+      if (id) item.customerId = id;
+      else results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
+    }
+  }
+
+  private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
+    const [meters, ruleRows, priceRows] = await Promise.all([this.meters.active(merchantId), this.rules.allVersions(merchantId), this.prices.rowsFor(merchantId)]);
+    const wallets = items.map((item) => ({ merchantId, customerId: item.customerId!, currency: item.currency }));
+    const ledgerKey = (key: string) => `usage:${key}`;
+    return this.ledger.runBatch(
+      wallets,
+      async (batch) => {
+        const out = new Map<number, UsageResult>();
+        const existing = await this.existingEvents(batch, merchantId, items.map((item) => item.key));
+        const fresh: Prepared[] = [];
+        const firstByKey = new Map<string, Prepared>();
+        for (const item of items) {
+          const prior = existing.get(item.key);
+          if (prior) {
+            out.set(item.index, replay(prior, item.hash));
+            continue;
+          }
+          const earlier = firstByKey.get(item.key);
+          if (earlier) {
+            out.set(item.index, { ok: false, error: new AppError('CONFLICT', 'The same idempotency key appears twice in this batch', { field: 'idempotencyKey' }) });
+            continue;
+          }
+          firstByKey.set(item.key, item);
+          fresh.push(item);
+        }
+        const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable ? meterQuantities(item.usage, meters, item.stated) : new Map<string, Quantity>()]));
+        const priors = await this.advancePeriodTotals(batch, merchantId, fresh, quantities);
+        // Price every event, then charge each wallet once for all of its events in this batch:
+        // one ledger transaction per wallet instead of one per event. Every event is still
+        // checked against what the customer can pay, in order, and points at its transaction.
+        const rows: [EventRow, Prepared, string | null, string | null][] = [];
+        const indexOf = new Map<EventRow, number>();
+        const pending = new Map<string, { wallet: WalletTransaction; attos: bigint; events: EventRow[] }>();
+        for (const item of fresh) {
+          const price = item.usage.provider && item.usage.model ? resolvePrice(priceRows, item.usage.provider, item.usage.model, item.occurredAt) : null;
+          const cost = providerCost(item.usage, price);
+          const priced: PricedUsage = item.usage.billable
+            ? priceUsage({ usage: item.usage, occurredAt: item.occurredAt, rules: ruleRows, quantities: quantities.get(item.index)!, priorFor: (meter) => priors.get(`${item.index}:${meter}`) ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem })
+            : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
+          const walletKey = { merchantId, customerId: item.customerId!, currency: item.currency };
+          const wallet = batch.wallet(walletKey);
+          const group = pending.get(wallet.state.id) ?? { wallet, attos: 0n, events: [] };
+          pending.set(wallet.state.id, group);
+          let status: UsageEventStatus = priced.chargeAttos === 0n ? 'NOT_BILLABLE' : 'CHARGED';
+          let error: AppError | undefined;
+          if (priced.chargeAttos !== 0n) {
+            // Would this event still fit on top of what the wallet owes so far in this batch?
+            const plan = planDebit(wallet.state, group.attos + priced.chargeAttos, { allowOverdraft: true });
+            if (plan.ok || priced.chargeAttos < 0n) group.attos += priced.chargeAttos;
+            else {
+              status = 'UNCHARGED';
+              const owedInBatch = planDebit(wallet.state, group.attos, { allowOverdraft: true, ignoreLimits: true }).nanos;
+              const required = (priced.chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
+              error = insufficientFunds(required, wallet.state.balance - wallet.state.held - owedInBatch, item.currency);
+            }
+          }
+          const metadata = {
+            ...(item.input.metadata ?? {}),
+            requestHash: item.hash,
+            pricing: priced.lines.map((line) => ({ ...line, chargeAttos: line.chargeAttos.toString() })),
+            ...(priced.passThrough && priced.chargeAttos !== 0n ? { passThrough: true } : {}),
+            ...(priced.costProblem ? { costProblem: priced.costProblem } : {}),
+            ...(item.usage.providerReportedCostUsd ? { providerReportedCostUsd: item.usage.providerReportedCostUsd } : {}),
+            ...(error ? { error: { code: error.code, message: error.message } } : {}),
+          };
+          const row: EventRow = {
+            id: randomUUID(), customer_id: item.customerId!, idempotency_key: item.key, occurred_at: item.occurredAt, status, provider: item.usage.provider || null,
+            model: item.usage.model, currency: item.currency, cost_attos: priced.costAttos.toString(), charge_attos: priced.chargeAttos.toString(),
+            margin_attos: priced.marginAttos.toString(), estimated: item.estimated, ledger_transaction_id: null, metadata,
+          };
+          if (status === 'CHARGED') group.events.push(row);
+          rows.push([row, item, price?.ref ?? null, priced.lines[0]?.ruleId ?? null]);
+          indexOf.set(row, item.index);
+          out.set(item.index, { ok: true, event: viewOf(row), replayed: false, ...(error ? { error } : {}) });
+        }
+        for (const { wallet, attos, events } of pending.values()) {
+          const transactionId = await this.postUsage(wallet, attos, events, actor);
+          for (const row of events) {
+            row.ledger_transaction_id = transactionId;
+            const index = indexOf.get(row)!;
+            const result = out.get(index) as Extract<UsageResult, { ok: true }>;
+            out.set(index, { ...result, event: viewOf(row) });
+          }
+        }
+        await this.insertEvents(batch, merchantId, rows);
+        return out;
+      },
+      items.map((item) => ({ merchantId, key: ledgerKey(item.key) })),
+    );
+  }
+
+  /**
+   * One ledger transaction for a wallet's charged events in a batch. Its idempotency key is the
+   * first event's (events are themselves idempotent by their unique keys). A net credit (VOLUME
+   * tiers re-pricing the period lower) comes back as promotional credit.
+   */
+  private async postUsage(wallet: WalletTransaction, attos: bigint, events: EventRow[], actor: Actor): Promise<string | null> {
+    if (events.length === 0) return null;
+    const label = events.length === 1 ? `${events[0]!.provider ?? 'usage'} ${events[0]!.model ?? ''}`.trim() : `Usage (${events.length} events)`;
+    const common = {
+      kind: 'USAGE' as const,
+      idempotencyKey: `usage:${events[0]!.idempotency_key}`,
+      requestHash: events[0]!.metadata.requestHash ?? '',
+      counterAccount: 'USAGE_REVENUE' as const,
+      description: label,
+      metadata: { usageEventIds: events.map((row) => row.id), exactChargeAttos: attos.toString() },
+      sourceRef: events.length === 1 ? events[0]!.id : null,
+      occurredAt: events[events.length - 1]!.occurred_at,
+      actor,
+    };
+    if (attos >= 0n) {
+      const plan = planDebit(wallet.state, attos, { allowOverdraft: true });
+      if (!plan.ok) throw new Error('a batch charge exceeded what each of its events was checked against');
+      const posted = await wallet.post({ ...common, legs: plan.legs });
+      wallet.setCarry(plan.carry);
+      return posted.id;
+    }
+    const nanos = -attos / ATTOS_PER_NANO;
+    if (nanos === 0n) return null;
+    const grantId = randomUUID();
+    wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });
+    const posted = await wallet.post({ ...common, legs: creditLegs(wallet.state.balance, nanos, grantId) });
+    wallet.linkGrantTransaction(grantId, posted.id);
+    return posted.id;
+  }
+
+  /** One page of events, newest first (Relay cursor connection). */
+  async page(merchantId: string, customerId: string | null, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<(UsageEventView & { createdAt: Date })[]> {
+    const keyset = createdKeysetPage(page);
+    const rows = await this.prisma.usageEvent.findMany({
+      where: { AND: [{ merchantId, ...(customerId ? { customerId } : {}) }, keyset.where] },
+      orderBy: keyset.orderBy,
+      take: page.limit,
+    });
+    return rows.map((row) => ({
+      ...viewOf({
+        id: row.id, customer_id: row.customerId, idempotency_key: row.idempotencyKey, occurred_at: row.occurredAt, status: row.status, provider: row.provider,
+        model: row.model, currency: row.currency, cost_attos: row.costAttos.toFixed(0), charge_attos: row.chargeAttos.toFixed(0), margin_attos: row.marginAttos.toFixed(0),
+        estimated: row.estimated, ledger_transaction_id: row.ledgerTransactionId, metadata: row.metadata as EventRow['metadata'],
+      }),
+      createdAt: row.createdAt,
+    }));
+  }
+
+  private async existingEvents(batch: LedgerBatch, merchantId: string, keys: string[]): Promise<Map<string, EventRow>> {
+    const rows = await batch.tx.query<EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM usage_events WHERE merchant_id = $1 AND idempotency_key = ANY($2::text[])`,
+      [merchantId, keys],
+    );
+    return new Map(rows.map((row) => [row.idempotency_key, row]));
+  }
+
+  /**
+   * Adds the batch's quantities to each customer's running totals for the period (one
+   * statement) and returns, per event and meter, the total before that event: what tiered
+   * prices are computed from. Row locks on the totals keep concurrent batches consistent.
+   */
+  private async advancePeriodTotals(batch: LedgerBatch, merchantId: string, items: Prepared[], quantities: Map<number, Map<string, Quantity>>): Promise<Map<string, Quantity>> {
+    const rowsFor: { key: string; item: Prepared; meter: string; quantity: string }[] = [];
+    for (const item of items) {
+      for (const [meter, quantity] of quantities.get(item.index)!) {
+        const key = `${item.customerId}|${meter}|${item.periodStart.toISOString()}`;
+        rowsFor.push({ key, item, meter, quantity: String(quantity) });
+      }
+    }
+    if (rowsFor.length === 0) return new Map();
+    const updated = await batch.tx.query<{ customer_id: string; meter_key: string; period_start: Date; before: string }>(
+      `WITH increments AS (
+         SELECT u.customer_id, u.meter_key, u.period_start, sum(u.quantity) AS quantity
+         FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::numeric[]) AS u(customer_id, meter_key, period_start, quantity)
+         GROUP BY 1, 2, 3)
+       INSERT INTO usage_period_totals (merchant_id, customer_id, meter_key, period_start, quantity)
+       SELECT $1, customer_id, meter_key, period_start, quantity FROM increments
+       ON CONFLICT (customer_id, meter_key, period_start) DO UPDATE SET quantity = usage_period_totals.quantity + excluded.quantity
+       RETURNING customer_id, meter_key, period_start, (quantity - (SELECT i.quantity FROM increments i
+         WHERE i.customer_id = usage_period_totals.customer_id AND i.meter_key = usage_period_totals.meter_key AND i.period_start = usage_period_totals.period_start))::text AS before`,
+      [merchantId, rowsFor.map((row) => row.item.customerId), rowsFor.map((row) => row.meter), rowsFor.map((row) => row.item.periodStart), rowsFor.map((row) => row.quantity)],
+    );
+    const running = new Map<string, string>();
+    for (const row of updated) running.set(`${row.customer_id}|${row.meter_key}|${new Date(row.period_start).toISOString()}`, row.before);
+    const priors = new Map<string, Quantity>();
+    for (const row of rowsFor) {
+      const before = running.get(row.key) ?? '0';
+      priors.set(`${row.item.index}:${row.meter}`, trimDecimal(before));
+      running.set(row.key, addDecimal(before, row.quantity));
+    }
+    return priors;
+  }
+
+  private async insertEvents(batch: LedgerBatch, merchantId: string, rows: [EventRow, Prepared, string | null, string | null][]): Promise<void> {
+    if (rows.length === 0) return;
+    const col = <T>(pick: (entry: [EventRow, Prepared, string | null, string | null]) => T) => rows.map(pick);
+    await batch.tx.query(
+      `INSERT INTO usage_events (id, merchant_id, customer_id, idempotency_key, occurred_at, period_start, provider, model, api,
+         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, audio_seconds, characters, images, requests,
+         stated_quantities, currency, cost_attos, charge_attos, margin_attos, provider_price_ref, price_rule_id, ledger_transaction_id,
+         status, estimated, metadata, created_at)
+       SELECT u.id, $1, u.customer_id, u.idempotency_key, u.occurred_at, u.period_start, u.provider, u.model, u.api,
+         u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, u.audio_seconds, u.characters, u.images, u.requests,
+         u.stated, u.currency, u.cost, u.charge, u.margin, u.price_ref, u.rule_id, u.transaction_id, u.status::"UsageEventStatus", u.estimated, u.metadata, $2
+       FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+         $11::int[], $12::int[], $13::int[], $14::int[], $15::int[], $16::text[], $17::int[], $18::int[], $19::int[],
+         $20::jsonb[], $21::text[], $22::numeric[], $23::numeric[], $24::numeric[], $25::text[], $26::uuid[], $27::uuid[], $28::text[], $29::bool[], $30::jsonb[])
+       AS u(id, customer_id, idempotency_key, occurred_at, period_start, provider, model, api, input_tokens, cached_input_tokens, cache_write_tokens,
+         output_tokens, reasoning_tokens, audio_seconds, characters, images, requests, stated, currency, cost, charge, margin, price_ref, rule_id,
+         transaction_id, status, estimated, metadata)`,
+      [
+        merchantId, batch.now,
+        col(([row]) => row.id), col(([row]) => row.customer_id), col(([row]) => row.idempotency_key), col(([row]) => row.occurred_at), col(([, item]) => item.periodStart),
+        col(([row]) => row.provider), col(([row]) => row.model), col(([, item]) => item.usage.api || null),
+        col(([, item]) => item.usage.inputTokens), col(([, item]) => item.usage.cachedInputTokens), col(([, item]) => item.usage.cacheWriteTokens),
+        col(([, item]) => item.usage.outputTokens), col(([, item]) => item.usage.reasoningTokens), col(([, item]) => item.usage.audioSeconds),
+        col(([, item]) => item.usage.characters), col(([, item]) => item.usage.images), col(([, item]) => item.usage.requests),
+        col(([, item]) => JSON.stringify(item.stated)), col(([row]) => row.currency), col(([row]) => row.cost_attos), col(([row]) => row.charge_attos), col(([row]) => row.margin_attos),
+        col(([, , ref]) => ref), col(([, , , rule]) => rule), col(([row]) => row.ledger_transaction_id), col(([row]) => row.status), col(([row]) => row.estimated),
+        col(([row]) => JSON.stringify(row.metadata)),
+      ],
+    );
+  }
+}
+
+const EVENT_COLUMNS = `id, customer_id, idempotency_key, occurred_at, status::text AS status, provider, model, currency, cost_attos::text AS cost_attos,
+  charge_attos::text AS charge_attos, margin_attos::text AS margin_attos, estimated, ledger_transaction_id, metadata, created_at`;
+
+function replay(row: EventRow, hash: string): UsageResult {
+  if (row.metadata?.requestHash && row.metadata.requestHash !== hash) {
+    return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
+  }
+  const error = row.metadata?.error ? new AppError(row.metadata.error.code as 'INSUFFICIENT_FUNDS', row.metadata.error.message) : undefined;
+  return { ok: true, event: viewOf(row), replayed: true, ...(error ? { error } : {}) };
+}
+
+/** Exact decimal arithmetic on quantity strings (18 places), for running totals. */
+const SCALE = 10n ** 18n;
+function toScaled(text: string): bigint {
+  const [whole, fraction = ''] = text.split('.');
+  return BigInt(whole!) * SCALE + BigInt(fraction.padEnd(18, '0').slice(0, 18));
+}
+function fromScaled(value: bigint): string {
+  const whole = value / SCALE;
+  const fraction = (value % SCALE).toString().padStart(18, '0').replace(/0+$/, '');
+  return fraction ? `${whole}.${fraction}` : whole.toString();
+}
+function addDecimal(a: string, b: string): string {
+  return fromScaled(toScaled(a) + toScaled(b));
+}
+function trimDecimal(text: string): string {
+  return fromScaled(toScaled(text));
+}
