@@ -6,32 +6,18 @@
  *   npm run bench:ingest     (BENCH_DATABASE_URL defaults to the local server)
  */
 import pg from 'pg';
+import { withFreshDatabase } from '../shared.ts';
 import { createApp } from '../../server/src/app.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
 import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 50_000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 200);
 
-async function withFreshDatabase<T>(work: (url: string) => Promise<T>): Promise<T> {
-  const name = `tollgate_bench_${Date.now()}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE "${name}"`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  try {
-    return await work(url.toString());
-  } finally {
-    await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    await admin.end();
-  }
-}
 
 /** `CONCURRENCY` senders share the batches; returns events per second. */
 async function drive(send: (batchIndex: number) => Promise<void>): Promise<number> {

@@ -10,33 +10,16 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { withFreshDatabase } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
 import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
 
-const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
 const CALLERS = Number(process.env.BENCH_CALLERS ?? 500);
 const DEBITS = Number(process.env.BENCH_DEBITS ?? 20_000);
 const POOL = Number(process.env.BENCH_POOL ?? 10);
 
-async function withFreshDatabase<T>(work: (url: string) => Promise<T>): Promise<T> {
-  const name = `tollgate_bench_${Date.now()}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE "${name}"`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  try {
-    return await work(url.toString());
-  } catch (error) {
-    console.error(error);
-    throw error;
-  } finally {
-    await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    await admin.end();
-  }
-}
 
 interface Figures {
   perSecond: number;

@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from './config.ts';
+import { applyPricingChanges, describeChanges, loadPricingConfig, planPricingConfig } from './modules/pricing/config-apply.ts';
 import { openRuntime } from './runtime.ts';
+import type { Services } from './services.ts';
 import { createLogger } from './shared/logger.ts';
 
 /**
@@ -14,6 +16,8 @@ const USAGE = `usage: npm run tollgate -- <command> [options]
   key create --merchant <id> [--name <name>] [--live]
   key list --merchant <id>
   key revoke --merchant <id> --key <key id>
+  apply <file> --merchant <id> [--dry-run] [--yes]
+                                             pricing as code: show what the file changes, then apply it
   migrate                                    apply pending database migrations`;
 
 async function main(argv: string[]): Promise<number> {
@@ -25,6 +29,8 @@ async function main(argv: string[]): Promise<number> {
       merchant: { type: 'string' },
       key: { type: 'string' },
       live: { type: 'boolean', default: false },
+      'dry-run': { type: 'boolean', default: false },
+      yes: { type: 'boolean', short: 'y', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -43,6 +49,9 @@ async function main(argv: string[]): Promise<number> {
     return value;
   };
   try {
+    if (positionals[0] === 'apply' && positionals.length === 2) {
+      return await applyConfig(services, positionals[1]!, need(values.merchant, 'merchant'), values['dry-run'] ?? false, values.yes ?? false);
+    }
     switch (command) {
       case 'merchant create': {
         const { merchant, key } = await services.merchants.create({ name: need(values.name, 'name'), keyMode: mode });
@@ -69,6 +78,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'migrate':
+        // Opening the runtime has already applied pending migrations.
         console.log('database is up to date');
         return 0;
       default:
@@ -77,6 +87,33 @@ async function main(argv: string[]): Promise<number> {
     }
   } finally {
     await runtime.close();
+  }
+}
+
+/** Prints the diff first; changes only with --yes or a "y" typed at a terminal. */
+async function applyConfig(services: Services, file: string, merchantId: string, dryRun: boolean, yes: boolean): Promise<number> {
+  await services.merchants.get(merchantId);
+  const changes = await planPricingConfig(services, merchantId, await loadPricingConfig(file));
+  console.log(describeChanges(changes));
+  if (changes.length === 0 || dryRun) return 0;
+  if (!yes && !(await confirm(`Apply ${changes.length} change(s)?`))) {
+    console.log('Nothing applied (pass --yes to apply without asking).');
+    return 1;
+  }
+  await applyPricingChanges(services, merchantId, changes);
+  console.log(`Applied ${changes.length} change(s).`);
+  return 0;
+}
+
+/** Asks on a terminal; anywhere else (CI, pipes) the answer is no. */
+async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const readline = await import('node:readline/promises');
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
   }
 }
 

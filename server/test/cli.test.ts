@@ -67,6 +67,24 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     }
   });
 
+  it('applies pricing as code: a dry run changes nothing, --yes applies, a second run has nothing to do', async () => {
+    const created = await cli('merchant', 'create', '--name', 'Config Co');
+    const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
+    const file = fileURLToPath(new URL('../../examples/pricing-as-code/tollgate.config.json', import.meta.url));
+    const dry = await cli('apply', file, '--merchant', merchantId, '--dry-run');
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain('+ meter output_tokens');
+    expect(dry.stdout).toContain('+ rule "AI markup"');
+    const refused = await cli('apply', file, '--merchant', merchantId);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toContain('Nothing applied');
+    const applied = await cli('apply', file, '--merchant', merchantId, '--yes');
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stdout).toContain('Applied 7 change(s).');
+    const again = await cli('apply', file, '--merchant', merchantId, '--yes');
+    expect(again.stdout).toContain('No changes');
+  });
+
   it('explains its usage and fails clearly on bad input', async () => {
     const help = await cli('help');
     expect(help.code).toBe(0);

@@ -60,6 +60,17 @@ export class MeterService {
     }
   }
 
+  /** Renames or re-units a meter (its source is fixed: counting something else needs a new key). */
+  async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }): Promise<Meter> {
+    const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
+    if (!meter) throw notFound('Meter', key);
+    this.cache.delete(merchantId);
+    return this.prisma.meter.update({
+      where: { id: meter.id },
+      data: { name: requireNonEmpty('name', input.name), unit: requireNonEmpty('unit', input.unit, 32), aggregation: input.aggregation ?? 'SUM', archivedAt: null },
+    });
+  }
+
   async archive(merchantId: string, key: string): Promise<Meter> {
     const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
     if (!meter) throw notFound('Meter', key);

@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/client.ts';
+import type { Services } from '../../services.ts';
+import { invalidField } from '../../shared/errors.ts';
+import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
+import { rulesInForce, toPricingRule } from './rules.service.ts';
+import { validateRule } from './rules.ts';
+
+/**
+ * Pricing as code: meters, provider prices and price rules declared in a file
+ * (tollgate.config.ts/.js/.json) and applied with `npm run tollgate -- apply <file>`.
+ * Applying is idempotent (an unchanged file changes nothing) and never rewrites history: a
+ * changed price or rule becomes a new version from now, and events keep the prices of their time.
+ */
+export interface PricingConfig {
+  meters?: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation }[];
+  providerPrices?: (Omit<ProviderPrice, 'currency' | 'effectiveFrom'> & { effectiveFrom?: string })[];
+  priceRules?: { name: string; type: PriceRuleType; meterKey?: string; provider?: string; model?: string; config: Record<string, unknown> }[];
+}
+
+export type Change =
+  | { kind: 'create-meter'; key: string; detail: PricingConfigMeter }
+  | { kind: 'update-meter'; key: string; from: string; to: string; detail: PricingConfigMeter }
+  | { kind: 'add-price'; key: string; from: string | null; to: string; detail: NonNullable<PricingConfig['providerPrices']>[number] }
+  | { kind: 'add-rule'; key: string; from: string | null; to: string; detail: NonNullable<PricingConfig['priceRules']>[number] };
+
+type PricingConfigMeter = NonNullable<PricingConfig['meters']>[number];
+
+/** Reads a config file: JSON, or a module whose default export is the config. */
+export async function loadPricingConfig(file: string): Promise<PricingConfig> {
+  // `npm run` changes into the workspace; resolve the path from where the command was typed.
+  const absolute = path.resolve(process.env.INIT_CWD ?? process.cwd(), file);
+  const config = absolute.endsWith('.json')
+    ? (JSON.parse(readFileSync(absolute, 'utf8')) as PricingConfig)
+    : ((await import(pathToFileURL(absolute).href)) as { default: PricingConfig }).default;
+  if (!config || typeof config !== 'object') throw invalidField('config', `${file} must export a pricing config object`);
+  return config;
+}
+
+/** Canonical JSON (sorted keys) so that equal settings compare equal however they were written. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, inner) =>
+    inner && typeof inner === 'object' && !Array.isArray(inner)
+      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).filter(([, v]) => v !== undefined && v !== null).sort(([a], [b]) => a.localeCompare(b)))
+      : inner,
+  );
+}
+
+/** What applying `config` would change, computed without changing anything. */
+export async function planPricingConfig(services: Services, merchantId: string, config: PricingConfig, now = new Date()): Promise<Change[]> {
+  const changes: Change[] = [];
+  const meters = new Map((await services.meters.list(merchantId, true)).map((meter) => [meter.key, meter]));
+  for (const [index, meter] of (config.meters ?? []).entries()) {
+    if (!meter?.key) throw invalidField(`meters.${index}.key`, 'is required');
+    const existing = meters.get(meter.key);
+    const wanted = canonical({ name: meter.name, unit: meter.unit, source: meter.source, aggregation: meter.aggregation ?? 'SUM' });
+    if (!existing) changes.push({ kind: 'create-meter', key: meter.key, detail: meter });
+    else {
+      const current = canonical({ name: existing.name, unit: existing.unit, source: existing.source, aggregation: existing.aggregation });
+      if (existing.source !== meter.source) throw invalidField(`meters.${index}.source`, `meter "${meter.key}" already counts ${existing.source}; use a new key for a different source`);
+      if (current !== wanted || existing.archivedAt) changes.push({ kind: 'update-meter', key: meter.key, from: current, to: wanted, detail: meter });
+    }
+  }
+  const own = await services.providerPrices.rowsFor(merchantId);
+  for (const [index, price] of (config.providerPrices ?? []).entries()) {
+    const effectiveFrom = price.effectiveFrom ? new Date(price.effectiveFrom) : now;
+    const { effectiveFrom: _e, ...rates } = validateProviderPrice({ ...price, currency: 'USD', effectiveFrom } as ProviderPrice);
+    if (!price.provider || !price.model) throw invalidField(`providerPrices.${index}`, 'needs provider and model');
+    const current = priceInForce(own.filter((row) => row.model === price.model), price.provider, price.model, now);
+    const { effectiveFrom: _c, ref: _r, ...currentRates } = current ?? ({} as Record<string, unknown>);
+    const from = current ? canonical(currentRates) : null;
+    const to = canonical(rates);
+    if (from !== to) changes.push({ kind: 'add-price', key: `${price.provider}/${price.model}`, from, to, detail: price });
+  }
+  const rules = rulesInForce(await services.priceRules.allVersions(merchantId), now);
+  for (const [index, rule] of (config.priceRules ?? []).entries()) {
+    if (!rule?.name) throw invalidField(`priceRules.${index}.name`, 'is required');
+    validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never }));
+    const current = rules.find((candidate) => candidate.name === rule.name);
+    const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }) =>
+      canonical({ type: r.type, meterKey: r.meterKey, provider: r.provider, model: r.model, config: r.config });
+    const from = current ? describe(current) : null;
+    const to = describe(rule);
+    if (from !== to) changes.push({ kind: 'add-rule', key: rule.name, from, to, detail: rule });
+  }
+  return changes;
+}
+
+export function describeChanges(changes: readonly Change[]): string {
+  if (changes.length === 0) return 'No changes: the merchant already matches the file.';
+  return changes
+    .map((change) => {
+      switch (change.kind) {
+        case 'create-meter':
+          return `+ meter ${change.key}`;
+        case 'update-meter':
+          return `~ meter ${change.key}\n    - ${change.from}\n    + ${change.to}`;
+        case 'add-price':
+          return change.from ? `~ price ${change.key} (new version from now; earlier events keep the old price)\n    - ${change.from}\n    + ${change.to}` : `+ price ${change.key}\n    + ${change.to}`;
+        case 'add-rule':
+          return change.from ? `~ rule "${change.key}" (new version from now)\n    - ${change.from}\n    + ${change.to}` : `+ rule "${change.key}"\n    + ${change.to}`;
+      }
+    })
+    .join('\n');
+}
+
+/** Applies a plan from planPricingConfig. */
+export async function applyPricingChanges(services: Services, merchantId: string, changes: readonly Change[], now = new Date()): Promise<void> {
+  for (const change of changes) {
+    switch (change.kind) {
+      case 'create-meter':
+        await services.meters.create(merchantId, change.detail);
+        break;
+      case 'update-meter':
+        await services.meters.update(merchantId, change.key, change.detail);
+        break;
+      case 'add-price': {
+        const wanted = change.detail.effectiveFrom ? new Date(change.detail.effectiveFrom) : now;
+        await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: wanted > now ? wanted : now }, 'config');
+        break;
+      }
+      case 'add-rule':
+        await services.priceRules.put(merchantId, { ...change.detail, effectiveFrom: now });
+        break;
+    }
+  }
+}
