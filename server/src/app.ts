@@ -15,7 +15,7 @@ import { schema } from './graphql/schema.ts';
 import { errorHandler, sendError } from './http/errors.ts';
 import { playgroundHtml } from './http/playground.ts';
 import { usageRoutes } from './modules/usage/usage.http.ts';
-import { credentialFrom, type Viewer } from './modules/auth/viewer.ts';
+import { ANONYMOUS, credentialFrom, type Viewer } from './modules/auth/viewer.ts';
 import type { Services } from './services.ts';
 import { pendingMigrations } from './shared/db/migrator.ts';
 import { AppError, httpStatusFor } from './shared/errors.ts';
@@ -32,6 +32,13 @@ export interface App {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The Authorization value in a JSON headers object (any letter case), if it is a string. */
+function authorizationIn(headers: unknown): string | undefined {
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) return undefined;
+  const entry = Object.entries(headers).find(([name, value]) => name.toLowerCase() === 'authorization' && typeof value === 'string');
+  return entry?.[1] as string | undefined;
+}
 
 export async function createApp(services: Services): Promise<App> {
   const { config, logger } = services;
@@ -79,7 +86,7 @@ export async function createApp(services: Services): Promise<App> {
           return false; // graphql-ws closes with 4403 Forbidden
         }
       },
-      onSubscribe: (ctx, _id, payload) => {
+      onSubscribe: async (ctx, _id, payload) => {
         // graphql-ws parses and runs operations itself, so the HTTP path's checks are repeated here.
         const invalid = (error: unknown) => [
           new GraphQLError((error as Error).message, {
@@ -101,8 +108,22 @@ export async function createApp(services: Services): Promise<App> {
         } catch (error) {
           return invalid(error);
         }
+        // Browsers cannot set headers on a WebSocket, and GraphiQL (the playground) sends an empty
+        // connection_init: it puts its Headers editor's JSON in each subscribe message's
+        // extensions.headers instead. Honour that credential for this operation only, and only
+        // when the connection itself carried none.
+        let viewer: Viewer = ctx.extra.viewer ?? ANONYMOUS;
+        const operationAuthorization = viewer.kind === 'anonymous' ? authorizationIn(payload.extensions?.headers) : undefined;
+        if (operationAuthorization !== undefined) {
+          try {
+            viewer = await services.viewers.resolve(operationAuthorization);
+          } catch (error) {
+            if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code } })];
+            throw error;
+          }
+        }
         const contextValue: Context = {
-          viewer: ctx.extra.viewer ?? { kind: 'anonymous' },
+          viewer,
           services,
           requestId: ctx.extra.requestId ?? randomUUID(),
           logger,

@@ -110,6 +110,30 @@ describe('customerUpdated subscription', () => {
     expect(anonymous?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
 
+  it("accepts a credential in the subscribe message's extensions.headers, as the playground sends it", async () => {
+    const topic = customerTopic(customerId);
+    await waitForSubscribers(server, topic, 0);
+    const iterator = connect().iterate({
+      query: SUBSCRIPTION,
+      variables: { id: customerId },
+      extensions: { headers: { Authorization: `Bearer ${merchant.secret}` } },
+    });
+    const next = iterator.next();
+    await waitForSubscribers(server, topic, 1);
+    await server.services.customers.update(merchant.id, customerId, { name: 'Via extensions' });
+    expect((await next).value).toEqual({ data: { customerUpdated: { id: customerId, name: 'Via extensions' } } });
+    await iterator.return?.();
+
+    const refused = await connect()
+      .iterate({ query: SUBSCRIPTION, variables: { id: customerId }, extensions: { headers: { authorization: `Bearer sk_test_${'C'.repeat(43)}` } } })
+      .next()
+      .then(
+        (value) => (value.value as { errors: { extensions: { code: string } }[] }).errors,
+        (error: unknown) => error as { extensions?: { code?: string } }[],
+      );
+    expect(refused?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+  });
+
   it('rejects invalid operations with VALIDATION', async () => {
     const outcome = await connect(merchant.secret)
       .iterate({ query: 'subscription { customerUpdated(id: "x") { nope } }' })

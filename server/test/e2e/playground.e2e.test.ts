@@ -1,6 +1,7 @@
 import { chromium, type Browser, type BrowserContext, type Locator, type Page, type Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../server.ts';
+import { customerTopic } from '../../src/modules/customers/customers.service.ts';
+import { startTestServer, waitForSubscribers, type TestServer } from '../server.ts';
 
 /**
  * The GraphiQL playground, in a real Chromium:
@@ -206,6 +207,72 @@ describe('GraphiQL playground in a browser', () => {
     } finally {
       await context.close();
     }
+  });
+
+  // Browsers cannot put headers on a WebSocket, and GraphiQL sends an empty connection_init: the
+  // Headers editor's JSON travels in each subscribe message as extensions.headers, which the
+  // server honours when the connection itself carried no credential (src/app.ts, onSubscribe).
+  it('runs a subscription with the API key typed into the Headers editor', async () => {
+    const merchant = await server.createMerchant('Playground Live Co');
+    const customer = await server.services.customers.create(merchant.id, { externalId: 'playground-live' });
+    const topic = customerTopic(customer.id);
+    const { context, page, recorder } = await recordingContext(browser);
+    const sockets: string[] = [];
+    const sent: string[] = [];
+    const received: string[] = [];
+    page.on('websocket', (ws) => {
+      sockets.push(ws.url());
+      ws.on('framesent', (frame) => sent.push(String(frame.payload)));
+      ws.on('framereceived', (frame) => received.push(String(frame.payload)));
+    });
+    const frames = () => `sent ${JSON.stringify(sent)}; received ${JSON.stringify(received)}`;
+    try {
+      await page.goto(`${server.url}/playground`, { waitUntil: 'commit' });
+      await waitForGraphiQL(page);
+
+      // The id is inlined so the Variables editor stays out of it; one line each (see above).
+      const headers = JSON.stringify({ Authorization: `Bearer ${merchant.secret}` });
+      const query = `subscription { customerUpdated(id: "${customer.id}") { id name } }`;
+      await replaceEditorText(page, headersEditor(page), headers);
+      await replaceEditorText(page, queryEditor(page), query);
+      await expect.poll(() => editorText(headersEditor(page))).toBe(headers);
+      await expect.poll(() => editorText(queryEditor(page))).toBe(query);
+
+      await executeButton(page).click();
+      await waitForSubscribers(server, topic, 1).catch(async (error: Error) => {
+        throw new Error(`${error.message}; ${frames()}; result pane: ${await editorText(resultWindow(page))}`);
+      });
+
+      // Each change is pushed and shown; the pane ends on the latest one.
+      await server.services.customers.update(merchant.id, customer.id, { name: 'First' });
+      await expect.poll(() => editorText(resultWindow(page)), { timeout: 15_000 }).toContain('"First"');
+      await server.services.customers.update(merchant.id, customer.id, { name: 'Second' });
+      await expect.poll(() => editorText(resultWindow(page)), { timeout: 15_000 }).toContain('"Second"');
+      const shown = await editorText(resultWindow(page));
+      expect(shown).toContain(customer.id);
+      expect(shown).not.toContain('First');
+      expect(shown).not.toContain('errors');
+
+      // Over one WebSocket to this server, with the key in the subscribe message (not connection_init).
+      const origin = new URL(server.url);
+      expect(sockets).toEqual([`ws://127.0.0.1:${origin.port}/graphql`]);
+      const messages = sent.map((text) => JSON.parse(text) as { type: string; payload?: Record<string, unknown> });
+      expect(messages[0], frames()).toEqual({ type: 'connection_init', payload: {} });
+      const subscribe = messages.find((message) => message.type === 'subscribe');
+      expect(subscribe?.payload?.extensions, frames()).toEqual({ headers: { Authorization: `Bearer ${merchant.secret}` } });
+      const pushed = received
+        .map((text) => JSON.parse(text) as { type: string; payload?: { data?: { customerUpdated?: { name: string } } } })
+        .filter((message) => message.type === 'next')
+        .map((message) => message.payload?.data?.customerUpdated?.name);
+      expect(pushed).toEqual(['First', 'Second']);
+      // Nothing went over HTTP for the subscription, and nothing left the machine.
+      expect(recorder.requests.filter((request) => (request.postData() ?? '').includes('customerUpdated')).map((request) => request.url())).toEqual([]);
+      expect(recorder.external()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+    // Closing the page ends the subscription on the server.
+    await waitForSubscribers(server, topic, 0);
   });
 
   // Negative control: proves the recorder catches (and blocks) an external asset, so a green

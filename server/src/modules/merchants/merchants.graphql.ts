@@ -2,12 +2,18 @@ import type { Merchant } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
 
+const IncompleteStreamPolicyEnum = builder.enumType('IncompleteStreamPolicy', {
+  description: 'A stream cut before the provider reported usage: ESTIMATE charges the output streamed so far (estimated from its text); NO_CHARGE charges nothing.',
+  values: ['ESTIMATE', 'NO_CHARGE'] as const,
+});
+
 export const MerchantRef = builder.objectRef<Merchant>('Merchant').implement({
   description: 'A tenant: a business billing its own customers through Tollgate.',
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    incompleteStreamPolicy: t.field({ type: IncompleteStreamPolicyEnum, resolve: (m) => m.incompleteStreamPolicy as 'ESTIMATE' | 'NO_CHARGE' }),
   }),
 });
 
@@ -24,7 +30,7 @@ builder.mutationField('updateMerchant', (t) =>
   t.field({
     type: MerchantRef,
     authScopes: { merchant: true },
-    args: { name: t.arg.string({ required: true }) },
-    resolve: (_root, args, ctx) => ctx.services.merchants.rename(merchantIdOf(ctx), args.name),
+    args: { name: t.arg.string(), incompleteStreamPolicy: t.arg({ type: IncompleteStreamPolicyEnum }) },
+    resolve: (_root, args, ctx) => ctx.services.merchants.update(merchantIdOf(ctx), args),
   }),
 );

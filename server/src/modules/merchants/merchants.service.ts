@@ -23,8 +23,15 @@ export class MerchantService {
     return merchant;
   }
 
-  async rename(id: string, name: string): Promise<Merchant> {
-    return this.prisma.merchant.update({ where: { id }, data: { name: requireNonEmpty('name', name) } });
+  /** Changes the given settings only. */
+  async update(id: string, input: { name?: string | null; incompleteStreamPolicy?: 'ESTIMATE' | 'NO_CHARGE' | null }): Promise<Merchant> {
+    return this.prisma.merchant.update({
+      where: { id },
+      data: {
+        ...(input.name != null ? { name: requireNonEmpty('name', input.name) } : {}),
+        ...(input.incompleteStreamPolicy != null ? { incompleteStreamPolicy: input.incompleteStreamPolicy } : {}),
+      },
+    });
   }
 
   async list(): Promise<Merchant[]> {

@@ -134,7 +134,8 @@ describe('recordUsage', () => {
     expect(estimatedEvent.estimated).toBe(true);
     expect(estimatedEvent.status).toBe('CHARGED');
     expect(parseDecimalAttos('c', estimatedEvent.charge)).toBeGreaterThan(0n);
-    await server.services.prisma.merchant.update({ where: { id: merchant.id }, data: { incompleteStreamPolicy: 'NO_CHARGE' } });
+    const policy = await server.graphql<any>('mutation { updateMerchant(incompleteStreamPolicy: NO_CHARGE) { incompleteStreamPolicy } }', {}, merchant.secret);
+    expect(policy.data.updateMerchant.incompleteStreamPolicy).toBe('NO_CHARGE');
     const skipped = (await record({ response: responseOf('openai_chat_completion_stream_truncated.sse') })).data.recordUsage.event;
     expect(skipped).toMatchObject({ status: 'NOT_BILLABLE', estimated: false, charge: '0.00' });
   });
