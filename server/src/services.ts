@@ -4,6 +4,7 @@ import { ApiKeyService } from './modules/api-keys/api-keys.service.ts';
 import { CustomerSessionService } from './modules/auth/customer-sessions.service.ts';
 import { ViewerResolver } from './modules/auth/viewer.ts';
 import { CustomerService } from './modules/customers/customers.service.ts';
+import { ProviderCredentialService } from './modules/gateway/provider-credentials.service.ts';
 import { LedgerQueries } from './modules/ledger/ledger.queries.ts';
 import { LedgerService } from './modules/ledger/ledger.service.ts';
 import { MerchantService } from './modules/merchants/merchants.service.ts';
@@ -33,6 +34,7 @@ export interface Services {
   providerPrices: ProviderPriceService;
   priceRules: PriceRuleService;
   usage: UsageService;
+  providerCredentials: ProviderCredentialService;
 }
 
 export function createServices(deps: { config: Config; db: Database; pubsub: PubSub; logger: Logger; clock?: () => Date }): Services {
@@ -63,5 +65,6 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     providerPrices,
     priceRules,
     usage: new UsageService(prisma, ledger, meters, providerPrices, priceRules, logger, clock),
+    providerCredentials: new ProviderCredentialService(prisma, config.masterKey),
   };
 }

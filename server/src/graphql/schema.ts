@@ -7,6 +7,7 @@ import '../modules/ledger/ledger.graphql.ts';
 import '../modules/meters/meters.graphql.ts';
 import '../modules/pricing/pricing.graphql.ts';
 import '../modules/usage/usage.graphql.ts';
+import '../modules/gateway/provider-credentials.graphql.ts';
 
 /** Every module registers its types on import; this assembles them. */
 export const schema = builder.toSchema({ sortSchema: true });
