@@ -7,7 +7,7 @@ import { expressMiddleware } from '@as-integrations/express5';
 import express, { type Request } from 'express';
 import { GraphQLError, getOperationAST, parse, validate, type DocumentNode, type ExecutionResult } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import type { Context } from './context.ts';
 import { formatGraphQLError } from './graphql/errors.ts';
 import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
@@ -38,6 +38,19 @@ function authorizationIn(headers: unknown): string | undefined {
   if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) return undefined;
   const entry = Object.entries(headers).find(([name, value]) => name.toLowerCase() === 'authorization' && typeof value === 'string');
   return entry?.[1] as string | undefined;
+}
+
+/**
+ * A customer session token is short-lived: a subscription it opened must not outlive it. The
+ * socket is closed with 4401 when the token expires; the client reconnects with a fresh one.
+ */
+function closeWhenSessionExpires(socket: WebSocket, viewer: Viewer): void {
+  if (viewer.kind !== 'customer') return;
+  // setTimeout's limit is about 24.8 days; session tokens live far less.
+  const delay = Math.min(Math.max(viewer.expiresAt.getTime() - Date.now(), 0), 2 ** 31 - 1);
+  const timer = setTimeout(() => socket.close(4401, 'Customer session expired'), delay);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
 }
 
 export async function createApp(services: Services): Promise<App> {
@@ -81,6 +94,7 @@ export async function createApp(services: Services): Promise<App> {
         try {
           ctx.extra.viewer = await services.viewers.resolve(authorization ?? credentialFrom(ctx.extra.request.headers.authorization));
           ctx.extra.requestId = randomUUID();
+          closeWhenSessionExpires(ctx.extra.socket, ctx.extra.viewer);
           return true;
         } catch {
           return false; // graphql-ws closes with 4403 Forbidden
@@ -117,6 +131,7 @@ export async function createApp(services: Services): Promise<App> {
         if (operationAuthorization !== undefined) {
           try {
             viewer = await services.viewers.resolve(operationAuthorization);
+            closeWhenSessionExpires(ctx.extra.socket, viewer);
           } catch (error) {
             if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code } })];
             throw error;

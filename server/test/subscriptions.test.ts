@@ -134,6 +134,20 @@ describe('customerUpdated subscription', () => {
     expect(refused?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
 
+  it('closes a subscription when the customer session token that opened it expires (4401)', async () => {
+    // A token minted to expire in a second (the API's minimum TTL is a minute).
+    const sessions = server.services.customerSessions as unknown as { sign(claims: object): string };
+    const token = sessions.sign({ merchantId: merchant.id, customerId, sessionId: 'short', expiresAt: new Date(Math.floor(Date.now() / 1000 + 2) * 1000) });
+    const outcome = await connect(token)
+      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
+      .next()
+      .then(
+        () => 'event',
+        (error: unknown) => (error as { code?: number }).code,
+      );
+    expect(outcome).toBe(4401);
+  });
+
   it('rejects invalid operations with VALIDATION', async () => {
     const outcome = await connect(merchant.secret)
       .iterate({ query: 'subscription { customerUpdated(id: "x") { nope } }' })
