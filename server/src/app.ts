@@ -145,15 +145,15 @@ export async function createApp(services: Services): Promise<App> {
         };
         return { schema, document, operationName: payload.operationName, variableValues: payload.variables, contextValue };
       },
-      onNext: (_ctx, _id, _payload, _args, result) => formatResult(result),
-      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatGraphQLError(error.toJSON(), error, logger)),
+      onNext: (ctx, _id, _payload, _args, result) => formatResult(result, ctx.extra.requestId),
+      onError: (ctx, _id, _payload, errors) => errors.map((error) => formatGraphQLError(error.toJSON(), error, logger, ctx.extra.requestId)),
     },
     wsServer,
   );
 
-  function formatResult(result: ExecutionResult) {
+  function formatResult(result: ExecutionResult, requestId: string | undefined) {
     if (!result.errors?.length) return result;
-    return { ...result, errors: result.errors.map((error) => formatGraphQLError(error.toJSON(), error, logger)) };
+    return { ...result, errors: result.errors.map((error) => formatGraphQLError(error.toJSON(), error, logger, requestId)) };
   }
 
   // --- Apollo ---

@@ -148,6 +148,31 @@ describe('customerUpdated subscription', () => {
     expect(outcome).toBe(4401);
   });
 
+  it('masks an internal error in a subscription as INTERNAL with a request id', async () => {
+    const original = server.services.customers.get.bind(server.services.customers);
+    let calls = 0;
+    // Let the subscribe step pass, then fail while resolving the pushed event.
+    server.services.customers.get = async (...args) => {
+      if (++calls > 1) throw new Error('database password hunter2 leaked?');
+      return original(...args);
+    };
+    try {
+      const topic = customerTopic(customerId);
+      await waitForSubscribers(server, topic, 0);
+      const iterator = connect(merchant.secret).iterate({ query: SUBSCRIPTION, variables: { id: customerId } });
+      const next = iterator.next();
+      await waitForSubscribers(server, topic, 1);
+      server.services.pubsub.publish(topic, { customerId });
+      const result = (await next).value as { errors: { message: string; extensions: { code: string; requestId?: string } }[] };
+      expect(result.errors[0]!.extensions.code).toBe('INTERNAL');
+      expect(result.errors[0]!.extensions.requestId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(JSON.stringify(result)).not.toContain('hunter2');
+      await iterator.return?.();
+    } finally {
+      server.services.customers.get = original;
+    }
+  });
+
   it('rejects invalid operations with VALIDATION', async () => {
     const outcome = await connect(merchant.secret)
       .iterate({ query: 'subscription { customerUpdated(id: "x") { nope } }' })

@@ -21,7 +21,8 @@ const REQUEST_ERROR_CODES = new Set([
 
 const isOurCode = (code: unknown): code is ErrorCode => ERROR_CODES.includes(code as ErrorCode);
 
-export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
+/** `requestId` defaults to the HTTP request's (AsyncLocalStorage); WebSocket callers pass their own. */
+export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, logger: Logger, requestId = currentRequestId()): GraphQLFormattedError {
   const original = unwrapResolverError(error);
   const code = formatted.extensions?.code;
   if (original instanceof AppError || isOurCode(code)) {
@@ -35,7 +36,6 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   if (code === undefined && !formatted.path && formatted.locations) {
     return { message: formatted.message, locations: formatted.locations, extensions: { code: 'VALIDATION' } };
   }
-  const requestId = currentRequestId();
   logger.error({ err: original, requestId, path: formatted.path }, 'internal error in GraphQL request');
   return {
     message: `Internal server error${requestId ? ` (request id ${requestId})` : ''}`,
