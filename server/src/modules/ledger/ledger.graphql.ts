@@ -170,6 +170,21 @@ interface OperationShape {
   grantId?: string;
 }
 
+/**
+ * The shared shape of the wallet mutations: scope to the merchant, resolve the currency, run
+ * the operation as the calling key, and return it with the wallet it touched.
+ */
+async function walletOperation<R extends { transaction: PostedTransaction | null; replayed: boolean }>(
+  ctx: Context,
+  input: { customerId: string | number; currency?: string | null },
+  run: (merchantId: string, actor: Actor, target: { customerId: string; currency: string }) => Promise<R>,
+): Promise<R & OperationShape> {
+  const merchantId = merchantIdOf(ctx);
+  const target = { customerId: String(input.customerId), currency: currencyArg(input.currency) };
+  const result = await run(merchantId, actorOf(ctx), target);
+  return { ...result, merchantId, ...target };
+}
+
 const loadTransaction = (ctx: Context, posted: PostedTransaction | null) =>
   posted ? ctx.services.prisma.ledgerTransaction.findUniqueOrThrow({ where: { id: posted.id } }) : null;
 
@@ -331,76 +346,64 @@ builder.mutationFields((t) => ({
     type: LedgerOperationRef,
     authScopes: { merchant: true },
     args: { input: t.arg({ type: GrantCreditsInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const merchantId = merchantIdOf(ctx);
-      const currency = currencyArg(input.currency);
-      const result = await ctx.services.ledger.grantCredits(merchantId, actorOf(ctx), {
-        customerId: String(input.customerId),
-        currency,
-        amountNanos: requirePositiveNanos('amount', input.amount),
-        kind: input.kind,
-        expiresAt: input.expiresAt,
-        priority: input.priority,
-        description: input.description,
-        metadata: input.metadata,
-        idempotencyKey: input.idempotencyKey,
-      });
-      return { ...result, merchantId, customerId: String(input.customerId), currency };
-    },
+    resolve: (_root, { input }, ctx) =>
+      walletOperation(ctx, input, (merchantId, actor, target) =>
+        ctx.services.ledger.grantCredits(merchantId, actor, {
+          ...target,
+          amountNanos: requirePositiveNanos('amount', input.amount),
+          kind: input.kind,
+          expiresAt: input.expiresAt,
+          priority: input.priority,
+          description: input.description,
+          metadata: input.metadata,
+          idempotencyKey: input.idempotencyKey,
+        }),
+      ),
   }),
   adjustBalance: t.field({
     type: LedgerOperationRef,
     authScopes: { merchant: true },
     args: { input: t.arg({ type: AdjustBalanceInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const merchantId = merchantIdOf(ctx);
-      const currency = currencyArg(input.currency);
-      const result = await ctx.services.ledger.adjustBalance(merchantId, actorOf(ctx), {
-        customerId: String(input.customerId),
-        currency,
-        amountNanos: parseDecimalNanos('amount', input.amount),
-        reason: input.reason,
-        idempotencyKey: input.idempotencyKey,
-      });
-      return { ...result, merchantId, customerId: String(input.customerId), currency };
-    },
+    resolve: (_root, { input }, ctx) =>
+      walletOperation(ctx, input, (merchantId, actor, target) =>
+        ctx.services.ledger.adjustBalance(merchantId, actor, {
+          ...target,
+          amountNanos: parseDecimalNanos('amount', input.amount),
+          reason: input.reason,
+          idempotencyKey: input.idempotencyKey,
+        }),
+      ),
   }),
   refundCredits: t.field({
     type: LedgerOperationRef,
     description: 'Removes paid credit (only paid grants are drawn from).',
     authScopes: { merchant: true },
     args: { input: t.arg({ type: RefundCreditsInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const merchantId = merchantIdOf(ctx);
-      const currency = currencyArg(input.currency);
-      const result = await ctx.services.ledger.refundCredits(merchantId, actorOf(ctx), {
-        customerId: String(input.customerId),
-        currency,
-        amountNanos: requirePositiveNanos('amount', input.amount),
-        reason: input.reason,
-        idempotencyKey: input.idempotencyKey,
-      });
-      return { ...result, merchantId, customerId: String(input.customerId), currency };
-    },
+    resolve: (_root, { input }, ctx) =>
+      walletOperation(ctx, input, (merchantId, actor, target) =>
+        ctx.services.ledger.refundCredits(merchantId, actor, {
+          ...target,
+          amountNanos: requirePositiveNanos('amount', input.amount),
+          reason: input.reason,
+          idempotencyKey: input.idempotencyKey,
+        }),
+      ),
   }),
   debitCredits: t.field({
     type: LedgerOperationRef,
     description: 'Charges a wallet directly. Refused with INSUFFICIENT_FUNDS when available credit (plus any overdraft allowance) is short.',
     authScopes: { merchant: true },
     args: { input: t.arg({ type: DebitCreditsInput, required: true }) },
-    resolve: async (_root, { input }, ctx) => {
-      const merchantId = merchantIdOf(ctx);
-      const currency = currencyArg(input.currency);
-      const result = await ctx.services.ledger.debit(merchantId, actorOf(ctx), {
-        customerId: String(input.customerId),
-        currency,
-        amountAttos: requirePositiveAttos('amount', input.amount),
-        idempotencyKey: input.idempotencyKey,
-        description: input.description,
-        metadata: input.metadata,
-      });
-      return { ...result, merchantId, customerId: String(input.customerId), currency };
-    },
+    resolve: (_root, { input }, ctx) =>
+      walletOperation(ctx, input, (merchantId, actor, target) =>
+        ctx.services.ledger.debit(merchantId, actor, {
+          ...target,
+          amountAttos: requirePositiveAttos('amount', input.amount),
+          idempotencyKey: input.idempotencyKey,
+          description: input.description,
+          metadata: input.metadata,
+        }),
+      ),
   }),
   createHold: t.field({
     type: HoldResultRef,
