@@ -14,6 +14,7 @@ import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
 import { errorHandler, sendError } from './http/errors.ts';
 import { playgroundHtml } from './http/playground.ts';
+import { FORWARD_PATH } from './modules/gateway/gateway.service.ts';
 import { usageRoutes } from './modules/usage/usage.http.ts';
 import { ANONYMOUS, credentialFrom, type Viewer } from './modules/auth/viewer.ts';
 import type { Services } from './services.ts';
@@ -210,6 +211,9 @@ export async function createApp(services: Services): Promise<App> {
     runWithRequestId(requestId, next);
   });
 
+  // The gateway reads its own body (raw, any content type), so it comes before every parser.
+  app.use(FORWARD_PATH, (req, res) => void services.gateway.handle(req, res));
+
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -271,6 +275,7 @@ export async function createApp(services: Services): Promise<App> {
     },
     async close() {
       await apollo.stop();
+      await services.gateway.drain();
       if (httpServer.listening) await new Promise<void>((resolve) => httpServer.close(() => resolve()));
     },
   };

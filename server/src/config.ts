@@ -23,6 +23,15 @@ export interface Config {
   customerSessionMaxTtlSeconds: number;
   /** How often this instance expires due credit grants and holds. */
   expiryIntervalMs: number;
+  gateway: {
+    /** Tests and local development only: let the gateway reach loopback and private addresses. */
+    allowPrivateNetworks: boolean;
+    /** How long the provider may take to start answering (504 after). */
+    timeoutMs: number;
+    /** How long a response (a stream) may stall between chunks before it is cut. */
+    idleTimeoutMs: number;
+    maxRequestBytes: number;
+  };
   seedDemo: boolean;
   logLevel: string;
   production: boolean;
@@ -89,6 +98,12 @@ export function loadConfig(env: Env = process.env): Config {
     maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
     customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600),
     expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60) * 1000,
+    gateway: {
+      allowPrivateNetworks: env.TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS === 'true',
+      timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000),
+      idleTimeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_IDLE_TIMEOUT_MS', 120_000),
+      maxRequestBytes: bytesFrom(env, 'TOLLGATE_GATEWAY_MAX_REQUEST_SIZE', 32 * 1024 * 1024),
+    },
     seedDemo: env.TOLLGATE_SEED_DEMO ? env.TOLLGATE_SEED_DEMO !== 'false' : !production,
     logLevel: env.LOG_LEVEL ?? (env.NODE_ENV === 'test' ? 'silent' : 'info'),
     production,

@@ -29,6 +29,7 @@ export async function openRuntime(
   return {
     services,
     async close() {
+      await services.stop();
       await pubsub.close();
       await db.close();
     },

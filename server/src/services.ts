@@ -4,7 +4,12 @@ import { ApiKeyService } from './modules/api-keys/api-keys.service.ts';
 import { CustomerSessionService } from './modules/auth/customer-sessions.service.ts';
 import { ViewerResolver } from './modules/auth/viewer.ts';
 import { CustomerService } from './modules/customers/customers.service.ts';
+import { BalanceCache } from './modules/gateway/balance-cache.ts';
+import { GatewaySettingsService } from './modules/gateway/gateway-settings.service.ts';
+import { GatewayService } from './modules/gateway/gateway.service.ts';
+import { GatewaySettlement } from './modules/gateway/gateway.settlement.ts';
 import { ProviderCredentialService } from './modules/gateway/provider-credentials.service.ts';
+import { SpendLimitService } from './modules/limits/spend-limits.service.ts';
 import { LedgerQueries } from './modules/ledger/ledger.queries.ts';
 import { LedgerService } from './modules/ledger/ledger.service.ts';
 import { MerchantService } from './modules/merchants/merchants.service.ts';
@@ -35,6 +40,11 @@ export interface Services {
   priceRules: PriceRuleService;
   usage: UsageService;
   providerCredentials: ProviderCredentialService;
+  gatewaySettings: GatewaySettingsService;
+  gateway: GatewayService;
+  spendLimits: SpendLimitService;
+  /** Stops background work these services started (cache subscriptions). */
+  stop(): Promise<void>;
 }
 
 export function createServices(deps: { config: Config; db: Database; pubsub: PubSub; logger: Logger; clock?: () => Date }): Services {
@@ -48,6 +58,13 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const apiKeys = new ApiKeyService(prisma);
   const customers = new CustomerService(prisma, pubsub);
   const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds);
+  const viewers = new ViewerResolver(apiKeys, customerSessions);
+  const usage = new UsageService(prisma, ledger, meters, providerPrices, priceRules, logger, clock);
+  const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
+  const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials);
+  const balances = new BalanceCache(db, pubsub);
+  const spendLimits = new SpendLimitService(prisma, clock);
+  const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, new GatewaySettlement(prisma, usage, logger), logger);
   return {
     config,
     db,
@@ -58,13 +75,20 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     merchants: new MerchantService(prisma, apiKeys),
     customers,
     customerSessions,
-    viewers: new ViewerResolver(apiKeys, customerSessions),
+    viewers,
     ledger,
     ledgerQueries: new LedgerQueries(db, ledger, clock),
     meters,
     providerPrices,
     priceRules,
-    usage: new UsageService(prisma, ledger, meters, providerPrices, priceRules, logger, clock),
-    providerCredentials: new ProviderCredentialService(prisma, config.masterKey),
+    usage,
+    providerCredentials,
+    gatewaySettings,
+    gateway,
+    spendLimits,
+    async stop() {
+      await gateway.drain();
+      balances.close();
+    },
   };
 }

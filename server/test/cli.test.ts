@@ -83,6 +83,10 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(applied.stdout).toContain('Applied 7 change(s).');
     const again = await cli('apply', file, '--merchant', merchantId, '--yes');
     expect(again.stdout).toContain('No changes');
+    // The YAML example declares the same pricing.
+    const yaml = await cli('apply', file.replace(/\.json$/, '.yaml'), '--merchant', merchantId, '--dry-run');
+    expect(yaml.code, yaml.stderr).toBe(0);
+    expect(yaml.stdout).toContain('No changes');
   });
 
   it('explains its usage and fails clearly on bad input', async () => {

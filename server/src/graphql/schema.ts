@@ -8,6 +8,8 @@ import '../modules/meters/meters.graphql.ts';
 import '../modules/pricing/pricing.graphql.ts';
 import '../modules/usage/usage.graphql.ts';
 import '../modules/gateway/provider-credentials.graphql.ts';
+import '../modules/gateway/gateway.graphql.ts';
+import '../modules/limits/spend-limits.graphql.ts';
 
 /** Every module registers its types on import; this assembles them. */
 export const schema = builder.toSchema({ sortSchema: true });

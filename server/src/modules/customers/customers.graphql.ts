@@ -17,6 +17,9 @@ export const CustomerRef = builder.objectRef<Customer>('Customer').implement({
     metadata: t.field({ type: 'JSONObject', resolve: (customer) => customer.metadata }),
     archived: t.boolean({ resolve: (customer) => customer.archivedAt !== null }),
     archivedAt: t.expose('archivedAt', { type: 'DateTime', nullable: true }),
+    blocked: t.boolean({ description: 'Blocked customers cannot call through the gateway.', resolve: (customer) => customer.blockedAt !== null }),
+    blockedAt: t.expose('blockedAt', { type: 'DateTime', nullable: true }),
+    blockedReason: t.exposeString('blockedReason', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),
@@ -138,6 +141,25 @@ builder.mutationField('unarchiveCustomer', (t) =>
     authScopes: { merchant: true },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, args, ctx) => ctx.services.customers.unarchive(merchantIdOf(ctx), String(args.id)),
+  }),
+);
+
+builder.mutationField('blockCustomer', (t) =>
+  t.field({
+    type: CustomerRef,
+    description: 'Stops the customer from calling through the gateway (403 CUSTOMER_BLOCKED) until unblocked; data and credit are kept.',
+    authScopes: { merchant: true },
+    args: { id: t.arg.id({ required: true }), reason: t.arg.string({ description: 'Shown to the app in the 403 error.' }) },
+    resolve: (_root, args, ctx) => ctx.services.customers.block(merchantIdOf(ctx), String(args.id), args.reason ?? null),
+  }),
+);
+
+builder.mutationField('unblockCustomer', (t) =>
+  t.field({
+    type: CustomerRef,
+    authScopes: { merchant: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.customers.unblock(merchantIdOf(ctx), String(args.id)),
   }),
 );
 

@@ -92,6 +92,20 @@ export class CustomerService {
     return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { archivedAt: new Date() } }));
   }
 
+  /** A blocked customer keeps its data and wallet, but the gateway refuses its calls (403). */
+  async block(merchantId: string, id: string, reason: string | null): Promise<Customer> {
+    const existing = await this.get(merchantId, id);
+    const text = reason?.trim() || null;
+    if (text && text.length > 500) throw invalidField('reason', 'must be at most 500 characters');
+    return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { blockedAt: existing.blockedAt ?? new Date(), blockedReason: text } }));
+  }
+
+  async unblock(merchantId: string, id: string): Promise<Customer> {
+    const existing = await this.get(merchantId, id);
+    if (!existing.blockedAt) return existing;
+    return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { blockedAt: null, blockedReason: null } }));
+  }
+
   async unarchive(merchantId: string, id: string): Promise<Customer> {
     const existing = await this.get(merchantId, id);
     if (!existing.archivedAt) return existing;

@@ -17,6 +17,7 @@ const KEY = /^[\x21-\x7e]{8,4096}$/;
  */
 export class ProviderCredentialService {
   private readonly key: Buffer;
+  private readonly listeners: ((merchantId: string) => void)[] = [];
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -25,16 +26,27 @@ export class ProviderCredentialService {
     this.key = deriveKey(masterKey, 'provider-credentials');
   }
 
+  /** Called after a merchant's keys change, so caches of them can be dropped. */
+  onChange(listener: (merchantId: string) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private changed(merchantId: string): void {
+    for (const listener of this.listeners) listener(merchantId);
+  }
+
   /** Stores a key for a provider, replacing (revoking) the one in use. */
   async set(merchantId: string, provider: string, apiKey: string): Promise<ProviderCredential> {
     const id = provider.trim().toLowerCase();
     if (!PROVIDER_IDS.has(id)) throw invalidField('provider', `is not a supported provider id (e.g. ${[...PROVIDER_IDS].slice(0, 5).join(', ')}, …)`);
     const secret = apiKey.trim();
     if (!KEY.test(secret)) throw invalidField('apiKey', 'must be 8 to 4096 printable characters with no spaces');
-    return this.prisma.$transaction(async (tx) => {
+    const created = await this.prisma.$transaction(async (tx) => {
       await tx.providerCredential.updateMany({ where: { merchantId, provider: id, revokedAt: null }, data: { revokedAt: new Date() } });
       return tx.providerCredential.create({ data: { merchantId, provider: id, encryptedKey: encryptSecret(this.key, secret), last4: secret.slice(-4) } });
     });
+    this.changed(merchantId);
+    return created;
   }
 
   async list(merchantId: string, includeRevoked: boolean): Promise<ProviderCredential[]> {
@@ -48,7 +60,9 @@ export class ProviderCredentialService {
     const credential = isUuid(credentialId) ? await this.prisma.providerCredential.findFirst({ where: { id: credentialId, merchantId } }) : null;
     if (!credential) throw notFound('Provider credential', credentialId);
     if (credential.revokedAt) return credential;
-    return this.prisma.providerCredential.update({ where: { id: credential.id }, data: { revokedAt: new Date() } });
+    const revoked = await this.prisma.providerCredential.update({ where: { id: credential.id }, data: { revokedAt: new Date() } });
+    this.changed(merchantId);
+    return revoked;
   }
 
   /** The plaintext key in use for a provider, for the gateway to inject; null when none is set. */

@@ -40,6 +40,8 @@ export interface BalanceEvent {
   walletId: string;
   balance: string;
   available: string;
+  /** How far below zero the wallet may go (the overage allowance), so a reader can tell what is spendable. */
+  overdraftLimit: string;
   transactionIds: string[];
 }
 
@@ -596,6 +598,7 @@ export class LedgerService {
       walletId: state.id,
       balance: formatNanos(state.balance),
       available: formatNanos(state.balance - state.held),
+      overdraftLimit: formatNanos(state.overdraftLimit),
       transactionIds: posted.map((transaction) => transaction.id),
     };
     this.pubsub.publish(walletTopic(customerId), event);

@@ -1,16 +1,17 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parseDocument, type Tags } from 'yaml';
 import type { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/client.ts';
 import type { Services } from '../../services.ts';
-import { invalidField } from '../../shared/errors.ts';
+import { AppError, invalidField } from '../../shared/errors.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import { rulesInForce, toPricingRule } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 
 /**
  * Pricing as code: meters, provider prices and price rules declared in a file
- * (tollgate.config.ts/.js/.json) and applied with `npm run tollgate -- apply <file>`.
+ * (tollgate.config.ts/.js/.json/.yaml) and applied with `npm run tollgate -- apply <file>`.
  * Applying is idempotent (an unchanged file changes nothing) and never rewrites history: a
  * changed price or rule becomes a new version from now, and events keep the prices of their time.
  */
@@ -28,23 +29,60 @@ export type Change =
 
 type PricingConfigMeter = NonNullable<PricingConfig['meters']>[number];
 
-/** Reads a config file: JSON, or a module whose default export is the config. */
+/** Reads a config file: JSON, YAML, or a module whose default export is the config. */
 export async function loadPricingConfig(file: string): Promise<PricingConfig> {
   // `npm run` changes into the workspace; resolve the path from where the command was typed.
   const absolute = path.resolve(process.env.INIT_CWD ?? process.cwd(), file);
-  const config = absolute.endsWith('.json')
-    ? (JSON.parse(readFileSync(absolute, 'utf8')) as PricingConfig)
-    : ((await import(pathToFileURL(absolute).href)) as { default: PricingConfig }).default;
-  if (!config || typeof config !== 'object') throw invalidField('config', `${file} must export a pricing config object`);
-  return config;
+  const extension = path.extname(absolute).toLowerCase();
+  let config: unknown;
+  if (extension === '.json') config = parseJson(file, readFileSync(absolute, 'utf8'));
+  else if (extension === '.yaml' || extension === '.yml') config = parseYaml(file, readFileSync(absolute, 'utf8'));
+  else config = ((await import(pathToFileURL(absolute).href)) as { default: unknown }).default;
+  if (!config || typeof config !== 'object' || Array.isArray(config)) throw invalidField('config', `${file} must hold a pricing config object`);
+  return config as PricingConfig;
 }
 
-/** Canonical JSON (sorted keys) so that equal settings compare equal however they were written. */
+function parseJson(file: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new AppError('VALIDATION', `${file} is not valid JSON: ${(error as Error).message}`, { field: 'config', file });
+  }
+}
+
+const YAML_FLOAT = 'tag:yaml.org,2002:float';
+
+/**
+ * Plain YAML 1.2 (core schema) to plain JS. One difference: a decimal written without quotes
+ * (`unitPrice: 0.05`) is read as its exact text, "0.05", never through a binary float, so YAML
+ * plans exactly like the same JSON with quoted decimals. Whole numbers stay numbers.
+ */
+function parseYaml(file: string, text: string): unknown {
+  const exactDecimals = (tags: Tags): Tags =>
+    tags.map((tag) => (typeof tag === 'object' && tag.tag === YAML_FLOAT && 'test' in tag && tag.test?.test('0.5') ? { ...tag, resolve: (source: string) => source } : tag));
+  const document = parseDocument(text, { customTags: exactDecimals, prettyErrors: true });
+  const [error] = document.errors;
+  if (error) {
+    // The parser's message ends with the offending line and a caret under the column.
+    const { line, col } = error.linePos?.[0] ?? { line: 0, col: 0 };
+    const [reason, rest = ''] = error.message.split(/ at line \d+, column \d+:?/);
+    const excerpt = rest.replace(/^\n+/, '').trimEnd();
+    throw new AppError('VALIDATION', `${file}:${line}:${col}: invalid YAML: ${reason}${excerpt ? `\n${excerpt}` : ''}`, { field: 'config', file, line, column: col });
+  }
+  return document.toJS();
+}
+
+/**
+ * Canonical JSON (sorted keys, whole numbers as their digits) so that equal settings compare
+ * equal however they were written: `upTo: 1000000` in YAML and `"upTo": "1000000"` in JSON.
+ */
 function canonical(value: unknown): string {
   return JSON.stringify(value, (_key, inner) =>
     inner && typeof inner === 'object' && !Array.isArray(inner)
       ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).filter(([, v]) => v !== undefined && v !== null).sort(([a], [b]) => a.localeCompare(b)))
-      : inner,
+      : typeof inner === 'number' && Number.isSafeInteger(inner)
+        ? String(inner)
+        : inner,
   );
 }
 

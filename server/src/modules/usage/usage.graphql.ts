@@ -5,8 +5,9 @@ import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import type { UsageEventView, UsageRecordInput, UsageResult } from './usage.service.ts';
 
 const UsageStatusEnum = builder.enumType('UsageEventStatus', {
-  description: 'CHARGED: priced and charged. NOT_BILLABLE: nothing to charge (error response, zero price). UNCHARGED: the customer could not pay (no credit, no overdraft allowance).',
-  values: ['CHARGED', 'NOT_BILLABLE', 'UNCHARGED'] as const,
+  description:
+    'CHARGED: priced and charged. NOT_BILLABLE: nothing to charge (error response, zero price). UNCHARGED: the customer could not pay anything (no credit, no overdraft allowance). PARTIALLY_CHARGED: what the customer had left was charged; `shortfall` is the rest.',
+  values: ['CHARGED', 'NOT_BILLABLE', 'UNCHARGED', 'PARTIALLY_CHARGED'] as const,
 });
 
 export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').implement({
@@ -23,6 +24,7 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
     cost: t.field({ type: 'Decimal', resolve: (e) => e.cost }),
     charge: t.field({ type: 'Decimal', resolve: (e) => e.charge }),
     margin: t.field({ type: 'Decimal', resolve: (e) => e.margin }),
+    shortfall: t.field({ type: 'Decimal', description: 'Priced but not paid: the customer ran out of credit (UNCHARGED, PARTIALLY_CHARGED).', resolve: (e) => e.shortfall }),
     estimated: t.exposeBoolean('estimated', { description: 'The stream ended before the provider reported usage; the charge is an estimate.' }),
     ledgerTransactionId: t.exposeID('ledgerTransactionId', { nullable: true }),
   }),

@@ -1,6 +1,7 @@
-import type { Meter } from '../../generated/prisma/client.ts';
+import type { Meter, MeterAggregation } from '../../generated/prisma/client.ts';
 import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
+import { QUANTITY_SCALE, scaledQuantity } from '../pricing/decimal.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
 import { applyRule, selectRule, type Quantity } from '../pricing/rules.ts';
 import { rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
@@ -39,6 +40,47 @@ export function meterQuantities(usage: NormalizedUsage, meters: readonly Meter[]
   return quantities;
 }
 
+/**
+ * How a meter's events add up to the customer's total for the billing period — the quantity
+ * tiered prices are computed over (Meter.aggregation). Each event is priced on what it adds:
+ * price(prior + quantity) − price(prior), so a period's charges always sum to price(total).
+ * - SUM: the total is the sum of the events' quantities (tokens, seconds, images, …).
+ * - COUNT: the number of events that carry the meter (a non-zero quantity); each counts 1,
+ *   whatever its quantity, so N events are priced like N units.
+ * - MAX: the highest quantity seen in the period (peak seats, storage, concurrency). An event
+ *   adds only how far it raises the maximum, nothing when it does not (then its charge for the
+ *   meter is zero, minimumCharge included); the period's charges sum to price(max).
+ * Changing a meter's aggregation mid-period carries on from the total stored so far.
+ */
+export interface PeriodStep {
+  /** The period total before this event. */
+  prior: string;
+  /** What this event adds to it: the quantity priced. "0" when it adds nothing. */
+  quantity: string;
+  /** The period total after this event. */
+  after: string;
+}
+
+/** What one event contributes to the batch's aggregate for a meter (summed, or maxed for MAX). */
+export function periodContribution(aggregation: MeterAggregation, quantity: Quantity): string {
+  return aggregation === 'COUNT' ? '1' : formatScaled(scaledQuantity('quantity', quantity));
+}
+
+/** Advances a period total by one event's quantity of a meter. */
+export function stepPeriodTotal(aggregation: MeterAggregation, before: Quantity, quantity: Quantity): PeriodStep {
+  const prior = scaledQuantity('before', before);
+  const seen = scaledQuantity('quantity', quantity);
+  const added = aggregation === 'COUNT' ? QUANTITY_SCALE : aggregation === 'MAX' ? (seen > prior ? seen - prior : 0n) : seen;
+  return { prior: formatScaled(prior), quantity: formatScaled(added), after: formatScaled(prior + added) };
+}
+
+/** A quantity held scaled by 1e18, as the shortest exact decimal string. */
+function formatScaled(value: bigint): string {
+  const whole = value / QUANTITY_SCALE;
+  const fraction = (value % QUANTITY_SCALE).toString().padStart(18, '0').replace(/0+$/, '');
+  return fraction ? `${whole}.${fraction}` : whole.toString();
+}
+
 export function providerCost(usage: NormalizedUsage, price: PriceWithRef | null): { costAttos: bigint; problem: string | null } {
   if (!usage.billable) return { costAttos: 0n, problem: null };
   if (!price) return { costAttos: 0n, problem: usage.provider ? `no provider price for ${usage.provider}/${usage.model ?? '?'}` : null };
@@ -51,8 +93,9 @@ export function providerCost(usage: NormalizedUsage, price: PriceWithRef | null)
 
 /**
  * Charges one event: a MARKUP rule (most specific for its provider/model) prices the cost;
- * each meter the event moves is priced by its most specific quantity rule, on the customer's
- * running total in the period (`priorFor`). With no rule at all, cost passes through.
+ * each meter the event moves is priced by its most specific quantity rule on what the event
+ * adds to the customer's period total (`quantities`, see PeriodStep), from the total before it
+ * (`priorFor`). With no rule at all, cost passes through.
  */
 export function priceUsage(params: {
   usage: NormalizedUsage;
@@ -81,7 +124,11 @@ export function priceUsage(params: {
     const rule = selectRule(candidates.map(toPricingRule), { ...target, meter: meterKey });
     if (!rule) continue;
     const row = candidates.find((candidate) => candidate.id === rule.id)!;
-    const { chargeAttos } = applyRule(rule, { quantity, priorQuantity: params.priorFor(meterKey), costAttos: 0n, requests: usage.requests });
+    // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
+    // through), at nothing: no minimumCharge for an event that adds nothing.
+    const { chargeAttos } = scaledQuantity('quantity', quantity) === 0n
+      ? { chargeAttos: 0n }
+      : applyRule(rule, { quantity, priorQuantity: params.priorFor(meterKey), costAttos: 0n, requests: usage.requests });
     lines.push({ ruleId: row.id, rule: row.name, meter: meterKey, quantity: String(quantity), chargeAttos });
   }
   const passThrough = lines.length === 0;

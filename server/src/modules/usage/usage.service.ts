@@ -1,30 +1,35 @@
 import { randomUUID } from 'node:crypto';
-import type { PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
+import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ATTOS_PER_NANO, formatAttos, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { creditLegs, planDebit } from '../ledger/ledger.planner.ts';
+import { creditLegs, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
 import type { Quantity } from '../pricing/rules.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { normalizeResponse } from './normalize/index.ts';
-import { estimateIncomplete, meterQuantities, priceUsage, providerCost, type PricedUsage } from './usage.pricing.ts';
+import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
 import type { NormalizedUsage, ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
 export interface UsageRecordInput {
   /** Tollgate customer id or the merchant's externalId. */
   customer: string;
+  /**
+   * The caller's key: a retry with it is never charged twice. When the provider names the unit of
+   * work (NormalizedUsage.billingId, e.g. a polled Replicate prediction), that id keys the event
+   * instead, so every response for it is charged once; this key is kept in the event's metadata.
+   */
   idempotencyKey: string;
   /** When the call happened (default now). Late events are priced at that time's prices. */
   timestamp?: Date | null;
   currency?: string | null;
   /** A normalized record … */
-  usage?: Partial<Omit<NormalizedUsage, 'details' | 'streamedText'>> | null;
+  usage?: Partial<Omit<NormalizedUsage, 'details' | 'streamedText' | 'billingId'>> | null;
   /** … or the provider's raw response to normalize. */
   response?: ProviderResponse | null;
   /** Quantities of custom meters, by meter key. */
@@ -44,6 +49,8 @@ export interface UsageEventView {
   cost: string;
   charge: string;
   margin: string;
+  /** What the customer could not pay of the priced charge (zero when fully charged). */
+  shortfall: string;
   estimated: boolean;
   ledgerTransactionId: string | null;
 }
@@ -65,7 +72,11 @@ export function periodStartOf(at: Date): Date {
 interface Prepared {
   index: number;
   input: UsageRecordInput;
+  /** The event's idempotency key: the provider's billingId when there is one, else the caller's key. */
   key: string;
+  callerKey: string;
+  /** Set when `key` is a billingId: repeats are replays whatever else differs. */
+  billingId: string | null;
   customerRef: string;
   customerId?: string;
   currency: string;
@@ -91,7 +102,7 @@ interface EventRow {
   margin_attos: string;
   estimated: boolean;
   ledger_transaction_id: string | null;
-  metadata: { requestHash?: string; error?: { code: string; message: string } };
+  metadata: { requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string };
 }
 
 function viewOf(row: EventRow): UsageEventView {
@@ -107,6 +118,7 @@ function viewOf(row: EventRow): UsageEventView {
     cost: formatAttos(BigInt(row.cost_attos)),
     charge: formatAttos(BigInt(row.charge_attos)),
     margin: formatAttos(BigInt(row.margin_attos)),
+    shortfall: formatAttos(BigInt(row.metadata?.shortfallAttos ?? '0')),
     estimated: row.estimated,
     ledgerTransactionId: row.ledger_transaction_id,
   };
@@ -219,7 +231,9 @@ export class UsageService {
       estimated = usage.billable;
     }
     const hash = requestHash({ customer: customerRef, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage: input.usage ?? null, response: input.response ? [input.response.url, input.response.status, input.response.body] : null, stated });
-    return { index, input, key, customerRef, currency, occurredAt, periodStart: periodStartOf(occurredAt), usage, estimated, stated, hash };
+    const billingId = usage.billable && usage.billingId ? usage.billingId : null;
+    if (billingId && billingId.length > 200) throw invalidField('response', 'the provider\'s billing id is longer than 200 characters');
+    return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart: periodStartOf(occurredAt), usage, estimated, stated, hash };
   }
 
   /** One query for every customer in the batch, by id or externalId, within the merchant. */
@@ -250,22 +264,24 @@ export class UsageService {
         const existing = await this.existingEvents(batch, merchantId, items.map((item) => item.key));
         const fresh: Prepared[] = [];
         const firstByKey = new Map<string, Prepared>();
+        // Repeats of a billingId within the batch: answered as replays of the first, at the end.
+        const repeats: [Prepared, Prepared][] = [];
         for (const item of items) {
           const prior = existing.get(item.key);
           if (prior) {
-            out.set(item.index, replay(prior, item.hash));
+            out.set(item.index, replay(prior, item));
             continue;
           }
           const earlier = firstByKey.get(item.key);
-          if (earlier) {
-            out.set(item.index, { ok: false, error: new AppError('CONFLICT', 'The same idempotency key appears twice in this batch', { field: 'idempotencyKey' }) });
-            continue;
+          if (earlier && item.billingId && earlier.billingId) repeats.push([item, earlier]);
+          else if (earlier) out.set(item.index, { ok: false, error: new AppError('CONFLICT', 'The same idempotency key appears twice in this batch', { field: 'idempotencyKey' }) });
+          else {
+            firstByKey.set(item.key, item);
+            fresh.push(item);
           }
-          firstByKey.set(item.key, item);
-          fresh.push(item);
         }
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable ? meterQuantities(item.usage, meters, item.stated) : new Map<string, Quantity>()]));
-        const priors = await this.advancePeriodTotals(batch, merchantId, fresh, quantities);
+        const steps = await this.advancePeriodTotals(batch, merchantId, fresh, quantities, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
         // Price every event, then charge each wallet once for all of its events in this batch:
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
@@ -275,8 +291,13 @@ export class UsageService {
         for (const item of fresh) {
           const price = item.usage.provider && item.usage.model ? resolvePrice(priceRows, item.usage.provider, item.usage.model, item.occurredAt) : null;
           const cost = providerCost(item.usage, price);
+          // Each meter is priced on what this event adds to its period total (see PeriodStep).
+          const moved = steps.get(item.index) ?? new Map<string, PeriodStep>();
           const priced: PricedUsage = item.usage.billable
-            ? priceUsage({ usage: item.usage, occurredAt: item.occurredAt, rules: ruleRows, quantities: quantities.get(item.index)!, priorFor: (meter) => priors.get(`${item.index}:${meter}`) ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem })
+            ? priceUsage({
+                usage: item.usage, occurredAt: item.occurredAt, rules: ruleRows, quantities: new Map([...moved].map(([meter, step]) => [meter, step.quantity])),
+                priorFor: (meter) => moved.get(meter)?.prior ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem,
+              })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
           const walletKey = { merchantId, customerId: item.customerId!, currency: item.currency };
           const wallet = batch.wallet(walletKey);
@@ -284,32 +305,40 @@ export class UsageService {
           pending.set(wallet.state.id, group);
           let status: UsageEventStatus = priced.chargeAttos === 0n ? 'NOT_BILLABLE' : 'CHARGED';
           let error: AppError | undefined;
+          let chargedAttos = priced.chargeAttos;
           if (priced.chargeAttos !== 0n) {
             // Would this event still fit on top of what the wallet owes so far in this batch?
             const plan = planDebit(wallet.state, group.attos + priced.chargeAttos, { allowOverdraft: true });
             if (plan.ok || priced.chargeAttos < 0n) group.attos += priced.chargeAttos;
             else {
-              status = 'UNCHARGED';
+              // The usage has happened: take what the customer has left (down to its overdraft
+              // floor) and record the rest as a shortfall, so a small balance cannot buy
+              // unlimited calls that each cost more than it.
               const owedInBatch = planDebit(wallet.state, group.attos, { allowOverdraft: true, ignoreLimits: true }).nanos;
+              chargedAttos = affordableAttos(wallet.state, group.attos, priced.chargeAttos);
+              group.attos += chargedAttos;
+              status = chargedAttos > 0n ? 'PARTIALLY_CHARGED' : 'UNCHARGED';
               const required = (priced.chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
               error = insufficientFunds(required, wallet.state.balance - wallet.state.held - owedInBatch, item.currency);
             }
           }
+          const { billingId: _b, callerIdempotencyKey: _c, ...callerMetadata } = item.input.metadata ?? {};
           const metadata = {
-            ...(item.input.metadata ?? {}),
+            ...callerMetadata,
             requestHash: item.hash,
+            ...(item.billingId ? { billingId: item.billingId, callerIdempotencyKey: item.callerKey } : {}),
             pricing: priced.lines.map((line) => ({ ...line, chargeAttos: line.chargeAttos.toString() })),
             ...(priced.passThrough && priced.chargeAttos !== 0n ? { passThrough: true } : {}),
             ...(priced.costProblem ? { costProblem: priced.costProblem } : {}),
             ...(item.usage.providerReportedCostUsd ? { providerReportedCostUsd: item.usage.providerReportedCostUsd } : {}),
-            ...(error ? { error: { code: error.code, message: error.message } } : {}),
+            ...(error ? { error: { code: error.code, message: error.message }, pricedChargeAttos: priced.chargeAttos.toString(), shortfallAttos: (priced.chargeAttos - chargedAttos).toString() } : {}),
           };
           const row: EventRow = {
             id: randomUUID(), customer_id: item.customerId!, idempotency_key: item.key, occurred_at: item.occurredAt, status, provider: item.usage.provider || null,
-            model: item.usage.model, currency: item.currency, cost_attos: priced.costAttos.toString(), charge_attos: priced.chargeAttos.toString(),
-            margin_attos: priced.marginAttos.toString(), estimated: item.estimated, ledger_transaction_id: null, metadata,
+            model: item.usage.model, currency: item.currency, cost_attos: priced.costAttos.toString(), charge_attos: chargedAttos.toString(),
+            margin_attos: (priced.marginAttos - (priced.chargeAttos - chargedAttos)).toString(), estimated: item.estimated, ledger_transaction_id: null, metadata,
           };
-          if (status === 'CHARGED') group.events.push(row);
+          if (status === 'CHARGED' || status === 'PARTIALLY_CHARGED') group.events.push(row);
           rows.push([row, item, price?.ref ?? null, priced.lines[0]?.ruleId ?? null]);
           indexOf.set(row, item.index);
           out.set(item.index, { ok: true, event: viewOf(row), replayed: false, ...(error ? { error } : {}) });
@@ -322,6 +351,10 @@ export class UsageService {
             const result = out.get(index) as Extract<UsageResult, { ok: true }>;
             out.set(index, { ...result, event: viewOf(row) });
           }
+        }
+        for (const [item, first] of repeats) {
+          const answer = out.get(first.index)!;
+          out.set(item.index, answer.ok && item.customerId === first.customerId ? { ...answer, replayed: true } : answer.ok ? chargedElsewhere(item.billingId!, answer.event.id) : answer);
         }
         await this.insertEvents(batch, merchantId, rows);
         return out;
@@ -392,40 +425,66 @@ export class UsageService {
   }
 
   /**
-   * Adds the batch's quantities to each customer's running totals for the period (one
-   * statement) and returns, per event and meter, the total before that event: what tiered
-   * prices are computed from. Row locks on the totals keep concurrent batches consistent.
+   * Advances each customer's running totals for the period by the batch (one statement) and
+   * returns, per event and meter, the step it made: the total before it and what it added
+   * (see PeriodStep for SUM, COUNT and MAX). The statement locks the existing totals rows first
+   * (FOR UPDATE, reading their latest values: the totals before the batch, which MAX cannot
+   * recover from the totals after it), then sums or maxes the batch in; each event's step is
+   * worked out from there in batch order. Row locks keep concurrent batches consistent. A row
+   * another transaction created after this statement began is left alone (the DO UPDATE WHERE)
+   * and its events go round once more, now seeing and locking it.
    */
-  private async advancePeriodTotals(batch: LedgerBatch, merchantId: string, items: Prepared[], quantities: Map<number, Map<string, Quantity>>): Promise<Map<string, Quantity>> {
-    const rowsFor: { key: string; item: Prepared; meter: string; quantity: string }[] = [];
+  private async advancePeriodTotals(
+    batch: LedgerBatch,
+    merchantId: string,
+    items: Prepared[],
+    quantities: Map<number, Map<string, Quantity>>,
+    aggregations: Map<string, MeterAggregation>,
+  ): Promise<Map<number, Map<string, PeriodStep>>> {
+    const rowsFor: { key: string; item: Prepared; meter: string; aggregation: MeterAggregation; quantity: Quantity }[] = [];
     for (const item of items) {
       for (const [meter, quantity] of quantities.get(item.index)!) {
         const key = `${item.customerId}|${meter}|${item.periodStart.toISOString()}`;
-        rowsFor.push({ key, item, meter, quantity: String(quantity) });
+        rowsFor.push({ key, item, meter, aggregation: aggregations.get(meter) ?? 'SUM', quantity });
       }
     }
-    if (rowsFor.length === 0) return new Map();
-    const updated = await batch.tx.query<{ customer_id: string; meter_key: string; period_start: Date; before: string }>(
-      `WITH increments AS (
-         SELECT u.customer_id, u.meter_key, u.period_start, sum(u.quantity) AS quantity
-         FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::numeric[]) AS u(customer_id, meter_key, period_start, quantity)
-         GROUP BY 1, 2, 3)
-       INSERT INTO usage_period_totals (merchant_id, customer_id, meter_key, period_start, quantity)
-       SELECT $1, customer_id, meter_key, period_start, quantity FROM increments
-       ON CONFLICT (customer_id, meter_key, period_start) DO UPDATE SET quantity = usage_period_totals.quantity + excluded.quantity
-       RETURNING customer_id, meter_key, period_start, (quantity - (SELECT i.quantity FROM increments i
-         WHERE i.customer_id = usage_period_totals.customer_id AND i.meter_key = usage_period_totals.meter_key AND i.period_start = usage_period_totals.period_start))::text AS before`,
-      [merchantId, rowsFor.map((row) => row.item.customerId), rowsFor.map((row) => row.meter), rowsFor.map((row) => row.item.periodStart), rowsFor.map((row) => row.quantity)],
-    );
-    const running = new Map<string, string>();
-    for (const row of updated) running.set(`${row.customer_id}|${row.meter_key}|${new Date(row.period_start).toISOString()}`, row.before);
-    const priors = new Map<string, Quantity>();
-    for (const row of rowsFor) {
-      const before = running.get(row.key) ?? '0';
-      priors.set(`${row.item.index}:${row.meter}`, trimDecimal(before));
-      running.set(row.key, addDecimal(before, row.quantity));
+    const before = new Map<string, string>();
+    for (let attempt = 1; rowsFor.some((row) => !before.has(row.key)); attempt++) {
+      if (attempt > 3) throw new Error('usage period totals kept being created by concurrent batches');
+      const rows = rowsFor.filter((row) => !before.has(row.key));
+      const advanced = await batch.tx.query<{ customer_id: string; meter_key: string; period_start: Date; before: string }>(
+        `WITH increments AS (
+           SELECT u.customer_id, u.meter_key, u.period_start, CASE WHEN u.meter_key = ANY($6::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
+           FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::numeric[]) AS u(customer_id, meter_key, period_start, quantity)
+           GROUP BY 1, 2, 3),
+         locked AS MATERIALIZED (
+           SELECT t.customer_id, t.meter_key, t.period_start, t.quantity
+           FROM usage_period_totals t JOIN increments i USING (customer_id, meter_key, period_start)
+           FOR UPDATE OF t),
+         upserted AS (
+           INSERT INTO usage_period_totals (merchant_id, customer_id, meter_key, period_start, quantity)
+           SELECT $1, customer_id, meter_key, period_start, quantity FROM increments
+           ON CONFLICT (customer_id, meter_key, period_start) DO UPDATE SET quantity = CASE WHEN usage_period_totals.meter_key = ANY($6::text[])
+               THEN GREATEST(usage_period_totals.quantity, excluded.quantity) ELSE usage_period_totals.quantity + excluded.quantity END
+             WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.meter_key, l.period_start) = (excluded.customer_id, excluded.meter_key, excluded.period_start))
+           RETURNING customer_id, meter_key, period_start)
+         SELECT u.customer_id, u.meter_key, u.period_start, coalesce(l.quantity, 0)::text AS before
+         FROM upserted u LEFT JOIN locked l USING (customer_id, meter_key, period_start)`,
+        [
+          merchantId, rows.map((row) => row.item.customerId), rows.map((row) => row.meter), rows.map((row) => row.item.periodStart),
+          rows.map((row) => periodContribution(row.aggregation, row.quantity)), [...new Set(rows.filter((row) => row.aggregation === 'MAX').map((row) => row.meter))],
+        ],
+      );
+      for (const row of advanced) before.set(`${row.customer_id}|${row.meter_key}|${new Date(row.period_start).toISOString()}`, row.before);
     }
-    return priors;
+    const steps = new Map<number, Map<string, PeriodStep>>();
+    for (const row of rowsFor) {
+      const step = stepPeriodTotal(row.aggregation, before.get(row.key)!, row.quantity);
+      before.set(row.key, step.after);
+      const ofItem = steps.get(row.item.index) ?? new Map<string, PeriodStep>();
+      steps.set(row.item.index, ofItem.set(row.meter, step));
+    }
+    return steps;
   }
 
   private async insertEvents(batch: LedgerBatch, merchantId: string, rows: [EventRow, Prepared, string | null, string | null][]): Promise<void> {
@@ -460,31 +519,32 @@ export class UsageService {
   }
 }
 
+/** The most that can still be debited from a wallet already owing `owedAttos` in this batch, down to its overdraft floor. */
+function affordableAttos(state: WalletState, owedAttos: bigint, wantedAttos: bigint): bigint {
+  const spendableNanos = state.balance - state.held + state.overdraftLimit;
+  // planDebit takes floor((carry + attos) / 1e9) nanos: this total takes exactly what is spendable.
+  const most = spendableNanos * ATTOS_PER_NANO - state.carry - owedAttos;
+  return most <= 0n ? 0n : most < wantedAttos ? most : wantedAttos;
+}
+
 const EVENT_COLUMNS = `id, customer_id, idempotency_key, occurred_at, status::text AS status, provider, model, currency, cost_attos::text AS cost_attos,
   charge_attos::text AS charge_attos, margin_attos::text AS margin_attos, estimated, ledger_transaction_id, metadata, created_at`;
 
-function replay(row: EventRow, hash: string): UsageResult {
-  if (row.metadata?.requestHash && row.metadata.requestHash !== hash) {
+/**
+ * The answer to an event whose key already has one. Under the caller's key, a different record
+ * is a CONFLICT; under a billingId, responses differ by design (each poll has its own caller key
+ * and body details), so any of the same customer's is a replay of the first.
+ */
+function replay(row: EventRow, item: Prepared): UsageResult {
+  const byBillingId = item.billingId !== null && row.metadata?.billingId === row.idempotency_key;
+  if (byBillingId && row.customer_id !== item.customerId) return chargedElsewhere(item.billingId!, row.id);
+  if (!byBillingId && row.metadata?.requestHash && row.metadata.requestHash !== item.hash) {
     return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
   }
   const error = row.metadata?.error ? new AppError(row.metadata.error.code as 'INSUFFICIENT_FUNDS', row.metadata.error.message) : undefined;
   return { ok: true, event: viewOf(row), replayed: true, ...(error ? { error } : {}) };
 }
 
-/** Exact decimal arithmetic on quantity strings (18 places), for running totals. */
-const SCALE = 10n ** 18n;
-function toScaled(text: string): bigint {
-  const [whole, fraction = ''] = text.split('.');
-  return BigInt(whole!) * SCALE + BigInt(fraction.padEnd(18, '0').slice(0, 18));
-}
-function fromScaled(value: bigint): string {
-  const whole = value / SCALE;
-  const fraction = (value % SCALE).toString().padStart(18, '0').replace(/0+$/, '');
-  return fraction ? `${whole}.${fraction}` : whole.toString();
-}
-function addDecimal(a: string, b: string): string {
-  return fromScaled(toScaled(a) + toScaled(b));
-}
-function trimDecimal(text: string): string {
-  return fromScaled(toScaled(text));
+function chargedElsewhere(billingId: string, usageEventId: string): UsageResult {
+  return { ok: false, error: new AppError('CONFLICT', `${billingId} was already recorded for another customer`, { field: 'response', usageEventId }) };
 }

@@ -1,8 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { ATTOS_PER_NANO, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
+import { periodChargeAttos, type PricingRule } from '../pricing/rules.ts';
+import type { UsageRecordInput, UsageResult } from './usage.service.ts';
 
 /** Post-request metering end to end: raw provider responses in, exact charges through the ledger out. */
 const FIXTURES = new URL('../../../../../shared/fixtures/providers/', import.meta.url);
@@ -15,7 +19,7 @@ let server: TestServer;
 
 const RECORD = `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) {
   replayed chargeError { code message }
-  event { id status provider model currency cost charge margin estimated ledgerTransactionId occurredAt } } }`;
+  event { id status provider model currency cost charge margin shortfall estimated ledgerTransactionId occurredAt } } }`;
 
 function responseOf(name: string) {
   const info = meta[name]!;
@@ -140,13 +144,22 @@ describe('recordUsage', () => {
     expect(skipped).toMatchObject({ status: 'NOT_BILLABLE', estimated: false, charge: '0.00' });
   });
 
-  it('records usage a customer cannot pay for as UNCHARGED, moving nothing', async () => {
+  it('usage a customer cannot fully pay for takes what is left and records the shortfall; with nothing left, nothing moves', async () => {
     const { record, balance } = await setup('0.001');
     const result = (await record({ response: responseOf('openai_responses.json') })).data.recordUsage;
-    expect(result.event.status).toBe('UNCHARGED');
-    expect(result.event.ledgerTransactionId).toBeNull();
+    expect(result.event.status).toBe('PARTIALLY_CHARGED');
+    expect(result.event.ledgerTransactionId).not.toBeNull();
     expect(result.chargeError.code).toBe('INSUFFICIENT_FUNDS');
-    expect(await balance()).toBe(parseDecimalNanos('x', '0.001'));
+    expect(await balance()).toBe(0n);
+    const priced = parseDecimalAttos('c', result.event.charge) + parseDecimalAttos('s', result.event.shortfall);
+    expect(parseDecimalAttos('c', result.event.charge)).toBe(parseDecimalAttos('x', '0.001'));
+    expect(priced).toBe(parseDecimalAttos('cost', expected['openai_responses.json']!.expected_cost_usd!));
+    expect(parseDecimalAttos('m', result.event.margin)).toBe(parseDecimalAttos('c', result.event.charge) - parseDecimalAttos('cost', expected['openai_responses.json']!.expected_cost_usd!));
+
+    const nothingLeft = (await record({ response: responseOf('openai_responses.json') })).data.recordUsage;
+    expect(nothingLeft.event).toMatchObject({ status: 'UNCHARGED', ledgerTransactionId: null, charge: '0.00' });
+    expect(parseDecimalAttos('s', nothingLeft.event.shortfall)).toBe(priced);
+    expect(await balance()).toBe(0n);
   });
 
   it('carries sub-nano charges instead of losing them', async () => {
@@ -206,5 +219,157 @@ describe('POST /v1/usage/batch', () => {
     const single = await post(JSON.stringify({ customer: 'nobody', idempotencyKey: 'k', usage: { inputTokens: 1 } }), merchant.secret, '/v1/usage');
     expect(single.status).toBe(404);
     expect(await single.json()).toMatchObject({ error: { code: 'NOT_FOUND' } });
+  });
+});
+
+describe('meter aggregations', () => {
+  const from = new Date('2026-01-01');
+  const june = new Date('2026-06-01T00:00:00Z');
+  const totalOf = async (customerId: string, meterKey: string, periodStart = june) =>
+    (await server.services.prisma.usagePeriodTotal.findUnique({ where: { customerId_meterKey_periodStart: { customerId, meterKey, periodStart } } }))?.quantity.toFixed();
+  const charges = (results: UsageResult[]) =>
+    results.map((result) => (result.ok ? result.event.charge : result.error.code));
+
+  it('COUNT counts events, whatever their quantity: N events price like N units', async () => {
+    const { merchant, customer, balance } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'generations', name: 'Image requests', unit: 'request', source: 'IMAGES', aggregation: 'COUNT' });
+    await server.services.priceRules.put(merchant.id, {
+      name: 'generations', type: 'GRADUATED', meterKey: 'generations', effectiveFrom: from,
+      config: { tiers: [{ upTo: '2', unitPrice: '0.10' }, { upTo: null, unitPrice: '0.05' }] },
+    });
+    const images = (count: number): UsageRecordInput => ({ customer: customer.id, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'img', images: count } });
+    // Three events of one meter in one batch, then more alone; an event without images does not count.
+    expect(charges(await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [images(4), images(1), images(2)]))).toEqual(['0.10', '0.10', '0.05']);
+    expect(charges(await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [images(0), images(3)]))).toEqual(['0.00', '0.05']);
+    expect(await totalOf(customer.id, 'generations')).toBe('4');
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.30'));
+  });
+
+  it('MAX charges only for raising the period\'s maximum; the period is charged price(max)', async () => {
+    const { merchant, customer, balance } = await setup('100.00');
+    await server.services.meters.create(merchant.id, { key: 'seats', name: 'Seats', unit: 'seat', source: 'QUANTITY', aggregation: 'MAX' });
+    await server.services.priceRules.put(merchant.id, { name: 'seats', type: 'FLAT', meterKey: 'seats', config: { unitPrice: '2' }, effectiveFrom: from });
+    const seats = (count: number | string, timestamp?: Date): UsageRecordInput => ({ customer: customer.id, idempotencyKey: randomUUID(), quantities: { seats: count }, timestamp: timestamp ?? null });
+    // Several events of one customer, meter and period in one batch: each priced on the max before it.
+    expect(charges(await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [seats(3), seats(2), seats(5)]))).toEqual(['6.00', '0.00', '4.00']);
+    // Not raising the maximum charges nothing, and the meter's rule still applies: its provider cost does not pass through.
+    const below = (await server.services.usage.recordOne(merchant.id, SYSTEM_ACTOR, { ...seats(4), usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 } })) as Extract<UsageResult, { ok: true }>;
+    expect(below.event).toMatchObject({ status: 'NOT_BILLABLE', charge: '0.00', ledgerTransactionId: null });
+    expect(parseDecimalAttos('cost', below.event.cost)).toBeGreaterThan(0n);
+    expect(charges(await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [seats('7.5'), seats(6), seats('7.5'), seats(7)]))).toEqual(['5.00', '0.00', '0.00', '0.00']);
+    expect(await totalOf(customer.id, 'seats')).toBe('7.5');
+    // Last month is its own period with its own maximum.
+    expect(charges(await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [seats(2, new Date('2026-05-10T00:00:00Z'))]))).toEqual(['4.00']);
+    expect(await totalOf(customer.id, 'seats', new Date('2026-05-01T00:00:00Z'))).toBe('2');
+    expect(await balance()).toBe(parseDecimalNanos('x', '100.00') - parseDecimalNanos('x', '15.00') - parseDecimalNanos('x', '4.00'));
+  });
+
+  it('mixed SUM, COUNT and MAX meters in the same batches add up to each meter\'s period price', async () => {
+    const { merchant } = await setup('0');
+    const rules: Record<'tokens' | 'calls' | 'peak', PricingRule> = {
+      tokens: { kind: 'GRADUATED', tiers: [{ upTo: 2000, unitPrice: '0.001' }, { upTo: null, unitPrice: '0.0004', flatFee: '0.5' }] },
+      calls: { kind: 'VOLUME', tiers: [{ upTo: 3, unitPrice: '0.2' }, { upTo: null, unitPrice: '0.1' }] },
+      peak: { kind: 'PACKAGE', packageSize: 10, packagePrice: '1.5' },
+    };
+    await server.services.meters.create(merchant.id, { key: 'tokens', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
+    await server.services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'call', source: 'REQUESTS', aggregation: 'COUNT' });
+    await server.services.meters.create(merchant.id, { key: 'peak', name: 'Peak concurrency', unit: 'stream', source: 'QUANTITY', aggregation: 'MAX' });
+    for (const [meterKey, rule] of Object.entries(rules)) {
+      const { kind, ...config } = rule;
+      await server.services.priceRules.put(merchant.id, { name: meterKey, type: kind, meterKey, config: config as never, effectiveFrom: from });
+    }
+    const eventArb = fc.record({ who: fc.nat({ max: 1 }), tokens: fc.nat({ max: 1500 }), peak: fc.option(fc.nat({ max: 40 }), { nil: undefined }) });
+    const runArb = fc.array(fc.array(eventArb, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 4 });
+    await fc.assert(
+      fc.asyncProperty(runArb, async (batches) => {
+        const customers = await Promise.all([0, 1].map(async () => {
+          const customer = await server.services.customers.create(merchant.id, { externalId: randomUUID() });
+          await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '100'), kind: 'PAID', idempotencyKey: `seed-${customer.id}` });
+          return customer;
+        }));
+        const charged = [0n, 0n];
+        for (const events of batches) {
+          const inputs = events.map(({ who, tokens, peak }): UsageRecordInput => ({
+            customer: customers[who]!.id, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'm', outputTokens: tokens }, quantities: peak === undefined ? null : { peak },
+          }));
+          const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, inputs);
+          results.forEach((result, index) => {
+            if (!result.ok) throw result.error;
+            charged[events[index]!.who]! += parseDecimalAttos('charge', result.event.charge);
+          });
+        }
+        for (const who of [0, 1]) {
+          const mine = batches.flat().filter((event) => event.who === who);
+          const totals = {
+            tokens: mine.reduce((total, event) => total + event.tokens, 0),
+            calls: mine.length,
+            peak: mine.reduce((best, event) => Math.max(best, event.peak ?? 0), 0),
+          };
+          const expected = (['tokens', 'calls', 'peak'] as const).reduce((total, meter) => total + periodChargeAttos(rules[meter], totals[meter]), 0n);
+          expect(charged[who]).toBe(expected);
+          for (const meter of ['tokens', 'calls', 'peak'] as const) expect(await totalOf(customers[who]!.id, meter)).toBe(totals[meter] ? String(totals[meter]) : undefined);
+        }
+      }),
+      { numRuns: 12 },
+    );
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
+});
+
+describe('billingId: one unit of provider work, however many responses report it', () => {
+  const prediction = (status: string, extra: Record<string, unknown> = {}) => ({
+    url: 'https://api.replicate.com/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu',
+    status: 200,
+    headers: {},
+    body: JSON.stringify({
+      id: 'gm3qorzdhgbfurvjtvhg6dckhu', model: 'black-forest-labs/flux-schnell', version: 'dp-1', input: { prompt: 'x' }, error: null, status,
+      output: status === 'succeeded' ? ['https://replicate.delivery/a.webp'] : null, metrics: status === 'succeeded' ? { predict_time: 1.82 } : {}, ...extra,
+    }),
+  });
+
+  async function imageSetup() {
+    const context = await setup();
+    await server.services.meters.create(context.merchant.id, { key: 'images', name: 'Images', unit: 'image', source: 'IMAGES' });
+    await server.services.priceRules.put(context.merchant.id, { name: 'images', type: 'FLAT', meterKey: 'images', config: { unitPrice: '0.05' }, effectiveFrom: new Date('2026-01-01') });
+    return context;
+  }
+
+  it('polls of one succeeded prediction under different caller keys charge once; the first is the answer', async () => {
+    const { record, balance } = await imageSetup();
+    const processing = (await record({ idempotencyKey: 'poll-1', response: prediction('processing') })).data.recordUsage;
+    expect(processing.event).toMatchObject({ status: 'NOT_BILLABLE', charge: '0.00' });
+    const first = (await record({ idempotencyKey: 'poll-2', response: prediction('succeeded') })).data.recordUsage;
+    expect(first).toMatchObject({ replayed: false, event: { status: 'CHARGED', charge: '0.05' } });
+    // Later polls differ in their key and in body details: still the same prediction, not a conflict.
+    const again = await record({ idempotencyKey: 'poll-3', response: prediction('succeeded', { logs: 'done', completed_at: '2026-06-15T12:00:03Z' }) });
+    expect(again.errors).toBeUndefined();
+    expect(again.data.recordUsage).toMatchObject({ replayed: true, event: { id: first.event.id, charge: '0.05' } });
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.05'));
+
+    const stored = await server.services.prisma.usageEvent.findUniqueOrThrow({ where: { id: first.event.id } });
+    expect(stored.idempotencyKey).toBe('replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu');
+    expect(stored.metadata).toMatchObject({ callerIdempotencyKey: 'poll-2', billingId: stored.idempotencyKey });
+    // The caller's own key is still its own: the processing poll replays as itself.
+    const replayedPoll = (await record({ idempotencyKey: 'poll-1', response: prediction('processing') })).data.recordUsage;
+    expect(replayedPoll).toMatchObject({ replayed: true, event: { id: processing.event.id } });
+  });
+
+  it('in one batch the repeats answer as replays of the first; another customer is refused', async () => {
+    const { merchant, customer, balance } = await imageSetup();
+    const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [
+      { customer: customer.id, idempotencyKey: 'a', response: prediction('processing') },
+      { customer: customer.id, idempotencyKey: 'b', response: prediction('succeeded') },
+      { customer: customer.externalId, idempotencyKey: 'c', response: prediction('succeeded', { logs: 'more' }) },
+    ]);
+    expect(results.map((result) => (result.ok ? [result.event.status, result.replayed] : result.error.code))).toEqual([['NOT_BILLABLE', false], ['CHARGED', false], ['CHARGED', true]]);
+    expect(results[2]!.ok && results[1]!.ok && results[2]!.event.id === results[1]!.event.id).toBe(true);
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.05'));
+
+    const other = await server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+    const [elsewhere] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: other.id, idempotencyKey: 'd', response: prediction('succeeded') }]);
+    expect(elsewhere).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    // A caller key that happens to spell a billing id is an ordinary key, not a replay of the prediction.
+    const [spoof] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: 'replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu', usage: { provider: 'custom', model: 'x' } }]);
+    expect(spoof).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
   });
 });

@@ -41,6 +41,12 @@ export interface NormalizedUsage {
   incomplete: boolean;
   /** For incomplete streams: the text streamed so far, so a policy can estimate output. */
   streamedText: string | null;
+  /**
+   * A provider-side id naming one billable unit of work across repeated responses (a polled
+   * job returns the same finished result again and again); responses with the same billingId
+   * are charged once. Set only on billable responses, e.g. "replicate:prediction:<id>".
+   */
+  billingId?: string | null;
 }
 
 /** A provider response as a gateway or an app saw it. */

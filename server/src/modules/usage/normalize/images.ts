@@ -93,7 +93,11 @@ export const replicate: Normalizer = (ctx) => {
   }
   if (typeof predictTime === 'number') out.details.predict_time_seconds = exactDecimal(ctx.response.body, 'predict_time', predictTime);
   const id = str(o.id);
-  if (id) out.details.prediction_id = id; // polls of a finished prediction repeat it: dedupe on this
+  if (id) {
+    out.details.prediction_id = id;
+    // Every poll of a finished prediction returns it again: charge the prediction once.
+    if (/^[\w-]{1,100}$/.test(id)) out.billingId = `replicate:prediction:${id}`;
+  }
   return out;
 };
 

@@ -218,6 +218,18 @@ describe('image providers billed per generation', () => {
     expect(llm).toMatchObject({ images: 0, inputTokens: 12, outputTokens: 2 });
   });
 
+  it('Replicate: a succeeded prediction carries a billingId, so its repeated polls are charged once', () => {
+    const poll = () => call('https://api.replicate.com/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu', prediction('succeeded', ['https://replicate.delivery/a.webp']));
+    expect(poll()).toMatchObject({ billable: true, images: 1, billingId: 'replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu' });
+    expect(poll().billingId).toBe(poll().billingId);
+    // Only a billable result names the unit of work: polls and failures are never charged anyway.
+    expect(call('https://api.replicate.com/v1/predictions/gm3q', prediction('processing', null)).billingId).toBeUndefined();
+    expect(call('https://api.replicate.com/v1/predictions/gm3q', { ...prediction('failed', null), error: 'CUDA out of memory' }).billingId).toBeUndefined();
+    const { id: _id, ...anonymous } = prediction('succeeded', ['https://replicate.delivery/a.webp']);
+    expect(call('https://api.replicate.com/v1/predictions', anonymous)).toMatchObject({ billable: true, images: 1 });
+    expect(call('https://api.replicate.com/v1/predictions', anonymous).billingId).toBeUndefined();
+  });
+
   it('Black Forest Labs: the submission is the billed generation; get_result is a poll', () => {
     const submit = call('https://api.bfl.ai/v1/flux-pro-1.1', { id: 'f2c3', polling_url: 'https://api.eu.bfl.ai/v1/get_result?id=f2c3', cost: 4, input_mp: 0, output_mp: 1.05 });
     expect(submit).toMatchObject({ model: 'flux-pro-1.1', images: 1, billable: true, details: { cost_credits: '4', output_megapixels: '1.05' } });

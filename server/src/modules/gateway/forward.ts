@@ -1,0 +1,191 @@
+import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import { isIP } from 'node:net';
+import { pinnedLookup, type Destination } from './destination.ts';
+
+/**
+ * The proxying itself: one upstream request, its response relayed to the caller as it
+ * arrives (chunk by chunk, with backpressure, never buffered whole), and a copy of the text
+ * kept on the side for the usage normalizer.
+ */
+
+// Connections to providers are reused across calls: a TLS handshake per call would cost more
+// than everything else the gateway does.
+const AGENT_OPTIONS = { keepAlive: true, keepAliveMsecs: 30_000, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' as const };
+const httpAgent = new http.Agent(AGENT_OPTIONS);
+const httpsAgent = new https.Agent(AGENT_OPTIONS);
+
+/** Connection-level headers (RFC 9110 §7.6.1) are between one client and one server; never relayed. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+const REFRAMED = new Set(['host', 'content-length', 'expect']);
+
+/** The copy kept for metering stops here; the caller still receives everything. */
+const MAX_CAPTURE_BYTES = 32 * 1024 * 1024;
+
+export type ForwardOutcome = 'COMPLETED' | 'UPSTREAM_ERROR' | 'TIMEOUT' | 'UNREACHABLE' | 'CLIENT_ABORTED';
+
+export interface ForwardResult {
+  outcome: ForwardOutcome;
+  /** Status the caller received (the provider's, or 502/504 when it never answered). */
+  status: number;
+  /** The provider's status, when it answered. */
+  upstreamStatus: number | null;
+  upstreamHeaders: Record<string, string>;
+  /** Milliseconds from `startedAt` to the first body byte relayed. */
+  ttfbMs: number | null;
+  streamed: boolean;
+  /** The response text for metering (JSON, SSE, text), or null for binary bodies. */
+  body: string | null;
+  /** The response ended before the provider finished it (caller left, provider stalled or cut it). */
+  cut: boolean;
+}
+
+export interface ForwardRequest {
+  destination: Destination;
+  method: string;
+  headers: OutgoingHttpHeaders;
+  body: Buffer;
+  timeoutMs: number;
+  idleTimeoutMs: number;
+  startedAt: number;
+}
+
+/** Request headers to send upstream: the caller's, minus hop-by-hop ones and `drop`. */
+export function upstreamHeaders(incoming: IncomingHttpHeaders, drop: (name: string) => boolean): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const listed = connectionListed(incoming.connection);
+  for (const [name, value] of Object.entries(incoming)) {
+    // The body is sent whole with its own length, so framing headers and Expect are not copied.
+    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || REFRAMED.has(name) || drop(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+function connectionListed(connection: string | undefined): Set<string> {
+  return new Set((connection ?? '').split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
+}
+
+function relayedHeaders(upstream: IncomingMessage): { headers: OutgoingHttpHeaders; flat: Record<string, string> } {
+  const headers: OutgoingHttpHeaders = {};
+  const flat: Record<string, string> = {};
+  const listed = connectionListed(typeof upstream.headers.connection === 'string' ? upstream.headers.connection : undefined);
+  for (const [name, value] of Object.entries(upstream.headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    headers[name] = value;
+    flat[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return { headers, flat };
+}
+
+const TEXTUAL = /json|event-stream|text\/|ndjson|xml/i;
+
+export function forward(request: ForwardRequest, res: ServerResponse, onGatewayError: (status: 502 | 504, message: string) => void): Promise<ForwardResult> {
+  const { destination } = request;
+  const secure = destination.url.protocol === 'https:';
+  return new Promise<ForwardResult>((resolve) => {
+    const chunks: Buffer[] = [];
+    let captured = 0;
+    let capture = false;
+    let ttfbMs: number | null = null;
+    let upstreamStatus: number | null = null;
+    let flat: Record<string, string> = {};
+    let streamed = false;
+    let settled = false;
+    let upstreamResponse: IncomingMessage | undefined;
+
+    const finish = (outcome: ForwardOutcome, status: number, cut: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(headerTimer);
+      const body = capture ? Buffer.concat(chunks).toString('utf8') : null;
+      resolve({ outcome, status, upstreamStatus, upstreamHeaders: flat, ttfbMs, streamed, body, cut });
+    };
+
+    const upstream = (secure ? https : http).request({
+      protocol: destination.url.protocol,
+      hostname: destination.hostname,
+      port: destination.port,
+      path: `${destination.url.pathname}${destination.url.search}`,
+      method: request.method,
+      headers: {
+        ...request.headers,
+        host: destination.url.host,
+        // The body was read whole, so its length is known; a bodiless GET stays bodiless.
+        ...(request.body.length > 0 || !['GET', 'HEAD'].includes(request.method) ? { 'content-length': String(request.body.length) } : {}),
+      },
+      agent: secure ? httpsAgent : httpAgent,
+      lookup: pinnedLookup(destination.address) as never,
+      // TLS names the host for SNI and certificate checks; an IP literal is not a valid server name.
+      ...(secure && isIP(destination.hostname) === 0 ? { servername: destination.hostname } : {}),
+    });
+
+    const headerTimer = setTimeout(() => {
+      if (upstreamStatus !== null) return;
+      upstream.destroy();
+      onGatewayError(504, `The provider did not answer within ${request.timeoutMs} ms`);
+      finish('TIMEOUT', 504, false);
+    }, request.timeoutMs);
+
+    // The caller went away: stop the provider's work too, and meter what was produced.
+    res.on('close', () => {
+      if (res.writableFinished || settled) return;
+      upstream.destroy();
+      upstreamResponse?.destroy();
+      finish('CLIENT_ABORTED', upstreamStatus ?? 499, true);
+    });
+
+    upstream.on('error', (error) => {
+      if (settled) return;
+      if (upstreamStatus === null) {
+        onGatewayError(502, `The provider could not be reached (${(error as NodeJS.ErrnoException).code ?? 'connection error'})`);
+        finish('UNREACHABLE', 502, false);
+      }
+    });
+
+    upstream.on('response', (response) => {
+      upstreamResponse = response;
+      upstreamStatus = response.statusCode ?? 502;
+      clearTimeout(headerTimer);
+      const relayed = relayedHeaders(response);
+      flat = relayed.flat;
+      const contentType = flat['content-type'] ?? '';
+      streamed = /event-stream|ndjson/i.test(contentType) || !flat['content-length'];
+      capture = TEXTUAL.test(contentType) || contentType === '';
+      res.writeHead(upstreamStatus, relayed.headers);
+      if (streamed) res.flushHeaders();
+      const outcome: ForwardOutcome = upstreamStatus >= 400 ? 'UPSTREAM_ERROR' : 'COMPLETED';
+
+      // A provider that stalls mid-response is cut, so neither side waits forever.
+      response.setTimeout(request.idleTimeoutMs, () => {
+        response.destroy();
+        res.destroy();
+        finish('TIMEOUT', upstreamStatus!, true);
+      });
+      response.on('data', (chunk: Buffer) => {
+        if (ttfbMs === null) ttfbMs = Math.round(performance.now() - request.startedAt);
+        if (capture && captured < MAX_CAPTURE_BYTES) {
+          chunks.push(chunk);
+          captured += chunk.length;
+        }
+        if (!res.write(chunk)) {
+          response.pause();
+          res.once('drain', () => response.resume());
+        }
+      });
+      response.on('end', () => {
+        res.end(() => finish(outcome, upstreamStatus!, false));
+      });
+      response.on('close', () => {
+        if (response.complete || settled) return;
+        // The provider cut the connection mid-body: end the caller's response the same way.
+        res.destroy();
+        finish(outcome, upstreamStatus!, true);
+      });
+      response.on('error', () => undefined); // 'close' above handles it
+    });
+
+    upstream.end(request.body);
+  });
+}

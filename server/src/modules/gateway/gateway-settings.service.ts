@@ -1,0 +1,112 @@
+import type { GatewayHost, Merchant, PrismaClient } from '../../generated/prisma/client.ts';
+import { conflict, invalidField, notFound } from '../../shared/errors.ts';
+import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import { isUuid } from '../../shared/validation.ts';
+import { SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
+import { parseHostRule, type GatewayHostRule } from './destination.ts';
+import type { ProviderCredentialService } from './provider-credentials.service.ts';
+
+export type { GatewayHost };
+
+/** What the gateway needs to know about a merchant on every call. */
+export interface MerchantGatewaySettings {
+  hosts: GatewayHostRule[];
+  callerProviderKeys: boolean;
+}
+
+const PROVIDER_IDS = new Set(SUPPORTED_PROVIDERS.map((provider) => provider.id));
+
+/** Settings and provider keys are read on every forwarded call, so they are cached briefly. */
+const SETTINGS_TTL_MS = 5_000;
+const KEY_TTL_MS = 30_000;
+
+interface Cached<T> {
+  value: T;
+  at: number;
+}
+
+/**
+ * The merchant's gateway configuration: extra allowed hosts (self-hosted or OpenAI-compatible
+ * endpoints) and whether callers may bring their own provider key. Changes made through this
+ * instance take effect at once; other instances see them within a few seconds.
+ */
+export class GatewaySettingsService {
+  private readonly settings = new Map<string, Cached<MerchantGatewaySettings>>();
+  private readonly keys = new Map<string, Cached<string | null>>();
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly credentials: ProviderCredentialService,
+  ) {
+    credentials.onChange((merchantId) => this.forget(merchantId));
+  }
+
+  async hosts(merchantId: string): Promise<GatewayHost[]> {
+    return this.prisma.gatewayHost.findMany({ where: { merchantId }, orderBy: { host: 'asc' } });
+  }
+
+  /** Allows a host; adding one that exists changes its provider. */
+  async putHost(merchantId: string, input: { host: string; provider: string }): Promise<GatewayHost> {
+    const rule = parseHostRule(input.host.trim().toLowerCase());
+    if (!rule) throw invalidField('host', 'must be a host name, host:port, or *.domain (no scheme or path), e.g. "llm.internal.example.com:8000"');
+    const host = `${rule.wildcard ? '*.' : ''}${rule.host.includes(':') ? `[${rule.host}]` : rule.host}${rule.port === null ? '' : `:${rule.port}`}`;
+    const provider = input.provider.trim().toLowerCase();
+    if (!PROVIDER_IDS.has(provider)) throw invalidField('provider', 'must be a supported provider id (e.g. openai-compatible, openai, anthropic)');
+    try {
+      const saved = await this.prisma.gatewayHost.upsert({
+        where: { merchantId_host: { merchantId, host } },
+        create: { merchantId, host, provider },
+        update: { provider },
+      });
+      this.forget(merchantId);
+      return saved;
+    } catch (error) {
+      if (isUniqueViolation(error)) throw conflict(`Host ${host} is already allowed`, { host });
+      throw error;
+    }
+  }
+
+  async removeHost(merchantId: string, id: string): Promise<GatewayHost> {
+    const found = isUuid(id) ? await this.prisma.gatewayHost.findFirst({ where: { id, merchantId } }) : null;
+    if (!found) throw notFound('Gateway host', id);
+    await this.prisma.gatewayHost.delete({ where: { id: found.id } });
+    this.forget(merchantId);
+    return found;
+  }
+
+  async update(merchantId: string, input: { callerProviderKeys?: boolean | null }): Promise<Merchant> {
+    const merchant = await this.prisma.merchant.update({
+      where: { id: merchantId },
+      data: input.callerProviderKeys != null ? { gatewayCallerProviderKeys: input.callerProviderKeys } : {},
+    });
+    this.forget(merchantId);
+    return merchant;
+  }
+
+  async settingsFor(merchantId: string): Promise<MerchantGatewaySettings> {
+    const cached = this.settings.get(merchantId);
+    if (cached && Date.now() - cached.at < SETTINGS_TTL_MS) return cached.value;
+    const [merchant, hosts] = await Promise.all([
+      this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { gatewayCallerProviderKeys: true } }),
+      this.prisma.gatewayHost.findMany({ where: { merchantId }, select: { host: true, provider: true } }),
+    ]);
+    const value = { hosts, callerProviderKeys: merchant.gatewayCallerProviderKeys };
+    this.settings.set(merchantId, { value, at: Date.now() });
+    return value;
+  }
+
+  /** The merchant's stored key for a provider (decrypted), or null. */
+  async providerKey(merchantId: string, provider: string): Promise<string | null> {
+    const cacheKey = `${merchantId}|${provider}`;
+    const cached = this.keys.get(cacheKey);
+    if (cached && Date.now() - cached.at < KEY_TTL_MS) return cached.value;
+    const value = await this.credentials.keyFor(merchantId, provider);
+    this.keys.set(cacheKey, { value, at: Date.now() });
+    return value;
+  }
+
+  private forget(merchantId: string): void {
+    this.settings.delete(merchantId);
+    for (const key of this.keys.keys()) if (key.startsWith(`${merchantId}|`)) this.keys.delete(key);
+  }
+}

@@ -1,0 +1,374 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config } from '../../config.ts';
+import type { GatewayOutcome, GatewayRequest, PrismaClient } from '../../generated/prisma/client.ts';
+import { AppError, httpStatusFor, invalidField, notFound } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { formatAttos, formatNanos, parseCurrency } from '../../shared/money.ts';
+import { createdKeysetPage } from '../../shared/pagination.ts';
+import { isUuid } from '../../shared/validation.ts';
+import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
+import type { Actor } from '../ledger/ledger.service.ts';
+import { SpendLimitService } from '../limits/spend-limits.service.ts';
+import { normalizeResponse } from '../usage/normalize/index.ts';
+import type { UsageRecordInput } from '../usage/usage.service.ts';
+import type { ProviderResponse } from '../usage/usage.types.ts';
+import type { BalanceCache } from './balance-cache.ts';
+import { resolveDestination, type Destination } from './destination.ts';
+import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
+import type { GatewaySettingsService } from './gateway-settings.service.ts';
+import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
+import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
+
+export const FORWARD_PATH = '/v1/forward';
+
+/** Who is calling through the gateway, on whose behalf. */
+interface Caller {
+  merchantId: string;
+  actor: Actor;
+  customer: CustomerGate;
+}
+
+interface CustomerGate {
+  id: string;
+  archived: boolean;
+  blockedReason: string | null;
+  blocked: boolean;
+}
+
+interface Cached<T> {
+  value: T;
+  at: number;
+}
+
+/** Lookups the gateway repeats on every call are cached this long (revocations and blocks reach other instances within it). */
+const AUTH_TTL_MS = 5_000;
+const CUSTOMER_TTL_MS = 2_000;
+const LIMIT_TTL_MS = 1_000;
+/** Request bodies up to this size are kept as text for normalizers that read the request (model, image size, TTS text). */
+const MAX_REQUEST_TEXT = 1024 * 1024;
+
+/** Answered by Tollgate instead of the provider: a JSON body the app can show. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+
+  static of(error: AppError, status = httpStatusFor(error.code)): Refusal {
+    return new Refusal(status, error.code, error.message, error.details);
+  }
+}
+
+/**
+ * The AI gateway: `/v1/forward?u=<provider URL>` (or `/v1/forward/<URL-encoded base URL>/…`,
+ * which SDKs can use as their base URL). Before the provider is called it checks the caller,
+ * the target, the customer and the customer's credit, all from memory on a warm path; then
+ * it relays the response as it streams and charges the usage afterwards.
+ */
+export class GatewayService {
+  private readonly viewerCache = new Map<string, Cached<Viewer>>();
+  private readonly customerCache = new Map<string, Cached<CustomerGate | null>>();
+  private readonly limitCache = new Map<string, Cached<{ limitNanos: bigint; spentAttos: bigint; resetsAt: Date } | null>>();
+
+  constructor(
+    private readonly config: Config,
+    private readonly prisma: PrismaClient,
+    private readonly viewers: ViewerResolver,
+    private readonly settings: GatewaySettingsService,
+    private readonly balances: BalanceCache,
+    private readonly spendLimits: SpendLimitService,
+    private readonly settlement: GatewaySettlement,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Resolves once every finished call has been charged and logged. */
+  drain(): Promise<void> {
+    return this.settlement.drain();
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const startedAt = performance.now();
+    const requestId = randomUUID();
+    const receivedAt = new Date();
+    res.setHeader('x-tollgate-request-id', requestId);
+    let caller: Caller | undefined;
+    let destination: Destination | undefined;
+    let merchantId = '';
+    const log = (outcome: GatewayOutcome, status: number, extra: Partial<GatewayRequestLog> = {}): GatewayRequestLog => ({
+      id: requestId,
+      merchantId,
+      customerId: caller?.customer.id ?? null,
+      provider: destination?.provider ?? null,
+      method: req.method ?? 'GET',
+      host: destination?.url.host ?? '',
+      path: destination?.url.pathname ?? '',
+      status,
+      outcome,
+      errorCode: null,
+      streamed: false,
+      latencyMs: Math.round(performance.now() - startedAt),
+      ttfbMs: null,
+      createdAt: receivedAt,
+      ...extra,
+    });
+    try {
+      const viewer = await this.viewer(req);
+      merchantId = viewer.merchantId;
+      const settings = await this.settings.settingsFor(viewer.merchantId);
+      destination = await resolveDestination(targetOf((req as { originalUrl?: string }).originalUrl ?? req.url ?? ''), {
+        merchantHosts: settings.hosts,
+        allowPrivateNetworks: this.config.gateway.allowPrivateNetworks,
+      }).catch((error: unknown) => {
+        throw error instanceof AppError ? Refusal.of(error) : error;
+      });
+      caller = { merchantId: viewer.merchantId, actor: viewer.actor, customer: await this.customer(viewer, header(req, 'x-tollgate-customer')) };
+      const currency = this.currency(req);
+      const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
+      const body = await readBody(req, this.config.gateway.maxRequestBytes);
+      await this.assertCredit(caller.customer.id, currency);
+      await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency);
+
+      const headers = upstreamHeaders(req.headers, (name) => CREDENTIAL_HEADERS.has(name) || name.startsWith('x-tollgate-') || name === 'cookie');
+      // Ask for an uncompressed body: the copy kept for metering must be readable as it passes.
+      headers['accept-encoding'] = 'identity';
+      if (providerKey) {
+        const [name, value] = providerKeyHeader(destination.provider, providerKey);
+        headers[name] = value;
+      }
+      const result = await forward(
+        { destination, method: req.method ?? 'GET', headers, body, timeoutMs: this.config.gateway.timeoutMs, idleTimeoutMs: this.config.gateway.idleTimeoutMs, startedAt },
+        res,
+        (status, message) => sendJson(res, status, status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNREACHABLE', message, {}),
+      );
+      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency);
+      this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }));
+    } catch (error) {
+      const refusal = error instanceof Refusal ? error : error instanceof AppError ? Refusal.of(error) : null;
+      if (!refusal) {
+        this.logger.error({ err: error, requestId }, 'gateway call failed');
+        if (!res.headersSent) sendJson(res, 500, 'INTERNAL', 'The gateway failed on its side; the provider was not charged to this customer', { requestId });
+        else res.destroy();
+        return;
+      }
+      sendJson(res, refusal.status, refusal.code, refusal.message, refusal.details);
+      // Refusals are logged too (who was stopped, and why), once the merchant is known.
+      if (merchantId) this.settlement.enqueue(merchantId, { kind: 'system', apiKeyId: null }, null, log('REFUSED', refusal.status, { errorCode: refusal.code }));
+    }
+  }
+
+  // ------------------------------------------------------------------ admission
+
+  private async viewer(req: IncomingMessage): Promise<{ merchantId: string; actor: Actor; customerId: string | null }> {
+    const credential = tollgateCredential(req.headers);
+    if (!credential) {
+      throw new Refusal(401, 'UNAUTHENTICATED', 'Send your Tollgate secret key (with x-tollgate-customer) or a customer session token as "Authorization: Bearer …"');
+    }
+    const cacheKey = createHash('sha256').update(credential).digest('base64');
+    let viewer = fresh(this.viewerCache.get(cacheKey), AUTH_TTL_MS);
+    if (!viewer) {
+      viewer = await this.viewers.resolve(credential);
+      this.viewerCache.set(cacheKey, { value: viewer, at: Date.now() });
+    }
+    if (viewer.kind === 'merchant') return { merchantId: viewer.merchantId, actor: { kind: 'api_key', apiKeyId: viewer.apiKeyId }, customerId: null };
+    if (viewer.kind === 'customer') {
+      if (viewer.expiresAt.getTime() <= Date.now()) throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session token has expired');
+      return { merchantId: viewer.merchantId, actor: { kind: 'customer', apiKeyId: null }, customerId: viewer.customerId };
+    }
+    throw new Refusal(401, 'UNAUTHENTICATED', 'A credential is required');
+  }
+
+  private async customer(viewer: { merchantId: string; customerId: string | null }, named: string | undefined): Promise<CustomerGate> {
+    if (viewer.customerId && named && named !== viewer.customerId) {
+      throw new Refusal(403, 'FORBIDDEN', 'A customer session token may only call on behalf of its own customer');
+    }
+    const ref = viewer.customerId ?? named;
+    if (!ref) throw Refusal.of(invalidField('x-tollgate-customer', 'header is required with a secret key: the customer id or your externalId to charge'));
+    const cacheKey = `${viewer.merchantId}|${ref}`;
+    let gate = fresh(this.customerCache.get(cacheKey), CUSTOMER_TTL_MS);
+    if (gate === undefined) {
+      const found = await this.prisma.customer.findFirst({
+        where: { merchantId: viewer.merchantId, OR: [...(isUuid(ref) ? [{ id: ref.toLowerCase() }] : []), { externalId: ref }] },
+        select: { id: true, archivedAt: true, blockedAt: true, blockedReason: true },
+        orderBy: { createdAt: 'asc' },
+      });
+      gate = found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
+      this.customerCache.set(cacheKey, { value: gate, at: Date.now() });
+    }
+    if (!gate) throw Refusal.of(notFound('Customer', ref));
+    if (gate.archived) throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
+    if (gate.blocked) {
+      throw new Refusal(403, 'CUSTOMER_BLOCKED', `This customer is blocked${gate.blockedReason ? `: ${gate.blockedReason}` : ''}`, { customerId: gate.id });
+    }
+    return gate;
+  }
+
+  private currency(req: IncomingMessage): string {
+    try {
+      return parseCurrency('x-tollgate-currency', header(req, 'x-tollgate-currency'));
+    } catch (error) {
+      throw Refusal.of(error as AppError);
+    }
+  }
+
+  private async providerKey(req: IncomingMessage, merchantId: string, destination: Destination, callerKeysAllowed: boolean): Promise<string | null> {
+    const own = header(req, 'x-tollgate-provider-key');
+    if (own !== undefined) {
+      if (!callerKeysAllowed) throw new Refusal(403, 'FORBIDDEN', 'This merchant does not let callers bring their own provider key (x-tollgate-provider-key)');
+      if (!/^[\x21-\x7e]{1,4096}$/.test(own)) throw Refusal.of(invalidField('x-tollgate-provider-key', 'must be printable characters with no spaces'));
+      return own;
+    }
+    const stored = await this.settings.providerKey(merchantId, destination.provider);
+    // A self-hosted OpenAI-compatible server (vLLM, Ollama, …) may need no key at all.
+    if (!stored && destination.provider !== 'openai-compatible') {
+      throw new Refusal(400, 'PROVIDER_KEY_MISSING', `No ${destination.provider} API key is stored for the gateway: add one with setProviderCredential`, {
+        provider: destination.provider,
+      });
+    }
+    return stored;
+  }
+
+  /** Refuses before the provider is called when the customer cannot pay; the cache answers, the database confirms a no. */
+  private async assertCredit(customerId: string, currency: string): Promise<void> {
+    let spendable = await this.balances.get(customerId, currency);
+    if (spendable.available + spendable.overdraftLimit > 0n) return;
+    spendable = await this.balances.refresh(customerId, currency);
+    if (spendable.available + spendable.overdraftLimit > 0n) return;
+    throw new Refusal(402, 'INSUFFICIENT_FUNDS', 'The customer has no credit left: top up to continue', {
+      customerId,
+      currency,
+      available: formatNanos(spendable.available),
+    });
+  }
+
+  /**
+   * 429 once the month's charges reach the customer's spend limit. The month-to-date total is
+   * re-read at most every LIMIT_TTL_MS per customer, so calls in flight together can pass the
+   * limit by what they cost; credit, not this limit, is what the ledger enforces exactly.
+   */
+  private async assertUnderSpendLimit(merchantId: string, customerId: string, currency: string): Promise<void> {
+    const cacheKey = `${customerId}|${currency}`;
+    let state = fresh(this.limitCache.get(cacheKey), LIMIT_TTL_MS);
+    if (state === undefined) {
+      const limitNanos = await this.spendLimits.limitFor(customerId, currency);
+      state = limitNanos === null ? null : { limitNanos, ...(await this.spendLimits.spentThisMonth(merchantId, customerId, currency)) };
+      this.limitCache.set(cacheKey, { value: state, at: Date.now() });
+    }
+    if (state && SpendLimitService.reached(state.limitNanos, state.spentAttos)) {
+      throw new Refusal(429, 'SPEND_LIMIT_REACHED', `The customer reached its monthly spend limit of ${formatNanos(state.limitNanos)} ${currency}`, {
+        customerId,
+        currency,
+        limit: formatNanos(state.limitNanos),
+        spent: formatAttos(state.spentAttos),
+        resetsAt: state.resetsAt.toISOString(),
+      });
+    }
+  }
+
+  // ------------------------------------------------------------------ settlement
+
+  /** The usage to record for a finished call, or null when there is nothing to charge. */
+  private usageOf(caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string): UsageRecordInput | null {
+    // Provider errors are relayed, never charged; a call that never got an answer produced nothing.
+    if (result.upstreamStatus === null || result.upstreamStatus >= 400) return null;
+    const contentType = String(req.headers['content-type'] ?? '');
+    const response: ProviderResponse = {
+      url: destination.url.href,
+      status: result.upstreamStatus,
+      headers: result.upstreamHeaders,
+      body: result.body ?? '',
+      provider: destination.provider,
+      ...(body.length > 0 && body.length <= MAX_REQUEST_TEXT && /json|text/i.test(contentType) ? { requestBody: body.toString('utf8') } : {}),
+    };
+    try {
+      const usage = normalizeResponse(response);
+      // Listing models, counting tokens…: nothing billable and nothing to estimate.
+      if (!usage.billable && !usage.incomplete) return null;
+    } catch (error) {
+      this.logger.warn({ err: error, requestId }, 'gateway response could not be metered');
+      return null;
+    }
+    return {
+      customer: caller.customer.id,
+      idempotencyKey: `gateway:${requestId}`,
+      currency,
+      response,
+      metadata: { gatewayRequestId: requestId, cut: result.cut },
+    };
+  }
+
+  // ------------------------------------------------------------------ queries
+
+  async requestsPage(merchantId: string, filter: { customerId?: string | null; outcome?: GatewayOutcome | null }, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<GatewayRequest[]> {
+    const keyset = createdKeysetPage(page);
+    return this.prisma.gatewayRequest.findMany({
+      where: { merchantId, ...(filter.customerId ? { customerId: filter.customerId } : {}), ...(filter.outcome ? { outcome: filter.outcome } : {}), ...keyset.where },
+      orderBy: keyset.orderBy,
+      take: page.limit,
+    });
+  }
+
+  async request(merchantId: string, id: string): Promise<GatewayRequest | null> {
+    return isUuid(id) ? this.prisma.gatewayRequest.findFirst({ where: { id, merchantId } }) : null;
+  }
+}
+
+function fresh<T>(cached: Cached<T> | undefined, ttlMs: number): T | undefined {
+  return cached && Date.now() - cached.at < ttlMs ? cached.value : undefined;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
+}
+
+/**
+ * The provider URL a call targets. Two forms:
+ *   /v1/forward?u=<URL-encoded provider URL>[&more=query]   (other query parameters are appended)
+ *   /v1/forward/<URL-encoded base URL>/rest/of/path?query   (an SDK's baseURL: it appends paths)
+ */
+export function targetOf(url: string): unknown {
+  const queryAt = url.indexOf('?');
+  const path = (queryAt === -1 ? url : url.slice(0, queryAt)).replace(/^\/v1\/forward/, '');
+  const search = queryAt === -1 ? '' : url.slice(queryAt + 1);
+  if (path === '' || path === '/') {
+    const params = new URLSearchParams(search);
+    const given = params.getAll('u');
+    if (given.length !== 1) return given.length === 0 ? undefined : given;
+    params.delete('u');
+    const rest = params.toString();
+    return rest ? `${given[0]}${given[0]!.includes('?') ? '&' : '?'}${rest}` : given[0];
+  }
+  const [encodedBase, ...rest] = path.slice(1).split('/');
+  let base: string;
+  try {
+    base = decodeURIComponent(encodedBase!);
+  } catch {
+    return encodedBase; // resolveDestination explains why it is not a URL
+  }
+  return `${base.replace(/\/+$/, '')}${rest.length > 0 ? `/${rest.join('/')}` : ''}${search ? `?${search}` : ''}`;
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+function sendJson(res: ServerResponse, status: number, code: string, message: string, details: Record<string, unknown>): void {
+  if (res.headersSent) return;
+  const body = JSON.stringify({ error: { ...details, code, message } });
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}

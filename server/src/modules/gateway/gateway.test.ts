@@ -1,0 +1,460 @@
+/**
+ * The gateway end to end: a real server, fake providers serving the recorded fixtures, and the
+ * official OpenAI and Anthropic SDKs pointed at the gateway with nothing changed but their
+ * base URL and key. Balances must move by exactly the priced amounts.
+ */
+import { readFileSync } from 'node:fs';
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
+import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
+import { startTestServer, type TestServer } from '../../../test/server.ts';
+
+const expectedUsage = JSON.parse(readFileSync(new URL('expected_usage.json', PROVIDER_FIXTURES), 'utf8')) as Record<string, { expected_cost_usd?: string | null }>;
+const fixture = (name: string) => readFileSync(new URL(name, PROVIDER_FIXTURES), 'utf8');
+/** The markup every test merchant charges: 25% over provider cost. */
+const withMarkup = (costUsd: string) => (parseDecimalAttos('cost', costUsd) * 125n) / 100n;
+
+let server: TestServer;
+let openaiFake: FakeProvider;
+let anthropicFake: FakeProvider;
+let geminiFake: FakeProvider;
+
+beforeAll(async () => {
+  [server, openaiFake, anthropicFake, geminiFake] = await Promise.all([
+    startTestServer({ TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true', TOLLGATE_GATEWAY_TIMEOUT_MS: '1500' }),
+    startFakeProvider(),
+    startFakeProvider(),
+    startFakeProvider(),
+  ]);
+});
+
+afterAll(async () => {
+  await Promise.all([server?.close(), openaiFake?.close(), anthropicFake?.close(), geminiFake?.close()]);
+});
+
+interface Tenant {
+  merchantId: string;
+  secret: string;
+  customerId: string;
+  externalId: string;
+}
+
+async function gql<T = any>(query: string, variables: Record<string, unknown>, token: string): Promise<T> {
+  const response = await server.graphql<T>(query, variables, token);
+  if (response.errors) throw new Error(JSON.stringify(response.errors));
+  return response.data as T;
+}
+
+/** A merchant with the three fake providers allowed, stored provider keys, a 25% markup, and a customer holding `credit`. */
+async function tenant(credit = '10', options: { providerKeys?: boolean } = {}): Promise<Tenant> {
+  const merchant = await server.createMerchant();
+  const hosts: [FakeProvider, string][] = [[openaiFake, 'openai'], [anthropicFake, 'anthropic'], [geminiFake, 'google']];
+  for (const [fake, provider] of hosts) {
+    await gql(`mutation($host: String!, $provider: String!) { putGatewayHost(host: $host, provider: $provider) { id } }`, { host: new URL(fake.url).host, provider }, merchant.secret);
+    if (options.providerKeys !== false) {
+      await gql(`mutation($p: String!, $k: String!) { setProviderCredential(provider: $p, apiKey: $k) { id } }`, { p: provider, k: `${provider}-provider-key-0001` }, merchant.secret);
+    }
+  }
+  await server.services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '25' }, effectiveFrom: new Date('2026-01-01') });
+  const externalId = `user-${Math.random().toString(36).slice(2)}`;
+  const created = await gql(`mutation($e: String!) { createCustomer(input: { externalId: $e }) { id } }`, { e: externalId }, merchant.secret);
+  const customerId = created.createCustomer.id as string;
+  if (credit !== '0') {
+    await gql(`mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "seed" }) { __typename } }`, { c: customerId, a: credit }, merchant.secret);
+  }
+  return { merchantId: merchant.id, secret: merchant.secret, customerId, externalId };
+}
+
+async function balanceNanos(t: Tenant): Promise<bigint> {
+  const data = await gql(`query($c: ID!) { wallet(customerId: $c) { balance { amount } } }`, { c: t.customerId }, t.secret);
+  return parseDecimalNanos('balance', data.wallet.balance.amount);
+}
+
+/** Waits until `count` forwarded calls of the merchant are logged, then until their charges are written. */
+async function settled(t: Tenant, count: number) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    await server.services.gateway.drain();
+    const rows = await server.services.prisma.gatewayRequest.findMany({ where: { merchantId: t.merchantId }, orderBy: { createdAt: 'asc' } });
+    if (rows.length >= count) return rows;
+    if (Date.now() > deadline) throw new Error(`expected ${count} logged gateway calls, saw ${rows.length}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function chargesOf(t: Tenant) {
+  const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId }, orderBy: { createdAt: 'asc' } });
+  return events.map((event) => ({ charge: BigInt(event.chargeAttos.toFixed(0)), status: event.status, estimated: event.estimated, model: event.model }));
+}
+
+const forwardUrl = (target: string, params = '') => `${server.url}/v1/forward?u=${encodeURIComponent(target)}${params}`;
+const baseUrl = (providerBase: string) => `${server.url}/v1/forward/${encodeURIComponent(providerBase)}`;
+
+function post(url: string, headers: Record<string, string>, body: unknown, signal?: AbortSignal) {
+  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal });
+}
+
+/** Balance went down by the charged attos, to within the one nano the ledger carries as a fraction. */
+function expectDebited(before: bigint, after: bigint, attos: bigint) {
+  const movedAttos = (before - after) * 1_000_000_000n;
+  expect(movedAttos - attos <= 1_000_000_000n && attos - movedAttos <= 1_000_000_000n, `moved ${movedAttos} attos, charged ${attos}`).toBe(true);
+}
+
+describe('official SDKs through the gateway', () => {
+  it('OpenAI SDK, not streaming: the response is the provider’s, the charge is cost + 25%', async () => {
+    const t = await tenant();
+    const before = await balanceNanos(t);
+    const client = new OpenAI({ apiKey: t.secret, baseURL: baseUrl(`${openaiFake.url}/v1`), defaultHeaders: { 'x-tollgate-customer': t.externalId }, maxRetries: 0 });
+    const completion = await client.chat.completions.create({ model: 'gpt-5.4-mini', messages: [{ role: 'user', content: 'hello' }] });
+    const recorded = JSON.parse(fixture('openai_chat_completion.json'));
+    expect(completion.id).toBe(recorded.id);
+    expect(completion.choices[0]!.message.content).toBe(recorded.choices[0].message.content);
+    expect(completion.usage?.prompt_tokens).toBe(recorded.usage.prompt_tokens);
+
+    const [log] = await settled(t, 1);
+    expect(log).toMatchObject({ status: 200, outcome: 'COMPLETED', provider: 'openai', path: '/v1/chat/completions', method: 'POST', streamed: false });
+    expect(log!.usageEventId).not.toBeNull();
+    const charges = await chargesOf(t);
+    expect(charges).toHaveLength(1);
+    expect(charges[0]!.charge).toBe(withMarkup(expectedUsage['openai_chat_completion.json']!.expected_cost_usd!));
+    expectDebited(before, await balanceNanos(t), charges[0]!.charge);
+  });
+
+  it('OpenAI SDK, streaming with include_usage: every chunk arrives and the final usage is charged', async () => {
+    const t = await tenant();
+    const before = await balanceNanos(t);
+    const client = new OpenAI({ apiKey: t.secret, baseURL: baseUrl(`${openaiFake.url}/v1`), defaultHeaders: { 'x-tollgate-customer': t.customerId }, maxRetries: 0 });
+    const stream = await client.chat.completions.create({ model: 'gpt-5.4-mini', messages: [{ role: 'user', content: 'hello' }], stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    const expectedText = fixture('openai_chat_completion_stream_include_usage.sse')
+      .split('\n')
+      .filter((line) => line.startsWith('data: {'))
+      .map((line) => JSON.parse(line.slice(6)).choices[0]?.delta?.content ?? '')
+      .join('');
+    expect(text).toBe(expectedText);
+    expect(usage?.completion_tokens).toBe(246);
+
+    const [log] = await settled(t, 1);
+    expect(log).toMatchObject({ status: 200, outcome: 'COMPLETED', streamed: true });
+    expect(log!.ttfbMs).not.toBeNull();
+    const charges = await chargesOf(t);
+    expect(charges[0]!.charge).toBe(withMarkup(expectedUsage['openai_chat_completion_stream_include_usage.sse']!.expected_cost_usd!));
+    expectDebited(before, await balanceNanos(t), charges[0]!.charge);
+  });
+
+  it('Anthropic SDK with a customer session token as its API key, streaming and not', async () => {
+    const t = await tenant();
+    const session = await gql(`mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, t.secret);
+    const before = await balanceNanos(t);
+    const client = new Anthropic({ apiKey: session.createCustomerSession.token, baseURL: baseUrl(anthropicFake.url), maxRetries: 0 });
+    const message = await client.messages.create({ model: 'claude-opus-4-8', max_tokens: 1024, messages: [{ role: 'user', content: 'hello' }] });
+    expect(message.usage.output_tokens).toBe(JSON.parse(fixture('anthropic_messages.json')).usage.output_tokens);
+    const final = await client.messages.stream({ model: 'claude-sonnet-4-6', max_tokens: 1024, messages: [{ role: 'user', content: 'hello' }] }).finalMessage();
+    expect(final.usage.output_tokens).toBe(689);
+
+    await settled(t, 2);
+    const charges = await chargesOf(t);
+    expect(charges.map((c) => c.charge).sort()).toEqual(
+      [withMarkup(expectedUsage['anthropic_messages.json']!.expected_cost_usd!), withMarkup(expectedUsage['anthropic_messages_stream.sse']!.expected_cost_usd!)].sort(),
+    );
+    expectDebited(before, await balanceNanos(t), charges[0]!.charge + charges[1]!.charge);
+    // The provider saw the merchant's Anthropic key, never the customer's Tollgate token.
+    const seen = anthropicFake.requests.at(-1)!;
+    expect(seen.headers['x-api-key']).toBe('anthropic-provider-key-0001');
+    expect(JSON.stringify(seen.headers)).not.toContain(session.createCustomerSession.token);
+  });
+
+  it('Gemini through ?u=, JSON and an SSE stream (alt=sse passed through), charged the same', async () => {
+    const t = await tenant();
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+    const json = await post(forwardUrl(`${geminiFake.url}/v1beta/models/gemini-3.8-flash:generateContent`), headers, { contents: [] });
+    expect(json.status).toBe(200);
+    expect(await json.text()).toBe(fixture('gemini_generate_content.json'));
+    const stream = await post(forwardUrl(`${geminiFake.url}/v1beta/models/gemini-3.8-flash:streamGenerateContent`, '&alt=sse'), headers, { contents: [] });
+    expect(stream.headers.get('content-type')).toContain('text/event-stream');
+    expect((await stream.text()).match(/^data: /gm)!.length).toBeGreaterThan(1);
+    expect(geminiFake.requests.at(-1)!.path).toContain('alt=sse');
+    expect(geminiFake.requests.at(-1)!.headers['x-goog-api-key']).toBe('google-provider-key-0001');
+
+    await settled(t, 2);
+    const charges = await chargesOf(t);
+    const expected = withMarkup(expectedUsage['gemini_generate_content.json']!.expected_cost_usd!);
+    expect(charges.map((c) => c.charge)).toEqual([expected, expected]);
+  });
+});
+
+describe('forwarding', () => {
+  it('relays method, path, query and headers, minus hop-by-hop and Tollgate’s own; injects the provider key', async () => {
+    const t = await tenant();
+    const response = await fetch(forwardUrl(`${openaiFake.url}/v1/models?limit=2`, '&extra=yes'), {
+      headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-echo': '1', 'openai-organization': 'org-1', 'x-tollgate-currency': 'USD', cookie: 'session=abc' },
+    });
+    expect(response.status).toBe(200);
+    const echo = (await response.json()) as { method: string; path: string; headers: Record<string, string> };
+    expect(echo.method).toBe('GET');
+    expect(echo.path).toBe('/v1/models?limit=2&extra=yes');
+    expect(echo.headers['openai-organization']).toBe('org-1');
+    expect(echo.headers.authorization).toBe('Bearer openai-provider-key-0001');
+    expect(echo.headers.host).toBe(new URL(openaiFake.url).host);
+    expect(Object.keys(echo.headers).filter((name) => name.startsWith('x-tollgate') || name === 'cookie')).toEqual([]);
+    expect(JSON.stringify(echo)).not.toContain(t.secret);
+    // Listing models is not billable: logged, not charged.
+    const [log] = await settled(t, 1);
+    expect(log).toMatchObject({ outcome: 'COMPLETED', usageEventId: null });
+  });
+
+  it('streams chunk by chunk: the first event arrives long before the stream ends', async () => {
+    const t = await tenant();
+    const started = performance.now();
+    const response = await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-chunk-delay-ms': '40' }, { model: 'gpt-5.4-mini', stream: true });
+    const reader = response.body!.getReader();
+    const first = await reader.read();
+    const firstAt = performance.now() - started;
+    let rest = 0;
+    for (;;) {
+      const next = await reader.read();
+      if (next.done) break;
+      rest += 1;
+    }
+    const endAt = performance.now() - started;
+    expect(new TextDecoder().decode(first.value)).toMatch(/^data: /);
+    expect(rest).toBeGreaterThan(3);
+    expect(endAt - firstAt).toBeGreaterThan(120);
+  });
+
+  it('passes provider errors through unchanged and does not charge them', async () => {
+    const t = await tenant();
+    const before = await balanceNanos(t);
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-status': '429' };
+    const openai = await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headers, { model: 'gpt-5.4-mini' });
+    expect(openai.status).toBe(429);
+    expect(await openai.text()).toBe(fixture('openai_error_429_rate_limit.json'));
+    const anthropic = await post(forwardUrl(`${anthropicFake.url}/v1/messages`), { ...headers, 'x-fake-status': '529' }, { model: 'claude-opus-4-8' });
+    expect(anthropic.status).toBe(529);
+    expect(await anthropic.text()).toBe(fixture('anthropic_error_529_overloaded.json'));
+    const logs = await settled(t, 2);
+    expect(logs.map((log) => [log.outcome, log.status, log.usageEventId])).toEqual([
+      ['UPSTREAM_ERROR', 429, null],
+      ['UPSTREAM_ERROR', 529, null],
+    ]);
+    expect(await chargesOf(t)).toEqual([]);
+    expect(await balanceNanos(t)).toBe(before);
+  });
+
+  it('does not follow redirects: a 307 to a metadata address goes back to the caller untouched', async () => {
+    const t = await tenant();
+    openaiFake.reset();
+    const response = await fetch(forwardUrl(`${openaiFake.url}/v1/files`), {
+      headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-redirect': 'http://169.254.169.254/latest/meta-data/' },
+      redirect: 'manual',
+    });
+    expect(response.status).toBe(307);
+    expect(response.headers.get('location')).toBe('http://169.254.169.254/latest/meta-data/');
+    expect(openaiFake.requests).toHaveLength(1);
+  });
+
+  it('answers 504 when the provider does not answer in time, and 502 when it cannot be reached', async () => {
+    const t = await tenant();
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+    const hung = await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { ...headers, 'x-fake-hang': '1' }, { model: 'gpt-5.4-mini' });
+    expect(hung.status).toBe(504);
+    expect(((await hung.json()) as any).error.code).toBe('UPSTREAM_TIMEOUT');
+
+    const closed = await startFakeProvider();
+    const host = new URL(closed.url).host;
+    await closed.close();
+    await gql(`mutation($host: String!) { putGatewayHost(host: $host, provider: "openai-compatible") { id } }`, { host }, t.secret);
+    const unreachable = await post(forwardUrl(`http://${host}/v1/chat/completions`), headers, { model: 'x' });
+    expect(unreachable.status).toBe(502);
+    expect(((await unreachable.json()) as any).error.code).toBe('UPSTREAM_UNREACHABLE');
+    const logs = await settled(t, 2);
+    expect(logs.map((log) => [log.outcome, log.status])).toEqual([
+      ['TIMEOUT', 504],
+      ['UNREACHABLE', 502],
+    ]);
+  });
+
+  it('a caller that disconnects mid-stream aborts the provider call and is charged by estimate (ESTIMATE policy)', async () => {
+    const t = await tenant();
+    const abortedBefore = openaiFake.aborted;
+    const controller = new AbortController();
+    const response = await post(
+      forwardUrl(`${openaiFake.url}/v1/chat/completions`),
+      { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-chunk-delay-ms': '50' },
+      { model: 'gpt-5.4-mini', stream: true, messages: [{ role: 'user', content: 'hello there' }] },
+      controller.signal,
+    );
+    const reader = response.body!.getReader();
+    await reader.read();
+    await reader.read();
+    controller.abort();
+    const [log] = await settled(t, 1);
+    expect(log!.outcome).toBe('CLIENT_ABORTED');
+    const deadline = Date.now() + 5000;
+    while (openaiFake.aborted === abortedBefore && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(openaiFake.aborted).toBe(abortedBefore + 1);
+    const charges = await chargesOf(t);
+    expect(charges).toHaveLength(1);
+    expect(charges[0]).toMatchObject({ status: 'CHARGED', estimated: true });
+    expect(charges[0]!.charge).toBeGreaterThan(0n);
+  });
+
+  it('a stream the provider cuts is relayed cut and not charged under the NO_CHARGE policy', async () => {
+    const t = await tenant();
+    await gql(`mutation { updateMerchant(incompleteStreamPolicy: NO_CHARGE) { id } }`, {}, t.secret);
+    const response = await post(
+      forwardUrl(`${openaiFake.url}/v1/chat/completions`),
+      { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-truncate-after': '3' },
+      { model: 'gpt-5.4-mini', stream: true },
+    );
+    await expect(response.text()).rejects.toThrow();
+    const [log] = await settled(t, 1);
+    expect(log!.outcome).toBe('COMPLETED');
+    const charges = await chargesOf(t);
+    expect(charges.every((charge) => charge.charge === 0n)).toBe(true);
+  });
+});
+
+describe('enforcement before the provider is called', () => {
+  const chat = (t: Tenant, headers: Record<string, string> = {}) =>
+    post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, ...headers }, { model: 'gpt-5.4-mini' });
+
+  async function refused(response: Response, status: number, code: string) {
+    expect(response.status).toBe(status);
+    expect(response.headers.get('content-type')).toContain('application/json');
+    const body = (await response.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe(code);
+    expect(body.error.message.length).toBeGreaterThan(10);
+    return body.error;
+  }
+
+  it('refuses missing and bad credentials (401), unknown customers (404), other customers (403)', async () => {
+    const t = await tenant();
+    openaiFake.reset();
+    await refused(await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), {}, {}), 401, 'UNAUTHENTICATED');
+    await refused(await chat({ ...t, secret: 'sk_test_notarealkey000000000000000000' }), 401, 'UNAUTHENTICATED');
+    await refused(await chat({ ...t, externalId: 'nobody' }), 404, 'NOT_FOUND');
+    await refused(await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${t.secret}` }, {}), 400, 'VALIDATION');
+    const other = await tenant();
+    // Another merchant's customer is simply not found for this merchant.
+    await refused(await chat({ ...t, externalId: other.externalId }), 404, 'NOT_FOUND');
+    const session = await gql(`mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, t.secret);
+    const mine = await gql(`mutation { createCustomer(input: { externalId: "second" }) { id } }`, {}, t.secret);
+    await refused(
+      await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${session.createCustomerSession.token}`, 'x-tollgate-customer': mine.createCustomer.id }, {}),
+      403,
+      'FORBIDDEN',
+    );
+    expect(openaiFake.requests).toEqual([]);
+  });
+
+  it('refuses bad targets: missing or malformed u (400), hosts off the allow-list (403)', async () => {
+    const t = await tenant();
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+    await refused(await fetch(`${server.url}/v1/forward`, { headers }), 400, 'VALIDATION');
+    await refused(await fetch(`${server.url}/v1/forward?u=not%20a%20url`, { headers }), 400, 'VALIDATION');
+    await refused(await fetch(forwardUrl('file:///etc/passwd'), { headers }), 400, 'VALIDATION');
+    await refused(await fetch(forwardUrl('https://evil.example.com/v1/chat/completions'), { headers }), 403, 'FORBIDDEN');
+    await refused(await fetch(forwardUrl('http://169.254.169.254/latest/meta-data/'), { headers }), 403, 'FORBIDDEN');
+  });
+
+  it('refuses a blocked or archived customer with 403 and never calls the provider', async () => {
+    const t = await tenant();
+    openaiFake.reset();
+    await gql(`mutation($c: ID!) { blockCustomer(id: $c, reason: "chargeback") { blocked } }`, { c: t.customerId }, t.secret);
+    const error = await refused(await chat(t), 403, 'CUSTOMER_BLOCKED');
+    expect(error.message).toContain('chargeback');
+    await gql(`mutation($c: ID!) { unblockCustomer(id: $c) { blocked } }`, { c: t.customerId }, t.secret);
+    await gql(`mutation($c: ID!) { archiveCustomer(id: $c) { archived } }`, { c: t.customerId }, t.secret);
+    await new Promise((resolve) => setTimeout(resolve, 2100)); // the gateway's customer cache lives 2 s
+    await refused(await chat(t), 403, 'CUSTOMER_ARCHIVED');
+    expect(openaiFake.requests).toEqual([]);
+    const logs = await settled(t, 2);
+    expect(logs.map((log) => [log.outcome, log.errorCode])).toEqual([
+      ['REFUSED', 'CUSTOMER_BLOCKED'],
+      ['REFUSED', 'CUSTOMER_ARCHIVED'],
+    ]);
+  });
+
+  it('402 without credit, before the provider is called; a top-up lets the next call through at once', async () => {
+    const t = await tenant('0');
+    openaiFake.reset();
+    const error = await refused(await chat(t), 402, 'INSUFFICIENT_FUNDS');
+    expect(error).toMatchObject({ customerId: t.customerId, currency: 'USD' });
+    expect(openaiFake.requests).toEqual([]);
+    await gql(`mutation($c: ID!) { grantCredits(input: { customerId: $c, amount: "5", kind: PAID, idempotencyKey: "top-up" }) { __typename } }`, { c: t.customerId }, t.secret);
+    expect((await chat(t)).status).toBe(200);
+    expect(openaiFake.requests).toHaveLength(1);
+  });
+
+  it('a customer whose credit runs out mid-way is stopped at the next call; the ledger never overdraws', async () => {
+    // Less than one call's price: the first call is allowed (credit > 0) and takes what is left…
+    const t = await tenant('0.0001');
+    expect((await chat(t)).status).toBe(200);
+    await settled(t, 1);
+    const charges = await chargesOf(t);
+    expect(charges[0]).toMatchObject({ status: 'PARTIALLY_CHARGED', charge: parseDecimalAttos('x', '0.0001') });
+    expect(await balanceNanos(t)).toBe(0n);
+    // …and the cache, told by the ledger's event or confirming in the database, stops the next.
+    await refused(await chat(t), 402, 'INSUFFICIENT_FUNDS');
+  });
+
+  it('429 once the month’s charges reach the customer’s spend limit', async () => {
+    const t = await tenant();
+    await expect(server.graphql(`mutation($c: ID!) { setSpendLimit(customerId: $c, amount: "-1") { id } }`, { c: t.customerId }, t.secret)).resolves.toMatchObject({
+      errors: [{ extensions: { code: 'VALIDATION', field: 'amount' } }],
+    });
+    await gql(`mutation($c: ID!) { setSpendLimit(customerId: $c, amount: "0.001") { id } }`, { c: t.customerId }, t.secret);
+    expect((await chat(t)).status).toBe(200); // 0.0041… charged: over the limit from now on
+    const spent = formatAttos(withMarkup(expectedUsage['openai_chat_completion.json']!.expected_cost_usd!));
+    await settled(t, 1);
+    await new Promise((resolve) => setTimeout(resolve, 1100)); // the gateway re-reads month-to-date spend each second
+    const error = await refused(await chat(t), 429, 'SPEND_LIMIT_REACHED');
+    expect(error).toMatchObject({ limit: '0.001', spent });
+    const data = await gql(`query($c: ID!) { customer(id: $c) { spendLimits { limit { amount currency } spentThisMonth resetsAt } } }`, { c: t.customerId }, t.secret);
+    expect(data.customer.spendLimits).toEqual([{ limit: { amount: '0.001', currency: 'USD' }, spentThisMonth: spent, resetsAt: expect.any(String) }]);
+    await gql(`mutation($c: ID!) { removeSpendLimit(customerId: $c) }`, { c: t.customerId }, t.secret);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect((await chat(t)).status).toBe(200);
+  });
+
+  it('needs a stored provider key for a known provider unless callers may bring their own', async () => {
+    const t = await tenant('10', { providerKeys: false });
+    await refused(await chat(t), 400, 'PROVIDER_KEY_MISSING');
+    await refused(await chat(t, { 'x-tollgate-provider-key': 'sk-callers-own-key' }), 403, 'FORBIDDEN');
+    await gql(`mutation { updateGatewaySettings(callerProviderKeys: true) { gatewayCallerProviderKeys } }`, {}, t.secret);
+    const response = await chat(t, { 'x-tollgate-provider-key': 'sk-callers-own-key', 'x-fake-echo': '1' });
+    expect(response.status).toBe(200);
+    const echo = (await response.json()) as { headers: Record<string, string> };
+    expect(echo.headers.authorization).toBe('Bearer sk-callers-own-key');
+  });
+});
+
+describe('private networks', () => {
+  it('are refused unless the server explicitly allows them, even for a host the merchant added', async () => {
+    const strict = await startTestServer();
+    try {
+      const merchant = await strict.createMerchant();
+      await strict.graphql(`mutation($h: String!) { putGatewayHost(host: $h, provider: "openai") { id } }`, { h: new URL(openaiFake.url).host }, merchant.secret);
+      await strict.graphql(`mutation { createCustomer(input: { externalId: "c" }) { id } }`, {}, merchant.secret);
+      openaiFake.reset();
+      const response = await fetch(`${strict.url}/v1/forward?u=${encodeURIComponent(`${openaiFake.url}/v1/chat/completions`)}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${merchant.secret}`, 'x-tollgate-customer': 'c' },
+        body: '{}',
+      });
+      expect(response.status).toBe(403);
+      expect(((await response.json()) as any).error.code).toBe('FORBIDDEN');
+      expect(openaiFake.requests).toEqual([]);
+    } finally {
+      await strict.close();
+    }
+  });
+});

@@ -1,0 +1,50 @@
+import { looksLikeSecretKey } from '../api-keys/api-keys.service.ts';
+import { looksLikeCustomerSessionToken } from '../auth/customer-sessions.service.ts';
+
+/**
+ * How each provider expects its API key, and which request headers may carry credentials.
+ * The gateway removes every credential header the caller sent (they hold the caller's
+ * Tollgate key, which must never reach a provider) and sets the provider key its own way.
+ */
+type KeyStyle = (key: string) => [header: string, value: string];
+
+const bearer: KeyStyle = (key) => ['authorization', `Bearer ${key}`];
+
+const STYLES: Record<string, KeyStyle> = {
+  'azure-openai': (key) => ['api-key', key],
+  anthropic: (key) => ['x-api-key', key],
+  google: (key) => ['x-goog-api-key', key],
+  elevenlabs: (key) => ['xi-api-key', key],
+  deepgram: (key) => ['authorization', `Token ${key}`],
+  fal: (key) => ['authorization', `Key ${key}`],
+  bfl: (key) => ['x-key', key],
+  ideogram: (key) => ['api-key', key],
+};
+
+/** Every header a provider reads a key from; all are stripped from what the caller sent. */
+export const CREDENTIAL_HEADERS = new Set(['authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'xi-api-key', 'x-key', 'proxy-authorization']);
+
+/** The header (name, value) that carries `key` for `provider`; OpenAI's Bearer style otherwise. */
+export function providerKeyHeader(provider: string, key: string): [string, string] {
+  return (STYLES[provider] ?? bearer)(key);
+}
+
+function bare(value: string): string {
+  const match = /^\s*(?:Bearer|Token|Key)\s+(\S+)\s*$/i.exec(value);
+  return match ? match[1]! : value.trim();
+}
+
+/**
+ * The caller's Tollgate credential (secret key or customer session token). SDKs put their
+ * "API key" in different headers (OpenAI: Authorization; Anthropic: x-api-key), so every
+ * credential header is looked at, and x-tollgate-key wins when present.
+ */
+export function tollgateCredential(headers: Record<string, string | string[] | undefined>): string | undefined {
+  for (const name of ['x-tollgate-key', 'authorization', 'x-api-key', 'api-key', 'x-goog-api-key']) {
+    const raw = headers[name];
+    if (typeof raw !== 'string') continue;
+    const value = bare(raw);
+    if (name === 'x-tollgate-key' || looksLikeSecretKey(value) || looksLikeCustomerSessionToken(value)) return value;
+  }
+  return undefined;
+}

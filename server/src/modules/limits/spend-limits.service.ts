@@ -1,0 +1,83 @@
+import type { PrismaClient, SpendLimit } from '../../generated/prisma/client.ts';
+import { invalidField, notFound } from '../../shared/errors.ts';
+import { ATTOS_PER_NANO, parseCurrency, parseDecimalNanos } from '../../shared/money.ts';
+import { isUuid } from '../../shared/validation.ts';
+
+export type { SpendLimit };
+
+export interface SpendStatus {
+  limitNanos: bigint;
+  /** Charged so far this month, in atto-units (charges are finer than nanos). */
+  spentAttos: bigint;
+  periodStart: Date;
+  resetsAt: Date;
+}
+
+/** Spend limits count calendar months (UTC), the period usage is metered in. */
+export function monthOf(at: Date): { start: Date; end: Date } {
+  return { start: new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1)), end: new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth() + 1, 1)) };
+}
+
+/**
+ * A ceiling on what a customer may be charged per month in a currency — a guard against a
+ * runaway script or a stolen session, independent of how much credit the customer holds.
+ * The gateway enforces it before calling a provider (429 SPEND_LIMIT_REACHED).
+ */
+export class SpendLimitService {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  async set(merchantId: string, input: { customerId: string; amount: string; currency?: string | null }): Promise<SpendLimit> {
+    const customerId = await this.customerOf(merchantId, input.customerId);
+    const currency = parseCurrency('currency', input.currency);
+    const amountNanos = parseDecimalNanos('amount', input.amount);
+    if (amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero (remove the limit to lift it)');
+    return this.prisma.spendLimit.upsert({
+      where: { customerId_currency: { customerId, currency } },
+      create: { merchantId, customerId, currency, amountNanos },
+      update: { amountNanos },
+    });
+  }
+
+  async remove(merchantId: string, customerId: string, currency?: string | null): Promise<boolean> {
+    const id = await this.customerOf(merchantId, customerId);
+    const removed = await this.prisma.spendLimit.deleteMany({ where: { merchantId, customerId: id, currency: parseCurrency('currency', currency) } });
+    return removed.count > 0;
+  }
+
+  async list(merchantId: string, customerId: string): Promise<SpendLimit[]> {
+    return this.prisma.spendLimit.findMany({ where: { merchantId, customerId }, orderBy: { currency: 'asc' } });
+  }
+
+  async limitFor(customerId: string, currency: string): Promise<bigint | null> {
+    const limit = await this.prisma.spendLimit.findUnique({ where: { customerId_currency: { customerId, currency } }, select: { amountNanos: true } });
+    return limit?.amountNanos ?? null;
+  }
+
+  /** What the customer was charged this month, in `currency`, by usage events. */
+  async spentThisMonth(merchantId: string, customerId: string, currency: string): Promise<{ spentAttos: bigint; periodStart: Date; resetsAt: Date }> {
+    const { start, end } = monthOf(this.clock());
+    const total = await this.prisma.usageEvent.aggregate({
+      where: { merchantId, customerId, currency, occurredAt: { gte: start, lt: end } },
+      _sum: { chargeAttos: true },
+    });
+    return { spentAttos: BigInt(total._sum.chargeAttos?.toFixed(0) ?? '0'), periodStart: start, resetsAt: end };
+  }
+
+  async status(merchantId: string, limit: SpendLimit): Promise<SpendStatus> {
+    const spent = await this.spentThisMonth(merchantId, limit.customerId, limit.currency);
+    return { limitNanos: limit.amountNanos, ...spent };
+  }
+
+  static reached(limitNanos: bigint, spentAttos: bigint): boolean {
+    return spentAttos >= limitNanos * ATTOS_PER_NANO;
+  }
+
+  private async customerOf(merchantId: string, customerId: string): Promise<string> {
+    const found = isUuid(customerId) ? await this.prisma.customer.findFirst({ where: { id: customerId, merchantId }, select: { id: true } }) : null;
+    if (!found) throw notFound('Customer', customerId);
+    return found.id;
+  }
+}
