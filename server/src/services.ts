@@ -61,10 +61,10 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const viewers = new ViewerResolver(apiKeys, customerSessions);
   const usage = new UsageService(prisma, ledger, meters, providerPrices, priceRules, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
-  const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials);
-  const balances = new BalanceCache(db, pubsub);
   const spendLimits = new SpendLimitService(prisma, clock);
-  const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, new GatewaySettlement(prisma, usage, logger), logger);
+  const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits);
+  const balances = new BalanceCache(db, pubsub);
+  const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, usage, ledger, new GatewaySettlement(db, usage, ledger, logger), logger);
   return {
     config,
     db,

@@ -103,23 +103,26 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       resolve({ outcome, status, upstreamStatus, upstreamHeaders: flat, ttfbMs, streamed, body, cut });
     };
 
-    const upstream = (secure ? https : http).request({
-      protocol: destination.url.protocol,
-      hostname: destination.hostname,
-      port: destination.port,
-      path: `${destination.url.pathname}${destination.url.search}`,
-      method: request.method,
-      headers: {
-        ...request.headers,
-        host: destination.url.host,
-        // The body was read whole, so its length is known; a bodiless GET stays bodiless.
-        ...(request.body.length > 0 || !['GET', 'HEAD'].includes(request.method) ? { 'content-length': String(request.body.length) } : {}),
-      },
-      agent: secure ? httpsAgent : httpAgent,
-      lookup: pinnedLookup(destination.address) as never,
-      // TLS names the host for SNI and certificate checks; an IP literal is not a valid server name.
-      ...(secure && isIP(destination.hostname) === 0 ? { servername: destination.hostname } : {}),
-    });
+    const open = () =>
+      (secure ? https : http).request({
+        protocol: destination.url.protocol,
+        hostname: destination.hostname,
+        port: destination.port,
+        path: `${destination.url.pathname}${destination.url.search}`,
+        method: request.method,
+        headers: {
+          ...request.headers,
+          host: destination.url.host,
+          // The body was read whole, so its length is known; a bodiless GET stays bodiless.
+          ...(request.body.length > 0 || !['GET', 'HEAD'].includes(request.method) ? { 'content-length': String(request.body.length) } : {}),
+        },
+        agent: secure ? httpsAgent : httpAgent,
+        lookup: pinnedLookup(destination.address) as never,
+        // TLS names the host for SNI and certificate checks; an IP literal is not a valid server name.
+        ...(secure && isIP(destination.hostname) === 0 ? { servername: destination.hostname } : {}),
+      });
+    let upstream = open();
+    let retried = false;
 
     const headerTimer = setTimeout(() => {
       if (upstreamStatus !== null) return;
@@ -136,15 +139,27 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       finish('CLIENT_ABORTED', upstreamStatus ?? 499, true);
     });
 
-    upstream.on('error', (error) => {
-      if (settled) return;
-      if (upstreamStatus === null) {
-        onGatewayError(502, `The provider could not be reached (${(error as NodeJS.ErrnoException).code ?? 'connection error'})`);
-        finish('UNREACHABLE', 502, false);
+    const onError = (error: NodeJS.ErrnoException) => {
+      if (settled || upstreamStatus !== null) return;
+      // A pooled connection the provider closed just as we reused it: the request never reached
+      // it, so sending it once more on a fresh connection is safe (Node's documented pattern).
+      if (!retried && upstream.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE')) {
+        retried = true;
+        upstream = open();
+        attach(upstream);
+        upstream.end(request.body);
+        return;
       }
-    });
+      onGatewayError(502, `The provider could not be reached (${error.code ?? 'connection error'})`);
+      finish('UNREACHABLE', 502, false);
+    };
 
-    upstream.on('response', (response) => {
+    const attach = (outgoing: http.ClientRequest) => {
+      outgoing.on('error', onError);
+      outgoing.on('response', onResponse);
+    };
+
+    const onResponse = (response: IncomingMessage) => {
       upstreamResponse = response;
       upstreamStatus = response.statusCode ?? 502;
       clearTimeout(headerTimer);
@@ -184,8 +199,9 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
         finish(outcome, upstreamStatus!, true);
       });
       response.on('error', () => undefined); // 'close' above handles it
-    });
+    };
 
+    attach(upstream);
     upstream.end(request.body);
   });
 }

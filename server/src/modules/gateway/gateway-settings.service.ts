@@ -4,6 +4,7 @@ import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isUuid } from '../../shared/validation.ts';
 import { SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
 import { parseHostRule, type GatewayHostRule } from './destination.ts';
+import type { SpendLimitService } from '../limits/spend-limits.service.ts';
 import type { ProviderCredentialService } from './provider-credentials.service.ts';
 
 export type { GatewayHost };
@@ -12,6 +13,9 @@ export type { GatewayHost };
 export interface MerchantGatewaySettings {
   hosts: GatewayHostRule[];
   callerProviderKeys: boolean;
+  reserveMaxCost: boolean;
+  /** Monthly spend limits in nanos by `customerId|currency`; most customers have none. */
+  spendLimits: Map<string, bigint>;
 }
 
 const PROVIDER_IDS = new Set(SUPPORTED_PROVIDERS.map((provider) => provider.id));
@@ -27,7 +31,8 @@ interface Cached<T> {
 
 /**
  * The merchant's gateway configuration: extra allowed hosts (self-hosted or OpenAI-compatible
- * endpoints) and whether callers may bring their own provider key. Changes made through this
+ * endpoints), whether callers may bring their own provider key, and whether each call's
+ * maximum cost is reserved before the provider is called. Changes made through this
  * instance take effect at once; other instances see them within a few seconds.
  */
 export class GatewaySettingsService {
@@ -37,8 +42,10 @@ export class GatewaySettingsService {
   constructor(
     private readonly prisma: PrismaClient,
     private readonly credentials: ProviderCredentialService,
+    private readonly spendLimits: SpendLimitService,
   ) {
     credentials.onChange((merchantId) => this.forget(merchantId));
+    spendLimits.onChange((merchantId) => this.forget(merchantId));
   }
 
   async hosts(merchantId: string): Promise<GatewayHost[]> {
@@ -74,10 +81,13 @@ export class GatewaySettingsService {
     return found;
   }
 
-  async update(merchantId: string, input: { callerProviderKeys?: boolean | null }): Promise<Merchant> {
+  async update(merchantId: string, input: { callerProviderKeys?: boolean | null; reserveMaxCost?: boolean | null }): Promise<Merchant> {
     const merchant = await this.prisma.merchant.update({
       where: { id: merchantId },
-      data: input.callerProviderKeys != null ? { gatewayCallerProviderKeys: input.callerProviderKeys } : {},
+      data: {
+        ...(input.callerProviderKeys != null ? { gatewayCallerProviderKeys: input.callerProviderKeys } : {}),
+        ...(input.reserveMaxCost != null ? { gatewayReserveMaxCost: input.reserveMaxCost } : {}),
+      },
     });
     this.forget(merchantId);
     return merchant;
@@ -86,11 +96,12 @@ export class GatewaySettingsService {
   async settingsFor(merchantId: string): Promise<MerchantGatewaySettings> {
     const cached = this.settings.get(merchantId);
     if (cached && Date.now() - cached.at < SETTINGS_TTL_MS) return cached.value;
-    const [merchant, hosts] = await Promise.all([
-      this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { gatewayCallerProviderKeys: true } }),
+    const [merchant, hosts, spendLimits] = await Promise.all([
+      this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { gatewayCallerProviderKeys: true, gatewayReserveMaxCost: true } }),
       this.prisma.gatewayHost.findMany({ where: { merchantId }, select: { host: true, provider: true } }),
+      this.spendLimits.limitsOf(merchantId),
     ]);
-    const value = { hosts, callerProviderKeys: merchant.gatewayCallerProviderKeys };
+    const value = { hosts, callerProviderKeys: merchant.gatewayCallerProviderKeys, reserveMaxCost: merchant.gatewayReserveMaxCost, spendLimits };
     this.settings.set(merchantId, { value, at: Date.now() });
     return value;
   }

@@ -51,6 +51,10 @@ builder.objectField(MerchantRef, 'gatewayCallerProviderKeys', (t) =>
   t.exposeBoolean('gatewayCallerProviderKeys', { description: 'Whether gateway callers may send their own provider key in x-tollgate-provider-key.' }),
 );
 
+builder.objectField(MerchantRef, 'gatewayReserveMaxCost', (t) =>
+  t.exposeBoolean('gatewayReserveMaxCost', { description: "Whether the gateway holds each call's maximum cost (from max_tokens or equivalent) before calling the provider." }),
+);
+
 builder.queryField('gatewayHosts', (t) =>
   t.field({
     type: [GatewayHostRef],
@@ -82,7 +86,12 @@ builder.mutationField('updateGatewaySettings', (t) =>
   t.field({
     type: MerchantRef,
     authScopes: { merchant: true },
-    args: { callerProviderKeys: t.arg.boolean({ description: 'Let callers send their own provider key in x-tollgate-provider-key.' }) },
+    args: {
+      callerProviderKeys: t.arg.boolean({ description: 'Let callers send their own provider key in x-tollgate-provider-key.' }),
+      reserveMaxCost: t.arg.boolean({
+        description: "Hold each call's maximum cost (max_tokens or equivalent, at today's price and your rules) before calling the provider, and settle it after: concurrent calls can never spend more than the customer has. Costs a database round trip per call.",
+      }),
+    },
     resolve: (_root, args, ctx) => ctx.services.gatewaySettings.update(merchantIdOf(ctx), args),
   }),
 );

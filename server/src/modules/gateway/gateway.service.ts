@@ -4,21 +4,22 @@ import type { Config } from '../../config.ts';
 import type { GatewayOutcome, GatewayRequest, PrismaClient } from '../../generated/prisma/client.ts';
 import { AppError, httpStatusFor, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { formatAttos, formatNanos, parseCurrency } from '../../shared/money.ts';
+import { ATTOS_PER_NANO, formatAttos, formatNanos, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
 import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
-import type { Actor } from '../ledger/ledger.service.ts';
+import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
 import { SpendLimitService } from '../limits/spend-limits.service.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
-import type { UsageRecordInput } from '../usage/usage.service.ts';
-import type { ProviderResponse } from '../usage/usage.types.ts';
+import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
+import type { NormalizedUsage, ProviderResponse } from '../usage/usage.types.ts';
 import type { BalanceCache } from './balance-cache.ts';
 import { resolveDestination, type Destination } from './destination.ts';
 import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
 import type { GatewaySettingsService } from './gateway-settings.service.ts';
 import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
+import { maxUsageOf } from './reserve.ts';
 
 export const FORWARD_PATH = '/v1/forward';
 
@@ -45,6 +46,8 @@ interface Cached<T> {
 const AUTH_TTL_MS = 5_000;
 const CUSTOMER_TTL_MS = 2_000;
 const LIMIT_TTL_MS = 1_000;
+/** A reservation outlives the longest a call may take by this much, then expires by itself. */
+const HOLD_GRACE_SECONDS = 60;
 /** Request bodies up to this size are kept as text for normalizers that read the request (model, image size, TTS text). */
 const MAX_REQUEST_TEXT = 1024 * 1024;
 
@@ -73,7 +76,7 @@ class Refusal extends Error {
 export class GatewayService {
   private readonly viewerCache = new Map<string, Cached<Viewer>>();
   private readonly customerCache = new Map<string, Cached<CustomerGate | null>>();
-  private readonly limitCache = new Map<string, Cached<{ limitNanos: bigint; spentAttos: bigint; resetsAt: Date } | null>>();
+  private readonly limitCache = new Map<string, Cached<{ limitNanos: bigint; spentAttos: bigint; resetsAt: Date }>>();
 
   constructor(
     private readonly config: Config,
@@ -82,6 +85,8 @@ export class GatewayService {
     private readonly settings: GatewaySettingsService,
     private readonly balances: BalanceCache,
     private readonly spendLimits: SpendLimitService,
+    private readonly usage: UsageService,
+    private readonly ledger: LedgerService,
     private readonly settlement: GatewaySettlement,
     private readonly logger: Logger,
   ) {}
@@ -98,6 +103,7 @@ export class GatewayService {
     res.setHeader('x-tollgate-request-id', requestId);
     let caller: Caller | undefined;
     let destination: Destination | undefined;
+    let holdId: string | null = null;
     let merchantId = '';
     const log = (outcome: GatewayOutcome, status: number, extra: Partial<GatewayRequestLog> = {}): GatewayRequestLog => ({
       id: requestId,
@@ -131,7 +137,8 @@ export class GatewayService {
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
       const body = await readBody(req, this.config.gateway.maxRequestBytes);
       await this.assertCredit(caller.customer.id, currency);
-      await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency);
+      await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
+      if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
 
       const headers = upstreamHeaders(req.headers, (name) => CREDENTIAL_HEADERS.has(name) || name.startsWith('x-tollgate-') || name === 'cookie');
       // Ask for an uncompressed body: the copy kept for metering must be readable as it passes.
@@ -146,11 +153,12 @@ export class GatewayService {
         (status, message) => sendJson(res, status, status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNREACHABLE', message, {}),
       );
       const usage = this.usageOf(caller, destination, result, body, req, requestId, currency);
-      this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }));
+      this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }), holdId);
     } catch (error) {
       const refusal = error instanceof Refusal ? error : error instanceof AppError ? Refusal.of(error) : null;
       if (!refusal) {
         this.logger.error({ err: error, requestId }, 'gateway call failed');
+        if (merchantId) this.settlement.enqueue(merchantId, { kind: 'system', apiKeyId: null }, null, log('UNREACHABLE', 500, { errorCode: 'INTERNAL' }), holdId);
         if (!res.headersSent) sendJson(res, 500, 'INTERNAL', 'The gateway failed on its side; the provider was not charged to this customer', { requestId });
         else res.destroy();
         return;
@@ -172,7 +180,7 @@ export class GatewayService {
     let viewer = fresh(this.viewerCache.get(cacheKey), AUTH_TTL_MS);
     if (!viewer) {
       viewer = await this.viewers.resolve(credential);
-      this.viewerCache.set(cacheKey, { value: viewer, at: Date.now() });
+      remember(this.viewerCache, cacheKey, viewer);
     }
     if (viewer.kind === 'merchant') return { merchantId: viewer.merchantId, actor: { kind: 'api_key', apiKeyId: viewer.apiKeyId }, customerId: null };
     if (viewer.kind === 'customer') {
@@ -197,7 +205,7 @@ export class GatewayService {
         orderBy: { createdAt: 'asc' },
       });
       gate = found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
-      this.customerCache.set(cacheKey, { value: gate, at: Date.now() });
+      remember(this.customerCache, cacheKey, gate);
     }
     if (!gate) throw Refusal.of(notFound('Customer', ref));
     if (gate.archived) throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
@@ -250,15 +258,17 @@ export class GatewayService {
    * re-read at most every LIMIT_TTL_MS per customer, so calls in flight together can pass the
    * limit by what they cost; credit, not this limit, is what the ledger enforces exactly.
    */
-  private async assertUnderSpendLimit(merchantId: string, customerId: string, currency: string): Promise<void> {
+  private async assertUnderSpendLimit(merchantId: string, customerId: string, currency: string, limits: Map<string, bigint>): Promise<void> {
     const cacheKey = `${customerId}|${currency}`;
+    const limitNanos = limits.get(cacheKey);
+    if (limitNanos === undefined) return;
     let state = fresh(this.limitCache.get(cacheKey), LIMIT_TTL_MS);
     if (state === undefined) {
-      const limitNanos = await this.spendLimits.limitFor(customerId, currency);
-      state = limitNanos === null ? null : { limitNanos, ...(await this.spendLimits.spentThisMonth(merchantId, customerId, currency)) };
-      this.limitCache.set(cacheKey, { value: state, at: Date.now() });
+      state = { limitNanos, ...(await this.spendLimits.spentThisMonth(merchantId, customerId, currency)) };
+      remember(this.limitCache, cacheKey, state);
     }
-    if (state && SpendLimitService.reached(state.limitNanos, state.spentAttos)) {
+    state.limitNanos = limitNanos;
+    if (SpendLimitService.reached(state.limitNanos, state.spentAttos)) {
       throw new Refusal(429, 'SPEND_LIMIT_REACHED', `The customer reached its monthly spend limit of ${formatNanos(state.limitNanos)} ${currency}`, {
         customerId,
         currency,
@@ -266,6 +276,35 @@ export class GatewayService {
         spent: formatAttos(state.spentAttos),
         resetsAt: state.resetsAt.toISOString(),
       });
+    }
+  }
+
+  /**
+   * Holds the call's maximum price (its output cap and generously counted prompt, at today's
+   * price and the merchant's rules), so calls in flight together cannot spend more than the
+   * customer has. Calls we cannot bound (images, audio, no model) are not reserved.
+   */
+  private async reserve(caller: Caller, destination: Destination, body: Buffer, currency: string, requestId: string): Promise<string | null> {
+    const usage = maxUsageOf(destination.provider, destination.url, body);
+    if (!usage) return null;
+    const { chargeAttos } = await this.usage.quote(caller.merchantId, usage);
+    if (chargeAttos <= 0n) return null;
+    const amountNanos = (chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
+    const ttlSeconds = Math.ceil((this.config.gateway.timeoutMs + this.config.gateway.idleTimeoutMs) / 1000) + HOLD_GRACE_SECONDS;
+    try {
+      const { hold } = await this.ledger.createHold(caller.merchantId, {
+        customerId: caller.customer.id, currency, amountNanos, ttlSeconds, idempotencyKey: `gateway-hold:${requestId}`, description: `Gateway call ${requestId} (${usage.model})`,
+      });
+      return hold.id;
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'INSUFFICIENT_FUNDS') {
+        throw new Refusal(402, 'INSUFFICIENT_FUNDS', `The customer's credit does not cover this call's maximum cost of ${formatNanos(amountNanos)} ${currency}: top up, or ask for fewer tokens`, {
+          customerId: caller.customer.id,
+          currency,
+          required: formatNanos(amountNanos),
+        });
+      }
+      throw error;
     }
   }
 
@@ -284,19 +323,21 @@ export class GatewayService {
       provider: destination.provider,
       ...(body.length > 0 && body.length <= MAX_REQUEST_TEXT && /json|text/i.test(contentType) ? { requestBody: body.toString('utf8') } : {}),
     };
+    let normalized: NormalizedUsage;
     try {
-      const usage = normalizeResponse(response);
-      // Listing models, counting tokens…: nothing billable and nothing to estimate.
-      if (!usage.billable && !usage.incomplete) return null;
+      normalized = normalizeResponse(response);
     } catch (error) {
       this.logger.warn({ err: error, requestId }, 'gateway response could not be metered');
       return null;
     }
+    // Listing models, counting tokens…: nothing billable and nothing to estimate.
+    if (!normalized.billable && !normalized.incomplete) return null;
     return {
       customer: caller.customer.id,
       idempotencyKey: `gateway:${requestId}`,
       currency,
       response,
+      normalized,
       metadata: { gatewayRequestId: requestId, cut: result.cut },
     };
   }
@@ -315,6 +356,14 @@ export class GatewayService {
   async request(merchantId: string, id: string): Promise<GatewayRequest | null> {
     return isUuid(id) ? this.prisma.gatewayRequest.findFirst({ where: { id, merchantId } }) : null;
   }
+}
+
+/** Short-lived caches stay bounded: past this many entries one is simply started afresh. */
+const MAX_CACHED = 50_000;
+
+function remember<T>(cache: Map<string, Cached<T>>, key: string, value: T): void {
+  if (cache.size >= MAX_CACHED) cache.clear();
+  cache.set(key, { value, at: Date.now() });
 }
 
 function fresh<T>(cached: Cached<T> | undefined, ttlMs: number): T | undefined {

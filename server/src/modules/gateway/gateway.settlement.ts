@@ -1,6 +1,8 @@
-import type { GatewayOutcome, PrismaClient } from '../../generated/prisma/client.ts';
+import type { GatewayOutcome } from '../../generated/prisma/client.ts';
+import type { Database } from '../../shared/db/database.ts';
 import type { Logger } from '../../shared/logger.ts';
-import type { Actor } from '../ledger/ledger.service.ts';
+import { AppError } from '../../shared/errors.ts';
+import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
 
 /** The log row of one forwarded call (table gateway_requests). */
@@ -26,10 +28,14 @@ interface Item {
   actor: Actor;
   usage: UsageRecordInput | null;
   log: GatewayRequestLog;
+  /** The reservation made before the call; released as the actual usage is charged. */
+  holdId: string | null;
   attempts: number;
 }
 
 const MAX_BATCH = 500;
+/** How long the first finished call waits for others to share its batch: settling calls one by one would cost each a transaction. */
+const GATHER_MS = 20;
 const MAX_ATTEMPTS = 6;
 
 /**
@@ -43,13 +49,14 @@ export class GatewaySettlement {
   private running: Promise<void> | null = null;
 
   constructor(
-    private readonly prisma: PrismaClient,
+    private readonly db: Database,
     private readonly usage: UsageService,
+    private readonly ledger: LedgerService,
     private readonly logger: Logger,
   ) {}
 
-  enqueue(merchantId: string, actor: Actor, usage: UsageRecordInput | null, log: GatewayRequestLog): void {
-    this.queue.push({ merchantId, actor, usage, log, attempts: 0 });
+  enqueue(merchantId: string, actor: Actor, usage: UsageRecordInput | null, log: GatewayRequestLog, holdId: string | null = null): void {
+    this.queue.push({ merchantId, actor, usage, log, holdId, attempts: 0 });
     this.running ??= this.run();
   }
 
@@ -63,9 +70,10 @@ export class GatewaySettlement {
   }
 
   private async run(): Promise<void> {
-    // Let calls finishing in the same tick join the batch.
-    await new Promise((resolve) => setImmediate(resolve));
     while (this.queue.length > 0) {
+      // Let calls finishing close together join the batch.
+      const gatherUntil = performance.now() + GATHER_MS;
+      while (this.queue.length < MAX_BATCH && performance.now() < gatherUntil) await new Promise((resolve) => setTimeout(resolve, 2));
       const batch = this.queue.splice(0, MAX_BATCH);
       try {
         await this.settle(batch);
@@ -82,6 +90,17 @@ export class GatewaySettlement {
   }
 
   private async settle(batch: Item[]): Promise<void> {
+    // Release reservations just before charging what was actually used.
+    for (const item of batch) {
+      if (!item.holdId) continue;
+      try {
+        await this.ledger.releaseHold(item.merchantId, item.holdId);
+      } catch (error) {
+        // Already expired (or released by an earlier attempt of this batch): nothing is held.
+        if (!(error instanceof AppError && error.code === 'CONFLICT')) throw error;
+      }
+      item.holdId = null;
+    }
     const groups = new Map<string, Item[]>();
     for (const item of batch) {
       if (!item.usage) continue;
@@ -98,9 +117,23 @@ export class GatewaySettlement {
         else this.logger.warn({ requestId: item.log.id, code: result.error.code, message: result.error.message }, 'gateway usage not recorded');
       });
     }
-    await this.prisma.gatewayRequest.createMany({
-      data: batch.map((item) => ({ ...item.log, usageEventId: usageEventIds.get(item) ?? null })),
-      skipDuplicates: true,
-    });
+    const logs = batch.map((item) => item.log);
+    await this.db.withConnection((sql) =>
+      sql.query(
+        `INSERT INTO gateway_requests (id, merchant_id, customer_id, provider, method, host, path, status, outcome, error_code, streamed, latency_ms, ttfb_ms, usage_event_id, created_at)
+         SELECT u.id, u.merchant_id, u.customer_id, u.provider, u.method, u.host, u.path, u.status, u.outcome::"GatewayOutcome", u.error_code, u.streamed,
+           u.latency_ms, u.ttfb_ms, u.usage_event_id, u.created_at
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[],
+           $11::bool[], $12::int[], $13::int[], $14::uuid[], $15::timestamptz[])
+           AS u(id, merchant_id, customer_id, provider, method, host, path, status, outcome, error_code, streamed, latency_ms, ttfb_ms, usage_event_id, created_at)
+         ON CONFLICT (id) DO NOTHING`,
+        [
+          logs.map((log) => log.id), logs.map((log) => log.merchantId), logs.map((log) => log.customerId), logs.map((log) => log.provider),
+          logs.map((log) => log.method), logs.map((log) => log.host), logs.map((log) => log.path), logs.map((log) => log.status), logs.map((log) => log.outcome),
+          logs.map((log) => log.errorCode), logs.map((log) => log.streamed), logs.map((log) => log.latencyMs), logs.map((log) => log.ttfbMs),
+          batch.map((item) => usageEventIds.get(item) ?? null), logs.map((log) => log.createdAt),
+        ],
+      ),
+    );
   }
 }

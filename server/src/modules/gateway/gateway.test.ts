@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { maxUsageOf } from './reserve.ts';
 
 const expectedUsage = JSON.parse(readFileSync(new URL('expected_usage.json', PROVIDER_FIXTURES), 'utf8')) as Record<string, { expected_cost_usd?: string | null }>;
 const fixture = (name: string) => readFileSync(new URL(name, PROVIDER_FIXTURES), 'utf8');
@@ -434,6 +435,56 @@ describe('enforcement before the provider is called', () => {
     expect(response.status).toBe(200);
     const echo = (await response.json()) as { headers: Record<string, string> };
     expect(echo.headers.authorization).toBe('Bearer sk-callers-own-key');
+  });
+});
+
+describe('reserving the maximum cost (updateGatewaySettings(reserveMaxCost: true))', () => {
+  const request = { model: 'gpt-5.4-mini', max_tokens: 2000, messages: [{ role: 'user', content: 'hello' }] };
+  const headersFor = (t: Tenant, extra: Record<string, string> = {}) => ({ authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, ...extra });
+
+  async function reserving(credit: string) {
+    const t = await tenant(credit);
+    await gql(`mutation { updateGatewaySettings(reserveMaxCost: true) { gatewayReserveMaxCost } }`, {}, t.secret);
+    const usage = maxUsageOf('openai', new URL(`${openaiFake.url}/v1/chat/completions`), Buffer.from(JSON.stringify(request)))!;
+    const { chargeAttos } = await server.services.usage.quote(t.merchantId, usage);
+    return { t, holdNanos: (chargeAttos + 999_999_999n) / 1_000_000_000n };
+  }
+
+  it('holds the maximum while the call runs, then charges what was used and releases the rest', async () => {
+    const { t, holdNanos } = await reserving('10');
+    expect(holdNanos).toBeGreaterThan(0n);
+    const call = post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t, { 'x-fake-delay-ms': '400' }), request);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const during = await gql(`query($c: ID!) { wallet(customerId: $c) { available { amount } held { amount } } }`, { c: t.customerId }, t.secret);
+    expect(parseDecimalNanos('held', during.wallet.held.amount)).toBe(holdNanos);
+    expect((await call).status).toBe(200);
+    await settled(t, 1);
+    const after = await gql(`query($c: ID!) { wallet(customerId: $c) { balance { amount } held { amount } } }`, { c: t.customerId }, t.secret);
+    expect(after.wallet.held.amount).toBe('0.00');
+    const [charge] = await chargesOf(t);
+    expect(charge).toMatchObject({ status: 'CHARGED', charge: withMarkup(expectedUsage['openai_chat_completion.json']!.expected_cost_usd!) });
+    expectDebited(parseDecimalNanos('x', '10'), parseDecimalNanos('x', after.wallet.balance.amount), charge!.charge);
+  });
+
+  it('calls in flight together never reserve more than the customer has: the third of three gets 402', async () => {
+    const { t, holdNanos } = await reserving('0');
+    const credit = holdNanos * 2n + holdNanos / 2n;
+    await gql(`mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "two-and-a-half" }) { __typename } }`, { c: t.customerId, a: formatAttos(credit * 1_000_000_000n) }, t.secret);
+    openaiFake.reset();
+    const statuses = await Promise.all([0, 1, 2].map(() => post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t, { 'x-fake-delay-ms': '300' }), request).then((r) => r.status)));
+    expect(statuses.sort()).toEqual([200, 200, 402]);
+    expect(openaiFake.requests).toHaveLength(2);
+  });
+
+  it('402 with the amount required when the credit does not cover the maximum; the provider is not called', async () => {
+    const { t } = await reserving('0.0001');
+    openaiFake.reset();
+    const response = await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), { ...request, max_tokens: 100_000 });
+    expect(response.status).toBe(402);
+    const body = (await response.json()) as any;
+    expect(body.error).toMatchObject({ code: 'INSUFFICIENT_FUNDS', customerId: t.customerId });
+    expect(parseDecimalNanos('required', body.error.required)).toBeGreaterThan(parseDecimalNanos('x', '0.0001'));
+    expect(openaiFake.requests).toEqual([]);
   });
 });
 

@@ -24,26 +24,36 @@ export function monthOf(at: Date): { start: Date; end: Date } {
  * The gateway enforces it before calling a provider (429 SPEND_LIMIT_REACHED).
  */
 export class SpendLimitService {
+  private readonly listeners: ((merchantId: string) => void)[] = [];
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly clock: () => Date = () => new Date(),
   ) {}
+
+  /** Called after a merchant's limits change, so caches of them can be dropped. */
+  onChange(listener: (merchantId: string) => void): void {
+    this.listeners.push(listener);
+  }
 
   async set(merchantId: string, input: { customerId: string; amount: string; currency?: string | null }): Promise<SpendLimit> {
     const customerId = await this.customerOf(merchantId, input.customerId);
     const currency = parseCurrency('currency', input.currency);
     const amountNanos = parseDecimalNanos('amount', input.amount);
     if (amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero (remove the limit to lift it)');
-    return this.prisma.spendLimit.upsert({
+    const limit = await this.prisma.spendLimit.upsert({
       where: { customerId_currency: { customerId, currency } },
       create: { merchantId, customerId, currency, amountNanos },
       update: { amountNanos },
     });
+    for (const listener of this.listeners) listener(merchantId);
+    return limit;
   }
 
   async remove(merchantId: string, customerId: string, currency?: string | null): Promise<boolean> {
     const id = await this.customerOf(merchantId, customerId);
     const removed = await this.prisma.spendLimit.deleteMany({ where: { merchantId, customerId: id, currency: parseCurrency('currency', currency) } });
+    for (const listener of this.listeners) listener(merchantId);
     return removed.count > 0;
   }
 
@@ -51,9 +61,10 @@ export class SpendLimitService {
     return this.prisma.spendLimit.findMany({ where: { merchantId, customerId }, orderBy: { currency: 'asc' } });
   }
 
-  async limitFor(customerId: string, currency: string): Promise<bigint | null> {
-    const limit = await this.prisma.spendLimit.findUnique({ where: { customerId_currency: { customerId, currency } }, select: { amountNanos: true } });
-    return limit?.amountNanos ?? null;
+  /** Every limit of a merchant, by `customerId|currency`: the gateway keeps these in memory. */
+  async limitsOf(merchantId: string): Promise<Map<string, bigint>> {
+    const rows = await this.prisma.spendLimit.findMany({ where: { merchantId }, select: { customerId: true, currency: true, amountNanos: true } });
+    return new Map(rows.map((row) => [`${row.customerId}|${row.currency}`, row.amountNanos]));
   }
 
   /** What the customer was charged this month, in `currency`, by usage events. */

@@ -32,6 +32,8 @@ export interface UsageRecordInput {
   usage?: Partial<Omit<NormalizedUsage, 'details' | 'streamedText' | 'billingId'>> | null;
   /** … or the provider's raw response to normalize. */
   response?: ProviderResponse | null;
+  /** Internal (never read from a request): `response` already normalized by the gateway, so it is not parsed twice. */
+  normalized?: NormalizedUsage | null;
   /** Quantities of custom meters, by meter key. */
   quantities?: Record<string, string | number> | null;
   metadata?: Record<string, unknown> | null;
@@ -201,6 +203,22 @@ export class UsageService {
     return results.map((result) => result!);
   }
 
+  /**
+   * What `usage` would be charged now, without recording anything: provider cost at today's
+   * price, then the merchant's rules, with tiers priced from the start of the period (the
+   * first tier is usually the dearest, so this errs high). Used to reserve a call's maximum.
+   */
+  async quote(merchantId: string, usage: NormalizedUsage): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
+    const [meters, ruleRows, priceRows] = await Promise.all([this.meters.active(merchantId), this.rules.allVersions(merchantId), this.prices.rowsFor(merchantId)]);
+    const now = this.clock();
+    const price = usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null;
+    const cost = providerCost(usage, price);
+    const priced = priceUsage({
+      usage, occurredAt: now, rules: ruleRows, quantities: meterQuantities(usage, meters, {}), priorFor: () => 0n, costAttos: cost.costAttos, costProblem: cost.problem,
+    });
+    return { costAttos: priced.costAttos, chargeAttos: priced.chargeAttos };
+  }
+
   private prepare(index: number, input: UsageRecordInput, policy: string): Prepared {
     const key = String(input.idempotencyKey ?? '').trim();
     if (!key) throw invalidField('idempotencyKey', 'is required: a retry with the same key is never charged twice');
@@ -221,7 +239,7 @@ export class UsageService {
       stated[meter] = quantity;
     }
     let usage: NormalizedUsage;
-    if (input.response) usage = normalizeResponse(input.response);
+    if (input.response) usage = input.normalized ?? normalizeResponse(input.response);
     else if (input.usage) usage = usageFrom(input.usage);
     else if (Object.keys(stated).length > 0) usage = { ...emptyUsage(), requests: 1 };
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
