@@ -166,7 +166,7 @@ function merchantRuleFor(hostname: string, port: number, isDefaultPort: boolean,
 
 async function vetAddresses(hostname: string, options: DestinationOptions): Promise<Destination['address']> {
   const literal = isIP(hostname);
-  const answers = literal !== 0 ? [{ address: hostname }] : await resolve(hostname, options.lookup ?? systemLookup);
+  const answers = literal !== 0 ? [{ address: hostname }] : await resolve(hostname, options.lookup ?? cachedSystemLookup);
   for (const { address } of answers) {
     const allowed = isIP(address) !== 0 && (options.allowPrivateNetworks || isPublicAddress(address));
     // Never name a resolved address: it would map the merchant's internal network for the caller.
@@ -181,6 +181,24 @@ async function vetAddresses(hostname: string, options: DestinationOptions): Prom
   const [first] = answers;
   if (!first) throw cannotResolve(hostname);
   return { address: first.address, family: isIP(first.address) === 6 ? 6 : 4 };
+}
+
+/**
+ * getaddrinfo runs on libuv's small thread pool and Node caches nothing, so every call would
+ * wait for it. Answers are kept briefly; each is still vetted on every use.
+ */
+const DNS_TTL_MS = 30_000;
+const dnsCache = new Map<string, { answers: Promise<{ address: string; family: 4 | 6 }[]>; at: number }>();
+
+function cachedSystemLookup(hostname: string): Promise<{ address: string; family: 4 | 6 }[]> {
+  const cached = dnsCache.get(hostname);
+  if (cached && Date.now() - cached.at < DNS_TTL_MS) return cached.answers;
+  if (dnsCache.size > 10_000) dnsCache.clear();
+  const answers = systemLookup(hostname);
+  dnsCache.set(hostname, { answers, at: Date.now() });
+  // A failed lookup is not remembered: the next call asks again.
+  answers.catch(() => dnsCache.delete(hostname));
+  return answers;
 }
 
 async function resolve(hostname: string, lookup: NonNullable<DestinationOptions['lookup']>): Promise<{ address: string }[]> {

@@ -155,6 +155,8 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
     };
 
     const attach = (outgoing: http.ClientRequest) => {
+      // Each relayed chunk should leave at once, not wait for Nagle's algorithm to fill a packet.
+      outgoing.setNoDelay(true);
       outgoing.on('error', onError);
       outgoing.on('response', onResponse);
     };
