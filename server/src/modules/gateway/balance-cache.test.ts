@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../../../test/server.ts';
+import type { Database } from '../../shared/db/database.ts';
+import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
+import { BalanceCache } from './balance-cache.ts';
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+/** The server's database, counting the reads the cache makes. */
+function countingDb(): { db: Database; reads: () => number } {
+  let reads = 0;
+  const real = server.services.db;
+  const db: Database = { ...real, withConnection: (work) => { reads += 1; return real.withConnection(work); } };
+  return { db, reads: () => reads };
+}
+
+async function customerWith(credit: bigint) {
+  const merchant = await server.createMerchant();
+  const customer = await server.services.customers.create(merchant.id, { externalId: `c-${Math.random()}` });
+  if (credit > 0n) {
+    await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: credit, kind: 'PAID', idempotencyKey: 'seed' });
+  }
+  return { merchantId: merchant.id, customerId: customer.id };
+}
+
+const until = async (check: () => Promise<boolean>) => {
+  const deadline = Date.now() + 5000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+};
+
+describe('BalanceCache', () => {
+  it('reads a wallet once, then follows the ledger’s balance events without reading again', async () => {
+    const { db, reads } = countingDb();
+    const cache = new BalanceCache(db, server.services.pubsub);
+    try {
+      const { merchantId, customerId } = await customerWith(5_000_000_000n);
+      expect(await cache.get(customerId, 'USD')).toMatchObject({ available: 5_000_000_000n, overdraftLimit: 0n });
+      expect(reads()).toBe(1);
+      await server.services.ledger.debit(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountAttos: 1_500_000_000n * 1_000_000_000n, idempotencyKey: 'd1' });
+      await until(async () => (await cache.get(customerId, 'USD')).available === 3_500_000_000n);
+      await server.services.ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: 500_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
+      await until(async () => (await cache.get(customerId, 'USD')).available === 3_000_000_000n);
+      await server.services.ledger.setOverdraftLimit(merchantId, customerId, 'USD', 2_000_000_000n);
+      await until(async () => (await cache.get(customerId, 'USD')).overdraftLimit === 2_000_000_000n);
+      expect(reads()).toBe(1);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it('a customer without a wallet can spend nothing; refresh reads the database again', async () => {
+    const { db, reads } = countingDb();
+    const cache = new BalanceCache(db, server.services.pubsub);
+    try {
+      const { customerId } = await customerWith(0n);
+      expect(await cache.get(customerId, 'USD')).toMatchObject({ available: 0n, overdraftLimit: 0n });
+      expect(await cache.refresh(customerId, 'USD')).toMatchObject({ available: 0n });
+      expect(reads()).toBe(2);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it('stays bounded: the least recently used customer is dropped and its subscription closed', async () => {
+    const cache = new BalanceCache(server.services.db, server.services.pubsub, { maxCustomers: 2, ttlMs: 60_000 });
+    try {
+      const [a, b, c] = await Promise.all([customerWith(1n), customerWith(2n), customerWith(3n)]);
+      await cache.get(a.customerId, 'USD');
+      await cache.get(b.customerId, 'USD');
+      await cache.get(a.customerId, 'USD');
+      await cache.get(c.customerId, 'USD');
+      expect(server.services.pubsub.subscriberCount(`wallet:${b.customerId}`)).toBe(0);
+      expect(server.services.pubsub.subscriberCount(`wallet:${a.customerId}`)).toBe(1);
+      expect(server.services.pubsub.subscriberCount(`wallet:${c.customerId}`)).toBe(1);
+    } finally {
+      cache.close();
+    }
+  });
+});
