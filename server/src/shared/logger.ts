@@ -11,7 +11,11 @@ export function createLogger(level: string): Logger {
     level,
     base: { service: 'tollgate' },
     redact: {
-      paths: ['*.authorization', '*.Authorization', '*.secret', '*.token', '*.apiKey', '*.providerKey', '*.password', 'headers.cookie'],
+      paths: [
+        '*.authorization', '*.Authorization', '*.secret', '*.token', '*.apiKey', '*.providerKey', '*.password', 'headers.cookie',
+        // Provider key headers the gateway sets, should a request's headers ever reach a log line.
+        '*["x-api-key"]', '*["api-key"]', '*["x-goog-api-key"]', '*["xi-api-key"]', '*["x-key"]', '*["x-tollgate-key"]', '*["x-tollgate-provider-key"]',
+      ],
       censor: '[redacted]',
     },
   });
