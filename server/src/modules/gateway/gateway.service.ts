@@ -126,7 +126,7 @@ export class GatewayService {
       const viewer = await this.viewer(req);
       merchantId = viewer.merchantId;
       const settings = await this.settings.settingsFor(viewer.merchantId);
-      destination = await resolveDestination(targetOf((req as { originalUrl?: string }).originalUrl ?? req.url ?? ''), {
+      destination = await resolveDestination(targetOf(req.url ?? ''), {
         merchantHosts: settings.hosts,
         allowPrivateNetworks: this.config.gateway.allowPrivateNetworks,
       }).catch((error: unknown) => {
@@ -159,7 +159,7 @@ export class GatewayService {
       if (!refusal) {
         this.logger.error({ err: error, requestId }, 'gateway call failed');
         if (merchantId) this.settlement.enqueue(merchantId, { kind: 'system', apiKeyId: null }, null, log('UNREACHABLE', 500, { errorCode: 'INTERNAL' }), holdId);
-        if (!res.headersSent) sendJson(res, 500, 'INTERNAL', 'The gateway failed on its side; the provider was not charged to this customer', { requestId });
+        if (!res.headersSent) sendJson(res, 500, 'INTERNAL', 'The gateway failed on its side; this call was not charged', { requestId });
         else res.destroy();
         return;
       }
