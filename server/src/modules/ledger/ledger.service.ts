@@ -163,6 +163,7 @@ export class LedgerService {
   readonly store: LedgerStore;
   private readonly lanes: Lane[];
   private readonly knownCustomers = new Map<string, string>();
+  private readonly customerLookups = new Map<string, Promise<boolean>>();
 
   constructor(
     private readonly db: Database,
@@ -182,10 +183,25 @@ export class LedgerService {
   /** Tenancy check, cached: customers are never deleted, so a positive answer stays true. */
   async assertCustomer(merchantId: string, customerId: string): Promise<void> {
     if (this.knownCustomers.get(customerId) === merchantId) return;
-    const customer = isUuid(customerId) ? await this.prisma.customer.findFirst({ where: { id: customerId, merchantId }, select: { id: true } }) : null;
-    if (!customer) throw notFound('Customer', customerId);
+    // A burst for a customer not yet seen (a restart under load) asks the database once.
+    const key = `${merchantId}:${customerId}`;
+    let lookup = this.customerLookups.get(key);
+    if (!lookup) {
+      lookup = this.lookUpCustomer(merchantId, customerId).finally(() => this.customerLookups.delete(key));
+      this.customerLookups.set(key, lookup);
+    }
+    if (!(await lookup)) throw notFound('Customer', customerId);
+  }
+
+  private async lookUpCustomer(merchantId: string, customerId: string): Promise<boolean> {
+    if (!isUuid(customerId)) return false;
+    const rows = await this.db.withConnection((connection) =>
+      connection.query(`SELECT 1 FROM customers WHERE id = $1 AND merchant_id = $2`, [customerId, merchantId]),
+    );
+    if (rows.length === 0) return false;
     if (this.knownCustomers.size > 100_000) this.knownCustomers.clear();
     this.knownCustomers.set(customerId, merchantId);
+    return true;
   }
 
   // ---------------------------------------------------------------- debits (hot path)
@@ -200,7 +216,10 @@ export class LedgerService {
     const key = requireKey(input.idempotencyKey);
     if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
     await this.assertCustomer(merchantId, input.customerId);
-    const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos });
+    // Same JSON as requestHash({ op, customerId, currency, attos }) without its per-key replacer: hashes stay comparable.
+    const hash = createHash('sha256')
+      .update(JSON.stringify({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos.toString() }))
+      .digest('hex');
     const lane = this.lanes[laneOf(`${input.customerId}:${input.currency}`, this.lanes.length)]!;
     const outcome = await new Promise<Outcome>((resolve) => {
       lane.queue.push({ merchantId, actor, input: { ...input, idempotencyKey: key }, requestHash: hash, resolve });
@@ -213,7 +232,12 @@ export class LedgerService {
   private async drain(lane: Lane): Promise<void> {
     lane.draining = true;
     try {
-      while (lane.queue.length > 0) await this.runDebitBatch(lane.queue.splice(0, MAX_BATCH));
+      while (lane.queue.length > 0) {
+        // Callers answered by the last batch come straight back (closed loops, retries): let
+        // them queue first, so they ride this batch instead of forcing a lone one after it.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        await this.runDebitBatch(lane.queue.splice(0, MAX_BATCH));
+      }
     } finally {
       lane.draining = false;
     }
@@ -281,7 +305,7 @@ export class LedgerService {
       legs: plan.legs,
       counterAccount: 'USAGE_REVENUE',
       description: input.description,
-      metadata: { ...(input.metadata ?? {}), ...(input.amountAttos % ATTOS_PER_NANO !== 0n ? { exactAmountAttos: input.amountAttos.toString() } : {}) },
+      metadata: input.amountAttos % ATTOS_PER_NANO !== 0n ? { ...input.metadata, exactAmountAttos: input.amountAttos.toString() } : (input.metadata ?? null),
       sourceRef: input.sourceRef,
       occurredAt: input.occurredAt,
       actor: item.actor,

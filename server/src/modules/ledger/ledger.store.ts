@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Database, SqlExecutor } from '../../shared/db/database.ts';
+import { pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
+import { uuidv7 } from '../../shared/ids.ts';
 import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
 /**
@@ -90,6 +92,13 @@ export function toPosted(row: TransactionRow): PostedTransaction {
 const TRANSACTION_COLUMNS = `id, kind::text AS kind, wallet_id, customer_id, currency, amount::text AS amount,
   balance_after::text AS balance_after, idempotency_key, request_hash, created_at`;
 
+/**
+ * Transactions under (merchant, key) pairs given as two arrays: one unique-index probe per key
+ * (LIMIT 1 keeps the planner from hashing the whole table, which it prefers on young tables).
+ */
+const KEY_PROBE = (merchants: string, keys: string) => `unnest(${merchants}::uuid[], ${keys}::text[]) AS k(m, key)
+  CROSS JOIN LATERAL (SELECT * FROM ledger_transactions t WHERE t.merchant_id = k.m AND t.idempotency_key = k.key LIMIT 1) t`;
+
 export interface WalletKey {
   merchantId: string;
   customerId: string;
@@ -138,8 +147,14 @@ export class WalletTransaction {
 
   /** Transactions already recorded under these idempotency keys (by any wallet of the merchant). */
   async existing(keys: readonly string[]): Promise<Map<string, PostedTransaction>> {
-    const found = await this.batch.existing(keys.map((key) => ({ merchantId: this.merchantId, key })));
-    return new Map([...found].map(([compound, posted]) => [compound.slice(this.merchantId.length + 1), posted]));
+    const unchecked = keys.filter((key) => !this.batch.checked.has(`${this.merchantId}:${key}`));
+    if (unchecked.length > 0) await this.batch.existing(unchecked.map((key) => ({ merchantId: this.merchantId, key })));
+    const found = new Map<string, PostedTransaction>();
+    for (const key of keys) {
+      const posted = this.batch.known.get(`${this.merchantId}:${key}`);
+      if (posted) found.set(key, posted);
+    }
+    return found;
   }
 
   /**
@@ -148,12 +163,12 @@ export class WalletTransaction {
    * of the entries that name it).
    */
   async post(txn: NewTransaction): Promise<PostedTransaction> {
-    const id = randomUUID();
+    const id = uuidv7();
     const walletChange = txn.legs.reduce((sum, leg) => sum + leg.amount, 0n);
     this.state.balance += walletChange;
     for (const leg of txn.legs) {
       if (leg.amount === 0n) continue;
-      this.batch.entries.push({ id: randomUUID(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
+      this.batch.entries.push({ id: uuidv7(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
       if (leg.grantId) {
         const grant = this.state.grants.find((candidate) => candidate.id === leg.grantId);
         if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
@@ -163,7 +178,7 @@ export class WalletTransaction {
     }
     if (walletChange !== 0n) {
       const accountId = await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
-      this.batch.entries.push({ id: randomUUID(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: null, accountId, grantId: null, amount: -walletChange });
+      this.batch.entries.push({ id: uuidv7(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: null, accountId, grantId: null, amount: -walletChange });
     }
     const posted: PostedTransaction = {
       id,
@@ -178,8 +193,9 @@ export class WalletTransaction {
       createdAt: this.now,
     };
     this.batch.transactions.push({ posted, txn, merchantId: this.merchantId });
-    this.batch.known.set(`${this.merchantId}:${txn.idempotencyKey}`, posted);
-    this.batch.checked.add(`${this.merchantId}:${txn.idempotencyKey}`);
+    const compound = `${this.merchantId}:${txn.idempotencyKey}`;
+    this.batch.known.set(compound, posted);
+    this.batch.checked.add(compound);
     this.posted.push(posted);
     this.batch.dirtyWallets.add(this);
     return posted;
@@ -252,8 +268,7 @@ export class LedgerBatch {
     for (const { merchantId, key } of missing) this.checked.add(`${merchantId}:${key}`);
     if (missing.length > 0) {
       const rows = await this.tx.query<TransactionRow & { merchant_id: string }>(
-        `SELECT merchant_id, ${TRANSACTION_COLUMNS} FROM ledger_transactions
-         WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))`,
+        `SELECT merchant_id, ${TRANSACTION_COLUMNS} FROM ${KEY_PROBE('$1', '$2')}`,
         [missing.map((item) => item.merchantId), missing.map((item) => item.key)],
       );
       for (const row of rows) this.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
@@ -274,22 +289,23 @@ export class LedgerBatch {
       params.push(value);
       return `$${params.length}`;
     };
+    const array = (values: readonly ArrayElement[]) => param(pgArray(values));
     const now = param(this.now);
     const rows = this.transactions;
     if (rows.length > 0) {
       parts.push(`t AS (INSERT INTO ledger_transactions (id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after,
           idempotency_key, request_hash, description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at, created_at)
         SELECT u.id, u.merchant_id, u.wallet_id, u.customer_id, u.currency, u.kind::"LedgerTransactionKind", u.amount, u.balance_after,
-          u.idempotency_key, u.request_hash, u.description, u.reason, u.metadata, u.actor_api_key_id, u.actor_kind, u.source_ref, u.occurred_at, ${now}
-        FROM unnest(${param(rows.map((r) => r.posted.id))}::uuid[], ${param(rows.map((r) => r.merchantId))}::uuid[],
-          ${param(rows.map((r) => r.posted.walletId))}::uuid[], ${param(rows.map((r) => r.posted.customerId))}::uuid[],
-          ${param(rows.map((r) => r.posted.currency))}::text[], ${param(rows.map((r) => r.txn.kind))}::text[],
-          ${param(rows.map((r) => r.posted.amount.toString()))}::bigint[], ${param(rows.map((r) => r.posted.balanceAfter.toString()))}::bigint[],
-          ${param(rows.map((r) => r.txn.idempotencyKey))}::text[], ${param(rows.map((r) => r.txn.requestHash))}::text[],
-          ${param(rows.map((r) => r.txn.description ?? null))}::text[], ${param(rows.map((r) => r.txn.reason ?? null))}::text[],
-          ${param(rows.map((r) => JSON.stringify(r.txn.metadata ?? {})))}::jsonb[], ${param(rows.map((r) => r.txn.actor.apiKeyId))}::uuid[],
-          ${param(rows.map((r) => r.txn.actor.kind))}::text[], ${param(rows.map((r) => r.txn.sourceRef ?? null))}::text[],
-          ${param(rows.map((r) => r.txn.occurredAt ?? this.now))}::timestamptz[])
+          u.idempotency_key, u.request_hash, u.description, u.reason, u.metadata::jsonb, u.actor_api_key_id, u.actor_kind, u.source_ref, u.occurred_at, ${now}
+        FROM unnest(${array(rows.map((r) => r.posted.id))}::uuid[], ${array(rows.map((r) => r.merchantId))}::uuid[],
+          ${array(rows.map((r) => r.posted.walletId))}::uuid[], ${array(rows.map((r) => r.posted.customerId))}::uuid[],
+          ${array(rows.map((r) => r.posted.currency))}::text[], ${array(rows.map((r) => r.txn.kind))}::text[],
+          ${array(rows.map((r) => r.posted.amount.toString()))}::bigint[], ${array(rows.map((r) => r.posted.balanceAfter.toString()))}::bigint[],
+          ${array(rows.map((r) => r.txn.idempotencyKey))}::text[], ${array(rows.map((r) => r.txn.requestHash))}::text[],
+          ${array(rows.map((r) => r.txn.description ?? null))}::text[], ${array(rows.map((r) => r.txn.reason ?? null))}::text[],
+          ${array(rows.map((r) => (r.txn.metadata ? JSON.stringify(r.txn.metadata) : '{}')))}::text[], ${array(rows.map((r) => r.txn.actor.apiKeyId))}::uuid[],
+          ${array(rows.map((r) => r.txn.actor.kind))}::text[], ${array(rows.map((r) => r.txn.sourceRef ?? null))}::text[],
+          ${array(rows.map((r) => r.txn.occurredAt ?? this.now))}::timestamptz[])
         AS u(id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after, idempotency_key, request_hash,
           description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at))`);
     }
@@ -298,39 +314,39 @@ export class LedgerBatch {
       parts.push(`g AS (INSERT INTO credit_grants (id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority,
           expires_at, transaction_id, description, metadata, created_at)
         SELECT u.id, u.merchant_id, u.wallet_id, u.customer_id, u.currency, u.kind::"CreditGrantKind", u.amount, u.remaining, u.priority,
-          u.expires_at, u.transaction_id, u.description, u.metadata, ${now}
-        FROM unnest(${param(grants.map((g) => g.grant.id))}::uuid[], ${param(grants.map((g) => g.wallet.merchantId))}::uuid[],
-          ${param(grants.map((g) => g.wallet.state.id))}::uuid[], ${param(grants.map((g) => g.wallet.customerId))}::uuid[],
-          ${param(grants.map((g) => g.wallet.currency))}::text[], ${param(grants.map((g) => g.grant.kind))}::text[],
-          ${param(grants.map((g) => g.grant.amount.toString()))}::bigint[], ${param(grants.map((g) => g.wallet.remainingOf(g.grant.id).toString()))}::bigint[],
-          ${param(grants.map((g) => g.grant.priority))}::int[], ${param(grants.map((g) => g.grant.expiresAt))}::timestamptz[],
-          ${param(grants.map((g) => g.grant.transactionId))}::uuid[], ${param(grants.map((g) => g.grant.description))}::text[],
-          ${param(grants.map((g) => JSON.stringify(g.grant.metadata)))}::jsonb[])
+          u.expires_at, u.transaction_id, u.description, u.metadata::jsonb, ${now}
+        FROM unnest(${array(grants.map((g) => g.grant.id))}::uuid[], ${array(grants.map((g) => g.wallet.merchantId))}::uuid[],
+          ${array(grants.map((g) => g.wallet.state.id))}::uuid[], ${array(grants.map((g) => g.wallet.customerId))}::uuid[],
+          ${array(grants.map((g) => g.wallet.currency))}::text[], ${array(grants.map((g) => g.grant.kind))}::text[],
+          ${array(grants.map((g) => g.grant.amount.toString()))}::bigint[], ${array(grants.map((g) => g.wallet.remainingOf(g.grant.id).toString()))}::bigint[],
+          ${array(grants.map((g) => g.grant.priority))}::int[], ${array(grants.map((g) => g.grant.expiresAt))}::timestamptz[],
+          ${array(grants.map((g) => g.grant.transactionId))}::uuid[], ${array(grants.map((g) => g.grant.description))}::text[],
+          ${array(grants.map((g) => JSON.stringify(g.grant.metadata)))}::text[])
         AS u(id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority, expires_at, transaction_id, description, metadata))`);
     }
     if (this.entries.length > 0) {
       const entries = this.entries;
       parts.push(`e AS (INSERT INTO ledger_entries (id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount, created_at)
         SELECT u.id, u.transaction_id, u.merchant_id, u.wallet_id, u.account_id, u.grant_id, u.currency, u.amount, ${now}
-        FROM unnest(${param(entries.map((x) => x.id))}::uuid[], ${param(entries.map((x) => x.transactionId))}::uuid[],
-          ${param(entries.map((x) => x.merchantId))}::uuid[], ${param(entries.map((x) => x.walletId))}::uuid[],
-          ${param(entries.map((x) => x.accountId))}::uuid[], ${param(entries.map((x) => x.grantId))}::uuid[],
-          ${param(entries.map((x) => x.currency))}::text[], ${param(entries.map((x) => x.amount.toString()))}::bigint[])
+        FROM unnest(${array(entries.map((x) => x.id))}::uuid[], ${array(entries.map((x) => x.transactionId))}::uuid[],
+          ${array(entries.map((x) => x.merchantId))}::uuid[], ${array(entries.map((x) => x.walletId))}::uuid[],
+          ${array(entries.map((x) => x.accountId))}::uuid[], ${array(entries.map((x) => x.grantId))}::uuid[],
+          ${array(entries.map((x) => x.currency))}::text[], ${array(entries.map((x) => x.amount.toString()))}::bigint[])
         AS u(id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount))`);
     }
     const fresh = new Set(this.newGrants.map((g) => g.grant.id));
     const updates = [...this.touchedGrants].filter(([id]) => !fresh.has(id));
     if (updates.length > 0) {
       parts.push(`gu AS (UPDATE credit_grants g SET remaining = u.remaining, expired_at = coalesce(u.expired_at, g.expired_at)
-        FROM unnest(${param(updates.map(([id]) => id))}::uuid[], ${param(updates.map(([id, wallet]) => wallet.remainingOf(id).toString()))}::bigint[],
-          ${param(updates.map(([id]) => (this.expiredGrants.has(id) ? this.now : null)))}::timestamptz[]) AS u(id, remaining, expired_at)
+        FROM unnest(${array(updates.map(([id]) => id))}::uuid[], ${array(updates.map(([id, wallet]) => wallet.remainingOf(id).toString()))}::bigint[],
+          ${array(updates.map(([id]) => (this.expiredGrants.has(id) ? this.now : null)))}::timestamptz[]) AS u(id, remaining, expired_at)
         WHERE g.id = u.id)`);
     }
     const wallets = [...this.dirtyWallets];
     const finalStatement = wallets.length
       ? `UPDATE wallets w SET balance = u.balance, fraction_carry = u.carry, updated_at = ${now}
-         FROM unnest(${param(wallets.map((w) => w.state.id))}::uuid[], ${param(wallets.map((w) => w.state.balance.toString()))}::bigint[],
-           ${param(wallets.map((w) => w.state.carry.toString()))}::bigint[]) AS u(id, balance, carry) WHERE w.id = u.id`
+         FROM unnest(${array(wallets.map((w) => w.state.id))}::uuid[], ${array(wallets.map((w) => w.state.balance.toString()))}::bigint[],
+           ${array(wallets.map((w) => w.state.carry.toString()))}::bigint[]) AS u(id, balance, carry) WHERE w.id = u.id`
       : 'SELECT 1';
     if (parts.length === 0 && wallets.length === 0) return;
     await this.tx.query(`${parts.length ? `WITH ${parts.join(',\n')}\n` : ''}${finalStatement}`, params);
@@ -444,7 +460,7 @@ export class LedgerStore {
            (SELECT json_agg(json_build_object('merchant_id', merchant_id, 'id', id, 'kind', kind, 'wallet_id', wallet_id,
               'customer_id', customer_id, 'currency', currency, 'amount', amount::text, 'balance_after', balance_after::text,
               'idempotency_key', idempotency_key, 'request_hash', request_hash, 'created_at', created_at))
-            FROM ledger_transactions WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($3::uuid[], $4::text[]))) AS existing`,
+            FROM ${KEY_PROBE('$3', '$4')}) AS existing`,
         [walletIds, now, preloadKeys.map((item) => item.merchantId), preloadKeys.map((item) => item.key)],
       );
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created));

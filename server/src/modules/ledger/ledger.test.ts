@@ -342,6 +342,24 @@ describe('concurrency in one process', () => {
   });
 });
 
+describe('customers not seen before', () => {
+  it('a burst for a customer not yet cached is checked once for all and charged; callers of another merchant all get NOT_FOUND', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    const fresh = server.services.ledger;
+    (fresh as unknown as { knownCustomers: Map<string, string> }).knownCustomers.clear();
+    const charge = (id: string, merchantId = merchant.id) => fresh.debit(merchantId, { kind: 'api_key', apiKeyId: null }, {
+      customerId: id, currency: 'USD', amountAttos: 1_000_000n * 1_000_000_000n, idempotencyKey: randomUUID(),
+    }).then(() => 'ok', (error: any) => error.code);
+    expect(new Set(await Promise.all(Array.from({ length: 50 }, () => charge(customerId))))).toEqual(new Set(['ok']));
+    const other = await server.createMerchant(`other-${randomUUID().slice(0, 8)}`);
+    expect(new Set(await Promise.all(Array.from({ length: 20 }, () => charge(customerId, other.id))))).toEqual(new Set(['NOT_FOUND']));
+    expect(new Set(await Promise.all(Array.from({ length: 5 }, () => charge(randomUUID()))))).toEqual(new Set(['NOT_FOUND']));
+    expect((await wallet(customerId)).balance.amount).toBe('0.95');
+    await expectIntegrity();
+  });
+});
+
 describe('access', () => {
   it('a customer token reads its own wallet only, and cannot move money', async () => {
     const customerId = await newCustomer();

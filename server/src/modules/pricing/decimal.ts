@@ -12,11 +12,18 @@ export function ceilDiv(num: bigint, den: bigint): bigint {
   return (num + den - 1n) / den;
 }
 
+const parsedPrices = new Map<string, bigint>();
+
 /** A non-negative price as attos; the field name travels into the VALIDATION error. */
 export function priceAttos(field: string, text: string): bigint {
   if (typeof text !== 'string') throw invalidField(field, 'must be a decimal string such as "0.15"');
+  // A price list has a few hundred distinct rates, each parsed for every event it prices: parse each once.
+  const known = parsedPrices.get(text);
+  if (known !== undefined) return known;
   const attos = parseDecimalAttos(field, text);
   if (attos < 0n) throw invalidField(field, 'must not be negative');
+  if (parsedPrices.size >= 10_000) parsedPrices.clear();
+  parsedPrices.set(text, attos);
   return attos;
 }
 

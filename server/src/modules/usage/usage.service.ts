@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
+import { pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
+import type { Database } from '../../shared/db/database.ts';
+import { uuidv7 } from '../../shared/ids.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ATTOS_PER_NANO, formatAttos, parseCurrency } from '../../shared/money.ts';
@@ -62,9 +65,22 @@ export type UsageResult =
   | { ok: false; error: AppError };
 
 const MAX_BATCH = 1000;
+/** Most events charged in one combined ledger batch (see chargeTogether). */
+const MAX_MERGED_EVENTS = 5000;
 const MAX_FUTURE_MS = 5 * 60_000;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
+
+interface ChargeRequest {
+  items: Prepared[];
+  resolve: (answers: Map<number, UsageResult>) => void;
+  reject: (error: unknown) => void;
+}
+
+interface ChargeLane {
+  queue: ChargeRequest[];
+  draining: boolean;
+}
 
 /** Events count in the calendar month (UTC) they happened in, until plans define their own periods. */
 export function periodStartOf(at: Date): Date {
@@ -164,6 +180,8 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
  * Each event answers for itself: bad events get their own error and good ones are kept.
  */
 export class UsageService {
+  private readonly chargeLanes = new Map<string, ChargeLane>();
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly ledger: LedgerService,
@@ -174,6 +192,10 @@ export class UsageService {
     private readonly clock: () => Date = () => new Date(),
   ) {}
 
+  private get db(): Database {
+    return this.ledger.store.db;
+  }
+
   async recordOne(merchantId: string, actor: Actor, input: UsageRecordInput): Promise<UsageResult> {
     return (await this.record(merchantId, actor, [input]))[0]!;
   }
@@ -181,11 +203,15 @@ export class UsageService {
   async record(merchantId: string, actor: Actor, inputs: readonly UsageRecordInput[]): Promise<UsageResult[]> {
     if (inputs.length > MAX_BATCH) throw invalidField('events', `at most ${MAX_BATCH} events per batch`);
     const results: (UsageResult | undefined)[] = new Array(inputs.length);
-    const merchant = await this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { incompleteStreamPolicy: true } });
+    // Raw SQL on this path: the two reads per batch cost more in Prisma's query compiler than in the database.
+    const [merchant] = await this.db.withConnection((connection) =>
+      connection.query<{ policy: string }>(`SELECT incomplete_stream_policy AS policy FROM merchants WHERE id = $1`, [merchantId]),
+    );
+    if (!merchant) throw notFound('Merchant', merchantId);
     const prepared: Prepared[] = [];
     inputs.forEach((input, index) => {
       try {
-        prepared.push(this.prepare(index, input, merchant.incompleteStreamPolicy));
+        prepared.push(this.prepare(index, input, merchant.policy));
       } catch (error) {
         results[index] = { ok: false, error: error instanceof AppError ? error : invalidField('event', (error as Error).message) };
       }
@@ -194,7 +220,7 @@ export class UsageService {
     const ready = prepared.filter((item) => item.customerId);
     if (ready.length > 0) {
       try {
-        for (const [index, result] of await this.charge(merchantId, actor, ready)) results[index] = result;
+        for (const [index, result] of await this.chargeTogether(merchantId, actor, ready)) results[index] = result;
       } catch (error) {
         this.logger.error({ err: error, merchantId, size: ready.length }, 'usage batch failed');
         throw error;
@@ -257,10 +283,12 @@ export class UsageService {
   /** One query for every customer in the batch, by id or externalId, within the merchant. */
   private async resolveCustomers(merchantId: string, prepared: Prepared[], results: (UsageResult | undefined)[]): Promise<void> {
     const refs = [...new Set(prepared.map((item) => item.customerRef))];
-    const found = await this.prisma.customer.findMany({
-      where: { merchantId, OR: [{ id: { in: refs.filter(isUuid).map((ref) => ref.toLowerCase()) } }, { externalId: { in: refs } }] },
-      select: { id: true, externalId: true },
-    });
+    const found = await this.db.withConnection((connection) =>
+      connection.query<{ id: string; externalId: string }>(
+        `SELECT id, external_id AS "externalId" FROM customers WHERE merchant_id = $1 AND (id = ANY($2::uuid[]) OR external_id = ANY($3::text[]))`,
+        [merchantId, refs.filter(isUuid).map((ref) => ref.toLowerCase()), refs],
+      ),
+    );
     const byRef = new Map<string, string>();
     for (const customer of found) byRef.set(customer.externalId, customer.id);
     for (const customer of found) byRef.set(customer.id, customer.id); // Tollgate's id wins a tie
@@ -269,6 +297,82 @@ export class UsageService {
       if (id) item.customerId = id;
       else results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
     }
+  }
+
+  /**
+   * Batches that arrive while another of the same merchant and actor is being charged wait and
+   * then go together, in arrival order, as one ledger batch: the wallets are locked, read, posted
+   * and flushed once for all of them (their events would have queued on the same wallet locks
+   * anyway). The answers are those of charging them one after the other, because a batch sharing
+   * an event key with one already taken waits for the next round, and a combined batch that fails
+   * is retried batch by batch so one request's failure stays its own.
+   */
+  private chargeTogether(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
+    const laneKey = `${merchantId}:${actor.kind}:${actor.apiKeyId ?? ''}`;
+    let lane = this.chargeLanes.get(laneKey);
+    if (!lane) this.chargeLanes.set(laneKey, (lane = { queue: [], draining: false }));
+    const current = lane;
+    return new Promise((resolve, reject) => {
+      current.queue.push({ items, resolve, reject });
+      if (!current.draining) void this.drainCharges(laneKey, current, merchantId, actor);
+    });
+  }
+
+  private async drainCharges(laneKey: string, lane: ChargeLane, merchantId: string, actor: Actor): Promise<void> {
+    lane.draining = true;
+    try {
+      while (lane.queue.length > 0) {
+        const taken: ChargeRequest[] = [];
+        const keys = new Set<string>();
+        let size = 0;
+        for (let i = 0; i < lane.queue.length; ) {
+          const request = lane.queue[i]!;
+          const fits = taken.length === 0 || (size + request.items.length <= MAX_MERGED_EVENTS && !request.items.some((item) => keys.has(item.key)));
+          if (!fits) {
+            i++;
+            continue;
+          }
+          lane.queue.splice(i, 1);
+          taken.push(request);
+          size += request.items.length;
+          for (const item of request.items) keys.add(item.key);
+        }
+        await this.chargeRequests(merchantId, actor, taken);
+      }
+    } finally {
+      lane.draining = false;
+      if (lane.queue.length === 0 && this.chargeLanes.get(laneKey) === lane) this.chargeLanes.delete(laneKey);
+    }
+  }
+
+  private async chargeRequests(merchantId: string, actor: Actor, requests: ChargeRequest[]): Promise<void> {
+    if (requests.length === 1) {
+      const [request] = requests as [ChargeRequest];
+      await this.charge(merchantId, actor, request.items).then(request.resolve, request.reject);
+      return;
+    }
+    // Indexes are positions in each request: renumber for the combined batch, then map back.
+    const combined: Prepared[] = [];
+    const origin: { request: number; index: number }[] = [];
+    requests.forEach((request, r) => {
+      for (const item of request.items) {
+        origin.push({ request: r, index: item.index });
+        combined.push({ ...item, index: combined.length });
+      }
+    });
+    let answers: Map<number, UsageResult>;
+    try {
+      answers = await this.charge(merchantId, actor, combined);
+    } catch {
+      for (const request of requests) await this.chargeRequests(merchantId, actor, [request]);
+      return;
+    }
+    const split = requests.map(() => new Map<number, UsageResult>());
+    for (const [index, result] of answers) {
+      const from = origin[index]!;
+      split[from.request]!.set(from.index, result);
+    }
+    requests.forEach((request, r) => request.resolve(split[r]!));
   }
 
   private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
@@ -304,10 +408,18 @@ export class UsageService {
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
         const rows: [EventRow, Prepared, string | null, string | null][] = [];
-        const indexOf = new Map<EventRow, number>();
         const pending = new Map<string, { wallet: WalletTransaction; attos: bigint; events: EventRow[] }>();
+        // Events of a batch mostly share provider, model and millisecond: resolve each combination once.
+        const prices = new Map<string, ReturnType<typeof resolvePrice>>();
+        const priceOf = (provider: string, model: string, at: Date) => {
+          const key = `${provider}\u0000${model}\u0000${at.getTime()}`;
+          let price = prices.get(key);
+          if (price === undefined) prices.set(key, (price = resolvePrice(priceRows, provider, model, at)));
+          return price;
+        };
+        const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
         for (const item of fresh) {
-          const price = item.usage.provider && item.usage.model ? resolvePrice(priceRows, item.usage.provider, item.usage.model, item.occurredAt) : null;
+          const price = item.usage.provider && item.usage.model ? priceOf(item.usage.provider, item.usage.model, item.occurredAt) : null;
           const cost = providerCost(item.usage, price);
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
           const moved = steps.get(item.index) ?? new Map<string, PeriodStep>();
@@ -352,24 +464,19 @@ export class UsageService {
             ...(error ? { error: { code: error.code, message: error.message }, pricedChargeAttos: priced.chargeAttos.toString(), shortfallAttos: (priced.chargeAttos - chargedAttos).toString() } : {}),
           };
           const row: EventRow = {
-            id: randomUUID(), customer_id: item.customerId!, idempotency_key: item.key, occurred_at: item.occurredAt, status, provider: item.usage.provider || null,
+            id: uuidv7(), customer_id: item.customerId!, idempotency_key: item.key, occurred_at: item.occurredAt, status, provider: item.usage.provider || null,
             model: item.usage.model, currency: item.currency, cost_attos: priced.costAttos.toString(), charge_attos: chargedAttos.toString(),
             margin_attos: (priced.marginAttos - (priced.chargeAttos - chargedAttos)).toString(), estimated: item.estimated, ledger_transaction_id: null, metadata,
           };
           if (status === 'CHARGED' || status === 'PARTIALLY_CHARGED') group.events.push(row);
           rows.push([row, item, price?.ref ?? null, priced.lines[0]?.ruleId ?? null]);
-          indexOf.set(row, item.index);
-          out.set(item.index, { ok: true, event: viewOf(row), replayed: false, ...(error ? { error } : {}) });
+          answers.push({ index: item.index, row, error });
         }
         for (const { wallet, attos, events } of pending.values()) {
           const transactionId = await this.postUsage(wallet, attos, events, actor);
-          for (const row of events) {
-            row.ledger_transaction_id = transactionId;
-            const index = indexOf.get(row)!;
-            const result = out.get(index) as Extract<UsageResult, { ok: true }>;
-            out.set(index, { ...result, event: viewOf(row) });
-          }
+          for (const row of events) row.ledger_transaction_id = transactionId;
         }
+        for (const { index, row, error } of answers) out.set(index, { ok: true, event: viewOf(row), replayed: false, ...(error ? { error } : {}) });
         for (const [item, first] of repeats) {
           const answer = out.get(first.index)!;
           out.set(item.index, answer.ok && item.customerId === first.customerId ? { ...answer, replayed: true } : answer.ok ? chargedElsewhere(item.billingId!, answer.event.id) : answer);
@@ -436,7 +543,9 @@ export class UsageService {
 
   private async existingEvents(batch: LedgerBatch, merchantId: string, keys: string[]): Promise<Map<string, EventRow>> {
     const rows = await batch.tx.query<EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM usage_events WHERE merchant_id = $1 AND idempotency_key = ANY($2::text[])`,
+      // One unique-index probe per key (LIMIT 1 keeps the planner from scanning the merchant's events).
+      `SELECT e.* FROM unnest($2::text[]) AS k(key)
+       CROSS JOIN LATERAL (SELECT ${EVENT_COLUMNS} FROM usage_events WHERE merchant_id = $1 AND idempotency_key = k.key LIMIT 1) e`,
       [merchantId, keys],
     );
     return new Map(rows.map((row) => [row.idempotency_key, row]));
@@ -505,9 +614,22 @@ export class UsageService {
     return steps;
   }
 
+  /**
+   * One statement over parallel arrays, built as literals in one pass (pgArray). JSON columns
+   * travel as text[] and are cast per element: PostgreSQL parses a jsonb[] literal several
+   * times slower than the same text[] followed by ::jsonb.
+   */
   private async insertEvents(batch: LedgerBatch, merchantId: string, rows: [EventRow, Prepared, string | null, string | null][]): Promise<void> {
     if (rows.length === 0) return;
-    const col = <T>(pick: (entry: [EventRow, Prepared, string | null, string | null]) => T) => rows.map(pick);
+    const records = rows.map(([row, item, priceRef, ruleId]) => ({
+      id: row.id, customer_id: row.customer_id, idempotency_key: row.idempotency_key, occurred_at: row.occurred_at, period_start: item.periodStart,
+      provider: row.provider, model: row.model, api: item.usage.api || null, input_tokens: item.usage.inputTokens, cached_input_tokens: item.usage.cachedInputTokens,
+      cache_write_tokens: item.usage.cacheWriteTokens, output_tokens: item.usage.outputTokens, reasoning_tokens: item.usage.reasoningTokens,
+      audio_seconds: item.usage.audioSeconds, characters: item.usage.characters, images: item.usage.images, requests: item.usage.requests,
+      stated: item.stated, currency: row.currency, cost: row.cost_attos, charge: row.charge_attos, margin: row.margin_attos, price_ref: priceRef,
+      rule_id: ruleId, transaction_id: row.ledger_transaction_id, status: row.status, estimated: row.estimated, metadata: row.metadata,
+    }));
+    const col = (pick: (record: (typeof records)[number]) => ArrayElement) => pgArray(records.map(pick));
     await batch.tx.query(
       `INSERT INTO usage_events (id, merchant_id, customer_id, idempotency_key, occurred_at, period_start, provider, model, api,
          input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, audio_seconds, characters, images, requests,
@@ -515,23 +637,19 @@ export class UsageService {
          status, estimated, metadata, created_at)
        SELECT u.id, $1, u.customer_id, u.idempotency_key, u.occurred_at, u.period_start, u.provider, u.model, u.api,
          u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, u.audio_seconds, u.characters, u.images, u.requests,
-         u.stated, u.currency, u.cost, u.charge, u.margin, u.price_ref, u.rule_id, u.transaction_id, u.status::"UsageEventStatus", u.estimated, u.metadata, $2
+         u.stated::jsonb, u.currency, u.cost, u.charge, u.margin, u.price_ref, u.rule_id, u.transaction_id, u.status::"UsageEventStatus", u.estimated, u.metadata::jsonb, $2
        FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
          $11::int[], $12::int[], $13::int[], $14::int[], $15::int[], $16::text[], $17::int[], $18::int[], $19::int[],
-         $20::jsonb[], $21::text[], $22::numeric[], $23::numeric[], $24::numeric[], $25::text[], $26::uuid[], $27::uuid[], $28::text[], $29::bool[], $30::jsonb[])
+         $20::text[], $21::text[], $22::numeric[], $23::numeric[], $24::numeric[], $25::text[], $26::uuid[], $27::uuid[], $28::text[], $29::bool[], $30::text[])
        AS u(id, customer_id, idempotency_key, occurred_at, period_start, provider, model, api, input_tokens, cached_input_tokens, cache_write_tokens,
          output_tokens, reasoning_tokens, audio_seconds, characters, images, requests, stated, currency, cost, charge, margin, price_ref, rule_id,
          transaction_id, status, estimated, metadata)`,
       [
-        merchantId, batch.now,
-        col(([row]) => row.id), col(([row]) => row.customer_id), col(([row]) => row.idempotency_key), col(([row]) => row.occurred_at), col(([, item]) => item.periodStart),
-        col(([row]) => row.provider), col(([row]) => row.model), col(([, item]) => item.usage.api || null),
-        col(([, item]) => item.usage.inputTokens), col(([, item]) => item.usage.cachedInputTokens), col(([, item]) => item.usage.cacheWriteTokens),
-        col(([, item]) => item.usage.outputTokens), col(([, item]) => item.usage.reasoningTokens), col(([, item]) => item.usage.audioSeconds),
-        col(([, item]) => item.usage.characters), col(([, item]) => item.usage.images), col(([, item]) => item.usage.requests),
-        col(([, item]) => JSON.stringify(item.stated)), col(([row]) => row.currency), col(([row]) => row.cost_attos), col(([row]) => row.charge_attos), col(([row]) => row.margin_attos),
-        col(([, , ref]) => ref), col(([, , , rule]) => rule), col(([row]) => row.ledger_transaction_id), col(([row]) => row.status), col(([row]) => row.estimated),
-        col(([row]) => JSON.stringify(row.metadata)),
+        merchantId, batch.now, col((r) => r.id), col((r) => r.customer_id), col((r) => r.idempotency_key), col((r) => r.occurred_at), col((r) => r.period_start),
+        col((r) => r.provider), col((r) => r.model), col((r) => r.api), col((r) => r.input_tokens), col((r) => r.cached_input_tokens), col((r) => r.cache_write_tokens),
+        col((r) => r.output_tokens), col((r) => r.reasoning_tokens), col((r) => r.audio_seconds), col((r) => r.characters), col((r) => r.images), col((r) => r.requests),
+        col((r) => JSON.stringify(r.stated)), col((r) => r.currency), col((r) => r.cost), col((r) => r.charge), col((r) => r.margin), col((r) => r.price_ref),
+        col((r) => r.rule_id), col((r) => r.transaction_id), col((r) => r.status), col((r) => r.estimated), col((r) => JSON.stringify(r.metadata)),
       ],
     );
   }
