@@ -1,5 +1,5 @@
 import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
-import type { NormalizedUsage } from '../usage/usage.types.ts';
+import { blankUsage, type NormalizedUsage } from '../usage/usage.types.ts';
 
 /**
  * The most a call can use, read from its request, so the gateway can reserve (hold) its price
@@ -50,23 +50,12 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
   // Gemini and Bedrock name the model in the path; the others in the body.
   const model = typeof body.model === 'string' ? body.model : (/\/models\/([^/:]+)/.exec(url.pathname)?.[1] ?? null);
   if (!model) return null;
-  return {
+  return blankUsage({
     provider,
     api,
     model: decodeURIComponent(model),
     inputTokens: Math.ceil(requestBody.length / 3),
-    cachedInputTokens: 0,
-    cacheWriteTokens: 0,
     outputTokens: outputCap(body) ?? DEFAULT_MAX_OUTPUT_TOKENS,
-    reasoningTokens: 0,
-    audioSeconds: null,
-    characters: 0,
-    images: 0,
     requests: 1,
-    details: {},
-    providerReportedCostUsd: null,
-    billable: true,
-    incomplete: false,
-    streamedText: null,
-  };
+  });
 }

@@ -16,7 +16,7 @@ import type { Quantity } from '../pricing/rules.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { normalizeResponse } from './normalize/index.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
-import type { NormalizedUsage, ProviderResponse } from './usage.types.ts';
+import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
 export interface UsageRecordInput {
@@ -142,16 +142,9 @@ function viewOf(row: EventRow): UsageEventView {
   };
 }
 
-function emptyUsage(): NormalizedUsage {
-  return {
-    provider: '', api: '', model: null, inputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 0, reasoningTokens: 0,
-    audioSeconds: null, characters: 0, images: 0, requests: 0, details: {}, providerReportedCostUsd: null, billable: true, incomplete: false, streamedText: null,
-  };
-}
-
 /** A normalized record from the caller: whole, non-negative numbers, or a clear error. */
 function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsage {
-  const usage = emptyUsage();
+  const usage = blankUsage();
   usage.provider = String(given.provider ?? '').trim().toLowerCase();
   usage.api = String(given.api ?? '');
   usage.model = given.model ? String(given.model) : null;
@@ -267,7 +260,7 @@ export class UsageService {
     let usage: NormalizedUsage;
     if (input.response) usage = input.normalized ?? normalizeResponse(input.response);
     else if (input.usage) usage = usageFrom(input.usage);
-    else if (Object.keys(stated).length > 0) usage = { ...emptyUsage(), requests: 1 };
+    else if (Object.keys(stated).length > 0) usage = blankUsage({ requests: 1 });
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
     let estimated = false;
     if (usage.incomplete && !usage.billable && policy === 'ESTIMATE') {

@@ -49,6 +49,15 @@ export interface NormalizedUsage {
   billingId?: string | null;
 }
 
+/** A record of nothing used yet (no provider, no requests): callers fill in what they know. */
+export function blankUsage(fields: Partial<NormalizedUsage> = {}): NormalizedUsage {
+  return {
+    provider: '', api: '', model: null, inputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0, outputTokens: 0, reasoningTokens: 0,
+    audioSeconds: null, characters: 0, images: 0, requests: 0, details: {}, providerReportedCostUsd: null, billable: true, incomplete: false, streamedText: null,
+    ...fields,
+  };
+}
+
 /** A provider response as a gateway or an app saw it. */
 export interface ProviderResponse {
   /** The provider URL the request went to (host and path identify the provider and API). */

@@ -2,7 +2,7 @@
  * Small helpers shared by the normalizers: tolerant readers for parsed JSON, exact decimal
  * extraction from the JSON text, and builders for the common result shapes.
  */
-import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
+import { blankUsage, type NormalizedUsage, type ProviderResponse } from '../usage.types.ts';
 
 export type Obj = Record<string, unknown>;
 
@@ -214,25 +214,7 @@ export function pickModel(ctx: Ctx, fromBody: unknown): string | null {
 }
 
 export function result(ctx: Ctx, model: string | null): NormalizedUsage {
-  return {
-    provider: ctx.provider,
-    api: ctx.api,
-    model,
-    inputTokens: 0,
-    cachedInputTokens: 0,
-    cacheWriteTokens: 0,
-    outputTokens: 0,
-    reasoningTokens: 0,
-    audioSeconds: null,
-    characters: 0,
-    images: 0,
-    requests: 1,
-    details: {},
-    providerReportedCostUsd: null,
-    billable: true,
-    incomplete: false,
-    streamedText: null,
-  };
+  return blankUsage({ provider: ctx.provider, api: ctx.api, model, requests: 1 });
 }
 
 /** A provider error (HTTP status, error body or in-stream error event): never charged. */
