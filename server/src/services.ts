@@ -59,7 +59,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const customers = new CustomerService(prisma, pubsub);
   const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds);
   const viewers = new ViewerResolver(apiKeys, customerSessions);
-  const usage = new UsageService(prisma, ledger, meters, providerPrices, priceRules, logger, clock);
+  const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
   const spendLimits = new SpendLimitService(prisma, clock);
   const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits);

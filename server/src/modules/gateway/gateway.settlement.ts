@@ -65,10 +65,6 @@ export class GatewaySettlement {
     while (this.running) await this.running;
   }
 
-  get pending(): number {
-    return this.queue.length;
-  }
-
   private async run(): Promise<void> {
     while (this.queue.length > 0) {
       // Let calls finishing close together join the batch.

@@ -176,6 +176,7 @@ export class UsageService {
   private readonly chargeLanes = new Map<string, ChargeLane>();
 
   constructor(
+    private readonly db: Database,
     private readonly prisma: PrismaClient,
     private readonly ledger: LedgerService,
     private readonly meters: MeterService,
@@ -184,10 +185,6 @@ export class UsageService {
     private readonly logger: Logger,
     private readonly clock: () => Date = () => new Date(),
   ) {}
-
-  private get db(): Database {
-    return this.ledger.store.db;
-  }
 
   async recordOne(merchantId: string, actor: Actor, input: UsageRecordInput): Promise<UsageResult> {
     return (await this.record(merchantId, actor, [input]))[0]!;
