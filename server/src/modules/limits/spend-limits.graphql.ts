@@ -16,7 +16,7 @@ const SpendLimitRef = builder.objectRef<SpendLimit>('SpendLimit').implement({
       description: 'Charged so far this month in this currency (exact, may be finer than nanos).',
       resolve: async (limit, _args, ctx) => formatAttos((await ctx.services.spendLimits.spentThisMonth(limit.merchantId, limit.customerId, limit.currency)).spentAttos),
     }),
-    resetsAt: t.field({ type: 'DateTime', resolve: async (limit, _args, ctx) => (await ctx.services.spendLimits.spentThisMonth(limit.merchantId, limit.customerId, limit.currency)).resetsAt }),
+    resetsAt: t.field({ type: 'DateTime', resolve: (_limit, _args, ctx) => ctx.services.spendLimits.currentMonth().end }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),
 });

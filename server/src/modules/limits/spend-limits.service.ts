@@ -2,20 +2,14 @@ import type { PrismaClient, SpendLimit } from '../../generated/prisma/client.ts'
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { ATTOS_PER_NANO, parseCurrency, parseDecimalNanos } from '../../shared/money.ts';
 import { isUuid } from '../../shared/validation.ts';
+import { periodStartOf } from '../usage/usage.service.ts';
 
 export type { SpendLimit };
 
-export interface SpendStatus {
-  limitNanos: bigint;
-  /** Charged so far this month, in atto-units (charges are finer than nanos). */
-  spentAttos: bigint;
-  periodStart: Date;
-  resetsAt: Date;
-}
-
-/** Spend limits count calendar months (UTC), the period usage is metered in. */
+/** Spend limits count the period usage is metered in: the calendar month (UTC). */
 export function monthOf(at: Date): { start: Date; end: Date } {
-  return { start: new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1)), end: new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth() + 1, 1)) };
+  const start = periodStartOf(at);
+  return { start, end: new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1)) };
 }
 
 /**
@@ -67,19 +61,19 @@ export class SpendLimitService {
     return new Map(rows.map((row) => [`${row.customerId}|${row.currency}`, row.amountNanos]));
   }
 
+  /** The month limits count now: from its first instant to the next month's. */
+  currentMonth(): { start: Date; end: Date } {
+    return monthOf(this.clock());
+  }
+
   /** What the customer was charged this month, in `currency`, by usage events. */
   async spentThisMonth(merchantId: string, customerId: string, currency: string): Promise<{ spentAttos: bigint; periodStart: Date; resetsAt: Date }> {
-    const { start, end } = monthOf(this.clock());
+    const { start, end } = this.currentMonth();
     const total = await this.prisma.usageEvent.aggregate({
       where: { merchantId, customerId, currency, occurredAt: { gte: start, lt: end } },
       _sum: { chargeAttos: true },
     });
     return { spentAttos: BigInt(total._sum.chargeAttos?.toFixed(0) ?? '0'), periodStart: start, resetsAt: end };
-  }
-
-  async status(merchantId: string, limit: SpendLimit): Promise<SpendStatus> {
-    const spent = await this.spentThisMonth(merchantId, limit.customerId, limit.currency);
-    return { limitNanos: limit.amountNanos, ...spent };
   }
 
   static reached(limitNanos: bigint, spentAttos: bigint): boolean {

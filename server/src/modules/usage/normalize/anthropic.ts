@@ -16,7 +16,6 @@ import {
   arr,
   type Ctx,
   detail,
-  errorCode,
   failed,
   hasCount,
   incomplete,
@@ -30,6 +29,8 @@ import {
   result,
   str,
   TextSink,
+  isUsage,
+  openJson,
 } from './util.ts';
 
 interface Counts {
@@ -116,11 +117,9 @@ function messageText(o: Obj): string {
 export const anthropicMessages: Normalizer = (ctx) => {
   const body = ctx.response.body;
   if (!isJsonBody(body)) return anthropicStream(ctx, parseSse(body));
-  const o = obj(parseJson(body));
-  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
-  const model = pickModel(ctx, o.model);
-  const error = errorCode(o);
-  if (error) return failed(ctx, model, error);
+  const opened = openJson(ctx, body);
+  if (isUsage(opened)) return opened;
+  const { o, model } = opened;
   const u = obj(o.usage);
   if (!u) return incomplete(ctx, model, messageText(o), 'no_usage');
   const out = result(ctx, model);

@@ -32,6 +32,8 @@ import {
   str,
   TextSink,
   valueAt,
+  isUsage,
+  openJson,
 } from './util.ts';
 
 /** Above this size, bodies whose usage is a small block beside bulk data are not parsed whole. */
@@ -125,11 +127,9 @@ function choicesText(o: Obj): string {
 export const openaiChat: Normalizer = (ctx) => {
   const body = ctx.response.body;
   if (!isJsonBody(body)) return chatStream(ctx, parseSse(body));
-  const o = obj(parseJson(body));
-  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
-  const model = pickModel(ctx, o.model);
-  const error = errorCode(o);
-  if (error) return failed(ctx, model, error);
+  const opened = openJson(ctx, body);
+  if (isUsage(opened)) return opened;
+  const { o, model } = opened;
   const u = obj(o.usage) ?? obj(obj(o.x_groq)?.usage);
   if (!u) return incomplete(ctx, model, choicesText(o), 'no_usage');
   const out = result(ctx, model);
@@ -306,11 +306,9 @@ export const openaiEmbeddings: Normalizer = (ctx) => {
     const u = lastObjectValue(body, 'usage');
     if (u) return embeddingsResult(ctx, pickModel(ctx, lastStringValue(body, 'model')), u);
   }
-  const o = obj(parseJson(body));
-  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
-  const model = pickModel(ctx, o.model);
-  const error = errorCode(o);
-  if (error) return failed(ctx, model, error);
+  const opened = openJson(ctx, body);
+  if (isUsage(opened)) return opened;
+  const { o, model } = opened;
   const u = obj(o.usage);
   if (!u) return incomplete(ctx, model, null, 'no_usage');
   return embeddingsResult(ctx, model, u);
@@ -363,12 +361,10 @@ export const openaiImages: Normalizer = (ctx) => {
     imageOptions(ctx, out, { ...(size ? { size } : {}), ...(quality ? { quality } : {}) });
     if (out.images > 0) return out;
   }
-  const o = obj(parseJson(body));
-  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
-  // The images response names no model: it comes from the request.
-  const model = pickModel(ctx, o.model);
-  const error = errorCode(o);
-  if (error) return failed(ctx, model, error);
+  // The images response names no model: it comes from the request (pickModel falls back to it).
+  const opened = openJson(ctx, body);
+  if (isUsage(opened)) return opened;
+  const { o, model } = opened;
   const out = result(ctx, model);
   out.images = arr(o.data)?.length ?? 0;
   const u = obj(o.usage);

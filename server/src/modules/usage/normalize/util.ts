@@ -217,6 +217,21 @@ export function result(ctx: Ctx, model: string | null): NormalizedUsage {
   return blankUsage({ provider: ctx.provider, api: ctx.api, model, requests: 1 });
 }
 
+/**
+ * The start every JSON normalizer shares: the parsed body and the model it names, or the
+ * finished answer when the body cannot be parsed or is a provider error.
+ */
+export function openJson(ctx: Ctx, body: string): { o: Obj; model: string | null } | NormalizedUsage {
+  const o = obj(parseJson(body));
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  const model = pickModel(ctx, o.model);
+  const error = errorCode(o);
+  return error ? failed(ctx, model, error) : { o, model };
+}
+
+/** Tells openJson's two answers apart. */
+export const isUsage = (value: { o: Obj } | NormalizedUsage): value is NormalizedUsage => !('o' in value);
+
 /** A provider error (HTTP status, error body or in-stream error event): never charged. */
 export function failed(ctx: Ctx, model: string | null, error: string): NormalizedUsage {
   const out = result(ctx, model);
