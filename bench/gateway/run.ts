@@ -12,13 +12,12 @@
  * PostgreSQL database) and this one, which runs closed-loop callers (each sends its next request
  * when the previous one has finished) over node:http keep-alive connections.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { withFreshDatabase } from '../shared.ts';
+import { startChild, withFreshDatabase, type Child } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -37,79 +36,6 @@ const MASTER_KEY = '0'.repeat(64);
 const REQUEST_TIMEOUT_MS = 30_000;
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SERVER_DIR = fileURLToPath(new URL('../../server', import.meta.url));
-
-// ------------------------------------------------------------------ child processes
-
-interface Child {
-  url: string;
-  pid: number;
-  /** Log lines printed after startup (warnings and errors), the first few kept. */
-  logs: { count: number; first: string[] };
-  stop(): Promise<void>;
-}
-
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: stopping the provider and server processes`);
-    process.exit(1);
-  });
-}
-
-/** Runs a TypeScript entry point in its own Node process; resolves once `ready` matches its output (group 1: its URL). */
-function startChild(name: string, cwd: string, script: string, env: NodeJS.ProcessEnv, ready: RegExp, nodeFlags: string[] = []): Promise<Child> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', script], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    running.add(child);
-    const logs = { count: 0, first: [] as string[] };
-    let startup = '';
-    let started = false;
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${name} did not start within 60 s:\n${startup}`));
-    }, 60_000);
-    const onOutput = (json: boolean) => (chunk: Buffer) => {
-      const text = chunk.toString();
-      if (!started) {
-        startup += text;
-        const match = ready.exec(startup);
-        if (!match) return;
-        started = true;
-        clearTimeout(timer);
-        resolve({ url: match[1]!, pid: child.pid!, logs, stop: () => stopChild(child) });
-        return;
-      }
-      // pino writes JSON lines to stdout; anything on stderr counts too.
-      for (const line of text.split('\n')) {
-        if (line.trim() === '' || (json && !line.startsWith('{'))) continue;
-        logs.count++;
-        if (logs.first.length < 5) logs.first.push(line.length > 400 ? `${line.slice(0, 400)}…` : line);
-      }
-    };
-    child.stdout!.on('data', onOutput(true));
-    child.stderr!.on('data', onOutput(false));
-    child.once('exit', (code, signal) => {
-      running.delete(child);
-      clearTimeout(timer);
-      if (!started) reject(new Error(`${name} exited (${code ?? signal}) before it was ready:\n${startup}`));
-    });
-  });
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  return new Promise((done) => {
-    if (child.exitCode !== null || child.signalCode !== null) return done();
-    const kill = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.once('exit', () => {
-      clearTimeout(kill);
-      done();
-    });
-    child.kill('SIGTERM');
-  });
-}
 
 // ------------------------------------------------------------------ load
 

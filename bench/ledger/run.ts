@@ -19,6 +19,9 @@ import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
 const CALLERS = Number(process.env.BENCH_CALLERS ?? 500);
 const DEBITS = Number(process.env.BENCH_DEBITS ?? 20_000);
 const POOL = Number(process.env.BENCH_POOL ?? 10);
+/** Offered load of the open-loop latency run: the issue's throughput goal, by default. */
+const RATE = Number(process.env.BENCH_RATE ?? 5000);
+const OPEN_LOOP_DEBITS = Number(process.env.BENCH_OPEN_LOOP_DEBITS ?? RATE * 4);
 
 
 interface Figures {
@@ -54,6 +57,54 @@ async function drive(total: number, callers: number, debitOnce: (index: number) 
   return { perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused };
 }
 
+/**
+ * Open loop: debits arrive at `rate` per second whatever happens to earlier ones, as requests
+ * from many independent users do, with at most `callers` in flight (an arrival that finds them
+ * all busy waits for one). Latency counts from the scheduled arrival, so waiting is not hidden.
+ * Closed-loop callers, above, measure saturation instead: there latency is callers / throughput.
+ */
+async function driveAtRate(total: number, rate: number, callers: number, debitOnce: (index: number) => Promise<boolean>): Promise<Figures> {
+  const latencies: number[] = [];
+  const waiting: { index: number; due: number }[] = [];
+  let ok = 0;
+  let refused = 0;
+  let inFlight = 0;
+  let arrived = 0;
+  let done = 0;
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const launch = (index: number, due: number) => {
+      inFlight++;
+      debitOnce(index).then((charged) => {
+        if (charged) ok++;
+        else refused++;
+        latencies.push(performance.now() - due);
+        inFlight--;
+        done++;
+        const next = waiting.shift();
+        if (next) launch(next.index, next.due);
+        if (done === total) finish();
+      }, reject);
+    };
+    const finish = () => {
+      clearInterval(timer);
+      const seconds = (performance.now() - started) / 1000;
+      latencies.sort((a, b) => a - b);
+      const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+      resolve({ perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused });
+    };
+    const timer = setInterval(() => {
+      const now = performance.now();
+      const due = Math.min(total, Math.floor(((now - started) * rate) / 1000));
+      for (; arrived < due; arrived++) {
+        const at = started + (arrived * 1000) / rate;
+        if (inFlight < callers) launch(arrived, at);
+        else waiting.push({ index: arrived, due: at });
+      }
+    }, 1);
+  });
+}
+
 async function baseline(url: string, walletCount: number): Promise<Figures> {
   const pool = new pg.Pool({ connectionString: url, max: POOL });
   pool.on('error', () => undefined); // idle clients killed when the bench database is dropped
@@ -80,7 +131,7 @@ async function baseline(url: string, walletCount: number): Promise<Figures> {
   return figures;
 }
 
-async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number }> {
+async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number; atRate: Figures }> {
   const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: '0'.repeat(64), NODE_ENV: 'test' });
   const runtime = await openRuntime(config, createLogger('warn'));
   const { services } = runtime;
@@ -95,17 +146,19 @@ async function tollgate(url: string, walletCount: number): Promise<Figures & { v
       customers.push(customer.id);
     }
     const actor = { kind: 'api_key' as const, apiKeyId: null };
-    const figures = await drive(DEBITS, CALLERS, async (index) => {
+    const debit = (prefix: string) => async (index: number) => {
       await services.ledger.debit(merchant.id, actor, {
-        customerId: customers[index % walletCount]!, currency: 'USD', amountAttos: 1_000_000_000_000n, idempotencyKey: `debit-${index}`,
+        customerId: customers[index % walletCount]!, currency: 'USD', amountAttos: 1_000_000_000_000n, idempotencyKey: `${prefix}-${index}`,
       });
       return true;
-    });
+    };
+    const figures = await drive(DEBITS, CALLERS, debit('debit'));
+    const atRate = await driveAtRate(OPEN_LOOP_DEBITS, RATE, CALLERS, debit('paced'));
     const report = await services.ledgerQueries.integrity(merchant.id);
-    const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(DEBITS) * 1000n;
+    const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(DEBITS + OPEN_LOOP_DEBITS) * 1000n;
     const total = (await Promise.all(customers.map((id) => services.ledgerQueries.wallet(merchant.id, id, 'USD')))).reduce((sum, w) => sum + w.balance, 0n);
     const violations = report.violations.length + (total === expected ? 0 : 1);
-    return { ...figures, violations };
+    return { ...figures, violations, atRate };
   } finally {
     await runtime.close();
   }
@@ -114,7 +167,11 @@ async function tollgate(url: string, walletCount: number): Promise<Figures & { v
 const row = (name: string, f: Figures) =>
   `${name.padEnd(34)} ${f.perSecond.toFixed(0).padStart(9)} debits/s   p50 ${f.p50.toFixed(2).padStart(7)} ms   p99 ${f.p99.toFixed(2).padStart(7)} ms`;
 
-console.log(`bench/ledger on PostgreSQL: ${DEBITS} debits, ${CALLERS} concurrent callers, pool of ${POOL} connections\n`);
+console.log(
+  `bench/ledger on PostgreSQL: ${DEBITS} debits from ${CALLERS} closed-loop callers (each sends its next debit when the last one is answered:\n` +
+    `throughput at saturation, where latency is about callers / throughput), then, for Tollgate, ${OPEN_LOOP_DEBITS} debits arriving at\n` +
+    `${RATE}/s with up to ${CALLERS} in flight (open loop: latency below saturation). Pool of ${POOL} connections.\n`,
+);
 for (const wallets of [1, 1000]) {
   const base = await withFreshDatabase((url) => baseline(url, wallets));
   const ours = await withFreshDatabase((url) => tollgate(url, wallets));
@@ -122,5 +179,6 @@ for (const wallets of [1, 1000]) {
   console.log(`${label}:`);
   console.log(row('  baseline (pg txn per debit)', base));
   console.log(row('  tollgate ledger (coalesced)', ours));
+  console.log(row(`  tollgate at ${RATE}/s offered`, ours.atRate));
   console.log(`  ratio ${(ours.perSecond / base.perSecond).toFixed(2)}x the baseline; invariant violations: ${ours.violations}\n`);
 }

@@ -70,6 +70,9 @@ export async function createApp(services: Services): Promise<App> {
 
   const app = express();
   app.disable('x-powered-by');
+  // An API's answers are not cached by validators: hashing every (batch-sized) JSON body for an
+  // ETag is work nobody uses.
+  app.disable('etag');
   // Gateway calls skip Express entirely: every microsecond here is latency added to an AI call,
   // and the gateway reads its own raw body and answers its own errors.
   const httpServer = createServer((req, res) => (isForwardPath(req.url) ? void services.gateway.handle(req, res) : app(req, res)));

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
@@ -37,8 +38,29 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   return options.kind === 'postgres' ? openPostgres(options.url, options.poolSize ?? 10) : openPglite(options.dataDir);
 }
 
+/**
+ * Names for parameterized raw statements, so each connection parses and plans one once and
+ * then only binds values: on the ledger's hot path planning cost more than executing. Bounded:
+ * past `limit` distinct texts (SQL built at run time, say) statements go unnamed, as before.
+ */
+export class StatementNames {
+  private readonly names = new Map<string, string>();
+
+  constructor(private readonly limit = 500) {}
+
+  nameOf(sql: string): string | undefined {
+    let name = this.names.get(sql);
+    if (name === undefined && this.names.size < this.limit) {
+      name = `tg_${createHash('sha256').update(sql).digest('hex').slice(0, 32)}`;
+      this.names.set(sql, name);
+    }
+    return name;
+  }
+}
+
 function openPostgres(url: string, poolSize: number): Database {
   const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  const statements = new StatementNames();
   // An idle client losing its server (restart, failover) must not crash the process.
   pool.on('error', () => undefined);
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
@@ -49,7 +71,7 @@ function openPostgres(url: string, poolSize: number): Database {
       const client = await pool.connect();
       let broken = false;
       const executor: SqlExecutor = {
-        query: async (sql, params) => (await client.query(sql, params)).rows,
+        query: async (sql, params) => (await client.query(params?.length ? { name: statements.nameOf(sql), text: sql, values: params } : sql)).rows,
         exec: async (sql) => {
           await client.query(sql);
         },
