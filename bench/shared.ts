@@ -92,3 +92,51 @@ function stopChild(child: ChildProcess): Promise<void> {
     child.kill('SIGTERM');
   });
 }
+
+/** One open-loop call: its value, and the milliseconds it waited for a free caller after its scheduled arrival. */
+export interface Paced<T> {
+  value: T;
+  waitedMs: number;
+}
+
+/**
+ * Open loop: calls arrive at `rate` per second whatever happens to earlier ones, as requests
+ * from many independent users do, with at most `limit` in flight (an arrival that finds them
+ * all busy waits for one). Each call reports how long it waited after its scheduled arrival, so
+ * latency can be counted from then and waiting is not hidden. Closed-loop callers measure
+ * saturation instead, where latency is callers / throughput.
+ */
+export function atRate<T>(total: number, rate: number, limit: number, call: (index: number) => Promise<T>): Promise<{ calls: Paced<T>[]; seconds: number }> {
+  const calls: Paced<T>[] = [];
+  const waiting: { index: number; due: number }[] = [];
+  let inFlight = 0;
+  let arrived = 0;
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const launch = (index: number, due: number) => {
+      inFlight++;
+      const waitedMs = performance.now() - due;
+      call(index).then((value) => {
+        calls.push({ value, waitedMs });
+        inFlight--;
+        const next = waiting.shift();
+        if (next) launch(next.index, next.due);
+        if (calls.length === total) {
+          clearInterval(timer);
+          resolve({ calls, seconds: (performance.now() - started) / 1000 });
+        }
+      }, (error: unknown) => {
+        clearInterval(timer);
+        reject(error);
+      });
+    };
+    const timer = setInterval(() => {
+      const due = Math.min(total, Math.floor(((performance.now() - started) * rate) / 1000));
+      for (; arrived < due; arrived++) {
+        const at = started + (arrived * 1000) / rate;
+        if (inFlight < limit) launch(arrived, at);
+        else waiting.push({ index: arrived, due: at });
+      }
+    }, 1);
+  });
+}

@@ -18,7 +18,7 @@ import http from 'node:http';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startChild, withFreshDatabase, type Child } from '../shared.ts';
+import { atRate, startChild, withFreshDatabase, type Child } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -115,43 +115,11 @@ async function drive(agent: http.Agent, target: Target, body: Buffer, connection
   return { shots, seconds: (performance.now() - started) / 1000 };
 }
 
-/**
- * Open loop: requests arrive at `rate` per second whatever happens to earlier ones, as calls
- * from many independent users do, over at most `connections` at a time (an arrival that finds
- * them all busy waits for one). Latency and first byte count from the scheduled arrival, so
- * waiting is not hidden. Below saturation this shows what a call really gains in latency;
- * closed-loop callers (drive) show saturation, where latency is connections / throughput.
- */
-function driveAtRate(agent: http.Agent, target: Target, body: Buffer, connections: number, total: number, rate: number): Promise<{ shots: Shot[]; seconds: number }> {
-  const shots: Shot[] = [];
-  const waiting: { index: number; due: number }[] = [];
-  let inFlight = 0;
-  let arrived = 0;
-  const started = performance.now();
-  return new Promise((resolve) => {
-    const launch = (index: number, due: number) => {
-      inFlight++;
-      const wait = performance.now() - due;
-      void shoot(agent, target, body, index).then((shot) => {
-        shots.push({ ...shot, totalMs: shot.totalMs + wait, ttfbMs: shot.ttfbMs < 0 ? shot.ttfbMs : shot.ttfbMs + wait });
-        inFlight--;
-        const next = waiting.shift();
-        if (next) launch(next.index, next.due);
-        if (shots.length === total) {
-          clearInterval(timer);
-          resolve({ shots, seconds: (performance.now() - started) / 1000 });
-        }
-      });
-    };
-    const timer = setInterval(() => {
-      const due = Math.min(total, Math.floor(((performance.now() - started) * rate) / 1000));
-      for (; arrived < due; arrived++) {
-        const at = started + (arrived * 1000) / rate;
-        if (inFlight < connections) launch(arrived, at);
-        else waiting.push({ index: arrived, due: at });
-      }
-    }, 1);
-  });
+/** Open loop (see atRate): latency and first byte count from each request's scheduled arrival. */
+async function driveAtRate(agent: http.Agent, target: Target, body: Buffer, connections: number, total: number, rate: number): Promise<{ shots: Shot[]; seconds: number }> {
+  const { calls, seconds } = await atRate(total, rate, connections, (index) => shoot(agent, target, body, index));
+  const shots = calls.map(({ value: shot, waitedMs }) => ({ ...shot, totalMs: shot.totalMs + waitedMs, ttfbMs: shot.ttfbMs < 0 ? shot.ttfbMs : shot.ttfbMs + waitedMs }));
+  return { shots, seconds };
 }
 
 interface Figures {

@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { withFreshDatabase } from '../shared.ts';
+import { atRate, withFreshDatabase } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -57,52 +57,17 @@ async function drive(total: number, callers: number, debitOnce: (index: number) 
   return { perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused };
 }
 
-/**
- * Open loop: debits arrive at `rate` per second whatever happens to earlier ones, as requests
- * from many independent users do, with at most `callers` in flight (an arrival that finds them
- * all busy waits for one). Latency counts from the scheduled arrival, so waiting is not hidden.
- * Closed-loop callers, above, measure saturation instead: there latency is callers / throughput.
- */
+/** Open loop (see atRate): each debit's latency counts from its scheduled arrival. */
 async function driveAtRate(total: number, rate: number, callers: number, debitOnce: (index: number) => Promise<boolean>): Promise<Figures> {
-  const latencies: number[] = [];
-  const waiting: { index: number; due: number }[] = [];
-  let ok = 0;
-  let refused = 0;
-  let inFlight = 0;
-  let arrived = 0;
-  let done = 0;
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const launch = (index: number, due: number) => {
-      inFlight++;
-      debitOnce(index).then((charged) => {
-        if (charged) ok++;
-        else refused++;
-        latencies.push(performance.now() - due);
-        inFlight--;
-        done++;
-        const next = waiting.shift();
-        if (next) launch(next.index, next.due);
-        if (done === total) finish();
-      }, reject);
-    };
-    const finish = () => {
-      clearInterval(timer);
-      const seconds = (performance.now() - started) / 1000;
-      latencies.sort((a, b) => a - b);
-      const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-      resolve({ perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused });
-    };
-    const timer = setInterval(() => {
-      const now = performance.now();
-      const due = Math.min(total, Math.floor(((now - started) * rate) / 1000));
-      for (; arrived < due; arrived++) {
-        const at = started + (arrived * 1000) / rate;
-        if (inFlight < callers) launch(arrived, at);
-        else waiting.push({ index: arrived, due: at });
-      }
-    }, 1);
+  const { calls, seconds } = await atRate(total, rate, callers, async (index) => {
+    const t0 = performance.now();
+    const charged = await debitOnce(index);
+    return { charged, ms: performance.now() - t0 };
   });
+  const latencies = calls.map(({ value, waitedMs }) => value.ms + waitedMs).sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  const ok = calls.filter(({ value }) => value.charged).length;
+  return { perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused: total - ok };
 }
 
 async function baseline(url: string, walletCount: number): Promise<Figures> {
