@@ -93,6 +93,22 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
+/**
+ * Closed loop: `callers` loops share `total` calls, each sending its next call when its last
+ * one is answered. This measures saturation: latency there is about callers / throughput.
+ */
+export async function closedLoop<T>(total: number, callers: number, call: (index: number) => Promise<T>): Promise<{ results: T[]; seconds: number }> {
+  const results: T[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: callers }, async () => {
+      for (let index = next++; index < total; index = next++) results.push(await call(index));
+    }),
+  );
+  return { results, seconds: (performance.now() - started) / 1000 };
+}
+
 /** One open-loop call: its value, and the milliseconds it waited for a free caller after its scheduled arrival. */
 export interface Paced<T> {
   value: T;

@@ -18,7 +18,7 @@ import http from 'node:http';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { atRate, startChild, withFreshDatabase, type Child } from '../shared.ts';
+import { atRate, closedLoop, startChild, withFreshDatabase, type Child } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -100,19 +100,8 @@ function shoot(agent: http.Agent, target: Target, body: Buffer, index: number): 
 
 /** `connections` closed-loop callers share `total` requests. */
 async function drive(agent: http.Agent, target: Target, body: Buffer, connections: number, total: number): Promise<{ shots: Shot[]; seconds: number }> {
-  const shots: Shot[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: connections }, async () => {
-      for (;;) {
-        const index = next++;
-        if (index >= total) return;
-        shots.push(await shoot(agent, target, body, index));
-      }
-    }),
-  );
-  return { shots, seconds: (performance.now() - started) / 1000 };
+  const { results: shots, seconds } = await closedLoop(total, connections, (index) => shoot(agent, target, body, index));
+  return { shots, seconds };
 }
 
 /** Open loop (see atRate): latency and first byte count from each request's scheduled arrival. */

@@ -7,7 +7,7 @@
  */
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { startChild, withFreshDatabase } from '../shared.ts';
+import { closedLoop, startChild, withFreshDatabase } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -24,19 +24,8 @@ const SERVER_DIR = fileURLToPath(new URL('../../server', import.meta.url));
 
 /** `CONCURRENCY` senders share the batches of `events`; returns events per second. */
 async function drive(send: (batchIndex: number) => Promise<void>, events = EVENTS): Promise<number> {
-  const batches = Math.ceil(events / BATCH);
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      for (;;) {
-        const index = next++;
-        if (index >= batches) return;
-        await send(index);
-      }
-    }),
-  );
-  return events / ((performance.now() - started) / 1000);
+  const { seconds } = await closedLoop(Math.ceil(events / BATCH), CONCURRENCY, send);
+  return events / seconds;
 }
 
 const usageOf = (i: number) => ({ provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 + (i % 500), cachedInputTokens: 200, outputTokens: 300 + (i % 100) });

@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { atRate, withFreshDatabase } from '../shared.ts';
+import { atRate, closedLoop, withFreshDatabase } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -32,42 +32,34 @@ interface Figures {
   refused: number;
 }
 
-/** `callers` loops share `total` debits; each debit's latency is recorded. */
-async function drive(total: number, callers: number, debitOnce: (index: number) => Promise<boolean>): Promise<Figures> {
-  const latencies: number[] = [];
-  let next = 0;
-  let ok = 0;
-  let refused = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: callers }, async () => {
-      for (;;) {
-        const index = next++;
-        if (index >= total) return;
-        const t0 = performance.now();
-        if (await debitOnce(index)) ok++;
-        else refused++;
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
+interface Timed {
+  charged: boolean;
+  ms: number;
+}
+
+const timed = (debitOnce: (index: number) => Promise<boolean>) => async (index: number): Promise<Timed> => {
+  const t0 = performance.now();
+  const charged = await debitOnce(index);
+  return { charged, ms: performance.now() - t0 };
+};
+
+function figuresOf(debits: Timed[], latencies: number[], seconds: number): Figures {
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused };
+  const ok = debits.filter((debit) => debit.charged).length;
+  return { perSecond: debits.length / seconds, p50: at(0.5), p99: at(0.99), ok, refused: debits.length - ok };
+}
+
+/** `callers` closed-loop callers share `total` debits; each debit's latency is recorded. */
+async function drive(total: number, callers: number, debitOnce: (index: number) => Promise<boolean>): Promise<Figures> {
+  const { results, seconds } = await closedLoop(total, callers, timed(debitOnce));
+  return figuresOf(results, results.map((debit) => debit.ms), seconds);
 }
 
 /** Open loop (see atRate): each debit's latency counts from its scheduled arrival. */
 async function driveAtRate(total: number, rate: number, callers: number, debitOnce: (index: number) => Promise<boolean>): Promise<Figures> {
-  const { calls, seconds } = await atRate(total, rate, callers, async (index) => {
-    const t0 = performance.now();
-    const charged = await debitOnce(index);
-    return { charged, ms: performance.now() - t0 };
-  });
-  const latencies = calls.map(({ value, waitedMs }) => value.ms + waitedMs).sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  const ok = calls.filter(({ value }) => value.charged).length;
-  return { perSecond: total / seconds, p50: at(0.5), p99: at(0.99), ok, refused: total - ok };
+  const { calls, seconds } = await atRate(total, rate, callers, timed(debitOnce));
+  return figuresOf(calls.map(({ value }) => value), calls.map(({ value, waitedMs }) => value.ms + waitedMs), seconds);
 }
 
 async function baseline(url: string, walletCount: number): Promise<Figures> {
