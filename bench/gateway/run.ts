@@ -344,6 +344,18 @@ function tally(verdicts: Verdicts): string {
   return `${verdicts.met} of ${verdicts.total}`;
 }
 
+/**
+ * The same run through the bare proxy (bare-proxy.ts): what any Node proxy adds here before doing
+ * any billing work, so the gateway's figures can be read against what is attainable on this machine.
+ */
+function floor(direct: Figures, bare: Outcome, stream: boolean, saturated: boolean): string {
+  const failed = [...bare.failures.values()].reduce((sum, n) => sum + n, 0);
+  const parts = [`p50 ${signed(bare.p50 - direct.p50)}`, `p99 ${signed(bare.p99 - direct.p99)}`];
+  if (stream) parts.push(`first byte p50 ${signed(bare.ttfbP50 - direct.ttfbP50)}`);
+  if (saturated) parts.push(`throughput ${(bare.rps / direct.rps).toFixed(2)}x`);
+  return `    a bare Node proxy (no billing) adds ${parts.join(', ')}; its CPU ms per call ${bare.cpu.server.toFixed(2)}${failed ? `; FAILURES ${failed}` : ''}`;
+}
+
 /** Latency goals below saturation (open loop); at saturation, latency and throughput together. */
 function comparison(direct: Figures, gateway: Figures, stream: boolean, verdicts: Verdicts, saturated: boolean): string {
   const checks: [string, number, string, boolean][] = [
@@ -398,6 +410,8 @@ await withFreshDatabase(async (databaseUrl) => {
   try {
     const provider = await startChild('fake provider', ROOT, 'bench/gateway/provider.ts', process.env, /fake provider: (http:\/\/\S+)/);
     children.push(provider);
+    const bare = await startChild('bare proxy', ROOT, 'bench/gateway/bare-proxy.ts', { ...process.env, BARE_PROXY_TARGET: provider.url }, /bare proxy: (http:\/\/\S+)/);
+    children.push(bare);
     const server = await startChild(
       'Tollgate server',
       SERVER_DIR,
@@ -423,6 +437,7 @@ await withFreshDatabase(async (databaseUrl) => {
     const providerUrl = new URL('/v1/chat/completions', provider.url);
     const delay = { 'x-fake-chunk-delay-ms': String(CHUNK_DELAY_MS) };
     const direct = (stream: boolean): Target => ({ url: providerUrl, headers: () => (stream ? delay : {}) });
+    const bareProxy = (stream: boolean): Target => ({ url: new URL(providerUrl.pathname, bare.url), headers: () => (stream ? delay : {}) });
     const gateway = (stream: boolean): Target => ({
       url: new URL(`/v1/forward?u=${encodeURIComponent(providerUrl.href)}`, server.url),
       headers: (index) => ({ authorization: `Bearer ${key.secret}`, 'x-tollgate-customer': `bench-${index % CUSTOMERS}`, ...(stream ? delay : {}) }),
@@ -443,6 +458,7 @@ await withFreshDatabase(async (databaseUrl) => {
       }
     };
     const processes: Processes = { provider: provider.pid, server: server.pid, db };
+    const bareProcesses: Processes = { ...processes, server: bare.pid };
 
     const checks = await relayChecks(providerUrl, server.url, { authorization: `Bearer ${key.secret}`, 'x-tollgate-customer': 'bench-0' });
     await settled(checks.calls);
@@ -460,6 +476,7 @@ await withFreshDatabase(async (databaseUrl) => {
         console.log(row('gateway', ours, stream));
         console.log(comparison(base, ours, stream, atSaturation, true));
         console.log(cpuLine(base.cpu, ours.cpu));
+        console.log(floor(base, await scenario(bareProxy(stream), body, connections, base.bytes, bareProcesses, async () => 0), stream, true));
         console.log(`    settlement caught up  ${Number.isFinite(ours.settleSeconds) ? `${ours.settleSeconds.toFixed(2)} s` : '—'} after the last response`);
         // Both sides at the same offered load, a share of what the gateway sustained above.
         const rate = Math.max(1, Math.round(ours.rps * LOAD));
@@ -471,6 +488,7 @@ await withFreshDatabase(async (databaseUrl) => {
         console.log(row('gateway', oursPaced, stream));
         console.log(comparison(basePaced, oursPaced, stream, belowSaturation, false));
         console.log(cpuLine(basePaced.cpu, oursPaced.cpu));
+        console.log(floor(basePaced, await scenario(bareProxy(stream), body, connections, base.bytes, bareProcesses, async () => 0, paced), stream, false));
         console.log('');
       }
     }

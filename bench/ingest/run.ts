@@ -18,6 +18,8 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 200);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
+/** When set, the server process writes a V8 CPU profile (.cpuprofile) into this folder as it stops. */
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
 const MASTER_KEY = '0'.repeat(64);
 const SERVER_DIR = fileURLToPath(new URL('../../server', import.meta.url));
 
@@ -49,10 +51,43 @@ async function baseline(url: string): Promise<number> {
 }
 
 /**
+ * The second baseline, literally "the same rows": the usage events Tollgate just stored, read
+ * back and inserted again with `pg` in the same batches, into a copy of the usage_events table
+ * with its indexes (LIKE … INCLUDING ALL; foreign keys are not copied, so the baseline is spared
+ * those checks). Values travel as text[] per column and are cast in the statement, as the
+ * server's own insert does.
+ */
+async function sameRowsBaseline(url: string): Promise<number> {
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  pool.on('error', () => undefined);
+  try {
+    await pool.query(`CREATE TABLE bench_usage_events (LIKE usage_events INCLUDING ALL)`);
+    const columns = (await pool.query<{ name: string; type: string }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+       WHERE attrelid = 'usage_events'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    )).rows;
+    const stored = await pool.query<string[]>({
+      text: `SELECT ${columns.map((column) => `"${column.name}"::text`).join(', ')} FROM usage_events WHERE idempotency_key LIKE 'e-%' ORDER BY idempotency_key`,
+      rowMode: 'array',
+    });
+    const rows = stored.rows;
+    const insert = `INSERT INTO bench_usage_events SELECT ${columns.map((column, i) => `u.c${i}::${column.type}`).join(', ')}
+      FROM unnest(${columns.map((_c, i) => `$${i + 1}::text[]`).join(', ')}) AS u(${columns.map((_c, i) => `c${i}`).join(', ')})`;
+    const { seconds } = await closedLoop(Math.ceil(rows.length / BATCH), CONCURRENCY, async (batchIndex) => {
+      const slice = rows.slice(batchIndex * BATCH, (batchIndex + 1) * BATCH);
+      await pool.query(insert, columns.map((_c, i) => slice.map((row) => row[i])));
+    });
+    return rows.length / seconds;
+  } finally {
+    await pool.end();
+  }
+}
+
+/**
  * The server runs in its own process, as in production, so the load generator's own work
  * (building and sending batches, reading the answers) does not share its event loop.
  */
-async function tollgate(url: string): Promise<{ rate: number; violations: number; charged: number; logged: string[] }> {
+async function tollgate(url: string): Promise<{ rate: number; violations: number; charged: number; logged: string[]; sameRows: number }> {
   const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: MASTER_KEY, NODE_ENV: 'test', LOG_LEVEL: 'warn' });
   const runtime = await openRuntime(config, createLogger('warn'));
   const { services } = runtime;
@@ -70,6 +105,7 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
       'Tollgate server', SERVER_DIR, 'src/main.ts',
       { ...process.env, DATABASE_URL: url, TOLLGATE_MASTER_KEY: MASTER_KEY, TOLLGATE_SEED_DEMO: 'false', NODE_ENV: 'production', LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', REDIS_URL: '' },
       /GraphQL API:\s+(http:\/\/\S+)\/graphql/,
+      PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [],
     );
     let charged = 0;
     let rate: number;
@@ -94,7 +130,8 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
       await server.stop();
     }
     const report = await services.ledgerQueries.integrity(merchant.id);
-    return { rate, violations: report.violations.length, charged, logged: server.logs.first };
+    const sameRows = await sameRowsBaseline(url);
+    return { rate, violations: report.violations.length, charged, logged: server.logs.first, sameRows };
   } finally {
     await runtime.close();
   }
@@ -103,7 +140,8 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
 console.log(`bench/ingest on PostgreSQL: ${EVENTS} events (after ${WARMUP} warm-up) in batches of ${BATCH}, ${CONCURRENCY} concurrent senders, ${CUSTOMERS} customers; the server in its own process\n`);
 const base = await withFreshDatabase(baseline);
 const ours = await withFreshDatabase(tollgate);
-console.log(`  baseline (raw batched INSERT)      ${base.toFixed(0).padStart(8)} events/s`);
-console.log(`  tollgate POST /v1/usage/batch      ${ours.rate.toFixed(0).padStart(8)} events/s   (normalize, cost, price, ledger debit, event row, period totals)`);
-console.log(`  ratio ${(ours.rate / base).toFixed(2)} of the baseline; events accepted: ${ours.charged}/${EVENTS}; invariant violations: ${ours.violations}`);
+console.log(`  baseline: raw batched INSERT, narrow table        ${base.toFixed(0).padStart(8)} events/s   (10 columns, 2 indexes)`);
+console.log(`  baseline: the same rows into usage_events' shape  ${ours.sameRows.toFixed(0).padStart(8)} events/s   (Tollgate's stored events re-inserted, same columns and indexes)`);
+console.log(`  tollgate POST /v1/usage/batch                     ${ours.rate.toFixed(0).padStart(8)} events/s   (normalize, cost, price, ledger debit, event row, period totals)`);
+console.log(`  ratio ${(ours.rate / base).toFixed(2)} of the narrow baseline, ${(ours.rate / ours.sameRows).toFixed(2)} of the same-rows baseline; events accepted: ${ours.charged}/${EVENTS}; invariant violations: ${ours.violations}`);
 if (ours.logged.length > 0) console.log(`  the server logged warnings or errors, first:\n    ${ours.logged.join('\n    ')}`);
