@@ -67,6 +67,13 @@ export type UsageResult =
 const MAX_BATCH = 1000;
 /** Most events charged in one combined ledger batch (see chargeTogether). */
 const MAX_MERGED_EVENTS = 5000;
+/**
+ * A round this large is charged as this many concurrent transactions over disjoint sets of
+ * customers (see chargeSplit), so that pricing one part in JavaScript overlaps PostgreSQL
+ * writing another instead of the two taking turns.
+ */
+const PARTITIONS = 2;
+const MIN_EVENTS_TO_SPLIT = 400;
 const MAX_FUTURE_MS = 5 * 60_000;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
@@ -168,8 +175,9 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
 
 /**
  * Post-request metering: records usage, costs it at the provider price in force when it
- * happened, prices it with the merchant's rules, and charges it through the ledger — all of a
- * batch in one transaction, so an event is either fully recorded and charged or not at all.
+ * happened, prices it with the merchant's rules, and charges it through the ledger — a customer's
+ * events of a batch in one transaction, so an event is either fully recorded and charged or not
+ * at all (large batches go as a few concurrent transactions over disjoint customers).
  * Each event answers for itself: bad events get their own error and good ones are kept.
  */
 export class UsageService {
@@ -338,7 +346,7 @@ export class UsageService {
   private async chargeRequests(merchantId: string, actor: Actor, requests: ChargeRequest[]): Promise<void> {
     if (requests.length === 1) {
       const [request] = requests as [ChargeRequest];
-      await this.charge(merchantId, actor, request.items).then(request.resolve, request.reject);
+      await this.chargeSplit(merchantId, actor, request.items).then(request.resolve, request.reject);
       return;
     }
     // Indexes are positions in each request: renumber for the combined batch, then map back.
@@ -352,7 +360,7 @@ export class UsageService {
     });
     let answers: Map<number, UsageResult>;
     try {
-      answers = await this.charge(merchantId, actor, combined);
+      answers = await this.chargeSplit(merchantId, actor, combined);
     } catch {
       for (const request of requests) await this.chargeRequests(merchantId, actor, [request]);
       return;
@@ -363,6 +371,26 @@ export class UsageService {
       split[from.request]!.set(from.index, result);
     }
     requests.forEach((request, r) => request.resolve(split[r]!));
+  }
+
+  /**
+   * Charges a large round as PARTITIONS transactions at once, each over its own customers: a
+   * customer's events stay together and in order, and no two parts touch the same wallet or
+   * period total, so they neither wait on nor deadlock with each other. A round whose key is
+   * used by two customers is not split: which of them answers first must stay the batch order.
+   * Each event is still recorded and charged whole or not at all; if a part fails, the parts
+   * already committed stay (the error is thrown, and a retry with the same keys replays them).
+   */
+  private async chargeSplit(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
+    const parts = items.length >= MIN_EVENTS_TO_SPLIT ? partitionByCustomer(items, PARTITIONS) : [items];
+    if (parts.length === 1) return this.charge(merchantId, actor, items);
+    const settled = await Promise.allSettled(parts.map((part) => this.charge(merchantId, actor, part)));
+    const answers = new Map<number, UsageResult>();
+    for (const part of settled) {
+      if (part.status === 'rejected') throw part.reason;
+      for (const [index, result] of part.value) answers.set(index, result);
+    }
+    return answers;
   }
 
   private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
@@ -640,6 +668,26 @@ export class UsageService {
       ],
     );
   }
+}
+
+/**
+ * Items grouped into up to `count` parts by customer, keeping batch order within each part; one
+ * part when any key is used by two customers, or when there is only one customer.
+ */
+export function partitionByCustomer<T extends { customerId?: string; key: string }>(items: T[], count: number): T[][] {
+  const customerOfKey = new Map<string, string>();
+  const partOf = new Map<string, number>();
+  for (const item of items) {
+    const customer = item.customerId!;
+    const other = customerOfKey.get(item.key);
+    if (other !== undefined && other !== customer) return [items];
+    customerOfKey.set(item.key, customer);
+    if (!partOf.has(customer)) partOf.set(customer, partOf.size % count);
+  }
+  if (partOf.size < 2) return [items];
+  const parts: T[][] = Array.from({ length: Math.min(count, partOf.size) }, () => []);
+  for (const item of items) parts[partOf.get(item.customerId!)!]!.push(item);
+  return parts;
 }
 
 /** The most that can still be debited from a wallet already owing `owedAttos` in this batch, down to its overdraft floor. */

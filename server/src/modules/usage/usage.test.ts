@@ -225,6 +225,42 @@ describe('POST /v1/usage/batch', () => {
     expect(report.violations).toEqual([]);
   });
 
+  it('a large batch over many customers (charged as concurrent parts) moves each wallet by exactly its own events, in order', async () => {
+    const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+    const credits = ['5.00', '5.00', '0.30', '5.00', '0.30', '5.00'];
+    const customers = [];
+    for (const [i, credit] of credits.entries()) {
+      const customer = await server.services.customers.create(merchant.id, { externalId: `big-${i}` });
+      await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
+        customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', credit), kind: 'PAID', idempotencyKey: `seed-${i}`,
+      });
+      customers.push(customer);
+    }
+    // 600 events, customers interleaved; each costs 0.00336 at gpt-5.4-mini list prices, so the
+    // 0.30 wallets run out part-way through their 100 events.
+    const events = Array.from({ length: 600 }, (_v, i) => ({
+      customer: customers[i % customers.length]!.externalId, idempotencyKey: `big-${i}`, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 4000, outputTokens: 300 },
+    }));
+    // One key used by two customers: the first in batch order is charged, the second refused.
+    events.push({ ...events[0]!, customer: customers[1]!.externalId });
+    const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+    expect(results.slice(0, 600).every((r, i) => r.ok && r.event.idempotencyKey === `big-${i}` && r.event.customerId === customers[i % customers.length]!.id)).toBe(true);
+    expect(results[600]).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+    for (const [c, customer] of customers.entries()) {
+      const mine = results.filter((r, i) => i < 600 && i % customers.length === c).map((r) => (r.ok ? r.event : null)!);
+      const charged = mine.reduce((sum, e) => sum + parseDecimalAttos('c', e.charge), 0n);
+      const wallet = await server.services.ledgerQueries.wallet(merchant.id, customer.id, 'USD');
+      expect(wallet.balance).toBe(parseDecimalNanos('x', credits[c]!) - charged / ATTOS_PER_NANO);
+      // In batch order: fully charged events, then at most one partial, then the uncharged rest.
+      const statuses = mine.map((e) => e.status).join(' ');
+      expect(statuses).toMatch(/^(CHARGED ?)*(PARTIALLY_CHARGED ?)?(UNCHARGED ?)*$/);
+      if (credits[c] === '0.30') expect(statuses).toContain('UNCHARGED');
+      else expect(mine.every((e) => e.status === 'CHARGED')).toBe(true);
+    }
+    const report = await server.services.ledgerQueries.integrity(merchant.id);
+    expect(report.violations).toEqual([]);
+  });
+
   it('refuses oversized batches, bad JSON and missing keys with 4xx JSON', async () => {
     const { merchant } = await setup();
     const post = (body: string, token: string | null = merchant.secret, path = '/v1/usage/batch') =>
