@@ -1,4 +1,5 @@
 import type { GatewayHost, Merchant, PrismaClient } from '../../generated/prisma/client.ts';
+import { RefreshingCache } from '../../shared/cache.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isUuid } from '../../shared/validation.ts';
@@ -24,11 +25,6 @@ const PROVIDER_IDS = new Set(SUPPORTED_PROVIDERS.map((provider) => provider.id))
 const SETTINGS_TTL_MS = 5_000;
 const KEY_TTL_MS = 30_000;
 
-interface Cached<T> {
-  value: T;
-  at: number;
-}
-
 /**
  * The merchant's gateway configuration: extra allowed hosts (self-hosted or OpenAI-compatible
  * endpoints), whether callers may bring their own provider key, and whether each call's
@@ -36,8 +32,8 @@ interface Cached<T> {
  * instance take effect at once; other instances see them within a few seconds.
  */
 export class GatewaySettingsService {
-  private readonly settings = new Map<string, Cached<MerchantGatewaySettings>>();
-  private readonly keys = new Map<string, Cached<string | null>>();
+  private readonly settings = new RefreshingCache<string, MerchantGatewaySettings>({ ttlMs: SETTINGS_TTL_MS, maxEntries: 10_000 });
+  private readonly keys = new RefreshingCache<string, string | null>({ ttlMs: KEY_TTL_MS, maxEntries: 10_000 });
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -93,31 +89,24 @@ export class GatewaySettingsService {
     return merchant;
   }
 
-  async settingsFor(merchantId: string): Promise<MerchantGatewaySettings> {
-    const cached = this.settings.get(merchantId);
-    if (cached && Date.now() - cached.at < SETTINGS_TTL_MS) return cached.value;
-    const [merchant, hosts, spendLimits] = await Promise.all([
-      this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { gatewayCallerProviderKeys: true, gatewayReserveMaxCost: true } }),
-      this.prisma.gatewayHost.findMany({ where: { merchantId }, select: { host: true, provider: true } }),
-      this.spendLimits.limitsOf(merchantId),
-    ]);
-    const value = { hosts, callerProviderKeys: merchant.gatewayCallerProviderKeys, reserveMaxCost: merchant.gatewayReserveMaxCost, spendLimits };
-    this.settings.set(merchantId, { value, at: Date.now() });
-    return value;
+  settingsFor(merchantId: string): Promise<MerchantGatewaySettings> {
+    return this.settings.get(merchantId, async () => {
+      const [merchant, hosts, spendLimits] = await Promise.all([
+        this.prisma.merchant.findUniqueOrThrow({ where: { id: merchantId }, select: { gatewayCallerProviderKeys: true, gatewayReserveMaxCost: true } }),
+        this.prisma.gatewayHost.findMany({ where: { merchantId }, select: { host: true, provider: true } }),
+        this.spendLimits.limitsOf(merchantId),
+      ]);
+      return { hosts, callerProviderKeys: merchant.gatewayCallerProviderKeys, reserveMaxCost: merchant.gatewayReserveMaxCost, spendLimits };
+    });
   }
 
   /** The merchant's stored key for a provider (decrypted), or null. */
-  async providerKey(merchantId: string, provider: string): Promise<string | null> {
-    const cacheKey = `${merchantId}|${provider}`;
-    const cached = this.keys.get(cacheKey);
-    if (cached && Date.now() - cached.at < KEY_TTL_MS) return cached.value;
-    const value = await this.credentials.keyFor(merchantId, provider);
-    this.keys.set(cacheKey, { value, at: Date.now() });
-    return value;
+  providerKey(merchantId: string, provider: string): Promise<string | null> {
+    return this.keys.get(`${merchantId}|${provider}`, () => this.credentials.keyFor(merchantId, provider));
   }
 
   private forget(merchantId: string): void {
     this.settings.delete(merchantId);
-    for (const key of this.keys.keys()) if (key.startsWith(`${merchantId}|`)) this.keys.delete(key);
+    this.keys.deleteWhere((key) => key.startsWith(`${merchantId}|`));
   }
 }

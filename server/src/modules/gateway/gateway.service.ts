@@ -4,6 +4,7 @@ import type { Config } from '../../config.ts';
 import type { GatewayOutcome, GatewayRequest, PrismaClient } from '../../generated/prisma/client.ts';
 import { AppError, httpStatusFor, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { RefreshingCache } from '../../shared/cache.ts';
 import { ATTOS_PER_NANO, formatAttos, formatNanos, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
@@ -37,15 +38,12 @@ interface CustomerGate {
   blocked: boolean;
 }
 
-interface Cached<T> {
-  value: T;
-  at: number;
-}
-
 /** Lookups the gateway repeats on every call are cached this long (revocations and blocks reach other instances within it). */
 const AUTH_TTL_MS = 5_000;
 const CUSTOMER_TTL_MS = 2_000;
 const LIMIT_TTL_MS = 1_000;
+/** Short-lived caches stay bounded: past this many entries the oldest make room. */
+const MAX_CACHED = 50_000;
 /** A reservation outlives the longest a call may take by this much, then expires by itself. */
 const HOLD_GRACE_SECONDS = 60;
 /** Request bodies up to this size are kept as text for normalizers that read the request (model, image size, TTS text). */
@@ -74,9 +72,9 @@ class Refusal extends Error {
  * it relays the response as it streams and charges the usage afterwards.
  */
 export class GatewayService {
-  private readonly viewerCache = new Map<string, Cached<Viewer>>();
-  private readonly customerCache = new Map<string, Cached<CustomerGate | null>>();
-  private readonly limitCache = new Map<string, Cached<{ limitNanos: bigint; spentAttos: bigint; resetsAt: Date }>>();
+  private readonly viewerCache = new RefreshingCache<string, Viewer>({ ttlMs: AUTH_TTL_MS, maxEntries: MAX_CACHED });
+  private readonly customerCache = new RefreshingCache<string, CustomerGate | null>({ ttlMs: CUSTOMER_TTL_MS, maxEntries: MAX_CACHED });
+  private readonly limitCache = new RefreshingCache<string, { spentAttos: bigint; resetsAt: Date }>({ ttlMs: LIMIT_TTL_MS, maxEntries: MAX_CACHED });
 
   constructor(
     private readonly config: Config,
@@ -177,11 +175,7 @@ export class GatewayService {
       throw new Refusal(401, 'UNAUTHENTICATED', 'Send your Tollgate secret key (with x-tollgate-customer) or a customer session token as "Authorization: Bearer …"');
     }
     const cacheKey = createHash('sha256').update(credential).digest('base64');
-    let viewer = fresh(this.viewerCache.get(cacheKey), AUTH_TTL_MS);
-    if (!viewer) {
-      viewer = await this.viewers.resolve(credential);
-      remember(this.viewerCache, cacheKey, viewer);
-    }
+    const viewer = await this.viewerCache.get(cacheKey, () => this.viewers.resolve(credential));
     if (viewer.kind === 'merchant') return { merchantId: viewer.merchantId, actor: { kind: 'api_key', apiKeyId: viewer.apiKeyId }, customerId: null };
     if (viewer.kind === 'customer') {
       if (viewer.expiresAt.getTime() <= Date.now()) throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session token has expired');
@@ -196,17 +190,14 @@ export class GatewayService {
     }
     const ref = viewer.customerId ?? named;
     if (!ref) throw Refusal.of(invalidField('x-tollgate-customer', 'header is required with a secret key: the customer id or your externalId to charge'));
-    const cacheKey = `${viewer.merchantId}|${ref}`;
-    let gate = fresh(this.customerCache.get(cacheKey), CUSTOMER_TTL_MS);
-    if (gate === undefined) {
+    const gate = await this.customerCache.get(`${viewer.merchantId}|${ref}`, async () => {
       const found = await this.prisma.customer.findFirst({
         where: { merchantId: viewer.merchantId, OR: [...(isUuid(ref) ? [{ id: ref.toLowerCase() }] : []), { externalId: ref }] },
         select: { id: true, archivedAt: true, blockedAt: true, blockedReason: true },
         orderBy: { createdAt: 'asc' },
       });
-      gate = found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
-      remember(this.customerCache, cacheKey, gate);
-    }
+      return found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
+    });
     if (!gate) throw Refusal.of(notFound('Customer', ref));
     if (gate.archived) throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
     if (gate.blocked) {
@@ -262,12 +253,8 @@ export class GatewayService {
     const cacheKey = `${customerId}|${currency}`;
     const limitNanos = limits.get(cacheKey);
     if (limitNanos === undefined) return;
-    let state = fresh(this.limitCache.get(cacheKey), LIMIT_TTL_MS);
-    if (state === undefined) {
-      state = { limitNanos, ...(await this.spendLimits.spentThisMonth(merchantId, customerId, currency)) };
-      remember(this.limitCache, cacheKey, state);
-    }
-    state.limitNanos = limitNanos;
+    const spent = await this.limitCache.get(cacheKey, () => this.spendLimits.spentThisMonth(merchantId, customerId, currency));
+    const state = { limitNanos, ...spent };
     if (SpendLimitService.reached(state.limitNanos, state.spentAttos)) {
       throw new Refusal(429, 'SPEND_LIMIT_REACHED', `The customer reached its monthly spend limit of ${formatNanos(state.limitNanos)} ${currency}`, {
         customerId,
@@ -287,7 +274,7 @@ export class GatewayService {
   private async reserve(caller: Caller, destination: Destination, body: Buffer, currency: string, requestId: string): Promise<string | null> {
     const usage = maxUsageOf(destination.provider, destination.url, body);
     if (!usage) return null;
-    const { chargeAttos } = await this.usage.quote(caller.merchantId, usage);
+    const { chargeAttos } = await this.usage.quote(caller.merchantId, usage, caller.customer.id);
     if (chargeAttos <= 0n) return null;
     const amountNanos = (chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
     const ttlSeconds = Math.ceil((this.config.gateway.timeoutMs + this.config.gateway.idleTimeoutMs) / 1000) + HOLD_GRACE_SECONDS;
@@ -358,17 +345,6 @@ export class GatewayService {
   }
 }
 
-/** Short-lived caches stay bounded: past this many entries one is simply started afresh. */
-const MAX_CACHED = 50_000;
-
-function remember<T>(cache: Map<string, Cached<T>>, key: string, value: T): void {
-  if (cache.size >= MAX_CACHED) cache.clear();
-  cache.set(key, { value, at: Date.now() });
-}
-
-function fresh<T>(cached: Cached<T> | undefined, ttlMs: number): T | undefined {
-  return cached && Date.now() - cached.at < ttlMs ? cached.value : undefined;
-}
 
 function header(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];

@@ -228,7 +228,7 @@ describe('POST /v1/usage/batch', () => {
   it('a large batch over many customers (charged as concurrent parts) moves each wallet by exactly its own events, in order', async () => {
     const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
     const credits = ['5.00', '5.00', '0.30', '5.00', '0.30', '5.00'];
-    const customers = [];
+    const customers: { id: string; externalId: string }[] = [];
     for (const [i, credit] of credits.entries()) {
       const customer = await server.services.customers.create(merchant.id, { externalId: `big-${i}` });
       await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
