@@ -14,6 +14,7 @@ import { LedgerQueries } from './modules/ledger/ledger.queries.ts';
 import { LedgerService } from './modules/ledger/ledger.service.ts';
 import { MerchantService } from './modules/merchants/merchants.service.ts';
 import { MeterService } from './modules/meters/meters.service.ts';
+import { PlanService } from './modules/plans/plans.service.ts';
 import { ProviderPriceService } from './modules/pricing/prices.service.ts';
 import { PriceRuleService } from './modules/pricing/rules.service.ts';
 import { UsageService } from './modules/usage/usage.service.ts';
@@ -38,6 +39,7 @@ export interface Services {
   meters: MeterService;
   providerPrices: ProviderPriceService;
   priceRules: PriceRuleService;
+  plans: PlanService;
   usage: UsageService;
   providerCredentials: ProviderCredentialService;
   gatewaySettings: GatewaySettingsService;
@@ -54,12 +56,13 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const ledger = new LedgerService(db, pubsub, logger, clock);
   const meters = new MeterService(prisma);
   const providerPrices = new ProviderPriceService(prisma);
-  const priceRules = new PriceRuleService(prisma);
+  const plans = new PlanService(db, pubsub, clock);
+  const priceRules = new PriceRuleService(prisma, plans);
   const apiKeys = new ApiKeyService(prisma);
   const customers = new CustomerService(prisma, pubsub);
   const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds);
   const viewers = new ViewerResolver(apiKeys, customerSessions);
-  const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, logger, clock);
+  const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, plans, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
   const spendLimits = new SpendLimitService(prisma, clock);
   const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits);
@@ -81,6 +84,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     meters,
     providerPrices,
     priceRules,
+    plans,
     usage,
     providerCredentials,
     gatewaySettings,

@@ -75,12 +75,14 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain('+ meter output_tokens');
     expect(dry.stdout).toContain('+ rule "AI markup"');
+    expect(dry.stdout).toContain('+ plan pro');
+    expect(dry.stdout).toContain('+ rule "pro/AI markup"');
     const refused = await cli('apply', file, '--merchant', merchantId);
     expect(refused.code).toBe(1);
     expect(refused.stdout).toContain('Nothing applied');
     const applied = await cli('apply', file, '--merchant', merchantId, '--yes');
     expect(applied.code, applied.stderr).toBe(0);
-    expect(applied.stdout).toContain('Applied 7 change(s).');
+    expect(applied.stdout).toContain('Applied 9 change(s).');
     const again = await cli('apply', file, '--merchant', merchantId, '--yes');
     expect(again.stdout).toContain('No changes');
     // The YAML example declares the same pricing.

@@ -5,6 +5,7 @@ import '../modules/customers/customers.graphql.ts';
 import '../modules/auth/auth.graphql.ts';
 import '../modules/ledger/ledger.graphql.ts';
 import '../modules/meters/meters.graphql.ts';
+import '../modules/plans/plans.graphql.ts';
 import '../modules/pricing/pricing.graphql.ts';
 import '../modules/usage/usage.graphql.ts';
 import '../modules/gateway/provider-credentials.graphql.ts';

@@ -62,6 +62,103 @@ describe('pricing as code', () => {
   });
 });
 
+describe('plans as code', () => {
+  const PLANS: PricingConfig = {
+    ...CONFIG,
+    plans: [
+      {
+        key: 'pro',
+        name: 'Pro',
+        priceRules: [
+          { name: 'markup', type: 'MARKUP', config: { percent: '10' } },
+          { name: 'output', type: 'FLAT', meterKey: 'output_tokens', config: { unitPrice: '0.0000005' } },
+        ],
+      },
+      { key: 'team', name: 'Team', description: 'Per-seat customers' },
+    ],
+  };
+  const percents = (rules: { config: unknown }[]) => rules.map((rule) => (rule.config as { percent?: string }).percent);
+
+  it('shows plans and their rules in the diff, applies them, and is a no-op the second time', async () => {
+    const merchant = await server.createMerchant();
+    const plan = await planPricingConfig(server.services, merchant.id, PLANS);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual([
+      'create-meter output_tokens', 'add-price openai/gpt-5.4-mini', 'add-rule markup', 'add-rule output',
+      'create-plan pro', 'add-rule pro/markup', 'add-rule pro/output', 'create-plan team',
+    ]);
+    const text = describeChanges(plan);
+    expect(text).toContain('+ plan pro\n    + {"name":"Pro"}');
+    expect(text).toContain('+ plan team\n    + {"description":"Per-seat customers","name":"Team"}');
+    expect(text).toContain('+ rule "pro/markup"\n    + {"config":{"percent":"10"},"type":"MARKUP"}');
+    expect(await server.services.plans.list(merchant.id, true)).toEqual([]);
+
+    await applyPricingChanges(server.services, merchant.id, plan);
+    expect((await server.services.plans.list(merchant.id)).map((row) => [row.key, row.name, row.description])).toEqual([['pro', 'Pro', null], ['team', 'Team', 'Per-seat customers']]);
+    const pro = await server.services.priceRules.versions(merchant.id, 'pro');
+    expect(pro.map((rule) => rule.name)).toEqual(['markup', 'output']);
+    expect(pro.every((rule) => rule.planId === pro[0]!.planId && rule.planId !== null)).toBe(true);
+    expect(await server.services.priceRules.versions(merchant.id, 'team')).toEqual([]);
+    // The default book's rules of the same names are its own.
+    expect(percents(await server.services.priceRules.allVersions(merchant.id))).toEqual(['25', undefined]);
+
+    const again = await planPricingConfig(server.services, merchant.id, PLANS);
+    expect(again).toEqual([]);
+    expect(describeChanges(again)).toMatch(/No changes/);
+  });
+
+  it("a changed plan rule becomes a new version from now and leaves the default book's rule alone; a renamed plan shows as ~ plan", async () => {
+    const merchant = await server.createMerchant();
+    const start = new Date('2026-01-01');
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, PLANS, start), start);
+    const changed: PricingConfig = {
+      ...PLANS,
+      plans: [{ ...PLANS.plans![0]!, name: 'Pro 2026', priceRules: [{ name: 'markup', type: 'MARKUP', config: { percent: '12' } }, PLANS.plans![0]!.priceRules![1]!] }, PLANS.plans![1]!],
+    };
+    const plan = await planPricingConfig(server.services, merchant.id, changed);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['update-plan pro', 'add-rule pro/markup']);
+    expect(describeChanges(plan)).toBe([
+      '~ plan pro\n    - {"name":"Pro"}\n    + {"name":"Pro 2026"}',
+      '~ rule "pro/markup" (new version from now)\n    - {"config":{"percent":"10"},"type":"MARKUP"}\n    + {"config":{"percent":"12"},"type":"MARKUP"}',
+    ].join('\n'));
+    await applyPricingChanges(server.services, merchant.id, plan);
+
+    const versions = (await server.services.priceRules.versions(merchant.id, 'pro')).filter((rule) => rule.name === 'markup');
+    expect(percents(versions)).toEqual(['10', '12']);
+    expect(versions[0]!.effectiveFrom).toEqual(start);
+    expect(versions[1]!.effectiveFrom > start).toBe(true);
+    expect(percents((await server.services.priceRules.allVersions(merchant.id)).filter((rule) => rule.name === 'markup'))).toEqual(['25']);
+    expect((await server.services.plans.get(merchant.id, 'pro')).name).toBe('Pro 2026');
+    expect(await planPricingConfig(server.services, merchant.id, changed)).toEqual([]);
+  });
+
+  it('a plan archived since the last apply is restored, and the diff says so first', async () => {
+    const merchant = await server.createMerchant();
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, PLANS));
+    await server.services.plans.archive(merchant.id, 'team');
+    const plan = await planPricingConfig(server.services, merchant.id, PLANS);
+    expect(describeChanges(plan)).toBe('~ plan team\n    - {"archived":true,"description":"Per-seat customers","name":"Team"}\n    + {"description":"Per-seat customers","name":"Team"}');
+    await applyPricingChanges(server.services, merchant.id, plan);
+    expect((await server.services.plans.get(merchant.id, 'team')).archivedAt).toBeNull();
+  });
+
+  it('refuses an invalid plan before changing anything, naming the field', async () => {
+    const merchant = await server.createMerchant();
+    const withPlans = (plans: PricingConfig['plans']): PricingConfig => ({ ...CONFIG, plans });
+    const cases: [PricingConfig, string][] = [
+      [withPlans([{ key: 'Pro', name: 'Pro' }]), 'plans.0.key'],
+      [withPlans([{ key: 'pro', name: '' }]), 'plans.0.name'],
+      [withPlans([{ key: 'pro', name: 'Pro' }, { key: 'pro', name: 'Again' }]), 'plans.1.key'],
+      [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: '', type: 'MARKUP', config: { percent: '1' } }] }]), 'plans.0.priceRules.0.name'],
+      [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: 'm', type: 'MARKUP', config: { percent: '1' } }, { name: 'm', type: 'MARKUP', config: { percent: '2' } }] }]), 'plans.0.priceRules.1.name'],
+      [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: 'tiers', type: 'GRADUATED', config: { tiers: [] } }] }]), 'rule.tiers'],
+    ];
+    for (const [config, field] of cases) {
+      await expect(planPricingConfig(server.services, merchant.id, config), field).rejects.toMatchObject({ code: 'VALIDATION', details: { field } });
+    }
+    expect(await server.services.plans.list(merchant.id, true)).toEqual([]);
+  });
+});
+
 describe('pricing as code in YAML', () => {
   const EXAMPLES = fileURLToPath(new URL('../../../../examples/pricing-as-code/', import.meta.url));
   const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-config-'));
@@ -110,11 +207,21 @@ describe('pricing as code in YAML', () => {
     const now = new Date('2026-06-01T00:00:00Z');
     const fromJson = await planPricingConfig(server.services, merchant.id, json, now);
     const fromYaml = await planPricingConfig(server.services, merchant.id, yaml, now);
-    expect(fromJson).toHaveLength(7);
+    expect(fromJson).toHaveLength(9);
     expect(diff(fromYaml)).toEqual(diff(fromJson));
     expect(describeChanges(fromYaml)).toBe(describeChanges(fromJson));
     await applyPricingChanges(server.services, merchant.id, fromYaml, now);
     expect(await planPricingConfig(server.services, merchant.id, json, now)).toEqual([]);
+  });
+
+  it('a TypeScript config declares plans like JSON does', async () => {
+    const merchant = await server.createMerchant();
+    const json = await loadPricingConfig(path.join(EXAMPLES, 'tollgate.config.json'));
+    const file = write('tollgate.config.ts', `const config = ${JSON.stringify(json, null, 2)};\nexport default config;\n`);
+    const fromTs = await loadPricingConfig(file);
+    expect(fromTs.plans?.map((plan) => plan.key)).toEqual(['pro']);
+    const now = new Date('2026-06-01T00:00:00Z');
+    expect(diff(await planPricingConfig(server.services, merchant.id, fromTs, now))).toEqual(diff(await planPricingConfig(server.services, merchant.id, json, now)));
   });
 
   it('a YAML syntax error names the file, line and column', async () => {

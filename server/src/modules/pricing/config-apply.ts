@@ -6,28 +6,38 @@ import type { MeterAggregation, MeterSource, PriceRuleType } from '../../generat
 import type { Services } from '../../services.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
-import { rulesInForce, toPricingRule } from './rules.service.ts';
+import { normalizePlanInput } from '../plans/plans.service.ts';
+import { rulesInForce, toPricingRule, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 
 /**
- * Pricing as code: meters, provider prices and price rules declared in a file
- * (tollgate.config.ts/.js/.json/.yaml) and applied with `npm run tollgate -- apply <file>`.
- * Applying is idempotent (an unchanged file changes nothing) and never rewrites history: a
- * changed price or rule becomes a new version from now, and events keep the prices of their time.
+ * Pricing as code: meters, provider prices, price rules and plans (each with its own rules)
+ * declared in a file (tollgate.config.ts/.js/.json/.yaml) and applied with
+ * `npm run tollgate -- apply <file>`. Applying is idempotent (an unchanged file changes nothing)
+ * and never rewrites history: a changed price or rule becomes a new version from now, and events
+ * keep the prices of their time. What the file does not mention is left as it is.
  */
 export interface PricingConfig {
   meters?: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation }[];
   providerPrices?: (Omit<ProviderPrice, 'currency' | 'effectiveFrom'> & { effectiveFrom?: string })[];
-  priceRules?: { name: string; type: PriceRuleType; meterKey?: string; provider?: string; model?: string; config: Record<string, unknown> }[];
+  /** The default price book: prices every customer on no plan, and what a plan's rules do not cover. */
+  priceRules?: PricingConfigRule[];
+  /** Listing a plan that was archived restores it. */
+  plans?: { key: string; name: string; description?: string | null; priceRules?: PricingConfigRule[] }[];
 }
+
+type PricingConfigRule = { name: string; type: PriceRuleType; meterKey?: string; provider?: string; model?: string; config: Record<string, unknown> };
+type PricingConfigMeter = NonNullable<PricingConfig['meters']>[number];
+type PricingConfigPlan = NonNullable<PricingConfig['plans']>[number];
 
 export type Change =
   | { kind: 'create-meter'; key: string; detail: PricingConfigMeter }
   | { kind: 'update-meter'; key: string; from: string; to: string; detail: PricingConfigMeter }
   | { kind: 'add-price'; key: string; from: string | null; to: string; detail: NonNullable<PricingConfig['providerPrices']>[number] }
-  | { kind: 'add-rule'; key: string; from: string | null; to: string; detail: NonNullable<PricingConfig['priceRules']>[number] };
-
-type PricingConfigMeter = NonNullable<PricingConfig['meters']>[number];
+  | { kind: 'create-plan'; key: string; to: string; detail: PricingConfigPlan }
+  | { kind: 'update-plan'; key: string; from: string; to: string; detail: PricingConfigPlan }
+  /** `key` is the rule's name, or "<plan key>/<rule name>" for a plan's rule. */
+  | { kind: 'add-rule'; key: string; plan: string | null; from: string | null; to: string; detail: PricingConfigRule };
 
 /** Reads a config file: JSON, YAML, or a module whose default export is the config. */
 export async function loadPricingConfig(file: string): Promise<PricingConfig> {
@@ -112,16 +122,42 @@ export async function planPricingConfig(services: Services, merchantId: string, 
     const to = canonical(rates);
     if (from !== to) changes.push({ kind: 'add-price', key: `${price.provider}/${price.model}`, from, to, detail: price });
   }
-  const rules = rulesInForce(await services.priceRules.allVersions(merchantId), now);
-  for (const [index, rule] of (config.priceRules ?? []).entries()) {
-    if (!rule?.name) throw invalidField(`priceRules.${index}.name`, 'is required');
+  const book = await services.priceRules.book(merchantId);
+  changes.push(...planRules(book.defaults, config.priceRules ?? [], 'priceRules', null, now));
+  const plans = new Map((await services.plans.list(merchantId, true)).map((plan) => [plan.key, plan]));
+  const seen = new Set<string>();
+  for (const [index, plan] of (config.plans ?? []).entries()) {
+    const { key, name, description } = normalizePlanInput(plan ?? ({} as PricingConfigPlan), `plans.${index}.`);
+    if (seen.has(key)) throw invalidField(`plans.${index}.key`, `plan "${key}" is declared twice`);
+    seen.add(key);
+    const existing = plans.get(key);
+    const to = canonical({ name, description });
+    if (!existing) changes.push({ kind: 'create-plan', key, to, detail: plan });
+    else {
+      const from = canonical({ name: existing.name, description: existing.description, archived: existing.archivedAt ? true : null });
+      if (from !== to) changes.push({ kind: 'update-plan', key, from, to, detail: plan });
+    }
+    changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules ?? [], `plans.${index}.priceRules`, key, now));
+  }
+  return changes;
+}
+
+/** The rule versions to add so that a price book's rules in force match the file's. */
+function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, now: Date): Change[] {
+  const changes: Change[] = [];
+  const rules = rulesInForce(versions, now);
+  const names = new Set<string>();
+  for (const [index, rule] of wanted.entries()) {
+    if (!rule?.name) throw invalidField(`${field}.${index}.name`, 'is required');
+    if (names.has(rule.name)) throw invalidField(`${field}.${index}.name`, `rule "${rule.name}" is declared twice in the same price book`);
+    names.add(rule.name);
     validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never }));
     const current = rules.find((candidate) => candidate.name === rule.name);
     const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }) =>
       canonical({ type: r.type, meterKey: r.meterKey, provider: r.provider, model: r.model, config: r.config });
     const from = current ? describe(current) : null;
     const to = describe(rule);
-    if (from !== to) changes.push({ kind: 'add-rule', key: rule.name, from, to, detail: rule });
+    if (from !== to) changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to, detail: rule });
   }
   return changes;
 }
@@ -137,6 +173,10 @@ export function describeChanges(changes: readonly Change[]): string {
           return `~ meter ${change.key}\n    - ${change.from}\n    + ${change.to}`;
         case 'add-price':
           return change.from ? `~ price ${change.key} (new version from now; earlier events keep the old price)\n    - ${change.from}\n    + ${change.to}` : `+ price ${change.key}\n    + ${change.to}`;
+        case 'create-plan':
+          return `+ plan ${change.key}\n    + ${change.to}`;
+        case 'update-plan':
+          return `~ plan ${change.key}\n    - ${change.from}\n    + ${change.to}`;
         case 'add-rule':
           return change.from ? `~ rule "${change.key}" (new version from now)\n    - ${change.from}\n    + ${change.to}` : `+ rule "${change.key}"\n    + ${change.to}`;
       }
@@ -159,8 +199,12 @@ export async function applyPricingChanges(services: Services, merchantId: string
         await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: wanted > now ? wanted : now }, 'config');
         break;
       }
+      case 'create-plan':
+      case 'update-plan':
+        await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null });
+        break;
       case 'add-rule':
-        await services.priceRules.put(merchantId, { ...change.detail, effectiveFrom: now });
+        await services.priceRules.put(merchantId, { ...change.detail, planKey: change.plan, effectiveFrom: now });
         break;
     }
   }

@@ -1,6 +1,7 @@
 import type { PriceRule } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
+import { PlanRef } from '../plans/plans.graphql.ts';
 import type { PriceInput, PriceWithRef } from './prices.service.ts';
 
 const ProviderPriceRef = builder.objectRef<PriceWithRef>('ProviderPrice').implement({
@@ -22,10 +23,16 @@ const ProviderPriceRef = builder.objectRef<PriceWithRef>('ProviderPrice').implem
 const PriceRuleTypeEnum = builder.enumType('PriceRuleType', { values: ['FLAT', 'MARKUP', 'GRADUATED', 'VOLUME', 'PACKAGE'] as const });
 
 const PriceRuleRef = builder.objectRef<PriceRule>('PriceRule').implement({
-  description: 'What the merchant charges: for a meter, a provider or a model. A change is a new version from its effectiveFrom.',
+  description: 'What the merchant charges: for a meter, a provider or a model. A change is a new version from its effectiveFrom. Versions are per price book (the default book, or a plan) and name.',
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
+    plan: t.field({
+      type: PlanRef,
+      nullable: true,
+      description: 'The plan this rule belongs to; null for the default price book.',
+      resolve: (rule, _args, ctx) => (rule.planId ? ctx.services.plans.byId(merchantIdOf(ctx), rule.planId) : null),
+    }),
     type: t.field({ type: PriceRuleTypeEnum, resolve: (r) => r.type }),
     meterKey: t.exposeString('meterKey', { nullable: true }),
     provider: t.exposeString('provider', { nullable: true }),
@@ -48,7 +55,8 @@ const SetProviderPriceInput = builder.inputType('SetProviderPriceInput', {
 
 const PutPriceRuleInput = builder.inputType('PutPriceRuleInput', {
   fields: (t) => ({
-    name: t.string({ required: true, description: 'Rules are versioned by name.' }),
+    name: t.string({ required: true, description: 'Rules are versioned by name within their price book.' }),
+    planKey: t.string({ description: "The plan whose rule this is; omitted: the default price book." }),
     type: t.field({ type: PriceRuleTypeEnum, required: true }),
     meterKey: t.string(),
     provider: t.string(),
@@ -79,9 +87,10 @@ builder.queryFields((t) => ({
   }),
   priceRules: t.field({
     type: [PriceRuleRef],
-    description: 'Every version of every rule in the default price book.',
+    description: 'Every version of every rule of a plan, or of the default price book when planKey is omitted.',
     authScopes: { merchant: true },
-    resolve: (_root, _args, ctx) => ctx.services.priceRules.allVersions(merchantIdOf(ctx)),
+    args: { planKey: t.arg.string() },
+    resolve: (_root, args, ctx) => ctx.services.priceRules.versions(merchantIdOf(ctx), args.planKey),
   }),
 }));
 
@@ -104,15 +113,25 @@ builder.mutationFields((t) => ({
   }),
   putPriceRule: t.field({
     type: PriceRuleRef,
-    description: 'Creates a rule, or a new version of the rule with this name from effectiveFrom (default now).',
+    description: 'Creates a rule, or a new version of the rule with this name in its price book (the plan planKey, or the default book) from effectiveFrom (default now).',
     authScopes: { merchant: true },
     args: { input: t.arg({ type: PutPriceRuleInput, required: true }) },
     resolve: (_root, { input }, ctx) => ctx.services.priceRules.put(merchantIdOf(ctx), { ...input, config: input.config }),
   }),
   archivePriceRule: t.field({
     type: PriceRuleRef,
+    description: 'Stops the rule from now, in the plan planKey or (omitted) the default price book; earlier events keep their price.',
     authScopes: { merchant: true },
-    args: { name: t.arg.string({ required: true }) },
-    resolve: (_root, args, ctx) => ctx.services.priceRules.archive(merchantIdOf(ctx), args.name),
+    args: { name: t.arg.string({ required: true }), planKey: t.arg.string() },
+    resolve: (_root, args, ctx) => ctx.services.priceRules.archive(merchantIdOf(ctx), args.name, args.planKey),
   }),
 }));
+
+builder.objectField(PlanRef, 'priceRules', (t) =>
+  t.field({
+    type: [PriceRuleRef],
+    description: "Every version of the plan's rules.",
+    authScopes: { merchant: true },
+    resolve: (plan, _args, ctx) => ctx.services.priceRules.planVersions(merchantIdOf(ctx), plan.id),
+  }),
+);

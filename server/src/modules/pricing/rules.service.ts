@@ -1,6 +1,7 @@
 import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '../../generated/prisma/client.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
+import type { PlanService } from '../plans/plans.service.ts';
 import { validateRule, type PricingRule } from './rules.ts';
 
 export type { RuleRow };
@@ -11,7 +12,8 @@ export interface RuleInput {
   meterKey?: string | null;
   provider?: string | null;
   model?: string | null;
-  planId?: string | null;
+  /** The plan whose book the rule belongs to; omitted or null: the default price book. */
+  planKey?: string | null;
   /** Kind-specific settings: unitPrice/perUnits, percent/feePerRequest, tiers, packageSize/packagePrice, minimumCharge. */
   config: Record<string, unknown>;
   effectiveFrom?: Date | null;
@@ -36,34 +38,79 @@ export function rulesInForce<R extends Pick<RuleRow, 'name' | 'effectiveFrom' | 
   return [...latest.values()].filter((row) => !row.archivedAt || row.archivedAt > at);
 }
 
+/**
+ * Every version of a merchant's rules, by price book: the default book (rules with no plan) and
+ * each plan's own. Versions are per (book, name): the same name lives independently in each.
+ */
+export interface RuleBook {
+  defaults: RuleRow[];
+  /** A plan's versions (empty for a plan with no rules); undefined for null: no plan. */
+  ofPlan(planId: string | null): RuleRow[] | undefined;
+}
+
+const NO_RULES: RuleRow[] = [];
+
 export class PriceRuleService {
-  private readonly cache = new Map<string, { rows: RuleRow[]; at: number }>();
+  private readonly cache = new Map<string, { book: RuleBook; at: number }>();
 
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly plans: PlanService,
+  ) {}
 
-  /** Every version of the default price book (plans add their own later), cached briefly. */
-  async allVersions(merchantId: string): Promise<RuleRow[]> {
+  /** Every version of every rule, default book and plans together, cached briefly and invalidated together. */
+  async book(merchantId: string): Promise<RuleBook> {
     const cached = this.cache.get(merchantId);
-    if (cached && Date.now() - cached.at < 30_000) return cached.rows;
-    const rows = await this.prisma.priceRule.findMany({ where: { merchantId, planId: null }, orderBy: [{ name: 'asc' }, { effectiveFrom: 'asc' }] });
-    this.cache.set(merchantId, { rows, at: Date.now() });
-    return rows;
+    if (cached && Date.now() - cached.at < 30_000) return cached.book;
+    const rows = await this.prisma.priceRule.findMany({ where: { merchantId }, orderBy: [{ name: 'asc' }, { effectiveFrom: 'asc' }] });
+    const defaults: RuleRow[] = [];
+    const byPlan = new Map<string, RuleRow[]>();
+    for (const row of rows) {
+      if (row.planId === null) defaults.push(row);
+      else if (byPlan.has(row.planId)) byPlan.get(row.planId)!.push(row);
+      else byPlan.set(row.planId, [row]);
+    }
+    const book: RuleBook = { defaults, ofPlan: (planId) => (planId === null ? undefined : (byPlan.get(planId) ?? NO_RULES)) };
+    this.cache.set(merchantId, { book, at: Date.now() });
+    return book;
   }
 
-  /** Creates a rule, or a new version of the rule with this name (from effectiveFrom, default now). */
+  /** Every version of the default price book's rules. */
+  async allVersions(merchantId: string): Promise<RuleRow[]> {
+    return (await this.book(merchantId)).defaults;
+  }
+
+  /** Every version of a plan's rules (by plan key), or of the default book when `planKey` is null. */
+  async versions(merchantId: string, planKey?: string | null): Promise<RuleRow[]> {
+    if (planKey == null) return this.allVersions(merchantId);
+    const plan = await this.plans.get(merchantId, planKey);
+    return (await this.book(merchantId)).ofPlan(plan.id)!;
+  }
+
+  /** Every version of the rules of one of the merchant's plans, by id. */
+  async planVersions(merchantId: string, planId: string): Promise<RuleRow[]> {
+    return (await this.book(merchantId)).ofPlan(planId)!;
+  }
+
+  /**
+   * Creates a rule, or a new version of the rule with this name in its book (the plan `planKey`,
+   * or the default book), from effectiveFrom (default now). An archived plan still takes new
+   * versions: the customers who stayed on it are still priced by it.
+   */
   async put(merchantId: string, input: RuleInput): Promise<RuleRow> {
     const name = requireNonEmpty('name', input.name, 100);
-    if (input.planId) throw invalidField('planId', 'plans are not available yet; omit it for the default price book');
+    const planId = await this.planIdOf(merchantId, input.planKey);
     const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, config: input.config as Prisma.JsonObject });
     validateRule(candidate);
     const effectiveFrom = input.effectiveFrom ?? new Date();
-    const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId: null, name }, orderBy: { effectiveFrom: 'desc' } });
+    const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'desc' } });
     if (latest && effectiveFrom <= latest.effectiveFrom) {
       throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
     }
     const row = await this.prisma.priceRule.create({
       data: {
         merchantId,
+        planId,
         name,
         type: input.type,
         meterKey: input.meterKey ?? null,
@@ -77,11 +124,16 @@ export class PriceRuleService {
     return row;
   }
 
-  /** Stops a rule from `at` (default now); earlier events keep the price they were charged. */
-  async archive(merchantId: string, name: string, at = new Date()): Promise<RuleRow> {
-    const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId: null, name }, orderBy: { effectiveFrom: 'desc' } });
-    if (!latest) throw notFound('Price rule', name);
+  /** Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged. */
+  async archive(merchantId: string, name: string, planKey?: string | null, at = new Date()): Promise<RuleRow> {
+    const planId = await this.planIdOf(merchantId, planKey);
+    const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'desc' } });
+    if (!latest) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
     this.cache.delete(merchantId);
     return latest.archivedAt ? latest : this.prisma.priceRule.update({ where: { id: latest.id }, data: { archivedAt: at } });
+  }
+
+  private async planIdOf(merchantId: string, planKey: string | null | undefined): Promise<string | null> {
+    return planKey == null ? null : (await this.plans.get(merchantId, planKey)).id;
   }
 }

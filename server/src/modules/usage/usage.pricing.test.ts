@@ -2,8 +2,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { MeterAggregation } from '../../generated/prisma/client.ts';
 import { scaledQuantity } from '../pricing/decimal.ts';
-import { applyRule, periodChargeAttos, type PricingRule, type Tier } from '../pricing/rules.ts';
-import { periodContribution, stepPeriodTotal } from './usage.pricing.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
+import { applyRule, periodChargeAttos, type PricingRule, type Quantity, type Tier } from '../pricing/rules.ts';
+import type { RuleRow } from '../pricing/rules.service.ts';
+import { periodContribution, priceUsage, stepPeriodTotal } from './usage.pricing.ts';
+import { blankUsage } from './usage.types.ts';
 
 /**
  * Meter aggregations, free of I/O: each event is priced on the step it makes in the period
@@ -82,5 +85,61 @@ describe('meter aggregations', () => {
     const rule: PricingRule = { kind: 'FLAT', unitPrice: '1', minimumCharge: '0.5' };
     const { charges } = chargesOver(rule, 'MAX', [3, 2, 3, '3.25', 1]);
     expect(charges).toEqual([3n * 10n ** 18n, 0n, 0n, 5n * 10n ** 17n, 0n]);
+  });
+});
+
+/** Plan precedence, free of I/O: the plan's rules in force win for what they cover, the default book prices the rest. */
+describe('priceUsage with a plan', () => {
+  const PLAN = '00000000-0000-4000-8000-00000000a1a1';
+  let ids = 0;
+  const row = (planId: string | null, name: string, type: RuleRow['type'], config: Record<string, unknown>, target: { meterKey?: string; provider?: string } = {}, effectiveFrom = '2026-01-01'): RuleRow => ({
+    id: `00000000-0000-4000-8000-${String(++ids).padStart(12, '0')}`, merchantId: 'm', planId, name, type, meterKey: target.meterKey ?? null, provider: target.provider ?? null, model: null,
+    currency: 'USD', config: config as RuleRow['config'], effectiveFrom: new Date(effectiveFrom), archivedAt: null, createdAt: new Date(effectiveFrom),
+  });
+  const defaults = [
+    row(null, 'markup', 'MARKUP', { percent: '25' }),
+    row(null, 'requests', 'FLAT', { unitPrice: '0.001' }, { meterKey: 'requests' }),
+    row(null, 'output', 'FLAT', { unitPrice: '0.00002' }, { meterKey: 'out' }),
+  ];
+  const planMarkup = row(PLAN, 'markup', 'MARKUP', { percent: '10' });
+  const planOutput = row(PLAN, 'output', 'FLAT', { unitPrice: '0.00001' }, { meterKey: 'out' });
+  const attos = (text: string) => parseDecimalAttos('x', text);
+  const price = (planRules: RuleRow[] | null, provider = 'acme', occurredAt = new Date('2026-06-15')) =>
+    priceUsage({
+      usage: { ...blankUsage({ requests: 1 }), provider, model: 'm1', outputTokens: 500 }, occurredAt, rules: defaults, planRules,
+      quantities: new Map<string, Quantity>([['out', 500n], ['requests', 1n]]), priorFor: () => 0n, costAttos: attos('0.002'), costProblem: null,
+    });
+
+  it('no plan: the default book prices everything', () => {
+    const priced = price(null);
+    // 0.002 × 1.25 + 500 × 0.00002 + 0.001
+    expect(priced.chargeAttos).toBe(attos('0.0025') + attos('0.01') + attos('0.001'));
+    expect(priced.lines.every((line) => line.planId === undefined)).toBe(true);
+    expect(price([]).chargeAttos).toBe(priced.chargeAttos);
+  });
+
+  it('the plan wins for the markup and the meters it covers; the default book prices the rest', () => {
+    const priced = price([planMarkup, planOutput]);
+    expect(priced.chargeAttos).toBe(attos('0.0022') + attos('0.005') + attos('0.001'));
+    expect(priced.lines.map((line) => [line.rule, line.ruleId, line.planId ?? null, line.chargeAttos])).toEqual([
+      ['markup', planMarkup.id, PLAN, attos('0.0022')],
+      ['output', planOutput.id, PLAN, attos('0.005')],
+      ['requests', defaults[1]!.id, null, attos('0.001')],
+    ]);
+    expect(priced.marginAttos).toBe(priced.chargeAttos - attos('0.002'));
+  });
+
+  it('a plan rule that does not match the event, or is not in force yet at its time, leaves it to the default book', () => {
+    const anthropicOnly = row(PLAN, 'markup', 'MARKUP', { percent: '10' }, { provider: 'anthropic' });
+    expect(price([anthropicOnly]).lines[0]).toMatchObject({ ruleId: defaults[0]!.id, chargeAttos: attos('0.0025') });
+    expect(price([anthropicOnly], 'anthropic').lines[0]).toMatchObject({ ruleId: anthropicOnly.id, planId: PLAN, chargeAttos: attos('0.0022') });
+    const fromJuly = row(PLAN, 'output', 'FLAT', { unitPrice: '0.00001' }, { meterKey: 'out' }, '2026-07-01');
+    expect(price([fromJuly]).chargeAttos).toBe(price(null).chargeAttos);
+    expect(price([fromJuly], 'acme', new Date('2026-07-02')).chargeAttos).toBe(attos('0.0025') + attos('0.005') + attos('0.001'));
+  });
+
+  it('a rule archived in the plan gives the meter back to the default book', () => {
+    const archived = { ...planOutput, archivedAt: new Date('2026-03-01') };
+    expect(price([archived]).lines.find((line) => line.meter === 'out')).toMatchObject({ ruleId: defaults[2]!.id, chargeAttos: attos('0.01') });
   });
 });

@@ -3,7 +3,7 @@ import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import { QUANTITY_SCALE, scaledQuantity } from '../pricing/decimal.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
-import { applyRule, selectRule, type Quantity } from '../pricing/rules.ts';
+import { applyRule, selectRule, type PricingRule, type Quantity, type RuleEvent } from '../pricing/rules.ts';
 import { rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
 import type { NormalizedUsage } from './usage.types.ts';
 
@@ -14,6 +14,8 @@ import type { NormalizedUsage } from './usage.types.ts';
 export interface ChargeLine {
   ruleId: string | null;
   rule: string;
+  /** The plan the rule belongs to; absent for the default price book. */
+  planId?: string;
   meter: string | null;
   quantity: string | null;
   chargeAttos: bigint;
@@ -96,44 +98,63 @@ export function providerCost(usage: NormalizedUsage, price: PriceWithRef | null)
  * each meter the event moves is priced by its most specific quantity rule on what the event
  * adds to the customer's period total (`quantities`, see PeriodStep), from the total before it
  * (`priorFor`). With no rule at all, cost passes through.
+ *
+ * When the customer was on a plan at the event's time (`planRules`: every version of that
+ * plan's rules), the plan's rules in force win for what they cover: the markup when one of them
+ * matches the event, and each meter one of them matches. The default book (`rules`) prices
+ * everything else, so a plan only needs the rules in which it differs.
  */
 export function priceUsage(params: {
   usage: NormalizedUsage;
   occurredAt: Date;
   rules: readonly RuleRow[];
+  planRules?: readonly RuleRow[] | null;
   quantities: Map<string, Quantity>;
   priorFor: (meterKey: string) => Quantity;
   costAttos: bigint;
   costProblem: string | null;
 }): PricedUsage {
   const { usage, quantities, costAttos } = params;
-  const inForce = rulesInForce(params.rules, params.occurredAt);
+  // Plan first: the first book with a matching rule prices the part.
+  const books = params.planRules?.length
+    ? [rulesInForce(params.planRules, params.occurredAt), rulesInForce(params.rules, params.occurredAt)]
+    : [rulesInForce(params.rules, params.occurredAt)];
   const target = { provider: usage.provider || null, model: usage.model };
   const lines: ChargeLine[] = [];
 
-  const markupRows = inForce.filter((row) => row.type === 'MARKUP');
-  const markup = selectRule(markupRows.map(toPricingRule), { ...target, meter: null });
+  const markup = firstMatch(books, (row) => row.type === 'MARKUP', { ...target, meter: null });
   if (markup) {
-    const row = markupRows.find((candidate) => candidate.id === markup.id)!;
-    const { chargeAttos } = applyRule(markup, { quantity: 0n, costAttos, requests: usage.requests });
-    lines.push({ ruleId: row.id, rule: row.name, meter: null, quantity: null, chargeAttos });
+    const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests });
+    lines.push(lineOf(markup.row, null, null, chargeAttos));
   }
-  const quantityRows = inForce.filter((row) => row.type !== 'MARKUP');
   for (const [meterKey, quantity] of quantities) {
-    const candidates = quantityRows.filter((row) => row.meterKey === meterKey);
-    const rule = selectRule(candidates.map(toPricingRule), { ...target, meter: meterKey });
-    if (!rule) continue;
-    const row = candidates.find((candidate) => candidate.id === rule.id)!;
+    const match = firstMatch(books, (row) => row.type !== 'MARKUP' && row.meterKey === meterKey, { ...target, meter: meterKey });
+    if (!match) continue;
     // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
     // through), at nothing: no minimumCharge for an event that adds nothing.
     const { chargeAttos } = scaledQuantity('quantity', quantity) === 0n
       ? { chargeAttos: 0n }
-      : applyRule(rule, { quantity, priorQuantity: params.priorFor(meterKey), costAttos: 0n, requests: usage.requests });
-    lines.push({ ruleId: row.id, rule: row.name, meter: meterKey, quantity: String(quantity), chargeAttos });
+      : applyRule(match.rule, { quantity, priorQuantity: params.priorFor(meterKey), costAttos: 0n, requests: usage.requests });
+    lines.push(lineOf(match.row, meterKey, String(quantity), chargeAttos));
   }
   const passThrough = lines.length === 0;
   const chargeAttos = passThrough ? costAttos : lines.reduce((sum, line) => sum + line.chargeAttos, 0n);
   return { costAttos, costProblem: params.costProblem, chargeAttos, marginAttos: chargeAttos - costAttos, lines, passThrough };
+}
+
+/** The most specific rule of the first book that has one matching the event. */
+function firstMatch(books: readonly RuleRow[][], eligible: (row: RuleRow) => boolean, event: RuleEvent): { row: RuleRow; rule: PricingRule } | null {
+  for (const book of books) {
+    const rows = book.filter(eligible);
+    const rule = selectRule(rows.map(toPricingRule), event);
+    if (rule) return { row: rows.find((candidate) => candidate.id === rule.id)!, rule };
+  }
+  return null;
+}
+
+/** A plan's lines name the plan; the default book's do not (most events, kept small). */
+function lineOf(row: RuleRow, meter: string | null, quantity: string | null, chargeAttos: bigint): ChargeLine {
+  return { ruleId: row.id, rule: row.name, ...(row.planId ? { planId: row.planId } : {}), meter, quantity, chargeAttos };
 }
 
 /**

@@ -11,6 +11,7 @@ import { isUuid } from '../../shared/validation.ts';
 import { creditLegs, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
+import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
 import type { Quantity } from '../pricing/rules.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
@@ -190,6 +191,7 @@ export class UsageService {
     private readonly meters: MeterService,
     private readonly prices: ProviderPriceService,
     private readonly rules: PriceRuleService,
+    private readonly plans: PlanService,
     private readonly logger: Logger,
     private readonly clock: () => Date = () => new Date(),
   ) {}
@@ -229,16 +231,20 @@ export class UsageService {
 
   /**
    * What `usage` would be charged now, without recording anything: provider cost at today's
-   * price, then the merchant's rules, with tiers priced from the start of the period (the
-   * first tier is usually the dearest, so this errs high). Used to reserve a call's maximum.
+   * price, then the merchant's rules (those of `customerId`'s plan first, when given), with tiers
+   * priced from the start of the period (the first tier is usually the dearest, so this errs
+   * high). Used to reserve a call's maximum.
    */
-  async quote(merchantId: string, usage: NormalizedUsage): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
-    const [meters, ruleRows, priceRows] = await Promise.all([this.meters.active(merchantId), this.rules.allVersions(merchantId), this.prices.rowsFor(merchantId)]);
+  async quote(merchantId: string, usage: NormalizedUsage, customerId?: string | null): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
+    const [meters, book, priceRows, planAt] = await Promise.all([
+      this.meters.active(merchantId), this.rules.book(merchantId), this.prices.rowsFor(merchantId), customerId ? this.plans.planResolver(merchantId, [customerId]) : null,
+    ]);
     const now = this.clock();
     const price = usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null;
     const cost = providerCost(usage, price);
     const priced = priceUsage({
-      usage, occurredAt: now, rules: ruleRows, quantities: meterQuantities(usage, meters, {}), priorFor: () => 0n, costAttos: cost.costAttos, costProblem: cost.problem,
+      usage, occurredAt: now, rules: book.defaults, planRules: planAt && customerId ? book.ofPlan(planAt(customerId, now)) : null,
+      quantities: meterQuantities(usage, meters, {}), priorFor: () => 0n, costAttos: cost.costAttos, costProblem: cost.problem,
     });
     return { costAttos: priced.costAttos, chargeAttos: priced.chargeAttos };
   }
@@ -394,7 +400,10 @@ export class UsageService {
   }
 
   private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
-    const [meters, ruleRows, priceRows] = await Promise.all([this.meters.active(merchantId), this.rules.allVersions(merchantId), this.prices.rowsFor(merchantId)]);
+    // Plans are resolved once for the batch (from memory, at most one query), never per event.
+    const [meters, book, priceRows, planAt] = await Promise.all([
+      this.meters.active(merchantId), this.rules.book(merchantId), this.prices.rowsFor(merchantId), this.plans.planResolver(merchantId, items.map((item) => item.customerId!)),
+    ]);
     const wallets = items.map((item) => ({ merchantId, customerId: item.customerId!, currency: item.currency }));
     return this.ledger.runBatch(
       wallets,
@@ -442,7 +451,8 @@ export class UsageService {
           const moved = steps.get(item.index) ?? new Map<string, PeriodStep>();
           const priced: PricedUsage = item.usage.billable
             ? priceUsage({
-                usage: item.usage, occurredAt: item.occurredAt, rules: ruleRows, quantities: new Map([...moved].map(([meter, step]) => [meter, step.quantity])),
+                usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)),
+                quantities: new Map([...moved].map(([meter, step]) => [meter, step.quantity])),
                 priorFor: (meter) => moved.get(meter)?.prior ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };

@@ -1,0 +1,78 @@
+import type { Plan } from '../../generated/prisma/client.ts';
+import { builder } from '../../graphql/builder.ts';
+import { merchantIdOf } from '../../context.ts';
+import { CustomerRef } from '../customers/customers.graphql.ts';
+
+/** Plan.priceRules is added by pricing.graphql.ts: pricing depends on plans, not the other way round. */
+export const PlanRef = builder.objectRef<Plan>('Plan').implement({
+  description:
+    'A named price book customers can be put on. Its rules price what they cover (the markup, each meter); the default price book prices the rest. ' +
+    'An archived plan cannot be newly assigned, but customers already on it keep being priced by it.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    key: t.exposeString('key', { description: 'Stable identifier used in the API and config files, e.g. "pro".' }),
+    name: t.exposeString('name'),
+    description: t.exposeString('description', { nullable: true }),
+    archivedAt: t.expose('archivedAt', { type: 'DateTime', nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+const PutPlanInput = builder.inputType('PutPlanInput', {
+  fields: (t) => ({
+    key: t.string({ required: true, description: '1 to 64 lowercase letters, digits, "-" or "_"; unique among your plans.' }),
+    name: t.string({ required: true }),
+    description: t.string({ description: 'Replaced whole: omitted clears it.' }),
+  }),
+});
+
+builder.objectField(CustomerRef, 'plan', (t) =>
+  t.field({
+    type: PlanRef,
+    nullable: true,
+    description: 'The plan the customer is on now; null when the default price book prices its usage.',
+    resolve: (customer, _args, ctx) => ctx.services.plans.current(merchantIdOf(ctx), customer.id),
+  }),
+);
+
+builder.queryFields((t) => ({
+  plans: t.field({
+    type: [PlanRef],
+    description: 'Your plans by key; archived ones only when asked for.',
+    authScopes: { merchant: true },
+    args: { includeArchived: t.arg.boolean({ defaultValue: false }) },
+    resolve: (_root, args, ctx) => ctx.services.plans.list(merchantIdOf(ctx), args.includeArchived ?? false),
+  }),
+  plan: t.field({
+    type: PlanRef,
+    authScopes: { merchant: true },
+    args: { key: t.arg.string({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.plans.get(merchantIdOf(ctx), args.key),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  putPlan: t.field({
+    type: PlanRef,
+    description: 'Creates the plan, or sets its name and description (putting an archived plan restores it). Idempotent.',
+    authScopes: { merchant: true },
+    args: { input: t.arg({ type: PutPlanInput, required: true }) },
+    resolve: (_root, { input }, ctx) => ctx.services.plans.put(merchantIdOf(ctx), input),
+  }),
+  archivePlan: t.field({
+    type: PlanRef,
+    description: 'No one new can be put on the plan; customers already on it keep it until moved. Idempotent.',
+    authScopes: { merchant: true },
+    args: { key: t.arg.string({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.plans.archive(merchantIdOf(ctx), args.key),
+  }),
+  setCustomerPlan: t.field({
+    type: CustomerRef,
+    description:
+      'Puts the customer on a plan (planKey null: back to the default price book) from effectiveFrom (default now; later schedules the change). ' +
+      "History is never rewritten: it must be after the customer's latest plan change.",
+    authScopes: { merchant: true },
+    args: { customerId: t.arg.id({ required: true }), planKey: t.arg.string(), effectiveFrom: t.arg({ type: 'DateTime' }) },
+    resolve: (_root, args, ctx) => ctx.services.plans.assign(merchantIdOf(ctx), String(args.customerId), args.planKey ?? null, args.effectiveFrom),
+  }),
+}));

@@ -1,0 +1,187 @@
+import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
+import type { Database } from '../../shared/db/database.ts';
+import { invalidField, notFound } from '../../shared/errors.ts';
+import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import type { PubSub } from '../../shared/pubsub.ts';
+import { isUuid, optionalText, requireNonEmpty } from '../../shared/validation.ts';
+import { customerTopic } from '../customers/customers.service.ts';
+
+export type { Plan };
+
+export interface PlanInput {
+  key: string;
+  name: string;
+  /** Replaced whole: omitted or null clears it. */
+  description?: string | null;
+}
+
+/** Which plan a customer was on at a time: a plan id, or null for the default price book. */
+export type PlanAt = (customerId: string, at: Date) => string | null;
+
+interface Assignment {
+  planId: string | null;
+  effectiveFrom: Date;
+}
+
+const KEY = /^[a-z0-9_-]{1,64}$/;
+/** Like the price rules cache: a change made by another process is seen within this long. */
+const HISTORY_TTL_MS = 30_000;
+
+/** A plan key as given in the API or a config file, or a VALIDATION error naming `field`. */
+export function parsePlanKey(field: string, key: unknown): string {
+  if (typeof key !== 'string' || !KEY.test(key)) throw invalidField(field, 'must be 1 to 64 lowercase letters, digits, "-" or "_"');
+  return key;
+}
+
+/** A plan's fields checked and trimmed; errors name `prefix` + the field ("plans.0.name"). */
+export function normalizePlanInput(input: PlanInput, prefix = ''): { key: string; name: string; description: string | null } {
+  return {
+    key: parsePlanKey(`${prefix}key`, input.key),
+    name: requireNonEmpty(`${prefix}name`, typeof input.name === 'string' ? input.name : '', 100),
+    description: optionalText(`${prefix}description`, input.description == null ? null : String(input.description), 1000) ?? null,
+  };
+}
+
+/**
+ * Plans and which customer is on which, over time.
+ *
+ * A customer's plan history is only ever appended to: a new assignment must take effect after
+ * the latest one, so every past event keeps the plan it was (or will be, if late) priced under.
+ * Archived plans cannot be newly assigned, but customers already on one stay on it, and keep
+ * being priced by its rules, until they are moved: archiving stops sales, it does not reprice.
+ */
+export class PlanService {
+  /** Per merchant: the plan history of each customer the usage pipeline has asked about lately. */
+  private readonly histories = new Map<string, { at: number; byCustomer: Map<string, Assignment[]> }>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly pubsub: PubSub,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  private get prisma(): PrismaClient {
+    return this.db.prisma;
+  }
+
+  /** Creates the plan, or sets its name and description; putting an archived plan restores it. Idempotent. */
+  async put(merchantId: string, input: PlanInput): Promise<Plan> {
+    const { key, name, description } = normalizePlanInput(input);
+    const existing = await this.prisma.plan.findUnique({ where: { merchantId_key: { merchantId, key } } });
+    if (!existing) {
+      try {
+        return await this.prisma.plan.create({ data: { merchantId, key, name, description } });
+      } catch (error) {
+        // Created by a concurrent put: update it instead, as if it had been there.
+        if (isUniqueViolation(error)) return this.put(merchantId, input);
+        throw error;
+      }
+    }
+    if (existing.name === name && existing.description === description && !existing.archivedAt) return existing;
+    return this.prisma.plan.update({ where: { id: existing.id }, data: { name, description, archivedAt: null } });
+  }
+
+  /** Stops new assignments to the plan; customers on it keep it. Idempotent. */
+  async archive(merchantId: string, key: string): Promise<Plan> {
+    const plan = await this.get(merchantId, key);
+    return plan.archivedAt ? plan : this.prisma.plan.update({ where: { id: plan.id }, data: { archivedAt: this.clock() } });
+  }
+
+  async list(merchantId: string, includeArchived = false): Promise<Plan[]> {
+    return this.prisma.plan.findMany({ where: { merchantId, ...(includeArchived ? {} : { archivedAt: null }) }, orderBy: { key: 'asc' } });
+  }
+
+  async get(merchantId: string, key: string): Promise<Plan> {
+    const plan = typeof key === 'string' && KEY.test(key) ? await this.prisma.plan.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
+    if (!plan) throw notFound('Plan', key);
+    return plan;
+  }
+
+  /** By id within the merchant; null when it is not one of the merchant's plans. */
+  async byId(merchantId: string, id: string): Promise<Plan | null> {
+    // findUnique on the id alone: Prisma batches those issued together (a list of rules) into one query.
+    const plan = await this.prisma.plan.findUnique({ where: { id } });
+    return plan?.merchantId === merchantId ? plan : null;
+  }
+
+  /** The plan the customer is on at `at` (default now), or null for the default price book. */
+  async current(merchantId: string, customerId: string, at = this.clock()): Promise<Plan | null> {
+    const row = await this.prisma.customerPlan.findFirst({
+      where: { merchantId, customerId, effectiveFrom: { lte: at } },
+      orderBy: { effectiveFrom: 'desc' },
+      include: { plan: true },
+    });
+    return row?.plan ?? null;
+  }
+
+  /**
+   * Puts the customer on a plan (`planKey` null: back to the default price book) from
+   * `effectiveFrom` (default now; a future time schedules the change). History is never
+   * rewritten: it must be after the customer's latest assignment. Events already charged keep
+   * their charges. Assigning the plan the customer is already on from then on changes nothing.
+   */
+  async assign(merchantId: string, customerId: string, planKey: string | null, effectiveFrom?: Date | null): Promise<Customer> {
+    const from = effectiveFrom ?? this.clock();
+    if (Number.isNaN(from.getTime())) throw invalidField('effectiveFrom', 'is not a valid time');
+    const id = isUuid(customerId) ? customerId.toLowerCase() : null;
+    await this.prisma.$transaction(async (tx) => {
+      // Locking the customer serializes its assignments, so "after the latest" holds under concurrency.
+      // NO KEY UPDATE: it does not hold up rows that merely reference the customer (wallets).
+      const locked = id ? await tx.$queryRaw<{ id: string }[]>`SELECT id FROM customers WHERE id = ${id}::uuid AND merchant_id = ${merchantId}::uuid FOR NO KEY UPDATE` : [];
+      if (locked.length === 0) throw notFound('Customer', customerId);
+      let planId: string | null = null;
+      if (planKey !== null) {
+        const plan = await tx.plan.findUnique({ where: { merchantId_key: { merchantId, key: parsePlanKey('planKey', planKey) } } });
+        if (!plan) throw notFound('Plan', planKey);
+        if (plan.archivedAt) throw invalidField('planKey', `plan "${plan.key}" is archived: customers already on it keep it, but no one new can be put on it`);
+        planId = plan.id;
+      }
+      const latest = await tx.customerPlan.findFirst({ where: { customerId: id! }, orderBy: { effectiveFrom: 'desc' } });
+      const already = latest ? latest.planId === planId && from >= latest.effectiveFrom : planId === null;
+      if (already) return;
+      if (latest && from <= latest.effectiveFrom) {
+        throw invalidField('effectiveFrom', `must be after the customer's latest plan change (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
+      }
+      await tx.customerPlan.create({ data: { merchantId, customerId: id!, planId, effectiveFrom: from } });
+    });
+    this.histories.delete(merchantId);
+    const customer = await this.prisma.customer.findUniqueOrThrow({ where: { id: id! } });
+    this.pubsub.publish(customerTopic(customer.id), { customerId: customer.id });
+    return customer;
+  }
+
+  /**
+   * For the usage pipeline: after one call per batch, which plan each of these customers was on
+   * at any time, answered from memory. Histories are cached per merchant for a short while (a
+   * change made by another process is seen within HISTORY_TTL_MS; one made here at once); the
+   * customers not cached yet are loaded in one query, so a batch costs at most one round trip.
+   */
+  async planResolver(merchantId: string, customerIds: Iterable<string>): Promise<PlanAt> {
+    let cached = this.histories.get(merchantId);
+    if (!cached || Date.now() - cached.at >= HISTORY_TTL_MS) {
+      cached = { at: Date.now(), byCustomer: new Map() };
+      this.histories.set(merchantId, cached);
+    }
+    const { byCustomer } = cached;
+    const missing = [...new Set(customerIds)].filter((id) => !byCustomer.has(id));
+    if (missing.length > 0) {
+      // Raw SQL, like the rest of the ingest path: cheaper than Prisma's query compiler here.
+      const rows = await this.db.withConnection((connection) =>
+        connection.query<{ customer_id: string; plan_id: string | null; effective_from: Date }>(
+          `SELECT customer_id, plan_id, effective_from FROM customer_plans WHERE merchant_id = $1 AND customer_id = ANY($2::uuid[]) ORDER BY customer_id, effective_from`,
+          [merchantId, missing],
+        ),
+      );
+      const loaded = new Map<string, Assignment[]>(missing.map((id) => [id, []]));
+      for (const row of rows) loaded.get(row.customer_id)?.push({ planId: row.plan_id, effectiveFrom: new Date(row.effective_from) });
+      for (const [id, history] of loaded) byCustomer.set(id, history);
+    }
+    return (customerId, at) => {
+      const history = byCustomer.get(customerId);
+      if (!history) return null;
+      // Newest first: usage is mostly recent, and histories are short.
+      for (let i = history.length - 1; i >= 0; i--) if (history[i]!.effectiveFrom <= at) return history[i]!.planId;
+      return null;
+    };
+  }
+}
