@@ -20,6 +20,17 @@ function manualLoads<V>() {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
+/** A cache on a clock the test moves, with 'k' loaded as 'v1' at time 0 (one load started). */
+async function loadedCache() {
+  const clock = { now: 0 };
+  const cache = new RefreshingCache<string, string>({ ttlMs: 1000, maxEntries: 10 }, () => clock.now);
+  const loads = manualLoads<string>();
+  const first = cache.get('k', loads.load);
+  loads.resolveNext('v1');
+  await first;
+  return { clock, cache, loads };
+}
+
 describe('RefreshingCache', () => {
   it('loads an absent key once for all the callers asking together, then serves it from memory', async () => {
     let now = 0;
@@ -35,33 +46,23 @@ describe('RefreshingCache', () => {
   });
 
   it('past half its lifetime an entry is still served while one background refresh replaces it', async () => {
-    let now = 0;
-    const cache = new RefreshingCache<string, string>({ ttlMs: 1000, maxEntries: 10 }, () => now);
-    const loads = manualLoads<string>();
-    const first = cache.get('k', loads.load);
-    loads.resolveNext('v1');
-    await first;
-    now = 600;
+    const { clock, cache, loads } = await loadedCache();
+    clock.now = 600;
     expect(await cache.get('k', loads.load)).toBe('v1');
     expect(await cache.get('k', loads.load)).toBe('v1');
     expect(loads.started).toBe(2); // one refresh, not one per caller
     loads.resolveNext('v2');
     await tick();
     expect(await cache.get('k', loads.load)).toBe('v2');
-    // The refreshed entry counts from when its read began (600): fresh until 1100, refreshed from 1100.
-    now = 1099;
+    // The refreshed entry counts from when its read began (600): no refresh before its half-life, 1100.
+    clock.now = 1099;
     expect(await cache.get('k', loads.load)).toBe('v2');
     expect(loads.started).toBe(2);
   });
 
   it('never serves an entry past its lifetime: callers wait for the reload', async () => {
-    let now = 0;
-    const cache = new RefreshingCache<string, string>({ ttlMs: 1000, maxEntries: 10 }, () => now);
-    const loads = manualLoads<string>();
-    const first = cache.get('k', loads.load);
-    loads.resolveNext('v1');
-    await first;
-    now = 1000;
+    const { clock, cache, loads } = await loadedCache();
+    clock.now = 1000;
     let answered: string | undefined;
     const waiting = cache.get('k', loads.load).then((value) => (answered = value));
     await tick();
