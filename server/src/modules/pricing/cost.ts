@@ -193,6 +193,43 @@ interface Rate {
   field: string;
 }
 
+// Token rates and their fallbacks, most specific first (see costOf).
+const INPUT = ['input'] as const;
+const INPUT_AUDIO = ['inputAudio', 'input'] as const;
+const CACHED_INPUT = ['cachedInput', 'input'] as const;
+const CACHE_WRITE = ['cacheWrite', 'input'] as const;
+const CACHE_WRITE_1H = ['cacheWrite1h', 'cacheWrite', 'input'] as const;
+const OUTPUT = ['output'] as const;
+const REASONING = ['reasoning', 'output'] as const;
+const OUTPUT_AUDIO = ['outputAudio', 'output'] as const;
+
+/** The first of `keys` the rates set, or null. */
+function tokenRate(rates: TokenPrices, field: string, keys: readonly (keyof TokenPrices)[]): Rate | null {
+  for (const key of keys) {
+    const text = rates[key];
+    if (text != null) return { text, field: `${field}.${key}` };
+  }
+  return null;
+}
+
+/**
+ * One term of the cost over DENOMINATOR: rate × quantity, the rate being per `per` units. A
+ * quantity with no rate is a VALIDATION error naming `missing`, saying what the usage had
+ * (`shown`, default the quantity); the message is only built then: this runs for every unit of
+ * every event.
+ */
+function term(rate: Rate | null, quantity: bigint, per: bigint, missing: string, shown?: string): bigint {
+  if (quantity === 0n) return 0n;
+  if (!rate) throw invalidField(missing, `is not set but the usage has ${shown ?? quantity}`);
+  return priceAttos(rate.field, rate.text) * quantity * (DENOMINATOR / per);
+}
+
+/** Token terms: the rate is looked up (and its field named) only for a quantity there is. */
+function tokenTerm(rates: TokenPrices, field: string, keys: readonly (keyof TokenPrices)[], quantity: bigint, kind: 'input' | 'output'): bigint {
+  if (quantity === 0n) return 0n;
+  return term(tokenRate(rates, field, keys), quantity, PER_MILLION, `${field}.${kind}`, `${quantity} ${kind} tokens`);
+}
+
 function imagePrice(price: ProviderPrice, usage: NormalizedUsage): Rate | null {
   const size = detailText(usage, USAGE_DETAIL_KEYS.imageSize);
   const quality = detailText(usage, USAGE_DETAIL_KEYS.imageQuality);
@@ -244,31 +281,19 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
     throw invalidField(`usage.details.${USAGE_DETAIL_KEYS.outputAudioTokens}`, 'plus reasoningTokens exceeds outputTokens');
   }
 
-  let numerator = 0n;
-  const add = (rate: Rate | null, quantity: bigint, per: bigint, missing: string, shown = `${quantity}`) => {
-    if (quantity === 0n) return;
-    if (!rate) throw invalidField(missing, `is not set but the usage has ${shown}`);
-    numerator += priceAttos(rate.field, rate.text) * quantity * (DENOMINATOR / per);
-  };
-
   const { rates, field } = tokenPricesAt(price, input);
-  const rate = (...keys: (keyof TokenPrices)[]): Rate | null => {
-    for (const key of keys) {
-      const text = rates[key];
-      if (text != null) return { text, field: `${field}.${key}` };
-    }
-    return null;
+  let numerator =
+    tokenTerm(rates, field, INPUT, uncached - audioIn, 'input') +
+    tokenTerm(rates, field, INPUT_AUDIO, audioIn, 'input') +
+    tokenTerm(rates, field, CACHED_INPUT, cached, 'input') +
+    tokenTerm(rates, field, CACHE_WRITE, written - written1h, 'input') +
+    tokenTerm(rates, field, CACHE_WRITE_1H, written1h, 'input') +
+    tokenTerm(rates, field, OUTPUT, output - reasoning - audioOut, 'output') +
+    tokenTerm(rates, field, REASONING, reasoning, 'output') +
+    tokenTerm(rates, field, OUTPUT_AUDIO, audioOut, 'output');
+  const add = (rate: Rate | null, quantity: bigint, per: bigint, missing: string, shown?: string) => {
+    numerator += term(rate, quantity, per, missing, shown);
   };
-  const inputTokens = (n: bigint) => `${n} input tokens`;
-  const outputTokens = (n: bigint) => `${n} output tokens`;
-  add(rate('input'), uncached - audioIn, PER_MILLION, `${field}.input`, inputTokens(uncached - audioIn));
-  add(rate('inputAudio', 'input'), audioIn, PER_MILLION, `${field}.input`, inputTokens(audioIn));
-  add(rate('cachedInput', 'input'), cached, PER_MILLION, `${field}.input`, inputTokens(cached));
-  add(rate('cacheWrite', 'input'), written - written1h, PER_MILLION, `${field}.input`, inputTokens(written - written1h));
-  add(rate('cacheWrite1h', 'cacheWrite', 'input'), written1h, PER_MILLION, `${field}.input`, inputTokens(written1h));
-  add(rate('output'), output - reasoning - audioOut, PER_MILLION, `${field}.output`, outputTokens(output - reasoning - audioOut));
-  add(rate('reasoning', 'output'), reasoning, PER_MILLION, `${field}.output`, outputTokens(reasoning));
-  add(rate('outputAudio', 'output'), audioOut, PER_MILLION, `${field}.output`, outputTokens(audioOut));
 
   const images = count('usage.images', usage.images);
   if (images > 0n) {
@@ -297,7 +322,7 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
   oneOf(price.perCharacter, price.perMillionCharacters, 'price.perCharacter', 'price.perMillionCharacters');
   if (price.perMillionCharacters != null) {
     add({ text: price.perMillionCharacters, field: 'price.perMillionCharacters' }, characters, PER_MILLION, '');
-  } else {
+  } else if (characters > 0n) {
     const perCharacter = price.perCharacter != null ? { text: price.perCharacter, field: 'price.perCharacter' } : null;
     add(perCharacter, characters, 1n, 'price.perCharacter', `${characters} characters`);
   }
