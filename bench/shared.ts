@@ -156,3 +156,38 @@ export function atRate<T>(total: number, rate: number, limit: number, call: (ind
     }, 1);
   });
 }
+
+/**
+ * Rows an application stored, read back to be inserted again as raw batched INSERTs: the
+ * ceiling for writing exactly those rows, with nothing else done. The copy table has the
+ * source's columns, defaults and indexes (LIKE … INCLUDING ALL; no foreign keys). Values travel
+ * as one text[] per column and are cast in the statement.
+ */
+export interface StoredRows {
+  rows: string[][];
+  /** Index of a column in each row. */
+  column(name: string): number;
+  /** Inserts these rows into the copy table. */
+  insert(executor: { query: (text: string, values: unknown[]) => Promise<unknown> }, rows: string[][]): Promise<unknown>;
+}
+
+export async function storedRows(pool: pg.Pool, table: string, where: string, orderBy: string): Promise<StoredRows> {
+  const copy = `bench_copy_${table}`;
+  await pool.query(`CREATE TABLE ${copy} (LIKE ${table} INCLUDING ALL)`);
+  const columns = (await pool.query<{ name: string; type: string }>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+     WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    [table],
+  )).rows;
+  const stored = await pool.query<string[]>({
+    text: `SELECT ${columns.map((column) => `"${column.name}"::text`).join(', ')} FROM ${table} WHERE ${where} ORDER BY ${orderBy}`,
+    rowMode: 'array',
+  });
+  const insert = `INSERT INTO ${copy} SELECT ${columns.map((column, i) => `u.c${i}::${column.type}`).join(', ')}
+    FROM unnest(${columns.map((_c, i) => `$${i + 1}::text[]`).join(', ')}) AS u(${columns.map((_c, i) => `c${i}`).join(', ')})`;
+  return {
+    rows: stored.rows,
+    column: (name) => columns.findIndex((column) => column.name === name),
+    insert: (executor, rows) => executor.query(insert, columns.map((_c, i) => rows.map((row) => row[i]))),
+  };
+}

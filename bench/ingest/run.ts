@@ -7,7 +7,7 @@
  */
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { closedLoop, startChild, withFreshDatabase } from '../shared.ts';
+import { closedLoop, startChild, storedRows, withFreshDatabase } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -52,32 +52,17 @@ async function baseline(url: string): Promise<number> {
 
 /**
  * The second baseline, literally "the same rows": the usage events Tollgate just stored, read
- * back and inserted again with `pg` in the same batches, into a copy of the usage_events table
- * with its indexes (LIKE … INCLUDING ALL; foreign keys are not copied, so the baseline is spared
- * those checks). Values travel as text[] per column and are cast in the statement, as the
- * server's own insert does.
+ * back and inserted again with `pg` in the same batches (see storedRows).
  */
 async function sameRowsBaseline(url: string): Promise<number> {
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   pool.on('error', () => undefined);
   try {
-    await pool.query(`CREATE TABLE bench_usage_events (LIKE usage_events INCLUDING ALL)`);
-    const columns = (await pool.query<{ name: string; type: string }>(
-      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
-       WHERE attrelid = 'usage_events'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
-    )).rows;
-    const stored = await pool.query<string[]>({
-      text: `SELECT ${columns.map((column) => `"${column.name}"::text`).join(', ')} FROM usage_events WHERE idempotency_key LIKE 'e-%' ORDER BY idempotency_key`,
-      rowMode: 'array',
-    });
-    const rows = stored.rows;
-    const insert = `INSERT INTO bench_usage_events SELECT ${columns.map((column, i) => `u.c${i}::${column.type}`).join(', ')}
-      FROM unnest(${columns.map((_c, i) => `$${i + 1}::text[]`).join(', ')}) AS u(${columns.map((_c, i) => `c${i}`).join(', ')})`;
-    const { seconds } = await closedLoop(Math.ceil(rows.length / BATCH), CONCURRENCY, async (batchIndex) => {
-      const slice = rows.slice(batchIndex * BATCH, (batchIndex + 1) * BATCH);
-      await pool.query(insert, columns.map((_c, i) => slice.map((row) => row[i])));
-    });
-    return rows.length / seconds;
+    const stored = await storedRows(pool, 'usage_events', `idempotency_key LIKE 'e-%'`, 'idempotency_key');
+    const { seconds } = await closedLoop(Math.ceil(stored.rows.length / BATCH), CONCURRENCY, (batchIndex) =>
+      stored.insert(pool, stored.rows.slice(batchIndex * BATCH, (batchIndex + 1) * BATCH)),
+    );
+    return stored.rows.length / seconds;
   } finally {
     await pool.end();
   }

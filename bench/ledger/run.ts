@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { atRate, closedLoop, withFreshDatabase } from '../shared.ts';
+import { atRate, closedLoop, storedRows, withFreshDatabase } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -22,6 +22,10 @@ const POOL = Number(process.env.BENCH_POOL ?? 10);
 /** Offered load of the open-loop latency run: the issue's throughput goal, by default. */
 const RATE = Number(process.env.BENCH_RATE ?? 5000);
 const OPEN_LOOP_DEBITS = Number(process.env.BENCH_OPEN_LOOP_DEBITS ?? RATE * 4);
+/** The p99 goal at CALLERS closed-loop callers; by Little's law it needs CALLERS / P99_GOAL_S debits per second. */
+const P99_GOAL_S = 0.02;
+/** Debits per transaction when re-inserting their rows for the ceiling (the ledger's largest batch). */
+const CEILING_BATCH = 500;
 
 
 interface Figures {
@@ -88,7 +92,42 @@ async function baseline(url: string, walletCount: number): Promise<Figures> {
   return figures;
 }
 
-async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number; atRate: Figures }> {
+/**
+ * What writing the closed-loop run's ledger rows costs with nothing else done: each debit's
+ * transaction row and its entries, read back and inserted again (see storedRows) CEILING_BATCH
+ * debits to a transaction, from 4 connections: no locks, no balance reads, no checks. No
+ * ledger that keeps these rows can debit faster than this on the machine.
+ */
+async function rowsCeiling(url: string): Promise<number> {
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on('error', () => undefined);
+  try {
+    const debits = `idempotency_key LIKE 'debit-%'`;
+    const transactions = await storedRows(pool, 'ledger_transactions', debits, 'id');
+    const entries = await storedRows(pool, 'ledger_entries', `transaction_id IN (SELECT id FROM ledger_transactions WHERE ${debits})`, 'transaction_id');
+    const entriesOf = new Map<string, string[][]>();
+    const transactionId = entries.column('transaction_id');
+    for (const entry of entries.rows) entriesOf.set(entry[transactionId]!, [...(entriesOf.get(entry[transactionId]!) ?? []), entry]);
+    const id = transactions.column('id');
+    const { seconds } = await closedLoop(Math.ceil(transactions.rows.length / CEILING_BATCH), 4, async (batchIndex) => {
+      const slice = transactions.rows.slice(batchIndex * CEILING_BATCH, (batchIndex + 1) * CEILING_BATCH);
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await transactions.insert(client, slice);
+        await entries.insert(client, slice.flatMap((row) => entriesOf.get(row[id]!) ?? []));
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+    });
+    return transactions.rows.length / seconds;
+  } finally {
+    await pool.end();
+  }
+}
+
+async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number; atRate: Figures; ceiling: number }> {
   const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: '0'.repeat(64), NODE_ENV: 'test' });
   const runtime = await openRuntime(config, createLogger('warn'));
   const { services } = runtime;
@@ -115,7 +154,7 @@ async function tollgate(url: string, walletCount: number): Promise<Figures & { v
     const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(DEBITS + OPEN_LOOP_DEBITS) * 1000n;
     const total = (await Promise.all(customers.map((id) => services.ledgerQueries.wallet(merchant.id, id, 'USD')))).reduce((sum, w) => sum + w.balance, 0n);
     const violations = report.violations.length + (total === expected ? 0 : 1);
-    return { ...figures, violations, atRate };
+    return { ...figures, violations, atRate, ceiling: await rowsCeiling(url) };
   } finally {
     await runtime.close();
   }
@@ -137,5 +176,9 @@ for (const wallets of [1, 1000]) {
   console.log(row('  baseline (pg txn per debit)', base));
   console.log(row('  tollgate ledger (coalesced)', ours));
   console.log(row(`  tollgate at ${RATE}/s offered`, ours.atRate));
-  console.log(`  ratio ${(ours.perSecond / base.perSecond).toFixed(2)}x the baseline; invariant violations: ${ours.violations}\n`);
+  console.log(`  ratio ${(ours.perSecond / base.perSecond).toFixed(2)}x the baseline; invariant violations: ${ours.violations}`);
+  console.log(
+    `  ceiling: the same ledger rows re-inserted, ${CEILING_BATCH} debits a transaction, no locks or checks: ${ours.ceiling.toFixed(0)} debits/s\n` +
+      `    (p99 under ${P99_GOAL_S * 1000} ms with ${CALLERS} closed-loop callers needs over ${(CALLERS / P99_GOAL_S).toFixed(0)} debits/s: latency averages callers / throughput)\n`,
+  );
 }
