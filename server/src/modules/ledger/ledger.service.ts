@@ -222,10 +222,8 @@ export class LedgerService {
     const key = requireKey(input.idempotencyKey);
     if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
     await this.assertCustomer(merchantId, input.customerId);
-    // Same JSON as requestHash({ op, customerId, currency, attos }) without its per-key replacer: hashes stay comparable.
-    const hash = createHash('sha256')
-      .update(JSON.stringify({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos.toString() }))
-      .digest('hex');
+    // attos as its digits up front: the text hashed is the same, and requestHash keeps to its fast path.
+    const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos.toString() });
     const lane = this.lanes[laneOf(`${input.customerId}:${input.currency}`, this.lanes.length)]!;
     const outcome = await new Promise<Outcome>((resolve) => {
       lane.queue.push({ merchantId, actor, input: { ...input, idempotencyKey: key }, requestHash: hash, resolve });
