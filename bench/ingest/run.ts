@@ -2,12 +2,14 @@
  * bench/ingest: usage events per second through POST /v1/usage/batch on PostgreSQL, with
  * durability (a 200 means committed), next to a baseline of raw batched INSERTs of the same
  * rows with `pg` in the same run. Prints figures; asserts nothing but the ledger invariants.
+ * A reference server (bare-server.ts) takes the same batches with none of Tollgate's work: what
+ * any Node ingest server reaches here before pricing or charging anything.
  *
  *   npm run bench:ingest     (BENCH_DATABASE_URL defaults to the local server)
  */
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { closedLoop, startChild, storedRows, withFreshDatabase } from '../shared.ts';
+import { closedLoop, startChild, storedRows, withFreshDatabase, type Child } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -22,6 +24,9 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
 const MASTER_KEY = '0'.repeat(64);
 const SERVER_DIR = fileURLToPath(new URL('../../server', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** Where the bare reference server (bare-server.ts) keeps its events: usage_events' shape. */
+const BARE_TABLE = 'bench_bare_usage_events';
 
 
 /** `CONCURRENCY` senders share the batches of `events`; returns events per second. */
@@ -68,11 +73,21 @@ async function sameRowsBaseline(url: string): Promise<number> {
   }
 }
 
+async function queryOnce<Row extends pg.QueryResultRow>(url: string, sql: string): Promise<Row[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<Row>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
 /**
  * The server runs in its own process, as in production, so the load generator's own work
  * (building and sending batches, reading the answers) does not share its event loop.
  */
-async function tollgate(url: string): Promise<{ rate: number; violations: number; charged: number; logged: string[]; sameRows: number }> {
+async function tollgate(url: string): Promise<{ rate: number; violations: number; charged: number; logged: string[]; sameRows: number; bareRate: number; bareStored: number }> {
   const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: MASTER_KEY, NODE_ENV: 'test', LOG_LEVEL: 'warn' });
   const runtime = await openRuntime(config, createLogger('warn'));
   const { services } = runtime;
@@ -93,30 +108,45 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
       PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [],
     );
     let charged = 0;
-    let rate: number;
-    const send = (prefix: string, total: number) => async (batchIndex: number) => {
+    const send = (to: Child, prefix: string, total: number, count = false) => async (batchIndex: number) => {
       const events = [];
       for (let i = batchIndex * BATCH; i < Math.min(total, (batchIndex + 1) * BATCH); i++) {
         events.push({ customer: customers[i % CUSTOMERS], idempotencyKey: `${prefix}-${i}`, usage: usageOf(i) });
       }
-      const response = await fetch(`${server.url}/v1/usage/batch`, {
+      const response = await fetch(`${to.url}/v1/usage/batch`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
         body: JSON.stringify({ events }),
       });
       if (response.status !== 200) throw new Error(`batch ${batchIndex}: HTTP ${response.status} ${await response.text()}`);
       const body = (await response.json()) as { summary: { ok: number } };
-      if (prefix === 'e') charged += body.summary.ok;
+      if (count) charged += body.summary.ok;
     };
+    /** A fresh process compiles its hot paths first: WARMUP events, then EVENTS measured. */
+    const measure = async (to: Child) => {
+      await drive(send(to, 'warm-up', WARMUP), WARMUP);
+      return drive(send(to, 'e', EVENTS, to === server));
+    };
+    let rate: number;
     try {
-      await drive(send('warm-up', WARMUP), WARMUP); // a fresh process compiles its hot paths first
-      rate = await drive(send('e', EVENTS));
+      rate = await measure(server);
     } finally {
       await server.stop();
     }
+    await queryOnce(url, `CREATE TABLE ${BARE_TABLE} (LIKE usage_events INCLUDING ALL)`);
+    const bare = await startChild('bare ingest server', ROOT, 'bench/ingest/bare-server.ts',
+      { ...process.env, BARE_DATABASE_URL: url, BARE_MERCHANT_ID: merchant.id, BARE_TABLE }, /bare ingest server: (http:\/\/\S+)/);
+    let bareRate: number;
+    try {
+      bareRate = await measure(bare);
+    } finally {
+      await bare.stop();
+    }
+    const [counted] = await queryOnce<{ n: string }>(url, `SELECT count(*) AS n FROM ${BARE_TABLE} WHERE idempotency_key LIKE 'e-%'`);
+    const bareStored = Number(counted!.n);
     const report = await services.ledgerQueries.integrity(merchant.id);
     const sameRows = await sameRowsBaseline(url);
-    return { rate, violations: report.violations.length, charged, logged: server.logs.first, sameRows };
+    return { rate, violations: report.violations.length, charged, logged: server.logs.first, sameRows, bareRate, bareStored };
   } finally {
     await runtime.close();
   }
@@ -127,6 +157,7 @@ const base = await withFreshDatabase(baseline);
 const ours = await withFreshDatabase(tollgate);
 console.log(`  baseline: raw batched INSERT, narrow table        ${base.toFixed(0).padStart(8)} events/s   (10 columns, 2 indexes)`);
 console.log(`  baseline: the same rows into usage_events' shape  ${ours.sameRows.toFixed(0).padStart(8)} events/s   (Tollgate's stored events re-inserted, same columns and indexes)`);
+console.log(`  reference: a bare Node server storing the batches ${ours.bareRate.toFixed(0).padStart(8)} events/s   (parse, one idempotent INSERT into usage_events' shape, answer: no pricing or ledger; stored ${ours.bareStored}/${EVENTS})`);
 console.log(`  tollgate POST /v1/usage/batch                     ${ours.rate.toFixed(0).padStart(8)} events/s   (normalize, cost, price, ledger debit, event row, period totals)`);
 console.log(`  ratio ${(ours.rate / base).toFixed(2)} of the narrow baseline, ${(ours.rate / ours.sameRows).toFixed(2)} of the same-rows baseline; events accepted: ${ours.charged}/${EVENTS}; invariant violations: ${ours.violations}`);
 if (ours.logged.length > 0) console.log(`  the server logged warnings or errors, first:\n    ${ours.logged.join('\n    ')}`);
