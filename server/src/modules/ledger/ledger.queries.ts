@@ -119,6 +119,26 @@ export class LedgerQueries {
        LEFT JOIN ledger_entries e ON e.transaction_id = t.id AND e.wallet_id IS NOT NULL
        WHERE t.merchant_id = $1 GROUP BY t.id, t.amount HAVING t.amount <> coalesce(sum(e.amount), 0)`,
     )) violations.push(`transaction ${row.id} amount ${row.amount} but its wallet entries sum to ${row.legs}`);
+    // Entries carry no foreign keys (see schema.prisma): prove here that each one resolves.
+    for (const row of await rows<{ id: string; problem: string }>(
+      `SELECT e.id, CASE
+           WHEN t.id IS NULL THEN 'names a transaction that does not exist'
+           WHEN t.merchant_id <> e.merchant_id THEN 'belongs to another merchant than its transaction'
+           WHEN (e.wallet_id IS NULL) = (e.account_id IS NULL) THEN 'must name exactly one of a wallet or an account'
+           WHEN e.wallet_id IS NOT NULL AND (w.id IS NULL OR w.id <> t.wallet_id) THEN 'names a wallet other than its transaction''s'
+           WHEN e.account_id IS NOT NULL AND (a.id IS NULL OR a.merchant_id <> e.merchant_id) THEN 'names a counter-account that does not exist'
+           WHEN e.grant_id IS NOT NULL AND (g.id IS NULL OR g.wallet_id <> e.wallet_id) THEN 'names a grant its wallet does not hold'
+         END AS problem
+       FROM ledger_entries e
+       LEFT JOIN ledger_transactions t ON t.id = e.transaction_id
+       LEFT JOIN wallets w ON w.id = e.wallet_id
+       LEFT JOIN ledger_accounts a ON a.id = e.account_id
+       LEFT JOIN credit_grants g ON g.id = e.grant_id
+       WHERE e.merchant_id = $1 AND (t.id IS NULL OR t.merchant_id <> e.merchant_id OR (e.wallet_id IS NULL) = (e.account_id IS NULL)
+         OR (e.wallet_id IS NOT NULL AND (w.id IS NULL OR w.id <> t.wallet_id))
+         OR (e.account_id IS NOT NULL AND (a.id IS NULL OR a.merchant_id <> e.merchant_id))
+         OR (e.grant_id IS NOT NULL AND (g.id IS NULL OR g.wallet_id <> e.wallet_id)))`,
+    )) violations.push(`entry ${row.id} ${row.problem}`);
     for (const row of await rows<{ id: string; balance: string; entries: string }>(
       `SELECT w.id, w.balance::text AS balance, coalesce(e.total, 0)::text AS entries FROM wallets w
        LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM ledger_entries WHERE wallet_id IS NOT NULL GROUP BY wallet_id) e ON e.wallet_id = w.id

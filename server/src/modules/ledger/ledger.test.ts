@@ -323,6 +323,39 @@ describe('corrections', () => {
   });
 });
 
+describe('integrity check', () => {
+  // Entries carry no foreign keys: the check must catch what the keys used to refuse.
+  it('reports entries whose transaction, wallet or grant does not resolve', async () => {
+    const other = await server.createMerchant('Tampered books');
+    const customerOf = async () => (await server.services.customers.create(other.id, { externalId: `c-${randomUUID()}` })).id;
+    const [alice, bob] = [await customerOf(), await customerOf()];
+    for (const customerId of [alice, bob]) {
+      await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: randomUUID() });
+      await server.services.ledger.debit(other.id, { kind: 'api_key', apiKeyId: null }, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: `d-${customerId}` });
+    }
+    const sql = <T>(text: string, params: unknown[] = []) => server.services.db.withConnection((connection) => connection.query<T>(text, params));
+    const violations = async () => (await server.services.ledgerQueries.integrity(other.id)).violations;
+    expect(await violations()).toEqual([]);
+
+    // Two legs that balance each other but name a transaction nobody wrote.
+    const [revenue] = await sql<{ id: string }>(`SELECT id FROM ledger_accounts WHERE merchant_id = $1 AND kind = 'USAGE_REVENUE'`, [other.id]);
+    const orphans = [randomUUID(), randomUUID()];
+    await sql(`INSERT INTO ledger_entries (id, transaction_id, merchant_id, account_id, currency, amount) SELECT u.id, $2, $3, $4, 'USD', u.amount
+      FROM unnest($1::uuid[], ARRAY[7, -7]::bigint[]) AS u(id, amount)`, [orphans, randomUUID(), other.id, revenue!.id]);
+    expect((await violations()).sort()).toEqual(orphans.map((id) => `entry ${id} names a transaction that does not exist`).sort());
+    await sql(`DELETE FROM ledger_entries WHERE id = ANY($1::uuid[])`, [orphans]);
+
+    // Alice's debit leg moved onto Bob's wallet.
+    const [leg] = await sql<{ id: string; wallet_id: string }>(
+      `SELECT e.id, e.wallet_id FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+       WHERE t.merchant_id = $1 AND t.idempotency_key = $2 AND e.wallet_id IS NOT NULL`, [other.id, `d-${alice}`]);
+    await sql(`UPDATE ledger_entries SET wallet_id = (SELECT id FROM wallets WHERE customer_id = $2) WHERE id = $1`, [leg!.id, bob]);
+    expect(await violations()).toContain(`entry ${leg!.id} names a wallet other than its transaction's`);
+    await sql(`UPDATE ledger_entries SET wallet_id = $2 WHERE id = $1`, [leg!.id, leg!.wallet_id]);
+    expect(await violations()).toEqual([]);
+  });
+});
+
 describe('concurrency in one process', () => {
   it('200 simultaneous debits against credit for 150: exactly 150 succeed, no overdraft, replays harmless', async () => {
     const customerId = await newCustomer();
