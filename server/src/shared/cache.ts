@@ -7,6 +7,12 @@
  *   moment; they all wait for that one load (instead of a hundred identical queries).
  * - Nothing older than `ttlMs` is ever served: a change made elsewhere is seen within it.
  */
+/**
+ * For a merchant's pricing configuration (price rules, provider prices, meters) read on every
+ * usage batch: a change made by another process is seen within ttlMs; one made here at once.
+ */
+export const MERCHANT_CONFIG_CACHE = { ttlMs: 30_000, maxEntries: 10_000 } as const;
+
 export class RefreshingCache<K, V> {
   private readonly entries = new Map<K, { value: V; at: number }>();
   private readonly loading = new Map<K, Promise<V>>();

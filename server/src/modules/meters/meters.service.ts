@@ -1,4 +1,5 @@
 import type { Meter, MeterAggregation, MeterSource, PrismaClient } from '../../generated/prisma/client.ts';
+import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
@@ -35,7 +36,7 @@ export function meterQuantity(source: MeterSource, usage: NormalizedUsage, state
 }
 
 export class MeterService {
-  private readonly cache = new Map<string, { meters: Meter[]; at: number }>();
+  private readonly cache = new RefreshingCache<string, Meter[]>(MERCHANT_CONFIG_CACHE);
 
   constructor(private readonly prisma: PrismaClient) {}
 
@@ -64,27 +65,26 @@ export class MeterService {
   async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }): Promise<Meter> {
     const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
     if (!meter) throw notFound('Meter', key);
-    this.cache.delete(merchantId);
-    return this.prisma.meter.update({
+    const updated = await this.prisma.meter.update({
       where: { id: meter.id },
       data: { name: requireNonEmpty('name', input.name), unit: requireNonEmpty('unit', input.unit, 32), aggregation: input.aggregation ?? 'SUM', archivedAt: null },
     });
+    this.cache.delete(merchantId); // after the write: a load racing it must not be kept
+    return updated;
   }
 
   async archive(merchantId: string, key: string): Promise<Meter> {
     const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
     if (!meter) throw notFound('Meter', key);
+    if (meter.archivedAt) return meter;
+    const archived = await this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: new Date() } });
     this.cache.delete(merchantId);
-    return meter.archivedAt ? meter : this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: new Date() } });
+    return archived;
   }
 
   /** Active meters, cached briefly: ingest reads them for every batch. */
-  async active(merchantId: string): Promise<Meter[]> {
-    const cached = this.cache.get(merchantId);
-    if (cached && Date.now() - cached.at < 30_000) return cached.meters;
-    const meters = await this.prisma.meter.findMany({ where: { merchantId, archivedAt: null }, orderBy: { key: 'asc' } });
-    this.cache.set(merchantId, { meters, at: Date.now() });
-    return meters;
+  active(merchantId: string): Promise<Meter[]> {
+    return this.cache.get(merchantId, () => this.prisma.meter.findMany({ where: { merchantId, archivedAt: null }, orderBy: { key: 'asc' } }));
   }
 
   async list(merchantId: string, includeArchived: boolean): Promise<Meter[]> {

@@ -1,4 +1,5 @@
 import type { Prisma, PrismaClient, ProviderPrice as PriceRow } from '../../generated/prisma/client.ts';
+import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { invalidField } from '../../shared/errors.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import { LIST_PRICES } from './list-prices.ts';
@@ -13,7 +14,6 @@ export type PriceInput = Omit<ProviderPrice, 'currency' | 'effectiveFrom'> & { e
 
 const listPriceRef = (price: ProviderPrice) => `list:${price.provider}/${price.model}@${price.effectiveFrom.toISOString()}`;
 const LIST: readonly PriceWithRef[] = LIST_PRICES.map((price) => ({ ...price, ref: listPriceRef(price) }));
-const CACHE_MS = 30_000;
 
 function toPrice(row: PriceRow): PriceWithRef {
   return { ...(row.prices as unknown as ProviderPrice), provider: row.provider, model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id };
@@ -24,16 +24,12 @@ function toPrice(row: PriceRow): PriceWithRef {
  * The merchant's rows are cached briefly per process; ingest reads them for every event.
  */
 export class ProviderPriceService {
-  private readonly cache = new Map<string, { rows: PriceWithRef[]; at: number }>();
+  private readonly cache = new RefreshingCache<string, PriceWithRef[]>(MERCHANT_CONFIG_CACHE);
 
   constructor(private readonly prisma: PrismaClient) {}
 
-  async rowsFor(merchantId: string): Promise<PriceWithRef[]> {
-    const cached = this.cache.get(merchantId);
-    if (cached && Date.now() - cached.at < CACHE_MS) return cached.rows;
-    const rows = (await this.prisma.providerPrice.findMany({ where: { merchantId } })).map(toPrice);
-    this.cache.set(merchantId, { rows, at: Date.now() });
-    return rows;
+  rowsFor(merchantId: string): Promise<PriceWithRef[]> {
+    return this.cache.get(merchantId, async () => (await this.prisma.providerPrice.findMany({ where: { merchantId } })).map(toPrice));
   }
 
   /** The price in force at `at`: the merchant's row for the model when it has one, else the list price. */

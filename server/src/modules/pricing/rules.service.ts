@@ -1,4 +1,5 @@
 import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '../../generated/prisma/client.ts';
+import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
@@ -51,7 +52,7 @@ export interface RuleBook {
 const NO_RULES: RuleRow[] = [];
 
 export class PriceRuleService {
-  private readonly cache = new Map<string, { book: RuleBook; at: number }>();
+  private readonly cache = new RefreshingCache<string, RuleBook>(MERCHANT_CONFIG_CACHE);
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -59,9 +60,11 @@ export class PriceRuleService {
   ) {}
 
   /** Every version of every rule, default book and plans together, cached briefly and invalidated together. */
-  async book(merchantId: string): Promise<RuleBook> {
-    const cached = this.cache.get(merchantId);
-    if (cached && Date.now() - cached.at < 30_000) return cached.book;
+  book(merchantId: string): Promise<RuleBook> {
+    return this.cache.get(merchantId, () => this.loadBook(merchantId));
+  }
+
+  private async loadBook(merchantId: string): Promise<RuleBook> {
     const rows = await this.prisma.priceRule.findMany({ where: { merchantId }, orderBy: [{ name: 'asc' }, { effectiveFrom: 'asc' }] });
     const defaults: RuleRow[] = [];
     const byPlan = new Map<string, RuleRow[]>();
@@ -70,9 +73,7 @@ export class PriceRuleService {
       else if (byPlan.has(row.planId)) byPlan.get(row.planId)!.push(row);
       else byPlan.set(row.planId, [row]);
     }
-    const book: RuleBook = { defaults, ofPlan: (planId) => (planId === null ? undefined : (byPlan.get(planId) ?? NO_RULES)) };
-    this.cache.set(merchantId, { book, at: Date.now() });
-    return book;
+    return { defaults, ofPlan: (planId) => (planId === null ? undefined : (byPlan.get(planId) ?? NO_RULES)) };
   }
 
   /** Every version of the default price book's rules. */
@@ -129,8 +130,10 @@ export class PriceRuleService {
     const planId = await this.planIdOf(merchantId, planKey);
     const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'desc' } });
     if (!latest) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
-    this.cache.delete(merchantId);
-    return latest.archivedAt ? latest : this.prisma.priceRule.update({ where: { id: latest.id }, data: { archivedAt: at } });
+    if (latest.archivedAt) return latest;
+    const archived = await this.prisma.priceRule.update({ where: { id: latest.id }, data: { archivedAt: at } });
+    this.cache.delete(merchantId); // after the write: a load racing it must not be kept
+    return archived;
   }
 
   private async planIdOf(merchantId: string, planKey: string | null | undefined): Promise<string | null> {
