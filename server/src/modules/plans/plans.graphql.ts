@@ -31,7 +31,7 @@ builder.objectField(CustomerRef, 'plan', (t) =>
     type: PlanRef,
     nullable: true,
     description: 'The plan the customer is on now; null when the default price book prices its usage.',
-    resolve: (customer, _args, ctx) => ctx.services.plans.current(merchantIdOf(ctx), customer.id),
+    resolve: (customer, _args, ctx) => ctx.services.plans.currentOf(merchantIdOf(ctx), customer.id),
   }),
 );
 

@@ -3,6 +3,7 @@ import type { Database } from '../../shared/db/database.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
+import { TickBatcher } from '../../shared/tick-batcher.ts';
 import { isUuid, optionalText, requireNonEmpty } from '../../shared/validation.ts';
 import { customerTopic } from '../customers/customers.service.ts';
 
@@ -104,14 +105,32 @@ export class PlanService {
     return plan?.merchantId === merchantId ? plan : null;
   }
 
-  /** The plan the customer is on at `at` (default now), or null for the default price book. */
-  async current(merchantId: string, customerId: string, at = this.clock()): Promise<Plan | null> {
-    const row = await this.prisma.customerPlan.findFirst({
-      where: { merchantId, customerId, effectiveFrom: { lte: at } },
-      orderBy: { effectiveFrom: 'desc' },
-      include: { plan: true },
-    });
-    return row?.plan ?? null;
+  /**
+   * The plan each of these customers is on now (null: the default price book), in one query
+   * however many ask in the same tick: a page of customers with their plans costs one round trip.
+   */
+  private readonly currentPlans = new TickBatcher<string, Plan | null>(async (keys) => {
+    const byMerchant = new Map<string, string[]>();
+    for (const key of keys) {
+      const [merchantId, customerId] = key.split(':') as [string, string];
+      byMerchant.set(merchantId, [...(byMerchant.get(merchantId) ?? []), customerId]);
+    }
+    const found = new Map<string, Plan | null>();
+    const at = this.clock();
+    for (const [merchantId, customerIds] of byMerchant) {
+      const rows = await this.prisma.customerPlan.findMany({
+        where: { merchantId, customerId: { in: customerIds }, effectiveFrom: { lte: at } },
+        orderBy: { effectiveFrom: 'desc' },
+        distinct: ['customerId'],
+        include: { plan: true },
+      });
+      for (const row of rows) found.set(`${merchantId}:${row.customerId}`, row.plan);
+    }
+    return found;
+  }, null);
+
+  currentOf(merchantId: string, customerId: string): Promise<Plan | null> {
+    return this.currentPlans.load(`${merchantId}:${customerId}`);
   }
 
   /**

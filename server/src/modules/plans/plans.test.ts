@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { blankUsage } from '../usage/usage.types.ts';
@@ -112,6 +112,30 @@ describe('plans', () => {
     expect(planAt(customer.id, new Date(march))).toBe(rows[0]!.planId);
     expect(planAt(customer.id, new Date('2026-04-01T00:00:00Z'))).toBeNull();
     expect(planAt(customer.id, new Date(Date.now() + 2 * 86_400_000))).toBe(rows[2]!.planId);
+  });
+
+  it('a page of customers shows the plan each is on now, read in one query for the page', async () => {
+    const { merchant, gql, customer: onPro } = await merchantWithCustomer();
+    await gql(PUT_PLAN, { input: { key: 'pro', name: 'Pro' } });
+    await gql(PUT_PLAN, { input: { key: 'team', name: 'Team' } });
+    const another = () => server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+    const [onTeam, backToDefault, scheduled, never] = [await another(), await another(), await another(), await another()];
+    await gql(SET_PLAN, { customerId: onPro.id, planKey: 'pro', from: '2026-01-01T00:00:00Z' });
+    await gql(SET_PLAN, { customerId: onPro.id, planKey: 'team', from: new Date(Date.now() + 86_400_000).toISOString() });
+    await gql(SET_PLAN, { customerId: onTeam.id, planKey: 'team' });
+    await gql(SET_PLAN, { customerId: backToDefault.id, planKey: 'pro', from: '2026-01-01T00:00:00Z' });
+    await gql(SET_PLAN, { customerId: backToDefault.id, planKey: null, from: '2026-02-01T00:00:00Z' });
+    await gql(SET_PLAN, { customerId: scheduled.id, planKey: 'pro', from: new Date(Date.now() + 86_400_000).toISOString() });
+
+    const reads = vi.spyOn(server.services.prisma.customerPlan, 'findMany');
+    try {
+      const page = await gql('{ customers(first: 10) { edges { node { id plan { key } } } } }');
+      const planOf = new Map(page.data.customers.edges.map(({ node }: any) => [node.id, node.plan?.key ?? null]));
+      expect(Object.fromEntries(planOf)).toEqual({ [onPro.id]: 'pro', [onTeam.id]: 'team', [backToDefault.id]: null, [scheduled.id]: null, [never.id]: null });
+      expect(reads).toHaveBeenCalledTimes(1);
+    } finally {
+      reads.mockRestore();
+    }
   });
 
   it('unknown customers and plans are NOT_FOUND', async () => {
