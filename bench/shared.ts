@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import pg from 'pg';
 
 /** Shared by the bench scripts: the server they run against, and a throwaway database on it. */
@@ -190,4 +192,61 @@ export async function storedRows(pool: pg.Pool, table: string, where: string, or
     column: (name) => columns.findIndex((column) => column.name === name),
     insert: (executor, rows) => executor.query(insert, columns.map((_c, i) => rows.map((row) => row[i]))),
   };
+}
+
+/** CPU seconds (user + system) each running process has used so far, from /proc (Linux). */
+function cpuByProcess(): Map<number, { name: string; seconds: number }> {
+  const ticksPerSecond = 100; // USER_HZ, the unit of /proc/<pid>/stat on every Linux build
+  const found = new Map<number, { name: string; seconds: number }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      found.set(Number(entry), { name, seconds: (Number(fields[11]) + Number(fields[12])) / ticksPerSecond });
+    } catch {
+      // The process ended between listing and reading.
+    }
+  }
+  return found;
+}
+
+export interface CpuUse {
+  /** CPU seconds used by PostgreSQL's processes, by `pids` (summed), and by everything else. */
+  postgres: number;
+  ours: number;
+  other: number;
+  /** Wall-clock seconds the measurement spanned. */
+  seconds: number;
+}
+
+/**
+ * Runs `work` and reports the CPU time spent meanwhile by PostgreSQL, by the processes `pids`,
+ * and by everything else on the machine. On a shared, noisy machine CPU per unit of work is
+ * steadier than throughput, and it bounds throughput: N cores allow at most N / (CPU per unit).
+ */
+export async function measureCpu<T>(pids: readonly number[], work: () => Promise<T>): Promise<{ result: T; cpu: CpuUse }> {
+  const before = cpuByProcess();
+  const started = performance.now();
+  const result = await work();
+  const seconds = (performance.now() - started) / 1000;
+  const cpu: CpuUse = { postgres: 0, ours: 0, other: 0, seconds };
+  for (const [pid, now] of cpuByProcess()) {
+    const used = now.seconds - (before.get(pid)?.seconds ?? 0);
+    if (used <= 0) continue;
+    if (pids.includes(pid)) cpu.ours += used;
+    else if (now.name === 'postgres') cpu.postgres += used;
+    else cpu.other += used;
+  }
+  return { result, cpu };
+}
+
+/** "postgres 41 µs, server 63 µs, rest 15 µs per event: 2 cores allow at most 16,800/s" */
+export function cpuPerUnit(cpu: CpuUse, units: number, unit: string, oursLabel: string): string {
+  const micros = (seconds: number) => `${((seconds / units) * 1e6).toFixed(0)} µs`;
+  const cores = availableParallelism();
+  const ceiling = (units * cores) / (cpu.postgres + cpu.ours + cpu.other);
+  return `CPU per ${unit}: postgres ${micros(cpu.postgres)}, ${oursLabel} ${micros(cpu.ours)}, rest ${micros(cpu.other)}; ` +
+    `${cores} cores allow at most ${ceiling.toFixed(0)} ${unit}s/s at this cost`;
 }

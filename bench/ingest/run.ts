@@ -9,7 +9,7 @@
  */
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { closedLoop, startChild, storedRows, withFreshDatabase, type Child } from '../shared.ts';
+import { closedLoop, cpuPerUnit, measureCpu, startChild, storedRows, withFreshDatabase, type Child, type CpuUse } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -87,7 +87,7 @@ async function queryOnce<Row extends pg.QueryResultRow>(url: string, sql: string
  * The server runs in its own process, as in production, so the load generator's own work
  * (building and sending batches, reading the answers) does not share its event loop.
  */
-async function tollgate(url: string): Promise<{ rate: number; violations: number; charged: number; logged: string[]; sameRows: number; bareRate: number; bareStored: number }> {
+async function tollgate(url: string): Promise<{ rate: number; violations: number; charged: number; logged: string[]; sameRows: number; bareRate: number; bareStored: number; cpu: CpuUse; bareCpu: CpuUse }> {
   const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: MASTER_KEY, NODE_ENV: 'test', LOG_LEVEL: 'warn' });
   const runtime = await openRuntime(config, createLogger('warn'));
   const { services } = runtime;
@@ -125,11 +125,12 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
     /** A fresh process compiles its hot paths first: WARMUP events, then EVENTS measured. */
     const measure = async (to: Child) => {
       await drive(send(to, 'warm-up', WARMUP), WARMUP);
-      return drive(send(to, 'e', EVENTS, to === server));
+      return measureCpu([to.pid], () => drive(send(to, 'e', EVENTS, to === server)));
     };
     let rate: number;
+    let cpu: CpuUse;
     try {
-      rate = await measure(server);
+      ({ result: rate, cpu } = await measure(server));
     } finally {
       await server.stop();
     }
@@ -137,8 +138,9 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
     const bare = await startChild('bare ingest server', ROOT, 'bench/ingest/bare-server.ts',
       { ...process.env, BARE_DATABASE_URL: url, BARE_MERCHANT_ID: merchant.id, BARE_TABLE }, /bare ingest server: (http:\/\/\S+)/);
     let bareRate: number;
+    let bareCpu: CpuUse;
     try {
-      bareRate = await measure(bare);
+      ({ result: bareRate, cpu: bareCpu } = await measure(bare));
     } finally {
       await bare.stop();
     }
@@ -146,7 +148,7 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
     const bareStored = Number(counted!.n);
     const report = await services.ledgerQueries.integrity(merchant.id);
     const sameRows = await sameRowsBaseline(url);
-    return { rate, violations: report.violations.length, charged, logged: server.logs.first, sameRows, bareRate, bareStored };
+    return { rate, violations: report.violations.length, charged, logged: server.logs.first, sameRows, bareRate, bareStored, cpu, bareCpu };
   } finally {
     await runtime.close();
   }
@@ -158,6 +160,8 @@ const ours = await withFreshDatabase(tollgate);
 console.log(`  baseline: raw batched INSERT, narrow table        ${base.toFixed(0).padStart(8)} events/s   (10 columns, 2 indexes)`);
 console.log(`  baseline: the same rows into usage_events' shape  ${ours.sameRows.toFixed(0).padStart(8)} events/s   (Tollgate's stored events re-inserted, same columns and indexes)`);
 console.log(`  reference: a bare Node server storing the batches ${ours.bareRate.toFixed(0).padStart(8)} events/s   (parse, one idempotent INSERT into usage_events' shape, answer: no pricing or ledger; stored ${ours.bareStored}/${EVENTS})`);
+console.log(`    ${cpuPerUnit(ours.bareCpu, EVENTS, 'event', 'reference server')}`);
 console.log(`  tollgate POST /v1/usage/batch                     ${ours.rate.toFixed(0).padStart(8)} events/s   (normalize, cost, price, ledger debit, event row, period totals)`);
+console.log(`    ${cpuPerUnit(ours.cpu, EVENTS, 'event', 'tollgate server')}`);
 console.log(`  ratio ${(ours.rate / base).toFixed(2)} of the narrow baseline, ${(ours.rate / ours.sameRows).toFixed(2)} of the same-rows baseline; events accepted: ${ours.charged}/${EVENTS}; invariant violations: ${ours.violations}`);
 if (ours.logged.length > 0) console.log(`  the server logged warnings or errors, first:\n    ${ours.logged.join('\n    ')}`);

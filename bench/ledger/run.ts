@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { atRate, closedLoop, storedRows, withFreshDatabase } from '../shared.ts';
+import { atRate, closedLoop, cpuPerUnit, measureCpu, storedRows, withFreshDatabase, type CpuUse } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -127,7 +127,7 @@ async function rowsCeiling(url: string): Promise<number> {
   }
 }
 
-async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number; atRate: Figures; ceiling: number }> {
+async function tollgate(url: string, walletCount: number): Promise<Figures & { violations: number; atRate: Figures; cpu: CpuUse; ceiling: number }> {
   const config = loadConfig({ DATABASE_URL: url, TOLLGATE_MASTER_KEY: '0'.repeat(64), NODE_ENV: 'test' });
   const runtime = await openRuntime(config, createLogger('warn'));
   const { services } = runtime;
@@ -148,13 +148,14 @@ async function tollgate(url: string, walletCount: number): Promise<Figures & { v
       });
       return true;
     };
-    const figures = await drive(DEBITS, CALLERS, debit('debit'));
+    // Tollgate's ledger runs in this process, next to the callers: their CPU is counted together.
+    const { result: figures, cpu } = await measureCpu([process.pid], () => drive(DEBITS, CALLERS, debit('debit')));
     const atRate = await driveAtRate(OPEN_LOOP_DEBITS, RATE, CALLERS, debit('paced'));
     const report = await services.ledgerQueries.integrity(merchant.id);
     const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(DEBITS + OPEN_LOOP_DEBITS) * 1000n;
     const total = (await Promise.all(customers.map((id) => services.ledgerQueries.wallet(merchant.id, id, 'USD')))).reduce((sum, w) => sum + w.balance, 0n);
     const violations = report.violations.length + (total === expected ? 0 : 1);
-    return { ...figures, violations, atRate, ceiling: await rowsCeiling(url) };
+    return { ...figures, violations, atRate, cpu, ceiling: await rowsCeiling(url) };
   } finally {
     await runtime.close();
   }
@@ -175,6 +176,7 @@ for (const wallets of [1, 1000]) {
   console.log(`${label}:`);
   console.log(row('  baseline (pg txn per debit)', base));
   console.log(row('  tollgate ledger (coalesced)', ours));
+  console.log(`    ${cpuPerUnit(ours.cpu, DEBITS, 'debit', 'tollgate and its callers (one process)')}`);
   console.log(row(`  tollgate at ${RATE}/s offered`, ours.atRate));
   console.log(`  ratio ${(ours.perSecond / base.perSecond).toFixed(2)}x the baseline; invariant violations: ${ours.violations}`);
   console.log(
