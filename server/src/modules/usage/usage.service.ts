@@ -384,17 +384,35 @@ export class UsageService {
    * customer's events stay together and in order, and no two parts touch the same wallet or
    * period total, so they neither wait on nor deadlock with each other. A round whose key is
    * used by two customers is not split: which of them answers first must stay the batch order.
-   * Each event is still recorded and charged whole or not at all; if a part fails, the parts
-   * already committed stay (the error is thrown, and a retry with the same keys replays them).
+   * Each event is still recorded and charged whole or not at all. A part that fails is tried
+   * once more; if it fails again while others committed, its events answer INTERNAL (not
+   * recorded, retryable) and the rest answer as usual; if every part failed, the error is thrown.
    */
   private async chargeSplit(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
     const parts = items.length >= MIN_EVENTS_TO_SPLIT ? partitionByCustomer(items, PARTITIONS) : [items];
     if (parts.length === 1) return this.charge(merchantId, actor, items);
     const settled = await Promise.allSettled(parts.map((part) => this.charge(merchantId, actor, part)));
+    // Nothing written: fail the whole request, as an unsplit batch would.
+    if (settled.every((part) => part.status === 'rejected')) throw (settled[0] as PromiseRejectedResult).reason;
     const answers = new Map<number, UsageResult>();
-    for (const part of settled) {
-      if (part.status === 'rejected') throw part.reason;
-      for (const [index, result] of part.value) answers.set(index, result);
+    for (const [p, part] of settled.entries()) {
+      let outcome = part;
+      if (outcome.status === 'rejected') {
+        // Other parts are committed, so this request answers per event: a part that fails once
+        // more is reported on each of its events as not recorded (a retry with the same keys
+        // records them, and replays the rest).
+        outcome = await this.charge(merchantId, actor, parts[p]!).then(
+          (value): PromiseFulfilledResult<Map<number, UsageResult>> => ({ status: 'fulfilled', value }),
+          (reason: unknown): PromiseRejectedResult => ({ status: 'rejected', reason }),
+        );
+      }
+      if (outcome.status === 'fulfilled') {
+        for (const [index, result] of outcome.value) answers.set(index, result);
+        continue;
+      }
+      this.logger.error({ err: outcome.reason, merchantId, size: parts[p]!.length }, 'usage batch part failed; its events were not recorded, the rest were');
+      const error = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', { retryable: true });
+      for (const item of parts[p]!) answers.set(item.index, { ok: false, error });
     }
     return answers;
   }

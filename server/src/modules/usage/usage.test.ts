@@ -261,6 +261,51 @@ describe('POST /v1/usage/batch', () => {
     expect(report.violations).toEqual([]);
   });
 
+  it('when one part of a large batch cannot be stored, its events answer "not recorded", the rest are charged, and a retry completes it', async () => {
+    const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+    const customers: { id: string; externalId: string }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const customer = await server.services.customers.create(merchant.id, { externalId: `part-${i}` });
+      await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
+        customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '5.00'), kind: 'PAID', idempotencyKey: `seed-${i}`,
+      });
+      customers.push(customer);
+    }
+    const events = Array.from({ length: 400 }, (_v, i) => ({
+      customer: customers[i % 4]!.externalId, idempotencyKey: `part-${i}`, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 },
+    }));
+    // Customers alternate between the two parts; the database refuses customer 1's events, so
+    // the part holding customers 1 and 3 fails (twice), while customers 0 and 2 are charged.
+    const sql = (text: string) => server.services.db.withConnection((connection) => connection.exec(text));
+    await sql(`CREATE FUNCTION refuse_part_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      IF NEW.customer_id = '${customers[1]!.id}' THEN RAISE EXCEPTION 'disk full (test)'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse_part_test BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION refuse_part_test()`);
+    let first: UsageResult[];
+    try {
+      first = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+    } finally {
+      await sql('DROP TRIGGER refuse_part_test ON usage_events; DROP FUNCTION refuse_part_test()');
+    }
+    const stored = (c: number) => c % 2 === 0;
+    first.forEach((result, i) => {
+      if (stored(i % 4)) expect(result, `event ${i}`).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED' } });
+      else expect(result, `event ${i}`).toMatchObject({ ok: false, error: { code: 'INTERNAL', details: { retryable: true } } });
+    });
+    const balances = async () => Promise.all(customers.map(async (c) => (await server.services.ledgerQueries.wallet(merchant.id, c.id, 'USD')).balance));
+    const full = parseDecimalNanos('x', '5.00');
+    const afterFirst = await balances();
+    expect(afterFirst.map((balance, c) => (stored(c) ? balance < full : balance === full))).toEqual([true, true, true, true]);
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+
+    // The same batch again: what was stored replays, the rest is charged now, nothing twice.
+    const second = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+    second.forEach((result, i) => expect(result, `event ${i}`).toMatchObject({ ok: true, replayed: stored(i % 4), event: { status: 'CHARGED' } }));
+    const afterSecond = await balances();
+    expect(afterSecond.filter((_b, c) => stored(c))).toEqual(afterFirst.filter((_b, c) => stored(c)));
+    expect(new Set(afterSecond).size).toBe(1); // every customer charged once for the same 100 events
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
+
   it('refuses oversized batches, bad JSON and missing keys with 4xx JSON', async () => {
     const { merchant } = await setup();
     const post = (body: string, token: string | null = merchant.secret, path = '/v1/usage/batch') =>
