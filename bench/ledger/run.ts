@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { atRate, closedLoop, cpuPerUnit, measureCpu, storedRows, withFreshDatabase, type CpuUse } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
+import { groupBy } from '../../server/src/shared/collections.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
 import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
@@ -105,9 +106,8 @@ async function rowsCeiling(url: string): Promise<number> {
     const debits = `idempotency_key LIKE 'debit-%'`;
     const transactions = await storedRows(pool, 'ledger_transactions', debits, 'id');
     const entries = await storedRows(pool, 'ledger_entries', `transaction_id IN (SELECT id FROM ledger_transactions WHERE ${debits})`, 'transaction_id');
-    const entriesOf = new Map<string, string[][]>();
     const transactionId = entries.column('transaction_id');
-    for (const entry of entries.rows) entriesOf.set(entry[transactionId]!, [...(entriesOf.get(entry[transactionId]!) ?? []), entry]);
+    const entriesOf = groupBy(entries.rows, (entry) => entry[transactionId]!);
     const id = transactions.column('id');
     const { seconds } = await closedLoop(Math.ceil(transactions.rows.length / CEILING_BATCH), 4, async (batchIndex) => {
       const slice = transactions.rows.slice(batchIndex * CEILING_BATCH, (batchIndex + 1) * CEILING_BATCH);

@@ -1,6 +1,7 @@
 import type { GatewayOutcome } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { groupBy } from '../../shared/collections.ts';
 import { AppError } from '../../shared/errors.ts';
 import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
@@ -97,12 +98,7 @@ export class GatewaySettlement {
       }
       item.holdId = null;
     }
-    const groups = new Map<string, Item[]>();
-    for (const item of batch) {
-      if (!item.usage) continue;
-      const key = `${item.merchantId}|${item.actor.kind}|${item.actor.apiKeyId ?? ''}`;
-      groups.set(key, [...(groups.get(key) ?? []), item]);
-    }
+    const groups = groupBy(batch.filter((item) => item.usage), (item) => `${item.merchantId}|${item.actor.kind}|${item.actor.apiKeyId ?? ''}`);
     const usageEventIds = new Map<Item, string>();
     for (const items of groups.values()) {
       const { merchantId, actor } = items[0]!;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database, SqlExecutor } from '../../shared/db/database.ts';
+import { groupBy } from '../../shared/collections.ts';
 import { pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
@@ -105,7 +106,7 @@ export interface WalletKey {
   currency: string;
 }
 
-export const walletKeyOf = (key: WalletKey) => `${key.customerId}:${key.currency}`;
+export const walletKeyOf = (key: Pick<WalletKey, 'customerId' | 'currency'>) => `${key.customerId}:${key.currency}`;
 
 interface PendingTransaction {
   posted: PostedTransaction;
@@ -426,7 +427,8 @@ export class LedgerStore {
     work: (batch: LedgerBatch) => Promise<T>,
     preloadKeys: readonly { merchantId: string; key: string }[] = [],
   ): Promise<{ result: T; batch: LedgerBatch }> {
-    const unique = [...new Map(keys.map((key) => [walletKeyOf(key), key])).values()];
+    const byWallet = new Map(keys.map((key) => [walletKeyOf(key), key]));
+    const unique = [...byWallet.values()];
     const orders = new Map<string, ConsumptionKey[]>();
     for (const merchantId of new Set(unique.map((key) => key.merchantId))) orders.set(merchantId, await this.consumptionOrder(merchantId));
     const created = new Map<string, string>();
@@ -467,10 +469,9 @@ export class LedgerStore {
       for (const item of preloadKeys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
-      const grantsBy = new Map<string, StateRow['grants']>();
-      for (const grant of stateRow?.grants ?? []) grantsBy.set(grant.wallet_id, [...(grantsBy.get(grant.wallet_id) ?? []), grant]);
+      const grantsBy = groupBy(stateRow?.grants ?? [], (grant) => grant.wallet_id);
       for (const row of walletRows) {
-        const key = unique.find((candidate) => candidate.customerId === row.customer_id && candidate.currency === row.currency)!;
+        const key = byWallet.get(walletKeyOf({ customerId: row.customer_id, currency: row.currency }))!;
         const order = orders.get(key.merchantId)!;
         const state: WalletState = {
           id: row.id,

@@ -1,4 +1,5 @@
 import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
+import { groupBy } from '../../shared/collections.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
@@ -110,14 +111,10 @@ export class PlanService {
    * however many ask in the same tick: a page of customers with their plans costs one round trip.
    */
   private readonly currentPlans = new TickBatcher<string, Plan | null>(async (keys) => {
-    const byMerchant = new Map<string, string[]>();
-    for (const key of keys) {
-      const [merchantId, customerId] = key.split(':') as [string, string];
-      byMerchant.set(merchantId, [...(byMerchant.get(merchantId) ?? []), customerId]);
-    }
     const found = new Map<string, Plan | null>();
     const at = this.clock();
-    for (const [merchantId, customerIds] of byMerchant) {
+    for (const [merchantId, merchantKeys] of groupBy(keys, (key) => key.split(':')[0]!)) {
+      const customerIds = merchantKeys.map((key) => key.split(':')[1]!);
       const rows = await this.prisma.customerPlan.findMany({
         where: { merchantId, customerId: { in: customerIds }, effectiveFrom: { lte: at } },
         orderBy: { effectiveFrom: 'desc' },
