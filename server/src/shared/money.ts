@@ -46,12 +46,30 @@ export function requirePositiveAttos(field: string, text: string): bigint {
 }
 
 function formatScaled(value: bigint, scale: number, minDecimals: number): string {
-  const negative = value < 0n;
-  const digits = (negative ? -value : value).toString().padStart(scale + 1, '0');
-  const whole = digits.slice(0, digits.length - scale);
-  let fraction = digits.slice(digits.length - scale).replace(/0+$/, '');
-  if (fraction.length < minDecimals) fraction = fraction.padEnd(minDecimals, '0');
-  return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`;
+  return value < 0n ? formatDigits(true, (-value).toString(), scale, minDecimals) : formatDigits(false, value.toString(), scale, minDecimals);
+}
+
+/** `digits` (a whole number's decimal digits, no sign) ÷ 10^scale, trailing zeros trimmed down to minDecimals. */
+function formatDigits(negative: boolean, digits: string, scale: number, minDecimals: number): string {
+  if (digits.length <= scale) digits = digits.padStart(scale + 1, '0');
+  const point = digits.length - scale;
+  let end = digits.length;
+  while (end > point + minDecimals && digits.charCodeAt(end - 1) === 48 /* 0 */) end--;
+  const fraction = end > point ? digits.slice(point, end) : '';
+  return (negative ? '-' : '') + digits.slice(0, point) + (fraction ? '.' + fraction : '');
+}
+
+const INTEGER_TEXT = /^-?\d+$/;
+
+/** formatAttos of an amount already in text (a numeric column read as text), without a bigint. */
+export function formatAttosText(attos: string): string {
+  if (!INTEGER_TEXT.test(attos)) throw new Error(`not a whole number of attos: ${attos}`);
+  const negative = attos.charCodeAt(0) === 45; /* - */
+  let digits = negative ? attos.slice(1) : attos;
+  let start = 0;
+  while (start < digits.length - 1 && digits.charCodeAt(start) === 48) start++;
+  if (start > 0) digits = digits.slice(start);
+  return formatDigits(negative && digits !== '0', digits, 18, 2);
 }
 
 /** "12.50", "0.00000015", "-3.00": exact, at least two decimal places. */

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTOS_PER_NANO, formatNanos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
-import { creditLegs, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
+import { creditLegs, fitsDebit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
 
 const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
   id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, grants: [], ...overrides,
@@ -20,6 +20,20 @@ function apply(state: WalletState, plan: Extract<ReturnType<typeof planDebit>, {
   }
   state.carry = plan.carry;
 }
+
+describe('fitsDebit', () => {
+  it('answers exactly as planDebit does, with and without overdraft', () => {
+    const nanos = fc.bigInt({ min: -(10n ** 12n), max: 10n ** 12n });
+    fc.assert(
+      fc.property(nanos, fc.bigInt({ min: 0n, max: ATTOS_PER_NANO - 1n }), fc.bigInt({ min: 0n, max: 10n ** 12n }), fc.bigInt({ min: 0n, max: 10n ** 12n }),
+        fc.bigInt({ min: -(10n ** 21n), max: 10n ** 21n }), fc.boolean(), (balance, carry, overdraftLimit, held, attos, allowOverdraft) => {
+          const state = wallet({ balance, carry, overdraftLimit, held });
+          expect(fitsDebit(state, attos, allowOverdraft)).toBe(planDebit(state, attos, { allowOverdraft }).ok);
+        }),
+      { numRuns: 2000 },
+    );
+  });
+});
 
 describe('sub-nano charges', () => {
   it('N tiny charges post their exact sum, to within one nano, and nothing is lost', () => {

@@ -113,6 +113,15 @@ export function planDebit(state: WalletState, attos: bigint, options: DebitOptio
 }
 
 /**
+ * Whether planDebit(state, attos, { allowOverdraft }) would succeed, without building its
+ * legs: ingest asks this for every event of a batch, the legs only once per wallet.
+ */
+export function fitsDebit(state: WalletState, attos: bigint, allowOverdraft: boolean): boolean {
+  const nanos = floorDiv(state.carry + attos, ATTOS_PER_NANO);
+  return nanos <= 0n || state.balance - state.held - nanos >= (allowOverdraft ? -state.overdraftLimit : 0n);
+}
+
+/**
  * Legs of a credit: while the balance is negative the credit first repays the overdraft
  * (a leg naming no grant), and the grant keeps only the rest. So Σ remaining = max(balance, 0)
  * holds throughout.

@@ -1,7 +1,7 @@
 import { invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import type { NormalizedUsage } from '../usage/usage.types.ts';
-import { count, priceAttos, roundHalfUp } from './decimal.ts';
+import { count, knownPriceAttos, priceAttos, roundHalfUp } from './decimal.ts';
 
 /**
  * What a provider charges for one usage record. Prices are exact decimal strings in USD;
@@ -203,14 +203,6 @@ const OUTPUT = ['output'] as const;
 const REASONING = ['reasoning', 'output'] as const;
 const OUTPUT_AUDIO = ['outputAudio', 'output'] as const;
 
-/** The first of `keys` the rates set, or null. */
-function tokenRate(rates: TokenPrices, field: string, keys: readonly (keyof TokenPrices)[]): Rate | null {
-  for (const key of keys) {
-    const text = rates[key];
-    if (text != null) return { text, field: `${field}.${key}` };
-  }
-  return null;
-}
 
 /**
  * One term of the cost over DENOMINATOR: rate × quantity, the rate being per `per` units. A
@@ -224,10 +216,20 @@ function term(rate: Rate | null, quantity: bigint, per: bigint, missing: string,
   return priceAttos(rate.field, rate.text) * quantity * (DENOMINATOR / per);
 }
 
-/** Token terms: the rate is looked up (and its field named) only for a quantity there is. */
+const PER_TOKEN = DENOMINATOR / PER_MILLION;
+
+/**
+ * Token terms, rated by the first of `keys` the rates set. The rate is looked up only for a
+ * quantity there is, and its field is named only to report a problem: this runs for every
+ * token kind of every event.
+ */
 function tokenTerm(rates: TokenPrices, field: string, keys: readonly (keyof TokenPrices)[], quantity: bigint, kind: 'input' | 'output'): bigint {
   if (quantity === 0n) return 0n;
-  return term(tokenRate(rates, field, keys), quantity, PER_MILLION, `${field}.${kind}`, `${quantity} ${kind} tokens`);
+  for (const key of keys) {
+    const text = rates[key];
+    if (text != null) return (knownPriceAttos(text) ?? priceAttos(`${field}.${key}`, text)) * quantity * PER_TOKEN;
+  }
+  throw invalidField(`${field}.${kind}`, `is not set but the usage has ${quantity} ${kind} tokens`);
 }
 
 function imagePrice(price: ProviderPrice, usage: NormalizedUsage): Rate | null {
@@ -291,9 +293,6 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
     tokenTerm(rates, field, OUTPUT, output - reasoning - audioOut, 'output') +
     tokenTerm(rates, field, REASONING, reasoning, 'output') +
     tokenTerm(rates, field, OUTPUT_AUDIO, audioOut, 'output');
-  const add = (rate: Rate | null, quantity: bigint, per: bigint, missing: string, shown?: string) => {
-    numerator += term(rate, quantity, per, missing, shown);
-  };
 
   const images = count('usage.images', usage.images);
   if (images > 0n) {
@@ -303,7 +302,7 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
       const quality = detailText(usage, USAGE_DETAIL_KEYS.imageQuality) ?? '-';
       throw invalidField('price.perImage', `has no price for images of size ${size}, quality ${quality}`);
     }
-    add(found, images, 1n, found.field);
+    numerator += term(found, images, 1n, found.field);
   }
 
   if (usage.audioSeconds != null) {
@@ -311,24 +310,24 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
     if (seconds < 0n) throw invalidField('usage.audioSeconds', 'must not be negative');
     oneOf(price.perAudioSecond, price.perAudioMinute, 'price.perAudioSecond', 'price.perAudioMinute');
     if (price.perAudioMinute != null) {
-      add({ text: price.perAudioMinute, field: 'price.perAudioMinute' }, seconds, SECOND_SCALE * SECONDS_PER_MINUTE, '');
+      numerator += term({ text: price.perAudioMinute, field: 'price.perAudioMinute' }, seconds, SECOND_SCALE * SECONDS_PER_MINUTE, '');
     } else {
       const perSecond = price.perAudioSecond != null ? { text: price.perAudioSecond, field: 'price.perAudioSecond' } : null;
-      add(perSecond, seconds, SECOND_SCALE, 'price.perAudioSecond', `${usage.audioSeconds} seconds of audio`);
+      numerator += term(perSecond, seconds, SECOND_SCALE, 'price.perAudioSecond', `${usage.audioSeconds} seconds of audio`);
     }
   }
 
   const characters = count('usage.characters', usage.characters);
   oneOf(price.perCharacter, price.perMillionCharacters, 'price.perCharacter', 'price.perMillionCharacters');
   if (price.perMillionCharacters != null) {
-    add({ text: price.perMillionCharacters, field: 'price.perMillionCharacters' }, characters, PER_MILLION, '');
+    numerator += term({ text: price.perMillionCharacters, field: 'price.perMillionCharacters' }, characters, PER_MILLION, '');
   } else if (characters > 0n) {
     const perCharacter = price.perCharacter != null ? { text: price.perCharacter, field: 'price.perCharacter' } : null;
-    add(perCharacter, characters, 1n, 'price.perCharacter', `${characters} characters`);
+    numerator += term(perCharacter, characters, 1n, 'price.perCharacter', `${characters} characters`);
   }
 
   const requests = count('usage.requests', usage.requests);
-  if (price.perRequest != null) add({ text: price.perRequest, field: 'price.perRequest' }, requests, 1n, '');
+  if (price.perRequest != null) numerator += term({ text: price.perRequest, field: 'price.perRequest' }, requests, 1n, '');
 
   return roundHalfUp(numerator, DENOMINATOR);
 }

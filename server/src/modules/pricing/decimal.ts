@@ -14,6 +14,11 @@ export function ceilDiv(num: bigint, den: bigint): bigint {
 
 const parsedPrices = new Map<string, bigint>();
 
+/** A price priceAttos has parsed before, or undefined: lets a hot caller skip naming its field. */
+export function knownPriceAttos(text: string): bigint | undefined {
+  return parsedPrices.get(text);
+}
+
 /** A non-negative price as attos; the field name travels into the VALIDATION error. */
 export function priceAttos(field: string, text: string): bigint {
   if (typeof text !== 'string') throw invalidField(field, 'must be a decimal string such as "0.15"');

@@ -37,14 +37,11 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   };
 }
 
-function present(result: UsageResult) {
-  if (!result.ok) return { ok: false, error: { ...result.error.details, code: result.error.code, message: result.error.message } };
-  return {
-    ok: true,
-    replayed: result.replayed,
-    event: result.event,
-    ...(result.error ? { chargeError: { ...result.error.details, code: result.error.code, message: result.error.message } } : {}),
-  };
+/** One result as it is answered; `index` is the event's place in a batch (absent for a single record). */
+function present(result: UsageResult, index?: number) {
+  if (!result.ok) return { index, ok: false, error: { ...result.error.details, code: result.error.code, message: result.error.message } };
+  if (!result.error) return { index, ok: true, replayed: result.replayed, event: result.event };
+  return { index, ok: true, replayed: result.replayed, event: result.event, chargeError: { ...result.error.details, code: result.error.code, message: result.error.message } };
 }
 
 export function usageRoutes(services: Services): Router {
@@ -96,8 +93,13 @@ export function usageRoutes(services: Services): Router {
       const valid = parsed.filter((item): item is UsageRecordInput => !(item instanceof AppError));
       const recorded = await services.usage.record(merchantId, actor, valid);
       let next = 0;
-      const results = parsed.map((item, index) => ({ index, ...present(item instanceof AppError ? { ok: false, error: item } : recorded[next++]!) }));
-      res.json({ results, summary: { received: events.length, ok: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length } });
+      let ok = 0;
+      const results = parsed.map((item, index) => {
+        const result: UsageResult = item instanceof AppError ? { ok: false, error: item } : recorded[next++]!;
+        if (result.ok) ok++;
+        return present(result, index);
+      });
+      res.json({ results, summary: { received: events.length, ok, failed: results.length - ok } });
     }),
   );
   return router;

@@ -109,7 +109,7 @@ export function priceUsage(params: {
   occurredAt: Date;
   rules: readonly RuleRow[];
   planRules?: readonly RuleRow[] | null;
-  quantities: Map<string, Quantity>;
+  quantities: ReadonlyMap<string, Quantity>;
   priorFor: (meterKey: string) => Quantity;
   costAttos: bigint;
   costProblem: string | null;
@@ -117,8 +117,8 @@ export function priceUsage(params: {
   const { usage, quantities, costAttos } = params;
   // Plan first: the first book with a matching rule prices the part.
   const books = params.planRules?.length
-    ? [rulesInForce(params.planRules, params.occurredAt), rulesInForce(params.rules, params.occurredAt)]
-    : [rulesInForce(params.rules, params.occurredAt)];
+    ? [inForceAt(params.planRules, params.occurredAt), inForceAt(params.rules, params.occurredAt)]
+    : [inForceAt(params.rules, params.occurredAt)];
   const target = { provider: usage.provider || null, model: usage.model };
   const lines: ChargeLine[] = [];
 
@@ -142,11 +142,34 @@ export function priceUsage(params: {
   return { costAttos, costProblem: params.costProblem, chargeAttos, marginAttos: chargeAttos - costAttos, lines, passThrough };
 }
 
+/**
+ * rulesInForce, remembered for the last time asked of each list: the events of a batch share
+ * the merchant's cached rule lists and mostly their millisecond, and this runs for each event.
+ */
+const inForceMemo = new WeakMap<readonly RuleRow[], { time: number; rows: RuleRow[] }>();
+function inForceAt(rows: readonly RuleRow[], at: Date): RuleRow[] {
+  const time = at.getTime();
+  const known = inForceMemo.get(rows);
+  if (known && known.time === time) return known.rows;
+  const inForce = rulesInForce(rows, at);
+  inForceMemo.set(rows, { time, rows: inForce });
+  return inForce;
+}
+
+/** toPricingRule once per row: rows are immutable once loaded, and read for every event. */
+const pricingRules = new WeakMap<RuleRow, PricingRule>();
+function pricingRuleOf(row: RuleRow): PricingRule {
+  let rule = pricingRules.get(row);
+  if (!rule) pricingRules.set(row, (rule = toPricingRule(row)));
+  return rule;
+}
+
 /** The most specific rule of the first book that has one matching the event. */
 function firstMatch(books: readonly RuleRow[][], eligible: (row: RuleRow) => boolean, event: RuleEvent): { row: RuleRow; rule: PricingRule } | null {
   for (const book of books) {
     const rows = book.filter(eligible);
-    const rule = selectRule(rows.map(toPricingRule), event);
+    if (rows.length === 0) continue;
+    const rule = selectRule(rows.map(pricingRuleOf), event);
     if (rule) return { row: rows.find((candidate) => candidate.id === rule.id)!, rule };
   }
   return null;

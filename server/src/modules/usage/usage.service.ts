@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
-import { pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
+import { pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { ATTOS_PER_NANO, formatAttos, parseCurrency } from '../../shared/money.ts';
+import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { creditLegs, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
+import { creditLegs, fitsDebit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
@@ -78,6 +78,10 @@ const MIN_EVENTS_TO_SPLIT = 400;
 const MAX_FUTURE_MS = 5 * 60_000;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
+/** The quantities of an event that states none, shared: most events state none. Never written to. */
+const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Record<string, string | number>;
+/** The meter quantities of an event that moves no meter, shared for the same reason. Never written to. */
+const NO_METERED: ReadonlyMap<string, Quantity> = new Map();
 
 interface ChargeRequest {
   items: Prepared[];
@@ -136,15 +140,15 @@ function viewOf(row: EventRow): UsageEventView {
     id: row.id,
     customerId: row.customer_id,
     idempotencyKey: row.idempotency_key,
-    occurredAt: new Date(row.occurred_at),
+    occurredAt: row.occurred_at instanceof Date ? row.occurred_at : new Date(row.occurred_at),
     status: row.status,
     provider: row.provider,
     model: row.model,
     currency: row.currency,
-    cost: formatAttos(BigInt(row.cost_attos)),
-    charge: formatAttos(BigInt(row.charge_attos)),
-    margin: formatAttos(BigInt(row.margin_attos)),
-    shortfall: formatAttos(BigInt(row.metadata?.shortfallAttos ?? '0')),
+    cost: formatAttosText(row.cost_attos),
+    charge: formatAttosText(row.charge_attos),
+    margin: formatAttosText(row.margin_attos),
+    shortfall: formatAttosText(row.metadata?.shortfallAttos ?? '0'),
     estimated: row.estimated,
     ledgerTransactionId: row.ledger_transaction_id,
   };
@@ -209,9 +213,11 @@ export class UsageService {
     );
     if (!merchant) throw notFound('Merchant', merchantId);
     const prepared: Prepared[] = [];
+    const now = this.clock();
+    const nowPeriod = periodStartOf(now);
     inputs.forEach((input, index) => {
       try {
-        prepared.push(this.prepare(index, input, merchant.policy));
+        prepared.push(this.prepare(index, input, merchant.policy, now, nowPeriod));
       } catch (error) {
         results[index] = { ok: false, error: error instanceof AppError ? error : invalidField('event', (error as Error).message) };
       }
@@ -249,29 +255,30 @@ export class UsageService {
     return { costAttos: priced.costAttos, chargeAttos: priced.chargeAttos };
   }
 
-  private prepare(index: number, input: UsageRecordInput, policy: string): Prepared {
+  /** `now` and its period are read once per batch, for the events that give no timestamp. */
+  private prepare(index: number, input: UsageRecordInput, policy: string, now: Date, nowPeriod: Date): Prepared {
     const key = String(input.idempotencyKey ?? '').trim();
     if (!key) throw invalidField('idempotencyKey', 'is required: a retry with the same key is never charged twice');
     if (key.length > 200) throw invalidField('idempotencyKey', 'must be at most 200 characters');
     const customerRef = String(input.customer ?? '').trim();
     if (!customerRef) throw invalidField('customer', 'is required (a customer id or your externalId)');
-    const now = this.clock();
     const occurredAt = input.timestamp ?? now;
     if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
     if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
-    if ([input.usage, input.response].filter(Boolean).length > 1) throw invalidField('usage', 'give either usage or response, not both');
-    const stated: Record<string, string | number> = {};
-    for (const [meter, quantity] of Object.entries(input.quantities ?? {})) {
+    if (input.usage && input.response) throw invalidField('usage', 'give either usage or response, not both');
+    let stated = NO_QUANTITIES;
+    for (const [meter, quantity] of Object.entries(input.quantities ?? NO_QUANTITIES)) {
       if (typeof quantity === 'number' ? !Number.isSafeInteger(quantity) || quantity < 0 : !/^\d{1,15}(\.\d{1,18})?$/.test(String(quantity))) {
         throw invalidField(`quantities.${meter}`, 'must be a non-negative whole number or a decimal string');
       }
+      if (stated === NO_QUANTITIES) stated = {};
       stated[meter] = quantity;
     }
     let usage: NormalizedUsage;
     if (input.response) usage = input.normalized ?? normalizeResponse(input.response);
     else if (input.usage) usage = usageFrom(input.usage);
-    else if (Object.keys(stated).length > 0) usage = blankUsage({ requests: 1 });
+    else if (stated !== NO_QUANTITIES) usage = blankUsage({ requests: 1 });
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
     let estimated = false;
     if (usage.incomplete && !usage.billable && policy === 'ESTIMATE') {
@@ -281,8 +288,10 @@ export class UsageService {
     const hash = requestHash({ customer: customerRef, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage: input.usage ?? null, response: input.response ? [input.response.url, input.response.status, input.response.body] : null, stated });
     const billingId = usage.billable && usage.billingId ? usage.billingId : null;
     if (billingId && billingId.length > 200) throw invalidField('response', 'the provider\'s billing id is longer than 200 characters');
-    return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart: periodStartOf(occurredAt), usage, estimated, stated, hash };
+    const periodStart = occurredAt === now ? nowPeriod : periodStartOf(occurredAt);
+    return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart, usage, estimated, stated, hash };
   }
+
 
   /** One query for every customer in the batch, by id or externalId, within the merchant. */
   private async resolveCustomers(merchantId: string, prepared: Prepared[], results: (UsageResult | undefined)[]): Promise<void> {
@@ -446,19 +455,24 @@ export class UsageService {
             fresh.push(item);
           }
         }
-        const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable ? meterQuantities(item.usage, meters, item.stated) : new Map<string, Quantity>()]));
+        const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
         const steps = await this.advancePeriodTotals(batch, merchantId, fresh, quantities, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
         // Price every event, then charge each wallet once for all of its events in this batch:
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
         const rows: [EventRow, Prepared, string | null, string | null][] = [];
         const pending = new Map<string, { wallet: WalletTransaction; attos: bigint; events: EventRow[] }>();
-        // Events of a batch mostly share provider, model and millisecond: resolve each combination once.
+        // Events of a batch mostly share provider, model and millisecond: resolve each combination
+        // once, and skip even the lookup key while they repeat the event before.
         const prices = new Map<string, ReturnType<typeof resolvePrice>>();
+        let last: { provider: string; model: string; time: number; price: ReturnType<typeof resolvePrice> } | null = null;
         const priceOf = (provider: string, model: string, at: Date) => {
-          const key = `${provider}\u0000${model}\u0000${at.getTime()}`;
+          const time = at.getTime();
+          if (last && last.time === time && last.provider === provider && last.model === model) return last.price;
+          const key = `${provider}\u0000${model}\u0000${time}`;
           let price = prices.get(key);
           if (price === undefined) prices.set(key, (price = resolvePrice(priceRows, provider, model, at)));
+          last = { provider, model, time, price };
           return price;
         };
         const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
@@ -466,16 +480,15 @@ export class UsageService {
           const price = item.usage.provider && item.usage.model ? priceOf(item.usage.provider, item.usage.model, item.occurredAt) : null;
           const cost = providerCost(item.usage, price);
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
-          const moved = steps.get(item.index) ?? new Map<string, PeriodStep>();
+          const moved = steps.get(item.index);
           const priced: PricedUsage = item.usage.billable
             ? priceUsage({
                 usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)),
-                quantities: new Map([...moved].map(([meter, step]) => [meter, step.quantity])),
-                priorFor: (meter) => moved.get(meter)?.prior ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem,
+                quantities: moved ? new Map([...moved].map(([meter, step]) => [meter, step.quantity])) : NO_METERED,
+                priorFor: (meter) => moved?.get(meter)?.prior ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
-          const walletKey = { merchantId, customerId: item.customerId!, currency: item.currency };
-          const wallet = batch.wallet(walletKey);
+          const wallet = batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency });
           const group = pending.get(wallet.state.id) ?? { wallet, attos: 0n, events: [] };
           pending.set(wallet.state.id, group);
           let status: UsageEventStatus = priced.chargeAttos === 0n ? 'NOT_BILLABLE' : 'CHARGED';
@@ -483,8 +496,7 @@ export class UsageService {
           let chargedAttos = priced.chargeAttos;
           if (priced.chargeAttos !== 0n) {
             // Would this event still fit on top of what the wallet owes so far in this batch?
-            const plan = planDebit(wallet.state, group.attos + priced.chargeAttos, { allowOverdraft: true });
-            if (plan.ok || priced.chargeAttos < 0n) group.attos += priced.chargeAttos;
+            if (priced.chargeAttos < 0n || fitsDebit(wallet.state, group.attos + priced.chargeAttos, true)) group.attos += priced.chargeAttos;
             else {
               // The usage has happened: take what the customer has left (down to its overdraft
               // floor) and record the rest as a shortfall, so a small balance cannot buy
@@ -497,17 +509,21 @@ export class UsageService {
               error = insufficientFunds(required, wallet.state.balance - wallet.state.held - owedInBatch, item.currency);
             }
           }
-          const { billingId: _b, callerIdempotencyKey: _c, ...callerMetadata } = item.input.metadata ?? {};
-          const metadata = {
-            ...callerMetadata,
-            requestHash: item.hash,
-            ...(item.billingId ? { billingId: item.billingId, callerIdempotencyKey: item.callerKey } : {}),
-            pricing: priced.lines.map((line) => ({ ...line, chargeAttos: line.chargeAttos.toString() })),
-            ...(priced.passThrough && priced.chargeAttos !== 0n ? { passThrough: true } : {}),
-            ...(priced.costProblem ? { costProblem: priced.costProblem } : {}),
-            ...(item.usage.providerReportedCostUsd ? { providerReportedCostUsd: item.usage.providerReportedCostUsd } : {}),
-            ...(error ? { error: { code: error.code, message: error.message }, pricedChargeAttos: priced.chargeAttos.toString(), shortfallAttos: (priced.chargeAttos - chargedAttos).toString() } : {}),
-          };
+          const metadata: EventRow['metadata'] & Record<string, unknown> = item.input.metadata ? callerMetadataOf(item.input.metadata) : {};
+          metadata.requestHash = item.hash;
+          if (item.billingId) {
+            metadata.billingId = item.billingId;
+            metadata.callerIdempotencyKey = item.callerKey;
+          }
+          metadata.pricing = priced.lines.map((line) => ({ ...line, chargeAttos: line.chargeAttos.toString() }));
+          if (priced.passThrough && priced.chargeAttos !== 0n) metadata.passThrough = true;
+          if (priced.costProblem) metadata.costProblem = priced.costProblem;
+          if (item.usage.providerReportedCostUsd) metadata.providerReportedCostUsd = item.usage.providerReportedCostUsd;
+          if (error) {
+            metadata.error = { code: error.code, message: error.message };
+            metadata.pricedChargeAttos = priced.chargeAttos.toString();
+            metadata.shortfallAttos = (priced.chargeAttos - chargedAttos).toString();
+          }
           const row: EventRow = {
             id: uuidv7(), customer_id: item.customerId!, idempotency_key: item.key, occurred_at: item.occurredAt, status, provider: item.usage.provider || null,
             model: item.usage.model, currency: item.currency, cost_attos: priced.costAttos.toString(), charge_attos: chargedAttos.toString(),
@@ -609,7 +625,7 @@ export class UsageService {
     batch: LedgerBatch,
     merchantId: string,
     items: Prepared[],
-    quantities: Map<number, Map<string, Quantity>>,
+    quantities: Map<number, ReadonlyMap<string, Quantity>>,
     aggregations: Map<string, MeterAggregation>,
   ): Promise<Map<number, Map<string, PeriodStep>>> {
     const rowsFor: { key: string; item: Prepared; meter: string; aggregation: MeterAggregation; quantity: Quantity }[] = [];
@@ -659,43 +675,61 @@ export class UsageService {
   }
 
   /**
-   * One statement over parallel arrays, built as literals in one pass (pgArray). JSON columns
-   * travel as text[] and are cast per element: PostgreSQL parses a jsonb[] literal several
-   * times slower than the same text[] followed by ::jsonb.
+   * One statement over parallel arrays, each column built as a literal in one pass (pgArrayOf).
+   * The metadata column travels as one JSON array instead: a text[] of JSON would be escaped
+   * element by element here, and parsed twice by PostgreSQL (the array, then each document).
+   * ROWS FROM zips the arrays and the JSON array's elements in order.
    */
   private async insertEvents(batch: LedgerBatch, merchantId: string, rows: [EventRow, Prepared, string | null, string | null][]): Promise<void> {
     if (rows.length === 0) return;
-    // Each column straight from the rows, without an intermediate object per event: at thousands
-    // of events per batch the garbage costs more than the statement.
-    const col = (pick: (row: EventRow, item: Prepared, priceRef: string | null, ruleId: string | null) => ArrayElement) =>
-      pgArray(rows.map(([row, item, priceRef, ruleId]) => pick(row, item, priceRef, ruleId)));
+    type Row = (typeof rows)[number];
+    const col = (pick: (row: Row) => ArrayElement) => pgArrayOf(rows, pick);
     const usage = (field: 'inputTokens' | 'cachedInputTokens' | 'cacheWriteTokens' | 'outputTokens' | 'reasoningTokens' | 'characters' | 'images' | 'requests') =>
-      col((_row, item) => item.usage[field]);
+      col((row) => row[1].usage[field]);
+    const columns: [string, string, string][] = [];
+    const params: unknown[] = [merchantId, batch.now];
+    const column = (name: string, type: string, literal: string) => {
+      params.push(literal);
+      columns.push([name, `unnest($${params.length}::${type}[])`, type]);
+    };
+    column('id', 'uuid', col(([row]) => row.id));
+    column('customer_id', 'uuid', col(([row]) => row.customer_id));
+    column('idempotency_key', 'text', col(([row]) => row.idempotency_key));
+    column('occurred_at', 'timestamptz', col(([row]) => row.occurred_at));
+    column('period_start', 'timestamptz', col(([, item]) => item.periodStart));
+    column('provider', 'text', col(([row]) => row.provider));
+    column('model', 'text', col(([row]) => row.model));
+    column('api', 'text', col(([, item]) => item.usage.api || null));
+    column('input_tokens', 'int', usage('inputTokens'));
+    column('cached_input_tokens', 'int', usage('cachedInputTokens'));
+    column('cache_write_tokens', 'int', usage('cacheWriteTokens'));
+    column('output_tokens', 'int', usage('outputTokens'));
+    column('reasoning_tokens', 'int', usage('reasoningTokens'));
+    column('audio_seconds', 'text', col(([, item]) => item.usage.audioSeconds));
+    column('characters', 'int', usage('characters'));
+    column('images', 'int', usage('images'));
+    column('requests', 'int', usage('requests'));
+    column('stated_quantities', 'text', col(([, item]) => (item.stated === NO_QUANTITIES ? '{}' : JSON.stringify(item.stated))));
+    column('currency', 'text', col(([row]) => row.currency));
+    column('cost_attos', 'numeric', col(([row]) => row.cost_attos));
+    column('charge_attos', 'numeric', col(([row]) => row.charge_attos));
+    column('margin_attos', 'numeric', col(([row]) => row.margin_attos));
+    column('provider_price_ref', 'text', col(([, , priceRef]) => priceRef));
+    column('price_rule_id', 'uuid', col(([, , , ruleId]) => ruleId));
+    column('ledger_transaction_id', 'uuid', col(([row]) => row.ledger_transaction_id));
+    column('status', 'text', col(([row]) => row.status));
+    column('estimated', 'bool', col(([row]) => row.estimated));
+    params.push(JSON.stringify(rows.map(([row]) => row.metadata)));
+    const names = columns.map(([name]) => name);
+    const value = (name: string) => (name === 'stated_quantities' ? 'u.stated_quantities::jsonb' : name === 'status' ? 'u.status::"UsageEventStatus"' : `u.${name}`);
     await batch.tx.query(
-      `INSERT INTO usage_events (id, merchant_id, customer_id, idempotency_key, occurred_at, period_start, provider, model, api,
-         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, audio_seconds, characters, images, requests,
-         stated_quantities, currency, cost_attos, charge_attos, margin_attos, provider_price_ref, price_rule_id, ledger_transaction_id,
-         status, estimated, metadata, created_at)
-       SELECT u.id, $1, u.customer_id, u.idempotency_key, u.occurred_at, u.period_start, u.provider, u.model, u.api,
-         u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, u.audio_seconds, u.characters, u.images, u.requests,
-         u.stated::jsonb, u.currency, u.cost, u.charge, u.margin, u.price_ref, u.rule_id, u.transaction_id, u.status::"UsageEventStatus", u.estimated, u.metadata::jsonb, $2
-       FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
-         $11::int[], $12::int[], $13::int[], $14::int[], $15::int[], $16::text[], $17::int[], $18::int[], $19::int[],
-         $20::text[], $21::text[], $22::numeric[], $23::numeric[], $24::numeric[], $25::text[], $26::uuid[], $27::uuid[], $28::text[], $29::bool[], $30::text[])
-       AS u(id, customer_id, idempotency_key, occurred_at, period_start, provider, model, api, input_tokens, cached_input_tokens, cache_write_tokens,
-         output_tokens, reasoning_tokens, audio_seconds, characters, images, requests, stated, currency, cost, charge, margin, price_ref, rule_id,
-         transaction_id, status, estimated, metadata)`,
-      [
-        merchantId, batch.now, col((row) => row.id), col((row) => row.customer_id), col((row) => row.idempotency_key), col((row) => row.occurred_at),
-        col((_row, item) => item.periodStart), col((row) => row.provider), col((row) => row.model), col((_row, item) => item.usage.api || null),
-        usage('inputTokens'), usage('cachedInputTokens'), usage('cacheWriteTokens'), usage('outputTokens'), usage('reasoningTokens'),
-        col((_row, item) => item.usage.audioSeconds), usage('characters'), usage('images'), usage('requests'), col((_row, item) => JSON.stringify(item.stated)),
-        col((row) => row.currency), col((row) => row.cost_attos), col((row) => row.charge_attos), col((row) => row.margin_attos), col((_row, _item, priceRef) => priceRef),
-        col((_row, _item, _priceRef, ruleId) => ruleId), col((row) => row.ledger_transaction_id), col((row) => row.status), col((row) => row.estimated),
-        col((row) => JSON.stringify(row.metadata)),
-      ],
+      `INSERT INTO usage_events (merchant_id, ${names.join(', ')}, metadata, created_at)
+       SELECT $1, ${names.map(value).join(', ')}, u.metadata, $2
+       FROM ROWS FROM (${columns.map(([, source]) => source).join(', ')}, jsonb_array_elements($${params.length}::jsonb)) AS u(${names.join(', ')}, metadata)`,
+      params,
     );
   }
+
 }
 
 /**
@@ -728,6 +762,12 @@ function affordableAttos(state: WalletState, owedAttos: bigint, wantedAttos: big
 
 const EVENT_COLUMNS = `id, customer_id, idempotency_key, occurred_at, status::text AS status, provider, model, currency, cost_attos::text AS cost_attos,
   charge_attos::text AS charge_attos, margin_attos::text AS margin_attos, estimated, ledger_transaction_id, metadata, created_at`;
+
+/** The caller's metadata without the keys Tollgate writes itself (a caller cannot forge them). */
+function callerMetadataOf(given: Record<string, unknown>): Record<string, unknown> {
+  const { billingId: _billingId, callerIdempotencyKey: _callerKey, ...rest } = given;
+  return rest;
+}
 
 /**
  * The answer to an event whose key already has one. Under the caller's key, a different record

@@ -6,22 +6,37 @@
  */
 export type ArrayElement = string | number | bigint | boolean | Date | null | undefined;
 
-function element(value: ArrayElement): string {
-  if (value === null || value === undefined) return 'NULL';
-  switch (typeof value) {
-    case 'string':
-      // Ids, keys and hashes rarely hold a quote or a backslash: skip the regex for them.
-      return value.indexOf('"') === -1 && value.indexOf('\\') === -1 ? `"${value}"` : `"${value.replace(/["\\]/g, '\\$&')}"`;
-    case 'number':
-    case 'bigint':
-      return String(value);
-    case 'boolean':
-      return value ? 't' : 'f';
-    default:
-      return `"${value.toISOString()}"`;
-  }
+/** The array literal of `values`. */
+export function pgArray(values: readonly ArrayElement[]): string {
+  return pgArrayOf(values, (value) => value);
 }
 
-export function pgArray(values: readonly ArrayElement[]): string {
-  return `{${values.map(element).join(',')}}`;
+/**
+ * The array literal of `pick` over `items`, without an intermediate array: ingest builds
+ * some thirty columns per batch of a thousand events, so every per-element string counts.
+ */
+export function pgArrayOf<T>(items: readonly T[], pick: (item: T) => ArrayElement): string {
+  let literal = '{';
+  // Rows of a batch mostly share their timestamps: format each distinct one once.
+  let lastTime = Number.NaN;
+  let lastIso = '';
+  for (let i = 0; i < items.length; i++) {
+    if (i > 0) literal += ',';
+    const value = pick(items[i]!);
+    if (value === null || value === undefined) literal += 'NULL';
+    else if (typeof value === 'string') {
+      // Ids, keys and hashes rarely hold a quote or a backslash: skip the regex for them.
+      literal += value.indexOf('"') === -1 && value.indexOf('\\') === -1 ? '"' + value + '"' : '"' + value.replace(/["\\]/g, '\\$&') + '"';
+    } else if (typeof value === 'number' || typeof value === 'bigint') literal += value;
+    else if (typeof value === 'boolean') literal += value ? 't' : 'f';
+    else {
+      const time = value.getTime();
+      if (time !== lastTime) {
+        lastTime = time;
+        lastIso = value.toISOString();
+      }
+      literal += '"' + lastIso + '"';
+    }
+  }
+  return literal + '}';
 }

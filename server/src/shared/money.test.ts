@@ -1,0 +1,39 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { formatAttos, formatAttosText, formatNanos } from './money.ts';
+
+/** The plain way to write value ÷ 10^scale with at least two decimals: the reference for the fast one. */
+function reference(value: bigint, scale: number): string {
+  const negative = value < 0n;
+  const digits = (negative ? -value : value).toString().padStart(scale + 1, '0');
+  let fraction = digits.slice(digits.length - scale).replace(/0+$/, '');
+  if (fraction.length < 2) fraction = fraction.padEnd(2, '0');
+  return `${negative ? '-' : ''}${digits.slice(0, digits.length - scale)}.${fraction}`;
+}
+
+describe('formatting amounts', () => {
+  it('writes attos and nanos exactly, trimming zeros to two decimals', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(10n ** 40n), max: 10n ** 40n }), (value) => {
+        expect(formatAttos(value)).toBe(reference(value, 18));
+        expect(formatNanos(value)).toBe(reference(value, 9));
+      }),
+      { numRuns: 3000 },
+    );
+    expect(formatAttos(0n)).toBe('0.00');
+    expect(formatAttos(-1n)).toBe('-0.000000000000000001');
+    expect(formatNanos(12_500_000_000n)).toBe('12.50');
+  });
+
+  it('formats amounts given as text the same as the bigint, leading zeros and negative zero included', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(10n ** 40n), max: 10n ** 40n }), (value) => {
+        expect(formatAttosText(value.toString())).toBe(formatAttos(value));
+      }),
+      { numRuns: 3000 },
+    );
+    expect(formatAttosText('-000')).toBe('0.00');
+    expect(formatAttosText('00150000000000000000')).toBe('0.15');
+    expect(() => formatAttosText('1.5')).toThrow(/whole number/);
+  });
+});
