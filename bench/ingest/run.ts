@@ -93,6 +93,11 @@ async function tollgate(url: string): Promise<{ rate: number; violations: number
   const { services } = runtime;
   try {
     const { merchant, key } = await services.merchants.create({ name: 'bench' });
+    // A typical AI reseller's book: provider cost at list price plus 20%, and a fee per request
+    // on a request meter, so every event is costed, marked up and moves a period total.
+    await services.meters.create(merchant.id, { key: 'requests', name: 'Requests', unit: 'request', source: 'REQUESTS' });
+    await services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '20' }, meterKey: null });
+    await services.priceRules.put(merchant.id, { name: 'request fee', type: 'FLAT', config: { unitPrice: '0.0001' }, meterKey: 'requests' });
     const customers: string[] = [];
     for (let i = 0; i < CUSTOMERS; i++) {
       const customer = await services.customers.create(merchant.id, { externalId: `bench-${i}` });
@@ -161,7 +166,7 @@ console.log(`  baseline: raw batched INSERT, narrow table        ${base.toFixed(
 console.log(`  baseline: the same rows into usage_events' shape  ${ours.sameRows.toFixed(0).padStart(8)} events/s   (Tollgate's stored events re-inserted, same columns and indexes)`);
 console.log(`  reference: a bare Node server storing the batches ${ours.bareRate.toFixed(0).padStart(8)} events/s   (parse, one idempotent INSERT into usage_events' shape, answer: no pricing or ledger; stored ${ours.bareStored}/${EVENTS})`);
 console.log(`    ${cpuPerUnit(ours.bareCpu, EVENTS, 'event', 'reference server')}`);
-console.log(`  tollgate POST /v1/usage/batch                     ${ours.rate.toFixed(0).padStart(8)} events/s   (normalize, cost, price, ledger debit, event row, period totals)`);
+console.log(`  tollgate POST /v1/usage/batch                     ${ours.rate.toFixed(0).padStart(8)} events/s   (cost, 20% markup + request fee, period total, ledger debit, event row)`);
 console.log(`    ${cpuPerUnit(ours.cpu, EVENTS, 'event', 'tollgate server')}`);
 console.log(`  ratio ${(ours.rate / base).toFixed(2)} of the narrow baseline, ${(ours.rate / ours.sameRows).toFixed(2)} of the same-rows baseline; events accepted: ${ours.charged}/${EVENTS}; invariant violations: ${ours.violations}`);
 if (ours.logged.length > 0) console.log(`  the server logged warnings or errors, first:\n    ${ours.logged.join('\n    ')}`);

@@ -35,12 +35,40 @@ export function priceAttos(field: string, text: string): bigint {
 /** Quantities are held scaled by 1e18 so fractional units (audio seconds) stay exact. */
 export const QUANTITY_SCALE = 10n ** 18n;
 
-export type Quantity = bigint | number | string;
+/**
+ * A quantity already scaled by QUANTITY_SCALE: period totals and the steps events make in them
+ * travel between the meter and the rules in this form, instead of being written out as decimal
+ * text and parsed back for every event. Prints as its decimal.
+ */
+export class ScaledQuantity {
+  constructor(readonly scaled: bigint) {}
+
+  toString(): string {
+    return formatScaledQuantity(this.scaled);
+  }
+
+  toJSON(): string {
+    return this.toString();
+  }
+}
+
+export type Quantity = bigint | number | string | ScaledQuantity;
+
+/** A quantity scaled by QUANTITY_SCALE, as the shortest exact decimal string. */
+export function formatScaledQuantity(value: bigint): string {
+  const whole = value / QUANTITY_SCALE;
+  const fraction = (value % QUANTITY_SCALE).toString().padStart(18, '0').replace(/0+$/, '');
+  return fraction ? `${whole}.${fraction}` : whole.toString();
+}
 
 const QUANTITY = /^(\d+)(?:\.(\d{1,18}))?$/;
 
 /** A non-negative quantity scaled by QUANTITY_SCALE. Numbers must be safe integers: no floats. */
 export function scaledQuantity(field: string, value: Quantity): bigint {
+  if (value instanceof ScaledQuantity) {
+    if (value.scaled < 0n) throw invalidField(field, 'must not be negative');
+    return value.scaled;
+  }
   if (typeof value === 'bigint') {
     if (value < 0n) throw invalidField(field, 'must not be negative');
     return value * QUANTITY_SCALE;

@@ -170,6 +170,30 @@ export function periodChargeAttos(rule: PricingRule, totalQuantity: Quantity): b
 
 const PERCENT_SCALE = 100n * 10n ** 18n;
 
+interface ParsedRule {
+  pricer: Pricer | null;
+  markup: { percent: bigint; fee: bigint } | null;
+  minimum: bigint | null;
+}
+
+/**
+ * A rule's prices parsed once per rule object: applyRule runs for every event a rule prices,
+ * and rule objects are not changed once built (a new version of a rule is a new object).
+ */
+const parsedRules = new WeakMap<PricingRule, ParsedRule>();
+function parsedOnce(rule: PricingRule): ParsedRule {
+  let parsed = parsedRules.get(rule);
+  if (!parsed) {
+    parsed = {
+      pricer: periodPricer(rule),
+      markup: rule.kind === 'MARKUP' ? markupParts(rule) : null,
+      minimum: rule.minimumCharge != null ? priceAttos('rule.minimumCharge', rule.minimumCharge) : null,
+    };
+    parsedRules.set(rule, parsed);
+  }
+  return parsed;
+}
+
 function markupParts(rule: Extract<PricingRule, { kind: 'MARKUP' }>) {
   const percent = parseDecimalAttos('rule.percent', rule.percent);
   if (percent < 0n) throw invalidField('rule.percent', 'must not be negative');
@@ -198,17 +222,15 @@ export function applyRule(rule: PricingRule, input: ApplyInput): ApplyResult {
 
   let charge: bigint;
   if (rule.kind === 'MARKUP') {
-    const { percent, fee } = markupParts(rule);
+    const { percent, fee } = parsedOnce(rule).markup!;
     const requests = count('requests', input.requests ?? 1);
     charge = roundHalfUp(cost * (PERCENT_SCALE + percent), PERCENT_SCALE) + fee * requests;
   } else {
-    const pricer = periodPricer(rule)!;
+    const pricer = parsedOnce(rule).pricer!;
     charge = pricer(prior + quantity) - pricer(prior);
   }
-  if (rule.minimumCharge != null) {
-    const minimum = priceAttos('rule.minimumCharge', rule.minimumCharge);
-    if (charge < minimum) charge = minimum;
-  }
+  const { minimum } = parsedOnce(rule);
+  if (minimum !== null && charge < minimum) charge = minimum;
   return { chargeAttos: charge, marginAttos: charge - cost };
 }
 

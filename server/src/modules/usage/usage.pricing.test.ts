@@ -16,12 +16,15 @@ function chargesOver(rule: PricingRule, aggregation: MeterAggregation, quantitie
   let total = '0';
   const charges = quantities.map((quantity) => {
     const step = stepPeriodTotal(aggregation, total, quantity);
-    expect(step.prior).toBe(total);
-    total = step.after;
-    return step.quantity === '0' ? 0n : applyRule(rule, { quantity: step.quantity, priorQuantity: step.prior }).chargeAttos;
+    expect(String(step.prior)).toBe(total);
+    total = String(step.after);
+    return step.quantity.scaled === 0n ? 0n : applyRule(rule, { quantity: step.quantity, priorQuantity: step.prior }).chargeAttos;
   });
   return { charges, total };
 }
+
+/** A step as decimal text, as the tests state it. */
+const text = (step: ReturnType<typeof stepPeriodTotal>) => ({ prior: String(step.prior), quantity: String(step.quantity), after: String(step.after) });
 
 const sum = (values: bigint[]) => values.reduce((total, value) => total + value, 0n);
 const priceArb = fc.tuple(fc.nat({ max: 100 }), fc.nat({ max: 999_999_999 })).map(([whole, nanos]) => `${whole}.${String(nanos).padStart(9, '0')}`);
@@ -42,14 +45,14 @@ const quantityArb = fc.oneof(
 
 describe('meter aggregations', () => {
   it('SUM: the total is the sum, each event priced on its own quantity', () => {
-    expect(stepPeriodTotal('SUM', '10', 5)).toEqual({ prior: '10', quantity: '5', after: '15' });
-    expect(stepPeriodTotal('SUM', '1.5', '0.25')).toEqual({ prior: '1.5', quantity: '0.25', after: '1.75' });
-    expect(periodContribution('SUM', '2.50')).toBe('2.5');
+    expect(text(stepPeriodTotal('SUM', '10', 5))).toEqual({ prior: '10', quantity: '5', after: '15' });
+    expect(text(stepPeriodTotal('SUM', '1.5', '0.25'))).toEqual({ prior: '1.5', quantity: '0.25', after: '1.75' });
+    expect(periodContribution('SUM', '2.50')).toBe(scaledQuantity('q', '2.5'));
   });
 
   it('COUNT: each event adds 1 whatever its quantity; N events price like N units', () => {
-    expect(stepPeriodTotal('COUNT', '3', 4096)).toEqual({ prior: '3', quantity: '1', after: '4' });
-    expect(periodContribution('COUNT', '12.5')).toBe('1');
+    expect(text(stepPeriodTotal('COUNT', '3', 4096))).toEqual({ prior: '3', quantity: '1', after: '4' });
+    expect(periodContribution('COUNT', '12.5')).toBe(scaledQuantity('q', 1));
     fc.assert(
       fc.property(ruleArb, fc.array(quantityArb, { minLength: 1, maxLength: 30 }), (rule, quantities) => {
         const { charges, total } = chargesOver(rule, 'COUNT', quantities);
@@ -62,9 +65,9 @@ describe('meter aggregations', () => {
   });
 
   it('MAX: an event is charged only for raising the maximum; the period is charged price(max)', () => {
-    expect(stepPeriodTotal('MAX', '5', 3)).toEqual({ prior: '5', quantity: '0', after: '5' });
-    expect(stepPeriodTotal('MAX', '5', '7.5')).toEqual({ prior: '5', quantity: '2.5', after: '7.5' });
-    expect(periodContribution('MAX', 7)).toBe('7');
+    expect(text(stepPeriodTotal('MAX', '5', 3))).toEqual({ prior: '5', quantity: '0', after: '5' });
+    expect(text(stepPeriodTotal('MAX', '5', '7.5'))).toEqual({ prior: '5', quantity: '2.5', after: '7.5' });
+    expect(periodContribution('MAX', 7)).toBe(scaledQuantity('q', 7));
     fc.assert(
       fc.property(ruleArb, fc.array(quantityArb, { minLength: 1, maxLength: 30 }), (rule, quantities) => {
         const { charges, total } = chargesOver(rule, 'MAX', quantities);

@@ -1,7 +1,7 @@
 import type { Meter, MeterAggregation } from '../../generated/prisma/client.ts';
 import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
-import { QUANTITY_SCALE, scaledQuantity } from '../pricing/decimal.ts';
+import { QUANTITY_SCALE, ScaledQuantity, scaledQuantity } from '../pricing/decimal.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
 import { applyRule, selectRule, type PricingRule, type Quantity, type RuleEvent } from '../pricing/rules.ts';
 import { rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
@@ -56,16 +56,16 @@ export function meterQuantities(usage: NormalizedUsage, meters: readonly Meter[]
  */
 export interface PeriodStep {
   /** The period total before this event. */
-  prior: string;
-  /** What this event adds to it: the quantity priced. "0" when it adds nothing. */
-  quantity: string;
+  prior: ScaledQuantity;
+  /** What this event adds to it: the quantity priced. Zero when it adds nothing. */
+  quantity: ScaledQuantity;
   /** The period total after this event. */
-  after: string;
+  after: ScaledQuantity;
 }
 
-/** What one event contributes to the batch's aggregate for a meter (summed, or maxed for MAX). */
-export function periodContribution(aggregation: MeterAggregation, quantity: Quantity): string {
-  return aggregation === 'COUNT' ? '1' : formatScaled(scaledQuantity('quantity', quantity));
+/** What one event contributes to the batch's aggregate for a meter (summed, or maxed for MAX), scaled by QUANTITY_SCALE. */
+export function periodContribution(aggregation: MeterAggregation, quantity: Quantity): bigint {
+  return aggregation === 'COUNT' ? QUANTITY_SCALE : scaledQuantity('quantity', quantity);
 }
 
 /** Advances a period total by one event's quantity of a meter. */
@@ -73,14 +73,7 @@ export function stepPeriodTotal(aggregation: MeterAggregation, before: Quantity,
   const prior = scaledQuantity('before', before);
   const seen = scaledQuantity('quantity', quantity);
   const added = aggregation === 'COUNT' ? QUANTITY_SCALE : aggregation === 'MAX' ? (seen > prior ? seen - prior : 0n) : seen;
-  return { prior: formatScaled(prior), quantity: formatScaled(added), after: formatScaled(prior + added) };
-}
-
-/** A quantity held scaled by 1e18, as the shortest exact decimal string. */
-function formatScaled(value: bigint): string {
-  const whole = value / QUANTITY_SCALE;
-  const fraction = (value % QUANTITY_SCALE).toString().padStart(18, '0').replace(/0+$/, '');
-  return fraction ? `${whole}.${fraction}` : whole.toString();
+  return { prior: new ScaledQuantity(prior), quantity: new ScaledQuantity(added), after: new ScaledQuantity(prior + added) };
 }
 
 export function providerCost(usage: NormalizedUsage, price: PriceWithRef | null): { costAttos: bigint; problem: string | null } {

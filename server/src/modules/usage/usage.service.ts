@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
-import { pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
+import { pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
@@ -13,7 +13,7 @@ import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type Ledg
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
-import type { Quantity } from '../pricing/rules.ts';
+import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { normalizeResponse } from './normalize/index.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
@@ -82,6 +82,7 @@ const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
 const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Record<string, string | number>;
 /** The meter quantities of an event that moves no meter, shared for the same reason. Never written to. */
 const NO_METERED: ReadonlyMap<string, Quantity> = new Map();
+const NOTHING_BEFORE = (): Quantity => 0n;
 
 interface ChargeRequest {
   items: Prepared[];
@@ -485,7 +486,7 @@ export class UsageService {
             ? priceUsage({
                 usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)),
                 quantities: moved ? new Map([...moved].map(([meter, step]) => [meter, step.quantity])) : NO_METERED,
-                priorFor: (meter) => moved?.get(meter)?.prior ?? 0n, costAttos: cost.costAttos, costProblem: cost.problem,
+                priorFor: moved ? (meter) => moved.get(meter)?.prior ?? 0n : NOTHING_BEFORE, costAttos: cost.costAttos, costProblem: cost.problem,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
           const wallet = batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency });
@@ -606,7 +607,7 @@ export class UsageService {
       // One unique-index probe per key (LIMIT 1 keeps the planner from scanning the merchant's events).
       `SELECT e.* FROM unnest($2::text[]) AS k(key)
        CROSS JOIN LATERAL (SELECT ${EVENT_COLUMNS} FROM usage_events WHERE merchant_id = $1 AND idempotency_key = k.key LIMIT 1) e`,
-      [merchantId, keys],
+      [merchantId, pgArray(keys)],
     );
     return new Map(rows.map((row) => [row.idempotency_key, row]));
   }
@@ -629,16 +630,33 @@ export class UsageService {
     aggregations: Map<string, MeterAggregation>,
   ): Promise<Map<number, Map<string, PeriodStep>>> {
     const rowsFor: { key: string; item: Prepared; meter: string; aggregation: MeterAggregation; quantity: Quantity }[] = [];
+    // One statement row per customer, meter and period: the batch's events are summed (or maxed)
+    // here, so the statement groups a few hundred rows instead of one per event and meter.
+    const increments = new Map<string, { customerId: string; meter: string; periodStart: Date; aggregation: MeterAggregation; contribution: bigint }>();
+    let lastPeriod: Date | null = null;
+    let lastPeriodText = '';
     for (const item of items) {
-      for (const [meter, quantity] of quantities.get(item.index)!) {
-        const key = `${item.customerId}|${meter}|${item.periodStart.toISOString()}`;
-        rowsFor.push({ key, item, meter, aggregation: aggregations.get(meter) ?? 'SUM', quantity });
+      const metered = quantities.get(item.index)!;
+      if (metered.size === 0) continue;
+      if (item.periodStart !== lastPeriod) {
+        lastPeriod = item.periodStart;
+        lastPeriodText = item.periodStart.toISOString();
+      }
+      for (const [meter, quantity] of metered) {
+        const aggregation = aggregations.get(meter) ?? 'SUM';
+        const key = item.customerId + '|' + meter + '|' + lastPeriodText;
+        rowsFor.push({ key, item, meter, aggregation, quantity });
+        const contribution = periodContribution(aggregation, quantity);
+        const increment = increments.get(key);
+        if (!increment) increments.set(key, { customerId: item.customerId!, meter, periodStart: item.periodStart, aggregation, contribution });
+        else if (aggregation !== 'MAX') increment.contribution += contribution;
+        else if (contribution > increment.contribution) increment.contribution = contribution;
       }
     }
-    const before = new Map<string, string>();
-    for (let attempt = 1; rowsFor.some((row) => !before.has(row.key)); attempt++) {
+    const before = new Map<string, ScaledQuantity>();
+    for (let attempt = 1; before.size < increments.size; attempt++) {
       if (attempt > 3) throw new Error('usage period totals kept being created by concurrent batches');
-      const rows = rowsFor.filter((row) => !before.has(row.key));
+      const rows = [...increments.entries()].filter(([key]) => !before.has(key)).map(([, increment]) => increment);
       const advanced = await batch.tx.query<{ customer_id: string; meter_key: string; period_start: Date; before: string }>(
         `WITH increments AS (
            SELECT u.customer_id, u.meter_key, u.period_start, CASE WHEN u.meter_key = ANY($6::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
@@ -658,11 +676,13 @@ export class UsageService {
          SELECT u.customer_id, u.meter_key, u.period_start, coalesce(l.quantity, 0)::text AS before
          FROM upserted u LEFT JOIN locked l USING (customer_id, meter_key, period_start)`,
         [
-          merchantId, rows.map((row) => row.item.customerId), rows.map((row) => row.meter), rows.map((row) => row.item.periodStart),
-          rows.map((row) => periodContribution(row.aggregation, row.quantity)), [...new Set(rows.filter((row) => row.aggregation === 'MAX').map((row) => row.meter))],
+          merchantId, pgArrayOf(rows, (row) => row.customerId), pgArrayOf(rows, (row) => row.meter), pgArrayOf(rows, (row) => row.periodStart),
+          pgArrayOf(rows, (row) => formatScaledQuantity(row.contribution)), [...new Set(rows.filter((row) => row.aggregation === 'MAX').map((row) => row.meter))],
         ],
       );
-      for (const row of advanced) before.set(`${row.customer_id}|${row.meter_key}|${new Date(row.period_start).toISOString()}`, row.before);
+      for (const row of advanced) {
+        before.set(`${row.customer_id}|${row.meter_key}|${new Date(row.period_start).toISOString()}`, new ScaledQuantity(scaledQuantity('before', row.before)));
+      }
     }
     const steps = new Map<number, Map<string, PeriodStep>>();
     for (const row of rowsFor) {
