@@ -23,6 +23,8 @@ const POOL = Number(process.env.BENCH_POOL ?? 10);
 /** Offered load of the open-loop latency run: the issue's throughput goal, by default. */
 const RATE = Number(process.env.BENCH_RATE ?? 5000);
 const OPEN_LOOP_DEBITS = Number(process.env.BENCH_OPEN_LOOP_DEBITS ?? RATE * 4);
+/** Debits sent before each closed-loop run is measured, so the JIT has compiled the hot paths (as in production). */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2000);
 /** The p99 goal at CALLERS closed-loop callers; by Little's law it needs CALLERS / P99_GOAL_S debits per second. */
 const P99_GOAL_S = 0.02;
 /** Debits per transaction when re-inserting their rows for the ceiling (the ledger's largest batch). */
@@ -73,7 +75,7 @@ async function baseline(url: string, walletCount: number): Promise<Figures> {
   await pool.query(`CREATE TABLE bench_wallets (id int PRIMARY KEY, balance bigint NOT NULL)`);
   await pool.query(`CREATE TABLE bench_entries (id uuid PRIMARY KEY, wallet_id int NOT NULL, amount bigint NOT NULL, idempotency_key text UNIQUE NOT NULL)`);
   await pool.query(`INSERT INTO bench_wallets SELECT g, $1 FROM generate_series(0, $2 - 1) g`, [(10n ** 15n).toString(), walletCount]);
-  const figures = await drive(DEBITS, CALLERS, async (index) => {
+  const debitOnce = async (index: number) => {
     const client = await pool.connect();
     try {
       await client.query('BEGIN');
@@ -88,7 +90,9 @@ async function baseline(url: string, walletCount: number): Promise<Figures> {
     } finally {
       client.release();
     }
-  });
+  };
+  await drive(WARMUP, CALLERS, debitOnce);
+  const figures = await drive(DEBITS, CALLERS, debitOnce);
   await pool.end();
   return figures;
 }
@@ -148,11 +152,12 @@ async function tollgate(url: string, walletCount: number): Promise<Figures & { v
       });
       return true;
     };
+    await drive(WARMUP, CALLERS, debit('warm-up'));
     // Tollgate's ledger runs in this process, next to the callers: their CPU is counted together.
     const { result: figures, cpu } = await measureCpu([process.pid], () => drive(DEBITS, CALLERS, debit('debit')));
     const atRate = await driveAtRate(OPEN_LOOP_DEBITS, RATE, CALLERS, debit('paced'));
     const report = await services.ledgerQueries.integrity(merchant.id);
-    const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(DEBITS + OPEN_LOOP_DEBITS) * 1000n;
+    const expected = 1_000_000n * NANOS_PER_UNIT * BigInt(walletCount) - BigInt(WARMUP + DEBITS + OPEN_LOOP_DEBITS) * 1000n;
     const total = (await Promise.all(customers.map((id) => services.ledgerQueries.wallet(merchant.id, id, 'USD')))).reduce((sum, w) => sum + w.balance, 0n);
     const violations = report.violations.length + (total === expected ? 0 : 1);
     return { ...figures, violations, atRate, cpu, ceiling: await rowsCeiling(url) };
@@ -165,7 +170,7 @@ const row = (name: string, f: Figures) =>
   `${name.padEnd(34)} ${f.perSecond.toFixed(0).padStart(9)} debits/s   p50 ${f.p50.toFixed(2).padStart(7)} ms   p99 ${f.p99.toFixed(2).padStart(7)} ms`;
 
 console.log(
-  `bench/ledger on PostgreSQL: ${DEBITS} debits from ${CALLERS} closed-loop callers (each sends its next debit when the last one is answered:\n` +
+  `bench/ledger on PostgreSQL: ${DEBITS} debits (after ${WARMUP} warm-up) from ${CALLERS} closed-loop callers (each sends its next debit when the last one is answered:\n` +
     `throughput at saturation, where latency is about callers / throughput), then, for Tollgate, ${OPEN_LOOP_DEBITS} debits arriving at\n` +
     `${RATE}/s with up to ${CALLERS} in flight (open loop: latency below saturation). Pool of ${POOL} connections.\n`,
 );
