@@ -112,16 +112,16 @@ export function priceUsage(params: {
   const books = params.planRules?.length
     ? [inForceAt(params.planRules, params.occurredAt), inForceAt(params.rules, params.occurredAt)]
     : [inForceAt(params.rules, params.occurredAt)];
-  const target = { provider: usage.provider || null, model: usage.model };
+  const provider = usage.provider || null;
   const lines: ChargeLine[] = [];
 
-  const markup = firstMatch(books, (row) => row.type === 'MARKUP', { ...target, meter: null });
+  const markup = firstMatch(books, null, { provider, model: usage.model, meter: null });
   if (markup) {
     const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests });
     lines.push(lineOf(markup.row, null, null, chargeAttos));
   }
   for (const [meterKey, quantity] of quantities) {
-    const match = firstMatch(books, (row) => row.type !== 'MARKUP' && row.meterKey === meterKey, { ...target, meter: meterKey });
+    const match = firstMatch(books, meterKey, { provider, model: usage.model, meter: meterKey });
     if (!match) continue;
     // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
     // through), at nothing: no minimumCharge for an event that adds nothing.
@@ -157,20 +157,55 @@ function pricingRuleOf(row: RuleRow): PricingRule {
   return rule;
 }
 
-/** The most specific rule of the first book that has one matching the event. */
-function firstMatch(books: readonly RuleRow[][], eligible: (row: RuleRow) => boolean, event: RuleEvent): { row: RuleRow; rule: PricingRule } | null {
+/** A book's rules in force that could price one part of an event, with their pricing form (same order). */
+interface Candidates {
+  rows: RuleRow[];
+  rules: PricingRule[];
+}
+
+/** The rules in force of a book split by what they price: the cost (MARKUP) or a meter. */
+interface BookIndex {
+  markup: Candidates;
+  byMeter: Map<string, Candidates>;
+}
+
+/** Indexed once per list of rules in force (inForceAt hands the same list to a batch's events). */
+const bookIndexes = new WeakMap<RuleRow[], BookIndex>();
+function indexOf(book: RuleRow[]): BookIndex {
+  let index = bookIndexes.get(book);
+  if (index) return index;
+  index = { markup: { rows: [], rules: [] }, byMeter: new Map() };
+  for (const row of book) {
+    let candidates: Candidates | undefined = index.markup;
+    if (row.type !== 'MARKUP') {
+      if (row.meterKey === null) continue;
+      candidates = index.byMeter.get(row.meterKey);
+      if (!candidates) index.byMeter.set(row.meterKey, (candidates = { rows: [], rules: [] }));
+    }
+    candidates.rows.push(row);
+    candidates.rules.push(pricingRuleOf(row));
+  }
+  bookIndexes.set(book, index);
+  return index;
+}
+
+/** The most specific rule of the first book that has one matching the event: its markup (meterKey null) or a meter's rule. */
+function firstMatch(books: readonly RuleRow[][], meterKey: string | null, event: RuleEvent): { row: RuleRow; rule: PricingRule } | null {
   for (const book of books) {
-    const rows = book.filter(eligible);
-    if (rows.length === 0) continue;
-    const rule = selectRule(rows.map(pricingRuleOf), event);
-    if (rule) return { row: rows.find((candidate) => candidate.id === rule.id)!, rule };
+    const index = indexOf(book);
+    const candidates = meterKey === null ? index.markup : index.byMeter.get(meterKey);
+    if (!candidates || candidates.rules.length === 0) continue;
+    const rule = selectRule(candidates.rules, event);
+    if (rule) return { row: candidates.rows[candidates.rules.indexOf(rule)]!, rule };
   }
   return null;
 }
 
 /** A plan's lines name the plan; the default book's do not (most events, kept small). */
 function lineOf(row: RuleRow, meter: string | null, quantity: string | null, chargeAttos: bigint): ChargeLine {
-  return { ruleId: row.id, rule: row.name, ...(row.planId ? { planId: row.planId } : {}), meter, quantity, chargeAttos };
+  return row.planId
+    ? { ruleId: row.id, rule: row.name, planId: row.planId, meter, quantity, chargeAttos }
+    : { ruleId: row.id, rule: row.name, meter, quantity, chargeAttos };
 }
 
 /**
