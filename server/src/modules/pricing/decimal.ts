@@ -57,7 +57,9 @@ export type Quantity = bigint | number | string | ScaledQuantity;
 /** A quantity scaled by QUANTITY_SCALE, as the shortest exact decimal string. */
 export function formatScaledQuantity(value: bigint): string {
   const whole = value / QUANTITY_SCALE;
-  const fraction = (value % QUANTITY_SCALE).toString().padStart(18, '0').replace(/0+$/, '');
+  const rest = value % QUANTITY_SCALE;
+  if (rest === 0n) return whole.toString(); // most quantities are whole: tokens, requests
+  const fraction = rest.toString().padStart(18, '0').replace(/0+$/, '');
   return fraction ? `${whole}.${fraction}` : whole.toString();
 }
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { MeterAggregation } from '../../generated/prisma/client.ts';
 import { scaledQuantity } from '../pricing/decimal.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
-import { applyRule, periodChargeAttos, type PricingRule, type Quantity, type Tier } from '../pricing/rules.ts';
+import { applyRule, periodChargeAttos, type PricingRule, type Tier } from '../pricing/rules.ts';
 import type { RuleRow } from '../pricing/rules.service.ts';
 import { periodContribution, priceUsage, stepPeriodTotal } from './usage.pricing.ts';
 import { blankUsage } from './usage.types.ts';
@@ -110,7 +110,7 @@ describe('priceUsage with a plan', () => {
   const price = (planRules: RuleRow[] | null, provider = 'acme', occurredAt = new Date('2026-06-15')) =>
     priceUsage({
       usage: { ...blankUsage({ requests: 1 }), provider, model: 'm1', outputTokens: 500 }, occurredAt, rules: defaults, planRules,
-      quantities: new Map<string, Quantity>([['out', 500n], ['requests', 1n]]), priorFor: () => 0n, costAttos: attos('0.002'), costProblem: null,
+      steps: new Map([['out', { quantity: 500n, prior: 0n }], ['requests', { quantity: 1n, prior: 0n }]]), costAttos: attos('0.002'), costProblem: null,
     });
 
   it('no plan: the default book prices everything', () => {

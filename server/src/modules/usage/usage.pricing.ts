@@ -63,6 +63,12 @@ export interface PeriodStep {
   after: ScaledQuantity;
 }
 
+/** A meter's part in pricing one event: the quantity priced, over the period total before it. */
+export interface MeterStep {
+  quantity: Quantity;
+  prior: Quantity;
+}
+
 /** What one event contributes to the batch's aggregate for a meter (summed, or maxed for MAX), scaled by QUANTITY_SCALE. */
 export function periodContribution(aggregation: MeterAggregation, quantity: Quantity): bigint {
   return aggregation === 'COUNT' ? QUANTITY_SCALE : scaledQuantity('quantity', quantity);
@@ -102,12 +108,12 @@ export function priceUsage(params: {
   occurredAt: Date;
   rules: readonly RuleRow[];
   planRules?: readonly RuleRow[] | null;
-  quantities: ReadonlyMap<string, Quantity>;
-  priorFor: (meterKey: string) => Quantity;
+  /** What the event adds to each meter it moves, and the period total before it (see PeriodStep). */
+  steps: ReadonlyMap<string, MeterStep>;
   costAttos: bigint;
   costProblem: string | null;
 }): PricedUsage {
-  const { usage, quantities, costAttos } = params;
+  const { usage, steps, costAttos } = params;
   // Plan first: the first book with a matching rule prices the part.
   const books = params.planRules?.length
     ? [inForceAt(params.planRules, params.occurredAt), inForceAt(params.rules, params.occurredAt)]
@@ -120,14 +126,14 @@ export function priceUsage(params: {
     const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests });
     lines.push(lineOf(markup.row, null, null, chargeAttos));
   }
-  for (const [meterKey, quantity] of quantities) {
+  for (const [meterKey, { quantity, prior }] of steps) {
     const match = firstMatch(books, meterKey, { provider, model: usage.model, meter: meterKey });
     if (!match) continue;
     // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
     // through), at nothing: no minimumCharge for an event that adds nothing.
     const { chargeAttos } = scaledQuantity('quantity', quantity) === 0n
       ? { chargeAttos: 0n }
-      : applyRule(match.rule, { quantity, priorQuantity: params.priorFor(meterKey), costAttos: 0n, requests: usage.requests });
+      : applyRule(match.rule, { quantity, priorQuantity: prior, costAttos: 0n, requests: usage.requests });
     lines.push(lineOf(match.row, meterKey, String(quantity), chargeAttos));
   }
   const passThrough = lines.length === 0;

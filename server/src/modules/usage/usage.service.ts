@@ -82,7 +82,7 @@ const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
 const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Record<string, string | number>;
 /** The meter quantities of an event that moves no meter, shared for the same reason. Never written to. */
 const NO_METERED: ReadonlyMap<string, Quantity> = new Map();
-const NOTHING_BEFORE = (): Quantity => 0n;
+const NO_STEPS: ReadonlyMap<string, PeriodStep> = new Map();
 
 interface ChargeRequest {
   items: Prepared[];
@@ -251,7 +251,8 @@ export class UsageService {
     const cost = providerCost(usage, price);
     const priced = priceUsage({
       usage, occurredAt: now, rules: book.defaults, planRules: planAt && customerId ? book.ofPlan(planAt(customerId, now)) : null,
-      quantities: meterQuantities(usage, meters, {}), priorFor: () => 0n, costAttos: cost.costAttos, costProblem: cost.problem,
+      steps: new Map([...meterQuantities(usage, meters, NO_QUANTITIES)].map(([meter, quantity]) => [meter, { quantity, prior: 0n }])),
+      costAttos: cost.costAttos, costProblem: cost.problem,
     });
     return { costAttos: priced.costAttos, chargeAttos: priced.chargeAttos };
   }
@@ -485,8 +486,7 @@ export class UsageService {
           const priced: PricedUsage = item.usage.billable
             ? priceUsage({
                 usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)),
-                quantities: moved ? new Map([...moved].map(([meter, step]) => [meter, step.quantity])) : NO_METERED,
-                priorFor: moved ? (meter) => moved.get(meter)?.prior ?? 0n : NOTHING_BEFORE, costAttos: cost.costAttos, costProblem: cost.problem,
+                steps: moved ?? NO_STEPS, costAttos: cost.costAttos, costProblem: cost.problem,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
           const wallet = batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency });

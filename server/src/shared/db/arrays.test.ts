@@ -1,4 +1,5 @@
 import { PGlite } from '@electric-sql/pglite';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pgArray } from './arrays.ts';
 
@@ -10,9 +11,19 @@ describe('pgArray', () => {
   afterAll(() => db.close());
 
   it('round-trips awkward text through a text[] parameter', async () => {
-    const values = ['a', 'quote"d', 'back\\slash', '', 'NULL', null, '{x,y}', ' spaced ', 'é😀', '{"a": "b\\"c"}'];
+    const values = ['a', 'quote"d', 'back\\slash', '', 'NULL', 'null', 'nUlL', null, '{x,y}', ' spaced ', 'tab\there', 'line\nbreak', '\u00a0', 'a,b', '{', '}', 'é😀', '{"a": "b\\"c"}'];
     const { rows } = await db.query<{ v: string | null }>('SELECT unnest($1::text[]) AS v', [pgArray(values)]);
     expect(rows.map((row) => row.v)).toEqual(values);
+  });
+
+  it('round-trips any text', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.option(fc.string({ unit: 'grapheme' }), { nil: null }), { maxLength: 20 }), async (values) => {
+        const { rows } = await db.query<{ v: string | null }>('SELECT unnest($1::text[]) AS v', [pgArray(values)]);
+        expect(rows.map((row) => row.v)).toEqual(values);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('encodes numbers, bigints, booleans, dates and nulls for typed arrays', async () => {
