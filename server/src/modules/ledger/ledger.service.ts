@@ -3,6 +3,7 @@ import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { laneOf } from '../../shared/lanes.ts';
 import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import { isUuid } from '../../shared/validation.ts';
@@ -114,15 +115,6 @@ interface Lane {
   draining: boolean;
 }
 
-/** FNV-1a: a stable, cheap spread of wallets over lanes. */
-function laneOf(walletKey: string, lanes: number): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < walletKey.length; i++) {
-    hash ^= walletKey.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return (hash >>> 0) % lanes;
-}
 const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
 const COUNTER_ACCOUNT: Record<GrantKind, AccountKind> = {

@@ -3,6 +3,7 @@ import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../gen
 import { pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { uuidv7 } from '../../shared/ids.ts';
+import { laneOf } from '../../shared/lanes.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
@@ -69,12 +70,11 @@ const MAX_BATCH = 1000;
 /** Most events charged in one combined ledger batch (see chargeTogether). */
 const MAX_MERGED_EVENTS = 5000;
 /**
- * A round this large is charged as this many concurrent transactions over disjoint sets of
- * customers (see chargeSplit), so that pricing one part in JavaScript overlaps PostgreSQL
- * writing another instead of the two taking turns.
+ * Each merchant's (and actor's) customers are spread over this many charge lanes, each charging
+ * its own rounds one after the other (see chargeTogether): while one lane's round is being
+ * written by PostgreSQL, another's is priced in JavaScript, instead of the two taking turns.
  */
-const PARTITIONS = 2;
-const MIN_EVENTS_TO_SPLIT = 400;
+export const CUSTOMER_LANES = 3;
 const MAX_FUTURE_MS = 5 * 60_000;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
@@ -183,7 +183,7 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
  * Post-request metering: records usage, costs it at the provider price in force when it
  * happened, prices it with the merchant's rules, and charges it through the ledger — a customer's
  * events of a batch in one transaction, so an event is either fully recorded and charged or not
- * at all (large batches go as a few concurrent transactions over disjoint customers).
+ * at all (a batch goes as a few concurrent transactions over disjoint customers: see chargeTogether).
  * Each event answers for itself: bad events get their own error and good ones are kept.
  */
 export class UsageService {
@@ -315,15 +315,58 @@ export class UsageService {
   }
 
   /**
-   * Batches that arrive while another of the same merchant and actor is being charged wait and
-   * then go together, in arrival order, as one ledger batch: the wallets are locked, read, posted
-   * and flushed once for all of them (their events would have queued on the same wallet locks
-   * anyway). The answers are those of charging them one after the other, because a batch sharing
-   * an event key with one already taken waits for the next round, and a combined batch that fails
-   * is retried batch by batch so one request's failure stays its own.
+   * A batch's events go to their customers' charge lanes (CUSTOMER_LANES per merchant and actor;
+   * a customer always to the same one, so its events keep their order). In a lane, batches that
+   * arrive while another is being charged wait and then go together, in arrival order, as one
+   * ledger batch: the wallets are locked, read, posted and flushed once for all of them (their
+   * events would have queued on the same wallet locks anyway). The answers are those of charging
+   * the batches one after the other, because a batch sharing an event key with one already taken
+   * waits for the next round, and a combined batch that fails is retried batch by batch so one
+   * request's failure stays its own. The lanes share no customer, so they neither wait on nor
+   * deadlock with each other; each event is still recorded and charged whole or not at all.
+   *
+   * A lane's part that fails is tried once more; if it fails again while another part was
+   * recorded, its events answer INTERNAL (not recorded, retryable) and the rest as usual; if
+   * every part failed, the error is thrown.
    */
-  private chargeTogether(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
+  private async chargeTogether(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
     const laneKey = `${merchantId}:${actor.kind}:${actor.apiKeyId ?? ''}`;
+    const { parts, repeats } = partitionByCustomer(items, CUSTOMER_LANES);
+    const inLane = (lane: number, part: Prepared[]) => this.chargeInLane(`${laneKey}:${lane}`, merchantId, actor, part);
+    const settled = await Promise.allSettled([...parts].map(([lane, part]) => inLane(lane, part)));
+    // Nothing written: fail the whole request, as a single transaction would.
+    if (settled.every((part) => part.status === 'rejected')) throw (settled[0] as PromiseRejectedResult).reason;
+    const answers = new Map<number, UsageResult>();
+    for (const [p, [lane, part]] of [...parts].entries()) {
+      let outcome = settled[p]!;
+      if (outcome.status === 'rejected') {
+        // Another part is committed, so this request answers per event: a part that fails once
+        // more is reported on each of its events as not recorded (a retry with the same keys
+        // records them, and replays the rest).
+        outcome = await inLane(lane, part).then(
+          (value): PromiseFulfilledResult<Map<number, UsageResult>> => ({ status: 'fulfilled', value }),
+          (reason: unknown): PromiseRejectedResult => ({ status: 'rejected', reason }),
+        );
+      }
+      if (outcome.status === 'fulfilled') {
+        for (const [index, result] of outcome.value) answers.set(index, result);
+        continue;
+      }
+      this.logger.error({ err: outcome.reason, merchantId, size: part.length }, 'usage batch part failed; its events were not recorded, the rest were');
+      const error = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', { retryable: true });
+      for (const item of part) answers.set(item.index, { ok: false, error });
+    }
+    // A key another customer used earlier in the batch answers from that event (see partitionByCustomer).
+    for (const [item, first] of repeats) {
+      const answer = answers.get(first.index)!;
+      if (!answer.ok) answers.set(item.index, answer);
+      else if (item.billingId && first.billingId) answers.set(item.index, chargedElsewhere(item.billingId, answer.event.id));
+      else answers.set(item.index, { ok: false, error: repeatedKey() });
+    }
+    return answers;
+  }
+
+  private chargeInLane(laneKey: string, merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
     let lane = this.chargeLanes.get(laneKey);
     if (!lane) this.chargeLanes.set(laneKey, (lane = { queue: [], draining: false }));
     const current = lane;
@@ -363,7 +406,7 @@ export class UsageService {
   private async chargeRequests(merchantId: string, actor: Actor, requests: ChargeRequest[]): Promise<void> {
     if (requests.length === 1) {
       const [request] = requests as [ChargeRequest];
-      await this.chargeSplit(merchantId, actor, request.items).then(request.resolve, request.reject);
+      await this.charge(merchantId, actor, request.items).then(request.resolve, request.reject);
       return;
     }
     // Indexes are positions in each request: renumber for the combined batch, then map back.
@@ -377,7 +420,7 @@ export class UsageService {
     });
     let answers: Map<number, UsageResult>;
     try {
-      answers = await this.chargeSplit(merchantId, actor, combined);
+      answers = await this.charge(merchantId, actor, combined);
     } catch {
       for (const request of requests) await this.chargeRequests(merchantId, actor, [request]);
       return;
@@ -388,44 +431,6 @@ export class UsageService {
       split[from.request]!.set(from.index, result);
     }
     requests.forEach((request, r) => request.resolve(split[r]!));
-  }
-
-  /**
-   * Charges a large round as PARTITIONS transactions at once, each over its own customers: a
-   * customer's events stay together and in order, and no two parts touch the same wallet or
-   * period total, so they neither wait on nor deadlock with each other. A round whose key is
-   * used by two customers is not split: which of them answers first must stay the batch order.
-   * Each event is still recorded and charged whole or not at all. A part that fails is tried
-   * once more; if it fails again while others committed, its events answer INTERNAL (not
-   * recorded, retryable) and the rest answer as usual; if every part failed, the error is thrown.
-   */
-  private async chargeSplit(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
-    const parts = items.length >= MIN_EVENTS_TO_SPLIT ? partitionByCustomer(items, PARTITIONS) : [items];
-    if (parts.length === 1) return this.charge(merchantId, actor, items);
-    const settled = await Promise.allSettled(parts.map((part) => this.charge(merchantId, actor, part)));
-    // Nothing written: fail the whole request, as an unsplit batch would.
-    if (settled.every((part) => part.status === 'rejected')) throw (settled[0] as PromiseRejectedResult).reason;
-    const answers = new Map<number, UsageResult>();
-    for (const [p, part] of settled.entries()) {
-      let outcome = part;
-      if (outcome.status === 'rejected') {
-        // Other parts are committed, so this request answers per event: a part that fails once
-        // more is reported on each of its events as not recorded (a retry with the same keys
-        // records them, and replays the rest).
-        outcome = await this.charge(merchantId, actor, parts[p]!).then(
-          (value): PromiseFulfilledResult<Map<number, UsageResult>> => ({ status: 'fulfilled', value }),
-          (reason: unknown): PromiseRejectedResult => ({ status: 'rejected', reason }),
-        );
-      }
-      if (outcome.status === 'fulfilled') {
-        for (const [index, result] of outcome.value) answers.set(index, result);
-        continue;
-      }
-      this.logger.error({ err: outcome.reason, merchantId, size: parts[p]!.length }, 'usage batch part failed; its events were not recorded, the rest were');
-      const error = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', { retryable: true });
-      for (const item of parts[p]!) answers.set(item.index, { ok: false, error });
-    }
-    return answers;
   }
 
   private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
@@ -451,7 +456,7 @@ export class UsageService {
           }
           const earlier = firstByKey.get(item.key);
           if (earlier && item.billingId && earlier.billingId) repeats.push([item, earlier]);
-          else if (earlier) out.set(item.index, { ok: false, error: new AppError('CONFLICT', 'The same idempotency key appears twice in this batch', { field: 'idempotencyKey' }) });
+          else if (earlier) out.set(item.index, { ok: false, error: repeatedKey() });
           else {
             firstByKey.set(item.key, item);
             fresh.push(item);
@@ -753,23 +758,32 @@ export class UsageService {
 }
 
 /**
- * Items grouped into up to `count` parts by customer, keeping batch order within each part; one
- * part when any key is used by two customers, or when there is only one customer.
+ * A batch's items by charge lane (laneOf their customer over `lanes`), in batch order within
+ * each. A key that an earlier item of another customer already uses is kept out of the lanes and
+ * listed in `repeats` with that first item: lanes run concurrently, so the two must not both be
+ * charged; it answers from the first (a billing id charged elsewhere, or a repeated key). The
+ * same key twice for one customer stays in its lane, which answers the repeat itself.
  */
-export function partitionByCustomer<T extends { customerId?: string; key: string }>(items: T[], count: number): T[][] {
-  const customerOfKey = new Map<string, string>();
-  const partOf = new Map<string, number>();
+export function partitionByCustomer<T extends { customerId?: string; key: string }>(items: T[], lanes: number): { parts: Map<number, T[]>; repeats: [T, T][] } {
+  const firstOfKey = new Map<string, T>();
+  const laneOfCustomer = new Map<string, number>();
+  const parts = new Map<number, T[]>();
+  const repeats: [T, T][] = [];
   for (const item of items) {
     const customer = item.customerId!;
-    const other = customerOfKey.get(item.key);
-    if (other !== undefined && other !== customer) return [items];
-    customerOfKey.set(item.key, customer);
-    if (!partOf.has(customer)) partOf.set(customer, partOf.size % count);
+    const first = firstOfKey.get(item.key);
+    if (first === undefined) firstOfKey.set(item.key, item);
+    else if (first.customerId !== customer) {
+      repeats.push([item, first]);
+      continue;
+    }
+    let lane = laneOfCustomer.get(customer);
+    if (lane === undefined) laneOfCustomer.set(customer, (lane = laneOf(customer, lanes)));
+    const part = parts.get(lane);
+    if (part) part.push(item);
+    else parts.set(lane, [item]);
   }
-  if (partOf.size < 2) return [items];
-  const parts: T[][] = Array.from({ length: Math.min(count, partOf.size) }, () => []);
-  for (const item of items) parts[partOf.get(item.customerId!)!]!.push(item);
-  return parts;
+  return { parts, repeats };
 }
 
 /** The most that can still be debited from a wallet already owing `owedAttos` in this batch, down to its overdraft floor. */
@@ -802,6 +816,10 @@ function replay(row: EventRow, item: Prepared): UsageResult {
   }
   const error = row.metadata?.error ? new AppError(row.metadata.error.code as 'INSUFFICIENT_FUNDS', row.metadata.error.message) : undefined;
   return { ok: true, event: viewOf(row), replayed: true, ...(error ? { error } : {}) };
+}
+
+function repeatedKey(): AppError {
+  return new AppError('CONFLICT', 'The same idempotency key appears twice in this batch', { field: 'idempotencyKey' });
 }
 
 function chargedElsewhere(billingId: string, usageEventId: string): UsageResult {

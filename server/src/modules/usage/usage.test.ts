@@ -5,8 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { ATTOS_PER_NANO, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
+import { laneOf } from '../../shared/lanes.ts';
 import { periodChargeAttos, type PricingRule } from '../pricing/rules.ts';
-import type { UsageRecordInput, UsageResult } from './usage.service.ts';
+import { CUSTOMER_LANES, type UsageRecordInput, type UsageResult } from './usage.service.ts';
 
 /** Post-request metering end to end: raw provider responses in, exact charges through the ledger out. */
 const FIXTURES = new URL('../../../../../shared/fixtures/providers/', import.meta.url);
@@ -263,9 +264,14 @@ describe('POST /v1/usage/batch', () => {
 
   it('when one part of a large batch cannot be stored, its events answer "not recorded", the rest are charged, and a retry completes it', async () => {
     const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+    // Two customers in each of two charge lanes (a customer's lane follows from its id).
     const customers: { id: string; externalId: string }[] = [];
-    for (let i = 0; i < 4; i++) {
+    const inLane = [0, 0];
+    for (let i = 0; customers.length < 4; i++) {
       const customer = await server.services.customers.create(merchant.id, { externalId: `part-${i}` });
+      const lane = laneOf(customer.id, CUSTOMER_LANES);
+      if (lane > 1 || inLane[lane]! === 2) continue;
+      inLane[lane]!++;
       await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
         customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '5.00'), kind: 'PAID', idempotencyKey: `seed-${i}`,
       });
@@ -274,8 +280,8 @@ describe('POST /v1/usage/batch', () => {
     const events = Array.from({ length: 400 }, (_v, i) => ({
       customer: customers[i % 4]!.externalId, idempotencyKey: `part-${i}`, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 },
     }));
-    // Customers alternate between the two parts; the database refuses customer 1's events, so
-    // the part holding customers 1 and 3 fails (twice), while customers 0 and 2 are charged.
+    // The database refuses customer 1's events, so the part of customer 1's lane (customer 1 and
+    // the other customer there) fails (twice), while the other lane's two customers are charged.
     const sql = (text: string) => server.services.db.withConnection((connection) => connection.exec(text));
     await sql(`CREATE FUNCTION refuse_part_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
       IF NEW.customer_id = '${customers[1]!.id}' THEN RAISE EXCEPTION 'disk full (test)'; END IF; RETURN NEW; END $$;
@@ -286,7 +292,7 @@ describe('POST /v1/usage/batch', () => {
     } finally {
       await sql('DROP TRIGGER refuse_part_test ON usage_events; DROP FUNCTION refuse_part_test()');
     }
-    const stored = (c: number) => c % 2 === 0;
+    const stored = (c: number) => laneOf(customers[c]!.id, CUSTOMER_LANES) !== laneOf(customers[1]!.id, CUSTOMER_LANES);
     first.forEach((result, i) => {
       if (stored(i % 4)) expect(result, `event ${i}`).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED' } });
       else expect(result, `event ${i}`).toMatchObject({ ok: false, error: { code: 'INTERNAL', details: { retryable: true } } });
@@ -474,5 +480,29 @@ describe('billingId: one unit of provider work, however many responses report it
     // A caller key that happens to spell a billing id is an ordinary key, not a replay of the prediction.
     const [spoof] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: 'replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu', usage: { provider: 'custom', model: 'x' } }]);
     expect(spoof).toMatchObject({ ok: false, error: { code: 'CONFLICT' } });
+  });
+
+  it('in one batch, a key two customers use is charged for the first customer only; the other is refused', async () => {
+    const { merchant, customer, balance } = await imageSetup();
+    const other = await server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+    await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
+      customerId: other.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '10.00'), kind: 'PAID', idempotencyKey: `seed-${other.id}`,
+    });
+    const usage = { provider: 'custom', model: 'x', requests: 1 };
+    const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [
+      { customer: customer.id, idempotencyKey: 'shared', usage },
+      { customer: other.id, idempotencyKey: 'shared', usage },
+      { customer: customer.id, idempotencyKey: 'poll-a', response: prediction('succeeded') },
+      { customer: other.id, idempotencyKey: 'poll-b', response: prediction('succeeded') },
+    ]);
+    const charged = results[2]!.ok ? results[2]!.event.id : null;
+    expect(results.map((result) => (result.ok ? result.event.status : result.error.message))).toEqual([
+      'NOT_BILLABLE', 'The same idempotency key appears twice in this batch', 'CHARGED', `${'replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu'} was already recorded for another customer`,
+    ]);
+    expect(results[3]).toMatchObject({ ok: false, error: { code: 'CONFLICT', details: { usageEventId: charged } } });
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.05'));
+    expect((await server.services.ledgerQueries.wallet(merchant.id, other.id, 'USD')).balance).toBe(parseDecimalNanos('x', '10.00'));
+    const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id, customerId: other.id } });
+    expect(events).toEqual([]);
   });
 });
