@@ -242,11 +242,16 @@ export async function measureCpu<T>(pids: readonly number[], work: () => Promise
   return { result, cpu };
 }
 
-/** "postgres 41 µs, server 63 µs, rest 15 µs per event: 2 cores allow at most 16,800/s" */
+/**
+ * "postgres 41 µs, server 63 µs, rest 15 µs per event: 2 cores allow at most 16,800/s; busy
+ * 1.6 of 2 cores": how far the run is from the machine's bound, and how much of the machine it
+ * kept busy (the rest is time the processes spent waiting for each other).
+ */
 export function cpuPerUnit(cpu: CpuUse, units: number, unit: string, oursLabel: string): string {
   const micros = (seconds: number) => `${((seconds / units) * 1e6).toFixed(0)} µs`;
   const cores = availableParallelism();
-  const ceiling = (units * cores) / (cpu.postgres + cpu.ours + cpu.other);
+  const used = cpu.postgres + cpu.ours + cpu.other;
+  const ceiling = (units * cores) / used;
   return `CPU per ${unit}: postgres ${micros(cpu.postgres)}, ${oursLabel} ${micros(cpu.ours)}, rest ${micros(cpu.other)}; ` +
-    `${cores} cores allow at most ${ceiling.toFixed(0)} ${unit}s/s at this cost`;
+    `${cores} cores allow at most ${ceiling.toFixed(0)} ${unit}s/s at this cost; busy ${(used / cpu.seconds).toFixed(2)} of ${cores} cores`;
 }
