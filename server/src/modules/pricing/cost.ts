@@ -203,7 +203,6 @@ const OUTPUT = ['output'] as const;
 const REASONING = ['reasoning', 'output'] as const;
 const OUTPUT_AUDIO = ['outputAudio', 'output'] as const;
 
-
 /**
  * One term of the cost over DENOMINATOR: rate × quantity, the rate being per `per` units. A
  * quantity with no rate is a VALIDATION error naming `missing`, saying what the usage had

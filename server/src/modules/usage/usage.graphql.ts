@@ -86,7 +86,10 @@ const RecordUsageInput = builder.inputType('RecordUsageInput', {
     usage: t.field({ type: UsageNumbersInput }),
     response: t.field({ type: ProviderResponseInput }),
     quantities: t.field({ type: 'JSONObject', description: 'Custom meter quantities by meter key, e.g. { "searches": 3 }.' }),
-    metadata: t.field({ type: 'JSONObject' }),
+    metadata: t.field({
+      type: 'JSONObject',
+      description: 'Your own data, kept on the event. Keys Tollgate writes there itself (requestHash, billingId, callerIdempotencyKey, pricing, passThrough, costProblem, providerReportedCostUsd, error, pricedChargeAttos, shortfallAttos) are dropped.',
+    }),
   }),
 });
 

@@ -294,7 +294,6 @@ export class UsageService {
     return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart, usage, estimated, stated, hash };
   }
 
-
   /** One query for every customer in the batch, by id or externalId, within the merchant. */
   private async resolveCustomers(merchantId: string, prepared: Prepared[], results: (UsageResult | undefined)[]): Promise<void> {
     const refs = [...new Set(prepared.map((item) => item.customerRef))];
@@ -711,11 +710,12 @@ export class UsageService {
     const col = (pick: (row: Row) => ArrayElement) => pgArrayOf(rows, pick);
     const usage = (field: 'inputTokens' | 'cachedInputTokens' | 'cacheWriteTokens' | 'outputTokens' | 'reasoningTokens' | 'characters' | 'images' | 'requests') =>
       col((row) => row[1].usage[field]);
-    const columns: [string, string, string][] = [];
+    // Per column: its name, the array it is unnested from, and what the INSERT selects.
+    const columns: { name: string; source: string; select: string }[] = [];
     const params: unknown[] = [merchantId, batch.now];
-    const column = (name: string, type: string, literal: string) => {
+    const column = (name: string, type: string, literal: string, select = `u.${name}`) => {
       params.push(literal);
-      columns.push([name, `unnest($${params.length}::${type}[])`, type]);
+      columns.push({ name, source: `unnest($${params.length}::${type}[])`, select });
     };
     column('id', 'uuid', col(([row]) => row.id));
     column('customer_id', 'uuid', col(([row]) => row.customer_id));
@@ -734,7 +734,7 @@ export class UsageService {
     column('characters', 'int', usage('characters'));
     column('images', 'int', usage('images'));
     column('requests', 'int', usage('requests'));
-    column('stated_quantities', 'text', col(([, item]) => (item.stated === NO_QUANTITIES ? '{}' : JSON.stringify(item.stated))));
+    column('stated_quantities', 'text', col(([, item]) => (item.stated === NO_QUANTITIES ? '{}' : JSON.stringify(item.stated))), 'u.stated_quantities::jsonb');
     column('currency', 'text', col(([row]) => row.currency));
     column('cost_attos', 'numeric', col(([row]) => row.cost_attos));
     column('charge_attos', 'numeric', col(([row]) => row.charge_attos));
@@ -742,15 +742,14 @@ export class UsageService {
     column('provider_price_ref', 'text', col(([, , priceRef]) => priceRef));
     column('price_rule_id', 'uuid', col(([, , , ruleId]) => ruleId));
     column('ledger_transaction_id', 'uuid', col(([row]) => row.ledger_transaction_id));
-    column('status', 'text', col(([row]) => row.status));
+    column('status', 'text', col(([row]) => row.status), 'u.status::"UsageEventStatus"');
     column('estimated', 'bool', col(([row]) => row.estimated));
     params.push(JSON.stringify(rows.map(([row]) => row.metadata)));
-    const names = columns.map(([name]) => name);
-    const value = (name: string) => (name === 'stated_quantities' ? 'u.stated_quantities::jsonb' : name === 'status' ? 'u.status::"UsageEventStatus"' : `u.${name}`);
+    const names = columns.map((c) => c.name).join(', ');
     await batch.tx.query(
-      `INSERT INTO usage_events (merchant_id, ${names.join(', ')}, metadata, created_at)
-       SELECT $1, ${names.map(value).join(', ')}, u.metadata, $2
-       FROM ROWS FROM (${columns.map(([, source]) => source).join(', ')}, jsonb_array_elements($${params.length}::jsonb)) AS u(${names.join(', ')}, metadata)`,
+      `INSERT INTO usage_events (merchant_id, ${names}, metadata, created_at)
+       SELECT $1, ${columns.map((c) => c.select).join(', ')}, u.metadata, $2
+       FROM ROWS FROM (${columns.map((c) => c.source).join(', ')}, jsonb_array_elements($${params.length}::jsonb)) AS u(${names}, metadata)`,
       params,
     );
   }
@@ -797,10 +796,16 @@ function affordableAttos(state: WalletState, owedAttos: bigint, wantedAttos: big
 const EVENT_COLUMNS = `id, customer_id, idempotency_key, occurred_at, status::text AS status, provider, model, currency, cost_attos::text AS cost_attos,
   charge_attos::text AS charge_attos, margin_attos::text AS margin_attos, estimated, ledger_transaction_id, metadata, created_at`;
 
-/** The caller's metadata without the keys Tollgate writes itself (a caller cannot forge them). */
+/** Metadata keys Tollgate writes on an event; replays and views read some of them back. */
+const TOLLGATE_METADATA_KEYS = new Set([
+  'requestHash', 'billingId', 'callerIdempotencyKey', 'pricing', 'passThrough', 'costProblem', 'providerReportedCostUsd', 'error', 'pricedChargeAttos', 'shortfallAttos',
+]);
+
+/** The caller's metadata without the keys Tollgate writes itself: a caller cannot forge them. */
 function callerMetadataOf(given: Record<string, unknown>): Record<string, unknown> {
-  const { billingId: _billingId, callerIdempotencyKey: _callerKey, ...rest } = given;
-  return rest;
+  const kept: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(given)) if (!TOLLGATE_METADATA_KEYS.has(key)) kept[key] = value;
+  return kept;
 }
 
 /**
