@@ -160,7 +160,12 @@ describe('customer list', () => {
       if (!pageInfo.hasNextPage) break;
       after = pageInfo.endCursor;
     }
-    const expected = ids.filter((id) => id !== ids[3]).reverse();
+    // Newest first; customers created in the same millisecond come in id order (the cursor's tiebreak).
+    const rows = await server.services.prisma.customer.findMany({ where: { id: { in: ids.filter((id) => id !== ids[3]) } }, select: { id: true, createdAt: true } });
+    const expected = rows
+      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+      .map((row) => row.id);
+    expect(expected).toHaveLength(24);
     expect(seen).toEqual(expected);
   });
 
