@@ -6,7 +6,8 @@ import { loadConfig } from '../../config.ts';
 import { openRuntime } from '../../runtime.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
-import { periodStartOf, type UsageResult } from './usage.service.ts';
+import { laneOf } from '../../shared/lanes.ts';
+import { CUSTOMER_LANES, periodStartOf, type UsageResult } from './usage.service.ts';
 
 /**
  * Period totals under a concurrent writer (another transaction of the same customer, e.g. a
@@ -92,5 +93,34 @@ describe('period totals under a concurrent transaction', () => {
     // peak 5 → 8 → 9; tokens 100 → 150 → 160, all in the second tier.
     expect(charges(results)).toEqual(['28.00', '6.00']);
     expect(await totals(customerId)).toEqual({ peak: '9', tokens: '160' });
+  });
+});
+
+describe('one key, two customers in different charge lanes, at the same moment', () => {
+  it('records and charges it once; the other request is answered a conflict, and nothing else moves', async () => {
+    // Customers of different lanes are charged by concurrent transactions: only the unique key decides.
+    const ids: string[] = [];
+    while (ids.length < 2) {
+      const id = await customer();
+      if (ids.length === 0 || laneOf(id, CUSTOMER_LANES) !== laneOf(ids[0]!, CUSTOMER_LANES)) ids.push(id);
+    }
+    const wallet = (id: string) => runtime.services.ledgerQueries.wallet(merchantId, id, 'USD');
+    const before = await Promise.all(ids.map(async (id) => (await wallet(id)).balance));
+    for (let round = 0; round < 5; round++) {
+      const key = `race-${round}-${randomUUID()}`;
+      const answers = await Promise.all(
+        ids.map((id) => runtime.services.usage.record(merchantId, SYSTEM_ACTOR, [{ customer: id, idempotencyKey: key, quantities: { tokens: 10 } }])),
+      );
+      const outcomes = answers.map(([result]) => (result!.ok ? 'charged' : result!.error.code));
+      expect(outcomes.sort()).toEqual(['CONFLICT', 'charged']);
+      const stored = await runtime.services.prisma.usageEvent.findMany({ where: { merchantId, idempotencyKey: key } });
+      expect(stored).toHaveLength(1);
+    }
+    const after = await Promise.all(ids.map(async (id) => (await wallet(id)).balance));
+    const events = await runtime.services.prisma.usageEvent.findMany({ where: { merchantId, customerId: { in: ids } } });
+    const spent = (id: string) => events.filter((e) => e.customerId === id).reduce((sum, e) => sum + BigInt(e.chargeAttos.toFixed()), 0n) / 1_000_000_000n;
+    expect(ids.map((id, i) => before[i]! - after[i]!)).toEqual(ids.map(spent));
+    expect(events).toHaveLength(5);
+    expect((await runtime.services.ledgerQueries.integrity(merchantId)).violations).toEqual([]);
   });
 });
