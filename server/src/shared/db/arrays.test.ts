@@ -11,7 +11,7 @@ describe('pgArray', () => {
   afterAll(() => db.close());
 
   it('round-trips awkward text through a text[] parameter', async () => {
-    const values = ['a', 'quote"d', 'back\\slash', '', 'NULL', 'null', 'nUlL', null, '{x,y}', ' spaced ', 'tab\there', 'line\nbreak', '\u00a0', 'a,b', '{', '}', 'é😀', '{"a": "b\\"c"}'];
+    const values = ['a', 'quote"d', 'back\\slash', '', 'NULL', 'NULL', 'null', 'nUlL', null, null, '{x,y}', '{x,y}', ' spaced ', 'tab\there', 'line\nbreak', '\u00a0', 'a,b', '{', '}', 'é😀', '{"a": "b\\"c"}'];
     const { rows } = await db.query<{ v: string | null }>('SELECT unnest($1::text[]) AS v', [pgArray(values)]);
     expect(rows.map((row) => row.v)).toEqual(values);
   });

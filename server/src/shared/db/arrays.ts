@@ -22,11 +22,18 @@ const PLAIN = /^[^\s{}",\\]+$/;
  */
 export function pgArrayOf<T>(items: readonly T[], pick: (item: T) => ArrayElement): string {
   const parts: string[] = new Array<string>(items.length);
-  // Rows of a batch mostly share their timestamps: format each distinct one once.
+  // Rows of a batch often repeat the row before (merchant, currency, kind, wallet) and mostly
+  // share their timestamps: a repeat reuses the text, and each distinct time is formatted once.
+  let previous: ArrayElement = undefined;
+  let previousText = '';
   let lastTime = Number.NaN;
   let lastIso = '';
   for (let i = 0; i < items.length; i++) {
     const value = pick(items[i]!);
+    if (i > 0 && value === previous) {
+      parts[i] = previousText;
+      continue;
+    }
     if (value === null || value === undefined) parts[i] = 'NULL';
     else if (typeof value === 'string') {
       if (PLAIN.test(value) && !(value.length === 4 && value.toUpperCase() === 'NULL')) parts[i] = value;
@@ -41,6 +48,8 @@ export function pgArrayOf<T>(items: readonly T[], pick: (item: T) => ArrayElemen
       }
       parts[i] = lastIso;
     }
+    previous = value;
+    previousText = parts[i]!;
   }
   return '{' + parts.join(',') + '}';
 }
