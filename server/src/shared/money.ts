@@ -45,7 +45,8 @@ export function requirePositiveAttos(field: string, text: string): bigint {
   return attos;
 }
 
-function formatScaled(value: bigint, scale: number, minDecimals: number): string {
+/** `value` ÷ 10^scale, exact, trailing zeros trimmed down to `minDecimals` decimals. */
+export function formatScaled(value: bigint, scale: number, minDecimals: number): string {
   return value < 0n ? formatDigits(true, (-value).toString(), scale, minDecimals) : formatDigits(false, value.toString(), scale, minDecimals);
 }
 

@@ -1,5 +1,5 @@
 import { invalidField } from '../../shared/errors.ts';
-import { parseDecimalAttos } from '../../shared/money.ts';
+import { formatScaled, parseDecimalAttos } from '../../shared/money.ts';
 
 /** Exact rational helpers shared by cost and rules: every amount is a bigint, never a float. */
 
@@ -56,11 +56,8 @@ export type Quantity = bigint | number | string | ScaledQuantity;
 
 /** A quantity scaled by QUANTITY_SCALE, as the shortest exact decimal string. */
 export function formatScaledQuantity(value: bigint): string {
-  const whole = value / QUANTITY_SCALE;
-  const rest = value % QUANTITY_SCALE;
-  if (rest === 0n) return whole.toString(); // most quantities are whole: tokens, requests
-  const fraction = rest.toString().padStart(18, '0').replace(/0+$/, '');
-  return fraction ? `${whole}.${fraction}` : whole.toString();
+  // Most quantities are whole (tokens, requests): no need to write out eighteen zeros to trim.
+  return value % QUANTITY_SCALE === 0n ? (value / QUANTITY_SCALE).toString() : formatScaled(value, 18, 0);
 }
 
 const QUANTITY = /^(\d+)(?:\.(\d{1,18}))?$/;
