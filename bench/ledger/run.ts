@@ -18,6 +18,8 @@ import { createLogger } from '../../server/src/shared/logger.ts';
 import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
 
 const CALLERS = Number(process.env.BENCH_CALLERS ?? 500);
+/** Wallet counts to run, e.g. BENCH_WALLETS=1 for the hot wallet alone (when profiling). */
+const SCENARIOS = (process.env.BENCH_WALLETS ?? '1,1000').split(',').map(Number);
 const DEBITS = Number(process.env.BENCH_DEBITS ?? 20_000);
 const POOL = Number(process.env.BENCH_POOL ?? 10);
 /** Offered load of the open-loop latency run: the issue's throughput goal, by default. */
@@ -174,7 +176,7 @@ console.log(
     `throughput at saturation, where latency is about callers / throughput), then, for Tollgate, ${OPEN_LOOP_DEBITS} debits arriving at\n` +
     `${RATE}/s with up to ${CALLERS} in flight (open loop: latency below saturation). Pool of ${POOL} connections.\n`,
 );
-for (const wallets of [1, 1000]) {
+for (const wallets of SCENARIOS) {
   const base = await withFreshDatabase((url) => baseline(url, wallets));
   const ours = await withFreshDatabase((url) => tollgate(url, wallets));
   const label = wallets === 1 ? 'one hot wallet' : `${wallets} wallets`;

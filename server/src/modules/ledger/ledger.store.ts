@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Database, SqlExecutor } from '../../shared/db/database.ts';
-import { groupBy } from '../../shared/collections.ts';
-import { pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
+import { groupBy, partition } from '../../shared/collections.ts';
+import { BulkColumns, pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
@@ -292,48 +292,59 @@ export class LedgerBatch {
     };
     const array = (values: readonly ArrayElement[]) => param(pgArray(values));
     const now = param(this.now);
-    const rows = this.transactions;
-    if (rows.length > 0) {
-      parts.push(`t AS (INSERT INTO ledger_transactions (id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after,
-          idempotency_key, request_hash, description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at, created_at)
-        SELECT u.id, u.merchant_id, u.wallet_id, u.customer_id, u.currency, u.kind::"LedgerTransactionKind", u.amount, u.balance_after,
-          u.idempotency_key, u.request_hash, u.description, u.reason, u.metadata::jsonb, u.actor_api_key_id, u.actor_kind, u.source_ref, u.occurred_at, ${now}
-        FROM unnest(${array(rows.map((r) => r.posted.id))}::uuid[], ${array(rows.map((r) => r.merchantId))}::uuid[],
-          ${array(rows.map((r) => r.posted.walletId))}::uuid[], ${array(rows.map((r) => r.posted.customerId))}::uuid[],
-          ${array(rows.map((r) => r.posted.currency))}::text[], ${array(rows.map((r) => r.txn.kind))}::text[],
-          ${array(rows.map((r) => r.posted.amount.toString()))}::bigint[], ${array(rows.map((r) => r.posted.balanceAfter.toString()))}::bigint[],
-          ${array(rows.map((r) => r.txn.idempotencyKey))}::text[], ${array(rows.map((r) => r.txn.requestHash))}::text[],
-          ${array(rows.map((r) => r.txn.description ?? null))}::text[], ${array(rows.map((r) => r.txn.reason ?? null))}::text[],
-          ${array(rows.map((r) => (r.txn.metadata ? JSON.stringify(r.txn.metadata) : '{}')))}::text[], ${array(rows.map((r) => r.txn.actor.apiKeyId))}::uuid[],
-          ${array(rows.map((r) => r.txn.actor.kind))}::text[], ${array(rows.map((r) => r.txn.sourceRef ?? null))}::text[],
-          ${array(rows.map((r) => r.txn.occurredAt ?? this.now))}::timestamptz[])
-        AS u(id, merchant_id, wallet_id, customer_id, currency, kind, amount, balance_after, idempotency_key, request_hash,
-          description, reason, metadata, actor_api_key_id, actor_kind, source_ref, occurred_at))`);
+    if (this.transactions.length > 0) {
+      const t = new BulkColumns(this.transactions, params)
+        .column('id', 'uuid', (r) => r.posted.id)
+        .column('merchant_id', 'uuid', (r) => r.merchantId)
+        .column('wallet_id', 'uuid', (r) => r.posted.walletId)
+        .column('customer_id', 'uuid', (r) => r.posted.customerId)
+        .column('currency', 'text', (r) => r.posted.currency)
+        .column('kind', 'text', (r) => r.txn.kind, '"LedgerTransactionKind"')
+        .column('amount', 'bigint', (r) => r.posted.amount)
+        .column('balance_after', 'bigint', (r) => r.posted.balanceAfter)
+        .column('idempotency_key', 'text', (r) => r.txn.idempotencyKey)
+        .column('request_hash', 'text', (r) => r.txn.requestHash)
+        .column('description', 'text', (r) => r.txn.description ?? null)
+        .column('reason', 'text', (r) => r.txn.reason ?? null)
+        .column('metadata', 'text', (r) => (r.txn.metadata ? JSON.stringify(r.txn.metadata) : '{}'), 'jsonb')
+        .column('actor_api_key_id', 'uuid', (r) => r.txn.actor.apiKeyId)
+        .column('actor_kind', 'text', (r) => r.txn.actor.kind)
+        .column('source_ref', 'text', (r) => r.txn.sourceRef ?? null)
+        .column('occurred_at', 'timestamptz', (r) => r.txn.occurredAt ?? this.now);
+      parts.push(`t AS (INSERT INTO ledger_transactions (${t.names}, created_at) SELECT ${t.select}, ${now} FROM ${t.from})`);
     }
     if (this.newGrants.length > 0) {
-      const grants = this.newGrants;
-      parts.push(`g AS (INSERT INTO credit_grants (id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority,
-          expires_at, transaction_id, description, metadata, created_at)
-        SELECT u.id, u.merchant_id, u.wallet_id, u.customer_id, u.currency, u.kind::"CreditGrantKind", u.amount, u.remaining, u.priority,
-          u.expires_at, u.transaction_id, u.description, u.metadata::jsonb, ${now}
-        FROM unnest(${array(grants.map((g) => g.grant.id))}::uuid[], ${array(grants.map((g) => g.wallet.merchantId))}::uuid[],
-          ${array(grants.map((g) => g.wallet.state.id))}::uuid[], ${array(grants.map((g) => g.wallet.customerId))}::uuid[],
-          ${array(grants.map((g) => g.wallet.currency))}::text[], ${array(grants.map((g) => g.grant.kind))}::text[],
-          ${array(grants.map((g) => g.grant.amount.toString()))}::bigint[], ${array(grants.map((g) => g.wallet.remainingOf(g.grant.id).toString()))}::bigint[],
-          ${array(grants.map((g) => g.grant.priority))}::int[], ${array(grants.map((g) => g.grant.expiresAt))}::timestamptz[],
-          ${array(grants.map((g) => g.grant.transactionId))}::uuid[], ${array(grants.map((g) => g.grant.description))}::text[],
-          ${array(grants.map((g) => JSON.stringify(g.grant.metadata)))}::text[])
-        AS u(id, merchant_id, wallet_id, customer_id, currency, kind, amount, remaining, priority, expires_at, transaction_id, description, metadata))`);
+      const g = new BulkColumns(this.newGrants, params)
+        .column('id', 'uuid', (r) => r.grant.id)
+        .column('merchant_id', 'uuid', (r) => r.wallet.merchantId)
+        .column('wallet_id', 'uuid', (r) => r.wallet.state.id)
+        .column('customer_id', 'uuid', (r) => r.wallet.customerId)
+        .column('currency', 'text', (r) => r.wallet.currency)
+        .column('kind', 'text', (r) => r.grant.kind, '"CreditGrantKind"')
+        .column('amount', 'bigint', (r) => r.grant.amount)
+        .column('remaining', 'bigint', (r) => r.wallet.remainingOf(r.grant.id))
+        .column('priority', 'int', (r) => r.grant.priority)
+        .column('expires_at', 'timestamptz', (r) => r.grant.expiresAt)
+        .column('transaction_id', 'uuid', (r) => r.grant.transactionId)
+        .column('description', 'text', (r) => r.grant.description)
+        .column('metadata', 'text', (r) => JSON.stringify(r.grant.metadata), 'jsonb');
+      parts.push(`g AS (INSERT INTO credit_grants (${g.names}, created_at) SELECT ${g.select}, ${now} FROM ${g.from})`);
     }
-    if (this.entries.length > 0) {
-      const entries = this.entries;
-      parts.push(`e AS (INSERT INTO ledger_entries (id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount, created_at)
-        SELECT u.id, u.transaction_id, u.merchant_id, u.wallet_id, u.account_id, u.grant_id, u.currency, u.amount, ${now}
-        FROM unnest(${array(entries.map((x) => x.id))}::uuid[], ${array(entries.map((x) => x.transactionId))}::uuid[],
-          ${array(entries.map((x) => x.merchantId))}::uuid[], ${array(entries.map((x) => x.walletId))}::uuid[],
-          ${array(entries.map((x) => x.accountId))}::uuid[], ${array(entries.map((x) => x.grantId))}::uuid[],
-          ${array(entries.map((x) => x.currency))}::text[], ${array(entries.map((x) => x.amount.toString()))}::bigint[])
-        AS u(id, transaction_id, merchant_id, wallet_id, account_id, grant_id, currency, amount))`);
+    // Wallet legs and counter-account legs go in two inserts: within each, the wallet (or the
+    // account) is mostly one value for the whole batch, so it travels once.
+    const [walletLegs, accountLegs] = partition(this.entries, (entry) => entry.walletId !== null);
+    for (const [name, legs] of [['e', walletLegs], ['ea', accountLegs]] as const) {
+      if (legs.length === 0) continue;
+      const e = new BulkColumns(legs, params)
+        .column('id', 'uuid', (x) => x.id)
+        .column('transaction_id', 'uuid', (x) => x.transactionId)
+        .column('merchant_id', 'uuid', (x) => x.merchantId)
+        .column('wallet_id', 'uuid', (x) => x.walletId)
+        .column('account_id', 'uuid', (x) => x.accountId)
+        .column('grant_id', 'uuid', (x) => x.grantId)
+        .column('currency', 'text', (x) => x.currency)
+        .column('amount', 'bigint', (x) => x.amount);
+      parts.push(`${name} AS (INSERT INTO ledger_entries (${e.names}, created_at) SELECT ${e.select}, ${now} FROM ${e.from})`);
     }
     const fresh = new Set(this.newGrants.map((g) => g.grant.id));
     const updates = [...this.touchedGrants].filter(([id]) => !fresh.has(id));

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
-import { pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
+import { BulkColumns, pgArray, pgArrayOf } from '../../shared/db/arrays.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { laneOf } from '../../shared/lanes.ts';
@@ -699,57 +699,49 @@ export class UsageService {
   }
 
   /**
-   * One statement over parallel arrays, each column built as a literal in one pass (pgArrayOf).
+   * One statement over parallel arrays, each column built as a literal in one pass (BulkColumns:
+   * a column the whole batch shares, such as the currency or the period, goes once).
    * The metadata column travels as one JSON array instead: a text[] of JSON would be escaped
    * element by element here, and parsed twice by PostgreSQL (the array, then each document).
    * ROWS FROM zips the arrays and the JSON array's elements in order.
    */
   private async insertEvents(batch: LedgerBatch, merchantId: string, rows: [EventRow, Prepared, string | null, string | null][]): Promise<void> {
     if (rows.length === 0) return;
-    type Row = (typeof rows)[number];
-    const col = (pick: (row: Row) => ArrayElement) => pgArrayOf(rows, pick);
-    const usage = (field: 'inputTokens' | 'cachedInputTokens' | 'cacheWriteTokens' | 'outputTokens' | 'reasoningTokens' | 'characters' | 'images' | 'requests') =>
-      col((row) => row[1].usage[field]);
-    // Per column: its name, the array it is unnested from, and what the INSERT selects.
-    const columns: { name: string; source: string; select: string }[] = [];
     const params: unknown[] = [merchantId, batch.now];
-    const column = (name: string, type: string, literal: string, select = `u.${name}`) => {
-      params.push(literal);
-      columns.push({ name, source: `unnest($${params.length}::${type}[])`, select });
-    };
-    column('id', 'uuid', col(([row]) => row.id));
-    column('customer_id', 'uuid', col(([row]) => row.customer_id));
-    column('idempotency_key', 'text', col(([row]) => row.idempotency_key));
-    column('occurred_at', 'timestamptz', col(([row]) => row.occurred_at));
-    column('period_start', 'timestamptz', col(([, item]) => item.periodStart));
-    column('provider', 'text', col(([row]) => row.provider));
-    column('model', 'text', col(([row]) => row.model));
-    column('api', 'text', col(([, item]) => item.usage.api || null));
-    column('input_tokens', 'int', usage('inputTokens'));
-    column('cached_input_tokens', 'int', usage('cachedInputTokens'));
-    column('cache_write_tokens', 'int', usage('cacheWriteTokens'));
-    column('output_tokens', 'int', usage('outputTokens'));
-    column('reasoning_tokens', 'int', usage('reasoningTokens'));
-    column('audio_seconds', 'text', col(([, item]) => item.usage.audioSeconds));
-    column('characters', 'int', usage('characters'));
-    column('images', 'int', usage('images'));
-    column('requests', 'int', usage('requests'));
-    column('stated_quantities', 'text', col(([, item]) => (item.stated === NO_QUANTITIES ? '{}' : JSON.stringify(item.stated))), 'u.stated_quantities::jsonb');
-    column('currency', 'text', col(([row]) => row.currency));
-    column('cost_attos', 'numeric', col(([row]) => row.cost_attos));
-    column('charge_attos', 'numeric', col(([row]) => row.charge_attos));
-    column('margin_attos', 'numeric', col(([row]) => row.margin_attos));
-    column('provider_price_ref', 'text', col(([, , priceRef]) => priceRef));
-    column('price_rule_id', 'uuid', col(([, , , ruleId]) => ruleId));
-    column('ledger_transaction_id', 'uuid', col(([row]) => row.ledger_transaction_id));
-    column('status', 'text', col(([row]) => row.status), 'u.status::"UsageEventStatus"');
-    column('estimated', 'bool', col(([row]) => row.estimated));
+    const usage = (field: 'inputTokens' | 'cachedInputTokens' | 'cacheWriteTokens' | 'outputTokens' | 'reasoningTokens' | 'characters' | 'images' | 'requests') =>
+      ([, item]: (typeof rows)[number]) => item.usage[field];
+    const columns = new BulkColumns(rows, params)
+      .column('id', 'uuid', ([row]) => row.id)
+      .column('customer_id', 'uuid', ([row]) => row.customer_id)
+      .column('idempotency_key', 'text', ([row]) => row.idempotency_key)
+      .column('occurred_at', 'timestamptz', ([row]) => row.occurred_at)
+      .column('period_start', 'timestamptz', ([, item]) => item.periodStart)
+      .column('provider', 'text', ([row]) => row.provider)
+      .column('model', 'text', ([row]) => row.model)
+      .column('api', 'text', ([, item]) => item.usage.api || null)
+      .column('input_tokens', 'int', usage('inputTokens'))
+      .column('cached_input_tokens', 'int', usage('cachedInputTokens'))
+      .column('cache_write_tokens', 'int', usage('cacheWriteTokens'))
+      .column('output_tokens', 'int', usage('outputTokens'))
+      .column('reasoning_tokens', 'int', usage('reasoningTokens'))
+      .column('audio_seconds', 'text', ([, item]) => item.usage.audioSeconds)
+      .column('characters', 'int', usage('characters'))
+      .column('images', 'int', usage('images'))
+      .column('requests', 'int', usage('requests'))
+      .column('stated_quantities', 'text', ([, item]) => (item.stated === NO_QUANTITIES ? '{}' : JSON.stringify(item.stated)), 'jsonb')
+      .column('currency', 'text', ([row]) => row.currency)
+      .column('cost_attos', 'numeric', ([row]) => row.cost_attos)
+      .column('charge_attos', 'numeric', ([row]) => row.charge_attos)
+      .column('margin_attos', 'numeric', ([row]) => row.margin_attos)
+      .column('provider_price_ref', 'text', ([, , priceRef]) => priceRef)
+      .column('price_rule_id', 'uuid', ([, , , ruleId]) => ruleId)
+      .column('ledger_transaction_id', 'uuid', ([row]) => row.ledger_transaction_id)
+      .column('status', 'text', ([row]) => row.status, '"UsageEventStatus"')
+      .column('estimated', 'bool', ([row]) => row.estimated);
     params.push(JSON.stringify(rows.map(([row]) => row.metadata)));
-    const names = columns.map((c) => c.name).join(', ');
+    columns.source('metadata', `jsonb_array_elements($${params.length}::jsonb)`);
     await batch.tx.query(
-      `INSERT INTO usage_events (merchant_id, ${names}, metadata, created_at)
-       SELECT $1, ${columns.map((c) => c.select).join(', ')}, u.metadata, $2
-       FROM ROWS FROM (${columns.map((c) => c.source).join(', ')}, jsonb_array_elements($${params.length}::jsonb)) AS u(${names}, metadata)`,
+      `INSERT INTO usage_events (merchant_id, ${columns.names}, created_at) SELECT $1, ${columns.select}, $2 FROM ${columns.from}`,
       params,
     );
   }

@@ -1,7 +1,7 @@
 import { PGlite } from '@electric-sql/pglite';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pgArray } from './arrays.ts';
+import { BulkColumns, pgArray } from './arrays.ts';
 
 describe('pgArray', () => {
   let db: PGlite;
@@ -37,5 +37,58 @@ describe('pgArray', () => {
       { n: '-2', t: null, b: false, j: {} },
       { n: null, t: at, b: null, j: null },
     ]);
+  });
+});
+
+describe('BulkColumns', () => {
+  let db: PGlite;
+  beforeAll(async () => {
+    db = await PGlite.create();
+    await db.exec(`CREATE TYPE kind AS ENUM ('A', 'B'); CREATE TABLE t (id int PRIMARY KEY, who uuid, kind kind, at timestamptz, note text, doc jsonb)`);
+  });
+  afterAll(() => db.close());
+
+  interface Row { id: number; who: string | null; kind: 'A' | 'B'; at: Date; note?: string | null; doc: string }
+  const insert = async (rows: Row[]) => {
+    const params: unknown[] = [];
+    const bulk = new BulkColumns(rows, params)
+      .column('id', 'int', (row) => row.id)
+      .column('who', 'uuid', (row) => row.who)
+      .column('kind', 'text', (row) => row.kind, 'kind')
+      .column('at', 'timestamptz', (row) => row.at)
+      .column('note', 'text', (row) => row.note)
+      .column('doc', 'text', (row) => row.doc, 'jsonb');
+    await db.query(`INSERT INTO t (${bulk.names}) SELECT ${bulk.select} FROM ${bulk.from}`, params);
+    return params;
+  };
+  const stored = async (ids: number[]) =>
+    (await db.query<{ id: number; who: string | null; kind: string; at: Date; note: string | null; doc: unknown }>(`SELECT * FROM t WHERE id = ANY($1) ORDER BY id`, [ids])).rows;
+
+  it('sends a column that is the same on every row once, as a scalar, and stores every row', async () => {
+    const who = '0190a6f0-0000-7000-8000-000000000001';
+    // Equal times from different Date objects count as one value; null and undefined too.
+    const rows: Row[] = [1, 2, 3].map((id) => ({ id, who, kind: 'A', at: new Date('2026-01-01T00:00:00Z'), note: id === 2 ? undefined : null, doc: '{"a":1}' }));
+    const params = await insert(rows);
+    // Only the ids went as an array; every other column is its one value.
+    expect(params).toEqual(['{1,2,3}', who, 'A', rows[0]!.at, null, '{"a":1}']);
+    expect(await stored([1, 2, 3])).toEqual(rows.map((row) => ({ id: row.id, who, kind: 'A', at: row.at, note: null, doc: { a: 1 } })));
+  });
+
+  it('sends columns that differ as arrays, row by row in order', async () => {
+    const rows: Row[] = [
+      { id: 10, who: null, kind: 'A', at: new Date('2026-01-01T00:00:00Z'), note: 'x, "y"', doc: '{}' },
+      { id: 11, who: '0190a6f0-0000-7000-8000-000000000002', kind: 'B', at: new Date('2026-01-02T00:00:00Z'), note: null, doc: '[1]' },
+    ];
+    await insert(rows);
+    expect(await stored([10, 11])).toEqual(rows.map((row) => ({ id: row.id, who: row.who, kind: row.kind, at: row.at, note: row.note ?? null, doc: JSON.parse(row.doc) })));
+  });
+
+  it('keeps the first column an array, so a single row inserts one row', async () => {
+    await insert([{ id: 20, who: null, kind: 'B', at: new Date('2026-03-01T00:00:00Z'), note: 'only', doc: '{}' }]);
+    expect((await stored([20])).map((row) => row.note)).toEqual(['only']);
+  });
+
+  it('refuses an empty batch', () => {
+    expect(() => new BulkColumns([], [])).toThrow(/at least one row/);
   });
 });
