@@ -142,6 +142,24 @@ describe('credits and debits', () => {
   });
 });
 
+describe('storage', () => {
+  it('debits rewrite wallets and grants in place: no index covers a column they change, and pages keep room for the new row', async () => {
+    const { rows, options } = await server.services.ledger.store.db.withConnection(async (connection) => ({
+      rows: await connection.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename IN ('wallets', 'credit_grants')`),
+      options: await connection.query<{ relname: string; reloptions: string[] | null }>(
+        `SELECT relname, reloptions FROM pg_class WHERE relname IN ('wallets', 'credit_grants') ORDER BY relname`,
+      ),
+    }));
+    // A changed indexed column turns PostgreSQL's heap-only update into a write to every index.
+    expect(rows.length).toBeGreaterThan(0);
+    for (const { indexdef } of rows) expect(indexdef).not.toMatch(/\b(balance|fraction_carry|updated_at|remaining|expired_at)\b/);
+    expect(options).toEqual([
+      { relname: 'credit_grants', reloptions: ['fillfactor=80'] },
+      { relname: 'wallets', reloptions: ['fillfactor=80'] },
+    ]);
+  });
+});
+
 describe('grant consumption', () => {
   it('spends soonest-expiring and promotional credit before paid credit by default', async () => {
     const customerId = await newCustomer();
