@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Database, SqlExecutor } from '../../shared/db/database.ts';
 import { groupBy, partition } from '../../shared/collections.ts';
-import { BulkColumns, pgArray, type ArrayElement } from '../../shared/db/arrays.ts';
+import { BulkColumns, pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
@@ -270,7 +270,7 @@ export class LedgerBatch {
     if (missing.length > 0) {
       const rows = await this.tx.query<TransactionRow & { merchant_id: string }>(
         `SELECT merchant_id, ${TRANSACTION_COLUMNS} FROM ${KEY_PROBE('$1', '$2')}`,
-        [missing.map((item) => item.merchantId), missing.map((item) => item.key)],
+        [pgArrayOf(missing, (item) => item.merchantId), pgArrayOf(missing, (item) => item.key)],
       );
       for (const row of rows) this.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
     }
@@ -451,14 +451,14 @@ export class LedgerStore {
            SELECT gen_random_uuid(), u.merchant_id, u.customer_id, u.currency, $4
            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(merchant_id, customer_id, currency)
            ON CONFLICT (customer_id, currency) DO NOTHING`,
-          [missing.map((key) => key.merchantId), missing.map((key) => key.customerId), missing.map((key) => key.currency), now],
+          [pgArrayOf(missing, (key) => key.merchantId), pgArrayOf(missing, (key) => key.customerId), pgArrayOf(missing, (key) => key.currency), now],
         );
       }
       const walletRows = await tx.query<WalletRow>(
         `SELECT id, customer_id, currency, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit
          FROM wallets WHERE (customer_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
          ORDER BY id FOR UPDATE`,
-        [unique.map((key) => key.customerId), unique.map((key) => key.currency)],
+        [pgArrayOf(unique, (key) => key.customerId), pgArrayOf(unique, (key) => key.currency)],
       );
       // Read after the locks are held, in one statement: grants, holds and known keys.
       const walletIds = walletRows.map((row) => row.id);
@@ -474,7 +474,7 @@ export class LedgerStore {
               'customer_id', customer_id, 'currency', currency, 'amount', amount::text, 'balance_after', balance_after::text,
               'idempotency_key', idempotency_key, 'request_hash', request_hash, 'created_at', created_at))
             FROM ${KEY_PROBE('$3', '$4')}) AS existing`,
-        [walletIds, now, preloadKeys.map((item) => item.merchantId), preloadKeys.map((item) => item.key)],
+        [pgArray(walletIds), now, pgArrayOf(preloadKeys, (item) => item.merchantId), pgArrayOf(preloadKeys, (item) => item.key)],
       );
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created));
       for (const item of preloadKeys) batch.checked.add(`${item.merchantId}:${item.key}`);
