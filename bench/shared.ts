@@ -212,6 +212,20 @@ function cpuByProcess(): Map<number, { name: string; seconds: number }> {
   return found;
 }
 
+/**
+ * Seconds of CPU the hypervisor gave to other guests while this machine's processes were ready
+ * to run ("steal", summed over all cores, from /proc/stat): on a shared VM, time no process of
+ * ours could use, whatever the code does.
+ */
+function stolenSeconds(): number {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+    return Number(fields[8] ?? 0) / 100; // cpu user nice system idle iowait irq softirq steal …, in USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
 export interface CpuUse {
   /** CPU seconds used by PostgreSQL's processes, by `pids` (summed), and by everything else. */
   postgres: number;
@@ -219,6 +233,8 @@ export interface CpuUse {
   other: number;
   /** Wall-clock seconds the measurement spanned. */
   seconds: number;
+  /** CPU seconds the hypervisor took for other guests meanwhile (see stolenSeconds). */
+  stolen: number;
 }
 
 /**
@@ -228,10 +244,11 @@ export interface CpuUse {
  */
 export async function measureCpu<T>(pids: readonly number[], work: () => Promise<T>): Promise<{ result: T; cpu: CpuUse }> {
   const before = cpuByProcess();
+  const stolenBefore = stolenSeconds();
   const started = performance.now();
   const result = await work();
   const seconds = (performance.now() - started) / 1000;
-  const cpu: CpuUse = { postgres: 0, ours: 0, other: 0, seconds };
+  const cpu: CpuUse = { postgres: 0, ours: 0, other: 0, seconds, stolen: stolenSeconds() - stolenBefore };
   for (const [pid, now] of cpuByProcess()) {
     const used = now.seconds - (before.get(pid)?.seconds ?? 0);
     if (used <= 0) continue;
@@ -244,8 +261,9 @@ export async function measureCpu<T>(pids: readonly number[], work: () => Promise
 
 /**
  * "postgres 41 µs, server 63 µs, rest 15 µs per event: 2 cores allow at most 16,800/s; busy
- * 1.6 of 2 cores": how far the run is from the machine's bound, and how much of the machine it
- * kept busy (the rest is time the processes spent waiting for each other).
+ * 1.6 of 2 cores, 0.1 taken by other guests": how far the run is from the machine's bound, and
+ * how much of the machine it kept busy (the rest is time the processes spent waiting for each
+ * other, or that the hypervisor gave to other virtual machines).
  */
 export function cpuPerUnit(cpu: CpuUse, units: number, unit: string, oursLabel: string): string {
   const micros = (seconds: number) => `${((seconds / units) * 1e6).toFixed(0)} µs`;
@@ -253,5 +271,6 @@ export function cpuPerUnit(cpu: CpuUse, units: number, unit: string, oursLabel: 
   const used = cpu.postgres + cpu.ours + cpu.other;
   const ceiling = (units * cores) / used;
   return `CPU per ${unit}: postgres ${micros(cpu.postgres)}, ${oursLabel} ${micros(cpu.ours)}, rest ${micros(cpu.other)}; ` +
-    `${cores} cores allow at most ${ceiling.toFixed(0)} ${unit}s/s at this cost; busy ${(used / cpu.seconds).toFixed(2)} of ${cores} cores`;
+    `${cores} cores allow at most ${ceiling.toFixed(0)} ${unit}s/s at this cost; busy ${(used / cpu.seconds).toFixed(2)} of ${cores} cores` +
+    (cpu.stolen > 0 ? `, ${(cpu.stolen / cpu.seconds).toFixed(2)} taken by other guests of the host (steal)` : '');
 }
