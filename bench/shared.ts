@@ -259,6 +259,11 @@ export async function measureCpu<T>(pids: readonly number[], work: () => Promise
   return { result, cpu };
 }
 
+/** The most units per second the machine's cores could do at the CPU cost per unit measured in `cpu`. */
+export function cpuBoundRate(cpu: CpuUse, units: number): number {
+  return (units * availableParallelism()) / (cpu.postgres + cpu.ours + cpu.other);
+}
+
 /**
  * "postgres 41 µs, server 63 µs, rest 15 µs per event: 2 cores allow at most 16,800/s; busy
  * 1.6 of 2 cores, 0.1 taken by other guests": how far the run is from the machine's bound, and
@@ -269,7 +274,7 @@ export function cpuPerUnit(cpu: CpuUse, units: number, unit: string, oursLabel: 
   const micros = (seconds: number) => `${((seconds / units) * 1e6).toFixed(0)} µs`;
   const cores = availableParallelism();
   const used = cpu.postgres + cpu.ours + cpu.other;
-  const ceiling = (units * cores) / used;
+  const ceiling = cpuBoundRate(cpu, units);
   return `CPU per ${unit}: postgres ${micros(cpu.postgres)}, ${oursLabel} ${micros(cpu.ours)}, rest ${micros(cpu.other)}; ` +
     `${cores} cores allow at most ${ceiling.toFixed(0)} ${unit}s/s at this cost; busy ${(used / cpu.seconds).toFixed(2)} of ${cores} cores` +
     (cpu.stolen > 0 ? `, ${(cpu.stolen / cpu.seconds).toFixed(2)} taken by other guests of the host (steal)` : '');

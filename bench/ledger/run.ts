@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { atRate, closedLoop, cpuPerUnit, measureCpu, storedRows, withFreshDatabase, type CpuUse } from '../shared.ts';
+import { atRate, closedLoop, cpuBoundRate, cpuPerUnit, measureCpu, storedRows, withFreshDatabase, type CpuUse } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { groupBy } from '../../server/src/shared/collections.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
@@ -184,6 +184,8 @@ for (const wallets of SCENARIOS) {
   console.log(row('  baseline (pg txn per debit)', base));
   console.log(row('  tollgate ledger (coalesced)', ours));
   console.log(`    ${cpuPerUnit(ours.cpu, DEBITS, 'debit', 'tollgate and its callers (one process)')}`);
+  // Little's law: closed-loop callers wait callers / throughput on average, and the cores bound the throughput.
+  console.log(`    so ${CALLERS} closed-loop callers wait at least ${((CALLERS / cpuBoundRate(ours.cpu, DEBITS)) * 1000).toFixed(1)} ms on average at this cost, however well the work overlaps`);
   console.log(row(`  tollgate at ${RATE}/s offered`, ours.atRate));
   console.log(`  ratio ${(ours.perSecond / base.perSecond).toFixed(2)}x the baseline; invariant violations: ${ours.violations}`);
   console.log(
