@@ -1,0 +1,3 @@
+-- CreateIndex
+CREATE INDEX "credit_grants_transaction_id_idx" ON "credit_grants"("transaction_id");
+
