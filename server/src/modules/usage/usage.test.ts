@@ -204,6 +204,27 @@ describe('POST /v1/usage/batch', () => {
     expect(report.violations).toEqual([]);
   });
 
+  it('answers each event with its own time: the timestamp it was sent with, or the time it arrived', async () => {
+    const { merchant, customer } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10 };
+    const times = ['2026-06-01T00:00:00.000Z', '2026-06-01T00:00:00.000Z', null, '2026-06-14T23:59:59.999Z', '2026-06-01T00:00:00.000Z'];
+    const events = times.map((timestamp, i) => ({ customer: customer.externalId, idempotencyKey: `t-${i}`, usage, ...(timestamp ? { timestamp } : {}) }));
+    const post = async () => {
+      const response = await fetch(`${server.url}/v1/usage/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` },
+        body: JSON.stringify({ events }),
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { results: { replayed: boolean; event: { occurredAt: string } }[] }).results;
+    };
+    const first = await post();
+    expect(first.map((r) => r.event.occurredAt)).toEqual(times.map((time) => time ?? now.toISOString()));
+    // Replays answer from the stored rows, with the same times.
+    const replayed = await post();
+    expect(replayed.map((r) => [r.replayed, r.event.occurredAt])).toEqual(first.map((r) => [true, r.event.occurredAt]));
+  });
+
   it('concurrent batches are charged together exactly as if one after the other; a shared key waits its turn and replays', async () => {
     const { merchant, customer, balance } = await setup('0.05');
     const event = (key: string) => ({ customer: customer.id, idempotencyKey: key, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10_000, outputTokens: 1_000 } });
