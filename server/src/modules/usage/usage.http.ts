@@ -2,6 +2,7 @@ import express, { Router, type Request, type Response } from 'express';
 import { sendError } from '../../http/errors.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
+import { isoTimes } from '../../shared/times.ts';
 import type { UsageRecordInput, UsageResult } from './usage.service.ts';
 
 /**
@@ -38,23 +39,10 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
 }
 
 /**
- * Formats times as ISO text, each distinct time once: a batch's events mostly share theirs.
- * Answers carry the text rather than the Date, since JSON.stringify leaves its fast path for
- * every object with a toJSON method it meets (a 1,000-event answer serialized in twice the time).
+ * One result as it is answered; `index` is the event's place in a batch (absent for a single
+ * record). The event's time goes as ISO text rather than a Date: JSON.stringify leaves its fast
+ * path for every object with a toJSON method it meets (a 1,000-event answer took twice as long).
  */
-function isoTimes(): (time: Date) => string {
-  let lastTime = Number.NaN;
-  let lastIso = '';
-  return (time) => {
-    if (time.getTime() !== lastTime) {
-      lastTime = time.getTime();
-      lastIso = time.toISOString();
-    }
-    return lastIso;
-  };
-}
-
-/** One result as it is answered; `index` is the event's place in a batch (absent for a single record). */
 function present(result: UsageResult, index?: number, iso: (time: Date) => string = isoTimes()) {
   if (!result.ok) return { index, ok: false, error: { ...result.error.details, code: result.error.code, message: result.error.message } };
   const event = { ...result.event, occurredAt: iso(result.event.occurredAt) };

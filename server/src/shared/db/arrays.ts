@@ -1,3 +1,5 @@
+import { isoTimes } from '../times.ts';
+
 /**
  * PostgreSQL array literals built in one pass, for `unnest($1::uuid[], …)` bulk statements.
  * The driver's generic encoding inspects and escapes every element on its own; a batch of
@@ -26,8 +28,7 @@ export function pgArrayOf<T>(items: readonly T[], pick: (item: T) => ArrayElemen
   // share their timestamps: a repeat reuses the text, and each distinct time is formatted once.
   let previous: ArrayElement = undefined;
   let previousText = '';
-  let lastTime = Number.NaN;
-  let lastIso = '';
+  const iso = isoTimes();
   for (let i = 0; i < items.length; i++) {
     const value = pick(items[i]!);
     if (i > 0 && value === previous) {
@@ -40,14 +41,7 @@ export function pgArrayOf<T>(items: readonly T[], pick: (item: T) => ArrayElemen
       else parts[i] = '"' + (value.indexOf('"') === -1 && value.indexOf('\\') === -1 ? value : value.replace(/["\\]/g, '\\$&')) + '"';
     } else if (typeof value === 'number' || typeof value === 'bigint') parts[i] = String(value);
     else if (typeof value === 'boolean') parts[i] = value ? 't' : 'f';
-    else {
-      const time = value.getTime();
-      if (time !== lastTime) {
-        lastTime = time;
-        lastIso = value.toISOString();
-      }
-      parts[i] = lastIso;
-    }
+    else parts[i] = iso(value);
     previous = value;
     previousText = parts[i]!;
   }
