@@ -66,7 +66,7 @@ const CreditGrantRef = builder.objectRef<CreditGrant>('CreditGrant').implement({
 const LedgerEntryRef = builder.objectRef<LedgerEntry & { accountKind?: string }>('LedgerEntry').implement({
   description: 'One leg of a transaction. The legs of a transaction sum to zero.',
   fields: (t) => ({
-    id: t.exposeID('id'),
+    id: t.id({ description: 'The transaction id and the leg\'s place in it ("<transactionId>:<leg>").', resolve: (e) => `${e.transactionId}:${e.leg}` }),
     walletId: t.exposeID('walletId', { nullable: true }),
     accountId: t.exposeID('accountId', { nullable: true, description: 'A merchant counter-account (revenue, promotional, …).' }),
     grantId: t.exposeID('grantId', { nullable: true }),

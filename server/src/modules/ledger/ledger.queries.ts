@@ -100,7 +100,7 @@ export class LedgerQueries {
   }
 
   async entries(transactionId: string): Promise<LedgerEntry[]> {
-    return this.prisma.ledgerEntry.findMany({ where: { transactionId }, orderBy: [{ amount: 'asc' }, { id: 'asc' }] });
+    return this.prisma.ledgerEntry.findMany({ where: { transactionId }, orderBy: [{ amount: 'asc' }, { leg: 'asc' }] });
   }
 
   /**
@@ -121,7 +121,7 @@ export class LedgerQueries {
     )) violations.push(`transaction ${row.id} amount ${row.amount} but its wallet entries sum to ${row.legs}`);
     // Entries carry no foreign keys (see schema.prisma): prove here that each one resolves.
     for (const row of await rows<{ id: string; problem: string }>(
-      `SELECT e.id, CASE
+      `SELECT e.transaction_id || ':' || e.leg AS id, CASE
            WHEN t.id IS NULL THEN 'names a transaction that does not exist'
            WHEN t.merchant_id <> e.merchant_id THEN 'belongs to another merchant than its transaction'
            WHEN (e.wallet_id IS NULL) = (e.account_id IS NULL) THEN 'must name exactly one of a wallet or an account'

@@ -115,8 +115,8 @@ interface PendingTransaction {
 }
 
 interface PendingEntry {
-  id: string;
   transactionId: string;
+  leg: number;
   merchantId: string;
   currency: string;
   walletId: string | null;
@@ -167,9 +167,10 @@ export class WalletTransaction {
     const id = uuidv7();
     const walletChange = txn.legs.reduce((sum, leg) => sum + leg.amount, 0n);
     this.state.balance += walletChange;
+    let legs = 0;
     for (const leg of txn.legs) {
       if (leg.amount === 0n) continue;
-      this.batch.entries.push({ id: uuidv7(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
+      this.batch.entries.push({ transactionId: id, leg: legs++, merchantId: this.merchantId, currency: this.currency, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
       if (leg.grantId) {
         const grant = this.state.grants.find((candidate) => candidate.id === leg.grantId);
         if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
@@ -179,7 +180,7 @@ export class WalletTransaction {
     }
     if (walletChange !== 0n) {
       const accountId = await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
-      this.batch.entries.push({ id: uuidv7(), transactionId: id, merchantId: this.merchantId, currency: this.currency, walletId: null, accountId, grantId: null, amount: -walletChange });
+      this.batch.entries.push({ transactionId: id, leg: legs, merchantId: this.merchantId, currency: this.currency, walletId: null, accountId, grantId: null, amount: -walletChange });
     }
     const posted: PostedTransaction = {
       id,
@@ -336,8 +337,8 @@ export class LedgerBatch {
     for (const [name, legs] of [['e', walletLegs], ['ea', accountLegs]] as const) {
       if (legs.length === 0) continue;
       const e = new BulkColumns(legs, params)
-        .column('id', 'uuid', (x) => x.id)
         .column('transaction_id', 'uuid', (x) => x.transactionId)
+        .column('leg', 'smallint', (x) => x.leg)
         .column('merchant_id', 'uuid', (x) => x.merchantId)
         .column('wallet_id', 'uuid', (x) => x.walletId)
         .column('account_id', 'uuid', (x) => x.accountId)

@@ -158,6 +158,36 @@ describe('storage', () => {
       { relname: 'wallets', reloptions: ['fillfactor=80'] },
     ]);
   });
+
+  it('keys entries by their transaction and place in it: one index, and legs numbered in the order written', async () => {
+    const indexes = await server.services.ledger.store.db.withConnection((connection) =>
+      connection.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_entries'`),
+    );
+    expect(indexes.map(({ indexdef }) => indexdef.replace(/^.* USING /, ''))).toEqual(['btree (transaction_id, leg)']);
+
+    // A debit drawing from two grants: its two wallet legs first, then the revenue leg.
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00', { kind: 'PROMOTIONAL' });
+    await grant(customerId, '5.00');
+    const charged = await debit(customerId, '1.50');
+    expect(charged.errors).toBeUndefined();
+    const transactionId = charged.data!.debitCredits.transaction.id;
+    const legs = await server.services.ledger.store.db.withConnection((connection) =>
+      connection.query<{ leg: number; wallet: boolean; amount: string }>(
+        `SELECT leg, wallet_id IS NOT NULL AS wallet, amount::text AS amount FROM ledger_entries WHERE transaction_id = $1 ORDER BY leg`, [transactionId],
+      ),
+    );
+    expect(legs).toEqual([
+      { leg: 0, wallet: true, amount: '-1000000000' },
+      { leg: 1, wallet: true, amount: '-500000000' },
+      { leg: 2, wallet: false, amount: '1500000000' },
+    ]);
+    const shown = await gql(`query ($id: ID!) { wallet(customerId: $id) { transactions(first: 1) { edges { node { id entries { id } } } } } }`, { id: customerId });
+    const node = shown.data!.wallet.transactions.edges[0].node;
+    expect(node.id).toBe(transactionId);
+    expect(node.entries.map((entry: { id: string }) => entry.id).sort()).toEqual([0, 1, 2].map((leg) => `${transactionId}:${leg}`));
+    await expectIntegrity();
+  });
 });
 
 describe('grant consumption', () => {
@@ -357,19 +387,20 @@ describe('integrity check', () => {
 
     // Two legs that balance each other but name a transaction nobody wrote.
     const [revenue] = await sql<{ id: string }>(`SELECT id FROM ledger_accounts WHERE merchant_id = $1 AND kind = 'USAGE_REVENUE'`, [other.id]);
-    const orphans = [randomUUID(), randomUUID()];
-    await sql(`INSERT INTO ledger_entries (id, transaction_id, merchant_id, account_id, currency, amount) SELECT u.id, $2, $3, $4, 'USD', u.amount
-      FROM unnest($1::uuid[], ARRAY[7, -7]::bigint[]) AS u(id, amount)`, [orphans, randomUUID(), other.id, revenue!.id]);
-    expect((await violations()).sort()).toEqual(orphans.map((id) => `entry ${id} names a transaction that does not exist`).sort());
-    await sql(`DELETE FROM ledger_entries WHERE id = ANY($1::uuid[])`, [orphans]);
+    const nobody = randomUUID();
+    await sql(`INSERT INTO ledger_entries (transaction_id, leg, merchant_id, account_id, currency, amount) SELECT $1, u.leg, $2, $3, 'USD', u.amount
+      FROM unnest(ARRAY[0, 1]::smallint[], ARRAY[7, -7]::bigint[]) AS u(leg, amount)`, [nobody, other.id, revenue!.id]);
+    expect((await violations()).sort()).toEqual([0, 1].map((leg) => `entry ${nobody}:${leg} names a transaction that does not exist`));
+    await sql(`DELETE FROM ledger_entries WHERE transaction_id = $1`, [nobody]);
 
     // Alice's debit leg moved onto Bob's wallet.
-    const [leg] = await sql<{ id: string; wallet_id: string }>(
-      `SELECT e.id, e.wallet_id FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+    const [leg] = await sql<{ transaction_id: string; leg: number; wallet_id: string }>(
+      `SELECT e.transaction_id, e.leg, e.wallet_id FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
        WHERE t.merchant_id = $1 AND t.idempotency_key = $2 AND e.wallet_id IS NOT NULL`, [other.id, `d-${alice}`]);
-    await sql(`UPDATE ledger_entries SET wallet_id = (SELECT id FROM wallets WHERE customer_id = $2) WHERE id = $1`, [leg!.id, bob]);
-    expect(await violations()).toContain(`entry ${leg!.id} names a wallet other than its transaction's`);
-    await sql(`UPDATE ledger_entries SET wallet_id = $2 WHERE id = $1`, [leg!.id, leg!.wallet_id]);
+    const moved = [leg!.transaction_id, leg!.leg];
+    await sql(`UPDATE ledger_entries SET wallet_id = (SELECT id FROM wallets WHERE customer_id = $3) WHERE transaction_id = $1 AND leg = $2`, [...moved, bob]);
+    expect(await violations()).toContain(`entry ${leg!.transaction_id}:${leg!.leg} names a wallet other than its transaction's`);
+    await sql(`UPDATE ledger_entries SET wallet_id = $3 WHERE transaction_id = $1 AND leg = $2`, [...moved, leg!.wallet_id]);
     expect(await violations()).toEqual([]);
   });
 });
