@@ -99,8 +99,17 @@ export class LedgerQueries {
     return { AND: where };
   }
 
+  /** A transaction's legs, from ledger_entries or from its own row (the ledger_legs view). */
   async entries(transactionId: string): Promise<LedgerEntry[]> {
-    return this.prisma.ledgerEntry.findMany({ where: { transactionId }, orderBy: [{ amount: 'asc' }, { leg: 'asc' }] });
+    const rows = await this.db.withConnection((connection) =>
+      connection.query<Omit<LedgerEntry, 'amount'> & { amount: string }>(
+        `SELECT transaction_id AS "transactionId", leg, merchant_id AS "merchantId", wallet_id AS "walletId", account_id AS "accountId",
+           grant_id AS "grantId", currency, amount::text AS amount, created_at AS "createdAt"
+         FROM ledger_legs WHERE transaction_id = $1 ORDER BY amount, leg`,
+        [transactionId],
+      ),
+    );
+    return rows.map((row) => ({ ...row, amount: BigInt(row.amount) }));
   }
 
   /**
@@ -112,13 +121,17 @@ export class LedgerQueries {
     const violations: string[] = [];
     const rows = <T>(sql: string) => this.db.withConnection((c) => c.query<T>(sql, [merchantId]));
     for (const row of await rows<{ id: string; total: string }>(
-      `SELECT transaction_id AS id, sum(amount)::text AS total FROM ledger_entries WHERE merchant_id = $1 GROUP BY transaction_id HAVING sum(amount) <> 0`,
+      `SELECT transaction_id AS id, sum(amount)::text AS total FROM ledger_legs WHERE merchant_id = $1 GROUP BY transaction_id HAVING sum(amount) <> 0`,
     )) violations.push(`transaction ${row.id} entries sum to ${row.total}, not 0`);
     for (const row of await rows<{ id: string; amount: string; legs: string }>(
       `SELECT t.id, t.amount::text AS amount, coalesce(sum(e.amount), 0)::text AS legs FROM ledger_transactions t
-       LEFT JOIN ledger_entries e ON e.transaction_id = t.id AND e.wallet_id IS NOT NULL
+       LEFT JOIN ledger_legs e ON e.transaction_id = t.id AND e.wallet_id IS NOT NULL
        WHERE t.merchant_id = $1 GROUP BY t.id, t.amount HAVING t.amount <> coalesce(sum(e.amount), 0)`,
     )) violations.push(`transaction ${row.id} amount ${row.amount} but its wallet entries sum to ${row.legs}`);
+    for (const row of await rows<{ id: string }>(
+      `SELECT t.id FROM ledger_transactions t WHERE t.merchant_id = $1 AND t.counter_account_id IS NOT NULL
+         AND EXISTS (SELECT FROM ledger_entries e WHERE e.transaction_id = t.id)`,
+    )) violations.push(`transaction ${row.id} keeps its two legs on its row but also has entries`);
     // Entries carry no foreign keys (see schema.prisma): prove here that each one resolves.
     for (const row of await rows<{ id: string; problem: string }>(
       `SELECT e.transaction_id || ':' || e.leg AS id, CASE
@@ -129,7 +142,7 @@ export class LedgerQueries {
            WHEN e.account_id IS NOT NULL AND (a.id IS NULL OR a.merchant_id <> e.merchant_id) THEN 'names a counter-account that does not exist'
            WHEN e.grant_id IS NOT NULL AND (g.id IS NULL OR g.wallet_id <> e.wallet_id) THEN 'names a grant its wallet does not hold'
          END AS problem
-       FROM ledger_entries e
+       FROM ledger_legs e
        LEFT JOIN ledger_transactions t ON t.id = e.transaction_id
        LEFT JOIN wallets w ON w.id = e.wallet_id
        LEFT JOIN ledger_accounts a ON a.id = e.account_id
@@ -141,12 +154,12 @@ export class LedgerQueries {
     )) violations.push(`entry ${row.id} ${row.problem}`);
     for (const row of await rows<{ id: string; balance: string; entries: string }>(
       `SELECT w.id, w.balance::text AS balance, coalesce(e.total, 0)::text AS entries FROM wallets w
-       LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM ledger_entries WHERE wallet_id IS NOT NULL GROUP BY wallet_id) e ON e.wallet_id = w.id
+       LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM ledger_legs WHERE wallet_id IS NOT NULL GROUP BY wallet_id) e ON e.wallet_id = w.id
        WHERE w.merchant_id = $1 AND w.balance <> coalesce(e.total, 0)`,
     )) violations.push(`wallet ${row.id} caches balance ${row.balance} but its entries sum to ${row.entries}`);
     for (const row of await rows<{ id: string; remaining: string; entries: string }>(
       `SELECT g.id, g.remaining::text AS remaining, coalesce(e.total, 0)::text AS entries FROM credit_grants g
-       LEFT JOIN (SELECT grant_id, sum(amount) AS total FROM ledger_entries WHERE grant_id IS NOT NULL GROUP BY grant_id) e ON e.grant_id = g.id
+       LEFT JOIN (SELECT grant_id, sum(amount) AS total FROM ledger_legs WHERE grant_id IS NOT NULL GROUP BY grant_id) e ON e.grant_id = g.id
        WHERE g.merchant_id = $1 AND g.remaining <> coalesce(e.total, 0)`,
     )) violations.push(`grant ${row.id} caches remaining ${row.remaining} but its entries sum to ${row.entries}`);
     for (const row of await rows<{ id: string; balance: string; grants: string }>(

@@ -112,6 +112,8 @@ interface PendingTransaction {
   posted: PostedTransaction;
   txn: NewTransaction;
   merchantId: string;
+  /** The legs when there are just two, stored on the transaction's row (else in ledger_entries). */
+  twoLeg: { accountId: string; grantId: string | null } | null;
 }
 
 interface PendingEntry {
@@ -167,20 +169,21 @@ export class WalletTransaction {
     const id = uuidv7();
     const walletChange = txn.legs.reduce((sum, leg) => sum + leg.amount, 0n);
     this.state.balance += walletChange;
-    let legs = 0;
-    for (const leg of txn.legs) {
-      if (leg.amount === 0n) continue;
-      this.batch.entries.push({ transactionId: id, leg: legs++, merchantId: this.merchantId, currency: this.currency, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount });
-      if (leg.grantId) {
-        const grant = this.state.grants.find((candidate) => candidate.id === leg.grantId);
-        if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
-        grant.remaining += leg.amount;
-        this.batch.touchedGrants.set(grant.id, this);
-      }
+    const walletLegs = txn.legs.filter((leg) => leg.amount !== 0n);
+    for (const leg of walletLegs) {
+      if (!leg.grantId) continue;
+      const grant = this.state.grants.find((candidate) => candidate.id === leg.grantId);
+      if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
+      grant.remaining += leg.amount;
+      this.batch.touchedGrants.set(grant.id, this);
     }
-    if (walletChange !== 0n) {
-      const accountId = await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
-      this.batch.entries.push({ transactionId: id, leg: legs, merchantId: this.merchantId, currency: this.currency, walletId: null, accountId, grantId: null, amount: -walletChange });
+    const accountId = walletChange === 0n ? null : await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
+    // One wallet leg against the counter-account (most debits): both legs go on the transaction's row.
+    const twoLeg = accountId && walletLegs.length === 1 ? { accountId, grantId: walletLegs[0]!.grantId } : null;
+    if (!twoLeg) {
+      const entry = { transactionId: id, merchantId: this.merchantId, currency: this.currency };
+      walletLegs.forEach((leg, n) => this.batch.entries.push({ ...entry, leg: n, walletId: this.state.id, accountId: null, grantId: leg.grantId, amount: leg.amount }));
+      if (accountId) this.batch.entries.push({ ...entry, leg: walletLegs.length, walletId: null, accountId, grantId: null, amount: -walletChange });
     }
     const posted: PostedTransaction = {
       id,
@@ -194,7 +197,7 @@ export class WalletTransaction {
       requestHash: txn.requestHash,
       createdAt: this.now,
     };
-    this.batch.transactions.push({ posted, txn, merchantId: this.merchantId });
+    this.batch.transactions.push({ posted, txn, merchantId: this.merchantId, twoLeg });
     const compound = `${this.merchantId}:${txn.idempotencyKey}`;
     this.batch.known.set(compound, posted);
     this.batch.checked.add(compound);
@@ -311,7 +314,9 @@ export class LedgerBatch {
         .column('actor_api_key_id', 'uuid', (r) => r.txn.actor.apiKeyId)
         .column('actor_kind', 'text', (r) => r.txn.actor.kind)
         .column('source_ref', 'text', (r) => r.txn.sourceRef ?? null)
-        .column('occurred_at', 'timestamptz', (r) => r.txn.occurredAt ?? this.now);
+        .column('occurred_at', 'timestamptz', (r) => r.txn.occurredAt ?? this.now)
+        .column('counter_account_id', 'uuid', (r) => r.twoLeg?.accountId ?? null)
+        .column('grant_id', 'uuid', (r) => r.twoLeg?.grantId ?? null);
       parts.push(`t AS (INSERT INTO ledger_transactions (${t.names}, created_at) SELECT ${t.select}, ${now} FROM ${t.from})`);
     }
     if (this.newGrants.length > 0) {

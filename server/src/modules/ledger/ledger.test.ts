@@ -159,6 +159,36 @@ describe('storage', () => {
     ]);
   });
 
+  it('keeps the two legs of a one-grant debit on its transaction row, and shows them as entries', async () => {
+    const customerId = await newCustomer();
+    const granted = await grant(customerId, '5.00');
+    const charged = await debit(customerId, '1.25');
+    expect(charged.errors).toBeUndefined();
+    const transactionId = charged.data!.debitCredits.transaction.id;
+    const sql = <T>(text: string, params: unknown[]) => server.services.db.withConnection((connection) => connection.query<T>(text, params));
+    expect(await sql(`SELECT leg FROM ledger_entries WHERE transaction_id = ANY($1::uuid[])`, [[transactionId, granted.transaction.id]])).toEqual([]);
+    const [revenue] = await sql<{ id: string }>(`SELECT id FROM ledger_accounts WHERE merchant_id = $1 AND kind = 'USAGE_REVENUE' AND currency = 'USD'`, [merchant.id]);
+    const [row] = await sql<{ counter_account_id: string; grant_id: string }>(`SELECT counter_account_id, grant_id FROM ledger_transactions WHERE id = $1`, [transactionId]);
+    expect(row).toEqual({ counter_account_id: revenue!.id, grant_id: granted.grant.id });
+
+    const shown = await gql(`query ($id: ID!) { wallet(customerId: $id) { id transactions(first: 1) { edges { node { id entries { id walletId accountId grantId amount { amount } } } } } } }`, { id: customerId });
+    const view = shown.data!.wallet;
+    expect(view.transactions.edges[0].node).toEqual({
+      id: transactionId,
+      entries: [
+        { id: `${transactionId}:0`, walletId: view.id, accountId: null, grantId: granted.grant.id, amount: { amount: '-1.25' } },
+        { id: `${transactionId}:1`, walletId: null, accountId: revenue!.id, grantId: null, amount: { amount: '1.25' } },
+      ],
+    });
+    await expectIntegrity();
+
+    // The integrity check notices legs stored twice.
+    await sql(`INSERT INTO ledger_entries (transaction_id, leg, merchant_id, wallet_id, currency, amount) VALUES ($1, 0, $2, $3, 'USD', 0)`, [transactionId, merchant.id, view.id]);
+    const report = await server.services.ledgerQueries.integrity(merchant.id);
+    expect(report.violations).toEqual([`transaction ${transactionId} keeps its two legs on its row but also has entries`]);
+    await sql(`DELETE FROM ledger_entries WHERE transaction_id = $1`, [transactionId]);
+  });
+
   it('keys entries by their transaction and place in it: one index, and legs numbered in the order written', async () => {
     const indexes = await server.services.ledger.store.db.withConnection((connection) =>
       connection.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_entries'`),
@@ -378,6 +408,8 @@ describe('integrity check', () => {
     const customerOf = async () => (await server.services.customers.create(other.id, { externalId: `c-${randomUUID()}` })).id;
     const [alice, bob] = [await customerOf(), await customerOf()];
     for (const customerId of [alice, bob]) {
+      // Two grants, so the debit draws on both and its three legs are rows of ledger_entries.
+      await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId, currency: 'USD', amountNanos: 500_000_000n, kind: 'PROMOTIONAL', idempotencyKey: randomUUID() });
       await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: randomUUID() });
       await server.services.ledger.debit(other.id, { kind: 'api_key', apiKeyId: null }, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: `d-${customerId}` });
     }
@@ -401,6 +433,13 @@ describe('integrity check', () => {
     await sql(`UPDATE ledger_entries SET wallet_id = (SELECT id FROM wallets WHERE customer_id = $3) WHERE transaction_id = $1 AND leg = $2`, [...moved, bob]);
     expect(await violations()).toContain(`entry ${leg!.transaction_id}:${leg!.leg} names a wallet other than its transaction's`);
     await sql(`UPDATE ledger_entries SET wallet_id = $3 WHERE transaction_id = $1 AND leg = $2`, [...moved, leg!.wallet_id]);
+    expect(await violations()).toEqual([]);
+
+    // A two-leg debit (its legs on its own row) whose counter-account is gone.
+    const { transaction } = await server.services.ledger.debit(other.id, { kind: 'api_key', apiKeyId: null }, { customerId: alice, currency: 'USD', amountAttos: 10n ** 17n, idempotencyKey: `small-${alice}` });
+    await sql(`UPDATE ledger_transactions SET counter_account_id = $2 WHERE id = $1`, [transaction.id, nobody]);
+    expect(await violations()).toEqual([`entry ${transaction.id}:1 names a counter-account that does not exist`]);
+    await sql(`UPDATE ledger_transactions SET counter_account_id = $2 WHERE id = $1`, [transaction.id, revenue!.id]);
     expect(await violations()).toEqual([]);
   });
 });
