@@ -220,6 +220,37 @@ describe('storage', () => {
   });
 });
 
+describe('idempotency across merchants', () => {
+  it('a key one merchant used is a new key for another, even when both are looked up together', async () => {
+    const [first, second] = [await server.createMerchant('First'), await server.createMerchant('Second')];
+    const actor = { kind: 'api_key' as const, apiKeyId: null };
+    const customerOf = async (merchantId: string) => {
+      const customerId = (await server.services.customers.create(merchantId, { externalId: `c-${randomUUID()}` })).id;
+      await server.services.ledger.grantCredits(merchantId, actor, { customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: randomUUID() });
+      return customerId;
+    };
+    const [ours, theirs] = [await customerOf(first.id), await customerOf(second.id)];
+    const used = await server.services.ledger.debit(first.id, actor, { customerId: ours, currency: 'USD', amountAttos: 10n ** 17n, idempotencyKey: 'shared-key' });
+
+    // One batch over both merchants' wallets, probing both keys at once.
+    const wallets = [{ merchantId: first.id, customerId: ours, currency: 'USD' }, { merchantId: second.id, customerId: theirs, currency: 'USD' }];
+    const found = await server.services.ledger.runBatch(
+      wallets,
+      async (batch) => ({
+        first: await batch.wallet(wallets[0]!).existing(['shared-key', 'unused-key']),
+        second: await batch.wallet(wallets[1]!).existing(['shared-key', 'unused-key']),
+      }),
+      [{ merchantId: first.id, key: 'unused-key' }, { merchantId: second.id, key: 'shared-key' }],
+    );
+    expect([...found.first.entries()].map(([key, posted]) => [key, posted.id])).toEqual([['shared-key', used.transaction.id]]);
+    expect([...found.second.keys()]).toEqual([]);
+
+    const theirDebit = await server.services.ledger.debit(second.id, actor, { customerId: theirs, currency: 'USD', amountAttos: 10n ** 17n, idempotencyKey: 'shared-key' });
+    expect(theirDebit.replayed).toBe(false);
+    expect(theirDebit.transaction.id).not.toBe(used.transaction.id);
+  });
+});
+
 describe('grant consumption', () => {
   it('spends soonest-expiring and promotional credit before paid credit by default', async () => {
     const customerId = await newCustomer();
