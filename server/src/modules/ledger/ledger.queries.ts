@@ -105,7 +105,7 @@ export class LedgerQueries {
       connection.query<Omit<LedgerEntry, 'amount'> & { amount: string }>(
         `SELECT transaction_id AS "transactionId", leg, merchant_id AS "merchantId", wallet_id AS "walletId", account_id AS "accountId",
            grant_id AS "grantId", currency, amount::text AS amount, created_at AS "createdAt"
-         FROM ledger_legs WHERE transaction_id = $1 ORDER BY amount, leg`,
+         FROM ledger_legs l WHERE transaction_id = $1 ORDER BY l.amount, leg`, // the number, not the text column named amount
         [transactionId],
       ),
     );

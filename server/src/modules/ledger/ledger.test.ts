@@ -294,9 +294,14 @@ describe('overdraft', () => {
     expect((await wallet(customerId)).balance.amount).toBe('-1.50');
     expect((await debit(customerId, '0.60')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
     expect((await debit(customerId, '0.50')).errors).toBeUndefined();
-    const topUp = await grant(customerId, '5.00');
-    expect(topUp.grant.remaining.amount).toBe('3.00');
-    expect(topUp.wallet.balance.amount).toBe('3.00');
+    const topUp = await grant(customerId, '12.00');
+    expect(topUp.grant.remaining.amount).toBe('10.00');
+    expect(topUp.wallet.balance.amount).toBe('10.00');
+    // Three legs (the debt repaid, the rest as credit, the payment), in the order of their amounts.
+    const entries = await server.services.ledgerQueries.entries(topUp.transaction.id);
+    expect(entries.map((entry) => [entry.amount, entry.grantId])).toEqual([
+      [-12_000_000_000n, null], [2_000_000_000n, null], [10_000_000_000n, topUp.grant.id],
+    ]);
     await expectIntegrity();
   });
 });
