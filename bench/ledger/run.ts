@@ -101,7 +101,8 @@ async function baseline(url: string, walletCount: number): Promise<Figures> {
 
 /**
  * What writing the closed-loop run's ledger rows costs with nothing else done: each debit's
- * transaction row and its entries, read back and inserted again (see storedRows) CEILING_BATCH
+ * transaction row and its ledger_entries rows if it has any (a two-leg debit keeps its legs on
+ * its own row), read back and inserted again (see storedRows) CEILING_BATCH
  * debits to a transaction, from 4 connections: no locks, no balance reads, no checks. No
  * ledger that keeps these rows can debit faster than this on the machine.
  */
