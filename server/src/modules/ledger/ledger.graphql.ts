@@ -96,7 +96,7 @@ const LedgerTransactionRef = builder.objectRef<LedgerTransaction>('LedgerTransac
     actor: t.field({ type: ActorRef, resolve: (x) => ({ kind: x.actorKind, apiKeyId: x.actorApiKeyId }) }),
     occurredAt: t.expose('occurredAt', { type: 'DateTime' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
-    entries: t.field({ type: [LedgerEntryRef], resolve: (x, _args, ctx) => ctx.services.ledgerQueries.entries(x.id) }),
+    entries: t.field({ type: [LedgerEntryRef], resolve: (x, _args, ctx) => ctx.services.ledgerQueries.entries(x.merchantId, x.id) }),
   }),
 });
 

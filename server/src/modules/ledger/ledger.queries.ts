@@ -100,13 +100,13 @@ export class LedgerQueries {
   }
 
   /** A transaction's legs, from ledger_entries or from its own row (the ledger_legs view). */
-  async entries(transactionId: string): Promise<LedgerEntry[]> {
+  async entries(merchantId: string, transactionId: string): Promise<LedgerEntry[]> {
     const rows = await this.db.withConnection((connection) =>
       connection.query<Omit<LedgerEntry, 'amount'> & { amount: string }>(
         `SELECT transaction_id AS "transactionId", leg, merchant_id AS "merchantId", wallet_id AS "walletId", account_id AS "accountId",
            grant_id AS "grantId", currency, amount::text AS amount, created_at AS "createdAt"
-         FROM ledger_legs l WHERE transaction_id = $1 ORDER BY l.amount, leg`, // the number, not the text column named amount
-        [transactionId],
+         FROM ledger_legs l WHERE merchant_id = $1 AND transaction_id = $2 ORDER BY l.amount, leg`, // the number, not the text column named amount
+        [merchantId, transactionId],
       ),
     );
     return rows.map((row) => ({ ...row, amount: BigInt(row.amount) }));

@@ -42,6 +42,10 @@ async function wallet(customerId: string, currency = 'USD', token = merchant.sec
   expect(result.errors).toBeUndefined();
   return result.data!.wallet;
 }
+/** Raw SQL against the test database, for what the API does not show (storage, tampering). */
+function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
+  return server.services.db.withConnection((connection) => connection.query<T>(text, params));
+}
 async function expectIntegrity() {
   const report = await gql('{ ledgerIntegrity { ok violations walletsChecked transactionsChecked } }');
   expect(report.data!.ledgerIntegrity.violations).toEqual([]);
@@ -144,12 +148,10 @@ describe('credits and debits', () => {
 
 describe('storage', () => {
   it('debits rewrite wallets and grants in place: no index covers a column they change, and pages keep room for the new row', async () => {
-    const { rows, options } = await server.services.ledger.store.db.withConnection(async (connection) => ({
-      rows: await connection.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename IN ('wallets', 'credit_grants')`),
-      options: await connection.query<{ relname: string; reloptions: string[] | null }>(
-        `SELECT relname, reloptions FROM pg_class WHERE relname IN ('wallets', 'credit_grants') ORDER BY relname`,
-      ),
-    }));
+    const rows = await sql<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename IN ('wallets', 'credit_grants')`);
+    const options = await sql<{ relname: string; reloptions: string[] | null }>(
+      `SELECT relname, reloptions FROM pg_class WHERE relname IN ('wallets', 'credit_grants') ORDER BY relname`,
+    );
     // A changed indexed column turns PostgreSQL's heap-only update into a write to every index.
     expect(rows.length).toBeGreaterThan(0);
     for (const { indexdef } of rows) expect(indexdef).not.toMatch(/\b(balance|fraction_carry|updated_at|remaining|expired_at)\b/);
@@ -165,7 +167,6 @@ describe('storage', () => {
     const charged = await debit(customerId, '1.25');
     expect(charged.errors).toBeUndefined();
     const transactionId = charged.data!.debitCredits.transaction.id;
-    const sql = <T>(text: string, params: unknown[]) => server.services.db.withConnection((connection) => connection.query<T>(text, params));
     expect(await sql(`SELECT leg FROM ledger_entries WHERE transaction_id = ANY($1::uuid[])`, [[transactionId, granted.transaction.id]])).toEqual([]);
     const [revenue] = await sql<{ id: string }>(`SELECT id FROM ledger_accounts WHERE merchant_id = $1 AND kind = 'USAGE_REVENUE' AND currency = 'USD'`, [merchant.id]);
     const [row] = await sql<{ counter_account_id: string; grant_id: string }>(`SELECT counter_account_id, grant_id FROM ledger_transactions WHERE id = $1`, [transactionId]);
@@ -190,9 +191,7 @@ describe('storage', () => {
   });
 
   it('keys entries by their transaction and place in it: one index, and legs numbered in the order written', async () => {
-    const indexes = await server.services.ledger.store.db.withConnection((connection) =>
-      connection.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_entries'`),
-    );
+    const indexes = await sql<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_entries'`);
     expect(indexes.map(({ indexdef }) => indexdef.replace(/^.* USING /, ''))).toEqual(['btree (transaction_id, leg)']);
 
     // A debit drawing from two grants: its two wallet legs first, then the revenue leg.
@@ -202,10 +201,8 @@ describe('storage', () => {
     const charged = await debit(customerId, '1.50');
     expect(charged.errors).toBeUndefined();
     const transactionId = charged.data!.debitCredits.transaction.id;
-    const legs = await server.services.ledger.store.db.withConnection((connection) =>
-      connection.query<{ leg: number; wallet: boolean; amount: string }>(
-        `SELECT leg, wallet_id IS NOT NULL AS wallet, amount::text AS amount FROM ledger_entries WHERE transaction_id = $1 ORDER BY leg`, [transactionId],
-      ),
+    const legs = await sql<{ leg: number; wallet: boolean; amount: string }>(
+      `SELECT leg, wallet_id IS NOT NULL AS wallet, amount::text AS amount FROM ledger_entries WHERE transaction_id = $1 ORDER BY leg`, [transactionId],
     );
     expect(legs).toEqual([
       { leg: 0, wallet: true, amount: '-1000000000' },
@@ -298,7 +295,7 @@ describe('overdraft', () => {
     expect(topUp.grant.remaining.amount).toBe('10.00');
     expect(topUp.wallet.balance.amount).toBe('10.00');
     // Three legs (the debt repaid, the rest as credit, the payment), in the order of their amounts.
-    const entries = await server.services.ledgerQueries.entries(topUp.transaction.id);
+    const entries = await server.services.ledgerQueries.entries(merchant.id, topUp.transaction.id);
     expect(entries.map((entry) => [entry.amount, entry.grantId])).toEqual([
       [-12_000_000_000n, null], [2_000_000_000n, null], [10_000_000_000n, topUp.grant.id],
     ]);
@@ -449,7 +446,6 @@ describe('integrity check', () => {
       await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: randomUUID() });
       await server.services.ledger.debit(other.id, { kind: 'api_key', apiKeyId: null }, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: `d-${customerId}` });
     }
-    const sql = <T>(text: string, params: unknown[] = []) => server.services.db.withConnection((connection) => connection.query<T>(text, params));
     const violations = async () => (await server.services.ledgerQueries.integrity(other.id)).violations;
     expect(await violations()).toEqual([]);
 
