@@ -8,8 +8,12 @@ import type { UsageRecordInput, UsageResult } from './usage.service.ts';
 /**
  * HTTP ingestion for apps that would rather POST than speak GraphQL:
  *   POST /v1/usage        one record  → 200 { event, replayed } | 4xx { error }
- *   POST /v1/usage/batch  { events: [...] } (≤ 1,000) → 200 { results: [{ index, ok, event | error }] }
+ *   POST /v1/usage/batch  { events: [...] } (≤ 1,000) → 200 { results: [{ index, ok, event | error }], summary }
  * Authenticated with a secret key. Bad events are answered one by one; good ones are kept.
+ * A batch sent with `Prefer: return=minimal` (RFC 7240) is answered with only the events that
+ * need the caller's attention (failed, or recorded but not fully charged) and the summary: a
+ * high-volume sender already knows its events by their idempotency keys, and the full answer
+ * (about 400 bytes an event) costs both sides more to write and read than the batch they sent.
  */
 const MAX_BATCH_BODY = 16 * 1024 * 1024;
 
@@ -48,6 +52,12 @@ function present(result: UsageResult, index?: number, iso: (time: Date) => strin
   const event = { ...result.event, occurredAt: iso(result.event.occurredAt) };
   if (!result.error) return { index, ok: true, replayed: result.replayed, event };
   return { index, ok: true, replayed: result.replayed, event, chargeError: { ...result.error.details, code: result.error.code, message: result.error.message } };
+}
+
+/** Whether the request asks for `return=minimal` among its Prefer header's preferences (RFC 7240). */
+export function prefersMinimal(prefer: string | undefined): boolean {
+  if (!prefer) return false;
+  return prefer.split(',').some((preference) => preference.split(';')[0]!.trim().toLowerCase().replace(/\s*=\s*/, '=').replace(/"/g, '') === 'return=minimal');
 }
 
 export function usageRoutes(services: Services): Router {
@@ -98,15 +108,23 @@ export function usageRoutes(services: Services): Router {
       });
       const valid = parsed.filter((item): item is UsageRecordInput => !(item instanceof AppError));
       const recorded = await services.usage.record(merchantId, actor, valid);
+      const minimal = prefersMinimal(req.get('prefer'));
       let next = 0;
       let ok = 0;
+      let replayed = 0;
       const iso = isoTimes();
-      const results = parsed.map((item, index) => {
+      const results: ReturnType<typeof present>[] = [];
+      parsed.forEach((item, index) => {
         const result: UsageResult = item instanceof AppError ? { ok: false, error: item } : recorded[next++]!;
-        if (result.ok) ok++;
-        return present(result, index, iso);
+        if (result.ok) {
+          ok++;
+          if (result.replayed) replayed++;
+          if (minimal && !result.error) return;
+        }
+        results.push(present(result, index, iso));
       });
-      res.json({ results, summary: { received: events.length, ok, failed: results.length - ok } });
+      if (minimal) res.set('preference-applied', 'return=minimal');
+      res.json({ results, summary: { received: events.length, ok, failed: events.length - ok, replayed } });
     }),
   );
   return router;

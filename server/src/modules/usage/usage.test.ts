@@ -7,6 +7,7 @@ import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { ATTOS_PER_NANO, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { periodChargeAttos, type PricingRule } from '../pricing/rules.ts';
+import { prefersMinimal } from './usage.http.ts';
 import { CUSTOMER_LANES, type UsageRecordInput, type UsageResult } from './usage.service.ts';
 
 /** Post-request metering end to end: raw provider responses in, exact charges through the ledger out. */
@@ -197,11 +198,55 @@ describe('POST /v1/usage/batch', () => {
     expect(codes).toEqual(['CHARGED', 'NOT_FOUND', 'VALIDATION', 'VALIDATION', 'VALIDATION', 'VALIDATION', 'CHARGED']);
     expect(body.results[2].error.field).toBe('usage.inputTokens');
     expect(body.results[5].error.field).toBe('idempotencyKey');
-    expect(body.summary).toEqual({ received: 7, ok: 2, failed: 5 });
+    expect(body.summary).toEqual({ received: 7, ok: 2, failed: 5, replayed: 0 });
     const charged = body.results.filter((r) => r.ok).reduce((sum, r) => sum + parseDecimalAttos('c', r.event.charge), 0n);
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - charged / ATTOS_PER_NANO);
     const report = await server.services.ledgerQueries.integrity(merchant.id);
     expect(report.violations).toEqual([]);
+  });
+
+  it('with Prefer: return=minimal, answers only the events that need attention, and records the rest all the same', async () => {
+    // 0.005 pays for the first event (0.00336 at list price) but not the second.
+    const { merchant, customer, balance } = await setup('0.005');
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 4000, outputTokens: 300 };
+    const post = async (events: unknown[], prefer: string | null) => {
+      const response = await fetch(`${server.url}/v1/usage/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}`, ...(prefer ? { prefer } : {}) },
+        body: JSON.stringify({ events }),
+      });
+      expect(response.status).toBe(200);
+      return { applied: response.headers.get('preference-applied'), body: (await response.json()) as { results: any[]; summary: unknown } };
+    };
+    const events = [
+      { customer: customer.externalId, idempotencyKey: 'm-1', usage },
+      { customer: 'nobody', idempotencyKey: 'm-2', usage },
+      { customer: customer.externalId, idempotencyKey: 'm-3', usage },
+    ];
+    const first = await post(events, 'respond-async, return=minimal');
+    expect(first.applied).toBe('return=minimal');
+    // m-1 was charged in full: nothing to say about it. m-3 was recorded but could not be paid for.
+    expect(first.body.results.map((r) => [r.index, r.ok, r.ok ? r.chargeError.code : r.error.code])).toEqual([[1, false, 'NOT_FOUND'], [2, true, 'INSUFFICIENT_FUNDS']]);
+    expect(first.body.results[1].event).toMatchObject({ idempotencyKey: 'm-3', status: 'PARTIALLY_CHARGED' });
+    expect(first.body.summary).toEqual({ received: 3, ok: 2, failed: 1, replayed: 0 });
+    expect(await balance()).toBe(0n);
+    // The full answer to the same batch replays every recorded event, m-1 included.
+    const full = await post(events, null);
+    expect(full.applied).toBeNull();
+    expect(full.body.results.map((r) => r.ok && [r.event.idempotencyKey, r.replayed])).toEqual([['m-1', true], false, ['m-3', true]]);
+    expect(full.body.summary).toEqual({ received: 3, ok: 2, failed: 1, replayed: 2 });
+    const usageEvents = await server.services.usage.page(merchant.id, customer.id, { limit: 10, inverted: false });
+    expect(usageEvents.map((e) => e.idempotencyKey).sort()).toEqual(['m-1', 'm-3']);
+  });
+
+  it('reads return=minimal among other preferences, as RFC 7240 writes them', () => {
+    for (const prefer of ['return=minimal', 'RETURN = "minimal"', 'respond-async, return=minimal', 'return=minimal; foo=bar', 'wait=5,return=minimal']) {
+      expect(prefersMinimal(prefer), prefer).toBe(true);
+    }
+    // A parameter of another preference, another value, or nothing at all.
+    for (const prefer of [undefined, '', 'return=representation', 'wait=5; return=minimal', 'return=minimalist']) {
+      expect(prefersMinimal(prefer), String(prefer)).toBe(false);
+    }
   });
 
   it('answers each event with its own time: the timestamp it was sent with, or the time it arrived', async () => {
