@@ -22,6 +22,7 @@ import { atRate, closedLoop, startChild, withFreshDatabase, type Child } from '.
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
+import { SERVER_NODE_FLAGS } from '../../server/src/node-flags.ts';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 5000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
@@ -429,7 +430,7 @@ await withFreshDatabase(async (databaseUrl) => {
         REDIS_URL: '',
       },
       /GraphQL API:\s+(http:\/\/\S+)\/graphql/,
-      PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [],
+      [...SERVER_NODE_FLAGS, ...(PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [])],
     );
     children.push(server);
     await setUp(server.url, key.secret, provider.url);

@@ -13,6 +13,7 @@ import { closedLoop, cpuPerUnit, measureCpu, startChild, storedRows, withFreshDa
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
+import { SERVER_NODE_FLAGS } from '../../server/src/node-flags.ts';
 import { NANOS_PER_UNIT } from '../../server/src/shared/money.ts';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 50_000);
@@ -112,7 +113,7 @@ async function tollgate(url: string): Promise<{
       'Tollgate server', SERVER_DIR, 'src/main.ts',
       { ...process.env, DATABASE_URL: url, TOLLGATE_MASTER_KEY: MASTER_KEY, TOLLGATE_SEED_DEMO: 'false', NODE_ENV: 'production', LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', REDIS_URL: '' },
       /GraphQL API:\s+(http:\/\/\S+)\/graphql/,
-      PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [],
+      [...SERVER_NODE_FLAGS, ...(PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [])],
     );
     let charged = 0;
     /** `minimal` sends `Prefer: return=minimal`: the answer lists only events needing attention (none here). */
