@@ -239,6 +239,26 @@ describe('POST /v1/usage/batch', () => {
     expect(usageEvents.map((e) => e.idempotencyKey).sort()).toEqual(['m-1', 'm-3']);
   });
 
+  it('stores any text exactly: keys, models and metadata with tabs, newlines, quotes, backslashes and NULL look-alikes', async () => {
+    const { merchant, customer } = await setup();
+    const keys = ['tab\there', 'line\nbreak\r\nend', 'back\\slash', '\\N', 'NULL', 'null', 'quote"d,{braced}', 'ünïcödé ✓'];
+    const metadata = { note: 'a\tb\nc \\ "quoted" \\N {x,y}', nested: { path: 'C:\\temp\\x' } };
+    const events = keys.map((idempotencyKey) => ({
+      customer: customer.id, idempotencyKey, metadata, usage: { provider: 'custom', model: 'my\tmodel\\v2 "x",{y}', inputTokens: 10 },
+    }));
+    const first = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+    expect(first.map((r) => r.ok && !r.replayed && r.event.idempotencyKey)).toEqual(keys);
+    const stored = await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id } });
+    expect(stored.map((e) => e.idempotencyKey).sort()).toEqual([...keys].sort());
+    for (const event of stored) {
+      expect(event.model).toBe('my\tmodel\\v2 "x",{y}');
+      expect(event.metadata).toMatchObject(metadata);
+    }
+    // Each key is found again as it was sent: the batch replays, charging nothing more.
+    const again = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+    expect(again.map((r) => r.ok && r.replayed && r.event.idempotencyKey)).toEqual(keys);
+  });
+
   it('reads return=minimal among other preferences, as RFC 7240 writes them', () => {
     for (const prefer of ['return=minimal', 'RETURN = "minimal"', 'respond-async, return=minimal', 'return=minimal; foo=bar', 'wait=5,return=minimal']) {
       expect(prefersMinimal(prefer), prefer).toBe(true);
