@@ -21,6 +21,9 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 200);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
+/** The issue's goals: events per second on this machine, and the share of the raw-insert rate of the same rows. */
+const RATE_GOAL = 20_000;
+const SAME_ROWS_GOAL = 0.5;
 /** When set, the server process writes a V8 CPU profile (.cpuprofile) into this folder as it stops. */
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
 const MASTER_KEY = '0'.repeat(64);
@@ -180,5 +183,9 @@ console.log(`  tollgate, Prefer: return=minimal                  ${ours.minimalR
 console.log(`    ${cpuPerUnit(ours.minimalCpu, EVENTS, 'event', 'tollgate server')}`);
 const ratios = (rate: number) => `${(rate / base).toFixed(2)} of the narrow baseline, ${(rate / ours.sameRows).toFixed(2)} of the same-rows baseline`;
 console.log(`  ratio, full answers ${ratios(ours.rate)}; minimal answers ${ratios(ours.minimalRate)}`);
+const verdict = (met: boolean) => (met ? 'met' : 'NOT MET');
+for (const [answers, rate] of [['full answers', ours.rate], ['minimal answers', ours.minimalRate]] as const) {
+  console.log(`  goals, ${answers.padEnd(15)} ≥ ${RATE_GOAL} events/s ${verdict(rate >= RATE_GOAL)}; ≥ ${SAME_ROWS_GOAL} of the same rows' raw INSERTs ${verdict(rate >= SAME_ROWS_GOAL * ours.sameRows)}`);
+}
 console.log(`  events accepted: ${ours.charged}/${2 * EVENTS}; invariant violations: ${ours.violations}`);
 if (ours.logged.length > 0) console.log(`  the server logged warnings or errors, first:\n    ${ours.logged.join('\n    ')}`);
