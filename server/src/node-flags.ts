@@ -9,7 +9,8 @@
  * With 64 MB, most of a batch dies young: a third as many scavenges, 0.6 s of them in 8 s instead
  * of 1.6 s, and the server's CPU per event fell by 5-10% with full answers and 25-35% with
  * minimal ones (paired runs). The cost: up to 3 × 48 MB more memory, and each scavenge, when it
- * comes, pauses longer (up to ~30 ms seen instead of ~14). bench/gateway did not move beyond its
- * run-to-run noise either way.
+ * comes, pauses longer (up to ~30 ms seen instead of ~14). bench/gateway, over four pairs of
+ * runs: no change beyond noise at 500 connections or for streams; JSON at 100 connections
+ * averaged 13% lower, one pair of the four taken in a slow spell of the machine.
  */
 export const SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=64'];
