@@ -119,8 +119,11 @@ async function tollgate(url: string): Promise<{
       [...SERVER_NODE_FLAGS, ...(PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [])],
     );
     let charged = 0;
-    /** `minimal` sends `Prefer: return=minimal`: the answer lists only events needing attention (none here). */
-    const send = (to: Child, prefix: string, total: number, count = false, minimal = false) => async (batchIndex: number) => {
+    /**
+     * `count` adds the accepted events to `charged`; `minimal` sends `Prefer: return=minimal`, so
+     * the answer lists only events needing attention (none here).
+     */
+    const send = (to: Child, prefix: string, total: number, { count = false, minimal = false } = {}) => async (batchIndex: number) => {
       const events = [];
       for (let i = batchIndex * BATCH; i < Math.min(total, (batchIndex + 1) * BATCH); i++) {
         events.push({ customer: customers[i % CUSTOMERS], idempotencyKey: `${prefix}-${i}`, usage: usageOf(i) });
@@ -137,7 +140,7 @@ async function tollgate(url: string): Promise<{
     /** A fresh process compiles its hot paths first: WARMUP events, then EVENTS measured. */
     const measure = async (to: Child) => {
       await drive(send(to, 'warm-up', WARMUP), WARMUP);
-      return measureCpu([to.pid], () => drive(send(to, 'e', EVENTS, to === server)));
+      return measureCpu([to.pid], () => drive(send(to, 'e', EVENTS, { count: to === server })));
     };
     let rate: number;
     let cpu: CpuUse;
@@ -146,7 +149,7 @@ async function tollgate(url: string): Promise<{
     try {
       ({ result: rate, cpu } = await measure(server));
       // Then the same again with minimal answers, on the warm server (after the first run's rows).
-      ({ result: minimalRate, cpu: minimalCpu } = await measureCpu([server.pid], () => drive(send(server, 'm', EVENTS, true, true))));
+      ({ result: minimalRate, cpu: minimalCpu } = await measureCpu([server.pid], () => drive(send(server, 'm', EVENTS, { count: true, minimal: true }))));
     } finally {
       await server.stop();
     }
