@@ -152,19 +152,24 @@ export class LedgerQueries {
          OR (e.account_id IS NOT NULL AND (a.id IS NULL OR a.merchant_id <> e.merchant_id))
          OR (e.grant_id IS NOT NULL AND (g.id IS NULL OR g.wallet_id <> e.wallet_id)))`,
     )) violations.push(`entry ${row.id} ${row.problem}`);
+    // The sums below read only this merchant's wallets' legs, found by wallet (not by the legs'
+    // merchant_id, so that a leg whose merchant was tampered with still counts in its wallet's sum).
     for (const row of await rows<{ id: string; balance: string; entries: string }>(
       `SELECT w.id, w.balance::text AS balance, coalesce(e.total, 0)::text AS entries FROM wallets w
-       LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM ledger_legs WHERE wallet_id IS NOT NULL GROUP BY wallet_id) e ON e.wallet_id = w.id
+       CROSS JOIN LATERAL (SELECT sum(amount) AS total FROM ledger_legs WHERE wallet_id = w.id) e
        WHERE w.merchant_id = $1 AND w.balance <> coalesce(e.total, 0)`,
     )) violations.push(`wallet ${row.id} caches balance ${row.balance} but its entries sum to ${row.entries}`);
+    // A grant's legs are its wallet's (a leg naming a grant its wallet does not hold is reported above).
     for (const row of await rows<{ id: string; remaining: string; entries: string }>(
       `SELECT g.id, g.remaining::text AS remaining, coalesce(e.total, 0)::text AS entries FROM credit_grants g
-       LEFT JOIN (SELECT grant_id, sum(amount) AS total FROM ledger_legs WHERE grant_id IS NOT NULL GROUP BY grant_id) e ON e.grant_id = g.id
+       LEFT JOIN (SELECT l.grant_id, sum(l.amount) AS total FROM wallets w
+         CROSS JOIN LATERAL (SELECT grant_id, amount FROM ledger_legs WHERE wallet_id = w.id AND grant_id IS NOT NULL) l
+         WHERE w.merchant_id = $1 GROUP BY l.grant_id) e ON e.grant_id = g.id
        WHERE g.merchant_id = $1 AND g.remaining <> coalesce(e.total, 0)`,
     )) violations.push(`grant ${row.id} caches remaining ${row.remaining} but its entries sum to ${row.entries}`);
     for (const row of await rows<{ id: string; balance: string; grants: string }>(
       `SELECT w.id, w.balance::text AS balance, coalesce(g.total, 0)::text AS grants FROM wallets w
-       LEFT JOIN (SELECT wallet_id, sum(remaining) AS total FROM credit_grants WHERE expired_at IS NULL GROUP BY wallet_id) g ON g.wallet_id = w.id
+       CROSS JOIN LATERAL (SELECT sum(remaining) AS total FROM credit_grants WHERE wallet_id = w.id AND expired_at IS NULL) g
        WHERE w.merchant_id = $1 AND greatest(w.balance, 0) <> coalesce(g.total, 0)`,
     )) violations.push(`wallet ${row.id} balance ${row.balance} but its grants hold ${row.grants}`);
     for (const row of await rows<{ id: string }>(

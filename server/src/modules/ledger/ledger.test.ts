@@ -474,6 +474,47 @@ describe('integrity check', () => {
     await sql(`UPDATE ledger_transactions SET counter_account_id = $2 WHERE id = $1`, [transaction.id, revenue!.id]);
     expect(await violations()).toEqual([]);
   });
+
+  it('compares cached balances and grants with their legs, for this merchant only, wherever a leg says it belongs', async () => {
+    const other = await server.createMerchant('Cached books');
+    const customerId = (await server.services.customers.create(other.id, { externalId: `c-${randomUUID()}` })).id;
+    await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId, currency: 'USD', amountNanos: 500_000_000n, kind: 'PROMOTIONAL', idempotencyKey: randomUUID() });
+    await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: randomUUID() });
+    await server.services.ledger.debit(other.id, { kind: 'api_key', apiKeyId: null }, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: `d-${customerId}` });
+    const violations = async (merchantId = other.id) => (await server.services.ledgerQueries.integrity(merchantId)).violations.sort();
+    expect(await violations()).toEqual([]);
+    const [wallet] = await sql<{ id: string }>(`SELECT id FROM wallets WHERE customer_id = $1`, [customerId]);
+    const [paid] = await sql<{ id: string }>(`SELECT id FROM credit_grants WHERE customer_id = $1 AND kind = 'PAID'`, [customerId]);
+
+    // A cached balance off by one nano: wrong against its entries and against its grants.
+    await sql(`UPDATE wallets SET balance = balance + 1 WHERE id = $1`, [wallet!.id]);
+    expect(await violations()).toEqual([
+      `wallet ${wallet!.id} balance 4500000001 but its grants hold 4500000000`,
+      `wallet ${wallet!.id} caches balance 4500000001 but its entries sum to 4500000000`,
+    ]);
+    // Another merchant's report does not read this merchant's wallets.
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations.filter((v) => v.includes(wallet!.id))).toEqual([]);
+    await sql(`UPDATE wallets SET balance = balance - 1 WHERE id = $1`, [wallet!.id]);
+
+    // A grant's cached remaining off by one.
+    await sql(`UPDATE credit_grants SET remaining = remaining - 1 WHERE id = $1`, [paid!.id]);
+    expect(await violations()).toEqual([
+      `grant ${paid!.id} caches remaining 4499999999 but its entries sum to 4500000000`,
+      `wallet ${wallet!.id} balance 4500000000 but its grants hold 4499999999`,
+    ]);
+    await sql(`UPDATE credit_grants SET remaining = remaining + 1 WHERE id = $1`, [paid!.id]);
+
+    // A leg relabelled as another merchant's: here its transaction no longer balances, but it
+    // still counts in its wallet's and grant's sums (no cached total looks wrong); the other
+    // merchant's report names the leg.
+    const [leg] = await sql<{ transaction_id: string; leg: number; amount: string }>(
+      `SELECT transaction_id, leg, amount::text FROM ledger_entries WHERE wallet_id = $1 AND grant_id = $2`, [wallet!.id, paid!.id]);
+    await sql(`UPDATE ledger_entries SET merchant_id = $3 WHERE transaction_id = $1 AND leg = $2`, [leg!.transaction_id, leg!.leg, merchant.id]);
+    expect(await violations()).toEqual([`transaction ${leg!.transaction_id} entries sum to ${-BigInt(leg!.amount)}, not 0`]);
+    expect(await violations(merchant.id)).toContain(`entry ${leg!.transaction_id}:${leg!.leg} belongs to another merchant than its transaction`);
+    await sql(`UPDATE ledger_entries SET merchant_id = $3 WHERE transaction_id = $1 AND leg = $2`, [leg!.transaction_id, leg!.leg, other.id]);
+    expect(await violations()).toEqual([]);
+  });
 });
 
 describe('concurrency in one process', () => {
