@@ -542,7 +542,7 @@ export class UsageService {
           const transactionId = await this.postUsage(wallet, attos, events, actor);
           for (const row of events) row.ledger_transaction_id = transactionId;
         }
-        for (const { index, row, error } of answers) out.set(index, { ok: true, event: viewOf(row), replayed: false, ...(error ? { error } : {}) });
+        for (const { index, row, error } of answers) out.set(index, recordedAnswer(row, false, error));
         for (const [item, first] of repeats) {
           const answer = out.get(first.index)!;
           out.set(item.index, answer.ok && item.customerId === first.customerId ? { ...answer, replayed: true } : answer.ok ? chargedElsewhere(item.billingId!, answer.event.id) : answer);
@@ -812,7 +812,23 @@ function replay(row: EventRow, item: Prepared): UsageResult {
     return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
   }
   const error = row.metadata?.error ? new AppError(row.metadata.error.code as 'INSUFFICIENT_FUNDS', row.metadata.error.message) : undefined;
-  return { ok: true, event: viewOf(row), replayed: true, ...(error ? { error } : {}) };
+  return recordedAnswer(row, true, error);
+}
+
+/**
+ * A recorded event's answer. Its view (four amounts formatted as decimals) is built when first
+ * read: a batch answered with `return=minimal` reads only the events that need attention.
+ */
+function recordedAnswer(row: EventRow, replayed: boolean, error: AppError | undefined): UsageResult {
+  let view: UsageEventView | undefined;
+  return {
+    ok: true,
+    get event() {
+      return (view ??= viewOf(row));
+    },
+    replayed,
+    ...(error ? { error } : {}),
+  };
 }
 
 function repeatedKey(): AppError {
