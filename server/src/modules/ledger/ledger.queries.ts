@@ -45,7 +45,7 @@ export class LedgerQueries {
     const due = existing
       ? await this.prisma.creditGrant.count({ where: { walletId: existing.id, expiredAt: null, expiresAt: { lte: now } } })
       : 0;
-    if (!existing || due > 0) await this.ledger.store.withWallet(merchantId, customerId, currency, now, async () => undefined);
+    if (!existing || due > 0) await this.ledger.settleWallet(merchantId, customerId, currency, now);
     const wallet = await this.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId, currency } } });
     return this.view(wallet, now);
   }

@@ -117,6 +117,12 @@ interface Lane {
 
 const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
+/**
+ * Idempotency keys the ledger writes transactions under by itself: expiring a grant, capturing
+ * a hold, charging a batch of usage (see UsageService.postUsage). A caller's key may not start
+ * with one, or it could take the key first and wedge that wallet's expiry or capture.
+ */
+const SYSTEM_KEY_PREFIXES = ['grant-expiry:', 'hold-capture:', 'usage:'] as const;
 const COUNTER_ACCOUNT: Record<GrantKind, AccountKind> = {
   PAID: 'PAYMENT_CLEARING',
   PROMOTIONAL: 'PROMOTIONAL',
@@ -140,7 +146,56 @@ function requireKey(key: string): string {
   const trimmed = key.trim();
   if (!trimmed) throw invalidField('idempotencyKey', 'is required: retries with the same key never charge twice');
   if (trimmed.length > MAX_KEY_LENGTH) throw invalidField('idempotencyKey', `must be at most ${MAX_KEY_LENGTH} characters`);
+  requireStorable('idempotencyKey', trimmed);
   return trimmed;
+}
+
+/** A caller's key for a ledger transaction: not one of the keys the ledger writes under itself. */
+function requireCallerKey(key: string): string {
+  const trimmed = requireKey(key);
+  const reserved = SYSTEM_KEY_PREFIXES.find((prefix) => trimmed.startsWith(prefix));
+  if (reserved) throw invalidField('idempotencyKey', `must not start with "${reserved}": the ledger uses those keys itself`);
+  return trimmed;
+}
+
+/**
+ * PostgreSQL cannot store the NUL character in text or jsonb. Refused up front with the field's
+ * name, since at write time it would fail the whole batch the debit rides in.
+ */
+function requireStorable(field: string, value: unknown): void {
+  if (holdsNul(value)) throw invalidField(field, 'must not contain the NUL character (\\u0000)');
+}
+
+function holdsNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(value)) return value.some(holdsNul);
+  return Object.entries(value).some(([key, inner]) => key.includes('\u0000') || holdsNul(inner));
+}
+
+/** A data error (SQLSTATE class 22, e.g. text PostgreSQL cannot store): caused by one item, not the batch. */
+function isDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}
+
+/** Runs `attempt` again when it lost a unique-key race (the next try sees the winner's row), three tries at most. */
+async function retryingKeyRaces<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+      if (tries >= 3) throw keyRaceConflict(error);
+    }
+  }
+}
+
+/** A unique-key race lost three times in a row: answered as a conflict, not an internal error. */
+function keyRaceConflict(error: unknown): AppError {
+  return conflict('Another request with the same idempotency key was written at the same moment; retry it', {
+    constraint: (error as { constraint?: unknown })?.constraint ?? null,
+  });
 }
 
 function isUniqueViolation(error: unknown): boolean {
@@ -217,8 +272,11 @@ export class LedgerService {
    * stays on one lane, so batches in this process never wait on each other's row locks.
    */
   async debit(merchantId: string, actor: Actor, input: DebitInput): Promise<DebitResult> {
-    const key = requireKey(input.idempotencyKey);
+    const key = requireCallerKey(input.idempotencyKey);
     if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
+    requireStorable('description', input.description);
+    requireStorable('sourceRef', input.sourceRef);
+    requireStorable('metadata', input.metadata);
     await this.assertCustomer(merchantId, input.customerId);
     // attos as its digits up front: the text hashed is the same, and requestHash keeps to its fast path.
     const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos.toString() });
@@ -264,7 +322,8 @@ export class LedgerService {
         }
         return result;
       } catch (error) {
-        if (!isUniqueViolation(error) || attempt >= 3) throw error;
+        if (!isUniqueViolation(error)) throw error;
+        if (attempt >= 3) throw keyRaceConflict(error);
       }
     }
   }
@@ -289,6 +348,18 @@ export class LedgerService {
       );
       batch.forEach((item, index) => item.resolve(outcomes[index]!));
     } catch (error) {
+      // One debit's unstorable data fails the statement for every debit in the batch: halve the
+      // batch until the culprit goes alone, so the others are charged.
+      if (isDataError(error)) {
+        if (batch.length === 1) {
+          const refused = new AppError('VALIDATION', `The database refused this debit's data: ${(error as Error).message}`);
+          return batch[0]!.resolve({ ok: false, error: refused });
+        }
+        const half = Math.ceil(batch.length / 2);
+        await this.runDebitBatch(batch.slice(0, half));
+        await this.runDebitBatch(batch.slice(half));
+        return;
+      }
       this.logger.error({ err: error, size: batch.length }, 'debit batch failed');
       for (const item of batch) item.resolve({ ok: false, error });
     }
@@ -319,9 +390,11 @@ export class LedgerService {
   // ---------------------------------------------------------------- credits and corrections
 
   async grantCredits(merchantId: string, actor: Actor, input: GrantInput): Promise<{ transaction: PostedTransaction; grantId: string; replayed: boolean }> {
-    const key = requireKey(input.idempotencyKey);
+    const key = requireCallerKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
     if (input.expiresAt && input.expiresAt <= this.clock()) throw invalidField('expiresAt', 'must be in the future');
+    requireStorable('description', input.description);
+    requireStorable('metadata', input.metadata);
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
     return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
@@ -360,9 +433,10 @@ export class LedgerService {
     actor: Actor,
     input: { customerId: string; currency: string; amountNanos: bigint; reason: string; idempotencyKey: string; expiresAt?: Date | null },
   ): Promise<{ transaction: PostedTransaction; replayed: boolean }> {
-    const key = requireKey(input.idempotencyKey);
+    const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for an adjustment');
+    requireStorable('reason', reason);
     if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
@@ -392,9 +466,10 @@ export class LedgerService {
     actor: Actor,
     input: { customerId: string; currency: string; amountNanos: bigint; reason: string; idempotencyKey: string },
   ): Promise<{ transaction: PostedTransaction; replayed: boolean }> {
-    const key = requireKey(input.idempotencyKey);
+    const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for a refund');
+    requireStorable('reason', reason);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'refund', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
@@ -433,8 +508,9 @@ export class LedgerService {
       if ('replayedOf' in result) return { ...(await replay(result.replayedOf!)), replayed: true };
       return { ...result.value!, replayed: false };
     } catch (error) {
-      if (isUniqueViolation(error) && attempt < 3) return this.single(merchantId, customerId, currency, key, hash, work, replay, attempt + 1);
-      throw error;
+      if (!isUniqueViolation(error)) throw error;
+      if (attempt < 3) return this.single(merchantId, customerId, currency, key, hash, work, replay, attempt + 1);
+      throw keyRaceConflict(error);
     }
   }
 
@@ -451,12 +527,15 @@ export class LedgerService {
   ): Promise<{ hold: HoldRecord; replayed: boolean }> {
     const key = requireKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
+    requireStorable('description', input.description);
     if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1 || input.ttlSeconds > MAX_HOLD_TTL_SECONDS) {
       throw invalidField('ttlSeconds', `must be a whole number from 1 to ${MAX_HOLD_TTL_SECONDS}`);
     }
     await this.assertCustomer(merchantId, input.customerId);
     const now = this.clock();
-    const { result, state } = await this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
+    // Two calls with one key for different customers lock different wallets, so both can miss the
+    // other's hold; the unique index stops the second, and its retry replays the first.
+    const { result, state } = await retryingKeyRaces(() => this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
       const prior = await this.findHold(wallet, { merchantId, idempotencyKey: key });
       if (prior) {
         if (prior.customerId !== input.customerId || prior.amount !== input.amountNanos || prior.currency !== input.currency) {
@@ -479,7 +558,7 @@ export class LedgerService {
         capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: now,
       };
       return { hold, replayed: false };
-    });
+    }));
     if (!result.replayed) this.publish(input.customerId, input.currency, state, []);
     return result;
   }
@@ -601,18 +680,37 @@ export class LedgerService {
       take: limit,
     });
     let grantsExpired = 0;
-    for (const wallet of due) {
-      const { posted, state } = await this.store.withWallet(wallet.merchantId, wallet.customerId, wallet.currency, now, async () => undefined);
-      grantsExpired += posted.length;
-      if (posted.length > 0) this.publish(wallet.customerId, wallet.currency, state, posted);
-    }
+    for (const wallet of due) grantsExpired += await this.settleQuietly(wallet, now, false);
     const holds = await this.db.transaction((tx) =>
-      tx.query<{ customer_id: string; currency: string }>(
-        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1 WHERE status = 'PENDING' AND expires_at <= $1 RETURNING customer_id, currency`,
+      tx.query<{ merchant_id: string; customer_id: string; currency: string }>(
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1 WHERE status = 'PENDING' AND expires_at <= $1 RETURNING merchant_id, customer_id, currency`,
         [now],
       ),
     );
+    // What the expired holds reserved is available again: each wallet's subscribers hear of it.
+    const walletsFreed = new Map(holds.map((row) => [`${row.customer_id}:${row.currency}`, { merchantId: row.merchant_id, customerId: row.customer_id, currency: row.currency }]));
+    for (const wallet of walletsFreed.values()) grantsExpired += await this.settleQuietly(wallet, now, true);
     return { grantsExpired, holdsExpired: holds.length };
+  }
+
+  /**
+   * Locks the wallet (creating it when missing), which expires its due grants, and publishes the
+   * balance if that posted anything, or always when `announce`. Returns how many grants expired.
+   */
+  async settleWallet(merchantId: string, customerId: string, currency: string, now = this.clock(), announce = false): Promise<number> {
+    const { posted, state } = await retryingKeyRaces(() => this.store.withWallet(merchantId, customerId, currency, now, async () => undefined));
+    if (posted.length > 0 || announce) this.publish(customerId, currency, state, posted);
+    return posted.length;
+  }
+
+  /** A scheduled settle: one wallet that fails is logged, and does not stop the others. */
+  private async settleQuietly(wallet: { merchantId: string; customerId: string; currency: string }, now: Date, announce: boolean): Promise<number> {
+    try {
+      return await this.settleWallet(wallet.merchantId, wallet.customerId, wallet.currency, now, announce);
+    } catch (error) {
+      this.logger.error({ err: error, customerId: wallet.customerId, currency: wallet.currency }, 'settling a wallet on schedule failed');
+      return 0;
+    }
   }
 
   // ---------------------------------------------------------------- events

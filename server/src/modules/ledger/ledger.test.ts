@@ -46,6 +46,17 @@ async function wallet(customerId: string, currency = 'USD', token = merchant.sec
 function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
   return server.services.db.withConnection((connection) => connection.query<T>(text, params));
 }
+/** Balance events published for a customer from now on (what balanceUpdated subscribers get). */
+function balanceEvents(customerId: string) {
+  const received: Record<string, any>[] = [];
+  const events = server.services.pubsub.subscribe(walletTopic(customerId));
+  void (async () => {
+    for await (const event of events) received.push(event as Record<string, any>);
+  })();
+  return { received, stop: () => events.return?.(undefined) };
+}
+const settled = () => new Promise((resolve) => setTimeout(resolve, 50));
+
 async function expectIntegrity() {
   const report = await gql('{ ledgerIntegrity { ok violations walletsChecked transactionsChecked } }');
   expect(report.data!.ledgerIntegrity.violations).toEqual([]);
@@ -339,6 +350,47 @@ describe('expiry', () => {
     expect(run.grantsExpired).toBeGreaterThanOrEqual(1);
     expect((await wallet(customerB)).balance.amount).toBe('0.00');
   });
+
+  it('announces an expiry to balanceUpdated whether a read or the schedule wrote it', async () => {
+    const [readFirst, scheduled] = [await newCustomer(), await newCustomer()];
+    for (const customerId of [readFirst, scheduled]) {
+      await grant(customerId, '3.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+      await grant(customerId, '1.00');
+    }
+    const [onRead, onSchedule] = [balanceEvents(readFirst), balanceEvents(scheduled)];
+    now = new Date(now.getTime() + 120_000);
+    const read = await wallet(readFirst);
+    expect(read.balance.amount).toBe('1.00');
+    const readExpiry = read.transactions.edges.find((edge: any) => edge.node.kind === 'EXPIRY').node.id;
+    await server.services.ledger.runExpiry();
+    await settled();
+    expect(onRead.received).toEqual([expect.objectContaining({ balance: '1.00', available: '1.00', transactionIds: [readExpiry] })]);
+    const scheduledExpiry = (await wallet(scheduled)).transactions.edges.find((edge: any) => edge.node.kind === 'EXPIRY').node.id;
+    expect(onSchedule.received).toEqual([expect.objectContaining({ balance: '1.00', transactionIds: [scheduledExpiry] })]);
+    await Promise.all([onRead.stop(), onSchedule.stop()]);
+  });
+
+  it('one wallet the schedule cannot settle does not stop the others, or hold expiry', async () => {
+    const [wedged, other] = [await newCustomer(), await newCustomer()];
+    const stuck = await grant(wedged, '1.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+    await grant(other, '1.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+    await grant(other, '5.00');
+    const hold = (await gql('mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id } } }', {
+      input: { customerId: other, amount: '2.00', idempotencyKey: randomUUID(), ttlSeconds: 30 },
+    })).data!.createHold.hold;
+    // A transaction already holding the key the expiry writes under (from before such keys were
+    // reserved) makes that wallet's expiry fail every time.
+    await sql(`UPDATE ledger_transactions SET idempotency_key = $2 WHERE id = (SELECT transaction_id FROM credit_grants WHERE id = $1)`, [stuck.grant.id, `grant-expiry:${stuck.grant.id}`]);
+    now = new Date(now.getTime() + 120_000);
+    const run = await server.services.ledger.runExpiry();
+    expect(run).toEqual({ grantsExpired: 1, holdsExpired: 1 });
+    expect((await wallet(other)).balance.amount).toBe('5.00');
+    expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: hold.id })).data!.hold.status).toBe('EXPIRED');
+    // Reading the wedged wallet answers a typed conflict, not an internal error.
+    expect((await gql(WALLET, { id: wedged })).errors?.[0]?.extensions.code).toBe('CONFLICT');
+    await sql(`UPDATE ledger_transactions SET idempotency_key = $2 WHERE id = (SELECT transaction_id FROM credit_grants WHERE id = $1)`, [stuck.grant.id, randomUUID()]);
+    expect((await wallet(wedged)).balance.amount).toBe('0.00');
+  });
 });
 
 describe('holds', () => {
@@ -393,6 +445,74 @@ describe('holds', () => {
     expect(late.errors?.[0]?.extensions.code).toBe('CONFLICT');
     expect((await server.services.ledger.runExpiry()).holdsExpired).toBeGreaterThanOrEqual(1);
     expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: second.id })).data!.hold.status).toBe('EXPIRED');
+  });
+
+  it('announces to balanceUpdated what an expired hold frees when the schedule expires it', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    await gql(CREATE, { input: { customerId, amount: '4.00', idempotencyKey: randomUUID(), ttlSeconds: 30 } });
+    const events = balanceEvents(customerId);
+    now = new Date(now.getTime() + 31_000);
+    expect((await server.services.ledger.runExpiry()).holdsExpired).toBeGreaterThanOrEqual(1);
+    await settled();
+    expect(events.received).toEqual([expect.objectContaining({ balance: '10.00', available: '10.00', transactionIds: [] })]);
+    await events.stop();
+  });
+});
+
+describe('keys and text the ledger cannot take', () => {
+  it('refuses caller keys in the namespaces the ledger writes under itself', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const before = await wallet(customerId);
+    for (const prefix of ['grant-expiry:', 'hold-capture:', 'usage:']) {
+      const key = `${prefix}${randomUUID()}`;
+      const attempts = [
+        await debit(customerId, '1.00', key),
+        await gql(GRANT, { input: { customerId, amount: '1.00', kind: 'PAID', idempotencyKey: key } }),
+        await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed } }', { input: { customerId, amount: '1.00', reason: 'goodwill', idempotencyKey: key } }),
+        await gql('mutation ($input: RefundCreditsInput!) { refundCredits(input: $input) { replayed } }', { input: { customerId, amount: '1.00', reason: 'refund', idempotencyKey: key } }),
+      ];
+      for (const attempt of attempts) {
+        expect(attempt.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'idempotencyKey' });
+        expect(attempt.errors?.[0]?.message).toContain(prefix);
+      }
+    }
+    // Only a prefix is reserved: the same words elsewhere in a key are fine.
+    expect((await debit(customerId, '1.00', `my-usage:${randomUUID()}`)).errors).toBeUndefined();
+    expect((await wallet(customerId)).transactions.totalCount).toBe(before.transactions.totalCount + 1);
+  });
+
+  it('refuses the NUL character PostgreSQL cannot store, naming the field', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const refusals = [
+      [await debit(customerId, '1.00', `nul\u0000key`), 'idempotencyKey'],
+      [await gql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID(), description: 'a\u0000b' } }), 'description'],
+      [await gql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID(), metadata: { deep: ['ok', { 'k\u0000': 1 }] } } }), 'metadata'],
+      [await gql(GRANT, { input: { customerId, amount: '1.00', kind: 'PAID', idempotencyKey: randomUUID(), metadata: { note: '\u0000' } } }), 'metadata'],
+      [await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed } }', { input: { customerId, amount: '1.00', reason: 'why\u0000', idempotencyKey: randomUUID() } }), 'reason'],
+    ] as const;
+    for (const [result, field] of refusals) expect(result.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field });
+    expect((await wallet(customerId)).balance.amount).toBe('5.00');
+  });
+
+  it('a debit whose data the database refuses fails alone: the debits batched with it are charged', async () => {
+    const [good, bad] = [await newCustomer(), await newCustomer()];
+    await grant(good, '10.00');
+    await grant(bad, '10.00');
+    const actor = { kind: 'api_key' as const, apiKeyId: null };
+    const charge = (customerId: string, metadata: Record<string, unknown> | null) =>
+      server.services.ledger.debit(merchant.id, actor, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: randomUUID(), metadata }).then(
+        () => 'charged',
+        (error: { code?: string }) => error.code,
+      );
+    // A lone UTF-16 surrogate passes JSON.stringify, but jsonb refuses it.
+    const outcomes = await Promise.all([...Array.from({ length: 5 }, () => charge(good, { n: 1 })), charge(bad, { text: '\ud800' })]);
+    expect(outcomes).toEqual(['charged', 'charged', 'charged', 'charged', 'charged', 'VALIDATION']);
+    expect((await wallet(good)).balance.amount).toBe('5.00');
+    expect((await wallet(bad)).balance.amount).toBe('10.00');
+    await expectIntegrity();
   });
 });
 
