@@ -661,7 +661,6 @@ export class LedgerService {
     // Keys left out still break ties, in the default order.
     const complete = [...unique, ...CONSUMPTION_KEYS.filter((key) => !unique.includes(key))];
     await this.prisma.merchant.update({ where: { id: merchantId }, data: { creditConsumptionOrder: complete } });
-    this.store.forgetConsumptionOrder(merchantId);
     return complete;
   }
 

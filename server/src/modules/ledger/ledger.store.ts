@@ -384,11 +384,13 @@ interface StateRow {
   grants: { id: string; wallet_id: string; kind: GrantKind; remaining: string; priority: number; expires_at: string | null; created_at: string }[] | null;
   held: { wallet_id: string; held: string }[] | null;
   existing: (TransactionRow & { merchant_id: string })[] | null;
+  orders: { merchant_id: string; order: ConsumptionKey[] }[] | null;
 }
+
+const DEFAULT_CONSUMPTION_ORDER: ConsumptionKey[] = ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'];
 
 export class LedgerStore {
   private readonly accountIds = new Map<string, string>();
-  private readonly orders = new Map<string, { order: ConsumptionKey[]; at: number }>();
   /** Wallets are never deleted: once seen, no INSERT … ON CONFLICT round trip is needed. */
   private readonly knownWallets = new Set<string>();
 
@@ -416,20 +418,12 @@ export class LedgerStore {
     return rows[0]!.id;
   }
 
-  /** The merchant's grant consumption order; cached briefly, it changes rarely. */
+  /** The merchant's grant consumption order, as configured. */
   async consumptionOrder(merchantId: string): Promise<ConsumptionKey[]> {
-    const cached = this.orders.get(merchantId);
-    if (cached && Date.now() - cached.at < 30_000) return cached.order;
     const rows = await this.db.withConnection((connection) =>
       connection.query<{ order: ConsumptionKey[] }>(`SELECT credit_consumption_order AS "order" FROM merchants WHERE id = $1`, [merchantId]),
     );
-    const order = rows[0]?.order ?? ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'];
-    this.orders.set(merchantId, { order, at: Date.now() });
-    return order;
-  }
-
-  forgetConsumptionOrder(merchantId: string): void {
-    this.orders.delete(merchantId);
+    return rows[0]?.order ?? DEFAULT_CONSUMPTION_ORDER;
   }
 
   /**
@@ -446,8 +440,6 @@ export class LedgerStore {
   ): Promise<{ result: T; batch: LedgerBatch }> {
     const byWallet = new Map(keys.map((key) => [walletKeyOf(key), key]));
     const unique = [...byWallet.values()];
-    const orders = new Map<string, ConsumptionKey[]>();
-    for (const merchantId of new Set(unique.map((key) => key.merchantId))) orders.set(merchantId, await this.consumptionOrder(merchantId));
     const created = new Map<string, string>();
     const outcome = await this.db.transaction(async (tx) => {
       const missing = unique.filter((key) => !this.knownWallets.has(walletKeyOf(key)));
@@ -479,9 +471,12 @@ export class LedgerStore {
            (SELECT json_agg(json_build_object('merchant_id', merchant_id, 'id', id, 'kind', kind, 'wallet_id', wallet_id,
               'customer_id', customer_id, 'currency', currency, 'amount', amount::text, 'balance_after', balance_after::text,
               'idempotency_key', idempotency_key, 'request_hash', request_hash, 'created_at', created_at))
-            FROM ${KEY_PROBE('$3', '$4')}) AS existing`,
-        [pgArray(walletIds), now, pgArrayOf(preloadKeys, (item) => item.merchantId), pgArrayOf(preloadKeys, (item) => item.key)],
+            FROM ${KEY_PROBE('$3', '$4')}) AS existing,
+           -- Read with the rest rather than cached, so a changed order holds at once on every instance.
+           (SELECT json_agg(json_build_object('merchant_id', id, 'order', credit_consumption_order)) FROM merchants WHERE id = ANY($5::uuid[])) AS orders`,
+        [pgArray(walletIds), now, pgArrayOf(preloadKeys, (item) => item.merchantId), pgArrayOf(preloadKeys, (item) => item.key), pgArray([...new Set(unique.map((key) => key.merchantId))])],
       );
+      const orders = new Map((stateRow?.orders ?? []).map((row) => [row.merchant_id, row.order]));
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created));
       for (const item of preloadKeys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
@@ -489,7 +484,7 @@ export class LedgerStore {
       const grantsBy = groupBy(stateRow?.grants ?? [], (grant) => grant.wallet_id);
       for (const row of walletRows) {
         const key = byWallet.get(walletKeyOf({ customerId: row.customer_id, currency: row.currency }))!;
-        const order = orders.get(key.merchantId)!;
+        const order = orders.get(key.merchantId) ?? DEFAULT_CONSUMPTION_ORDER;
         const state: WalletState = {
           id: row.id,
           balance: BigInt(row.balance),

@@ -289,6 +289,12 @@ describe('grant consumption', () => {
     const remaining = Object.fromEntries(view.grants.map((g: any) => [g.id, g.remaining.amount]));
     expect(remaining[paidFirst.grant.id]).toBe('1.00');
     expect(remaining[promo.grant.id]).toBe('2.00');
+
+    // Changed by another instance (straight in the database here): the very next debit follows it.
+    await sql(`UPDATE merchants SET credit_consumption_order = ARRAY['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'] WHERE id = $1`, [other.id]);
+    await server.graphql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID() } }, other.secret);
+    const after = (await server.graphql<any>(WALLET, { id: customerId }, other.secret)).data!.wallet;
+    expect(Object.fromEntries(after.grants.map((g: any) => [g.id, g.remaining.amount]))).toMatchObject({ [paidFirst.grant.id]: '1.00', [promo.grant.id]: '1.00' });
   });
 });
 
