@@ -54,3 +54,23 @@ export function requireIntInRange(field: string, value: number, min: number, max
   }
   return value;
 }
+
+/** A NUL character, or a UTF-16 surrogate without its pair: text PostgreSQL refuses (jsonb) or silently alters (text). */
+// eslint-disable-next-line no-control-regex -- the NUL character is what this looks for
+const UNSTORABLE_TEXT = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Whether any string in `value` (object keys included) is text PostgreSQL cannot store as given. */
+export function holdsUnstorableText(value: unknown): boolean {
+  if (typeof value === 'string') return UNSTORABLE_TEXT.test(value);
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(value)) return value.some(holdsUnstorableText);
+  return Object.entries(value).some(([key, inner]) => UNSTORABLE_TEXT.test(key) || holdsUnstorableText(inner));
+}
+
+/**
+ * Refuses, naming the field, text PostgreSQL cannot store: refused up front, since at write time
+ * it would fail the whole batch the value rides in.
+ */
+export function requireStorableText(field: string, value: unknown): void {
+  if (holdsUnstorableText(value)) throw invalidField(field, 'must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate');
+}

@@ -6,7 +6,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
-import { isUuid } from '../../shared/validation.ts';
+import { isUuid, requireStorableText } from '../../shared/validation.ts';
 import {
   CONSUMPTION_KEYS,
   creditLegs,
@@ -146,7 +146,7 @@ function requireKey(key: string): string {
   const trimmed = key.trim();
   if (!trimmed) throw invalidField('idempotencyKey', 'is required: retries with the same key never charge twice');
   if (trimmed.length > MAX_KEY_LENGTH) throw invalidField('idempotencyKey', `must be at most ${MAX_KEY_LENGTH} characters`);
-  requireStorable('idempotencyKey', trimmed);
+  requireStorableText('idempotencyKey', trimmed);
   return trimmed;
 }
 
@@ -156,21 +156,6 @@ function requireCallerKey(key: string): string {
   const reserved = SYSTEM_KEY_PREFIXES.find((prefix) => trimmed.startsWith(prefix));
   if (reserved) throw invalidField('idempotencyKey', `must not start with "${reserved}": the ledger uses those keys itself`);
   return trimmed;
-}
-
-/**
- * PostgreSQL cannot store the NUL character in text or jsonb. Refused up front with the field's
- * name, since at write time it would fail the whole batch the debit rides in.
- */
-function requireStorable(field: string, value: unknown): void {
-  if (holdsNul(value)) throw invalidField(field, 'must not contain the NUL character (\\u0000)');
-}
-
-function holdsNul(value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('\u0000');
-  if (value === null || typeof value !== 'object') return false;
-  if (Array.isArray(value)) return value.some(holdsNul);
-  return Object.entries(value).some(([key, inner]) => key.includes('\u0000') || holdsNul(inner));
 }
 
 /** A data error (SQLSTATE class 22, e.g. text PostgreSQL cannot store): caused by one item, not the batch. */
@@ -274,9 +259,9 @@ export class LedgerService {
   async debit(merchantId: string, actor: Actor, input: DebitInput): Promise<DebitResult> {
     const key = requireCallerKey(input.idempotencyKey);
     if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    requireStorable('description', input.description);
-    requireStorable('sourceRef', input.sourceRef);
-    requireStorable('metadata', input.metadata);
+    requireStorableText('description', input.description);
+    requireStorableText('sourceRef', input.sourceRef);
+    requireStorableText('metadata', input.metadata);
     await this.assertCustomer(merchantId, input.customerId);
     // attos as its digits up front: the text hashed is the same, and requestHash keeps to its fast path.
     const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos.toString() });
@@ -393,8 +378,8 @@ export class LedgerService {
     const key = requireCallerKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
     if (input.expiresAt && input.expiresAt <= this.clock()) throw invalidField('expiresAt', 'must be in the future');
-    requireStorable('description', input.description);
-    requireStorable('metadata', input.metadata);
+    requireStorableText('description', input.description);
+    requireStorableText('metadata', input.metadata);
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
     return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
@@ -436,7 +421,7 @@ export class LedgerService {
     const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for an adjustment');
-    requireStorable('reason', reason);
+    requireStorableText('reason', reason);
     if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
@@ -469,7 +454,7 @@ export class LedgerService {
     const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for a refund');
-    requireStorable('reason', reason);
+    requireStorableText('reason', reason);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
     await this.assertCustomer(merchantId, input.customerId);
     const hash = requestHash({ op: 'refund', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
@@ -527,7 +512,7 @@ export class LedgerService {
   ): Promise<{ hold: HoldRecord; replayed: boolean }> {
     const key = requireKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    requireStorable('description', input.description);
+    requireStorableText('description', input.description);
     if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1 || input.ttlSeconds > MAX_HOLD_TTL_SECONDS) {
       throw invalidField('ttlSeconds', `must be a whole number from 1 to ${MAX_HOLD_TTL_SECONDS}`);
     }

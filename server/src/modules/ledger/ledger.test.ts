@@ -489,7 +489,7 @@ describe('keys and text the ledger cannot take', () => {
     expect((await wallet(customerId)).transactions.totalCount).toBe(before.transactions.totalCount + 1);
   });
 
-  it('refuses the NUL character PostgreSQL cannot store, naming the field', async () => {
+  it('refuses text PostgreSQL cannot store (NUL, a lone surrogate), naming the field', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '5.00');
     const refusals = [
@@ -498,6 +498,8 @@ describe('keys and text the ledger cannot take', () => {
       [await gql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID(), metadata: { deep: ['ok', { 'k\u0000': 1 }] } } }), 'metadata'],
       [await gql(GRANT, { input: { customerId, amount: '1.00', kind: 'PAID', idempotencyKey: randomUUID(), metadata: { note: '\u0000' } } }), 'metadata'],
       [await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed } }', { input: { customerId, amount: '1.00', reason: 'why\u0000', idempotencyKey: randomUUID() } }), 'reason'],
+      // A UTF-16 surrogate without its pair: jsonb refuses it.
+      [await gql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID(), metadata: { text: 'x\ud800' } } }), 'metadata'],
     ] as const;
     for (const [result, field] of refusals) expect(result.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field });
     expect((await wallet(customerId)).balance.amount).toBe('5.00');
@@ -508,13 +510,13 @@ describe('keys and text the ledger cannot take', () => {
     await grant(good, '10.00');
     await grant(bad, '10.00');
     const actor = { kind: 'api_key' as const, apiKeyId: null };
-    const charge = (customerId: string, metadata: Record<string, unknown> | null) =>
-      server.services.ledger.debit(merchant.id, actor, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: randomUUID(), metadata }).then(
+    const charge = (customerId: string, occurredAt: Date | null) =>
+      server.services.ledger.debit(merchant.id, actor, { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: randomUUID(), occurredAt }).then(
         () => 'charged',
         (error: { code?: string }) => error.code,
       );
-    // A lone UTF-16 surrogate passes JSON.stringify, but jsonb refuses it.
-    const outcomes = await Promise.all([...Array.from({ length: 5 }, () => charge(good, { n: 1 })), charge(bad, { text: '\ud800' })]);
+    // A time JavaScript has but PostgreSQL's timestamps do not (they start in 4713 BC).
+    const outcomes = await Promise.all([...Array.from({ length: 5 }, () => charge(good, null)), charge(bad, new Date('-005000-01-01T00:00:00Z'))]);
     expect(outcomes).toEqual(['charged', 'charged', 'charged', 'charged', 'charged', 'VALIDATION']);
     expect((await wallet(good)).balance.amount).toBe('5.00');
     expect((await wallet(bad)).balance.amount).toBe('10.00');
