@@ -62,6 +62,84 @@ describe('pricing as code', () => {
   });
 });
 
+describe('dated provider prices', () => {
+  const model = { provider: 'openai', model: 'gpt-5.4-mini' };
+  const rates = (output: string) => ({ perMillionTokens: { input: '0.75', output } });
+  const outputOf = async (merchantId: string, at: string) => (await server.services.providerPrices.priceFor(merchantId, 'openai', 'gpt-5.4-mini', new Date(at)))?.perMillionTokens?.output;
+  const storedRows = async (merchantId: string) =>
+    (await server.services.providerPrices.rowsFor(merchantId)).map((row) => [row.effectiveFrom.toISOString(), row.perMillionTokens?.output]).sort(([a], [b]) => a!.localeCompare(b!));
+
+  it('a scheduled price is added with its own date, and applying the file again changes nothing', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const config: PricingConfig = { providerPrices: [{ ...model, ...rates('4.50') }, { ...model, ...rates('5.00'), effectiveFrom: '2099-01-01' }] };
+    const plan = await planPricingConfig(server.services, merchant.id, config, now);
+    expect(plan.map((change) => change.kind === 'add-price' && change.effectiveFrom)).toEqual([null, '2099-01-01T00:00:00.000Z']);
+    expect(describeChanges(plan)).toContain('+ price openai/gpt-5.4-mini scheduled from 2099-01-01T00:00:00.000Z\n');
+    await applyPricingChanges(server.services, merchant.id, plan, now);
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '4.50'], ['2099-01-01T00:00:00.000Z', '5.00']]);
+
+    expect(await planPricingConfig(server.services, merchant.id, config, now)).toEqual([]);
+    expect(await planPricingConfig(server.services, merchant.id, config, new Date('2026-07-01T00:00:00Z'))).toEqual([]);
+    // Once the scheduled price is in force, the file still matches.
+    expect(await planPricingConfig(server.services, merchant.id, config, new Date('2099-02-01T00:00:00Z'))).toEqual([]);
+
+    // A scheduled price changed in the file replaces the scheduled row: it has priced nothing yet.
+    const rescheduled: PricingConfig = { providerPrices: [config.providerPrices![0]!, { ...model, ...rates('6.00'), effectiveFrom: '2099-01-01' }] };
+    const change = await planPricingConfig(server.services, merchant.id, rescheduled, now);
+    expect(describeChanges(change)).toMatch(/^~ price openai\/gpt-5.4-mini scheduled from 2099-01-01T00:00:00.000Z \(replaces the version scheduled then\)/);
+    await applyPricingChanges(server.services, merchant.id, change, now);
+    expect(await outputOf(merchant.id, '2099-01-02')).toBe('6.00');
+    expect(await planPricingConfig(server.services, merchant.id, rescheduled, now)).toEqual([]);
+  });
+
+  it('of several past versions only the newest is put in force, from now, and the next apply changes nothing', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const config: PricingConfig = { providerPrices: [{ ...model, ...rates('1.00'), effectiveFrom: '2026-01-01' }, { ...model, ...rates('3.00'), effectiveFrom: '2026-04-01' }] };
+    const plan = await planPricingConfig(server.services, merchant.id, config, now);
+    expect(plan).toHaveLength(1);
+    expect(describeChanges(plan)).toBe('+ price openai/gpt-5.4-mini (dated 2026-04-01T00:00:00.000Z in the file; in force from now, history is never rewritten)\n    + {"currency":"USD","model":"gpt-5.4-mini","perMillionTokens":{"input":"0.75","output":"3.00"},"provider":"openai"}');
+    await applyPricingChanges(server.services, merchant.id, plan, now);
+    for (const later of [now, new Date('2026-06-02T00:00:00Z'), new Date('2026-09-01T00:00:00Z')]) {
+      const again = await planPricingConfig(server.services, merchant.id, config, later);
+      expect(again).toEqual([]);
+      await applyPricingChanges(server.services, merchant.id, again, later);
+    }
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3.00']]);
+
+    // A newer past version in the file becomes a new version from now; the earlier one stays in history.
+    const newer: PricingConfig = { providerPrices: [...config.providerPrices!, { ...model, ...rates('2.00'), effectiveFrom: '2026-07-01' }] };
+    const later = new Date('2026-08-01T00:00:00Z');
+    const change = await planPricingConfig(server.services, merchant.id, newer, later);
+    expect(describeChanges(change)).toMatch(/^~ price openai\/gpt-5.4-mini \(new version from now, not from its file date 2026-07-01T00:00:00.000Z; earlier events keep the old price\)/);
+    await applyPricingChanges(server.services, merchant.id, change, later);
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3.00'], [later.toISOString(), '2.00']]);
+    expect(await outputOf(merchant.id, '2026-07-15')).toBe('3.00');
+    expect(await planPricingConfig(server.services, merchant.id, newer, later)).toEqual([]);
+  });
+
+  it('refuses two versions of one price on the same date, and a date that does not parse, naming the field', async () => {
+    const merchant = await server.createMerchant();
+    const cases: [PricingConfig, string][] = [
+      [{ providerPrices: [{ ...model, ...rates('1.00'), effectiveFrom: '2099-01-01' }, { ...model, ...rates('2.00'), effectiveFrom: '2099-01-01T00:00:00Z' }] }, 'providerPrices.1.effectiveFrom'],
+      [{ providerPrices: [{ ...model, ...rates('1.00') }, { ...model, ...rates('2.00') }] }, 'providerPrices.1.effectiveFrom'],
+      [{ providerPrices: [{ ...model, ...rates('1.00'), effectiveFrom: 'next tuesday' }] }, 'providerPrices.0.effectiveFrom'],
+    ];
+    for (const [config, field] of cases) {
+      await expect(planPricingConfig(server.services, merchant.id, config), field).rejects.toMatchObject({ code: 'VALIDATION', details: { field } });
+    }
+  });
+
+  it('refuses a dated rule or plan instead of applying it from now', async () => {
+    const merchant = await server.createMerchant();
+    const dated = { name: 'markup', type: 'MARKUP' as const, config: { percent: '25' }, effectiveFrom: '2099-01-01' };
+    await expect(planPricingConfig(server.services, merchant.id, { priceRules: [dated] })).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'priceRules.0.effectiveFrom' } });
+    await expect(planPricingConfig(server.services, merchant.id, { plans: [{ key: 'pro', name: 'Pro', priceRules: [dated] }] })).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'plans.0.priceRules.0.effectiveFrom' } });
+    await expect(planPricingConfig(server.services, merchant.id, { plans: [{ key: 'pro', name: 'Pro', effectiveFrom: '2099-01-01' } as never] })).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'plans.0.effectiveFrom' } });
+  });
+});
+
 describe('plans as code', () => {
   const PLANS: PricingConfig = {
     ...CONFIG,

@@ -6,6 +6,7 @@ import type { MeterAggregation, MeterSource, PriceRuleType } from '../../generat
 import type { Services } from '../../services.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
+import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
 import { rulesInForce, toPricingRule, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
@@ -16,6 +17,10 @@ import { validateRule } from './rules.ts';
  * `npm run tollgate -- apply <file>`. Applying is idempotent (an unchanged file changes nothing)
  * and never rewrites history: a changed price or rule becomes a new version from now, and events
  * keep the prices of their time. What the file does not mention is left as it is.
+ *
+ * Provider prices may be listed in several dated versions (see planPrices). Rules and plans take
+ * no date: they change from the moment they are applied, so a dated one is refused rather than
+ * silently applied early.
  */
 export interface PricingConfig {
   meters?: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation }[];
@@ -29,11 +34,13 @@ export interface PricingConfig {
 type PricingConfigRule = { name: string; type: PriceRuleType; meterKey?: string; provider?: string; model?: string; config: Record<string, unknown> };
 type PricingConfigMeter = NonNullable<PricingConfig['meters']>[number];
 type PricingConfigPlan = NonNullable<PricingConfig['plans']>[number];
+type PricingConfigPrice = NonNullable<PricingConfig['providerPrices']>[number];
 
 export type Change =
   | { kind: 'create-meter'; key: string; detail: PricingConfigMeter }
   | { kind: 'update-meter'; key: string; from: string; to: string; detail: PricingConfigMeter }
-  | { kind: 'add-price'; key: string; from: string | null; to: string; detail: NonNullable<PricingConfig['providerPrices']>[number] }
+  /** `effectiveFrom` is a scheduled (future) version's ISO date; null adds a version from the moment of applying. */
+  | { kind: 'add-price'; key: string; from: string | null; to: string; effectiveFrom: string | null; detail: PricingConfigPrice }
   | { kind: 'create-plan'; key: string; to: string; detail: PricingConfigPlan }
   | { kind: 'update-plan'; key: string; from: string; to: string; detail: PricingConfigPlan }
   /** `key` is the rule's name, or "<plan key>/<rule name>" for a plan's rule. */
@@ -111,23 +118,14 @@ export async function planPricingConfig(services: Services, merchantId: string, 
       if (current !== wanted || existing.archivedAt) changes.push({ kind: 'update-meter', key: meter.key, from: current, to: wanted, detail: meter });
     }
   }
-  const own = await services.providerPrices.rowsFor(merchantId);
-  for (const [index, price] of (config.providerPrices ?? []).entries()) {
-    const effectiveFrom = price.effectiveFrom ? new Date(price.effectiveFrom) : now;
-    const { effectiveFrom: _e, ...rates } = validateProviderPrice({ ...price, currency: 'USD', effectiveFrom } as ProviderPrice);
-    if (!price.provider || !price.model) throw invalidField(`providerPrices.${index}`, 'needs provider and model');
-    const current = priceInForce(own.filter((row) => row.model === price.model), price.provider, price.model, now);
-    const { effectiveFrom: _c, ref: _r, ...currentRates } = current ?? ({} as Record<string, unknown>);
-    const from = current ? canonical(currentRates) : null;
-    const to = canonical(rates);
-    if (from !== to) changes.push({ kind: 'add-price', key: `${price.provider}/${price.model}`, from, to, detail: price });
-  }
+  changes.push(...planPrices(await services.providerPrices.rowsFor(merchantId), config.providerPrices ?? [], now));
   const book = await services.priceRules.book(merchantId);
   changes.push(...planRules(book.defaults, config.priceRules ?? [], 'priceRules', null, now));
   const plans = new Map((await services.plans.list(merchantId, true)).map((plan) => [plan.key, plan]));
   const seen = new Set<string>();
   for (const [index, plan] of (config.plans ?? []).entries()) {
     const { key, name, description } = normalizePlanInput(plan ?? ({} as PricingConfigPlan), `plans.${index}.`);
+    refuseDate(plan, `plans.${index}`);
     if (seen.has(key)) throw invalidField(`plans.${index}.key`, `plan "${key}" is declared twice`);
     seen.add(key);
     const existing = plans.get(key);
@@ -142,6 +140,71 @@ export async function planPricingConfig(services: Services, merchantId: string, 
   return changes;
 }
 
+interface FileVersion {
+  price: PricingConfigPrice;
+  /** Null when the file gives no date: the base version, before any dated one. */
+  effectiveFrom: Date | null;
+  rates: string;
+}
+
+/**
+ * The price versions to add so that the merchant's prices match the file's, compared per
+ * provider/model by effective date:
+ * - a future-dated version is added with its own date unless the same values are stored for that
+ *   date (a stored one that differs is replaced: it has priced nothing yet);
+ * - of the past-dated and undated versions only the newest matters (an undated one comes before
+ *   every dated one, so a file can keep today's price undated and schedule the next beside it):
+ *   it is what should be in force now. When the price in force differs it is added as a new
+ *   version from now, never backdated. Older past versions are history the file merely records;
+ *   they are not added again.
+ * Applying the plan and planning again therefore finds nothing to do.
+ */
+function planPrices(stored: readonly PriceWithRef[], wanted: readonly PricingConfigPrice[], now: Date): Change[] {
+  const byModel = new Map<string, FileVersion[]>();
+  for (const [index, price] of wanted.entries()) {
+    const effectiveFrom = price?.effectiveFrom == null ? null : new Date(price.effectiveFrom);
+    if (effectiveFrom && Number.isNaN(effectiveFrom.getTime())) throw invalidField(`providerPrices.${index}.effectiveFrom`, 'must be a date, e.g. 2026-04-01 or an ISO timestamp');
+    const { effectiveFrom: _e, ...rates } = validateProviderPrice({ ...price, currency: 'USD', effectiveFrom: effectiveFrom ?? now } as ProviderPrice);
+    if (!price.provider || !price.model) throw invalidField(`providerPrices.${index}`, 'needs provider and model');
+    // Providers match case-insensitively when pricing (priceInForce), models exactly.
+    const modelKey = `${price.provider.trim().toLowerCase()}/${price.model}`;
+    const versions = byModel.get(modelKey) ?? [];
+    if (versions.some((version) => version.effectiveFrom?.getTime() === effectiveFrom?.getTime())) {
+      throw invalidField(`providerPrices.${index}.effectiveFrom`, `${price.provider}/${price.model} already has a version ${effectiveFrom ? `from ${effectiveFrom.toISOString()}` : 'without a date'} in this file`);
+    }
+    versions.push({ price, effectiveFrom, rates: canonical(rates) });
+    byModel.set(modelKey, versions);
+  }
+
+  const changes: Change[] = [];
+  const describe = ({ effectiveFrom: _e, ref: _r, ...rates }: PriceWithRef) => canonical(rates);
+  for (const versions of byModel.values()) {
+    const { provider, model } = versions[0]!.price;
+    const key = `${provider}/${model}`;
+    const rows = stored.filter((row) => row.model === model && row.provider.trim().toLowerCase() === provider.trim().toLowerCase());
+    const past = versions.filter((version) => !version.effectiveFrom || version.effectiveFrom <= now);
+    const newest = past.sort((a, b) => (b.effectiveFrom?.getTime() ?? -Infinity) - (a.effectiveFrom?.getTime() ?? -Infinity))[0];
+    if (newest) {
+      const current = priceInForce(rows, provider, model, now);
+      const from = current ? describe(current) : null;
+      if (from !== newest.rates) changes.push({ kind: 'add-price', key, from, to: newest.rates, effectiveFrom: null, detail: newest.price });
+    }
+    const scheduled = versions.filter((version) => version.effectiveFrom && version.effectiveFrom > now).sort((a, b) => a.effectiveFrom!.getTime() - b.effectiveFrom!.getTime());
+    for (const version of scheduled) {
+      const at = version.effectiveFrom!;
+      const row = rows.find((candidate) => candidate.effectiveFrom.getTime() === at.getTime());
+      const from = row ? describe(row) : null;
+      if (from !== version.rates) changes.push({ kind: 'add-price', key, from, to: version.rates, effectiveFrom: at.toISOString(), detail: version.price });
+    }
+  }
+  return changes;
+}
+
+/** Rules and plans change from the moment they are applied; a date on one would be ignored. */
+function refuseDate(item: object | null | undefined, field: string) {
+  if (item && 'effectiveFrom' in item) throw invalidField(`${field}.effectiveFrom`, 'is not taken here: rules and plans change from the moment the file is applied');
+}
+
 /** The rule versions to add so that a price book's rules in force match the file's. */
 function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, now: Date): Change[] {
   const changes: Change[] = [];
@@ -149,6 +212,7 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
   const names = new Set<string>();
   for (const [index, rule] of wanted.entries()) {
     if (!rule?.name) throw invalidField(`${field}.${index}.name`, 'is required');
+    refuseDate(rule, `${field}.${index}`);
     if (names.has(rule.name)) throw invalidField(`${field}.${index}.name`, `rule "${rule.name}" is declared twice in the same price book`);
     names.add(rule.name);
     validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never }));
@@ -172,7 +236,7 @@ export function describeChanges(changes: readonly Change[]): string {
         case 'update-meter':
           return `~ meter ${change.key}\n    - ${change.from}\n    + ${change.to}`;
         case 'add-price':
-          return change.from ? `~ price ${change.key} (new version from now; earlier events keep the old price)\n    - ${change.from}\n    + ${change.to}` : `+ price ${change.key}\n    + ${change.to}`;
+          return `${describePrice(change)}${change.from ? `\n    - ${change.from}` : ''}\n    + ${change.to}`;
         case 'create-plan':
           return `+ plan ${change.key}\n    + ${change.to}`;
         case 'update-plan':
@@ -182,6 +246,15 @@ export function describeChanges(changes: readonly Change[]): string {
       }
     })
     .join('\n');
+}
+
+function describePrice(change: Extract<Change, { kind: 'add-price' }>): string {
+  if (change.effectiveFrom) {
+    return change.from ? `~ price ${change.key} scheduled from ${change.effectiveFrom} (replaces the version scheduled then)` : `+ price ${change.key} scheduled from ${change.effectiveFrom}`;
+  }
+  const fileDate = change.detail.effectiveFrom ? new Date(change.detail.effectiveFrom).toISOString() : null;
+  if (!change.from) return fileDate ? `+ price ${change.key} (dated ${fileDate} in the file; in force from now, history is never rewritten)` : `+ price ${change.key}`;
+  return `~ price ${change.key} (new version from now${fileDate ? `, not from its file date ${fileDate}` : ''}; earlier events keep the old price)`;
 }
 
 /** Applies a plan from planPricingConfig. */
@@ -195,8 +268,9 @@ export async function applyPricingChanges(services: Services, merchantId: string
         await services.meters.update(merchantId, change.key, change.detail);
         break;
       case 'add-price': {
-        const wanted = change.detail.effectiveFrom ? new Date(change.detail.effectiveFrom) : now;
-        await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: wanted > now ? wanted : now }, 'config');
+        // A scheduled date that passed between planning and applying is not backdated either.
+        const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
+        await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > now ? scheduled : now }, 'config');
         break;
       }
       case 'create-plan':
