@@ -14,3 +14,9 @@ export function isoTimes(): (time: Date) => string {
     return lastIso;
   };
 }
+
+/**
+ * How far ahead of the server's clock a usage event's timestamp may be (the caller's clock may
+ * run fast). A price scheduled further ahead than this cannot have costed any event yet.
+ */
+export const MAX_FUTURE_USAGE_MS = 5 * 60_000;

@@ -5,7 +5,8 @@ import { AppError } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import type { NormalizedUsage } from '../usage/usage.types.ts';
 import { costOf, priceInForce, validateProviderPrice } from './cost.ts';
-import { decimalFromJsonNumber, importModelsDev, importModelsDevJson } from './models-dev.ts';
+import { definitionForName } from '../usage/normalize/registry.ts';
+import { decimalFromJsonNumber, importModelsDev, importModelsDevJson, MODELS_DEV_PROVIDER_IDS } from './models-dev.ts';
 
 const SAMPLE = readFileSync(new URL('./models-dev.sample.json', import.meta.url), 'utf8');
 const effectiveFrom = new Date('2026-06-01T00:00:00Z');
@@ -127,6 +128,22 @@ describe('importModelsDev', () => {
     );
     expect(merged.rows).toHaveLength(1);
     expect(merged.skipped).toEqual([{ path: '/b/models/M', reason: 'repeats same/M, already imported from /a/models/m' }]);
+  });
+
+  it('imports models.dev provider ids under the ids usage reports, so the rows price calls', () => {
+    const rates = { cost: { input: 1, output: 2 } };
+    const document = Object.fromEntries(
+      ['togetherai', 'fireworks-ai', 'google-vertex', 'google-vertex-anthropic', 'amazon-bedrock', 'azure', 'moonshotai', 'groq', 'constructor'].map((id) => [id, { models: { [`${id}-model`]: rates } }]),
+    );
+    const rows = importModelsDev(document, { effectiveFrom }).rows.map((row) => `${row.provider}/${row.model}`);
+    expect(rows).toEqual([
+      'together/togetherai-model', 'fireworks/fireworks-ai-model', 'vertex/google-vertex-model', 'vertex/google-vertex-anthropic-model', 'bedrock/amazon-bedrock-model',
+      'azure-openai/azure-model', 'moonshot/moonshotai-model', 'groq/groq-model', 'constructor/constructor-model',
+    ]);
+    // An explicit rename still wins.
+    expect(importModelsDev({ azure: document.azure }, { effectiveFrom, providerIds: { azure: 'my-azure' } }).rows[0]?.provider).toBe('my-azure');
+    // Every target is a provider id of the registry itself, not one of its aliases.
+    for (const [from, to] of MODELS_DEV_PROVIDER_IDS) expect(definitionForName(to)?.id, from).toBe(to);
   });
 
   it('rejects only a file that is not a price table at all, as a VALIDATION error', () => {

@@ -20,9 +20,24 @@ export interface ModelsDevImportOptions {
   effectiveFrom: Date;
   /** Only these models.dev provider ids; every provider when absent. */
   providers?: readonly string[];
-  /** Renames models.dev provider ids to the ones usage reports, e.g. { google: 'gemini' }. */
+  /** Renames models.dev provider ids beyond MODELS_DEV_PROVIDER_IDS, e.g. { 'my-proxy': 'openai-compatible' }. */
   providerIds?: Readonly<Record<string, string>>;
 }
+
+/**
+ * models.dev provider ids that usage reports under another id: rows are imported under the
+ * provider id of Tollgate's registry (usage/normalize/registry.ts), or they would never price a
+ * call. Ids that already agree (openai, anthropic, google, groq, deepseek, …) are kept as they are.
+ */
+export const MODELS_DEV_PROVIDER_IDS: ReadonlyMap<string, string> = new Map([
+  ['togetherai', 'together'],
+  ['fireworks-ai', 'fireworks'],
+  ['google-vertex', 'vertex'],
+  ['google-vertex-anthropic', 'vertex'],
+  ['amazon-bedrock', 'bedrock'],
+  ['azure', 'azure-openai'],
+  ['moonshotai', 'moonshot'],
+]);
 
 export interface ImportSkip {
   /** JSON Pointer into the file, e.g. "/openai/models/gpt-5.4/cost/input". */
@@ -198,7 +213,8 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
       skipped.push({ path: providerPath, reason: 'is not a provider with a "models" object' });
       continue;
     }
-    const providerId = options.providerIds?.[providerKey] ?? providerKey;
+    const renamed = options.providerIds && Object.hasOwn(options.providerIds, providerKey) ? options.providerIds[providerKey] : undefined;
+    const providerId = renamed ?? MODELS_DEV_PROVIDER_IDS.get(providerKey) ?? providerKey;
     for (const [modelId, model] of Object.entries(provider.models)) {
       const path = providerPath + pointer('models', modelId);
       try {

@@ -1,6 +1,8 @@
 import type { Prisma, PrismaClient, ProviderPrice as PriceRow } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
-import { invalidField } from '../../shared/errors.ts';
+import { conflict, invalidField } from '../../shared/errors.ts';
+import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { importModelsDevJson } from './models-dev.ts';
@@ -37,27 +39,70 @@ export class ProviderPriceService {
     return resolvePrice(await this.rowsFor(merchantId), provider, model, at);
   }
 
-  /** Adds a price row; a change to an existing model is a new row with a later effectiveFrom. */
+  /**
+   * Adds a price row; a change to an existing model is a new row with a later effectiveFrom.
+   * History is kept: a row that may already have costed events is never replaced, so writing a
+   * different price at its effectiveFrom is a CONFLICT, and writing the same one is a no-op that
+   * answers the stored row. A row scheduled further ahead than any event can be timestamped has
+   * costed nothing yet, and is replaced (`tollgate apply` reschedules prices that way).
+   */
   async add(merchantId: string, input: PriceInput, source = 'manual'): Promise<PriceRow> {
-    const effectiveFrom = input.effectiveFrom ?? new Date();
-    const price = validateProviderPrice({ ...input, currency: 'USD', effectiveFrom });
-    const { provider, model, effectiveFrom: _from, currency: _currency, ...prices } = price;
-    if (!provider.trim()) throw invalidField('provider', 'must not be empty');
-    if (!model.trim()) throw invalidField('model', 'must not be empty');
-    const row = await this.prisma.providerPrice.upsert({
-      where: { merchantId_provider_model_effectiveFrom: { merchantId, provider, model, effectiveFrom } },
-      create: { merchantId, provider, model, prices: prices as Prisma.InputJsonObject, effectiveFrom, source },
-      update: { prices: prices as Prisma.InputJsonObject, source },
+    const row = storedRow(input, input.effectiveFrom ?? new Date());
+    const written = await this.write(this.prisma, merchantId, [row], source).catch(async (error: unknown) => {
+      // Another write of the same row won the race: judge this one against it.
+      if (!isUniqueViolation(error)) throw error;
+      return this.write(this.prisma, merchantId, [row], source);
     });
     this.cache.delete(merchantId);
-    return row;
+    return written[0]!;
   }
 
-  /** Imports a whole models.dev file; malformed entries are skipped and reported, not fatal. */
+  /**
+   * Imports a whole models.dev file; malformed entries are skipped and reported, not fatal. Rows
+   * that clash with stored history (see add) refuse the whole import before anything is written.
+   */
   async importModelsDev(merchantId: string, fileText: string, effectiveFrom = new Date()) {
     const { rows, skipped } = importModelsDevJson(fileText, { effectiveFrom });
-    for (const row of rows) await this.add(merchantId, row, 'models.dev');
+    const stored = rows.map((price) => storedRow(price, effectiveFrom));
+    await this.prisma.$transaction((tx) => this.write(tx, merchantId, stored, 'models.dev'), { timeout: 30_000 });
+    this.cache.delete(merchantId);
     return { imported: rows.length, skipped };
+  }
+
+  /** Writes rows of one merchant (see add): every clash is found before anything is written. */
+  private async write(prisma: Pick<PrismaClient, 'providerPrice'>, merchantId: string, rows: StoredRow[], source: string): Promise<PriceRow[]> {
+    const times = [...new Set(rows.map((row) => row.effectiveFrom.getTime()))].map((time) => new Date(time));
+    const existing = new Map<string, PriceRow>();
+    for (const stored of await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: { in: times } } })) existing.set(rowKey(stored), stored);
+    const settled = Date.now() + MAX_FUTURE_USAGE_MS;
+    const clashes: PriceRow[] = [];
+    const plan = rows.map((row) => {
+      const current = existing.get(rowKey(row));
+      if (!current) return { row, current };
+      if (canonicalRates(current.prices) === canonicalRates(row.prices)) return { row, current, same: true };
+      if (current.effectiveFrom.getTime() <= settled) clashes.push(current);
+      return { row, current };
+    });
+    if (clashes.length > 0) {
+      const names = clashes.map((row) => `${row.provider}/${row.model}`);
+      throw conflict(
+        `A different price for ${names.length === 1 ? names[0] : `${names.length} models (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''})`} already takes effect at ` +
+          `${clashes[0]!.effectiveFrom.toISOString()}, and prices in force are history that is kept: add the new price with a later effectiveFrom.`,
+        { field: 'effectiveFrom', models: names },
+      );
+    }
+    const written = new Map<string, PriceRow>();
+    const fresh: StoredRow[] = [];
+    for (const { row, current, same } of plan) {
+      if (same) written.set(rowKey(row), current!);
+      else if (current) written.set(rowKey(row), await prisma.providerPrice.update({ where: { id: current.id }, data: { prices: row.prices, source } }));
+      else fresh.push(row);
+    }
+    if (fresh.length > 0) {
+      // One statement for a whole imported table.
+      for (const created of await prisma.providerPrice.createManyAndReturn({ data: fresh.map((row) => ({ merchantId, ...row, source })) })) written.set(rowKey(created), created);
+    }
+    return rows.map((row) => written.get(rowKey(row))!);
   }
 
   async list(merchantId: string, filter: { provider?: string | null; model?: string | null }): Promise<PriceWithRef[]> {
@@ -68,7 +113,65 @@ export class ProviderPriceService {
   }
 }
 
-/** Merchant rows win over list rows for the same model; otherwise the most specific match in force. */
+/**
+ * Merchant rows win over list rows for the same model; otherwise the most specific match in force.
+ * With no row for the provider that served the call, a cloud that resells a model maker's models
+ * is costed at the maker's price (see resoldBy).
+ */
 export function resolvePrice(merchantRows: readonly PriceWithRef[], provider: string, model: string, at: Date): PriceWithRef | null {
-  return priceInForce(merchantRows, provider, model, at) ?? priceInForce(LIST, provider, model, at);
+  const own = priceInForce(merchantRows, provider, model, at) ?? priceInForce(LIST, provider, model, at);
+  if (own) return own;
+  const maker = resoldBy(provider, model);
+  return maker && (priceInForce(merchantRows, maker.provider, maker.model, at) ?? priceInForce(LIST, maker.provider, maker.model, at));
+}
+
+/**
+ * The model maker whose price a cloud charges for a model it resells, or null. Vertex AI bills
+ * Gemini at the Gemini API's list price and Claude (as on Bedrock) at Anthropic's; Azure OpenAI
+ * bills OpenAI's models at OpenAI's. That is their standard (global) price: a merchant whose
+ * deployment costs more (regional endpoints, provisioned throughput) adds rows under the cloud's
+ * own provider id, and those win. Bedrock names models "[region.]anthropic.<model>-v1:0".
+ */
+export function resoldBy(provider: string, model: string): { provider: string; model: string } | null {
+  switch (provider.trim().toLowerCase()) {
+    case 'vertex':
+      return { provider: /^claude-/i.test(model.trim()) ? 'anthropic' : 'google', model };
+    case 'azure-openai':
+      return { provider: 'openai', model };
+    case 'bedrock': {
+      const at = model.lastIndexOf('anthropic.');
+      return at === -1 ? null : { provider: 'anthropic', model: model.slice(at + 'anthropic.'.length).replace(/-v\d+(?::\d+)?$/, '') };
+    }
+    default:
+      return null;
+  }
+}
+
+interface StoredRow {
+  provider: string;
+  model: string;
+  effectiveFrom: Date;
+  prices: Prisma.InputJsonObject;
+}
+
+/** A validated price as stored: trimmed names, and the rates alone in `prices`. */
+function storedRow(input: PriceInput, effectiveFrom: Date): StoredRow {
+  const price = validateProviderPrice({ ...input, currency: 'USD', effectiveFrom });
+  const { provider, model, effectiveFrom: _from, currency: _currency, ...prices } = price;
+  if (!provider.trim()) throw invalidField('provider', 'must not be empty');
+  if (!model.trim()) throw invalidField('model', 'must not be empty');
+  return { provider: provider.trim(), model: model.trim(), effectiveFrom, prices: prices as Prisma.InputJsonObject };
+}
+
+/** Rows that price the same calls from the same instant: names match case-insensitively when pricing (priceInForce). */
+const rowKey = (row: { provider: string; model: string; effectiveFrom: Date }) =>
+  `${row.provider.trim().toLowerCase()}\u0000${row.model.trim().toLowerCase()}\u0000${row.effectiveFrom.getTime()}`;
+
+/** Rates as JSON with sorted keys and no empty values, so equal rates compare equal however they were written. */
+function canonicalRates(rates: unknown): string {
+  return JSON.stringify(rates, (_key, value: unknown) =>
+    value && typeof value === 'object' && !Array.isArray(value)
+      ? Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner != null).sort(([a], [b]) => a.localeCompare(b)))
+      : value,
+  );
 }

@@ -1,6 +1,6 @@
 import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
-import { invalidField, notFound } from '../../shared/errors.ts';
+import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { validateRule, type PricingRule } from './rules.ts';
@@ -37,6 +37,51 @@ export function rulesInForce<R extends Pick<RuleRow, 'name' | 'effectiveFrom' | 
     if (!current || row.effectiveFrom > current.effectiveFrom) latest.set(row.name, row);
   }
   return [...latest.values()].filter((row) => !row.archivedAt || row.archivedAt > at);
+}
+
+type RuleShape = Pick<RuleRow, 'type' | 'meterKey' | 'provider' | 'model'>;
+
+/**
+ * What a rule matches events on. Two rules of a price book with the same target match every event
+ * equally (selectRule ranks on nothing else), so neither can be chosen: they tie. Quantity rules of
+ * any kind compete for their meter; MARKUP rules for the provider cost.
+ */
+export function ruleTargetKey(rule: RuleShape): string {
+  const name = (text: string | null) => (text == null ? null : text.trim().toLowerCase());
+  return JSON.stringify([rule.type === 'MARKUP' ? 'cost' : 'meter', rule.meterKey, name(rule.provider), name(rule.model)]);
+}
+
+/**
+ * A rule of another name in the same book that would tie with `candidate` (see ruleTargetKey)
+ * while both are in force, or null. The candidate is the newest version of its name, so it is in
+ * force from its effectiveFrom on; another name's version is in force from its own effectiveFrom
+ * until the next version of that name, or until it was archived.
+ */
+export function clashingRule(versions: readonly RuleRow[], candidate: RuleShape & { name: string; effectiveFrom: Date }): RuleRow | null {
+  const target = ruleTargetKey(candidate);
+  const byName = new Map<string, RuleRow[]>();
+  for (const row of versions) {
+    if (row.name === candidate.name) continue;
+    const rows = byName.get(row.name);
+    if (rows) rows.push(row);
+    else byName.set(row.name, [row]);
+  }
+  for (const rows of byName.values()) {
+    rows.sort((a, b) => a.effectiveFrom.getTime() - b.effectiveFrom.getTime());
+    for (const [index, row] of rows.entries()) {
+      if (ruleTargetKey(row) !== target) continue;
+      const next = rows[index + 1]?.effectiveFrom.getTime() ?? Infinity;
+      const end = Math.min(next, row.archivedAt?.getTime() ?? Infinity);
+      if (end > row.effectiveFrom.getTime() && end > candidate.effectiveFrom.getTime()) return row;
+    }
+  }
+  return null;
+}
+
+/** A rule's target in words, for messages: "the provider cost of anthropic", "meter tokens of openai/gpt-5.4". */
+export function describeTarget(rule: RuleShape): string {
+  const scope = [rule.provider, rule.model].filter((part) => part != null).join('/') || 'every event';
+  return rule.type === 'MARKUP' ? `the provider cost of ${scope}` : `meter ${rule.meterKey ?? '?'} of ${scope}`;
 }
 
 /**
@@ -104,9 +149,18 @@ export class PriceRuleService {
     const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, config: input.config as Prisma.JsonObject });
     validateRule(candidate);
     const effectiveFrom = input.effectiveFrom ?? new Date();
-    const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'desc' } });
+    const versions = await this.prisma.priceRule.findMany({ where: { merchantId, planId } });
+    const latest = versions.filter((row) => row.name === name).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
     if (latest && effectiveFrom <= latest.effectiveFrom) {
       throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
+    }
+    const clash = clashingRule(versions, { name, type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, effectiveFrom });
+    if (clash) {
+      throw conflict(
+        `Price rule "${clash.name}" already prices ${describeTarget(clash)} in this price book while this one would be in force: two rules that match an event ` +
+          `equally cannot be told apart. Change or archive "${clash.name}", or give this rule a narrower target.`,
+        { field: 'name', conflictingRule: clash.name, conflictingRuleId: clash.id },
+      );
     }
     const row = await this.prisma.priceRule.create({
       data: {

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
+import { clashingRule, type RuleRow } from './rules.service.ts';
 import { applyRule, periodChargeAttos, selectRule, validateRule, type PricingRule, type Tier } from './rules.ts';
 
 const usd = (text: string) => parseDecimalAttos('test', text);
@@ -286,8 +287,56 @@ describe('rule validation', () => {
     expect(validationField(() => applyRule({ kind: 'FLAT', unitPrice: '1' }, { quantity: 1, priorQuantity: -1 }))).toBe('priorQuantity');
     expect(validationField(() => applyRule({ kind: 'MARKUP', percent: '1' }, { quantity: 0, costAttos: -1n }))).toBe('costAttos');
     expect(validationField(() => periodChargeAttos({ kind: 'MARKUP', percent: '1' }, 1))).toBe('rule.kind');
-    const ok: PricingRule = { kind: 'VOLUME', tiers: [{ upTo: '0.5', unitPrice: '2' }, { upTo: null, unitPrice: '1' }] };
+    const ok: PricingRule = { kind: 'VOLUME', meter: 'seconds', tiers: [{ upTo: '0.5', unitPrice: '2' }, { upTo: null, unitPrice: '1' }] };
     expect(validateRule(ok)).toBe(ok);
+  });
+
+  it('refuses a rule whose shape could never apply: a quantity rule with no meter, a markup with one', () => {
+    const quantityRules: PricingRule[] = [
+      { kind: 'FLAT', unitPrice: '0.01' },
+      { kind: 'GRADUATED', tiers: [{ upTo: null, unitPrice: '1' }] },
+      { kind: 'VOLUME', tiers: [{ upTo: null, unitPrice: '1' }] },
+      { kind: 'PACKAGE', packageSize: 10, packagePrice: '1' },
+    ];
+    for (const rule of quantityRules) {
+      expect(validationField(() => validateRule(rule)), rule.kind).toBe('rule.meterKey');
+      expect(validationField(() => validateRule({ ...rule, meter: ' ' })), rule.kind).toBe('rule.meterKey');
+      expect(validateRule({ ...rule, meter: 'tokens' })).toMatchObject({ meter: 'tokens' });
+    }
+    expect(validationField(() => validateRule({ kind: 'MARKUP', percent: '25', meter: 'tokens' }))).toBe('rule.meterKey');
+    expect(validateRule({ kind: 'MARKUP', percent: '25', provider: 'anthropic' })).toMatchObject({ kind: 'MARKUP' });
+  });
+});
+
+describe('clashingRule (two rules of a book that would tie)', () => {
+  let ids = 0;
+  const version = (name: string, type: RuleRow['type'], target: { meterKey?: string; provider?: string; model?: string }, from: string, archivedAt: string | null = null): RuleRow => ({
+    id: `00000000-0000-4000-8000-${String(++ids).padStart(12, '0')}`, merchantId: 'm', planId: null, name, type, meterKey: target.meterKey ?? null,
+    provider: target.provider ?? null, model: target.model ?? null, currency: 'USD', config: {}, effectiveFrom: new Date(from), archivedAt: archivedAt ? new Date(archivedAt) : null, createdAt: new Date(from),
+  });
+  const candidate = (name: string, type: RuleRow['type'], target: { meterKey?: string; provider?: string; model?: string }, from: string) =>
+    ({ name, type, meterKey: target.meterKey ?? null, provider: target.provider ?? null, model: target.model ?? null, effectiveFrom: new Date(from) });
+
+  it('finds another rule with the same target in force at the same time, whatever the case of its names', () => {
+    const book = [version('claude', 'MARKUP', { provider: 'anthropic' }, '2026-01-01'), version('tokens', 'FLAT', { meterKey: 'tokens' }, '2026-01-01')];
+    expect(clashingRule(book, candidate('claude 2', 'MARKUP', { provider: 'Anthropic ' }, '2026-06-01'))?.name).toBe('claude');
+    expect(clashingRule(book, candidate('tiers', 'GRADUATED', { meterKey: 'tokens' }, '2026-06-01'))?.name).toBe('tokens');
+    // Another target, or a new version of the same rule, is no clash.
+    expect(clashingRule(book, candidate('openai', 'MARKUP', { provider: 'openai' }, '2026-06-01'))).toBeNull();
+    expect(clashingRule(book, candidate('claude-model', 'MARKUP', { provider: 'anthropic', model: 'claude-opus-4-8' }, '2026-06-01'))).toBeNull();
+    expect(clashingRule(book, candidate('images', 'FLAT', { meterKey: 'images' }, '2026-06-01'))).toBeNull();
+    expect(clashingRule(book, candidate('claude', 'MARKUP', { provider: 'anthropic' }, '2026-06-01'))).toBeNull();
+  });
+
+  it('only while both are in force: not after the other was archived or moved to another target', () => {
+    const archived = [version('all', 'MARKUP', {}, '2026-01-01', '2026-03-01')];
+    expect(clashingRule(archived, candidate('all 2', 'MARKUP', {}, '2026-03-01'))).toBeNull();
+    expect(clashingRule(archived, candidate('all 2', 'MARKUP', {}, '2026-02-01'))?.name).toBe('all');
+    const moved = [version('a', 'MARKUP', {}, '2026-01-01'), version('a', 'MARKUP', { provider: 'openai' }, '2026-04-01')];
+    expect(clashingRule(moved, candidate('b', 'MARKUP', {}, '2026-05-01'))).toBeNull();
+    expect(clashingRule(moved, candidate('b', 'MARKUP', {}, '2026-03-01'))?.name).toBe('a');
+    // Scheduled for later, the other rule still clashes with one in force from now on.
+    expect(clashingRule([version('later', 'MARKUP', {}, '2027-01-01')], candidate('now', 'MARKUP', {}, '2026-06-01'))?.name).toBe('later');
   });
 });
 

@@ -1,4 +1,4 @@
-import { invalidField } from '../../shared/errors.ts';
+import { AppError, invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { modelMatchRank } from './cost.ts';
 import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity, type Quantity } from './decimal.ts';
@@ -101,6 +101,14 @@ export function validateRule<R extends PricingRule>(rule: R): R {
   periodPricer(rule);
   if (rule.kind === 'MARKUP') markupParts(rule);
   if (rule.minimumCharge != null) priceAttos('rule.minimumCharge', rule.minimumCharge);
+  // A rule of the wrong shape would be accepted and then never apply: quantity rules price a
+  // meter's quantity, so they need one; MARKUP prices an event's provider cost, which belongs to
+  // no meter (ingest never offers it one to match).
+  if (rule.kind === 'MARKUP') {
+    if (rule.meter != null) throw invalidField('rule.meterKey', 'must not be set on a MARKUP rule: a markup prices the provider cost of each event, not a meter; target a provider or a model instead');
+  } else if (rule.meter == null || String(rule.meter).trim() === '') {
+    throw invalidField('rule.meterKey', `is required for a ${rule.kind} rule: it prices the quantity of that meter`);
+  }
   return rule;
 }
 
@@ -271,20 +279,20 @@ function specificity(rule: RuleTarget, event: RuleEvent): number {
 export function selectRule<R extends RuleTarget & { id?: string }>(rules: readonly R[], event: RuleEvent): R | null {
   let best: R | null = null;
   let bestScore = 0;
-  let tie = false;
+  let tiedWith: R | null = null;
   for (const rule of rules) {
     const score = specificity(rule, event);
     if (score > bestScore) {
       best = rule;
       bestScore = score;
-      tie = false;
+      tiedWith = null;
     } else if (score > 0 && score === bestScore) {
-      tie = true;
+      tiedWith = rule;
     }
   }
-  if (tie && best) {
+  if (tiedWith && best) {
     const target = [best.meter, best.provider, best.model].filter((part) => part != null).join('/') || 'everything';
-    throw invalidField('rules', `two rules target ${target} equally; keep one`);
+    throw new AppError('VALIDATION', `rules: two rules target ${target} equally; keep one`, { field: 'rules', ruleIds: [best.id ?? null, tiedWith.id ?? null] });
   }
   return best;
 }

@@ -27,6 +27,11 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
     shortfall: t.field({ type: 'Decimal', description: 'Priced but not paid: the customer ran out of credit (UNCHARGED, PARTIALLY_CHARGED).', resolve: (e) => e.shortfall }),
     estimated: t.exposeBoolean('estimated', { description: 'The stream ended before the provider reported usage; the charge is an estimate.' }),
     ledgerTransactionId: t.exposeID('ledgerTransactionId', { nullable: true }),
+    costProblem: t.exposeString('costProblem', {
+      nullable: true,
+      description:
+        'Why the provider cost is unknown (no price for this provider/model, or a unit its price does not cover); null when it is known. With no rule pricing the event otherwise, it was recorded NOT_BILLABLE at no charge: add a provider price to bill such events.',
+    }),
   }),
 });
 

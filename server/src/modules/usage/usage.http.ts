@@ -3,6 +3,7 @@ import { sendError } from '../../http/errors.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { isoTimes } from '../../shared/times.ts';
+import { responseHeaders } from './normalize/index.ts';
 import type { UsageRecordInput, UsageResult } from './usage.service.ts';
 
 /**
@@ -11,7 +12,8 @@ import type { UsageRecordInput, UsageResult } from './usage.service.ts';
  *   POST /v1/usage/batch  { events: [...] } (≤ 1,000) → 200 { results: [{ index, ok, event | error }], summary }
  * Authenticated with a secret key. Bad events are answered one by one; good ones are kept.
  * A batch sent with `Prefer: return=minimal` (RFC 7240) is answered with only the events that
- * need the caller's attention (failed, or recorded but not fully charged) and the summary: a
+ * need the caller's attention (failed, recorded but not fully charged, or recorded free because
+ * their provider cost is unknown: see the event's costProblem) and the summary: a
  * high-volume sender already knows its events by their idempotency keys, and the full answer
  * (about 400 bytes an event) costs both sides more to write and read than the batch they sent.
  */
@@ -36,7 +38,7 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
     timestamp,
     currency: typeof record.currency === 'string' ? record.currency : null,
     usage: (record.usage as UsageRecordInput['usage']) ?? null,
-    response: response ? { ...response, status: response.status ?? 200, headers: response.headers ?? {} } : null,
+    response: response ? { ...response, status: response.status ?? 200, headers: responseHeaders(response.headers, `${at}response.headers`) } : null,
     quantities: (record.quantities as UsageRecordInput['quantities']) ?? null,
     metadata: (record.metadata as UsageRecordInput['metadata']) ?? null,
   };
@@ -119,7 +121,8 @@ export function usageRoutes(services: Services): Router {
         if (result.ok) {
           ok++;
           if (result.replayed) replayed++;
-          if (minimal && !result.error) return;
+          // Unpriced events need attention too: they were recorded free because their cost is unknown.
+          if (minimal && !result.error && !result.unpriced) return;
         }
         results.push(present(result, index, iso));
       });

@@ -5,7 +5,9 @@ import { scaledQuantity } from '../pricing/decimal.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { applyRule, periodChargeAttos, type PricingRule, type Tier } from '../pricing/rules.ts';
 import type { RuleRow } from '../pricing/rules.service.ts';
-import { periodContribution, priceUsage, stepPeriodTotal } from './usage.pricing.ts';
+import { costOf } from '../pricing/cost.ts';
+import type { PriceWithRef } from '../pricing/prices.service.ts';
+import { estimateIncomplete, periodContribution, priceUsage, providerCost, REPORTED_COST_REF, ruleTie, stepPeriodTotal } from './usage.pricing.ts';
 import { blankUsage } from './usage.types.ts';
 
 /**
@@ -144,5 +146,114 @@ describe('priceUsage with a plan', () => {
   it('a rule archived in the plan gives the meter back to the default book', () => {
     const archived = { ...planOutput, archivedAt: new Date('2026-03-01') };
     expect(price([archived]).lines.find((line) => line.meter === 'out')).toMatchObject({ ruleId: defaults[2]!.id, chargeAttos: attos('0.01') });
+  });
+});
+
+/** Provider cost, free of I/O: the provider's own reported figure first, then the price table. */
+describe('providerCost', () => {
+  const attos = (text: string) => parseDecimalAttos('x', text);
+  const row: PriceWithRef = { provider: 'openrouter', model: 'openai/gpt-5.4-mini', currency: 'USD', effectiveFrom: new Date('2026-01-01'), perMillionTokens: { input: '1', output: '1' }, ref: 'row-1' };
+  const openRouter = (fields: Partial<ReturnType<typeof blankUsage>>) =>
+    blankUsage({ provider: 'openrouter', model: 'anthropic/claude-sonnet-4.6', inputTokens: 1000, outputTokens: 100, requests: 1, ...fields });
+
+  it('is the cost the provider reports, exactly, when no price row matches', () => {
+    // 17 significant digits: more than a double keeps, so only the reported text is exact.
+    expect(providerCost(openRouter({ providerReportedCostUsd: '0.12345678901234567' }), () => null)).toEqual({ costAttos: 123_456_789_012_345_670n, problem: null, ref: REPORTED_COST_REF });
+  });
+
+  it('wins over a price row: it is what the provider billed', () => {
+    let asked = false;
+    const cost = providerCost(openRouter({ model: 'openai/gpt-5.4-mini', providerReportedCostUsd: '0.0042' }), () => ((asked = true), row));
+    expect(cost).toEqual({ costAttos: attos('0.0042'), problem: null, ref: REPORTED_COST_REF });
+    expect(asked).toBe(false);
+  });
+
+  it('with OpenRouter BYOK adds the upstream cost billed to the merchant\'s own key to OpenRouter\'s fee', () => {
+    const byok = openRouter({ providerReportedCostUsd: '0.0005', details: { is_byok: 'true', upstream_inference_cost_usd: '0.01' } });
+    expect(providerCost(byok, () => null).costAttos).toBe(attos('0.0105'));
+    const notByok = openRouter({ providerReportedCostUsd: '0.01', details: { is_byok: 'false', upstream_inference_cost_usd: '0.01' } });
+    expect(providerCost(notByok, () => null).costAttos).toBe(attos('0.01'));
+  });
+
+  it('falls back to the price table when the reported figure is unreadable, and reports a missing row', () => {
+    const usage = openRouter({ model: 'openai/gpt-5.4-mini', providerReportedCostUsd: '-1' });
+    expect(providerCost(usage, () => row)).toEqual({ costAttos: attos('0.0011'), problem: null, ref: 'row-1' });
+    expect(providerCost(openRouter({}), () => null)).toEqual({ costAttos: 0n, problem: 'no provider price for openrouter/anthropic/claude-sonnet-4.6', ref: null });
+  });
+
+  it('a price table that cannot decide is a problem of the event, not an exception', () => {
+    const cost = providerCost(openRouter({}), () => {
+      throw new Error('two prices for openrouter/x take effect at 2026-01-01T00:00:00.000Z');
+    });
+    expect(cost).toMatchObject({ costAttos: 0n, problem: expect.stringContaining('two prices') });
+  });
+
+  it('applies markup over the reported cost', () => {
+    const markup: RuleRow = {
+      id: '00000000-0000-4000-8000-0000000000aa', merchantId: 'm', planId: null, name: 'markup', type: 'MARKUP', meterKey: null, provider: null, model: null,
+      currency: 'USD', config: { percent: '25' }, effectiveFrom: new Date('2026-01-01'), archivedAt: null, createdAt: new Date('2026-01-01'),
+    };
+    const usage = openRouter({ providerReportedCostUsd: '0.12345678901234567' });
+    const cost = providerCost(usage, () => null);
+    const priced = priceUsage({ usage, occurredAt: new Date('2026-06-01'), rules: [markup], steps: new Map(), costAttos: cost.costAttos, costProblem: cost.problem });
+    // × 1.25 = 0.1543209862654320875, rounded half up to the atto.
+    expect(priced).toMatchObject({ costAttos: 123_456_789_012_345_670n, chargeAttos: 154_320_986_265_432_088n, marginAttos: 30_864_197_253_086_418n });
+  });
+});
+
+describe('estimateIncomplete (the ESTIMATE policy for cut streams)', () => {
+  const price: PriceWithRef = { provider: 'google', model: 'gemini-3.8-flash', currency: 'USD', effectiveFrom: new Date('2026-01-01'), perMillionTokens: { input: '0.75', output: '3.75' }, ref: 'r' };
+  const cut = (fields: Partial<ReturnType<typeof blankUsage>>) =>
+    blankUsage({ provider: 'google', model: 'gemini-3.8-flash', billable: false, incomplete: true, streamedText: '', ...fields });
+
+  it('keeps what the provider already reported when that is more than the estimate, reasoning included', () => {
+    const usage = estimateIncomplete(cut({ inputTokens: 100, outputTokens: 302, reasoningTokens: 300, streamedText: 'Hello' }));
+    expect(usage).toMatchObject({ outputTokens: 302, reasoningTokens: 300, billable: true, requests: 1 });
+    expect(costOf(usage, price)).toBe(parseDecimalAttos('x', '0.0012075'));
+  });
+
+  it('never lets reported reasoning exceed the estimated output', () => {
+    const usage = estimateIncomplete(cut({ reasoningTokens: 300, streamedText: 'x'.repeat(40) }));
+    expect(usage).toMatchObject({ outputTokens: 10, reasoningTokens: 10, billable: true });
+    expect(() => costOf(usage, price)).not.toThrow();
+  });
+
+  it('counts tool-call and reasoning text streamed beside the visible text', () => {
+    expect(estimateIncomplete(cut({ details: { streamed_other_chars: 25 } }))).toMatchObject({ outputTokens: 7, billable: true });
+    expect(estimateIncomplete(cut({ streamedText: 'abcd', details: { streamed_other_chars: 4 } }))).toMatchObject({ outputTokens: 2 });
+    expect(estimateIncomplete(cut({}))).toMatchObject({ outputTokens: 0, billable: false });
+  });
+});
+
+/** Two rules with the same target in one price book (saved before puts refused it) tie for the events they match. */
+describe('ruleTie', () => {
+  let ids = 0;
+  const row = (name: string, type: RuleRow['type'], target: { meterKey?: string; provider?: string } = {}, planId: string | null = null): RuleRow => ({
+    id: `00000000-0000-4000-8000-${String(++ids).padStart(12, '0')}`, merchantId: 'm', planId, name, type, meterKey: target.meterKey ?? null, provider: target.provider ?? null,
+    model: null, currency: 'USD', config: (type === 'MARKUP' ? { percent: '10' } : { unitPrice: '1' }) as RuleRow['config'], effectiveFrom: new Date('2026-01-01'), archivedAt: null, createdAt: new Date('2026-01-01'),
+  });
+  const at = new Date('2026-06-01');
+  const usage = (provider: string) => blankUsage({ provider, model: 'm', requests: 1 });
+
+  it('names both rules of a tie on the provider cost, and only for the events they match', () => {
+    const rules = [row('claude a', 'MARKUP', { provider: 'anthropic' }), row('claude b', 'MARKUP', { provider: 'Anthropic' }), row('rest', 'MARKUP')];
+    const tie = ruleTie({ usage: usage('anthropic'), occurredAt: at, rules, meters: [] });
+    expect(tie).toMatchObject({ code: 'CONFLICT', details: { field: 'rules', rules: ['claude a', 'claude b'] } });
+    expect(tie?.message).toContain('"claude a" and "claude b"');
+    expect(ruleTie({ usage: usage('openai'), occurredAt: at, rules, meters: [] })).toBeNull();
+    expect(() => priceUsage({ usage: usage('openai'), occurredAt: at, rules, steps: new Map(), costAttos: 1n, costProblem: null })).not.toThrow();
+  });
+
+  it('finds a tie on a meter the event moves, of any quantity kinds', () => {
+    const rules = [row('flat', 'FLAT', { meterKey: 'tokens' }), row('tiers', 'PACKAGE', { meterKey: 'tokens' })];
+    expect(ruleTie({ usage: usage('openai'), occurredAt: at, rules, meters: ['tokens'] })).toMatchObject({ details: { rules: ['flat', 'tiers'] } });
+    expect(ruleTie({ usage: usage('openai'), occurredAt: at, rules, meters: ['images'] })).toBeNull();
+  });
+
+  it('a tie in the default book is hidden by a plan rule that prices the part', () => {
+    const rules = [row('a', 'MARKUP'), row('b', 'MARKUP')];
+    const planRules = [row('plan markup', 'MARKUP', {}, '00000000-0000-4000-8000-00000000a1a1')];
+    expect(ruleTie({ usage: usage('openai'), occurredAt: at, rules, planRules, meters: [] })).toBeNull();
+    expect(ruleTie({ usage: usage('openai'), occurredAt: at, rules, meters: [] })).not.toBeNull();
   });
 });

@@ -1,10 +1,12 @@
 import type { Meter, MeterAggregation } from '../../generated/prisma/client.ts';
+import { AppError } from '../../shared/errors.ts';
+import { parseDecimalAttos } from '../../shared/money.ts';
 import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import { QUANTITY_SCALE, ScaledQuantity, scaledQuantity } from '../pricing/decimal.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
 import { applyRule, selectRule, type PricingRule, type Quantity, type RuleEvent } from '../pricing/rules.ts';
-import { rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
+import { describeTarget, ruleTargetKey, rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
 import type { NormalizedUsage } from './usage.types.ts';
 
 /**
@@ -82,13 +84,59 @@ export function stepPeriodTotal(aggregation: MeterAggregation, before: Quantity,
   return { prior: new ScaledQuantity(prior), quantity: new ScaledQuantity(added), after: new ScaledQuantity(prior + added) };
 }
 
-export function providerCost(usage: NormalizedUsage, price: PriceWithRef | null): { costAttos: bigint; problem: string | null } {
-  if (!usage.billable) return { costAttos: 0n, problem: null };
-  if (!price) return { costAttos: 0n, problem: usage.provider ? `no provider price for ${usage.provider}/${usage.model ?? '?'}` : null };
+export interface ProviderCost {
+  costAttos: bigint;
+  /** Why the cost is unknown; null when known. */
+  problem: string | null;
+  /** What costed the event: a price row's ref, REPORTED_COST_REF, or null. */
+  ref: string | null;
+}
+
+/** The ref an event records when the provider's own reported cost (not a price row) costed it. */
+export const REPORTED_COST_REF = 'reported';
+
+/**
+ * What the call cost the merchant. When the provider reports what it billed (OpenRouter's
+ * usage.cost, Perplexity's usage.cost.total_cost), that figure is the cost: it is what was
+ * actually charged, for models no price table lists too. Otherwise the price in force costs the
+ * usage; `priceOf` is asked only then. A price table that cannot decide (two rows tied) is a
+ * problem of this event, never of its batch.
+ */
+export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef | null): ProviderCost {
+  if (!usage.billable) return { costAttos: 0n, problem: null, ref: null };
+  const reported = reportedCostAttos(usage);
+  if (reported !== null) return { costAttos: reported, problem: null, ref: REPORTED_COST_REF };
+  let price: PriceWithRef | null = null;
   try {
-    return { costAttos: costOf(usage, price), problem: null };
+    price = priceOf();
+    if (!price) return { costAttos: 0n, problem: usage.provider ? `no provider price for ${usage.provider}/${usage.model ?? '?'}` : null, ref: null };
+    return { costAttos: costOf(usage, price), problem: null, ref: price.ref };
   } catch (error) {
-    return { costAttos: 0n, problem: (error as Error).message };
+    return { costAttos: 0n, problem: (error as Error).message, ref: price?.ref ?? null };
+  }
+}
+
+/**
+ * The provider's reported cost in attos, or null when it reported none (or nothing readable: the
+ * price table is used then). The normalizer keeps the JSON number's own digits as a decimal
+ * string, so this is exact. With OpenRouter BYOK (bring your own key), `cost` is only OpenRouter's
+ * fee: the upstream provider billed the merchant's key its upstream_inference_cost on top.
+ */
+function reportedCostAttos(usage: NormalizedUsage): bigint | null {
+  if (usage.providerReportedCostUsd == null) return null;
+  const cost = exactAttos(usage.providerReportedCostUsd);
+  const upstream = usage.details.is_byok === 'true' ? usage.details.upstream_inference_cost_usd : undefined;
+  if (cost === null || upstream === undefined) return cost;
+  const upstreamAttos = exactAttos(String(upstream));
+  return upstreamAttos === null ? null : cost + upstreamAttos;
+}
+
+function exactAttos(text: string): bigint | null {
+  try {
+    const attos = parseDecimalAttos('providerReportedCostUsd', text);
+    return attos < 0n ? null : attos;
+  } catch {
+    return null;
   }
 }
 
@@ -114,10 +162,7 @@ export function priceUsage(params: {
   costProblem: string | null;
 }): PricedUsage {
   const { usage, steps, costAttos } = params;
-  // Plan first: the first book with a matching rule prices the part.
-  const books = params.planRules?.length
-    ? [inForceAt(params.planRules, params.occurredAt), inForceAt(params.rules, params.occurredAt)]
-    : [inForceAt(params.rules, params.occurredAt)];
+  const books = booksAt(params);
   const provider = usage.provider || null;
   const lines: ChargeLine[] = [];
 
@@ -139,6 +184,43 @@ export function priceUsage(params: {
   const passThrough = lines.length === 0;
   const chargeAttos = passThrough ? costAttos : lines.reduce((sum, line) => sum + line.chargeAttos, 0n);
   return { costAttos, costProblem: params.costProblem, chargeAttos, marginAttos: chargeAttos - costAttos, lines, passThrough };
+}
+
+/** The price books in force at the event's time, plan first: the first book with a matching rule prices the part. */
+function booksAt(params: { occurredAt: Date; rules: readonly RuleRow[]; planRules?: readonly RuleRow[] | null }): RuleRow[][] {
+  return params.planRules?.length
+    ? [inForceAt(params.planRules, params.occurredAt), inForceAt(params.rules, params.occurredAt)]
+    : [inForceAt(params.rules, params.occurredAt)];
+}
+
+/**
+ * Why priceUsage cannot price this event: two rules in force match one of its parts (the provider
+ * cost, or a meter it moves) equally, so neither can be chosen. Rules are refused such a tie when
+ * saved, but rules saved before that check may have one. Checked before the event counts anywhere,
+ * so the event alone fails, unrecorded, and can be sent again once one of the rules is changed.
+ * Free for books without a tie, which is all of them but old data.
+ */
+export function ruleTie(params: { usage: NormalizedUsage; occurredAt: Date; rules: readonly RuleRow[]; planRules?: readonly RuleRow[] | null; meters: Iterable<string> }): AppError | null {
+  const books = booksAt(params);
+  if (!books.some((book) => indexOf(book).tied)) return null;
+  const event = { provider: params.usage.provider || null, model: params.usage.model };
+  for (const meterKey of [null, ...params.meters]) {
+    try {
+      firstMatch(books, meterKey, { ...event, meter: meterKey });
+    } catch (error) {
+      if (!(error instanceof AppError) || error.details.field !== 'rules') throw error;
+      const ids = (error.details.ruleIds ?? []) as (string | null)[];
+      const rows = books.flat().filter((row) => ids.includes(row.id));
+      const names = rows.map((row) => `"${row.name}"`).join(' and ');
+      return new AppError(
+        'CONFLICT',
+        `Not recorded: price rules ${names || '(unknown)'} both price ${rows[0] ? describeTarget(rows[0]) : 'this event'} and match it equally, so neither can be chosen. ` +
+          'Archive one of them or narrow its target, then send this event again with the same idempotency key.',
+        { field: 'rules', rules: rows.map((row) => row.name), ruleIds: ids },
+      );
+    }
+  }
+  return null;
 }
 
 /**
@@ -173,6 +255,8 @@ interface Candidates {
 interface BookIndex {
   markup: Candidates;
   byMeter: Map<string, Candidates>;
+  /** Two of the rules have the same target (ruleTargetKey), so events they match cannot be priced. */
+  tied: boolean;
 }
 
 /** Indexed once per list of rules in force (inForceAt hands the same list to a batch's events). */
@@ -180,8 +264,12 @@ const bookIndexes = new WeakMap<RuleRow[], BookIndex>();
 function indexOf(book: RuleRow[]): BookIndex {
   let index = bookIndexes.get(book);
   if (index) return index;
-  index = { markup: { rows: [], rules: [] }, byMeter: new Map() };
+  index = { markup: { rows: [], rules: [] }, byMeter: new Map(), tied: false };
+  const targets = new Set<string>();
   for (const row of book) {
+    const target = ruleTargetKey(row);
+    if (targets.has(target)) index.tied = true;
+    targets.add(target);
     let candidates: Candidates | undefined = index.markup;
     if (row.type !== 'MARKUP') {
       if (row.meterKey === null) continue;
@@ -215,10 +303,15 @@ function lineOf(row: RuleRow, meter: string | null, quantity: string | null, cha
 }
 
 /**
- * Incomplete streams under the ESTIMATE policy: the output streamed so far, at the common
- * rule of thumb of four characters a token (rounded up). Input is unknown and not charged.
+ * Incomplete streams under the ESTIMATE policy: the output streamed so far — visible text and
+ * the tool-call and reasoning text counted beside it (details.streamed_other_chars) — at the
+ * common rule of thumb of four characters a token (rounded up), or what the provider had
+ * already reported when that is more (Gemini's cumulative counts). Reasoning is part of output,
+ * so it is kept within it. Input is charged only as far as the provider reported it.
  */
 export function estimateIncomplete(usage: NormalizedUsage): NormalizedUsage {
-  const text = usage.streamedText ?? '';
-  return { ...usage, outputTokens: Math.ceil(text.length / 4), billable: text.length > 0, requests: 1 };
+  const other = usage.details.streamed_other_chars;
+  const chars = (usage.streamedText?.length ?? 0) + (typeof other === 'number' && Number.isSafeInteger(other) && other > 0 ? other : 0);
+  const outputTokens = Math.max(usage.outputTokens, Math.ceil(chars / 4));
+  return { ...usage, outputTokens, reasoningTokens: Math.min(usage.reasoningTokens, outputTokens), billable: outputTokens > 0, requests: 1 };
 }

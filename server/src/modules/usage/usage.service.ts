@@ -8,7 +8,8 @@ import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
-import { isUuid } from '../../shared/validation.ts';
+import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
+import { isUuid, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
@@ -17,7 +18,7 @@ import { resolvePrice, type ProviderPriceService } from '../pricing/prices.servi
 import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { normalizeResponse } from './normalize/index.ts';
-import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
+import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
@@ -60,10 +61,19 @@ export interface UsageEventView {
   shortfall: string;
   estimated: boolean;
   ledgerTransactionId: string | null;
+  /** Why the provider cost is unknown (no price row for the provider/model, a unit its row does not price); null when known. */
+  costProblem: string | null;
 }
 
 export type UsageResult =
-  | { ok: true; event: UsageEventView; replayed: boolean; error?: AppError }
+  | {
+      ok: true;
+      event: UsageEventView;
+      replayed: boolean;
+      error?: AppError;
+      /** Recorded at no charge because its provider cost is unknown (event.costProblem says why). */
+      unpriced?: true;
+    }
   | { ok: false; error: AppError };
 
 const MAX_BATCH = 1000;
@@ -75,7 +85,6 @@ const MAX_MERGED_EVENTS = 5000;
  * written by PostgreSQL, another's is priced in JavaScript, instead of the two taking turns.
  */
 export const CUSTOMER_LANES = 3;
-const MAX_FUTURE_MS = 5 * 60_000;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
 /** The quantities of an event that states none, shared: most events state none. Never written to. */
@@ -133,7 +142,7 @@ interface EventRow {
   margin_attos: string;
   estimated: boolean;
   ledger_transaction_id: string | null;
-  metadata: { requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string };
+  metadata: { requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string; costProblem?: string };
 }
 
 function viewOf(row: EventRow): UsageEventView {
@@ -152,11 +161,13 @@ function viewOf(row: EventRow): UsageEventView {
     shortfall: formatAttosText(row.metadata?.shortfallAttos ?? '0'),
     estimated: row.estimated,
     ledgerTransactionId: row.ledger_transaction_id,
+    costProblem: row.metadata?.costProblem ?? null,
   };
 }
 
 /** A normalized record from the caller: whole, non-negative numbers, or a clear error. */
 function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsage {
+  if (typeof given !== 'object' || Array.isArray(given)) throw invalidField('usage', 'must be an object');
   const usage = blankUsage();
   usage.provider = String(given.provider ?? '').trim().toLowerCase();
   usage.api = String(given.api ?? '');
@@ -247,8 +258,7 @@ export class UsageService {
       this.meters.active(merchantId), this.rules.book(merchantId), this.prices.rowsFor(merchantId), customerId ? this.plans.planResolver(merchantId, [customerId]) : null,
     ]);
     const now = this.clock();
-    const price = usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null;
-    const cost = providerCost(usage, price);
+    const cost = providerCost(usage, () => (usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null));
     const priced = priceUsage({
       usage, occurredAt: now, rules: book.defaults, planRules: planAt && customerId ? book.ofPlan(planAt(customerId, now)) : null,
       steps: new Map([...meterQuantities(usage, meters, NO_QUANTITIES)].map(([meter, quantity]) => [meter, { quantity, prior: 0n }])),
@@ -264,9 +274,12 @@ export class UsageService {
     if (key.length > 200) throw invalidField('idempotencyKey', 'must be at most 200 characters');
     const customerRef = String(input.customer ?? '').trim();
     if (!customerRef) throw invalidField('customer', 'is required (a customer id or your externalId)');
+    requireStorableText('idempotencyKey', key);
+    requireStorableText('customer', customerRef);
+    requireStorableText('metadata', input.metadata);
     const occurredAt = input.timestamp ?? now;
     if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
-    if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_MS) throw invalidField('timestamp', 'must not be in the future');
+    if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
     if (input.usage && input.response) throw invalidField('usage', 'give either usage or response, not both');
     let stated = NO_QUANTITIES;
@@ -288,7 +301,10 @@ export class UsageService {
       estimated = usage.billable;
     }
     const hash = requestHash({ customer: customerRef, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage: input.usage ?? null, response: input.response ? [input.response.url, input.response.status, input.response.body] : null, stated });
+    requireStorableText(input.response ? 'response' : 'usage.model', usage.model);
+    requireStorableText(input.response ? 'response' : 'usage.provider', usage.provider);
     const billingId = usage.billable && usage.billingId ? usage.billingId : null;
+    requireStorableText('response', billingId);
     if (billingId && billingId.length > 200) throw invalidField('response', 'the provider\'s billing id is longer than 200 characters');
     const periodStart = occurredAt === now ? nowPeriod : periodStartOf(occurredAt);
     return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart, usage, estimated, stated, hash };
@@ -462,7 +478,15 @@ export class UsageService {
           }
         }
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
-        const steps = await this.advancePeriodTotals(batch, merchantId, fresh, quantities, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
+        // An event two rules would price equally fails alone, before it counts in any period total.
+        const priceable = fresh.filter((item) => {
+          const tie = item.usage.billable
+            ? ruleTie({ usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)), meters: quantities.get(item.index)!.keys() })
+            : null;
+          if (tie) out.set(item.index, { ok: false, error: tie });
+          return !tie;
+        });
+        const steps = await this.advancePeriodTotals(batch, merchantId, priceable, quantities, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
         // Price every event, then charge each wallet once for all of its events in this batch:
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
@@ -482,9 +506,9 @@ export class UsageService {
           return price;
         };
         const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
-        for (const item of fresh) {
-          const price = item.usage.provider && item.usage.model ? priceOf(item.usage.provider, item.usage.model, item.occurredAt) : null;
-          const cost = providerCost(item.usage, price);
+        for (const item of priceable) {
+          const { provider, model } = item.usage;
+          const cost = providerCost(item.usage, () => (provider && model ? priceOf(provider, model, item.occurredAt) : null));
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
           const moved = steps.get(item.index);
           const priced: PricedUsage = item.usage.billable
@@ -535,7 +559,7 @@ export class UsageService {
             margin_attos: (priced.marginAttos - (priced.chargeAttos - chargedAttos)).toString(), estimated: item.estimated, ledger_transaction_id: null, metadata,
           };
           if (status === 'CHARGED' || status === 'PARTIALLY_CHARGED') group.events.push(row);
-          rows.push([row, item, price?.ref ?? null, priced.lines[0]?.ruleId ?? null]);
+          rows.push([row, item, cost.ref, priced.lines[0]?.ruleId ?? null]);
           answers.push({ index: item.index, row, error });
         }
         for (const { wallet, attos, events } of pending.values()) {
@@ -828,6 +852,7 @@ function recordedAnswer(row: EventRow, replayed: boolean, error: AppError | unde
     },
     replayed,
     ...(error ? { error } : {}),
+    ...(row.status === 'NOT_BILLABLE' && row.metadata?.costProblem ? { unpriced: true as const } : {}),
   };
 }
 

@@ -21,7 +21,7 @@ let server: TestServer;
 
 const RECORD = `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) {
   replayed chargeError { code message }
-  event { id status provider model currency cost charge margin shortfall estimated ledgerTransactionId occurredAt } } }`;
+  event { id status provider model currency cost charge margin shortfall estimated ledgerTransactionId occurredAt costProblem } } }`;
 
 function responseOf(name: string) {
   const info = meta[name]!;
@@ -257,6 +257,30 @@ describe('POST /v1/usage/batch', () => {
     // Each key is found again as it was sent: the batch replays, charging nothing more.
     const again = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
     expect(again.map((r) => r.ok && r.replayed && r.event.idempotencyKey)).toEqual(keys);
+  });
+
+  it('refuses, per event and naming the field, text PostgreSQL cannot store; the rest of the batch is charged', async () => {
+    const { merchant, customer, balance } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 };
+    const valid = { customer: customer.externalId, idempotencyKey: `ok-${randomUUID()}`, usage };
+    const bad = [
+      [{ metadata: { note: 'a\u0000b' } }, 'metadata'],
+      [{ metadata: { ['k\u0000']: 1 } }, 'metadata'],
+      [{ metadata: { text: 'x\ud800' } }, 'metadata'],
+      [{ idempotencyKey: 'key\u0000' }, 'idempotencyKey'],
+      [{ customer: 'who\u0000' }, 'customer'],
+      [{ usage: { ...usage, model: 'gpt\u0000' } }, 'usage.model'],
+    ] as const;
+    const events = [valid, ...bad.map(([change]) => ({ ...valid, idempotencyKey: randomUUID(), ...change }))];
+    const response = await fetch(`${server.url}/v1/usage/batch`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify({ events }),
+    });
+    expect(response.status).toBe(200);
+    const { results } = (await response.json()) as { results: { ok: boolean; event?: { status: string; charge: string }; error?: { code: string; field: string } }[] };
+    expect(results[0]).toMatchObject({ ok: true, event: { status: 'CHARGED' } });
+    expect(results.slice(1).map((result) => result.error && [result.error.code, result.error.field])).toEqual(bad.map(([, field]) => ['VALIDATION', field]));
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', results[0]!.event!.charge));
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(1);
   });
 
   it('reads return=minimal among other preferences, as RFC 7240 writes them', () => {
@@ -608,5 +632,118 @@ describe('billingId: one unit of provider work, however many responses report it
     expect((await server.services.ledgerQueries.wallet(merchant.id, other.id, 'USD')).balance).toBe(parseDecimalNanos('x', '10.00'));
     const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id, customerId: other.id } });
     expect(events).toEqual([]);
+  });
+});
+
+describe('what providers report, and what the caller is told', () => {
+  const attos = (text: string) => parseDecimalAttos('x', text);
+  /** An OpenRouter answer whose usage.cost is written as given (the JSON number's own digits). */
+  const openRouter = (usage: string, model = 'anthropic/claude-sonnet-4.6') => ({
+    url: 'https://openrouter.ai/api/v1/chat/completions', status: 200, headers: {},
+    body: `{"id":"gen-1","object":"chat.completion","model":"${model}","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":${usage}}`,
+  });
+  const post = async (secret: string, path: string, body: unknown, prefer?: string) => {
+    const response = await fetch(`${server.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}`, ...(prefer ? { prefer } : {}) },
+      body: JSON.stringify(body),
+    });
+    return { status: response.status, body: (await response.json()) as any };
+  };
+
+  it('costs an OpenRouter call at the cost OpenRouter reports, exactly, for a model no price row lists, and marks it up', async () => {
+    const { merchant, record } = await setup();
+    await server.services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '25' }, effectiveFrom: new Date('2026-01-01') });
+    // 17 significant digits, more than a double holds: only the reported text is exact.
+    const event = (await record({ response: openRouter('{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100,"cost":0.12345678901234567,"is_byok":false}') })).data.recordUsage.event;
+    expect(event).toMatchObject({ status: 'CHARGED', provider: 'openrouter', model: 'anthropic/claude-sonnet-4.6', cost: '0.12345678901234567', costProblem: null });
+    expect(attos(event.charge)).toBe(154_320_986_265_432_088n);
+    // Preferred over a price row: it is what OpenRouter billed. With BYOK, the upstream cost comes on top of OpenRouter's fee.
+    await server.services.providerPrices.add(merchant.id, { provider: 'openrouter', model: 'openai/gpt-5.4-mini', perMillionTokens: { input: '100', output: '100' }, effectiveFrom: new Date('2026-01-01') });
+    const reported = (await record({ response: openRouter('{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100,"cost":0.0042}', 'openai/gpt-5.4-mini') })).data.recordUsage.event;
+    expect(reported.cost).toBe('0.0042');
+    const byok = (await record({ response: openRouter('{"prompt_tokens":10,"completion_tokens":1,"total_tokens":11,"cost":0.0005,"is_byok":true,"cost_details":{"upstream_inference_cost":0.01}}') })).data.recordUsage.event;
+    expect(byok.cost).toBe('0.0105');
+  });
+
+  it('charges a cut stream by estimate even when the provider had reported reasoning, and counts tool-call text', async () => {
+    const { record } = await setup();
+    // Gemini cut after a chunk whose cumulative counts already include 300 thinking tokens.
+    const chunk = { candidates: [{ content: { role: 'model', parts: [{ text: 'Hello' }] } }], usageMetadata: { promptTokenCount: 100, candidatesTokenCount: 2, thoughtsTokenCount: 300, totalTokenCount: 402 }, modelVersion: 'gemini-3.8-flash' };
+    const gemini = { url: 'https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse', status: 200, headers: {}, body: `data: ${JSON.stringify(chunk)}\n\n` };
+    const thinking = (await record({ response: gemini })).data.recordUsage.event;
+    // 100 input at 0.75 and 302 output at 3.75 per million.
+    expect(thinking).toMatchObject({ status: 'CHARGED', estimated: true, cost: '0.0012075', costProblem: null });
+    // OpenAI cut while streaming a tool call's arguments: no visible text, 25 characters of arguments.
+    const delta = (toolCall: Record<string, unknown>) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-5.4-mini', choices: [{ index: 0, delta: { tool_calls: [{ index: 0, ...toolCall }] } }] })}\n\n`;
+    const body = delta({ id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '' } }) + delta({ function: { arguments: '{"city": "Paris, France"}' } });
+    const tool = (await record({ response: { url: 'https://api.openai.com/v1/chat/completions', status: 200, headers: {}, body } })).data.recordUsage.event;
+    // ceil(25 / 4) = 7 output tokens at 4.50 per million.
+    expect(tool).toMatchObject({ status: 'CHARGED', estimated: true, cost: '0.0000315' });
+  });
+
+  it('tells the caller why an event was not billed, in the event and in a minimal batch answer', async () => {
+    const { merchant, customer, record } = await setup();
+    const typo = (await record({ usage: { provider: 'opneai', model: 'gpt-5.4-mini', inputTokens: 1000 } })).data.recordUsage.event;
+    expect(typo).toMatchObject({ status: 'NOT_BILLABLE', charge: '0.00', costProblem: 'no provider price for opneai/gpt-5.4-mini' });
+    const listed = await server.graphql<any>('query { usageEvents(first: 5) { edges { node { idempotencyKey costProblem } } } }', {}, merchant.secret);
+    expect(listed.data.usageEvents.edges.map((edge: any) => edge.node.costProblem)).toEqual(['no provider price for opneai/gpt-5.4-mini']);
+    const single = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'typo-2', usage: { provider: 'opneai', model: 'x', inputTokens: 1 } });
+    expect(single).toMatchObject({ status: 200, body: { event: { status: 'NOT_BILLABLE', costProblem: 'no provider price for opneai/x' } } });
+    const batch = await post(merchant.secret, '/v1/usage/batch', {
+      events: [
+        { customer: customer.id, idempotencyKey: 'ok-1', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 } },
+        { customer: customer.id, idempotencyKey: 'typo-3', usage: { provider: 'opneai', model: 'gpt-5.4-mini', inputTokens: 1000 } },
+      ],
+    }, 'return=minimal');
+    expect(batch.body.results.map((r: any) => [r.index, r.event.costProblem])).toEqual([[1, 'no provider price for opneai/gpt-5.4-mini']]);
+  });
+
+  it('prices clouds that resell a maker\'s models at the maker\'s list price when they have no row of their own', async () => {
+    const { merchant, record } = await setup();
+    const cost = async (provider: string, model: string) => (await record({ usage: { provider, model, inputTokens: 1000, outputTokens: 100 } })).data.recordUsage.event;
+    expect(await cost('vertex', 'gemini-3.8-flash')).toMatchObject({ cost: '0.001125', costProblem: null });
+    expect(await cost('vertex', 'claude-sonnet-4-6@20250929')).toMatchObject({ cost: '0.0045' });
+    expect(await cost('bedrock', 'us.anthropic.claude-sonnet-4-6-v1:0')).toMatchObject({ cost: '0.0045' });
+    expect(await cost('bedrock', 'anthropic.claude-haiku-4-5-20251001-v1:0')).toMatchObject({ cost: '0.0015' });
+    expect(await cost('azure-openai', 'gpt-5.4-mini-2026-03-17')).toMatchObject({ cost: '0.0012' });
+    expect(await cost('bedrock', 'amazon.nova-pro-v1:0')).toMatchObject({ cost: '0.00', costProblem: 'no provider price for bedrock/amazon.nova-pro-v1:0' });
+    // A row of the cloud's own wins.
+    await server.services.providerPrices.add(merchant.id, { provider: 'vertex', model: 'gemini-3.8-flash', perMillionTokens: { input: '1', output: '10' }, effectiveFrom: new Date('2026-01-01') });
+    expect(await cost('vertex', 'gemini-3.8-flash')).toMatchObject({ cost: '0.002' });
+  });
+
+  it('refuses a usage record that is not an object', async () => {
+    const { merchant, customer } = await setup();
+    for (const usage of ['lots', 42, ['inputTokens']]) {
+      const answer = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: `bad-${String(usage)}`, usage });
+      expect(answer, String(usage)).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION', field: 'usage', message: 'usage: must be an object' } } });
+    }
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(0);
+  });
+
+  it('two rules tied in old data fail only the events they would price; the rest of the batch is recorded', async () => {
+    const { merchant, customer, balance } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'out', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
+    // Written as older versions did, before a put refused the tie.
+    for (const name of ['claude a', 'claude b']) {
+      await server.services.prisma.priceRule.create({ data: { merchantId: merchant.id, name, type: 'MARKUP', provider: 'anthropic', config: { percent: '10' }, effectiveFrom: new Date('2026-01-01') } });
+    }
+    const events: UsageRecordInput[] = [
+      { customer: customer.id, idempotencyKey: 'tie-1', usage: { provider: 'anthropic', model: 'claude-sonnet-4-6', inputTokens: 1000, outputTokens: 100 } },
+      { customer: customer.id, idempotencyKey: 'tie-2', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 } },
+    ];
+    const [tied, fine] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+    expect(tied).toMatchObject({ ok: false, error: { code: 'CONFLICT', details: { field: 'rules', rules: ['claude a', 'claude b'] } } });
+    expect(fine).toMatchObject({ ok: true, event: { status: 'CHARGED', cost: '0.0012' } });
+    // The failed event was not recorded, nor counted in the period total.
+    expect((await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id } })).map((e) => e.idempotencyKey)).toEqual(['tie-2']);
+    const total = await server.services.prisma.usagePeriodTotal.findFirst({ where: { customerId: customer.id, meterKey: 'out' } });
+    expect(total?.quantity.toFixed()).toBe('100');
+    // Once one of the rules is gone, the same event goes through.
+    await server.services.priceRules.archive(merchant.id, 'claude b', null, new Date('2026-06-01'));
+    const [again] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [events[0]!]);
+    expect(again).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED', cost: '0.0045' } });
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.0012') - parseDecimalNanos('x', '0.00495'));
   });
 });

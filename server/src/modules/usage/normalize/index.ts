@@ -4,9 +4,10 @@
  *
  *   detectProvider(url)          which provider and API a request URL goes to
  *   normalizeResponse(response)  the usage a response reports (throws UnknownProviderError)
+ *   responseHeaders(headers)     headers as the normalizers read them (lower-case names, text values)
  *   SUPPORTED_PROVIDERS          every provider id with its hosts, for docs and allow-lists
  */
-import { AppError } from '../../../shared/errors.ts';
+import { AppError, invalidField } from '../../../shared/errors.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
 import { definitionForHost, definitionForName, route, splitUrl, type UrlParts } from './registry.ts';
 import { type Ctx, errorCode, failed, isJsonBody, obj, type Obj, parseJson, pickModel, pending } from './util.ts';
@@ -46,18 +47,50 @@ export function normalizeResponse(response: ProviderResponse): NormalizedUsage {
   const definition = response.provider !== undefined ? definitionForName(response.provider) : definitionForHost(parts.host);
   if (!definition) throw new UnknownProviderError(parts.host, response.provider);
   const match = route(definition, parts);
+  const headers = responseHeaders(response.headers);
   const ctx: Ctx = {
     provider: definition.id,
     api: match?.api ?? 'unknown',
     urlModel: match?.model ?? null,
     path: parts.path,
-    response,
+    response: headers === response.headers ? response : { ...response, headers },
     request: requestObject(response.requestBody),
   };
   if (response.status >= 400) return httpError(ctx);
   // A path we do not know (model listing, token counting, batches…) reports nothing billable.
   if (!match) return pending(ctx, pickModel(ctx, undefined), 'unrecognized_api');
   return settle(match.normalize(ctx));
+}
+
+const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+/**
+ * Response headers with lower-case names and text values, as every normalizer reads them. Apps
+ * post headers as their HTTP client gave them (`Character-Cost`, a number, a list); the gateway's
+ * come from Node already in shape and are returned as they are, without a copy.
+ */
+export function responseHeaders(headers: unknown, field = 'response.headers'): Record<string, string> {
+  if (headers === undefined || headers === null) return NO_HEADERS;
+  if (typeof headers !== 'object' || Array.isArray(headers)) throw invalidField(field, 'must be an object of header names to values');
+  const given = headers as Record<string, unknown>;
+  let inShape = true;
+  for (const name in given) {
+    if (typeof given[name] !== 'string' || name !== name.toLowerCase()) {
+      inShape = false;
+      break;
+    }
+  }
+  if (inShape) return given as Record<string, string>;
+  const shaped: Record<string, string> = {};
+  for (const [name, value] of Object.entries(given)) {
+    if (value === undefined || value === null) continue;
+    if (typeof value === 'object' && !Array.isArray(value)) throw invalidField(`${field}.${name}`, 'must be text, a number or a list of them');
+    const text = Array.isArray(value) ? value.map(String).join(', ') : String(value);
+    const lower = name.toLowerCase();
+    // Names differing only in case are one header; HTTP joins repeated fields with ", ".
+    shaped[lower] = Object.hasOwn(shaped, lower) ? `${shaped[lower]}, ${text}` : text;
+  }
+  return shaped;
 }
 
 /** The subset relations the type promises, whatever a provider sent (negative uncached input is never priced). */

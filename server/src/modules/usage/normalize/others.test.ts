@@ -145,6 +145,14 @@ describe('ElevenLabs text-to-speech', () => {
     expect(fallback.details.credits).toBeUndefined();
   });
 
+  it('reads the header whatever the case of its name or the type of its value', () => {
+    const headers = (value: unknown) => value as Record<string, string>;
+    expect(call(url, '', { headers: headers({ 'Character-Cost': '141' }), requestBody: request })).toMatchObject({ characters: 141, details: { credits: 141 } });
+    expect(call(url, '', { headers: headers({ 'character-cost': 141 }), requestBody: request })).toMatchObject({ characters: 141 });
+    expect(call(url, '', { headers: headers({ 'X-Character-Count': ['13'] }), requestBody: request })).toMatchObject({ characters: 13 });
+    expect(() => call(url, '', { headers: headers('character-cost: 141'), requestBody: request })).toThrow(expect.objectContaining({ code: 'VALIDATION', details: { field: 'response.headers' } }));
+  });
+
   it('with neither headers nor request text nothing can be counted', () => {
     expect(call(url, '')).toMatchObject({ billable: false, incomplete: true, characters: 0 });
   });

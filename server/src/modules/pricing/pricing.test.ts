@@ -1,0 +1,122 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { AppError } from '../../shared/errors.ts';
+import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
+
+/** Saving prices and rules: what is refused so that nothing saved is silently ignored, ambiguous, or rewrites history. */
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(() => server?.close());
+
+const PUT_RULE = `mutation ($input: PutPriceRuleInput!) { putPriceRule(input: $input) { id name } }`;
+const SET_PRICE = `mutation ($input: SetProviderPriceInput!) { setProviderPrice(input: $input) { ref effectiveFrom rates } }`;
+const from = new Date('2026-01-01T00:00:00Z');
+
+async function refusal(promise: Promise<unknown>): Promise<AppError> {
+  const error = await promise.then(
+    () => null,
+    (reason: unknown) => reason,
+  );
+  expect(error).toBeInstanceOf(AppError);
+  return error as AppError;
+}
+
+describe('putPriceRule', () => {
+  it('refuses a rule that would tie with another of its price book, naming that rule', async () => {
+    const merchant = await server.createMerchant();
+    const rules = server.services.priceRules;
+    await rules.put(merchant.id, { name: 'claude markup', type: 'MARKUP', provider: 'anthropic', config: { percent: '20' }, effectiveFrom: from });
+    const clash = await refusal(rules.put(merchant.id, { name: 'claude markup 2', type: 'MARKUP', provider: 'Anthropic', config: { percent: '30' }, effectiveFrom: from }));
+    expect(clash).toMatchObject({ code: 'CONFLICT', details: { conflictingRule: 'claude markup' } });
+    expect(clash.message).toContain('"claude markup"');
+
+    await rules.put(merchant.id, { name: 'everything', type: 'MARKUP', config: { percent: '10' }, effectiveFrom: from });
+    expect(await refusal(rules.put(merchant.id, { name: 'everything else', type: 'MARKUP', config: { percent: '5' }, effectiveFrom: from }))).toMatchObject({ code: 'CONFLICT', details: { conflictingRule: 'everything' } });
+    await rules.put(merchant.id, { name: 'tokens', type: 'FLAT', meterKey: 'tokens', config: { unitPrice: '0.001' }, effectiveFrom: from });
+    expect(await refusal(rules.put(merchant.id, { name: 'token tiers', type: 'GRADUATED', meterKey: 'tokens', config: { tiers: [{ upTo: null, unitPrice: '0.002' }] }, effectiveFrom: from }))).toMatchObject({ code: 'CONFLICT' });
+    expect((await rules.allVersions(merchant.id)).map((rule) => rule.name).sort()).toEqual(['claude markup', 'everything', 'tokens']);
+
+    // Through GraphQL the refusal is a typed error too.
+    const answer = await server.graphql(PUT_RULE, { input: { name: 'again', type: 'MARKUP', provider: 'anthropic', config: { percent: '1' } } }, merchant.secret);
+    expect(answer.errors?.[0]).toMatchObject({ extensions: { code: 'CONFLICT', conflictingRule: 'claude markup' } });
+  });
+
+  it('allows the same target in another price book, a new version of the same rule, and after the other was archived', async () => {
+    const merchant = await server.createMerchant();
+    const rules = server.services.priceRules;
+    await server.services.plans.put(merchant.id, { key: 'pro', name: 'Pro' });
+    await rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '20' }, effectiveFrom: from });
+    await rules.put(merchant.id, { name: 'pro markup', type: 'MARKUP', planKey: 'pro', config: { percent: '10' }, effectiveFrom: from });
+    await rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '25' }, effectiveFrom: new Date('2026-02-01') });
+    await rules.archive(merchant.id, 'markup', null, new Date('2026-03-01'));
+    await rules.put(merchant.id, { name: 'new markup', type: 'MARKUP', config: { percent: '30' }, effectiveFrom: new Date('2026-03-01') });
+    // Bringing the archived rule back from a later date would tie with its successor.
+    expect(await refusal(rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '40' }, effectiveFrom: new Date('2026-04-01') }))).toMatchObject({ code: 'CONFLICT', details: { conflictingRule: 'new markup' } });
+  });
+
+  it('refuses a rule that could never apply: a quantity rule without a meter, a markup with one', async () => {
+    const merchant = await server.createMerchant();
+    for (const input of [
+      { name: 'flat', type: 'FLAT', config: { unitPrice: '0.01' } },
+      { name: 'package', type: 'PACKAGE', config: { packageSize: 10, packagePrice: '1' } },
+      { name: 'markup', type: 'MARKUP', meterKey: 'tokens', config: { percent: '10' } },
+    ]) {
+      const answer = await server.graphql(PUT_RULE, { input }, merchant.secret);
+      expect(answer.errors?.[0], input.name).toMatchObject({ extensions: { code: 'VALIDATION', field: 'rule.meterKey' } });
+    }
+    expect(await server.services.priceRules.allVersions(merchant.id)).toEqual([]);
+  });
+});
+
+describe('setProviderPrice', () => {
+  const rates = (input: string) => ({ perMillionTokens: { input, output: '2.00' } });
+
+  it('never replaces a price that may have costed events: a different one at its time is a CONFLICT, the same one a no-op', async () => {
+    const merchant = await server.createMerchant();
+    const set = (input: string, effectiveFrom: string) =>
+      server.graphql<any>(SET_PRICE, { input: { provider: 'acme', model: 'm1', rates: rates(input), effectiveFrom } }, merchant.secret);
+    const first = await set('1.00', '2026-01-01T00:00:00.000Z');
+    expect(first.errors).toBeUndefined();
+    const changed = await set('1.50', '2026-01-01T00:00:00.000Z');
+    expect(changed.errors?.[0]).toMatchObject({ extensions: { code: 'CONFLICT', field: 'effectiveFrom' } });
+    expect(changed.errors?.[0]?.message).toMatch(/acme\/m1 already takes effect at 2026-01-01T00:00:00.000Z.*later effectiveFrom/);
+    const same = await set('1.00', '2026-01-01T00:00:00.000Z');
+    expect(same.data.setProviderPrice.ref).toBe(first.data.setProviderPrice.ref);
+    expect((await set('1.50', '2026-02-01T00:00:00.000Z')).errors).toBeUndefined();
+    const stored = await server.services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id }, orderBy: { effectiveFrom: 'asc' } });
+    expect(stored.map((row) => [row.effectiveFrom.toISOString(), (row.prices as { perMillionTokens: { input: string } }).perMillionTokens.input])).toEqual([
+      ['2026-01-01T00:00:00.000Z', '1.00'],
+      ['2026-02-01T00:00:00.000Z', '1.50'],
+    ]);
+  });
+
+  it('a price scheduled further ahead than any event can be timestamped has costed nothing yet, and is replaced', async () => {
+    const merchant = await server.createMerchant();
+    const prices = server.services.providerPrices;
+    const later = new Date(Date.now() + 24 * 3600_000);
+    await prices.add(merchant.id, { provider: 'acme', model: 'm1', ...rates('1.00'), effectiveFrom: later });
+    await prices.add(merchant.id, { provider: 'acme', model: 'm1', ...rates('1.25'), effectiveFrom: later });
+    const stored = await server.services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id } });
+    expect(stored.map((row) => (row.prices as { perMillionTokens: { input: string } }).perMillionTokens.input)).toEqual(['1.25']);
+    // One within reach of an event's timestamp may already have costed it.
+    const soon = new Date(Date.now() + MAX_FUTURE_USAGE_MS / 2);
+    await prices.add(merchant.id, { provider: 'acme', model: 'm2', ...rates('1.00'), effectiveFrom: soon });
+    expect(await refusal(prices.add(merchant.id, { provider: 'acme', model: 'm2', ...rates('1.25'), effectiveFrom: soon }))).toMatchObject({ code: 'CONFLICT' });
+  });
+
+  it('a models.dev import that would change prices in force is refused whole; the same file again changes nothing', async () => {
+    const merchant = await server.createMerchant();
+    const prices = server.services.providerPrices;
+    const file = (input: number) => JSON.stringify({ openai: { models: { 'gpt-x': { cost: { input, output: 2 } }, 'gpt-y': { cost: { input: 1, output: 2 } } } }, togetherai: { models: { 'llama-z': { cost: { input: 0.5, output: 0.5 } } } } });
+    expect(await prices.importModelsDev(merchant.id, file(1), from)).toMatchObject({ imported: 3, skipped: [] });
+    expect(await prices.importModelsDev(merchant.id, file(1), from)).toMatchObject({ imported: 3 });
+    expect(await refusal(prices.importModelsDev(merchant.id, file(3), from))).toMatchObject({ code: 'CONFLICT', details: { models: ['openai/gpt-x'] } });
+    const stored = await server.services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id }, orderBy: { model: 'asc' } });
+    expect(stored.map((row) => `${row.provider}/${row.model}`)).toEqual(['openai/gpt-x', 'openai/gpt-y', 'together/llama-z']);
+    expect((stored[0]!.prices as { perMillionTokens: { input: string } }).perMillionTokens.input).toBe('1');
+    // Imported under the id usage reports: Together's calls are priced by it.
+    expect(await prices.priceFor(merchant.id, 'together', 'llama-z', new Date('2026-06-01'))).toMatchObject({ provider: 'together', model: 'llama-z' });
+  });
+});
