@@ -60,6 +60,49 @@ function closeWhenSessionExpires(socket: WebSocket, viewer: Viewer): void {
   socket.once('close', () => clearTimeout(timer));
 }
 
+/**
+ * Sockets opened (or operations authorized) with a secret key, checked every `intervalMs` against
+ * the keys still active: a socket whose key was revoked, or whose rotation grace period ended, is
+ * closed with 4403, on every instance, and its subscriptions end with it.
+ */
+class SocketsByApiKey {
+  private readonly keysOf = new Map<WebSocket, Set<string>>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly services: Services,
+    private readonly logger: Services['logger'],
+    intervalMs: number,
+  ) {
+    this.timer = setInterval(() => void this.closeRevoked(), intervalMs);
+    this.timer.unref();
+  }
+
+  watch(socket: WebSocket, viewer: Viewer): void {
+    if (viewer.kind !== 'merchant') return;
+    const keys = this.keysOf.get(socket);
+    if (keys) return void keys.add(viewer.apiKeyId);
+    this.keysOf.set(socket, new Set([viewer.apiKeyId]));
+    socket.once('close', () => this.keysOf.delete(socket));
+  }
+
+  async closeRevoked(): Promise<void> {
+    if (this.keysOf.size === 0) return;
+    try {
+      const active = await this.services.apiKeys.activeIds([...new Set([...this.keysOf.values()].flatMap((keys) => [...keys]))]);
+      for (const [socket, keys] of this.keysOf) {
+        if ([...keys].some((id) => !active.has(id))) socket.close(4403, 'API key revoked');
+      }
+    } catch (error) {
+      this.logger.warn({ err: error }, 'checking WebSocket API keys failed; will retry');
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 export async function createApp(services: Services): Promise<App> {
   const { config, logger } = services;
   const limits: QueryLimits = {
@@ -93,8 +136,10 @@ export async function createApp(services: Services): Promise<App> {
   };
 
   // --- subscriptions over graphql-ws, same port and path ---
-  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
-  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string }>(
+  // The same size limit as HTTP bodies (ws would otherwise take messages of up to 100 MiB).
+  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
+  const keySockets = new SocketsByApiKey(services, logger, config.wsKeyRecheckMs);
+  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string; authorization?: string }>(
     {
       schema,
       onConnect: async (ctx) => {
@@ -104,9 +149,11 @@ export async function createApp(services: Services): Promise<App> {
           (value): value is string => typeof value === 'string',
         );
         try {
-          ctx.extra.viewer = await services.viewers.resolve(authorization ?? credentialFrom(ctx.extra.request.headers.authorization));
+          ctx.extra.authorization = authorization ?? credentialFrom(ctx.extra.request.headers.authorization);
+          ctx.extra.viewer = await services.viewers.resolve(ctx.extra.authorization);
           ctx.extra.requestId = randomUUID();
           closeWhenSessionExpires(ctx.extra.socket, ctx.extra.viewer);
+          keySockets.watch(ctx.extra.socket, ctx.extra.viewer);
           return true;
         } catch {
           return false; // graphql-ws closes with 4403 Forbidden
@@ -140,10 +187,14 @@ export async function createApp(services: Services): Promise<App> {
         // when the connection itself carried none.
         let viewer: Viewer = ctx.extra.viewer ?? ANONYMOUS;
         const operationAuthorization = viewer.kind === 'anonymous' ? authorizationIn(payload.extensions?.headers) : undefined;
-        if (operationAuthorization !== undefined) {
+        // A secret key is checked again for every operation: one revoked since the socket opened
+        // runs nothing more (SocketsByApiKey closes the socket itself soon after).
+        const authorization = operationAuthorization ?? (viewer.kind === 'merchant' ? ctx.extra.authorization : undefined);
+        if (authorization !== undefined) {
           try {
-            viewer = await services.viewers.resolve(operationAuthorization);
+            viewer = await services.viewers.resolve(authorization);
             closeWhenSessionExpires(ctx.extra.socket, viewer);
+            keySockets.watch(ctx.extra.socket, viewer);
           } catch (error) {
             if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code } })];
             throw error;
@@ -198,6 +249,7 @@ export async function createApp(services: Services): Promise<App> {
         async serverWillStart() {
           return {
             async drainServer() {
+              keySockets.stop();
               await wsCleanup.dispose();
             },
           };

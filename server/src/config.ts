@@ -19,6 +19,8 @@ export interface Config {
   publicUrl: string;
   maxBodyBytes: number;
   maxQueryDepth: number;
+  /** How often open WebSockets' secret keys are checked for revocation. */
+  wsKeyRecheckMs: number;
   maxQueryComplexity: number;
   customerSessionMaxTtlSeconds: number;
   /** How often this instance expires due credit grants and holds. */
@@ -98,6 +100,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
     customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600),
     expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60) * 1000,
+    wsKeyRecheckMs: intFrom(env, 'TOLLGATE_WS_KEY_RECHECK_MS', 5000),
     gateway: {
       allowPrivateNetworks: env.TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS === 'true',
       timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000),

@@ -163,6 +163,20 @@ describe('API key management', () => {
     expect((await server.graphql('{ viewer { kind } }', {}, immediate.secret)).status).toBe(401);
   });
 
+  it('will not rotate a key again during its grace period: that would keep it alive longer', async () => {
+    const created = await server.services.apiKeys.create(acme.id, { name: 'rotating twice', mode: 'test' });
+    const rotate = (seconds: number) =>
+      server.graphql('mutation ($id: ID!, $s: Int) { rotateApiKey(id: $id, expireOldKeyInSeconds: $s) { secret } }', { id: created.apiKey.id, s: seconds }, acme.secret);
+    expect((await rotate(60)).errors).toBeUndefined();
+    const [firstEnd] = (await server.services.apiKeys.list(acme.id, { includeRevoked: true })).filter((key) => key.id === created.apiKey.id).map((key) => key.revokedAt);
+    // Twice at once, or later: refused, and the old key's end stays where it was.
+    const again = await Promise.all([rotate(7 * 24 * 3600), rotate(7 * 24 * 3600)]);
+    expect(again.map((result) => result.errors?.[0]?.extensions.code)).toEqual(['VALIDATION', 'VALIDATION']);
+    const keys = await server.services.apiKeys.list(acme.id, { includeRevoked: true });
+    expect(keys.find((key) => key.id === created.apiKey.id)!.revokedAt).toEqual(firstEnd);
+    expect(keys.filter((key) => key.rotatedFromId === created.apiKey.id)).toHaveLength(1);
+  });
+
   it('will not manage another merchant\'s keys', async () => {
     const acmeKeys = await server.services.apiKeys.list(acme.id, { includeRevoked: false });
     const result = await server.graphql('mutation ($id: ID!) { revokeApiKey(id: $id) { id } }', { id: acmeKeys[0]!.id }, globex.secret);

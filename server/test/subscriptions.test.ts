@@ -25,7 +25,8 @@ function connect(authorization?: string): Client {
 const SUBSCRIPTION = 'subscription ($id: ID!) { customerUpdated(id: $id) { id name } }';
 
 beforeAll(async () => {
-  server = await startTestServer();
+  // Revoked keys' sockets are looked for every 200 ms here (5 s by default).
+  server = await startTestServer({ TOLLGATE_WS_KEY_RECHECK_MS: '200' });
   merchant = await server.createMerchant();
   customerId = (await server.services.customers.create(merchant.id, { externalId: 'live-1' })).id;
   otherCustomerId = (await server.services.customers.create(merchant.id, { externalId: 'live-2' })).id;
@@ -146,6 +147,47 @@ describe('customerUpdated subscription', () => {
         (error: unknown) => (error as { code?: number }).code,
       );
     expect(outcome).toBe(4401);
+  });
+
+  it('closes a socket whose secret key is revoked (4403), ending its subscriptions', async () => {
+    const { apiKey, secret } = await server.services.apiKeys.create(merchant.id, { name: 'socket', mode: 'test' });
+    const client = connect(secret);
+    await waitForSubscribers(server, customerTopic(customerId), 0);
+    const outcome = client
+      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
+      .next()
+      .then(
+        () => 'event',
+        (error: unknown) => (error as { code?: number }).code,
+      );
+    await waitForSubscribers(server, customerTopic(customerId), 1);
+    await server.services.apiKeys.revoke(merchant.id, apiKey.id);
+    expect(await outcome).toBe(4403);
+  });
+
+  it('runs no operation with a secret key revoked since its socket opened, not even one that mints a new key', async () => {
+    // A server that looks for revoked keys' sockets only every 10 minutes: each operation is checked itself.
+    const slow = await startTestServer({ TOLLGATE_WS_KEY_RECHECK_MS: '600000' });
+    const owner = await slow.createMerchant();
+    const { apiKey, secret } = await slow.services.apiKeys.create(owner.id, { name: 'socket', mode: 'test' });
+    const client = createClient({ url: slow.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${secret}` }, retryAttempts: 0, lazy: false });
+    // An operation graphql-ws refuses before running it rejects with its errors.
+    const run = (query: string) =>
+      client.iterate({ query }).next().then(
+        (result) => result.value as { data?: unknown; errors?: { extensions: { code: string } }[] },
+        (errors: { extensions: { code: string } }[]) => ({ data: undefined, errors }),
+      );
+    try {
+      expect((await run('{ viewer { kind } }')).data).toEqual({ viewer: { kind: 'MERCHANT' } });
+      await slow.services.apiKeys.revoke(owner.id, apiKey.id);
+      const after = await run('{ viewer { kind } }');
+      expect(after.errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED');
+      expect((await run('mutation { createApiKey(name: "minted") { secret } }')).errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED');
+      expect(await slow.services.apiKeys.list(owner.id, { includeRevoked: true })).toHaveLength(2);
+    } finally {
+      await client.dispose();
+      await slow.close();
+    }
   });
 
   it('masks an internal error in a subscription as INTERNAL with a request id', async () => {

@@ -79,9 +79,14 @@ export class ApiKeyService {
     requireIntInRange('expireOldKeyInSeconds', graceSeconds, 0, MAX_ROTATION_GRACE_SECONDS);
     const old = await this.get(merchantId, id);
     if (!isActive(old)) throw invalidField('id', 'is already revoked; create a new key instead');
+    // Rotating a key again during its grace period would move its end later: rotate its replacement.
+    const alreadyRotating = () => invalidField('id', 'is already being rotated (its grace period is running); rotate its replacement instead');
+    if (old.revokedAt) throw alreadyRotating();
     return this.prisma.$transaction(async (tx) => {
       const revokedAt = new Date(Date.now() + graceSeconds * 1000);
-      await tx.apiKey.update({ where: { id: old.id }, data: { revokedAt } });
+      // Conditional, so that of two rotations at once only one goes through.
+      const { count } = await tx.apiKey.updateMany({ where: { id: old.id, revokedAt: null }, data: { revokedAt } });
+      if (count !== 1) throw alreadyRotating();
       const created = await new ApiKeyService(tx as PrismaClient).create(merchantId, {
         name: old.name,
         mode: old.mode,
@@ -89,6 +94,13 @@ export class ApiKeyService {
       });
       return created;
     });
+  }
+
+  /** Which of these keys are still active (not revoked, or still in a rotation's grace period). */
+  async activeIds(ids: readonly string[], now = new Date()): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const rows = await this.prisma.apiKey.findMany({ where: { id: { in: [...ids] }, OR: [{ revokedAt: null }, { revokedAt: { gt: now } }] }, select: { id: true } });
+    return new Set(rows.map((row) => row.id));
   }
 
   /** The merchant behind a secret key, or null for an unknown, malformed or revoked key. */
