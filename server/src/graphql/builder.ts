@@ -4,6 +4,7 @@ import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { GraphQLError, Kind } from 'graphql';
 import type { Context } from '../context.ts';
 import { forbidden, unauthenticated } from '../shared/errors.ts';
+import { isStorableTime } from '../shared/times.ts';
 
 /**
  * The schema builder: plugins, scalars and auth scopes. It declares no domain types; each
@@ -65,6 +66,7 @@ builder.scalarType('DateTime', {
 function parseDateTime(value: unknown): Date {
   const date = typeof value === 'string' ? new Date(value) : undefined;
   if (!date || Number.isNaN(date.getTime())) throw new GraphQLError('DateTime must be an ISO-8601 string');
+  if (!isStorableTime(date)) throw new GraphQLError('DateTime must be between the years 1 and 9999');
   return date;
 }
 

@@ -1,4 +1,5 @@
 import { unwrapResolverError } from '@apollo/server/errors';
+import { PothosValidationError } from '@pothos/core';
 import type { GraphQLFormattedError } from 'graphql';
 import { AppError, ERROR_CODES, type ErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -28,6 +29,10 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   if (original instanceof AppError || isOurCode(code)) {
     const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
     return { ...formatted, extensions };
+  }
+  // Pothos refuses arguments its plugins validate (a negative `first`) before any resolver runs.
+  if (original instanceof PothosValidationError) {
+    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION' } };
   }
   if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code)) {
     return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code } };

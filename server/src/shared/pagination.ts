@@ -1,4 +1,6 @@
 import { invalidField } from './errors.ts';
+import { isStorableTime } from './times.ts';
+import { isUuid } from './validation.ts';
 
 /**
  * Keyset cursors over (createdAt, id), newest first. Stable under inserts, unlike offsets,
@@ -16,8 +18,8 @@ export function encodeCreatedCursor(row: CreatedCursor): string {
 export function decodeCreatedCursor(field: string, cursor: string): CreatedCursor {
   const [iso, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
   const createdAt = iso ? new Date(iso) : undefined;
-  if (!createdAt || Number.isNaN(createdAt.getTime()) || !id) throw invalidField(field, 'is not a cursor this API issued');
-  return { createdAt, id };
+  if (!createdAt || Number.isNaN(createdAt.getTime()) || !isStorableTime(createdAt) || !id || !isUuid(id)) throw invalidField(field, 'is not a cursor this API issued');
+  return { createdAt, id: id.toLowerCase() };
 }
 
 /**

@@ -6,6 +6,7 @@ export function requireNonEmpty(field: string, value: string, maxLength = 255): 
   const trimmed = value.trim();
   if (trimmed.length === 0) throw invalidField(field, 'must not be empty');
   if (trimmed.length > maxLength) throw invalidField(field, `must be at most ${maxLength} characters`);
+  requireStorableText(field, trimmed);
   return trimmed;
 }
 
@@ -13,6 +14,7 @@ export function optionalText(field: string, value: string | null | undefined, ma
   if (value === undefined || value === null) return value;
   const trimmed = value.trim();
   if (trimmed.length > maxLength) throw invalidField(field, `must be at most ${maxLength} characters`);
+  requireStorableText(field, trimmed);
   return trimmed.length === 0 ? null : trimmed;
 }
 
@@ -34,6 +36,7 @@ export function requireJsonObject(field: string, value: unknown, maxBytes = 16_3
   if (Buffer.byteLength(JSON.stringify(value)) > maxBytes) {
     throw invalidField(field, `must be at most ${maxBytes} bytes of JSON`);
   }
+  requireStorableText(field, value);
   return value as JsonObject;
 }
 
