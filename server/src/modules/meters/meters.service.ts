@@ -1,5 +1,6 @@
 import type { Meter, MeterAggregation, MeterSource, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
+import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
@@ -40,10 +41,11 @@ export class MeterService {
 
   constructor(private readonly prisma: PrismaClient) {}
 
-  async create(merchantId: string, input: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation | null }): Promise<Meter> {
+  /** `tx`: write inside that transaction (the cache is dropped once it commits). */
+  async create(merchantId: string, input: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation | null }, tx?: PrismaTransaction): Promise<Meter> {
     if (!KEY.test(input.key)) throw invalidField('key', 'must start with a letter and use a-z, 0-9, "_", "-" or "." (at most 64)');
     try {
-      const meter = await this.prisma.meter.create({
+      const meter = await (tx?.client ?? this.prisma).meter.create({
         data: {
           merchantId,
           key: input.key,
@@ -53,7 +55,7 @@ export class MeterService {
           aggregation: input.aggregation ?? 'SUM',
         },
       });
-      this.cache.delete(merchantId);
+      whenCommitted(tx, () => this.cache.delete(merchantId));
       return meter;
     } catch (error) {
       if (isUniqueViolation(error)) throw conflict(`A meter with key "${input.key}" already exists`, { field: 'key' });
@@ -62,14 +64,15 @@ export class MeterService {
   }
 
   /** Renames or re-units a meter (its source is fixed: counting something else needs a new key). */
-  async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }): Promise<Meter> {
-    const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
+  async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }, tx?: PrismaTransaction): Promise<Meter> {
+    const prisma = tx?.client ?? this.prisma;
+    const meter = await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
     if (!meter) throw notFound('Meter', key);
-    const updated = await this.prisma.meter.update({
+    const updated = await prisma.meter.update({
       where: { id: meter.id },
       data: { name: requireNonEmpty('name', input.name), unit: requireNonEmpty('unit', input.unit, 32), aggregation: input.aggregation ?? 'SUM', archivedAt: null },
     });
-    this.cache.delete(merchantId); // after the write: a load racing it must not be kept
+    whenCommitted(tx, () => this.cache.delete(merchantId)); // after the write: a load racing it must not be kept
     return updated;
   }
 

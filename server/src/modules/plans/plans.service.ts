@@ -1,7 +1,8 @@
 import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
 import { groupBy } from '../../shared/collections.ts';
 import type { Database } from '../../shared/db/database.ts';
-import { invalidField, notFound } from '../../shared/errors.ts';
+import type { PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
+import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
@@ -66,21 +67,27 @@ export class PlanService {
     return this.db.prisma;
   }
 
-  /** Creates the plan, or sets its name and description; putting an archived plan restores it. Idempotent. */
-  async put(merchantId: string, input: PlanInput): Promise<Plan> {
+  /**
+   * Creates the plan, or sets its name and description; putting an archived plan restores it.
+   * Idempotent. `tx`: write inside that transaction.
+   */
+  async put(merchantId: string, input: PlanInput, tx?: PrismaTransaction): Promise<Plan> {
+    const prisma = tx?.client ?? this.prisma;
     const { key, name, description } = normalizePlanInput(input);
-    const existing = await this.prisma.plan.findUnique({ where: { merchantId_key: { merchantId, key } } });
+    const existing = await prisma.plan.findUnique({ where: { merchantId_key: { merchantId, key } } });
     if (!existing) {
       try {
-        return await this.prisma.plan.create({ data: { merchantId, key, name, description } });
+        return await prisma.plan.create({ data: { merchantId, key, name, description } });
       } catch (error) {
-        // Created by a concurrent put: update it instead, as if it had been there.
-        if (isUniqueViolation(error)) return this.put(merchantId, input);
-        throw error;
+        if (!isUniqueViolation(error)) throw error;
+        // Created by a concurrent put: update it instead, as if it had been there. Not inside a
+        // transaction, which the failed insert has aborted: the caller may run it again.
+        if (tx) throw conflict(`Plan "${key}" was created by another request at the same moment: try again`, { field: 'key' });
+        return this.put(merchantId, input);
       }
     }
     if (existing.name === name && existing.description === description && !existing.archivedAt) return existing;
-    return this.prisma.plan.update({ where: { id: existing.id }, data: { name, description, archivedAt: null } });
+    return prisma.plan.update({ where: { id: existing.id }, data: { name, description, archivedAt: null } });
   }
 
   /** Stops new assignments to the plan; customers on it keep it. Idempotent. */
@@ -93,8 +100,9 @@ export class PlanService {
     return this.prisma.plan.findMany({ where: { merchantId, ...(includeArchived ? {} : { archivedAt: null }) }, orderBy: { key: 'asc' } });
   }
 
-  async get(merchantId: string, key: string): Promise<Plan> {
-    const plan = typeof key === 'string' && KEY.test(key) ? await this.prisma.plan.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
+  /** `tx`: read inside that transaction (seeing a plan it created). */
+  async get(merchantId: string, key: string, tx?: PrismaTransaction): Promise<Plan> {
+    const plan = typeof key === 'string' && KEY.test(key) ? await (tx?.client ?? this.prisma).plan.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
     if (!plan) throw notFound('Plan', key);
     return plan;
   }

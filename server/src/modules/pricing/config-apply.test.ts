@@ -237,6 +237,116 @@ describe('plans as code', () => {
   });
 });
 
+describe('rules that would tie, and all-or-nothing applies', () => {
+  const WITH_PLAN: PricingConfig = {
+    ...CONFIG,
+    plans: [{ key: 'pro', name: 'Pro', priceRules: [{ name: 'markup', type: 'MARKUP', config: { percent: '10' } }] }],
+  };
+  /** What the database holds for the merchant, read past the services' caches. */
+  const stored = async (merchantId: string) => {
+    const { prisma } = server.services;
+    const where = { merchantId };
+    return { meters: await prisma.meter.count({ where }), prices: await prisma.providerPrice.count({ where }), plans: await prisma.plan.count({ where }), rules: await prisma.priceRule.count({ where }) };
+  };
+  const NOTHING = { meters: 0, prices: 0, plans: 0, rules: 0 };
+
+  it('the plan refuses two rules of one price book that would tie, naming the field and the other rule, and nothing is written', async () => {
+    const merchant = await server.createMerchant();
+    const again = { name: 'markup again', type: 'MARKUP' as const, config: { percent: '30' } };
+    const cases: [PricingConfig, string, string, RegExp][] = [
+      [{ ...CONFIG, priceRules: [...CONFIG.priceRules!, again] }, 'priceRules.2', 'markup', /^priceRules\.2: rule "markup again" would tie with rule "markup" \(priceRules\.0\) in this price book: both price the provider cost of every event/],
+      // The same target however the file spells it: providers and models match case-insensitively.
+      [{ ...CONFIG, priceRules: [{ name: 'a', type: 'MARKUP', provider: 'OpenAI', config: { percent: '1' } }, { name: 'b', type: 'MARKUP', provider: ' openai', config: { percent: '2' } }] }, 'priceRules.1', 'a', /\(priceRules\.0\)/],
+      // In a plan's book; a quantity rule of any kind competes for its meter.
+      [{ ...WITH_PLAN, plans: [{ key: 'pro', name: 'Pro', priceRules: [{ name: 'flat', type: 'FLAT', meterKey: 'output_tokens', config: { unitPrice: '1' } }, CONFIG.priceRules![1]!] }] }, 'plans.0.priceRules.1', 'flat', /\(plans\.0\.priceRules\.0\)/],
+    ];
+    for (const [config, field, conflictingRule, message] of cases) {
+      const error = await planPricingConfig(server.services, merchant.id, config).then(
+        () => new Error('expected a VALIDATION error'),
+        (caught: unknown) => caught as Error,
+      );
+      expect(error, field).toMatchObject({ code: 'VALIDATION', details: { field, conflictingRule } });
+      expect(error.message).toMatch(message);
+    }
+    // Rules of the same target in different books do not tie: a plan's rule overrides the default one.
+    expect(await planPricingConfig(server.services, merchant.id, WITH_PLAN)).toHaveLength(6);
+    expect(await stored(merchant.id)).toEqual(NOTHING);
+  });
+
+  it('the plan refuses a rule that would tie with a stored rule the file does not list', async () => {
+    const merchant = await server.createMerchant();
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, CONFIG));
+    const before = await stored(merchant.id);
+    const renamed: PricingConfig = { ...CONFIG, priceRules: [{ name: 'margin', type: 'MARKUP', config: { percent: '25' } }] };
+    const error = await planPricingConfig(server.services, merchant.id, renamed).then(
+      () => new Error('expected a VALIDATION error'),
+      (caught: unknown) => caught as Error,
+    );
+    expect(error).toMatchObject({ code: 'VALIDATION', details: { field: 'priceRules.0', conflictingRule: 'markup' } });
+    expect(error.message).toContain('the stored rule "markup", which this file does not list, in this price book');
+    expect(error.message).toContain('or archive "markup" first');
+    expect(await stored(merchant.id)).toEqual(before);
+    // Once the old rule is archived, the new one takes its place.
+    await server.services.priceRules.archive(merchant.id, 'markup');
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, renamed));
+    expect(await planPricingConfig(server.services, merchant.id, renamed)).toEqual([]);
+  });
+
+  it('rules may trade targets in one file: only the result has to be free of ties', async () => {
+    const merchant = await server.createMerchant();
+    const start = new Date('2026-01-01');
+    const flat = (name: string, meterKey: string) => ({ name, type: 'FLAT' as const, meterKey, config: { unitPrice: '1' } });
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, { priceRules: [flat('a', 'input'), flat('b', 'output')] }, start), start);
+    const swapped: PricingConfig = { priceRules: [flat('a', 'output'), flat('b', 'input')] };
+    const plan = await planPricingConfig(server.services, merchant.id, swapped);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['add-rule a', 'add-rule b']);
+    await applyPricingChanges(server.services, merchant.id, plan);
+    expect(await planPricingConfig(server.services, merchant.id, swapped)).toEqual([]);
+  });
+
+  it('a rule tie that appears between plan and apply refuses the apply, and none of the earlier changes is written', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const plan = await planPricingConfig(server.services, merchant.id, WITH_PLAN, now);
+    // Meters, prices and plans are written before the rules, which come last.
+    expect(plan.map((change) => change.kind)).toEqual(['create-meter', 'add-price', 'add-rule', 'add-rule', 'create-plan', 'add-rule']);
+    // Meanwhile someone adds a default rule that ties with the file's "markup".
+    await server.services.priceRules.put(merchant.id, { name: 'margin', type: 'MARKUP', config: { percent: '20' }, effectiveFrom: new Date('2026-05-01T00:00:00Z') });
+    const before = await stored(merchant.id);
+    expect(before).toEqual({ ...NOTHING, rules: 1 });
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan, now)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'name', conflictingRule: 'margin' } });
+    expect(await stored(merchant.id)).toEqual(before);
+    // Nor do the services' caches show any of it.
+    expect(await server.services.meters.active(merchant.id)).toEqual([]);
+    expect(await server.services.providerPrices.rowsFor(merchant.id)).toEqual([]);
+    expect(await server.services.plans.list(merchant.id, true)).toEqual([]);
+    expect((await server.services.priceRules.allVersions(merchant.id)).map((rule) => rule.name)).toEqual(['margin']);
+
+    // Planned again, the file is refused up front; with the other rule archived it applies whole.
+    await expect(planPricingConfig(server.services, merchant.id, WITH_PLAN, now)).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'priceRules.0', conflictingRule: 'margin' } });
+    await server.services.priceRules.archive(merchant.id, 'margin', null, new Date('2026-05-15T00:00:00Z'));
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, WITH_PLAN, now), now);
+    expect(await stored(merchant.id)).toEqual({ meters: 1, prices: 1, plans: 1, rules: 4 });
+    expect((await server.services.meters.active(merchant.id)).map((meter) => meter.key)).toEqual(['output_tokens']);
+  });
+
+  it('a price written between plan and apply that clashes with the file refuses the apply, and the meter before it is not written', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const plan = await planPricingConfig(server.services, merchant.id, CONFIG, now);
+    expect(plan.map((change) => change.kind)).toEqual(['create-meter', 'add-price', 'add-rule', 'add-rule']);
+    // Meanwhile another price for the same model is stored from the instant the apply will use.
+    await server.services.providerPrices.add(merchant.id, { provider: 'openai', model: 'gpt-5.4-mini', perMillionTokens: { input: '1', output: '9' }, effectiveFrom: now });
+    const before = await stored(merchant.id);
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan, now)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'effectiveFrom', models: ['openai/gpt-5.4-mini'] } });
+    expect(await stored(merchant.id)).toEqual(before);
+    expect(await server.services.meters.list(merchant.id, true)).toEqual([]);
+    expect((await server.services.providerPrices.rowsFor(merchant.id)).map((row) => row.perMillionTokens?.output)).toEqual(['9']);
+  });
+});
+
 describe('pricing as code in YAML', () => {
   const EXAMPLES = fileURLToPath(new URL('../../../../examples/pricing-as-code/', import.meta.url));
   const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-config-'));

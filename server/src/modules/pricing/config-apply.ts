@@ -4,11 +4,12 @@ import { pathToFileURL } from 'node:url';
 import { parseDocument, type Tags } from 'yaml';
 import type { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/client.ts';
 import type { Services } from '../../services.ts';
+import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
-import { rulesInForce, toPricingRule, type RuleRow } from './rules.service.ts';
+import { clashAmong, describeTarget, rulesInForce, toPricingRule, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 
 /**
@@ -205,9 +206,14 @@ function refuseDate(item: object | null | undefined, field: string) {
   if (item && 'effectiveFrom' in item) throw invalidField(`${field}.effectiveFrom`, 'is not taken here: rules and plans change from the moment the file is applied');
 }
 
-/** The rule versions to add so that a price book's rules in force match the file's. */
+/**
+ * The rule versions to add so that a price book's rules in force match the file's. Refused when
+ * two rules of the book would then tie (see clashAmong): the file's new versions, the versions in
+ * force of the rules it leaves as they are, and stored rules it does not list.
+ */
 function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, now: Date): Change[] {
   const changes: Change[] = [];
+  const changed: (RuleCandidate & { index: number })[] = [];
   const rules = rulesInForce(versions, now);
   const names = new Set<string>();
   for (const [index, rule] of wanted.entries()) {
@@ -221,7 +227,23 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
       canonical({ type: r.type, meterKey: r.meterKey, provider: r.provider, model: r.model, config: r.config });
     const from = current ? describe(current) : null;
     const to = describe(rule);
-    if (from !== to) changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to, detail: rule });
+    if (from !== to) {
+      changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to, detail: rule });
+      changed.push({ index, name: rule.name, type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, effectiveFrom: now });
+    }
+  }
+  const tie = clashAmong(versions, changed);
+  if (tie) {
+    const rule = changed[tie.index]!;
+    const other = tie.with === null ? wanted.findIndex((candidate) => candidate.name === tie.clash.name) : changed[tie.with]!.index;
+    throw new AppError(
+      'VALIDATION',
+      `${field}.${rule.index}: rule "${rule.name}" would tie with ` +
+        (other === -1 ? `the stored rule "${tie.clash.name}", which this file does not list,` : `rule "${tie.clash.name}" (${field}.${other})`) +
+        ` in this price book: both price ${describeTarget(rule)}, and events that two rules match equally cannot be priced. ` +
+        `Give one a narrower target${other === -1 ? `, or archive "${tie.clash.name}" first` : ''}.`,
+      { field: `${field}.${rule.index}`, conflictingRule: tie.clash.name },
+    );
   }
   return changes;
 }
@@ -257,29 +279,45 @@ function describePrice(change: Extract<Change, { kind: 'add-price' }>): string {
   return `~ price ${change.key} (new version from now${fileDate ? `, not from its file date ${fileDate}` : ''}; earlier events keep the old price)`;
 }
 
-/** Applies a plan from planPricingConfig. */
+/** How long an apply may hold its transaction open. */
+const APPLY_TIMEOUT_MS = 60_000;
+
+/**
+ * Applies a plan from planPricingConfig, all or nothing: every change is written in one
+ * transaction, so a change refused at this point (a clash with a row written since the plan was
+ * made, say) leaves the merchant as it was. The services drop their cached reads once it commits.
+ */
 export async function applyPricingChanges(services: Services, merchantId: string, changes: readonly Change[], now = new Date()): Promise<void> {
-  for (const change of changes) {
-    switch (change.kind) {
-      case 'create-meter':
-        await services.meters.create(merchantId, change.detail);
-        break;
-      case 'update-meter':
-        await services.meters.update(merchantId, change.key, change.detail);
-        break;
-      case 'add-price': {
-        // A scheduled date that passed between planning and applying is not backdated either.
-        const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
-        await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > now ? scheduled : now }, 'config');
-        break;
+  await inPrismaTransaction(
+    services.prisma,
+    async (tx) => {
+      const rules: RuleInput[] = [];
+      for (const change of changes) {
+        switch (change.kind) {
+          case 'create-meter':
+            await services.meters.create(merchantId, change.detail, tx);
+            break;
+          case 'update-meter':
+            await services.meters.update(merchantId, change.key, change.detail, tx);
+            break;
+          case 'add-price': {
+            // A scheduled date that passed between planning and applying is not backdated either.
+            const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
+            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > now ? scheduled : now }, 'config', tx);
+            break;
+          }
+          case 'create-plan':
+          case 'update-plan':
+            await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null }, tx);
+            break;
+          case 'add-rule':
+            rules.push({ ...change.detail, planKey: change.plan, effectiveFrom: now });
+            break;
+        }
       }
-      case 'create-plan':
-      case 'update-plan':
-        await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null });
-        break;
-      case 'add-rule':
-        await services.priceRules.put(merchantId, { ...change.detail, planKey: change.plan, effectiveFrom: now });
-        break;
-    }
-  }
+      // Together, once their plans exist: ties are judged with all of them in force, as the plan did.
+      await services.priceRules.putAll(merchantId, rules, tx);
+    },
+    { timeout: APPLY_TIMEOUT_MS },
+  );
 }

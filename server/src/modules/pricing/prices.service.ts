@@ -1,5 +1,6 @@
 import type { Prisma, PrismaClient, ProviderPrice as PriceRow } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
+import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
@@ -45,15 +46,18 @@ export class ProviderPriceService {
    * different price at its effectiveFrom is a CONFLICT, and writing the same one is a no-op that
    * answers the stored row. A row scheduled further ahead than any event can be timestamped has
    * costed nothing yet, and is replaced (`tollgate apply` reschedules prices that way).
+   * `tx`: write inside that transaction (the cache is dropped once it commits).
    */
-  async add(merchantId: string, input: PriceInput, source = 'manual'): Promise<PriceRow> {
+  async add(merchantId: string, input: PriceInput, source = 'manual', tx?: PrismaTransaction): Promise<PriceRow> {
     const row = storedRow(input, input.effectiveFrom ?? new Date());
-    const written = await this.write(this.prisma, merchantId, [row], source).catch(async (error: unknown) => {
-      // Another write of the same row won the race: judge this one against it.
+    const written = await this.write(tx?.client ?? this.prisma, merchantId, [row], source).catch(async (error: unknown) => {
+      // Another write of the same row won the race: judge this one against it. Not inside a
+      // transaction, which the failed insert has aborted: the caller may run it again.
       if (!isUniqueViolation(error)) throw error;
+      if (tx) throw conflict(`A price for ${row.provider}/${row.model} at ${row.effectiveFrom.toISOString()} was written at the same moment: try again`, { field: 'effectiveFrom' });
       return this.write(this.prisma, merchantId, [row], source);
     });
-    this.cache.delete(merchantId);
+    whenCommitted(tx, () => this.cache.delete(merchantId));
     return written[0]!;
   }
 

@@ -1,5 +1,6 @@
 import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
+import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
@@ -40,6 +41,10 @@ export function rulesInForce<R extends Pick<RuleRow, 'name' | 'effectiveFrom' | 
 }
 
 type RuleShape = Pick<RuleRow, 'type' | 'meterKey' | 'provider' | 'model'>;
+/** A new version of a rule, about to be put. */
+export type RuleCandidate = RuleShape & { name: string; effectiveFrom: Date };
+/** A version as clashingRule reads it: a stored row, or a candidate (never archived). */
+type RuleVersion = RuleCandidate & Pick<RuleRow, 'archivedAt'>;
 
 /**
  * What a rule matches events on. Two rules of a price book with the same target match every event
@@ -57,9 +62,9 @@ export function ruleTargetKey(rule: RuleShape): string {
  * force from its effectiveFrom on; another name's version is in force from its own effectiveFrom
  * until the next version of that name, or until it was archived.
  */
-export function clashingRule(versions: readonly RuleRow[], candidate: RuleShape & { name: string; effectiveFrom: Date }): RuleRow | null {
+export function clashingRule<R extends RuleVersion>(versions: readonly R[], candidate: RuleCandidate): R | null {
   const target = ruleTargetKey(candidate);
-  const byName = new Map<string, RuleRow[]>();
+  const byName = new Map<string, R[]>();
   for (const row of versions) {
     if (row.name === candidate.name) continue;
     const rows = byName.get(row.name);
@@ -74,6 +79,29 @@ export function clashingRule(versions: readonly RuleRow[], candidate: RuleShape 
       const end = Math.min(next, row.archivedAt?.getTime() ?? Infinity);
       if (end > row.effectiveFrom.getTime() && end > candidate.effectiveFrom.getTime()) return row;
     }
+  }
+  return null;
+}
+
+/**
+ * New versions put into one book together (a config apply): the first that would tie (see
+ * clashingRule) with a stored version or with another of them, judged with all of them in force,
+ * so rules may trade targets in one go. A tie between two of them is reported at the later one.
+ * `with` is the other one's index, or null when the clash is a stored version.
+ */
+export function clashAmong<R extends RuleVersion, C extends RuleCandidate>(
+  versions: readonly R[],
+  candidates: readonly C[],
+): { index: number; with: null; clash: R } | { index: number; with: number; clash: C } | null {
+  const added = candidates.map((candidate) => ({ ...candidate, archivedAt: null }));
+  const all: RuleVersion[] = [...versions, ...added];
+  for (const [index, candidate] of candidates.entries()) {
+    const clash = clashingRule(all, candidate);
+    if (!clash) continue;
+    const other = added.indexOf(clash as (typeof added)[number]);
+    if (other === -1) return { index, with: null, clash: clash as R };
+    // The later one is found tying with this one (or with something else) in its turn.
+    if (other < index) return { index, with: other, clash: candidates[other]! };
   }
   return null;
 }
@@ -144,39 +172,69 @@ export class PriceRuleService {
    * versions: the customers who stayed on it are still priced by it.
    */
   async put(merchantId: string, input: RuleInput): Promise<RuleRow> {
-    const name = requireNonEmpty('name', input.name, 100);
-    const planId = await this.planIdOf(merchantId, input.planKey);
-    const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, config: input.config as Prisma.JsonObject });
-    validateRule(candidate);
-    const effectiveFrom = input.effectiveFrom ?? new Date();
-    const versions = await this.prisma.priceRule.findMany({ where: { merchantId, planId } });
-    const latest = versions.filter((row) => row.name === name).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
-    if (latest && effectiveFrom <= latest.effectiveFrom) {
-      throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
+    return (await this.putAll(merchantId, [input]))[0]!;
+  }
+
+  /**
+   * Puts several rules, each as put does, checking them all before writing any. Ties are judged
+   * with all of them in force (see clashAmong), so rules may trade targets in one go. `tx`: write
+   * inside that transaction, which a failed write then rolls back whole (without one, a database
+   * failure midway would keep the rules written before it); the cache is dropped once it commits.
+   */
+  async putAll(merchantId: string, inputs: readonly RuleInput[], tx?: PrismaTransaction): Promise<RuleRow[]> {
+    const prisma = tx?.client ?? this.prisma;
+    const books = new Map<string | null, RuleRow[]>();
+    const checked: (RuleCandidate & { planId: string | null; input: RuleInput })[] = [];
+    for (const input of inputs) {
+      const name = requireNonEmpty('name', input.name, 100);
+      const planId = await this.planIdOf(merchantId, input.planKey, tx);
+      const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, config: input.config as Prisma.JsonObject });
+      validateRule(candidate);
+      const effectiveFrom = input.effectiveFrom ?? new Date();
+      if (checked.some((other) => other.planId === planId && other.name === name)) throw invalidField('name', `rule "${name}" is put twice in the same price book`);
+      let versions = books.get(planId);
+      if (!versions) books.set(planId, (versions = await prisma.priceRule.findMany({ where: { merchantId, planId } })));
+      const latest = versions.filter((row) => row.name === name).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
+      if (latest && effectiveFrom <= latest.effectiveFrom) {
+        throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
+      }
+      checked.push({ planId, name, type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, effectiveFrom, input });
     }
-    const clash = clashingRule(versions, { name, type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, effectiveFrom });
-    if (clash) {
+    for (const [planId, versions] of books) {
+      const candidates = checked.filter((rule) => rule.planId === planId);
+      const tie = clashAmong(versions, candidates);
+      if (!tie) continue;
+      const name = candidates[tie.index]!.name;
+      const { clash } = tie;
       throw conflict(
-        `Price rule "${clash.name}" already prices ${describeTarget(clash)} in this price book while this one would be in force: two rules that match an event ` +
-          `equally cannot be told apart. Change or archive "${clash.name}", or give this rule a narrower target.`,
-        { field: 'name', conflictingRule: clash.name, conflictingRuleId: clash.id },
+        tie.with === null
+          ? `Price rule "${clash.name}" already prices ${describeTarget(clash)} in this price book while ${inputs.length === 1 ? 'this one' : `"${name}"`} would be in force: two rules that match an event ` +
+              `equally cannot be told apart. Change or archive "${clash.name}", or give ${inputs.length === 1 ? 'this rule' : `"${name}"`} a narrower target.`
+          : `Price rules "${clash.name}" and "${name}" would both price ${describeTarget(clash)} in this price book: two rules that match an event equally cannot be told apart. ` +
+              'Give one of them a narrower target.',
+        { field: 'name', conflictingRule: clash.name, ...(tie.with === null ? { conflictingRuleId: tie.clash.id } : {}) },
       );
     }
-    const row = await this.prisma.priceRule.create({
-      data: {
-        merchantId,
-        planId,
-        name,
-        type: input.type,
-        meterKey: input.meterKey ?? null,
-        provider: input.provider ?? null,
-        model: input.model ?? null,
-        config: input.config as Prisma.InputJsonObject,
-        effectiveFrom,
-      },
-    });
-    this.cache.delete(merchantId);
-    return row;
+    const rows: RuleRow[] = [];
+    for (const { planId, name, effectiveFrom, input } of checked) {
+      rows.push(
+        await prisma.priceRule.create({
+          data: {
+            merchantId,
+            planId,
+            name,
+            type: input.type,
+            meterKey: input.meterKey ?? null,
+            provider: input.provider ?? null,
+            model: input.model ?? null,
+            config: input.config as Prisma.InputJsonObject,
+            effectiveFrom,
+          },
+        }),
+      );
+    }
+    whenCommitted(tx, () => this.cache.delete(merchantId));
+    return rows;
   }
 
   /** Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged. */
@@ -190,7 +248,7 @@ export class PriceRuleService {
     return archived;
   }
 
-  private async planIdOf(merchantId: string, planKey: string | null | undefined): Promise<string | null> {
-    return planKey == null ? null : (await this.plans.get(merchantId, planKey)).id;
+  private async planIdOf(merchantId: string, planKey: string | null | undefined, tx?: PrismaTransaction): Promise<string | null> {
+    return planKey == null ? null : (await this.plans.get(merchantId, planKey, tx)).id;
   }
 }
