@@ -1,3 +1,5 @@
+import { deflateSync, gzipSync } from 'node:zlib';
+import { getIntrospectionQuery, getOperationAST, Kind, parse, print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './server.ts';
 
@@ -84,7 +86,7 @@ describe('bad input', () => {
       // Fragments count where they are spread.
       const viaFragment = await shallow.graphql('{ customers { ...Edges } } fragment Edges on CustomerConnection { edges { node { id } } }', {}, key);
       expect(viaFragment.status).toBe(400);
-      // Introspection is not limited: tools need it.
+      // Introspection has no depth limit (graphql-js's own query nests ofType nine deep).
       const introspection = await shallow.graphql('{ __schema { types { fields { type { ofType { ofType { name } } } } } } }', {}, key);
       expect(introspection.status).toBe(200);
     } finally {
@@ -103,6 +105,74 @@ describe('bad input', () => {
     expect(viaVariable.status).toBe(400);
     const small = await post(JSON.stringify({ query: '{ customers(first: 10) { edges { cursor node { id externalId email name } } } }' }));
     expect(small.status).toBe(200);
+  });
+
+  it("an over-complex query whose size comes from a variable's default → 400", async () => {
+    const result = await post(JSON.stringify({ query: 'query ($n: Int = 100) { customers(first: $n) { edges { cursor node { id externalId email name } } } }' }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' });
+  });
+
+  it('many aliases of an unpaginated list → 400', async () => {
+    const aliases = Array.from({ length: 100 }, (_, i) => `p${i}: providerPrices { provider model currency }`).join(' ');
+    const result = await post(JSON.stringify({ query: `{ ${aliases} }` }));
+    expect(result.status).toBe(400);
+    expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' });
+  });
+
+  it('introspection: the full query is served to anyone, aliased copies of it are refused', async () => {
+    const anonymous = (query: string) =>
+      fetch(`${server.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+    const once = await anonymous(getIntrospectionQuery());
+    expect(once.status).toBe(200);
+    expect(((await once.json()) as { data: { __schema: { types: unknown[] } } }).data.__schema.types.length).toBeGreaterThan(10);
+
+    const document = parse(getIntrospectionQuery());
+    const schemaField = print(getOperationAST(document)!.selectionSet.selections[0]!);
+    const fragments = document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION).map((fragment) => print(fragment));
+    const copies = `{ ${Array.from({ length: 50 }, (_, i) => `copy${i}: ${schemaField}`).join(' ')} } ${fragments.join(' ')}`;
+    const refused = await anonymous(copies);
+    expect(refused.status).toBe(400);
+    const body = (await refused.json()) as { data?: unknown; errors: { message: string; extensions: Record<string, unknown> }[] };
+    expect(body.data).toBeUndefined();
+    expect(body.errors[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' });
+    expect(body.errors[0]?.message).toMatch(/^Introspection complexity \d+ exceeds the limit of \d+$/);
+  });
+
+  it('a body that does not decompress as its Content-Encoding says → 400 VALIDATION, on every route', async () => {
+    const event = JSON.stringify({ customer: 'nobody', idempotencyKey: 'corrupt-body', usage: { inputTokens: 1 } });
+    for (const encoding of ['gzip', 'deflate']) {
+      const graphql = await post(JSON.stringify({ query: '{ viewer { kind } }' }), { 'content-encoding': encoding });
+      expect(graphql.status).toBe(400);
+      expect(graphql.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'MALFORMED_CONTENT_ENCODING' });
+      expect(graphql.body.errors?.[0]?.message).toContain(encoding);
+
+      const usage = await fetch(`${server.url}/v1/usage`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': encoding, authorization: `Bearer ${merchant.secret}` },
+        body: event,
+      });
+      expect(usage.status).toBe(400);
+      expect(await usage.json()).toMatchObject({ error: { code: 'VALIDATION', reason: 'MALFORMED_CONTENT_ENCODING' } });
+    }
+    // Cut short mid-stream is as bad as not compressed at all.
+    const truncated = gzipSync(JSON.stringify({ query: '{ viewer { kind } }' })).subarray(0, 12);
+    const cut = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', authorization: `Bearer ${merchant.secret}` },
+      body: truncated,
+    });
+    expect(cut.status).toBe(400);
+    // Bodies that are what they say are read as usual.
+    for (const [encoding, compress] of [['gzip', gzipSync], ['deflate', deflateSync]] as const) {
+      const ok = await fetch(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': encoding, authorization: `Bearer ${merchant.secret}` },
+        body: compress(JSON.stringify({ query: '{ viewer { kind } }' })),
+      });
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ data: { viewer: { kind: 'MERCHANT' } } });
+    }
   });
 
   it('an oversized body → 413 VALIDATION', async () => {

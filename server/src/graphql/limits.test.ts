@@ -1,15 +1,31 @@
-import { parse, getOperationAST } from 'graphql';
+import { buildSchema, getIntrospectionQuery, getOperationAST, Kind, parse, print, type GraphQLSchema } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { measureOperation } from './limits.ts';
+import { enforceQueryLimits, measureOperation, UNPAGINATED_LIST_SIZE } from './limits.ts';
 import { schema } from './schema.ts';
 
-function measure(query: string, variables?: Record<string, unknown>) {
+function measure(query: string, variables?: Record<string, unknown>, on: GraphQLSchema = schema) {
   const document = parse(query);
-  return measureOperation(schema, document, getOperationAST(document)!, variables, 20);
+  return measureOperation(on, document, getOperationAST(document)!, variables, 20);
+}
+
+/** The defaults in config.ts. */
+const DEFAULT_LIMITS = { maxDepth: 10, maxComplexity: 5000, defaultPageSize: 20 };
+
+function enforce(query: string) {
+  const document = parse(query);
+  enforceQueryLimits(DEFAULT_LIMITS, schema, document, getOperationAST(document)!, undefined);
+}
+
+/** graphql-js's introspection query with its `__schema` selection asked `copies` times under aliases. */
+function aliasedIntrospection(copies: number): string {
+  const document = parse(getIntrospectionQuery());
+  const schemaField = print(getOperationAST(document)!.selectionSet.selections[0]!);
+  const fragments = document.definitions.filter((definition) => definition.kind === Kind.FRAGMENT_DEFINITION).map((fragment) => print(fragment));
+  return `{ ${Array.from({ length: copies }, (_, i) => `copy${i}: ${schemaField}`).join(' ')} } ${fragments.join(' ')}`;
 }
 
 describe('query cost', () => {
-  it('counts depth through fields and fragments, ignoring introspection', () => {
+  it('counts depth through fields and fragments; introspection has no depth', () => {
     expect(measure('{ viewer { kind } }').depth).toBe(2);
     expect(measure('{ customers { edges { node { id } } } }').depth).toBe(4);
     expect(measure('{ customers { ...E } } fragment E on CustomerConnection { edges { node { id } } }').depth).toBe(4);
@@ -23,5 +39,50 @@ describe('query cost', () => {
     expect(measure('query ($n: Int) { customers(first: $n) { edges { node { id } } } }', { n: 50 }).complexity).toBe(1 + 50 * 3);
     expect(measure('{ customers { edges { node { id } } } }').complexity).toBe(1 + 20 * 3);
     expect(measure('{ viewer { kind merchant { id name } } }').complexity).toBe(5);
+  });
+
+  it("takes a page size left to a variable's declared default, or to the argument's", () => {
+    const query = 'query ($n: Int = 100) { customers(first: $n) { edges { node { id } } } }';
+    expect(measure(query).complexity).toBe(1 + 100 * 3);
+    expect(measure(query, {}).complexity).toBe(1 + 100 * 3);
+    expect(measure(query, { n: 5 }).complexity).toBe(1 + 5 * 3);
+
+    const withDefault = buildSchema(`
+      type Query { items(first: Int = 50, last: Int): ItemConnection! }
+      type ItemConnection { edges: [ItemEdge!]! }
+      type ItemEdge { node: Item! }
+      type Item { id: ID! }
+    `);
+    expect(measure('{ items { edges { node { id } } } }', undefined, withDefault).complexity).toBe(1 + 50 * 3);
+    expect(measure('query ($n: Int) { items(first: $n) { edges { node { id } } } }', {}, withDefault).complexity).toBe(1 + 50 * 3);
+  });
+
+  it('counts a list without first/last at an estimated size, but not the edges of a page', () => {
+    // providerPrices(1) + size × (provider(1) + model(1))
+    expect(measure('{ providerPrices { provider model } }').complexity).toBe(1 + UNPAGINATED_LIST_SIZE * 2);
+    const aliases = Array.from({ length: 1600 }, (_, i) => `p${i}: providerPrices { provider model }`).join(' ');
+    expect(() => enforce(`{ ${aliases} }`)).toThrow(/complexity \d+ exceeds the limit of 5000/);
+    expect(measure('{ customers(first: 10) { edges { node { id } } } }').complexity).toBe(1 + 10 * 3);
+  });
+
+  it("counts introspection against its own budget: one full introspection fits, aliased copies don't", () => {
+    expect(measure(getIntrospectionQuery()).introspection).toBeGreaterThan(1000);
+    expect(measure(getIntrospectionQuery()).complexity).toBe(0);
+    // __typename is answered from the type the executor holds: still free.
+    expect(measure('{ viewer { __typename kind merchant { __typename id } } }')).toEqual(measure('{ viewer { kind merchant { id } } }'));
+    // graphql-js's query, as GraphiQL, Apollo Sandbox and graphql-codegen send it.
+    expect(() => enforce(getIntrospectionQuery())).not.toThrow();
+    expect(() =>
+      enforce(getIntrospectionQuery({ descriptions: true, specifiedByUrl: true, directiveIsRepeatable: true, schemaDescription: true, inputValueDeprecation: true, oneOf: true, typeDepth: 20 })),
+    ).not.toThrow();
+    expect(() => enforce('{ __type(name: "Customer") { name fields { name type { name kind ofType { name } } } } }')).not.toThrow();
+
+    expect(() => enforce(aliasedIntrospection(3))).toThrow(/Introspection complexity \d+ exceeds the limit of \d+/);
+    expect(() => enforce(aliasedIntrospection(1000))).toThrow(/Introspection complexity/);
+    // Copies nested under one `__schema`, and one type's fields asked over and over.
+    const types = Array.from({ length: 100 }, (_, i) => `t${i}: types { name fields { name args { name } type { name } } }`).join(' ');
+    expect(() => enforce(`{ __schema { ${types} } }`)).toThrow(/Introspection complexity/);
+    const fields = Array.from({ length: 2000 }, (_, i) => `f${i}: fields { name }`).join(' ');
+    expect(() => enforce(`{ __type(name: "Query") { ${fields} } }`)).toThrow(/Introspection complexity/);
   });
 });

@@ -1,13 +1,28 @@
 import {
   GraphQLError,
+  SchemaMetaFieldDef,
+  TypeMetaFieldDef,
+  getIntrospectionQuery,
   getNamedType,
-  isObjectType,
+  getNullableType,
+  getOperationAST,
+  isAbstractType,
+  isEnumType,
+  isInputObjectType,
   isInterfaceType,
+  isIntrospectionType,
+  isListType,
+  isObjectType,
+  isWrappingType,
   Kind,
+  parse,
   type DocumentNode,
+  type FieldNode,
   type FragmentDefinitionNode,
+  type GraphQLField,
   type GraphQLNamedType,
   type GraphQLSchema,
+  type GraphQLType,
   type OperationDefinitionNode,
   type SelectionSetNode,
   type ValueNode,
@@ -15,8 +30,11 @@ import {
 
 /**
  * Depth and complexity limits, measured on the operation about to run (with its variables,
- * so `first: $n` is counted at its real size). Introspection is not counted: tools need it
- * and it cannot touch billing data.
+ * so `first: $n` is counted at its real size).
+ *
+ * Introspection is measured too, against its own budget: one full introspection of this schema
+ * costs more than the default budget of a data query, and tools need it. Its depth is not
+ * limited (graphql-js's own introspection query nests `ofType` nine deep).
  */
 export interface QueryLimits {
   maxDepth: number;
@@ -28,6 +46,112 @@ export interface QueryLimits {
 export interface QueryCost {
   depth: number;
   complexity: number;
+  /** The cost of the operation's `__schema` / `__type` selections, kept apart from complexity. */
+  introspection: number;
+}
+
+/**
+ * Rows assumed for a list field that takes no first/last (plans, meters, providerPrices…):
+ * these lists are a merchant's configuration, usually a handful to a few dozen rows, and
+ * counting them as one item let a thousand aliases of one through.
+ */
+export const UNPAGINATED_LIST_SIZE = 10;
+
+/**
+ * Introspection may cost this many full introspections of the schema per operation: twice,
+ * so a tool that asks a little more than graphql-js's query still fits, while a thousand
+ * aliased copies of it (a 61 MB answer) do not.
+ */
+const FULL_INTROSPECTIONS_ALLOWED = 2;
+
+/** How many items an introspection list (`types`, `fields`, `args`…) holds in this schema. */
+interface ListSize {
+  /** The longest such list: the size assumed when one object is asked for (`__type(name:)`). */
+  largest: number;
+  /** Items per parent on average: the size assumed when every parent is listed, as in `types { fields }`. */
+  average: number;
+}
+
+/** Where a selection sits inside introspection, which decides how many items a list is assumed to hold. */
+interface IntrospectionPlace {
+  /** Below an introspection list every parent is listed, not one chosen by name. */
+  enumerating: boolean;
+  /** How many `ofType`s in a row lead here. */
+  ofTypeLevel: number;
+}
+
+interface SchemaFacts {
+  introspectionLists: Map<string, ListSize>;
+  /** The most list / non-null wrappers around one type (`[X!]!` has three): deeper `ofType`s are null. */
+  deepestWrapping: number;
+  introspectionBudget?: number;
+}
+
+const factsBySchema = new WeakMap<GraphQLSchema, SchemaFacts>();
+
+function schemaFacts(schema: GraphQLSchema): SchemaFacts {
+  let facts = factsBySchema.get(schema);
+  if (!facts) {
+    facts = { introspectionLists: introspectionListSizes(schema), deepestWrapping: deepestWrapping(schema) };
+    factsBySchema.set(schema, facts);
+  }
+  return facts;
+}
+
+function introspectionListSizes(schema: GraphQLSchema): Map<string, ListSize> {
+  const types = Object.values(schema.getTypeMap());
+  const directives = schema.getDirectives();
+  const fields = types.flatMap((type) => (isObjectType(type) || isInterfaceType(type) ? Object.values(type.getFields()) : []));
+  const sizeOf = (counts: number[]): ListSize => ({
+    largest: Math.max(0, ...counts),
+    average: counts.length ? Math.ceil(counts.reduce((sum, count) => sum + count, 0) / counts.length) : 0,
+  });
+  const perType = (count: (type: GraphQLNamedType) => number) => sizeOf(types.map(count));
+  return new Map([
+    ['types', sizeOf([types.length])],
+    ['directives', sizeOf([directives.length])],
+    ['fields', perType((type) => (isObjectType(type) || isInterfaceType(type) ? Object.keys(type.getFields()).length : 0))],
+    ['inputFields', perType((type) => (isInputObjectType(type) ? Object.keys(type.getFields()).length : 0))],
+    ['enumValues', perType((type) => (isEnumType(type) ? type.getValues().length : 0))],
+    ['interfaces', perType((type) => (isObjectType(type) || isInterfaceType(type) ? type.getInterfaces().length : 0))],
+    ['possibleTypes', perType((type) => (isAbstractType(type) ? schema.getPossibleTypes(type).length : 0))],
+    ['args', sizeOf([...fields, ...directives].map((owner) => owner.args.length))],
+  ]);
+}
+
+function deepestWrapping(schema: GraphQLSchema): number {
+  const wrappers = (type: GraphQLType): number => (isWrappingType(type) ? 1 + wrappers(type.ofType) : 0);
+  const outputFields = Object.values(schema.getTypeMap()).flatMap((type) => (isObjectType(type) || isInterfaceType(type) ? Object.values(type.getFields()) : []));
+  const inputFields = Object.values(schema.getTypeMap()).flatMap((type) => (isInputObjectType(type) ? Object.values(type.getFields()) : []));
+  const args = [...outputFields, ...schema.getDirectives()].flatMap((owner) => owner.args);
+  return Math.max(0, ...[...outputFields, ...inputFields, ...args].map((typed) => wrappers(typed.type)));
+}
+
+/** The introspection budget: what graphql-js's full introspection query (every option on) costs here. */
+function introspectionBudget(schema: GraphQLSchema): number {
+  const facts = schemaFacts(schema);
+  if (facts.introspectionBudget === undefined) {
+    const document = parse(
+      getIntrospectionQuery({
+        descriptions: true,
+        specifiedByUrl: true,
+        directiveIsRepeatable: true,
+        schemaDescription: true,
+        inputValueDeprecation: true,
+        oneOf: true,
+      }),
+    );
+    const cost = measureOperation(schema, document, getOperationAST(document)!, undefined, 0);
+    facts.introspectionBudget = FULL_INTROSPECTIONS_ALLOWED * cost.introspection;
+  }
+  return facts.introspectionBudget;
+}
+
+function fieldDefinition(schema: GraphQLSchema, parentType: GraphQLNamedType | null | undefined, name: string): GraphQLField<unknown, unknown> | undefined {
+  // The root's meta fields are not among its getFields().
+  if (name === SchemaMetaFieldDef.name && parentType === schema.getQueryType()) return SchemaMetaFieldDef;
+  if (name === TypeMetaFieldDef.name && parentType === schema.getQueryType()) return TypeMetaFieldDef;
+  return parentType && (isObjectType(parentType) || isInterfaceType(parentType)) ? parentType.getFields()[name] : undefined;
 }
 
 export function measureOperation(
@@ -41,6 +165,8 @@ export function measureOperation(
   for (const definition of document.definitions) {
     if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
   }
+  const variableDefaults = new Map(operation.variableDefinitions?.map((definition) => [definition.variable.name.value, definition.defaultValue]));
+  const { introspectionLists, deepestWrapping } = schemaFacts(schema);
   const root =
     operation.operation === 'query' ? schema.getQueryType() : operation.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
 
@@ -49,28 +175,68 @@ export function measureOperation(
     if (value.kind === Kind.INT) return Number(value.value);
     if (value.kind === Kind.VARIABLE) {
       const variable = variables?.[value.name.value];
+      // A variable left out takes its declared default, as it does when the operation runs.
+      if (variable === undefined) return pageSize(variableDefaults.get(value.name.value));
       return typeof variable === 'number' ? variable : undefined;
     }
     return undefined;
   };
 
+  const itemCount = (selection: FieldNode, field: GraphQLField<unknown, unknown> | undefined, parentType: GraphQLNamedType | null | undefined) => {
+    const sizeArg = selection.arguments?.find((arg) => arg.name.value === 'first' || arg.name.value === 'last');
+    const sizeDefault = field?.args.find((arg) => (arg.name === 'first' || arg.name === 'last') && typeof arg.defaultValue === 'number')?.defaultValue as number | undefined;
+    const requested = pageSize(sizeArg?.value) ?? sizeDefault;
+    if (requested !== undefined) return requested;
+    if (!field) return 1;
+    if (getNamedType(field.type).name.endsWith('Connection')) return defaultPageSize;
+    // A connection's edges are the page its field already counted.
+    const isPageOfConnection = parentType?.name.endsWith('Connection') ?? false;
+    return isListType(getNullableType(field.type)) && !isPageOfConnection ? UNPAGINATED_LIST_SIZE : 1;
+  };
+
+  const introspectionItems = (name: string, place: IntrospectionPlace): number => {
+    // An `ofType` chain longer than any type's wrapping in this schema ends in null.
+    if (name === 'ofType') return place.ofTypeLevel < deepestWrapping ? 1 : 0;
+    const list = introspectionLists.get(name);
+    if (!list) return 1;
+    return place.enumerating ? list.average : list.largest;
+  };
+
+  const fragmentCosts = new Map<string, QueryCost>();
+
   // `visiting` stops a fragment cycle (which validation rejects anyway) from recursing forever.
-  const walk = (selectionSet: SelectionSetNode, parentType: GraphQLNamedType | null | undefined, visiting: Set<string>): QueryCost => {
+  const walk = (
+    selectionSet: SelectionSetNode,
+    parentType: GraphQLNamedType | null | undefined,
+    visiting: Set<string>,
+    place: IntrospectionPlace,
+  ): QueryCost => {
     let depth = 0;
     let complexity = 0;
+    let introspection = 0;
     for (const selection of selectionSet.selections) {
       if (selection.kind === Kind.FIELD) {
         const name = selection.name.value;
-        if (name.startsWith('__')) continue;
-        const field = parentType && (isObjectType(parentType) || isInterfaceType(parentType)) ? parentType.getFields()[name] : undefined;
+        // Answered from the type the executor already holds: no resolver, no rows.
+        if (name === '__typename') continue;
+        const field = fieldDefinition(schema, parentType, name);
         const childType = field ? getNamedType(field.type) : undefined;
-        let childCost: QueryCost = { depth: 0, complexity: 0 };
-        if (selection.selectionSet) childCost = walk(selection.selectionSet, childType, visiting);
-        const sizeArg = selection.arguments?.find((arg) => arg.name.value === 'first' || arg.name.value === 'last');
-        const isConnection = childType?.name.endsWith('Connection') ?? false;
-        const multiplier = pageSize(sizeArg?.value) ?? (isConnection ? defaultPageSize : 1);
-        depth = Math.max(depth, 1 + childCost.depth);
-        complexity += 1 + Math.max(1, multiplier) * childCost.complexity;
+        const isIntrospection = name.startsWith('__') || (parentType ? isIntrospectionType(parentType) : false);
+        const items = isIntrospection ? introspectionItems(name, place) : Math.max(1, itemCount(selection, field, parentType));
+        const childPlace: IntrospectionPlace = {
+          enumerating: place.enumerating || (isIntrospection && introspectionLists.has(name)),
+          ofTypeLevel: isIntrospection && name === 'ofType' ? place.ofTypeLevel + 1 : 0,
+        };
+        const child =
+          selection.selectionSet && items > 0
+            ? walk(selection.selectionSet, childType, visiting, childPlace)
+            : { depth: 0, complexity: 0, introspection: 0 };
+        if (isIntrospection) {
+          introspection += 1 + items * child.introspection;
+        } else {
+          depth = Math.max(depth, 1 + child.depth);
+          complexity += 1 + items * child.complexity;
+        }
       } else {
         const fragment =
           selection.kind === Kind.FRAGMENT_SPREAD ? fragments.get(selection.name.value) : selection;
@@ -78,15 +244,23 @@ export function measureOperation(
         if (!fragment || (key && visiting.has(key))) continue;
         const typeName = fragment.typeCondition?.name.value;
         const type = typeName ? schema.getType(typeName) : parentType;
-        const inner = walk(fragment.selectionSet, type, key ? new Set([...visiting, key]) : visiting);
+        // A named fragment costs the same wherever it is spread (at one place in introspection):
+        // measured once, a thousand aliases spreading it stay cheap to measure.
+        const memoKey = key && `${key}:${place.enumerating}:${place.ofTypeLevel}`;
+        let inner = memoKey ? fragmentCosts.get(memoKey) : undefined;
+        if (!inner) {
+          inner = walk(fragment.selectionSet, type, key ? new Set([...visiting, key]) : visiting, place);
+          if (memoKey) fragmentCosts.set(memoKey, inner);
+        }
         depth = Math.max(depth, inner.depth);
         complexity += inner.complexity;
+        introspection += inner.introspection;
       }
     }
-    return { depth, complexity };
+    return { depth, complexity, introspection };
   };
 
-  return walk(operation.selectionSet, root, new Set());
+  return walk(operation.selectionSet, root, new Set(), { enumerating: false, ofTypeLevel: 0 });
 }
 
 /** Throws a VALIDATION error (HTTP 400) naming the limit an operation exceeds. */
@@ -105,5 +279,9 @@ export function enforceQueryLimits(
   }
   if (cost.complexity > limits.maxComplexity) {
     throw reject(`Query complexity ${cost.complexity} exceeds the limit of ${limits.maxComplexity}`, 'QUERY_TOO_COMPLEX');
+  }
+  const budget = introspectionBudget(schema);
+  if (cost.introspection > budget) {
+    throw reject(`Introspection complexity ${cost.introspection} exceeds the limit of ${budget}`, 'QUERY_TOO_COMPLEX');
   }
 }

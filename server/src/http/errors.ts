@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-import { AppError, httpStatusFor, type ErrorCode } from '../shared/errors.ts';
+import { AppError, ERROR_CODES, httpStatusFor, type ErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { currentRequestId } from '../shared/request-context.ts';
 
@@ -17,10 +17,25 @@ export function sendError(req: Request, res: Response, status: number, code: Err
   }
 }
 
+/** The fields body-parser, raw-body and other http-errors users put on what they throw. */
 interface BodyParserError {
   type?: string;
   status?: number;
+  statusCode?: number;
   limit?: number;
+  /** Whether the message was written for the client (http-errors sets it for 4xx). */
+  expose?: boolean;
+  message?: string;
+}
+
+/** The 4xx status an error from middleware asks for, if any: anything else stays a 500. */
+function clientErrorStatus(error: BodyParserError | undefined): number | undefined {
+  const status = error?.status ?? error?.statusCode;
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 500 ? status : undefined;
+}
+
+function codeForStatus(status: number): ErrorCode {
+  return ERROR_CODES.find((code) => httpStatusFor(code) === status) ?? 'VALIDATION';
 }
 
 export function errorHandler(logger: Logger) {
@@ -38,6 +53,18 @@ export function errorHandler(logger: Logger) {
     }
     if (error instanceof AppError) {
       return sendError(req, res, httpStatusFor(error.code), error.code, error.message, error.details);
+    }
+    const status = clientErrorStatus(parserError);
+    const encoding = req.header('content-encoding')?.trim().toLowerCase();
+    // body-parser passes a failed gunzip/inflate on as a bare 400 carrying zlib's message.
+    if (status === 400 && !parserError.type && encoding && encoding !== 'identity') {
+      return sendError(req, res, 400, 'VALIDATION', `Request body is not valid ${encoding} data (Content-Encoding: ${encoding})`, {
+        reason: 'MALFORMED_CONTENT_ENCODING',
+      });
+    }
+    if (status !== undefined) {
+      const message = parserError.expose && parserError.message ? parserError.message : `The request was refused (HTTP ${status})`;
+      return sendError(req, res, status, codeForStatus(status), message);
     }
     logger.error({ err: error, requestId: currentRequestId(), path: req.path }, 'unhandled error in HTTP route');
     return sendError(req, res, 500, 'INTERNAL', 'Internal server error');
