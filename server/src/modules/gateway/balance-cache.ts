@@ -11,6 +11,10 @@ export interface Spendable {
 
 interface Entry extends Spendable {
   loadedAt: number;
+  /** The wallet balance the entry was built from: a rise means new credit, which may expire. */
+  balance: bigint;
+  /** Epoch ms of the earliest expiry among the credit counted in `available`: stale from then on. */
+  staleAt: number;
 }
 
 interface Watch {
@@ -39,7 +43,8 @@ export class BalanceCache {
   async get(customerId: string, currency: string): Promise<Spendable> {
     const watch = this.watch(customerId);
     const entry = watch.entries.get(currency);
-    if (entry && Date.now() - entry.loadedAt < this.options.ttlMs) return entry;
+    const now = Date.now();
+    if (entry && now - entry.loadedAt < this.options.ttlMs && now < entry.staleAt) return entry;
     return this.load(customerId, currency, watch);
   }
 
@@ -73,10 +78,16 @@ export class BalanceCache {
       for await (const payload of events) {
         const event = payload as BalanceEvent;
         if (typeof event.available !== 'string' || typeof event.currency !== 'string') continue;
+        const previous = watch.entries.get(event.currency);
+        const balance = typeof event.balance === 'string' ? parseDecimalNanos('balance', event.balance) : (previous?.balance ?? 0n);
         watch.entries.set(event.currency, {
           available: parseDecimalNanos('available', event.available),
-          overdraftLimit: typeof event.overdraftLimit === 'string' ? parseDecimalNanos('overdraftLimit', event.overdraftLimit) : (watch.entries.get(event.currency)?.overdraftLimit ?? 0n),
+          overdraftLimit: typeof event.overdraftLimit === 'string' ? parseDecimalNanos('overdraftLimit', event.overdraftLimit) : (previous?.overdraftLimit ?? 0n),
           loadedAt: Date.now(),
+          balance,
+          // The ledger settles due grants before it publishes, so the event's figure is current; but
+          // credit it adds may expire sooner than what the entry knew of: read its expiry on next use.
+          staleAt: !previous || balance > previous.balance ? 0 : previous.staleAt,
         });
       }
     })().catch(() => undefined);
@@ -86,10 +97,16 @@ export class BalanceCache {
   private async load(customerId: string, currency: string, watch: Watch): Promise<Spendable> {
     const before = watch.entries.get(currency);
     const [row] = await this.db.withConnection((sql) =>
-      sql.query<{ balance: string; overdraft_limit: string; held: string }>(
+      // Grants past their expiry still count in wallets.balance until the expiry job (or the
+      // wallet's next posting) expires them; what remains on them is not spendable.
+      sql.query<{ balance: string; overdraft_limit: string; held: string; expired: string; next_expiry: string | null }>(
         `SELECT w.balance::text AS balance, w.overdraft_limit::text AS overdraft_limit,
            coalesce((SELECT sum(h.amount - h.captured_amount) FROM holds h
-                     WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > now()), 0)::text AS held
+                     WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > now()), 0)::text AS held,
+           coalesce((SELECT sum(g.remaining) FROM credit_grants g
+                     WHERE g.wallet_id = w.id AND g.expired_at IS NULL AND g.expires_at <= now() AND g.remaining > 0), 0)::text AS expired,
+           (SELECT floor(extract(epoch FROM min(g.expires_at)) * 1000)::bigint FROM credit_grants g
+             WHERE g.wallet_id = w.id AND g.expired_at IS NULL AND g.expires_at > now() AND g.remaining > 0)::text AS next_expiry
          FROM wallets w WHERE w.customer_id = $1 AND w.currency = $2`,
         [customerId, currency],
       ),
@@ -99,9 +116,11 @@ export class BalanceCache {
     // what we read, so it wins.
     if (current && current !== before) return current;
     const entry: Entry = {
-      available: row ? BigInt(row.balance) - BigInt(row.held) : 0n,
+      available: row ? BigInt(row.balance) - BigInt(row.expired) - BigInt(row.held) : 0n,
       overdraftLimit: row ? BigInt(row.overdraft_limit) : 0n,
       loadedAt: Date.now(),
+      balance: row ? BigInt(row.balance) - BigInt(row.expired) : 0n,
+      staleAt: row?.next_expiry ? Number(row.next_expiry) : Infinity,
     };
     watch.entries.set(currency, entry);
     return entry;

@@ -132,11 +132,14 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
     }, request.timeoutMs);
 
     // The caller went away: stop the provider's work too, and meter what was produced.
-    res.on('close', () => {
-      if (res.writableFinished || settled) return;
+    const clientAborted = () => {
+      if (settled) return;
       upstream.destroy();
       upstreamResponse?.destroy();
       finish('CLIENT_ABORTED', upstreamStatus ?? 499, true);
+    };
+    res.on('close', () => {
+      if (!res.writableFinished) clientAborted();
     });
 
     const onError = (error: NodeJS.ErrnoException) => {
@@ -186,12 +189,22 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
           chunks.push(chunk);
           captured += chunk.length;
         }
+        // A caller gone before its 'close' was heard (or before this call began): no 'drain' will come.
+        if (res.destroyed) {
+          clientAborted();
+          return;
+        }
         if (!res.write(chunk)) {
           response.pause();
           res.once('drain', () => response.resume());
         }
       });
       response.on('end', () => {
+        // Ending a destroyed response never calls back.
+        if (res.destroyed) {
+          clientAborted();
+          return;
+        }
         res.end(() => finish(outcome, upstreamStatus!, false));
       });
       response.on('close', () => {

@@ -12,6 +12,7 @@ import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
 import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
 import { SpendLimitService } from '../limits/spend-limits.service.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
+import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage/usage.types.ts';
 import type { BalanceCache } from './balance-cache.ts';
@@ -134,6 +135,7 @@ export class GatewayService {
       const currency = this.currency(req);
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
       const body = await readBody(req, this.config.gateway.maxRequestBytes);
+      assertMeterable(destination, req.method ?? 'GET', body);
       await this.assertCredit(caller.customer.id, currency);
       await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
       if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
@@ -144,6 +146,12 @@ export class GatewayService {
       if (providerKey) {
         const [name, value] = providerKeyHeader(destination.provider, providerKey);
         headers[name] = value;
+      }
+      // The caller left while it was being admitted: the provider is not called and the hold is
+      // released. (req.destroyed is no sign of this: a request is destroyed once its body is read.)
+      if (res.destroyed) {
+        this.settlement.enqueue(caller.merchantId, caller.actor, null, log('CLIENT_ABORTED', 499), holdId);
+        return;
       }
       const result = await forward(
         { destination, method: req.method ?? 'GET', headers, body, timeoutMs: this.config.gateway.timeoutMs, idleTimeoutMs: this.config.gateway.idleTimeoutMs, startedAt },
@@ -345,6 +353,62 @@ export class GatewayService {
   }
 }
 
+
+/**
+ * Free reads of a known provider that the normalizer does not route (so meters nothing on),
+ * forwarded all the same: listing and describing models (GET …/models, …/models/{id}) and
+ * counting tokens (Anthropic POST /v1/messages/count_tokens, Gemini and Vertex …:countTokens).
+ * Providers charge nothing for these. Keep this list to reads that cost nothing.
+ */
+const FREE_READS: readonly ((method: string, path: string) => boolean)[] = [
+  (method, path) => (method === 'GET' || method === 'HEAD') && /\/models(\/[^/:]+)?$/.test(path),
+  (method, path) => method === 'POST' && path.endsWith('/v1/messages/count_tokens'),
+  (method, path) => method === 'POST' && path.endsWith(':countTokens'),
+];
+
+/**
+ * Refuses, before the provider is called, a request the gateway could forward with the
+ * merchant's provider key but never charge: a path of a known provider the normalizer does not
+ * recognise (batches, fine-tuning, files, retrieving a stored response…) unless it is a free
+ * read, and an OpenAI Responses create with `background: true` (queued: its usage is only in a
+ * later retrieval). A merchant's own OpenAI-compatible server (vLLM, Ollama…) is not checked.
+ */
+function assertMeterable(destination: Destination, method: string, body: Buffer): void {
+  if (destination.provider === 'openai-compatible') return;
+  const definition = definitionForName(destination.provider);
+  if (!definition) return;
+  const parts = splitUrl(destination.url.href);
+  const match = route(definition, parts);
+  if (!match) {
+    if (FREE_READS.some((free) => free(method, parts.path))) return;
+    throw new Refusal(
+      403,
+      'ENDPOINT_NOT_METERED',
+      `The gateway cannot meter ${method} ${parts.path || '/'} on ${destination.provider}, so it does not forward it: ` +
+        'only the provider APIs Tollgate meters (chat, responses, messages, embeddings, images, audio, …) and free reads such as listing models go through',
+      { provider: destination.provider, method, path: parts.path || '/' },
+    );
+  }
+  if (match.api === 'responses' && method === 'POST' && isBackground(body)) {
+    throw new Refusal(
+      400,
+      'BACKGROUND_NOT_METERED',
+      'OpenAI Responses with "background": true cannot go through the gateway: a queued response reports its usage only when retrieved later, ' +
+        'so the gateway could not charge it. Send the request without "background" (streaming works)',
+      { provider: destination.provider, field: 'background' },
+    );
+  }
+}
+
+function isBackground(body: Buffer): boolean {
+  if (!body.includes('"background"')) return false;
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    return typeof parsed === 'object' && parsed !== null && (parsed as { background?: unknown }).background === true;
+  } catch {
+    return false;
+  }
+}
 
 function header(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];

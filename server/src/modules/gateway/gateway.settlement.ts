@@ -1,7 +1,7 @@
 import type { GatewayOutcome } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { groupBy } from '../../shared/collections.ts';
+import { groupBy, partition } from '../../shared/collections.ts';
 import { AppError } from '../../shared/errors.ts';
 import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
@@ -29,7 +29,7 @@ interface Item {
   actor: Actor;
   usage: UsageRecordInput | null;
   log: GatewayRequestLog;
-  /** The reservation made before the call; released as the actual usage is charged. */
+  /** The reservation made before the call; released in the ledger transaction that charges the actual usage. */
   holdId: string | null;
   attempts: number;
 }
@@ -75,8 +75,10 @@ export class GatewaySettlement {
       try {
         await this.settle(batch);
       } catch (error) {
-        const retry = batch.filter((item) => ++item.attempts < MAX_ATTEMPTS);
+        const [retry, dropped] = partition(batch, (item) => ++item.attempts < MAX_ATTEMPTS);
         this.logger.error({ err: error, size: batch.length, retrying: retry.length }, 'gateway settlement failed');
+        // Given up on: at least free what they reserved now rather than at expiry.
+        for (const item of dropped) await this.releaseAlone(item).catch((err: unknown) => this.logger.error({ err, holdId: item.holdId }, 'gateway hold not released'));
         if (retry.length > 0) {
           await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** retry[0]!.attempts));
           this.queue.unshift(...retry);
@@ -86,29 +88,37 @@ export class GatewaySettlement {
     this.running = null;
   }
 
-  private async settle(batch: Item[]): Promise<void> {
-    // Release reservations just before charging what was actually used.
-    for (const item of batch) {
-      if (!item.holdId) continue;
-      try {
-        await this.ledger.releaseHold(item.merchantId, item.holdId);
-      } catch (error) {
-        // Already expired (or released by an earlier attempt of this batch): nothing is held.
-        if (!(error instanceof AppError && error.code === 'CONFLICT')) throw error;
-      }
-      item.holdId = null;
+  /** Frees a call's reservation on its own (no usage charged it). */
+  private async releaseAlone(item: Item): Promise<void> {
+    if (!item.holdId) return;
+    try {
+      await this.ledger.releaseHold(item.merchantId, item.holdId);
+    } catch (error) {
+      // Already expired or captured: nothing is held.
+      if (!(error instanceof AppError && error.code === 'CONFLICT')) throw error;
     }
+    item.holdId = null;
+  }
+
+  private async settle(batch: Item[]): Promise<void> {
+    // A reservation is released in the same ledger transaction (wallet locked) that charges the
+    // call's usage: released any earlier, another call could reserve the freed credit first and
+    // leave this charge short.
     const groups = groupBy(batch.filter((item) => item.usage), (item) => `${item.merchantId}|${item.actor.kind}|${item.actor.apiKeyId ?? ''}`);
     const usageEventIds = new Map<Item, string>();
     for (const items of groups.values()) {
       const { merchantId, actor } = items[0]!;
-      const results = await this.usage.record(merchantId, actor, items.map((item) => item.usage!));
+      const results = await this.usage.record(merchantId, actor, items.map((item) => (item.holdId ? { ...item.usage!, holdId: item.holdId } : item.usage!)));
       results.forEach((result, index) => {
         const item = items[index]!;
-        if (result.ok) usageEventIds.set(item, result.event.id);
-        else this.logger.warn({ requestId: item.log.id, code: result.error.code, message: result.error.message }, 'gateway usage not recorded');
+        if (result.ok) {
+          usageEventIds.set(item, result.event.id);
+          item.holdId = null;
+        } else this.logger.warn({ requestId: item.log.id, code: result.error.code, message: result.error.message }, 'gateway usage not recorded');
       });
     }
+    // Reservations no charge released (nothing to record, or its record was refused) are freed on their own.
+    for (const item of batch) await this.releaseAlone(item);
     const logs = batch.map((item) => item.log);
     await this.db.withConnection((sql) =>
       sql.query(

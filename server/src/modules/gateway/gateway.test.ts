@@ -6,10 +6,12 @@
 import { readFileSync } from 'node:fs';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
+import { BalanceCache } from './balance-cache.ts';
 import { maxUsageOf } from './reserve.ts';
 
 const expectedUsage = JSON.parse(readFileSync(new URL('expected_usage.json', PROVIDER_FIXTURES), 'utf8')) as Record<string, { expected_cost_usd?: string | null }>;
@@ -252,7 +254,7 @@ describe('forwarding', () => {
   it('does not follow redirects: a 307 to a metadata address goes back to the caller untouched', async () => {
     const t = await tenant();
     openaiFake.reset();
-    const response = await fetch(forwardUrl(`${openaiFake.url}/v1/files`), {
+    const response = await fetch(forwardUrl(`${openaiFake.url}/v1/models`), {
       headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-redirect': 'http://169.254.169.254/latest/meta-data/' },
       redirect: 'manual',
     });
@@ -395,6 +397,22 @@ describe('enforcement before the provider is called', () => {
     expect(openaiFake.requests).toHaveLength(1);
   });
 
+  it('402 once the only credit has expired, before the expiry job runs, whether the balance was cached or not; the provider is not called', async () => {
+    const [warm, cold] = await Promise.all([tenant('0'), tenant('0')]);
+    const expiresAt = new Date(Date.now() + 1500);
+    for (const t of [warm, cold]) {
+      await server.services.ledger.grantCredits(t.merchantId, SYSTEM_ACTOR, { customerId: t.customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PROMOTIONAL', expiresAt, idempotencyKey: 'expiring' });
+    }
+    openaiFake.reset();
+    // Caches warm's balance while the credit is still good.
+    expect((await chat(warm)).status).toBe(200);
+    await settled(warm, 1);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt.getTime() - Date.now()) + 50));
+    await refused(await chat(warm), 402, 'INSUFFICIENT_FUNDS');
+    await refused(await chat(cold), 402, 'INSUFFICIENT_FUNDS');
+    expect(openaiFake.requests).toHaveLength(1);
+  });
+
   it('a customer whose credit runs out mid-way is stopped at the next call; the ledger never overdraws', async () => {
     // Less than one call's price: the first call is allowed (credit > 0) and takes what is left…
     const t = await tenant('0.0001');
@@ -476,6 +494,74 @@ describe('reserving the maximum cost (updateGatewaySettings(reserveMaxCost: true
     expect(openaiFake.requests).toHaveLength(2);
   });
 
+  it('the reservation is released with the charge, not before it: a call arriving while another settles cannot take its credit', async () => {
+    const { t, holdNanos } = await reserving('0');
+    // Credit for one reservation and 10 nanos: while call A's hold stands, call B cannot be held.
+    const credit = holdNanos + 10n;
+    await gql(`mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "hold-and-a-bit" }) { __typename } }`, { c: t.customerId, a: formatAttos(credit * 1_000_000_000n) }, t.secret);
+    // Call B arrives in the window between A's response and A's charge.
+    const usage = server.services.usage;
+    const record = usage.record.bind(usage);
+    let second: number | null = null;
+    const spy = vi.spyOn(usage, 'record').mockImplementation(async (...args) => {
+      if (second === null) {
+        second = -1;
+        second = (await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), request)).status;
+      }
+      return record(...args);
+    });
+    try {
+      expect((await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), request)).status).toBe(200);
+      await settled(t, 2);
+      await server.services.gateway.drain();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(second).toBe(402);
+    const charges = await chargesOf(t);
+    const price = withMarkup(expectedUsage['openai_chat_completion.json']!.expected_cost_usd!);
+    expect(charges).toEqual([expect.objectContaining({ status: 'CHARGED', charge: price })]);
+    const after = await gql(`query($c: ID!) { wallet(customerId: $c) { balance { amount } held { amount } } }`, { c: t.customerId }, t.secret);
+    expect(after.wallet.held.amount).toBe('0.00');
+    const balance = parseDecimalNanos('x', after.wallet.balance.amount);
+    expect(balance).toBeGreaterThanOrEqual(0n);
+    expectDebited(credit, balance, price);
+    expect((await server.services.ledgerQueries.integrity(t.merchantId)).violations).toEqual([]);
+  });
+
+  it('a caller that leaves while being admitted: the provider is not called, the hold is released, the call is logged as aborted', async () => {
+    const { t } = await reserving('10');
+    openaiFake.reset();
+    const get = BalanceCache.prototype.get;
+    let arrive!: () => void;
+    let release!: () => void;
+    const arrived = new Promise<void>((resolve) => (arrive = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    // The credit check is where the caller hangs up.
+    const spy = vi.spyOn(BalanceCache.prototype, 'get').mockImplementationOnce(async function (this: BalanceCache, ...args) {
+      arrive();
+      await released;
+      return get.apply(this, args);
+    });
+    const controller = new AbortController();
+    const call = post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), request, controller.signal).catch(() => null);
+    try {
+      await arrived;
+      controller.abort();
+      expect(await call).toBeNull();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      release();
+      spy.mockRestore();
+    }
+    const [log] = await settled(t, 1);
+    expect(log).toMatchObject({ outcome: 'CLIENT_ABORTED', status: 499, usageEventId: null });
+    expect(openaiFake.requests).toEqual([]);
+    expect(await chargesOf(t)).toEqual([]);
+    const holds = await server.services.prisma.hold.findMany({ where: { customerId: t.customerId } });
+    expect(holds.map((hold) => hold.status)).toEqual(['RELEASED']);
+  });
+
   it('402 with the amount required when the credit does not cover the maximum; the provider is not called', async () => {
     const { t } = await reserving('0.0001');
     openaiFake.reset();
@@ -485,6 +571,75 @@ describe('reserving the maximum cost (updateGatewaySettings(reserveMaxCost: true
     expect(body.error).toMatchObject({ code: 'INSUFFICIENT_FUNDS', customerId: t.customerId });
     expect(parseDecimalNanos('required', body.error.required)).toBeGreaterThan(parseDecimalNanos('x', '0.0001'));
     expect(openaiFake.requests).toEqual([]);
+  });
+});
+
+describe('provider endpoints the gateway cannot meter', () => {
+  const expectRefused = async (response: Response, status: number, code: string) => {
+    expect(response.status).toBe(status);
+    expect(response.headers.get('content-type')).toContain('application/json');
+    const body = (await response.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe(code);
+    expect(body.error.message.length).toBeGreaterThan(10);
+  };
+
+  it('refuses unrecognised paths of a known provider with 403, before the provider is called (secret key or session token alone)', async () => {
+    const t = await tenant();
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+    const session = await gql(`mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, t.secret);
+    const token = { authorization: `Bearer ${session.createCustomerSession.token}`, 'anthropic-version': '2023-06-01' };
+    const before = await balanceNanos(t);
+    openaiFake.reset();
+    anthropicFake.reset();
+    await expectRefused(await post(forwardUrl(`${openaiFake.url}/v1/batches`), headers, { input_file_id: 'file-1', endpoint: '/v1/chat/completions', completion_window: '24h' }), 403, 'ENDPOINT_NOT_METERED');
+    await expectRefused(await post(forwardUrl(`${openaiFake.url}/v1/fine_tuning/jobs`), headers, { model: 'gpt-5.4-mini', training_file: 'file-1' }), 403, 'ENDPOINT_NOT_METERED');
+    await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/files`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+    await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/responses/resp_123`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+    await expectRefused(await post(forwardUrl(`${anthropicFake.url}/v1/messages/batches`), token, { requests: [] }), 403, 'ENDPOINT_NOT_METERED');
+    expect(openaiFake.requests).toEqual([]);
+    expect(anthropicFake.requests).toEqual([]);
+    const logs = await settled(t, 5);
+    expect(logs.map((log) => [log.outcome, log.status, log.errorCode])).toEqual(Array(5).fill(['REFUSED', 403, 'ENDPOINT_NOT_METERED']));
+    expect(await balanceNanos(t)).toBe(before);
+  });
+
+  it('forwards the free reads of the allow-list: listing and describing models, counting tokens', async () => {
+    const t = await tenant();
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-echo': '1' };
+    openaiFake.reset();
+    anthropicFake.reset();
+    expect((await fetch(forwardUrl(`${openaiFake.url}/v1/models`), { headers })).status).toBe(200);
+    expect((await fetch(forwardUrl(`${openaiFake.url}/v1/models/gpt-5.4-mini`), { headers })).status).toBe(200);
+    expect((await post(forwardUrl(`${anthropicFake.url}/v1/messages/count_tokens`), headers, { model: 'claude-x', messages: [] })).status).toBe(200);
+    expect(openaiFake.requests).toHaveLength(2);
+    expect(anthropicFake.requests).toHaveLength(1);
+    // A write to the model list is no free read.
+    await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/models/ft:gpt-5.4-mini:org:1`), { method: 'DELETE', headers }), 403, 'ENDPOINT_NOT_METERED');
+  });
+
+  it('refuses an OpenAI Responses create with background: true (it cannot be metered); the same request in the foreground is charged', async () => {
+    const t = await tenant();
+    const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+    openaiFake.reset();
+    await expectRefused(await post(forwardUrl(`${openaiFake.url}/v1/responses`), headers, { model: 'gpt-5.4-mini', input: 'hello', background: true }), 400, 'BACKGROUND_NOT_METERED');
+    expect(openaiFake.requests).toEqual([]);
+    expect((await post(forwardUrl(`${openaiFake.url}/v1/responses`), headers, { model: 'gpt-5.4-mini', input: 'hello', background: false })).status).toBe(200);
+    expect(openaiFake.requests).toHaveLength(1);
+    await settled(t, 2);
+    expect(await chargesOf(t)).toEqual([expect.objectContaining({ status: 'CHARGED' })]);
+  });
+
+  it('leaves a merchant’s own OpenAI-compatible host as it was: any path is forwarded', async () => {
+    const t = await tenant();
+    const own = await startFakeProvider();
+    try {
+      await gql(`mutation($host: String!) { putGatewayHost(host: $host, provider: "openai-compatible") { id } }`, { host: new URL(own.url).host }, t.secret);
+      const response = await post(forwardUrl(`${own.url}/v1/batches`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId, 'x-fake-echo': '1' }, {});
+      expect(response.status).toBe(200);
+      expect(own.requests).toHaveLength(1);
+    } finally {
+      await own.close();
+    }
   });
 });
 

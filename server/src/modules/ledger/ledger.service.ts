@@ -303,7 +303,7 @@ export class LedgerService {
       try {
         const { result, batch } = await this.store.withWallets(wallets, this.clock(), work, preloadKeys);
         for (const wallet of batch.wallets.values()) {
-          if (wallet.posted.length > 0) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
+          if (wallet.posted.length > 0 || wallet.heldChanged) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
         }
         return result;
       } catch (error) {
@@ -598,6 +598,30 @@ export class LedgerService {
     });
     if (result.changed) this.publish(found.customerId, found.currency, state, []);
     return result.hold;
+  }
+
+  /**
+   * Releases holds inside a batch that already has their wallets locked, so what they freed
+   * cannot be reserved by anyone else before the batch's charges are planned (the gateway
+   * releases a call's reservation in the transaction that charges its usage). A hold is
+   * released only while PENDING, of this merchant and of the wallet named with it; anything
+   * else (already released, captured or expired, another wallet's) is left as it is.
+   */
+  async releaseHoldsInBatch(batch: LedgerBatch, merchantId: string, holds: readonly { holdId: string; wallet: WalletTransaction }[]): Promise<void> {
+    const valid = holds.filter((hold) => isUuid(hold.holdId));
+    if (valid.length === 0) return;
+    const released = await batch.tx.query<{ id: string; wallet_id: string; remaining: string; expires_at: Date }>(
+      `UPDATE holds h SET status = 'RELEASED', finalized_at = $4
+       FROM unnest($2::uuid[], $3::uuid[]) AS u(id, wallet_id)
+       WHERE h.id = u.id AND h.wallet_id = u.wallet_id AND h.merchant_id = $1 AND h.status = 'PENDING'
+       RETURNING h.id, h.wallet_id, (h.amount - h.captured_amount)::text AS remaining, h.expires_at`,
+      [merchantId, valid.map((hold) => hold.holdId), valid.map((hold) => hold.wallet.state.id), batch.now],
+    );
+    const byWalletId = new Map(valid.map((hold) => [hold.wallet.state.id, hold.wallet]));
+    for (const row of released) {
+      // An expired hold was not counted in `held` (see LedgerStore.withWallets).
+      if (new Date(row.expires_at) > batch.now) byWalletId.get(row.wallet_id)!.releaseHeld(BigInt(row.remaining));
+    }
   }
 
   async getHold(merchantId: string, holdId: string): Promise<HoldRecord> {

@@ -130,6 +130,8 @@ interface PendingEntry {
 /** One locked wallet inside a batch: what operations read and post through. */
 export class WalletTransaction {
   readonly posted: PostedTransaction[] = [];
+  /** Set when this batch released holds of the wallet: its balance event goes out even if nothing was posted. */
+  heldChanged = false;
 
   constructor(
     private readonly batch: LedgerBatch,
@@ -225,6 +227,12 @@ export class WalletTransaction {
   linkGrantTransaction(grantId: string, transactionId: string): void {
     const pending = this.batch.newGrants.find((candidate) => candidate.grant.id === grantId);
     if (pending) pending.grant.transactionId = transactionId;
+  }
+
+  /** Frees `nanos` this wallet held (a hold released in this batch's transaction). */
+  releaseHeld(nanos: bigint): void {
+    this.state.held -= nanos;
+    this.heldChanged = true;
   }
 
   setCarry(carry: bigint): void {

@@ -464,6 +464,31 @@ describe('holds', () => {
     expect(events.received).toEqual([expect.objectContaining({ balance: '10.00', available: '10.00', transactionIds: [] })]);
     await events.stop();
   });
+
+  it('releases holds inside a locked batch: only PENDING ones of the wallet named, and announces what was freed', async () => {
+    const [customerId, otherId] = [await newCustomer(), await newCustomer()];
+    await grant(customerId, '10.00');
+    await grant(otherId, '10.00');
+    const hold = (await gql(CREATE, { input: { customerId, amount: '3.00', idempotencyKey: randomUUID() } })).data!.createHold.hold;
+    const others = (await gql(CREATE, { input: { customerId: otherId, amount: '2.00', idempotencyKey: randomUUID() } })).data!.createHold.hold;
+    const events = balanceEvents(customerId);
+    const key = { merchantId: merchant.id, customerId, currency: 'USD' };
+    const release = () =>
+      server.services.ledger.runBatch([key], async (batch) => {
+        const own = batch.wallet(key);
+        await server.services.ledger.releaseHoldsInBatch(batch, merchant.id, [{ holdId: hold.id, wallet: own }, { holdId: others.id, wallet: own }]);
+        return own.state.held;
+      });
+    expect(await release()).toBe(0n);
+    // Released once: a second batch naming it frees nothing more.
+    expect(await release()).toBe(0n);
+    expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: hold.id })).data!.hold.status).toBe('RELEASED');
+    expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: others.id })).data!.hold.status).toBe('PENDING');
+    expect((await wallet(otherId)).held.amount).toBe('2.00');
+    await settled();
+    expect(events.received).toEqual([expect.objectContaining({ available: '10.00', transactionIds: [] })]);
+    await events.stop();
+  });
 });
 
 describe('keys and text the ledger cannot take', () => {

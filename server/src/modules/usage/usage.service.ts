@@ -43,6 +43,12 @@ export interface UsageRecordInput {
   /** Quantities of custom meters, by meter key. */
   quantities?: Record<string, string | number> | null;
   metadata?: Record<string, unknown> | null;
+  /**
+   * Internal (never read from a request): the gateway's reservation for this call, released in
+   * the ledger transaction that charges it (wallet locked), so no other call can reserve the
+   * freed credit before this charge is taken.
+   */
+  holdId?: string | null;
 }
 
 export interface UsageEventView {
@@ -463,7 +469,9 @@ export class UsageService {
         const firstByKey = new Map<string, Prepared>();
         // Repeats of a billingId within the batch: answered as replays of the first, at the end.
         const repeats: [Prepared, Prepared][] = [];
+        let holds: { holdId: string; wallet: WalletTransaction }[] | null = null;
         for (const item of items) {
+          if (item.input.holdId) (holds ??= []).push({ holdId: item.input.holdId, wallet: batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency }) });
           const prior = existing.get(item.key);
           if (prior) {
             out.set(item.index, replay(prior, item));
@@ -477,6 +485,8 @@ export class UsageService {
             fresh.push(item);
           }
         }
+        // The gateway's reservations for these calls are freed here, before the charges are planned.
+        if (holds) await this.ledger.releaseHoldsInBatch(batch, merchantId, holds);
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
         // An event two rules would price equally fails alone, before it counts in any period total.
         const priceable = fresh.filter((item) => {

@@ -591,6 +591,21 @@ describe('billingId: one unit of provider work, however many responses report it
     expect(replayedPoll).toMatchObject({ replayed: true, event: { id: processing.event.id } });
   });
 
+  it('fetching one fal queue result three times charges it once', async () => {
+    const { record, balance } = await imageSetup();
+    const falResult = {
+      url: 'https://queue.fal.run/fal-ai/flux/requests/764cabcf-b745-4b3e-ae38-1200304cf45b',
+      status: 200,
+      headers: {},
+      body: JSON.stringify({ images: [{ url: 'https://v3.fal.media/a.jpg', width: 1024, height: 768 }], timings: { inference: 1.2 }, seed: 1 }),
+    };
+    const answers = [];
+    for (const key of ['fetch-1', 'fetch-2', 'fetch-3']) answers.push((await record({ idempotencyKey: key, response: falResult })).data.recordUsage);
+    expect(answers.map((answer) => [answer.replayed, answer.event.status, answer.event.charge])).toEqual([[false, 'CHARGED', '0.05'], [true, 'CHARGED', '0.05'], [true, 'CHARGED', '0.05']]);
+    expect(new Set(answers.map((answer) => answer.event.id)).size).toBe(1);
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.05'));
+  });
+
   it('in one batch the repeats answer as replays of the first; another customer is refused', async () => {
     const { merchant, customer, balance } = await imageSetup();
     const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [

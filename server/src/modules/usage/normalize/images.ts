@@ -53,6 +53,11 @@ export const fal: Normalizer = (ctx) => {
   if (obj(o.video)) out.details.videos = 1;
   const inference = obj(o.timings)?.inference;
   if (typeof inference === 'number') out.details.inference_seconds = exactDecimal(ctx.response.body, 'inference', inference);
+  if (ctx.api === 'queue.result') {
+    // Every fetch of a finished queue request returns the same result: charge the request once.
+    const id = ctx.path.slice(ctx.path.lastIndexOf('/requests/') + '/requests/'.length);
+    if (/^[\w-]{1,100}$/.test(id)) out.billingId = `fal:request:${id}`;
+  }
   return out;
 };
 

@@ -202,7 +202,9 @@ describe('image providers billed per generation', () => {
     const ticket = { status: 'IN_QUEUE', request_id: '764cabcf', response_url: 'https://queue.fal.run/fal-ai/flux/requests/764cabcf', status_url: 'x', cancel_url: 'y', queue_position: 0 };
     expect(call('https://queue.fal.run/fal-ai/flux/dev', ticket)).toMatchObject({ api: 'queue.submit', billable: false });
     expect(call('https://queue.fal.run/fal-ai/flux/requests/764cabcf/status', { status: 'COMPLETED' })).toMatchObject({ billable: false });
-    expect(call('https://queue.fal.run/fal-ai/flux/requests/764cabcf', result)).toMatchObject({ api: 'queue.result', images: 2, billable: true });
+    expect(call('https://queue.fal.run/fal-ai/flux/requests/764cabcf', result)).toMatchObject({ api: 'queue.result', images: 2, billable: true, billingId: 'fal:request:764cabcf' });
+    // A sync run is its own unit of work: nothing to dedupe it by.
+    expect(call('https://fal.run/fal-ai/flux/dev', result).billingId ?? null).toBeNull();
   });
 
   const prediction = (status: string, output: unknown, metrics: object = { predict_time: 1.820164, total_time: 1.9 }) => ({
