@@ -299,18 +299,11 @@ export class LedgerService {
     work: (batch: LedgerBatch) => Promise<T>,
     preloadKeys: readonly { merchantId: string; key: string }[] = [],
   ): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const { result, batch } = await this.store.withWallets(wallets, this.clock(), work, preloadKeys);
-        for (const wallet of batch.wallets.values()) {
-          if (wallet.posted.length > 0 || wallet.heldChanged) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
-        }
-        return result;
-      } catch (error) {
-        if (!isUniqueViolation(error)) throw error;
-        if (attempt >= 3) throw keyRaceConflict(error);
-      }
+    const { result, batch } = await retryingKeyRaces(() => this.store.withWallets(wallets, this.clock(), work, preloadKeys));
+    for (const wallet of batch.wallets.values()) {
+      if (wallet.posted.length > 0 || wallet.heldChanged) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
     }
+    return result;
   }
 
   private async runDebitBatch(batch: PendingDebit[]): Promise<void> {
@@ -477,26 +470,21 @@ export class LedgerService {
     hash: string,
     work: (wallet: WalletTransaction) => Promise<T>,
     replay: (prior: PostedTransaction) => Promise<T>,
-    attempt = 1,
   ): Promise<T & { replayed: boolean }> {
-    try {
-      const { result, posted, state } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
+    const { result, posted, state } = await retryingKeyRaces(() =>
+      this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
         const prior = (await wallet.existing([key])).get(key);
         if (prior) {
           replayOrConflict(prior, hash);
           return { replayedOf: prior };
         }
         return { value: await work(wallet) };
-      });
-      // Even a replay may have expired due grants on its way through the lock.
-      if (posted.length > 0) this.publish(customerId, currency, state, posted);
-      if ('replayedOf' in result) return { ...(await replay(result.replayedOf!)), replayed: true };
-      return { ...result.value!, replayed: false };
-    } catch (error) {
-      if (!isUniqueViolation(error)) throw error;
-      if (attempt < 3) return this.single(merchantId, customerId, currency, key, hash, work, replay, attempt + 1);
-      throw keyRaceConflict(error);
-    }
+      }),
+    );
+    // Even a replay may have expired due grants on its way through the lock.
+    if (posted.length > 0) this.publish(customerId, currency, state, posted);
+    if ('replayedOf' in result) return { ...(await replay(result.replayedOf!)), replayed: true };
+    return { ...result.value!, replayed: false };
   }
 
   private async grantIdOf(transactionId: string): Promise<string> {

@@ -488,11 +488,14 @@ export class UsageService {
         // The gateway's reservations for these calls are freed here, before the charges are planned.
         if (holds) await this.ledger.releaseHoldsInBatch(batch, merchantId, holds);
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
+        // Each billable event's plan rules in force at its time, looked up once for the tie check and pricing.
+        const planRulesOf = new Map<number, ReturnType<typeof book.ofPlan>>();
         // An event two rules would price equally fails alone, before it counts in any period total.
         const priceable = fresh.filter((item) => {
-          const tie = item.usage.billable
-            ? ruleTie({ usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)), meters: quantities.get(item.index)!.keys() })
-            : null;
+          if (!item.usage.billable) return true;
+          const planRules = book.ofPlan(planAt(item.customerId!, item.occurredAt));
+          planRulesOf.set(item.index, planRules);
+          const tie = ruleTie({ usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules, meters: quantities.get(item.index)!.keys() });
           if (tie) out.set(item.index, { ok: false, error: tie });
           return !tie;
         });
@@ -523,7 +526,7 @@ export class UsageService {
           const moved = steps.get(item.index);
           const priced: PricedUsage = item.usage.billable
             ? priceUsage({
-                usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: book.ofPlan(planAt(item.customerId!, item.occurredAt)),
+                usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: planRulesOf.get(item.index),
                 steps: moved ?? NO_STEPS, costAttos: cost.costAttos, costProblem: cost.problem,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
