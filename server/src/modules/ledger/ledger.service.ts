@@ -113,7 +113,15 @@ const DEBIT_LANES = 2;
 interface Lane {
   queue: PendingDebit[];
   draining: boolean;
+  /** When a batch of this lane last met a key already used (a replay or a race), in ms. */
+  replaySeenAt: number;
 }
+
+/**
+ * A lane's batches take their keys as new (KeyPreload.assumeNew) unless one met a used key this
+ * recently: a client that keeps replaying then costs one probe per key, not a rolled-back batch.
+ */
+const REPLAY_MEMORY_MS = 10_000;
 
 const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
@@ -217,7 +225,7 @@ export class LedgerService {
   ) {
     this.store = new LedgerStore(db);
     // PGlite has one connection, so one lane; PostgreSQL gets a few, leaving pool room for reads.
-    this.lanes = Array.from({ length: db.kind === 'pglite' ? 1 : DEBIT_LANES }, () => ({ queue: [], draining: false }));
+    this.lanes = Array.from({ length: db.kind === 'pglite' ? 1 : DEBIT_LANES }, () => ({ queue: [], draining: false, replaySeenAt: -Infinity }));
   }
 
   private get prisma(): PrismaClient {
@@ -281,7 +289,7 @@ export class LedgerService {
         // Callers answered by the last batch come straight back (closed loops, retries): let
         // them queue first, so they ride this batch instead of forcing a lone one after it.
         await new Promise<void>((resolve) => setImmediate(resolve));
-        await this.runDebitBatch(lane.queue.splice(0, MAX_BATCH));
+        await this.runDebitBatch(lane, lane.queue.splice(0, MAX_BATCH));
       }
     } finally {
       lane.draining = false;
@@ -298,15 +306,28 @@ export class LedgerService {
     wallets: readonly WalletKey[],
     work: (batch: LedgerBatch) => Promise<T>,
     preloadKeys: readonly { merchantId: string; key: string }[] = [],
+    keysLikelyNew?: { onReplay: () => void },
   ): Promise<T> {
-    const { result, batch } = await retryingKeyRaces(() => this.store.withWallets(wallets, this.clock(), work, preloadKeys));
+    const attempt = (assumeNew: boolean) => this.store.withWallets(wallets, this.clock(), work, { keys: preloadKeys, assumeNew });
+    let outcome: Awaited<ReturnType<typeof attempt>> | null = null;
+    if (keysLikelyNew) {
+      // A replay among the keys rolls this attempt back (nothing written, nothing published);
+      // the next attempt reads them and answers it.
+      try {
+        outcome = await attempt(true);
+      } catch (error) {
+        if (!isUniqueViolation(error)) throw error;
+        keysLikelyNew.onReplay();
+      }
+    }
+    const { result, batch } = outcome ?? (await retryingKeyRaces(() => attempt(false)));
     for (const wallet of batch.wallets.values()) {
       if (wallet.posted.length > 0 || wallet.heldChanged) this.publish(wallet.customerId, wallet.currency, wallet.state, wallet.posted);
     }
     return result;
   }
 
-  private async runDebitBatch(batch: PendingDebit[]): Promise<void> {
+  private async runDebitBatch(lane: Lane, batch: PendingDebit[]): Promise<void> {
     const walletKeys = batch.map((item) => ({ merchantId: item.merchantId, customerId: item.input.customerId, currency: item.input.currency }));
     try {
       const outcomes = await this.runBatch(
@@ -323,6 +344,7 @@ export class LedgerService {
           return results;
         },
         batch.map((item) => ({ merchantId: item.merchantId, key: item.input.idempotencyKey })),
+        performance.now() - lane.replaySeenAt > REPLAY_MEMORY_MS ? { onReplay: () => (lane.replaySeenAt = performance.now()) } : undefined,
       );
       batch.forEach((item, index) => item.resolve(outcomes[index]!));
     } catch (error) {
@@ -334,8 +356,8 @@ export class LedgerService {
           return batch[0]!.resolve({ ok: false, error: refused });
         }
         const half = Math.ceil(batch.length / 2);
-        await this.runDebitBatch(batch.slice(0, half));
-        await this.runDebitBatch(batch.slice(half));
+        await this.runDebitBatch(lane, batch.slice(0, half));
+        await this.runDebitBatch(lane, batch.slice(half));
         return;
       }
       this.logger.error({ err: error, size: batch.length }, 'debit batch failed');

@@ -689,6 +689,37 @@ describe('concurrency in one process', () => {
   });
 });
 
+describe('replays inside a batch of new debits', () => {
+  type Lanes = { lanes: { replaySeenAt: number }[] };
+  const debit = (customerId: string, key: string, cents: bigint) => server.services.ledger.debit(merchant.id, { kind: 'api_key', apiKeyId: null }, {
+    customerId, currency: 'USD', amountAttos: cents * 10_000_000n * 1_000_000_000n, idempotencyKey: key,
+  }).then((r) => (r.replayed ? `replayed ${r.transaction.id}` : `charged ${r.transaction.balanceAfter}`), (error: any) => error.code);
+
+  it('are answered from the first result while the others are charged once, whether the keys were taken as new or read first', async () => {
+    const lanes = (server.services.ledger as unknown as Lanes).lanes;
+    for (const lane of lanes) lane.replaySeenAt = -Infinity;
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    const [first, second] = [randomUUID(), randomUUID()];
+    const earlier = await Promise.all([debit(customerId, first, 10n), debit(customerId, second, 10n)]);
+    expect(earlier.every((result) => result.startsWith('charged'))).toBe(true);
+    const ids = await Promise.all([first, second].map(async (key) => (await server.services.ledger.debit(merchant.id, { kind: 'api_key', apiKeyId: null }, {
+      customerId, currency: 'USD', amountAttos: 10n * 10_000_000n * 1_000_000_000n, idempotencyKey: key,
+    })).transaction.id));
+    // One batch: two new debits around a replay and a key reused for another amount.
+    const mixed = await Promise.all([debit(customerId, randomUUID(), 5n), debit(customerId, first, 10n), debit(customerId, second, 20n), debit(customerId, randomUUID(), 5n)]);
+    expect(mixed[1]).toBe(`replayed ${ids[0]}`);
+    expect(mixed[2]).toBe('CONFLICT');
+    expect([mixed[0], mixed[3]].sort()).toEqual(['charged 700000000', 'charged 750000000']);
+    // The lane met a used key, so its next batches read their keys first: the same answers.
+    expect(lanes.some((lane) => lane.replaySeenAt > -Infinity)).toBe(true);
+    const again = await Promise.all([debit(customerId, first, 10n), debit(customerId, randomUUID(), 5n), debit(customerId, second, 20n)]);
+    expect(again).toEqual([`replayed ${ids[0]}`, 'charged 650000000', 'CONFLICT']);
+    expect((await wallet(customerId)).balance.amount).toBe('0.65');
+    await expectIntegrity();
+  });
+});
+
 describe('customers not seen before', () => {
   it('a burst for a customer not yet cached is checked once for all and charged; callers of another merchant all get NOT_FOUND', async () => {
     const customerId = await newCustomer();
