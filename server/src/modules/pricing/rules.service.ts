@@ -1,12 +1,15 @@
 import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
-import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
+import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { validateRule, type PricingRule } from './rules.ts';
 
 export type { RuleRow };
+
+/** The lock (see lockMerchantScope) a merchant's writes of price rules take. */
+export const PRICE_RULES_LOCK = 'price-rules';
 
 export interface RuleInput {
   name: string;
@@ -177,12 +180,15 @@ export class PriceRuleService {
 
   /**
    * Puts several rules, each as put does, checking them all before writing any. Ties are judged
-   * with all of them in force (see clashAmong), so rules may trade targets in one go. `tx`: write
-   * inside that transaction, which a failed write then rolls back whole (without one, a database
-   * failure midway would keep the rules written before it); the cache is dropped once it commits.
+   * with all of them in force (see clashAmong), so rules may trade targets in one go. All or
+   * nothing, in `tx` when given (else in a transaction of its own); the cache is dropped once it commits.
    */
   async putAll(merchantId: string, inputs: readonly RuleInput[], tx?: PrismaTransaction): Promise<RuleRow[]> {
-    const prisma = tx?.client ?? this.prisma;
+    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.putAll(merchantId, inputs, own));
+    // Two writers checking for ties side by side would each find none and both write, leaving a
+    // tie that fails every event it would price: one merchant's rule writes go one at a time.
+    await lockMerchantScope(tx, PRICE_RULES_LOCK, merchantId);
+    const prisma = tx.client;
     const books = new Map<string | null, RuleRow[]>();
     const checked: (RuleCandidate & { planId: string | null; input: RuleInput })[] = [];
     for (const input of inputs) {

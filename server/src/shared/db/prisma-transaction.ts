@@ -34,3 +34,12 @@ export function whenCommitted(tx: PrismaTransaction | undefined, effect: () => v
   if (tx) tx.afterCommit(effect);
   else effect();
 }
+
+/**
+ * Serializes, until `tx` ends, the transactions of one merchant that take this lock for `scope`,
+ * on every instance (a PostgreSQL advisory lock): for a check that reads rows and then writes
+ * depending on what it found, which two writers running side by side would each pass.
+ */
+export async function lockMerchantScope(tx: PrismaTransaction, scope: string, merchantId: string): Promise<void> {
+  await tx.client.$queryRaw`SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended(${`tollgate:${scope}:${merchantId}`}, 0))`;
+}
