@@ -39,6 +39,20 @@ describe('pricing as code', () => {
     expect(describeChanges(again)).toMatch(/No changes/);
   });
 
+  it('a file naming providers by alias is applied under their ids, and applying it again changes nothing', async () => {
+    const merchant = await server.createMerchant();
+    const aliased: PricingConfig = {
+      providerPrices: [{ provider: 'Claude', model: 'claude-sonnet-4-6', perMillionTokens: { input: '2', output: '20' } }],
+      priceRules: [{ name: 'gemini markup', type: 'MARKUP', provider: 'gemini', config: { percent: '10' } }],
+      plans: [{ key: 'pro', name: 'Pro', priceRules: [{ name: 'claude markup', type: 'MARKUP', provider: 'claude', config: { percent: '5' } }] }],
+    };
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, aliased));
+    expect((await server.services.providerPrices.list(merchant.id, { provider: 'claude' })).filter((price) => !price.ref.startsWith('list:'))).toMatchObject([{ provider: 'anthropic', model: 'claude-sonnet-4-6' }]);
+    expect((await server.services.priceRules.allVersions(merchant.id)).map((rule) => rule.provider)).toEqual(['google']);
+    expect((await server.services.priceRules.versions(merchant.id, 'pro')).map((rule) => rule.provider)).toEqual(['anthropic']);
+    expect(await planPricingConfig(server.services, merchant.id, aliased)).toEqual([]);
+  });
+
   it('a changed price becomes a new version; the old one stays in history', async () => {
     const merchant = await server.createMerchant();
     await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, CONFIG, new Date('2026-01-01')), new Date('2026-01-01'));

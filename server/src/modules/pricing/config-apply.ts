@@ -11,6 +11,7 @@ import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
+import { canonicalProviderId } from '../usage/normalize/registry.ts';
 
 /**
  * Pricing as code: meters, provider prices, price rules and plans (each with its own rules)
@@ -104,8 +105,28 @@ function canonical(value: unknown): string {
   );
 }
 
+/**
+ * The file with its providers named by id (see canonicalProviderId): stored rows and rules are,
+ * so a file saying "claude" compares equal to what applying it wrote for anthropic. Anything
+ * malformed is left for the planner to report.
+ */
+function withProviderIds(config: PricingConfig): PricingConfig {
+  const named = <T>(item: T): T => {
+    const provider = (item as { provider?: unknown } | null)?.provider;
+    return typeof provider === 'string' ? { ...item, provider: canonicalProviderId(provider) } : item;
+  };
+  const each = <T>(items: T[] | undefined, map: (item: T) => T) => (Array.isArray(items) ? items.map(map) : items);
+  return {
+    ...config,
+    providerPrices: each(config.providerPrices, named),
+    priceRules: each(config.priceRules, named),
+    plans: each(config.plans, (plan) => (plan && typeof plan === 'object' ? { ...plan, priceRules: each(plan.priceRules, named) } : plan)),
+  };
+}
+
 /** What applying `config` would change, computed without changing anything. */
-export async function planPricingConfig(services: Services, merchantId: string, config: PricingConfig, now = new Date()): Promise<Change[]> {
+export async function planPricingConfig(services: Services, merchantId: string, file: PricingConfig, now = new Date()): Promise<Change[]> {
+  const config = withProviderIds(file);
   const changes: Change[] = [];
   const meters = new Map((await services.meters.list(merchantId, true)).map((meter) => [meter.key, meter]));
   for (const [index, meter] of (config.meters ?? []).entries()) {

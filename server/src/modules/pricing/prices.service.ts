@@ -5,6 +5,7 @@ import { conflict, invalidField } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
+import { canonicalProviderId } from '../usage/normalize/registry.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { importModelsDevJson } from './models-dev.ts';
 
@@ -18,8 +19,9 @@ export type PriceInput = Omit<ProviderPrice, 'currency' | 'effectiveFrom'> & { e
 const listPriceRef = (price: ProviderPrice) => `list:${price.provider}/${price.model}@${price.effectiveFrom.toISOString()}`;
 const LIST: readonly PriceWithRef[] = LIST_PRICES.map((price) => ({ ...price, ref: listPriceRef(price) }));
 
+/** Rows stored under a provider alias before ids were canonical still price that provider's calls. */
 function toPrice(row: PriceRow): PriceWithRef {
-  return { ...(row.prices as unknown as ProviderPrice), provider: row.provider, model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id };
+  return { ...(row.prices as unknown as ProviderPrice), provider: canonicalProviderId(row.provider), model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id };
 }
 
 /**
@@ -112,7 +114,7 @@ export class ProviderPriceService {
   async list(merchantId: string, filter: { provider?: string | null; model?: string | null }): Promise<PriceWithRef[]> {
     const own = await this.rowsFor(merchantId);
     return [...own, ...LIST].filter(
-      (price) => (!filter.provider || price.provider === filter.provider) && (!filter.model || price.model === filter.model),
+      (price) => (!filter.provider || price.provider === canonicalProviderId(filter.provider)) && (!filter.model || price.model === filter.model),
     );
   }
 }
@@ -158,18 +160,18 @@ interface StoredRow {
   prices: Prisma.InputJsonObject;
 }
 
-/** A validated price as stored: trimmed names, and the rates alone in `prices`. */
+/** A validated price as stored: the provider's id (not an alias), trimmed names, and the rates alone in `prices`. */
 function storedRow(input: PriceInput, effectiveFrom: Date): StoredRow {
   const price = validateProviderPrice({ ...input, currency: 'USD', effectiveFrom });
   const { provider, model, effectiveFrom: _from, currency: _currency, ...prices } = price;
   if (!provider.trim()) throw invalidField('provider', 'must not be empty');
   if (!model.trim()) throw invalidField('model', 'must not be empty');
-  return { provider: provider.trim(), model: model.trim(), effectiveFrom, prices: prices as Prisma.InputJsonObject };
+  return { provider: canonicalProviderId(provider), model: model.trim(), effectiveFrom, prices: prices as Prisma.InputJsonObject };
 }
 
 /** Rows that price the same calls from the same instant: names match case-insensitively when pricing (priceInForce). */
 const rowKey = (row: { provider: string; model: string; effectiveFrom: Date }) =>
-  `${row.provider.trim().toLowerCase()}\u0000${row.model.trim().toLowerCase()}\u0000${row.effectiveFrom.getTime()}`;
+  `${canonicalProviderId(row.provider).toLowerCase()}\u0000${row.model.trim().toLowerCase()}\u0000${row.effectiveFrom.getTime()}`;
 
 /** Rates as JSON with sorted keys and no empty values, so equal rates compare equal however they were written. */
 function canonicalRates(rates: unknown): string {

@@ -4,9 +4,15 @@ import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTrans
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
+import { canonicalProviderId } from '../usage/normalize/registry.ts';
 import { validateRule, type PricingRule } from './rules.ts';
 
 export type { RuleRow };
+
+/** Rules stored under a provider alias before ids were canonical still target that provider (see canonicalProviderId). */
+function withProviderIds(rows: RuleRow[]): RuleRow[] {
+  return rows.map((row) => (row.provider == null || canonicalProviderId(row.provider) === row.provider ? row : { ...row, provider: canonicalProviderId(row.provider) }));
+}
 
 /** The lock (see lockMerchantScope) a merchant's writes of price rules take. */
 export const PRICE_RULES_LOCK = 'price-rules';
@@ -141,7 +147,7 @@ export class PriceRuleService {
   }
 
   private async loadBook(merchantId: string): Promise<RuleBook> {
-    const rows = await this.prisma.priceRule.findMany({ where: { merchantId }, orderBy: [{ name: 'asc' }, { effectiveFrom: 'asc' }] });
+    const rows = withProviderIds(await this.prisma.priceRule.findMany({ where: { merchantId }, orderBy: [{ name: 'asc' }, { effectiveFrom: 'asc' }] }));
     const defaults: RuleRow[] = [];
     const byPlan = new Map<string, RuleRow[]>();
     for (const row of rows) {
@@ -194,17 +200,18 @@ export class PriceRuleService {
     for (const input of inputs) {
       const name = requireNonEmpty('name', input.name, 100);
       const planId = await this.planIdOf(merchantId, input.planKey, tx);
-      const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, config: input.config as Prisma.JsonObject });
+      const provider = input.provider == null ? null : canonicalProviderId(input.provider);
+      const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider, model: input.model ?? null, config: input.config as Prisma.JsonObject });
       validateRule(candidate);
       const effectiveFrom = input.effectiveFrom ?? new Date();
       if (checked.some((other) => other.planId === planId && other.name === name)) throw invalidField('name', `rule "${name}" is put twice in the same price book`);
       let versions = books.get(planId);
-      if (!versions) books.set(planId, (versions = await prisma.priceRule.findMany({ where: { merchantId, planId } })));
+      if (!versions) books.set(planId, (versions = withProviderIds(await prisma.priceRule.findMany({ where: { merchantId, planId } }))));
       const latest = versions.filter((row) => row.name === name).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
       if (latest && effectiveFrom <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
-      checked.push({ planId, name, type: input.type, meterKey: input.meterKey ?? null, provider: input.provider ?? null, model: input.model ?? null, effectiveFrom, input });
+      checked.push({ planId, name, type: input.type, meterKey: input.meterKey ?? null, provider, model: input.model ?? null, effectiveFrom, input });
     }
     for (const [planId, versions] of books) {
       const candidates = checked.filter((rule) => rule.planId === planId);
@@ -222,7 +229,7 @@ export class PriceRuleService {
       );
     }
     const rows: RuleRow[] = [];
-    for (const { planId, name, effectiveFrom, input } of checked) {
+    for (const { planId, name, provider, effectiveFrom, input } of checked) {
       rows.push(
         await prisma.priceRule.create({
           data: {
@@ -231,7 +238,7 @@ export class PriceRuleService {
             name,
             type: input.type,
             meterKey: input.meterKey ?? null,
-            provider: input.provider ?? null,
+            provider,
             model: input.model ?? null,
             config: input.config as Prisma.InputJsonObject,
             effectiveFrom,

@@ -18,6 +18,7 @@ import { resolvePrice, type ProviderPriceService } from '../pricing/prices.servi
 import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { normalizeResponse } from './normalize/index.ts';
+import { canonicalProviderId } from './normalize/registry.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
@@ -175,7 +176,7 @@ function viewOf(row: EventRow): UsageEventView {
 function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsage {
   if (typeof given !== 'object' || Array.isArray(given)) throw invalidField('usage', 'must be an object');
   const usage = blankUsage();
-  usage.provider = String(given.provider ?? '').trim().toLowerCase();
+  usage.provider = canonicalProviderId(String(given.provider ?? '').toLowerCase());
   usage.api = String(given.api ?? '');
   usage.model = given.model ? String(given.model) : null;
   for (const field of INT_FIELDS) {

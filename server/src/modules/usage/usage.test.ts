@@ -728,6 +728,29 @@ describe('what providers report, and what the caller is told', () => {
     expect(await cost('vertex', 'gemini-3.8-flash')).toMatchObject({ cost: '0.002' });
   });
 
+  it('knows providers by their aliases: usage, price rows and rules under "claude" or "gemini" meet those of anthropic and google', async () => {
+    const { merchant, record } = await setup();
+    const usage = (provider: string, model: string) => ({ usage: { provider, model, inputTokens: 1000, outputTokens: 100 } });
+    // A record under an alias is stored under the provider's id and costed at its list price.
+    expect((await record(usage('Claude', 'claude-sonnet-4-6'))).data.recordUsage.event).toMatchObject({ provider: 'anthropic', cost: '0.0045', costProblem: null });
+    expect((await record(usage('gemini', 'gemini-3.8-flash'))).data.recordUsage.event).toMatchObject({ provider: 'google', cost: '0.001125' });
+    // A row and a rule written under an alias price the provider's calls, raw responses included.
+    const row = await server.services.providerPrices.add(merchant.id, { provider: 'claude', model: 'claude-sonnet-4-6', perMillionTokens: { input: '2', output: '20' }, effectiveFrom: new Date('2026-01-01') });
+    expect(row.provider).toBe('anthropic');
+    const rule = await server.services.priceRules.put(merchant.id, { name: 'claude markup', type: 'MARKUP', provider: 'claude', config: { percent: '50' }, effectiveFrom: new Date('2026-01-01') });
+    expect(rule.provider).toBe('anthropic');
+    expect((await record(usage('anthropic', 'claude-sonnet-4-6'))).data.recordUsage.event).toMatchObject({ cost: '0.004', charge: '0.006' });
+    expect((await record({ response: responseOf('anthropic_messages.json') })).data.recordUsage.event).toMatchObject({ provider: 'anthropic', margin: expect.not.stringMatching(/^0(\.0+)?$/) });
+    // The tie check knows the alias too.
+    const tie = await server.graphql<any>('mutation ($input: PutPriceRuleInput!) { putPriceRule(input: $input) { id } }', { input: { name: 'another', type: 'MARKUP', provider: 'ANTHROPIC', config: { percent: '5' } } }, merchant.secret);
+    expect(tie.errors?.[0]?.extensions?.code).toBe('CONFLICT');
+    // Rows and rules stored under an alias by earlier versions still apply.
+    const other = await setup();
+    await server.services.prisma.providerPrice.create({ data: { merchantId: other.merchant.id, provider: 'gemini', model: 'gemini-3.8-flash', prices: { perMillionTokens: { input: '1', output: '10' } }, effectiveFrom: new Date('2026-01-01'), source: 'manual' } });
+    await server.services.prisma.priceRule.create({ data: { merchantId: other.merchant.id, name: 'old', type: 'MARKUP', provider: 'gemini', config: { percent: '100' }, effectiveFrom: new Date('2026-01-01') } });
+    expect((await other.record(usage('google', 'gemini-3.8-flash'))).data.recordUsage.event).toMatchObject({ cost: '0.002', charge: '0.004' });
+  });
+
   it('refuses a usage record that is not an object', async () => {
     const { merchant, customer } = await setup();
     for (const usage of ['lots', 42, ['inputTokens']]) {

@@ -373,6 +373,16 @@ export function definitionForHost(host: string): Definition | undefined {
   return undefined;
 }
 
+/**
+ * The provider id for a provider's id or alias ("claude" → "anthropic", "gemini" → "google"), so
+ * usage, price rows and rules written under either name meet. A name Tollgate does not know (a
+ * merchant's own provider) comes back trimmed, as given.
+ */
+export function canonicalProviderId(name: string): string {
+  const trimmed = name.trim();
+  return BY_NAME.get(trimmed.toLowerCase())?.id ?? trimmed;
+}
+
 export function definitionForName(name: string): Definition | undefined {
   return BY_NAME.get(name.trim().toLowerCase());
 }
