@@ -184,6 +184,9 @@ async function retryingKeyRaces<T>(attempt: () => Promise<T>): Promise<T> {
   }
 }
 
+/** An operation of a batch that took its keys as new failed, and its key turned out to be used: a replay to answer as such. */
+class KeyFoundUsed extends Error {}
+
 /** A unique-key race lost three times in a row: answered as a conflict, not an internal error. */
 function keyRaceConflict(error: unknown): AppError {
   return conflict('Another request with the same idempotency key was written at the same moment; retry it', {
@@ -316,7 +319,7 @@ export class LedgerService {
       try {
         outcome = await attempt(true);
       } catch (error) {
-        if (!isUniqueViolation(error)) throw error;
+        if (!isUniqueViolation(error) && !(error instanceof KeyFoundUsed)) throw error;
         keysLikelyNew.onReplay();
       }
     }
@@ -327,7 +330,7 @@ export class LedgerService {
     return result;
   }
 
-  private async runDebitBatch(lane: Lane, batch: PendingDebit[]): Promise<void> {
+  private async runDebitBatch(lane: Lane, batch: PendingDebit[], keysLikelyNew = true): Promise<void> {
     const walletKeys = batch.map((item) => ({ merchantId: item.merchantId, customerId: item.input.customerId, currency: item.input.currency }));
     try {
       const outcomes = await this.runBatch(
@@ -341,23 +344,29 @@ export class LedgerService {
               results.push({ ok: false, error });
             }
           }
+          if (ledger.keysAssumedNew) {
+            const failed = batch.filter((_item, index) => !results[index]!.ok).map((item) => ({ merchantId: item.merchantId, key: item.input.idempotencyKey }));
+            if (await ledger.anyKeyUsed(failed)) throw new KeyFoundUsed();
+          }
           return results;
         },
         batch.map((item) => ({ merchantId: item.merchantId, key: item.input.idempotencyKey })),
-        performance.now() - lane.replaySeenAt > REPLAY_MEMORY_MS ? { onReplay: () => (lane.replaySeenAt = performance.now()) } : undefined,
+        keysLikelyNew && performance.now() - lane.replaySeenAt > REPLAY_MEMORY_MS ? { onReplay: () => (lane.replaySeenAt = performance.now()) } : undefined,
       );
       batch.forEach((item, index) => item.resolve(outcomes[index]!));
     } catch (error) {
       // One debit's unstorable data fails the statement for every debit in the batch: halve the
       // batch until the culprit goes alone, so the others are charged.
       if (isDataError(error)) {
+        // Its key read first: a debit refused alone may be a replay, answered with its first result.
+        if (batch.length === 1 && keysLikelyNew) return this.runDebitBatch(lane, batch, false);
         if (batch.length === 1) {
           const refused = new AppError('VALIDATION', `The database refused this debit's data: ${(error as Error).message}`);
           return batch[0]!.resolve({ ok: false, error: refused });
         }
         const half = Math.ceil(batch.length / 2);
-        await this.runDebitBatch(lane, batch.slice(0, half));
-        await this.runDebitBatch(lane, batch.slice(half));
+        await this.runDebitBatch(lane, batch.slice(0, half), false);
+        await this.runDebitBatch(lane, batch.slice(half), false);
         return;
       }
       this.logger.error({ err: error, size: batch.length }, 'debit batch failed');

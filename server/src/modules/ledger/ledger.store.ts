@@ -267,6 +267,8 @@ export class LedgerBatch {
     readonly tx: SqlExecutor,
     readonly now: Date,
     readonly accountId: (merchantId: string, currency: string, kind: AccountKind) => Promise<string>,
+    /** The preloaded keys were taken as new, not read (KeyPreload.assumeNew). */
+    readonly keysAssumedNew = false,
   ) {}
 
   wallet(key: WalletKey): WalletTransaction {
@@ -292,6 +294,17 @@ export class LedgerBatch {
       if (posted) found.set(`${merchantId}:${key}`, posted);
     }
     return found;
+  }
+
+  /**
+   * Whether any of these keys already has a transaction, read now whatever the batch assumed: an
+   * operation that failed on a key taken as new may have been a replay, which must be answered
+   * with its first result instead.
+   */
+  async anyKeyUsed(keys: readonly { merchantId: string; key: string }[]): Promise<boolean> {
+    if (keys.length === 0) return false;
+    const rows = await this.tx.query(`SELECT 1 FROM ${KEY_PROBE('$1', '$2')} LIMIT 1`, [pgArrayOf(keys, (item) => item.merchantId), pgArrayOf(keys, (item) => item.key)]);
+    return rows.length > 0;
   }
 
   /** Writes everything collected in one statement (data-modifying CTEs), so one round trip. */
@@ -398,9 +411,11 @@ interface StateRow {
 /**
  * Idempotency keys a batch will post under, read with the wallets' state so each costs no
  * round trip of its own. With `assumeNew` they are not read at all (a unique-index probe per
- * key, about a tenth of a hot wallet's batch): they are taken as unused, and if one was used
- * after all, its INSERT breaks the unique index (23505) and the whole transaction rolls back,
- * for the caller to run it again with the keys read.
+ * key, about a tenth of a hot wallet's batch): they are taken as unused. If one was used after
+ * all, either its INSERT breaks the unique index (23505) and the whole transaction rolls back,
+ * or the operation failed before posting (a replay planned as new may find the credit gone):
+ * the caller checks the keys of failed operations (LedgerBatch.anyKeyUsed). Either way it runs
+ * the batch again with the keys read.
  */
 export interface KeyPreload {
   keys: readonly { merchantId: string; key: string }[];
@@ -500,7 +515,7 @@ export class LedgerStore {
         [pgArray(walletIds), now, pgArrayOf(probed, (item) => item.merchantId), pgArrayOf(probed, (item) => item.key), pgArray([...new Set(unique.map((key) => key.merchantId))])],
       );
       const orders = new Map((stateRow?.orders ?? []).map((row) => [row.merchant_id, row.order]));
-      const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created));
+      const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created), preload.assumeNew);
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));

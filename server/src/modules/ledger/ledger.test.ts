@@ -718,6 +718,22 @@ describe('replays inside a batch of new debits', () => {
     expect((await wallet(customerId)).balance.amount).toBe('0.65');
     await expectIntegrity();
   });
+
+  it('are answered from the first result when the credit is gone, instead of being refused as new debits', async () => {
+    const lanes = (server.services.ledger as unknown as Lanes).lanes;
+    const customerId = await newCustomer();
+    await grant(customerId, '0.30');
+    const [first, second] = [randomUUID(), randomUUID()];
+    const charged = await Promise.all([debit(customerId, first, 10n), debit(customerId, second, 20n)]);
+    expect(charged.every((result) => result.startsWith('charged'))).toBe(true);
+    for (const lane of lanes) lane.replaySeenAt = -Infinity;
+    // Nothing left: taken as new, the replays would not fit; their keys are read and they replay.
+    const again = await Promise.all([debit(customerId, first, 10n), debit(customerId, randomUUID(), 1n), debit(customerId, second, 5n)]);
+    expect(again[0]).toMatch(/^replayed /);
+    expect(again.slice(1)).toEqual(['INSUFFICIENT_FUNDS', 'CONFLICT']);
+    expect((await wallet(customerId)).balance.amount).toBe('0.00');
+    await expectIntegrity();
+  });
 });
 
 describe('customers not seen before', () => {
