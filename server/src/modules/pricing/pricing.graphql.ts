@@ -46,7 +46,7 @@ const PriceRuleRef = builder.objectRef<PriceRule>('PriceRule').implement({
 
 const SetProviderPriceInput = builder.inputType('SetProviderPriceInput', {
   fields: (t) => ({
-    provider: t.string({ required: true }),
+    provider: t.string({ required: true, description: 'A provider id, or one of its aliases (claude, gemini, azure, …), stored as the id.' }),
     model: t.string({ required: true }),
     rates: t.field({ type: 'JSONObject', required: true, description: 'Decimal strings, e.g. { "perMillionTokens": { "input": "0.15", "output": "0.60" } }.' }),
     effectiveFrom: t.field({ type: 'DateTime', description: 'Default now. Earlier events keep the price in force at their time.' }),
@@ -59,7 +59,7 @@ const PutPriceRuleInput = builder.inputType('PutPriceRuleInput', {
     planKey: t.string({ description: "The plan whose rule this is; omitted: the default price book." }),
     type: t.field({ type: PriceRuleTypeEnum, required: true }),
     meterKey: t.string(),
-    provider: t.string(),
+    provider: t.string({ description: 'A provider id, or one of its aliases (claude, gemini, azure, …), stored as the id.' }),
     model: t.string(),
     config: t.field({
       type: 'JSONObject',

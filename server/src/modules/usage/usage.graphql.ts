@@ -55,7 +55,7 @@ const RecordUsageResultRef = builder.objectRef<Extract<UsageResult, { ok: true }
 const UsageNumbersInput = builder.inputType('UsageNumbersInput', {
   description: 'A normalized usage record. Token counts follow OpenAI semantics: inputTokens includes cached and cache-write tokens; outputTokens includes reasoning.',
   fields: (t) => ({
-    provider: t.string(),
+    provider: t.string({ description: 'A provider id, or one of its aliases (claude, gemini, azure, …), stored as the id.' }),
     model: t.string(),
     api: t.string(),
     inputTokens: t.int(),
