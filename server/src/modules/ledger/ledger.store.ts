@@ -411,7 +411,7 @@ interface StateRow {
 /**
  * Idempotency keys a batch will post under, read with the wallets' state so each costs no
  * round trip of its own. With `assumeNew` they are not read at all (a unique-index probe per
- * key, about a tenth of a hot wallet's batch): they are taken as unused. If one was used after
+ * key, under the wallet lock): they are taken as unused. If one was used after
  * all, either its INSERT breaks the unique index (23505) and the whole transaction rolls back,
  * or the operation failed before posting (a replay planned as new may find the credit gone):
  * the caller checks the keys of failed operations (LedgerBatch.anyKeyUsed). Either way it runs

@@ -15,7 +15,7 @@ function withProviderIds(rows: RuleRow[]): RuleRow[] {
 }
 
 /** The lock (see lockMerchantScope) a merchant's writes of price rules take. */
-export const PRICE_RULES_LOCK = 'price-rules';
+const PRICE_RULES_LOCK = 'price-rules';
 
 export interface RuleInput {
   name: string;
