@@ -3,7 +3,7 @@ import { RefreshingCache } from '../../shared/cache.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
+import { canonicalProviderId, SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
 import { parseHostRule, type GatewayHostRule } from './destination.ts';
 import type { SpendLimitService } from '../limits/spend-limits.service.ts';
 import type { ProviderCredentialService } from './provider-credentials.service.ts';
@@ -53,7 +53,7 @@ export class GatewaySettingsService {
     const rule = parseHostRule(input.host.trim().toLowerCase());
     if (!rule) throw invalidField('host', 'must be a host name, host:port, or *.domain (no scheme or path), e.g. "llm.internal.example.com:8000"');
     const host = `${rule.wildcard ? '*.' : ''}${rule.host.includes(':') ? `[${rule.host}]` : rule.host}${rule.port === null ? '' : `:${rule.port}`}`;
-    const provider = input.provider.trim().toLowerCase();
+    const provider = canonicalProviderId(input.provider).toLowerCase();
     if (!PROVIDER_IDS.has(provider)) throw invalidField('provider', 'must be a supported provider id (e.g. openai-compatible, openai, anthropic)');
     try {
       const saved = await this.prisma.gatewayHost.upsert({

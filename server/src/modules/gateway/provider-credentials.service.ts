@@ -2,7 +2,7 @@ import type { PrismaClient, ProviderCredential } from '../../generated/prisma/cl
 import { decryptSecret, deriveKey, encryptSecret } from '../../shared/crypto.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
+import { canonicalProviderId, SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
 
 export type { ProviderCredential };
 
@@ -37,7 +37,7 @@ export class ProviderCredentialService {
 
   /** Stores a key for a provider, replacing (revoking) the one in use. */
   async set(merchantId: string, provider: string, apiKey: string): Promise<ProviderCredential> {
-    const id = provider.trim().toLowerCase();
+    const id = canonicalProviderId(provider).toLowerCase();
     if (!PROVIDER_IDS.has(id)) throw invalidField('provider', `is not a supported provider id (e.g. ${[...PROVIDER_IDS].slice(0, 5).join(', ')}, …)`);
     const secret = apiKey.trim();
     if (!KEY.test(secret)) throw invalidField('apiKey', 'must be 8 to 4096 printable characters with no spaces');

@@ -42,6 +42,15 @@ describe('provider credentials', () => {
     expect(await server.services.providerCredentials.keyFor(merchant.id, 'anthropic')).toBeNull();
   });
 
+  it('may name the provider by an alias: the key is kept for, and injected into, that provider', async () => {
+    const owner = await server.createMerchant('Aliases');
+    const set = await server.graphql<any>(SET, { provider: 'claude', apiKey: SECRET }, owner.secret);
+    expect(set.data.setProviderCredential.provider).toBe('anthropic');
+    expect(await server.services.providerCredentials.keyFor(owner.id, 'anthropic')).toBe(SECRET);
+    const host = await server.services.gatewaySettings.putHost(owner.id, { host: 'llm.internal.example.com', provider: 'Gemini' });
+    expect(host.provider).toBe('google');
+  });
+
   it('refuse unknown providers, bad keys, other merchants and customer tokens', async () => {
     const unknown = await server.graphql(SET, { provider: 'acme-ai', apiKey: SECRET }, merchant.secret);
     expect(unknown.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'provider' });

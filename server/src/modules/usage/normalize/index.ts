@@ -12,7 +12,7 @@ import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
 import { definitionForHost, definitionForName, route, splitUrl, type UrlParts } from './registry.ts';
 import { type Ctx, errorCode, failed, isJsonBody, obj, type Obj, parseJson, pickModel, pending } from './util.ts';
 
-export { SUPPORTED_PROVIDERS, type SupportedProvider } from './registry.ts';
+export { canonicalProviderId, SUPPORTED_PROVIDERS, type SupportedProvider } from './registry.ts';
 export { parseSse, type SseEvent } from './sse.ts';
 
 /** The URL's host is not a supported provider, and no known `provider` override was given. */
