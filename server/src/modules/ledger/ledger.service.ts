@@ -330,7 +330,8 @@ export class LedgerService {
     return result;
   }
 
-  private async runDebitBatch(lane: Lane, batch: PendingDebit[], keysLikelyNew = true): Promise<void> {
+  private async runDebitBatch(lane: Lane, batch: PendingDebit[], mayTakeKeysAsNew = true): Promise<void> {
+    const keysTakenAsNew = mayTakeKeysAsNew && performance.now() - lane.replaySeenAt > REPLAY_MEMORY_MS;
     const walletKeys = batch.map((item) => ({ merchantId: item.merchantId, customerId: item.input.customerId, currency: item.input.currency }));
     try {
       const outcomes = await this.runBatch(
@@ -351,7 +352,7 @@ export class LedgerService {
           return results;
         },
         batch.map((item) => ({ merchantId: item.merchantId, key: item.input.idempotencyKey })),
-        keysLikelyNew && performance.now() - lane.replaySeenAt > REPLAY_MEMORY_MS ? { onReplay: () => (lane.replaySeenAt = performance.now()) } : undefined,
+        keysTakenAsNew ? { onReplay: () => (lane.replaySeenAt = performance.now()) } : undefined,
       );
       batch.forEach((item, index) => item.resolve(outcomes[index]!));
     } catch (error) {
@@ -359,7 +360,7 @@ export class LedgerService {
       // batch until the culprit goes alone, so the others are charged.
       if (isDataError(error)) {
         // Its key read first: a debit refused alone may be a replay, answered with its first result.
-        if (batch.length === 1 && keysLikelyNew) return this.runDebitBatch(lane, batch, false);
+        if (batch.length === 1 && keysTakenAsNew) return this.runDebitBatch(lane, batch, false);
         if (batch.length === 1) {
           const refused = new AppError('VALIDATION', `The database refused this debit's data: ${(error as Error).message}`);
           return batch[0]!.resolve({ ok: false, error: refused });
