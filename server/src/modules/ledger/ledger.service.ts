@@ -178,7 +178,7 @@ async function retryingKeyRaces<T>(attempt: () => Promise<T>): Promise<T> {
     try {
       return await attempt();
     } catch (error) {
-      if (!isUniqueViolation(error)) throw error;
+      if (!isSqlUniqueViolation(error)) throw error;
       if (tries >= 3) throw keyRaceConflict(error);
     }
   }
@@ -194,7 +194,8 @@ function keyRaceConflict(error: unknown): AppError {
   });
 }
 
-function isUniqueViolation(error: unknown): boolean {
+/** SQLSTATE 23505 from raw SQL (Prisma's own unique error is shared/prisma-errors' isUniqueViolation). */
+function isSqlUniqueViolation(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   return code === '23505';
 }
@@ -319,7 +320,7 @@ export class LedgerService {
       try {
         outcome = await attempt(true);
       } catch (error) {
-        if (!isUniqueViolation(error) && !(error instanceof KeyFoundUsed)) throw error;
+        if (!isSqlUniqueViolation(error) && !(error instanceof KeyFoundUsed)) throw error;
         keysLikelyNew.onReplay();
       }
     }

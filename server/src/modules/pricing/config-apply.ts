@@ -11,7 +11,7 @@ import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
-import { canonicalProviderId } from '../usage/normalize/registry.ts';
+import { canonicalProviderId } from '../usage/normalize/index.ts';
 
 /**
  * Pricing as code: meters, provider prices, price rules and plans (each with its own rules)

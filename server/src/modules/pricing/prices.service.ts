@@ -5,7 +5,7 @@ import { conflict, invalidField } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
-import { canonicalProviderId } from '../usage/normalize/registry.ts';
+import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { importModelsDevJson } from './models-dev.ts';
 

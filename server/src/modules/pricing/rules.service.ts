@@ -4,7 +4,7 @@ import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTrans
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
-import { canonicalProviderId } from '../usage/normalize/registry.ts';
+import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { validateRule, type PricingRule } from './rules.ts';
 
 export type { RuleRow };

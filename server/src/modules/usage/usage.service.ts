@@ -17,8 +17,7 @@ import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
 import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
-import { normalizeResponse } from './normalize/index.ts';
-import { canonicalProviderId } from './normalize/registry.ts';
+import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 

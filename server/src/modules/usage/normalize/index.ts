@@ -5,6 +5,7 @@
  *   detectProvider(url)          which provider and API a request URL goes to
  *   normalizeResponse(response)  the usage a response reports (throws UnknownProviderError)
  *   responseHeaders(headers)     headers as the normalizers read them (lower-case names, text values)
+ *   canonicalProviderId(name)    a provider's id for its id or an alias ("claude" → "anthropic")
  *   SUPPORTED_PROVIDERS          every provider id with its hosts, for docs and allow-lists
  */
 import { AppError, invalidField } from '../../../shared/errors.ts';
