@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
+import type { StoredChargeLine } from './usage.pricing.ts';
 import { blankUsage } from './usage.types.ts';
 
 /**
@@ -78,12 +79,14 @@ describe('usage priced under a plan', () => {
     // The event records the rules that priced it: the plan's where it won, the default book's elsewhere.
     const row = await t.stored(proEvent.id);
     expect(row.priceRuleId).toBe(t.proRules.markup.id);
-    const lines = (row.metadata as { pricing: { ruleId: string; planId?: string; meter: string | null; chargeAttos: string }[] }).pricing;
-    expect(lines.map(({ ruleId, planId, meter, chargeAttos }) => ({ ruleId, planId: planId ?? null, meter, chargeAttos })).sort((a, b) => String(a.meter).localeCompare(String(b.meter)))).toEqual([
-      { ruleId: t.proRules.markup.id, planId: t.pro.id, meter: null, chargeAttos: parseDecimalAttos('x', '0.0022').toString() },
-      { ruleId: t.proRules.output.id, planId: t.pro.id, meter: 'out', chargeAttos: parseDecimalAttos('x', '0.005').toString() },
-      { ruleId: t.defaults.requests.id, planId: null, meter: 'requests', chargeAttos: parseDecimalAttos('x', '0.001').toString() },
-    ].sort((a, b) => String(a.meter).localeCompare(String(b.meter))));
+    // Each line names the rule version ([ruleId, chargeAttos] or, for a meter, with its quantity).
+    const lines = (row.metadata as { pricing: StoredChargeLine[] }).pricing;
+    expect([...lines].sort((a, b) => String(a[0]).localeCompare(String(b[0])))).toEqual([
+      [t.proRules.markup.id, parseDecimalAttos('x', '0.0022').toString()],
+      [t.proRules.output.id, parseDecimalAttos('x', '0.005').toString(), '500'],
+      [t.defaults.requests.id, parseDecimalAttos('x', '0.001').toString(), '1'],
+    ].sort((a, b) => String(a[0]).localeCompare(String(b[0]))));
+    expect([t.proRules.markup.planId, t.proRules.output.planId, t.defaults.requests.planId]).toEqual([t.pro.id, t.pro.id, null]);
     expect((await t.stored(defaultEvent.id)).priceRuleId).toBe(t.defaults.markup.id);
   });
 

@@ -23,6 +23,18 @@ export interface ChargeLine {
   chargeAttos: bigint;
 }
 
+/**
+ * A charge line as an event keeps it (metadata.pricing): [ruleId, chargeAttos] for a markup,
+ * [ruleId, chargeAttos, quantity] for a meter. The rule version's row holds its name, plan and
+ * meter, so the line does not repeat them: written as objects that did, the lines were most of
+ * an event's row, and PostgreSQL parsing them as JSONB cost bench/ingest a sixth of its rate.
+ */
+export type StoredChargeLine = [ruleId: string | null, chargeAttos: string] | [ruleId: string | null, chargeAttos: string, quantity: string];
+
+export function storedChargeLines(lines: readonly ChargeLine[]): StoredChargeLine[] {
+  return lines.map((line) => (line.quantity === null ? [line.ruleId, line.chargeAttos.toString()] : [line.ruleId, line.chargeAttos.toString(), line.quantity]));
+}
+
 export interface PricedUsage {
   costAttos: bigint;
   /** Why the cost is unknown (no price row, or a unit the row does not price); null when known. */

@@ -18,7 +18,7 @@ import { resolvePrice, type ProviderPriceService } from '../pricing/prices.servi
 import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
-import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
+import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
@@ -557,7 +557,7 @@ export class UsageService {
             metadata.billingId = item.billingId;
             metadata.callerIdempotencyKey = item.callerKey;
           }
-          metadata.pricing = priced.lines.map((line) => ({ ...line, chargeAttos: line.chargeAttos.toString() }));
+          metadata.pricing = storedChargeLines(priced.lines);
           if (priced.passThrough && priced.chargeAttos !== 0n) metadata.passThrough = true;
           if (priced.costProblem) metadata.costProblem = priced.costProblem;
           if (item.usage.providerReportedCostUsd) metadata.providerReportedCostUsd = item.usage.providerReportedCostUsd;
@@ -776,7 +776,9 @@ export class UsageService {
       .column('status', 'text', ([row]) => row.status, '"UsageEventStatus"')
       .column('estimated', 'bool', ([row]) => row.estimated);
     params.push(JSON.stringify(rows.map(([row]) => row.metadata)));
-    columns.source('metadata', `jsonb_array_elements($${params.length}::jsonb)`);
+    // Split as json and converted one event at a time: jsonb_array_elements over the whole array
+    // as jsonb took 2-3 times as long for the same rows (nested values are copied out again).
+    columns.source('metadata', `json_array_elements($${params.length}::json)`, 'jsonb');
     await batch.tx.query(
       `INSERT INTO usage_events (merchant_id, ${columns.names}, created_at) SELECT $1, ${columns.select}, $2 FROM ${columns.from}`,
       params,

@@ -96,13 +96,16 @@ export class BulkColumns<T> {
     return this;
   }
 
-  /** Adds a column that is already a set-returning expression over the rows, in their order (e.g. `jsonb_array_elements($n)`). */
-  source(name: string, expression: string): this {
+  /**
+   * Adds a column that is already a set-returning expression over the rows, in their order (e.g.
+   * `json_array_elements($n::json)`); `cast` converts each value on the way in.
+   */
+  source(name: string, expression: string, cast?: string): this {
     if (this.sources.length === 0) throw new Error('the first column of a bulk insert must be an array column');
     this.sources.push(expression);
     this.sourceNames.push(name);
     this.columnNames.push(name);
-    this.selects.push(`u.${name}`);
+    this.selects.push(cast ? `u.${name}::${cast}` : `u.${name}`);
     return this;
   }
 
