@@ -8,6 +8,7 @@ import { ATTOS_PER_NANO, parseDecimalAttos, parseDecimalNanos } from '../../shar
 import { laneOf } from '../../shared/lanes.ts';
 import { periodChargeAttos, type PricingRule } from '../pricing/rules.ts';
 import { prefersMinimal } from './usage.http.ts';
+import type { StoredChargeLine } from './usage.pricing.ts';
 import { CUSTOMER_LANES, type UsageRecordInput, type UsageResult } from './usage.service.ts';
 
 /** Post-request metering end to end: raw provider responses in, exact charges through the ledger out. */
@@ -438,6 +439,33 @@ describe('POST /v1/usage/batch', () => {
     const [again] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: 'meta', usage, metadata: forged }]);
     expect(again).toMatchObject({ ok: true, replayed: true, event: { status: 'CHARGED', shortfall: '0.00' } });
     expect(again!.ok && again!.error).toBeFalsy();
+  });
+
+  it('stores each event of a batch with its own metadata, however nested or escaped, and its charge lines', async () => {
+    const { merchant, customer } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'requests', name: 'Requests', unit: 'request', source: 'REQUESTS' });
+    const markup = await server.services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '20' }, effectiveFrom: new Date('2026-01-01') });
+    const fee = await server.services.priceRules.put(merchant.id, { name: 'fee', type: 'FLAT', meterKey: 'requests', config: { unitPrice: '0.001' }, effectiveFrom: new Date('2026-01-01') });
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
+    const metadata = [
+      { quote: 'say "hi"', backslash: 'C:\\temp\\', unicode: 'naïve ✓ 🚀', nested: { list: [1, [2, { three: null }]], empty: {} } },
+      { tab: 'a\tb\nc', number: -1.5e-7, flag: false },
+      {},
+    ];
+    const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, metadata.map((given, i) => ({ customer: customer.id, idempotencyKey: `escaped-${i}`, usage, metadata: given })));
+    results.forEach((result, i) => expect(result, `event ${i}`).toMatchObject({ ok: true, event: { status: 'CHARGED' } }));
+    for (const [i, given] of metadata.entries()) {
+      const stored = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { merchantId: merchant.id, idempotencyKey: `escaped-${i}` } });
+      const { requestHash, pricing, ...callers } = stored.metadata as { requestHash: string; pricing: StoredChargeLine[] };
+      expect(callers).toEqual(given);
+      expect(requestHash).toMatch(/^[0-9a-f]{64}$/);
+      // A line a rule: [ruleId, chargeAttos], and a meter's quantity after; together the charge.
+      const [markupLine, feeLine] = pricing;
+      expect(markupLine).toEqual([markup.id, expect.stringMatching(/^[1-9]\d*$/)]);
+      expect(feeLine).toEqual([fee.id, parseDecimalAttos('fee', '0.001').toString(), '1']);
+      const charged = results[i]!.ok ? results[i]!.event.charge : '';
+      expect(BigInt(markupLine![1]) + BigInt(feeLine![1])).toBe(parseDecimalAttos('charge', charged));
+    }
   });
 
   it('refuses oversized batches, bad JSON and missing keys with 4xx JSON', async () => {
