@@ -108,6 +108,10 @@ export interface WalletKey {
 
 export const walletKeyOf = (key: Pick<WalletKey, 'customerId' | 'currency'>) => `${key.customerId}:${key.currency}`;
 
+/** Customer, then currency: the order new wallets are created in (see withWallets). */
+const byWalletKey = (a: WalletKey, b: WalletKey) =>
+  a.customerId < b.customerId ? -1 : a.customerId > b.customerId ? 1 : a.currency < b.currency ? -1 : a.currency > b.currency ? 1 : 0;
+
 interface PendingTransaction {
   posted: PostedTransaction;
   txn: NewTransaction;
@@ -465,8 +469,8 @@ export class LedgerStore {
 
   /**
    * Runs `work` with every listed wallet locked (created when missing), then flushes its
-   * writes and commits. Wallets are locked in id order, so two batches on any instances can
-   * never deadlock. Due grants are expired first. The preload's idempotency keys are fetched
+   * writes and commits. Missing wallets are created in key order and all are locked in id
+   * order, so two batches on any instances can never deadlock. Due grants are expired first. The preload's idempotency keys are fetched
    * in the same read as the wallets' state (or taken as new, see KeyPreload).
    */
   async withWallets<T>(
@@ -480,7 +484,9 @@ export class LedgerStore {
     const unique = [...byWallet.values()];
     const created = new Map<string, string>();
     const outcome = await this.db.transaction(async (tx) => {
-      const missing = unique.filter((key) => !this.knownWallets.has(walletKeyOf(key)));
+      // Created in one order everywhere: two batches inserting the same new wallets in opposite
+      // orders would each wait on the other's uncommitted row (a deadlock).
+      const missing = unique.filter((key) => !this.knownWallets.has(walletKeyOf(key))).sort(byWalletKey);
       if (missing.length > 0) {
         await tx.query(
           `INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at)
