@@ -18,6 +18,8 @@ import { resolvePrice, type ProviderPriceService } from '../pricing/prices.servi
 import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
+import { isSseBody } from './normalize/stream.ts';
+import { isJsonBody } from './normalize/util.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
@@ -92,6 +94,8 @@ const MAX_MERGED_EVENTS = 5000;
  */
 export const CUSTOMER_LANES = 3;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
+/** The largest count an event stores (its columns are 32-bit integers). */
+const MAX_COUNT = 2_147_483_647;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
 /** The quantities of an event that states none, shared: most events state none. Never written to. */
 const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Record<string, string | number>;
@@ -181,7 +185,7 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
   for (const field of INT_FIELDS) {
     const value = given[field];
     if (value === undefined || value === null) continue;
-    if (!Number.isSafeInteger(value) || (value as number) < 0) throw invalidField(`usage.${field}`, 'must be a whole number, zero or more');
+    if (!Number.isSafeInteger(value) || (value as number) < 0 || (value as number) > MAX_COUNT) throw invalidField(`usage.${field}`, 'must be a whole number from 0 to 2,147,483,647');
     usage[field] = value as number;
   }
   if (given.audioSeconds != null) {
@@ -192,8 +196,32 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
     throw invalidField('usage.cachedInputTokens', 'cached and cache-write tokens are part of inputTokens and cannot exceed it');
   }
   if (usage.requests === 0) usage.requests = 1;
+  if (given.billable != null && typeof given.billable !== 'boolean') throw invalidField('usage.billable', 'must be true or false');
   usage.billable = given.billable ?? true;
   return usage;
+}
+
+/**
+ * A provider response's usage: normalized here when an app posted the raw response, or already
+ * by the gateway. A body an app posted that its API's normalizer cannot read at all (not JSON,
+ * not the API's stream, cut short) is bad input, answered as such so the app can fix what it
+ * forwards; the gateway, which saw the call itself, records such a body as incomplete instead.
+ * A count beyond what an event stores is refused, rather than failing the event's whole batch.
+ */
+function responseUsage(response: ProviderResponse, normalized: NormalizedUsage | null | undefined): NormalizedUsage {
+  const usage = normalized ?? normalizeResponse(response);
+  if (!normalized && usage.incomplete && (usage.details.reason === 'unparseable_body' || unreadable(response.body, usage))) {
+    throw invalidField('response.body', `is not a response the ${usage.provider} ${usage.api} API returns (neither its JSON nor its stream): nothing was recorded`);
+  }
+  for (const field of INT_FIELDS) {
+    if (usage[field] > MAX_COUNT) throw invalidField('response.body', `reports ${field} beyond 2,147,483,647`);
+  }
+  return usage;
+}
+
+/** Text read as a stream cut before any of it arrived, that never looked like JSON or a stream (an HTML error page, say). */
+function unreadable(body: string, usage: NormalizedUsage): boolean {
+  return !usage.streamedText && body.trim() !== '' && !isJsonBody(body) && !isSseBody(body);
 }
 
 /**
@@ -282,6 +310,7 @@ export class UsageService {
     if (!customerRef) throw invalidField('customer', 'is required (a customer id or your externalId)');
     requireStorableText('idempotencyKey', key);
     requireStorableText('customer', customerRef);
+    if (input.metadata != null && (typeof input.metadata !== 'object' || Array.isArray(input.metadata))) throw invalidField('metadata', 'must be a JSON object');
     requireStorableText('metadata', input.metadata);
     const occurredAt = input.timestamp ?? now;
     if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
@@ -297,7 +326,7 @@ export class UsageService {
       stated[meter] = quantity;
     }
     let usage: NormalizedUsage;
-    if (input.response) usage = input.normalized ?? normalizeResponse(input.response);
+    if (input.response) usage = responseUsage(input.response, input.normalized);
     else if (input.usage) usage = usageFrom(input.usage);
     else if (stated !== NO_QUANTITIES) usage = blankUsage({ requests: 1 });
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');

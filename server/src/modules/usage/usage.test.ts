@@ -206,6 +206,37 @@ describe('POST /v1/usage/batch', () => {
     expect(report.violations).toEqual([]);
   });
 
+  it('refuses, per event, counts too large to store, unreadable response bodies, a non-boolean billable and non-object metadata', async () => {
+    const { merchant, customer, balance } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
+    const chat = responseOf('openai_chat_completion.json');
+    const events = [
+      { customer: customer.id, idempotencyKey: 'x-1', usage: { ...usage, inputTokens: 3_000_000_000 } },
+      { customer: customer.id, idempotencyKey: 'x-2', response: { ...chat, body: chat.body.replace(/"prompt_tokens":\s*\d+/, '"prompt_tokens": 3000000000') } },
+      { customer: customer.id, idempotencyKey: 'x-3', response: { ...chat, body: '<html>502 Bad Gateway</html>' } },
+      { customer: customer.id, idempotencyKey: 'x-4', response: { ...chat, body: chat.body.slice(0, chat.body.length / 2) } },
+      { customer: customer.id, idempotencyKey: 'x-5', usage: { ...usage, billable: 'false' } },
+      { customer: customer.id, idempotencyKey: 'x-6', usage, metadata: 'team=search' },
+      { customer: customer.id, idempotencyKey: 'x-7', usage },
+    ];
+    const response = await fetch(`${server.url}/v1/usage/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` },
+      body: JSON.stringify({ events }),
+    });
+    expect(response.status).toBe(200);
+    const { results } = (await response.json()) as { results: any[] };
+    expect(results.map((r) => (r.ok ? r.event.status : `${r.error.code} ${r.error.field}`))).toEqual([
+      'VALIDATION usage.inputTokens', 'VALIDATION response.body', 'VALIDATION response.body', 'VALIDATION response.body', 'VALIDATION usage.billable', 'VALIDATION metadata', 'CHARGED',
+    ]);
+    expect(results[1].error.message).toMatch(/inputTokens beyond 2,147,483,647/);
+    expect(results[2].error.message).toMatch(/nothing was recorded/);
+    // Only the good event was recorded and charged.
+    const stored = await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id }, select: { idempotencyKey: true } });
+    expect(stored.map((row) => row.idempotencyKey)).toEqual(['x-7']);
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalAttos('c', results[6].event.charge) / ATTOS_PER_NANO);
+  });
+
   it('with Prefer: return=minimal, answers only the events that need attention, and records the rest all the same', async () => {
     // 0.005 pays for the first event (0.00336 at list price) but not the second.
     const { merchant, customer, balance } = await setup('0.005');
