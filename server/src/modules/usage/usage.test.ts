@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { walletTopic } from '../ledger/ledger.service.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { ATTOS_PER_NANO, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { laneOf } from '../../shared/lanes.ts';
@@ -163,6 +164,38 @@ describe('recordUsage', () => {
     expect(nothingLeft.event).toMatchObject({ status: 'UNCHARGED', ledgerTransactionId: null, charge: '0.00' });
     expect(parseDecimalAttos('s', nothingLeft.event.shortfall)).toBe(priced);
     expect(await balance()).toBe(0n);
+  });
+
+  it('with an overdraft limit, usage goes negative down to the limit and no further, and balanceUpdated announces each charge', async () => {
+    const { merchant, customer, record, balance } = await setup('0.001');
+    await server.services.ledger.setOverdraftLimit(merchant.id, customer.id, 'USD', parseDecimalNanos('limit', '0.005'));
+    const announced: Record<string, any>[] = [];
+    const events = server.services.pubsub.subscribe(walletTopic(customer.id));
+    void (async () => {
+      for await (const event of events) announced.push(event as Record<string, any>);
+    })();
+    try {
+      // 0.00331125 a call (list price, no rules): 0.006 spendable pays for one and part of another.
+      const first = (await record({ response: responseOf('openai_chat_completion.json') })).data.recordUsage;
+      expect(first.event).toMatchObject({ status: 'CHARGED', charge: '0.00331125', shortfall: '0.00' });
+      expect(first.chargeError).toBeNull();
+      expect(await balance()).toBe(parseDecimalNanos('x', '-0.00231125'));
+      const second = (await record({ response: responseOf('openai_chat_completion.json') })).data.recordUsage;
+      expect(second.event).toMatchObject({ status: 'PARTIALLY_CHARGED', charge: '0.00268875', shortfall: '0.0006225' });
+      expect(second.chargeError.code).toBe('INSUFFICIENT_FUNDS');
+      expect(await balance()).toBe(parseDecimalNanos('x', '-0.005'));
+      const third = (await record({ response: responseOf('openai_chat_completion.json') })).data.recordUsage;
+      expect(third.event).toMatchObject({ status: 'UNCHARGED', charge: '0.00' });
+      expect(await balance()).toBe(parseDecimalNanos('x', '-0.005'));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // One announcement per charge that moved the wallet, carrying its transaction.
+      expect(announced.map((event) => [event.balance, event.transactionIds])).toEqual([
+        ['-0.00231125', [first.event.ledgerTransactionId]],
+        ['-0.005', [second.event.ledgerTransactionId]],
+      ]);
+    } finally {
+      await events.return?.(undefined);
+    }
   });
 
   it('carries sub-nano charges instead of losing them', async () => {
