@@ -115,4 +115,50 @@ describe('ledger across two server processes', () => {
     expect(report.violations).toEqual([]);
     expect(report.transactionsChecked).toBe(301);
   }, 120_000);
+
+  it('the same key sent to both instances at the same moment charges once, and both answer with that transaction', async () => {
+    const [a, b] = instances as [ServerProcess, ServerProcess];
+    const payer = (await runtime.services.customers.create(merchant.id, { externalId: 'same-key' })).id;
+    await runtime.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+      customerId: payer, currency: 'USD', amountNanos: 100n * 1_000_000_000n, kind: 'PAID', idempotencyKey: 'seed-same-key',
+    });
+    const keys = Array.from({ length: 100 }, () => randomUUID());
+    const pairs = await Promise.all(
+      keys.map((key) => Promise.all([a, b].map((instance) => graphql(instance.url, DEBIT, { input: { customerId: payer, amount: '0.25', idempotencyKey: key } })))),
+    );
+    for (const pair of pairs) {
+      expect(pair.map((result) => result.errors)).toEqual([undefined, undefined]);
+      const [first, second] = pair.map((result) => result.data!.debitCredits) as [any, any];
+      expect(first.transaction.id).toBe(second.transaction.id);
+      expect([first.replayed, second.replayed].sort()).toEqual([false, true]);
+    }
+    expect((await runtime.services.ledgerQueries.wallet(merchant.id, payer, 'USD')).balance).toBe(75n * 1_000_000_000n);
+    expect((await runtime.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  }, 60_000);
+
+  it('expiry run by two instances at once removes each due grant exactly once', async () => {
+    const owners = await Promise.all(Array.from({ length: 20 }, (_v, i) => runtime.services.customers.create(merchant.id, { externalId: `expiring-${i}` })));
+    const expiresAt = new Date(Date.now() + 60_000);
+    for (const owner of owners) {
+      await runtime.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+        customerId: owner.id, currency: 'USD', amountNanos: 5n * 1_000_000_000n, kind: 'PROMOTIONAL', expiresAt, idempotencyKey: `expiring-${owner.id}`,
+      });
+    }
+    // Two more instances whose clocks are past the expiry, each running the schedule's job.
+    const later = () => new Date(expiresAt.getTime() + 1000);
+    const config = loadConfig({ DATABASE_URL: database.url, REDIS_URL: redisUrl, TOLLGATE_MASTER_KEY: masterKey, NODE_ENV: 'test' });
+    const clocked = await Promise.all([0, 1].map(() => openRuntime(config, createLogger('silent'), { clock: later })));
+    try {
+      const runs = await Promise.all(clocked.map((instance) => instance.services.ledger.runExpiry()));
+      expect(runs.reduce((sum, run) => sum + run.grantsExpired, 0)).toBe(owners.length);
+    } finally {
+      await Promise.all(clocked.map((instance) => instance.close()));
+    }
+    for (const owner of owners) expect((await runtime.services.ledgerQueries.wallet(merchant.id, owner.id, 'USD')).balance).toBe(0n);
+    const [{ n }] = await runtime.services.db.withConnection((connection) =>
+      connection.query<{ n: string }>(`SELECT count(*)::text AS n FROM ledger_transactions WHERE merchant_id = $1 AND kind = 'EXPIRY'`, [merchant.id]),
+    ) as [{ n: string }];
+    expect(Number(n)).toBe(owners.length);
+    expect((await runtime.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  }, 60_000);
 });

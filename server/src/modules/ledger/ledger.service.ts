@@ -710,9 +710,14 @@ export class LedgerService {
     });
     let grantsExpired = 0;
     for (const wallet of due) grantsExpired += await this.settleQuietly(wallet, now, false);
+    // Holds a ledger batch has locked (releasing or capturing them under its wallet lock) are
+    // skipped, not waited for: the batch settles them itself, and waiting while holding others
+    // could deadlock with it. A skipped hold that is still pending is expired on the next run.
     const holds = await this.db.transaction((tx) =>
       tx.query<{ merchant_id: string; customer_id: string; currency: string }>(
-        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1 WHERE status = 'PENDING' AND expires_at <= $1 RETURNING merchant_id, customer_id, currency`,
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1
+         WHERE id IN (SELECT id FROM holds WHERE status = 'PENDING' AND expires_at <= $1 FOR UPDATE SKIP LOCKED)
+         RETURNING merchant_id, customer_id, currency`,
         [now],
       ),
     );
