@@ -791,4 +791,250 @@ describe('access', () => {
       await client.dispose();
     }
   });
+
+  it('balanceUpdated refuses a customer token watching another customer (FORBIDDEN) and another merchant (NOT_FOUND)', async () => {
+    const [customerId, otherId] = [await newCustomer(), await newCustomer()];
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const stranger = await server.createMerchant('Other');
+    const subscribe = async (credential: string, id: string) => {
+      const client = createClient({ url: server.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${credential}` }, retryAttempts: 0 });
+      try {
+        // Accepted, it would wait for a change that never comes: a refusal answers at once.
+        const first = client.iterate({ query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { customerId balance { amount } } }', variables: { id } }).next();
+        const outcome = await Promise.race([
+          first.then((value) => ({ value }), (error: unknown) => ({ error })),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no refusal within 5 s')), 5000)),
+        ]);
+        const errors = 'error' in outcome ? (outcome.error as { extensions?: { code?: string } }[]) : (outcome.value.value as { errors?: { extensions: { code: string } }[] }).errors;
+        return { errors, data: 'value' in outcome ? (outcome.value.value as { data?: unknown }).data : undefined };
+      } finally {
+        await client.dispose();
+      }
+    };
+    const forbidden = await subscribe(token, otherId);
+    expect(forbidden.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(forbidden.data ?? null).toBeNull();
+    // Another merchant's key: the customer is not found, exactly as one that does not exist.
+    const foreign = await subscribe(stranger.secret, customerId);
+    expect(foreign.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    expect(foreign.data ?? null).toBeNull();
+    expect((await subscribe(stranger.secret, randomUUID())).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    // Nothing was left listening on the refused topics.
+    expect(server.services.pubsub.subscriberCount(walletTopic(otherId))).toBe(0);
+    expect(server.services.pubsub.subscriberCount(walletTopic(customerId))).toBe(0);
+  });
+});
+
+describe('balanceUpdated for every kind of wallet change', () => {
+  const HOLD = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { replayed hold { id } } }`;
+  const CAPTURE = 'mutation ($id: ID!, $amount: Decimal) { captureHold(id: $id, amount: $amount) { replayed transaction { id kind } } }';
+  const RELEASE = 'mutation ($id: ID!) { releaseHold(id: $id) { status } }';
+  const ADJUST = 'mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed transaction { id kind } } }';
+  const REFUND = 'mutation ($input: RefundCreditsInput!) { refundCredits(input: $input) { replayed transaction { id kind } } }';
+
+  it('grants, adjustments both ways, refunds and holds (created, captured, released) each publish one event with the new amounts', async () => {
+    const [customerId, bystander] = [await newCustomer(), await newCustomer()];
+    const events = balanceEvents(customerId);
+    const elsewhere = balanceEvents(bystander);
+    const expected: Record<string, unknown>[] = [];
+    /** Runs one operation and checks it published exactly one more event, for this customer's USD wallet. */
+    const step = async <T>(run: () => Promise<T>, event: (result: T) => { balance: string; available: string; transactionIds: string[] }) => {
+      const result = await run();
+      await settled();
+      expected.push({ customerId, currency: 'USD', overdraftLimit: '0.00', ...event(result) });
+      expect(events.received).toEqual(expected.map((fields) => expect.objectContaining(fields)));
+      return result;
+    };
+    const ok = (result: { errors?: unknown; data?: Record<string, any> | null }) => {
+      expect(result.errors).toBeUndefined();
+      return result.data!;
+    };
+
+    const grantKey = randomUUID();
+    const granted = await step(() => grant(customerId, '10.00', { idempotencyKey: grantKey }), (r) => ({ balance: '10.00', available: '10.00', transactionIds: [r.transaction.id] }));
+    expect(granted.transaction.kind).toBe('GRANT');
+
+    const added = await step(
+      async () => ok(await gql(ADJUST, { input: { customerId, amount: '2.50', reason: 'Goodwill', idempotencyKey: randomUUID() } })).adjustBalance,
+      (r) => ({ balance: '12.50', available: '12.50', transactionIds: [r.transaction.id] }),
+    );
+    expect(added.transaction.kind).toBe('ADJUSTMENT');
+    const removed = await step(
+      async () => ok(await gql(ADJUST, { input: { customerId, amount: '-1.50', reason: 'Correction', idempotencyKey: randomUUID() } })).adjustBalance,
+      (r) => ({ balance: '11.00', available: '11.00', transactionIds: [r.transaction.id] }),
+    );
+    expect(removed.transaction.kind).toBe('ADJUSTMENT');
+    expect(removed.transaction.id).not.toBe(added.transaction.id);
+
+    const refunded = await step(
+      async () => ok(await gql(REFUND, { input: { customerId, amount: '3.00', reason: 'Customer asked', idempotencyKey: randomUUID() } })).refundCredits,
+      (r) => ({ balance: '8.00', available: '8.00', transactionIds: [r.transaction.id] }),
+    );
+    expect(refunded.transaction.kind).toBe('REFUND');
+
+    // A hold moves no money: the balance stays, what is available drops, no transaction.
+    const held = await step(
+      async () => ok(await gql(HOLD, { input: { customerId, amount: '5.00', idempotencyKey: randomUUID() } })).createHold,
+      () => ({ balance: '8.00', available: '3.00', transactionIds: [] }),
+    );
+    const captured = await step(
+      async () => ok(await gql(CAPTURE, { id: held.hold.id, amount: '2.00' })).captureHold,
+      (r) => ({ balance: '6.00', available: '6.00', transactionIds: [r.transaction.id] }),
+    );
+    expect(captured.transaction.kind).toBe('HOLD_CAPTURE');
+
+    const second = await step(
+      async () => ok(await gql(HOLD, { input: { customerId, amount: '4.00', idempotencyKey: randomUUID() } })).createHold,
+      () => ({ balance: '6.00', available: '2.00', transactionIds: [] }),
+    );
+    await step(
+      async () => ok(await gql(RELEASE, { id: second.hold.id })).releaseHold,
+      () => ({ balance: '6.00', available: '6.00', transactionIds: [] }),
+    );
+
+    // Nothing moved, nothing published: a replayed grant, a refused refund, a hold released again.
+    const replayed = await gql(GRANT, { input: { customerId, amount: '10.00', kind: 'PAID', idempotencyKey: grantKey } });
+    expect(replayed.data!.grantCredits).toMatchObject({ replayed: true, transaction: { id: granted.transaction.id } });
+    expect((await gql(REFUND, { input: { customerId, amount: '99.00', reason: 'Too much', idempotencyKey: randomUUID() } })).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    expect(ok(await gql(RELEASE, { id: second.hold.id })).releaseHold.status).toBe('RELEASED');
+    await settled();
+    expect(events.received).toHaveLength(expected.length);
+    expect(elsewhere.received).toEqual([]);
+    expect((await wallet(customerId)).balance.amount).toBe('6.00');
+    await events.stop();
+    await elsewhere.stop();
+  });
+});
+
+describe('wallet transactions', () => {
+  const PAGE = `query ($id: ID!, $first: Int, $after: String, $last: Int, $before: String, $filter: LedgerTransactionFilter) { wallet(customerId: $id) {
+    transactions(first: $first, after: $after, last: $last, before: $before, filter: $filter) {
+      totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id kind walletId createdAt } } } } }`;
+  const tick = (ms = 1000) => {
+    now = new Date(now.getTime() + ms);
+  };
+  async function page(customerId: string, args: Record<string, unknown>) {
+    const result = await gql(PAGE, { id: customerId, ...args });
+    expect(result.errors).toBeUndefined();
+    return result.data!.wallet.transactions;
+  }
+  /** Follows `after` from the first page to the last, returning each page's ids and flags. */
+  async function pageThrough(customerId: string, first: number, filter?: Record<string, unknown>) {
+    const pages: { ids: string[]; hasNextPage: boolean; totalCount: number }[] = [];
+    let after: string | undefined;
+    for (let guard = 0; guard < 50; guard++) {
+      const connection = await page(customerId, { first, after, filter });
+      const ids = connection.edges.map((edge: any) => edge.node.id);
+      pages.push({ ids, hasNextPage: connection.pageInfo.hasNextPage, totalCount: connection.totalCount });
+      if (ids.length > 0) expect(connection.pageInfo.endCursor).toBe(connection.edges.at(-1).cursor);
+      if (!connection.pageInfo.hasNextPage) return pages;
+      after = connection.pageInfo.endCursor;
+    }
+    throw new Error('paging did not end');
+  }
+
+  it('pages newest first through every kind of transaction, each exactly once, and filters by kind, key and time', async () => {
+    const [customerId, otherId] = [await newCustomer(), await newCustomer()];
+    const ok = (result: { errors?: unknown; data?: Record<string, any> | null }) => {
+      expect(result.errors).toBeUndefined();
+      return result.data!;
+    };
+    const made: { id: string; kind: string; at: Date }[] = [];
+    const record = (id: string, kind: string) => {
+      made.push({ id, kind, at: now });
+      tick();
+    };
+    const usageKey = randomUUID();
+
+    record((await grant(customerId, '10.00')).transaction.id, 'GRANT');
+    record((await grant(customerId, '1.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 30_000).toISOString() })).transaction.id, 'GRANT');
+    record(ok(await debit(customerId, '0.50', usageKey)).debitCredits.transaction.id, 'USAGE');
+    tick(60_000);
+    // Reading the wallet expires the promotional credit left over, as an EXPIRY of its own.
+    const expiry = (await page(customerId, { first: 5, filter: { kinds: ['EXPIRY'] } })).edges;
+    expect(expiry).toHaveLength(1);
+    record(expiry[0].node.id, 'EXPIRY');
+    const adjust = (amount: string) => gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { id } } }', {
+      input: { customerId, amount, reason: 'Correction', idempotencyKey: randomUUID() },
+    });
+    record(ok(await adjust('2.00')).adjustBalance.transaction.id, 'ADJUSTMENT');
+    record(ok(await adjust('-0.25')).adjustBalance.transaction.id, 'ADJUSTMENT');
+    record(ok(await gql('mutation ($input: RefundCreditsInput!) { refundCredits(input: $input) { transaction { id } } }', {
+      input: { customerId, amount: '1.00', reason: 'Customer asked', idempotencyKey: randomUUID() },
+    })).refundCredits.transaction.id, 'REFUND');
+    const hold = ok(await gql('mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id } } }', { input: { customerId, amount: '3.00', idempotencyKey: randomUUID() } })).createHold.hold;
+    record(ok(await gql('mutation ($id: ID!) { captureHold(id: $id, amount: "1.00") { transaction { id } } }', { id: hold.id })).captureHold.transaction.id, 'HOLD_CAPTURE');
+    record(ok(await debit(customerId, '0.10')).debitCredits.transaction.id, 'USAGE');
+    // Neither another customer's nor another currency's transactions belong to this wallet.
+    await grant(otherId, '1.00');
+    await grant(customerId, '4.00', { currency: 'EUR' });
+
+    const newestFirst = [...made].reverse().map((t) => t.id);
+    expect(new Set(newestFirst).size).toBe(9);
+    const all = await page(customerId, { first: 100 });
+    expect(all.totalCount).toBe(9);
+    expect(all.edges.map((edge: any) => edge.node.id)).toEqual(newestFirst);
+    expect(all.edges.map((edge: any) => edge.node.kind)).toEqual([...made].reverse().map((t) => t.kind));
+    expect(new Set(all.edges.map((edge: any) => edge.node.walletId)).size).toBe(1);
+    expect(all.pageInfo.hasNextPage).toBe(false);
+
+    // Pages of 4 (4, 4, 1) and of 3 (an exact fit: the last full page has no next page).
+    for (const [size, shape] of [[4, [4, 4, 1]], [3, [3, 3, 3]], [9, [9]], [8, [8, 1]]] as const) {
+      const pages = await pageThrough(customerId, size);
+      expect(pages.map((p) => p.ids.length), `first: ${size}`).toEqual(shape);
+      expect(pages.map((p) => p.hasNextPage), `first: ${size}`).toEqual(shape.map((_, i) => i < shape.length - 1));
+      expect(pages.flatMap((p) => p.ids), `first: ${size}`).toEqual(newestFirst);
+      expect(pages.every((p) => p.totalCount === 9)).toBe(true);
+    }
+    // Any edge's cursor resumes right after that edge.
+    const third = all.edges[2].cursor;
+    expect((await page(customerId, { first: 2, after: third })).edges.map((edge: any) => edge.node.id)).toEqual(newestFirst.slice(3, 5));
+    expect((await page(customerId, { first: 5, after: all.edges[8].cursor })).edges).toEqual([]);
+    // Backwards from the end: the oldest, still newest first.
+    const oldest = await page(customerId, { last: 2 });
+    expect(oldest.edges.map((edge: any) => edge.node.id)).toEqual(newestFirst.slice(7));
+    expect(oldest.pageInfo.hasPreviousPage).toBe(true);
+    expect((await page(customerId, { last: 3, before: oldest.pageInfo.startCursor })).edges.map((edge: any) => edge.node.id)).toEqual(newestFirst.slice(4, 7));
+
+    // Filters: only the kinds asked for, in the same order, paged and counted the same way.
+    const ofKinds = (...kinds: string[]) => [...made].reverse().filter((t) => kinds.includes(t.kind)).map((t) => t.id);
+    for (const kinds of [['USAGE'], ['ADJUSTMENT', 'REFUND'], ['EXPIRY', 'HOLD_CAPTURE'], ['GRANT', 'USAGE']]) {
+      const pages = await pageThrough(customerId, 2, { kinds });
+      const expected = ofKinds(...kinds);
+      expect(pages.flatMap((p) => p.ids), kinds.join()).toEqual(expected);
+      expect(pages.map((p) => p.ids.length), kinds.join()).toEqual(Array.from({ length: Math.ceil(expected.length / 2) }, (_, i) => Math.min(2, expected.length - 2 * i)));
+      expect(pages.every((p) => p.totalCount === expected.length)).toBe(true);
+      expect(pages.at(-1)!.hasNextPage).toBe(false);
+    }
+    const byKey = await page(customerId, { first: 10, filter: { idempotencyKey: usageKey } });
+    expect(byKey.edges.map((edge: any) => edge.node.id)).toEqual([made[2]!.id]);
+    expect(byKey.totalCount).toBe(1);
+    expect((await page(customerId, { first: 10, filter: { idempotencyKey: randomUUID() } })).totalCount).toBe(0);
+    // createdAfter and createdBefore: a window strictly between transactions 3 and 7 (the 4th to 7th made).
+    const window = { createdAfter: new Date(made[3]!.at.getTime() - 500).toISOString(), createdBefore: new Date(made[6]!.at.getTime() + 500).toISOString() };
+    const inWindow = await pageThrough(customerId, 3, window);
+    expect(inWindow.flatMap((p) => p.ids)).toEqual(made.slice(3, 7).reverse().map((t) => t.id));
+    expect(inWindow.map((p) => p.hasNextPage)).toEqual([true, false]);
+    const windowedRefunds = await page(customerId, { first: 10, filter: { ...window, kinds: ['REFUND', 'USAGE'] } });
+    expect(windowedRefunds.edges.map((edge: any) => edge.node.id)).toEqual([made[6]!.id]);
+  });
+
+  it('pages transactions sharing one timestamp without losing or repeating any', async () => {
+    const customerId = await newCustomer();
+    const ids = [(await grant(customerId, '5.00')).transaction.id];
+    for (let i = 0; i < 6; i++) {
+      const charged = await debit(customerId, '0.10');
+      expect(charged.errors).toBeUndefined();
+      ids.push(charged.data!.debitCredits.transaction.id);
+    }
+    expect(new Set((await page(customerId, { first: 10 })).edges.map((edge: any) => edge.node.createdAt)).size).toBe(1);
+    const listed = (await page(customerId, { first: 10 })).edges.map((edge: any) => edge.node.id);
+    expect([...listed].sort()).toEqual([...ids].sort());
+    for (const size of [1, 2, 3]) {
+      const pages = await pageThrough(customerId, size);
+      expect(pages.flatMap((p) => p.ids), `first: ${size}`).toEqual(listed);
+      expect(pages.at(-1)!.hasNextPage).toBe(false);
+      expect(pages.slice(0, -1).every((p) => p.hasNextPage && p.ids.length === size)).toBe(true);
+    }
+  });
 });
