@@ -2,6 +2,8 @@ import { resolveCursorConnection } from '@pothos/plugin-relay';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf, merchantViewer } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
+import { formatAttosText } from '../../shared/money.ts';
+import type { StoredChargeLine } from './usage.pricing.ts';
 import type { UsageEventView, UsageRecordInput, UsageResult } from './usage.service.ts';
 
 const UsageStatusEnum = builder.enumType('UsageEventStatus', {
@@ -9,6 +11,31 @@ const UsageStatusEnum = builder.enumType('UsageEventStatus', {
     'CHARGED: priced and charged. NOT_BILLABLE: nothing to charge (error response, zero price). UNCHARGED: the customer could not pay anything (no credit, no overdraft allowance). PARTIALLY_CHARGED: what the customer had left was charged; `shortfall` is the rest.',
   values: ['CHARGED', 'NOT_BILLABLE', 'UNCHARGED', 'PARTIALLY_CHARGED'] as const,
 });
+
+interface UsageChargeView {
+  priceRuleId: string | null;
+  amount: string;
+  quantity: string | null;
+}
+
+const UsageChargeRef = builder.objectRef<UsageChargeView>('UsageCharge').implement({
+  description: "One price rule's part of an event's charge.",
+  fields: (t) => ({
+    priceRuleId: t.exposeID('priceRuleId', { nullable: true, description: 'The version of the rule that applied (see priceRules).' }),
+    amount: t.field({ type: 'Decimal', resolve: (c) => c.amount }),
+    quantity: t.field({ type: 'Decimal', nullable: true, description: "The meter quantity the rule priced; null for a markup over cost.", resolve: (c) => c.quantity }),
+  }),
+});
+
+/** Stored lines as the API shows them; events stored before the compact form hold objects. */
+function chargesOf(lines: readonly unknown[]): UsageChargeView[] {
+  return lines.map((line) => {
+    const [priceRuleId, chargeAttos, quantity] = Array.isArray(line)
+      ? (line as StoredChargeLine)
+      : [(line as { ruleId: string | null }).ruleId, (line as { chargeAttos: string }).chargeAttos, (line as { quantity?: string | null }).quantity];
+    return { priceRuleId, amount: formatAttosText(chargeAttos), quantity: quantity ?? null };
+  });
+}
 
 export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').implement({
   description: 'One metered call: what it cost you, what the customer was charged, and the margin. Amounts are exact decimals in `currency`.',
@@ -27,6 +54,11 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
     shortfall: t.field({ type: 'Decimal', description: 'Priced but not paid: the customer ran out of credit (UNCHARGED, PARTIALLY_CHARGED).', resolve: (e) => e.shortfall }),
     estimated: t.exposeBoolean('estimated', { description: 'The stream ended before the provider reported usage; the charge is an estimate.' }),
     ledgerTransactionId: t.exposeID('ledgerTransactionId', { nullable: true }),
+    charges: t.field({
+      type: [UsageChargeRef],
+      description: 'How `charge` was priced, a line a rule: the markup over cost and each meter\'s rule. Empty when no rule applied (the cost passed through). The lines add up to `charge + shortfall`.',
+      resolve: (e) => chargesOf(e.chargeLines),
+    }),
     costProblem: t.exposeString('costProblem', {
       nullable: true,
       description:

@@ -51,7 +51,13 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
  */
 function present(result: UsageResult, index?: number, iso: (time: Date) => string = isoTimes()) {
   if (!result.ok) return { index, ok: false, error: { ...result.error.details, code: result.error.code, message: result.error.message } };
-  const event = { ...result.event, occurredAt: iso(result.event.occurredAt) };
+  const e = result.event;
+  // The charge lines are left to GraphQL (UsageEvent.charges): the answer stays as small as before.
+  const event = {
+    id: e.id, customerId: e.customerId, idempotencyKey: e.idempotencyKey, occurredAt: iso(e.occurredAt), status: e.status, provider: e.provider, model: e.model,
+    currency: e.currency, cost: e.cost, charge: e.charge, margin: e.margin, shortfall: e.shortfall, estimated: e.estimated, ledgerTransactionId: e.ledgerTransactionId,
+    costProblem: e.costProblem,
+  };
   if (!result.error) return { index, ok: true, replayed: result.replayed, event };
   return { index, ok: true, replayed: result.replayed, event, chargeError: { ...result.error.details, code: result.error.code, message: result.error.message } };
 }

@@ -20,7 +20,7 @@ import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody } from './normalize/util.ts';
-import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage } from './usage.pricing.ts';
+import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage, type StoredChargeLine } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
@@ -71,6 +71,8 @@ export interface UsageEventView {
   ledgerTransactionId: string | null;
   /** Why the provider cost is unknown (no price row for the provider/model, a unit its row does not price); null when known. */
   costProblem: string | null;
+  /** How the charge was made up, a line a price rule (see StoredChargeLine). */
+  chargeLines: readonly StoredChargeLine[];
 }
 
 export type UsageResult =
@@ -102,6 +104,7 @@ const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Reco
 /** The meter quantities of an event that moves no meter, shared for the same reason. Never written to. */
 const NO_METERED: ReadonlyMap<string, Quantity> = new Map();
 const NO_STEPS: ReadonlyMap<string, PeriodStep> = new Map();
+const NO_CHARGE_LINES: readonly StoredChargeLine[] = Object.freeze([]);
 
 interface ChargeRequest {
   items: Prepared[];
@@ -152,7 +155,10 @@ interface EventRow {
   margin_attos: string;
   estimated: boolean;
   ledger_transaction_id: string | null;
-  metadata: { requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string; costProblem?: string };
+  metadata: {
+    requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string; costProblem?: string;
+    pricing?: StoredChargeLine[];
+  };
 }
 
 function viewOf(row: EventRow): UsageEventView {
@@ -172,6 +178,7 @@ function viewOf(row: EventRow): UsageEventView {
     estimated: row.estimated,
     ledgerTransactionId: row.ledger_transaction_id,
     costProblem: row.metadata?.costProblem ?? null,
+    chargeLines: row.metadata?.pricing ?? NO_CHARGE_LINES,
   };
 }
 

@@ -530,6 +530,16 @@ describe('POST /v1/usage/batch', () => {
       const charged = results[i]!.ok ? results[i]!.event.charge : '';
       expect(BigInt(markupLine![1]) + BigInt(feeLine![1])).toBe(parseDecimalAttos('charge', charged));
     }
+    // The same lines through GraphQL, as decimals.
+    const listed = await server.graphql<any>('query ($id: ID!) { usageEvents(customerId: $id, first: 5) { edges { node { idempotencyKey charge charges { priceRuleId amount quantity } } } } }', { id: customer.id }, merchant.secret);
+    expect(listed.errors).toBeUndefined();
+    for (const { node } of listed.data.usageEvents.edges) {
+      const [markupCharge, feeCharge] = node.charges;
+      expect(markupCharge).toEqual({ priceRuleId: markup.id, amount: expect.stringMatching(/^0\.\d+$/), quantity: null });
+      expect(feeCharge).toEqual({ priceRuleId: fee.id, amount: '0.001', quantity: '1' });
+      expect(parseDecimalAttos('a', markupCharge.amount) + parseDecimalAttos('a', feeCharge.amount)).toBe(parseDecimalAttos('c', node.charge));
+    }
+    expect(listed.data.usageEvents.edges).toHaveLength(3);
   });
 
   it('refuses oversized batches, bad JSON and missing keys with 4xx JSON', async () => {
