@@ -122,11 +122,18 @@ export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef
   let price: PriceWithRef | null = null;
   try {
     price = priceOf();
-    if (!price) return { costAttos: 0n, problem: usage.provider ? `no provider price for ${usage.provider}/${usage.model ?? '?'}` : null, ref: null };
+    if (!price) return { costAttos: 0n, problem: missingPriceProblem(usage), ref: null };
     return { costAttos: costOf(usage, price), problem: null, ref: price.ref };
   } catch (error) {
     return { costAttos: 0n, problem: (error as Error).message, ref: price?.ref ?? null };
   }
+}
+
+/** Why no price row costs the usage; null for a record with nothing a price would cost (custom meters, requests). */
+function missingPriceProblem(usage: NormalizedUsage): string | null {
+  if (usage.provider) return `no provider price for ${usage.provider}/${usage.model ?? '?'}`;
+  const priceable = usage.inputTokens + usage.outputTokens + usage.images + usage.characters > 0 || (usage.audioSeconds !== null && Number(usage.audioSeconds) > 0);
+  return priceable ? 'no provider given, so no provider price can cost its tokens, images, characters or audio' : null;
 }
 
 /**

@@ -202,6 +202,7 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
   if (usage.cachedInputTokens + usage.cacheWriteTokens > usage.inputTokens) {
     throw invalidField('usage.cachedInputTokens', 'cached and cache-write tokens are part of inputTokens and cannot exceed it');
   }
+  if (usage.reasoningTokens > usage.outputTokens) throw invalidField('usage.reasoningTokens', 'reasoning tokens are part of outputTokens and cannot exceed it');
   if (usage.requests === 0) usage.requests = 1;
   if (given.billable != null && typeof given.billable !== 'boolean') throw invalidField('usage.billable', 'must be true or false');
   usage.billable = given.billable ?? true;

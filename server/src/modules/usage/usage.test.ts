@@ -251,6 +251,7 @@ describe('POST /v1/usage/batch', () => {
       { customer: customer.id, idempotencyKey: 'x-5', usage: { ...usage, billable: 'false' } },
       { customer: customer.id, idempotencyKey: 'x-6', usage, metadata: 'team=search' },
       { customer: customer.id, idempotencyKey: 'x-7', usage },
+      { customer: customer.id, idempotencyKey: 'x-8', usage: { ...usage, reasoningTokens: 101 } },
     ];
     const response = await fetch(`${server.url}/v1/usage/batch`, {
       method: 'POST',
@@ -261,6 +262,7 @@ describe('POST /v1/usage/batch', () => {
     const { results } = (await response.json()) as { results: any[] };
     expect(results.map((r) => (r.ok ? r.event.status : `${r.error.code} ${r.error.field}`))).toEqual([
       'VALIDATION usage.inputTokens', 'VALIDATION response.body', 'VALIDATION response.body', 'VALIDATION response.body', 'VALIDATION usage.billable', 'VALIDATION metadata', 'CHARGED',
+      'VALIDATION usage.reasoningTokens',
     ]);
     expect(results[1].error.message).toMatch(/inputTokens beyond 2,147,483,647/);
     expect(results[2].error.message).toMatch(/nothing was recorded/);
@@ -814,6 +816,11 @@ describe('what providers report, and what the caller is told', () => {
       ],
     }, 'return=minimal');
     expect(batch.body.results.map((r: any) => [r.index, r.event.costProblem])).toEqual([[1, 'no provider price for opneai/gpt-5.4-mini']]);
+    // Tokens without a provider cannot be costed either, and say so; a bare request count has nothing to cost.
+    const unnamed = (await record({ usage: { model: 'gpt-5.4-mini', inputTokens: 1000 } })).data.recordUsage.event;
+    expect(unnamed).toMatchObject({ status: 'NOT_BILLABLE', costProblem: 'no provider given, so no provider price can cost its tokens, images, characters or audio' });
+    const bare = (await record({ usage: { requests: 1 } })).data.recordUsage.event;
+    expect(bare).toMatchObject({ status: 'NOT_BILLABLE', costProblem: null });
   });
 
   it('prices clouds that resell a maker\'s models at the maker\'s list price when they have no row of their own', async () => {
