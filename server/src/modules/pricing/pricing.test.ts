@@ -119,4 +119,21 @@ describe('setProviderPrice', () => {
     // Imported under the id usage reports: Together's calls are priced by it.
     expect(await prices.priceFor(merchant.id, 'together', 'llama-z', new Date('2026-06-01'))).toMatchObject({ provider: 'together', model: 'llama-z' });
   });
+
+  it('importModelsDevPrices over GraphQL: imports what it can, lists what it skipped and why, refuses a file that is no price table, and only for a secret key', async () => {
+    const merchant = await server.createMerchant();
+    const IMPORT = 'mutation ($json: String!, $from: DateTime) { importModelsDevPrices(json: $json, effectiveFrom: $from) { imported skipped } }';
+    const file = JSON.stringify({ mistral: { models: { 'mistral-large': { cost: { input: 2, output: 6 } }, broken: { cost: { input: 'two' } } } } });
+    const imported = await server.graphql<any>(IMPORT, { json: file, from: from.toISOString() }, merchant.secret);
+    expect(imported.errors).toBeUndefined();
+    expect(imported.data.importModelsDevPrices.imported).toBe(1);
+    expect(imported.data.importModelsDevPrices.skipped.entries).toEqual([{ path: expect.stringContaining('broken'), reason: expect.any(String) }]);
+    const listed = await server.graphql<any>('query { providerPrices(provider: "mistral", model: "mistral-large") { ref effectiveFrom rates } }', {}, merchant.secret);
+    expect(listed.data.providerPrices).toEqual([expect.objectContaining({ effectiveFrom: from.toISOString(), rates: expect.objectContaining({ perMillionTokens: { input: '2', output: '6' } }) })]);
+    const notATable = await server.graphql<any>(IMPORT, { json: '[1, 2, 3]' }, merchant.secret);
+    expect(notATable.errors?.[0]?.extensions.code).toBe('VALIDATION');
+    const customer = await server.services.customers.create(merchant.id, { externalId: 'importer' });
+    const { token } = await server.services.customerSessions.create(merchant.id, customer.id, 600);
+    expect((await server.graphql<any>(IMPORT, { json: file }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+  });
 });
