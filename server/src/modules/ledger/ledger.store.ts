@@ -470,8 +470,9 @@ export class LedgerStore {
   /**
    * Runs `work` with every listed wallet locked (created when missing), then flushes its
    * writes and commits. Missing wallets are created in key order and all are locked in id
-   * order, so two batches on any instances can never deadlock. Due grants are expired first. The preload's idempotency keys are fetched
-   * in the same read as the wallets' state (or taken as new, see KeyPreload).
+   * order, so two batches on any instances can never deadlock. Due grants are expired first.
+   * The preload's idempotency keys are fetched in the same read as the wallets' state (or taken
+   * as new, see KeyPreload).
    */
   async withWallets<T>(
     keys: readonly WalletKey[],
