@@ -90,13 +90,19 @@ const LedgerTransactionRef = builder.objectRef<LedgerTransaction>('LedgerTransac
     balanceAfter: t.field({ type: MoneyRef, resolve: (x) => money(x.balanceAfter, x.currency) }),
     idempotencyKey: t.exposeString('idempotencyKey'),
     description: t.exposeString('description', { nullable: true }),
-    reason: t.exposeString('reason', { nullable: true }),
-    metadata: t.field({ type: 'JSONObject', resolve: (x) => x.metadata }),
+    // The audit trail's own fields are the merchant's: a customer's token reading its wallet is refused them.
+    reason: t.exposeString('reason', { nullable: true, authScopes: { merchant: true }, description: 'Why a merchant adjusted or refunded (secret key only).' }),
+    metadata: t.field({ type: 'JSONObject', authScopes: { merchant: true }, description: 'Secret key only.', resolve: (x) => x.metadata }),
     sourceRef: t.exposeString('sourceRef', { nullable: true }),
-    actor: t.field({ type: ActorRef, resolve: (x) => ({ kind: x.actorKind, apiKeyId: x.actorApiKeyId }) }),
+    actor: t.field({ type: ActorRef, authScopes: { merchant: true }, description: 'Who made the change (secret key only).', resolve: (x) => ({ kind: x.actorKind, apiKeyId: x.actorApiKeyId }) }),
     occurredAt: t.expose('occurredAt', { type: 'DateTime' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
-    entries: t.field({ type: [LedgerEntryRef], resolve: (x, _args, ctx) => ctx.services.ledgerQueries.entries(x.merchantId, x.id) }),
+    entries: t.field({
+      type: [LedgerEntryRef],
+      authScopes: { merchant: true },
+      description: 'Both sides of the change, the counter-accounts included (secret key only).',
+      resolve: (x, _args, ctx) => ctx.services.ledgerQueries.entries(x.merchantId, x.id),
+    }),
   }),
 });
 

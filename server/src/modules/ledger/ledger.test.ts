@@ -760,7 +760,16 @@ describe('access', () => {
     const otherId = await newCustomer();
     await grant(customerId, '2.00');
     const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
-    expect((await wallet(customerId, 'USD', token)).balance.amount).toBe('2.00');
+    const OWN = `query ($id: ID!) { wallet(customerId: $id) { balance { amount } transactions(first: 5) { edges { node { kind amount { amount } description } } } } }`;
+    const own = await gql(OWN, { id: customerId }, token);
+    expect(own.errors).toBeUndefined();
+    expect(own.data!.wallet).toEqual({ balance: { amount: '2.00' }, transactions: { edges: [{ node: { kind: 'GRANT', amount: { amount: '2.00' }, description: 'paid credits' } }] } });
+    // The audit trail's merchant-side fields are refused to the customer, each by name.
+    for (const field of ['reason', 'metadata', 'actor { kind }', 'entries { amount { amount } }']) {
+      const refused = await gql(`query ($id: ID!) { wallet(customerId: $id) { transactions(first: 5) { edges { node { ${field} } } } } }`, { id: customerId }, token);
+      expect(refused.errors?.[0]?.extensions.code, field).toBe('FORBIDDEN');
+    }
+    expect((await wallet(customerId, 'USD')).transactions.edges[0].node.actor).toEqual({ kind: 'api_key', apiKeyId: expect.any(String) });
     expect((await gql(WALLET, { id: otherId }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
     expect((await gql(DEBIT, { input: { customerId, amount: '1', idempotencyKey: 'x' } }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
     const stranger = await server.createMerchant('Stranger');
