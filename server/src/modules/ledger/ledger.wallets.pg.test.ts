@@ -9,7 +9,7 @@ import { createPostgresDatabase } from '../../../test/databases.ts';
 import { LedgerStore } from './ledger.store.ts';
 
 /**
- * New wallets are created in one order by every batch. Another transaction (a batch on another
+ * Lock order on PostgreSQL. New wallets are created in one order by every batch. Another transaction (a batch on another
  * instance) holds wallet `first` uncommitted; a batch listing [second, first] must wait for it
  * without holding `second`, or the other transaction's insert of `second` deadlocks with it.
  */
@@ -27,6 +27,16 @@ afterAll(async () => {
   await runtime?.close();
   await database?.drop();
 });
+
+/** Until some session of the database waits for a lock (10 s at most). */
+async function waitForLockWait(client: pg.Client): Promise<void> {
+  for (let tries = 0; tries < 200; tries++) {
+    const waiting = await client.query(`SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database()`);
+    if (waiting.rowCount) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('nothing waited for a lock');
+}
 
 describe('creating wallets', () => {
   it('waits for a wallet another transaction is creating without holding one that transaction needs next', async () => {
@@ -46,8 +56,8 @@ describe('creating wallets', () => {
         new Date(),
         async (locked) => locked.wallets.size,
       );
-      // Let the batch reach the wallet the other transaction holds, then take the second one too.
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Once the batch waits on the wallet the other transaction holds, that one takes the second too.
+      await waitForLockWait(other);
       await insertWallet(second);
       await other.query('COMMIT');
       expect((await batch).result).toBe(2);
@@ -55,6 +65,38 @@ describe('creating wallets', () => {
       expect(rows.rows.map((row) => row.customer_id)).toEqual([first, second]);
     } finally {
       await other.end();
+    }
+  });
+});
+
+describe('scheduled hold expiry', () => {
+  it('skips a due hold another transaction has locked instead of waiting for it, and expires it on the next run', async () => {
+    const { merchant } = await runtime.services.merchants.create({ name: 'hold expiry' });
+    const customer = await runtime.services.customers.create(merchant.id, { externalId: 'holder' });
+    await runtime.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+      customerId: customer.id, currency: 'USD', amountNanos: 10n * 1_000_000_000n, kind: 'PAID', idempotencyKey: 'seed',
+    });
+    const { hold } = await runtime.services.ledger.createHold(merchant.id, {
+      customerId: customer.id, currency: 'USD', amountNanos: 4n * 1_000_000_000n, ttlSeconds: 60, idempotencyKey: 'hold',
+    });
+    const holdId = hold.id;
+    const config = loadConfig({ DATABASE_URL: database.url, TOLLGATE_MASTER_KEY: randomBytes(32).toString('hex'), NODE_ENV: 'test' });
+    const later = await openRuntime(config, createLogger('silent'), { clock: () => new Date(Date.now() + 120_000) });
+    const other = new pg.Client({ connectionString: database.url });
+    await other.connect();
+    try {
+      // Another transaction (a batch capturing or releasing it) holds the hold's row.
+      await other.query('BEGIN');
+      await other.query(`SELECT id FROM holds WHERE id = $1 FOR UPDATE`, [holdId]);
+      const skipped = await Promise.race([later.services.ledger.runExpiry(), new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 5000))]);
+      expect(skipped).toEqual({ grantsExpired: 0, holdsExpired: 0 });
+      await other.query('COMMIT');
+      expect(await later.services.ledger.runExpiry()).toEqual({ grantsExpired: 0, holdsExpired: 1 });
+      const [row] = (await other.query(`SELECT status FROM holds WHERE id = $1`, [holdId])).rows as [{ status: string }];
+      expect(row.status).toBe('EXPIRED');
+    } finally {
+      await other.end();
+      await later.close();
     }
   });
 });

@@ -62,7 +62,7 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
     costProblem: t.exposeString('costProblem', {
       nullable: true,
       description:
-        'Why the provider cost is unknown (no price for this provider/model, or a unit its price does not cover); null when it is known. With no rule pricing the event otherwise, it was recorded NOT_BILLABLE at no charge: add a provider price to bill such events.',
+        'Why the provider cost is unknown (no price for this provider/model, a unit its price does not cover, or tokens given without a provider); null when it is known. With no rule pricing the event otherwise, it was recorded NOT_BILLABLE at no charge: add a provider price to bill such events.',
     }),
   }),
 });

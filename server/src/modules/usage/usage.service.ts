@@ -218,7 +218,7 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
  */
 function responseUsage(response: ProviderResponse, normalized: NormalizedUsage | null | undefined): NormalizedUsage {
   const usage = normalized ?? normalizeResponse(response);
-  if (!normalized && usage.incomplete && (usage.details.reason === 'unparseable_body' || unreadable(response.body, usage))) {
+  if (!normalized && usage.incomplete && (usage.details.reason === 'unparseable_body' || unreadableStream(response.body, usage))) {
     throw invalidField('response.body', `is not a response the ${usage.provider} ${usage.api} API returns (neither its JSON nor its stream): nothing was recorded`);
   }
   for (const field of INT_FIELDS) {
@@ -227,9 +227,23 @@ function responseUsage(response: ProviderResponse, normalized: NormalizedUsage |
   return usage;
 }
 
-/** Text read as a stream cut before any of it arrived, that never looked like JSON or a stream (an HTML error page, say). */
-function unreadable(body: string, usage: NormalizedUsage): boolean {
-  return !usage.streamedText && body.trim() !== '' && !isJsonBody(body) && !isSseBody(body);
+/** Control characters other than whitespace near the start: a binary body (Bedrock's event-stream frames), not a page of text. */
+function looksBinary(body: string): boolean {
+  for (let i = 0; i < Math.min(body.length, 512); i++) {
+    const code = body.charCodeAt(i);
+    if (code < 9 || (code > 13 && code < 32)) return true;
+  }
+  return false;
+}
+
+/**
+ * Text read as a stream cut before anything arrived, that never looked like JSON or a stream
+ * (an HTML error page, say). Bodies that legitimately carry no usage (a transcription as plain
+ * text, audio) are normalized as such, not as a cut stream, and are recorded as before.
+ */
+function unreadableStream(body: string, usage: NormalizedUsage): boolean {
+  return usage.details.reason === 'stream_truncated' && !usage.streamedText && !usage.details.streamed_other_chars
+    && body.trim() !== '' && !looksBinary(body) && !isJsonBody(body) && !isSseBody(body);
 }
 
 /**

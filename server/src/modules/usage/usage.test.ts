@@ -252,6 +252,10 @@ describe('POST /v1/usage/batch', () => {
       { customer: customer.id, idempotencyKey: 'x-6', usage, metadata: 'team=search' },
       { customer: customer.id, idempotencyKey: 'x-7', usage },
       { customer: customer.id, idempotencyKey: 'x-8', usage: { ...usage, reasoningTokens: 101 } },
+      // Bodies that carry no usage by design are recorded as before, not refused.
+      { customer: customer.id, idempotencyKey: 'x-9', response: { url: 'https://api.openai.com/v1/audio/transcriptions', body: 'Thanks for calling.\n', requestBody: { model: 'whisper-1' } } },
+      // A binary Bedrock event stream cut in its first frame is a cut stream, not a page of text.
+      { customer: customer.id, idempotencyKey: 'x-10', response: { url: 'https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-haiku-4-5/converse-stream', body: '\u0000\u0000\u0000\u001b\u0000\u0000\u0000\u0010partial' } },
     ];
     const response = await fetch(`${server.url}/v1/usage/batch`, {
       method: 'POST',
@@ -262,13 +266,13 @@ describe('POST /v1/usage/batch', () => {
     const { results } = (await response.json()) as { results: any[] };
     expect(results.map((r) => (r.ok ? r.event.status : `${r.error.code} ${r.error.field}`))).toEqual([
       'VALIDATION usage.inputTokens', 'VALIDATION response.body', 'VALIDATION response.body', 'VALIDATION response.body', 'VALIDATION usage.billable', 'VALIDATION metadata', 'CHARGED',
-      'VALIDATION usage.reasoningTokens',
+      'VALIDATION usage.reasoningTokens', 'NOT_BILLABLE', 'NOT_BILLABLE',
     ]);
     expect(results[1].error.message).toMatch(/inputTokens beyond 2,147,483,647/);
     expect(results[2].error.message).toMatch(/nothing was recorded/);
     // Only the good event was recorded and charged.
     const stored = await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id }, select: { idempotencyKey: true } });
-    expect(stored.map((row) => row.idempotencyKey)).toEqual(['x-7']);
+    expect(stored.map((row) => row.idempotencyKey).sort()).toEqual(['x-10', 'x-7', 'x-9']);
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalAttos('c', results[6].event.charge) / ATTOS_PER_NANO);
   });
 
