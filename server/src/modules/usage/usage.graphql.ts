@@ -3,7 +3,7 @@ import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf, merchantViewer } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import { formatAttosText } from '../../shared/money.ts';
-import type { StoredChargeLine } from './usage.pricing.ts';
+import { readChargeLine } from './usage.pricing.ts';
 import type { UsageEventView, UsageRecordInput, UsageResult } from './usage.service.ts';
 
 const UsageStatusEnum = builder.enumType('UsageEventStatus', {
@@ -27,13 +27,10 @@ const UsageChargeRef = builder.objectRef<UsageChargeView>('UsageCharge').impleme
   }),
 });
 
-/** Stored lines as the API shows them; events stored before the compact form hold objects. */
 function chargesOf(lines: readonly unknown[]): UsageChargeView[] {
   return lines.map((line) => {
-    const [priceRuleId, chargeAttos, quantity] = Array.isArray(line)
-      ? (line as StoredChargeLine)
-      : [(line as { ruleId: string | null }).ruleId, (line as { chargeAttos: string }).chargeAttos, (line as { quantity?: string | null }).quantity];
-    return { priceRuleId, amount: formatAttosText(chargeAttos), quantity: quantity ?? null };
+    const { ruleId, chargeAttos, quantity } = readChargeLine(line);
+    return { priceRuleId: ruleId, amount: formatAttosText(chargeAttos), quantity };
   });
 }
 

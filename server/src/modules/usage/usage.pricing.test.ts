@@ -7,7 +7,7 @@ import { applyRule, periodChargeAttos, type PricingRule, type Tier } from '../pr
 import type { RuleRow } from '../pricing/rules.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
-import { estimateIncomplete, periodContribution, priceUsage, providerCost, REPORTED_COST_REF, ruleTie, stepPeriodTotal } from './usage.pricing.ts';
+import { estimateIncomplete, periodContribution, priceUsage, providerCost, readChargeLine, REPORTED_COST_REF, ruleTie, stepPeriodTotal, storedChargeLines } from './usage.pricing.ts';
 import { blankUsage } from './usage.types.ts';
 
 /**
@@ -44,6 +44,19 @@ const quantityArb = fc.oneof(
   fc.nat({ max: 6_000 }),
   fc.tuple(fc.nat({ max: 6_000 }), fc.nat({ max: 999_999 })).map(([whole, micro]) => `${whole}.${String(micro).padStart(6, '0')}`),
 );
+
+describe('stored charge lines', () => {
+  it('read back what storedChargeLines wrote, and the object form events stored before it', () => {
+    const stored = storedChargeLines([
+      { ruleId: 'r1', rule: 'markup', meter: null, quantity: null, chargeAttos: 25n },
+      { ruleId: 'r2', rule: 'fee', meter: 'requests', quantity: '1', chargeAttos: 7n },
+    ]);
+    expect(stored).toEqual([['r1', '25'], ['r2', '7', '1']]);
+    expect(stored.map(readChargeLine)).toEqual([{ ruleId: 'r1', chargeAttos: '25', quantity: null }, { ruleId: 'r2', chargeAttos: '7', quantity: '1' }]);
+    expect(readChargeLine({ ruleId: 'r3', rule: 'old', meter: 'out', quantity: '500', chargeAttos: '9' })).toEqual({ ruleId: 'r3', chargeAttos: '9', quantity: '500' });
+    expect(readChargeLine({ ruleId: 'r4', rule: 'old', meter: null, quantity: null, chargeAttos: '3' })).toEqual({ ruleId: 'r4', chargeAttos: '3', quantity: null });
+  });
+});
 
 describe('meter aggregations', () => {
   it('SUM: the total is the sum, each event priced on its own quantity', () => {

@@ -36,6 +36,16 @@ export function storedChargeLines(lines: readonly ChargeLine[]): StoredChargeLin
   return lines.map((line) => (line.quantity === null ? [line.ruleId, line.chargeAttos.toString()] : [line.ruleId, line.chargeAttos.toString(), line.quantity]));
 }
 
+/** A stored line's parts; events stored before the compact form hold objects instead. */
+export function readChargeLine(line: unknown): { ruleId: string | null; chargeAttos: string; quantity: string | null } {
+  if (Array.isArray(line)) {
+    const [ruleId, chargeAttos, quantity] = line as StoredChargeLine;
+    return { ruleId, chargeAttos, quantity: quantity ?? null };
+  }
+  const old = line as { ruleId: string | null; chargeAttos: string; quantity?: string | null };
+  return { ruleId: old.ruleId, chargeAttos: old.chargeAttos, quantity: old.quantity ?? null };
+}
+
 export interface PricedUsage {
   costAttos: bigint;
   /** Why the cost is unknown (no price row, or a unit the row does not price); null when known. */
