@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 
 const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
 /** Random bytes drawn in blocks: one system call per 512 ids instead of one per id. */
@@ -63,4 +63,17 @@ export function uuidv7(): string {
     text[p + 1] = HEX_DIGITS[pool[at + k]! & 0xf]!;
   }
   return text.toString('latin1', 0, 36);
+}
+
+/**
+ * The id a customer's wallet in one currency has, derived from the pair (RFC 9562 version 8:
+ * the first 122 bits of a SHA-256). A wallet not yet used can then be read (as empty) under the
+ * id it will be stored with, without writing a row: reads never create wallets.
+ */
+export function walletIdOf(customerId: string, currency: string): string {
+  const digest = createHash('sha256').update(`tollgate-wallet:${customerId.toLowerCase()}:${currency}`).digest();
+  digest[6] = (digest[6]! & 0x0f) | 0x80;
+  digest[8] = (digest[8]! & 0x3f) | 0x80;
+  const hex = digest.toString('hex', 0, 16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }

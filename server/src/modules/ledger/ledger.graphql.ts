@@ -245,7 +245,7 @@ function toNanos(decimal: string): bigint {
 builder.queryFields((t) => ({
   wallet: t.field({
     type: WalletRef,
-    description: "A customer's wallet in one currency (created empty on first use).",
+    description: "A customer's wallet in one currency. One not used yet reads as empty (its id is the one it will have); reading never creates it.",
     args: { customerId: t.arg.id({ required: true }), currency: t.arg.string({ defaultValue: 'USD' }) },
     authScopes: walletScopes,
     resolve: (_root, args, ctx) => ctx.services.ledgerQueries.wallet(merchantIdOf(ctx), String(args.customerId), currencyArg(args.currency)),

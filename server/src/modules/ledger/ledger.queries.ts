@@ -1,5 +1,6 @@
 import type { CreditGrant, LedgerEntry, LedgerTransaction, Prisma, PrismaClient, Wallet } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
+import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import type { LedgerService } from './ledger.service.ts';
 
@@ -23,6 +24,22 @@ export interface IntegrityReport {
   violations: string[];
 }
 
+function unusedWallet(merchantId: string, customerId: string, currency: string, now: Date): WalletView {
+  return {
+    id: walletIdOf(customerId, currency),
+    merchantId,
+    customerId,
+    currency,
+    balance: 0n,
+    fractionCarry: 0n,
+    overdraftLimit: 0n,
+    createdAt: now,
+    updatedAt: now,
+    held: 0n,
+    available: 0n,
+  };
+}
+
 /**
  * Reads over the ledger. Expiry also runs on read, so a wallet never shows credit that
  * has expired even if the schedule has not come round yet.
@@ -42,10 +59,12 @@ export class LedgerQueries {
     await this.ledger.assertCustomer(merchantId, customerId);
     const now = this.clock();
     const existing = await this.prisma.wallet.findUnique({ where: { customerId_currency: { customerId, currency } } });
-    const due = existing
-      ? await this.prisma.creditGrant.count({ where: { walletId: existing.id, expiredAt: null, expiresAt: { lte: now } } })
-      : 0;
-    if (!existing || due > 0) await this.ledger.settleWallet(merchantId, customerId, currency, now);
+    // Not used yet: read as empty, under the id its first change will store it with. Writing the
+    // row here would let any reader (a customer token) create wallets in every currency code.
+    if (!existing) return unusedWallet(merchantId, customerId, currency, now);
+    const due = await this.prisma.creditGrant.count({ where: { walletId: existing.id, expiredAt: null, expiresAt: { lte: now } } });
+    if (due === 0) return this.view(existing, now);
+    await this.ledger.settleWallet(merchantId, customerId, currency, now);
     const wallet = await this.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId, currency } } });
     return this.view(wallet, now);
   }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database, SqlExecutor } from '../../shared/db/database.ts';
 import { groupBy, partition } from '../../shared/collections.ts';
 import { BulkColumns, pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
-import { uuidv7 } from '../../shared/ids.ts';
+import { uuidv7, walletIdOf } from '../../shared/ids.ts';
 import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
 /**
@@ -491,10 +491,16 @@ export class LedgerStore {
       if (missing.length > 0) {
         await tx.query(
           `INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at)
-           SELECT gen_random_uuid(), u.merchant_id, u.customer_id, u.currency, $4
-           FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(merchant_id, customer_id, currency)
+           SELECT u.id, u.merchant_id, u.customer_id, u.currency, $5
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS u(id, merchant_id, customer_id, currency)
            ON CONFLICT (customer_id, currency) DO NOTHING`,
-          [pgArrayOf(missing, (key) => key.merchantId), pgArrayOf(missing, (key) => key.customerId), pgArrayOf(missing, (key) => key.currency), now],
+          [
+            pgArrayOf(missing, (key) => walletIdOf(key.customerId, key.currency)),
+            pgArrayOf(missing, (key) => key.merchantId),
+            pgArrayOf(missing, (key) => key.customerId),
+            pgArrayOf(missing, (key) => key.currency),
+            now,
+          ],
         );
       }
       const walletRows = await tx.query<WalletRow>(

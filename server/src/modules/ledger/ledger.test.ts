@@ -777,6 +777,34 @@ describe('access', () => {
     expect((await gql(GRANT, { input: { customerId, amount: '1', kind: 'PAID', idempotencyKey: 'y' } }, stranger.secret)).errors?.[0]?.extensions.code).toBe('NOT_FOUND');
   });
 
+  it('reading a wallet not used yet writes nothing: it reads as empty under the id its first credit stores it with', async () => {
+    const customerId = await newCustomer();
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const storedWallets = async () => (await sql<{ currency: string; id: string }>('SELECT currency, id FROM wallets WHERE customer_id = $1 ORDER BY currency', [customerId]));
+    const OWN = `query ($id: ID!, $currency: String) { wallet(customerId: $id, currency: $currency) {
+      id currency balance { amount } available { amount } held { amount } grants { id } transactions(first: 5) { totalCount } } }`;
+    const read = async (currency: string) => (await gql(OWN, { id: customerId, currency }, token)).data!.wallet;
+    const unused = await Promise.all(['USD', 'EUR', 'XYZ', 'QQQ'].map(read));
+    expect(unused.map((read) => [read.currency, read.balance.amount, read.available.amount, read.held.amount, read.grants, read.transactions.totalCount])).toEqual([
+      ['USD', '0.00', '0.00', '0.00', [], 0],
+      ['EUR', '0.00', '0.00', '0.00', [], 0],
+      ['XYZ', '0.00', '0.00', '0.00', [], 0],
+      ['QQQ', '0.00', '0.00', '0.00', [], 0],
+    ]);
+    expect(new Set(unused.map((read) => read.id)).size).toBe(4);
+    expect((await gql('query ($id: ID!) { wallets(customerId: $id) { currency } }', { id: customerId }, token)).data!.wallets).toEqual([]);
+    expect(await storedWallets()).toEqual([]);
+
+    const granted = await gql(`mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) { wallet { id balance { amount } } } }`, {
+      input: { customerId, amount: '1.50', kind: 'PAID', currency: 'EUR', idempotencyKey: randomUUID() },
+    });
+    expect(granted.data!.grantCredits.wallet).toEqual({ id: unused[1].id, balance: { amount: '1.50' } });
+    expect(await storedWallets()).toEqual([{ currency: 'EUR', id: unused[1].id }]);
+    expect((await read('EUR')).id).toBe(unused[1].id);
+    // Another customer's wallet in the same currency is another id.
+    expect((await wallet(await newCustomer(), 'EUR')).id).not.toBe(unused[1].id);
+  });
+
   it('balanceUpdated pushes each committed change to the customer', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '3.00');
