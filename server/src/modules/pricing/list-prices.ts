@@ -1,11 +1,22 @@
-import type { ProviderPrice } from './cost.ts';
+import type { ProviderPrice, TokenPrices } from './cost.ts';
 
 /**
- * List prices that ship with Tollgate (USD, standard tier), used when a merchant has no row of
- * its own for a model. Source: the providers' published price pages as of 2026-11 (the same
- * table the provider fixtures in shared/fixtures are costed with). Merchants add and override
- * rows through GraphQL or a models.dev file; rows here are never edited in place — a price
- * change is a new row with a later effectiveFrom, so history stays.
+ * List prices that ship with Tollgate (USD, standard pay-as-you-go tier: no batch, flex or
+ * priority), used when a merchant has no row of its own for a model. Two kinds of rows:
+ *
+ *  - the models the provider fixtures are costed with (shared/fixtures/providers/EXPECTED.md §2:
+ *    the providers' published price pages as of 2026-11), in force from 2026-01-01;
+ *  - common models of 2023–2025 (many are retired by now; their rows still cost late events of
+ *    their time), each group below naming the price page and when its figures were read. Each row
+ *    takes effect when its price was published, or at a later date from which it is known to
+ *    have been in force: an event before that is not costed by it.
+ *
+ * Models are named as responses report them; a dated snapshot ("gpt-4o-mini-2024-07-18",
+ * "claude-sonnet-4-20250514", "claude-opus-4-1@20250805") is priced by its undated row (see
+ * modelMatchRank), a row for the dated name wins over it. Aliases that move to newer models
+ * ("mistral-large-latest", "command-r-plus") are left out: the row would outlive the price.
+ * Merchants add and override rows through GraphQL or a models.dev file; rows here are never
+ * edited in place — a price change is a new row with a later effectiveFrom, so history stays.
  */
 const SINCE_2026 = new Date('2026-01-01T00:00:00Z');
 
@@ -16,6 +27,19 @@ const row = (provider: string, model: string, rest: Partial<ProviderPrice>): Pro
   effectiveFrom: SINCE_2026,
   ...rest,
 });
+
+/** Midnight UTC of a day, for rows that take effect at a published date. */
+const day = (date: string) => new Date(`${date}T00:00:00Z`);
+
+/** One row per name, for models a provider serves under more than one undated name. */
+const named = (provider: string, models: readonly string[], rest: Partial<ProviderPrice>): ProviderPrice[] =>
+  models.map((model) => row(provider, model, rest));
+
+// Anthropic prices the 1-hour cache write at 2× input, the 5-minute one at 1.25×, a read at 0.1×.
+const SONNET_4: TokenPrices = { input: '3.00', cachedInput: '0.30', cacheWrite: '3.75', cacheWrite1h: '6.00', output: '15.00' };
+/** Sonnet 4 / 4.5 with the 1M-token context window: a request above 200K input tokens is all at these rates. */
+const SONNET_4_LONG = [{ aboveInputTokens: 200_000, perMillionTokens: { input: '6.00', cachedInput: '0.60', cacheWrite: '7.50', cacheWrite1h: '12.00', output: '22.50' } }];
+const OPUS_4: TokenPrices = { input: '15.00', cachedInput: '1.50', cacheWrite: '18.75', cacheWrite1h: '30.00', output: '75.00' };
 
 export const LIST_PRICES: readonly ProviderPrice[] = [
   row('openai', 'gpt-5.4', {
@@ -43,4 +67,93 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
     effectiveFrom: new Date('2026-04-26T12:15:00Z'),
     perMillionTokens: { input: '0.14', cachedInput: '0.0028', output: '0.28' },
   }),
+
+  // OpenAI: platform.openai.com/docs/pricing, as known in 2025 (standard tier), from each model's
+  // launch. gpt-4o: from 2024-10-02, when the undated name moved to the $2.50 snapshot (the
+  // 2024-05-13 snapshot keeps $5/$15 under its own row). o3: from the day after its 2025-06-10
+  // price cut ($10/$2.50/$40 before; not listed). Reasoning tokens are output tokens.
+  row('openai', 'gpt-4o', { effectiveFrom: day('2024-10-02'), perMillionTokens: { input: '2.50', cachedInput: '1.25', output: '10.00' } }),
+  row('openai', 'gpt-4o-2024-05-13', { effectiveFrom: day('2024-05-13'), perMillionTokens: { input: '5.00', output: '15.00' } }),
+  row('openai', 'gpt-4o-mini', { effectiveFrom: day('2024-07-18'), perMillionTokens: { input: '0.15', cachedInput: '0.075', output: '0.60' } }),
+  row('openai', 'gpt-4.1', { effectiveFrom: day('2025-04-14'), perMillionTokens: { input: '2.00', cachedInput: '0.50', output: '8.00' } }),
+  row('openai', 'gpt-4.1-mini', { effectiveFrom: day('2025-04-14'), perMillionTokens: { input: '0.40', cachedInput: '0.10', output: '1.60' } }),
+  row('openai', 'gpt-4.1-nano', { effectiveFrom: day('2025-04-14'), perMillionTokens: { input: '0.10', cachedInput: '0.025', output: '0.40' } }),
+  row('openai', 'o1', { effectiveFrom: day('2024-12-17'), perMillionTokens: { input: '15.00', cachedInput: '7.50', output: '60.00' } }),
+  row('openai', 'o3-mini', { effectiveFrom: day('2025-01-31'), perMillionTokens: { input: '1.10', cachedInput: '0.55', output: '4.40' } }),
+  row('openai', 'o3', { effectiveFrom: day('2025-06-11'), perMillionTokens: { input: '2.00', cachedInput: '0.50', output: '8.00' } }),
+  row('openai', 'o4-mini', { effectiveFrom: day('2025-04-16'), perMillionTokens: { input: '1.10', cachedInput: '0.275', output: '4.40' } }),
+  row('openai', 'gpt-5', { effectiveFrom: day('2025-08-07'), perMillionTokens: { input: '1.25', cachedInput: '0.125', output: '10.00' } }),
+  row('openai', 'gpt-5-mini', { effectiveFrom: day('2025-08-07'), perMillionTokens: { input: '0.25', cachedInput: '0.025', output: '2.00' } }),
+  row('openai', 'gpt-5-nano', { effectiveFrom: day('2025-08-07'), perMillionTokens: { input: '0.05', cachedInput: '0.005', output: '0.40' } }),
+  row('openai', 'text-embedding-ada-002', { effectiveFrom: day('2023-01-01'), perMillionTokens: { input: '0.10' } }),
+  // Per character of the request's input text; per image by the request's size and quality.
+  row('openai', 'tts-1', { effectiveFrom: day('2023-11-06'), perMillionCharacters: '15.00' }),
+  row('openai', 'tts-1-hd', { effectiveFrom: day('2023-11-06'), perMillionCharacters: '30.00' }),
+  row('openai', 'dall-e-3', {
+    effectiveFrom: day('2023-11-06'),
+    perImageBy: {
+      '1024x1024/standard': '0.04', '1024x1792/standard': '0.08', '1792x1024/standard': '0.08',
+      '1024x1024/hd': '0.08', '1024x1792/hd': '0.12', '1792x1024/hd': '0.12',
+    },
+  }),
+  row('openai', 'dall-e-2', { effectiveFrom: day('2023-11-06'), perImageBy: { '1024x1024': '0.02', '512x512': '0.018', '256x256': '0.016' } }),
+
+  // Anthropic: docs.anthropic.com/en/docs/about-claude/pricing, as known in 2025, from each
+  // model's launch (Claude 3.5 Haiku from 2025-01-01: it launched at $1/$5 and was cut to
+  // $0.80/$4 in December 2024). The "-latest" / "-4-0" aliases name one model each for good.
+  row('anthropic', 'claude-opus-4-1', { effectiveFrom: day('2025-08-05'), perMillionTokens: OPUS_4 }),
+  ...named('anthropic', ['claude-opus-4', 'claude-opus-4-0'], { effectiveFrom: day('2025-05-22'), perMillionTokens: OPUS_4 }),
+  row('anthropic', 'claude-opus-4-5', {
+    effectiveFrom: day('2025-11-24'),
+    perMillionTokens: { input: '5.00', cachedInput: '0.50', cacheWrite: '6.25', cacheWrite1h: '10.00', output: '25.00' },
+  }),
+  row('anthropic', 'claude-sonnet-4-5', { effectiveFrom: day('2025-09-29'), perMillionTokens: SONNET_4, contextTiers: SONNET_4_LONG }),
+  ...named('anthropic', ['claude-sonnet-4', 'claude-sonnet-4-0'], { effectiveFrom: day('2025-05-22'), perMillionTokens: SONNET_4, contextTiers: SONNET_4_LONG }),
+  ...named('anthropic', ['claude-3-7-sonnet', 'claude-3-7-sonnet-latest'], { effectiveFrom: day('2025-02-24'), perMillionTokens: SONNET_4 }),
+  ...named('anthropic', ['claude-3-5-haiku', 'claude-3-5-haiku-latest'], {
+    effectiveFrom: day('2025-01-01'),
+    perMillionTokens: { input: '0.80', cachedInput: '0.08', cacheWrite: '1.00', cacheWrite1h: '1.60', output: '4.00' },
+  }),
+  row('anthropic', 'claude-3-haiku', {
+    effectiveFrom: day('2024-03-13'),
+    perMillionTokens: { input: '0.25', cachedInput: '0.03', cacheWrite: '0.30', cacheWrite1h: '0.50', output: '1.25' },
+  }),
+
+  // Google (Gemini API, paid tier): ai.google.dev/gemini-api/docs/pricing, as known in 2025, from
+  // each model's GA. Audio input has its own rate; thinking tokens are output. Gemini 2.5 cache
+  // reads were later cut to a tenth of input: models.dev's data shows the lower rates by
+  // 2026-04-20 (and EXPECTED.md quotes $0.03 for 2.5 Flash), but the day of the cut is not known
+  // here, so until 2026-04-20 cache reads are costed at the 2025 rates.
+  ...named('google', ['gemini-2.0-flash', 'gemini-2.0-flash-001'], {
+    effectiveFrom: day('2025-02-05'),
+    perMillionTokens: { input: '0.10', cachedInput: '0.025', inputAudio: '0.70', output: '0.40' },
+  }),
+  row('google', 'gemini-2.5-flash', { effectiveFrom: day('2025-06-17'), perMillionTokens: { input: '0.30', cachedInput: '0.075', inputAudio: '1.00', output: '2.50' } }),
+  row('google', 'gemini-2.5-flash', { effectiveFrom: day('2026-04-20'), perMillionTokens: { input: '0.30', cachedInput: '0.03', inputAudio: '1.00', output: '2.50' } }),
+  row('google', 'gemini-2.5-pro', {
+    effectiveFrom: day('2025-06-17'),
+    perMillionTokens: { input: '1.25', cachedInput: '0.31', output: '10.00' },
+    contextTiers: [{ aboveInputTokens: 200_000, perMillionTokens: { input: '2.50', cachedInput: '0.625', output: '15.00' } }],
+  }),
+  row('google', 'gemini-2.5-pro', {
+    effectiveFrom: day('2026-04-20'),
+    perMillionTokens: { input: '1.25', cachedInput: '0.125', output: '10.00' },
+    contextTiers: [{ aboveInputTokens: 200_000, perMillionTokens: { input: '2.50', cachedInput: '0.25', output: '15.00' } }],
+  }),
+
+  // Groq: groq.com/pricing, as listed in mid-2025 (on-demand).
+  row('groq', 'llama-3.3-70b-versatile', { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '0.59', output: '0.79' } }),
+  row('groq', 'llama-3.1-8b-instant', { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '0.05', output: '0.08' } }),
+
+  // Mistral: mistral.ai/pricing, as listed in mid-2025. Versioned names only: the "-latest"
+  // aliases have since moved to models with other prices (mistral-large-latest to Large 3).
+  row('mistral', 'mistral-large-2411', { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '2.00', output: '6.00' } }),
+  ...named('mistral', ['mistral-small-2503', 'mistral-small-2506'], { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '0.10', output: '0.30' } }),
+
+  // Cohere: cohere.com/pricing, as listed in mid-2025. Cohere responses name no model, so the
+  // request's name is priced; the bare "command-r-plus" / "command-r" aliases have pointed at
+  // older models with other prices, so only the dated names are listed.
+  ...named('cohere', ['command-a-03-2025', 'command-r-plus-08-2024'], { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '2.50', output: '10.00' } }),
+  row('cohere', 'command-r-08-2024', { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '0.15', output: '0.60' } }),
+  row('cohere', 'command-r7b-12-2024', { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '0.0375', output: '0.15' } }),
 ];
