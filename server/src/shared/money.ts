@@ -89,9 +89,15 @@ export function floorDiv(a: bigint, b: bigint): bigint {
 }
 
 const CURRENCY = /^[A-Z]{3}$/;
+/**
+ * The ISO 4217 codes in use, as the runtime's ICU data lists them: a typo ("UDS") is refused
+ * instead of opening a wallet of its own that no price, plan or payment ever reaches.
+ */
+const ISO_CURRENCIES: ReadonlySet<string> = new Set(Intl.supportedValuesOf('currency'));
 
 export function parseCurrency(field: string, text: string | null | undefined, fallback = 'USD'): string {
   const code = (text ?? fallback).trim().toUpperCase();
   if (!CURRENCY.test(code)) throw invalidField(field, 'must be a three-letter ISO 4217 code such as USD');
+  if (!ISO_CURRENCIES.has(code)) throw invalidField(field, `${code} is not an ISO 4217 currency code in use`);
   return code;
 }

@@ -143,6 +143,12 @@ describe('credits and debits', () => {
     ]);
     const bad = await gql(GRANT, { input: { customerId, amount: '1', kind: 'PAID', idempotencyKey: randomUUID(), currency: 'dollars' } });
     expect(bad.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'currency' });
+    // Three letters, but no currency: a typo is refused, not given a wallet of its own.
+    const typo = await gql(GRANT, { input: { customerId, amount: '1', kind: 'PAID', idempotencyKey: randomUUID(), currency: 'UDS' } });
+    expect(typo.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'currency' });
+    expect(typo.errors?.[0]?.message).toContain('UDS is not an ISO 4217 currency code');
+    expect((await gql(WALLET, { id: customerId, currency: 'QQQ' })).errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'currency' });
+    expect((await sql<{ currency: string }>('SELECT currency FROM wallets WHERE customer_id = $1 ORDER BY currency', [customerId])).map((row) => row.currency)).toEqual(['EUR', 'USD']);
   });
 
   it('rejects bad amounts with VALIDATION naming the field', async () => {
@@ -784,12 +790,12 @@ describe('access', () => {
     const OWN = `query ($id: ID!, $currency: String) { wallet(customerId: $id, currency: $currency) {
       id currency balance { amount } available { amount } held { amount } grants { id } transactions(first: 5) { totalCount } } }`;
     const read = async (currency: string) => (await gql(OWN, { id: customerId, currency }, token)).data!.wallet;
-    const unused = await Promise.all(['USD', 'EUR', 'XYZ', 'QQQ'].map(read));
+    const unused = await Promise.all(['USD', 'EUR', 'JPY', 'GBP'].map(read));
     expect(unused.map((read) => [read.currency, read.balance.amount, read.available.amount, read.held.amount, read.grants, read.transactions.totalCount])).toEqual([
       ['USD', '0.00', '0.00', '0.00', [], 0],
       ['EUR', '0.00', '0.00', '0.00', [], 0],
-      ['XYZ', '0.00', '0.00', '0.00', [], 0],
-      ['QQQ', '0.00', '0.00', '0.00', [], 0],
+      ['JPY', '0.00', '0.00', '0.00', [], 0],
+      ['GBP', '0.00', '0.00', '0.00', [], 0],
     ]);
     expect(new Set(unused.map((read) => read.id)).size).toBe(4);
     expect((await gql('query ($id: ID!) { wallets(customerId: $id) { currency } }', { id: customerId }, token)).data!.wallets).toEqual([]);
