@@ -174,16 +174,23 @@ export class WalletTransaction {
   async post(txn: NewTransaction): Promise<PostedTransaction> {
     const id = uuidv7();
     const walletChange = txn.legs.reduce((sum, leg) => sum + leg.amount, 0n);
-    this.state.balance += walletChange;
     const walletLegs = txn.legs.filter((leg) => leg.amount !== 0n);
-    for (const leg of walletLegs) {
-      if (!leg.grantId) continue;
+    // Everything that can fail comes before the wallet's state changes: a debit refused here
+    // leaves its batch's books as they were for the debits that follow it.
+    const grants = walletLegs.map((leg) => {
+      if (!leg.grantId) return null;
       const grant = this.state.grants.find((candidate) => candidate.id === leg.grantId);
       if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
+      return grant;
+    });
+    const accountId = walletChange === 0n ? null : await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
+    this.state.balance += walletChange;
+    walletLegs.forEach((leg, n) => {
+      const grant = grants[n];
+      if (!grant) return;
       grant.remaining += leg.amount;
       this.batch.touchedGrants.set(grant.id, this);
-    }
-    const accountId = walletChange === 0n ? null : await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
+    });
     // One wallet leg against the counter-account (most debits): both legs go on the transaction's row.
     const twoLeg = accountId && walletLegs.length === 1 ? { accountId, grantId: walletLegs[0]!.grantId } : null;
     if (!twoLeg) {
