@@ -167,7 +167,7 @@ function requireCallerKey(key: string): string {
 }
 
 /** A data error (SQLSTATE class 22, e.g. text PostgreSQL cannot store): caused by one item, not the batch. */
-function isDataError(error: unknown): boolean {
+export function isDataError(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   return typeof code === 'string' && code.startsWith('22');
 }

@@ -8,10 +8,10 @@ import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
-import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
+import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
-import { insufficientFunds, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
+import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
@@ -119,7 +119,10 @@ interface ChargeLane {
 
 /** Events count in the calendar month (UTC) they happened in, until plans define their own periods. */
 export function periodStartOf(at: Date): Date {
-  return new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
+  // setUTCFullYear, not Date.UTC: Date.UTC reads the years 0-99 as 1900-1999.
+  const start = new Date(0);
+  start.setUTCFullYear(at.getUTCFullYear(), at.getUTCMonth(), 1);
+  return start;
 }
 
 interface Prepared {
@@ -336,11 +339,13 @@ export class UsageService {
     requireStorableText('metadata', input.metadata);
     const occurredAt = input.timestamp ?? now;
     if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
+    if (!isStorableTime(occurredAt)) throw invalidField('timestamp', 'must be a time in the years 1 to 9999');
     if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
     if (input.usage && input.response) throw invalidField('usage', 'give either usage or response, not both');
     let stated = NO_QUANTITIES;
     for (const [meter, quantity] of Object.entries(input.quantities ?? NO_QUANTITIES)) {
+      requireStorableText('quantities', meter);
       if (typeof quantity === 'number' ? !Number.isSafeInteger(quantity) || quantity < 0 : !/^\d{1,15}(\.\d{1,18})?$/.test(String(quantity))) {
         throw invalidField(`quantities.${meter}`, 'must be a non-negative whole number or a decimal string');
       }
@@ -358,6 +363,7 @@ export class UsageService {
       estimated = usage.billable;
     }
     const hash = requestHash({ customer: customerRef, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage: input.usage ?? null, response: input.response ? [input.response.url, input.response.status, input.response.body] : null, stated });
+    requireStorableText(input.response ? 'response' : 'usage.api', usage.api);
     requireStorableText(input.response ? 'response' : 'usage.model', usage.model);
     requireStorableText(input.response ? 'response' : 'usage.provider', usage.provider);
     const billingId = usage.billable && usage.billingId ? usage.billingId : null;
@@ -404,7 +410,7 @@ export class UsageService {
   private async chargeTogether(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
     const laneKey = `${merchantId}:${actor.kind}:${actor.apiKeyId ?? ''}`;
     const { parts, repeats } = partitionByCustomer(items, CUSTOMER_LANES);
-    const inLane = (lane: number, part: Prepared[]) => this.chargeInLane(`${laneKey}:${lane}`, merchantId, actor, part);
+    const inLane = (lane: number, part: Prepared[]) => this.chargeIsolatingBadData(`${laneKey}:${lane}`, merchantId, actor, part);
     const settled = await Promise.allSettled([...parts].map(([lane, part]) => inLane(lane, part)));
     // Nothing written: fail the whole request, as a single transaction would.
     if (settled.every((part) => part.status === 'rejected')) throw (settled[0] as PromiseRejectedResult).reason;
@@ -436,6 +442,28 @@ export class UsageService {
       else answers.set(item.index, { ok: false, error: repeatedKey() });
     }
     return answers;
+  }
+
+  /**
+   * Charges a lane's part. When the database refuses an event's data (SQLSTATE class 22: a value
+   * that validation did not foresee), the part is halved until that event goes alone, and it is
+   * answered VALIDATION: one bad event does not sink the good ones it came with.
+   */
+  private async chargeIsolatingBadData(laneKey: string, merchantId: string, actor: Actor, part: Prepared[]): Promise<Map<number, UsageResult>> {
+    try {
+      return await this.chargeInLane(laneKey, merchantId, actor, part);
+    } catch (error) {
+      if (!isDataError(error)) throw error;
+      if (part.length === 1) {
+        this.logger.warn({ err: error, merchantId }, 'the database refused a usage event\'s data');
+        const refused = new AppError('VALIDATION', `The database refused this event's data: ${(error as Error).message}`);
+        return new Map([[part[0]!.index, { ok: false, error: refused }]]);
+      }
+      const half = Math.ceil(part.length / 2);
+      const first = await this.chargeIsolatingBadData(laneKey, merchantId, actor, part.slice(0, half));
+      const second = await this.chargeIsolatingBadData(laneKey, merchantId, actor, part.slice(half));
+      return new Map([...first, ...second]);
+    }
   }
 
   private chargeInLane(laneKey: string, merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {

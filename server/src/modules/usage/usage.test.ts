@@ -10,7 +10,7 @@ import { laneOf } from '../../shared/lanes.ts';
 import { periodChargeAttos, type PricingRule } from '../pricing/rules.ts';
 import { prefersMinimal } from './usage.http.ts';
 import type { StoredChargeLine } from './usage.pricing.ts';
-import { CUSTOMER_LANES, type UsageRecordInput, type UsageResult } from './usage.service.ts';
+import { CUSTOMER_LANES, periodStartOf, type UsageRecordInput, type UsageResult } from './usage.service.ts';
 
 /** Post-request metering end to end: raw provider responses in, exact charges through the ledger out. */
 const FIXTURES = new URL('../../../../../shared/fixtures/providers/', import.meta.url);
@@ -330,7 +330,7 @@ describe('POST /v1/usage/batch', () => {
     expect(again.map((r) => r.ok && r.replayed && r.event.idempotencyKey)).toEqual(keys);
   });
 
-  it('refuses, per event and naming the field, text PostgreSQL cannot store; the rest of the batch is charged', async () => {
+  it('refuses, per event and naming the field, text and times PostgreSQL cannot store; the rest of the batch is charged', async () => {
     const { merchant, customer, balance } = await setup();
     const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 };
     const valid = { customer: customer.externalId, idempotencyKey: `ok-${randomUUID()}`, usage };
@@ -341,6 +341,11 @@ describe('POST /v1/usage/batch', () => {
       [{ idempotencyKey: 'key\u0000' }, 'idempotencyKey'],
       [{ customer: 'who\u0000' }, 'customer'],
       [{ usage: { ...usage, model: 'gpt\u0000' } }, 'usage.model'],
+      [{ usage: { ...usage, api: 'chat\u0000' } }, 'usage.api'],
+      [{ usage: undefined, quantities: { ['m\u0000']: 1 } }, 'quantities'],
+      [{ usage: undefined, quantities: { ['m\ud800']: 1 } }, 'quantities'],
+      [{ timestamp: '0000-06-01T00:00:00Z' }, 'timestamp'],
+      [{ timestamp: '-000001-06-01T00:00:00Z' }, 'timestamp'],
     ] as const;
     const events = [valid, ...bad.map(([change]) => ({ ...valid, idempotencyKey: randomUUID(), ...change }))];
     const response = await fetch(`${server.url}/v1/usage/batch`, {
@@ -491,6 +496,41 @@ describe('POST /v1/usage/batch', () => {
     expect(afterSecond.filter((_b, c) => stored(c))).toEqual(afterFirst.filter((_b, c) => stored(c)));
     expect(new Set(afterSecond).size).toBe(1); // every customer charged once for the same 100 events
     expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
+
+  it('an event whose data the database refuses (SQLSTATE class 22) fails alone with VALIDATION: the events sent with it are charged', async () => {
+    const { merchant, customer, balance } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
+    const events = Array.from({ length: 9 }, (_v, i) => ({ customer: customer.externalId, idempotencyKey: `refused-${i}-${randomUUID()}`, usage }));
+    const poisoned = events[5]!.idempotencyKey;
+    // Stands in for a value validation did not foresee: the database refuses that one event's row.
+    const sql = (text: string) => server.services.db.withConnection((connection) => connection.exec(text));
+    await sql(`CREATE FUNCTION refuse_data_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      IF NEW.idempotency_key = '${poisoned}' THEN RAISE EXCEPTION 'value out of range (test)' USING ERRCODE = '22003'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse_data_test BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION refuse_data_test()`);
+    let results: UsageResult[];
+    let alone: Response;
+    try {
+      results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
+      alone = await fetch(`${server.url}/v1/usage`, {
+        method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify(events[5]),
+      });
+    } finally {
+      await sql('DROP TRIGGER refuse_data_test ON usage_events; DROP FUNCTION refuse_data_test()');
+    }
+    expect(results.map((result) => (result.ok ? result.event.status : result.error.code))).toEqual(events.map((_e, i) => (i === 5 ? 'VALIDATION' : 'CHARGED')));
+    expect(results[5]).toMatchObject({ ok: false, error: { message: expect.stringContaining('value out of range (test)') } });
+    expect(alone.status).toBe(400);
+    expect(((await alone.json()) as { error: { code: string } }).error.code).toBe('VALIDATION');
+    const charged = results.filter((result) => result.ok).reduce((sum, result) => sum + parseDecimalNanos('x', result.event.charge), 0n);
+    expect(charged).toBeGreaterThan(0n);
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - charged);
+    expect((await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id }, select: { idempotencyKey: true } })).map((row) => row.idempotencyKey).sort())
+      .toEqual(events.filter((_e, i) => i !== 5).map((event) => event.idempotencyKey).sort());
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+    // Once the database takes it, the refused event is recorded like any other (nothing was kept of it).
+    const retried = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [events[5]!]);
+    expect(retried[0]).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED' } });
   });
 
   it("keeps the caller's metadata but not keys Tollgate writes itself, so a caller cannot forge a shortfall or an error", async () => {
@@ -896,5 +936,18 @@ describe('what providers report, and what the caller is told', () => {
     const [again] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [events[0]!]);
     expect(again).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED', cost: '0.0045' } });
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.0012') - parseDecimalNanos('x', '0.00495'));
+  });
+});
+
+describe('periodStartOf', () => {
+  it('is the first instant of the UTC calendar month, in every year a usage timestamp may have', () => {
+    const cases: [string, string][] = [
+      ['2026-06-15T12:00:00.000Z', '2026-06-01T00:00:00.000Z'],
+      ['2026-12-31T23:59:59.999Z', '2026-12-01T00:00:00.000Z'],
+      ['0050-03-10T08:00:00.000Z', '0050-03-01T00:00:00.000Z'],
+      ['0001-01-01T00:00:00.000Z', '0001-01-01T00:00:00.000Z'],
+      ['9999-12-31T23:59:59.999Z', '9999-12-01T00:00:00.000Z'],
+    ];
+    expect(cases.map(([at]) => periodStartOf(new Date(at)).toISOString())).toEqual(cases.map(([, start]) => start));
   });
 });
