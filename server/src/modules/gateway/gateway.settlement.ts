@@ -73,7 +73,14 @@ export class GatewaySettlement {
       while (this.queue.length < MAX_BATCH && performance.now() < gatherUntil) await new Promise((resolve) => setTimeout(resolve, 2));
       const batch = this.queue.splice(0, MAX_BATCH);
       try {
-        await this.settle(batch);
+        // Calls whose usage was answered "not recorded, retryable" (their part of the batch failed
+        // while the rest was recorded) go round again, keeping their reservations.
+        const again = await this.settle(batch);
+        if (again.length > 0) {
+          this.logger.warn({ size: again.length, attempt: again[0]!.attempts }, 'gateway usage not recorded; retrying it');
+          await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** again[0]!.attempts));
+          this.queue.unshift(...again);
+        }
       } catch (error) {
         const [retry, dropped] = partition(batch, (item) => ++item.attempts < MAX_ATTEMPTS);
         this.logger.error({ err: error, size: batch.length, retrying: retry.length }, 'gateway settlement failed');
@@ -100,12 +107,14 @@ export class GatewaySettlement {
     item.holdId = null;
   }
 
-  private async settle(batch: Item[]): Promise<void> {
+  /** Charges and logs the batch; returns the calls to charge again (see run). */
+  private async settle(batch: Item[]): Promise<Item[]> {
     // A reservation is released in the same ledger transaction (wallet locked) that charges the
     // call's usage: released any earlier, another call could reserve the freed credit first and
     // leave this charge short.
     const groups = groupBy(batch.filter((item) => item.usage), (item) => `${item.merchantId}|${item.actor.kind}|${item.actor.apiKeyId ?? ''}`);
     const usageEventIds = new Map<Item, string>();
+    const again = new Set<Item>();
     for (const items of groups.values()) {
       const { merchantId, actor } = items[0]!;
       const results = await this.usage.record(merchantId, actor, items.map((item) => (item.holdId ? { ...item.usage!, holdId: item.holdId } : item.usage!)));
@@ -114,12 +123,18 @@ export class GatewaySettlement {
         if (result.ok) {
           usageEventIds.set(item, result.event.id);
           item.holdId = null;
-        } else this.logger.warn({ requestId: item.log.id, code: result.error.code, message: result.error.message }, 'gateway usage not recorded');
+        } else if (result.error.details?.retryable === true && ++item.attempts < MAX_ATTEMPTS) again.add(item);
+        else this.logger.warn({ requestId: item.log.id, code: result.error.code, message: result.error.message }, 'gateway usage not recorded');
       });
     }
+    const done = again.size === 0 ? batch : batch.filter((item) => !again.has(item));
     // Reservations no charge released (nothing to record, or its record was refused) are freed on their own.
-    for (const item of batch) await this.releaseAlone(item);
-    const logs = batch.map((item) => item.log);
+    for (const item of done) await this.releaseAlone(item);
+    if (done.length > 0) await this.log(done.map((item) => item.log), done.map((item) => usageEventIds.get(item) ?? null));
+    return [...again];
+  }
+
+  private async log(logs: GatewayRequestLog[], usageEventIds: (string | null)[]): Promise<void> {
     await this.db.withConnection((sql) =>
       sql.query(
         `INSERT INTO gateway_requests (id, merchant_id, customer_id, provider, method, host, path, status, outcome, error_code, streamed, latency_ms, ttfb_ms, usage_event_id, created_at)
@@ -133,7 +148,7 @@ export class GatewaySettlement {
           logs.map((log) => log.id), logs.map((log) => log.merchantId), logs.map((log) => log.customerId), logs.map((log) => log.provider),
           logs.map((log) => log.method), logs.map((log) => log.host), logs.map((log) => log.path), logs.map((log) => log.status), logs.map((log) => log.outcome),
           logs.map((log) => log.errorCode), logs.map((log) => log.streamed), logs.map((log) => log.latencyMs), logs.map((log) => log.ttfbMs),
-          batch.map((item) => usageEventIds.get(item) ?? null), logs.map((log) => log.createdAt),
+          usageEventIds, logs.map((log) => log.createdAt),
         ],
       ),
     );
