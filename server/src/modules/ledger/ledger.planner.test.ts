@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTOS_PER_NANO, formatNanos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
-import { creditLegs, fitsDebit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
+import { creditLegs, fitsDebit, planCredit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
 
 const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
   id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, grants: [], ...overrides,
@@ -73,6 +73,44 @@ describe('sub-nano charges', () => {
     for (const bad of ['1e3', '0.1.2', 'abc', '', '1,5', '0.0000000001']) {
       expect(() => parseDecimalNanos('amount', bad), bad).toThrow(/amount/);
     }
+  });
+});
+
+describe('credits against the carry', () => {
+  it('move balance × 1e9 − carry by exactly the credit, keeping 0 ≤ carry < 1e9 and crediting whole nanos', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: ATTOS_PER_NANO - 1n }), fc.bigInt({ min: 1n, max: 10n ** 15n }), (carry, attos) => {
+        const credit = planCredit(carry, attos);
+        expect(credit.nanos * ATTOS_PER_NANO - credit.carry).toBe(attos - carry);
+        expect(credit.carry >= 0n && credit.carry < ATTOS_PER_NANO).toBe(true);
+        expect(credit.nanos >= 0n).toBe(true);
+      }),
+    );
+  });
+
+  it('a credit smaller than the carry only lowers it; one beyond it is rounded up and the excess carried', () => {
+    expect(planCredit(700n, 300n)).toEqual({ nanos: 0n, carry: 400n });
+    expect(planCredit(0n, 1n)).toEqual({ nanos: 1n, carry: ATTOS_PER_NANO - 1n });
+    expect(planCredit(250n, 3n * ATTOS_PER_NANO + 250n)).toEqual({ nanos: 3n, carry: 0n });
+  });
+
+  it('charges and credits of sub-nano amounts in any order sum exactly', () => {
+    fc.assert(
+      fc.property(fc.array(fc.bigInt({ min: -(10n ** 12n), max: 10n ** 12n }).filter((n) => n !== 0n), { maxLength: 60 }), (moves) => {
+        let state: WalletState = { id: 'w', balance: 0n, carry: 0n, overdraftLimit: 10n ** 9n, held: 0n, grants: [] };
+        for (const attos of moves) {
+          if (attos > 0n) {
+            const plan = planDebit(state, attos, { allowOverdraft: true, ignoreLimits: true });
+            if (!plan.ok) throw new Error('refused');
+            state = { ...state, balance: state.balance - plan.nanos, carry: plan.carry };
+          } else {
+            const credit = planCredit(state.carry, -attos);
+            state = { ...state, balance: state.balance + credit.nanos, carry: credit.carry };
+          }
+        }
+        expect(state.balance * ATTOS_PER_NANO - state.carry).toBe(-moves.reduce((sum, attos) => sum + attos, 0n));
+      }),
+    );
   });
 });
 

@@ -126,6 +126,19 @@ export function fitsDebit(state: WalletState, attos: bigint, allowOverdraft: boo
  * (a leg naming no grant), and the grant keeps only the rest. So Σ remaining = max(balance, 0)
  * holds throughout.
  */
+/**
+ * A credit of `attos` to a wallet carrying `carry` attos not yet charged: the carry is settled
+ * first, and the rest is credited in whole nanos, rounded up, with what that adds beyond the
+ * credit owed back as the new carry. So balance × 1e9 − carry moves by exactly `attos`, as the
+ * debits' rounding does: no fraction of a credit is lost either.
+ */
+export function planCredit(carry: bigint, attos: bigint): { nanos: bigint; carry: bigint } {
+  const beyondCarry = attos - carry;
+  if (beyondCarry <= 0n) return { nanos: 0n, carry: -beyondCarry };
+  const nanos = (beyondCarry + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
+  return { nanos, carry: nanos * ATTOS_PER_NANO - beyondCarry };
+}
+
 export function creditLegs(balance: bigint, amount: bigint, grantId: string): WalletLeg[] {
   const debt = balance < 0n ? -balance : 0n;
   const repaid = amount < debt ? amount : debt;

@@ -10,7 +10,7 @@ import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/mon
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid, requireStorableText } from '../../shared/validation.ts';
-import { creditLegs, fitsDebit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
+import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
@@ -695,11 +695,16 @@ export class UsageService {
       wallet.setCarry(plan.carry);
       return posted.id;
     }
-    const nanos = -attos / ATTOS_PER_NANO;
-    if (nanos === 0n) return null;
+    // A net credit settles the sub-nano carry first, so its fraction is not lost either.
+    const credit = planCredit(wallet.state.carry, -attos);
+    if (credit.nanos === 0n) {
+      wallet.setCarry(credit.carry);
+      return null;
+    }
     const grantId = randomUUID();
-    wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });
-    const posted = await wallet.post({ ...common, legs: creditLegs(wallet.state.balance, nanos, grantId) });
+    wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: credit.nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });
+    const posted = await wallet.post({ ...common, legs: creditLegs(wallet.state.balance, credit.nanos, grantId) });
+    wallet.setCarry(credit.carry);
     wallet.linkGrantTransaction(grantId, posted.id);
     return posted.id;
   }

@@ -207,6 +207,27 @@ describe('recordUsage', () => {
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - 4n);
     expect(ATTOS_PER_NANO).toBe(1_000_000_000n);
   });
+
+  it('a net credit from VOLUME repricing settles the sub-nano carry: the wallet moves by exactly the events\' charges', async () => {
+    const { merchant, customer, record } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'units', name: 'Units', unit: 'unit', source: 'QUANTITY' });
+    await server.services.priceRules.put(merchant.id, {
+      name: 'volume', type: 'VOLUME', meterKey: 'units', config: { tiers: [{ upTo: 1, unitPrice: '1.0000000003' }, { upTo: null, unitPrice: '0.0000000001' }] }, effectiveFrom: new Date('2026-01-01'),
+    });
+    // One unit: 1.0000000003 (a nano charged, 0.3 carried). Two: the period is worth 0.0000000002,
+    // so the second event credits 1.0000000001 back; truncated to whole nanos, 0.1 nano would be lost.
+    const charges: bigint[] = [];
+    for (let i = 0; i < 2; i++) {
+      const result = await record({ quantities: { units: 1 } });
+      expect(result.errors).toBeUndefined();
+      charges.push(parseDecimalAttos('charge', result.data!.recordUsage.event.charge));
+    }
+    expect(charges).toEqual([parseDecimalAttos('x', '1.0000000003'), -parseDecimalAttos('x', '1.0000000001')]);
+    const wallet = await server.services.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId: customer.id, currency: 'USD' } } });
+    const start = parseDecimalNanos('x', '10.00') * ATTOS_PER_NANO;
+    expect(start - (wallet.balance * ATTOS_PER_NANO - wallet.fractionCarry)).toBe(parseDecimalAttos('x', '0.0000000002'));
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
 });
 
 describe('POST /v1/usage/batch', () => {
