@@ -58,7 +58,8 @@ const CreditGrantRef = builder.objectRef<CreditGrant>('CreditGrant').implement({
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
     expiredAt: t.expose('expiredAt', { type: 'DateTime', nullable: true }),
     description: t.exposeString('description', { nullable: true }),
-    metadata: t.field({ type: 'JSONObject', resolve: (g) => g.metadata }),
+    // The grant's metadata is the one its transaction carries: the merchant's, like the transaction's.
+    metadata: t.field({ type: 'JSONObject', authScopes: { merchant: true }, description: 'Secret key only.', resolve: (g) => g.metadata }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });

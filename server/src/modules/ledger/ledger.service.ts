@@ -454,7 +454,9 @@ export class LedgerService {
     return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
       if (input.amountNanos > 0n) {
         const grantId = randomUUID();
-        wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt: input.expiresAt ?? null, transactionId: '', description: reason, metadata: {} });
+        // The reason is the merchant's (secret key only, on the transaction): the grant, which
+        // the customer's own token may list, gets the same neutral label as the transaction.
+        wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt: input.expiresAt ?? null, transactionId: '', description: 'Balance adjustment', metadata: {} });
         const transaction = await wallet.post({
           kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: creditLegs(wallet.state.balance, input.amountNanos, grantId),
           counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', metadata: { grantId }, actor,

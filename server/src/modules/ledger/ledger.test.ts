@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -776,6 +777,22 @@ describe('access', () => {
       expect(refused.errors?.[0]?.extensions.code, field).toBe('FORBIDDEN');
     }
     expect((await wallet(customerId, 'USD')).transactions.edges[0].node.actor).toEqual({ kind: 'api_key', apiKeyId: expect.any(String) });
+    // Nor do they reach the customer through the grants: an adjustment's reason stays on its
+    // transaction, and a grant's metadata (its transaction's) is the merchant's.
+    const adjusted = await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { reason } } }', {
+      input: { customerId, amount: '0.50', reason: 'goodwill: customer complained twice', idempotencyKey: randomUUID() },
+    });
+    expect(adjusted.data!.adjustBalance.transaction.reason).toBe('goodwill: customer complained twice');
+    await grant(customerId, '1.00', { metadata: { internalNote: 'churn risk' } });
+    const grants = await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { kind description amount { amount } } } }`, { id: customerId }, token);
+    expect(grants.data!.wallet.grants).toEqual(expect.arrayContaining([
+      { kind: 'PROMOTIONAL', description: 'Balance adjustment', amount: { amount: '0.50' } },
+      { kind: 'PAID', description: null, amount: { amount: '1.00' } },
+    ]));
+    expect(JSON.stringify(grants.data)).not.toContain('complained');
+    const metadata = await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { metadata } } }`, { id: customerId }, token);
+    expect(metadata.errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+    expect((await wallet(customerId)).grants.length).toBe(3);
     expect((await gql(WALLET, { id: otherId }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
     expect((await gql(DEBIT, { input: { customerId, amount: '1', idempotencyKey: 'x' } }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
     const stranger = await server.createMerchant('Stranger');
@@ -809,6 +826,20 @@ describe('access', () => {
     expect((await read('EUR')).id).toBe(unused[1].id);
     // Another customer's wallet in the same currency is another id.
     expect((await wallet(await newCustomer(), 'EUR')).id).not.toBe(unused[1].id);
+  });
+
+  it('the migration relabels the grants of adjustments written before, and only those', async () => {
+    const customerId = await newCustomer();
+    await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed } }', {
+      input: { customerId, amount: '0.25', reason: 'old reason', idempotencyKey: randomUUID() },
+    });
+    await grant(customerId, '1.00', { description: 'Welcome bonus' });
+    // As the earlier code wrote it: the reason as the grant's description.
+    await sql(`UPDATE credit_grants SET description = 'old reason' WHERE customer_id = $1 AND kind = 'PROMOTIONAL'`, [customerId]);
+    const migration = readFileSync(new URL('../../../prisma/migrations/20261202220000_adjustment_grants_neutral_label/migration.sql', import.meta.url), 'utf8');
+    await server.services.db.withConnection((connection) => connection.exec(migration));
+    const labels = await sql<{ kind: string; description: string }>('SELECT kind::text AS kind, description FROM credit_grants WHERE customer_id = $1 ORDER BY kind::text', [customerId]);
+    expect(labels).toEqual([{ kind: 'PROMOTIONAL', description: 'Balance adjustment' }, { kind: 'PAID', description: 'Welcome bonus' }].sort((a, b) => a.kind.localeCompare(b.kind)));
   });
 
   it('balanceUpdated pushes each committed change to the customer', async () => {
