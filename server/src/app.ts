@@ -63,10 +63,12 @@ function closeWhenSessionExpires(socket: WebSocket, viewer: Viewer): void {
 /**
  * Sockets opened (or operations authorized) with a secret key, checked every `intervalMs` against
  * the keys still active: a socket whose key was revoked, or whose rotation grace period ended, is
- * closed with 4403, on every instance, and its subscriptions end with it.
+ * closed with 4403, on every instance, and its subscriptions end with it. Sockets of a customer
+ * session are closed the same way once their customer is archived.
  */
 class SocketsByApiKey {
   private readonly keysOf = new Map<WebSocket, Set<string>>();
+  private readonly customerOf = new Map<WebSocket, string>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -79,6 +81,10 @@ class SocketsByApiKey {
   }
 
   watch(socket: WebSocket, viewer: Viewer): void {
+    if (viewer.kind === 'customer' && !this.customerOf.has(socket)) {
+      this.customerOf.set(socket, viewer.customerId);
+      socket.once('close', () => this.customerOf.delete(socket));
+    }
     if (viewer.kind !== 'merchant') return;
     const keys = this.keysOf.get(socket);
     if (keys) return void keys.add(viewer.apiKeyId);
@@ -87,14 +93,21 @@ class SocketsByApiKey {
   }
 
   async closeRevoked(): Promise<void> {
-    if (this.keysOf.size === 0) return;
     try {
-      const active = await this.services.apiKeys.activeIds([...new Set([...this.keysOf.values()].flatMap((keys) => [...keys]))]);
-      for (const [socket, keys] of this.keysOf) {
-        if ([...keys].some((id) => !active.has(id))) socket.close(4403, 'API key revoked');
+      if (this.keysOf.size > 0) {
+        const active = await this.services.apiKeys.activeIds([...new Set([...this.keysOf.values()].flatMap((keys) => [...keys]))]);
+        for (const [socket, keys] of this.keysOf) {
+          if ([...keys].some((id) => !active.has(id))) socket.close(4403, 'API key revoked');
+        }
+      }
+      if (this.customerOf.size > 0) {
+        const archived = await this.services.customerSessions.archivedAmong([...new Set(this.customerOf.values())]);
+        for (const [socket, customerId] of this.customerOf) {
+          if (archived.has(customerId)) socket.close(4403, 'Customer archived');
+        }
       }
     } catch (error) {
-      this.logger.warn({ err: error }, 'checking WebSocket API keys failed; will retry');
+      this.logger.warn({ err: error }, 'checking WebSocket credentials failed; will retry');
     }
   }
 
@@ -187,14 +200,18 @@ export async function createApp(services: Services): Promise<App> {
         // when the connection itself carried none.
         let viewer: Viewer = ctx.extra.viewer ?? ANONYMOUS;
         const operationAuthorization = viewer.kind === 'anonymous' ? authorizationIn(payload.extensions?.headers) : undefined;
-        // A secret key is checked again for every operation: one revoked since the socket opened
-        // runs nothing more (SocketsByApiKey closes the socket itself soon after).
-        const authorization = operationAuthorization ?? (viewer.kind === 'merchant' ? ctx.extra.authorization : undefined);
+        // A secret key or session token is checked again for every operation: one revoked (or
+        // whose customer was archived) since the socket opened runs nothing more (SocketsByApiKey
+        // closes the socket itself soon after).
+        const authorization = operationAuthorization ?? (viewer.kind !== 'anonymous' ? ctx.extra.authorization : undefined);
         if (authorization !== undefined) {
           try {
             viewer = await services.viewers.resolve(authorization);
-            closeWhenSessionExpires(ctx.extra.socket, viewer);
-            keySockets.watch(ctx.extra.socket, viewer);
+            // The socket's own credential is watched since it connected.
+            if (operationAuthorization !== undefined) {
+              closeWhenSessionExpires(ctx.extra.socket, viewer);
+              keySockets.watch(ctx.extra.socket, viewer);
+            }
           } catch (error) {
             if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code } })];
             throw error;

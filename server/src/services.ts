@@ -60,7 +60,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const priceRules = new PriceRuleService(prisma, plans);
   const apiKeys = new ApiKeyService(prisma);
   const customers = new CustomerService(prisma, pubsub);
-  const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds);
+  const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds, prisma);
   const viewers = new ViewerResolver(apiKeys, customerSessions);
   const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, plans, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);

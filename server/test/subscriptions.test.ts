@@ -165,6 +165,39 @@ describe('customerUpdated subscription', () => {
     expect(await outcome).toBe(4403);
   });
 
+  it("ends a customer's sessions when it is archived: its socket closes (4403), and HTTP calls with the token are UNAUTHENTICATED until it is unarchived", async () => {
+    const archivedId = (await server.services.customers.create(merchant.id, { externalId: `to-archive-${Date.now()}` })).id;
+    const { token } = await server.services.customerSessions.create(merchant.id, archivedId, 600);
+    const own = () => server.graphql<{ customer: { id: string } }>('query ($id: ID!) { customer(id: $id) { id } }', { id: archivedId }, token);
+    expect((await own()).data?.customer.id).toBe(archivedId);
+    // A socket opened with the token before the archive, then one opened after it.
+    const open = () => {
+      const socket = new WebSocket(server.url.replace('http', 'ws') + '/graphql', 'graphql-transport-ws');
+      socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } })));
+      const acked = new Promise<boolean>((resolve) => {
+        socket.on('message', (data) => resolve(JSON.parse(String(data)).type === 'connection_ack'));
+        socket.on('close', () => resolve(false));
+      });
+      const closed = new Promise<number | string>((resolve) => {
+        socket.on('close', (code) => resolve(code));
+        setTimeout(() => resolve('still open after 3 s'), 3000);
+      });
+      return { acked, closed, socket };
+    };
+    const before = open();
+    expect(await before.acked).toBe(true);
+    await server.services.customers.archive(merchant.id, archivedId);
+    expect(await before.closed).toBe(4403); // within the recheck interval (200 ms here)
+    const after = open();
+    expect(await after.acked).toBe(false);
+    expect(await after.closed).toBe(4403);
+    const refused = await own();
+    expect(refused.errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED');
+    expect(refused.errors?.[0]?.message).toContain('archived');
+    await server.services.customers.unarchive(merchant.id, archivedId);
+    expect((await own()).data?.customer.id).toBe(archivedId);
+  });
+
   it('runs no operation with a secret key revoked since its socket opened, not even one that mints a new key', async () => {
     // A server that looks for revoked keys' sockets only every 10 minutes: each operation is checked itself.
     const slow = await startTestServer({ TOLLGATE_WS_KEY_RECHECK_MS: '600000' });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { deriveKey, hmacBase64Url, safeEqual } from '../../shared/crypto.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { requireIntInRange } from '../../shared/validation.ts';
+import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { CustomerService } from '../customers/customers.service.ts';
 
 /**
@@ -30,6 +31,7 @@ export class CustomerSessionService {
     masterKey: Buffer,
     private readonly customers: CustomerService,
     private readonly maxTtlSeconds: number,
+    private readonly prisma: PrismaClient,
   ) {
     this.signingKey = deriveKey(masterKey, 'customer-session');
   }
@@ -45,6 +47,25 @@ export class CustomerSessionService {
       expiresAt: new Date(Math.floor(Date.now() / 1000 + ttlSeconds) * 1000),
     };
     return { token: this.sign(claims), claims };
+  }
+
+  /**
+   * A token that checks out (see verify) and whose customer is not archived: archiving a customer
+   * ends its sessions (tokens are stateless, so this asks the database; unarchiving resumes them).
+   */
+  async authenticate(token: string, now = new Date()): Promise<CustomerSessionClaims> {
+    const claims = this.verify(token, now);
+    if ((await this.archivedAmong([claims.customerId])).size > 0) {
+      throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
+    }
+    return claims;
+  }
+
+  /** The ids among `customerIds` of archived customers (one query for many open sockets). */
+  async archivedAmong(customerIds: readonly string[]): Promise<Set<string>> {
+    if (customerIds.length === 0) return new Set();
+    const rows = await this.prisma.customer.findMany({ where: { id: { in: [...customerIds] }, archivedAt: { not: null } }, select: { id: true } });
+    return new Set(rows.map((row) => row.id));
   }
 
   /** Throws UNAUTHENTICATED for a forged, malformed or expired token. */

@@ -37,7 +37,7 @@ export class ViewerResolver {
       return { kind: 'merchant', ...principal };
     }
     if (looksLikeCustomerSessionToken(credential)) {
-      const claims = this.sessions.verify(credential);
+      const claims = await this.sessions.authenticate(credential);
       return { kind: 'customer', ...claims };
     }
     throw new AppError('UNAUTHENTICATED', 'Unrecognised credential: send "Authorization: Bearer sk_…" or a customer session token');
