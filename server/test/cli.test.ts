@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,17 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     const yaml = await cli('apply', file.replace(/\.json$/, '.yaml'), '--merchant', merchantId, '--dry-run');
     expect(yaml.code, yaml.stderr).toBe(0);
     expect(yaml.stdout).toContain('No changes');
+  });
+
+  it('refuses a malformed config file before showing a diff, naming the entry, without a stack trace', async () => {
+    const created = await cli('merchant', 'create', '--name', 'Malformed Co');
+    const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'tollgate-cli-config-')), 'tollgate.config.yaml');
+    writeFileSync(file, 'meters:\n  - { key: input_tokens, name: Input tokens, unit: token, source: INPUT_TOKENS }\n  - { key: tokens, name: Tokens, unit: token, source: TOKENS }\n');
+    const refused = await cli('apply', file, '--merchant', merchantId, '--yes');
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr.trim()).toBe('meters.1.source: must be one of INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, TOTAL_TOKENS, REQUESTS, IMAGES, AUDIO_SECONDS, CHARACTERS, QUANTITY');
   });
 
   it('explains its usage and fails clearly on bad input', async () => {

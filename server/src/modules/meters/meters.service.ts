@@ -10,6 +10,23 @@ export type { Meter };
 
 const KEY = /^[a-z][a-z0-9_.-]{0,63}$/;
 
+export type MeterInput = { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation | null };
+
+/** A meter key as given in the API or a config file, or a VALIDATION error naming `field`. */
+export function parseMeterKey(field: string, key: unknown): string {
+  if (typeof key !== 'string' || !KEY.test(key)) throw invalidField(field, 'must start with a letter and use a-z, 0-9, "_", "-" or "." (at most 64)');
+  return key;
+}
+
+/** A meter's name and unit checked and trimmed; errors name `prefix` + the field ("meters.0.name"). */
+export function meterLabels(input: { name?: unknown; unit?: unknown }, prefix = ''): { name: string; unit: string } {
+  const text = (field: string, value: unknown, maxLength: number) => {
+    if (typeof value !== 'string') throw invalidField(`${prefix}${field}`, 'must be text');
+    return requireNonEmpty(`${prefix}${field}`, value, maxLength);
+  };
+  return { name: text('name', input.name, 255), unit: text('unit', input.unit, 32) };
+}
+
 /** How much of a meter one usage record carries; decimal strings for fractional units. */
 export function meterQuantity(source: MeterSource, usage: NormalizedUsage, stated: Record<string, string | number> = {}, key = ''): bigint | string {
   switch (source) {
@@ -42,15 +59,14 @@ export class MeterService {
   constructor(private readonly prisma: PrismaClient) {}
 
   /** `tx`: write inside that transaction (the cache is dropped once it commits). */
-  async create(merchantId: string, input: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation | null }, tx?: PrismaTransaction): Promise<Meter> {
-    if (!KEY.test(input.key)) throw invalidField('key', 'must start with a letter and use a-z, 0-9, "_", "-" or "." (at most 64)');
+  async create(merchantId: string, input: MeterInput, tx?: PrismaTransaction): Promise<Meter> {
+    const key = parseMeterKey('key', input.key);
     try {
       const meter = await (tx?.client ?? this.prisma).meter.create({
         data: {
           merchantId,
-          key: input.key,
-          name: requireNonEmpty('name', input.name),
-          unit: requireNonEmpty('unit', input.unit, 32),
+          key,
+          ...meterLabels(input),
           source: input.source,
           aggregation: input.aggregation ?? 'SUM',
         },
@@ -66,18 +82,20 @@ export class MeterService {
   /** Renames or re-units a meter (its source is fixed: counting something else needs a new key). */
   async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }, tx?: PrismaTransaction): Promise<Meter> {
     const prisma = tx?.client ?? this.prisma;
+    const labels = meterLabels(input);
     const meter = await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
     if (!meter) throw notFound('Meter', key);
     const updated = await prisma.meter.update({
       where: { id: meter.id },
-      data: { name: requireNonEmpty('name', input.name), unit: requireNonEmpty('unit', input.unit, 32), aggregation: input.aggregation ?? 'SUM', archivedAt: null },
+      data: { ...labels, aggregation: input.aggregation ?? 'SUM', archivedAt: null },
     });
     whenCommitted(tx, () => this.cache.delete(merchantId)); // after the write: a load racing it must not be kept
     return updated;
   }
 
   async archive(merchantId: string, key: string): Promise<Meter> {
-    const meter = await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
+    // A key create refuses names no meter, so it is not looked up (the database would refuse one with NUL).
+    const meter = KEY.test(key) ? await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
     if (!meter) throw notFound('Meter', key);
     if (meter.archivedAt) return meter;
     const archived = await this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: new Date() } });

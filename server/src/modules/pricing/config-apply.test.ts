@@ -310,8 +310,12 @@ describe('rules that would tie, and all-or-nothing applies', () => {
     const merchant = await server.createMerchant();
     const start = new Date('2026-01-01');
     const flat = (name: string, meterKey: string) => ({ name, type: 'FLAT' as const, meterKey, config: { unitPrice: '1' } });
-    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, { priceRules: [flat('a', 'input'), flat('b', 'output')] }, start), start);
-    const swapped: PricingConfig = { priceRules: [flat('a', 'output'), flat('b', 'input')] };
+    const meters: PricingConfig['meters'] = [
+      { key: 'input', name: 'Input tokens', unit: 'token', source: 'INPUT_TOKENS' },
+      { key: 'output', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' },
+    ];
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, { meters, priceRules: [flat('a', 'input'), flat('b', 'output')] }, start), start);
+    const swapped: PricingConfig = { meters, priceRules: [flat('a', 'output'), flat('b', 'input')] };
     const plan = await planPricingConfig(server.services, merchant.id, swapped);
     expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['add-rule a', 'add-rule b']);
     await applyPricingChanges(server.services, merchant.id, plan);
@@ -438,5 +442,123 @@ describe('pricing as code in YAML', () => {
     const duplicate = write('duplicate.yaml', 'meters: []\nmeters: []\n');
     await expect(loadPricingConfig(duplicate)).rejects.toThrow(`${duplicate}:2:1: invalid YAML: Map keys must be unique`);
     await expect(loadPricingConfig(write('list.yaml', '- a\n- b\n'))).rejects.toThrow('must hold a pricing config object');
+  });
+});
+
+describe('a file is checked and normalized while planning', () => {
+  /** What the database holds for the merchant, read past the services' caches. */
+  const stored = async (merchantId: string) => {
+    const { prisma } = server.services;
+    const where = { merchantId };
+    return { meters: await prisma.meter.count({ where }), prices: await prisma.providerPrice.count({ where }), plans: await prisma.plan.count({ where }), rules: await prisma.priceRule.count({ where }) };
+  };
+  const NOTHING = { meters: 0, prices: 0, plans: 0, rules: 0 };
+  const refusal = (promise: Promise<unknown>) => promise.then(() => new Error('expected a VALIDATION error'), (caught: unknown) => caught as Error);
+
+  it('names written with spaces around, and providers by alias, are compared as stored: applying twice changes nothing', async () => {
+    const merchant = await server.createMerchant();
+    const spaced: PricingConfig = {
+      meters: [{ key: 'tokens', name: 'Tokens ', unit: ' token', source: 'TOTAL_TOKENS' }],
+      providerPrices: [
+        { provider: ' OpenAI ', model: 'gpt-x ', perMillionTokens: { input: '1', output: '2' } },
+        { provider: 'claude', model: ' claude-x', perMillionTokens: { input: '3', output: '4' }, effectiveFrom: '2099-01-01' },
+      ],
+      priceRules: [
+        { name: 'markup ', type: 'MARKUP', provider: 'Claude ', model: ' claude-x ', config: { percent: '10' } },
+        { name: ' tokens', type: 'FLAT', meterKey: ' tokens ', config: { unitPrice: '0.001' } },
+      ],
+      plans: [{ key: 'pro', name: ' Pro ', description: ' For teams ', priceRules: [{ name: ' pro markup ', type: 'MARKUP', config: { percent: '5' } }] }],
+    };
+    const now = new Date('2026-06-01T00:00:00Z');
+    const plan = await planPricingConfig(server.services, merchant.id, spaced, now);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual([
+      'create-meter tokens', 'add-price openai/gpt-x', 'add-price anthropic/claude-x', 'add-rule markup', 'add-rule tokens', 'create-plan pro', 'add-rule pro/pro markup',
+    ]);
+    await applyPricingChanges(server.services, merchant.id, plan, now);
+    for (const later of [now, new Date('2026-07-01T00:00:00Z')]) expect(await planPricingConfig(server.services, merchant.id, spaced, later)).toEqual([]);
+
+    expect((await server.services.meters.list(merchant.id, true)).map((meter) => [meter.name, meter.unit])).toEqual([['Tokens', 'token']]);
+    expect((await server.services.providerPrices.rowsFor(merchant.id)).map((row) => `${row.provider}/${row.model}`).sort()).toEqual(['anthropic/claude-x', 'openai/gpt-x']);
+    expect((await server.services.priceRules.allVersions(merchant.id)).map((rule) => [rule.name, rule.provider, rule.model, rule.meterKey])).toEqual([
+      ['markup', 'anthropic', 'claude-x', null],
+      ['tokens', null, null, 'tokens'],
+    ]);
+    expect((await server.services.plans.get(merchant.id, 'pro'))).toMatchObject({ name: 'Pro', description: 'For teams' });
+  });
+
+  it('dates are read strictly, as the DateTime scalar reads them, and must be in the years 1 to 9999', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const dated = (effectiveFrom: unknown): PricingConfig => ({ providerPrices: [{ provider: 'openai', model: 'gpt-x', perMillionTokens: { input: '1', output: '2' }, effectiveFrom: effectiveFrom as string }] });
+    const cases: [unknown, RegExp][] = [
+      ['+010000-01-01', /years 1 to 9999/],
+      ['0000-12-31', /years 1 to 9999/],
+      ['2099-02-30', /must be a date/], // would roll over to March 2nd
+      ['2099-01-01T00:00', /must be a date/], // no zone: would be read in the zone of whoever applies it
+      ['1', /must be a date/],
+      [20990101, /must be a date/],
+      [new Date(Number.NaN), /must be a date/],
+    ];
+    for (const [effectiveFrom, message] of cases) {
+      const error = await refusal(planPricingConfig(server.services, merchant.id, dated(effectiveFrom), now));
+      expect(error, String(effectiveFrom)).toMatchObject({ code: 'VALIDATION', details: { field: 'providerPrices.0.effectiveFrom' } });
+      expect(error.message).toMatch(message);
+    }
+    const withZone = await planPricingConfig(server.services, merchant.id, dated('2099-01-01T00:00:00+02:00'), now);
+    expect(withZone.map((change) => change.kind === 'add-price' && change.effectiveFrom)).toEqual(['2098-12-31T22:00:00.000Z']);
+    // A .ts config may give a Date.
+    const asDate = await planPricingConfig(server.services, merchant.id, dated(new Date('2099-01-01T00:00:00Z')), now);
+    expect(asDate.map((change) => change.kind === 'add-price' && change.effectiveFrom)).toEqual(['2099-01-01T00:00:00.000Z']);
+    expect(await stored(merchant.id)).toEqual(NOTHING);
+  });
+
+  it('a malformed file is refused while planning, before any diff, naming the entry, and nothing is written', async () => {
+    const merchant = await server.createMerchant();
+    const meter = { key: 'tokens', name: 'Tokens', unit: 'token', source: 'TOTAL_TOKENS' };
+    const markup = (name: string) => ({ name, type: 'MARKUP', provider: name, config: { percent: '1' } });
+    const price = { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: '1', output: '2' } };
+    const cases: [unknown, string, RegExp][] = [
+      [[], 'config', /must be an object/],
+      [{ priceRule: [] }, 'priceRule', /not a field of a pricing config/],
+      [{ meters: 'x' }, 'meters', /must be a list/],
+      [{ priceRules: {} }, 'priceRules', /must be a list/],
+      [{ providerPrices: 1 }, 'providerPrices', /must be a list/],
+      [{ plans: [{ key: 'pro', name: 'Pro', priceRules: 'x' }] }, 'plans.0.priceRules', /must be a list/],
+      [{ meters: ['tokens'] }, 'meters.0', /must be an object/],
+      [{ meters: [{ ...meter, source: 'TOKENS' }] }, 'meters.0.source', /must be one of INPUT_TOKENS, /],
+      [{ meters: [{ ...meter, aggregation: 'AVG' }] }, 'meters.0.aggregation', /must be one of SUM, COUNT, MAX/],
+      [{ meters: [{ ...meter, key: 'Tokens' }] }, 'meters.0.key', /must start with a letter/],
+      [{ meters: [{ ...meter, key: 7 }] }, 'meters.0.key', /must start with a letter/],
+      [{ meters: [{ ...meter, name: 'x'.repeat(256) }] }, 'meters.0.name', /at most 255/],
+      [{ meters: [{ ...meter, unit: 'u'.repeat(33) }] }, 'meters.0.unit', /at most 32/],
+      [{ meters: [{ ...meter, name: 7 }] }, 'meters.0.name', /must be text/],
+      [{ meters: [{ ...meter, name: 'To\u0000kens' }] }, 'meters.0.name', /NUL/],
+      [{ meters: [meter, { ...meter, name: 'Again' }] }, 'meters.1.key', /declared twice/],
+      [{ meters: [{ ...meter, aggregate: 'MAX' }] }, 'meters.0.aggregate', /not a field here/],
+      [{ priceRules: [{ ...markup('a'), name: 42 }] }, 'priceRules.0.name', /must be text/],
+      [{ priceRules: [markup('a'), markup('b'), markup('c'), { ...markup('d'), provider: 7 }] }, 'priceRules.3.provider', /must be text/],
+      [{ priceRules: [{ ...markup('a'), provider: ' ' }] }, 'priceRules.0.provider', /must not be empty/],
+      [{ priceRules: [{ ...markup('a'), type: 'MARKUPP' }] }, 'priceRules.0.type', /must be one of FLAT, MARKUP/],
+      [{ priceRules: [{ ...markup('a'), config: undefined }] }, 'priceRules.0.config', /must be an object/],
+      [{ priceRules: [{ ...markup('a'), config: ['x'] }] }, 'priceRules.0.config', /must be an object/],
+      [{ priceRules: [{ ...markup('a'), config: { percent: '1', note: 'a\u0000' } }] }, 'priceRules.0.config.note', /NUL/],
+      [{ priceRules: [{ ...markup('a'), name: 'm\ud800' }] }, 'priceRules.0.name', /surrogate/],
+      [{ priceRules: [{ ...markup('a'), name: 'm'.repeat(101) }] }, 'priceRules.0.name', /at most 100/],
+      [{ priceRules: [{ ...markup('a'), meter: 'tokens' }] }, 'priceRules.0.meter', /not a field here/],
+      [{ providerPrices: [{ ...price, provider: 7 }] }, 'providerPrices.0.provider', /must be text/],
+      [{ providerPrices: [{ ...price, model: undefined }] }, 'providerPrices.0.model', /is required/],
+      [{ providerPrices: [{ ...price, model: 'gpt\u0000' }] }, 'providerPrices.0.model', /NUL/],
+      [{ providerPrices: [{ ...price, perImageBy: { ['hd\u0000']: '0.1' } }] }, 'providerPrices.0.perImageBy', /NUL/],
+      [{ plans: [{ key: 'pro', name: 7 }] }, 'plans.0.name', /must be text/],
+      [{ plans: [{ key: 'pro', name: 'Pro', description: 'a\u0000' }] }, 'plans.0.description', /NUL/],
+      [{ plans: [{ key: 'pro', name: 'Pro', priceRules: [{ ...markup('a'), provider: 7 }] }] }, 'plans.0.priceRules.0.provider', /must be text/],
+    ];
+    for (const [config, field, message] of cases) {
+      const error = await refusal(planPricingConfig(server.services, merchant.id, config as PricingConfig));
+      expect(error, field).toMatchObject({ code: 'VALIDATION', details: { field } });
+      expect(error.message, field).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: `));
+      expect(error.message, field).toMatch(message);
+    }
+    expect(await stored(merchant.id)).toEqual(NOTHING);
   });
 });

@@ -2,10 +2,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseDocument, type Tags } from 'yaml';
-import type { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/client.ts';
+import { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/enums.ts';
 import type { Services } from '../../services.ts';
 import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
+import { isStorableTime, parseIsoTime } from '../../shared/times.ts';
+import { requireNonEmpty, requireStorableText } from '../../shared/validation.ts';
+import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
@@ -26,6 +29,7 @@ import { canonicalProviderId } from '../usage/normalize/index.ts';
  */
 export interface PricingConfig {
   meters?: { key: string; name: string; unit: string; source: MeterSource; aggregation?: MeterAggregation }[];
+  /** `effectiveFrom`: a date (2026-04-01, midnight UTC) or an ISO 8601 time with its zone, as the DateTime scalar takes it. */
   providerPrices?: (Omit<ProviderPrice, 'currency' | 'effectiveFrom'> & { effectiveFrom?: string })[];
   /** The default price book: prices every customer on no plan, and what a plan's rules do not cover. */
   priceRules?: PricingConfigRule[];
@@ -105,32 +109,163 @@ function canonical(value: unknown): string {
   );
 }
 
+/** A file's price: checked, with its date parsed (null: undated). */
+interface CheckedPrice {
+  price: PricingConfigPrice;
+  effectiveFrom: Date | null;
+}
+
+/** A file as planning reads it: every list present, every entry checked (see checkedConfig). */
+interface CheckedConfig {
+  meters: PricingConfigMeter[];
+  providerPrices: CheckedPrice[];
+  priceRules: PricingConfigRule[];
+  plans: (PricingConfigPlan & { priceRules: PricingConfigRule[] })[];
+}
+
+const CONFIG_FIELDS = ['meters', 'providerPrices', 'priceRules', 'plans'] as const;
+const METER_FIELDS = ['key', 'name', 'unit', 'source', 'aggregation'] as const;
+const RULE_FIELDS = ['name', 'type', 'meterKey', 'provider', 'model', 'config'] as const;
+const PLAN_FIELDS = ['key', 'name', 'description', 'priceRules'] as const;
+
 /**
- * The file with its providers named by id (see canonicalProviderId): stored rows and rules are,
- * so a file saying "claude" compares equal to what applying it wrote for anthropic. Anything
- * malformed is left for the planner to report.
+ * The file checked for everything but prices and rule settings (cost.ts and rules.ts check those)
+ * and brought to the form storage gives it: names trimmed, providers named by id (see
+ * canonicalProviderId), dates parsed strictly. Planning compares that form with what is stored,
+ * so applying a file twice changes nothing, and a malformed file is refused, naming the entry,
+ * before any diff is shown.
  */
-function withProviderIds(config: PricingConfig): PricingConfig {
-  const named = <T>(item: T): T => {
-    const provider = (item as { provider?: unknown } | null)?.provider;
-    return typeof provider === 'string' ? { ...item, provider: canonicalProviderId(provider) } : item;
-  };
-  const each = <T>(items: T[] | undefined, map: (item: T) => T) => (Array.isArray(items) ? items.map(map) : items);
-  return {
-    ...config,
-    providerPrices: each(config.providerPrices, named),
-    priceRules: each(config.priceRules, named),
-    plans: each(config.plans, (plan) => (plan && typeof plan === 'object' ? { ...plan, priceRules: each(plan.priceRules, named) } : plan)),
-  };
+function checkedConfig(file: unknown): CheckedConfig {
+  if (file === null || typeof file !== 'object' || Array.isArray(file)) throw invalidField('config', 'must be an object');
+  const config = file as Record<string, unknown>;
+  const unknown = Object.keys(config).find((key) => !(CONFIG_FIELDS as readonly string[]).includes(key));
+  if (unknown !== undefined) throw invalidField(unknown, `is not a field of a pricing config (the fields are ${CONFIG_FIELDS.join(', ')})`);
+  const meterKeys = new Set<string>();
+  const meters = listAt('meters', config.meters).map((item, index): PricingConfigMeter => {
+    const field = `meters.${index}`;
+    const meter = entryAt(field, item, METER_FIELDS);
+    const key = parseMeterKey(`${field}.key`, meter.key);
+    if (meterKeys.has(key)) throw invalidField(`${field}.key`, `meter "${key}" is declared twice`);
+    meterKeys.add(key);
+    return {
+      key,
+      ...meterLabels(meter, `${field}.`),
+      source: oneOf(`${field}.source`, meter.source, Object.values(MeterSource)),
+      ...(meter.aggregation == null ? {} : { aggregation: oneOf(`${field}.aggregation`, meter.aggregation, Object.values(MeterAggregation)) }),
+    };
+  });
+  const providerPrices = listAt('providerPrices', config.providerPrices).map((item, index): CheckedPrice => {
+    const field = `providerPrices.${index}`;
+    const price = entryAt(field, item);
+    const effectiveFrom = dateAt(`${field}.effectiveFrom`, price.effectiveFrom);
+    const { effectiveFrom: _given, ...rates } = price;
+    return {
+      price: {
+        ...(rates as Omit<PricingConfigPrice, 'provider' | 'model'>),
+        provider: canonicalProviderId(textAt(`${field}.provider`, price.provider)),
+        model: textAt(`${field}.model`, price.model),
+        ...(effectiveFrom ? { effectiveFrom: effectiveFrom.toISOString() } : {}),
+      },
+      effectiveFrom,
+    };
+  });
+  const plans = listAt('plans', config.plans).map((item, index) => {
+    const field = `plans.${index}`;
+    refuseDate(item, field);
+    const plan = entryAt(field, item, PLAN_FIELDS);
+    if (plan.name != null && typeof plan.name !== 'string') throw invalidField(`${field}.name`, TEXT);
+    if (plan.description != null && typeof plan.description !== 'string') throw invalidField(`${field}.description`, TEXT);
+    return { ...normalizePlanInput(plan as PricingConfigPlan, `${field}.`), priceRules: checkedRules(`${field}.priceRules`, plan.priceRules) };
+  });
+  return { meters, providerPrices, priceRules: checkedRules('priceRules', config.priceRules), plans };
+}
+
+function checkedRules(field: string, value: unknown): PricingConfigRule[] {
+  return listAt(field, value).map((item, index): PricingConfigRule => {
+    const at = `${field}.${index}`;
+    refuseDate(item, at);
+    const rule = entryAt(at, item, RULE_FIELDS);
+    if (rule.config === null || typeof rule.config !== 'object' || Array.isArray(rule.config)) throw invalidField(`${at}.config`, 'must be an object of the rule\'s settings');
+    const provider = optionalTextAt(`${at}.provider`, rule.provider);
+    const meterKey = optionalTextAt(`${at}.meterKey`, rule.meterKey);
+    const model = optionalTextAt(`${at}.model`, rule.model);
+    return {
+      name: textAt(`${at}.name`, rule.name, 100), // as the price rules service takes it
+      type: oneOf(`${at}.type`, rule.type, Object.values(PriceRuleType)),
+      ...(meterKey === undefined ? {} : { meterKey }),
+      ...(provider === undefined ? {} : { provider: canonicalProviderId(provider) }),
+      ...(model === undefined ? {} : { model }),
+      config: rule.config as Record<string, unknown>,
+    };
+  });
+}
+
+const TEXT = 'must be text (in YAML, put a number-like value in quotes)';
+
+/** `value` as a list; absent (or null) is an empty one. */
+function listAt(field: string, value: unknown): unknown[] {
+  if (value == null) return [];
+  if (!Array.isArray(value)) throw invalidField(field, 'must be a list');
+  return value;
+}
+
+/**
+ * `value` as an object whose text can be stored (see requireStorableText), holding only `fields`
+ * when given: a misspelt field would otherwise be ignored without a word.
+ */
+function entryAt(field: string, value: unknown, fields?: readonly string[]): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidField(field, 'must be an object');
+  requireStorableEntry(field, value);
+  if (fields) {
+    const unknown = Object.keys(value).find((key) => !fields.includes(key));
+    if (unknown !== undefined) throw invalidField(`${field}.${unknown}`, `is not a field here (the fields are ${fields.join(', ')})`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Refuses unstorable text naming the field that holds it ("providerPrices.2.model"). */
+function requireStorableEntry(field: string, value: unknown): void {
+  if (value === null || typeof value !== 'object') return requireStorableText(field, value);
+  for (const [key, inner] of Object.entries(value)) {
+    requireStorableText(field, key);
+    requireStorableEntry(`${field}.${key}`, inner);
+  }
+}
+
+function textAt(field: string, value: unknown, maxLength = Infinity): string {
+  if (value == null) throw invalidField(field, 'is required');
+  if (typeof value !== 'string') throw invalidField(field, TEXT);
+  return requireNonEmpty(field, value, maxLength);
+}
+
+/** Absent or null: undefined. Empty text is refused rather than read as absent, which would widen what a rule matches. */
+function optionalTextAt(field: string, value: unknown): string | undefined {
+  if (value == null) return undefined;
+  if (typeof value !== 'string') throw invalidField(field, TEXT);
+  if (value.trim() === '') throw invalidField(field, 'must not be empty (leave it out to match any)');
+  return value.trim();
+}
+
+function oneOf<T extends string>(field: string, value: unknown, values: readonly T[]): T {
+  if (!values.includes(value as T)) throw invalidField(field, `must be one of ${values.join(', ')}`);
+  return value as T;
+}
+
+/** A date as the DateTime scalar takes it (see parseIsoTime); a .ts/.js config may also give a Date. */
+function dateAt(field: string, value: unknown): Date | null {
+  if (value == null) return null;
+  const time = value instanceof Date ? value : typeof value === 'string' ? parseIsoTime(value) : null;
+  if (!time || Number.isNaN(time.getTime())) throw invalidField(field, 'must be a date, e.g. 2026-04-01 (midnight UTC), or an ISO 8601 time with its zone, e.g. 2026-04-01T12:00:00Z');
+  if (!isStorableTime(time)) throw invalidField(field, 'must be in the years 1 to 9999');
+  return time;
 }
 
 /** What applying `config` would change, computed without changing anything. */
 export async function planPricingConfig(services: Services, merchantId: string, file: PricingConfig, now = new Date()): Promise<Change[]> {
-  const config = withProviderIds(file);
+  const config = checkedConfig(file);
   const changes: Change[] = [];
   const meters = new Map((await services.meters.list(merchantId, true)).map((meter) => [meter.key, meter]));
-  for (const [index, meter] of (config.meters ?? []).entries()) {
-    if (!meter?.key) throw invalidField(`meters.${index}.key`, 'is required');
+  for (const [index, meter] of config.meters.entries()) {
     const existing = meters.get(meter.key);
     const wanted = canonical({ name: meter.name, unit: meter.unit, source: meter.source, aggregation: meter.aggregation ?? 'SUM' });
     if (!existing) changes.push({ kind: 'create-meter', key: meter.key, detail: meter });
@@ -140,14 +275,13 @@ export async function planPricingConfig(services: Services, merchantId: string, 
       if (current !== wanted || existing.archivedAt) changes.push({ kind: 'update-meter', key: meter.key, from: current, to: wanted, detail: meter });
     }
   }
-  changes.push(...planPrices(await services.providerPrices.rowsFor(merchantId), config.providerPrices ?? [], now));
+  changes.push(...planPrices(await services.providerPrices.rowsFor(merchantId), config.providerPrices, now));
   const book = await services.priceRules.book(merchantId);
-  changes.push(...planRules(book.defaults, config.priceRules ?? [], 'priceRules', null, now));
+  changes.push(...planRules(book.defaults, config.priceRules, 'priceRules', null, now));
   const plans = new Map((await services.plans.list(merchantId, true)).map((plan) => [plan.key, plan]));
   const seen = new Set<string>();
-  for (const [index, plan] of (config.plans ?? []).entries()) {
-    const { key, name, description } = normalizePlanInput(plan ?? ({} as PricingConfigPlan), `plans.${index}.`);
-    refuseDate(plan, `plans.${index}`);
+  for (const [index, plan] of config.plans.entries()) {
+    const { key, name, description } = plan;
     if (seen.has(key)) throw invalidField(`plans.${index}.key`, `plan "${key}" is declared twice`);
     seen.add(key);
     const existing = plans.get(key);
@@ -157,7 +291,7 @@ export async function planPricingConfig(services: Services, merchantId: string, 
       const from = canonical({ name: existing.name, description: existing.description, archived: existing.archivedAt ? true : null });
       if (from !== to) changes.push({ kind: 'update-plan', key, from, to, detail: plan });
     }
-    changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules ?? [], `plans.${index}.priceRules`, key, now));
+    changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules, `plans.${index}.priceRules`, key, now));
   }
   return changes;
 }
@@ -181,15 +315,12 @@ interface FileVersion {
  *   they are not added again.
  * Applying the plan and planning again therefore finds nothing to do.
  */
-function planPrices(stored: readonly PriceWithRef[], wanted: readonly PricingConfigPrice[], now: Date): Change[] {
+function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPrice[], now: Date): Change[] {
   const byModel = new Map<string, FileVersion[]>();
-  for (const [index, price] of wanted.entries()) {
-    const effectiveFrom = price?.effectiveFrom == null ? null : new Date(price.effectiveFrom);
-    if (effectiveFrom && Number.isNaN(effectiveFrom.getTime())) throw invalidField(`providerPrices.${index}.effectiveFrom`, 'must be a date, e.g. 2026-04-01 or an ISO timestamp');
+  for (const [index, { price, effectiveFrom }] of wanted.entries()) {
     const { effectiveFrom: _e, ...rates } = validateProviderPrice({ ...price, currency: 'USD', effectiveFrom: effectiveFrom ?? now } as ProviderPrice);
-    if (!price.provider || !price.model) throw invalidField(`providerPrices.${index}`, 'needs provider and model');
     // Providers match case-insensitively when pricing (priceInForce), models exactly.
-    const modelKey = `${price.provider.trim().toLowerCase()}/${price.model}`;
+    const modelKey = `${price.provider.toLowerCase()}/${price.model}`;
     const versions = byModel.get(modelKey) ?? [];
     if (versions.some((version) => version.effectiveFrom?.getTime() === effectiveFrom?.getTime())) {
       throw invalidField(`providerPrices.${index}.effectiveFrom`, `${price.provider}/${price.model} already has a version ${effectiveFrom ? `from ${effectiveFrom.toISOString()}` : 'without a date'} in this file`);
@@ -203,7 +334,7 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly PricingCon
   for (const versions of byModel.values()) {
     const { provider, model } = versions[0]!.price;
     const key = `${provider}/${model}`;
-    const rows = stored.filter((row) => row.model === model && row.provider.trim().toLowerCase() === provider.trim().toLowerCase());
+    const rows = stored.filter((row) => row.model === model && row.provider.trim().toLowerCase() === provider.toLowerCase());
     const past = versions.filter((version) => !version.effectiveFrom || version.effectiveFrom <= now);
     const newest = past.sort((a, b) => (b.effectiveFrom?.getTime() ?? -Infinity) - (a.effectiveFrom?.getTime() ?? -Infinity))[0];
     if (newest) {
@@ -223,8 +354,8 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly PricingCon
 }
 
 /** Rules and plans change from the moment they are applied; a date on one would be ignored. */
-function refuseDate(item: object | null | undefined, field: string) {
-  if (item && 'effectiveFrom' in item) throw invalidField(`${field}.effectiveFrom`, 'is not taken here: rules and plans change from the moment the file is applied');
+function refuseDate(item: unknown, field: string) {
+  if (item && typeof item === 'object' && 'effectiveFrom' in item) throw invalidField(`${field}.effectiveFrom`, 'is not taken here: rules and plans change from the moment the file is applied');
 }
 
 /**
@@ -238,14 +369,13 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
   const rules = rulesInForce(versions, now);
   const names = new Set<string>();
   for (const [index, rule] of wanted.entries()) {
-    if (!rule?.name) throw invalidField(`${field}.${index}.name`, 'is required');
-    refuseDate(rule, `${field}.${index}`);
     if (names.has(rule.name)) throw invalidField(`${field}.${index}.name`, `rule "${rule.name}" is declared twice in the same price book`);
     names.add(rule.name);
     validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never }));
     const current = rules.find((candidate) => candidate.name === rule.name);
+    // Trimmed: a rule stored through the API may not be, and it matches the same events.
     const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }) =>
-      canonical({ type: r.type, meterKey: r.meterKey, provider: r.provider, model: r.model, config: r.config });
+      canonical({ type: r.type, meterKey: r.meterKey?.trim(), provider: r.provider, model: r.model?.trim(), config: r.config });
     const from = current ? describe(current) : null;
     const to = describe(rule);
     if (from !== to) {

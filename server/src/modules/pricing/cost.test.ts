@@ -334,10 +334,58 @@ describe('costOf rates and units', () => {
       .toBe('price.perMillionTokens.cacheWrite1h');
     expect(validationError(() => validateProviderPrice(row('x', 'y', { perImageBy: { hd: 'free' } }))).details.field).toBe('price.perImageBy.hd');
     expect(validationError(() => validateProviderPrice(row('x', 'y', {
-      contextTiers: [{ aboveInputTokens: 5, perMillionTokens: {} }, { aboveInputTokens: 5, perMillionTokens: {} }],
+      perMillionTokens: { input: '1' },
+      contextTiers: [{ aboveInputTokens: 5, perMillionTokens: { input: '2' } }, { aboveInputTokens: 5, perMillionTokens: { input: '3' } }],
     }))).details.field).toBe('price.contextTiers.1.aboveInputTokens');
     expect(validationError(() => validateProviderPrice(row('x', 'y', { effectiveFrom: new Date('nope') }))).details.field)
       .toBe('price.effectiveFrom');
+  });
+
+  it('validateProviderPrice checks the type of every field, refuses unknown keys and a row that prices nothing', () => {
+    const refused = (rest: Record<string, unknown>, base: Partial<ProviderPrice> = {}) =>
+      validationError(() => validateProviderPrice({ ...row('x', 'y', base), ...rest } as unknown as ProviderPrice)).details.field;
+    const tokens = { perMillionTokens: { input: '1', output: '2' } };
+    expect(refused({ perMillionTokens: 'abc' })).toBe('price.perMillionTokens');
+    expect(refused({ perMillionTokens: ['1'] })).toBe('price.perMillionTokens');
+    expect(refused({ perMillionTokens: { input: 1 } })).toBe('price.perMillionTokens.input');
+    expect(refused({ perMillionTokens: { inptu: '1' } })).toBe('price.perMillionTokens.inptu');
+    expect(refused({ perMilionTokens: { input: '1' } })).toBe('price.perMilionTokens');
+    expect(refused({})).toBe('price');
+    expect(refused({ perMillionTokens: null })).toBe('price');
+    expect(refused({ perMillionTokens: {} })).toBe('price');
+    expect(refused({ ...tokens, contextTiers: 'x' })).toBe('price.contextTiers');
+    expect(refused({ ...tokens, contextTiers: {} })).toBe('price.contextTiers');
+    expect(refused({ ...tokens, contextTiers: [null] })).toBe('price.contextTiers.0');
+    expect(refused({ ...tokens, contextTiers: [{ aboveInputTokens: 1000 }] })).toBe('price.contextTiers.0.perMillionTokens');
+    expect(refused({ ...tokens, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: {} }] })).toBe('price.contextTiers.0.perMillionTokens');
+    expect(refused({ ...tokens, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: 'x' }] })).toBe('price.contextTiers.0.perMillionTokens');
+    for (const above of [0, -1, 1.5, '1000', null]) {
+      expect(refused({ ...tokens, contextTiers: [{ aboveInputTokens: above, perMillionTokens: { input: '2' } }] }), String(above)).toBe('price.contextTiers.0.aboveInputTokens');
+    }
+    expect(refused({ ...tokens, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: { input: '2' }, extra: 1 }] })).toBe('price.contextTiers.0.extra');
+    expect(refused({ contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: { input: '2' } }] })).toBe('price.perMillionTokens');
+    expect(refused({ perImageBy: 'x' })).toBe('price.perImageBy');
+    expect(refused({ perImageBy: { 'a\u0000b': '1' } })).toBe('price.perImageBy');
+    expect(refused({ perImageBy: { HD: '1', ' hd': '2' } })).toBe('price.perImageBy. hd');
+    expect(refused({ perRequest: 1 })).toBe('price.perRequest');
+    expect(refused({ ...tokens, provider: 'a\u0000' })).toBe('price.provider');
+    expect(refused({ ...tokens, model: 'a\ud800' })).toBe('price.model');
+    expect(refused({ ...tokens, model: 'm'.repeat(256) })).toBe('price.model');
+    expect(refused({ ...tokens, provider: 7 })).toBe('price.provider');
+    expect(refused({ ...tokens, effectiveFrom: new Date('+010000-01-01T00:00:00Z') })).toBe('price.effectiveFrom');
+    // Each kind of rate alone prices something; null is an unset rate.
+    for (const rates of [tokens, { perRequest: '0' }, { perImageBy: { hd: '0.1' } }, { ...tokens, perImage: null, contextTiers: null }, { ...tokens, model: 'm'.repeat(255) }]) {
+      expect(() => validateProviderPrice({ ...row('x', 'y'), ...rates } as ProviderPrice)).not.toThrow();
+    }
+  });
+
+  it('costOf answers a malformed stored row (written before it was validated) with a VALIDATION error, not a TypeError', () => {
+    const big = usage({ inputTokens: 2000, outputTokens: 1 });
+    const tierless = { ...row('x', 'y', { perMillionTokens: { input: '1', output: '2' } }), contextTiers: [{ aboveInputTokens: 1000 }] } as unknown as ProviderPrice;
+    expect(validationError(() => costOf(big, tierless)).details.field).toBe('price.contextTiers.0.perMillionTokens');
+    expect(costOf(usage({ inputTokens: 10, outputTokens: 0 }), tierless)).toBe(parseDecimalAttos('x', '0.00001'));
+    const notAList = { ...row('x', 'y', { perMillionTokens: { input: '1', output: '2' } }), contextTiers: 'x' } as unknown as ProviderPrice;
+    expect(validationError(() => costOf(big, notAList)).details.field).toBe('price.contextTiers');
   });
 
   it('property: token cost is exactly Σ tokens × rate / 1e6, a bigint', () => {

@@ -1,5 +1,7 @@
 import { invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
+import { isStorableTime } from '../../shared/times.ts';
+import { requireStorableText } from '../../shared/validation.ts';
 import type { NormalizedUsage } from '../usage/usage.types.ts';
 import { count, knownPriceAttos, priceAttos, roundHalfUp } from './decimal.ts';
 
@@ -118,38 +120,106 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
 
 const TOKEN_KEYS = ['input', 'cachedInput', 'cacheWrite', 'cacheWrite1h', 'output', 'reasoning', 'inputAudio', 'outputAudio'] as const;
 const UNIT_KEYS = ['perImage', 'perAudioSecond', 'perAudioMinute', 'perCharacter', 'perMillionCharacters', 'perRequest'] as const;
+/** Every key a price row may have: anything else (a typo) would be stored and silently price nothing. */
+const PRICE_KEYS: ReadonlySet<string> = new Set(['provider', 'model', 'currency', 'effectiveFrom', 'perMillionTokens', 'contextTiers', 'perImageBy', ...UNIT_KEYS]);
+const TIER_KEYS: ReadonlySet<string> = new Set(['aboveInputTokens', 'perMillionTokens']);
+const RATE_KEYS: ReadonlySet<string> = new Set(TOKEN_KEYS);
 
-function checkTokenPrices(field: string, rates: TokenPrices | undefined) {
-  if (rates === undefined) return;
-  for (const key of TOKEN_KEYS) {
-    const text = rates[key];
-    if (text != null) priceAttos(`${field}.${key}`, text);
-  }
+/** Longest provider id or model name: both are in a unique index, which PostgreSQL caps at about 2.7 kB. */
+export const MAX_PRICE_NAME_LENGTH = 255;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
 }
 
-/** Checks every rate of a row up front (costOf only parses the rates a record uses). */
+function refuseUnknownKeys(field: string, value: Record<string, unknown>, known: ReadonlySet<string>) {
+  const unknown = Object.keys(value).find((key) => !known.has(key));
+  if (unknown !== undefined) throw invalidField(`${field}.${unknown}`, `is not a price field (expected one of ${[...known].join(', ')})`);
+}
+
+function checkName(field: string, value: unknown) {
+  if (typeof value !== 'string') throw invalidField(field, 'must be a string');
+  const trimmed = value.trim();
+  if (!trimmed) throw invalidField(field, 'must not be empty');
+  if (trimmed.length > MAX_PRICE_NAME_LENGTH) throw invalidField(field, `must be at most ${MAX_PRICE_NAME_LENGTH} characters`);
+  requireStorableText(field, value);
+}
+
+/** Checks token rates; answers how many are set. */
+function checkTokenPrices(field: string, rates: unknown): number {
+  if (!isPlainObject(rates)) throw invalidField(field, 'must be an object of decimal strings, e.g. { "input": "0.15", "output": "0.60" }');
+  refuseUnknownKeys(field, rates, RATE_KEYS);
+  let set = 0;
+  for (const key of TOKEN_KEYS) {
+    const text = rates[key];
+    if (text == null) continue;
+    priceAttos(`${field}.${key}`, text as string);
+    set += 1;
+  }
+  return set;
+}
+
+/**
+ * Checks every field of a row up front (costOf only parses the rates a record uses): its type,
+ * that it is a known field, and that the row prices something. Stored rows are read back with no
+ * further check, so what passes here must be costable.
+ */
 export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
-  if (!price.provider?.trim()) throw invalidField('price.provider', 'must not be empty');
-  if (!price.model?.trim()) throw invalidField('price.model', 'must not be empty');
+  if (!isPlainObject(price)) throw invalidField('price', 'must be an object');
+  refuseUnknownKeys('price', price, PRICE_KEYS);
+  checkName('price.provider', price.provider);
+  checkName('price.model', price.model);
   if (price.currency !== 'USD') throw invalidField('price.currency', 'only USD prices are supported');
   if (!(price.effectiveFrom instanceof Date) || Number.isNaN(price.effectiveFrom.getTime())) {
     throw invalidField('price.effectiveFrom', 'must be a valid date');
   }
-  checkTokenPrices('price.perMillionTokens', price.perMillionTokens);
-  const thresholds = new Set<number>();
-  for (const [index, tier] of (price.contextTiers ?? []).entries()) {
-    count(`price.contextTiers.${index}.aboveInputTokens`, tier.aboveInputTokens);
-    if (thresholds.has(tier.aboveInputTokens)) {
-      throw invalidField(`price.contextTiers.${index}.aboveInputTokens`, 'repeats another tier');
+  if (!isStorableTime(price.effectiveFrom)) throw invalidField('price.effectiveFrom', 'must be between the years 1 and 9999');
+  let rates = price.perMillionTokens == null ? 0 : checkTokenPrices('price.perMillionTokens', price.perMillionTokens);
+  if (price.contextTiers != null) {
+    if (!Array.isArray(price.contextTiers)) throw invalidField('price.contextTiers', 'must be a list of { aboveInputTokens, perMillionTokens }');
+    // Tiers override the base rates field by field: the base must be there for the requests below them.
+    if (price.contextTiers.length > 0 && price.perMillionTokens == null) {
+      throw invalidField('price.perMillionTokens', 'is required with contextTiers: it prices the requests up to the first tier');
     }
-    thresholds.add(tier.aboveInputTokens);
-    checkTokenPrices(`price.contextTiers.${index}.perMillionTokens`, tier.perMillionTokens);
+    const thresholds = new Set<number>();
+    for (const [index, tier] of (price.contextTiers as unknown[]).entries()) {
+      const field = `price.contextTiers.${index}`;
+      if (!isPlainObject(tier)) throw invalidField(field, 'must be an object { aboveInputTokens, perMillionTokens }');
+      refuseUnknownKeys(field, tier, TIER_KEYS);
+      const above = tier.aboveInputTokens;
+      if (typeof above !== 'number' || !Number.isSafeInteger(above) || above < 1) {
+        throw invalidField(`${field}.aboveInputTokens`, 'must be a whole number of input tokens above 0');
+      }
+      if (thresholds.has(above)) throw invalidField(`${field}.aboveInputTokens`, 'repeats another tier');
+      thresholds.add(above);
+      if (tier.perMillionTokens == null) throw invalidField(`${field}.perMillionTokens`, 'is required: the rates above the threshold');
+      if (checkTokenPrices(`${field}.perMillionTokens`, tier.perMillionTokens) === 0) {
+        throw invalidField(`${field}.perMillionTokens`, 'must set at least one rate');
+      }
+    }
   }
   for (const key of UNIT_KEYS) {
     const text = price[key];
-    if (text != null) priceAttos(`price.${key}`, text);
+    if (text == null) continue;
+    priceAttos(`price.${key}`, text);
+    rates += 1;
   }
-  for (const [key, text] of Object.entries(price.perImageBy ?? {})) priceAttos(`price.perImageBy.${key}`, text);
+  if (price.perImageBy != null) {
+    if (!isPlainObject(price.perImageBy)) throw invalidField('price.perImageBy', 'must be an object of decimal strings keyed by "size/quality", "size" or "quality"');
+    // Keys match usage details trimmed and case-insensitively (see imagePrice): two that match alike are ambiguous.
+    const keys = new Map<string, string>();
+    for (const [key, text] of Object.entries(price.perImageBy)) {
+      requireStorableText('price.perImageBy', key);
+      const normal = key.trim().toLowerCase();
+      if (!normal) throw invalidField('price.perImageBy', 'keys must not be empty');
+      const other = keys.get(normal);
+      if (other !== undefined) throw invalidField(`price.perImageBy.${key}`, `matches the same images as "${other}" (keys are compared trimmed and case-insensitively)`);
+      keys.set(normal, key);
+      priceAttos(`price.perImageBy.${key}`, text);
+      rates += 1;
+    }
+  }
+  if (rates === 0) throw invalidField('price', 'sets no rate: give perMillionTokens, a per-unit price (perImage, perRequest, …) or perImageBy');
   oneOf(price.perAudioSecond, price.perAudioMinute, 'price.perAudioSecond', 'price.perAudioMinute');
   oneOf(price.perCharacter, price.perMillionCharacters, 'price.perCharacter', 'price.perMillionCharacters');
   return price;
@@ -173,9 +243,15 @@ function tokenPricesAt(price: ProviderPrice, inputTokens: bigint): { rates: Toke
   let rates: TokenPrices = price.perMillionTokens ?? {};
   let field = 'price.perMillionTokens';
   let chosen = -1n;
-  for (const [index, tier] of (price.contextTiers ?? []).entries()) {
-    const above = count(`price.contextTiers.${index}.aboveInputTokens`, tier.aboveInputTokens);
+  const tiers = price.contextTiers ?? [];
+  // Rows stored before validateProviderPrice checked tiers' shape: a clear error, not a TypeError.
+  if (!Array.isArray(tiers)) throw invalidField('price.contextTiers', 'must be a list of { aboveInputTokens, perMillionTokens }');
+  for (const [index, tier] of tiers.entries()) {
+    const above = count(`price.contextTiers.${index}.aboveInputTokens`, tier?.aboveInputTokens);
     if (inputTokens > above && above > chosen) {
+      if (tier.perMillionTokens == null || typeof tier.perMillionTokens !== 'object') {
+        throw invalidField(`price.contextTiers.${index}.perMillionTokens`, 'must be an object of rates');
+      }
       chosen = above;
       rates = { ...(price.perMillionTokens ?? {}), ...definedOnly(tier.perMillionTokens) };
       field = `price.contextTiers.${index}.perMillionTokens`;

@@ -146,6 +146,41 @@ describe('importModelsDev', () => {
     for (const [from, to] of MODELS_DEV_PROVIDER_IDS) expect(definitionForName(to)?.id, from).toBe(to);
   });
 
+  it('skips, with path and reason, ids no price row can store, keeping the rest of the file', () => {
+    const cost = { cost: { input: 1, output: 2 } };
+    const long = '模'.repeat(3000);
+    const result = importModelsDev(
+      { acme: { models: { 'a\u0000b': cost, 'a\ud800': cost, [long]: cost, '  ': cost, ok: cost } }, ['p\u0000']: { models: { m: cost } } },
+      { effectiveFrom },
+    );
+    expect(result.rows.map((r) => `${r.provider}/${r.model}`)).toEqual(['acme/ok']);
+    expect(result.skipped).toEqual([
+      { path: '/acme/models/a\u0000b', reason: 'model id must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate' },
+      { path: '/acme/models/a\ud800', reason: 'model id must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate' },
+      { path: `/acme/models/${long}`, reason: 'model id must be at most 255 characters' },
+      { path: '/acme/models/  ', reason: 'model id must not be empty' },
+      { path: '/p\u0000', reason: 'provider id must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate' },
+    ]);
+  });
+
+  it('skips a model stored under the same row as an earlier one: names are trimmed and providers named by id', () => {
+    const cost = (input: number) => ({ cost: { input, output: 2 } });
+    const result = importModelsDev({ google: { models: { x: cost(1), 'x ': cost(2) } }, gemini: { models: { X: cost(3) } } }, { effectiveFrom });
+    expect(result.rows.map((r) => `${r.provider}/${r.model}/${r.perMillionTokens?.input}`)).toEqual(['google/x/1']);
+    expect(result.skipped).toEqual([
+      { path: '/google/models/x ', reason: 'repeats google/x , already imported from /google/models/x' },
+      { path: '/gemini/models/X', reason: 'repeats gemini/X, already imported from /google/models/x' },
+    ]);
+  });
+
+  it('skips a context tier from 0 tokens, and refuses an effectiveFrom past the year 9999', () => {
+    const tiers = [{ input: 2, output: 4, tier: { type: 'context', size: 0 } }];
+    expect(importModelsDev({ acme: { models: { m: { cost: { input: 1, output: 2, tiers } } } } }, { effectiveFrom }).skipped).toEqual([
+      { path: '/acme/models/m/cost/tiers/0/tier/size', reason: 'must be above 0 tokens: a tier from the first token would replace the base price' },
+    ]);
+    expect(() => importModelsDev({}, { effectiveFrom: new Date('+010000-01-01T00:00:00Z') })).toThrow(/effectiveFrom/);
+  });
+
   it('rejects only a file that is not a price table at all, as a VALIDATION error', () => {
     for (const [input, field] of [['[1, 2]', 'file'], ['{"openai": ', 'file']] as const) {
       try {

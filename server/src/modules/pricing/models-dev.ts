@@ -1,5 +1,8 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
-import { validateProviderPrice, type ContextTier, type ProviderPrice, type TokenPrices } from './cost.ts';
+import { isStorableTime } from '../../shared/times.ts';
+import { holdsUnstorableText } from '../../shared/validation.ts';
+import { canonicalProviderId } from '../usage/normalize/index.ts';
+import { MAX_PRICE_NAME_LENGTH, validateProviderPrice, type ContextTier, type ProviderPrice, type TokenPrices } from './cost.ts';
 
 /**
  * Imports a price table in models.dev's `api.json` format, supplied as a file (no network):
@@ -88,6 +91,14 @@ export function decimalFromJsonNumber(value: number): string | null {
   return text;
 }
 
+/** Why a provider or model id cannot be stored as a price row's name, or null when it can. */
+function unstorableName(what: string, name: string): string | null {
+  if (!name.trim()) return `${what} must not be empty`;
+  if (name.trim().length > MAX_PRICE_NAME_LENGTH) return `${what} must be at most ${MAX_PRICE_NAME_LENGTH} characters`;
+  if (holdsUnstorableText(name)) return `${what} must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate`;
+  return null;
+}
+
 class Skip extends Error {
   constructor(
     readonly path: string,
@@ -146,6 +157,7 @@ function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[
       if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
         throw new Skip(`${tierPath}/tier/size`, 'must be a whole number of tokens');
       }
+      if (size === 0) throw new Skip(`${tierPath}/tier/size`, 'must be above 0 tokens: a tier from the first token would replace the base price');
       if (seen.has(size)) throw new Skip(`${tierPath}/tier/size`, `repeats the tier at ${size} tokens`);
       seen.add(size);
       return { aboveInputTokens: size, perMillionTokens: rates(entry, tierPath, TIER_KEYS, false) };
@@ -194,8 +206,8 @@ function modelRow(provider: string, modelId: string, model: unknown, path: strin
  */
 export function importModelsDev(document: unknown, options: ModelsDevImportOptions): ModelsDevImport {
   const { effectiveFrom } = options;
-  if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime())) {
-    throw invalidField('effectiveFrom', 'must be a valid date');
+  if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime()) || !isStorableTime(effectiveFrom)) {
+    throw invalidField('effectiveFrom', 'must be a valid date between the years 1 and 9999');
   }
   if (!isObject(document)) throw invalidField('file', 'must be a models.dev api.json object of providers');
   // Some copies wrap the table as { providers: { … } }.
@@ -215,10 +227,18 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
     }
     const renamed = options.providerIds && Object.hasOwn(options.providerIds, providerKey) ? options.providerIds[providerKey] : undefined;
     const providerId = renamed ?? MODELS_DEV_PROVIDER_IDS.get(providerKey) ?? providerKey;
+    const badProvider = unstorableName('provider id', providerId);
+    if (badProvider) {
+      skipped.push({ path: providerPath, reason: badProvider });
+      continue;
+    }
     for (const [modelId, model] of Object.entries(provider.models)) {
       const path = providerPath + pointer('models', modelId);
       try {
-        const key = `${providerId.toLowerCase()}\u0000${modelId.toLowerCase()}`;
+        const badModel = unstorableName('model id', modelId);
+        if (badModel) throw new Skip(path, badModel);
+        // Keyed as stored rows are (provider id, trimmed name; see storedRow), compared as priced: case-insensitively.
+        const key = `${canonicalProviderId(providerId).toLowerCase()}\u0000${modelId.trim().toLowerCase()}`;
         const first = seen.get(key);
         if (first !== undefined) throw new Skip(path, `repeats ${providerId}/${modelId}, already imported from ${first}`);
         rows.push(modelRow(providerId, modelId, model, path, effectiveFrom));

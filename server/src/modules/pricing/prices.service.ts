@@ -3,7 +3,7 @@ import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
-import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
+import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
@@ -52,13 +52,11 @@ export class ProviderPriceService {
    */
   async add(merchantId: string, input: PriceInput, source = 'manual', tx?: PrismaTransaction): Promise<PriceRow> {
     const row = storedRow(input, input.effectiveFrom ?? new Date());
-    const written = await this.write(tx?.client ?? this.prisma, merchantId, [row], source).catch(async (error: unknown) => {
-      // Another write of the same row won the race: judge this one against it. Not inside a
-      // transaction, which the failed insert has aborted: the caller may run it again.
-      if (!isUniqueViolation(error)) throw error;
-      if (tx) throw conflict(`A price for ${row.provider}/${row.model} at ${row.effectiveFrom.toISOString()} was written at the same moment: try again`, { field: 'effectiveFrom' });
-      return this.write(this.prisma, merchantId, [row], source);
-    });
+    const raced = `A price for ${row.provider}/${row.model} at ${row.effectiveFrom.toISOString()} was written at the same moment by another request: try again`;
+    const written = tx
+      ? // The failed insert has aborted the caller's transaction: it may run it again.
+        await this.write(tx.client, merchantId, [row], source).catch(raceLost(raced))
+      : await retryOnRace(() => this.write(this.prisma, merchantId, [row], source), raced);
     whenCommitted(tx, () => this.cache.delete(merchantId));
     return written[0]!;
   }
@@ -70,7 +68,10 @@ export class ProviderPriceService {
   async importModelsDev(merchantId: string, fileText: string, effectiveFrom = new Date()) {
     const { rows, skipped } = importModelsDevJson(fileText, { effectiveFrom });
     const stored = rows.map((price) => storedRow(price, effectiveFrom));
-    await this.prisma.$transaction((tx) => this.write(tx, merchantId, stored, 'models.dev'), { timeout: 30_000 });
+    await retryOnRace(
+      () => this.prisma.$transaction((tx) => this.write(tx, merchantId, stored, 'models.dev'), { timeout: 30_000 }),
+      `Prices from ${effectiveFrom.toISOString()} were written at the same moment by another import or request: try again`,
+    );
     this.cache.delete(merchantId);
     return { imported: rows.length, skipped };
   }
@@ -105,7 +106,9 @@ export class ProviderPriceService {
       else fresh.push(row);
     }
     if (fresh.length > 0) {
-      // One statement for a whole imported table.
+      // One statement for a whole imported table, in one order for every writer: two inserting the
+      // same rows in other orders could each wait on the other's (a deadlock, not a unique violation).
+      fresh.sort((a, b) => (rowKey(a) < rowKey(b) ? -1 : rowKey(a) > rowKey(b) ? 1 : 0));
       for (const created of await prisma.providerPrice.createManyAndReturn({ data: fresh.map((row) => ({ merchantId, ...row, source })) })) written.set(rowKey(created), created);
     }
     return rows.map((row) => written.get(rowKey(row))!);
@@ -162,12 +165,38 @@ interface StoredRow {
 
 /** A validated price as stored: the provider's id (not an alias), trimmed names, and the rates alone in `prices`. */
 function storedRow(input: PriceInput, effectiveFrom: Date): StoredRow {
-  const price = validateProviderPrice({ ...input, currency: 'USD', effectiveFrom });
+  // Read back beyond year 9999 it is an Invalid Date, which breaks every lookup of the provider.
+  if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime()) || !isStorableTime(effectiveFrom)) {
+    throw invalidField('effectiveFrom', 'must be a valid date between the years 1 and 9999');
+  }
+  // A currency given with the rates is checked, not overwritten: only USD is stored.
+  const currency = (input as { currency?: unknown }).currency ?? 'USD';
+  const price = validateProviderPrice({ ...input, currency, effectiveFrom } as ProviderPrice);
   const { provider, model, effectiveFrom: _from, currency: _currency, ...prices } = price;
-  if (!provider.trim()) throw invalidField('provider', 'must not be empty');
-  if (!model.trim()) throw invalidField('model', 'must not be empty');
   return { provider: canonicalProviderId(provider), model: model.trim(), effectiveFrom, prices: prices as Prisma.InputJsonObject };
 }
+
+/**
+ * Runs a write of price rows once more when another writer inserted one of them first (a unique
+ * violation): the second run judges the rows against what that one stored (see add). Losing
+ * again is a CONFLICT, never an INTERNAL error.
+ */
+async function retryOnRace<T>(write: () => Promise<T>, message: string): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error;
+    return write().catch(raceLost(message));
+  }
+}
+
+/** A unique violation (another writer stored the same row first) as a CONFLICT with `message`. */
+const raceLost =
+  (message: string) =>
+  (error: unknown): never => {
+    if (!isUniqueViolation(error)) throw error;
+    throw conflict(message, { field: 'effectiveFrom' });
+  };
 
 /** Rows that price the same calls from the same instant: names match case-insensitively when pricing (priceInForce). */
 const rowKey = (row: { provider: string; model: string; effectiveFrom: Date }) =>

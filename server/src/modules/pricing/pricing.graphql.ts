@@ -1,6 +1,7 @@
 import type { PriceRule } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
+import { invalidField } from '../../shared/errors.ts';
 import { PlanRef } from '../plans/plans.graphql.ts';
 import type { PriceInput, PriceWithRef } from './prices.service.ts';
 
@@ -100,6 +101,9 @@ builder.mutationFields((t) => ({
     authScopes: { merchant: true },
     args: { input: t.arg({ type: SetProviderPriceInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
+      // The row's identity comes from its own fields: the same names inside rates would be dropped unseen.
+      const misplaced = ['provider', 'model', 'effectiveFrom'].find((key) => Object.hasOwn(input.rates as object, key));
+      if (misplaced) throw invalidField(`rates.${misplaced}`, `belongs beside rates, not inside them`);
       const row = await ctx.services.providerPrices.add(merchantIdOf(ctx), { ...(input.rates as object), provider: input.provider, model: input.model, effectiveFrom: input.effectiveFrom } as PriceInput);
       return { ...(row.prices as object), provider: row.provider, model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id } as PriceWithRef;
     },

@@ -34,6 +34,7 @@ describe('putPriceRule', () => {
 
     await rules.put(merchant.id, { name: 'everything', type: 'MARKUP', config: { percent: '10' }, effectiveFrom: from });
     expect(await refusal(rules.put(merchant.id, { name: 'everything else', type: 'MARKUP', config: { percent: '5' }, effectiveFrom: from }))).toMatchObject({ code: 'CONFLICT', details: { conflictingRule: 'everything' } });
+    await server.services.meters.create(merchant.id, { key: 'tokens', name: 'Tokens', unit: 'token', source: 'TOTAL_TOKENS' });
     await rules.put(merchant.id, { name: 'tokens', type: 'FLAT', meterKey: 'tokens', config: { unitPrice: '0.001' }, effectiveFrom: from });
     expect(await refusal(rules.put(merchant.id, { name: 'token tiers', type: 'GRADUATED', meterKey: 'tokens', config: { tiers: [{ upTo: null, unitPrice: '0.002' }] }, effectiveFrom: from }))).toMatchObject({ code: 'CONFLICT' });
     expect((await rules.allVersions(merchant.id)).map((rule) => rule.name).sort()).toEqual(['claude markup', 'everything', 'tokens']);

@@ -2,10 +2,10 @@ import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
-import { requireNonEmpty } from '../../shared/validation.ts';
+import { requireJsonObject, requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
-import { validateRule, type PricingRule } from './rules.ts';
+import { validateRule, validateRuleConfig, type PricingRule } from './rules.ts';
 
 export type { RuleRow };
 
@@ -133,6 +133,60 @@ export interface RuleBook {
 
 const NO_RULES: RuleRow[] = [];
 
+/** Far above any real price book's rule (a few dozen tiers), well below what would strain a row. */
+const MAX_CONFIG_BYTES = 16_384;
+
+/** A rule's name as stored (trimmed), or a VALIDATION error; also what archive looks rules up by. */
+function ruleName(name: unknown): string {
+  if (typeof name !== 'string') throw invalidField('name', 'must be text');
+  return requireNonEmpty('name', name, 100);
+}
+
+/**
+ * Target text trimmed, as matching reads it (meter keys match exactly, so " tok " would match
+ * nothing). Anything but text is passed on for validateRule to refuse.
+ */
+const trimmed = (value: unknown): unknown => (typeof value === 'string' ? value.trim() : (value ?? null));
+
+/** An input checked and brought to the form it is stored in. */
+interface CheckedInput {
+  name: string;
+  meterKey: string | null;
+  provider: string | null;
+  model: string | null;
+  config: Prisma.InputJsonObject;
+  /** Null: from now, read once the lock is held (a writer waiting on it must not put a version earlier than the one it waited for). */
+  effectiveFrom: Date | null;
+}
+
+function checkInput(input: RuleInput): CheckedInput {
+  const name = ruleName(input.name);
+  const config = validateRuleConfig(input.type, requireJsonObject('config', jsonOnly(input.config), MAX_CONFIG_BYTES));
+  // Checked before canonicalProviderId, so that what it is given is storable text.
+  const target = { meterKey: trimmed(input.meterKey), provider: input.provider ?? null, model: trimmed(input.model) };
+  validateRule(toPricingRule({ id: 'new', type: input.type, ...target, config } as Parameters<typeof toPricingRule>[0]));
+  const effectiveFrom = input.effectiveFrom ?? null;
+  if (effectiveFrom !== null && (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime()))) throw invalidField('effectiveFrom', 'must be a valid date');
+  return {
+    name,
+    meterKey: target.meterKey as string | null,
+    provider: target.provider === null ? null : canonicalProviderId(target.provider),
+    model: target.model as string | null,
+    config: config as Prisma.InputJsonObject,
+    effectiveFrom,
+  };
+}
+
+/** A config a service caller built with values JSON cannot hold (a bigint) is refused, not a TypeError. */
+function jsonOnly(config: unknown): unknown {
+  try {
+    JSON.stringify(config);
+  } catch {
+    throw invalidField('config', 'must hold only JSON values: text, numbers, true/false, null, lists and objects');
+  }
+  return config;
+}
+
 export class PriceRuleService {
   private readonly cache = new RefreshingCache<string, RuleBook>(MERCHANT_CONFIG_CACHE);
 
@@ -181,29 +235,38 @@ export class PriceRuleService {
    * versions: the customers who stayed on it are still priced by it.
    */
   async put(merchantId: string, input: RuleInput): Promise<RuleRow> {
-    return (await this.putAll(merchantId, [input]))[0]!;
+    return inPrismaTransaction(this.prisma, async (tx) => (await this.write(merchantId, [input], tx, true))[0]!);
   }
 
   /**
    * Puts several rules, each as put does, checking them all before writing any. Ties are judged
    * with all of them in force (see clashAmong), so rules may trade targets in one go. All or
    * nothing, in `tx` when given (else in a transaction of its own); the cache is dropped once it commits.
+   * A meter the same transaction created (a config file's own) counts as known.
    */
   async putAll(merchantId: string, inputs: readonly RuleInput[], tx?: PrismaTransaction): Promise<RuleRow[]> {
-    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.putAll(merchantId, inputs, own));
+    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.write(merchantId, inputs, own, true));
+    return this.write(merchantId, inputs, tx, true);
+  }
+
+  /** `knownMeters`: refuse a rule for a meter the merchant does not have (read in `tx`, so a meter created in it counts). */
+  private async write(merchantId: string, inputs: readonly RuleInput[], tx: PrismaTransaction, knownMeters: boolean): Promise<RuleRow[]> {
+    // Before the lock and any read: a bad input is refused without touching the database.
+    const valid = inputs.map(checkInput);
     // Two writers checking for ties side by side would each find none and both write, leaving a
     // tie that fails every event it would price: one merchant's rule writes go one at a time.
     await lockMerchantScope(tx, PRICE_RULES_LOCK, merchantId);
     const prisma = tx.client;
     const books = new Map<string | null, RuleRow[]>();
-    const checked: (RuleCandidate & { planId: string | null; input: RuleInput })[] = [];
-    for (const input of inputs) {
-      const name = requireNonEmpty('name', input.name, 100);
+    const checked: (RuleCandidate & { planId: string | null; config: Prisma.InputJsonObject })[] = [];
+    for (const [index, input] of inputs.entries()) {
+      const { name, meterKey, provider, model, config } = valid[index]!;
+      const effectiveFrom = valid[index]!.effectiveFrom ?? new Date();
       const planId = await this.planIdOf(merchantId, input.planKey, tx);
-      const provider = input.provider == null ? null : canonicalProviderId(input.provider);
-      const candidate = toPricingRule({ id: 'new', type: input.type, meterKey: input.meterKey ?? null, provider, model: input.model ?? null, config: input.config as Prisma.JsonObject });
-      validateRule(candidate);
-      const effectiveFrom = input.effectiveFrom ?? new Date();
+      if (knownMeters && meterKey !== null && !(await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key: meterKey } }, select: { id: true } }))) {
+        // It would price nothing: ingest only ever offers a rule the quantities of the merchant's meters.
+        throw invalidField('rule.meterKey', `no meter has the key "${meterKey}": create the meter first (createMeter), or fix the key`);
+      }
       if (checked.some((other) => other.planId === planId && other.name === name)) throw invalidField('name', `rule "${name}" is put twice in the same price book`);
       let versions = books.get(planId);
       if (!versions) books.set(planId, (versions = withProviderIds(await prisma.priceRule.findMany({ where: { merchantId, planId } }))));
@@ -211,7 +274,7 @@ export class PriceRuleService {
       if (latest && effectiveFrom <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
-      checked.push({ planId, name, type: input.type, meterKey: input.meterKey ?? null, provider, model: input.model ?? null, effectiveFrom, input });
+      checked.push({ planId, name, type: input.type, meterKey, provider, model, effectiveFrom, config });
     }
     for (const [planId, versions] of books) {
       const candidates = checked.filter((rule) => rule.planId === planId);
@@ -229,29 +292,17 @@ export class PriceRuleService {
       );
     }
     const rows: RuleRow[] = [];
-    for (const { planId, name, provider, effectiveFrom, input } of checked) {
-      rows.push(
-        await prisma.priceRule.create({
-          data: {
-            merchantId,
-            planId,
-            name,
-            type: input.type,
-            meterKey: input.meterKey ?? null,
-            provider,
-            model: input.model ?? null,
-            config: input.config as Prisma.InputJsonObject,
-            effectiveFrom,
-          },
-        }),
-      );
+    for (const { planId, name, type, meterKey, provider, model, config, effectiveFrom } of checked) {
+      rows.push(await prisma.priceRule.create({ data: { merchantId, planId, name, type, meterKey, provider, model, config, effectiveFrom } }));
     }
     whenCommitted(tx, () => this.cache.delete(merchantId));
     return rows;
   }
 
   /** Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged. */
-  async archive(merchantId: string, name: string, planKey?: string | null, at = new Date()): Promise<RuleRow> {
+  async archive(merchantId: string, givenName: string, planKey?: string | null, at = new Date()): Promise<RuleRow> {
+    // Rules are stored under their trimmed name; a name put would refuse (NUL…) is refused before any query.
+    const name = ruleName(givenName);
     const planId = await this.planIdOf(merchantId, planKey);
     const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'desc' } });
     if (!latest) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);

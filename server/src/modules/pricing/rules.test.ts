@@ -306,6 +306,27 @@ describe('rule validation', () => {
     expect(validationField(() => validateRule({ kind: 'MARKUP', percent: '25', meter: 'tokens' }))).toBe('rule.meterKey');
     expect(validateRule({ kind: 'MARKUP', percent: '25', provider: 'anthropic' })).toMatchObject({ kind: 'MARKUP' });
   });
+
+  it('the checks on writing do not stop rules stored before them from pricing', () => {
+    // Refused when put now (a fractional number percent, an unknown key, above the cap), but such
+    // rows may be stored: ingest prices them as before rather than failing every event.
+    const legacy = [
+      { kind: 'MARKUP', percent: 12.5 },
+      { kind: 'MARKUP', percent: '10', note: 'from an old import' },
+      { kind: 'MARKUP', percent: '2000000' },
+    ] as unknown as PricingRule[];
+    expect(validationField(() => validateRule(legacy[0]!))).toBe('rule.percent');
+    expect(validationField(() => validateRule(legacy[1]!))).toBe('rule.note');
+    expect(validationField(() => validateRule(legacy[2]!))).toBe('rule.percent');
+    expect(legacy.map((rule) => applyRule(rule, { quantity: 0, costAttos: 1000n }).chargeAttos)).toEqual([1125n, 1100n, 20001000n]);
+    const tiers = { kind: 'GRADUATED', meter: 'tok', tiers: [{ upTo: null, unitPrice: '2', note: 'x' }] } as unknown as PricingRule;
+    expect(validationField(() => validateRule(tiers))).toBe('rule.tiers.0.note');
+    expect(applyRule(tiers, { quantity: 3 }).chargeAttos).toBe(6n * ATTO_SCALE);
+    // A tier that is not an object is a VALIDATION error, on writing and on pricing, never a TypeError.
+    const broken = { kind: 'GRADUATED', meter: 'tok', tiers: [null] } as unknown as PricingRule;
+    expect(validationField(() => validateRule(broken))).toBe('rule.tiers.0');
+    expect(validationField(() => applyRule(broken, { quantity: 1 }))).toBe('rule.tiers.0');
+  });
 });
 
 describe('clashingRule (two rules of a book that would tie)', () => {

@@ -1,6 +1,8 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
+import { requireStorableText } from '../../shared/validation.ts';
 import { modelMatchRank } from './cost.ts';
+import { parseMeterKey } from '../meters/meters.service.ts';
 import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity, type Quantity } from './decimal.ts';
 
 /**
@@ -67,25 +69,29 @@ interface ParsedTier {
   flatFee: bigint;
 }
 
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
 function parseTiers(tiers: Tier[] | undefined): ParsedTier[] {
   if (!Array.isArray(tiers) || tiers.length === 0) throw invalidField('rule.tiers', 'must have at least one tier');
   let previous = 0n;
-  return tiers.map((tier, index) => {
+  return tiers.map((tier: unknown, index) => {
     const field = `rule.tiers.${index}`;
+    if (!isObject(tier)) throw invalidField(field, 'must be an object { upTo, unitPrice, flatFee }');
     const last = index === tiers.length - 1;
     let upTo: bigint | null = null;
-    if (tier.upTo === null || tier.upTo === undefined) {
+    const { upTo: bound, unitPrice, flatFee } = tier as unknown as Tier;
+    if (bound === null || bound === undefined) {
       if (!last) throw invalidField(`${field}.upTo`, 'only the last tier may be unbounded');
     } else {
       if (last) throw invalidField(`${field}.upTo`, 'the last tier must be unbounded (upTo: null)');
-      upTo = scaledQuantity(`${field}.upTo`, tier.upTo);
+      upTo = scaledQuantity(`${field}.upTo`, bound);
       if (upTo <= previous) throw invalidField(`${field}.upTo`, 'must be greater than the previous tier\'s upTo');
       previous = upTo;
     }
     return {
       upTo,
-      unitPrice: priceAttos(`${field}.unitPrice`, tier.unitPrice),
-      flatFee: tier.flatFee == null ? 0n : priceAttos(`${field}.flatFee`, tier.flatFee),
+      unitPrice: priceAttos(`${field}.unitPrice`, unitPrice),
+      flatFee: flatFee == null ? 0n : priceAttos(`${field}.flatFee`, flatFee),
     };
   });
 }
@@ -96,11 +102,87 @@ function positiveQuantity(field: string, value: Quantity): bigint {
   return scaled;
 }
 
+/** The settings each kind takes in its config; anything else is refused rather than ignored. */
+const CONFIG_KEYS: Record<PricingRule['kind'], readonly string[]> = {
+  FLAT: ['unitPrice', 'perUnits', 'minimumCharge'],
+  MARKUP: ['percent', 'feePerRequest', 'minimumCharge'],
+  GRADUATED: ['tiers', 'minimumCharge'],
+  // minimumCharge is listed so that it gets its own message (see periodPricer).
+  VOLUME: ['tiers', 'minimumCharge'],
+  PACKAGE: ['packageSize', 'packagePrice', 'minimumCharge'],
+};
+const TIER_KEYS: readonly string[] = ['upTo', 'unitPrice', 'flatFee'];
+/** What a PricingRule holds besides its config (see toPricingRule). */
+const TARGET_KEYS: readonly string[] = ['kind', 'id', 'meter', 'provider', 'model'];
+const MAX_TARGET_LENGTH = 255;
+/** 1,000,000% (10,001× the cost): above it a percent is a typo, not a price. */
+const MAX_PERCENT_ATTOS = 1_000_000n * 10n ** 18n;
+
+/**
+ * Refuses a config key the kind does not take: a misspelt one ("perUnit") would be stored and
+ * ignored, and the rule would price something else than was meant.
+ */
+function refuseUnknownKeys(kind: PricingRule['kind'], settings: Record<string, unknown>, skip: readonly string[] = []) {
+  const allowed = CONFIG_KEYS[kind];
+  for (const key of Object.keys(settings)) {
+    if (skip.includes(key) || allowed.includes(key)) continue;
+    throw invalidField(`rule.${key}`, `is not a setting of a ${kind} rule, which takes ${allowed.join(', ')}`);
+  }
+}
+
+/**
+ * A rule's config as stored (before toPricingRule merges it with the target, which would hide a
+ * config key named like a target field): a JSON object of the kind's settings only.
+ */
+export function validateRuleConfig(kind: PricingRule['kind'], config: unknown): Record<string, unknown> {
+  if (!isObject(config)) throw invalidField('config', 'must be a JSON object');
+  if (!Object.hasOwn(CONFIG_KEYS, kind)) throw invalidField('rule.kind', 'must be FLAT, MARKUP, GRADUATED, VOLUME or PACKAGE');
+  refuseUnknownKeys(kind, config);
+  return config;
+}
+
+/** provider/model: optional text; blank is refused, not taken as "any" (null is that). */
+function checkTargetText(field: string, value: unknown) {
+  if (value == null) return;
+  if (typeof value !== 'string') throw invalidField(field, 'must be a string');
+  if (value.trim() === '') throw invalidField(field, 'must not be blank: omit it (null) to match every value');
+  if (value.length > MAX_TARGET_LENGTH) throw invalidField(field, `must be at most ${MAX_TARGET_LENGTH} characters`);
+  requireStorableText(field, value);
+}
+
+/** A percent is exact text; a JSON number with a fraction may already have lost digits on the way. */
+function checkPercent(percent: unknown) {
+  if (typeof percent === 'number') {
+    // Whole numbers are exact, and YAML configs write them bare (`percent: 30`).
+    if (!Number.isSafeInteger(percent)) throw invalidField('rule.percent', `must be a decimal string such as "12.5", not a JSON number: ${percent} may already have lost digits`);
+  } else if (typeof percent !== 'string') {
+    throw invalidField('rule.percent', 'must be a decimal string such as "25" or "12.5"');
+  }
+  if (parseDecimalAttos('rule.percent', String(percent)) > MAX_PERCENT_ATTOS) throw invalidField('rule.percent', 'must be at most 1000000 (percent)');
+}
+
 /** Throws a VALIDATION error naming the bad field; returns the rule for chaining. */
 export function validateRule<R extends PricingRule>(rule: R): R {
+  if (!isObject(rule)) throw invalidField('rule', 'must be an object');
+  if (Object.hasOwn(CONFIG_KEYS, rule.kind)) {
+    refuseUnknownKeys(rule.kind, rule as Record<string, unknown>, TARGET_KEYS);
+    if (rule.kind === 'GRADUATED' || rule.kind === 'VOLUME') {
+      // Only the tiers' shape here: parseTiers (also run on stored rules) checks their values.
+      for (const [index, tier] of (Array.isArray(rule.tiers) ? rule.tiers : []).entries()) {
+        if (!isObject(tier)) continue;
+        const unknown = Object.keys(tier).find((key) => !TIER_KEYS.includes(key));
+        if (unknown !== undefined) throw invalidField(`rule.tiers.${index}.${unknown}`, `is not a setting of a tier, which takes ${TIER_KEYS.join(', ')}`);
+      }
+    }
+  }
   periodPricer(rule);
-  if (rule.kind === 'MARKUP') markupParts(rule);
+  if (rule.kind === 'MARKUP') {
+    checkPercent(rule.percent);
+    markupParts(rule);
+  }
   if (rule.minimumCharge != null) priceAttos('rule.minimumCharge', rule.minimumCharge);
+  checkTargetText('rule.provider', rule.provider);
+  checkTargetText('rule.model', rule.model);
   // A rule of the wrong shape would be accepted and then never apply: quantity rules price a
   // meter's quantity, so they need one; MARKUP prices an event's provider cost, which belongs to
   // no meter (ingest never offers it one to match).
@@ -108,6 +190,9 @@ export function validateRule<R extends PricingRule>(rule: R): R {
     if (rule.meter != null) throw invalidField('rule.meterKey', 'must not be set on a MARKUP rule: a markup prices the provider cost of each event, not a meter; target a provider or a model instead');
   } else if (rule.meter == null || String(rule.meter).trim() === '') {
     throw invalidField('rule.meterKey', `is required for a ${rule.kind} rule: it prices the quantity of that meter`);
+  } else {
+    // Matched exactly against meter keys: a key no meter can have would match nothing.
+    parseMeterKey('rule.meterKey', rule.meter);
   }
   return rule;
 }
