@@ -4,7 +4,7 @@ import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { GraphQLError, Kind } from 'graphql';
 import type { Context } from '../context.ts';
 import { forbidden, unauthenticated } from '../shared/errors.ts';
-import { isStorableTime } from '../shared/times.ts';
+import { isStorableTime, parseIsoTime } from '../shared/times.ts';
 
 /**
  * The schema builder: plugins, scalars and auth scopes. It declares no domain types; each
@@ -64,8 +64,10 @@ builder.scalarType('DateTime', {
 });
 
 function parseDateTime(value: unknown): Date {
-  const date = typeof value === 'string' ? new Date(value) : undefined;
-  if (!date || Number.isNaN(date.getTime())) throw new GraphQLError('DateTime must be an ISO-8601 string');
+  const date = typeof value === 'string' ? parseIsoTime(value) : null;
+  if (!date) {
+    throw new GraphQLError('DateTime must be an ISO-8601 date and time with its zone, e.g. 2026-04-01T12:00:00Z or 2026-04-01T14:00:00+02:00 (a date alone, 2026-04-01, is midnight UTC)');
+  }
   if (!isStorableTime(date)) throw new GraphQLError('DateTime must be between the years 1 and 9999');
   return date;
 }

@@ -29,3 +29,27 @@ export function isStorableTime(time: Date): boolean {
   const ms = time.getTime();
   return ms >= EARLIEST_TIME && ms <= LATEST_TIME;
 }
+
+/**
+ * ISO 8601 as this API reads it: a date and time with its zone, `Z` or `±hh:mm`
+ * (`2026-04-01T12:00`, `…:00`, `…:00.123`), or a date alone, read as midnight UTC as ECMAScript
+ * reads one. Years may be expanded (`+010000`) so that the range check (isStorableTime), not
+ * this, refuses them. `new Date(text)` is not used: it rolls impossible dates over (February 30th
+ * becomes March 2nd), reads a time without a zone in the server's zone, and takes other text ("1").
+ */
+const ISO_TIME = /^([+-]\d{6}|\d{4})-(\d{2})-(\d{2})(?:[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:[Zz]|([+-])(\d{2}):(\d{2})))?$/;
+
+/** The instant `text` names (see ISO_TIME), or null when it is not one or names a day that does not exist. */
+export function parseIsoTime(text: string): Date | null {
+  const match = ISO_TIME.exec(text);
+  if (!match || match[1] === '-000000') return null; // ISO 8601 has no minus zero year
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = [1, 2, 3, 4, 5, 6, 9, 10].map((group) => Number(match[group] ?? 0)) as [number, number, number, number, number, number, number, number];
+  if (hour > 23 || minute > 59 || second > 59 || offsetHours > 23 || offsetMinutes > 59) return null;
+  const time = new Date(0);
+  // setUTCFullYear, not Date.UTC, which would read the years 0-99 as 1900-1999.
+  time.setUTCFullYear(year, month - 1, day);
+  time.setUTCHours(hour, minute, second, Number((match[7] ?? '').slice(0, 3).padEnd(3, '0')));
+  if (time.getUTCFullYear() !== year || time.getUTCMonth() !== month - 1 || time.getUTCDate() !== day) return null;
+  const offset = (offsetHours * 60 + offsetMinutes) * (match[8] === '-' ? -1 : 1);
+  return new Date(time.getTime() - offset * 60_000);
+}

@@ -4,11 +4,13 @@ import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import {
+  holdsUnstorableText,
   isUuid,
   optionalEmail,
   optionalText,
   requireJsonObject,
   requireNonEmpty,
+  requireStorableText,
 } from '../../shared/validation.ts';
 
 export interface CreateCustomerInput {
@@ -36,6 +38,9 @@ export interface CustomerFilter {
   createdAfter?: Date | null;
   createdBefore?: Date | null;
 }
+
+/** Whether some customer could have this (trimmed) externalId: create refuses empty and unstorable ones. */
+const isStorableKey = (externalId: string) => externalId.length > 0 && !holdsUnstorableText(externalId);
 
 export const customerTopic = (customerId: string) => `customer:${customerId}`;
 
@@ -94,9 +99,8 @@ export class CustomerService {
 
   /** A blocked customer keeps its data and wallet, but the gateway refuses its calls (403). */
   async block(merchantId: string, id: string, reason: string | null): Promise<Customer> {
+    const text = optionalText('reason', reason, 500) ?? null;
     const existing = await this.get(merchantId, id);
-    const text = reason?.trim() || null;
-    if (text && text.length > 500) throw invalidField('reason', 'must be at most 500 characters');
     return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { blockedAt: existing.blockedAt ?? new Date(), blockedReason: text } }));
   }
 
@@ -118,14 +122,17 @@ export class CustomerService {
     return customer;
   }
 
+  /** Trimmed as create trims. Text no customer can have (see isStorableKey) is not looked up: the database would refuse or alter it. */
   async getByExternalId(merchantId: string, externalId: string): Promise<Customer> {
-    const customer = await this.prisma.customer.findUnique({ where: { merchantId_externalId: { merchantId, externalId } } });
+    const key = externalId.trim();
+    const customer = isStorableKey(key) ? await this.prisma.customer.findUnique({ where: { merchantId_externalId: { merchantId, externalId: key } } }) : null;
     if (!customer) throw notFound('Customer with externalId', externalId);
     return customer;
   }
 
   /** The gateway's `x-tollgate-customer` accepts either id; Tollgate's own id wins a tie. */
   async getByIdOrExternalId(merchantId: string, idOrExternalId: string): Promise<Customer> {
+    if (holdsUnstorableText(idOrExternalId)) throw notFound('Customer', idOrExternalId);
     const customer = await this.prisma.customer.findFirst({
       where: {
         merchantId,
@@ -170,10 +177,15 @@ export class CustomerService {
         ],
       });
     }
-    if (filter.email) where.push({ email: filter.email.trim().toLowerCase() });
+    if (filter.email) {
+      requireStorableText('filter.email', filter.email);
+      where.push({ email: filter.email.trim().toLowerCase() });
+    }
     if (filter.externalIds) {
       if (filter.externalIds.length > 100) throw invalidField('filter.externalIds', 'may list at most 100 ids');
-      where.push({ externalId: { in: [...filter.externalIds] } });
+      requireStorableText('filter.externalIds', filter.externalIds);
+      // Trimmed as create and getByExternalId trim.
+      where.push({ externalId: { in: filter.externalIds.map((externalId) => externalId.trim()) } });
     }
     if (filter.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
     if (filter.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });

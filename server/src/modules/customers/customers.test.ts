@@ -202,3 +202,48 @@ describe('customer list', () => {
     expect(bad.errors?.[0]?.extensions.code).toBe('VALIDATION');
   });
 });
+
+describe('lookups and block reasons the database cannot take', () => {
+  const codeOf = (result: { errors?: { extensions: Record<string, unknown> }[] }) => result.errors?.[0]?.extensions;
+
+  it('a lookup by an externalId no customer can have is NOT_FOUND; one with spaces around finds the customer, as create trims', async () => {
+    const base = (await create({ externalId: ' base ' })).data!.createCustomer;
+    expect(base.externalId).toBe('base');
+    expect(codeOf(await create({ externalId: 'base' }))).toMatchObject({ code: 'CONFLICT' });
+    for (const externalId of [' base ', 'base\t']) {
+      const found = await gql<{ customer: { id: string } }>('query ($e: String) { customer(externalId: $e) { id } }', { e: externalId });
+      expect(found.errors, JSON.stringify(externalId)).toBeUndefined();
+      expect(found.data!.customer.id).toBe(base.id);
+    }
+    for (const externalId of ['base\u0000', 'x\ud800', '\udc00', '   ']) {
+      const result = await gql('query ($e: String) { customer(externalId: $e) { id } }', { e: externalId });
+      expect(codeOf(result), JSON.stringify(externalId)).toMatchObject({ code: 'NOT_FOUND' });
+    }
+    await expect(server.services.customers.getByIdOrExternalId(merchant.id, 'base\u0000')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+
+  it('a customers filter by email or externalIds holding text the database cannot take is VALIDATION naming the filter field', async () => {
+    const count = (filter: Record<string, unknown>) => gql<{ customers: { totalCount: number } }>('query ($f: CustomerFilter) { customers(filter: $f) { totalCount } }', { f: filter });
+    const cases: [Record<string, unknown>, string][] = [
+      [{ email: 'a\u0000@example.com' }, 'filter.email'],
+      [{ email: 'a\ud800@example.com' }, 'filter.email'],
+      [{ externalIds: ['ok', 'x\u0000'] }, 'filter.externalIds'],
+      [{ externalIds: ['\udfff'] }, 'filter.externalIds'],
+    ];
+    for (const [filter, field] of cases) expect(codeOf(await count(filter)), JSON.stringify(filter)).toMatchObject({ code: 'VALIDATION', field });
+    await create({ externalId: 'listed' });
+    expect((await count({ externalIds: [' listed '] })).data!.customers.totalCount).toBe(1);
+  });
+
+  it('blockCustomer refuses a reason with NUL or a lone surrogate as VALIDATION on reason, and leaves the customer unblocked', async () => {
+    const { id } = (await create({ externalId: 'to-block' })).data!.createCustomer;
+    const block = (reason: string) => gql<{ blockCustomer: { blocked: boolean; blockedReason: string | null } }>(
+      'mutation ($id: ID!, $r: String) { blockCustomer(id: $id, reason: $r) { blocked blockedReason } }', { id, r: reason });
+    for (const reason of ['x\u0000', 'unpaid \ud83d', '\udca9 spam', 'x'.repeat(501)]) {
+      expect(codeOf(await block(reason)), JSON.stringify(reason)).toMatchObject({ code: 'VALIDATION', field: 'reason' });
+    }
+    expect(await server.services.customers.get(merchant.id, id)).toMatchObject({ blockedAt: null, blockedReason: null });
+    // A whole surrogate pair is text like any other; spaces around are trimmed.
+    expect((await block(' unpaid \ud83d\udca9 ')).data!.blockCustomer).toEqual({ blocked: true, blockedReason: 'unpaid \ud83d\udca9' });
+  });
+});

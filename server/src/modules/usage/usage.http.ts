@@ -2,7 +2,7 @@ import express, { Router, type Request, type Response } from 'express';
 import { sendError } from '../../http/errors.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
-import { isoTimes } from '../../shared/times.ts';
+import { isoTimes, parseIsoTime } from '../../shared/times.ts';
 import { responseHeaders } from './normalize/index.ts';
 import type { UsageRecordInput, UsageResult } from './usage.service.ts';
 
@@ -25,8 +25,10 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   const record = raw as Record<string, unknown>;
   let timestamp: Date | null = null;
   if (record.timestamp !== undefined && record.timestamp !== null) {
-    timestamp = new Date(String(record.timestamp));
-    if (Number.isNaN(timestamp.getTime())) throw invalidField(`${at}timestamp`, 'must be an ISO-8601 time');
+    // Strict, as the GraphQL DateTime scalar: `new Date` would roll February 30th over and read a
+    // time without a zone in the server's own zone.
+    timestamp = typeof record.timestamp === 'string' ? parseIsoTime(record.timestamp) : null;
+    if (!timestamp) throw invalidField(`${at}timestamp`, 'must be an ISO-8601 time with its zone, e.g. 2026-06-01T12:00:00Z');
   }
   const response = record.response as UsageRecordInput['response'] | undefined;
   if (response && (typeof response !== 'object' || typeof response.url !== 'string' || typeof response.body !== 'string')) {
