@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
-import { AppError } from '../../shared/errors.ts';
+import { refusal } from '../../../test/refusal.ts';
 
 /** Bad price input is a VALIDATION error naming its field: never INTERNAL, never stored altered, never a partial write. */
 let server: TestServer;
@@ -15,15 +15,6 @@ const from = '2026-01-01T00:00:00.000Z';
 const tokens = { perMillionTokens: { input: '1', output: '2' } };
 
 const storedRows = (merchantId: string) => server.services.prisma.providerPrice.findMany({ where: { merchantId }, orderBy: [{ provider: 'asc' }, { model: 'asc' }] });
-
-async function refusal(promise: Promise<unknown>): Promise<AppError> {
-  const error = await promise.then(
-    () => null,
-    (reason: unknown) => reason,
-  );
-  expect(error).toBeInstanceOf(AppError);
-  return error as AppError;
-}
 
 describe('setProviderPrice refuses, naming the field, and stores nothing', () => {
   const cases: [string, Record<string, unknown>, string][] = [

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
-import { AppError } from '../../shared/errors.ts';
+import { refusal } from '../../../test/refusal.ts';
 import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 
 /** Saving prices and rules: what is refused so that nothing saved is silently ignored, ambiguous, or rewrites history. */
@@ -13,15 +13,6 @@ afterAll(() => server?.close());
 const PUT_RULE = `mutation ($input: PutPriceRuleInput!) { putPriceRule(input: $input) { id name } }`;
 const SET_PRICE = `mutation ($input: SetProviderPriceInput!) { setProviderPrice(input: $input) { ref effectiveFrom rates } }`;
 const from = new Date('2026-01-01T00:00:00Z');
-
-async function refusal(promise: Promise<unknown>): Promise<AppError> {
-  const error = await promise.then(
-    () => null,
-    (reason: unknown) => reason,
-  );
-  expect(error).toBeInstanceOf(AppError);
-  return error as AppError;
-}
 
 describe('putPriceRule', () => {
   it('refuses a rule that would tie with another of its price book, naming that rule', async () => {
