@@ -192,17 +192,18 @@ async function walletOperation<R extends { transaction: PostedTransaction | null
   return { ...result, merchantId, ...target };
 }
 
-const loadTransaction = (ctx: Context, posted: PostedTransaction | null) =>
-  posted ? ctx.services.prisma.ledgerTransaction.findUniqueOrThrow({ where: { id: posted.id } }) : null;
+/** Scoped to the merchant although the id comes from its own operation: no lookup by id alone. */
+const loadTransaction = (ctx: Context, merchantId: string, posted: PostedTransaction | null) =>
+  posted ? ctx.services.prisma.ledgerTransaction.findFirstOrThrow({ where: { id: posted.id, merchantId } }) : null;
 
 const LedgerOperationRef = builder.objectRef<OperationShape>('LedgerOperationResult').implement({
   fields: (t) => ({
-    transaction: t.field({ type: LedgerTransactionRef, nullable: true, resolve: (r, _args, ctx) => loadTransaction(ctx, r.transaction) }),
+    transaction: t.field({ type: LedgerTransactionRef, nullable: true, resolve: (r, _args, ctx) => loadTransaction(ctx, r.merchantId, r.transaction) }),
     replayed: t.exposeBoolean('replayed', { description: 'True when the idempotency key was seen before: nothing moved this time.' }),
     grant: t.field({
       type: CreditGrantRef,
       nullable: true,
-      resolve: (r, _args, ctx) => (r.grantId ? ctx.services.prisma.creditGrant.findUnique({ where: { id: r.grantId } }) : null),
+      resolve: (r, _args, ctx) => (r.grantId ? ctx.services.prisma.creditGrant.findFirst({ where: { id: r.grantId, merchantId: r.merchantId } }) : null),
     }),
     wallet: t.field({ type: WalletRef, resolve: (r, _args, ctx) => ctx.services.ledgerQueries.wallet(r.merchantId, r.customerId, r.currency) }),
   }),
@@ -211,7 +212,7 @@ const LedgerOperationRef = builder.objectRef<OperationShape>('LedgerOperationRes
 const HoldResultRef = builder.objectRef<{ hold: HoldRecord; transaction: PostedTransaction | null; replayed: boolean }>('HoldResult').implement({
   fields: (t) => ({
     hold: t.field({ type: HoldRef, resolve: (r) => r.hold }),
-    transaction: t.field({ type: LedgerTransactionRef, nullable: true, resolve: (r, _args, ctx) => loadTransaction(ctx, r.transaction) }),
+    transaction: t.field({ type: LedgerTransactionRef, nullable: true, resolve: (r, _args, ctx) => loadTransaction(ctx, r.hold.merchantId, r.transaction) }),
     replayed: t.exposeBoolean('replayed'),
     wallet: t.field({ type: WalletRef, resolve: (r, _args, ctx) => ctx.services.ledgerQueries.wallet(r.hold.merchantId, r.hold.customerId, r.hold.currency) }),
   }),

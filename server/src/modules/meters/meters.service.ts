@@ -83,7 +83,8 @@ export class MeterService {
   async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }, tx?: PrismaTransaction): Promise<Meter> {
     const prisma = tx?.client ?? this.prisma;
     const labels = meterLabels(input);
-    const meter = await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } });
+    // As in archive: a key create refuses names no meter, and is not looked up.
+    const meter = KEY.test(key) ? await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
     if (!meter) throw notFound('Meter', key);
     const updated = await prisma.meter.update({
       where: { id: meter.id },

@@ -21,6 +21,8 @@ describe('meters', () => {
     for (const key of ['tokens\u0000', 'tokens\ud800', ' tokens', 'Tokens', 'nope']) {
       expect((await gql(ARCHIVE, { key })).errors?.[0]?.extensions, JSON.stringify(key)).toMatchObject({ code: 'NOT_FOUND' });
     }
+    // update (config files use it) the same way.
+    await expect(server.services.meters.update(merchant.id, 'tokens\u0000', { name: 'x', unit: 'u' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect((await server.services.meters.list(merchant.id, false)).map((meter) => meter.key)).toEqual(['tokens']);
     expect((await gql(ARCHIVE, { key: 'tokens' })).data.archiveMeter.archivedAt).not.toBeNull();
   });
