@@ -29,10 +29,13 @@ export function optionalEmail(field: string, value: string | null | undefined): 
 
 export type JsonObject = { [key: string]: unknown };
 
+/** An object as JSON has them: not null, not a list, not a Date. */
+export function isJsonObject(value: unknown): value is JsonObject {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
+}
+
 export function requireJsonObject(field: string, value: unknown, maxBytes = 16_384): JsonObject {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw invalidField(field, 'must be a JSON object');
-  }
+  if (!isJsonObject(value)) throw invalidField(field, 'must be a JSON object');
   if (Buffer.byteLength(JSON.stringify(value)) > maxBytes) {
     throw invalidField(field, `must be at most ${maxBytes} bytes of JSON`);
   }

@@ -7,7 +7,7 @@ import type { Services } from '../../services.ts';
 import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { isStorableTime, parseIsoTime } from '../../shared/times.ts';
-import { requireNonEmpty, requireStorableText } from '../../shared/validation.ts';
+import { isJsonObject, requireNonEmpty, requireStorableText } from '../../shared/validation.ts';
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
@@ -136,7 +136,7 @@ const PLAN_FIELDS = ['key', 'name', 'description', 'priceRules'] as const;
  * before any diff is shown.
  */
 function checkedConfig(file: unknown): CheckedConfig {
-  if (file === null || typeof file !== 'object' || Array.isArray(file)) throw invalidField('config', 'must be an object');
+  if (!isJsonObject(file)) throw invalidField('config', 'must be an object');
   const config = file as Record<string, unknown>;
   const unknown = Object.keys(config).find((key) => !(CONFIG_FIELDS as readonly string[]).includes(key));
   if (unknown !== undefined) throw invalidField(unknown, `is not a field of a pricing config (the fields are ${CONFIG_FIELDS.join(', ')})`);
@@ -185,7 +185,7 @@ function checkedRules(field: string, value: unknown): PricingConfigRule[] {
     const at = `${field}.${index}`;
     refuseDate(item, at);
     const rule = entryAt(at, item, RULE_FIELDS);
-    if (rule.config === null || typeof rule.config !== 'object' || Array.isArray(rule.config)) throw invalidField(`${at}.config`, 'must be an object of the rule\'s settings');
+    if (!isJsonObject(rule.config)) throw invalidField(`${at}.config`, 'must be an object of the rule\'s settings');
     const provider = optionalTextAt(`${at}.provider`, rule.provider);
     const meterKey = optionalTextAt(`${at}.meterKey`, rule.meterKey);
     const model = optionalTextAt(`${at}.model`, rule.model);
@@ -214,7 +214,7 @@ function listAt(field: string, value: unknown): unknown[] {
  * when given: a misspelt field would otherwise be ignored without a word.
  */
 function entryAt(field: string, value: unknown, fields?: readonly string[]): Record<string, unknown> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidField(field, 'must be an object');
+  if (!isJsonObject(value)) throw invalidField(field, 'must be an object');
   requireStorableEntry(field, value);
   if (fields) {
     const unknown = Object.keys(value).find((key) => !fields.includes(key));

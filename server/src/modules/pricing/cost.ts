@@ -1,7 +1,7 @@
 import { invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { isStorableTime } from '../../shared/times.ts';
-import { requireStorableText } from '../../shared/validation.ts';
+import { isJsonObject, requireStorableText } from '../../shared/validation.ts';
 import type { NormalizedUsage } from '../usage/usage.types.ts';
 import { count, knownPriceAttos, priceAttos, roundHalfUp } from './decimal.ts';
 
@@ -128,10 +128,6 @@ const RATE_KEYS: ReadonlySet<string> = new Set(TOKEN_KEYS);
 /** Longest provider id or model name: both are in a unique index, which PostgreSQL caps at about 2.7 kB. */
 export const MAX_PRICE_NAME_LENGTH = 255;
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
-}
-
 function refuseUnknownKeys(field: string, value: Record<string, unknown>, known: ReadonlySet<string>) {
   const unknown = Object.keys(value).find((key) => !known.has(key));
   if (unknown !== undefined) throw invalidField(`${field}.${unknown}`, `is not a price field (expected one of ${[...known].join(', ')})`);
@@ -147,7 +143,7 @@ function checkName(field: string, value: unknown) {
 
 /** Checks token rates; answers how many are set. */
 function checkTokenPrices(field: string, rates: unknown): number {
-  if (!isPlainObject(rates)) throw invalidField(field, 'must be an object of decimal strings, e.g. { "input": "0.15", "output": "0.60" }');
+  if (!isJsonObject(rates)) throw invalidField(field, 'must be an object of decimal strings, e.g. { "input": "0.15", "output": "0.60" }');
   refuseUnknownKeys(field, rates, RATE_KEYS);
   let set = 0;
   for (const key of TOKEN_KEYS) {
@@ -165,7 +161,7 @@ function checkTokenPrices(field: string, rates: unknown): number {
  * further check, so what passes here must be costable.
  */
 export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
-  if (!isPlainObject(price)) throw invalidField('price', 'must be an object');
+  if (!isJsonObject(price)) throw invalidField('price', 'must be an object');
   refuseUnknownKeys('price', price, PRICE_KEYS);
   checkName('price.provider', price.provider);
   checkName('price.model', price.model);
@@ -184,7 +180,7 @@ export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
     const thresholds = new Set<number>();
     for (const [index, tier] of (price.contextTiers as unknown[]).entries()) {
       const field = `price.contextTiers.${index}`;
-      if (!isPlainObject(tier)) throw invalidField(field, 'must be an object { aboveInputTokens, perMillionTokens }');
+      if (!isJsonObject(tier)) throw invalidField(field, 'must be an object { aboveInputTokens, perMillionTokens }');
       refuseUnknownKeys(field, tier, TIER_KEYS);
       const above = tier.aboveInputTokens;
       if (typeof above !== 'number' || !Number.isSafeInteger(above) || above < 1) {
@@ -205,7 +201,7 @@ export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
     rates += 1;
   }
   if (price.perImageBy != null) {
-    if (!isPlainObject(price.perImageBy)) throw invalidField('price.perImageBy', 'must be an object of decimal strings keyed by "size/quality", "size" or "quality"');
+    if (!isJsonObject(price.perImageBy)) throw invalidField('price.perImageBy', 'must be an object of decimal strings keyed by "size/quality", "size" or "quality"');
     // Keys match usage details trimmed and case-insensitively (see imagePrice): two that match alike are ambiguous.
     const keys = new Map<string, string>();
     for (const [key, text] of Object.entries(price.perImageBy)) {

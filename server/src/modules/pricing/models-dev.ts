@@ -1,6 +1,6 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { isStorableTime } from '../../shared/times.ts';
-import { holdsUnstorableText } from '../../shared/validation.ts';
+import { holdsUnstorableText, isJsonObject } from '../../shared/validation.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { MAX_PRICE_NAME_LENGTH, validateProviderPrice, type ContextTier, type ProviderPrice, type TokenPrices } from './cost.ts';
 
@@ -111,10 +111,6 @@ class Skip extends Error {
 const pointer = (...parts: (string | number)[]) =>
   parts.map((part) => `/${String(part).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
-}
-
 function rate(value: unknown, path: string): string {
   if (typeof value !== 'number') throw new Skip(path, `must be a number (USD per million), got ${JSON.stringify(value)}`);
   if (value < 0) throw new Skip(path, `must not be negative, got ${value}`);
@@ -148,7 +144,7 @@ function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[
     const seen = new Set<number>();
     return cost.tiers.map((entry: unknown, index) => {
       const tierPath = `${path}/tiers/${index}`;
-      if (!isObject(entry) || !isObject(entry.tier)) throw new Skip(tierPath, 'must be an object with a "tier" selector');
+      if (!isJsonObject(entry) || !isJsonObject(entry.tier)) throw new Skip(tierPath, 'must be an object with a "tier" selector');
       const type = entry.tier.type ?? 'context';
       if (type !== 'context') {
         throw new Skip(`${tierPath}/tier/type`, `"${String(type)}" tiers (by output, time of day…) are not supported`);
@@ -166,19 +162,19 @@ function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[
   if (cost.context_over_200k !== undefined) {
     const over = cost.context_over_200k;
     const overPath = `${path}/context_over_200k`;
-    if (!isObject(over)) throw new Skip(overPath, 'must be an object');
+    if (!isJsonObject(over)) throw new Skip(overPath, 'must be an object');
     return [{ aboveInputTokens: OVER_200K, perMillionTokens: rates(over, overPath, new Set(Object.keys(RATE_KEYS)), false) }];
   }
   return [];
 }
 
 function modelRow(provider: string, modelId: string, model: unknown, path: string, effectiveFrom: Date): ProviderPrice {
-  if (!isObject(model)) throw new Skip(path, 'must be an object');
+  if (!isJsonObject(model)) throw new Skip(path, 'must be an object');
   const cost = model.cost;
   if (cost === undefined) {
     throw new Skip(`${path}/cost`, model.cost_cn !== undefined ? 'has only CNY prices (cost_cn); only USD is imported' : 'has no cost');
   }
-  if (!isObject(cost)) throw new Skip(`${path}/cost`, 'must be an object');
+  if (!isJsonObject(cost)) throw new Skip(`${path}/cost`, 'must be an object');
   const costPath = `${path}/cost`;
   const unknown = Object.keys(cost).find((key) => !COST_KEYS.has(key));
   if (unknown !== undefined) throw new Skip(costPath + pointer(unknown), `unknown price key "${unknown}"`);
@@ -209,9 +205,9 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
   if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime()) || !isStorableTime(effectiveFrom)) {
     throw invalidField('effectiveFrom', 'must be a valid date between the years 1 and 9999');
   }
-  if (!isObject(document)) throw invalidField('file', 'must be a models.dev api.json object of providers');
+  if (!isJsonObject(document)) throw invalidField('file', 'must be a models.dev api.json object of providers');
   // Some copies wrap the table as { providers: { … } }.
-  const table = isObject(document.providers) && !isObject(document.providers.models) ? document.providers : document;
+  const table = isJsonObject(document.providers) && !isJsonObject(document.providers.models) ? document.providers : document;
   const base = table === document ? '' : '/providers';
   const only = options.providers ? new Set(options.providers) : null;
 
@@ -221,7 +217,7 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
   for (const [providerKey, provider] of Object.entries(table)) {
     if (only && !only.has(providerKey)) continue;
     const providerPath = base + pointer(providerKey);
-    if (!isObject(provider) || !isObject(provider.models)) {
+    if (!isJsonObject(provider) || !isJsonObject(provider.models)) {
       skipped.push({ path: providerPath, reason: 'is not a provider with a "models" object' });
       continue;
     }

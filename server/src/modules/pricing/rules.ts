@@ -1,6 +1,6 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
-import { requireStorableText } from '../../shared/validation.ts';
+import { isJsonObject, requireStorableText } from '../../shared/validation.ts';
 import { modelMatchRank } from './cost.ts';
 import { parseMeterKey } from '../meters/meters.service.ts';
 import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity, type Quantity } from './decimal.ts';
@@ -69,14 +69,12 @@ interface ParsedTier {
   flatFee: bigint;
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
-
 function parseTiers(tiers: Tier[] | undefined): ParsedTier[] {
   if (!Array.isArray(tiers) || tiers.length === 0) throw invalidField('rule.tiers', 'must have at least one tier');
   let previous = 0n;
   return tiers.map((tier: unknown, index) => {
     const field = `rule.tiers.${index}`;
-    if (!isObject(tier)) throw invalidField(field, 'must be an object { upTo, unitPrice, flatFee }');
+    if (!isJsonObject(tier)) throw invalidField(field, 'must be an object { upTo, unitPrice, flatFee }');
     const last = index === tiers.length - 1;
     let upTo: bigint | null = null;
     const { upTo: bound, unitPrice, flatFee } = tier as unknown as Tier;
@@ -135,7 +133,7 @@ function refuseUnknownKeys(kind: PricingRule['kind'], settings: Record<string, u
  * config key named like a target field): a JSON object of the kind's settings only.
  */
 export function validateRuleConfig(kind: PricingRule['kind'], config: unknown): Record<string, unknown> {
-  if (!isObject(config)) throw invalidField('config', 'must be a JSON object');
+  if (!isJsonObject(config)) throw invalidField('config', 'must be a JSON object');
   if (!Object.hasOwn(CONFIG_KEYS, kind)) throw invalidField('rule.kind', 'must be FLAT, MARKUP, GRADUATED, VOLUME or PACKAGE');
   refuseUnknownKeys(kind, config);
   return config;
@@ -163,13 +161,13 @@ function checkPercent(percent: unknown) {
 
 /** Throws a VALIDATION error naming the bad field; returns the rule for chaining. */
 export function validateRule<R extends PricingRule>(rule: R): R {
-  if (!isObject(rule)) throw invalidField('rule', 'must be an object');
+  if (!isJsonObject(rule)) throw invalidField('rule', 'must be an object');
   if (Object.hasOwn(CONFIG_KEYS, rule.kind)) {
     refuseUnknownKeys(rule.kind, rule as Record<string, unknown>, TARGET_KEYS);
     if (rule.kind === 'GRADUATED' || rule.kind === 'VOLUME') {
       // Only the tiers' shape here: parseTiers (also run on stored rules) checks their values.
       for (const [index, tier] of (Array.isArray(rule.tiers) ? rule.tiers : []).entries()) {
-        if (!isObject(tier)) continue;
+        if (!isJsonObject(tier)) continue;
         const unknown = Object.keys(tier).find((key) => !TIER_KEYS.includes(key));
         if (unknown !== undefined) throw invalidField(`rule.tiers.${index}.${unknown}`, `is not a setting of a tier, which takes ${TIER_KEYS.join(', ')}`);
       }
