@@ -69,7 +69,7 @@ describe('pricing as code', () => {
   it('refuses an invalid file before changing anything, naming the field', async () => {
     const merchant = await server.createMerchant();
     const bad: PricingConfig = { ...CONFIG, priceRules: [{ name: 'broken', type: 'GRADUATED', config: { tiers: [] } }] };
-    await expect(planPricingConfig(server.services, merchant.id, bad)).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'rule.tiers' } });
+    await expect(planPricingConfig(server.services, merchant.id, bad)).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'priceRules.0.config.tiers' } });
     await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, { meters: CONFIG.meters }));
     const sourceChange: PricingConfig = { meters: [{ key: 'output_tokens', name: 'x', unit: 'token', source: 'INPUT_TOKENS' }] };
     await expect(planPricingConfig(server.services, merchant.id, sourceChange)).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'meters.0.source' } });
@@ -242,7 +242,7 @@ describe('plans as code', () => {
       [withPlans([{ key: 'pro', name: 'Pro' }, { key: 'pro', name: 'Again' }]), 'plans.1.key'],
       [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: '', type: 'MARKUP', config: { percent: '1' } }] }]), 'plans.0.priceRules.0.name'],
       [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: 'm', type: 'MARKUP', config: { percent: '1' } }, { name: 'm', type: 'MARKUP', config: { percent: '2' } }] }]), 'plans.0.priceRules.1.name'],
-      [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: 'tiers', type: 'GRADUATED', config: { tiers: [] } }] }]), 'rule.tiers'],
+      [withPlans([{ key: 'pro', name: 'Pro', priceRules: [{ name: 'tiers', type: 'GRADUATED', config: { tiers: [] } }] }]), 'plans.0.priceRules.0.config.tiers'],
     ];
     for (const [config, field] of cases) {
       await expect(planPricingConfig(server.services, merchant.id, config), field).rejects.toMatchObject({ code: 'VALIDATION', details: { field } });
@@ -560,5 +560,44 @@ describe('a file is checked and normalized while planning', () => {
       expect(error.message, field).toMatch(message);
     }
     expect(await stored(merchant.id)).toEqual(NOTHING);
+  });
+
+  it('a rule setting, a price rate or a currency the services would refuse is refused while planning, named by its entry, and nothing is written', async () => {
+    const merchant = await server.createMerchant();
+    const markup = (config: Record<string, unknown>) => ({ name: 'm', type: 'MARKUP', config });
+    const flat = (extra: Record<string, unknown>) => ({ name: 'f', type: 'FLAT', meterKey: 'tokens', config: { unitPrice: '0.01' }, ...extra });
+    const meters = [{ key: 'tokens', name: 'Tokens', unit: 'token', source: 'TOTAL_TOKENS' }];
+    const price = { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: '1', output: '2' } };
+    const cases: [unknown, string, RegExp][] = [
+      [{ priceRules: [markup({ percent: 'lots' })] }, 'priceRules.0.config.percent', /decimal/],
+      [{ priceRules: [markup({ percent: '1', perUnit: '2' })] }, 'priceRules.0.config.perUnit', /not a setting of a MARKUP rule/],
+      [{ priceRules: [markup({ percent: 33.3 })] }, 'priceRules.0.config.percent', /lost digits/],
+      [{ meters, priceRules: [flat({ config: { tiers: [] } })] }, 'priceRules.0.config.tiers', /not a setting of a FLAT rule/],
+      [{ meters, priceRules: [flat({ type: 'GRADUATED', config: { tiers: [{ upTo: null, unitPrice: '1', fee: '1' }] } })] }, 'priceRules.0.config.tiers.0.fee', /not a setting of a tier/],
+      [{ priceRules: [{ ...markup({ percent: '1' }), meterKey: 'tokens' }] }, 'priceRules.0.meterKey', /must not be set on a MARKUP rule/],
+      [{ priceRules: [flat({ meterKey: undefined })] }, 'priceRules.0.meterKey', /is required for a FLAT rule/],
+      [{ priceRules: [flat({ model: 'm'.repeat(300) })] }, 'priceRules.0.model', /at most/],
+      // A meter neither stored nor declared in the file: the rule would price nothing.
+      [{ meters, priceRules: [flat({ meterKey: 'tokenz' })] }, 'priceRules.0.meterKey', /no meter has the key "tokenz"/],
+      [{ meters, plans: [{ key: 'pro', name: 'Pro', priceRules: [markup({ percent: '1' }), flat({ meterKey: 'images' })] }] }, 'plans.0.priceRules.1.meterKey', /no meter has the key "images"/],
+      [{ plans: [{ key: 'pro', name: 'Pro', priceRules: [markup({ percent: '-1' })] }] }, 'plans.0.priceRules.0.config.percent', /negative/],
+      [{ providerPrices: [price, { ...price, model: 'gpt-y', currency: 'EUR' }] }, 'providerPrices.1.currency', /only USD/],
+      [{ providerPrices: [{ ...price, perMillionTokens: { input: 'one' } }] }, 'providerPrices.0.perMillionTokens.input', /decimal/],
+      [{ providerPrices: [{ ...price, perMillionTokens: undefined }] }, 'providerPrices.0', /sets no rate/],
+      [{ providerPrices: [{ ...price, perMilionTokens: { input: '1' } }] }, 'providerPrices.0.perMilionTokens', /not/],
+    ];
+    for (const [config, field, message] of cases) {
+      const error = await refusal(planPricingConfig(server.services, merchant.id, config as PricingConfig));
+      expect(error, field).toMatchObject({ code: 'VALIDATION', details: { field } });
+      expect(error.message, field).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: `));
+      expect(error.message, field).toMatch(message);
+    }
+    expect(await stored(merchant.id)).toEqual(NOTHING);
+
+    // A stored meter, or one the file declares, is known; so is an archived one (its rules wait for it).
+    await server.services.meters.create(merchant.id, { key: 'stored', name: 'Stored', unit: 'u', source: 'REQUESTS' });
+    const known: PricingConfig = { meters: meters as PricingConfig['meters'], priceRules: [flat({ name: 'a' }), flat({ name: 'b', meterKey: 'stored', model: 'x' })] as PricingConfig['priceRules'] };
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, known));
+    expect((await server.services.priceRules.allVersions(merchant.id)).map((rule) => rule.meterKey).sort()).toEqual(['stored', 'tokens']);
   });
 });

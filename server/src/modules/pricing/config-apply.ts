@@ -277,7 +277,9 @@ export async function planPricingConfig(services: Services, merchantId: string, 
   }
   changes.push(...planPrices(await services.providerPrices.rowsFor(merchantId), config.providerPrices, now));
   const book = await services.priceRules.book(merchantId);
-  changes.push(...planRules(book.defaults, config.priceRules, 'priceRules', null, now));
+  // Archived meters count, as putAll counts them: listing a rule for one is not a mistake.
+  const knownMeters = new Set([...meters.keys(), ...config.meters.map((meter) => meter.key)]);
+  changes.push(...planRules(book.defaults, config.priceRules, 'priceRules', null, knownMeters, now));
   const plans = new Map((await services.plans.list(merchantId, true)).map((plan) => [plan.key, plan]));
   const seen = new Set<string>();
   for (const [index, plan] of config.plans.entries()) {
@@ -291,7 +293,7 @@ export async function planPricingConfig(services: Services, merchantId: string, 
       const from = canonical({ name: existing.name, description: existing.description, archived: existing.archivedAt ? true : null });
       if (from !== to) changes.push({ kind: 'update-plan', key, from, to, detail: plan });
     }
-    changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules, `plans.${index}.priceRules`, key, now));
+    changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules, `plans.${index}.priceRules`, key, knownMeters, now));
   }
   return changes;
 }
@@ -318,7 +320,10 @@ interface FileVersion {
 function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPrice[], now: Date): Change[] {
   const byModel = new Map<string, FileVersion[]>();
   for (const [index, { price, effectiveFrom }] of wanted.entries()) {
-    const { effectiveFrom: _e, ...rates } = validateProviderPrice({ ...price, currency: 'USD', effectiveFrom: effectiveFrom ?? now } as ProviderPrice);
+    // The file's own currency, if it gives one, is checked: the default only fills it in.
+    const { effectiveFrom: _e, ...rates } = namedByEntry(`providerPrices.${index}`, priceEntryField, () =>
+      validateProviderPrice({ currency: 'USD', ...price, effectiveFrom: effectiveFrom ?? now } as ProviderPrice),
+    );
     // Providers match case-insensitively when pricing (priceInForce), models exactly.
     const modelKey = `${price.provider.toLowerCase()}/${price.model}`;
     const versions = byModel.get(modelKey) ?? [];
@@ -353,6 +358,41 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
   return changes;
 }
 
+/**
+ * Runs a check written for the API (validateRule, validateProviderPrice) and names what it refuses
+ * by its place in the file ("priceRules.2.config.percent", not "rule.percent"), so the author can
+ * find the line. `fieldAt` maps the check's field name to its path under the entry.
+ */
+function namedByEntry<T>(entry: string, fieldAt: (field: string) => string, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (!(error instanceof AppError) || error.code !== 'VALIDATION' || typeof error.details.field !== 'string') throw error;
+    const field = error.details.field;
+    const path = fieldAt(field);
+    const named = path ? `${entry}.${path}` : entry;
+    const message = error.message.startsWith(`${field}: `) ? error.message.slice(field.length + 2) : error.message;
+    throw new AppError('VALIDATION', `${named}: ${message}`, { ...error.details, field: named });
+  }
+}
+
+const RULE_TARGETS = ['meterKey', 'provider', 'model'];
+
+/** validateRule's names: `rule.kind` is the entry's type, its targets are the entry's own fields, the rest are settings under config. */
+function ruleEntryField(field: string): string {
+  if (field === 'rule') return '';
+  if (field === 'config') return 'config';
+  if (field === 'rule.kind') return 'type';
+  const name = field.startsWith('rule.') ? field.slice('rule.'.length) : field;
+  return RULE_TARGETS.includes(name) ? name : `config.${name}`;
+}
+
+/** validateProviderPrice's names are `price.<field>`, the entry's own fields. */
+function priceEntryField(field: string): string {
+  if (field === 'price') return '';
+  return field.startsWith('price.') ? field.slice('price.'.length) : field;
+}
+
 /** Rules and plans change from the moment they are applied; a date on one would be ignored. */
 function refuseDate(item: unknown, field: string) {
   if (item && typeof item === 'object' && 'effectiveFrom' in item) throw invalidField(`${field}.effectiveFrom`, 'is not taken here: rules and plans change from the moment the file is applied');
@@ -363,7 +403,7 @@ function refuseDate(item: unknown, field: string) {
  * two rules of the book would then tie (see clashAmong): the file's new versions, the versions in
  * force of the rules it leaves as they are, and stored rules it does not list.
  */
-function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, now: Date): Change[] {
+function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, meters: ReadonlySet<string>, now: Date): Change[] {
   const changes: Change[] = [];
   const changed: (RuleCandidate & { index: number })[] = [];
   const rules = rulesInForce(versions, now);
@@ -371,7 +411,14 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
   for (const [index, rule] of wanted.entries()) {
     if (names.has(rule.name)) throw invalidField(`${field}.${index}.name`, `rule "${rule.name}" is declared twice in the same price book`);
     names.add(rule.name);
-    validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never }));
+    const at = `${field}.${index}`;
+    namedByEntry(at, ruleEntryField, () =>
+      validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never })),
+    );
+    // As putAll refuses it when applying, but before the diff is shown: such a rule would price nothing.
+    if (rule.meterKey !== undefined && !meters.has(rule.meterKey)) {
+      throw invalidField(`${at}.meterKey`, `no meter has the key "${rule.meterKey}": declare it under meters, or fix the key`);
+    }
     const current = rules.find((candidate) => candidate.name === rule.name);
     // Trimmed: a rule stored through the API may not be, and it matches the same events.
     const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }) =>
