@@ -34,6 +34,13 @@ export interface App {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * WebSocket close code for a customer over its connection limit: an application code (4000-4999)
+ * that graphql-ws does not use (its 4429 means a repeated connection_init, and its clients give up
+ * on it), so clients retry with backoff, by when another tab may have closed.
+ */
+const TOO_MANY_SOCKETS = 4029;
+
 function isForwardPath(url: string | undefined): boolean {
   if (!url?.startsWith(FORWARD_PATH)) return false;
   const next = url.charAt(FORWARD_PATH.length);
@@ -69,6 +76,7 @@ function closeWhenSessionExpires(socket: WebSocket, viewer: Viewer): void {
 class SocketsByApiKey {
   private readonly keysOf = new Map<WebSocket, Set<string>>();
   private readonly customerOf = new Map<WebSocket, string>();
+  private readonly socketsOfCustomer = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -80,10 +88,27 @@ class SocketsByApiKey {
     this.timer.unref();
   }
 
+  /**
+   * Whether `socket` may act for this customer: it already does, or the customer holds fewer than
+   * `limit` sockets on this instance. A browser needs one per tab; a token copied into a loop
+   * must not hold unbounded sockets (each keeps its subscriptions' listeners in memory).
+   */
+  admitsCustomer(socket: WebSocket, customerId: string, limit: number): boolean {
+    if (this.customerOf.get(socket) === customerId) return true;
+    return (this.socketsOfCustomer.get(customerId) ?? 0) < limit;
+  }
+
   watch(socket: WebSocket, viewer: Viewer): void {
     if (viewer.kind === 'customer' && !this.customerOf.has(socket)) {
-      this.customerOf.set(socket, viewer.customerId);
-      socket.once('close', () => this.customerOf.delete(socket));
+      const { customerId } = viewer;
+      this.customerOf.set(socket, customerId);
+      this.socketsOfCustomer.set(customerId, (this.socketsOfCustomer.get(customerId) ?? 0) + 1);
+      socket.once('close', () => {
+        this.customerOf.delete(socket);
+        const left = this.socketsOfCustomer.get(customerId)! - 1;
+        if (left > 0) this.socketsOfCustomer.set(customerId, left);
+        else this.socketsOfCustomer.delete(customerId);
+      });
     }
     if (viewer.kind !== 'merchant') return;
     const keys = this.keysOf.get(socket);
@@ -165,6 +190,11 @@ export async function createApp(services: Services): Promise<App> {
           ctx.extra.authorization = authorization ?? credentialFrom(ctx.extra.request.headers.authorization);
           ctx.extra.viewer = await services.viewers.resolve(ctx.extra.authorization);
           ctx.extra.requestId = randomUUID();
+          if (ctx.extra.viewer.kind === 'customer' && !keySockets.admitsCustomer(ctx.extra.socket, ctx.extra.viewer.customerId, config.wsMaxCustomerSockets)) {
+            // Closed before graphql-ws's generic 4403, so the client can tell a limit from a bad token.
+            ctx.extra.socket.close(TOO_MANY_SOCKETS, `This customer already holds ${config.wsMaxCustomerSockets} open connections`);
+            return false;
+          }
           closeWhenSessionExpires(ctx.extra.socket, ctx.extra.viewer);
           keySockets.watch(ctx.extra.socket, ctx.extra.viewer);
           return true;
@@ -173,6 +203,14 @@ export async function createApp(services: Services): Promise<App> {
         }
       },
       onSubscribe: async (ctx, _id, payload) => {
+        // graphql-ws has already counted this operation among the socket's own.
+        if (Object.keys(ctx.subscriptions).length > config.wsMaxOperations) {
+          return [
+            new GraphQLError(`This connection already runs ${config.wsMaxOperations} operations: complete one before starting another`, {
+              extensions: { code: 'RATE_LIMITED' },
+            }),
+          ];
+        }
         // graphql-ws parses and runs operations itself, so the HTTP path's checks are repeated here.
         const invalid = (error: unknown) => [
           new GraphQLError((error as Error).message, {
@@ -209,6 +247,9 @@ export async function createApp(services: Services): Promise<App> {
             viewer = await services.viewers.resolve(authorization);
             // The socket's own credential is watched since it connected.
             if (operationAuthorization !== undefined) {
+              if (viewer.kind === 'customer' && !keySockets.admitsCustomer(ctx.extra.socket, viewer.customerId, config.wsMaxCustomerSockets)) {
+                return [new GraphQLError(`This customer already holds ${config.wsMaxCustomerSockets} open connections`, { extensions: { code: 'RATE_LIMITED' } })];
+              }
               closeWhenSessionExpires(ctx.extra.socket, viewer);
               keySockets.watch(ctx.extra.socket, viewer);
             }

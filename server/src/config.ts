@@ -21,6 +21,10 @@ export interface Config {
   maxQueryDepth: number;
   /** How often open WebSockets' secret keys are checked for revocation. */
   wsKeyRecheckMs: number;
+  /** Operations one WebSocket may run at once (subscriptions, mostly). */
+  wsMaxOperations: number;
+  /** WebSockets one customer's session tokens may hold open on one instance. */
+  wsMaxCustomerSockets: number;
   maxQueryComplexity: number;
   customerSessionMaxTtlSeconds: number;
   /** How often this instance expires due credit grants and holds. */
@@ -101,6 +105,8 @@ export function loadConfig(env: Env = process.env): Config {
     customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600),
     expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60) * 1000,
     wsKeyRecheckMs: intFrom(env, 'TOLLGATE_WS_KEY_RECHECK_MS', 5000),
+    wsMaxOperations: intFrom(env, 'TOLLGATE_WS_MAX_OPERATIONS', 100),
+    wsMaxCustomerSockets: intFrom(env, 'TOLLGATE_WS_MAX_CUSTOMER_SOCKETS', 20),
     gateway: {
       allowPrivateNetworks: env.TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS === 'true',
       timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000),

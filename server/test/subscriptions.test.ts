@@ -259,3 +259,83 @@ describe('customerUpdated subscription', () => {
     expect(outcome?.[0]?.extensions?.code).toBe('VALIDATION');
   });
 });
+
+describe('WebSocket limits', () => {
+  let limited: TestServer;
+  let owner: { id: string; secret: string };
+  beforeAll(async () => {
+    limited = await startTestServer({ TOLLGATE_WS_MAX_OPERATIONS: '2', TOLLGATE_WS_MAX_CUSTOMER_SOCKETS: '2' });
+    owner = await limited.createMerchant();
+  });
+  afterAll(() => limited?.close());
+
+  /** A raw graphql-ws socket: whether it was acknowledged, and its close code. */
+  function open(token: string) {
+    const socket = new WebSocket(limited.url.replace('http', 'ws') + '/graphql', 'graphql-transport-ws');
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } })));
+    const acked = new Promise<boolean>((resolve) => {
+      socket.once('message', (data) => resolve(JSON.parse(String(data)).type === 'connection_ack'));
+      socket.on('close', () => resolve(false));
+    });
+    const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+    return { acked, closed, socket };
+  }
+
+  it('refuses an operation beyond the per-connection limit with RATE_LIMITED, and takes one again once another completes', async () => {
+    const watched = (await limited.services.customers.create(owner.id, { externalId: 'ops' })).id;
+    const topic = customerTopic(watched);
+    const client = createClient({ url: limited.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${owner.secret}` }, retryAttempts: 0 });
+    try {
+      const subscribe = () => client.iterate({ query: SUBSCRIPTION, variables: { id: watched } });
+      const first = subscribe();
+      const second = subscribe();
+      const pending = [first.next(), second.next()];
+      await waitForSubscribers(limited, topic, 2);
+      const refused = await Promise.race([
+        subscribe()
+          .next()
+          .then(
+            () => null,
+            (errors: unknown) => errors as { message: string; extensions?: { code?: string } }[],
+          ),
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000)),
+      ]);
+      expect(refused?.[0]?.extensions?.code).toBe('RATE_LIMITED');
+      expect(refused?.[0]?.message).toContain('2 operations');
+      expect(limited.services.pubsub.subscriberCount(topic)).toBe(2);
+
+      await first.return?.();
+      await waitForSubscribers(limited, topic, 1);
+      const third = subscribe();
+      const delivered = third.next();
+      await waitForSubscribers(limited, topic, 2);
+      await limited.services.customers.update(owner.id, watched, { name: 'Renamed' });
+      expect(((await delivered).value as { data: { customerUpdated: { name: string } } }).data.customerUpdated.name).toBe('Renamed');
+      await Promise.all([second.return?.(), third.return?.()]);
+      await Promise.allSettled(pending);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it("closes a customer's connection beyond its limit with 4029, counts each customer apart, and admits one again once another closes", async () => {
+    const [alice, bob] = await Promise.all(['alice', 'bob'].map((externalId) => limited.services.customers.create(owner.id, { externalId })));
+    const token = async (customerId: string) => (await limited.services.customerSessions.create(owner.id, customerId, 600)).token;
+    const aliceToken = await token(alice!.id);
+    const first = open(aliceToken);
+    const second = open(aliceToken);
+    expect(await Promise.all([first.acked, second.acked])).toEqual([true, true]);
+    const third = open(aliceToken);
+    expect(await third.acked).toBe(false);
+    expect(await third.closed).toBe(4029);
+    // Another customer of the same merchant is not held to Alice's count.
+    const bobs = open(await token(bob!.id));
+    expect(await bobs.acked).toBe(true);
+
+    first.socket.close();
+    await first.closed;
+    const again = open(aliceToken);
+    expect(await again.acked).toBe(true);
+    for (const { socket } of [second, bobs, again]) socket.close();
+  });
+});
