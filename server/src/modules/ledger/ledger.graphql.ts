@@ -482,9 +482,9 @@ builder.subscriptionField('balanceUpdated', (t) =>
     authScopes: walletScopes,
     subscribe: async (_root, args, ctx) => {
       const merchantId = merchantIdOf(ctx);
-      await ctx.services.ledger.assertCustomer(merchantId, String(args.customerId));
+      const customerId = await ctx.services.ledger.assertCustomer(merchantId, String(args.customerId));
       const currency = args.currency ? currencyArg(args.currency) : null;
-      const events = ctx.services.pubsub.subscribe(walletTopic(String(args.customerId)));
+      const events = ctx.services.pubsub.subscribe(walletTopic(customerId));
       return filterEvents(events, (event) => currency === null || event.currency === currency);
     },
     resolve: (event, _args, ctx) => ({ ...(event as unknown as BalanceEvent), merchantId: merchantIdOf(ctx) }),

@@ -56,7 +56,7 @@ export class LedgerQueries {
   }
 
   async wallet(merchantId: string, customerId: string, currency: string): Promise<WalletView> {
-    await this.ledger.assertCustomer(merchantId, customerId);
+    customerId = await this.ledger.assertCustomer(merchantId, customerId);
     const now = this.clock();
     const existing = await this.prisma.wallet.findUnique({ where: { customerId_currency: { customerId, currency } } });
     // Not used yet: read as empty, under the id its first change will store it with. Writing the
@@ -70,7 +70,7 @@ export class LedgerQueries {
   }
 
   async wallets(merchantId: string, customerId: string): Promise<WalletView[]> {
-    await this.ledger.assertCustomer(merchantId, customerId);
+    customerId = await this.ledger.assertCustomer(merchantId, customerId);
     const rows = await this.prisma.wallet.findMany({ where: { merchantId, customerId }, orderBy: { currency: 'asc' } });
     return Promise.all(rows.map((row) => this.wallet(merchantId, customerId, row.currency)));
   }

@@ -236,9 +236,15 @@ export class LedgerService {
     return this.db.prisma;
   }
 
-  /** Tenancy check, cached: customers are never deleted, so a positive answer stays true. */
-  async assertCustomer(merchantId: string, customerId: string): Promise<void> {
-    if (this.knownCustomers.get(customerId) === merchantId) return;
+  /**
+   * Tenancy check, cached: customers are never deleted, so a positive answer stays true. Answers
+   * the id as stored (lower case): PostgreSQL takes a uuid in any case, but the ledger keys
+   * wallets, lanes, request hashes and balance topics by the id's text, so an id given in upper
+   * case must not reach them as it is.
+   */
+  async assertCustomer(merchantId: string, givenId: string): Promise<string> {
+    const customerId = isUuid(givenId) ? givenId.toLowerCase() : givenId;
+    if (this.knownCustomers.get(customerId) === merchantId) return customerId;
     // A burst for a customer not yet seen (a restart under load) asks the database once.
     const key = `${merchantId}:${customerId}`;
     let lookup = this.customerLookups.get(key);
@@ -246,7 +252,8 @@ export class LedgerService {
       lookup = this.lookUpCustomer(merchantId, customerId).finally(() => this.customerLookups.delete(key));
       this.customerLookups.set(key, lookup);
     }
-    if (!(await lookup)) throw notFound('Customer', customerId);
+    if (!(await lookup)) throw notFound('Customer', givenId);
+    return customerId;
   }
 
   private async lookUpCustomer(merchantId: string, customerId: string): Promise<boolean> {
@@ -274,12 +281,12 @@ export class LedgerService {
     requireStorableText('description', input.description);
     requireStorableText('sourceRef', input.sourceRef);
     requireStorableText('metadata', input.metadata);
-    await this.assertCustomer(merchantId, input.customerId);
+    const customerId = await this.assertCustomer(merchantId, input.customerId);
     // attos as its digits up front: the text hashed is the same, and requestHash keeps to its fast path.
-    const hash = requestHash({ op: 'debit', customerId: input.customerId, currency: input.currency, attos: input.amountAttos.toString() });
-    const lane = this.lanes[laneOf(`${input.customerId}:${input.currency}`, this.lanes.length)]!;
+    const hash = requestHash({ op: 'debit', customerId, currency: input.currency, attos: input.amountAttos.toString() });
+    const lane = this.lanes[laneOf(`${customerId}:${input.currency}`, this.lanes.length)]!;
     const outcome = await new Promise<Outcome>((resolve) => {
-      lane.queue.push({ merchantId, actor, input: { ...input, idempotencyKey: key }, requestHash: hash, resolve });
+      lane.queue.push({ merchantId, actor, input: { ...input, customerId, idempotencyKey: key }, requestHash: hash, resolve });
       if (!lane.draining) void this.drain(lane);
     });
     if (!outcome.ok) throw outcome.error;
@@ -406,7 +413,7 @@ export class LedgerService {
     if (input.expiresAt && input.expiresAt <= this.clock()) throw invalidField('expiresAt', 'must be in the future');
     requireStorableText('description', input.description);
     requireStorableText('metadata', input.metadata);
-    await this.assertCustomer(merchantId, input.customerId);
+    input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const hash = requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
     return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
       const grantId = randomUUID();
@@ -449,7 +456,7 @@ export class LedgerService {
     if (!reason) throw invalidField('reason', 'is required for an adjustment');
     requireStorableText('reason', reason);
     if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
-    await this.assertCustomer(merchantId, input.customerId);
+    input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
     return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
       if (input.amountNanos > 0n) {
@@ -484,7 +491,7 @@ export class LedgerService {
     if (!reason) throw invalidField('reason', 'is required for a refund');
     requireStorableText('reason', reason);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    await this.assertCustomer(merchantId, input.customerId);
+    input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const hash = requestHash({ op: 'refund', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
     return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
       const plan = planDebit(wallet.state, input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: false, onlyKinds: ['PAID'], useCarry: false });
@@ -539,7 +546,7 @@ export class LedgerService {
     if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1 || input.ttlSeconds > MAX_HOLD_TTL_SECONDS) {
       throw invalidField('ttlSeconds', `must be a whole number from 1 to ${MAX_HOLD_TTL_SECONDS}`);
     }
-    await this.assertCustomer(merchantId, input.customerId);
+    input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const now = this.clock();
     // Two calls with one key for different customers lock different wallets, so both can miss the
     // other's hold; the unique index stops the second, and its retry replays the first.
@@ -678,7 +685,7 @@ export class LedgerService {
 
   async setOverdraftLimit(merchantId: string, customerId: string, currency: string, limitNanos: bigint): Promise<void> {
     if (limitNanos < 0n) throw invalidField('limit', 'must not be negative');
-    await this.assertCustomer(merchantId, customerId);
+    customerId = await this.assertCustomer(merchantId, customerId);
     const { state } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
       await wallet.tx.query(`UPDATE wallets SET overdraft_limit = $2 WHERE id = $1`, [wallet.state.id, limitNanos.toString()]);
       wallet.state.overdraftLimit = limitNanos;

@@ -1112,3 +1112,53 @@ describe('wallet transactions', () => {
     }
   });
 });
+
+describe('a customer id given in upper case', () => {
+  it('is the same customer to every ledger operation, read and subscription, and never fails a batch it shares with others', async () => {
+    const customerId = await newCustomer();
+    const upper = customerId.toUpperCase();
+    const client = createClient({ url: server.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${merchant.secret}` }, retryAttempts: 0 });
+    try {
+      const events = client.iterate({ query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { customerId balance { amount } } }', variables: { id: upper } });
+      const next = events.next();
+      await waitForSubscribers(server, walletTopic(customerId), 1);
+      const granted = await gql(GRANT, { input: { customerId: upper, amount: '5.00', kind: 'PAID', idempotencyKey: randomUUID() } });
+      expect(granted.errors).toBeUndefined();
+      expect(((await next).value as any).data.balanceUpdated).toEqual({ customerId, balance: { amount: '5.00' } });
+      await events.return?.();
+    } finally {
+      await client.dispose();
+    }
+
+    const charged = await debit(upper, '1.00', 'upper-debit');
+    expect(charged.errors).toBeUndefined();
+    // The same debit named by the id in lower case is its replay, not a second charge.
+    const replay = await debit(customerId, '1.00', 'upper-debit');
+    expect(replay.data!.debitCredits).toMatchObject({ replayed: true, transaction: { id: charged.data!.debitCredits.transaction.id } });
+    const adjusted = await gql(`mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { id } } }`, {
+      input: { customerId: upper, amount: '-0.50', reason: 'correction', idempotencyKey: randomUUID() },
+    });
+    expect(adjusted.errors).toBeUndefined();
+    const held = await gql(`mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id } } }`, {
+      input: { customerId: upper, amount: '0.25', ttlSeconds: 60, idempotencyKey: randomUUID() },
+    });
+    expect(held.errors).toBeUndefined();
+    const limited = await gql(`mutation ($id: ID!) { setOverdraftLimit(customerId: $id, limit: "2") { customerId overdraftLimit { amount } } }`, { id: upper });
+    expect(limited.errors).toBeUndefined();
+    expect(limited.data!.setOverdraftLimit).toEqual({ customerId, overdraftLimit: { amount: '2.00' } });
+    const wallet = await gql(WALLET, { id: upper });
+    expect(wallet.data!.wallet).toMatchObject({ balance: { amount: '3.50' }, available: { amount: '3.25' }, held: { amount: '0.25' } });
+
+    // Another merchant's debit queued beside it in the same lane is charged too.
+    const other = await server.createMerchant();
+    const otherCustomer = (await server.services.customers.create(other.id, { externalId: 'beside' })).id;
+    await server.services.ledger.grantCredits(other.id, { kind: 'system', apiKeyId: null }, { customerId: otherCustomer, currency: 'USD', amountNanos: 10n ** 9n, kind: 'PAID', idempotencyKey: 'seed' });
+    const actor = { kind: 'api_key' as const, apiKeyId: null };
+    const results = await Promise.allSettled([
+      server.services.ledger.debit(merchant.id, actor, { customerId: upper, currency: 'USD', amountAttos: 10n ** 17n, idempotencyKey: 'side-by-side-1' }),
+      server.services.ledger.debit(other.id, actor, { customerId: otherCustomer, currency: 'USD', amountAttos: 10n ** 17n, idempotencyKey: 'side-by-side-2' }),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
+});
