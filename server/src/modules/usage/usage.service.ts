@@ -20,6 +20,7 @@ import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody } from './normalize/util.ts';
+import { BatchPeriodCredits, capCredits } from './usage.credits.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage, type StoredChargeLine } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
@@ -160,6 +161,8 @@ interface EventRow {
   ledger_transaction_id: string | null;
   metadata: {
     requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string; costProblem?: string;
+    /** What of a negative line settled the period's earlier shortfalls instead of being credited (see usage.credits.ts). */
+    withheldCreditAttos?: string;
     pricing?: StoredChargeLine[];
   };
 }
@@ -598,17 +601,23 @@ export class UsageService {
           return price;
         };
         const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
+        const credits = new BatchPeriodCredits(batch.tx, merchantId);
         for (const item of priceable) {
           const { provider, model } = item.usage;
           const cost = providerCost(item.usage, () => (provider && model ? priceOf(provider, model, item.occurredAt) : null));
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
           const moved = steps.get(item.index);
-          const priced: PricedUsage = item.usage.billable
+          let priced: PricedUsage = item.usage.billable
             ? priceUsage({
                 usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: planRulesOf.get(item.index),
                 steps: moved ?? NO_STEPS, costAttos: cost.costAttos, costProblem: cost.problem,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
+          // A period re-priced lower gives back only what was paid (see usage.credits.ts).
+          let withheldAttos = 0n;
+          if (priced.lines.some((line) => line.chargeAttos < 0n)) {
+            ({ priced, withheldAttos } = capCredits(priced, await credits.periodOf(item.customerId!, item.currency, item.periodStart)));
+          }
           const wallet = batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency });
           const group = pending.get(wallet.state.id) ?? { wallet, attos: 0n, events: [] };
           pending.set(wallet.state.id, group);
@@ -645,6 +654,8 @@ export class UsageService {
             metadata.pricedChargeAttos = priced.chargeAttos.toString();
             metadata.shortfallAttos = (priced.chargeAttos - chargedAttos).toString();
           }
+          if (withheldAttos > 0n) metadata.withheldCreditAttos = withheldAttos.toString();
+          credits.add(item.customerId!, item.currency, item.periodStart, { lines: priced.lines, shortfallAttos: priced.chargeAttos - chargedAttos, withheldAttos });
           const row: EventRow = {
             id: uuidv7(), customer_id: item.customerId!, idempotency_key: item.key, occurred_at: item.occurredAt, status, provider: item.usage.provider || null,
             model: item.usage.model, currency: item.currency, cost_attos: priced.costAttos.toString(), charge_attos: chargedAttos.toString(),
@@ -914,6 +925,7 @@ const EVENT_COLUMNS = `id, customer_id, idempotency_key, occurred_at, status::te
 /** Metadata keys Tollgate writes on an event; replays and views read some of them back. */
 const TOLLGATE_METADATA_KEYS = new Set([
   'requestHash', 'billingId', 'callerIdempotencyKey', 'pricing', 'passThrough', 'costProblem', 'providerReportedCostUsd', 'error', 'pricedChargeAttos', 'shortfallAttos',
+  'withheldCreditAttos',
 ]);
 
 /** The caller's metadata without the keys Tollgate writes itself: a caller cannot forge them. */

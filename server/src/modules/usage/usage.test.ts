@@ -230,6 +230,86 @@ describe('recordUsage', () => {
   });
 });
 
+describe('VOLUME credits give back only what was paid', () => {
+  /** 100 units at 1.00, then the whole period at 0.50: the 101st unit re-prices the first 100. */
+  async function volumeSetup(credit: string) {
+    const context = await setup(credit);
+    await server.services.meters.create(context.merchant.id, { key: 'units', name: 'Units', unit: 'unit', source: 'QUANTITY' });
+    await server.services.priceRules.put(context.merchant.id, {
+      name: 'volume', type: 'VOLUME', meterKey: 'units', config: { tiers: [{ upTo: 100, unitPrice: '1' }, { upTo: null, unitPrice: '0.5' }] }, effectiveFrom: new Date('2026-01-01'),
+    });
+    const units = async (count: number, extra: Record<string, unknown> = {}) => {
+      const result = await context.record({ quantities: { units: count }, ...extra });
+      expect(result.errors).toBeUndefined();
+      return result.data!.recordUsage.event as { status: string; charge: string; shortfall: string };
+    };
+    const integrity = async () => (await server.services.ledgerQueries.integrity(context.merchant.id)).violations;
+    return { ...context, units, integrity };
+  }
+
+  it('paid in full: the period re-priced lower credits the difference', async () => {
+    const { units, balance, integrity } = await volumeSetup('200');
+    expect(await units(100)).toMatchObject({ status: 'CHARGED', charge: '100.00' });
+    expect(await units(1)).toMatchObject({ charge: '-49.50' });
+    expect(await balance()).toBe(parseDecimalNanos('x', '149.50'));
+    expect(await integrity()).toEqual([]);
+  });
+
+  it('not paid: a customer that could not cover the dearer units gets nothing back, and owes the period at its new price', async () => {
+    const { units, balance, integrity } = await volumeSetup('0');
+    expect(await units(100)).toMatchObject({ status: 'UNCHARGED', charge: '0.00', shortfall: '100.00' });
+    // It used to credit 49.50 the customer never paid: spendable money out of nothing.
+    expect(await units(1)).toMatchObject({ charge: '0.00' });
+    expect(await balance()).toBe(0n);
+    // The period is now worth 50.50 and nothing of it was paid; the next unit adds its 0.50.
+    expect(await units(1)).toMatchObject({ status: 'UNCHARGED', shortfall: '0.50' });
+    expect(await balance()).toBe(0n);
+    expect(await integrity()).toEqual([]);
+  });
+
+  it('partly paid: what comes back settles the unpaid part first', async () => {
+    const { units, balance, integrity } = await volumeSetup('70');
+    expect(await units(100)).toMatchObject({ status: 'PARTIALLY_CHARGED', charge: '70.00', shortfall: '30.00' });
+    // 49.50 comes back: 30.00 covers the shortfall, 19.50 is credited. Paid in all: 50.50, the period's price.
+    expect(await units(1)).toMatchObject({ charge: '-19.50' });
+    expect(await balance()).toBe(parseDecimalNanos('x', '19.50'));
+    expect(await integrity()).toEqual([]);
+  });
+
+  it('units charged in another currency are not credited in this one', async () => {
+    const { merchant, customer, units, balance, integrity } = await volumeSetup('10');
+    await server.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+      customerId: customer.id, currency: 'EUR', amountNanos: parseDecimalNanos('amount', '200'), kind: 'PAID', idempotencyKey: 'seed-eur',
+    });
+    expect(await units(100, { currency: 'EUR' })).toMatchObject({ status: 'CHARGED', charge: '100.00' });
+    expect(await units(1)).toMatchObject({ charge: '0.00' });
+    expect(await balance()).toBe(parseDecimalNanos('x', '10'));
+    // The period's units are counted across currencies: the 101st (in dollars) took the period into
+    // the cheaper tier, so the next unit in euros is charged at 0.50 and no refund is made in either.
+    expect(await units(1, { currency: 'EUR' })).toMatchObject({ charge: '0.50' });
+    expect((await server.services.ledgerQueries.wallet(merchant.id, customer.id, 'EUR')).balance).toBe(parseDecimalNanos('x', '99.50'));
+    expect(await integrity()).toEqual([]);
+  });
+
+  it('within one batch, the credit counts the events before it, not yet stored', async () => {
+    const { merchant, customer, balance, integrity } = await volumeSetup('70');
+    const send = async (events: { key: string; units: number }[]) => {
+      const response = await fetch(`${server.url}/v1/usage/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` },
+        body: JSON.stringify({ events: events.map(({ key, units }) => ({ customer: customer.id, idempotencyKey: key, quantities: { units } })) }),
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { results: { event: { charge: string; status: string } }[] }).results.map((result) => result.event.charge);
+    };
+    // As in two calls: 70.00 paid of 100.00, then 49.50 back, of which 30.00 settles the shortfall.
+    expect(await send([{ key: 'a', units: 100 }, { key: 'b', units: 1 }])).toEqual(['70.00', '-19.50']);
+    expect(await send([{ key: 'c', units: 1 }])).toEqual(['0.50']);
+    expect(await balance()).toBe(parseDecimalNanos('x', '19.00'));
+    expect(await integrity()).toEqual([]);
+  });
+});
+
 describe('POST /v1/usage/batch', () => {
   it('answers per event: bad ones get their own error, good ones are kept and charged', async () => {
     const { merchant, customer, balance } = await setup();
