@@ -553,7 +553,11 @@ export class LedgerService {
     const { result, state } = await retryingKeyRaces(() => this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
       const prior = await this.findHold(wallet, { merchantId, idempotencyKey: key });
       if (prior) {
-        if (prior.customerId !== input.customerId || prior.amount !== input.amountNanos || prior.currency !== input.currency) {
+        const priorTtlSeconds = (prior.expiresAt.getTime() - prior.createdAt.getTime()) / 1000;
+        if (
+          prior.customerId !== input.customerId || prior.amount !== input.amountNanos || prior.currency !== input.currency ||
+          priorTtlSeconds !== input.ttlSeconds || prior.description !== (input.description ?? null)
+        ) {
           throw conflict('This idempotency key was already used for a different hold', { idempotencyKey: key, holdId: prior.id });
         }
         return { hold: prior, replayed: true };
@@ -674,9 +678,12 @@ export class LedgerService {
     );
     const row = rows[0];
     if (!row) return null;
+    const expiresAt = new Date(row.expires_at);
+    // As getHold answers it: a hold past its time is expired, whether or not the schedule has marked it yet.
+    const status = row.status === 'PENDING' && expiresAt <= wallet.now ? 'EXPIRED' : row.status;
     return {
       id: row.id, merchantId: row.merchant_id, walletId: row.wallet_id, customerId: row.customer_id, currency: row.currency,
-      amount: BigInt(row.amount), capturedAmount: BigInt(row.captured_amount), status: row.status, expiresAt: new Date(row.expires_at),
+      amount: BigInt(row.amount), capturedAmount: BigInt(row.captured_amount), status, expiresAt,
       idempotencyKey: row.idempotency_key, description: row.description, captureTransactionId: row.capture_transaction_id, createdAt: new Date(row.created_at),
     };
   }

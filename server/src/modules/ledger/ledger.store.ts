@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database, SqlExecutor } from '../../shared/db/database.ts';
 import { groupBy, partition } from '../../shared/collections.ts';
 import { BulkColumns, pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
+import { invalidField } from '../../shared/errors.ts';
 import { uuidv7, walletIdOf } from '../../shared/ids.ts';
 import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
@@ -21,6 +22,9 @@ export interface Actor {
 }
 
 export const SYSTEM_ACTOR: Actor = { kind: 'system', apiKeyId: null };
+
+/** A balance is a BIGINT of nanos: past this the database would refuse the batch's write. */
+const MAX_BALANCE_NANOS = 2n ** 63n - 1n;
 
 export interface PostedTransaction {
   id: string;
@@ -183,8 +187,12 @@ export class WalletTransaction {
       if (!grant) throw new Error(`ledger leg names grant ${leg.grantId}, which this wallet does not hold`);
       return grant;
     });
+    const balanceAfter = this.state.balance + walletChange;
+    if (balanceAfter > MAX_BALANCE_NANOS || balanceAfter < -MAX_BALANCE_NANOS) {
+      throw invalidField('amount', 'would take the balance beyond what a wallet can hold (9,223,372,036 in major units either way)');
+    }
     const accountId = walletChange === 0n ? null : await this.batch.accountId(this.merchantId, this.currency, txn.counterAccount);
-    this.state.balance += walletChange;
+    this.state.balance = balanceAfter;
     walletLegs.forEach((leg, n) => {
       const grant = grants[n];
       if (!grant) return;

@@ -1162,3 +1162,41 @@ describe('a customer id given in upper case', () => {
     expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
   });
 });
+
+describe('edges found by audit', () => {
+  const CREATE = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { replayed hold { id status } } }`;
+
+  it('a hold past its time reads as expired everywhere: a replay says EXPIRED, and releasing it is a CONFLICT, as after the schedule ran', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const input = { customerId, amount: '3.00', idempotencyKey: randomUUID(), ttlSeconds: 30, description: 'call' };
+    const hold = (await gql(CREATE, { input })).data!.createHold.hold;
+    // A replay must name the same hold: another time to live or description is another request.
+    for (const changed of [{ ttlSeconds: 31 }, { description: 'other' }, { description: null }]) {
+      expect((await gql(CREATE, { input: { ...input, ...changed } })).errors?.[0]?.extensions.code, JSON.stringify(changed)).toBe('CONFLICT');
+    }
+    now = new Date(now.getTime() + 31_000);
+    expect((await gql(CREATE, { input })).data!.createHold).toEqual({ replayed: true, hold: { id: hold.id, status: 'EXPIRED' } });
+    const release = await gql('mutation ($id: ID!) { releaseHold(id: $id) { status } }', { id: hold.id });
+    expect(release.errors?.[0]?.extensions.code).toBe('CONFLICT');
+    expect(release.errors?.[0]?.message).toContain('expired');
+    expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: hold.id })).data!.hold.status).toBe('EXPIRED');
+    await expectIntegrity();
+  });
+
+  it('a change that would take a balance past what BIGINT holds is refused with VALIDATION, and nothing moves', async () => {
+    const customerId = await newCustomer();
+    for (let i = 0; i < 9; i++) await grant(customerId, '1000000000');
+    const over = await gql(GRANT, { input: { customerId, amount: '1000000000', kind: 'PAID', idempotencyKey: randomUUID() } });
+    expect(over.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'amount' });
+    expect((await wallet(customerId)).balance.amount).toBe('9000000000.00');
+
+    const indebted = await newCustomer();
+    const adjust = () => gql(`mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { id } } }`, {
+      input: { customerId: indebted, amount: '-1000000000', reason: 'test', idempotencyKey: randomUUID() },
+    });
+    for (let i = 0; i < 9; i++) expect((await adjust()).errors).toBeUndefined();
+    expect((await adjust()).errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'amount' });
+    await expectIntegrity();
+  });
+});
