@@ -254,6 +254,17 @@ describe('resolveDestination: supported providers', () => {
     expect(destination.provider).toBe('openai');
   });
 
+  it.each(['https://api.openai.com../v1/models', 'https://api..openai.com/v1/models', 'https://.api.openai.com/v1/models'])(
+    'refuses a host with an empty label, which the Host header and TLS name would keep: %s',
+    async (raw) => {
+      const lookup = answering(PUBLIC_V4);
+      const error = await refusal(raw, options({ lookup }));
+      expect(error.code).toBe('VALIDATION');
+      expect(error.message).toContain('empty label');
+      expect(lookup).not.toHaveBeenCalled();
+    },
+  );
+
   it('refuses a supported provider over http: its key would travel in clear text', async () => {
     const lookup = answering(PUBLIC_V4);
     const error = await refusal('http://api.openai.com/v1/chat/completions', options({ lookup }));

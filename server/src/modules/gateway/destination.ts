@@ -112,6 +112,8 @@ function parseTarget(raw: unknown): URL {
     if (!hostname) throw invalidField(FIELD, 'has no host');
     url.hostname = hostname;
   }
+  // "api.openai.com.." or "api..openai.com" would pass the allow-list under one name and reach DNS and TLS under another.
+  if (!url.hostname.startsWith('[') && url.hostname.split('.').includes('')) throw invalidField(FIELD, 'has an empty label in its host name');
   return url;
 }
 

@@ -20,8 +20,20 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
 
 const REFRAMED = new Set(['host', 'content-length', 'expect']);
 
-/** The copy kept for metering stops here; the caller still receives everything. */
-const MAX_CAPTURE_BYTES = 32 * 1024 * 1024;
+/**
+ * The copy kept for metering: the first MAX_CAPTURE_BYTES, and for streams also the last
+ * TAIL_CAPTURE_BYTES, since usage arrives at a stream's end (OpenAI's usage chunk, Anthropic's
+ * message_delta, Gemini's last chunk). The caller still receives everything.
+ */
+export const MAX_CAPTURE_BYTES = 32 * 1024 * 1024;
+export const TAIL_CAPTURE_BYTES = 1024 * 1024;
+
+/** What ends one record of a stream (an SSE event, an NDJSON line), so a gap can be cut between whole records. */
+function recordEndsOf(contentType: string): string[] | null {
+  if (/event-stream/i.test(contentType)) return ['\n\n', '\r\n\r\n'];
+  if (/ndjson|jsonl/i.test(contentType)) return ['\n'];
+  return null;
+}
 
 export type ForwardOutcome = 'COMPLETED' | 'UPSTREAM_ERROR' | 'TIMEOUT' | 'UNREACHABLE' | 'CLIENT_ABORTED';
 
@@ -35,7 +47,7 @@ export interface ForwardResult {
   /** Milliseconds from `startedAt` to the first body byte relayed. */
   ttfbMs: number | null;
   streamed: boolean;
-  /** The response text for metering (JSON, SSE, text), or null for binary bodies. */
+  /** The response text for metering (JSON, SSE, text; a long stream's head and tail, see Capture), or null for binary bodies. */
   body: string | null;
   /** The response ended before the provider finished it (caller left, provider stalled or cut it). */
   cut: boolean;
@@ -67,12 +79,20 @@ function connectionListed(connection: string | undefined): Set<string> {
   return new Set((connection ?? '').split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
 }
 
+/**
+ * Response headers a provider may not set: the gateway's own (x-tollgate-request-id…), and
+ * cookies, since the gateway answers on the merchant's domain.
+ */
+function isGatewayOwned(name: string): boolean {
+  return name.startsWith('x-tollgate-') || name === 'set-cookie';
+}
+
 function relayedHeaders(upstream: IncomingMessage): { headers: OutgoingHttpHeaders; flat: Record<string, string> } {
   const headers: OutgoingHttpHeaders = {};
   const flat: Record<string, string> = {};
   const listed = connectionListed(typeof upstream.headers.connection === 'string' ? upstream.headers.connection : undefined);
   for (const [name, value] of Object.entries(upstream.headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || isGatewayOwned(name)) continue;
     headers[name] = value;
     flat[name] = Array.isArray(value) ? value.join(', ') : value;
   }
@@ -81,13 +101,67 @@ function relayedHeaders(upstream: IncomingMessage): { headers: OutgoingHttpHeade
 
 const TEXTUAL = /json|event-stream|text\/|ndjson|xml/i;
 
+/**
+ * The response text kept for metering: a head of MAX_CAPTURE_BYTES and, past it, a rolling
+ * tail. Where bytes between them were dropped, the two are joined between whole records so the
+ * normalizer reads valid events. A body that is not a stream of records (one JSON document)
+ * keeps only its head, as before: cut there it no longer parses, so its usage is lost (no
+ * provider answers a JSON document that large).
+ */
+class Capture {
+  private readonly head: Buffer[] = [];
+  private headBytes = 0;
+  private tail: Buffer[] = [];
+  private tailBytes = 0;
+  private dropped = 0;
+
+  constructor(private readonly recordEnds: string[] | null) {}
+
+  add(chunk: Buffer): void {
+    if (this.headBytes < MAX_CAPTURE_BYTES) {
+      this.head.push(chunk);
+      this.headBytes += chunk.length;
+      return;
+    }
+    if (!this.recordEnds) return;
+    this.tail.push(chunk);
+    this.tailBytes += chunk.length;
+    while (this.tailBytes - this.tail[0]!.length >= TAIL_CAPTURE_BYTES) {
+      const oldest = this.tail.shift()!;
+      this.tailBytes -= oldest.length;
+      this.dropped += oldest.length;
+    }
+  }
+
+  text(): string {
+    const head = Buffer.concat(this.head);
+    const tail = Buffer.concat(this.tail);
+    if (this.dropped === 0 || !this.recordEnds) return Buffer.concat([head, tail]).toString('utf8');
+    return Buffer.concat([head.subarray(0, lastRecordEnd(head, this.recordEnds)), tail.subarray(firstRecordStart(tail, this.recordEnds))]).toString('utf8');
+  }
+}
+
+/** Where the last whole record of `head` ends (0 when none does). */
+function lastRecordEnd(head: Buffer, recordEnds: string[]): number {
+  return Math.max(0, ...recordEnds.map((end) => {
+    const at = head.lastIndexOf(end);
+    return at === -1 ? 0 : at + end.length;
+  }));
+}
+
+/** Where the first whole record of `tail` starts: after the end of the one cut in half. */
+function firstRecordStart(tail: Buffer, recordEnds: string[]): number {
+  return Math.min(tail.length, ...recordEnds.map((end) => {
+    const at = tail.indexOf(end);
+    return at === -1 ? tail.length : at + end.length;
+  }));
+}
+
 export function forward(request: ForwardRequest, res: ServerResponse, onGatewayError: (status: 502 | 504, message: string) => void): Promise<ForwardResult> {
   const { destination } = request;
   const secure = destination.url.protocol === 'https:';
   return new Promise<ForwardResult>((resolve) => {
-    const chunks: Buffer[] = [];
-    let captured = 0;
-    let capture = false;
+    let capture: Capture | null = null;
     let ttfbMs: number | null = null;
     let upstreamStatus: number | null = null;
     let flat: Record<string, string> = {};
@@ -99,7 +173,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       if (settled) return;
       settled = true;
       clearTimeout(headerTimer);
-      const body = capture ? Buffer.concat(chunks).toString('utf8') : null;
+      const body = capture?.text() ?? null;
       resolve({ outcome, status, upstreamStatus, upstreamHeaders: flat, ttfbMs, streamed, body, cut });
     };
 
@@ -157,11 +231,20 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       finish('UNREACHABLE', 502, false);
     };
 
+    // Closed with no response and no error: Node drops a 101 (an upgrade nobody asked for) this
+    // way. Nothing more will come, so the caller is answered now rather than at the timeout.
+    const onClose = (outgoing: http.ClientRequest) => {
+      if (settled || upstreamStatus !== null || outgoing !== upstream) return;
+      onGatewayError(502, 'The provider closed the connection without an HTTP response');
+      finish('UNREACHABLE', 502, false);
+    };
+
     const attach = (outgoing: http.ClientRequest) => {
       // Each relayed chunk should leave at once, not wait for Nagle's algorithm to fill a packet.
       outgoing.setNoDelay(true);
       outgoing.on('error', onError);
       outgoing.on('response', onResponse);
+      outgoing.on('close', () => onClose(outgoing));
     };
 
     const onResponse = (response: IncomingMessage) => {
@@ -172,7 +255,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       flat = relayed.flat;
       const contentType = flat['content-type'] ?? '';
       streamed = /event-stream|ndjson/i.test(contentType) || !flat['content-length'];
-      capture = TEXTUAL.test(contentType) || contentType === '';
+      if (TEXTUAL.test(contentType) || contentType === '') capture = new Capture(recordEndsOf(contentType));
       res.writeHead(upstreamStatus, relayed.headers);
       if (streamed) res.flushHeaders();
       const outcome: ForwardOutcome = upstreamStatus >= 400 ? 'UPSTREAM_ERROR' : 'COMPLETED';
@@ -185,10 +268,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       });
       response.on('data', (chunk: Buffer) => {
         if (ttfbMs === null) ttfbMs = Math.round(performance.now() - request.startedAt);
-        if (capture && captured < MAX_CAPTURE_BYTES) {
-          chunks.push(chunk);
-          captured += chunk.length;
-        }
+        capture?.add(chunk);
         // A caller gone before its 'close' was heard (or before this call began): no 'drain' will come.
         if (res.destroyed) {
           clientAborted();

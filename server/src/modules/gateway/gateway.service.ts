@@ -66,6 +66,9 @@ class Refusal extends Error {
   }
 }
 
+/** The caller hung up while its request body was still arriving: its failure, not the gateway's. */
+class CallerLeft extends Error {}
+
 /**
  * The AI gateway: `/v1/forward?u=<provider URL>` (or `/v1/forward/<URL-encoded base URL>/…`,
  * which SDKs can use as their base URL). Before the provider is called it checks the caller,
@@ -161,6 +164,11 @@ export class GatewayService {
       const usage = this.usageOf(caller, destination, result, body, req, requestId, currency);
       this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }), holdId);
     } catch (error) {
+      if (error instanceof CallerLeft) {
+        res.destroy();
+        if (merchantId) this.settlement.enqueue(merchantId, caller?.actor ?? { kind: 'system', apiKeyId: null }, null, log('CLIENT_ABORTED', 499), holdId);
+        return;
+      }
       const refusal = error instanceof Refusal ? error : error instanceof AppError ? Refusal.of(error) : null;
       if (!refusal) {
         this.logger.error({ err: error, requestId }, 'gateway call failed');
@@ -447,10 +455,15 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   if (declared > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    // The request stream fails only when the caller's connection does ("aborted").
+    throw error instanceof Refusal || req.complete ? error : new CallerLeft('The caller disconnected while sending the request body');
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }

@@ -4,14 +4,17 @@
  * base URL and key. Balances must move by exactly the priced amounts.
  */
 import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { connect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
-import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
+import { PROVIDER_FIXTURES, splitSseEvents, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { BalanceCache } from './balance-cache.ts';
+import { MAX_CAPTURE_BYTES, TAIL_CAPTURE_BYTES } from './forward.ts';
 import { maxUsageOf } from './reserve.ts';
 
 const expectedUsage = JSON.parse(readFileSync(new URL('expected_usage.json', PROVIDER_FIXTURES), 'utf8')) as Record<string, { expected_cost_usd?: string | null }>;
@@ -562,6 +565,14 @@ describe('reserving the maximum cost (updateGatewaySettings(reserveMaxCost: true
     expect(holds.map((hold) => hold.status)).toEqual(['RELEASED']);
   });
 
+  it('a % escape in the model, in the body or in the path, is reserved for like any unknown model, not a 500', async () => {
+    const { t } = await reserving('10');
+    const inBody = await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), { ...request, model: '%ZZ' });
+    expect(inBody.status).toBe(200);
+    const inPath = await post(forwardUrl(`${geminiFake.url}/v1beta/models/gemini-2.5-flash%ZZ:generateContent`), headersFor(t), { contents: [] });
+    expect(inPath.status).toBe(200);
+  });
+
   it('402 with the amount required when the credit does not cover the maximum; the provider is not called', async () => {
     const { t } = await reserving('0.0001');
     openaiFake.reset();
@@ -661,6 +672,126 @@ describe('private networks', () => {
       expect(openaiFake.requests).toEqual([]);
     } finally {
       await strict.close();
+    }
+  });
+});
+
+/** A TCP server on a random local port; `close` also ends its open connections. */
+async function listen(server: TcpServer): Promise<{ host: string; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** An HTTP provider scripted by `handler`, allowed for the tenant as `provider`. */
+async function upstream(t: Tenant, provider: string, handler: RequestListener) {
+  const server = await listen(createHttpServer(handler));
+  await gql(`mutation($host: String!, $provider: String!) { putGatewayHost(host: $host, provider: $provider) { id } }`, { host: server.host, provider }, t.secret);
+  return { url: `http://${server.host}`, close: server.close };
+}
+
+describe('what a provider sends back', () => {
+  it('a stream longer than the metering copy is charged the usage reported at its end', async () => {
+    const t = await tenant();
+    await gql(`mutation { updateMerchant(incompleteStreamPolicy: NO_CHARGE) { id } }`, {}, t.secret);
+    const events = splitSseEvents(Buffer.from(fixture('openai_chat_completion_stream_include_usage.sse')));
+    const filler = Buffer.from(`data: ${JSON.stringify({ id: 'chatcmpl-filler', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'x'.repeat(64 * 1024) } }], usage: null })}\n\n`);
+    const fillers = Math.ceil((MAX_CAPTURE_BYTES + 2 * TAIL_CAPTURE_BYTES) / filler.length);
+    const provider = await upstream(t, 'openai', (req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      void (async () => {
+        // The first event, then more than the metering copy holds, then the rest with its usage chunk.
+        for (const event of [events[0]!, ...Array<Buffer>(fillers).fill(filler), ...events.slice(1)]) {
+          if (!res.write(event)) await new Promise((resolve) => res.once('drain', resolve));
+        }
+        res.end();
+      })();
+    });
+    try {
+      const response = await post(forwardUrl(`${provider.url}/v1/chat/completions`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId }, { model: 'gpt-5.4-mini', stream: true });
+      let received = 0;
+      for await (const chunk of response.body!) received += (chunk as Uint8Array).length;
+      expect(received).toBeGreaterThan(MAX_CAPTURE_BYTES + TAIL_CAPTURE_BYTES);
+      await settled(t, 1);
+      const charges = await chargesOf(t);
+      expect(charges).toEqual([expect.objectContaining({ status: 'CHARGED', estimated: false, charge: withMarkup(expectedUsage['openai_chat_completion_stream_include_usage.sse']!.expected_cost_usd!) })]);
+    } finally {
+      await provider.close();
+    }
+  }, 30_000);
+
+  it('cannot set the gateway’s own x-tollgate-* headers or cookies on the merchant’s domain', async () => {
+    const t = await tenant();
+    const provider = await upstream(t, 'openai-compatible', (req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json', 'x-tollgate-request-id': 'forged', 'x-tollgate-charged': '0', 'set-cookie': ['session=evil; Path=/', 'other=1'], 'x-request-id': 'provider-1' });
+      res.end('{}');
+    });
+    try {
+      const response = await fetch(forwardUrl(`${provider.url}/v1/models`), { headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId } });
+      expect(response.status).toBe(200);
+      const [log] = await settled(t, 1);
+      expect(response.headers.get('x-tollgate-request-id')).toBe(log!.id);
+      expect(response.headers.get('x-tollgate-charged')).toBeNull();
+      expect(response.headers.getSetCookie()).toEqual([]);
+      expect(response.headers.get('x-request-id')).toBe('provider-1');
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('a 101 and a closed connection is answered 502 at once, not 504 at the timeout', async () => {
+    const t = await tenant();
+    const provider = await listen(
+      createTcpServer((socket) => socket.once('data', () => socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'))),
+    );
+    try {
+      await gql(`mutation($host: String!) { putGatewayHost(host: $host, provider: "openai-compatible") { id } }`, { host: provider.host }, t.secret);
+      const started = performance.now();
+      const response = await post(forwardUrl(`http://${provider.host}/v1/chat/completions`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId }, { model: 'x' });
+      expect(response.status).toBe(502);
+      expect(((await response.json()) as any).error.code).toBe('UPSTREAM_UNREACHABLE');
+      expect(performance.now() - started).toBeLessThan(server.config.gateway.timeoutMs);
+      const [log] = await settled(t, 1);
+      expect(log).toMatchObject({ outcome: 'UNREACHABLE', status: 502 });
+    } finally {
+      await provider.close();
+    }
+  });
+});
+
+describe('a caller that hangs up while sending its request body', () => {
+  it('is logged as a client abort (499), not as a gateway failure', async () => {
+    const t = await tenant();
+    const errors = vi.spyOn(server.services.logger, 'error');
+    try {
+      const { port } = new URL(server.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      const target = encodeURIComponent(`${openaiFake.url}/v1/chat/completions`);
+      socket.write(
+        `POST /v1/forward?u=${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${t.secret}\r\nx-tollgate-customer: ${t.externalId}\r\n` +
+          'Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n{"model":',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      socket.destroy();
+      const [log] = await settled(t, 1);
+      expect(log).toMatchObject({ outcome: 'CLIENT_ABORTED', status: 499, errorCode: null });
+      expect(errors).not.toHaveBeenCalled();
+    } finally {
+      errors.mockRestore();
     }
   });
 });

@@ -25,6 +25,15 @@ describe('maxUsageOf: the most a request can use', () => {
     expect(maxUsageOf('openai', new URL('http://127.0.0.1:8080/v1/chat/completions'), body({ model: 'm', max_tokens: 5 }))).toMatchObject({ api: 'chat.completions', outputTokens: 5 });
   });
 
+  it('a % escape never throws: the body’s model is taken as written, the path’s is decoded when it can be', () => {
+    const chat = new URL('https://api.openai.com/v1/chat/completions');
+    expect(maxUsageOf('openai', chat, body({ model: '%ZZ' }))).toMatchObject({ model: '%ZZ' });
+    expect(maxUsageOf('openai', chat, body({ model: 'my%20model' }))).toMatchObject({ model: 'my%20model' });
+    const gemini = (model: string) => new URL(`https://generativelanguage.googleapis.com/v1beta/models/${model}:generateContent`);
+    expect(maxUsageOf('google', gemini('gemini-2.5-flash%ZZ'), body({ contents: [] }))).toMatchObject({ model: 'gemini-2.5-flash%ZZ' });
+    expect(maxUsageOf('google', gemini('gemini%2D2.5-flash'), body({ contents: [] }))).toMatchObject({ model: 'gemini-2.5-flash' });
+  });
+
   it('cannot bound what is not a token-priced text call: no reservation', () => {
     expect(maxUsageOf('openai', new URL('https://api.openai.com/v1/images/generations'), body({ model: 'gpt-image-1.5', prompt: 'x' }))).toBeNull();
     expect(maxUsageOf('openai', new URL('https://api.openai.com/v1/chat/completions'), Buffer.from('not json'))).toBeNull();

@@ -47,15 +47,26 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
     return null;
   }
   if (!isObject(body)) return null;
-  // Gemini and Bedrock name the model in the path; the others in the body.
-  const model = typeof body.model === 'string' ? body.model : (/\/models\/([^/:]+)/.exec(url.pathname)?.[1] ?? null);
+  // Gemini and Bedrock name the model in the path; the others in the body (as written: no URL decoding).
+  const model = typeof body.model === 'string' ? body.model : modelInPath(url.pathname);
   if (!model) return null;
   return blankUsage({
     provider,
     api,
-    model: decodeURIComponent(model),
+    model,
     inputTokens: Math.ceil(requestBody.length / 3),
     outputTokens: outputCap(body) ?? DEFAULT_MAX_OUTPUT_TOKENS,
     requests: 1,
   });
+}
+
+/** The model a path names (".../models/gemini-2.5-flash:generateContent"), URL-decoded. */
+function modelInPath(pathname: string): string | null {
+  const encoded = /\/models\/([^/:]+)/.exec(pathname)?.[1];
+  if (!encoded) return null;
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    return encoded; // a broken escape ("%ZZ"): the text as sent, which simply names no priced model
+  }
 }
