@@ -2,6 +2,7 @@ import type { CreditGrant, LedgerEntry, LedgerTransaction, Prisma, PrismaClient,
 import type { Database } from '../../shared/db/database.ts';
 import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
+import { requireStorableText } from '../../shared/validation.ts';
 import type { LedgerService } from './ledger.service.ts';
 
 /** A wallet as read: its cached balance plus what pending holds reserve. */
@@ -33,6 +34,7 @@ function unusedWallet(merchantId: string, customerId: string, currency: string, 
     balance: 0n,
     fractionCarry: 0n,
     overdraftLimit: 0n,
+    overdraftLimitSetAt: null,
     createdAt: now,
     updatedAt: now,
     held: 0n,
@@ -114,7 +116,11 @@ export class LedgerQueries {
     if (filter?.kinds?.length) where.push({ kind: { in: [...filter.kinds] } });
     if (filter?.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
     if (filter?.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });
-    if (filter?.idempotencyKey) where.push({ idempotencyKey: filter.idempotencyKey });
+    if (filter?.idempotencyKey) {
+      // PostgreSQL refuses a NUL in text: an internal error unless refused here.
+      requireStorableText('filter.idempotencyKey', filter.idempotencyKey);
+      where.push({ idempotencyKey: filter.idempotencyKey });
+    }
     return { AND: where };
   }
 
@@ -194,10 +200,15 @@ export class LedgerQueries {
     for (const row of await rows<{ id: string }>(
       `SELECT id FROM credit_grants WHERE merchant_id = $1 AND (remaining < 0 OR remaining > amount)`,
     )) violations.push(`grant ${row.id} remaining is outside 0..amount`);
+    // Each debit against the limit in force when it was posted. Only the latest limit is kept, so
+    // debits before it was set are not judged by it (lowering a limit below a debt is allowed);
+    // adjustments may go below any limit.
     for (const row of await rows<{ id: string }>(
-      `SELECT id FROM wallets WHERE merchant_id = $1 AND balance < -overdraft_limit AND NOT EXISTS (
-         SELECT 1 FROM ledger_transactions t WHERE t.wallet_id = wallets.id AND t.kind = 'ADJUSTMENT')`,
-    )) violations.push(`wallet ${row.id} is overdrawn past its limit`);
+      `SELECT w.id FROM wallets w WHERE w.merchant_id = $1 AND EXISTS (
+         SELECT 1 FROM ledger_transactions t
+         WHERE t.wallet_id = w.id AND t.amount < 0 AND t.kind <> 'ADJUSTMENT' AND t.balance_after < -w.overdraft_limit
+           AND t.created_at >= coalesce(w.overdraft_limit_set_at, '-infinity'))`,
+    )) violations.push(`wallet ${row.id} was debited past its overdraft limit`);
     const [counts] = await rows<{ wallets: string; transactions: string }>(
       `SELECT (SELECT count(*) FROM wallets WHERE merchant_id = $1)::text AS wallets, (SELECT count(*) FROM ledger_transactions WHERE merchant_id = $1)::text AS transactions`,
     );

@@ -694,7 +694,9 @@ export class LedgerService {
     if (limitNanos < 0n) throw invalidField('limit', 'must not be negative');
     customerId = await this.assertCustomer(merchantId, customerId);
     const { state } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
-      await wallet.tx.query(`UPDATE wallets SET overdraft_limit = $2 WHERE id = $1`, [wallet.state.id, limitNanos.toString()]);
+      // Lowering it below what the customer already owes is allowed (it stops further overdraft); the
+      // time lets ledgerIntegrity hold only later debits to it.
+      await wallet.tx.query(`UPDATE wallets SET overdraft_limit = $2, overdraft_limit_set_at = $3 WHERE id = $1`, [wallet.state.id, limitNanos.toString(), wallet.now]);
       wallet.state.overdraftLimit = limitNanos;
     });
     this.publish(customerId, currency, state, []);

@@ -1200,3 +1200,26 @@ describe('edges found by audit', () => {
     await expectIntegrity();
   });
 });
+
+describe('overdraft limits over time', () => {
+  it('lowering a limit below what the customer owes stops further overdraft without breaking the integrity check, which still catches a debit past the limit of its time', async () => {
+    const customerId = await newCustomer();
+    const setLimit = (limit: string) => gql('mutation ($id: ID!, $limit: Decimal!) { setOverdraftLimit(customerId: $id, limit: $limit) { balance { amount } } }', { id: customerId, limit });
+    expect((await setLimit('5.00')).errors).toBeUndefined();
+    expect((await debit(customerId, '4.00')).errors).toBeUndefined();
+    now = new Date(now.getTime() + 1000);
+    expect((await setLimit('0')).errors).toBeUndefined();
+    expect((await debit(customerId, '0.01')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    await expectIntegrity();
+
+    // The same debit dated after the limit was set (written behind the ledger's back) breaks it, and is reported.
+    const walletId = (await wallet(customerId)).id as string;
+    const sql = (text: string, params: unknown[]) => server.services.db.withConnection((connection) => connection.query<{ id: string; created_at: Date }>(text, params));
+    const [debited] = await sql(`SELECT id, created_at FROM ledger_transactions WHERE wallet_id = $1 AND amount < 0`, [walletId]);
+    await sql(`UPDATE ledger_transactions SET created_at = $2 WHERE id = $1`, [debited!.id, now]);
+    const report = await gql('{ ledgerIntegrity { ok violations } }');
+    expect(report.data!.ledgerIntegrity.violations).toContain(`wallet ${walletId} was debited past its overdraft limit`);
+    await sql(`UPDATE ledger_transactions SET created_at = $2 WHERE id = $1`, [debited!.id, debited!.created_at]);
+    await expectIntegrity();
+  });
+});

@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "wallets" ADD COLUMN     "overdraft_limit_set_at" TIMESTAMPTZ(3);
+
