@@ -1,6 +1,6 @@
 import { buildSchema, getIntrospectionQuery, getOperationAST, Kind, parse, print, type GraphQLSchema } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { enforceQueryLimits, measureOperation, UNPAGINATED_LIST_SIZE } from './limits.ts';
+import { enforceQueryLimits, FIELD_COSTS, MAX_PAGE_SIZE, measureOperation, UNPAGINATED_LIST_SIZE } from './limits.ts';
 import { schema } from './schema.ts';
 
 function measure(query: string, variables?: Record<string, unknown>, on: GraphQLSchema = schema) {
@@ -11,9 +11,9 @@ function measure(query: string, variables?: Record<string, unknown>, on: GraphQL
 /** The defaults in config.ts. */
 const DEFAULT_LIMITS = { maxDepth: 10, maxComplexity: 5000, defaultPageSize: 20 };
 
-function enforce(query: string) {
+function enforce(query: string, variables?: Record<string, unknown>, limits = DEFAULT_LIMITS) {
   const document = parse(query);
-  enforceQueryLimits(DEFAULT_LIMITS, schema, document, getOperationAST(document)!, undefined);
+  enforceQueryLimits(limits, schema, document, getOperationAST(document)!, variables);
 }
 
 /** graphql-js's introspection query with its `__schema` selection asked `copies` times under aliases. */
@@ -55,6 +55,59 @@ describe('query cost', () => {
     `);
     expect(measure('{ items { edges { node { id } } } }', undefined, withDefault).complexity).toBe(1 + 50 * 3);
     expect(measure('query ($n: Int) { items(first: $n) { edges { node { id } } } }', {}, withDefault).complexity).toBe(1 + 50 * 3);
+  });
+
+  it('prices a page given both first and last at the larger, null as absent, at most a full page', () => {
+    const rows = (args: string, variables?: Record<string, unknown>) =>
+      (measure(`query ($f: Int, $l: Int) { customers(${args}) { edges { node { id externalId } } } }`, variables).complexity - 1) / 4;
+    // Pothos returns `first ?? last` rows, whichever comes first in the text.
+    expect(rows('last: 1, first: 100')).toBe(100);
+    expect(rows('first: 1, last: 100')).toBe(100);
+    expect(rows('first: null, last: 100')).toBe(100);
+    expect(rows('last: 100, first: null')).toBe(100);
+    expect(rows('first: $f, last: $l', { f: 1, l: 100 })).toBe(100);
+    expect(rows('first: $f, last: $l', { f: null, l: 100 })).toBe(100);
+    expect(rows('last: $l, first: $f', { l: 1, f: 100 })).toBe(100);
+    expect(rows('first: null, last: null')).toBe(20);
+    // Pothos caps every page at its maxSize.
+    expect(rows('first: 1000')).toBe(MAX_PAGE_SIZE);
+
+    // The audit's case: refused with first alone, so refused with a smaller last before it.
+    const tight = { ...DEFAULT_LIMITS, maxComplexity: 100 };
+    const page = (args: string) => `{ customers(${args}) { edges { node { id externalId } } } }`;
+    expect(() => enforce(page('first: 100'), undefined, tight)).toThrow(/complexity 401 exceeds the limit of 100/);
+    expect(() => enforce(page('last: 1, first: 100'), undefined, tight)).toThrow(/complexity 401 exceeds/);
+    expect(() => enforce(page('first: null, last: 100'), undefined, tight)).toThrow(/complexity 401 exceeds/);
+    expect(() => enforce('query ($f: Int, $l: Int) { customers(last: $l, first: $f) { edges { node { id externalId } } } }', { l: 1, f: 100 }, tight)).toThrow(/complexity 401 exceeds/);
+  });
+
+  it('prices a whole-ledger check and a count at their fixed cost, a count once per connection', () => {
+    const integrity = FIELD_COSTS.get('ledgerIntegrity')!;
+    const count = FIELD_COSTS.get('totalCount')!;
+    expect(measure('{ ledgerIntegrity { ok } }').complexity).toBe(integrity + 1);
+    // ledgerTransactions(1) + totalCount, whatever the page size.
+    expect(measure('{ ledgerTransactions(first: 0) { totalCount } }').complexity).toBe(1 + count);
+    expect(measure('{ customers(first: 100) { totalCount } }').complexity).toBe(1 + count);
+    // The page's rows are per row; the count and pageInfo, once.
+    expect(measure('{ customers(first: 10) { totalCount pageInfo { hasNextPage } edges { node { id } } } }').complexity).toBe(1 + count + 2 + 10 * 3);
+    expect(measure('{ customers { ...C } } fragment C on QueryCustomersConnection { totalCount }').complexity).toBe(1 + count);
+    // A count under a list is paid for each of its parents.
+    expect(measure('query ($c: ID!) { wallets(customerId: $c) { transactions { totalCount } } }').complexity).toBe(1 + UNPAGINATED_LIST_SIZE * (1 + count));
+
+    // The audit's floods: 1,200 integrity checks, 2,500 counts in one request.
+    const checks = Array.from({ length: 1200 }, (_, i) => `i${i}: ledgerIntegrity { ok }`).join(' ');
+    const counts = Array.from({ length: 2500 }, (_, i) => `c${i}: ledgerTransactions(first: 0) { totalCount }`).join(' ');
+    for (const flood of [checks, counts]) {
+      let refusal: unknown;
+      try {
+        enforce(`{ ${flood} }`);
+      } catch (error) {
+        refusal = error;
+      }
+      expect(refusal).toMatchObject({ message: expect.stringMatching(/^Query complexity \d+ exceeds the limit of 5000$/), extensions: { code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' } });
+    }
+    // One check, or a page with its count, still fits.
+    expect(() => enforce('{ ledgerIntegrity { ok violations } ledgerTransactions(first: 100) { totalCount edges { node { id } } } }')).not.toThrow();
   });
 
   it('counts a list without first/last at an estimated size, but not the edges of a page', () => {

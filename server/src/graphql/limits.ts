@@ -57,6 +57,21 @@ export interface QueryCost {
  */
 export const UNPAGINATED_LIST_SIZE = 10;
 
+/** The most rows a connection returns: the maxSize every connection resolver passes to Pothos. */
+export const MAX_PAGE_SIZE = 100;
+
+/**
+ * Fields that cost far more than the one row they return, priced at a fixed cost in place of 1,
+ * so aliasing them a thousand times is refused. A whole-ledger check reads every leg,
+ * transaction, wallet and grant of the merchant (several full scans): priced as five full pages.
+ * A count visits every row its filter matches, however few it returns: half a full page.
+ * By field name: every `totalCount` here is a connection's count.
+ */
+export const FIELD_COSTS: ReadonlyMap<string, number> = new Map([
+  ['ledgerIntegrity', 5 * MAX_PAGE_SIZE],
+  ['totalCount', MAX_PAGE_SIZE / 2],
+]);
+
 /**
  * Introspection may cost this many full introspections of the schema per operation: twice,
  * so a tool that asks a little more than graphql-js's query still fits, while a thousand
@@ -79,6 +94,15 @@ interface IntrospectionPlace {
   /** How many `ofType`s in a row lead here. */
   ofTypeLevel: number;
 }
+
+/** A selection set's cost, with what its connection pays once apart from what each row of the page pays. */
+interface SelectionCost extends QueryCost {
+  /** A connection's own fields (totalCount, pageInfo): paid once, not once per row of its page. */
+  perConnection: number;
+}
+
+/** Connection types as Pothos names them; their `edges` are the page. */
+const isConnectionType = (type: GraphQLNamedType | null | undefined): boolean => type?.name.endsWith('Connection') ?? false;
 
 interface SchemaFacts {
   introspectionLists: Map<string, ListSize>;
@@ -170,28 +194,34 @@ export function measureOperation(
   const root =
     operation.operation === 'query' ? schema.getQueryType() : operation.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
 
-  const pageSize = (value: ValueNode | undefined): number | undefined => {
+  /** A page size as given: undefined when left out (the argument's default applies), null when given as null. */
+  const pageSize = (value: ValueNode | undefined): number | null | undefined => {
     if (!value) return undefined;
     if (value.kind === Kind.INT) return Number(value.value);
     if (value.kind === Kind.VARIABLE) {
       const variable = variables?.[value.name.value];
       // A variable left out takes its declared default, as it does when the operation runs.
       if (variable === undefined) return pageSize(variableDefaults.get(value.name.value));
-      return typeof variable === 'number' ? variable : undefined;
+      return typeof variable === 'number' ? variable : null;
     }
-    return undefined;
+    return null;
+  };
+
+  const sizeArgument = (selection: FieldNode, field: GraphQLField<unknown, unknown> | undefined, name: 'first' | 'last') => {
+    const given = pageSize(selection.arguments?.find((arg) => arg.name.value === name)?.value);
+    if (given !== undefined) return given;
+    const declared = field?.args.find((arg) => arg.name === name)?.defaultValue;
+    return typeof declared === 'number' ? declared : null;
   };
 
   const itemCount = (selection: FieldNode, field: GraphQLField<unknown, unknown> | undefined, parentType: GraphQLNamedType | null | undefined) => {
-    const sizeArg = selection.arguments?.find((arg) => arg.name.value === 'first' || arg.name.value === 'last');
-    const sizeDefault = field?.args.find((arg) => (arg.name === 'first' || arg.name === 'last') && typeof arg.defaultValue === 'number')?.defaultValue as number | undefined;
-    const requested = pageSize(sizeArg?.value) ?? sizeDefault;
-    if (requested !== undefined) return requested;
+    // Pothos returns `first ?? last` rows: the larger of the two is never an undercount, in any order.
+    const sizes = [sizeArgument(selection, field, 'first'), sizeArgument(selection, field, 'last')].filter((size) => size !== null);
+    if (sizes.length > 0) return Math.min(Math.max(...sizes), MAX_PAGE_SIZE);
     if (!field) return 1;
-    if (getNamedType(field.type).name.endsWith('Connection')) return defaultPageSize;
+    if (isConnectionType(getNamedType(field.type))) return defaultPageSize;
     // A connection's edges are the page its field already counted.
-    const isPageOfConnection = parentType?.name.endsWith('Connection') ?? false;
-    return isListType(getNullableType(field.type)) && !isPageOfConnection ? UNPAGINATED_LIST_SIZE : 1;
+    return isListType(getNullableType(field.type)) && !isConnectionType(parentType) ? UNPAGINATED_LIST_SIZE : 1;
   };
 
   const introspectionItems = (name: string, place: IntrospectionPlace): number => {
@@ -202,7 +232,7 @@ export function measureOperation(
     return place.enumerating ? list.average : list.largest;
   };
 
-  const fragmentCosts = new Map<string, QueryCost>();
+  const fragmentCosts = new Map<string, SelectionCost>();
 
   // `visiting` stops a fragment cycle (which validation rejects anyway) from recursing forever.
   const walk = (
@@ -210,10 +240,11 @@ export function measureOperation(
     parentType: GraphQLNamedType | null | undefined,
     visiting: Set<string>,
     place: IntrospectionPlace,
-  ): QueryCost => {
+  ): SelectionCost => {
     let depth = 0;
     let complexity = 0;
     let introspection = 0;
+    let perConnection = 0;
     for (const selection of selectionSet.selections) {
       if (selection.kind === Kind.FIELD) {
         const name = selection.name.value;
@@ -230,12 +261,14 @@ export function measureOperation(
         const child =
           selection.selectionSet && items > 0
             ? walk(selection.selectionSet, childType, visiting, childPlace)
-            : { depth: 0, complexity: 0, introspection: 0 };
+            : { depth: 0, complexity: 0, introspection: 0, perConnection: 0 };
         if (isIntrospection) {
           introspection += 1 + items * child.introspection;
         } else {
           depth = Math.max(depth, 1 + child.depth);
-          complexity += 1 + items * child.complexity;
+          const cost = (FIELD_COSTS.get(name) ?? 1) + items * child.complexity + child.perConnection;
+          if (isConnectionType(parentType) && name !== 'edges') perConnection += cost;
+          else complexity += cost;
         }
       } else {
         const fragment =
@@ -255,12 +288,14 @@ export function measureOperation(
         depth = Math.max(depth, inner.depth);
         complexity += inner.complexity;
         introspection += inner.introspection;
+        perConnection += inner.perConnection;
       }
     }
-    return { depth, complexity, introspection };
+    return { depth, complexity, introspection, perConnection };
   };
 
-  return walk(operation.selectionSet, root, new Set(), { enumerating: false, ofTypeLevel: 0 });
+  const { depth, complexity, introspection } = walk(operation.selectionSet, root, new Set(), { enumerating: false, ofTypeLevel: 0 });
+  return { depth, complexity, introspection };
 }
 
 /** Throws a VALIDATION error (HTTP 400) naming the limit an operation exceeds. */

@@ -36,6 +36,7 @@ export function isJsonObject(value: unknown): value is JsonObject {
 
 export function requireJsonObject(field: string, value: unknown, maxBytes = 16_384): JsonObject {
   if (!isJsonObject(value)) throw invalidField(field, 'must be a JSON object');
+  requireShallowJson(field, value);
   if (Buffer.byteLength(JSON.stringify(value)) > maxBytes) {
     throw invalidField(field, `must be at most ${maxBytes} bytes of JSON`);
   }
@@ -74,9 +75,33 @@ export function holdsUnstorableText(value: unknown): boolean {
 }
 
 /**
+ * Deeper than any real metadata nests. Deeper JSON overflows the stack of whatever walks it
+ * recursively (JSON.stringify, holdsUnstorableText, Prisma, PostgreSQL's jsonb parser).
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether objects and lists in `value` nest more than `maxDepth` levels. Walks without recursion: safe at any depth. */
+export function nestsDeeperThan(value: unknown, maxDepth: number): boolean {
+  const pending: { value: unknown; depth: number }[] = [{ value, depth: 0 }];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    if (next.value === null || typeof next.value !== 'object') continue;
+    const depth = next.depth + 1;
+    if (depth > maxDepth) return true;
+    for (const inner of Object.values(next.value)) pending.push({ value: inner, depth });
+  }
+  return false;
+}
+
+/** Refuses JSON nested deeper than MAX_JSON_DEPTH, before anything recursive walks it. */
+export function requireShallowJson(field: string, value: unknown): void {
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) throw invalidField(field, `must not nest objects and lists more than ${MAX_JSON_DEPTH} levels deep`);
+}
+
+/**
  * Refuses, naming the field, text PostgreSQL cannot store: refused up front, since at write time
- * it would fail the whole batch the value rides in.
+ * it would fail the whole batch the value rides in. JSON too deep to walk is refused first.
  */
 export function requireStorableText(field: string, value: unknown): void {
+  if (value !== null && typeof value === 'object') requireShallowJson(field, value);
   if (holdsUnstorableText(value)) throw invalidField(field, 'must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate');
 }

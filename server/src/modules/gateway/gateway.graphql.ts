@@ -3,6 +3,7 @@ import type { GatewayHost, GatewayRequest } from '../../generated/prisma/client.
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
+import { requireUuid } from '../../shared/validation.ts';
 import { MerchantRef } from '../merchants/merchants.graphql.ts';
 
 const GatewayHostRef = builder.objectRef<GatewayHost>('GatewayHost').implement({
@@ -102,11 +103,14 @@ builder.queryField('gatewayRequests', (t) =>
     description: 'Calls through the gateway, newest first.',
     authScopes: { merchant: true },
     args: { customerId: t.arg.id(), outcome: t.arg({ type: GatewayOutcomeEnum }) },
-    resolve: (_root, args, ctx) =>
-      resolveCursorConnection<Promise<GatewayRequest[]>>(
+    resolve: (_root, args, ctx) => {
+      // Checked here: Prisma fails a non-UUID id as an internal error.
+      const customerId = args.customerId != null ? requireUuid('customerId', String(args.customerId)) : null;
+      return resolveCursorConnection<Promise<GatewayRequest[]>>(
         { args, toCursor: (row: GatewayRequest) => encodeCreatedCursor(row), defaultSize: 20, maxSize: 100 },
-        (page) => ctx.services.gateway.requestsPage(merchantIdOf(ctx), { customerId: args.customerId ? String(args.customerId) : null, outcome: args.outcome ?? null }, page),
-      ),
+        (page) => ctx.services.gateway.requestsPage(merchantIdOf(ctx), { customerId, outcome: args.outcome ?? null }, page),
+      );
+    },
   }),
 );
 

@@ -5,6 +5,7 @@ import { totalCountOf, withTotalCount } from '../../graphql/connections.ts';
 import { merchantIdOf, merchantViewer, type Context } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import { formatNanos, parseCurrency, parseDecimalNanos, requirePositiveAttos, requirePositiveNanos } from '../../shared/money.ts';
+import { requireUuid } from '../../shared/validation.ts';
 import { CONSUMPTION_KEYS, type ConsumptionKey } from './ledger.planner.ts';
 import type { WalletView, TransactionFilter } from './ledger.queries.ts';
 import { walletTopic, type Actor, type BalanceEvent, type HoldRecord, type PostedTransaction } from './ledger.service.ts';
@@ -272,7 +273,8 @@ builder.queryFields((t) => ({
       args: { customerId: t.arg.id(), filter: t.arg({ type: TransactionFilterInput }) },
       resolve: async (_root, args, ctx) => {
         const merchantId = merchantIdOf(ctx);
-        const scope = args.customerId ? { customerId: String(args.customerId) } : {};
+        // Checked here: Prisma fails a non-UUID id as an internal error.
+        const scope = args.customerId != null ? { customerId: requireUuid('customerId', String(args.customerId)) } : {};
         const filter = args.filter as TransactionFilter | null | undefined;
         const connection = await resolveCursorConnection<Promise<LedgerTransaction[]>>(
           { args, toCursor: (x: LedgerTransaction) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },

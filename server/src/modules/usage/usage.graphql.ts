@@ -3,6 +3,7 @@ import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf, merchantViewer } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import { formatAttosText } from '../../shared/money.ts';
+import { requireUuid } from '../../shared/validation.ts';
 import { readChargeLine } from './usage.pricing.ts';
 import type { UsageEventView, UsageRecordInput, UsageResult } from './usage.service.ts';
 
@@ -151,10 +152,13 @@ builder.queryField('usageEvents', (t) =>
     description: 'Usage events, newest first.',
     authScopes: { merchant: true },
     args: { customerId: t.arg.id() },
-    resolve: (_root, args, ctx) =>
-      resolveCursorConnection<Promise<UsageEventView[]>>(
+    resolve: (_root, args, ctx) => {
+      // Checked here: Prisma fails a non-UUID id as an internal error.
+      const customerId = args.customerId != null ? requireUuid('customerId', String(args.customerId)) : null;
+      return resolveCursorConnection<Promise<UsageEventView[]>>(
         { args, toCursor: (event: UsageEventView & { createdAt?: Date }) => encodeCreatedCursor({ createdAt: event.createdAt ?? event.occurredAt, id: event.id }), defaultSize: 20, maxSize: 100 },
-        (page) => ctx.services.usage.page(merchantIdOf(ctx), args.customerId ? String(args.customerId) : null, page),
-      ),
+        (page) => ctx.services.usage.page(merchantIdOf(ctx), customerId, page),
+      );
+    },
   }),
 );
