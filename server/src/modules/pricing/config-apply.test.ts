@@ -512,6 +512,16 @@ describe('a file is checked and normalized while planning', () => {
     expect(await stored(merchant.id)).toEqual(NOTHING);
   });
 
+  /** Each file is refused while planning with VALIDATION on `field`, its message starting with the field. */
+  async function expectRefusedWhilePlanning(merchantId: string, cases: [unknown, string, RegExp][]) {
+    for (const [config, field, message] of cases) {
+      const error = await refusal(planPricingConfig(server.services, merchantId, config as PricingConfig));
+      expect(error, field).toMatchObject({ code: 'VALIDATION', details: { field } });
+      expect(error.message, field).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: `));
+      expect(error.message, field).toMatch(message);
+    }
+  }
+
   it('a malformed file is refused while planning, before any diff, naming the entry, and nothing is written', async () => {
     const merchant = await server.createMerchant();
     const meter = { key: 'tokens', name: 'Tokens', unit: 'token', source: 'TOTAL_TOKENS' };
@@ -553,12 +563,7 @@ describe('a file is checked and normalized while planning', () => {
       [{ plans: [{ key: 'pro', name: 'Pro', description: 'a\u0000' }] }, 'plans.0.description', /NUL/],
       [{ plans: [{ key: 'pro', name: 'Pro', priceRules: [{ ...markup('a'), provider: 7 }] }] }, 'plans.0.priceRules.0.provider', /must be text/],
     ];
-    for (const [config, field, message] of cases) {
-      const error = await refusal(planPricingConfig(server.services, merchant.id, config as PricingConfig));
-      expect(error, field).toMatchObject({ code: 'VALIDATION', details: { field } });
-      expect(error.message, field).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: `));
-      expect(error.message, field).toMatch(message);
-    }
+    await expectRefusedWhilePlanning(merchant.id, cases);
     expect(await stored(merchant.id)).toEqual(NOTHING);
   });
 
@@ -586,15 +591,10 @@ describe('a file is checked and normalized while planning', () => {
       [{ providerPrices: [{ ...price, perMillionTokens: undefined }] }, 'providerPrices.0', /sets no rate/],
       [{ providerPrices: [{ ...price, perMilionTokens: { input: '1' } }] }, 'providerPrices.0.perMilionTokens', /not/],
     ];
-    for (const [config, field, message] of cases) {
-      const error = await refusal(planPricingConfig(server.services, merchant.id, config as PricingConfig));
-      expect(error, field).toMatchObject({ code: 'VALIDATION', details: { field } });
-      expect(error.message, field).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: `));
-      expect(error.message, field).toMatch(message);
-    }
+    await expectRefusedWhilePlanning(merchant.id, cases);
     expect(await stored(merchant.id)).toEqual(NOTHING);
 
-    // A stored meter, or one the file declares, is known; so is an archived one (its rules wait for it).
+    // A stored meter, or one the file declares, is known.
     await server.services.meters.create(merchant.id, { key: 'stored', name: 'Stored', unit: 'u', source: 'REQUESTS' });
     const known: PricingConfig = { meters: meters as PricingConfig['meters'], priceRules: [flat({ name: 'a' }), flat({ name: 'b', meterKey: 'stored', model: 'x' })] as PricingConfig['priceRules'] };
     await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, known));
