@@ -93,6 +93,8 @@ describe('query cost', () => {
     expect(measure('{ customers { ...C } } fragment C on QueryCustomersConnection { totalCount }').complexity).toBe(1 + count);
     // A count under a list is paid for each of its parents.
     expect(measure('query ($c: ID!) { wallets(customerId: $c) { transactions { totalCount } } }').complexity).toBe(1 + UNPAGINATED_LIST_SIZE * (1 + count));
+    // A spend limit's month so far is a sum over the month's usage: a count's price, per limit.
+    expect(measure('query ($e: String!) { customer(externalId: $e) { spendLimits { spentThisMonth } } }').complexity).toBe(1 + 1 + UNPAGINATED_LIST_SIZE * FIELD_COSTS.get('spentThisMonth')!);
 
     // The audit's floods: 1,200 integrity checks, 2,500 counts in one request.
     const checks = Array.from({ length: 1200 }, (_, i) => `i${i}: ledgerIntegrity { ok }`).join(' ');

@@ -65,11 +65,13 @@ export const MAX_PAGE_SIZE = 100;
  * so aliasing them a thousand times is refused. A whole-ledger check reads every leg,
  * transaction, wallet and grant of the merchant (several full scans): priced as five full pages.
  * A count visits every row its filter matches, however few it returns: half a full page.
- * By field name: every `totalCount` here is a connection's count.
+ * By field name: every `totalCount` here is a connection's count, every `spentThisMonth` a spend limit's sum.
  */
 export const FIELD_COSTS: ReadonlyMap<string, number> = new Map([
   ['ledgerIntegrity', 5 * MAX_PAGE_SIZE],
   ['totalCount', MAX_PAGE_SIZE / 2],
+  // A spend limit's month so far sums the customer's usage events of the month: a count's cost.
+  ['spentThisMonth', MAX_PAGE_SIZE / 2],
 ]);
 
 /**

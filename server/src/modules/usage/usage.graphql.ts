@@ -50,11 +50,17 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
     charge: t.field({ type: 'Decimal', resolve: (e) => e.charge }),
     margin: t.field({ type: 'Decimal', resolve: (e) => e.margin }),
     shortfall: t.field({ type: 'Decimal', description: 'Priced but not paid: the customer ran out of credit (UNCHARGED, PARTIALLY_CHARGED).', resolve: (e) => e.shortfall }),
+    shortfallSettled: t.field({
+      type: 'Decimal',
+      description:
+        "What this event's VOLUME re-pricing (the month's units moving to a cheaper tier) gave back to the month's earlier shortfalls instead of crediting the customer: only what was paid comes back.",
+      resolve: (e) => e.shortfallSettled,
+    }),
     estimated: t.exposeBoolean('estimated', { description: 'The stream ended before the provider reported usage; the charge is an estimate.' }),
     ledgerTransactionId: t.exposeID('ledgerTransactionId', { nullable: true }),
     charges: t.field({
       type: [UsageChargeRef],
-      description: 'How `charge` was priced, a line a rule: the markup over cost and each meter\'s rule. Empty when no rule applied (the cost passed through). The lines add up to `charge + shortfall`.',
+      description: 'How `charge` was priced, a line a rule: the markup over cost and each meter\'s rule. Empty when no rule applied (the cost passed through). The lines add up to `charge + shortfall - shortfallSettled`.',
       resolve: (e) => chargesOf(e.chargeLines),
     }),
     costProblem: t.exposeString('costProblem', {
@@ -123,7 +129,7 @@ const RecordUsageInput = builder.inputType('RecordUsageInput', {
     quantities: t.field({ type: 'JSONObject', description: 'Custom meter quantities by meter key, e.g. { "searches": 3 }.' }),
     metadata: t.field({
       type: 'JSONObject',
-      description: 'Your own data, kept on the event. Keys Tollgate writes there itself (requestHash, billingId, callerIdempotencyKey, pricing, passThrough, costProblem, providerReportedCostUsd, error, pricedChargeAttos, shortfallAttos) are dropped.',
+      description: 'Your own data, kept on the event. Keys Tollgate writes there itself (requestHash, billingId, callerIdempotencyKey, pricing, passThrough, costProblem, providerReportedCostUsd, error, pricedChargeAttos, shortfallAttos, withheldCreditAttos) are dropped.',
     }),
   }),
 });

@@ -68,6 +68,8 @@ export interface UsageEventView {
   margin: string;
   /** What the customer could not pay of the priced charge (zero when fully charged). */
   shortfall: string;
+  /** What a VOLUME re-pricing gave back to earlier shortfalls of the month instead of crediting it (see usage.credits.ts). */
+  shortfallSettled: string;
   estimated: boolean;
   ledgerTransactionId: string | null;
   /** Why the provider cost is unknown (no price row for the provider/model, a unit its row does not price); null when known. */
@@ -181,6 +183,7 @@ function viewOf(row: EventRow): UsageEventView {
     charge: formatAttosText(row.charge_attos),
     margin: formatAttosText(row.margin_attos),
     shortfall: formatAttosText(row.metadata?.shortfallAttos ?? '0'),
+    shortfallSettled: formatAttosText(row.metadata?.withheldCreditAttos ?? '0'),
     estimated: row.estimated,
     ledgerTransactionId: row.ledger_transaction_id,
     costProblem: row.metadata?.costProblem ?? null,

@@ -23,7 +23,7 @@ let server: TestServer;
 
 const RECORD = `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) {
   replayed chargeError { code message }
-  event { id status provider model currency cost charge margin shortfall estimated ledgerTransactionId occurredAt costProblem } } }`;
+  event { id status provider model currency cost charge margin shortfall shortfallSettled estimated ledgerTransactionId occurredAt costProblem charges { amount } } } }`;
 
 function responseOf(name: string) {
   const info = meta[name]!;
@@ -241,7 +241,7 @@ describe('VOLUME credits give back only what was paid', () => {
     const units = async (count: number, extra: Record<string, unknown> = {}) => {
       const result = await context.record({ quantities: { units: count }, ...extra });
       expect(result.errors).toBeUndefined();
-      return result.data!.recordUsage.event as { status: string; charge: string; shortfall: string };
+      return result.data!.recordUsage.event as { status: string; charge: string; shortfall: string; shortfallSettled: string };
     };
     const integrity = async () => (await server.services.ledgerQueries.integrity(context.merchant.id)).violations;
     return { ...context, units, integrity };
@@ -250,7 +250,7 @@ describe('VOLUME credits give back only what was paid', () => {
   it('paid in full: the period re-priced lower credits the difference', async () => {
     const { units, balance, integrity } = await volumeSetup('200');
     expect(await units(100)).toMatchObject({ status: 'CHARGED', charge: '100.00' });
-    expect(await units(1)).toMatchObject({ charge: '-49.50' });
+    expect(await units(1)).toMatchObject({ charge: '-49.50', shortfallSettled: '0.00' });
     expect(await balance()).toBe(parseDecimalNanos('x', '149.50'));
     expect(await integrity()).toEqual([]);
   });
@@ -258,8 +258,9 @@ describe('VOLUME credits give back only what was paid', () => {
   it('not paid: a customer that could not cover the dearer units gets nothing back, and owes the period at its new price', async () => {
     const { units, balance, integrity } = await volumeSetup('0');
     expect(await units(100)).toMatchObject({ status: 'UNCHARGED', charge: '0.00', shortfall: '100.00' });
-    // It used to credit 49.50 the customer never paid: spendable money out of nothing.
-    expect(await units(1)).toMatchObject({ charge: '0.00' });
+    // It used to credit 49.50 the customer never paid: spendable money out of nothing. The line
+    // still shows the re-pricing; it went to the shortfall.
+    expect(await units(1)).toMatchObject({ charge: '0.00', shortfallSettled: '49.50', charges: [{ amount: '-49.50' }] });
     expect(await balance()).toBe(0n);
     // The period is now worth 50.50 and nothing of it was paid; the next unit adds its 0.50.
     expect(await units(1)).toMatchObject({ status: 'UNCHARGED', shortfall: '0.50' });
@@ -271,7 +272,7 @@ describe('VOLUME credits give back only what was paid', () => {
     const { units, balance, integrity } = await volumeSetup('70');
     expect(await units(100)).toMatchObject({ status: 'PARTIALLY_CHARGED', charge: '70.00', shortfall: '30.00' });
     // 49.50 comes back: 30.00 covers the shortfall, 19.50 is credited. Paid in all: 50.50, the period's price.
-    expect(await units(1)).toMatchObject({ charge: '-19.50' });
+    expect(await units(1)).toMatchObject({ charge: '-19.50', shortfallSettled: '30.00', charges: [{ amount: '-49.50' }] });
     expect(await balance()).toBe(parseDecimalNanos('x', '19.50'));
     expect(await integrity()).toEqual([]);
   });
