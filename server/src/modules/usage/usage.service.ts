@@ -769,9 +769,9 @@ export class UsageService {
     aggregations: Map<string, MeterAggregation>,
   ): Promise<Map<number, Map<string, PeriodStep>>> {
     const rowsFor: { key: string; item: Prepared; meter: string; aggregation: MeterAggregation; quantity: Quantity }[] = [];
-    // One statement row per customer, meter and period: the batch's events are summed (or maxed)
-    // here, so the statement groups a few hundred rows instead of one per event and meter.
-    const increments = new Map<string, { customerId: string; meter: string; periodStart: Date; aggregation: MeterAggregation; contribution: bigint }>();
+    // One statement row per customer, currency, meter and period: the batch's events are summed (or
+    // maxed) here, so the statement groups a few hundred rows instead of one per event and meter.
+    const increments = new Map<string, { customerId: string; currency: string; meter: string; periodStart: Date; aggregation: MeterAggregation; contribution: bigint }>();
     let lastPeriod: Date | null = null;
     let lastPeriodText = '';
     for (const item of items) {
@@ -783,11 +783,11 @@ export class UsageService {
       }
       for (const [meter, quantity] of metered) {
         const aggregation = aggregations.get(meter) ?? 'SUM';
-        const key = item.customerId + '|' + meter + '|' + lastPeriodText;
+        const key = item.customerId + '|' + item.currency + '|' + meter + '|' + lastPeriodText;
         rowsFor.push({ key, item, meter, aggregation, quantity });
         const contribution = periodContribution(aggregation, quantity);
         const increment = increments.get(key);
-        if (!increment) increments.set(key, { customerId: item.customerId!, meter, periodStart: item.periodStart, aggregation, contribution });
+        if (!increment) increments.set(key, { customerId: item.customerId!, currency: item.currency, meter, periodStart: item.periodStart, aggregation, contribution });
         else if (aggregation !== 'MAX') increment.contribution += contribution;
         else if (contribution > increment.contribution) increment.contribution = contribution;
       }
@@ -796,31 +796,33 @@ export class UsageService {
     for (let attempt = 1; before.size < increments.size; attempt++) {
       if (attempt > 3) throw new Error('usage period totals kept being created by concurrent batches');
       const rows = [...increments.entries()].filter(([key]) => !before.has(key)).map(([, increment]) => increment);
-      const advanced = await batch.tx.query<{ customer_id: string; meter_key: string; period_start: Date; before: string }>(
+      const advanced = await batch.tx.query<{ customer_id: string; currency: string; meter_key: string; period_start: Date; before: string }>(
         `WITH increments AS (
-           SELECT u.customer_id, u.meter_key, u.period_start, CASE WHEN u.meter_key = ANY($6::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
-           FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::numeric[]) AS u(customer_id, meter_key, period_start, quantity)
-           GROUP BY 1, 2, 3),
+           SELECT u.customer_id, u.currency, u.meter_key, u.period_start, CASE WHEN u.meter_key = ANY($7::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::numeric[]) AS u(customer_id, currency, meter_key, period_start, quantity)
+           GROUP BY 1, 2, 3, 4),
          locked AS MATERIALIZED (
-           SELECT t.customer_id, t.meter_key, t.period_start, t.quantity
-           FROM usage_period_totals t JOIN increments i USING (customer_id, meter_key, period_start)
+           SELECT t.customer_id, t.currency, t.meter_key, t.period_start, t.quantity
+           FROM usage_period_totals t JOIN increments i USING (customer_id, currency, meter_key, period_start)
            FOR UPDATE OF t),
          upserted AS (
-           INSERT INTO usage_period_totals (merchant_id, customer_id, meter_key, period_start, quantity)
-           SELECT $1, customer_id, meter_key, period_start, quantity FROM increments
-           ON CONFLICT (customer_id, meter_key, period_start) DO UPDATE SET quantity = CASE WHEN usage_period_totals.meter_key = ANY($6::text[])
+           INSERT INTO usage_period_totals (merchant_id, customer_id, currency, meter_key, period_start, quantity)
+           SELECT $1, customer_id, currency, meter_key, period_start, quantity FROM increments
+           ON CONFLICT (customer_id, currency, meter_key, period_start) DO UPDATE SET quantity = CASE WHEN usage_period_totals.meter_key = ANY($7::text[])
                THEN GREATEST(usage_period_totals.quantity, excluded.quantity) ELSE usage_period_totals.quantity + excluded.quantity END
-             WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.meter_key, l.period_start) = (excluded.customer_id, excluded.meter_key, excluded.period_start))
-           RETURNING customer_id, meter_key, period_start)
-         SELECT u.customer_id, u.meter_key, u.period_start, coalesce(l.quantity, 0)::text AS before
-         FROM upserted u LEFT JOIN locked l USING (customer_id, meter_key, period_start)`,
+             WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.currency, l.meter_key, l.period_start) = (excluded.customer_id, excluded.currency, excluded.meter_key, excluded.period_start))
+           RETURNING customer_id, currency, meter_key, period_start)
+         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, coalesce(l.quantity, 0)::text AS before
+         FROM upserted u LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start)`,
         [
-          merchantId, pgArrayOf(rows, (row) => row.customerId), pgArrayOf(rows, (row) => row.meter), pgArrayOf(rows, (row) => row.periodStart),
-          pgArrayOf(rows, (row) => formatScaledQuantity(row.contribution)), [...new Set(rows.filter((row) => row.aggregation === 'MAX').map((row) => row.meter))],
+          merchantId, pgArrayOf(rows, (row) => row.customerId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.meter),
+          pgArrayOf(rows, (row) => row.periodStart), pgArrayOf(rows, (row) => formatScaledQuantity(row.contribution)),
+          [...new Set(rows.filter((row) => row.aggregation === 'MAX').map((row) => row.meter))],
         ],
       );
       for (const row of advanced) {
-        before.set(`${row.customer_id}|${row.meter_key}|${new Date(row.period_start).toISOString()}`, new ScaledQuantity(scaledQuantity('before', row.before)));
+        const key = `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}`;
+        before.set(key, new ScaledQuantity(scaledQuantity('before', row.before)));
       }
     }
     const steps = new Map<number, Map<string, PeriodStep>>();

@@ -277,18 +277,17 @@ describe('VOLUME credits give back only what was paid', () => {
     expect(await integrity()).toEqual([]);
   });
 
-  it('units charged in another currency are not credited in this one', async () => {
+  it("each currency's units are tiered apart: dollars start at the first tier, and euros come back in euros", async () => {
     const { merchant, customer, units, balance, integrity } = await volumeSetup('10');
     await server.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
       customerId: customer.id, currency: 'EUR', amountNanos: parseDecimalNanos('amount', '200'), kind: 'PAID', idempotencyKey: 'seed-eur',
     });
     expect(await units(100, { currency: 'EUR' })).toMatchObject({ status: 'CHARGED', charge: '100.00' });
-    expect(await units(1)).toMatchObject({ charge: '0.00' });
-    expect(await balance()).toBe(parseDecimalNanos('x', '10'));
-    // The period's units are counted across currencies: the 101st (in dollars) took the period into
-    // the cheaper tier, so the next unit in euros is charged at 0.50 and no refund is made in either.
-    expect(await units(1, { currency: 'EUR' })).toMatchObject({ charge: '0.50' });
-    expect((await server.services.ledgerQueries.wallet(merchant.id, customer.id, 'EUR')).balance).toBe(parseDecimalNanos('x', '99.50'));
+    // Counted together, this dollar unit was the month's 101st and credited 49.50 dollars nobody paid.
+    expect(await units(1)).toMatchObject({ status: 'CHARGED', charge: '1.00' });
+    expect(await balance()).toBe(parseDecimalNanos('x', '9'));
+    expect(await units(1, { currency: 'EUR' })).toMatchObject({ charge: '-49.50' });
+    expect((await server.services.ledgerQueries.wallet(merchant.id, customer.id, 'EUR')).balance).toBe(parseDecimalNanos('x', '149.50'));
     expect(await integrity()).toEqual([]);
   });
 
@@ -717,7 +716,7 @@ describe('meter aggregations', () => {
   const from = new Date('2026-01-01');
   const june = new Date('2026-06-01T00:00:00Z');
   const totalOf = async (customerId: string, meterKey: string, periodStart = june) =>
-    (await server.services.prisma.usagePeriodTotal.findUnique({ where: { customerId_meterKey_periodStart: { customerId, meterKey, periodStart } } }))?.quantity.toFixed();
+    (await server.services.prisma.usagePeriodTotal.findUnique({ where: { customerId_currency_meterKey_periodStart: { customerId, currency: 'USD', meterKey, periodStart } } }))?.quantity.toFixed();
   const charges = (results: UsageResult[]) =>
     results.map((result) => (result.ok ? result.event.charge : result.error.code));
 
