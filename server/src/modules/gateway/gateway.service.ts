@@ -206,12 +206,18 @@ export class GatewayService {
     }
     const ref = viewer.customerId ?? named;
     if (!ref) throw Refusal.of(invalidField('x-tollgate-customer', 'header is required with a secret key: the customer id or your externalId to charge'));
-    const gate = await this.customerCache.get(`${viewer.merchantId}|${ref}`, async () => {
-      const found = await this.prisma.customer.findFirst({
-        where: { merchantId: viewer.merchantId, OR: [...(isUuid(ref) ? [{ id: ref.toLowerCase() }] : []), { externalId: ref }] },
+    // A token names its customer by id only; a header by id or externalId, and Tollgate's id wins
+    // when another customer's externalId is that same text (as it does for POST /v1/usage).
+    const byIdOnly = viewer.customerId !== null;
+    const gate = await this.customerCache.get(`${viewer.merchantId}|${byIdOnly ? 'id' : 'ref'}|${ref}`, async () => {
+      const id = isUuid(ref) ? ref.toLowerCase() : null;
+      if (byIdOnly && !id) return null;
+      const matches = await this.prisma.customer.findMany({
+        where: { merchantId: viewer.merchantId, OR: [...(id ? [{ id }] : []), ...(byIdOnly ? [] : [{ externalId: ref }])] },
         select: { id: true, archivedAt: true, blockedAt: true, blockedReason: true },
-        orderBy: { createdAt: 'asc' },
+        take: 2,
       });
+      const found = matches.find((match) => match.id === id) ?? matches[0];
       return found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
     });
     if (!gate) throw Refusal.of(notFound('Customer', ref));

@@ -795,3 +795,31 @@ describe('a caller that hangs up while sending its request body', () => {
     }
   });
 });
+
+describe('which customer a call is charged to', () => {
+  it("is the token's own customer, and the customer whose id the header names, even when an older customer's externalId is that id", async () => {
+    const base = await tenant('0');
+    const create = async (externalId: string) => (await gql(`mutation($e: String!) { createCustomer(input: { externalId: $e }) { id } }`, { e: externalId }, base.secret)).createCustomer.id as string;
+    const grant = (customerId: string) => gql(`mutation($c: ID!, $k: String!) { grantCredits(input: { customerId: $c, amount: "1", kind: PAID, idempotencyKey: $k }) { __typename } }`, { c: customerId, k: `seed-${customerId}` }, base.secret);
+    // The older customer is created first; later its externalId becomes the newer one's id.
+    const olderId = await create(`older-${Math.random()}`);
+    const t = { ...base, customerId: await create(`newer-${Math.random()}`) };
+    await server.services.customers.update(t.merchantId, olderId, { externalId: t.customerId });
+    await grant(olderId);
+    await grant(t.customerId);
+    const session = await gql(`mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, t.secret);
+    const target = forwardUrl(`${openaiFake.url}/v1/chat/completions`);
+    const callers: Record<string, string>[] = [{ authorization: `Bearer ${session.createCustomerSession.token}` }, { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.customerId }];
+    for (const headers of callers) {
+      expect((await post(target, headers, { model: 'gpt-5.4-mini', messages: [] })).status).toBe(200);
+    }
+    await settled(t, 2);
+    const charged = await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId }, select: { customerId: true } });
+    expect(charged.map((event) => event.customerId)).toEqual([t.customerId, t.customerId]);
+    expect(await balanceNanos({ ...t, customerId: olderId })).toBe(parseDecimalNanos('x', '1'));
+    // Its own id still reaches the older customer.
+    expect((await post(target, { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': olderId }, { model: 'gpt-5.4-mini', messages: [] })).status).toBe(200);
+    await settled(t, 3);
+    expect((await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId, customerId: olderId } })).length).toBe(1);
+  });
+});
