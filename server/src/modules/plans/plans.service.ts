@@ -53,6 +53,9 @@ export function normalizePlanInput(input: PlanInput, prefix = ''): { key: string
  * Archived plans cannot be newly assigned, but customers already on one stay on it, and keep
  * being priced by its rules, until they are moved: archiving stops sales, it does not reprice.
  */
+/** How far ahead of this instance's "now" another assignment "from now" may be and still be taken as concurrent (clock skew between instances). */
+const CONCURRENT_NOW_MS = 1000;
+
 export class PlanService {
   /** Per merchant: the plan history of each customer the usage pipeline has asked about lately. */
   private readonly histories = new Map<string, { at: number; byCustomer: Map<string, Assignment[]> }>();
@@ -145,8 +148,7 @@ export class PlanService {
    * their charges. Assigning the plan the customer is already on from then on changes nothing.
    */
   async assign(merchantId: string, customerId: string, planKey: string | null, effectiveFrom?: Date | null): Promise<Customer> {
-    const from = effectiveFrom ?? this.clock();
-    if (Number.isNaN(from.getTime())) throw invalidField('effectiveFrom', 'is not a valid time');
+    if (effectiveFrom && Number.isNaN(effectiveFrom.getTime())) throw invalidField('effectiveFrom', 'is not a valid time');
     const id = isUuid(customerId) ? customerId.toLowerCase() : null;
     await this.prisma.$transaction(async (tx) => {
       // Locking the customer serializes its assignments, so "after the latest" holds under concurrency.
@@ -161,6 +163,13 @@ export class PlanService {
         planId = plan.id;
       }
       const latest = await tx.customerPlan.findFirst({ where: { customerId: id! }, orderBy: { effectiveFrom: 'desc' } });
+      // "Now" is read once the lock is held, and a call that waited on another "now" comes a
+      // millisecond after it when the clocks (of this instance and the other's) put it no later,
+      // instead of being refused as earlier. A change scheduled further ahead is still refused.
+      let from = effectiveFrom ?? this.clock();
+      if (!effectiveFrom && latest && latest.effectiveFrom >= from && latest.effectiveFrom.getTime() - from.getTime() < CONCURRENT_NOW_MS) {
+        from = new Date(latest.effectiveFrom.getTime() + 1);
+      }
       const already = latest ? latest.planId === planId && from >= latest.effectiveFrom : planId === null;
       if (already) return;
       if (latest && from <= latest.effectiveFrom) {

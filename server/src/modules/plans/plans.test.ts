@@ -114,6 +114,23 @@ describe('plans', () => {
     expect(planAt(customer.id, new Date(Date.now() + 2 * 86_400_000))).toBe(rows[2]!.planId);
   });
 
+  it('changes "from now" made in the same millisecond, or while another waited on the lock, all land, in order', async () => {
+    const { gql, customer, history } = await merchantWithCustomer();
+    await gql(PUT_PLAN, { input: { key: 'pro', name: 'Pro' } });
+    await gql(PUT_PLAN, { input: { key: 'team', name: 'Team' } });
+    // A frozen clock: every call reads the same "now", as calls racing on other instances can.
+    vi.useFakeTimers({ toFake: ['Date'], now: new Date('2030-01-01T00:00:00Z') });
+    try {
+      const calls = await Promise.all(['pro', 'team', 'pro', 'team'].map((planKey) => gql(SET_PLAN, { customerId: customer.id, planKey })));
+      expect(calls.map((call) => call.errors)).toEqual([undefined, undefined, undefined, undefined]);
+    } finally {
+      vi.useRealTimers();
+    }
+    const times = (await history()).map((row) => row.effectiveFrom.getTime());
+    expect(times).toHaveLength(4);
+    expect(times.every((time, i) => i === 0 || time > times[i - 1]!)).toBe(true);
+  });
+
   it('a page of customers shows the plan each is on now, read in one query for the page', async () => {
     const { merchant, gql, customer: onPro } = await merchantWithCustomer();
     await gql(PUT_PLAN, { input: { key: 'pro', name: 'Pro' } });
