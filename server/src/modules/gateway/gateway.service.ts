@@ -296,7 +296,7 @@ export class GatewayService {
   private async reserve(caller: Caller, destination: Destination, body: Buffer, currency: string, requestId: string): Promise<string | null> {
     const usage = maxUsageOf(destination.provider, destination.url, body);
     if (!usage) return null;
-    const { chargeAttos } = await this.usage.quote(caller.merchantId, usage, caller.customer.id);
+    const { chargeAttos } = await this.usage.quote(caller.merchantId, usage, caller.customer.id, currency);
     if (chargeAttos <= 0n) return null;
     const amountNanos = (chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
     const ttlSeconds = Math.ceil((this.config.gateway.timeoutMs + this.config.gateway.idleTimeoutMs) / 1000) + HOLD_GRACE_SECONDS;

@@ -34,6 +34,13 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   if (response && (typeof response !== 'object' || typeof response.url !== 'string' || typeof response.body !== 'string')) {
     throw invalidField(`${at}response`, 'needs url and body (the provider response text)');
   }
+  // "500 Internal Server Error" compared as text is not >= 400: it would be charged as a success.
+  if (response && response.status != null && !(Number.isInteger(response.status) && response.status >= 100 && response.status <= 599)) {
+    throw invalidField(`${at}response.status`, 'must be the HTTP status code as a number from 100 to 599');
+  }
+  if (response && response.provider != null && typeof response.provider !== 'string') {
+    throw invalidField(`${at}response.provider`, 'must be text: a provider id such as "openai"');
+  }
   return {
     customer: String(record.customer ?? record.customerId ?? ''),
     idempotencyKey: String(record.idempotencyKey ?? ''),

@@ -125,8 +125,14 @@ export const REPORTED_COST_REF = 'reported';
  * usage; `priceOf` is asked only then. A price table that cannot decide (two rows tied) is a
  * problem of this event, never of its batch.
  */
-export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef | null): ProviderCost {
+export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef | null, currency = PROVIDER_COST_CURRENCY): ProviderCost {
   if (!usage.billable) return { costAttos: 0n, problem: null, ref: null };
+  // Provider prices and reported costs are dollars: counted as euros they would be off by the
+  // exchange rate. Rules on meters still price such an event, in its own currency.
+  if (currency !== PROVIDER_COST_CURRENCY) {
+    const costed = usage.providerReportedCostUsd != null || hasPriceableUnits(usage);
+    return { costAttos: 0n, problem: costed ? `provider costs are in USD and this event is in ${currency}: with no exchange rate its cost is unknown` : null, ref: null };
+  }
   const reported = reportedCostAttos(usage);
   if (reported !== null) return { costAttos: reported, problem: null, ref: REPORTED_COST_REF };
   let price: PriceWithRef | null = null;
@@ -139,11 +145,18 @@ export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef
   }
 }
 
+/** The currency of provider prices and of the costs providers report. */
+export const PROVIDER_COST_CURRENCY = 'USD';
+
+/** Whether the usage holds anything a provider price would cost (not just requests or custom meters). */
+function hasPriceableUnits(usage: NormalizedUsage): boolean {
+  return usage.inputTokens + usage.outputTokens + usage.images + usage.characters > 0 || (usage.audioSeconds !== null && Number(usage.audioSeconds) > 0);
+}
+
 /** Why no price row costs the usage; null for a record with nothing a price would cost (custom meters, requests). */
 function missingPriceProblem(usage: NormalizedUsage): string | null {
   if (usage.provider) return `no provider price for ${usage.provider}/${usage.model ?? '?'}`;
-  const priceable = usage.inputTokens + usage.outputTokens + usage.images + usage.characters > 0 || (usage.audioSeconds !== null && Number(usage.audioSeconds) > 0);
-  return priceable ? 'no provider given, so no provider price can cost its tokens, images, characters or audio' : null;
+  return hasPriceableUnits(usage) ? 'no provider given, so no provider price can cost its tokens, images, characters or audio' : null;
 }
 
 /**

@@ -19,7 +19,7 @@ import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } f
 import type { PriceRuleService } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
-import { isJsonBody } from './normalize/util.ts';
+import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
 import { BatchPeriodCredits, capCredits } from './usage.credits.ts';
 import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage, type StoredChargeLine } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
@@ -102,6 +102,8 @@ const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'out
 /** The largest count an event stores (its columns are 32-bit integers). */
 const MAX_COUNT = 2_147_483_647;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
+/** An audio duration a provider reported: any exact non-negative decimal a period total can hold (18 places). */
+const RESPONSE_AUDIO = /^\d{1,15}(\.\d{1,18})?$/;
 /** The quantities of an event that states none, shared: most events state none. Never written to. */
 const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Record<string, string | number>;
 /** The meter quantities of an event that moves no meter, shared for the same reason. Never written to. */
@@ -226,7 +228,12 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
  * A count beyond what an event stores is refused, rather than failing the event's whole batch.
  */
 function responseUsage(response: ProviderResponse, normalized: NormalizedUsage | null | undefined): NormalizedUsage {
+  takeMalformedCounts();
   const usage = normalized ?? normalizeResponse(response);
+  if (!normalized && takeMalformedCounts() > 0) throw invalidField('response.body', 'reports a count that is negative or not a whole number: nothing was recorded');
+  if (usage.audioSeconds !== null && !RESPONSE_AUDIO.test(usage.audioSeconds)) {
+    throw invalidField('response.body', `reports an audio duration that is not a non-negative number of seconds (${usage.audioSeconds}): nothing was recorded`);
+  }
   if (!normalized && usage.incomplete && (usage.details.reason === 'unparseable_body' || unreadableStream(response.body, usage))) {
     throw invalidField('response.body', `is not a response the ${usage.provider} ${usage.api} API returns (neither its JSON nor its stream): nothing was recorded`);
   }
@@ -318,12 +325,12 @@ export class UsageService {
    * priced from the start of the period (the first tier is usually the dearest, so this errs
    * high). Used to reserve a call's maximum.
    */
-  async quote(merchantId: string, usage: NormalizedUsage, customerId?: string | null): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
+  async quote(merchantId: string, usage: NormalizedUsage, customerId?: string | null, currency?: string): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
     const [meters, book, priceRows, planAt] = await Promise.all([
       this.meters.active(merchantId), this.rules.book(merchantId), this.prices.rowsFor(merchantId), customerId ? this.plans.planResolver(merchantId, [customerId]) : null,
     ]);
     const now = this.clock();
-    const cost = providerCost(usage, () => (usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null));
+    const cost = providerCost(usage, () => (usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null), currency);
     const priced = priceUsage({
       usage, occurredAt: now, rules: book.defaults, planRules: planAt && customerId ? book.ofPlan(planAt(customerId, now)) : null,
       steps: new Map([...meterQuantities(usage, meters, NO_QUANTITIES)].map(([meter, quantity]) => [meter, { quantity, prior: 0n }])),
@@ -607,7 +614,7 @@ export class UsageService {
         const credits = new BatchPeriodCredits(batch.tx, merchantId);
         for (const item of priceable) {
           const { provider, model } = item.usage;
-          const cost = providerCost(item.usage, () => (provider && model ? priceOf(provider, model, item.occurredAt) : null));
+          const cost = providerCost(item.usage, () => (provider && model ? priceOf(provider, model, item.occurredAt) : null), item.currency);
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
           const moved = steps.get(item.index);
           let priced: PricedUsage = item.usage.billable

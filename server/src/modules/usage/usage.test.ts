@@ -310,6 +310,61 @@ describe('VOLUME credits give back only what was paid', () => {
   });
 });
 
+describe('provider responses that cannot be read as they are', () => {
+  const batch = async (merchantSecret: string, events: unknown[]) => {
+    const response = await fetch(`${server.url}/v1/usage/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${merchantSecret}` },
+      body: JSON.stringify({ events }),
+    });
+    return { status: response.status, body: (await response.json()) as { results: { ok: boolean; error?: { code: string; field?: string; message: string }; event?: { status: string; charge: string; costProblem: string | null } }[] } };
+  };
+  const chat = (usage: Record<string, unknown>) => JSON.stringify({ id: 'x', object: 'chat.completion', model: 'gpt-5.4-mini', choices: [], usage });
+
+  it('are refused one by one with VALIDATION, and the batch around them is charged', async () => {
+    const { merchant, customer, balance } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'audio', name: 'Audio', unit: 'second', source: 'AUDIO_SECONDS' });
+    const good = { customer: customer.id, idempotencyKey: 'good', response: responseOf('openai_chat_completion.json') };
+    const bad: [string, Record<string, unknown>, string][] = [
+      // A negative duration used to fail the whole batch (400) or its lane (INTERNAL, retried forever).
+      ['duration', { url: 'https://api.deepgram.com/v1/listen', body: JSON.stringify({ metadata: { duration: -12.5, channels: 1 } }) }, 'response.body'],
+      ['negative', { url: 'https://api.openai.com/v1/chat/completions', body: chat({ prompt_tokens: -1000, completion_tokens: 10, total_tokens: 10 }) }, 'response.body'],
+      ['fraction', { url: 'https://api.openai.com/v1/chat/completions', body: chat({ prompt_tokens: 1000.6, completion_tokens: 10, total_tokens: 1010 }) }, 'response.body'],
+      // Compared as text, "500 …" is not >= 400: it was charged as a success.
+      ['status', { ...responseOf('openai_chat_completion.json'), status: '500 Internal Server Error' }, 'events.4.response.status'],
+      ['provider', { ...responseOf('openai_chat_completion.json'), provider: 5 }, 'events.5.response.provider'],
+    ];
+    const before = await balance();
+    const { status, body } = await batch(merchant.secret, [good, ...bad.map(([key, response]) => ({ customer: customer.id, idempotencyKey: key, response }))]);
+    expect(status).toBe(200);
+    expect(body.results[0]).toMatchObject({ ok: true, event: { status: 'CHARGED' } });
+    bad.forEach(([key, , field], index) => expect(body.results[index + 1], key).toMatchObject({ ok: false, error: { code: 'VALIDATION', field } }));
+    expect(await balance()).toBeLessThan(before);
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(1);
+  });
+
+  it('a JSON body that starts with a byte-order mark is read', async () => {
+    const { record } = await setup();
+    const response = responseOf('openai_chat_completion.json');
+    const result = await record({ response: { ...response, body: `\ufeff${response.body}` } });
+    expect(result.data.recordUsage.event).toMatchObject({ status: 'CHARGED', cost: expected['openai_chat_completion.json']!.expected_cost_usd });
+  });
+
+  it('an event in another currency than the provider prices (USD) is not costed as if dollars were euros; rules on meters still price it', async () => {
+    const { merchant, customer, record } = await setup();
+    await server.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+      customerId: customer.id, currency: 'EUR', amountNanos: parseDecimalNanos('amount', '10'), kind: 'PAID', idempotencyKey: 'seed-eur',
+    });
+    const unpriced = await record({ response: responseOf('openai_chat_completion.json'), currency: 'EUR' });
+    expect(unpriced.data.recordUsage.event).toMatchObject({ status: 'NOT_BILLABLE', currency: 'EUR', cost: '0.00', charge: '0.00' });
+    expect(unpriced.data.recordUsage.event.costProblem).toContain('USD');
+    await server.services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'request', source: 'REQUESTS' });
+    await server.services.priceRules.put(merchant.id, { name: 'per call', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '0.02' }, effectiveFrom: new Date('2026-01-01') });
+    const flat = await record({ response: responseOf('openai_chat_completion.json'), currency: 'EUR' });
+    expect(flat.data.recordUsage.event).toMatchObject({ status: 'CHARGED', currency: 'EUR', charge: '0.02' });
+  });
+});
+
 describe('POST /v1/usage/batch', () => {
   it('answers per event: bad ones get their own error, good ones are kept and charged', async () => {
     const { merchant, customer, balance } = await setup();

@@ -35,8 +35,27 @@ export function arr(value: unknown): unknown[] | undefined {
 const DIGITS = /^\d+$/;
 
 /** A non-negative integer count; anything else (null, absent, negative, junk) is 0. */
+/**
+ * Numbers read as counts that were negative or fractional since the last takeMalformedCounts().
+ * Normalizing a response is synchronous, so the count belongs to the response just read.
+ */
+let malformedCounts = 0;
+
+/** How many counts of the last normalized response were not whole non-negative numbers; resets. */
+export function takeMalformedCounts(): number {
+  const taken = malformedCounts;
+  malformedCounts = 0;
+  return taken;
+}
+
 export function int(value: unknown): number {
-  if (typeof value === 'number') return Number.isFinite(value) && value > 0 ? Math.round(value) : 0;
+  if (typeof value === 'number') {
+    if (Number.isSafeInteger(value) && value >= 0) return value;
+    // Counted, so that post-request metering refuses the response; the gateway, which has already
+    // relayed it, meters what can be read (rounded, or nothing below zero).
+    if (Number.isFinite(value)) malformedCounts++;
+    return Number.isFinite(value) && value > 0 ? Math.round(value) : 0;
+  }
   if (typeof value === 'string' && DIGITS.test(value)) return Number(value);
   return 0;
 }
@@ -61,7 +80,8 @@ export function parseJson(text: string): unknown {
     if (c !== (first === 123 ? 125 : 93)) return undefined;
   }
   try {
-    return JSON.parse(text);
+    // A byte-order mark is skipped when the body is sniffed (firstChar), but JSON.parse refuses it.
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch {
     return undefined;
   }
