@@ -10,8 +10,11 @@
 /**
  * For a merchant's pricing configuration (price rules, provider prices, meters) read on every
  * usage batch: a change made by another process is seen within ttlMs; one made here at once.
+ * 5 s, as for keys and customers: an event another instance takes meanwhile is priced by the old
+ * configuration for good, and a reload (in the background, every couple of seconds under traffic)
+ * costs one small query per merchant.
  */
-export const MERCHANT_CONFIG_CACHE = { ttlMs: 30_000, maxEntries: 10_000 } as const;
+export const MERCHANT_CONFIG_CACHE = { ttlMs: 5_000, maxEntries: 10_000 } as const;
 
 export class RefreshingCache<K, V> {
   private readonly entries = new Map<K, { value: V; at: number }>();

@@ -27,8 +27,8 @@ interface Assignment {
 }
 
 const KEY = /^[a-z0-9_-]{1,64}$/;
-/** Like the price rules cache: a change made by another process is seen within this long. */
-const HISTORY_TTL_MS = 30_000;
+/** Like the price rules cache (MERCHANT_CONFIG_CACHE): a change made by another process is seen within this long. */
+const HISTORY_TTL_MS = 5_000;
 
 /** A plan key as given in the API or a config file, or a VALIDATION error naming `field`. */
 export function parsePlanKey(field: string, key: unknown): string {
