@@ -29,10 +29,10 @@ builder.mutationField('createCustomerSession', (t) =>
     authScopes: { merchant: true },
     args: {
       customerId: t.arg.id({ required: true }),
-      ttlSeconds: t.arg.int({ defaultValue: 3600, description: 'From 60 up to the server maximum (24 h by default).' }),
+      ttlSeconds: t.arg.int({ description: 'From 60 up to the server maximum (24 h by default). Omitted: 3600, or the server maximum if lower.' }),
     },
     resolve: (_root, args, ctx) =>
-      ctx.services.customerSessions.create(merchantIdOf(ctx), String(args.customerId), args.ttlSeconds ?? 3600),
+      ctx.services.customerSessions.create(merchantIdOf(ctx), String(args.customerId), args.ttlSeconds),
   }),
 );
 

@@ -19,6 +19,7 @@ export interface CustomerSessionClaims {
 
 const PREFIX = 'tgcs_';
 const MIN_TTL_SECONDS = 60;
+const DEFAULT_TTL_SECONDS = 3600;
 
 export function looksLikeCustomerSessionToken(value: string): boolean {
   return value.startsWith(PREFIX);
@@ -36,7 +37,9 @@ export class CustomerSessionService {
     this.signingKey = deriveKey(masterKey, 'customer-session');
   }
 
-  async create(merchantId: string, customerId: string, ttlSeconds = 3600): Promise<{ token: string; claims: CustomerSessionClaims }> {
+  /** `ttlSeconds` omitted: an hour, or the server maximum when that is shorter (a caller who sent none must not be refused over it). */
+  async create(merchantId: string, customerId: string, ttlSeconds: number | null = null): Promise<{ token: string; claims: CustomerSessionClaims }> {
+    ttlSeconds ??= Math.min(DEFAULT_TTL_SECONDS, this.maxTtlSeconds);
     requireIntInRange('ttlSeconds', ttlSeconds, MIN_TTL_SECONDS, this.maxTtlSeconds);
     const customer = await this.customers.get(merchantId, customerId);
     if (customer.archivedAt) throw invalidField('customerId', 'belongs to an archived customer');
@@ -72,7 +75,10 @@ export class CustomerSessionService {
   verify(token: string, now = new Date()): CustomerSessionClaims {
     const invalid = () => new AppError('UNAUTHENTICATED', 'The customer session token is invalid or has expired');
     if (!token.startsWith(PREFIX)) throw invalid();
-    const [payload, signature] = token.slice(PREFIX.length).split('.');
+    // Exactly payload.signature: text appended after the signature would otherwise ride along unchecked.
+    const parts = token.slice(PREFIX.length).split('.');
+    if (parts.length !== 2) throw invalid();
+    const [payload, signature] = parts;
     if (!payload || !signature || !safeEqual(signature, hmacBase64Url(this.signingKey, payload))) throw invalid();
     let raw: { v?: unknown; m?: unknown; c?: unknown; s?: unknown; exp?: unknown };
     try {

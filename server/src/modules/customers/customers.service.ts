@@ -42,6 +42,9 @@ export interface CustomerFilter {
 /** Whether some customer could have this (trimmed) externalId: create refuses empty and unstorable ones. */
 const isStorableKey = (externalId: string) => externalId.length > 0 && !holdsUnstorableText(externalId);
 
+/** Prisma's `contains` becomes a PostgreSQL (I)LIKE pattern without escaping it; backslash is LIKE's default escape. */
+const likeLiteral = (text: string) => text.replace(/[\\%_]/g, (char) => `\\${char}`);
+
 export const customerTopic = (customerId: string) => `customer:${customerId}`;
 
 export class CustomerService {
@@ -169,11 +172,12 @@ export class CustomerService {
     if (status === 'ARCHIVED') where.push({ archivedAt: { not: null } });
     const search = optionalText('filter.search', filter.search, 200);
     if (search) {
+      const contains = likeLiteral(search);
       where.push({
         OR: [
-          { name: { contains: search, mode: 'insensitive' } },
-          { email: { contains: search, mode: 'insensitive' } },
-          { externalId: { contains: search, mode: 'insensitive' } },
+          { name: { contains, mode: 'insensitive' } },
+          { email: { contains, mode: 'insensitive' } },
+          { externalId: { contains, mode: 'insensitive' } },
         ],
       });
     }

@@ -247,3 +247,25 @@ describe('lookups and block reasons the database cannot take', () => {
     expect((await block(' unpaid \ud83d\udca9 ')).data!.blockCustomer).toEqual({ blocked: true, blockedReason: 'unpaid \ud83d\udca9' });
   });
 });
+
+describe('customers search', () => {
+  it('matches %, _ and \\ as themselves, not as LIKE wildcards', async () => {
+    const own = await server.createMerchant();
+    const count = async (search: string) => {
+      const result = await server.graphql<{ customers: { totalCount: number } }>('query ($f: CustomerFilter) { customers(filter: $f) { totalCount } }', { f: { search } }, own.secret);
+      expect(result.errors, search).toBeUndefined();
+      return result.data!.customers.totalCount;
+    };
+    await server.services.customers.create(own.id, { externalId: 'alpha', name: 'Ann' });
+    await server.services.customers.create(own.id, { externalId: 'be_ta', name: 'Bob' });
+    expect(await count('%')).toBe(0);
+    expect(await count('_')).toBe(1);
+    expect(await count('E_T')).toBe(1);
+    expect(await count('a%a')).toBe(0);
+    await server.services.customers.create(own.id, { externalId: 'c\\d', name: '100%' });
+    expect(await count('%')).toBe(1);
+    expect(await count('\\')).toBe(1);
+    expect(await count('\\d')).toBe(1);
+    expect(await count('\\%')).toBe(0);
+  });
+});
