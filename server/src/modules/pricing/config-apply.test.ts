@@ -583,8 +583,8 @@ describe('a file is checked and normalized while planning', () => {
       [{ priceRules: [flat({ meterKey: undefined })] }, 'priceRules.0.meterKey', /is required for a FLAT rule/],
       [{ priceRules: [flat({ model: 'm'.repeat(300) })] }, 'priceRules.0.model', /at most/],
       // A meter neither stored nor declared in the file: the rule would price nothing.
-      [{ meters, priceRules: [flat({ meterKey: 'tokenz' })] }, 'priceRules.0.meterKey', /no meter has the key "tokenz"/],
-      [{ meters, plans: [{ key: 'pro', name: 'Pro', priceRules: [markup({ percent: '1' }), flat({ meterKey: 'images' })] }] }, 'plans.0.priceRules.1.meterKey', /no meter has the key "images"/],
+      [{ meters, priceRules: [flat({ meterKey: 'tokenz' })] }, 'priceRules.0.meterKey', /no active meter has the key "tokenz"/],
+      [{ meters, plans: [{ key: 'pro', name: 'Pro', priceRules: [markup({ percent: '1' }), flat({ meterKey: 'images' })] }] }, 'plans.0.priceRules.1.meterKey', /no active meter has the key "images"/],
       [{ plans: [{ key: 'pro', name: 'Pro', priceRules: [markup({ percent: '-1' })] }] }, 'plans.0.priceRules.0.config.percent', /negative/],
       [{ providerPrices: [price, { ...price, model: 'gpt-y', currency: 'EUR' }] }, 'providerPrices.1.currency', /only USD/],
       [{ providerPrices: [{ ...price, perMillionTokens: { input: 'one' } }] }, 'providerPrices.0.perMillionTokens.input', /decimal/],
@@ -594,6 +594,10 @@ describe('a file is checked and normalized while planning', () => {
     await expectRefusedWhilePlanning(merchant.id, cases);
     expect(await stored(merchant.id)).toEqual(NOTHING);
 
+    // An archived meter is not known, unless the file declares it (which restores it).
+    await server.services.meters.create(merchant.id, { key: 'gone', name: 'Gone', unit: 'u', source: 'REQUESTS' });
+    await server.services.meters.archive(merchant.id, 'gone');
+    await expectRefusedWhilePlanning(merchant.id, [[{ priceRules: [flat({ meterKey: 'gone' })] }, 'priceRules.0.meterKey', /no active meter has the key "gone"/]]);
     // A stored meter, or one the file declares, is known.
     await server.services.meters.create(merchant.id, { key: 'stored', name: 'Stored', unit: 'u', source: 'REQUESTS' });
     const known: PricingConfig = { meters: meters as PricingConfig['meters'], priceRules: [flat({ name: 'a' }), flat({ name: 'b', meterKey: 'stored', model: 'x' })] as PricingConfig['priceRules'] };

@@ -277,8 +277,8 @@ export async function planPricingConfig(services: Services, merchantId: string, 
   }
   changes.push(...planPrices(await services.providerPrices.rowsFor(merchantId), config.providerPrices, now));
   const book = await services.priceRules.book(merchantId);
-  // Archived meters count, as putAll counts them: listing a rule for one is not a mistake.
-  const knownMeters = new Set([...meters.keys(), ...config.meters.map((meter) => meter.key)]);
+  // As putAll counts them: active meters, and those the file declares (which restores an archived one).
+  const knownMeters = new Set([...[...meters.values()].filter((meter) => !meter.archivedAt).map((meter) => meter.key), ...config.meters.map((meter) => meter.key)]);
   changes.push(...planRules(book.defaults, config.priceRules, 'priceRules', null, knownMeters, now));
   const plans = new Map((await services.plans.list(merchantId, true)).map((plan) => [plan.key, plan]));
   const seen = new Set<string>();
@@ -417,7 +417,7 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
     );
     // As putAll refuses it when applying, but before the diff is shown: such a rule would price nothing.
     if (rule.meterKey !== undefined && !meters.has(rule.meterKey)) {
-      throw invalidField(`${at}.meterKey`, `no meter has the key "${rule.meterKey}": declare it under meters, or fix the key`);
+      throw invalidField(`${at}.meterKey`, `no active meter has the key "${rule.meterKey}": declare it under meters (which restores an archived one), or fix the key`);
     }
     const current = rules.find((candidate) => candidate.name === rule.name);
     // Trimmed: a rule stored through the API may not be, and it matches the same events.

@@ -249,7 +249,7 @@ export class PriceRuleService {
     return this.write(merchantId, inputs, tx, true);
   }
 
-  /** `knownMeters`: refuse a rule for a meter the merchant does not have (read in `tx`, so a meter created in it counts). */
+  /** `knownMeters`: refuse a rule for a meter the merchant does not have or archived (read in `tx`, so a meter created or restored in it counts). */
   private async write(merchantId: string, inputs: readonly RuleInput[], tx: PrismaTransaction, knownMeters: boolean): Promise<RuleRow[]> {
     // Before the lock and any read: a bad input is refused without touching the database.
     const valid = inputs.map(checkInput);
@@ -263,9 +263,11 @@ export class PriceRuleService {
       const { name, meterKey, provider, model, config } = valid[index]!;
       const effectiveFrom = valid[index]!.effectiveFrom ?? new Date();
       const planId = await this.planIdOf(merchantId, input.planKey, tx);
-      if (knownMeters && meterKey !== null && !(await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key: meterKey } }, select: { id: true } }))) {
-        // It would price nothing: ingest only ever offers a rule the quantities of the merchant's meters.
-        throw invalidField('rule.meterKey', `no meter has the key "${meterKey}": create the meter first (createMeter), or fix the key`);
+      if (knownMeters && meterKey !== null) {
+        // It would price nothing: ingest only ever offers a rule the quantities of the merchant's active meters.
+        const meter = await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key: meterKey } }, select: { archivedAt: true } });
+        if (!meter) throw invalidField('rule.meterKey', `no meter has the key "${meterKey}": create the meter first (createMeter), or fix the key`);
+        if (meter.archivedAt) throw invalidField('rule.meterKey', `meter "${meterKey}" is archived, so ingest no longer counts it: restore the meter first (list it under meters in a pricing config), or use another meter`);
       }
       if (checked.some((other) => other.planId === planId && other.name === name)) throw invalidField('name', `rule "${name}" is put twice in the same price book`);
       let versions = books.get(planId);
@@ -299,17 +301,29 @@ export class PriceRuleService {
     return rows;
   }
 
-  /** Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged. */
-  async archive(merchantId: string, givenName: string, planKey?: string | null, at = new Date()): Promise<RuleRow> {
+  /**
+   * Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged.
+   * The version in force at `at` and every later (scheduled) version are archived at `at`: rulesInForce reads only a name's
+   * latest version effective, so archiving the latest alone would leave the current one in force until the scheduled date.
+   */
+  async archive(merchantId: string, givenName: string, planKey?: string | null, at?: Date): Promise<RuleRow> {
     // Rules are stored under their trimmed name; a name put would refuse (NUL…) is refused before any query.
     const name = ruleName(givenName);
     const planId = await this.planIdOf(merchantId, planKey);
-    const latest = await this.prisma.priceRule.findFirst({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'desc' } });
-    if (!latest) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
-    if (latest.archivedAt) return latest;
-    const archived = await this.prisma.priceRule.update({ where: { id: latest.id }, data: { archivedAt: at } });
-    this.cache.delete(merchantId); // after the write: a load racing it must not be kept
-    return archived;
+    return inPrismaTransaction(this.prisma, async (tx) => {
+      // As write: a version put while this reads would escape the archiving.
+      await lockMerchantScope(tx, PRICE_RULES_LOCK, merchantId);
+      const stopAt = at ?? new Date();
+      const versions = await tx.client.priceRule.findMany({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'asc' } });
+      const latest = versions.at(-1);
+      if (!latest) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
+      const inForce = versions.findLast((row) => row.effectiveFrom <= stopAt);
+      const toStop = versions.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
+      if (toStop.length === 0) return latest;
+      await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
+      whenCommitted(tx, () => this.cache.delete(merchantId));
+      return toStop.includes(latest) ? { ...latest, archivedAt: stopAt } : latest;
+    });
   }
 
   private async planIdOf(merchantId: string, planKey: string | null | undefined, tx?: PrismaTransaction): Promise<string | null> {

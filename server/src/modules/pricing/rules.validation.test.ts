@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { AppError } from '../../shared/errors.ts';
+import { applyPricingChanges, planPricingConfig } from './config-apply.ts';
 
 /**
  * Bad price rules through the GraphQL API: each is refused with a VALIDATION error naming the
@@ -135,7 +136,7 @@ describe('putPriceRule refuses rules that could never apply', () => {
     expect(padded.data.putPriceRule.meterKey).toBe('tok');
   });
 
-  it('refuses a meterKey naming no meter of the merchant; an archived meter may still be priced', async () => {
+  it('refuses a meterKey naming no meter of the merchant, or an archived one', async () => {
     const { merchant, put, refused } = await merchantWithMeter();
     const error = await refused(flat({ meterKey: 'ghost' }), 'rule.meterKey');
     expect(error.message).toContain('"ghost"');
@@ -143,9 +144,13 @@ describe('putPriceRule refuses rules that could never apply', () => {
     const other = await server.createMerchant();
     await server.services.meters.create(other.id, { key: 'theirs', name: 'Theirs', unit: 'unit', source: 'REQUESTS' });
     await refused(flat({ meterKey: 'theirs' }), 'rule.meterKey');
-    // An archived meter comes back when it is updated; its rule may be prepared meanwhile.
+    // Ingest counts only active meters, so a rule for an archived one would price nothing.
     await server.services.meters.create(merchant.id, { key: 'old', name: 'Old', unit: 'unit', source: 'REQUESTS' });
     await server.services.meters.archive(merchant.id, 'old');
+    expect((await refused(flat({ name: 'old', meterKey: 'old' }), 'rule.meterKey')).message).toContain('meter "old" is archived');
+    await expect(server.services.priceRules.putAll(merchant.id, [{ name: 'old', type: 'FLAT', meterKey: 'old', config: { unitPrice: '0.001' } }])).rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'rule.meterKey' } });
+    // Restored (as a pricing config's meters restore it), it may be priced again.
+    await server.services.meters.update(merchant.id, 'old', { name: 'Old', unit: 'unit' });
     expect((await put(flat({ name: 'old', meterKey: 'old' }))).errors).toBeUndefined();
   });
 
@@ -187,5 +192,20 @@ describe('MARKUP percent', () => {
     await refused(markup({ percent: '999999999999' }), 'rule.percent');
     await refused(markup({ percent: 2_000_000 }), 'rule.percent');
     expect((await put(markup({ percent: '1000000' }))).errors).toBeUndefined();
+  });
+});
+
+describe('a pricing config with a rule for an archived meter', () => {
+  it('applies when the file lists the meter (restoring it in the same transaction)', async () => {
+    const merchant = await server.createMerchant();
+    const meter = { key: 'old', name: 'Old', unit: 'unit', source: 'REQUESTS' as const };
+    await server.services.meters.create(merchant.id, meter);
+    await server.services.meters.archive(merchant.id, 'old');
+    const config = { meters: [meter], priceRules: [{ name: 'old', type: 'FLAT' as const, meterKey: 'old', config: { unitPrice: '0.001' } }] };
+    const plan = await planPricingConfig(server.services, merchant.id, config);
+    expect(plan.map((change) => change.kind)).toEqual(['update-meter', 'add-rule']);
+    await applyPricingChanges(server.services, merchant.id, plan);
+    expect((await server.services.meters.active(merchant.id)).map((active) => active.key)).toEqual(['old']);
+    expect((await server.services.priceRules.allVersions(merchant.id)).map((rule) => rule.meterKey)).toEqual(['old']);
   });
 });
