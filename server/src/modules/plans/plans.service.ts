@@ -155,14 +155,17 @@ export class PlanService {
       // NO KEY UPDATE: it does not hold up rows that merely reference the customer (wallets).
       const locked = id ? await tx.$queryRaw<{ id: string }[]>`SELECT id FROM customers WHERE id = ${id}::uuid AND merchant_id = ${merchantId}::uuid FOR NO KEY UPDATE` : [];
       if (locked.length === 0) throw notFound('Customer', customerId);
-      let planId: string | null = null;
+      let plan: { id: string; key: string; archivedAt: Date | null } | null = null;
       if (planKey !== null) {
-        const plan = await tx.plan.findUnique({ where: { merchantId_key: { merchantId, key: parsePlanKey('planKey', planKey) } } });
+        plan = await tx.plan.findUnique({ where: { merchantId_key: { merchantId, key: parsePlanKey('planKey', planKey) } } });
         if (!plan) throw notFound('Plan', planKey);
-        if (plan.archivedAt) throw invalidField('planKey', `plan "${plan.key}" is archived: customers already on it keep it, but no one new can be put on it`);
-        planId = plan.id;
       }
+      const planId = plan?.id ?? null;
       const latest = await tx.customerPlan.findFirst({ where: { customerId: id! }, orderBy: { effectiveFrom: 'desc' } });
+      // Checked against the latest assignment: a customer already on an archived plan stays, and asking for it again is a no-op.
+      if (plan?.archivedAt && latest?.planId !== plan.id) {
+        throw invalidField('planKey', `plan "${plan.key}" is archived: customers already on it keep it, but no one new can be put on it`);
+      }
       // "Now" is read once the lock is held, and a call that waited on another "now" comes a
       // millisecond after it when the clocks (of this instance and the other's) put it no later,
       // instead of being refused as earlier. A change scheduled further ahead is still refused.

@@ -71,8 +71,10 @@ describe('plans', () => {
     const other = await server.services.customers.create(merchant.id, { externalId: 'other' });
     expect(errorOf(await gql(SET_PLAN, { customerId: other.id, planKey: 'legacy' }))).toMatchObject({ code: 'VALIDATION', field: 'planKey' });
     expect(await server.services.prisma.customerPlan.count({ where: { customerId: other.id } })).toBe(0);
-    // The customer already on it keeps it.
+    // The customer already on it keeps it, and asking for it again changes nothing.
     expect((await gql(`query ($id: ID!) { customer(id: $id) { plan { key archivedAt } } }`, { id: customer.id })).data.customer.plan).toMatchObject({ key: 'legacy' });
+    expect((await gql(SET_PLAN, { customerId: customer.id, planKey: 'legacy' })).data.setCustomerPlan.plan).toEqual({ key: 'legacy' });
+    expect(await server.services.prisma.customerPlan.count({ where: { customerId: customer.id } })).toBe(1);
 
     await gql(PUT_PLAN, { input: { key: 'legacy', name: 'Legacy' } });
     expect((await gql(`{ plans { key archivedAt } }`)).data.plans).toEqual([{ key: 'legacy', archivedAt: null }]);
