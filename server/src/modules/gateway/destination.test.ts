@@ -307,7 +307,7 @@ describe('resolveDestination: supported providers', () => {
 describe('resolveDestination: merchant hosts', () => {
   const vllm = { host: 'llm.example.net', provider: 'openai-compatible' };
 
-  it('accepts an exact host over https and over http, with the rule’s provider', async () => {
+  it('accepts an exact host over https, with the rule’s provider; plain http only when the rule names the port', async () => {
     await expect(resolveDestination('https://llm.example.net/v1/chat/completions', withHosts([vllm]))).resolves.toMatchObject({
       hostname: 'llm.example.net',
       port: 443,
@@ -315,7 +315,11 @@ describe('resolveDestination: merchant hosts', () => {
       viaMerchantHost: true,
       address: { address: PUBLIC_V4, family: 4 },
     });
-    await expect(resolveDestination('http://llm.example.net/v1/chat/completions', withHosts([vllm]))).resolves.toMatchObject({
+    // A caller choosing http for a rule written without a port would have the stored provider key sent in clear.
+    const clear = await refusal('http://llm.example.net/v1/chat/completions', withHosts([vllm]));
+    expect(clear).toMatchObject({ code: 'VALIDATION', details: { field: 'u' } });
+    expect(clear.message).toContain('"llm.example.net:80"');
+    await expect(resolveDestination('http://llm.example.net/v1/chat/completions', withHosts([{ ...vllm, host: 'llm.example.net:80' }]))).resolves.toMatchObject({
       port: 80,
       provider: 'openai-compatible',
       viaMerchantHost: true,
@@ -389,7 +393,7 @@ describe('resolveDestination: merchant hosts', () => {
   });
 
   it('refuses a merchant host that resolves to a private address, without naming the address', async () => {
-    const error = await refusal('http://llm.example.net/v1', withHosts([vllm], { lookup: answering('10.20.30.40') }));
+    const error = await refusal('https://llm.example.net/v1', withHosts([vllm], { lookup: answering('10.20.30.40') }));
     expect(error.code).toBe('FORBIDDEN');
     expect(error.details).toEqual({ field: 'u', host: 'llm.example.net' });
     expect(error.message).toContain('resolves to a private or reserved address');

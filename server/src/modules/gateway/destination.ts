@@ -118,8 +118,11 @@ function parseTarget(raw: unknown): URL {
 }
 
 function allowedRoute(url: URL, hostname: string, port: number, merchantHosts: readonly GatewayHostRule[]): { provider: string; viaMerchantHost: boolean } {
-  const rule = merchantRuleFor(hostname, port, url.port === '', merchantHosts);
+  const rule = merchantRuleFor(hostname, port, url.port === '' && url.protocol === 'https:', merchantHosts);
   if (rule) return { provider: rule.provider, viaMerchantHost: true };
+  if (url.protocol === 'http:' && url.port === '' && merchantRuleFor(hostname, HTTPS_PORT, true, merchantHosts)) {
+    throw refused('VALIDATION', `${FIELD}: "${hostname}" is on your gateway hosts for https; to allow plain http, add it with its port ("${hostname}:80")`, hostname);
+  }
 
   const display = url.port === '' ? hostname : `${hostname}:${port}`;
   const known = detectProvider(url.href);
@@ -146,14 +149,15 @@ function allowedRoute(url: URL, hostname: string, port: number, merchantHosts: r
 
 /**
  * The most specific merchant rule for a host (exact before wildcard, longer suffix first).
- * A rule without a port matches only the scheme's default port, so adding a host never opens
- * its other services (an admin console on :8080, a database, …).
+ * A rule without a port matches only https on its default port, so adding a host never opens
+ * its other services (an admin console on :8080, a database, …), and a caller cannot choose
+ * plain http to have the merchant's provider key sent in clear. Plain http needs the port named.
  */
-function merchantRuleFor(hostname: string, port: number, isDefaultPort: boolean, rules: readonly GatewayHostRule[]): GatewayHostRule | undefined {
+function merchantRuleFor(hostname: string, port: number, isDefaultHttps: boolean, rules: readonly GatewayHostRule[]): GatewayHostRule | undefined {
   let best: { rule: GatewayHostRule; rank: number } | undefined;
   for (const rule of rules) {
     const parsed = parseHostRule(rule.host);
-    if (!parsed || (parsed.port === null ? !isDefaultPort : parsed.port !== port)) continue;
+    if (!parsed || (parsed.port === null ? !isDefaultHttps : parsed.port !== port)) continue;
     const matches = parsed.wildcard
       ? isIP(hostname) === 0 && hostname.endsWith(`.${parsed.host}`)
       : hostname === parsed.host;

@@ -67,7 +67,8 @@ builder.queryField('gatewayHosts', (t) =>
 builder.mutationField('putGatewayHost', (t) =>
   t.field({
     type: GatewayHostRef,
-    description: 'Allows the gateway to forward to a host of yours (self-hosted or OpenAI-compatible). Private addresses stay refused unless the server allows them.',
+    description:
+      'Allows the gateway to forward to a host of yours (self-hosted or OpenAI-compatible). Without a port ("llm.example.com") it is reached over https on 443 only; name the port ("llm.example.com:80") to allow plain http or another port. Private addresses stay refused unless the server allows them.',
     authScopes: { merchant: true },
     args: { host: t.arg.string({ required: true }), provider: t.arg.string({ required: true }) },
     resolve: (_root, args, ctx) => ctx.services.gatewaySettings.putHost(merchantIdOf(ctx), args),
