@@ -343,6 +343,27 @@ describe('provider responses that cannot be read as they are', () => {
     expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(1);
   });
 
+  it('a detail count above its total raises the total, so the call is charged, not recorded free', async () => {
+    const { record } = await setup();
+    const edited = (name: string, edit: (usage: Record<string, any>) => void) => {
+      const response = responseOf(name);
+      const body = JSON.parse(response.body) as { usage: Record<string, any> };
+      edit(body.usage);
+      return { ...response, body: JSON.stringify(body) };
+    };
+    const responses = [
+      // 1-hour cache writes above all cache writes.
+      edited('anthropic_messages.json', (usage) => (usage.cache_creation = { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 4000 })),
+      // Output audio above the whole output.
+      edited('openai_chat_completion.json', (usage) => (usage.completion_tokens_details.audio_tokens = 5000)),
+    ];
+    for (const response of responses) {
+      const event = (await record({ response })).data.recordUsage.event;
+      expect(event, response.url).toMatchObject({ status: 'CHARGED', costProblem: null });
+      expect(Number(event.charge), response.url).toBeGreaterThan(0);
+    }
+  });
+
   it('a JSON body that starts with a byte-order mark is read', async () => {
     const { record } = await setup();
     const response = responseOf('openai_chat_completion.json');

@@ -96,8 +96,14 @@ export function responseHeaders(headers: unknown, field = 'response.headers'): R
 
 /** The subset relations the type promises, whatever a provider sent (negative uncached input is never priced). */
 function settle(out: NormalizedUsage): NormalizedUsage {
+  // A part reported above its total raises the total (charged as reported), rather than leaving a
+  // record the cost function refuses, which would make the call free.
+  const written1h = Number(out.details.cache_write_1h_tokens ?? 0);
+  if (written1h > out.cacheWriteTokens) out.cacheWriteTokens = written1h;
   if (out.cachedInputTokens + out.cacheWriteTokens > out.inputTokens) out.inputTokens = out.cachedInputTokens + out.cacheWriteTokens;
   if (out.reasoningTokens > out.outputTokens) out.reasoningTokens = out.outputTokens;
+  const audioOut = Number(out.details.output_audio_tokens ?? 0);
+  if (audioOut + out.reasoningTokens > out.outputTokens) out.outputTokens = audioOut + out.reasoningTokens;
   return out;
 }
 
