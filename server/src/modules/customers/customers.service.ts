@@ -136,13 +136,13 @@ export class CustomerService {
   /** The gateway's `x-tollgate-customer` accepts either id; Tollgate's own id wins a tie. */
   async getByIdOrExternalId(merchantId: string, idOrExternalId: string): Promise<Customer> {
     if (holdsUnstorableText(idOrExternalId)) throw notFound('Customer', idOrExternalId);
-    const customer = await this.prisma.customer.findFirst({
-      where: {
-        merchantId,
-        OR: [...(isUuid(idOrExternalId) ? [{ id: idOrExternalId.toLowerCase() }] : []), { externalId: idOrExternalId }],
-      },
-      orderBy: { createdAt: 'asc' },
+    const id = isUuid(idOrExternalId) ? idOrExternalId.toLowerCase() : null;
+    const matches = await this.prisma.customer.findMany({
+      where: { merchantId, OR: [...(id ? [{ id }] : []), { externalId: idOrExternalId }] },
+      take: 2,
     });
+    // Tollgate's id wins over another customer's externalId of the same text (as for usage and the gateway).
+    const customer = matches.find((match) => match.id === id) ?? matches[0];
     if (!customer) throw notFound('Customer', idOrExternalId);
     return customer;
   }

@@ -220,6 +220,11 @@ describe('lookups and block reasons the database cannot take', () => {
       expect(codeOf(result), JSON.stringify(externalId)).toMatchObject({ code: 'NOT_FOUND' });
     }
     await expect(server.services.customers.getByIdOrExternalId(merchant.id, 'base\u0000')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    // An older customer whose externalId is a newer one's id: the id names the newer one.
+    const older = await server.services.customers.create(merchant.id, { externalId: `older-${Date.now()}` });
+    const newer = await server.services.customers.create(merchant.id, { externalId: `newer-${Date.now()}` });
+    await server.services.customers.update(merchant.id, older.id, { externalId: newer.id });
+    expect((await server.services.customers.getByIdOrExternalId(merchant.id, newer.id)).id).toBe(newer.id);
   });
 
   it('a customers filter by email or externalIds holding text the database cannot take is VALIDATION naming the filter field', async () => {

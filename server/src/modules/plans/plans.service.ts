@@ -155,7 +155,7 @@ export class PlanService {
       // NO KEY UPDATE: it does not hold up rows that merely reference the customer (wallets).
       const locked = id ? await tx.$queryRaw<{ id: string }[]>`SELECT id FROM customers WHERE id = ${id}::uuid AND merchant_id = ${merchantId}::uuid FOR NO KEY UPDATE` : [];
       if (locked.length === 0) throw notFound('Customer', customerId);
-      let plan: { id: string; key: string; archivedAt: Date | null } | null = null;
+      let plan: Plan | null = null;
       if (planKey !== null) {
         plan = await tx.plan.findUnique({ where: { merchantId_key: { merchantId, key: parsePlanKey('planKey', planKey) } } });
         if (!plan) throw notFound('Plan', planKey);
