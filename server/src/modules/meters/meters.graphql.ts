@@ -52,8 +52,19 @@ builder.mutationField('createMeter', (t) =>
 builder.mutationField('archiveMeter', (t) =>
   t.field({
     type: MeterRef,
+    description: 'Stops ingest counting the meter; its key stays taken and its history is kept. Idempotent.',
     authScopes: { merchant: true },
     args: { key: t.arg.string({ required: true }) },
     resolve: (_root, args, ctx) => ctx.services.meters.archive(merchantIdOf(ctx), args.key),
+  }),
+);
+
+builder.mutationField('unarchiveMeter', (t) =>
+  t.field({
+    type: MeterRef,
+    description: 'Makes an archived meter active again: ingest counts it and price rules may name it from now on. Idempotent.',
+    authScopes: { merchant: true },
+    args: { key: t.arg.string({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.meters.unarchive(merchantIdOf(ctx), args.key),
   }),
 );

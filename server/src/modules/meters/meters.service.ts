@@ -1,4 +1,4 @@
-import type { Meter, MeterAggregation, MeterSource, PrismaClient } from '../../generated/prisma/client.ts';
+import type { Meter, MeterAggregation, MeterSource, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
@@ -83,9 +83,7 @@ export class MeterService {
   async update(merchantId: string, key: string, input: { name: string; unit: string; aggregation?: MeterAggregation | null }, tx?: PrismaTransaction): Promise<Meter> {
     const prisma = tx?.client ?? this.prisma;
     const labels = meterLabels(input);
-    // As in archive: a key create refuses names no meter, and is not looked up.
-    const meter = KEY.test(key) ? await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
-    if (!meter) throw notFound('Meter', key);
+    const meter = await this.byKey(merchantId, key, prisma);
     const updated = await prisma.meter.update({
       where: { id: meter.id },
       data: { ...labels, aggregation: input.aggregation ?? 'SUM', archivedAt: null },
@@ -95,13 +93,23 @@ export class MeterService {
   }
 
   async archive(merchantId: string, key: string): Promise<Meter> {
-    // A key create refuses names no meter, so it is not looked up (the database would refuse one with NUL).
-    const meter = KEY.test(key) ? await this.prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
-    if (!meter) throw notFound('Meter', key);
+    const meter = await this.byKey(merchantId, key);
     if (meter.archivedAt) return meter;
     const archived = await this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: new Date() } });
     this.cache.delete(merchantId);
     return archived;
+  }
+
+  /**
+   * Makes an archived meter active again under its key (which archiving kept taken): ingest counts it
+   * from now on, and its price rules price it again. Usage recorded while it was archived stays uncounted.
+   */
+  async unarchive(merchantId: string, key: string): Promise<Meter> {
+    const meter = await this.byKey(merchantId, key);
+    if (!meter.archivedAt) return meter;
+    const restored = await this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: null } });
+    this.cache.delete(merchantId); // after the write, as archive: a load racing it must not be kept
+    return restored;
   }
 
   /** Active meters, cached briefly: ingest reads them for every batch. */
@@ -111,5 +119,13 @@ export class MeterService {
 
   async list(merchantId: string, includeArchived: boolean): Promise<Meter[]> {
     return this.prisma.meter.findMany({ where: { merchantId, ...(includeArchived ? {} : { archivedAt: null }) }, orderBy: { key: 'asc' } });
+  }
+
+  /** The merchant's meter with this key, archived or not, or NOT_FOUND (another merchant's is not found either). */
+  private async byKey(merchantId: string, key: string, prisma: Prisma.TransactionClient = this.prisma): Promise<Meter> {
+    // A key create refuses names no meter, so it is not looked up (the database would refuse one with NUL).
+    const meter = KEY.test(key) ? await prisma.meter.findUnique({ where: { merchantId_key: { merchantId, key } } }) : null;
+    if (!meter) throw notFound('Meter', key);
+    return meter;
   }
 }

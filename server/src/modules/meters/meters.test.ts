@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { parseDecimalNanos } from '../../shared/money.ts';
 
 let server: TestServer;
 let merchant: { id: string; secret: string };
@@ -13,6 +14,9 @@ afterAll(() => server?.close());
 const gql = (query: string, variables: Record<string, unknown> = {}) => server.graphql<any>(query, variables, merchant.secret);
 const ARCHIVE = 'mutation ($key: String!) { archiveMeter(key: $key) { key archivedAt } }';
 const CREATE = 'mutation ($input: CreateMeterInput!) { createMeter(input: $input) { key name unit } }';
+const UNARCHIVE = 'mutation ($key: String!) { unarchiveMeter(key: $key) { id key archivedAt } }';
+const PUT_RULE = 'mutation ($input: PutPriceRuleInput!) { putPriceRule(input: $input) { name } }';
+const RECORD = 'mutation ($input: RecordUsageInput!) { recordUsage(input: $input) { event { charge } } }';
 
 describe('meters', () => {
   it('archiveMeter by a key no meter can have is NOT_FOUND, never INTERNAL', async () => {
@@ -39,5 +43,53 @@ describe('meters', () => {
       const result = await gql(CREATE, { input: { source: 'REQUESTS', ...input } });
       expect(result.errors?.[0]?.extensions, JSON.stringify(input)).toMatchObject({ code: 'VALIDATION', field });
     }
+  });
+
+  it('unarchiveMeter brings an archived meter back at once: ingest counts it and its rules price it again', async () => {
+    const owner = await server.createMerchant();
+    const as = (query: string, variables: Record<string, unknown>) => server.graphql<any>(query, variables, owner.secret);
+    const customer = await server.services.customers.create(owner.id, { externalId: 'restorer' });
+    await server.services.ledger.grantCredits(owner.id, { kind: 'system', apiKeyId: null }, {
+      customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '10.00'), kind: 'PAID', idempotencyKey: 'seed',
+    });
+    let call = 0;
+    const chargeOfACall = async () =>
+      (await as(RECORD, { input: { customer: 'restorer', idempotencyKey: `call-${++call}`, usage: { provider: 'custom', model: 'm', requests: 1 } } })).data.recordUsage.event.charge;
+    await as(CREATE, { input: { key: 'calls', name: 'Calls', unit: 'call', source: 'REQUESTS' } });
+    expect((await as(PUT_RULE, { input: { name: 'per call', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '0.01' } } })).errors).toBeUndefined();
+    expect(await chargeOfACall()).toBe('0.01');
+
+    const archived = (await as(ARCHIVE, { key: 'calls' })).data.archiveMeter;
+    expect(archived.archivedAt).not.toBeNull();
+    expect(await chargeOfACall()).toBe('0.00');
+    // The key stays taken, and no rule may name the meter while it is archived.
+    expect((await as(CREATE, { input: { key: 'calls', name: 'Calls', unit: 'call', source: 'REQUESTS' } })).errors?.[0]?.extensions).toMatchObject({ code: 'CONFLICT', field: 'key' });
+    expect((await as(PUT_RULE, { input: { name: 'per call 2', type: 'FLAT', meterKey: 'calls', provider: 'custom', config: { unitPrice: '0.02' } } })).errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'rule.meterKey' });
+
+    const restored = await as(UNARCHIVE, { key: 'calls' });
+    expect(restored.errors).toBeUndefined();
+    expect(restored.data.unarchiveMeter).toMatchObject({ key: 'calls', archivedAt: null });
+    // On this instance at once, though the active meters were just read (and cached) without it.
+    expect(await chargeOfACall()).toBe('0.01');
+    expect((await as(PUT_RULE, { input: { name: 'per call 2', type: 'FLAT', meterKey: 'calls', provider: 'custom', config: { unitPrice: '0.02' } } })).errors).toBeUndefined();
+    // Idempotent: an active meter is answered as it is.
+    expect((await as(UNARCHIVE, { key: 'calls' })).data.unarchiveMeter).toEqual(restored.data.unarchiveMeter);
+  });
+
+  it('unarchiveMeter finds only the merchant\'s own meters, and only for its secret key', async () => {
+    const owner = await server.createMerchant();
+    const other = await server.createMerchant();
+    await server.services.meters.create(owner.id, { key: 'images', name: 'Images', unit: 'image', source: 'IMAGES' });
+    await server.services.meters.archive(owner.id, 'images');
+    const fromOther = await server.graphql<any>(UNARCHIVE, { key: 'images' }, other.secret);
+    expect(fromOther.errors?.[0]?.extensions).toMatchObject({ code: 'NOT_FOUND' });
+    for (const key of ['images\u0000', 'Images', 'nope']) {
+      expect((await server.graphql<any>(UNARCHIVE, { key }, owner.secret)).errors?.[0]?.extensions, JSON.stringify(key)).toMatchObject({ code: 'NOT_FOUND' });
+    }
+    const customer = await server.services.customers.create(owner.id, { externalId: 'viewer' });
+    const { token } = await server.services.customerSessions.create(owner.id, customer.id, 600);
+    expect((await server.graphql<any>(UNARCHIVE, { key: 'images' }, token)).errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN' });
+    expect((await server.graphql<any>(ARCHIVE, { key: 'images' }, token)).errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN' });
+    expect((await server.services.meters.list(owner.id, true)).map((meter) => meter.archivedAt === null)).toEqual([false]);
   });
 });

@@ -66,6 +66,20 @@ describe('pricing as code', () => {
     expect(versions[0]!.effectiveFrom < versions[1]!.effectiveFrom).toBe(true);
   });
 
+  it('a rule archived with a version scheduled is applied again from now; the stopped version does not come back', async () => {
+    const merchant = await server.createMerchant();
+    const file: PricingConfig = { priceRules: [{ name: 'markup', type: 'MARKUP', config: { percent: '25' } }] };
+    await applyPricingChanges(server.services, merchant.id, await planPricingConfig(server.services, merchant.id, file));
+    const scheduled = new Date(Date.now() + 30 * 24 * 3600_000);
+    await server.services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '40' }, effectiveFrom: scheduled });
+    await server.services.priceRules.archive(merchant.id, 'markup');
+    const plan = await planPricingConfig(server.services, merchant.id, file);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['add-rule markup']);
+    await applyPricingChanges(server.services, merchant.id, plan);
+    // Still the file's rule after the stopped version's date, so the file still matches then.
+    expect(await planPricingConfig(server.services, merchant.id, file, new Date(scheduled.getTime() + 1))).toEqual([]);
+  });
+
   it('refuses an invalid file before changing anything, naming the field', async () => {
     const merchant = await server.createMerchant();
     const bad: PricingConfig = { ...CONFIG, priceRules: [{ name: 'broken', type: 'GRADUATED', config: { tiers: [] } }] };

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { refusal } from '../../../test/refusal.ts';
 import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
+import { rulesInForce } from './rules.service.ts';
 
 /** Saving prices and rules: what is refused so that nothing saved is silently ignored, ambiguous, or rewrites history. */
 let server: TestServer;
@@ -59,6 +60,51 @@ describe('putPriceRule', () => {
       expect(answer.errors?.[0], input.name).toMatchObject({ extensions: { code: 'VALIDATION', field: 'rule.meterKey' } });
     }
     expect(await server.services.priceRules.allVersions(merchant.id)).toEqual([]);
+  });
+});
+
+describe('archivePriceRule with a version scheduled', () => {
+  const day = 24 * 3600_000;
+  const ARCHIVE_RULE = `mutation ($name: String!) { archivePriceRule(name: $name) { name archivedAt } }`;
+  const percentInForce = async (merchantId: string, at: Date) =>
+    rulesInForce(await server.services.priceRules.allVersions(merchantId), at).map((rule) => `${rule.name} ${(rule.config as { percent: string }).percent}`);
+
+  /** A rule in force since yesterday with a new version scheduled in 30 days, archived now: both stop. */
+  async function archivedWithSchedule() {
+    const merchant = await server.createMerchant();
+    const rules = server.services.priceRules;
+    const scheduled = new Date(Date.now() + 30 * day);
+    await rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '20' }, effectiveFrom: new Date(Date.now() - day) });
+    await rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '25' }, effectiveFrom: scheduled });
+    expect((await server.graphql<any>(ARCHIVE_RULE, { name: 'markup' }, merchant.secret)).data.archivePriceRule.archivedAt).not.toBeNull();
+    expect(await percentInForce(merchant.id, new Date(scheduled.getTime() + day))).toEqual([]);
+    return { merchant, rules, scheduled };
+  }
+
+  it('the rule can be put again from now on; the stopped scheduled version neither blocks it nor comes back', async () => {
+    const { merchant, rules, scheduled } = await archivedWithSchedule();
+    const answer = await server.graphql<any>(PUT_RULE, { input: { name: 'markup', type: 'MARKUP', config: { percent: '30' } } }, merchant.secret);
+    expect(answer.errors).toBeUndefined();
+    expect(await percentInForce(merchant.id, new Date(Date.now() + day))).toEqual(['markup 30']);
+    // Past the date the stopped version was scheduled for, the new one is still the one in force.
+    expect(await percentInForce(merchant.id, new Date(scheduled.getTime() + day))).toEqual(['markup 30']);
+    // A rule of another name for the same target would tie with it then too.
+    const tie = await refusal(rules.put(merchant.id, { name: 'other', type: 'MARKUP', config: { percent: '5' }, effectiveFrom: new Date(scheduled.getTime() + 2 * day) }));
+    expect(tie).toMatchObject({ code: 'CONFLICT', details: { conflictingRule: 'markup' } });
+    // Archived again after that date, it is the new version that stops.
+    await rules.archive(merchant.id, 'markup', null, new Date(scheduled.getTime() + 3 * day));
+    expect(await percentInForce(merchant.id, new Date(scheduled.getTime() + 4 * day))).toEqual([]);
+  });
+
+  it('the rule can be put again from a date before the one the stopped version was scheduled for', async () => {
+    const { merchant, rules, scheduled } = await archivedWithSchedule();
+    const restart = new Date(Date.now() + 10 * day);
+    await rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '35' }, effectiveFrom: restart });
+    expect(await percentInForce(merchant.id, new Date(Date.now() + 5 * day))).toEqual([]);
+    expect(await percentInForce(merchant.id, new Date(restart.getTime() + 1))).toEqual(['markup 35']);
+    expect(await percentInForce(merchant.id, new Date(scheduled.getTime() + day))).toEqual(['markup 35']);
+    // History before the version that took effect is still never rewritten.
+    expect(await refusal(rules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '1' }, effectiveFrom: new Date(Date.now() - 2 * day) }))).toMatchObject({ code: 'VALIDATION', details: { field: 'effectiveFrom' } });
   });
 });
 

@@ -36,13 +36,21 @@ export function toPricingRule(row: Pick<RuleRow, 'id' | 'type' | 'meterKey' | 'p
 }
 
 /**
+ * False for a version archived before its effectiveFrom: a scheduled version stopped with its rule.
+ * It never priced anything, so it neither ends the version before it nor bounds a new one.
+ */
+export function tookEffect(row: Pick<RuleRow, 'effectiveFrom' | 'archivedAt'>): boolean {
+  return !row.archivedAt || row.archivedAt > row.effectiveFrom;
+}
+
+/**
  * The versions in force at `at`: for each rule name, the latest version effective by then.
  * Changing a price never rewrites history; it adds a version with a later effectiveFrom.
  */
 export function rulesInForce<R extends Pick<RuleRow, 'name' | 'effectiveFrom' | 'archivedAt'>>(rows: readonly R[], at: Date): R[] {
   const latest = new Map<string, R>();
   for (const row of rows) {
-    if (row.effectiveFrom > at) continue;
+    if (row.effectiveFrom > at || !tookEffect(row)) continue;
     const current = latest.get(row.name);
     if (!current || row.effectiveFrom > current.effectiveFrom) latest.set(row.name, row);
   }
@@ -75,7 +83,7 @@ export function clashingRule<R extends RuleVersion>(versions: readonly R[], cand
   const target = ruleTargetKey(candidate);
   const byName = new Map<string, R[]>();
   for (const row of versions) {
-    if (row.name === candidate.name) continue;
+    if (row.name === candidate.name || !tookEffect(row)) continue;
     const rows = byName.get(row.name);
     if (rows) rows.push(row);
     else byName.set(row.name, [row]);
@@ -272,7 +280,7 @@ export class PriceRuleService {
       if (checked.some((other) => other.planId === planId && other.name === name)) throw invalidField('name', `rule "${name}" is put twice in the same price book`);
       let versions = books.get(planId);
       if (!versions) books.set(planId, (versions = withProviderIds(await prisma.priceRule.findMany({ where: { merchantId, planId } }))));
-      const latest = versions.filter((row) => row.name === name).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
+      const latest = versions.filter((row) => row.name === name && tookEffect(row)).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
       if (latest && effectiveFrom <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
@@ -305,6 +313,7 @@ export class PriceRuleService {
    * Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged.
    * The version in force at `at` and every later (scheduled) version are archived at `at`: rulesInForce reads only a name's
    * latest version effective, so archiving the latest alone would leave the current one in force until the scheduled date.
+   * Scheduled versions stopped so never take effect (see tookEffect), so they do not hold back putting the rule again from now.
    */
   async archive(merchantId: string, givenName: string, planKey?: string | null, at?: Date): Promise<RuleRow> {
     // Rules are stored under their trimmed name; a name put would refuse (NUL…) is refused before any query.
@@ -315,10 +324,12 @@ export class PriceRuleService {
       await lockMerchantScope(tx, PRICE_RULES_LOCK, merchantId);
       const stopAt = at ?? new Date();
       const versions = await tx.client.priceRule.findMany({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'asc' } });
-      const latest = versions.at(-1);
-      if (!latest) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
-      const inForce = versions.findLast((row) => row.effectiveFrom <= stopAt);
-      const toStop = versions.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
+      if (versions.length === 0) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
+      // A version stopped before it took effect is no longer part of the rule's timeline.
+      const live = versions.filter(tookEffect);
+      const latest = live.at(-1) ?? versions.at(-1)!;
+      const inForce = live.findLast((row) => row.effectiveFrom <= stopAt);
+      const toStop = live.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
       if (toStop.length === 0) return latest;
       await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
       whenCommitted(tx, () => this.cache.delete(merchantId));

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
-import { clashingRule, type RuleRow } from './rules.service.ts';
+import { clashingRule, rulesInForce, type RuleRow } from './rules.service.ts';
 import { applyRule, periodChargeAttos, selectRule, validateRule, type PricingRule, type Tier } from './rules.ts';
 
 const usd = (text: string) => parseDecimalAttos('test', text);
@@ -358,6 +358,13 @@ describe('clashingRule (two rules of a book that would tie)', () => {
     expect(clashingRule(moved, candidate('b', 'MARKUP', {}, '2026-03-01'))?.name).toBe('a');
     // Scheduled for later, the other rule still clashes with one in force from now on.
     expect(clashingRule([version('later', 'MARKUP', {}, '2027-01-01')], candidate('now', 'MARKUP', {}, '2026-06-01'))?.name).toBe('later');
+  });
+
+  it('a version archived before its date never took effect: it neither ends the one before it nor is in force', () => {
+    // "a" in force from January, its March version stopped in February with the rule, then put again from February 15.
+    const book = [version('a', 'MARKUP', {}, '2026-01-01', '2026-02-01'), version('a', 'MARKUP', {}, '2026-03-01', '2026-02-01'), version('a', 'MARKUP', {}, '2026-02-15')];
+    expect(rulesInForce(book, new Date('2026-04-01')).map((row) => row.effectiveFrom.toISOString())).toEqual(['2026-02-15T00:00:00.000Z']);
+    expect(clashingRule(book, candidate('b', 'MARKUP', {}, '2026-04-01'))?.effectiveFrom.toISOString()).toBe('2026-02-15T00:00:00.000Z');
   });
 });
 
