@@ -1,4 +1,4 @@
-import { invalidField } from './errors.ts';
+import { type AppError, invalidField } from './errors.ts';
 
 /** Small input checks shared by services; each names the field it rejects. */
 
@@ -92,9 +92,14 @@ export function nestsDeeperThan(value: unknown, maxDepth: number): boolean {
   return false;
 }
 
+/** The error for JSON nested deeper than MAX_JSON_DEPTH, for walks that count the depth themselves. */
+export function jsonTooDeep(field: string): AppError {
+  return invalidField(field, `must not nest objects and lists more than ${MAX_JSON_DEPTH} levels deep`);
+}
+
 /** Refuses JSON nested deeper than MAX_JSON_DEPTH, before anything recursive walks it. */
 export function requireShallowJson(field: string, value: unknown): void {
-  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) throw invalidField(field, `must not nest objects and lists more than ${MAX_JSON_DEPTH} levels deep`);
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) throw jsonTooDeep(field);
 }
 
 /**

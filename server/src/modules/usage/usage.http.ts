@@ -3,6 +3,7 @@ import { sendError } from '../../http/errors.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { isoTimes, parseIsoTime } from '../../shared/times.ts';
+import { requireShallowJson } from '../../shared/validation.ts';
 import { responseHeaders } from './normalize/index.ts';
 import type { UsageRecordInput, UsageResult } from './usage.service.ts';
 
@@ -41,6 +42,8 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   if (response && response.provider != null && typeof response.provider !== 'string') {
     throw invalidField(`${at}response.provider`, 'must be text: a provider id such as "openai"');
   }
+  // Checked before responseHeaders reads it (lists are joined recursively); requestBody is checked with the event.
+  if (response) requireShallowJson(`${at}response.headers`, response.headers);
   return {
     customer: String(record.customer ?? record.customerId ?? ''),
     idempotencyKey: String(record.idempotencyKey ?? ''),
@@ -64,7 +67,7 @@ function present(result: UsageResult, index?: number, iso: (time: Date) => strin
   // The charge lines are left to GraphQL (UsageEvent.charges): the answer stays as small as before.
   const event = {
     id: e.id, customerId: e.customerId, idempotencyKey: e.idempotencyKey, occurredAt: iso(e.occurredAt), status: e.status, provider: e.provider, model: e.model,
-    currency: e.currency, cost: e.cost, charge: e.charge, margin: e.margin, shortfall: e.shortfall, estimated: e.estimated, ledgerTransactionId: e.ledgerTransactionId,
+    currency: e.currency, cost: e.cost, charge: e.charge, margin: e.margin, shortfall: e.shortfall, shortfallSettled: e.shortfallSettled, estimated: e.estimated, ledgerTransactionId: e.ledgerTransactionId,
     costProblem: e.costProblem,
   };
   if (!result.error) return { index, ok: true, replayed: result.replayed, event };

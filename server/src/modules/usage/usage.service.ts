@@ -9,7 +9,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
-import { isUuid, requireStorableText } from '../../shared/validation.ts';
+import { isUuid, jsonTooDeep, MAX_JSON_DEPTH, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
@@ -263,6 +263,51 @@ function unreadableStream(body: string, usage: NormalizedUsage): boolean {
 }
 
 /**
+ * What a retry must send again to be answered as a replay rather than a CONFLICT. The caller's
+ * objects are hashed with their keys sorted (`canonical`): a client may serialize a retry in
+ * another order. Events recorded before that hold the hash of the objects as sent (`canonical`
+ * false). The provider's response body is its bytes, hashed as they are.
+ */
+function recordHash(input: UsageRecordInput, customer: string, currency: string, stated: Record<string, string | number>, canonical: boolean): string {
+  const usage = input.usage ?? null;
+  return requestHash({
+    customer, currency, occurredAt: input.timestamp?.toISOString() ?? null,
+    usage: canonical ? sortedKeys(usage, 'usage') : usage,
+    response: input.response ? [input.response.url, input.response.status, input.response.body] : null,
+    stated: canonical ? sortedKeys(stated, 'quantities') : stated,
+  });
+}
+
+/**
+ * `value` with every object's keys in sorted order (lists keep theirs), so one record serializes
+ * to one text whatever order its keys came in. Ingest hashes every event: an object already in
+ * order that holds no objects (a usage record, quantities, as most clients send them) is
+ * returned as it is. Counts its depth, so JSON too deep to walk is refused here.
+ */
+function sortedKeys(value: unknown, field: string, depth = 1): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (depth > MAX_JSON_DEPTH) throw jsonTooDeep(field);
+  if (Array.isArray(value)) return value.map((item) => sortedKeys(item, field, depth + 1));
+  const given = value as Record<string, unknown>;
+  const keys = Object.keys(given);
+  let inOrder = true;
+  for (let i = 0; inOrder && i < keys.length; i++) {
+    const inner = given[keys[i]!];
+    inOrder = (i === 0 || keys[i - 1]! < keys[i]!) && (inner === null || typeof inner !== 'object');
+  }
+  if (inOrder) return given;
+  keys.sort();
+  const sorted: Record<string, unknown> = {};
+  for (const key of keys) {
+    const inner = sortedKeys(given[key], field, depth + 1);
+    // An own "__proto__" key (JSON.parse makes them) is data: assigned, it would set the prototype.
+    if (key === '__proto__') Object.defineProperty(sorted, key, { value: inner, enumerable: true, writable: true, configurable: true });
+    else sorted[key] = inner;
+  }
+  return sorted;
+}
+
+/**
  * Post-request metering: records usage, costs it at the provider price in force when it
  * happened, prices it with the merchant's rules, and charges it through the ledger — a customer's
  * events of a batch in one transaction, so an event is either fully recorded and charged or not
@@ -356,10 +401,15 @@ export class UsageService {
     if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
     if (input.usage && input.response) throw invalidField('usage', 'give either usage or response, not both');
+    if (input.response) {
+      // Free-form JSON forwarded for metering: refused before the normalizer walks it.
+      requireShallowJson('response.headers', input.response.headers);
+      requireShallowJson('response.requestBody', input.response.requestBody);
+    }
     let stated = NO_QUANTITIES;
     for (const [meter, quantity] of Object.entries(input.quantities ?? NO_QUANTITIES)) {
       requireStorableText('quantities', meter);
-      if (typeof quantity === 'number' ? !Number.isSafeInteger(quantity) || quantity < 0 : !/^\d{1,15}(\.\d{1,18})?$/.test(String(quantity))) {
+      if (typeof quantity === 'number' ? !Number.isSafeInteger(quantity) || quantity < 0 : typeof quantity !== 'string' || !/^\d{1,15}(\.\d{1,18})?$/.test(quantity)) {
         throw invalidField(`quantities.${meter}`, 'must be a non-negative whole number or a decimal string');
       }
       if (stated === NO_QUANTITIES) stated = {};
@@ -375,7 +425,7 @@ export class UsageService {
       usage = estimateIncomplete(usage);
       estimated = usage.billable;
     }
-    const hash = requestHash({ customer: customerRef, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage: input.usage ?? null, response: input.response ? [input.response.url, input.response.status, input.response.body] : null, stated });
+    const hash = recordHash(input, customerRef, currency, stated, true);
     requireStorableText(input.response ? 'response' : 'usage.api', usage.api);
     requireStorableText(input.response ? 'response' : 'usage.model', usage.model);
     requireStorableText(input.response ? 'response' : 'usage.provider', usage.provider);
@@ -955,7 +1005,9 @@ function callerMetadataOf(given: Record<string, unknown>): Record<string, unknow
 function replay(row: EventRow, item: Prepared): UsageResult {
   const byBillingId = item.billingId !== null && row.metadata?.billingId === row.idempotency_key;
   if (byBillingId && row.customer_id !== item.customerId) return chargedElsewhere(item.billingId!, row.id);
-  if (!byBillingId && row.metadata?.requestHash && row.metadata.requestHash !== item.hash) {
+  // An event recorded before keys were sorted holds the hash of the objects as sent: worked out only on a mismatch.
+  if (!byBillingId && row.metadata?.requestHash && row.metadata.requestHash !== item.hash
+    && row.metadata.requestHash !== recordHash(item.input, item.customerRef, item.currency, item.stated, false)) {
     return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
   }
   const error = row.metadata?.error ? new AppError(row.metadata.error.code as 'INSUFFICIENT_FUNDS', row.metadata.error.message) : undefined;

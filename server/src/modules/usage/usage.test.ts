@@ -308,6 +308,26 @@ describe('VOLUME credits give back only what was paid', () => {
     expect(await balance()).toBe(parseDecimalNanos('x', '19.00'));
     expect(await integrity()).toEqual([]);
   });
+
+  it('the HTTP answers carry shortfallSettled as a decimal, as GraphQL does', async () => {
+    const { merchant, customer } = await volumeSetup('70');
+    const post = async (path: string, body: unknown) => {
+      const response = await fetch(`${server.url}${path}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify(body),
+      });
+      expect(response.status).toBe(200);
+      return (await response.json()) as any;
+    };
+    const batch = await post('/v1/usage/batch', { events: [{ customer: customer.id, idempotencyKey: 'a', quantities: { units: 100 } }] });
+    expect(batch.results[0].event).toMatchObject({ status: 'PARTIALLY_CHARGED', charge: '70.00', shortfall: '30.00', shortfallSettled: '0.00' });
+    // 49.50 comes back: 30.00 settles the shortfall, 19.50 is credited.
+    const single = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'b', quantities: { units: 1 } });
+    expect(single.event).toMatchObject({ charge: '-19.50', shortfall: '0.00', shortfallSettled: '30.00' });
+    const listed = await server.graphql<any>('query ($id: ID!) { usageEvents(customerId: $id, first: 5) { edges { node { id shortfallSettled } } } }', { id: customer.id }, merchant.secret);
+    const settled = new Map(listed.data.usageEvents.edges.map(({ node }: any) => [node.id, node.shortfallSettled]));
+    expect(settled.get(single.event.id)).toBe(single.event.shortfallSettled);
+    expect(settled.get(batch.results[0].event.id)).toBe(batch.results[0].event.shortfallSettled);
+  });
 });
 
 describe('provider responses that cannot be read as they are', () => {
@@ -538,6 +558,46 @@ describe('POST /v1/usage/batch', () => {
     expect(results.slice(1).map((result) => result.error && [result.error.code, result.error.field.replace(/^events\.\d+\./, '')])).toEqual(bad.map(([, field]) => ['VALIDATION', field]));
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', results[0]!.event!.charge));
     expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(1);
+  });
+
+  it('refuses, per event and naming the field, JSON nested deeper than 64 levels; the rest of the batch is charged', async () => {
+    const { merchant, customer, balance, record } = await setup();
+    const nested = (levels: number, wrap: (inner: unknown) => unknown) => {
+      let value: unknown = '1';
+      for (let i = 0; i < levels; i++) value = wrap(value);
+      return value;
+    };
+    const deep = nested(100, (inner) => ({ d: inner }));
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 };
+    const chat = responseOf('openai_chat_completion.json');
+    const event = (change: Record<string, unknown>) => ({ customer: customer.id, idempotencyKey: randomUUID(), usage, ...change });
+    const bad = [
+      [{ usage: undefined, response: { ...chat, requestBody: { model: 'gpt-5.4-mini', messages: deep } } }, 'response.requestBody'],
+      [{ usage: undefined, response: { ...chat, headers: { 'x-list': nested(100, (inner) => [inner]) } } }, 'response.headers'],
+      [{ usage: { ...usage, extra: deep } }, 'usage'],
+      [{ usage: undefined, quantities: { units: nested(100, (inner) => [inner]) } }, 'quantities.units'],
+      [{ metadata: { deep } }, 'metadata'],
+    ] as const;
+    // A request body nested as deep as allowed is read as before.
+    const events = [event({}), ...bad.map(([change]) => event(change)), event({ usage: undefined, response: { ...chat, requestBody: { messages: nested(63, (inner) => ({ d: inner })) } } })];
+    const response = await fetch(`${server.url}/v1/usage/batch`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify({ events }),
+    });
+    expect(response.status).toBe(200);
+    const { results } = (await response.json()) as { results: { ok: boolean; event?: { status: string; charge: string }; error?: { code: string; field: string; message: string } }[] };
+    expect(results.map((result) => (result.ok ? result.event!.status : [result.error!.code, result.error!.field.replace(/^events\.\d+\./, '')]))).toEqual([
+      'CHARGED', ...bad.map(([, field]) => ['VALIDATION', field]), 'CHARGED',
+    ]);
+    expect(results[1]!.error!.message).toMatch(/more than 64 levels deep/);
+    const charged = parseDecimalAttos('c', results[0]!.event!.charge) + parseDecimalAttos('c', results[6]!.event!.charge);
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - charged / ATTOS_PER_NANO);
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(2);
+    // The same through recordUsage.
+    for (const [response, field] of [[{ ...chat, requestBody: { messages: deep } }, 'response.requestBody'], [{ ...chat, headers: { 'x-list': nested(100, (inner) => [inner]) } }, 'response.headers']] as const) {
+      const answer = await record({ response });
+      expect(answer.errors?.[0]?.extensions, field).toMatchObject({ code: 'VALIDATION', field });
+    }
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(2);
   });
 
   it('reads return=minimal among other preferences, as RFC 7240 writes them', () => {

@@ -1,0 +1,101 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { requestHash } from '../ledger/ledger.service.ts';
+import { parseDecimalNanos } from '../../shared/money.ts';
+
+/**
+ * A retry is told from a reuse of its key by a hash of the record. Clients serialize the same
+ * record with its keys in any order (a map, another library, another language): a retry must
+ * still replay, and events stored before the hash sorted keys must still replay as sent.
+ */
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer({}, { clock: () => new Date('2026-06-15T12:00:00Z') });
+});
+afterAll(() => server?.close());
+
+async function setup() {
+  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+  const customer = await server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+  await server.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
+    customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '10.00'), kind: 'PAID', idempotencyKey: 'seed',
+  });
+  for (const key of ['units', 'searches']) {
+    await server.services.meters.create(merchant.id, { key, name: key, unit: 'unit', source: 'QUANTITY' });
+    await server.services.priceRules.put(merchant.id, { name: key, type: 'FLAT', meterKey: key, config: { unitPrice: '0.01' }, effectiveFrom: new Date('2026-01-01') });
+  }
+  /** POST /v1/usage with the body's text as given, so its keys go in the order written. */
+  const post = async (text: string) => {
+    const response = await fetch(`${server.url}/v1/usage`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: text });
+    return { status: response.status, body: (await response.json()) as any };
+  };
+  const balance = async () => (await server.services.ledgerQueries.wallet(merchant.id, customer.id, 'USD')).balance;
+  const events = () => server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } });
+  return { merchant, customer, post, balance, events };
+}
+
+describe('replaying a usage record', () => {
+  it('with its keys in another order, nested ones included, is a replay: nothing is charged again', async () => {
+    const { customer, post, balance, events } = await setup();
+    const first = await post(`{"customer":"${customer.externalId}","idempotencyKey":"k-usage",
+      "usage":{"provider":"openai","model":"gpt-5.4-mini","inputTokens":1000,"outputTokens":100,"extra":{"a":1,"b":{"c":[{"x":1,"y":2}],"d":3}}}}`);
+    expect(first).toMatchObject({ status: 200, body: { replayed: false, event: { status: 'CHARGED' } } });
+    const after = await balance();
+    const again = await post(`{"usage":{"extra":{"b":{"d":3,"c":[{"y":2,"x":1}]},"a":1},"outputTokens":100,"inputTokens":1000,"model":"gpt-5.4-mini","provider":"openai"},
+      "idempotencyKey":"k-usage","customer":"${customer.externalId}"}`);
+    expect(again).toMatchObject({ status: 200, body: { replayed: true, event: { id: first.body.event.id, charge: first.body.event.charge } } });
+    expect(await balance()).toBe(after);
+    expect(await events()).toBe(1);
+  });
+
+  it('with its quantities in another order is a replay', async () => {
+    const { customer, post, balance, events } = await setup();
+    const first = await post(`{"customer":"${customer.id}","idempotencyKey":"k-quantities","quantities":{"units":3,"searches":"2"},"metadata":{"team":"a","run":1}}`);
+    expect(first).toMatchObject({ status: 200, body: { replayed: false, event: { status: 'CHARGED', charge: '0.05' } } });
+    const after = await balance();
+    const again = await post(`{"metadata":{"run":1,"team":"a"},"quantities":{"searches":"2","units":3},"idempotencyKey":"k-quantities","customer":"${customer.id}"}`);
+    expect(again).toMatchObject({ status: 200, body: { replayed: true, event: { id: first.body.event.id } } });
+    expect(await balance()).toBe(after);
+    expect(await events()).toBe(1);
+  });
+
+  it('with different content is still a CONFLICT, however its keys are ordered', async () => {
+    const { customer, post, balance } = await setup();
+    await post(`{"customer":"${customer.id}","idempotencyKey":"k-usage","usage":{"provider":"openai","model":"gpt-5.4-mini","inputTokens":1000,"extra":{"a":1,"b":2}}}`);
+    await post(`{"customer":"${customer.id}","idempotencyKey":"k-quantities","quantities":{"units":3,"searches":2}}`);
+    const after = await balance();
+    for (const changed of [
+      `{"usage":{"inputTokens":1001,"model":"gpt-5.4-mini","provider":"openai","extra":{"a":1,"b":2}},"idempotencyKey":"k-usage","customer":"${customer.id}"}`,
+      `{"usage":{"inputTokens":1000,"model":"gpt-5.4-mini","provider":"openai","extra":{"b":1,"a":2}},"idempotencyKey":"k-usage","customer":"${customer.id}"}`,
+      `{"quantities":{"searches":3,"units":2},"idempotencyKey":"k-quantities","customer":"${customer.id}"}`,
+      `{"quantities":{"searches":2,"units":"3"},"idempotencyKey":"k-quantities","customer":"${customer.id}"}`,
+    ]) {
+      expect(await post(changed), changed).toMatchObject({ status: 409, body: { error: { code: 'CONFLICT', field: 'idempotencyKey' } } });
+    }
+    expect(await balance()).toBe(after);
+  });
+
+  it('recorded before keys were sorted (its hash of the record as sent) replays when sent as before', async () => {
+    const { merchant, customer, post, balance } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', outputTokens: 100, inputTokens: 1000 };
+    const quantities = { units: 3, searches: 2 };
+    const sent = JSON.stringify({ customer: customer.externalId, idempotencyKey: 'k-old', usage, quantities });
+    expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: false } });
+    const stored = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { merchantId: merchant.id, idempotencyKey: 'k-old' } });
+    const metadata = stored.metadata as Record<string, unknown>;
+    // The hash as earlier versions wrote it: the objects as sent, keys unsorted.
+    const parts = (usageOf: object, stated: object) => ({ customer: customer.externalId, currency: 'USD', occurredAt: null, usage: usageOf, response: null, stated });
+    const sorted = { inputTokens: 1000, model: 'gpt-5.4-mini', outputTokens: 100, provider: 'openai' };
+    expect(metadata.requestHash).toBe(requestHash(parts(sorted, { searches: 2, units: 3 })));
+    const oldForm = requestHash(parts(usage, quantities));
+    expect(oldForm).not.toBe(metadata.requestHash);
+    await server.services.prisma.usageEvent.update({ where: { id: stored.id }, data: { metadata: { ...metadata, requestHash: oldForm } as object } });
+    const after = await balance();
+    expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: true, event: { id: stored.id } } });
+    expect(await balance()).toBe(after);
+    // Its hash still tells a different record apart.
+    const changed = JSON.stringify({ customer: customer.externalId, idempotencyKey: 'k-old', usage: { ...usage, inputTokens: 999 }, quantities });
+    expect(await post(changed)).toMatchObject({ status: 409, body: { error: { code: 'CONFLICT' } } });
+  });
+});
