@@ -20,6 +20,7 @@ import { PriceRuleService } from './modules/pricing/rules.service.ts';
 import { UsageService } from './modules/usage/usage.service.ts';
 import type { Database } from './shared/db/database.ts';
 import type { Logger } from './shared/logger.ts';
+import { ConfigChanges } from './shared/config-changes.ts';
 import type { PubSub } from './shared/pubsub.ts';
 
 /** Every domain service, wired once per process and shared by HTTP, GraphQL, the CLI and tests. */
@@ -54,20 +55,22 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const clock = deps.clock ?? (() => new Date());
   const prisma = db.prisma;
   const ledger = new LedgerService(db, pubsub, logger, clock);
-  const meters = new MeterService(prisma);
-  const providerPrices = new ProviderPriceService(prisma);
-  const plans = new PlanService(db, pubsub, clock);
-  const priceRules = new PriceRuleService(prisma, plans);
-  const apiKeys = new ApiKeyService(prisma);
+  // Configuration caches dropped on every instance when a merchant changes it.
+  const changes = new ConfigChanges(pubsub, logger);
+  const meters = new MeterService(prisma, changes);
+  const providerPrices = new ProviderPriceService(prisma, changes);
+  const plans = new PlanService(db, pubsub, clock, changes);
+  const priceRules = new PriceRuleService(prisma, plans, changes);
+  const apiKeys = new ApiKeyService(prisma, changes);
   const customers = new CustomerService(prisma, pubsub);
   const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds, prisma);
   const viewers = new ViewerResolver(apiKeys, customerSessions);
   const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, plans, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
   const spendLimits = new SpendLimitService(prisma, clock);
-  const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits);
+  const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits, changes);
   const balances = new BalanceCache(db, pubsub);
-  const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, usage, ledger, new GatewaySettlement(db, usage, ledger, logger), logger);
+  const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, usage, ledger, new GatewaySettlement(db, usage, ledger, logger), logger, changes);
   return {
     config,
     db,
@@ -93,6 +96,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     async stop() {
       await gateway.drain();
       balances.close();
+      changes.stop();
     },
   };
 }

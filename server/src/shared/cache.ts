@@ -9,9 +9,9 @@
  */
 /**
  * For a merchant's pricing configuration (price rules, provider prices, meters) read on every
- * usage batch: a change made by another process is seen within ttlMs; one made here at once.
- * 5 s, as for keys and customers: an event another instance takes meanwhile is priced by the old
- * configuration for good, and a reload (in the background, every couple of seconds under traffic)
+ * usage batch. A change is dropped at once here and, through ConfigChanges, on other instances;
+ * ttlMs bounds a lost message. 5 s, as for keys and customers: an event another instance took
+ * meanwhile would be priced by the old configuration for good, and a reload (in the background, every couple of seconds under traffic)
  * costs one small query per merchant.
  */
 export const MERCHANT_CONFIG_CACHE = { ttlMs: 5_000, maxEntries: 10_000 } as const;
@@ -45,6 +45,12 @@ export class RefreshingCache<K, V> {
 
   deleteWhere(matches: (key: K) => boolean): void {
     for (const key of [...this.entries.keys(), ...this.loading.keys()]) if (matches(key)) this.delete(key);
+  }
+
+  /** Drops the entries whose value matches, and every load in flight (its value is not known yet). */
+  deleteWhereValue(matches: (value: V) => boolean): void {
+    for (const [key, entry] of [...this.entries]) if (matches(entry.value)) this.delete(key);
+    for (const key of [...this.loading.keys()]) this.delete(key);
   }
 
   private load(key: K, load: () => Promise<V>): Promise<V> {

@@ -2,6 +2,9 @@ import { Redis } from 'ioredis';
 import type { Logger } from './logger.ts';
 import { listenerIterator, type EventPayload, type PubSub } from './pubsub.ts';
 
+/** How long close() waits for Redis to take the last published events. */
+const CLOSE_WAIT_MS = 1000;
+
 /**
  * PubSub across server instances: an event published on one instance reaches subscribers
  * connected to any other. One connection publishes, one subscribes; topics are
@@ -72,7 +75,13 @@ export class RedisPubSub implements PubSub {
 
   async close(): Promise<void> {
     this.listeners.clear();
-    this.publisher.disconnect();
     this.subscriber.disconnect();
+    // QUIT is answered after the events published before it: a CLI that changed prices and
+    // exits still tells the servers. Bounded, so a Redis that is down does not hold the exit.
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
+    await Promise.race([this.publisher.quit().catch(() => undefined), bound]);
+    clearTimeout(timer);
+    this.publisher.disconnect();
   }
 }

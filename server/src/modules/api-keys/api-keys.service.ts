@@ -1,4 +1,5 @@
 import type { ApiKey, PrismaClient } from '../../generated/prisma/client.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import { randomToken, sha256Hex } from '../../shared/crypto.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { isUuid, requireIntInRange, requireNonEmpty } from '../../shared/validation.ts';
@@ -31,7 +32,10 @@ export function isActive(apiKey: Pick<ApiKey, 'revokedAt'>, now = new Date()): b
 }
 
 export class ApiKeyService {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly changes = new ConfigChanges(),
+  ) {}
 
   async create(
     merchantId: string,
@@ -68,7 +72,10 @@ export class ApiKeyService {
   async revoke(merchantId: string, id: string): Promise<ApiKey> {
     const key = await this.get(merchantId, id);
     if (key.revokedAt && key.revokedAt <= new Date()) return key;
-    return this.prisma.apiKey.update({ where: { id: key.id }, data: { revokedAt: new Date() } });
+    const revoked = await this.prisma.apiKey.update({ where: { id: key.id }, data: { revokedAt: new Date() } });
+    // The gateway keeps credentials it checked for a few seconds, on every instance.
+    this.changes.changed('api-keys', merchantId);
+    return revoked;
   }
 
   /**

@@ -1,5 +1,6 @@
 import type { GatewayHost, Merchant, PrismaClient } from '../../generated/prisma/client.ts';
 import { RefreshingCache } from '../../shared/cache.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isUuid } from '../../shared/validation.ts';
@@ -28,8 +29,8 @@ const KEY_TTL_MS = 30_000;
 /**
  * The merchant's gateway configuration: extra allowed hosts (self-hosted or OpenAI-compatible
  * endpoints), whether callers may bring their own provider key, and whether each call's
- * maximum cost is reserved before the provider is called. Changes made through this
- * instance take effect at once; other instances see them within a few seconds.
+ * maximum cost is reserved before the provider is called. A change takes effect at once here
+ * and, through ConfigChanges, on the other instances (their cache lifetimes bound a lost message).
  */
 export class GatewaySettingsService {
   private readonly settings = new RefreshingCache<string, MerchantGatewaySettings>({ ttlMs: SETTINGS_TTL_MS, maxEntries: 10_000 });
@@ -39,7 +40,9 @@ export class GatewaySettingsService {
     private readonly prisma: PrismaClient,
     private readonly credentials: ProviderCredentialService,
     private readonly spendLimits: SpendLimitService,
+    private readonly changes = new ConfigChanges(),
   ) {
+    changes.on('gateway-settings', (merchantId) => this.drop(merchantId));
     credentials.onChange((merchantId) => this.forget(merchantId));
     spendLimits.onChange((merchantId) => this.forget(merchantId));
   }
@@ -106,6 +109,10 @@ export class GatewaySettingsService {
   }
 
   private forget(merchantId: string): void {
+    this.changes.changed('gateway-settings', merchantId);
+  }
+
+  private drop(merchantId: string): void {
     this.settings.delete(merchantId);
     this.keys.deleteWhere((key) => key.startsWith(`${merchantId}|`));
   }

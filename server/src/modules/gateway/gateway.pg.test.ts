@@ -82,3 +82,57 @@ describe('gateway across two server processes', () => {
     expect(provider.requests).toEqual([]);
   });
 });
+
+/** Configuration is cached per instance; a change made through another one must reach it at once (over Redis), not when the cache expires. */
+describe('configuration changed through another instance', () => {
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+
+  it('a revoked secret key is refused by the gateway of an instance that had just let it through', async () => {
+    const [a] = instances as [ServerProcess];
+    const { merchant } = await runtime.services.merchants.create({ name: 'Revoked elsewhere' });
+    await runtime.services.gatewaySettings.putHost(merchant.id, { host: new URL(provider.url).host, provider: 'openai-compatible' });
+    const customer = await runtime.services.customers.create(merchant.id, { externalId: 'revoked' });
+    await runtime.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: 1_000_000_000n, kind: 'PAID', idempotencyKey: 'seed' });
+    const { apiKey, secret } = await runtime.services.apiKeys.create(merchant.id, { name: 'leaked', mode: 'live' });
+    const call = () =>
+      fetch(`${a.url}/v1/forward?u=${encodeURIComponent(`${provider.url}/v1/chat/completions`)}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${secret}`, 'x-tollgate-customer': 'revoked', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-5.4-mini' }),
+      });
+    expect((await call()).status).toBe(200);
+
+    await runtime.services.apiKeys.revoke(merchant.id, apiKey.id);
+    await settle();
+    provider.reset();
+    const refused = await call();
+    expect(refused.status).toBe(401);
+    expect(provider.requests).toEqual([]);
+  });
+
+  it('a new price prices the next event on an instance that had the old one cached', async () => {
+    const [a] = instances as [ServerProcess];
+    const { merchant, key } = await runtime.services.merchants.create({ name: 'Repriced elsewhere' });
+    const customer = await runtime.services.customers.create(merchant.id, { externalId: 'repriced' });
+    await runtime.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: 10_000_000_000n, kind: 'PAID', idempotencyKey: 'seed' });
+    await runtime.services.meters.create(merchant.id, { key: 'searches', name: 'Searches', unit: 'search', source: 'QUANTITY' });
+    await runtime.services.priceRules.put(merchant.id, { name: 'searches', type: 'FLAT', meterKey: 'searches', config: { unitPrice: '0.01' }, effectiveFrom: new Date('2026-01-01') });
+    const record = async (idempotencyKey: string) => {
+      const response = await fetch(`${a.url}/v1/usage`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}` },
+        body: JSON.stringify({ customer: 'repriced', idempotencyKey, quantities: { searches: 1 } }),
+      });
+      return ((await response.json()) as any).event.charge as string;
+    };
+    expect(await record('before')).toBe('0.01');
+
+    await runtime.services.priceRules.put(merchant.id, { name: 'searches', type: 'FLAT', meterKey: 'searches', config: { unitPrice: '0.05' } });
+    await settle();
+    expect(await record('after')).toBe('0.05');
+
+    await runtime.services.meters.archive(merchant.id, 'searches');
+    await settle();
+    expect(await record('archived')).toBe('0.00');
+  });
+});

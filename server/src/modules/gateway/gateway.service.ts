@@ -5,6 +5,7 @@ import type { GatewayOutcome, GatewayRequest, PrismaClient } from '../../generat
 import { AppError, httpStatusFor, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { RefreshingCache } from '../../shared/cache.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import { ATTOS_PER_NANO, formatAttos, formatNanos, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
@@ -91,7 +92,11 @@ export class GatewayService {
     private readonly ledger: LedgerService,
     private readonly settlement: GatewaySettlement,
     private readonly logger: Logger,
-  ) {}
+    changes = new ConfigChanges(),
+  ) {
+    // A revoked key stops here at once, not when its cached check expires.
+    changes.on('api-keys', (merchantId) => this.viewerCache.deleteWhereValue((viewer) => viewer.kind === 'merchant' && viewer.merchantId === merchantId));
+  }
 
   /** Resolves once every finished call has been charged and logged. */
   drain(): Promise<void> {

@@ -1,5 +1,6 @@
 import type { Meter, MeterAggregation, MeterSource, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
@@ -56,7 +57,12 @@ export function meterQuantity(source: MeterSource, usage: NormalizedUsage, state
 export class MeterService {
   private readonly cache = new RefreshingCache<string, Meter[]>(MERCHANT_CONFIG_CACHE);
 
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly changes = new ConfigChanges(),
+  ) {
+    changes.on('meters', (merchantId) => this.cache.delete(merchantId));
+  }
 
   /** `tx`: write inside that transaction (the cache is dropped once it commits). */
   async create(merchantId: string, input: MeterInput, tx?: PrismaTransaction): Promise<Meter> {
@@ -71,7 +77,7 @@ export class MeterService {
           aggregation: input.aggregation ?? 'SUM',
         },
       });
-      whenCommitted(tx, () => this.cache.delete(merchantId));
+      whenCommitted(tx, () => this.changes.changed('meters', merchantId));
       return meter;
     } catch (error) {
       if (isUniqueViolation(error)) throw conflict(`A meter with key "${input.key}" already exists`, { field: 'key' });
@@ -88,7 +94,7 @@ export class MeterService {
       where: { id: meter.id },
       data: { ...labels, aggregation: input.aggregation ?? 'SUM', archivedAt: null },
     });
-    whenCommitted(tx, () => this.cache.delete(merchantId)); // after the write: a load racing it must not be kept
+    whenCommitted(tx, () => this.changes.changed('meters', merchantId)); // after the write: a load racing it must not be kept
     return updated;
   }
 
@@ -96,7 +102,7 @@ export class MeterService {
     const meter = await this.byKey(merchantId, key);
     if (meter.archivedAt) return meter;
     const archived = await this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: new Date() } });
-    this.cache.delete(merchantId);
+    this.changes.changed('meters', merchantId);
     return archived;
   }
 
@@ -108,7 +114,7 @@ export class MeterService {
     const meter = await this.byKey(merchantId, key);
     if (!meter.archivedAt) return meter;
     const restored = await this.prisma.meter.update({ where: { id: meter.id }, data: { archivedAt: null } });
-    this.cache.delete(merchantId); // after the write, as archive: a load racing it must not be kept
+    this.changes.changed('meters', merchantId); // after the write, as archive: a load racing it must not be kept
     return restored;
   }
 

@@ -1,5 +1,6 @@
 import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
 import { groupBy } from '../../shared/collections.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import type { Database } from '../../shared/db/database.ts';
 import type { PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
@@ -27,7 +28,7 @@ interface Assignment {
 }
 
 const KEY = /^[a-z0-9_-]{1,64}$/;
-/** Like the price rules cache (MERCHANT_CONFIG_CACHE): a change made by another process is seen within this long. */
+/** Like the price rules cache (MERCHANT_CONFIG_CACHE): how long a change whose message (ConfigChanges) was lost goes unseen by another process. */
 const HISTORY_TTL_MS = 5_000;
 
 /** A plan key as given in the API or a config file, or a VALIDATION error naming `field`. */
@@ -64,7 +65,10 @@ export class PlanService {
     private readonly db: Database,
     private readonly pubsub: PubSub,
     private readonly clock: () => Date = () => new Date(),
-  ) {}
+    private readonly changes = new ConfigChanges(),
+  ) {
+    changes.on('plan-histories', (merchantId) => this.histories.delete(merchantId));
+  }
 
   private get prisma(): PrismaClient {
     return this.db.prisma;
@@ -180,7 +184,7 @@ export class PlanService {
       }
       await tx.customerPlan.create({ data: { merchantId, customerId: id!, planId, effectiveFrom: from } });
     });
-    this.histories.delete(merchantId);
+    this.changes.changed('plan-histories', merchantId);
     const customer = await this.prisma.customer.findUniqueOrThrow({ where: { id: id! } });
     this.pubsub.publish(customerTopic(customer.id), { customerId: customer.id });
     return customer;
@@ -189,7 +193,7 @@ export class PlanService {
   /**
    * For the usage pipeline: after one call per batch, which plan each of these customers was on
    * at any time, answered from memory. Histories are cached per merchant for a short while (a
-   * change made by another process is seen within HISTORY_TTL_MS; one made here at once); the
+   * change is dropped on every instance through ConfigChanges, HISTORY_TTL_MS bounding a lost message); the
    * customers not cached yet are loaded in one query, so a batch costs at most one round trip.
    */
   async planResolver(merchantId: string, customerIds: Iterable<string>): Promise<PlanAt> {

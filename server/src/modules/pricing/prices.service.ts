@@ -1,5 +1,6 @@
 import type { Prisma, PrismaClient, ProviderPrice as PriceRow } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
@@ -31,7 +32,12 @@ function toPrice(row: PriceRow): PriceWithRef {
 export class ProviderPriceService {
   private readonly cache = new RefreshingCache<string, PriceWithRef[]>(MERCHANT_CONFIG_CACHE);
 
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly changes = new ConfigChanges(),
+  ) {
+    changes.on('provider-prices', (merchantId) => this.cache.delete(merchantId));
+  }
 
   rowsFor(merchantId: string): Promise<PriceWithRef[]> {
     return this.cache.get(merchantId, async () => (await this.prisma.providerPrice.findMany({ where: { merchantId } })).map(toPrice));
@@ -57,7 +63,7 @@ export class ProviderPriceService {
       ? // The failed insert has aborted the caller's transaction: it may run it again.
         await this.write(tx.client, merchantId, [row], source).catch(raceLost(raced))
       : await retryOnRace(() => this.write(this.prisma, merchantId, [row], source), raced);
-    whenCommitted(tx, () => this.cache.delete(merchantId));
+    whenCommitted(tx, () => this.changes.changed('provider-prices', merchantId));
     return written[0]!;
   }
 
@@ -72,7 +78,7 @@ export class ProviderPriceService {
       () => this.prisma.$transaction((tx) => this.write(tx, merchantId, stored, 'models.dev'), { timeout: 30_000 }),
       `Prices from ${effectiveFrom.toISOString()} were written at the same moment by another import or request: try again`,
     );
-    this.cache.delete(merchantId);
+    this.changes.changed('provider-prices', merchantId);
     return { imported: rows.length, skipped };
   }
 

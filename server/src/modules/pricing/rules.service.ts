@@ -1,5 +1,6 @@
 import type { Prisma, PriceRule as RuleRow, PriceRuleType, PrismaClient } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireJsonObject, requireNonEmpty } from '../../shared/validation.ts';
@@ -201,7 +202,10 @@ export class PriceRuleService {
   constructor(
     private readonly prisma: PrismaClient,
     private readonly plans: PlanService,
-  ) {}
+    private readonly changes = new ConfigChanges(),
+  ) {
+    changes.on('price-rules', (merchantId) => this.cache.delete(merchantId));
+  }
 
   /** Every version of every rule, default book and plans together, cached briefly and invalidated together. */
   book(merchantId: string): Promise<RuleBook> {
@@ -305,7 +309,7 @@ export class PriceRuleService {
     for (const { planId, name, type, meterKey, provider, model, config, effectiveFrom } of checked) {
       rows.push(await prisma.priceRule.create({ data: { merchantId, planId, name, type, meterKey, provider, model, config, effectiveFrom } }));
     }
-    whenCommitted(tx, () => this.cache.delete(merchantId));
+    whenCommitted(tx, () => this.changes.changed('price-rules', merchantId));
     return rows;
   }
 
@@ -332,7 +336,7 @@ export class PriceRuleService {
       const toStop = live.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
       if (toStop.length === 0) return latest;
       await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
-      whenCommitted(tx, () => this.cache.delete(merchantId));
+      whenCommitted(tx, () => this.changes.changed('price-rules', merchantId));
       return toStop.includes(latest) ? { ...latest, archivedAt: stopAt } : latest;
     });
   }
