@@ -77,11 +77,16 @@ export const bedrockConverse: Normalizer = (ctx) => {
   return out;
 };
 
+/** An event-stream frame's exception header: the name, then the header's value type (7, a string). */
+const EXCEPTION_HEADER = ':exception-type\u0007';
+
 export const bedrockConverseStream: Normalizer = (ctx) => {
   const body = ctx.response.body;
   const model = pickModel(ctx, undefined);
-  // Raw frames name an exception in their headers (`:message-type` exception).
-  if (body.indexOf(':exception-type') !== -1) return failed(ctx, model, 'exception');
+  // Raw frames name an exception in a header: its name, then the string type byte 7. Generated
+  // text cannot fake that (JSON escapes control characters), so a reply that merely mentions
+  // ":exception-type" is still charged.
+  if (body.indexOf(EXCEPTION_HEADER) !== -1) return failed(ctx, model, 'exception');
   const payloads = scanJsonObjects(body);
   let usage: Obj | undefined;
   for (let i = payloads.length - 1; i >= 0 && !usage; i--) {
@@ -156,7 +161,7 @@ export const bedrockInvoke: Normalizer = (ctx) => {
 export const bedrockInvokeStream: Normalizer = (ctx) => {
   const body = ctx.response.body;
   const model = pickModel(ctx, undefined);
-  if (body.indexOf(':exception-type') !== -1) return failed(ctx, model, 'exception');
+  if (body.indexOf(EXCEPTION_HEADER) !== -1) return failed(ctx, model, 'exception');
   // Each chunk is { bytes: base64(JSON of the model's own stream event) }.
   const decoded: Obj[] = [];
   const asEvents: SseEvent[] = [];

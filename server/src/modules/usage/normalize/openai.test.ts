@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ProviderResponse } from '../usage.types.ts';
+import { costOf } from '../../pricing/cost.ts';
 import { normalizeResponse } from './index.ts';
 
 function call(url: string, body: unknown, extra: Partial<ProviderResponse> = {}) {
@@ -241,7 +242,7 @@ describe('OpenAI images, audio and embeddings', () => {
     expect(call('https://api.openai.com/v1/audio/transcriptions', body)).toMatchObject({ billable: true, inputTokens: 14, outputTokens: 4 });
   });
 
-  it('speech is billed per code point of the request input; SSE speech also reports tokens', () => {
+  it('speech is billed per code point of the request input; SSE speech that reports tokens, by its tokens', () => {
     const binary = call('https://api.openai.com/v1/audio/speech', '', { requestBody: { model: 'tts-1-hd', input: 'Hi 👋 ça va', voice: 'alloy' } });
     // 10 code points; the emoji is two UTF-16 units, so .length would say 11.
     expect(binary).toMatchObject({ model: 'tts-1-hd', characters: 10, billable: true });
@@ -250,7 +251,11 @@ describe('OpenAI images, audio and embeddings', () => {
       [null, { type: 'speech.audio.done', usage: { input_tokens: 14, output_tokens: 101, total_tokens: 115 } }],
     ]);
     const streamed = call('https://api.openai.com/v1/audio/speech', body, { requestBody: { model: 'gpt-4o-mini-tts', input: 'Hello there', stream_format: 'sse' } });
-    expect(streamed).toMatchObject({ characters: 11, inputTokens: 14, outputTokens: 101 });
+    // Billed by its tokens: the characters stay a detail, so a token price row costs it.
+    expect(streamed).toMatchObject({ characters: 0, inputTokens: 14, outputTokens: 101, details: { input_characters: 11 } });
+    const tokenPrice = { provider: 'openai', model: 'gpt-4o-mini-tts', currency: 'USD' as const, effectiveFrom: new Date(0), perMillionTokens: { input: '0.60', output: '12.00' } };
+    // 14 × $0.60 + 101 × $12.00 per million = $0.0012204
+    expect(costOf(streamed, tokenPrice)).toBe(1_220_400_000_000_000n);
   });
 
   it('embeddings without usage are incomplete', () => {

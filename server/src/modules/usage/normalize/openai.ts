@@ -476,7 +476,12 @@ export const openaiSpeech: Normalizer = (ctx) => {
     if (done) {
       out.inputTokens = int(done.input_tokens);
       out.outputTokens = int(done.output_tokens);
-    } else out = incomplete(ctx, model, null, 'stream_truncated');
+      // Tokens are what such a call is billed by: the text's length stays a detail, or a token
+      // price row would refuse the characters (and a row with both rates would charge twice).
+      if (input !== null) out.details.input_characters = codePoints(input);
+      return out;
+    }
+    out = incomplete(ctx, model, null, 'stream_truncated');
   }
   // Billed per character of the request's input text; the body is audio.
   if (input !== null) out.characters = codePoints(input);

@@ -105,6 +105,15 @@ describe('AWS Bedrock', () => {
     expect(call(streamUrl, '\u0000\u0000:exception-type\u0007\u0000\u0014modelStreamErrorException{"message":"boom"}')).toMatchObject({ billable: false });
   });
 
+  it('a reply that mentions ":exception-type" is still charged: only a frame header names an exception', () => {
+    const reply = (text: string) =>
+      [{ messageStart: { role: 'assistant' } }, { contentBlockDelta: { contentBlockIndex: 0, delta: { text } } }, { messageStop: { stopReason: 'end_turn' } },
+        { metadata: { usage: { inputTokens: 10, outputTokens: 20, totalTokens: 30 }, metrics: { latencyMs: 5 } } }]
+        .map((e) => JSON.stringify(e))
+        .join('\n');
+    expect(call(streamUrl, reply('AWS names errors in the :exception-type header.'))).toMatchObject({ billable: true, inputTokens: 10, outputTokens: 20 });
+  });
+
   it('InvokeModel: Claude bodies in the Anthropic shape, other families from the token-count headers', () => {
     const claude = { id: 'msg_bdrk', type: 'message', role: 'assistant', model: 'claude-sonnet-4-6', content: [], usage: { input_tokens: 10, cache_read_input_tokens: 90, cache_creation_input_tokens: 0, output_tokens: 4 } };
     expect(call('https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-sonnet-4-6/invoke', claude)).toMatchObject({ inputTokens: 100, cachedInputTokens: 90, outputTokens: 4 });
