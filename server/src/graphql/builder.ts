@@ -35,7 +35,8 @@ export const builder = new SchemaBuilder<{
     authScopes: async (ctx) => ({
       merchant: ctx.viewer.kind === 'merchant',
       customer: ctx.viewer.kind === 'customer',
-      customerSelf: (customerId: string) => ctx.viewer.kind === 'customer' && ctx.viewer.customerId === customerId,
+      // Customer ids are UUIDs, which name the same customer in either case.
+      customerSelf: (customerId: string) => ctx.viewer.kind === 'customer' && ctx.viewer.customerId.toLowerCase() === customerId.toLowerCase(),
     }),
     // No credential at all is "who are you?"; a credential without the right is "not allowed".
     unauthorizedError: (_parent, ctx, _info, result) =>

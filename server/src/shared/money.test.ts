@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatAttos, formatAttosText, formatNanos } from './money.ts';
+import { formatAttos, formatAttosText, formatNanos, MAX_AMOUNT_NANOS, parseFormattedNanos } from './money.ts';
 
 /** The plain way to write value ÷ 10^scale with at least two decimals: the reference for the fast one. */
 function reference(value: bigint, scale: number): string {
@@ -35,5 +35,19 @@ describe('formatting amounts', () => {
     expect(formatAttosText('-000')).toBe('0.00');
     expect(formatAttosText('00150000000000000000')).toBe('0.15');
     expect(() => formatAttosText('1.5')).toThrow(/whole number/);
+  });
+});
+
+describe('reading amounts the server formatted', () => {
+  it('is the exact inverse of formatNanos, past the input limit up to what a wallet holds', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(2n ** 63n - 1n), max: 2n ** 63n - 1n }), (value) => {
+        expect(parseFormattedNanos(formatNanos(value))).toBe(value);
+      }),
+      { numRuns: 3000 },
+    );
+    expect(parseFormattedNanos('1500000000.00')).toBe(1_500_000_000n * 1_000_000_000n);
+    expect(parseFormattedNanos(formatNanos(MAX_AMOUNT_NANOS + 1n))).toBe(MAX_AMOUNT_NANOS + 1n);
+    for (const text of ['', '1e9', '1.0000000001', ' 1.00', 'NaN']) expect(() => parseFormattedNanos(text), text).toThrow(/formatNanos/);
   });
 });

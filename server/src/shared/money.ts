@@ -32,6 +32,20 @@ export function parseDecimalNanos(field: string, text: string): bigint {
   return nanos;
 }
 
+const FORMATTED_NANOS = /^(-)?(\d+)(?:\.(\d{1,9}))?$/;
+
+/**
+ * The inverse of formatNanos, for amounts the server wrote itself (balance events): exact, and
+ * not held to MAX_AMOUNT_NANOS, which limits what a caller may send, not what a wallet may hold.
+ */
+export function parseFormattedNanos(text: string): bigint {
+  const match = FORMATTED_NANOS.exec(text);
+  if (!match) throw new Error(`not an amount formatNanos wrote: ${JSON.stringify(text)}`);
+  const [, sign, whole, fraction = ''] = match;
+  const nanos = BigInt(whole!) * NANOS_PER_UNIT + BigInt(fraction.padEnd(9, '0'));
+  return sign ? -nanos : nanos;
+}
+
 export function requirePositiveNanos(field: string, text: string): bigint {
   const nanos = parseDecimalNanos(field, text);
   if (nanos <= 0n) throw invalidField(field, 'must be greater than zero');

@@ -30,7 +30,9 @@ export function listenerIterator(
       const resolve = waiting;
       waiting = null;
       resolve({ value: payload, done: false });
-    } else if (buffered.length < maxBuffered) {
+    } else {
+      // A subscriber this far behind loses the oldest: events are snapshots, so the newest matters most.
+      if (buffered.length >= maxBuffered) buffered.shift();
       buffered.push(payload);
     }
   };

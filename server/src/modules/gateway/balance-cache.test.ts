@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import type { Database } from '../../shared/db/database.ts';
+import { walletTopic } from '../ledger/ledger.service.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { BalanceCache } from './balance-cache.ts';
 
@@ -81,6 +82,30 @@ describe('BalanceCache', () => {
       expect(server.services.pubsub.subscriberCount(`wallet:${b.customerId}`)).toBe(0);
       expect(server.services.pubsub.subscriberCount(`wallet:${a.customerId}`)).toBe(1);
       expect(server.services.pubsub.subscriberCount(`wallet:${c.customerId}`)).toBe(1);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it('follows balances beyond 1e9 major units, and an event it cannot read does not end the watch', async () => {
+    const { db, reads } = countingDb();
+    const cache = new BalanceCache(db, server.services.pubsub);
+    const units = (n: bigint) => n * 1_000_000_000n;
+    try {
+      const { merchantId, customerId } = await customerWith(units(2_000_000_000n));
+      expect((await cache.get(customerId, 'USD')).available).toBe(units(2_000_000_000n));
+      const charge = (major: bigint, idempotencyKey: string) =>
+        server.services.ledger.debit(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountAttos: units(units(major)), idempotencyKey });
+      await charge(500_000_000n, 'd1');
+      await until(async () => (await cache.get(customerId, 'USD')).available === units(1_500_000_000n));
+      expect(reads()).toBe(1);
+
+      // Something it cannot read (another version's event, say): skipped, and the entry read again.
+      server.services.pubsub.publish(walletTopic(customerId), { customerId, currency: 'USD', walletId: 'w', balance: 'n/a', available: 'n/a', transactionIds: [] });
+      await until(async () => (await cache.get(customerId, 'USD')).available === units(1_500_000_000n) && reads() === 2);
+      await charge(1_000_000_000n, 'd2');
+      await until(async () => (await cache.get(customerId, 'USD')).available === units(500_000_000n));
+      expect(reads()).toBe(2);
     } finally {
       cache.close();
     }

@@ -1,5 +1,5 @@
 import type { Database } from '../../shared/db/database.ts';
-import { parseDecimalNanos } from '../../shared/money.ts';
+import { parseFormattedNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import { walletTopic, type BalanceEvent } from '../ledger/ledger.service.ts';
 
@@ -76,19 +76,13 @@ export class BalanceCache {
     this.watches.set(customerId, watch);
     void (async () => {
       for await (const payload of events) {
-        const event = payload as BalanceEvent;
-        if (typeof event.available !== 'string' || typeof event.currency !== 'string') continue;
-        const previous = watch.entries.get(event.currency);
-        const balance = typeof event.balance === 'string' ? parseDecimalNanos('balance', event.balance) : (previous?.balance ?? 0n);
-        watch.entries.set(event.currency, {
-          available: parseDecimalNanos('available', event.available),
-          overdraftLimit: typeof event.overdraftLimit === 'string' ? parseDecimalNanos('overdraftLimit', event.overdraftLimit) : (previous?.overdraftLimit ?? 0n),
-          loadedAt: Date.now(),
-          balance,
-          // The ledger settles due grants before it publishes, so the event's figure is current; but
-          // credit it adds may expire sooner than what the entry knew of: read its expiry on next use.
-          staleAt: !previous || balance > previous.balance ? 0 : previous.staleAt,
-        });
+        try {
+          applyEvent(watch, payload as BalanceEvent);
+        } catch {
+          // An event it cannot read is skipped, not let end the loop (that would stop this
+          // customer's watch for good); what the entries knew may be out of date, so they are read again.
+          watch.entries.clear();
+        }
       }
     })().catch(() => undefined);
     return watch;
@@ -125,4 +119,21 @@ export class BalanceCache {
     watch.entries.set(currency, entry);
     return entry;
   }
+}
+
+/** Takes a balance event into the watch's entry for its currency. */
+function applyEvent(watch: Watch, event: BalanceEvent): void {
+  if (typeof event.available !== 'string' || typeof event.currency !== 'string') return;
+  const previous = watch.entries.get(event.currency);
+  // Read without the input limit (parseDecimalNanos'): a wallet may hold more than a caller may send at once.
+  const balance = typeof event.balance === 'string' ? parseFormattedNanos(event.balance) : (previous?.balance ?? 0n);
+  watch.entries.set(event.currency, {
+    available: parseFormattedNanos(event.available),
+    overdraftLimit: typeof event.overdraftLimit === 'string' ? parseFormattedNanos(event.overdraftLimit) : (previous?.overdraftLimit ?? 0n),
+    loadedAt: Date.now(),
+    balance,
+    // The ledger settles due grants before it publishes, so the event's figure is current; but
+    // credit it adds may expire sooner than what the entry knew of: read its expiry on next use.
+    staleAt: !previous || balance > previous.balance ? 0 : previous.staleAt,
+  });
 }

@@ -4,7 +4,7 @@ import { builder } from '../../graphql/builder.ts';
 import { totalCountOf, withTotalCount } from '../../graphql/connections.ts';
 import { merchantIdOf, merchantViewer, type Context } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
-import { formatNanos, parseCurrency, parseDecimalNanos, requirePositiveAttos, requirePositiveNanos } from '../../shared/money.ts';
+import { formatNanos, parseCurrency, parseDecimalNanos, parseFormattedNanos, requirePositiveAttos, requirePositiveNanos } from '../../shared/money.ts';
 import { requireUuid } from '../../shared/validation.ts';
 import { CONSUMPTION_KEYS, type ConsumptionKey } from './ledger.planner.ts';
 import type { WalletView, TransactionFilter } from './ledger.queries.ts';
@@ -232,16 +232,13 @@ const BalanceUpdateRef = builder.objectRef<BalanceEvent & { merchantId: string }
   description: 'Pushed after every committed change to a wallet.',
   fields: (t) => ({
     customerId: t.id({ resolve: (e) => e.customerId }),
-    balance: t.field({ type: MoneyRef, resolve: (e) => money(toNanos(e.balance), e.currency) }),
-    available: t.field({ type: MoneyRef, resolve: (e) => money(toNanos(e.available), e.currency) }),
+    // The event's own figures, read back without the input limit: a wallet may hold more than a caller may send at once.
+    balance: t.field({ type: MoneyRef, resolve: (e) => money(parseFormattedNanos(e.balance), e.currency) }),
+    available: t.field({ type: MoneyRef, resolve: (e) => money(parseFormattedNanos(e.available), e.currency) }),
     transactionIds: t.idList({ resolve: (e) => e.transactionIds }),
     wallet: t.field({ type: WalletRef, resolve: (e, _args, ctx) => ctx.services.ledgerQueries.wallet(e.merchantId, e.customerId, e.currency) }),
   }),
 });
-
-function toNanos(decimal: string): bigint {
-  return parseDecimalNanos('amount', decimal);
-}
 
 // ------------------------------------------------------------------ queries
 

@@ -116,10 +116,12 @@ export class LedgerQueries {
     if (filter?.kinds?.length) where.push({ kind: { in: [...filter.kinds] } });
     if (filter?.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
     if (filter?.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });
-    if (filter?.idempotencyKey) {
+    // Trimmed as the ledger trims a key before storing it, so the key as its caller sent it finds it.
+    const idempotencyKey = filter?.idempotencyKey?.trim();
+    if (idempotencyKey) {
       // PostgreSQL refuses a NUL in text: an internal error unless refused here.
-      requireStorableText('filter.idempotencyKey', filter.idempotencyKey);
-      where.push({ idempotencyKey: filter.idempotencyKey });
+      requireStorableText('filter.idempotencyKey', idempotencyKey);
+      where.push({ idempotencyKey });
     }
     return { AND: where };
   }

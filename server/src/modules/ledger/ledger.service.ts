@@ -208,8 +208,13 @@ function insufficientFunds(required: bigint, available: bigint, currency: string
   });
 }
 
-function replayOrConflict(existing: PostedTransaction, hash: string): DebitResult {
-  if (existing.requestHash !== hash) {
+/**
+ * The first result of a key used before, or a conflict if it was used for another request.
+ * `legacyHash` is the request hashed as an earlier version did, for keys recorded then: asked
+ * for only when the current hash does not match.
+ */
+function replayOrConflict(existing: PostedTransaction, hash: string, legacyHash?: () => string): DebitResult {
+  if (existing.requestHash !== hash && (!legacyHash || existing.requestHash !== legacyHash())) {
     throw conflict('This idempotency key was already used for a different request', { idempotencyKey: existing.idempotencyKey, transactionId: existing.id });
   }
   return { transaction: existing, replayed: true };
@@ -414,8 +419,23 @@ export class LedgerService {
     requireStorableText('description', input.description);
     requireStorableText('metadata', input.metadata);
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
-    const hash = requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
-    return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
+    // Optional fields as the grant stores them, so a retry that sends them as null (or as their
+    // defaults) instead of leaving them out is the same request, not a conflict.
+    const hash = requestHash({
+      op: 'grant',
+      customerId: input.customerId,
+      currency: input.currency,
+      amountNanos: input.amountNanos,
+      kind: input.kind,
+      expiresAt: input.expiresAt ?? null,
+      priority: input.priority ?? 0,
+      description: input.description ?? null,
+      metadata: input.metadata ?? {},
+    });
+    // Grants recorded before this hashed the input as given (absent fields left out): one sent
+    // again exactly as then must still replay.
+    const legacyHash = () => requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
+    return this.single(merchantId, input.customerId, input.currency, key, { hash, legacyHash }, async (wallet) => {
       const grantId = randomUUID();
       wallet.addGrant({
         id: grantId,
@@ -458,7 +478,7 @@ export class LedgerService {
     if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
-    return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
+    return this.single(merchantId, input.customerId, input.currency, key, { hash }, async (wallet) => {
       if (input.amountNanos > 0n) {
         const grantId = randomUUID();
         // The reason is the merchant's (secret key only, on the transaction): the grant, which
@@ -493,7 +513,7 @@ export class LedgerService {
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const hash = requestHash({ op: 'refund', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
-    return this.single(merchantId, input.customerId, input.currency, key, hash, async (wallet) => {
+    return this.single(merchantId, input.customerId, input.currency, key, { hash }, async (wallet) => {
       const plan = planDebit(wallet.state, input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: false, onlyKinds: ['PAID'], useCarry: false });
       if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, input.currency);
       const transaction = await wallet.post({
@@ -509,7 +529,7 @@ export class LedgerService {
     customerId: string,
     currency: string,
     key: string,
-    hash: string,
+    request: { hash: string; legacyHash?: () => string },
     work: (wallet: WalletTransaction) => Promise<T>,
     replay: (prior: PostedTransaction) => Promise<T>,
   ): Promise<T & { replayed: boolean }> {
@@ -517,7 +537,7 @@ export class LedgerService {
       this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
         const prior = (await wallet.existing([key])).get(key);
         if (prior) {
-          replayOrConflict(prior, hash);
+          replayOrConflict(prior, request.hash, request.legacyHash);
           return { replayedOf: prior };
         }
         return { value: await work(wallet) };
@@ -550,7 +570,7 @@ export class LedgerService {
     const now = this.clock();
     // Two calls with one key for different customers lock different wallets, so both can miss the
     // other's hold; the unique index stops the second, and its retry replays the first.
-    const { result, state } = await retryingKeyRaces(() => this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
+    const { result, state, posted } = await retryingKeyRaces(() => this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
       const prior = await this.findHold(wallet, { merchantId, idempotencyKey: key });
       if (prior) {
         const priorTtlSeconds = (prior.expiresAt.getTime() - prior.createdAt.getTime()) / 1000;
@@ -578,7 +598,8 @@ export class LedgerService {
       };
       return { hold, replayed: false };
     }));
-    if (!result.replayed) this.publish(input.customerId, input.currency, state, []);
+    // A replay moves nothing, but the lock it took may have expired due grants on the way.
+    if (!result.replayed || posted.length > 0) this.publish(input.customerId, input.currency, state, posted);
     return result;
   }
 
@@ -616,13 +637,13 @@ export class LedgerService {
       wallet.state.held -= hold.amount;
       return { hold: { ...hold, status: 'CAPTURED' as const, capturedAmount: amount, captureTransactionId: transaction?.id ?? null }, transaction, replayed: false };
     });
-    if (!result.replayed) this.publish(found.customerId, found.currency, state, posted);
+    if (!result.replayed || posted.length > 0) this.publish(found.customerId, found.currency, state, posted);
     return result;
   }
 
   async releaseHold(merchantId: string, holdId: string): Promise<HoldRecord> {
     const found = await this.getHold(merchantId, holdId);
-    const { result, state } = await this.store.withWallet(merchantId, found.customerId, found.currency, this.clock(), async (wallet) => {
+    const { result, state, posted } = await this.store.withWallet(merchantId, found.customerId, found.currency, this.clock(), async (wallet) => {
       const hold = (await this.findHold(wallet, { id: found.id }, true))!;
       if (hold.status === 'RELEASED') return { hold, changed: false };
       if (hold.status !== 'PENDING') throw conflict(`This hold is already ${hold.status.toLowerCase()}`, { holdId: hold.id });
@@ -630,7 +651,8 @@ export class LedgerService {
       if (hold.expiresAt > wallet.now) wallet.state.held -= hold.amount;
       return { hold: { ...hold, status: 'RELEASED' as const }, changed: true };
     });
-    if (result.changed) this.publish(found.customerId, found.currency, state, []);
+    // Released before, it frees nothing; but grants may have expired on the way through the lock.
+    if (result.changed || posted.length > 0) this.publish(found.customerId, found.currency, state, posted);
     return result.hold;
   }
 
@@ -693,13 +715,13 @@ export class LedgerService {
   async setOverdraftLimit(merchantId: string, customerId: string, currency: string, limitNanos: bigint): Promise<void> {
     if (limitNanos < 0n) throw invalidField('limit', 'must not be negative');
     customerId = await this.assertCustomer(merchantId, customerId);
-    const { state } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
+    const { state, posted } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
       // Lowering it below what the customer already owes is allowed (it stops further overdraft); the
       // time lets ledgerIntegrity hold only later debits to it.
       await wallet.tx.query(`UPDATE wallets SET overdraft_limit = $2, overdraft_limit_set_at = $3 WHERE id = $1`, [wallet.state.id, limitNanos.toString(), wallet.now]);
       wallet.state.overdraftLimit = limitNanos;
     });
-    this.publish(customerId, currency, state, []);
+    this.publish(customerId, currency, state, posted);
   }
 
   async setConsumptionOrder(merchantId: string, order: readonly ConsumptionKey[]): Promise<ConsumptionKey[]> {

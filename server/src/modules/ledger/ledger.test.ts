@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -978,6 +978,53 @@ describe('balanceUpdated for every kind of wallet change', () => {
     await events.stop();
     await elsewhere.stop();
   });
+
+  it('an expiry a hold or overdraft operation writes on its way is announced with its transaction, even when the operation itself changes nothing', async () => {
+    const ok = (result: { errors?: unknown; data?: Record<string, any> | null }) => {
+      expect(result.errors).toBeUndefined();
+      return result.data!;
+    };
+    /** 3.00 of promotional credit that expires in a minute, beside 1.00 paid. */
+    const expiringCustomer = async () => {
+      const customerId = await newCustomer();
+      await grant(customerId, '3.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+      await grant(customerId, '1.00');
+      return customerId;
+    };
+    const [releasedAgain, holding, replayingHold, replayingCapture, limiting] = [
+      await expiringCustomer(), await expiringCustomer(), await expiringCustomer(), await expiringCustomer(), await expiringCustomer(),
+    ];
+    const released = ok(await gql(HOLD, { input: { customerId: releasedAgain, amount: '0.50', idempotencyKey: randomUUID() } })).createHold.hold;
+    ok(await gql(RELEASE, { id: released.id }));
+    const holdInput = { customerId: replayingHold, amount: '0.50', ttlSeconds: 3600, idempotencyKey: randomUUID() };
+    ok(await gql(HOLD, { input: holdInput }));
+    const toCapture = ok(await gql(HOLD, { input: { customerId: replayingCapture, amount: '0.50', ttlSeconds: 3600, idempotencyKey: randomUUID() } })).createHold.hold;
+    ok(await gql(CAPTURE, { id: toCapture.id, amount: '0.50' }));
+    const customers = [releasedAgain, holding, replayingHold, replayingCapture, limiting];
+    const events = customers.map((customerId) => balanceEvents(customerId));
+    now = new Date(now.getTime() + 120_000);
+
+    expect(ok(await gql(RELEASE, { id: released.id })).releaseHold.status).toBe('RELEASED');
+    ok(await gql(HOLD, { input: { customerId: holding, amount: '0.25', idempotencyKey: randomUUID() } }));
+    expect(ok(await gql(HOLD, { input: holdInput })).createHold.replayed).toBe(true);
+    expect(ok(await gql(CAPTURE, { id: toCapture.id, amount: '0.50' })).captureHold.replayed).toBe(true);
+    ok(await gql('mutation ($id: ID!) { setOverdraftLimit(customerId: $id, limit: "1.00") { id } }', { id: limiting }));
+    await settled();
+
+    const expiryOf = async (customerId: string) => (await wallet(customerId)).transactions.edges.find((edge: any) => edge.node.kind === 'EXPIRY').node.id;
+    const expected = [
+      { balance: '1.00', available: '1.00' },
+      { balance: '1.00', available: '0.75' },
+      { balance: '1.00', available: '0.50' },
+      // The capture spent the promotional credit first: 2.50 of it expired.
+      { balance: '1.00', available: '1.00' },
+      { balance: '1.00', available: '1.00', overdraftLimit: '1.00' },
+    ];
+    for (const [n, customerId] of customers.entries()) {
+      expect(events[n]!.received, customerId).toEqual([expect.objectContaining({ ...expected[n], transactionIds: [await expiryOf(customerId)] })]);
+    }
+    await Promise.all(events.map((subscription) => subscription.stop()));
+  });
 });
 
 describe('wallet transactions', () => {
@@ -1111,6 +1158,18 @@ describe('wallet transactions', () => {
       expect(pages.slice(0, -1).every((p) => p.hasNextPage && p.ids.length === size)).toBe(true);
     }
   });
+
+  it('the key filter finds a transaction by the key as its caller sent it, spaces included', async () => {
+    const customerId = await newCustomer();
+    const key = ` topup-${randomUUID()} `;
+    const granted = await grant(customerId, '1.00', { idempotencyKey: key });
+    await grant(customerId, '2.00');
+    const found = await page(customerId, { first: 10, filter: { idempotencyKey: key } });
+    expect(found.totalCount).toBe(1);
+    expect(found.edges.map((edge: any) => edge.node.id)).toEqual([granted.transaction.id]);
+    const everywhere = await gql('query ($filter: LedgerTransactionFilter) { ledgerTransactions(first: 5, filter: $filter) { totalCount edges { node { id idempotencyKey } } } }', { filter: { idempotencyKey: key } });
+    expect(everywhere.data!.ledgerTransactions).toEqual({ totalCount: 1, edges: [{ node: { id: granted.transaction.id, idempotencyKey: key.trim() } }] });
+  });
 });
 
 describe('a customer id given in upper case', () => {
@@ -1160,6 +1219,36 @@ describe('a customer id given in upper case', () => {
     ]);
     expect(results.map((result) => result.status)).toEqual(['fulfilled', 'fulfilled']);
     expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
+
+  it("is the customer's own to a customer token: wallet, wallets and balanceUpdated", async () => {
+    const customerId = await newCustomer();
+    const upper = customerId.toUpperCase();
+    expect(upper).not.toBe(customerId);
+    await grant(customerId, '2.00');
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const own = await gql('query ($id: ID!) { wallet(customerId: $id) { customerId balance { amount } } }', { id: upper }, token);
+    expect(own.errors).toBeUndefined();
+    expect(own.data!.wallet).toEqual({ customerId, balance: { amount: '2.00' } });
+    const all = await gql('query ($id: ID!) { wallets(customerId: $id) { currency balance { amount } } }', { id: upper }, token);
+    expect(all.errors).toBeUndefined();
+    expect(all.data!.wallets).toEqual([{ currency: 'USD', balance: { amount: '2.00' } }]);
+    const client = createClient({ url: server.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${token}` }, retryAttempts: 0 });
+    try {
+      const events = client.iterate({ query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { customerId balance { amount } } }', variables: { id: upper } });
+      const next = events.next();
+      await waitForSubscribers(server, walletTopic(customerId), 1);
+      await grant(customerId, '1.00');
+      expect((await next).value).toEqual({ data: { balanceUpdated: { customerId, balance: { amount: '3.00' } } } });
+      await events.return?.();
+    } finally {
+      await client.dispose();
+    }
+    // Another customer's id, in either case, is still refused.
+    const otherId = await newCustomer();
+    for (const id of [otherId, otherId.toUpperCase()]) {
+      expect((await gql('query ($id: ID!) { wallet(customerId: $id) { id } }', { id }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+    }
   });
 });
 
@@ -1221,5 +1310,70 @@ describe('overdraft limits over time', () => {
     expect(report.data!.ledgerIntegrity.violations).toContain(`wallet ${walletId} was debited past its overdraft limit`);
     await sql(`UPDATE ledger_transactions SET created_at = $2 WHERE id = $1`, [debited!.id, debited!.created_at]);
     await expectIntegrity();
+  });
+});
+
+describe('balances beyond what one request may move', () => {
+  it('balanceUpdated sends a balance past 1e9 major units (the most one amount given may be), as the wallet holds it', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1000000000', { currency: 'VND' });
+    const client = createClient({ url: server.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${merchant.secret}` }, retryAttempts: 0 });
+    try {
+      const events = client.iterate({
+        query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id, currency: "VND") { balance { amount currency } available { amount } } }',
+        variables: { id: customerId },
+      });
+      const next = events.next();
+      await waitForSubscribers(server, walletTopic(customerId), 1);
+      await grant(customerId, '500000000', { currency: 'VND' });
+      expect((await next).value).toEqual({ data: { balanceUpdated: { balance: { amount: '1500000000.00', currency: 'VND' }, available: { amount: '1500000000.00' } } } });
+      await events.return?.();
+    } finally {
+      await client.dispose();
+    }
+    expect((await wallet(customerId, 'VND')).balance.amount).toBe('1500000000.00');
+  });
+});
+
+describe('idempotent grants', () => {
+  const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+  const grantAgain = (input: Record<string, unknown>) => gql(GRANT, { input: { kind: 'PAID', ...input } });
+
+  it('a retry that sends optional fields as null, or as their defaults, instead of leaving them out is a replay; one that changes a field is a conflict', async () => {
+    const customerId = await newCustomer();
+    const key = randomUUID();
+    const first = await grant(customerId, '2.00', { idempotencyKey: key });
+    for (const retry of [{ priority: null, description: null, expiresAt: null, metadata: null }, { priority: 0 }, { metadata: {} }]) {
+      const again = await grantAgain({ customerId, amount: '2.00', idempotencyKey: key, ...retry });
+      expect(again.errors, JSON.stringify(retry)).toBeUndefined();
+      expect(again.data!.grantCredits, JSON.stringify(retry)).toMatchObject({ replayed: true, transaction: { id: first.transaction.id } });
+    }
+    // The other way round: first sent with the defaults, retried without them.
+    const explicitKey = randomUUID();
+    const explicit = await grant(customerId, '1.00', { idempotencyKey: explicitKey, priority: 0, description: null, expiresAt: null, metadata: {} });
+    expect((await grantAgain({ customerId, amount: '1.00', idempotencyKey: explicitKey })).data!.grantCredits).toMatchObject({ replayed: true, transaction: { id: explicit.transaction.id } });
+    const later = new Date(now.getTime() + 3600_000).toISOString();
+    for (const changed of [{ priority: 1 }, { description: '' }, { expiresAt: later }, { metadata: { campaign: 'spring' } }, { amount: '2.01' }, { kind: 'PROMOTIONAL' }]) {
+      const conflicting = await grantAgain({ customerId, amount: '2.00', idempotencyKey: key, ...changed });
+      expect(conflicting.errors?.[0]?.extensions.code, JSON.stringify(changed)).toBe('CONFLICT');
+    }
+    expect((await wallet(customerId)).balance.amount).toBe('3.00');
+  });
+
+  it('a grant recorded under the earlier request hash still replays when sent exactly as before, and still conflicts when changed', async () => {
+    const customerId = await newCustomer();
+    const key = randomUUID();
+    const sent = { customerId, amount: '2.00', idempotencyKey: key, priority: null, description: 'top-up' };
+    const first = await grant(customerId, '2.00', sent);
+    // What the earlier version stored: the input as the resolver built it, fields left out omitted.
+    const earlier = sha256(JSON.stringify({ op: 'grant', customerId, currency: 'USD', amountNanos: '2000000000', kind: 'PAID', priority: null, description: 'top-up' }));
+    await sql('UPDATE ledger_transactions SET request_hash = $2 WHERE id = $1', [first.transaction.id, earlier]);
+    const again = await grantAgain(sent);
+    expect(again.errors).toBeUndefined();
+    expect(again.data!.grantCredits).toMatchObject({ replayed: true, transaction: { id: first.transaction.id } });
+    for (const changed of [{ description: 'other' }, { amount: '2.01' }]) {
+      expect((await grantAgain({ ...sent, ...changed })).errors?.[0]?.extensions.code, JSON.stringify(changed)).toBe('CONFLICT');
+    }
+    expect((await wallet(customerId)).balance.amount).toBe('2.00');
   });
 });
