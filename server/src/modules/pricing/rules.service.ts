@@ -331,13 +331,15 @@ export class PriceRuleService {
       if (versions.length === 0) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
       // A version stopped before it took effect is no longer part of the rule's timeline.
       const live = versions.filter(tookEffect);
-      const latest = live.at(-1) ?? versions.at(-1)!;
       const inForce = live.findLast((row) => row.effectiveFrom <= stopAt);
       const toStop = live.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
-      if (toStop.length === 0) return latest;
-      await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
-      whenCommitted(tx, () => this.changes.changed('price-rules', merchantId));
-      return toStop.includes(latest) ? { ...latest, archivedAt: stopAt } : latest;
+      if (toStop.length > 0) {
+        await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
+        whenCommitted(tx, () => this.changes.changed('price-rules', merchantId));
+      }
+      // Answered as it stands now, so archiving again answers the same: its latest version that took effect.
+      const stopped = versions.map((row) => (toStop.includes(row) ? { ...row, archivedAt: stopAt } : row));
+      return stopped.findLast(tookEffect) ?? stopped.at(-1)!;
     });
   }
 
