@@ -1,10 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { applyPricingChanges, describeChanges, loadPricingConfig, planPricingConfig, type Change, type PricingConfig } from './config-apply.ts';
+import { toPricingRule } from './rules.service.ts';
+import { applyRule } from './rules.ts';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -420,6 +422,39 @@ describe('pricing as code in YAML', () => {
     expect(quoted).toEqual([]);
   });
 
+  it('takes whole-number prices written bare (unitPrice: 2), and applying the file again has no changes', async () => {
+    const merchant = await server.createMerchant();
+    const file = write('whole.yaml', [
+      'meters:',
+      '  - { key: output_tokens, name: Output tokens, unit: token, source: OUTPUT_TOKENS }',
+      '  - { key: images, name: Images, unit: image, source: IMAGES }',
+      'providerPrices:',
+      '  - { provider: openai, model: gpt-whole, perMillionTokens: { input: 2, output: 8 }, perImage: 1 }',
+      'priceRules:',
+      '  - { name: markup, type: MARKUP, config: { percent: 30, feePerRequest: 1 } }',
+      '  - { name: images, type: FLAT, meterKey: images, config: { unitPrice: 2, minimumCharge: 1 } }',
+      '  - { name: packs, type: PACKAGE, meterKey: output_tokens, model: pack-model, config: { packageSize: 1000, packagePrice: 5 } }',
+      '  - name: output',
+      '    type: GRADUATED',
+      '    meterKey: output_tokens',
+      '    config:',
+      '      tiers:',
+      '        - { upTo: 100, unitPrice: 2, flatFee: 10 }',
+      '        - { upTo: null, unitPrice: 1 }',
+      '',
+    ].join('\n'));
+    const plan = await planPricingConfig(server.services, merchant.id, await loadPricingConfig(file));
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['create-meter output_tokens', 'create-meter images', 'add-price openai/gpt-whole', 'add-rule markup', 'add-rule images', 'add-rule packs', 'add-rule output']);
+    await applyPricingChanges(server.services, merchant.id, plan);
+    expect(describeChanges(await planPricingConfig(server.services, merchant.id, await loadPricingConfig(file)))).toMatch(/No changes/);
+    // The same prices quoted are the same prices.
+    const quoted = write('quoted.yaml', readFileSync(file, 'utf8').replace(/(unitPrice|minimumCharge|packagePrice|flatFee|feePerRequest|input|output|perImage): (\d+)/g, '$1: "$2"'));
+    expect(await planPricingConfig(server.services, merchant.id, await loadPricingConfig(quoted))).toEqual([]);
+    // And they price as their decimal: 3 images at $2.
+    const rule = (await server.services.priceRules.allVersions(merchant.id)).find((candidate) => candidate.name === 'images')!;
+    expect(applyRule(toPricingRule(rule), { quantity: 3 }).chargeAttos).toBe(6n * 10n ** 18n);
+  });
+
   it('the example as JSON and as YAML plans identically, and one applied leaves nothing for the other', async () => {
     const merchant = await server.createMerchant();
     const json = await loadPricingConfig(path.join(EXAMPLES, 'tollgate.config.json'));
@@ -591,6 +626,11 @@ describe('a file is checked and normalized while planning', () => {
       [{ priceRules: [markup({ percent: 'lots' })] }, 'priceRules.0.config.percent', /decimal/],
       [{ priceRules: [markup({ percent: '1', perUnit: '2' })] }, 'priceRules.0.config.perUnit', /not a setting of a MARKUP rule/],
       [{ priceRules: [markup({ percent: 33.3 })] }, 'priceRules.0.config.percent', /lost digits/],
+      // A whole number is exact; a fraction written as a number went through a float.
+      [{ meters, priceRules: [flat({ config: { unitPrice: 0.1 } })] }, 'priceRules.0.config.unitPrice', /decimal string such as "0.15", not a JSON number: 0.1 may already have lost digits/],
+      [{ meters, priceRules: [flat({ config: { unitPrice: '1', minimumCharge: 0.5 } })] }, 'priceRules.0.config.minimumCharge', /lost digits/],
+      [{ meters, priceRules: [flat({ config: { unitPrice: -2 } })] }, 'priceRules.0.config.unitPrice', /negative/],
+      [{ providerPrices: [{ ...price, perMillionTokens: { input: 0.75 } }] }, 'providerPrices.0.perMillionTokens.input', /lost digits/],
       [{ meters, priceRules: [flat({ config: { tiers: [] } })] }, 'priceRules.0.config.tiers', /not a setting of a FLAT rule/],
       [{ meters, priceRules: [flat({ type: 'GRADUATED', config: { tiers: [{ upTo: null, unitPrice: '1', fee: '1' }] } })] }, 'priceRules.0.config.tiers.0.fee', /not a setting of a tier/],
       [{ priceRules: [{ ...markup({ percent: '1' }), meterKey: 'tokens' }] }, 'priceRules.0.meterKey', /must not be set on a MARKUP rule/],

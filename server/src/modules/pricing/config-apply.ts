@@ -78,7 +78,8 @@ const YAML_FLOAT = 'tag:yaml.org,2002:float';
 /**
  * Plain YAML 1.2 (core schema) to plain JS. One difference: a decimal written without quotes
  * (`unitPrice: 0.05`) is read as its exact text, "0.05", never through a binary float, so YAML
- * plans exactly like the same JSON with quoted decimals. Whole numbers stay numbers.
+ * plans exactly like the same JSON with quoted decimals. Whole numbers stay numbers, which prices
+ * and percents take as their digits (see priceAttos).
  */
 function parseYaml(file: string, text: string): unknown {
   const exactDecimals = (tags: Tags): Tags =>

@@ -347,7 +347,8 @@ describe('costOf rates and units', () => {
     const tokens = { perMillionTokens: { input: '1', output: '2' } };
     expect(refused({ perMillionTokens: 'abc' })).toBe('price.perMillionTokens');
     expect(refused({ perMillionTokens: ['1'] })).toBe('price.perMillionTokens');
-    expect(refused({ perMillionTokens: { input: 1 } })).toBe('price.perMillionTokens.input');
+    expect(refused({ perMillionTokens: { input: 1.5 } })).toBe('price.perMillionTokens.input');
+    expect(refused({ perMillionTokens: { input: -1 } })).toBe('price.perMillionTokens.input');
     expect(refused({ perMillionTokens: { inptu: '1' } })).toBe('price.perMillionTokens.inptu');
     expect(refused({ perMilionTokens: { input: '1' } })).toBe('price.perMilionTokens');
     expect(refused({})).toBe('price');
@@ -367,7 +368,9 @@ describe('costOf rates and units', () => {
     expect(refused({ perImageBy: 'x' })).toBe('price.perImageBy');
     expect(refused({ perImageBy: { 'a\u0000b': '1' } })).toBe('price.perImageBy');
     expect(refused({ perImageBy: { HD: '1', ' hd': '2' } })).toBe('price.perImageBy. hd');
-    expect(refused({ perRequest: 1 })).toBe('price.perRequest');
+    expect(refused({ perRequest: 0.001 })).toBe('price.perRequest');
+    // A whole number is exact: a config may write it bare.
+    expect(validateProviderPrice(row('x', 'y', { perMillionTokens: { input: 2, output: '8' }, perRequest: 1 } as never))).toBeTruthy();
     expect(refused({ ...tokens, provider: 'a\u0000' })).toBe('price.provider');
     expect(refused({ ...tokens, model: 'a\ud800' })).toBe('price.model');
     expect(refused({ ...tokens, model: 'm'.repeat(256) })).toBe('price.model');

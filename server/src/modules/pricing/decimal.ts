@@ -19,8 +19,20 @@ export function knownPriceAttos(text: string): bigint | undefined {
   return parsedPrices.get(text);
 }
 
+/**
+ * A price as configs write it: a decimal string ("0.15"), or a whole number, which JSON and YAML
+ * hold exactly (`unitPrice: 2`). A number with a fraction is refused: it went through a binary
+ * float and may already have lost digits.
+ */
+export type PriceText = string | number;
+
 /** A non-negative price as attos; the field name travels into the VALIDATION error. */
-export function priceAttos(field: string, text: string): bigint {
+export function priceAttos(field: string, value: PriceText): bigint {
+  let text = value;
+  if (typeof text === 'number') {
+    if (!Number.isSafeInteger(text)) throw invalidField(field, `must be a decimal string such as "0.15", not a JSON number: ${text} may already have lost digits`);
+    text = String(text);
+  }
   if (typeof text !== 'string') throw invalidField(field, 'must be a decimal string such as "0.15"');
   // A price list has a few hundred distinct rates, each parsed for every event it prices: parse each once.
   const known = parsedPrices.get(text);

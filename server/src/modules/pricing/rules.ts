@@ -9,7 +9,8 @@ import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity
  * What the merchant charges for one event, exact in atto-units of the merchant's currency.
  *
  * Quantity rules (FLAT, GRADUATED, VOLUME, PACKAGE) are priced on the customer's running total in
- * the billing period: an event's charge is periodCharge(prior + quantity) − periodCharge(prior).
+ * the billing period of the units the rule itself priced (one total per rule, whatever else
+ * prices its meter): an event's charge is periodCharge(prior + quantity) − periodCharge(prior).
  * The increments therefore telescope, so however a period's usage is split into events, the
  * charges sum to exactly periodCharge(total), rounding included.
  */
@@ -19,7 +20,7 @@ export type { Quantity } from './decimal.ts';
 export interface Tier {
   /** Inclusive upper bound in units; null = no bound (the last tier must have it). */
   upTo: Quantity | null;
-  /** Price per unit inside this tier, a decimal string. */
+  /** Price per unit inside this tier, a decimal string (a config may also give a whole number, see PriceText). */
   unitPrice: string;
   /** Charged once the period's quantity enters this tier (GRADUATED) or ends in it (VOLUME). */
   flatFee?: string | null;

@@ -82,15 +82,26 @@ describe('putPriceRule checks the type of every setting', () => {
     await refused(tiers({ upTo: null, unitPrice: '1' }), 'rule.tiers');
     await refused(tiers([{ upTo: true, unitPrice: '1' }, { upTo: null, unitPrice: '1' }]), 'rule.tiers.0.upTo');
     await refused(tiers([{ upTo: 1.5, unitPrice: '1' }, { upTo: null, unitPrice: '1' }]), 'rule.tiers.0.upTo');
-    await refused(tiers([{ upTo: null, unitPrice: 1 }]), 'rule.tiers.0.unitPrice');
+    // A whole number is an exact price (YAML writes `unitPrice: 2`); a fraction went through a float.
+    await refused(tiers([{ upTo: null, unitPrice: 0.1 }]), 'rule.tiers.0.unitPrice');
+    await refused(tiers([{ upTo: null, unitPrice: '1', flatFee: 2.5 }]), 'rule.tiers.0.flatFee');
     await refused(tiers([{ upTo: null, unitPrice: '1', flatFee: [] }]), 'rule.tiers.0.flatFee');
     await refused(flat({}, { unitPrice: { amount: '1' } }), 'rule.unitPrice');
     await refused(flat({}, { unitPrice: '1', perUnits: true }), 'rule.perUnits');
-    await refused(flat({}, { unitPrice: '1', minimumCharge: 5 }), 'rule.minimumCharge');
+    await refused(flat({}, { unitPrice: '1', minimumCharge: 0.5 }), 'rule.minimumCharge');
+    await refused(flat({}, { unitPrice: Number.MAX_SAFE_INTEGER + 2 }), 'rule.unitPrice');
+    await refused(flat({}, { unitPrice: -1 }), 'rule.unitPrice');
     await refused({ name: 'pkg', type: 'PACKAGE', meterKey: 'tok', config: { packageSize: [10], packagePrice: '1' } }, 'rule.packageSize');
     await refused(markup({ percent: ['25'] }), 'rule.percent');
     await refused(markup({ percent: true }), 'rule.percent');
     await refused(markup({ percent: '1', feePerRequest: {} }), 'rule.feePerRequest');
+  });
+
+  it('takes whole-number prices in a rule\'s JSON config, as it takes a whole-number percent', async () => {
+    const { put } = await merchantWithMeter();
+    const answer = await put({ name: 'tiers', type: 'GRADUATED', meterKey: 'tok', config: { tiers: [{ upTo: 100, unitPrice: 2, flatFee: 10 }, { upTo: null, unitPrice: 1 }], minimumCharge: 1 } });
+    expect(answer.errors).toBeUndefined();
+    expect(answer.data.putPriceRule.config).toEqual({ tiers: [{ upTo: 100, unitPrice: 2, flatFee: 10 }, { upTo: null, unitPrice: 1 }], minimumCharge: 1 });
   });
 
   it('a service caller\'s config that JSON cannot hold is VALIDATION too', async () => {

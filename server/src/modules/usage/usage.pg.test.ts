@@ -85,7 +85,8 @@ describe('period totals under a concurrent transaction', () => {
     const customerId = await customer();
     const results = await whileAnotherTransaction(
       (client) => client.query(
-        `INSERT INTO usage_period_totals (merchant_id, customer_id, currency, meter_key, period_start, quantity) VALUES ($1, $2, 'USD', 'peak', $3, 5), ($1, $2, 'USD', 'tokens', $3, 100)`,
+        `INSERT INTO usage_period_totals (merchant_id, customer_id, currency, meter_key, period_start, price_book, rule_name, quantity)
+         VALUES ($1, $2, 'USD', 'peak', $3, '', 'peak', 5), ($1, $2, 'USD', 'tokens', $3, '', 'tokens', 100)`,
         [merchantId, customerId, period],
       ),
       () => runtime.services.usage.record(merchantId, SYSTEM_ACTOR, [event(customerId, { peak: 8, tokens: 50 }), event(customerId, { peak: 9, tokens: 10 })]),

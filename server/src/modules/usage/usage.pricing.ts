@@ -69,7 +69,8 @@ export function meterQuantities(usage: NormalizedUsage, meters: readonly Meter[]
 
 /**
  * How a meter's events add up to the customer's total for the billing period — the quantity
- * tiered prices are computed over (Meter.aggregation). Each event is priced on what it adds:
+ * tiered prices are computed over (Meter.aggregation). A total is kept per rule (see
+ * ruleScopeOf): it holds only the events that rule priced. Each event is priced on what it adds:
  * price(prior + quantity) − price(prior), so a period's charges always sum to price(total).
  * - SUM: the total is the sum of the events' quantities (tokens, seconds, images, …).
  * - COUNT: the number of events that carry the meter (a non-zero quantity); each counts 1,
@@ -92,6 +93,42 @@ export interface PeriodStep {
 export interface MeterStep {
   quantity: Quantity;
   prior: Quantity;
+  /**
+   * The rule whose period total `prior` is (see meterRules), when the caller already chose it;
+   * otherwise the meter's rule is chosen here.
+   */
+  rule?: RuleRow;
+}
+
+/** Which rule's count a meter's units go to: its book ("" for the default book, else the plan's id) and its name. */
+export interface RuleScope {
+  priceBook: string;
+  ruleName: string;
+}
+
+/**
+ * A rule's period total is kept per book and name: every version of a rule continues one count
+ * (a price changed mid-month keeps counting), and no other rule's units are in it.
+ */
+export function ruleScopeOf(row: Pick<RuleRow, 'planId' | 'name'>): RuleScope {
+  return { priceBook: row.planId ?? '', ruleName: row.name };
+}
+
+/**
+ * The quantity rule that prices each of an event's meters, as priceUsage would choose it; meters
+ * no rule prices are left out (their units count in no period total). Asked before the event's
+ * period totals move, since each rule counts only the units it priced.
+ */
+export function meterRules(params: { usage: NormalizedUsage; occurredAt: Date; rules: readonly RuleRow[]; planRules?: readonly RuleRow[] | null; meters: Iterable<string> }): Map<string, RuleRow> {
+  const books = booksAt(params);
+  const event = { provider: params.usage.provider || null, model: params.usage.model, meter: null as string | null };
+  const matched = new Map<string, RuleRow>();
+  for (const meterKey of params.meters) {
+    event.meter = meterKey;
+    const match = firstMatch(books, meterKey, event);
+    if (match) matched.set(meterKey, match.row);
+  }
+  return matched;
 }
 
 /** What one event contributes to the batch's aggregate for a meter (summed, or maxed for MAX), scaled by QUANTITY_SCALE. */
@@ -186,8 +223,8 @@ function exactAttos(text: string): bigint | null {
 /**
  * Charges one event: a MARKUP rule (most specific for its provider/model) prices the cost;
  * each meter the event moves is priced by its most specific quantity rule on what the event
- * adds to the customer's period total (`quantities`, see PeriodStep), from the total before it
- * (`priorFor`). With no rule at all, cost passes through.
+ * adds to that rule's period total for the customer (`steps`, see PeriodStep and meterRules),
+ * from the total before it. With no rule at all, cost passes through.
  *
  * When the customer was on a plan at the event's time (`planRules`: every version of that
  * plan's rules), the plan's rules in force win for what they cover: the markup when one of them
@@ -214,8 +251,8 @@ export function priceUsage(params: {
     const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests });
     lines.push(lineOf(markup.row, null, null, chargeAttos));
   }
-  for (const [meterKey, { quantity, prior }] of steps) {
-    const match = firstMatch(books, meterKey, { provider, model: usage.model, meter: meterKey });
+  for (const [meterKey, { quantity, prior, rule }] of steps) {
+    const match = rule ? { row: rule, rule: pricingRuleOf(rule) } : firstMatch(books, meterKey, { provider, model: usage.model, meter: meterKey });
     if (!match) continue;
     // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
     // through), at nothing: no minimumCharge for an event that adds nothing.

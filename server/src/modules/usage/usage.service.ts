@@ -16,12 +16,12 @@ import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
 import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
-import type { PriceRuleService } from '../pricing/rules.service.ts';
+import type { PriceRuleService, RuleRow } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
 import { BatchPeriodCredits, capCredits } from './usage.credits.ts';
-import { estimateIncomplete, meterQuantities, periodContribution, priceUsage, providerCost, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage, type StoredChargeLine } from './usage.pricing.ts';
+import { estimateIncomplete, meterQuantities, meterRules, periodContribution, priceUsage, providerCost, readChargeLine, ruleScopeOf, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage, type StoredChargeLine } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
@@ -84,7 +84,10 @@ export type UsageResult =
       event: UsageEventView;
       replayed: boolean;
       error?: AppError;
-      /** Recorded at no charge because its provider cost is unknown (event.costProblem says why). */
+      /**
+       * Its provider cost is unknown (event.costProblem says why) and that cost went unpriced: it was
+       * recorded at no charge, or a MARKUP rule priced it, which charged only its fee per request.
+       */
       unpriced?: true;
     }
   | { ok: false; error: AppError };
@@ -108,8 +111,11 @@ const RESPONSE_AUDIO = /^\d{1,15}(\.\d{1,18})?$/;
 const NO_QUANTITIES: Record<string, string | number> = Object.freeze({}) as Record<string, string | number>;
 /** The meter quantities of an event that moves no meter, shared for the same reason. Never written to. */
 const NO_METERED: ReadonlyMap<string, Quantity> = new Map();
-const NO_STEPS: ReadonlyMap<string, PeriodStep> = new Map();
+const NO_STEPS: ReadonlyMap<string, RuleStep> = new Map();
 const NO_CHARGE_LINES: readonly StoredChargeLine[] = Object.freeze([]);
+
+/** An event's step in the period total of the rule that prices one of its meters (see advancePeriodTotals). */
+type RuleStep = PeriodStep & { rule: RuleRow };
 
 interface ChargeRequest {
   items: Prepared[];
@@ -641,7 +647,14 @@ export class UsageService {
           if (tie) out.set(item.index, { ok: false, error: tie });
           return !tie;
         });
-        const steps = await this.advancePeriodTotals(batch, merchantId, priceable, quantities, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
+        // The rule that prices each meter of each event: a rule's period total counts only the units it priced.
+        const rulesOf = new Map<number, Map<string, RuleRow>>();
+        for (const item of priceable) {
+          const metered = quantities.get(item.index)!;
+          if (metered.size === 0) continue;
+          rulesOf.set(item.index, meterRules({ usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: planRulesOf.get(item.index), meters: metered.keys() }));
+        }
+        const steps = await this.advancePeriodTotals(batch, merchantId, priceable, quantities, rulesOf, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
         // Price every event, then charge each wallet once for all of its events in this batch:
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
@@ -811,11 +824,13 @@ export class UsageService {
   /**
    * Advances each customer's running totals for the period by the batch (one statement) and
    * returns, per event and meter, the step it made: the total before it and what it added
-   * (see PeriodStep for SUM, COUNT and MAX). The statement locks the existing totals rows first
-   * (FOR UPDATE, reading their latest values: the totals before the batch, which MAX cannot
-   * recover from the totals after it), then sums or maxes the batch in; each event's step is
-   * worked out from there in batch order. Row locks keep concurrent batches consistent. A row
-   * another transaction created after this statement began is left alone (the DO UPDATE WHERE)
+   * (see PeriodStep for SUM, COUNT and MAX). A total belongs to a rule as well (its book and name,
+   * see ruleScopeOf): an event's units of a meter count only in the total of the rule that prices
+   * them (`rulesOf`), and units no rule prices count nowhere. The statement locks the existing
+   * totals rows first (FOR UPDATE, reading their latest values: the totals before the batch, which
+   * MAX cannot recover from the totals after it), then sums or maxes the batch in; each event's
+   * step is worked out from there in batch order. Row locks keep concurrent batches consistent. A
+   * row another transaction created after this statement began is left alone (the DO UPDATE WHERE)
    * and its events go round once more, now seeing and locking it.
    */
   private async advancePeriodTotals(
@@ -823,28 +838,34 @@ export class UsageService {
     merchantId: string,
     items: Prepared[],
     quantities: Map<number, ReadonlyMap<string, Quantity>>,
+    rulesOf: Map<number, Map<string, RuleRow>>,
     aggregations: Map<string, MeterAggregation>,
-  ): Promise<Map<number, Map<string, PeriodStep>>> {
-    const rowsFor: { key: string; item: Prepared; meter: string; aggregation: MeterAggregation; quantity: Quantity }[] = [];
-    // One statement row per customer, currency, meter and period: the batch's events are summed (or
-    // maxed) here, so the statement groups a few hundred rows instead of one per event and meter.
-    const increments = new Map<string, { customerId: string; currency: string; meter: string; periodStart: Date; aggregation: MeterAggregation; contribution: bigint }>();
+  ): Promise<Map<number, Map<string, RuleStep>>> {
+    const rowsFor: { key: string; item: Prepared; meter: string; rule: RuleRow; aggregation: MeterAggregation; quantity: Quantity }[] = [];
+    // One statement row per customer, currency, meter, period and rule: the batch's events are summed
+    // (or maxed) here, so the statement groups a few hundred rows instead of one per event and meter.
+    const increments = new Map<string, { customerId: string; currency: string; meter: string; periodStart: Date; priceBook: string; ruleName: string; aggregation: MeterAggregation; contribution: bigint }>();
     let lastPeriod: Date | null = null;
     let lastPeriodText = '';
     for (const item of items) {
       const metered = quantities.get(item.index)!;
       if (metered.size === 0) continue;
+      const rules = rulesOf.get(item.index);
       if (item.periodStart !== lastPeriod) {
         lastPeriod = item.periodStart;
         lastPeriodText = item.periodStart.toISOString();
       }
       for (const [meter, quantity] of metered) {
+        const rule = rules?.get(meter);
+        if (!rule) continue;
+        const { priceBook, ruleName } = ruleScopeOf(rule);
         const aggregation = aggregations.get(meter) ?? 'SUM';
-        const key = item.customerId + '|' + item.currency + '|' + meter + '|' + lastPeriodText;
-        rowsFor.push({ key, item, meter, aggregation, quantity });
+        // The rule's name goes last: it is the only part that may hold any text.
+        const key = item.customerId + '|' + item.currency + '|' + meter + '|' + lastPeriodText + '|' + priceBook + '|' + ruleName;
+        rowsFor.push({ key, item, meter, rule, aggregation, quantity });
         const contribution = periodContribution(aggregation, quantity);
         const increment = increments.get(key);
-        if (!increment) increments.set(key, { customerId: item.customerId!, currency: item.currency, meter, periodStart: item.periodStart, aggregation, contribution });
+        if (!increment) increments.set(key, { customerId: item.customerId!, currency: item.currency, meter, periodStart: item.periodStart, priceBook, ruleName, aggregation, contribution });
         else if (aggregation !== 'MAX') increment.contribution += contribution;
         else if (contribution > increment.contribution) increment.contribution = contribution;
       }
@@ -853,40 +874,44 @@ export class UsageService {
     for (let attempt = 1; before.size < increments.size; attempt++) {
       if (attempt > 3) throw new Error('usage period totals kept being created by concurrent batches');
       const rows = [...increments.entries()].filter(([key]) => !before.has(key)).map(([, increment]) => increment);
-      const advanced = await batch.tx.query<{ customer_id: string; currency: string; meter_key: string; period_start: Date; before: string }>(
+      const advanced = await batch.tx.query<{ customer_id: string; currency: string; meter_key: string; period_start: Date; price_book: string; rule_name: string; before: string }>(
         `WITH increments AS (
-           SELECT u.customer_id, u.currency, u.meter_key, u.period_start, CASE WHEN u.meter_key = ANY($7::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
-           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::numeric[]) AS u(customer_id, currency, meter_key, period_start, quantity)
-           GROUP BY 1, 2, 3, 4),
+           SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name,
+                  CASE WHEN u.meter_key = ANY($7::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $8::text[], $9::text[], $6::numeric[])
+             AS u(customer_id, currency, meter_key, period_start, price_book, rule_name, quantity)
+           GROUP BY 1, 2, 3, 4, 5, 6),
          locked AS MATERIALIZED (
-           SELECT t.customer_id, t.currency, t.meter_key, t.period_start, t.quantity
-           FROM usage_period_totals t JOIN increments i USING (customer_id, currency, meter_key, period_start)
+           SELECT t.customer_id, t.currency, t.meter_key, t.period_start, t.price_book, t.rule_name, t.quantity
+           FROM usage_period_totals t JOIN increments i USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
            FOR UPDATE OF t),
          upserted AS (
-           INSERT INTO usage_period_totals (merchant_id, customer_id, currency, meter_key, period_start, quantity)
-           SELECT $1, customer_id, currency, meter_key, period_start, quantity FROM increments
-           ON CONFLICT (customer_id, currency, meter_key, period_start) DO UPDATE SET quantity = CASE WHEN usage_period_totals.meter_key = ANY($7::text[])
+           INSERT INTO usage_period_totals (merchant_id, customer_id, currency, meter_key, period_start, price_book, rule_name, quantity)
+           SELECT $1, customer_id, currency, meter_key, period_start, price_book, rule_name, quantity FROM increments
+           ON CONFLICT (customer_id, currency, meter_key, period_start, price_book, rule_name) DO UPDATE SET quantity = CASE WHEN usage_period_totals.meter_key = ANY($7::text[])
                THEN GREATEST(usage_period_totals.quantity, excluded.quantity) ELSE usage_period_totals.quantity + excluded.quantity END
-             WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.currency, l.meter_key, l.period_start) = (excluded.customer_id, excluded.currency, excluded.meter_key, excluded.period_start))
-           RETURNING customer_id, currency, meter_key, period_start)
-         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, coalesce(l.quantity, 0)::text AS before
-         FROM upserted u LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start)`,
+             WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.currency, l.meter_key, l.period_start, l.price_book, l.rule_name)
+               = (excluded.customer_id, excluded.currency, excluded.meter_key, excluded.period_start, excluded.price_book, excluded.rule_name))
+           RETURNING customer_id, currency, meter_key, period_start, price_book, rule_name)
+         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name, coalesce(l.quantity, 0)::text AS before
+         FROM upserted u LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start, price_book, rule_name)`,
         [
           merchantId, pgArrayOf(rows, (row) => row.customerId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.meter),
           pgArrayOf(rows, (row) => row.periodStart), pgArrayOf(rows, (row) => formatScaledQuantity(row.contribution)),
           [...new Set(rows.filter((row) => row.aggregation === 'MAX').map((row) => row.meter))],
+          pgArrayOf(rows, (row) => row.priceBook), pgArrayOf(rows, (row) => row.ruleName),
         ],
       );
       for (const row of advanced) {
-        const key = `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}`;
+        const key = `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}|${row.price_book}|${row.rule_name}`;
         before.set(key, new ScaledQuantity(scaledQuantity('before', row.before)));
       }
     }
-    const steps = new Map<number, Map<string, PeriodStep>>();
+    const steps = new Map<number, Map<string, RuleStep>>();
     for (const row of rowsFor) {
-      const step = stepPeriodTotal(row.aggregation, before.get(row.key)!, row.quantity);
+      const step: RuleStep = { ...stepPeriodTotal(row.aggregation, before.get(row.key)!, row.quantity), rule: row.rule };
       before.set(row.key, step.after);
-      const ofItem = steps.get(row.item.index) ?? new Map<string, PeriodStep>();
+      const ofItem = steps.get(row.item.index) ?? new Map<string, RuleStep>();
       steps.set(row.item.index, ofItem.set(row.meter, step));
     }
     return steps;
@@ -1027,8 +1052,13 @@ function recordedAnswer(row: EventRow, replayed: boolean, error: AppError | unde
     },
     replayed,
     ...(error ? { error } : {}),
-    ...(row.status === 'NOT_BILLABLE' && row.metadata?.costProblem ? { unpriced: true as const } : {}),
+    ...(row.metadata?.costProblem && (row.status === 'NOT_BILLABLE' || pricedByMarkup(row.metadata.pricing)) ? { unpriced: true as const } : {}),
   };
+}
+
+/** Whether a MARKUP rule priced the event: its line is the one with no meter quantity (see StoredChargeLine). */
+function pricedByMarkup(lines: readonly StoredChargeLine[] | undefined): boolean {
+  return lines?.some((line) => readChargeLine(line).quantity === null) ?? false;
 }
 
 function repeatedKey(): AppError {

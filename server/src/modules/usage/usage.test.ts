@@ -851,8 +851,9 @@ describe('POST /v1/usage/batch', () => {
 describe('meter aggregations', () => {
   const from = new Date('2026-01-01');
   const june = new Date('2026-06-01T00:00:00Z');
+  /** The period total of the meter's rule (one rule a meter here, in the default book). */
   const totalOf = async (customerId: string, meterKey: string, periodStart = june) =>
-    (await server.services.prisma.usagePeriodTotal.findUnique({ where: { customerId_currency_meterKey_periodStart: { customerId, currency: 'USD', meterKey, periodStart } } }))?.quantity.toFixed();
+    (await server.services.prisma.usagePeriodTotal.findFirst({ where: { customerId, currency: 'USD', meterKey, periodStart, priceBook: '' } }))?.quantity.toFixed();
   const charges = (results: UsageResult[]) =>
     results.map((result) => (result.ok ? result.event.charge : result.error.code));
 
@@ -1108,6 +1109,24 @@ describe('what providers report, and what the caller is told', () => {
     expect(bare).toMatchObject({ status: 'NOT_BILLABLE', costProblem: null });
   });
 
+  it('lists in a minimal batch answer an event of unknown cost that a MARKUP rule with a fee charged only that fee', async () => {
+    const { merchant, customer } = await setup();
+    await server.services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '25', feePerRequest: '0.001' }, effectiveFrom: new Date('2026-01-01') });
+    const batch = await post(merchant.secret, '/v1/usage/batch', {
+      events: [
+        { customer: customer.id, idempotencyKey: 'fee-ok', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 } },
+        { customer: customer.id, idempotencyKey: 'fee-typo', usage: { provider: 'opneai', model: 'gpt-5.4-mini', inputTokens: 1000 } },
+      ],
+    }, 'return=minimal');
+    // Charged (the fee), but its cost went unpriced: the caller has to hear of it.
+    expect(batch.body.results.map((r: any) => [r.index, r.event.status, r.event.charge, r.event.costProblem])).toEqual([[1, 'CHARGED', '0.001', 'no provider price for opneai/gpt-5.4-mini']]);
+    // A replay of the batch answers the same.
+    const again = await post(merchant.secret, '/v1/usage/batch', {
+      events: [{ customer: customer.id, idempotencyKey: 'fee-typo', usage: { provider: 'opneai', model: 'gpt-5.4-mini', inputTokens: 1000 } }],
+    }, 'return=minimal');
+    expect(again.body.results.map((r: any) => [r.index, r.replayed, r.event.costProblem])).toEqual([[0, true, 'no provider price for opneai/gpt-5.4-mini']]);
+  });
+
   it('prices clouds that resell a maker\'s models at the maker\'s list price when they have no row of their own', async () => {
     const { merchant, record } = await setup();
     const cost = async (provider: string, model: string) => (await record({ usage: { provider, model, inputTokens: 1000, outputTokens: 100 } })).data.recordUsage.event;
@@ -1161,13 +1180,15 @@ describe('what providers report, and what the caller is told', () => {
     for (const name of ['claude a', 'claude b']) {
       await server.services.prisma.priceRule.create({ data: { merchantId: merchant.id, name, type: 'MARKUP', provider: 'anthropic', config: { percent: '10' }, effectiveFrom: new Date('2026-01-01') } });
     }
+    // Output tokens at 0.00001 each, whoever the provider: both events' units would count in its period total.
+    await server.services.priceRules.put(merchant.id, { name: 'out', type: 'FLAT', meterKey: 'out', config: { unitPrice: '0.00001' }, effectiveFrom: new Date('2026-01-01') });
     const events: UsageRecordInput[] = [
       { customer: customer.id, idempotencyKey: 'tie-1', usage: { provider: 'anthropic', model: 'claude-sonnet-4-6', inputTokens: 1000, outputTokens: 100 } },
       { customer: customer.id, idempotencyKey: 'tie-2', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 } },
     ];
     const [tied, fine] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, events);
     expect(tied).toMatchObject({ ok: false, error: { code: 'CONFLICT', details: { field: 'rules', rules: ['claude a', 'claude b'] } } });
-    expect(fine).toMatchObject({ ok: true, event: { status: 'CHARGED', cost: '0.0012' } });
+    expect(fine).toMatchObject({ ok: true, event: { status: 'CHARGED', cost: '0.0012', charge: '0.001' } });
     // The failed event was not recorded, nor counted in the period total.
     expect((await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id } })).map((e) => e.idempotencyKey)).toEqual(['tie-2']);
     const total = await server.services.prisma.usagePeriodTotal.findFirst({ where: { customerId: customer.id, meterKey: 'out' } });
@@ -1175,8 +1196,9 @@ describe('what providers report, and what the caller is told', () => {
     // Once one of the rules is gone, the same event goes through.
     await server.services.priceRules.archive(merchant.id, 'claude b', null, new Date('2026-06-01'));
     const [again] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [events[0]!]);
-    expect(again).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED', cost: '0.0045' } });
-    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.0012') - parseDecimalNanos('x', '0.00495'));
+    expect(again).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED', cost: '0.0045', charge: '0.00595' } });
+    expect((await server.services.prisma.usagePeriodTotal.findFirst({ where: { customerId: customer.id, meterKey: 'out' } }))?.quantity.toFixed()).toBe('200');
+    expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.001') - parseDecimalNanos('x', '0.00595'));
   });
 });
 
