@@ -13,8 +13,8 @@ import type { UsageRecordInput, UsageResult } from './usage.service.ts';
  *   POST /v1/usage/batch  { events: [...] } (≤ 1,000) → 200 { results: [{ index, ok, event | error }], summary }
  * Authenticated with a secret key. Bad events are answered one by one; good ones are kept.
  * A batch sent with `Prefer: return=minimal` (RFC 7240) is answered with only the events that
- * need the caller's attention (failed, recorded but not fully charged, or recorded free because
- * their provider cost is unknown: see the event's costProblem) and the summary: a
+ * need the caller's attention (failed, recorded but not fully charged, or left unpriced because
+ * their provider cost is unknown: recorded free, or charged only a markup's fee; see the event's costProblem) and the summary: a
  * high-volume sender already knows its events by their idempotency keys, and the full answer
  * (about 400 bytes an event) costs both sides more to write and read than the batch they sent.
  */
@@ -139,7 +139,7 @@ export function usageRoutes(services: Services): Router {
         if (result.ok) {
           ok++;
           if (result.replayed) replayed++;
-          // Unpriced events need attention too: they were recorded free because their cost is unknown.
+          // Unpriced events need attention too: their cost is unknown, so it went uncharged.
           if (minimal && !result.error && !result.unpriced) return;
         }
         results.push(present(result, index, iso));
