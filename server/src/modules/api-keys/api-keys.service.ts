@@ -16,6 +16,8 @@ export interface SecretKeyPrincipal {
   merchantId: string;
   apiKeyId: string;
   mode: ApiKeyMode;
+  /** When a key being rotated stops working (the end of its grace period); null for a key with no end set. */
+  validUntil: Date | null;
 }
 
 const SECRET_KEY = /^sk_(test|live)_[A-Za-z0-9_-]{43}$/;
@@ -89,18 +91,20 @@ export class ApiKeyService {
     // Rotating a key again during its grace period would move its end later: rotate its replacement.
     const alreadyRotating = () => invalidField('id', 'is already being rotated (its grace period is running); rotate its replacement instead');
     if (old.revokedAt) throw alreadyRotating();
-    return this.prisma.$transaction(async (tx) => {
+    const created = await this.prisma.$transaction(async (tx) => {
       const revokedAt = new Date(Date.now() + graceSeconds * 1000);
       // Conditional, so that of two rotations at once only one goes through.
       const { count } = await tx.apiKey.updateMany({ where: { id: old.id, revokedAt: null }, data: { revokedAt } });
       if (count !== 1) throw alreadyRotating();
-      const created = await new ApiKeyService(tx as PrismaClient).create(merchantId, {
+      return new ApiKeyService(tx as PrismaClient).create(merchantId, {
         name: old.name,
         mode: old.mode,
         rotatedFromId: old.id,
       });
-      return created;
     });
+    // Checks the gateway cached hold the old key's end (validUntil), but not one it did not have.
+    this.changes.changed('api-keys', merchantId);
+    return created;
   }
 
   /** Which of these keys are still active (not revoked, or still in a rotation's grace period). */
@@ -120,6 +124,6 @@ export class ApiKeyService {
       // Best effort: a lost update only makes "last used" a minute staler.
       this.prisma.apiKey.update({ where: { id: key.id }, data: { lastUsedAt: now } }).catch(() => undefined);
     }
-    return { merchantId: key.merchantId, apiKeyId: key.id, mode: key.mode };
+    return { merchantId: key.merchantId, apiKeyId: key.id, mode: key.mode, validUntil: key.revokedAt };
   }
 }

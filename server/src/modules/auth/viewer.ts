@@ -5,7 +5,7 @@ import { looksLikeCustomerSessionToken, type CustomerSessionService } from './cu
 /** Who is asking. Every resolver and route is scoped by this, never by arguments alone. */
 export type Viewer =
   | { kind: 'anonymous' }
-  | { kind: 'merchant'; merchantId: string; apiKeyId: string; mode: ApiKeyMode }
+  | { kind: 'merchant'; merchantId: string; apiKeyId: string; mode: ApiKeyMode; validUntil: Date | null }
   | { kind: 'customer'; merchantId: string; customerId: string; sessionId: string; expiresAt: Date };
 
 export const ANONYMOUS: Viewer = { kind: 'anonymous' };

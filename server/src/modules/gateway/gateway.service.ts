@@ -197,7 +197,11 @@ export class GatewayService {
     }
     const cacheKey = createHash('sha256').update(credential).digest('base64');
     const viewer = await this.viewerCache.get(cacheKey, () => this.viewers.resolve(credential));
-    if (viewer.kind === 'merchant') return { merchantId: viewer.merchantId, actor: { kind: 'api_key', apiKeyId: viewer.apiKeyId }, customerId: null };
+    if (viewer.kind === 'merchant') {
+      // A cached check outlives a rotated key's grace period by up to AUTH_TTL_MS otherwise.
+      if (viewer.validUntil && viewer.validUntil.getTime() <= Date.now()) throw new Refusal(401, 'UNAUTHENTICATED', 'This secret key has been revoked');
+      return { merchantId: viewer.merchantId, actor: { kind: 'api_key', apiKeyId: viewer.apiKeyId }, customerId: null };
+    }
     if (viewer.kind === 'customer') {
       if (viewer.expiresAt.getTime() <= Date.now()) throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session token has expired');
       return { merchantId: viewer.merchantId, actor: { kind: 'customer', apiKeyId: null }, customerId: viewer.customerId };

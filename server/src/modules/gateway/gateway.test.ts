@@ -823,3 +823,27 @@ describe('which customer a call is charged to', () => {
     expect((await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId, customerId: olderId } })).length).toBe(1);
   });
 });
+
+describe('a secret key rotated while the gateway has it cached', () => {
+  const call = (t: Tenant, secret: string) =>
+    post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${secret}`, 'x-tollgate-customer': t.externalId }, { model: 'gpt-5.4-mini' });
+
+  it('with no grace period is refused at once; with one, from the moment it ends', async () => {
+    const t = await tenant();
+    const old = await server.services.apiKeys.create(t.merchantId, { name: 'rotated now', mode: 'live' });
+    expect((await call(t, old.secret)).status).toBe(200);
+    await server.services.apiKeys.rotate(t.merchantId, old.apiKey.id, 0);
+    expect((await call(t, old.secret)).status).toBe(401);
+
+    const graced = await server.services.apiKeys.create(t.merchantId, { name: 'rotated with grace', mode: 'live' });
+    expect((await call(t, graced.secret)).status).toBe(200);
+    const replacement = await server.services.apiKeys.rotate(t.merchantId, graced.apiKey.id, 1);
+    expect((await call(t, graced.secret)).status).toBe(200);
+    // Past the grace period, well within the gateway's 5 s cache of the key's check.
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    openaiFake.reset();
+    expect((await call(t, graced.secret)).status).toBe(401);
+    expect(openaiFake.requests).toEqual([]);
+    expect((await call(t, replacement.secret)).status).toBe(200);
+  });
+});

@@ -3,6 +3,7 @@ import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { canonicalJson } from '../../shared/canonical-json.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
@@ -430,7 +431,8 @@ export class LedgerService {
       expiresAt: input.expiresAt ?? null,
       priority: input.priority ?? 0,
       description: input.description ?? null,
-      metadata: input.metadata ?? {},
+      // Keys sorted: a client may serialize a retry's metadata in another order.
+      metadata: canonicalJson(input.metadata ?? {}, 'metadata', false),
     });
     // Grants recorded before this hashed the input as given (absent fields left out): one sent
     // again exactly as then must still replay.

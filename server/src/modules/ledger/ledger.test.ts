@@ -1360,6 +1360,17 @@ describe('idempotent grants', () => {
     expect((await wallet(customerId)).balance.amount).toBe('3.00');
   });
 
+  it('a grant retried with its metadata keys in another order is a replay', async () => {
+    const customerId = await newCustomer();
+    const key = randomUUID();
+    const first = await grant(customerId, '2.00', { idempotencyKey: key, metadata: { invoice: 'inv-1', source: { system: 'stripe', id: 7 } } });
+    const again = await grantAgain({ customerId, amount: '2.00', idempotencyKey: key, metadata: { source: { id: 7, system: 'stripe' }, invoice: 'inv-1' } });
+    expect(again.errors).toBeUndefined();
+    expect(again.data!.grantCredits).toMatchObject({ replayed: true, transaction: { id: first.transaction.id } });
+    expect((await grantAgain({ customerId, amount: '2.00', idempotencyKey: key, metadata: { invoice: 'inv-2', source: { id: 7, system: 'stripe' } } })).errors?.[0]?.extensions.code).toBe('CONFLICT');
+    expect((await wallet(customerId)).balance.amount).toBe('2.00');
+  });
+
   it('a grant recorded under the earlier request hash still replays when sent exactly as before, and still conflicts when changed', async () => {
     const customerId = await newCustomer();
     const key = randomUUID();

@@ -60,6 +60,29 @@ describe('replaying a usage record', () => {
     expect(await events()).toBe(1);
   });
 
+  it('with a count sent as null instead of left out is a replay', async () => {
+    const { customer, post, balance, events } = await setup();
+    const first = await post(`{"customer":"${customer.id}","idempotencyKey":"k-null","usage":{"provider":"openai","model":"gpt-5.4-mini","inputTokens":1000,"outputTokens":10}}`);
+    expect(first).toMatchObject({ status: 200, body: { replayed: false } });
+    const after = await balance();
+    const again = await post(`{"customer":"${customer.id}","idempotencyKey":"k-null","usage":{"provider":"openai","model":"gpt-5.4-mini","inputTokens":1000,"outputTokens":10,"cachedInputTokens":null}}`);
+    expect(again).toMatchObject({ status: 200, body: { replayed: true, event: { id: first.body.event.id } } });
+    expect(await balance()).toBe(after);
+    expect(await events()).toBe(1);
+  });
+
+  it('of a provider response named as another provider is a CONFLICT, not a replay of the first', async () => {
+    const { customer, post, balance } = await setup();
+    const body = JSON.stringify({ id: 'x', model: 'gpt-5.4-mini', usage: { prompt_tokens: 1000, completion_tokens: 10, total_tokens: 1010 } });
+    const response = (provider: string) => ({ url: 'https://llm.example.com/v1/chat/completions', status: 200, body, provider });
+    const first = await post(JSON.stringify({ customer: customer.id, idempotencyKey: 'k-provider', response: response('openai') }));
+    expect(first).toMatchObject({ status: 200, body: { event: { provider: 'openai' } } });
+    const after = await balance();
+    expect(await post(JSON.stringify({ customer: customer.id, idempotencyKey: 'k-provider', response: response('groq') }))).toMatchObject({ status: 409, body: { error: { code: 'CONFLICT' } } });
+    expect(await post(JSON.stringify({ customer: customer.id, idempotencyKey: 'k-provider', response: response('openai') }))).toMatchObject({ status: 200, body: { replayed: true } });
+    expect(await balance()).toBe(after);
+  });
+
   it('with different content is still a CONFLICT, however its keys are ordered', async () => {
     const { customer, post, balance } = await setup();
     await post(`{"customer":"${customer.id}","idempotencyKey":"k-usage","usage":{"provider":"openai","model":"gpt-5.4-mini","inputTokens":1000,"extra":{"a":1,"b":2}}}`);

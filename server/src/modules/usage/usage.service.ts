@@ -6,10 +6,11 @@ import { uuidv7 } from '../../shared/ids.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { canonicalJson } from '../../shared/canonical-json.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
-import { isUuid, jsonTooDeep, MAX_JSON_DEPTH, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
+import { isUuid, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
@@ -270,47 +271,26 @@ function unreadableStream(body: string, usage: NormalizedUsage): boolean {
 
 /**
  * What a retry must send again to be answered as a replay rather than a CONFLICT. The caller's
- * objects are hashed with their keys sorted (`canonical`): a client may serialize a retry in
- * another order. Events recorded before that hold the hash of the objects as sent (`canonical`
- * false). The provider's response body is its bytes, hashed as they are.
+ * objects are hashed in canonical form (`canonical`): keys sorted, as a client may serialize a
+ * retry in another order, and a usage count sent as null the same as one left out. The
+ * provider's response body is its bytes, hashed as they are, with the provider named for it
+ * (it picks the normalizer). Events recorded before that hold the older hash (`canonical` false).
  */
 function recordHash(input: UsageRecordInput, customer: string, currency: string, stated: Record<string, string | number>, canonical: boolean): string {
   const usage = input.usage ?? null;
+  const response = input.response;
+  if (!canonical) {
+    return requestHash({
+      customer, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage,
+      response: response ? [response.url, response.status, response.body] : null, stated,
+    });
+  }
   return requestHash({
     customer, currency, occurredAt: input.timestamp?.toISOString() ?? null,
-    usage: canonical ? sortedKeys(usage, 'usage') : usage,
-    response: input.response ? [input.response.url, input.response.status, input.response.body] : null,
-    stated: canonical ? sortedKeys(stated, 'quantities') : stated,
+    usage: canonicalJson(usage, 'usage', true),
+    response: response ? [response.url, response.status, response.body, response.provider ?? null] : null,
+    stated: canonicalJson(stated, 'quantities', true),
   });
-}
-
-/**
- * `value` with every object's keys in sorted order (lists keep theirs), so one record serializes
- * to one text whatever order its keys came in. Ingest hashes every event: an object already in
- * order that holds no objects (a usage record, quantities, as most clients send them) is
- * returned as it is. Counts its depth, so JSON too deep to walk is refused here.
- */
-function sortedKeys(value: unknown, field: string, depth = 1): unknown {
-  if (value === null || typeof value !== 'object') return value;
-  if (depth > MAX_JSON_DEPTH) throw jsonTooDeep(field);
-  if (Array.isArray(value)) return value.map((item) => sortedKeys(item, field, depth + 1));
-  const given = value as Record<string, unknown>;
-  const keys = Object.keys(given);
-  let inOrder = true;
-  for (let i = 0; inOrder && i < keys.length; i++) {
-    const inner = given[keys[i]!];
-    inOrder = (i === 0 || keys[i - 1]! < keys[i]!) && (inner === null || typeof inner !== 'object');
-  }
-  if (inOrder) return given;
-  keys.sort();
-  const sorted: Record<string, unknown> = {};
-  for (const key of keys) {
-    const inner = sortedKeys(given[key], field, depth + 1);
-    // An own "__proto__" key (JSON.parse makes them) is data: assigned, it would set the prototype.
-    if (key === '__proto__') Object.defineProperty(sorted, key, { value: inner, enumerable: true, writable: true, configurable: true });
-    else sorted[key] = inner;
-  }
-  return sorted;
 }
 
 /**
