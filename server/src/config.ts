@@ -46,11 +46,16 @@ export interface Config {
 
 type Env = Record<string, string | undefined>;
 
-function intFrom(env: Env, name: string, fallback: number): number {
+/** Node's timers take at most this many ms; a longer delay silently becomes 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function intFrom(env: Env, name: string, fallback: number, range: { min?: number; max?: number } = {}): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
+  const { min = 1, max = Number.MAX_SAFE_INTEGER } = range;
+  if (value < min || value > max) throw new Error(`${name} must be from ${min} to ${max}, got "${raw}"`);
   return value;
 }
 
@@ -60,7 +65,10 @@ function bytesFrom(env: Env, name: string, fallback: number): number {
   const match = /^(\d+)\s*(b|kb|mb)?$/i.exec(raw.trim());
   if (!match) throw new Error(`${name} must be a size such as 1mb or 500kb, got "${raw}"`);
   const unit = (match[2] ?? 'b').toLowerCase();
-  return Number(match[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
+  const bytes = Number(match[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
+  // Zero would refuse every body; past 2 GiB is more than Node reads into one string.
+  if (bytes < 1 || bytes > 2 ** 31 - 1) throw new Error(`${name} must be from 1 byte to 2 GiB, got "${raw}"`);
+  return bytes;
 }
 
 /** Accepts 64 hex characters or base64 of 32 bytes. */
@@ -90,7 +98,7 @@ export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';
   const dataDir = path.resolve(env.TOLLGATE_DATA_DIR ?? '.data');
   const host = env.HOST ?? '127.0.0.1';
-  const port = env.PORT === '0' ? 0 : intFrom(env, 'PORT', 4000);
+  const port = env.PORT === '0' ? 0 : intFrom(env, 'PORT', 4000, { max: 65_535 });
   return {
     databaseUrl: env.DATABASE_URL || undefined,
     dataDir,
@@ -102,15 +110,16 @@ export function loadConfig(env: Env = process.env): Config {
     maxBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BODY_SIZE', 1024 * 1024),
     maxQueryDepth: intFrom(env, 'TOLLGATE_MAX_QUERY_DEPTH', 10),
     maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
-    customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600),
-    expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60) * 1000,
-    wsKeyRecheckMs: intFrom(env, 'TOLLGATE_WS_KEY_RECHECK_MS', 5000),
+    // A session lives at least a minute (createCustomerSession's floor): a lower cap refuses them all.
+    customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600, { min: 60 }),
+    expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60, { max: Math.floor(MAX_TIMER_MS / 1000) }) * 1000,
+    wsKeyRecheckMs: intFrom(env, 'TOLLGATE_WS_KEY_RECHECK_MS', 5000, { max: MAX_TIMER_MS }),
     wsMaxOperations: intFrom(env, 'TOLLGATE_WS_MAX_OPERATIONS', 100),
     wsMaxCustomerSockets: intFrom(env, 'TOLLGATE_WS_MAX_CUSTOMER_SOCKETS', 20),
     gateway: {
       allowPrivateNetworks: env.TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS === 'true',
-      timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000),
-      idleTimeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_IDLE_TIMEOUT_MS', 120_000),
+      timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000, { max: MAX_TIMER_MS }),
+      idleTimeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_IDLE_TIMEOUT_MS', 120_000, { max: MAX_TIMER_MS }),
       maxRequestBytes: bytesFrom(env, 'TOLLGATE_GATEWAY_MAX_REQUEST_SIZE', 32 * 1024 * 1024),
     },
     seedDemo: env.TOLLGATE_SEED_DEMO ? env.TOLLGATE_SEED_DEMO !== 'false' : !production,

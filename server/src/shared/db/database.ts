@@ -30,12 +30,12 @@ export interface Database {
 }
 
 export type DatabaseOptions =
-  | { kind: 'postgres'; url: string; poolSize?: number }
+  | { kind: 'postgres'; url: string; poolSize?: number; connectTimeoutMs?: number }
   /** `dataDir` undefined keeps the database in memory (tests). */
   | { kind: 'pglite'; dataDir: string | undefined };
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  return options.kind === 'postgres' ? openPostgres(options.url, options.poolSize ?? 10) : openPglite(options.dataDir);
+  return options.kind === 'postgres' ? openPostgres(options.url, options.poolSize ?? 10, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) : openPglite(options.dataDir);
 }
 
 /**
@@ -58,8 +58,15 @@ export class StatementNames {
   }
 }
 
-function openPostgres(url: string, poolSize: number): Database {
-  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+/**
+ * How long a query waits for a connection (a new one, or a free one from the pool) before it
+ * fails: pg waits forever by default, so a database that stops answering (packets dropped, not
+ * refused) would hang every request and /readyz instead of failing them.
+ */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+function openPostgres(url: string, poolSize: number, connectTimeoutMs: number): Database {
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: connectTimeoutMs });
   const statements = new StatementNames();
   // An idle client losing its server (restart, failover) must not crash the process.
   pool.on('error', () => undefined);
