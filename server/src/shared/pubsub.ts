@@ -10,6 +10,8 @@ export interface PubSub {
   subscribe(topic: string): AsyncIterableIterator<EventPayload>;
   /** Listeners on this instance (for health checks, and tests that wait for a subscriber). */
   subscriberCount(topic: string): number;
+  /** Resolves once every subscription made so far receives events (Redis confirms them asynchronously). */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -94,6 +96,9 @@ export class InMemoryPubSub implements PubSub {
   subscriberCount(topic: string): number {
     return this.listeners.get(topic)?.size ?? 0;
   }
+
+  /** Subscriptions take effect at once in process. */
+  async ready(): Promise<void> {}
 
   async close(): Promise<void> {
     this.listeners.clear();

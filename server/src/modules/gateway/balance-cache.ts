@@ -20,6 +20,8 @@ interface Entry extends Spendable {
 interface Watch {
   entries: Map<string, Entry>;
   stop: () => void;
+  /** Resolves once the subscription receives events: a balance read before could miss a change made meanwhile, for good. */
+  subscribed: Promise<void>;
 }
 
 /**
@@ -72,7 +74,7 @@ export class BalanceCache {
       this.watches.delete(oldest);
     }
     const events = this.pubsub.subscribe(walletTopic(customerId));
-    const watch: Watch = { entries: new Map(), stop: () => void events.return?.() };
+    const watch: Watch = { entries: new Map(), stop: () => void events.return?.(), subscribed: this.pubsub.ready().catch(() => undefined) };
     this.watches.set(customerId, watch);
     void (async () => {
       for await (const payload of events) {
@@ -89,6 +91,9 @@ export class BalanceCache {
   }
 
   private async load(customerId: string, currency: string, watch: Watch): Promise<Spendable> {
+    // With Redis, a change published before it confirms the subscription never reaches this
+    // watch: the balance is read only once it would hear of any later one.
+    await watch.subscribed;
     const before = watch.entries.get(currency);
     const [row] = await this.db.withConnection((sql) =>
       // Grants past their expiry still count in wallets.balance until the expiry job (or the
