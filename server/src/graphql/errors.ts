@@ -35,7 +35,8 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
     return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION' } };
   }
   if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code)) {
-    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code } };
+    const field = code === 'BAD_USER_INPUT' ? variableFieldOf(formatted.message) : undefined;
+    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code, ...(field ? { field } : {}) } };
   }
   // Values that fail a scalar or input type are reported by graphql-js without a code.
   if (code === undefined && !formatted.path && formatted.locations) {
@@ -48,4 +49,17 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
     locations: formatted.locations,
     extensions: { code: 'INTERNAL', ...(requestId ? { requestId } : {}) },
   };
+}
+
+/**
+ * The input field a variable's value failed at, named as our own VALIDATION errors name fields
+ * (`amount`, `tiers.0.upTo`): graphql-js says it only in its message ("Variable "$input" got
+ * invalid value … at "input.kind"", "Variable "$first" of required type …").
+ */
+export function variableFieldOf(message: string): string | undefined {
+  const match = /^Variable "\$([^"]+)" (?:got invalid value .*? at "([^"]+)";|got invalid value|of required type|of non-null type)/s.exec(message);
+  if (!match) return undefined;
+  const [, variable, at] = match;
+  if (!at || at === variable) return variable;
+  return at.startsWith(`${variable}.`) ? at.slice(variable!.length + 1).replace(/\[(\d+)\]/g, '.$1') : at;
 }
