@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from './config.ts';
+import { isActive } from './modules/api-keys/api-keys.service.ts';
 import { applyPricingChanges, describeChanges, loadPricingConfig, planPricingConfig } from './modules/pricing/config-apply.ts';
 import { openRuntime } from './runtime.ts';
 import type { Services } from './services.ts';
@@ -67,13 +68,17 @@ async function main(argv: string[]): Promise<number> {
         console.log(`key ${key.apiKey.id}\nsecret key (shown once): ${key.secret}`);
         return 0;
       }
-      case 'key list':
-        for (const key of await services.apiKeys.list(need(values.merchant, 'merchant'), { includeRevoked: true })) {
-          console.log(`${key.id}  ${key.prefix}…${key.last4}  ${key.name}  ${key.revokedAt ? `revoked ${key.revokedAt.toISOString()}` : 'active'}`);
+      case 'key list': {
+        // Looked up first: a merchant that does not exist is an error, not an empty list.
+        const merchant = await services.merchants.get(need(values.merchant, 'merchant'));
+        for (const key of await services.apiKeys.list(merchant.id, { includeRevoked: true })) {
+          console.log(`${key.id}  ${key.prefix}…${key.last4}  ${key.name}  ${keyState(key)}`);
         }
         return 0;
+      }
       case 'key revoke': {
-        const key = await services.apiKeys.revoke(need(values.merchant, 'merchant'), need(values.key, 'key'));
+        const merchant = await services.merchants.get(need(values.merchant, 'merchant'));
+        const key = await services.apiKeys.revoke(merchant.id, need(values.key, 'key'));
         console.log(`revoked ${key.id} at ${key.revokedAt?.toISOString()}`);
         return 0;
       }
@@ -90,9 +95,15 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** A key in its rotation grace period still works until its revocation time. */
+function keyState(key: { revokedAt: Date | null }): string {
+  if (!key.revokedAt) return 'active';
+  return isActive(key) ? `active until ${key.revokedAt.toISOString()}` : `revoked ${key.revokedAt.toISOString()}`;
+}
+
 /** Prints the diff first; changes only with --yes or a "y" typed at a terminal. */
-async function applyConfig(services: Services, file: string, merchantId: string, dryRun: boolean, yes: boolean): Promise<number> {
-  await services.merchants.get(merchantId);
+async function applyConfig(services: Services, file: string, merchantRef: string, dryRun: boolean, yes: boolean): Promise<number> {
+  const merchantId = (await services.merchants.get(merchantRef)).id;
   const changes = await planPricingConfig(services, merchantId, await loadPricingConfig(file));
   console.log(describeChanges(changes));
   if (changes.length === 0 || dryRun) return 0;

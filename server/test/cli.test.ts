@@ -102,6 +102,43 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(refused.stderr.trim()).toBe('meters.1.source: must be one of INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, TOTAL_TOKENS, REQUESTS, IMAGES, AUDIO_SECONDS, CHARACTERS, QUANTITY');
   });
 
+  it('lists a key in its rotation grace period as active until then, and a revoked key as revoked', async () => {
+    const created = await cli('merchant', 'create', '--name', 'Rotating Co');
+    const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
+    const rotating = /key ([0-9a-f-]{36})/.exec((await cli('key', 'create', '--merchant', merchantId, '--name', 'rotating')).stdout)![1]!;
+    const revokedId = /key ([0-9a-f-]{36})/.exec((await cli('key', 'create', '--merchant', merchantId, '--name', 'gone')).stdout)![1]!;
+    const runtime = await openRuntime(loadConfig({ ...env, TOLLGATE_MASTER_KEY: '1'.repeat(64) }), createLogger('silent'));
+    let graceEnds: Date;
+    try {
+      await runtime.services.apiKeys.rotate(merchantId, rotating, 3600);
+      graceEnds = (await runtime.services.apiKeys.get(merchantId, rotating)).revokedAt!;
+      await runtime.services.apiKeys.revoke(merchantId, revokedId);
+    } finally {
+      await runtime.close();
+    }
+    const listed = await cli('key', 'list', '--merchant', merchantId);
+    expect(listed.code, listed.stderr).toBe(0);
+    const lineOf = (id: string) => listed.stdout.split('\n').find((line) => line.startsWith(id));
+    expect(lineOf(rotating)).toMatch(new RegExp(`  rotating  active until ${graceEnds.toISOString()}$`));
+    expect(lineOf(revokedId)).toMatch(/ {2}gone {2}revoked \S+Z$/);
+  });
+
+  it('answers a merchant id that names no merchant with "was not found", for every command taking one', async () => {
+    const unknown = '6f1c1a4e-3b1d-4a53-9d76-0b6f0f7f7a11';
+    const listed = await cli('key', 'list', '--merchant', unknown);
+    expect(listed.code).toBe(1);
+    expect(listed.stdout).toBe('');
+    expect(listed.stderr.trim()).toBe(`Merchant ${unknown} was not found`);
+    // Text that is not a UUID at all: the same answer, not the database's complaint about it.
+    const file = fileURLToPath(new URL('../../examples/pricing-as-code/tollgate.config.json', import.meta.url));
+    for (const args of [['key', 'create'], ['key', 'list'], ['key', 'revoke', '--key', unknown], ['apply', file, '--dry-run']]) {
+      const refused = await cli(...args, '--merchant', 'abc');
+      expect(refused.code, args.join(' ')).toBe(1);
+      expect(refused.stdout, args.join(' ')).toBe('');
+      expect(refused.stderr.trim(), args.join(' ')).toBe('Merchant abc was not found');
+    }
+  });
+
   it('explains its usage and fails clearly on bad input', async () => {
     const help = await cli('help');
     expect(help.code).toBe(0);

@@ -1,6 +1,6 @@
 import type { PrismaClient, Merchant } from '../../generated/prisma/client.ts';
 import { notFound } from '../../shared/errors.ts';
-import { requireNonEmpty } from '../../shared/validation.ts';
+import { isUuid, requireNonEmpty } from '../../shared/validation.ts';
 import type { ApiKeyMode, ApiKeyService, CreatedApiKey } from '../api-keys/api-keys.service.ts';
 
 export class MerchantService {
@@ -17,8 +17,9 @@ export class MerchantService {
     return { merchant, key };
   }
 
+  /** Text that is not a UUID names no merchant: it is not looked up (PostgreSQL would refuse it as a uuid). */
   async get(id: string): Promise<Merchant> {
-    const merchant = await this.prisma.merchant.findUnique({ where: { id } });
+    const merchant = isUuid(id) ? await this.prisma.merchant.findUnique({ where: { id: id.toLowerCase() } }) : null;
     if (!merchant) throw notFound('Merchant', id);
     return merchant;
   }
