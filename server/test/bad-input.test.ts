@@ -181,6 +181,34 @@ describe('bad input', () => {
     expect(result.body.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'BODY_TOO_LARGE' });
   });
 
+  it("answers in GraphQL's shape on every path Express serves GraphQL on (any letter case, a trailing slash)", async () => {
+    const send = async (path: string, body: RequestInit['body'], headers: Record<string, string> = {}) => {
+      const response = await fetch(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}`, ...headers },
+        body,
+      });
+      return { status: response.status, body: (await response.json()) as { errors?: { extensions: Record<string, unknown> }[]; data?: unknown; error?: unknown } };
+    };
+    for (const path of ['/graphql/', '/GraphQL', '/GRAPHQL/?x=1']) {
+      expect(await send(path, JSON.stringify({ query: '{ viewer { kind } }' })), path).toEqual({ status: 200, body: { data: { viewer: { kind: 'MERCHANT' } } } });
+      const refusals = [
+        [await send(path, '{"query": "{ viewer { kind } }"'), 400, 'MALFORMED_JSON'],
+        [await send(path, JSON.stringify({ query: '{ viewer { kind } }', variables: { padding: 'x'.repeat(100_000) } })), 413, 'BODY_TOO_LARGE'],
+        [await send(path, '{}', { 'content-encoding': 'x-unknown' }), 415, 'UNSUPPORTED_ENCODING'],
+        [await send(path, gzipSync('{}').subarray(0, 12), { 'content-encoding': 'gzip' }), 400, 'MALFORMED_CONTENT_ENCODING'],
+      ] as const;
+      for (const [result, status, reason] of refusals) {
+        expect(result.status, `${path} ${reason}`).toBe(status);
+        expect(result.body.error, `${path} ${reason}`).toBeUndefined();
+        expect(result.body.errors?.[0]?.extensions, `${path} ${reason}`).toMatchObject({ code: 'VALIDATION', reason });
+      }
+    }
+    // A path that only begins with the same letters is no GraphQL path.
+    const elsewhere = await send('/graphqlx', '{');
+    expect(elsewhere).toMatchObject({ status: 404, body: { error: { code: 'NOT_FOUND' } } });
+  });
+
   it('a subscription over HTTP → 400 pointing at WebSocket', async () => {
     const result = await post(JSON.stringify({ query: 'subscription ($id: ID!) { customerUpdated(id: $id) { id } }', variables: { id: merchant.id } }));
     expect(result.status).toBe(400);

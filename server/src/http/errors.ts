@@ -4,13 +4,26 @@ import type { Logger } from '../shared/logger.ts';
 import { currentRequestId } from '../shared/request-context.ts';
 
 /**
+ * The paths Express serves GraphQL on: `app.use('/graphql', …)` matches regardless of letter case,
+ * with or without a trailing slash (and below it).
+ */
+const GRAPHQL_PATH = /^\/graphql(?:\/|$)/i;
+
+/** The request's path as it arrived, whatever router it is in now (req.path is relative to a mount point). */
+function originalPath(req: Request): string {
+  const url = req.originalUrl;
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
+}
+
+/**
  * The one place HTTP routes turn errors into responses: 4xx/5xx with a JSON body.
  * The GraphQL path answers in GraphQL's shape ({ errors: [...] }); other routes in
  * `{ error: { code, message } }`.
  */
 export function sendError(req: Request, res: Response, status: number, code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
   const requestId = currentRequestId();
-  if (req.path === '/graphql') {
+  if (GRAPHQL_PATH.test(originalPath(req))) {
     res.status(status).json({ errors: [{ message, extensions: { ...details, code, ...(requestId ? { requestId } : {}) } }] });
   } else {
     res.status(status).json({ error: { ...details, code, message, ...(requestId ? { requestId } : {}) } });
