@@ -70,12 +70,14 @@ function closeWhenSessionExpires(socket: WebSocket, viewer: Viewer): void {
 /**
  * Sockets opened (or operations authorized) with a secret key, checked every `intervalMs` against
  * the keys still active: a socket whose key was revoked, or whose rotation grace period ended, is
- * closed with 4403, on every instance, and its subscriptions end with it. Sockets of a customer
- * session are closed the same way once their customer is archived.
+ * closed with 4403, on every instance, and its subscriptions end with it. Sockets acting for a
+ * customer (its session token on the connection, or on any of its operations) are closed the same
+ * way once that customer is archived.
  */
 class SocketsByApiKey {
   private readonly keysOf = new Map<WebSocket, Set<string>>();
-  private readonly customerOf = new Map<WebSocket, string>();
+  /** A socket may act for several customers: GraphiQL sends a token with each operation. */
+  private readonly customersOf = new Map<WebSocket, Set<string>>();
   private readonly socketsOfCustomer = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
 
@@ -94,27 +96,40 @@ class SocketsByApiKey {
    * must not hold unbounded sockets (each keeps its subscriptions' listeners in memory).
    */
   admitsCustomer(socket: WebSocket, customerId: string, limit: number): boolean {
-    if (this.customerOf.get(socket) === customerId) return true;
+    if (this.customersOf.get(socket)?.has(customerId)) return true;
     return (this.socketsOfCustomer.get(customerId) ?? 0) < limit;
   }
 
   watch(socket: WebSocket, viewer: Viewer): void {
-    if (viewer.kind === 'customer' && !this.customerOf.has(socket)) {
-      const { customerId } = viewer;
-      this.customerOf.set(socket, customerId);
-      this.socketsOfCustomer.set(customerId, (this.socketsOfCustomer.get(customerId) ?? 0) + 1);
-      socket.once('close', () => {
-        this.customerOf.delete(socket);
-        const left = this.socketsOfCustomer.get(customerId)! - 1;
-        if (left > 0) this.socketsOfCustomer.set(customerId, left);
-        else this.socketsOfCustomer.delete(customerId);
-      });
-    }
+    // Closed while its credential was being checked: its 'close' has fired, nothing is left to watch.
+    if (socket.readyState !== socket.OPEN) return;
+    if (viewer.kind === 'customer') this.watchCustomer(socket, viewer.customerId);
     if (viewer.kind !== 'merchant') return;
     const keys = this.keysOf.get(socket);
     if (keys) return void keys.add(viewer.apiKeyId);
     this.keysOf.set(socket, new Set([viewer.apiKeyId]));
     socket.once('close', () => this.keysOf.delete(socket));
+  }
+
+  /** Counts the socket once against each customer it acts for, until it closes. */
+  private watchCustomer(socket: WebSocket, customerId: string): void {
+    let customers = this.customersOf.get(socket);
+    if (customers?.has(customerId)) return;
+    if (!customers) {
+      const watched = new Set<string>();
+      customers = watched;
+      this.customersOf.set(socket, watched);
+      socket.once('close', () => {
+        this.customersOf.delete(socket);
+        for (const id of watched) {
+          const left = this.socketsOfCustomer.get(id)! - 1;
+          if (left > 0) this.socketsOfCustomer.set(id, left);
+          else this.socketsOfCustomer.delete(id);
+        }
+      });
+    }
+    customers.add(customerId);
+    this.socketsOfCustomer.set(customerId, (this.socketsOfCustomer.get(customerId) ?? 0) + 1);
   }
 
   async closeRevoked(): Promise<void> {
@@ -125,10 +140,10 @@ class SocketsByApiKey {
           if ([...keys].some((id) => !active.has(id))) socket.close(4403, 'API key revoked');
         }
       }
-      if (this.customerOf.size > 0) {
-        const archived = await this.services.customerSessions.archivedAmong([...new Set(this.customerOf.values())]);
-        for (const [socket, customerId] of this.customerOf) {
-          if (archived.has(customerId)) socket.close(4403, 'Customer archived');
+      if (this.customersOf.size > 0) {
+        const archived = await this.services.customerSessions.archivedAmong([...new Set([...this.customersOf.values()].flatMap((ids) => [...ids]))]);
+        for (const [socket, customerIds] of this.customersOf) {
+          if ([...customerIds].some((id) => archived.has(id))) socket.close(4403, 'Customer archived');
         }
       }
     } catch (error) {

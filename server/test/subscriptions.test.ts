@@ -198,6 +198,40 @@ describe('customerUpdated subscription', () => {
     expect((await own()).data?.customer.id).toBe(archivedId);
   });
 
+  it('closes a socket once any customer it acts for is archived, when its operations carry their own session tokens (4403)', async () => {
+    const [first, second] = await Promise.all(['shared-a', 'shared-b'].map((externalId) => server.services.customers.create(merchant.id, { externalId: `${externalId}-${Date.now()}` })));
+    const subscribeAs = async (client: Client, customer: string) => {
+      const { token } = await server.services.customerSessions.create(merchant.id, customer, 600);
+      const iterator = client.iterate({ query: SUBSCRIPTION, variables: { id: customer }, extensions: { headers: { authorization: `Bearer ${token}` } } });
+      const next = iterator.next();
+      await waitForSubscribers(server, customerTopic(customer), 1);
+      return { iterator, next };
+    };
+    let closedWith: (code: number) => void;
+    const closed = new Promise<number>((resolve) => (closedWith = resolve));
+    // No credential on the connection: each operation brings its own, as the playground sends them.
+    const client = createClient({
+      url: server.url.replace('http', 'ws') + '/graphql',
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      on: { closed: (event) => closedWith((event as { code: number }).code) },
+    });
+    clients.push(client);
+    const a = await subscribeAs(client, first!.id);
+    a.next.catch(() => undefined);
+    const b = await subscribeAs(client, second!.id);
+    await server.services.customers.archive(merchant.id, second!.id);
+    await b.next; // the archive itself is a change
+    const afterArchive = b.iterator.next().then(
+      () => 'event',
+      (error: unknown) => (error as { code?: number }).code,
+    );
+    // Within the recheck interval (200 ms here).
+    expect(await Promise.race([closed, new Promise((resolve) => setTimeout(() => resolve('still open after 3 s'), 3000))])).toBe(4403);
+    await server.services.customers.update(merchant.id, second!.id, { name: 'After archive' });
+    expect(await afterArchive).toBe(4403);
+  });
+
   it('runs no operation with a secret key revoked since its socket opened, not even one that mints a new key', async () => {
     // A server that looks for revoked keys' sockets only every 10 minutes: each operation is checked itself.
     const slow = await startTestServer({ TOLLGATE_WS_KEY_RECHECK_MS: '600000' });
@@ -315,6 +349,42 @@ describe('WebSocket limits', () => {
       await Promise.allSettled(pending);
     } finally {
       await client.dispose();
+    }
+  });
+
+  it("counts a connection against every customer whose session token one of its operations carried", async () => {
+    const [carol, dave] = await Promise.all(['carol', 'dave'].map((externalId) => limited.services.customers.create(owner.id, { externalId })));
+    const tokenOf = async (customerId: string) => (await limited.services.customerSessions.create(owner.id, customerId, 600)).token;
+    const [carolToken, daveToken] = await Promise.all([tokenOf(carol!.id), tokenOf(dave!.id)]);
+    const anonymous: Client[] = [];
+    /** Subscribes over an anonymous connection with the token in the operation; the first result, or the refusal. */
+    const subscribeAs = (client: Client, token: string, customerId: string) =>
+      client
+        .iterate({ query: SUBSCRIPTION, variables: { id: customerId }, extensions: { headers: { authorization: `Bearer ${token}` } } })
+        .next()
+        .then(
+          (result) => result.value as { errors?: { extensions: { code: string } }[] },
+          (errors: unknown) => ({ errors: errors as { extensions: { code: string } }[] }),
+        );
+    const open = () => {
+      const client = createClient({ url: limited.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, retryAttempts: 0 });
+      anonymous.push(client);
+      return client;
+    };
+    try {
+      // Two connections each acting for Carol first, then for Dave: two for Dave, his limit.
+      for (let held = 1; held <= 2; held++) {
+        const client = open();
+        void subscribeAs(client, carolToken, carol!.id);
+        await waitForSubscribers(limited, customerTopic(carol!.id), held);
+        void subscribeAs(client, daveToken, dave!.id);
+        await waitForSubscribers(limited, customerTopic(dave!.id), held);
+      }
+      const refused = await Promise.race([subscribeAs(open(), daveToken, dave!.id), new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000))]);
+      expect(refused?.errors?.[0]?.extensions.code).toBe('RATE_LIMITED');
+      expect(limited.services.pubsub.subscriberCount(customerTopic(dave!.id))).toBe(2);
+    } finally {
+      await Promise.all(anonymous.map((client) => client.dispose()));
     }
   });
 
