@@ -39,6 +39,56 @@ describe('input the database cannot store', () => {
     expect((await gql('{ merchant { name } }')).data.merchant.name).toBe('Test merchant');
   });
 
+  it('metadata JSON would store other than sent (an own __proto__ key, a number beyond a double): VALIDATION, nothing written', async () => {
+    // A merchant of its own, so that what this writes when it should not is no other test's concern.
+    const owner = await server.createMerchant();
+    // Raw bodies: JSON.stringify could not write 1e400.
+    const create = async (metadata: string) => {
+      const response = await fetch(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${owner.secret}` },
+        body: `{"query":"mutation ($input: CreateCustomerInput!) { createCustomer(input: $input) { id metadata } }","variables":{"input":{"externalId":"altered","metadata":${metadata}}}}`,
+      });
+      return (await response.json()) as { data?: unknown; errors?: { message: string; extensions: Record<string, unknown> }[] };
+    };
+    for (const metadata of ['{"__proto__":{"x":1},"plan":"pro"}', '{"nested":{"__proto__":{}}}', '{"seats":1e400}', '{"seats":[-1e400]}']) {
+      const result = await create(metadata);
+      expect(result.errors?.[0]?.extensions, metadata).toMatchObject({ code: 'VALIDATION', field: 'metadata' });
+    }
+    expect(await server.services.customers.count(owner.id, {})).toBe(0);
+    const { id } = await server.services.customers.create(owner.id, { externalId: 'kept', metadata: { plan: 'free' } });
+    const updated = await server.graphql('mutation ($id: ID!, $m: JSONObject) { updateCustomer(id: $id, input: { metadata: $m }) { id } }', { id, m: JSON.parse('{"__proto__":{"x":1}}') }, owner.secret);
+    expect(updated.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'metadata' });
+    expect((await server.services.customers.get(owner.id, id)).metadata).toEqual({ plan: 'free' });
+  });
+
+  it('usage and grant metadata that would be stored other than sent: VALIDATION per event, nothing charged', async () => {
+    const owner = await server.createMerchant();
+    const customer = await server.services.customers.create(owner.id, { externalId: 'meta' });
+    const post = async (metadata: string) => {
+      const response = await fetch(`${server.url}/v1/usage/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${owner.secret}` },
+        body: `{"events":[{"customer":"meta","idempotencyKey":"bad","usage":{"provider":"custom","model":"m","requests":1},"metadata":${metadata}},` +
+          `{"customer":"meta","idempotencyKey":"good","usage":{"provider":"custom","model":"m","requests":1}}]}`,
+      });
+      return (await response.json()) as { results: { ok: boolean; error?: Record<string, unknown> }[] };
+    };
+    for (const metadata of ['{"seats":1e400}', '{"a":{"__proto__":{"x":1}}}']) {
+      const { results } = await post(metadata);
+      expect(results[0], metadata).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'metadata' } });
+      expect(results[1]!.ok).toBe(true);
+    }
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: owner.id, idempotencyKey: 'bad' } })).toBe(0);
+    const grant = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${owner.secret}` },
+      body: `{"query":"mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed } }","variables":{"input":{"customerId":"${customer.id}","amount":"1","kind":"PAID","idempotencyKey":"g","metadata":{"limit":1e400}}}}`,
+    });
+    expect(((await grant.json()) as any).errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'metadata' });
+    expect((await server.services.ledgerQueries.wallet(owner.id, customer.id, 'USD')).balance).toBe(0n);
+  });
+
   it('times outside years 1-9999, as arguments or inside a cursor', async () => {
     const page = (variables: Record<string, unknown>) =>
       gql('query ($after: String, $since: DateTime) { customers(after: $after, filter: { createdAfter: $since }) { totalCount } }', variables);

@@ -27,3 +27,23 @@ describe('JSON nesting', () => {
     expect(() => requireStorableText('metadata', nested(MAX_JSON_DEPTH, 'x\u0000'))).toThrow(/metadata: must not contain the NUL/);
   });
 });
+
+describe('JSON stored as given', () => {
+  const refusal = (message: RegExp) => expect.objectContaining({ code: 'VALIDATION', details: { field: 'metadata' }, message: expect.stringMatching(message) });
+
+  it('refuses an own __proto__ key at any depth: it would be dropped on the way to the database', () => {
+    for (const text of ['{"__proto__":{"x":1},"plan":"pro"}', '{"a":[{"b":{"__proto__":null}}]}']) {
+      expect(() => requireJsonObject('metadata', JSON.parse(text)), text).toThrow(refusal(/__proto__/));
+    }
+    // A key that only names the prototype in text is an ordinary key.
+    expect(requireJsonObject('metadata', JSON.parse('{"proto":1,"constructor":{"prototype":2}}'))).toEqual({ proto: 1, constructor: { prototype: 2 } });
+  });
+
+  it('refuses numbers JSON cannot carry (1e400 parses as Infinity, stored as null)', () => {
+    for (const text of ['{"seats":1e400}', '{"a":[1,-1e400]}']) {
+      expect(() => requireJsonObject('metadata', JSON.parse(text)), text).toThrow(refusal(/finite/));
+    }
+    expect(() => requireJsonObject('metadata', { a: { b: Number.NaN } })).toThrow(refusal(/finite/));
+    expect(requireJsonObject('metadata', { seats: 1e300, ratio: -0.5 })).toEqual({ seats: 1e300, ratio: -0.5 });
+  });
+});

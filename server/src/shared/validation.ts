@@ -36,7 +36,7 @@ export function isJsonObject(value: unknown): value is JsonObject {
 
 export function requireJsonObject(field: string, value: unknown, maxBytes = 16_384): JsonObject {
   if (!isJsonObject(value)) throw invalidField(field, 'must be a JSON object');
-  requireShallowJson(field, value);
+  requireFaithfulJson(field, value);
   if (Buffer.byteLength(JSON.stringify(value)) > maxBytes) {
     throw invalidField(field, `must be at most ${maxBytes} bytes of JSON`);
   }
@@ -97,6 +97,28 @@ export function jsonTooDeep(field: string): AppError {
   return invalidField(field, `must not nest objects and lists more than ${MAX_JSON_DEPTH} levels deep`);
 }
 
+/**
+ * Refuses, naming the field, JSON that would not be stored as given: nested deeper than
+ * MAX_JSON_DEPTH (refused before anything recursive walks it), an own `__proto__` key at any
+ * depth (dropped on the way to the database), or a number that is not finite (JSON.parse reads
+ * 1e400 as Infinity, which is stored as null). One walk, without recursion.
+ */
+function requireFaithfulJson(field: string, value: unknown): void {
+  const pending: { value: unknown; depth: number }[] = [{ value, depth: 0 }];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const inner = next.value;
+    if (typeof inner === 'number') {
+      if (!Number.isFinite(inner)) throw invalidField(field, 'must hold only finite numbers');
+      continue;
+    }
+    if (inner === null || typeof inner !== 'object') continue;
+    const depth = next.depth + 1;
+    if (depth > MAX_JSON_DEPTH) throw jsonTooDeep(field);
+    if (Object.hasOwn(inner, '__proto__')) throw invalidField(field, 'must not have a "__proto__" key');
+    for (const item of Object.values(inner)) pending.push({ value: item, depth });
+  }
+}
+
 /** Refuses JSON nested deeper than MAX_JSON_DEPTH, before anything recursive walks it. */
 export function requireShallowJson(field: string, value: unknown): void {
   if (nestsDeeperThan(value, MAX_JSON_DEPTH)) throw jsonTooDeep(field);
@@ -104,9 +126,10 @@ export function requireShallowJson(field: string, value: unknown): void {
 
 /**
  * Refuses, naming the field, text PostgreSQL cannot store: refused up front, since at write time
- * it would fail the whole batch the value rides in. JSON too deep to walk is refused first.
+ * it would fail the whole batch the value rides in. JSON too deep to walk, or that would be
+ * stored other than sent (see requireFaithfulJson), is refused first.
  */
 export function requireStorableText(field: string, value: unknown): void {
-  if (value !== null && typeof value === 'object') requireShallowJson(field, value);
+  if (value !== null && typeof value === 'object') requireFaithfulJson(field, value);
   if (holdsUnstorableText(value)) throw invalidField(field, 'must not contain the NUL character (\\u0000) or an unpaired UTF-16 surrogate');
 }
