@@ -6,5 +6,7 @@ export { TollgateProvider } from './provider/TollgateProvider.js';
 export type { TollgateProviderProps } from './provider/TollgateProvider.js';
 export { useTollgateClient } from './hooks/useTollgateClient.js';
 export { useViewer } from './hooks/useViewer.js';
-export { VIEWER_QUERY, viewerQueryKey, viewerQueryOptions } from './queries/viewer.js';
+export { tollgateQueryKey, VIEWER_QUERY, viewerQueryKey, viewerQueryOptions } from './queries/viewer.js';
+export { cacheScopeOf } from './client/cacheScope.js';
+export { shouldRetry } from './client/retry.js';
 export type { Viewer, ViewerCustomer, ViewerKind, ViewerMerchant } from './queries/viewer.js';

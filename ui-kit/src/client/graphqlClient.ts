@@ -7,6 +7,8 @@ export interface GraphQLClientOptions {
   /** Full URL of the Tollgate GraphQL endpoint, e.g. https://billing.example.com/graphql */
   endpoint: string;
   getToken: TokenGetter;
+  /** What this client's cached query results are filed under (see cacheScopeOf); the endpoint by default. */
+  cacheScope?: string;
 }
 
 export type GraphQLVariables = Record<string, unknown>;
@@ -17,6 +19,8 @@ export interface RequestOptions {
 
 export interface GraphQLClient {
   readonly endpoint: string;
+  /** Query keys include it: results fetched with one credential are never served for another. */
+  readonly cacheScope: string;
   /**
    * Resolves with `data` or throws a TollgateError. Response bodies are parsed with plain
    * JSON.parse: money amounts arrive as decimal strings and must stay strings.
@@ -33,9 +37,10 @@ interface GraphQLResponseBody<TData> {
   errors?: GraphQLErrorEntry[];
 }
 
-export function createGraphQLClient({ endpoint, getToken }: GraphQLClientOptions): GraphQLClient {
+export function createGraphQLClient({ endpoint, getToken, cacheScope = endpoint }: GraphQLClientOptions): GraphQLClient {
   return {
     endpoint,
+    cacheScope,
     async request<TData, TVariables extends GraphQLVariables = GraphQLVariables>(
       query: string,
       variables?: TVariables,

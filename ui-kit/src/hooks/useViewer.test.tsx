@@ -2,6 +2,7 @@ import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
 import { render, screen } from '@testing-library/react';
 import { describe, expect, it } from 'vitest';
 import { jsonResponse, stubFetch } from '../../test/fetchStub.js';
+import { cacheScopeOf } from '../client/cacheScope.js';
 import { TollgateError } from '../client/TollgateError.js';
 import { TollgateProvider } from '../provider/TollgateProvider.js';
 import { VIEWER_QUERY, viewerQueryKey, type Viewer } from '../queries/viewer.js';
@@ -57,7 +58,7 @@ describe('useViewer', () => {
     expect(requests[0]?.headers.get('authorization')).toBe('Bearer cs_live_abc');
     expect(requests[0]?.body).toEqual({ query: VIEWER_QUERY });
     // The result lands in the host's cache under the documented key.
-    expect(queryClient.getQueryData(viewerQueryKey)).toEqual(customerViewer);
+    expect(queryClient.getQueryData(viewerQueryKey(cacheScopeOf('https://billing.test/graphql', 'cs_live_abc')))).toEqual(customerViewer);
   });
 
   it('renders a merchant viewer without a customer', async () => {
@@ -83,5 +84,56 @@ describe('useViewer', () => {
     );
 
     expect((await screen.findByRole('alert')).textContent).toBe('UNAUTHENTICATED: Authentication required');
+  });
+
+  it('serves each token its own data: a new token fetches anew and never shows the previous customer', async () => {
+    const viewerOf = (name: string): Viewer => ({ ...customerViewer, customer: { ...customerViewer.customer!, name } });
+    const requests = stubFetch((request) => jsonResponse({ data: { viewer: viewerOf(request.headers.get('authorization') === 'Bearer cs_bob' ? 'Bob' : 'Alice') } }));
+    const queryClient = newQueryClient();
+    const shown: string[] = [];
+    function Name() {
+      const viewer = useViewer();
+      if (viewer.data?.customer?.name) shown.push(viewer.data.customer.name);
+      return <p>{viewer.data?.customer?.name ?? 'loading'}</p>;
+    }
+    const tree = (token: string) => (
+      <TollgateProvider endpoint="https://billing.test/graphql" token={token} queryClient={queryClient}>
+        <Name />
+      </TollgateProvider>
+    );
+    const { rerender, unmount } = render(tree('cs_alice'));
+    expect(await screen.findByText('Alice')).toBeDefined();
+    shown.length = 0;
+    rerender(tree('cs_bob'));
+    expect(await screen.findByText('Bob')).toBeDefined();
+    expect(shown).not.toContain('Alice');
+    expect(requests.map((request) => request.headers.get('authorization'))).toEqual(['Bearer cs_alice', 'Bearer cs_bob']);
+
+    // Logged out and in again as Bob on the same QueryClient: Alice's cached viewer is never shown.
+    unmount();
+    shown.length = 0;
+    render(tree('cs_bob'));
+    expect(await screen.findByText('Bob')).toBeDefined();
+    expect(shown).not.toContain('Alice');
+  });
+
+  it('does not retry an answer that will not change, and recovers when a fresh token comes', async () => {
+    const requests = stubFetch((request) =>
+      request.headers.get('authorization') === 'Bearer cs_fresh'
+        ? jsonResponse({ data: { viewer: customerViewer } })
+        : jsonResponse({ errors: [{ message: 'The customer session token has expired', extensions: { code: 'UNAUTHENTICATED' } }] }, 401),
+    );
+    // The kit's own QueryClient, with TanStack's default retries: the kit's queries decide.
+    const tree = (token: string) => (
+      <TollgateProvider endpoint="https://billing.test/graphql" token={token}>
+        <ViewerCard />
+      </TollgateProvider>
+    );
+    const { rerender } = render(tree('cs_expired'));
+    expect((await screen.findByRole('alert')).textContent).toBe('UNAUTHENTICATED: The customer session token has expired');
+    expect(requests).toHaveLength(1);
+    rerender(tree('cs_fresh'));
+    expect(await screen.findByText('Ada Lovelace <ada@example.com>')).toBeDefined();
+    expect(requests).toHaveLength(2);
   });
 });

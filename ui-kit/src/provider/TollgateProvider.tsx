@@ -1,5 +1,6 @@
 import { QueryClient, QueryClientContext, QueryClientProvider } from '@tanstack/react-query';
 import { useContext, useMemo, useState, type ReactNode } from 'react';
+import { cacheScopeOf } from '../client/cacheScope.js';
 import { createGraphQLClient } from '../client/graphqlClient.js';
 import { TollgateContext } from './TollgateContext.js';
 
@@ -26,7 +27,8 @@ export function TollgateProvider({ endpoint, token, queryClient, children }: Tol
   }
   const activeClient = external ?? ownClient;
 
-  const client = useMemo(() => createGraphQLClient({ endpoint, getToken: () => token }), [endpoint, token]);
+  // Each token files its results apart: another customer's token never sees this one's cache.
+  const client = useMemo(() => createGraphQLClient({ endpoint, getToken: () => token, cacheScope: cacheScopeOf(endpoint, token) }), [endpoint, token]);
 
   if (!activeClient) return null;
   const content = <TollgateContext value={client}>{children}</TollgateContext>;

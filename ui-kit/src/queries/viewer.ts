@@ -1,5 +1,6 @@
 import { queryOptions } from '@tanstack/react-query';
 import type { GraphQLClient } from '../client/graphqlClient.js';
+import { shouldRetry } from '../client/retry.js';
 
 export const VIEWER_QUERY = /* GraphQL */ `
   query Viewer {
@@ -32,11 +33,18 @@ export interface Viewer {
   customer: ViewerCustomer | null;
 }
 
-export const viewerQueryKey = ['tollgate', 'viewer'] as const;
+/** Every query of the kit's starts with this: invalidate it to refetch everything. */
+export const tollgateQueryKey = ['tollgate'] as const;
+
+/** The viewer's key for one client's credential (GraphQLClient.cacheScope). */
+export function viewerQueryKey(cacheScope: string) {
+  return [...tollgateQueryKey, cacheScope, 'viewer'] as const;
+}
 
 export function viewerQueryOptions(client: GraphQLClient) {
   return queryOptions({
-    queryKey: viewerQueryKey,
+    queryKey: viewerQueryKey(client.cacheScope),
+    retry: shouldRetry,
     queryFn: async ({ signal }) => (await client.request<{ viewer: Viewer }>(VIEWER_QUERY, undefined, { signal })).viewer,
   });
 }
