@@ -62,7 +62,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const plans = new PlanService(db, pubsub, clock, changes);
   const priceRules = new PriceRuleService(prisma, plans, changes);
   const apiKeys = new ApiKeyService(prisma, changes);
-  const customers = new CustomerService(prisma, pubsub);
+  const customers = new CustomerService(prisma, pubsub, changes);
   const customerSessions = new CustomerSessionService(config.masterKey, customers, config.customerSessionMaxTtlSeconds, prisma);
   const viewers = new ViewerResolver(apiKeys, customerSessions);
   const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, plans, logger, clock);

@@ -2,6 +2,7 @@ import type { Customer, Prisma, PrismaClient } from '../../generated/prisma/clie
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import { ConfigChanges } from '../../shared/config-changes.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import {
   holdsUnstorableText,
@@ -51,6 +52,7 @@ export class CustomerService {
   constructor(
     private readonly prisma: PrismaClient,
     private readonly pubsub: PubSub,
+    private readonly changes = new ConfigChanges(),
   ) {}
 
   async create(merchantId: string, input: CreateCustomerInput): Promise<Customer> {
@@ -206,6 +208,8 @@ export class CustomerService {
 
   private published(customer: Customer): Customer {
     this.pubsub.publish(customerTopic(customer.id), { customerId: customer.id });
+    // The gateway keeps who may call (blocked, archived, which externalId) for a moment, on every instance.
+    this.changes.changed('customers', customer.merchantId);
     return customer;
   }
 }

@@ -96,6 +96,8 @@ export class GatewayService {
   ) {
     // A revoked key stops here at once, not when its cached check expires.
     changes.on('api-keys', (merchantId) => this.viewerCache.deleteWhereValue((viewer) => viewer.kind === 'merchant' && viewer.merchantId === merchantId));
+    // So do a blocked or archived customer, and one created or renamed (its externalId) a moment ago.
+    changes.on('customers', (merchantId) => this.customerCache.deleteWhere((key) => key.startsWith(`${merchantId}|`)));
   }
 
   /** Resolves once every finished call has been charged and logged. */
