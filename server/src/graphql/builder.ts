@@ -1,7 +1,7 @@
 import SchemaBuilder from '@pothos/core';
 import RelayPlugin from '@pothos/plugin-relay';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
-import { GraphQLError, Kind } from 'graphql';
+import { GraphQLError, Kind, valueFromASTUntyped } from 'graphql';
 import type { Context } from '../context.ts';
 import { forbidden, unauthenticated } from '../shared/errors.ts';
 import { isStorableTime, parseIsoTime } from '../shared/times.ts';
@@ -80,8 +80,10 @@ builder.scalarType('JSONObject', {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new GraphQLError('Expected a JSON object');
     return value as Record<string, unknown>;
   },
-  parseLiteral: () => {
-    throw new GraphQLError('JSONObject values must be passed as variables');
+  // Written inline (`metadata: { plan: "pro" }`) as well as passed as a variable.
+  parseLiteral: (ast, variables) => {
+    if (ast.kind !== Kind.OBJECT) throw new GraphQLError('Expected a JSON object');
+    return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
   },
 });
 

@@ -30,3 +30,24 @@ describe('a variable of the wrong type', () => {
     expect(missing.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'input' });
   });
 });
+
+describe('a JSONObject written inline', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(() => server?.close());
+
+  it('is taken as passed in a variable, variables inside it included; anything but an object is VALIDATION', async () => {
+    const merchant = await server.createMerchant();
+    const created = await server.graphql<any>(
+      'mutation ($seats: Int) { createCustomer(input: { externalId: "user_123", metadata: { plan: "pro", seats: $seats, tags: ["a", 1, null] } }) { metadata } }',
+      { seats: 5 },
+      merchant.secret,
+    );
+    expect(created.errors).toBeUndefined();
+    expect(created.data.createCustomer.metadata).toEqual({ plan: 'pro', seats: 5, tags: ['a', 1, null] });
+    const notObject = await server.graphql('mutation { createCustomer(input: { externalId: "user_124", metadata: "pro" }) { id } }', {}, merchant.secret);
+    expect(notObject.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION' });
+  });
+});
