@@ -492,6 +492,16 @@ describe('pricing as code in YAML', () => {
     await expect(loadPricingConfig(duplicate)).rejects.toThrow(`${duplicate}:2:1: invalid YAML: Map keys must be unique`);
     await expect(loadPricingConfig(write('list.yaml', '- a\n- b\n'))).rejects.toThrow('must hold a pricing config object');
   });
+
+  it('a JSON syntax error names the file, line and column too', async () => {
+    const file = write('broken.json', '{\n  "meters": [],\n  "priceRules": [ { name: "x" } ]\n}\n');
+    const error = await loadPricingConfig(file).then(
+      () => null,
+      (caught: unknown) => caught as Error & { code: string; details: Record<string, unknown> },
+    );
+    expect(error).toMatchObject({ code: 'VALIDATION', details: { field: 'config', file, line: 3, column: 21 } });
+    expect(error!.message.startsWith(`${file}:3:21: invalid JSON: `)).toBe(true);
+  });
 });
 
 describe('a file is checked and normalized while planning', () => {

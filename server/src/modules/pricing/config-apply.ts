@@ -69,7 +69,14 @@ function parseJson(file: string, text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
-    throw new AppError('VALIDATION', `${file} is not valid JSON: ${(error as Error).message}`, { field: 'config', file });
+    const reason = (error as Error).message;
+    // Node 20 says only "at position N"; newer versions may add the line themselves.
+    const position = /at position (\d+)/.exec(reason);
+    if (!position) throw new AppError('VALIDATION', `${file} is not valid JSON: ${reason}`, { field: 'config', file });
+    const offset = Number(position[1]);
+    const line = text.slice(0, offset).split('\n').length;
+    const col = offset - text.lastIndexOf('\n', offset - 1);
+    throw new AppError('VALIDATION', `${file}:${line}:${col}: invalid JSON: ${reason}`, { field: 'config', file, line, column: col });
   }
 }
 
