@@ -11,7 +11,8 @@ const runtime = await openRuntime(config, logger);
 const app = await createApp(runtime.services);
 const { port } = await app.listen(config.port, config.host);
 const stopExpiry = startExpirySchedule(runtime.services.ledger, config.expiryIntervalMs, logger);
-const publicUrl = config.publicUrl.replace(/:\d+$/, `:${port}`);
+// The default names the port listened on (PORT=0 picks one); a URL the operator set is printed as given.
+const publicUrl = process.env.TOLLGATE_PUBLIC_URL ? config.publicUrl : config.publicUrl.replace(/:\d+$/, `:${port}`);
 
 const demo = config.seedDemo ? await seedDemoMerchant(runtime.services) : undefined;
 const database = config.databaseUrl ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite in ${config.dataDir}/pglite`;
