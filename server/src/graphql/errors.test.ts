@@ -2,6 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../test/server.ts';
 import { variableFieldOf } from './errors.ts';
 
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(() => server?.close());
+
 describe('variableFieldOf', () => {
   it('names the input field a variable failed at, as VALIDATION errors name fields', () => {
     expect(variableFieldOf('Variable "$input" got invalid value "NOPE" at "input.kind"; Value "NOPE" does not exist in "CreditGrantKind" enum.')).toBe('kind');
@@ -13,12 +19,6 @@ describe('variableFieldOf', () => {
 });
 
 describe('a variable of the wrong type', () => {
-  let server: TestServer;
-  beforeAll(async () => {
-    server = await startTestServer();
-  });
-  afterAll(() => server?.close());
-
   it('is a VALIDATION error naming the field, as errors from the resolvers are', async () => {
     const merchant = await server.createMerchant();
     const grant = 'mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed } }';
@@ -32,12 +32,6 @@ describe('a variable of the wrong type', () => {
 });
 
 describe('a JSONObject written inline', () => {
-  let server: TestServer;
-  beforeAll(async () => {
-    server = await startTestServer();
-  });
-  afterAll(() => server?.close());
-
   it('is taken as passed in a variable, variables inside it included; anything but an object is VALIDATION', async () => {
     const merchant = await server.createMerchant();
     const created = await server.graphql<any>(
