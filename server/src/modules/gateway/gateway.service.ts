@@ -40,7 +40,7 @@ interface CustomerGate {
   blocked: boolean;
 }
 
-/** Lookups the gateway repeats on every call are cached this long (revocations and blocks reach other instances within it). */
+/** Lookups the gateway repeats on every call are cached this long; revocations and blocks drop them at once (ConfigChanges), so this bounds only a lost message. */
 const AUTH_TTL_MS = 5_000;
 const CUSTOMER_TTL_MS = 2_000;
 const LIMIT_TTL_MS = 1_000;
