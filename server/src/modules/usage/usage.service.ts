@@ -279,17 +279,12 @@ function unreadableStream(body: string, usage: NormalizedUsage): boolean {
 function recordHash(input: UsageRecordInput, customer: string, currency: string, stated: Record<string, string | number>, canonical: boolean): string {
   const usage = input.usage ?? null;
   const response = input.response;
-  if (!canonical) {
-    return requestHash({
-      customer, currency, occurredAt: input.timestamp?.toISOString() ?? null, usage,
-      response: response ? [response.url, response.status, response.body] : null, stated,
-    });
-  }
+  const sent = response ? [response.url, response.status, response.body] : null;
   return requestHash({
     customer, currency, occurredAt: input.timestamp?.toISOString() ?? null,
-    usage: canonicalJson(usage, 'usage', true),
-    response: response ? [response.url, response.status, response.body, response.provider ?? null] : null,
-    stated: canonicalJson(stated, 'quantities', true),
+    usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
+    response: sent && canonical ? [...sent, response!.provider ?? null] : sent,
+    stated: canonical ? canonicalJson(stated, 'quantities', true) : stated,
   });
 }
 
