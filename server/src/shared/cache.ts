@@ -43,8 +43,10 @@ export class RefreshingCache<K, V> {
     this.loading.delete(key);
   }
 
-  deleteWhere(matches: (key: K) => boolean): void {
-    for (const key of [...this.entries.keys(), ...this.loading.keys()]) if (matches(key)) this.delete(key);
+  /** Drops the entries whose key (and value, when it is known) match; `value` is undefined for a load in flight. */
+  deleteWhere(matches: (key: K, value: V | undefined) => boolean): void {
+    for (const [key, entry] of [...this.entries]) if (matches(key, entry.value)) this.delete(key);
+    for (const key of [...this.loading.keys()]) if (matches(key, undefined)) this.delete(key);
   }
 
   /** Drops the entries whose value matches, and every load in flight (its value is not known yet). */

@@ -5,8 +5,8 @@ import type { EventPayload, PubSub } from './pubsub.ts';
 const TOPIC = 'tollgate:config-changes';
 
 /** A cache of merchant configuration that instances drop entries of when it changes. */
-export type ConfigScope = 'meters' | 'price-rules' | 'provider-prices' | 'plan-histories' | 'gateway-settings' | 'api-keys' | 'customers';
-const SCOPES: ReadonlySet<string> = new Set<ConfigScope>(['meters', 'price-rules', 'provider-prices', 'plan-histories', 'gateway-settings', 'api-keys', 'customers']);
+export type ConfigScope = 'meters' | 'price-rules' | 'provider-prices' | 'plan-histories' | 'gateway-settings' | 'api-keys' | 'customers' | 'new-customers';
+const SCOPES: ReadonlySet<string> = new Set<ConfigScope>(['meters', 'price-rules', 'provider-prices', 'plan-histories', 'gateway-settings', 'api-keys', 'customers', 'new-customers']);
 
 /**
  * Caches of merchant configuration live in each process (see RefreshingCache): a change drops

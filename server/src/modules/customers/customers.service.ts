@@ -66,7 +66,10 @@ export class CustomerService {
         : requireJsonObject('metadata', input.metadata)) as Prisma.InputJsonObject,
     };
     try {
-      return await this.prisma.customer.create({ data });
+      const customer = await this.prisma.customer.create({ data });
+      // The gateway may have just answered "not found" for this externalId, and keeps that a moment.
+      this.changes.changed('new-customers', merchantId);
+      return customer;
     } catch (error) {
       if (isUniqueViolation(error)) throw await this.duplicateExternalId(merchantId, data.externalId);
       throw error;

@@ -98,6 +98,8 @@ export class GatewayService {
     changes.on('api-keys', (merchantId) => this.viewerCache.deleteWhereValue((viewer) => viewer.kind === 'merchant' && viewer.merchantId === merchantId));
     // So do a blocked or archived customer, and one created or renamed (its externalId) a moment ago.
     changes.on('customers', (merchantId) => this.customerCache.deleteWhere((key) => key.startsWith(`${merchantId}|`)));
+    // A new customer can only turn a "not found" into a found one: the others stay cached.
+    changes.on('new-customers', (merchantId) => this.customerCache.deleteWhere((key, gate) => key.startsWith(`${merchantId}|`) && !gate));
   }
 
   /** Resolves once every finished call has been charged and logged. */

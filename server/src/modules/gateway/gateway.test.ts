@@ -864,3 +864,20 @@ describe('a customer blocked, unblocked or archived while the gateway has it cac
     expect(((await archived.json()) as any).error.code).toBe('CUSTOMER_ARCHIVED');
   });
 });
+
+describe('a customer created just after the gateway answered that it does not exist', () => {
+  it('is let through from the next call, while other customers stay cached', async () => {
+    const t = await tenant();
+    const externalId = `late-${Math.random().toString(36).slice(2)}`;
+    const call = (customer: string) => post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': customer }, { model: 'gpt-5.4-mini' });
+    expect((await call(t.externalId)).status).toBe(200);
+    const missing = await call(externalId);
+    expect(missing.status).toBe(404);
+    const created = await gql(`mutation($e: String!) { createCustomer(input: { externalId: $e }) { id } }`, { e: externalId }, t.secret);
+    await gql(`mutation($c: ID!) { grantCredits(input: { customerId: $c, amount: "1", kind: PAID, idempotencyKey: "seed-late" }) { __typename } }`, { c: created.createCustomer.id }, t.secret);
+    expect((await call(externalId)).status).toBe(200);
+    // The existing customer's entry was kept: blocking it in the database behind the cache's back is not seen yet.
+    await server.services.prisma.customer.update({ where: { id: t.customerId }, data: { blockedAt: new Date() } });
+    expect((await call(t.externalId)).status).toBe(200);
+  });
+});
