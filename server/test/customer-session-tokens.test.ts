@@ -45,3 +45,23 @@ describe('a customer session token', () => {
     }
   });
 });
+
+describe("what a customer session token may read of the merchant's side", () => {
+  it("not the merchant's settings nor the customer's metadata; the names it shows, yes", async () => {
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const refused = [
+      ...['incompleteStreamPolicy', 'gatewayCallerProviderKeys', 'gatewayReserveMaxCost'].flatMap((field) => [`{ merchant { ${field} } }`, `{ viewer { merchant { ${field} } } }`]),
+      `{ customer(id: "${customerId}") { metadata } }`,
+      '{ viewer { customer { metadata } } }',
+    ];
+    for (const query of refused) {
+      const result = await server.graphql(query, {}, token);
+      expect(result.errors?.[0]?.extensions.code, query).toBe('FORBIDDEN');
+      // The secret key still reads them (it has no customer of its own).
+      if (!query.includes('viewer { customer')) expect((await server.graphql(query, {}, merchant.secret)).errors, query).toBeUndefined();
+    }
+    const shown = await server.graphql<any>('{ viewer { merchant { id name } customer { id externalId name email } } }', {}, token);
+    expect(shown.errors).toBeUndefined();
+    expect(shown.data.viewer.customer.id).toBe(customerId);
+  });
+});

@@ -1,6 +1,6 @@
 import { buildSchema, getIntrospectionQuery, getOperationAST, Kind, parse, print, type GraphQLSchema } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { enforceQueryLimits, FIELD_COSTS, MAX_PAGE_SIZE, measureOperation, UNPAGINATED_LIST_SIZE } from './limits.ts';
+import { enforceQueryLimits, FIELD_COSTS, MAX_PAGE_SIZE, measureOperation, MUTATION_COST, UNPAGINATED_LIST_SIZE } from './limits.ts';
 import { schema } from './schema.ts';
 
 function measure(query: string, variables?: Record<string, unknown>, on: GraphQLSchema = schema) {
@@ -110,6 +110,18 @@ describe('query cost', () => {
     }
     // One check, or a page with its count, still fits.
     expect(() => enforce('{ ledgerIntegrity { ok violations } ledgerTransactions(first: 100) { totalCount edges { node { id } } } }')).not.toThrow();
+  });
+
+  it('counts every mutation as a write, and an import as a whole table: aliasing them is refused', () => {
+    // createMeter(25) + id(1)
+    expect(measure('mutation { createMeter(input: { key: "k", name: "K", unit: "u", source: REQUESTS }) { id } }').complexity).toBe(MUTATION_COST + 1);
+    const writes = Array.from({ length: 250 }, (_, i) => `a${i}: archiveMeter(key: "k${i}") { id }`).join(' ');
+    expect(() => enforce(`mutation { ${writes} }`)).toThrow(/complexity \d+ exceeds the limit of 5000/);
+    const imports = Array.from({ length: 3 }, (_, i) => `i${i}: importModelsDevPrices(json: $j) { imported }`).join(' ');
+    expect(() => enforce(`mutation ($j: String!) { ${imports} }`, { j: '{}' })).toThrow(/complexity \d+ exceeds the limit of 5000/);
+    expect(() => enforce('mutation ($j: String!) { importModelsDevPrices(json: $j) { imported } }', { j: '{}' })).not.toThrow();
+    // A field named like a mutation, below the root, is an ordinary field.
+    expect(measure('{ viewer { kind } }').complexity).toBe(2);
   });
 
   it('counts a list without first/last at an estimated size, but not the edges of a page', () => {

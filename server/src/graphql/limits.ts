@@ -75,6 +75,19 @@ export const FIELD_COSTS: ReadonlyMap<string, number> = new Map([
 ]);
 
 /**
+ * A mutation writes, in its own transaction, however little it answers: each one at the root of
+ * an operation costs this much, so a single request cannot alias hundreds of writes
+ * (5,000 by default allows 200).
+ */
+export const MUTATION_COST = 25;
+
+/**
+ * Mutations that cost far more than one write: an import parses and writes a whole price table
+ * (thousands of rows, seconds of work), so an operation holds at most two of them by default.
+ */
+export const MUTATION_COSTS: ReadonlyMap<string, number> = new Map([['importModelsDevPrices', 2500]]);
+
+/**
  * Introspection may cost this many full introspections of the schema per operation: twice,
  * so a tool that asks a little more than graphql-js's query still fits, while a thousand
  * aliased copies of it (a 61 MB answer) do not.
@@ -193,8 +206,8 @@ export function measureOperation(
   }
   const variableDefaults = new Map(operation.variableDefinitions?.map((definition) => [definition.variable.name.value, definition.defaultValue]));
   const { introspectionLists, deepestWrapping } = schemaFacts(schema);
-  const root =
-    operation.operation === 'query' ? schema.getQueryType() : operation.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
+  const mutationType = schema.getMutationType();
+  const root = operation.operation === 'query' ? schema.getQueryType() : operation.operation === 'mutation' ? mutationType : schema.getSubscriptionType();
 
   /** A page size as given: undefined when left out (the argument's default applies), null when given as null. */
   const pageSize = (value: ValueNode | undefined): number | null | undefined => {
@@ -268,7 +281,8 @@ export function measureOperation(
           introspection += 1 + items * child.introspection;
         } else {
           depth = Math.max(depth, 1 + child.depth);
-          const cost = (FIELD_COSTS.get(name) ?? 1) + items * child.complexity + child.perConnection;
+          const own = parentType && parentType === mutationType ? (MUTATION_COSTS.get(name) ?? MUTATION_COST) : (FIELD_COSTS.get(name) ?? 1);
+          const cost = own + items * child.complexity + child.perConnection;
           if (isConnectionType(parentType) && name !== 'edges') perConnection += cost;
           else complexity += cost;
         }

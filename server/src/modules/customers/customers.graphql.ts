@@ -14,7 +14,7 @@ export const CustomerRef = builder.objectRef<Customer>('Customer').implement({
     externalId: t.exposeString('externalId'),
     email: t.exposeString('email', { nullable: true }),
     name: t.exposeString('name', { nullable: true }),
-    metadata: t.field({ type: 'JSONObject', resolve: (customer) => customer.metadata }),
+    metadata: t.field({ type: 'JSONObject', authScopes: { merchant: true }, description: 'Secret key only: your notes on the customer are not shown to its session token.', resolve: (customer) => customer.metadata }),
     archived: t.boolean({ resolve: (customer) => customer.archivedAt !== null }),
     archivedAt: t.expose('archivedAt', { type: 'DateTime', nullable: true }),
     blocked: t.boolean({ description: 'Blocked customers cannot call through the gateway.', resolve: (customer) => customer.blockedAt !== null }),

@@ -49,11 +49,11 @@ const GatewayRequestRef = builder.objectRef<GatewayRequest>('GatewayRequest').im
 });
 
 builder.objectField(MerchantRef, 'gatewayCallerProviderKeys', (t) =>
-  t.exposeBoolean('gatewayCallerProviderKeys', { description: 'Whether gateway callers may send their own provider key in x-tollgate-provider-key.' }),
+  t.exposeBoolean('gatewayCallerProviderKeys', { authScopes: { merchant: true }, description: 'Whether gateway callers may send their own provider key in x-tollgate-provider-key (secret key only).' }),
 );
 
 builder.objectField(MerchantRef, 'gatewayReserveMaxCost', (t) =>
-  t.exposeBoolean('gatewayReserveMaxCost', { description: "Whether the gateway holds each call's maximum cost (from max_tokens or equivalent) before calling the provider." }),
+  t.exposeBoolean('gatewayReserveMaxCost', { authScopes: { merchant: true }, description: "Whether the gateway holds each call's maximum cost (from max_tokens or equivalent) before calling the provider (secret key only)." }),
 );
 
 builder.queryField('gatewayHosts', (t) =>

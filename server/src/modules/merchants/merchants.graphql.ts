@@ -13,7 +13,8 @@ export const MerchantRef = builder.objectRef<Merchant>('Merchant').implement({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
-    incompleteStreamPolicy: t.field({ type: IncompleteStreamPolicyEnum, resolve: (m) => m.incompleteStreamPolicy as 'ESTIMATE' | 'NO_CHARGE' }),
+    // Secret key only, as every setting: a customer told that cut streams are free (NO_CHARGE) could cut them on purpose.
+    incompleteStreamPolicy: t.field({ type: IncompleteStreamPolicyEnum, authScopes: { merchant: true }, description: 'Secret key only.', resolve: (m) => m.incompleteStreamPolicy as 'ESTIMATE' | 'NO_CHARGE' }),
   }),
 });
 
