@@ -182,6 +182,16 @@ export class PlanService {
       if (latest && from <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the customer's latest plan change (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
+      // A change back in time must not re-plan usage already priced: those events keep the book
+      // they were charged by, and a late event at the same moment must be priced the same way.
+      // (An event recorded concurrently, before this commits, can still land in the window.)
+      if (effectiveFrom) {
+        const [priced] = await tx.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events
+          WHERE merchant_id = ${merchantId}::uuid AND customer_id = ${id}::uuid AND occurred_at >= ${from} ORDER BY occurred_at DESC LIMIT 1`;
+        if (priced) {
+          throw invalidField('effectiveFrom', `must be after the customer's latest usage already priced (${priced.occurred_at.toISOString()}): history is never rewritten`);
+        }
+      }
       await tx.customerPlan.create({ data: { merchantId, customerId: id!, planId, effectiveFrom: from } });
     });
     this.changes.changed('plan-histories', merchantId);

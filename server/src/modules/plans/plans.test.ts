@@ -116,6 +116,34 @@ describe('plans', () => {
     expect(planAt(customer.id, new Date(Date.now() + 2 * 86_400_000))).toBe(rows[2]!.planId);
   });
 
+  it('a change back in time stops short of usage already priced: those events keep their book, and late ones at that moment are priced alike', async () => {
+    const { merchant, gql, customer, history } = await merchantWithCustomer();
+    const services = server.services;
+    await services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'call', source: 'REQUESTS' });
+    await services.priceRules.put(merchant.id, { name: 'calls', type: 'FLAT', config: { unitPrice: '1.00' }, meterKey: 'calls', effectiveFrom: new Date('2026-01-01') });
+    await gql(PUT_PLAN, { input: { key: 'pro', name: 'Pro' } });
+    await services.priceRules.put(merchant.id, { name: 'calls', type: 'FLAT', config: { unitPrice: '0.50' }, meterKey: 'calls', planKey: 'pro', effectiveFrom: new Date('2026-01-01') });
+    await services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, { customerId: customer.id, currency: 'USD', amountNanos: 100_000_000_000n, kind: 'PAID', idempotencyKey: 'seed' });
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    const record = async () => {
+      const [result] = await services.usage.record(merchant.id, { kind: 'system', apiKeyId: null }, [{ customer: customer.id, idempotencyKey: randomUUID(), usage: { ...blankUsage(), requests: 1 }, timestamp: hourAgo }]);
+      return result!.ok ? result!.event.charge : result!.error.message;
+    };
+    expect(await record()).toBe('1.00');
+    for (const from of [new Date(hourAgo.getTime() - 60_000), hourAgo]) {
+      const refused = await gql(SET_PLAN, { customerId: customer.id, planKey: 'pro', from: from.toISOString() });
+      expect(errorOf(refused), from.toISOString()).toMatchObject({ code: 'VALIDATION', field: 'effectiveFrom' });
+      expect(refused.errors![0]!.message).toContain(hourAgo.toISOString());
+    }
+    expect(await history()).toEqual([]);
+    expect(await record()).toBe('1.00');
+    // Just after the last priced event is allowed: later late events get the plan.
+    const after = new Date(hourAgo.getTime() + 1);
+    expect(errorOf(await gql(SET_PLAN, { customerId: customer.id, planKey: 'pro', from: after.toISOString() }))).toBeUndefined();
+    const [late] = await services.usage.record(merchant.id, { kind: 'system', apiKeyId: null }, [{ customer: customer.id, idempotencyKey: randomUUID(), usage: { ...blankUsage(), requests: 1 }, timestamp: after }]);
+    expect(late!.ok && late!.event.charge).toBe('0.50');
+  });
+
   it('changes "from now" made in the same millisecond, or while another waited on the lock, all land, in order', async () => {
     const { gql, customer, history } = await merchantWithCustomer();
     await gql(PUT_PLAN, { input: { key: 'pro', name: 'Pro' } });
