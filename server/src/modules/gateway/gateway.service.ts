@@ -397,8 +397,10 @@ const FREE_READS: readonly ((method: string, path: string) => boolean)[] = [
  * Refuses, before the provider is called, a request the gateway could forward with the
  * merchant's provider key but never charge: a path of a known provider the normalizer does not
  * recognise (batches, fine-tuning, files, retrieving a stored response…) unless it is a free
- * read, and an OpenAI Responses create with `background: true` (queued: its usage is only in a
- * later retrieval). A merchant's own OpenAI-compatible server (vLLM, Ollama…) is not checked.
+ * read; a recognised path called with another method than the one metered there (GET
+ * /v1/chat/completions lists every stored completion, GET /v1/predictions every prediction);
+ * and an OpenAI Responses create with `background: true` (queued: its usage is only in a later
+ * retrieval). A merchant's own OpenAI-compatible server (vLLM, Ollama…) is not checked.
  */
 function assertMeterable(destination: Destination, method: string, body: Buffer): void {
   if (destination.provider === 'openai-compatible') return;
@@ -406,17 +408,21 @@ function assertMeterable(destination: Destination, method: string, body: Buffer)
   if (!definition) return;
   const parts = splitUrl(destination.url.href);
   const match = route(definition, parts);
-  if (!match) {
+  if (match?.method !== method) {
     if (FREE_READS.some((free) => free(method, parts.path))) return;
+    const path = parts.path || '/';
     throw new Refusal(
       403,
       'ENDPOINT_NOT_METERED',
-      `The gateway cannot meter ${method} ${parts.path || '/'} on ${destination.provider}, so it does not forward it: ` +
-        'only the provider APIs Tollgate meters (chat, responses, messages, embeddings, images, audio, …) and free reads such as listing models go through',
-      { provider: destination.provider, method, path: parts.path || '/' },
+      match
+        ? `The gateway meters ${path} on ${destination.provider} only when called with ${match.method}, so it does not forward ${method}: ` +
+            'other methods there read or change data the provider stored, which nobody could be charged for'
+        : `The gateway cannot meter ${method} ${path} on ${destination.provider}, so it does not forward it: ` +
+            'only the provider APIs Tollgate meters (chat, responses, messages, embeddings, images, audio, …) and free reads such as listing models go through',
+      { provider: destination.provider, method, path },
     );
   }
-  if (match.api === 'responses' && method === 'POST' && isBackground(body)) {
+  if (match.api === 'responses' && isBackground(body)) {
     throw new Refusal(
       400,
       'BACKGROUND_NOT_METERED',

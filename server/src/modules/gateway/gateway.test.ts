@@ -572,6 +572,24 @@ describe('reserving the maximum cost (updateGatewaySettings(reserveMaxCost: true
     expect(inPath.status).toBe(200);
   });
 
+  it('n choices are reserved n times: credit for exactly one choice’s maximum gets 402 for n: 4, the provider not called, and is enough for n: 1', async () => {
+    const { t } = await reserving('0');
+    // n: 1 and n: 4 are requests of the same length, so their prompts are counted alike.
+    const oneChoice = { ...request, n: 1 };
+    const usage = maxUsageOf('openai', new URL(`${openaiFake.url}/v1/chat/completions`), Buffer.from(JSON.stringify(oneChoice)))!;
+    const { chargeAttos } = await server.services.usage.quote(t.merchantId, usage);
+    const oneChoiceNanos = (chargeAttos + 999_999_999n) / 1_000_000_000n;
+    await gql(`mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "one-choice" }) { __typename } }`, { c: t.customerId, a: formatAttos(oneChoiceNanos * 1_000_000_000n) }, t.secret);
+    openaiFake.reset();
+    const fourChoices = await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), { ...oneChoice, n: 4 });
+    expect(fourChoices.status).toBe(402);
+    const body = (await fourChoices.json()) as any;
+    expect(body.error).toMatchObject({ code: 'INSUFFICIENT_FUNDS', customerId: t.customerId });
+    expect(parseDecimalNanos('required', body.error.required)).toBeGreaterThan(oneChoiceNanos);
+    expect(openaiFake.requests).toEqual([]);
+    expect((await post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), headersFor(t), oneChoice)).status).toBe(200);
+  });
+
   it('402 with the amount required when the credit does not cover the maximum; the provider is not called', async () => {
     const { t } = await reserving('0.0001');
     openaiFake.reset();
@@ -625,6 +643,66 @@ describe('provider endpoints the gateway cannot meter', () => {
     expect(anthropicFake.requests).toHaveLength(1);
     // A write to the model list is no free read.
     await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/models/ft:gpt-5.4-mini:org:1`), { method: 'DELETE', headers }), 403, 'ENDPOINT_NOT_METERED');
+  });
+
+  it('refuses any method but the metered one on a metered path: listing stored chat completions or predictions with a session token never reaches the provider', async () => {
+    const t = await tenant();
+    const replicateFake = await startFakeProvider();
+    try {
+      await gql(`mutation($host: String!) { putGatewayHost(host: $host, provider: "replicate") { id } }`, { host: new URL(replicateFake.url).host }, t.secret);
+      await gql(`mutation { setProviderCredential(provider: "replicate", apiKey: "replicate-provider-key-0001") { id } }`, {}, t.secret);
+      const session = await gql(`mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, t.secret);
+      const headers = { authorization: `Bearer ${session.createCustomerSession.token}` };
+      openaiFake.reset();
+      // Each lists every customer's stored data under the merchant's provider key.
+      await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/chat/completions?limit=100`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+      await expectRefused(await fetch(forwardUrl(`${replicateFake.url}/v1/predictions`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+      for (const method of ['DELETE', 'PATCH', 'PUT']) {
+        await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { method, headers }), 403, 'ENDPOINT_NOT_METERED');
+        await expectRefused(await fetch(forwardUrl(`${replicateFake.url}/v1/predictions`), { method, headers }), 403, 'ENDPOINT_NOT_METERED');
+      }
+      await expectRefused(await fetch(forwardUrl(`${replicateFake.url}/v1/models/owner/name/predictions`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+      expect(openaiFake.requests).toEqual([]);
+      expect(replicateFake.requests).toEqual([]);
+      // Creating a prediction, polling it by id (charged once it has succeeded) and cancelling it still go through.
+      await post(forwardUrl(`${replicateFake.url}/v1/predictions`), headers, { version: 'v1', input: {} });
+      await fetch(forwardUrl(`${replicateFake.url}/v1/predictions/p123`), { headers });
+      await fetch(forwardUrl(`${replicateFake.url}/v1/predictions/p123/cancel`), { method: 'POST', headers });
+      expect(replicateFake.requests.map((request) => `${request.method} ${request.path}`)).toEqual(['POST /v1/predictions', 'GET /v1/predictions/p123', 'POST /v1/predictions/p123/cancel']);
+    } finally {
+      await replicateFake.close();
+    }
+  });
+
+  it('still forwards the job polls it meters by GET, and their cancels by their own method: fal, Stability, Black Forest Labs', async () => {
+    const t = await tenant();
+    const fakes = await Promise.all([startFakeProvider(), startFakeProvider(), startFakeProvider()]);
+    const [fal, stability, bfl] = fakes;
+    try {
+      for (const [fake, provider] of [[fal, 'fal'], [stability, 'stability'], [bfl, 'bfl']] as const) {
+        await gql(`mutation($host: String!, $provider: String!) { putGatewayHost(host: $host, provider: $provider) { id } }`, { host: new URL(fake.url).host, provider }, t.secret);
+        await gql(`mutation($p: String!) { setProviderCredential(provider: $p, apiKey: "provider-key-0001") { id } }`, { p: provider }, t.secret);
+      }
+      const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+      const calls: [FakeProvider, string, string][] = [
+        [fal, 'POST', '/fal-ai/flux/dev'],
+        [fal, 'GET', '/fal-ai/flux/requests/r1/status'],
+        [fal, 'GET', '/fal-ai/flux/requests/r1'],
+        [fal, 'PUT', '/fal-ai/flux/requests/r1/cancel'],
+        [stability, 'GET', '/v2beta/results/g1'],
+        [bfl, 'GET', '/v1/get_result?id=b1'],
+      ];
+      for (const [fake, method, path] of calls) {
+        const response = await fetch(forwardUrl(`${fake.url}${path}`), { method, headers, ...(method === 'GET' ? {} : { body: '{}' }) });
+        expect(response.status, `${method} ${path}`).not.toBe(403);
+      }
+      // …but not a create asked for with another method.
+      await expectRefused(await fetch(forwardUrl(`${fal.url}/fal-ai/flux/dev`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+      await expectRefused(await fetch(forwardUrl(`${bfl.url}/v1/flux-pro-1.1`), { headers }), 403, 'ENDPOINT_NOT_METERED');
+      expect(fakes.flatMap((fake) => fake.requests.map((request) => `${request.method} ${request.path}`))).toEqual(calls.map(([, method, path]) => `${method} ${path}`));
+    } finally {
+      await Promise.all(fakes.map((fake) => fake.close()));
+    }
   });
 
   it('refuses an OpenAI Responses create with background: true (it cannot be metered); the same request in the foreground is charged', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_OUTPUT_TOKENS, maxUsageOf } from './reserve.ts';
+import { DEFAULT_MAX_OUTPUT_TOKENS, MAX_CHOICES, maxUsageOf } from './reserve.ts';
 
 const body = (value: unknown) => Buffer.from(JSON.stringify(value));
 
@@ -39,5 +39,48 @@ describe('maxUsageOf: the most a request can use', () => {
     expect(maxUsageOf('openai', new URL('https://api.openai.com/v1/chat/completions'), Buffer.from('not json'))).toBeNull();
     expect(maxUsageOf('openai', new URL('https://api.openai.com/v1/chat/completions'), body({ messages: [] }))).toBeNull();
     expect(maxUsageOf('openai', new URL('https://api.openai.com/v1/chat/completions'), body([1, 2]))).toBeNull();
+  });
+});
+
+describe('maxUsageOf: several choices, each of which may use the whole output cap', () => {
+  const chat = new URL('https://api.openai.com/v1/chat/completions');
+  const gemini = new URL('https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:generateContent');
+  const outputOf = (provider: string, url: URL, request: unknown) => maxUsageOf(provider, url, body(request))!.outputTokens;
+
+  it('OpenAI chat and legacy completions: n choices (best_of candidates) reserve n times the cap, the prompt once', () => {
+    const one = maxUsageOf('openai', chat, body({ model: 'gpt-5.4-mini', max_tokens: 1000, n: 1 }))!;
+    const four = maxUsageOf('openai', chat, body({ model: 'gpt-5.4-mini', max_tokens: 1000, n: 4 }))!;
+    expect(one.outputTokens).toBe(1000);
+    expect(four.outputTokens).toBe(4 * one.outputTokens);
+    expect(four.inputTokens).toBe(Math.ceil(body({ model: 'gpt-5.4-mini', max_tokens: 1000, n: 4 }).length / 3));
+    expect(outputOf('openai', chat, { model: 'gpt-5.4-mini', n: 3 })).toBe(3 * DEFAULT_MAX_OUTPUT_TOKENS);
+    const completions = new URL('https://api.openai.com/v1/completions');
+    expect(outputOf('openai', completions, { model: 'gpt-3.5-turbo-instruct', max_tokens: 100, n: 2 })).toBe(200);
+    // best_of candidates are all generated (and billed), n of them returned.
+    expect(outputOf('openai', completions, { model: 'gpt-3.5-turbo-instruct', max_tokens: 100, n: 2, best_of: 5 })).toBe(500);
+    expect(outputOf('groq', new URL('https://api.groq.com/openai/v1/chat/completions'), { model: 'llama', max_tokens: 10, n: 2 })).toBe(20);
+  });
+
+  it('Gemini: generationConfig.candidateCount, in either spelling, and as the decimal string its JSON accepts', () => {
+    expect(outputOf('google', gemini, { generationConfig: { maxOutputTokens: 64, candidateCount: 3 } })).toBe(192);
+    expect(outputOf('google', gemini, { generation_config: { max_output_tokens: 64, candidate_count: 2 } })).toBe(128);
+    expect(outputOf('google', gemini, { generationConfig: { maxOutputTokens: '64', candidateCount: '4' } })).toBe(256);
+    expect(outputOf('vertex', new URL('https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/l/publishers/google/models/gemini-3.8-flash:streamGenerateContent'), { generationConfig: { candidateCount: 2 } })).toBe(2 * DEFAULT_MAX_OUTPUT_TOKENS);
+  });
+
+  it('a count the provider would refuse reserves one choice, never less; a huge one is capped and stays a safe integer', () => {
+    for (const n of [0, -2, 2.5, '-4', '2.5', null, true, [4], { n: 4 }]) {
+      expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n }), JSON.stringify(n)).toBe(1000);
+      expect(outputOf('google', gemini, { generationConfig: { maxOutputTokens: 1000, candidateCount: n } }), JSON.stringify(n)).toBe(1000);
+    }
+    // OpenAI refuses an n written as a string.
+    expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n: '4' })).toBe(1000);
+    expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n: 1e9 })).toBe(1000 * MAX_CHOICES);
+    expect(outputOf('openai', chat, { model: 'm', max_tokens: Number.MAX_SAFE_INTEGER, n: 4 })).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('APIs with no choices count are not multiplied: an n sent to Anthropic Messages or OpenAI Responses changes nothing', () => {
+    expect(outputOf('anthropic', new URL('https://api.anthropic.com/v1/messages'), { model: 'claude-opus-4-8', max_tokens: 1024, n: 4 })).toBe(1024);
+    expect(outputOf('openai', new URL('https://api.openai.com/v1/responses'), { model: 'gpt-5.4', max_output_tokens: 1200, n: 4 })).toBe(1200);
   });
 });

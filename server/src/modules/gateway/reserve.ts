@@ -4,11 +4,15 @@ import { blankUsage, type NormalizedUsage } from '../usage/usage.types.ts';
 /**
  * The most a call can use, read from its request, so the gateway can reserve (hold) its price
  * before calling the provider: the output cap the request names (`max_tokens` and its
- * equivalents) and its prompt, counted generously at one token per three bytes of request.
+ * equivalents) times the choices it asks for (`n`, `candidateCount`), and its prompt, counted
+ * generously at one token per three bytes of request.
  */
 
 /** When a request names no output cap, this many output tokens are reserved. */
 export const DEFAULT_MAX_OUTPUT_TOKENS = 4096;
+
+/** The most choices reserved for (OpenAI's own limit for `n`): a larger count is refused by the provider anyway. */
+export const MAX_CHOICES = 128;
 
 /** Token-priced APIs whose request names the model and an output cap. */
 const TEXT_APIS = new Set(['chat.completions', 'responses', 'completions', 'messages', 'generateContent', 'streamGenerateContent', 'chat', 'converse', 'converse-stream']);
@@ -19,19 +23,43 @@ type Json = Record<string, unknown>;
 
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
 
+/** A whole number above zero, or null; Google's JSON (protobuf) also accepts one written as a string. */
+function positiveInteger(value: unknown, stringAllowed = false): number | null {
+  const number = stringAllowed && typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  return Number.isSafeInteger(number) && (number as number) > 0 ? (number as number) : null;
+}
+
+function generationConfig(body: Json): Json | null {
+  const generation = body.generationConfig ?? body.generation_config;
+  return isObject(generation) ? generation : null;
+}
+
 function outputCap(body: Json): number | null {
   for (const field of OUTPUT_CAPS) {
-    const value = body[field];
-    if (Number.isSafeInteger(value) && (value as number) > 0) return value as number;
+    const value = positiveInteger(body[field]);
+    if (value) return value;
   }
-  const generation = body.generationConfig ?? body.generation_config;
-  if (isObject(generation)) {
-    const value = generation.maxOutputTokens ?? generation.max_output_tokens;
-    if (Number.isSafeInteger(value) && (value as number) > 0) return value as number;
-  }
+  const generation = generationConfig(body);
+  const generationCap = positiveInteger(generation?.maxOutputTokens ?? generation?.max_output_tokens, true);
+  if (generationCap) return generationCap;
   const inference = body.inferenceConfig;
-  if (isObject(inference) && Number.isSafeInteger(inference.maxTokens) && (inference.maxTokens as number) > 0) return inference.maxTokens as number;
-  return null;
+  return isObject(inference) ? positiveInteger(inference.maxTokens) : null;
+}
+
+/**
+ * How many outputs the request asks for, each up to the output cap: OpenAI's `n` (legacy
+ * completions generate `best_of` and return n of them) and Gemini's `candidateCount`. A count
+ * the provider would refuse (0, negative, fractional, not a number) is reserved as one.
+ */
+function choices(api: string, body: Json): number {
+  let count = 1;
+  if (api === 'chat.completions' || api === 'completions') {
+    count = Math.max(positiveInteger(body.n) ?? 1, api === 'completions' ? (positiveInteger(body.best_of) ?? 1) : 1);
+  } else if (api === 'generateContent' || api === 'streamGenerateContent') {
+    const generation = generationConfig(body);
+    count = positiveInteger(generation?.candidateCount ?? generation?.candidate_count, true) ?? 1;
+  }
+  return Math.min(count, MAX_CHOICES);
 }
 
 /** The worst-case usage of a request, or null when it is not a token-priced call we can bound. */
@@ -55,7 +83,8 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
     api,
     model,
     inputTokens: Math.ceil(requestBody.length / 3),
-    outputTokens: outputCap(body) ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    // Kept a safe integer: pricing refuses any other, and a call it cannot price is not held at all.
+    outputTokens: Math.min((outputCap(body) ?? DEFAULT_MAX_OUTPUT_TOKENS) * choices(api, body), Number.MAX_SAFE_INTEGER),
     requests: 1,
   });
 }

@@ -24,6 +24,11 @@ export interface Match {
   normalize: Normalizer;
   /** A model named by the URL itself. */
   model: string | null;
+  /**
+   * The HTTP method that calls it: POST for a create, GET to poll a job by its id. The same path
+   * often answers other methods with stored data (GET /v1/chat/completions lists completions).
+   */
+  method: 'POST' | 'GET' | 'PUT';
 }
 
 export interface UrlParts {
@@ -51,7 +56,7 @@ interface Definition extends SupportedProvider {
   route: Router;
 }
 
-const m = (api: string, normalize: Normalizer, model: string | null = null): Match => ({ api, normalize, model });
+const m = (api: string, normalize: Normalizer, model: string | null = null, method: Match['method'] = 'POST'): Match => ({ api, normalize, model, method });
 
 // --- OpenAI-shape APIs, shared by OpenAI, Azure and the OpenAI-compatible family -------------
 
@@ -185,7 +190,7 @@ const stabilityRouter: Router = ({ path }) => {
   if (parts[1] === 'v2beta' && parts[2] === 'stable-image' && parts[3]) {
     return m(`stable-image.${parts[3]}`, stability, parts[4] ?? null);
   }
-  if (parts[1] === 'v2beta' && parts[2] === 'results') return m('results', imagePoll);
+  if (parts[1] === 'v2beta' && parts[2] === 'results') return m('results', imagePoll, null, 'GET');
   // /v1/generation/{engine}/{text-to-image|image-to-image|…}
   if (parts[1] === 'v1' && parts[2] === 'generation' && parts[3]) return m('generation', stability, parts[3]);
   return null;
@@ -196,7 +201,9 @@ const falRouter: Router = ({ host, path }) => {
   if (requests !== -1) {
     const app = path.slice(1, requests);
     const tail = path.slice(requests + '/requests/'.length);
-    return tail.includes('/') ? m('queue.status', imagePoll, app) : m('queue.result', fal, app);
+    // …/requests/{id} (the result) and …/requests/{id}/status are read; …/requests/{id}/cancel is a PUT.
+    if (!tail.includes('/')) return m('queue.result', fal, app, 'GET');
+    return m('queue.status', imagePoll, app, tail.endsWith('/cancel') ? 'PUT' : 'GET');
   }
   if (path.length <= 1) return null;
   return m(host === 'queue.fal.run' ? 'queue.submit' : 'run', fal, path.slice(1));
@@ -205,7 +212,12 @@ const falRouter: Router = ({ host, path }) => {
 const replicateRouter: Router = ({ path }) => {
   const parts = path.split('/');
   if (parts[1] !== 'v1') return null;
-  if (parts[2] === 'predictions') return parts.length === 3 || parts.length === 4 ? m('predictions', replicate) : m('predictions', imagePoll);
+  if (parts[2] === 'predictions') {
+    if (parts.length === 3) return m('predictions', replicate);
+    // A poll by id: billed once the prediction has succeeded.
+    if (parts.length === 4) return m('predictions', replicate, null, 'GET');
+    return m('predictions', imagePoll, null, parts[4] === 'cancel' ? 'POST' : 'GET');
+  }
   // /v1/models/{owner}/{name}/predictions, /v1/deployments/{owner}/{name}/predictions
   if ((parts[2] === 'models' || parts[2] === 'deployments') && parts[5] === 'predictions' && parts.length === 6) {
     return m('predictions', replicate, `${parts[3]}/${parts[4]}`);
@@ -216,7 +228,7 @@ const replicateRouter: Router = ({ path }) => {
 const bflRouter: Router = ({ path }) => {
   const parts = path.split('/');
   if (parts[1] !== 'v1' || !parts[2] || parts.length !== 3) return null;
-  if (parts[2] === 'get_result') return m('get_result', imagePoll);
+  if (parts[2] === 'get_result') return m('get_result', imagePoll, null, 'GET');
   if (parts[2] === 'credits' || parts[2].startsWith('finetune')) return null;
   return m('generate', bfl, parts[2]);
 };
