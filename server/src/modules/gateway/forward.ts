@@ -1,6 +1,8 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
+import type { Transform } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { pinnedLookup, type Destination } from './destination.ts';
 
 /**
@@ -23,10 +25,19 @@ const REFRAMED = new Set(['host', 'content-length', 'expect']);
 /**
  * The copy kept for metering: the first MAX_CAPTURE_BYTES, and for streams also the last
  * TAIL_CAPTURE_BYTES, since usage arrives at a stream's end (OpenAI's usage chunk, Anthropic's
- * message_delta, Gemini's last chunk). The caller still receives everything.
+ * message_delta, Gemini's last chunk). The caller still receives everything. Both count the
+ * text as decoded, when the provider compressed it.
  */
 export const MAX_CAPTURE_BYTES = 32 * 1024 * 1024;
 export const TAIL_CAPTURE_BYTES = 1024 * 1024;
+/**
+ * A compressed stream is decoded for its copy up to this much text (about a million tokens of
+ * chat chunks, several times the longest answer a model writes): past it, it is taken for a
+ * decompression bomb and not decoded on.
+ */
+export const MAX_DECODED_BYTES = 8 * MAX_CAPTURE_BYTES;
+/** How long a caller that reads nothing is waited for, when the provider's idle limit is shorter. */
+export const CALLER_STALL_MS = 60_000;
 
 /** What ends one record of a stream (an SSE event, an NDJSON line), so a gap can be cut between whole records. */
 function recordEndsOf(contentType: string): string[] | null {
@@ -47,9 +58,12 @@ export interface ForwardResult {
   /** Milliseconds from `startedAt` to the first body byte relayed. */
   ttfbMs: number | null;
   streamed: boolean;
-  /** The response text for metering (JSON, SSE, text; a long stream's head and tail, see Capture), or null for binary bodies. */
+  /** The response text for metering (JSON, SSE, text, decoded if compressed; a long stream's head and tail, see Capture), or null for binary bodies. */
   body: string | null;
-  /** The response ended before the provider finished it (caller left, provider stalled or cut it). */
+  /**
+   * The response ended before the provider finished it (caller left, provider stalled or cut it),
+   * or its copy could not be decoded whole (see MeteringCopy): either way, usage may be missing.
+   */
   cut: boolean;
 }
 
@@ -60,6 +74,8 @@ export interface ForwardRequest {
   body: Buffer;
   timeoutMs: number;
   idleTimeoutMs: number;
+  /** How long a caller that reads nothing is waited for: by default the longer of idleTimeoutMs and CALLER_STALL_MS. */
+  callerStallMs?: number;
   startedAt: number;
 }
 
@@ -117,6 +133,11 @@ class Capture {
 
   constructor(private readonly recordEnds: string[] | null) {}
 
+  /** Nothing more would be kept: a document's head is full (only streams keep a tail). */
+  get keepsNoMore(): boolean {
+    return !this.recordEnds && this.headBytes >= MAX_CAPTURE_BYTES;
+  }
+
   add(chunk: Buffer): void {
     if (this.headBytes < MAX_CAPTURE_BYTES) {
       this.head.push(chunk);
@@ -157,11 +178,88 @@ function firstRecordStart(tail: Buffer, recordEnds: string[]): number {
   }));
 }
 
+/** Content codings (RFC 9110 §8.4) the copy is decoded from. */
+const DECODERS: Readonly<Record<string, () => Transform>> = {
+  gzip: createGunzip,
+  'x-gzip': createGunzip,
+  deflate: createInflate,
+  br: createBrotliDecompress,
+};
+
+/**
+ * The Capture of a response that may come compressed although the gateway asked for identity
+ * (a CDN, a merchant's own server): only the copy is decoded, as it arrives; the caller gets
+ * the bytes as sent. A copy that cannot be read whole (a coding not in DECODERS such as zstd or
+ * compress, codings stacked, a corrupt body, a stream inflating past MAX_DECODED_BYTES) is
+ * `unreadable`: the call is then metered like a cut response, on the text decoded before the
+ * trouble, so the merchant's incomplete-stream policy decides its charge.
+ */
+class MeteringCopy {
+  private readonly capture: Capture;
+  private readonly decoder: Transform | null;
+  private fed = false;
+  private decodedBytes = 0;
+  unreadable = false;
+
+  constructor(contentEncoding: string | undefined, recordEnds: string[] | null) {
+    this.capture = new Capture(recordEnds);
+    const codings = (contentEncoding ?? '').split(',').map((coding) => coding.trim().toLowerCase()).filter((coding) => coding !== '' && coding !== 'identity');
+    const decoder = codings.length === 1 ? DECODERS[codings[0]!] : undefined;
+    this.decoder = decoder ? decoder() : null;
+    if (codings.length > 0 && !decoder) this.unreadable = true;
+    this.decoder?.on('data', (text: Buffer) => this.keep(text));
+    this.decoder?.on('error', () => {
+      this.unreadable = true;
+    });
+  }
+
+  add(chunk: Buffer): void {
+    if (this.decoder) {
+      this.fed = true;
+      if (!this.decoder.destroyed) this.decoder.write(chunk);
+    } else if (!this.unreadable) {
+      this.capture.add(chunk);
+    }
+  }
+
+  private keep(text: Buffer): void {
+    this.decodedBytes += text.length;
+    if (this.decodedBytes > MAX_DECODED_BYTES) {
+      this.unreadable = true;
+      this.decoder!.destroy();
+      return;
+    }
+    this.capture.add(text);
+    // A document's head is full: decoding the rest would keep nothing.
+    if (this.capture.keepsNoMore) this.decoder!.destroy();
+  }
+
+  /** Resolves once the decoder has handed over the text of every byte it was given. */
+  async close(): Promise<void> {
+    const decoder = this.decoder;
+    if (!decoder || decoder.destroyed) return;
+    // An empty body (a HEAD, a 204) has nothing to decode; ended unfed, a decoder reports an error.
+    if (!this.fed) {
+      decoder.destroy();
+      return;
+    }
+    // A body cut short ends mid-stream: the decoder reports it as an error, after the text it could decode.
+    await new Promise((closed) => {
+      decoder.once('close', closed);
+      decoder.end();
+    });
+  }
+
+  text(): string {
+    return this.capture.text();
+  }
+}
+
 export function forward(request: ForwardRequest, res: ServerResponse, onGatewayError: (status: 502 | 504, message: string) => void): Promise<ForwardResult> {
   const { destination } = request;
   const secure = destination.url.protocol === 'https:';
   return new Promise<ForwardResult>((resolve) => {
-    let capture: Capture | null = null;
+    let copy: MeteringCopy | null = null;
     let ttfbMs: number | null = null;
     let upstreamStatus: number | null = null;
     let flat: Record<string, string> = {};
@@ -173,8 +271,10 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       if (settled) return;
       settled = true;
       clearTimeout(headerTimer);
-      const body = capture?.text() ?? null;
-      resolve({ outcome, status, upstreamStatus, upstreamHeaders: flat, ttfbMs, streamed, body, cut });
+      const result = { outcome, status, upstreamStatus, upstreamHeaders: flat, ttfbMs, streamed, cut };
+      if (!copy) return resolve({ ...result, body: null });
+      const kept = copy;
+      void kept.close().then(() => resolve({ ...result, body: kept.text(), cut: cut || kept.unreadable }));
     };
 
     const open = () =>
@@ -255,12 +355,13 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       flat = relayed.flat;
       const contentType = flat['content-type'] ?? '';
       streamed = /event-stream|ndjson/i.test(contentType) || !flat['content-length'];
-      if (TEXTUAL.test(contentType) || contentType === '') capture = new Capture(recordEndsOf(contentType));
+      if (TEXTUAL.test(contentType) || contentType === '') copy = new MeteringCopy(flat['content-encoding'], recordEndsOf(contentType));
       res.writeHead(upstreamStatus, relayed.headers);
       if (streamed) res.flushHeaders();
       const outcome: ForwardOutcome = upstreamStatus >= 400 ? 'UPSTREAM_ERROR' : 'COMPLETED';
 
-      // A provider that stalls mid-response is cut, so neither side waits forever.
+      // A provider that stalls mid-response is cut, so neither side waits forever. The timer runs
+      // only while the gateway reads: time paused for a slow caller is not the provider's stall.
       response.setTimeout(request.idleTimeoutMs, () => {
         response.destroy();
         res.destroy();
@@ -268,15 +369,31 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       });
       response.on('data', (chunk: Buffer) => {
         if (ttfbMs === null) ttfbMs = Math.round(performance.now() - request.startedAt);
-        capture?.add(chunk);
+        copy?.add(chunk);
         // A caller gone before its 'close' was heard (or before this call began): no 'drain' will come.
         if (res.destroyed) {
           clientAborted();
           return;
         }
         if (!res.write(chunk)) {
+          // A slow reader is not a failed call: the provider's idle timer stops while the caller
+          // catches up. One that reads nothing for CALLER_STALL_MS (at least the provider's idle
+          // limit) is let go as CLIENT_ABORTED, never the provider's TIMEOUT, so it cannot hold
+          // a provider connection open for ever.
           response.pause();
-          res.once('drain', () => response.resume());
+          response.socket?.setTimeout(0);
+          const stalled = setTimeout(() => {
+            res.destroy();
+            clientAborted();
+          }, request.callerStallMs ?? Math.max(request.idleTimeoutMs, CALLER_STALL_MS));
+          const gone = () => clearTimeout(stalled);
+          res.once('close', gone);
+          res.once('drain', () => {
+            clearTimeout(stalled);
+            res.off('close', gone);
+            response.socket?.setTimeout(request.idleTimeoutMs);
+            response.resume();
+          });
         }
       });
       response.on('end', () => {
