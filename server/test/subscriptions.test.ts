@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startTestServer, waitForSubscribers, type TestServer } from './server.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
+import { walletTopic } from '../src/modules/ledger/ledger.service.ts';
 
 /** graphql-ws on the same port and path as HTTP, with the same auth and tenancy. */
 let server: TestServer;
@@ -54,6 +55,25 @@ async function firstEvent(client: Client, variables: Record<string, unknown>, ac
     await iterator.return?.();
   }
 }
+
+describe('balanceUpdated subscription', () => {
+  it('frees its listener as soon as it completes or its socket closes, though no balance changed meanwhile', async () => {
+    const quiet = (await server.services.customers.create(merchant.id, { externalId: 'quiet-wallet' })).id;
+    const topic = walletTopic(quiet);
+    const client = connect(merchant.secret);
+    const watch = (currency?: string) => client.iterate({ query: 'subscription ($id: ID!, $c: String) { balanceUpdated(customerId: $id, currency: $c) { customerId } }', variables: { id: quiet, c: currency ?? null } });
+    const completed = watch();
+    void completed.next().catch(() => undefined);
+    await waitForSubscribers(server, topic, 1);
+    await completed.return?.();
+    await waitForSubscribers(server, topic, 0);
+    const watches = [watch(), watch('EUR'), watch('USD')];
+    for (const iterator of watches) void iterator.next().catch(() => undefined);
+    await waitForSubscribers(server, topic, 3);
+    await client.dispose();
+    await waitForSubscribers(server, topic, 0);
+  });
+});
 
 describe('customerUpdated subscription', () => {
   it('pushes the change to a merchant subscriber', async () => {

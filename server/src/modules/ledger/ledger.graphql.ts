@@ -490,10 +490,22 @@ builder.subscriptionField('balanceUpdated', (t) =>
   }),
 );
 
-async function* filterEvents<T>(events: AsyncIterableIterator<T>, keep: (event: T) => boolean): AsyncGenerator<T> {
-  try {
-    for await (const event of events) if (keep(event)) yield event;
-  } finally {
-    await events.return?.();
-  }
+/**
+ * The events `keep` passes. A plain iterator, not an async generator: a generator waiting for its
+ * next event queues `return()` until one comes, so a subscription completed (or a socket closed)
+ * on a quiet wallet kept its listener, and its Redis channel, until the wallet next changed.
+ */
+function filterEvents<T>(events: AsyncIterableIterator<T>, keep: (event: T) => boolean): AsyncIterableIterator<T> {
+  return {
+    async next() {
+      for (;;) {
+        const result = await events.next();
+        if (result.done || keep(result.value)) return result;
+      }
+    },
+    return: async () => (await events.return?.()) ?? { value: undefined, done: true },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
 }
