@@ -204,7 +204,13 @@ export class LedgerQueries {
     )) violations.push(`grant ${row.id} remaining is outside 0..amount`);
     // Each debit against the limit in force when it was posted. Only the latest limit is kept, so
     // debits before it was set are not judged by it (lowering a limit below a debt is allowed);
-    // adjustments may go below any limit.
+    // adjustments may go below any limit. setOverdraftLimit dates the limit after every transaction
+    // the wallet had (under its lock), so a debit it saw is never judged by it: no false report,
+    // whatever the clocks. What this cannot catch: a debit posted after the change but dated
+    // before it (stamped before it waited for the lock, a clock behind, or one that stood still
+    // within the millisecond the change was moved past), and any debit past a limit since
+    // replaced. Debits are refused past the limit when posted, under the lock; this rechecks
+    // the rows as stored.
     for (const row of await rows<{ id: string }>(
       `SELECT w.id FROM wallets w WHERE w.merchant_id = $1 AND EXISTS (
          SELECT 1 FROM ledger_transactions t

@@ -30,7 +30,7 @@ import {
 export type { Actor, PostedTransaction };
 export { SYSTEM_ACTOR };
 export type { LedgerBatch, WalletKey, WalletTransaction };
-export { insufficientFunds, requestHash };
+export { debitRequestHash, insufficientFunds, legacyDebitRequestHash, requestHash };
 
 export const walletTopic = (customerId: string) => `wallet:${customerId}`;
 
@@ -149,6 +149,29 @@ function requestHash(parts: Record<string, unknown>): string {
   }
   // The one-shot hash skips building a Hash object: ingest hashes every event.
   return oneShotHash('sha256', json, 'hex');
+}
+
+/**
+ * A debit's request: all it stores that its caller chose, so a key reused for another debit is a
+ * conflict. Metadata with its keys sorted (a retry may serialize them in another order), and left
+ * out, null and {} alike, as grants hash it.
+ */
+function debitRequestHash(customerId: string, input: DebitInput): string {
+  // attos as its digits up front: the text hashed is the same, and requestHash keeps to its fast path.
+  return requestHash({
+    op: 'debit',
+    customerId,
+    currency: input.currency,
+    attos: input.amountAttos.toString(),
+    description: input.description ?? null,
+    metadata: canonicalJson(input.metadata ?? {}, 'metadata', false),
+    sourceRef: input.sourceRef ?? null,
+  });
+}
+
+/** How debits were hashed before their description, metadata and sourceRef counted: keys recorded then still replay. */
+function legacyDebitRequestHash(customerId: string, input: DebitInput): string {
+  return requestHash({ op: 'debit', customerId, currency: input.currency, attos: input.amountAttos.toString() });
 }
 
 function requireKey(key: string): string {
@@ -288,8 +311,7 @@ export class LedgerService {
     requireStorableText('sourceRef', input.sourceRef);
     requireStorableText('metadata', input.metadata);
     const customerId = await this.assertCustomer(merchantId, input.customerId);
-    // attos as its digits up front: the text hashed is the same, and requestHash keeps to its fast path.
-    const hash = requestHash({ op: 'debit', customerId, currency: input.currency, attos: input.amountAttos.toString() });
+    const hash = debitRequestHash(customerId, input);
     const lane = this.lanes[laneOf(`${customerId}:${input.currency}`, this.lanes.length)]!;
     const outcome = await new Promise<Outcome>((resolve) => {
       lane.queue.push({ merchantId, actor, input: { ...input, customerId, idempotencyKey: key }, requestHash: hash, resolve });
@@ -392,7 +414,7 @@ export class LedgerService {
   private async debitOne(wallet: WalletTransaction, item: PendingDebit): Promise<DebitResult> {
     const { input } = item;
     const prior = (await wallet.existing([input.idempotencyKey])).get(input.idempotencyKey);
-    if (prior) return replayOrConflict(prior, item.requestHash);
+    if (prior) return replayOrConflict(prior, item.requestHash, () => legacyDebitRequestHash(input.customerId, input));
     const plan = planDebit(wallet.state, input.amountAttos, { allowOverdraft: true });
     if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, input.currency);
     const transaction = await wallet.post({
@@ -719,8 +741,17 @@ export class LedgerService {
     customerId = await this.assertCustomer(merchantId, customerId);
     const { state, posted } = await this.store.withWallet(merchantId, customerId, currency, this.clock(), async (wallet) => {
       // Lowering it below what the customer already owes is allowed (it stops further overdraft); the
-      // time lets ledgerIntegrity hold only later debits to it.
-      await wallet.tx.query(`UPDATE wallets SET overdraft_limit = $2, overdraft_limit_set_at = $3 WHERE id = $1`, [wallet.state.id, limitNanos.toString(), wallet.now]);
+      // time lets ledgerIntegrity hold only later debits to it. It must come after every transaction
+      // the wallet has, read under its lock: those were posted under the old limit, yet may share
+      // this millisecond or, stamped before they waited for the lock, carry a later time. The
+      // columns keep milliseconds, so one millisecond past the last (one microsecond would round
+      // back); (wallet_id, created_at) is indexed, so max() reads one index entry.
+      await wallet.tx.query(
+        `UPDATE wallets SET overdraft_limit = $2, overdraft_limit_set_at = greatest($3::timestamptz,
+           (SELECT max(created_at) FROM ledger_transactions WHERE wallet_id = $1) + interval '1 millisecond')
+         WHERE id = $1`,
+        [wallet.state.id, limitNanos.toString(), wallet.now],
+      );
       wallet.state.overdraftLimit = limitNanos;
     });
     this.publish(customerId, currency, state, posted);

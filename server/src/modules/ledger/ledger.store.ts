@@ -281,6 +281,10 @@ export class LedgerBatch {
   readonly known = new Map<string, PostedTransaction>();
   /** Keys already looked up (found or not), so each is read from the database at most once. */
   readonly checked = new Set<string>();
+  /** Ids of the wallets this transaction inserted (see dropUnused). */
+  readonly created = new Set<string>();
+  /** Wallets (walletKeyOf) dropUnused deleted: not stored once this transaction commits. */
+  readonly dropped = new Set<string>();
 
   constructor(
     readonly tx: SqlExecutor,
@@ -411,6 +415,34 @@ export class LedgerBatch {
   }
 }
 
+/**
+ * Deletes the wallets this transaction inserted that it leaves unchanged (a debit refused on a
+ * wallet not stored yet, whose batch commits the others' debits): a wallet is stored with its
+ * first change. Costs a statement only in a batch that has such a wallet.
+ *
+ * No other transaction can have used one of them. A row this transaction inserted is seen by no
+ * other until COMMIT, and another insert of the same wallet (ON CONFLICT, on any instance) waits
+ * on its unique key until then; it finds the row gone and inserts its own. A wallet another
+ * transaction inserted first was skipped by our ON CONFLICT, so RETURNING did not put it in
+ * `created`. Hence a committed wallet is never deleted, and LedgerStore.knownWallets stays true.
+ * Holds and overdraft limits are written straight through `tx`, past what the batch tracks: the
+ * statement itself keeps a wallet they name.
+ */
+async function dropUnused(batch: LedgerBatch): Promise<void> {
+  if (batch.created.size === 0) return;
+  const unused = [...batch.wallets.values()].filter(
+    (wallet) => batch.created.has(wallet.state.id) && wallet.posted.length === 0 && !wallet.heldChanged && !batch.dirtyWallets.has(wallet),
+  );
+  if (unused.length === 0) return;
+  const deleted = await batch.tx.query<{ id: string }>(
+    `DELETE FROM wallets w WHERE w.id = ANY($1::uuid[]) AND w.overdraft_limit_set_at IS NULL
+       AND NOT EXISTS (SELECT FROM holds h WHERE h.wallet_id = w.id) RETURNING w.id`,
+    [pgArray(unused.map((wallet) => wallet.state.id))],
+  );
+  const ids = new Set(deleted.map((row) => row.id));
+  for (const wallet of unused) if (ids.has(wallet.state.id)) batch.dropped.add(walletKeyOf(wallet));
+}
+
 interface WalletRow {
   id: string;
   customer_id: string;
@@ -447,7 +479,10 @@ const DEFAULT_CONSUMPTION_ORDER: ConsumptionKey[] = ['EXPIRY', 'KIND', 'PRIORITY
 
 export class LedgerStore {
   private readonly accountIds = new Map<string, string>();
-  /** Wallets are never deleted: once seen, no INSERT … ON CONFLICT round trip is needed. */
+  /**
+   * Committed wallets are never deleted (only the transaction that inserted one may, before its
+   * COMMIT: see dropUnused): once seen, no INSERT … ON CONFLICT round trip is needed.
+   */
   private readonly knownWallets = new Set<string>();
 
   constructor(readonly db: Database) {}
@@ -500,15 +535,18 @@ export class LedgerStore {
     const unique = [...byWallet.values()];
     const created = new Map<string, string>();
     const outcome = await this.db.transaction(async (tx) => {
+      let inserted: { id: string }[] = [];
       // Created in one order everywhere: two batches inserting the same new wallets in opposite
       // orders would each wait on the other's uncommitted row (a deadlock).
       const missing = unique.filter((key) => !this.knownWallets.has(walletKeyOf(key))).sort(byWalletKey);
       if (missing.length > 0) {
-        await tx.query(
+        // RETURNING names only the rows this transaction inserted, not those another one had.
+        inserted = await tx.query<{ id: string }>(
           `INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at)
            SELECT u.id, u.merchant_id, u.customer_id, u.currency, $5
            FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS u(id, merchant_id, customer_id, currency)
-           ON CONFLICT (customer_id, currency) DO NOTHING`,
+           ON CONFLICT (customer_id, currency) DO NOTHING
+           RETURNING id`,
           [
             pgArrayOf(missing, (key) => walletIdOf(key.customerId, key.currency)),
             pgArrayOf(missing, (key) => key.merchantId),
@@ -544,6 +582,7 @@ export class LedgerStore {
       );
       const orders = new Map((stateRow?.orders ?? []).map((row) => [row.merchant_id, row.order]));
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created), preload.assumeNew);
+      for (const row of inserted) batch.created.add(row.id);
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
@@ -575,10 +614,11 @@ export class LedgerStore {
       }
       const result = await work(batch);
       await batch.flush();
+      await dropUnused(batch);
       return { result, batch };
     });
     for (const [key, id] of created) this.accountIds.set(key, id);
-    for (const key of unique) this.knownWallets.add(walletKeyOf(key));
+    for (const key of unique) if (!outcome.batch.dropped.has(walletKeyOf(key))) this.knownWallets.add(walletKeyOf(key));
     return outcome;
   }
 

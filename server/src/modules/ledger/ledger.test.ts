@@ -1,9 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { startTestServer, waitForSubscribers, type TestServer } from '../../../test/server.ts';
+import { laneOf } from '../../shared/lanes.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { walletTopic } from './ledger.service.ts';
 
@@ -1311,6 +1312,25 @@ describe('overdraft limits over time', () => {
     await sql(`UPDATE ledger_transactions SET created_at = $2 WHERE id = $1`, [debited!.id, debited!.created_at]);
     await expectIntegrity();
   });
+
+  it('a limit cut in the same millisecond as a debit it allowed is no violation; a debit past it afterwards still is', async () => {
+    const customerId = await newCustomer();
+    const setLimit = (limit: string) => gql('mutation ($id: ID!, $limit: Decimal!) { setOverdraftLimit(customerId: $id, limit: $limit) { id } }', { id: customerId, limit });
+    // The clock stands still: all three share one timestamp.
+    expect((await setLimit('5')).errors).toBeUndefined();
+    expect((await debit(customerId, '4')).errors).toBeUndefined();
+    expect((await setLimit('0')).errors).toBeUndefined();
+    await expectIntegrity();
+
+    // A debit posted past the new limit (written behind the ledger's back, dated when the limit was set) is reported.
+    const walletId = (await wallet(customerId)).id as string;
+    const [debited] = await sql<{ id: string; created_at: Date }>(`SELECT id, created_at FROM ledger_transactions WHERE wallet_id = $1 AND amount < 0`, [walletId]);
+    await sql(`UPDATE ledger_transactions SET created_at = (SELECT overdraft_limit_set_at FROM wallets WHERE id = $2) WHERE id = $1`, [debited!.id, walletId]);
+    const report = await gql('{ ledgerIntegrity { ok violations } }');
+    expect(report.data!.ledgerIntegrity.violations).toContain(`wallet ${walletId} was debited past its overdraft limit`);
+    await sql(`UPDATE ledger_transactions SET created_at = $2 WHERE id = $1`, [debited!.id, debited!.created_at]);
+    await expectIntegrity();
+  });
 });
 
 describe('balances beyond what one request may move', () => {
@@ -1386,5 +1406,108 @@ describe('idempotent grants', () => {
       expect((await grantAgain({ ...sent, ...changed })).errors?.[0]?.extensions.code, JSON.stringify(changed)).toBe('CONFLICT');
     }
     expect((await wallet(customerId)).balance.amount).toBe('2.00');
+  });
+});
+
+describe('idempotent debits', () => {
+  const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+  const actor = { kind: 'api_key' as const, apiKeyId: null };
+  const debitAgain = (input: Record<string, unknown>) => gql(DEBIT, { input });
+
+  it('a key reused with another description or metadata is a CONFLICT; the same metadata in another key order, or null for none, replays', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const key = randomUUID();
+    const sent = { customerId, amount: '1.00', idempotencyKey: key, description: 'run 1', metadata: { run: 1, source: { system: 'batch', id: 7 } } };
+    const first = await debitAgain(sent);
+    expect(first.errors).toBeUndefined();
+    const again = await debitAgain({ ...sent, metadata: { source: { id: 7, system: 'batch' }, run: 1 } });
+    expect(again.errors).toBeUndefined();
+    expect(again.data!.debitCredits).toMatchObject({ replayed: true, transaction: { id: first.data!.debitCredits.transaction.id } });
+    for (const changed of [{ description: 'run 2' }, { description: null }, { metadata: { run: 2, source: { system: 'batch', id: 7 } } }, { metadata: null }]) {
+      const conflicting = await debitAgain({ ...sent, ...changed });
+      expect(conflicting.errors?.[0]?.extensions.code, JSON.stringify(changed)).toBe('CONFLICT');
+    }
+    // No metadata, null and {} are one request.
+    const bareKey = randomUUID();
+    const bare = await debitAgain({ customerId, amount: '0.50', idempotencyKey: bareKey });
+    for (const metadata of [null, {}]) {
+      expect((await debitAgain({ customerId, amount: '0.50', idempotencyKey: bareKey, metadata })).data!.debitCredits, JSON.stringify(metadata))
+        .toMatchObject({ replayed: true, transaction: { id: bare.data!.debitCredits.transaction.id } });
+    }
+    expect((await wallet(customerId)).balance.amount).toBe('3.50');
+  });
+
+  it('a key reused with another sourceRef is a CONFLICT', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const input = { customerId, currency: 'USD', amountAttos: 10n ** 18n, idempotencyKey: randomUUID(), sourceRef: 'job-1' };
+    const first = await server.services.ledger.debit(merchant.id, actor, input);
+    expect((await server.services.ledger.debit(merchant.id, actor, input)).transaction.id).toBe(first.transaction.id);
+    for (const sourceRef of ['job-2', null]) {
+      await expect(server.services.ledger.debit(merchant.id, actor, { ...input, sourceRef }), String(sourceRef)).rejects.toMatchObject({ code: 'CONFLICT' });
+    }
+    expect((await wallet(customerId)).balance.amount).toBe('4.00');
+  });
+
+  it('a debit recorded under the earlier request hash still replays when sent again, and still conflicts with another amount', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const sent = { customerId, amount: '1.50', idempotencyKey: randomUUID(), description: 'call 9', metadata: { b: 1, a: 2 } };
+    const first = await debitAgain(sent);
+    expect(first.errors).toBeUndefined();
+    // What the earlier version stored: neither description, metadata nor sourceRef counted.
+    const earlier = sha256(JSON.stringify({ op: 'debit', customerId, currency: 'USD', attos: '1500000000000000000' }));
+    await server.services.db.prisma.ledgerTransaction.update({ where: { id: first.data!.debitCredits.transaction.id }, data: { requestHash: earlier } });
+    const again = await debitAgain(sent);
+    expect(again.errors).toBeUndefined();
+    expect(again.data!.debitCredits).toMatchObject({ replayed: true, transaction: { id: first.data!.debitCredits.transaction.id } });
+    expect((await debitAgain({ ...sent, amount: '1.51' })).errors?.[0]?.extensions.code).toBe('CONFLICT');
+    expect((await wallet(customerId)).balance.amount).toBe('3.50');
+  });
+});
+
+describe('a debit refused on a wallet not stored yet', () => {
+  const actor = { kind: 'api_key' as const, apiKeyId: null };
+  const storedCurrencies = async (customerId: string) =>
+    (await gql('query ($id: ID!) { wallets(customerId: $id) { currency } }', { id: customerId })).data!.wallets.map((row: { currency: string }) => row.currency);
+
+  it('stores no wallet, and the first credit in that currency later stores it', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    const refused = await gql(DEBIT, { input: { customerId, amount: '1', currency: 'EUR', idempotencyKey: randomUUID() } });
+    expect(refused.errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    expect(await storedCurrencies(customerId)).toEqual(['USD']);
+    await expectIntegrity();
+    const granted = await grant(customerId, '2.00', { currency: 'EUR' });
+    expect(granted.wallet.balance.amount).toBe('2.00');
+    expect(await storedCurrencies(customerId)).toEqual(['EUR', 'USD']);
+    expect((await debit(customerId, '0.50')).errors).toBeUndefined();
+    await expectIntegrity();
+  });
+
+  it('leaves the debits batched with it charged', async () => {
+    const refusedCustomer = await newCustomer();
+    // A customer whose EUR wallet shares the refused one's debit lane (PostgreSQL has two, PGlite one).
+    let paying = await newCustomer();
+    while (laneOf(`${paying}:EUR`, 2) !== laneOf(`${refusedCustomer}:EUR`, 2)) paying = await newCustomer();
+    await grant(paying, '3.00', { currency: 'EUR' });
+    // Both customers known to the ledger, so both debits queue before the lane's batch starts.
+    for (const customerId of [refusedCustomer, paying]) await server.services.ledger.assertCustomer(merchant.id, customerId);
+    const batches = vi.spyOn(server.services.ledger.store, 'withWallets');
+    try {
+      const results = await Promise.allSettled([
+        server.services.ledger.debit(merchant.id, actor, { customerId: refusedCustomer, currency: 'EUR', amountAttos: 10n ** 18n, idempotencyKey: randomUUID() }),
+        server.services.ledger.debit(merchant.id, actor, { customerId: paying, currency: 'EUR', amountAttos: 10n ** 18n, idempotencyKey: randomUUID() }),
+      ]);
+      expect(batches).toHaveBeenCalledTimes(1);
+      expect(results[0]).toMatchObject({ status: 'rejected', reason: { code: 'INSUFFICIENT_FUNDS' } });
+      expect(results[1]).toMatchObject({ status: 'fulfilled', value: { replayed: false } });
+    } finally {
+      batches.mockRestore();
+    }
+    expect(await storedCurrencies(refusedCustomer)).toEqual([]);
+    expect((await wallet(paying, 'EUR')).balance.amount).toBe('2.00');
+    await expectIntegrity();
   });
 });

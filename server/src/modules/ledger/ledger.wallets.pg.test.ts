@@ -100,3 +100,64 @@ describe('scheduled hold expiry', () => {
     }
   });
 });
+
+describe('a wallet a batch inserted and left unchanged', () => {
+  const newWallet = async (name: string) => {
+    const { merchant } = await runtime.services.merchants.create({ name });
+    const customerId = (await runtime.services.customers.create(merchant.id, { externalId: name })).id;
+    return { merchantId: merchant.id, customerId, currency: 'EUR' };
+  };
+  const insertWallet = (client: pg.Client, key: { merchantId: string; customerId: string; currency: string }) =>
+    client.query(`INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at) VALUES (gen_random_uuid(), $1, $2, $3, now())
+      ON CONFLICT (customer_id, currency) DO NOTHING RETURNING id`, [key.merchantId, key.customerId, key.currency]);
+  const storedIds = async (client: pg.Client, customerId: string) => (await client.query(`SELECT id FROM wallets WHERE customer_id = $1`, [customerId])).rows.map((row) => row.id as string);
+
+  it('is deleted before COMMIT, and an insert of the same wallet that waited on it stores its own', async () => {
+    const key = await newWallet('dropped');
+    const [other, watcher] = [new pg.Client({ connectionString: database.url }), new pg.Client({ connectionString: database.url })];
+    await Promise.all([other.connect(), watcher.connect()]);
+    try {
+      let entered: () => void = () => undefined;
+      let release: () => void = () => undefined;
+      const inside = new Promise<void>((resolve) => (entered = resolve));
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const batch = new LedgerStore(db).withWallets([key], new Date(), async () => {
+        entered();
+        await gate;
+      });
+      await inside;
+      // Another transaction (a batch on another instance) inserts the same wallet meanwhile: it waits on ours.
+      await other.query('BEGIN');
+      const inserting = insertWallet(other, key);
+      // Awaited below; should the batch fail first, closing the connection must not also report it.
+      inserting.catch(() => undefined);
+      await waitForLockWait(watcher);
+      release();
+      expect([...(await batch).batch.dropped]).toEqual([`${key.customerId}:EUR`]);
+      const theirs = await inserting;
+      expect(theirs.rowCount).toBe(1);
+      await other.query('COMMIT');
+      expect(await storedIds(watcher, key.customerId)).toEqual([theirs.rows[0].id]);
+    } finally {
+      await Promise.all([other.end(), watcher.end()]);
+    }
+  });
+
+  it('is never one another transaction inserted first, even when the batch waited on it and posted nothing', async () => {
+    const key = await newWallet('kept');
+    const other = new pg.Client({ connectionString: database.url });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      const theirs = await insertWallet(other, key);
+      const batch = new LedgerStore(db).withWallets([key], new Date(), async (locked) => locked.wallets.size);
+      await waitForLockWait(other);
+      await other.query('COMMIT');
+      const { result, batch: done } = await batch;
+      expect([result, done.created.size, done.dropped.size]).toEqual([1, 0, 0]);
+      expect(await storedIds(other, key.customerId)).toEqual([theirs.rows[0].id]);
+    } finally {
+      await other.end();
+    }
+  });
+});
