@@ -48,7 +48,8 @@ export function meterQuantity(source: MeterSource, usage: NormalizedUsage, state
     case 'CHARACTERS':
       return BigInt(usage.characters);
     case 'QUANTITY': {
-      const value = stated[key];
+      // Own keys only: a meter keyed "constructor" must not read the one every object inherits.
+      const value = Object.hasOwn(stated, key) ? stated[key] : undefined;
       return value === undefined ? 0n : typeof value === 'number' ? BigInt(value) : value;
     }
   }

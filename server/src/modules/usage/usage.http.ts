@@ -5,7 +5,7 @@ import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { isoTimes, parseIsoTime } from '../../shared/times.ts';
 import { requireShallowJson } from '../../shared/validation.ts';
 import { responseHeaders } from './normalize/index.ts';
-import type { UsageRecordInput, UsageResult } from './usage.service.ts';
+import { requireHttpStatus, type UsageRecordInput, type UsageResult } from './usage.service.ts';
 
 /**
  * HTTP ingestion for apps that would rather POST than speak GraphQL:
@@ -19,6 +19,18 @@ import type { UsageRecordInput, UsageResult } from './usage.service.ts';
  * (about 400 bytes an event) costs both sides more to write and read than the batch they sent.
  */
 const MAX_BATCH_BODY = 16 * 1024 * 1024;
+
+/**
+ * A text field of the record, or undefined when absent or null. Anything else is refused, as
+ * GraphQL's String refuses it: String() would make "[object Object]" of an object (one key for
+ * every such event) or throw a TypeError (answered 500) for one whose toString is not a function.
+ */
+function textOf(record: Record<string, unknown>, key: string, field: string, message: string): string | undefined {
+  const value = record[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw invalidField(field, message);
+  return value;
+}
 
 function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   const at = index === undefined ? '' : `events.${index}.`;
@@ -35,25 +47,35 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   if (response && (typeof response !== 'object' || typeof response.url !== 'string' || typeof response.body !== 'string')) {
     throw invalidField(`${at}response`, 'needs url and body (the provider response text)');
   }
-  // "500 Internal Server Error" compared as text is not >= 400: it would be charged as a success.
-  if (response && response.status != null && !(Number.isInteger(response.status) && response.status >= 100 && response.status <= 599)) {
-    throw invalidField(`${at}response.status`, 'must be the HTTP status code as a number from 100 to 599');
-  }
+  // Checked again with the event (for GraphQL too); here, so that a batch names the event's place.
+  if (response && response.status != null) requireHttpStatus(`${at}response.status`, response.status);
   if (response && response.provider != null && typeof response.provider !== 'string') {
     throw invalidField(`${at}response.provider`, 'must be text: a provider id such as "openai"');
   }
   // Checked before responseHeaders reads it (lists are joined recursively); requestBody is checked with the event.
   if (response) requireShallowJson(`${at}response.headers`, response.headers);
+  const customerField = record.customer != null ? 'customer' : 'customerId';
   return {
-    customer: String(record.customer ?? record.customerId ?? ''),
-    idempotencyKey: String(record.idempotencyKey ?? ''),
+    customer: textOf(record, customerField, `${at}${customerField}`, 'must be text: a customer id or your externalId') ?? '',
+    idempotencyKey: textOf(record, 'idempotencyKey', `${at}idempotencyKey`, 'must be text') ?? '',
     timestamp,
-    currency: typeof record.currency === 'string' ? record.currency : null,
+    // A currency sent as something else was read as none, and the event charged in USD.
+    currency: textOf(record, 'currency', `${at}currency`, 'must be text: a currency code such as "USD"') ?? null,
     usage: (record.usage as UsageRecordInput['usage']) ?? null,
     response: response ? { ...response, status: response.status ?? 200, headers: responseHeaders(response.headers, `${at}response.headers`) } : null,
     quantities: (record.quantities as UsageRecordInput['quantities']) ?? null,
     metadata: (record.metadata as UsageRecordInput['metadata']) ?? null,
   };
+}
+
+/** parseRecord, with whatever else reading the event throws answered as its own VALIDATION error (not a 500, nor the batch's). */
+function readRecord(raw: unknown, index?: number): UsageRecordInput {
+  try {
+    return parseRecord(raw, index);
+  } catch (error) {
+    if (error instanceof AppError) throw error;
+    throw invalidField(index === undefined ? 'event' : `events.${index}`, error instanceof Error ? error.message : 'could not be read');
+  }
 }
 
 /**
@@ -102,7 +124,7 @@ export function usageRoutes(services: Services): Router {
     express.json({ limit: services.config.maxBodyBytes }),
     handle(async (req, res) => {
       const { merchantId, actor } = await authenticate(req);
-      const result = await services.usage.recordOne(merchantId, actor, parseRecord(req.body));
+      const result = await services.usage.recordOne(merchantId, actor, readRecord(req.body));
       const body = present(result);
       if (!result.ok) return void res.status(httpStatusFor(result.error.code)).json({ error: body.error });
       // Recorded but not chargeable: the app should stop this customer.
@@ -121,7 +143,7 @@ export function usageRoutes(services: Services): Router {
       if (events.length > 1000) throw invalidField('events', 'at most 1,000 events per batch');
       const parsed: (UsageRecordInput | AppError)[] = events.map((raw, index) => {
         try {
-          return parseRecord(raw, index);
+          return readRecord(raw, index);
         } catch (error) {
           return error as AppError;
         }

@@ -103,6 +103,12 @@ const MAX_MERGED_EVENTS = 5000;
  */
 export const CUSTOMER_LANES = 3;
 const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'characters', 'images', 'requests'] as const;
+/**
+ * The earliest time an event may have happened: no usage metered here is older, so an earlier
+ * timestamp is a caller's mistake. PGlite reads times in the years 1-99 back as 1901-1999: a
+ * period total written for year 50 was not found again, which failed the event's whole batch.
+ */
+const EARLIEST_USAGE_MS = Date.parse('2000-01-01T00:00:00Z');
 /** The largest count an event stores (its columns are 32-bit integers). */
 const MAX_COUNT = 2_147_483_647;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
@@ -171,7 +177,9 @@ interface EventRow {
   estimated: boolean;
   ledger_transaction_id: string | null;
   metadata: {
-    requestHash?: string; billingId?: string; callerIdempotencyKey?: string; error?: { code: string; message: string }; shortfallAttos?: string; costProblem?: string;
+    requestHash?: string; billingId?: string; callerIdempotencyKey?: string; shortfallAttos?: string; costProblem?: string;
+    /** Why the event was not fully charged; `details` (required, available, currency) only on events stored since they were kept. */
+    error?: { code: string; message: string; details?: Record<string, unknown> };
     /** What of a negative line settled the period's earlier shortfalls instead of being credited (see usage.credits.ts). */
     withheldCreditAttos?: string;
     pricing?: StoredChargeLine[];
@@ -198,6 +206,17 @@ function viewOf(row: EventRow): UsageEventView {
     costProblem: row.metadata?.costProblem ?? null,
     chargeLines: row.metadata?.pricing ?? NO_CHARGE_LINES,
   };
+}
+
+/**
+ * A provider response's status: the HTTP status code as a number from 100 to 599. Checked for
+ * every caller (an app posting over HTTP, GraphQL, the gateway): "500 Internal Server Error"
+ * compared as text is not >= 400, and a status of 0 is neither, so either would be charged as a success.
+ */
+export function requireHttpStatus(field: string, status: unknown): void {
+  if (!(Number.isInteger(status) && (status as number) >= 100 && (status as number) <= 599)) {
+    throw invalidField(field, 'must be the HTTP status code as a number from 100 to 599');
+  }
 }
 
 /** A normalized record from the caller: whole, non-negative numbers, or a clear error. */
@@ -379,10 +398,12 @@ export class UsageService {
     const occurredAt = input.timestamp ?? now;
     if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
     if (!isStorableTime(occurredAt)) throw invalidField('timestamp', 'must be a time in the years 1 to 9999');
+    if (occurredAt.getTime() < EARLIEST_USAGE_MS) throw invalidField('timestamp', 'must not be before 2000-01-01T00:00:00Z, the earliest usage time accepted');
     if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
     if (input.usage && input.response) throw invalidField('usage', 'give either usage or response, not both');
     if (input.response) {
+      requireHttpStatus('response.status', input.response.status);
       // Free-form JSON forwarded for metering: refused before the normalizer walks it.
       requireShallowJson('response.headers', input.response.headers);
       requireShallowJson('response.requestBody', input.response.requestBody);
@@ -390,6 +411,8 @@ export class UsageService {
     let stated = NO_QUANTITIES;
     for (const [meter, quantity] of Object.entries(input.quantities ?? NO_QUANTITIES)) {
       requireStorableText('quantities', meter);
+      // Assigned, it would set the prototype of `stated` (or be dropped): refused, as in metadata.
+      if (meter === '__proto__') throw invalidField('quantities', 'must not have a "__proto__" key');
       if (typeof quantity === 'number' ? !Number.isSafeInteger(quantity) || quantity < 0 : typeof quantity !== 'string' || !/^\d{1,15}(\.\d{1,18})?$/.test(quantity)) {
         throw invalidField(`quantities.${meter}`, 'must be a non-negative whole number or a decimal string');
       }
@@ -698,7 +721,8 @@ export class UsageService {
           if (priced.costProblem) metadata.costProblem = priced.costProblem;
           if (item.usage.providerReportedCostUsd) metadata.providerReportedCostUsd = item.usage.providerReportedCostUsd;
           if (error) {
-            metadata.error = { code: error.code, message: error.message };
+            // With its details, so that a replay answers exactly as the first answer did.
+            metadata.error = { code: error.code, message: error.message, details: error.details };
             metadata.pricedChargeAttos = priced.chargeAttos.toString();
             metadata.shortfallAttos = (priced.chargeAttos - chargedAttos).toString();
           }
@@ -1010,7 +1034,8 @@ function replay(row: EventRow, item: Prepared): UsageResult {
     && row.metadata.requestHash !== recordHash(item.input, item.customerRef, item.currency, item.stated, false)) {
     return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
   }
-  const error = row.metadata?.error ? new AppError(row.metadata.error.code as 'INSUFFICIENT_FUNDS', row.metadata.error.message) : undefined;
+  const stored = row.metadata?.error;
+  const error = stored ? new AppError(stored.code as 'INSUFFICIENT_FUNDS', stored.message, stored.details ?? {}) : undefined;
   return recordedAnswer(row, true, error);
 }
 

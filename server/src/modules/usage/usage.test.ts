@@ -11,6 +11,8 @@ import { periodChargeAttos, type PricingRule } from '../pricing/rules.ts';
 import { prefersMinimal } from './usage.http.ts';
 import type { StoredChargeLine } from './usage.pricing.ts';
 import { CUSTOMER_LANES, periodStartOf, type UsageRecordInput, type UsageResult } from './usage.service.ts';
+import { blankUsage } from './usage.types.ts';
+import { meterQuantity } from '../meters/meters.service.ts';
 
 /** Post-request metering end to end: raw provider responses in, exact charges through the ledger out. */
 const FIXTURES = new URL('../../../../../shared/fixtures/providers/', import.meta.url);
@@ -1199,6 +1201,161 @@ describe('what providers report, and what the caller is told', () => {
     expect(again).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED', cost: '0.0045', charge: '0.00595' } });
     expect((await server.services.prisma.usagePeriodTotal.findFirst({ where: { customerId: customer.id, meterKey: 'out' } }))?.quantity.toFixed()).toBe('200');
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.001') - parseDecimalNanos('x', '0.00595'));
+  });
+});
+
+describe('input refused per event, never misread or mischarged', () => {
+  const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
+  const post = async (secret: string, path: string, body: unknown) => {
+    const response = await fetch(`${server.url}${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` }, body: JSON.stringify(body),
+    });
+    return { status: response.status, body: (await response.json()) as any };
+  };
+  const stored = async (merchantId: string) =>
+    (await server.services.prisma.usageEvent.findMany({ where: { merchantId }, select: { idempotencyKey: true } })).map((row) => row.idempotencyKey).sort();
+
+  it('a provider count sent as text other than digits, as a non-finite number or as another type is refused, not read as 0 tokens', async () => {
+    const { merchant, customer } = await setup();
+    // Written by hand: 1e400 and -1e400 are JSON numbers that parse to ±Infinity.
+    const chat = (prompt: string) => ({
+      url: 'https://api.openai.com/v1/chat/completions',
+      body: `{"id":"x","object":"chat.completion","model":"gpt-5.4-mini","choices":[],"usage":{"prompt_tokens":${prompt},"completion_tokens":100,"total_tokens":1100}}`,
+    });
+    const bad = ['"-5000"', '"12.5"', '1e400', '"1e3"', 'true', '-1e400', '{}', '[1000]'];
+    const events = [
+      { customer: customer.id, idempotencyKey: 'digits', response: chat('"1000"') },
+      { customer: customer.id, idempotencyKey: 'number', response: chat('1000') },
+      ...bad.map((prompt, index) => ({ customer: customer.id, idempotencyKey: `bad-${index}`, response: chat(prompt) })),
+    ];
+    const { status, body } = await post(merchant.secret, '/v1/usage/batch', { events });
+    expect(status).toBe(200);
+    // Digits as text are read as the number they write.
+    expect(body.results[0]).toMatchObject({ ok: true, event: { status: 'CHARGED', cost: body.results[1].event.cost } });
+    bad.forEach((prompt, index) => expect(body.results[index + 2], prompt).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'response.body' } }));
+    expect(await stored(merchant.id)).toEqual(['digits', 'number']);
+  });
+
+  it('a QUANTITY meter keyed "constructor" counts only what an event states, not what every object inherits', async () => {
+    const { merchant, customer } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'constructor', name: 'Builds', unit: 'build', source: 'QUANTITY' });
+    await server.services.priceRules.put(merchant.id, { name: 'per build', type: 'FLAT', meterKey: 'constructor', config: { unitPrice: '0.01' }, effectiveFrom: new Date('2026-01-01') });
+    const { status, body } = await post(merchant.secret, '/v1/usage/batch', {
+      events: [{ customer: customer.id, idempotencyKey: 'stated', quantities: { constructor: 2 } }, { customer: customer.id, idempotencyKey: 'none', usage }],
+    });
+    expect(status).toBe(200);
+    expect(body.results[0]).toMatchObject({ ok: true, event: { status: 'CHARGED', charge: '0.02' } });
+    // No builds stated: its cost passes through, as with no rule.
+    expect(body.results[1]).toMatchObject({ ok: true, event: { status: 'CHARGED', costProblem: null } });
+    expect(body.results[1].event.charge).toBe(body.results[1].event.cost);
+    const total = await server.services.prisma.usagePeriodTotal.findFirst({ where: { customerId: customer.id, meterKey: 'constructor' } });
+    expect(total?.quantity.toFixed()).toBe('2');
+  });
+
+  it('no key of Object.prototype is read as a stated quantity; a "__proto__" quantity is refused, as in metadata', async () => {
+    for (const key of Object.getOwnPropertyNames(Object.prototype)) {
+      expect(meterQuantity('QUANTITY', blankUsage(), {}, key), key).toBe(0n);
+      expect(meterQuantity('QUANTITY', blankUsage(), { [key]: 3 }, key), key).toBe(3n);
+    }
+    const { merchant, customer } = await setup();
+    const { body } = await post(merchant.secret, '/v1/usage/batch', {
+      events: [{ customer: customer.id, idempotencyKey: 'proto', quantities: JSON.parse('{"__proto__": 2}') }, { customer: customer.id, idempotencyKey: 'ok', usage }],
+    });
+    expect(body.results[0]).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'quantities' } });
+    expect(body.results[1]).toMatchObject({ ok: true, event: { status: 'CHARGED' } });
+  });
+
+  it('a timestamp before 2000 is refused on its own; the events sent with it are charged', async () => {
+    const { merchant, customer } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'request', source: 'REQUESTS' });
+    // In force since year 1, so that the old events are priced (and count in a period total) at all.
+    await server.services.priceRules.put(merchant.id, { name: 'per call', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '0.01' }, effectiveFrom: new Date('0001-01-01T00:00:00Z') });
+    const events = [
+      { customer: customer.id, idempotencyKey: 'now', usage },
+      { customer: customer.id, idempotencyKey: 'year-50', usage, timestamp: '0050-03-15T00:00:00Z' },
+      { customer: customer.id, idempotencyKey: 'last-of-1999', usage, timestamp: '1999-12-31T23:59:59.999Z' },
+      { customer: customer.id, idempotencyKey: 'first-of-2000', usage, timestamp: '2000-01-01T00:00:00Z' },
+    ];
+    const { status, body } = await post(merchant.secret, '/v1/usage/batch', { events });
+    expect(status).toBe(200);
+    expect(body.results.map((r: any) => (r.ok ? r.event.status : `${r.error.code} ${r.error.field}`))).toEqual(['CHARGED', 'VALIDATION timestamp', 'VALIDATION timestamp', 'CHARGED']);
+    expect(body.results[1].error.message).toContain('2000-01-01T00:00:00Z');
+    expect(body.results[3].event.occurredAt).toBe('2000-01-01T00:00:00.000Z');
+    expect(await stored(merchant.id)).toEqual(['first-of-2000', 'now']);
+  });
+
+  it('over HTTP, customer and idempotencyKey must be text and a currency sent must be text: refused alone, not a 500 or a merged key', async () => {
+    const { merchant, customer } = await setup();
+    const single = [
+      [{ customer: { toString: 1 } }, 'customer'],
+      [{ customer: undefined, customerId: ['x'] }, 'customerId'],
+      [{ idempotencyKey: { toString: 1 } }, 'idempotencyKey'],
+      [{ currency: ['EUR'] }, 'currency'],
+    ] as const;
+    for (const [change, field] of single) {
+      const answer = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: randomUUID(), usage, ...change });
+      expect(answer, field).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION', field } } });
+    }
+    const bad = [
+      [{ customer: { toString: 1 } }, 'customer'],
+      [{ customer: 42 }, 'customer'],
+      [{ customer: undefined, customerId: { id: customer.id } }, 'customerId'],
+      [{ idempotencyKey: { toString: 1 } }, 'idempotencyKey'],
+      [{ idempotencyKey: { id: 1 } }, 'idempotencyKey'],
+      [{ idempotencyKey: { id: 2 } }, 'idempotencyKey'],
+      [{ idempotencyKey: 7 }, 'idempotencyKey'],
+      [{ currency: ['EUR'] }, 'currency'],
+      [{ currency: 978 }, 'currency'],
+    ] as const;
+    const events = [{ customer: customer.id, idempotencyKey: 'good', usage }, ...bad.map(([change], index) => ({ customer: customer.id, idempotencyKey: `bad-${index}`, usage, ...change }))];
+    const { status, body } = await post(merchant.secret, '/v1/usage/batch', { events });
+    expect(status).toBe(200);
+    expect(body.results[0]).toMatchObject({ ok: true, event: { status: 'CHARGED', currency: 'USD' } });
+    bad.forEach(([, field], index) => expect(body.results[index + 1], `${index}`).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: `events.${index + 1}.${field}` } }));
+    expect(await stored(merchant.id)).toEqual(['good']);
+  });
+
+  it('anything else that fails reading an event over HTTP is that event\'s VALIDATION error, not a 500 or another event\'s', async () => {
+    const { merchant, customer } = await setup();
+    // A header list holding an object: String() of it throws a TypeError while the headers are read.
+    const response = { ...responseOf('openai_chat_completion.json'), headers: { 'x-trace': [{ toString: 1 }] } };
+    const single = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'single', response });
+    expect(single).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION', field: 'event' } } });
+    const { status, body } = await post(merchant.secret, '/v1/usage/batch', {
+      events: [{ customer: customer.id, idempotencyKey: 'good', usage }, { customer: customer.id, idempotencyKey: 'bad', response }],
+    });
+    expect(status).toBe(200);
+    expect(body.results[0]).toMatchObject({ ok: true, event: { status: 'CHARGED' } });
+    expect(body.results[1]).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'events.1' } });
+    expect(await stored(merchant.id)).toEqual(['good']);
+  });
+
+  it('GraphQL refuses a response status outside 100-599, as HTTP does', async () => {
+    const { merchant, record } = await setup();
+    for (const status of [0, 99, 600]) {
+      const result = await record({ response: { ...responseOf('openai_chat_completion.json'), status } });
+      expect(result.errors?.[0]?.extensions, String(status)).toMatchObject({ code: 'VALIDATION', field: 'response.status' });
+    }
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(0);
+    expect((await record({ response: { ...responseOf('openai_chat_completion.json'), status: 599 } })).data.recordUsage.event.status).toBe('NOT_BILLABLE');
+  });
+
+  it('a replay of an event not fully charged answers the same chargeError as the first answer, details included', async () => {
+    const { merchant, customer } = await setup('0.001');
+    const body = { customer: customer.id, idempotencyKey: 'short', response: responseOf('openai_responses.json') };
+    const first = await post(merchant.secret, '/v1/usage', body);
+    expect(first.status).toBe(402);
+    expect(first.body.chargeError).toMatchObject({ code: 'INSUFFICIENT_FUNDS', currency: 'USD', available: expect.any(String), required: expect.any(String) });
+    const again = await post(merchant.secret, '/v1/usage', body);
+    expect(again.status).toBe(402);
+    expect(again.body.replayed).toBe(true);
+    expect(again.body.chargeError).toEqual(first.body.chargeError);
+    // Events stored before the details were kept answer with their code and message.
+    const row = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { merchantId: merchant.id, idempotencyKey: 'short' } });
+    const metadata = row.metadata as { error: { code: string; message: string } };
+    await server.services.prisma.usageEvent.update({ where: { id: row.id }, data: { metadata: { ...metadata, error: { code: metadata.error.code, message: metadata.error.message } } } });
+    const old = await post(merchant.secret, '/v1/usage', body);
+    expect(old.body.chargeError).toEqual({ code: 'INSUFFICIENT_FUNDS', message: first.body.chargeError.message });
   });
 });
 

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { normalizeResponse, SUPPORTED_PROVIDERS } from './index.ts';
 import { scanJsonObjects } from './json-scan.ts';
-import { codePoints, exactDecimal, plainDecimal } from './util.ts';
+import { codePoints, exactDecimal, int, plainDecimal, takeMalformedCounts } from './util.ts';
 
 /** Exact value of a plain decimal string as (digits, scale), for comparing without floats. */
 function scaled(decimal: string, scale: number): bigint {
@@ -60,6 +60,32 @@ describe('codePoints', () => {
         expect(codePoints(s)).toBe([...s].length);
       }),
     );
+  });
+});
+
+describe('int', () => {
+  it('reads whole non-negative numbers and digit-only text, and counts any other value sent as malformed', () => {
+    takeMalformedCounts();
+    expect([0, 1000, Number.MAX_SAFE_INTEGER, '1000', '007', undefined, null].map(int)).toEqual([0, 1000, Number.MAX_SAFE_INTEGER, 1000, 7, 0, 0]);
+    expect(takeMalformedCounts()).toBe(0);
+    for (const value of [-5, 12.5, Infinity, -Infinity, NaN, '-5000', '12.5', '1e3', '', ' 1', '0x10', true, false, {}, [1000]]) {
+      int(value);
+      expect(takeMalformedCounts(), String(value)).toBe(1);
+    }
+  });
+
+  it('a raw response whose count is text other than digits, non-finite or of another type is malformed, not 0 tokens', () => {
+    const chat = (prompt: string) => ({
+      url: 'https://api.openai.com/v1/chat/completions', status: 200, headers: {},
+      body: `{"id":"x","object":"chat.completion","model":"gpt-5.4-mini","choices":[],"usage":{"prompt_tokens":${prompt},"completion_tokens":100,"total_tokens":1100}}`,
+    });
+    takeMalformedCounts();
+    expect(normalizeResponse(chat('"1000"')).inputTokens).toBe(1000);
+    expect(takeMalformedCounts()).toBe(0);
+    for (const prompt of ['"-5000"', '"12.5"', '1e400', '"1e3"', 'true', '-1e400', '{}', '[1000]']) {
+      normalizeResponse(chat(prompt));
+      expect(takeMalformedCounts(), prompt).toBeGreaterThan(0);
+    }
   });
 });
 

@@ -34,9 +34,8 @@ export function arr(value: unknown): unknown[] | undefined {
 
 const DIGITS = /^\d+$/;
 
-/** A non-negative integer count; anything else (null, absent, negative, junk) is 0. */
 /**
- * Numbers read as counts that were negative or fractional since the last takeMalformedCounts().
+ * Counts sent that were not whole non-negative numbers since the last takeMalformedCounts().
  * Normalizing a response is synchronous, so the count belongs to the response just read.
  */
 let malformedCounts = 0;
@@ -48,21 +47,26 @@ export function takeMalformedCounts(): number {
   return taken;
 }
 
+/**
+ * A non-negative integer count: a whole number, or digits as text. Absent or null is 0. Anything
+ * else sent (negative, fractional, non-finite, other text, another type) is counted as malformed,
+ * so that post-request metering refuses the response rather than read it as 0 tokens; the gateway,
+ * which has already relayed it, meters what can be read (rounded, or nothing below zero).
+ */
 export function int(value: unknown): number {
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value >= 0) return value;
-    // Counted, so that post-request metering refuses the response; the gateway, which has already
-    // relayed it, meters what can be read (rounded, or nothing below zero).
-    if (Number.isFinite(value)) malformedCounts++;
-    return Number.isFinite(value) && value > 0 ? Math.round(value) : 0;
-  }
+  if (value === undefined || value === null) return 0;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
   if (typeof value === 'string' && DIGITS.test(value)) return Number(value);
-  return 0;
+  malformedCounts++;
+  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.round(value) : 0;
 }
 
-/** True when the value is a count the provider actually sent (so 0 is meaningful). */
+/**
+ * True when the provider sent this count (so 0 is meaningful, and another field is not read in
+ * its place): any value but absent or null. int() then reads it, or counts it as malformed.
+ */
 export function hasCount(value: unknown): boolean {
-  return (typeof value === 'number' && Number.isFinite(value)) || (typeof value === 'string' && DIGITS.test(value));
+  return value !== undefined && value !== null;
 }
 
 export function str(value: unknown): string | null {
