@@ -368,7 +368,8 @@ export class UsageService {
    * What `usage` would be charged now, without recording anything: provider cost at today's
    * price, then the merchant's rules (those of `customerId`'s plan first, when given), with tiers
    * priced from the start of the period (the first tier is usually the dearest, so this errs
-   * high). Used to reserve a call's maximum.
+   * high) and each meter aggregated as recording does (a COUNT meter counts the call once, not
+   * its tokens). Used to reserve a call's maximum.
    */
   async quote(merchantId: string, usage: NormalizedUsage, customerId?: string | null, currency?: string): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
     const [meters, book, priceRows, planAt] = await Promise.all([
@@ -378,7 +379,10 @@ export class UsageService {
     const cost = providerCost(usage, () => (usage.provider && usage.model ? resolvePrice(priceRows, usage.provider, usage.model, now) : null), currency);
     const priced = priceUsage({
       usage, occurredAt: now, rules: book.defaults, planRules: planAt && customerId ? book.ofPlan(planAt(customerId, now)) : null,
-      steps: new Map([...meterQuantities(usage, meters, NO_QUANTITIES)].map(([meter, quantity]) => [meter, { quantity, prior: 0n }])),
+      steps: new Map(meters.flatMap((meter) => {
+        const quantity = meterQuantities(usage, [meter], NO_QUANTITIES).get(meter.key);
+        return quantity === undefined ? [] : [[meter.key, stepPeriodTotal(meter.aggregation, 0n, quantity)] as const];
+      })),
       costAttos: cost.costAttos, costProblem: cost.problem,
     });
     return { costAttos: priced.costAttos, chargeAttos: priced.chargeAttos };

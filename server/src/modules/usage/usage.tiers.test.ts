@@ -4,6 +4,7 @@ import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import type { UsageResult } from './usage.service.ts';
+import { blankUsage } from './usage.types.ts';
 
 /**
  * Tiered prices count only the units their own rule priced (as Stripe and Lago do): a rule for one
@@ -119,5 +120,23 @@ describe('tiers count the units of their own rule', () => {
     // 110 at 0.5 is 55, 45 less than 100 at 1: but 'a tiers' charged nothing this month, so nothing comes back.
     expect(await t.record(t.event('model-a', 10))).toEqual(['0.00']);
     expect(await t.balance()).toBe(nanos('1000') - nanos('100'));
+  });
+});
+
+describe('quote (the gateway reservation) aggregates each meter as recording does', () => {
+  it('a COUNT meter is quoted once per call and a MAX meter at the call’s peak, not per token', async () => {
+    const { services } = server;
+    const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+    await services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'call', source: 'OUTPUT_TOKENS', aggregation: 'COUNT' });
+    await services.meters.create(merchant.id, { key: 'peak', name: 'Peak', unit: 'token', source: 'INPUT_TOKENS', aggregation: 'MAX' });
+    await services.priceRules.put(merchant.id, { name: 'per-call', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '0.01' }, effectiveFrom: SINCE });
+    await services.priceRules.put(merchant.id, { name: 'peak', type: 'FLAT', meterKey: 'peak', config: { unitPrice: '0.001' }, effectiveFrom: SINCE });
+    const customer = await services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+    await services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '100'), kind: 'PAID', idempotencyKey: 'seed' });
+    const usage = { provider: 'custom', model: 'm', inputTokens: 50, outputTokens: 4096 };
+    const quoted = await services.usage.quote(merchant.id, blankUsage({ ...usage, requests: 1 }), customer.id);
+    const [recorded] = await services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: 'first', usage }]);
+    expect(recorded!.ok && recorded!.event.charge).toBe('0.06');
+    expect(quoted.chargeAttos).toBe(60_000_000_000_000_000n);
   });
 });
