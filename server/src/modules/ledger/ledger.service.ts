@@ -202,10 +202,17 @@ async function retryingKeyRaces<T>(attempt: () => Promise<T>): Promise<T> {
     try {
       return await attempt();
     } catch (error) {
+      // A deadlock PostgreSQL broke by rolling this attempt back: nothing was written, so it runs again.
+      if (isSqlDeadlock(error) && tries < 3) continue;
       if (!isSqlUniqueViolation(error)) throw error;
       if (tries >= 3) throw keyRaceConflict(error);
     }
   }
+}
+
+/** SQLSTATE 40P01: PostgreSQL rolled this transaction back to break a lock cycle. */
+function isSqlDeadlock(error: unknown): boolean {
+  return (error as { code?: unknown })?.code === '40P01';
 }
 
 /** An operation of a batch that took its keys as new failed, and its key turned out to be used: a replay to answer as such. */
@@ -355,8 +362,8 @@ export class LedgerService {
       try {
         outcome = await attempt(true);
       } catch (error) {
-        if (!isSqlUniqueViolation(error) && !(error instanceof KeyFoundUsed)) throw error;
-        keysLikelyNew.onReplay();
+        if (!isSqlUniqueViolation(error) && !(error instanceof KeyFoundUsed) && !isSqlDeadlock(error)) throw error;
+        if (!isSqlDeadlock(error)) keysLikelyNew.onReplay();
       }
     }
     const { result, batch } = outcome ?? (await retryingKeyRaces(() => attempt(false)));

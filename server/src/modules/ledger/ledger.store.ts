@@ -14,6 +14,9 @@ import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type W
  * of hundreds of debits costs about as many round trips as one.
  */
 export type AccountKind = 'USAGE_REVENUE' | 'PAYMENT_CLEARING' | 'PROMOTIONAL' | 'PLAN_CREDITS' | 'ADJUSTMENTS' | 'EXPIRED_CREDITS';
+const ACCOUNT_KINDS: readonly AccountKind[] = ['ADJUSTMENTS', 'EXPIRED_CREDITS', 'PAYMENT_CLEARING', 'PLAN_CREDITS', 'PROMOTIONAL', 'USAGE_REVENUE'];
+/** Code-unit order, the same on every instance (localeCompare is not). */
+const compareText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 export type TransactionKind = 'USAGE' | 'GRANT' | 'ADJUSTMENT' | 'REFUND' | 'EXPIRY' | 'HOLD_CAPTURE';
 
 export interface Actor {
@@ -409,7 +412,9 @@ export class LedgerBatch {
       ? `UPDATE wallets w SET balance = u.balance, fraction_carry = u.carry, updated_at = ${now}
          FROM unnest(${array(wallets.map((w) => w.state.id))}::uuid[], ${array(wallets.map((w) => w.state.balance.toString()))}::bigint[],
            ${array(wallets.map((w) => w.state.carry.toString()))}::bigint[]) AS u(id, balance, carry) WHERE w.id = u.id`
-      : 'SELECT 1';
+      // Names $1 (the time) as every other statement does: a batch that only marked a used-up
+      // grant expired sends the time unused otherwise, and PostgreSQL refuses a parameter it cannot type.
+      : `SELECT ${now}::timestamptz`;
     if (parts.length === 0 && wallets.length === 0) return;
     await this.tx.query(`${parts.length ? `WITH ${parts.join(',\n')}\n` : ''}${finalStatement}`, params);
   }
@@ -492,6 +497,39 @@ export class LedgerStore {
    * own connection (PGlite has only one); cached once that transaction commits, since a
    * rolled-back creation must not be remembered.
    */
+  /**
+   * Creates, in one statement sorted by merchant, currency and kind, every counter-account the
+   * batch's wallets may post against that this process has not seen yet (right after the wallets
+   * are locked). Created one at a time as posts needed them, two batches in different currencies
+   * (each on its own wallets) could each insert one currency's account and then wait on the
+   * other's uncommitted row: a deadlock, the first time a merchant charged in two currencies.
+   */
+  private async createAccounts(tx: SqlExecutor, wallets: readonly WalletKey[], created: Map<string, string>): Promise<void> {
+    const pairs = new Map<string, WalletKey>();
+    for (const wallet of wallets) {
+      const pair = `${wallet.merchantId}:${wallet.currency}`;
+      if (!pairs.has(pair) && ACCOUNT_KINDS.some((kind) => !this.accountIds.has(`${pair}:${kind}`))) pairs.set(pair, wallet);
+    }
+    if (pairs.size === 0) return;
+    const rows = [...pairs.values()]
+      .flatMap((wallet) => ACCOUNT_KINDS.map((kind) => ({ merchantId: wallet.merchantId, currency: wallet.currency, kind })))
+      .sort((a, b) => compareText(a.merchantId, b.merchantId) || compareText(a.currency, b.currency) || compareText(a.kind, b.kind));
+    await tx.query(
+      `INSERT INTO ledger_accounts (id, merchant_id, currency, kind)
+       SELECT u.id, u.merchant_id, u.currency, u.kind::"LedgerAccountKind"
+       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS u(id, merchant_id, currency, kind, n)
+       ORDER BY u.n
+       ON CONFLICT (merchant_id, currency, kind) DO NOTHING`,
+      [pgArrayOf(rows, () => randomUUID()), pgArrayOf(rows, (row) => row.merchantId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.kind)],
+    );
+    const found = await tx.query<{ id: string; merchant_id: string; currency: string; kind: string }>(
+      `SELECT id, merchant_id, currency, kind::text AS kind FROM ledger_accounts
+       WHERE (merchant_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))`,
+      [pgArrayOf([...pairs.values()], (wallet) => wallet.merchantId), pgArrayOf([...pairs.values()], (wallet) => wallet.currency)],
+    );
+    for (const row of found) created.set(`${row.merchant_id}:${row.currency}:${row.kind}`, row.id);
+  }
+
   private async systemAccountId(tx: SqlExecutor, merchantId: string, currency: string, kind: AccountKind, created: Map<string, string>): Promise<string> {
     const key = `${merchantId}:${currency}:${kind}`;
     const known = this.accountIds.get(key) ?? created.get(key);
@@ -581,6 +619,7 @@ export class LedgerStore {
         [pgArray(walletIds), now, pgArrayOf(probed, (item) => item.merchantId), pgArrayOf(probed, (item) => item.key), pgArray([...new Set(unique.map((key) => key.merchantId))])],
       );
       const orders = new Map((stateRow?.orders ?? []).map((row) => [row.merchant_id, row.order]));
+      await this.createAccounts(tx, unique, created);
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created), preload.assumeNew);
       for (const row of inserted) batch.created.add(row.id);
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);

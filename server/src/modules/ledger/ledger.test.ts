@@ -365,6 +365,24 @@ describe('expiry', () => {
     expect((await wallet(customerB)).balance.amount).toBe('0.00');
   });
 
+  it('a used-up grant past its expiry is marked expired by whatever locks the wallet next, though nothing is posted', async () => {
+    const customerId = await newCustomer();
+    const promotional = await grant(customerId, '1.00', { kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() });
+    await grant(customerId, '5.00');
+    expect((await debit(customerId, '1.00')).errors).toBeUndefined();
+    now = new Date(now.getTime() + 120_000);
+    const actor = { kind: 'system' as const, apiKeyId: null };
+    // Each of these locks the wallet and posts nothing; each used to fail with PostgreSQL's 42P18.
+    const hold = await server.services.ledger.createHold(merchant.id, { customerId, currency: 'USD', amountNanos: 1_000_000_000n, ttlSeconds: 60, idempotencyKey: randomUUID() });
+    expect(hold.hold.status).toBe('PENDING');
+    expect((await debit(customerId, '100')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    const [usage] = await server.services.usage.record(merchant.id, actor, [{ customer: customerId, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'free', requests: 1 } }]);
+    expect(usage!.ok).toBe(true);
+    const expired = await server.services.prisma.creditGrant.findUniqueOrThrow({ where: { id: promotional.grant.id } });
+    expect(expired.expiredAt).not.toBeNull();
+    await expectIntegrity();
+  });
+
   it('announces an expiry to balanceUpdated whether a read or the schedule wrote it', async () => {
     const [readFirst, scheduled] = [await newCustomer(), await newCustomer()];
     for (const customerId of [readFirst, scheduled]) {

@@ -69,6 +69,26 @@ describe('creating wallets', () => {
   });
 });
 
+describe("creating a merchant's counter-accounts", () => {
+  it('two first batches in two currencies, each needing them in the other order, do not deadlock', async () => {
+    const { merchant } = await runtime.services.merchants.create({ name: 'accounts order' });
+    const [one, two] = [(await runtime.services.customers.create(merchant.id, { externalId: 'one' })).id, (await runtime.services.customers.create(merchant.id, { externalId: 'two' })).id];
+    const store = new LedgerStore(db);
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 300));
+    // Each asks for one currency's account, pauses while the other asks for the other's, then asks for the second.
+    const batch = (customerId: string, currencies: [string, string]) =>
+      store.withWallets(currencies.map((currency) => ({ merchantId: merchant.id, customerId, currency })), new Date(), async (locked) => {
+        const first = await locked.accountId(merchant.id, currencies[0], 'USAGE_REVENUE');
+        await pause();
+        return [first, await locked.accountId(merchant.id, currencies[1], 'USAGE_REVENUE')];
+      });
+    const [usdFirst, eurFirst] = await Promise.all([batch(one, ['USD', 'EUR']), batch(two, ['EUR', 'USD'])]);
+    expect(usdFirst.result).toEqual([...eurFirst.result].reverse());
+    const accounts = await db.withConnection((connection) => connection.query(`SELECT currency, kind::text FROM ledger_accounts WHERE merchant_id = $1 AND kind = 'USAGE_REVENUE'`, [merchant.id]));
+    expect(accounts.map((row: any) => row.currency).sort()).toEqual(['EUR', 'USD']);
+  });
+});
+
 describe('scheduled hold expiry', () => {
   it('skips a due hold another transaction has locked instead of waiting for it, and expires it on the next run', async () => {
     const { merchant } = await runtime.services.merchants.create({ name: 'hold expiry' });
