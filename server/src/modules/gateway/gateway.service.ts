@@ -13,7 +13,7 @@ import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
 import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
 import { SpendLimitService } from '../limits/spend-limits.service.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
-import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
+import { definitionForName, route, splitUrl, type Match, type UrlParts } from '../usage/normalize/registry.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage/usage.types.ts';
 import type { BalanceCache } from './balance-cache.ts';
@@ -21,6 +21,7 @@ import { resolveDestination, type Destination } from './destination.ts';
 import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
 import type { GatewaySettingsService } from './gateway-settings.service.ts';
 import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
+import { createdJobId, GatewayJobs, jobCallOf, type JobCall } from './jobs.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
 
@@ -80,6 +81,7 @@ export class GatewayService {
   private readonly viewerCache = new RefreshingCache<string, Viewer>({ ttlMs: AUTH_TTL_MS, maxEntries: MAX_CACHED });
   private readonly customerCache = new RefreshingCache<string, CustomerGate | null>({ ttlMs: CUSTOMER_TTL_MS, maxEntries: MAX_CACHED });
   private readonly limitCache = new RefreshingCache<string, { spentAttos: bigint; resetsAt: Date }>({ ttlMs: LIMIT_TTL_MS, maxEntries: MAX_CACHED });
+  private readonly jobs: GatewayJobs;
 
   constructor(
     private readonly config: Config,
@@ -94,6 +96,7 @@ export class GatewayService {
     private readonly logger: Logger,
     changes = new ConfigChanges(),
   ) {
+    this.jobs = new GatewayJobs(prisma, logger);
     // A revoked key stops here at once, not when its cached check expires.
     changes.on('api-keys', (merchantId) => this.viewerCache.deleteWhereValue((viewer) => viewer.kind === 'merchant' && viewer.merchantId === merchantId));
     // So do a blocked or archived customer, and one created or renamed (its externalId) a moment ago.
@@ -102,9 +105,9 @@ export class GatewayService {
     changes.on('new-customers', (merchantId) => this.customerCache.deleteWhere((key, gate) => key.startsWith(`${merchantId}|`) && !gate));
   }
 
-  /** Resolves once every finished call has been charged and logged. */
-  drain(): Promise<void> {
-    return this.settlement.drain();
+  /** Resolves once every finished call has been charged and logged, and every job it created recorded. */
+  async drain(): Promise<void> {
+    await Promise.all([this.settlement.drain(), this.jobs.drain()]);
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -147,7 +150,10 @@ export class GatewayService {
       const currency = this.currency(req);
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
       const body = await readBody(req, this.config.gateway.maxRequestBytes);
-      assertMeterable(destination, req.method ?? 'GET', body);
+      const routed = assertMeterable(destination, req.method ?? 'GET', body);
+      // Only the job APIs of image and video providers (create, poll, cancel) are anything here.
+      const job = routed ? jobCallOf(routed.provider, routed.parts, routed.match, req.method ?? 'GET') : null;
+      if (job?.kind === 'byId') await this.assertJobAccess(caller, job);
       await this.assertCredit(caller.customer.id, currency);
       await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
       if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
@@ -172,6 +178,7 @@ export class GatewayService {
       );
       const usage = this.usageOf(caller, destination, result, body, req, requestId, currency);
       this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }), holdId);
+      if (job?.kind === 'create') this.recordJob(caller, job, result, requestId);
     } catch (error) {
       if (error instanceof CallerLeft) {
         res.destroy();
@@ -330,7 +337,51 @@ export class GatewayService {
     }
   }
 
+  /**
+   * A poll or cancel of a job by its id. A customer session token reaches only the jobs the
+   * gateway created for its own customer: any other id (another customer's, or one created
+   * outside the gateway) is answered 404 as if it did not exist. A secret key reaches any id
+   * (jobs its backend created with the provider directly), except one the gateway created for
+   * another customer than x-tollgate-customer names: that poll would charge the wrong customer.
+   */
+  private async assertJobAccess(caller: Caller, job: Extract<JobCall, { kind: 'byId' }>): Promise<void> {
+    const byToken = caller.actor.kind === 'customer';
+    if (!byToken && job.ids.length === 0) return;
+    const owners = await this.jobs.owners(caller.merchantId, job.provider, job.ids, byToken);
+    const details = { provider: job.provider, jobId: job.ids.length === 1 ? job.ids[0]! : job.ids };
+    if (byToken) {
+      if (job.ids.length === 0 || job.ids.some((id) => owners.get(id) !== caller.customer.id)) {
+        throw new Refusal(404, 'NOT_FOUND', `No such ${job.provider} job: it is not one this customer created through the gateway`, details);
+      }
+      return;
+    }
+    if ([...owners.values()].some((owner) => owner !== caller.customer.id)) {
+      throw new Refusal(
+        403,
+        'FORBIDDEN',
+        `This ${job.provider} job was created through the gateway for another customer than x-tollgate-customer names: ` +
+          'poll it on behalf of that customer, or the charge would land on the wrong customer',
+        details,
+      );
+    }
+  }
+
   // ------------------------------------------------------------------ settlement
+
+  /**
+   * Remembers which customer a job created through the gateway is for, from the response kept
+   * for metering. Written in the background: the caller already has its response.
+   */
+  private recordJob(caller: Caller, job: Extract<JobCall, { kind: 'create' }>, result: ForwardResult, requestId: string): void {
+    // A job exists only once the provider accepted the create (a cut response still names it when its id arrived).
+    if (result.upstreamStatus === null || result.upstreamStatus < 200 || result.upstreamStatus >= 300) return;
+    try {
+      const jobId = createdJobId(job.provider, result.body);
+      if (jobId) this.jobs.record(caller.merchantId, job.provider, jobId, caller.customer.id);
+    } catch (error) {
+      this.logger.error({ err: error, requestId }, 'gateway job not recorded');
+    }
+  }
 
   /** The usage to record for a finished call, or null when there is nothing to charge. */
   private usageOf(caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string): UsageRecordInput | null {
@@ -401,15 +452,16 @@ const FREE_READS: readonly ((method: string, path: string) => boolean)[] = [
  * /v1/chat/completions lists every stored completion, GET /v1/predictions every prediction);
  * and an OpenAI Responses create with `background: true` (queued: its usage is only in a later
  * retrieval). A merchant's own OpenAI-compatible server (vLLM, Ollama…) is not checked.
+ * Returns what the call was routed to (null for a server that is not checked or a free read the registry does not route).
  */
-function assertMeterable(destination: Destination, method: string, body: Buffer): void {
-  if (destination.provider === 'openai-compatible') return;
+function assertMeterable(destination: Destination, method: string, body: Buffer): { provider: string; parts: UrlParts; match: Match } | null {
+  if (destination.provider === 'openai-compatible') return null;
   const definition = definitionForName(destination.provider);
-  if (!definition) return;
+  if (!definition) return null;
   const parts = splitUrl(destination.url.href);
   const match = route(definition, parts);
   if (match?.method !== method) {
-    if (FREE_READS.some((free) => free(method, parts.path))) return;
+    if (FREE_READS.some((free) => free(method, parts.path))) return match ? { provider: definition.id, parts, match } : null;
     const path = parts.path || '/';
     throw new Refusal(
       403,
@@ -431,6 +483,7 @@ function assertMeterable(destination: Destination, method: string, body: Buffer)
       { provider: destination.provider, field: 'background' },
     );
   }
+  return { provider: definition.id, parts, match };
 }
 
 function isBackground(body: Buffer): boolean {

@@ -664,10 +664,12 @@ describe('provider endpoints the gateway cannot meter', () => {
       await expectRefused(await fetch(forwardUrl(`${replicateFake.url}/v1/models/owner/name/predictions`), { headers }), 403, 'ENDPOINT_NOT_METERED');
       expect(openaiFake.requests).toEqual([]);
       expect(replicateFake.requests).toEqual([]);
-      // Creating a prediction, polling it by id (charged once it has succeeded) and cancelling it still go through.
+      // Creating a prediction, polling it by id (charged once it has succeeded) and cancelling it still go through
+      // (a job created elsewhere is polled with the secret key: a token reaches only its own, see gateway.jobs.test.ts).
+      const backend = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.customerId };
       await post(forwardUrl(`${replicateFake.url}/v1/predictions`), headers, { version: 'v1', input: {} });
-      await fetch(forwardUrl(`${replicateFake.url}/v1/predictions/p123`), { headers });
-      await fetch(forwardUrl(`${replicateFake.url}/v1/predictions/p123/cancel`), { method: 'POST', headers });
+      await fetch(forwardUrl(`${replicateFake.url}/v1/predictions/p123`), { headers: backend });
+      await fetch(forwardUrl(`${replicateFake.url}/v1/predictions/p123/cancel`), { method: 'POST', headers: backend });
       expect(replicateFake.requests.map((request) => `${request.method} ${request.path}`)).toEqual(['POST /v1/predictions', 'GET /v1/predictions/p123', 'POST /v1/predictions/p123/cancel']);
     } finally {
       await replicateFake.close();

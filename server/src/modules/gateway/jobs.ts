@@ -1,0 +1,194 @@
+/**
+ * Asynchronous provider jobs created through the gateway, and whose they are.
+ *
+ * Image and video providers create a job and are then polled by its id: Replicate
+ * (`POST /v1/predictions` → `GET /v1/predictions/{id}`, `POST …/{id}/cancel`), fal
+ * (`POST queue.fal.run/{app}` → `…/requests/{id}`, `…/requests/{id}/status[/stream]`,
+ * `PUT …/requests/{id}/cancel`), Stability (`GET /v2beta/results/{id}`) and Black Forest Labs
+ * (`GET /v1/get_result?id=…`). The provider key is the merchant's, so the provider answers any
+ * id; the gateway remembers which customer each job it created was for (table gateway_jobs),
+ * and a poll or cancel is checked against that before the provider is called.
+ *
+ * Only job paths of these four providers touch the table: `jobCallOf` answers null for every
+ * other call without any work.
+ */
+import type { PrismaClient } from '../../generated/prisma/client.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { Match, UrlParts } from '../usage/normalize/registry.ts';
+
+export type JobProvider = 'replicate' | 'fal' | 'stability' | 'bfl';
+
+/** A call that creates a job (its id is in the response) or reaches one by id (`ids`: every id the URL names). */
+export type JobCall = { kind: 'create'; provider: JobProvider } | { kind: 'byId'; provider: JobProvider; ids: string[] };
+
+/** Longer than any provider's id; a longer one in a response is not recorded. */
+const MAX_JOB_ID = 200;
+/** Positive answers kept in memory: a job's customer never changes once recorded. */
+const MAX_CACHED_OWNERS = 100_000;
+/**
+ * A job created through another instance a moment ago may not be recorded yet when its first
+ * poll arrives here: an id found nowhere is looked for once more after this long, when asked.
+ */
+const LATE_RECORD_MS = 200;
+/** Attempts to write one job's record before giving up (logged). */
+const RECORD_ATTEMPTS = 3;
+
+/**
+ * Whether a routed call creates a job or reaches one by id; null for everything else. `provider`
+ * is the canonical id of the destination's provider, `match` what the registry routed the URL to.
+ * A path naming a job is checked whatever the method; a create only with the method that creates.
+ */
+export function jobCallOf(provider: string, parts: UrlParts, match: Match, method: string): JobCall | null {
+  const create = method === match.method;
+  switch (provider) {
+    case 'replicate': {
+      const segments = parts.path.split('/');
+      // /v1/predictions/{id}[/cancel]: the router sends every path under a prediction's id here.
+      if (segments[2] === 'predictions' && segments.length >= 4) return { kind: 'byId', provider, ids: [canonicalId(segments[3]!)] };
+      return create ? { kind: 'create', provider } : null;
+    }
+    case 'fal':
+      if (match.api === 'queue.result' || match.api === 'queue.status') return { kind: 'byId', provider, ids: idsAfter(parts.path, 'requests') };
+      return create ? { kind: 'create', provider } : null;
+    case 'stability':
+      if (match.api === 'results') return { kind: 'byId', provider, ids: idsAfter(parts.path, 'results') };
+      return create ? { kind: 'create', provider } : null;
+    case 'bfl':
+      if (match.api === 'get_result') return { kind: 'byId', provider, ids: new URLSearchParams(parts.query).getAll('id').map(canonicalId) };
+      return create ? { kind: 'create', provider } : null;
+    default:
+      return null;
+  }
+}
+
+/** The id of the job a create answered with (Replicate `id`, fal `request_id`, Stability and BFL `id`), or null. */
+export function createdJobId(provider: JobProvider, body: string | null): string | null {
+  if (!body) return null;
+  const text = body.trimStart();
+  if (!text.startsWith('{')) return null;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
+  const id = (parsed as Record<string, unknown>)[provider === 'fal' ? 'request_id' : 'id'];
+  return typeof id === 'string' && id.length > 0 && id.length <= MAX_JOB_ID && /^[\x21-\x7e]+$/.test(id) ? canonicalId(id) : null;
+}
+
+/**
+ * An id as the provider reads it: percent-decoded and lower-case, so a poll spelling an id
+ * differently (`%72…`, upper case) meets the same record. Ids are random (lower-case base32,
+ * UUIDs, hex), so folding case never joins two real ones.
+ */
+function canonicalId(raw: string): string {
+  let decoded = raw;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    // Not valid percent-encoding: kept as given, which matches no recorded id.
+  }
+  return decoded.toLowerCase();
+}
+
+/** Every path segment that follows a `marker` segment (fal: `…/requests/{id}/…`, Stability: `/v2beta/results/{id}`). */
+function idsAfter(path: string, marker: string): string[] {
+  const segments = path.split('/');
+  const ids: string[] = [];
+  for (let i = 0; i < segments.length - 1; i++) if (segments[i] === marker) ids.push(canonicalId(segments[i + 1]!));
+  return ids;
+}
+
+/**
+ * The records: written after the create's response has gone out (never blocking or failing it),
+ * read before a poll or cancel by id is forwarded.
+ */
+export class GatewayJobs {
+  /** Records being written, by key: a poll arriving meanwhile waits for its record. */
+  private readonly pending = new Map<string, Promise<void>>();
+  private readonly known = new Map<string, string>();
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Remembers that `jobId` was created for `customerId`; returns at once. The first record of an id stays. */
+  record(merchantId: string, provider: JobProvider, jobId: string, customerId: string): void {
+    const key = keyOf(merchantId, provider, jobId);
+    const previous = this.pending.get(key) ?? Promise.resolve();
+    const writing = previous.then(() => this.write(merchantId, provider, jobId, customerId)).finally(() => {
+      if (this.pending.get(key) === writing) this.pending.delete(key);
+    });
+    this.pending.set(key, writing);
+  }
+
+  /**
+   * The customer each of `jobIds` was created for; ids never recorded are absent. With
+   * `waitForLate`, ids not found are looked for once more after LATE_RECORD_MS (see there).
+   */
+  async owners(merchantId: string, provider: JobProvider, jobIds: readonly string[], waitForLate = false): Promise<Map<string, string>> {
+    const found = await this.lookup(merchantId, provider, jobIds);
+    const missing = jobIds.filter((jobId) => !found.has(jobId));
+    if (!waitForLate || missing.length === 0) return found;
+    await new Promise((resolve) => setTimeout(resolve, LATE_RECORD_MS));
+    for (const [jobId, customerId] of await this.lookup(merchantId, provider, missing)) found.set(jobId, customerId);
+    return found;
+  }
+
+  /** Resolves once every record started so far is written (or given up on). */
+  async drain(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending.values()]);
+  }
+
+  /** Owners from memory or the table, once any record of the same id being written here is done. */
+  private async lookup(merchantId: string, provider: JobProvider, jobIds: readonly string[]): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    const unknown: string[] = [];
+    for (const jobId of new Set(jobIds)) {
+      const key = keyOf(merchantId, provider, jobId);
+      await this.pending.get(key);
+      const cached = this.known.get(key);
+      if (cached) found.set(jobId, cached);
+      else unknown.push(jobId);
+    }
+    if (unknown.length === 0) return found;
+    const rows = await this.prisma.gatewayJob.findMany({
+      where: { merchantId, provider, jobId: { in: unknown } },
+      select: { jobId: true, customerId: true },
+    });
+    for (const row of rows) {
+      found.set(row.jobId, row.customerId);
+      this.remember(keyOf(merchantId, provider, row.jobId), row.customerId);
+    }
+    return found;
+  }
+
+  private async write(merchantId: string, provider: JobProvider, jobId: string, customerId: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { count } = await this.prisma.gatewayJob.createMany({ data: [{ merchantId, provider, jobId, customerId }], skipDuplicates: true });
+        // Not written: the id was recorded before, and that record is the one that counts.
+        if (count === 1) this.remember(keyOf(merchantId, provider, jobId), customerId);
+        return;
+      } catch (error) {
+        if (attempt >= RECORD_ATTEMPTS) {
+          // Its customer's polls by token are refused (404) from now on; a secret key still reaches it.
+          this.logger.error({ err: error, merchantId, provider, jobId }, 'gateway job not recorded');
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50 * 4 ** attempt));
+      }
+    }
+  }
+
+  private remember(key: string, customerId: string): void {
+    if (this.known.size >= MAX_CACHED_OWNERS && !this.known.has(key)) this.known.delete(this.known.keys().next().value as string);
+    this.known.set(key, customerId);
+  }
+}
+
+function keyOf(merchantId: string, provider: string, jobId: string): string {
+  return `${merchantId}|${provider}|${jobId}`;
+}
