@@ -81,3 +81,15 @@ export async function waitForSubscribers(server: TestServer, topic: string, coun
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/** Waits until `count` forwarded calls of the merchant are logged by the gateway (their charges are written first), and answers the log rows. */
+export async function gatewayCallsSettled(server: TestServer, merchantId: string, count: number) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    await server.services.gateway.drain();
+    const rows = await server.services.prisma.gatewayRequest.findMany({ where: { merchantId }, orderBy: { createdAt: 'asc' } });
+    if (rows.length >= count) return rows;
+    if (Date.now() > deadline) throw new Error(`expected ${count} logged gateway calls, saw ${rows.length}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -9,7 +9,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseDecimalNanos } from '../../shared/money.ts';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
 import { createdJobId, jobCallOf } from './jobs.ts';
 
@@ -154,17 +154,7 @@ function call(method: string, target: string, headers: Record<string, string>, b
   });
 }
 
-/** Waits until `count` calls of the merchant are logged (their charges written first). */
-async function settled(t: Tenant, count: number) {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    await server.services.gateway.drain();
-    const rows = await server.services.prisma.gatewayRequest.findMany({ where: { merchantId: t.merchantId }, orderBy: { createdAt: 'asc' } });
-    if (rows.length >= count) return rows;
-    if (Date.now() > deadline) throw new Error(`expected ${count} logged gateway calls, saw ${rows.length}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+const settled = (t: Tenant, count: number) => gatewayCallsSettled(server, t.merchantId, count);
 
 async function balance(t: Tenant, customer: Customer): Promise<bigint> {
   const data = await gql(`query($c: ID!) { wallet(customerId: $c) { balance { amount } } }`, { c: customer.id }, t.secret);

@@ -11,7 +11,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { PROVIDER_FIXTURES, splitSseEvents, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { BalanceCache } from './balance-cache.ts';
 import { MAX_CAPTURE_BYTES, TAIL_CAPTURE_BYTES } from './forward.ts';
@@ -78,17 +78,7 @@ async function balanceNanos(t: Tenant): Promise<bigint> {
   return parseDecimalNanos('balance', data.wallet.balance.amount);
 }
 
-/** Waits until `count` forwarded calls of the merchant are logged, then until their charges are written. */
-async function settled(t: Tenant, count: number) {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    await server.services.gateway.drain();
-    const rows = await server.services.prisma.gatewayRequest.findMany({ where: { merchantId: t.merchantId }, orderBy: { createdAt: 'asc' } });
-    if (rows.length >= count) return rows;
-    if (Date.now() > deadline) throw new Error(`expected ${count} logged gateway calls, saw ${rows.length}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+const settled = (t: Tenant, count: number) => gatewayCallsSettled(server, t.merchantId, count);
 
 async function chargesOf(t: Tenant) {
   const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId }, orderBy: { createdAt: 'asc' } });
