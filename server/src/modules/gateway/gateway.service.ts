@@ -24,6 +24,7 @@ import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.
 import { createdJobId, GatewayJobs, jobCallOf, type JobCall } from './jobs.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
+import { meteredRequestBody, withStreamUsage } from './request-body.ts';
 
 export const FORWARD_PATH = '/v1/forward';
 
@@ -49,8 +50,6 @@ const LIMIT_TTL_MS = 1_000;
 const MAX_CACHED = 50_000;
 /** A reservation outlives the longest a call may take by this much, then expires by itself. */
 const HOLD_GRACE_SECONDS = 60;
-/** Request bodies up to this size are kept as text for normalizers that read the request (model, image size, TTS text). */
-const MAX_REQUEST_TEXT = 1024 * 1024;
 
 /** Answered by Tollgate instead of the provider: a JSON body the app can show. */
 class Refusal extends Error {
@@ -149,8 +148,10 @@ export class GatewayService {
       caller = { merchantId: viewer.merchantId, actor: viewer.actor, customer: await this.customer(viewer, header(req, 'x-tollgate-customer')) };
       const currency = this.currency(req);
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
-      const body = await readBody(req, this.config.gateway.maxRequestBytes);
-      const routed = assertMeterable(destination, req.method ?? 'GET', body);
+      const received = await readBody(req, this.config.gateway.maxRequestBytes);
+      const routed = assertMeterable(destination, req.method ?? 'GET', received);
+      // A streamed chat completion is sent asking for its usage, or OpenAI would report none.
+      const body = (routed && withStreamUsage(routed.provider, routed.match.api, destination.url, received)) ?? received;
       // Only the job APIs of image and video providers (create, poll, cancel) are anything here.
       const job = routed ? jobCallOf(routed.provider, routed.parts, routed.match, req.method ?? 'GET') : null;
       if (job?.kind === 'byId') await this.assertJobAccess(caller, job);
@@ -387,14 +388,15 @@ export class GatewayService {
   private usageOf(caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string): UsageRecordInput | null {
     // Provider errors are relayed, never charged; a call that never got an answer produced nothing.
     if (result.upstreamStatus === null || result.upstreamStatus >= 400) return null;
-    const contentType = String(req.headers['content-type'] ?? '');
+    // The request's model, size… for responses that lack them: from its JSON, or from a form's text fields.
+    const requestBody = meteredRequestBody(String(req.headers['content-type'] ?? ''), body);
     const response: ProviderResponse = {
       url: destination.url.href,
       status: result.upstreamStatus,
       headers: result.upstreamHeaders,
       body: result.body ?? '',
       provider: destination.provider,
-      ...(body.length > 0 && body.length <= MAX_REQUEST_TEXT && /json|text/i.test(contentType) ? { requestBody: body.toString('utf8') } : {}),
+      ...(requestBody !== undefined ? { requestBody } : {}),
     };
     let normalized: NormalizedUsage;
     try {

@@ -3,8 +3,9 @@
  * official OpenAI and Anthropic SDKs pointed at the gateway with nothing changed but their
  * base URL and key. Balances must move by exactly the priced amounts.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener } from 'node:http';
 import { connect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
@@ -13,6 +14,7 @@ import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/
 import { PROVIDER_FIXTURES, splitSseEvents, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
+import { normalizeResponse } from '../usage/normalize/index.ts';
 import { BalanceCache } from './balance-cache.ts';
 import { MAX_CAPTURE_BYTES, TAIL_CAPTURE_BYTES } from './forward.ts';
 import { maxUsageOf } from './reserve.ts';
@@ -949,5 +951,214 @@ describe('a customer created just after the gateway answered that it does not ex
     // The existing customer's entry was kept: blocking it in the database behind the cache's back is not seen yet.
     await server.services.prisma.customer.update({ where: { id: t.customerId }, data: { blockedAt: new Date() } });
     expect((await call(t.externalId)).status).toBe(200);
+  });
+});
+
+/** The whole body of a request a scripted provider received. */
+async function bodyOf(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe('a multipart/form-data request: the form’s fields price the response that lacks them', () => {
+  const transcription = fixture('openai_transcription_whisper_1_verbose.json');
+  const edited = JSON.stringify({ created: 1786543390, data: [{ url: 'https://images.example.com/edit-1.png' }] });
+
+  /** OpenAI answering a transcription (the fixture: no model in it) or a DALL·E 2 image edit (no model, no size), keeping what it received. */
+  async function openaiForms(t: Tenant) {
+    const received: { path: string; contentType: string; contentLength: string | undefined; body: Buffer }[] = [];
+    const provider = await upstream(t, 'openai', (req, res) => {
+      void bodyOf(req).then((body) => {
+        received.push({ path: req.url ?? '', contentType: String(req.headers['content-type']), contentLength: req.headers['content-length'], body });
+        const answer = req.url === '/v1/audio/transcriptions' ? transcription : edited;
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer) });
+        res.end(answer);
+      });
+    });
+    return { ...provider, received };
+  }
+
+  function form(fields: Record<string, string>, file: { field: string; name: string; type: string; bytes: Buffer }): FormData {
+    const data = new FormData();
+    for (const [name, value] of Object.entries(fields)) data.append(name, value);
+    data.append(file.field, new Blob([new Uint8Array(file.bytes)], { type: file.type }), file.name);
+    return data;
+  }
+
+  /** What post-request metering charges for the same response, told the request's fields. */
+  async function postRequestCharge(t: Tenant, path: string, body: string, requestBody: Record<string, string>) {
+    const normalized = normalizeResponse({ url: `https://api.openai.com${path}`, status: 200, headers: { 'content-type': 'application/json' }, body, requestBody });
+    return { normalized, charge: (await server.services.usage.quote(t.merchantId, normalized, t.customerId)).chargeAttos };
+  }
+
+  it('a transcription is charged its audio seconds at the form’s model, as post-request metering charges it, whether its file is small or over 1 MB', async () => {
+    const t = await tenant();
+    const provider = await openaiForms(t);
+    try {
+      const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+      const files = [randomBytes(300 * 1024), randomBytes(1536 * 1024)];
+      for (const bytes of files) {
+        const body = form({ model: 'whisper-1', response_format: 'verbose_json' }, { field: 'file', name: 'call.mp3', type: 'audio/mpeg', bytes });
+        const response = await fetch(forwardUrl(`${provider.url}/v1/audio/transcriptions`), { method: 'POST', headers, body });
+        expect(response.status).toBe(200);
+        expect(await response.text()).toBe(transcription);
+      }
+      await settled(t, 2);
+      const { normalized, charge } = await postRequestCharge(t, '/v1/audio/transcriptions', transcription, { model: 'whisper-1' });
+      expect(normalized).toMatchObject({ model: 'whisper-1', audioSeconds: '43' });
+      expect(charge).toBe(withMarkup(expectedUsage['openai_transcription_whisper_1_verbose.json']!.expected_cost_usd!));
+      expect(await chargesOf(t)).toEqual([
+        { status: 'CHARGED', estimated: false, model: 'whisper-1', charge },
+        { status: 'CHARGED', estimated: false, model: 'whisper-1', charge },
+      ]);
+      // The provider got the form as it was sent: its boundary, its file byte for byte, its length.
+      provider.received.forEach((request, i) => {
+        expect(request.contentType).toMatch(/^multipart\/form-data; boundary=/);
+        expect(request.body.includes(files[i]!)).toBe(true);
+        expect(Number(request.contentLength)).toBe(request.body.length);
+      });
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('an image edit is charged at the form’s model and size (DALL·E 2, 512x512)', async () => {
+    const t = await tenant();
+    const provider = await openaiForms(t);
+    try {
+      const fields = { model: 'dall-e-2', prompt: 'Add a green check mark', size: '512x512', n: '1', response_format: 'url' };
+      const body = form(fields, { field: 'image', name: 'invoice.png', type: 'image/png', bytes: randomBytes(200 * 1024) });
+      const response = await fetch(forwardUrl(`${provider.url}/v1/images/edits`), { method: 'POST', headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId }, body });
+      expect(response.status).toBe(200);
+      await settled(t, 1);
+      const { normalized, charge } = await postRequestCharge(t, '/v1/images/edits', edited, fields);
+      expect(normalized).toMatchObject({ model: 'dall-e-2', images: 1, details: { size: '512x512' } });
+      expect(charge).toBe(withMarkup('0.018'));
+      expect(await chargesOf(t)).toEqual([{ status: 'CHARGED', estimated: false, model: 'dall-e-2', charge }]);
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('a form the gateway cannot read is forwarded all the same, as it came', async () => {
+    const t = await tenant();
+    const provider = await openaiForms(t);
+    try {
+      const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+      const garbled = Buffer.concat([Buffer.from('--other\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1'), randomBytes(4096)]);
+      for (const contentType of ['multipart/form-data; boundary=nowhere', 'multipart/form-data', 'multipart/form-data; boundary="']) {
+        const response = await fetch(forwardUrl(`${provider.url}/v1/audio/transcriptions`), { method: 'POST', headers: { ...headers, 'content-type': contentType }, body: garbled });
+        expect(response.status).toBe(200);
+      }
+      const logs = await settled(t, 3);
+      expect(logs.map((log) => log.outcome)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED']);
+      expect(provider.received.map((request) => request.body.equals(garbled))).toEqual([true, true, true]);
+    } finally {
+      await provider.close();
+    }
+  });
+});
+
+describe('a streamed chat completion that does not ask for usage (the OpenAI SDK’s default)', () => {
+  const events = splitSseEvents(Buffer.from(fixture('openai_chat_completion_stream_include_usage.sse')));
+  const fullUsage = () => withMarkup(expectedUsage['openai_chat_completion_stream_include_usage.sse']!.expected_cost_usd!);
+
+  /**
+   * A provider streaming as OpenAI does: the usage chunk (`choices: []`) only when the request
+   * asked for it with stream_options.include_usage, and no `usage` key on the other chunks then.
+   */
+  async function streaming(t: Tenant, provider = 'openai') {
+    const received: { body: string; contentLength: string | undefined }[] = [];
+    const scripted = await upstream(t, provider, (req, res) => {
+      void bodyOf(req).then((raw) => {
+        const body = raw.toString('utf8');
+        received.push({ body, contentLength: req.headers['content-length'] });
+        const request = JSON.parse(body) as { stream?: boolean; stream_options?: { include_usage?: boolean } | null };
+        const withUsage = request.stream_options?.include_usage === true;
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' });
+        for (const event of events) {
+          const text = event.toString('utf8');
+          if (text.includes('"choices":[]')) {
+            if (withUsage) res.write(event);
+          } else {
+            res.write(withUsage ? event : text.replace(',"usage":null', ''));
+          }
+        }
+        res.end();
+      });
+    });
+    return { ...scripted, received };
+  }
+
+  const headersFor = (t: Tenant) => ({ authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId });
+
+  it('is sent to OpenAI asking for usage, every other field as it was, and charged the full usage, not an estimate', async () => {
+    const t = await tenant();
+    const provider = await streaming(t);
+    try {
+      const client = new OpenAI({ apiKey: t.secret, baseURL: baseUrl(`${provider.url}/v1`), defaultHeaders: { 'x-tollgate-customer': t.externalId }, maxRetries: 0 });
+      const request = { model: 'gpt-5.4-mini', messages: [{ role: 'user' as const, content: 'hello' }], temperature: 0.2, max_completion_tokens: 512, stream: true as const };
+      const stream = await client.chat.completions.create(request);
+      let text = '';
+      let usage: OpenAI.CompletionUsage | null | undefined;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? '';
+        if (chunk.usage) usage = chunk.usage;
+      }
+      expect(text.length).toBeGreaterThan(0);
+      await settled(t, 1);
+      expect(await chargesOf(t)).toEqual([expect.objectContaining({ status: 'CHARGED', estimated: false, charge: fullUsage() })]);
+      // The caller gets the extra usage chunk too.
+      expect(usage?.prompt_tokens).toBe(1184);
+      const [sent] = provider.received;
+      expect(JSON.parse(sent!.body)).toEqual({ ...request, stream_options: { include_usage: true } });
+      expect(Number(sent!.contentLength)).toBe(Buffer.byteLength(sent!.body));
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('include_usage: false is overridden (billing needs the usage), the caller’s other stream_options kept; the body is changed nowhere else, byte for byte', async () => {
+    const t = await tenant();
+    const provider = await streaming(t);
+    try {
+      const url = forwardUrl(`${provider.url}/v1/chat/completions`);
+      const optedOut = await post(url, headersFor(t), { model: 'gpt-5.4-mini', messages: [], stream: true, stream_options: { include_usage: false, include_obfuscation: false } });
+      await optedOut.text();
+      // A seed beyond 2^53, spacing and escapes that re-serializing would change.
+      const raw = '{ "model" : "gpt-5.4-mini",\n  "seed": 12345678901234567890, "messages": [{"role": "user", "content": "h\\u00e9llo \u00e9"}], "stream": true }';
+      const response = await fetch(url, { method: 'POST', headers: { ...headersFor(t), 'content-type': 'application/json' }, body: raw });
+      await response.text();
+      await settled(t, 2);
+      expect(await chargesOf(t)).toEqual([
+        expect.objectContaining({ status: 'CHARGED', estimated: false, charge: fullUsage() }),
+        expect.objectContaining({ status: 'CHARGED', estimated: false, charge: fullUsage() }),
+      ]);
+      expect(JSON.parse(provider.received[0]!.body)).toEqual({ model: 'gpt-5.4-mini', messages: [], stream: true, stream_options: { include_usage: true, include_obfuscation: false } });
+      expect(provider.received[1]!.body).toBe(`{"stream_options":{"include_usage":true},${raw.slice(1)}`);
+      expect(Number(provider.received[1]!.contentLength)).toBe(Buffer.byteLength(provider.received[1]!.body));
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('is left as it came when it asks for usage already, does not stream, or goes to a provider not known to accept stream_options', async () => {
+    const t = await tenant();
+    await gql(`mutation { setProviderCredential(provider: "mistral", apiKey: "mistral-provider-key-0001") { id } }`, {}, t.secret);
+    const [openai, mistral, own] = await Promise.all([streaming(t), streaming(t, 'mistral'), streaming(t, 'openai-compatible')]);
+    try {
+      const asking = JSON.stringify({ model: 'gpt-5.4-mini', messages: [], stream: true, stream_options: { include_usage: true } });
+      const whole = JSON.stringify({ model: 'gpt-5.4-mini', messages: [], stream: false });
+      const silent = JSON.stringify({ model: 'mistral-small-latest', messages: [], stream: true });
+      const calls: [string, string][] = [[`${openai.url}/v1/chat/completions`, asking], [`${openai.url}/v1/chat/completions`, whole], [`${mistral.url}/v1/chat/completions`, silent], [`${own.url}/v1/chat/completions`, silent]];
+      for (const [target, body] of calls) {
+        const response = await fetch(forwardUrl(target), { method: 'POST', headers: { ...headersFor(t), 'content-type': 'application/json' }, body });
+        await response.text();
+      }
+      expect([...openai.received, ...mistral.received, ...own.received].map((request) => request.body)).toEqual(calls.map(([, body]) => body));
+    } finally {
+      await Promise.all([openai.close(), mistral.close(), own.close()]);
+    }
   });
 });
