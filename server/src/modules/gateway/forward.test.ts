@@ -5,7 +5,8 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import type { Destination } from './destination.ts';
-import { forward, MAX_DECODED_BYTES, type ForwardResult } from './forward.ts';
+import { normalizeResponse, parseSse } from '../usage/normalize/index.ts';
+import { Capture, CAPTURE_GAP, forward, MAX_CAPTURE_BYTES, MAX_DECODED_BYTES, MAX_TAIL_RECORD_BYTES, recordEndsOf, TAIL_CAPTURE_BYTES, type ForwardResult } from './forward.ts';
 
 let provider: FakeProvider;
 beforeAll(async () => {
@@ -217,4 +218,96 @@ describe('forward() with a compressed response', () => {
       await provider.close();
     }
   }, 60_000);
+});
+
+/** `bytes` fed to a Capture in chunks of `size`, the first one `first` bytes long. */
+function captured(contentType: string, head: Buffer, bytes: Buffer, size: number, first = size): Capture {
+  const capture = new Capture(recordEndsOf(contentType));
+  capture.add(head);
+  for (let at = 0, next = first; at < bytes.length; at = next, next += size) capture.add(bytes.subarray(at, next));
+  return capture;
+}
+
+describe('the metering copy (Capture) of a body longer than its head and tail', () => {
+  // A head of whole small records, past which the copy keeps a tail.
+  const sseHead = Buffer.from(`data: ${JSON.stringify({ choices: [{ delta: { content: 'x'.repeat(1000) } }] })}\n\n`.repeat(Math.ceil(MAX_CAPTURE_BYTES / 1040)));
+  const small = (i: number, end: string) => `data: {"i":${i}}${end}`;
+
+  it.each([
+    ['LF', '\n\n'],
+    ['CRLF', '\r\n\r\n'],
+  ])('keeps whole a last event longer than TAIL_CAPTURE_BYTES, wherever the chunks split the end before it (%s)', (_label, end) => {
+    const smalls = Array.from({ length: Math.ceil((2 * TAIL_CAPTURE_BYTES) / 12) }, (_, i) => small(i, end)).join('');
+    const last = `data: {"last":"${'b'.repeat(1.5 * 1024 * 1024)}"}${end}`;
+    const body = Buffer.from(smalls + last);
+    // Chunks of 64 KiB, offset so that a chunk boundary falls before, inside and after the end preceding the last event.
+    for (let shift = -end.length - 1; shift <= 1; shift++) {
+      const first = (Buffer.byteLength(smalls) + shift) % 65_536 || 65_536;
+      const capture = captured('text/event-stream', sseHead, body, 65_536, first);
+      const events = parseSse(capture.text());
+      expect(events.at(-1)!.data).toBe(last.slice('data: '.length, -end.length));
+      // Joined between whole events: no fragment of one is read as an event.
+      expect(events.every((event) => /^\{"(i|choices|last)":/.test(event.data))).toBe(true);
+    }
+  });
+
+  it('keeps whole an NDJSON last line longer than TAIL_CAPTURE_BYTES, chunked byte by byte around its start', () => {
+    const lines = Array.from({ length: Math.ceil((2 * TAIL_CAPTURE_BYTES) / 10) }, (_, i) => `{"i":${i}}\n`).join('');
+    const last = `{"last":"${'b'.repeat(1.5 * 1024 * 1024)}"}\n`;
+    const capture = new Capture(recordEndsOf('application/x-ndjson'));
+    capture.add(Buffer.from('{"head":1}\n'.repeat(Math.ceil(MAX_CAPTURE_BYTES / 11))));
+    const body = Buffer.from(lines + last);
+    const start = Buffer.byteLength(lines);
+    capture.add(body.subarray(0, start - 3));
+    for (let at = start - 3; at < start + 3; at++) capture.add(body.subarray(at, at + 1));
+    capture.add(body.subarray(start + 3));
+    expect(capture.text().endsWith(`\n${last}`)).toBe(true);
+  });
+
+  it('past MAX_TAIL_RECORD_BYTES lets the last event go as before, and holds no more than that while a record never ends', () => {
+    const never = Buffer.alloc(3 * MAX_TAIL_RECORD_BYTES, 'b');
+    const capture = captured('text/event-stream', sseHead, Buffer.concat([Buffer.from(`${small(1, '\n\n')}data: "`), never]), 65_536);
+    expect(capture.keptBytes).toBeLessThanOrEqual(sseHead.length + MAX_TAIL_RECORD_BYTES + 65_536);
+    capture.add(Buffer.from('"\n\n'));
+    // The head up to its last whole event, and nothing of the record the tail could not keep whole.
+    expect(capture.text()).toBe(sseHead.toString('utf8'));
+  });
+
+  it('keeps ordinary small events as before: the tail stays near TAIL_CAPTURE_BYTES and ends with the last events', () => {
+    const smalls = Array.from({ length: Math.ceil((4 * TAIL_CAPTURE_BYTES) / 12) }, (_, i) => small(i, '\n\n')).join('');
+    const capture = captured('text/event-stream', sseHead, Buffer.from(smalls), 65_536);
+    expect(capture.keptBytes).toBeLessThanOrEqual(sseHead.length + TAIL_CAPTURE_BYTES + 2 * 65_536);
+    const events = parseSse(capture.text());
+    expect(events.at(-1)!.data).toBe(`{"i":${Math.ceil((4 * TAIL_CAPTURE_BYTES) / 12) - 1}}`);
+    expect(events.every((event) => event.data.startsWith('{'))).toBe(true);
+  });
+
+  describe('of a JSON document', () => {
+    const url = 'https://api.openai.com/v1/embeddings';
+    const normalized = (body: string) => normalizeResponse({ url, status: 200, headers: { 'content-type': 'application/json' }, body });
+    const vectors = (bytes: number) => `{"object":"list","data":[${'{"object":"embedding","index":0,"embedding":"AAAA"},'.repeat(Math.ceil(bytes / 51))}{"object":"embedding","index":1,"embedding":"AAAA"}]`;
+
+    it('keeps its head and its last TAIL_CAPTURE_BYTES, CAPTURE_GAP between them, and its usage block is read from the tail', () => {
+      const document = Buffer.from(`${vectors(MAX_CAPTURE_BYTES + 2 * TAIL_CAPTURE_BYTES)},"model":"text-embedding-3-large","usage":{"prompt_tokens":250000,"total_tokens":250000}}`);
+      const text = captured('application/json', Buffer.alloc(0), document, 65_536).text();
+      const [head, tail, ...more] = text.split(CAPTURE_GAP);
+      expect(more).toEqual([]);
+      expect(document.toString('utf8').startsWith(head!)).toBe(true);
+      expect(head!.length).toBeGreaterThanOrEqual(MAX_CAPTURE_BYTES);
+      expect(document.toString('utf8').endsWith(tail!)).toBe(true);
+      expect(tail!.length).toBeGreaterThanOrEqual(TAIL_CAPTURE_BYTES);
+      expect(normalized(text)).toMatchObject({ billable: true, inputTokens: 250_000 });
+    });
+
+    it('does not read a usage block the gap cuts: the call is metered as one whose usage is lost, not from a fragment', () => {
+      // A usage block from before the end of the head to the end of the body, so the gap falls inside it.
+      const document = Buffer.from(`${vectors(MAX_CAPTURE_BYTES - TAIL_CAPTURE_BYTES)},"model":"text-embedding-3-large","usage":{"prompt_tokens":250000,"padding":[${'1,'.repeat(2 * TAIL_CAPTURE_BYTES)}1],"total_tokens":250000}}`);
+      expect(normalized(document.toString('utf8'))).toMatchObject({ billable: true, inputTokens: 250_000 });
+      for (const size of [16_384, 65_536, 65_537]) {
+        const text = captured('application/json', Buffer.alloc(0), document, size).text();
+        expect(text).toContain(CAPTURE_GAP);
+        expect(normalized(text)).toMatchObject({ billable: false, incomplete: true, inputTokens: 0 });
+      }
+    });
+  });
 });

@@ -23,13 +23,20 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
 const REFRAMED = new Set(['host', 'content-length', 'expect']);
 
 /**
- * The copy kept for metering: the first MAX_CAPTURE_BYTES, and for streams also the last
- * TAIL_CAPTURE_BYTES, since usage arrives at a stream's end (OpenAI's usage chunk, Anthropic's
- * message_delta, Gemini's last chunk). The caller still receives everything. Both count the
- * text as decoded, when the provider compressed it.
+ * The copy kept for metering: the first MAX_CAPTURE_BYTES, and past it a rolling tail of the
+ * last TAIL_CAPTURE_BYTES, since usage arrives at the end (OpenAI's usage chunk, Anthropic's
+ * message_delta, Gemini's last chunk, the usage block closing a JSON document). The caller still
+ * receives everything. Both count the text as decoded, when the provider compressed it.
  */
 export const MAX_CAPTURE_BYTES = 32 * 1024 * 1024;
 export const TAIL_CAPTURE_BYTES = 1024 * 1024;
+/**
+ * How far a stream's tail grows past TAIL_CAPTURE_BYTES to keep whole the record its last
+ * TAIL_CAPTURE_BYTES begin in: a Responses stream's final event repeats the whole response,
+ * every generated image included. A longer record is left out of the copy, as any record the
+ * tail cuts is: the tail cannot grow without bound on a stream that never ends a record.
+ */
+export const MAX_TAIL_RECORD_BYTES = 8 * TAIL_CAPTURE_BYTES;
 /**
  * A compressed stream is decoded for its copy up to this much text (about a million tokens of
  * chat chunks, several times the longest answer a model writes): past it, it is taken for a
@@ -40,7 +47,7 @@ export const MAX_DECODED_BYTES = 8 * MAX_CAPTURE_BYTES;
 export const CALLER_STALL_MS = 60_000;
 
 /** What ends one record of a stream (an SSE event, an NDJSON line), so a gap can be cut between whole records. */
-function recordEndsOf(contentType: string): string[] | null {
+export function recordEndsOf(contentType: string): string[] | null {
   if (/event-stream/i.test(contentType)) return ['\n\n', '\r\n\r\n'];
   if (/ndjson|jsonl/i.test(contentType)) return ['\n'];
   return null;
@@ -58,7 +65,7 @@ export interface ForwardResult {
   /** Milliseconds from `startedAt` to the first body byte relayed. */
   ttfbMs: number | null;
   streamed: boolean;
-  /** The response text for metering (JSON, SSE, text, decoded if compressed; a long stream's head and tail, see Capture), or null for binary bodies. */
+  /** The response text for metering (JSON, SSE, text, decoded if compressed; a long body's head and tail, see Capture), or null for binary bodies. */
   body: string | null;
   /**
    * The response ended before the provider finished it (caller left, provider stalled or cut it),
@@ -118,47 +125,123 @@ function relayedHeaders(upstream: IncomingMessage): { headers: OutgoingHttpHeade
 const TEXTUAL = /json|event-stream|text\/|ndjson|xml/i;
 
 /**
- * The response text kept for metering: a head of MAX_CAPTURE_BYTES and, past it, a rolling
- * tail. Where bytes between them were dropped, the two are joined between whole records so the
- * normalizer reads valid events. A body that is not a stream of records (one JSON document)
- * keeps only its head, as before: cut there it no longer parses, so its usage is lost (no
- * provider answers a JSON document that large).
+ * Put between a document's head and tail where bytes between them were dropped. U+0000 may stand
+ * neither inside a JSON string nor between tokens, so no JSON text spanning the gap parses: a
+ * usage block the gap cuts is not read (its numbers could be joined across the gap into others),
+ * while one wholly in the tail is, by the normalizers that read a large body's trailing usage
+ * block on its own (lastObjectValue in usage/normalize/json-scan.ts). It holds no brace, bracket
+ * or quote, so it opens or closes nothing either.
  */
-class Capture {
+export const CAPTURE_GAP = '\u0000';
+
+/** One piece of a tail: its bytes, where they start in the body, and where the first record starting in them does (null if none). */
+interface TailChunk {
+  bytes: Buffer;
+  start: number;
+  recordStart: number | null;
+}
+
+/**
+ * The response text kept for metering: a head of MAX_CAPTURE_BYTES and, past it, a rolling tail
+ * of TAIL_CAPTURE_BYTES. Where bytes between them were dropped, a stream of records is joined
+ * between whole records, so the normalizer reads valid events; its tail reaches back to the start
+ * of the record its last TAIL_CAPTURE_BYTES begin in (within MAX_TAIL_RECORD_BYTES), so a final
+ * event longer than the tail is kept whole. A document (one JSON body) is joined with CAPTURE_GAP
+ * between head and tail: it no longer parses whole, but its usage block, at its end, is in the tail.
+ */
+export class Capture {
   private readonly head: Buffer[] = [];
   private headBytes = 0;
-  private tail: Buffer[] = [];
+  private tail: TailChunk[] = [];
   private tailBytes = 0;
   private dropped = 0;
+  private received = 0;
+  /** The last bytes received, to find a record end split between two chunks. */
+  private carry = Buffer.alloc(0);
+  private readonly longestEnd: number;
 
-  constructor(private readonly recordEnds: string[] | null) {}
-
-  /** Nothing more would be kept: a document's head is full (only streams keep a tail). */
-  get keepsNoMore(): boolean {
-    return !this.recordEnds && this.headBytes >= MAX_CAPTURE_BYTES;
+  constructor(private readonly recordEnds: string[] | null) {
+    this.longestEnd = Math.max(0, ...(recordEnds ?? []).map((end) => end.length));
   }
 
   add(chunk: Buffer): void {
+    const start = this.received;
+    this.received += chunk.length;
     if (this.headBytes < MAX_CAPTURE_BYTES) {
       this.head.push(chunk);
       this.headBytes += chunk.length;
+      this.keepCarry(chunk);
       return;
     }
-    if (!this.recordEnds) return;
-    this.tail.push(chunk);
+    const recordStart = this.firstRecordStart(chunk, start);
+    this.keepCarry(chunk);
+    this.tail.push({ bytes: chunk, start, recordStart });
     this.tailBytes += chunk.length;
-    while (this.tailBytes - this.tail[0]!.length >= TAIL_CAPTURE_BYTES) {
-      const oldest = this.tail.shift()!;
-      this.tailBytes -= oldest.length;
-      this.dropped += oldest.length;
+    this.trim();
+  }
+
+  /** Drops the oldest chunks the tail no longer needs, keeping at least TAIL_CAPTURE_BYTES. */
+  private trim(): void {
+    while (this.tail.length > 1) {
+      const oldest = this.tail[0]!;
+      if (this.tailBytes - oldest.bytes.length < TAIL_CAPTURE_BYTES) return;
+      // A stream keeps its oldest chunk while no later one starts a record early enough to hold
+      // the last TAIL_CAPTURE_BYTES: dropping it would cut the record they begin in (unless the
+      // tail has grown past MAX_TAIL_RECORD_BYTES).
+      if (this.recordEnds && this.tailBytes <= MAX_TAIL_RECORD_BYTES && !this.recordStartsAfterOldestBy(this.received - TAIL_CAPTURE_BYTES)) return;
+      this.tail.shift();
+      this.tailBytes -= oldest.bytes.length;
+      this.dropped += oldest.bytes.length;
     }
+  }
+
+  /** Whether some record starts in the tail after its oldest chunk, at or before `offset`. */
+  private recordStartsAfterOldestBy(offset: number): boolean {
+    for (let i = 1; i < this.tail.length; i++) {
+      const recordStart = this.tail[i]!.recordStart;
+      if (recordStart !== null) return recordStart <= offset;
+    }
+    return false;
+  }
+
+  /**
+   * Where the first record starting in `chunk` (received at `start`) starts: just after a
+   * record end, which may have begun in the chunk before (carry). A record end closing the
+   * chunk starts a record in the next one, and is found there.
+   */
+  private firstRecordStart(chunk: Buffer, start: number): number | null {
+    if (!this.recordEnds) return null;
+    const edge = Buffer.concat([this.carry, chunk.subarray(0, this.longestEnd - 1)]);
+    let first: number | null = null;
+    for (const end of this.recordEnds) {
+      // In the edge, only an end finishing in this chunk or exactly at its start counts.
+      const inEdge = edge.indexOf(end, Math.max(0, this.carry.length - end.length));
+      const inChunk = inEdge === -1 ? chunk.indexOf(end) : -1;
+      const at = inEdge !== -1 ? start - this.carry.length + inEdge + end.length : inChunk !== -1 ? start + inChunk + end.length : null;
+      if (at !== null && at < start + chunk.length && (first === null || at < first)) first = at;
+    }
+    return first;
+  }
+
+  private keepCarry(chunk: Buffer): void {
+    if (!this.recordEnds) return;
+    const recent = chunk.length >= this.longestEnd ? chunk : Buffer.concat([this.carry, chunk]);
+    this.carry = Buffer.from(recent.subarray(Math.max(0, recent.length - this.longestEnd)));
+  }
+
+  /** How many bytes it holds. */
+  get keptBytes(): number {
+    return this.headBytes + this.tailBytes;
   }
 
   text(): string {
     const head = Buffer.concat(this.head);
-    const tail = Buffer.concat(this.tail);
-    if (this.dropped === 0 || !this.recordEnds) return Buffer.concat([head, tail]).toString('utf8');
-    return Buffer.concat([head.subarray(0, lastRecordEnd(head, this.recordEnds)), tail.subarray(firstRecordStart(tail, this.recordEnds))]).toString('utf8');
+    const tail = Buffer.concat(this.tail.map((piece) => piece.bytes));
+    if (this.dropped === 0) return Buffer.concat([head, tail]).toString('utf8');
+    if (!this.recordEnds) return `${head.toString('utf8')}${CAPTURE_GAP}${tail.toString('utf8')}`;
+    const first = this.tail.find((piece) => piece.recordStart !== null)?.recordStart;
+    const from = first == null ? tail.length : first - this.tail[0]!.start;
+    return Buffer.concat([head.subarray(0, lastRecordEnd(head, this.recordEnds)), tail.subarray(from)]).toString('utf8');
   }
 }
 
@@ -167,14 +250,6 @@ function lastRecordEnd(head: Buffer, recordEnds: string[]): number {
   return Math.max(0, ...recordEnds.map((end) => {
     const at = head.lastIndexOf(end);
     return at === -1 ? 0 : at + end.length;
-  }));
-}
-
-/** Where the first whole record of `tail` starts: after the end of the one cut in half. */
-function firstRecordStart(tail: Buffer, recordEnds: string[]): number {
-  return Math.min(tail.length, ...recordEnds.map((end) => {
-    const at = tail.indexOf(end);
-    return at === -1 ? tail.length : at + end.length;
   }));
 }
 
@@ -230,8 +305,6 @@ class MeteringCopy {
       return;
     }
     this.capture.add(text);
-    // A document's head is full: decoding the rest would keep nothing.
-    if (this.capture.keepsNoMore) this.decoder!.destroy();
   }
 
   /** Resolves once the decoder has handed over the text of every byte it was given. */
