@@ -1,7 +1,7 @@
 import SchemaBuilder from '@pothos/core';
 import RelayPlugin from '@pothos/plugin-relay';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
-import { GraphQLError, Kind, valueFromASTUntyped } from 'graphql';
+import { GraphQLError, Kind, valueFromASTUntyped, type ObjectValueNode, type ValueNode } from 'graphql';
 import type { Context } from '../context.ts';
 import { forbidden, unauthenticated } from '../shared/errors.ts';
 import { isStorableTime, parseIsoTime } from '../shared/times.ts';
@@ -59,17 +59,24 @@ builder.scalarType('DateTime', {
   serialize: (value) => (value instanceof Date ? value.toISOString() : new Date(value).toISOString()),
   parseValue: (value) => parseDateTime(value),
   parseLiteral: (ast) => {
-    if (ast.kind !== Kind.STRING) throw new GraphQLError('DateTime must be an ISO-8601 string');
-    return parseDateTime(ast.value);
+    if (ast.kind !== Kind.STRING) throw new GraphQLError('DateTime must be an ISO-8601 string', { nodes: ast });
+    return parseDateTime(ast.value, ast);
   },
 });
 
-function parseDateTime(value: unknown): Date {
+/**
+ * Literals are refused with their node: graphql-js reports a GraphQLError from parseLiteral as
+ * it is, so without one the error has no location and no input field can be named for it.
+ */
+function parseDateTime(value: unknown, ast?: ValueNode): Date {
   const date = typeof value === 'string' ? parseIsoTime(value) : null;
   if (!date) {
-    throw new GraphQLError('DateTime must be an ISO-8601 date and time with its zone, e.g. 2026-04-01T12:00:00Z or 2026-04-01T14:00:00+02:00 (a date alone, 2026-04-01, is midnight UTC)');
+    throw new GraphQLError(
+      'DateTime must be an ISO-8601 date and time with its zone, e.g. 2026-04-01T12:00:00Z or 2026-04-01T14:00:00+02:00 (a date alone, 2026-04-01, is midnight UTC)',
+      { nodes: ast },
+    );
   }
-  if (!isStorableTime(date)) throw new GraphQLError('DateTime must be between the years 1 and 9999');
+  if (!isStorableTime(date)) throw new GraphQLError('DateTime must be between the years 1 and 9999', { nodes: ast });
   return date;
 }
 
@@ -82,10 +89,33 @@ builder.scalarType('JSONObject', {
   },
   // Written inline (`metadata: { plan: "pro" }`) as well as passed as a variable.
   parseLiteral: (ast, variables) => {
-    if (ast.kind !== Kind.OBJECT) throw new GraphQLError('Expected a JSON object');
+    if (ast.kind !== Kind.OBJECT) throw new GraphQLError('Expected a JSON object', { nodes: ast });
+    refuseInexactIntegers(ast);
     return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
   },
 });
+
+/**
+ * Refuses an integer literal a JSON number cannot hold exactly (beyond ±2^53 - 1): it would be
+ * stored rounded, 12345678901234567891 as 12345678901234567000. A float literal (0.1) is stored
+ * as the same double it reads as, so it stays; non-finite ones are refused with the rest of
+ * what cannot be stored (shared/validation.ts). In a variable, such an integer has already been
+ * rounded by JSON.parse before the server sees it, so nothing here can tell.
+ */
+function refuseInexactIntegers(ast: ObjectValueNode): void {
+  // Without recursion: a literal may nest as deep as the query's size allows.
+  const pending: ValueNode[] = [ast];
+  for (let node = pending.pop(); node; node = pending.pop()) {
+    if (node.kind === Kind.INT && !Number.isSafeInteger(Number(node.value))) {
+      throw new GraphQLError(
+        `JSONObject integers beyond ±${Number.MAX_SAFE_INTEGER} would be stored rounded: send ${node.value} as a string, "${node.value}"`,
+        { nodes: ast },
+      );
+    }
+    if (node.kind === Kind.OBJECT) for (const field of node.fields) pending.push(field.value);
+    if (node.kind === Kind.LIST) for (const item of node.values) pending.push(item);
+  }
+}
 
 builder.scalarType('Decimal', {
   description: 'An exact decimal number as a string, e.g. "12.50". Money is never a float.',
@@ -98,6 +128,6 @@ builder.scalarType('Decimal', {
   },
   parseLiteral: (ast) => {
     if (ast.kind === Kind.STRING || ast.kind === Kind.INT) return ast.value;
-    throw new GraphQLError('Decimal must be a string such as "12.50"');
+    throw new GraphQLError('Decimal must be a string such as "12.50"', { nodes: ast });
   },
 });

@@ -4,11 +4,13 @@ import type { GraphQLFormattedError } from 'graphql';
 import { AppError, ERROR_CODES, type ErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { currentRequestId } from '../shared/request-context.ts';
+import { inputFieldOf } from './input-field.ts';
 
 /**
  * The one place errors become what a GraphQL client sees (Apollo's formatError and the
  * graphql-ws path both call it). Known errors keep their code; GraphQL's own parse and
- * validation failures become VALIDATION; anything else is logged and masked as INTERNAL.
+ * validation failures become VALIDATION, with the input at fault as `field` when one is (see
+ * inputFieldOf); anything else is logged and masked as INTERNAL.
  */
 const REQUEST_ERROR_CODES = new Set([
   'GRAPHQL_PARSE_FAILED',
@@ -32,15 +34,14 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   }
   // Pothos refuses arguments its plugins validate (a negative `first`) before any resolver runs.
   if (original instanceof PothosValidationError) {
-    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION' } };
+    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', ...fieldOf(error) } };
   }
   if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code)) {
-    const field = code === 'BAD_USER_INPUT' ? variableFieldOf(formatted.message) : undefined;
-    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code, ...(field ? { field } : {}) } };
+    return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code, ...fieldOf(error) } };
   }
   // Values that fail a scalar or input type are reported by graphql-js without a code.
   if (code === undefined && !formatted.path && formatted.locations) {
-    return { message: formatted.message, locations: formatted.locations, extensions: { code: 'VALIDATION' } };
+    return { message: formatted.message, locations: formatted.locations, extensions: { code: 'VALIDATION', ...fieldOf(error) } };
   }
   logger.error({ err: original, requestId, path: formatted.path }, 'internal error in GraphQL request');
   return {
@@ -51,15 +52,7 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   };
 }
 
-/**
- * The input field a variable's value failed at, named as our own VALIDATION errors name fields
- * (`amount`, `tiers.0.upTo`): graphql-js says it only in its message ("Variable "$input" got
- * invalid value … at "input.kind"", "Variable "$first" of required type …").
- */
-export function variableFieldOf(message: string): string | undefined {
-  const match = /^Variable "\$([^"]+)" (?:got invalid value .*? at "([^"]+)";|got invalid value|of required type|of non-null type)/s.exec(message);
-  if (!match) return undefined;
-  const [, variable, at] = match;
-  if (!at || at === variable) return variable;
-  return at.startsWith(`${variable}.`) ? at.slice(variable!.length + 1).replace(/\[(\d+)\]/g, '.$1') : at;
+function fieldOf(error: unknown): { field?: string } {
+  const field = inputFieldOf(error);
+  return field ? { field } : {};
 }
