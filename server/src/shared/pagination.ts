@@ -15,10 +15,17 @@ export function encodeCreatedCursor(row: CreatedCursor): string {
   return Buffer.from(`${row.createdAt.toISOString()}|${row.id}`).toString('base64url');
 }
 
+/** A cursor's time exactly as encodeCreatedCursor writes it (toISOString): anything else was not issued here. */
+const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
 export function decodeCreatedCursor(field: string, cursor: string): CreatedCursor {
-  const [iso, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  const createdAt = iso ? new Date(iso) : undefined;
-  if (!createdAt || Number.isNaN(createdAt.getTime()) || !isStorableTime(createdAt) || !id || !isUuid(id)) throw invalidField(field, 'is not a cursor this API issued');
+  const parts = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const [iso, id] = parts;
+  const createdAt = parts.length === 2 && iso && CURSOR_TIME.test(iso) ? new Date(iso) : undefined;
+  // Read back the way it was written: "2026-02-30T…" would roll over to March.
+  if (!createdAt || Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso || !isStorableTime(createdAt) || !id || !isUuid(id)) {
+    throw invalidField(field, 'is not a cursor this API issued');
+  }
   return { createdAt, id: id.toLowerCase() };
 }
 
@@ -29,11 +36,12 @@ export function decodeCreatedCursor(field: string, cursor: string): CreatedCurso
 export function createdKeysetPage(params: { before?: string; after?: string; inverted: boolean }) {
   const { before, after, inverted } = params;
   const conditions: object[] = [];
-  if (after) {
+  // An empty cursor is a cursor too (not "from the start"): it was never issued.
+  if (after !== undefined && after !== null) {
     const c = decodeCreatedCursor('after', after);
     conditions.push({ OR: [{ createdAt: { lt: c.createdAt } }, { createdAt: c.createdAt, id: { lt: c.id } }] });
   }
-  if (before) {
+  if (before !== undefined && before !== null) {
     const c = decodeCreatedCursor('before', before);
     conditions.push({ OR: [{ createdAt: { gt: c.createdAt } }, { createdAt: c.createdAt, id: { gt: c.id } }] });
   }
