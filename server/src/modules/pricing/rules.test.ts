@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { AppError } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { clashingRule, rulesInForce, type RuleRow } from './rules.service.ts';
-import { applyRule, periodChargeAttos, selectRule, validateRule, type PricingRule, type Tier } from './rules.ts';
+import { applyRule, maxEventChargeAttos, periodChargeAttos, selectRule, validateRule, type PricingRule, type Tier } from './rules.ts';
 
 const usd = (text: string) => parseDecimalAttos('test', text);
 const ATTO_SCALE = 10n ** 18n;
@@ -262,6 +262,76 @@ describe('minimum charge', () => {
           expect(floored.marginAttos).toBe(floored.chargeAttos - costAttos);
         }),
     );
+  });
+});
+
+describe('VOLUME priced from what the rule charged (another version priced part of the period)', () => {
+  const doubled: PricingRule = { kind: 'VOLUME', tiers: [{ upTo: 100, unitPrice: '2' }, { upTo: null, unitPrice: '1' }] };
+
+  it("charges the period's price at this version less what was charged, whichever way that goes", () => {
+    // 110 units at 1 = 110, of which 100 was charged: 10, where this version's own price of 100 (200) gives -90.
+    expect(applyRule(doubled, { quantity: 10, priorQuantity: 100 }).chargeAttos).toBe(usd('-90'));
+    expect(applyRule(doubled, { quantity: 10, priorQuantity: 100, priorChargeAttos: usd('100') }).chargeAttos).toBe(usd('10'));
+    // Charged more than this version prices the period at: the difference comes back, no more.
+    expect(applyRule(doubled, { quantity: 10, priorQuantity: 100, priorChargeAttos: usd('150') }).chargeAttos).toBe(usd('-40'));
+    expect(applyRule(doubled, { quantity: 1, priorQuantity: 0, priorChargeAttos: 0n }).chargeAttos).toBe(usd('2'));
+  });
+
+  it('is ignored by the other kinds, whose increments price only their own units', () => {
+    const graduated: PricingRule = { kind: 'GRADUATED', tiers: doubled.tiers };
+    expect(applyRule(graduated, { quantity: 10, priorQuantity: 100, priorChargeAttos: usd('7') }).chargeAttos).toBe(usd('10'));
+    expect(applyRule({ kind: 'FLAT', unitPrice: '1' }, { quantity: 10, priorQuantity: 100, priorChargeAttos: usd('7') }).chargeAttos).toBe(usd('10'));
+  });
+});
+
+describe('markup of an unknown cost', () => {
+  it('charges only the fee per request: no floor', () => {
+    const rule: PricingRule = { kind: 'MARKUP', percent: '25', feePerRequest: '0.001', minimumCharge: '0.50' };
+    expect(applyRule(rule, { quantity: 0, costAttos: 0n, requests: 2, costUnknown: true })).toEqual({ chargeAttos: usd('0.002'), marginAttos: usd('0.002') });
+    expect(applyRule({ kind: 'MARKUP', percent: '25', minimumCharge: '0.50' }, { quantity: 0, costAttos: 0n, costUnknown: true }).chargeAttos).toBe(0n);
+    // A cost known to be zero (a free model) is still floored.
+    expect(applyRule(rule, { quantity: 0, costAttos: 0n }).chargeAttos).toBe(usd('0.50'));
+  });
+});
+
+describe('maxEventChargeAttos (what a quote reserves)', () => {
+  it('prices at the dearest tier, with every flat fee, whatever the period total', () => {
+    const allowance: PricingRule = { kind: 'GRADUATED', tiers: [{ upTo: 1000, unitPrice: '0' }, { upTo: null, unitPrice: '0.01', flatFee: '2' }] };
+    expect(maxEventChargeAttos(allowance, 500)).toBe(usd('7'));
+    expect(applyRule(allowance, { quantity: 500, priorQuantity: 900 }).chargeAttos).toBe(usd('6'));
+    // A VOLUME move out of a free tier re-prices its 1000 units at the dearer rate.
+    const volume: PricingRule = { kind: 'VOLUME', tiers: [{ upTo: 1000, unitPrice: '0' }, { upTo: null, unitPrice: '0.01' }] };
+    expect(applyRule(volume, { quantity: 1, priorQuantity: 1000 }).chargeAttos).toBe(usd('10.01'));
+    expect(maxEventChargeAttos(volume, 1)).toBe(usd('10.01'));
+    // Cheaper tiers above re-price nothing upwards.
+    expect(maxEventChargeAttos({ kind: 'VOLUME', tiers: [{ upTo: 100, unitPrice: '1' }, { upTo: null, unitPrice: '0.5' }] }, 10)).toBe(usd('10'));
+    // A partly used package has room left: the most is the packages of an empty period.
+    const pack: PricingRule = { kind: 'PACKAGE', packageSize: 100, packagePrice: '1' };
+    expect(maxEventChargeAttos(pack, 101)).toBe(usd('2'));
+    expect(applyRule(pack, { quantity: 101, priorQuantity: 199 }).chargeAttos).toBe(usd('1'));
+    expect(applyRule(pack, { quantity: 101, priorQuantity: 200 }).chargeAttos).toBe(usd('2'));
+    expect(maxEventChargeAttos({ kind: 'FLAT', unitPrice: '0.1', minimumCharge: '1' }, 3)).toBe(usd('1'));
+  });
+
+  it('property: never below what the event is charged, whatever the total before it', () => {
+    const quantityArb = fc.oneof(fc.nat({ max: 12_000 }), fc.tuple(fc.nat({ max: 12_000 }), fc.nat({ max: 999_999 })).map(([whole, micro]) => `${whole}.${String(micro).padStart(6, '0')}`));
+    const minimumArb = fc.option(priceArb, { nil: undefined });
+    const ruleArb: fc.Arbitrary<PricingRule> = fc.oneof(
+      fc.record({ kind: fc.constant('FLAT' as const), unitPrice: priceArb, perUnits: fc.integer({ min: 1, max: 1000 }), minimumCharge: minimumArb }),
+      fc.record({ kind: fc.constant('GRADUATED' as const), tiers: tiersArb, minimumCharge: minimumArb }),
+      fc.record({ kind: fc.constant('VOLUME' as const), tiers: tiersArb }),
+      fc.record({ kind: fc.constant('PACKAGE' as const), packageSize: fc.oneof(fc.integer({ min: 1, max: 500 }), fc.constant('2.5')), packagePrice: priceArb, minimumCharge: minimumArb }),
+    );
+    fc.assert(
+      fc.property(ruleArb, quantityArb, quantityArb, (rule, quantity, priorQuantity) => {
+        expect(applyRule(rule, { quantity, priorQuantity }).chargeAttos).toBeLessThanOrEqual(maxEventChargeAttos(rule, quantity));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('has no bound for a markup, which follows the cost', () => {
+    expect(validationField(() => maxEventChargeAttos({ kind: 'MARKUP', percent: '10' }, 1))).toBe('rule.kind');
   });
 });
 

@@ -12,7 +12,9 @@ import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity
  * the billing period of the units the rule itself priced (one total per rule, whatever else
  * prices its meter): an event's charge is periodCharge(prior + quantity) − periodCharge(prior).
  * The increments therefore telescope, so however a period's usage is split into events, the
- * charges sum to exactly periodCharge(total), rounding included.
+ * charges sum to exactly periodCharge(total), rounding included. A VOLUME rule whose period was
+ * partly priced by another version of it is priced from what it charged instead (see
+ * ApplyInput.priorChargeAttos), which keeps that sum equal to the version in force's volume price.
  */
 
 export type { Quantity } from './decimal.ts';
@@ -56,6 +58,20 @@ export interface ApplyInput {
   costAttos?: bigint;
   /** Requests in this event, for MARKUP's per-request fee; default 1. */
   requests?: number;
+  /**
+   * VOLUME: what the rule (every version of its name) already charged in the period, when that may
+   * differ from this version's price of priorQuantity (another version, or another kind, priced
+   * part of the period). The charge is then periodCharge(priorQuantity + quantity) − this: the
+   * period re-priced at this version, less what was charged. Ignored by the other kinds, whose
+   * increments price only the event's own units.
+   */
+  priorChargeAttos?: bigint;
+  /**
+   * MARKUP: the event's provider cost is unknown (costAttos is 0 for want of a price, not because
+   * the call was free): only the fee per request is charged, and no minimumCharge, which floors a
+   * markup of a known cost.
+   */
+  costUnknown?: boolean;
 }
 
 export interface ApplyResult {
@@ -302,8 +318,12 @@ function markupParts(rule: Extract<PricingRule, { kind: 'MARKUP' }>) {
  * that moves the total into a cheaper tier gets a NEGATIVE charge: a credit for what earlier events
  * over-collected. That keeps what the customer has paid equal to the volume price of what they
  * used at every point of the period; clamping it to zero would overcharge them for the rest of it.
+ * With priorChargeAttos (another version priced part of the period), the charge is the volume
+ * price of the period after the event less what was charged: negative only as far as this version
+ * prices the period below what the customer was charged, so never more than was charged.
  * Every other kind is never negative.
- * minimumCharge raises a charge to the floor and never lowers one.
+ * minimumCharge raises a charge to the floor and never lowers one; a MARKUP of an unknown cost
+ * (costUnknown) charges only its fee per request, with no floor.
  */
 export function applyRule(rule: PricingRule, input: ApplyInput): ApplyResult {
   const cost = input.costAttos ?? 0n;
@@ -316,14 +336,93 @@ export function applyRule(rule: PricingRule, input: ApplyInput): ApplyResult {
   if (rule.kind === 'MARKUP') {
     const { percent, fee } = parsedOnce(rule).markup!;
     const requests = count('requests', input.requests ?? 1);
+    if (input.costUnknown) return { chargeAttos: fee * requests, marginAttos: fee * requests - cost };
     charge = roundHalfUp(cost * (PERCENT_SCALE + percent), PERCENT_SCALE) + fee * requests;
   } else {
     const pricer = parsedOnce(rule).pricer!;
-    charge = pricer(prior + quantity) - pricer(prior);
+    if (rule.kind === 'VOLUME' && input.priorChargeAttos !== undefined) {
+      if (typeof input.priorChargeAttos !== 'bigint') throw invalidField('priorChargeAttos', 'must be a bigint of atto-units');
+      charge = pricer(prior + quantity) - input.priorChargeAttos;
+    } else {
+      charge = pricer(prior + quantity) - pricer(prior);
+    }
   }
   const { minimum } = parsedOnce(rule);
   if (minimum !== null && charge < minimum) charge = minimum;
   return { chargeAttos: charge, marginAttos: charge - cost };
+}
+
+/**
+ * The most one event that adds `quantity` to a quantity rule's period total can be charged, in
+ * attos, whatever the total before it: what a quote, which knows no period total, reserves.
+ * - FLAT: quantity × unitPrice / perUnits, rounded up (an increment's two roundings differ by
+ *   less than one atto from the exact amount).
+ * - GRADUATED: quantity × the dearest tier's unitPrice, rounded up, plus every tier's flatFee.
+ * - VOLUME: the same at the dearest tier with the dearest flatFee, plus, when a tier is dearer
+ *   than one below it, the most that re-pricing the period's earlier units can add: an event that
+ *   takes the total from tier i into a dearer tier j re-prices at most upTo(i) earlier units at
+ *   unitPrice(j) − unitPrice(i).
+ * - PACKAGE: ceil(quantity / packageSize) packages. A partly used package has room left, which
+ *   can only lower what the event takes, so the count from an empty period is the most.
+ * minimumCharge raises the bound to itself. Exact for the version pricing the whole period; a
+ * VOLUME event priced from what another version charged (priorChargeAttos) re-prices units this
+ * bound does not know of.
+ */
+export function maxEventChargeAttos(rule: PricingRule, quantity: Quantity): bigint {
+  const bound = boundOf(rule);
+  if (!bound) throw invalidField('rule.kind', 'MARKUP has no bound in units: it follows each event\'s cost');
+  const { minimum } = parsedOnce(rule);
+  const most = bound(scaledQuantity('quantity', quantity));
+  return minimum !== null && most < minimum ? minimum : most;
+}
+
+const bounds = new WeakMap<PricingRule, Pricer | null>();
+function boundOf(rule: PricingRule): Pricer | null {
+  let bound = bounds.get(rule);
+  if (bound === undefined) bounds.set(rule, (bound = eventBound(rule)));
+  return bound;
+}
+
+function eventBound(rule: PricingRule): Pricer | null {
+  switch (rule.kind) {
+    case 'FLAT': {
+      const unit = priceAttos('rule.unitPrice', rule.unitPrice);
+      const per = positiveQuantity('rule.perUnits', rule.perUnits ?? 1);
+      return (quantity) => ceilDiv(unit * quantity, per);
+    }
+    case 'GRADUATED': {
+      const tiers = parseTiers(rule.tiers);
+      const dearest = tiers.reduce((most, tier) => (tier.unitPrice > most ? tier.unitPrice : most), 0n);
+      const fees = tiers.reduce((sum, tier) => sum + tier.flatFee, 0n);
+      return (quantity) => ceilDiv(dearest * quantity, QUANTITY_SCALE) + fees;
+    }
+    case 'VOLUME': {
+      const tiers = parseTiers(rule.tiers);
+      const dearest = tiers.reduce((most, tier) => (tier.unitPrice > most ? tier.unitPrice : most), 0n);
+      const dearestFee = tiers.reduce((most, tier) => (tier.flatFee > most ? tier.flatFee : most), 0n);
+      // Most a move from tier i into a dearer later tier re-prices: upTo(i) units at the difference.
+      let repricing = 0n;
+      let dearerAbove = 0n;
+      for (let i = tiers.length - 1; i >= 0; i--) {
+        const tier = tiers[i]!;
+        if (tier.upTo !== null && dearerAbove > tier.unitPrice) {
+          const most = (dearerAbove - tier.unitPrice) * tier.upTo;
+          if (most > repricing) repricing = most;
+        }
+        if (tier.unitPrice > dearerAbove) dearerAbove = tier.unitPrice;
+      }
+      return (quantity) => ceilDiv(dearest * quantity + repricing, QUANTITY_SCALE) + dearestFee;
+    }
+    case 'PACKAGE': {
+      const size = positiveQuantity('rule.packageSize', rule.packageSize);
+      const price = priceAttos('rule.packagePrice', rule.packagePrice);
+      return (quantity) => ceilDiv(quantity, size) * price;
+    }
+    case 'MARKUP':
+      return null;
+    default:
+      throw invalidField('rule.kind', 'must be FLAT, MARKUP, GRADUATED, VOLUME or PACKAGE');
+  }
 }
 
 export interface RuleEvent {

@@ -7,7 +7,7 @@ import { applyRule, periodChargeAttos, type PricingRule, type Tier } from '../pr
 import type { RuleRow } from '../pricing/rules.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
-import { estimateIncomplete, periodContribution, priceUsage, providerCost, readChargeLine, REPORTED_COST_REF, ruleTie, stepPeriodTotal, storedChargeLines } from './usage.pricing.ts';
+import { estimateIncomplete, periodContribution, periodEndOf, priceUsage, providerCost, readChargeLine, REPORTED_COST_REF, ruleTie, stepPeriodTotal, storedChargeLines, volumeCreditNeed } from './usage.pricing.ts';
 import { blankUsage } from './usage.types.ts';
 
 /**
@@ -125,7 +125,7 @@ describe('priceUsage with a plan', () => {
   const price = (planRules: RuleRow[] | null, provider = 'acme', occurredAt = new Date('2026-06-15')) =>
     priceUsage({
       usage: { ...blankUsage({ requests: 1 }), provider, model: 'm1', outputTokens: 500 }, occurredAt, rules: defaults, planRules,
-      steps: new Map([['out', { quantity: 500n, prior: 0n }], ['requests', { quantity: 1n, prior: 0n }]]), costAttos: attos('0.002'), costProblem: null,
+      steps: new Map([['out', { quantity: 500n, prior: 0n }], ['requests', { quantity: 1n, prior: 0n }]]), costAttos: attos('0.002'), costProblem: null, currency: 'USD',
     });
 
   it('no plan: the default book prices everything', () => {
@@ -159,6 +159,105 @@ describe('priceUsage with a plan', () => {
   it('a rule archived in the plan gives the meter back to the default book', () => {
     const archived = { ...planOutput, archivedAt: new Date('2026-03-01') };
     expect(price([archived]).lines.find((line) => line.meter === 'out')).toMatchObject({ ruleId: defaults[2]!.id, chargeAttos: attos('0.01') });
+  });
+});
+
+/** A markup prices a provider cost, known in USD only; a quote prices meters at their most. */
+describe('priceUsage: markups of unknown cost or in another currency, and quotes', () => {
+  let ids = 0;
+  const row = (name: string, type: RuleRow['type'], config: Record<string, unknown>, meterKey: string | null = null): RuleRow => ({
+    id: `00000000-0000-4000-8000-${String(++ids).padStart(12, '0')}`, merchantId: 'm', planId: null, name, type, meterKey, provider: null, model: null,
+    currency: 'USD', config: config as RuleRow['config'], effectiveFrom: new Date('2026-01-01'), archivedAt: null, createdAt: new Date('2026-01-01'),
+  });
+  const attos = (text: string) => parseDecimalAttos('x', text);
+  const markup = row('markup', 'MARKUP', { percent: '25', feePerRequest: '0.001', minimumCharge: '0.50' });
+  const tiers = row('out', 'GRADUATED', { tiers: [{ upTo: 1000, unitPrice: '0' }, { upTo: null, unitPrice: '0.01' }] }, 'out');
+  const usage = { ...blankUsage({ requests: 2 }), provider: 'openai', model: 'm1', outputTokens: 500 };
+  const price = (fields: { currency?: string; costAttos?: bigint; costProblem?: string | null; atMost?: boolean; prior?: bigint }) =>
+    priceUsage({
+      usage, occurredAt: new Date('2026-06-15'), rules: [markup, tiers], steps: new Map([['out', { quantity: 500n, prior: fields.prior ?? 0n }]]),
+      costAttos: fields.costAttos ?? 0n, costProblem: fields.costProblem ?? null, currency: fields.currency ?? 'USD', atMost: fields.atMost,
+    });
+
+  it('an unknown cost is charged only the fee per request, without the minimum', () => {
+    expect(price({ costProblem: 'no provider price for openai/m1' }).lines.map((line) => line.chargeAttos)).toEqual([attos('0.002'), 0n]);
+    expect(price({ costAttos: attos('0.01') }).lines[0]!.chargeAttos).toBe(attos('0.50'));
+  });
+
+  it('an event in another currency is priced by the rules on meters only', () => {
+    const priced = price({ currency: 'EUR', costProblem: 'provider costs are in USD and this event is in EUR: with no exchange rate its cost is unknown', prior: 1000n });
+    expect(priced.lines.map((line) => [line.rule, line.chargeAttos])).toEqual([['out', attos('5')]]);
+    expect(price({ currency: 'EUR' }).lines.map((line) => line.rule)).toEqual(['out']);
+  });
+
+  it('atMost prices each meter at the most its rule can charge the quantity, whatever the total before it', () => {
+    expect(price({ costAttos: attos('0.01') }).chargeAttos).toBe(attos('0.50'));
+    expect(price({ costAttos: attos('0.01'), atMost: true }).chargeAttos).toBe(attos('0.50') + attos('5'));
+    expect(price({ costAttos: attos('0.01'), prior: 5000n }).chargeAttos).toBe(attos('0.50') + attos('5'));
+  });
+});
+
+/**
+ * When a VOLUME rule's line needs the period's credit read: another version of the rule in force
+ * at some time of the period (priced from what was charged), or a move into a cheaper tier (a
+ * negative line, capped). Nothing else reads it.
+ */
+describe('volumeCreditNeed', () => {
+  const PLAN = '00000000-0000-4000-8000-00000000a1a1';
+  let ids = 0;
+  const version = (name: string, type: RuleRow['type'], effectiveFrom: string, fields: Partial<RuleRow> = {}): RuleRow => ({
+    id: `00000000-0000-4000-8000-${String(++ids).padStart(12, '0')}`, merchantId: 'm', planId: null, name, type, meterKey: 'out', provider: null, model: null, currency: 'USD',
+    config: (type === 'VOLUME' ? { tiers: [{ upTo: 100, unitPrice: '1' }, { upTo: null, unitPrice: '0.5' }] } : { unitPrice: '1' }) as RuleRow['config'],
+    effectiveFrom: new Date(effectiveFrom), archivedAt: null, createdAt: new Date(effectiveFrom), ...fields,
+  });
+  const JUNE = new Date('2026-06-01T00:00:00Z');
+  const step = (rule: RuleRow, prior: bigint, quantity: bigint) => ({ rule, prior, quantity });
+
+  it('one version all month: only a move into a cheaper tier needs it', () => {
+    const v = version('v', 'VOLUME', '2026-01-01');
+    expect(volumeCreditNeed(step(v, 0n, 100n), [v], JUNE)).toBeNull();
+    expect(volumeCreditNeed(step(v, 100n, 1n), [v], JUNE)).toBe('credit');
+    expect(volumeCreditNeed(step(v, 101n, 1n), [v], JUNE)).toBeNull();
+    expect(volumeCreditNeed(step(v, 100n, 0n), [v], JUNE)).toBeNull();
+  });
+
+  it('another version in force at some time of the month: priced from what was charged', () => {
+    const before = version('v', 'VOLUME', '2026-01-01');
+    const after = version('v', 'VOLUME', '2026-06-10T00:00:00Z');
+    expect(volumeCreditNeed(step(after, 0n, 1n), [before, after], JUNE)).toBe('charged');
+    // In July only the later version is in force; in May only the earlier one.
+    expect(volumeCreditNeed(step(after, 0n, 1n), [before, after], new Date('2026-07-01T00:00:00Z'))).toBeNull();
+    expect(volumeCreditNeed(step(before, 0n, 1n), [before, after], new Date('2026-05-01T00:00:00Z'))).toBeNull();
+    // A version that starts on the first of the month replaces the earlier one for all of it.
+    const fromJune = version('v', 'VOLUME', '2026-06-01T00:00:00Z');
+    expect(volumeCreditNeed(step(fromJune, 0n, 1n), [before, fromJune], JUNE)).toBeNull();
+    // Another kind under the name counts as a version.
+    const flat = version('v', 'FLAT', '2026-01-01');
+    expect(volumeCreditNeed(step(after, 0n, 1n), [flat, after], JUNE)).toBe('charged');
+  });
+
+  it('a version archived before the month, or stopped before it took effect, priced nothing in it', () => {
+    const archived = version('v', 'VOLUME', '2026-01-01', { archivedAt: new Date('2026-05-20T00:00:00Z') });
+    const again = version('v', 'VOLUME', '2026-06-10T00:00:00Z');
+    expect(volumeCreditNeed(step(again, 0n, 1n), [archived, again], JUNE)).toBeNull();
+    const stoppedEarly = version('v', 'VOLUME', '2026-06-05T00:00:00Z', { archivedAt: new Date('2026-06-02T00:00:00Z') });
+    const current = version('v', 'VOLUME', '2026-01-01', { archivedAt: new Date('2026-06-02T00:00:00Z') });
+    const reput = version('v', 'VOLUME', '2026-06-20T00:00:00Z');
+    // `current` was in force from the 1st to the 2nd of June: the re-put version carries on from it.
+    expect(volumeCreditNeed(step(reput, 0n, 1n), [current, stoppedEarly, reput], JUNE)).toBe('charged');
+  });
+
+  it('other names, the same name in another book, and other kinds of step need nothing', () => {
+    const v = version('v', 'VOLUME', '2026-06-10T00:00:00Z');
+    const others = [version('w', 'VOLUME', '2026-01-01'), version('v', 'VOLUME', '2026-01-01', { planId: PLAN })];
+    expect(volumeCreditNeed(step(v, 0n, 1n), [v, ...others], JUNE)).toBeNull();
+    const graduated = version('g', 'GRADUATED', '2026-06-10T00:00:00Z', { config: { tiers: [{ upTo: null, unitPrice: '1' }] } as RuleRow['config'] });
+    expect(volumeCreditNeed(step(graduated, 0n, 1n), [version('g', 'FLAT', '2026-01-01'), graduated], JUNE)).toBeNull();
+  });
+
+  it('periodEndOf is the first of the next month, across a year', () => {
+    expect(periodEndOf(JUNE).toISOString()).toBe('2026-07-01T00:00:00.000Z');
+    expect(periodEndOf(new Date('2026-12-01T00:00:00Z')).toISOString()).toBe('2027-01-01T00:00:00.000Z');
   });
 });
 
@@ -208,7 +307,7 @@ describe('providerCost', () => {
     };
     const usage = openRouter({ providerReportedCostUsd: '0.12345678901234567' });
     const cost = providerCost(usage, () => null);
-    const priced = priceUsage({ usage, occurredAt: new Date('2026-06-01'), rules: [markup], steps: new Map(), costAttos: cost.costAttos, costProblem: cost.problem });
+    const priced = priceUsage({ usage, occurredAt: new Date('2026-06-01'), rules: [markup], steps: new Map(), costAttos: cost.costAttos, costProblem: cost.problem, currency: 'USD' });
     // × 1.25 = 0.1543209862654320875, rounded half up to the atto.
     expect(priced).toMatchObject({ costAttos: 123_456_789_012_345_670n, chargeAttos: 154_320_986_265_432_088n, marginAttos: 30_864_197_253_086_418n });
   });
@@ -254,7 +353,7 @@ describe('ruleTie', () => {
     expect(tie).toMatchObject({ code: 'CONFLICT', details: { field: 'rules', rules: ['claude a', 'claude b'] } });
     expect(tie?.message).toContain('"claude a" and "claude b"');
     expect(ruleTie({ usage: usage('openai'), occurredAt: at, rules, meters: [] })).toBeNull();
-    expect(() => priceUsage({ usage: usage('openai'), occurredAt: at, rules, steps: new Map(), costAttos: 1n, costProblem: null })).not.toThrow();
+    expect(() => priceUsage({ usage: usage('openai'), occurredAt: at, rules, steps: new Map(), costAttos: 1n, costProblem: null, currency: 'USD' })).not.toThrow();
   });
 
   it('finds a tie on a meter the event moves, of any quantity kinds', () => {

@@ -5,8 +5,8 @@ import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import { QUANTITY_SCALE, ScaledQuantity, scaledQuantity } from '../pricing/decimal.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
-import { applyRule, selectRule, type PricingRule, type Quantity, type RuleEvent } from '../pricing/rules.ts';
-import { describeTarget, ruleTargetKey, rulesInForce, toPricingRule, type RuleRow } from '../pricing/rules.service.ts';
+import { applyRule, maxEventChargeAttos, selectRule, type PricingRule, type Quantity, type RuleEvent } from '../pricing/rules.ts';
+import { describeTarget, ruleTargetKey, rulesInForce, toPricingRule, tookEffect, type RuleRow } from '../pricing/rules.service.ts';
 import type { NormalizedUsage } from './usage.types.ts';
 
 /**
@@ -98,6 +98,12 @@ export interface MeterStep {
    * otherwise the meter's rule is chosen here.
    */
   rule?: RuleRow;
+  /**
+   * What that rule (its book and name, every version) charged in the period so far, for a VOLUME
+   * rule that another version priced part of the period (see volumeCreditNeed): its line is then
+   * the period's price at this version less this (ApplyInput.priorChargeAttos).
+   */
+  charged?: bigint;
 }
 
 /** Which rule's count a meter's units go to: its book ("" for the default book, else the plan's id) and its name. */
@@ -112,6 +118,56 @@ export interface RuleScope {
  */
 export function ruleScopeOf(row: Pick<RuleRow, 'planId' | 'name'>): RuleScope {
   return { priceBook: row.planId ?? '', ruleName: row.name };
+}
+
+/** The start of the period after the one starting at `periodStart` (a calendar month, UTC). */
+export function periodEndOf(periodStart: Date): Date {
+  const end = new Date(periodStart.getTime());
+  end.setUTCMonth(end.getUTCMonth() + 1);
+  return end;
+}
+
+/**
+ * What pricing an event's step of a VOLUME rule needs from its period's credit (see
+ * usage.credits.ts), told before the batch is priced so that every period needed is read at once:
+ * - 'charged': another version of the rule (its book and name: another price, or another kind)
+ *   was in force at some time of the period, so what the rule charged in it need not be this
+ *   version's price of the total before the event: the line is priced from what was charged
+ *   (MeterStep.charged);
+ * - 'credit': the step takes the total into a cheaper tier, so its line is negative and is capped
+ *   by the period's credit;
+ * - null: neither, and for every step of the other kinds (never negative, and priced on the units
+ *   they add). With one version all period, what the rule charged is exactly its price of the total
+ *   before the event (the increments telescope, and no cap lowers a give-back: the volume price is
+ *   never below zero), so nothing is read.
+ * `versions`: every version of the step's rule's book (RuleBook.defaults, or its plan's).
+ */
+export function volumeCreditNeed(step: { rule: RuleRow; prior: Quantity; quantity: Quantity }, versions: readonly RuleRow[], periodStart: Date): 'charged' | 'credit' | null {
+  const { rule } = step;
+  if (rule.type !== 'VOLUME' || scaledQuantity('quantity', step.quantity) === 0n) return null;
+  if (otherVersionInPeriod(versions, rule, periodStart)) return 'charged';
+  return applyRule(pricingRuleOf(rule), { quantity: step.quantity, priorQuantity: step.prior }).chargeAttos < 0n ? 'credit' : null;
+}
+
+/** Per version and period start: whether another version of its rule was in force in that period. */
+const otherVersions = new WeakMap<RuleRow, Map<number, boolean>>();
+function otherVersionInPeriod(versions: readonly RuleRow[], row: RuleRow, periodStart: Date): boolean {
+  let known = otherVersions.get(row);
+  if (!known) otherVersions.set(row, (known = new Map()));
+  const answer = known.get(periodStart.getTime());
+  if (answer !== undefined) return answer;
+  const start = periodStart.getTime();
+  const end = periodEndOf(periodStart).getTime();
+  // A version is in force from its effectiveFrom until the next version's, or until it was archived.
+  const timeline = versions.filter((other) => other.name === row.name && other.planId === row.planId && tookEffect(other))
+    .sort((a, b) => a.effectiveFrom.getTime() - b.effectiveFrom.getTime());
+  const found = timeline.some((other, index) => {
+    if (other.id === row.id) return false;
+    const until = Math.min(timeline[index + 1]?.effectiveFrom.getTime() ?? Infinity, other.archivedAt?.getTime() ?? Infinity);
+    return other.effectiveFrom.getTime() < end && until > start && until > other.effectiveFrom.getTime();
+  });
+  known.set(start, found);
+  return found;
 }
 
 /**
@@ -226,6 +282,14 @@ function exactAttos(text: string): bigint | null {
  * adds to that rule's period total for the customer (`steps`, see PeriodStep and meterRules),
  * from the total before it. With no rule at all, cost passes through.
  *
+ * A markup prices a provider cost, which is in USD (PROVIDER_COST_CURRENCY): an event in another
+ * currency has none, so no markup prices it (rules carry no currency: its fee would be charged as
+ * that many euros), and only the rules on meters do. An event whose cost is unknown (costProblem)
+ * is charged only the markup's fee per request.
+ *
+ * `atMost` (a quote, which knows no period total): each meter is priced at the most its rule can
+ * charge an event of that quantity whatever the total before it (see maxEventChargeAttos).
+ *
  * When the customer was on a plan at the event's time (`planRules`: every version of that
  * plan's rules), the plan's rules in force win for what they cover: the markup when one of them
  * matches the event, and each meter one of them matches. The default book (`rules`) prices
@@ -240,25 +304,30 @@ export function priceUsage(params: {
   steps: ReadonlyMap<string, MeterStep>;
   costAttos: bigint;
   costProblem: string | null;
+  /** The event's currency. */
+  currency: string;
+  atMost?: boolean;
 }): PricedUsage {
   const { usage, steps, costAttos } = params;
   const books = booksAt(params);
   const provider = usage.provider || null;
   const lines: ChargeLine[] = [];
 
-  const markup = firstMatch(books, null, { provider, model: usage.model, meter: null });
+  const markup = params.currency === PROVIDER_COST_CURRENCY ? firstMatch(books, null, { provider, model: usage.model, meter: null }) : null;
   if (markup) {
-    const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests });
+    const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests, costUnknown: params.costProblem !== null });
     lines.push(lineOf(markup.row, null, null, chargeAttos));
   }
-  for (const [meterKey, { quantity, prior, rule }] of steps) {
+  for (const [meterKey, { quantity, prior, rule, charged }] of steps) {
     const match = rule ? { row: rule, rule: pricingRuleOf(rule) } : firstMatch(books, meterKey, { provider, model: usage.model, meter: meterKey });
     if (!match) continue;
     // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
     // through), at nothing: no minimumCharge for an event that adds nothing.
     const { chargeAttos } = scaledQuantity('quantity', quantity) === 0n
       ? { chargeAttos: 0n }
-      : applyRule(match.rule, { quantity, priorQuantity: prior, costAttos: 0n, requests: usage.requests });
+      : params.atMost
+        ? { chargeAttos: maxEventChargeAttos(match.rule, quantity) }
+        : applyRule(match.rule, { quantity, priorQuantity: prior, priorChargeAttos: charged, costAttos: 0n, requests: usage.requests });
     lines.push(lineOf(match.row, meterKey, String(quantity), chargeAttos));
   }
   const passThrough = lines.length === 0;

@@ -21,8 +21,11 @@ import type { PriceRuleService, RuleRow } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
-import { BatchPeriodCredits, capCredits } from './usage.credits.ts';
-import { estimateIncomplete, meterQuantities, meterRules, periodContribution, priceUsage, providerCost, readChargeLine, ruleScopeOf, ruleTie, stepPeriodTotal, storedChargeLines, type PeriodStep, type PricedUsage, type StoredChargeLine } from './usage.pricing.ts';
+import { BatchPeriodCredits, capCredits, ruleNet } from './usage.credits.ts';
+import {
+  estimateIncomplete, meterQuantities, meterRules, periodContribution, priceUsage, PROVIDER_COST_CURRENCY, providerCost, readChargeLine, ruleScopeOf, ruleTie, stepPeriodTotal,
+  storedChargeLines, volumeCreditNeed, type MeterStep, type PeriodStep, type PricedUsage, type StoredChargeLine,
+} from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
 /** One usage record as an app (or the gateway) reports it. */
@@ -365,11 +368,12 @@ export class UsageService {
   }
 
   /**
-   * What `usage` would be charged now, without recording anything: provider cost at today's
-   * price, then the merchant's rules (those of `customerId`'s plan first, when given), with tiers
-   * priced from the start of the period (the first tier is usually the dearest, so this errs
-   * high) and each meter aggregated as recording does (a COUNT meter counts the call once, not
-   * its tokens). Used to reserve a call's maximum.
+   * The most `usage` could be charged now, without recording anything or reading the customer's
+   * period totals: provider cost at today's price, then the merchant's rules (those of
+   * `customerId`'s plan first, when given), each meter aggregated as recording does (a COUNT
+   * meter counts the call once, not its tokens) and priced at the most its rule can charge that
+   * quantity whatever the period total before it (see maxEventChargeAttos: a free allowance
+   * already used up is not quoted as free). Used to reserve a call's maximum.
    */
   async quote(merchantId: string, usage: NormalizedUsage, customerId?: string | null, currency?: string): Promise<{ costAttos: bigint; chargeAttos: bigint }> {
     const [meters, book, priceRows, planAt] = await Promise.all([
@@ -383,7 +387,7 @@ export class UsageService {
         const quantity = meterQuantities(usage, [meter], NO_QUANTITIES).get(meter.key);
         return quantity === undefined ? [] : [[meter.key, stepPeriodTotal(meter.aggregation, 0n, quantity)] as const];
       })),
-      costAttos: cost.costAttos, costProblem: cost.problem,
+      costAttos: cost.costAttos, costProblem: cost.problem, currency: currency ?? PROVIDER_COST_CURRENCY, atMost: true,
     });
     return { costAttos: priced.costAttos, chargeAttos: priced.chargeAttos };
   }
@@ -677,15 +681,41 @@ export class UsageService {
         };
         const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
         const credits = new BatchPeriodCredits(batch.tx, merchantId);
+        // The periods whose credit some VOLUME line needs (see volumeCreditNeed), read in one
+        // statement; and the events priced from what their rule charged in the period.
+        const fromCharged = new Map<number, string[]>();
+        for (const item of priceable) {
+          const moved = steps.get(item.index);
+          if (!moved) continue;
+          for (const [meter, step] of moved) {
+            if (step.rule.type !== 'VOLUME') continue;
+            const need = volumeCreditNeed(step, step.rule.planId === null ? book.defaults : (book.ofPlan(step.rule.planId) ?? []), item.periodStart);
+            if (need === null) continue;
+            credits.need(item.customerId!, item.currency, item.periodStart);
+            if (need === 'charged') fromCharged.set(item.index, [...(fromCharged.get(item.index) ?? []), meter]);
+          }
+        }
+        await credits.load();
         for (const item of priceable) {
           const { provider, model } = item.usage;
           const cost = providerCost(item.usage, () => (provider && model ? priceOf(provider, model, item.occurredAt) : null), item.currency);
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
-          const moved = steps.get(item.index);
+          let moved: ReadonlyMap<string, MeterStep> | undefined = steps.get(item.index);
+          const charging = fromCharged.get(item.index);
+          if (moved && charging) {
+            // As of this event: the batch's earlier events are folded in (see BatchPeriodCredits.add).
+            const period = await credits.periodOf(item.customerId!, item.currency, item.periodStart);
+            const withCharged = new Map<string, MeterStep>(moved);
+            for (const meter of charging) {
+              const step = moved.get(meter)!;
+              withCharged.set(meter, { ...step, charged: ruleNet(period, ruleScopeOf(step.rule!), meter) });
+            }
+            moved = withCharged;
+          }
           let priced: PricedUsage = item.usage.billable
             ? priceUsage({
                 usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: planRulesOf.get(item.index),
-                steps: moved ?? NO_STEPS, costAttos: cost.costAttos, costProblem: cost.problem,
+                steps: moved ?? NO_STEPS, costAttos: cost.costAttos, costProblem: cost.problem, currency: item.currency,
               })
             : { costAttos: 0n, costProblem: null, chargeAttos: 0n, marginAttos: 0n, lines: [], passThrough: false };
           // A period re-priced lower gives back only what was paid (see usage.credits.ts).
