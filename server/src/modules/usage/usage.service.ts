@@ -112,6 +112,12 @@ const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'out
  * period total written for year 50 was not found again, which failed the event's whole batch.
  */
 const EARLIEST_USAGE_MS = Date.parse('2000-01-01T00:00:00Z');
+
+function archivedCustomer(customerId: string, archivedAt: Date): AppError {
+  return new AppError('FORBIDDEN', `Customer ${customerId} was archived at ${archivedAt.toISOString()}: usage after that is not recorded (unarchive it first)`, {
+    field: 'customer', reason: 'CUSTOMER_ARCHIVED', customerId, archivedAt: archivedAt.toISOString(),
+  });
+}
 /** The largest count an event stores (its columns are 32-bit integers). */
 const MAX_COUNT = 2_147_483_647;
 const AUDIO = /^\d{1,9}(\.\d{1,9})?$/;
@@ -452,18 +458,20 @@ export class UsageService {
   private async resolveCustomers(merchantId: string, prepared: Prepared[], results: (UsageResult | undefined)[]): Promise<void> {
     const refs = [...new Set(prepared.map((item) => item.customerRef))];
     const found = await this.db.withConnection((connection) =>
-      connection.query<{ id: string; externalId: string }>(
-        `SELECT id, external_id AS "externalId" FROM customers WHERE merchant_id = $1 AND (id = ANY($2::uuid[]) OR external_id = ANY($3::text[]))`,
+      connection.query<{ id: string; externalId: string; archivedAt: Date | null }>(
+        `SELECT id, external_id AS "externalId", archived_at AS "archivedAt" FROM customers WHERE merchant_id = $1 AND (id = ANY($2::uuid[]) OR external_id = ANY($3::text[]))`,
         [merchantId, refs.filter(isUuid).map((ref) => ref.toLowerCase()), refs],
       ),
     );
-    const byRef = new Map<string, string>();
-    for (const customer of found) byRef.set(customer.externalId, customer.id);
-    for (const customer of found) byRef.set(customer.id, customer.id); // Tollgate's id wins a tie
+    const byRef = new Map<string, (typeof found)[number]>();
+    for (const customer of found) byRef.set(customer.externalId, customer);
+    for (const customer of found) byRef.set(customer.id, customer); // Tollgate's id wins a tie
     for (const item of prepared) {
-      const id = byRef.get(isUuid(item.customerRef) ? item.customerRef.toLowerCase() : item.customerRef) ?? byRef.get(item.customerRef);
-      if (id) item.customerId = id;
-      else results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
+      const customer = byRef.get(isUuid(item.customerRef) ? item.customerRef.toLowerCase() : item.customerRef) ?? byRef.get(item.customerRef);
+      if (!customer) results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
+      // An archived customer starts no new usage; what happened before it was archived is still recorded (late, or retried).
+      else if (customer.archivedAt && item.occurredAt >= new Date(customer.archivedAt)) results[item.index] = { ok: false, error: archivedCustomer(customer.id, new Date(customer.archivedAt)) };
+      else item.customerId = customer.id;
     }
   }
 

@@ -1371,3 +1371,30 @@ describe('periodStartOf', () => {
     expect(cases.map(([at]) => periodStartOf(new Date(at)).toISOString())).toEqual(cases.map(([, start]) => start));
   });
 });
+
+describe('a customer archived', () => {
+  it('starts no new usage (FORBIDDEN per event, the rest of the batch recorded); usage from before it was archived is still recorded and replays', async () => {
+    const { merchant, customer, balance } = await setup();
+    const other = await server.services.customers.create(merchant.id, { externalId: `other-${randomUUID().slice(0, 8)}` });
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
+    const actor = { kind: 'system' as const, apiKeyId: null };
+    const before = new Date(now.getTime() - 120_000);
+    const [first] = await server.services.usage.record(merchant.id, actor, [{ customer: customer.id, idempotencyKey: 'before', usage, timestamp: before }]);
+    expect(first!.ok).toBe(true);
+    await server.services.customers.archive(merchant.id, customer.id);
+    // Archived a minute ago by this server's clock (archive stamps the wall clock).
+    await server.services.prisma.customer.update({ where: { id: customer.id }, data: { archivedAt: new Date(now.getTime() - 60_000) } });
+    const charged = await balance();
+    const results = await server.services.usage.record(merchant.id, actor, [
+      { customer: customer.externalId, idempotencyKey: 'after', usage },
+      { customer: other.id, idempotencyKey: 'other', usage },
+      { customer: customer.id, idempotencyKey: 'late', usage, timestamp: new Date(now.getTime() - 3_600_000) },
+      { customer: customer.id, idempotencyKey: 'before', usage, timestamp: before },
+    ]);
+    expect(results.map((result) => (result.ok ? `${result.event.status}${result.replayed ? ' replayed' : ''}` : result.error.code))).toEqual(['FORBIDDEN', 'UNCHARGED', 'CHARGED', 'CHARGED replayed']);
+    expect(results[0]!.ok === false && results[0]!.error.details).toMatchObject({ reason: 'CUSTOMER_ARCHIVED', field: 'customer', customerId: customer.id });
+    expect(await balance()).toBeLessThan(charged);
+    const refused = await server.graphql<any>(RECORD, { input: { customer: customer.id, idempotencyKey: 'after-gql', usage } }, merchant.secret);
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'CUSTOMER_ARCHIVED' });
+  });
+});
