@@ -155,14 +155,14 @@ builder.mutationField('recordUsage', (t) =>
 builder.queryField('usageEvents', (t) =>
   t.connection({
     type: UsageEventRef,
-    description: 'Usage events, newest first.',
+    description: 'Usage events, the most recent first by when the usage happened (occurredAt; a late event takes its place in time).',
     authScopes: { merchant: true },
     args: { customerId: t.arg.id() },
     resolve: (_root, args, ctx) => {
       // Checked here: Prisma fails a non-UUID id as an internal error.
       const customerId = args.customerId != null ? requireUuid('customerId', String(args.customerId)) : null;
       return resolveCursorConnection<Promise<UsageEventView[]>>(
-        { args, toCursor: (event: UsageEventView & { createdAt?: Date }) => encodeCreatedCursor({ createdAt: event.createdAt ?? event.occurredAt, id: event.id }), defaultSize: 20, maxSize: 100 },
+        { args, toCursor: (event: UsageEventView) => encodeCreatedCursor({ createdAt: event.occurredAt, id: event.id }), defaultSize: 20, maxSize: 100 },
         (page) => ctx.services.usage.page(merchantIdOf(ctx), customerId, page),
       );
     },

@@ -836,7 +836,9 @@ export class UsageService {
 
   /** One page of events, newest first (Relay cursor connection). */
   async page(merchantId: string, customerId: string | null, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<(UsageEventView & { createdAt: Date })[]> {
-    const keyset = createdKeysetPage(page);
+    // By when the usage happened, as the events show it (a late event takes its place in time),
+    // served by the (merchant_id[, customer_id], occurred_at) indexes.
+    const keyset = createdKeysetPage(page, 'occurredAt');
     const rows = await this.prisma.usageEvent.findMany({
       where: { AND: [{ merchantId, ...(customerId ? { customerId } : {}) }, keyset.where] },
       orderBy: keyset.orderBy,

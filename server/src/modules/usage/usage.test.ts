@@ -1398,3 +1398,32 @@ describe('a customer archived', () => {
     expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'CUSTOMER_ARCHIVED' });
   });
 });
+
+describe('usageEvents', () => {
+  it('lists by when the usage happened, a late event in its place in time, and pages through events of one moment without losing or repeating one', async () => {
+    const { merchant, customer } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10, outputTokens: 1 };
+    const actor = { kind: 'system' as const, apiKeyId: null };
+    const at = (minutesAgo: number) => new Date(now.getTime() - minutesAgo * 60_000);
+    await server.services.usage.record(merchant.id, actor, [
+      ...['a', 'b', 'c', 'd', 'e'].map((key) => ({ customer: customer.id, idempotencyKey: key, usage, timestamp: at(10) })),
+      { customer: customer.id, idempotencyKey: 'newest', usage, timestamp: at(1) },
+    ]);
+    // Recorded last, happened first.
+    await server.services.usage.record(merchant.id, actor, [{ customer: customer.id, idempotencyKey: 'late', usage, timestamp: at(60) }]);
+    const page = (args: string) => server.graphql<any>(`query ($id: ID!) { usageEvents(customerId: $id, ${args}) { edges { cursor node { idempotencyKey occurredAt } } pageInfo { hasNextPage } } }`, { id: customer.id }, merchant.secret);
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (;;) {
+      const result: any = await page(`first: 2${after ? `, after: "${after}"` : ''}`);
+      expect(result.errors).toBeUndefined();
+      const edges = result.data.usageEvents.edges;
+      seen.push(...edges.map((edge: any) => edge.node.idempotencyKey));
+      if (!result.data.usageEvents.pageInfo.hasNextPage) break;
+      after = edges[edges.length - 1].cursor;
+    }
+    expect(seen[0]).toBe('newest');
+    expect(seen[seen.length - 1]).toBe('late');
+    expect([...seen].sort()).toEqual(['a', 'b', 'c', 'd', 'e', 'late', 'newest']);
+  });
+});
