@@ -104,10 +104,12 @@ class SocketsByApiKey {
     // Closed while its credential was being checked: its 'close' has fired, nothing is left to watch.
     if (socket.readyState !== socket.OPEN) return;
     if (viewer.kind === 'customer') this.watchCustomer(socket, viewer.customerId);
-    if (viewer.kind !== 'merchant') return;
+    // A customer's socket ends with the key that minted its token, as a merchant's with its key.
+    const keyId = viewer.kind === 'merchant' ? viewer.apiKeyId : viewer.kind === 'customer' ? viewer.mintedBy : null;
+    if (!keyId) return;
     const keys = this.keysOf.get(socket);
-    if (keys) return void keys.add(viewer.apiKeyId);
-    this.keysOf.set(socket, new Set([viewer.apiKeyId]));
+    if (keys) return void keys.add(keyId);
+    this.keysOf.set(socket, new Set([keyId]));
     socket.once('close', () => this.keysOf.delete(socket));
   }
 

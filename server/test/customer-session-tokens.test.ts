@@ -46,6 +46,54 @@ describe('a customer session token', () => {
   });
 });
 
+describe('the secret key that minted a customer session token', () => {
+  const viewerKind = async (token: string) => {
+    const result = await server.graphql<{ viewer: { kind: string } }>('{ viewer { kind } }', {}, token);
+    return result.data?.viewer.kind ?? result.errors?.[0]?.extensions.code;
+  };
+  const mint = async (secret: string) => {
+    const result = await server.graphql<{ createCustomerSession: { token: string } }>(CREATE_SESSION, { id: customerId, ttl: 600 }, secret);
+    expect(result.errors).toBeUndefined();
+    return result.data!.createCustomerSession.token;
+  };
+
+  it('revoked ends the tokens it minted, and only those: a leaked key must not leave sessions behind', async () => {
+    const leaked = await server.services.apiKeys.create(merchant.id, { name: 'leaked', mode: 'test' });
+    const fromLeaked = await mint(leaked.secret);
+    const fromOther = await mint(merchant.secret);
+    expect(await viewerKind(fromLeaked)).toBe('CUSTOMER');
+    const revoked = await server.graphql('mutation ($id: ID!) { revokeApiKey(id: $id) { id } }', { id: leaked.apiKey.id }, merchant.secret);
+    expect(revoked.errors).toBeUndefined();
+    const refused = await server.graphql('{ viewer { kind } }', {}, fromLeaked);
+    expect(refused.status).toBe(401);
+    expect(refused.errors?.[0]?.extensions.code).toBe('UNAUTHENTICATED');
+    expect(refused.errors?.[0]?.message).toContain('revoked');
+    expect(await viewerKind(fromOther)).toBe('CUSTOMER');
+    // Tokens the server mints itself name no key and are not affected.
+    expect(await viewerKind((await server.services.customerSessions.create(merchant.id, customerId, 600)).token)).toBe('CUSTOMER');
+  });
+
+  it("rotated lasts as long as the key does: through the grace period, not after it", async () => {
+    const rotated = await server.services.apiKeys.create(merchant.id, { name: 'rotated', mode: 'test' });
+    const token = await mint(rotated.secret);
+    await server.services.apiKeys.rotate(merchant.id, rotated.apiKey.id, 3600);
+    expect(await viewerKind(token)).toBe('CUSTOMER');
+    // The grace period ends (moved into the past rather than waited for).
+    await server.services.prisma.apiKey.update({ where: { id: rotated.apiKey.id }, data: { revokedAt: new Date(Date.now() - 1000) } });
+    expect(await viewerKind(token)).toBe('UNAUTHENTICATED');
+  });
+
+  it("cannot be swapped: the key named in a token is covered by its signature", async () => {
+    const token = await mint(merchant.secret);
+    const [payload, signature] = token.slice('tgcs_'.length).split('.');
+    const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString('utf8')) as Record<string, unknown>;
+    expect(typeof claims.k).toBe('string');
+    delete claims.k;
+    const stripped = `tgcs_${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${signature}`;
+    expect(await viewerKind(stripped)).toBe('UNAUTHENTICATED');
+  });
+});
+
 describe("what a customer session token may read of the merchant's side", () => {
   it("not the merchant's settings nor the customer's metadata; the names it shows, yes", async () => {
     const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);

@@ -185,6 +185,25 @@ describe('customerUpdated subscription', () => {
     expect(await outcome).toBe(4403);
   });
 
+  it('closes the socket of a customer session token whose minting key is revoked (4403)', async () => {
+    const { apiKey, secret } = await server.services.apiKeys.create(merchant.id, { name: 'minting', mode: 'test' });
+    const minted = await server.graphql<{ createCustomerSession: { token: string } }>(
+      'mutation ($id: ID!) { createCustomerSession(customerId: $id, ttlSeconds: 600) { token } }', { id: customerId }, secret,
+    );
+    const client = connect(minted.data!.createCustomerSession.token);
+    const subscribers = server.services.pubsub.subscriberCount(customerTopic(customerId));
+    const outcome = client
+      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
+      .next()
+      .then(
+        () => 'event',
+        (error: unknown) => (error as { code?: number }).code,
+      );
+    await waitForSubscribers(server, customerTopic(customerId), subscribers + 1);
+    await server.services.apiKeys.revoke(merchant.id, apiKey.id);
+    expect(await outcome).toBe(4403);
+  });
+
   it("ends a customer's sessions when it is archived: its socket closes (4403), and HTTP calls with the token are UNAUTHENTICATED until it is unarchived", async () => {
     const archivedId = (await server.services.customers.create(merchant.id, { externalId: `to-archive-${Date.now()}` })).id;
     const { token } = await server.services.customerSessions.create(merchant.id, archivedId, 600);

@@ -32,7 +32,7 @@ builder.mutationField('createCustomerSession', (t) =>
       ttlSeconds: t.arg.int({ description: 'From 60 up to the server maximum (24 h by default). Omitted: 3600, or the server maximum if lower.' }),
     },
     resolve: (_root, args, ctx) =>
-      ctx.services.customerSessions.create(merchantIdOf(ctx), String(args.customerId), args.ttlSeconds),
+      ctx.services.customerSessions.create(merchantIdOf(ctx), String(args.customerId), args.ttlSeconds, ctx.viewer.kind === 'merchant' ? ctx.viewer.apiKeyId : null),
   }),
 );
 

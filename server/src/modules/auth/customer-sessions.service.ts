@@ -8,13 +8,21 @@ import type { CustomerService } from '../customers/customers.service.ts';
 /**
  * Short-lived, signed tokens that let a browser act as one customer of one merchant.
  * A merchant's backend mints them with its secret key; the secret key never reaches a browser.
- * Stateless (HMAC over the claims), so checking one costs no database round trip.
+ * Signed (HMAC over the claims); each use still asks the database whether the customer was
+ * archived or the secret key that minted the token revoked, since either ends its sessions.
  */
 export interface CustomerSessionClaims {
   merchantId: string;
   customerId: string;
   sessionId: string;
   expiresAt: Date;
+  /** The secret key that minted the token (null for tokens minted without one, by the server itself). */
+  mintedBy: string | null;
+}
+
+/** A checked token, with when the key that minted it stops working (the end of a rotation's grace period). */
+export interface CustomerSession extends CustomerSessionClaims {
+  mintedByValidUntil: Date | null;
 }
 
 const PREFIX = 'tgcs_';
@@ -37,8 +45,11 @@ export class CustomerSessionService {
     this.signingKey = deriveKey(masterKey, 'customer-session');
   }
 
-  /** `ttlSeconds` omitted: an hour, or the server maximum when that is shorter (a caller who sent none must not be refused over it). */
-  async create(merchantId: string, customerId: string, ttlSeconds: number | null = null): Promise<{ token: string; claims: CustomerSessionClaims }> {
+  /**
+   * `ttlSeconds` omitted: an hour, or the server maximum when that is shorter (a caller who sent
+   * none must not be refused over it). `mintedBy`: the secret key asking; revoking it ends the token.
+   */
+  async create(merchantId: string, customerId: string, ttlSeconds: number | null = null, mintedBy: string | null = null): Promise<{ token: string; claims: CustomerSessionClaims }> {
     ttlSeconds ??= Math.min(DEFAULT_TTL_SECONDS, this.maxTtlSeconds);
     requireIntInRange('ttlSeconds', ttlSeconds, MIN_TTL_SECONDS, this.maxTtlSeconds);
     const customer = await this.customers.get(merchantId, customerId);
@@ -48,20 +59,28 @@ export class CustomerSessionService {
       customerId: customer.id,
       sessionId: randomUUID(),
       expiresAt: new Date(Math.floor(Date.now() / 1000 + ttlSeconds) * 1000),
+      mintedBy,
     };
     return { token: this.sign(claims), claims };
   }
 
   /**
-   * A token that checks out (see verify) and whose customer is not archived: archiving a customer
-   * ends its sessions (tokens are stateless, so this asks the database; unarchiving resumes them).
+   * A token that checks out (see verify), whose customer is not archived and whose minting key is
+   * still active: archiving the customer (unarchiving resumes them) or revoking the key ends its
+   * sessions — a leaked key's tokens must not outlive it. A rotated key's tokens last until the
+   * end of its grace period, as the key does.
    */
-  async authenticate(token: string, now = new Date()): Promise<CustomerSessionClaims> {
+  async authenticate(token: string, now = new Date()): Promise<CustomerSession> {
     const claims = this.verify(token, now);
-    if ((await this.archivedAmong([claims.customerId])).size > 0) {
-      throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
+    const [archived, key] = await Promise.all([
+      this.archivedAmong([claims.customerId]),
+      claims.mintedBy ? this.prisma.apiKey.findFirst({ where: { id: claims.mintedBy, merchantId: claims.merchantId }, select: { revokedAt: true } }) : null,
+    ]);
+    if (archived.size > 0) throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
+    if (claims.mintedBy && (!key || (key.revokedAt && key.revokedAt <= now))) {
+      throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the secret key that created it was revoked');
     }
-    return claims;
+    return { ...claims, mintedByValidUntil: key?.revokedAt ?? null };
   }
 
   /** The ids among `customerIds` of archived customers (one query for many open sockets). */
@@ -80,7 +99,7 @@ export class CustomerSessionService {
     if (parts.length !== 2) throw invalid();
     const [payload, signature] = parts;
     if (!payload || !signature || !safeEqual(signature, hmacBase64Url(this.signingKey, payload))) throw invalid();
-    let raw: { v?: unknown; m?: unknown; c?: unknown; s?: unknown; exp?: unknown };
+    let raw: { v?: unknown; m?: unknown; c?: unknown; s?: unknown; exp?: unknown; k?: unknown };
     try {
       raw = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
     } catch {
@@ -89,13 +108,18 @@ export class CustomerSessionService {
     if (raw.v !== 1 || typeof raw.m !== 'string' || typeof raw.c !== 'string' || typeof raw.s !== 'string' || typeof raw.exp !== 'number') {
       throw invalid();
     }
+    // Tokens minted before keys were recorded in them carry none (they expired within a day).
+    if (raw.k !== undefined && typeof raw.k !== 'string') throw invalid();
     if (raw.exp * 1000 <= now.getTime()) throw invalid();
-    return { merchantId: raw.m, customerId: raw.c, sessionId: raw.s, expiresAt: new Date(raw.exp * 1000) };
+    return { merchantId: raw.m, customerId: raw.c, sessionId: raw.s, expiresAt: new Date(raw.exp * 1000), mintedBy: raw.k ?? null };
   }
 
   private sign(claims: CustomerSessionClaims): string {
     const payload = Buffer.from(
-      JSON.stringify({ v: 1, m: claims.merchantId, c: claims.customerId, s: claims.sessionId, exp: claims.expiresAt.getTime() / 1000 }),
+      JSON.stringify({
+        v: 1, m: claims.merchantId, c: claims.customerId, s: claims.sessionId, exp: claims.expiresAt.getTime() / 1000,
+        ...(claims.mintedBy ? { k: claims.mintedBy } : {}),
+      }),
     ).toString('base64url');
     return `${PREFIX}${payload}.${hmacBase64Url(this.signingKey, payload)}`;
   }

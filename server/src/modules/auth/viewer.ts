@@ -6,7 +6,7 @@ import { looksLikeCustomerSessionToken, type CustomerSessionService } from './cu
 export type Viewer =
   | { kind: 'anonymous' }
   | { kind: 'merchant'; merchantId: string; apiKeyId: string; mode: ApiKeyMode; validUntil: Date | null }
-  | { kind: 'customer'; merchantId: string; customerId: string; sessionId: string; expiresAt: Date };
+  | { kind: 'customer'; merchantId: string; customerId: string; sessionId: string; expiresAt: Date; mintedBy: string | null; mintedByValidUntil: Date | null };
 
 export const ANONYMOUS: Viewer = { kind: 'anonymous' };
 

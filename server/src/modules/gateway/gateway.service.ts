@@ -96,8 +96,9 @@ export class GatewayService {
     changes = new ConfigChanges(),
   ) {
     this.jobs = new GatewayJobs(prisma, logger);
-    // A revoked key stops here at once, not when its cached check expires.
-    changes.on('api-keys', (merchantId) => this.viewerCache.deleteWhereValue((viewer) => viewer.kind === 'merchant' && viewer.merchantId === merchantId));
+    // A revoked key stops here at once, not when its cached check expires: so do the customer
+    // session tokens it minted.
+    changes.on('api-keys', (merchantId) => this.viewerCache.deleteWhereValue((viewer) => viewer.kind !== 'anonymous' && viewer.merchantId === merchantId));
     // So do a blocked or archived customer, and one created or renamed (its externalId) a moment ago.
     changes.on('customers', (merchantId) => this.customerCache.deleteWhere((key) => key.startsWith(`${merchantId}|`)));
     // A new customer can only turn a "not found" into a found one: the others stay cached.
@@ -216,6 +217,9 @@ export class GatewayService {
     }
     if (viewer.kind === 'customer') {
       if (viewer.expiresAt.getTime() <= Date.now()) throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session token has expired');
+      if (viewer.mintedByValidUntil && viewer.mintedByValidUntil.getTime() <= Date.now()) {
+        throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session has ended: the secret key that created it was revoked');
+      }
       return { merchantId: viewer.merchantId, actor: { kind: 'customer', apiKeyId: null }, customerId: viewer.customerId };
     }
     throw new Refusal(401, 'UNAUTHENTICATED', 'A credential is required');

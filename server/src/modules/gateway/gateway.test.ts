@@ -353,6 +353,19 @@ describe('enforcement before the provider is called', () => {
     expect(openaiFake.requests).toEqual([]);
   });
 
+  it('refuses a customer session token once the secret key that minted it is revoked, at once though the token was cached', async () => {
+    const t = await tenant();
+    const minted = await server.services.apiKeys.create(t.merchantId, { name: 'minting', mode: 'test' });
+    const session = await gql(`mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, minted.secret);
+    const call = () => post(forwardUrl(`${openaiFake.url}/v1/chat/completions`), { authorization: `Bearer ${session.createCustomerSession.token}` }, { model: 'gpt-5.4-mini' });
+    expect((await call()).status).toBe(200);
+    await gatewayCallsSettled(server, t.merchantId, 1);
+    await gql('mutation ($id: ID!) { revokeApiKey(id: $id) { id } }', { id: minted.apiKey.id }, t.secret);
+    openaiFake.reset();
+    expect((await refused(await call(), 401, 'UNAUTHENTICATED')).message).toContain('revoked');
+    expect(openaiFake.requests).toEqual([]);
+  });
+
   it('refuses bad targets: missing or malformed u (400), hosts off the allow-list (403)', async () => {
     const t = await tenant();
     const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
