@@ -37,6 +37,8 @@ export interface Config {
     /** How long a response (a stream) may stall between chunks before it is cut. */
     idleTimeoutMs: number;
     maxRequestBytes: number;
+    /** How long the gateway remembers which customer created a provider job (Replicate, fal, …). */
+    jobRetentionDays: number;
   };
   seedDemo: boolean;
   logLevel: string;
@@ -121,6 +123,7 @@ export function loadConfig(env: Env = process.env): Config {
       timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000, { max: MAX_TIMER_MS }),
       idleTimeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_IDLE_TIMEOUT_MS', 120_000, { max: MAX_TIMER_MS }),
       maxRequestBytes: bytesFrom(env, 'TOLLGATE_GATEWAY_MAX_REQUEST_SIZE', 32 * 1024 * 1024),
+      jobRetentionDays: intFrom(env, 'TOLLGATE_GATEWAY_JOB_RETENTION_DAYS', 30, { min: 1, max: 3650 }),
     },
     seedDemo: env.TOLLGATE_SEED_DEMO ? env.TOLLGATE_SEED_DEMO !== 'false' : !production,
     logLevel: env.LOG_LEVEL ?? (env.NODE_ENV === 'test' ? 'silent' : 'info'),

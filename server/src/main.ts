@@ -1,5 +1,6 @@
 import { createApp } from './app.ts';
 import { loadConfig } from './config.ts';
+import { startJobPruning } from './modules/gateway/jobs.ts';
 import { startExpirySchedule } from './modules/ledger/ledger.schedule.ts';
 import { seedDemoMerchant } from './modules/merchants/demo-seed.ts';
 import { openRuntime } from './runtime.ts';
@@ -11,6 +12,7 @@ const runtime = await openRuntime(config, logger);
 const app = await createApp(runtime.services);
 const { port } = await app.listen(config.port, config.host);
 const stopExpiry = startExpirySchedule(runtime.services.ledger, config.expiryIntervalMs, logger);
+const stopJobPruning = startJobPruning(runtime.services.gateway.jobs, config.gateway.jobRetentionDays, 3600 * 1000, logger);
 // The default names the port listened on (PORT=0 picks one); a URL the operator set is printed as given.
 const publicUrl = process.env.TOLLGATE_PUBLIC_URL ? config.publicUrl : config.publicUrl.replace(/:\d+$/, `:${port}`);
 
@@ -28,6 +30,7 @@ async function shutdown(signal: string) {
   stopping = true;
   logger.info({ signal }, 'shutting down');
   stopExpiry();
+  stopJobPruning();
   await app.close();
   await runtime.close();
   process.exit(0);

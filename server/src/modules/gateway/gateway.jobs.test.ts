@@ -281,6 +281,26 @@ describe('Replicate predictions', () => {
 
 // ------------------------------------------------------------------ fal
 
+describe('job records past their retention', () => {
+  it('are pruned in batches, newer ones kept, and a pruned job is then unknown to a customer token', async () => {
+    const merchant = await server.createMerchant();
+    const customer = (await server.services.customers.create(merchant.id, { externalId: 'prune' })).id;
+    const day = 24 * 3600 * 1000;
+    const old = new Date(Date.now() - 31 * day);
+    await server.services.prisma.gatewayJob.createMany({
+      data: [
+        ...Array.from({ length: 5 }, (_, i) => ({ merchantId: merchant.id, provider: 'replicate', jobId: `old-${i}`, customerId: customer, createdAt: old })),
+        { merchantId: merchant.id, provider: 'replicate', jobId: 'recent', customerId: customer, createdAt: new Date(Date.now() - 29 * day) },
+      ],
+    });
+    expect(await server.services.gateway.jobs.prune(new Date(Date.now() - 30 * day), 2)).toBe(5);
+    const left = await server.services.prisma.gatewayJob.findMany({ where: { merchantId: merchant.id }, select: { jobId: true } });
+    expect(left.map((row) => row.jobId)).toEqual(['recent']);
+    expect([...(await server.services.gateway.jobs.owners(merchant.id, 'replicate', ['old-0', 'recent'])).keys()]).toEqual(['recent']);
+    expect(await server.services.gateway.jobs.prune(new Date(Date.now() - 30 * day))).toBe(0);
+  });
+});
+
 describe('fal queue requests', () => {
   let upstream: Upstream;
   beforeAll(async () => {

@@ -80,7 +80,8 @@ export class GatewayService {
   private readonly viewerCache = new RefreshingCache<string, Viewer>({ ttlMs: AUTH_TTL_MS, maxEntries: MAX_CACHED });
   private readonly customerCache = new RefreshingCache<string, CustomerGate | null>({ ttlMs: CUSTOMER_TTL_MS, maxEntries: MAX_CACHED });
   private readonly limitCache = new RefreshingCache<string, { spentAttos: bigint; resetsAt: Date }>({ ttlMs: LIMIT_TTL_MS, maxEntries: MAX_CACHED });
-  private readonly jobs: GatewayJobs;
+  /** Provider jobs created through the gateway and their customers (pruned by startJobPruning). */
+  readonly jobs: GatewayJobs;
 
   constructor(
     private readonly config: Config,

@@ -137,6 +137,21 @@ export class GatewayJobs {
     return found;
   }
 
+  /**
+   * Forgets jobs created before `before`, in batches (short transactions on a large table), and
+   * answers how many. Providers keep a job's result far shorter (Black Forest Labs ten minutes,
+   * Replicate an hour, Stability a day); a poll of a forgotten job by token is refused as unknown.
+   */
+  async prune(before: Date, batchSize = 10_000): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const deleted = await this.prisma.$executeRaw`
+        DELETE FROM gateway_jobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM gateway_jobs WHERE created_at < ${before} LIMIT ${batchSize}))`;
+      total += deleted;
+      if (deleted < batchSize) return total;
+    }
+  }
+
   /** Resolves once every record started so far is written (or given up on). */
   async drain(): Promise<void> {
     while (this.pending.size > 0) await Promise.all([...this.pending.values()]);
@@ -191,4 +206,27 @@ export class GatewayJobs {
 
 function keyOf(merchantId: string, provider: string, jobId: string): string {
   return `${merchantId}|${provider}|${jobId}`;
+}
+
+/**
+ * Prunes job records older than `retentionDays` every `intervalMs` in this process; every
+ * instance may run it (deleting twice is harmless). A run still going is not started again.
+ */
+export function startJobPruning(jobs: Pick<GatewayJobs, 'prune'>, retentionDays: number, intervalMs: number, logger: Logger): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    jobs
+      .prune(new Date(Date.now() - retentionDays * 24 * 3600 * 1000))
+      .then((pruned) => {
+        if (pruned > 0) logger.info({ pruned }, 'forgot gateway jobs past their retention');
+      })
+      .catch((error: unknown) => logger.error({ err: error }, 'pruning gateway jobs failed'))
+      .finally(() => {
+        running = false;
+      });
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
