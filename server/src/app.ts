@@ -10,6 +10,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Context } from './context.ts';
 import { formatGraphQLError } from './graphql/errors.ts';
+import { inputFieldOf } from './graphql/input-field.ts';
 import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
 import { errorHandler, sendError } from './http/errors.ts';
@@ -229,11 +230,12 @@ export async function createApp(services: Services): Promise<App> {
           ];
         }
         // graphql-ws parses and runs operations itself, so the HTTP path's checks are repeated here.
-        const invalid = (error: unknown) => [
-          new GraphQLError((error as Error).message, {
-            extensions: { code: 'VALIDATION', ...((error as GraphQLError).extensions?.reason ? { reason: (error as GraphQLError).extensions.reason } : {}) },
-          }),
-        ];
+        // Named as over HTTP: the input at fault (`currency`), found from the error's nodes.
+        const invalid = (error: unknown) => {
+          const field = inputFieldOf(error);
+          const reason = (error as GraphQLError).extensions?.reason;
+          return [new GraphQLError((error as Error).message, { extensions: { code: 'VALIDATION', ...(field ? { field } : {}), ...(reason ? { reason } : {}) } })];
+        };
         let document: DocumentNode;
         try {
           document = parse(payload.query);

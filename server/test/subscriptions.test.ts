@@ -331,6 +331,18 @@ describe('customerUpdated subscription', () => {
       );
     expect(outcome?.[0]?.extensions?.code).toBe('VALIDATION');
   });
+
+  it('names the argument an invalid literal was given for (field), as HTTP does', async () => {
+    const query = `subscription { balanceUpdated(customerId: "${customerId}", currency: 5) { currency } }`;
+    const outcome = await connect(merchant.secret)
+      .iterate({ query })
+      .next()
+      .then(
+        (value) => (value.value as { errors: { extensions: Record<string, unknown> }[] }).errors,
+        (error: unknown) => error as { extensions?: Record<string, unknown> }[],
+      );
+    expect(outcome?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'currency' });
+  });
 });
 
 describe('WebSocket limits', () => {
