@@ -11,6 +11,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Context } from './context.ts';
 import { formatGraphQLError } from './graphql/errors.ts';
 import { inputFieldOf } from './graphql/input-field.ts';
+import { handleCors } from './http/cors.ts';
 import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
 import { errorHandler, sendError } from './http/errors.ts';
@@ -174,7 +175,11 @@ export async function createApp(services: Services): Promise<App> {
   app.disable('etag');
   // Gateway calls skip Express entirely: every microsecond here is latency added to an AI call,
   // and the gateway reads its own raw body and answers its own errors.
-  const httpServer = createServer((req, res) => (isForwardPath(req.url) ? void services.gateway.handle(req, res) : app(req, res)));
+  const httpServer = createServer((req, res) => {
+    if (handleCors(req, res, config.corsOrigins)) return;
+    if (isForwardPath(req.url)) void services.gateway.handle(req, res);
+    else app(req, res);
+  });
   // Outlive the idle timeouts of clients and load balancers (commonly 60 s), so the server
   // never closes a kept-alive connection just as a client reuses it (an ECONNRESET).
   httpServer.keepAliveTimeout = 65_000;

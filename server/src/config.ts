@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { parseCorsOrigins, type CorsOrigins } from './http/cors.ts';
 
 /**
  * Everything Tollgate reads from its environment, in one place. README.md's configuration
@@ -27,6 +28,8 @@ export interface Config {
   wsMaxCustomerSockets: number;
   maxQueryComplexity: number;
   customerSessionMaxTtlSeconds: number;
+  /** Browser origins allowed to call the API and the gateway (`*`: any). */
+  corsOrigins: CorsOrigins;
   /** How often this instance expires due credit grants and holds. */
   expiryIntervalMs: number;
   gateway: {
@@ -114,6 +117,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
     // A session lives at least a minute (createCustomerSession's floor): a lower cap refuses them all.
     customerSessionMaxTtlSeconds: intFrom(env, 'TOLLGATE_CUSTOMER_SESSION_MAX_TTL', 24 * 3600, { min: 60 }),
+    corsOrigins: parseCorsOrigins(env.TOLLGATE_CORS_ORIGINS),
     expiryIntervalMs: intFrom(env, 'TOLLGATE_EXPIRY_INTERVAL_SECONDS', 60, { max: Math.floor(MAX_TIMER_MS / 1000) }) * 1000,
     wsKeyRecheckMs: intFrom(env, 'TOLLGATE_WS_KEY_RECHECK_MS', 5000, { max: MAX_TIMER_MS }),
     wsMaxOperations: intFrom(env, 'TOLLGATE_WS_MAX_OPERATIONS', 100),

@@ -103,11 +103,12 @@ function connectionListed(connection: string | undefined): Set<string> {
 }
 
 /**
- * Response headers a provider may not set: the gateway's own (x-tollgate-request-id…), and
- * cookies, since the gateway answers on the merchant's domain.
+ * Response headers a provider may not set: the gateway's own (x-tollgate-request-id…), cookies,
+ * since the gateway answers on the merchant's domain, and CORS headers: which browser origins
+ * may read the answer is Tollgate's setting (TOLLGATE_CORS_ORIGINS), not the provider's.
  */
 function isGatewayOwned(name: string): boolean {
-  return name.startsWith('x-tollgate-') || name === 'set-cookie';
+  return name.startsWith('x-tollgate-') || name === 'set-cookie' || name.startsWith('access-control-');
 }
 
 function relayedHeaders(upstream: IncomingMessage): { headers: OutgoingHttpHeaders; flat: Record<string, string> } {
