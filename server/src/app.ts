@@ -12,7 +12,7 @@ import type { Context } from './context.ts';
 import { formatGraphQLError } from './graphql/errors.ts';
 import { inputFieldOf } from './graphql/input-field.ts';
 import { handleCors } from './http/cors.ts';
-import { enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
+import { enforceQueryLimits, fragmentChainTooLong, MAX_FRAGMENT_CHAIN, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
 import { errorHandler, sendError } from './http/errors.ts';
 import { playgroundHtml } from './http/playground.ts';
@@ -241,13 +241,15 @@ export async function createApp(services: Services): Promise<App> {
           const reason = (error as GraphQLError).extensions?.reason;
           return [new GraphQLError((error as Error).message, { extensions: { code: 'VALIDATION', ...(field ? { field } : {}), ...(reason ? { reason } : {}) } })];
         };
+        if (fragmentChainTooLong(payload.query)) return invalid(fragmentChainError());
         let document: DocumentNode;
+        let errors: readonly GraphQLError[];
         try {
           document = parse(payload.query);
+          errors = validate(schema, document);
         } catch (error) {
           return invalid(error);
         }
-        const errors = validate(schema, document);
         if (errors.length > 0) return errors.map(invalid).flat();
         const operation = getOperationAST(document, payload.operationName);
         if (!operation) return invalid(new Error('Name the operation to run'));
@@ -322,6 +324,8 @@ export async function createApp(services: Services): Promise<App> {
     schema,
     introspection: true,
     includeStacktraceInErrorResponses: false,
+    // Apollo's own messages go through pino (levels, request ids, redaction), not the console.
+    logger,
     formatError: (formatted, error) => formatGraphQLError(formatted, error, logger),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
@@ -386,6 +390,15 @@ export async function createApp(services: Services): Promise<App> {
     '/graphql',
     (req, res, next) => (wantsPlayground(req) ? res.type('html').send(playgroundHtml()) : next()),
     express.json({ limit: config.maxBodyBytes, type: ['application/json', 'application/graphql-response+json'] }),
+    (req, res, next) => {
+      const query: unknown = (req.body as { query?: unknown } | undefined)?.query ?? req.query.query;
+      if (typeof query === 'string' && fragmentChainTooLong(query)) {
+        const error = fragmentChainError();
+        res.status(400).json({ errors: [{ message: error.message, extensions: error.extensions }] });
+        return;
+      }
+      next();
+    },
     expressMiddleware(apollo, {
       context: async ({ req }): Promise<Context> => ({
         viewer: await viewerFor(req.headers.authorization),
@@ -421,4 +434,8 @@ export async function createApp(services: Services): Promise<App> {
       if (httpServer.listening) await new Promise<void>((resolve) => httpServer.close(() => resolve()));
     },
   };
+}
+
+function fragmentChainError(): GraphQLError {
+  return new GraphQLError(`Fragments are chained more than ${MAX_FRAGMENT_CHAIN} deep`, { extensions: { code: 'VALIDATION', reason: 'QUERY_TOO_DEEP' } });
 }

@@ -1,6 +1,7 @@
 import { deflateSync, gzipSync } from 'node:zlib';
 import { getIntrospectionQuery, getOperationAST, Kind, parse, print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fragmentChainTooLong, MAX_FRAGMENT_CHAIN } from '../src/graphql/limits.ts';
 import { startTestServer, type TestServer } from './server.ts';
 
 /** Bad requests get a clear, coded error and a 4xx, never a crash or a partial write. */
@@ -91,6 +92,36 @@ describe('bad input', () => {
       expect(introspection.status).toBe(200);
     } finally {
       await shallow.close();
+    }
+  });
+
+  it('a long chain of fragments → 400 VALIDATION, even anonymous, where validating it would overflow the stack (a 500)', async () => {
+    const roomy = await startTestServer();
+    try {
+      const chain = (length: number) =>
+        'query { viewer { ...F0 } } ' + Array.from({ length }, (_, i) => `fragment F${i} on Viewer { kind ${i + 1 < length ? `...F${i + 1}` : ''} }`).join(' ');
+      const send = (query: string) => fetch(`${roomy.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+      const overflowing = await send(chain(20_000)); // ~880 kB, under the 1 MB body limit
+      expect(overflowing.status).toBe(400);
+      expect(((await overflowing.json()) as { errors: { extensions: unknown }[] }).errors[0]!.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_DEEP' });
+      expect((await send(chain(MAX_FRAGMENT_CHAIN + 1))).status).toBe(400);
+      // As deep as the limit, it runs (anonymous: the viewer answers UNAUTHENTICATED, not a refusal of the document).
+      const fine = await roomy.graphql(chain(MAX_FRAGMENT_CHAIN), {}, (await roomy.createMerchant()).secret);
+      expect(fine.errors).toBeUndefined();
+      expect(fine.data).toEqual({ viewer: { kind: 'MERCHANT' } });
+      // Many spreads of one fragment are no chain.
+      const wide = `query { viewer { ${Array.from({ length: 200 }, (_, i) => `a${i}: merchant { ...M }`).join(' ')} } } fragment M on Merchant { id }`;
+      expect(fragmentChainTooLong(wide)).toBe(false);
+    } finally {
+      await roomy.close();
+    }
+  });
+
+  it('a persisted query whose hash does not match, or of an unknown version → 400 VALIDATION, not INTERNAL', async () => {
+    for (const persistedQuery of [{ version: 1, sha256Hash: 'abc' }, { version: 2, sha256Hash: 'abc' }]) {
+      const result = await post(JSON.stringify({ query: '{ viewer { kind } }', extensions: { persistedQuery } }));
+      expect(result.status, JSON.stringify(persistedQuery)).toBe(400);
+      expect(result.body.errors?.[0]?.extensions, JSON.stringify(persistedQuery)).toMatchObject({ code: 'VALIDATION', reason: 'BAD_REQUEST' });
     }
   });
 

@@ -39,6 +39,12 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code)) {
     return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code: 'VALIDATION', reason: code, ...fieldOf(error) } };
   }
+  // Apollo's refusals of a malformed request (a persisted query whose hash does not match, an
+  // unknown protocol version) carry only the 4xx status they answer with (Apollo labels them
+  // INTERNAL_SERVER_ERROR for want of a code): the client's mistake.
+  if (codeOf(error) === undefined && isClientStatus(statusOf(error))) {
+    return { message: formatted.message, locations: formatted.locations, extensions: { code: 'VALIDATION', reason: 'BAD_REQUEST' } };
+  }
   // Values that fail a scalar or input type are reported by graphql-js without a code.
   if (code === undefined && !formatted.path && formatted.locations) {
     return { message: formatted.message, locations: formatted.locations, extensions: { code: 'VALIDATION', ...fieldOf(error) } };
@@ -55,4 +61,17 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
 function fieldOf(error: unknown): { field?: string } {
   const field = inputFieldOf(error);
   return field ? { field } : {};
+}
+
+function codeOf(error: unknown): unknown {
+  return (error as { extensions?: { code?: unknown } } | null)?.extensions?.code;
+}
+
+function statusOf(error: unknown): unknown {
+  const extensions = (error as { extensions?: { http?: { status?: unknown } } } | null)?.extensions;
+  return extensions?.http?.status;
+}
+
+function isClientStatus(status: unknown): boolean {
+  return typeof status === 'number' && status >= 400 && status < 500;
 }

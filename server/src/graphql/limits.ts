@@ -336,3 +336,74 @@ export function enforceQueryLimits(
     throw reject(`Introspection complexity ${cost.introspection} exceeds the limit of ${budget}`, 'QUERY_TOO_COMPLEX');
   }
 }
+
+/**
+ * The longest chain of fragments spreading one another that a document may hold. graphql-js
+ * validates fragments recursively, so a document of thousands of chained fragments (`...F0`,
+ * `fragment F0 { ...F1 }`, …: under a megabyte) overflows the stack before any limit above is
+ * measured; such a document is refused first. Real clients nest fragments a few levels deep.
+ */
+export const MAX_FRAGMENT_CHAIN = 50;
+
+/**
+ * Whether `query` chains fragments deeper than MAX_FRAGMENT_CHAIN. Costs nothing for a query
+ * with few spreads; otherwise parses it (unparsable text is left to the server's own parse) and
+ * measures the chain without recursion.
+ */
+export function fragmentChainTooLong(query: string): boolean {
+  let spreads = 0;
+  for (let at = query.indexOf('...'); at !== -1 && spreads <= MAX_FRAGMENT_CHAIN; at = query.indexOf('...', at + 3)) spreads++;
+  if (spreads <= MAX_FRAGMENT_CHAIN) return false;
+  let document: DocumentNode;
+  try {
+    document = parse(query, { noLocation: true });
+  } catch {
+    return false;
+  }
+  // Each definition's named spreads, found by walking its selections with an explicit stack.
+  const spreadsOf = new Map<string, string[]>();
+  const roots: string[] = [];
+  document.definitions.forEach((definition, index) => {
+    if (definition.kind !== Kind.FRAGMENT_DEFINITION && definition.kind !== Kind.OPERATION_DEFINITION) return;
+    const name = definition.kind === Kind.FRAGMENT_DEFINITION ? definition.name.value : `operation ${index}`;
+    if (definition.kind === Kind.OPERATION_DEFINITION) roots.push(name);
+    const named: string[] = [];
+    const pending: SelectionSetNode[] = [definition.selectionSet];
+    while (pending.length > 0) {
+      for (const selection of pending.pop()!.selections) {
+        if (selection.kind === Kind.FRAGMENT_SPREAD) named.push(selection.name.value);
+        else if (selection.selectionSet) pending.push(selection.selectionSet);
+      }
+    }
+    spreadsOf.set(name, named);
+  });
+  // Longest path from each operation, depth-first with an explicit stack; a cycle (refused by
+  // validation anyway) is not followed round.
+  const longest = new Map<string, number>();
+  const onPath = new Set<string>();
+  for (const root of roots) {
+    const stack: { name: string; next: number }[] = [{ name: root, next: 0 }];
+    onPath.add(root);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const children = spreadsOf.get(top.name) ?? [];
+      if (top.next < children.length) {
+        const child = children[top.next++]!;
+        if (!longest.has(child) && !onPath.has(child) && spreadsOf.has(child)) {
+          if (stack.length > MAX_FRAGMENT_CHAIN) return true;
+          stack.push({ name: child, next: 0 });
+          onPath.add(child);
+        }
+        continue;
+      }
+      let deepestChild = 0;
+      for (const child of children) if (!onPath.has(child)) deepestChild = Math.max(deepestChild, longest.get(child) ?? 0);
+      const depth = 1 + deepestChild;
+      if (depth > MAX_FRAGMENT_CHAIN + 1) return true;
+      longest.set(top.name, depth);
+      onPath.delete(top.name);
+      stack.pop();
+    }
+  }
+  return false;
+}
