@@ -6,9 +6,12 @@ export interface GraphQLErrorEntry {
 }
 
 /**
- * The only error type the client throws, so UI code can branch on `code` alone.
- * `code` is the server's `errors[0].extensions.code` (UNAUTHENTICATED, VALIDATION, ...);
- * NETWORK, BAD_RESPONSE and HTTP_ERROR mean no usable GraphQL answer arrived.
+ * The only error type the client throws, so UI code can branch on `code` alone (a misconfigured
+ * client aside: see GraphQLClient.cacheScope). `code` is the server's `errors[0].extensions.code`
+ * (UNAUTHENTICATED, VALIDATION, ...); NETWORK, BAD_RESPONSE and HTTP_ERROR mean no usable GraphQL
+ * answer arrived (NETWORK also when the token getter failed). The client itself refuses, before
+ * sending, with FORBIDDEN a secret key in a browser and with TOKEN_CHANGED a query keyed for
+ * another token (RequestOptions.cacheScope).
  */
 export class TollgateError extends Error {
   readonly code: string;

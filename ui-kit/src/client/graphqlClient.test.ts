@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { jsonResponse, stubFetch } from '../../test/fetchStub.js';
+import { cacheScopeOf } from './cacheScope.js';
 import { createGraphQLClient } from './graphqlClient.js';
 import { TollgateError } from './TollgateError.js';
 
@@ -123,5 +124,66 @@ describe('createGraphQLClient', () => {
       .catch((e: unknown) => e);
 
     expect(error).toBe(abort);
+  });
+
+  it('wraps a failing token getter in a NETWORK TollgateError and sends nothing', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+    const cause = new TypeError('Failed to fetch');
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => Promise.reject(cause) })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+
+    expect(requests).toHaveLength(0);
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'NETWORK', status: 0, cause });
+  });
+
+  it('refuses to send a secret key from a browser, and sends it server-side, where there is no window', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+    const client = (key: string) => createGraphQLClient({ endpoint, getToken: () => key });
+
+    for (const key of ['sk_test_abcdef0123456789', 'sk_live_abcdef0123456789']) {
+      const error = await client(key)
+        .request('{ ok }')
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TollgateError);
+      expect(error).toMatchObject({ code: 'FORBIDDEN', status: 0, message: expect.stringContaining('createCustomerSession') });
+    }
+    expect(requests).toHaveLength(0);
+
+    vi.stubGlobal('window', undefined);
+    await client('sk_live_abcdef0123456789').request('{ ok }');
+    expect(requests.map((r) => r.headers.get('authorization'))).toEqual(['Bearer sk_live_abcdef0123456789']);
+  });
+});
+
+describe('GraphQLClient.cacheScope', () => {
+  it('follows the token getToken returns now, as a fingerprint that does not reveal it', () => {
+    let token = 'tgcs_alice';
+    const client = createGraphQLClient({ endpoint, getToken: () => token });
+
+    const alice = client.cacheScope;
+    token = 'tgcs_bob';
+
+    expect(alice).toBe(cacheScopeOf(endpoint, 'tgcs_alice'));
+    expect(client.cacheScope).toBe(cacheScopeOf(endpoint, 'tgcs_bob'));
+    expect(client.cacheScope).not.toBe(alice);
+    expect(alice).not.toContain('alice');
+  });
+
+  it('makes a request refuse a token that changed since the caller took the scope', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+    let token = 'tgcs_alice';
+    const client = createGraphQLClient({ endpoint, getToken: () => token });
+    const cacheScope = client.cacheScope;
+
+    await client.request('{ ok }', undefined, { cacheScope });
+    token = 'tgcs_bob';
+    const error = await client.request('{ ok }', undefined, { cacheScope }).catch((e: unknown) => e);
+
+    expect(requests).toHaveLength(1);
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'TOKEN_CHANGED', status: 0 });
   });
 });

@@ -1,3 +1,4 @@
+import { cacheScopeOf } from './cacheScope.js';
 import { TollgateError, type GraphQLErrorEntry } from './TollgateError.js';
 
 /** Returns the bearer token to send; nothing means the request goes without one. */
@@ -6,8 +7,18 @@ export type TokenGetter = () => string | null | undefined | Promise<string | nul
 export interface GraphQLClientOptions {
   /** Full URL of the Tollgate GraphQL endpoint, e.g. https://billing.example.com/graphql */
   endpoint: string;
+  /**
+   * Called before every request. A synchronous getter also names the cache scope (see
+   * `cacheScope`), so one client may follow the signed-in customer as it changes.
+   */
   getToken: TokenGetter;
-  /** What this client's cached query results are filed under (see cacheScopeOf); the endpoint by default. */
+  /**
+   * What cached query results are filed under. Leave it out and it follows the token: each read
+   * of GraphQLClient.cacheScope is cacheScopeOf(endpoint, getToken()), which needs a synchronous
+   * getToken. An async getToken needs it, and passing it is your promise that every token the
+   * getter returns belongs to one customer (refreshes of one session): when another signs in,
+   * create a new client with a new scope.
+   */
   cacheScope?: string;
 }
 
@@ -15,11 +26,21 @@ export type GraphQLVariables = Record<string, unknown>;
 
 export interface RequestOptions {
   signal?: AbortSignal;
+  /**
+   * The cacheScope the caller files the result under (the kit's queryOptions pass their key's).
+   * If the token resolved now has another scope (it changed since the key was made), the request
+   * is refused with TOKEN_CHANGED before it is sent: one customer's data never lands in another's key.
+   */
+  cacheScope?: string;
 }
 
 export interface GraphQLClient {
   readonly endpoint: string;
-  /** Query keys include it: results fetched with one credential are never served for another. */
+  /**
+   * Query keys include it: results fetched with one credential are never served for another.
+   * Without an explicit scope it is a fingerprint of the token getToken returns at this moment
+   * (never the token itself); reading it then throws an Error if getToken is async.
+   */
   readonly cacheScope: string;
   /**
    * Resolves with `data` or throws a TollgateError. Response bodies are parsed with plain
@@ -37,16 +58,46 @@ interface GraphQLResponseBody<TData> {
   errors?: GraphQLErrorEntry[];
 }
 
-export function createGraphQLClient({ endpoint, getToken, cacheScope = endpoint }: GraphQLClientOptions): GraphQLClient {
+/** Secret keys see a merchant's whole account; a page's scripts (and its users) must never hold one. */
+const SECRET_KEY = /^sk_(test|live)_/;
+
+export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLClientOptions): GraphQLClient {
+  const scopeOf = (token: string | null | undefined) => cacheScope ?? cacheScopeOf(endpoint, token);
+
   return {
     endpoint,
-    cacheScope,
+    get cacheScope() {
+      if (cacheScope !== undefined) return cacheScope;
+      let token: ReturnType<TokenGetter>;
+      try {
+        token = getToken();
+      } catch (error) {
+        throw tokenFailure(error);
+      }
+      if (token instanceof Promise) {
+        // Only the request path reports token failures; this call just learnt the getter is async.
+        token.catch(() => {});
+        throw new Error('createGraphQLClient: getToken is async, so whose data a query key stands for cannot be known when the key is made. Pass a cacheScope naming the customer, or a synchronous getToken.');
+      }
+      return scopeOf(token);
+    },
     async request<TData, TVariables extends GraphQLVariables = GraphQLVariables>(
       query: string,
       variables?: TVariables,
       options: RequestOptions = {},
     ): Promise<TData> {
-      const token = await getToken();
+      let token: string | null | undefined;
+      try {
+        token = await getToken();
+      } catch (error) {
+        throw tokenFailure(error);
+      }
+      if (token && SECRET_KEY.test(token) && typeof window !== 'undefined') {
+        throw new TollgateError('FORBIDDEN', 'A secret key must never be sent from a browser: give the page a customer session token from createCustomerSession instead.', 0);
+      }
+      if (options.cacheScope !== undefined && options.cacheScope !== scopeOf(token)) {
+        throw new TollgateError('TOKEN_CHANGED', 'The token changed after this query was keyed; a query keyed for the new token will fetch its data.', 0);
+      }
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         accept: 'application/graphql-response+json, application/json',
@@ -90,6 +141,15 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope = endpoint 
       return body.data;
     },
   };
+}
+
+/**
+ * A token getter that throws is reported like the network failing (NETWORK, retried): getters
+ * usually fetch the token from the app's backend. One with no token to give should return null
+ * instead; the server then answers UNAUTHENTICATED, which is not retried.
+ */
+function tokenFailure(error: unknown): TollgateError {
+  return new TollgateError('NETWORK', `Could not get a token: ${messageOf(error)}`, 0, [], { cause: error });
 }
 
 function messageOf(error: unknown): string {

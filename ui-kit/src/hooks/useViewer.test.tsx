@@ -86,6 +86,19 @@ describe('useViewer', () => {
     expect((await screen.findByRole('alert')).textContent).toBe('UNAUTHENTICATED: Authentication required');
   });
 
+  it('never sends a secret key from the browser, and says why', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { viewer: { kind: 'MERCHANT', merchant: customerViewer.merchant, customer: null } } }));
+
+    render(
+      <TollgateProvider endpoint="https://billing.test/graphql" token="sk_live_abcdef0123456789" queryClient={newQueryClient()}>
+        <ViewerCard />
+      </TollgateProvider>,
+    );
+
+    expect((await screen.findByRole('alert')).textContent).toMatch(/^FORBIDDEN: A secret key must never be sent from a browser.*createCustomerSession/);
+    expect(requests.filter((request) => request.headers.get('authorization')?.includes('sk_live_'))).toEqual([]);
+  });
+
   it('serves each token its own data: a new token fetches anew and never shows the previous customer', async () => {
     const viewerOf = (name: string): Viewer => ({ ...customerViewer, customer: { ...customerViewer.customer!, name } });
     const requests = stubFetch((request) => jsonResponse({ data: { viewer: viewerOf(request.headers.get('authorization') === 'Bearer cs_bob' ? 'Bob' : 'Alice') } }));

@@ -1,13 +1,12 @@
 import { QueryClient, QueryClientContext, QueryClientProvider } from '@tanstack/react-query';
 import { useContext, useMemo, useState, type ReactNode } from 'react';
-import { cacheScopeOf } from '../client/cacheScope.js';
 import { createGraphQLClient } from '../client/graphqlClient.js';
 import { TollgateContext } from './TollgateContext.js';
 
 export interface TollgateProviderProps {
   /** Full URL of the Tollgate GraphQL endpoint. */
   endpoint: string;
-  /** A customer session token (or, server-side only, a secret key). */
+  /** A customer session token. A secret key works only server-side: in a browser requests are refused (FORBIDDEN). */
   token: string;
   /** The app's QueryClient; defaults to the one already provided above, if any. */
   queryClient?: QueryClient;
@@ -27,8 +26,8 @@ export function TollgateProvider({ endpoint, token, queryClient, children }: Tol
   }
   const activeClient = external ?? ownClient;
 
-  // Each token files its results apart: another customer's token never sees this one's cache.
-  const client = useMemo(() => createGraphQLClient({ endpoint, getToken: () => token, cacheScope: cacheScopeOf(endpoint, token) }), [endpoint, token]);
+  // The client's cache scope follows the token: another customer's token never sees this one's cache.
+  const client = useMemo(() => createGraphQLClient({ endpoint, getToken: () => token }), [endpoint, token]);
 
   if (!activeClient) return null;
   const content = <TollgateContext value={client}>{children}</TollgateContext>;

@@ -41,10 +41,15 @@ export function viewerQueryKey(cacheScope: string) {
   return [...tollgateQueryKey, cacheScope, 'viewer'] as const;
 }
 
+/**
+ * Keyed for the credential the client holds now; the fetch is refused (TOKEN_CHANGED) rather than
+ * file another customer's viewer under this key if the token changes before it runs.
+ */
 export function viewerQueryOptions(client: GraphQLClient) {
+  const cacheScope = client.cacheScope;
   return queryOptions({
-    queryKey: viewerQueryKey(client.cacheScope),
+    queryKey: viewerQueryKey(cacheScope),
     retry: shouldRetry,
-    queryFn: async ({ signal }) => (await client.request<{ viewer: Viewer }>(VIEWER_QUERY, undefined, { signal })).viewer,
+    queryFn: async ({ signal }) => (await client.request<{ viewer: Viewer }>(VIEWER_QUERY, undefined, { signal, cacheScope })).viewer,
   });
 }
