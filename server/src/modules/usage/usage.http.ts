@@ -62,7 +62,8 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
     // A currency sent as something else was read as none, and the event charged in USD.
     currency: textOf(record, 'currency', `${at}currency`, 'must be text: a currency code such as "USD"') ?? null,
     usage: (record.usage as UsageRecordInput['usage']) ?? null,
-    response: response ? { ...response, status: response.status ?? 200, headers: responseHeaders(response.headers, `${at}response.headers`) } : null,
+    // A provider sent as null (serializers write unset fields so) is none, as GraphQL reads it.
+    response: response ? { ...response, status: response.status ?? 200, headers: responseHeaders(response.headers, `${at}response.headers`), provider: response.provider ?? undefined } : null,
     quantities: (record.quantities as UsageRecordInput['quantities']) ?? null,
     metadata: (record.metadata as UsageRecordInput['metadata']) ?? null,
   };

@@ -1330,6 +1330,17 @@ describe('input refused per event, never misread or mischarged', () => {
     expect(await stored(merchant.id)).toEqual(['good']);
   });
 
+  it('a response provider sent as null is no override, as GraphQL reads it: the URL names the provider', async () => {
+    const { merchant, customer } = await setup();
+    // Serializers write unset fields as null; this was refused as "Cannot read properties of null".
+    const response = { url: 'https://api.openai.com/v1/chat/completions', status: 200, body: fixture('openai_chat_completion.json'), provider: null };
+    const single = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'null-provider', response });
+    expect(single.status).toBe(200);
+    expect(single.body.event).toMatchObject({ status: 'CHARGED', provider: 'openai', model: 'gpt-5.4-mini-2026-03-17', cost: expected['openai_chat_completion.json']!.expected_cost_usd });
+    const { body } = await post(merchant.secret, '/v1/usage/batch', { events: [{ customer: customer.id, idempotencyKey: 'null-provider', response }] });
+    expect(body.results[0]).toMatchObject({ ok: true, replayed: true });
+  });
+
   it('GraphQL refuses a response status outside 100-599, as HTTP does', async () => {
     const { merchant, record } = await setup();
     for (const status of [0, 99, 600]) {

@@ -173,6 +173,72 @@ describe('unknown providers', () => {
     );
   });
 
+  it('a provider sent as null is no override: the URL names it, as when it is left out', () => {
+    const body = JSON.stringify({ model: 'gpt-5.4-mini', usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } });
+    const unset = normalizeResponse({ ...response, body, url: 'https://api.openai.com/v1/chat/completions', provider: null as unknown as string });
+    expect(unset).toMatchObject({ provider: 'openai', api: 'chat.completions', inputTokens: 10, outputTokens: 5, billable: true });
+    expect(() => normalizeResponse({ ...response, url: 'https://llm.internal.example/v1/chat/completions', provider: null as unknown as string })).toThrow(UnknownProviderError);
+  });
+
+  describe('named explicitly behind a proxy that prefixes the path (Cloudflare AI Gateway)', () => {
+    const gateway = 'https://gateway.ai.cloudflare.com/v1/acct/gw';
+
+    it('Cohere, Bedrock and ElevenLabs are routed from their API root', () => {
+      const cohere = normalizeResponse({
+        ...response,
+        url: `${gateway}/cohere/v2/chat`,
+        provider: 'cohere',
+        body: JSON.stringify({
+          id: 'c14c80c3',
+          finish_reason: 'COMPLETE',
+          message: { role: 'assistant', content: [{ type: 'text', text: 'Isaac Newton was born in 1643.' }] },
+          usage: { billed_units: { input_tokens: 17, output_tokens: 9 }, tokens: { input_tokens: 83, output_tokens: 9 } },
+        }),
+        requestBody: { model: 'command-a-03-2025' },
+      });
+      expect(cohere).toMatchObject({ provider: 'cohere', api: 'chat', model: 'command-a-03-2025', billable: true, inputTokens: 17, outputTokens: 9 });
+
+      const bedrock = normalizeResponse({
+        ...response,
+        url: `${gateway}/aws-bedrock/bedrock-runtime/us-east-1/model/amazon.nova-lite-v1%3A0/converse`,
+        provider: 'bedrock',
+        body: JSON.stringify({ output: { message: { role: 'assistant', content: [{ text: 'Hello!' }] } }, stopReason: 'end_turn', usage: { inputTokens: 12, outputTokens: 5, totalTokens: 17 }, metrics: { latencyMs: 321 } }),
+      });
+      expect(bedrock).toMatchObject({ provider: 'bedrock', api: 'converse', model: 'amazon.nova-lite-v1:0', billable: true, inputTokens: 12, outputTokens: 5 });
+
+      const elevenlabs = normalizeResponse({
+        ...response,
+        url: `${gateway}/elevenlabs/v1/text-to-speech/VOICE`,
+        provider: 'elevenlabs',
+        headers: { 'character-cost': '42' },
+        body: '',
+        requestBody: { text: 'x'.repeat(42), model_id: 'eleven_multilingual_v2' },
+      });
+      expect(elevenlabs).toMatchObject({ provider: 'elevenlabs', api: 'text-to-speech', model: 'eleven_multilingual_v2', billable: true, characters: 42 });
+    });
+
+    it.each([
+      ['deepgram', `${gateway}/deepgram/v1/speak?model=aura-2-thalia-en`, 'speak'],
+      ['stability', `${gateway}/stability/v2beta/stable-image/generate/ultra`, 'stable-image.generate'],
+      ['bfl', `${gateway}/bfl/v1/flux-pro-1.1`, 'generate'],
+      ['bfl', `${gateway}/bfl/v1/get_result?id=f2c3`, 'get_result'],
+      ['replicate', `${gateway}/replicate/v1/models/black-forest-labs/flux-schnell/predictions`, 'predictions'],
+      ['ideogram', `${gateway}/ideogram/v1/ideogram-v3/generate`, 'generate'],
+      ['cohere', `${gateway}/cohere/compatibility/v1/chat/completions`, 'chat.completions'],
+      ['cohere', 'https://llm-proxy.internal.example/providers/cohere/v2/embed', 'embed'],
+    ])('%s: %s → %s', (provider, url, api) => {
+      expect(normalizeResponse({ ...response, url, provider }).api).toBe(api);
+    });
+
+    it('a path the provider does not serve stays unknown, and without a name nothing changes', () => {
+      expect(normalizeResponse({ ...response, url: `${gateway}/bfl/v1/credits`, provider: 'bfl' })).toMatchObject({ api: 'unknown', billable: false });
+      expect(normalizeResponse({ ...response, url: `${gateway}/anthropic/v1/messages/count_tokens`, provider: 'anthropic' })).toMatchObject({ api: 'unknown', billable: false });
+      // Detected by host, the call went to the provider itself: its paths are matched whole, as before.
+      expect(detectProvider('https://api.cohere.com/proxy/v2/chat')).toEqual({ provider: 'cohere', api: 'unknown' });
+      expect(() => normalizeResponse({ ...response, url: `${gateway}/cohere/v2/chat` })).toThrow(UnknownProviderError);
+    });
+  });
+
   it('a known host on an unknown path reports nothing billable', () => {
     const u = normalizeResponse({ ...response, url: 'https://api.openai.com/v1/models', body: '{"data":[]}' });
     expect(u).toMatchObject({ provider: 'openai', api: 'unknown', billable: false, requests: 0 });

@@ -10,7 +10,7 @@
  */
 import { AppError, invalidField } from '../../../shared/errors.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
-import { definitionForHost, definitionForName, route, splitUrl, type UrlParts } from './registry.ts';
+import { definitionForHost, definitionForName, route, routeNamed, splitUrl, type UrlParts } from './registry.ts';
 import { type Ctx, errorCode, failed, isJsonBody, obj, type Obj, parseJson, pickModel, pending } from './util.ts';
 
 export { canonicalProviderId, SUPPORTED_PROVIDERS, type SupportedProvider } from './registry.ts';
@@ -45,14 +45,18 @@ export function detectProvider(url: string): { provider: string; api: string } |
 /** The usage a provider response reports, in provider-neutral form. */
 export function normalizeResponse(response: ProviderResponse): NormalizedUsage {
   const parts: UrlParts = splitUrl(response.url);
-  const definition = response.provider !== undefined ? definitionForName(response.provider) : definitionForHost(parts.host);
-  if (!definition) throw new UnknownProviderError(parts.host, response.provider);
-  const match = route(definition, parts);
+  // A provider sent as null (serializers write unset fields so) is no override, as GraphQL reads it.
+  const named = response.provider ?? undefined;
+  const definition = named !== undefined ? definitionForName(named) : definitionForHost(parts.host);
+  if (!definition) throw new UnknownProviderError(parts.host, named);
+  // Named, the call may have gone through a proxy with a path prefix of its own; by host it went to the provider.
+  const match = named !== undefined ? routeNamed(definition, parts) : route(definition, parts);
   const headers = responseHeaders(response.headers);
   const ctx: Ctx = {
     provider: definition.id,
     api: match?.api ?? 'unknown',
     urlModel: match?.model ?? null,
+    fallbackModel: match?.fallbackModel ?? null,
     path: parts.path,
     response: headers === response.headers ? response : { ...response, headers },
     request: requestObject(response.requestBody),

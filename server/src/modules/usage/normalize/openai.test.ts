@@ -199,6 +199,25 @@ describe('OpenAI images, audio and embeddings', () => {
     expect(u).toMatchObject({ model: 'dall-e-3', images: 1, inputTokens: 0, outputTokens: 0, details: { size: '1792x1024', quality: 'hd' } });
   });
 
+  it('Azure: the deployment in the URL is the model when neither the response nor the request names one', () => {
+    const url = 'https://contoso.openai.azure.com/openai/deployments/dall-e-3/images/generations?api-version=2024-10-21';
+    const body = { created: 1730000000, data: [{ revised_prompt: 'A cat', url: 'https://x/y.png' }] };
+    const u = call(url, body, { requestBody: { prompt: 'A cat', size: '1024x1024', n: 1 } });
+    expect(u).toMatchObject({ provider: 'azure-openai', api: 'images.generations', model: 'dall-e-3', images: 1, billable: true, details: { size: '1024x1024', quality: 'standard' } });
+    const speech = call('https://contoso.openai.azure.com/openai/deployments/tts-hd/audio/speech?api-version=2025-03-01-preview', '', { requestBody: { input: 'Hello', voice: 'alloy' } });
+    expect(speech).toMatchObject({ model: 'tts-hd', characters: 5 });
+    // A model named by the request or the response still wins over the deployment's name.
+    expect(call(url, body, { requestBody: { model: 'gpt-image-1', prompt: 'A cat' } }).model).toBe('gpt-image-1');
+    const chat = call('https://contoso.openai.azure.com/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21', {
+      id: 'c',
+      object: 'chat.completion',
+      model: 'gpt-4o-2024-11-20',
+      choices: [],
+      usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
+    });
+    expect(chat.model).toBe('gpt-4o-2024-11-20');
+  });
+
   it('dall-e-2 counts the images returned, with the default size when none was asked', () => {
     const u = call('https://api.openai.com/v1/images/generations', { created: 1, data: [{ url: 'a' }, { url: 'b' }, { url: 'c' }] }, { requestBody: { model: 'dall-e-2', n: 3 } });
     expect(u).toMatchObject({ images: 3, details: { size: '1024x1024' } });
@@ -232,6 +251,18 @@ describe('OpenAI images, audio and embeddings', () => {
     expect(whisper).toMatchObject({ provider: 'groq', audioSeconds: '26', details: { audio_duration_seconds: '25.933313' } });
     const text = call('https://api.openai.com/v1/audio/transcriptions', 'Thanks for calling.\n', { requestBody: { model: 'whisper-1' } });
     expect(text).toMatchObject({ billable: false, incomplete: true, details: { reason: 'no_usage' } });
+  });
+
+  it('Mistral (Voxtral) transcription is billed by its prompt_audio_seconds, under the model that answered', () => {
+    const body = '{"model":"voxtral-mini-2507","text":"This week…","language":"en","segments":[],"usage":{"prompt_audio_seconds":203,"prompt_tokens":4,"total_tokens":3264,"completion_tokens":635}}';
+    const u = call('https://api.mistral.ai/v1/audio/transcriptions', body, { requestBody: { model: 'voxtral-mini-latest' } });
+    expect(u).toMatchObject({ provider: 'mistral', api: 'audio.transcriptions', model: 'voxtral-mini-2507', billable: true, audioSeconds: '203', inputTokens: 0, outputTokens: 0 });
+    expect(u.details).toMatchObject({ prompt_tokens: 4, completion_tokens: 635 });
+    // Priced per minute, as Mistral bills it: the token counts beside it are not refused by the row.
+    const perMinute = { provider: 'mistral', model: 'voxtral-mini-2507', currency: 'USD' as const, effectiveFrom: new Date(0), perAudioMinute: '0.002' };
+    // 203 s at $0.002 a minute = $0.00676666…, rounded once to the atto.
+    expect(costOf(u, perMinute)).toBe(6_766_666_666_666_667n);
+    expect(call('https://api.mistral.ai/v1/audio/transcriptions', body.replace('203', '12.75')).audioSeconds).toBe('12.75');
   });
 
   it('streamed transcription bills transcript.text.done', () => {
@@ -306,6 +337,37 @@ describe('OpenAI-compatible providers', () => {
     // The literal as sent, not the double it parses to (which would print as 0.0047625).
     expect(u.providerReportedCostUsd).toBe('0.0047625000000000001');
     expect(u.details).toMatchObject({ is_byok: 'false', upstream_inference_cost_usd: '0.00000015' });
+  });
+
+  it('OpenRouter: the reported cost is read on embeddings, Responses (JSON and stream) and transcriptions too, not only chat', () => {
+    // OpenRouter lists no prices: without its reported cost these calls would be recorded free.
+    const embeddings = call('https://openrouter.ai/api/v1/embeddings', {
+      id: 'embd-1234567890',
+      object: 'list',
+      model: 'openai/text-embedding-3-small',
+      data: [{ object: 'embedding', index: 0, embedding: [0.0023, -0.0093] }],
+      usage: { prompt_tokens: 8, total_tokens: 8, cost: 0.00000016 },
+    });
+    expect(embeddings).toMatchObject({ provider: 'openrouter', api: 'embeddings', inputTokens: 8, billable: true });
+    // JSON.stringify wrote 1.6e-7: its digits, moved, never through binary floating point.
+    expect(embeddings.providerReportedCostUsd).toBe('0.00000016');
+
+    const response = {
+      id: 'gen-1',
+      object: 'response',
+      status: 'completed',
+      model: 'openai/gpt-4o-mini',
+      output: [],
+      usage: { input_tokens: 10, input_tokens_details: { cached_tokens: 0 }, output_tokens: 25, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 35, cost: 0.0000165, is_byok: false },
+    };
+    const responses = call('https://openrouter.ai/api/v1/responses', response);
+    expect(responses).toMatchObject({ api: 'responses', inputTokens: 10, outputTokens: 25, providerReportedCostUsd: '0.0000165', details: { is_byok: 'false' } });
+    const byok = { ...response, usage: { ...response.usage, is_byok: true, cost_details: { upstream_inference_cost: 0.00019 } } };
+    const streamed = call('https://openrouter.ai/api/v1/responses', sse([['response.completed', { type: 'response.completed', response: byok, sequence_number: 4 }]]));
+    expect(streamed).toMatchObject({ billable: true, providerReportedCostUsd: '0.0000165', details: { is_byok: 'true', upstream_inference_cost_usd: '0.00019' } });
+
+    const transcription = call('https://openrouter.ai/api/v1/audio/transcriptions', { text: 'Hello', usage: { seconds: 9.2, cost: 0.00092 } }, { requestBody: { model: 'openai/whisper-1' } });
+    expect(transcription).toMatchObject({ model: 'openai/whisper-1', audioSeconds: '9.2', providerReportedCostUsd: '0.00092', billable: true });
   });
 
   it('xAI: reasoning reported beside completion_tokens is added to output', () => {
@@ -443,5 +505,10 @@ describe('large bodies are read without a full parse, with the same result', () 
     const large = call('https://api.openai.com/v1/audio/transcriptions', make(3000), { requestBody: { model: 'whisper-1' } });
     expect(large).toEqual(call('https://api.openai.com/v1/audio/transcriptions', make(2), { requestBody: { model: 'whisper-1' } }));
     expect(large).toMatchObject({ audioSeconds: '3601', details: { audio_duration_seconds: '3600.0400390625' } });
+    const mistral = (n: number) =>
+      `{"model":"voxtral-mini-2507","text":"…","language":"en","segments":[${Array.from({ length: n }, (_, i) => `{"start":${i}.0,"end":${i + 1}.0,"text":" word"}`).join(',')}],"usage":{"prompt_audio_seconds":3600,"prompt_tokens":4,"total_tokens":40000,"completion_tokens":9000}}`;
+    const long = call('https://api.mistral.ai/v1/audio/transcriptions', mistral(3000), { requestBody: { model: 'voxtral-mini-latest' } });
+    expect(long).toEqual(call('https://api.mistral.ai/v1/audio/transcriptions', mistral(2), { requestBody: { model: 'voxtral-mini-latest' } }));
+    expect(long).toMatchObject({ model: 'voxtral-mini-2507', audioSeconds: '3600' });
   });
 });

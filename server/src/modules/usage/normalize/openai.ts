@@ -101,7 +101,16 @@ export function applyChatUsage(out: NormalizedUsage, u: Obj, source: string): vo
     out.details.prompt_audio_seconds = exactDecimal(source, 'prompt_audio_seconds', u.prompt_audio_seconds);
   }
 
-  // OpenRouter: usage.cost in credits (= USD). Perplexity: usage.cost.total_cost in USD.
+  applyReportedCost(out, u, source);
+}
+
+/**
+ * The cost a provider reports in a usage block, kept exactly as written (`source` is the JSON
+ * text the usage came from). OpenRouter puts usage.cost, in credits (= USD), on every API it
+ * serves (chat, embeddings, Responses, transcriptions), with is_byok and the upstream cost
+ * beside it; Perplexity reports usage.cost.total_cost in USD; DeepInfra an estimate (a detail).
+ */
+function applyReportedCost(out: NormalizedUsage, u: Obj, source: string): void {
   if (typeof u.cost === 'number') out.providerReportedCostUsd = exactDecimal(source, 'cost', u.cost);
   else {
     const total = obj(u.cost)?.total_cost;
@@ -209,7 +218,7 @@ function chatStreamFinished(events: SseEvent[], usageChunk: Obj | undefined): bo
 // ---------------------------------------------------------------------------------------------
 // Responses API
 
-function applyResponsesUsage(out: NormalizedUsage, u: Obj): void {
+function applyResponsesUsage(out: NormalizedUsage, u: Obj, source: string): void {
   const itd = obj(u.input_tokens_details);
   const otd = obj(u.output_tokens_details);
   out.inputTokens = int(u.input_tokens);
@@ -217,6 +226,7 @@ function applyResponsesUsage(out: NormalizedUsage, u: Obj): void {
   out.cacheWriteTokens = int(itd?.cache_write_tokens);
   out.outputTokens = int(u.output_tokens);
   out.reasoningTokens = Math.min(int(otd?.reasoning_tokens), out.outputTokens);
+  applyReportedCost(out, u, source);
 }
 
 const PRICED_TOOL_CALLS: Record<string, string> = {
@@ -226,7 +236,8 @@ const PRICED_TOOL_CALLS: Record<string, string> = {
   image_generation_call: 'image_generation_calls',
 };
 
-function fromResponseObject(ctx: Ctx, r: Obj): NormalizedUsage {
+/** A response object; `source` is the JSON text it was parsed from (for exact decimals). */
+function fromResponseObject(ctx: Ctx, r: Obj, source: string): NormalizedUsage {
   const model = pickModel(ctx, r.model);
   const status = str(r.status);
   const error = errorCode(r) ?? (status === 'failed' ? 'failed' : null);
@@ -237,7 +248,7 @@ function fromResponseObject(ctx: Ctx, r: Obj): NormalizedUsage {
     return incomplete(ctx, model, responseText(r), 'no_usage');
   }
   const out = result(ctx, model);
-  applyResponsesUsage(out, u);
+  applyResponsesUsage(out, u, source);
   if (status === 'incomplete') out.details.incomplete_reason = str(obj(r.incomplete_details)?.reason) ?? 'unknown';
   serviceTier(out, r);
   for (const item of arr(r.output) ?? []) {
@@ -263,7 +274,7 @@ export const openaiResponses: Normalizer = (ctx) => {
   if (!isJsonBody(body)) return responsesStream(ctx, parseSse(body));
   const o = obj(parseJson(body));
   if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
-  return fromResponseObject(ctx, o);
+  return fromResponseObject(ctx, o, body);
 };
 
 const TERMINAL = new Set(['response.completed', 'response.incomplete', 'response.failed', 'response.cancelled']);
@@ -279,7 +290,7 @@ function responsesStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
       const event = events[i]!;
       if (!TERMINAL.has(eventType(event))) continue;
       const r = obj(obj(parseJson(event.data))?.response);
-      if (r) return fromResponseObject(ctx, r);
+      if (r) return fromResponseObject(ctx, r, event.data);
     }
   }
   let model: string | null = null;
@@ -304,19 +315,20 @@ export const openaiEmbeddings: Normalizer = (ctx) => {
   if (body.length > LARGE_BODY) {
     // Thousands of floats around a tiny usage block: read just the block.
     const u = lastObjectValue(body, 'usage');
-    if (u) return embeddingsResult(ctx, pickModel(ctx, lastStringValue(body, 'model')), u);
+    if (u) return embeddingsResult(ctx, pickModel(ctx, lastStringValue(body, 'model')), u, body);
   }
   const opened = openJson(ctx, body);
   if (isUsage(opened)) return opened;
   const { o, model } = opened;
   const u = obj(o.usage);
   if (!u) return incomplete(ctx, model, null, 'no_usage');
-  return embeddingsResult(ctx, model, u);
+  return embeddingsResult(ctx, model, u, body);
 };
 
-function embeddingsResult(ctx: Ctx, model: string | null, u: Obj): NormalizedUsage {
+function embeddingsResult(ctx: Ctx, model: string | null, u: Obj, source: string): NormalizedUsage {
   const out = result(ctx, model);
   out.inputTokens = hasCount(u.prompt_tokens) ? int(u.prompt_tokens) : hasCount(u.input_tokens) ? int(u.input_tokens) : int(u.total_tokens);
+  applyReportedCost(out, u, source);
   return out;
 }
 
@@ -398,14 +410,24 @@ function imageStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
 // Audio: transcription/translation (duration or tokens) and speech (characters of the input)
 
 function applyTranscriptionUsage(out: NormalizedUsage, u: Obj, source: string): void {
+  applyReportedCost(out, u, source);
   if (u.type === 'duration' || typeof u.seconds === 'number') {
     if (typeof u.seconds === 'number') out.audioSeconds = exactDecimal(source, 'seconds', u.seconds);
     return;
   }
+  // Mistral (Voxtral) bills a transcription per minute of the audio, which it reports as
+  // prompt_audio_seconds. Its token counts stay details: as tokens, a per-minute price row would
+  // refuse them (and a row with token rates as well would charge the call twice).
+  if (typeof u.prompt_audio_seconds === 'number') {
+    out.audioSeconds = exactDecimal(source, 'prompt_audio_seconds', u.prompt_audio_seconds);
+    detail(out, 'prompt_tokens', u.prompt_tokens);
+    detail(out, 'completion_tokens', u.completion_tokens);
+    return;
+  }
   // The detail key is input_token_details (singular "token") here, unlike Chat/Responses.
   const itd = obj(u.input_token_details) ?? obj(u.input_tokens_details);
-  out.inputTokens = int(u.input_tokens);
-  out.outputTokens = int(u.output_tokens);
+  out.inputTokens = hasCount(u.input_tokens) ? int(u.input_tokens) : int(u.prompt_tokens);
+  out.outputTokens = hasCount(u.output_tokens) ? int(u.output_tokens) : int(u.completion_tokens);
   if (itd) {
     out.details.input_audio_tokens = int(itd.audio_tokens);
     out.details.input_text_tokens = int(itd.text_tokens);
@@ -414,15 +436,14 @@ function applyTranscriptionUsage(out: NormalizedUsage, u: Obj, source: string): 
 
 export const openaiTranscription: Normalizer = (ctx) => {
   const body = ctx.response.body;
-  const model = pickModel(ctx, undefined);
-  if (isSseBody(body)) return transcriptionStream(ctx, parseSse(body), model);
+  if (isSseBody(body)) return transcriptionStream(ctx, parseSse(body), pickModel(ctx, undefined));
   // text, srt and vtt formats carry no usage at all.
-  if (!isJsonBody(body)) return incomplete(ctx, model, null, 'no_usage');
+  if (!isJsonBody(body)) return incomplete(ctx, pickModel(ctx, undefined), null, 'no_usage');
   if (body.length > LARGE_BODY) {
     // verbose_json of long audio: segments and words by the thousand, usage at the end.
     const u = lastObjectValue(body, 'usage');
     if (u) {
-      const out = result(ctx, model);
+      const out = result(ctx, pickModel(ctx, lastStringValue(body, 'model')));
       const literal = numberLiteralAt(body, valueAt(body, 'duration'));
       const duration = Number(literal);
       if (literal !== '' && Number.isFinite(duration)) out.details.audio_duration_seconds = exactDecimal(body, 'duration', duration);
@@ -431,7 +452,9 @@ export const openaiTranscription: Normalizer = (ctx) => {
     }
   }
   const o = obj(parseJson(body));
-  if (!o) return incomplete(ctx, model, null, 'unparseable_body');
+  if (!o) return incomplete(ctx, pickModel(ctx, undefined), null, 'unparseable_body');
+  // OpenAI's response names no model; Mistral's names the snapshot that answered.
+  const model = pickModel(ctx, o.model);
   const error = errorCode(o);
   if (error) return failed(ctx, model, error);
   const out = result(ctx, model);

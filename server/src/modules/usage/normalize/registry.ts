@@ -25,6 +25,11 @@ export interface Match {
   /** A model named by the URL itself. */
   model: string | null;
   /**
+   * What the URL names in place of a model, taken as the model only when neither the response
+   * nor the request names one (an Azure deployment: images and audio responses name no model).
+   */
+  fallbackModel?: string | null;
+  /**
    * The HTTP method that calls it: POST for a create, GET to poll a job by its id. The same path
    * often answers other methods with stored data (GET /v1/chat/completions lists completions).
    */
@@ -105,6 +110,13 @@ function openaiPath(path: string): Match | null {
   return null;
 }
 const openaiRouter: Router = (url) => openaiPath(url.path);
+
+/** Azure routes by deployment (/openai/deployments/{name}/…), a name the merchant chose for a model. */
+const azureRouter: Router = ({ path }) => {
+  const match = openaiPath(path);
+  const deployment = match && segmentAfter(path, '/deployments/', path.length);
+  return deployment ? { ...match, fallbackModel: deployment } : match;
+};
 
 // --- Google: Gemini API and Vertex AI -------------------------------------------------------
 
@@ -261,7 +273,7 @@ const DEFINITIONS: Definition[] = [
     hosts: ['*.openai.azure.com', '*.cognitiveservices.azure.com', '*.services.ai.azure.com'],
     aliases: ['azure'],
     apis: OPENAI_APIS,
-    route: openaiRouter,
+    route: azureRouter,
   },
   { id: 'anthropic', name: 'Anthropic', hosts: ['api.anthropic.com'], aliases: ['claude'], apis: ['messages'], route: anthropicRouter },
   {
@@ -401,6 +413,24 @@ export function definitionForName(name: string): Definition | undefined {
 
 export function route(definition: Definition, url: UrlParts): Match | null {
   return definition.route(url);
+}
+
+/**
+ * The API of a URL sent to a provider named explicitly, whatever host it went through. A proxy
+ * in front of the provider (Cloudflare AI Gateway's /v1/{account}/{gateway}/{provider}/…, a
+ * company gateway's own prefix) puts its own segments before the provider's API root, and the
+ * routers that match whole paths would miss it: when the whole path is not one of the
+ * provider's, it is tried from each later segment on, and the longest tail the provider knows wins.
+ */
+export function routeNamed(definition: Definition, url: UrlParts): Match | null {
+  const match = definition.route(url);
+  if (match) return match;
+  const { path } = url;
+  for (let slash = path.indexOf('/', 1); slash !== -1; slash = path.indexOf('/', slash + 1)) {
+    const tail = definition.route({ ...url, path: path.slice(slash) });
+    if (tail) return tail;
+  }
+  return null;
 }
 
 /** Host, path and query of a URL without allocating a URL object (hot path). */

@@ -12,6 +12,8 @@ export interface Ctx {
   api: string;
   /** A model named by the URL (Gemini, Vertex, Bedrock, fal, Deepgram's `model=`), if any. */
   urlModel: string | null;
+  /** What the URL names in place of a model (an Azure deployment): the model when nothing else names one. */
+  fallbackModel: string | null;
   /** The URL path, without query. */
   path: string;
   response: ProviderResponse;
@@ -232,9 +234,9 @@ export function requestString(ctx: Ctx, key: string): string | null {
   return str(ctx.request?.[key]);
 }
 
-/** The body's model when it names one, else the URL's, else the request's. */
+/** The body's model when it names one, else the URL's, else the request's, else the URL's stand-in (an Azure deployment). */
 export function pickModel(ctx: Ctx, fromBody: unknown): string | null {
-  return str(fromBody) ?? ctx.urlModel ?? requestString(ctx, 'model') ?? requestString(ctx, 'model_id');
+  return str(fromBody) ?? ctx.urlModel ?? requestString(ctx, 'model') ?? requestString(ctx, 'model_id') ?? ctx.fallbackModel;
 }
 
 export function result(ctx: Ctx, model: string | null): NormalizedUsage {
