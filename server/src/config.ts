@@ -19,6 +19,8 @@ export interface Config {
   /** Public URL used in printed links (defaults to http://host:port). */
   publicUrl: string;
   maxBodyBytes: number;
+  /** Largest body of POST /v1/usage/batch, read only once its caller's key checks out. */
+  maxBatchBodyBytes: number;
   maxQueryDepth: number;
   /** How often open WebSockets' secret keys are checked for revocation. */
   wsKeyRecheckMs: number;
@@ -113,6 +115,8 @@ export function loadConfig(env: Env = process.env): Config {
     masterKey: resolveMasterKey(env, dataDir, production),
     publicUrl: env.TOLLGATE_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? 'localhost' : host}:${port}`,
     maxBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BODY_SIZE', 1024 * 1024),
+    // A full batch of raw provider responses runs to megabytes (1,000 events of a few KB each).
+    maxBatchBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BATCH_BODY_SIZE', 16 * 1024 * 1024),
     maxQueryDepth: intFrom(env, 'TOLLGATE_MAX_QUERY_DEPTH', 10),
     maxQueryComplexity: intFrom(env, 'TOLLGATE_MAX_QUERY_COMPLEXITY', 5000),
     // A session lives at least a minute (createCustomerSession's floor): a lower cap refuses them all.

@@ -1,4 +1,4 @@
-import express, { Router, type Request, type Response } from 'express';
+import express, { Router, type NextFunction, type Request, type Response } from 'express';
 import { sendError } from '../../http/errors.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
@@ -18,8 +18,6 @@ import { requireHttpStatus, type UsageRecordInput, type UsageResult } from './us
  * high-volume sender already knows its events by their idempotency keys, and the full answer
  * (about 400 bytes an event) costs both sides more to write and read than the batch they sent.
  */
-const MAX_BATCH_BODY = 16 * 1024 * 1024;
-
 /**
  * A text field of the record, or undefined when absent or null. Anything else is refused, as
  * GraphQL's String refuses it: String() would make "[object Object]" of an object (one key for
@@ -119,12 +117,26 @@ export function usageRoutes(services: Services): Router {
       throw error;
     }
   };
+  // The caller is checked before its body is read: a batch may be megabytes, and nobody without
+  // a key gets the server to buffer and parse that much.
+  type Caller = Awaited<ReturnType<typeof authenticate>>;
+  const callerFirst = async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      res.locals.caller = await authenticate(req);
+    } catch (error) {
+      if (error instanceof AppError) return sendError(req, res, httpStatusFor(error.code), error.code, error.message, error.details);
+      return next(error);
+    }
+    next();
+  };
+  const callerOf = (res: Response) => res.locals.caller as Caller;
 
   router.post(
     '/v1/usage',
+    callerFirst,
     express.json({ limit: services.config.maxBodyBytes }),
     handle(async (req, res) => {
-      const { merchantId, actor } = await authenticate(req);
+      const { merchantId, actor } = callerOf(res);
       const result = await services.usage.recordOne(merchantId, actor, readRecord(req.body));
       const body = present(result);
       if (!result.ok) return void res.status(httpStatusFor(result.error.code)).json({ error: body.error });
@@ -135,9 +147,10 @@ export function usageRoutes(services: Services): Router {
 
   router.post(
     '/v1/usage/batch',
-    express.json({ limit: Math.max(services.config.maxBodyBytes, MAX_BATCH_BODY) }),
+    callerFirst,
+    express.json({ limit: services.config.maxBatchBodyBytes }),
     handle(async (req, res) => {
-      const { merchantId, actor } = await authenticate(req);
+      const { merchantId, actor } = callerOf(res);
       const events = (req.body as { events?: unknown })?.events;
       if (!Array.isArray(events)) throw invalidField('events', 'must be an array of usage records');
       if (events.length === 0) throw invalidField('events', 'must not be empty');

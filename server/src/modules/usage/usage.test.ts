@@ -848,6 +848,31 @@ describe('POST /v1/usage/batch', () => {
     expect(single.status).toBe(404);
     expect(await single.json()).toMatchObject({ error: { code: 'NOT_FOUND' } });
   });
+
+  it('reads a body only once its key checks out, and holds batches to TOLLGATE_MAX_BATCH_BODY_SIZE (413 past it)', async () => {
+    const small = await startTestServer({ TOLLGATE_MAX_BODY_SIZE: '64kb', TOLLGATE_MAX_BATCH_BODY_SIZE: '256kb' });
+    try {
+      const merchant = await small.createMerchant();
+      const post = (path: string, body: string, token: string | null) =>
+        fetch(`${small.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body });
+      const sized = (bytes: number) => JSON.stringify({ events: [{ customer: 'x', idempotencyKey: 'k', metadata: { pad: 'a'.repeat(bytes) } }] });
+      // Without a key, even a body too large to read is refused for its missing key, unread.
+      for (const path of ['/v1/usage', '/v1/usage/batch']) {
+        const anonymous = await post(path, sized(1024 * 1024), null);
+        expect(anonymous.status, path).toBe(401);
+        const badKey = await post(path, sized(1024 * 1024), 'sk_test_notarealkey000000000000000000');
+        expect(badKey.status, path).toBe(401);
+      }
+      expect((await post('/v1/usage/batch', sized(300 * 1024), merchant.secret)).status).toBe(413);
+      expect((await post('/v1/usage', sized(100 * 1024), merchant.secret)).status).toBe(413);
+      // Within the batch limit (over the general one), the batch is read and answered per event.
+      const read = await post('/v1/usage/batch', sized(100 * 1024), merchant.secret);
+      expect(read.status).toBe(200);
+      expect(((await read.json()) as { summary: { received: number } }).summary.received).toBe(1);
+    } finally {
+      await small.close();
+    }
+  });
 });
 
 describe('meter aggregations', () => {
