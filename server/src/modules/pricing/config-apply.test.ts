@@ -23,6 +23,10 @@ const CONFIG: PricingConfig = {
   ],
 };
 
+/** Plans the file and applies the plan, both at `now` (default: the clock's). */
+const planAndApply = async (merchantId: string, config: PricingConfig, now?: Date) =>
+  applyPricingChanges(server.services, merchantId, await planPricingConfig(server.services, merchantId, config, now), now);
+
 describe('pricing as code', () => {
   it('shows a diff, applies it, and is a no-op the second time', async () => {
     const merchant = await server.createMerchant();
@@ -80,6 +84,52 @@ describe('pricing as code', () => {
     await applyPricingChanges(server.services, merchant.id, plan);
     // Still the file's rule after the stopped version's date, so the file still matches then.
     expect(await planPricingConfig(server.services, merchant.id, file, new Date(scheduled.getTime() + 1))).toEqual([]);
+  });
+
+  it('a rule with a version scheduled through the API is refused while planning, naming the entry and the date, not when applying', async () => {
+    const merchant = await server.createMerchant();
+    const markup = (percent: string) => ({ name: 'markup', type: 'MARKUP' as const, config: { percent } });
+    await planAndApply(merchant.id, { priceRules: [markup('10')], plans: [{ key: 'pro', name: 'Pro', priceRules: [markup('5')] }] });
+    const scheduled = new Date(Date.now() + 30 * 86_400_000);
+    await server.services.priceRules.put(merchant.id, { ...markup('20'), effectiveFrom: scheduled });
+    await server.services.priceRules.put(merchant.id, { ...markup('8'), planKey: 'pro', effectiveFrom: scheduled });
+    const before = await server.services.prisma.priceRule.count({ where: { merchantId: merchant.id } });
+    const cases: [PricingConfig, string][] = [
+      // A changed rule could not be put from now, before the scheduled version.
+      [{ priceRules: [markup('15')] }, 'priceRules.0'],
+      // An unchanged one would not stay: the scheduled version replaces it on its date.
+      [{ priceRules: [markup('10')] }, 'priceRules.0'],
+      // Nor can the file's settings stand for the scheduled version: it has no date to give them.
+      [{ priceRules: [markup('20')] }, 'priceRules.0'],
+      [{ plans: [{ key: 'pro', name: 'Pro', priceRules: [markup('5')] }] }, 'plans.0.priceRules.0'],
+    ];
+    for (const [file, field] of cases) {
+      const outcome = await planPricingConfig(server.services, merchant.id, file).then(
+        (plan) => applyPricingChanges(server.services, merchant.id, plan).then(() => 'applied', (error: Error) => `apply failed: ${error.message}`),
+        (error: Error & { details?: { field?: string } }) => `refused at ${error.details?.field}: ${error.message}`,
+      );
+      expect(outcome, field).toMatch(new RegExp(`^refused at ${field.replace(/\./g, '\\.')}: ${field.replace(/\./g, '\\.')}: rule "markup" has a version scheduled from ${scheduled.toISOString()}`));
+      expect(outcome, field).toMatch(/archive the rule/);
+    }
+    expect(await server.services.prisma.priceRule.count({ where: { merchantId: merchant.id } })).toBe(before);
+    // Archived (the scheduled version with it), the rule is the file's again.
+    await server.services.priceRules.archive(merchant.id, 'markup');
+    await planAndApply(merchant.id, { priceRules: [markup('15')] });
+    expect(await planPricingConfig(server.services, merchant.id, { priceRules: [markup('15')] }, new Date(scheduled.getTime() + 1))).toEqual([]);
+  });
+
+  it('an archived meter listed in the file shows in the diff as restored, and is', async () => {
+    const merchant = await server.createMerchant();
+    const file: PricingConfig = { meters: [{ key: 'images', name: 'Images', unit: 'image', source: 'IMAGES' }] };
+    await planAndApply(merchant.id, file);
+    await server.services.meters.archive(merchant.id, 'images');
+    const plan = await planPricingConfig(server.services, merchant.id, file);
+    expect(describeChanges(plan)).toBe(
+      '~ meter images\n    - {"aggregation":"SUM","archived":true,"name":"Images","source":"IMAGES","unit":"image"}\n    + {"aggregation":"SUM","name":"Images","source":"IMAGES","unit":"image"}',
+    );
+    await applyPricingChanges(server.services, merchant.id, plan);
+    expect((await server.services.meters.active(merchant.id)).map((meter) => meter.key)).toEqual(['images']);
+    expect(await planPricingConfig(server.services, merchant.id, file)).toEqual([]);
   });
 
   it('refuses an invalid file before changing anything, naming the field', async () => {
@@ -147,6 +197,61 @@ describe('dated provider prices', () => {
     expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3.00'], [later.toISOString(), '2.00']]);
     expect(await outputOf(merchant.id, '2026-07-15')).toBe('3.00');
     expect(await planPricingConfig(server.services, merchant.id, newer, later)).toEqual([]);
+  });
+
+  it('a scheduled price moved to a later date in the file is cancelled at its old date, and applying again changes nothing', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    await planAndApply(merchant.id, { providerPrices: [{ ...model, ...rates('1') }, { ...model, ...rates('2'), effectiveFrom: '2099-01-01' }] }, now);
+    const postponed: PricingConfig = { providerPrices: [{ ...model, ...rates('1') }, { ...model, ...rates('2'), effectiveFrom: '2099-06-01' }] };
+    const plan = await planPricingConfig(server.services, merchant.id, postponed, now);
+    expect(describeChanges(plan)).toBe([
+      '- price openai/gpt-5.4-mini scheduled from 2099-01-01T00:00:00.000Z (cancelled: the file no longer lists it; it has priced nothing)',
+      '    - {"currency":"USD","model":"gpt-5.4-mini","perMillionTokens":{"input":"0.75","output":"2"},"provider":"openai"}',
+      '+ price openai/gpt-5.4-mini scheduled from 2099-06-01T00:00:00.000Z',
+      '    + {"currency":"USD","model":"gpt-5.4-mini","perMillionTokens":{"input":"0.75","output":"2"},"provider":"openai"}',
+    ].join('\n'));
+    await applyPricingChanges(server.services, merchant.id, plan, now);
+    expect(await planPricingConfig(server.services, merchant.id, postponed, now)).toEqual([]);
+    expect(await outputOf(merchant.id, '2099-02-01')).toBe('1');
+    expect(await outputOf(merchant.id, '2099-07-01')).toBe('2');
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '1'], ['2099-06-01T00:00:00.000Z', '2']]);
+  });
+
+  it('a scheduled price removed from the file is cancelled; a model the file does not list keeps its own', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const other = { provider: 'anthropic', model: 'claude-x', perMillionTokens: { input: '3', output: '4' }, effectiveFrom: '2099-01-01' };
+    await planAndApply(merchant.id, { providerPrices: [{ ...model, ...rates('1') }, { ...model, ...rates('9'), effectiveFrom: '2099-01-01' }, other] }, now);
+    const withoutRise: PricingConfig = { providerPrices: [{ ...model, ...rates('1') }] };
+    const plan = await planPricingConfig(server.services, merchant.id, withoutRise, now);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['cancel-price openai/gpt-5.4-mini']);
+    expect(describeChanges(plan)).toMatch(/^- price openai\/gpt-5.4-mini scheduled from 2099-01-01T00:00:00.000Z \(cancelled/);
+    await applyPricingChanges(server.services, merchant.id, plan, now);
+    expect(await outputOf(merchant.id, '2099-02-01')).toBe('1');
+    expect((await server.services.providerPrices.priceFor(merchant.id, 'anthropic', 'claude-x', new Date('2099-02-01')))?.perMillionTokens?.output).toBe('4');
+    expect(await planPricingConfig(server.services, merchant.id, withoutRise, now)).toEqual([]);
+  });
+
+  it('a scheduled price too close to its date to have priced nothing is not cancelled: refused while planning, or when applying if it came due since', async () => {
+    const merchant = await server.createMerchant();
+    const soon = new Date(Date.now() + 2 * 60_000);
+    await server.services.providerPrices.add(merchant.id, { ...model, ...rates('7'), effectiveFrom: soon });
+    const file: PricingConfig = { providerPrices: [{ ...model, ...rates('1') }] };
+    const error = await planPricingConfig(server.services, merchant.id, file).then(() => null, (caught: unknown) => caught as Error);
+    expect(error).toMatchObject({ code: 'VALIDATION', details: { field: 'providerPrices.0' } });
+    expect(error?.message).toMatch(`providerPrices.0: openai/gpt-5.4-mini has a version stored from ${soon.toISOString()}, which this file does not list: it is too close to cancel`);
+    // Planned an hour earlier, the row was further ahead; by the apply it may have priced usage.
+    const plan = await planPricingConfig(server.services, merchant.id, file, new Date(Date.now() - 3600_000));
+    expect(plan.map((change) => change.kind)).toEqual(['add-price', 'cancel-price']);
+    await expect(applyPricingChanges(server.services, merchant.id, plan, new Date(Date.now() - 3600_000))).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'effectiveFrom' } });
+    expect(await storedRows(merchant.id)).toEqual([[soon.toISOString(), '7']]);
+    // Nor does the service delete a row due so soon, or one of another merchant.
+    const [row] = await server.services.providerPrices.rowsFor(merchant.id);
+    await expect(server.services.providerPrices.cancelScheduled(merchant.id, row!.ref)).rejects.toMatchObject({ code: 'CONFLICT' });
+    const stranger = await server.createMerchant();
+    await expect(server.services.providerPrices.cancelScheduled(stranger.id, row!.ref)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(await storedRows(merchant.id)).toEqual([[soon.toISOString(), '7']]);
   });
 
   it('refuses two versions of one price on the same date, and a date that does not parse, naming the field', async () => {
@@ -502,6 +607,20 @@ describe('pricing as code in YAML', () => {
     expect(error).toMatchObject({ code: 'VALIDATION', details: { field: 'config', file, line: 3, column: 21 } });
     expect(error!.message.startsWith(`${file}:3:21: invalid JSON: `)).toBe(true);
   });
+
+  it('a JSON key given twice in one object is refused, naming the file, line, column and key, as in YAML', async () => {
+    const refused = (file: string) => loadPricingConfig(file).then(() => null, (caught: unknown) => caught as Error & { code: string; details: Record<string, unknown> });
+    const setting = write('setting.json', '{\n  "priceRules": [\n    { "name": "m", "type": "MARKUP", "config": { "percent": "10",\n      "percent": "20" } }\n  ]\n}\n');
+    const error = await refused(setting);
+    expect(error).toMatchObject({ code: 'VALIDATION', details: { field: 'config', file: setting, line: 4, column: 7 } });
+    expect(error!.message).toBe(`${setting}:4:7: invalid JSON: keys must be unique, and "percent" is given twice in the object at priceRules.0.config`);
+    // Compared as JSON reads them: an escaped key is the same key.
+    const escaped = write('escaped.json', '{ "meters": [], "\\u006deters": [] }');
+    expect((await refused(escaped))!.message).toBe(`${escaped}:1:17: invalid JSON: keys must be unique, and "meters" is given twice in the top-level object`);
+    // The same key in different objects, or as a value, is no duplicate.
+    const fine = write('fine.json', JSON.stringify({ priceRules: [{ name: 'name', type: 'MARKUP', config: { percent: '1' } }, { name: 'b', type: 'MARKUP', provider: 'x', config: { percent: '2' } }] }));
+    expect((await loadPricingConfig(fine)).priceRules).toHaveLength(2);
+  });
 });
 
 describe('a file is checked and normalized while planning', () => {
@@ -543,6 +662,36 @@ describe('a file is checked and normalized while planning', () => {
       ['tokens', null, null, 'tokens'],
     ]);
     expect((await server.services.plans.get(merchant.id, 'pro'))).toMatchObject({ name: 'Pro', description: 'For teams' });
+  });
+
+  it('the same decimal written another way is no change, in prices and in rule settings; another value is one', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const meters: PricingConfig['meters'] = [{ key: 'tokens', name: 'Tokens', unit: 'token', source: 'TOTAL_TOKENS' }];
+    const file = (rate: string, percent: string, fee: string, tierPrice: string, upTo: string | number): PricingConfig => ({
+      meters,
+      providerPrices: [
+        { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: rate, output: '4.50' } },
+        { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: rate, output: '5' }, effectiveFrom: '2099-01-01' },
+      ],
+      priceRules: [
+        { name: 'markup', type: 'MARKUP', config: { percent, feePerRequest: fee } },
+        { name: 'tokens', type: 'GRADUATED', meterKey: 'tokens', config: { tiers: [{ upTo, unitPrice: tierPrice, flatFee: '1.0' }, { upTo: null, unitPrice: '0.000001' }] } },
+      ],
+      plans: [{ key: 'pro', name: 'Pro', priceRules: [{ name: 'markup', type: 'MARKUP', config: { percent } }] }],
+    });
+    await planAndApply(merchant.id, file('0.10', '10', '0.0010', '0.000002', 1000), now);
+    const before = await server.services.prisma.providerPrice.count({ where: { merchantId: merchant.id } });
+    expect(await planPricingConfig(server.services, merchant.id, file('0.1', '10.0', '0.001', '0.0000020', '1000'), now)).toEqual([]);
+    expect(await planPricingConfig(server.services, merchant.id, file('00.100', '010.00', '0.00100', '0.000002', '1000.0'), now)).toEqual([]);
+    // Written the other way in the file than it is stored: still the same.
+    const other = file('0.10', '10', '0.0010', '0.000002', 1000);
+    other.providerPrices = other.providerPrices!.map((price) => ({ ...price, perMillionTokens: { input: '0.1', output: price.effectiveFrom ? '5.00' : '4.5' } }));
+    expect(await planPricingConfig(server.services, merchant.id, other, now)).toEqual([]);
+    // A different value is a change, however it is written.
+    const changed = await planPricingConfig(server.services, merchant.id, file('0.11', '10.5', '0.001', '0.000003', 1000), now);
+    expect(changed.map((change) => `${change.kind} ${change.key}`)).toEqual(['add-price openai/gpt-x', 'add-price openai/gpt-x', 'add-rule markup', 'add-rule tokens', 'add-rule pro/markup']);
+    expect(await server.services.prisma.providerPrice.count({ where: { merchantId: merchant.id } })).toBe(before);
   });
 
   it('dates are read strictly, as the DateTime scalar reads them, and must be in the years 1 to 9999', async () => {

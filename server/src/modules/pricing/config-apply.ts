@@ -6,13 +6,13 @@ import { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/pr
 import type { Services } from '../../services.ts';
 import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
-import { isStorableTime, parseIsoTime } from '../../shared/times.ts';
+import { isStorableTime, MAX_FUTURE_USAGE_MS, parseIsoTime } from '../../shared/times.ts';
 import { isJsonObject, requireNonEmpty, requireStorableText } from '../../shared/validation.ts';
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
-import { clashAmong, describeTarget, rulesInForce, toPricingRule, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
+import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 
@@ -47,6 +47,8 @@ export type Change =
   | { kind: 'update-meter'; key: string; from: string; to: string; detail: PricingConfigMeter }
   /** `effectiveFrom` is a scheduled (future) version's ISO date; null adds a version from the moment of applying. */
   | { kind: 'add-price'; key: string; from: string | null; to: string; effectiveFrom: string | null; detail: PricingConfigPrice }
+  /** A stored version scheduled for a date the file no longer lists (`ref`: its row), deleted: it has priced nothing yet. */
+  | { kind: 'cancel-price'; key: string; from: string; effectiveFrom: string; ref: string }
   | { kind: 'create-plan'; key: string; to: string; detail: PricingConfigPlan }
   | { kind: 'update-plan'; key: string; from: string; to: string; detail: PricingConfigPlan }
   /** `key` is the rule's name, or "<plan key>/<rule name>" for a plan's rule. */
@@ -66,8 +68,9 @@ export async function loadPricingConfig(file: string): Promise<PricingConfig> {
 }
 
 function parseJson(file: string, text: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (error) {
     const reason = (error as Error).message;
     // Node 20 says only "at position N"; newer versions may add the line themselves.
@@ -77,6 +80,56 @@ function parseJson(file: string, text: string): unknown {
     const line = text.slice(0, offset).split('\n').length;
     const col = offset - text.lastIndexOf('\n', offset - 1);
     throw new AppError('VALIDATION', `${file}:${line}:${col}: invalid JSON: ${reason}`, { field: 'config', file, line, column: col });
+  }
+  refuseDuplicateKeys(file, text);
+  return value;
+}
+
+/**
+ * JSON.parse keeps the last of two equal keys of an object without a word, so a setting written
+ * twice would be applied as whichever came last. YAML refuses that; so does JSON here, naming the
+ * line and column of the second one and the object it is in. `text` is valid JSON (JSON.parse
+ * took it), so a scan of its strings and brackets is enough.
+ */
+function refuseDuplicateKeys(file: string, text: string): void {
+  const frames: ({ keys: Set<string>; key: string | null } | { index: number })[] = [];
+  let expectKey = false;
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at];
+    const top = frames.at(-1);
+    if (char === '"') {
+      let end = at + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      if (expectKey && top && 'keys' in top) {
+        // Decoded, as JSON.parse compares them: "a" and "\u0061" are the same key.
+        const key = JSON.parse(text.slice(at, end + 1)) as string;
+        if (top.keys.has(key)) {
+          const where = frames.slice(0, -1).map((frame) => ('keys' in frame ? frame.key : frame.index)).join('.');
+          const line = text.slice(0, at).split('\n').length;
+          const col = at - text.lastIndexOf('\n', at - 1);
+          throw new AppError('VALIDATION', `${file}:${line}:${col}: invalid JSON: keys must be unique, and "${key}" is given twice in ${where ? `the object at ${where}` : 'the top-level object'}`, {
+            field: 'config', file, line, column: col,
+          });
+        }
+        top.keys.add(key);
+        top.key = key;
+        expectKey = false;
+      }
+      at = end;
+    } else if (char === '{') {
+      frames.push({ keys: new Set(), key: null });
+      expectKey = true;
+    } else if (char === '[') {
+      frames.push({ index: 0 });
+    } else if (char === '}' || char === ']') {
+      frames.pop();
+      expectKey = false;
+    } else if (char === ':') {
+      expectKey = false;
+    } else if (char === ',' && top) {
+      if ('keys' in top) expectKey = true;
+      else top.index += 1;
+    }
   }
 }
 
@@ -115,6 +168,32 @@ function canonical(value: unknown): string {
         ? String(inner)
         : inner,
   );
+}
+
+/** A decimal as the price parsers take it (see parseDecimalAttos), and a few ways they refuse, which change nothing here. */
+const DECIMAL_TEXT = /^\s*([+-]?)(\d+)(?:\.(\d*))?\s*$/;
+
+/**
+ * `value` with every decimal in its shortest text ("4.50" → "4.5", "0.10" → "0.1", "007" → "7",
+ * "-0" → "0"; a whole number 2 → "2"), by its digits alone, never through a float: the same
+ * price written another way compares equal. Only for rates and rule settings, which hold nothing
+ * but decimals: a name such as "1.0" is not a number.
+ */
+function sameDecimals(value: unknown): unknown {
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return sameDecimals(String(value));
+  if (Array.isArray(value)) return value.map(sameDecimals);
+  if (isJsonObject(value)) return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([key, inner]) => [key, sameDecimals(inner)]));
+  const match = typeof value === 'string' ? DECIMAL_TEXT.exec(value) : null;
+  if (!match) return value;
+  const whole = match[2]!.replace(/^0+(?=\d)/, '');
+  const fraction = (match[3] ?? '').replace(/0+$/, '');
+  const digits = fraction ? `${whole}.${fraction}` : whole;
+  return match[1] === '-' && digits !== '0' ? `-${digits}` : digits;
+}
+
+/** A price's rates as planning compares them (see sameDecimals); its names and currency as they are. */
+function comparableRates({ provider, model, currency, ...rates }: Record<string, unknown>): string {
+  return canonical({ provider, model, currency, ...(sameDecimals(rates) as object) });
 }
 
 /** A file's price: checked, with its date parsed (null: undated). */
@@ -278,9 +357,10 @@ export async function planPricingConfig(services: Services, merchantId: string, 
     const wanted = canonical({ name: meter.name, unit: meter.unit, source: meter.source, aggregation: meter.aggregation ?? 'SUM' });
     if (!existing) changes.push({ kind: 'create-meter', key: meter.key, detail: meter });
     else {
-      const current = canonical({ name: existing.name, unit: existing.unit, source: existing.source, aggregation: existing.aggregation });
+      // Archived shows in the diff, as for plans: listing an archived meter restores it.
+      const current = canonical({ name: existing.name, unit: existing.unit, source: existing.source, aggregation: existing.aggregation, archived: existing.archivedAt ? true : null });
       if (existing.source !== meter.source) throw invalidField(`meters.${index}.source`, `meter "${meter.key}" already counts ${existing.source}; use a new key for a different source`);
-      if (current !== wanted || existing.archivedAt) changes.push({ kind: 'update-meter', key: meter.key, from: current, to: wanted, detail: meter });
+      if (current !== wanted) changes.push({ kind: 'update-meter', key: meter.key, from: current, to: wanted, detail: meter });
     }
   }
   changes.push(...planPrices(await services.providerPrices.rowsFor(merchantId), config.providerPrices, now));
@@ -307,10 +387,14 @@ export async function planPricingConfig(services: Services, merchantId: string, 
 }
 
 interface FileVersion {
+  /** Its place in the file's providerPrices. */
+  index: number;
   price: PricingConfigPrice;
   /** Null when the file gives no date: the base version, before any dated one. */
   effectiveFrom: Date | null;
+  /** As the diff shows them, and as planning compares them (see comparableRates). */
   rates: string;
+  same: string;
 }
 
 /**
@@ -323,7 +407,12 @@ interface FileVersion {
  *   it is what should be in force now. When the price in force differs it is added as a new
  *   version from now, never backdated. Older past versions are history the file merely records;
  *   they are not added again.
- * Applying the plan and planning again therefore finds nothing to do.
+ * - a stored version scheduled for a date the file does not list (moved or removed in the file)
+ *   is cancelled: it has priced nothing yet. Only for the models the file lists: the others are
+ *   left as they are. One due sooner than usage may be timestamped ahead (MAX_FUTURE_USAGE_MS)
+ *   may have priced events already; the file is refused until it lists it or it is in force.
+ * Rates compare by value ("4.5" is "4.50", see sameDecimals). Applying the plan and planning
+ * again therefore finds nothing to do.
  */
 function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPrice[], now: Date): Change[] {
   const byModel = new Map<string, FileVersion[]>();
@@ -338,12 +427,13 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
     if (versions.some((version) => version.effectiveFrom?.getTime() === effectiveFrom?.getTime())) {
       throw invalidField(`providerPrices.${index}.effectiveFrom`, `${price.provider}/${price.model} already has a version ${effectiveFrom ? `from ${effectiveFrom.toISOString()}` : 'without a date'} in this file`);
     }
-    versions.push({ price, effectiveFrom, rates: canonical(rates) });
+    versions.push({ index, price, effectiveFrom, rates: canonical(rates), same: comparableRates(rates) });
     byModel.set(modelKey, versions);
   }
 
   const changes: Change[] = [];
   const describe = ({ effectiveFrom: _e, ref: _r, ...rates }: PriceWithRef) => canonical(rates);
+  const same = ({ effectiveFrom: _e, ref: _r, ...rates }: PriceWithRef) => comparableRates(rates);
   for (const versions of byModel.values()) {
     const { provider, model } = versions[0]!.price;
     const key = `${provider}/${model}`;
@@ -352,16 +442,29 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
     const newest = past.sort((a, b) => (b.effectiveFrom?.getTime() ?? -Infinity) - (a.effectiveFrom?.getTime() ?? -Infinity))[0];
     if (newest) {
       const current = priceInForce(rows, provider, model, now);
-      const from = current ? describe(current) : null;
-      if (from !== newest.rates) changes.push({ kind: 'add-price', key, from, to: newest.rates, effectiveFrom: null, detail: newest.price });
+      if (!current || same(current) !== newest.same) {
+        changes.push({ kind: 'add-price', key, from: current ? describe(current) : null, to: newest.rates, effectiveFrom: null, detail: newest.price });
+      }
     }
-    const scheduled = versions.filter((version) => version.effectiveFrom && version.effectiveFrom > now).sort((a, b) => a.effectiveFrom!.getTime() - b.effectiveFrom!.getTime());
-    for (const version of scheduled) {
+    // Dated versions to come, the file's and those stored for other dates, in the order they would take effect.
+    const upcoming: (Change & { kind: 'add-price' | 'cancel-price' })[] = [];
+    for (const version of versions.filter((candidate) => candidate.effectiveFrom && candidate.effectiveFrom > now)) {
       const at = version.effectiveFrom!;
       const row = rows.find((candidate) => candidate.effectiveFrom.getTime() === at.getTime());
-      const from = row ? describe(row) : null;
-      if (from !== version.rates) changes.push({ kind: 'add-price', key, from, to: version.rates, effectiveFrom: at.toISOString(), detail: version.price });
+      if (!row || same(row) !== version.same) upcoming.push({ kind: 'add-price', key, from: row ? describe(row) : null, to: version.rates, effectiveFrom: at.toISOString(), detail: version.price });
     }
+    const dates = new Set(versions.map((version) => version.effectiveFrom?.getTime()));
+    for (const row of rows.filter((candidate) => candidate.effectiveFrom > now && !dates.has(candidate.effectiveFrom.getTime()))) {
+      if (row.effectiveFrom.getTime() <= now.getTime() + MAX_FUTURE_USAGE_MS) {
+        throw invalidField(
+          `providerPrices.${versions[0]!.index}`,
+          `${key} has a version stored from ${row.effectiveFrom.toISOString()}, which this file does not list: it is too close to cancel, since usage timestamped ` +
+            `up to ${MAX_FUTURE_USAGE_MS / 60_000} minutes ahead may already be priced by it. List it in the file, or apply the file once it is in force.`,
+        );
+      }
+      upcoming.push({ kind: 'cancel-price', key, from: describe(row), effectiveFrom: row.effectiveFrom.toISOString(), ref: row.ref });
+    }
+    changes.push(...upcoming.sort((a, b) => Date.parse(a.effectiveFrom!) - Date.parse(b.effectiveFrom!)));
   }
   return changes;
 }
@@ -407,9 +510,12 @@ function refuseDate(item: unknown, field: string) {
 }
 
 /**
- * The rule versions to add so that a price book's rules in force match the file's. Refused when
- * two rules of the book would then tie (see clashAmong): the file's new versions, the versions in
- * force of the rules it leaves as they are, and stored rules it does not list.
+ * The rule versions to add so that a price book's rules in force match the file's, their settings
+ * compared by value ("0.10" is "0.1", see sameDecimals). Refused when two rules of the book would
+ * then tie (see clashAmong): the file's new versions, the versions in force of the rules it leaves
+ * as they are, and stored rules it does not list. Refused too when a rule the file lists has a
+ * version scheduled (through the API) for later: a file cannot date a rule, so it can neither
+ * keep nor replace that version, and a version from now could not be put before it.
  */
 function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, meters: ReadonlySet<string>, now: Date): Change[] {
   const changes: Change[] = [];
@@ -427,14 +533,23 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
     if (rule.meterKey !== undefined && !meters.has(rule.meterKey)) {
       throw invalidField(`${at}.meterKey`, `no active meter has the key "${rule.meterKey}": declare it under meters (which restores an archived one), or fix the key`);
     }
+    // A version archived before its date never takes effect (see tookEffect): it holds nothing back.
+    const scheduled = versions.find((row) => row.name === rule.name && row.effectiveFrom > now && tookEffect(row));
+    if (scheduled) {
+      throw invalidField(
+        at,
+        `rule "${rule.name}" has a version scheduled from ${scheduled.effectiveFrom.toISOString()} (put through the API), which would replace the file's rule then. ` +
+          'A file cannot date a rule, so it cannot keep or replace that version: apply the file once it is in force, or archive the rule ' +
+          `(archivePriceRule, which stops the scheduled version too) and apply the file again.`,
+      );
+    }
     const current = rules.find((candidate) => candidate.name === rule.name);
     // Trimmed: a rule stored through the API may not be, and it matches the same events.
-    const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }) =>
-      canonical({ type: r.type, meterKey: r.meterKey?.trim(), provider: r.provider, model: r.model?.trim(), config: r.config });
-    const from = current ? describe(current) : null;
-    const to = describe(rule);
-    if (from !== to) {
-      changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to, detail: rule });
+    const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }, config = r.config) =>
+      canonical({ type: r.type, meterKey: r.meterKey?.trim(), provider: r.provider, model: r.model?.trim(), config });
+    if (!current || describe(current, sameDecimals(current.config)) !== describe(rule, sameDecimals(rule.config))) {
+      const from = current ? describe(current) : null;
+      changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to: describe(rule), detail: rule });
       changed.push({ index, name: rule.name, type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, effectiveFrom: now });
     }
   }
@@ -465,6 +580,8 @@ export function describeChanges(changes: readonly Change[]): string {
           return `~ meter ${change.key}\n    - ${change.from}\n    + ${change.to}`;
         case 'add-price':
           return `${describePrice(change)}${change.from ? `\n    - ${change.from}` : ''}\n    + ${change.to}`;
+        case 'cancel-price':
+          return `- price ${change.key} scheduled from ${change.effectiveFrom} (cancelled: the file no longer lists it; it has priced nothing)\n    - ${change.from}`;
         case 'create-plan':
           return `+ plan ${change.key}\n    + ${change.to}`;
         case 'update-plan':
@@ -512,6 +629,10 @@ export async function applyPricingChanges(services: Services, merchantId: string
             await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > now ? scheduled : now }, 'config', tx);
             break;
           }
+          case 'cancel-price':
+            // Refused, and nothing written, if it has come too close to its date since the plan was made.
+            await services.providerPrices.cancelScheduled(merchantId, change.ref, tx);
+            break;
           case 'create-plan':
           case 'update-plan':
             await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null }, tx);

@@ -2,9 +2,10 @@ import type { Prisma, PrismaClient, ProviderPrice as PriceRow } from '../../gene
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
 import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
-import { conflict, invalidField } from '../../shared/errors.ts';
+import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
+import { isUuid } from '../../shared/validation.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
@@ -65,6 +66,31 @@ export class ProviderPriceService {
       : await retryOnRace(() => this.write(this.prisma, merchantId, [row], source), raced);
     whenCommitted(tx, () => this.changes.changed('provider-prices', merchantId));
     return written[0]!;
+  }
+
+  /**
+   * Deletes one of the merchant's price rows (by id, a PriceWithRef's `ref`) that is scheduled
+   * further ahead than any event can be timestamped (see add): it has costed nothing yet, so
+   * cancelling it rewrites no history (`tollgate apply` cancels a scheduled price its file no
+   * longer lists). A row in force, or taking effect sooner than that, may have costed events and
+   * is refused (CONFLICT), as is a row of another merchant or none (NOT_FOUND).
+   * `tx`: delete inside that transaction (the cache is dropped once it commits).
+   */
+  async cancelScheduled(merchantId: string, id: string, tx?: PrismaTransaction): Promise<void> {
+    if (!isUuid(id)) throw notFound('Provider price', id);
+    const prisma = tx?.client ?? this.prisma;
+    const settled = new Date(Date.now() + MAX_FUTURE_USAGE_MS);
+    const { count } = await prisma.providerPrice.deleteMany({ where: { id, merchantId, effectiveFrom: { gt: settled } } });
+    if (count === 0) {
+      const row = await prisma.providerPrice.findFirst({ where: { id, merchantId } });
+      if (!row) throw notFound('Provider price', id);
+      throw conflict(
+        `The price for ${row.provider}/${row.model} from ${row.effectiveFrom.toISOString()} is in force, or takes effect within the minutes ahead that usage may be ` +
+          'timestamped, so it may already have costed events, and prices in force are history that is kept: add the new price with a later effectiveFrom.',
+        { field: 'effectiveFrom', models: [`${row.provider}/${row.model}`] },
+      );
+    }
+    whenCommitted(tx, () => this.changes.changed('provider-prices', merchantId));
   }
 
   /**
