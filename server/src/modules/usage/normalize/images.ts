@@ -54,12 +54,23 @@ export const fal: Normalizer = (ctx) => {
   const inference = obj(o.timings)?.inference;
   if (typeof inference === 'number') out.details.inference_seconds = exactDecimal(ctx.response.body, 'inference', inference);
   if (ctx.api === 'queue.result') {
-    // Every fetch of a finished queue request returns the same result: charge the request once.
-    const id = ctx.path.slice(ctx.path.lastIndexOf('/requests/') + '/requests/'.length);
-    if (/^[\w-]{1,100}$/.test(id)) out.billingId = `fal:request:${id}`;
+    // Every fetch of a finished queue request returns the same result: charge the request once,
+    // however its id is spelt in the URL (fal's ids are UUIDs: percent-encoded or upper-case, the same request).
+    const id = falRequestId(ctx.path.slice(ctx.path.lastIndexOf('/requests/') + '/requests/'.length));
+    if (id) out.billingId = `fal:request:${id}`;
   }
   return out;
 };
+
+function falRequestId(raw: string): string | null {
+  let id: string;
+  try {
+    id = decodeURIComponent(raw).toLowerCase();
+  } catch {
+    return null;
+  }
+  return /^[\w-]{1,100}$/.test(id) ? id : null;
+}
 
 const MEDIA = /\.(mp4|webm|mov|gif|wav|mp3|ogg|flac|m4a)(\?|$)/i;
 

@@ -212,6 +212,10 @@ describe('image providers billed per generation', () => {
     expect(call('https://queue.fal.run/fal-ai/flux/dev', ticket)).toMatchObject({ api: 'queue.submit', billable: false });
     expect(call('https://queue.fal.run/fal-ai/flux/requests/764cabcf/status', { status: 'COMPLETED' })).toMatchObject({ billable: false });
     expect(call('https://queue.fal.run/fal-ai/flux/requests/764cabcf', result)).toMatchObject({ api: 'queue.result', images: 2, billable: true, billingId: 'fal:request:764cabcf' });
+    // The same request spelt otherwise in the URL is the same unit of work, charged once.
+    for (const spelt of ['764CABCF', '%37%36%34cabcf']) {
+      expect(call(`https://queue.fal.run/fal-ai/flux/requests/${spelt}`, result).billingId, spelt).toBe('fal:request:764cabcf');
+    }
     // A sync run is its own unit of work: nothing to dedupe it by.
     expect(call('https://fal.run/fal-ai/flux/dev', result).billingId ?? null).toBeNull();
   });
