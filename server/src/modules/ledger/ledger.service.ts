@@ -4,6 +4,7 @@ import type { Database } from '../../shared/db/database.ts';
 import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { canonicalJson } from '../../shared/canonical-json.ts';
+import { uuidv7 } from '../../shared/ids.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
@@ -445,7 +446,6 @@ export class LedgerService {
   async grantCredits(merchantId: string, actor: Actor, input: GrantInput): Promise<{ transaction: PostedTransaction; grantId: string; replayed: boolean }> {
     const key = requireCallerKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    if (input.expiresAt && input.expiresAt <= this.clock()) throw invalidField('expiresAt', 'must be in the future');
     requireStorableText('description', input.description);
     requireStorableText('metadata', input.metadata);
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
@@ -467,7 +467,10 @@ export class LedgerService {
     // again exactly as then must still replay.
     const legacyHash = () => requestHash({ op: 'grant', ...input, idempotencyKey: undefined });
     return this.single(merchantId, input.customerId, input.currency, key, { hash, legacyHash }, async (wallet) => {
-      const grantId = randomUUID();
+      // Checked for a new key only: a retry after the time has passed replays the first result.
+      if (input.expiresAt && input.expiresAt <= wallet.now) throw invalidField('expiresAt', 'must be in the future');
+      // Time-ordered, so grants alike created in one millisecond are still spent in creation order (sortGrants' last tie-break).
+      const grantId = uuidv7();
       wallet.addGrant({
         id: grantId,
         kind: input.kind,
@@ -511,7 +514,7 @@ export class LedgerService {
     const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
     return this.single(merchantId, input.customerId, input.currency, key, { hash }, async (wallet) => {
       if (input.amountNanos > 0n) {
-        const grantId = randomUUID();
+        const grantId = uuidv7();
         // The reason is the merchant's (secret key only, on the transaction): the grant, which
         // the customer's own token may list, gets the same neutral label as the transaction.
         wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt: input.expiresAt ?? null, transactionId: '', description: 'Balance adjustment', metadata: {} });
@@ -522,6 +525,8 @@ export class LedgerService {
         wallet.linkGrantTransaction(grantId, transaction.id);
         return { transaction };
       }
+      // Past any limit, it would otherwise spend credit kept past its expiry for pending holds.
+      await wallet.expireKeptCredit();
       const plan = planDebit(wallet.state, -input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: true, ignoreLimits: true, useCarry: false });
       if (!plan.ok) throw new Error('an unbounded debit cannot be refused');
       const transaction = await wallet.post({
@@ -654,7 +659,10 @@ export class LedgerService {
       }
       let transaction: PostedTransaction | null = null;
       if (amount > 0n) {
-        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false });
+        // Held to the limit the hold was admitted under, and drawing first on credit kept for it past its expiry.
+        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, {
+          allowOverdraft: true, heldReleased: hold.amount, overdraftLimit: wallet.overdraftLimitAsSet, useCarry: false,
+        });
         if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, hold.currency);
         transaction = await wallet.post({
           kind: 'HOLD_CAPTURE', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'USAGE_REVENUE',
@@ -759,7 +767,7 @@ export class LedgerService {
          WHERE id = $1`,
         [wallet.state.id, limitNanos.toString(), wallet.now],
       );
-      wallet.state.overdraftLimit = limitNanos;
+      wallet.setOverdraftLimit(limitNanos);
     });
     this.publish(customerId, currency, state, posted);
   }

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
 import { BulkColumns, pgArray, pgArrayOf } from '../../shared/db/arrays.ts';
 import type { Database } from '../../shared/db/database.ts';
@@ -826,7 +825,7 @@ export class UsageService {
       wallet.setCarry(credit.carry);
       return null;
     }
-    const grantId = randomUUID();
+    const grantId = uuidv7();
     wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: credit.nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });
     const posted = await wallet.post({ ...common, legs: creditLegs(wallet.state.balance, credit.nanos, grantId) });
     wallet.setCarry(credit.carry);
