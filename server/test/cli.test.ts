@@ -149,4 +149,26 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     const unknown = await cli('frobnicate');
     expect(unknown.code).toBe(2);
   });
+
+  it.runIf(testDatabaseKind() === 'pglite')('refuses an embedded database the server holds open, and takes it over once the server is gone', async () => {
+    const config = loadConfig({ ...env, TOLLGATE_MASTER_KEY: '1'.repeat(64) });
+    const server = await openRuntime(config, createLogger('silent'));
+    let refused: Awaited<ReturnType<typeof cli>>;
+    try {
+      const { merchant } = await server.services.merchants.create({ name: 'Busy Co' });
+      refused = await cli('key', 'create', '--merchant', merchant.id);
+      // The server holding it keeps working.
+      await server.services.customers.create(merchant.id, { externalId: 'after-cli' });
+    } finally {
+      await server.close();
+    }
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).not.toContain('sk_test_');
+    expect(refused.stderr).toMatch(/in use by another process \(pid \d+\): stop it first/);
+    // A lock left by a process that is gone (a crash) does not keep the database shut.
+    writeFileSync(`${config.dataDir}/pglite.lock`, '2147483646');
+    const listed = await cli('merchant', 'list');
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain('Busy Co');
+  });
 });

@@ -6,6 +6,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from '../../generated/prisma/client.ts';
+import { lockDataDir } from './data-dir-lock.ts';
 
 /** Raw SQL on one session. BIGINT columns should be selected as text (`::text`) and parsed. */
 export interface SqlExecutor {
@@ -117,7 +118,14 @@ function openPostgres(url: string, poolSize: number, connectTimeoutMs: number): 
 
 async function openPglite(dataDir: string | undefined): Promise<Database> {
   if (dataDir) mkdirSync(path.dirname(dataDir), { recursive: true });
-  const pglite = await PGlite.create(dataDir);
+  const unlock = dataDir ? lockDataDir(dataDir) : () => {};
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create(dataDir);
+  } catch (error) {
+    unlock();
+    throw error;
+  }
   const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
   const withConnection: Database['withConnection'] = (work) =>
     work({
@@ -143,8 +151,12 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
     withConnection,
     transaction: (work) => withConnection((connection) => connection.transaction(work)),
     close: once(async () => {
-      await prisma.$disconnect();
-      await pglite.close();
+      try {
+        await prisma.$disconnect();
+        await pglite.close();
+      } finally {
+        unlock();
+      }
     }),
   };
 }
