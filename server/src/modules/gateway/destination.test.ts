@@ -350,6 +350,24 @@ describe('resolveDestination: merchant hosts', () => {
     await expect(resolveDestination('https://llm.example.net/v1', withHosts(rules))).resolves.toMatchObject({ port: 443, viaMerchantHost: true });
   });
 
+  it('never sends plain http to port 443, whatever rule names it: the provider key would go in clear at the caller\'s choice', async () => {
+    const refusedCall = await refusal('http://llm.example.net:443/v1/chat/completions', withHosts([{ host: 'llm.example.net:443', provider: 'openai' }]));
+    expect(refusedCall.code).toBe('VALIDATION');
+    expect(refusedCall.message).toContain('use https');
+    // Rules not naming 443 never matched it (see above).
+    for (const host of ['llm.example.net', 'llm.example.net:80']) {
+      expect((await refusal('http://llm.example.net:443/v1/chat/completions', withHosts([{ host, provider: 'openai' }]))).code, host).toBe('FORBIDDEN');
+    }
+    // A port the merchant named for http is still http's.
+    const onEighty = [{ host: 'llm.example.net:80', provider: 'openai' }];
+    await expect(resolveDestination('http://llm.example.net/v1/chat/completions', withHosts(onEighty))).resolves.toMatchObject({ port: 80, viaMerchantHost: true });
+  });
+
+  it('refuses host rules with an empty label when they are added (no target naming one is ever forwarded)', () => {
+    for (const rule of ['llm..example.com', '.example.com', 'llm.example..com:8000', '*..example.com']) expect(parseHostRule(rule), rule).toBeNull();
+    expect(parseHostRule('llm.example.com:8000')).toMatchObject({ host: 'llm.example.com', port: 8000 });
+  });
+
   it('matches a wildcard rule on subdomains only', async () => {
     const rules = [{ host: '*.inference.example.com', provider: 'together' }];
     for (const raw of ['https://eu.inference.example.com/v1', 'https://a.b.inference.example.com/v1']) {

@@ -79,8 +79,10 @@ export function parseHostRule(rule: string): ParsedHostRule | null {
   } catch {
     return null;
   }
-  // A wildcard over an address ("*.0.0.1") would be parsed as a different address.
+  // A wildcard over an address ("*.0.0.1") would be parsed as a different address; a name with an
+  // empty label ("llm..example.com") is one no target may name (see parseTarget), so never matched.
   if (!host || (wildcard && isIP(host) !== 0)) return null;
+  if (!host.startsWith('[') && host.split('.').includes('')) return null;
   return { host, wildcard, port };
 }
 
@@ -119,6 +121,11 @@ function parseTarget(raw: unknown): URL {
 
 function allowedRoute(url: URL, hostname: string, port: number, merchantHosts: readonly GatewayHostRule[]): { provider: string; viaMerchantHost: boolean } {
   const rule = merchantRuleFor(hostname, port, url.port === '' && url.protocol === 'https:', merchantHosts);
+  // Port 443 is https's: a rule naming it ("host:443") is the portless rule, and plain http there
+  // would send the merchant's provider key in clear at the caller's choice.
+  if (rule && url.protocol === 'http:' && port === HTTPS_PORT) {
+    throw refused('VALIDATION', `${FIELD}: plain http on port ${HTTPS_PORT} is refused: use https`, hostname);
+  }
   if (rule) return { provider: rule.provider, viaMerchantHost: true };
   if (url.protocol === 'http:' && url.port === '' && merchantRuleFor(hostname, HTTPS_PORT, true, merchantHosts)) {
     throw refused('VALIDATION', `${FIELD}: "${hostname}" is on your gateway hosts for https; to allow plain http, add it with its port ("${hostname}:80")`, hostname);
