@@ -12,6 +12,17 @@ let customerId: string;
 let otherCustomerId: string;
 const clients: Client[] = [];
 
+/** What the customer subscription on `client` ends with first: an event, or the socket's close code. */
+function firstOutcome(client: Client): Promise<string | number | undefined> {
+  return client
+    .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
+    .next()
+    .then(
+      () => 'event',
+      (error: unknown) => (error as { code?: number }).code,
+    );
+}
+
 function connect(authorization?: string): Client {
   const client = createClient({
     url: server.url.replace('http', 'ws') + '/graphql',
@@ -159,13 +170,7 @@ describe('customerUpdated subscription', () => {
     // A token minted to expire in a second (the API's minimum TTL is a minute).
     const sessions = server.services.customerSessions as unknown as { sign(claims: object): string };
     const token = sessions.sign({ merchantId: merchant.id, customerId, sessionId: 'short', expiresAt: new Date(Math.floor(Date.now() / 1000 + 2) * 1000) });
-    const outcome = await connect(token)
-      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
-      .next()
-      .then(
-        () => 'event',
-        (error: unknown) => (error as { code?: number }).code,
-      );
+    const outcome = await firstOutcome(connect(token));
     expect(outcome).toBe(4401);
   });
 
@@ -173,13 +178,7 @@ describe('customerUpdated subscription', () => {
     const { apiKey, secret } = await server.services.apiKeys.create(merchant.id, { name: 'socket', mode: 'test' });
     const client = connect(secret);
     await waitForSubscribers(server, customerTopic(customerId), 0);
-    const outcome = client
-      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
-      .next()
-      .then(
-        () => 'event',
-        (error: unknown) => (error as { code?: number }).code,
-      );
+    const outcome = firstOutcome(client);
     await waitForSubscribers(server, customerTopic(customerId), 1);
     await server.services.apiKeys.revoke(merchant.id, apiKey.id);
     expect(await outcome).toBe(4403);
@@ -192,13 +191,7 @@ describe('customerUpdated subscription', () => {
     );
     const client = connect(minted.data!.createCustomerSession.token);
     const subscribers = server.services.pubsub.subscriberCount(customerTopic(customerId));
-    const outcome = client
-      .iterate({ query: SUBSCRIPTION, variables: { id: customerId } })
-      .next()
-      .then(
-        () => 'event',
-        (error: unknown) => (error as { code?: number }).code,
-      );
+    const outcome = firstOutcome(client);
     await waitForSubscribers(server, customerTopic(customerId), subscribers + 1);
     await server.services.apiKeys.revoke(merchant.id, apiKey.id);
     expect(await outcome).toBe(4403);

@@ -14,6 +14,7 @@
  */
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { startRecurring } from '../../shared/recurring.ts';
 import type { Match, UrlParts } from '../usage/normalize/registry.ts';
 
 export type JobProvider = 'replicate' | 'fal' | 'stability' | 'bfl';
@@ -210,23 +211,11 @@ function keyOf(merchantId: string, provider: string, jobId: string): string {
 
 /**
  * Prunes job records older than `retentionDays` every `intervalMs` in this process; every
- * instance may run it (deleting twice is harmless). A run still going is not started again.
+ * instance may run it (deleting twice is harmless).
  */
 export function startJobPruning(jobs: Pick<GatewayJobs, 'prune'>, retentionDays: number, intervalMs: number, logger: Logger): () => void {
-  let running = false;
-  const timer = setInterval(() => {
-    if (running) return;
-    running = true;
-    jobs
-      .prune(new Date(Date.now() - retentionDays * 24 * 3600 * 1000))
-      .then((pruned) => {
-        if (pruned > 0) logger.info({ pruned }, 'forgot gateway jobs past their retention');
-      })
-      .catch((error: unknown) => logger.error({ err: error }, 'pruning gateway jobs failed'))
-      .finally(() => {
-        running = false;
-      });
-  }, intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return startRecurring('pruning gateway jobs', intervalMs, async () => {
+    const pruned = await jobs.prune(new Date(Date.now() - retentionDays * 24 * 3600 * 1000));
+    if (pruned > 0) logger.info({ pruned }, 'forgot gateway jobs past their retention');
+  }, logger);
 }

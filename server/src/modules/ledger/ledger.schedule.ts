@@ -1,25 +1,11 @@
 import type { Logger } from '../../shared/logger.ts';
+import { startRecurring } from '../../shared/recurring.ts';
 import type { LedgerService } from './ledger.service.ts';
 
-/**
- * Runs grant and hold expiry every `intervalMs` in this process. Every instance may run it:
- * expiry is idempotent. A run still going when the next is due is not started twice.
- */
+/** Runs grant and hold expiry every `intervalMs` in this process. Every instance may run it: expiry is idempotent. */
 export function startExpirySchedule(ledger: LedgerService, intervalMs: number, logger: Logger): () => void {
-  let running = false;
-  const timer = setInterval(() => {
-    if (running) return;
-    running = true;
-    ledger
-      .runExpiry()
-      .then((result) => {
-        if (result.grantsExpired || result.holdsExpired) logger.info(result, 'expired credit grants and holds');
-      })
-      .catch((error: unknown) => logger.error({ err: error }, 'expiry run failed'))
-      .finally(() => {
-        running = false;
-      });
-  }, intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return startRecurring('expiry run', intervalMs, async () => {
+    const result = await ledger.runExpiry();
+    if (result.grantsExpired || result.holdsExpired) logger.info(result, 'expired credit grants and holds');
+  }, logger);
 }
