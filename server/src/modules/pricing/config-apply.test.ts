@@ -157,7 +157,8 @@ describe('dated provider prices', () => {
     expect(plan.map((change) => change.kind === 'add-price' && change.effectiveFrom)).toEqual([null, '2099-01-01T00:00:00.000Z']);
     expect(describeChanges(plan)).toContain('+ price openai/gpt-5.4-mini scheduled from 2099-01-01T00:00:00.000Z\n');
     await applyPricingChanges(server.services, merchant.id, plan, now);
-    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '4.50'], ['2099-01-01T00:00:00.000Z', '5.00']]);
+    // Stored as the shortest decimal of each rate (see withCanonicalRates).
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '4.5'], ['2099-01-01T00:00:00.000Z', '5']]);
 
     expect(await planPricingConfig(server.services, merchant.id, config, now)).toEqual([]);
     expect(await planPricingConfig(server.services, merchant.id, config, new Date('2026-07-01T00:00:00Z'))).toEqual([]);
@@ -169,7 +170,7 @@ describe('dated provider prices', () => {
     const change = await planPricingConfig(server.services, merchant.id, rescheduled, now);
     expect(describeChanges(change)).toMatch(/^~ price openai\/gpt-5.4-mini scheduled from 2099-01-01T00:00:00.000Z \(replaces the version scheduled then\)/);
     await applyPricingChanges(server.services, merchant.id, change, now);
-    expect(await outputOf(merchant.id, '2099-01-02')).toBe('6.00');
+    expect(await outputOf(merchant.id, '2099-01-02')).toBe('6');
     expect(await planPricingConfig(server.services, merchant.id, rescheduled, now)).toEqual([]);
   });
 
@@ -186,7 +187,7 @@ describe('dated provider prices', () => {
       expect(again).toEqual([]);
       await applyPricingChanges(server.services, merchant.id, again, later);
     }
-    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3.00']]);
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3']]);
 
     // A newer past version in the file becomes a new version from now; the earlier one stays in history.
     const newer: PricingConfig = { providerPrices: [...config.providerPrices!, { ...model, ...rates('2.00'), effectiveFrom: '2026-07-01' }] };
@@ -194,8 +195,8 @@ describe('dated provider prices', () => {
     const change = await planPricingConfig(server.services, merchant.id, newer, later);
     expect(describeChanges(change)).toMatch(/^~ price openai\/gpt-5.4-mini \(new version from now, not from its file date 2026-07-01T00:00:00.000Z; earlier events keep the old price\)/);
     await applyPricingChanges(server.services, merchant.id, change, later);
-    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3.00'], [later.toISOString(), '2.00']]);
-    expect(await outputOf(merchant.id, '2026-07-15')).toBe('3.00');
+    expect(await storedRows(merchant.id)).toEqual([[now.toISOString(), '3'], [later.toISOString(), '2']]);
+    expect(await outputOf(merchant.id, '2026-07-15')).toBe('3');
     expect(await planPricingConfig(server.services, merchant.id, newer, later)).toEqual([]);
   });
 

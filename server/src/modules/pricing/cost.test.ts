@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { AppError } from '../../shared/errors.ts';
 import { formatAttos, parseDecimalAttos } from '../../shared/money.ts';
 import type { NormalizedUsage } from '../usage/usage.types.ts';
-import { costOf, modelMatchRank, priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
+import { normalizeResponse } from '../usage/normalize/index.ts';
+import { canonicalRate, costOf, modelMatchRank, priceInForce, validateProviderPrice, withCanonicalRates, withoutOwnerPrefix, type ProviderPrice } from './cost.ts';
 
 const SINCE_2026 = new Date('2026-01-01T00:00:00Z');
 
@@ -292,6 +293,26 @@ describe('costOf rates and units', () => {
     expect(both.details.field).toBe('price.perMillionCharacters');
   });
 
+  it('GPT image models bill their images as tokens: a token-priced row costs the images by their tokens alone', () => {
+    // openai_image_generation_gpt_image.json, through the normalizer with its request (the body names no model).
+    const shared = new URL('../../../../../shared/fixtures/providers/', import.meta.url);
+    const file = 'openai_image_generation_gpt_image.json';
+    const meta = (JSON.parse(readFileSync(new URL('_http_meta.json', shared), 'utf8')) as Record<string, { request: { url: string; body: unknown }; response: { status: number; headers: Record<string, string> } }>)[file]!;
+    const record = normalizeResponse({ url: meta.request.url, status: meta.response.status, headers: meta.response.headers, body: readFileSync(new URL(file, shared), 'utf8'), requestBody: meta.request.body });
+    expect(record).toMatchObject({ model: 'gpt-image-1.5', images: 1, inputTokens: 52, outputTokens: 1056, details: { output_image_tokens: 1056, size: '1024x1024', quality: 'medium' } });
+    const tokens = row('openai', 'gpt-image-1.5', { perMillionTokens: { input: '5', output: '40' } });
+    // 52 × $5 + 1,056 × $40 per million = 0.00026 + 0.04224
+    expect(costOf(record, tokens)).toBe(parseDecimalAttos('x', '0.0425'));
+    // A per-image rate beside the token rates would count the same image twice: the tokens are the bill.
+    expect(costOf(record, { ...tokens, perImage: '0.042' })).toBe(parseDecimalAttos('x', '0.0425'));
+    // Images reported without their tokens still need a per-image price, token rates or not.
+    const untokened = { ...record, inputTokens: 0, outputTokens: 0, details: { size: '1024x1024', quality: 'medium' } };
+    expect(validationError(() => costOf(untokened, tokens)).details.field).toBe('price.perImage');
+    expect(costOf(untokened, { ...tokens, perImage: '0.042' })).toBe(parseDecimalAttos('x', '0.042'));
+    // A row with no token rates cannot price image tokens.
+    expect(validationError(() => costOf(record, row('openai', 'gpt-image-1.5', { perImage: '0.042' }))).details.field).toBe('price.perMillionTokens.input');
+  });
+
   it('fractional audio seconds are exact per second, and per minute to the nearest atto', () => {
     const record = usage({ inputTokens: 0, outputTokens: 0, audioSeconds: '25.933313' });
     expect(costOf(record, row('x', 'y', { perAudioSecond: '0.0001' }))).toBe(parseDecimalAttos('x', '0.0025933313'));
@@ -382,6 +403,27 @@ describe('costOf rates and units', () => {
     }
   });
 
+  it('withCanonicalRates writes every rate as the shortest decimal string of its value, leaving what is no rate as it is', () => {
+    expect(canonicalRate('x', '2.50')).toBe('2.5');
+    expect(canonicalRate('x', ' 007.000 ')).toBe('7');
+    expect(canonicalRate('x', 2)).toBe('2');
+    expect(canonicalRate('x', '0.000000000000000001')).toBe('0.000000000000000001');
+    const price = row('acme', 'm', {
+      perMillionTokens: { input: '2.50', output: 10 as unknown as string, cachedInput: null },
+      contextTiers: [{ aboveInputTokens: 200_000, perMillionTokens: { input: ' 5.0' } }],
+      perImageBy: { '1024x1024': '0.040' }, perRequest: '0.0010', perImage: null,
+    });
+    expect(withCanonicalRates(price)).toEqual({
+      ...price,
+      perMillionTokens: { input: '2.5', output: '10', cachedInput: null },
+      contextTiers: [{ aboveInputTokens: 200_000, perMillionTokens: { input: '5' } }],
+      perImageBy: { '1024x1024': '0.04' }, perRequest: '0.001', perImage: null,
+    });
+    expect(price.perMillionTokens?.input).toBe('2.50');
+    const malformed = { perMillionTokens: { input: 'abc', output: 0.5 }, contextTiers: [null, { aboveInputTokens: 1 }], perImageBy: 'x' };
+    expect(withCanonicalRates(malformed)).toEqual(malformed);
+  });
+
   it('costOf answers a malformed stored row (written before it was validated) with a VALIDATION error, not a TypeError', () => {
     const big = usage({ inputTokens: 2000, outputTokens: 1 });
     const tierless = { ...row('x', 'y', { perMillionTokens: { input: '1', output: '2' } }), contextTiers: [{ aboveInputTokens: 1000 }] } as unknown as ProviderPrice;
@@ -436,6 +478,25 @@ describe('priceInForce', () => {
     // …unless the exact row is not in force yet.
     const future = { ...snapshot, effectiveFrom: new Date('2030-01-01T00:00:00Z') };
     expect(priceInForce([...PRICE_TABLE, future], 'openai', 'gpt-5.4-mini-2026-03-17', at)?.model).toBe('gpt-5.4-mini');
+  });
+
+  it('matches a model named with its provider\'s prefix (or an owner\'s) without it, below the whole name; other prefixes are part of the name', () => {
+    expect(priceInForce(PRICE_TABLE, 'openai', 'openai/gpt-5.4-mini-2026-03-17', at)?.model).toBe('gpt-5.4-mini');
+    expect(priceInForce(PRICE_TABLE, 'OpenAI', 'OpenAI/GPT-5.4', at)?.model).toBe('gpt-5.4');
+    expect(priceInForce(PRICE_TABLE, 'google', 'publishers/google/models/gemini-3.8-flash', at)?.model).toBe('gemini-3.8-flash');
+    // Vertex AI names Gemini "google/…": stripped only when google is named an owner.
+    const vertex = [row('vertex', 'gemini-3.8-flash', { perMillionTokens: { input: '1', output: '1' } })];
+    expect(priceInForce(vertex, 'vertex', 'google/gemini-3.8-flash', at)).toBeNull();
+    expect(priceInForce(vertex, 'vertex', 'google/gemini-3.8-flash', at, ['google'])).toBe(vertex[0]);
+    // Another maker's prefix is part of the name, and nothing is left once it is stripped.
+    expect(priceInForce(PRICE_TABLE, 'openai', 'meta-llama/gpt-5.4', at)).toBeNull();
+    expect(priceInForce(PRICE_TABLE, 'openai', 'openai/', at)).toBeNull();
+    // A row for the whole name wins over the unprefixed one, dated or not.
+    const prefixed = row('openai', 'openai/gpt-5.4-mini', { perMillionTokens: { input: '9', output: '9' } });
+    expect(priceInForce([...PRICE_TABLE, prefixed], 'openai', 'openai/gpt-5.4-mini', at)).toBe(prefixed);
+    expect(priceInForce([...PRICE_TABLE, prefixed], 'openai', 'openai/gpt-5.4-mini-2026-03-17', at)).toBe(prefixed);
+    expect(withoutOwnerPrefix('google/gemini-2.0-flash-001', ['vertex', 'google'])).toBe('gemini-2.0-flash-001');
+    expect(withoutOwnerPrefix('meta-llama/Llama-3.3-70B', ['together'])).toBeNull();
   });
 
   it('keeps history: the latest effectiveFrom at or before the time, in any order', () => {

@@ -1,9 +1,9 @@
 import { invalidField } from '../../shared/errors.ts';
-import { parseDecimalAttos } from '../../shared/money.ts';
+import { formatScaled, parseDecimalAttos } from '../../shared/money.ts';
 import { isStorableTime } from '../../shared/times.ts';
 import { isJsonObject, requireStorableText } from '../../shared/validation.ts';
 import type { NormalizedUsage } from '../usage/usage.types.ts';
-import { count, knownPriceAttos, priceAttos, roundHalfUp } from './decimal.ts';
+import { count, knownPriceAttos, priceAttos, roundHalfUp, type PriceText } from './decimal.ts';
 
 /**
  * What a provider charges for one usage record. Prices are exact decimal strings in USD;
@@ -67,6 +67,10 @@ export const USAGE_DETAIL_KEYS = {
   inputAudioTokens: 'input_audio_tokens',
   /** Audio tokens of the output; a subset of outputTokens disjoint from reasoning. */
   outputAudioTokens: 'output_audio_tokens',
+  /** Tokens of the prompt's images (GPT image models): inside inputTokens. */
+  inputImageTokens: 'input_image_tokens',
+  /** Tokens of the generated images (GPT image models): inside outputTokens. */
+  outputImageTokens: 'output_image_tokens',
   imageSize: 'size',
   imageQuality: 'quality',
 } as const;
@@ -92,10 +96,36 @@ export function modelMatchRank(pricedModel: string, model: string): 0 | 1 | 2 {
   return undated !== reported && undated === priced ? 1 : 0;
 }
 
-/** The price row in force at `at`: best model match first, then the latest effectiveFrom ≤ at. */
-export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provider: string, model: string, at: Date): T | null {
+/**
+ * The model name without a leading "<owner>/" or "publishers/<owner>/models/" naming one of
+ * `owners` (provider ids), or null when it has no such prefix. Vertex AI's OpenAI-compatible
+ * endpoint names Gemini "google/gemini-2.0-flash-001"; a gateway may name "openai/gpt-4o". Any
+ * other prefix is part of the name: "meta-llama/Llama-3.3-70B" on Together is that model's name.
+ */
+export function withoutOwnerPrefix(model: string, owners: readonly string[]): string | null {
+  const name = model.trim();
+  if (!name.includes('/')) return null;
+  const lower = name.toLowerCase();
+  for (const owner of owners) {
+    const id = owner.trim().toLowerCase();
+    if (!id) continue;
+    for (const prefix of [`${id}/`, `publishers/${id}/models/`]) {
+      if (lower.startsWith(prefix) && name.length > prefix.length) return name.slice(prefix.length);
+    }
+  }
+  return null;
+}
+
+/**
+ * The price row in force at `at`: best model match first, then the latest effectiveFrom ≤ at.
+ * A model named with a prefix of the provider's own id, or of one of `owners` (the maker whose
+ * models a cloud resells, see resoldBy), is also matched without it, below any match of the
+ * whole name (see withoutOwnerPrefix): "openai/gpt-4o" is priced as gpt-4o by OpenAI's row.
+ */
+export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provider: string, model: string, at: Date, owners: readonly string[] = []): T | null {
   if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw invalidField('at', 'must be a valid date');
   const wanted = provider.trim().toLowerCase();
+  const unprefixed = withoutOwnerPrefix(model, [provider, ...owners]);
   let best: T | null = null;
   let bestRank = 0;
   for (const row of rows) {
@@ -103,7 +133,9 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
     const from = row.effectiveFrom.getTime();
     if (Number.isNaN(from)) throw invalidField('rows.effectiveFrom', `is not a valid date for ${row.provider}/${row.model}`);
     if (from > at.getTime()) continue;
-    const rank = modelMatchRank(row.model, model);
+    // 4 / 3: the whole name, exactly or as a dated snapshot; 2 / 1: the same without the owner's prefix.
+    const whole = modelMatchRank(row.model, model);
+    const rank = whole > 0 ? whole + 2 : unprefixed === null ? 0 : modelMatchRank(row.model, unprefixed);
     if (rank === 0 || rank < bestRank) continue;
     if (best && rank === bestRank) {
       const bestFrom = best.effectiveFrom.getTime();
@@ -221,6 +253,44 @@ export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
   return price;
 }
 
+/** A rate as stored: the shortest exact decimal string of its value ("2.50", " 2.5" and 2 are all "2.5" / "2"). */
+export function canonicalRate(field: string, value: PriceText): string {
+  return formatScaled(priceAttos(field, value), 18, 0);
+}
+
+/** canonicalRate of a value that may not be a rate at all (a row stored before it was validated): that is left as it is. */
+function canonicalOrAsIs(value: unknown): unknown {
+  if (typeof value !== 'string' && typeof value !== 'number') return value;
+  try {
+    return canonicalRate('rate', value);
+  } catch {
+    return value;
+  }
+}
+
+function canonicalValues(rates: unknown): unknown {
+  return isJsonObject(rates) ? Object.fromEntries(Object.entries(rates).map(([key, value]) => [key, canonicalOrAsIs(value)])) : rates;
+}
+
+/**
+ * A copy of a price (or of the rates alone, as stored) with every rate as canonicalRate writes it,
+ * so that one price is stored, returned and compared alike however it was written: "2.50" then
+ * "2.5" is the same price, and a whole number 2 is the decimal string "2". What is not a readable
+ * rate is left as it is: validateProviderPrice refuses it, and costOf reports it.
+ */
+export function withCanonicalRates<T extends object>(price: T): T {
+  const out = { ...price } as Record<string, unknown>;
+  if (out.perMillionTokens != null) out.perMillionTokens = canonicalValues(out.perMillionTokens);
+  if (Array.isArray(out.contextTiers)) {
+    out.contextTiers = out.contextTiers.map((tier: unknown) =>
+      isJsonObject(tier) && tier.perMillionTokens != null ? { ...tier, perMillionTokens: canonicalValues(tier.perMillionTokens) } : tier,
+    );
+  }
+  if (out.perImageBy != null) out.perImageBy = canonicalValues(out.perImageBy);
+  for (const key of UNIT_KEYS) if (out[key] != null) out[key] = canonicalOrAsIs(out[key]);
+  return out as T;
+}
+
 function detailCount(usage: NormalizedUsage, key: string): bigint {
   const value = usage.details?.[key];
   if (value === undefined) return 0n;
@@ -315,6 +385,17 @@ function imagePrice(price: ProviderPrice, usage: NormalizedUsage): Rate | null {
   return price.perImage != null ? { text: price.perImage, field: 'price.perImage' } : null;
 }
 
+/**
+ * Whether the token terms already cost the images: the provider billed them as tokens (GPT image
+ * models report the images' tokens inside input and output) and the price rates tokens. A
+ * per-image price would then count the same images twice: it prices only images reported
+ * without their tokens (dall-e, a stream cut before its usage).
+ */
+function imagesPricedByTokens(usage: NormalizedUsage, price: ProviderPrice): boolean {
+  if (price.perMillionTokens == null) return false;
+  return detailCount(usage, USAGE_DETAIL_KEYS.inputImageTokens) + detailCount(usage, USAGE_DETAIL_KEYS.outputImageTokens) > 0n;
+}
+
 function oneOf(a: string | null | undefined, b: string | null | undefined, fieldA: string, fieldB: string) {
   if (a != null && b != null) throw invalidField(fieldB, `set ${fieldA} or ${fieldB}, not both`);
 }
@@ -326,7 +407,8 @@ function oneOf(a: string | null | undefined, b: string | null | undefined, field
  *
  * Fallbacks where a provider does not quote a rate: cache reads and writes at the input rate (no
  * discount, no surcharge), 1-hour writes at the cache-write rate, reasoning at the output rate,
- * audio tokens at the text rate, no per-request fee. Any other unit the usage has but the price
+ * audio tokens at the text rate, no per-request fee. Images the provider billed as tokens are
+ * costed by the token rates alone (see imagesPricedByTokens). Any other unit the usage has but the price
  * does not cover (input, output, images, audio, characters) is a VALIDATION error, never a free ride.
  * A record that is not billable costs nothing: providers do not charge for errors.
  */
@@ -366,7 +448,7 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
     tokenTerm(rates, field, OUTPUT_AUDIO, audioOut, 'output');
 
   const images = count('usage.images', usage.images);
-  if (images > 0n) {
+  if (images > 0n && !imagesPricedByTokens(usage, price)) {
     const found = imagePrice(price, usage);
     if (!found) {
       const size = detailText(usage, USAGE_DETAIL_KEYS.imageSize) ?? '-';

@@ -244,6 +244,28 @@ describe('Google list prices', () => {
   });
 });
 
+describe('models named with their maker\'s prefix', () => {
+  const million = { prompt_tokens: 1_000_000, completion_tokens: 0, total_tokens: 1_000_000 };
+
+  it('Vertex AI\'s OpenAI-compatible endpoint names Gemini "google/…": priced at the Gemini API\'s list price, or the merchant\'s own Vertex row', () => {
+    const call = openaiChat('google/gemini-2.0-flash-001', million, 'us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/endpoints/openapi');
+    expect(normalizeResponse(call)).toMatchObject({ provider: 'vertex', model: 'google/gemini-2.0-flash-001' });
+    // 1M × $0.10
+    expect(listCost(call, '2025-09-01T00:00:00Z')).toEqual({ pricedAs: 'google/gemini-2.0-flash-001', cost: usd('0.10') });
+    const own = { provider: 'vertex', model: 'gemini-2.0-flash-001', currency: 'USD' as const, effectiveFrom: new Date('2025-01-01T00:00:00Z'), perMillionTokens: { input: '0.15', output: '0.60' }, ref: 'own' };
+    expect(resolvePrice([own], 'vertex', 'google/gemini-2.0-flash-001', new Date('2025-09-01T00:00:00Z'))?.ref).toBe('own');
+    expect(resolvePrice([], 'vertex', 'publishers/google/models/gemini-2.0-flash-001', new Date('2025-09-01T00:00:00Z'))?.model).toBe('gemini-2.0-flash-001');
+    expect(resolvePrice([], 'vertex', 'anthropic/claude-opus-4-1@20250805', new Date('2025-09-01T00:00:00Z'))).toMatchObject({ provider: 'anthropic', model: 'claude-opus-4-1' });
+  });
+
+  it('"openai/gpt-4o" from OpenAI is gpt-4o; another maker\'s prefix on a compatible server is part of the name', () => {
+    // 1M × $2.50
+    expect(listCost(openaiChat('openai/gpt-4o', million), '2025-03-01T00:00:00Z')).toEqual({ pricedAs: 'openai/gpt-4o', cost: usd('2.50') });
+    expect(resolvePrice([], 'groq', 'meta-llama/llama-3.3-70b-versatile', new Date('2025-09-01T00:00:00Z'))).toBeNull();
+    expect(resolvePrice([], 'openrouter', 'openai/gpt-4o', new Date('2025-09-01T00:00:00Z'))).toBeNull();
+  });
+});
+
 describe('Groq, Mistral and Cohere list prices', () => {
   it('Groq llama-3.3-70b-versatile: 100K × $0.59 + 20K × $0.79', () => {
     const call = openaiChat('llama-3.3-70b-versatile', { prompt_tokens: 100_000, completion_tokens: 20_000, total_tokens: 120_000 }, 'api.groq.com/openai/v1');

@@ -7,6 +7,8 @@ import type { NormalizedUsage } from '../usage/usage.types.ts';
 import { costOf, priceInForce, validateProviderPrice } from './cost.ts';
 import { definitionForName } from '../usage/normalize/registry.ts';
 import { decimalFromJsonNumber, importModelsDev, importModelsDevJson, MODELS_DEV_PROVIDER_IDS } from './models-dev.ts';
+import { resolvePrice, type PriceWithRef } from './prices.service.ts';
+import { blankUsage } from '../usage/usage.types.ts';
 
 const SAMPLE = readFileSync(new URL('./models-dev.sample.json', import.meta.url), 'utf8');
 const effectiveFrom = new Date('2026-06-01T00:00:00Z');
@@ -66,7 +68,8 @@ describe('importModelsDev', () => {
     }
     expect(find('openai', 'gpt-5.4-mini')?.perMillionTokens).toEqual({ input: '0.75', output: '4.5', cachedInput: '0.075' });
     expect(find('deepseek', 'deepseek-v4-flash')?.perMillionTokens).toEqual({ input: '0.14', output: '0.28', cachedInput: '0.0028' });
-    expect(find('anthropic', 'claude-opus-4-8')?.perMillionTokens).toEqual({ input: '5', output: '25', cachedInput: '0.5', cacheWrite: '6.25' });
+    // Claude's 1-hour cache writes, which models.dev does not list, at twice the input rate.
+    expect(find('anthropic', 'claude-opus-4-8')?.perMillionTokens).toEqual({ input: '5', output: '25', cachedInput: '0.5', cacheWrite: '6.25', cacheWrite1h: '10' });
     expect(find('openai', 'gpt-4o-audio-preview')?.perMillionTokens).toEqual({ input: '2.5', output: '10', inputAudio: '40', outputAudio: '80' });
     expect(find('acme', 'acme/tiny-1')?.perMillionTokens).toEqual({ input: '0.000000125', output: '0.0000002' });
     expect(find('openai', 'whisper-1')?.perAudioMinute).toBe('0.006');
@@ -77,7 +80,7 @@ describe('importModelsDev', () => {
       { aboveInputTokens: 272_000, perMillionTokens: { input: '5', output: '22.5', cachedInput: '0.5' } },
     ]);
     expect(find('anthropic', 'claude-sonnet-4-6')?.contextTiers).toEqual([
-      { aboveInputTokens: 200_000, perMillionTokens: { input: '6', output: '22.5', cachedInput: '0.6', cacheWrite: '7.5' } },
+      { aboveInputTokens: 200_000, perMillionTokens: { input: '6', output: '22.5', cachedInput: '0.6', cacheWrite: '7.5', cacheWrite1h: '12' } },
     ]);
     expect(find('openai', 'gpt-5.4-mini')?.contextTiers).toBeUndefined();
   });
@@ -115,6 +118,33 @@ describe('importModelsDev', () => {
     expect(cost('anthropic', usage('claude-sonnet-4-6', 16540, 14336, 689))).toBe(parseDecimalAttos('x', '0.0212478'));
     expect(cost('google', usage('gemini-3.8-flash', 14212, 12288, 1305))).toBe(parseDecimalAttos('x', '0.00725835'));
     expect(cost('deepseek', usage('deepseek-v4-flash', 1315, 1280, 487))).toBe(parseDecimalAttos('x', '0.000144844'));
+  });
+
+  it('Claude served by Anthropic, Vertex AI or Bedrock writes 1-hour caches at 2× input, long context too; other models get no such rate', () => {
+    const file = JSON.stringify({ anthropic: { models: { 'claude-opus-4-8': { cost: { input: 5, output: 25, cache_read: 0.5, cache_write: 6.25 } } } } });
+    const { rows } = importModelsDevJson(file, { effectiveFrom: new Date('2026-05-01T00:00:00Z') });
+    // Imported over the list row that had the 1-hour rate: it replaces that row for this merchant.
+    const imported = resolvePrice(rows.map((row) => ({ ...row, ref: 'imported' })) as PriceWithRef[], 'anthropic', 'claude-opus-4-8', new Date('2026-06-01T00:00:00Z'))!;
+    expect(imported.ref).toBe('imported');
+    const usage: NormalizedUsage = { ...blankUsage(), provider: 'anthropic', model: 'claude-opus-4-8', inputTokens: 1_000_000, cacheWriteTokens: 1_000_000, details: { cache_write_1h_tokens: 1_000_000 }, billable: true };
+    // 1M 1-hour writes × $10, not the 5-minute $6.25.
+    expect(costOf(usage, imported)).toBe(parseDecimalAttos('x', '10'));
+
+    const cost = (input: number) => ({ cost: { input, output: input * 5, cache_write: input * 1.25, tiers: [{ input: input * 2, output: input * 7.5, tier: { type: 'context', size: 200_000 } }] } });
+    const resold = importModelsDev({
+      'google-vertex-anthropic': { models: { 'claude-sonnet-4-6@20260101': cost(3) } },
+      'google-vertex': { models: { 'gemini-2.5-flash': cost(0.3) } },
+      'amazon-bedrock': { models: { 'us.anthropic.claude-haiku-4-5-20251001-v1:0': cost(1), 'meta.llama3-70b-instruct-v1:0': cost(0.99) } },
+      openai: { models: { 'gpt-x': cost(1.1) } },
+    }, { effectiveFrom });
+    expect(resold.skipped).toEqual([]);
+    expect(resold.rows.map((row) => [row.model, row.perMillionTokens?.cacheWrite1h, row.contextTiers?.[0]?.perMillionTokens.cacheWrite1h])).toEqual([
+      ['claude-sonnet-4-6@20260101', '6', '12'],
+      ['gemini-2.5-flash', undefined, undefined],
+      ['us.anthropic.claude-haiku-4-5-20251001-v1:0', '2', '4'],
+      ['meta.llama3-70b-instruct-v1:0', undefined, undefined],
+      ['gpt-x', undefined, undefined],
+    ]);
   });
 
   it('filters and renames providers; unwraps { providers: … }', () => {

@@ -1,8 +1,10 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
+import { formatScaled } from '../../shared/money.ts';
 import { isStorableTime } from '../../shared/times.ts';
 import { holdsUnstorableText, isJsonObject } from '../../shared/validation.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { MAX_PRICE_NAME_LENGTH, validateProviderPrice, type ContextTier, type ProviderPrice, type TokenPrices } from './cost.ts';
+import { priceAttos } from './decimal.ts';
 
 /**
  * Imports a price table in models.dev's `api.json` format, supplied as a file (no network):
@@ -16,6 +18,11 @@ import { MAX_PRICE_NAME_LENGTH, validateProviderPrice, type ContextTier, type Pr
  * Rates are USD per million tokens (older files also carry `per_minute` for audio models).
  * `cost_cn` (CNY) and `experimental` modes are not imported. A model whose cost has structure a
  * ProviderPrice cannot express is skipped with its reason rather than approximated.
+ *
+ * models.dev gives one cache-write rate, Anthropic's 5-minute one. Claude served by Anthropic,
+ * Vertex AI or Bedrock also writes 1-hour caches, at twice the input rate (Anthropic's published
+ * rule): those rows get cacheWrite1h = 2 × input, in every tier that sets input, or 1-hour writes
+ * would be costed at the 5-minute rate.
  */
 
 export interface ModelsDevImportOptions {
@@ -168,6 +175,22 @@ function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[
   return [];
 }
 
+/** Whether the provider bills this model at Anthropic's rates: Claude on Anthropic, Vertex AI (claude-…) or Bedrock ([region.]anthropic.…). */
+function anthropicServed(provider: string, modelId: string): boolean {
+  const id = canonicalProviderId(provider).toLowerCase();
+  const name = modelId.trim();
+  if (id === 'anthropic') return true;
+  if (id === 'vertex') return /^(?:publishers\/anthropic\/models\/|anthropic\/)?claude-/i.test(name);
+  if (id === 'bedrock') return /(?:^|\.)anthropic\.claude/i.test(name);
+  return false;
+}
+
+/** Rates with Anthropic's 1-hour cache write added: twice their input rate, exactly. Rates without input are kept as they are. */
+function withHourCacheWrite(rates: TokenPrices): TokenPrices {
+  if (rates.input == null || rates.cacheWrite1h != null) return rates;
+  return { ...rates, cacheWrite1h: formatScaled(priceAttos('input', rates.input) * 2n, 18, 0) };
+}
+
 function modelRow(provider: string, modelId: string, model: unknown, path: string, effectiveFrom: Date): ProviderPrice {
   if (!isJsonObject(model)) throw new Skip(path, 'must be an object');
   const cost = model.cost;
@@ -187,6 +210,10 @@ function modelRow(provider: string, modelId: string, model: unknown, path: strin
   };
   const tiers = contextTiers(cost, costPath);
   if (tiers.length > 0) row.contextTiers = tiers;
+  if (anthropicServed(provider, modelId)) {
+    row.perMillionTokens = withHourCacheWrite(row.perMillionTokens!);
+    if (row.contextTiers) row.contextTiers = row.contextTiers.map((tier) => ({ ...tier, perMillionTokens: withHourCacheWrite(tier.perMillionTokens) }));
+  }
   if (cost.per_minute !== undefined) row.perAudioMinute = rate(cost.per_minute, `${costPath}/per_minute`);
   try {
     return validateProviderPrice(row);

@@ -6,7 +6,7 @@ import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
+import { priceInForce, validateProviderPrice, withCanonicalRates, withoutOwnerPrefix, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { importModelsDevJson } from './models-dev.ts';
@@ -21,9 +21,13 @@ export type PriceInput = Omit<ProviderPrice, 'currency' | 'effectiveFrom'> & { e
 const listPriceRef = (price: ProviderPrice) => `list:${price.provider}/${price.model}@${price.effectiveFrom.toISOString()}`;
 const LIST: readonly PriceWithRef[] = LIST_PRICES.map((price) => ({ ...price, ref: listPriceRef(price) }));
 
-/** Rows stored under a provider alias before ids were canonical still price that provider's calls. */
-function toPrice(row: PriceRow): PriceWithRef {
-  return { ...(row.prices as unknown as ProviderPrice), provider: canonicalProviderId(row.provider), model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id };
+/**
+ * A stored row as a price. Rows stored under a provider alias before ids were canonical still
+ * price that provider's calls, and rates stored before they were canonical ("2.50", 2) read as
+ * canonical ones ("2.5", "2"; see withCanonicalRates).
+ */
+export function toPrice(row: PriceRow): PriceWithRef {
+  return { ...withCanonicalRates(row.prices as unknown as ProviderPrice), provider: canonicalProviderId(row.provider), model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id };
 }
 
 /**
@@ -118,7 +122,8 @@ export class ProviderPriceService {
     const plan = rows.map((row) => {
       const current = existing.get(rowKey(row));
       if (!current) return { row, current };
-      if (canonicalRates(current.prices) === canonicalRates(row.prices)) return { row, current, same: true };
+      // Compared by value: the stored row may predate canonical rates (see storedRow).
+      if (canonicalRates(withCanonicalRates(current.prices as object)) === canonicalRates(row.prices)) return { row, current, same: true };
       if (current.effectiveFrom.getTime() <= settled) clashes.push(current);
       return { row, current };
     });
@@ -146,10 +151,13 @@ export class ProviderPriceService {
     return rows.map((row) => written.get(rowKey(row))!);
   }
 
+  /** Rows named as filtered: trimmed and case-insensitively, a provider by its id or an alias (as priceInForce matches them). */
   async list(merchantId: string, filter: { provider?: string | null; model?: string | null }): Promise<PriceWithRef[]> {
     const own = await this.rowsFor(merchantId);
+    const provider = filter.provider?.trim() ? canonicalProviderId(filter.provider).toLowerCase() : null;
+    const model = filter.model?.trim() ? filter.model.trim().toLowerCase() : null;
     return [...own, ...LIST].filter(
-      (price) => (!filter.provider || price.provider === canonicalProviderId(filter.provider)) && (!filter.model || price.model === filter.model),
+      (price) => (!provider || canonicalProviderId(price.provider).toLowerCase() === provider) && (!model || price.model.trim().toLowerCase() === model),
     );
   }
 }
@@ -157,12 +165,15 @@ export class ProviderPriceService {
 /**
  * Merchant rows win over list rows for the same model; otherwise the most specific match in force.
  * With no row for the provider that served the call, a cloud that resells a model maker's models
- * is costed at the maker's price (see resoldBy).
+ * is costed at the maker's price (see resoldBy). A model named with the prefix of the provider
+ * that served it or of that maker ("google/gemini-2.0-flash-001" on Vertex AI's OpenAI-compatible
+ * endpoint) is matched without it too, below its whole name (see priceInForce).
  */
 export function resolvePrice(merchantRows: readonly PriceWithRef[], provider: string, model: string, at: Date): PriceWithRef | null {
-  const own = priceInForce(merchantRows, provider, model, at) ?? priceInForce(LIST, provider, model, at);
-  if (own) return own;
   const maker = resoldBy(provider, model);
+  const owners = maker ? [maker.provider] : [];
+  const own = priceInForce(merchantRows, provider, model, at, owners) ?? priceInForce(LIST, provider, model, at, owners);
+  if (own) return own;
   return maker && (priceInForce(merchantRows, maker.provider, maker.model, at) ?? priceInForce(LIST, maker.provider, maker.model, at));
 }
 
@@ -171,12 +182,14 @@ export function resolvePrice(merchantRows: readonly PriceWithRef[], provider: st
  * Gemini at the Gemini API's list price and Claude (as on Bedrock) at Anthropic's; Azure OpenAI
  * bills OpenAI's models at OpenAI's. That is their standard (global) price: a merchant whose
  * deployment costs more (regional endpoints, provisioned throughput) adds rows under the cloud's
- * own provider id, and those win. Bedrock names models "[region.]anthropic.<model>-v1:0".
+ * own provider id, and those win. Bedrock names models "[region.]anthropic.<model>-v1:0"; Vertex
+ * AI's OpenAI-compatible endpoint prefixes the maker ("google/gemini-2.0-flash-001"), which the
+ * maker's rows are matched without (see priceInForce).
  */
 export function resoldBy(provider: string, model: string): { provider: string; model: string } | null {
   switch (provider.trim().toLowerCase()) {
     case 'vertex':
-      return { provider: /^claude-/i.test(model.trim()) ? 'anthropic' : 'google', model };
+      return { provider: /^claude-/i.test(withoutOwnerPrefix(model, ['anthropic']) ?? model.trim()) ? 'anthropic' : 'google', model };
     case 'azure-openai':
       return { provider: 'openai', model };
     case 'bedrock': {
@@ -195,7 +208,10 @@ interface StoredRow {
   prices: Prisma.InputJsonObject;
 }
 
-/** A validated price as stored: the provider's id (not an alias), trimmed names, and the rates alone in `prices`. */
+/**
+ * A validated price as stored: the provider's id (not an alias), trimmed names, and the rates
+ * alone in `prices`, each as the shortest decimal string of its value (see withCanonicalRates).
+ */
 function storedRow(input: PriceInput, effectiveFrom: Date): StoredRow {
   // Read back beyond year 9999 it is an Invalid Date, which breaks every lookup of the provider.
   if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime()) || !isStorableTime(effectiveFrom)) {
@@ -203,7 +219,7 @@ function storedRow(input: PriceInput, effectiveFrom: Date): StoredRow {
   }
   // A currency given with the rates is checked, not overwritten: only USD is stored.
   const currency = (input as { currency?: unknown }).currency ?? 'USD';
-  const price = validateProviderPrice({ ...input, currency, effectiveFrom } as ProviderPrice);
+  const price = withCanonicalRates(validateProviderPrice({ ...input, currency, effectiveFrom } as ProviderPrice));
   const { provider, model, effectiveFrom: _from, currency: _currency, ...prices } = price;
   return { provider: canonicalProviderId(provider), model: model.trim(), effectiveFrom, prices: prices as Prisma.InputJsonObject };
 }

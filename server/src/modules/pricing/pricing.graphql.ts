@@ -3,7 +3,7 @@ import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
 import { invalidField } from '../../shared/errors.ts';
 import { PlanRef } from '../plans/plans.graphql.ts';
-import type { PriceInput, PriceWithRef } from './prices.service.ts';
+import { toPrice, type PriceInput, type PriceWithRef } from './prices.service.ts';
 
 const ProviderPriceRef = builder.objectRef<PriceWithRef>('ProviderPrice').implement({
   description: 'What a provider charges for a model, from effectiveFrom. Rates are exact decimal strings (USD).',
@@ -105,7 +105,8 @@ builder.mutationFields((t) => ({
       const misplaced = ['provider', 'model', 'effectiveFrom'].find((key) => Object.hasOwn(input.rates as object, key));
       if (misplaced) throw invalidField(`rates.${misplaced}`, `belongs beside rates, not inside them`);
       const row = await ctx.services.providerPrices.add(merchantIdOf(ctx), { ...(input.rates as object), provider: input.provider, model: input.model, effectiveFrom: input.effectiveFrom } as PriceInput);
-      return { ...(row.prices as object), provider: row.provider, model: row.model, currency: 'USD', effectiveFrom: row.effectiveFrom, ref: row.id } as PriceWithRef;
+      // Read back as listed: the same price stored before rates were canonical answers in canonical form too.
+      return toPrice(row);
     },
   }),
   importModelsDevPrices: t.field({

@@ -124,10 +124,56 @@ describe('setProviderPrice', () => {
     expect(same.data.setProviderPrice.ref).toBe(first.data.setProviderPrice.ref);
     expect((await set('1.50', '2026-02-01T00:00:00.000Z')).errors).toBeUndefined();
     const stored = await server.services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id }, orderBy: { effectiveFrom: 'asc' } });
+    // Stored as the shortest decimal of each rate.
     expect(stored.map((row) => [row.effectiveFrom.toISOString(), (row.prices as { perMillionTokens: { input: string } }).perMillionTokens.input])).toEqual([
-      ['2026-01-01T00:00:00.000Z', '1.00'],
-      ['2026-02-01T00:00:00.000Z', '1.50'],
+      ['2026-01-01T00:00:00.000Z', '1'],
+      ['2026-02-01T00:00:00.000Z', '1.5'],
     ]);
+  });
+
+  it('the same price in another decimal spelling is the same price: stored and compared by value, whole numbers as decimal strings', async () => {
+    const merchant = await server.createMerchant();
+    const set = (rates: Record<string, unknown>) =>
+      server.graphql<any>(SET_PRICE, { input: { provider: 'acme', model: 'm1', rates, effectiveFrom: from.toISOString() } }, merchant.secret);
+    const first = await set({ perMillionTokens: { input: '2.50', output: 10 }, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: { input: '5.0' } }], perRequest: '0.0010' });
+    expect(first.errors).toBeUndefined();
+    const canonical = { perMillionTokens: { input: '2.5', output: '10' }, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: { input: '5' } }], perRequest: '0.001' };
+    expect(first.data.setProviderPrice.rates).toEqual(canonical);
+    for (const again of [
+      { perMillionTokens: { input: '2.5', output: '10.00' }, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: { input: 5 } }], perRequest: '0.001' },
+      { perMillionTokens: { input: ' 2.50', output: '010' }, contextTiers: [{ aboveInputTokens: 1000, perMillionTokens: { input: '5' } }], perRequest: '0.0010000' },
+    ]) {
+      const same = await set(again);
+      expect(same.errors).toBeUndefined();
+      expect(same.data.setProviderPrice).toEqual({ ...first.data.setProviderPrice, rates: canonical });
+    }
+    expect((await set({ perMillionTokens: { input: '2.51', output: '10' } })).errors?.[0]).toMatchObject({ extensions: { code: 'CONFLICT' } });
+    const stored = await server.services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id } });
+    expect(stored.map((row) => row.prices)).toEqual([canonical]);
+    const listed = await server.graphql<any>('query { providerPrices(provider: "acme") { rates } }', {}, merchant.secret);
+    expect(listed.data.providerPrices).toEqual([{ rates: canonical }]);
+  });
+
+  it('a row stored before rates were canonical compares by value, and is listed in canonical form', async () => {
+    const merchant = await server.createMerchant();
+    const prices = server.services.providerPrices;
+    // As earlier versions stored them: the text as written, whole numbers as JSON numbers.
+    await server.services.prisma.providerPrice.create({
+      data: { merchantId: merchant.id, provider: 'openai', model: 'gpt-x', effectiveFrom: from, source: 'manual', prices: { perMillionTokens: { input: '2.50', output: 10 } } },
+    });
+    const same = await prices.add(merchant.id, { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: '2.5', output: '10' }, effectiveFrom: from });
+    expect(same.prices).toEqual({ perMillionTokens: { input: '2.50', output: 10 } });
+    // A models.dev file with the same price imports over it as a no-op, instead of being refused whole.
+    const file = JSON.stringify({ openai: { models: { 'gpt-x': { cost: { input: 2.5, output: 10 } }, 'gpt-y': { cost: { input: 1, output: 2 } } } } });
+    expect(await prices.importModelsDev(merchant.id, file, from)).toMatchObject({ imported: 2, skipped: [] });
+    expect(await refusal(prices.add(merchant.id, { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: '2.6', output: '10' }, effectiveFrom: from }))).toMatchObject({ code: 'CONFLICT' });
+    const listed = await server.graphql<any>('query { providerPrices(provider: "openai", model: "gpt-x") { ref rates } }', {}, merchant.secret);
+    expect(listed.data.providerPrices).toEqual([
+      { ref: same.id, rates: { perMillionTokens: { input: '2.5', output: '10' } } },
+    ]);
+    // setProviderPrice answers the stored row in the form listing gives it.
+    const answer = await server.graphql<any>(SET_PRICE, { input: { provider: 'openai', model: 'gpt-x', rates: { perMillionTokens: { input: '2.5', output: '10' } }, effectiveFrom: from.toISOString() } }, merchant.secret);
+    expect(answer.data.setProviderPrice).toEqual({ ref: same.id, effectiveFrom: from.toISOString(), rates: { perMillionTokens: { input: '2.5', output: '10' } } });
   });
 
   it('a price scheduled further ahead than any event can be timestamped has costed nothing yet, and is replaced', async () => {
@@ -156,6 +202,23 @@ describe('setProviderPrice', () => {
     expect((stored[0]!.prices as { perMillionTokens: { input: string } }).perMillionTokens.input).toBe('1');
     // Imported under the id usage reports: Together's calls are priced by it.
     expect(await prices.priceFor(merchant.id, 'together', 'llama-z', new Date('2026-06-01'))).toMatchObject({ provider: 'together', model: 'llama-z' });
+  });
+
+  it('providerPrices filters by provider and model trimmed and case-insensitively, a provider by id or alias, as pricing matches them', async () => {
+    const merchant = await server.createMerchant();
+    await server.services.providerPrices.add(merchant.id, { provider: 'Acme', model: 'M1', perMillionTokens: { input: '1', output: '2' }, effectiveFrom: from });
+    await server.services.providerPrices.add(merchant.id, { provider: 'gemini', model: 'Gemini-X', perMillionTokens: { input: '1', output: '2' }, effectiveFrom: from });
+    // The row prices acme/m1 events…
+    expect((await server.services.providerPrices.priceFor(merchant.id, 'acme', 'm1', new Date('2026-06-01')))?.model).toBe('M1');
+    const list = async (args: string) => ((await server.graphql<any>(`query { providerPrices${args} { provider model } }`, {}, merchant.secret)).data.providerPrices as { provider: string; model: string }[]);
+    // …and is listed under the same names.
+    for (const args of ['(provider: "acme")', '(provider: " ACME ", model: "m1")', '(model: "m1 ")', '(provider: "Acme", model: "M1")']) {
+      expect(await list(args), args).toEqual([{ provider: 'Acme', model: 'M1' }]);
+    }
+    expect(await list('(provider: "Gemini", model: "gemini-x")')).toEqual([{ provider: 'google', model: 'Gemini-X' }]);
+    expect(await list('(provider: "acme", model: "m2")')).toEqual([]);
+    // The list prices too: the shipped gpt-4o rows, whatever the case asked.
+    expect((await list('(provider: "OpenAI", model: "GPT-4o")')).map((row) => row.model)).toEqual(['gpt-4o']);
   });
 
   it('importModelsDevPrices over GraphQL: imports what it can, lists what it skipped and why, refuses a file that is no price table, and only for a secret key', async () => {

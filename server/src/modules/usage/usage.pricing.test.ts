@@ -8,6 +8,7 @@ import type { RuleRow } from '../pricing/rules.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
 import { estimateIncomplete, periodContribution, periodEndOf, priceUsage, providerCost, readChargeLine, REPORTED_COST_REF, ruleTie, stepPeriodTotal, storedChargeLines, volumeCreditNeed } from './usage.pricing.ts';
+import { normalizeResponse } from './normalize/index.ts';
 import { blankUsage } from './usage.types.ts';
 
 /**
@@ -287,9 +288,32 @@ describe('providerCost', () => {
     expect(providerCost(notByok, () => null).costAttos).toBe(attos('0.01'));
   });
 
-  it('falls back to the price table when the reported figure is unreadable, and reports a missing row', () => {
-    const usage = openRouter({ model: 'openai/gpt-5.4-mini', providerReportedCostUsd: '-1' });
-    expect(providerCost(usage, () => row)).toEqual({ costAttos: attos('0.0011'), problem: null, ref: 'row-1' });
+  it('a float\'s digits past the atto (OpenRouter writes usage.cost as a float) are rounded to the nearest atto, never thrown away', () => {
+    const body = JSON.stringify({
+      id: 'gen-1', object: 'chat.completion', created: 1, model: 'openai/gpt-4o', choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 100, completion_tokens: 10, total_tokens: 110, cost: 0.00017250000000000002, is_byok: false },
+    });
+    const usage = normalizeResponse({ url: 'https://openrouter.ai/api/v1/chat/completions', status: 200, headers: { 'content-type': 'application/json' }, body });
+    expect(usage.providerReportedCostUsd).toBe('0.00017250000000000002');
+    // No price row lists openrouter/openai/gpt-4o: only the reported figure costs it.
+    expect(providerCost(usage, () => null)).toEqual({ costAttos: attos('0.0001725'), problem: null, ref: REPORTED_COST_REF });
+    // Halves round up, exactly, by the digits alone: 19 and more decimals, BYOK's upstream cost too.
+    expect(providerCost(openRouter({ providerReportedCostUsd: '0.0000000000000000005' }), () => null).costAttos).toBe(1n);
+    expect(providerCost(openRouter({ providerReportedCostUsd: '0.00000000000000000049999' }), () => null).costAttos).toBe(0n);
+    expect(providerCost(openRouter({ providerReportedCostUsd: '1.9999999999999999995' }), () => null).costAttos).toBe(attos('2'));
+    const byok = openRouter({ providerReportedCostUsd: '0.0005', details: { is_byok: 'true', upstream_inference_cost_usd: '0.01000000000000000051' } });
+    expect(providerCost(byok, () => null).costAttos).toBe(attos('0.010500000000000001'));
+  });
+
+  it('a reported figure that cannot be read makes the cost unknown, saying why, rather than costing it by the table; no figure and no row is a missing row', () => {
+    let asked = false;
+    for (const figure of ['-1', '1e-5', 'abc', '1234567890123.5']) {
+      const usage = openRouter({ model: 'openai/gpt-5.4-mini', providerReportedCostUsd: figure });
+      expect(providerCost(usage, () => ((asked = true), row)), figure).toEqual({ costAttos: 0n, problem: expect.stringContaining(`reported a cost of "${figure}" USD`), ref: null });
+    }
+    const byok = openRouter({ providerReportedCostUsd: '0.0005', details: { is_byok: 'true', upstream_inference_cost_usd: 'n/a' } });
+    expect(providerCost(byok, () => ((asked = true), row))).toMatchObject({ costAttos: 0n, problem: expect.stringContaining('"n/a"') });
+    expect(asked).toBe(false);
     expect(providerCost(openRouter({}), () => null)).toEqual({ costAttos: 0n, problem: 'no provider price for openrouter/anthropic/claude-sonnet-4.6', ref: null });
   });
 

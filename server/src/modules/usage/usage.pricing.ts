@@ -1,6 +1,5 @@
 import type { Meter, MeterAggregation } from '../../generated/prisma/client.ts';
 import { AppError } from '../../shared/errors.ts';
-import { parseDecimalAttos } from '../../shared/money.ts';
 import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import { QUANTITY_SCALE, ScaledQuantity, scaledQuantity } from '../pricing/decimal.ts';
@@ -226,8 +225,8 @@ export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef
     const costed = usage.providerReportedCostUsd != null || hasPriceableUnits(usage);
     return { costAttos: 0n, problem: costed ? `provider costs are in USD and this event is in ${currency}: with no exchange rate its cost is unknown` : null, ref: null };
   }
-  const reported = reportedCostAttos(usage);
-  if (reported !== null) return { costAttos: reported, problem: null, ref: REPORTED_COST_REF };
+  const reported = reportedCost(usage);
+  if (reported !== null) return reported;
   let price: PriceWithRef | null = null;
   try {
     price = priceOf();
@@ -253,27 +252,47 @@ function missingPriceProblem(usage: NormalizedUsage): string | null {
 }
 
 /**
- * The provider's reported cost in attos, or null when it reported none (or nothing readable: the
- * price table is used then). The normalizer keeps the JSON number's own digits as a decimal
- * string, so this is exact. With OpenRouter BYOK (bring your own key), `cost` is only OpenRouter's
- * fee: the upstream provider billed the merchant's key its upstream_inference_cost on top.
+ * The cost of a usage record that carries the provider's reported cost, or null when it carries
+ * none (the price table costs it then). The normalizer keeps the JSON number's own digits as a
+ * decimal string; OpenRouter and Perplexity write the cost as a float, whose shortest digits may
+ * run past the atto ("0.00017250000000000002"): it is rounded to the nearest atto (see
+ * roundedAttos). With OpenRouter BYOK (bring your own key), `cost` is only OpenRouter's fee: the
+ * upstream provider billed the merchant's key its upstream_inference_cost on top.
+ *
+ * A reported figure that cannot be read is a problem of the event, and its cost is unknown: the
+ * price table is not asked, since the provider said what it billed, and a table price (if any)
+ * may not be it.
  */
-function reportedCostAttos(usage: NormalizedUsage): bigint | null {
+function reportedCost(usage: NormalizedUsage): ProviderCost | null {
   if (usage.providerReportedCostUsd == null) return null;
-  const cost = exactAttos(usage.providerReportedCostUsd);
+  const cost = roundedAttos(usage.providerReportedCostUsd);
+  if (cost === null) return unreadableCost('cost', usage.providerReportedCostUsd);
   const upstream = usage.details.is_byok === 'true' ? usage.details.upstream_inference_cost_usd : undefined;
-  if (cost === null || upstream === undefined) return cost;
-  const upstreamAttos = exactAttos(String(upstream));
-  return upstreamAttos === null ? null : cost + upstreamAttos;
+  if (upstream === undefined) return { costAttos: cost, problem: null, ref: REPORTED_COST_REF };
+  const upstreamAttos = roundedAttos(String(upstream));
+  if (upstreamAttos === null) return unreadableCost('upstream inference cost (BYOK)', String(upstream));
+  return { costAttos: cost + upstreamAttos, problem: null, ref: REPORTED_COST_REF };
 }
 
-function exactAttos(text: string): bigint | null {
-  try {
-    const attos = parseDecimalAttos('providerReportedCostUsd', text);
-    return attos < 0n ? null : attos;
-  } catch {
-    return null;
-  }
+function unreadableCost(what: string, text: string): ProviderCost {
+  return { costAttos: 0n, problem: `the provider reported a ${what} of ${JSON.stringify(text)} USD, which is not a non-negative decimal amount, so the cost is unknown`, ref: null };
+}
+
+/** A non-negative plain decimal of up to 12 whole digits, with any number of decimals. */
+const REPORTED_DECIMAL = /^(\d{1,12})(?:\.(\d+))?$/;
+const ATTOS_PER_USD = 10n ** 18n;
+
+/**
+ * A reported amount in attos, rounded to the nearest atto (halves up) by its digits alone, never
+ * through a float; null when it is not a non-negative plain decimal.
+ */
+function roundedAttos(text: string): bigint | null {
+  const match = REPORTED_DECIMAL.exec(text.trim());
+  if (!match) return null;
+  const [, whole = '0', fraction = ''] = match;
+  const attos = BigInt(whole) * ATTOS_PER_USD + BigInt(fraction.slice(0, 18).padEnd(18, '0'));
+  // The digits past the atto are at least half of one when the first of them is 5 or more.
+  return fraction.length > 18 && fraction.charCodeAt(18) >= 53 /* 5 */ ? attos + 1n : attos;
 }
 
 /**
