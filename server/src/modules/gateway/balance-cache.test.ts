@@ -71,30 +71,6 @@ describe('BalanceCache', () => {
     }
   });
 
-  it('counts credit past its expiry that a pending hold keeps as the ledger does: held, not gone, and the overdraft paused meanwhile', async () => {
-    const cache = new BalanceCache(server.services.db, server.services.pubsub);
-    const { ledger } = server.services;
-    const units = (n: bigint) => n * 1_000_000_000n;
-    try {
-      const { merchantId, customerId } = await customerWith(0n);
-      const expiresAt = new Date(Date.now() + 1_500);
-      await ledger.grantCredits(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountNanos: units(10n), kind: 'PROMOTIONAL', expiresAt, idempotencyKey: 'promo' });
-      await ledger.setOverdraftLimit(merchantId, customerId, 'USD', units(5n));
-      const { hold } = await ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: units(8n), ttlSeconds: 600, idempotencyKey: 'h1' });
-      expect(await cache.get(customerId, 'USD')).toMatchObject({ available: units(2n), overdraftLimit: units(5n) });
-      await new Promise((resolve) => setTimeout(resolve, expiresAt.getTime() - Date.now() + 100));
-      // Read before the ledger has touched the wallet since: 2.00 of the grant is gone, 8.00 kept for the hold.
-      expect(await cache.refresh(customerId, 'USD')).toMatchObject({ available: 0n, overdraftLimit: 0n });
-      await ledger.settleWallet(merchantId, customerId, 'USD');
-      expect(await cache.refresh(customerId, 'USD')).toMatchObject({ available: 0n, overdraftLimit: 0n });
-      await ledger.releaseHold(merchantId, hold.id);
-      await until(async () => (await cache.get(customerId, 'USD')).overdraftLimit === units(5n));
-      expect(await cache.refresh(customerId, 'USD')).toMatchObject({ available: 0n, overdraftLimit: units(5n) });
-    } finally {
-      cache.close();
-    }
-  });
-
   it('stays bounded: the least recently used customer is dropped and its subscription closed', async () => {
     const cache = new BalanceCache(server.services.db, server.services.pubsub, { maxCustomers: 2, ttlMs: 60_000 });
     try {

@@ -1,7 +1,6 @@
 import type { Database } from '../../shared/db/database.ts';
 import { parseFormattedNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
-import { creditKeptForHolds } from '../ledger/ledger.planner.ts';
 import { walletTopic, type BalanceEvent } from '../ledger/ledger.service.ts';
 
 /** What a customer can still spend in one currency: available balance plus the overage allowance. */
@@ -98,20 +97,16 @@ export class BalanceCache {
     const before = watch.entries.get(currency);
     const [row] = await this.db.withConnection((sql) =>
       // Grants past their expiry still count in wallets.balance until the expiry job (or the
-      // wallet's next posting) expires them; what remains on them is not spendable, except what
-      // pending holds keep of it (the ledger's rule, creditKeptForHolds), which is theirs.
-      sql.query<{ balance: string; overdraft_limit: string; held: string; due: string; not_due: string; next_expiry: string | null }>(
+      // wallet's next posting) expires them; what remains on them is not spendable.
+      sql.query<{ balance: string; overdraft_limit: string; held: string; expired: string; next_expiry: string | null }>(
         `SELECT w.balance::text AS balance, w.overdraft_limit::text AS overdraft_limit,
            coalesce((SELECT sum(h.amount - h.captured_amount) FROM holds h
                      WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > now()), 0)::text AS held,
-           g.due::text AS due, g.not_due::text AS not_due, g.next_expiry::text AS next_expiry
-         FROM wallets w
-         CROSS JOIN LATERAL (
-           SELECT coalesce(sum(remaining) FILTER (WHERE expires_at <= now()), 0) AS due,
-             coalesce(sum(remaining) FILTER (WHERE expires_at IS NULL OR expires_at > now()), 0) AS not_due,
-             floor(extract(epoch FROM min(expires_at) FILTER (WHERE expires_at > now())) * 1000)::bigint AS next_expiry
-           FROM credit_grants WHERE wallet_id = w.id AND expired_at IS NULL AND remaining > 0) g
-         WHERE w.customer_id = $1 AND w.currency = $2`,
+           coalesce((SELECT sum(g.remaining) FROM credit_grants g
+                     WHERE g.wallet_id = w.id AND g.expired_at IS NULL AND g.expires_at <= now() AND g.remaining > 0), 0)::text AS expired,
+           (SELECT floor(extract(epoch FROM min(g.expires_at)) * 1000)::bigint FROM credit_grants g
+             WHERE g.wallet_id = w.id AND g.expired_at IS NULL AND g.expires_at > now() AND g.remaining > 0)::text AS next_expiry
+         FROM wallets w WHERE w.customer_id = $1 AND w.currency = $2`,
         [customerId, currency],
       ),
     );
@@ -119,14 +114,11 @@ export class BalanceCache {
     // Each event stores a new entry; one that arrived while we read is at least as new as
     // what we read, so it wins.
     if (current && current !== before) return current;
-    const kept = row ? creditKeptForHolds(BigInt(row.due), BigInt(row.not_due), BigInt(row.held)) : 0n;
-    const balance = row ? BigInt(row.balance) - (BigInt(row.due) - kept) : 0n;
     const entry: Entry = {
-      available: row ? balance - BigInt(row.held) : 0n,
-      // As the ledger charges: no overdraft while credit is kept for holds (see WalletState.overdraftLimit).
-      overdraftLimit: row && kept === 0n ? BigInt(row.overdraft_limit) : 0n,
+      available: row ? BigInt(row.balance) - BigInt(row.expired) - BigInt(row.held) : 0n,
+      overdraftLimit: row ? BigInt(row.overdraft_limit) : 0n,
       loadedAt: Date.now(),
-      balance,
+      balance: row ? BigInt(row.balance) - BigInt(row.expired) : 0n,
       staleAt: row?.next_expiry ? Number(row.next_expiry) : Infinity,
     };
     watch.entries.set(currency, entry);

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTOS_PER_NANO, formatNanos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
-import { creditKeptForHolds, creditLegs, drawOrder, fitsDebit, planCredit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
+import { creditLegs, fitsDebit, planCredit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
 
 const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
   id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, grants: [], ...overrides,
@@ -177,31 +177,5 @@ describe('consumption order', () => {
     expect(sortGrants(grants, ['PRIORITY', 'EXPIRY', 'KIND', 'CREATED']).map((g) => g.id)).toEqual([
       'paid-never', 'promo-never', 'promo-soon', 'paid-soon', 'promo-later',
     ]);
-  });
-});
-
-describe('credit past its expiry that pending holds reserved', () => {
-  it('is kept only as far as the credit not yet due leaves the holds short, and never beyond what is due', () => {
-    expect(creditKeptForHolds(10n, 0n, 8n)).toBe(8n);
-    expect(creditKeptForHolds(10n, 2n, 8n)).toBe(6n);
-    expect(creditKeptForHolds(10n, 9n, 8n)).toBe(0n);
-    expect(creditKeptForHolds(5n, 0n, 8n)).toBe(5n);
-    expect(creditKeptForHolds(10n, 0n, 0n)).toBe(0n);
-  });
-
-  it('is drawn first whatever the consumption order: it is lost once the holds end', () => {
-    const now = new Date('2026-02-15T00:00:00Z');
-    const grants = [
-      grant('paid-never', 1n, { priority: -10 }),
-      grant('promo-later', 1n, { kind: 'PROMOTIONAL', expiresAt: new Date('2026-03-01T00:00:00Z') }),
-      grant('paid-past', 1n, { expiresAt: new Date('2026-02-01T00:00:00Z'), priority: 5 }),
-    ];
-    expect(drawOrder(grants, ['PRIORITY', 'EXPIRY', 'KIND', 'CREATED'], now).map((g) => g.id)).toEqual(['paid-past', 'paid-never', 'promo-later']);
-  });
-
-  it('a capture is held to the limit given, not the paused one in the state', () => {
-    const state = wallet({ balance: 10n, held: 13n, overdraftLimit: 0n, grants: [grant('kept', 10n)] });
-    expect(planDebit(state, 8n * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: 8n }).ok).toBe(false);
-    expect(planDebit(state, 8n * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: 8n, overdraftLimit: 5n }).ok).toBe(true);
   });
 });

@@ -26,10 +26,6 @@ export interface WalletState {
   balance: bigint;
   /** Sub-nano remainder, in atto-units, 0 ≤ carry < 1e9. */
   carry: bigint;
-  /**
-   * How far below zero available may go for a charge now: the wallet's limit, but 0 while credit
-   * past its expiry is kept for pending holds (creditKeptForHolds), so that only they spend it.
-   */
   overdraftLimit: bigint;
   /** Reserved by pending holds. */
   held: bigint;
@@ -62,27 +58,6 @@ export function sortGrants(grants: GrantState[], order: readonly ConsumptionKey[
   });
 }
 
-/**
- * The order charges draw a wallet's grants in: credit already past its expiry first (what pending
- * holds keep of it, see creditKeptForHolds, is lost once they end), then the consumption order.
- */
-export function drawOrder(grants: GrantState[], order: readonly ConsumptionKey[], now: Date): GrantState[] {
-  const sorted = sortGrants(grants, order);
-  const due = (grant: GrantState) => grant.expiresAt !== null && grant.expiresAt <= now;
-  return [...sorted.filter(due), ...sorted.filter((grant) => !due(grant))];
-}
-
-/**
- * How much of the credit past its expiry (`dueRemaining`) stays unexpired for a while: what pending
- * holds (`held`) reserved beyond the credit not yet due (`otherRemaining`). A hold admitted on that
- * credit can then still be captured; the rest of it expires when the holds end. Nanos, never negative.
- */
-export function creditKeptForHolds(dueRemaining: bigint, otherRemaining: bigint, held: bigint): bigint {
-  const need = held - otherRemaining;
-  if (need <= 0n) return 0n;
-  return need < dueRemaining ? need : dueRemaining;
-}
-
 export interface WalletLeg {
   grantId: string | null;
   /** Signed nano-units. */
@@ -107,11 +82,6 @@ export interface DebitOptions {
   onlyKinds?: readonly GrantKind[];
   /** A hold being captured: its own reservation does not count against it. */
   heldReleased?: bigint;
-  /**
-   * The overdraft limit to hold this charge to instead of the state's: a capture keeps the
-   * wallet's limit as set, which its hold was admitted under, while other charges wait (see WalletState).
-   */
-  overdraftLimit?: bigint;
   /** Whole-nano operations (refunds, corrections) leave the carry alone. Default true. */
   useCarry?: boolean;
 }
@@ -122,7 +92,7 @@ export function planDebit(state: WalletState, attos: bigint, options: DebitOptio
   const nanos = floorDiv(total, ATTOS_PER_NANO);
   const carry = useCarry ? total - nanos * ATTOS_PER_NANO : state.carry;
   const available = state.balance - (state.held - (options.heldReleased ?? 0n));
-  const floor = options.allowOverdraft ? -(options.overdraftLimit ?? state.overdraftLimit) : 0n;
+  const floor = options.allowOverdraft ? -state.overdraftLimit : 0n;
   const usable = options.onlyKinds
     ? state.grants.filter((grant) => options.onlyKinds!.includes(grant.kind)).reduce((sum, grant) => sum + grant.remaining, 0n)
     : undefined;

@@ -525,8 +525,6 @@ export class LedgerService {
         wallet.linkGrantTransaction(grantId, transaction.id);
         return { transaction };
       }
-      // Past any limit, it would otherwise spend credit kept past its expiry for pending holds.
-      await wallet.expireKeptCredit();
       const plan = planDebit(wallet.state, -input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: true, ignoreLimits: true, useCarry: false });
       if (!plan.ok) throw new Error('an unbounded debit cannot be refused');
       const transaction = await wallet.post({
@@ -659,10 +657,7 @@ export class LedgerService {
       }
       let transaction: PostedTransaction | null = null;
       if (amount > 0n) {
-        // Held to the limit the hold was admitted under, and drawing first on credit kept for it past its expiry.
-        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, {
-          allowOverdraft: true, heldReleased: hold.amount, overdraftLimit: wallet.overdraftLimitAsSet, useCarry: false,
-        });
+        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false });
         if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, hold.currency);
         transaction = await wallet.post({
           kind: 'HOLD_CAPTURE', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'USAGE_REVENUE',
@@ -767,7 +762,7 @@ export class LedgerService {
          WHERE id = $1`,
         [wallet.state.id, limitNanos.toString(), wallet.now],
       );
-      wallet.setOverdraftLimit(limitNanos);
+      wallet.state.overdraftLimit = limitNanos;
     });
     this.publish(customerId, currency, state, posted);
   }

@@ -4,7 +4,7 @@ import { groupBy, partition } from '../../shared/collections.ts';
 import { BulkColumns, pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
 import { invalidField } from '../../shared/errors.ts';
 import { uuidv7, walletIdOf } from '../../shared/ids.ts';
-import { creditKeptForHolds, drawOrder, type ConsumptionKey, type GrantKind, type GrantState, type WalletLeg, type WalletState } from './ledger.planner.ts';
+import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
 /**
  * The ledger's SQL. Every change to a wallet happens inside `withWallet`, which holds the
@@ -143,8 +143,6 @@ export class WalletTransaction {
   readonly posted: PostedTransaction[] = [];
   /** Set when this batch released holds of the wallet: its balance event goes out even if nothing was posted. */
   heldChanged = false;
-  /** The wallet's overdraft limit as set; state.overdraftLimit is what charges may use now (0 while credit is kept for holds). */
-  private limitAsSet: bigint;
 
   constructor(
     private readonly batch: LedgerBatch,
@@ -153,38 +151,7 @@ export class WalletTransaction {
     readonly currency: string,
     readonly state: WalletState,
     private readonly consumptionOrder: readonly ConsumptionKey[],
-  ) {
-    this.limitAsSet = state.overdraftLimit;
-  }
-
-  /** What a capture is held to: the limit its hold was admitted under, even while other charges wait. */
-  get overdraftLimitAsSet(): bigint {
-    return this.limitAsSet;
-  }
-
-  setOverdraftLimit(limit: bigint): void {
-    this.limitAsSet = limit;
-    this.pauseOverdraftWhileCreditIsKept();
-  }
-
-  /** state.overdraftLimit: the limit as set, or 0 while credit past its expiry is kept for holds (see expireDueGrants). */
-  pauseOverdraftWhileCreditIsKept(): void {
-    this.state.overdraftLimit = this.keepsExpiredCredit() ? 0n : this.limitAsSet;
-  }
-
-  /** Whether the wallet still holds credit past its expiry (kept for pending holds, see expireDueGrants). */
-  keepsExpiredCredit(): boolean {
-    return this.state.grants.some((grant) => grant.expiresAt !== null && grant.expiresAt <= this.now && grant.remaining > 0n);
-  }
-
-  /**
-   * Expires the credit kept past its expiry for pending holds now. A correction calls this before
-   * it takes the balance down: it must not spend that credit, and, as any correction, it may leave
-   * a hold short.
-   */
-  async expireKeptCredit(): Promise<void> {
-    await expireDueGrants(this, false);
-  }
+  ) {}
 
   get tx(): SqlExecutor {
     return this.batch.tx;
@@ -266,10 +233,9 @@ export class WalletTransaction {
   /** Adds an empty grant; the transaction that funds it posts a leg naming it. */
   addGrant(grant: Omit<NewGrant, 'remaining'>): void {
     this.batch.newGrants.push({ grant: { ...grant, remaining: 0n }, wallet: this });
-    this.state.grants = drawOrder(
+    this.state.grants = sortGrants(
       [...this.state.grants, { id: grant.id, kind: grant.kind, remaining: 0n, priority: grant.priority, expiresAt: grant.expiresAt, createdAt: this.now }],
       this.consumptionOrder,
-      this.now,
     );
   }
 
@@ -669,7 +635,7 @@ export class LedgerStore {
           carry: BigInt(row.carry),
           overdraftLimit: BigInt(row.overdraft_limit),
           held: heldBy.get(row.id) ?? 0n,
-          grants: drawOrder(
+          grants: sortGrants(
             (grantsBy.get(row.id) ?? []).map((grant) => ({
               id: grant.id,
               kind: grant.kind,
@@ -679,7 +645,6 @@ export class LedgerStore {
               createdAt: new Date(grant.created_at),
             })),
             order,
-            now,
           ),
         };
         const wallet = new WalletTransaction(batch, key.merchantId, key.customerId, key.currency, state, order);
@@ -687,10 +652,6 @@ export class LedgerStore {
         await expireDueGrants(wallet);
       }
       const result = await work(batch);
-      // Credit kept past its expiry that no pending hold needs any more (one was captured, released
-      // or ended in this batch) expires before COMMIT, not at the wallet's next operation; a grant a
-      // capture emptied is marked expired. In memory only, unless there is something to expire.
-      for (const wallet of batch.wallets.values()) await expireDueGrants(wallet);
       await batch.flush();
       await dropUnused(batch);
       return { result, batch };
@@ -718,45 +679,22 @@ export class LedgerStore {
 /**
  * Expiry under the wallet lock: exactly once however many instances or schedules race, and
  * before any charge, so expired credit is never spent.
- *
- * Except what pending holds reserved of it: a hold stays capturable up to its amount until it is
- * captured, released or expires. So due credit expires only beyond what the holds need over the
- * credit not yet due (creditKeptForHolds); the rest stays on its grants, drawn first (drawOrder),
- * and expires in a later part, at the end of the batch that captures, releases or outlives the
- * holds. While any is kept, the wallet's overdraft waits (state.overdraftLimit is 0): other
- * charges then spend only what is available, so that credit pays the holds alone.
- *
- * A grant expired at once (as always before) posts under `grant-expiry:<grantId>`; so does the
- * last part of one expired in parts. The parts before it name what they kept,
- * `grant-expiry:<grantId>:kept-<nanos>`, which only falls from one part to the next.
  */
-async function expireDueGrants(wallet: WalletTransaction, keepForHolds = true): Promise<void> {
-  const isDue = (grant: GrantState) => grant.expiresAt !== null && grant.expiresAt <= wallet.now;
-  const due = wallet.state.grants.filter(isDue);
-  let toKeep = 0n;
-  if (keepForHolds && due.length > 0) {
-    const sum = (grants: GrantState[]) => grants.reduce((total, grant) => total + grant.remaining, 0n);
-    toKeep = creditKeptForHolds(sum(due), sum(wallet.state.grants.filter((grant) => !isDue(grant))), wallet.state.held);
-  }
-  // Kept on the grants a capture draws first, so fewer are left in parts.
+async function expireDueGrants(wallet: WalletTransaction): Promise<void> {
+  const due = wallet.state.grants.filter((grant) => grant.expiresAt && grant.expiresAt <= wallet.now);
   for (const grant of due) {
-    const kept = grant.remaining < toKeep ? grant.remaining : toKeep;
-    toKeep -= kept;
-    const expiring = grant.remaining - kept;
-    if (expiring > 0n) {
-      const key = kept === 0n ? `grant-expiry:${grant.id}` : `grant-expiry:${grant.id}:kept-${kept}`;
+    if (grant.remaining > 0n) {
       await wallet.post({
         kind: 'EXPIRY',
-        idempotencyKey: key,
-        requestHash: key,
-        legs: [{ grantId: grant.id, amount: -expiring }],
+        idempotencyKey: `grant-expiry:${grant.id}`,
+        requestHash: `grant-expiry:${grant.id}`,
+        legs: [{ grantId: grant.id, amount: -grant.remaining }],
         counterAccount: 'EXPIRED_CREDITS',
-        description: kept === 0n ? 'Credits expired' : 'Credits expired (some kept for pending holds)',
-        metadata: kept === 0n ? { grantId: grant.id } : { grantId: grant.id, keptForHoldsNanos: kept.toString() },
+        description: 'Credits expired',
+        metadata: { grantId: grant.id },
         actor: SYSTEM_ACTOR,
       });
     }
-    if (kept === 0n) wallet.markExpired(grant.id);
+    wallet.markExpired(grant.id);
   }
-  wallet.pauseOverdraftWhileCreditIsKept();
 }

@@ -5,9 +5,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { startTestServer, waitForSubscribers, type TestServer } from '../../../test/server.ts';
 import { laneOf } from '../../shared/lanes.ts';
-import { ATTOS_PER_NANO, parseDecimalNanos } from '../../shared/money.ts';
-import { planDebit } from './ledger.planner.ts';
-import { SYSTEM_ACTOR, walletTopic } from './ledger.service.ts';
+import { parseDecimalNanos } from '../../shared/money.ts';
+import { walletTopic } from './ledger.service.ts';
 
 /** The ledger through its GraphQL API, on a controllable clock. */
 let now = new Date('2026-06-01T12:00:00Z');
@@ -515,173 +514,6 @@ describe('holds', () => {
     await settled();
     expect(events.received).toEqual([expect.objectContaining({ available: '10.00', transactionIds: [] })]);
     await events.stop();
-  });
-});
-
-describe("credit reserved by a pending hold, past its grant's expiry", () => {
-  const HOLD = 'mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id } } }';
-  const CAPTURE = 'mutation ($id: ID!, $amount: Decimal) { captureHold(id: $id, amount: $amount) { hold { status } transaction { amount { amount } } } }';
-  const RELEASE = 'mutation ($id: ID!) { releaseHold(id: $id) { status } }';
-  const ADJUST = 'mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { amount { amount } } } }';
-  const FOR_A_MINUTE = () => new Date(now.getTime() + 60_000).toISOString();
-
-  /** 10.00 of promotional credit expiring in a minute (beside `paid`, if any) and a 10-minute hold of 8.00 on it. */
-  async function holdingExpiringCredit(paid?: string, ttlSeconds = 600) {
-    const customerId = await newCustomer();
-    const promotional = await grant(customerId, '10.00', { kind: 'PROMOTIONAL', expiresAt: FOR_A_MINUTE() });
-    if (paid) await grant(customerId, paid);
-    const held = await gql(HOLD, { input: { customerId, amount: '8.00', ttlSeconds, idempotencyKey: randomUUID() } });
-    expect(held.errors).toBeUndefined();
-    return { customerId, grantId: promotional.grant.id as string, holdId: held.data!.createHold.hold.id as string };
-  }
-  const expiries = async (customerId: string) =>
-    (await wallet(customerId)).transactions.edges
-      .filter((edge: any) => edge.node.kind === 'EXPIRY')
-      .map((edge: any) => [edge.node.idempotencyKey, edge.node.amount.amount])
-      .reverse();
-  const pastTheGrantsExpiry = () => (now = new Date(now.getTime() + 61_000));
-
-  it('credit reserved by a pending hold can still be captured after the grant behind it expires', async () => {
-    const { customerId, grantId, holdId } = await holdingExpiringCredit();
-    pastTheGrantsExpiry();
-    const captured = await gql(CAPTURE, { id: holdId });
-    expect(captured.errors?.[0]?.extensions.code).toBeUndefined();
-    expect(captured.data!.captureHold).toMatchObject({ hold: { status: 'CAPTURED' }, transaction: { amount: { amount: '-8.00' } } });
-    // The grant, emptied by the capture, is expired by it too.
-    const [stored] = await sql<{ expired_at: Date | null }>('SELECT expired_at FROM credit_grants WHERE id = $1', [grantId]);
-    expect(stored!.expired_at).not.toBeNull();
-    expect((await wallet(customerId)).balance.amount).toBe('0.00');
-    await expectIntegrity();
-  });
-
-  it('expires only what the hold does not need, keeps the rest for it alone, and expires that once a part capture leaves it', async () => {
-    const { customerId, grantId, holdId } = await holdingExpiringCredit();
-    pastTheGrantsExpiry();
-    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '8.00' }, available: { amount: '0.00' }, held: { amount: '8.00' } });
-    expect(await expiries(customerId)).toEqual([[`grant-expiry:${grantId}:kept-8000000000`, '-2.00']]);
-    await expectIntegrity();
-    // The kept credit is the hold's: nothing else may spend it.
-    expect((await debit(customerId, '0.01')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
-    // The schedule, however often it runs, finds nothing more to expire while the hold is pending.
-    expect((await Promise.all([server.services.ledger.runExpiry(), server.services.ledger.runExpiry()])).map((run) => run.grantsExpired)).toEqual([0, 0]);
-
-    const events = balanceEvents(customerId);
-    const captured = await gql('mutation ($id: ID!) { captureHold(id: $id, amount: "5.00") { transaction { amount { amount } } } }', { id: holdId });
-    expect(captured.errors).toBeUndefined();
-    expect(captured.data!.captureHold.transaction.amount.amount).toBe('-5.00');
-    // The 3.00 the capture left expired in the same operation (announced with it), under the grant's own key.
-    await settled();
-    expect(events.received).toEqual([expect.objectContaining({ balance: '0.00', available: '0.00', transactionIds: [expect.any(String), expect.any(String)] })]);
-    await events.stop();
-    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '0.00' }, available: { amount: '0.00' }, held: { amount: '0.00' } });
-    expect(await expiries(customerId)).toEqual([[`grant-expiry:${grantId}:kept-8000000000`, '-2.00'], [`grant-expiry:${grantId}`, '-3.00']]);
-    expect((await wallet(customerId)).grants.find((g: any) => g.id === grantId).expiredAt).not.toBeNull();
-    expect((await server.services.ledger.runExpiry()).grantsExpired).toBe(0);
-    await expectIntegrity();
-  });
-
-  it('a release expires all the kept credit, as does the hold ending by itself', async () => {
-    const released = await holdingExpiringCredit();
-    const outlived = await holdingExpiringCredit(undefined, 120);
-    pastTheGrantsExpiry();
-    for (const { customerId } of [released, outlived]) expect((await wallet(customerId)).balance.amount).toBe('8.00');
-
-    expect((await gql(RELEASE, { id: released.holdId })).data!.releaseHold.status).toBe('RELEASED');
-    expect(await wallet(released.customerId)).toMatchObject({ balance: { amount: '0.00' }, available: { amount: '0.00' } });
-    expect(await expiries(released.customerId)).toEqual([[`grant-expiry:${released.grantId}:kept-8000000000`, '-2.00'], [`grant-expiry:${released.grantId}`, '-8.00']]);
-
-    now = new Date(now.getTime() + 60_000);
-    const events = balanceEvents(outlived.customerId);
-    expect((await server.services.ledger.runExpiry()).holdsExpired).toBeGreaterThanOrEqual(1);
-    await settled();
-    expect(events.received.at(-1)).toMatchObject({ balance: '0.00', available: '0.00' });
-    await events.stop();
-    expect(await expiries(outlived.customerId)).toEqual([[`grant-expiry:${outlived.grantId}:kept-8000000000`, '-2.00'], [`grant-expiry:${outlived.grantId}`, '-8.00']]);
-    await expectIntegrity();
-  });
-
-  it('keeps only what the credit not yet due leaves the hold short of', async () => {
-    const captured = await holdingExpiringCredit('2.00');
-    const released = await holdingExpiringCredit('2.00');
-    pastTheGrantsExpiry();
-    for (const { customerId, grantId } of [captured, released]) {
-      expect(await wallet(customerId)).toMatchObject({ balance: { amount: '8.00' }, available: { amount: '0.00' } });
-      expect(await expiries(customerId)).toEqual([[`grant-expiry:${grantId}:kept-6000000000`, '-4.00']]);
-    }
-    // A capture spends the credit that would otherwise be lost first, then the paid credit.
-    expect((await gql(CAPTURE, { id: captured.holdId })).errors).toBeUndefined();
-    expect((await wallet(captured.customerId)).balance.amount).toBe('0.00');
-    // A release leaves the paid credit and expires the rest.
-    await gql(RELEASE, { id: released.holdId });
-    expect(await wallet(released.customerId)).toMatchObject({ balance: { amount: '2.00' }, available: { amount: '2.00' } });
-    await expectIntegrity();
-  });
-
-  it("is what a capture draws first, whatever the merchant's consumption order", async () => {
-    const other = await server.createMerchant('Priority first');
-    await server.services.ledger.setConsumptionOrder(other.id, ['PRIORITY', 'EXPIRY', 'KIND', 'CREATED']);
-    const customerId = (await server.services.customers.create(other.id, { externalId: `c-${randomUUID()}` })).id;
-    const grantOf = (input: Record<string, unknown>) => gql(GRANT, { input: { customerId, idempotencyKey: randomUUID(), ...input } }, other.secret);
-    await grantOf({ amount: '10.00', kind: 'PROMOTIONAL', priority: 0, expiresAt: FOR_A_MINUTE() });
-    await grantOf({ amount: '2.00', kind: 'PAID', priority: -10 });
-    const hold = await gql(HOLD, { input: { customerId, amount: '8.00', ttlSeconds: 600, idempotencyKey: randomUUID() } }, other.secret);
-    pastTheGrantsExpiry();
-    expect((await gql(CAPTURE, { id: hold.data!.createHold.hold.id, amount: '6.00' }, other.secret)).errors).toBeUndefined();
-    // The 6.00 kept of the promotional grant paid it; the paid credit, spent first otherwise, is all there.
-    expect((await gql(WALLET, { id: customerId, currency: 'USD' }, other.secret)).data!.wallet.balance.amount).toBe('2.00');
-    expect((await server.services.ledgerQueries.integrity(other.id)).violations).toEqual([]);
-  });
-
-  it('pauses the overdraft while credit is kept, so nothing but the hold spends it; a capture keeps the limit its hold was admitted under', async () => {
-    const setLimit = (id: string) => gql('mutation ($id: ID!) { setOverdraftLimit(customerId: $id, limit: "5.00") { id } }', { id });
-    const { customerId, holdId } = await holdingExpiringCredit();
-    const twice = await holdingExpiringCredit();
-    for (const id of [customerId, twice.customerId]) expect((await setLimit(id)).errors).toBeUndefined();
-    // A second hold admitted on the overdraft: 2.00 available, 3.00 of the 5.00 allowance.
-    const second = await gql(HOLD, { input: { customerId: twice.customerId, amount: '5.00', ttlSeconds: 600, idempotencyKey: randomUUID() } });
-    expect(second.errors).toBeUndefined();
-    pastTheGrantsExpiry();
-    expect((await debit(customerId, '1.00')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
-    expect((await gql(HOLD, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID() } })).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
-    expect((await gql(RELEASE, { id: holdId })).errors).toBeUndefined();
-    // Once no credit is kept, the overdraft is back.
-    expect((await debit(customerId, '1.00')).errors).toBeUndefined();
-    expect((await wallet(customerId)).balance.amount).toBe('-1.00');
-
-    // All 10.00 kept for 13.00 held; each capture is held to the limit as set, not the paused one.
-    expect((await wallet(twice.customerId)).balance.amount).toBe('10.00');
-    expect((await gql(CAPTURE, { id: twice.holdId })).errors).toBeUndefined();
-    expect((await gql(CAPTURE, { id: second.data!.createHold.hold.id })).errors).toBeUndefined();
-    expect((await wallet(twice.customerId)).balance.amount).toBe('-3.00');
-    await expectIntegrity();
-  });
-
-  it('a batch that releases a hold and charges its call (as the gateway does) may spend the kept credit on it; the rest expires as the batch ends', async () => {
-    const { customerId, grantId, holdId } = await holdingExpiringCredit();
-    pastTheGrantsExpiry();
-    const key = { merchantId: merchant.id, customerId, currency: 'USD' };
-    await server.services.ledger.runBatch([key], async (batch) => {
-      const own = batch.wallet(key);
-      await server.services.ledger.releaseHoldsInBatch(batch, merchant.id, [{ holdId, wallet: own }]);
-      const plan = planDebit(own.state, parseDecimalNanos('amount', '5.00') * ATTOS_PER_NANO, { allowOverdraft: true });
-      if (!plan.ok) throw new Error('the call could not be charged');
-      await own.post({ kind: 'USAGE', idempotencyKey: randomUUID(), requestHash: 'call', legs: plan.legs, counterAccount: 'USAGE_REVENUE', actor: SYSTEM_ACTOR });
-    });
-    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '0.00' }, held: { amount: '0.00' } });
-    expect(await expiries(customerId)).toEqual([[`grant-expiry:${grantId}:kept-8000000000`, '-2.00'], [`grant-expiry:${grantId}`, '-3.00']]);
-    await expectIntegrity();
-  });
-
-  it('a correction does not spend the kept credit: it expires first, and the correction takes the balance down by all of its amount', async () => {
-    const { customerId, grantId, holdId } = await holdingExpiringCredit();
-    pastTheGrantsExpiry();
-    const adjusted = await gql(ADJUST, { input: { customerId, amount: '-1.00', reason: 'Late fee', idempotencyKey: randomUUID() } });
-    expect(adjusted.errors).toBeUndefined();
-    expect((await wallet(customerId)).balance.amount).toBe('-1.00');
-    await gql(RELEASE, { id: holdId });
-    expect((await wallet(customerId)).balance.amount).toBe('-1.00');
-    expect(await expiries(customerId)).toEqual([[`grant-expiry:${grantId}:kept-8000000000`, '-2.00'], [`grant-expiry:${grantId}`, '-8.00']]);
-    await expectIntegrity();
   });
 });
 
@@ -1593,7 +1425,6 @@ describe('idempotent grants', () => {
     }
     expect((await wallet(customerId)).balance.amount).toBe('2.00');
   });
-
   it('a grant retried after its expiresAt has passed replays (or conflicts) instead of failing VALIDATION; a new key with a past time still fails it', async () => {
     const customerId = await newCustomer();
     const sent = { customerId, amount: '2.00', idempotencyKey: randomUUID(), kind: 'PROMOTIONAL', expiresAt: new Date(now.getTime() + 60_000).toISOString() };
