@@ -105,6 +105,9 @@ describe('bad input', () => {
       expect(overflowing.status).toBe(400);
       expect(((await overflowing.json()) as { errors: { extensions: unknown }[] }).errors[0]!.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_DEEP' });
       expect((await send(chain(MAX_FRAGMENT_CHAIN + 1))).status).toBe(400);
+      // Fragments nothing spreads are validated all the same, so their chains count too.
+      const unused = await send(`query { __typename } ${chain(20_000).slice('query { viewer { ...F0 } } '.length)}`);
+      expect(unused.status).toBe(400);
       // As deep as the limit, it runs (anonymous: the viewer answers UNAUTHENTICATED, not a refusal of the document).
       const fine = await roomy.graphql(chain(MAX_FRAGMENT_CHAIN), {}, (await roomy.createMerchant()).secret);
       expect(fine.errors).toBeUndefined();

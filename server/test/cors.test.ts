@@ -13,11 +13,12 @@ const APP = 'https://app.example.com';
 let open: TestServer;
 let listed: TestServer;
 const gateway = scriptedGateway(() => open);
+const listedGateway = scriptedGateway(() => listed);
 
 beforeAll(async () => {
   [open, listed] = await Promise.all([
     startTestServer({ TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true' }),
-    startTestServer({ TOLLGATE_CORS_ORIGINS: `${APP}/, https://Admin.Example.com` }),
+    startTestServer({ TOLLGATE_CORS_ORIGINS: `${APP}/, https://Admin.Example.com`, TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true' }),
   ]);
 });
 afterAll(() => Promise.all([open?.close(), listed?.close()]));
@@ -96,10 +97,40 @@ describe('TOLLGATE_CORS_ORIGINS', () => {
     expect(actual.headers.get('access-control-allow-origin')).toBeNull();
   });
 
+  it("keeps Vary: Origin on a gateway answer whose provider sends a Vary of its own", async () => {
+    const t = await listedGateway.tenant();
+    const upstream = await listedGateway.provider(t, (_req, res) => {
+      const body = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-5.4-mini', choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } });
+      res.writeHead(200, { 'content-type': 'application/json', vary: 'Accept-Encoding' });
+      res.end(body);
+    });
+    try {
+      const response = await fetch(`${listed.url}/v1/forward?u=${encodeURIComponent(`${upstream.url}/v1/chat/completions`)}`, {
+        method: 'POST',
+        headers: { origin: APP, 'content-type': 'application/json', authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.customerId },
+        body: JSON.stringify({ model: 'gpt-5.4-mini', messages: [] }),
+      });
+      await response.arrayBuffer();
+      expect(response.status).toBe(200);
+      expect(response.headers.get('access-control-allow-origin')).toBe(APP);
+      expect(response.headers.get('vary')).toBe('Origin, Accept-Encoding');
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('parses *, none and lists', () => {
     expect(parseCorsOrigins(undefined)).toBe('*');
     expect(parseCorsOrigins(' * ')).toBe('*');
     expect(parseCorsOrigins('none')).toEqual([]);
     expect(parseCorsOrigins('https://A.example/, https://b.example')).toEqual(['https://a.example', 'https://b.example']);
+    // As browsers send it: the default port is left out.
+    expect(parseCorsOrigins('https://app.example.com:443, http://localhost:5173')).toEqual(['https://app.example.com', 'http://localhost:5173']);
+  });
+
+  it('stops the server at start on an entry no Origin header could ever equal, naming the setting', () => {
+    for (const entry of ['app.example.com', 'https://app.example.com/app', 'https://*.example.com', 'ftp://files.example.com', 'https://app.example.com?x=1']) {
+      expect(() => parseCorsOrigins(`https://ok.example, ${entry}`), entry).toThrow(`TOLLGATE_CORS_ORIGINS: "${entry}" is not an origin`);
+    }
   });
 });

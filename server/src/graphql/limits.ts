@@ -361,12 +361,13 @@ export function fragmentChainTooLong(query: string): boolean {
     return false;
   }
   // Each definition's named spreads, found by walking its selections with an explicit stack.
+  // Every definition is a root: validation follows chains through fragments nothing spreads too.
   const spreadsOf = new Map<string, string[]>();
   const roots: string[] = [];
   document.definitions.forEach((definition, index) => {
     if (definition.kind !== Kind.FRAGMENT_DEFINITION && definition.kind !== Kind.OPERATION_DEFINITION) return;
     const name = definition.kind === Kind.FRAGMENT_DEFINITION ? definition.name.value : `operation ${index}`;
-    if (definition.kind === Kind.OPERATION_DEFINITION) roots.push(name);
+    roots.push(name);
     const named: string[] = [];
     const pending: SelectionSetNode[] = [definition.selectionSet];
     while (pending.length > 0) {
@@ -382,6 +383,7 @@ export function fragmentChainTooLong(query: string): boolean {
   const longest = new Map<string, number>();
   const onPath = new Set<string>();
   for (const root of roots) {
+    if (longest.has(root)) continue;
     const stack: { name: string; next: number }[] = [{ name: root, next: 0 }];
     onPath.add(root);
     while (stack.length > 0) {

@@ -16,10 +16,25 @@ const PREFLIGHT_MAX_AGE = '600';
 /** A header name as RFC 9110 spells a token: a preflight's list is echoed only when each is one. */
 const HEADER_LIST = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$/;
 
+/**
+ * `*`, `none`, or origins as browsers send them (scheme://host[:port]): each entry is read as a URL
+ * and kept as its origin (a default port dropped, a trailing slash allowed); anything a browser's
+ * Origin header could never equal (no scheme, a path, a wildcard) stops the server at start.
+ */
 export function parseCorsOrigins(raw: string | undefined): CorsOrigins {
   if (raw === undefined || raw.trim() === '' || raw.trim() === '*') return '*';
   if (raw.trim().toLowerCase() === 'none') return [];
-  return raw.split(',').map((origin) => origin.trim().replace(/\/+$/, '').toLowerCase()).filter(Boolean);
+  return raw.split(',').map((entry) => entry.trim()).filter(Boolean).map((entry) => {
+    const refuse = () => new Error(`TOLLGATE_CORS_ORIGINS: "${entry}" is not an origin (scheme://host[:port], e.g. https://app.example.com)`);
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      throw refuse();
+    }
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.pathname !== '/' || url.search || url.hash || url.username || entry.includes('*')) throw refuse();
+    return url.origin.toLowerCase();
+  });
 }
 
 /**

@@ -123,6 +123,17 @@ function relayedHeaders(upstream: IncomingMessage): { headers: OutgoingHttpHeade
   return { headers, flat };
 }
 
+/**
+ * The provider's headers, with what the gateway already set in `Vary` (Origin, when CORS answers
+ * name the origin) kept beside the provider's: writeHead would replace it, and a shared cache
+ * could then serve one origin's answer to another.
+ */
+function withOwnVary(res: ServerResponse, headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const own = res.getHeader('vary');
+  if (own === undefined || headers.vary === undefined) return headers;
+  return { ...headers, vary: [own, headers.vary].flat().join(', ') };
+}
+
 const TEXTUAL = /json|event-stream|text\/|ndjson|xml/i;
 
 /**
@@ -430,7 +441,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       const contentType = flat['content-type'] ?? '';
       streamed = /event-stream|ndjson/i.test(contentType) || !flat['content-length'];
       if (TEXTUAL.test(contentType) || contentType === '') copy = new MeteringCopy(flat['content-encoding'], recordEndsOf(contentType));
-      res.writeHead(upstreamStatus, relayed.headers);
+      res.writeHead(upstreamStatus, withOwnVary(res, relayed.headers));
       if (streamed) res.flushHeaders();
       const outcome: ForwardOutcome = upstreamStatus >= 400 ? 'UPSTREAM_ERROR' : 'COMPLETED';
 
