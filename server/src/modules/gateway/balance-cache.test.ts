@@ -58,6 +58,23 @@ describe('BalanceCache', () => {
     }
   });
 
+  it('counts credit kept past its expiry for a pending hold as the hold\'s, not as expired', async () => {
+    const cache = new BalanceCache(server.services.db, server.services.pubsub);
+    try {
+      const { merchantId, customerId } = await customerWith(0n);
+      await server.services.ledger.grantCredits(merchantId, SYSTEM_ACTOR, {
+        customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PROMOTIONAL', expiresAt: new Date(Date.now() + 500), idempotencyKey: 'promo',
+      });
+      await server.services.ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: 4_000_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      // The lock keeps 4.00 for the hold and expires 1.00.
+      await server.services.ledger.settleWallet(merchantId, customerId, 'USD');
+      expect(await cache.refresh(customerId, 'USD')).toMatchObject({ available: 0n, balance: 4_000_000_000n });
+    } finally {
+      cache.close();
+    }
+  });
+
   it('a customer without a wallet can spend nothing; refresh reads the database again', async () => {
     const { db, reads } = countingDb();
     const cache = new BalanceCache(db, server.services.pubsub);

@@ -2,6 +2,7 @@ import type { Database } from '../../shared/db/database.ts';
 import { parseFormattedNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import { walletTopic, type BalanceEvent } from '../ledger/ledger.service.ts';
+import { GRANT_DUE } from '../ledger/ledger.store.ts';
 
 /** What a customer can still spend in one currency: available balance plus the overage allowance. */
 export interface Spendable {
@@ -103,7 +104,7 @@ export class BalanceCache {
            coalesce((SELECT sum(h.amount - h.captured_amount) FROM holds h
                      WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > now()), 0)::text AS held,
            coalesce((SELECT sum(g.remaining) FROM credit_grants g
-                     WHERE g.wallet_id = w.id AND g.expired_at IS NULL AND g.expires_at <= now() AND g.remaining > 0), 0)::text AS expired,
+                     WHERE g.wallet_id = w.id AND ${GRANT_DUE('g', 'now()')} AND g.remaining > 0), 0)::text AS expired,
            (SELECT floor(extract(epoch FROM min(g.expires_at)) * 1000)::bigint FROM credit_grants g
              WHERE g.wallet_id = w.id AND g.expired_at IS NULL AND g.expires_at > now() AND g.remaining > 0)::text AS next_expiry
          FROM wallets w WHERE w.customer_id = $1 AND w.currency = $2`,

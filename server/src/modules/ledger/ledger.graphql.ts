@@ -58,6 +58,10 @@ const CreditGrantRef = builder.objectRef<CreditGrant>('CreditGrant').implement({
     priority: t.exposeInt('priority'),
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true }),
     expiredAt: t.expose('expiredAt', { type: 'DateTime', nullable: true }),
+    holdId: t.exposeID('holdId', {
+      nullable: true,
+      description: 'Set on credit kept past its expiry for a pending hold: only that hold\'s capture may spend it, and what it leaves expires when the hold ends.',
+    }),
     description: t.exposeString('description', { nullable: true }),
     // The grant's metadata is the one its transaction carries: the merchant's, like the transaction's.
     metadata: t.field({ type: 'JSONObject', authScopes: { merchant: true }, description: 'Secret key only.', resolve: (g) => g.metadata }),

@@ -8,7 +8,7 @@ const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
 });
 
 const grant = (id: string, remaining: bigint, overrides: Partial<GrantState> = {}): GrantState => ({
-  id, kind: 'PAID', remaining, priority: 0, expiresAt: null, createdAt: new Date('2026-01-01T00:00:00Z'), ...overrides,
+  id, kind: 'PAID', remaining, priority: 0, expiresAt: null, createdAt: new Date('2026-01-01T00:00:00Z'), holdId: null, holdLive: false, ...overrides,
 });
 
 /** Applies a plan the way the store does: balance by the sum of legs, each grant by its legs. */
@@ -150,9 +150,36 @@ describe('debit planning', () => {
   });
 
   it('repays overdraft before funding a new grant', () => {
-    expect(creditLegs(-15n, 40n, 'g')).toEqual([{ grantId: null, amount: 15n }, { grantId: 'g', amount: 25n }]);
-    expect(creditLegs(-50n, 40n, 'g')).toEqual([{ grantId: null, amount: 40n }]);
-    expect(creditLegs(5n, 40n, 'g')).toEqual([{ grantId: 'g', amount: 40n }]);
+    expect(creditLegs(wallet({ balance: -15n }), 40n, 'g')).toEqual([{ grantId: null, amount: 15n }, { grantId: 'g', amount: 25n }]);
+    expect(creditLegs(wallet({ balance: -50n }), 40n, 'g')).toEqual([{ grantId: null, amount: 40n }]);
+    expect(creditLegs(wallet({ balance: 5n, grants: [grant('a', 5n)] }), 40n, 'g')).toEqual([{ grantId: 'g', amount: 40n }]);
+  });
+
+  it('repays what the wallet owes even while credit kept for a hold makes its balance positive', () => {
+    // 60 kept for a hold, 20 owed: the balance reads 40, yet the first 20 of a credit repay the debt.
+    const state = wallet({ balance: 40n, grants: [grant('kept', 60n, { holdId: 'h', holdLive: true })] });
+    expect(creditLegs(state, 50n, 'g')).toEqual([{ grantId: null, amount: 20n }, { grantId: 'g', amount: 30n }]);
+  });
+});
+
+describe('credit kept for a hold', () => {
+  const kept = (remaining: bigint, holdId = 'h') => grant(`kept-${holdId}`, remaining, { holdId, holdLive: true, expiresAt: new Date('2026-01-02T00:00:00Z') });
+
+  it('is never drawn by a debit, a refund or a correction: they take other credit, then overdraft', () => {
+    const state = wallet({ balance: 70n, held: 50n, overdraftLimit: 100n, grants: [kept(50n), grant('own', 20n)] });
+    const plan = planDebit(state, 30n * ATTOS_PER_NANO);
+    expect(plan).toEqual({ ok: true, nanos: 30n, carry: 0n, legs: [{ grantId: 'own', amount: -20n }, { grantId: null, amount: -10n }] });
+    const correction = planDebit(state, 60n * ATTOS_PER_NANO, { allowOverdraft: true, ignoreLimits: true, useCarry: false });
+    expect(correction.ok && correction.legs).toEqual([{ grantId: 'own', amount: -20n }, { grantId: null, amount: -40n }]);
+    // A refund takes back paid credit only, and kept credit is not the wallet's to give back.
+    expect(planDebit(state, 30n * ATTOS_PER_NANO, { allowOverdraft: false, onlyKinds: ['PAID'], useCarry: false })).toEqual({ ok: false, nanos: 30n, available: 20n });
+  });
+
+  it('is drawn first by its own hold’s capture, and never by another hold’s', () => {
+    // Hold a holds 50 (30 of it kept), hold b 40 (all kept).
+    const state = wallet({ balance: 90n, held: 90n, grants: [kept(30n, 'a'), kept(40n, 'b'), grant('own', 20n)] });
+    const captureA = planDebit(state, 50n * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: 50n, capturingHold: 'a', useCarry: false });
+    expect(captureA.ok && captureA.legs).toEqual([{ grantId: 'kept-a', amount: -30n }, { grantId: 'own', amount: -20n }]);
   });
 });
 

@@ -19,6 +19,13 @@ export interface GrantState {
   priority: number;
   expiresAt: Date | null;
   createdAt: Date;
+  /**
+   * Credit kept past its expiry for this hold (see keepForHolds in ledger.store.ts): only the
+   * hold's capture may spend it. Null on every other grant.
+   */
+  holdId: string | null;
+  /** Whether that hold is still pending (else what is kept for it expires at once). */
+  holdLive: boolean;
 }
 
 export interface WalletState {
@@ -84,6 +91,22 @@ export interface DebitOptions {
   heldReleased?: bigint;
   /** Whole-nano operations (refunds, corrections) leave the carry alone. Default true. */
   useCarry?: boolean;
+  /** A hold being captured: the credit kept for it is spent first (and no other operation may spend it). */
+  capturingHold?: string;
+}
+
+/** Credit kept past its expiry for pending holds: in the balance, but spendable only by their captures. */
+export function keptForHolds(state: WalletState): bigint {
+  let kept = 0n;
+  for (const grant of state.grants) if (grant.holdId !== null) kept += grant.remaining;
+  return kept;
+}
+
+/** The grants an operation may draw from, in order: a captured hold's kept credit first, never another hold's. */
+function spendableGrants(state: WalletState, capturingHold: string | undefined): GrantState[] {
+  const own = state.grants.filter((grant) => grant.holdId === null);
+  if (!capturingHold) return own;
+  return [...state.grants.filter((grant) => grant.holdId === capturingHold), ...own];
 }
 
 export function planDebit(state: WalletState, attos: bigint, options: DebitOptions = { allowOverdraft: true }): DebitPlan {
@@ -93,15 +116,16 @@ export function planDebit(state: WalletState, attos: bigint, options: DebitOptio
   const carry = useCarry ? total - nanos * ATTOS_PER_NANO : state.carry;
   const available = state.balance - (state.held - (options.heldReleased ?? 0n));
   const floor = options.allowOverdraft ? -state.overdraftLimit : 0n;
+  const grants = spendableGrants(state, options.capturingHold);
   const usable = options.onlyKinds
-    ? state.grants.filter((grant) => options.onlyKinds!.includes(grant.kind)).reduce((sum, grant) => sum + grant.remaining, 0n)
+    ? grants.filter((grant) => options.onlyKinds!.includes(grant.kind)).reduce((sum, grant) => sum + grant.remaining, 0n)
     : undefined;
   if (!options.ignoreLimits && nanos > 0n && (available - nanos < floor || (usable !== undefined && usable < nanos))) {
     return { ok: false, nanos, available: usable !== undefined && usable < available ? usable : available };
   }
   const legs: WalletLeg[] = [];
   let left = nanos;
-  for (const grant of state.grants) {
+  for (const grant of grants) {
     if (left === 0n) break;
     if (grant.remaining <= 0n || (options.onlyKinds && !options.onlyKinds.includes(grant.kind))) continue;
     const take = grant.remaining < left ? grant.remaining : left;
@@ -122,11 +146,6 @@ export function fitsDebit(state: WalletState, attos: bigint, allowOverdraft: boo
 }
 
 /**
- * Legs of a credit: while the balance is negative the credit first repays the overdraft
- * (a leg naming no grant), and the grant keeps only the rest. So Σ remaining = max(balance, 0)
- * holds throughout.
- */
-/**
  * A credit of `attos` to a wallet carrying `carry` attos not yet charged: the carry is settled
  * first, and the rest is credited in whole nanos, rounded up, with what that adds beyond the
  * credit owed back as the new carry. So balance × 1e9 − carry moves by exactly `attos`, as the
@@ -139,8 +158,14 @@ export function planCredit(carry: bigint, attos: bigint): { nanos: bigint; carry
   return { nanos, carry: nanos * ATTOS_PER_NANO - beyondCarry };
 }
 
-export function creditLegs(balance: bigint, amount: bigint, grantId: string): WalletLeg[] {
-  const debt = balance < 0n ? -balance : 0n;
+/**
+ * Legs of a credit: while the wallet owes (its balance without the credit kept for holds is
+ * negative) the credit first repays that (a leg naming no grant), and the grant keeps only the
+ * rest. So Σ remaining of the grants no hold keeps = max(balance − kept, 0) holds throughout.
+ */
+export function creditLegs(state: WalletState, amount: bigint, grantId: string): WalletLeg[] {
+  const own = state.balance - keptForHolds(state);
+  const debt = own < 0n ? -own : 0n;
   const repaid = amount < debt ? amount : debt;
   const legs: WalletLeg[] = [];
   if (repaid > 0n) legs.push({ grantId: null, amount: repaid });

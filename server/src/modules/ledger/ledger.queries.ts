@@ -4,6 +4,7 @@ import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { requireStorableText } from '../../shared/validation.ts';
 import type { LedgerService } from './ledger.service.ts';
+import { GRANT_DUE } from './ledger.store.ts';
 
 /** A wallet as read: its cached balance plus what pending holds reserve. */
 export interface WalletView extends Wallet {
@@ -64,8 +65,10 @@ export class LedgerQueries {
     // Not used yet: read as empty, under the id its first change will store it with. Writing the
     // row here would let any reader (a customer token) create wallets in every currency code.
     if (!existing) return unusedWallet(merchantId, customerId, currency, now);
-    const due = await this.prisma.creditGrant.count({ where: { walletId: existing.id, expiredAt: null, expiresAt: { lte: now } } });
-    if (due === 0) return this.view(existing, now);
+    const due = await this.db.withConnection((connection) =>
+      connection.query(`SELECT 1 FROM credit_grants g WHERE g.wallet_id = $1 AND ${GRANT_DUE('g', '$2')} LIMIT 1`, [existing.id, now]),
+    );
+    if (due.length === 0) return this.view(existing, now);
     await this.ledger.settleWallet(merchantId, customerId, currency, now);
     const wallet = await this.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId, currency } } });
     return this.view(wallet, now);
@@ -194,11 +197,13 @@ export class LedgerQueries {
          WHERE w.merchant_id = $1 GROUP BY l.grant_id) e ON e.grant_id = g.id
        WHERE g.merchant_id = $1 AND g.remaining <> coalesce(e.total, 0)`,
     )) violations.push(`grant ${row.id} caches remaining ${row.remaining} but its entries sum to ${row.entries}`);
-    for (const row of await rows<{ id: string; balance: string; grants: string }>(
-      `SELECT w.id, w.balance::text AS balance, coalesce(g.total, 0)::text AS grants FROM wallets w
-       CROSS JOIN LATERAL (SELECT sum(remaining) AS total FROM credit_grants WHERE wallet_id = w.id AND expired_at IS NULL) g
-       WHERE w.merchant_id = $1 AND greatest(w.balance, 0) <> coalesce(g.total, 0)`,
-    )) violations.push(`wallet ${row.id} balance ${row.balance} but its grants hold ${row.grants}`);
+    // Credit kept for pending holds is in the balance beside what the wallet owes (see creditLegs).
+    for (const row of await rows<{ id: string; balance: string; grants: string; kept: string }>(
+      `SELECT w.id, w.balance::text AS balance, coalesce(g.own, 0)::text AS grants, coalesce(g.kept, 0)::text AS kept FROM wallets w
+       CROSS JOIN LATERAL (SELECT sum(remaining) FILTER (WHERE hold_id IS NULL) AS own, sum(remaining) FILTER (WHERE hold_id IS NOT NULL) AS kept
+         FROM credit_grants WHERE wallet_id = w.id AND expired_at IS NULL) g
+       WHERE w.merchant_id = $1 AND greatest(w.balance - coalesce(g.kept, 0), 0) <> coalesce(g.own, 0)`,
+    )) violations.push(`wallet ${row.id} balance ${row.balance} but its grants hold ${row.grants}${row.kept === '0' ? '' : ` (and ${row.kept} kept for holds)`}`);
     for (const row of await rows<{ id: string }>(
       `SELECT id FROM credit_grants WHERE merchant_id = $1 AND (remaining < 0 OR remaining > amount)`,
     )) violations.push(`grant ${row.id} remaining is outside 0..amount`);

@@ -1,4 +1,4 @@
-import { hash as oneShotHash, randomUUID } from 'node:crypto';
+import { hash as oneShotHash } from 'node:crypto';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
@@ -18,6 +18,7 @@ import {
   type WalletState,
 } from './ledger.planner.ts';
 import {
+  GRANT_DUE,
   LedgerStore,
   SYSTEM_ACTOR,
   type AccountKind,
@@ -125,14 +126,14 @@ interface Lane {
  */
 const REPLAY_MEMORY_MS = 10_000;
 
-const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
+export const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
 /**
  * Idempotency keys the ledger writes transactions under by itself: expiring a grant, capturing
  * a hold, charging a batch of usage (see UsageService.postUsage). A caller's key may not start
  * with one, or it could take the key first and wedge that wallet's expiry or capture.
  */
-const SYSTEM_KEY_PREFIXES = ['grant-expiry:', 'hold-capture:', 'usage:'] as const;
+const SYSTEM_KEY_PREFIXES = ['grant-expiry:', 'grant-keep:', 'hold-capture:', 'usage:'] as const;
 const COUNTER_ACCOUNT: Record<GrantKind, AccountKind> = {
   PAID: 'PAYMENT_CLEARING',
   PROMOTIONAL: 'PROMOTIONAL',
@@ -485,7 +486,7 @@ export class LedgerService {
         kind: 'GRANT',
         idempotencyKey: key,
         requestHash: hash,
-        legs: creditLegs(wallet.state.balance, input.amountNanos, grantId),
+        legs: creditLegs(wallet.state, input.amountNanos, grantId),
         counterAccount: COUNTER_ACCOUNT[input.kind],
         description: input.description ?? `${input.kind.toLowerCase().replace('_', ' ')} credits`,
         metadata: { ...(input.metadata ?? {}), grantId, grantKind: input.kind },
@@ -519,7 +520,7 @@ export class LedgerService {
         // the customer's own token may list, gets the same neutral label as the transaction.
         wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt: input.expiresAt ?? null, transactionId: '', description: 'Balance adjustment', metadata: {} });
         const transaction = await wallet.post({
-          kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: creditLegs(wallet.state.balance, input.amountNanos, grantId),
+          kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: creditLegs(wallet.state, input.amountNanos, grantId),
           counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', metadata: { grantId }, actor,
         });
         wallet.linkGrantTransaction(grantId, transaction.id);
@@ -618,7 +619,8 @@ export class LedgerService {
       }
       const available = wallet.state.balance - wallet.state.held;
       if (available - input.amountNanos < -wallet.state.overdraftLimit) throw insufficientFunds(input.amountNanos, available, input.currency);
-      const id = randomUUID();
+      // Time-ordered: holds made in one millisecond are kept for (keepForHolds) in the order they were made.
+      const id = uuidv7();
       const expiresAt = new Date(now.getTime() + input.ttlSeconds * 1000);
       await wallet.tx.query(
         `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at)
@@ -657,7 +659,8 @@ export class LedgerService {
       }
       let transaction: PostedTransaction | null = null;
       if (amount > 0n) {
-        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false });
+        // Credit kept for this hold past its expiry (see keepForHolds) is what it spends first.
+        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false, capturingHold: hold.id });
         if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, hold.currency);
         transaction = await wallet.post({
           kind: 'HOLD_CAPTURE', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'USAGE_REVENUE',
@@ -669,9 +672,32 @@ export class LedgerService {
         [hold.id, amount.toString(), transaction?.id ?? null, wallet.now],
       );
       wallet.state.held -= hold.amount;
+      await wallet.expireKeptFor(hold.id);
       return { hold: { ...hold, status: 'CAPTURED' as const, capturedAmount: amount, captureTransactionId: transaction?.id ?? null }, transaction, replayed: false };
     });
     if (!result.replayed || posted.length > 0) this.publish(found.customerId, found.currency, state, posted);
+    return result;
+  }
+
+  /**
+   * Keeps a pending hold alive for `ttlSeconds` more from now (never shortens it): a caller whose
+   * work outlasts the TTL it first asked for (a long stream through the gateway) renews it, so
+   * its reservation does not lapse while the work goes on. A hold no longer pending is a CONFLICT.
+   */
+  async extendHold(merchantId: string, holdId: string, ttlSeconds: number): Promise<HoldRecord> {
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_HOLD_TTL_SECONDS) {
+      throw invalidField('ttlSeconds', `must be a whole number from 1 to ${MAX_HOLD_TTL_SECONDS}`);
+    }
+    const found = await this.getHold(merchantId, holdId);
+    const { result, state, posted } = await this.store.withWallet(merchantId, found.customerId, found.currency, this.clock(), async (wallet) => {
+      const hold = (await this.findHold(wallet, { id: found.id }, true))!;
+      if (hold.status !== 'PENDING') throw conflict(`This hold can no longer be extended: it is ${hold.status.toLowerCase()}`, { holdId: hold.id });
+      const expiresAt = new Date(Math.max(hold.expiresAt.getTime(), wallet.now.getTime() + ttlSeconds * 1000));
+      await wallet.tx.query(`UPDATE holds SET expires_at = $2 WHERE id = $1`, [hold.id, expiresAt]);
+      return { ...hold, expiresAt };
+    });
+    // It reserves what it did; but grants may have expired on the way through the lock.
+    if (posted.length > 0) this.publish(found.customerId, found.currency, state, posted);
     return result;
   }
 
@@ -683,6 +709,7 @@ export class LedgerService {
       if (hold.status !== 'PENDING') throw conflict(`This hold is already ${hold.status.toLowerCase()}`, { holdId: hold.id });
       await wallet.tx.query(`UPDATE holds SET status = 'RELEASED', finalized_at = $2 WHERE id = $1`, [hold.id, wallet.now]);
       if (hold.expiresAt > wallet.now) wallet.state.held -= hold.amount;
+      await wallet.expireKeptFor(hold.id);
       return { hold: { ...hold, status: 'RELEASED' as const }, changed: true };
     });
     // Released before, it frees nothing; but grants may have expired on the way through the lock.
@@ -709,8 +736,10 @@ export class LedgerService {
     );
     const byWalletId = new Map(valid.map((hold) => [hold.wallet.state.id, hold.wallet]));
     for (const row of released) {
-      // An expired hold was not counted in `held` (see LedgerStore.withWallets).
-      if (new Date(row.expires_at) > batch.now) byWalletId.get(row.wallet_id)!.releaseHeld(BigInt(row.remaining));
+      // An expired hold was not counted in `held` (see LedgerStore.withWallets), and what was kept
+      // for it expired when the wallet was locked. What was kept for a live one, its usage in this
+      // batch may still spend (WalletTransaction.drawKept); the rest expires as the batch ends.
+      if (new Date(row.expires_at) > batch.now) byWalletId.get(row.wallet_id)!.settleKept(row.id, BigInt(row.remaining));
     }
   }
 
@@ -785,12 +814,15 @@ export class LedgerService {
    */
   async runExpiry(limit = 500): Promise<{ grantsExpired: number; holdsExpired: number }> {
     const now = this.clock();
-    const due = await this.prisma.creditGrant.findMany({
-      where: { expiredAt: null, expiresAt: { lte: now } },
-      select: { merchantId: true, customerId: true, currency: true },
-      distinct: ['walletId'],
-      take: limit,
-    });
+    // Credit kept for a pending hold is past its expiry but not due (see keepForHolds): counted
+    // as due, wallets with such holds would fill every run's limit and starve the others.
+    const due = await this.db.withConnection((connection) =>
+      connection.query<{ merchantId: string; customerId: string; currency: string }>(
+        `SELECT merchant_id AS "merchantId", customer_id AS "customerId", currency FROM credit_grants g
+         WHERE ${GRANT_DUE('g', '$1')} GROUP BY merchant_id, customer_id, currency LIMIT $2`,
+        [now, limit],
+      ),
+    );
     let grantsExpired = 0;
     for (const wallet of due) grantsExpired += await this.settleQuietly(wallet, now, false);
     // Holds a ledger batch has locked (releasing or capturing them under its wallet lock) are

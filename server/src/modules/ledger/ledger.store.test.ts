@@ -14,8 +14,8 @@ function walletWith(accountId: () => Promise<string>) {
     overdraftLimit: 0n,
     held: 0n,
     grants: [
-      { id: 'grant-a', kind: 'PROMOTIONAL', remaining: 40n, priority: 0, expiresAt: null, createdAt: new Date(0) },
-      { id: 'grant-b', kind: 'PAID', remaining: 60n, priority: 0, expiresAt: null, createdAt: new Date(0) },
+      { id: 'grant-a', kind: 'PROMOTIONAL', remaining: 40n, priority: 0, expiresAt: null, createdAt: new Date(0), holdId: null, holdLive: false },
+      { id: 'grant-b', kind: 'PAID', remaining: 60n, priority: 0, expiresAt: null, createdAt: new Date(0), holdId: null, holdLive: false },
     ],
   };
   return { batch, state, wallet: new WalletTransaction(batch, 'merchant-1', 'customer-1', 'USD', state, []) };

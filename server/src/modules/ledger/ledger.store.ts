@@ -3,8 +3,9 @@ import type { Database, SqlExecutor } from '../../shared/db/database.ts';
 import { groupBy, partition } from '../../shared/collections.ts';
 import { BulkColumns, pgArray, pgArrayOf, type ArrayElement } from '../../shared/db/arrays.ts';
 import { invalidField } from '../../shared/errors.ts';
+import { ATTOS_PER_NANO } from '../../shared/money.ts';
 import { uuidv7, walletIdOf } from '../../shared/ids.ts';
-import { sortGrants, type ConsumptionKey, type GrantKind, type WalletLeg, type WalletState } from './ledger.planner.ts';
+import { sortGrants, type ConsumptionKey, type GrantKind, type GrantState, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
 /**
  * The ledger's SQL. Every change to a wallet happens inside `withWallet`, which holds the
@@ -67,6 +68,8 @@ export interface NewGrant {
   transactionId: string;
   description: string | null;
   metadata: Record<string, unknown>;
+  /** The pending hold this grant keeps expiring credit for (see keepForHolds), else null. */
+  holdId: string | null;
 }
 
 interface TransactionRow {
@@ -107,6 +110,13 @@ const TRANSACTION_COLUMNS = `id, kind::text AS kind, wallet_id, customer_id, cur
 const KEY_PROBE = (merchants: string, keys: string) => `unnest(${merchants}::uuid[], ${keys}::text[]) AS k(m, key)
   CROSS JOIN LATERAL (SELECT * FROM ledger_transactions t WHERE t.merchant_id = k.m AND t.idempotency_key = k.key LIMIT 1) t`;
 
+/**
+ * SQL: the grant aliased `grant` is due to expire at `now` — past its expiry and not expired yet,
+ * unless it is credit kept for a hold still pending (see keepForHolds).
+ */
+export const GRANT_DUE = (grant: string, now: string) => `${grant}.expired_at IS NULL AND ${grant}.expires_at <= ${now}
+  AND (${grant}.hold_id IS NULL OR NOT EXISTS (SELECT FROM holds h WHERE h.id = ${grant}.hold_id AND h.status = 'PENDING' AND h.expires_at > ${now}))`;
+
 export interface WalletKey {
   merchantId: string;
   customerId: string;
@@ -143,6 +153,12 @@ export class WalletTransaction {
   readonly posted: PostedTransaction[] = [];
   /** Set when this batch released holds of the wallet: its balance event goes out even if nothing was posted. */
   heldChanged = false;
+  /**
+   * Holds this batch released whose kept credit (see keepForHolds) their own usage may still
+   * spend before it expires, as a capture would (see settleKept): what each kept and what its
+   * events have drawn of it so far (not posted yet).
+   */
+  private readonly settling = new Map<string, { kept: bigint; drawn: bigint }>();
 
   constructor(
     private readonly batch: LedgerBatch,
@@ -231,12 +247,21 @@ export class WalletTransaction {
   }
 
   /** Adds an empty grant; the transaction that funds it posts a leg naming it. */
-  addGrant(grant: Omit<NewGrant, 'remaining'>): void {
-    this.batch.newGrants.push({ grant: { ...grant, remaining: 0n }, wallet: this });
+  addGrant(grant: Omit<NewGrant, 'remaining' | 'holdId'> & { holdId?: string | null }): void {
+    const holdId = grant.holdId ?? null;
+    this.batch.newGrants.push({ grant: { ...grant, holdId, remaining: 0n }, wallet: this });
     this.state.grants = sortGrants(
-      [...this.state.grants, { id: grant.id, kind: grant.kind, remaining: 0n, priority: grant.priority, expiresAt: grant.expiresAt, createdAt: this.now }],
+      [...this.state.grants, { id: grant.id, kind: grant.kind, remaining: 0n, priority: grant.priority, expiresAt: grant.expiresAt, createdAt: this.now, holdId, holdLive: holdId !== null }],
       this.consumptionOrder,
     );
+  }
+
+  /**
+   * Expires what was kept for a hold that has just ended (captured or released): its capture
+   * has drawn what it needed, and the rest expired with the grant it came from.
+   */
+  async expireKeptFor(holdId: string): Promise<void> {
+    for (const grant of this.state.grants.filter((candidate) => candidate.holdId === holdId)) await expireGrant(this, grant);
   }
 
   /** Takes a grant out of use; its remaining must already have been posted away. */
@@ -249,6 +274,64 @@ export class WalletTransaction {
   linkGrantTransaction(grantId: string, transactionId: string): void {
     const pending = this.batch.newGrants.find((candidate) => candidate.grant.id === grantId);
     if (pending) pending.grant.transactionId = transactionId;
+  }
+
+  /** Credit kept for a hold (see keepForHolds) that it has not spent. */
+  keptFor(holdId: string): bigint {
+    return this.state.grants.filter((grant) => grant.holdId === holdId).reduce((sum, grant) => sum + grant.remaining, 0n);
+  }
+
+  /**
+   * A hold released in this batch so that its usage is charged instead (the gateway's
+   * settlement): what was kept for it stays reserved (in `held`) until the batch ends, for that
+   * usage to draw (drawKept), like a capture; finishSettling then expires the rest.
+   */
+  settleKept(holdId: string, outstanding: bigint): void {
+    const kept = this.keptFor(holdId);
+    this.releaseHeld(outstanding - kept);
+    if (kept > 0n) this.settling.set(holdId, { kept, drawn: 0n });
+  }
+
+  /** How much of `attos` (whole nanos of it) the credit kept for a hold settling in this batch pays. */
+  drawKept(holdId: string, attos: bigint): bigint {
+    const settling = this.settling.get(holdId);
+    if (!settling || attos <= 0n) return 0n;
+    const wanted = attos / ATTOS_PER_NANO;
+    const left = settling.kept - settling.drawn;
+    const nanos = wanted < left ? wanted : left;
+    settling.drawn += nanos;
+    return nanos * ATTOS_PER_NANO;
+  }
+
+  /** Legs spending what drawKept promised so far, from each hold's kept grants in order; to post now. */
+  takeKeptDraws(): WalletLeg[] {
+    const legs: WalletLeg[] = [];
+    for (const [holdId, settling] of this.settling) {
+      let left = settling.drawn;
+      for (const grant of this.state.grants) {
+        if (left === 0n) break;
+        if (grant.holdId !== holdId || grant.remaining <= 0n) continue;
+        const take = grant.remaining < left ? grant.remaining : left;
+        legs.push({ grantId: grant.id, amount: -take });
+        left -= take;
+      }
+      if (left > 0n) throw new Error(`hold ${holdId} drew ${settling.drawn} nanos of kept credit, more than its grants hold`);
+      // What is drawn leaves the balance with these legs, and the reservation with it.
+      this.releaseHeld(settling.drawn);
+      settling.kept -= settling.drawn;
+      settling.drawn = 0n;
+    }
+    return legs;
+  }
+
+  /** At the end of the batch: what settling holds kept and their usage did not spend expires (see settleKept). */
+  async finishSettling(): Promise<void> {
+    for (const [holdId, settling] of this.settling) {
+      if (settling.drawn > 0n) throw new Error(`hold ${holdId} drew kept credit that was never posted`);
+      this.releaseHeld(settling.kept);
+      await this.expireKeptFor(holdId);
+    }
+    this.settling.clear();
   }
 
   /** Frees `nanos` this wallet held (a hold released in this batch's transaction). */
@@ -380,7 +463,8 @@ export class LedgerBatch {
         .column('expires_at', 'timestamptz', (r) => r.grant.expiresAt)
         .column('transaction_id', 'uuid', (r) => r.grant.transactionId)
         .column('description', 'text', (r) => r.grant.description)
-        .column('metadata', 'text', (r) => JSON.stringify(r.grant.metadata), 'jsonb');
+        .column('metadata', 'text', (r) => JSON.stringify(r.grant.metadata), 'jsonb')
+        .column('hold_id', 'uuid', (r) => r.grant.holdId);
       parts.push(`g AS (INSERT INTO credit_grants (${g.names}, created_at) SELECT ${g.select}, ${now} FROM ${g.from})`);
     }
     // Wallet legs and counter-account legs go in two inserts: within each, the wallet (or the
@@ -458,7 +542,10 @@ interface WalletRow {
 }
 
 interface StateRow {
-  grants: { id: string; wallet_id: string; kind: GrantKind; remaining: string; priority: number; expires_at: string | null; created_at: string }[] | null;
+  grants: {
+    id: string; wallet_id: string; kind: GrantKind; remaining: string; priority: number; expires_at: string | null; created_at: string;
+    hold_id: string | null; hold_live: boolean;
+  }[] | null;
   held: { wallet_id: string; held: string }[] | null;
   existing: (TransactionRow & { merchant_id: string })[] | null;
   orders: { merchant_id: string; order: ConsumptionKey[] }[] | null;
@@ -604,9 +691,10 @@ export class LedgerStore {
       const walletIds = walletRows.map((row) => row.id);
       const [stateRow] = await tx.query<StateRow>(
         `SELECT
-           (SELECT json_agg(json_build_object('id', id, 'wallet_id', wallet_id, 'kind', kind, 'remaining', remaining::text,
-              'priority', priority, 'expires_at', expires_at, 'created_at', created_at))
-            FROM credit_grants WHERE wallet_id = ANY($1::uuid[]) AND expired_at IS NULL AND (remaining > 0 OR expires_at <= $2)) AS grants,
+           (SELECT json_agg(json_build_object('id', g.id, 'wallet_id', g.wallet_id, 'kind', g.kind, 'remaining', g.remaining::text,
+              'priority', g.priority, 'expires_at', g.expires_at, 'created_at', g.created_at, 'hold_id', g.hold_id,
+              'hold_live', g.hold_id IS NOT NULL AND EXISTS (SELECT FROM holds h WHERE h.id = g.hold_id AND h.status = 'PENDING' AND h.expires_at > $2)))
+            FROM credit_grants g WHERE g.wallet_id = ANY($1::uuid[]) AND g.expired_at IS NULL AND (g.remaining > 0 OR g.expires_at <= $2)) AS grants,
            (SELECT json_agg(json_build_object('wallet_id', wallet_id, 'held', held::text)) FROM (
               SELECT wallet_id, sum(amount - captured_amount) AS held FROM holds
               WHERE wallet_id = ANY($1::uuid[]) AND status = 'PENDING' AND expires_at > $2 GROUP BY wallet_id) h) AS held,
@@ -643,6 +731,8 @@ export class LedgerStore {
               priority: grant.priority,
               expiresAt: grant.expires_at ? new Date(grant.expires_at) : null,
               createdAt: new Date(grant.created_at),
+              holdId: grant.hold_id,
+              holdLive: grant.hold_live,
             })),
             order,
           ),
@@ -652,6 +742,7 @@ export class LedgerStore {
         await expireDueGrants(wallet);
       }
       const result = await work(batch);
+      for (const wallet of batch.wallets.values()) await wallet.finishSettling();
       await batch.flush();
       await dropUnused(batch);
       return { result, batch };
@@ -678,23 +769,95 @@ export class LedgerStore {
 
 /**
  * Expiry under the wallet lock: exactly once however many instances or schedules race, and
- * before any charge, so expired credit is never spent.
+ * before any charge, so expired credit is never spent. What pending holds need of the expiring
+ * credit is kept for them first (keepForHolds), and what was kept for holds that have ended
+ * expires now.
  */
 async function expireDueGrants(wallet: WalletTransaction): Promise<void> {
-  const due = wallet.state.grants.filter((grant) => grant.expiresAt && grant.expiresAt <= wallet.now);
-  for (const grant of due) {
-    if (grant.remaining > 0n) {
-      await wallet.post({
-        kind: 'EXPIRY',
-        idempotencyKey: `grant-expiry:${grant.id}`,
-        requestHash: `grant-expiry:${grant.id}`,
-        legs: [{ grantId: grant.id, amount: -grant.remaining }],
-        counterAccount: 'EXPIRED_CREDITS',
-        description: 'Credits expired',
-        metadata: { grantId: grant.id },
-        actor: SYSTEM_ACTOR,
+  const ended = wallet.state.grants.filter((grant) => grant.holdId !== null && !grant.holdLive);
+  const due = wallet.state.grants.filter((grant) => grant.holdId === null && grant.expiresAt && grant.expiresAt <= wallet.now);
+  if (wallet.state.held > 0n && due.some((grant) => grant.remaining > 0n)) await keepForHolds(wallet, due);
+  for (const grant of [...ended, ...due]) await expireGrant(wallet, grant);
+}
+
+/** Posts away what a grant has left and takes it out of use. */
+async function expireGrant(wallet: WalletTransaction, grant: GrantState): Promise<void> {
+  const remaining = wallet.remainingOf(grant.id);
+  if (remaining > 0n) {
+    await wallet.post({
+      kind: 'EXPIRY',
+      idempotencyKey: `grant-expiry:${grant.id}`,
+      requestHash: `grant-expiry:${grant.id}`,
+      legs: [{ grantId: grant.id, amount: -remaining }],
+      counterAccount: 'EXPIRED_CREDITS',
+      description: grant.holdId ? 'Credits kept for a hold expired' : 'Credits expired',
+      metadata: grant.holdId ? { grantId: grant.id, holdId: grant.holdId } : { grantId: grant.id },
+      actor: SYSTEM_ACTOR,
+    });
+  }
+  wallet.markExpired(grant.id);
+}
+
+/**
+ * A hold reserves an amount, and its capture may need the very credit that is now expiring (a
+ * promotional grant about to run out under a pending call). So before due grants expire, what
+ * the wallet's pending holds would lack without them is moved, in a transaction of its own that
+ * leaves the balance as it is, into grants kept for those holds (holdId set): only that hold's
+ * capture may spend one (planDebit's capturingHold), and what it does not spend expires when the
+ * hold ends (captured, released, or past its time). Credit that is not expiring covers holds
+ * first; the holds are served oldest first.
+ */
+async function keepForHolds(wallet: WalletTransaction, due: readonly GrantState[]): Promise<void> {
+  const holds = await wallet.tx.query<{ id: string; outstanding: string }>(
+    `SELECT id, (amount - captured_amount)::text AS outstanding FROM holds
+     WHERE wallet_id = $1 AND status = 'PENDING' AND expires_at > $2 ORDER BY created_at, id`,
+    [wallet.state.id, wallet.now],
+  );
+  const dueIds = new Set(due.map((grant) => grant.id));
+  const keptFor = (holdId: string) => wallet.state.grants.filter((grant) => grant.holdId === holdId).reduce((sum, grant) => sum + grant.remaining, 0n);
+  const needs = holds.map((hold) => ({ holdId: hold.id, lacking: BigInt(hold.outstanding) - keptFor(hold.id) })).filter((need) => need.lacking > 0n);
+  const lacking = needs.reduce((sum, need) => sum + need.lacking, 0n);
+  const lasting = wallet.state.grants.filter((grant) => grant.holdId === null && !dueIds.has(grant.id)).reduce((sum, grant) => sum + grant.remaining, 0n);
+  let toKeep = lacking - lasting;
+  if (toKeep <= 0n) return;
+  // What each hold still lacks once lasting credit has covered the oldest ones.
+  let covered = lasting;
+  for (const need of needs) {
+    const cover = need.lacking < covered ? need.lacking : covered;
+    need.lacking -= cover;
+    covered -= cover;
+  }
+  for (const source of due) {
+    if (toKeep === 0n) break;
+    let take = source.remaining < toKeep ? source.remaining : toKeep;
+    if (take === 0n) continue;
+    toKeep -= take;
+    const legs: { grantId: string; amount: bigint }[] = [{ grantId: source.id, amount: -take }];
+    const kept: { grantId: string; holdId: string }[] = [];
+    for (const need of needs) {
+      if (take === 0n) break;
+      const part = need.lacking < take ? need.lacking : take;
+      if (part === 0n) continue;
+      need.lacking -= part;
+      take -= part;
+      const grantId = uuidv7();
+      wallet.addGrant({
+        id: grantId, kind: source.kind, amount: part, priority: source.priority, expiresAt: source.expiresAt, transactionId: '',
+        description: 'Expiring credit kept for a pending hold', metadata: { keptFrom: source.id, holdId: need.holdId }, holdId: need.holdId,
       });
+      legs.push({ grantId, amount: part });
+      kept.push({ grantId, holdId: need.holdId });
     }
-    wallet.markExpired(grant.id);
+    const posted = await wallet.post({
+      kind: 'EXPIRY',
+      idempotencyKey: `grant-keep:${source.id}`,
+      requestHash: `grant-keep:${source.id}`,
+      legs,
+      counterAccount: 'EXPIRED_CREDITS',
+      description: 'Expiring credit kept for pending holds',
+      metadata: { grantId: source.id, kept },
+      actor: SYSTEM_ACTOR,
+    });
+    for (const { grantId } of kept) wallet.linkGrantTransaction(grantId, posted.id);
   }
 }

@@ -479,6 +479,23 @@ describe('holds', () => {
     expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: second.id })).data!.hold.status).toBe('EXPIRED');
   });
 
+  it('extends a pending hold (never shortening it), so it outlives the TTL it was made with; an ended hold cannot be', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const holdId = (await gql(CREATE, { input: { customerId, amount: '6.00', idempotencyKey: randomUUID(), ttlSeconds: 60 } })).data!.createHold.hold.id;
+    now = new Date(now.getTime() + 50_000);
+    const extended = await server.services.ledger.extendHold(merchant.id, holdId, 120);
+    expect(extended.expiresAt).toEqual(new Date(now.getTime() + 120_000));
+    // Asking for less than it has left changes nothing.
+    expect((await server.services.ledger.extendHold(merchant.id, holdId, 1)).expiresAt).toEqual(extended.expiresAt);
+    now = new Date(now.getTime() + 100_000);
+    expect((await wallet(customerId)).held.amount).toBe('6.00');
+    await expect(server.services.ledger.extendHold(merchant.id, holdId, 0)).rejects.toMatchObject({ code: 'VALIDATION' });
+    now = new Date(now.getTime() + 30_000);
+    await expect(server.services.ledger.extendHold(merchant.id, holdId, 60)).rejects.toMatchObject({ code: 'CONFLICT' });
+    expect((await wallet(customerId)).held.amount).toBe('0.00');
+  });
+
   it('announces to balanceUpdated what an expired hold frees when the schedule expires it', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '10.00');
@@ -517,12 +534,125 @@ describe('holds', () => {
   });
 });
 
+describe('credit kept for pending holds past its expiry', () => {
+  const CREATE = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id } } }`;
+  const CAPTURE = `mutation ($id: ID!, $amount: Decimal) { captureHold(id: $id, amount: $amount) { transaction { amount { amount } entries { grantId amount { amount } } } wallet { balance { amount } available { amount } held { amount } } } }`;
+  const hours = (n: number) => new Date(now.getTime() + n * 3600_000).toISOString();
+  async function hold(customerId: string, amount: string, ttlSeconds = 7200): Promise<string> {
+    const created = await gql(CREATE, { input: { customerId, amount, idempotencyKey: randomUUID(), ttlSeconds } });
+    expect(created.errors).toBeUndefined();
+    return created.data!.createHold.hold.id;
+  }
+  const liveGrants = async (customerId: string) => (await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { kind remaining { amount } holdId } } }`, { id: customerId })).data!.wallet.grants;
+
+  it('a hold stays capturable when the credit behind it expires first: what it needs is kept, the rest expires, and its capture spends it', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+    const holdId = await hold(customerId, '4.00');
+    now = new Date(now.getTime() + 3600_000 + 1000);
+    // 4.00 kept for the hold, 1.00 expired: the balance keeps what the hold may still capture.
+    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '4.00' }, available: { amount: '0.00' }, held: { amount: '4.00' } });
+    expect(await liveGrants(customerId)).toEqual([{ kind: 'PROMOTIONAL', remaining: { amount: '4.00' }, holdId }]);
+    await expectIntegrity();
+    const captured = await gql(CAPTURE, { id: holdId, amount: '3.00' });
+    expect(captured.errors).toBeUndefined();
+    expect(captured.data!.captureHold.transaction.amount.amount).toBe('-3.00');
+    // What the capture left of the kept credit expires with it.
+    expect(captured.data!.captureHold.wallet).toEqual({ balance: { amount: '0.00' }, available: { amount: '0.00' }, held: { amount: '0.00' } });
+    expect(await liveGrants(customerId)).toEqual([]);
+    const kinds = (await wallet(customerId)).transactions.edges.map((edge: any) => [edge.node.kind, edge.node.amount.amount]);
+    expect(kinds).toEqual([['EXPIRY', '-1.00'], ['HOLD_CAPTURE', '-3.00'], ['EXPIRY', '-1.00'], ['EXPIRY', '0.00'], ['GRANT', '5.00']]);
+    await expectIntegrity();
+  });
+
+  it('lasting credit covers holds first; only what they lack beyond it is kept', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '3.00');
+    await grant(customerId, '5.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+    const holdId = await hold(customerId, '4.00');
+    now = new Date(now.getTime() + 3600_000 + 1000);
+    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '4.00' }, available: { amount: '0.00' } });
+    expect(await liveGrants(customerId)).toEqual([
+      { kind: 'PAID', remaining: { amount: '3.00' }, holdId: null },
+      { kind: 'PROMOTIONAL', remaining: { amount: '1.00' }, holdId },
+    ]);
+    const captured = await gql(CAPTURE, { id: holdId, amount: '4.00' });
+    expect(captured.errors).toBeUndefined();
+    expect(captured.data!.captureHold.wallet.balance.amount).toBe('0.00');
+    await expectIntegrity();
+  });
+
+  it('no other charge spends kept credit: a debit under overdraft owes instead, a top-up repays that first, and a release expires what was kept', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '4.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+    const holdId = await hold(customerId, '4.00');
+    await gql('mutation ($id: ID!) { setOverdraftLimit(customerId: $id, limit: "10.00") { overdraftLimit { amount } } }', { id: customerId });
+    now = new Date(now.getTime() + 3600_000 + 1000);
+    const charged = await debit(customerId, '2.00');
+    expect(charged.errors).toBeUndefined();
+    // 4.00 kept for the hold and 2.00 owed.
+    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '2.00' }, available: { amount: '-2.00' } });
+    expect(await liveGrants(customerId)).toEqual([{ kind: 'PROMOTIONAL', remaining: { amount: '4.00' }, holdId }]);
+    await expectIntegrity();
+    await grant(customerId, '3.00');
+    expect(await liveGrants(customerId)).toEqual([
+      { kind: 'PROMOTIONAL', remaining: { amount: '4.00' }, holdId },
+      { kind: 'PAID', remaining: { amount: '1.00' }, holdId: null },
+    ]);
+    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '5.00' }, available: { amount: '1.00' } });
+    await expectIntegrity();
+    expect((await gql('mutation ($id: ID!) { releaseHold(id: $id) { status } }', { id: holdId })).errors).toBeUndefined();
+    expect(await wallet(customerId)).toMatchObject({ balance: { amount: '1.00' }, available: { amount: '1.00' }, held: { amount: '0.00' } });
+    await expectIntegrity();
+  });
+
+  it('a hold that runs out its time lets what was kept for it expire on schedule, and such wallets do not starve the schedule', async () => {
+    const kept = await newCustomer();
+    await grant(kept, '2.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+    await hold(kept, '2.00', 3 * 3600);
+    now = new Date(now.getTime() + 3600_000 + 1000);
+    expect((await wallet(kept)).balance.amount).toBe('2.00');
+    // Another wallet's grant due now is expired even by a run that takes one wallet at a time.
+    const other = await newCustomer();
+    await grant(other, '1.00', { kind: 'PROMOTIONAL', expiresAt: hours(0.5) });
+    now = new Date(now.getTime() + 3600_000);
+    expect((await server.services.ledger.runExpiry(1)).grantsExpired).toBe(1);
+    expect((await sql<{ remaining: string }>(`SELECT remaining::text FROM credit_grants WHERE customer_id = $1 AND expired_at IS NULL`, [other]))).toEqual([]);
+    now = new Date(now.getTime() + 3600_000);
+    const run = await server.services.ledger.runExpiry();
+    expect(run.holdsExpired).toBeGreaterThanOrEqual(1);
+    expect(await wallet(kept)).toMatchObject({ balance: { amount: '0.00' }, held: { amount: '0.00' } });
+    await expectIntegrity();
+  });
+
+  it('two holds: credit is kept oldest hold first, each capture spends only its own', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+    const first = await hold(customerId, '2.00');
+    const second = await hold(customerId, '2.00');
+    await grant(customerId, '1.00');
+    now = new Date(now.getTime() + 3600_000 + 1000);
+    // 1.00 of paid credit lasts: it covers the first hold's first 1.00.
+    expect(await liveGrants(customerId)).toEqual([
+      { kind: 'PAID', remaining: { amount: '1.00' }, holdId: null },
+      { kind: 'PROMOTIONAL', remaining: { amount: '1.00' }, holdId: first },
+      { kind: 'PROMOTIONAL', remaining: { amount: '2.00' }, holdId: second },
+    ]);
+    const capturedSecond = await gql(CAPTURE, { id: second, amount: '2.00' });
+    expect(capturedSecond.data!.captureHold.wallet).toEqual({ balance: { amount: '2.00' }, available: { amount: '0.00' }, held: { amount: '2.00' } });
+    const capturedFirst = await gql(CAPTURE, { id: first, amount: '2.00' });
+    expect(capturedFirst.errors).toBeUndefined();
+    expect(capturedFirst.data!.captureHold.wallet.balance.amount).toBe('0.00');
+    await expectIntegrity();
+  });
+});
+
 describe('keys and text the ledger cannot take', () => {
   it('refuses caller keys in the namespaces the ledger writes under itself', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '5.00');
     const before = await wallet(customerId);
-    for (const prefix of ['grant-expiry:', 'hold-capture:', 'usage:']) {
+    for (const prefix of ['grant-expiry:', 'grant-keep:', 'hold-capture:', 'usage:']) {
       const key = `${prefix}${randomUUID()}`;
       const attempts = [
         await debit(customerId, '1.00', key),

@@ -672,7 +672,7 @@ export class UsageService {
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
         const rows: [EventRow, Prepared, string | null, string | null][] = [];
-        const pending = new Map<string, { wallet: WalletTransaction; attos: bigint; events: EventRow[] }>();
+        const pending = new Map<string, { wallet: WalletTransaction; attos: bigint; keptAttos: bigint; events: EventRow[] }>();
         // Events of a batch mostly share provider, model and millisecond: resolve each combination
         // once, and skip even the lookup key while they repeat the event before.
         const prices = new Map<string, ReturnType<typeof resolvePrice>>();
@@ -731,21 +731,27 @@ export class UsageService {
             ({ priced, withheldAttos } = capCredits(priced, await credits.periodOf(item.customerId!, item.currency, item.periodStart)));
           }
           const wallet = batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency });
-          const group = pending.get(wallet.state.id) ?? { wallet, attos: 0n, events: [] };
+          const group = pending.get(wallet.state.id) ?? { wallet, attos: 0n, keptAttos: 0n, events: [] };
           pending.set(wallet.state.id, group);
           let status: UsageEventStatus = priced.chargeAttos === 0n ? 'NOT_BILLABLE' : 'CHARGED';
           let error: AppError | undefined;
           let chargedAttos = priced.chargeAttos;
           if (priced.chargeAttos !== 0n) {
+            // A gateway call's own reservation, settled in this batch: credit kept for it past its
+            // expiry pays for it first, as a capture's would (see WalletTransaction.drawKept).
+            const fromKept = item.input.holdId ? wallet.drawKept(item.input.holdId, priced.chargeAttos) : 0n;
+            group.keptAttos += fromKept;
+            const rest = priced.chargeAttos - fromKept;
             // Would this event still fit on top of what the wallet owes so far in this batch?
-            if (priced.chargeAttos < 0n || fitsDebit(wallet.state, group.attos + priced.chargeAttos, true)) group.attos += priced.chargeAttos;
+            if (rest <= 0n || fitsDebit(wallet.state, group.attos + rest, true)) group.attos += rest;
             else {
               // The usage has happened: take what the customer has left (down to its overdraft
               // floor) and record the rest as a shortfall, so a small balance cannot buy
               // unlimited calls that each cost more than it.
               const owedInBatch = planDebit(wallet.state, group.attos, { allowOverdraft: true, ignoreLimits: true }).nanos;
-              chargedAttos = affordableAttos(wallet.state, group.attos, priced.chargeAttos);
-              group.attos += chargedAttos;
+              const affordable = affordableAttos(wallet.state, group.attos, rest);
+              chargedAttos = fromKept + affordable;
+              group.attos += affordable;
               status = chargedAttos > 0n ? 'PARTIALLY_CHARGED' : 'UNCHARGED';
               const required = (priced.chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
               error = insufficientFunds(required, wallet.state.balance - wallet.state.held - owedInBatch, item.currency);
@@ -778,8 +784,8 @@ export class UsageService {
           rows.push([row, item, cost.ref, priced.lines[0]?.ruleId ?? null]);
           answers.push({ index: item.index, row, error });
         }
-        for (const { wallet, attos, events } of pending.values()) {
-          const transactionId = await this.postUsage(wallet, attos, events, actor);
+        for (const { wallet, attos, keptAttos, events } of pending.values()) {
+          const transactionId = await this.postUsage(wallet, attos, keptAttos, events, actor);
           for (const row of events) row.ledger_transaction_id = transactionId;
         }
         for (const { index, row, error } of answers) out.set(index, recordedAnswer(row, false, error));
@@ -798,7 +804,7 @@ export class UsageService {
    * first event's (events are themselves idempotent by their unique keys). A net credit (VOLUME
    * tiers re-pricing the period lower) comes back as promotional credit.
    */
-  private async postUsage(wallet: WalletTransaction, attos: bigint, events: EventRow[], actor: Actor): Promise<string | null> {
+  private async postUsage(wallet: WalletTransaction, attos: bigint, keptAttos: bigint, events: EventRow[], actor: Actor): Promise<string | null> {
     if (events.length === 0) return null;
     const label = events.length === 1 ? `${events[0]!.provider ?? 'usage'} ${events[0]!.model ?? ''}`.trim() : `Usage (${events.length} events)`;
     const common = {
@@ -807,7 +813,7 @@ export class UsageService {
       requestHash: events[0]!.metadata.requestHash ?? '',
       counterAccount: 'USAGE_REVENUE' as const,
       description: label,
-      metadata: { usageEventIds: events.map((row) => row.id), exactChargeAttos: attos.toString() },
+      metadata: { usageEventIds: events.map((row) => row.id), exactChargeAttos: (attos + keptAttos).toString() },
       sourceRef: events.length === 1 ? events[0]!.id : null,
       occurredAt: events[events.length - 1]!.occurred_at,
       actor,
@@ -815,21 +821,25 @@ export class UsageService {
     if (attos >= 0n) {
       const plan = planDebit(wallet.state, attos, { allowOverdraft: true });
       if (!plan.ok) throw new Error('a batch charge exceeded what each of its events was checked against');
-      const posted = await wallet.post({ ...common, legs: plan.legs });
+      // Planned first: the kept credit drawn was never part of what the plan could spend.
+      const posted = await wallet.post({ ...common, legs: [...wallet.takeKeptDraws(), ...plan.legs] });
       wallet.setCarry(plan.carry);
       return posted.id;
     }
     // A net credit settles the sub-nano carry first, so its fraction is not lost either.
     const credit = planCredit(wallet.state.carry, -attos);
-    if (credit.nanos === 0n) {
+    const keptLegs = wallet.takeKeptDraws();
+    if (credit.nanos === 0n && keptLegs.length === 0) {
       wallet.setCarry(credit.carry);
       return null;
     }
     const grantId = uuidv7();
-    wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: credit.nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });
-    const posted = await wallet.post({ ...common, legs: creditLegs(wallet.state.balance, credit.nanos, grantId) });
+    if (credit.nanos > 0n) {
+      wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: credit.nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });
+    }
+    const posted = await wallet.post({ ...common, legs: [...keptLegs, ...(credit.nanos > 0n ? creditLegs(wallet.state, credit.nanos, grantId) : [])] });
     wallet.setCarry(credit.carry);
-    wallet.linkGrantTransaction(grantId, posted.id);
+    if (credit.nanos > 0n) wallet.linkGrantTransaction(grantId, posted.id);
     return posted.id;
   }
 

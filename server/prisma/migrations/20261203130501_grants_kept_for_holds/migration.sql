@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "credit_grants" ADD COLUMN     "hold_id" UUID;
+
