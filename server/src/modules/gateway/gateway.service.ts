@@ -10,7 +10,7 @@ import { ATTOS_PER_NANO, formatAttos, formatNanos, parseCurrency } from '../../s
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
 import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
-import type { Actor, LedgerService } from '../ledger/ledger.service.ts';
+import { MAX_HOLD_TTL_SECONDS, type Actor, type LedgerService } from '../ledger/ledger.service.ts';
 import { SpendLimitService } from '../limits/spend-limits.service.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
 import { definitionForName, route, splitUrl, type Match, type UrlParts } from '../usage/normalize/registry.ts';
@@ -21,6 +21,7 @@ import { resolveDestination, type Destination } from './destination.ts';
 import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
 import type { GatewaySettingsService } from './gateway-settings.service.ts';
 import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
+import { HoldRenewal } from './hold-renewal.ts';
 import { createdJobId, GatewayJobs, jobCallOf, type JobCall } from './jobs.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
@@ -48,7 +49,7 @@ const CUSTOMER_TTL_MS = 2_000;
 const LIMIT_TTL_MS = 1_000;
 /** Short-lived caches stay bounded: past this many entries the oldest make room. */
 const MAX_CACHED = 50_000;
-/** A reservation outlives the longest a call may take by this much, then expires by itself. */
+/** A reservation outlives the wait for a first byte and one stall by this much, then expires by itself unless renewed (HoldRenewal). */
 const HOLD_GRACE_SECONDS = 60;
 
 /** Answered by Tollgate instead of the provider: a JSON body the app can show. */
@@ -82,6 +83,8 @@ export class GatewayService {
   private readonly limitCache = new RefreshingCache<string, { spentAttos: bigint; resetsAt: Date }>({ ttlMs: LIMIT_TTL_MS, maxEntries: MAX_CACHED });
   /** Provider jobs created through the gateway and their customers (pruned by startJobPruning). */
   readonly jobs: GatewayJobs;
+  /** The reservations of the calls in flight, each renewed while its call runs. */
+  private readonly renewals = new Set<HoldRenewal>();
 
   constructor(
     private readonly config: Config,
@@ -111,6 +114,11 @@ export class GatewayService {
     await Promise.all([this.settlement.drain(), this.jobs.drain()]);
   }
 
+  /** Renews at once the reservation of every call in flight, as their timers do in time (tests move the clock instead of waiting). */
+  async renewHolds(): Promise<void> {
+    await Promise.all([...this.renewals].map((renewal) => renewal.renew()));
+  }
+
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = performance.now();
     const requestId = randomUUID();
@@ -119,6 +127,7 @@ export class GatewayService {
     let caller: Caller | undefined;
     let destination: Destination | undefined;
     let holdId: string | null = null;
+    let renewal: HoldRenewal | null = null;
     let merchantId = '';
     const log = (outcome: GatewayOutcome, status: number, extra: Partial<GatewayRequestLog> = {}): GatewayRequestLog => ({
       id: requestId,
@@ -160,6 +169,8 @@ export class GatewayService {
       await this.assertCredit(caller.customer.id, currency);
       await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
       if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
+      // A stream may last far longer than the hold's TTL: it is renewed until the call ends.
+      if (holdId) renewal = this.renewing(caller.merchantId, holdId);
 
       const headers = upstreamHeaders(req.headers, (name) => CREDENTIAL_HEADERS.has(name) || name.startsWith('x-tollgate-') || name === 'cookie');
       // Ask for an uncompressed body: the copy kept for metering must be readable as it passes.
@@ -179,7 +190,7 @@ export class GatewayService {
         res,
         (status, message) => sendJson(res, status, status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNREACHABLE', message, {}),
       );
-      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency);
+      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency, receivedAt);
       this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }), holdId);
       if (job?.kind === 'create') this.recordJob(caller, job, result, requestId);
     } catch (error) {
@@ -199,6 +210,12 @@ export class GatewayService {
       sendJson(res, refusal.status, refusal.code, refusal.message, refusal.details);
       // Refusals are logged too (who was stopped, and why), once the merchant is known.
       if (merchantId) this.settlement.enqueue(merchantId, { kind: 'system', apiKeyId: null }, null, log('REFUSED', refusal.status, { errorCode: refusal.code }));
+    } finally {
+      // Finished, aborted or failed: settlement now captures or releases the hold.
+      if (renewal) {
+        renewal.stop();
+        this.renewals.delete(renewal);
+      }
     }
   }
 
@@ -325,10 +342,9 @@ export class GatewayService {
     const { chargeAttos } = await this.usage.quote(caller.merchantId, usage, caller.customer.id, currency);
     if (chargeAttos <= 0n) return null;
     const amountNanos = (chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
-    const ttlSeconds = Math.ceil((this.config.gateway.timeoutMs + this.config.gateway.idleTimeoutMs) / 1000) + HOLD_GRACE_SECONDS;
     try {
       const { hold } = await this.ledger.createHold(caller.merchantId, {
-        customerId: caller.customer.id, currency, amountNanos, ttlSeconds, idempotencyKey: `gateway-hold:${requestId}`, description: `Gateway call ${requestId} (${usage.model})`,
+        customerId: caller.customer.id, currency, amountNanos, ttlSeconds: this.holdTtlSeconds(), idempotencyKey: `gateway-hold:${requestId}`, description: `Gateway call ${requestId} (${usage.model})`,
       });
       return hold.id;
     } catch (error) {
@@ -341,6 +357,21 @@ export class GatewayService {
       }
       throw error;
     }
+  }
+
+  /**
+   * How long a reservation lasts: the wait for a first byte and one stall, plus a grace. Never
+   * beyond what the ledger allows (a timeout of days): renewal keeps longer calls covered.
+   */
+  private holdTtlSeconds(): number {
+    return Math.min(Math.ceil((this.config.gateway.timeoutMs + this.config.gateway.idleTimeoutMs) / 1000) + HOLD_GRACE_SECONDS, MAX_HOLD_TTL_SECONDS);
+  }
+
+  /** Starts renewing a call's hold; the call stops it when it ends. */
+  private renewing(merchantId: string, holdId: string): HoldRenewal {
+    const renewal = new HoldRenewal(this.ledger, this.logger, merchantId, holdId, this.holdTtlSeconds());
+    this.renewals.add(renewal);
+    return renewal;
   }
 
   /**
@@ -390,7 +421,9 @@ export class GatewayService {
   }
 
   /** The usage to record for a finished call, or null when there is nothing to charge. */
-  private usageOf(caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string): UsageRecordInput | null {
+  private usageOf(
+    caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string, receivedAt: Date,
+  ): UsageRecordInput | null {
     // Provider errors are relayed, never charged; a call that never got an answer produced nothing.
     if (result.upstreamStatus === null || result.upstreamStatus >= 400) return null;
     // The request's model, size… for responses that lack them: from its JSON, or from a form's text fields.
@@ -415,6 +448,9 @@ export class GatewayService {
     return {
       customer: caller.customer.id,
       idempotencyKey: `gateway:${requestId}`,
+      // When the call started, fixed per call (a retry replays): a customer archived while it ran
+      // was archived after it, so the usage the provider served is still charged.
+      timestamp: receivedAt,
       currency,
       response,
       normalized,
