@@ -1,4 +1,4 @@
-import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
+import type { Customer, Plan, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
 import { groupBy } from '../../shared/collections.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
 import type { Database } from '../../shared/db/database.ts';
@@ -54,8 +54,35 @@ export function normalizePlanInput(input: PlanInput, prefix = ''): { key: string
  * Archived plans cannot be newly assigned, but customers already on one stay on it, and keep
  * being priced by its rules, until they are moved: archiving stops sales, it does not reprice.
  */
-/** How far ahead of this instance's "now" another assignment "from now" may be and still be taken as concurrent (clock skew between instances). */
-const CONCURRENT_NOW_MS = 1000;
+/** How far ahead of this instance's "now" another change "from now" may be and still be taken as concurrent (clock skew between instances). */
+export const CONCURRENT_NOW_MS = 1000;
+
+/**
+ * The latest time, at or after `from`, of the merchant's usage already priced (one customer's
+ * when `customerId` is given), or null when there is none. Usage may be stamped up to
+ * MAX_FUTURE_USAGE_MS ahead of the clock, so even a change "from now" can find some: taking effect
+ * at or before it would change how an event already charged is priced (a late event at the same
+ * moment would be priced another way). Run it in the transaction that writes the change, after
+ * its lock and after "now" is read: it sees every event committed by then.
+ */
+export async function latestPricedUsage(client: Pick<Prisma.TransactionClient, '$queryRaw'>, merchantId: string, from: Date, customerId?: string): Promise<Date | null> {
+  const [priced] = customerId
+    ? await client.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events
+        WHERE merchant_id = ${merchantId}::uuid AND customer_id = ${customerId}::uuid AND occurred_at >= ${from} ORDER BY occurred_at DESC LIMIT 1`
+    : await client.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events
+        WHERE merchant_id = ${merchantId}::uuid AND occurred_at >= ${from} ORDER BY occurred_at DESC LIMIT 1`;
+  return priced ? new Date(priced.occurred_at) : null;
+}
+
+/**
+ * When a change asked for "from now" takes effect: now, or a millisecond after the latest usage
+ * already priced when some is stamped at or after now (at most MAX_FUTURE_USAGE_MS ahead), so that
+ * no charged event is priced another way afterwards. See latestPricedUsage.
+ */
+export async function effectiveFromNow(client: Pick<Prisma.TransactionClient, '$queryRaw'>, merchantId: string, now: Date, customerId?: string): Promise<Date> {
+  const priced = await latestPricedUsage(client, merchantId, now, customerId);
+  return priced ? new Date(priced.getTime() + 1) : now;
+}
 
 export class PlanService {
   /** Per merchant: the plan history of each customer the usage pipeline has asked about lately. */
@@ -148,8 +175,10 @@ export class PlanService {
   /**
    * Puts the customer on a plan (`planKey` null: back to the default price book) from
    * `effectiveFrom` (default now; a future time schedules the change). History is never
-   * rewritten: it must be after the customer's latest assignment. Events already charged keep
-   * their charges. Assigning the plan the customer is already on from then on changes nothing.
+   * rewritten: it must be after the customer's latest assignment and after its usage already
+   * priced, so no charged event changes plan. "Now" is moved past usage already priced at or
+   * after it (stamped up to MAX_FUTURE_USAGE_MS ahead) rather than refused. Assigning the plan
+   * the customer is already on from then on changes nothing.
    */
   async assign(merchantId: string, customerId: string, planKey: string | null, effectiveFrom?: Date | null): Promise<Customer> {
     if (effectiveFrom && Number.isNaN(effectiveFrom.getTime())) throw invalidField('effectiveFrom', 'is not a valid time');
@@ -170,10 +199,12 @@ export class PlanService {
       if (plan?.archivedAt && latest?.planId !== plan.id) {
         throw invalidField('planKey', `plan "${plan.key}" is archived: customers already on it keep it, but no one new can be put on it`);
       }
-      // "Now" is read once the lock is held, and a call that waited on another "now" comes a
-      // millisecond after it when the clocks (of this instance and the other's) put it no later,
-      // instead of being refused as earlier. A change scheduled further ahead is still refused.
-      let from = effectiveFrom ?? this.clock();
+      // "Now" is read once the lock is held, and comes after the customer's usage already priced
+      // (events may be stamped up to MAX_FUTURE_USAGE_MS ahead: one charged under the old book
+      // keeps it, and a late event at its moment is priced alike). A call that waited on another
+      // "now" comes a millisecond after it when the clocks (of this instance and the other's) put
+      // it no later, instead of being refused as earlier. A change scheduled further ahead is still refused.
+      let from = effectiveFrom ?? (await effectiveFromNow(tx, merchantId, this.clock(), id!));
       if (!effectiveFrom && latest && latest.effectiveFrom >= from && latest.effectiveFrom.getTime() - from.getTime() < CONCURRENT_NOW_MS) {
         from = new Date(latest.effectiveFrom.getTime() + 1);
       }
@@ -182,14 +213,15 @@ export class PlanService {
       if (latest && from <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the customer's latest plan change (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
-      // A change back in time must not re-plan usage already priced: those events keep the book
-      // they were charged by, and a late event at the same moment must be priced the same way.
-      // (An event recorded concurrently, before this commits, can still land in the window.)
+      // A change back in time (or to now, or a few minutes ahead) must not re-plan usage already
+      // priced: those events keep the book they were charged by, and a late event at the same
+      // moment must be priced the same way. "From now" was moved past it above. (An event
+      // recorded concurrently, before this commits, can still land in the window: ingest takes
+      // no lock this one waits on, and prices from its cached plan histories.)
       if (effectiveFrom) {
-        const [priced] = await tx.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events
-          WHERE merchant_id = ${merchantId}::uuid AND customer_id = ${id}::uuid AND occurred_at >= ${from} ORDER BY occurred_at DESC LIMIT 1`;
+        const priced = await latestPricedUsage(tx, merchantId, from, id!);
         if (priced) {
-          throw invalidField('effectiveFrom', `must be after the customer's latest usage already priced (${priced.occurred_at.toISOString()}): history is never rewritten`);
+          throw invalidField('effectiveFrom', `must be after the customer's latest usage already priced (${priced.toISOString()}): history is never rewritten`);
         }
       }
       await tx.customerPlan.create({ data: { merchantId, customerId: id!, planId, effectiveFrom: from } });

@@ -11,7 +11,7 @@ import { isJsonObject, requireNonEmpty, requireStorableText } from '../../shared
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
-import { normalizePlanInput } from '../plans/plans.service.ts';
+import { effectiveFromNow, normalizePlanInput } from '../plans/plans.service.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
@@ -614,6 +614,10 @@ export async function applyPricingChanges(services: Services, merchantId: string
   await inPrismaTransaction(
     services.prisma,
     async (tx) => {
+      // "From now" comes after the merchant's usage already priced (stamped up to
+      // MAX_FUTURE_USAGE_MS ahead), read in the transaction that writes: a price or rule version
+      // in force at a charged event's time would price a late event at that moment another way.
+      const from = await effectiveFromNow(tx.client, merchantId, now);
       const rules: RuleInput[] = [];
       for (const change of changes) {
         switch (change.kind) {
@@ -624,9 +628,10 @@ export async function applyPricingChanges(services: Services, merchantId: string
             await services.meters.update(merchantId, change.key, change.detail, tx);
             break;
           case 'add-price': {
-            // A scheduled date that passed between planning and applying is not backdated either.
+            // A scheduled date that passed between planning and applying (or that usage already
+            // priced has passed) is not backdated either.
             const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
-            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > now ? scheduled : now }, 'config', tx);
+            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > from ? scheduled : from }, 'config', tx);
             break;
           }
           case 'cancel-price':
@@ -638,7 +643,7 @@ export async function applyPricingChanges(services: Services, merchantId: string
             await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null }, tx);
             break;
           case 'add-rule':
-            rules.push({ ...change.detail, planKey: change.plan, effectiveFrom: now });
+            rules.push({ ...change.detail, planKey: change.plan, effectiveFrom: from });
             break;
         }
       }

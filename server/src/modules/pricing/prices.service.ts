@@ -9,6 +9,7 @@ import { isUuid } from '../../shared/validation.ts';
 import { priceInForce, validateProviderPrice, withCanonicalRates, withoutOwnerPrefix, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
+import { effectiveFromNow } from '../plans/plans.service.ts';
 import { importModelsDevJson } from './models-dev.ts';
 
 /** A price row with where it came from, so every usage event can record which one costed it. */
@@ -54,7 +55,8 @@ export class ProviderPriceService {
   }
 
   /**
-   * Adds a price row; a change to an existing model is a new row with a later effectiveFrom.
+   * Adds a price row; a change to an existing model is a new row with a later effectiveFrom
+   * (default now: moved past the merchant's usage already priced, see fromNow).
    * History is kept: a row that may already have costed events is never replaced, so writing a
    * different price at its effectiveFrom is a CONFLICT, and writing the same one is a no-op that
    * answers the stored row. A row scheduled further ahead than any event can be timestamped has
@@ -62,12 +64,16 @@ export class ProviderPriceService {
    * `tx`: write inside that transaction (the cache is dropped once it commits).
    */
   async add(merchantId: string, input: PriceInput, source = 'manual', tx?: PrismaTransaction): Promise<PriceRow> {
-    const row = storedRow(input, input.effectiveFrom ?? new Date());
-    const raced = `A price for ${row.provider}/${row.model} at ${row.effectiveFrom.toISOString()} was written at the same moment by another request: try again`;
+    const given = input.effectiveFrom ?? null;
+    // Checked before any query; "from now" is then read just before the write (see fromNow).
+    const row = storedRow(input, given ?? new Date());
+    const raced = `A price for ${row.provider}/${row.model}${given ? ` at ${row.effectiveFrom.toISOString()}` : ''} was written at the same moment by another request: try again`;
+    const prisma = tx?.client ?? this.prisma;
+    const write = async () => this.write(prisma, merchantId, [given ? row : { ...row, effectiveFrom: await fromNow(prisma, merchantId, row.effectiveFrom, [row]) }], source);
     const written = tx
       ? // The failed insert has aborted the caller's transaction: it may run it again.
-        await this.write(tx.client, merchantId, [row], source).catch(raceLost(raced))
-      : await retryOnRace(() => this.write(this.prisma, merchantId, [row], source), raced);
+        await write().catch(raceLost(raced))
+      : await retryOnRace(write, raced);
     whenCommitted(tx, () => this.changes.changed('provider-prices', merchantId));
     return written[0]!;
   }
@@ -101,12 +107,18 @@ export class ProviderPriceService {
    * Imports a whole models.dev file; malformed entries are skipped and reported, not fatal. Rows
    * that clash with stored history (see add) refuse the whole import before anything is written.
    */
-  async importModelsDev(merchantId: string, fileText: string, effectiveFrom = new Date()) {
-    const { rows, skipped } = importModelsDevJson(fileText, { effectiveFrom });
-    const stored = rows.map((price) => storedRow(price, effectiveFrom));
+  async importModelsDev(merchantId: string, fileText: string, effectiveFrom?: Date | null) {
+    const given = effectiveFrom ?? null;
+    const { rows, skipped } = importModelsDevJson(fileText, { effectiveFrom: given ?? new Date() });
+    const stored = rows.map((price) => storedRow(price, given ?? new Date()));
     await retryOnRace(
-      () => this.prisma.$transaction((tx) => this.write(tx, merchantId, stored, 'models.dev'), { timeout: 30_000 }),
-      `Prices from ${effectiveFrom.toISOString()} were written at the same moment by another import or request: try again`,
+      () =>
+        this.prisma.$transaction(async (tx) => {
+          // "From now": after the merchant's usage already priced (see fromNow), read in the transaction that writes.
+          const from = given ?? (await fromNow(tx, merchantId, new Date(), stored));
+          return this.write(tx, merchantId, given ? stored : stored.map((row) => ({ ...row, effectiveFrom: from })), 'models.dev');
+        }, { timeout: 30_000 }),
+      `Prices ${given ? `from ${given.toISOString()} ` : ''}were written at the same moment by another import or request: try again`,
     );
     this.changes.changed('provider-prices', merchantId);
     return { imported: rows.length, skipped };
@@ -198,6 +210,25 @@ export function resoldBy(provider: string, model: string): { provider: string; m
     }
     default:
       return null;
+  }
+}
+
+/**
+ * When prices "from now" for `rows`' models take effect: now, or a millisecond after the
+ * merchant's latest usage already priced when some is stamped at or after now (usage may be
+ * stamped up to MAX_FUTURE_USAGE_MS ahead; see effectiveFromNow), so that no charged event is
+ * costed by the new price. A row of one of these models already there at that moment (a price "from
+ * now" written just before, moved past the same usage or in the same millisecond) is followed a
+ * millisecond later, as a new version, rather than taken for a clash (or for the same row).
+ */
+async function fromNow(prisma: Pick<PrismaClient, 'providerPrice' | '$queryRaw'>, merchantId: string, now: Date, rows: readonly StoredRow[]): Promise<Date> {
+  let from = await effectiveFromNow(prisma, merchantId, now);
+  for (;;) {
+    const at: Date = from;
+    const keys = new Set(rows.map((row) => rowKey({ ...row, effectiveFrom: at })));
+    const taken = (await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: at } })).some((stored) => keys.has(rowKey(stored)));
+    if (!taken) return from;
+    from = new Date(from.getTime() + 1);
   }
 }
 

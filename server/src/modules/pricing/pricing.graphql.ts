@@ -114,7 +114,7 @@ builder.mutationFields((t) => ({
     description: 'Imports a whole price table in the models.dev api.json format (paste the file; nothing is fetched).',
     authScopes: { merchant: true },
     args: { json: t.arg.string({ required: true }), effectiveFrom: t.arg({ type: 'DateTime' }) },
-    resolve: (_root, args, ctx) => ctx.services.providerPrices.importModelsDev(merchantIdOf(ctx), args.json, args.effectiveFrom ?? new Date()),
+    resolve: (_root, args, ctx) => ctx.services.providerPrices.importModelsDev(merchantIdOf(ctx), args.json, args.effectiveFrom),
   }),
   putPriceRule: t.field({
     type: PriceRuleRef,

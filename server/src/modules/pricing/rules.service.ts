@@ -4,7 +4,7 @@ import { ConfigChanges } from '../../shared/config-changes.ts';
 import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireJsonObject, requireNonEmpty } from '../../shared/validation.ts';
-import type { PlanService } from '../plans/plans.service.ts';
+import { CONCURRENT_NOW_MS, effectiveFromNow, type PlanService } from '../plans/plans.service.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { validateRule, validateRuleConfig, type PricingRule } from './rules.ts';
 
@@ -243,8 +243,10 @@ export class PriceRuleService {
 
   /**
    * Creates a rule, or a new version of the rule with this name in its book (the plan `planKey`,
-   * or the default book), from effectiveFrom (default now). An archived plan still takes new
-   * versions: the customers who stayed on it are still priced by it.
+   * or the default book), from effectiveFrom (default now: moved past the merchant's usage already
+   * priced at or after now, which may be stamped up to MAX_FUTURE_USAGE_MS ahead, so that no
+   * charged event is priced by the new version). An archived plan still takes new versions: the
+   * customers who stayed on it are still priced by it.
    */
   async put(merchantId: string, input: RuleInput): Promise<RuleRow> {
     return inPrismaTransaction(this.prisma, async (tx) => (await this.write(merchantId, [input], tx, true))[0]!);
@@ -269,11 +271,15 @@ export class PriceRuleService {
     // tie that fails every event it would price: one merchant's rule writes go one at a time.
     await lockMerchantScope(tx, PRICE_RULES_LOCK, merchantId);
     const prisma = tx.client;
+    // "From now" is read once the lock is held, and comes after the merchant's usage already
+    // priced (stamped up to MAX_FUTURE_USAGE_MS ahead): a version in force at a charged event's
+    // time would price a late event at that moment another way than it was charged.
+    const fromNow = valid.some((input) => input.effectiveFrom === null) ? await effectiveFromNow(prisma, merchantId, new Date()) : null;
     const books = new Map<string | null, RuleRow[]>();
     const checked: (RuleCandidate & { planId: string | null; config: Prisma.InputJsonObject })[] = [];
     for (const [index, input] of inputs.entries()) {
       const { name, meterKey, provider, model, config } = valid[index]!;
-      const effectiveFrom = valid[index]!.effectiveFrom ?? new Date();
+      let effectiveFrom = valid[index]!.effectiveFrom ?? fromNow!;
       const planId = await this.planIdOf(merchantId, input.planKey, tx);
       if (knownMeters && meterKey !== null) {
         // It would price nothing: ingest only ever offers a rule the quantities of the merchant's active meters.
@@ -285,6 +291,11 @@ export class PriceRuleService {
       let versions = books.get(planId);
       if (!versions) books.set(planId, (versions = withProviderIds(await prisma.priceRule.findMany({ where: { merchantId, planId } }))));
       const latest = versions.filter((row) => row.name === name && tookEffect(row)).reduce<RuleRow | null>((last, row) => (!last || row.effectiveFrom > last.effectiveFrom ? row : last), null);
+      // A version "from now" put just before this one (moved past the same usage, or in the same
+      // millisecond) is followed a millisecond later rather than refused, as plan changes are.
+      if (valid[index]!.effectiveFrom === null && latest && latest.effectiveFrom >= effectiveFrom && latest.effectiveFrom.getTime() - effectiveFrom.getTime() < CONCURRENT_NOW_MS) {
+        effectiveFrom = new Date(latest.effectiveFrom.getTime() + 1);
+      }
       if (latest && effectiveFrom <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
@@ -314,7 +325,7 @@ export class PriceRuleService {
   }
 
   /**
-   * Stops a rule of the default book, or of the plan `planKey`, from `at` (default now); earlier events keep the price they were charged.
+   * Stops a rule of the default book, or of the plan `planKey`, from `at` (default now, moved past usage already priced as put does); earlier events keep the price they were charged.
    * The version in force at `at` and every later (scheduled) version are archived at `at`: rulesInForce reads only a name's
    * latest version effective, so archiving the latest alone would leave the current one in force until the scheduled date.
    * Scheduled versions stopped so never take effect (see tookEffect), so they do not hold back putting the rule again from now.
@@ -326,7 +337,8 @@ export class PriceRuleService {
     return inPrismaTransaction(this.prisma, async (tx) => {
       // As write: a version put while this reads would escape the archiving.
       await lockMerchantScope(tx, PRICE_RULES_LOCK, merchantId);
-      const stopAt = at ?? new Date();
+      // "From now" comes after the merchant's usage already priced, as for a new version (see write).
+      const stopAt = at ?? (await effectiveFromNow(tx.client, merchantId, new Date()));
       const versions = await tx.client.priceRule.findMany({ where: { merchantId, planId, name }, orderBy: { effectiveFrom: 'asc' } });
       if (versions.length === 0) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
       // A version stopped before it took effect is no longer part of the rule's timeline.
