@@ -1,5 +1,6 @@
 import type { Meter, MeterAggregation } from '../../generated/prisma/client.ts';
 import { AppError } from '../../shared/errors.ts';
+import { formatAttosText } from '../../shared/money.ts';
 import { meterQuantity } from '../meters/meters.service.ts';
 import { costOf } from '../pricing/cost.ts';
 import { QUANTITY_SCALE, ScaledQuantity, scaledQuantity } from '../pricing/decimal.ts';
@@ -231,10 +232,24 @@ export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef
   try {
     price = priceOf();
     if (!price) return { costAttos: 0n, problem: missingPriceProblem(usage), ref: null };
-    return { costAttos: costOf(usage, price), problem: null, ref: price.ref };
+    const costAttos = costOf(usage, price);
+    // The usage happened, so the event is recorded, at an unknown cost rather than one it cannot hold.
+    if (costAttos >= MAX_EVENT_ATTOS) return { costAttos: 0n, problem: tooLargeCostProblem(costAttos), ref: price.ref };
+    return { costAttos, problem: null, ref: price.ref };
   } catch (error) {
     return { costAttos: 0n, problem: (error as Error).message, ref: price?.ref ?? null };
   }
+}
+
+/**
+ * An event's amounts are whole attos of at most 38 digits (usage_events' NUMERIC(38,0) columns):
+ * a cost from this up (over 10^20 USD, a price row or usage far beyond any real call) is not stored
+ * as a figure, which the database would refuse, failing the event.
+ */
+export const MAX_EVENT_ATTOS = 10n ** 38n;
+
+function tooLargeCostProblem(costAttos: bigint): string {
+  return `the price in force costs this usage ${formatAttosText(costAttos.toString())} USD, more than an event stores (under 10^20 USD), so the cost is unknown`;
 }
 
 /** The currency of provider prices and of the costs providers report. */

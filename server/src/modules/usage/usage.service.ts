@@ -15,7 +15,7 @@ import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBat
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
-import { formatScaledQuantity, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
+import { formatScaledQuantity, QUANTITY_SCALE, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService, RuleRow } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
@@ -161,6 +161,12 @@ interface Prepared {
   billingId: string | null;
   customerRef: string;
   customerId?: string;
+  /**
+   * When the event happened at or after its customer was archived: that archive time. Such an
+   * event is refused (archivedCustomer) unless its key is already recorded, whose first result a
+   * retry answers whatever the customer's state since (see charge).
+   */
+  archivedAt?: Date;
   currency: string;
   occurredAt: Date;
   periodStart: Date;
@@ -468,9 +474,14 @@ export class UsageService {
     for (const item of prepared) {
       const customer = byRef.get(isUuid(item.customerRef) ? item.customerRef.toLowerCase() : item.customerRef) ?? byRef.get(item.customerRef);
       if (!customer) results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
-      // An archived customer starts no new usage; what happened before it was archived is still recorded (late, or retried).
-      else if (customer.archivedAt && item.occurredAt >= new Date(customer.archivedAt)) results[item.index] = { ok: false, error: archivedCustomer(customer.id, new Date(customer.archivedAt)) };
-      else item.customerId = customer.id;
+      else {
+        item.customerId = customer.id;
+        // An archived customer starts no new usage; what happened before it was archived is still
+        // recorded (late, or retried). An event from after is refused in charge, once its key is
+        // known to be new: a retry of one recorded before the archive (with no timestamp, so it
+        // reads as now) answers its first result.
+        if (customer.archivedAt && item.occurredAt >= new Date(customer.archivedAt)) item.archivedAt = new Date(customer.archivedAt);
+      }
     }
   }
 
@@ -616,11 +627,24 @@ export class UsageService {
   }
 
   private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.chargeOnce(merchantId, actor, items);
+      } catch (error) {
+        // Rolled back: charged again from totals read afresh (see PeriodTotalsMoved).
+        if (!(error instanceof PeriodTotalsMoved) || attempt >= 3) throw error;
+      }
+    }
+  }
+
+  private async chargeOnce(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
     // Plans are resolved once for the batch (from memory, at most one query), never per event.
     const [meters, book, priceRows, planAt] = await Promise.all([
       this.meters.active(merchantId), this.rules.book(merchantId), this.prices.rowsFor(merchantId), this.plans.planResolver(merchantId, items.map((item) => item.customerId!)),
     ]);
-    const wallets = items.map((item) => ({ merchantId, customerId: item.customerId!, currency: item.currency }));
+    // An event of an archived customer from after its archive is only ever a replay (of a key already
+    // recorded, which made its wallet) or refused: it locks its wallet only for its gateway hold.
+    const wallets = items.filter((item) => !item.archivedAt || item.input.holdId).map((item) => ({ merchantId, customerId: item.customerId!, currency: item.currency }));
     return this.ledger.runBatch(
       wallets,
       async (batch) => {
@@ -632,8 +656,14 @@ export class UsageService {
         const repeats: [Prepared, Prepared][] = [];
         let holds: { holdId: string; wallet: WalletTransaction }[] | null = null;
         for (const item of items) {
-          if (item.input.holdId) (holds ??= []).push({ holdId: item.input.holdId, wallet: batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency }) });
           const prior = existing.get(item.key);
+          // A new event of an archived customer from after its archive starts no usage (nor frees its
+          // hold, as before it reached here); a retry of one recorded earlier answers as any replay.
+          if (!prior && item.archivedAt) {
+            out.set(item.index, { ok: false, error: archivedCustomer(item.customerId!, item.archivedAt) });
+            continue;
+          }
+          if (item.input.holdId) (holds ??= []).push({ holdId: item.input.holdId, wallet: batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency }) });
           if (prior) {
             out.set(item.index, replay(prior, item));
             continue;
@@ -667,7 +697,11 @@ export class UsageService {
           if (metered.size === 0) continue;
           rulesOf.set(item.index, meterRules({ usage: item.usage, occurredAt: item.occurredAt, rules: book.defaults, planRules: planRulesOf.get(item.index), meters: metered.keys() }));
         }
-        const steps = await this.advancePeriodTotals(batch, merchantId, priceable, quantities, rulesOf, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
+        const advanced = await this.advancePeriodTotals(batch, merchantId, priceable, quantities, rulesOf, new Map(meters.map((meter) => [meter.key, meter.aggregation])));
+        const { steps } = advanced;
+        // An event that would take a period total past what it holds fails alone, unrecorded.
+        for (const [index, error] of advanced.refused) out.set(index, { ok: false, error });
+        const charged = advanced.refused.size === 0 ? priceable : priceable.filter((item) => !advanced.refused.has(item.index));
         // Price every event, then charge each wallet once for all of its events in this batch:
         // one ledger transaction per wallet instead of one per event. Every event is still
         // checked against what the customer can pay, in order, and points at its transaction.
@@ -691,7 +725,7 @@ export class UsageService {
         // The periods whose credit some VOLUME line needs (see volumeCreditNeed), read in one
         // statement; and the events priced from what their rule charged in the period.
         const fromCharged = new Map<number, string[]>();
-        for (const item of priceable) {
+        for (const item of charged) {
           const moved = steps.get(item.index);
           if (!moved) continue;
           for (const [meter, step] of moved) {
@@ -703,7 +737,7 @@ export class UsageService {
           }
         }
         await credits.load();
-        for (const item of priceable) {
+        for (const item of charged) {
           const { provider, model } = item.usage;
           const cost = providerCost(item.usage, () => (provider && model ? priceOf(provider, model, item.occurredAt) : null), item.currency);
           // Each meter is priced on what this event adds to its period total (see PeriodStep).
@@ -883,7 +917,10 @@ export class UsageService {
    * MAX cannot recover from the totals after it), then sums or maxes the batch in; each event's
    * step is worked out from there in batch order. Row locks keep concurrent batches consistent. A
    * row another transaction created after this statement began is left alone (the DO UPDATE WHERE)
-   * and its events go round once more, now seeing and locking it.
+   * and its events go round once more, now seeing and locking it. An event that would take one of
+   * its totals past what a total holds (PERIOD_TOTAL_LIMIT) is refused (`refused`, by index) and
+   * counts nowhere; the statement then writes nothing and goes again without it (see
+   * refuseOverflowing), so it never fails the events it came with.
    */
   private async advancePeriodTotals(
     batch: LedgerBatch,
@@ -892,11 +929,8 @@ export class UsageService {
     quantities: Map<number, ReadonlyMap<string, Quantity>>,
     rulesOf: Map<number, Map<string, RuleRow>>,
     aggregations: Map<string, MeterAggregation>,
-  ): Promise<Map<number, Map<string, RuleStep>>> {
-    const rowsFor: { key: string; item: Prepared; meter: string; rule: RuleRow; aggregation: MeterAggregation; quantity: Quantity }[] = [];
-    // One statement row per customer, currency, meter, period and rule: the batch's events are summed
-    // (or maxed) here, so the statement groups a few hundred rows instead of one per event and meter.
-    const increments = new Map<string, { customerId: string; currency: string; meter: string; periodStart: Date; priceBook: string; ruleName: string; aggregation: MeterAggregation; contribution: bigint }>();
+  ): Promise<{ steps: Map<number, Map<string, RuleStep>>; refused: Map<number, AppError> }> {
+    let rowsFor: TotalEntry[] = [];
     let lastPeriod: Date | null = null;
     let lastPeriodText = '';
     for (const item of items) {
@@ -914,19 +948,22 @@ export class UsageService {
         const aggregation = aggregations.get(meter) ?? 'SUM';
         // The rule's name goes last: it is the only part that may hold any text.
         const key = item.customerId + '|' + item.currency + '|' + meter + '|' + lastPeriodText + '|' + priceBook + '|' + ruleName;
-        rowsFor.push({ key, item, meter, rule, aggregation, quantity });
-        const contribution = periodContribution(aggregation, quantity);
-        const increment = increments.get(key);
-        if (!increment) increments.set(key, { customerId: item.customerId!, currency: item.currency, meter, periodStart: item.periodStart, priceBook, ruleName, aggregation, contribution });
-        else if (aggregation !== 'MAX') increment.contribution += contribution;
-        else if (contribution > increment.contribution) increment.contribution = contribution;
+        rowsFor.push({ key, item, meter, rule, aggregation, quantity, priceBook, ruleName, contribution: periodContribution(aggregation, quantity) });
       }
     }
+    const refused = new Map<number, AppError>();
+    let increments = incrementsOf(rowsFor);
     const before = new Map<string, ScaledQuantity>();
     for (let attempt = 1; before.size < increments.size; attempt++) {
-      if (attempt > 3) throw new Error('usage period totals kept being created by concurrent batches');
+      if (attempt > 4) throw new Error('usage period totals kept being created by concurrent batches');
       const rows = [...increments.entries()].filter(([key]) => !before.has(key)).map(([, increment]) => increment);
-      const advanced = await batch.tx.query<{ customer_id: string; currency: string; meter_key: string; period_start: Date; price_book: string; rule_name: string; before: string }>(
+      // A total that this batch would take past what its column holds (NUMERIC(38,18): under 10^20)
+      // would fail the statement, and with it every event of the batch: then nothing is written,
+      // the totals before the batch come back instead (`overflow`, with a row of nulls when none
+      // existed), the events that would take a total that far are refused, and the rest go again.
+      const advanced = await batch.tx.query<{
+        customer_id: string | null; currency: string; meter_key: string; period_start: Date; price_book: string; rule_name: string; before: string; overflow: boolean;
+      }>(
         `WITH increments AS (
            SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name,
                   CASE WHEN u.meter_key = ANY($7::text[]) THEN max(u.quantity) ELSE sum(u.quantity) END AS quantity
@@ -937,16 +974,23 @@ export class UsageService {
            SELECT t.customer_id, t.currency, t.meter_key, t.period_start, t.price_book, t.rule_name, t.quantity
            FROM usage_period_totals t JOIN increments i USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
            FOR UPDATE OF t),
+         overflow AS MATERIALIZED (
+           SELECT EXISTS (SELECT FROM increments i LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
+             WHERE CASE WHEN i.meter_key = ANY($7::text[]) THEN GREATEST(coalesce(l.quantity, 0), i.quantity) ELSE coalesce(l.quantity, 0) + i.quantity END
+               >= ${PERIOD_TOTAL_LIMIT}) AS refused),
          upserted AS (
            INSERT INTO usage_period_totals (merchant_id, customer_id, currency, meter_key, period_start, price_book, rule_name, quantity)
-           SELECT $1, customer_id, currency, meter_key, period_start, price_book, rule_name, quantity FROM increments
+           SELECT $1, customer_id, currency, meter_key, period_start, price_book, rule_name, quantity FROM increments WHERE NOT (SELECT refused FROM overflow)
            ON CONFLICT (customer_id, currency, meter_key, period_start, price_book, rule_name) DO UPDATE SET quantity = CASE WHEN usage_period_totals.meter_key = ANY($7::text[])
                THEN GREATEST(usage_period_totals.quantity, excluded.quantity) ELSE usage_period_totals.quantity + excluded.quantity END
              WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.currency, l.meter_key, l.period_start, l.price_book, l.rule_name)
                = (excluded.customer_id, excluded.currency, excluded.meter_key, excluded.period_start, excluded.price_book, excluded.rule_name))
            RETURNING customer_id, currency, meter_key, period_start, price_book, rule_name)
-         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name, coalesce(l.quantity, 0)::text AS before
-         FROM upserted u LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start, price_book, rule_name)`,
+         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name, coalesce(l.quantity, 0)::text AS before, false AS overflow
+         FROM upserted u LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
+         UNION ALL
+         SELECT l.customer_id, l.currency, l.meter_key, l.period_start, l.price_book, l.rule_name, l.quantity::text, true
+         FROM overflow o LEFT JOIN locked l ON true WHERE o.refused`,
         [
           merchantId, pgArrayOf(rows, (row) => row.customerId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.meter),
           pgArrayOf(rows, (row) => row.periodStart), pgArrayOf(rows, (row) => formatScaledQuantity(row.contribution)),
@@ -954,10 +998,23 @@ export class UsageService {
           pgArrayOf(rows, (row) => row.priceBook), pgArrayOf(rows, (row) => row.ruleName),
         ],
       );
-      for (const row of advanced) {
-        const key = `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}|${row.price_book}|${row.rule_name}`;
-        before.set(key, new ScaledQuantity(scaledQuantity('before', row.before)));
+      const keyOf = (row: (typeof advanced)[number]) =>
+        `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}|${row.price_book}|${row.rule_name}`;
+      if (advanced[0]?.overflow) {
+        // The totals before the batch: those advanced in an earlier round, those locked now, else none yet.
+        const totals = new Map<string, bigint>();
+        for (const [key, total] of before) totals.set(key, total.scaled);
+        for (const row of advanced) if (row.customer_id !== null) totals.set(keyOf(row), scaledQuantity('before', row.before));
+        const refusedNow = refuseOverflowing(rowsFor, totals);
+        if (refusedNow.size === 0) throw new Error('a usage period total was found beyond its limit, yet no event of the batch takes it there');
+        // A total already advanced holds the units of the events now refused: the batch goes again.
+        if (rowsFor.some((row) => refusedNow.has(row.item.index) && before.has(row.key))) throw new PeriodTotalsMoved();
+        for (const [index, error] of refusedNow) refused.set(index, error);
+        rowsFor = rowsFor.filter((row) => !refusedNow.has(row.item.index));
+        increments = incrementsOf(rowsFor);
+        continue;
       }
+      for (const row of advanced) before.set(keyOf(row), new ScaledQuantity(scaledQuantity('before', row.before)));
     }
     const steps = new Map<number, Map<string, RuleStep>>();
     for (const row of rowsFor) {
@@ -966,7 +1023,7 @@ export class UsageService {
       const ofItem = steps.get(row.item.index) ?? new Map<string, RuleStep>();
       steps.set(row.item.index, ofItem.set(row.meter, step));
     }
-    return steps;
+    return { steps, refused };
   }
 
   /**
@@ -1026,9 +1083,11 @@ export class UsageService {
  * each. A key that an earlier item of another customer already uses is kept out of the lanes and
  * listed in `repeats` with that first item: lanes run concurrently, so the two must not both be
  * charged; it answers from the first (a billing id charged elsewhere, or a repeated key). The
- * same key twice for one customer stays in its lane, which answers the repeat itself.
+ * same key twice for one customer stays in its lane, which answers the repeat itself. An item of
+ * an archived customer from after its archive (`archivedAt`) is never such a first: it only
+ * replays its key if already recorded, or is refused, so it must not decide another's answer.
  */
-export function partitionByCustomer<T extends { customerId?: string; key: string }>(items: T[], lanes: number): { parts: Map<number, T[]>; repeats: [T, T][] } {
+export function partitionByCustomer<T extends { customerId?: string; key: string; archivedAt?: Date }>(items: T[], lanes: number): { parts: Map<number, T[]>; repeats: [T, T][] } {
   const firstOfKey = new Map<string, T>();
   const laneOfCustomer = new Map<string, number>();
   const parts = new Map<number, T[]>();
@@ -1036,7 +1095,9 @@ export function partitionByCustomer<T extends { customerId?: string; key: string
   for (const item of items) {
     const customer = item.customerId!;
     const first = firstOfKey.get(item.key);
-    if (first === undefined) firstOfKey.set(item.key, item);
+    if (first === undefined) {
+      if (item.archivedAt === undefined) firstOfKey.set(item.key, item);
+    }
     else if (first.customerId !== customer) {
       repeats.push([item, first]);
       continue;
@@ -1048,6 +1109,98 @@ export function partitionByCustomer<T extends { customerId?: string; key: string
     else parts.set(lane, [item]);
   }
   return { parts, repeats };
+}
+
+/** One event's units of a meter, bound for the period total of the rule that prices them (see advancePeriodTotals). */
+interface TotalEntry {
+  key: string;
+  item: Prepared;
+  meter: string;
+  rule: RuleRow;
+  priceBook: string;
+  ruleName: string;
+  aggregation: MeterAggregation;
+  quantity: Quantity;
+  /** What it adds to the batch's aggregate for the total (see periodContribution). */
+  contribution: bigint;
+}
+
+interface TotalIncrement {
+  customerId: string;
+  currency: string;
+  meter: string;
+  periodStart: Date;
+  priceBook: string;
+  ruleName: string;
+  aggregation: MeterAggregation;
+  contribution: bigint;
+}
+
+/**
+ * One statement row per customer, currency, meter, period and rule: the batch's events are summed
+ * (or maxed) here, so the statement groups a few hundred rows instead of one per event and meter.
+ */
+function incrementsOf(entries: readonly TotalEntry[]): Map<string, TotalIncrement> {
+  const increments = new Map<string, TotalIncrement>();
+  for (const { key, item, meter, priceBook, ruleName, aggregation, contribution } of entries) {
+    const increment = increments.get(key);
+    if (!increment) increments.set(key, { customerId: item.customerId!, currency: item.currency, meter, periodStart: item.periodStart, priceBook, ruleName, aggregation, contribution });
+    else if (aggregation !== 'MAX') increment.contribution += contribution;
+    else if (contribution > increment.contribution) increment.contribution = contribution;
+  }
+  return increments;
+}
+
+/** A period total holds less than this many units (usage_period_totals.quantity is NUMERIC(38,18)). */
+const PERIOD_TOTAL_LIMIT = 10n ** 20n;
+const PERIOD_TOTAL_LIMIT_SCALED = PERIOD_TOTAL_LIMIT * QUANTITY_SCALE;
+
+/**
+ * The events that would take one of their period totals to PERIOD_TOTAL_LIMIT or beyond, each
+ * with its error, walking the batch in order from the totals before it (`totals`, by key; none
+ * is zero): an event refused adds nothing to any of its totals, so the events after it are
+ * judged without it. Only asked when the batch's totals would not all fit.
+ */
+function refuseOverflowing(entries: readonly TotalEntry[], totals: Map<string, bigint>): Map<number, AppError> {
+  const refused = new Map<number, AppError>();
+  for (let start = 0; start < entries.length; ) {
+    const item = entries[start]!.item;
+    let end = start;
+    let over: { entry: TotalEntry; after: bigint } | null = null;
+    for (; end < entries.length && entries[end]!.item === item; end++) {
+      const entry = entries[end]!;
+      const total = totals.get(entry.key) ?? 0n;
+      const after = entry.aggregation === 'MAX' ? (entry.contribution > total ? entry.contribution : total) : total + entry.contribution;
+      if (after >= PERIOD_TOTAL_LIMIT_SCALED && !over) over = { entry, after };
+    }
+    if (over) refused.set(item.index, totalTooLarge(over.entry, over.after));
+    else {
+      for (let i = start; i < end; i++) {
+        const entry = entries[i]!;
+        const total = totals.get(entry.key) ?? 0n;
+        totals.set(entry.key, entry.aggregation === 'MAX' ? (entry.contribution > total ? entry.contribution : total) : total + entry.contribution);
+      }
+    }
+    start = end;
+  }
+  return refused;
+}
+
+function totalTooLarge({ item, meter }: TotalEntry, after: bigint): AppError {
+  const field = Object.hasOwn(item.stated, meter) ? `quantities.${meter}` : item.input.response ? 'response' : 'usage';
+  const month = item.periodStart.toISOString().slice(0, 7);
+  return invalidField(field, `takes the customer's ${month} total of meter "${meter}" to ${formatScaledQuantity(after)}, beyond the most a month's total holds `
+    + `(under 100,000,000,000,000,000,000 units): nothing was recorded`);
+}
+
+/**
+ * A period total this batch already advanced turned out to need an event refused (a total another
+ * batch created meanwhile, then filled near its limit): the batch is charged again from the start.
+ */
+class PeriodTotalsMoved extends Error {
+  constructor() {
+    super('usage period totals moved past their limit while the batch was charged');
+  }
 }
 
 /** The most that can still be debited from a wallet already owing `owedAttos` in this batch, down to its overdraft floor. */
