@@ -120,7 +120,9 @@ export function planDebit(state: WalletState, attos: bigint, options: DebitOptio
   const usable = options.onlyKinds
     ? grants.filter((grant) => options.onlyKinds!.includes(grant.kind)).reduce((sum, grant) => sum + grant.remaining, 0n)
     : undefined;
-  if (!options.ignoreLimits && nanos > 0n && (available - nanos < floor || (usable !== undefined && usable < nanos))) {
+  // What a capture's own kept credit pays was its hold's all along: only what goes beyond it is judged.
+  const kept = options.capturingHold ? grants.filter((grant) => grant.holdId === options.capturingHold).reduce((sum, grant) => sum + grant.remaining, 0n) : 0n;
+  if (!options.ignoreLimits && nanos > kept && (available - nanos < floor || (usable !== undefined && usable < nanos))) {
     return { ok: false, nanos, available: usable !== undefined && usable < available ? usable : available };
   }
   const legs: WalletLeg[] = [];

@@ -220,7 +220,10 @@ export class LedgerQueries {
       `SELECT w.id FROM wallets w WHERE w.merchant_id = $1 AND EXISTS (
          SELECT 1 FROM ledger_transactions t
          WHERE t.wallet_id = w.id AND t.amount < 0 AND t.kind <> 'ADJUSTMENT' AND t.balance_after < -w.overdraft_limit
-           AND t.created_at >= coalesce(w.overdraft_limit_set_at, '-infinity'))`,
+           AND t.created_at >= coalesce(w.overdraft_limit_set_at, '-infinity')
+           -- Only a debit that made the wallet owe (a leg naming no grant): credit kept for a hold
+           -- leaving a wallet that owes beside it (its capture, its expiry) adds no debt.
+           AND EXISTS (SELECT FROM ledger_legs l WHERE l.transaction_id = t.id AND l.wallet_id IS NOT NULL AND l.grant_id IS NULL AND l.amount < 0))`,
     )) violations.push(`wallet ${row.id} was debited past its overdraft limit`);
     const [counts] = await rows<{ wallets: string; transactions: string }>(
       `SELECT (SELECT count(*) FROM wallets WHERE merchant_id = $1)::text AS wallets, (SELECT count(*) FROM ledger_transactions WHERE merchant_id = $1)::text AS transactions`,

@@ -464,7 +464,9 @@ export class LedgerBatch {
         .column('transaction_id', 'uuid', (r) => r.grant.transactionId)
         .column('description', 'text', (r) => r.grant.description)
         .column('metadata', 'text', (r) => JSON.stringify(r.grant.metadata), 'jsonb')
-        .column('hold_id', 'uuid', (r) => r.grant.holdId);
+        .column('hold_id', 'uuid', (r) => r.grant.holdId)
+        // Credit kept for a hold that ended in the same transaction is made and expired at once.
+        .column('expired_at', 'timestamptz', (r) => (this.expiredGrants.has(r.grant.id) ? this.now : null));
       parts.push(`g AS (INSERT INTO credit_grants (${g.names}, created_at) SELECT ${g.select}, ${now} FROM ${g.from})`);
     }
     // Wallet legs and counter-account legs go in two inserts: within each, the wallet (or the

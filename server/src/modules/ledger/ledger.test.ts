@@ -625,6 +625,44 @@ describe('credit kept for pending holds past its expiry', () => {
     await expectIntegrity();
   });
 
+  it('in a wallet that owes beside it, what was kept still pays its hold\'s capture, and its leaving adds no debt the integrity check could blame', async () => {
+    const setup = async () => {
+      const customerId = await newCustomer();
+      await grant(customerId, '4.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+      const holdId = await hold(customerId, '4.00');
+      now = new Date(now.getTime() + 3600_000 + 1000);
+      // A correction does not spend kept credit: 1.00 is owed beside the 4.00 kept.
+      const adjusted = await gql(`mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { id } } }`,
+        { input: { customerId, amount: '-1.00', reason: 'correction', idempotencyKey: randomUUID() } });
+      expect(adjusted.errors).toBeUndefined();
+      expect(await wallet(customerId)).toMatchObject({ balance: { amount: '3.00' } });
+      return { customerId, holdId };
+    };
+    const captured = await setup();
+    const capture = await gql(CAPTURE, { id: captured.holdId, amount: '4.00' });
+    expect(capture.errors).toBeUndefined();
+    expect(capture.data!.captureHold.wallet.balance.amount).toBe('-1.00');
+    await expectIntegrity();
+    const partly = await setup();
+    expect((await gql(CAPTURE, { id: partly.holdId, amount: '1.50' })).errors).toBeUndefined();
+    expect((await wallet(partly.customerId)).balance.amount).toBe('-1.00');
+    await expectIntegrity();
+    const released = await setup();
+    expect((await gql('mutation ($id: ID!) { releaseHold(id: $id) { status } }', { id: released.holdId })).errors).toBeUndefined();
+    expect((await wallet(released.customerId)).balance.amount).toBe('-1.00');
+    await expectIntegrity();
+  });
+
+  it('credit kept for a hold and ended in one transaction is stored expired', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '4.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });
+    const holdId = await hold(customerId, '4.00');
+    now = new Date(now.getTime() + 3600_000 + 1000);
+    // No read in between: the capture's own lock keeps the credit, and the capture ends the hold.
+    await server.services.ledger.captureHold(merchant.id, { kind: 'system', apiKeyId: null }, holdId, 3_000_000_000n);
+    expect(await sql(`SELECT remaining::text AS remaining, expired_at IS NOT NULL AS expired FROM credit_grants WHERE hold_id = $1`, [holdId])).toEqual([{ remaining: '0', expired: true }]);
+  });
+
   it('two holds: credit is kept oldest hold first, each capture spends only its own', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '5.00', { kind: 'PROMOTIONAL', expiresAt: hours(1) });

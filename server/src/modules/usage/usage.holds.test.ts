@@ -39,7 +39,7 @@ async function setup() {
   const integrity = async () => expect((await services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
   const storedBalance = async () =>
     (await services.db.withConnection((sql) => sql.query<{ balance: string }>(`SELECT balance::text AS balance FROM wallets WHERE customer_id = $1`, [customer.id])))[0]!.balance;
-  return { hold, event, record, wallet, integrity, storedBalance };
+  return { hold, event, record, wallet, integrity, storedBalance, merchantId: merchant.id, customerId: customer.id };
 }
 
 describe('usage settling a hold whose credit expired meanwhile', () => {
@@ -57,6 +57,14 @@ describe('usage settling a hold whose credit expired meanwhile', () => {
     const t = await setup();
     expect(await t.record(t.event(6, t.hold.id))).toEqual([['PARTIALLY_CHARGED', '4.00']]);
     expect(await t.wallet()).toMatchObject({ balance: 0n, held: 0n });
+    await t.integrity();
+  });
+
+  it('pays its usage in a wallet that owes beside it, as the hold\'s capture would, adding no debt', async () => {
+    const t = await setup();
+    await server.services.ledger.adjustBalance(t.merchantId, SYSTEM_ACTOR, { customerId: t.customerId, currency: 'USD', amountNanos: -parseDecimalNanos('amount', '1'), reason: 'fix', idempotencyKey: randomUUID() });
+    expect(await t.record(t.event(4, t.hold.id))).toEqual([['CHARGED', '4.00']]);
+    expect(await t.wallet()).toMatchObject({ balance: -parseDecimalNanos('amount', '1'), held: 0n });
     await t.integrity();
   });
 
