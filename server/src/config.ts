@@ -78,6 +78,36 @@ function bytesFrom(env: Env, name: string, fallback: number): number {
   return bytes;
 }
 
+const DATABASE_URL_FORM = 'postgresql://user:password@host:5432/database';
+
+/**
+ * DATABASE_URL as pg would read it, checked first: pg takes almost anything (`postgresql//host/db`
+ * becomes a connection to a host named "base") and then fails with a network error that never
+ * names the setting. The value is not repeated in the message: it may hold a password.
+ */
+function databaseUrlFrom(env: Env): string | undefined {
+  const raw = env.DATABASE_URL?.trim();
+  if (!raw) return undefined;
+  const refuse = (problem: string) => new Error(`DATABASE_URL must be a PostgreSQL URL such as ${DATABASE_URL_FORM}; the one set ${problem}`);
+  let url: URL;
+  try {
+    // pg, like this, reads `user@/db?host=/socket/dir` as a URL with no host.
+    url = new URL(raw.replace('@/', '@no-host/'));
+  } catch {
+    throw refuse('is not a URL (is "://" missing after postgresql? are characters such as # / @ in the password percent-encoded?)');
+  }
+  // pg's other form of a Unix socket: socket:/path/to/dir?db=name.
+  if (url.protocol === 'socket:' && url.pathname) return raw;
+  if (url.protocol !== 'postgresql:' && url.protocol !== 'postgres:') {
+    throw refuse(`starts with "${url.protocol}" instead of postgresql:// (a host:port needs the scheme in front)`);
+  }
+  // The host may come from ?host= instead (a Unix socket: postgresql:///db?host=/var/run/postgresql)
+  // or from PGHOST, which pg reads for a URL that names none.
+  const hostless = !url.hostname || raw.includes('@/');
+  if (hostless && !url.searchParams.get('host') && !env.PGHOST) throw refuse('names no host (nor does PGHOST)');
+  return raw;
+}
+
 /** Accepts 64 hex characters or base64 of 32 bytes. */
 export function parseMasterKey(raw: string): Buffer {
   const text = raw.trim();
@@ -107,7 +137,7 @@ export function loadConfig(env: Env = process.env): Config {
   const host = env.HOST ?? '127.0.0.1';
   const port = env.PORT === '0' ? 0 : intFrom(env, 'PORT', 4000, { max: 65_535 });
   return {
-    databaseUrl: env.DATABASE_URL || undefined,
+    databaseUrl: databaseUrlFrom(env),
     dataDir,
     redisUrl: env.REDIS_URL || undefined,
     host,

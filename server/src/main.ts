@@ -3,7 +3,7 @@ import { loadConfig } from './config.ts';
 import { startJobPruning } from './modules/gateway/jobs.ts';
 import { startExpirySchedule } from './modules/ledger/ledger.schedule.ts';
 import { seedDemoMerchant } from './modules/merchants/demo-seed.ts';
-import { openRuntime } from './runtime.ts';
+import { checkMasterKey, openRuntime } from './runtime.ts';
 import { createLogger } from './shared/logger.ts';
 
 const config = loadConfig();
@@ -23,6 +23,9 @@ console.log(`
   GraphQL API:  ${publicUrl}/graphql
   Playground:   ${publicUrl}/playground
 ${demo ? `  Demo merchant "${demo.merchant.name}" created. Its secret key (shown once):\n    ${demo.secret}\n  Try: curl -s ${publicUrl}/graphql -H 'content-type: application/json' -H 'authorization: Bearer ${demo.secret}' -d '{"query":"{ viewer { merchant { name } } }"}'\n` : '  New secret keys: npm run tollgate -- key create --merchant <merchant id>\n'}`);
+
+// After the banner, where an operator looks: a master key the stored provider keys were not sealed with.
+await checkMasterKey(runtime.services, logger);
 
 let stopping = false;
 async function shutdown(signal: string) {

@@ -69,7 +69,9 @@ const CONNECT_TIMEOUT_MS = 30_000;
 function openPostgres(url: string, poolSize: number, connectTimeoutMs: number): Database {
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: connectTimeoutMs });
   const statements = new StatementNames();
-  // An idle client losing its server (restart, failover) must not crash the process.
+  // An idle client losing its server (restart, failover) must not crash the process. Checked-out
+  // clients need a listener of their own: Prisma's adapter adds one to those it takes (pool.query,
+  // its transactions), withConnection below to its own.
   pool.on('error', () => undefined);
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
@@ -78,6 +80,15 @@ function openPostgres(url: string, poolSize: number, connectTimeoutMs: number): 
     async withConnection(work) {
       const client = await pool.connect();
       let broken = false;
+      // pg-pool listens for a client's 'error' only while it is idle. A checked-out client whose
+      // server connection ends (pg_terminate_backend, a restart, a failover) emits 'error' too,
+      // often after the failed query has already rejected; with no listener that event would
+      // crash the process. The failure reaches `work` through its query; here the client is
+      // only marked so that it is destroyed instead of going back to the pool.
+      const onError = () => {
+        broken = true;
+      };
+      client.on('error', onError);
       const executor: SqlExecutor = {
         query: async (sql, params) => (await client.query(params?.length ? { name: statements.nameOf(sql), text: sql, values: params } : sql)).rows,
         exec: async (sql) => {
@@ -102,7 +113,9 @@ function openPostgres(url: string, poolSize: number, connectTimeoutMs: number): 
           },
         });
       } finally {
-        // A connection whose ROLLBACK failed may be mid-transaction: never reuse it.
+        // A connection that failed, or whose ROLLBACK failed (it may be mid-transaction), is
+        // never reused. Once released, the pool's own idle listener catches a late 'error'.
+        client.removeListener('error', onError);
         client.release(broken);
       }
     },
