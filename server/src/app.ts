@@ -324,6 +324,10 @@ export async function createApp(services: Services): Promise<App> {
     schema,
     introspection: true,
     includeStacktraceInErrorResponses: false,
+    // main.ts stops the server on SIGINT/SIGTERM itself (app, then database). Apollo's own
+    // handlers (on outside NODE_ENV=test) would stop it first, and the second stop() then waits
+    // forever: the process never exited and the embedded database stayed locked.
+    stopOnTerminationSignals: false,
     // Apollo's own messages go through pino (levels, request ids, redaction), not the console.
     logger,
     formatError: (formatted, error) => formatGraphQLError(formatted, error, logger),
@@ -429,8 +433,11 @@ export async function createApp(services: Services): Promise<App> {
       });
     },
     async close() {
+      // Stops taking requests; connections still open after Apollo's grace period (a gateway
+      // stream, say) are cut. The gateway calls they carried end then, and are charged and
+      // logged before the database closes.
       await apollo.stop();
-      await services.gateway.drain();
+      await services.gateway.close();
       if (httpServer.listening) await new Promise<void>((resolve) => httpServer.close(() => resolve()));
     },
   };

@@ -10,8 +10,17 @@ export interface PubSub {
   subscribe(topic: string): AsyncIterableIterator<EventPayload>;
   /** Listeners on this instance (for health checks, and tests that wait for a subscriber). */
   subscriberCount(topic: string): number;
-  /** Resolves once every subscription made so far receives events (Redis confirms them asynchronously). */
+  /**
+   * Resolves once every subscription made so far receives events (Redis confirms them
+   * asynchronously); rejects soon, rather than waiting, when they cannot be confirmed (Redis unreachable).
+   */
   ready(): Promise<void>;
+  /**
+   * Calls `listener` whenever subscriptions may have missed events (the connection to Redis was
+   * lost): what was kept up to date by them must be read afresh once ready() resolves again.
+   * Returns a function that removes the listener.
+   */
+  onInterrupted(listener: () => void): () => void;
   close(): Promise<void>;
 }
 
@@ -99,6 +108,11 @@ export class InMemoryPubSub implements PubSub {
 
   /** Subscriptions take effect at once in process. */
   async ready(): Promise<void> {}
+
+  /** Events in process are never lost. */
+  onInterrupted(_listener: () => void): () => void {
+    return () => undefined;
+  }
 
   async close(): Promise<void> {
     this.listeners.clear();

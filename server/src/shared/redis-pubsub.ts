@@ -4,6 +4,8 @@ import { listenerIterator, type EventPayload, type PubSub } from './pubsub.ts';
 
 /** How long close() waits for Redis to take the last published events. */
 const CLOSE_WAIT_MS = 1000;
+/** How long ready() waits for a connected Redis to confirm the subscriptions. */
+const READY_WAIT_MS = 2000;
 
 /**
  * PubSub across server instances: an event published on one instance reaches subscribers
@@ -15,6 +17,9 @@ export class RedisPubSub implements PubSub {
   private readonly subscriber: Redis;
   private readonly listeners = new Map<string, Set<(payload: EventPayload) => void>>();
   private readonly prefix: string;
+  private readonly interrupted = new Set<() => void>();
+  /** Settles when the subscriber's first connection is up or has failed; null from then on. */
+  private starting: Promise<void> | null;
 
   constructor(url: string, private readonly logger: Logger, prefix = 'tollgate:') {
     this.prefix = prefix;
@@ -23,6 +28,20 @@ export class RedisPubSub implements PubSub {
     for (const client of [this.publisher, this.subscriber]) {
       client.on('error', (error) => this.logger.warn({ err: error }, 'redis connection error'));
     }
+    this.starting = new Promise<void>((resolve) => {
+      const settle = () => {
+        this.starting = null;
+        resolve();
+      };
+      this.subscriber.once('ready', settle);
+      this.subscriber.once('error', settle);
+      this.subscriber.once('close', settle);
+    });
+    // The subscriber's connection closed: events published until it is back (and has
+    // resubscribed, which ioredis does by itself) are lost to this instance.
+    this.subscriber.on('close', () => {
+      for (const listener of this.interrupted) listener();
+    });
     this.subscriber.on('message', (channel: string, message: string) => {
       const set = this.listeners.get(channel.slice(this.prefix.length));
       if (!set) return;
@@ -68,13 +87,35 @@ export class RedisPubSub implements PubSub {
     return this.listeners.get(topic)?.size ?? 0;
   }
 
-  /** Resolves once Redis has confirmed every current subscription (tests and readiness). */
+  /**
+   * Resolves once Redis has confirmed every current subscription (a PING answered after the
+   * SUBSCRIBEs sent before it). Rejects at once while the subscriber is not connected — a
+   * command would wait in ioredis's offline queue until Redis is back — and after READY_WAIT_MS
+   * when a connected Redis does not answer.
+   */
   async ready(): Promise<void> {
-    await this.subscriber.ping();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Redis did not confirm subscriptions within ${READY_WAIT_MS} ms`)), READY_WAIT_MS);
+    });
+    try {
+      // Only the first connection, being made as the process starts, is waited for.
+      if (this.subscriber.status !== 'ready' && this.starting) await Promise.race([this.starting, timeout]);
+      if (this.subscriber.status !== 'ready') throw new Error(`Redis subscriptions cannot be confirmed: the connection is ${this.subscriber.status}`);
+      await Promise.race([this.subscriber.ping(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  onInterrupted(listener: () => void): () => void {
+    this.interrupted.add(listener);
+    return () => void this.interrupted.delete(listener);
   }
 
   async close(): Promise<void> {
     this.listeners.clear();
+    this.interrupted.clear();
     this.subscriber.disconnect();
     // QUIT is answered after the events published before it: a CLI that changed prices and
     // exits still tells the servers. Bounded, so a Redis that is down does not hold the exit.

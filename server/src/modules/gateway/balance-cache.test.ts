@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import type { Database } from '../../shared/db/database.ts';
+import { InMemoryPubSub } from '../../shared/pubsub.ts';
 import { walletTopic } from '../ledger/ledger.service.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { BalanceCache } from './balance-cache.ts';
@@ -75,6 +76,26 @@ describe('BalanceCache', () => {
     }
   });
 
+  it('before the wallet is locked, counts what its lock will keep for a pending hold as the hold\'s: the same answer as after', async () => {
+    const cache = new BalanceCache(server.services.db, server.services.pubsub);
+    try {
+      const { merchantId, customerId } = await customerWith(0n);
+      await server.services.ledger.setOverdraftLimit(merchantId, customerId, 'USD', 3_000_000_000n);
+      await server.services.ledger.grantCredits(merchantId, SYSTEM_ACTOR, {
+        customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PROMOTIONAL', expiresAt: new Date(Date.now() + 500), idempotencyKey: 'promo',
+      });
+      await server.services.ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: 4_000_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      const before = await cache.refresh(customerId, 'USD');
+      await server.services.ledger.settleWallet(merchantId, customerId, 'USD');
+      const after = await cache.refresh(customerId, 'USD');
+      expect(after).toMatchObject({ available: 0n, balance: 4_000_000_000n });
+      expect({ available: before.available, balance: before.balance }).toEqual({ available: after.available, balance: after.balance });
+    } finally {
+      cache.close();
+    }
+  });
+
   it('a customer without a wallet can spend nothing; refresh reads the database again', async () => {
     const { db, reads } = countingDb();
     const cache = new BalanceCache(db, server.services.pubsub);
@@ -123,6 +144,53 @@ describe('BalanceCache', () => {
       await charge(1_000_000_000n, 'd2');
       await until(async () => (await cache.get(customerId, 'USD')).available === units(500_000_000n));
       expect(reads()).toBe(2);
+    } finally {
+      cache.close();
+    }
+  });
+
+  it('keeps nothing while its subscription is not confirmed (Redis down), and reads the database again after the connection was lost', async () => {
+    /** Events in process, with Redis's two troubles: subscriptions that cannot be confirmed, and a lost connection. */
+    class FlakyPubSub extends InMemoryPubSub {
+      up = false;
+      private readonly onLost = new Set<() => void>();
+      override ready(): Promise<void> {
+        return this.up ? Promise.resolve() : Promise.reject(new Error('Redis is down'));
+      }
+      override onInterrupted(listener: () => void): () => void {
+        this.onLost.add(listener);
+        return () => void this.onLost.delete(listener);
+      }
+      interrupt(): void {
+        for (const listener of this.onLost) listener();
+      }
+    }
+    // The ledger publishes on the server's own bus: this cache hears of no change at all.
+    const pubsub = new FlakyPubSub();
+    const { db, reads } = countingDb();
+    const cache = new BalanceCache(db, pubsub);
+    try {
+      const { merchantId, customerId } = await customerWith(5_000_000_000n);
+      const started = Date.now();
+      expect((await cache.get(customerId, 'USD')).available).toBe(5_000_000_000n);
+      // A debit whose event this cache never hears of (it would have been lost with Redis away).
+      await server.services.ledger.debit(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountAttos: 1_000_000_000n * 1_000_000_000n, idempotencyKey: 'unheard' });
+      expect((await cache.get(customerId, 'USD')).available).toBe(4_000_000_000n);
+      expect({ reads: reads(), fast: Date.now() - started < 2000 }).toEqual({ reads: 2, fast: true });
+
+      // Confirmed: read once more, then kept.
+      pubsub.up = true;
+      expect((await cache.get(customerId, 'USD')).available).toBe(4_000_000_000n);
+      expect((await cache.get(customerId, 'USD')).available).toBe(4_000_000_000n);
+      expect(reads()).toBe(3);
+
+      // The connection is lost: what was kept is dropped, and not kept again until confirmed.
+      pubsub.interrupt();
+      pubsub.up = false;
+      await server.services.ledger.debit(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountAttos: 1_000_000_000n * 1_000_000_000n, idempotencyKey: 'lost' });
+      expect((await cache.get(customerId, 'USD')).available).toBe(3_000_000_000n);
+      expect((await cache.get(customerId, 'USD')).available).toBe(3_000_000_000n);
+      expect(reads()).toBe(5);
     } finally {
       cache.close();
     }

@@ -51,6 +51,8 @@ const LIMIT_TTL_MS = 1_000;
 const MAX_CACHED = 50_000;
 /** A reservation outlives the wait for a first byte and one stall by this much, then expires by itself unless renewed (HoldRenewal). */
 const HOLD_GRACE_SECONDS = 60;
+/** How long shutdown waits for an unreachable database to come back before logging the calls it could not charge. */
+const SHUTDOWN_GRACE_MS = 10_000;
 
 /** Answered by Tollgate instead of the provider: a JSON body the app can show. */
 class Refusal extends Error {
@@ -85,6 +87,8 @@ export class GatewayService {
   readonly jobs: GatewayJobs;
   /** The reservations of the calls in flight, each renewed while its call runs. */
   private readonly renewals = new Set<HoldRenewal>();
+  /** The calls being handled: each is settled (charged, logged) only as it ends, so draining waits for them too. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly config: Config,
@@ -109,9 +113,27 @@ export class GatewayService {
     changes.on('new-customers', (merchantId) => this.customerCache.deleteWhere((key, gate) => key.startsWith(`${merchantId}|`) && !gate));
   }
 
-  /** Resolves once every finished call has been charged and logged, and every job it created recorded. */
+  /**
+   * Resolves once every call in flight has ended, and every call has been charged and logged
+   * and every job it created recorded.
+   */
   async drain(): Promise<void> {
-    await Promise.all([this.settlement.drain(), this.jobs.drain()]);
+    for (;;) {
+      await Promise.allSettled([...this.inFlight]);
+      await Promise.all([this.settlement.drain(), this.jobs.drain()]);
+      if (this.inFlight.size === 0 && !this.settlement.busy) return;
+    }
+  }
+
+  /**
+   * Drains for shutdown (the server has stopped taking calls): as drain(), but a database that
+   * cannot be reached is waited for only `graceMs`; the calls still unsettled then are logged
+   * with their usage records (GatewaySettlement.close).
+   */
+  async close(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
+    await Promise.all([this.settlement.close(graceMs), this.jobs.drain()]);
+    await this.drain();
   }
 
   /** Renews at once the reservation of every call in flight, as their timers do in time (tests move the clock instead of waiting). */
@@ -120,6 +142,16 @@ export class GatewayService {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const call = this.handleCall(req, res);
+    this.inFlight.add(call);
+    try {
+      await call;
+    } finally {
+      this.inFlight.delete(call);
+    }
+  }
+
+  private async handleCall(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = performance.now();
     const requestId = randomUUID();
     const receivedAt = new Date();

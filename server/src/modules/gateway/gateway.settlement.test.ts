@@ -5,8 +5,8 @@ import { laneOf } from '../../shared/lanes.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
-import { CUSTOMER_LANES } from '../usage/usage.service.ts';
-import { GatewaySettlement, type GatewayRequestLog } from './gateway.settlement.ts';
+import { CUSTOMER_LANES, type UsageService } from '../usage/usage.service.ts';
+import { GatewaySettlement, isConnectionError, replayable, type GatewayRequestLog } from './gateway.settlement.ts';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -66,5 +66,88 @@ describe('gateway settlement', () => {
     expect(balances[0]).toBe(balances[1]);
     expect(balances[0]).toBeLessThan(parseDecimalNanos('x', '5.00'));
     expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
+
+  /** The server's usage service, failing as an unreachable database does while `down()` answers true. */
+  function unreachableWhile(down: () => boolean, connecting: Promise<void> = Promise.resolve()): UsageService {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED', errno: -111, syscall: 'connect' });
+    const real = server.services.usage;
+    const record = async (...args: Parameters<UsageService['record']>) => {
+      await connecting;
+      if (down()) throw refused;
+      return real.record(...args);
+    };
+    return new Proxy(real, { get: (target, name) => (name === 'record' ? record : Reflect.get(target, name, target)) });
+  }
+
+  async function customerOf(merchantId: string) {
+    const { id } = await server.services.customers.create(merchantId, { externalId: `c-${randomUUID()}` });
+    await server.services.ledger.grantCredits(merchantId, SYSTEM_ACTOR, { customerId: id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '5.00'), kind: 'PAID', idempotencyKey: 'seed' });
+    return id;
+  }
+  const usageFor = (customer: string, log: GatewayRequestLog) => ({ customer, idempotencyKey: `gateway:${log.id}`, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 } });
+
+  it('keeps retrying, past its limited attempts, while the database is unreachable, and charges once it is back', async () => {
+    const merchant = await server.createMerchant();
+    const customer = await customerOf(merchant.id);
+    let failures = 0;
+    const usage = unreachableWhile(() => failures++ < 12);
+    const settlement = new GatewaySettlement(server.services.db, usage, server.services.ledger, createLogger('silent'), { baseBackoffMs: 1, maxBackoffMs: 5 });
+    const log = logOf(merchant.id, customer);
+    settlement.enqueue(merchant.id, SYSTEM_ACTOR, usageFor(customer, log), log);
+    await settlement.drain();
+    const [row] = await server.services.prisma.gatewayRequest.findMany({ where: { id: log.id } });
+    expect({ failures, charged: row?.usageEventId != null }).toEqual({ failures: 13, charged: true });
+  });
+
+  it('logs with its usage record what it gives up on: past the queue bound, and at shutdown with the database still away', async () => {
+    const merchant = await server.createMerchant();
+    const customer = await customerOf(merchant.id);
+    const logger = createLogger('silent');
+    const errors = vi.spyOn(logger, 'error');
+    let connected!: () => void;
+    const connecting = new Promise<void>((resolve) => (connected = resolve));
+    const settlement = new GatewaySettlement(server.services.db, unreachableWhile(() => true, connecting), server.services.ledger, logger, { baseBackoffMs: 1, maxBackoffMs: 5, maxQueued: 2 });
+    const logs = [0, 1, 2].map(() => logOf(merchant.id, customer));
+    // The first is taken into a batch (its connection still being tried): two wait behind it, and the fourth finds the queue full.
+    settlement.enqueue(merchant.id, SYSTEM_ACTOR, usageFor(customer, logs[0]!), logs[0]!);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    for (const log of [...logs.slice(1), logOf(merchant.id, customer)]) settlement.enqueue(merchant.id, SYSTEM_ACTOR, usageFor(customer, log), log);
+    connected();
+    const started = Date.now();
+    await settlement.close(200);
+    const given = errors.mock.calls.filter(([, message]) => String(message).startsWith('gateway call not charged'));
+    expect(given.map(([fields, message]) => [(fields as { usage: { idempotencyKey: string } }).usage.idempotencyKey, String(message).split(':')[1]!.trim()])).toEqual([
+      [expect.stringMatching(/^gateway:/), 'the settlement queue is full (the database has been failing for long)'],
+      ...logs.map((log) => [`gateway:${log.id}`, 'the database was still unreachable at shutdown']),
+    ]);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('logs a call given up on with its normalized usage, never the model\'s output', () => {
+    const normalized = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10, outputTokens: 2, streamedText: 'the answer', details: {}, billingId: null };
+    const record = replayable({
+      customer: 'c', idempotencyKey: 'gateway:1', response: { url: 'https://api.openai.com/v1/chat/completions', status: 200, headers: {}, body: '{"choices":[{"message":{"content":"the answer"}}]}' },
+      normalized: normalized as never, holdId: 'h',
+    });
+    expect(JSON.stringify(record)).not.toContain('the answer');
+    expect(record).toEqual({ customer: 'c', idempotencyKey: 'gateway:1', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10, outputTokens: 2 } });
+  });
+
+  it('tells a database out of reach from an error it answered', () => {
+    const cases: [unknown, boolean][] = [
+      [Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }), true],
+      [new Error('Connection terminated unexpectedly'), true],
+      [new Error('timeout exceeded when trying to connect'), true],
+      [Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }), true],
+      [Object.assign(new Error('the database system is starting up'), { code: '57P03' }), true],
+      [Object.assign(new Error('Prisma'), { code: 'P1001' }), true],
+      [Object.assign(new Error('Prisma'), { code: 'P2010', meta: { driverAdapterError: { cause: { kind: 'postgres', originalCode: '08006' } } } }), true],
+      [Object.assign(new AggregateError([Object.assign(new Error('a'), { code: 'ECONNREFUSED' })]), {}), true],
+      [new Error('PGlite is closed'), false],
+      [Object.assign(new Error('disk full (test)'), { code: 'P0001' }), false],
+      [Object.assign(new Error('deadlock'), { code: '40P01' }), false],
+    ];
+    expect(cases.map(([error]) => isConnectionError(error))).toEqual(cases.map(([, expected]) => expected));
   });
 });

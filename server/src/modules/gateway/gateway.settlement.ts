@@ -31,39 +31,90 @@ interface Item {
   log: GatewayRequestLog;
   /** The reservation made before the call; released in the ledger transaction that charges the actual usage. */
   holdId: string | null;
+  /** Failures the database answered (or could not be told apart from that); lost connections do not count. */
   attempts: number;
 }
 
+export interface SettlementOptions {
+  /** Attempts at a call whose charge fails while the database answers (a refused batch part, an error it raised). */
+  maxAttempts: number;
+  /** Backoff after the n-th failure: base·2ⁿ, at most maxBackoffMs. */
+  baseBackoffMs: number;
+  maxBackoffMs: number;
+  /** Calls waiting to be charged beyond which new ones are given up at once (logged with their usage): memory stays bounded through a long outage. */
+  maxQueued: number;
+}
+
+const DEFAULTS: SettlementOptions = { maxAttempts: 6, baseBackoffMs: 100, maxBackoffMs: 30_000, maxQueued: 100_000 };
 const MAX_BATCH = 500;
 /** How long the first finished call waits for others to share its batch: settling calls one by one would cost each a transaction. */
 const GATHER_MS = 20;
-const MAX_ATTEMPTS = 6;
 
 /**
  * Charges forwarded calls after their responses have gone out, so the caller never waits for
  * the ledger. Calls that finish close together are charged together: one UsageService batch
  * (one ledger transaction per wallet) per merchant, and one insert for their log rows. Each
  * call's usage has its own idempotency key, so retrying a failed batch never charges twice.
+ *
+ * A batch that fails because the database cannot be reached (refused or lost connections, a
+ * restart or failover in progress) is retried for as long as that lasts, with backoff up to
+ * maxBackoffMs: the provider served those calls, so they are charged once the database is back.
+ * Other failures are retried maxAttempts times. A call given up on — those attempts spent, the
+ * queue past maxQueued, or shutdown reached with the database still away — is logged at error
+ * level with its usage record (what POST /v1/usage takes, same idempotency key), so it can be replayed.
  */
 export class GatewaySettlement {
   private queue: Item[] = [];
   private running: Promise<void> | null = null;
+  private readonly options: SettlementOptions;
+  /** Consecutive batches lost to an unreachable database (backoff), 0 once one goes through. */
+  private outage = 0;
+  /** Set by close(): from then on, past its deadline, unreachable-database failures give up instead of waiting. */
+  private closingAt: number | null = null;
+  private wake: (() => void) | null = null;
 
   constructor(
     private readonly db: Database,
     private readonly usage: UsageService,
     private readonly ledger: LedgerService,
     private readonly logger: Logger,
-  ) {}
+    options: Partial<SettlementOptions> = {},
+  ) {
+    this.options = { ...DEFAULTS, ...options };
+  }
 
   enqueue(merchantId: string, actor: Actor, usage: UsageRecordInput | null, log: GatewayRequestLog, holdId: string | null = null): void {
-    this.queue.push({ merchantId, actor, usage, log, holdId, attempts: 0 });
+    const item: Item = { merchantId, actor, usage, log, holdId, attempts: 0 };
+    if (this.queue.length >= this.options.maxQueued) {
+      this.abandon([item], 'gateway call not charged: the settlement queue is full (the database has been failing for long)');
+      return;
+    }
+    this.queue.push(item);
     this.running ??= this.run();
   }
 
-  /** Resolves once everything enqueued so far has been charged and logged (tests, shutdown). */
+  /** Whether calls are waiting or being charged. */
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  /** Resolves once everything enqueued so far has been charged and logged, or given up on (tests, shutdown). */
   async drain(): Promise<void> {
     while (this.running) await this.running;
+  }
+
+  /**
+   * Drains for shutdown: a database that is unreachable is waited for only until `graceMs` has
+   * passed; what is still unsettled then is logged with its usage record (see the class comment).
+   */
+  async close(graceMs: number): Promise<void> {
+    this.closingAt = Date.now() + graceMs;
+    const timer = setTimeout(() => this.wake?.(), graceMs);
+    try {
+      await this.drain();
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async run(): Promise<void> {
@@ -76,23 +127,70 @@ export class GatewaySettlement {
         // Calls whose usage was answered "not recorded, retryable" (their part of the batch failed
         // while the rest was recorded) go round again, keeping their reservations.
         const again = await this.settle(batch);
+        this.outage = 0;
         if (again.length > 0) {
           this.logger.warn({ size: again.length, attempt: again[0]!.attempts }, 'gateway usage not recorded; retrying it');
-          await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** again[0]!.attempts));
+          await this.sleep(this.backoff(again[0]!.attempts));
           this.queue.unshift(...again);
         }
       } catch (error) {
-        const [retry, dropped] = partition(batch, (item) => ++item.attempts < MAX_ATTEMPTS);
+        if (isConnectionError(error)) {
+          // The database is away (restart, failover, network): the calls keep their place and
+          // their reservations until it is back, however long that takes. A reservation that
+          // lapses meanwhile only stops holding credit: the charge still goes through the usage
+          // pipeline (taking what the wallet has, any rest a shortfall).
+          if (this.closingAt !== null && Date.now() >= this.closingAt) {
+            this.abandon(batch, 'gateway call not charged: the database was still unreachable at shutdown', error);
+            continue;
+          }
+          this.outage += 1;
+          this.logger.error({ err: error, size: batch.length, queued: this.queue.length, attempt: this.outage }, 'gateway settlement failed: database unreachable; retrying until it is back');
+          await this.sleep(this.backoff(this.outage));
+          this.queue.unshift(...batch);
+          continue;
+        }
+        const [retry, dropped] = partition(batch, (item) => ++item.attempts < this.options.maxAttempts);
         this.logger.error({ err: error, size: batch.length, retrying: retry.length }, 'gateway settlement failed');
-        // Given up on: at least free what they reserved now rather than at expiry.
-        for (const item of dropped) await this.releaseAlone(item).catch((err: unknown) => this.logger.error({ err, holdId: item.holdId }, 'gateway hold not released'));
+        if (dropped.length > 0) {
+          this.abandon(dropped, 'gateway call not charged: settling it kept failing', error);
+          // Given up on: at least free what they reserved now rather than at expiry.
+          for (const item of dropped) await this.releaseAlone(item).catch((err: unknown) => this.logger.error({ err, holdId: item.holdId }, 'gateway hold not released'));
+        }
         if (retry.length > 0) {
-          await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** retry[0]!.attempts));
+          await this.sleep(this.backoff(retry[0]!.attempts));
           this.queue.unshift(...retry);
         }
       }
     }
     this.running = null;
+  }
+
+  private backoff(failures: number): number {
+    return Math.min(this.options.baseBackoffMs * 2 ** Math.min(failures, 30), this.options.maxBackoffMs);
+  }
+
+  /** Waits `ms`, or less when close() reaches its deadline meanwhile. */
+  private async sleep(ms: number): Promise<void> {
+    if (this.closingAt !== null) ms = Math.max(0, Math.min(ms, this.closingAt - Date.now()));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wake = null;
+  }
+
+  /**
+   * Logs calls given up on, each with what it takes to charge it later: its usage record (send
+   * it to POST /v1/usage as the merchant: the idempotency key makes a replay charge once) and its log row.
+   */
+  private abandon(items: Item[], message: string, error?: unknown): void {
+    for (const item of items) {
+      const usage = item.usage ? replayable(item.usage) : null;
+      this.logger.error({ err: error, merchantId: item.merchantId, requestId: item.log.id, holdId: item.holdId, usage, log: item.log }, message);
+    }
   }
 
   /** Frees a call's reservation on its own (no usage charged it). */
@@ -123,7 +221,8 @@ export class GatewaySettlement {
         if (result.ok) {
           usageEventIds.set(item, result.event.id);
           item.holdId = null;
-        } else if (result.error.details?.retryable === true && ++item.attempts < MAX_ATTEMPTS) again.add(item);
+        } else if (result.error.details?.retryable === true && ++item.attempts < this.options.maxAttempts) again.add(item);
+        else if (result.error.details?.retryable === true) this.abandon([item], 'gateway call not charged: its usage kept failing to record');
         else this.logger.warn({ requestId: item.log.id, code: result.error.code, message: result.error.message }, 'gateway usage not recorded');
       });
     }
@@ -153,4 +252,45 @@ export class GatewaySettlement {
       ),
     );
   }
+}
+
+/**
+ * A usage record as POST /v1/usage takes it (the gateway's internal fields left out). With the
+ * usage already normalized, that record stands in for the provider's response: a log line must
+ * not carry the model's output (the response body, a stream's text).
+ */
+export function replayable(usage: UsageRecordInput): Record<string, unknown> {
+  const { normalized, holdId: _holdId, response, ...record } = usage;
+  if (!normalized) return { ...record, response };
+  const { details: _details, streamedText: _streamedText, billingId: _billingId, ...counts } = normalized;
+  return { ...record, usage: counts };
+}
+
+/** Socket errors of a connection that could not be made or was lost. */
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'ENOTFOUND', 'EAI_AGAIN']);
+/** PostgreSQL: connection exceptions (class 08), and the server shutting down or starting (admin_shutdown, crash_shutdown, cannot_connect_now). */
+const CONNECTION_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[123])$/;
+/** Prisma's codes for a database it cannot reach (P1001), reach in time (P1002, P1008) or whose connection closed (P1017). */
+const PRISMA_CONNECTION_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017']);
+/** Prisma's driver adapter kinds for the same. */
+const ADAPTER_CONNECTION_KINDS = new Set(['DatabaseNotReachable', 'ConnectionClosed', 'SocketTimeout']);
+/** pg's messages for a lost connection and for the pool's connect timeout. */
+const CONNECTION_MESSAGE = /Connection terminated|Connection ended unexpectedly|timeout exceeded when trying to connect|Client has encountered a connection error|read ECONNRESET|connect ECONNREFUSED/i;
+
+/**
+ * Whether a failure means the database could not be reached (so the work never ran, or its
+ * transaction was rolled back with the connection), as opposed to an error it answered. An
+ * embedded database that was closed is not this: that is shutdown, not an outage.
+ */
+export function isConnectionError(error: unknown, depth = 0): boolean {
+  if (typeof error !== 'object' || error === null || depth > 5) return false;
+  const { code, originalCode, kind, message, cause, errors, meta } = error as {
+    code?: unknown; originalCode?: unknown; kind?: unknown; message?: unknown; cause?: unknown; errors?: unknown; meta?: { driverAdapterError?: unknown };
+  };
+  if (typeof code === 'string' && (CONNECTION_CODES.has(code) || CONNECTION_SQLSTATE.test(code) || PRISMA_CONNECTION_CODES.has(code))) return true;
+  if (typeof originalCode === 'string' && CONNECTION_SQLSTATE.test(originalCode)) return true;
+  if (typeof kind === 'string' && ADAPTER_CONNECTION_KINDS.has(kind)) return true;
+  if (typeof message === 'string' && CONNECTION_MESSAGE.test(message)) return true;
+  if (Array.isArray(errors) && errors.length > 0 && errors.every((inner) => isConnectionError(inner, depth + 1))) return true;
+  return isConnectionError(cause, depth + 1) || isConnectionError(meta?.driverAdapterError, depth + 1);
 }
