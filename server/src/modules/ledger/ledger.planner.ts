@@ -104,6 +104,8 @@ export function keptForHolds(state: WalletState): bigint {
 
 /** The grants an operation may draw from, in order: a captured hold's kept credit first, never another hold's. */
 function spendableGrants(state: WalletState, capturingHold: string | undefined): GrantState[] {
+  // Nearly always nothing is kept: the hot path allocates no copy.
+  if (!state.grants.some((grant) => grant.holdId !== null)) return state.grants;
   const own = state.grants.filter((grant) => grant.holdId === null);
   if (!capturingHold) return own;
   return [...state.grants.filter((grant) => grant.holdId === capturingHold), ...own];
