@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
-import { loadConfig } from './config.ts';
+import { loadConfig, logLevelFrom } from './config.ts';
 import { isActive } from './modules/api-keys/api-keys.service.ts';
 import { applyPricingChanges, describeChanges, loadPricingConfig, planPricingConfig } from './modules/pricing/config-apply.ts';
 import { openRuntime } from './runtime.ts';
 import type { Services } from './services.ts';
-import { createLogger } from './shared/logger.ts';
+import { createLogger, errorMessage } from './shared/logger.ts';
 
 /**
  * Operator commands: `npm run tollgate -- <command>`. They use the same database settings as
@@ -38,10 +38,12 @@ async function main(argv: string[]): Promise<number> {
   const command = positionals.join(' ');
   if (values.help || command === 'help' || !command) {
     console.log(USAGE);
-    return command ? 0 : 2;
+    // Help that was asked for succeeded; no command at all is a usage error.
+    return values.help || command ? 0 : 2;
   }
   const config = loadConfig();
-  const logger = createLogger(process.env.LOG_LEVEL ?? 'warn');
+  // LOG_LEVEL as loadConfig checked it, with the CLI's own default: quieter than the server's.
+  const logger = createLogger(logLevelFrom(process.env, 'warn'));
   const runtime = await openRuntime(config, logger);
   const { services } = runtime;
   const mode = values.live ? 'live' : 'test';
@@ -131,7 +133,7 @@ async function confirm(question: string): Promise<boolean> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    console.error((error as Error).message);
+    console.error(errorMessage(error));
     process.exit(1);
   },
 );

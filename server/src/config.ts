@@ -78,6 +78,48 @@ function bytesFrom(env: Env, name: string, fallback: number): number {
   return bytes;
 }
 
+/**
+ * A text setting, trimmed; empty or blank counts as unset. Settings are often written from a
+ * template (`HOST=` in an .env file): an empty HOST would listen on every interface, an empty
+ * TOLLGATE_DATA_DIR would be the current folder.
+ */
+function textFrom(env: Env, name: string): string | undefined {
+  return env[name]?.trim() || undefined;
+}
+
+const TRUE_WORDS = ['true', '1', 'yes', 'on'];
+const FALSE_WORDS = ['false', '0', 'no', 'off'];
+
+/**
+ * An on/off setting: true/false, 1/0, yes/no or on/off in any case; empty counts as unset.
+ * Anything else stops the start: reading `FALSE` or `0` as on (or `1` as off) would silently do
+ * the opposite of what was meant (seed a demo merchant in production, say).
+ */
+function boolFrom(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  const word = raw?.trim().toLowerCase();
+  if (!word) return fallback;
+  if (TRUE_WORDS.includes(word)) return true;
+  if (FALSE_WORDS.includes(word)) return false;
+  throw new Error(`${name} must be true or false (or 1/0, yes/no, on/off), got "${raw}"`);
+}
+
+/** pino's levels, and `silent` (no logs). */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/**
+ * LOG_LEVEL, checked here: pino refuses an unknown level with a message that never names the
+ * setting ("default level:warning must be included in custom levels"). Empty counts as unset.
+ * The CLI reads it with its own fallback (quieter than the server's).
+ */
+export function logLevelFrom(env: Env, fallback: string): string {
+  const raw = env.LOG_LEVEL;
+  const level = raw?.trim().toLowerCase();
+  if (!level) return fallback;
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new Error(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${raw}"`);
+  return level;
+}
+
 const DATABASE_URL_FORM = 'postgresql://user:password@host:5432/database';
 
 /**
@@ -133,17 +175,17 @@ function resolveMasterKey(env: Env, dataDir: string, production: boolean): Buffe
 
 export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';
-  const dataDir = path.resolve(env.TOLLGATE_DATA_DIR ?? '.data');
-  const host = env.HOST ?? '127.0.0.1';
+  const dataDir = path.resolve(textFrom(env, 'TOLLGATE_DATA_DIR') ?? '.data');
+  const host = textFrom(env, 'HOST') ?? '127.0.0.1';
   const port = env.PORT === '0' ? 0 : intFrom(env, 'PORT', 4000, { max: 65_535 });
   return {
     databaseUrl: databaseUrlFrom(env),
     dataDir,
-    redisUrl: env.REDIS_URL || undefined,
+    redisUrl: textFrom(env, 'REDIS_URL'),
     host,
     port,
     masterKey: resolveMasterKey(env, dataDir, production),
-    publicUrl: env.TOLLGATE_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? 'localhost' : host}:${port}`,
+    publicUrl: textFrom(env, 'TOLLGATE_PUBLIC_URL') ?? `http://${host === '0.0.0.0' ? 'localhost' : host}:${port}`,
     maxBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BODY_SIZE', 1024 * 1024),
     // A full batch of raw provider responses runs to megabytes (1,000 events of a few KB each).
     maxBatchBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BATCH_BODY_SIZE', 16 * 1024 * 1024),
@@ -157,19 +199,19 @@ export function loadConfig(env: Env = process.env): Config {
     wsMaxOperations: intFrom(env, 'TOLLGATE_WS_MAX_OPERATIONS', 100),
     wsMaxCustomerSockets: intFrom(env, 'TOLLGATE_WS_MAX_CUSTOMER_SOCKETS', 20),
     gateway: {
-      allowPrivateNetworks: env.TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS === 'true',
+      allowPrivateNetworks: boolFrom(env, 'TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS', false),
       timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000, { max: MAX_TIMER_MS }),
       idleTimeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_IDLE_TIMEOUT_MS', 120_000, { max: MAX_TIMER_MS }),
       maxRequestBytes: bytesFrom(env, 'TOLLGATE_GATEWAY_MAX_REQUEST_SIZE', 32 * 1024 * 1024),
       jobRetentionDays: intFrom(env, 'TOLLGATE_GATEWAY_JOB_RETENTION_DAYS', 30, { min: 1, max: 3650 }),
     },
-    seedDemo: env.TOLLGATE_SEED_DEMO ? env.TOLLGATE_SEED_DEMO !== 'false' : !production,
-    logLevel: env.LOG_LEVEL ?? (env.NODE_ENV === 'test' ? 'silent' : 'info'),
+    seedDemo: boolFrom(env, 'TOLLGATE_SEED_DEMO', !production),
+    logLevel: logLevelFrom(env, env.NODE_ENV === 'test' ? 'silent' : 'info'),
     production,
     stripe: {
-      secretKey: env.STRIPE_SECRET_KEY || undefined,
-      webhookSecret: env.STRIPE_WEBHOOK_SECRET || undefined,
-      apiBase: env.STRIPE_API_BASE || undefined,
+      secretKey: textFrom(env, 'STRIPE_SECRET_KEY'),
+      webhookSecret: textFrom(env, 'STRIPE_WEBHOOK_SECRET'),
+      apiBase: textFrom(env, 'STRIPE_API_BASE'),
     },
   };
 }

@@ -15,8 +15,13 @@ let env: Record<string, string>;
 let dropDatabase: (() => Promise<void>) | undefined;
 
 function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return cliWith({}, ...args);
+}
+
+/** The CLI with some variables set (or emptied) on top of the test's. */
+function cliWith(extraEnv: Record<string, string>, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: serverDir, env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: serverDir, env: { ...process.env, ...env, ...extraEnv } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -148,6 +153,28 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(missing.stderr).toContain('--name is required');
     const unknown = await cli('frobnicate');
     expect(unknown.code).toBe(2);
+  });
+
+  it('exits 0 when help is asked for, however it is asked, and 2 when no command is given', async () => {
+    for (const args of [['help'], ['--help'], ['-h'], ['merchant', 'list', '--help']]) {
+      const help = await cli(...args);
+      expect(help.code, args.join(' ')).toBe(0);
+      expect(help.stdout, args.join(' ')).toContain('usage: npm run tollgate -- <command> [options]');
+      expect(help.stderr, args.join(' ')).toBe('');
+    }
+    const none = await cli();
+    expect(none.code).toBe(2);
+    expect(none.stdout).toContain('usage: npm run tollgate -- <command> [options]');
+  });
+
+  it('reads an empty LOG_LEVEL as unset, and refuses an unknown one by name without a stack trace', async () => {
+    const listed = await cliWith({ LOG_LEVEL: '' }, 'merchant', 'list');
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stderr).toBe('');
+    const refused = await cliWith({ LOG_LEVEL: 'warning' }, 'merchant', 'list');
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr.trim()).toBe('LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, silent, got "warning"');
   });
 
   // PGlite only: PostgreSQL is shared by any number of processes by design.

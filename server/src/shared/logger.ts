@@ -20,3 +20,16 @@ export function createLogger(level: string): Logger {
     },
   });
 }
+
+/**
+ * What an operator is shown when a start or a command fails: the message alone, no stack. Node
+ * rejects a connection refused on every address of a host (IPv6 and IPv4) with an AggregateError
+ * whose own message is empty, so its errors' messages are shown instead.
+ */
+export function errorMessage(error: unknown): string {
+  if (error instanceof AggregateError && !error.message) {
+    return [...new Set(error.errors.map((inner: unknown) => errorMessage(inner)))].join('; ') || String(error);
+  }
+  if (error instanceof Error) return error.message || String(error);
+  return String(error);
+}

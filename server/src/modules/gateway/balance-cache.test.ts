@@ -89,8 +89,8 @@ describe('BalanceCache', () => {
       const before = await cache.refresh(customerId, 'USD');
       await server.services.ledger.settleWallet(merchantId, customerId, 'USD');
       const after = await cache.refresh(customerId, 'USD');
-      expect(after).toMatchObject({ available: 0n, balance: 4_000_000_000n });
-      expect({ available: before.available, balance: before.balance }).toEqual({ available: after.available, balance: after.balance });
+      expect(after).toMatchObject({ available: 0n, overdraftLimit: 3_000_000_000n });
+      expect(before).toMatchObject({ available: after.available, overdraftLimit: after.overdraftLimit });
     } finally {
       cache.close();
     }

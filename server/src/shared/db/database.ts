@@ -31,12 +31,21 @@ export interface Database {
 }
 
 export type DatabaseOptions =
-  | { kind: 'postgres'; url: string; poolSize?: number; connectTimeoutMs?: number }
+  | {
+      kind: 'postgres';
+      url: string;
+      poolSize?: number;
+      connectTimeoutMs?: number;
+      /** How long a session may sit idle inside a transaction before PostgreSQL ends it (0: never). Tests shorten it. */
+      idleInTransactionTimeoutMs?: number;
+    }
   /** `dataDir` undefined keeps the database in memory (tests). */
   | { kind: 'pglite'; dataDir: string | undefined };
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  return options.kind === 'postgres' ? openPostgres(options.url, options.poolSize ?? 10, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) : openPglite(options.dataDir);
+  return options.kind === 'postgres'
+    ? openPostgres(options.url, options.poolSize ?? 10, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, options.idleInTransactionTimeoutMs ?? IDLE_IN_TRANSACTION_TIMEOUT_MS)
+    : openPglite(options.dataDir);
 }
 
 /**
@@ -66,13 +75,33 @@ export class StatementNames {
  */
 const CONNECT_TIMEOUT_MS = 30_000;
 
-function openPostgres(url: string, poolSize: number, connectTimeoutMs: number): Database {
+/**
+ * How long one of our sessions may sit idle inside a transaction before PostgreSQL ends it
+ * (`idle_in_transaction_session_timeout`). An instance that freezes (a stopped VM, a GC stall
+ * gone wrong) or is cut off from the database mid-transaction would otherwise keep its row locks
+ * until TCP keepalive gives up on it, hours later, and every debit of a wallet it had locked
+ * waits on every other instance meanwhile. Ending the session rolls the transaction back and
+ * frees its locks. Our transactions never wait on anything but the database between two of
+ * their statements (no provider call, no prompt, no other service; the timer restarts with each
+ * statement, so a long transaction such as a pricing import is not affected), so a gap of a
+ * minute means the client is gone, not slow.
+ */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
+
+function openPostgres(url: string, poolSize: number, connectTimeoutMs: number, idleInTransactionTimeoutMs: number): Database {
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: connectTimeoutMs });
   const statements = new StatementNames();
   // An idle client losing its server (restart, failover) must not crash the process. Checked-out
   // clients need a listener of their own: Prisma's adapter adds one to those it takes (pool.query,
   // its transactions), withConnection below to its own.
   pool.on('error', () => undefined);
+  // Set on each new session before it is handed out (a client runs its queries in order, so this
+  // goes first), rather than as a startup option: that would replace `options` given in
+  // DATABASE_URL or PGOPTIONS, and poolers such as PgBouncer refuse startup options they do not
+  // know. A session that cannot take it (a pooler refusing SET) works on without it.
+  pool.on('connect', (client) => {
+    client.query(`SET idle_in_transaction_session_timeout = ${Math.max(0, Math.floor(idleInTransactionTimeoutMs))}`).catch(() => undefined);
+  });
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     kind: 'postgres',
