@@ -14,10 +14,10 @@ afterEach(() => {
   for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
 });
 
-async function startServer(): Promise<{ child: ChildProcess; dataDir: string; output: () => string }> {
+async function startServer(readyWhen = /GraphQL API:/, logLevel = 'warn'): Promise<{ child: ChildProcess; dataDir: string; output: () => string }> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tollgate-stop-'));
   folders.push(dataDir);
-  const env: Record<string, string | undefined> = { ...process.env, PORT: '0', HOST: '127.0.0.1', TOLLGATE_DATA_DIR: dataDir, TOLLGATE_SEED_DEMO: 'false', LOG_LEVEL: 'warn' };
+  const env: Record<string, string | undefined> = { ...process.env, PORT: '0', HOST: '127.0.0.1', TOLLGATE_DATA_DIR: dataDir, TOLLGATE_SEED_DEMO: 'false', LOG_LEVEL: logLevel };
   // Apollo installs its own signal handlers outside NODE_ENV=test: the case that hung.
   delete env.NODE_ENV;
   delete env.DATABASE_URL;
@@ -30,7 +30,7 @@ async function startServer(): Promise<{ child: ChildProcess; dataDir: string; ou
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`not started:\n${output}`)), 90_000);
     child.stdout!.on('data', () => {
-      if (/GraphQL API:/.test(output)) {
+      if (readyWhen.test(output)) {
         clearTimeout(timer);
         resolve();
       }
@@ -57,6 +57,13 @@ describe('stopping the server', { timeout: 180_000 }, () => {
     child.kill('SIGTERM');
     // Exits well before the ~9 s it took when nothing was left to keep it up but the database never closed.
     expect(await exited(child, 5000), output()).toBe(0);
+    expect(existsSync(path.join(dataDir, 'pglite.lock')), output()).toBe(false);
+  });
+
+  it('on SIGTERM while still starting (migrating), finishes the start, then stops as cleanly', async () => {
+    const { child, dataDir, output } = await startServer(/applied migration/, 'info');
+    child.kill('SIGTERM');
+    expect(await exited(child, 60_000), output()).toBe(0);
     expect(existsSync(path.join(dataDir, 'pglite.lock')), output()).toBe(false);
   });
 });
