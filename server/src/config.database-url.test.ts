@@ -28,6 +28,8 @@ describe('DATABASE_URL', () => {
     'postgresql://postgres@127.0.0.1:5432/tollgate',
     'postgres://user:p%23ss@db.internal/tollgate?sslmode=require',
     'postgresql://[::1]:5432/tollgate',
+    // "@/" past the host, in the query string: pg connects to the host.
+    'postgresql://app:secret@db.example.com:5432/tollgate?application_name=billing@/eu',
     'postgresql:///tollgate?host=/var/run/postgresql',
     'postgresql://user:secret@/tollgate?host=/var/run/postgresql',
     'postgresql://%2Fvar%2Frun%2Fpostgresql/tollgate',

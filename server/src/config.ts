@@ -134,7 +134,7 @@ function databaseUrlFrom(env: Env): string | undefined {
   let url: URL;
   try {
     // pg, like this, reads `user@/db?host=/socket/dir` as a URL with no host.
-    url = new URL(raw.replace('@/', '@no-host/'));
+    url = new URL(raw.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#]*)@\//i, '$1@no-host/'));
   } catch {
     throw refuse('is not a URL (is "://" missing after postgresql? are characters such as # / @ in the password percent-encoded?)');
   }
@@ -145,7 +145,7 @@ function databaseUrlFrom(env: Env): string | undefined {
   }
   // The host may come from ?host= instead (a Unix socket: postgresql:///db?host=/var/run/postgresql)
   // or from PGHOST, which pg reads for a URL that names none.
-  const hostless = !url.hostname || raw.includes('@/');
+  const hostless = !url.hostname || url.hostname === 'no-host';
   if (hostless && !url.searchParams.get('host') && !env.PGHOST) throw refuse('names no host (nor does PGHOST)');
   return raw;
 }

@@ -124,14 +124,38 @@ describe('gateway settlement', () => {
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
-  it('logs a call given up on with its normalized usage, never the model\'s output', () => {
-    const normalized = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10, outputTokens: 2, streamedText: 'the answer', details: {}, billingId: null };
-    const record = replayable({
-      customer: 'c', idempotencyKey: 'gateway:1', response: { url: 'https://api.openai.com/v1/chat/completions', status: 200, headers: {}, body: '{"choices":[{"message":{"content":"the answer"}}]}' },
-      normalized: normalized as never, holdId: 'h',
+  it('logs a call given up on as POST /v1/usage takes it, the provider\'s response included (the gateway\'s own fields left out)', () => {
+    const response = { url: 'https://api.openai.com/v1/chat/completions', status: 200, headers: {}, body: '{"usage":{"prompt_tokens":10}}' };
+    const record = replayable({ customer: 'c', idempotencyKey: 'gateway:1', response, normalized: { provider: 'openai' } as never, holdId: 'h' });
+    expect(record).toEqual({ customer: 'c', idempotencyKey: 'gateway:1', response });
+  });
+
+  it('at shutdown with the database unreachable, gives up on every call still queued at once, not a batch per connect timeout', async () => {
+    const merchant = await server.createMerchant();
+    const customer = await customerOf(merchant.id);
+    // pg's connect timeout, 30 s in production.
+    const connectTimeoutMs = 1000;
+    const usage = new Proxy(server.services.usage, {
+      get: (target, name) =>
+        name === 'record'
+          ? async () => {
+              await new Promise((resolve) => setTimeout(resolve, connectTimeoutMs));
+              throw new Error('timeout exceeded when trying to connect');
+            }
+          : Reflect.get(target, name, target),
     });
-    expect(JSON.stringify(record)).not.toContain('the answer');
-    expect(record).toEqual({ customer: 'c', idempotencyKey: 'gateway:1', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10, outputTokens: 2 } });
+    const logger = createLogger('silent');
+    const errors = vi.spyOn(logger, 'error');
+    const settlement = new GatewaySettlement(server.services.db, usage, server.services.ledger, logger);
+    for (let i = 0; i < 1501; i++) {
+      const log = logOf(merchant.id, customer);
+      settlement.enqueue(merchant.id, SYSTEM_ACTOR, usageFor(customer, log), log);
+    }
+    const started = Date.now();
+    await settlement.close(100);
+    const elapsed = Date.now() - started;
+    expect(errors.mock.calls.filter(([, message]) => String(message).startsWith('gateway call not charged'))).toHaveLength(1501);
+    expect(elapsed).toBeLessThan(connectTimeoutMs + 1000);
   });
 
   it('tells a database out of reach from an error it answered', () => {

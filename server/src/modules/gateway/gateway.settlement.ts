@@ -140,7 +140,10 @@ export class GatewaySettlement {
           // lapses meanwhile only stops holding credit: the charge still goes through the usage
           // pipeline (taking what the wallet has, any rest a shortfall).
           if (this.closingAt !== null && Date.now() >= this.closingAt) {
-            this.abandon(batch, 'gateway call not charged: the database was still unreachable at shutdown', error);
+            // Every call still waiting at once: trying each batch against a database that does not
+            // answer (a connect timeout each) would outlast any shutdown deadline, and a process
+            // killed then logs nothing.
+            this.abandon([...batch, ...this.queue.splice(0)], 'gateway call not charged: the database was still unreachable at shutdown', error);
             continue;
           }
           this.outage += 1;
@@ -255,15 +258,16 @@ export class GatewaySettlement {
 }
 
 /**
- * A usage record as POST /v1/usage takes it (the gateway's internal fields left out). With the
- * usage already normalized, that record stands in for the provider's response: a log line must
- * not carry the model's output (the response body, a stream's text).
+ * A usage record as POST /v1/usage takes it (the gateway's internal fields left out). It keeps
+ * the provider's response as it came: only that replays exactly as the gateway would have
+ * charged — the provider's own id for a job (a polled prediction is keyed by it, so a replay
+ * after a later poll was charged charges nothing), a reported cost (OpenRouter), the details
+ * prices depend on (image sizes, cache lifetimes), a cut stream's estimate. So these log lines
+ * hold the model's output: the README says to treat them as such.
  */
 export function replayable(usage: UsageRecordInput): Record<string, unknown> {
-  const { normalized, holdId: _holdId, response, ...record } = usage;
-  if (!normalized) return { ...record, response };
-  const { details: _details, streamedText: _streamedText, billingId: _billingId, ...counts } = normalized;
-  return { ...record, usage: counts };
+  const { normalized: _normalized, holdId: _holdId, ...record } = usage;
+  return record;
 }
 
 /** Socket errors of a connection that could not be made or was lost. */

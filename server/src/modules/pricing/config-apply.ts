@@ -348,8 +348,12 @@ function dateAt(field: string, value: unknown): Date | null {
 }
 
 /** What applying `config` would change, computed without changing anything. */
-export async function planPricingConfig(services: Services, merchantId: string, file: PricingConfig, now = new Date()): Promise<Change[]> {
+export async function planPricingConfig(services: Services, merchantId: string, file: PricingConfig, at?: Date): Promise<Change[]> {
   const config = checkedConfig(file);
+  // Planned at the moment an apply would write "from now" (moved past usage already priced, see
+  // effectiveFromNow): what the file's last apply scheduled there is then in force, not a
+  // scheduled version the file would have to cancel, so applying it again changes nothing.
+  const now = at ?? (await effectiveFromNow(services.prisma, merchantId, new Date()));
   const changes: Change[] = [];
   const meters = new Map((await services.meters.list(merchantId, true)).map((meter) => [meter.key, meter]));
   for (const [index, meter] of config.meters.entries()) {
