@@ -198,7 +198,11 @@ export async function createApp(services: Services): Promise<App> {
 
   // --- subscriptions over graphql-ws, same port and path ---
   // The same size limit as HTTP bodies (ws would otherwise take messages of up to 100 MiB).
-  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
+  // Upgrades are handed over by hand (noServer) rather than through `server`: ws would then also
+  // re-emit the HTTP server's errors, and graphql-ws prints a port already in use as an internal
+  // error with its stack before the start can say it in one line.
+  const wsServer = new WebSocketServer({ noServer: true, path: '/graphql', maxPayload: config.maxBodyBytes });
+  httpServer.on('upgrade', (req, socket, head) => wsServer.handleUpgrade(req, socket, head, (ws) => wsServer.emit('connection', ws, req)));
   const keySockets = new SocketsByApiKey(services, logger, config.wsKeyRecheckMs);
   const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string; authorization?: string }>(
     {

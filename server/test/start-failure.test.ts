@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +54,17 @@ describe('a start that fails', { timeout: 90_000 }, () => {
 
   it('src/main.ts: an unknown LOG_LEVEL is named, not left to pino', async () => {
     expectRefusal(await run('src/main.ts', { LOG_LEVEL: 'warning' }), 'LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, silent, got "warning"');
+  });
+
+  it('src/main.ts: a port already in use is named in one line', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      expectRefusal(await run('src/main.ts', { PORT: String(port) }), `listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   it.each(['src/main.ts', 'scripts/migrate.ts'])('%s: an embedded database another process holds is refused in one line', async (script) => {
