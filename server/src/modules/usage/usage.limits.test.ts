@@ -161,5 +161,9 @@ describe('a retry of usage recorded before its customer was archived', () => {
       .toEqual(['FORBIDDEN CUSTOMER_ARCHIVED', '5.00 replayed', '3.00', '2.00']);
     expect(results[0]!.ok === false && results[0]!.error.details).toMatchObject({ field: 'customer', customerId: customer.id, archivedAt: new Date(calledAt.getTime() + 1000).toISOString() });
     expect((await services.ledgerQueries.wallet(merchant.id, customer.id, 'USD')).balance).toBe(parseDecimalNanos('x', '992'));
+    // The batch's lanes run side by side: whether or not the other customer's 'call-2' committed
+    // first, the archived customer's new 'call-2' is refused for the archive, not as a key conflict.
+    const [again] = await services.usage.record(merchant.id, SYSTEM_ACTOR, [event(7, null, 'call-2')]);
+    expect(again!.ok ? 'recorded' : `${again!.error.code} ${String(again!.error.details.reason)}`).toBe('FORBIDDEN CUSTOMER_ARCHIVED');
   });
 });

@@ -658,8 +658,10 @@ export class UsageService {
         for (const item of items) {
           const prior = existing.get(item.key);
           // A new event of an archived customer from after its archive starts no usage (nor frees its
-          // hold, as before it reached here); a retry of one recorded earlier answers as any replay.
-          if (!prior && item.archivedAt) {
+          // hold, as before it reached here); a retry of one recorded earlier answers as any replay. A key
+          // another customer's event holds counts as new here, so the answer does not depend on whether
+          // that event's lane of this batch committed first.
+          if (item.archivedAt && prior?.customer_id !== item.customerId) {
             out.set(item.index, { ok: false, error: archivedCustomer(item.customerId!, item.archivedAt) });
             continue;
           }
