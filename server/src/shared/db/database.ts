@@ -89,19 +89,24 @@ const CONNECT_TIMEOUT_MS = 30_000;
 const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 
 function openPostgres(url: string, poolSize: number, connectTimeoutMs: number, idleInTransactionTimeoutMs: number): Database {
-  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: connectTimeoutMs });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolSize,
+    connectionTimeoutMillis: connectTimeoutMs,
+    // Set on each new session, awaited before the pool hands it out (queued beside the first
+    // query instead, pg warns of a deprecated query queue), rather than as a startup option: that
+    // would replace `options` given in DATABASE_URL or PGOPTIONS, and poolers such as PgBouncer
+    // refuse startup options they do not know. A session that cannot take it (a pooler refusing
+    // SET) works on without it.
+    onConnect: async (client) => {
+      await client.query(`SET idle_in_transaction_session_timeout = ${Math.max(0, Math.floor(idleInTransactionTimeoutMs))}`).catch(() => undefined);
+    },
+  });
   const statements = new StatementNames();
   // An idle client losing its server (restart, failover) must not crash the process. Checked-out
   // clients need a listener of their own: Prisma's adapter adds one to those it takes (pool.query,
   // its transactions), withConnection below to its own.
   pool.on('error', () => undefined);
-  // Set on each new session before it is handed out (a client runs its queries in order, so this
-  // goes first), rather than as a startup option: that would replace `options` given in
-  // DATABASE_URL or PGOPTIONS, and poolers such as PgBouncer refuse startup options they do not
-  // know. A session that cannot take it (a pooler refusing SET) works on without it.
-  pool.on('connect', (client) => {
-    client.query(`SET idle_in_transaction_session_timeout = ${Math.max(0, Math.floor(idleInTransactionTimeoutMs))}`).catch(() => undefined);
-  });
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     kind: 'postgres',

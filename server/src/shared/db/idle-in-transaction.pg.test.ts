@@ -28,6 +28,25 @@ describe('a session idle inside a transaction', () => {
     await created?.drop();
   });
 
+  it('is set before a new connection is handed out, not queued beside its first query (pg deprecates that, and pg 9 drops it); first, as pg warns once per process', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    const fresh = await openDatabase({ kind: 'postgres', url: created.url, poolSize: 2, idleInTransactionTimeoutMs: 1000 });
+    try {
+      // Prisma's queries outside a transaction take a connection with pool.query, which sends its
+      // query at once: on a new connection that was while the SET was still queued.
+      const setting = await Promise.all([1, 2, 3].map(() => fresh.prisma.$queryRaw`SELECT current_setting('idle_in_transaction_session_timeout') AS value`));
+      expect(setting).toEqual([[{ value: '1s' }], [{ value: '1s' }], [{ value: '1s' }]]);
+      // Warnings are emitted on the next tick.
+      await sleep(10);
+    } finally {
+      process.off('warning', onWarning);
+      await fresh.close();
+    }
+    expect(warnings.filter((warning) => /already executing a query/.test(warning))).toEqual([]);
+  });
+
   it('is ended by PostgreSQL: its locks are freed, its next query fails, and the process and the pool carry on', async () => {
     const other = new pg.Client({ connectionString: created.url });
     await other.connect();
@@ -85,4 +104,5 @@ describe('a session idle inside a transaction', () => {
       await byDefault.close();
     }
   });
+
 });
