@@ -1,6 +1,7 @@
 import type { Database } from '../../shared/db/database.ts';
 import { parseFormattedNanos } from '../../shared/money.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
+import { creditToKeep } from '../ledger/ledger.planner.ts';
 import { walletTopic, type BalanceEvent } from '../ledger/ledger.service.ts';
 
 /** What a customer can still spend in one currency: available balance plus the overage allowance. */
@@ -187,9 +188,8 @@ export class BalanceCache {
  */
 function expiredOf(row: { held: string; due_own: string; lasting: string; live_kept: string; ended_kept: string }): bigint {
   const due = BigInt(row.due_own);
-  const lacking = BigInt(row.held) - BigInt(row.live_kept) - BigInt(row.lasting);
-  const keep = lacking <= 0n ? 0n : lacking < due ? lacking : due;
-  return due - keep + BigInt(row.ended_kept);
+  // What the holds lack is taken in total here (the ledger sums it per hold): an estimate.
+  return due - creditToKeep(BigInt(row.held) - BigInt(row.live_kept), BigInt(row.lasting), due) + BigInt(row.ended_kept);
 }
 
 /** Takes a balance event into the watch's entry for its currency. */

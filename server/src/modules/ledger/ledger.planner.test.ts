@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTOS_PER_NANO, formatNanos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
-import { creditLegs, fitsDebit, planCredit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
+import { creditLegs, creditToKeep, fitsDebit, keptFor, planCredit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
 
 const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
   id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, grants: [], ...overrides,
@@ -180,6 +180,23 @@ describe('credit kept for a hold', () => {
     const state = wallet({ balance: 90n, held: 90n, grants: [kept(30n, 'a'), kept(40n, 'b'), grant('own', 20n)] });
     const captureA = planDebit(state, 50n * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: 50n, capturingHold: 'a', useCarry: false });
     expect(captureA.ok && captureA.legs).toEqual([{ grantId: 'kept-a', amount: -30n }, { grantId: 'own', amount: -20n }]);
+  });
+});
+
+describe('how much expiring credit is kept for pending holds', () => {
+  it('is what the holds lack beyond lasting credit, within what is due', () => {
+    expect(creditToKeep(50n, 80n, 100n)).toBe(0n);
+    expect(creditToKeep(80n, 80n, 100n)).toBe(0n);
+    expect(creditToKeep(130n, 80n, 100n)).toBe(50n);
+    expect(creditToKeep(500n, 80n, 100n)).toBe(100n);
+    expect(creditToKeep(-5n, 0n, 100n)).toBe(0n);
+  });
+
+  it('counts, for one hold, only the grants kept for it', () => {
+    const grant = (id: string, remaining: bigint, holdId: string | null): GrantState =>
+      ({ id, kind: 'PAID', remaining, priority: 0, expiresAt: null, createdAt: new Date(0), holdId, holdLive: holdId !== null });
+    const grants = [grant('a', 7n, 'h1'), grant('b', 5n, null), grant('c', 3n, 'h2'), grant('d', 2n, 'h1')];
+    expect([keptFor(grants, 'h1'), keptFor(grants, 'h2'), keptFor(grants, 'h3')]).toEqual([9n, 3n, 0n]);
   });
 });
 

@@ -102,6 +102,25 @@ export function keptForHolds(state: WalletState): bigint {
   return kept;
 }
 
+/** Credit kept for the hold `holdId` (see keepForHolds in ledger.store.ts) that it has not spent. */
+export function keptFor(grants: readonly GrantState[], holdId: string): bigint {
+  let kept = 0n;
+  for (const grant of grants) if (grant.holdId === holdId) kept += grant.remaining;
+  return kept;
+}
+
+/**
+ * How much of the credit about to expire (`due`) is kept for pending holds: what they lack (each
+ * hold's outstanding amount beyond what is kept for it already, summed) less the credit that
+ * lasts, within what is due. The ledger keeps it under the wallet lock; the gateway's balance
+ * cache estimates the same before the lock.
+ */
+export function creditToKeep(lacking: bigint, lasting: bigint, due: bigint): bigint {
+  const toKeep = lacking - lasting;
+  if (toKeep <= 0n) return 0n;
+  return toKeep < due ? toKeep : due;
+}
+
 /** The grants an operation may draw from, in order: a captured hold's kept credit first, never another hold's. */
 function spendableGrants(state: WalletState, capturingHold: string | undefined): GrantState[] {
   // Nearly always nothing is kept: the hot path allocates no copy.
@@ -123,7 +142,7 @@ export function planDebit(state: WalletState, attos: bigint, options: DebitOptio
     ? grants.filter((grant) => options.onlyKinds!.includes(grant.kind)).reduce((sum, grant) => sum + grant.remaining, 0n)
     : undefined;
   // What a capture's own kept credit pays was its hold's all along: only what goes beyond it is judged.
-  const kept = options.capturingHold ? grants.filter((grant) => grant.holdId === options.capturingHold).reduce((sum, grant) => sum + grant.remaining, 0n) : 0n;
+  const kept = options.capturingHold ? keptFor(grants, options.capturingHold) : 0n;
   if (!options.ignoreLimits && nanos > kept && (available - nanos < floor || (usable !== undefined && usable < nanos))) {
     return { ok: false, nanos, available: usable !== undefined && usable < available ? usable : available };
   }

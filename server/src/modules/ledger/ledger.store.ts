@@ -5,7 +5,7 @@ import { BulkColumns, pgArray, pgArrayOf, type ArrayElement } from '../../shared
 import { invalidField } from '../../shared/errors.ts';
 import { ATTOS_PER_NANO } from '../../shared/money.ts';
 import { uuidv7, walletIdOf } from '../../shared/ids.ts';
-import { sortGrants, type ConsumptionKey, type GrantKind, type GrantState, type WalletLeg, type WalletState } from './ledger.planner.ts';
+import { creditToKeep, keptFor, sortGrants, type ConsumptionKey, type GrantKind, type GrantState, type WalletLeg, type WalletState } from './ledger.planner.ts';
 
 /**
  * The ledger's SQL. Every change to a wallet happens inside `withWallet`, which holds the
@@ -278,7 +278,7 @@ export class WalletTransaction {
 
   /** Credit kept for a hold (see keepForHolds) that it has not spent. */
   keptFor(holdId: string): bigint {
-    return this.state.grants.filter((grant) => grant.holdId === holdId).reduce((sum, grant) => sum + grant.remaining, 0n);
+    return keptFor(this.state.grants, holdId);
   }
 
   /**
@@ -816,12 +816,11 @@ async function keepForHolds(wallet: WalletTransaction, due: readonly GrantState[
     [wallet.state.id, wallet.now],
   );
   const dueIds = new Set(due.map((grant) => grant.id));
-  const keptFor = (holdId: string) => wallet.state.grants.filter((grant) => grant.holdId === holdId).reduce((sum, grant) => sum + grant.remaining, 0n);
-  const needs = holds.map((hold) => ({ holdId: hold.id, lacking: BigInt(hold.outstanding) - keptFor(hold.id) })).filter((need) => need.lacking > 0n);
+  const needs = holds.map((hold) => ({ holdId: hold.id, lacking: BigInt(hold.outstanding) - wallet.keptFor(hold.id) })).filter((need) => need.lacking > 0n);
   const lacking = needs.reduce((sum, need) => sum + need.lacking, 0n);
   const lasting = wallet.state.grants.filter((grant) => grant.holdId === null && !dueIds.has(grant.id)).reduce((sum, grant) => sum + grant.remaining, 0n);
-  let toKeep = lacking - lasting;
-  if (toKeep <= 0n) return;
+  let toKeep = creditToKeep(lacking, lasting, due.reduce((sum, grant) => sum + grant.remaining, 0n));
+  if (toKeep === 0n) return;
   // What each hold still lacks once lasting credit has covered the oldest ones.
   let covered = lasting;
   for (const need of needs) {
