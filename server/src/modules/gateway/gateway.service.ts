@@ -13,7 +13,7 @@ import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
 import { MAX_HOLD_TTL_SECONDS, type Actor, type LedgerService } from '../ledger/ledger.service.ts';
 import { SpendLimitService } from '../limits/spend-limits.service.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
-import { definitionForName, route, splitUrl, type Match, type UrlParts } from '../usage/normalize/registry.ts';
+import { definitionForName, findProviderPath, splitUrl, type Match, type UrlParts } from '../usage/normalize/registry.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage/usage.types.ts';
 import type { BalanceCache } from './balance-cache.ts';
@@ -527,29 +527,34 @@ const FREE_READS: readonly ((method: string, path: string) => boolean)[] = [
  * /v1/chat/completions lists every stored completion, GET /v1/predictions every prediction);
  * and an OpenAI Responses create with `background: true` (queued: its usage is only in a later
  * retrieval). A merchant's own OpenAI-compatible server (vLLM, Ollama…) is not checked.
- * Returns what the call was routed to (null for a server that is not checked or a free read the registry does not route).
+ * A call through a proxy that puts its own prefix before the provider's path is routed as
+ * metering routes it (findProviderPath), so it passes or is refused exactly as the call without
+ * the prefix would be.
+ * Returns what the call was routed to, with the provider's own path within the URL (null for a
+ * server that is not checked or a free read the registry does not route).
  */
 function assertMeterable(destination: Destination, method: string, body: Buffer): { provider: string; parts: UrlParts; match: Match } | null {
   if (destination.provider === 'openai-compatible') return null;
   const definition = definitionForName(destination.provider);
   if (!definition) return null;
   const parts = splitUrl(destination.url.href);
-  const match = route(definition, parts);
-  if (match?.method !== method) {
-    if (FREE_READS.some((free) => free(method, parts.path))) return match ? { provider: definition.id, parts, match } : null;
+  const routed = findProviderPath(definition, parts);
+  if (routed?.match.method !== method) {
+    // Suffix tests: the whole path answers as the provider's tail of it would.
+    if (FREE_READS.some((free) => free(method, parts.path))) return routed ? { provider: definition.id, ...routed } : null;
     const path = parts.path || '/';
     throw new Refusal(
       403,
       'ENDPOINT_NOT_METERED',
-      match
-        ? `The gateway meters ${path} on ${destination.provider} only when called with ${match.method}, so it does not forward ${method}: ` +
+      routed
+        ? `The gateway meters ${path} on ${destination.provider} only when called with ${routed.match.method}, so it does not forward ${method}: ` +
             'other methods there read or change data the provider stored, which nobody could be charged for'
         : `The gateway cannot meter ${method} ${path} on ${destination.provider}, so it does not forward it: ` +
             'only the provider APIs Tollgate meters (chat, responses, messages, embeddings, images, audio, …) and free reads such as listing models go through',
       { provider: destination.provider, method, path },
     );
   }
-  if (match.api === 'responses' && isBackground(body)) {
+  if (routed.match.api === 'responses' && isBackground(body)) {
     throw new Refusal(
       400,
       'BACKGROUND_NOT_METERED',
@@ -558,7 +563,7 @@ function assertMeterable(destination: Destination, method: string, body: Buffer)
       { provider: destination.provider, field: 'background' },
     );
   }
-  return { provider: definition.id, parts, match };
+  return { provider: definition.id, ...routed };
 }
 
 function isBackground(body: Buffer): boolean {

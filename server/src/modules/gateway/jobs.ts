@@ -36,7 +36,9 @@ const RECORD_ATTEMPTS = 3;
 
 /**
  * Whether a routed call creates a job or reaches one by id; null for everything else. `provider`
- * is the canonical id of the destination's provider, `match` what the registry routed the URL to.
+ * is the canonical id of the destination's provider, `match` what the registry routed the URL to
+ * and `parts` the provider's own path within it (findProviderPath): ids are read past any
+ * prefix a proxy in front of the provider adds, where the provider's path has them.
  * A path naming a job is checked whatever the method; a create only with the method that creates.
  */
 export function jobCallOf(provider: string, parts: UrlParts, match: Match, method: string): JobCall | null {

@@ -84,3 +84,33 @@ describe('maxUsageOf: several choices, each of which may use the whole output ca
     expect(outputOf('openai', new URL('https://api.openai.com/v1/responses'), { model: 'gpt-5.4', max_output_tokens: 1200, n: 4 })).toBe(1200);
   });
 });
+
+describe('maxUsageOf through a proxy that puts its own prefix before the provider’s path', () => {
+  const request = { model: 'command-r-08-2024', max_tokens: 300, messages: [{ role: 'user', content: 'hi' }] };
+
+  it('reserves exactly what the call without the prefix reserves (Cloudflare AI Gateway, a company gateway)', () => {
+    const cases: [string, string, string[]][] = [
+      ['cohere', 'https://api.cohere.com/v2/chat', ['https://gateway.ai.cloudflare.com/v1/acct/gw/cohere/v2/chat', 'https://llm.internal.example/cohere/v2/chat']],
+      ['cohere', 'https://api.cohere.com/v1/chat', ['https://gateway.ai.cloudflare.com/v1/acct/gw/cohere/v1/chat']],
+      ['openai', 'https://api.openai.com/v1/chat/completions', ['https://gateway.ai.cloudflare.com/v1/acct/gw/openai/chat/completions', 'https://llm.internal.example/openai/v1/chat/completions']],
+      ['anthropic', 'https://api.anthropic.com/v1/messages', ['https://gateway.ai.cloudflare.com/v1/acct/gw/anthropic/v1/messages']],
+    ];
+    for (const [provider, unprefixed, prefixed] of cases) {
+      const expected = maxUsageOf(provider, new URL(unprefixed), body(request));
+      expect(expected, unprefixed).toMatchObject({ provider, model: 'command-r-08-2024', outputTokens: 300 });
+      for (const url of prefixed) expect(maxUsageOf(provider, new URL(url), body(request)), url).toEqual(expected);
+    }
+  });
+
+  it('a model named in the path is read past the prefix', () => {
+    const gemini = maxUsageOf('google', new URL('https://gateway.ai.cloudflare.com/v1/acct/gw/google-ai-studio/v1beta/models/gemini-3.8-flash:generateContent'), body({ contents: [] }));
+    expect(gemini).toMatchObject({ api: 'generateContent', model: 'gemini-3.8-flash', outputTokens: DEFAULT_MAX_OUTPUT_TOKENS });
+  });
+
+  it('a prefixed path the provider does not know is not held, as without the prefix', () => {
+    expect(maxUsageOf('cohere', new URL('https://api.cohere.com/v2/datasets'), body(request))).toBeNull();
+    expect(maxUsageOf('cohere', new URL('https://gateway.ai.cloudflare.com/v1/acct/gw/cohere/v2/datasets'), body(request))).toBeNull();
+    // A provider's path must be a whole tail of the URL's, not a piece inside it.
+    expect(maxUsageOf('cohere', new URL('https://gateway.ai.cloudflare.com/v1/acct/gw/cohere/v2/chat/history'), body(request))).toBeNull();
+  });
+});

@@ -1,4 +1,4 @@
-import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
+import { definitionForName, findProviderPath, splitUrl } from '../usage/normalize/registry.ts';
 import { blankUsage, type NormalizedUsage } from '../usage/usage.types.ts';
 
 /**
@@ -64,9 +64,11 @@ function choices(api: string, body: Json): number {
 
 /** The worst-case usage of a request, or null when it is not a token-priced call we can bound. */
 export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): NormalizedUsage | null {
-  // The host may be the merchant's own (a proxy, a fake in tests): route by the provider it speaks.
+  // The host may be the merchant's own (a proxy, a fake in tests): route by the provider it speaks,
+  // past any prefix of a proxy's own, as metering does.
   const definition = definitionForName(provider);
-  const api = definition ? route(definition, splitUrl(url.href))?.api : undefined;
+  const routed = definition ? findProviderPath(definition, splitUrl(url.href)) : null;
+  const api = routed?.match.api;
   if (!api || !TEXT_APIS.has(api)) return null;
   let body: unknown;
   try {
@@ -76,7 +78,7 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
   }
   if (!isObject(body)) return null;
   // Gemini and Bedrock name the model in the path; the others in the body (as written: no URL decoding).
-  const model = typeof body.model === 'string' ? body.model : modelInPath(url.pathname);
+  const model = typeof body.model === 'string' ? body.model : modelInPath(routed.parts.path);
   if (!model) return null;
   return blankUsage({
     provider,
@@ -89,9 +91,9 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
   });
 }
 
-/** The model a path names (".../models/gemini-2.5-flash:generateContent"), URL-decoded. */
-function modelInPath(pathname: string): string | null {
-  const encoded = /\/models\/([^/:]+)/.exec(pathname)?.[1];
+/** The model a provider's path names (".../models/gemini-2.5-flash:generateContent"), URL-decoded. */
+function modelInPath(path: string): string | null {
+  const encoded = /\/models\/([^/:]+)/.exec(path)?.[1];
   if (!encoded) return null;
   try {
     return decodeURIComponent(encoded);

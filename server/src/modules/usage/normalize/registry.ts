@@ -415,22 +415,37 @@ export function route(definition: Definition, url: UrlParts): Match | null {
   return definition.route(url);
 }
 
+/** A URL routed to one of a provider's APIs, and the provider's own path within it. */
+export interface ProviderPath {
+  match: Match;
+  /** The URL as the provider's router read it: past a proxy's prefix, its path is the tail that matched. */
+  parts: UrlParts;
+}
+
 /**
- * The API of a URL sent to a provider named explicitly, whatever host it went through. A proxy
- * in front of the provider (Cloudflare AI Gateway's /v1/{account}/{gateway}/{provider}/…, a
- * company gateway's own prefix) puts its own segments before the provider's API root, and the
- * routers that match whole paths would miss it: when the whole path is not one of the
- * provider's, it is tried from each later segment on, and the longest tail the provider knows wins.
+ * The API of a URL sent to a provider named explicitly, whatever host it went through, with the
+ * part of the path that is the provider's. A proxy in front of the provider (Cloudflare AI
+ * Gateway's /v1/{account}/{gateway}/{provider}/…, a company gateway's own prefix) puts its own
+ * segments before the provider's API root, and the routers that match whole paths would miss
+ * it: when the whole path is not one of the provider's, it is tried from each later segment on,
+ * and the longest tail the provider knows wins. Metering, admission, holds and job ids all read
+ * a call through this one function, so they agree on what a prefixed call is.
  */
-export function routeNamed(definition: Definition, url: UrlParts): Match | null {
+export function findProviderPath(definition: Definition, url: UrlParts): ProviderPath | null {
   const match = definition.route(url);
-  if (match) return match;
+  if (match) return { match, parts: url };
   const { path } = url;
   for (let slash = path.indexOf('/', 1); slash !== -1; slash = path.indexOf('/', slash + 1)) {
-    const tail = definition.route({ ...url, path: path.slice(slash) });
-    if (tail) return tail;
+    const tail = { ...url, path: path.slice(slash) };
+    const tailMatch = definition.route(tail);
+    if (tailMatch) return { match: tailMatch, parts: tail };
   }
   return null;
+}
+
+/** The API of a URL sent to a provider named explicitly (see findProviderPath). */
+export function routeNamed(definition: Definition, url: UrlParts): Match | null {
+  return findProviderPath(definition, url)?.match ?? null;
 }
 
 /** Host, path and query of a URL without allocating a URL object (hot path). */
