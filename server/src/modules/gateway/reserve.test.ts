@@ -21,6 +21,21 @@ describe('maxUsageOf: the most a request can use', () => {
     }
   });
 
+  it('reads a model the path names as the provider\'s router reads it: Bedrock\'s /model/{id}/, Vertex partner models, an Azure deployment', () => {
+    const converse = { messages: [], inferenceConfig: { maxTokens: 200 } };
+    expect(maxUsageOf('bedrock', new URL('https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-sonnet-4-5-v1%3A0/converse'), body(converse)))
+      .toMatchObject({ api: 'converse', model: 'anthropic.claude-sonnet-4-5-v1:0', outputTokens: 200 });
+    expect(maxUsageOf('bedrock', new URL('https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.nova-pro-v1:0/converse-stream'), body(converse)))
+      .toMatchObject({ api: 'converse-stream', model: 'amazon.nova-pro-v1:0', outputTokens: 200 });
+    const vertex = 'https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4-8:rawPredict';
+    expect(maxUsageOf('vertex', new URL(vertex), body({ anthropic_version: 'vertex-2023-10-16', max_tokens: 77, messages: [] })))
+      .toMatchObject({ api: 'messages', model: 'claude-opus-4-8', outputTokens: 77 });
+    const azure = 'https://acme.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21';
+    expect(maxUsageOf('azure', new URL(azure), body({ messages: [], max_tokens: 33 }))).toMatchObject({ api: 'chat.completions', model: 'gpt-4o', outputTokens: 33 });
+    // A model the body names still wins.
+    expect(maxUsageOf('azure', new URL(azure), body({ model: 'gpt-4o-mini', messages: [], max_tokens: 33 }))).toMatchObject({ model: 'gpt-4o-mini' });
+  });
+
   it('routes by the provider a merchant host speaks, not by its host name', () => {
     expect(maxUsageOf('openai', new URL('http://127.0.0.1:8080/v1/chat/completions'), body({ model: 'm', max_tokens: 5 }))).toMatchObject({ api: 'chat.completions', outputTokens: 5 });
   });

@@ -77,8 +77,10 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
     return null;
   }
   if (!isObject(body)) return null;
-  // Gemini and Bedrock name the model in the path; the others in the body (as written: no URL decoding).
-  const model = typeof body.model === 'string' ? body.model : modelInPath(routed.parts.path);
+  // Gemini, Vertex and Bedrock name the model in the path (read by the provider's router, decoded
+  // where it can be); the others in the body (as written: no URL decoding). An Azure deployment
+  // stands in for a body that names none, as metering takes it when the response names none.
+  const model = typeof body.model === 'string' ? body.model : (routed.match.model ?? routed.match.fallbackModel ?? null);
   if (!model) return null;
   return blankUsage({
     provider,
@@ -89,15 +91,4 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
     outputTokens: Math.min((outputCap(body) ?? DEFAULT_MAX_OUTPUT_TOKENS) * choices(api, body), Number.MAX_SAFE_INTEGER),
     requests: 1,
   });
-}
-
-/** The model a provider's path names (".../models/gemini-2.5-flash:generateContent"), URL-decoded. */
-function modelInPath(path: string): string | null {
-  const encoded = /\/models\/([^/:]+)/.exec(path)?.[1];
-  if (!encoded) return null;
-  try {
-    return decodeURIComponent(encoded);
-  } catch {
-    return encoded; // a broken escape ("%ZZ"): the text as sent, which simply names no priced model
-  }
 }
