@@ -1,4 +1,4 @@
-import type { Customer, Plan, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
+import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
 import { groupBy } from '../../shared/collections.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
 import type { Database } from '../../shared/db/database.ts';
@@ -9,6 +9,7 @@ import type { PubSub } from '../../shared/pubsub.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
 import { isUuid, optionalText, requireNonEmpty } from '../../shared/validation.ts';
 import { customerTopic } from '../customers/customers.service.ts';
+import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, latestPricedUsage } from '../pricing/pricing-time.ts';
 
 export type { Plan };
 
@@ -54,36 +55,6 @@ export function normalizePlanInput(input: PlanInput, prefix = ''): { key: string
  * Archived plans cannot be newly assigned, but customers already on one stay on it, and keep
  * being priced by its rules, until they are moved: archiving stops sales, it does not reprice.
  */
-/** How far ahead of this instance's "now" another change "from now" may be and still be taken as concurrent (clock skew between instances). */
-export const CONCURRENT_NOW_MS = 1000;
-
-/**
- * The latest time, at or after `from`, of the merchant's usage already priced (one customer's
- * when `customerId` is given), or null when there is none. Usage may be stamped up to
- * MAX_FUTURE_USAGE_MS ahead of the clock, so even a change "from now" can find some: taking effect
- * at or before it would change how an event already charged is priced (a late event at the same
- * moment would be priced another way). Run it in the transaction that writes the change, after
- * its lock and after "now" is read: it sees every event committed by then.
- */
-export async function latestPricedUsage(client: Pick<Prisma.TransactionClient, '$queryRaw'>, merchantId: string, from: Date, customerId?: string): Promise<Date | null> {
-  const [priced] = customerId
-    ? await client.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events
-        WHERE merchant_id = ${merchantId}::uuid AND customer_id = ${customerId}::uuid AND occurred_at >= ${from} ORDER BY occurred_at DESC LIMIT 1`
-    : await client.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events
-        WHERE merchant_id = ${merchantId}::uuid AND occurred_at >= ${from} ORDER BY occurred_at DESC LIMIT 1`;
-  return priced ? new Date(priced.occurred_at) : null;
-}
-
-/**
- * When a change asked for "from now" takes effect: now, or a millisecond after the latest usage
- * already priced when some is stamped at or after now (at most MAX_FUTURE_USAGE_MS ahead), so that
- * no charged event is priced another way afterwards. See latestPricedUsage.
- */
-export async function effectiveFromNow(client: Pick<Prisma.TransactionClient, '$queryRaw'>, merchantId: string, now: Date, customerId?: string): Promise<Date> {
-  const priced = await latestPricedUsage(client, merchantId, now, customerId);
-  return priced ? new Date(priced.getTime() + 1) : now;
-}
-
 export class PlanService {
   /** Per merchant: the plan history of each customer the usage pipeline has asked about lately. */
   private readonly histories = new Map<string, { at: number; byCustomer: Map<string, Assignment[]> }>();
@@ -220,9 +191,7 @@ export class PlanService {
       // no lock this one waits on, and prices from its cached plan histories.)
       if (effectiveFrom) {
         const priced = await latestPricedUsage(tx, merchantId, from, id!);
-        if (priced) {
-          throw invalidField('effectiveFrom', `must be after the customer's latest usage already priced (${priced.toISOString()}): history is never rewritten`);
-        }
+        if (priced) throw backdatedPastUsage("the customer's latest usage already priced", priced);
       }
       await tx.customerPlan.create({ data: { merchantId, customerId: id!, planId, effectiveFrom: from } });
     });

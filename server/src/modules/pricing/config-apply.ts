@@ -11,7 +11,8 @@ import { isJsonObject, requireNonEmpty, requireStorableText } from '../../shared
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
-import { effectiveFromNow, normalizePlanInput } from '../plans/plans.service.ts';
+import { normalizePlanInput } from '../plans/plans.service.ts';
+import { effectiveFromNow } from './pricing-time.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
@@ -621,6 +622,9 @@ export async function applyPricingChanges(services: Services, merchantId: string
       // "From now" comes after the merchant's usage already priced (stamped up to
       // MAX_FUTURE_USAGE_MS ahead), read in the transaction that writes: a price or rule version
       // in force at a charged event's time would price a late event at that moment another way.
+      // The services take `from` as their "from now", not as a date given: usage recorded since it
+      // was read (ingest takes no lock this waits on) does not refuse the file, as it would not
+      // refuse a change from now. Only a scheduled date is checked as given.
       const from = await effectiveFromNow(tx.client, merchantId, now);
       const rules: RuleInput[] = [];
       for (const change of changes) {
@@ -635,7 +639,7 @@ export async function applyPricingChanges(services: Services, merchantId: string
             // A scheduled date that passed between planning and applying (or that usage already
             // priced has passed) is not backdated either.
             const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
-            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > from ? scheduled : from }, 'config', tx);
+            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > from ? scheduled : null }, 'config', tx, from);
             break;
           }
           case 'cancel-price':
@@ -647,12 +651,12 @@ export async function applyPricingChanges(services: Services, merchantId: string
             await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null }, tx);
             break;
           case 'add-rule':
-            rules.push({ ...change.detail, planKey: change.plan, effectiveFrom: from });
+            rules.push({ ...change.detail, planKey: change.plan, effectiveFrom: null });
             break;
         }
       }
       // Together, once their plans exist: ties are judged with all of them in force, as the plan did.
-      await services.priceRules.putAll(merchantId, rules, tx);
+      await services.priceRules.putAll(merchantId, rules, tx, from);
     },
     { timeout: APPLY_TIMEOUT_MS },
   );

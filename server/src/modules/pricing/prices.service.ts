@@ -9,7 +9,7 @@ import { isUuid } from '../../shared/validation.ts';
 import { priceInForce, validateProviderPrice, withCanonicalRates, withoutOwnerPrefix, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
-import { effectiveFromNow } from '../plans/plans.service.ts';
+import { backdatedPastUsage, effectiveFromNow, latestPricedUsageOf } from './pricing-time.ts';
 import { importModelsDevJson } from './models-dev.ts';
 
 /** A price row with where it came from, so every usage event can record which one costed it. */
@@ -56,20 +56,24 @@ export class ProviderPriceService {
 
   /**
    * Adds a price row; a change to an existing model is a new row with a later effectiveFrom
-   * (default now: moved past the merchant's usage already priced, see fromNow).
-   * History is kept: a row that may already have costed events is never replaced, so writing a
-   * different price at its effectiveFrom is a CONFLICT, and writing the same one is a no-op that
-   * answers the stored row. A row scheduled further ahead than any event can be timestamped has
-   * costed nothing yet, and is replaced (`tollgate apply` reschedules prices that way).
-   * `tx`: write inside that transaction (the cache is dropped once it commits).
+   * (default now: moved past the merchant's usage already priced, see fromNow). History is kept:
+   * a given effectiveFrom at or before usage already priced that the row could cost is refused
+   * (VALIDATION, see latestPricedUsageOf); a row that may already have costed events is never
+   * replaced, so writing a different price at its effectiveFrom is a CONFLICT, and writing the
+   * same one is a no-op that answers the stored row. A row scheduled further ahead than any event
+   * can be timestamped has costed nothing yet, and is replaced (`tollgate apply` reschedules prices that way).
+   * `tx`: write inside that transaction (the cache is dropped once it commits); `movedNow`: the
+   * moment "from now" stands for, when the caller already read it in `tx` (see putAll's). A row
+   * stored at that very moment is then a clash, as for a date given: a config file planned
+   * before it was written is refused rather than written a millisecond later over it.
    */
-  async add(merchantId: string, input: PriceInput, source = 'manual', tx?: PrismaTransaction): Promise<PriceRow> {
+  async add(merchantId: string, input: PriceInput, source = 'manual', tx?: PrismaTransaction, movedNow?: Date): Promise<PriceRow> {
     const given = input.effectiveFrom ?? null;
     // Checked before any query; "from now" is then read just before the write (see fromNow).
     const row = storedRow(input, given ?? new Date());
     const raced = `A price for ${row.provider}/${row.model}${given ? ` at ${row.effectiveFrom.toISOString()}` : ''} was written at the same moment by another request: try again`;
     const prisma = tx?.client ?? this.prisma;
-    const write = async () => this.write(prisma, merchantId, [given ? row : { ...row, effectiveFrom: await fromNow(prisma, merchantId, row.effectiveFrom, [row]) }], source);
+    const write = async () => this.write(prisma, merchantId, given ? [row] : [{ ...row, effectiveFrom: movedNow ?? (await fromNow(prisma, merchantId, row.effectiveFrom, [row])) }], source, given !== null);
     const written = tx
       ? // The failed insert has aborted the caller's transaction: it may run it again.
         await write().catch(raceLost(raced))
@@ -105,7 +109,8 @@ export class ProviderPriceService {
 
   /**
    * Imports a whole models.dev file; malformed entries are skipped and reported, not fatal. Rows
-   * that clash with stored history (see add) refuse the whole import before anything is written.
+   * that clash with stored history, or dated at or before usage already priced (see add), refuse
+   * the whole import before anything is written.
    */
   async importModelsDev(merchantId: string, fileText: string, effectiveFrom?: Date | null) {
     const given = effectiveFrom ?? null;
@@ -116,7 +121,7 @@ export class ProviderPriceService {
         this.prisma.$transaction(async (tx) => {
           // "From now": after the merchant's usage already priced (see fromNow), read in the transaction that writes.
           const from = given ?? (await fromNow(tx, merchantId, new Date(), stored));
-          return this.write(tx, merchantId, given ? stored : stored.map((row) => ({ ...row, effectiveFrom: from })), 'models.dev');
+          return this.write(tx, merchantId, given ? stored : stored.map((row) => ({ ...row, effectiveFrom: from })), 'models.dev', given !== null);
         }, { timeout: 30_000 }),
       `Prices ${given ? `from ${given.toISOString()} ` : ''}were written at the same moment by another import or request: try again`,
     );
@@ -124,8 +129,12 @@ export class ProviderPriceService {
     return { imported: rows.length, skipped };
   }
 
-  /** Writes rows of one merchant (see add): every clash is found before anything is written. */
-  private async write(prisma: Pick<PrismaClient, 'providerPrice'>, merchantId: string, rows: StoredRow[], source: string): Promise<PriceRow[]> {
+  /**
+   * Writes rows of one merchant (see add): every clash is found before anything is written.
+   * `dated`: the rows' effectiveFrom was given, so it is checked against usage already priced
+   * ("from now" was moved past it, see fromNow).
+   */
+  private async write(prisma: Pick<PrismaClient, 'providerPrice' | '$queryRaw'>, merchantId: string, rows: StoredRow[], source: string, dated: boolean): Promise<PriceRow[]> {
     const times = [...new Set(rows.map((row) => row.effectiveFrom.getTime()))].map((time) => new Date(time));
     const existing = new Map<string, PriceRow>();
     for (const stored of await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: { in: times } } })) existing.set(rowKey(stored), stored);
@@ -146,6 +155,16 @@ export class ProviderPriceService {
           `${clashes[0]!.effectiveFrom.toISOString()}, and prices in force are history that is kept: add the new price with a later effectiveFrom.`,
         { field: 'effectiveFrom', models: names },
       );
+    }
+    // A row written at or before usage already priced that it could have costed would cost a
+    // late event at that moment another way than its neighbours were: history is never rewritten.
+    // A row stored already with the same rates changes nothing, so writing it again still answers it.
+    const changing = plan.filter(({ same }) => !same).map(({ row }) => row);
+    if (dated && changing.length > 0) {
+      const earliest = new Date(Math.min(...changing.map((row) => row.effectiveFrom.getTime())));
+      // Of any provider: a cloud reselling the model is costed at the maker's row (see resoldBy).
+      const priced = await latestPricedUsageOf(prisma, merchantId, earliest, changing.map((row) => ({ provider: null, model: row.model })));
+      if (priced) throw backdatedPastUsage(`the merchant's latest usage of ${changing.length === 1 ? changing[0]!.model : 'these models'} already priced`, priced);
     }
     const written = new Map<string, PriceRow>();
     const fresh: StoredRow[] = [];
@@ -255,17 +274,23 @@ function storedRow(input: PriceInput, effectiveFrom: Date): StoredRow {
   return { provider: canonicalProviderId(provider), model: model.trim(), effectiveFrom, prices: prices as Prisma.InputJsonObject };
 }
 
+/** How many times a write of price rows runs while other writers keep inserting its rows first. */
+const RACE_ATTEMPTS = 4;
+
 /**
- * Runs a write of price rows once more when another writer inserted one of them first (a unique
- * violation): the second run judges the rows against what that one stored (see add). Losing
- * again is a CONFLICT, never an INTERNAL error.
+ * Runs a write of price rows again when another writer inserted one of them first (a unique
+ * violation): the next run judges the rows against what that one stored (see add). A write of
+ * several rows (an import) can lose to a different writer on each of them, and each loss leaves
+ * one more row stored to be judged, so a few runs settle it. Losing every time is a CONFLICT,
+ * never an INTERNAL error.
  */
 async function retryOnRace<T>(write: () => Promise<T>, message: string): Promise<T> {
-  try {
-    return await write();
-  } catch (error) {
-    if (!isUniqueViolation(error)) throw error;
-    return write().catch(raceLost(message));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (error) {
+      if (!isUniqueViolation(error) || attempt === RACE_ATTEMPTS) return raceLost(message)(error);
+    }
   }
 }
 

@@ -50,7 +50,10 @@ const SetProviderPriceInput = builder.inputType('SetProviderPriceInput', {
     provider: t.string({ required: true, description: 'A provider id, or one of its aliases (claude, gemini, azure, …), stored as the id.' }),
     model: t.string({ required: true }),
     rates: t.field({ type: 'JSONObject', required: true, description: 'Decimal strings, e.g. { "perMillionTokens": { "input": "0.15", "output": "0.60" } }.' }),
-    effectiveFrom: t.field({ type: 'DateTime', description: 'Default now. Earlier events keep the price in force at their time.' }),
+    effectiveFrom: t.field({
+      type: 'DateTime',
+      description: 'Default now. Earlier events keep the price in force at their time; a given time must come after usage of the model already priced.',
+    }),
   }),
 });
 
@@ -67,7 +70,7 @@ const PutPriceRuleInput = builder.inputType('PutPriceRuleInput', {
       required: true,
       description: 'FLAT { unitPrice, perUnits }, MARKUP { percent, feePerRequest }, GRADUATED/VOLUME { tiers: [{ upTo, unitPrice, flatFee }] }, PACKAGE { packageSize, packagePrice }; any: minimumCharge.',
     }),
-    effectiveFrom: t.field({ type: 'DateTime' }),
+    effectiveFrom: t.field({ type: 'DateTime', description: 'Default now. A given time must come after usage already priced that the rule matches.' }),
   }),
 });
 

@@ -4,8 +4,9 @@ import { ConfigChanges } from '../../shared/config-changes.ts';
 import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { requireJsonObject, requireNonEmpty } from '../../shared/validation.ts';
-import { CONCURRENT_NOW_MS, effectiveFromNow, type PlanService } from '../plans/plans.service.ts';
+import type { PlanService } from '../plans/plans.service.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
+import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, latestPricedUsageOf } from './pricing-time.ts';
 import { validateRule, validateRuleConfig, type PricingRule } from './rules.ts';
 
 export type { RuleRow };
@@ -245,7 +246,8 @@ export class PriceRuleService {
    * Creates a rule, or a new version of the rule with this name in its book (the plan `planKey`,
    * or the default book), from effectiveFrom (default now: moved past the merchant's usage already
    * priced at or after now, which may be stamped up to MAX_FUTURE_USAGE_MS ahead, so that no
-   * charged event is priced by the new version). An archived plan still takes new versions: the
+   * charged event is priced by the new version; a given effectiveFrom at or before usage already
+   * priced that the rule matches is refused). An archived plan still takes new versions: the
    * customers who stayed on it are still priced by it.
    */
   async put(merchantId: string, input: RuleInput): Promise<RuleRow> {
@@ -256,15 +258,17 @@ export class PriceRuleService {
    * Puts several rules, each as put does, checking them all before writing any. Ties are judged
    * with all of them in force (see clashAmong), so rules may trade targets in one go. All or
    * nothing, in `tx` when given (else in a transaction of its own); the cache is dropped once it commits.
-   * A meter the same transaction created (a config file's own) counts as known.
+   * A meter the same transaction created (a config file's own) counts as known. `movedNow`: the
+   * moment "from now" stands for, when the caller already read it in `tx` (see effectiveFromNow:
+   * a config file's changes all take effect then).
    */
-  async putAll(merchantId: string, inputs: readonly RuleInput[], tx?: PrismaTransaction): Promise<RuleRow[]> {
-    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.write(merchantId, inputs, own, true));
-    return this.write(merchantId, inputs, tx, true);
+  async putAll(merchantId: string, inputs: readonly RuleInput[], tx?: PrismaTransaction, movedNow?: Date): Promise<RuleRow[]> {
+    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.write(merchantId, inputs, own, true, movedNow));
+    return this.write(merchantId, inputs, tx, true, movedNow);
   }
 
   /** `knownMeters`: refuse a rule for a meter the merchant does not have or archived (read in `tx`, so a meter created or restored in it counts). */
-  private async write(merchantId: string, inputs: readonly RuleInput[], tx: PrismaTransaction, knownMeters: boolean): Promise<RuleRow[]> {
+  private async write(merchantId: string, inputs: readonly RuleInput[], tx: PrismaTransaction, knownMeters: boolean, movedNow?: Date): Promise<RuleRow[]> {
     // Before the lock and any read: a bad input is refused without touching the database.
     const valid = inputs.map(checkInput);
     // Two writers checking for ties side by side would each find none and both write, leaving a
@@ -274,7 +278,7 @@ export class PriceRuleService {
     // "From now" is read once the lock is held, and comes after the merchant's usage already
     // priced (stamped up to MAX_FUTURE_USAGE_MS ahead): a version in force at a charged event's
     // time would price a late event at that moment another way than it was charged.
-    const fromNow = valid.some((input) => input.effectiveFrom === null) ? await effectiveFromNow(prisma, merchantId, new Date()) : null;
+    const fromNow = valid.some((input) => input.effectiveFrom === null) ? (movedNow ?? (await effectiveFromNow(prisma, merchantId, new Date()))) : null;
     const books = new Map<string | null, RuleRow[]>();
     const checked: (RuleCandidate & { planId: string | null; config: Prisma.InputJsonObject })[] = [];
     for (const [index, input] of inputs.entries()) {
@@ -298,6 +302,14 @@ export class PriceRuleService {
       }
       if (latest && effectiveFrom <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
+      }
+      // A version given a date must come after the usage already priced that it, or the version
+      // it ends, matches: a late event in between would be priced another way than its neighbours.
+      // Not narrowed by meter or price book: a plan's rule is checked against every customer's
+      // usage (simple, and safe).
+      if (valid[index]!.effectiveFrom !== null) {
+        const priced = await latestPricedUsageOf(prisma, merchantId, effectiveFrom, latest ? [{ provider, model }, latest] : [{ provider, model }]);
+        if (priced) throw backdatedPastUsage("the merchant's latest usage already priced that this rule matches", priced);
       }
       checked.push({ planId, name, type: input.type, meterKey, provider, model, effectiveFrom, config });
     }
@@ -325,7 +337,8 @@ export class PriceRuleService {
   }
 
   /**
-   * Stops a rule of the default book, or of the plan `planKey`, from `at` (default now, moved past usage already priced as put does); earlier events keep the price they were charged.
+   * Stops a rule of the default book, or of the plan `planKey`, from `at` (default now, moved past usage already priced as put does;
+   * a given `at` at or before usage already priced that the rule matches is refused); earlier events keep the price they were charged.
    * The version in force at `at` and every later (scheduled) version are archived at `at`: rulesInForce reads only a name's
    * latest version effective, so archiving the latest alone would leave the current one in force until the scheduled date.
    * Scheduled versions stopped so never take effect (see tookEffect), so they do not hold back putting the rule again from now.
@@ -346,6 +359,10 @@ export class PriceRuleService {
       const inForce = live.findLast((row) => row.effectiveFrom <= stopAt);
       const toStop = live.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
       if (toStop.length > 0) {
+        // A given `at` must come after the merchant's usage already priced, as a version's date
+        // must (see write). Only when something would stop then: archiving again answers the same.
+        const priced = at && (await latestPricedUsageOf(tx.client, merchantId, at, withProviderIds(toStop)));
+        if (priced) throw backdatedPastUsage("the merchant's latest usage already priced that this rule matches", priced);
         await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
         whenCommitted(tx, () => this.changes.changed('price-rules', merchantId));
       }

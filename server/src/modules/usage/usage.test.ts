@@ -402,8 +402,10 @@ describe('provider responses that cannot be read as they are', () => {
     expect(unpriced.data.recordUsage.event).toMatchObject({ status: 'NOT_BILLABLE', currency: 'EUR', cost: '0.00', charge: '0.00' });
     expect(unpriced.data.recordUsage.event.costProblem).toContain('USD');
     await server.services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'request', source: 'REQUESTS' });
-    await server.services.priceRules.put(merchant.id, { name: 'per call', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '0.02' }, effectiveFrom: new Date('2026-01-01') });
-    const flat = await record({ response: responseOf('openai_chat_completion.json'), currency: 'EUR' });
+    // After the event above: a rule never reprices usage already priced.
+    const after = new Date(now.getTime() + 1_000);
+    await server.services.priceRules.put(merchant.id, { name: 'per call', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '0.02' }, effectiveFrom: after });
+    const flat = await record({ response: responseOf('openai_chat_completion.json'), currency: 'EUR', timestamp: after.toISOString() });
     expect(flat.data.recordUsage.event).toMatchObject({ status: 'CHARGED', currency: 'EUR', charge: '0.02' });
   });
 });
@@ -1156,16 +1158,17 @@ describe('what providers report, and what the caller is told', () => {
 
   it('prices clouds that resell a maker\'s models at the maker\'s list price when they have no row of their own', async () => {
     const { merchant, record } = await setup();
-    const cost = async (provider: string, model: string) => (await record({ usage: { provider, model, inputTokens: 1000, outputTokens: 100 } })).data.recordUsage.event;
+    const cost = async (provider: string, model: string, timestamp = now) => (await record({ usage: { provider, model, inputTokens: 1000, outputTokens: 100 }, timestamp: timestamp.toISOString() })).data.recordUsage.event;
     expect(await cost('vertex', 'gemini-3.8-flash')).toMatchObject({ cost: '0.001125', costProblem: null });
     expect(await cost('vertex', 'claude-sonnet-4-6@20250929')).toMatchObject({ cost: '0.0045' });
     expect(await cost('bedrock', 'us.anthropic.claude-sonnet-4-6-v1:0')).toMatchObject({ cost: '0.0045' });
     expect(await cost('bedrock', 'anthropic.claude-haiku-4-5-20251001-v1:0')).toMatchObject({ cost: '0.0015' });
     expect(await cost('azure-openai', 'gpt-5.4-mini-2026-03-17')).toMatchObject({ cost: '0.0012' });
     expect(await cost('bedrock', 'amazon.nova-pro-v1:0')).toMatchObject({ cost: '0.00', costProblem: 'no provider price for bedrock/amazon.nova-pro-v1:0' });
-    // A row of the cloud's own wins.
-    await server.services.providerPrices.add(merchant.id, { provider: 'vertex', model: 'gemini-3.8-flash', perMillionTokens: { input: '1', output: '10' }, effectiveFrom: new Date('2026-01-01') });
-    expect(await cost('vertex', 'gemini-3.8-flash')).toMatchObject({ cost: '0.002' });
+    // A row of the cloud's own wins (from after the usage above: a row never reprices usage already priced).
+    const after = new Date(now.getTime() + 1_000);
+    await server.services.providerPrices.add(merchant.id, { provider: 'vertex', model: 'gemini-3.8-flash', perMillionTokens: { input: '1', output: '10' }, effectiveFrom: after });
+    expect(await cost('vertex', 'gemini-3.8-flash', after)).toMatchObject({ cost: '0.002' });
   });
 
   it('knows providers by their aliases: usage, price rows and rules under "claude" or "gemini" meet those of anthropic and google', async () => {
@@ -1174,13 +1177,15 @@ describe('what providers report, and what the caller is told', () => {
     // A record under an alias is stored under the provider's id and costed at its list price.
     expect((await record(usage('Claude', 'claude-sonnet-4-6'))).data.recordUsage.event).toMatchObject({ provider: 'anthropic', cost: '0.0045', costProblem: null });
     expect((await record(usage('gemini', 'gemini-3.8-flash'))).data.recordUsage.event).toMatchObject({ provider: 'google', cost: '0.001125' });
-    // A row and a rule written under an alias price the provider's calls, raw responses included.
-    const row = await server.services.providerPrices.add(merchant.id, { provider: 'claude', model: 'claude-sonnet-4-6', perMillionTokens: { input: '2', output: '20' }, effectiveFrom: new Date('2026-01-01') });
+    // A row and a rule written under an alias price the provider's calls, raw responses included
+    // (from after the usage above: neither reprices usage already priced).
+    const after = new Date(now.getTime() + 1_000);
+    const row = await server.services.providerPrices.add(merchant.id, { provider: 'claude', model: 'claude-sonnet-4-6', perMillionTokens: { input: '2', output: '20' }, effectiveFrom: after });
     expect(row.provider).toBe('anthropic');
-    const rule = await server.services.priceRules.put(merchant.id, { name: 'claude markup', type: 'MARKUP', provider: 'claude', config: { percent: '50' }, effectiveFrom: new Date('2026-01-01') });
+    const rule = await server.services.priceRules.put(merchant.id, { name: 'claude markup', type: 'MARKUP', provider: 'claude', config: { percent: '50' }, effectiveFrom: after });
     expect(rule.provider).toBe('anthropic');
-    expect((await record(usage('anthropic', 'claude-sonnet-4-6'))).data.recordUsage.event).toMatchObject({ cost: '0.004', charge: '0.006' });
-    expect((await record({ response: responseOf('anthropic_messages.json') })).data.recordUsage.event).toMatchObject({ provider: 'anthropic', margin: expect.not.stringMatching(/^0(\.0+)?$/) });
+    expect((await record({ ...usage('anthropic', 'claude-sonnet-4-6'), timestamp: after.toISOString() })).data.recordUsage.event).toMatchObject({ cost: '0.004', charge: '0.006' });
+    expect((await record({ response: responseOf('anthropic_messages.json'), timestamp: after.toISOString() })).data.recordUsage.event).toMatchObject({ provider: 'anthropic', margin: expect.not.stringMatching(/^0(\.0+)?$/) });
     // The tie check knows the alias too.
     const tie = await server.graphql<any>('mutation ($input: PutPriceRuleInput!) { putPriceRule(input: $input) { id } }', { input: { name: 'another', type: 'MARKUP', provider: 'ANTHROPIC', config: { percent: '5' } } }, merchant.secret);
     expect(tie.errors?.[0]?.extensions?.code).toBe('CONFLICT');
