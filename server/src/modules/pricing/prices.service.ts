@@ -162,8 +162,7 @@ export class ProviderPriceService {
     const changing = plan.filter(({ same }) => !same).map(({ row }) => row);
     if (dated && changing.length > 0) {
       const earliest = new Date(Math.min(...changing.map((row) => row.effectiveFrom.getTime())));
-      // Of any provider: a cloud reselling the model is costed at the maker's row (see resoldBy).
-      const priced = await latestPricedUsageOf(prisma, merchantId, earliest, changing.map((row) => ({ provider: null, model: row.model })));
+      const priced = await latestPricedUsageOf(prisma, merchantId, earliest, (pair) => changing.some((row) => priceCouldCost(row, pair)));
       if (priced) throw backdatedPastUsage(`the merchant's latest usage of ${changing.length === 1 ? changing[0]!.model : 'these models'} already priced`, priced);
     }
     const written = new Map<string, PriceRow>();
@@ -207,6 +206,21 @@ export function resolvePrice(merchantRows: readonly PriceWithRef[], provider: st
   if (own) return own;
   return maker && (priceInForce(merchantRows, maker.provider, maker.model, at) ?? priceInForce(LIST, maker.provider, maker.model, at));
 }
+
+/**
+ * Whether a price row of `row.provider`/`row.model` could cost events of this provider and model,
+ * whatever other rows there are: as resolvePrice matches (the name exactly or as a dated
+ * snapshot, without its owner's prefix, or the maker's row of a model a cloud resells).
+ */
+export function priceCouldCost(row: { provider: string; model: string }, event: { provider: string | null; model: string | null }): boolean {
+  if (event.provider === null || event.model === null) return false;
+  const probe = [{ ...row, currency: 'USD', effectiveFrom: new Date(0) } as ProviderPrice];
+  const maker = resoldBy(event.provider, event.model);
+  return priceInForce(probe, event.provider, event.model, FAR_FUTURE, maker ? [maker.provider] : []) !== null
+    || (maker !== null && priceInForce(probe, maker.provider, maker.model, FAR_FUTURE) !== null);
+}
+
+const FAR_FUTURE = new Date('9999-01-01T00:00:00Z');
 
 /**
  * The model maker whose price a cloud charges for a model it resells, or null. Vertex AI bills

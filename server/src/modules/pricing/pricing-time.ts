@@ -30,30 +30,27 @@ export async function latestPricedUsage(client: RawClient, merchantId: string, f
   return priced ? new Date(priced.occurred_at) : null;
 }
 
-/** What a price rule or provider price can price: events of this provider and model (null: any). */
-export interface UsageTarget {
+/** The provider and model a usage event was recorded with (either may be missing). */
+export interface PricedPair {
   provider: string | null;
   model: string | null;
 }
 
 /**
- * As latestPricedUsage, of the merchant's usage that one of `targets` matches. Matching here is
- * wider than pricing's, never narrower: an event matches when its provider and model, lowercased,
- * contain the target's (rules and price rows match exactly, or a dated snapshot, a model's owner
- * prefix, a cloud reselling it: see selectRule and resolvePrice), and names whose lowercasing SQL
- * may read otherwise (not ASCII) always match. One query on the (merchant_id, occurred_at) index,
- * which stops at the newest match; none since `from` costs a scan of the events since then.
+ * As latestPricedUsage, of the merchant's usage that `couldPrice` says the change could price
+ * another way, judged by pricing's own matching (see ruleTargetsEvent, priceCouldCost). One pass
+ * over the events since `from` (on the (merchant_id, occurred_at) index) gives each provider and
+ * model pair's latest time; the few pairs are then judged here.
  */
-export async function latestPricedUsageOf(client: RawClient, merchantId: string, from: Date, targets: readonly UsageTarget[]): Promise<Date | null> {
-  const lower = (name: string | null) => (name == null ? null : name.trim().toLowerCase());
-  const wanted = JSON.stringify(targets.map((target) => ({ provider: lower(target.provider), model: lower(target.model) })));
-  const [priced] = await client.$queryRaw<{ occurred_at: Date }[]>`SELECT occurred_at FROM usage_events e
-    WHERE e.merchant_id = ${merchantId}::uuid AND e.occurred_at >= ${from}
-      AND EXISTS (SELECT 1 FROM json_to_recordset(${wanted}::json) AS t(provider text, model text)
-        WHERE (t.provider IS NULL OR strpos(lower(e.provider COLLATE "C"), t.provider) > 0 OR octet_length(e.provider) <> char_length(e.provider))
-          AND (t.model IS NULL OR strpos(lower(e.model COLLATE "C"), t.model) > 0 OR octet_length(e.model) <> char_length(e.model)))
-    ORDER BY e.occurred_at DESC LIMIT 1`;
-  return priced ? new Date(priced.occurred_at) : null;
+export async function latestPricedUsageOf(client: RawClient, merchantId: string, from: Date, couldPrice: (pair: PricedPair) => boolean): Promise<Date | null> {
+  const pairs = await client.$queryRaw<(PricedPair & { latest: Date })[]>`SELECT provider, model, max(occurred_at) AS latest FROM usage_events
+    WHERE merchant_id = ${merchantId}::uuid AND occurred_at >= ${from} GROUP BY provider, model`;
+  let latest: Date | null = null;
+  for (const pair of pairs) {
+    const at = new Date(pair.latest);
+    if ((!latest || at > latest) && couldPrice(pair)) latest = at;
+  }
+  return latest;
 }
 
 /**

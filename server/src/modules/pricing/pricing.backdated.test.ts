@@ -5,7 +5,7 @@ import { parseDecimalNanos } from '../../shared/money.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import type { UsageResult } from '../usage/usage.service.ts';
 import { applyPricingChanges, describeChanges, planPricingConfig } from './config-apply.ts';
-import { resolvePrice, type PriceWithRef } from './prices.service.ts';
+import { priceCouldCost, resolvePrice, type PriceWithRef } from './prices.service.ts';
 
 /**
  * A price rule version, a rule archived at a given time, or a provider price, dated at or before
@@ -265,16 +265,35 @@ describe('usage recorded while a pricing file is applied', () => {
   });
 });
 
-describe('the scope of usage a provider price is checked against', () => {
-  it('holds every event a row can cost: each model it prices contains the row\'s model, lowercased', () => {
+describe('the scope of usage a change is checked against', () => {
+  it('a provider price: every event resolvePrice would cost by the row, and no other', () => {
     const row = (provider: string, model: string): PriceWithRef => ({ provider, model, currency: 'USD', effectiveFrom: SINCE, perMillionTokens: { input: '1', output: '1' }, ref: `${provider}/${model}` }) as PriceWithRef;
     const rows = [row('anthropic', 'Claude-Sonnet-9'), row('google', 'gemini-9-flash'), row('openai', 'gpt-9')];
+    const events = [['bedrock', 'eu.anthropic.claude-sonnet-9-20990101-v1:0'], ['vertex', 'google/gemini-9-flash-001'], ['vertex', 'publishers/google/models/gemini-9-flash'],
+      ['azure-openai', 'GPT-9'], ['openai', 'gpt-9-2099-01-01'], ['openrouter', 'openai/gpt-9'], ['openai', 'gpt-9o-mini'], ['acme', 'gpt-9']] as const;
     let matched = 0;
-    for (const [provider, model] of [['bedrock', 'eu.anthropic.claude-sonnet-9-20990101-v1:0'], ['vertex', 'google/gemini-9-flash-001'], ['vertex', 'publishers/google/models/gemini-9-flash'], ['azure-openai', 'GPT-9'], ['openai', 'gpt-9-2099-01-01'], ['openrouter', 'openai/gpt-9']] as const) {
+    for (const [provider, model] of events) {
       const found = resolvePrice(rows, provider, model, new Date());
-      if (found) expect(model.toLowerCase()).toContain(found.model.toLowerCase());
+      for (const candidate of rows) expect(priceCouldCost(candidate, { provider, model }), `${candidate.model} for ${provider}/${model}`).toBe(candidate === found);
       matched += found ? 1 : 0;
     }
-    expect(matched).toBeGreaterThanOrEqual(4);
+    expect(matched).toBe(4);
+    expect(priceCouldCost(row('openai', 'gpt-9'), { provider: 'openai', model: null })).toBe(false);
+  });
+
+  it('a price for another model whose name is part of the one used is taken (acme/gpt-4 over openai/gpt-4o-mini usage only)', async () => {
+    const t = await setup();
+    expect(await t.record(t.event(1, t.charged, 'gpt-4o-mini', 'openai'))).toHaveLength(1);
+    await expect(server.services.providerPrices.add(t.merchant.id, { provider: 'acme', model: 'gpt-4', perMillionTokens: { input: '1', output: '1' }, effectiveFrom: later(t.charged, -60_000) }))
+      .resolves.toMatchObject({ provider: 'acme', model: 'gpt-4' });
+  });
+
+  it("a rule for one provider is taken over usage of another whose id contains it (openai over azure-openai usage only)", async () => {
+    const t = await setup();
+    expect(await t.record(t.event(1, t.charged, 'gpt-4o', 'azure-openai'))).toHaveLength(1);
+    await expect(server.services.priceRules.put(t.merchant.id, { name: 'openai-markup', type: 'MARKUP', provider: 'openai', config: { percent: '10' }, effectiveFrom: later(t.charged, -60_000) }))
+      .resolves.toMatchObject({ provider: 'openai' });
+    await expect(server.services.priceRules.put(t.merchant.id, { name: 'azure-markup', type: 'MARKUP', provider: 'azure-openai', config: { percent: '10' }, effectiveFrom: later(t.charged, -60_000) }))
+      .rejects.toMatchObject(BACKDATED);
   });
 });

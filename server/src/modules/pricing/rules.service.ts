@@ -7,7 +7,7 @@ import { requireJsonObject, requireNonEmpty } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, latestPricedUsageOf } from './pricing-time.ts';
-import { validateRule, validateRuleConfig, type PricingRule } from './rules.ts';
+import { ruleTargetsEvent, validateRule, validateRuleConfig, type PricingRule } from './rules.ts';
 
 export type { RuleRow };
 
@@ -308,7 +308,7 @@ export class PriceRuleService {
       // Not narrowed by meter or price book: a plan's rule is checked against every customer's
       // usage (simple, and safe).
       if (valid[index]!.effectiveFrom !== null) {
-        const priced = await latestPricedUsageOf(prisma, merchantId, effectiveFrom, latest ? [{ provider, model }, latest] : [{ provider, model }]);
+        const priced = await latestPricedUsageOf(prisma, merchantId, effectiveFrom, (pair) => ruleTargetsEvent({ provider, model }, pair) || (latest !== null && ruleTargetsEvent(latest, pair)));
         if (priced) throw backdatedPastUsage("the merchant's latest usage already priced that this rule matches", priced);
       }
       checked.push({ planId, name, type: input.type, meterKey, provider, model, effectiveFrom, config });
@@ -361,7 +361,8 @@ export class PriceRuleService {
       if (toStop.length > 0) {
         // A given `at` must come after the merchant's usage already priced, as a version's date
         // must (see write). Only when something would stop then: archiving again answers the same.
-        const priced = at && (await latestPricedUsageOf(tx.client, merchantId, at, withProviderIds(toStop)));
+        const stopping = withProviderIds(toStop);
+        const priced = at && (await latestPricedUsageOf(tx.client, merchantId, at, (pair) => stopping.some((row) => ruleTargetsEvent(row, pair))));
         if (priced) throw backdatedPastUsage("the merchant's latest usage already priced that this rule matches", priced);
         await tx.client.priceRule.updateMany({ where: { id: { in: toStop.map((row) => row.id) } }, data: { archivedAt: stopAt } });
         whenCommitted(tx, () => this.changes.changed('price-rules', merchantId));

@@ -455,6 +455,11 @@ function specificity(rule: RuleTarget, event: RuleEvent): number {
   return score;
 }
 
+/** Whether a rule's provider and model target (its meter aside) takes in events of this provider and model. */
+export function ruleTargetsEvent(rule: { provider: string | null; model: string | null }, event: { provider: string | null; model: string | null }): boolean {
+  return specificity({ provider: rule.provider, model: rule.model }, { provider: event.provider, model: event.model }) > 0;
+}
+
 /**
  * The most specific rule for an event: model > provider > meter default > a rule with no target.
  * Two rules matching equally is a configuration error, reported rather than guessed.
