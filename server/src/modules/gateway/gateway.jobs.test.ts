@@ -6,9 +6,9 @@
  * than the one it names. Refused polls never reach the provider.
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseDecimalNanos } from '../../shared/money.ts';
+import { listenLocally } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
 import { createdJobId, jobCallOf } from './jobs.ts';
@@ -44,8 +44,7 @@ type Script = (method: string, path: string, url: URL) => Answer;
 /** A local HTTP provider answering JSON as `script` says, and recording what it was asked. */
 async function startUpstream(script: Script): Promise<Upstream> {
   const requests: string[] = [];
-  const sockets = new Set<Socket>();
-  const http = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = await listenLocally(createHttpServer((req: IncomingMessage, res: ServerResponse) => {
     req.resume();
     req.on('end', () => {
       requests.push(`${req.method} ${req.url}`);
@@ -55,20 +54,8 @@ async function startUpstream(script: Script): Promise<Upstream> {
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.end(text);
     });
-  });
-  http.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    requests,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => http.close(() => resolve()));
-    },
-  };
+  }));
+  return { url: `http://${server.host}`, requests, close: server.close };
 }
 
 const notFoundAnswer: Answer = { status: 404, body: { detail: 'Not found' } };

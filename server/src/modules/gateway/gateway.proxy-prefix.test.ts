@@ -6,11 +6,11 @@
  * prefix, and a job's id is read from the provider's part of the path.
  */
 import { createServer, request as httpRequest, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
+import { listenLocally } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 
 const expectedUsage = JSON.parse(readFileSync(new URL('expected_usage.json', PROVIDER_FIXTURES), 'utf8')) as Record<string, { expected_cost_usd?: string | null }>;
@@ -28,24 +28,11 @@ interface Local {
 
 async function listen(handler: RequestListener): Promise<Local> {
   const requests: string[] = [];
-  const sockets = new Set<Socket>();
-  const http = createServer((req, res) => {
+  const server = await listenLocally(createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
     handler(req, res);
-  });
-  http.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    requests,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => http.close(() => resolve()));
-    },
-  };
+  }));
+  return { url: `http://${server.host}`, requests, close: server.close };
 }
 
 /**

@@ -6,12 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type RequestListener } from 'node:http';
-import { connect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
+import { connect, createServer as createTcpServer } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
 import { PROVIDER_FIXTURES, splitSseEvents, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
+import { listenLocally as listen } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
@@ -759,23 +760,6 @@ describe('private networks', () => {
     }
   });
 });
-
-/** A TCP server on a random local port; `close` also ends its open connections. */
-async function listen(server: TcpServer): Promise<{ host: string; close: () => Promise<void> }> {
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 /** An HTTP provider scripted by `handler`, allowed for the tenant as `provider`. */
 async function upstream(t: Tenant, provider: string, handler: RequestListener) {
