@@ -32,8 +32,18 @@ describe('maxUsageOf: the most a request can use', () => {
       .toMatchObject({ api: 'messages', model: 'claude-opus-4-8', outputTokens: 77 });
     const azure = 'https://acme.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21';
     expect(maxUsageOf('azure', new URL(azure), body({ messages: [], max_tokens: 33 }))).toMatchObject({ api: 'chat.completions', model: 'gpt-4o', outputTokens: 33 });
-    // A model the body names still wins.
+    // A model the body names wins over a deployment's name; an empty one names none.
     expect(maxUsageOf('azure', new URL(azure), body({ model: 'gpt-4o-mini', messages: [], max_tokens: 33 }))).toMatchObject({ model: 'gpt-4o-mini' });
+    expect(maxUsageOf('azure', new URL(azure), body({ model: ' ', messages: [], max_tokens: 33 }))).toMatchObject({ model: 'gpt-4o' });
+  });
+
+  it('holds for the model a path runs, not a cheaper one the body adds (Bedrock, Gemini)', () => {
+    const bedrock = new URL('https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-opus-4-1-20250805-v1%3A0/converse');
+    expect(maxUsageOf('bedrock', bedrock, body({ model: 'amazon.nova-micro-v1:0', messages: [], inferenceConfig: { maxTokens: 4000 } })))
+      .toMatchObject({ model: 'anthropic.claude-opus-4-1-20250805-v1:0' });
+    expect(maxUsageOf('bedrock', bedrock, body({ model: '', messages: [], inferenceConfig: { maxTokens: 4000 } }))).toMatchObject({ model: 'anthropic.claude-opus-4-1-20250805-v1:0' });
+    const gemini = new URL('https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent');
+    expect(maxUsageOf('google', gemini, body({ model: 'gemini-2.0-flash-lite', contents: [] }))).toMatchObject({ model: 'gemini-2.5-pro' });
   });
 
   it('routes by the provider a merchant host speaks, not by its host name', () => {

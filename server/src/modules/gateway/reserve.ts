@@ -77,10 +77,12 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
     return null;
   }
   if (!isObject(body)) return null;
-  // Gemini, Vertex and Bedrock name the model in the path (read by the provider's router, decoded
-  // where it can be); the others in the body (as written: no URL decoding). An Azure deployment
-  // stands in for a body that names none, as metering takes it when the response names none.
-  const model = typeof body.model === 'string' ? body.model : (routed.match.model ?? routed.match.fallbackModel ?? null);
+  // Gemini, Vertex and Bedrock run the model their path names (read by the provider's router,
+  // decoded where it can be), whatever the body says; the others the one in the body (as written:
+  // no URL decoding). An Azure deployment stands in for a body that names none, as metering
+  // takes it when the response names none.
+  const named = typeof body.model === 'string' && body.model.trim() !== '' ? body.model : null;
+  const model = routed.match.model ?? named ?? routed.match.fallbackModel ?? null;
   if (!model) return null;
   return blankUsage({
     provider,

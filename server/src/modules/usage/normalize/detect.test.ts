@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { detectProvider, normalizeResponse, SUPPORTED_PROVIDERS, UnknownProviderError } from './index.ts';
+import { definitionForName, findProviderPath, splitUrl } from './registry.ts';
 
 /** One or more request URLs per provider, with the API each must resolve to. */
 const CASES: [url: string, provider: string, api: string][] = [
@@ -242,5 +243,21 @@ describe('unknown providers', () => {
   it('a known host on an unknown path reports nothing billable', () => {
     const u = normalizeResponse({ ...response, url: 'https://api.openai.com/v1/models', body: '{"data":[]}' });
     expect(u).toMatchObject({ provider: 'openai', api: 'unknown', billable: false, requests: 0 });
+  });
+});
+
+describe('a provider path behind a proxy prefix', () => {
+  it('is looked for past a few prefix segments only, and past empty ones for free: routing a long path stays cheap', () => {
+    const replicate = definitionForName('replicate')!;
+    let routed = 0;
+    const counting = { ...replicate, route: (url: Parameters<typeof replicate.route>[0]) => (routed++, replicate.route(url)) };
+    expect(findProviderPath(counting, splitUrl(`https://api.replicate.com${'/'.repeat(7_900)}x`))).toBeNull();
+    expect(routed).toBeLessThanOrEqual(2);
+    routed = 0;
+    expect(findProviderPath(counting, splitUrl(`https://api.replicate.com${'/seg'.repeat(2_000)}`))).toBeNull();
+    expect(routed).toBe(9);
+    // Cloudflare's four segments, and a doubled slash in a prefix, still reach the provider's path.
+    expect(findProviderPath(replicate, splitUrl('https://gateway.ai.cloudflare.com/v1/acct/gw/replicate/v1/predictions'))?.parts.path).toBe('/v1/predictions');
+    expect(findProviderPath(replicate, splitUrl('https://llm.internal//replicate//v1/predictions'))?.parts.path).toBe('/v1/predictions');
   });
 });

@@ -415,6 +415,13 @@ export function route(definition: Definition, url: UrlParts): Match | null {
   return definition.route(url);
 }
 
+/**
+ * How many segments a proxy's prefix may have (Cloudflare AI Gateway's /v1/{account}/{gateway}/{provider}
+ * has four). Bounds the routing of a long path: each tail tried is routed anew, and the gateway
+ * routes every call before it is refused or forwarded.
+ */
+const MAX_PREFIX_SEGMENTS = 8;
+
 /** A URL routed to one of a provider's APIs, and the provider's own path within it. */
 export interface ProviderPath {
   match: Match;
@@ -427,15 +434,19 @@ export interface ProviderPath {
  * part of the path that is the provider's. A proxy in front of the provider (Cloudflare AI
  * Gateway's /v1/{account}/{gateway}/{provider}/…, a company gateway's own prefix) puts its own
  * segments before the provider's API root, and the routers that match whole paths would miss
- * it: when the whole path is not one of the provider's, it is tried from each later segment on,
- * and the longest tail the provider knows wins. Metering, admission, holds and job ids all read
+ * it: when the whole path is not one of the provider's, it is tried from each of the next few
+ * segments on (MAX_PREFIX_SEGMENTS), and the longest tail the provider knows wins. Metering, admission, holds and job ids all read
  * a call through this one function, so they agree on what a prefixed call is.
  */
 export function findProviderPath(definition: Definition, url: UrlParts): ProviderPath | null {
   const match = definition.route(url);
   if (match) return { match, parts: url };
   const { path } = url;
-  for (let slash = path.indexOf('/', 1); slash !== -1; slash = path.indexOf('/', slash + 1)) {
+  let tried = 0;
+  for (let slash = path.indexOf('/', 1); slash !== -1 && tried < MAX_PREFIX_SEGMENTS; slash = path.indexOf('/', slash + 1)) {
+    // An empty segment ("//") starts no API root; skipping it keeps a path of slashes cheap.
+    if (path.charCodeAt(slash + 1) === 47 /* / */) continue;
+    tried++;
     const tail = { ...url, path: path.slice(slash) };
     const tailMatch = definition.route(tail);
     if (tailMatch) return { match: tailMatch, parts: tail };
