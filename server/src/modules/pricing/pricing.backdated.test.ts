@@ -1,9 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pricedUsageSetup } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
-import { parseDecimalNanos } from '../../shared/money.ts';
-import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
-import type { UsageResult } from '../usage/usage.service.ts';
 import { applyPricingChanges, describeChanges, planPricingConfig } from './config-apply.ts';
 import { priceCouldCost, resolvePrice, type PriceWithRef } from './prices.service.ts';
 
@@ -25,13 +23,7 @@ const BACKDATED = { code: 'VALIDATION', details: { field: 'effectiveFrom' } };
 
 async function setup() {
   const { services } = server;
-  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
-  await services.meters.create(merchant.id, { key: 'out', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
-  const customer = await services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
-  await services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '1000'), kind: 'PAID', idempotencyKey: 'seed' });
-  const event = (outputTokens: number, timestamp: Date, model = 'm', provider = 'custom') => ({ customer: customer.id, idempotencyKey: randomUUID(), usage: { provider, model, outputTokens }, timestamp });
-  const record = async (...events: ReturnType<typeof event>[]) =>
-    (await services.usage.record(merchant.id, SYSTEM_ACTOR, events)).map((r: UsageResult) => (r.ok ? r.event.charge : r.error.code));
+  const { merchant, customer, event, record } = await pricedUsageSetup(server);
   const rules = async () =>
     (await services.prisma.priceRule.findMany({ where: { merchantId: merchant.id }, orderBy: [{ name: 'asc' }, { effectiveFrom: 'asc' }] })).map((row) => [row.name, row.effectiveFrom.toISOString(), row.archivedAt?.toISOString() ?? null]);
   const prices = async () =>

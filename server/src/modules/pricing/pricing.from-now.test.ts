@@ -1,9 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pricedUsageSetup } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
-import { parseDecimalNanos } from '../../shared/money.ts';
-import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
-import type { UsageResult } from '../usage/usage.service.ts';
 import { applyPricingChanges, planPricingConfig } from './config-apply.ts';
 
 /**
@@ -23,13 +20,7 @@ const later = (time: Date, ms: number) => new Date(time.getTime() + ms);
 
 async function setup() {
   const { services } = server;
-  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
-  await services.meters.create(merchant.id, { key: 'out', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
-  const customer = await services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
-  await services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '1000'), kind: 'PAID', idempotencyKey: 'seed' });
-  const event = (outputTokens: number, timestamp: Date | null, model = 'm') => ({ customer: customer.id, idempotencyKey: randomUUID(), usage: { provider: 'custom', model, outputTokens }, timestamp });
-  const record = async (...events: ReturnType<typeof event>[]) =>
-    (await services.usage.record(merchant.id, SYSTEM_ACTOR, events)).map((r: UsageResult) => (r.ok ? r.event.charge : r.error.code));
+  const { merchant, customer, event, record } = await pricedUsageSetup(server);
   const versions = async () => (await services.prisma.priceRule.findMany({ where: { merchantId: merchant.id }, orderBy: { effectiveFrom: 'asc' } })).map((row) => [row.effectiveFrom.toISOString(), row.archivedAt?.toISOString() ?? null]);
   const prices = async () => (await services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id }, orderBy: { effectiveFrom: 'asc' } })).map((row) => row.effectiveFrom.toISOString());
   return { merchant, customer, event, record, versions, prices };
