@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { listenLocally } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
-import { definitionForName, route, splitUrl } from '../usage/normalize/registry.ts';
+import { definitionForName, findProviderPath, route, splitUrl } from '../usage/normalize/registry.ts';
 import { createdJobId, jobCallOf } from './jobs.ts';
 
 let server: TestServer;
@@ -416,6 +416,14 @@ describe('jobCallOf', () => {
     expect(of('replicate', 'POST', 'https://api.replicate.com/v1/deployments/acme/flux/predictions')).toEqual({ kind: 'create', provider: 'replicate' });
     expect(of('replicate', 'GET', 'https://api.replicate.com/v1/predictions/AbC%31')).toEqual({ kind: 'byId', provider: 'replicate', ids: ['abc1'] });
     expect(of('replicate', 'POST', 'https://api.replicate.com/v1/predictions/abc/cancel')).toEqual({ kind: 'byId', provider: 'replicate', ids: ['abc'] });
+    // Behind Cloudflare AI Gateway, whose …/replicate stands for https://api.replicate.com/v1.
+    const cloudflare = (method: string, path: string) => {
+      const found = findProviderPath(definitionForName('replicate')!, splitUrl(`https://gateway.ai.cloudflare.com/v1/acct/gw/replicate${path}`));
+      return found ? jobCallOf('replicate', found.parts, found.match, method) : 'unrouted';
+    };
+    expect(cloudflare('POST', '/predictions')).toEqual({ kind: 'create', provider: 'replicate' });
+    expect(cloudflare('GET', '/predictions/AbC%31')).toEqual({ kind: 'byId', provider: 'replicate', ids: ['abc1'] });
+    expect(cloudflare('POST', '/predictions/abc/cancel')).toEqual({ kind: 'byId', provider: 'replicate', ids: ['abc'] });
     expect(of('fal', 'POST', 'https://queue.fal.run/fal-ai/flux/dev')).toEqual({ kind: 'create', provider: 'fal' });
     expect(of('fal', 'GET', 'https://queue.fal.run/fal-ai/flux/requests/r1/status/stream')).toEqual({ kind: 'byId', provider: 'fal', ids: ['r1'] });
     expect(of('fal', 'PUT', 'https://queue.fal.run/fal-ai/flux/requests/r1/cancel')).toEqual({ kind: 'byId', provider: 'fal', ids: ['r1'] });

@@ -15,7 +15,7 @@
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { startRecurring } from '../../shared/recurring.ts';
-import type { Match, UrlParts } from '../usage/normalize/registry.ts';
+import { replicateRoot, type Match, type UrlParts } from '../usage/normalize/registry.ts';
 
 export type JobProvider = 'replicate' | 'fal' | 'stability' | 'bfl';
 
@@ -46,8 +46,9 @@ export function jobCallOf(provider: string, parts: UrlParts, match: Match, metho
   switch (provider) {
     case 'replicate': {
       const segments = parts.path.split('/');
+      const root = replicateRoot(segments);
       // /v1/predictions/{id}[/cancel]: the router sends every path under a prediction's id here.
-      if (segments[2] === 'predictions' && segments.length >= 4) return { kind: 'byId', provider, ids: [canonicalId(segments[3]!)] };
+      if (segments[root] === 'predictions' && segments.length >= root + 2) return { kind: 'byId', provider, ids: [canonicalId(segments[root + 1]!)] };
       return create ? { kind: 'create', provider } : null;
     }
     case 'fal':

@@ -261,3 +261,15 @@ describe('a provider path behind a proxy prefix', () => {
     expect(findProviderPath(replicate, splitUrl('https://llm.internal//replicate//v1/predictions'))?.parts.path).toBe('/v1/predictions');
   });
 });
+
+describe('Replicate behind Cloudflare AI Gateway, which stands for https://api.replicate.com/v1', () => {
+  it('routes its creates and polls without the /v1, as with it', () => {
+    const replicate = definitionForName('replicate')!;
+    const at = (url: string) => findProviderPath(replicate, splitUrl(url));
+    expect(at('https://gateway.ai.cloudflare.com/v1/acct/gw/replicate/predictions')).toMatchObject({ match: { api: 'predictions', method: 'POST' }, parts: { path: '/predictions' } });
+    expect(at('https://gateway.ai.cloudflare.com/v1/acct/gw/replicate/predictions/abc123')?.match).toMatchObject({ method: 'GET' });
+    expect(at('https://gateway.ai.cloudflare.com/v1/acct/gw/replicate/models/black-forest-labs/flux-schnell/predictions')?.match).toMatchObject({ model: 'black-forest-labs/flux-schnell', method: 'POST' });
+    // A proxy that keeps the /v1 is read from it, as before.
+    expect(at('https://llm.internal/replicate/v1/predictions/abc123')).toMatchObject({ match: { method: 'GET' }, parts: { path: '/v1/predictions/abc123' } });
+  });
+});

@@ -221,18 +221,26 @@ const falRouter: Router = ({ host, path }) => {
   return m(host === 'queue.fal.run' ? 'queue.submit' : 'run', fal, path.slice(1));
 };
 
+/**
+ * Where Replicate's API starts in a path: after its `/v1`, or at once where a proxy stands for
+ * `https://api.replicate.com/v1` (Cloudflare AI Gateway's `…/replicate/predictions`).
+ */
+export function replicateRoot(parts: readonly string[]): number {
+  return parts[1] === 'v1' ? 2 : 1;
+}
+
 const replicateRouter: Router = ({ path }) => {
   const parts = path.split('/');
-  if (parts[1] !== 'v1') return null;
-  if (parts[2] === 'predictions') {
-    if (parts.length === 3) return m('predictions', replicate);
+  const root = replicateRoot(parts);
+  if (parts[root] === 'predictions') {
+    if (parts.length === root + 1) return m('predictions', replicate);
     // A poll by id: billed once the prediction has succeeded.
-    if (parts.length === 4) return m('predictions', replicate, null, 'GET');
-    return m('predictions', imagePoll, null, parts[4] === 'cancel' ? 'POST' : 'GET');
+    if (parts.length === root + 2) return m('predictions', replicate, null, 'GET');
+    return m('predictions', imagePoll, null, parts[root + 2] === 'cancel' ? 'POST' : 'GET');
   }
   // /v1/models/{owner}/{name}/predictions, /v1/deployments/{owner}/{name}/predictions
-  if ((parts[2] === 'models' || parts[2] === 'deployments') && parts[5] === 'predictions' && parts.length === 6) {
-    return m('predictions', replicate, `${parts[3]}/${parts[4]}`);
+  if ((parts[root] === 'models' || parts[root] === 'deployments') && parts[root + 3] === 'predictions' && parts.length === root + 4) {
+    return m('predictions', replicate, `${parts[root + 1]}/${parts[root + 2]}`);
   }
   return null;
 };
