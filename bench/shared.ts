@@ -171,6 +171,8 @@ export interface StoredRows {
   column(name: string): number;
   /** Inserts these rows into the copy table. */
   insert(executor: { query: (text: string, values: unknown[]) => Promise<unknown> }, rows: string[][]): Promise<unknown>;
+  /** Empties the copy table, to insert the rows again. */
+  empty(executor: { query: (text: string) => Promise<unknown> }): Promise<unknown>;
 }
 
 export async function storedRows(pool: pg.Pool, table: string, where: string, orderBy: string): Promise<StoredRows> {
@@ -191,6 +193,7 @@ export async function storedRows(pool: pg.Pool, table: string, where: string, or
     rows: stored.rows,
     column: (name) => columns.findIndex((column) => column.name === name),
     insert: (executor, rows) => executor.query(insert, columns.map((_c, i) => rows.map((row) => row[i]))),
+    empty: (executor) => executor.query(`TRUNCATE ${copy}`),
   };
 }
 
