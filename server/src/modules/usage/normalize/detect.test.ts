@@ -273,3 +273,30 @@ describe('Replicate behind Cloudflare AI Gateway, which stands for https://api.r
     expect(at('https://llm.internal/replicate/v1/predictions/abc123')).toMatchObject({ match: { method: 'GET' }, parts: { path: '/v1/predictions/abc123' } });
   });
 });
+
+describe('fal behind a proxy that prefixes the path', () => {
+  const image = JSON.stringify({ images: [{ url: 'https://fal.media/files/a.png', width: 1024, height: 768 }], timings: { inference: 1.25 }, seed: 7 });
+
+  it('names the app without the prefix, so per-model prices match as without the proxy', () => {
+    const direct = normalizeResponse({ url: 'https://fal.run/fal-ai/flux/dev', status: 200, headers: {}, body: image });
+    expect(direct).toMatchObject({ provider: 'fal', model: 'fal-ai/flux/dev', images: 1, billable: true });
+    for (const url of [
+      'https://gateway.ai.cloudflare.com/v1/acct/gw/fal/fal-ai/flux/dev',
+      'https://llm-proxy.internal.example/providers/fal/fal-ai/flux/dev',
+      'https://llm-proxy.internal.example/images/fal-ai/flux/dev',
+    ]) {
+      expect(normalizeResponse({ url, provider: 'fal', status: 200, headers: {}, body: image })).toMatchObject({ provider: 'fal', api: 'run', model: 'fal-ai/flux/dev', images: 1, billable: true });
+    }
+    // An app of another owner, named after the proxy's `fal` segment.
+    expect(normalizeResponse({ url: 'https://gateway.ai.cloudflare.com/v1/acct/gw/fal/acme/upscaler', provider: 'fal', status: 200, headers: {}, body: image }).model).toBe('acme/upscaler');
+  });
+
+  it('reads a queued result past the prefix, and charges it once whatever the spelling of its id', () => {
+    const result = normalizeResponse({ url: 'https://gateway.ai.cloudflare.com/v1/acct/gw/fal/fal-ai/flux/requests/8F2C6A0E-1D3B-4C5A-9E7F-0A1B2C3D4E5F', provider: 'fal', status: 200, headers: {}, body: image });
+    expect(result).toMatchObject({ api: 'queue.result', model: 'fal-ai/flux', images: 1, billingId: 'fal:request:8f2c6a0e-1d3b-4c5a-9e7f-0a1b2c3d4e5f' });
+    const status = findProviderPath(definitionForName('fal')!, splitUrl('https://gateway.ai.cloudflare.com/v1/acct/gw/fal/fal-ai/flux/requests/8f2c/status'));
+    expect(status?.match).toMatchObject({ api: 'queue.status', model: 'fal-ai/flux' });
+    // A bare `fal` segment with no app after it is no call.
+    expect(findProviderPath(definitionForName('fal')!, splitUrl('https://gateway.ai.cloudflare.com/v1/acct/gw/fal/'))).toBeNull();
+  });
+});

@@ -208,7 +208,25 @@ const stabilityRouter: Router = ({ path }) => {
   return null;
 };
 
-const falRouter: Router = ({ host, path }) => {
+/**
+ * The part of a path that is a fal app's. fal's own hosts serve apps from the root
+ * (`fal.run/fal-ai/flux/dev`); a proxy puts its prefix first and names fal in it (Cloudflare AI
+ * Gateway's `/v1/{account}/{gateway}/fal/fal-ai/flux/dev`): the app starts after that `fal`
+ * segment, or else at a `fal-ai/` app, so the prefix never becomes part of the app's name (which
+ * is the model that prices it). Any path is some app's, so findProviderPath's search for a tail
+ * would stop at the first one.
+ */
+function falAppPath(host: string, path: string): string {
+  if (host === 'fal.run' || host.endsWith('.fal.run')) return path;
+  // A prefix ending in `fal` (trailing slash dropped) names fal and no app.
+  const named = `${path}/`.indexOf('/fal/');
+  if (named !== -1) return path.slice(named + '/fal'.length);
+  const owner = path.indexOf('/fal-ai/');
+  return owner === -1 ? path : path.slice(owner);
+}
+
+const falRouter: Router = ({ host, path: fullPath }) => {
+  const path = falAppPath(host, fullPath);
   const requests = path.indexOf('/requests/');
   if (requests !== -1) {
     const app = path.slice(1, requests);
