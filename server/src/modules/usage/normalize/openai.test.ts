@@ -273,6 +273,24 @@ describe('OpenAI images, audio and embeddings', () => {
     expect(call('https://api.openai.com/v1/audio/transcriptions', body)).toMatchObject({ billable: true, inputTokens: 14, outputTokens: 4 });
   });
 
+  it('Mistral (Voxtral) streamed transcription bills its transcription.done, under the model it names', () => {
+    const body = sse([
+      ['transcription.language', { type: 'transcription.language', audio_language: 'en' }],
+      ['transcription.text.delta', { type: 'transcription.text.delta', text: 'This week' }],
+      ['transcription.done', {
+        type: 'transcription.done', model: 'voxtral-mini-2507', text: 'This week…', language: 'en', segments: [],
+        usage: { prompt_audio_seconds: 203, prompt_tokens: 4, total_tokens: 3264, completion_tokens: 635 },
+      }],
+    ]);
+    const url = 'https://api.mistral.ai/v1/audio/transcriptions';
+    expect(call(url, body, { requestBody: { model: 'voxtral-mini-latest', stream: true } })).toMatchObject({
+      provider: 'mistral', model: 'voxtral-mini-2507', billable: true, audioSeconds: '203', inputTokens: 0, outputTokens: 0,
+    });
+    // Cut before it: not billed as a whole, but recorded as incomplete.
+    const cut = body.slice(0, body.indexOf('event: transcription.done'));
+    expect(call(url, cut, { requestBody: { model: 'voxtral-mini-latest', stream: true } })).toMatchObject({ billable: false, incomplete: true, model: 'voxtral-mini-latest' });
+  });
+
   it('speech is billed per code point of the request input; SSE speech that reports tokens, by its tokens', () => {
     const binary = call('https://api.openai.com/v1/audio/speech', '', { requestBody: { model: 'tts-1-hd', input: 'Hi 👋 ça va', voice: 'alloy' } });
     // 10 code points; the emoji is two UTF-16 units, so .length would say 11.

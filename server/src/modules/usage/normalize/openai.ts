@@ -472,11 +472,13 @@ function transcriptionStream(ctx: Ctx, events: SseEvent[], model: string | null)
   if (error) return failed(ctx, model, error);
   for (let i = events.length - 1; i >= 0; i--) {
     const event = events[i]!;
-    if (eventType(event) !== 'transcript.text.done') continue;
+    // OpenAI ends with transcript.text.done; Mistral (Voxtral) with transcription.done, which names its model.
+    const type = eventType(event);
+    if (type !== 'transcript.text.done' && type !== 'transcription.done') continue;
     const parsed = obj(parseJson(event.data));
     const u = obj(parsed?.usage);
     if (!u) continue;
-    const out = result(ctx, model);
+    const out = result(ctx, type === 'transcription.done' ? pickModel(ctx, parsed!.model) : model);
     applyTranscriptionUsage(out, u, event.data);
     return out;
   }
