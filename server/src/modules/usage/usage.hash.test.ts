@@ -107,10 +107,10 @@ describe('replaying a usage record', () => {
     expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: false } });
     const stored = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { merchantId: merchant.id, idempotencyKey: 'k-old' } });
     const metadata = stored.metadata as Record<string, unknown>;
-    // The hash as earlier versions wrote it: the objects as sent, keys unsorted.
+    // The hash as earlier versions wrote it: the objects as sent, keys unsorted, the customer as named.
     const parts = (usageOf: object, stated: object) => ({ customer: customer.externalId, currency: 'USD', occurredAt: null, usage: usageOf, response: null, stated });
     const sorted = { inputTokens: 1000, model: 'gpt-5.4-mini', outputTokens: 100, provider: 'openai' };
-    expect(metadata.requestHash).toBe(requestHash(parts(sorted, { searches: 2, units: 3 })));
+    expect(metadata.requestHash).toBe(requestHash({ ...parts(sorted, { searches: 2, units: 3 }), customer: customer.id }));
     const oldForm = requestHash(parts(usage, quantities));
     expect(oldForm).not.toBe(metadata.requestHash);
     await server.services.prisma.usageEvent.update({ where: { id: stored.id }, data: { metadata: { ...metadata, requestHash: oldForm } as object } });
@@ -120,5 +120,55 @@ describe('replaying a usage record', () => {
     // Its hash still tells a different record apart.
     const changed = JSON.stringify({ customer: customer.externalId, idempotencyKey: 'k-old', usage: { ...usage, inputTokens: 999 }, quantities });
     expect(await post(changed)).toMatchObject({ status: 409, body: { error: { code: 'CONFLICT' } } });
+  });
+
+  it('naming its customer by the other identifier (externalId or id) is a replay', async () => {
+    const { merchant, customer, post, balance, events } = await setup();
+    const record = (name: string, key: string) => JSON.stringify({ customer: name, idempotencyKey: key, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 10 } });
+    for (const [first, retry, key] of [[customer.externalId, customer.id, 'k-by-external'], [customer.id, customer.externalId, 'k-by-id'], [customer.id, customer.id.toUpperCase(), 'k-by-upper']] as const) {
+      const answer = await post(record(first, key));
+      expect(answer).toMatchObject({ status: 200, body: { replayed: false, event: { status: 'CHARGED' } } });
+      const after = await balance();
+      expect(await post(record(retry, key)), key).toMatchObject({ status: 200, body: { replayed: true, event: { id: answer.body.event.id } } });
+      expect(await balance()).toBe(after);
+    }
+    expect(await events()).toBe(3);
+    // Another customer is still another record.
+    const other = await server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+    expect(await post(record(other.id, 'k-by-id'))).toMatchObject({ status: 409, body: { error: { code: 'CONFLICT' } } });
+  });
+
+  it('recorded when its hash named the customer as the caller did replays, by that name', async () => {
+    const { merchant, customer, post, balance } = await setup();
+    const usage = { inputTokens: 1000, model: 'gpt-5.4-mini', outputTokens: 100, provider: 'openai' };
+    const sent = JSON.stringify({ customer: customer.externalId, idempotencyKey: 'k-named', usage });
+    expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: false } });
+    const stored = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { merchantId: merchant.id, idempotencyKey: 'k-named' } });
+    const metadata = stored.metadata as Record<string, unknown>;
+    const byName = requestHash({ customer: customer.externalId, currency: 'USD', occurredAt: null, usage, response: null, stated: {} });
+    expect(byName).not.toBe(metadata.requestHash);
+    await server.services.prisma.usageEvent.update({ where: { id: stored.id }, data: { metadata: { ...metadata, requestHash: byName } as object } });
+    const after = await balance();
+    expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: true, event: { id: stored.id } } });
+    expect(await post(JSON.stringify({ customer: customer.externalId, idempotencyKey: 'k-named', usage: { ...usage, outputTokens: 101 } }))).toMatchObject({ status: 409 });
+    expect(await balance()).toBe(after);
+  });
+});
+
+describe('a key sent twice in one batch', () => {
+  it('for the same record answers the second as a replay of the first, charged once; for another record, CONFLICT', async () => {
+    const { merchant, customer, balance, events } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 10 };
+    const before = await balance();
+    const results = await server.services.usage.record(merchant.id, { kind: 'system', apiKeyId: null }, [
+      { customer: customer.id, idempotencyKey: 'twice', usage },
+      { customer: customer.externalId, idempotencyKey: 'twice', usage: { ...usage } },
+      { customer: customer.id, idempotencyKey: 'twice', usage: { ...usage, outputTokens: 11 } },
+    ]);
+    expect(results.map((result) => (result.ok ? ['ok', result.replayed] : ['error', result.error.code]))).toEqual([['ok', false], ['ok', true], ['error', 'CONFLICT']]);
+    const [first, second] = results;
+    expect(first!.ok && second!.ok && second!.event.id === first!.event.id && second!.event.charge === first!.event.charge).toBe(true);
+    expect(await events()).toBe(1);
+    expect(before - (await balance())).toBe(first!.ok ? parseDecimalNanos('charge', first!.event.charge) : -1n);
   });
 });

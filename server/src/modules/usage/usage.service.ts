@@ -173,6 +173,8 @@ interface Prepared {
   usage: NormalizedUsage;
   estimated: boolean;
   stated: Record<string, string | number>;
+  hashed: HashedRecord;
+  /** recordHash over the resolved customer id, set when the customer is found (resolveCustomers). */
   hash: string;
 }
 
@@ -308,17 +310,35 @@ function unreadableStream(body: string, usage: NormalizedUsage): boolean {
  * retry in another order, and a usage count sent as null the same as one left out. The
  * provider's response body is its bytes, hashed as they are, with the provider named for it
  * (it picks the normalizer). Events recorded before that hold the older hash (`canonical` false).
+ * The customer goes by its id, however the caller named it (id or externalId); events recorded
+ * before that hold the hash of the name the caller gave.
  */
-function recordHash(input: UsageRecordInput, customer: string, currency: string, stated: Record<string, string | number>, canonical: boolean): string {
+function recordHash(customer: string, record: HashedRecord): string {
+  return requestHash({ customer, ...record });
+}
+
+/**
+ * What recordHash hashes besides the customer, worked out when the event is read (its depth is
+ * checked there, an error of that event alone): the customer is known only once resolved.
+ */
+interface HashedRecord {
+  currency: string;
+  occurredAt: string | null;
+  usage: unknown;
+  response: unknown;
+  stated: unknown;
+}
+
+function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<string, string | number>, canonical: boolean): HashedRecord {
   const usage = input.usage ?? null;
   const response = input.response;
   const sent = response ? [response.url, response.status, response.body] : null;
-  return requestHash({
-    customer, currency, occurredAt: input.timestamp?.toISOString() ?? null,
+  return {
+    currency, occurredAt: input.timestamp?.toISOString() ?? null,
     usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
     response: sent && canonical ? [...sent, response!.provider ?? null] : sent,
     stated: canonical ? canonicalJson(stated, 'quantities', true) : stated,
-  });
+  };
 }
 
 /**
@@ -443,12 +463,12 @@ export class UsageService {
     else if (input.usage) usage = usageFrom(input.usage);
     else if (stated !== NO_QUANTITIES) usage = blankUsage({ requests: 1 });
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
+    const hashed = hashedRecord(input, currency, stated, true);
     let estimated = false;
     if (usage.incomplete && !usage.billable && policy === 'ESTIMATE') {
       usage = estimateIncomplete(usage);
       estimated = usage.billable;
     }
-    const hash = recordHash(input, customerRef, currency, stated, true);
     requireStorableText(input.response ? 'response' : 'usage.api', usage.api);
     requireStorableText(input.response ? 'response' : 'usage.model', usage.model);
     requireStorableText(input.response ? 'response' : 'usage.provider', usage.provider);
@@ -456,7 +476,7 @@ export class UsageService {
     requireStorableText('response', billingId);
     if (billingId && billingId.length > 200) throw invalidField('response', 'the provider\'s billing id is longer than 200 characters');
     const periodStart = occurredAt === now ? nowPeriod : periodStartOf(occurredAt);
-    return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart, usage, estimated, stated, hash };
+    return { index, input, key: billingId ?? key, callerKey: key, billingId, customerRef, currency, occurredAt, periodStart, usage, estimated, stated, hashed, hash: '' };
   }
 
   /** One query for every customer in the batch, by id or externalId, within the merchant. */
@@ -476,6 +496,8 @@ export class UsageService {
       if (!customer) results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
       else {
         item.customerId = customer.id;
+        // By the customer's id, however the caller named it: a retry naming it by its other identifier is the same record.
+        item.hash = recordHash(customer.id, item.hashed);
         // An archived customer starts no new usage; what happened before it was archived is still
         // recorded (late, or retried). An event from after is refused in charge, once its key is
         // known to be new: a retry of one recorded before the archive (with no timestamp, so it
@@ -652,7 +674,7 @@ export class UsageService {
         const existing = await this.existingEvents(batch, merchantId, items.map((item) => item.key));
         const fresh: Prepared[] = [];
         const firstByKey = new Map<string, Prepared>();
-        // Repeats of a billingId within the batch: answered as replays of the first, at the end.
+        // Repeats of a key within the batch (a billingId, or the same record): answered as replays of the first, at the end.
         const repeats: [Prepared, Prepared][] = [];
         let holds: { holdId: string; wallet: WalletTransaction }[] | null = null;
         for (const item of items) {
@@ -670,8 +692,10 @@ export class UsageService {
             out.set(item.index, replay(prior, item));
             continue;
           }
+          // A key sent twice in one batch: the same record (or the same provider billing id) is
+          // answered as a replay of the first, as a retry in a later batch would be; another record, CONFLICT.
           const earlier = firstByKey.get(item.key);
-          if (earlier && item.billingId && earlier.billingId) repeats.push([item, earlier]);
+          if (earlier && ((item.billingId && earlier.billingId) || item.hash === earlier.hash)) repeats.push([item, earlier]);
           else if (earlier) out.set(item.index, { ok: false, error: repeatedKey() });
           else {
             firstByKey.set(item.key, item);
@@ -1237,9 +1261,11 @@ function callerMetadataOf(given: Record<string, unknown>): Record<string, unknow
 function replay(row: EventRow, item: Prepared): UsageResult {
   const byBillingId = item.billingId !== null && row.metadata?.billingId === row.idempotency_key;
   if (byBillingId && row.customer_id !== item.customerId) return chargedElsewhere(item.billingId!, row.id);
-  // An event recorded before keys were sorted holds the hash of the objects as sent: worked out only on a mismatch.
+  // Events recorded earlier hold older hashes, of the customer as the caller named it (and, before
+  // keys were sorted, of the objects as sent): worked out only on a mismatch.
   if (!byBillingId && row.metadata?.requestHash && row.metadata.requestHash !== item.hash
-    && row.metadata.requestHash !== recordHash(item.input, item.customerRef, item.currency, item.stated, false)) {
+    && row.metadata.requestHash !== recordHash(item.customerRef, item.hashed)
+    && row.metadata.requestHash !== recordHash(item.customerRef, hashedRecord(item.input, item.currency, item.stated, false))) {
     return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
   }
   const stored = row.metadata?.error;
@@ -1270,7 +1296,7 @@ function pricedByMarkup(lines: readonly StoredChargeLine[] | undefined): boolean
 }
 
 function repeatedKey(): AppError {
-  return new AppError('CONFLICT', 'The same idempotency key appears twice in this batch', { field: 'idempotencyKey' });
+  return new AppError('CONFLICT', 'The same idempotency key appears twice in this batch for different usage records', { field: 'idempotencyKey' });
 }
 
 function chargedElsewhere(billingId: string, usageEventId: string): UsageResult {

@@ -1059,7 +1059,7 @@ describe('billingId: one unit of provider work, however many responses report it
     ]);
     const charged = results[2]!.ok ? results[2]!.event.id : null;
     expect(results.map((result) => (result.ok ? result.event.status : result.error.message))).toEqual([
-      'NOT_BILLABLE', 'The same idempotency key appears twice in this batch', 'CHARGED', `${'replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu'} was already recorded for another customer`,
+      'NOT_BILLABLE', 'The same idempotency key appears twice in this batch for different usage records', 'CHARGED', `${'replicate:prediction:gm3qorzdhgbfurvjtvhg6dckhu'} was already recorded for another customer`,
     ]);
     expect(results[3]).toMatchObject({ ok: false, error: { code: 'CONFLICT', details: { usageEventId: charged } } });
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00') - parseDecimalNanos('x', '0.05'));
