@@ -359,6 +359,13 @@ describe('estimateIncomplete (the ESTIMATE policy for cut streams)', () => {
     expect(estimateIncomplete(cut({ streamedText: 'abcd', details: { streamed_other_chars: 4 } }))).toMatchObject({ outputTokens: 2 });
     expect(estimateIncomplete(cut({}))).toMatchObject({ outputTokens: 0, billable: false });
   });
+
+  it('charges reported input even when nothing was streamed yet: the provider read the prompt', () => {
+    const usage = estimateIncomplete(cut({ inputTokens: 2000 }));
+    expect(usage).toMatchObject({ inputTokens: 2000, outputTokens: 0, billable: true, requests: 1 });
+    expect(costOf(usage, price)).toBe(parseDecimalAttos('x', '0.0015'));
+    expect(estimateIncomplete(cut({ inputTokens: 500, cacheWriteTokens: 500 }))).toMatchObject({ billable: true });
+  });
 });
 
 /** Two rules with the same target in one price book (saved before puts refused it) tie for the events they match. */

@@ -490,11 +490,14 @@ function lineOf(row: RuleRow, meter: string | null, quantity: string | null, cha
  * the tool-call and reasoning text counted beside it (details.streamed_other_chars) — at the
  * common rule of thumb of four characters a token (rounded up), or what the provider had
  * already reported when that is more (Gemini's cumulative counts). Reasoning is part of output,
- * so it is kept within it. Input is charged only as far as the provider reported it.
+ * so it is kept within it. Input is charged only as far as the provider reported it — and it is,
+ * even when the stream was cut before any output: the provider read the prompt (Anthropic's
+ * message_start) and bills it.
  */
 export function estimateIncomplete(usage: NormalizedUsage): NormalizedUsage {
   const other = usage.details.streamed_other_chars;
   const chars = (usage.streamedText?.length ?? 0) + (typeof other === 'number' && Number.isSafeInteger(other) && other > 0 ? other : 0);
   const outputTokens = Math.max(usage.outputTokens, Math.ceil(chars / 4));
-  return { ...usage, outputTokens, reasoningTokens: Math.min(usage.reasoningTokens, outputTokens), billable: outputTokens > 0, requests: 1 };
+  const billable = outputTokens > 0 || usage.inputTokens > 0 || usage.cacheWriteTokens > 0;
+  return { ...usage, outputTokens, reasoningTokens: Math.min(usage.reasoningTokens, outputTokens), billable, requests: 1 };
 }

@@ -150,6 +150,20 @@ describe('recordUsage', () => {
     expect(skipped).toMatchObject({ status: 'NOT_BILLABLE', estimated: false, charge: '0.00' });
   });
 
+  it('charges the input a provider reported for a stream cut before any output, by estimate only', async () => {
+    const { merchant, record } = await setup();
+    const stream = responseOf('anthropic_messages_stream.sse');
+    // Cut after message_start (the prompt read: 2,204 + 14,336 cache-read tokens) and before any text.
+    const cut = { ...stream, body: stream.body.slice(0, stream.body.indexOf('event: content_block_delta')) };
+    const estimated = (await record({ response: cut })).data.recordUsage.event;
+    expect(estimated).toMatchObject({ status: 'CHARGED', estimated: true });
+    expect(parseDecimalAttos('c', estimated.charge)).toBeGreaterThan(0n);
+    const stored = await server.services.prisma.usageEvent.findUniqueOrThrow({ where: { id: estimated.id } });
+    expect(stored).toMatchObject({ inputTokens: 2204 + 14336, cachedInputTokens: 14336, outputTokens: 0 });
+    await server.graphql('mutation { updateMerchant(incompleteStreamPolicy: NO_CHARGE) { incompleteStreamPolicy } }', {}, merchant.secret);
+    expect((await record({ response: cut })).data.recordUsage.event).toMatchObject({ status: 'NOT_BILLABLE', estimated: false, charge: '0.00' });
+  });
+
   it('usage a customer cannot fully pay for takes what is left and records the shortfall; with nothing left, nothing moves', async () => {
     const { record, balance } = await setup('0.001');
     const result = (await record({ response: responseOf('openai_responses.json') })).data.recordUsage;
