@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ProviderResponse } from '../usage.types.ts';
+import { costOf } from '../../pricing/cost.ts';
 import { normalizeResponse } from './index.ts';
 
 function call(url: string, body: unknown, extra: Partial<ProviderResponse> = {}) {
@@ -183,6 +184,18 @@ describe('Deepgram', () => {
     const u = call(listen, body);
     expect(u).toMatchObject({ provider: 'deepgram', api: 'listen', audioSeconds: '25.933313', model: 'general-nova-3', billable: true });
     expect(u.details).toMatchObject({ channels: 2, requested_model: 'nova-3' });
+  });
+
+  it('listen with multichannel=true bills each transcribed channel for the whole duration', () => {
+    const channel = '{"alternatives":[{"transcript":"hello","confidence":0.98,"words":[]}]}';
+    const both = body.replace(/"results":\{"channels":\[.*\]\}\}$/, `"results":{"channels":[${channel},${channel}]}}`);
+    expect(both).not.toBe(body);
+    const u = call(`${listen}&multichannel=true`, both);
+    expect(u).toMatchObject({ audioSeconds: '51.866626', billable: true, details: { channels: 2, transcribed_channels: 2, audio_duration_seconds: '25.933313' } });
+    const perMinute = { provider: 'deepgram', model: 'general-nova-3', currency: 'USD' as const, effectiveFrom: new Date(0), perAudioMinute: '0.0043' };
+    // Costed as one channel of twice the duration.
+    expect(costOf(u, perMinute)).toBe(costOf(call(listen, body.replace('25.933313', '51.866626')), perMinute));
+    expect(costOf(u, perMinute)).toBeGreaterThan(costOf(call(listen, body), perMinute));
   });
 
   it('listen with a callback returns only a request id: nothing billable here', () => {

@@ -2,10 +2,13 @@
  * Speech providers that bill per character or per audio second.
  * ElevenLabs TTS: the body is audio; the count is the `character-cost` header (current docs),
  * else `x-character-count` (older docs), else the length of the request's `text`.
- * Deepgram STT: body `metadata.duration` (seconds, kept as written) and `metadata.channels`.
+ * Deepgram STT: body `metadata.duration` (seconds, kept as written), times the channels
+ * transcribed (`multichannel=true` bills each channel; `metadata.channels` counts the file's).
  * Deepgram TTS: header `dg-char-count`.
  */
+import { formatScaledQuantity, scaledQuantity } from '../../pricing/decimal.ts';
 import {
+  arr,
   codePoints,
   type Ctx,
   errorCode,
@@ -58,8 +61,16 @@ export const deepgramListen: Normalizer = (ctx) => {
   if (!metadata && str(o.request_id)) return pending(ctx, model, 'callback');
   if (!metadata || typeof metadata.duration !== 'number') return incomplete(ctx, model, null, 'no_usage');
   const out = result(ctx, model);
-  out.audioSeconds = exactDecimal(body, 'duration', metadata.duration);
+  const duration = exactDecimal(body, 'duration', metadata.duration);
   out.details.channels = int(metadata.channels) || 1;
+  // Transcribed one by one (multichannel), each channel is billed for the whole duration;
+  // otherwise the channels are mixed into one transcript, billed once.
+  const transcribed = arr(obj(o.results)?.channels)?.length ?? 1;
+  if (transcribed > 1) {
+    out.details.audio_duration_seconds = duration;
+    out.details.transcribed_channels = transcribed;
+    out.audioSeconds = formatScaledQuantity(scaledQuantity('duration', duration) * BigInt(transcribed));
+  } else out.audioSeconds = duration;
   const summary = obj(metadata.summary_info);
   if (summary) {
     out.details.summary_input_tokens = int(summary.input_tokens);
