@@ -93,6 +93,13 @@ export interface HoldRecord {
   description: string | null;
   captureTransactionId: string | null;
   createdAt: Date;
+  /** The TTL it was created with: a retry of createHold must send it again, whatever extendHold did since. */
+  requestedTtlSeconds: number;
+}
+
+/** The TTL a hold was created with (kept in its metadata); for holds made before it was kept, their expiry less their creation. */
+function requestedTtlOf(kept: unknown, expiresAt: Date, createdAt: Date): number {
+  return typeof kept === 'number' ? kept : (expiresAt.getTime() - createdAt.getTime()) / 1000;
 }
 
 type Outcome = { ok: true; value: DebitResult } | { ok: false; error: unknown };
@@ -608,10 +615,9 @@ export class LedgerService {
     const { result, state, posted } = await retryingKeyRaces(() => this.store.withWallet(merchantId, input.customerId, input.currency, now, async (wallet) => {
       const prior = await this.findHold(wallet, { merchantId, idempotencyKey: key });
       if (prior) {
-        const priorTtlSeconds = (prior.expiresAt.getTime() - prior.createdAt.getTime()) / 1000;
         if (
           prior.customerId !== input.customerId || prior.amount !== input.amountNanos || prior.currency !== input.currency ||
-          priorTtlSeconds !== input.ttlSeconds || prior.description !== (input.description ?? null)
+          prior.requestedTtlSeconds !== input.ttlSeconds || prior.description !== (input.description ?? null)
         ) {
           throw conflict('This idempotency key was already used for a different hold', { idempotencyKey: key, holdId: prior.id });
         }
@@ -623,14 +629,15 @@ export class LedgerService {
       const id = uuidv7();
       const expiresAt = new Date(now.getTime() + input.ttlSeconds * 1000);
       await wallet.tx.query(
-        `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now],
+        `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, jsonb_build_object('ttlSeconds', $11::int))`,
+        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now, input.ttlSeconds],
       );
       wallet.state.held += input.amountNanos;
       const hold: HoldRecord = {
         id, merchantId, walletId: wallet.state.id, customerId: input.customerId, currency: input.currency, amount: input.amountNanos,
         capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: now,
+        requestedTtlSeconds: input.ttlSeconds,
       };
       return { hold, replayed: false };
     }));
@@ -747,7 +754,7 @@ export class LedgerService {
     const hold = isUuid(holdId) ? await this.prisma.hold.findFirst({ where: { id: holdId, merchantId } }) : null;
     if (!hold) throw notFound('Hold', holdId);
     const status = hold.status === 'PENDING' && hold.expiresAt <= this.clock() ? 'EXPIRED' : hold.status;
-    return { ...hold, status };
+    return { ...hold, status, requestedTtlSeconds: requestedTtlOf((hold.metadata as { ttlSeconds?: unknown } | null)?.ttlSeconds, hold.expiresAt, hold.createdAt) };
   }
 
   private async findHold(wallet: WalletTransaction, where: { id: string } | { merchantId: string; idempotencyKey: string }, lock = false): Promise<HoldRecord | null> {
@@ -755,9 +762,10 @@ export class LedgerService {
     const rows = await wallet.tx.query<{
       id: string; merchant_id: string; wallet_id: string; customer_id: string; currency: string; amount: string; captured_amount: string;
       status: HoldRecord['status']; expires_at: Date; idempotency_key: string; description: string | null; capture_transaction_id: string | null; created_at: Date;
+      ttl_seconds: number | null;
     }>(
       `SELECT id, merchant_id, wallet_id, customer_id, currency, amount::text AS amount, captured_amount::text AS captured_amount, status::text AS status,
-         expires_at, idempotency_key, description, capture_transaction_id, created_at
+         expires_at, idempotency_key, description, capture_transaction_id, created_at, (metadata->>'ttlSeconds')::int AS ttl_seconds
        FROM holds WHERE ${condition}${lock ? ' FOR UPDATE' : ''}`,
       params,
     );
@@ -770,6 +778,7 @@ export class LedgerService {
       id: row.id, merchantId: row.merchant_id, walletId: row.wallet_id, customerId: row.customer_id, currency: row.currency,
       amount: BigInt(row.amount), capturedAmount: BigInt(row.captured_amount), status, expiresAt,
       idempotencyKey: row.idempotency_key, description: row.description, captureTransactionId: row.capture_transaction_id, createdAt: new Date(row.created_at),
+      requestedTtlSeconds: requestedTtlOf(row.ttl_seconds, expiresAt, new Date(row.created_at)),
     };
   }
 

@@ -459,6 +459,24 @@ describe('holds', () => {
     await expectIntegrity();
   });
 
+  it('a retry of createHold replays it after the hold was extended, and a different TTL is still a CONFLICT', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const input = { customerId, amount: '3.00', idempotencyKey: randomUUID(), ttlSeconds: 60 };
+    const created = (await gql(CREATE, { input })).data!.createHold.hold;
+    now = new Date(now.getTime() + 30_000);
+    const extended = await server.services.ledger.extendHold(merchant.id, created.id, 120);
+    expect(extended.expiresAt.getTime()).toBe(now.getTime() + 120_000);
+    const retry = await gql(CREATE, { input });
+    expect(retry.errors).toBeUndefined();
+    expect(retry.data!.createHold).toMatchObject({ replayed: true, hold: { id: created.id, expiresAt: extended.expiresAt.toISOString() } });
+    expect((await server.services.ledger.getHold(merchant.id, created.id)).requestedTtlSeconds).toBe(60);
+    for (const ttlSeconds of [120, 150]) {
+      expect((await gql(CREATE, { input: { ...input, ttlSeconds } })).errors?.[0]?.extensions.code).toBe('CONFLICT');
+    }
+    expect((await wallet(customerId)).held.amount).toBe('3.00');
+  });
+
   it('release frees the reservation; expiry frees it by itself', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '10.00');
