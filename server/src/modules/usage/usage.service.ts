@@ -272,7 +272,7 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
 function responseUsage(response: ProviderResponse, normalized: NormalizedUsage | null | undefined): NormalizedUsage {
   takeMalformedCounts();
   const usage = normalized ?? normalizeResponse(response);
-  if (!normalized && takeMalformedCounts() > 0) throw invalidField('response.body', 'reports a count that is negative or not a whole number: nothing was recorded');
+  if (!normalized && takeMalformedCounts() > 0) throw invalidField('response.body', 'reports a count (in its body or headers) that is negative or not a whole number: nothing was recorded');
   if (usage.audioSeconds !== null && !RESPONSE_AUDIO.test(usage.audioSeconds)) {
     throw invalidField('response.body', `reports an audio duration that is not a non-negative number of seconds (${usage.audioSeconds}): nothing was recorded`);
   }

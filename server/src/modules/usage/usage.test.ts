@@ -366,9 +366,11 @@ describe('provider responses that cannot be read as they are', () => {
       ['duration', { url: 'https://api.deepgram.com/v1/listen', body: JSON.stringify({ metadata: { duration: -12.5, channels: 1 } }) }, 'response.body'],
       ['negative', { url: 'https://api.openai.com/v1/chat/completions', body: chat({ prompt_tokens: -1000, completion_tokens: 10, total_tokens: 10 }) }, 'response.body'],
       ['fraction', { url: 'https://api.openai.com/v1/chat/completions', body: chat({ prompt_tokens: 1000.6, completion_tokens: 10, total_tokens: 1010 }) }, 'response.body'],
+      // A count header sent malformed is not replaced by the request text's length.
+      ['header', { url: 'https://api.elevenlabs.io/v1/text-to-speech/V', headers: { 'character-cost': '-5' }, body: '', requestBody: { text: 'hello world', model_id: 'eleven_flash_v2_5' } }, 'response.body'],
       // Compared as text, "500 …" is not >= 400: it was charged as a success.
-      ['status', { ...responseOf('openai_chat_completion.json'), status: '500 Internal Server Error' }, 'events.4.response.status'],
-      ['provider', { ...responseOf('openai_chat_completion.json'), provider: 5 }, 'events.5.response.provider'],
+      ['status', { ...responseOf('openai_chat_completion.json'), status: '500 Internal Server Error' }, 'events.5.response.status'],
+      ['provider', { ...responseOf('openai_chat_completion.json'), provider: 5 }, 'events.6.response.provider'],
     ];
     const before = await balance();
     const { status, body } = await batch(merchant.secret, [good, ...bad.map(([key, response]) => ({ customer: customer.id, idempotencyKey: key, response }))]);

@@ -28,9 +28,17 @@ import {
 
 const DIGITS = /^\d+$/;
 
+/**
+ * A count header: null when absent (another source is read instead). One sent malformed is
+ * counted as such (see int), so post-request metering refuses the response rather than fall
+ * back to another count; the gateway, which relayed it, falls back.
+ */
 function headerInt(ctx: Ctx, name: string): number | null {
   const value = ctx.response.headers[name]?.trim();
-  return value && DIGITS.test(value) ? Number(value) : null;
+  if (!value) return null;
+  if (DIGITS.test(value)) return Number(value);
+  int(value);
+  return null;
 }
 
 export const elevenLabsTts: Normalizer = (ctx) => {
