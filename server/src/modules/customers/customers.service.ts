@@ -1,5 +1,5 @@
 import type { Customer, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
-import { conflict, invalidField, notFound } from '../../shared/errors.ts';
+import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
@@ -38,6 +38,16 @@ export interface CustomerFilter {
   externalIds?: readonly string[] | null;
   createdAfter?: Date | null;
   createdBefore?: Date | null;
+}
+
+/**
+ * An archived customer's refusal (FORBIDDEN, reason CUSTOMER_ARCHIVED): what it no longer does
+ * after `archivedAt` (new usage, charges, holds) is refused, naming when it was archived.
+ */
+export function customerArchived(customerId: string, archivedAt: Date, refused: string): AppError {
+  return new AppError('FORBIDDEN', `Customer ${customerId} was archived at ${archivedAt.toISOString()}: ${refused} (unarchive it first)`, {
+    field: 'customer', reason: 'CUSTOMER_ARCHIVED', customerId, archivedAt: archivedAt.toISOString(),
+  });
 }
 
 /** Whether some customer could have this (trimmed) externalId: create refuses empty and unstorable ones. */

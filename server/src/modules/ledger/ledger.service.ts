@@ -7,6 +7,7 @@ import { canonicalJson } from '../../shared/canonical-json.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
+import { customerArchived } from '../customers/customers.service.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import { isUuid, requireStorableText } from '../../shared/validation.ts';
 import {
@@ -431,6 +432,10 @@ export class LedgerService {
     const { input } = item;
     const prior = (await wallet.existing([input.idempotencyKey])).get(input.idempotencyKey);
     if (prior) return replayOrConflict(prior, item.requestHash, () => legacyDebitRequestHash(input.customerId, input));
+    // Usage from before the archive (late) is still charged, as ingestion records it.
+    if (wallet.customerArchivedAt && (input.occurredAt ?? wallet.now) >= wallet.customerArchivedAt) {
+      throw customerArchived(input.customerId, wallet.customerArchivedAt, 'it is not charged for usage after that');
+    }
     const plan = planDebit(wallet.state, input.amountAttos, { allowOverdraft: true });
     if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, input.currency);
     const transaction = await wallet.post({
@@ -623,6 +628,7 @@ export class LedgerService {
         }
         return { hold: prior, replayed: true };
       }
+      if (wallet.customerArchivedAt) throw customerArchived(input.customerId, wallet.customerArchivedAt, 'no credit is held for it');
       const available = wallet.state.balance - wallet.state.held;
       if (available - input.amountNanos < -wallet.state.overdraftLimit) throw insufficientFunds(input.amountNanos, available, input.currency);
       // Time-ordered: holds made in one millisecond are kept for (keepForHolds) in the order they were made.

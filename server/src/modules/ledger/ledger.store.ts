@@ -153,6 +153,8 @@ export class WalletTransaction {
   readonly posted: PostedTransaction[] = [];
   /** Set when this batch released holds of the wallet: its balance event goes out even if nothing was posted. */
   heldChanged = false;
+  /** When the wallet's customer was archived, read under the wallet's lock; null while active. */
+  customerArchivedAt: Date | null = null;
   /**
    * Holds this batch released whose kept credit (see keepForHolds) their own usage may still
    * spend before it expires, as a capture would (see settleKept): what each kept and what its
@@ -551,6 +553,7 @@ interface StateRow {
   held: { wallet_id: string; held: string }[] | null;
   existing: (TransactionRow & { merchant_id: string })[] | null;
   orders: { merchant_id: string; order: ConsumptionKey[] }[] | null;
+  archived: { id: string; archived_at: string }[] | null;
 }
 
 /**
@@ -705,8 +708,12 @@ export class LedgerStore {
               'idempotency_key', idempotency_key, 'request_hash', request_hash, 'created_at', created_at))
             FROM ${KEY_PROBE('$3', '$4')}) AS existing,
            -- Read with the rest rather than cached, so a changed order holds at once on every instance.
-           (SELECT json_agg(json_build_object('merchant_id', id, 'order', credit_consumption_order)) FROM merchants WHERE id = ANY($5::uuid[])) AS orders`,
-        [pgArray(walletIds), now, pgArrayOf(probed, (item) => item.merchantId), pgArrayOf(probed, (item) => item.key), pgArray([...new Set(unique.map((key) => key.merchantId))])],
+           (SELECT json_agg(json_build_object('merchant_id', id, 'order', credit_consumption_order)) FROM merchants WHERE id = ANY($5::uuid[])) AS orders,
+           (SELECT json_agg(json_build_object('id', id, 'archived_at', archived_at)) FROM customers WHERE id = ANY($6::uuid[]) AND archived_at IS NOT NULL) AS archived`,
+        [
+          pgArray(walletIds), now, pgArrayOf(probed, (item) => item.merchantId), pgArrayOf(probed, (item) => item.key), pgArray([...new Set(unique.map((key) => key.merchantId))]),
+          pgArray([...new Set(unique.map((key) => key.customerId))]),
+        ],
       );
       const orders = new Map((stateRow?.orders ?? []).map((row) => [row.merchant_id, row.order]));
       await this.createAccounts(tx, unique, created);
@@ -716,6 +723,7 @@ export class LedgerStore {
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
       const grantsBy = groupBy(stateRow?.grants ?? [], (grant) => grant.wallet_id);
+      const archivedAt = new Map((stateRow?.archived ?? []).map((row) => [row.id, new Date(row.archived_at)]));
       for (const row of walletRows) {
         const key = byWallet.get(walletKeyOf({ customerId: row.customer_id, currency: row.currency }))!;
         const order = orders.get(key.merchantId) ?? DEFAULT_CONSUMPTION_ORDER;
@@ -740,6 +748,7 @@ export class LedgerStore {
           ),
         };
         const wallet = new WalletTransaction(batch, key.merchantId, key.customerId, key.currency, state, order);
+        wallet.customerArchivedAt = archivedAt.get(key.customerId) ?? null;
         batch.wallets.set(walletKeyOf(key), wallet);
         await expireDueGrants(wallet);
       }

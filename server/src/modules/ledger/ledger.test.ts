@@ -425,6 +425,42 @@ describe('expiry', () => {
   });
 });
 
+describe('an archived customer', () => {
+  const HOLD = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { replayed hold { id } } }`;
+
+  it('is not charged nor has credit held after its archive; replays of earlier ones answer, credit can still be granted, and unarchiving lifts it', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const debitKey = randomUUID();
+    const holdInput = { customerId, amount: '1.00', idempotencyKey: randomUUID(), ttlSeconds: 600 };
+    expect((await debit(customerId, '2.00', debitKey)).errors).toBeUndefined();
+    const hold = (await gql(HOLD, { input: holdInput })).data!.createHold.hold;
+    now = new Date(now.getTime() + 1000);
+    const archivedAt = (await server.services.customers.archive(merchant.id, customerId)).archivedAt!;
+    // Archives are stamped by the wall clock, the ledger by the test's: move the latter past it.
+    now = new Date(Math.max(now.getTime(), archivedAt.getTime()) + 1000);
+
+    const refused = await debit(customerId, '1.00');
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'CUSTOMER_ARCHIVED', customerId, archivedAt: archivedAt.toISOString() });
+    expect((await gql(HOLD, { input: { ...holdInput, idempotencyKey: randomUUID() } })).errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'CUSTOMER_ARCHIVED' });
+    // Usage from before the archive, reported late, is still charged.
+    const late = await server.services.ledger.debit(merchant.id, { kind: 'api_key', apiKeyId: null }, {
+      customerId, currency: 'USD', amountAttos: 500_000_000n * 1_000_000_000n, idempotencyKey: randomUUID(), occurredAt: new Date(archivedAt.getTime() - 500),
+    });
+    expect(late.replayed).toBe(false);
+    // Retries of what was done before answer as before.
+    expect((await debit(customerId, '2.00', debitKey)).data!.debitCredits.replayed).toBe(true);
+    expect((await gql(HOLD, { input: holdInput })).data!.createHold).toMatchObject({ replayed: true, hold: { id: hold.id } });
+    await grant(customerId, '1.00');
+    expect((await wallet(customerId)).balance.amount).toBe('8.50');
+
+    await server.services.customers.unarchive(merchant.id, customerId);
+    expect((await debit(customerId, '1.00')).errors).toBeUndefined();
+    expect((await wallet(customerId)).balance.amount).toBe('7.50');
+    await expectIntegrity();
+  });
+});
+
 describe('holds', () => {
   const CREATE = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { replayed hold { id status amount { amount } expiresAt } wallet { balance { amount } available { amount } held { amount } } } }`;
 

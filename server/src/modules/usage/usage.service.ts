@@ -12,6 +12,7 @@ import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
+import { customerArchived } from '../customers/customers.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
@@ -113,9 +114,7 @@ const INT_FIELDS = ['inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'out
 const EARLIEST_USAGE_MS = Date.parse('2000-01-01T00:00:00Z');
 
 function archivedCustomer(customerId: string, archivedAt: Date): AppError {
-  return new AppError('FORBIDDEN', `Customer ${customerId} was archived at ${archivedAt.toISOString()}: usage after that is not recorded (unarchive it first)`, {
-    field: 'customer', reason: 'CUSTOMER_ARCHIVED', customerId, archivedAt: archivedAt.toISOString(),
-  });
+  return customerArchived(customerId, archivedAt, 'usage after that is not recorded');
 }
 /** The largest count an event stores (its columns are 32-bit integers). */
 const MAX_COUNT = 2_147_483_647;
