@@ -4,7 +4,20 @@ import { merchantIdOf } from '../../context.ts';
 
 const MeterSourceEnum = builder.enumType('MeterSource', {
   description: 'Where a meter reads its quantity from in a usage record.',
-  values: ['INPUT_TOKENS', 'CACHED_INPUT_TOKENS', 'OUTPUT_TOKENS', 'TOTAL_TOKENS', 'REQUESTS', 'IMAGES', 'AUDIO_SECONDS', 'CHARACTERS', 'QUANTITY'] as const,
+  values: {
+    INPUT_TOKENS: { description: 'Every prompt token, cache reads and writes included.' },
+    CACHED_INPUT_TOKENS: { description: 'Prompt tokens read from a cache.' },
+    UNCACHED_INPUT_TOKENS: { description: 'Prompt tokens neither read from nor written to a cache: price them apart from CACHED_INPUT_TOKENS for a cache discount.' },
+    CACHE_WRITE_TOKENS: { description: 'Prompt tokens written to a cache.' },
+    OUTPUT_TOKENS: { description: 'Every generated token, reasoning included.' },
+    REASONING_TOKENS: { description: 'Reasoning tokens, a part of the output.' },
+    TOTAL_TOKENS: { description: 'Input and output tokens.' },
+    REQUESTS: { description: 'One per call.' },
+    IMAGES: { description: 'Images generated.' },
+    AUDIO_SECONDS: { description: 'Seconds of audio (fractional).' },
+    CHARACTERS: { description: 'Characters (code points) of speech input.' },
+    QUANTITY: { description: "The quantity the usage record states for this meter's key (custom meters)." },
+  } as const,
 });
 const MeterAggregationEnum = builder.enumType('MeterAggregation', { values: ['SUM', 'COUNT', 'MAX'] as const });
 

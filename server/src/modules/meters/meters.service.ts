@@ -35,8 +35,17 @@ export function meterQuantity(source: MeterSource, usage: NormalizedUsage, state
       return BigInt(usage.inputTokens);
     case 'CACHED_INPUT_TOKENS':
       return BigInt(usage.cachedInputTokens);
+    case 'UNCACHED_INPUT_TOKENS': {
+      // Cache reads and writes are parts of the input; a provider that reports them above it is read as having none uncached.
+      const uncached = usage.inputTokens - usage.cachedInputTokens - usage.cacheWriteTokens;
+      return BigInt(uncached > 0 ? uncached : 0);
+    }
+    case 'CACHE_WRITE_TOKENS':
+      return BigInt(usage.cacheWriteTokens);
     case 'OUTPUT_TOKENS':
       return BigInt(usage.outputTokens);
+    case 'REASONING_TOKENS':
+      return BigInt(usage.reasoningTokens);
     case 'TOTAL_TOKENS':
       return BigInt(usage.inputTokens + usage.outputTokens);
     case 'REQUESTS':

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
+import { blankUsage } from '../usage/usage.types.ts';
+import { meterQuantity } from './meters.service.ts';
 
 let server: TestServer;
 let merchant: { id: string; secret: string };
@@ -91,5 +93,30 @@ describe('meters', () => {
     expect((await server.graphql<any>(UNARCHIVE, { key: 'images' }, token)).errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN' });
     expect((await server.graphql<any>(ARCHIVE, { key: 'images' }, token)).errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN' });
     expect((await server.services.meters.list(owner.id, true)).map((meter) => meter.archivedAt === null)).toEqual([false]);
+  });
+
+  it('meters the input apart by cache (uncached, cache reads, cache writes) and the reasoning within the output', async () => {
+    const owner = await server.createMerchant();
+    const as = (query: string, variables: Record<string, unknown>) => server.graphql<any>(query, variables, owner.secret);
+    const prices: [string, string, string][] = [
+      ['uncached', 'UNCACHED_INPUT_TOKENS', '0.000003'], ['cached', 'CACHED_INPUT_TOKENS', '0.0000003'],
+      ['writes', 'CACHE_WRITE_TOKENS', '0.00000375'], ['reasoning', 'REASONING_TOKENS', '0.00001'],
+    ];
+    for (const [key, source, unitPrice] of prices) {
+      expect((await as(CREATE, { input: { key, name: key, unit: 'token', source } })).errors).toBeUndefined();
+      expect((await as(PUT_RULE, { input: { name: key, type: 'FLAT', meterKey: key, config: { unitPrice } } })).errors).toBeUndefined();
+    }
+    const customer = await server.services.customers.create(owner.id, { externalId: 'cache-user' });
+    await server.services.ledger.grantCredits(owner.id, { kind: 'system', apiKeyId: null }, {
+      customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '1.00'), kind: 'PAID', idempotencyKey: 'seed',
+    });
+    const usage = { provider: 'custom', model: 'm', inputTokens: 24762, cachedInputTokens: 21504, cacheWriteTokens: 3072, outputTokens: 503, reasoningTokens: 100 };
+    const recorded = await as(RECORD, { input: { customer: 'cache-user', idempotencyKey: 'cache-call', usage } });
+    expect(recorded.errors).toBeUndefined();
+    // 186 uncached × 0.000003 + 21,504 read × 0.0000003 + 3,072 written × 0.00000375 + 100 reasoning × 0.00001
+    expect(recorded.data.recordUsage.event.charge).toBe('0.0195292');
+    const quantity = (source: 'UNCACHED_INPUT_TOKENS', fields: Record<string, number>) => meterQuantity(source, blankUsage(fields));
+    // Cache counts a provider reports above the input leave none uncached, never a negative count.
+    expect(quantity('UNCACHED_INPUT_TOKENS', { inputTokens: 10, cachedInputTokens: 8, cacheWriteTokens: 5 })).toBe(0n);
   });
 });
