@@ -104,7 +104,7 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     const refused = await cli('apply', file, '--merchant', merchantId, '--yes');
     expect(refused.code).toBe(1);
     expect(refused.stdout).toBe('');
-    expect(refused.stderr.trim()).toBe('meters.1.source: must be one of INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, TOTAL_TOKENS, REQUESTS, IMAGES, AUDIO_SECONDS, CHARACTERS, QUANTITY');
+    expect(refused.stderr.trim()).toBe('meters.1.source: must be one of INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, TOTAL_TOKENS, REQUESTS, IMAGES, AUDIO_SECONDS, CHARACTERS, QUANTITY, UNCACHED_INPUT_TOKENS, CACHE_WRITE_TOKENS, REASONING_TOKENS');
   });
 
   it('lists a key in its rotation grace period as active until then, and a revoked key as revoked', async () => {
