@@ -387,6 +387,10 @@ export class GatewayService {
           required: formatNanos(amountNanos),
         });
       }
+      // Archived since the gate last read it (the gate's view is cached for a moment): refused as the gate would.
+      if (error instanceof AppError && error.details?.reason === 'CUSTOMER_ARCHIVED') {
+        throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: caller.customer.id });
+      }
       throw error;
     }
   }

@@ -394,6 +394,17 @@ describe('enforcement before the provider is called', () => {
     ]);
   });
 
+  it('a customer archived behind the gate\'s back (its cached view still active) is refused 403 by the hold, not a 500', async () => {
+    const t = await tenant();
+    await gql(`mutation { updateGatewaySettings(reserveMaxCost: true) { gatewayReserveMaxCost } }`, {}, t.secret);
+    expect((await chat(t)).status).toBe(200);
+    openaiFake.reset();
+    // Straight in the database: no change event reaches the gate's cache.
+    await server.services.prisma.customer.update({ where: { id: t.customerId }, data: { archivedAt: new Date() } });
+    await refused(await chat(t), 403, 'CUSTOMER_ARCHIVED');
+    expect(openaiFake.requests).toEqual([]);
+  });
+
   it('402 without credit, before the provider is called; a top-up lets the next call through at once', async () => {
     const t = await tenant('0');
     openaiFake.reset();
