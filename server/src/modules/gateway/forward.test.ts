@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { createServer, request as httpRequest, type IncomingMessage, type RequestListener, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, request as httpRequest, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { connect as netConnect, type AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROVIDER_FIXTURES, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
@@ -170,6 +170,49 @@ describe('forward() relaying to a caller that reads slowly', () => {
       expect(result).toMatchObject({ outcome: 'CLIENT_ABORTED', cut: true });
       expect(received.length).toBeLessThan(Buffer.concat(sent).length);
     } finally {
+      await provider.close();
+    }
+  });
+
+  it('lets go of a caller that stops reading with the last bytes still unsent (under the mark where write() asks to wait): never left open', async () => {
+    let gatewayRes!: ServerResponse;
+    let forwarded!: Promise<ForwardResult>;
+    const chunk = Buffer.from(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'y'.repeat(1000) } }] })}\n\n`);
+    // The provider streams until the gateway holds bytes the caller has not taken, then ends with the usage.
+    const provider = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      void (async () => {
+        while (!gatewayRes || gatewayRes.writableLength === 0) {
+          if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        res.end(streamFixture);
+      })();
+    });
+    const gateway = await listen((req, res) => {
+      req.resume();
+      gatewayRes = res;
+      forwarded = forward(
+        { destination: destinationOf(provider.url), method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.from('{}'), timeoutMs: 5000, idleTimeoutMs: 5000, callerStallMs: 300, startedAt: performance.now() },
+        res,
+        () => undefined,
+      );
+    });
+    // A caller that reads nothing, ever (its socket paused), and never hangs up.
+    const caller = netConnect(Number(new URL(gateway.url).port), '127.0.0.1', () => {
+      caller.write('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}');
+      caller.pause();
+    });
+    try {
+      while (!forwarded) await new Promise((resolve) => setTimeout(resolve, 10));
+      const result = await Promise.race([forwarded, new Promise<null>((resolve) => setTimeout(() => resolve(null), 4000))]);
+      expect(result).toMatchObject({ outcome: 'CLIENT_ABORTED', upstreamStatus: 200 });
+      // Metered from the provider's whole answer, its usage included.
+      expect(normalizeResponse({ url: 'https://api.openai.com/v1/chat/completions', status: 200, headers: {}, body: result!.body! })).toMatchObject({ billable: true, inputTokens: 1184 });
+    } finally {
+      caller.destroy();
+      await gateway.close();
       await provider.close();
     }
   });

@@ -134,7 +134,8 @@ function withOwnVary(res: ServerResponse, headers: OutgoingHttpHeaders): Outgoin
   return { ...headers, vary: [own, headers.vary].flat().join(', ') };
 }
 
-const TEXTUAL = /json|event-stream|text\/|ndjson|xml/i;
+/** Bodies kept for metering: text, and AWS's binary event stream (Bedrock's ConverseStream), whose frames carry JSON. */
+const TEXTUAL = /json|event-stream|text\/|ndjson|xml|vnd\.amazon\.eventstream/i;
 
 /**
  * Put between a document's head and tail where bytes between them were dropped. U+0000 may stand
@@ -351,6 +352,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
     let streamed = false;
     let settled = false;
     let upstreamResponse: IncomingMessage | undefined;
+    const callerStallMs = request.callerStallMs ?? Math.max(request.idleTimeoutMs, CALLER_STALL_MS);
 
     const finish = (outcome: ForwardOutcome, status: number, cut: boolean) => {
       if (settled) return;
@@ -439,7 +441,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       const relayed = relayedHeaders(response);
       flat = relayed.flat;
       const contentType = flat['content-type'] ?? '';
-      streamed = /event-stream|ndjson/i.test(contentType) || !flat['content-length'];
+      streamed = /event-stream|ndjson|vnd\.amazon\.eventstream/i.test(contentType) || !flat['content-length'];
       if (TEXTUAL.test(contentType) || contentType === '') copy = new MeteringCopy(flat['content-encoding'], recordEndsOf(contentType));
       res.writeHead(upstreamStatus, withOwnVary(res, relayed.headers));
       if (streamed) res.flushHeaders();
@@ -470,7 +472,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
           const stalled = setTimeout(() => {
             res.destroy();
             clientAborted();
-          }, request.callerStallMs ?? Math.max(request.idleTimeoutMs, CALLER_STALL_MS));
+          }, callerStallMs);
           const gone = () => clearTimeout(stalled);
           res.once('close', gone);
           res.once('drain', () => {
@@ -488,6 +490,16 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
           return;
         }
         res.end(() => finish(outcome, upstreamStatus!, false));
+        // The last bytes may wait in the socket for a caller that reads nothing more, below the
+        // mark where write() asks to wait: 'finish' never comes, so such a caller is let go as
+        // one stalled mid-body is (metered from the whole copy).
+        if (res.writableFinished) return;
+        const stalled = setTimeout(() => {
+          res.destroy();
+          clientAborted();
+        }, callerStallMs);
+        res.once('finish', () => clearTimeout(stalled));
+        res.once('close', () => clearTimeout(stalled));
       });
       response.on('close', () => {
         if (response.complete || settled) return;

@@ -460,8 +460,10 @@ export class GatewayService {
   private usageOf(
     caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string, receivedAt: Date,
   ): UsageRecordInput | null {
-    // Provider errors are relayed, never charged; a call that never got an answer produced nothing.
-    if (result.upstreamStatus === null || result.upstreamStatus >= 400) return null;
+    // Only a success is charged: provider errors are relayed, never charged; a redirect or any
+    // other answer outside 2xx did no work (normalizers that count the request's text, such as
+    // speech, would charge it); a call that never got an answer produced nothing.
+    if (result.upstreamStatus === null || result.upstreamStatus < 200 || result.upstreamStatus >= 300) return null;
     // The request's model, size… for responses that lack them: from its JSON, or from a form's text fields.
     const requestBody = meteredRequestBody(String(req.headers['content-type'] ?? ''), body);
     const response: ProviderResponse = {

@@ -810,6 +810,64 @@ describe('what a provider sends back', () => {
     }
   }, 30_000);
 
+  it('a redirect is relayed, never charged: speech, billed by its request text, included', async () => {
+    const t = await tenant();
+    const provider = await upstream(t, 'openai', (req, res) => {
+      req.resume();
+      res.writeHead(307, { location: 'https://elsewhere.example/v1/audio/speech', 'content-length': 0 });
+      res.end();
+    });
+    try {
+      const response = await fetch(forwardUrl(`${provider.url}/v1/audio/speech`), {
+        method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/json', authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId },
+        body: JSON.stringify({ model: 'tts-1', input: 'hello world '.repeat(1000), voice: 'alloy' }),
+      });
+      expect(response.status).toBe(307);
+      expect(response.headers.get('location')).toBe('https://elsewhere.example/v1/audio/speech');
+      const [log] = await settled(t, 1);
+      expect(log).toMatchObject({ status: 307, usageEventId: null });
+      expect(await chargesOf(t)).toEqual([]);
+    } finally {
+      await provider.close();
+    }
+  });
+
+  it('Bedrock ConverseStream (application/vnd.amazon.eventstream, binary frames) is metered from its frames', async () => {
+    const t = await tenant();
+    await gql(`mutation($p: String!, $k: String!) { setProviderCredential(provider: $p, apiKey: $k) { id } }`, { p: 'bedrock', k: 'bedrock-provider-key-0001' }, t.secret);
+    /** One event-stream message: prelude (lengths and a CRC), string headers, the JSON payload, a CRC (not checked here). */
+    const frame = (type: string, payload: object) => {
+      const header = (name: string, value: string) => Buffer.concat([Buffer.from([name.length]), Buffer.from(name), Buffer.from([7]), Buffer.from([value.length >> 8, value.length & 255]), Buffer.from(value)]);
+      const headers = Buffer.concat([header(':event-type', type), header(':content-type', 'application/json'), header(':message-type', 'event')]);
+      const body = Buffer.from(JSON.stringify(payload));
+      const prelude = Buffer.alloc(12);
+      prelude.writeUInt32BE(12 + headers.length + body.length + 4, 0);
+      prelude.writeUInt32BE(headers.length, 4);
+      prelude.writeUInt32BE(0xfe9c3a81, 8);
+      return Buffer.concat([prelude, headers, body, Buffer.from([0xc3, 0x28, 0xa0, 0xff])]);
+    };
+    const provider = await upstream(t, 'bedrock', (req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
+      res.write(frame('messageStart', { p: 'abcd', role: 'assistant' }));
+      res.write(frame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: 'Hello there' }, p: 'ab' }));
+      res.write(frame('messageStop', { p: 'ab', stopReason: 'end_turn' }));
+      res.end(frame('metadata', { metrics: { latencyMs: 455 }, p: 'abcdefgh', usage: { inputTokens: 1000, outputTokens: 500, totalTokens: 1500 } }));
+    });
+    try {
+      const response = await post(forwardUrl(`${provider.url}/model/amazon.nova-lite-v1%3A0/converse-stream`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId }, {
+        messages: [{ role: 'user', content: [{ text: 'hi' }] }], inferenceConfig: { maxTokens: 1000 },
+      });
+      expect(response.status).toBe(200);
+      await response.arrayBuffer();
+      const [log] = await settled(t, 1);
+      const event = await server.services.prisma.usageEvent.findUniqueOrThrow({ where: { id: log!.usageEventId! } });
+      expect(event).toMatchObject({ provider: 'bedrock', model: 'amazon.nova-lite-v1:0', inputTokens: 1000, outputTokens: 500, estimated: false });
+    } finally {
+      await provider.close();
+    }
+  });
+
   it('cannot set the gateway’s own x-tollgate-* headers or cookies on the merchant’s domain', async () => {
     const t = await tenant();
     const provider = await upstream(t, 'openai-compatible', (req, res) => {

@@ -300,3 +300,14 @@ describe('fal behind a proxy that prefixes the path', () => {
     expect(findProviderPath(definitionForName('fal')!, splitUrl('https://gateway.ai.cloudflare.com/v1/acct/gw/fal/'))).toBeNull();
   });
 });
+
+describe('answers outside 2xx', () => {
+  it('are never billable, even for APIs billed by the request alone (speech by its text, Stability by the call)', () => {
+    const speech = { url: 'https://api.openai.com/v1/audio/speech', headers: { location: 'https://elsewhere.example/' }, body: '', requestBody: { model: 'tts-1', input: 'hello world', voice: 'alloy' } };
+    expect(normalizeResponse({ ...speech, status: 200 })).toMatchObject({ billable: true, characters: 11 });
+    for (const status of [101, 301, 304, 307, 308]) expect(normalizeResponse({ ...speech, status }).billable, String(status)).toBe(false);
+    const stability = { url: 'https://api.stability.ai/v2beta/stable-image/generate/core', headers: {}, body: '' };
+    expect(normalizeResponse({ ...stability, status: 200 }).billable).toBe(true);
+    expect(normalizeResponse({ ...stability, status: 303 })).toMatchObject({ billable: false, images: 0 });
+  });
+});

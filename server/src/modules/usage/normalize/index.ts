@@ -61,7 +61,8 @@ export function normalizeResponse(response: ProviderResponse): NormalizedUsage {
     response: headers === response.headers ? response : { ...response, headers },
     request: requestObject(response.requestBody),
   };
-  if (response.status >= 400) return httpError(ctx);
+  // Only a success did the work: an error, a redirect (3xx) or an informational answer is not billable.
+  if (response.status < 200 || response.status >= 300) return httpError(ctx);
   // A path we do not know (model listing, token counting, batches…) reports nothing billable.
   if (!match) return pending(ctx, pickModel(ctx, undefined), 'unrecognized_api');
   return settle(match.normalize(ctx));
