@@ -6,7 +6,11 @@ const body = (value: unknown) => Buffer.from(JSON.stringify(value));
 describe('maxUsageOf: the most a request can use', () => {
   it('reads each API’s output cap and the model', () => {
     const cases: [string, string, unknown, string, number][] = [
-      ['openai', 'https://api.openai.com/v1/chat/completions', { model: 'gpt-5.4-mini', max_completion_tokens: 300, max_tokens: 999 }, 'gpt-5.4-mini', 300],
+      // Two caps named: held at the larger, which a lax OpenAI-compatible server may be the one to read.
+      ['openai', 'https://api.openai.com/v1/chat/completions', { model: 'gpt-5.4-mini', max_completion_tokens: 300, max_tokens: 999 }, 'gpt-5.4-mini', 999],
+      ['openai', 'https://api.openai.com/v1/chat/completions', { model: 'gpt-5.4-mini', max_output_tokens: 1, max_tokens: 100_000 }, 'gpt-5.4-mini', 100_000],
+      // A cap written as text (which lax servers accept) counts as the number.
+      ['openai', 'https://api.openai.com/v1/chat/completions', { model: 'gpt-5.4-mini', max_tokens: '20000' }, 'gpt-5.4-mini', 20_000],
       ['openai', 'https://api.openai.com/v1/chat/completions', { model: 'gpt-5.4-mini', max_tokens: 50 }, 'gpt-5.4-mini', 50],
       ['openai', 'https://api.openai.com/v1/responses', { model: 'gpt-5.4', max_output_tokens: 1200 }, 'gpt-5.4', 1200],
       ['anthropic', 'https://api.anthropic.com/v1/messages', { model: 'claude-opus-4-8', max_tokens: 1024 }, 'claude-opus-4-8', 1024],

@@ -34,16 +34,18 @@ function generationConfig(body: Json): Json | null {
   return isObject(generation) ? generation : null;
 }
 
+/**
+ * The largest output cap the request names. Providers read one field each, and lax
+ * OpenAI-compatible servers another than the one sent for OpenAI (or a number written as text):
+ * a request naming a small cap in one field and a large one in another is held at the large one.
+ */
 function outputCap(body: Json): number | null {
-  for (const field of OUTPUT_CAPS) {
-    const value = positiveInteger(body[field]);
-    if (value) return value;
-  }
   const generation = generationConfig(body);
-  const generationCap = positiveInteger(generation?.maxOutputTokens ?? generation?.max_output_tokens, true);
-  if (generationCap) return generationCap;
-  const inference = body.inferenceConfig;
-  return isObject(inference) ? positiveInteger(inference.maxTokens) : null;
+  const inference = isObject(body.inferenceConfig) ? body.inferenceConfig : null;
+  const named = [
+    ...OUTPUT_CAPS.map((field) => body[field]), generation?.maxOutputTokens, generation?.max_output_tokens, inference?.maxTokens,
+  ].map((value) => positiveInteger(value, true)).filter((value): value is number => value !== null);
+  return named.length > 0 ? Math.max(...named) : null;
 }
 
 /**
