@@ -111,8 +111,18 @@ describe('detectProvider', () => {
     expect(new Set(hosts).size).toBe(hosts.length);
     for (const p of SUPPORTED_PROVIDERS) {
       expect(p.apis.length, p.id).toBeGreaterThan(0);
-      for (const host of p.hosts) expect(detectProvider(`https://${host.replace('*', 'x-y')}/`)?.provider, host).toBe(p.id);
+      for (const host of p.hosts) expect(detectProvider(`https://${host.replace('*', host.endsWith('.amazonaws.com') ? 'us-east-1' : 'x-y')}/`)?.provider, host).toBe(p.id);
     }
+  });
+
+  it('reads a host pattern\'s * as one label, and under amazonaws.com as a region only', () => {
+    expect(detectProvider('https://acme.openai.azure.com/openai/deployments/d/chat/completions')?.provider).toBe('azure-openai');
+    expect(detectProvider('https://x.attacker.openai.azure.com/openai/deployments/d/chat/completions')).toBeNull();
+    expect(detectProvider('https://bedrock-runtime.eu-central-1.amazonaws.com/model/m/converse')?.provider).toBe('bedrock');
+    expect(detectProvider('https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com/model/m/converse')?.provider).toBe('bedrock');
+    // An S3 bucket's host, and a name spanning labels.
+    expect(detectProvider('https://bedrock-runtime.s3.amazonaws.com/model/m/converse')).toBeNull();
+    expect(detectProvider('https://bedrock-runtime.evil.us-east-1.amazonaws.com/model/m/converse')).toBeNull();
   });
 
   it('every API a detection case resolves to is listed for its provider', () => {

@@ -403,14 +403,25 @@ export const SUPPORTED_PROVIDERS: readonly SupportedProvider[] = Object.freeze(
 
 const BY_HOST = new Map<string, Definition>();
 const BY_NAME = new Map<string, Definition>();
-const PATTERNS: { prefix: string; suffix: string; definition: Definition }[] = [];
+/** An AWS region's name (us-east-1, eu-central-2, us-gov-west-1). */
+const AWS_REGION = /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/;
+
+/**
+ * Host patterns: `*` stands for one DNS label (a resource, a region), never for several — so
+ * `*.openai.azure.com` is not `x.attacker.openai.azure.com` — and under amazonaws.com only for a
+ * region's name: `bedrock-runtime.s3.amazonaws.com` is an S3 bucket's host, not Bedrock's.
+ */
+const PATTERNS: { prefix: string; suffix: string; label: RegExp | null; definition: Definition }[] = [];
 for (const definition of DEFINITIONS) {
   BY_NAME.set(definition.id, definition);
   for (const alias of definition.aliases) BY_NAME.set(alias, definition);
   for (const host of definition.hosts) {
     const star = host.indexOf('*');
     if (star === -1) BY_HOST.set(host, definition);
-    else PATTERNS.push({ prefix: host.slice(0, star), suffix: host.slice(star + 1), definition });
+    else {
+      const suffix = host.slice(star + 1);
+      PATTERNS.push({ prefix: host.slice(0, star), suffix, label: suffix === '.amazonaws.com' ? AWS_REGION : null, definition });
+    }
   }
 }
 
@@ -418,7 +429,9 @@ export function definitionForHost(host: string): Definition | undefined {
   const exact = BY_HOST.get(host);
   if (exact) return exact;
   for (const p of PATTERNS) {
-    if (host.length > p.prefix.length + p.suffix.length && host.startsWith(p.prefix) && host.endsWith(p.suffix)) return p.definition;
+    if (host.length <= p.prefix.length + p.suffix.length || !host.startsWith(p.prefix) || !host.endsWith(p.suffix)) continue;
+    const label = host.slice(p.prefix.length, host.length - p.suffix.length);
+    if (!label.includes('.') && (!p.label || p.label.test(label))) return p.definition;
   }
   return undefined;
 }
