@@ -74,7 +74,8 @@ export const deepgramListen: Normalizer = (ctx) => {
   // Transcribed one by one (multichannel), each channel is billed for the whole duration;
   // otherwise the channels are mixed into one transcript, billed once.
   const transcribed = arr(obj(o.results)?.channels)?.length ?? 1;
-  if (transcribed > 1) {
+  // A negative duration is left as sent, for metering to refuse.
+  if (transcribed > 1 && !duration.startsWith('-')) {
     out.details.audio_duration_seconds = duration;
     out.details.transcribed_channels = transcribed;
     out.audioSeconds = formatScaledQuantity(scaledQuantity('duration', duration) * BigInt(transcribed));
