@@ -4,6 +4,11 @@ import type { UsageResult } from '../src/modules/usage/usage.service.ts';
 import { parseDecimalNanos } from '../src/shared/money.ts';
 import type { TestServer } from './server.ts';
 
+/** A time long before any test's usage, for first versions of rules and prices. */
+export const SINCE = new Date('2024-01-01T00:00:00Z');
+/** `ms` after `time`. */
+export const later = (time: Date, ms: number) => new Date(time.getTime() + ms);
+
 /**
  * A merchant with an output-token meter ('out') and a customer holding 1,000 USD, for tests of
  * when pricing changes take effect: `event` builds a usage record of the custom provider's model

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pricedUsageSetup } from '../../../test/priced-usage.ts';
+import { later, pricedUsageSetup, SINCE } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { applyPricingChanges, describeChanges, planPricingConfig } from './config-apply.ts';
 import { priceCouldCost, resolvePrice, type PriceWithRef } from './prices.service.ts';
@@ -17,8 +17,6 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
-const SINCE = new Date('2024-01-01T00:00:00Z');
-const later = (time: Date, ms: number) => new Date(time.getTime() + ms);
 const BACKDATED = { code: 'VALIDATION', details: { field: 'effectiveFrom' } };
 
 async function setup() {

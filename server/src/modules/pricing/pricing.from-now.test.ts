@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pricedUsageSetup } from '../../../test/priced-usage.ts';
+import { later, pricedUsageSetup, SINCE } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { applyPricingChanges, planPricingConfig } from './config-apply.ts';
 
@@ -15,8 +15,6 @@ beforeAll(async () => {
   server = await startTestServer();
 });
 afterAll(() => server?.close());
-const SINCE = new Date('2024-01-01T00:00:00Z');
-const later = (time: Date, ms: number) => new Date(time.getTime() + ms);
 
 async function setup() {
   const { services } = server;
