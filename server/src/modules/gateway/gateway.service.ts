@@ -25,6 +25,7 @@ import { HoldRenewal } from './hold-renewal.ts';
 import { createdJobId, GatewayJobs, jobCallOf, type JobCall } from './jobs.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
+import { decodeRequestBody } from './request-encoding.ts';
 import { meteredRequestBody, withStreamUsage } from './request-body.ts';
 
 export const FORWARD_PATH = '/v1/forward';
@@ -191,7 +192,9 @@ export class GatewayService {
       caller = { merchantId: viewer.merchantId, actor: viewer.actor, customer: await this.customer(viewer, header(req, 'x-tollgate-customer')) };
       const currency = this.currency(req);
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
-      const received = await readBody(req, this.config.gateway.maxRequestBytes);
+      const request = await decodeRequestBody(req.headers['content-encoding'], await readBody(req, this.config.gateway.maxRequestBytes), this.config.gateway.maxRequestBytes);
+      if (!request.ok) throw new Refusal(request.status, request.code, request.message, request.details);
+      const received = request.body;
       const routed = assertMeterable(destination, req.method ?? 'GET', received);
       // A streamed chat completion is sent asking for its usage, or OpenAI would report none.
       const body = (routed && withStreamUsage(routed.provider, routed.match.api, destination.url, received)) ?? received;
@@ -204,7 +207,11 @@ export class GatewayService {
       // A stream may last far longer than the hold's TTL: it is renewed until the call ends.
       if (holdId) renewal = this.renewing(caller.merchantId, holdId);
 
-      const headers = upstreamHeaders(req.headers, (name) => CREDENTIAL_HEADERS.has(name) || name.startsWith('x-tollgate-') || name === 'cookie');
+      // A body decoded above goes as plain bytes: its Content-Encoding no longer applies.
+      const headers = upstreamHeaders(
+        req.headers,
+        (name) => CREDENTIAL_HEADERS.has(name) || name.startsWith('x-tollgate-') || name === 'cookie' || (request.decoded && name === 'content-encoding'),
+      );
       // Ask for an uncompressed body: the copy kept for metering must be readable as it passes.
       headers['accept-encoding'] = 'identity';
       if (providerKey) {
