@@ -36,9 +36,10 @@ export async function decodeRequestBody(contentEncoding: string | string[] | und
   const unknown = codings.find((coding) => !DECODERS[coding]);
   if (unknown) {
     return {
-      ok: false, status: 415, code: 'UNSUPPORTED_CONTENT_ENCODING',
+      // Code and reason as the HTTP routes answer an encoding they cannot read (http/errors.ts).
+      ok: false, status: 415, code: 'VALIDATION',
       message: `The gateway cannot read a request body in "${unknown}", so it could not meter the call: send it uncompressed or in ${DECODABLE_CODINGS.join(', ')}`,
-      details: { contentEncoding: unknown, supported: DECODABLE_CODINGS },
+      details: { reason: 'UNSUPPORTED_ENCODING', contentEncoding: unknown, supported: DECODABLE_CODINGS },
     };
   }
   let decoded = body;
