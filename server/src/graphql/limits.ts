@@ -235,7 +235,7 @@ export function measureOperation(
     if (sizes.length > 0) return Math.min(Math.max(...sizes), MAX_PAGE_SIZE);
     if (!field) return 1;
     if (isConnectionType(getNamedType(field.type))) return defaultPageSize;
-    // A connection's edges are the page its field already counted.
+    // A connection's edges (or nodes) are the page its field already counted.
     return isListType(getNullableType(field.type)) && !isConnectionType(parentType) ? UNPAGINATED_LIST_SIZE : 1;
   };
 
@@ -283,7 +283,8 @@ export function measureOperation(
           depth = Math.max(depth, 1 + child.depth);
           const own = parentType && parentType === mutationType ? (MUTATION_COSTS.get(name) ?? MUTATION_COST) : (FIELD_COSTS.get(name) ?? 1);
           const cost = own + items * child.complexity + child.perConnection;
-          if (isConnectionType(parentType) && name !== 'edges') perConnection += cost;
+          // `edges` and `nodes` are the page (counted by the connection's size); the rest once per connection.
+          if (isConnectionType(parentType) && name !== 'edges' && name !== 'nodes') perConnection += cost;
           else complexity += cost;
         }
       } else {

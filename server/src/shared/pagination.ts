@@ -33,20 +33,21 @@ export function decodeCreatedCursor(field: string, cursor: string): CreatedCurso
  * Prisma `where` + `orderBy` for one page. `inverted` pages backwards (Relay `last`/`before`):
  * the plugin reverses the rows back afterwards. `time` is the column the pages run by (its
  * cursors carry that time): `createdAt` unless the rows have a time of their own that callers
- * see (a usage event's `occurredAt`).
+ * see (a usage event's `occurredAt`). `oldestFirst` runs the pages the other way.
  */
-export function createdKeysetPage(params: { before?: string; after?: string; inverted: boolean }, time: 'createdAt' | 'occurredAt' = 'createdAt') {
+export function createdKeysetPage(params: { before?: string; after?: string; inverted: boolean }, time: 'createdAt' | 'occurredAt' = 'createdAt', oldestFirst = false) {
   const { before, after, inverted } = params;
   const conditions: object[] = [];
+  const [past, ahead] = oldestFirst ? (['gt', 'lt'] as const) : (['lt', 'gt'] as const);
   // An empty cursor is a cursor too (not "from the start"): it was never issued.
   if (after !== undefined && after !== null) {
     const c = decodeCreatedCursor('after', after);
-    conditions.push({ OR: [{ [time]: { lt: c.createdAt } }, { [time]: c.createdAt, id: { lt: c.id } }] });
+    conditions.push({ OR: [{ [time]: { [past]: c.createdAt } }, { [time]: c.createdAt, id: { [past]: c.id } }] });
   }
   if (before !== undefined && before !== null) {
     const c = decodeCreatedCursor('before', before);
-    conditions.push({ OR: [{ [time]: { gt: c.createdAt } }, { [time]: c.createdAt, id: { gt: c.id } }] });
+    conditions.push({ OR: [{ [time]: { [ahead]: c.createdAt } }, { [time]: c.createdAt, id: { [ahead]: c.id } }] });
   }
-  const direction = inverted ? ('asc' as const) : ('desc' as const);
+  const direction = inverted !== oldestFirst ? ('asc' as const) : ('desc' as const);
   return { where: { AND: conditions }, orderBy: [{ [time]: direction }, { id: direction }] };
 }

@@ -131,11 +131,30 @@ const WalletRef = builder.objectRef<WalletView>('Wallet').implement({
     available: t.field({ type: MoneyRef, description: 'Balance minus pending holds: what a new charge may use.', resolve: (w) => money(w.available, w.currency) }),
     held: t.field({ type: MoneyRef, resolve: (w) => money(w.held, w.currency) }),
     overdraftLimit: t.field({ type: MoneyRef, description: 'How far below zero usage may go (0: prepaid only).', resolve: (w) => money(w.overdraftLimit, w.currency) }),
-    grants: t.field({
-      type: [CreditGrantRef],
-      args: { includeInactive: t.arg.boolean({ defaultValue: false, description: 'Also list used-up and expired grants.' }) },
-      resolve: (w, args, ctx) => ctx.services.ledgerQueries.grants(w.id, args.includeInactive ?? false),
-    }),
+    // A connection, not a list: a wallet gets a grant with every top-up, so its history has no
+    // bound, and a list's cost could not be known before it ran (see graphql/limits.ts).
+    grants: t.connection(
+      {
+        type: CreditGrantRef,
+        description: 'Oldest first.',
+        args: { includeInactive: t.arg.boolean({ defaultValue: false, description: 'Also list used-up and expired grants.' }) },
+        resolve: async (w, args, ctx) => {
+          const includeInactive = args.includeInactive ?? false;
+          const connection = await resolveCursorConnection<Promise<CreditGrant[]>>(
+            { args, toCursor: (x: CreditGrant) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },
+            (page) => ctx.services.ledgerQueries.grantsPage(w.id, includeInactive, page),
+          );
+          return withTotalCount(connection, () => ctx.services.ledgerQueries.countGrants(w.id, includeInactive));
+        },
+      },
+      {
+        name: 'WalletGrantConnection',
+        fields: (t) => ({
+          totalCount: t.int({ resolve: totalCountOf }),
+          nodes: t.field({ type: [CreditGrantRef], description: "The page's grants, without their cursors.", resolve: (connection) => connection.edges.map((edge) => edge!.node) }),
+        }),
+      },
+    ),
     transactions: t.connection(
       {
         type: LedgerTransactionRef,

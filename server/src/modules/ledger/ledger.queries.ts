@@ -89,11 +89,18 @@ export class LedgerQueries {
     return { ...wallet, held: reserved, available: wallet.balance - reserved };
   }
 
-  async grants(walletId: string, includeInactive: boolean): Promise<CreditGrant[]> {
-    return this.prisma.creditGrant.findMany({
-      where: { walletId, ...(includeInactive ? {} : { expiredAt: null, remaining: { gt: 0 } }) },
-      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
-    });
+  /** One page of a wallet's grants, oldest first: the live ones, or all it ever had. */
+  async grantsPage(walletId: string, includeInactive: boolean, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<CreditGrant[]> {
+    const keyset = createdKeysetPage(page, 'createdAt', true);
+    return this.prisma.creditGrant.findMany({ where: { AND: [this.grantsWhere(walletId, includeInactive), keyset.where] }, orderBy: keyset.orderBy, take: page.limit });
+  }
+
+  async countGrants(walletId: string, includeInactive: boolean): Promise<number> {
+    return this.prisma.creditGrant.count({ where: this.grantsWhere(walletId, includeInactive) });
+  }
+
+  private grantsWhere(walletId: string, includeInactive: boolean): Prisma.CreditGrantWhereInput {
+    return { walletId, ...(includeInactive ? {} : { expiredAt: null, remaining: { gt: 0 } }) };
   }
 
   async transactionsPage(

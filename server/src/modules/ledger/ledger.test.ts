@@ -27,7 +27,7 @@ const DEBIT = `mutation ($input: DebitCreditsInput!) { debitCredits(input: $inpu
   replayed transaction { id amount { amount } balanceAfter { amount } } wallet { balance { amount } } } }`;
 const WALLET = `query ($id: ID!, $currency: String) { wallet(customerId: $id, currency: $currency) {
   id currency balance { amount currency } available { amount } held { amount } overdraftLimit { amount }
-  grants(includeInactive: true) { id kind amount { amount } remaining { amount } expiresAt expiredAt }
+  grants(includeInactive: true, first: 100) { nodes { id kind amount { amount } remaining { amount } expiresAt expiredAt } }
   transactions(first: 50) { totalCount edges { node { id kind amount { amount } reason idempotencyKey actor { kind apiKeyId }
     entries { walletId accountId grantId amount { amount } } } } } } }`;
 
@@ -42,7 +42,7 @@ async function debit(customerId: string, amount: string, idempotencyKey: string 
 async function wallet(customerId: string, currency = 'USD', token = merchant.secret) {
   const result = await gql(WALLET, { id: customerId, currency }, token);
   expect(result.errors).toBeUndefined();
-  return result.data!.wallet;
+  return { ...result.data!.wallet, grants: result.data!.wallet.grants.nodes };
 }
 /** Raw SQL against the test database, for what the API does not show (storage, tampering). */
 function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
@@ -294,7 +294,7 @@ describe('grant consumption', () => {
     const paidFirst = (await grantFor('2.00', { kind: 'PAID', priority: 1 })).data!.grantCredits;
     await server.graphql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID() } }, other.secret);
     const view = (await server.graphql<any>(WALLET, { id: customerId }, other.secret)).data!.wallet;
-    const remaining = Object.fromEntries(view.grants.map((g: any) => [g.id, g.remaining.amount]));
+    const remaining = Object.fromEntries(view.grants.nodes.map((g: any) => [g.id, g.remaining.amount]));
     expect(remaining[paidFirst.grant.id]).toBe('1.00');
     expect(remaining[promo.grant.id]).toBe('2.00');
 
@@ -302,7 +302,7 @@ describe('grant consumption', () => {
     await sql(`UPDATE merchants SET credit_consumption_order = ARRAY['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'] WHERE id = $1`, [other.id]);
     await server.graphql(DEBIT, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID() } }, other.secret);
     const after = (await server.graphql<any>(WALLET, { id: customerId }, other.secret)).data!.wallet;
-    expect(Object.fromEntries(after.grants.map((g: any) => [g.id, g.remaining.amount]))).toMatchObject({ [paidFirst.grant.id]: '1.00', [promo.grant.id]: '1.00' });
+    expect(Object.fromEntries(after.grants.nodes.map((g: any) => [g.id, g.remaining.amount]))).toMatchObject({ [paidFirst.grant.id]: '1.00', [promo.grant.id]: '1.00' });
   });
 });
 
@@ -597,7 +597,7 @@ describe('credit kept for pending holds past its expiry', () => {
     expect(created.errors).toBeUndefined();
     return created.data!.createHold.hold.id;
   }
-  const liveGrants = async (customerId: string) => (await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { kind remaining { amount } holdId } } }`, { id: customerId })).data!.wallet.grants;
+  const liveGrants = async (customerId: string) => (await gql(`query ($id: ID!) { wallet(customerId: $id) { grants(first: 100) { nodes { kind remaining { amount } holdId } } } }`, { id: customerId })).data!.wallet.grants.nodes;
 
   it('a hold stays capturable when the credit behind it expires first: what it needs is kept, the rest expires, and its capture spends it', async () => {
     const customerId = await newCustomer();
@@ -1002,6 +1002,45 @@ describe('customers not seen before', () => {
   });
 });
 
+describe('grants, page by page', () => {
+  const PAGE = `query ($id: ID!, $first: Int, $after: String, $last: Int, $all: Boolean) { wallet(customerId: $id) {
+    grants(first: $first, after: $after, last: $last, includeInactive: $all) { totalCount pageInfo { hasNextPage endCursor } nodes { id } edges { node { id } } } } }`;
+
+  it('are a connection, oldest first: every grant once over the pages, however many a wallet has had', async () => {
+    const customerId = await newCustomer();
+    const ids: string[] = [];
+    for (let n = 0; n < 25; n++) ids.push((await grant(customerId, '0.10')).grant.id);
+    await debit(customerId, '0.10'); // the oldest is used up: live grants are the other 24
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let pages = 0; pages < 3; pages++) {
+      const result = await gql<{ wallet: any }>(PAGE, { id: customerId, first: 10, after, all: true });
+      expect(result.errors).toBeUndefined();
+      const grants: { totalCount: number; pageInfo: { hasNextPage: boolean; endCursor: string }; nodes: { id: string }[]; edges: { node: { id: string } }[] } = result.data!.wallet.grants;
+      expect(grants.totalCount).toBe(25);
+      expect(grants.nodes).toEqual(grants.edges.map((edge) => edge.node));
+      seen.push(...grants.nodes.map((node) => node.id));
+      expect(grants.pageInfo.hasNextPage).toBe(pages < 2);
+      after = grants.pageInfo.endCursor;
+    }
+    expect(seen).toEqual(ids);
+    const live = (await gql(PAGE, { id: customerId, first: 100 })).data!.wallet.grants;
+    expect(live.totalCount).toBe(24);
+    expect(live.nodes.map((node: { id: string }) => node.id)).toEqual(ids.slice(1));
+    expect((await gql(PAGE, { id: customerId, last: 2, all: true })).data!.wallet.grants.nodes.map((node: { id: string }) => node.id)).toEqual(ids.slice(-2));
+  });
+
+  it('are costed by their page: a customer token cannot have hundreds of aliases each list every grant', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const aliases = Array.from({ length: 400 }, (_, n) => `w${n}: wallet(customerId: $id) { grants(includeInactive: true) { nodes { id } } }`).join('\n');
+    const refused = await gql(`query ($id: ID!) { ${aliases} }`, { id: customerId }, token);
+    expect(refused.data).toBeUndefined();
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' });
+  });
+});
+
 describe('access', () => {
   it('a customer token reads its own wallet only, and cannot move money', async () => {
     const customerId = await newCustomer();
@@ -1025,13 +1064,13 @@ describe('access', () => {
     });
     expect(adjusted.data!.adjustBalance.transaction.reason).toBe('goodwill: customer complained twice');
     await grant(customerId, '1.00', { metadata: { internalNote: 'churn risk' } });
-    const grants = await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { kind description amount { amount } } } }`, { id: customerId }, token);
-    expect(grants.data!.wallet.grants).toEqual(expect.arrayContaining([
+    const grants = await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { nodes { kind description amount { amount } } } } }`, { id: customerId }, token);
+    expect(grants.data!.wallet.grants.nodes).toEqual(expect.arrayContaining([
       { kind: 'PROMOTIONAL', description: 'Balance adjustment', amount: { amount: '0.50' } },
       { kind: 'PAID', description: null, amount: { amount: '1.00' } },
     ]));
     expect(JSON.stringify(grants.data)).not.toContain('complained');
-    const metadata = await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { metadata } } }`, { id: customerId }, token);
+    const metadata = await gql(`query ($id: ID!) { wallet(customerId: $id) { grants { nodes { metadata } } } }`, { id: customerId }, token);
     expect(metadata.errors?.[0]?.extensions.code).toBe('FORBIDDEN');
     expect((await wallet(customerId)).grants.length).toBe(3);
     expect((await gql(WALLET, { id: otherId }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
@@ -1046,10 +1085,10 @@ describe('access', () => {
     const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
     const storedWallets = async () => (await sql<{ currency: string; id: string }>('SELECT currency, id FROM wallets WHERE customer_id = $1 ORDER BY currency', [customerId]));
     const OWN = `query ($id: ID!, $currency: String) { wallet(customerId: $id, currency: $currency) {
-      id currency balance { amount } available { amount } held { amount } grants { id } transactions(first: 5) { totalCount } } }`;
+      id currency balance { amount } available { amount } held { amount } grants { nodes { id } } transactions(first: 5) { totalCount } } }`;
     const read = async (currency: string) => (await gql(OWN, { id: customerId, currency }, token)).data!.wallet;
     const unused = await Promise.all(['USD', 'EUR', 'JPY', 'GBP'].map(read));
-    expect(unused.map((read) => [read.currency, read.balance.amount, read.available.amount, read.held.amount, read.grants, read.transactions.totalCount])).toEqual([
+    expect(unused.map((read) => [read.currency, read.balance.amount, read.available.amount, read.held.amount, read.grants.nodes, read.transactions.totalCount])).toEqual([
       ['USD', '0.00', '0.00', '0.00', [], 0],
       ['EUR', '0.00', '0.00', '0.00', [], 0],
       ['JPY', '0.00', '0.00', '0.00', [], 0],
