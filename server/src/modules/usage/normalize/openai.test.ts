@@ -466,6 +466,19 @@ describe('OpenAI-compatible providers', () => {
     ['https://router.huggingface.co/v1/chat/completions', 'huggingface'],
     ['https://generativelanguage.googleapis.com/v1beta/openai/chat/completions', 'google'],
   ];
+  it('Alibaba: an explicit-cache write under prompt_tokens_details.cache_creation_input_tokens is a cache write, not plain input', () => {
+    // The shape of Model Studio's "Context cache" example (OpenAI-compatible mode).
+    const u = call('https://dashscope-intl.aliyuncs.com/compatible-mode/v1/chat/completions', {
+      id: 'chatcmpl-1', object: 'chat.completion', model: 'qwen3-coder-plus',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+      usage: {
+        prompt_tokens: 18628, completion_tokens: 344, total_tokens: 18972,
+        prompt_tokens_details: { text_tokens: 18628, cache_creation_input_tokens: 18613, cache_creation: { ephemeral_5m_input_tokens: 18613 }, cache_type: 'ephemeral', cached_tokens: 0 },
+      },
+    });
+    expect(u).toMatchObject({ provider: 'alibaba', inputTokens: 18628, cachedInputTokens: 0, cacheWriteTokens: 18613, outputTokens: 344 });
+  });
+
   it.each(hosts)('%s: standard usage, cached tokens from either documented place', (url, provider) => {
     const u = call(url, {
       id: 'x',

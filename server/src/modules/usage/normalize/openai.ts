@@ -63,7 +63,10 @@ export function applyChatUsage(out: NormalizedUsage, u: Obj, source: string): vo
       : int(u.input_tokens);
   // DeepSeek reports its cache hit twice (prompt_cache_hit_tokens and cached_tokens): once only.
   const cached = hasCount(hit) ? int(hit) : hasCount(ptd?.cached_tokens) ? int(ptd?.cached_tokens) : int(u.cached_tokens);
-  const written = hasCount(ptd?.cache_write_tokens) ? int(ptd?.cache_write_tokens) : int(u.cache_creation_input_tokens);
+  // Alibaba (DashScope) writes its explicit-cache creation as prompt_tokens_details.cache_creation_input_tokens.
+  const written = hasCount(ptd?.cache_write_tokens)
+    ? int(ptd?.cache_write_tokens)
+    : hasCount(ptd?.cache_creation_input_tokens) ? int(ptd?.cache_creation_input_tokens) : int(u.cache_creation_input_tokens);
   // Cache reads and writes are a subset of prompt_tokens; a proxy that reports them outside
   // it (prompt smaller than its own parts) gets them added back rather than going negative.
   if (cached + written > input) input += cached + written;
