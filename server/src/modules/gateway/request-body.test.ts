@@ -142,6 +142,8 @@ describe('acceptsStreamUsage', () => {
     expect(acceptsStreamUsage('openai', 'chat.completions', url('https://api.openai.com/v1/chat/completions'))).toBe(true);
     expect(acceptsStreamUsage('openai', 'completions', url('https://api.openai.com/v1/completions'))).toBe(true);
     expect(acceptsStreamUsage('deepseek', 'chat.completions', url('https://api.deepseek.com/chat/completions'))).toBe(true);
+    expect(acceptsStreamUsage('anthropic', 'chat.completions', url('https://api.anthropic.com/v1/chat/completions'))).toBe(true);
+    expect(acceptsStreamUsage('anthropic', 'messages', url('https://api.anthropic.com/v1/messages'))).toBe(false);
     expect(acceptsStreamUsage('openai', 'responses', url('https://api.openai.com/v1/responses'))).toBe(false);
     expect(acceptsStreamUsage('openai', 'embeddings', url('https://api.openai.com/v1/embeddings'))).toBe(false);
   });

@@ -167,7 +167,8 @@ function textFieldName(headers: string): string | null {
  * not know, and a call that worked would start failing. Those are metered by what they send.
  */
 // DeepInfra and Hugging Face's router are left out until their support is confirmed (they forward to many backends).
-const STREAM_USAGE_PROVIDERS: ReadonlySet<string> = new Set(['openai', 'azure-openai', 'groq', 'deepseek', 'xai', 'alibaba', 'nvidia']);
+// Anthropic: its OpenAI-compatible chat completions support stream_options fully (OpenAI SDK compatibility).
+const STREAM_USAGE_PROVIDERS: ReadonlySet<string> = new Set(['openai', 'azure-openai', 'groq', 'deepseek', 'xai', 'alibaba', 'nvidia', 'anthropic']);
 const STREAM_USAGE_APIS: ReadonlySet<string> = new Set(['chat.completions', 'completions']);
 /** Azure OpenAI accepts stream_options from this api-version on; older ones refuse it with 400. */
 const AZURE_STREAM_OPTIONS_SINCE = '2024-09-01';

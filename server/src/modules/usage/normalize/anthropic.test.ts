@@ -147,3 +147,17 @@ describe('Anthropic streams', () => {
     expect(u).toMatchObject({ provider: 'deepseek', api: 'messages', inputTokens: 30, outputTokens: 9 });
   });
 });
+
+describe("Anthropic's OpenAI-compatible endpoint (/v1/chat/completions)", () => {
+  it('is metered as a chat completion of the Claude model it names: a success is billed', () => {
+    const u = normalizeResponse({
+      url: 'https://api.anthropic.com/v1/chat/completions', status: 200, headers: {},
+      body: JSON.stringify({
+        id: 'msg_01', object: 'chat.completion', model: 'claude-sonnet-4-6',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'Hello' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 20, completion_tokens: 7, total_tokens: 27 },
+      }),
+    });
+    expect(u).toMatchObject({ provider: 'anthropic', api: 'chat.completions', model: 'claude-sonnet-4-6', inputTokens: 20, outputTokens: 7, billable: true });
+  });
+});

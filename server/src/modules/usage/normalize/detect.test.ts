@@ -21,6 +21,7 @@ const CASES: [url: string, provider: string, api: string][] = [
   ['https://api.anthropic.com/v1/messages', 'anthropic', 'messages'],
   ['https://api.anthropic.com/v1/messages?beta=true', 'anthropic', 'messages'],
   ['https://api.anthropic.com/v1/messages/count_tokens', 'anthropic', 'unknown'],
+  ['https://api.anthropic.com/v1/chat/completions', 'anthropic', 'chat.completions'],
   ['https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:generateContent', 'google', 'generateContent'],
   ['https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse&key=SECRET', 'google', 'streamGenerateContent'],
   ['https://generativelanguage.googleapis.com/v1beta/openai/chat/completions', 'google', 'chat.completions'],

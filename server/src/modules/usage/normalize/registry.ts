@@ -174,7 +174,8 @@ const bedrockRouter: Router = ({ path }) => {
 
 // --- Others ---------------------------------------------------------------------------------
 
-const anthropicRouter: Router = ({ path }) => (path.endsWith('/v1/messages') ? MESSAGES : null);
+/** Messages, and the OpenAI-compatible chat completions Anthropic serves beside it (its OpenAI SDK compatibility). */
+const anthropicRouter: Router = ({ path }) => (path.endsWith('/v1/messages') ? MESSAGES : path.endsWith('/v1/chat/completions') ? CHAT : null);
 
 const cohereRouter: Router = ({ path }) => {
   if (path.startsWith('/compatibility/')) return openaiPath(path);
@@ -301,7 +302,7 @@ const DEFINITIONS: Definition[] = [
     apis: OPENAI_APIS,
     route: azureRouter,
   },
-  { id: 'anthropic', name: 'Anthropic', hosts: ['api.anthropic.com'], aliases: ['claude'], apis: ['messages'], route: anthropicRouter },
+  { id: 'anthropic', name: 'Anthropic', hosts: ['api.anthropic.com'], aliases: ['claude'], apis: ['messages', 'chat.completions'], route: anthropicRouter },
   {
     id: 'google',
     name: 'Google Gemini API',
