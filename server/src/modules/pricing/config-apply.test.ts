@@ -174,6 +174,34 @@ describe('dated provider prices', () => {
     expect(await planPricingConfig(server.services, merchant.id, rescheduled, now)).toEqual([]);
   });
 
+  it('model names in another case are the same model, as pricing matches them: one price, compared with what is stored', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const upper = { provider: 'OpenAI', model: 'GPT-5.4-Mini' };
+    // Two versions of one price in one file, told apart only by case: refused while planning, naming the second.
+    await expect(planPricingConfig(server.services, merchant.id, { providerPrices: [{ ...model, ...rates('4.50') }, { ...upper, ...rates('9.00') }] }, now))
+      .rejects.toMatchObject({ code: 'VALIDATION', details: { field: 'providerPrices.1.effectiveFrom' } });
+    await planAndApply(merchant.id, { providerPrices: [{ ...upper, ...rates('4.50') }] }, now);
+    // The stored price, written in another case: nothing to do, and nothing written twice.
+    expect(await planPricingConfig(server.services, merchant.id, { providerPrices: [{ ...model, ...rates('4.50') }] }, now)).toEqual([]);
+    // A new rate replaces it, shown with the rate it replaces.
+    const later = new Date('2026-07-01T00:00:00Z');
+    const change = await planPricingConfig(server.services, merchant.id, { providerPrices: [{ ...model, ...rates('5.00') }] }, later);
+    expect(describeChanges(change)).toMatch(/^~ price openai\/gpt-5.4-mini[^\n]*\n {4}- [^\n]*"output":"4.5"[^\n]*\n {4}\+ [^\n]*"output":"5.00"/);
+    await applyPricingChanges(server.services, merchant.id, change, later);
+    expect(await outputOf(merchant.id, '2026-06-15')).toBe('4.5');
+    expect(await outputOf(merchant.id, '2026-07-15')).toBe('5');
+  });
+
+  it('a rule whose provider or model is stored in another case is the same rule: no new version', async () => {
+    const merchant = await server.createMerchant();
+    const now = new Date('2026-06-01T00:00:00Z');
+    const rule = { name: 'mini', type: 'MARKUP' as const, config: { percent: '25' } };
+    await planAndApply(merchant.id, { priceRules: [{ ...rule, provider: 'OpenAI', model: 'GPT-5.4-Mini' }] }, now);
+    expect(await planPricingConfig(server.services, merchant.id, { priceRules: [{ ...rule, provider: 'openai', model: 'gpt-5.4-mini' }] }, now)).toEqual([]);
+    expect(await planPricingConfig(server.services, merchant.id, { priceRules: [{ ...rule, provider: 'openai', model: 'gpt-5.4-nano' }] }, now)).toHaveLength(1);
+  });
+
   it('of several past versions only the newest is put in force, from now, and the next apply changes nothing', async () => {
     const merchant = await server.createMerchant();
     const now = new Date('2026-06-01T00:00:00Z');

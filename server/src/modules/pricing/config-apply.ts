@@ -194,7 +194,9 @@ function sameDecimals(value: unknown): unknown {
 
 /** A price's rates as planning compares them (see sameDecimals); its names and currency as they are. */
 function comparableRates({ provider, model, currency, ...rates }: Record<string, unknown>): string {
-  return canonical({ provider, model, currency, ...(sameDecimals(rates) as object) });
+  // Names in any case price the same calls (priceInForce): only the rates tell two prices apart.
+  const name = (value: unknown) => (typeof value === 'string' ? value.trim().toLowerCase() : value);
+  return canonical({ provider: name(provider), model: name(model), currency, ...(sameDecimals(rates) as object) });
 }
 
 /** A file's price: checked, with its date parsed (null: undated). */
@@ -426,8 +428,8 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
     const { effectiveFrom: _e, ...rates } = namedByEntry(`providerPrices.${index}`, priceEntryField, () =>
       validateProviderPrice({ currency: 'USD', ...price, effectiveFrom: effectiveFrom ?? now } as ProviderPrice),
     );
-    // Providers match case-insensitively when pricing (priceInForce), models exactly.
-    const modelKey = `${price.provider.toLowerCase()}/${price.model}`;
+    // Names match as pricing matches them (priceInForce, modelMatchRank): trimmed, in any case.
+    const modelKey = `${price.provider.toLowerCase()}/${price.model.trim().toLowerCase()}`;
     const versions = byModel.get(modelKey) ?? [];
     if (versions.some((version) => version.effectiveFrom?.getTime() === effectiveFrom?.getTime())) {
       throw invalidField(`providerPrices.${index}.effectiveFrom`, `${price.provider}/${price.model} already has a version ${effectiveFrom ? `from ${effectiveFrom.toISOString()}` : 'without a date'} in this file`);
@@ -442,7 +444,7 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
   for (const versions of byModel.values()) {
     const { provider, model } = versions[0]!.price;
     const key = `${provider}/${model}`;
-    const rows = stored.filter((row) => row.model === model && row.provider.trim().toLowerCase() === provider.toLowerCase());
+    const rows = stored.filter((row) => row.model.trim().toLowerCase() === model.trim().toLowerCase() && row.provider.trim().toLowerCase() === provider.toLowerCase());
     const past = versions.filter((version) => !version.effectiveFrom || version.effectiveFrom <= now);
     const newest = past.sort((a, b) => (b.effectiveFrom?.getTime() ?? -Infinity) - (a.effectiveFrom?.getTime() ?? -Infinity))[0];
     if (newest) {
@@ -552,7 +554,9 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
     // Trimmed: a rule stored through the API may not be, and it matches the same events.
     const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }, config = r.config) =>
       canonical({ type: r.type, meterKey: r.meterKey?.trim(), provider: r.provider, model: r.model?.trim(), config });
-    if (!current || describe(current, sameDecimals(current.config)) !== describe(rule, sameDecimals(rule.config))) {
+    // Compared as pricing matches targets (rules.ts): a provider or model in another case is the same rule.
+    const comparable = (r: Parameters<typeof describe>[0]) => describe({ ...r, provider: r.provider?.trim().toLowerCase(), model: r.model?.toLowerCase() }, sameDecimals(r.config));
+    if (!current || comparable(current) !== comparable(rule)) {
       const from = current ? describe(current) : null;
       changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to: describe(rule), detail: rule });
       changed.push({ index, name: rule.name, type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, effectiveFrom: now });
