@@ -293,6 +293,7 @@ export async function createApp(services: Services): Promise<App> {
           services,
           requestId: ctx.extra.requestId ?? randomUUID(),
           logger,
+          maxResolvedFields: limits.maxComplexity,
         };
         return { schema, document, operationName: payload.operationName, variableValues: payload.variables, contextValue };
       },
@@ -413,6 +414,7 @@ export async function createApp(services: Services): Promise<App> {
         services,
         requestId: currentRequestId() ?? randomUUID(),
         logger,
+        maxResolvedFields: limits.maxComplexity,
       }),
     }),
   );

@@ -9,6 +9,8 @@ export interface Context {
   services: Services;
   requestId: string;
   logger: Logger;
+  /** The most fields this operation may resolve (the complexity limit; see limitResolvedFields). */
+  maxResolvedFields?: number;
 }
 
 /** The tenant every query is scoped to; scope-auth has already required a credential. */

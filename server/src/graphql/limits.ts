@@ -1,4 +1,5 @@
 import {
+  defaultFieldResolver,
   GraphQLError,
   SchemaMetaFieldDef,
   TypeMetaFieldDef,
@@ -409,4 +410,55 @@ export function fragmentChainTooLong(query: string): boolean {
     }
   }
   return false;
+}
+
+/**
+ * What an execution may still resolve, for limitResolvedFields: set on the request's context
+ * (`maxResolvedFields`); a context without it is not limited (services calling the schema directly).
+ */
+interface Budget {
+  left: number;
+}
+
+/** One budget per query or mutation (its context), and per event of a subscription (its payload: the root). */
+const budgets = new WeakMap<object, { operation: Budget | null; events: WeakMap<object, Budget> }>();
+
+function budgetOf(context: unknown, root: unknown): Budget | null {
+  const max = (context as { maxResolvedFields?: number } | null)?.maxResolvedFields;
+  if (typeof max !== 'number' || typeof context !== 'object' || context === null) return null;
+  let entry = budgets.get(context);
+  if (!entry) budgets.set(context, (entry = { operation: null, events: new WeakMap() }));
+  if (typeof root !== 'object' || root === null) return (entry.operation ??= { left: max });
+  let budget = entry.events.get(root);
+  if (!budget) entry.events.set(root, (budget = { left: max }));
+  return budget;
+}
+
+/**
+ * The complexity limit, held at run time as well: every field resolved counts one against the
+ * limit, and past it each further field fails at once (VALIDATION, QUERY_TOO_COMPLEX) without
+ * running its resolver. The measure before execution counts a list that takes no page size as
+ * UNPAGINATED_LIST_SIZE rows, which some lists exceed (every version of every rule, a price table
+ * imported from models.dev): aliased a few hundred times, such a query passed the measure and
+ * resolved many times the limit. Wraps every field of the schema's own object types, once.
+ */
+export function limitResolvedFields(schema: GraphQLSchema): GraphQLSchema {
+  for (const type of Object.values(schema.getTypeMap())) {
+    if (!isObjectType(type) || isIntrospectionType(type)) continue;
+    for (const field of Object.values(type.getFields())) {
+      const resolve = field.resolve ?? defaultFieldResolver;
+      if ((resolve as { budgeted?: boolean }).budgeted) continue;
+      const budgeted: typeof resolve = (source, args, context, info) => {
+        const budget = budgetOf(context, info.rootValue);
+        if (budget && --budget.left < 0) {
+          throw new GraphQLError(`The query resolves more than the limit of ${(context as { maxResolvedFields: number }).maxResolvedFields} fields: ask for fewer rows or fields`, {
+            extensions: { code: 'VALIDATION', reason: 'QUERY_TOO_COMPLEX' },
+          });
+        }
+        return resolve(source, args, context, info);
+      };
+      field.resolve = Object.assign(budgeted, { budgeted: true });
+    }
+  }
+  return schema;
 }

@@ -1,4 +1,5 @@
 import { builder } from './builder.ts';
+import { limitResolvedFields } from './limits.ts';
 import '../modules/merchants/merchants.graphql.ts';
 import '../modules/api-keys/api-keys.graphql.ts';
 import '../modules/customers/customers.graphql.ts';
@@ -12,5 +13,5 @@ import '../modules/gateway/provider-credentials.graphql.ts';
 import '../modules/gateway/gateway.graphql.ts';
 import '../modules/limits/spend-limits.graphql.ts';
 
-/** Every module registers its types on import; this assembles them. */
-export const schema = builder.toSchema({ sortSchema: true });
+/** Every module registers its types on import; this assembles them (each field counted against the complexity limit as it runs). */
+export const schema = limitResolvedFields(builder.toSchema({ sortSchema: true }));
