@@ -325,6 +325,24 @@ describe('fal queue requests', () => {
     expect(await balance(t, t.b)).toBe(parseDecimalNanos('x', '10'));
   });
 
+  it('a result is charged for the model its submit named, priced by a rule for that model: its URL names only the app', async () => {
+    const t = await tenant('fal', upstream);
+    // flux/dev costs more than the flat rate for images: a rule for the model, not the app.
+    await server.services.priceRules.put(t.merchantId, { name: 'flux-dev', type: 'FLAT', meterKey: 'images', model: 'fal-ai/flux/dev', config: { unitPrice: '0.25' }, effectiveFrom: new Date('2026-01-01') });
+    const created = await call('POST', `${upstream.url}/fal-ai/flux/dev`, asToken(t.a), { prompt: 'a fox' });
+    const { request_id: id } = (await created.json()) as { request_id: string };
+    expect((await call('GET', `${upstream.url}/fal-ai/flux/requests/${id}`, asToken(t.a))).status).toBe(200);
+    await settled(t, 2);
+    const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId, status: 'CHARGED' } });
+    expect(events.map((event) => [event.model, event.chargeAttos.toFixed(0)])).toEqual([['fal-ai/flux/dev', (parseDecimalNanos('x', '0.25') * 1_000_000_000n).toString()]]);
+    // A request the gateway never saw created is charged as its URL names it.
+    const outside = '6e7f8a90-1a2b-4c3d-8e9f-0a1b2c3d4e5f';
+    expect((await call('GET', `${upstream.url}/fal-ai/flux/requests/${outside}`, asBackend(t, t.b))).status).toBe(200);
+    await settled(t, 3);
+    const outsideEvent = await server.services.prisma.usageEvent.findFirst({ where: { merchantId: t.merchantId, customerId: t.b.id } });
+    expect(outsideEvent?.model).toBe('fal-ai/flux');
+  });
+
   it("a secret key naming another customer is refused on status, result and cancel; a request never seen is forwarded", async () => {
     const t = await tenant('fal', upstream);
     const created = await call('POST', `${upstream.url}/fal-ai/flux/dev`, asBackend(t, t.a), { prompt: 'a fox' });

@@ -201,6 +201,8 @@ export class GatewayService {
       // Only the job APIs of image and video providers (create, poll, cancel) are anything here.
       const job = routed ? jobCallOf(routed.provider, routed.parts, routed.match, req.method ?? 'GET') : null;
       if (job?.kind === 'byId') await this.assertJobAccess(caller, job);
+      // A job's poll is charged for the model its create named: fal's result URL names only the app.
+      const jobModel = job?.kind === 'byId' ? await this.jobs.modelOf(caller.merchantId, job.provider, job.ids) : null;
       await this.assertCredit(caller.customer.id, currency);
       await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
       if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
@@ -229,9 +231,9 @@ export class GatewayService {
         res,
         (status, message) => sendJson(res, status, status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNREACHABLE', message, {}),
       );
-      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency, receivedAt);
+      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency, receivedAt, jobModel);
       this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }), holdId);
-      if (job?.kind === 'create') this.recordJob(caller, job, result, requestId);
+      if (job?.kind === 'create') this.recordJob(caller, job, result, requestId, routed?.match.model ?? null);
     } catch (error) {
       if (error instanceof CallerLeft) {
         res.destroy();
@@ -452,12 +454,12 @@ export class GatewayService {
    * Remembers which customer a job created through the gateway is for, from the response kept
    * for metering. Written in the background: the caller already has its response.
    */
-  private recordJob(caller: Caller, job: Extract<JobCall, { kind: 'create' }>, result: ForwardResult, requestId: string): void {
+  private recordJob(caller: Caller, job: Extract<JobCall, { kind: 'create' }>, result: ForwardResult, requestId: string, model: string | null): void {
     // A job exists only once the provider accepted the create (a cut response still names it when its id arrived).
     if (result.upstreamStatus === null || result.upstreamStatus < 200 || result.upstreamStatus >= 300) return;
     try {
       const jobId = createdJobId(job.provider, result.body);
-      if (jobId) this.jobs.record(caller.merchantId, job.provider, jobId, caller.customer.id);
+      if (jobId) this.jobs.record(caller.merchantId, job.provider, jobId, caller.customer.id, model);
     } catch (error) {
       this.logger.error({ err: error, requestId }, 'gateway job not recorded');
     }
@@ -466,6 +468,7 @@ export class GatewayService {
   /** The usage to record for a finished call, or null when there is nothing to charge. */
   private usageOf(
     caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string, receivedAt: Date,
+    jobModel: string | null,
   ): UsageRecordInput | null {
     // Only a success is charged: provider errors are relayed, never charged; a redirect or any
     // other answer outside 2xx did no work (normalizers that count the request's text, such as
@@ -490,6 +493,7 @@ export class GatewayService {
     }
     // Listing models, counting tokens…: nothing billable and nothing to estimate.
     if (!normalized.billable && !normalized.incomplete) return null;
+    if (jobModel) normalized = { ...normalized, model: jobModel };
     return {
       customer: caller.customer.id,
       idempotencyKey: `gateway:${requestId}`,

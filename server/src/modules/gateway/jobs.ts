@@ -104,6 +104,12 @@ function idsAfter(path: string, marker: string): string[] {
   return ids;
 }
 
+/** A recorded job: the customer it was created for, and the model its create named. */
+interface JobRecord {
+  customerId: string;
+  model: string | null;
+}
+
 /**
  * The records: written after the create's response has gone out (never blocking or failing it),
  * read before a poll or cancel by id is forwarded.
@@ -111,18 +117,21 @@ function idsAfter(path: string, marker: string): string[] {
 export class GatewayJobs {
   /** Records being written, by key: a poll arriving meanwhile waits for its record. */
   private readonly pending = new Map<string, Promise<void>>();
-  private readonly known = new Map<string, string>();
+  private readonly known = new Map<string, JobRecord>();
 
   constructor(
     private readonly prisma: PrismaClient,
     private readonly logger: Logger,
   ) {}
 
-  /** Remembers that `jobId` was created for `customerId`; returns at once. The first record of an id stays. */
-  record(merchantId: string, provider: JobProvider, jobId: string, customerId: string): void {
+  /**
+   * Remembers that `jobId` was created for `customerId`, with the model its create named (null
+   * when none); returns at once. The first record of an id stays.
+   */
+  record(merchantId: string, provider: JobProvider, jobId: string, customerId: string, model: string | null = null): void {
     const key = keyOf(merchantId, provider, jobId);
     const previous = this.pending.get(key) ?? Promise.resolve();
-    const writing = previous.then(() => this.write(merchantId, provider, jobId, customerId)).finally(() => {
+    const writing = previous.then(() => this.write(merchantId, provider, jobId, { customerId, model })).finally(() => {
       if (this.pending.get(key) === writing) this.pending.delete(key);
     });
     this.pending.set(key, writing);
@@ -135,10 +144,22 @@ export class GatewayJobs {
   async owners(merchantId: string, provider: JobProvider, jobIds: readonly string[], waitForLate = false): Promise<Map<string, string>> {
     const found = await this.lookup(merchantId, provider, jobIds);
     const missing = jobIds.filter((jobId) => !found.has(jobId));
-    if (!waitForLate || missing.length === 0) return found;
-    await new Promise((resolve) => setTimeout(resolve, LATE_RECORD_MS));
-    for (const [jobId, customerId] of await this.lookup(merchantId, provider, missing)) found.set(jobId, customerId);
-    return found;
+    if (waitForLate && missing.length > 0) {
+      await new Promise((resolve) => setTimeout(resolve, LATE_RECORD_MS));
+      for (const [jobId, record] of await this.lookup(merchantId, provider, missing)) found.set(jobId, record);
+    }
+    return new Map([...found].map(([jobId, record]) => [jobId, record.customerId]));
+  }
+
+  /**
+   * The model the job `jobIds` name was created for, when recorded (from memory, or the table
+   * owners() just read): the one model all of them share, else null.
+   */
+  async modelOf(merchantId: string, provider: JobProvider, jobIds: readonly string[]): Promise<string | null> {
+    if (jobIds.length === 0) return null;
+    const models = new Set([...(await this.lookup(merchantId, provider, jobIds)).values()].map((record) => record.model));
+    const [model] = models;
+    return models.size === 1 && model ? model : null;
   }
 
   /**
@@ -162,8 +183,8 @@ export class GatewayJobs {
   }
 
   /** Owners from memory or the table, once any record of the same id being written here is done. */
-  private async lookup(merchantId: string, provider: JobProvider, jobIds: readonly string[]): Promise<Map<string, string>> {
-    const found = new Map<string, string>();
+  private async lookup(merchantId: string, provider: JobProvider, jobIds: readonly string[]): Promise<Map<string, JobRecord>> {
+    const found = new Map<string, JobRecord>();
     const unknown: string[] = [];
     for (const jobId of new Set(jobIds)) {
       const key = keyOf(merchantId, provider, jobId);
@@ -175,21 +196,22 @@ export class GatewayJobs {
     if (unknown.length === 0) return found;
     const rows = await this.prisma.gatewayJob.findMany({
       where: { merchantId, provider, jobId: { in: unknown } },
-      select: { jobId: true, customerId: true },
+      select: { jobId: true, customerId: true, model: true },
     });
     for (const row of rows) {
-      found.set(row.jobId, row.customerId);
-      this.remember(keyOf(merchantId, provider, row.jobId), row.customerId);
+      const record = { customerId: row.customerId, model: row.model };
+      found.set(row.jobId, record);
+      this.remember(keyOf(merchantId, provider, row.jobId), record);
     }
     return found;
   }
 
-  private async write(merchantId: string, provider: JobProvider, jobId: string, customerId: string): Promise<void> {
+  private async write(merchantId: string, provider: JobProvider, jobId: string, record: JobRecord): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const { count } = await this.prisma.gatewayJob.createMany({ data: [{ merchantId, provider, jobId, customerId }], skipDuplicates: true });
+        const { count } = await this.prisma.gatewayJob.createMany({ data: [{ merchantId, provider, jobId, ...record }], skipDuplicates: true });
         // Not written: the id was recorded before, and that record is the one that counts.
-        if (count === 1) this.remember(keyOf(merchantId, provider, jobId), customerId);
+        if (count === 1) this.remember(keyOf(merchantId, provider, jobId), record);
         return;
       } catch (error) {
         if (attempt >= RECORD_ATTEMPTS) {
@@ -202,9 +224,9 @@ export class GatewayJobs {
     }
   }
 
-  private remember(key: string, customerId: string): void {
+  private remember(key: string, record: JobRecord): void {
     if (this.known.size >= MAX_CACHED_OWNERS && !this.known.has(key)) this.known.delete(this.known.keys().next().value as string);
-    this.known.set(key, customerId);
+    this.known.set(key, record);
   }
 }
 

@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "gateway_jobs" ADD COLUMN     "model" TEXT;
+
