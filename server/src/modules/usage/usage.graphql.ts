@@ -115,6 +115,7 @@ const ProviderResponseInput = builder.inputType('ProviderResponseInput', {
     body: t.string({ required: true }),
     requestBody: t.field({ type: 'JSONObject' }),
     provider: t.string({ description: 'Overrides detection from the URL.' }),
+    model: t.string({ description: "The model the call was made for, where the response cannot name it (a fal queue result's URL names only the app): replaces the model read from the response." }),
   }),
 });
 
@@ -144,7 +145,7 @@ builder.mutationField('recordUsage', (t) =>
       const viewer = merchantViewer(ctx);
       const result = await ctx.services.usage.recordOne(viewer.merchantId, { kind: 'api_key', apiKeyId: viewer.apiKeyId }, {
         ...input,
-        response: input.response ? { ...input.response, status: input.response.status ?? 200, headers: (input.response.headers ?? {}) as Record<string, string>, provider: input.response.provider ?? undefined } : null,
+        response: input.response ? { ...input.response, status: input.response.status ?? 200, headers: (input.response.headers ?? {}) as Record<string, string>, provider: input.response.provider ?? undefined, model: input.response.model ?? undefined } : null,
       } as UsageRecordInput);
       if (!result.ok) throw result.error;
       return result;

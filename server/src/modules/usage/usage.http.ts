@@ -50,6 +50,9 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   if (response && response.provider != null && typeof response.provider !== 'string') {
     throw invalidField(`${at}response.provider`, 'must be text: a provider id such as "openai"');
   }
+  if (response && response.model != null && typeof response.model !== 'string') {
+    throw invalidField(`${at}response.model`, 'must be text: the model the call was made for');
+  }
   // Checked before responseHeaders reads it (lists are joined recursively); requestBody is checked with the event.
   if (response) requireShallowJson(`${at}response.headers`, response.headers);
   const customerField = record.customer != null ? 'customer' : 'customerId';
@@ -61,7 +64,7 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
     currency: textOf(record, 'currency', `${at}currency`, 'must be text: a currency code such as "USD"') ?? null,
     usage: (record.usage as UsageRecordInput['usage']) ?? null,
     // A provider sent as null (serializers write unset fields so) is none, as GraphQL reads it.
-    response: response ? { ...response, status: response.status ?? 200, headers: responseHeaders(response.headers, `${at}response.headers`), provider: response.provider ?? undefined } : null,
+    response: response ? { ...response, status: response.status ?? 200, headers: responseHeaders(response.headers, `${at}response.headers`), provider: response.provider ?? undefined, model: response.model ?? undefined } : null,
     quantities: (record.quantities as UsageRecordInput['quantities']) ?? null,
     metadata: (record.metadata as UsageRecordInput['metadata']) ?? null,
   };

@@ -270,7 +270,9 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
  */
 function responseUsage(response: ProviderResponse, normalized: NormalizedUsage | null | undefined): NormalizedUsage {
   takeMalformedCounts();
-  const usage = normalized ?? normalizeResponse(response);
+  let usage = normalized ?? normalizeResponse(response);
+  const model = response.model?.trim();
+  if (model) usage = { ...usage, model };
   if (!normalized && takeMalformedCounts() > 0) throw invalidField('response.body', 'reports a count (in its body or headers) that is negative or not a whole number: nothing was recorded');
   if (usage.audioSeconds !== null && !RESPONSE_AUDIO.test(usage.audioSeconds)) {
     throw invalidField('response.body', `reports an audio duration that is not a non-negative number of seconds (${usage.audioSeconds}): nothing was recorded`);
@@ -335,7 +337,8 @@ function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<
   return {
     currency, occurredAt: input.timestamp?.toISOString() ?? null,
     usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
-    response: sent && canonical ? [...sent, response!.provider ?? null] : sent,
+    // The model only when given: records from before it existed keep their hash.
+    response: sent && canonical ? [...sent, response!.provider ?? null, ...(response!.model ? [response!.model] : [])] : sent,
     stated: canonical ? canonicalJson(stated, 'quantities', true) : stated,
   };
 }

@@ -1387,6 +1387,22 @@ describe('input refused per event, never misread or mischarged', () => {
     expect(body.results[0]).toMatchObject({ ok: true, replayed: true });
   });
 
+  it("a response's model names the model a fal queue result was for, which its URL does not: it replaces the one read, over HTTP and GraphQL", async () => {
+    const { merchant, customer, record } = await setup();
+    const result = { url: 'https://queue.fal.run/fal-ai/flux/requests/764cabcf', status: 200, body: JSON.stringify({ images: [{ url: 'https://v3.fal.media/a.jpg', width: 1024, height: 768 }], seed: 1 }) };
+    const named = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'fal-named', response: { ...result, model: 'fal-ai/flux/dev' } });
+    expect(named.body.event).toMatchObject({ provider: 'fal', model: 'fal-ai/flux/dev' });
+    const unnamed = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'fal-unnamed', response: { ...result, url: result.url.replace('764cabcf', '764cabd0') } });
+    expect(unnamed.body.event).toMatchObject({ provider: 'fal', model: 'fal-ai/flux' });
+    // The same request's result again (fal's request id is its billing id) is charged once, as first recorded.
+    const again = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'fal-again', response: { ...result, model: 'fal-ai/flux/schnell' } });
+    expect(again.body).toMatchObject({ replayed: true, event: { id: named.body.event.id, model: 'fal-ai/flux/dev' } });
+    const viaGraphql = await record({ idempotencyKey: 'fal-graphql', response: { ...result, url: result.url.replace('764cabcf', '764cabd1'), model: 'fal-ai/flux/dev' } });
+    expect(viaGraphql.data.recordUsage.event).toMatchObject({ model: 'fal-ai/flux/dev' });
+    const refused = await post(merchant.secret, '/v1/usage', { customer: customer.id, idempotencyKey: 'fal-bad', response: { ...result, model: 5 } });
+    expect(refused).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION', field: 'response.model' } } });
+  });
+
   it('GraphQL refuses a response status outside 100-599, as HTTP does', async () => {
     const { merchant, record } = await setup();
     for (const status of [0, 99, 600]) {

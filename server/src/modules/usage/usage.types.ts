@@ -72,4 +72,10 @@ export interface ProviderResponse {
   requestBody?: unknown;
   /** Forces the provider family instead of detecting it from the URL. */
   provider?: string;
+  /**
+   * The model the call was made for, where the response cannot name it: fal's queue result URL
+   * names only the app (fal-ai/flux for a fal-ai/flux/dev request), and its body no model.
+   * Replaces the model read from the response.
+   */
+  model?: string;
 }
