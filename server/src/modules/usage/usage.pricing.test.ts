@@ -317,6 +317,21 @@ describe('providerCost', () => {
     expect(providerCost(openRouter({}), () => null)).toEqual({ costAttos: 0n, problem: 'no provider price for openrouter/anthropic/claude-sonnet-4.6', ref: null });
   });
 
+  it('a reported cost of negative zero (a float serializer\'s -0.0) is a known cost of zero', () => {
+    for (const figure of ['-0', '-0.0', '-0.000']) {
+      expect(providerCost(openRouter({ providerReportedCostUsd: figure }), () => null), figure).toEqual({ costAttos: 0n, problem: null, ref: REPORTED_COST_REF });
+    }
+  });
+
+  it('in another currency than USD, a request a price row charges for has an unknown cost, as tokens do; a request no row prices has none to know', () => {
+    const request = blankUsage({ provider: 'acme', model: 'search', requests: 1 });
+    const perRequest: PriceWithRef = { provider: 'acme', model: 'search', currency: 'USD', effectiveFrom: new Date('2026-01-01'), perRequest: '0.01', ref: 'row-2' };
+    expect(providerCost(request, () => perRequest, 'USD')).toEqual({ costAttos: attos('0.01'), problem: null, ref: 'row-2' });
+    expect(providerCost(request, () => perRequest, 'EUR')).toEqual({ costAttos: 0n, problem: expect.stringContaining('this event is in EUR'), ref: null });
+    expect(providerCost(request, () => ({ ...perRequest, perRequest: null, perMillionTokens: { input: '1', output: '1' } }), 'EUR')).toEqual({ costAttos: 0n, problem: null, ref: null });
+    expect(providerCost(request, () => null, 'EUR')).toEqual({ costAttos: 0n, problem: null, ref: null });
+  });
+
   it('a price table that cannot decide is a problem of the event, not an exception', () => {
     const cost = providerCost(openRouter({}), () => {
       throw new Error('two prices for openrouter/x take effect at 2026-01-01T00:00:00.000Z');

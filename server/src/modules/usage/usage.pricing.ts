@@ -223,7 +223,7 @@ export function providerCost(usage: NormalizedUsage, priceOf: () => PriceWithRef
   // Provider prices and reported costs are dollars: counted as euros they would be off by the
   // exchange rate. Rules on meters still price such an event, in its own currency.
   if (currency !== PROVIDER_COST_CURRENCY) {
-    const costed = usage.providerReportedCostUsd != null || hasPriceableUnits(usage);
+    const costed = usage.providerReportedCostUsd != null || hasPriceableUnits(usage) || (usage.requests > 0 && pricesRequests(priceOf));
     return { costAttos: 0n, problem: costed ? `provider costs are in USD and this event is in ${currency}: with no exchange rate its cost is unknown` : null, ref: null };
   }
   const reported = reportedCost(usage);
@@ -254,6 +254,15 @@ function tooLargeCostProblem(costAttos: bigint): string {
 
 /** The currency of provider prices and of the costs providers report. */
 export const PROVIDER_COST_CURRENCY = 'USD';
+
+/** Whether a price row in force charges per request (a lookup that fails counts as one: its cost is not known either). */
+function pricesRequests(priceOf: () => PriceWithRef | null): boolean {
+  try {
+    return priceOf()?.perRequest != null;
+  } catch {
+    return true;
+  }
+}
 
 /** Whether the usage holds anything a provider price would cost (not just requests or custom meters). */
 function hasPriceableUnits(usage: NormalizedUsage): boolean {
@@ -302,7 +311,8 @@ const ATTOS_PER_USD = 10n ** 18n;
  * through a float; null when it is not a non-negative plain decimal.
  */
 function roundedAttos(text: string): bigint | null {
-  const match = REPORTED_DECIMAL.exec(text.trim());
+  // A float serializer's negative zero ("-0.0", Python's json.dumps(-0.0)) is zero.
+  const match = REPORTED_DECIMAL.exec(text.trim().replace(/^-(?=0*(\.0*)?$)/, ''));
   if (!match) return null;
   const [, whole = '0', fraction = ''] = match;
   const attos = BigInt(whole) * ATTOS_PER_USD + BigInt(fraction.slice(0, 18).padEnd(18, '0'));
