@@ -283,7 +283,7 @@ describe('job records past their retention', () => {
     expect(await server.services.gateway.jobs.prune(new Date(Date.now() - 30 * day), 2)).toBe(5);
     const left = await server.services.prisma.gatewayJob.findMany({ where: { merchantId: merchant.id }, select: { jobId: true } });
     expect(left.map((row) => row.jobId)).toEqual(['recent']);
-    expect([...(await server.services.gateway.jobs.owners(merchant.id, 'replicate', ['old-0', 'recent'])).keys()]).toEqual(['recent']);
+    expect([...(await server.services.gateway.jobs.records(merchant.id, 'replicate', ['old-0', 'recent'])).keys()]).toEqual(['recent']);
     expect(await server.services.gateway.jobs.prune(new Date(Date.now() - 30 * day))).toBe(0);
   });
 });

@@ -22,7 +22,7 @@ import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
 import type { GatewaySettingsService } from './gateway-settings.service.ts';
 import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
 import { HoldRenewal } from './hold-renewal.ts';
-import { createdJobId, GatewayJobs, jobCallOf, type JobCall } from './jobs.ts';
+import { createdJobId, GatewayJobs, jobCallOf, type JobCall, type JobRecord } from './jobs.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
 import { decodeRequestBody } from './request-encoding.ts';
@@ -200,9 +200,8 @@ export class GatewayService {
       const body = (routed && withStreamUsage(routed.provider, routed.match.api, destination.url, received)) ?? received;
       // Only the job APIs of image and video providers (create, poll, cancel) are anything here.
       const job = routed ? jobCallOf(routed.provider, routed.parts, routed.match, req.method ?? 'GET') : null;
-      if (job?.kind === 'byId') await this.assertJobAccess(caller, job);
       // A job's poll is charged for the model its create named: fal's result URL names only the app.
-      const jobModel = job?.kind === 'byId' ? await this.jobs.modelOf(caller.merchantId, job.provider, job.ids) : null;
+      const jobModel = job?.kind === 'byId' ? await this.assertJobAccess(caller, job) : null;
       await this.assertCredit(caller.customer.id, currency);
       await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
       if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
@@ -425,17 +424,19 @@ export class GatewayService {
    * outside the gateway) is answered 404 as if it did not exist. A secret key reaches any id
    * (jobs its backend created with the provider directly), except one the gateway created for
    * another customer than x-tollgate-customer names: that poll would charge the wrong customer.
+   * Returns the model the job was created for, when recorded (see GatewayJobs.record).
    */
-  private async assertJobAccess(caller: Caller, job: Extract<JobCall, { kind: 'byId' }>): Promise<void> {
+  private async assertJobAccess(caller: Caller, job: Extract<JobCall, { kind: 'byId' }>): Promise<string | null> {
     const byToken = caller.actor.kind === 'customer';
-    if (!byToken && job.ids.length === 0) return;
-    const owners = await this.jobs.owners(caller.merchantId, job.provider, job.ids, byToken);
+    if (!byToken && job.ids.length === 0) return null;
+    const records = await this.jobs.records(caller.merchantId, job.provider, job.ids, byToken);
+    const owners = new Map([...records].map(([id, record]) => [id, record.customerId]));
     const details = { provider: job.provider, jobId: job.ids.length === 1 ? job.ids[0]! : job.ids };
     if (byToken) {
       if (job.ids.length === 0 || job.ids.some((id) => owners.get(id) !== caller.customer.id)) {
         throw new Refusal(404, 'NOT_FOUND', `No such ${job.provider} job: it is not one this customer created through the gateway`, details);
       }
-      return;
+      return sharedModel(records);
     }
     if ([...owners.values()].some((owner) => owner !== caller.customer.id)) {
       throw new Refusal(
@@ -446,6 +447,7 @@ export class GatewayService {
         details,
       );
     }
+    return sharedModel(records);
   }
 
   // ------------------------------------------------------------------ settlement
@@ -591,6 +593,13 @@ function isBackground(body: Buffer): boolean {
   } catch {
     return false;
   }
+}
+
+/** The one model every polled job was created for, else null (none recorded, or several). */
+function sharedModel(records: ReadonlyMap<string, JobRecord>): string | null {
+  const models = new Set([...records.values()].map((record) => record.model));
+  const [model] = models;
+  return models.size === 1 && model ? model : null;
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

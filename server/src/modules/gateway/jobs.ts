@@ -105,7 +105,7 @@ function idsAfter(path: string, marker: string): string[] {
 }
 
 /** A recorded job: the customer it was created for, and the model its create named. */
-interface JobRecord {
+export interface JobRecord {
   customerId: string;
   model: string | null;
 }
@@ -138,28 +138,16 @@ export class GatewayJobs {
   }
 
   /**
-   * The customer each of `jobIds` was created for; ids never recorded are absent. With
+   * The record of each of `jobIds` (its customer and model); ids never recorded are absent. With
    * `waitForLate`, ids not found are looked for once more after LATE_RECORD_MS (see there).
    */
-  async owners(merchantId: string, provider: JobProvider, jobIds: readonly string[], waitForLate = false): Promise<Map<string, string>> {
+  async records(merchantId: string, provider: JobProvider, jobIds: readonly string[], waitForLate = false): Promise<Map<string, JobRecord>> {
     const found = await this.lookup(merchantId, provider, jobIds);
     const missing = jobIds.filter((jobId) => !found.has(jobId));
-    if (waitForLate && missing.length > 0) {
-      await new Promise((resolve) => setTimeout(resolve, LATE_RECORD_MS));
-      for (const [jobId, record] of await this.lookup(merchantId, provider, missing)) found.set(jobId, record);
-    }
-    return new Map([...found].map(([jobId, record]) => [jobId, record.customerId]));
-  }
-
-  /**
-   * The model the job `jobIds` name was created for, when recorded (from memory, or the table
-   * owners() just read): the one model all of them share, else null.
-   */
-  async modelOf(merchantId: string, provider: JobProvider, jobIds: readonly string[]): Promise<string | null> {
-    if (jobIds.length === 0) return null;
-    const models = new Set([...(await this.lookup(merchantId, provider, jobIds)).values()].map((record) => record.model));
-    const [model] = models;
-    return models.size === 1 && model ? model : null;
+    if (!waitForLate || missing.length === 0) return found;
+    await new Promise((resolve) => setTimeout(resolve, LATE_RECORD_MS));
+    for (const [jobId, record] of await this.lookup(merchantId, provider, missing)) found.set(jobId, record);
+    return found;
   }
 
   /**
