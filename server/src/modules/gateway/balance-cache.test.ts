@@ -49,7 +49,7 @@ describe('BalanceCache', () => {
       expect(reads()).toBe(1);
       await server.services.ledger.debit(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountAttos: 1_500_000_000n * 1_000_000_000n, idempotencyKey: 'd1' });
       await until(async () => (await cache.get(customerId, 'USD')).available === 3_500_000_000n);
-      await server.services.ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: 500_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
+      await server.services.ledger.createHold(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountNanos: 500_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
       await until(async () => (await cache.get(customerId, 'USD')).available === 3_000_000_000n);
       await server.services.ledger.setOverdraftLimit(merchantId, customerId, 'USD', 2_000_000_000n);
       await until(async () => (await cache.get(customerId, 'USD')).overdraftLimit === 2_000_000_000n);
@@ -66,7 +66,7 @@ describe('BalanceCache', () => {
       await server.services.ledger.grantCredits(merchantId, SYSTEM_ACTOR, {
         customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PROMOTIONAL', expiresAt: new Date(Date.now() + 500), idempotencyKey: 'promo',
       });
-      await server.services.ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: 4_000_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
+      await server.services.ledger.createHold(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountNanos: 4_000_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
       await new Promise((resolve) => setTimeout(resolve, 600));
       // The lock keeps 4.00 for the hold and expires 1.00.
       await server.services.ledger.settleWallet(merchantId, customerId, 'USD');
@@ -84,7 +84,7 @@ describe('BalanceCache', () => {
       await server.services.ledger.grantCredits(merchantId, SYSTEM_ACTOR, {
         customerId, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PROMOTIONAL', expiresAt: new Date(Date.now() + 500), idempotencyKey: 'promo',
       });
-      await server.services.ledger.createHold(merchantId, { customerId, currency: 'USD', amountNanos: 4_000_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
+      await server.services.ledger.createHold(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountNanos: 4_000_000_000n, ttlSeconds: 60, idempotencyKey: 'h1' });
       await new Promise((resolve) => setTimeout(resolve, 600));
       const before = await cache.refresh(customerId, 'USD');
       await server.services.ledger.settleWallet(merchantId, customerId, 'USD');

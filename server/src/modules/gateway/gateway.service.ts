@@ -383,7 +383,7 @@ export class GatewayService {
     if (chargeAttos <= 0n) return null;
     const amountNanos = (chargeAttos + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
     try {
-      const { hold } = await this.ledger.createHold(caller.merchantId, {
+      const { hold } = await this.ledger.createHold(caller.merchantId, caller.actor, {
         customerId: caller.customer.id, currency, amountNanos, ttlSeconds: this.holdTtlSeconds(), idempotencyKey: `gateway-hold:${requestId}`, description: `Gateway call ${requestId} (${usage.model})`,
       });
       return hold.id;

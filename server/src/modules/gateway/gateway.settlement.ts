@@ -200,7 +200,7 @@ export class GatewaySettlement {
   private async releaseAlone(item: Item): Promise<void> {
     if (!item.holdId) return;
     try {
-      await this.ledger.releaseHold(item.merchantId, item.holdId);
+      await this.ledger.releaseHold(item.merchantId, item.actor, item.holdId);
     } catch (error) {
       // Already expired or captured: nothing is held.
       if (!(error instanceof AppError && error.code === 'CONFLICT')) throw error;

@@ -501,6 +501,11 @@ describe('reserving the maximum cost (updateGatewaySettings(reserveMaxCost: true
     const [charge] = await chargesOf(t);
     expect(charge).toMatchObject({ status: 'CHARGED', charge: withMarkup(expectedUsage['openai_chat_completion.json']!.expected_cost_usd!) });
     expectDebited(parseDecimalNanos('x', '10'), parseDecimalNanos('x', after.wallet.balance.amount), charge!.charge);
+    // Placed and released in the name of the key that made the call.
+    const viewer = await server.services.viewers.resolve(`Bearer ${t.secret}`);
+    const caller = { kind: 'api_key', apiKeyId: viewer.kind === 'merchant' ? viewer.apiKeyId : 'not a secret key' };
+    const [hold] = await server.services.db.withConnection((sql) => sql.query<{ id: string }>(`SELECT id FROM holds WHERE customer_id = $1`, [t.customerId]));
+    expect(await server.services.ledger.getHold(t.merchantId, hold!.id)).toMatchObject({ status: 'RELEASED', createdBy: caller, finalizedBy: caller });
   });
 
   it('calls in flight together never reserve more than the customer has: the third of three gets 402', async () => {

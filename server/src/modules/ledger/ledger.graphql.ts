@@ -81,7 +81,7 @@ const LedgerEntryRef = builder.objectRef<LedgerEntry & { accountKind?: string }>
 });
 
 const ActorRef = builder.objectRef<{ kind: string; apiKeyId: string | null }>('LedgerActor').implement({
-  description: 'Who caused a transaction: an API key, or the system (expiry, schedules).',
+  description: 'Who caused a change: an API key, a customer token (gateway calls), or the system (expiry, schedules).',
   fields: (t) => ({ kind: t.exposeString('kind'), apiKeyId: t.exposeID('apiKeyId', { nullable: true }) }),
 });
 
@@ -188,6 +188,17 @@ const HoldRef = builder.objectRef<HoldRecord>('Hold').implement({
     description: t.exposeString('description', { nullable: true }),
     captureTransactionId: t.exposeID('captureTransactionId', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    createdBy: t.field({
+      type: ActorRef, nullable: true, authScopes: { merchant: true },
+      description: 'Who placed it: an API key, a customer token through the gateway (secret key only; null for holds placed before Tollgate recorded it).',
+      resolve: (h) => h.createdBy,
+    }),
+    finalizedAt: t.expose('finalizedAt', { type: 'DateTime', nullable: true, description: 'When it was captured, released or expired; null while pending.' }),
+    finalizedBy: t.field({
+      type: ActorRef, nullable: true, authScopes: { merchant: true },
+      description: 'Who captured or released it, or the system when it expired (secret key only; null while pending, and for holds settled before Tollgate recorded it).',
+      resolve: (h) => h.finalizedBy,
+    }),
   }),
 });
 
@@ -440,7 +451,7 @@ builder.mutationFields((t) => ({
     authScopes: { merchant: true },
     args: { input: t.arg({ type: CreateHoldInput, required: true }) },
     resolve: async (_root, { input }, ctx) => {
-      const result = await ctx.services.ledger.createHold(merchantIdOf(ctx), {
+      const result = await ctx.services.ledger.createHold(merchantIdOf(ctx), actorOf(ctx), {
         customerId: String(input.customerId),
         currency: currencyArg(input.currency),
         amountNanos: requirePositiveNanos('amount', input.amount),
@@ -463,7 +474,7 @@ builder.mutationFields((t) => ({
     type: HoldRef,
     authScopes: { merchant: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, args, ctx) => ctx.services.ledger.releaseHold(merchantIdOf(ctx), String(args.id)),
+    resolve: (_root, args, ctx) => ctx.services.ledger.releaseHold(merchantIdOf(ctx), actorOf(ctx), String(args.id)),
   }),
   setOverdraftLimit: t.field({
     type: WalletRef,

@@ -94,6 +94,11 @@ export interface HoldRecord {
   description: string | null;
   captureTransactionId: string | null;
   createdAt: Date;
+  /** Who placed it; null for holds made before Tollgate recorded it. */
+  createdBy: Actor | null;
+  /** When and by whom it was captured, released or expired (the system); null while pending. */
+  finalizedAt: Date | null;
+  finalizedBy: Actor | null;
   /** The TTL it was created with: a retry of createHold must send it again, whatever extendHold did since. */
   requestedTtlSeconds: number;
 }
@@ -259,6 +264,35 @@ function replayOrConflict(existing: PostedTransaction, hash: string, legacyHash?
     throw conflict('This idempotency key was already used for a different request', { idempotencyKey: existing.idempotencyKey, transactionId: existing.id });
   }
   return { transaction: existing, replayed: true };
+}
+
+/** A stored hold, as its columns come from Prisma (or the same names from SQL). */
+interface HoldRow {
+  id: string; merchantId: string; walletId: string; customerId: string; currency: string; amount: bigint; capturedAmount: bigint;
+  status: HoldRecord['status']; expiresAt: Date | string; idempotencyKey: string; description: string | null; captureTransactionId: string | null;
+  createdAt: Date | string; metadata: unknown; createdByKind: string | null; createdByApiKeyId: string | null;
+  finalizedAt: Date | string | null; finalizedByKind: string | null; finalizedByApiKeyId: string | null;
+}
+
+const actorFrom = (kind: string | null, apiKeyId: string | null): Actor | null => (kind ? { kind: kind as Actor['kind'], apiKeyId } : null);
+
+/**
+ * A hold as callers see it at `now`: one past its time is expired, by the system at its expiry,
+ * whether or not the schedule has marked it yet.
+ */
+function holdRecordOf(row: HoldRow, now: Date): HoldRecord {
+  const expiresAt = new Date(row.expiresAt);
+  const createdAt = new Date(row.createdAt);
+  const lapsed = row.status === 'PENDING' && expiresAt <= now;
+  return {
+    id: row.id, merchantId: row.merchantId, walletId: row.walletId, customerId: row.customerId, currency: row.currency,
+    amount: row.amount, capturedAmount: row.capturedAmount, status: lapsed ? 'EXPIRED' : row.status, expiresAt,
+    idempotencyKey: row.idempotencyKey, description: row.description, captureTransactionId: row.captureTransactionId, createdAt,
+    createdBy: actorFrom(row.createdByKind, row.createdByApiKeyId),
+    finalizedAt: lapsed ? expiresAt : row.finalizedAt ? new Date(row.finalizedAt) : null,
+    finalizedBy: lapsed ? SYSTEM_ACTOR : actorFrom(row.finalizedByKind, row.finalizedByApiKeyId),
+    requestedTtlSeconds: requestedTtlOf((row.metadata as { ttlSeconds?: unknown } | null)?.ttlSeconds, expiresAt, createdAt),
+  };
 }
 
 export class LedgerService {
@@ -605,6 +639,7 @@ export class LedgerService {
 
   async createHold(
     merchantId: string,
+    actor: Actor,
     input: { customerId: string; currency: string; amountNanos: bigint; ttlSeconds: number; idempotencyKey: string; description?: string | null },
   ): Promise<{ hold: HoldRecord; replayed: boolean }> {
     const key = requireKey(input.idempotencyKey);
@@ -635,15 +670,17 @@ export class LedgerService {
       const id = uuidv7();
       const expiresAt = new Date(now.getTime() + input.ttlSeconds * 1000);
       await wallet.tx.query(
-        `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, jsonb_build_object('ttlSeconds', $11::int))`,
-        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now, input.ttlSeconds],
+        `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at, metadata,
+           created_by_kind, created_by_api_key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, jsonb_build_object('ttlSeconds', $11::int), $12, $13)`,
+        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now, input.ttlSeconds,
+          actor.kind, actor.apiKeyId],
       );
       wallet.state.held += input.amountNanos;
       const hold: HoldRecord = {
         id, merchantId, walletId: wallet.state.id, customerId: input.customerId, currency: input.currency, amount: input.amountNanos,
         capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: now,
-        requestedTtlSeconds: input.ttlSeconds,
+        createdBy: actor, finalizedAt: null, finalizedBy: null, requestedTtlSeconds: input.ttlSeconds,
       };
       return { hold, replayed: false };
     }));
@@ -681,12 +718,14 @@ export class LedgerService {
         });
       }
       await wallet.tx.query(
-        `UPDATE holds SET status = 'CAPTURED', captured_amount = $2, capture_transaction_id = $3, finalized_at = $4 WHERE id = $1`,
-        [hold.id, amount.toString(), transaction?.id ?? null, wallet.now],
+        `UPDATE holds SET status = 'CAPTURED', captured_amount = $2, capture_transaction_id = $3, finalized_at = $4, finalized_by_kind = $5, finalized_by_api_key_id = $6
+         WHERE id = $1`,
+        [hold.id, amount.toString(), transaction?.id ?? null, wallet.now, actor.kind, actor.apiKeyId],
       );
       wallet.state.held -= hold.amount;
       await wallet.expireKeptFor(hold.id);
-      return { hold: { ...hold, status: 'CAPTURED' as const, capturedAmount: amount, captureTransactionId: transaction?.id ?? null }, transaction, replayed: false };
+      const captured = { ...hold, status: 'CAPTURED' as const, capturedAmount: amount, captureTransactionId: transaction?.id ?? null, finalizedAt: wallet.now, finalizedBy: actor };
+      return { hold: captured, transaction, replayed: false };
     });
     if (!result.replayed || posted.length > 0) this.publish(found.customerId, found.currency, state, posted);
     return result;
@@ -714,16 +753,18 @@ export class LedgerService {
     return result;
   }
 
-  async releaseHold(merchantId: string, holdId: string): Promise<HoldRecord> {
+  async releaseHold(merchantId: string, actor: Actor, holdId: string): Promise<HoldRecord> {
     const found = await this.getHold(merchantId, holdId);
     const { result, state, posted } = await this.store.withWallet(merchantId, found.customerId, found.currency, this.clock(), async (wallet) => {
       const hold = (await this.findHold(wallet, { id: found.id }, true))!;
       if (hold.status === 'RELEASED') return { hold, changed: false };
       if (hold.status !== 'PENDING') throw conflict(`This hold is already ${hold.status.toLowerCase()}`, { holdId: hold.id });
-      await wallet.tx.query(`UPDATE holds SET status = 'RELEASED', finalized_at = $2 WHERE id = $1`, [hold.id, wallet.now]);
+      await wallet.tx.query(`UPDATE holds SET status = 'RELEASED', finalized_at = $2, finalized_by_kind = $3, finalized_by_api_key_id = $4 WHERE id = $1`, [
+        hold.id, wallet.now, actor.kind, actor.apiKeyId,
+      ]);
       if (hold.expiresAt > wallet.now) wallet.state.held -= hold.amount;
       await wallet.expireKeptFor(hold.id);
-      return { hold: { ...hold, status: 'RELEASED' as const }, changed: true };
+      return { hold: { ...hold, status: 'RELEASED' as const, finalizedAt: wallet.now, finalizedBy: actor }, changed: true };
     });
     // Released before, it frees nothing; but grants may have expired on the way through the lock.
     if (result.changed || posted.length > 0) this.publish(found.customerId, found.currency, state, posted);
@@ -737,15 +778,15 @@ export class LedgerService {
    * released only while PENDING, of this merchant and of the wallet named with it; anything
    * else (already released, captured or expired, another wallet's) is left as it is.
    */
-  async releaseHoldsInBatch(batch: LedgerBatch, merchantId: string, holds: readonly { holdId: string; wallet: WalletTransaction }[]): Promise<void> {
+  async releaseHoldsInBatch(batch: LedgerBatch, merchantId: string, actor: Actor, holds: readonly { holdId: string; wallet: WalletTransaction }[]): Promise<void> {
     const valid = holds.filter((hold) => isUuid(hold.holdId));
     if (valid.length === 0) return;
     const released = await batch.tx.query<{ id: string; wallet_id: string; remaining: string; expires_at: Date }>(
-      `UPDATE holds h SET status = 'RELEASED', finalized_at = $4
+      `UPDATE holds h SET status = 'RELEASED', finalized_at = $4, finalized_by_kind = $5, finalized_by_api_key_id = $6
        FROM unnest($2::uuid[], $3::uuid[]) AS u(id, wallet_id)
        WHERE h.id = u.id AND h.wallet_id = u.wallet_id AND h.merchant_id = $1 AND h.status = 'PENDING'
        RETURNING h.id, h.wallet_id, (h.amount - h.captured_amount)::text AS remaining, h.expires_at`,
-      [merchantId, valid.map((hold) => hold.holdId), valid.map((hold) => hold.wallet.state.id), batch.now],
+      [merchantId, valid.map((hold) => hold.holdId), valid.map((hold) => hold.wallet.state.id), batch.now, actor.kind, actor.apiKeyId],
     );
     const byWalletId = new Map(valid.map((hold) => [hold.wallet.state.id, hold.wallet]));
     for (const row of released) {
@@ -759,33 +800,21 @@ export class LedgerService {
   async getHold(merchantId: string, holdId: string): Promise<HoldRecord> {
     const hold = isUuid(holdId) ? await this.prisma.hold.findFirst({ where: { id: holdId, merchantId } }) : null;
     if (!hold) throw notFound('Hold', holdId);
-    const status = hold.status === 'PENDING' && hold.expiresAt <= this.clock() ? 'EXPIRED' : hold.status;
-    return { ...hold, status, requestedTtlSeconds: requestedTtlOf((hold.metadata as { ttlSeconds?: unknown } | null)?.ttlSeconds, hold.expiresAt, hold.createdAt) };
+    return holdRecordOf(hold, this.clock());
   }
 
   private async findHold(wallet: WalletTransaction, where: { id: string } | { merchantId: string; idempotencyKey: string }, lock = false): Promise<HoldRecord | null> {
     const [condition, params] = 'id' in where ? ['id = $1', [where.id]] : ['merchant_id = $1 AND idempotency_key = $2', [where.merchantId, where.idempotencyKey]];
-    const rows = await wallet.tx.query<{
-      id: string; merchant_id: string; wallet_id: string; customer_id: string; currency: string; amount: string; captured_amount: string;
-      status: HoldRecord['status']; expires_at: Date; idempotency_key: string; description: string | null; capture_transaction_id: string | null; created_at: Date;
-      ttl_seconds: number | null;
-    }>(
-      `SELECT id, merchant_id, wallet_id, customer_id, currency, amount::text AS amount, captured_amount::text AS captured_amount, status::text AS status,
-         expires_at, idempotency_key, description, capture_transaction_id, created_at, (metadata->>'ttlSeconds')::int AS ttl_seconds
+    const rows = await wallet.tx.query<HoldRow & { amount: string; capturedAmount: string }>(
+      `SELECT id, merchant_id AS "merchantId", wallet_id AS "walletId", customer_id AS "customerId", currency, amount::text AS amount,
+         captured_amount::text AS "capturedAmount", status::text AS status, expires_at AS "expiresAt", idempotency_key AS "idempotencyKey", description,
+         capture_transaction_id AS "captureTransactionId", created_at AS "createdAt", metadata, created_by_kind AS "createdByKind",
+         created_by_api_key_id AS "createdByApiKeyId", finalized_at AS "finalizedAt", finalized_by_kind AS "finalizedByKind", finalized_by_api_key_id AS "finalizedByApiKeyId"
        FROM holds WHERE ${condition}${lock ? ' FOR UPDATE' : ''}`,
       params,
     );
     const row = rows[0];
-    if (!row) return null;
-    const expiresAt = new Date(row.expires_at);
-    // As getHold answers it: a hold past its time is expired, whether or not the schedule has marked it yet.
-    const status = row.status === 'PENDING' && expiresAt <= wallet.now ? 'EXPIRED' : row.status;
-    return {
-      id: row.id, merchantId: row.merchant_id, walletId: row.wallet_id, customerId: row.customer_id, currency: row.currency,
-      amount: BigInt(row.amount), capturedAmount: BigInt(row.captured_amount), status, expiresAt,
-      idempotencyKey: row.idempotency_key, description: row.description, captureTransactionId: row.capture_transaction_id, createdAt: new Date(row.created_at),
-      requestedTtlSeconds: requestedTtlOf(row.ttl_seconds, expiresAt, new Date(row.created_at)),
-    };
+    return row ? holdRecordOf({ ...row, amount: BigInt(row.amount), capturedAmount: BigInt(row.capturedAmount) }, wallet.now) : null;
   }
 
   // ---------------------------------------------------------------- settings
@@ -845,7 +874,7 @@ export class LedgerService {
     // could deadlock with it. A skipped hold that is still pending is expired on the next run.
     const holds = await this.db.transaction((tx) =>
       tx.query<{ merchant_id: string; customer_id: string; currency: string }>(
-        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
          WHERE id IN (SELECT id FROM holds WHERE status = 'PENDING' AND expires_at <= $1 FOR UPDATE SKIP LOCKED)
          RETURNING merchant_id, customer_id, currency`,
         [now],

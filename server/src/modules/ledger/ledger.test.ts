@@ -6,7 +6,7 @@ import WebSocket from 'ws';
 import { startTestServer, waitForSubscribers, type TestServer } from '../../../test/server.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
-import { walletTopic } from './ledger.service.ts';
+import { SYSTEM_ACTOR, walletTopic } from './ledger.service.ts';
 
 /** The ledger through its GraphQL API, on a controllable clock. */
 let now = new Date('2026-06-01T12:00:00Z');
@@ -373,7 +373,7 @@ describe('expiry', () => {
     now = new Date(now.getTime() + 120_000);
     const actor = { kind: 'system' as const, apiKeyId: null };
     // Each of these locks the wallet and posts nothing; each used to fail with PostgreSQL's 42P18.
-    const hold = await server.services.ledger.createHold(merchant.id, { customerId, currency: 'USD', amountNanos: 1_000_000_000n, ttlSeconds: 60, idempotencyKey: randomUUID() });
+    const hold = await server.services.ledger.createHold(merchant.id, actor, { customerId, currency: 'USD', amountNanos: 1_000_000_000n, ttlSeconds: 60, idempotencyKey: randomUUID() });
     expect(hold.hold.status).toBe('PENDING');
     expect((await debit(customerId, '100')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
     const [usage] = await server.services.usage.record(merchant.id, actor, [{ customer: customerId, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'free', requests: 1 } }]);
@@ -533,6 +533,47 @@ describe('holds', () => {
     expect((await gql('query ($id: ID!) { hold(id: $id) { status } }', { id: second.id })).data!.hold.status).toBe('EXPIRED');
   });
 
+  it('records who placed each hold and who captured or released it (the system when it expired), for the merchant only', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const placer = await server.services.apiKeys.create(merchant.id, { name: 'placer', mode: 'test' });
+    const settler = await server.services.apiKeys.create(merchant.id, { name: 'settler', mode: 'test' });
+    const AUDIT = 'query ($id: ID!) { hold(id: $id) { status createdBy { kind apiKeyId } finalizedAt finalizedBy { kind apiKeyId } } }';
+    const place = async (ttlSeconds = 60) => {
+      const created = await gql(CREATE, { input: { customerId, amount: '1.00', idempotencyKey: randomUUID(), ttlSeconds } }, placer.secret);
+      expect(created.errors).toBeUndefined();
+      return created.data!.createHold.hold.id as string;
+    };
+    const audit = async (id: string) => (await gql(AUDIT, { id })).data!.hold;
+    const byPlacer = { kind: 'api_key', apiKeyId: placer.apiKey.id };
+    const bySettler = { kind: 'api_key', apiKeyId: settler.apiKey.id };
+
+    const captured = await place();
+    expect(await audit(captured)).toEqual({ status: 'PENDING', createdBy: byPlacer, finalizedAt: null, finalizedBy: null });
+    expect((await gql('mutation ($id: ID!) { captureHold(id: $id) { hold { finalizedBy { apiKeyId } } } }', { id: captured }, settler.secret)).data!.captureHold.hold)
+      .toEqual({ finalizedBy: { apiKeyId: settler.apiKey.id } });
+    expect(await audit(captured)).toEqual({ status: 'CAPTURED', createdBy: byPlacer, finalizedAt: now.toISOString(), finalizedBy: bySettler });
+
+    const released = await place();
+    expect((await gql('mutation ($id: ID!) { releaseHold(id: $id) { id } }', { id: released }, settler.secret)).errors).toBeUndefined();
+    expect(await audit(released)).toEqual({ status: 'RELEASED', createdBy: byPlacer, finalizedAt: now.toISOString(), finalizedBy: bySettler });
+
+    // Past its time it reads as expired by the system at its expiry, before the schedule marks it and after.
+    const lapsed = await place(30);
+    const expiresAt = new Date(now.getTime() + 30_000).toISOString();
+    now = new Date(now.getTime() + 31_000);
+    const system = { kind: 'system', apiKeyId: null };
+    expect(await audit(lapsed)).toEqual({ status: 'EXPIRED', createdBy: byPlacer, finalizedAt: expiresAt, finalizedBy: system });
+    await server.services.ledger.runExpiry();
+    expect(await audit(lapsed)).toEqual({ status: 'EXPIRED', createdBy: byPlacer, finalizedAt: now.toISOString(), finalizedBy: system });
+
+    // The audit trail is the merchant's: a customer token is refused it.
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    const asCustomer = await gql('query ($id: ID!) { hold(id: $id) { createdBy { kind } } }', { id: captured }, token);
+    expect(asCustomer.data?.hold ?? null).toBeNull();
+    expect(asCustomer.errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+  });
+
   it('extends a pending hold (never shortening it), so it outlives the TTL it was made with; an ended hold cannot be', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '10.00');
@@ -573,7 +614,7 @@ describe('holds', () => {
     const release = () =>
       server.services.ledger.runBatch([key], async (batch) => {
         const own = batch.wallet(key);
-        await server.services.ledger.releaseHoldsInBatch(batch, merchant.id, [{ holdId: hold.id, wallet: own }, { holdId: others.id, wallet: own }]);
+        await server.services.ledger.releaseHoldsInBatch(batch, merchant.id, SYSTEM_ACTOR, [{ holdId: hold.id, wallet: own }, { holdId: others.id, wallet: own }]);
         return own.state.held;
       });
     expect(await release()).toBe(0n);

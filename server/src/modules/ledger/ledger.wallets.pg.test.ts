@@ -6,7 +6,7 @@ import { openRuntime } from '../../runtime.ts';
 import { openDatabase, type Database } from '../../shared/db/database.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { createPostgresDatabase } from '../../../test/databases.ts';
-import { LedgerStore } from './ledger.store.ts';
+import { LedgerStore, SYSTEM_ACTOR } from './ledger.store.ts';
 
 /**
  * Lock order on PostgreSQL. New wallets are created in one order by every batch. Another transaction (a batch on another
@@ -96,7 +96,7 @@ describe('scheduled hold expiry', () => {
     await runtime.services.ledger.grantCredits(merchant.id, { kind: 'system', apiKeyId: null }, {
       customerId: customer.id, currency: 'USD', amountNanos: 10n * 1_000_000_000n, kind: 'PAID', idempotencyKey: 'seed',
     });
-    const { hold } = await runtime.services.ledger.createHold(merchant.id, {
+    const { hold } = await runtime.services.ledger.createHold(merchant.id, SYSTEM_ACTOR, {
       customerId: customer.id, currency: 'USD', amountNanos: 4n * 1_000_000_000n, ttlSeconds: 60, idempotencyKey: 'hold',
     });
     const holdId = hold.id;

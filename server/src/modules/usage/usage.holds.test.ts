@@ -28,7 +28,7 @@ async function setup() {
     customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '5'), kind: 'PROMOTIONAL',
     expiresAt: new Date(now.getTime() + 3600_000), idempotencyKey: randomUUID(),
   });
-  const { hold } = await services.ledger.createHold(merchant.id, { customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '4'), ttlSeconds: 7200, idempotencyKey: randomUUID() });
+  const { hold } = await services.ledger.createHold(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', '4'), ttlSeconds: 7200, idempotencyKey: randomUUID() });
   now = new Date(now.getTime() + 3600_000 + 1000);
   const event = (outputTokens: number, holdId: string | null = null) => ({
     customer: customer.id, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'm', outputTokens }, ...(holdId ? { holdId } : {}),
@@ -51,6 +51,13 @@ describe('usage settling a hold whose credit expired meanwhile', () => {
     expect(await t.storedBalance()).toBe('0');
     expect(await t.wallet()).toMatchObject({ balance: 0n, held: 0n, available: 0n });
     await t.integrity();
+  });
+
+  it('is released in the name of whoever reported the usage', async () => {
+    const t = await setup();
+    const reporter = { kind: 'api_key' as const, apiKeyId: randomUUID() };
+    await server.services.usage.record(t.merchantId, reporter, [t.event(1, t.hold.id)]);
+    expect(await server.services.ledger.getHold(t.merchantId, t.hold.id)).toMatchObject({ status: 'RELEASED', createdBy: SYSTEM_ACTOR, finalizedAt: now, finalizedBy: reporter });
   });
 
   it('pays no more than was kept: the rest is a shortfall when nothing else is left', async () => {

@@ -705,7 +705,7 @@ export class UsageService {
           }
         }
         // The gateway's reservations for these calls are freed here, before the charges are planned.
-        if (holds) await this.ledger.releaseHoldsInBatch(batch, merchantId, holds);
+        if (holds) await this.ledger.releaseHoldsInBatch(batch, merchantId, actor, holds);
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
         // Each billable event's plan rules in force at its time, looked up once for the tie check and pricing.
         const planRulesOf = new Map<number, ReturnType<typeof book.ofPlan>>();
