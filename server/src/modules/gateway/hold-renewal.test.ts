@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AppError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
-import type { HoldRecord } from '../ledger/ledger.service.ts';
+import type { HoldRecord } from '../ledger/ledger.holds.ts';
 import { HoldRenewal } from './hold-renewal.ts';
 
 beforeEach(() => {

@@ -8,7 +8,8 @@ import { formatNanos, parseCurrency, parseDecimalNanos, parseFormattedNanos, req
 import { requireUuid } from '../../shared/validation.ts';
 import { CONSUMPTION_KEYS, type ConsumptionKey } from './ledger.planner.ts';
 import type { WalletView, TransactionFilter } from './ledger.queries.ts';
-import { walletTopic, type Actor, type BalanceEvent, type HoldRecord, type PostedTransaction } from './ledger.service.ts';
+import type { HoldRecord } from './ledger.holds.ts';
+import { walletTopic, type Actor, type BalanceEvent, type PostedTransaction } from './ledger.service.ts';
 
 // ------------------------------------------------------------------ helpers
 
@@ -152,6 +153,27 @@ const WalletRef = builder.objectRef<WalletView>('Wallet').implement({
         fields: (t) => ({
           totalCount: t.int({ resolve: totalCountOf }),
           nodes: t.field({ type: [CreditGrantRef], description: "The page's grants, without their cursors.", resolve: (connection) => connection.edges.map((edge) => edge!.node) }),
+        }),
+      },
+    ),
+    holds: t.connection(
+      {
+        type: HoldRef,
+        description: 'Newest first: what makes up `held`, and what earlier holds became.',
+        args: { status: t.arg({ type: [HoldStatusEnum], description: 'Only holds in these states (a pending hold past its time is EXPIRED).' }) },
+        resolve: async (w, args, ctx) => {
+          const connection = await resolveCursorConnection<Promise<HoldRecord[]>>(
+            { args, toCursor: (x: HoldRecord) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },
+            (page) => ctx.services.ledgerQueries.holdsPage(w.id, args.status, page),
+          );
+          return withTotalCount(connection, () => ctx.services.ledgerQueries.countHolds(w.id, args.status));
+        },
+      },
+      {
+        name: 'WalletHoldConnection',
+        fields: (t) => ({
+          totalCount: t.int({ resolve: totalCountOf }),
+          nodes: t.field({ type: [HoldRef], description: "The page's holds, without their cursors.", resolve: (connection) => connection.edges.map((edge) => edge!.node) }),
         }),
       },
     ),

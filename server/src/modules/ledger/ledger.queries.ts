@@ -1,8 +1,9 @@
-import type { CreditGrant, LedgerEntry, LedgerTransaction, Prisma, PrismaClient, Wallet } from '../../generated/prisma/client.ts';
+import type { CreditGrant, HoldStatus, LedgerEntry, LedgerTransaction, Prisma, PrismaClient, Wallet } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { requireStorableText } from '../../shared/validation.ts';
+import { holdRecordOf, type HoldRecord } from './ledger.holds.ts';
 import type { LedgerService } from './ledger.service.ts';
 import { GRANT_DUE } from './ledger.store.ts';
 
@@ -40,6 +41,17 @@ function unusedWallet(merchantId: string, customerId: string, currency: string, 
     updatedAt: now,
     held: 0n,
     available: 0n,
+  };
+}
+
+function holdStatusWhere(statuses: readonly HoldStatus[] | null | undefined, now: Date): Prisma.HoldWhereInput {
+  if (!statuses?.length) return {};
+  return {
+    OR: statuses.map((status): Prisma.HoldWhereInput => {
+      if (status === 'PENDING') return { status, expiresAt: { gt: now } };
+      if (status === 'EXPIRED') return { OR: [{ status }, { status: 'PENDING', expiresAt: { lte: now } }] };
+      return { status };
+    }),
   };
 }
 
@@ -101,6 +113,21 @@ export class LedgerQueries {
 
   private grantsWhere(walletId: string, includeInactive: boolean): Prisma.CreditGrantWhereInput {
     return { walletId, ...(includeInactive ? {} : { expiredAt: null, remaining: { gt: 0 } }) };
+  }
+
+  /**
+   * One page of a wallet's holds, newest first, of the given statuses as callers see them: a
+   * pending hold past its time is EXPIRED, whether or not the schedule has marked it yet.
+   */
+  async holdsPage(walletId: string, statuses: readonly HoldStatus[] | null | undefined, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<HoldRecord[]> {
+    const now = this.clock();
+    const keyset = createdKeysetPage(page);
+    const rows = await this.prisma.hold.findMany({ where: { AND: [{ walletId }, holdStatusWhere(statuses, now), keyset.where] }, orderBy: keyset.orderBy, take: page.limit });
+    return rows.map((row) => holdRecordOf(row, now));
+  }
+
+  async countHolds(walletId: string, statuses: readonly HoldStatus[] | null | undefined): Promise<number> {
+    return this.prisma.hold.count({ where: { AND: [{ walletId }, holdStatusWhere(statuses, this.clock())] } });
   }
 
   async transactionsPage(

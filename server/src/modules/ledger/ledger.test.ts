@@ -574,6 +574,55 @@ describe('holds', () => {
     expect(asCustomer.errors?.[0]?.extensions.code).toBe('FORBIDDEN');
   });
 
+  it('lists a wallet\'s holds newest first, by status as callers see it, a page at a time; a customer token sees its own', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '10.00');
+    const place = async (amount: string, ttlSeconds = 60) => {
+      const created = await gql(CREATE, { input: { customerId, amount, idempotencyKey: randomUUID(), ttlSeconds } });
+      expect(created.errors).toBeUndefined();
+      now = new Date(now.getTime() + 1000);
+      return created.data!.createHold.hold.id as string;
+    };
+    const lapsing = await place('1.00', 5);
+    const captured = await place('2.00');
+    const released = await place('0.50');
+    const pending = await place('3.00');
+    await gql('mutation ($id: ID!) { captureHold(id: $id) { replayed } }', { id: captured });
+    await gql('mutation ($id: ID!) { releaseHold(id: $id) { id } }', { id: released });
+    now = new Date(now.getTime() + 5000);
+    const HOLDS = `query ($id: ID!, $status: [HoldStatus!], $first: Int, $after: String) { wallet(customerId: $id) { held { amount }
+      holds(status: $status, first: $first, after: $after) { totalCount nodes { id status } pageInfo { hasNextPage endCursor } } } }`;
+    const holds = async (variables: Record<string, unknown> = {}, token = merchant.secret) => {
+      const result = await gql(HOLDS, { id: customerId, ...variables }, token);
+      expect(result.errors).toBeUndefined();
+      return result.data!.wallet;
+    };
+
+    const all = await holds();
+    expect(all.holds.nodes).toEqual([
+      { id: pending, status: 'PENDING' }, { id: released, status: 'RELEASED' }, { id: captured, status: 'CAPTURED' }, { id: lapsing, status: 'EXPIRED' },
+    ]);
+    expect(all.holds.totalCount).toBe(4);
+    // What is held is exactly what the pending ones reserve; the lapsed one counts as expired before the schedule marks it.
+    expect(all.held.amount).toBe('3.00');
+    expect((await holds({ status: ['PENDING'] })).holds).toMatchObject({ totalCount: 1, nodes: [{ id: pending }] });
+    expect((await holds({ status: ['EXPIRED'] })).holds).toMatchObject({ totalCount: 1, nodes: [{ id: lapsing }] });
+    expect((await holds({ status: ['CAPTURED', 'RELEASED'] })).holds.nodes.map((x: { id: string }) => x.id)).toEqual([released, captured]);
+    await server.services.ledger.runExpiry();
+    expect((await holds({ status: ['EXPIRED'] })).holds).toMatchObject({ totalCount: 1, nodes: [{ id: lapsing }] });
+
+    const first = (await holds({ first: 3 })).holds;
+    expect(first.pageInfo.hasNextPage).toBe(true);
+    const rest = (await holds({ first: 3, after: first.pageInfo.endCursor })).holds;
+    expect([...first.nodes, ...rest.nodes].map((x: { id: string }) => x.id)).toEqual([pending, released, captured, lapsing]);
+    expect(rest.pageInfo.hasNextPage).toBe(false);
+
+    const { token } = await server.services.customerSessions.create(merchant.id, customerId, 600);
+    expect((await holds({}, token)).holds.totalCount).toBe(4);
+    const otherCustomer = await newCustomer();
+    expect((await gql(HOLDS, { id: otherCustomer }, token)).errors?.[0]?.extensions.code).toBe('FORBIDDEN');
+  });
+
   it('extends a pending hold (never shortening it), so it outlives the TTL it was made with; an ended hold cannot be', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '10.00');
