@@ -442,7 +442,12 @@ export class UsageService {
     if (occurredAt.getTime() < EARLIEST_USAGE_MS) throw invalidField('timestamp', 'must not be before 2000-01-01T00:00:00Z, the earliest usage time accepted');
     if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
-    if (input.usage && input.response) throw invalidField('usage', 'give either usage or response, not both');
+    // Checked by type, not truth: "" or false sent for one of them is a mistake, not an omission.
+    for (const field of ['response', 'quantities'] as const) {
+      const value: unknown = input[field];
+      if (value != null && (typeof value !== 'object' || Array.isArray(value))) throw invalidField(field, 'must be a JSON object');
+    }
+    if (input.usage != null && input.response) throw invalidField('usage', 'give either usage or response, not both');
     if (input.response) {
       requireHttpStatus('response.status', input.response.status);
       // Free-form JSON forwarded for metering: refused before the normalizer walks it.
@@ -462,7 +467,7 @@ export class UsageService {
     }
     let usage: NormalizedUsage;
     if (input.response) usage = responseUsage(input.response, input.normalized);
-    else if (input.usage) usage = usageFrom(input.usage);
+    else if (input.usage != null) usage = usageFrom(input.usage);
     else if (stated !== NO_QUANTITIES) usage = blankUsage({ requests: 1 });
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
     const hashed = hashedRecord(input, currency, stated, true);
