@@ -749,7 +749,7 @@ export class LedgerService {
 
   private async findHold(wallet: WalletTransaction, where: { id: string } | { merchantId: string; idempotencyKey: string }, lock = false): Promise<HoldRecord | null> {
     const [condition, params] = 'id' in where ? ['id = $1', [where.id]] : ['merchant_id = $1 AND idempotency_key = $2', [where.merchantId, where.idempotencyKey]];
-    const rows = await wallet.tx.query<HoldRow & { amount: string; capturedAmount: string }>(
+    const rows = await wallet.tx.query<Omit<HoldRow, 'amount' | 'capturedAmount'> & { amount: string; capturedAmount: string }>(
       `SELECT id, merchant_id AS "merchantId", wallet_id AS "walletId", customer_id AS "customerId", currency, amount::text AS amount,
          captured_amount::text AS "capturedAmount", status::text AS status, expires_at AS "expiresAt", idempotency_key AS "idempotencyKey", description,
          capture_transaction_id AS "captureTransactionId", created_at AS "createdAt", metadata, created_by_kind AS "createdByKind",
