@@ -7,7 +7,7 @@ import type { Services } from '../../services.ts';
 import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS, parseIsoTime } from '../../shared/times.ts';
-import { isJsonObject, requireNonEmpty, requireStorableText } from '../../shared/validation.ts';
+import { isJsonObject, requireNonEmpty, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
@@ -194,9 +194,11 @@ function sameDecimals(value: unknown): unknown {
 
 /** A price's rates as planning compares them (see sameDecimals); its names and currency as they are. */
 function comparableRates({ provider, model, currency, ...rates }: Record<string, unknown>): string {
-  // Names in any case price the same calls (priceInForce): only the rates tell two prices apart.
+  // Names in any case price the same calls (priceInForce), as perImageBy's keys match images
+  // (validated not to collide so): only the rates tell two prices apart.
   const name = (value: unknown) => (typeof value === 'string' ? value.trim().toLowerCase() : value);
-  return canonical({ provider: name(provider), model: name(model), currency, ...(sameDecimals(rates) as object) });
+  const perImageBy = isJsonObject(rates.perImageBy) ? Object.fromEntries(Object.entries(rates.perImageBy).map(([key, price]) => [name(key), price])) : rates.perImageBy;
+  return canonical({ provider: name(provider), model: name(model), currency, ...(sameDecimals({ ...rates, ...(perImageBy === undefined ? {} : { perImageBy }) }) as object) });
 }
 
 /** A file's price: checked, with its date parsed (null: undated). */
@@ -314,11 +316,14 @@ function entryAt(field: string, value: unknown, fields?: readonly string[]): Rec
 }
 
 /** Refuses unstorable text naming the field that holds it ("providerPrices.2.model"). */
-function requireStorableEntry(field: string, value: unknown): void {
+function requireStorableEntry(field: string, value: unknown, depth = 0): void {
   if (value === null || typeof value !== 'object') return requireStorableText(field, value);
+  // Each of the entry's fields is measured (without recursion) before this recursive walk goes
+  // into it: a file nesting thousands deep would overflow the stack. Named at that field.
+  if (depth === 1) requireShallowJson(field, value);
   for (const [key, inner] of Object.entries(value)) {
     requireStorableText(field, key);
-    requireStorableEntry(`${field}.${key}`, inner);
+    requireStorableEntry(`${field}.${key}`, inner, depth + 1);
   }
 }
 
