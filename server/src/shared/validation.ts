@@ -34,6 +34,11 @@ export function isJsonObject(value: unknown): value is JsonObject {
   return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
 }
 
+/** Refuses a value that is given but is not a JSON object: "" or false sent for one is a mistake, not an omission. */
+export function requireObjectIfGiven(field: string, value: unknown): void {
+  if (value != null && !isJsonObject(value)) throw invalidField(field, 'must be a JSON object');
+}
+
 export function requireJsonObject(field: string, value: unknown, maxBytes = 16_384): JsonObject {
   if (!isJsonObject(value)) throw invalidField(field, 'must be a JSON object');
   requireFaithfulJson(field, value);

@@ -3,7 +3,7 @@ import { sendError } from '../../http/errors.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { isoTimes, parseIsoTime } from '../../shared/times.ts';
-import { requireShallowJson } from '../../shared/validation.ts';
+import { requireObjectIfGiven, requireShallowJson } from '../../shared/validation.ts';
 import { responseHeaders } from './normalize/index.ts';
 import { requireHttpStatus, type UsageRecordInput, type UsageResult } from './usage.service.ts';
 
@@ -41,12 +41,8 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
     timestamp = typeof record.timestamp === 'string' ? parseIsoTime(record.timestamp) : null;
     if (!timestamp) throw invalidField(`${at}timestamp`, 'must be an ISO-8601 time with its zone, e.g. 2026-06-01T12:00:00Z');
   }
-  // Checked by type, not truth, as the event is again (UsageService.prepare): a response of ""
-  // read as none would record the event from its other fields.
-  for (const field of ['response', 'quantities'] as const) {
-    const value = record[field];
-    if (value != null && (typeof value !== 'object' || Array.isArray(value))) throw invalidField(`${at}${field}`, 'must be a JSON object');
-  }
+  // Checked here too (as in UsageService.prepare) so that a batch names the event's place.
+  for (const field of ['response', 'quantities'] as const) requireObjectIfGiven(`${at}${field}`, record[field]);
   const response = record.response as UsageRecordInput['response'] | undefined;
   if (response && (typeof response !== 'object' || typeof response.url !== 'string' || typeof response.body !== 'string')) {
     throw invalidField(`${at}response`, 'needs url and body (the provider response text)');

@@ -9,7 +9,7 @@ import { canonicalJson } from '../../shared/canonical-json.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
-import { isUuid, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
+import { isUuid, requireObjectIfGiven, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import { customerArchived } from '../customers/customers.service.ts';
@@ -442,11 +442,8 @@ export class UsageService {
     if (occurredAt.getTime() < EARLIEST_USAGE_MS) throw invalidField('timestamp', 'must not be before 2000-01-01T00:00:00Z, the earliest usage time accepted');
     if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
     const currency = parseCurrency('currency', input.currency);
-    // Checked by type, not truth: "" or false sent for one of them is a mistake, not an omission.
-    for (const field of ['response', 'quantities'] as const) {
-      const value: unknown = input[field];
-      if (value != null && (typeof value !== 'object' || Array.isArray(value))) throw invalidField(field, 'must be a JSON object');
-    }
+    // Checked by type, not truth: a response of "" read as none would record the event from its other fields.
+    for (const field of ['response', 'quantities'] as const) requireObjectIfGiven(field, input[field]);
     if (input.usage != null && input.response) throw invalidField('usage', 'give either usage or response, not both');
     if (input.response) {
       requireHttpStatus('response.status', input.response.status);
