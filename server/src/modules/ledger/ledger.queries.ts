@@ -119,15 +119,15 @@ export class LedgerQueries {
    * One page of a wallet's holds, newest first, of the given statuses as callers see them: a
    * pending hold past its time is EXPIRED, whether or not the schedule has marked it yet.
    */
-  async holdsPage(walletId: string, statuses: readonly HoldStatus[] | null | undefined, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<HoldRecord[]> {
+  async holdsPage(merchantId: string, walletId: string, statuses: readonly HoldStatus[] | null | undefined, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<HoldRecord[]> {
     const now = this.clock();
     const keyset = createdKeysetPage(page);
-    const rows = await this.prisma.hold.findMany({ where: { AND: [{ walletId }, holdStatusWhere(statuses, now), keyset.where] }, orderBy: keyset.orderBy, take: page.limit });
+    const rows = await this.prisma.hold.findMany({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, now), keyset.where] }, orderBy: keyset.orderBy, take: page.limit });
     return rows.map((row) => holdRecordOf(row, now));
   }
 
-  async countHolds(walletId: string, statuses: readonly HoldStatus[] | null | undefined): Promise<number> {
-    return this.prisma.hold.count({ where: { AND: [{ walletId }, holdStatusWhere(statuses, this.clock())] } });
+  async countHolds(merchantId: string, walletId: string, statuses: readonly HoldStatus[] | null | undefined): Promise<number> {
+    return this.prisma.hold.count({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, this.clock())] } });
   }
 
   async transactionsPage(
