@@ -41,3 +41,42 @@ describe('applying the same pricing file again while usage is stamped ahead', ()
     expect(await planPricingConfig(server.services, merchant.id, file)).toEqual([]);
   });
 });
+
+describe('changing a pricing file again and again while usage is stamped ahead', () => {
+  const apply = async (merchantId: string, file: Parameters<typeof planPricingConfig>[2]) =>
+    applyPricingChanges(server.services, merchantId, await planPricingConfig(server.services, merchantId, file));
+
+  it('puts each new rule in force after the last, and the last file then plans no change', async () => {
+    const merchant = await merchantWithUsageAhead();
+    const file = (unitPrice: string) => ({ priceRules: [{ name: 'out', type: 'FLAT' as const, meterKey: 'out', config: { unitPrice } }] });
+    for (const unitPrice of ['2', '3', '4']) await apply(merchant.id, file(unitPrice));
+    expect(await planPricingConfig(server.services, merchant.id, file('4'))).toEqual([]);
+    const versions = (await server.services.priceRules.book(merchant.id)).defaults.filter((rule) => rule.name === 'out');
+    const newest = versions.reduce((last, rule) => (rule.effectiveFrom > last.effectiveFrom ? rule : last));
+    expect(versions).toHaveLength(3);
+    expect(newest.config).toMatchObject({ unitPrice: '4' });
+  });
+
+  it('puts each new provider price in force after the last, and the last file then plans no change', async () => {
+    const merchant = await merchantWithUsageAhead();
+    const file = (output: string) => ({ providerPrices: [{ provider: 'custom', model: 'm', perMillionTokens: { input: '0', output } }] });
+    for (const output of ['2', '3', '4']) await apply(merchant.id, file(output));
+    expect(await planPricingConfig(server.services, merchant.id, file('4'))).toEqual([]);
+    const rows = await server.services.providerPrices.rowsFor(merchant.id);
+    expect(rows.map((row) => row.perMillionTokens?.output).sort()).toEqual(['2', '3', '4']);
+    const later = new Date(Date.now() + 10 * 60_000);
+    expect((await server.services.providerPrices.priceFor(merchant.id, 'custom', 'm', later))?.perMillionTokens?.output).toBe('4');
+  });
+
+  it('follows prices added through the API "from now" meanwhile', async () => {
+    const merchant = await merchantWithUsageAhead();
+    const price = (output: string) => ({ provider: 'custom', model: 'm', perMillionTokens: { input: '0', output } });
+    await server.services.providerPrices.add(merchant.id, price('2'));
+    await server.services.providerPrices.add(merchant.id, price('3'));
+    await apply(merchant.id, { providerPrices: [price('4')] });
+    expect(await planPricingConfig(server.services, merchant.id, { providerPrices: [price('4')] })).toEqual([]);
+    await server.services.providerPrices.add(merchant.id, price('5'));
+    const later = new Date(Date.now() + 10 * 60_000);
+    expect((await server.services.providerPrices.priceFor(merchant.id, 'custom', 'm', later))?.perMillionTokens?.output).toBe('5');
+  });
+});

@@ -5,14 +5,14 @@ import { parseDocument, type Tags } from 'yaml';
 import { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/enums.ts';
 import type { Services } from '../../services.ts';
 import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
-import { AppError, invalidField } from '../../shared/errors.ts';
+import { AppError, conflict, invalidField } from '../../shared/errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS, parseIsoTime } from '../../shared/times.ts';
 import { isJsonObject, requireNonEmpty, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import type { PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
-import { effectiveFromNow } from './pricing-time.ts';
+import { concurrentVersionAt, effectiveFromNow, followingNow } from './pricing-time.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
@@ -409,6 +409,14 @@ interface FileVersion {
   same: string;
 }
 
+/** A model's stored price versions, its name matched as pricing matches it: trimmed, in any case. */
+function versionsOfModel(stored: readonly PriceWithRef[], provider: string, model: string): PriceWithRef[] {
+  return stored.filter((row) => row.model.trim().toLowerCase() === model.trim().toLowerCase() && row.provider.trim().toLowerCase() === provider.toLowerCase());
+}
+
+/** A stored version's rates, as the diff shows them (a change's `from`). */
+const describeStored = ({ effectiveFrom: _e, ref: _r, ...rates }: PriceWithRef) => canonical(rates);
+
 /**
  * The price versions to add so that the merchant's prices match the file's, compared per
  * provider/model by effective date:
@@ -444,29 +452,30 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
   }
 
   const changes: Change[] = [];
-  const describe = ({ effectiveFrom: _e, ref: _r, ...rates }: PriceWithRef) => canonical(rates);
   const same = ({ effectiveFrom: _e, ref: _r, ...rates }: PriceWithRef) => comparableRates(rates);
   for (const versions of byModel.values()) {
     const { provider, model } = versions[0]!.price;
     const key = `${provider}/${model}`;
-    const rows = stored.filter((row) => row.model.trim().toLowerCase() === model.trim().toLowerCase() && row.provider.trim().toLowerCase() === provider.toLowerCase());
-    const past = versions.filter((version) => !version.effectiveFrom || version.effectiveFrom <= now);
+    const rows = versionsOfModel(stored, provider, model);
+    // A version put "from now" just before is the one in force now, not a scheduled one (see concurrentVersionAt).
+    const present = concurrentVersionAt(now, rows.map((row) => row.effectiveFrom)) ?? now;
+    const past = versions.filter((version) => !version.effectiveFrom || version.effectiveFrom <= present);
     const newest = past.sort((a, b) => (b.effectiveFrom?.getTime() ?? -Infinity) - (a.effectiveFrom?.getTime() ?? -Infinity))[0];
     if (newest) {
-      const current = priceInForce(rows, provider, model, now);
+      const current = priceInForce(rows, provider, model, present);
       if (!current || same(current) !== newest.same) {
-        changes.push({ kind: 'add-price', key, from: current ? describe(current) : null, to: newest.rates, effectiveFrom: null, detail: newest.price });
+        changes.push({ kind: 'add-price', key, from: current ? describeStored(current) : null, to: newest.rates, effectiveFrom: null, detail: newest.price });
       }
     }
     // Dated versions to come, the file's and those stored for other dates, in the order they would take effect.
     const upcoming: (Change & { kind: 'add-price' | 'cancel-price' })[] = [];
-    for (const version of versions.filter((candidate) => candidate.effectiveFrom && candidate.effectiveFrom > now)) {
+    for (const version of versions.filter((candidate) => candidate.effectiveFrom && candidate.effectiveFrom > present)) {
       const at = version.effectiveFrom!;
       const row = rows.find((candidate) => candidate.effectiveFrom.getTime() === at.getTime());
-      if (!row || same(row) !== version.same) upcoming.push({ kind: 'add-price', key, from: row ? describe(row) : null, to: version.rates, effectiveFrom: at.toISOString(), detail: version.price });
+      if (!row || same(row) !== version.same) upcoming.push({ kind: 'add-price', key, from: row ? describeStored(row) : null, to: version.rates, effectiveFrom: at.toISOString(), detail: version.price });
     }
     const dates = new Set(versions.map((version) => version.effectiveFrom?.getTime()));
-    for (const row of rows.filter((candidate) => candidate.effectiveFrom > now && !dates.has(candidate.effectiveFrom.getTime()))) {
+    for (const row of rows.filter((candidate) => candidate.effectiveFrom > present && !dates.has(candidate.effectiveFrom.getTime()))) {
       if (row.effectiveFrom.getTime() <= now.getTime() + MAX_FUTURE_USAGE_MS) {
         throw invalidField(
           `providerPrices.${versions[0]!.index}`,
@@ -474,7 +483,7 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
             `up to ${MAX_FUTURE_USAGE_MS / 60_000} minutes ahead may already be priced by it. List it in the file, or apply the file once it is in force.`,
         );
       }
-      upcoming.push({ kind: 'cancel-price', key, from: describe(row), effectiveFrom: row.effectiveFrom.toISOString(), ref: row.ref });
+      upcoming.push({ kind: 'cancel-price', key, from: describeStored(row), effectiveFrom: row.effectiveFrom.toISOString(), ref: row.ref });
     }
     changes.push(...upcoming.sort((a, b) => Date.parse(a.effectiveFrom!) - Date.parse(b.effectiveFrom!)));
   }
@@ -532,7 +541,6 @@ function refuseDate(item: unknown, field: string) {
 function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigRule[], field: string, plan: string | null, meters: ReadonlySet<string>, now: Date): Change[] {
   const changes: Change[] = [];
   const changed: (RuleCandidate & { index: number })[] = [];
-  const rules = rulesInForce(versions, now);
   const names = new Set<string>();
   for (const [index, rule] of wanted.entries()) {
     if (names.has(rule.name)) throw invalidField(`${field}.${index}.name`, `rule "${rule.name}" is declared twice in the same price book`);
@@ -546,7 +554,11 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
       throw invalidField(`${at}.meterKey`, `no active meter has the key "${rule.meterKey}": declare it under meters (which restores an archived one), or fix the key`);
     }
     // A version archived before its date never takes effect (see tookEffect): it holds nothing back.
-    const scheduled = versions.find((row) => row.name === rule.name && row.effectiveFrom > now && tookEffect(row));
+    const ofName = versions.filter((row) => row.name === rule.name && tookEffect(row));
+    // A version put "from now" just before is the one in force now, not a scheduled one (see concurrentVersionAt).
+    const times = ofName.map((row) => row.effectiveFrom);
+    const present = concurrentVersionAt(now, times) ?? now;
+    const scheduled = ofName.find((row) => row.effectiveFrom > present);
     if (scheduled) {
       throw invalidField(
         at,
@@ -555,7 +567,7 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
           `(archivePriceRule, which stops the scheduled version too) and apply the file again.`,
       );
     }
-    const current = rules.find((candidate) => candidate.name === rule.name);
+    const [current] = rulesInForce(ofName, present);
     // Trimmed: a rule stored through the API may not be, and it matches the same events.
     const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }, config = r.config) =>
       canonical({ type: r.type, meterKey: r.meterKey?.trim(), provider: r.provider, model: r.model?.trim(), config });
@@ -564,7 +576,7 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
     if (!current || comparable(current) !== comparable(rule)) {
       const from = current ? describe(current) : null;
       changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to: describe(rule), detail: rule });
-      changed.push({ index, name: rule.name, type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, effectiveFrom: now });
+      changed.push({ index, name: rule.name, type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, effectiveFrom: followingNow(now, times) });
     }
   }
   const tie = clashAmong(versions, changed);
@@ -616,6 +628,29 @@ function describePrice(change: Extract<Change, { kind: 'add-price' }>): string {
   return `~ price ${change.key} (new version from now${fileDate ? `, not from its file date ${fileDate}` : ''}; earlier events keep the old price)`;
 }
 
+/**
+ * When a price the plan adds "from now" takes effect: `from`, or a millisecond after a version of
+ * the model put "from now" just before (see concurrentVersionAt). That version must be the one
+ * the plan found in force: one written since the plan was made would be overridden unseen, so
+ * the apply is refused (CONFLICT), nothing written, and the file can be planned again.
+ */
+function priceMomentFromNow(change: Extract<Change, { kind: 'add-price' }>, stored: readonly PriceWithRef[], from: Date): Date {
+  const { provider, model } = change.detail;
+  const rows = versionsOfModel(stored, provider, model);
+  const at = followingNow(from, rows.map((row) => row.effectiveFrom));
+  if (at > from) {
+    const current = priceInForce(rows, provider, model, new Date(at.getTime() - 1));
+    if ((current ? describeStored(current) : null) !== change.from) {
+      throw conflict(
+        `A different price for ${change.key} was written from ${current!.effectiveFrom.toISOString()} after this plan was made, and prices in force are history that is kept: ` +
+          'plan the file again to see the change against it.',
+        { field: 'effectiveFrom', models: [change.key] },
+      );
+    }
+  }
+  return at;
+}
+
 /** How long an apply may hold its transaction open. */
 const APPLY_TIMEOUT_MS = 60_000;
 
@@ -636,6 +671,7 @@ export async function applyPricingChanges(services: Services, merchantId: string
       // refuse a change from now. Only a scheduled date is checked as given.
       const from = await effectiveFromNow(tx.client, merchantId, now);
       const rules: RuleInput[] = [];
+      let storedPrices: PriceWithRef[] | undefined;
       for (const change of changes) {
         switch (change.kind) {
           case 'create-meter':
@@ -648,7 +684,12 @@ export async function applyPricingChanges(services: Services, merchantId: string
             // A scheduled date that passed between planning and applying (or that usage already
             // priced has passed) is not backdated either.
             const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
-            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled && scheduled > from ? scheduled : null }, 'config', tx, from);
+            if (scheduled && scheduled > from) {
+              await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled }, 'config', tx, from);
+              break;
+            }
+            storedPrices ??= await services.providerPrices.rowsIn(merchantId, tx);
+            await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: null }, 'config', tx, priceMomentFromNow(change, storedPrices, from));
             break;
           }
           case 'cancel-price':

@@ -9,7 +9,7 @@ import { isUuid } from '../../shared/validation.ts';
 import { priceInForce, validateProviderPrice, withCanonicalRates, withoutOwnerPrefix, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
-import { backdatedPastUsage, effectiveFromNow, latestPricedUsageOf } from './pricing-time.ts';
+import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, followingNow, latestPricedUsageOf } from './pricing-time.ts';
 import { importModelsDevJson } from './models-dev.ts';
 
 /** A price row with where it came from, so every usage event can record which one costed it. */
@@ -47,6 +47,11 @@ export class ProviderPriceService {
 
   rowsFor(merchantId: string): Promise<PriceWithRef[]> {
     return this.cache.get(merchantId, async () => (await this.prisma.providerPrice.findMany({ where: { merchantId } })).map(toPrice));
+  }
+
+  /** The merchant's rows as `tx` reads them (not cached): what a write in it is judged against. */
+  async rowsIn(merchantId: string, tx: PrismaTransaction): Promise<PriceWithRef[]> {
+    return (await tx.client.providerPrice.findMany({ where: { merchantId } })).map(toPrice);
   }
 
   /** The price in force at `at`: the merchant's row for the model when it has one, else the list price. */
@@ -250,19 +255,18 @@ export function resoldBy(provider: string, model: string): { provider: string; m
  * When prices "from now" for `rows`' models take effect: now, or a millisecond after the
  * merchant's latest usage already priced when some is stamped at or after now (usage may be
  * stamped up to MAX_FUTURE_USAGE_MS ahead; see effectiveFromNow), so that no charged event is
- * costed by the new price. A row of one of these models already there at that moment (a price "from
- * now" written just before, moved past the same usage or in the same millisecond) is followed a
+ * costed by the new price. A price "from now" of one of these models written just before (moved
+ * past the same usage, or in the same millisecond; see concurrentVersionAt) is followed a
  * millisecond later, as a new version, rather than taken for a clash (or for the same row).
  */
 async function fromNow(prisma: Pick<PrismaClient, 'providerPrice' | '$queryRaw'>, merchantId: string, now: Date, rows: readonly StoredRow[]): Promise<Date> {
-  let from = await effectiveFromNow(prisma, merchantId, now);
-  for (;;) {
-    const at: Date = from;
-    const keys = new Set(rows.map((row) => rowKey({ ...row, effectiveFrom: at })));
-    const taken = (await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: at } })).some((stored) => keys.has(rowKey(stored)));
-    if (!taken) return from;
-    from = new Date(from.getTime() + 1);
-  }
+  const from = await effectiveFromNow(prisma, merchantId, now);
+  const models = new Set(rows.map(modelKey));
+  const near = await prisma.providerPrice.findMany({
+    where: { merchantId, effectiveFrom: { gte: from, lt: new Date(from.getTime() + CONCURRENT_NOW_MS) } },
+    select: { provider: true, model: true, effectiveFrom: true },
+  });
+  return followingNow(from, near.filter((stored) => models.has(modelKey(stored))).map((stored) => stored.effectiveFrom));
 }
 
 interface StoredRow {
@@ -317,8 +321,9 @@ const raceLost =
   };
 
 /** Rows that price the same calls from the same instant: names match case-insensitively when pricing (priceInForce). */
-const rowKey = (row: { provider: string; model: string; effectiveFrom: Date }) =>
-  `${canonicalProviderId(row.provider).toLowerCase()}\u0000${row.model.trim().toLowerCase()}\u0000${row.effectiveFrom.getTime()}`;
+/** A price's model as rows are matched: the provider's id and the trimmed model name, in any case. */
+const modelKey = (row: { provider: string; model: string }) => `${canonicalProviderId(row.provider).toLowerCase()}\u0000${row.model.trim().toLowerCase()}`;
+const rowKey = (row: { provider: string; model: string; effectiveFrom: Date }) => `${modelKey(row)}\u0000${row.effectiveFrom.getTime()}`;
 
 /** Rates as JSON with sorted keys and no empty values, so equal rates compare equal however they were written. */
 function canonicalRates(rates: unknown): string {

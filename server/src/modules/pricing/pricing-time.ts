@@ -63,6 +63,29 @@ export async function effectiveFromNow(client: RawClient, merchantId: string, no
   return priced ? new Date(priced.getTime() + 1) : now;
 }
 
+/**
+ * The latest of a price's or rule's version `times` from `now` to CONCURRENT_NOW_MS after it, or
+ * null: a version put "from now" just before this change (moved past the same usage stamped
+ * ahead, see effectiveFromNow, or by an instance whose clock runs ahead). A change "from now"
+ * follows it a millisecond later rather than clashing with it, and planning takes it as the
+ * version in force now rather than as one scheduled: otherwise a second change while usage is
+ * stamped ahead would land on the first's moment, and a third would find the second "scheduled".
+ */
+export function concurrentVersionAt(now: Date, times: Iterable<Date>): Date | null {
+  let latest: Date | null = null;
+  for (const time of times) {
+    const ahead = time.getTime() - now.getTime();
+    if (ahead >= 0 && ahead < CONCURRENT_NOW_MS && (!latest || time > latest)) latest = time;
+  }
+  return latest;
+}
+
+/** When a version "from now" takes effect: a millisecond after the one put "from now" just before (see concurrentVersionAt), or `now`. */
+export function followingNow(now: Date, times: Iterable<Date>): Date {
+  const concurrent = concurrentVersionAt(now, times);
+  return concurrent ? new Date(concurrent.getTime() + 1) : now;
+}
+
 /** The VALIDATION error for a change dated at or before `priced`, the time of `usage` ("the customer's latest usage already priced"). */
 export function backdatedPastUsage(usage: string, priced: Date): AppError {
   return invalidField('effectiveFrom', `must be after ${usage} (${priced.toISOString()}): history is never rewritten`);

@@ -80,6 +80,15 @@ describe('a provider price "from now" while usage up to 5 minutes ahead is alrea
     expect(await t.record(t.event(1_000_000, later(ahead, 2)))).toEqual(['3.00']);
   });
 
+  it('follows a price "from now" of an instance whose clock runs ahead, rather than going in before it', async () => {
+    const t = await setup();
+    // Written by an instance 400 ms ahead: it takes effect at that instance's "now".
+    const skewed = await server.services.providerPrices.add(t.merchant.id, price('1', later(new Date(), 400)));
+    const row = await server.services.providerPrices.add(t.merchant.id, price('2'));
+    expect(row.effectiveFrom).toEqual(later(skewed.effectiveFrom, 1));
+    expect((await server.services.providerPrices.priceFor(t.merchant.id, 'custom', 'm', later(new Date(), 60_000)))?.perMillionTokens?.output).toBe('2');
+  });
+
   it('a models.dev import "from now" adds its prices just after that usage, and another import follows it', async () => {
     const t = await setup();
     await server.services.providerPrices.add(t.merchant.id, price('1', SINCE));
