@@ -549,16 +549,22 @@ export class UsageService {
         for (const [index, result] of outcome.value) answers.set(index, result);
         continue;
       }
-      this.logger.error({ err: outcome.reason, merchantId, size: part.length }, 'usage batch part failed; its events were not recorded, the rest were');
-      const error = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', { retryable: true });
-      for (const item of part) answers.set(item.index, { ok: false, error });
+      for (const [index, answer] of notRecorded(this.logger, merchantId, part, outcome.reason)) answers.set(index, answer);
     }
     // A key another customer used earlier in the batch answers from that event (see partitionByCustomer).
+    const unclaimed: Prepared[] = [];
     for (const [item, first] of repeats) {
       const answer = answers.get(first.index)!;
-      if (!answer.ok) answers.set(item.index, answer);
+      // The first recorded nothing (refused, or a CONFLICT with the event stored under the key):
+      // the repeat goes on its own, as it would in a later request, e.g. a retry of that very event.
+      if (!answer.ok) unclaimed.push(item);
       else if (item.billingId && first.billingId) answers.set(item.index, chargedElsewhere(item.billingId, answer.event.id));
       else answers.set(item.index, { ok: false, error: repeatedKey() });
+    }
+    if (unclaimed.length > 0) {
+      for (const [index, answer] of await this.chargeTogether(merchantId, actor, unclaimed).catch((error: unknown) => notRecorded(this.logger, merchantId, unclaimed, error))) {
+        answers.set(index, answer);
+      }
     }
     return answers;
   }
@@ -1106,6 +1112,13 @@ export class UsageService {
     );
   }
 
+}
+
+/** Answers for `items` whose storing failed with `error` while the rest of their request was recorded: retryable, by the same keys. */
+function notRecorded(logger: Logger, merchantId: string, items: readonly Prepared[], error: unknown): Map<number, UsageResult> {
+  logger.error({ err: error, merchantId, size: items.length }, 'usage batch part failed; its events were not recorded, the rest were');
+  const refused = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', { retryable: true });
+  return new Map(items.map((item) => [item.index, { ok: false, error: refused }]));
 }
 
 /**

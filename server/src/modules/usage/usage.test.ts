@@ -709,6 +709,24 @@ describe('POST /v1/usage/batch', () => {
     expect(report.violations).toEqual([]);
   });
 
+  it('a retry after another customer\'s record under its key, in one batch, answers as a retry does alone: a replay of the stored event', async () => {
+    const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+    for (const externalId of ['stored', 'other']) await server.services.customers.create(merchant.id, { externalId });
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10, outputTokens: 5 };
+    const [first] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: 'stored', idempotencyKey: 'k', usage }]);
+    expect(first).toMatchObject({ ok: true, replayed: false });
+    const events = () => server.services.db.withConnection((c) => c.query<{ n: number }>('SELECT count(*)::int AS n FROM usage_events WHERE merchant_id = $1', [merchant.id]));
+    const before = await events();
+    // The other customer's record goes first (CONFLICT with the stored event); the retry must not take that answer.
+    const results = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [
+      { customer: 'other', idempotencyKey: 'k', usage },
+      { customer: 'stored', idempotencyKey: 'k', usage },
+      { customer: 'other', idempotencyKey: 'k', usage },
+    ]);
+    expect(results.map((r) => (r.ok ? `${r.replayed ? 'replay of' : 'new'} ${r.event.id}` : r.error.code))).toEqual(['CONFLICT', `replay of ${first!.ok && first!.event.id}`, 'CONFLICT']);
+    expect(await events()).toEqual(before);
+  });
+
   it('when one part of a large batch cannot be stored, its events answer "not recorded", the rest are charged, and a retry completes it', async () => {
     const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
     // Two customers in each of two charge lanes (a customer's lane follows from its id).
