@@ -1050,7 +1050,7 @@ describe('subscriptions', () => {
       await ok(a.merchant.secret, 'mutation ($id: ID!) { updateCustomer(id: $id, input: { name: "y renamed" }) { id } }', { id: a.y.id });
       await ok(a.merchant.secret, 'mutation ($id: ID!) { grantCredits(input: { customerId: $id, amount: "1", kind: PROMOTIONAL, idempotencyKey: "sub-x" }) { replayed } }', { id: a.x.id });
       await ok(a.merchant.secret, 'mutation ($id: ID!) { updateCustomer(id: $id, input: { name: "x renamed" }) { id } }', { id: a.x.id });
-      const timeout = () => new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no event within 5 s')), 5000));
+      const timeout = () => new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no event within 15 s')), 15_000));
       const pushedBalance = (await Promise.race([balanceNext, timeout()])).value as { data: any; errors?: unknown };
       const pushedCustomer = (await Promise.race([customerNext, timeout()])).value as { data: any; errors?: unknown };
       expect(pushedBalance.errors).toBeUndefined();

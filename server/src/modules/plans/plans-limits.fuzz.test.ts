@@ -35,7 +35,8 @@ import { ERROR_CODES } from '../../shared/errors.ts';
  * The brief's "included credits granted once per period" has no plan field behind it here: plans
  * carry no included credit, so it is fuzzed as PLAN_INCLUDED grants under a per-month idempotency key.
  *
- * Knobs (environment): FUZZ_RUNS, FUZZ_RUNS_BAD, FUZZ_RUNS_TIERED, FUZZ_SEED, FUZZ_SHRINK=1, FUZZ_STATS=1, FUZZ_TIMEOUT_MS.
+ * Knobs (environment): FUZZ_RUNS, FUZZ_RUNS_BAD, FUZZ_RUNS_TIERED, FUZZ_SEED, FUZZ_SHRINK=1, FUZZ_STATS=1,
+ * FUZZ_TIME_LIMIT_MS (no run starts past it), FUZZ_TIMEOUT_MS (each test's timeout).
  */
 
 // ------------------------------------------------------------------ server and clock
@@ -893,7 +894,10 @@ const fuzzOptions = (runs: number) => ({
   numRuns: Number(process.env.FUZZ_RUNS ?? runs),
   seed: process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined,
   endOnFailure: process.env.FUZZ_SHRINK !== '1',
+  // Runs stop starting past this (a loaded machine runs fewer of them), within the test's timeout.
+  interruptAfterTimeLimit: Number(process.env.FUZZ_TIME_LIMIT_MS ?? 25_000),
 });
+const TEST_TIMEOUT_MS = Number(process.env.FUZZ_TIMEOUT_MS ?? 120_000);
 
 describe('plans and spend limits fuzz', () => {
   it('random sequences of plan changes, limits, grants and usage keep every documented property', async () => {
@@ -901,7 +905,7 @@ describe('plans and spend limits fuzz', () => {
       await runSequence(setup, ops);
     }), fuzzOptions(30));
     if (process.env.FUZZ_STATS) console.log([...stats].sort().map(([outcome, n]) => `${outcome}: ${n}`).join('\n'));
-  }, Number(process.env.FUZZ_TIMEOUT_MS ?? 60_000));
+  }, TEST_TIMEOUT_MS);
 
   it('malformed inputs are refused as VALIDATION or NOT_FOUND, and write nothing', async () => {
     const warmUp = fc.array(fc.oneof(
@@ -910,12 +914,12 @@ describe('plans and spend limits fuzz', () => {
       fc.record({ t: fc.constant('setLimit' as const), c: fc.constantFrom<CustRef>(0, 1, 2), amount: fc.constantFrom<unknown>('1', '0.5'), currency: fc.constant(undefined) }),
     ), { maxLength: 4 });
     await fc.assert(fc.asyncProperty(setupArb, warmUp, fc.array(malformedArb, { minLength: 1, maxLength: 12 }), runMalformed), { ...fuzzOptions(8), numRuns: Number(process.env.FUZZ_RUNS_BAD ?? 8) });
-  }, Number(process.env.FUZZ_TIMEOUT_MS ?? 60_000));
+  }, TEST_TIMEOUT_MS);
 
   it('tiered prices across plan changes: every month total priced exactly once, nothing re-priced, nothing paid back beyond what was paid', async () => {
     const paid = fc.array(fc.constantFrom('0', '3', '50'), { minLength: 2, maxLength: 2 });
     await fc.assert(fc.asyncProperty(paid, fc.array(tieredOpArb, { minLength: 1, maxLength: 30, size: 'max' }), runTiered), { ...fuzzOptions(12), numRuns: Number(process.env.FUZZ_RUNS_TIERED ?? 12) });
-  }, Number(process.env.FUZZ_TIMEOUT_MS ?? 60_000));
+  }, TEST_TIMEOUT_MS);
 });
 
 // ------------------------------------------------------------------ tiered prices across plan changes: invariants
