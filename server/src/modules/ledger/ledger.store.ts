@@ -670,12 +670,14 @@ export class LedgerStore {
       // orders would each wait on the other's uncommitted row (a deadlock).
       const missing = unique.filter((key) => !this.knownWallets.has(walletKeyOf(key))).sort(byWalletKey);
       if (missing.length > 0) {
-        // RETURNING names only the rows this transaction inserted, not those another one had.
+        // RETURNING names only the rows this transaction inserted, not those another one had. No
+        // conflict target: a wallet's id follows from (customer, currency), so a concurrent insert
+        // of it clashes on the primary key as well, which a (customer_id, currency) target would raise.
         inserted = await tx.query<{ id: string }>(
           `INSERT INTO wallets (id, merchant_id, customer_id, currency, updated_at)
            SELECT u.id, u.merchant_id, u.customer_id, u.currency, $5
            FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS u(id, merchant_id, customer_id, currency)
-           ON CONFLICT (customer_id, currency) DO NOTHING
+           ON CONFLICT DO NOTHING
            RETURNING id`,
           [
             pgArrayOf(missing, (key) => walletIdOf(key.customerId, key.currency)),

@@ -39,6 +39,20 @@ async function waitForLockWait(client: pg.Client): Promise<void> {
 }
 
 describe('creating wallets', () => {
+  it('a wallet created by several requests at the same moment is created once, and none of them fails', async () => {
+    const { merchant } = await runtime.services.merchants.create({ name: 'wallet race' });
+    // The race is inside one INSERT (both find no row, both insert), so it is tried many times over.
+    const failures: unknown[] = [];
+    for (let round = 0; round < 40; round++) {
+      const customerId = (await runtime.services.customers.create(merchant.id, { externalId: `race-${round}` })).id;
+      const settled = await Promise.allSettled(Array.from({ length: 8 }, () => runtime.services.ledger.setOverdraftLimit(merchant.id, customerId, 'USD', 3_000_000_000n)));
+      failures.push(...settled.filter((one) => one.status === 'rejected').map((one) => (one as PromiseRejectedResult).reason));
+    }
+    expect(failures).toEqual([]);
+    const wallets = await db.withConnection((c) => c.query<{ n: number }>('SELECT count(*)::int AS n FROM wallets WHERE merchant_id = $1', [merchant.id]));
+    expect(wallets[0]!.n).toBe(40);
+  });
+
   it('waits for a wallet another transaction is creating without holding one that transaction needs next', async () => {
     const { merchant } = await runtime.services.merchants.create({ name: 'wallet order' });
     const ids = [(await runtime.services.customers.create(merchant.id, { externalId: 'a' })).id, (await runtime.services.customers.create(merchant.id, { externalId: 'b' })).id].sort();
