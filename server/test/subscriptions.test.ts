@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startTestServer, waitForSubscribers, type TestServer } from './server.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
-import { walletTopic } from '../src/modules/ledger/ledger.service.ts';
+import { walletTopic, type BalanceEvent } from '../src/modules/ledger/ledger.service.ts';
 
 /** graphql-ws on the same port and path as HTTP, with the same auth and tenancy. */
 let server: TestServer;
@@ -83,6 +83,73 @@ describe('balanceUpdated subscription', () => {
     await waitForSubscribers(server, topic, 3);
     await client.dispose();
     await waitForSubscribers(server, topic, 0);
+  });
+});
+
+describe('balanceUpdated across instances', () => {
+  it('an event arriving after a newer state (instances publish on their own) shows the newer figures, so the last pushed is the wallet as it is', async () => {
+    const customer = (await server.services.customers.create(merchant.id, { externalId: 'ordered-wallet' })).id;
+    const topic = walletTopic(customer);
+    const client = connect(merchant.secret);
+    const iterator = client.iterate<{ balanceUpdated: { balance: { amount: string }; transactionIds: string[] } }>({
+      query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { balance { amount } transactionIds } }', variables: { id: customer },
+    });
+    const pushed: { balance: string; transactionIds: string[] }[] = [];
+    const reading = (async () => {
+      for await (const result of iterator) {
+        const event = result.data!.balanceUpdated;
+        pushed.push({ balance: event.balance.amount, transactionIds: event.transactionIds });
+        if (pushed.length === 4) break;
+      }
+    })();
+    await waitForSubscribers(server, topic, 1);
+    // What an instance publishes after each commit, captured on their way out.
+    const published: BalanceEvent[] = [];
+    const publish = server.services.pubsub.publish.bind(server.services.pubsub);
+    server.services.pubsub.publish = (to, payload) => {
+      if (to === topic) published.push(payload as BalanceEvent);
+      publish(to, payload);
+    };
+    try {
+      const grant = (amount: string, key: string) =>
+        server.graphql('mutation ($i: GrantCreditsInput!) { grantCredits(input: $i) { replayed } }', { i: { customerId: customer, amount, kind: 'PAID', idempotencyKey: key } }, merchant.secret);
+      await grant('1', 'g1');
+      await grant('2', 'g2');
+      // As if another instance's events arrived late: the first grant's, and a change that posted nothing.
+      publish(topic, published[0]!);
+      publish(topic, { ...published[0]!, transactionIds: [] });
+      await grant('4', 'g3');
+      await reading;
+    } finally {
+      server.services.pubsub.publish = publish;
+    }
+    expect(published.map((event) => BigInt(event.version))).toEqual([1n, 2n, 3n]);
+    expect(pushed).toEqual([
+      { balance: '1.00', transactionIds: published[0]!.transactionIds },
+      { balance: '3.00', transactionIds: published[1]!.transactionIds },
+      // The late one keeps its transaction, with the wallet as it is; the late one without any is dropped.
+      { balance: '3.00', transactionIds: published[0]!.transactionIds },
+      { balance: '7.00', transactionIds: published[2]!.transactionIds },
+    ]);
+  });
+
+  it('raises the wallet version with every change an event shows: credit, a hold, a release, a limit', async () => {
+    const customer = (await server.services.customers.create(merchant.id, { externalId: 'versioned-wallet' })).id;
+    const version = async () => (await server.services.ledgerQueries.wallet(merchant.id, customer, 'USD')).version;
+    const system = { kind: 'system' as const, apiKeyId: null };
+    const seen = [await version()];
+    await server.services.ledger.grantCredits(merchant.id, system, { customerId: customer, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: 'v-grant' });
+    seen.push(await version());
+    const { hold } = await server.services.ledger.createHold(merchant.id, system, { customerId: customer, currency: 'USD', amountNanos: 1_000_000_000n, ttlSeconds: 60, idempotencyKey: 'v-hold' });
+    seen.push(await version());
+    await server.services.ledger.releaseHold(merchant.id, system, hold.id);
+    seen.push(await version());
+    await server.services.ledger.setOverdraftLimit(merchant.id, customer, 'USD', 2_000_000_000n);
+    seen.push(await version());
+    // A replay changes nothing.
+    await server.services.ledger.grantCredits(merchant.id, system, { customerId: customer, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: 'v-grant' });
+    seen.push(await version());
+    expect(seen).toEqual([0n, 1n, 2n, 3n, 4n, 4n]);
   });
 });
 

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import type { Database } from '../../shared/db/database.ts';
 import { InMemoryPubSub } from '../../shared/pubsub.ts';
-import { walletTopic } from '../ledger/ledger.service.ts';
+import { formatNanos } from '../../shared/money.ts';
+import { walletTopic, type BalanceEvent } from '../ledger/ledger.service.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { BalanceCache } from './balance-cache.ts';
 
@@ -55,6 +56,42 @@ describe('BalanceCache', () => {
       await until(async () => (await cache.get(customerId, 'USD')).overdraftLimit === 2_000_000_000n);
       expect(reads()).toBe(1);
     } finally {
+      cache.close();
+    }
+  });
+
+  it('ignores an event of an older wallet state arriving late (from another instance), and one older than what it read', async () => {
+    const cache = new BalanceCache(server.services.db, server.services.pubsub);
+    const published: BalanceEvent[] = [];
+    const pubsub = server.services.pubsub;
+    const publish = pubsub.publish.bind(pubsub);
+    try {
+      const { merchantId, customerId } = await customerWith(5_000_000_000n);
+      pubsub.publish = (topic, payload) => {
+        if (topic === walletTopic(customerId)) published.push(payload as BalanceEvent);
+        publish(topic, payload);
+      };
+      // Events are taken in order: once a marker in another currency shows, those before it were dealt with.
+      const marked = async (available: string) => {
+        publish(walletTopic(customerId), { customerId, currency: 'EUR', walletId: 'e', balance: available, available, overdraftLimit: '0.00', transactionIds: [], version: '1' });
+        await until(async () => formatNanos((await cache.get(customerId, 'EUR')).available) === available);
+      };
+      expect(await cache.get(customerId, 'USD')).toMatchObject({ available: 5_000_000_000n });
+      // A state older than the wallet read (version 1, the seed grant's), arriving after the read.
+      publish(walletTopic(customerId), { customerId, currency: 'USD', walletId: 'w', balance: '1.00', available: '1.00', overdraftLimit: '0.00', transactionIds: [], version: '0' });
+      await marked('8.00');
+      expect(await cache.get(customerId, 'USD')).toMatchObject({ available: 5_000_000_000n });
+      const grant = (idempotencyKey: string) => server.services.ledger.grantCredits(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountNanos: 1_000_000_000n, kind: 'PAID', idempotencyKey });
+      await grant('g1');
+      await until(async () => (await cache.get(customerId, 'USD')).available === 6_000_000_000n);
+      await grant('g2');
+      await until(async () => (await cache.get(customerId, 'USD')).available === 7_000_000_000n);
+      // The first grant's event again, after the second's.
+      publish(walletTopic(customerId), published[0]!);
+      await marked('9.00');
+      expect(await cache.get(customerId, 'USD')).toMatchObject({ available: 7_000_000_000n });
+    } finally {
+      pubsub.publish = publish;
       cache.close();
     }
   });

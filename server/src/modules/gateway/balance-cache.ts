@@ -16,6 +16,8 @@ interface Entry extends Spendable {
   balance: bigint;
   /** Epoch ms of the earliest expiry among the credit counted in `available`: stale from then on. */
   staleAt: number;
+  /** The wallet version the entry shows (BalanceEvent.version): an event of an older one, arriving late from another instance, is ignored. */
+  version: bigint | null;
 }
 
 interface Watch {
@@ -142,8 +144,8 @@ export class BalanceCache {
       // the wallet's lock will keep for pending holds (keepForHolds in ledger.store.ts): that is
       // counted in `held` already, so it must not count as expired too. Credit kept for a hold
       // that has ended is expired.
-      sql.query<{ balance: string; overdraft_limit: string; held: string; due_own: string; lasting: string; live_kept: string; ended_kept: string; next_expiry: string | null }>(
-        `SELECT w.balance::text AS balance, w.overdraft_limit::text AS overdraft_limit,
+      sql.query<{ balance: string; overdraft_limit: string; version: string; held: string; due_own: string; lasting: string; live_kept: string; ended_kept: string; next_expiry: string | null }>(
+        `SELECT w.balance::text AS balance, w.overdraft_limit::text AS overdraft_limit, w.version::text AS version,
            coalesce((SELECT sum(h.amount - h.captured_amount) FROM holds h
                      WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > now()), 0)::text AS held,
            coalesce(g.due_own, 0)::text AS due_own, coalesce(g.lasting, 0)::text AS lasting,
@@ -174,6 +176,7 @@ export class BalanceCache {
       loadedAt: Date.now(),
       balance: row ? BigInt(row.balance) - expired : 0n,
       staleAt: row?.next_expiry ? Number(row.next_expiry) : Infinity,
+      version: row ? BigInt(row.version) : null,
     };
     // Kept only when no event can have been missed since the subscription was confirmed.
     if (epoch !== null && epoch === this.epoch && watch.subscribedIn === epoch) watch.entries.set(currency, entry);
@@ -196,6 +199,8 @@ function expiredOf(row: { held: string; due_own: string; lasting: string; live_k
 function applyEvent(watch: Watch, event: BalanceEvent): void {
   if (typeof event.available !== 'string' || typeof event.currency !== 'string') return;
   const previous = watch.entries.get(event.currency);
+  const version = typeof event.version === 'string' ? BigInt(event.version) : null;
+  if (version !== null && previous?.version != null && version < previous.version) return;
   // Read without the input limit (parseDecimalNanos'): a wallet may hold more than a caller may send at once.
   const balance = typeof event.balance === 'string' ? parseFormattedNanos(event.balance) : (previous?.balance ?? 0n);
   watch.entries.set(event.currency, {
@@ -206,5 +211,6 @@ function applyEvent(watch: Watch, event: BalanceEvent): void {
     // The ledger settles due grants before it publishes, so the event's figure is current; but
     // credit it adds may expire sooner than what the entry knew of: read its expiry on next use.
     staleAt: !previous || balance > previous.balance ? 0 : previous.staleAt,
+    version,
   });
 }

@@ -9,7 +9,7 @@ import { requireUuid } from '../../shared/validation.ts';
 import { CONSUMPTION_KEYS, type ConsumptionKey } from './ledger.planner.ts';
 import type { WalletView, TransactionFilter } from './ledger.queries.ts';
 import type { HoldRecord } from './ledger.holds.ts';
-import { walletTopic, type Actor, type BalanceEvent, type PostedTransaction } from './ledger.service.ts';
+import { inVersionOrder, walletTopic, type Actor, type BalanceEvent, type PostedTransaction } from './ledger.service.ts';
 
 // ------------------------------------------------------------------ helpers
 
@@ -540,26 +540,36 @@ builder.subscriptionField('balanceUpdated', (t) =>
       const customerId = await ctx.services.ledger.assertCustomer(merchantId, String(args.customerId));
       const currency = args.currency ? currencyArg(args.currency) : null;
       const events = ctx.services.pubsub.subscribe(walletTopic(customerId));
-      return filterEvents(events, (event) => currency === null || event.currency === currency);
+      // Events of one wallet published by two instances may cross on the way: one arriving after
+      // a newer state shows the newer figures (see inVersionOrder), so the last pushed is the wallet as it is.
+      const newest = new Map<string, BalanceEvent>();
+      return selectEvents(events, (event) =>
+        currency === null || event.currency === currency ? inVersionOrder(event as unknown as BalanceEvent, newest) : null);
     },
     resolve: (event, _args, ctx) => ({ ...(event as unknown as BalanceEvent), merchantId: merchantIdOf(ctx) }),
   }),
 );
 
 /**
- * The events `keep` passes. A plain iterator, not an async generator: a generator waiting for its
- * next event queues `return()` until one comes, so a subscription completed (or a socket closed)
- * on a quiet wallet kept its listener, and its Redis channel, until the wallet next changed.
+ * The events `pick` answers for (what it answers; null skips one). A plain iterator, not an async
+ * generator: a generator waiting for its next event queues `return()` until one comes, so a
+ * subscription completed (or a socket closed) on a quiet wallet kept its listener, and its Redis
+ * channel, until the wallet next changed.
  */
-function filterEvents<T>(events: AsyncIterableIterator<T>, keep: (event: T) => boolean): AsyncIterableIterator<T> {
+function selectEvents<T, U>(events: AsyncIterableIterator<T>, pick: (event: T) => U | null): AsyncIterableIterator<U> {
   return {
-    async next() {
+    async next(): Promise<IteratorResult<U>> {
       for (;;) {
         const result = await events.next();
-        if (result.done || keep(result.value)) return result;
+        if (result.done) return { done: true, value: undefined };
+        const picked = pick(result.value);
+        if (picked !== null) return { done: false, value: picked };
       }
     },
-    return: async () => (await events.return?.()) ?? { value: undefined, done: true },
+    async return(): Promise<IteratorResult<U>> {
+      await events.return?.();
+      return { value: undefined, done: true };
+    },
     [Symbol.asyncIterator]() {
       return this;
     },

@@ -4,7 +4,7 @@ import { ATTOS_PER_NANO, formatNanos, parseDecimalAttos, parseDecimalNanos } fro
 import { creditLegs, creditToKeep, fitsDebit, keptFor, planCredit, planDebit, sortGrants, type GrantState, type WalletState } from './ledger.planner.ts';
 
 const wallet = (overrides: Partial<WalletState> = {}): WalletState => ({
-  id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, grants: [], ...overrides,
+  id: 'w', balance: 0n, carry: 0n, overdraftLimit: 0n, held: 0n, version: 0n, grants: [], ...overrides,
 });
 
 const grant = (id: string, remaining: bigint, overrides: Partial<GrantState> = {}): GrantState => ({
@@ -97,7 +97,7 @@ describe('credits against the carry', () => {
   it('charges and credits of sub-nano amounts in any order sum exactly', () => {
     fc.assert(
       fc.property(fc.array(fc.bigInt({ min: -(10n ** 12n), max: 10n ** 12n }).filter((n) => n !== 0n), { maxLength: 60 }), (moves) => {
-        let state: WalletState = { id: 'w', balance: 0n, carry: 0n, overdraftLimit: 10n ** 9n, held: 0n, grants: [] };
+        let state: WalletState = { id: 'w', balance: 0n, carry: 0n, overdraftLimit: 10n ** 9n, held: 0n, version: 0n, grants: [] };
         for (const attos of moves) {
           if (attos > 0n) {
             const plan = planDebit(state, attos, { allowOverdraft: true, ignoreLimits: true });

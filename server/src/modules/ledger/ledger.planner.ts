@@ -36,6 +36,8 @@ export interface WalletState {
   overdraftLimit: bigint;
   /** Reserved by pending holds. */
   held: bigint;
+  /** Raised by every transaction that changes the wallet: orders its balance events (see BalanceEvent.version). */
+  version: bigint;
   grants: GrantState[];
 }
 

@@ -49,6 +49,30 @@ export interface BalanceEvent {
   /** How far below zero the wallet may go (the overage allowance), so a reader can tell what is spendable. */
   overdraftLimit: string;
   transactionIds: string[];
+  /**
+   * The wallet's version after the change (a decimal string; see WalletState.version). Instances
+   * publish on their own, so events of one wallet may arrive out of order: a lower version than
+   * one already seen is an older state (an equal one, the same state announced again).
+   */
+  version: string;
+}
+
+/**
+ * `event` as a subscriber that already had the events in `newest` (the latest of each wallet, by
+ * version) should get it: as it is when it is the newest; when it arrived after a newer one, with
+ * the newer one's figures, so the last event pushed still shows the wallet as it is and the
+ * transactions it posted are not lost; or null, when it posted none (its change is superseded).
+ */
+export function inVersionOrder(event: BalanceEvent, newest: Map<string, BalanceEvent>): BalanceEvent | null {
+  // An event without a version (from an instance before it) is taken as it comes.
+  if (typeof event.version !== 'string') return event;
+  const latest = newest.get(event.walletId);
+  if (!latest || BigInt(event.version) >= BigInt(latest.version)) {
+    newest.set(event.walletId, event);
+    return event;
+  }
+  if (event.transactionIds.length === 0) return null;
+  return { ...event, balance: latest.balance, available: latest.available, overdraftLimit: latest.overdraftLimit, version: latest.version };
 }
 
 export interface DebitInput {
@@ -861,6 +885,7 @@ export class LedgerService {
       available: formatNanos(state.balance - state.held),
       overdraftLimit: formatNanos(state.overdraftLimit),
       transactionIds: posted.map((transaction) => transaction.id),
+      version: state.version.toString(),
     };
     this.pubsub.publish(walletTopic(customerId), event);
   }

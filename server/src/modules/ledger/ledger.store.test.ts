@@ -12,6 +12,7 @@ function walletWith(accountId: () => Promise<string>) {
     balance: 100n,
     carry: 0n,
     overdraftLimit: 0n,
+    version: 0n,
     held: 0n,
     grants: [
       { id: 'grant-a', kind: 'PROMOTIONAL', remaining: 40n, priority: 0, expiresAt: null, createdAt: new Date(0), holdId: null, holdLive: false },

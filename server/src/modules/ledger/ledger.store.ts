@@ -169,7 +169,17 @@ export class WalletTransaction {
     readonly currency: string,
     readonly state: WalletState,
     private readonly consumptionOrder: readonly ConsumptionKey[],
-  ) {}
+  ) {
+    this.shownAtLock = shownOf(state);
+  }
+
+  /** What a balance event shows of the wallet as it was locked (see changedSinceLocked). */
+  private readonly shownAtLock: string;
+
+  /** Whether this batch changed what a balance event shows (balance, held, overdraft limit), or posted to it. */
+  changedSinceLocked(): boolean {
+    return this.posted.length > 0 || this.heldChanged || shownOf(this.state) !== this.shownAtLock;
+  }
 
   get tx(): SqlExecutor {
     return this.batch.tx;
@@ -353,6 +363,8 @@ export class WalletTransaction {
   }
 }
 
+const shownOf = (state: WalletState) => `${state.balance}:${state.held}:${state.overdraftLimit}`;
+
 /**
  * Several locked wallets in one database transaction. Reads were done up front in one
  * statement; writes are collected and flushed as one statement before COMMIT.
@@ -495,11 +507,17 @@ export class LedgerBatch {
           ${array(updates.map(([id]) => (this.expiredGrants.has(id) ? this.now : null)))}::timestamptz[]) AS u(id, remaining, expired_at)
         WHERE g.id = u.id)`);
     }
+    // Every wallet this batch changed gets a new version, those whose holds or limit alone changed
+    // (written straight through tx) too: its balance event carries it, so a subscriber can tell an
+    // event that arrives after a newer one (instances publish independently; see inVersionOrder).
+    for (const wallet of this.wallets.values()) if (wallet.changedSinceLocked()) this.dirtyWallets.add(wallet);
     const wallets = [...this.dirtyWallets];
+    for (const wallet of wallets) wallet.state.version += 1n;
     const finalStatement = wallets.length
-      ? `UPDATE wallets w SET balance = u.balance, fraction_carry = u.carry, updated_at = ${now}
+      ? `UPDATE wallets w SET balance = u.balance, fraction_carry = u.carry, version = u.version, updated_at = ${now}
          FROM unnest(${array(wallets.map((w) => w.state.id))}::uuid[], ${array(wallets.map((w) => w.state.balance.toString()))}::bigint[],
-           ${array(wallets.map((w) => w.state.carry.toString()))}::bigint[]) AS u(id, balance, carry) WHERE w.id = u.id`
+           ${array(wallets.map((w) => w.state.carry.toString()))}::bigint[], ${array(wallets.map((w) => w.state.version.toString()))}::bigint[])
+           AS u(id, balance, carry, version) WHERE w.id = u.id`
       // Names $1 (the time) as every other statement does: a batch that only marked a used-up
       // grant expired sends the time unused otherwise, and PostgreSQL refuses a parameter it cannot type.
       : `SELECT ${now}::timestamptz`;
@@ -543,6 +561,7 @@ interface WalletRow {
   balance: string;
   carry: string;
   overdraft_limit: string;
+  version: string;
 }
 
 interface StateRow {
@@ -689,7 +708,8 @@ export class LedgerStore {
         );
       }
       const walletRows = await tx.query<WalletRow>(
-        `SELECT id, customer_id, currency, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit
+        `SELECT id, customer_id, currency, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit,
+           version::text AS version
          FROM wallets WHERE (customer_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
          ORDER BY id FOR UPDATE`,
         [pgArrayOf(unique, (key) => key.customerId), pgArrayOf(unique, (key) => key.currency)],
@@ -735,6 +755,7 @@ export class LedgerStore {
           carry: BigInt(row.carry),
           overdraftLimit: BigInt(row.overdraft_limit),
           held: heldBy.get(row.id) ?? 0n,
+          version: BigInt(row.version),
           grants: sortGrants(
             (grantsBy.get(row.id) ?? []).map((grant) => ({
               id: grant.id,

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "wallets" ADD COLUMN     "version" BIGINT NOT NULL DEFAULT 0;
