@@ -170,15 +170,16 @@ export class WalletTransaction {
     readonly state: WalletState,
     private readonly consumptionOrder: readonly ConsumptionKey[],
   ) {
-    this.shownAtLock = shownOf(state);
+    this.atLock = { balance: state.balance, held: state.held, overdraftLimit: state.overdraftLimit };
   }
 
   /** What a balance event shows of the wallet as it was locked (see changedSinceLocked). */
-  private readonly shownAtLock: string;
+  private readonly atLock: Pick<WalletState, 'balance' | 'held' | 'overdraftLimit'>;
 
   /** Whether this batch changed what a balance event shows (balance, held, overdraft limit), or posted to it. */
   changedSinceLocked(): boolean {
-    return this.posted.length > 0 || this.heldChanged || shownOf(this.state) !== this.shownAtLock;
+    const { balance, held, overdraftLimit } = this.state;
+    return this.posted.length > 0 || this.heldChanged || balance !== this.atLock.balance || held !== this.atLock.held || overdraftLimit !== this.atLock.overdraftLimit;
   }
 
   get tx(): SqlExecutor {
@@ -362,8 +363,6 @@ export class WalletTransaction {
     return this.state.grants.find((grant) => grant.id === grantId)?.remaining ?? 0n;
   }
 }
-
-const shownOf = (state: WalletState) => `${state.balance}:${state.held}:${state.overdraftLimit}`;
 
 /**
  * Several locked wallets in one database transaction. Reads were done up front in one
