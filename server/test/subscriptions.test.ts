@@ -91,14 +91,14 @@ describe('balanceUpdated across instances', () => {
     const customer = (await server.services.customers.create(merchant.id, { externalId: 'ordered-wallet' })).id;
     const topic = walletTopic(customer);
     const client = connect(merchant.secret);
-    const iterator = client.iterate<{ balanceUpdated: { balance: { amount: string }; transactionIds: string[] } }>({
-      query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { balance { amount } transactionIds } }', variables: { id: customer },
+    const iterator = client.iterate<{ balanceUpdated: { balance: { amount: string }; transactionIds: string[]; version: string | null } }>({
+      query: 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { balance { amount } transactionIds version } }', variables: { id: customer },
     });
-    const pushed: { balance: string; transactionIds: string[] }[] = [];
+    const pushed: { balance: string; transactionIds: string[]; version: string | null }[] = [];
     const reading = (async () => {
       for await (const result of iterator) {
         const event = result.data!.balanceUpdated;
-        pushed.push({ balance: event.balance.amount, transactionIds: event.transactionIds });
+        pushed.push({ balance: event.balance.amount, transactionIds: event.transactionIds, version: event.version });
         if (pushed.length === 4) break;
       }
     })();
@@ -125,17 +125,25 @@ describe('balanceUpdated across instances', () => {
     }
     expect(published.map((event) => BigInt(event.version))).toEqual([1n, 2n, 3n]);
     expect(pushed).toEqual([
-      { balance: '1.00', transactionIds: published[0]!.transactionIds },
-      { balance: '3.00', transactionIds: published[1]!.transactionIds },
-      // The late one keeps its transaction, with the wallet as it is; the late one without any is dropped.
-      { balance: '3.00', transactionIds: published[0]!.transactionIds },
-      { balance: '7.00', transactionIds: published[2]!.transactionIds },
+      { balance: '1.00', transactionIds: published[0]!.transactionIds, version: '1' },
+      { balance: '3.00', transactionIds: published[1]!.transactionIds, version: '2' },
+      // The late one keeps its transaction, with the wallet as it is (and its version); the late one without any is dropped.
+      { balance: '3.00', transactionIds: published[0]!.transactionIds, version: '2' },
+      { balance: '7.00', transactionIds: published[2]!.transactionIds, version: '3' },
     ]);
+    // A query shows the version of the state it read, comparable with the pushes'.
+    const read = await server.graphql<{ wallet: { version: string; balance: { amount: string } } }>(
+      'query ($id: ID!) { wallet(customerId: $id) { version balance { amount } } }', { id: customer }, merchant.secret);
+    expect(read.data!.wallet).toEqual({ version: '3', balance: { amount: '7.00' } });
   });
 
   it('raises the wallet version with every change an event shows: credit, a hold, a release, a limit', async () => {
     const customer = (await server.services.customers.create(merchant.id, { externalId: 'versioned-wallet' })).id;
-    const version = async () => (await server.services.ledgerQueries.wallet(merchant.id, customer, 'USD')).version;
+    // Through the API, as a client merging a query with pushes reads it.
+    const version = async () => {
+      const read = await server.graphql<{ wallet: { version: string } }>('query ($id: ID!) { wallet(customerId: $id) { version } }', { id: customer }, merchant.secret);
+      return BigInt(read.data!.wallet.version);
+    };
     const system = { kind: 'system' as const, apiKeyId: null };
     const seen = [await version()];
     await server.services.ledger.grantCredits(merchant.id, system, { customerId: customer, currency: 'USD', amountNanos: 5_000_000_000n, kind: 'PAID', idempotencyKey: 'v-grant' });

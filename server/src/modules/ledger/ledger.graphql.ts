@@ -193,6 +193,10 @@ const WalletRef = builder.objectRef<WalletView>('Wallet').implement({
       },
       { name: 'WalletTransactionConnection', fields: (t) => ({ totalCount: t.int({ resolve: totalCountOf }) }) },
     ),
+    version: t.string({
+      description: 'Raised by every change to the wallet (balance, holds, overdraft limit), as a decimal integer: of two readings, a query\'s or a pushed balanceUpdated, the higher version is the newer state.',
+      resolve: (w) => w.version.toString(),
+    }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
   }),
 });
@@ -292,6 +296,12 @@ const BalanceUpdateRef = builder.objectRef<BalanceEvent & { merchantId: string }
     balance: t.field({ type: MoneyRef, resolve: (e) => money(parseFormattedNanos(e.balance), e.currency) }),
     available: t.field({ type: MoneyRef, resolve: (e) => money(parseFormattedNanos(e.available), e.currency) }),
     transactionIds: t.idList({ resolve: (e) => e.transactionIds }),
+    version: t.string({
+      nullable: true,
+      description:
+        "The wallet's version the figures show (see Wallet.version): a client merging a wallet query with these pushes keeps whichever is higher. Null only from a server instance older than this field.",
+      resolve: (e) => (typeof e.version === 'string' ? e.version : null),
+    }),
     wallet: t.field({ type: WalletRef, resolve: (e, _args, ctx) => ctx.services.ledgerQueries.wallet(e.merchantId, e.customerId, e.currency) }),
   }),
 });
