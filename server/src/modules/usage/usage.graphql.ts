@@ -57,6 +57,10 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
       resolve: (e) => e.shortfallSettled,
     }),
     estimated: t.exposeBoolean('estimated', { description: 'The stream ended before the provider reported usage; the charge is an estimate.' }),
+    incomplete: t.exposeBoolean('incomplete', {
+      description:
+        "The provider's response ended before it reported usage (a stream cut short, a body that could not be read). Charged by the merchant's incompleteStreamPolicy: on an estimate (`estimated`), or not at all (NOT_BILLABLE).",
+    }),
     ledgerTransactionId: t.exposeID('ledgerTransactionId', { nullable: true }),
     charges: t.field({
       type: [UsageChargeRef],

@@ -93,7 +93,7 @@ function present(result: UsageResult, index?: number, iso: (time: Date) => strin
   // The charge lines are left to GraphQL (UsageEvent.charges): the answer stays as small as before.
   const event = {
     id: e.id, customerId: e.customerId, idempotencyKey: e.idempotencyKey, occurredAt: iso(e.occurredAt), status: e.status, provider: e.provider, model: e.model,
-    currency: e.currency, cost: e.cost, charge: e.charge, margin: e.margin, shortfall: e.shortfall, shortfallSettled: e.shortfallSettled, estimated: e.estimated, ledgerTransactionId: e.ledgerTransactionId,
+    currency: e.currency, cost: e.cost, charge: e.charge, margin: e.margin, shortfall: e.shortfall, shortfallSettled: e.shortfallSettled, estimated: e.estimated, incomplete: e.incomplete, ledgerTransactionId: e.ledgerTransactionId,
     costProblem: e.costProblem,
   };
   if (!result.error) return { index, ok: true, replayed: result.replayed, event };

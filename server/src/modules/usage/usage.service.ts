@@ -75,6 +75,8 @@ export interface UsageEventView {
   /** What a VOLUME re-pricing gave back to earlier shortfalls of the month instead of crediting it (see usage.credits.ts). */
   shortfallSettled: string;
   estimated: boolean;
+  /** The provider's response ended before it reported usage (a stream cut short, an unreadable body): charged per the merchant's incomplete-stream policy. */
+  incomplete: boolean;
   ledgerTransactionId: string | null;
   /** Why the provider cost is unknown (no price row for the provider/model, a unit its row does not price); null when known. */
   costProblem: string | null;
@@ -193,6 +195,8 @@ interface EventRow {
   ledger_transaction_id: string | null;
   metadata: {
     requestHash?: string; billingId?: string; callerIdempotencyKey?: string; shortfallAttos?: string; costProblem?: string;
+    /** Set (true) only on events whose response ended before the provider reported usage: rows stay lean. */
+    incomplete?: true;
     /** Why the event was not fully charged; `details` (required, available, currency) only on events stored since they were kept. */
     error?: { code: string; message: string; details?: Record<string, unknown> };
     /** What of a negative line settled the period's earlier shortfalls instead of being credited (see usage.credits.ts). */
@@ -217,6 +221,7 @@ function viewOf(row: EventRow): UsageEventView {
     shortfall: formatAttosText(row.metadata?.shortfallAttos ?? '0'),
     shortfallSettled: formatAttosText(row.metadata?.withheldCreditAttos ?? '0'),
     estimated: row.estimated,
+    incomplete: row.metadata?.incomplete === true,
     ledgerTransactionId: row.ledger_transaction_id,
     costProblem: row.metadata?.costProblem ?? null,
     chargeLines: row.metadata?.pricing ?? NO_CHARGE_LINES,
@@ -836,6 +841,8 @@ export class UsageService {
           metadata.pricing = storedChargeLines(priced.lines);
           if (priced.passThrough && priced.chargeAttos !== 0n) metadata.passThrough = true;
           if (priced.costProblem) metadata.costProblem = priced.costProblem;
+          // Kept whatever the policy made of it: a cut stream left uncharged must not read like an error response.
+          if (item.usage.incomplete) metadata.incomplete = true;
           if (item.usage.providerReportedCostUsd) metadata.providerReportedCostUsd = item.usage.providerReportedCostUsd;
           if (error) {
             // With its details, so that a replay answers exactly as the first answer did.

@@ -25,7 +25,7 @@ let server: TestServer;
 
 const RECORD = `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) {
   replayed chargeError { code message }
-  event { id status provider model currency cost charge margin shortfall shortfallSettled estimated ledgerTransactionId occurredAt costProblem charges { amount } } } }`;
+  event { id status provider model currency cost charge margin shortfall shortfallSettled estimated incomplete ledgerTransactionId occurredAt costProblem charges { amount } } } }`;
 
 function responseOf(name: string) {
   const info = meta[name]!;
@@ -133,21 +133,32 @@ describe('recordUsage', () => {
     const { record, balance } = await setup();
     for (const name of ['openai_error_429_rate_limit.json', 'anthropic_error_529_overloaded.json']) {
       const event = (await record({ response: responseOf(name) })).data.recordUsage.event;
-      expect(event).toMatchObject({ status: 'NOT_BILLABLE', charge: '0.00', ledgerTransactionId: null });
+      expect(event).toMatchObject({ status: 'NOT_BILLABLE', charge: '0.00', ledgerTransactionId: null, incomplete: false });
     }
     expect(await balance()).toBe(parseDecimalNanos('x', '10.00'));
   });
 
   it('charges a cut-off stream by estimate, or not at all, per the merchant policy', async () => {
-    const { merchant, record } = await setup();
+    const { merchant, customer, record } = await setup();
     const estimatedEvent = (await record({ response: responseOf('openai_chat_completion_stream_truncated.sse') })).data.recordUsage.event;
-    expect(estimatedEvent.estimated).toBe(true);
-    expect(estimatedEvent.status).toBe('CHARGED');
+    expect(estimatedEvent).toMatchObject({ estimated: true, incomplete: true, status: 'CHARGED' });
     expect(parseDecimalAttos('c', estimatedEvent.charge)).toBeGreaterThan(0n);
     const policy = await server.graphql<any>('mutation { updateMerchant(incompleteStreamPolicy: NO_CHARGE) { incompleteStreamPolicy } }', {}, merchant.secret);
     expect(policy.data.updateMerchant.incompleteStreamPolicy).toBe('NO_CHARGE');
     const skipped = (await record({ response: responseOf('openai_chat_completion_stream_truncated.sse') })).data.recordUsage.event;
-    expect(skipped).toMatchObject({ status: 'NOT_BILLABLE', estimated: false, charge: '0.00' });
+    // Recorded as incomplete all the same: told apart from an error response, which is never charged either.
+    expect(skipped).toMatchObject({ status: 'NOT_BILLABLE', estimated: false, incomplete: true, charge: '0.00' });
+    // A whole stream is not incomplete.
+    const whole = (await record({ response: responseOf('openai_chat_completion_stream_include_usage.sse') })).data.recordUsage.event;
+    expect(whole).toMatchObject({ status: 'CHARGED', estimated: false, incomplete: false });
+    // Over HTTP, and on a replay, the event says so too.
+    for (const replayed of [false, true]) {
+      const response = await fetch(`${server.url}/v1/usage`, {
+        method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` },
+        body: JSON.stringify({ customer: customer.externalId, idempotencyKey: 'cut-http', response: responseOf('openai_chat_completion_stream_truncated.sse') }),
+      });
+      expect(await response.json()).toMatchObject({ ok: true, replayed, event: { status: 'NOT_BILLABLE', incomplete: true } });
+    }
   });
 
   it('charges the input a provider reported for a stream cut before any output, by estimate only', async () => {
