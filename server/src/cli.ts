@@ -19,6 +19,9 @@ const USAGE = `usage: npm run tollgate -- <command> [options]
   key revoke --merchant <id> --key <key id>
   apply <file> --merchant <id> [--dry-run] [--yes]
                                              pricing as code: show what the file changes, then apply it
+  prices import <file> --merchant <id> [--effective-from <ISO time>]
+                                             import a provider price table in the models.dev api.json format
+                                             (any size: the GraphQL mutation takes what fits in one request)
   migrate                                    apply pending database migrations`;
 
 async function main(argv: string[]): Promise<number> {
@@ -31,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
       key: { type: 'string' },
       live: { type: 'boolean', default: false },
       'dry-run': { type: 'boolean', default: false },
+      'effective-from': { type: 'string' },
       yes: { type: 'boolean', short: 'y', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -54,6 +58,9 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (positionals[0] === 'apply' && positionals.length === 2) {
       return await applyConfig(services, positionals[1]!, need(values.merchant, 'merchant'), values['dry-run'] ?? false, values.yes ?? false);
+    }
+    if (positionals[0] === 'prices' && positionals[1] === 'import' && positionals.length === 3) {
+      return await importPrices(services, positionals[2]!, need(values.merchant, 'merchant'), values['effective-from']);
     }
     switch (command) {
       case 'merchant create': {
@@ -115,6 +122,25 @@ async function applyConfig(services: Services, file: string, merchantRef: string
   }
   await applyPricingChanges(services, merchantId, changes);
   console.log(`Applied ${changes.length} change(s).`);
+  return 0;
+}
+
+/**
+ * models.dev's whole api.json can outgrow one GraphQL request (TOLLGATE_MAX_BODY_SIZE, 1 MiB by
+ * default): read from disk here, it has no such bound. The same import as the mutation.
+ */
+async function importPrices(services: Services, file: string, merchantRef: string, effectiveFrom: string | undefined): Promise<number> {
+  const merchantId = (await services.merchants.get(merchantRef)).id;
+  let from: Date | null = null;
+  if (effectiveFrom !== undefined) {
+    from = new Date(effectiveFrom);
+    if (!/^\d{4}-\d{2}-\d{2}T/.test(effectiveFrom) || Number.isNaN(from.getTime())) throw new Error(`--effective-from must be an ISO 8601 time, e.g. 2026-07-01T00:00:00Z`);
+  }
+  const { readFile } = await import('node:fs/promises');
+  const { imported, skipped } = await services.providerPrices.importModelsDev(merchantId, await readFile(file, 'utf8'), from);
+  console.log(`imported ${imported} price(s)${from ? ` in force from ${from.toISOString()}` : ''}; skipped ${skipped.length}`);
+  for (const skip of skipped.slice(0, 20)) console.log(`  skipped ${skip.path}: ${skip.reason}`);
+  if (skipped.length > 20) console.log(`  … and ${skipped.length - 20} more`);
   return 0;
 }
 

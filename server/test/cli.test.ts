@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -105,6 +105,41 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(refused.code).toBe(1);
     expect(refused.stdout).toBe('');
     expect(refused.stderr.trim()).toBe('meters.1.source: must be one of INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, TOTAL_TOKENS, REQUESTS, IMAGES, AUDIO_SECONDS, CHARACTERS, QUANTITY, UNCACHED_INPUT_TOKENS, CACHE_WRITE_TOKENS, REASONING_TOKENS');
+  });
+
+  it('imports a models.dev file too large for one GraphQL request, at the time given, and refuses a time that is not ISO 8601', async () => {
+    const created = await cli('merchant', 'create', '--name', 'Price Table Co');
+    const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
+    // The sample's OpenAI models, copied under new names until the file outgrows the 1 MiB request limit.
+    const sample = JSON.parse(readFileSync(new URL('../src/modules/pricing/models-dev.sample.json', import.meta.url), 'utf8'));
+    const [name, model] = Object.entries(sample.openai.models as Record<string, Record<string, unknown>>).find(([, entry]) => entry.cost)!;
+    const bulk = structuredClone(sample);
+    for (let i = 0; i < 3000; i++) bulk.openai.models[`${name}-copy-${i}`] = { ...model, id: `${name}-copy-${i}` };
+    const text = JSON.stringify(bulk, null, 2);
+    expect(Buffer.byteLength(text)).toBeGreaterThan(1024 * 1024);
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'tollgate-cli-prices-')), 'api.json');
+    writeFileSync(file, text);
+
+    const badTime = await cli('prices', 'import', file, '--merchant', merchantId, '--effective-from', 'next week');
+    expect(badTime.code).toBe(1);
+    expect(badTime.stderr.trim()).toBe('--effective-from must be an ISO 8601 time, e.g. 2026-07-01T00:00:00Z');
+
+    const imported = await cli('prices', 'import', file, '--merchant', merchantId, '--effective-from', '2026-07-01T00:00:00Z');
+    expect(imported.code, imported.stderr).toBe(0);
+    const count = Number(/imported (\d+) price\(s\) in force from 2026-07-01T00:00:00.000Z/.exec(imported.stdout)?.[1]);
+    expect(count).toBeGreaterThan(3000);
+    const runtime = await openRuntime(loadConfig({ ...env, TOLLGATE_MASTER_KEY: '1'.repeat(64) }), createLogger('silent'));
+    try {
+      const stored = await runtime.services.prisma.providerPrice.findMany({ where: { merchantId, model: { startsWith: `${name}-copy-` } } });
+      expect(stored).toHaveLength(3000);
+      expect(new Set(stored.map((row) => row.effectiveFrom.toISOString()))).toEqual(new Set(['2026-07-01T00:00:00.000Z']));
+      expect(await runtime.services.prisma.providerPrice.count({ where: { merchantId } })).toBe(count);
+    } finally {
+      await runtime.close();
+    }
+    // Again: the same prices at the same time are already there; nothing changes.
+    const again = await cli('prices', 'import', file, '--merchant', merchantId, '--effective-from', '2026-07-01T00:00:00Z');
+    expect(again.code, again.stderr).toBe(0);
   });
 
   it('lists a key in its rotation grace period as active until then, and a revoked key as revoked', async () => {
