@@ -278,7 +278,8 @@ export class GatewayService {
       if (viewer.mintedByValidUntil && viewer.mintedByValidUntil.getTime() <= Date.now()) {
         throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session has ended: the secret key that created it was revoked');
       }
-      return { merchantId: viewer.merchantId, actor: { kind: 'customer', apiKeyId: null }, customerId: viewer.customerId };
+      // Who, in the audit trail: the secret key that minted this customer's session (null only for a session minted before that was kept).
+      return { merchantId: viewer.merchantId, actor: { kind: 'customer', apiKeyId: viewer.mintedBy }, customerId: viewer.customerId };
     }
     throw new Refusal(401, 'UNAUTHENTICATED', 'A credential is required');
   }

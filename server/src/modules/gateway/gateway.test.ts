@@ -164,6 +164,13 @@ describe('official SDKs through the gateway', () => {
       [withMarkup(expectedUsage['anthropic_messages.json']!.expected_cost_usd!), withMarkup(expectedUsage['anthropic_messages_stream.sse']!.expected_cost_usd!)].sort(),
     );
     expectDebited(before, await balanceNanos(t), charges[0]!.charge + charges[1]!.charge);
+    // The audit trail names who: a customer's session, and the secret key that minted it (the two calls may share one transaction).
+    const mintedBy = (await server.services.apiKeys.authenticate(t.secret))!.apiKeyId;
+    const trail = await gql(`query($c: ID!) { wallet(customerId: $c) { transactions(first: 10, filter: { kinds: [USAGE] }) { edges { node { actor { kind apiKeyId } } } } } }`,
+      { c: t.customerId }, t.secret);
+    const actors = trail.wallet.transactions.edges.map((edge: any) => edge.node.actor);
+    expect(actors.length).toBeGreaterThan(0);
+    for (const actor of actors) expect(actor).toEqual({ kind: 'customer', apiKeyId: mintedBy });
     // The provider saw the merchant's Anthropic key, never the customer's Tollgate token.
     const seen = anthropicFake.requests.at(-1)!;
     expect(seen.headers['x-api-key']).toBe('anthropic-provider-key-0001');

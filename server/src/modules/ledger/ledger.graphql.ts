@@ -83,7 +83,10 @@ const LedgerEntryRef = builder.objectRef<LedgerEntry & { accountKind?: string }>
 
 const ActorRef = builder.objectRef<{ kind: string; apiKeyId: string | null }>('LedgerActor').implement({
   description: 'Who caused a change: an API key, a customer token (gateway calls), or the system (expiry, schedules).',
-  fields: (t) => ({ kind: t.exposeString('kind'), apiKeyId: t.exposeID('apiKeyId', { nullable: true }) }),
+  fields: (t) => ({
+    kind: t.exposeString('kind'),
+    apiKeyId: t.exposeID('apiKeyId', { nullable: true, description: 'The secret key used; for a customer token, the key that minted its session. Null for the system.' }),
+  }),
 });
 
 const LedgerTransactionRef = builder.objectRef<LedgerTransaction>('LedgerTransaction').implement({
