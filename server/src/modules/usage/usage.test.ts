@@ -896,6 +896,36 @@ describe('POST /v1/usage/batch', () => {
     expect(await single.json()).toMatchObject({ error: { code: 'NOT_FOUND' } });
   });
 
+  it('takes a batch of exactly 1,000 events, each answered and charged', async () => {
+    const { merchant, customer, balance } = await setup();
+    const events = Array.from({ length: 1000 }, (_v, i) => ({ customer: customer.externalId, idempotencyKey: `full-${i}`, usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 100 + i } }));
+    const response = await fetch(`${server.url}/v1/usage/batch`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify({ events }),
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { results: any[]; summary: any };
+    expect(body.summary).toEqual({ received: 1000, ok: 1000, failed: 0, replayed: 0 });
+    expect(body.results.map((r) => r.event.idempotencyKey)).toEqual(events.map((e) => e.idempotencyKey));
+    const charged = body.results.reduce((sum, r) => sum + parseDecimalAttos('c', r.event.charge), 0n);
+    expect(charged).toBeGreaterThan(0n);
+    // Sub-nano fractions of the charges carry in the wallet (see the ledger's carry): at most one nano off.
+    const moved = parseDecimalNanos('x', '10.00') - (await balance());
+    expect(moved * ATTOS_PER_NANO - charged).toBeGreaterThanOrEqual(0n);
+    expect(moved * ATTOS_PER_NANO - charged).toBeLessThan(ATTOS_PER_NANO);
+  });
+
+  it("refuses a customer session token on both usage routes (403 FORBIDDEN): usage is reported with a secret key, and nothing is recorded", async () => {
+    const { merchant, customer } = await setup();
+    const { token } = await server.services.customerSessions.create(merchant.id, customer.id);
+    const event = { customer: customer.externalId, idempotencyKey: 'by-customer', usage: { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 10 } };
+    for (const [path, body] of [['/v1/usage', event], ['/v1/usage/batch', { events: [event] }]] as const) {
+      const refused = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+      expect(refused.status, path).toBe(403);
+      expect(await refused.json(), path).toMatchObject({ error: { code: 'FORBIDDEN' } });
+    }
+    expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(0);
+  });
+
   it('reads a body only once its key checks out, and holds batches to TOLLGATE_MAX_BATCH_BODY_SIZE (413 past it)', async () => {
     const small = await startTestServer({ TOLLGATE_MAX_BODY_SIZE: '64kb', TOLLGATE_MAX_BATCH_BODY_SIZE: '256kb' });
     try {
