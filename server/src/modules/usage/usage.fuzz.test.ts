@@ -299,7 +299,7 @@ async function balances(world: World) {
 }
 
 /** The metadata keys Tollgate writes itself (usage.service.ts TOLLGATE_METADATA_KEYS). */
-const TOLLGATE_METADATA_KEYS = ['requestHash', 'billingId', 'callerIdempotencyKey', 'pricing', 'passThrough', 'costProblem', 'providerReportedCostUsd', 'error', 'pricedChargeAttos', 'shortfallAttos', 'withheldCreditAttos'];
+const TOLLGATE_METADATA_KEYS = ['requestHash', 'billingId', 'callerIdempotencyKey', 'pricing', 'passThrough', 'costProblem', 'providerReportedCostUsd', 'error', 'pricedChargeAttos', 'shortfallAttos', 'withheldCreditAttos', 'incomplete'];
 
 const isPlainObject = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value);
 

@@ -1267,7 +1267,7 @@ const EVENT_COLUMNS = `id, customer_id, idempotency_key, occurred_at, status::te
 /** Metadata keys Tollgate writes on an event; replays and views read some of them back. */
 const TOLLGATE_METADATA_KEYS = new Set([
   'requestHash', 'billingId', 'callerIdempotencyKey', 'pricing', 'passThrough', 'costProblem', 'providerReportedCostUsd', 'error', 'pricedChargeAttos', 'shortfallAttos',
-  'withheldCreditAttos',
+  'withheldCreditAttos', 'incomplete',
 ]);
 
 /** The caller's metadata without the keys Tollgate writes itself: a caller cannot forge them. */

@@ -825,7 +825,7 @@ describe('POST /v1/usage/batch', () => {
 
   it("keeps the caller's metadata but not keys Tollgate writes itself, so a caller cannot forge a shortfall or an error", async () => {
     const { merchant, customer } = await setup();
-    const forged = { team: 'search', shortfallAttos: 'lots', error: { code: 'INSUFFICIENT_FUNDS', message: 'forged' }, requestHash: 'x', pricing: [] };
+    const forged = { team: 'search', shortfallAttos: 'lots', error: { code: 'INSUFFICIENT_FUNDS', message: 'forged' }, requestHash: 'x', pricing: [], incomplete: true };
     const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
     const [first] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: 'meta', usage, metadata: forged }]);
     expect(first).toMatchObject({ ok: true, replayed: false, event: { status: 'CHARGED', shortfall: '0.00' } });
@@ -834,6 +834,7 @@ describe('POST /v1/usage/batch', () => {
     expect(stored.metadata).toMatchObject({ team: 'search' });
     expect(stored.metadata).not.toHaveProperty('shortfallAttos');
     expect(stored.metadata).not.toHaveProperty('error');
+    expect(stored.metadata).not.toHaveProperty('incomplete');
     expect((stored.metadata as { requestHash: string }).requestHash).toMatch(/^[0-9a-f]{64}$/);
     // The replay answers from what Tollgate wrote: no forged error comes back.
     const [again] = await server.services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: 'meta', usage, metadata: forged }]);
