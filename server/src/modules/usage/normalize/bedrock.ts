@@ -118,7 +118,13 @@ export const bedrockConverseStream: Normalizer = (ctx) => {
 
 function headerCount(ctx: Ctx, name: string): number | null {
   const value = ctx.response.headers[name];
-  return value !== undefined && value.trim() !== '' && Number.isFinite(Number(value)) ? Math.max(0, Math.round(Number(value))) : null;
+  if (value === undefined || value.trim() === '') return null;
+  // Read as int() reads a count in a body: one that is not a whole non-negative number is counted
+  // as malformed, so post-request metering refuses the response (the gateway meters it rounded).
+  const n = Number(value);
+  if (Number.isFinite(n)) return int(n);
+  int(value);
+  return null;
 }
 
 export const bedrockInvoke: Normalizer = (ctx) => {

@@ -13,7 +13,10 @@ export function scanJsonObjects(text: string, from = 0): Obj[] {
   while (i !== -1 && i < length) {
     const end = objectEnd(text, i);
     if (end === -1) {
-      // Unclosed: a truncated tail, or a stray brace byte in a binary frame before real payloads.
+      // Unclosed: a stray brace byte in a binary frame before real payloads (control bytes follow
+      // it, which JSON text never holds), or a truncated tail, whose inner objects (tool arguments,
+      // even text inside its strings) are not records of their own.
+      if (!hasControlByte(text, i)) break;
       i = text.indexOf('{', i + 1);
       continue;
     }
@@ -31,6 +34,15 @@ export function scanJsonObjects(text: string, from = 0): Obj[] {
     }
   }
   return out;
+}
+
+/** Whether the text from `from` on holds a control character other than JSON's whitespace. */
+function hasControlByte(text: string, from: number): boolean {
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 32 && c !== 9 && c !== 10 && c !== 13) return true;
+  }
+  return false;
 }
 
 /** Index of the brace closing the object opened at `start`, honouring strings; -1 if none. */

@@ -349,7 +349,8 @@ function applyImageUsage(out: NormalizedUsage, u: Obj): void {
     d.input_text_tokens = (Number(d.input_text_tokens) || 0) + int(itd.text_tokens);
     d.input_image_tokens = (Number(d.input_image_tokens) || 0) + int(itd.image_tokens);
   }
-  const imageOut = hasCount(otd?.image_tokens) ? int(otd?.image_tokens) : int(u.output_tokens) - int(otd?.text_tokens);
+  // Text reported above the whole output leaves no image tokens, rather than a negative count pricing refuses.
+  const imageOut = hasCount(otd?.image_tokens) ? int(otd?.image_tokens) : Math.max(0, int(u.output_tokens) - int(otd?.text_tokens));
   d.output_image_tokens = (Number(d.output_image_tokens) || 0) + imageOut;
   if (hasCount(otd?.text_tokens)) d.output_text_tokens = (Number(d.output_text_tokens) || 0) + int(otd?.text_tokens);
 }
@@ -416,6 +417,9 @@ function applyTranscriptionUsage(out: NormalizedUsage, u: Obj, source: string): 
   applyReportedCost(out, u, source);
   if (u.type === 'duration' || typeof u.seconds === 'number') {
     if (typeof u.seconds === 'number') out.audioSeconds = exactDecimal(source, 'seconds', u.seconds);
+    // Seconds sent as text or another type are read as int() reads a count (digits, or counted as
+    // malformed so that metering refuses the response) rather than billed as no audio at all.
+    else if (hasCount(u.seconds)) out.audioSeconds = String(int(u.seconds));
     return;
   }
   // Mistral (Voxtral) bills a transcription per minute of the audio, which it reports as
@@ -465,8 +469,12 @@ export const openaiTranscription: Normalizer = (ctx) => {
   const u = obj(o.usage);
   if (u) applyTranscriptionUsage(out, u, body);
   // usage.seconds is billed (rounded up by the provider); ceil(duration) only when it is absent.
-  else if (typeof o.duration === 'number') out.audioSeconds = String(Math.ceil(o.duration));
-  else return incomplete(ctx, model, null, 'no_usage');
+  else if (typeof o.duration === 'number') {
+    // Past 2^53 a double has no fraction left to round up, and String() would write "1e+21" or
+    // "Infinity": the duration is kept as written (metering refuses it as out of range).
+    const seconds = Math.ceil(o.duration);
+    out.audioSeconds = Number.isSafeInteger(seconds) ? String(seconds) : exactDecimal(body, 'duration', o.duration);
+  } else return incomplete(ctx, model, null, 'no_usage');
   return out;
 };
 

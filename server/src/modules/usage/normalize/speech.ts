@@ -27,6 +27,8 @@ import {
 } from './util.ts';
 
 const DIGITS = /^\d+$/;
+/** A decimal scaledQuantity reads: not negative, at most 18 decimal places. */
+const SCALABLE = /^\d+(\.\d{1,18})?$/;
 
 /**
  * A count header: null when absent (another source is read instead). One sent malformed is
@@ -74,8 +76,9 @@ export const deepgramListen: Normalizer = (ctx) => {
   // Transcribed one by one (multichannel), each channel is billed for the whole duration;
   // otherwise the channels are mixed into one transcript, billed once.
   const transcribed = arr(obj(o.results)?.channels)?.length ?? 1;
-  // A negative duration is left as sent, for metering to refuse.
-  if (transcribed > 1 && !duration.startsWith('-')) {
+  // A duration metering cannot read (negative, or past 18 decimals) is left as sent, for metering
+  // to refuse, rather than scaled here, which would throw and leave the call unmetered.
+  if (transcribed > 1 && SCALABLE.test(duration)) {
     out.details.audio_duration_seconds = duration;
     out.details.transcribed_channels = transcribed;
     out.audioSeconds = formatScaledQuantity(scaledQuantity('duration', duration) * BigInt(transcribed));

@@ -60,7 +60,8 @@ export function int(value: unknown): number {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
   if (typeof value === 'string' && DIGITS.test(value)) return Number(value);
   malformedCounts++;
-  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.round(value) : 0;
+  // Capped, so that the sums normalizers make of counts (input plus cache reads…) stay finite.
+  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.min(Math.round(value), Number.MAX_SAFE_INTEGER) : 0;
 }
 
 /**
@@ -124,7 +125,8 @@ export function valueAt(text: string, key: string, from = 0): number {
   let at = text.indexOf(needle, from);
   while (at !== -1) {
     const i = skipWs(text, at + needle.length);
-    if (text.charCodeAt(i) === 58) return skipWs(text, i + 1);
+    // A quote after a backslash is inside a string: the end of a key such as "x\"usage", not a key of its own.
+    if (text.charCodeAt(i) === 58 && text.charCodeAt(at - 1) !== 92) return skipWs(text, i + 1);
     at = text.indexOf(needle, at + needle.length);
   }
   return -1;
