@@ -438,6 +438,15 @@ describe('OpenAI-compatible providers', () => {
     expect(call('https://api.deepseek.com/chat/completions', body)).toMatchObject({ inputTokens: 1315, cachedInputTokens: 1280, outputTokens: 487 });
   });
 
+  it('DeepSeek-style cache fields alone (no prompt_tokens_details, as older DeepSeek and compatible servers send): hits are cached input, hit + miss the input', () => {
+    const withTotal = call('https://api.deepseek.com/chat/completions',
+      JSON.stringify({ id: 'x', model: 'deepseek-chat', choices: [], usage: { prompt_tokens: 1000, completion_tokens: 50, prompt_cache_hit_tokens: 640, prompt_cache_miss_tokens: 360 } }));
+    expect(withTotal).toMatchObject({ inputTokens: 1000, cachedInputTokens: 640, outputTokens: 50 });
+    const splitOnly = call('https://api.deepseek.com/chat/completions',
+      JSON.stringify({ id: 'y', model: 'deepseek-chat', choices: [], usage: { completion_tokens: 50, prompt_cache_hit_tokens: 640, prompt_cache_miss_tokens: 360 } }));
+    expect(splitOnly).toMatchObject({ inputTokens: 1000, cachedInputTokens: 640, outputTokens: 50 });
+  });
+
   it('DeepInfra estimated cost and Mistral audio seconds are kept exactly in details', () => {
     const deepinfra = call(
       'https://api.deepinfra.com/v1/openai/chat/completions',
