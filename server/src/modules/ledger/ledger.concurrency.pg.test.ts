@@ -25,8 +25,10 @@ import { startServerProcess, type ServerProcess } from '../../../test/processes.
  * No outcome is predicted; what is checked holds whatever the interleaving:
  * - every answer is a success or a typed error a caller could get for that request (never
  *   INTERNAL, a 5xx, or a code the operation cannot have); INSUFFICIENT_FUNDS agrees with its own
- *   figures; a hold's capture is refused for funds only after a negative adjustment or a lower
- *   limit (a hold reserves what its capture takes, even when the credit behind it expires);
+ *   figures; a hold's capture is refused for funds only after a negative adjustment or a limit
+ *   that moved (a hold reserves what its capture takes, even when the credit behind it expires, and
+ *   may take it down to the limit it was placed under; a limit raised, spent into and lowered
+ *   again can leave less);
  * - an idempotency key moves money at most once: one fresh answer at most, replays answer with
  *   the first transaction and only for the same payload, CONFLICT only for another payload, and
  *   the wallets list exactly the transactions the fresh answers reported (hold keys are a
@@ -619,7 +621,7 @@ async function checkBooks(run: RunState, seedTransactions: Set<string>, events: 
 
   // Changes that move no money, each published once: a limit set, a hold made, released or captured for nothing.
   const quietEvents = customers.map((_id, c) => run.limitsSet.filter((call) => call.c === c && call.code === null).length);
-  // Whether the limit may have been lowered under a pending hold (then its capture may be refused).
+  // Whether the limit may have moved under a pending hold (raised, spent into, lowered: then its capture may be refused).
   const lowered = customers.map((_id, c) => limitRange(run, c).least < limitRange(run, c).most && run.limitsSet.some((call) => call.c === c && call.code === null));
   // Each hold: captured or released, never both, by one fresh capture at most.
   for (const hold of run.holds) {

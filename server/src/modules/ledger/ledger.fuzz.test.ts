@@ -208,6 +208,8 @@ interface ModelHold {
   ttl: number;
   customer: number;
   currency: string;
+  /** The wallet's overdraft limit when the hold was placed: its capture may go that far, though the limit be lowered since. */
+  limit: bigint;
 }
 interface ModelWallet {
   balance: bigint;
@@ -414,7 +416,7 @@ function predict(model: Model, req: Request, before: Snapshot | null): Predictio
           expect(data.hold.status).toBe('PENDING');
           expect(toNanos(data.hold.amount.amount)).toBe(amount);
           expect(new Date(data.hold.expiresAt).getTime()).toBe(now.getTime() + ttl * 1000);
-          const hold: ModelHold = { id: data.hold.id, wallet: wk, amount, status: 'PENDING', captured: 0n, expiresAt: now.getTime() + ttl * 1000, key, ttl, customer, currency };
+          const hold: ModelHold = { id: data.hold.id, wallet: wk, amount, status: 'PENDING', captured: 0n, expiresAt: now.getTime() + ttl * 1000, key, ttl, customer, currency, limit: wallet.limit };
           model.holds.push(hold);
           model.holdKeys.set(key, hold);
         },
@@ -447,7 +449,9 @@ function predict(model: Model, req: Request, before: Snapshot | null): Predictio
       if (hold.status !== 'PENDING' || lapsed) return fail('CONFLICT');
       if (!before) throw new Error('a capture needs its snapshot');
       const kept = before.kept.get(hold.id) ?? 0n;
-      if (amount > kept && before.available + hold.amount - amount < -modelWallet(model, hold.wallet).limit) return fail('INSUFFICIENT_FUNDS');
+      const currentLimit = modelWallet(model, hold.wallet).limit;
+      const floor = hold.limit > currentLimit ? hold.limit : currentLimit;
+      if (amount > kept && before.available + hold.amount - amount < -floor) return fail('INSUFFICIENT_FUNDS');
       if (beyondWallet(before.balance - amount)) return fail('VALIDATION');
       return {
         ok: true, replayed: false, delta: -amount, wallet: hold.wallet,

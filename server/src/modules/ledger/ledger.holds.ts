@@ -21,6 +21,16 @@ export interface HoldRecord {
   finalizedBy: Actor | null;
   /** The TTL it was created with: a retry of createHold must send it again, whatever extendHold did since. */
   requestedTtlSeconds: number;
+  /**
+   * The wallet's overdraft limit when the hold was placed (null for holds made before it was kept):
+   * what the hold reserved stays capturable down to that floor, though the limit be lowered since.
+   */
+  overdraftLimitAtHold: bigint | null;
+}
+
+/** The limit kept in a hold's metadata, nanos as a decimal string. */
+function limitOf(kept: unknown): bigint | null {
+  return typeof kept === 'string' && /^\d{1,19}$/.test(kept) ? BigInt(kept) : null;
 }
 
 /** The TTL a hold was created with (kept in its metadata); for holds made before it was kept, their expiry less their creation. */
@@ -54,6 +64,7 @@ export function holdRecordOf(row: HoldRow, now: Date): HoldRecord {
     finalizedAt: lapsed ? expiresAt : row.finalizedAt ? new Date(row.finalizedAt) : null,
     finalizedBy: lapsed ? SYSTEM_ACTOR : actorFrom(row.finalizedByKind, row.finalizedByApiKeyId),
     requestedTtlSeconds: requestedTtlOf((row.metadata as { ttlSeconds?: unknown } | null)?.ttlSeconds, expiresAt, createdAt),
+    overdraftLimitAtHold: limitOf((row.metadata as { overdraftLimit?: unknown } | null)?.overdraftLimit),
   };
 }
 

@@ -258,7 +258,10 @@ export class LedgerQueries {
            AND t.created_at >= coalesce(w.overdraft_limit_set_at, '-infinity')
            -- Only a debit that made the wallet owe (a leg naming no grant): credit kept for a hold
            -- leaving a wallet that owes beside it (its capture, its expiry) adds no debt.
-           AND EXISTS (SELECT FROM ledger_legs l WHERE l.transaction_id = t.id AND l.wallet_id IS NOT NULL AND l.grant_id IS NULL AND l.amount < 0))`,
+           AND EXISTS (SELECT FROM ledger_legs l WHERE l.transaction_id = t.id AND l.wallet_id IS NOT NULL AND l.grant_id IS NULL AND l.amount < 0)
+           -- A capture is held to the limit its hold was placed under (kept in the hold), when higher.
+           AND NOT (t.kind = 'HOLD_CAPTURE' AND EXISTS (SELECT FROM holds h WHERE h.capture_transaction_id = t.id
+             AND t.balance_after >= -(CASE WHEN h.metadata->>'overdraftLimit' ~ '^[0-9]{1,19}$' THEN (h.metadata->>'overdraftLimit')::numeric END))))`,
     )) violations.push(`wallet ${row.id} was debited past its overdraft limit`);
     const [counts] = await rows<{ wallets: string; transactions: string }>(
       `SELECT (SELECT count(*) FROM wallets WHERE merchant_id = $1)::text AS wallets, (SELECT count(*) FROM ledger_transactions WHERE merchant_id = $1)::text AS transactions`,

@@ -638,17 +638,18 @@ export class LedgerService {
       const id = uuidv7();
       const expiresAt = new Date(now.getTime() + input.ttlSeconds * 1000);
       await wallet.tx.query(
+        // The limit it was judged against is kept: its capture may use it, though the limit be lowered since.
         `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at, metadata,
            created_by_kind, created_by_api_key_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, jsonb_build_object('ttlSeconds', $11::int), $12, $13)`,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, jsonb_build_object('ttlSeconds', $11::int, 'overdraftLimit', $14::text), $12, $13)`,
         [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now, input.ttlSeconds,
-          actor.kind, actor.apiKeyId],
+          actor.kind, actor.apiKeyId, wallet.state.overdraftLimit.toString()],
       );
       wallet.state.held += input.amountNanos;
       const hold: HoldRecord = {
         id, merchantId, walletId: wallet.state.id, customerId: input.customerId, currency: input.currency, amount: input.amountNanos,
         capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: now,
-        createdBy: actor, finalizedAt: null, finalizedBy: null, requestedTtlSeconds: input.ttlSeconds,
+        createdBy: actor, finalizedAt: null, finalizedBy: null, requestedTtlSeconds: input.ttlSeconds, overdraftLimitAtHold: wallet.state.overdraftLimit,
       };
       return { hold, replayed: false };
     }));
@@ -677,8 +678,12 @@ export class LedgerService {
       }
       let transaction: PostedTransaction | null = null;
       if (amount > 0n) {
-        // Credit kept for this hold past its expiry (see keepForHolds) is what it spends first.
-        const plan = planDebit(wallet.state, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false, capturingHold: hold.id });
+        // Credit kept for this hold past its expiry (see keepForHolds) is what it spends first. What
+        // the hold reserved was judged against the limit of its time: a limit lowered since binds new
+        // spending, not this (as a card authorization stays capturable).
+        const floorOfHold = hold.overdraftLimitAtHold !== null && hold.overdraftLimitAtHold > wallet.state.overdraftLimit
+          ? { ...wallet.state, overdraftLimit: hold.overdraftLimitAtHold } : wallet.state;
+        const plan = planDebit(floorOfHold, amount * ATTOS_PER_NANO, { allowOverdraft: true, heldReleased: hold.amount, useCarry: false, capturingHold: hold.id });
         if (!plan.ok) throw insufficientFunds(plan.nanos, plan.available, hold.currency);
         transaction = await wallet.post({
           kind: 'HOLD_CAPTURE', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'USAGE_REVENUE',

@@ -1702,6 +1702,52 @@ describe('overdraft limits over time', () => {
   });
 });
 
+describe('a hold under a limit lowered since', () => {
+  const HOLD = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id } } }`;
+  const CAPTURE = 'mutation ($id: ID!, $amount: Decimal) { captureHold(id: $id, amount: $amount) { hold { status } transaction { balanceAfter { amount } } } }';
+  const setLimit = (customerId: string, limit: string) => gql('mutation ($id: ID!, $limit: Decimal!) { setOverdraftLimit(customerId: $id, limit: $limit) { id } }', { id: customerId, limit });
+
+  it('stays capturable down to the limit it was placed under (a reservation, as a card authorization); new spending meets the new limit, and the integrity check agrees', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '1.00');
+    expect((await setLimit(customerId, '5.00')).errors).toBeUndefined();
+    const held = await gql(HOLD, { input: { customerId, amount: '4.00', idempotencyKey: randomUUID(), ttlSeconds: 600 } });
+    expect(held.errors).toBeUndefined();
+    now = new Date(now.getTime() + 1000);
+    expect((await setLimit(customerId, '0')).errors).toBeUndefined();
+    // New spending stops at the new limit...
+    expect((await debit(customerId, '0.01')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    // ...while what the hold reserved is captured in full, taking the wallet to -3.00.
+    now = new Date(now.getTime() + 1000);
+    const captured = await gql(CAPTURE, { id: held.data!.createHold.hold.id });
+    expect(captured.errors).toBeUndefined();
+    expect(captured.data!.captureHold).toEqual({ hold: { status: 'CAPTURED' }, transaction: { balanceAfter: { amount: '-3.00' } } });
+    await expectIntegrity();
+    // A debit written past the new limit behind the ledger's back is still caught; the capture is not.
+    const walletId = (await wallet(customerId)).id as string;
+    const [tampered] = await sql<{ id: string }>(`SELECT id FROM ledger_transactions WHERE wallet_id = $1 AND kind = 'HOLD_CAPTURE'`, [walletId]);
+    await sql(`UPDATE ledger_transactions SET kind = 'USAGE' WHERE id = $1`, [tampered!.id]);
+    expect((await gql('{ ledgerIntegrity { violations } }')).data!.ledgerIntegrity.violations).toContain(`wallet ${walletId} was debited past its overdraft limit`);
+    await sql(`UPDATE ledger_transactions SET kind = 'HOLD_CAPTURE' WHERE id = $1`, [tampered!.id]);
+    await expectIntegrity();
+  });
+
+  it('does not reach below the limit it was placed under when the credit it counted on was adjusted away; a limit raised since counts', async () => {
+    const customerId = await newCustomer();
+    await grant(customerId, '5.00');
+    const held = await gql(HOLD, { input: { customerId, amount: '4.00', idempotencyKey: randomUUID(), ttlSeconds: 600 } });
+    const adjusted = await gql('mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { transaction { id } } }',
+      { input: { customerId, amount: '-3.00', reason: 'Chargeback', idempotencyKey: randomUUID() } });
+    expect(adjusted.errors).toBeUndefined();
+    // Placed under no overdraft: the 4.00 would now take the wallet to -2.00.
+    expect((await gql(CAPTURE, { id: held.data!.createHold.hold.id })).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    expect((await setLimit(customerId, '2.00')).errors).toBeUndefined();
+    const captured = await gql(CAPTURE, { id: held.data!.createHold.hold.id });
+    expect(captured.data!.captureHold.transaction.balanceAfter.amount).toBe('-2.00');
+    await expectIntegrity();
+  });
+});
+
 describe('balances beyond what one request may move', () => {
   it('balanceUpdated sends a balance past 1e9 major units (the most one amount given may be), as the wallet holds it', async () => {
     const customerId = await newCustomer();
