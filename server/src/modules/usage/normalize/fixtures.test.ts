@@ -2,15 +2,10 @@
  * Every recorded provider fixture must normalize exactly to its entry in expected_usage.json.
  * Data-driven: a new fixture with an expected entry is picked up without touching this file.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
+import type { NormalizedUsage } from '../usage.types.ts';
 import { normalizeResponse } from './index.ts';
-
-// server/src/modules/usage/normalize → six levels up is the directory holding main/ and shared/.
-const FIXTURES = new URL('../../../../../../shared/fixtures/providers/', import.meta.url);
-const read = (name: string) => readFileSync(new URL(name, FIXTURES), 'utf8');
+import { fixtureFiles, fixtureMeta, fixtureResponse, readFixture, type FixtureMeta as Meta } from '../../../../test/provider-fixtures.ts';
 
 interface Expected {
   provider: string;
@@ -31,34 +26,11 @@ interface Expected {
   cache_write_1h_tokens?: number;
 }
 
-interface Meta {
-  request: { url: string; body?: Record<string, unknown>; form?: Record<string, unknown> };
-  response: { status: number; headers?: Record<string, string> };
-}
-
-const expected = JSON.parse(read('expected_usage.json')) as Record<string, Expected | string>;
-const meta = JSON.parse(read('_http_meta.json')) as Record<string, Meta | string>;
+const expected = JSON.parse(readFixture('expected_usage.json')) as Record<string, Expected | string>;
+const meta = fixtureMeta;
 const entries = Object.entries(expected).filter((entry): entry is [string, Expected] => typeof entry[1] === 'object');
 
-/** Gateway view of a fixture: response body (or head, for binary audio) plus its HTTP envelope. */
-function responseFor(name: string, lineEnd: '\n' | '\r\n' = '\n'): ProviderResponse {
-  const m = meta[name] as Meta;
-  let body = read(name);
-  let status = m.response.status;
-  let headers = m.response.headers ?? {};
-  if (name.endsWith('_response_head.txt')) {
-    // Status line and headers; the audio body itself is not recorded.
-    const lines = body.split('\r\n');
-    status = Number(lines[0]!.split(' ')[1]);
-    headers = {};
-    for (const line of lines.slice(1)) {
-      const colon = line.indexOf(':');
-      if (colon > 0) headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-    }
-    body = '';
-  } else if (lineEnd === '\r\n') body = body.replace(/\n/g, '\r\n');
-  return { url: m.request.url, status, headers, body, requestBody: m.request.body ?? m.request.form };
-}
+const responseFor = fixtureResponse;
 
 const UNIT_FIELDS: Record<string, (u: NormalizedUsage) => unknown> = {
   images: (u) => u.images,
@@ -104,7 +76,7 @@ function check(name: string, e: Expected, u: NormalizedUsage): void {
 
 describe('provider fixtures normalize to expected_usage.json', () => {
   it('every fixture file has an expected entry and an HTTP envelope', () => {
-    const files = readdirSync(fileURLToPath(FIXTURES)).filter(
+    const files = fixtureFiles().filter(
       (f) => !f.startsWith('_') && f !== 'expected_usage.json' && !f.endsWith('.md'),
     );
     expect(files.length).toBeGreaterThan(0);

@@ -14,7 +14,6 @@
  * The seed is fixed, so every run checks the same cases; on failure fast-check prints it with
  * the counterexample's path. FUZZ_SEED=<n> replays another seed (FUZZ_RUNS scales the runs).
  */
-import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../../shared/errors.ts';
@@ -22,6 +21,7 @@ import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
 import { detectProvider, normalizeResponse, parseSse, SUPPORTED_PROVIDERS, type SseEvent } from './index.ts';
 import { countKeys, lastObjectValue, lastStringValue, objectEnd, scanJsonObjects } from './json-scan.ts';
 import { takeMalformedCounts } from './util.ts';
+import { fixtureMeta, fixtureResponse } from '../../../../test/provider-fixtures.ts';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20_260_917);
 const SCALE = Number(process.env.FUZZ_RUNS ?? 1);
@@ -31,36 +31,11 @@ function check<Ts>(property: fc.IRawProperty<Ts>, numRuns: number): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fixtures, as the gateway sees them (the same envelope fixtures.test.ts builds).
+// Fixtures, as the gateway sees them (test/provider-fixtures.ts).
 
-const FIXTURES = new URL('../../../../../../shared/fixtures/providers/', import.meta.url);
-const read = (name: string) => readFileSync(new URL(name, FIXTURES), 'utf8');
-
-interface Meta {
-  request: { url: string; body?: Record<string, unknown>; form?: Record<string, unknown> };
-  response: { status: number; headers?: Record<string, string> };
-}
-const meta = JSON.parse(read('_http_meta.json')) as Record<string, Meta | string>;
+const meta = fixtureMeta;
 const FIXTURE_NAMES = Object.keys(meta).filter((name) => typeof meta[name] === 'object');
-
-function fixture(name: string): ProviderResponse {
-  const m = meta[name] as Meta;
-  let body = read(name);
-  let status = m.response.status;
-  let headers = m.response.headers ?? {};
-  if (name.endsWith('_response_head.txt')) {
-    // Status line and headers of a binary audio response; its body is not recorded.
-    const lines = body.split('\r\n');
-    status = Number(lines[0]!.split(' ')[1]);
-    headers = {};
-    for (const line of lines.slice(1)) {
-      const colon = line.indexOf(':');
-      if (colon > 0) headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
-    }
-    body = '';
-  }
-  return { url: m.request.url, status, headers, body, requestBody: m.request.body ?? m.request.form };
-}
+const fixture = (name: string) => fixtureResponse(name);
 
 const FIXTURE_RESPONSES = new Map(FIXTURE_NAMES.map((name) => [name, fixture(name)]));
 const BILLABLE_FIXTURES = FIXTURE_NAMES.filter((name) => normalizeResponse(FIXTURE_RESPONSES.get(name)!).billable);
