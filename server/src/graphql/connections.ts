@@ -1,3 +1,5 @@
+import { resolveCursorConnection as resolvePothosCursorConnection } from '@pothos/plugin-relay';
+
 /**
  * Relay connections with a `totalCount`: the count runs only when a client selects it,
  * with the same scope and filter as the page.
@@ -12,4 +14,22 @@ export function withTotalCount<C extends object>(connection: C, countAll: () => 
 
 export function totalCountOf(connection: unknown): Promise<number> {
   return (connection as CountableConnection).countAll();
+}
+
+/**
+ * Pothos's resolveCursorConnection, except that a page with no rows and no cursor given answers
+ * null for startCursor/endCursor (the schema's PageInfo allows it; Relay: null when there are no
+ * results). Pothos answers "" there, a cursor every connection refuses (decodeCreatedCursor), so
+ * `first: 0`, or an empty filter's page, handed the client a cursor it could not page on with.
+ */
+export async function resolveCursorConnection<U extends Promise<readonly unknown[] | null> | readonly unknown[] | null>(
+  ...params: Parameters<typeof resolvePothosCursorConnection<U>>
+): ReturnType<typeof resolvePothosCursorConnection<U>> {
+  const connection = await resolvePothosCursorConnection<U>(...params);
+  if (connection?.pageInfo) {
+    const { pageInfo } = connection as { pageInfo: { startCursor?: string | null; endCursor?: string | null } };
+    if (pageInfo.startCursor === '') pageInfo.startCursor = null;
+    if (pageInfo.endCursor === '') pageInfo.endCursor = null;
+  }
+  return connection;
 }

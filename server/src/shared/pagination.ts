@@ -19,7 +19,10 @@ export function encodeCreatedCursor(row: CreatedCursor): string {
 const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 export function decodeCreatedCursor(field: string, cursor: string): CreatedCursor {
-  const parts = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  // Node's decoder skips what is not base64 ("<cursor>|", "<cursor>!!", padding, spaces read as
+  // the cursor): only the text encodeCreatedCursor writes for it was issued.
+  const parts = Buffer.from(text).toString('base64url') === cursor ? text.split('|') : [];
   const [iso, id] = parts;
   const createdAt = parts.length === 2 && iso && CURSOR_TIME.test(iso) ? new Date(iso) : undefined;
   // Read back the way it was written: "2026-02-30T…" would roll over to March.

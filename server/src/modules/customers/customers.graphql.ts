@@ -1,8 +1,7 @@
-import { resolveCursorConnection } from '@pothos/plugin-relay';
 import type { Customer } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
-import { totalCountOf, withTotalCount } from '../../graphql/connections.ts';
+import { resolveCursorConnection, totalCountOf, withTotalCount } from '../../graphql/connections.ts';
 import { invalidField } from '../../shared/errors.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import { customerTopic, type CustomerFilter } from './customers.service.ts';

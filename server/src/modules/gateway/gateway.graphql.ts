@@ -1,4 +1,4 @@
-import { resolveCursorConnection } from '@pothos/plugin-relay';
+import { resolveCursorConnection } from '../../graphql/connections.ts';
 import type { GatewayHost, GatewayRequest } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';

@@ -1,7 +1,6 @@
-import { resolveCursorConnection } from '@pothos/plugin-relay';
 import type { CreditGrant, LedgerEntry, LedgerTransaction } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
-import { totalCountOf, withTotalCount } from '../../graphql/connections.ts';
+import { resolveCursorConnection, totalCountOf, withTotalCount } from '../../graphql/connections.ts';
 import { merchantIdOf, merchantViewer, type Context } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import { formatNanos, parseCurrency, parseDecimalNanos, parseFormattedNanos, requirePositiveAttos, requirePositiveNanos } from '../../shared/money.ts';

@@ -1,4 +1,4 @@
-import { resolveCursorConnection } from '@pothos/plugin-relay';
+import { resolveCursorConnection } from '../../graphql/connections.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf, merchantViewer } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
