@@ -356,8 +356,11 @@ export class PriceRuleService {
       if (versions.length === 0) throw notFound('Price rule', planKey == null ? name : `${planKey}/${name}`);
       // A version stopped before it took effect is no longer part of the rule's timeline.
       const live = versions.filter(tookEffect);
-      const inForce = live.findLast((row) => row.effectiveFrom <= stopAt);
-      const toStop = live.filter((row) => (row === inForce || row.effectiveFrom > stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
+      // The version in force just before stopAt, and every version from stopAt on. A version taking
+      // effect at stopAt itself (put "from now" at the same moment) never takes effect once stopped,
+      // so the one before it must stop too: else it would be back in force after the archive.
+      const inForce = live.findLast((row) => row.effectiveFrom < stopAt);
+      const toStop = live.filter((row) => (row === inForce || row.effectiveFrom >= stopAt) && (!row.archivedAt || row.archivedAt > stopAt));
       if (toStop.length > 0) {
         // A given `at` must come after the merchant's usage already priced, as a version's date
         // must (see write). Only when something would stop then: archiving again answers the same.
