@@ -569,7 +569,7 @@ async function runScenario(scenario: Scenario): Promise<void> {
   const log: string[] = [`start ${iso(now)}; meters calls:${scenario.aggregation.calls} out:SUM units:${scenario.aggregation.units}; credits ${scenario.credits.join(', ')}`];
   const oracle = new Oracle({ calls: scenario.aggregation.calls, out: 'SUM', units: scenario.aggregation.units }, scenario.credits);
   oracle.now = now;
-  /** Rule version id → "book/name vN (TYPE config)", for the log. */
+  /** Rule version id → "book/name vN", for the log. */
   const names = new Map<string, string>();
   const fail = (message: string): never => {
     throw new Error(`${message}\n(seed ${SEED}; FUZZ_SEED=${SEED} replays the runs)\n--- what this run did ---\n${log.join('\n')}`);
