@@ -2,7 +2,7 @@ import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttp
 import https from 'node:https';
 import { isIP } from 'node:net';
 import type { Transform } from 'node:stream';
-import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import { createBrotliDecompress, createGunzip, createInflate, type Zlib } from 'node:zlib';
 import { pinnedLookup, type Destination } from './destination.ts';
 
 /**
@@ -267,7 +267,7 @@ function lastRecordEnd(head: Buffer, recordEnds: string[]): number {
 }
 
 /** Content codings (RFC 9110 §8.4) the copy is decoded from. */
-const DECODERS: Readonly<Record<string, () => Transform>> = {
+const DECODERS: Readonly<Record<string, () => Transform & Zlib>> = {
   gzip: createGunzip,
   'x-gzip': createGunzip,
   deflate: createInflate,
@@ -284,7 +284,7 @@ const DECODERS: Readonly<Record<string, () => Transform>> = {
  */
 class MeteringCopy {
   private readonly capture: Capture;
-  private readonly decoder: Transform | null;
+  private readonly decoder: (Transform & Zlib) | null;
   private fed = false;
   private decodedBytes = 0;
   unreadable = false;
@@ -329,11 +329,12 @@ class MeteringCopy {
       decoder.destroy();
       return;
     }
-    // A body cut short ends mid-stream: the decoder reports it as an error, after the text it could decode.
-    await new Promise((closed) => {
-      decoder.once('close', closed);
-      decoder.end();
-    });
+    const closed = new Promise((resolve) => decoder.once('close', resolve));
+    // Flushed first: ending a body cut short reports the cut as an error and drops the text its
+    // last bytes decoded to (zlib's final call fails, output and all), which may hold the usage.
+    await Promise.race([new Promise<void>((flushed) => decoder.flush(() => flushed())), closed]);
+    if (!decoder.destroyed) decoder.end();
+    await closed;
   }
 
   text(): string {
