@@ -74,17 +74,15 @@ export class LedgerQueries {
   async wallet(merchantId: string, customerId: string, currency: string): Promise<WalletView> {
     customerId = await this.ledger.assertCustomer(merchantId, customerId);
     const now = this.clock();
-    const existing = await this.prisma.wallet.findUnique({ where: { customerId_currency: { customerId, currency } } });
+    const existing = await this.view(customerId, currency, now);
     // Not used yet: read as empty, under the id its first change will store it with. Writing the
     // row here would let any reader (a customer token) create wallets in every currency code.
     if (!existing) return unusedWallet(merchantId, customerId, currency, now);
-    const due = await this.db.withConnection((connection) =>
-      connection.query(`SELECT 1 FROM credit_grants g WHERE g.wallet_id = $1 AND ${GRANT_DUE('g', '$2')} LIMIT 1`, [existing.id, now]),
-    );
-    if (due.length === 0) return this.view(existing, now);
+    if (!existing.settleDue) return existing.wallet;
     await this.ledger.settleWallet(merchantId, customerId, currency, now);
-    const wallet = await this.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId, currency } } });
-    return this.view(wallet, now);
+    const settled = await this.view(customerId, currency, now);
+    if (!settled) throw new Error(`wallet ${customerId}/${currency} vanished while it was settled`);
+    return settled.wallet;
   }
 
   async wallets(merchantId: string, customerId: string): Promise<WalletView[]> {
@@ -93,13 +91,36 @@ export class LedgerQueries {
     return Promise.all(rows.map((row) => this.wallet(merchantId, customerId, row.currency)));
   }
 
-  private async view(wallet: Wallet, now: Date): Promise<WalletView> {
-    const held = await this.prisma.hold.aggregate({
-      where: { walletId: wallet.id, status: 'PENDING', expiresAt: { gt: now } },
-      _sum: { amount: true, capturedAmount: true },
-    });
-    const reserved = (held._sum.amount ?? 0n) - (held._sum.capturedAmount ?? 0n);
-    return { ...wallet, held: reserved, available: wallet.balance - reserved };
+  /**
+   * The wallet and what its pending holds reserve, read in one statement (one snapshot). Read
+   * apart, a hold made or ended between the two reads showed in `held` beside the version from
+   * before it: one version read as two states, so a client merging a query with balanceUpdated
+   * pushes by version could keep the wrong one. `settleDue`: a grant is due to expire, or a hold
+   * ran out its time and is still pending (the schedule has not come round); settling the wallet
+   * expires them under a new version, so freed credit never shows under the version before it.
+   */
+  private async view(customerId: string, currency: string, now: Date): Promise<{ wallet: WalletView; settleDue: boolean } | null> {
+    const [row] = await this.db.withConnection((connection) =>
+      connection.query<Record<keyof Wallet | 'held', string | Date | null> & { settle_due: boolean }>(
+        `SELECT w.id, w.merchant_id AS "merchantId", w.customer_id AS "customerId", w.currency, w.balance::text AS balance,
+           w.fraction_carry::text AS "fractionCarry", w.overdraft_limit::text AS "overdraftLimit", w.overdraft_limit_set_at AS "overdraftLimitSetAt",
+           w.version::text AS version, w.created_at AS "createdAt", w.updated_at AS "updatedAt",
+           (SELECT coalesce(sum(h.amount - h.captured_amount), 0) FROM holds h WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > $3)::text AS held,
+           EXISTS (SELECT FROM credit_grants g WHERE g.wallet_id = w.id AND ${GRANT_DUE('g', '$3')})
+             OR EXISTS (SELECT FROM holds h WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at <= $3) AS settle_due
+         FROM wallets w WHERE w.customer_id = $1 AND w.currency = $2`,
+        [customerId, currency, now],
+      ),
+    );
+    if (!row) return null;
+    const wallet: Wallet = {
+      id: String(row.id), merchantId: String(row.merchantId), customerId: String(row.customerId), currency: String(row.currency),
+      balance: BigInt(String(row.balance)), fractionCarry: BigInt(String(row.fractionCarry)), overdraftLimit: BigInt(String(row.overdraftLimit)),
+      overdraftLimitSetAt: row.overdraftLimitSetAt === null ? null : new Date(row.overdraftLimitSetAt),
+      version: BigInt(String(row.version)), createdAt: new Date(row.createdAt!), updatedAt: new Date(row.updatedAt!),
+    };
+    const held = BigInt(String(row.held));
+    return { wallet: { ...wallet, held, available: wallet.balance - held }, settleDue: row.settle_due };
   }
 
   /** One page of a wallet's grants, oldest first: the live ones, or all it ever had. */

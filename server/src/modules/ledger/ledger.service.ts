@@ -1,6 +1,7 @@
 import { hash as oneShotHash } from 'node:crypto';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
+import { pgArray } from '../../shared/db/arrays.ts';
 import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { canonicalJson } from '../../shared/canonical-json.ts';
@@ -103,6 +104,12 @@ export interface GrantInput {
   description?: string | null;
   metadata?: Record<string, unknown> | null;
   idempotencyKey: string;
+}
+
+/** What one settle or expiry run expired. */
+export interface Expired {
+  grantsExpired: number;
+  holdsExpired: number;
 }
 
 type Outcome = { ok: true; value: DebitResult } | { ok: false; error: unknown };
@@ -809,6 +816,8 @@ export class LedgerService {
         [wallet.state.id, limitNanos.toString(), wallet.now],
       );
       wallet.state.overdraftLimit = limitNanos;
+      // Announced whatever it changed, so under a version of its own (see markAnnounced).
+      wallet.markAnnounced();
     });
     this.publish(customerId, currency, state, posted);
   }
@@ -826,10 +835,11 @@ export class LedgerService {
   // ---------------------------------------------------------------- schedules
 
   /**
-   * Expires due grants and holds. Safe to run on every instance at once: grant expiry
-   * happens under each wallet's lock and is keyed by grant id.
+   * Expires due grants and holds. Safe to run on every instance at once: expiry happens under
+   * each wallet's lock, grants keyed by grant id, holds by their status. `limit`: wallets of each
+   * kind a run takes.
    */
-  async runExpiry(limit = 500): Promise<{ grantsExpired: number; holdsExpired: number }> {
+  async runExpiry(limit = 500): Promise<Expired> {
     const now = this.clock();
     // Credit kept for a pending hold is past its expiry but not due (see keepForHolds): counted
     // as due, wallets with such holds would fill every run's limit and starve the others.
@@ -840,42 +850,78 @@ export class LedgerService {
         [now, limit],
       ),
     );
-    let grantsExpired = 0;
-    for (const wallet of due) grantsExpired += await this.settleQuietly(wallet, now, false);
-    // Holds a ledger batch has locked (releasing or capturing them under its wallet lock) are
-    // skipped, not waited for: the batch settles them itself, and waiting while holding others
-    // could deadlock with it. A skipped hold that is still pending is expired on the next run.
-    const holds = await this.db.transaction((tx) =>
-      tx.query<{ merchant_id: string; customer_id: string; currency: string }>(
-        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
-         WHERE id IN (SELECT id FROM holds WHERE status = 'PENDING' AND expires_at <= $1 FOR UPDATE SKIP LOCKED)
-         RETURNING merchant_id, customer_id, currency`,
-        [now],
+    // Holds past their time are expired by settling their wallets too, under each wallet's lock,
+    // so the credit they free shows under a new version (see settleWallet).
+    const lapsed = await this.db.withConnection((connection) =>
+      connection.query<{ merchantId: string; customerId: string; currency: string }>(
+        `SELECT merchant_id AS "merchantId", customer_id AS "customerId", currency FROM holds
+         WHERE status = 'PENDING' AND expires_at <= $1 GROUP BY merchant_id, customer_id, currency LIMIT $2`,
+        [now, limit],
       ),
     );
-    // What the expired holds reserved is available again: each wallet's subscribers hear of it.
-    const walletsFreed = new Map(holds.map((row) => [`${row.customer_id}:${row.currency}`, { merchantId: row.merchant_id, customerId: row.customer_id, currency: row.currency }]));
-    for (const wallet of walletsFreed.values()) grantsExpired += await this.settleQuietly(wallet, now, true);
-    return { grantsExpired, holdsExpired: holds.length };
+    const wallets = new Map([...due, ...lapsed].map((wallet) => [`${wallet.customerId}:${wallet.currency}`, wallet]));
+    const total = { grantsExpired: 0, holdsExpired: 0 };
+    const unsettled: { customerId: string; currency: string }[] = [];
+    for (const wallet of wallets.values()) {
+      const expired = await this.settleQuietly(wallet, now);
+      if (!expired) unsettled.push(wallet);
+      total.grantsExpired += expired?.grantsExpired ?? 0;
+      total.holdsExpired += expired?.holdsExpired ?? 0;
+    }
+    if (unsettled.length > 0) total.holdsExpired += await this.expireHoldsApart(unsettled, now);
+    return total;
   }
 
   /**
-   * Locks the wallet (creating it when missing), which expires its due grants, and publishes the
-   * balance if that posted anything, or always when `announce`. Returns how many grants expired.
+   * Ends the lapsed holds of wallets whose settle failed (logged by settleQuietly), outside their
+   * lock, so that no hold stays pending for ever and fills every run. Holds a ledger batch has
+   * locked are skipped, not waited for: the batch settles them itself.
    */
-  async settleWallet(merchantId: string, customerId: string, currency: string, now = this.clock(), announce = false): Promise<number> {
-    const { posted, state } = await retryingKeyRaces(() => this.store.withWallet(merchantId, customerId, currency, now, async () => undefined));
-    if (posted.length > 0 || announce) this.publish(customerId, currency, state, posted);
-    return posted.length;
+  private async expireHoldsApart(wallets: readonly { customerId: string; currency: string }[], now: Date): Promise<number> {
+    const expired = await this.db.transaction((tx) =>
+      tx.query(
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
+         WHERE id IN (SELECT id FROM holds WHERE status = 'PENDING' AND expires_at <= $1
+           AND (customer_id, currency) IN (SELECT * FROM unnest($2::uuid[], $3::text[])) FOR UPDATE SKIP LOCKED)
+         RETURNING id`,
+        [now, pgArray(wallets.map((wallet) => wallet.customerId)), pgArray(wallets.map((wallet) => wallet.currency))],
+      ),
+    );
+    return expired.length;
   }
 
-  /** A scheduled settle: one wallet that fails is logged, and does not stop the others. */
-  private async settleQuietly(wallet: { merchantId: string; customerId: string; currency: string }, now: Date, announce: boolean): Promise<number> {
+  /**
+   * Locks the wallet (creating it when missing), which expires its due grants, expires its holds
+   * past their time, and publishes the balance if that changed anything. Returns how many grants
+   * and holds expired.
+   */
+  async settleWallet(merchantId: string, customerId: string, currency: string, now = this.clock()): Promise<Expired> {
+    const { result: holdsExpired, posted, state } = await retryingKeyRaces(() => this.store.withWallet(merchantId, customerId, currency, now, async (wallet) => {
+      // A lapsed hold reserves nothing already (held counts only live ones), but no commit has
+      // said so yet: marked expired here, under the lock, it takes a new version of the wallet
+      // (see markAnnounced), so the credit it frees never shows under the version before. A hold
+      // another transaction has locked is skipped, not waited for: a batch capturing or releasing
+      // it settles it itself, and waiting could deadlock with it.
+      const lapsed = await wallet.tx.query(
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = $2, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
+         WHERE id IN (SELECT id FROM holds WHERE wallet_id = $1 AND status = 'PENDING' AND expires_at <= $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id`,
+        [wallet.state.id, wallet.now],
+      );
+      if (lapsed.length > 0) wallet.markAnnounced();
+      return lapsed.length;
+    }));
+    if (posted.length > 0 || holdsExpired > 0) this.publish(customerId, currency, state, posted);
+    return { grantsExpired: posted.length, holdsExpired };
+  }
+
+  /** A scheduled settle: one wallet that fails is logged (null), and does not stop the others. */
+  private async settleQuietly(wallet: { merchantId: string; customerId: string; currency: string }, now: Date): Promise<Expired | null> {
     try {
-      return await this.settleWallet(wallet.merchantId, wallet.customerId, wallet.currency, now, announce);
+      return await this.settleWallet(wallet.merchantId, wallet.customerId, wallet.currency, now);
     } catch (error) {
       this.logger.error({ err: error, customerId: wallet.customerId, currency: wallet.currency }, 'settling a wallet on schedule failed');
-      return 0;
+      return null;
     }
   }
 

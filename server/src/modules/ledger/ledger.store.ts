@@ -182,6 +182,17 @@ export class WalletTransaction {
     return this.posted.length > 0 || this.heldChanged || balance !== this.atLock.balance || held !== this.atLock.held || overdraftLimit !== this.atLock.overdraftLimit;
   }
 
+  /**
+   * Raises the wallet's version though this batch may have changed nothing it tracks, for an
+   * event that goes out whatever changed (an overdraft limit set again), or a change the state
+   * read at the lock already showed (a hold past its time, reserving nothing, marked expired).
+   * Under the last version, such an event would contradict that version's push, and a client
+   * merging readings by version could keep the stale one.
+   */
+  markAnnounced(): void {
+    this.batch.dirtyWallets.add(this);
+  }
+
   get tx(): SqlExecutor {
     return this.batch.tx;
   }
