@@ -11,7 +11,9 @@ describe('loadConfig refuses settings the server could not work with', () => {
     ['TOLLGATE_EXPIRY_INTERVAL_SECONDS', '2147484', /from 1 to 2147483/],
     ['TOLLGATE_WS_KEY_RECHECK_MS', '3000000000', /from 1 to 2147483647/],
     ['TOLLGATE_GATEWAY_TIMEOUT_MS', '2147483648', /from 1 to 2147483647/],
-    ['PORT', '70000', /from 1 to 65535/],
+    ['PORT', '70000', /from 0 to 65535 \(0 picks a free port\)/],
+    ['PORT', '-1', /from 0 to 65535/],
+    ['PORT', '80.5', /from 0 to 65535/],
     ['TOLLGATE_MAX_BODY_SIZE', '0', /from 1 byte/],
     ['TOLLGATE_MAX_BODY_SIZE', '4096mb', /2 GiB/],
   ])('%s=%s', (name, value, message) => {
@@ -21,6 +23,7 @@ describe('loadConfig refuses settings the server could not work with', () => {
   it('takes the bounds themselves', () => {
     const config = loadConfig({ ...KEY, TOLLGATE_CUSTOMER_SESSION_MAX_TTL: '60', TOLLGATE_EXPIRY_INTERVAL_SECONDS: '2147483', PORT: '65535', TOLLGATE_MAX_BODY_SIZE: '1' });
     expect(config).toMatchObject({ customerSessionMaxTtlSeconds: 60, expiryIntervalMs: 2_147_483_000, port: 65_535, maxBodyBytes: 1 });
+    expect(loadConfig({ ...KEY, PORT: '0' }).port).toBe(0);
   });
 });
 
@@ -38,6 +41,10 @@ describe('loadConfig reads an empty or blank setting as unset', () => {
     const config = loadConfig({ ...KEY, HOST: ' 0.0.0.0 ', TOLLGATE_PUBLIC_URL: ' https://billing.example.test ' });
     expect(config.host).toBe('0.0.0.0');
     expect(config.publicUrl).toBe('https://billing.example.test');
+  });
+
+  it('takes TOLLGATE_PUBLIC_URL without its trailing slashes, so paths join to it cleanly', () => {
+    expect(loadConfig({ ...KEY, TOLLGATE_PUBLIC_URL: 'https://example.test/billing//' }).publicUrl).toBe('https://example.test/billing');
   });
 });
 

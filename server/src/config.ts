@@ -66,6 +66,15 @@ function intFrom(env: Env, name: string, fallback: number, range: { min?: number
   return value;
 }
 
+/** PORT: 1 to 65535, or 0 for a free one the system picks. */
+function portFrom(env: Env): number {
+  const raw = env.PORT;
+  if (raw === undefined || raw === '') return 4000;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || value > 65_535) throw new Error(`PORT must be a whole number from 0 to 65535 (0 picks a free port), got "${raw}"`);
+  return value;
+}
+
 function bytesFrom(env: Env, name: string, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -177,7 +186,7 @@ export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';
   const dataDir = path.resolve(textFrom(env, 'TOLLGATE_DATA_DIR') ?? '.data');
   const host = textFrom(env, 'HOST') ?? '127.0.0.1';
-  const port = env.PORT === '0' ? 0 : intFrom(env, 'PORT', 4000, { max: 65_535 });
+  const port = portFrom(env);
   return {
     databaseUrl: databaseUrlFrom(env),
     dataDir,
@@ -185,7 +194,8 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     port,
     masterKey: resolveMasterKey(env, dataDir, production),
-    publicUrl: textFrom(env, 'TOLLGATE_PUBLIC_URL') ?? `http://${host === '0.0.0.0' ? 'localhost' : host}:${port}`,
+    // Without a trailing slash, so paths join to it as `${publicUrl}/graphql`.
+    publicUrl: textFrom(env, 'TOLLGATE_PUBLIC_URL')?.replace(/\/+$/, '') || `http://${host === '0.0.0.0' ? 'localhost' : host}:${port}`,
     maxBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BODY_SIZE', 1024 * 1024),
     // A full batch of raw provider responses runs to megabytes (1,000 events of a few KB each).
     maxBatchBodyBytes: bytesFrom(env, 'TOLLGATE_MAX_BATCH_BODY_SIZE', 16 * 1024 * 1024),

@@ -56,7 +56,7 @@ async function start(): Promise<void> {
   Tollgate is running on ${database}
   GraphQL API:  ${publicUrl}/graphql
   Playground:   ${publicUrl}/playground
-${demo ? `  Demo merchant "${demo.merchant.name}" created. Its secret key (shown once):\n    ${demo.secret}\n  Try: curl -s ${publicUrl}/graphql -H 'content-type: application/json' -H 'authorization: Bearer ${demo.secret}' -d '{"query":"{ viewer { merchant { name } } }"}'\n` : '  New secret keys: npm run tollgate -- key create --merchant <merchant id>\n'}`);
+${demo ? `  Demo merchant "${demo.merchant.name}" created. Its secret key (shown once):\n    ${demo.secret}\n  Try: curl -s ${publicUrl}/graphql -H 'content-type: application/json' -H 'authorization: Bearer ${demo.secret}' -d '{"query":"{ viewer { merchant { name } } }"}'\n` : '  A merchant: npm run tollgate -- merchant create --name <name> (prints its first secret key)\n  More keys:  npm run tollgate -- key create --merchant <merchant id>\n'}`);
   } catch (error) {
     await fail(error);
   }

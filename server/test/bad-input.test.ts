@@ -1,4 +1,4 @@
-import { deflateSync, gzipSync } from 'node:zlib';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { getIntrospectionQuery, getOperationAST, Kind, parse, print } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fragmentChainTooLong, MAX_FRAGMENT_CHAIN } from '../src/graphql/limits.ts';
@@ -241,6 +241,30 @@ describe('bad input', () => {
     // A path that only begins with the same letters is no GraphQL path.
     const elsewhere = await send('/graphqlx', '{');
     expect(elsewhere).toMatchObject({ status: 404, body: { error: { code: 'NOT_FOUND' } } });
+  });
+
+  it('an encoding or charset the JSON routes cannot read → 415 naming it, and the codings they read', async () => {
+    const send = (headers: Record<string, string>) => fetch(`${server.url}/v1/usage`, {
+      method: 'POST', headers: { authorization: `Bearer ${merchant.secret}`, 'content-type': 'application/json', ...headers }, body: '{}',
+    });
+    const coding = await send({ 'content-encoding': 'compress' });
+    expect(coding.status).toBe(415);
+    const codingError = ((await coding.json()) as { error: Record<string, unknown> }).error;
+    expect(codingError).toMatchObject({ code: 'VALIDATION', reason: 'UNSUPPORTED_ENCODING', contentEncoding: 'compress' });
+    expect(codingError.supported).toEqual(expect.arrayContaining(['gzip', 'deflate', 'br']));
+    // Each coding it lists is read.
+    for (const listed of codingError.supported as string[]) {
+      const body = listed === 'gzip' ? gzipSync('{}') : listed === 'deflate' ? deflateSync('{}') : listed === 'br' ? brotliCompressSync('{}') : null;
+      if (!body) continue;
+      const accepted = await fetch(`${server.url}/v1/usage`, {
+        method: 'POST', headers: { authorization: `Bearer ${merchant.secret}`, 'content-type': 'application/json', 'content-encoding': listed }, body,
+      });
+      expect(accepted.status, listed).toBe(400);
+      expect(((await accepted.json()) as { error: { reason?: string } }).error.reason, listed).not.toBe('UNSUPPORTED_ENCODING');
+    }
+    const charset = await send({ 'content-type': 'application/json; charset=latin1' });
+    expect(charset.status).toBe(415);
+    expect(((await charset.json()) as { error: Record<string, unknown> }).error).toMatchObject({ code: 'VALIDATION', reason: 'UNSUPPORTED_CHARSET' });
   });
 
   it('a subscription over HTTP → 400 pointing at WebSocket', async () => {

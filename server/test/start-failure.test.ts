@@ -49,7 +49,7 @@ function expectRefusal(result: { code: number | null; stderr: string }, message:
 
 describe('a start that fails', { timeout: 90_000 }, () => {
   it.each(['src/main.ts', 'scripts/migrate.ts'])('%s: a bad setting is named, with no stack trace', async (script) => {
-    expectRefusal(await run(script, { PORT: 'abc' }), 'PORT must be a positive whole number, got "abc"');
+    expectRefusal(await run(script, { PORT: 'abc' }), 'PORT must be a whole number from 0 to 65535 (0 picks a free port), got "abc"');
   });
 
   it('src/main.ts: an unknown LOG_LEVEL is named, not left to pino', async () => {

@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
+import zlib from 'node:zlib';
 import { AppError, ERROR_CODES, httpStatusFor, type ErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { currentRequestId } from '../shared/request-context.ts';
@@ -8,6 +9,12 @@ import { currentRequestId } from '../shared/request-context.ts';
  * with or without a trailing slash (and below it).
  */
 const GRAPHQL_PATH = /^\/graphql(?:\/|$)/i;
+
+/**
+ * Content codings the JSON routes' body parser (body-parser) reads, as a 415 lists them. zstd
+ * only where Node's zlib has it (Node 22.15 and later).
+ */
+const BODY_CODINGS: readonly string[] = ['gzip', 'deflate', 'br', ...('createZstdDecompress' in zlib ? ['zstd'] : [])];
 
 /** The request's path as it arrived, whatever router it is in now (req.path is relative to a mount point). */
 function originalPath(req: Request): string {
@@ -36,6 +43,9 @@ interface BodyParserError {
   status?: number;
   statusCode?: number;
   limit?: number;
+  /** The Content-Encoding or charset refused (encoding.unsupported, charset.unsupported). */
+  encoding?: string;
+  charset?: string;
   /** Whether the message was written for the client (http-errors sets it for 4xx). */
   expose?: boolean;
   message?: string;
@@ -61,8 +71,14 @@ export function errorHandler(logger: Logger) {
     if (parserError?.type === 'entity.parse.failed') {
       return sendError(req, res, 400, 'VALIDATION', 'Request body is not valid JSON', { reason: 'MALFORMED_JSON' });
     }
-    if (parserError?.type === 'encoding.unsupported' || parserError?.type === 'charset.unsupported') {
-      return sendError(req, res, 415, 'VALIDATION', 'Unsupported request body encoding', { reason: 'UNSUPPORTED_ENCODING' });
+    if (parserError?.type === 'encoding.unsupported') {
+      const coding = parserError.encoding ?? req.header('content-encoding') ?? '';
+      return sendError(req, res, 415, 'VALIDATION', `Unsupported request body encoding "${coding}": send it uncompressed or in ${BODY_CODINGS.join(', ')}`, {
+        reason: 'UNSUPPORTED_ENCODING', contentEncoding: coding, supported: BODY_CODINGS,
+      });
+    }
+    if (parserError?.type === 'charset.unsupported') {
+      return sendError(req, res, 415, 'VALIDATION', `Unsupported request body charset "${parserError.charset ?? ''}": send UTF-8`, { reason: 'UNSUPPORTED_CHARSET' });
     }
     if (error instanceof AppError) {
       return sendError(req, res, httpStatusFor(error.code), error.code, error.message, error.details);

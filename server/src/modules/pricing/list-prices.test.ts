@@ -9,7 +9,7 @@ import { AppError } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { canonicalProviderId, normalizeResponse, SUPPORTED_PROVIDERS } from '../usage/normalize/index.ts';
 import type { ProviderResponse } from '../usage/usage.types.ts';
-import { costOf, modelMatchRank, priceInForce, validateProviderPrice, type ProviderPrice, type TokenPrices } from './cost.ts';
+import { canonicalRate, costOf, modelMatchRank, priceInForce, validateProviderPrice, type ProviderPrice, type TokenPrices } from './cost.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { resolvePrice } from './prices.service.ts';
 
@@ -43,8 +43,15 @@ describe('LIST_PRICES rows', () => {
         expect(typeof text, `${name(price)} ${field}`).toBe('string');
         expect(text, `${name(price)} ${field}`).toMatch(/^\d+(\.\d+)?$/);
         expect(parseDecimalAttos(field, text as string) >= 0n).toBe(true);
+        // In their shortest form, as stored rows are served ("2.5", not "2.50").
+        expect(text, `${name(price)} ${field}`).toBe(canonicalRate(field, text as string));
       }
     }
+  });
+
+  it('are served in the shortest form of each rate, as rows a merchant stores are', () => {
+    const haiku = resolvePrice([], 'anthropic', 'claude-haiku-4-5', new Date('2026-06-01'))!;
+    expect(haiku.perMillionTokens).toEqual({ input: '1', cachedInput: '0.1', cacheWrite: '1.25', cacheWrite1h: '2', output: '5' });
   });
 
   it('never give one model two prices from the same instant, and each row is the one in force from its effectiveFrom', () => {

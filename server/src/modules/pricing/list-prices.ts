@@ -1,4 +1,4 @@
-import type { ProviderPrice, TokenPrices } from './cost.ts';
+import { withCanonicalRates, type ProviderPrice, type TokenPrices } from './cost.ts';
 
 /**
  * List prices that ship with Tollgate (USD, standard pay-as-you-go tier: no batch, flex or
@@ -20,7 +20,8 @@ import type { ProviderPrice, TokenPrices } from './cost.ts';
  */
 const SINCE_2026 = new Date('2026-01-01T00:00:00Z');
 
-const row = (provider: string, model: string, rest: Partial<ProviderPrice>): ProviderPrice => ({
+/** Rates written as price lists print them ("2.50"), served in their shortest form ("2.5") as stored rows are. */
+const row = (provider: string, model: string, rest: Partial<ProviderPrice>): ProviderPrice => withCanonicalRates({
   provider,
   model,
   currency: 'USD',

@@ -445,7 +445,7 @@ export class UsageService {
     if (Number.isNaN(occurredAt.getTime())) throw invalidField('timestamp', 'is not a valid time');
     if (!isStorableTime(occurredAt)) throw invalidField('timestamp', 'must be a time in the years 1 to 9999');
     if (occurredAt.getTime() < EARLIEST_USAGE_MS) throw invalidField('timestamp', 'must not be before 2000-01-01T00:00:00Z, the earliest usage time accepted');
-    if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', 'must not be in the future');
+    if (occurredAt.getTime() > now.getTime() + MAX_FUTURE_USAGE_MS) throw invalidField('timestamp', `must be at most ${MAX_FUTURE_USAGE_MS / 60_000} minutes ahead of the server's clock`);
     const currency = parseCurrency('currency', input.currency);
     // Checked by type, not truth: a response of "" read as none would record the event from its other fields.
     for (const field of ['response', 'quantities'] as const) requireObjectIfGiven(field, input[field]);

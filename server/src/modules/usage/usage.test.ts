@@ -591,6 +591,18 @@ describe('POST /v1/usage/batch', () => {
     expect(await server.services.prisma.usageEvent.count({ where: { merchantId: merchant.id } })).toBe(1);
   });
 
+  it('takes a timestamp up to 5 minutes ahead of the server (clocks drift), and refuses one further ahead saying how far it may be', async () => {
+    const { record } = await setup();
+    const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000 };
+    const ahead = (ms: number) => new Date(now.getTime() + ms).toISOString();
+    const near = await record({ usage, timestamp: ahead(4 * 60_000) });
+    expect(near.errors).toBeUndefined();
+    expect(near.data.recordUsage.event.status).toBe('CHARGED');
+    const far = await record({ usage, timestamp: ahead(6 * 60_000) });
+    expect(far.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'timestamp' });
+    expect(far.errors?.[0]?.message).toContain('at most 5 minutes ahead');
+  });
+
   it('refuses, per event and naming the field, JSON nested deeper than 64 levels; the rest of the batch is charged', async () => {
     const { merchant, customer, balance, record } = await setup();
     const nested = (levels: number, wrap: (inner: unknown) => unknown) => {
