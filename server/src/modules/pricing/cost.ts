@@ -128,6 +128,9 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
   const unprefixed = withoutOwnerPrefix(model, [provider, ...owners]);
   let best: T | null = null;
   let bestRank = 0;
+  // A row as good as `best`, at its instant. Only an error once every row is seen: a later row (or a
+  // better match) further on supersedes both, and the rows' order must not decide whether it throws.
+  let tied: T | null = null;
   for (const row of rows) {
     if (row.provider.trim().toLowerCase() !== wanted) continue;
     const from = row.effectiveFrom.getTime();
@@ -139,14 +142,14 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
     if (rank === 0 || rank < bestRank) continue;
     if (best && rank === bestRank) {
       const bestFrom = best.effectiveFrom.getTime();
-      if (from === bestFrom) {
-        throw invalidField('rows', `two prices for ${row.provider}/${row.model} take effect at ${row.effectiveFrom.toISOString()}`);
-      }
-      if (from < bestFrom) continue;
+      if (from === bestFrom) tied = row;
+      if (from <= bestFrom) continue;
     }
     best = row;
     bestRank = rank;
+    tied = null;
   }
+  if (tied) throw invalidField('rows', `two prices for ${tied.provider}/${tied.model} take effect at ${tied.effectiveFrom.toISOString()}`);
   return best;
 }
 
