@@ -31,11 +31,11 @@ import { canonicalRate, costOf, priceInForce, validateProviderPrice, withCanonic
  *   at the very millisecond of each boundary, whatever the rows' order;
  * - validateProviderPrice accepts every valid row and refuses each documented way of being invalid.
  *
- * - (FUZZ_API=1) an event recorded through GraphQL against a price set through GraphQL costs what
+ * - an event recorded through GraphQL against a price set through GraphQL costs what
  *   the oracle says, or is recorded with its cost unknown when the row does not price it or the
  *   cost reaches 10^20 USD (README).
  *
- * Knobs: FUZZ_SEED, FUZZ_RUNS (multiplies the default run counts, default 1), FUZZ_API=1, FUZZ_STATS=1.
+ * Knobs: FUZZ_SEED, FUZZ_RUNS (multiplies the default run counts, default 1), FUZZ_STATS=1.
  */
 
 const SEED = Number(process.env.FUZZ_SEED ?? 1);
@@ -863,8 +863,7 @@ const apiUsage = fc
 
 const withoutRow = ({ provider: _provider, model: _model, currency: _currency, effectiveFrom: _from, ...rates }: ProviderPrice) => rates;
 
-/** Opt-in (FUZZ_API=1): a server over a fresh database takes longer to start than the rest of this file takes to run. */
-describe.runIf(process.env.FUZZ_API === '1')('costing through the API', () => {
+describe('costing through the API', () => {
   let server: TestServer;
   beforeAll(async () => {
     const { startTestServer } = await import('../../../test/server.ts');
