@@ -600,8 +600,11 @@ export function describeChanges(changes: readonly Change[]): string {
   return changes
     .map((change) => {
       switch (change.kind) {
-        case 'create-meter':
-          return `+ meter ${change.key}`;
+        case 'create-meter': {
+          // Its values, as a changed meter's are shown: its source can never change once created.
+          const { name, unit, source, aggregation } = change.detail;
+          return `+ meter ${change.key}\n    + ${canonical({ name, unit, source, aggregation: aggregation ?? 'SUM' })}`;
+        }
         case 'update-meter':
           return `~ meter ${change.key}\n    - ${change.from}\n    + ${change.to}`;
         case 'add-price':
@@ -630,25 +633,32 @@ function describePrice(change: Extract<Change, { kind: 'add-price' }>): string {
 
 /**
  * When a price the plan adds "from now" takes effect: `from`, or a millisecond after a version of
- * the model put "from now" just before (see concurrentVersionAt). That version must be the one
- * the plan found in force: one written since the plan was made would be overridden unseen, so
- * the apply is refused (CONFLICT), nothing written, and the file can be planned again.
+ * the model put "from now" just before (see concurrentVersionAt). The version it follows must be
+ * the one the plan found in force (see unchangedSincePlan).
  */
 function priceMomentFromNow(change: Extract<Change, { kind: 'add-price' }>, stored: readonly PriceWithRef[], from: Date): Date {
   const { provider, model } = change.detail;
   const rows = versionsOfModel(stored, provider, model);
   const at = followingNow(from, rows.map((row) => row.effectiveFrom));
-  if (at > from) {
-    const current = priceInForce(rows, provider, model, new Date(at.getTime() - 1));
-    if ((current ? describeStored(current) : null) !== change.from) {
-      throw conflict(
-        `A different price for ${change.key} was written from ${current!.effectiveFrom.toISOString()} after this plan was made, and prices in force are history that is kept: ` +
-          'plan the file again to see the change against it.',
-        { field: 'effectiveFrom', models: [change.key] },
-      );
-    }
-  }
+  unchangedSincePlan(change, priceInForce(rows, provider, model, new Date(at.getTime() - 1)));
   return at;
+}
+
+/**
+ * Refuses (CONFLICT) a price change whose version it replaces, follows or cancels (`current`) is
+ * not the one the diff showed as its "-" (a change's `from`): one written since the plan was made
+ * would be overridden unseen, so the apply is refused, nothing written, and the file can be
+ * planned again. Checked for every such price, not only one put "from now" just before: a price
+ * set through the API a minute after the plan (while the CLI asked to confirm) was replaced
+ * under a diff that showed the older one.
+ */
+function unchangedSincePlan(change: Extract<Change, { kind: 'add-price' | 'cancel-price' }>, current: PriceWithRef | null | undefined): void {
+  if ((current ? describeStored(current) : null) === change.from) return;
+  throw conflict(
+    `${current ? `A different price for ${change.key} was written from ${current.effectiveFrom.toISOString()}` : `The price for ${change.key} the plan showed was removed`} after this plan was made, ` +
+      'and prices in force are history that is kept: plan the file again to see the change against it.',
+    { field: 'effectiveFrom', models: [change.key] },
+  );
 }
 
 /** How long an apply may hold its transaction open. */
@@ -684,16 +694,22 @@ export async function applyPricingChanges(services: Services, merchantId: string
             // A scheduled date that passed between planning and applying (or that usage already
             // priced has passed) is not backdated either.
             const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
+            storedPrices ??= await services.providerPrices.rowsIn(merchantId, tx);
             if (scheduled && scheduled > from) {
+              // The version stored for that date, which it replaces, must be the one the plan showed.
+              const { provider, model } = change.detail;
+              unchangedSincePlan(change, versionsOfModel(storedPrices, provider, model).find((row) => row.effectiveFrom.getTime() === scheduled.getTime()));
               await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled }, 'config', tx, from);
               break;
             }
-            storedPrices ??= await services.providerPrices.rowsIn(merchantId, tx);
             await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: null }, 'config', tx, priceMomentFromNow(change, storedPrices, from));
             break;
           }
           case 'cancel-price':
             // Refused, and nothing written, if it has come too close to its date since the plan was made.
+            // A row replaced at its date since then is not what the diff showed (one gone is NOT_FOUND there).
+            storedPrices ??= await services.providerPrices.rowsIn(merchantId, tx);
+            if (storedPrices.some((row) => row.ref === change.ref)) unchangedSincePlan(change, storedPrices.find((row) => row.ref === change.ref));
             await services.providerPrices.cancelScheduled(merchantId, change.ref, tx);
             break;
           case 'create-plan':
