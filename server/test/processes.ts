@@ -1,5 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../src/config.ts';
+import { openRuntime } from '../src/runtime.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { createPostgresDatabase } from './databases.ts';
 
 /** A real `src/main.ts` server process, for tests that need several instances on one database. */
 export interface ServerProcess {
@@ -44,4 +48,36 @@ export function startServerProcess(env: Record<string, string>): Promise<ServerP
       reject(new Error(`server process exited with ${code}:\n${output}`));
     });
   });
+}
+
+/** Two server processes on one fresh PostgreSQL database and Redis, and the test's own runtime on that database. */
+export interface SharedCluster {
+  database: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  instances: ServerProcess[];
+  runtime: Awaited<ReturnType<typeof openRuntime>>;
+}
+
+/**
+ * Starts a SharedCluster with `env` (Redis, master key, schedules) for both processes. The
+ * runtime (which seeds merchants and customers) warms up while the servers boot: its first
+ * queries cost seconds on a small machine. All three migrate under one lock.
+ */
+export async function startSharedCluster(env: Record<string, string>): Promise<SharedCluster> {
+  const database = await createPostgresDatabase();
+  const shared = { ...env, DATABASE_URL: database.url };
+  const warm = async () => {
+    const runtime = await openRuntime(loadConfig({ ...shared, NODE_ENV: 'test' }), createLogger('silent'));
+    const { merchant } = await runtime.services.merchants.create({ name: 'warm-up' });
+    await runtime.services.customers.create(merchant.id, { externalId: 'warm-up' });
+    return runtime;
+  };
+  const [instances, runtime] = await Promise.all([Promise.all([startServerProcess(shared), startServerProcess(shared)]), warm()]);
+  return { database, instances, runtime };
+}
+
+/** Stops what startSharedCluster started, as far as it got. */
+export async function stopSharedCluster(cluster: Partial<SharedCluster>): Promise<void> {
+  await Promise.all((cluster.instances ?? []).map((instance) => instance.stop()));
+  await cluster.runtime?.close();
+  await cluster.database?.drop();
 }

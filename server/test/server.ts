@@ -93,3 +93,18 @@ export async function gatewayCallsSettled(server: TestServer, merchantId: string
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/** The data of a GraphQL operation that must succeed: any errors are thrown, as one message. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as the tests' own gql helpers: answers are read field by field
+export async function graphqlData<T = any>(server: TestServer, query: string, variables: Record<string, unknown>, token: string): Promise<T> {
+  const response = await server.graphql<T>(query, variables, token);
+  if (response.errors) throw new Error(JSON.stringify(response.errors));
+  return response.data as T;
+}
+
+/** Collects the process's unhandled promise rejections from `start()` to `stop()`, for a fuzz to assert there were none. */
+export function unhandledRejections(): { seen: unknown[]; start(): void; stop(): void } {
+  const seen: unknown[] = [];
+  const onUnhandled = (reason: unknown) => seen.push(reason);
+  return { seen, start: () => process.on('unhandledRejection', onUnhandled), stop: () => process.off('unhandledRejection', onUnhandled) };
+}

@@ -17,7 +17,7 @@ import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { graphqlData, startTestServer, unhandledRejections, type TestServer } from '../../../test/server.ts';
 
 let server: TestServer;
 let openaiFake: FakeProvider;
@@ -35,14 +35,10 @@ interface Tenant {
 let plain: Tenant;
 let reserving: Tenant;
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
+const rejections = unhandledRejections();
+const unhandled = rejections.seen;
 
-async function gql<T = any>(query: string, variables: Record<string, unknown>, token: string): Promise<T> {
-  const response = await server.graphql<T>(query, variables, token);
-  if (response.errors) throw new Error(JSON.stringify(response.errors));
-  return response.data as T;
-}
+const gql = <T = any>(query: string, variables: Record<string, unknown>, token: string) => graphqlData<T>(server, query, variables, token);
 
 /** As gateway.test.ts's tenant(): the three fakes allowed with stored keys, a 25% markup, a customer with credit. */
 async function tenant(credit: string, reserveMaxCost: boolean): Promise<Tenant> {
@@ -62,7 +58,7 @@ async function tenant(credit: string, reserveMaxCost: boolean): Promise<Tenant> 
 }
 
 beforeAll(async () => {
-  process.on('unhandledRejection', onUnhandled);
+  rejections.start();
   [server, openaiFake, anthropicFake, geminiFake] = await Promise.all([
     startTestServer({ TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true', TOLLGATE_GATEWAY_TIMEOUT_MS: '5000' }),
     startFakeProvider({ record: true }),
@@ -73,7 +69,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  process.off('unhandledRejection', onUnhandled);
+  rejections.stop();
   await Promise.all([server?.close(), openaiFake?.close(), anthropicFake?.close(), geminiFake?.close()]);
 });
 

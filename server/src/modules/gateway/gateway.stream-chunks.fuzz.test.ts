@@ -27,12 +27,13 @@
 import { createHash, randomInt } from 'node:crypto';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { brotliCompressSync, brotliDecompressSync, constants as zlib, crc32, deflateSync, gunzipSync, gzipSync, inflateSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, constants as zlib, deflateSync, gunzipSync, gzipSync, inflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { geminiStreamChunks } from '../../../test/fake-provider.ts';
 import { gzipStream } from '../../../test/scripted-gateway.ts';
 import { fixtureMeta, readFixture, type FixtureMeta } from '../../../test/provider-fixtures.ts';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { graphqlData, startTestServer, unhandledRejections, type TestServer } from '../../../test/server.ts';
+import { eventStreamFrame } from '../../../test/aws-event-stream.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
 
@@ -104,21 +105,6 @@ function gemini(): StreamFixture[] {
     { fixture, label: 'gemini streamGenerateContent (JSON array)', family: 'google', path, url, requestBody, headers, body: Buffer.from(`[${chunks.map((c) => JSON.stringify(c, null, 2)).join(',\r\n')}]`), lineEnd: '\n',
       expected: expectedOf(fixture) },
   ];
-}
-
-/** One AWS event-stream message: prelude (lengths, CRC), string headers, the JSON payload, CRC. */
-function eventStreamFrame(type: string, payload: object): Buffer {
-  const header = (name: string, value: string) => Buffer.concat([Buffer.from([name.length]), Buffer.from(name), Buffer.from([7]), Buffer.from([value.length >> 8, value.length & 255]), Buffer.from(value)]);
-  const headers = Buffer.concat([header(':event-type', type), header(':content-type', 'application/json'), header(':message-type', 'event')]);
-  const body = Buffer.from(JSON.stringify(payload));
-  const prelude = Buffer.alloc(12);
-  prelude.writeUInt32BE(12 + headers.length + body.length + 4, 0);
-  prelude.writeUInt32BE(headers.length, 4);
-  prelude.writeUInt32BE(crc32(prelude.subarray(0, 8)), 8);
-  const message = Buffer.concat([prelude, headers, body]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(message), 0);
-  return Buffer.concat([message, crc]);
 }
 
 /**
@@ -401,14 +387,10 @@ interface Tenant {
 }
 const tenants = new Map<TenantKind, Tenant>();
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
+const rejections = unhandledRejections();
+const unhandled = rejections.seen;
 
-async function gql<T = any>(query: string, variables: Record<string, unknown>, token: string): Promise<T> {
-  const response = await server.graphql<T>(query, variables, token);
-  if (response.errors) throw new Error(JSON.stringify(response.errors));
-  return response.data as T;
-}
+const gql = <T = any>(query: string, variables: Record<string, unknown>, token: string) => graphqlData<T>(server, query, variables, token);
 
 async function tenant(kind: TenantKind): Promise<Tenant> {
   const merchant = await server.createMerchant(`stream fuzz ${kind}`);
@@ -633,14 +615,14 @@ async function check(c: Case): Promise<void> {
 // ------------------------------------------------------------------ properties
 
 beforeAll(async () => {
-  process.on('unhandledRejection', onUnhandled);
+  rejections.start();
   server = await startTestServer({ TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true', TOLLGATE_GATEWAY_TIMEOUT_MS: '5000', TOLLGATE_GATEWAY_IDLE_TIMEOUT_MS: '5000' });
   for (const family of ['openai', 'anthropic', 'google', 'bedrock'] as const) providers.set(family, await startProvider());
   for (const t of await Promise.all(TENANT_KINDS.map(tenant))) tenants.set(t.kind, t);
 });
 
 afterAll(async () => {
-  process.off('unhandledRejection', onUnhandled);
+  rejections.stop();
   for (const { server: provider } of providers.values()) {
     provider.closeAllConnections();
     await new Promise((resolve) => provider.close(resolve));

@@ -11,6 +11,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../../shared/money.ts';
+import { eventStreamFrame } from '../../../test/aws-event-stream.ts';
 import { PROVIDER_FIXTURES, splitSseEvents, startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import { listenLocally as listen } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
@@ -847,24 +848,13 @@ describe('what a provider sends back', () => {
   it('Bedrock ConverseStream (application/vnd.amazon.eventstream, binary frames) is metered from its frames', async () => {
     const t = await tenant();
     await gql(`mutation($p: String!, $k: String!) { setProviderCredential(provider: $p, apiKey: $k) { id } }`, { p: 'bedrock', k: 'bedrock-provider-key-0001' }, t.secret);
-    /** One event-stream message: prelude (lengths and a CRC), string headers, the JSON payload, a CRC (not checked here). */
-    const frame = (type: string, payload: object) => {
-      const header = (name: string, value: string) => Buffer.concat([Buffer.from([name.length]), Buffer.from(name), Buffer.from([7]), Buffer.from([value.length >> 8, value.length & 255]), Buffer.from(value)]);
-      const headers = Buffer.concat([header(':event-type', type), header(':content-type', 'application/json'), header(':message-type', 'event')]);
-      const body = Buffer.from(JSON.stringify(payload));
-      const prelude = Buffer.alloc(12);
-      prelude.writeUInt32BE(12 + headers.length + body.length + 4, 0);
-      prelude.writeUInt32BE(headers.length, 4);
-      prelude.writeUInt32BE(0xfe9c3a81, 8);
-      return Buffer.concat([prelude, headers, body, Buffer.from([0xc3, 0x28, 0xa0, 0xff])]);
-    };
     const provider = await upstream(t, 'bedrock', (req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
-      res.write(frame('messageStart', { p: 'abcd', role: 'assistant' }));
-      res.write(frame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: 'Hello there' }, p: 'ab' }));
-      res.write(frame('messageStop', { p: 'ab', stopReason: 'end_turn' }));
-      res.end(frame('metadata', { metrics: { latencyMs: 455 }, p: 'abcdefgh', usage: { inputTokens: 1000, outputTokens: 500, totalTokens: 1500 } }));
+      res.write(eventStreamFrame('messageStart', { p: 'abcd', role: 'assistant' }));
+      res.write(eventStreamFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: 'Hello there' }, p: 'ab' }));
+      res.write(eventStreamFrame('messageStop', { p: 'ab', stopReason: 'end_turn' }));
+      res.end(eventStreamFrame('metadata', { metrics: { latencyMs: 455 }, p: 'abcdefgh', usage: { inputTokens: 1000, outputTokens: 500, totalTokens: 1500 } }));
     });
     try {
       const response = await post(forwardUrl(`${provider.url}/model/amazon.nova-lite-v1%3A0/converse-stream`), { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId }, {

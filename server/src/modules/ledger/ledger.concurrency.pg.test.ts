@@ -3,12 +3,8 @@ import fc from 'fast-check';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { loadConfig } from '../../config.ts';
-import { openRuntime } from '../../runtime.ts';
 import { ERROR_CODES } from '../../shared/errors.ts';
-import { createLogger } from '../../shared/logger.ts';
-import { createPostgresDatabase } from '../../../test/databases.ts';
-import { startServerProcess, type ServerProcess } from '../../../test/processes.ts';
+import { startSharedCluster, stopSharedCluster, type ServerProcess, type SharedCluster } from '../../../test/processes.ts';
 
 /**
  * Randomized concurrency fuzz of the ledger through its GraphQL API, on two real server processes
@@ -65,28 +61,16 @@ const masterKey = randomBytes(32).toString('hex');
 const RUNS = Number(process.env.FUZZ_RUNS ?? 4);
 const MAX_OPS = Number(process.env.FUZZ_OPS ?? 100);
 
-let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
+let cluster: SharedCluster;
 let instances: ServerProcess[] = [];
-let runtime: Awaited<ReturnType<typeof openRuntime>>;
+let runtime: SharedCluster['runtime'];
 
 beforeAll(async () => {
-  database = await createPostgresDatabase();
-  const env = { DATABASE_URL: database.url, REDIS_URL: redisUrl, TOLLGATE_MASTER_KEY: masterKey, TOLLGATE_EXPIRY_INTERVAL_SECONDS: '3600' };
-  // The runtime (which seeds merchants and customers) warms up while the servers boot: its first
-  // queries cost seconds on this small machine. All three migrate under one lock.
-  const warm = async () => {
-    runtime = await openRuntime(loadConfig({ ...env, NODE_ENV: 'test' }), createLogger('silent'));
-    const { merchant } = await runtime.services.merchants.create({ name: 'warm-up' });
-    await runtime.services.customers.create(merchant.id, { externalId: 'warm-up' });
-  };
-  [instances] = await Promise.all([Promise.all([startServerProcess(env), startServerProcess(env)]), warm()]);
+  cluster = await startSharedCluster({ REDIS_URL: redisUrl, TOLLGATE_MASTER_KEY: masterKey, TOLLGATE_EXPIRY_INTERVAL_SECONDS: '3600' });
+  ({ instances, runtime } = cluster);
 }, 120_000);
 
-afterAll(async () => {
-  await Promise.all(instances.map((instance) => instance.stop()));
-  await runtime?.close();
-  await database?.drop();
-});
+afterAll(() => stopSharedCluster(cluster ?? {}));
 
 // ------------------------------------------------------------------ money
 

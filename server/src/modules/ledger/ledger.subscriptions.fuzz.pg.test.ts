@@ -2,11 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createClient, type Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { loadConfig } from '../../config.ts';
-import { openRuntime } from '../../runtime.ts';
-import { createLogger } from '../../shared/logger.ts';
-import { createPostgresDatabase } from '../../../test/databases.ts';
-import { startServerProcess, type ServerProcess } from '../../../test/processes.ts';
+import { startSharedCluster, stopSharedCluster, type ServerProcess, type SharedCluster } from '../../../test/processes.ts';
 
 /**
  * Property-based fuzz of balanceUpdated delivery, on two real server processes sharing one
@@ -51,27 +47,16 @@ const OPS = Number(process.env.FUZZ_OPS ?? 70);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
 const CUSTOMERS = 3;
 
-let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
+let cluster: SharedCluster;
 let instances: ServerProcess[] = [];
-let runtime: Awaited<ReturnType<typeof openRuntime>>;
+let runtime: SharedCluster['runtime'];
 
 beforeAll(async () => {
-  database = await createPostgresDatabase();
-  const env = { DATABASE_URL: database.url, REDIS_URL: redisUrl, TOLLGATE_MASTER_KEY: masterKey, TOLLGATE_EXPIRY_INTERVAL_SECONDS: '1' };
-  // The runtime (which creates merchants and customers, and extends holds) warms up while the servers boot.
-  const warm = async () => {
-    runtime = await openRuntime(loadConfig({ ...env, NODE_ENV: 'test' }), createLogger('silent'));
-    const { merchant } = await runtime.services.merchants.create({ name: 'warm-up' });
-    await runtime.services.customers.create(merchant.id, { externalId: 'warm-up' });
-  };
-  [instances] = await Promise.all([Promise.all([startServerProcess(env), startServerProcess(env)]), warm()]);
+  cluster = await startSharedCluster({ REDIS_URL: redisUrl, TOLLGATE_MASTER_KEY: masterKey, TOLLGATE_EXPIRY_INTERVAL_SECONDS: '1' });
+  ({ instances, runtime } = cluster);
 }, 120_000);
 
-afterAll(async () => {
-  await Promise.all(instances.map((instance) => instance.stop()));
-  await runtime?.close();
-  await database?.drop();
-});
+afterAll(() => stopSharedCluster(cluster ?? {}));
 
 // ------------------------------------------------------------------ randomness and money
 
