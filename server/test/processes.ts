@@ -81,3 +81,35 @@ export async function stopSharedCluster(cluster: Partial<SharedCluster>): Promis
   await cluster.runtime?.close();
   await cluster.database?.drop();
 }
+
+/** A GraphQL answer over HTTP as it came back; a body that is not JSON becomes an error of its own. */
+export interface GraphqlAnswer {
+  status: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are read field by field
+  data: Record<string, any> | null | undefined;
+  errors: { message: string; extensions?: { code?: string; [key: string]: unknown } }[] | undefined;
+}
+
+/** POSTs a GraphQL operation to a server at `url` (a ServerProcess's), with a secret key or customer session token. */
+export async function postGraphql(url: string, token: string, query: string, variables: Record<string, unknown>): Promise<GraphqlAnswer> {
+  const response = await fetch(`${url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const text = await response.text();
+  try {
+    const body = JSON.parse(text) as Omit<GraphqlAnswer, 'status'>;
+    return { status: response.status, data: body.data, errors: body.errors };
+  } catch {
+    return { status: response.status, data: undefined, errors: [{ message: `not JSON: ${text.slice(0, 300)}` }] };
+  }
+}
+
+/** The data of a GraphQL read that must succeed. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are read field by field
+export async function readGraphql(url: string, token: string, query: string, variables: Record<string, unknown> = {}): Promise<Record<string, any>> {
+  const answer = await postGraphql(url, token, query, variables);
+  if (answer.errors || !answer.data) throw new Error(`${query} ${JSON.stringify(variables)} failed: ${JSON.stringify(answer.errors)}`);
+  return answer.data;
+}

@@ -4,7 +4,7 @@ import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ERROR_CODES } from '../../shared/errors.ts';
-import { startSharedCluster, stopSharedCluster, type ServerProcess, type SharedCluster } from '../../../test/processes.ts';
+import { postGraphql, readGraphql, startSharedCluster, stopSharedCluster, type GraphqlAnswer, type ServerProcess, type SharedCluster } from '../../../test/processes.ts';
 
 /**
  * Randomized concurrency fuzz of the ledger through its GraphQL API, on two real server processes
@@ -196,33 +196,11 @@ const TRANSACTIONS_PAGE = `query ($id: ID!, $after: String) { wallet(customerId:
 const INTEGRITY = '{ ledgerIntegrity { ok transactionsChecked violations } }';
 const BALANCE_UPDATED = 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { balance { amount currency } available { amount } transactionIds } }';
 
-interface Answer {
-  status: number;
-  data: Record<string, any> | null | undefined;
-  errors: { message: string; extensions?: { code?: string; [key: string]: unknown } }[] | undefined;
-}
+type Answer = GraphqlAnswer;
 
-async function post(target: Via, secret: string, query: string, variables: Record<string, unknown>): Promise<Answer> {
-  const response = await fetch(`${instances[target]!.url}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const text = await response.text();
-  try {
-    const body = JSON.parse(text) as Omit<Answer, 'status'>;
-    return { status: response.status, data: body.data, errors: body.errors };
-  } catch {
-    return { status: response.status, data: undefined, errors: [{ message: `not JSON: ${text.slice(0, 300)}` }] };
-  }
-}
-
+const post = (target: Via, secret: string, query: string, variables: Record<string, unknown>) => postGraphql(instances[target]!.url, secret, query, variables);
 /** A read that must succeed. */
-async function read(target: Via, secret: string, query: string, variables: Record<string, unknown> = {}): Promise<Record<string, any>> {
-  const answer = await post(target, secret, query, variables);
-  if (answer.errors || !answer.data) throw new Error(`${query} ${JSON.stringify(variables)} failed: ${JSON.stringify(answer.errors)}`);
-  return answer.data;
-}
+const read = (target: Via, secret: string, query: string, variables: Record<string, unknown> = {}) => readGraphql(instances[target]!.url, secret, query, variables);
 
 async function allPages<T>(target: Via, secret: string, query: string, id: string, connection: (data: Record<string, any>) => any, node: (item: any) => T): Promise<T[]> {
   const items: T[] = [];

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createClient, type Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startSharedCluster, stopSharedCluster, type ServerProcess, type SharedCluster } from '../../../test/processes.ts';
+import { postGraphql, readGraphql, startSharedCluster, stopSharedCluster, type GraphqlAnswer, type ServerProcess, type SharedCluster } from '../../../test/processes.ts';
 
 /**
  * Property-based fuzz of balanceUpdated delivery, on two real server processes sharing one
@@ -89,32 +89,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 type Via = 0 | 1;
 const PROCESS = ['A', 'B'] as const;
 
-interface Answer {
-  status: number;
-  data: Record<string, any> | null | undefined;
-  errors: { message: string; extensions?: { code?: string } }[] | undefined;
-}
+type Answer = GraphqlAnswer;
 
-async function post(via: Via, token: string, query: string, variables: Record<string, unknown>): Promise<Answer> {
-  const response = await fetch(`${instances[via]!.url}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const text = await response.text();
-  try {
-    const body = JSON.parse(text) as Omit<Answer, 'status'>;
-    return { status: response.status, data: body.data, errors: body.errors };
-  } catch {
-    return { status: response.status, data: undefined, errors: [{ message: `not JSON: ${text.slice(0, 300)}` }] };
-  }
-}
-
-async function read(via: Via, token: string, query: string, variables: Record<string, unknown> = {}): Promise<Record<string, any>> {
-  const answer = await post(via, token, query, variables);
-  if (answer.errors || !answer.data) throw new Error(`${query} ${JSON.stringify(variables)} failed: ${JSON.stringify(answer.errors)}`);
-  return answer.data;
-}
+const post = (via: Via, token: string, query: string, variables: Record<string, unknown>) => postGraphql(instances[via]!.url, token, query, variables);
+/** A read that must succeed. */
+const read = (via: Via, token: string, query: string, variables: Record<string, unknown> = {}) => readGraphql(instances[via]!.url, token, query, variables);
 
 const TX = 'transaction { id }';
 const MUTATIONS = {
