@@ -196,8 +196,6 @@ const TRANSACTIONS_PAGE = `query ($id: ID!, $after: String) { wallet(customerId:
 const INTEGRITY = '{ ledgerIntegrity { ok transactionsChecked violations } }';
 const BALANCE_UPDATED = 'subscription ($id: ID!) { balanceUpdated(customerId: $id) { balance { amount currency } available { amount } transactionIds } }';
 
-type Answer = GraphqlAnswer;
-
 const post = (target: Via, secret: string, query: string, variables: Record<string, unknown>) => postGraphql(instances[target]!.url, secret, query, variables);
 /** A read that must succeed. */
 const read = (target: Via, secret: string, query: string, variables: Record<string, unknown> = {}) => readGraphql(instances[target]!.url, secret, query, variables);
@@ -238,7 +236,7 @@ interface Call {
   c: number;
   sig: string;
   amount: bigint;
-  answer: Answer;
+  answer: GraphqlAnswer;
   /** Its error code, or null for a success. */
   code: string | null;
 }
@@ -271,7 +269,7 @@ const stats = new Map<string, number>();
 const count = (outcome: string) => stats.set(outcome, (stats.get(outcome) ?? 0) + 1);
 
 /** Sends one request and checks its answer is a success or one of the `allowed` typed codes. */
-async function send(run: RunState, target: Via, what: string, query: string, variables: Record<string, unknown>, field: string, allowed: readonly string[]): Promise<{ answer: Answer; code: string | null; describe: string }> {
+async function send(run: RunState, target: Via, what: string, query: string, variables: Record<string, unknown>, field: string, allowed: readonly string[]): Promise<{ answer: GraphqlAnswer; code: string | null; describe: string }> {
   const answer = await post(target, run.secret, query, variables);
   const describe = `${what} via ${PROCESS[target]} ${JSON.stringify(variables)} → HTTP ${answer.status} ${JSON.stringify(answer.errors ?? answer.data)}`;
   if (answer.status >= 500) run.problems.push(`${describe}: a 5xx answer`);
@@ -292,7 +290,7 @@ async function send(run: RunState, target: Via, what: string, query: string, var
 }
 
 /** INSUFFICIENT_FUNDS must agree with its own figures: what was needed exceeds what was there (plus the allowance). */
-function checkRefusal(run: RunState, describe: string, answer: Answer, allowance: bigint): void {
+function checkRefusal(run: RunState, describe: string, answer: GraphqlAnswer, allowance: bigint): void {
   const details = answer.errors?.[0]?.extensions ?? {};
   if (typeof details.required !== 'string' || typeof details.available !== 'string') {
     run.problems.push(`${describe}: INSUFFICIENT_FUNDS without its figures`);

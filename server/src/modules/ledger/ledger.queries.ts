@@ -56,6 +56,23 @@ function holdStatusWhere(statuses: readonly HoldStatus[] | null | undefined, now
   };
 }
 
+/** A wallet row as LedgerQueries.view reads it: amounts as text (bigint), with its held sum and whether a settle is due. */
+interface WalletViewRow {
+  id: string;
+  merchantId: string;
+  customerId: string;
+  currency: string;
+  balance: string;
+  fractionCarry: string;
+  overdraftLimit: string;
+  overdraftLimitSetAt: Date | null;
+  version: string;
+  createdAt: Date;
+  updatedAt: Date;
+  held: string;
+  settle_due: boolean;
+}
+
 /**
  * Reads over the ledger. Expiry also runs on read, so a wallet never shows credit that
  * has expired even if the schedule has not come round yet.
@@ -101,7 +118,7 @@ export class LedgerQueries {
    */
   private async view(customerId: string, currency: string, now: Date): Promise<{ wallet: WalletView; settleDue: boolean } | null> {
     const [row] = await this.db.withConnection((connection) =>
-      connection.query<Record<keyof Wallet | 'held', string | Date | null> & { settle_due: boolean }>(
+      connection.query<WalletViewRow>(
         `SELECT w.id, w.merchant_id AS "merchantId", w.customer_id AS "customerId", w.currency, w.balance::text AS balance,
            w.fraction_carry::text AS "fractionCarry", w.overdraft_limit::text AS "overdraftLimit", w.overdraft_limit_set_at AS "overdraftLimitSetAt",
            w.version::text AS version, w.created_at AS "createdAt", w.updated_at AS "updatedAt",
@@ -114,12 +131,11 @@ export class LedgerQueries {
     );
     if (!row) return null;
     const wallet: Wallet = {
-      id: String(row.id), merchantId: String(row.merchantId), customerId: String(row.customerId), currency: String(row.currency),
-      balance: BigInt(String(row.balance)), fractionCarry: BigInt(String(row.fractionCarry)), overdraftLimit: BigInt(String(row.overdraftLimit)),
-      overdraftLimitSetAt: row.overdraftLimitSetAt === null ? null : new Date(row.overdraftLimitSetAt),
-      version: BigInt(String(row.version)), createdAt: new Date(row.createdAt!), updatedAt: new Date(row.updatedAt!),
+      id: row.id, merchantId: row.merchantId, customerId: row.customerId, currency: row.currency,
+      balance: BigInt(row.balance), fractionCarry: BigInt(row.fractionCarry), overdraftLimit: BigInt(row.overdraftLimit), overdraftLimitSetAt: row.overdraftLimitSetAt,
+      version: BigInt(row.version), createdAt: row.createdAt, updatedAt: row.updatedAt,
     };
-    const held = BigInt(String(row.held));
+    const held = BigInt(row.held);
     return { wallet: { ...wallet, held, available: wallet.balance - held }, settleDue: row.settle_due };
   }
 

@@ -89,8 +89,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 type Via = 0 | 1;
 const PROCESS = ['A', 'B'] as const;
 
-type Answer = GraphqlAnswer;
-
 const post = (via: Via, token: string, query: string, variables: Record<string, unknown>) => postGraphql(instances[via]!.url, token, query, variables);
 /** A read that must succeed. */
 const read = (via: Via, token: string, query: string, variables: Record<string, unknown> = {}) => readGraphql(instances[via]!.url, token, query, variables);
@@ -149,7 +147,7 @@ interface Sent {
   kind: Kind;
   c: number;
   variables: Record<string, unknown>;
-  answer: Answer;
+  answer: GraphqlAnswer;
 }
 
 interface Run {
@@ -173,7 +171,7 @@ interface Run {
 const pick = <T,>(random: () => number, items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
 const int = (random: () => number, min: number, max: number) => min + Math.floor(random() * (max - min + 1));
 
-function codeOf(answer: Answer): string | null {
+function codeOf(answer: GraphqlAnswer): string | null {
   return answer.errors ? (answer.errors[0]?.extensions?.code ?? 'NONE') : null;
 }
 
