@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { applyPricingChanges, describeChanges, loadPricingConfig, planPricingConfig, type Change, type PricingConfig } from './config-apply.ts';
-import { toPricingRule } from './rules.service.ts';
+import { rulesInForce, toPricingRule } from './rules.service.ts';
 import { applyRule } from './rules.ts';
 
 let server: TestServer;
@@ -512,6 +512,93 @@ describe('rules that would tie, and all-or-nothing applies', () => {
     expect(await stored(merchant.id)).toEqual(before);
     expect(await server.services.meters.list(merchant.id, true)).toEqual([]);
     expect((await server.services.providerPrices.rowsFor(merchant.id)).map((row) => row.perMillionTokens?.output)).toEqual(['9']);
+  });
+});
+
+/**
+ * What the diff shows as "-" is what the apply replaces: a meter, plan or rule written through the
+ * API after the plan was made (while the CLI asked to confirm, say) refuses the apply, nothing
+ * written, instead of being overwritten, taken over or restored unseen. Planned and applied on the
+ * clock, as the CLI does, so that the API's writes fall between the two.
+ */
+describe('changes written between plan and apply', () => {
+  const MARKUP_30: PricingConfig = { ...CONFIG, priceRules: [{ name: 'markup', type: 'MARKUP', config: { percent: '30' } }, CONFIG.priceRules![1]!] };
+  const percentInForce = async (merchantId: string, name: string) => {
+    const [rule] = rulesInForce((await server.services.priceRules.book(merchantId)).defaults, new Date()).filter((row) => row.name === name);
+    return rule ? (rule.config as { percent: string }).percent : null;
+  };
+
+  it('a rule version put through the API refuses the apply; the meter change before it is not written; planned again, it applies', async () => {
+    const merchant = await server.createMerchant();
+    await planAndApply(merchant.id, CONFIG);
+    const renamed = { ...MARKUP_30, meters: [{ ...CONFIG.meters![0]!, name: 'Output' }] };
+    const plan = await planPricingConfig(server.services, merchant.id, renamed);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['update-meter output_tokens', 'add-rule markup']);
+    expect(describeChanges(plan)).toMatch(/- .*"percent":"25"/);
+    await server.services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: { percent: '40' } });
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'priceRules' } });
+    expect(await percentInForce(merchant.id, 'markup')).toBe('40');
+    expect((await server.services.meters.list(merchant.id, true)).map((meter) => meter.name)).toEqual(['Output tokens']);
+
+    const again = await planPricingConfig(server.services, merchant.id, renamed);
+    expect(describeChanges(again)).toMatch(/- .*"percent":"40"/);
+    await applyPricingChanges(server.services, merchant.id, again);
+    expect(await percentInForce(merchant.id, 'markup')).toBe('30');
+    expect((await server.services.meters.list(merchant.id, true)).map((meter) => meter.name)).toEqual(['Output']);
+  });
+
+  it('a rule archived through the API is not put back: the apply is refused', async () => {
+    const merchant = await server.createMerchant();
+    await planAndApply(merchant.id, CONFIG);
+    const plan = await planPricingConfig(server.services, merchant.id, MARKUP_30);
+    await server.services.priceRules.archive(merchant.id, 'markup');
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'priceRules' } });
+    expect(await percentInForce(merchant.id, 'markup')).toBeNull();
+  });
+
+  it('a rule the file adds, created through the API meanwhile, is not given a new version unseen', async () => {
+    const merchant = await server.createMerchant();
+    await planAndApply(merchant.id, CONFIG);
+    const targeted = { name: 'mini', type: 'MARKUP' as const, model: 'gpt-5.4-mini', config: { percent: '5' } };
+    const plan = await planPricingConfig(server.services, merchant.id, { ...CONFIG, priceRules: [...CONFIG.priceRules!, targeted] });
+    expect(describeChanges(plan)).toContain('+ rule "mini"');
+    await server.services.priceRules.put(merchant.id, { ...targeted, config: { percent: '7' } });
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'priceRules' } });
+    expect(await percentInForce(merchant.id, 'mini')).toBe('7');
+  });
+
+  it('a plan created through the API is not taken over, and one archived is not restored', async () => {
+    const merchant = await server.createMerchant();
+    const withPlans: PricingConfig = { plans: [{ key: 'pro', name: 'Pro' }, { key: 'team', name: 'Team' }] };
+    await planAndApply(merchant.id, { plans: [{ key: 'pro', name: 'Pro' }] });
+    const plan = await planPricingConfig(server.services, merchant.id, withPlans);
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['create-plan team']);
+    await server.services.plans.put(merchant.id, { key: 'team', name: 'Team (sales)', description: null });
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'plans' } });
+    expect((await server.services.plans.get(merchant.id, 'team')).name).toBe('Team (sales)');
+
+    const renamed = await planPricingConfig(server.services, merchant.id, { plans: [{ key: 'pro', name: 'Pro plan' }] });
+    expect(renamed.map((change) => `${change.kind} ${change.key}`)).toEqual(['update-plan pro']);
+    await server.services.plans.archive(merchant.id, 'pro');
+    await expect(applyPricingChanges(server.services, merchant.id, renamed)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'plans' } });
+    const pro = await server.services.plans.get(merchant.id, 'pro');
+    expect([pro.name, pro.archivedAt !== null]).toEqual(['Pro', true]);
+  });
+
+  it('a meter archived through the API is not restored by a plan that showed it active', async () => {
+    const merchant = await server.createMerchant();
+    await planAndApply(merchant.id, { meters: CONFIG.meters });
+    const plan = await planPricingConfig(server.services, merchant.id, { meters: [{ ...CONFIG.meters![0]!, unit: 'tokens' }] });
+    expect(plan.map((change) => `${change.kind} ${change.key}`)).toEqual(['update-meter output_tokens']);
+    await server.services.meters.archive(merchant.id, 'output_tokens');
+
+    await expect(applyPricingChanges(server.services, merchant.id, plan)).rejects.toMatchObject({ code: 'CONFLICT', details: { field: 'meters' } });
+    const [meter] = await server.services.meters.list(merchant.id, true);
+    expect([meter!.unit, meter!.archivedAt !== null]).toEqual(['token', true]);
   });
 });
 

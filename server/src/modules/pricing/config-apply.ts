@@ -370,7 +370,7 @@ export async function planPricingConfig(services: Services, merchantId: string, 
     if (!existing) changes.push({ kind: 'create-meter', key: meter.key, detail: meter });
     else {
       // Archived shows in the diff, as for plans: listing an archived meter restores it.
-      const current = canonical({ name: existing.name, unit: existing.unit, source: existing.source, aggregation: existing.aggregation, archived: existing.archivedAt ? true : null });
+      const current = describeMeter(existing);
       if (existing.source !== meter.source) throw invalidField(`meters.${index}.source`, `meter "${meter.key}" already counts ${existing.source}; use a new key for a different source`);
       if (current !== wanted) changes.push({ kind: 'update-meter', key: meter.key, from: current, to: wanted, detail: meter });
     }
@@ -390,7 +390,7 @@ export async function planPricingConfig(services: Services, merchantId: string, 
     const to = canonical({ name, description });
     if (!existing) changes.push({ kind: 'create-plan', key, to, detail: plan });
     else {
-      const from = canonical({ name: existing.name, description: existing.description, archived: existing.archivedAt ? true : null });
+      const from = describePlan(existing);
       if (from !== to) changes.push({ kind: 'update-plan', key, from, to, detail: plan });
     }
     changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules, `plans.${index}.priceRules`, key, knownMeters, now));
@@ -568,14 +568,11 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
       );
     }
     const [current] = rulesInForce(ofName, present);
-    // Trimmed: a rule stored through the API may not be, and it matches the same events.
-    const describe = (r: { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown }, config = r.config) =>
-      canonical({ type: r.type, meterKey: r.meterKey?.trim(), provider: r.provider, model: r.model?.trim(), config });
     // Compared as pricing matches targets (rules.ts): a provider or model in another case is the same rule.
-    const comparable = (r: Parameters<typeof describe>[0]) => describe({ ...r, provider: r.provider?.trim().toLowerCase(), model: r.model?.toLowerCase() }, sameDecimals(r.config));
+    const comparable = (r: DescribedRule) => describeRule({ ...r, provider: r.provider?.trim().toLowerCase(), model: r.model?.toLowerCase() }, sameDecimals(r.config));
     if (!current || comparable(current) !== comparable(rule)) {
-      const from = current ? describe(current) : null;
-      changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to: describe(rule), detail: rule });
+      const from = current ? describeRule(current) : null;
+      changes.push({ kind: 'add-rule', key: plan === null ? rule.name : `${plan}/${rule.name}`, plan, from, to: describeRule(rule), detail: rule });
       changed.push({ index, name: rule.name, type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, effectiveFrom: followingNow(now, times) });
     }
   }
@@ -594,6 +591,21 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
   }
   return changes;
 }
+
+type DescribedRule = { type: string; meterKey?: string | null; provider?: string | null; model?: string | null; config: unknown };
+
+/** A rule version as the diff shows it. Trimmed: a rule stored through the API may not be, and it matches the same events. */
+function describeRule(rule: DescribedRule, config = rule.config): string {
+  return canonical({ type: rule.type, meterKey: rule.meterKey?.trim(), provider: rule.provider, model: rule.model?.trim(), config });
+}
+
+/** As the plan describes a stored meter (archived shows: listing an archived meter restores it). */
+const describeMeter = (meter: { name: string; unit: string; source: string; aggregation: string; archivedAt: Date | null }) =>
+  canonical({ name: meter.name, unit: meter.unit, source: meter.source, aggregation: meter.aggregation, archived: meter.archivedAt ? true : null });
+
+/** As the plan describes a stored plan. */
+const describePlan = (plan: { name: string; description: string | null; archivedAt: Date | null }) =>
+  canonical({ name: plan.name, description: plan.description, archived: plan.archivedAt ? true : null });
 
 export function describeChanges(changes: readonly Change[]): string {
   if (changes.length === 0) return 'No changes: the merchant already matches the file.';
@@ -661,6 +673,14 @@ function unchangedSincePlan(change: Extract<Change, { kind: 'add-price' | 'cance
   );
 }
 
+/**
+ * A meter, plan or rule the diff showed one way was written another way (or created, or archived)
+ * after the plan was made: refused as a changed price is (see unchangedSincePlan), nothing written.
+ */
+function changedSincePlan(what: string, field: string): AppError {
+  return conflict(`The ${what} was changed after this plan was made, and applying would overwrite that change unseen: plan the file again to see the change against it.`, { field });
+}
+
 /** How long an apply may hold its transaction open. */
 const APPLY_TIMEOUT_MS = 60_000;
 
@@ -681,15 +701,22 @@ export async function applyPricingChanges(services: Services, merchantId: string
       // refuse a change from now. Only a scheduled date is checked as given.
       const from = await effectiveFromNow(tx.client, merchantId, now);
       const rules: RuleInput[] = [];
+      const replaced: Extract<Change, { kind: 'add-rule' }>[] = [];
       let storedPrices: PriceWithRef[] | undefined;
       for (const change of changes) {
         switch (change.kind) {
           case 'create-meter':
             await services.meters.create(merchantId, change.detail, tx);
             break;
-          case 'update-meter':
+          case 'update-meter': {
+            // Locked, then compared: a meter changed or archived since the plan was made would be overwritten (or restored) unseen.
+            const [stored] = await tx.client.$queryRaw<{ name: string; unit: string; source: string; aggregation: string; archivedAt: Date | null }[]>`
+              SELECT name, unit, source::text AS source, aggregation::text AS aggregation, archived_at AS "archivedAt"
+              FROM meters WHERE merchant_id = ${merchantId}::uuid AND key = ${change.key} FOR UPDATE`;
+            if (!stored || describeMeter(stored) !== change.from) throw changedSincePlan(`meter ${change.key}`, 'meters');
             await services.meters.update(merchantId, change.key, change.detail, tx);
             break;
+          }
           case 'add-price': {
             // A scheduled date that passed between planning and applying (or that usage already
             // priced has passed) is not backdated either.
@@ -713,16 +740,26 @@ export async function applyPricingChanges(services: Services, merchantId: string
             await services.providerPrices.cancelScheduled(merchantId, change.ref, tx);
             break;
           case 'create-plan':
-          case 'update-plan':
+          case 'update-plan': {
+            // A plan created, changed or archived since the plan was made would be taken over, overwritten or restored unseen.
+            const [stored] = await tx.client.$queryRaw<{ name: string; description: string | null; archivedAt: Date | null }[]>`
+              SELECT name, description, archived_at AS "archivedAt" FROM plans WHERE merchant_id = ${merchantId}::uuid AND key = ${change.key} FOR UPDATE`;
+            if ((stored ? describePlan(stored) : null) !== (change.kind === 'update-plan' ? change.from : null)) throw changedSincePlan(`plan ${change.key}`, 'plans');
             await services.plans.put(merchantId, { key: change.key, name: change.detail.name, description: change.detail.description ?? null }, tx);
             break;
+          }
           case 'add-rule':
             rules.push({ ...change.detail, planKey: change.plan, effectiveFrom: null });
+            replaced.push(change);
             break;
         }
       }
       // Together, once their plans exist: ties are judged with all of them in force, as the plan did.
-      await services.priceRules.putAll(merchantId, rules, tx, from);
+      // Each replaces the version the diff showed as its "-", read under the rules' write lock.
+      await services.priceRules.putAll(merchantId, rules, tx, from, (index, current) => {
+        const change = replaced[index]!;
+        if ((current ? describeRule(current) : null) !== change.from) throw changedSincePlan(`rule "${change.key}"`, 'priceRules');
+      });
     },
     { timeout: APPLY_TIMEOUT_MS },
   );

@@ -260,15 +260,31 @@ export class PriceRuleService {
    * nothing, in `tx` when given (else in a transaction of its own); the cache is dropped once it commits.
    * A meter the same transaction created (a config file's own) counts as known. `movedNow`: the
    * moment "from now" stands for, when the caller already read it in `tx` (see effectiveFromNow:
-   * a config file's changes all take effect then).
+   * a config file's changes all take effect then). `replacing`: called under the lock with each
+   * input's index and the version it replaces (in force just before it takes effect, null for
+   * none); it may throw to refuse the whole put, nothing written (a config file's apply checks that
+   * no version was written since its diff).
    */
-  async putAll(merchantId: string, inputs: readonly RuleInput[], tx?: PrismaTransaction, movedNow?: Date): Promise<RuleRow[]> {
-    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.write(merchantId, inputs, own, true, movedNow));
-    return this.write(merchantId, inputs, tx, true, movedNow);
+  async putAll(
+    merchantId: string,
+    inputs: readonly RuleInput[],
+    tx?: PrismaTransaction,
+    movedNow?: Date,
+    replacing?: (index: number, current: RuleRow | null) => void,
+  ): Promise<RuleRow[]> {
+    if (!tx) return inPrismaTransaction(this.prisma, (own) => this.write(merchantId, inputs, own, true, movedNow, replacing));
+    return this.write(merchantId, inputs, tx, true, movedNow, replacing);
   }
 
   /** `knownMeters`: refuse a rule for a meter the merchant does not have or archived (read in `tx`, so a meter created or restored in it counts). */
-  private async write(merchantId: string, inputs: readonly RuleInput[], tx: PrismaTransaction, knownMeters: boolean, movedNow?: Date): Promise<RuleRow[]> {
+  private async write(
+    merchantId: string,
+    inputs: readonly RuleInput[],
+    tx: PrismaTransaction,
+    knownMeters: boolean,
+    movedNow?: Date,
+    replacing?: (index: number, current: RuleRow | null) => void,
+  ): Promise<RuleRow[]> {
     // Before the lock and any read: a bad input is refused without touching the database.
     const valid = inputs.map(checkInput);
     // Two writers checking for ties side by side would each find none and both write, leaving a
@@ -303,6 +319,7 @@ export class PriceRuleService {
       if (latest && effectiveFrom <= latest.effectiveFrom) {
         throw invalidField('effectiveFrom', `must be after the current version's (${latest.effectiveFrom.toISOString()}): history is never rewritten`);
       }
+      replacing?.(index, rulesInForce(versions.filter((row) => row.name === name), new Date(effectiveFrom.getTime() - 1))[0] ?? null);
       // A version given a date must come after the usage already priced that it, or the version
       // it ends, matches: a late event in between would be priced another way than its neighbours.
       // Not narrowed by meter or price book: a plan's rule is checked against every customer's
