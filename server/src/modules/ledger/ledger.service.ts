@@ -141,7 +141,7 @@ interface Lane {
  * A lane's batches take their keys as new (KeyPreload.assumeNew) unless one met a used key this
  * recently: a client that keeps replaying then costs one probe per key, not a rolled-back batch.
  */
-const REPLAY_MEMORY_MS = 10_000;
+export const REPLAY_MEMORY_MS = 10_000;
 
 export const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
@@ -235,7 +235,8 @@ function isSqlDeadlock(error: unknown): boolean {
 }
 
 /** An operation of a batch that took its keys as new failed, and its key turned out to be used: a replay to answer as such. */
-class KeyFoundUsed extends Error {}
+/** A key taken as new turned out to be used (see runBatch's keysLikelyNew): the attempt rolls back, and the next reads the keys. */
+export class KeyFoundUsed extends Error {}
 
 /** A unique-key race lost three times in a row: answered as a conflict, not an internal error. */
 function keyRaceConflict(error: unknown): AppError {

@@ -78,6 +78,18 @@ describe("an event that would take a month's total past what it holds", () => {
     expect(await t.total('bytes')).toBe(nearlyFull(1));
   });
 
+  it('a retry of an event recorded before answers its first result, though the month is now too full for it', async () => {
+    const t = await setup();
+    await t.seed('bytes', nearlyFull(10));
+    const first = { idempotencyKey: `retried-${randomUUID()}`, quantities: { bytes: 5 } };
+    expect(answers(await t.record([first, { quantities: { bytes: 4 } }]))).toEqual(['0.000000000000000005', '0.000000000000000004']);
+    // Its 5 bytes no longer fit the month (1 left), but it was recorded: a replay, not a refusal,
+    // whether or not the batch read its keys first (a merchant sending no retries lately does not).
+    const [again] = await t.record([first]);
+    expect(again).toMatchObject({ ok: true, replayed: true, event: { charge: '0.000000000000000005' } });
+    expect(await t.total('bytes')).toBe(nearlyFull(1));
+  });
+
   it('counts nowhere, its other meters included, and names the usage when a meter reads it', async () => {
     const t = await setup();
     await t.seed('bytes', nearlyFull(10));

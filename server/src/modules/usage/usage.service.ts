@@ -11,7 +11,7 @@ import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid, requireObjectIfGiven, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
-import { insufficientFunds, isDataError, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
+import { insufficientFunds, isDataError, KeyFoundUsed, REPLAY_MEMORY_MS, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import { customerArchived } from '../customers/customers.service.ts';
 import type { MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
@@ -357,6 +357,8 @@ function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<
  */
 export class UsageService {
   private readonly chargeLanes = new Map<string, ChargeLane>();
+  /** When each merchant last sent a key already recorded (a retry), in ms: its batches then read their keys first. */
+  private readonly replaysSeenAt = new Map<string, number>();
 
   constructor(
     private readonly db: Database,
@@ -682,11 +684,19 @@ export class UsageService {
     // An event of an archived customer from after its archive is only ever a replay (of a key already
     // recorded, which made its wallet) or refused: it locks its wallet only for its gateway hold.
     const wallets = items.filter((item) => !item.archivedAt || item.input.holdId).map((item) => ({ merchantId, customerId: item.customerId!, currency: item.currency }));
+    // Keys are taken as new, unread, as the debit lanes take theirs (see LedgerService.runBatch): a
+    // key found used then rolls the attempt back, and the next reads them. Not while the merchant
+    // is sending retries, nor with an archived customer's event (a retry of one recorded before the
+    // archive is answered as a replay, and one not recorded is refused: telling them apart needs the read).
+    const keysLikelyNew =
+      performance.now() - (this.replaysSeenAt.get(merchantId) ?? -Infinity) > REPLAY_MEMORY_MS && !items.some((item) => item.archivedAt)
+        ? { onReplay: () => this.replaysSeenAt.set(merchantId, performance.now()) }
+        : undefined;
     return this.ledger.runBatch(
       wallets,
       async (batch) => {
         const out = new Map<number, UsageResult>();
-        const existing = await this.existingEvents(batch, merchantId, items.map((item) => item.key));
+        const existing = batch.keysAssumedNew ? new Map<string, EventRow>() : await this.existingEvents(batch, merchantId, items.map((item) => item.key));
         const fresh: Prepared[] = [];
         const firstByKey = new Map<string, Prepared>();
         // Repeats of a key within the batch (a billingId, or the same record): answered as replays of the first, at the end.
@@ -871,9 +881,23 @@ export class UsageService {
           out.set(item.index, answer.ok && item.customerId === first.customerId ? { ...answer, replayed: true } : answer.ok ? chargedElsewhere(item.billingId!, answer.event.id) : answer);
         }
         await this.insertEvents(batch, merchantId, rows);
+        // A key taken as new is checked by its insert; one refused instead (a rule tie, a total
+        // overflowing) may have been a retry of an event recorded before, to be answered as its replay.
+        if (batch.keysAssumedNew) {
+          const stored = new Set(rows.map(([row]) => row.idempotency_key));
+          const refused = items.filter((item) => !stored.has(item.key)).map((item) => item.key);
+          if (refused.length > 0 && (await this.anyRecorded(batch, merchantId, refused))) throw new KeyFoundUsed();
+        }
         return out;
       },
+      [],
+      keysLikelyNew,
     );
+  }
+
+  private async anyRecorded(batch: LedgerBatch, merchantId: string, keys: string[]): Promise<boolean> {
+    const rows = await batch.tx.query(`SELECT 1 FROM usage_events WHERE merchant_id = $1 AND idempotency_key = ANY($2::text[]) LIMIT 1`, [merchantId, pgArray(keys)]);
+    return rows.length > 0;
   }
 
   /**
