@@ -235,7 +235,6 @@ function isSqlDeadlock(error: unknown): boolean {
 }
 
 /** An operation of a batch that took its keys as new failed, and its key turned out to be used: a replay to answer as such. */
-/** A key taken as new turned out to be used (see runBatch's keysLikelyNew): the attempt rolls back, and the next reads the keys. */
 export class KeyFoundUsed extends Error {}
 
 /** A unique-key race lost three times in a row: answered as a conflict, not an internal error. */
