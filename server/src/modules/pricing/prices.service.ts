@@ -145,11 +145,15 @@ export class ProviderPriceService {
     for (const stored of await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: { in: times } } })) existing.set(rowKey(stored), stored);
     const settled = Date.now() + MAX_FUTURE_USAGE_MS;
     const clashes: PriceRow[] = [];
+    // "From now", the price already in force for the model changes nothing if it is the same: a
+    // row is not written again (an import run every day would add the whole table each time).
+    const inForce = dated ? null : await latestRowsBefore(prisma, merchantId, rows);
     const plan = rows.map((row) => {
       const current = existing.get(rowKey(row));
+      const previous = inForce?.get(modelKey(row));
+      if (!current && previous && sameRates(previous, row)) return { row, current: previous, same: true };
       if (!current) return { row, current };
-      // Compared by value: the stored row may predate canonical rates (see storedRow).
-      if (canonicalRates(withCanonicalRates(current.prices as object)) === canonicalRates(row.prices)) return { row, current, same: true };
+      if (sameRates(current, row)) return { row, current, same: true };
       if (current.effectiveFrom.getTime() <= settled) clashes.push(current);
       return { row, current };
     });
@@ -325,11 +329,33 @@ const raceLost =
 const modelKey = (row: { provider: string; model: string }) => `${canonicalProviderId(row.provider).toLowerCase()}\u0000${row.model.trim().toLowerCase()}`;
 const rowKey = (row: { provider: string; model: string; effectiveFrom: Date }) => `${modelKey(row)}\u0000${row.effectiveFrom.getTime()}`;
 
-/** Rates as JSON with sorted keys and no empty values, so equal rates compare equal however they were written. */
+/** Compared by value: the stored row may predate canonical rates (see storedRow). */
+const sameRates = (stored: PriceRow, row: StoredRow) => canonicalRates(withCanonicalRates(stored.prices as object)) === canonicalRates(row.prices);
+
+/** For each model of `rows`, the merchant's latest row taking effect before the earliest of them (the price in force then). */
+async function latestRowsBefore(prisma: Pick<PrismaClient, 'providerPrice'>, merchantId: string, rows: readonly StoredRow[]): Promise<Map<string, PriceRow>> {
+  const latest = new Map<string, PriceRow>();
+  if (rows.length === 0) return latest;
+  const before = new Date(Math.min(...rows.map((row) => row.effectiveFrom.getTime())));
+  const wanted = new Set(rows.map(modelKey));
+  for (const stored of await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: { lt: before } }, orderBy: { effectiveFrom: 'asc' } })) {
+    if (wanted.has(modelKey(stored))) latest.set(modelKey(stored), stored);
+  }
+  return latest;
+}
+
+/**
+ * Rates as JSON with sorted keys and no empty values, so equal rates compare equal however they were written:
+ * context tiers too, in any order (the tier a request uses is the highest threshold it exceeds, wherever it is listed).
+ */
 function canonicalRates(rates: unknown): string {
-  return JSON.stringify(rates, (_key, value: unknown) =>
-    value && typeof value === 'object' && !Array.isArray(value)
+  return JSON.stringify(rates, (key, value: unknown) => {
+    if (key === 'contextTiers' && Array.isArray(value)) {
+      const threshold = (tier: unknown) => (tier && typeof tier === 'object' ? Number((tier as { aboveInputTokens?: unknown }).aboveInputTokens) : Number.NaN);
+      return value.every((tier) => Number.isSafeInteger(threshold(tier))) ? [...value].sort((a, b) => threshold(a) - threshold(b)) : value;
+    }
+    return value && typeof value === 'object' && !Array.isArray(value)
       ? Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner != null).sort(([a], [b]) => a.localeCompare(b)))
-      : value,
-  );
+      : value;
+  });
 }

@@ -103,6 +103,23 @@ describe('a provider price "from now" while usage up to 5 minutes ahead is alrea
     expect(await t.record(t.event(1_000_000, later(ahead, 2)))).toEqual(['3.00']);
   });
 
+  it('the same price again "from now" (a daily import, say) writes no row and answers the one in force; a changed price is a new version', async () => {
+    const t = await setup();
+    const file = (output: number) => JSON.stringify({ custom: { models: { m: { cost: { input: 0, output } } } } });
+    await server.services.providerPrices.importModelsDev(t.merchant.id, file(2));
+    const first = await t.prices();
+    expect(first).toHaveLength(1);
+    expect(await server.services.providerPrices.importModelsDev(t.merchant.id, file(2))).toMatchObject({ imported: 1 });
+    const same = await server.services.providerPrices.add(t.merchant.id, price('2.00'));
+    expect(await t.prices()).toEqual(first);
+    expect(same.effectiveFrom.toISOString()).toBe(first[0]);
+    await server.services.providerPrices.importModelsDev(t.merchant.id, file(3));
+    expect(await t.prices()).toHaveLength(2);
+    // Back to the first price: a change from the one now in force, so a version of its own.
+    await server.services.providerPrices.add(t.merchant.id, price('2'));
+    expect(await t.prices()).toHaveLength(3);
+  });
+
   it('a pricing file applied "from now" adds its prices just after that usage', async () => {
     const t = await setup();
     await server.services.providerPrices.add(t.merchant.id, price('1', SINCE));
