@@ -168,8 +168,8 @@ function modelOracle(model: J | undefined, claude: boolean): StoredPrices | null
   const out: StoredPrices = { perMillionTokens: base };
   const tiers = get(cost, 'tiers');
   const legacy = get(cost, 'context_over_200k');
-  if (tiers !== undefined) {
-    // tiers are the precise form: context_over_200k beside them is not read.
+  // tiers are the precise form: context_over_200k beside them is not read, unless the list is empty.
+  if (tiers !== undefined && !(Array.isArray(tiers) && tiers.length === 0 && legacy !== undefined)) {
     if (!Array.isArray(tiers)) return null;
     const sizes = new Set<number>();
     const list: NonNullable<StoredPrices['contextTiers']> = [];
@@ -254,12 +254,15 @@ function oracle(document: J): Expected | 'not a table' {
   const base = unwrap ? '/providers' : '';
   const rows: ExpectedRow[] = [];
   const skipped: string[] = [];
+  // Beside a wrapped table: reported, not imported.
+  if (unwrap) for (const key of keysOf(document)) if (key !== 'providers') skipped.push(pointer(key));
   const seen = new Set<string>();
   for (const providerKey of keysOf(table)) {
     const entry = get(table, providerKey);
     const providerPath = base + pointer(providerKey);
     const models = isObj(entry) ? get(entry, 'models') : undefined;
-    const providerId = MODELS_DEV_IDS[providerKey] ?? providerKey;
+    // models.dev's ids are lower case; one written in capitals names the same provider.
+    const providerId = MODELS_DEV_IDS[providerKey] ?? MODELS_DEV_IDS[providerKey.toLowerCase()] ?? providerKey;
     if (!isObj(models) || unstorable(providerId)) {
       skipped.push(providerPath);
       continue;

@@ -160,6 +160,16 @@ describe('importModelsDev', () => {
     expect(merged.skipped).toEqual([{ path: '/b/models/M', reason: 'repeats same/M, already imported from /a/models/m' }]);
   });
 
+  it('reads a provider id written in capitals; an empty tiers list keeps the context_over_200k premium; providers beside a wrapped table are reported', () => {
+    const capitals = importModelsDev({ TogetherAI: { models: { m: { cost: { input: 1, output: 2 } } } } }, { effectiveFrom });
+    expect(capitals.rows.map((row) => row.provider)).toEqual(['together']);
+    const premium = importModelsDev({ openai: { models: { m: { cost: { input: 3, output: 15, tiers: [], context_over_200k: { input: 6, output: 22.5 } } } } } }, { effectiveFrom });
+    expect(premium.rows[0]!.contextTiers).toEqual([{ aboveInputTokens: 200_000, perMillionTokens: { input: '6', output: '22.5' } }]);
+    const beside = importModelsDev({ providers: { openai: { models: { m: { cost: { input: 1, output: 1 } } } } }, anthropic: { models: {} } }, { effectiveFrom });
+    expect(beside.rows.map((row) => row.provider)).toEqual(['openai']);
+    expect(beside.skipped).toEqual([{ path: '/anthropic', reason: expect.stringContaining('outside the "providers" object') }]);
+  });
+
   it('imports models.dev provider ids under the ids usage reports, so the rows price calls', () => {
     const rates = { cost: { input: 1, output: 2 } };
     const document = Object.fromEntries(

@@ -145,7 +145,8 @@ function rates(cost: Record<string, unknown>, path: string, allowed: Set<string>
 }
 
 function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[] {
-  if (cost.tiers !== undefined) {
+  // An empty list names no tier: a premium given as context_over_200k beside it still holds.
+  if (cost.tiers !== undefined && !(Array.isArray(cost.tiers) && cost.tiers.length === 0 && cost.context_over_200k !== undefined)) {
     // Newer files list tiers and may repeat the premium as context_over_200k; tiers are the precise one.
     if (!Array.isArray(cost.tiers)) throw new Skip(`${path}/tiers`, 'must be an array');
     const seen = new Set<number>();
@@ -240,6 +241,10 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
 
   const rows: ProviderPrice[] = [];
   const skipped: ImportSkip[] = [];
+  // Beside a wrapped table, a provider would otherwise be left out without a word.
+  if (table !== document) {
+    for (const key of Object.keys(document)) if (key !== 'providers') skipped.push({ path: pointer(key), reason: 'lies outside the "providers" object that holds this file\'s table' });
+  }
   const seen = new Map<string, string>();
   for (const [providerKey, provider] of Object.entries(table)) {
     if (only && !only.has(providerKey)) continue;
@@ -249,7 +254,8 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
       continue;
     }
     const renamed = options.providerIds && Object.hasOwn(options.providerIds, providerKey) ? options.providerIds[providerKey] : undefined;
-    const providerId = renamed ?? MODELS_DEV_PROVIDER_IDS.get(providerKey) ?? providerKey;
+    // models.dev's ids are lower case; a copy that capitalizes one ("TogetherAI") still names it.
+    const providerId = renamed ?? MODELS_DEV_PROVIDER_IDS.get(providerKey) ?? MODELS_DEV_PROVIDER_IDS.get(providerKey.toLowerCase()) ?? providerKey;
     const badProvider = unstorableName('provider id', providerId);
     if (badProvider) {
       skipped.push({ path: providerPath, reason: badProvider });
