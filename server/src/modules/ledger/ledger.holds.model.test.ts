@@ -378,6 +378,16 @@ async function perform(model: Model, req: Request, label: string, replay: boolea
   stats.outcomes.set(outcome, (stats.outcomes.get(outcome) ?? 0) + 1);
   const expectError = (expected: string) => expect(code, line).toBe(expected);
   const expectOk = () => expect(code, line).toBeNull();
+  /** A new debit or hold of `amount`: refused for funds when the model says so (false), else answered, and not as a replay. */
+  const chargedFresh = (amount: bigint): boolean => {
+    if (available - amount < -wallet.limit) {
+      expectError('INSUFFICIENT_FUNDS');
+      return false;
+    }
+    expectOk();
+    expect(data.replayed, line).toBe(false);
+    return true;
+  };
   const firstAnswer = (map: Map<string, { wallet: string; answer: string }>, k: string, answer: string) => {
     const prior = map.get(k);
     if (prior) {
@@ -415,12 +425,7 @@ async function perform(model: Model, req: Request, label: string, replay: boolea
         firstAnswer(model.txKeys, input.idempotencyKey, JSON.stringify([data.transaction, data.grant?.id ?? null]));
         break;
       }
-      if (available - amount < -wallet.limit) {
-        expectError('INSUFFICIENT_FUNDS');
-        break;
-      }
-      expectOk();
-      expect(data.replayed, line).toBe(false);
+      if (!chargedFresh(amount)) break;
       expect(m(data.transaction.amount), line).toBe(`${fmt(-amount)} ${wallet.currency}`);
       firstAnswer(model.txKeys, input.idempotencyKey, JSON.stringify([data.transaction, data.grant?.id ?? null]));
       draw(wallet, own(model, wallet), amount);
@@ -460,12 +465,7 @@ async function perform(model: Model, req: Request, label: string, replay: boolea
         expect(m(data.hold.amount), line).toBe(`${fmt(prior.amount)} ${wallet.currency}`);
         break;
       }
-      if (available - amount < -wallet.limit) {
-        expectError('INSUFFICIENT_FUNDS');
-        break;
-      }
-      expectOk();
-      expect(data.replayed, line).toBe(false);
+      if (!chargedFresh(amount)) break;
       expect(data.wallet.currency, line).toBe(wallet.currency);
       expect(m(data.hold.amount), line).toBe(`${fmt(amount)} ${wallet.currency}`);
       expect(data.hold.expiresAt, line).toBe(new Date(at + input.ttlSeconds * 1000).toISOString());
