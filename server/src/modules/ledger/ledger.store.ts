@@ -395,6 +395,10 @@ export class LedgerBatch {
   readonly created = new Set<string>();
   /** Wallets (walletKeyOf) dropUnused deleted: not stored once this transaction commits. */
   readonly dropped = new Set<string>();
+  /** Ids of the counter-accounts this transaction inserted (see LedgerStore.createAccounts, dropUnused). */
+  readonly createdAccounts = new Set<string>();
+  /** Of those, the ones dropUnused deleted: not stored once this transaction commits. */
+  readonly droppedAccounts = new Set<string>();
 
   constructor(
     readonly tx: SqlExecutor,
@@ -550,6 +554,7 @@ export class LedgerBatch {
  * statement itself keeps a wallet they name.
  */
 async function dropUnused(batch: LedgerBatch): Promise<void> {
+  await dropUnusedAccounts(batch);
   if (batch.created.size === 0) return;
   const unused = [...batch.wallets.values()].filter(
     (wallet) => batch.created.has(wallet.state.id) && wallet.posted.length === 0 && !wallet.heldChanged && !batch.dirtyWallets.has(wallet),
@@ -562,6 +567,23 @@ async function dropUnused(batch: LedgerBatch): Promise<void> {
   );
   const ids = new Set(deleted.map((row) => row.id));
   for (const wallet of unused) if (ids.has(wallet.state.id)) batch.dropped.add(walletKeyOf(wallet));
+}
+
+/**
+ * The same for the counter-accounts this transaction inserted for a new merchant currency that
+ * nothing it wrote names (a debit refused in a currency the merchant never charged in): a
+ * refused operation writes nothing. Only this transaction knows their ids until it commits, so
+ * only what it wrote can name them.
+ */
+async function dropUnusedAccounts(batch: LedgerBatch): Promise<void> {
+  if (batch.createdAccounts.size === 0) return;
+  const used = new Set<string>();
+  for (const { twoLeg } of batch.transactions) if (twoLeg) used.add(twoLeg.accountId);
+  for (const entry of batch.entries) if (entry.accountId) used.add(entry.accountId);
+  const unused = [...batch.createdAccounts].filter((id) => !used.has(id));
+  if (unused.length === 0) return;
+  await batch.tx.query(`DELETE FROM ledger_accounts WHERE id = ANY($1::uuid[])`, [pgArray(unused)]);
+  for (const id of unused) batch.droppedAccounts.add(id);
 }
 
 interface WalletRow {
@@ -625,22 +647,24 @@ export class LedgerStore {
    * (each on its own wallets) could each insert one currency's account and then wait on the
    * other's uncommitted row: a deadlock, the first time a merchant charged in two currencies.
    */
-  private async createAccounts(tx: SqlExecutor, wallets: readonly WalletKey[], created: Map<string, string>): Promise<void> {
+  private async createAccounts(tx: SqlExecutor, wallets: readonly WalletKey[], created: Map<string, string>): Promise<string[]> {
     const pairs = new Map<string, WalletKey>();
     for (const wallet of wallets) {
       const pair = `${wallet.merchantId}:${wallet.currency}`;
       if (!pairs.has(pair) && ACCOUNT_KINDS.some((kind) => !this.accountIds.has(`${pair}:${kind}`))) pairs.set(pair, wallet);
     }
-    if (pairs.size === 0) return;
+    if (pairs.size === 0) return [];
     const rows = [...pairs.values()]
       .flatMap((wallet) => ACCOUNT_KINDS.map((kind) => ({ merchantId: wallet.merchantId, currency: wallet.currency, kind })))
       .sort((a, b) => compareText(a.merchantId, b.merchantId) || compareText(a.currency, b.currency) || compareText(a.kind, b.kind));
-    await tx.query(
+    // RETURNING names only the rows this transaction inserted (see dropUnusedAccounts).
+    const inserted = await tx.query<{ id: string }>(
       `INSERT INTO ledger_accounts (id, merchant_id, currency, kind)
        SELECT u.id, u.merchant_id, u.currency, u.kind::"LedgerAccountKind"
        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS u(id, merchant_id, currency, kind, n)
        ORDER BY u.n
-       ON CONFLICT (merchant_id, currency, kind) DO NOTHING`,
+       ON CONFLICT (merchant_id, currency, kind) DO NOTHING
+       RETURNING id`,
       [pgArrayOf(rows, () => randomUUID()), pgArrayOf(rows, (row) => row.merchantId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.kind)],
     );
     const found = await tx.query<{ id: string; merchant_id: string; currency: string; kind: string }>(
@@ -649,6 +673,7 @@ export class LedgerStore {
       [pgArrayOf([...pairs.values()], (wallet) => wallet.merchantId), pgArrayOf([...pairs.values()], (wallet) => wallet.currency)],
     );
     for (const row of found) created.set(`${row.merchant_id}:${row.currency}:${row.kind}`, row.id);
+    return inserted.map((row) => row.id);
   }
 
   private async systemAccountId(tx: SqlExecutor, merchantId: string, currency: string, kind: AccountKind, created: Map<string, string>): Promise<string> {
@@ -748,9 +773,10 @@ export class LedgerStore {
         ],
       );
       const orders = new Map((stateRow?.orders ?? []).map((row) => [row.merchant_id, row.order]));
-      await this.createAccounts(tx, unique, created);
+      const insertedAccounts = await this.createAccounts(tx, unique, created);
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created), preload.assumeNew);
       for (const row of inserted) batch.created.add(row.id);
+      for (const id of insertedAccounts) batch.createdAccounts.add(id);
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
@@ -791,7 +817,7 @@ export class LedgerStore {
       await dropUnused(batch);
       return { result, batch };
     });
-    for (const [key, id] of created) this.accountIds.set(key, id);
+    for (const [key, id] of created) if (!outcome.batch.droppedAccounts.has(id)) this.accountIds.set(key, id);
     for (const key of unique) if (!outcome.batch.dropped.has(walletKeyOf(key))) this.knownWallets.add(walletKeyOf(key));
     return outcome;
   }

@@ -109,6 +109,23 @@ describe('credits and debits', () => {
     expect(empty.errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
   });
 
+  it('a debit refused in a currency the merchant never charged in writes nothing: no wallet, no counter-accounts', async () => {
+    const accounts = async () => (await sql<{ n: number }>(`SELECT count(*)::int AS n FROM ledger_accounts WHERE merchant_id = $1`, [merchant.id]))[0]!.n;
+    const customerId = await newCustomer();
+    const before = await accounts();
+    const refused = await gql(DEBIT, { input: { customerId, amount: '0.01', currency: 'CHF', idempotencyKey: randomUUID() } });
+    expect(refused.errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    expect(await accounts()).toBe(before);
+    expect(await sql(`SELECT 1 FROM wallets WHERE customer_id = $1 AND currency = 'CHF'`, [customerId])).toEqual([]);
+    // The accounts come with the first change that names them, and are not remembered from the refusal.
+    await grant(customerId, '1.00', { currency: 'CHF' });
+    expect((await debit(customerId, '0.10')).errors?.[0]?.extensions.code).toBe('INSUFFICIENT_FUNDS');
+    const charged = await gql(DEBIT, { input: { customerId, amount: '0.10', currency: 'CHF', idempotencyKey: randomUUID() } });
+    expect(charged.errors).toBeUndefined();
+    expect((await wallet(customerId, 'CHF')).balance.amount).toBe('0.90');
+    expect(await accounts()).toBeGreaterThan(before);
+  });
+
   it('replays an idempotency key: the first result, and nothing moves', async () => {
     const customerId = await newCustomer();
     await grant(customerId, '5.00');
