@@ -395,8 +395,8 @@ export class LedgerBatch {
   readonly created = new Set<string>();
   /** Wallets (walletKeyOf) dropUnused deleted: not stored once this transaction commits. */
   readonly dropped = new Set<string>();
-  /** Ids of the counter-accounts this transaction inserted (see LedgerStore.createAccounts, dropUnused). */
-  readonly createdAccounts = new Set<string>();
+  /** The counter-accounts this transaction inserted: id → `merchantId:currency` (see LedgerStore.createAccounts, dropUnused). */
+  readonly createdAccounts = new Map<string, string>();
   /** Of those, the ones dropUnused deleted: not stored once this transaction commits. */
   readonly droppedAccounts = new Set<string>();
 
@@ -570,17 +570,22 @@ async function dropUnused(batch: LedgerBatch): Promise<void> {
 }
 
 /**
- * The same for the counter-accounts this transaction inserted for a new merchant currency that
- * nothing it wrote names (a debit refused in a currency the merchant never charged in): a
- * refused operation writes nothing. Only this transaction knows their ids until it commits, so
- * only what it wrote can name them.
+ * The same for the counter-accounts this transaction inserted for a new merchant currency when
+ * nothing it wrote names any of them (a debit refused in a currency the merchant never charged
+ * in): a refused operation writes nothing. A currency's accounts are kept or dropped together, so
+ * that once kept they are all known and no later batch inserts them again. Only this transaction
+ * knows their ids until it commits, so only what it wrote can name them.
  */
 async function dropUnusedAccounts(batch: LedgerBatch): Promise<void> {
   if (batch.createdAccounts.size === 0) return;
-  const used = new Set<string>();
-  for (const { twoLeg } of batch.transactions) if (twoLeg) used.add(twoLeg.accountId);
-  for (const entry of batch.entries) if (entry.accountId) used.add(entry.accountId);
-  const unused = [...batch.createdAccounts].filter((id) => !used.has(id));
+  const usedPairs = new Set<string>();
+  const use = (id: string | null) => {
+    const pair = id === null ? undefined : batch.createdAccounts.get(id);
+    if (pair) usedPairs.add(pair);
+  };
+  for (const { twoLeg } of batch.transactions) use(twoLeg?.accountId ?? null);
+  for (const entry of batch.entries) use(entry.accountId);
+  const unused = [...batch.createdAccounts].filter(([, pair]) => !usedPairs.has(pair)).map(([id]) => id);
   if (unused.length === 0) return;
   await batch.tx.query(`DELETE FROM ledger_accounts WHERE id = ANY($1::uuid[])`, [pgArray(unused)]);
   for (const id of unused) batch.droppedAccounts.add(id);
@@ -776,7 +781,8 @@ export class LedgerStore {
       const insertedAccounts = await this.createAccounts(tx, unique, created);
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created), preload.assumeNew);
       for (const row of inserted) batch.created.add(row.id);
-      for (const id of insertedAccounts) batch.createdAccounts.add(id);
+      const fresh = new Set(insertedAccounts);
+      for (const [key, id] of created) if (fresh.has(id)) batch.createdAccounts.set(id, key.slice(0, key.lastIndexOf(':')));
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
