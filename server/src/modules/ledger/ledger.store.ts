@@ -652,24 +652,25 @@ export class LedgerStore {
    * (each on its own wallets) could each insert one currency's account and then wait on the
    * other's uncommitted row: a deadlock, the first time a merchant charged in two currencies.
    */
-  private async createAccounts(tx: SqlExecutor, wallets: readonly WalletKey[], created: Map<string, string>): Promise<string[]> {
+  /** Inserts the counter-accounts of the wallets' merchant currencies not known yet; answers those this transaction inserted, id → `merchantId:currency`. */
+  private async createAccounts(tx: SqlExecutor, wallets: readonly WalletKey[], created: Map<string, string>): Promise<Map<string, string>> {
     const pairs = new Map<string, WalletKey>();
     for (const wallet of wallets) {
       const pair = `${wallet.merchantId}:${wallet.currency}`;
       if (!pairs.has(pair) && ACCOUNT_KINDS.some((kind) => !this.accountIds.has(`${pair}:${kind}`))) pairs.set(pair, wallet);
     }
-    if (pairs.size === 0) return [];
+    if (pairs.size === 0) return new Map();
     const rows = [...pairs.values()]
       .flatMap((wallet) => ACCOUNT_KINDS.map((kind) => ({ merchantId: wallet.merchantId, currency: wallet.currency, kind })))
       .sort((a, b) => compareText(a.merchantId, b.merchantId) || compareText(a.currency, b.currency) || compareText(a.kind, b.kind));
     // RETURNING names only the rows this transaction inserted (see dropUnusedAccounts).
-    const inserted = await tx.query<{ id: string }>(
+    const inserted = await tx.query<{ id: string; merchant_id: string; currency: string }>(
       `INSERT INTO ledger_accounts (id, merchant_id, currency, kind)
        SELECT u.id, u.merchant_id, u.currency, u.kind::"LedgerAccountKind"
        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS u(id, merchant_id, currency, kind, n)
        ORDER BY u.n
        ON CONFLICT (merchant_id, currency, kind) DO NOTHING
-       RETURNING id`,
+       RETURNING id, merchant_id, currency`,
       [pgArrayOf(rows, () => randomUUID()), pgArrayOf(rows, (row) => row.merchantId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.kind)],
     );
     const found = await tx.query<{ id: string; merchant_id: string; currency: string; kind: string }>(
@@ -678,7 +679,7 @@ export class LedgerStore {
       [pgArrayOf([...pairs.values()], (wallet) => wallet.merchantId), pgArrayOf([...pairs.values()], (wallet) => wallet.currency)],
     );
     for (const row of found) created.set(`${row.merchant_id}:${row.currency}:${row.kind}`, row.id);
-    return inserted.map((row) => row.id);
+    return new Map(inserted.map((row) => [row.id, `${row.merchant_id}:${row.currency}`]));
   }
 
   private async systemAccountId(tx: SqlExecutor, merchantId: string, currency: string, kind: AccountKind, created: Map<string, string>): Promise<string> {
@@ -781,8 +782,7 @@ export class LedgerStore {
       const insertedAccounts = await this.createAccounts(tx, unique, created);
       const batch = new LedgerBatch(tx, now, (merchantId, currency, kind) => this.systemAccountId(tx, merchantId, currency, kind, created), preload.assumeNew);
       for (const row of inserted) batch.created.add(row.id);
-      const fresh = new Set(insertedAccounts);
-      for (const [key, id] of created) if (fresh.has(id)) batch.createdAccounts.set(id, key.slice(0, key.lastIndexOf(':')));
+      for (const [id, pair] of insertedAccounts) batch.createdAccounts.set(id, pair);
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
