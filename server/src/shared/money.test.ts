@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatAttos, formatAttosText, formatNanos, MAX_AMOUNT_NANOS, parseFormattedNanos } from './money.ts';
+import { formatAttos, formatAttosText, formatNanos, MAX_AMOUNT_NANOS, parseDecimalAttos, parseFormattedNanos } from './money.ts';
 
 /** The plain way to write value ÷ 10^scale with at least two decimals: the reference for the fast one. */
 function reference(value: bigint, scale: number): string {
@@ -49,5 +49,25 @@ describe('reading amounts the server formatted', () => {
     expect(parseFormattedNanos('1500000000.00')).toBe(1_500_000_000n * 1_000_000_000n);
     expect(parseFormattedNanos(formatNanos(MAX_AMOUNT_NANOS + 1n))).toBe(MAX_AMOUNT_NANOS + 1n);
     for (const text of ['', '1e9', '1.0000000001', ' 1.00', 'NaN']) expect(() => parseFormattedNanos(text), text).toThrow(/formatNanos/);
+  });
+});
+
+describe('reading decimal amounts', () => {
+  it('says what is wrong with a decimal that only runs too long, and reads the longest ones it holds', () => {
+    const reason = (text: string) => {
+      try {
+        parseDecimalAttos('price', text);
+        return 'read';
+      } catch (error) {
+        return (error as Error).message;
+      }
+    };
+    expect(reason('1234567890123')).toMatch(/too large: at most 12 digits before the decimal point/);
+    expect(reason('-1234567890123.5')).toMatch(/too large/);
+    expect(reason('0.1234567890123456789')).toMatch(/more than 18 decimal places/);
+    expect(reason('1e3')).toMatch(/must be a decimal number such as "12.50"/);
+    expect(reason('12,5')).toMatch(/must be a decimal number such as "12.50"/);
+    expect(parseDecimalAttos('price', '999999999999.999999999999999999')).toBe(10n ** 30n - 1n);
+    expect(parseDecimalAttos('price', '-0.000000000000000001')).toBe(-1n);
   });
 });

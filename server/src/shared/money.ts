@@ -17,7 +17,13 @@ const DECIMAL = /^(-)?(\d{1,12})(?:\.(\d{1,18}))?$/;
 /** An exact decimal string as atto-units (1e-18). Rejects floats' exponent notation and >18 places. */
 export function parseDecimalAttos(field: string, text: string): bigint {
   const match = DECIMAL.exec(String(text).trim());
-  if (!match) throw invalidField(field, 'must be a decimal number such as "12.50" (up to 18 decimal places)');
+  if (!match) {
+    // A decimal that only runs too long is told so, not shown an example of what it already is.
+    const digits = /^-?0*(\d+?)(?:\.(\d+))?$/.exec(String(text).trim());
+    if (digits && (digits[2]?.length ?? 0) > 18) throw invalidField(field, 'has more than 18 decimal places');
+    if (digits && digits[1]!.length > 12) throw invalidField(field, 'is too large: at most 12 digits before the decimal point');
+    throw invalidField(field, 'must be a decimal number such as "12.50" (up to 18 decimal places)');
+  }
   const [, sign, whole, fraction = ''] = match;
   const attos = BigInt(whole!) * NANOS_PER_UNIT * ATTOS_PER_NANO + BigInt(fraction.padEnd(18, '0'));
   return sign ? -attos : attos;

@@ -147,6 +147,18 @@ describe('importModelsDev', () => {
     ]);
   });
 
+  it('skips a Claude too dear for its derived 1-hour cache write with that reason, not one that names a field the file lacks', () => {
+    const dear = 600_000_000_000;
+    const { rows, skipped } = importModelsDev({
+      anthropic: { models: { 'claude-dear': { cost: { input: dear, output: 1 } }, 'claude-long': { cost: { input: 1, output: 1, context_over_200k: { input: dear, output: 1 } } } } },
+      // Any other model keeps the whole 12 digits a price may have.
+      openai: { models: { 'gpt-dear': { cost: { input: dear, output: 1 } } } },
+    }, { effectiveFrom });
+    expect(rows.map((row) => row.model)).toEqual(['gpt-dear']);
+    expect(skipped.map((skip) => skip.path)).toEqual(['/anthropic/models/claude-dear/cost', '/anthropic/models/claude-long/cost']);
+    for (const { reason } of skipped) expect(reason).toBe(`input ${dear} USD per million is too large: Claude's 1-hour cache write, which Tollgate adds at twice the input rate, would be ${2 * dear}, and a price has at most 12 digits before the decimal point`);
+  });
+
   it('filters and renames providers; unwraps { providers: … }', () => {
     const document = JSON.parse(SAMPLE) as Record<string, unknown>;
     const only = importModelsDev({ providers: document }, { effectiveFrom, providers: ['google'], providerIds: { google: 'gemini' } });

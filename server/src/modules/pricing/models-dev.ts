@@ -1,5 +1,5 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
-import { formatScaled } from '../../shared/money.ts';
+import { formatScaled, parseDecimalAttos } from '../../shared/money.ts';
 import { isStorableTime } from '../../shared/times.ts';
 import { holdsUnstorableText, isJsonObject } from '../../shared/validation.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
@@ -186,10 +186,20 @@ function anthropicServed(provider: string, modelId: string): boolean {
   return false;
 }
 
-/** Rates with Anthropic's 1-hour cache write added: twice their input rate, exactly. Rates without input are kept as they are. */
-function withHourCacheWrite(rates: TokenPrices): TokenPrices {
+/**
+ * Rates with Anthropic's 1-hour cache write added: twice their input rate, exactly. Rates without
+ * input are kept as they are. A derived rate too large to store skips the model with that reason:
+ * the file never named the field the price's own check would blame.
+ */
+function withHourCacheWrite(rates: TokenPrices, path: string): TokenPrices {
   if (rates.input == null || rates.cacheWrite1h != null) return rates;
-  return { ...rates, cacheWrite1h: formatScaled(priceAttos('input', rates.input) * 2n, 18, 0) };
+  const cacheWrite1h = formatScaled(priceAttos('input', rates.input) * 2n, 18, 0);
+  try {
+    parseDecimalAttos('cacheWrite1h', cacheWrite1h);
+  } catch {
+    throw new Skip(path, `input ${rates.input} USD per million is too large: Claude's 1-hour cache write, which Tollgate adds at twice the input rate, would be ${cacheWrite1h}, and a price has at most 12 digits before the decimal point`);
+  }
+  return { ...rates, cacheWrite1h };
 }
 
 function modelRow(provider: string, modelId: string, model: unknown, path: string, effectiveFrom: Date): ProviderPrice {
@@ -212,8 +222,8 @@ function modelRow(provider: string, modelId: string, model: unknown, path: strin
   const tiers = contextTiers(cost, costPath);
   if (tiers.length > 0) row.contextTiers = tiers;
   if (anthropicServed(provider, modelId)) {
-    row.perMillionTokens = withHourCacheWrite(row.perMillionTokens!);
-    if (row.contextTiers) row.contextTiers = row.contextTiers.map((tier) => ({ ...tier, perMillionTokens: withHourCacheWrite(tier.perMillionTokens) }));
+    row.perMillionTokens = withHourCacheWrite(row.perMillionTokens!, costPath);
+    if (row.contextTiers) row.contextTiers = row.contextTiers.map((tier) => ({ ...tier, perMillionTokens: withHourCacheWrite(tier.perMillionTokens, costPath) }));
   }
   if (cost.per_minute !== undefined) row.perAudioMinute = rate(cost.per_minute, `${costPath}/per_minute`);
   try {
