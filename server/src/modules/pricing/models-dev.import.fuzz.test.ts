@@ -4,7 +4,7 @@ import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { AppError } from '../../shared/errors.ts';
 import { blankUsage } from '../usage/usage.types.ts';
 import { costOf } from './cost.ts';
-import { importModelsDevJson } from './models-dev.ts';
+import { decimalFromJsonNumber, importModelsDevJson, inexactNumbers } from './models-dev.ts';
 
 /**
  * Property-based test of the provider price table's models.dev import, end to end: random
@@ -504,25 +504,100 @@ describe('importModelsDev against the oracle', () => {
     );
   });
 
-  it('a rate with more significant digits than a double holds is stored as the shortest decimal that reads back as the file\'s number', async () => {
-    // Past 15 significant digits JSON.parse has already rounded the file's text: the shortest decimal of that double is kept, never float noise.
+  it('a rate with more significant digits than a double holds is stored as the file wrote it, or skipped when a price cannot hold it', async () => {
+    // Past 15 significant digits JSON.parse has already rounded the number: the file's text is read instead.
     await check(
-      fc.property(fc.bigInt({ min: 10n ** 15n, max: 10n ** 20n }), fc.integer({ min: 5, max: 15 }), (digits, shift) => {
-        // At most 11 whole digits: the double's shortest decimal then has at most 16 decimal places, and stays below 10^12.
+      fc.property(fc.bigInt({ min: 10n ** 15n, max: 10n ** 20n }), fc.integer({ min: 5, max: 21 }), fc.nat({ max: 3 }), (digits, shift, zeros) => {
         const point = Math.max(shift, `${digits}`.length - 11);
-        const text = `${digits}`.slice(0, -point) + '.' + `${digits}`.slice(-point);
+        const padded = `${digits}`.padStart(point + 1, '0');
+        const text = `${padded.slice(0, -point)}.${padded.slice(-point)}${'0'.repeat(zeros)}`;
         const file = JSON.stringify({ acme: { models: { m: { cost: { output: 1 } } } } }).replace('{"output":1}', `{"input":${text},"output":1}`);
         const { rows, skipped } = importModelsDevJson(file, { effectiveFrom: new Date('2026-03-01T00:00:00Z') });
+        const fraction = text.split('.')[1]!.replace(/0+$/, '');
+        if (fraction.length > 18) {
+          expect(rows).toEqual([]);
+          expect(skipped).toEqual([{ path: '/acme/models/m/cost/input', reason: expect.stringMatching(/^\S+ has more than 18 decimal places$/) }]);
+          // The number named is the file's (as written, or its shortest form when a double holds it).
+          expect(Number(skipped[0]!.reason.split(' ')[0])).toBe(Number(text));
+          return;
+        }
         expect(skipped).toEqual([]);
-        const stored = rows[0]!.perMillionTokens!.input!;
-        expect(stored).toMatch(/^(?:0|[1-9]\d*)(?:\.\d*[1-9])?$/);
-        expect(stored.replace('.', '').replace(/^0+/, '').length).toBeLessThanOrEqual(17);
-        expect(Number(stored)).toBe(Number(text));
+        const whole = text.split('.')[0]!.replace(/^0+(?=\d)/, '');
+        expect(rows[0]!.perMillionTokens!.input).toBe(fraction ? `${whole}.${fraction}` : whole);
       }),
       200,
     );
   });
+
+  it('finds every number a double does not hold, by its pointer, in any JSON text', async () => {
+    type Tree = { literal: string } | Tree[] | { entries: [string, Tree][] };
+    const literal = fc.oneof(
+      fc.constantFrom('0', '-0', '1', '0.15', '2.5e-7', '1e21', '1e-400', '-1e-400', '1e999', '12345678901234567890', '0.12345678901234567891', '1.0000000000000000000001', '5E+2', '-3.25'),
+      fc.tuple(fc.bigInt({ min: 0n, max: 10n ** 25n }), fc.integer({ min: -30, max: 30 })).map(([digits, exponent]) => `${digits}e${exponent}`),
+      fc.double({ noNaN: true, noDefaultInfinity: true }).map((value) => JSON.stringify(value)),
+    );
+    const key = fc.oneof(fc.constantFrom('input', 'a/b', 'c~d', '~1', 'q"uote', 'back\\slash', '', 'é', '[', '{', ','), fc.string({ maxLength: 4 }));
+    const { tree } = fc.letrec<{ tree: Tree }>((tie) => ({
+      tree: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        literal.map((text) => ({ literal: text })),
+        fc.array(tie('tree'), { maxLength: 4 }),
+        fc.array(fc.tuple(key, tie('tree')), { maxLength: 4 }).map((entries) => ({ entries })),
+      ),
+    }));
+    const space = fc.constantFrom('', ' ', '\n  ', '\t', '\r\n');
+    const escape = (name: string) => name.replace(/~/g, '~0').replace(/\//g, '~1');
+    await check(
+      fc.property(tree, fc.array(space, { minLength: 64, maxLength: 64 }), (root, spaces) => {
+        let n = 0;
+        const ws = () => spaces[n++ % spaces.length]!;
+        const expected = new Map<string, string>();
+        const write = (node: Tree, at: string): string => {
+          if ('literal' in node) {
+            if (!sameValue(node.literal, Number(node.literal))) expected.set(at, node.literal);
+            return node.literal;
+          }
+          if (Array.isArray(node)) return `[${ws()}${node.map((child, index) => write(child, `${at}/${index}`) + ws()).join(`,${ws()}`)}]`;
+          // As JSON.parse does, a repeated key keeps its last value: what an earlier one held is not there.
+          const last = new Map(node.entries.map(([name], index) => [name, index]));
+          return `{${ws()}${node.entries.map(([name, child], index) => {
+            const childAt = `${at}/${escape(name)}`;
+            const text = `${JSON.stringify(name)}${ws()}:${ws()}${write(child, childAt)}`;
+            if (last.get(name) !== index) for (const pointer of [...expected.keys()]) if (pointer === childAt || pointer.startsWith(`${childAt}/`)) expected.delete(pointer);
+            return text;
+          }).join(`,${ws()}`)}${ws()}}`;
+        };
+        const text = `${ws()}${write(root, '')}${ws()}`;
+        JSON.parse(text);
+        expect(new Map([...inexactNumbers(text)].map(([pointer, found]) => [pointer, found.literal]))).toEqual(expected);
+      }),
+      300,
+    );
+  });
 });
+
+/** Whether the shortest decimal of the double read from `literal` is the literal's own exact value. */
+function sameValue(literal: string, read: number): boolean {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal)!;
+  const [, sign, whole, fraction = '', exponent = '0'] = match;
+  let digits = (whole! + fraction).replace(/^0+/, '');
+  let scale = BigInt(exponent) - BigInt(fraction.length);
+  while (digits.endsWith('0')) {
+    digits = digits.slice(0, -1);
+    scale++;
+  }
+  if (digits === '') return read === 0;
+  const shortest = decimalFromJsonNumber(Math.abs(read));
+  if (shortest === null || (sign === '-') !== (read < 0)) return false;
+  const [readWhole, readFraction = ''] = shortest.split('.');
+  let readDigits = (readWhole! + readFraction).replace(/^0+/, '');
+  let readScale = -BigInt(readFraction.length);
+  while (readDigits.endsWith('0')) {
+    readDigits = readDigits.slice(0, -1);
+    readScale++;
+  }
+  return digits === readDigits && scale === readScale;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Through the service and GraphQL, on a database.

@@ -159,6 +159,30 @@ describe('importModelsDev', () => {
     for (const { reason } of skipped) expect(reason).toBe(`input ${dear} USD per million is too large: Claude's 1-hour cache write, which Tollgate adds at twice the input rate, would be ${2 * dear}, and a price has at most 12 digits before the decimal point`);
   });
 
+  it('reads a rate by the digits the file wrote when a double would change it, and skips one no price can hold', () => {
+    const file = `{ "acme": { "models": {
+      "tiny": { "cost": { "input": 1e-400, "output": 1 } },
+      "below-zero": { "cost": { "input": -1e-400, "output": 1 } },
+      "huge": { "cost": { "input": 1, "output": 1e999 } },
+      "precise": { "cost": { "input": 1.234567890123456789, "output": 123456789012.12345678 } },
+      "tiered": { "cost": { "input": 1, "output": 1, "tiers": [{ "input": 2, "output": 2, "tier": { "type": "context", "size": 200000.0000000000000000001 } }] } },
+      "repeated": { "cost": { "input": 1e-400, "output": 1, "input": 0.25 } }
+    } } }`;
+    const { rows, skipped } = importModelsDevJson(file, { effectiveFrom });
+    // JSON.parse alone reads 1e-400 as 0 and -1e-400 as -0, and rounds the precise ones to 17 digits.
+    expect(skipped).toEqual([
+      { path: '/acme/models/tiny/cost/input', reason: '1e-400 has more than 18 decimal places' },
+      { path: '/acme/models/below-zero/cost/input', reason: 'must not be negative, got -1e-400' },
+      { path: '/acme/models/huge/cost/output', reason: '1e999 is too large' },
+      { path: '/acme/models/tiered/cost/tiers/0/tier/size', reason: 'must be a whole number of tokens' },
+    ]);
+    expect(rows.map((row) => [row.model, row.perMillionTokens])).toEqual([
+      ['precise', { input: '1.234567890123456789', output: '123456789012.12345678' }],
+      // The last of a repeated key holds, as JSON.parse reads it.
+      ['repeated', { input: '0.25', output: '1' }],
+    ]);
+  });
+
   it('filters and renames providers; unwraps { providers: … }', () => {
     const document = JSON.parse(SAMPLE) as Record<string, unknown>;
     const only = importModelsDev({ providers: document }, { effectiveFrom, providers: ['google'], providerIds: { google: 'gemini' } });

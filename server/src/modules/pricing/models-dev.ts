@@ -98,6 +98,122 @@ export function decimalFromJsonNumber(value: number): string | null {
   return text;
 }
 
+/** A number as the file wrote it, where the double JSON.parse made of it differs (see inexactNumbers). */
+interface ExactNumber {
+  literal: string;
+  negative: boolean;
+  /** Digits before and after the decimal point of its exact value, without leading or trailing zeros. */
+  wholeDigits: number;
+  fractionDigits: number;
+  /** Its exact value as a plain decimal; null when too long to be any price (its digits say why). */
+  text: string | null;
+}
+
+/** Numbers a double did not keep, by JSON Pointer. */
+type ExactNumbers = ReadonlyMap<string, ExactNumber>;
+
+const JSON_NUMBER = /-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?/y;
+/** Longer than this, a number's exact digits are not written out: no double reads as it (their decimals have under 400 digits). */
+const MAX_EXACT_DIGITS = 400;
+
+/** The exact value of a JSON number literal, or null when the double JSON.parse reads holds it exactly. */
+function exactNumber(literal: string): ExactNumber | null {
+  JSON_NUMBER.lastIndex = 0;
+  const [, whole = '', fraction = '', exponent = '0'] = JSON_NUMBER.exec(literal)!;
+  // digits × 10^scale, with the zeros that say nothing taken off.
+  let digits = (whole + fraction).replace(/^0+/, '');
+  let scale = Number(exponent) - fraction.length;
+  const trailing = digits.length - digits.replace(/0+$/, '').length;
+  digits = digits.slice(0, digits.length - trailing);
+  scale += trailing;
+  const negative = literal.startsWith('-') && digits !== '';
+  const wholeDigits = digits === '' ? 0 : Math.max(0, digits.length + scale);
+  const fractionDigits = digits === '' ? 0 : Math.max(0, -scale);
+  let text: string | null = null;
+  if (digits === '') text = '0';
+  else if (wholeDigits + fractionDigits <= MAX_EXACT_DIGITS) {
+    const padded = scale >= 0 ? digits + '0'.repeat(scale) : digits.padStart(fractionDigits, '0');
+    text = fractionDigits === 0 ? padded : `${padded.slice(0, padded.length - fractionDigits) || '0'}.${padded.slice(padded.length - fractionDigits)}`;
+  }
+  const read = Number(literal);
+  const readText = read < 0 ? `-${decimalFromJsonNumber(-read)}` : decimalFromJsonNumber(read);
+  if (text !== null && readText === (negative ? `-${text}` : text)) return null;
+  return { literal, negative, wholeDigits, fractionDigits, text };
+}
+
+/**
+ * The numbers of a JSON text that JSON.parse does not read exactly, by JSON Pointer: it reads
+ * 1e-400 as 0 and rounds a 19th significant digit away, and a price must not be imported as a
+ * number the file did not hold. Scans text that JSON.parse has already accepted, without
+ * recursion (any depth), and as JSON.parse does, the last of a repeated key is the one kept.
+ */
+export function inexactNumbers(text: string): Map<string, ExactNumber> {
+  const found = new Map<string, ExactNumber>();
+  const frames: { array: boolean; index: number; key: string; keys: Set<string> }[] = [];
+  const escape = (key: string) => key.replace(/~/g, '~0').replace(/\//g, '~1');
+  const pointerHere = () => frames.map((frame) => `/${frame.array ? frame.index : escape(frame.key)}`).join('');
+  let i = 0;
+  const skipSpace = () => {
+    while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  };
+  const readString = () => {
+    const start = i++;
+    while (text[i] !== '"') i += text[i] === '\\' ? 2 : 1;
+    i++;
+    return text.slice(start, i);
+  };
+  const readKey = () => {
+    skipSpace();
+    const frame = frames[frames.length - 1]!;
+    frame.key = JSON.parse(readString()) as string;
+    // A repeated key: JSON.parse keeps the last value, so what was found under the first goes.
+    if (frame.keys.has(frame.key)) {
+      const at = pointerHere();
+      for (const pointer of [...found.keys()]) if (pointer === at || pointer.startsWith(`${at}/`)) found.delete(pointer);
+    }
+    frame.keys.add(frame.key);
+    skipSpace();
+    i++; // ':'
+  };
+  for (;;) {
+    // A value starts here.
+    skipSpace();
+    const c = text[i];
+    if (c === '{' || c === '[') {
+      i++;
+      frames.push({ array: c === '[', index: 0, key: '', keys: new Set() });
+      skipSpace();
+      if (text[i] !== (c === '{' ? '}' : ']')) {
+        if (c === '{') readKey();
+        continue;
+      }
+      i++;
+      frames.pop();
+    } else if (c === '"') readString();
+    else if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) {
+      JSON_NUMBER.lastIndex = i;
+      const literal = JSON_NUMBER.exec(text)![0];
+      i += literal.length;
+      const exact = exactNumber(literal);
+      if (exact) found.set(pointerHere(), exact);
+    } else i += c === 'f' ? 5 : 4; // true, false, null
+    // After a value: a comma goes on to the next, a closing bracket ends its container.
+    for (;;) {
+      skipSpace();
+      if (frames.length === 0) return found;
+      const frame = frames[frames.length - 1]!;
+      if (text[i] === ',') {
+        i++;
+        if (frame.array) frame.index++;
+        else readKey();
+        break;
+      }
+      i++;
+      frames.pop();
+    }
+  }
+}
+
 /** Why a provider or model id cannot be stored as a price row's name, or null when it can. */
 function unstorableName(what: string, name: string): string | null {
   if (!name.trim()) return `${what} must not be empty`;
@@ -118,18 +234,27 @@ class Skip extends Error {
 const pointer = (...parts: (string | number)[]) =>
   parts.map((part) => `/${String(part).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
 
-function rate(value: unknown, path: string): string {
+function rate(value: unknown, path: string, exact: ExactNumbers): string {
   if (typeof value !== 'number') throw new Skip(path, `must be a number (USD per million), got ${JSON.stringify(value)}`);
-  if (value < 0) throw new Skip(path, `must not be negative, got ${value}`);
-  const text = decimalFromJsonNumber(value);
-  if (text === null) throw new Skip(path, `is not a finite number`);
-  const [whole = '', fraction = ''] = text.split('.');
-  if (fraction.length > 18) throw new Skip(path, `${text} has more than 18 decimal places`);
-  if (whole.length > 12) throw new Skip(path, `${text} is too large`);
-  return text;
+  // A number the double did not keep (1e-400 read as 0, a 19th decimal rounded) goes by the file's digits.
+  const written = exact.get(path) ?? numberRead(value);
+  if (written === null) throw new Skip(path, 'is not a finite number');
+  if (written.negative) throw new Skip(path, `must not be negative, got ${written.literal}`);
+  if (written.fractionDigits > 18) throw new Skip(path, `${written.literal} has more than 18 decimal places`);
+  if (written.wholeDigits > 12 || written.text === null) throw new Skip(path, `${written.literal} is too large`);
+  return written.text;
 }
 
-function rates(cost: Record<string, unknown>, path: string, allowed: Set<string>, required: boolean): TokenPrices {
+/** A number as JSON.parse read it, described as an ExactNumber (the file held it exactly). */
+function numberRead(value: number): ExactNumber | null {
+  if (value < 0) return { literal: String(value), negative: true, wholeDigits: 0, fractionDigits: 0, text: null };
+  const text = decimalFromJsonNumber(value);
+  if (text === null) return null;
+  const [whole = '', fraction = ''] = text.split('.');
+  return { literal: text, negative: false, wholeDigits: whole.length, fractionDigits: fraction.length, text };
+}
+
+function rates(cost: Record<string, unknown>, path: string, allowed: Set<string>, required: boolean, exact: ExactNumbers): TokenPrices {
   const unknown = Object.keys(cost).filter((key) => !allowed.has(key));
   if (unknown.length > 0) throw new Skip(path + pointer(unknown[0]!), `unknown price key "${unknown[0]}"`);
   const out: TokenPrices = {};
@@ -139,12 +264,12 @@ function rates(cost: Record<string, unknown>, path: string, allowed: Set<string>
       if (required && (key === 'input' || key === 'output')) throw new Skip(`${path}/${key}`, 'is required');
       continue;
     }
-    out[target] = rate(value, `${path}/${key}`);
+    out[target] = rate(value, `${path}/${key}`, exact);
   }
   return out;
 }
 
-function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[] {
+function contextTiers(cost: Record<string, unknown>, path: string, exact: ExactNumbers): ContextTier[] {
   // An empty list names no tier: a premium given as context_over_200k beside it still holds.
   if (cost.tiers !== undefined && !(Array.isArray(cost.tiers) && cost.tiers.length === 0 && cost.context_over_200k !== undefined)) {
     // Newer files list tiers and may repeat the premium as context_over_200k; tiers are the precise one.
@@ -158,20 +283,20 @@ function contextTiers(cost: Record<string, unknown>, path: string): ContextTier[
         throw new Skip(`${tierPath}/tier/type`, `"${String(type)}" tiers (by output, time of day…) are not supported`);
       }
       const size = entry.tier.size;
-      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || exact.has(`${tierPath}/tier/size`)) {
         throw new Skip(`${tierPath}/tier/size`, 'must be a whole number of tokens');
       }
       if (size === 0) throw new Skip(`${tierPath}/tier/size`, 'must be above 0 tokens: a tier from the first token would replace the base price');
       if (seen.has(size)) throw new Skip(`${tierPath}/tier/size`, `repeats the tier at ${size} tokens`);
       seen.add(size);
-      return { aboveInputTokens: size, perMillionTokens: rates(entry, tierPath, TIER_KEYS, false) };
+      return { aboveInputTokens: size, perMillionTokens: rates(entry, tierPath, TIER_KEYS, false, exact) };
     });
   }
   if (cost.context_over_200k !== undefined) {
     const over = cost.context_over_200k;
     const overPath = `${path}/context_over_200k`;
     if (!isJsonObject(over)) throw new Skip(overPath, 'must be an object');
-    return [{ aboveInputTokens: OVER_200K, perMillionTokens: rates(over, overPath, new Set(Object.keys(RATE_KEYS)), false) }];
+    return [{ aboveInputTokens: OVER_200K, perMillionTokens: rates(over, overPath, new Set(Object.keys(RATE_KEYS)), false, exact) }];
   }
   return [];
 }
@@ -202,7 +327,7 @@ function withHourCacheWrite(rates: TokenPrices, path: string): TokenPrices {
   return { ...rates, cacheWrite1h };
 }
 
-function modelRow(provider: string, modelId: string, model: unknown, path: string, effectiveFrom: Date): ProviderPrice {
+function modelRow(provider: string, modelId: string, model: unknown, path: string, effectiveFrom: Date, exact: ExactNumbers): ProviderPrice {
   if (!isJsonObject(model)) throw new Skip(path, 'must be an object');
   const cost = model.cost;
   if (cost === undefined) {
@@ -217,15 +342,15 @@ function modelRow(provider: string, modelId: string, model: unknown, path: strin
     model: modelId,
     currency: 'USD',
     effectiveFrom,
-    perMillionTokens: rates(cost, costPath, COST_KEYS, true),
+    perMillionTokens: rates(cost, costPath, COST_KEYS, true, exact),
   };
-  const tiers = contextTiers(cost, costPath);
+  const tiers = contextTiers(cost, costPath, exact);
   if (tiers.length > 0) row.contextTiers = tiers;
   if (anthropicServed(provider, modelId)) {
     row.perMillionTokens = withHourCacheWrite(row.perMillionTokens!, costPath);
     if (row.contextTiers) row.contextTiers = row.contextTiers.map((tier) => ({ ...tier, perMillionTokens: withHourCacheWrite(tier.perMillionTokens, costPath) }));
   }
-  if (cost.per_minute !== undefined) row.perAudioMinute = rate(cost.per_minute, `${costPath}/per_minute`);
+  if (cost.per_minute !== undefined) row.perAudioMinute = rate(cost.per_minute, `${costPath}/per_minute`, exact);
   try {
     return validateProviderPrice(row);
   } catch (error) {
@@ -238,7 +363,7 @@ function modelRow(provider: string, modelId: string, model: unknown, path: strin
  * Reads a parsed models.dev document into ProviderPrice rows. Bad entries are skipped and listed
  * with their JSON Pointer and reason; only a document that is not a models.dev table at all throws.
  */
-export function importModelsDev(document: unknown, options: ModelsDevImportOptions): ModelsDevImport {
+export function importModelsDev(document: unknown, options: ModelsDevImportOptions, exact: ExactNumbers = new Map()): ModelsDevImport {
   const { effectiveFrom } = options;
   if (!(effectiveFrom instanceof Date) || Number.isNaN(effectiveFrom.getTime()) || !isStorableTime(effectiveFrom)) {
     throw invalidField('effectiveFrom', 'must be a valid date between the years 1 and 9999');
@@ -280,7 +405,7 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
         const key = `${canonicalProviderId(providerId).toLowerCase()}\u0000${modelId.trim().toLowerCase()}`;
         const first = seen.get(key);
         if (first !== undefined) throw new Skip(path, `repeats ${providerId}/${modelId}, already imported from ${first}`);
-        rows.push(modelRow(providerId, modelId, model, path, effectiveFrom));
+        rows.push(modelRow(providerId, modelId, model, path, effectiveFrom, exact));
         seen.set(key, path);
       } catch (error) {
         if (!(error instanceof Skip)) throw error;
@@ -299,5 +424,5 @@ export function importModelsDevJson(text: string, options: ModelsDevImportOption
   } catch (error) {
     throw invalidField('file', `is not valid JSON: ${(error as Error).message}`);
   }
-  return importModelsDev(document, options);
+  return importModelsDev(document, options, inexactNumbers(text));
 }
