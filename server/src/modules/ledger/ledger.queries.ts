@@ -122,10 +122,12 @@ export class LedgerQueries {
         `SELECT w.id, w.merchant_id AS "merchantId", w.customer_id AS "customerId", w.currency, w.balance::text AS balance,
            w.fraction_carry::text AS "fractionCarry", w.overdraft_limit::text AS "overdraftLimit", w.overdraft_limit_set_at AS "overdraftLimitSetAt",
            w.version::text AS version, w.created_at AS "createdAt", w.updated_at AS "updatedAt",
-           (SELECT coalesce(sum(h.amount - h.captured_amount), 0) FROM holds h WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > $3)::text AS held,
-           EXISTS (SELECT FROM credit_grants g WHERE g.wallet_id = w.id AND ${GRANT_DUE('g', '$3')})
-             OR EXISTS (SELECT FROM holds h WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at <= $3) AS settle_due
-         FROM wallets w WHERE w.customer_id = $1 AND w.currency = $2`,
+           (SELECT coalesce(sum(h.amount - h.captured_amount), 0) FROM holds h WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at > t.now)::text AS held,
+           EXISTS (SELECT FROM credit_grants g WHERE g.wallet_id = w.id AND ${GRANT_DUE('g', 't.now')})
+             OR EXISTS (SELECT FROM holds h WHERE h.wallet_id = w.id AND h.status = 'PENDING' AND h.expires_at <= t.now) AS settle_due
+         -- At the wallet's time when its last change is dated later (see LedgerStore.withWallets): a
+         -- hold whose credit that change spent, as run out, is not shown reserving it again.
+         FROM wallets w CROSS JOIN LATERAL (SELECT greatest($3::timestamptz, w.updated_at) AS now) t WHERE w.customer_id = $1 AND w.currency = $2`,
         [customerId, currency, now],
       ),
     );

@@ -643,19 +643,20 @@ export class LedgerService {
       if (available - input.amountNanos < -wallet.state.overdraftLimit) throw insufficientFunds(input.amountNanos, available, input.currency);
       // Time-ordered: holds made in one millisecond are kept for (keepForHolds) in the order they were made.
       const id = uuidv7();
-      const expiresAt = new Date(now.getTime() + input.ttlSeconds * 1000);
+      // From the wallet's time, not the stamp taken before its lock (see LedgerStore.withWallets): never born lapsed.
+      const expiresAt = new Date(wallet.now.getTime() + input.ttlSeconds * 1000);
       await wallet.tx.query(
         // The limit it was judged against is kept: its capture may use it, though the limit be lowered since.
         `INSERT INTO holds (id, merchant_id, wallet_id, customer_id, currency, amount, expires_at, idempotency_key, description, created_at, metadata,
            created_by_kind, created_by_api_key_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, jsonb_build_object('ttlSeconds', $11::int, 'overdraftLimit', $14::text), $12, $13)`,
-        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, now, input.ttlSeconds,
+        [id, merchantId, wallet.state.id, input.customerId, input.currency, input.amountNanos.toString(), expiresAt, key, input.description ?? null, wallet.now, input.ttlSeconds,
           actor.kind, actor.apiKeyId, wallet.state.overdraftLimit.toString()],
       );
       wallet.state.held += input.amountNanos;
       const hold: HoldRecord = {
         id, merchantId, walletId: wallet.state.id, customerId: input.customerId, currency: input.currency, amount: input.amountNanos,
-        capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: now,
+        capturedAmount: 0n, status: 'PENDING', expiresAt, idempotencyKey: key, description: input.description ?? null, captureTransactionId: null, createdAt: wallet.now,
         createdBy: actor, finalizedAt: null, finalizedBy: null, requestedTtlSeconds: input.ttlSeconds, overdraftLimitAtHold: wallet.state.overdraftLimit,
       };
       return { hold, replayed: false };

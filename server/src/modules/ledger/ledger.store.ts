@@ -599,6 +599,7 @@ interface WalletRow {
   carry: string;
   overdraft_limit: string;
   version: string;
+  updated_at: Date;
 }
 
 interface StateRow {
@@ -750,11 +751,18 @@ export class LedgerStore {
       }
       const walletRows = await tx.query<WalletRow>(
         `SELECT id, customer_id, currency, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit,
-           version::text AS version
+           version::text AS version, updated_at
          FROM wallets WHERE (customer_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
          ORDER BY id FOR UPDATE`,
         [pgArrayOf(unique, (key) => key.customerId), pgArrayOf(unique, (key) => key.currency)],
       );
+      // A wallet's time never runs backwards. `now` was stamped before the locks were waited for
+      // (or on an instance whose clock is behind), so a change committed meanwhile may be dated
+      // after it: one that spent what a hold reserved once the hold had run out, to it. Judged at
+      // the earlier time, that hold would be pending again (extended, capturable, counted in
+      // `held`) though its credit is gone. Every change dates its wallets (updated_at), so the batch
+      // takes the latest of those and its own time.
+      for (const row of walletRows) if (new Date(row.updated_at) > now) now = new Date(row.updated_at);
       // Read after the locks are held, in one statement: grants, holds and known keys.
       const walletIds = walletRows.map((row) => row.id);
       const [stateRow] = await tx.query<StateRow>(
