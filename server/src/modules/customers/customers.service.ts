@@ -112,7 +112,16 @@ export class CustomerService {
   async archive(merchantId: string, id: string): Promise<Customer> {
     const existing = await this.get(merchantId, id);
     if (existing.archivedAt) return existing;
-    return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { archivedAt: new Date() } }));
+    // Under its wallets' locks, taken in the ledger's order (by id, see LedgerStore.withWallets): a
+    // charge in flight commits first and any later one sees the archive; and dated no earlier than
+    // the last change to those wallets, so no charge is dated after the archive that it preceded.
+    const archived = await this.prisma.$transaction(async (tx) => {
+      const [locked] = await tx.$queryRaw<{ at: Date }[]>`
+        SELECT greatest(${new Date()}::timestamptz, max(w.updated_at)) AS at
+        FROM (SELECT updated_at FROM wallets WHERE customer_id = ${existing.id}::uuid ORDER BY id FOR UPDATE) w`;
+      return tx.customer.update({ where: { id: existing.id }, data: { archivedAt: locked!.at } });
+    });
+    return this.published(archived);
   }
 
   /** A blocked customer keeps its data and wallet, but the gateway refuses its calls (403). */

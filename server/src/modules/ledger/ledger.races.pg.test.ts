@@ -628,6 +628,8 @@ describe("debits racing a change of the merchant's settings or the customer", ()
     const rand = randFor(context);
     const merchantId = await newMerchant('archive');
     for (let round = 0; round < ROUNDS; round++) {
+      // Half the rounds with the second instance's clock a little ahead of the archiving one's.
+      offsets[1] = rand.chance(0.5) ? 200 : 0;
       const customerId = await newCustomer(merchantId);
       await grant(merchantId, customerId, 20n);
       type Op = { t: 'archive'; i: number } | { t: 'debit' | 'hold'; i: number; nanos: bigint };
@@ -645,19 +647,19 @@ describe("debits racing a change of the merchant's settings or the customer", ()
       expect(archivedAt, label).not.toBeNull();
       const debits = await transactions(`customer_id = $1 AND kind = 'USAGE'`, [customerId]);
       expect(debits.length, label).toBe(ops.filter((op, n) => op.t === 'debit' && outcomes[n]!.ok).length);
-      // A debit or hold that read the customer before the archive committed may carry a time a
-      // little after the archive's (stamped before its commit): it happened before the archive.
-      // None is refused for a time before it, and none may come long after it.
-      for (const tx of debits) expect(tx.createdAt.getTime(), label).toBeLessThan(archivedAt.getTime() + 1_000);
+      // The archive waits for the charges in flight on its wallets and is dated after them, even
+      // one an instance with a clock ahead dated later than the archiving instance's clock.
+      for (const tx of debits) expect(tx.createdAt.getTime(), label).toBeLessThanOrEqual(archivedAt.getTime());
       const { rows: holds } = await sql.query<{ created_at: Date }>(`SELECT created_at FROM holds WHERE customer_id = $1`, [customerId]);
       expect(holds.length, label).toBe(ops.filter((op, n) => op.t === 'hold' && outcomes[n]!.ok).length);
-      for (const hold of holds) expect(hold.created_at.getTime(), label).toBeLessThan(archivedAt.getTime() + 1_000);
+      for (const hold of holds) expect(hold.created_at.getTime(), label).toBeLessThanOrEqual(archivedAt.getTime());
       const debited = sum(ops.flatMap((op, n) => (op.t === 'debit' && outcomes[n]!.ok ? [op.nanos] : [])));
       expect(await balanceOf(customerId), label).toBe(20n * UNIT - debited);
       const late = await attempt(rand, () => ledger(round % 2).debit(merchantId, ACTOR, { customerId, currency: 'USD', amountAttos: UNIT * ATTOS_PER_NANO, idempotencyKey: `late-${round}` }));
       expect(late.ok ? 'ok' : late.code, label).toBe('FORBIDDEN');
       await expectIntegrity(merchantId);
     }
+    offsets[1] = 0;
   });
 });
 
