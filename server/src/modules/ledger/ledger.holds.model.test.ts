@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
 /**
@@ -31,37 +32,12 @@ afterAll(() => server?.close());
 
 // ------------------------------------------------------------------ randomness
 
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (min: number, max: number) => min + Math.floor(next() * (max - min + 1));
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
-  const chance = (p: number) => next() < p;
-  return { next, int, pick, chance };
-}
-type Rng = ReturnType<typeof prng>;
+type Rng = SeededRandom;
 
 // ------------------------------------------------------------------ money
 
-const NANO = 1_000_000_000n;
-const toNanos = (text: string): bigint => {
-  const match = /^(-)?(\d+)(?:\.(\d{1,9}))?$/.exec(text);
-  if (!match) throw new Error(`unparseable amount: ${text}`);
-  const nanos = BigInt(match[2]!) * NANO + BigInt((match[3] ?? '').padEnd(9, '0'));
-  return match[1] ? -nanos : nanos;
-};
-const fmt = (nanos: bigint): string => {
-  const sign = nanos < 0n ? '-' : '';
-  const abs = nanos < 0n ? -nanos : nanos;
-  const fraction = (abs % NANO).toString().padStart(9, '0').replace(/0+$/, '');
-  return `${sign}${abs / NANO}${fraction ? `.${fraction}` : ''}`;
-};
+const toNanos = (text: string): bigint => decimalUnits(text, 9);
+const fmt = (nanos: bigint): string => decimalText(nanos, 9);
 /** A Money answer, its amount in its shortest form. */
 const m = (money: { amount: string; currency: string }) => `${fmt(toNanos(money.amount))} ${money.currency}`;
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
@@ -686,7 +662,7 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
 
 async function runSequence(seed: number, steps: number): Promise<void> {
   now = new Date(START);
-  const rng = prng(seed);
+  const rng = seededRandom(seed);
   const merchant = await server.createMerchant(`Holds model ${seed}`);
   await server.services.meters.create(merchant.id, { key: 'out', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
   await server.services.priceRules.put(merchant.id, { name: 'out', type: 'FLAT', meterKey: 'out', config: { unitPrice: fmt(TOKEN_PRICE) }, effectiveFrom: new Date('2024-01-01T00:00:00Z') });

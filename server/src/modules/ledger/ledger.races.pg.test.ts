@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { createPostgresDatabase } from '../../../test/databases.ts';
+import { seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { loadConfig } from '../../config.ts';
 import { openRuntime } from '../../runtime.ts';
 import { AppError } from '../../shared/errors.ts';
@@ -55,28 +56,14 @@ afterAll(async () => {
 
 // ------------------------------------------------------------------ randomness and racing
 
-/** mulberry32: a small seeded generator, so a failing round's choices can be replayed. */
-function generator(seed: number) {
-  let state = seed >>> 0;
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (min: number, max: number) => min + Math.floor(next() * (max - min + 1));
-  const pick = <T>(items: readonly T[]): T => items[int(0, items.length - 1)]!;
-  return { next, int, pick, chance: (p: number) => next() < p };
-}
-type Rand = ReturnType<typeof generator>;
+type Rand = SeededRandom;
 
 /** A generator per test, from the seed and the test's name, and the seed printed should the test fail. */
 function randFor(context: TestContext): Rand {
   let hash = SEED;
   for (const char of context.task.name) hash = Math.imul(hash ^ char.charCodeAt(0), 16777619);
   context.onTestFailed(() => console.error(`ledger.races: replay with RACE_SEED=${SEED} (test "${context.task.name}")`));
-  return generator(hash);
+  return seededRandom(hash);
 }
 
 /** A random pause before an operation starts: none, one turn of the event loop, or a few ms. */
@@ -684,8 +671,8 @@ describe("a hold whose expiry a committed change of its wallet has already passe
     } finally {
       offsets[1] = 0;
     }
-    const extended = await attempt(generator(1), () => ledger(0).extendHold(merchantId, hold.id, 120));
-    const captured = await attempt(generator(1), () => ledger(0).captureHold(merchantId, ACTOR, hold.id, 3n * UNIT));
+    const extended = await attempt(seededRandom(1), () => ledger(0).extendHold(merchantId, hold.id, 120));
+    const captured = await attempt(seededRandom(1), () => ledger(0).captureHold(merchantId, ACTOR, hold.id, 3n * UNIT));
     expect([extended.ok ? 'ok' : extended.code, captured.ok ? 'ok' : captured.code]).toEqual(['CONFLICT', 'CONFLICT']);
     const wallet = await instances[0]!.services.ledgerQueries.wallet(merchantId, customerId, 'USD');
     expect([wallet.balance, wallet.held, wallet.available]).toEqual([UNIT, 0n, UNIT]);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
 /**
@@ -43,53 +44,19 @@ afterAll(() => server?.close());
 
 // ------------------------------------------------------------------ randomness
 
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
-  const chance = (p: number) => next() < p;
-  return { next, int, pick, chance };
-}
-type Rng = ReturnType<typeof prng>;
+type Rng = SeededRandom;
 
 // ------------------------------------------------------------------ money (never a float)
 
 const ATTOS_PER_NANO = 1_000_000_000n;
-const NANO = 1_000_000_000n;
 /** A decimal string in nanos (at most 9 places). */
-const toNanos = (text: string): bigint => {
-  const match = /^(-)?(\d+)(?:\.(\d{1,9}))?$/.exec(text);
-  if (!match) throw new Error(`unparseable amount: ${text}`);
-  const nanos = BigInt(match[2]!) * NANO + BigInt((match[3] ?? '').padEnd(9, '0'));
-  return match[1] ? -nanos : nanos;
-};
+const toNanos = (text: string): bigint => decimalUnits(text, 9);
 /** A decimal string in attos (at most 18 places). */
-const toAttos = (text: string): bigint => {
-  const match = /^(-)?(\d+)(?:\.(\d{1,18}))?$/.exec(text);
-  if (!match) throw new Error(`unparseable amount: ${text}`);
-  const attos = BigInt(match[2]!) * NANO * ATTOS_PER_NANO + BigInt((match[3] ?? '').padEnd(18, '0'));
-  return match[1] ? -attos : attos;
-};
-/** `units` of 10^-`places` as a decimal with at least `least` places (the API's Money and Decimal form). */
-const decimal = (units: bigint, places: number, least: number): string => {
-  const scale = 10n ** BigInt(places);
-  const sign = units < 0n ? '-' : '';
-  const abs = units < 0n ? -units : units;
-  let fraction = (abs % scale).toString().padStart(places, '0').replace(/0+$/, '');
-  if (fraction.length < least) fraction = fraction.padEnd(least, '0');
-  return `${sign}${abs / scale}${fraction ? `.${fraction}` : ''}`;
-};
-const fmt = (nanos: bigint) => decimal(nanos, 9, 0);
+const toAttos = (text: string): bigint => decimalUnits(text, 18);
+const fmt = (nanos: bigint) => decimalText(nanos, 9);
 /** As the server formats nanos and attos: at least two places. */
-const money = (nanos: bigint) => decimal(nanos, 9, 2);
-const attosText = (attos: bigint) => decimal(attos, 18, 2);
+const money = (nanos: bigint) => decimalText(nanos, 9, 2);
+const attosText = (attos: bigint) => decimalText(attos, 18, 2);
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);
 
@@ -838,14 +805,14 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
 
 async function runSequence(seed: number, steps: number): Promise<void> {
   now = new Date(START);
-  const rng = prng(seed);
+  const rng = seededRandom(seed);
   const merchant = await server.createMerchant(`Usage wallets ${seed}`);
   const since = new Date('2024-01-01T00:00:00Z');
   await server.services.meters.create(merchant.id, { key: 'units', name: 'Units', unit: 'unit', source: 'QUANTITY' });
   await server.services.meters.create(merchant.id, { key: 'tiny', name: 'Tiny units', unit: 'unit', source: 'QUANTITY' });
   await server.services.meters.create(merchant.id, { key: 'bulk', name: 'Bulk units', unit: 'unit', source: 'QUANTITY' });
   await server.services.priceRules.put(merchant.id, { name: 'units', type: 'FLAT', meterKey: 'units', config: { unitPrice: attosText(UNIT_ATTOS) }, effectiveFrom: since });
-  await server.services.priceRules.put(merchant.id, { name: 'tiny', type: 'FLAT', meterKey: 'tiny', config: { unitPrice: decimal(TINY_ATTOS, 18, 0) }, effectiveFrom: since });
+  await server.services.priceRules.put(merchant.id, { name: 'tiny', type: 'FLAT', meterKey: 'tiny', config: { unitPrice: decimalText(TINY_ATTOS, 18, 0) }, effectiveFrom: since });
   await server.services.priceRules.put(merchant.id, {
     name: 'bulk', type: 'VOLUME', meterKey: 'bulk', config: { tiers: [{ upTo: 20, unitPrice: '0.05' }, { upTo: null, unitPrice: '0.02' }] }, effectiveFrom: since,
   });
