@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type GrantKind, type OracleGrant } from '../../../test/wallet-oracle.ts';
 import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -45,27 +46,12 @@ const max = (a: bigint, b: bigint) => (a > b ? a : b);
 
 // ------------------------------------------------------------------ the oracle (from the README)
 
-type Kind = 'PAID' | 'PROMOTIONAL' | 'PLAN_INCLUDED';
-type Key = 'EXPIRY' | 'KIND' | 'PRIORITY' | 'CREATED';
-const DEFAULT_ORDER: Key[] = ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'];
-/** Promotional before plan credit before paid (CreditConsumptionKey's description). */
-const KIND_RANK: Record<Kind, number> = { PROMOTIONAL: 0, PLAN_INCLUDED: 1, PAID: 2 };
+type Kind = GrantKind;
+type Key = ConsumptionKey;
 const CURRENCIES = ['USD', 'EUR', 'JPY'] as const;
 /** The usage price: 0.01 of the event's currency per output token. */
 const TOKEN_PRICE = 10_000_000n;
 
-interface Grant {
-  seq: number;
-  kind: Kind;
-  amount: bigint;
-  remaining: bigint;
-  priority: number;
-  expiresAt: number | null;
-  createdAt: number;
-  /** Credit kept past its expiry for this pending hold (README: "holdId set on the grant"). */
-  holdId: string | null;
-  expired: boolean;
-}
 interface Hold {
   id: string;
   key: string;
@@ -84,7 +70,7 @@ interface Wallet {
   currency: string;
   balance: bigint;
   limit: bigint;
-  grants: Grant[];
+  grants: OracleGrant[];
 }
 interface Model {
   merchant: { id: string; secret: string };
@@ -103,6 +89,7 @@ interface Model {
 
 /** What the sequences reached, printed with HOLDS_FUZZ_STATS=1. */
 const stats = { kept: 0, outcomes: new Map<string, number>() };
+const keptForHold = () => stats.kept++;
 const wk = (customer: number, currency: string) => `${customer}:${currency}`;
 function walletOf(model: Model, key: string): Wallet {
   let wallet = model.wallets.get(key);
@@ -111,96 +98,6 @@ function walletOf(model: Model, key: string): Wallet {
     model.wallets.set(key, (wallet = { customer: Number(customer), currency, balance: 0n, limit: 0n, grants: [] }));
   }
   return wallet;
-}
-const live = (hold: Hold, at: number) => hold.status === 'PENDING' && hold.expiresAt > at;
-const heldOf = (model: Model, key: string, at: number) => model.holds.filter((h) => h.wallet === key && live(h, at)).reduce((s, h) => s + h.amount - h.captured, 0n);
-const active = (wallet: Wallet) => wallet.grants.filter((g) => !g.expired);
-const keptFor = (wallet: Wallet, holdId: string) => active(wallet).filter((g) => g.holdId === holdId).reduce((s, g) => s + g.remaining, 0n);
-const keptTotal = (wallet: Wallet) => active(wallet).filter((g) => g.holdId !== null).reduce((s, g) => s + g.remaining, 0n);
-
-function sorted(grants: Grant[], order: readonly Key[]): Grant[] {
-  const compare = (a: Grant, b: Grant, key: Key): number => {
-    switch (key) {
-      case 'EXPIRY': return Math.sign((a.expiresAt ?? Infinity) - (b.expiresAt ?? Infinity)) || 0;
-      case 'KIND': return KIND_RANK[a.kind] - KIND_RANK[b.kind];
-      case 'PRIORITY': return a.priority - b.priority;
-      case 'CREATED': return a.createdAt - b.createdAt;
-    }
-  };
-  // Grants alike in every key are spent in the order they were created.
-  return [...grants].sort((a, b) => order.reduce((r, key) => r || compare(a, b, key), 0) || a.seq - b.seq);
-}
-
-/** Draws `nanos` from `grants` in order; what they lack is owed (the balance goes below zero). */
-function draw(wallet: Wallet, grants: Grant[], nanos: bigint): void {
-  let left = nanos;
-  for (const grant of grants) {
-    if (left === 0n) break;
-    const take = min(grant.remaining, left);
-    grant.remaining -= take;
-    left -= take;
-  }
-  wallet.balance -= nanos;
-}
-const own = (model: Model, wallet: Wallet) => sorted(active(wallet).filter((g) => g.holdId === null), model.order);
-
-/** New credit repays what the wallet owes first (README: "new credit repays the debt first"). */
-function credit(model: Model, wallet: Wallet, grant: Omit<Grant, 'seq' | 'remaining' | 'createdAt' | 'holdId' | 'expired'>): void {
-  const owes = wallet.balance - keptTotal(wallet);
-  const repaid = min(grant.amount, owes < 0n ? -owes : 0n);
-  wallet.grants.push({ ...grant, seq: model.seq++, remaining: grant.amount - repaid, createdAt: now.getTime(), holdId: null, expired: false });
-  wallet.balance += grant.amount;
-}
-
-function expire(wallet: Wallet, grant: Grant): void {
-  wallet.balance -= grant.remaining;
-  grant.remaining = 0n;
-  grant.expired = true;
-}
-
-/**
- * What any change to a wallet does first, at the time it runs: credit kept for holds that ended
- * expires; before due grants expire, what pending holds lack beyond lasting credit is kept for
- * them (oldest hold first); then due grants expire, and holds past their time are expired.
- */
-function settle(model: Model, key: string): void {
-  const wallet = model.wallets.get(key);
-  const at = now.getTime();
-  if (wallet) {
-    const holdLive = (id: string) => live(model.holds.find((h) => h.id === id)!, at);
-    const ended = active(wallet).filter((g) => g.holdId !== null && !holdLive(g.holdId));
-    const due = sorted(active(wallet).filter((g) => g.holdId === null && g.expiresAt !== null && g.expiresAt <= at), model.order);
-    if (heldOf(model, key, at) > 0n && due.some((g) => g.remaining > 0n)) {
-      const holds = model.holds.filter((h) => h.wallet === key && live(h, at)).sort((a, b) => a.seq - b.seq);
-      const needs = holds.map((h) => ({ id: h.id, lacking: h.amount - h.captured - keptFor(wallet, h.id) })).filter((n) => n.lacking > 0n);
-      const lasting = active(wallet).filter((g) => g.holdId === null && !due.includes(g)).reduce((s, g) => s + g.remaining, 0n);
-      const dueTotal = due.reduce((s, g) => s + g.remaining, 0n);
-      let toKeep = min(max(needs.reduce((s, n) => s + n.lacking, 0n) - lasting, 0n), dueTotal);
-      let covered = lasting;
-      for (const need of needs) {
-        const cover = min(need.lacking, covered);
-        need.lacking -= cover;
-        covered -= cover;
-      }
-      for (const source of due) {
-        if (toKeep === 0n) break;
-        let take = min(source.remaining, toKeep);
-        toKeep -= take;
-        source.remaining -= take;
-        for (const need of needs) {
-          if (take === 0n) break;
-          const part = min(need.lacking, take);
-          if (part === 0n) continue;
-          need.lacking -= part;
-          take -= part;
-          stats.kept++;
-          wallet.grants.push({ seq: model.seq++, kind: source.kind, amount: part, remaining: part, priority: source.priority, expiresAt: source.expiresAt, createdAt: at, holdId: need.id, expired: false });
-        }
-      }
-    }
-    for (const grant of [...ended, ...due]) expire(wallet, grant);
-  }
-  for (const hold of model.holds) if (hold.wallet === key && hold.status === 'PENDING' && hold.expiresAt <= at) hold.status = 'EXPIRED';
 }
 
 // ------------------------------------------------------------------ requests
@@ -341,7 +238,7 @@ function walletKeyOf(model: Model, req: Request): string {
 
 async function perform(model: Model, req: Request, label: string, replay: boolean): Promise<void> {
   const key = walletKeyOf(model, req);
-  settle(model, key);
+  settle(model, key, now.getTime(), keptForHold);
   const wallet = walletOf(model, key);
   const at = now.getTime();
   const held = heldOf(model, key, at);
@@ -385,7 +282,7 @@ async function perform(model: Model, req: Request, label: string, replay: boolea
       expect(m(data.transaction.amount), line).toBe(`${fmt(amount)} ${wallet.currency}`);
       if (amount > 0n) {
         const kind: Kind = req.t === 'grant' ? input.kind : 'PROMOTIONAL';
-        credit(model, wallet, { kind, amount, priority: input.priority ?? 0, expiresAt: input.expiresAt ? Date.parse(input.expiresAt) : null });
+        credit(model, wallet, { kind, amount, priority: input.priority ?? 0, expiresAt: input.expiresAt ? Date.parse(input.expiresAt) : null }, now.getTime());
       } else {
         // A correction may take the balance below any limit (README: "the merchant decides").
         draw(wallet, own(model, wallet), -amount);
@@ -546,7 +443,7 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
     // The credit runs out first; the hold is then captured (part, all, or over its amount) or released.
     now = new Date(Date.parse(grant.expiresAt) + 1000);
     model.log.push(`${label}'': advance to ${now.toISOString()}`);
-    for (const key of model.wallets.keys()) settle(model, key);
+    for (const key of model.wallets.keys()) settle(model, key, now.getTime(), keptForHold);
     await checkAll(model, `${label}'' (after the credit expired)`);
     if (rng.chance(0.2)) return perform(model, { t: 'release', vars: { id: placed.id } }, `${label}'''`, false);
     const how = rng.int(0, 3);
@@ -589,7 +486,7 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
     const hold = anyHold();
     if (!hold) return;
     const ttl = rng.pick([1, 60, 600, 3600]);
-    settle(model, hold.wallet);
+    settle(model, hold.wallet, now.getTime(), keptForHold);
     let outcome: string;
     try {
       const extended = await server.services.ledger.extendHold(model.merchant.id, hold.id, ttl);
@@ -621,7 +518,7 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
   }
   if (roll < 0.8) {
     const key = wk(customer, currency);
-    settle(model, key);
+    settle(model, key, now.getTime(), keptForHold);
     const limit = rng.pick(['0', '0', '1', '5', '20']);
     const response = await server.graphql<any>(Q.overdraft, { customerId, currency, limit }, model.merchant.secret);
     const line = `${label}: setOverdraftLimit ${key} ${limit} → ${JSON.stringify(response.errors ?? response.data)}`;
@@ -652,7 +549,7 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
       await server.services.ledger.runExpiry();
       model.log.push(`${label}: runExpiry`);
     }
-    for (const key of model.wallets.keys()) settle(model, key);
+    for (const key of model.wallets.keys()) settle(model, key, now.getTime(), keptForHold);
     return;
   }
   // A replay of an earlier request that succeeded.

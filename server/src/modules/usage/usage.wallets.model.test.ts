@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type OracleGrant } from '../../../test/wallet-oracle.ts';
 import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -62,28 +63,12 @@ const max = (a: bigint, b: bigint) => (a > b ? a : b);
 
 // ------------------------------------------------------------------ the oracle
 
-type Kind = 'PAID' | 'PROMOTIONAL' | 'PLAN_INCLUDED';
-type Key = 'EXPIRY' | 'KIND' | 'PRIORITY' | 'CREATED';
-const DEFAULT_ORDER: Key[] = ['EXPIRY', 'KIND', 'PRIORITY', 'CREATED'];
-/** Promotional before plan credit before paid. */
-const KIND_RANK: Record<Kind, number> = { PROMOTIONAL: 0, PLAN_INCLUDED: 1, PAID: 2 };
+type Key = ConsumptionKey;
 const CURRENCIES = ['USD', 'EUR'] as const;
 /** The FLAT rules' prices per unit, in attos: 0.01 on `units`, 0.4 nano on `tiny`. */
 const UNIT_ATTOS = 10_000_000n * ATTOS_PER_NANO;
 const TINY_ATTOS = 400_000_000n;
 
-interface Grant {
-  seq: number;
-  kind: Kind;
-  amount: bigint;
-  remaining: bigint;
-  priority: number;
-  expiresAt: number | null;
-  createdAt: number;
-  /** Credit kept past its expiry for this pending hold (README: "holdId set on the grant"). */
-  holdId: string | null;
-  expired: boolean;
-}
 interface Hold {
   id: string;
   key: string;
@@ -102,7 +87,7 @@ interface Wallet {
   /** Attos charged but not yet a whole nano (0 ≤ carry < 1e9). */
   carry: bigint;
   limit: bigint;
-  grants: Grant[];
+  grants: OracleGrant[];
 }
 /** An event as the test sends it. */
 interface UsageEvent {
@@ -156,38 +141,6 @@ function walletOf(model: Model, key: string): Wallet {
   }
   return wallet;
 }
-const live = (hold: Hold, at: number) => hold.status === 'PENDING' && hold.expiresAt > at;
-const heldOf = (model: Model, key: string) => model.holds.filter((h) => h.wallet === key && live(h, now.getTime())).reduce((s, h) => s + h.amount - h.captured, 0n);
-const active = (wallet: Wallet) => wallet.grants.filter((g) => !g.expired);
-const keptFor = (wallet: Wallet, holdId: string) => active(wallet).filter((g) => g.holdId === holdId).reduce((s, g) => s + g.remaining, 0n);
-const keptTotal = (wallet: Wallet) => active(wallet).filter((g) => g.holdId !== null).reduce((s, g) => s + g.remaining, 0n);
-
-function sorted(grants: Grant[], order: readonly Key[]): Grant[] {
-  const compare = (a: Grant, b: Grant, key: Key): number => {
-    switch (key) {
-      case 'EXPIRY': return Math.sign((a.expiresAt ?? Infinity) - (b.expiresAt ?? Infinity)) || 0;
-      case 'KIND': return KIND_RANK[a.kind] - KIND_RANK[b.kind];
-      case 'PRIORITY': return a.priority - b.priority;
-      case 'CREATED': return a.createdAt - b.createdAt;
-    }
-  };
-  // Grants alike in every key are spent in the order they were created.
-  return [...grants].sort((a, b) => order.reduce((r, key) => r || compare(a, b, key), 0) || a.seq - b.seq);
-}
-/** The wallet's own credit (none kept for a hold), in the order it is spent. */
-const own = (model: Model, wallet: Wallet) => sorted(active(wallet).filter((g) => g.holdId === null), model.order);
-
-/** Draws `nanos` from `grants` in order; what they lack is owed (the balance goes below zero). */
-function draw(wallet: Wallet, grants: Grant[], nanos: bigint): void {
-  let left = nanos;
-  for (const grant of grants) {
-    if (left === 0n) break;
-    const take = min(grant.remaining, left);
-    grant.remaining -= take;
-    left -= take;
-  }
-  wallet.balance -= nanos;
-}
 
 /** Charges `attos` to the wallet: whole nanos leave the balance, the rest waits in the carry. */
 function chargeAttos(model: Model, wallet: Wallet, attos: bigint): void {
@@ -197,66 +150,10 @@ function chargeAttos(model: Model, wallet: Wallet, attos: bigint): void {
   draw(wallet, own(model, wallet), nanos);
 }
 
-/** New credit repays what the wallet owes first (README: "new credit repays the debt first"). */
-function credit(model: Model, wallet: Wallet, grant: { kind: Kind; amount: bigint; priority: number; expiresAt: number | null }): void {
-  const owes = wallet.balance - keptTotal(wallet);
-  const repaid = min(grant.amount, owes < 0n ? -owes : 0n);
-  wallet.grants.push({ ...grant, seq: model.seq++, remaining: grant.amount - repaid, createdAt: now.getTime(), holdId: null, expired: false });
-  wallet.balance += grant.amount;
-}
-
-function expire(wallet: Wallet, grant: Grant): void {
-  wallet.balance -= grant.remaining;
-  grant.remaining = 0n;
-  grant.expired = true;
-}
-
-/**
- * What any lock of a wallet does first (every read settles it too): credit kept for holds that
- * ended expires; before due grants expire, what pending holds lack beyond lasting credit is kept
- * for them (oldest hold first); then due grants expire, and holds past their time are expired.
- */
-function settle(model: Model, key: string): void {
-  const wallet = model.wallets.get(key);
-  const at = now.getTime();
-  if (wallet) {
-    const holdLive = (id: string) => live(model.holds.find((h) => h.id === id)!, at);
-    const ended = active(wallet).filter((g) => g.holdId !== null && !holdLive(g.holdId));
-    const due = sorted(active(wallet).filter((g) => g.holdId === null && g.expiresAt !== null && g.expiresAt <= at), model.order);
-    if (heldOf(model, key) > 0n && due.some((g) => g.remaining > 0n)) {
-      const holds = model.holds.filter((h) => h.wallet === key && live(h, at)).sort((a, b) => a.seq - b.seq);
-      const needs = holds.map((h) => ({ id: h.id, lacking: h.amount - h.captured - keptFor(wallet, h.id) })).filter((n) => n.lacking > 0n);
-      const lasting = active(wallet).filter((g) => g.holdId === null && !due.includes(g)).reduce((s, g) => s + g.remaining, 0n);
-      const dueTotal = due.reduce((s, g) => s + g.remaining, 0n);
-      let toKeep = min(max(needs.reduce((s, n) => s + n.lacking, 0n) - lasting, 0n), dueTotal);
-      let covered = lasting;
-      for (const need of needs) {
-        const cover = min(need.lacking, covered);
-        need.lacking -= cover;
-        covered -= cover;
-      }
-      for (const source of due) {
-        if (toKeep === 0n) break;
-        let take = min(source.remaining, toKeep);
-        toKeep -= take;
-        source.remaining -= take;
-        for (const need of needs) {
-          if (take === 0n) break;
-          const part = min(need.lacking, take);
-          if (part === 0n) continue;
-          need.lacking -= part;
-          take -= part;
-          count('credit kept for a hold');
-          wallet.grants.push({ seq: model.seq++, kind: source.kind, amount: part, remaining: part, priority: source.priority, expiresAt: source.expiresAt, createdAt: at, holdId: need.id, expired: false });
-        }
-      }
-    }
-    for (const grant of [...ended, ...due]) expire(wallet, grant);
-  }
-  for (const hold of model.holds) if (hold.wallet === key && hold.status === 'PENDING' && hold.expiresAt <= at) hold.status = 'EXPIRED';
-}
+/** Counted as an outcome reached (USAGE_WALLETS_STATS). */
+const keptForHold = () => count('credit kept for a hold');
 const settleAll = (model: Model) => {
-  for (const key of model.wallets.keys()) settle(model, key);
+  for (const key of model.wallets.keys()) settle(model, key, now.getTime(), keptForHold);
 };
 
 /** The VOLUME rule on `bulk`: the month's units at 0.05 up to 20, all of them at 0.02 beyond. */
@@ -311,7 +208,7 @@ function chargeFresh(model: Model, event: UsageEvent, groups: Map<string, Group>
   const answer: Answer = { status: 'CHARGED', charge: price, shortfall: 0n, settled, error: null, posted: false };
   if (price === 0n) answer.status = 'NOT_BILLABLE';
   else {
-    const held = heldOf(model, key);
+    const held = heldOf(model, key, now.getTime());
     const floor = -wallet.limit;
     const nanos = floorDiv(wallet.carry + group.attos + price, ATTOS_PER_NANO);
     if (price > 0n && nanos > 0n && wallet.balance - held - nanos < floor) {
@@ -340,7 +237,7 @@ const floorDiv = (a: bigint, b: bigint) => (a >= 0n ? a / b : -((-a + b - 1n) / 
 function post(model: Model, groups: Map<string, Group>): void {
   for (const [key, group] of groups) {
     const wallet = walletOf(model, key);
-    const heldNow = heldOf(model, key);
+    const heldNow = heldOf(model, key, now.getTime());
     const aboveFloor = wallet.balance - heldNow >= -wallet.limit;
     let posted = group.answers.length > 0;
     if (group.attos >= 0n) chargeAttos(model, wallet, group.attos);
@@ -353,7 +250,7 @@ function post(model: Model, groups: Map<string, Group>): void {
         const nanos = (beyond + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
         wallet.carry = nanos * ATTOS_PER_NANO - beyond;
         count('volume credit');
-        credit(model, wallet, { kind: 'PROMOTIONAL', amount: nanos, priority: 0, expiresAt: null });
+        credit(model, wallet, { kind: 'PROMOTIONAL', amount: nanos, priority: 0, expiresAt: null }, now.getTime());
       }
     }
     for (const answer of group.answers) answer.posted = posted;
@@ -475,7 +372,7 @@ function compareWallet(model: Model, wallet: Wallet, key: string, view: any, lab
   const currencies = new Set<string>([view.balance.currency, view.available.currency, view.held.currency, view.overdraftLimit.currency]);
   for (const g of view.grants.nodes) currencies.add(g.amount.currency).add(g.remaining.currency);
   expect([...currencies], `${label}: currencies`).toEqual([wallet.currency]);
-  const held = heldOf(model, key);
+  const held = heldOf(model, key, now.getTime());
   expect({ balance: fmt(toNanos(view.balance.amount)), held: fmt(toNanos(view.held.amount)), available: fmt(toNanos(view.available.amount)), limit: fmt(toNanos(view.overdraftLimit.amount)) }, label)
     .toEqual({ balance: fmt(wallet.balance), held: fmt(held), available: fmt(wallet.balance - held), limit: fmt(wallet.limit) });
   // Every live grant with credit left, oldest first; credit kept for holds compared per hold.
@@ -547,7 +444,7 @@ function checkAnswer(model: Model, event: UsageEvent, expected: Extract<Expected
  */
 async function sendBatches(model: Model, batches: UsageEvent[][], label: string): Promise<void> {
   settleAll(model);
-  const before = new Map([...model.wallets].map(([key, wallet]) => [key, wallet.balance - heldOf(model, key)]));
+  const before = new Map([...model.wallets].map(([key, wallet]) => [key, wallet.balance - heldOf(model, key, now.getTime())]));
   const expectations = batches.map((events) => expectBatch(model, events));
   const bodies = await Promise.all(batches.map(async (events) => {
     const response = await fetch(`${server.url}/v1/usage/batch`, {
@@ -565,7 +462,7 @@ async function sendBatches(model: Model, batches: UsageEvent[][], label: string)
   batches.forEach((events, b) => checkBatch(model, events, expectations[b]!, bodies[b]!, lines[b]!));
   // None went below its floor.
   for (const [key, wallet] of model.wallets) {
-    if ((before.get(key) ?? 0n) >= -wallet.limit) expect(wallet.balance - heldOf(model, key) >= -wallet.limit, `${label}: ${key} above its floor`).toBe(true);
+    if ((before.get(key) ?? 0n) >= -wallet.limit) expect(wallet.balance - heldOf(model, key, now.getTime()) >= -wallet.limit, `${label}: ${key} above its floor`).toBe(true);
   }
 }
 
@@ -679,18 +576,18 @@ async function grant(model: Model, rng: Rng, label: string, customer: number, cu
   const input: Record<string, unknown> = { customerId: model.customers[customer]!.id, currency, amount: amountText(rng, 1500), kind, idempotencyKey: `g-${randomUUID()}` };
   if (expiresIn !== null) input.expiresAt = new Date(now.getTime() + expiresIn * 1000).toISOString();
   if (rng.chance(0.5)) input.priority = rng.int(-2, 3);
-  settle(model, key);
+  settle(model, key, now.getTime(), keptForHold);
   const { data, code, raw } = await gql(model, Q.grant, { input }, `${label}: grantCredits ${JSON.stringify(input)}`);
   expect(code, raw).toBeNull();
   expect({ replayed: data.replayed, amount: fmt(toNanos(data.transaction.amount.amount)) }, raw).toEqual({ replayed: false, amount: input.amount });
-  credit(model, walletOf(model, key), { kind, amount: toNanos(input.amount as string), priority: (input.priority as number | undefined) ?? 0, expiresAt: input.expiresAt ? Date.parse(input.expiresAt as string) : null });
+  credit(model, walletOf(model, key), { kind, amount: toNanos(input.amount as string), priority: (input.priority as number | undefined) ?? 0, expiresAt: input.expiresAt ? Date.parse(input.expiresAt as string) : null }, now.getTime());
 }
 
 async function placeHold(model: Model, rng: Rng, label: string, customer: number, currency: string): Promise<void> {
   const key = wk(customer, currency);
-  settle(model, key);
+  settle(model, key, now.getTime(), keptForHold);
   const wallet = walletOf(model, key);
-  const available = wallet.balance - heldOf(model, key);
+  const available = wallet.balance - heldOf(model, key, now.getTime());
   // Mostly within what is available (so that it is placed), sometimes beyond it.
   const amount = rng.chance(0.8) && available + wallet.limit > 1n ? BigInt(rng.int(1, 100)) * (available + wallet.limit) / 100n || 1n : toNanos(amountText(rng, 300));
   const ttlSeconds = rng.pick([30, 600, 3600, 7200]);
@@ -711,7 +608,7 @@ async function finishHold(model: Model, rng: Rng, label: string): Promise<void> 
   const pending = model.holds.filter((h) => live(h, now.getTime()));
   if (pending.length === 0) return;
   const hold = rng.pick(pending);
-  settle(model, hold.wallet);
+  settle(model, hold.wallet, now.getTime(), keptForHold);
   const wallet = walletOf(model, hold.wallet);
   if (rng.chance(0.4)) {
     const { data, code, raw } = await gql(model, Q.release, { id: hold.id }, `${label}: releaseHold ${hold.id}`);
@@ -721,7 +618,7 @@ async function finishHold(model: Model, rng: Rng, label: string): Promise<void> 
     return;
   }
   const amount = rng.chance(0.5) ? hold.amount : BigInt(rng.int(0, 100)) * hold.amount / 100n;
-  const available = wallet.balance - heldOf(model, hold.wallet);
+  const available = wallet.balance - heldOf(model, hold.wallet, now.getTime());
   const { data, code, raw } = await gql(model, Q.capture, { id: hold.id, amount: fmt(amount) }, `${label}: captureHold ${hold.id} ${fmt(amount)}`);
   const kept = keptFor(wallet, hold.id);
   if (amount > 0n && amount > kept && available + hold.amount - amount < -max(hold.limitAtHold, wallet.limit)) {
@@ -781,7 +678,7 @@ async function randomStep(model: Model, rng: Rng, index: number): Promise<void> 
     return sendOne(model, event, label);
   }
   if (roll < 0.75) {
-    settle(model, key);
+    settle(model, key, now.getTime(), keptForHold);
     const limit = rng.pick(['0', '0', '0.5', '3', '10']);
     const { data, code, raw } = await gql(model, Q.overdraft, { customerId, currency, limit }, `${label}: setOverdraftLimit ${key} ${limit}`);
     expect(code, raw).toBeNull();
