@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type GrantKind, type OracleGrant } from '../../../test/wallet-oracle.ts';
+import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type GrantKind, type OracleGrant, type OracleHold } from '../../../test/wallet-oracle.ts';
 import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -52,16 +52,9 @@ const CURRENCIES = ['USD', 'EUR', 'JPY'] as const;
 /** The usage price: 0.01 of the event's currency per output token. */
 const TOKEN_PRICE = 10_000_000n;
 
-interface Hold {
-  id: string;
+interface Hold extends OracleHold {
   key: string;
-  wallet: string;
-  amount: bigint;
   ttl: number;
-  status: 'PENDING' | 'CAPTURED' | 'RELEASED' | 'EXPIRED';
-  captured: bigint;
-  expiresAt: number;
-  seq: number;
   /** The overdraft limit it was placed under: its capture may go down to it, though the limit be lowered since. */
   limitAtHold: bigint;
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type OracleGrant } from '../../../test/wallet-oracle.ts';
+import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type OracleGrant, type OracleHold } from '../../../test/wallet-oracle.ts';
 import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -69,15 +69,8 @@ const CURRENCIES = ['USD', 'EUR'] as const;
 const UNIT_ATTOS = 10_000_000n * ATTOS_PER_NANO;
 const TINY_ATTOS = 400_000_000n;
 
-interface Hold {
-  id: string;
+interface Hold extends OracleHold {
   key: string;
-  wallet: string;
-  amount: bigint;
-  status: 'PENDING' | 'CAPTURED' | 'RELEASED' | 'EXPIRED';
-  captured: bigint;
-  expiresAt: number;
-  seq: number;
   limitAtHold: bigint;
 }
 interface Wallet {
