@@ -642,18 +642,13 @@ export class LedgerStore {
   constructor(readonly db: Database) {}
 
   /**
-   * The merchant's counter-account of a kind, created on first use. Looked up on the batch's
-   * own connection (PGlite has only one); cached once that transaction commits, since a
-   * rolled-back creation must not be remembered.
-   */
-  /**
    * Creates, in one statement sorted by merchant, currency and kind, every counter-account the
    * batch's wallets may post against that this process has not seen yet (right after the wallets
    * are locked). Created one at a time as posts needed them, two batches in different currencies
    * (each on its own wallets) could each insert one currency's account and then wait on the
    * other's uncommitted row: a deadlock, the first time a merchant charged in two currencies.
+   * Answers the accounts this transaction inserted, id → `merchantId:currency`.
    */
-  /** Inserts the counter-accounts of the wallets' merchant currencies not known yet; answers those this transaction inserted, id → `merchantId:currency`. */
   private async createAccounts(tx: SqlExecutor, wallets: readonly WalletKey[], created: Map<string, string>): Promise<Map<string, string>> {
     const pairs = new Map<string, WalletKey>();
     for (const wallet of wallets) {
@@ -683,6 +678,11 @@ export class LedgerStore {
     return new Map(inserted.map((row) => [row.id, `${row.merchant_id}:${row.currency}`]));
   }
 
+  /**
+   * The merchant's counter-account of a kind, created on first use. Looked up on the batch's
+   * own connection (PGlite has only one); cached once that transaction commits, since a
+   * rolled-back creation must not be remembered.
+   */
   private async systemAccountId(tx: SqlExecutor, merchantId: string, currency: string, kind: AccountKind, created: Map<string, string>): Promise<string> {
     const key = `${merchantId}:${currency}:${kind}`;
     const known = this.accountIds.get(key) ?? created.get(key);
