@@ -1,3 +1,6 @@
+import { expect } from 'vitest';
+import { decimalText, decimalUnits } from './seeded-random.ts';
+
 /**
  * The wallet side of the ledger as the README describes it, for model tests to check the API
  * against: grants spent in the merchant's consumption order, debt, grant expiry, and credit kept
@@ -47,6 +50,8 @@ export interface OracleModel<W extends OracleWallet, H extends OracleHold> {
 
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);
+const toNanos = (text: string) => decimalUnits(text, 9);
+const fmt = (nanos: bigint) => decimalText(nanos, 9);
 
 export const live = (hold: OracleHold, at: number) => hold.status === 'PENDING' && hold.expiresAt > at;
 /** What the wallet's pending holds reserve at `at`. */
@@ -104,6 +109,18 @@ export function expire(wallet: OracleWallet, grant: OracleGrant): void {
 }
 
 /**
+ * A hold captured for `amount`: its own kept credit first, then the wallet's own credit (README:
+ * "Only that hold's capture spends such credit"); what was kept for it and not spent expires.
+ */
+export function capture(model: OracleModel<OracleWallet, OracleHold>, wallet: OracleWallet, hold: OracleHold, amount: bigint): void {
+  const keptGrants = sorted(active(wallet).filter((g) => g.holdId === hold.id), model.order);
+  draw(wallet, [...keptGrants, ...own(model, wallet)], amount);
+  hold.status = 'CAPTURED';
+  hold.captured = amount;
+  for (const grant of keptGrants) expire(wallet, grant);
+}
+
+/**
  * What any change to a wallet (and any read) does first, at `at`: credit kept for holds that
  * ended expires; before due grants expire, what pending holds lack beyond lasting credit is kept
  * for them (oldest hold first; `onKept` is told of each part kept); then due grants expire, and
@@ -146,4 +163,61 @@ export function settle(model: OracleModel<OracleWallet, OracleHold>, key: string
     for (const grant of [...ended, ...due]) expire(wallet, grant);
   }
   for (const hold of model.holds) if (hold.wallet === key && hold.status === 'PENDING' && hold.expiresAt <= at) hold.status = 'EXPIRED';
+}
+
+interface Money {
+  amount: string;
+  currency: string;
+}
+
+/** A wallet as WALLETS_QUERY reads it. */
+export interface WalletView {
+  currency: string;
+  balance: Money;
+  available: Money;
+  held: Money;
+  overdraftLimit: Money;
+  grants: { nodes: { kind: string; amount: Money; remaining: Money; priority: number; expiresAt: string | null; holdId: string | null }[] };
+  holds: { nodes: { id: string; status: string; amount: Money; capturedAmount: Money; expiresAt: string }[] };
+}
+
+/** A wallet as the API reads it, with its grants and holds, for expectWalletView. */
+const WALLET_FIELDS = `id currency balance { amount currency } available { amount currency } held { amount currency } overdraftLimit { amount currency }
+  grants(first: 100) { totalCount nodes { kind amount { amount currency } remaining { amount currency } priority expiresAt holdId } }
+  holds(first: 100) { totalCount nodes { id status amount { amount currency } capturedAmount { amount currency } expiresAt } }`;
+export const WALLETS_QUERY = `query ($id: ID!) { wallets(customerId: $id) { ${WALLET_FIELDS} } }`;
+
+/** Expects the API's view of a wallet (WALLETS_QUERY) to be the oracle's at `at`: its figures, grants, credit kept for holds, and holds. */
+export function expectWalletView(
+  model: OracleModel<OracleWallet, OracleHold>,
+  wallet: OracleWallet & { currency: string; limit: bigint },
+  key: string,
+  view: WalletView,
+  label: string,
+  at: number,
+): void {
+  // Every figure is in the wallet's own currency.
+  const currencies = new Set<string>([view.balance.currency, view.available.currency, view.held.currency, view.overdraftLimit.currency]);
+  for (const g of view.grants.nodes) currencies.add(g.amount.currency).add(g.remaining.currency);
+  for (const h of view.holds.nodes) currencies.add(h.amount.currency).add(h.capturedAmount.currency);
+  expect([...currencies], `${label}: currencies in ${JSON.stringify(view)}`).toEqual([wallet.currency]);
+  const held = heldOf(model, key, at);
+  expect({ balance: fmt(toNanos(view.balance.amount)), held: fmt(toNanos(view.held.amount)), available: fmt(toNanos(view.available.amount)), limit: fmt(toNanos(view.overdraftLimit.amount)) }, label)
+    .toEqual({ balance: fmt(wallet.balance), held: fmt(held), available: fmt(wallet.balance - held), limit: fmt(wallet.limit) });
+  // Live grants, oldest first; credit kept for holds compared per hold.
+  const expectedOwn = active(wallet).filter((g) => g.holdId === null && g.remaining > 0n).sort((a, b) => a.seq - b.seq)
+    .map((g) => `${g.kind} ${fmt(g.amount)} left ${fmt(g.remaining)} p${g.priority} ${g.expiresAt === null ? 'never' : new Date(g.expiresAt).toISOString()}`);
+  const actualOwn = view.grants.nodes.filter((g) => !g.holdId)
+    .map((g) => `${g.kind} ${fmt(toNanos(g.amount.amount))} left ${fmt(toNanos(g.remaining.amount))} p${g.priority} ${g.expiresAt ?? 'never'}`);
+  expect(actualOwn, `${label}: grants`).toEqual(expectedOwn);
+  const keptExpected = new Map<string, string>();
+  for (const g of active(wallet)) if (g.holdId && g.remaining > 0n) keptExpected.set(g.holdId, fmt(toNanos(keptExpected.get(g.holdId) ?? '0') + g.remaining));
+  const keptActual = new Map<string, string>();
+  for (const g of view.grants.nodes) if (g.holdId) keptActual.set(g.holdId, fmt(toNanos(keptActual.get(g.holdId) ?? '0') + toNanos(g.remaining.amount)));
+  expect(Object.fromEntries(keptActual), `${label}: credit kept for holds`).toEqual(Object.fromEntries(keptExpected));
+  // Holds: every one of this wallet, in its state as of now.
+  const expectedHolds = model.holds.filter((h) => h.wallet === key)
+    .map((h) => `${h.id} ${live(h, at) || h.status !== 'PENDING' ? h.status : 'EXPIRED'} ${fmt(h.amount)} captured ${fmt(h.captured)} until ${new Date(h.expiresAt).toISOString()}`).sort();
+  const actualHolds = view.holds.nodes.map((h) => `${h.id} ${h.status} ${fmt(toNanos(h.amount.amount))} captured ${fmt(toNanos(h.capturedAmount.amount))} until ${h.expiresAt}`).sort();
+  expect(actualHolds, `${label}: holds`).toEqual(expectedHolds);
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type GrantKind, type OracleGrant, type OracleHold } from '../../../test/wallet-oracle.ts';
+import { active, capture, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, expectWalletView, WALLETS_QUERY, type ConsumptionKey, type GrantKind, type OracleGrant, type OracleHold } from '../../../test/wallet-oracle.ts';
 import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -109,10 +109,6 @@ const Q = {
   order: `mutation ($order: [CreditConsumptionKey!]!) { setCreditConsumptionOrder(order: $order) }`,
   usage: `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) { replayed chargeError { code } event { id status charge shortfall currency ledgerTransactionId } } }`,
 };
-const WALLET_FIELDS = `id currency balance { amount currency } available { amount currency } held { amount currency } overdraftLimit { amount currency }
-  grants(first: 100) { totalCount nodes { kind amount { amount currency } remaining { amount currency } priority expiresAt holdId } }
-  holds(first: 100) { totalCount nodes { id status amount { amount currency } capturedAmount { amount currency } expiresAt } }`;
-const WALLETS = `query ($id: ID!) { wallets(customerId: $id) { ${WALLET_FIELDS} } }`;
 const ENTRIES = `query ($id: ID!, $currency: String, $after: String) { wallet(customerId: $id, currency: $currency) { id
   transactions(first: 100, after: $after) { pageInfo { hasNextPage endCursor } edges { node { id amount { amount currency } entries { walletId amount { amount currency } } } } } } }`;
 
@@ -127,7 +123,7 @@ type Request =
 async function checkAll(model: Model, label: string): Promise<void> {
   const at = now.getTime();
   for (const [customer, id] of model.customers.entries()) {
-    const response = await server.graphql<{ wallets: any[] }>(WALLETS, { id }, model.merchant.secret);
+    const response = await server.graphql<{ wallets: any[] }>(WALLETS_QUERY, { id }, model.merchant.secret);
     expect(response.errors, `${label}: reading wallets`).toBeUndefined();
     const seen = new Set<string>();
     for (const view of response.data!.wallets) {
@@ -136,7 +132,7 @@ async function checkAll(model: Model, label: string): Promise<void> {
       seen.add(view.currency);
       const wallet = model.wallets.get(key);
       if (!wallet) throw new Error(`${label}: wallet ${key} exists but the model never touched it`);
-      compareWallet(model, wallet, key, view, `${label} ${key}`, at);
+      expectWalletView(model, wallet, key, view, `${label} ${key}`, at);
     }
     for (const [key, wallet] of model.wallets) {
       if (wallet.customer !== customer || seen.has(wallet.currency)) continue;
@@ -148,32 +144,6 @@ async function checkAll(model: Model, label: string): Promise<void> {
   }
 }
 
-function compareWallet(model: Model, wallet: Wallet, key: string, view: any, label: string, at: number): void {
-  // Every figure is in the wallet's own currency.
-  const currencies = new Set<string>([view.balance.currency, view.available.currency, view.held.currency, view.overdraftLimit.currency]);
-  for (const g of view.grants.nodes) currencies.add(g.amount.currency).add(g.remaining.currency);
-  for (const h of view.holds.nodes) currencies.add(h.amount.currency).add(h.capturedAmount.currency);
-  expect([...currencies], `${label}: currencies in ${JSON.stringify(view)}`).toEqual([wallet.currency]);
-  const held = heldOf(model, key, at);
-  expect({ balance: fmt(toNanos(view.balance.amount)), held: fmt(toNanos(view.held.amount)), available: fmt(toNanos(view.available.amount)), limit: fmt(toNanos(view.overdraftLimit.amount)) }, label)
-    .toEqual({ balance: fmt(wallet.balance), held: fmt(held), available: fmt(wallet.balance - held), limit: fmt(wallet.limit) });
-  // Live grants, oldest first; credit kept for holds compared per hold.
-  const expectedOwn = active(wallet).filter((g) => g.holdId === null && g.remaining > 0n).sort((a, b) => a.seq - b.seq)
-    .map((g) => `${g.kind} ${fmt(g.amount)} left ${fmt(g.remaining)} p${g.priority} ${g.expiresAt === null ? 'never' : new Date(g.expiresAt).toISOString()}`);
-  const actualOwn = view.grants.nodes.filter((g: any) => !g.holdId)
-    .map((g: any) => `${g.kind} ${fmt(toNanos(g.amount.amount))} left ${fmt(toNanos(g.remaining.amount))} p${g.priority} ${g.expiresAt ?? 'never'}`);
-  expect(actualOwn, `${label}: grants`).toEqual(expectedOwn);
-  const keptExpected = new Map<string, string>();
-  for (const g of active(wallet)) if (g.holdId && g.remaining > 0n) keptExpected.set(g.holdId, fmt(toNanos(keptExpected.get(g.holdId) ?? '0') + g.remaining));
-  const keptActual = new Map<string, string>();
-  for (const g of view.grants.nodes) if (g.holdId) keptActual.set(g.holdId, fmt(toNanos(keptActual.get(g.holdId) ?? '0') + toNanos(g.remaining.amount)));
-  expect(Object.fromEntries(keptActual), `${label}: credit kept for holds`).toEqual(Object.fromEntries(keptExpected));
-  // Holds: every one of this wallet, in its state as of now.
-  const expectedHolds = model.holds.filter((h) => h.wallet === key)
-    .map((h) => `${h.id} ${live(h, at) || h.status !== 'PENDING' ? h.status : 'EXPIRED'} ${fmt(h.amount)} captured ${fmt(h.captured)} until ${new Date(h.expiresAt).toISOString()}`).sort();
-  const actualHolds = view.holds.nodes.map((h: any) => `${h.id} ${h.status} ${fmt(toNanos(h.amount.amount))} captured ${fmt(toNanos(h.capturedAmount.amount))} until ${h.expiresAt}`).sort();
-  expect(actualHolds, `${label}: holds`).toEqual(expectedHolds);
-}
 
 /** At the end: the integrity report is clean, and each wallet's balance is the sum of its entries. */
 async function checkBooks(model: Model): Promise<void> {
@@ -371,12 +341,7 @@ async function perform(model: Model, req: Request, label: string, replay: boolea
       expect(m(data.hold.capturedAmount), line).toBe(`${fmt(amount)} ${wallet.currency}`);
       if (amount === 0n) expect(data.transaction, line).toBeNull();
       else expect(m(data.transaction.amount), line).toBe(`${fmt(-amount)} ${wallet.currency}`);
-      // Its own kept credit first, then the wallet's own credit (README: "Only that hold's capture spends such credit").
-      const keptGrants = sorted(active(wallet).filter((g) => g.holdId === hold.id), model.order);
-      draw(wallet, [...keptGrants, ...own(model, wallet)], amount);
-      hold.status = 'CAPTURED';
-      hold.captured = amount;
-      for (const grant of keptGrants) expire(wallet, grant);
+      capture(model, wallet, hold, amount);
       break;
     }
     case 'release': {

@@ -762,7 +762,10 @@ export class LedgerStore {
       // the earlier time, that hold would be pending again (extended, capturable, counted in
       // `held`) though its credit is gone. Every change dates its wallets (updated_at), so the batch
       // takes the latest of those and its own time.
-      for (const row of walletRows) if (new Date(row.updated_at) > now) now = new Date(row.updated_at);
+      for (const row of walletRows) {
+        const changedAt = new Date(row.updated_at);
+        if (changedAt > now) now = changedAt;
+      }
       // Read after the locks are held, in one statement: grants, holds and known keys.
       const walletIds = walletRows.map((row) => row.id);
       const [stateRow] = await tx.query<StateRow>(

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { active, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, sorted, type ConsumptionKey, type OracleGrant, type OracleHold } from '../../../test/wallet-oracle.ts';
+import { active, capture, credit, DEFAULT_ORDER, draw, expire, heldOf, keptFor, live, own, settle, expectWalletView, WALLETS_QUERY, type ConsumptionKey, type OracleGrant, type OracleHold } from '../../../test/wallet-oracle.ts';
 import { decimalText, decimalUnits, seededRandom, type SeededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -308,10 +308,6 @@ const Q = {
   usage: `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) {
     replayed chargeError { code message } event { id idempotencyKey customerId status charge shortfall shortfallSettled currency ledgerTransactionId } } }`,
 };
-const WALLET_FIELDS = `id currency balance { amount currency } available { amount currency } held { amount currency } overdraftLimit { amount currency }
-  grants(first: 100) { totalCount nodes { kind amount { amount currency } remaining { amount currency } priority expiresAt holdId } }
-  holds(first: 100) { totalCount nodes { id status amount { amount currency } capturedAmount { amount currency } expiresAt } }`;
-const WALLETS = `query ($id: ID!) { wallets(customerId: $id) { ${WALLET_FIELDS} } }`;
 const EVENTS = `query ($after: String) { usageEvents(first: 100, after: $after) {
   pageInfo { hasNextPage endCursor } edges { node { idempotencyKey customerId currency status charge shortfall shortfallSettled } } } }`;
 
@@ -334,7 +330,7 @@ function wire(model: Model, event: UsageEvent): Record<string, unknown> {
 async function checkAll(model: Model, label: string): Promise<void> {
   const at = now.getTime();
   for (const [customer, { id }] of model.customers.entries()) {
-    const response = await server.graphql<{ wallets: any[] }>(WALLETS, { id }, model.merchant.secret);
+    const response = await server.graphql<{ wallets: any[] }>(WALLETS_QUERY, { id }, model.merchant.secret);
     expect(response.errors, `${label}: reading wallets`).toBeUndefined();
     const seen = new Set<string>();
     for (const view of response.data!.wallets) {
@@ -342,7 +338,7 @@ async function checkAll(model: Model, label: string): Promise<void> {
       seen.add(view.currency);
       const wallet = model.wallets.get(key);
       if (!wallet) throw new Error(`${label}: wallet ${key} exists but the model never touched it`);
-      compareWallet(model, wallet, key, view, `${label} ${key}`, at);
+      expectWalletView(model, wallet, key, view, `${label} ${key}`, at);
     }
     for (const [key, wallet] of model.wallets) {
       if (wallet.customer !== customer || seen.has(wallet.currency)) continue;
@@ -361,29 +357,6 @@ async function checkAll(model: Model, label: string): Promise<void> {
   expect(report.violations, `${label}: ledger integrity`).toEqual([]);
 }
 
-function compareWallet(model: Model, wallet: Wallet, key: string, view: any, label: string, at: number): void {
-  const currencies = new Set<string>([view.balance.currency, view.available.currency, view.held.currency, view.overdraftLimit.currency]);
-  for (const g of view.grants.nodes) currencies.add(g.amount.currency).add(g.remaining.currency);
-  expect([...currencies], `${label}: currencies`).toEqual([wallet.currency]);
-  const held = heldOf(model, key, now.getTime());
-  expect({ balance: fmt(toNanos(view.balance.amount)), held: fmt(toNanos(view.held.amount)), available: fmt(toNanos(view.available.amount)), limit: fmt(toNanos(view.overdraftLimit.amount)) }, label)
-    .toEqual({ balance: fmt(wallet.balance), held: fmt(held), available: fmt(wallet.balance - held), limit: fmt(wallet.limit) });
-  // Every live grant with credit left, oldest first; credit kept for holds compared per hold.
-  const expectedOwn = active(wallet).filter((g) => g.holdId === null && g.remaining > 0n).sort((a, b) => a.seq - b.seq)
-    .map((g) => `${g.kind} ${fmt(g.amount)} left ${fmt(g.remaining)} p${g.priority} ${g.expiresAt === null ? 'never' : new Date(g.expiresAt).toISOString()}`);
-  const actualOwn = view.grants.nodes.filter((g: any) => !g.holdId && toNanos(g.remaining.amount) > 0n)
-    .map((g: any) => `${g.kind} ${fmt(toNanos(g.amount.amount))} left ${fmt(toNanos(g.remaining.amount))} p${g.priority} ${g.expiresAt ?? 'never'}`);
-  expect(actualOwn, `${label}: grants`).toEqual(expectedOwn);
-  const keptExpected: Record<string, string> = {};
-  for (const g of active(wallet)) if (g.holdId && g.remaining > 0n) keptExpected[g.holdId] = fmt(toNanos(keptExpected[g.holdId] ?? '0') + g.remaining);
-  const keptActual: Record<string, string> = {};
-  for (const g of view.grants.nodes) if (g.holdId && toNanos(g.remaining.amount) > 0n) keptActual[g.holdId] = fmt(toNanos(keptActual[g.holdId] ?? '0') + toNanos(g.remaining.amount));
-  expect(keptActual, `${label}: credit kept for holds`).toEqual(keptExpected);
-  const expectedHolds = model.holds.filter((h) => h.wallet === key)
-    .map((h) => `${h.id} ${live(h, at) || h.status !== 'PENDING' ? h.status : 'EXPIRED'} ${fmt(h.amount)} captured ${fmt(h.captured)}`).sort();
-  const actualHolds = view.holds.nodes.map((h: any) => `${h.id} ${h.status} ${fmt(toNanos(h.amount.amount))} captured ${fmt(toNanos(h.capturedAmount.amount))}`).sort();
-  expect(actualHolds, `${label}: holds`).toEqual(expectedHolds);
-}
 
 /** At the end: every stored event is the one the model recorded, with its first answer's figures. */
 async function checkEvents(model: Model): Promise<void> {
@@ -620,12 +593,7 @@ async function finishHold(model: Model, rng: Rng, label: string): Promise<void> 
   }
   expect(code, raw).toBeNull();
   expect(fmt(toNanos(data.hold.capturedAmount.amount)), raw).toBe(fmt(amount));
-  // Its own kept credit first, then the wallet's own credit.
-  const keptGrants = sorted(active(wallet).filter((g) => g.holdId === hold.id), model.order);
-  draw(wallet, [...keptGrants, ...own(model, wallet)], amount);
-  hold.status = 'CAPTURED';
-  hold.captured = amount;
-  for (const grant of keptGrants) expire(wallet, grant);
+  capture(model, wallet, hold, amount);
 }
 
 async function advance(model: Model, rng: Rng, label: string, seconds: number): Promise<void> {
