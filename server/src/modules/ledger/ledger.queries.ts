@@ -160,14 +160,25 @@ export class LedgerQueries {
    * pending hold past its time is EXPIRED, whether or not the schedule has marked it yet.
    */
   async holdsPage(merchantId: string, walletId: string, statuses: readonly HoldStatus[] | null | undefined, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<HoldRecord[]> {
-    const now = this.clock();
+    const now = await this.walletTime(walletId);
     const keyset = createdKeysetPage(page);
     const rows = await this.prisma.hold.findMany({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, now), keyset.where] }, orderBy: keyset.orderBy, take: page.limit });
     return rows.map((row) => holdRecordOf(row, now));
   }
 
   async countHolds(merchantId: string, walletId: string, statuses: readonly HoldStatus[] | null | undefined): Promise<number> {
-    return this.prisma.hold.count({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, this.clock())] } });
+    return this.prisma.hold.count({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, await this.walletTime(walletId))] } });
+  }
+
+  /**
+   * The time a wallet's holds are read at: this instance's, or the wallet's last change when
+   * that is later, as `view` counts `held` and every write judges holds (see LedgerStore.withWallets).
+   * A hold another instance has already treated as run out is never listed as pending here.
+   */
+  private async walletTime(walletId: string): Promise<Date> {
+    const now = this.clock();
+    const wallet = await this.prisma.wallet.findUnique({ where: { id: walletId }, select: { updatedAt: true } });
+    return wallet && wallet.updatedAt > now ? wallet.updatedAt : now;
   }
 
   async transactionsPage(

@@ -678,4 +678,39 @@ describe("a hold whose expiry a committed change of its wallet has already passe
     expect([wallet.balance, wallet.held, wallet.available]).toEqual([UNIT, 0n, UNIT]);
     await expectIntegrity(merchantId);
   });
+  /**
+   * Regression. The wallet's `held` is counted at the wallet's time, but `hold`, `holds` and their
+   * count used the reading instance's clock: one behind listed as PENDING (reserving 3) a hold the
+   * same answer's `held` (0) and every write treat as run out.
+   */
+  it('is read as expired by an instance whose clock is behind: hold, holds and their count agree with held', async () => {
+    const merchantId = await newMerchant('lapsed-read');
+    const customerId = await newCustomer(merchantId);
+    await grant(merchantId, customerId, 4n);
+    const { hold } = await ledger(0).createHold(merchantId, ACTOR, { customerId, currency: 'USD', amountNanos: 3n * UNIT, ttlSeconds: 60, idempotencyKey: 'lapsing' });
+    try {
+      offsets[1] = 61_000;
+      await ledger(1).debit(merchantId, ACTOR, { customerId, currency: 'USD', amountAttos: UNIT * ATTOS_PER_NANO, idempotencyKey: 'after-it' });
+    } finally {
+      offsets[1] = 0;
+    }
+    const queries = instances[0]!.services.ledgerQueries;
+    const page = { limit: 10, inverted: false };
+    // Read as the schedule would leave it, and (after `wallet` below has settled it) as it does.
+    const expectExpired = async () => {
+      const read = await ledger(0).getHold(merchantId, hold.id);
+      expect([read.status, read.finalizedAt, read.finalizedBy]).toEqual(['EXPIRED', hold.expiresAt, SYSTEM_ACTOR]);
+      expect(await queries.holdsPage(merchantId, hold.walletId, ['PENDING'], page)).toEqual([]);
+      expect(await queries.countHolds(merchantId, hold.walletId, ['PENDING'])).toBe(0);
+      expect((await queries.holdsPage(merchantId, hold.walletId, ['EXPIRED'], page)).map((listed) => [listed.id, listed.status, listed.finalizedAt])).toEqual([[hold.id, 'EXPIRED', hold.expiresAt]]);
+      expect(await queries.countHolds(merchantId, hold.walletId, ['EXPIRED'])).toBe(1);
+    };
+    await expectExpired();
+    const [stored] = (await sql.query<{ status: string }>(`SELECT status::text AS status FROM holds WHERE id = $1`, [hold.id])).rows;
+    expect(stored!.status).toBe('PENDING');
+    const wallet = await queries.wallet(merchantId, customerId, 'USD');
+    expect([wallet.balance, wallet.held]).toEqual([3n * UNIT, 0n]);
+    await expectExpired();
+    await expectIntegrity(merchantId);
+  });
 });

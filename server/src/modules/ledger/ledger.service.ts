@@ -779,9 +779,11 @@ export class LedgerService {
   }
 
   async getHold(merchantId: string, holdId: string): Promise<HoldRecord> {
-    const hold = isUuid(holdId) ? await this.prisma.hold.findFirst({ where: { id: holdId, merchantId } }) : null;
+    const hold = isUuid(holdId) ? await this.prisma.hold.findFirst({ where: { id: holdId, merchantId }, include: { wallet: { select: { updatedAt: true } } } }) : null;
     if (!hold) throw notFound('Hold', holdId);
-    return holdRecordOf(hold, this.clock());
+    // Read at its wallet's time when that is later, as the wallet's `held` is (LedgerQueries.walletTime).
+    const now = this.clock();
+    return holdRecordOf(hold, hold.wallet.updatedAt > now ? hold.wallet.updatedAt : now);
   }
 
   private async findHold(wallet: WalletTransaction, where: { id: string } | { merchantId: string; idempotencyKey: string }, lock = false): Promise<HoldRecord | null> {
@@ -881,7 +883,7 @@ export class LedgerService {
   private async expireHoldsApart(wallets: readonly { customerId: string; currency: string }[], now: Date): Promise<number> {
     const expired = await this.db.transaction((tx) =>
       tx.query(
-        `UPDATE holds SET status = 'EXPIRED', finalized_at = $1, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = expires_at, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
          WHERE id IN (SELECT id FROM holds WHERE status = 'PENDING' AND expires_at <= $1
            AND (customer_id, currency) IN (SELECT * FROM unnest($2::uuid[], $3::text[])) FOR UPDATE SKIP LOCKED)
          RETURNING id`,
@@ -902,9 +904,10 @@ export class LedgerService {
       // said so yet: marked expired here, under the lock, it takes a new version of the wallet
       // (see markAnnounced), so the credit it frees never shows under the version before. A hold
       // another transaction has locked is skipped, not waited for: a batch capturing or releasing
-      // it settles it itself, and waiting could deadlock with it.
+      // it settles it itself, and waiting could deadlock with it. It expired at its expiry, as it
+      // reads before this (holdRecordOf), not when it was noticed.
       const lapsed = await wallet.tx.query(
-        `UPDATE holds SET status = 'EXPIRED', finalized_at = $2, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
+        `UPDATE holds SET status = 'EXPIRED', finalized_at = expires_at, finalized_by_kind = 'system', finalized_by_api_key_id = NULL
          WHERE id IN (SELECT id FROM holds WHERE wallet_id = $1 AND status = 'PENDING' AND expires_at <= $2 FOR UPDATE SKIP LOCKED)
          RETURNING id`,
         [wallet.state.id, wallet.now],
