@@ -659,18 +659,27 @@ describe("a hold whose expiry a committed change of its wallet has already passe
    * hold came back reserving credit that was gone (available below the floor), and could never
    * be captured. Instance 1's clock is ahead here, which is the same interleaving made certain.
    */
-  it('is not brought back by an operation stamped before that expiry: extend and capture answer that it expired', async () => {
-    const merchantId = await newMerchant('lapsed');
+  /**
+   * A wallet of 4 with a 60 s hold of 3 placed on instance 0, then a debit of `debitUnits` by
+   * instance 1 with its clock past the hold's expiry: to it, the hold has run out.
+   */
+  async function holdLapsedByADebit(name: string, debitUnits: bigint) {
+    const merchantId = await newMerchant(name);
     const customerId = await newCustomer(merchantId);
     await grant(merchantId, customerId, 4n);
     const { hold } = await ledger(0).createHold(merchantId, ACTOR, { customerId, currency: 'USD', amountNanos: 3n * UNIT, ttlSeconds: 60, idempotencyKey: 'lapsing' });
     try {
       offsets[1] = 61_000;
-      // To instance 1 the hold has run out: what it reserved is spent.
-      await ledger(1).debit(merchantId, ACTOR, { customerId, currency: 'USD', amountAttos: 3n * UNIT * ATTOS_PER_NANO, idempotencyKey: 'spends-it' });
+      await ledger(1).debit(merchantId, ACTOR, { customerId, currency: 'USD', amountAttos: debitUnits * UNIT * ATTOS_PER_NANO, idempotencyKey: 'after-it' });
     } finally {
       offsets[1] = 0;
     }
+    return { merchantId, customerId, hold };
+  }
+
+  it('is not brought back by an operation stamped before that expiry: extend and capture answer that it expired', async () => {
+    // The debit spends what the hold reserved.
+    const { merchantId, customerId, hold } = await holdLapsedByADebit('lapsed', 3n);
     const extended = await attempt(seededRandom(1), () => ledger(0).extendHold(merchantId, hold.id, 120));
     const captured = await attempt(seededRandom(1), () => ledger(0).captureHold(merchantId, ACTOR, hold.id, 3n * UNIT));
     expect([extended.ok ? 'ok' : extended.code, captured.ok ? 'ok' : captured.code]).toEqual(['CONFLICT', 'CONFLICT']);
@@ -684,16 +693,7 @@ describe("a hold whose expiry a committed change of its wallet has already passe
    * same answer's `held` (0) and every write treat as run out.
    */
   it('is read as expired by an instance whose clock is behind: hold, holds and their count agree with held', async () => {
-    const merchantId = await newMerchant('lapsed-read');
-    const customerId = await newCustomer(merchantId);
-    await grant(merchantId, customerId, 4n);
-    const { hold } = await ledger(0).createHold(merchantId, ACTOR, { customerId, currency: 'USD', amountNanos: 3n * UNIT, ttlSeconds: 60, idempotencyKey: 'lapsing' });
-    try {
-      offsets[1] = 61_000;
-      await ledger(1).debit(merchantId, ACTOR, { customerId, currency: 'USD', amountAttos: UNIT * ATTOS_PER_NANO, idempotencyKey: 'after-it' });
-    } finally {
-      offsets[1] = 0;
-    }
+    const { merchantId, customerId, hold } = await holdLapsedByADebit('lapsed-read', 1n);
     const queries = instances[0]!.services.ledgerQueries;
     const page = { limit: 10, inverted: false };
     // Read as the schedule would leave it, and (after `wallet` below has settled it) as it does.
