@@ -652,14 +652,6 @@ describe("debits racing a change of the merchant's settings or the customer", ()
 
 describe("a hold whose expiry a committed change of its wallet has already passed", () => {
   /**
-   * Regression. Each operation stamps its time before it waits for the wallet's lock, so one
-   * stamped before a hold ran out can get the lock after one stamped after it (or on an instance
-   * whose clock is ahead) has committed: the later one spent what the hold reserved (to it, the
-   * hold had run out), and the earlier one then found the hold still pending and extended it. The
-   * hold came back reserving credit that was gone (available below the floor), and could never
-   * be captured. Instance 1's clock is ahead here, which is the same interleaving made certain.
-   */
-  /**
    * A wallet of 4 with a 60 s hold of 3 placed on instance 0, then a debit of `debitUnits` by
    * instance 1 with its clock past the hold's expiry: to it, the hold has run out.
    */
@@ -677,6 +669,14 @@ describe("a hold whose expiry a committed change of its wallet has already passe
     return { merchantId, customerId, hold };
   }
 
+  /**
+   * Regression. Each operation stamps its time before it waits for the wallet's lock, so one
+   * stamped before a hold ran out can get the lock after one stamped after it (or on an instance
+   * whose clock is ahead) has committed: the later one spent what the hold reserved (to it, the
+   * hold had run out), and the earlier one then found the hold still pending and extended it. The
+   * hold came back reserving credit that was gone (available below the floor), and could never
+   * be captured. Instance 1's clock is ahead here, which is the same interleaving made certain.
+   */
   it('is not brought back by an operation stamped before that expiry: extend and capture answer that it expired', async () => {
     // The debit spends what the hold reserved.
     const { merchantId, customerId, hold } = await holdLapsedByADebit('lapsed', 3n);
