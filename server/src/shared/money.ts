@@ -13,20 +13,35 @@ export const ATTOS_PER_NANO = 1_000_000_000n;
 export const MAX_AMOUNT_NANOS = 1_000_000_000n * NANOS_PER_UNIT;
 
 const DECIMAL = /^(-)?(\d{1,12})(?:\.(\d{1,18}))?$/;
+/**
+ * Any length of digits, to tell a decimal that only runs too long. One way to match each text:
+ * a pattern that could split leading zeros two ways (`0*(\d+?)`) backtracked over every split,
+ * so a long run of zeros that was no decimal took time in the square of its length (a request
+ * of 100,000 of them held the event loop for seconds).
+ */
+const LONG_DECIMAL = /^-?(\d+)(?:\.(\d+))?$/;
 
 /** An exact decimal string as atto-units (1e-18). Rejects floats' exponent notation and >18 places. */
 export function parseDecimalAttos(field: string, text: string): bigint {
-  const match = DECIMAL.exec(String(text).trim());
+  const trimmed = String(text).trim();
+  const match = DECIMAL.exec(trimmed);
   if (!match) {
     // A decimal that only runs too long is told so, not shown an example of what it already is.
-    const digits = /^-?0*(\d+?)(?:\.(\d+))?$/.exec(String(text).trim());
+    const digits = LONG_DECIMAL.exec(trimmed);
     if (digits && (digits[2]?.length ?? 0) > 18) throw invalidField(field, 'has more than 18 decimal places');
-    if (digits && digits[1]!.length > 12) throw invalidField(field, 'is too large: at most 12 digits before the decimal point');
+    if (digits && significantDigits(digits[1]!) > 12) throw invalidField(field, 'is too large: at most 12 digits before the decimal point');
     throw invalidField(field, 'must be a decimal number such as "12.50" (up to 18 decimal places)');
   }
   const [, sign, whole, fraction = ''] = match;
   const attos = BigInt(whole!) * NANOS_PER_UNIT * ATTOS_PER_NANO + BigInt(fraction.padEnd(18, '0'));
   return sign ? -attos : attos;
+}
+
+/** How many digits a whole number's text has without its leading zeros (at least one). */
+function significantDigits(whole: string): number {
+  let start = 0;
+  while (start < whole.length - 1 && whole.charCodeAt(start) === 48 /* 0 */) start++;
+  return whole.length - start;
 }
 
 /** An exact decimal string as nano-units; more than 9 decimal places is refused, not rounded. */

@@ -550,7 +550,9 @@ builder.subscriptionField('balanceUpdated', (t) =>
     subscribe: async (_root, args, ctx) => {
       const merchantId = merchantIdOf(ctx);
       const customerId = await ctx.services.ledger.assertCustomer(merchantId, String(args.customerId));
-      const currency = args.currency ? currencyArg(args.currency) : null;
+      // Left out (or null) watches every currency; given, it must be one, as everywhere else: "" is
+      // a mistake, not a wish for all of them.
+      const currency = args.currency != null ? currencyArg(args.currency) : null;
       const events = ctx.services.pubsub.subscribe(walletTopic(customerId));
       // Events of one wallet published by two instances may cross on the way: one arriving after
       // a newer state shows the newer figures (see inVersionOrder), so the last pushed is the wallet as it is.
