@@ -9,7 +9,7 @@ import { canonicalJson } from '../../shared/canonical-json.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
-import { isUuid, requireObjectIfGiven, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
+import { isJsonObject, isUuid, requireObjectIfGiven, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, KeyFoundUsed, REPLAY_MEMORY_MS, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import { customerArchived } from '../customers/customers.service.ts';
@@ -239,13 +239,25 @@ export function requireHttpStatus(field: string, status: unknown): void {
   }
 }
 
+/**
+ * A text field of a normalized record ("" when absent or null). Anything else is refused, as
+ * GraphQL's String refuses it: String() read ["openai"] as the provider "openai", an object as
+ * "[object Object]" (a model no price row names: recorded free), and threw for one whose toString
+ * is not a function (an error naming no field).
+ */
+function usageText(value: unknown, field: string): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value !== 'string') throw invalidField(field, 'must be text');
+  return value;
+}
+
 /** A normalized record from the caller: whole, non-negative numbers, or a clear error. */
 function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsage {
   if (typeof given !== 'object' || Array.isArray(given)) throw invalidField('usage', 'must be an object');
   const usage = blankUsage();
-  usage.provider = canonicalProviderId(String(given.provider ?? '').toLowerCase());
-  usage.api = String(given.api ?? '');
-  usage.model = given.model ? String(given.model) : null;
+  usage.provider = canonicalProviderId(usageText(given.provider, 'usage.provider').toLowerCase());
+  usage.api = usageText(given.api, 'usage.api');
+  usage.model = usageText(given.model, 'usage.model') || null;
   for (const field of INT_FIELDS) {
     const value = given[field];
     if (value === undefined || value === null) continue;
@@ -253,7 +265,8 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
     usage[field] = value as number;
   }
   if (given.audioSeconds != null) {
-    if (!AUDIO.test(String(given.audioSeconds))) throw invalidField('usage.audioSeconds', 'must be a decimal number of seconds, e.g. "12.5"');
+    const seconds: unknown = given.audioSeconds;
+    if ((typeof seconds !== 'string' && typeof seconds !== 'number') || !AUDIO.test(String(seconds))) throw invalidField('usage.audioSeconds', 'must be a decimal number of seconds, e.g. "12.5"');
     usage.audioSeconds = String(given.audioSeconds);
   }
   if (usage.cachedInputTokens + usage.cacheWriteTokens > usage.inputTokens) {
@@ -457,6 +470,12 @@ export class UsageService {
       // Free-form JSON forwarded for metering: refused before the normalizer walks it.
       requireShallowJson('response.headers', input.response.headers);
       requireShallowJson('response.requestBody', input.response.requestBody);
+      // The request the call was made with, as an object or its text (the gateway's): a list, a number
+      // or a boolean was read as no request, so a TTS call's characters or an images call's model went unread.
+      const requestBody = input.response.requestBody;
+      if (requestBody != null && typeof requestBody !== 'string' && !isJsonObject(requestBody)) {
+        throw invalidField('response.requestBody', 'must be the request as a JSON object, or its text');
+      }
     }
     let stated = NO_QUANTITIES;
     for (const [meter, quantity] of Object.entries(input.quantities ?? NO_QUANTITIES)) {
@@ -504,7 +523,7 @@ export class UsageService {
     for (const customer of found) byRef.set(customer.id, customer); // Tollgate's id wins a tie
     for (const item of prepared) {
       const customer = byRef.get(isUuid(item.customerRef) ? item.customerRef.toLowerCase() : item.customerRef) ?? byRef.get(item.customerRef);
-      if (!customer) results[item.index] = { ok: false, error: notFound('Customer', item.customerRef) };
+      if (!customer) results[item.index] = { ok: false, error: unknownCustomer(item.customerRef) };
       else {
         item.customerId = customer.id;
         // By the customer's id, however the caller named it: a retry naming it by its other identifier is the same record.
@@ -1341,6 +1360,12 @@ function recordedAnswer(row: EventRow, replayed: boolean, error: AppError | unde
 /** Whether a MARKUP rule priced the event: its line is the one with no meter quantity (see StoredChargeLine). */
 function pricedByMarkup(lines: readonly StoredChargeLine[] | undefined): boolean {
   return lines?.some((line) => readChargeLine(line).quantity === null) ?? false;
+}
+
+/** NOT_FOUND, naming the field at fault as every other refused event does. */
+function unknownCustomer(ref: string): AppError {
+  const error = notFound('Customer', ref);
+  return new AppError(error.code, error.message, { ...error.details, field: 'customer' });
 }
 
 function repeatedKey(): AppError {

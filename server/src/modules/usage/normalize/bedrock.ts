@@ -116,15 +116,18 @@ export const bedrockConverseStream: Normalizer = (ctx) => {
   return sink.finish(incomplete(ctx, model, sink.text, 'stream_truncated'));
 };
 
+const DIGITS = /^\d+$/;
+
 function headerCount(ctx: Ctx, name: string): number | null {
-  const value = ctx.response.headers[name];
-  if (value === undefined || value.trim() === '') return null;
-  // Read as int() reads a count in a body: one that is not a whole non-negative number is counted
-  // as malformed, so post-request metering refuses the response (the gateway meters it rounded).
-  const n = Number(value);
-  if (Number.isFinite(n)) return int(n);
+  const value = ctx.response.headers[name]?.trim();
+  if (!value) return null;
+  // Read as int() reads a count in a body: digits only. Anything else (negative, fractional, and
+  // text Number() reads as another number: "0x10" as 16, "1e3" as 1000) is counted as malformed,
+  // so post-request metering refuses the response; the gateway meters its value rounded.
+  if (DIGITS.test(value)) return Number(value);
   int(value);
-  return null;
+  const n = Number(value);
+  return Number.isFinite(n) ? int(n) : null;
 }
 
 export const bedrockInvoke: Normalizer = (ctx) => {

@@ -27,7 +27,8 @@ export class UnknownProviderError extends AppError {
         ? `Unknown provider "${override}": it is not a supported provider id or alias (see SUPPORTED_PROVIDERS)`
         : `Cannot identify the AI provider from the request URL: host "${host || '(none)'}" is not a supported provider. ` +
             'Set ProviderResponse.provider to a supported provider id to force one (see SUPPORTED_PROVIDERS).',
-      { host, ...(override !== undefined ? { provider: override } : {}) },
+      // The field at fault, as every other refused input names it: the override, or the URL it was read from.
+      { field: override !== undefined ? 'response.provider' : 'response.url', host, ...(override !== undefined ? { provider: override } : {}) },
     );
     this.name = 'UnknownProviderError';
     this.host = host;

@@ -499,8 +499,14 @@ export function routeNamed(definition: Definition, url: UrlParts): Match | null 
   return findProviderPath(definition, url)?.match ?? null;
 }
 
-/** Host, path and query of a URL without allocating a URL object (hot path). */
+/**
+ * Host, path and query of a URL without allocating a URL object (hot path). Spaces and control
+ * characters around it are dropped, as a URL parser drops them: a URL read from a file or an
+ * environment variable with its line end was matched to no API (`…/completions\n`), and the
+ * call recorded free as a path that bills nothing.
+ */
 export function splitUrl(url: string): UrlParts {
+  if (url.charCodeAt(0) <= 32 || url.charCodeAt(url.length - 1) <= 32) url = trimControls(url);
   let start = url.indexOf('://');
   start = start === -1 ? (url.startsWith('//') ? 2 : 0) : start + 3;
   let end = start;
@@ -529,6 +535,15 @@ export function splitUrl(url: string): UrlParts {
   if (path === '/') path = '';
   const query = q !== -1 && q < (hash === -1 ? url.length : hash) ? url.slice(q + 1, hash === -1 ? url.length : hash) : '';
   return { host, path, query };
+}
+
+/** The text without the C0 controls and spaces at its ends (WHATWG URL parsing strips those). */
+function trimControls(text: string): string {
+  let from = 0;
+  let to = text.length;
+  while (from < to && text.charCodeAt(from) <= 32) from++;
+  while (to > from && text.charCodeAt(to - 1) <= 32) to--;
+  return text.slice(from, to);
 }
 
 function safeDecode(text: string): string {
