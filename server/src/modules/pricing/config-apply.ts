@@ -4,13 +4,13 @@ import { pathToFileURL } from 'node:url';
 import { parseDocument, type Tags } from 'yaml';
 import { MeterAggregation, MeterSource, PriceRuleType } from '../../generated/prisma/enums.ts';
 import type { Services } from '../../services.ts';
-import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
+import { inPrismaTransaction, lockMerchantScope } from '../../shared/db/prisma-transaction.ts';
 import { AppError, conflict, invalidField } from '../../shared/errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS, parseIsoTime } from '../../shared/times.ts';
 import { isJsonObject, requireNonEmpty, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
 import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
-import type { PriceWithRef } from './prices.service.ts';
+import { PROVIDER_PRICES_LOCK, type PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
 import { concurrentVersionAt, effectiveFromNow, followingNow } from './pricing-time.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
@@ -198,7 +198,20 @@ function comparableRates({ provider, model, currency, ...rates }: Record<string,
   // (validated not to collide so): only the rates tell two prices apart.
   const name = (value: unknown) => (typeof value === 'string' ? value.trim().toLowerCase() : value);
   const perImageBy = isJsonObject(rates.perImageBy) ? Object.fromEntries(Object.entries(rates.perImageBy).map(([key, price]) => [name(key), price])) : rates.perImageBy;
-  return canonical({ provider: name(provider), model: name(model), currency, ...(sameDecimals({ ...rates, ...(perImageBy === undefined ? {} : { perImageBy }) }) as object) });
+  // The tier a request uses is the highest threshold it exceeds, wherever it is listed: tiers in
+  // another order are the same price (as the price service compares them, see canonicalRates there).
+  const contextTiers = inThresholdOrder(rates.contextTiers);
+  return canonical({
+    provider: name(provider), model: name(model), currency,
+    ...(sameDecimals({ ...rates, ...(perImageBy === undefined ? {} : { perImageBy }), ...(contextTiers === undefined ? {} : { contextTiers }) }) as object),
+  });
+}
+
+/** Context tiers sorted by threshold, when every one has a whole threshold; anything else as it is. */
+function inThresholdOrder(tiers: unknown): unknown {
+  if (!Array.isArray(tiers)) return tiers;
+  const threshold = (tier: unknown) => (isJsonObject(tier) && typeof tier.aboveInputTokens === 'number' ? tier.aboveInputTokens : Number.NaN);
+  return tiers.every((tier) => Number.isSafeInteger(threshold(tier))) ? [...tiers].sort((a, b) => threshold(a) - threshold(b)) : tiers;
 }
 
 /** A file's price: checked, with its date parsed (null: undated). */
@@ -689,17 +702,23 @@ const APPLY_TIMEOUT_MS = 60_000;
  * transaction, so a change refused at this point (a clash with a row written since the plan was
  * made, say) leaves the merchant as it was. The services drop their cached reads once it commits.
  */
-export async function applyPricingChanges(services: Services, merchantId: string, changes: readonly Change[], now = new Date()): Promise<void> {
+export async function applyPricingChanges(services: Services, merchantId: string, changes: readonly Change[], now?: Date): Promise<void> {
   await inPrismaTransaction(
     services.prisma,
     async (tx) => {
+      // One writer of a merchant's prices at a time (another apply, setProviderPrice, an import).
+      // Side by side, this apply would read the prices stored before the other committed, find the
+      // version its diff showed still in force, and write over the other's price unseen. Taken
+      // first, so that what was written while this waited is read (and refuses the apply, see
+      // unchangedSincePlan), and "now" is read once the lock is held.
+      await lockMerchantScope(tx, PROVIDER_PRICES_LOCK, merchantId);
       // "From now" comes after the merchant's usage already priced (stamped up to
       // MAX_FUTURE_USAGE_MS ahead), read in the transaction that writes: a price or rule version
       // in force at a charged event's time would price a late event at that moment another way.
       // The services take `from` as their "from now", not as a date given: usage recorded since it
       // was read (ingest takes no lock this waits on) does not refuse the file, as it would not
       // refuse a change from now. Only a scheduled date is checked as given.
-      const from = await effectiveFromNow(tx.client, merchantId, now);
+      const from = await effectiveFromNow(tx.client, merchantId, now ?? new Date());
       const rules: RuleInput[] = [];
       const replaced: Extract<Change, { kind: 'add-rule' }>[] = [];
       let storedPrices: PriceWithRef[] | undefined;

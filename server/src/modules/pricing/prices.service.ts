@@ -1,7 +1,7 @@
 import type { Prisma, PrismaClient, ProviderPrice as PriceRow } from '../../generated/prisma/client.ts';
 import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
-import { whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
+import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
@@ -11,6 +11,14 @@ import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, followingNow, latestPricedUsageOf } from './pricing-time.ts';
 import { importModelsDevJson } from './models-dev.ts';
+
+/**
+ * The lock (see lockMerchantScope) every write of a merchant's provider prices takes, and a pricing
+ * file's apply before it reads them: a write checks the rows stored (a clash, the same price again,
+ * the version a file's diff showed) and then writes, which two writers side by side would each pass,
+ * one of them replacing the other's price unseen.
+ */
+export const PROVIDER_PRICES_LOCK = 'provider-prices';
 
 /** A price row with where it came from, so every usage event can record which one costed it. */
 export interface PriceWithRef extends ProviderPrice {
@@ -77,12 +85,16 @@ export class ProviderPriceService {
     // Checked before any query; "from now" is then read just before the write (see fromNow).
     const row = storedRow(input, given ?? new Date());
     const raced = `A price for ${row.provider}/${row.model}${given ? ` at ${row.effectiveFrom.toISOString()}` : ''} was written at the same moment by another request: try again`;
-    const prisma = tx?.client ?? this.prisma;
-    const write = async () => this.write(prisma, merchantId, given ? [row] : [{ ...row, effectiveFrom: movedNow ?? (await fromNow(prisma, merchantId, row.effectiveFrom, [row])) }], source, given !== null);
+    const write = async (on: PrismaTransaction) => {
+      // Judged against the rows stored once the lock is held (see PROVIDER_PRICES_LOCK); "now" is read after it too.
+      await lockMerchantScope(on, PROVIDER_PRICES_LOCK, merchantId);
+      const rows = given ? [row] : [{ ...row, effectiveFrom: movedNow ?? (await fromNow(on.client, merchantId, new Date(), [row])) }];
+      return this.write(on.client, merchantId, rows, source, given !== null);
+    };
     const written = tx
       ? // The failed insert has aborted the caller's transaction: it may run it again.
-        await write().catch(raceLost(raced))
-      : await retryOnRace(write, raced);
+        await write(tx).catch(raceLost(raced))
+      : await retryOnRace(() => inPrismaTransaction(this.prisma, write), raced);
     whenCommitted(tx, () => this.changes.changed('provider-prices', merchantId));
     return written[0]!;
   }
@@ -123,10 +135,11 @@ export class ProviderPriceService {
     const stored = rows.map((price) => storedRow(price, given ?? new Date()));
     await retryOnRace(
       () =>
-        this.prisma.$transaction(async (tx) => {
+        inPrismaTransaction(this.prisma, async (tx) => {
+          await lockMerchantScope(tx, PROVIDER_PRICES_LOCK, merchantId);
           // "From now": after the merchant's usage already priced (see fromNow), read in the transaction that writes.
-          const from = given ?? (await fromNow(tx, merchantId, new Date(), stored));
-          return this.write(tx, merchantId, given ? stored : stored.map((row) => ({ ...row, effectiveFrom: from })), 'models.dev', given !== null);
+          const from = given ?? (await fromNow(tx.client, merchantId, new Date(), stored));
+          return this.write(tx.client, merchantId, given ? stored : stored.map((row) => ({ ...row, effectiveFrom: from })), 'models.dev', given !== null);
         }, { timeout: 30_000 }),
       `Prices ${given ? `from ${given.toISOString()} ` : ''}were written at the same moment by another import or request: try again`,
     );
@@ -346,10 +359,16 @@ async function latestRowsBefore(prisma: Pick<PrismaClient, 'providerPrice'>, mer
 
 /**
  * Rates as JSON with sorted keys and no empty values, so equal rates compare equal however they were written:
- * context tiers too, in any order (the tier a request uses is the highest threshold it exceeds, wherever it is listed).
+ * context tiers too, in any order (the tier a request uses is the highest threshold it exceeds, wherever it is listed),
+ * and image prices by their keys trimmed and in any case, as images are matched to them (validateProviderPrice
+ * refuses two keys that would match alike).
  */
 function canonicalRates(rates: unknown): string {
   return JSON.stringify(rates, (key, value: unknown) => {
+    if (key === 'perImageBy' && value && typeof value === 'object' && !Array.isArray(value)) {
+      const entries = Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner != null).map(([name, inner]) => [name.trim().toLowerCase(), inner] as const);
+      return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    }
     if (key === 'contextTiers' && Array.isArray(value)) {
       const threshold = (tier: unknown) => (tier && typeof tier === 'object' ? Number((tier as { aboveInputTokens?: unknown }).aboveInputTokens) : Number.NaN);
       return value.every((tier) => Number.isSafeInteger(threshold(tier))) ? [...value].sort((a, b) => threshold(a) - threshold(b)) : value;
