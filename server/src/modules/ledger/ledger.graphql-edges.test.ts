@@ -168,3 +168,22 @@ describe('a wallet\'s transactions within one millisecond', () => {
     expect(backwards).toEqual(ids);
   });
 });
+
+describe('adjustBalance', () => {
+  // A positive adjustment adds a promotional grant, but its answer's `grant` was null: the
+  // merchant could not see the credit it had just made (nor its id to follow it), first time or replayed.
+  it('answers the grant a positive adjustment made, again when replayed; a negative one made none', async () => {
+    const customerId = await newCustomer();
+    const ADJUSTED = 'mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed grant { id kind amount { amount } remaining { amount } } } }';
+    const input = { customerId, amount: '2.50', reason: 'goodwill', idempotencyKey: randomUUID() };
+    const first = await gql(ADJUSTED, { input });
+    expect(first.errors).toBeUndefined();
+    const { grant } = first.data!.adjustBalance;
+    expect(grant).toMatchObject({ kind: 'PROMOTIONAL', amount: { amount: '2.50' }, remaining: { amount: '2.50' } });
+    const wallet = await gql('query ($id: ID!) { wallet(customerId: $id) { grants { nodes { id } } } }', { id: customerId });
+    expect(wallet.data!.wallet.grants.nodes.map((listed: { id: string }) => listed.id)).toEqual([grant.id]);
+    expect((await gql(ADJUSTED, { input })).data!.adjustBalance).toEqual({ replayed: true, grant });
+    const taken = await gql(ADJUSTED, { input: { customerId, amount: '-1.00', reason: 'duplicate', idempotencyKey: randomUUID() } });
+    expect(taken.data!.adjustBalance).toEqual({ replayed: false, grant: null });
+  });
+});

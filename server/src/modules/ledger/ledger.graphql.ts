@@ -266,6 +266,7 @@ const LedgerOperationRef = builder.objectRef<OperationShape>('LedgerOperationRes
     grant: t.field({
       type: CreditGrantRef,
       nullable: true,
+      description: 'The grant the credit went to: grantCredits, or a positive adjustBalance (promotional credit); null for the others.',
       resolve: (r, _args, ctx) => (r.grantId ? ctx.services.prisma.creditGrant.findFirst({ where: { id: r.grantId, merchantId: r.merchantId } }) : null),
     }),
     wallet: t.field({ type: WalletRef, resolve: (r, _args, ctx) => ctx.services.ledgerQueries.wallet(r.merchantId, r.customerId, r.currency) }),

@@ -526,7 +526,7 @@ export class LedgerService {
     merchantId: string,
     actor: Actor,
     input: { customerId: string; currency: string; amountNanos: bigint; reason: string; idempotencyKey: string; expiresAt?: Date | null },
-  ): Promise<{ transaction: PostedTransaction; replayed: boolean }> {
+  ): Promise<{ transaction: PostedTransaction; grantId?: string; replayed: boolean }> {
     const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for an adjustment');
@@ -545,7 +545,7 @@ export class LedgerService {
           counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', metadata: { grantId }, actor,
         });
         wallet.linkGrantTransaction(grantId, transaction.id);
-        return { transaction };
+        return { transaction, grantId };
       }
       const plan = planDebit(wallet.state, -input.amountNanos * ATTOS_PER_NANO, { allowOverdraft: true, ignoreLimits: true, useCarry: false });
       if (!plan.ok) throw new Error('an unbounded debit cannot be refused');
@@ -553,7 +553,7 @@ export class LedgerService {
         kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: plan.legs, counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', actor,
       });
       return { transaction };
-    }, async (prior) => ({ transaction: prior }));
+    }, async (prior) => (prior.amount > 0n ? { transaction: prior, grantId: await this.grantIdOf(prior.id) } : { transaction: prior }));
   }
 
   /** Takes paid credit back out (the money goes back through the payment provider). */
