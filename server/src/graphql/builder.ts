@@ -123,7 +123,10 @@ builder.scalarType('Decimal', {
   parseValue: (value) => {
     if (typeof value !== 'string' && typeof value !== 'number') throw new GraphQLError('Decimal must be a string such as "12.50"');
     // Numbers are accepted only when they are integers: a JSON float may already have lost digits.
-    if (typeof value === 'number' && !Number.isSafeInteger(value)) throw new GraphQLError('Pass fractional Decimal values as strings, e.g. "0.15"');
+    if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+      // 1e21 or 9007199254740993 is no fraction, but a double may have changed it just the same.
+      throw new GraphQLError(Number.isInteger(value) ? 'Pass a Decimal this large as a string, e.g. "12345678901234567890": a JSON number may already have lost digits' : 'Pass fractional Decimal values as strings, e.g. "0.15"');
+    }
     return String(value);
   },
   parseLiteral: (ast) => {

@@ -76,6 +76,20 @@ describe('an amount that is no decimal', () => {
   });
 });
 
+describe('an amount sent as a JSON number', () => {
+  it('is refused unless a safe integer, told to send a string: as a fraction, or as a whole number too large for a double', async () => {
+    const customerId = await newCustomer();
+    const grant = (amount: number) => gql(GRANT, { input: { customerId, amount, kind: 'PAID', idempotencyKey: randomUUID() } });
+    expect((await grant(0.15)).errors?.[0]?.message).toContain('Pass fractional Decimal values as strings');
+    for (const amount of [2 ** 53, 1e21]) {
+      const message = (await grant(amount)).errors?.[0]?.message ?? '';
+      expect(message, String(amount)).toContain('Pass a Decimal this large as a string');
+      expect(message, String(amount)).not.toContain('fractional');
+    }
+    expect((await grant(5)).errors).toBeUndefined();
+  });
+});
+
 describe('balanceUpdated', () => {
   /** The first answer of a subscription, or its refusal; one accepted that gets no event within 3 s is `waiting`. */
   async function firstAnswer(token: string, variables: Record<string, unknown>) {
