@@ -117,15 +117,98 @@ export function withoutOwnerPrefix(model: string, owners: readonly string[]): st
 }
 
 /**
- * The price row in force at `at`: best model match first, then the latest effectiveFrom ≤ at.
- * A model named with a prefix of the provider's own id, or of one of `owners` (the maker whose
- * models a cloud resells, see resoldBy), is also matched without it, below any match of the
- * whole name (see withoutOwnerPrefix): "openai/gpt-4o" is priced as gpt-4o by OpenAI's row.
+ * The names a reported model is matched by, trimmed and lower-cased, read once per model rather
+ * than once per row or rule compared with it (see modelNameRank).
+ */
+export interface ModelNames {
+  /** The whole name. */
+  whole: string;
+  /** The whole name without its date suffix; null when it has none. */
+  undated: string | null;
+  /** The name without its owner's prefix (see withoutOwnerPrefix); null when it has none. */
+  unprefixed: string | null;
+  /** That without its date suffix; null when either is missing. */
+  unprefixedUndated: string | null;
+}
+
+function undatedOf(name: string): string | null {
+  const undated = name.replace(DATE_SUFFIX, '');
+  return undated === name ? null : undated;
+}
+
+/** The names `model` is matched by, its prefix stripped when it names one of `owners` (provider ids). */
+export function modelNames(model: string, owners: readonly string[]): ModelNames {
+  const whole = model.trim().toLowerCase();
+  const unprefixed = withoutOwnerPrefix(model, owners)?.trim().toLowerCase() ?? null;
+  return { whole, undated: undatedOf(whole), unprefixed, unprefixedUndated: unprefixed === null ? null : undatedOf(unprefixed) };
+}
+
+/**
+ * How well a priced name (a price row's or a price rule's model) matches a reported model, best
+ * first: 4 = the whole name, 3 = the whole name as a dated snapshot (see modelMatchRank), 2 = the
+ * name without its owner's prefix, 1 = that as a dated snapshot, 0 = no match.
+ */
+export function modelNameRank(pricedModel: string, names: ModelNames): 0 | 1 | 2 | 3 | 4 {
+  const priced = pricedModel.trim().toLowerCase();
+  if (priced === names.whole) return 4;
+  if (priced === names.undated) return 3;
+  if (priced === names.unprefixed) return 2;
+  return priced === names.unprefixedUndated ? 1 : 0;
+}
+
+/**
+ * The names an event's model is matched by, as its price row is found (see resolvePrice): a
+ * prefix naming the provider that served it, or the maker whose models that provider resells
+ * (resoldBy), is stripped. Price rules match these names too, so a model is the same model to
+ * its price row and to the rules that price it.
+ */
+export function eventModelNames(provider: string | null, model: string): ModelNames {
+  if (!provider) return modelNames(model, NO_OWNERS);
+  const maker = resoldBy(provider, model);
+  return modelNames(model, maker ? [provider, maker.provider] : [provider]);
+}
+
+const NO_OWNERS: readonly string[] = [];
+
+/**
+ * The model maker whose price a cloud charges for a model it resells, or null. Vertex AI bills
+ * Gemini at the Gemini API's list price and Claude (as on Bedrock) at Anthropic's; Azure OpenAI
+ * bills OpenAI's models at OpenAI's. That is their standard (global) price: a merchant whose
+ * deployment costs more (regional endpoints, provisioned throughput) adds rows under the cloud's
+ * own provider id, and those win. Bedrock names models "[region.]anthropic.<model>-v1:0"; Vertex
+ * AI's OpenAI-compatible endpoint prefixes the maker ("google/gemini-2.0-flash-001"), which the
+ * maker's rows are matched without (see priceInForce).
+ */
+export function resoldBy(provider: string, model: string): { provider: string; model: string } | null {
+  switch (provider.trim().toLowerCase()) {
+    case 'vertex':
+      return { provider: CLAUDE.test(withoutOwnerPrefix(model, ANTHROPIC) ?? model.trim()) ? 'anthropic' : 'google', model };
+    case 'azure-openai':
+      return { provider: 'openai', model };
+    case 'bedrock': {
+      const at = model.lastIndexOf('anthropic.');
+      return at === -1 ? null : { provider: 'anthropic', model: model.slice(at + 'anthropic.'.length).replace(BEDROCK_VERSION, '') };
+    }
+    default:
+      return null;
+  }
+}
+
+const CLAUDE = /^claude-/i;
+const ANTHROPIC: readonly string[] = ['anthropic'];
+const BEDROCK_VERSION = /-v\d+(?::\d+)?$/;
+
+/**
+ * The price row in force at `at`: best model match first (see modelNameRank), then the latest
+ * effectiveFrom ≤ at. A model named with a prefix of the provider's own id, or of one of `owners`
+ * (the maker whose models a cloud resells, see resoldBy), is also matched without it, below any
+ * match of the whole name (see withoutOwnerPrefix): "openai/gpt-4o" is priced as gpt-4o by
+ * OpenAI's row.
  */
 export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provider: string, model: string, at: Date, owners: readonly string[] = []): T | null {
   if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw invalidField('at', 'must be a valid date');
   const wanted = provider.trim().toLowerCase();
-  const unprefixed = withoutOwnerPrefix(model, [provider, ...owners]);
+  const names = modelNames(model, [provider, ...owners]);
   let best: T | null = null;
   let bestRank = 0;
   // A row as good as `best`, at its instant. Only an error once every row is seen: a later row (or a
@@ -137,8 +220,7 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
     if (Number.isNaN(from)) throw invalidField('rows.effectiveFrom', `is not a valid date for ${row.provider}/${row.model}`);
     if (from > at.getTime()) continue;
     // 4 / 3: the whole name, exactly or as a dated snapshot; 2 / 1: the same without the owner's prefix.
-    const whole = modelMatchRank(row.model, model);
-    const rank = whole > 0 ? whole + 2 : unprefixed === null ? 0 : modelMatchRank(row.model, unprefixed);
+    const rank = modelNameRank(row.model, names);
     if (rank === 0 || rank < bestRank) continue;
     if (best && rank === bestRank) {
       const bestFrom = best.effectiveFrom.getTime();

@@ -6,7 +6,7 @@ import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { priceInForce, validateProviderPrice, withCanonicalRates, withoutOwnerPrefix, type ProviderPrice } from './cost.ts';
+import { priceInForce, resoldBy, validateProviderPrice, withCanonicalRates, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, followingNow, latestPricedUsageOf } from './pricing-time.ts';
@@ -243,30 +243,6 @@ export function priceCouldCost(row: { provider: string; model: string }, event: 
 }
 
 const FAR_FUTURE = new Date('9999-01-01T00:00:00Z');
-
-/**
- * The model maker whose price a cloud charges for a model it resells, or null. Vertex AI bills
- * Gemini at the Gemini API's list price and Claude (as on Bedrock) at Anthropic's; Azure OpenAI
- * bills OpenAI's models at OpenAI's. That is their standard (global) price: a merchant whose
- * deployment costs more (regional endpoints, provisioned throughput) adds rows under the cloud's
- * own provider id, and those win. Bedrock names models "[region.]anthropic.<model>-v1:0"; Vertex
- * AI's OpenAI-compatible endpoint prefixes the maker ("google/gemini-2.0-flash-001"), which the
- * maker's rows are matched without (see priceInForce).
- */
-export function resoldBy(provider: string, model: string): { provider: string; model: string } | null {
-  switch (provider.trim().toLowerCase()) {
-    case 'vertex':
-      return { provider: /^claude-/i.test(withoutOwnerPrefix(model, ['anthropic']) ?? model.trim()) ? 'anthropic' : 'google', model };
-    case 'azure-openai':
-      return { provider: 'openai', model };
-    case 'bedrock': {
-      const at = model.lastIndexOf('anthropic.');
-      return at === -1 ? null : { provider: 'anthropic', model: model.slice(at + 'anthropic.'.length).replace(/-v\d+(?::\d+)?$/, '') };
-    }
-    default:
-      return null;
-  }
-}
 
 /**
  * When prices "from now" for `rows`' models take effect: now, or a millisecond after the

@@ -38,7 +38,16 @@ const PriceRuleRef = builder.objectRef<PriceRule>('PriceRule').implement({
     meterKey: t.exposeString('meterKey', { nullable: true }),
     provider: t.exposeString('provider', { nullable: true }),
     model: t.exposeString('model', { nullable: true }),
-    currency: t.exposeString('currency'),
+    // The column (default "USD") is never written and never read by pricing: answering it would
+    // claim a currency the rule does not keep to (README, "priced by your rules").
+    currency: t.string({
+      nullable: true,
+      description:
+        "Always null: a rule carries no currency. Its amounts (unit prices, tiers, packages, fees, minimumCharge) are charged in each event's own currency, in that currency's wallet; " +
+        'a MARKUP prices only USD events, since provider costs are in USD.',
+      deprecationReason: 'A rule carries no currency: its amounts are charged in the currency of the event it prices.',
+      resolve: () => null,
+    }),
     config: t.field({ type: 'JSONObject', resolve: (r) => r.config }),
     effectiveFrom: t.expose('effectiveFrom', { type: 'DateTime' }),
     archivedAt: t.expose('archivedAt', { type: 'DateTime', nullable: true }),

@@ -1,12 +1,13 @@
 import { AppError, invalidField } from '../../shared/errors.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { isJsonObject, requireStorableText } from '../../shared/validation.ts';
-import { modelMatchRank } from './cost.ts';
+import { eventModelNames, modelNameRank, type ModelNames } from './cost.ts';
 import { parseMeterKey } from '../meters/meters.service.ts';
 import { ceilDiv, count, priceAttos, QUANTITY_SCALE, roundHalfUp, scaledQuantity, type Quantity } from './decimal.ts';
 
 /**
- * What the merchant charges for one event, exact in atto-units of the merchant's currency.
+ * What the merchant charges for one event, exact in atto-units of the event's currency: rules carry
+ * no currency (see PriceRule.currency in pricing.graphql.ts).
  *
  * Quantity rules (FLAT, GRADUATED, VOLUME, PACKAGE) are priced on the customer's running total in
  * the billing period of the units the rule itself priced (one total per rule, whatever else
@@ -429,13 +430,25 @@ export interface RuleEvent {
   meter?: string | null;
   provider?: string | null;
   model?: string | null;
+  /**
+   * eventModelNames(provider, model), when the caller already read them (once per event, not once
+   * per rule compared); read from provider and model when absent.
+   */
+  modelNames?: ModelNames | null;
 }
 
 const same = (a: string, b: string) => a.trim().toLowerCase() === b.trim().toLowerCase();
 
 /**
  * 0 = does not apply. Otherwise a model match outranks any provider/meter combination, a provider
- * match outranks a meter match; an exact model name outranks a dated-snapshot match.
+ * match outranks a meter match. A rule's model matches as a price row's does (modelNameRank over
+ * eventModelNames), so the same model is the same model to the row that costs an event and the
+ * rule that prices it: case aside, a dated snapshot ("gpt-4o-2024-08-06") matches its undated
+ * name, and a name prefixed with its provider's or reselling maker's id ("openai/gpt-4o" from
+ * OpenAI, "google/gemini-2.0-flash-001" on Vertex AI) matches the name without it, each below the
+ * closer match, so an exact name outranks a snapshot, which outranks a prefixed name. Any other
+ * prefix ("meta-llama/…", OpenRouter's "openai/…") is part of the name, as it is to price rows.
+ * With a rank of 1 to 4, ×4 keeps every model match above any provider/meter combination (at most 4).
  */
 function specificity(rule: RuleTarget, event: RuleEvent): number {
   let score = 1;
@@ -448,7 +461,8 @@ function specificity(rule: RuleTarget, event: RuleEvent): number {
     score += 2;
   }
   if (rule.model != null) {
-    const rank = event.model == null ? 0 : modelMatchRank(rule.model, event.model);
+    if (event.model == null) return 0;
+    const rank = modelNameRank(rule.model, event.modelNames ?? eventModelNames(event.provider ?? null, event.model));
     if (rank === 0) return 0;
     score += rank * 4;
   }
@@ -464,7 +478,9 @@ export function ruleTargetsEvent(rule: { provider: string | null; model: string 
  * The most specific rule for an event: model > provider > meter default > a rule with no target.
  * Two rules matching equally is a configuration error, reported rather than guessed.
  */
-export function selectRule<R extends RuleTarget & { id?: string }>(rules: readonly R[], event: RuleEvent): R | null {
+export function selectRule<R extends RuleTarget & { id?: string }>(rules: readonly R[], given: RuleEvent): R | null {
+  // The event's model names are read once here when the caller did not (see RuleEvent.modelNames).
+  const event = given.modelNames != null || given.model == null ? given : { ...given, modelNames: eventModelNames(given.provider ?? null, given.model) };
   let best: R | null = null;
   let bestScore = 0;
   let tiedWith: R | null = null;

@@ -2,7 +2,7 @@ import type { Meter, MeterAggregation } from '../../generated/prisma/client.ts';
 import { AppError } from '../../shared/errors.ts';
 import { formatAttosText } from '../../shared/money.ts';
 import { meterQuantity } from '../meters/meters.service.ts';
-import { costOf } from '../pricing/cost.ts';
+import { costOf, eventModelNames, type ModelNames } from '../pricing/cost.ts';
 import { QUANTITY_SCALE, ScaledQuantity, scaledQuantity } from '../pricing/decimal.ts';
 import type { PriceWithRef } from '../pricing/prices.service.ts';
 import { applyRule, maxEventChargeAttos, selectRule, type PricingRule, type Quantity, type RuleEvent } from '../pricing/rules.ts';
@@ -177,7 +177,8 @@ function otherVersionInPeriod(versions: readonly RuleRow[], row: RuleRow, period
  */
 export function meterRules(params: { usage: NormalizedUsage; occurredAt: Date; rules: readonly RuleRow[]; planRules?: readonly RuleRow[] | null; meters: Iterable<string> }): Map<string, RuleRow> {
   const books = booksAt(params);
-  const event = { provider: params.usage.provider || null, model: params.usage.model, meter: null as string | null };
+  const provider = params.usage.provider || null;
+  const event: RuleEvent = { provider, model: params.usage.model, meter: null, modelNames: modelNamesOf(provider, params.usage.model) };
   const matched = new Map<string, RuleRow>();
   for (const meterKey of params.meters) {
     event.meter = meterKey;
@@ -356,14 +357,17 @@ export function priceUsage(params: {
   const books = booksAt(params);
   const provider = usage.provider || null;
   const lines: ChargeLine[] = [];
+  // One event to match every part by (its meter set per part), its model's names read once.
+  const event: RuleEvent = { provider, model: usage.model, meter: null, modelNames: modelNamesOf(provider, usage.model) };
 
-  const markup = params.currency === PROVIDER_COST_CURRENCY ? firstMatch(books, null, { provider, model: usage.model, meter: null }) : null;
+  const markup = params.currency === PROVIDER_COST_CURRENCY ? firstMatch(books, null, event) : null;
   if (markup) {
     const { chargeAttos } = applyRule(markup.rule, { quantity: 0n, costAttos, requests: usage.requests, costUnknown: params.costProblem !== null });
     lines.push(lineOf(markup.row, null, null, chargeAttos));
   }
   for (const [meterKey, { quantity, prior, rule, charged }] of steps) {
-    const match = rule ? { row: rule, rule: pricingRuleOf(rule) } : firstMatch(books, meterKey, { provider, model: usage.model, meter: meterKey });
+    event.meter = meterKey;
+    const match = rule ? { row: rule, rule: pricingRuleOf(rule) } : firstMatch(books, meterKey, event);
     if (!match) continue;
     // A MAX meter the event did not raise is still priced by its rule (the cost does not pass
     // through), at nothing: no minimumCharge for an event that adds nothing.
@@ -396,7 +400,8 @@ function booksAt(params: { occurredAt: Date; rules: readonly RuleRow[]; planRule
 export function ruleTie(params: { usage: NormalizedUsage; occurredAt: Date; rules: readonly RuleRow[]; planRules?: readonly RuleRow[] | null; meters: Iterable<string> }): AppError | null {
   const books = booksAt(params);
   if (!books.some((book) => indexOf(book).tied)) return null;
-  const event = { provider: params.usage.provider || null, model: params.usage.model };
+  const provider = params.usage.provider || null;
+  const event = { provider, model: params.usage.model, modelNames: modelNamesOf(provider, params.usage.model) };
   for (const meterKey of [null, ...params.meters]) {
     try {
       firstMatch(books, meterKey, { ...event, meter: meterKey });
@@ -428,6 +433,20 @@ function inForceAt(rows: readonly RuleRow[], at: Date): RuleRow[] {
   const inForce = rulesInForce(rows, at);
   inForceMemo.set(rows, { time, rows: inForce });
   return inForce;
+}
+
+/**
+ * eventModelNames of the provider and model asked last: the events of a batch mostly repeat them,
+ * and rules match an event's model by these names (see RuleEvent.modelNames).
+ */
+let lastModelNames: { provider: string | null; model: string; names: ModelNames } | null = null;
+function modelNamesOf(provider: string | null, model: string | null): ModelNames | null {
+  if (model == null) return null;
+  const last = lastModelNames;
+  if (last !== null && last.model === model && last.provider === provider) return last.names;
+  const names = eventModelNames(provider, model);
+  lastModelNames = { provider, model, names };
+  return names;
 }
 
 /** toPricingRule once per row: rows are immutable once loaded, and read for every event. */
