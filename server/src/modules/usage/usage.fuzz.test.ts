@@ -70,7 +70,10 @@ const usageArb = fc.record(
     characters: count, images: count, requests: count,
     audioSeconds: fc.oneof(fc.constantFrom('12.5', '0', '-1', 'NaN', '1e3', '12.', ''), fc.double(), junk),
     billable: fc.oneof(fc.boolean(), fc.constantFrom('false', 'true', 0, 1, null)),
+    // Keys that are no field of a usage record: ignored once (a provider's `input_tokens` recorded
+    // the call free), now refused, naming the key (checked in checkBatch).
     surprise: junk,
+    input_tokens: count,
   },
   { requiredKeys: [] },
 );
@@ -87,6 +90,8 @@ const responseMutation: fc.Arbitrary<(response: RawResponse) => RawResponse> = f
   fc.oneof(junk, protoJunk, fc.jsonValue({ maxDepth: 3 }), fc.constantFrom(nested(80), { model: 5 }, { model: 'a\u0000' })).map((requestBody) => Object.assign((r: RawResponse) => ({ ...r, requestBody }), { toString: () => `requestBody(${JSON.stringify(requestBody)?.slice(0, 60)})` })),
   fc.oneof(provider, weirdText).map((p) => Object.assign((r: RawResponse) => ({ ...r, provider: p }), { toString: () => `provider(${JSON.stringify(p)})` })),
   fc.oneof(model).map((m) => Object.assign((r: RawResponse) => ({ ...r, model: m }), { toString: () => `model(${JSON.stringify(m)})` })),
+  // A key that is no field of a provider response: refused (see checkBatch).
+  fc.tuple(fc.constantFrom('request_body', 'statusCode', 'surprise'), junk).map(([key, value]) => Object.assign((r: RawResponse) => ({ ...r, [key]: value }), { toString: () => `extraKey(${key})` })),
   fc.constant(Object.assign((r: RawResponse) => ({ url: r.url, status: r.status }), { toString: () => 'dropBody' })),
   // An SSE stream cut mid-way: the body up to a random point inside a `data:` line.
   fc.nat().map((n) => Object.assign((r: RawResponse) => {
@@ -156,7 +161,9 @@ const wildSpecArb: fc.Arbitrary<EventSpec> = fc.record({
   timestamp: timestampArb,
   metadata: metadataArb,
   currency: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.oneof(fc.constantFrom('USD', 'usd', ' eur ', 'EUR', 'XXX', 'ZZZ', '', 'US\u0000', 'USDD'), junk) }),
-  extra: fc.dictionary(fc.constantFrom('unknown', 'normalized', 'hold', 'constructor', 'customerId'), junk, { maxKeys: 2 }),
+  // Besides customerId, no field of an event: the internal ones (normalized, holdId) were never
+  // read from a request, and every such key is now refused rather than ignored (see checkBatch).
+  extra: fc.dictionary(fc.constantFrom('unknown', 'normalized', 'holdId', 'constructor', 'customerId', 'idempotency_key'), junk, { maxKeys: 2 }),
 });
 
 /** A well-formed event (it may still fail for a good reason: a key reused with other content). */
@@ -173,7 +180,9 @@ const validSpecArb: fc.Arbitrary<EventSpec> = fc.record({
   timestamp: fc.constantFrom(undefined, RECENT),
   metadata: fc.oneof(fc.constant(undefined), fc.dictionary(fc.stringMatching(/^[a-z]{1,6}$/), fc.oneof(fc.integer(), fc.boolean(), fc.stringMatching(/^[\w ]{0,10}$/)), { maxKeys: 3 })),
   currency: fc.constantFrom(undefined, 'USD', 'usd', 'EUR'),
-  extra: fc.constantFrom({}, { unknown: 1 }),
+  // A well-formed event has no key besides its fields: an unknown one (`{ unknown: 1 }`, once
+  // ignored here) is refused now, as GraphQL refuses it.
+  extra: fc.constant({}),
 });
 
 const FIELDS = ['customer', 'customerField', 'idempotencyKey', 'body', 'timestamp', 'metadata', 'currency', 'extra'] as const;
@@ -301,7 +310,25 @@ async function balances(world: World) {
 /** The metadata keys Tollgate writes itself (usage.service.ts TOLLGATE_METADATA_KEYS). */
 const TOLLGATE_METADATA_KEYS = ['requestHash', 'billingId', 'callerIdempotencyKey', 'pricing', 'passThrough', 'costProblem', 'providerReportedCostUsd', 'error', 'pricedChargeAttos', 'shortfallAttos', 'withheldCreditAttos', 'incomplete'];
 
-const isPlainObject = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value);
+const isPlainObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** The fields of an event, a usage record and a provider response (GraphQL's input types, with customerId and billable). */
+const EVENT_FIELDS = ['customer', 'customerId', 'idempotencyKey', 'timestamp', 'currency', 'usage', 'response', 'quantities', 'metadata'];
+const USAGE_FIELDS = ['provider', 'model', 'api', 'inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'audioSeconds', 'characters', 'images', 'requests', 'billable'];
+const RESPONSE_FIELDS = ['url', 'status', 'headers', 'body', 'requestBody', 'provider', 'model'];
+
+/**
+ * The paths of an event's keys that are no field of it, as sent (after JSON): those at its top
+ * level, else those of its usage record; and whether its response has any.
+ */
+function unknownKeys(event: unknown): { named: string[]; inResponse: boolean } {
+  if (!isPlainObject(event)) return { named: [], inResponse: false };
+  const sent = JSON.parse(JSON.stringify(event)) as Record<string, unknown>;
+  const unknownIn = (value: unknown, fields: string[]) => (isPlainObject(value) ? Object.keys(value).filter((key) => !fields.includes(key)) : []);
+  const top = unknownIn(sent, EVENT_FIELDS);
+  const named = top.length > 0 ? top : unknownIn(sent.usage, USAGE_FIELDS).map((key) => `usage.${key}`);
+  return { named, inResponse: unknownIn(sent.response, RESPONSE_FIELDS).length > 0 };
+}
 
 /** What the runs met, so a generator that drifts into sending only junk is noticed. */
 const seen = new Map<string, number>();
@@ -352,6 +379,18 @@ async function checkBatch(specs: EventArb[]): Promise<void> {
       for (const key of TOLLGATE_METADATA_KEYS) delete sent[key];
       const kept = Object.fromEntries(Object.entries(row.metadata).filter(([key]) => !TOLLGATE_METADATA_KEYS.includes(key)));
       expect(kept, `event ${i}: metadata`).toEqual(sent);
+    }
+  });
+  // 2a. An event with a key that is no field of it is refused, naming that key (one of them) when it is
+  // the event's or its usage record's: never recorded as if the key were absent.
+  first.forEach((result, i) => {
+    const { named, inResponse } = unknownKeys(events[i]);
+    if (named.length === 0 && !inResponse) return;
+    tally('refused unknown key');
+    expect(result.ok, `event ${i} with unknown keys ${shortly(named)} was recorded`).toBe(false);
+    if (named.length > 0) {
+      expect(result.error?.code, `event ${i}`).toBe('VALIDATION');
+      expect(named.map((key) => `events.${i}.${key}`), `event ${i}`).toContain((result.error as { field?: unknown }).field);
     }
   });
   first.forEach((result, i) => {
@@ -434,6 +473,7 @@ describe('POST /v1/usage/batch, fuzzed', () => {
     // The mix reached both sides: events kept (some only partly paid for) and events refused.
     expect(seen.get('ok new') ?? 0).toBeGreaterThan(NUM_RUNS / 2);
     expect(seen.get('error VALIDATION') ?? 0).toBeGreaterThan(NUM_RUNS / 2);
+    expect(seen.get('refused unknown key') ?? 0).toBeGreaterThan(NUM_RUNS / 4);
   }, 30_000 + NUM_RUNS * 1_000);
 
   it('answers the same batch sent twice at once as if sent one after the other, charging it once', async () => {

@@ -30,10 +30,51 @@ function textOf(record: Record<string, unknown>, key: string, field: string, mes
   return value;
 }
 
+/**
+ * The fields an event, its normalized usage record and its provider response may have: those
+ * GraphQL's RecordUsageInput, UsageNumbersInput and ProviderResponseInput declare (with
+ * `customerId` for `customer` and `billable`, read over HTTP only). Any other key is refused, as
+ * GraphQL refuses it and as Stripe answers "Received unknown parameter": read as absent, a
+ * provider's `input_tokens` recorded the call free (its cost unknown, so NOT_BILLABLE), a `meta`
+ * dropped the caller's data, and nothing told the caller why.
+ */
+const EVENT_FIELDS: ReadonlySet<string> = new Set(['customer', 'customerId', 'idempotencyKey', 'timestamp', 'currency', 'usage', 'response', 'quantities', 'metadata']);
+const USAGE_FIELDS: ReadonlySet<string> = new Set([
+  'provider', 'model', 'api', 'inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'audioSeconds', 'characters', 'images', 'requests', 'billable',
+]);
+const RESPONSE_FIELDS: ReadonlySet<string> = new Set(['url', 'status', 'headers', 'body', 'requestBody', 'provider', 'model']);
+/** Names a provider writes its usage under, for the field of ours that means the same (OpenAI's prompt tokens include cached ones, as inputTokens does). */
+const FIELD_ALIASES: ReadonlyMap<string, string> = new Map([
+  ['prompt_tokens', 'inputTokens'], ['completion_tokens', 'outputTokens'], ['cached_tokens', 'cachedInputTokens'],
+  ['cache_read_input_tokens', 'cachedInputTokens'], ['cache_creation_input_tokens', 'cacheWriteTokens'], ['meta', 'metadata'],
+]);
+
+/**
+ * Refuses the first key of `value` that is not one of `known`. Runs for every event, so the
+ * happy path is a for-in over the object's keys and a Set lookup each: no array, no regex.
+ * (JSON.parse makes plain objects whose only enumerable keys are their own, "__proto__" included.)
+ */
+function refuseUnknownKeys(value: object, known: ReadonlySet<string>, at: string, what: string): void {
+  for (const key in value) if (!known.has(key)) throw unknownField(key, known, at, what);
+}
+
+/** The error for an unknown key (only ever built on the way out): its field, and ours it most likely meant. */
+function unknownField(key: string, known: ReadonlySet<string>, at: string, what: string) {
+  const name = key.length > 64 ? `${key.slice(0, 64)}…` : key;
+  // input_tokens, InputTokens, input-tokens: inputTokens in another case or with separators.
+  const bare = key.replace(/[_\-\s]/g, '').toLowerCase();
+  const meant = FIELD_ALIASES.get(key.toLowerCase()) ?? [...known].find((field) => field.toLowerCase() === bare);
+  const hint = meant && known.has(meant) ? `did you mean ${meant}?` : `its fields are ${[...known].join(', ')}`;
+  return invalidField(`${at}${name}`, `is not a field of ${what}, so nothing was recorded: ${hint}`);
+}
+
 function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   const at = index === undefined ? '' : `events.${index}.`;
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalidField(`${at}event`, 'must be a JSON object');
   const record = raw as Record<string, unknown>;
+  refuseUnknownKeys(record, EVENT_FIELDS, at, 'a usage event');
+  // A list or other non-object is refused as such when the record is read (UsageService.prepare).
+  if (record.usage !== null && typeof record.usage === 'object' && !Array.isArray(record.usage)) refuseUnknownKeys(record.usage, USAGE_FIELDS, `${at}usage.`, 'a usage record');
   let timestamp: Date | null = null;
   if (record.timestamp !== undefined && record.timestamp !== null) {
     // Strict, as the GraphQL DateTime scalar: `new Date` would roll February 30th over and read a
@@ -44,6 +85,7 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   // Checked here too (as in UsageService.prepare) so that a batch names the event's place.
   for (const field of ['response', 'quantities'] as const) requireObjectIfGiven(`${at}${field}`, record[field]);
   const response = record.response as UsageRecordInput['response'] | undefined;
+  if (response) refuseUnknownKeys(response, RESPONSE_FIELDS, `${at}response.`, 'a provider response');
   if (response && (typeof response !== 'object' || typeof response.url !== 'string' || typeof response.body !== 'string')) {
     throw invalidField(`${at}response`, 'needs url and body (the provider response text)');
   }

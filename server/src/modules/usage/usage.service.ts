@@ -23,8 +23,8 @@ import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
 import { BatchPeriodCredits, capCredits, ruleNet } from './usage.credits.ts';
 import {
-  estimateIncomplete, meterQuantities, meterRules, periodContribution, priceUsage, PROVIDER_COST_CURRENCY, providerCost, readChargeLine, ruleScopeOf, ruleTie, stepPeriodTotal,
-  storedChargeLines, volumeCreditNeed, type MeterStep, type PeriodStep, type PricedUsage, type StoredChargeLine,
+  estimateIncomplete, MAX_EVENT_ATTOS, meterQuantities, meterRules, periodContribution, priceUsage, PROVIDER_COST_CURRENCY, providerCost, readChargeLine, ruleScopeOf, ruleTie,
+  stepPeriodTotal, storedChargeLines, volumeCreditNeed, type MeterStep, type PeriodStep, type PricedUsage, type StoredChargeLine,
 } from './usage.pricing.ts';
 import { blankUsage, type NormalizedUsage, type ProviderResponse } from './usage.types.ts';
 
@@ -41,8 +41,8 @@ export interface UsageRecordInput {
   /** When the call happened (default now). Late events are priced at that time's prices. */
   timestamp?: Date | null;
   currency?: string | null;
-  /** A normalized record … */
-  usage?: Partial<Omit<NormalizedUsage, 'details' | 'streamedText' | 'billingId'>> | null;
+  /** A normalized record … (what usageFrom reads: a provider's reported cost or a cut stream comes only in a `response`) */
+  usage?: Partial<Omit<NormalizedUsage, 'details' | 'streamedText' | 'billingId' | 'providerReportedCostUsd' | 'incomplete'>> | null;
   /** … or the provider's raw response to normalize. */
   response?: ProviderResponse | null;
   /** Internal (never read from a request): `response` already normalized by the gateway, so it is not parsed twice. */
@@ -685,17 +685,26 @@ export class UsageService {
   }
 
   private async charge(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
-    for (let attempt = 1; ; attempt++) {
+    // The events found priced beyond what an event may charge, refused in the rounds that follow (see ChargesTooLarge).
+    const tooLarge = new Map<number, AppError>();
+    for (let attempt = 1; ; ) {
       try {
-        return await this.chargeOnce(merchantId, actor, items);
+        return await this.chargeOnce(merchantId, actor, items, tooLarge);
       } catch (error) {
+        // Rolled back: charged again without them. Each such round refuses one event more, so it ends.
+        if (error instanceof ChargesTooLarge) {
+          for (const [index, refused] of error.refused) tooLarge.set(index, refused);
+          continue;
+        }
         // Rolled back: charged again from totals read afresh (see PeriodTotalsMoved).
         if (!(error instanceof PeriodTotalsMoved) || attempt >= 3) throw error;
+        attempt++;
       }
     }
   }
 
-  private async chargeOnce(merchantId: string, actor: Actor, items: Prepared[]): Promise<Map<number, UsageResult>> {
+  /** `tooLarge`: events refused, unrecorded, for a charge found too large in an earlier round (see ChargesTooLarge). */
+  private async chargeOnce(merchantId: string, actor: Actor, items: Prepared[], tooLarge: ReadonlyMap<number, AppError>): Promise<Map<number, UsageResult>> {
     // Plans are resolved once for the batch (from memory, at most one query), never per event.
     const [meters, book, priceRows, planAt] = await Promise.all([
       this.meters.active(merchantId), this.rules.book(merchantId), this.prices.rowsFor(merchantId), this.plans.planResolver(merchantId, items.map((item) => item.customerId!)),
@@ -751,8 +760,14 @@ export class UsageService {
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
         // Each billable event's plan rules in force at its time, looked up once for the tie check and pricing.
         const planRulesOf = new Map<number, ReturnType<typeof book.ofPlan>>();
-        // An event two rules would price equally fails alone, before it counts in any period total.
+        // An event two rules would price equally fails alone, before it counts in any period total;
+        // so does one an earlier round priced beyond what an event may charge (see charge).
         const priceable = fresh.filter((item) => {
+          const refused = tooLarge.size === 0 ? undefined : tooLarge.get(item.index);
+          if (refused) {
+            out.set(item.index, { ok: false, error: refused });
+            return false;
+          }
           if (!item.usage.billable) return true;
           const planRules = book.ofPlan(planAt(item.customerId!, item.occurredAt));
           planRulesOf.set(item.index, planRules);
@@ -791,6 +806,7 @@ export class UsageService {
           return price;
         };
         const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
+        let chargesTooLarge: Map<number, AppError> | undefined;
         const credits = new BatchPeriodCredits(batch.tx, merchantId);
         // The periods whose credit some VOLUME line needs (see volumeCreditNeed), read in one
         // statement; and the events priced from what their rule charged in the period.
@@ -833,6 +849,14 @@ export class UsageService {
           let withheldAttos = 0n;
           if (priced.lines.some((line) => line.chargeAttos < 0n)) {
             ({ priced, withheldAttos } = capCredits(priced, await credits.periodOf(item.customerId!, item.currency, item.periodStart)));
+          }
+          // A charge an event cannot store, as a cost cannot be (MAX_EVENT_ATTOS: 10^20 of the currency):
+          // a rule's price or a quantity far beyond any real call. Unlike a cost (recorded unknown,
+          // so that rules still price the event), a charge has no fallback but to give the usage away:
+          // the event is refused, unrecorded and counted nowhere, once the batch is rolled back.
+          if (priced.chargeAttos >= MAX_EVENT_ATTOS) {
+            (chargesTooLarge ??= new Map()).set(item.index, chargeTooLarge(item, priced));
+            continue;
           }
           const wallet = batch.wallet({ merchantId, customerId: item.customerId!, currency: item.currency });
           const group = pending.get(wallet.state.id) ?? { wallet, attos: 0n, keptAttos: 0n, events: [] };
@@ -890,6 +914,8 @@ export class UsageService {
           rows.push([row, item, cost.ref, priced.lines[0]?.ruleId ?? null]);
           answers.push({ index: item.index, row, error });
         }
+        // Nothing is written yet but the period totals, which the rollback undoes (see charge).
+        if (chargesTooLarge) throw new ChargesTooLarge(chargesTooLarge);
         for (const { wallet, attos, keptAttos, events } of pending.values()) {
           const transactionId = await this.postUsage(wallet, attos, keptAttos, events, actor);
           for (const row of events) row.ledger_transaction_id = transactionId;
@@ -1284,6 +1310,32 @@ function totalTooLarge({ item, meter }: TotalEntry, after: bigint): AppError {
   const month = item.periodStart.toISOString().slice(0, 7);
   return invalidField(field, `takes the customer's ${month} total of meter "${meter}" to ${formatScaledQuantity(after)}, beyond the most a month's total holds `
     + `(under 100,000,000,000,000,000,000 units): nothing was recorded`);
+}
+
+/**
+ * Events priced at MAX_EVENT_ATTOS or more (see chargeOnce): the batch is rolled back (the period
+ * totals it advanced with their units) and charged again with them refused, so the events after
+ * them are priced from totals they are not part of.
+ */
+class ChargesTooLarge extends Error {
+  constructor(readonly refused: ReadonlyMap<number, AppError>) {
+    super('usage events were priced beyond what an event may charge');
+  }
+}
+
+/** The refusal of an event priced beyond what an event may charge, naming the quantity of its largest line (as totalTooLarge does) and that line's rule. */
+function chargeTooLarge(item: Prepared, priced: PricedUsage): AppError {
+  let largest = priced.lines[0];
+  for (const line of priced.lines) if (largest && line.chargeAttos > largest.chargeAttos) largest = line;
+  const meter = largest?.meter ?? null;
+  const field = meter !== null && Object.hasOwn(item.stated, meter) ? `quantities.${meter}` : item.input.response ? 'response' : 'usage';
+  const by = largest ? `price rule "${largest.rule}"${meter !== null ? ` on meter "${meter}"` : ''}` : 'its provider price';
+  return new AppError(
+    'VALIDATION',
+    `${field}: is charged ${formatAttosText(priced.chargeAttos.toString())} ${item.currency} by ${by}, more than an event may charge (under 10^20 ${item.currency}): `
+      + 'nothing was recorded. Check the rule\'s price and this quantity, then send the event again with the same idempotency key.',
+    { field, charge: formatAttosText(priced.chargeAttos.toString()), currency: item.currency, ...(largest ? { rule: largest.rule, priceRuleId: largest.ruleId } : {}) },
+  );
 }
 
 /**

@@ -617,7 +617,9 @@ describe('POST /v1/usage/batch', () => {
     const bad = [
       [{ usage: undefined, response: { ...chat, requestBody: { model: 'gpt-5.4-mini', messages: deep } } }, 'response.requestBody'],
       [{ usage: undefined, response: { ...chat, headers: { 'x-list': nested(100, (inner) => [inner]) } } }, 'response.headers'],
-      [{ usage: { ...usage, extra: deep } }, 'usage'],
+      // Every field of a usage record is a number or text, so JSON nests in one only under a key
+      // that is none of them: refused as such, before its depth is read (see usage.strict-input.test.ts).
+      [{ usage: { ...usage, extra: deep } }, 'usage.extra'],
       [{ usage: undefined, quantities: { units: nested(100, (inner) => [inner]) } }, 'quantities.units'],
       [{ metadata: { deep } }, 'metadata'],
     ] as const;
