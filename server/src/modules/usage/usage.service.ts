@@ -267,7 +267,7 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
   if (given.audioSeconds != null) {
     const seconds: unknown = given.audioSeconds;
     if ((typeof seconds !== 'string' && typeof seconds !== 'number') || !AUDIO.test(String(seconds))) throw invalidField('usage.audioSeconds', 'must be a decimal number of seconds, e.g. "12.5"');
-    usage.audioSeconds = String(given.audioSeconds);
+    usage.audioSeconds = String(seconds);
   }
   if (usage.cachedInputTokens + usage.cacheWriteTokens > usage.inputTokens) {
     throw invalidField('usage.cachedInputTokens', 'cached and cache-write tokens are part of inputTokens and cannot exceed it');
@@ -972,13 +972,12 @@ export class UsageService {
       wallet.setCarry(plan.carry);
       return posted.id;
     }
-    // A net credit settles the sub-nano carry first, so its fraction is not lost either.
+    // A net credit settles the sub-nano carry first, so its fraction is not lost either. One of
+    // under a nano moves only the carry, and is posted all the same (a transaction of 0 with its
+    // exact amount in metadata), as a net charge under a nano is: every charged event names the
+    // ledger transaction that accounts for it.
     const credit = planCredit(wallet.state.carry, -attos);
     const keptLegs = wallet.takeKeptDraws();
-    if (credit.nanos === 0n && keptLegs.length === 0) {
-      wallet.setCarry(credit.carry);
-      return null;
-    }
     const grantId = uuidv7();
     if (credit.nanos > 0n) {
       wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: credit.nanos, priority: 0, expiresAt: null, transactionId: '', description: 'Volume pricing credit', metadata: {} });

@@ -255,6 +255,28 @@ describe('recordUsage', () => {
     expect(start - (wallet.balance * ATTOS_PER_NANO - wallet.fractionCarry)).toBe(parseDecimalAttos('x', '0.0000000002'));
     expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
   });
+  it('a net charge and a net give-back under a nano are both posted, as transactions of 0 with their exact amount', async () => {
+    const { merchant, customer, record } = await setup();
+    await server.services.meters.create(merchant.id, { key: 'units', name: 'Units', unit: 'unit', source: 'QUANTITY' });
+    await server.services.priceRules.put(merchant.id, {
+      name: 'volume', type: 'VOLUME', meterKey: 'units', config: { tiers: [{ upTo: 1, unitPrice: '0.0000000008' }, { upTo: null, unitPrice: '0.0000000001' }] }, effectiveFrom: new Date('2026-01-01'),
+    });
+    // 0.8 nano charged, then the period is worth 0.2: 0.6 given back, all of it within the carry.
+    const events = [];
+    for (let i = 0; i < 2; i++) {
+      const result = await record({ quantities: { units: 1 } });
+      expect(result.errors).toBeUndefined();
+      events.push(result.data!.recordUsage.event);
+    }
+    expect(events.map((event) => [event.status, event.charge])).toEqual([['CHARGED', '0.0000000008'], ['CHARGED', '-0.0000000006']]);
+    const transactions = await Promise.all(events.map((event) => server.services.prisma.ledgerTransaction.findUniqueOrThrow({ where: { id: event.ledgerTransactionId } })));
+    expect(transactions.map((transaction) => [transaction.amount, (transaction.metadata as { exactChargeAttos: string }).exactChargeAttos])).toEqual([
+      [0n, parseDecimalAttos('x', '0.0000000008').toString()], [0n, (-parseDecimalAttos('x', '0.0000000006')).toString()],
+    ]);
+    const wallet = await server.services.prisma.wallet.findUniqueOrThrow({ where: { customerId_currency: { customerId: customer.id, currency: 'USD' } } });
+    expect([wallet.balance, wallet.fractionCarry]).toEqual([parseDecimalNanos('x', '10.00'), parseDecimalAttos('x', '0.0000000002')]);
+    expect((await server.services.ledgerQueries.integrity(merchant.id)).violations).toEqual([]);
+  });
 });
 
 describe('VOLUME credits give back only what was paid', () => {

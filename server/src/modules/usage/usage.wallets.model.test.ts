@@ -99,7 +99,7 @@ interface Answer {
   /** What a give-back of the VOLUME rule settled of the month's shortfalls instead of crediting it. */
   settled: bigint;
   error: { required: bigint; available: bigint; currency: string } | null;
-  /** Its wallet's charges in its batch were posted (a net give-back under a nano posts nothing). */
+  /** Its wallet's charges in its batch were posted (a net charge or give-back under a nano too, as a transaction of 0). */
   posted: boolean;
 }
 interface Recorded {
@@ -232,13 +232,13 @@ function post(model: Model, groups: Map<string, Group>): void {
     const wallet = walletOf(model, key);
     const heldNow = heldOf(model, key, now.getTime());
     const aboveFloor = wallet.balance - heldNow >= -wallet.limit;
-    let posted = group.answers.length > 0;
+    const posted = group.answers.length > 0;
     if (group.attos >= 0n) chargeAttos(model, wallet, group.attos);
     else {
       const beyond = -group.attos - wallet.carry;
       if (beyond <= 0n) {
         wallet.carry = -beyond;
-        posted = false;
+        count('give-back under a nano (a transaction of 0)');
       } else {
         const nanos = (beyond + ATTOS_PER_NANO - 1n) / ATTOS_PER_NANO;
         wallet.carry = nanos * ATTOS_PER_NANO - beyond;
