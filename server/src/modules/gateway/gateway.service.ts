@@ -71,6 +71,13 @@ class Refusal extends Error {
   }
 }
 
+/**
+ * Refused while the request body was still arriving (larger than the gateway takes). The rest of
+ * it is never read, so the connection cannot carry another request: the answer closes it, or the
+ * caller's next request on it would wait behind a body nobody reads.
+ */
+class UnreadBody extends Refusal {}
+
 /** The caller hung up while its request body was still arriving: its failure, not the gateway's. */
 class CallerLeft extends Error {}
 
@@ -182,6 +189,7 @@ export class GatewayService {
     try {
       const viewer = await this.viewer(req);
       merchantId = viewer.merchantId;
+      assertForwardableMethod(req.method ?? 'GET');
       const settings = await this.settings.settingsFor(viewer.merchantId);
       destination = await resolveDestination(targetOf(req.url ?? ''), {
         merchantHosts: settings.hosts,
@@ -190,6 +198,8 @@ export class GatewayService {
         throw error instanceof AppError ? Refusal.of(error) : error;
       });
       caller = { merchantId: viewer.merchantId, actor: viewer.actor, customer: await this.customer(viewer, header(req, 'x-tollgate-customer')) };
+      // Refused once the customer is known, so the refusal is logged under it (gatewayRequests(customerId)).
+      assertActive(caller.customer);
       const currency = this.currency(req);
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
       const request = await decodeRequestBody(req.headers['content-encoding'], await readBody(req, this.config.gateway.maxRequestBytes), this.config.gateway.maxRequestBytes);
@@ -247,7 +257,7 @@ export class GatewayService {
         else res.destroy();
         return;
       }
-      sendJson(res, refusal.status, refusal.code, refusal.message, refusal.details);
+      sendJson(res, refusal.status, refusal.code, refusal.message, refusal.details, refusal instanceof UnreadBody);
       // Refusals are logged too (who was stopped, and why), once the merchant is known.
       if (merchantId) this.settlement.enqueue(merchantId, { kind: 'system', apiKeyId: null }, null, log('REFUSED', refusal.status, { errorCode: refusal.code }));
     } finally {
@@ -305,10 +315,6 @@ export class GatewayService {
       return found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
     });
     if (!gate) throw Refusal.of(notFound('Customer', ref));
-    if (gate.archived) throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
-    if (gate.blocked) {
-      throw new Refusal(403, 'CUSTOMER_BLOCKED', `This customer is blocked${gate.blockedReason ? `: ${gate.blockedReason}` : ''}`, { customerId: gate.id });
-    }
     return gate;
   }
 
@@ -587,7 +593,8 @@ function assertMeterable(destination: Destination, method: string, body: Buffer)
 }
 
 function isBackground(body: Buffer): boolean {
-  if (!body.includes('"background"')) return false;
+  // The key may be written with \u escapes ("backgroun\u0064"), which the provider reads as the plain key.
+  if (!body.includes('"background"') && !body.includes('\\u')) return false;
   try {
     const parsed: unknown = JSON.parse(body.toString('utf8'));
     return typeof parsed === 'object' && parsed !== null && (parsed as { background?: unknown }).background === true;
@@ -601,6 +608,25 @@ function sharedModel(records: ReadonlyMap<string, JobRecord>): string | null {
   const models = new Set([...records.values()].map((record) => record.model));
   const [model] = models;
   return models.size === 1 && model ? model : null;
+}
+
+/**
+ * TRACE asks the server to send back the request it received, headers and all: forwarded, the
+ * answer would hand the caller the provider key the gateway injected. No provider API uses it.
+ * (Node's parser refuses TRACK, IIS's variant, before any route.)
+ */
+function assertForwardableMethod(method: string): void {
+  if (method === 'TRACE') {
+    throw new Refusal(405, 'VALIDATION', `The gateway does not forward ${method}: the provider would echo the request back, provider key included`, { method });
+  }
+}
+
+/** A blocked or archived customer makes no calls. */
+function assertActive(gate: CustomerGate): void {
+  if (gate.archived) throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
+  if (gate.blocked) {
+    throw new Refusal(403, 'CUSTOMER_BLOCKED', `This customer is blocked${gate.blockedReason ? `: ${gate.blockedReason}` : ''}`, { customerId: gate.id });
+  }
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -637,13 +663,13 @@ export function targetOf(url: string): unknown {
 
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
+  if (declared > limit) throw new UnreadBody(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of req) {
       size += (chunk as Buffer).length;
-      if (size > limit) throw new Refusal(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
+      if (size > limit) throw new UnreadBody(413, 'VALIDATION', `The request body is larger than the gateway's limit of ${limit} bytes`);
       chunks.push(chunk as Buffer);
     }
   } catch (error) {
@@ -653,9 +679,9 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
-function sendJson(res: ServerResponse, status: number, code: string, message: string, details: Record<string, unknown>): void {
+function sendJson(res: ServerResponse, status: number, code: string, message: string, details: Record<string, unknown>, closeConnection = false): void {
   if (res.headersSent) return;
   const body = JSON.stringify({ error: { ...details, code, message } });
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), ...(closeConnection ? { connection: 'close' } : {}) });
   res.end(body);
 }

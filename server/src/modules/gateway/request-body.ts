@@ -194,7 +194,8 @@ export function acceptsStreamUsage(provider: string, api: string, url: URL): boo
  * keeping the caller's other stream_options.
  */
 export function withStreamUsage(provider: string, api: string, url: URL, body: Buffer): Buffer | null {
-  if (!acceptsStreamUsage(provider, api, url) || !body.includes('"stream"')) return null;
+  // Parsed only when it may stream: the key named plainly, or written with \u escapes ("strea\u006d"), which the provider reads as the plain key.
+  if (!acceptsStreamUsage(provider, api, url) || (!body.includes('"stream"') && !body.includes('\\u'))) return null;
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
