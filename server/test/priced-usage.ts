@@ -26,3 +26,27 @@ export async function pricedUsageSetup(server: TestServer) {
     (await services.usage.record(merchant.id, SYSTEM_ACTOR, events)).map((r: UsageResult) => (r.ok ? r.event.charge : r.error.code));
   return { merchant, customer, event, record };
 }
+
+/**
+ * A merchant and a customer holding `credit` USD, for tests of usage sent over HTTP: `post` sends
+ * a body with the merchant's secret key and answers its status and JSON, `stored` lists the keys
+ * of the events recorded, `balance` a customer's USD balance in nanos.
+ */
+export async function httpUsageSetup(server: TestServer, credit = '10.00') {
+  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
+  const customer = await server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
+  await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
+    customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', credit), kind: 'PAID', idempotencyKey: 'seed',
+  });
+  const post = async (path: string, body: unknown) => {
+    const response = await fetch(`${server.url}${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify(body),
+    });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the tests read answers of many shapes
+    return { status: response.status, body: (await response.json()) as any };
+  };
+  const stored = async () =>
+    (await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id }, select: { idempotencyKey: true } })).map((row) => row.idempotencyKey).sort();
+  const balance = async (customerId = customer.id) => (await server.services.ledgerQueries.wallet(merchant.id, customerId, 'USD')).balance;
+  return { merchant, customer, post, stored, balance };
+}

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpUsageSetup } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
-import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 
 /**
@@ -17,23 +17,7 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
-async function setup(credit = '10.00') {
-  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
-  const customer = await server.services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
-  await server.services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, {
-    customerId: customer.id, currency: 'USD', amountNanos: parseDecimalNanos('amount', credit), kind: 'PAID', idempotencyKey: 'seed',
-  });
-  const post = async (path: string, body: unknown) => {
-    const response = await fetch(`${server.url}${path}`, {
-      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${merchant.secret}` }, body: JSON.stringify(body),
-    });
-    return { status: response.status, body: (await response.json()) as any };
-  };
-  const stored = async () =>
-    (await server.services.prisma.usageEvent.findMany({ where: { merchantId: merchant.id }, select: { idempotencyKey: true } })).map((row) => row.idempotencyKey).sort();
-  const balance = async (customerId = customer.id) => (await server.services.ledgerQueries.wallet(merchant.id, customerId, 'USD')).balance;
-  return { merchant, customer, post, stored, balance };
-}
+const setup = (credit?: string) => httpUsageSetup(server, credit);
 
 const usage = { provider: 'openai', model: 'gpt-5.4-mini', inputTokens: 1000, outputTokens: 100 };
 const chatBody = JSON.stringify({ id: 'x', object: 'chat.completion', model: 'gpt-5.4-mini', choices: [], usage: { prompt_tokens: 1000, completion_tokens: 100, total_tokens: 1100 } });
