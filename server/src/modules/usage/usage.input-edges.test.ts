@@ -101,6 +101,23 @@ describe('a provider response URL', () => {
   });
 });
 
+describe("a provider response's blank provider", () => {
+  // A blank provider is no override (the provider is read from the URL), and a retry that leaves
+  // it out is the same record: the two once hashed differently, so the retry was a CONFLICT.
+  it('is read as none: charged by its URL, and a retry leaving it out, or sending null, replays it', async () => {
+    const { customer, post, stored } = await setup();
+    const response = { url: 'https://api.openai.com/v1/chat/completions', status: 200, body: chatBody };
+    const first = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'blank', response: { ...response, provider: ' ' } });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ replayed: false, event: { status: 'CHARGED', provider: 'openai' } });
+    for (const again of [response, { ...response, provider: null }, { ...response, provider: '' }]) {
+      const retried = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'blank', response: again });
+      expect(retried.body, JSON.stringify(again.provider)).toMatchObject({ replayed: true, event: { id: first.body.event.id } });
+    }
+    expect(await stored()).toEqual(['blank']);
+  });
+});
+
 describe('a count in a response header', () => {
   it('is read as a count in a body is: digits only; "0x10", "1e3" or "+5" is refused as malformed, not read as the number Number() makes of it', async () => {
     const { customer, post, stored } = await setup();

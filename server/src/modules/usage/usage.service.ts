@@ -355,8 +355,9 @@ function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<
   return {
     currency, occurredAt: input.timestamp?.toISOString() ?? null,
     usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
-    // The model only when given: records from before it existed keep their hash.
-    response: sent && canonical ? [...sent, response!.provider ?? null, ...(response!.model ? [response!.model] : [])] : sent,
+    // The model only when given: records from before it existed keep their hash. A blank provider
+    // is no provider (see normalizeResponse): a retry leaving it out is the same record.
+    response: sent && canonical ? [...sent, response!.provider?.trim() ? response!.provider : null, ...(response!.model ? [response!.model] : [])] : sent,
     stated: canonical ? canonicalJson(stated, 'quantities', true) : stated,
   };
 }

@@ -43,8 +43,12 @@ interface Counts {
 }
 
 function counts(u: Obj): Counts {
-  const write = int(u.cache_creation_input_tokens);
   const split = obj(u.cache_creation);
+  // The total is the TTL split's sum; a usage that sends only the split (the total null or left
+  // out) still wrote both parts, rather than just the 1-hour part settle() would keep.
+  const write = hasCount(u.cache_creation_input_tokens) || !split
+    ? int(u.cache_creation_input_tokens)
+    : int(split.ephemeral_5m_input_tokens) + int(split.ephemeral_1h_input_tokens);
   // Without the TTL split, writes are at the default 5-minute TTL.
   const write1h = split ? int(split.ephemeral_1h_input_tokens) : 0;
   const write5m = split ? int(split.ephemeral_5m_input_tokens) : write;

@@ -53,6 +53,14 @@ function applyGeminiUsage(out: NormalizedUsage, um: Obj): void {
   // Audio input and image output are priced apart from text.
   modalities(out, um.promptTokensDetails, 'input');
   modalities(out, um.cacheTokensDetails, 'cached');
+  // promptTokensDetails counts the cached part too; pricing reads input_audio_tokens as the audio
+  // of the uncached input (its own rate), so audio read from the cache is taken out of it here,
+  // where the split is known, rather than priced at the audio rate and the cache rate both.
+  const cachedAudio = out.details.cached_audio_tokens;
+  if (typeof cachedAudio === 'number' && cachedAudio > 0 && typeof out.details.input_audio_tokens === 'number') {
+    out.details.prompt_audio_tokens = out.details.input_audio_tokens;
+    out.details.input_audio_tokens = Math.max(0, out.details.input_audio_tokens - cachedAudio);
+  }
   modalities(out, um.candidatesTokensDetails, 'output');
   const traffic = str(um.trafficType);
   if (traffic) out.details.traffic_type = traffic;

@@ -46,8 +46,9 @@ export function detectProvider(url: string): { provider: string; api: string } |
 /** The usage a provider response reports, in provider-neutral form. */
 export function normalizeResponse(response: ProviderResponse): NormalizedUsage {
   const parts: UrlParts = splitUrl(response.url);
-  // A provider sent as null (serializers write unset fields so) is no override, as GraphQL reads it.
-  const named = response.provider ?? undefined;
+  // A provider sent as null or blank (serializers and forms write unset fields so) is no
+  // override, as GraphQL reads null: the provider is detected from the URL.
+  const named = response.provider != null && response.provider.trim() !== '' ? response.provider : undefined;
   const definition = named !== undefined ? definitionForName(named) : definitionForHost(parts.host);
   if (!definition) throw new UnknownProviderError(parts.host, named);
   // Named, the call may have gone through a proxy with a path prefix of its own; by host it went to the provider.

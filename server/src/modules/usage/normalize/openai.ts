@@ -222,13 +222,27 @@ function chatStreamFinished(events: SseEvent[], usageChunk: Obj | undefined): bo
 // Responses API
 
 function applyResponsesUsage(out: NormalizedUsage, u: Obj, source: string): void {
+  // Servers that put a Chat Completions usage block in a response object (prompt_tokens, …)
+  // are read by that shape, rather than as a response that used nothing.
+  if (!hasCount(u.input_tokens) && !hasCount(u.output_tokens) && (hasCount(u.prompt_tokens) || hasCount(u.completion_tokens))) {
+    applyChatUsage(out, u, source);
+    return;
+  }
   const itd = obj(u.input_tokens_details);
   const otd = obj(u.output_tokens_details);
   out.inputTokens = int(u.input_tokens);
   out.cachedInputTokens = int(itd?.cached_tokens);
   out.cacheWriteTokens = int(itd?.cache_write_tokens);
-  out.outputTokens = int(u.output_tokens);
-  out.reasoningTokens = Math.min(int(otd?.reasoning_tokens), out.outputTokens);
+  let output = int(u.output_tokens);
+  const reasoning = int(otd?.reasoning_tokens);
+  // As on chat completions (applyChatUsage): xAI counts reasoning beside output_tokens, where
+  // OpenAI counts it inside, and the total tells the two apart.
+  if (reasoning > 0 && hasCount(u.total_tokens)) {
+    const total = int(u.total_tokens);
+    if (total === out.inputTokens + output + reasoning && total !== out.inputTokens + output) output += reasoning;
+  }
+  out.outputTokens = output;
+  out.reasoningTokens = Math.min(reasoning, output);
   applyReportedCost(out, u, source);
 }
 

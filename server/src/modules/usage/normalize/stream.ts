@@ -45,7 +45,8 @@ function typeIsError(data: string): boolean {
 export function isSseBody(text: string): boolean {
   let i = 0;
   while (i < text.length && (text.charCodeAt(i) <= 32 || text.charCodeAt(i) === 0xfeff)) i++;
-  return text.startsWith('data:', i) || text.startsWith('event:', i) || text.startsWith(':', i) || text.startsWith('id:', i);
+  // Any field the stream may open with: a server may start by setting the client's reconnection time (`retry:`).
+  return text.startsWith('data:', i) || text.startsWith('event:', i) || text.startsWith(':', i) || text.startsWith('id:', i) || text.startsWith('retry:', i);
 }
 
 /** A top-level string field from the first event that has it (the model, typically). */
