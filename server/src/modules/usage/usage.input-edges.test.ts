@@ -110,7 +110,7 @@ describe("a provider response's blank provider", () => {
     const first = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'blank', response: { ...response, provider: ' ' } });
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ replayed: false, event: { status: 'CHARGED', provider: 'openai' } });
-    for (const again of [response, { ...response, provider: null }, { ...response, provider: '' }]) {
+    for (const again of [response, { ...response, provider: null }, { ...response, provider: '' }] as { provider?: string | null }[]) {
       const retried = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'blank', response: again });
       expect(retried.body, JSON.stringify(again.provider)).toMatchObject({ replayed: true, event: { id: first.body.event.id } });
     }
