@@ -26,7 +26,7 @@ import { createdJobId, GatewayJobs, jobCallOf, type JobCall, type JobRecord } fr
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
 import { decodeRequestBody } from './request-encoding.ts';
-import { meteredRequestBody, withStreamUsage } from './request-body.ts';
+import { meteredRequestBody, parseRequestJson, withoutJsonBom, withStreamUsage } from './request-body.ts';
 
 export const FORWARD_PATH = '/v1/forward';
 
@@ -204,7 +204,8 @@ export class GatewayService {
       const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
       const request = await decodeRequestBody(req.headers['content-encoding'], await readBody(req, this.config.gateway.maxRequestBytes), this.config.gateway.maxRequestBytes);
       if (!request.ok) throw new Refusal(request.status, request.code, request.message, request.details);
-      const received = request.body;
+      // Read (and forwarded) as a lenient provider reads it: past a byte order mark.
+      const received = withoutJsonBom(request.body);
       const routed = assertMeterable(destination, req.method ?? 'GET', received);
       // A streamed chat completion is sent asking for its usage, or OpenAI would report none.
       const body = (routed && withStreamUsage(routed.provider, routed.match.api, destination.url, received)) ?? received;
@@ -295,27 +296,36 @@ export class GatewayService {
   }
 
   private async customer(viewer: { merchantId: string; customerId: string | null }, named: string | undefined): Promise<CustomerGate> {
-    if (viewer.customerId && named && named !== viewer.customerId) {
-      throw new Refusal(403, 'FORBIDDEN', 'A customer session token may only call on behalf of its own customer');
+    // A token may name its own customer as a secret key would (its id in any case, or its
+    // externalId): the name is resolved as the secret key's is, and must come to the token's own.
+    if (viewer.customerId && named && named.toLowerCase() !== viewer.customerId.toLowerCase()) {
+      const gate = await this.customerGate(viewer.merchantId, named, false);
+      // Another customer, or none: refused alike, so a token cannot tell which names exist.
+      if (gate?.id !== viewer.customerId.toLowerCase()) throw new Refusal(403, 'FORBIDDEN', 'A customer session token may only call on behalf of its own customer');
+      return gate;
     }
     const ref = viewer.customerId ?? named;
     if (!ref) throw Refusal.of(invalidField('x-tollgate-customer', 'header is required with a secret key: the customer id or your externalId to charge'));
     // A token names its customer by id only; a header by id or externalId, and Tollgate's id wins
     // when another customer's externalId is that same text (as it does for POST /v1/usage).
-    const byIdOnly = viewer.customerId !== null;
-    const gate = await this.customerCache.get(`${viewer.merchantId}|${byIdOnly ? 'id' : 'ref'}|${ref}`, async () => {
+    const gate = await this.customerGate(viewer.merchantId, ref, viewer.customerId !== null);
+    if (!gate) throw Refusal.of(notFound('Customer', ref));
+    return gate;
+  }
+
+  /** The customer `ref` names (cached): by id only, or by id or externalId. */
+  private customerGate(merchantId: string, ref: string, byIdOnly: boolean): Promise<CustomerGate | null> {
+    return this.customerCache.get(`${merchantId}|${byIdOnly ? 'id' : 'ref'}|${ref}`, async () => {
       const id = isUuid(ref) ? ref.toLowerCase() : null;
       if (byIdOnly && !id) return null;
       const matches = await this.prisma.customer.findMany({
-        where: { merchantId: viewer.merchantId, OR: [...(id ? [{ id }] : []), ...(byIdOnly ? [] : [{ externalId: ref }])] },
+        where: { merchantId, OR: [...(id ? [{ id }] : []), ...(byIdOnly ? [] : [{ externalId: ref }])] },
         select: { id: true, archivedAt: true, blockedAt: true, blockedReason: true },
         take: 2,
       });
       const found = matches.find((match) => match.id === id) ?? matches[0];
       return found ? { id: found.id, archived: found.archivedAt !== null, blocked: found.blockedAt !== null, blockedReason: found.blockedReason } : null;
     });
-    if (!gate) throw Refusal.of(notFound('Customer', ref));
-    return gate;
   }
 
   private currency(req: IncomingMessage): string {
@@ -595,12 +605,13 @@ function assertMeterable(destination: Destination, method: string, body: Buffer)
 function isBackground(body: Buffer): boolean {
   // The key may be written with \u escapes ("backgroun\u0064"), which the provider reads as the plain key.
   if (!body.includes('"background"') && !body.includes('\\u')) return false;
-  try {
-    const parsed: unknown = JSON.parse(body.toString('utf8'));
-    return typeof parsed === 'object' && parsed !== null && (parsed as { background?: unknown }).background === true;
-  } catch {
-    return false;
-  }
+  // Read as a lenient server reads it (NaN and Infinity too), or it could queue what was let through.
+  const parsed = parseRequestJson(body);
+  if (typeof parsed !== 'object' || parsed === null) return false;
+  // Anything but absent, null or false: a lax server coerces "true" or 1 and queues the
+  // response. Failing closed costs nothing, as no provider needs another value to mean false.
+  const background = (parsed as { background?: unknown }).background;
+  return background !== undefined && background !== null && background !== false;
 }
 
 /** The one model every polled job was created for, else null (none recorded, or several). */
@@ -679,9 +690,21 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
+/**
+ * Answers the caller with Tollgate's own JSON (a refusal, a provider that never answered). Being
+ * Tollgate's answer, it carries Tollgate's request id as `x-request-id` too, as every other
+ * Tollgate answer does (and as SDKs read a request id); a provider's answer is relayed with its
+ * own `x-request-id`, Tollgate's then in `x-tollgate-request-id` alone.
+ */
 function sendJson(res: ServerResponse, status: number, code: string, message: string, details: Record<string, unknown>, closeConnection = false): void {
   if (res.headersSent) return;
   const body = JSON.stringify({ error: { ...details, code, message } });
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), ...(closeConnection ? { connection: 'close' } : {}) });
+  const requestId = res.getHeader('x-tollgate-request-id');
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    ...(requestId !== undefined ? { 'x-request-id': requestId } : {}),
+    ...(closeConnection ? { connection: 'close' } : {}),
+  });
   res.end(body);
 }

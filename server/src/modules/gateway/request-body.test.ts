@@ -190,7 +190,10 @@ describe('withStreamUsage', () => {
     expect(openai('{"stream":true,"stream_options":{"include_usage":true}}')).toBeNull();
     expect(openai('{"stream":false}')).toBeNull();
     expect(openai('{"model":"m"}')).toBeNull();
-    expect(openai('{"stream":"true"}')).toBeNull();
+    // What a lax server reads as false, or refuses: "true" and 1 are streams (gateway.leniency.test.ts).
+    expect(openai('{"stream":"false"}')).toBeNull();
+    expect(openai('{"stream":0}')).toBeNull();
+    expect(openai('{"stream":"maybe"}')).toBeNull();
     expect(openai('{"messages":[{"role":"user","content":"x"}],"metadata":{"stream":true}}')).toBeNull();
     expect(openai('[{"stream":true}]')).toBeNull();
     expect(openai('{"stream":true,')).toBeNull();

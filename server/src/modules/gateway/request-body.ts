@@ -1,14 +1,91 @@
 /**
- * What the gateway reads from a caller's request body, and the one change it makes to it:
+ * What the gateway reads from a caller's request body, and the changes it makes to it:
  *
  *   meteredRequestBody(contentType, body)   the request as the usage normalizer reads it (model,
  *                                           image size and quality, TTS text…), JSON or a form
+ *   withoutJsonBom(body)                    a JSON body without the byte order mark lenient servers skip
+ *   parseRequestJson(body)                  a JSON body read as lenient servers read it (NaN, Infinity)
  *   withStreamUsage(provider, api, url, body)  a streamed OpenAI-shape chat or completions
  *                                           request made to ask for its usage, or null to send
  *                                           the body as it came
  *
- * Neither throws: a body it cannot read is forwarded as it came and metered without it.
+ * None throws: a body it cannot read is forwarded as it came and metered without it.
  */
+
+/** A UTF-8 byte order mark, which some callers write before their JSON. */
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * The body without its leading UTF-8 byte order mark, when what follows it is JSON; otherwise
+ * the body as it came. JSON.parse refuses a BOM, but lenient servers read past it (Python's
+ * json.loads of bytes, so FastAPI and vLLM): a request the gateway could not read would skip
+ * the checks that read it (its hold, a background refusal, the stream's usage) while the
+ * provider runs it. The gateway then forwards the body without it, so the provider acts on the
+ * very bytes that were checked and metered (as with a decoded Content-Encoding), and a strict
+ * provider is not sent a mark it would refuse. Only a body starting with the mark is parsed
+ * here; a binary body that happens to start with those bytes is not JSON, and is left whole.
+ */
+export function withoutJsonBom(body: Buffer): Buffer {
+  if (body.length < UTF8_BOM.length || !body.subarray(0, UTF8_BOM.length).equals(UTF8_BOM)) return body;
+  const rest = body.subarray(UTF8_BOM.length);
+  return parseRequestJson(rest) === undefined ? body : rest;
+}
+
+/**
+ * A request body read as JSON the way lenient servers read it, or undefined when it is not
+ * JSON. JSON.parse first; a body it refuses that writes NaN, Infinity or -Infinity as bare
+ * values, which Python's json module accepts (so FastAPI and vLLM run such a request), is read
+ * with each of them as null: they are no value any field the gateway decides on may take (a
+ * cap, a count, "stream", "background"), and the provider refuses them there too. Only a body
+ * JSON.parse refused, naming one of them, is read twice.
+ */
+export function parseRequestJson(body: Buffer): unknown {
+  const text = body.toString('utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    if (!text.includes('NaN') && !text.includes('Infinity')) return undefined;
+  }
+  try {
+    return JSON.parse(nonFiniteAsNull(text)) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `text` with NaN, Infinity and -Infinity outside strings written as null. */
+function nonFiniteAsNull(text: string): string {
+  const pieces: string[] = [];
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) === 0x22 /* " */) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
+      continue;
+    }
+    const length = text.startsWith('NaN', i) ? 3 : text.startsWith('Infinity', i) ? 8 : text.startsWith('-Infinity', i) ? 9 : 0;
+    if (length === 0) continue;
+    pieces.push(text.slice(from, i), 'null');
+    i += length - 1;
+    from = i + 1;
+  }
+  pieces.push(text.slice(from));
+  return pieces.join('');
+}
+
+/**
+ * Whether a request's `stream` asks for a stream: `true`, and the values a lax server coerces
+ * to true (pydantic's lax mode, behind vLLM and other Python servers: 1, and the strings "true",
+ * "1", "yes", "on", "t", "y" in any case). Such a server streams, and without the option sends
+ * no usage at all. Adding the option to one of these cannot break a call that works: a strict
+ * provider refuses any of them but `true` whatever else the body says. Values a lax server reads
+ * as false (0, "false", "no"…) are not streams, and neither are values every server refuses:
+ * adding stream_options to a call that does not stream can make a provider refuse it
+ * ("stream_options is only allowed when stream is true").
+ */
+export function asksToStream(value: unknown): boolean {
+  if (value === true || value === 1) return true;
+  return typeof value === 'string' && /^(?:true|1|yes|on|t|y)$/i.test(value);
+}
 
 /** JSON and text request bodies up to this size are kept as text for normalizers that read the request. */
 export const MAX_REQUEST_TEXT = 1024 * 1024;
@@ -33,7 +110,19 @@ export function meteredRequestBody(contentType: string, body: Buffer): string | 
     const fields = multipartFields(contentType, body);
     return Object.keys(fields).length > 0 ? JSON.stringify(fields) : undefined;
   }
-  return body.length <= MAX_REQUEST_TEXT && /json|text/i.test(contentType) ? body.toString('utf8') : undefined;
+  if (body.length > MAX_REQUEST_TEXT || !/json|text/i.test(contentType)) return undefined;
+  const text = body.toString('utf8');
+  // JSON with bare NaN or Infinity, which a lenient server ran, is handed over as it was read
+  // (those values as null): the normalizer's strict parse would miss its model or its text.
+  // Only a body naming one of them is looked at twice.
+  if (!text.includes('NaN') && !text.includes('Infinity')) return text;
+  try {
+    JSON.parse(text);
+    return text;
+  } catch {
+    const parsed = parseRequestJson(body);
+    return parsed === undefined ? text : JSON.stringify(parsed);
+  }
 }
 
 // ------------------------------------------------------------------ multipart/form-data
@@ -185,7 +274,7 @@ export function acceptsStreamUsage(provider: string, api: string, url: URL): boo
 
 /**
  * The body of a streamed chat or completions request that does not ask for its usage
- * (`"stream": true` without `stream_options.include_usage: true`, the OpenAI SDK's default),
+ * (`"stream": true`, or a value a lax server reads as true, without `stream_options.include_usage: true`, the OpenAI SDK's default),
  * changed to ask for it; null when it already does, does not stream, is not a JSON object or
  * goes where the option is not accepted (acceptsStreamUsage). Without it OpenAI sends no usage at
  * all and the call could only be estimated. The caller's `include_usage: false` is overridden
@@ -196,13 +285,8 @@ export function acceptsStreamUsage(provider: string, api: string, url: URL): boo
 export function withStreamUsage(provider: string, api: string, url: URL, body: Buffer): Buffer | null {
   // Parsed only when it may stream: the key named plainly, or written with \u escapes ("strea\u006d"), which the provider reads as the plain key.
   if (!acceptsStreamUsage(provider, api, url) || (!body.includes('"stream"') && !body.includes('\\u'))) return null;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body.toString('utf8'));
-  } catch {
-    return null;
-  }
-  if (!isObject(parsed) || parsed.stream !== true) return null;
+  const parsed = parseRequestJson(body);
+  if (!isObject(parsed) || !asksToStream(parsed.stream)) return null;
   const options = parsed.stream_options;
   if (isObject(options) && options.include_usage === true) return null;
   // Any other stream_options than an object or null is refused by the provider as it is.

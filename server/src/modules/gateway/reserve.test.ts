@@ -97,13 +97,14 @@ describe('maxUsageOf: several choices, each of which may use the whole output ca
     expect(outputOf('vertex', new URL('https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/l/publishers/google/models/gemini-3.8-flash:streamGenerateContent'), { generationConfig: { candidateCount: 2 } })).toBe(2 * DEFAULT_MAX_OUTPUT_TOKENS);
   });
 
-  it('a count the provider would refuse reserves one choice, never less; a huge one is capped and stays a safe integer', () => {
+  it('a count every server would refuse reserves one choice, never less; one written as a decimal string counts; a huge one is capped and stays a safe integer', () => {
     for (const n of [0, -2, 2.5, '-4', '2.5', null, true, [4], { n: 4 }]) {
       expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n }), JSON.stringify(n)).toBe(1000);
       expect(outputOf('google', gemini, { generationConfig: { maxOutputTokens: 1000, candidateCount: n } }), JSON.stringify(n)).toBe(1000);
     }
-    // OpenAI refuses an n written as a string.
-    expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n: '4' })).toBe(1000);
+    // OpenAI refuses an n written as a string, but a lax server (vLLM, pydantic) generates that many: held for them, as a cap so written is.
+    expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n: '4' })).toBe(4000);
+    expect(outputOf('openai-compatible', new URL('http://vllm.internal:8000/v1/completions'), { model: 'm', max_tokens: 100, n: '2', best_of: '5' })).toBe(500);
     expect(outputOf('openai', chat, { model: 'm', max_tokens: 1000, n: 1e9 })).toBe(1000 * MAX_CHOICES);
     expect(outputOf('openai', chat, { model: 'm', max_tokens: Number.MAX_SAFE_INTEGER, n: 4 })).toBe(Number.MAX_SAFE_INTEGER);
   });

@@ -1,5 +1,6 @@
 import { definitionForName, findProviderPath, splitUrl } from '../usage/normalize/registry.ts';
 import { blankUsage, type NormalizedUsage } from '../usage/usage.types.ts';
+import { parseRequestJson } from './request-body.ts';
 
 /**
  * The most a call can use, read from its request, so the gateway can reserve (hold) its price
@@ -50,13 +51,15 @@ function outputCap(body: Json): number | null {
 
 /**
  * How many outputs the request asks for, each up to the output cap: OpenAI's `n` (legacy
- * completions generate `best_of` and return n of them) and Gemini's `candidateCount`. A count
- * the provider would refuse (0, negative, fractional, not a number) is reserved as one.
+ * completions generate `best_of` and return n of them) and Gemini's `candidateCount`, also
+ * written as a decimal string (which lax servers read as the number). A count the provider would
+ * refuse (0, negative, fractional, not a number) is reserved as one.
  */
 function choices(api: string, body: Json): number {
   let count = 1;
   if (api === 'chat.completions' || api === 'completions') {
-    count = Math.max(positiveInteger(body.n) ?? 1, api === 'completions' ? (positiveInteger(body.best_of) ?? 1) : 1);
+    // A count written as text too: OpenAI refuses it, but a lax server (vLLM) generates that many, as it reads a cap so written.
+    count = Math.max(positiveInteger(body.n, true) ?? 1, api === 'completions' ? (positiveInteger(body.best_of, true) ?? 1) : 1);
   } else if (api === 'generateContent' || api === 'streamGenerateContent') {
     const generation = generationConfig(body);
     count = positiveInteger(generation?.candidateCount ?? generation?.candidate_count, true) ?? 1;
@@ -72,12 +75,8 @@ export function maxUsageOf(provider: string, url: URL, requestBody: Buffer): Nor
   const routed = definition ? findProviderPath(definition, splitUrl(url.href)) : null;
   const api = routed?.match.api;
   if (!api || !TEXT_APIS.has(api)) return null;
-  let body: unknown;
-  try {
-    body = JSON.parse(requestBody.toString('utf8'));
-  } catch {
-    return null;
-  }
+  // Read as a lenient server reads it (NaN and Infinity too): a request it runs is held for.
+  const body = parseRequestJson(requestBody);
   if (!isObject(body)) return null;
   // Gemini, Vertex and Bedrock run the model their path names (read by the provider's router,
   // decoded where it can be), whatever the body says; the others the one in the body (as written:
