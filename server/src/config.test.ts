@@ -1,3 +1,5 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from './config.ts';
@@ -35,6 +37,30 @@ describe('loadConfig reads an empty or blank setting as unset', () => {
     expect(config.dataDir).toBe(path.resolve('.data'));
     expect(config.publicUrl).toBe('http://127.0.0.1:4100');
     expect(config.redisUrl).toBeUndefined();
+  });
+
+  it.each([[''], ['   ']])('numbers and sizes set to %j take their defaults', (value) => {
+    const config = loadConfig({
+      ...KEY,
+      PORT: value,
+      TOLLGATE_MAX_QUERY_DEPTH: value,
+      TOLLGATE_CUSTOMER_SESSION_MAX_TTL: value,
+      TOLLGATE_GATEWAY_TIMEOUT_MS: value,
+      TOLLGATE_MAX_BODY_SIZE: value,
+      TOLLGATE_GATEWAY_MAX_REQUEST_SIZE: value,
+    });
+    expect(config).toMatchObject({ port: 4000, maxQueryDepth: 10, customerSessionMaxTtlSeconds: 86_400, maxBodyBytes: 1024 * 1024 });
+    expect(config.gateway).toMatchObject({ timeoutMs: 300_000, maxRequestBytes: 32 * 1024 * 1024 });
+  });
+
+  it.each([[''], ['   ']])('TOLLGATE_MASTER_KEY set to %j is unset: generated in development, required in production', (value) => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'tollgate-config-'));
+    try {
+      expect(loadConfig({ TOLLGATE_DATA_DIR: dataDir, TOLLGATE_MASTER_KEY: value }).masterKey).toHaveLength(32);
+      expect(() => loadConfig({ TOLLGATE_DATA_DIR: dataDir, TOLLGATE_MASTER_KEY: value, NODE_ENV: 'production' })).toThrow('TOLLGATE_MASTER_KEY is required when NODE_ENV=production');
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('takes a set value without the blanks around it', () => {

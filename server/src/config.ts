@@ -58,7 +58,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function intFrom(env: Env, name: string, fallback: number, range: { min?: number; max?: number } = {}): number {
   const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+  if (raw === undefined || raw.trim() === '') return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`);
   const { min = 1, max = Number.MAX_SAFE_INTEGER } = range;
@@ -68,8 +68,8 @@ function intFrom(env: Env, name: string, fallback: number, range: { min?: number
 
 /** PORT: 1 to 65535, or 0 for a free one the system picks. */
 function portFrom(env: Env): number {
-  const raw = env.PORT;
-  if (raw === undefined || raw === '') return 4000;
+  const raw = env.PORT?.trim();
+  if (!raw) return 4000;
   const value = Number(raw);
   if (!/^\d+$/.test(raw) || value > 65_535) throw new Error(`PORT must be a whole number from 0 to 65535 (0 picks a free port), got "${raw}"`);
   return value;
@@ -77,7 +77,7 @@ function portFrom(env: Env): number {
 
 function bytesFrom(env: Env, name: string, fallback: number): number {
   const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+  if (raw === undefined || raw.trim() === '') return fallback;
   const match = /^(\d+)\s*(b|kb|mb)?$/i.exec(raw.trim());
   if (!match) throw new Error(`${name} must be a size such as 1mb or 500kb, got "${raw}"`);
   const unit = (match[2] ?? 'b').toLowerCase();
@@ -172,7 +172,7 @@ export function parseMasterKey(raw: string): Buffer {
  * restarts can still read what it encrypted. Production must supply its own.
  */
 function resolveMasterKey(env: Env, dataDir: string, production: boolean): Buffer {
-  if (env.TOLLGATE_MASTER_KEY) return parseMasterKey(env.TOLLGATE_MASTER_KEY);
+  if (env.TOLLGATE_MASTER_KEY?.trim()) return parseMasterKey(env.TOLLGATE_MASTER_KEY);
   if (production) throw new Error('TOLLGATE_MASTER_KEY is required when NODE_ENV=production');
   const file = path.join(dataDir, 'master.key');
   if (existsSync(file)) return parseMasterKey(readFileSync(file, 'utf8'));
