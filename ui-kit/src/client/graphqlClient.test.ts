@@ -156,6 +156,63 @@ describe('createGraphQLClient', () => {
     await client('sk_live_abcdef0123456789').request('{ ok }');
     expect(requests.map((r) => r.headers.get('authorization'))).toEqual(['Bearer sk_live_abcdef0123456789']);
   });
+  it('refuses a secret key behind whitespace (the server reads past it) or a Bearer prefix of its own, sending nothing', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+
+    for (const token of [' sk_live_abcdef0123456789', '\tsk_test_abcdef0123456789', 'Bearer sk_live_abcdef0123456789', 'bearer  sk_test_abcdef0123456789']) {
+      const error = await createGraphQLClient({ endpoint, getToken: () => token })
+        .request('{ ok }')
+        .catch((e: unknown) => e);
+      expect(error, JSON.stringify(token)).toBeInstanceOf(TollgateError);
+      expect(error, JSON.stringify(token)).toMatchObject({ code: 'FORBIDDEN', status: 0 });
+    }
+    expect(requests).toHaveLength(0);
+  });
+
+  it('rethrows an abort that lands while the body is read, rather than calling the response bad', async () => {
+    const controller = new AbortController();
+    const abort = new DOMException('The operation was aborted.', 'AbortError');
+    stubFetch(() => {
+      const body = new ReadableStream<Uint8Array>({
+        start(stream) {
+          stream.enqueue(new TextEncoder().encode('{"data":{"vie'));
+        },
+        pull(stream) {
+          controller.abort();
+          stream.error(abort);
+        },
+      });
+      return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
+    });
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }', undefined, { signal: controller.signal })
+      .catch((e: unknown) => e);
+
+    expect(error).toBe(abort);
+  });
+
+  it('reports a connection dropped in the middle of the body as NETWORK, as when it drops before', async () => {
+    const cause = new TypeError('terminated');
+    stubFetch(() => {
+      const body = new ReadableStream<Uint8Array>({
+        start(stream) {
+          stream.enqueue(new TextEncoder().encode('{"data":{"vie'));
+        },
+        pull(stream) {
+          stream.error(cause);
+        },
+      });
+      return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
+    });
+
+    const error = await createGraphQLClient({ endpoint, getToken: () => 't' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'NETWORK', status: 200, cause });
+  });
 });
 
 describe('GraphQLClient.cacheScope', () => {

@@ -58,8 +58,12 @@ interface GraphQLResponseBody<TData> {
   errors?: GraphQLErrorEntry[];
 }
 
-/** Secret keys see a merchant's whole account; a page's scripts (and its users) must never hold one. */
-const SECRET_KEY = /^sk_(test|live)_/;
+/**
+ * Secret keys see a merchant's whole account; a page's scripts (and its users) must never hold one.
+ * Matched past leading whitespace (the server reads `Bearer  sk_…` as the key) and past a scheme the
+ * app put in the token itself, so no padding of the key gets it sent.
+ */
+const SECRET_KEY = /^\s*(?:bearer\s+)?sk_(test|live)_/i;
 
 export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLClientOptions): GraphQLClient {
   const scopeOf = (token: string | null | undefined) => cacheScope ?? cacheScopeOf(endpoint, token);
@@ -119,9 +123,18 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLC
         throw new TollgateError('NETWORK', `Could not reach ${endpoint}: ${messageOf(error)}`, 0, [], { cause: error });
       }
 
+      // Read, then parse: a body that stops arriving is the network failing (or the caller aborting),
+      // while one that arrives whole but is not JSON is reported below by its status.
+      let text: string;
+      try {
+        text = await response.text();
+      } catch (error) {
+        if (options.signal?.aborted) throw error;
+        throw new TollgateError('NETWORK', `The answer from ${endpoint} was cut off: ${messageOf(error)}`, response.status, [], { cause: error });
+      }
       let body: GraphQLResponseBody<TData> | undefined;
       try {
-        body = (await response.json()) as GraphQLResponseBody<TData>;
+        body = JSON.parse(text) as GraphQLResponseBody<TData>;
       } catch {
         body = undefined; // e.g. an HTML error page from a proxy; reported below by status
       }

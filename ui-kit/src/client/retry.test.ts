@@ -10,6 +10,13 @@ describe('shouldRetry', () => {
     }
   });
 
+  it('retries a rate limit or timeout that a proxy answered without GraphQL, as it does RATE_LIMITED', () => {
+    for (const status of [429, 408]) {
+      expect(shouldRetry(0, new TollgateError('HTTP_ERROR', `Tollgate answered ${status}`, status)), String(status)).toBe(true);
+      expect(shouldRetry(3, new TollgateError('HTTP_ERROR', `Tollgate answered ${status}`, status)), String(status)).toBe(false);
+    }
+  });
+
   it('never retries an answer that will not change', () => {
     for (const code of ['UNAUTHENTICATED', 'FORBIDDEN', 'VALIDATION', 'NOT_FOUND', 'INSUFFICIENT_FUNDS', 'CONFLICT']) {
       expect(shouldRetry(0, new TollgateError(code, code, 400)), code).toBe(false);
