@@ -25,7 +25,8 @@ export interface DestinationOptions {
   lookup?: (hostname: string) => Promise<{ address: string; family: 4 | 6 }[]>;
 }
 
-export interface Destination {
+/** A target that passed every check made without DNS: the URL, the allow-list, and, when the host is an IP address, that address. */
+export interface Route {
   /** the parsed target */
   url: URL;
   /** lower-case, without brackets for IPv6 */
@@ -35,6 +36,10 @@ export interface Destination {
   /** provider family id (from the merchant rule, else from SUPPORTED_PROVIDERS) */
   provider: string;
   viaMerchantHost: boolean;
+}
+
+/** A route whose host was resolved and vetted: the address to connect to. */
+export interface Destination extends Route {
   /** The vetted address to connect to (first allowed address), so a DNS answer cannot change between check and connect (rebinding). */
   address: { address: string; family: 4 | 6 };
 }
@@ -53,13 +58,31 @@ const MAX_URL_BYTES = 8 * 1024;
 const HTTPS_PORT = 443;
 
 export async function resolveDestination(raw: unknown, options: DestinationOptions): Promise<Destination> {
+  return vetDestination(routeOf(raw, options), options);
+}
+
+/**
+ * The checks that need no DNS: the URL, the allow-list, and a host given as an IP address
+ * (refused here when it is not public). Cheap, so the gateway makes them before its own checks
+ * (customer, credit, …) and resolves the name only for a call it would otherwise forward.
+ */
+export function routeOf(raw: unknown, options: Pick<DestinationOptions, 'merchantHosts' | 'allowPrivateNetworks'>): Route {
   const url = parseTarget(raw);
   const hostname = bare(url.hostname);
   const port = url.port === '' ? defaultPort(url.protocol) : Number(url.port);
   const { provider, viaMerchantHost } = allowedRoute(url, hostname, port, options.merchantHosts);
-  // Only after the allow-list, so the gateway never resolves names an attacker picks.
-  const address = await vetAddresses(hostname, options);
-  return { url, hostname, port, provider, viaMerchantHost, address };
+  if (isIP(hostname) !== 0) vetAnswers(hostname, [{ address: hostname }], options);
+  return { url, hostname, port, provider, viaMerchantHost };
+}
+
+/**
+ * Resolves a route's host and vets every address it names; the first is the one to connect to
+ * (see pinnedLookup). Only for a route from routeOf, so the gateway never resolves names an
+ * attacker picks (the allow-list comes first).
+ */
+export async function vetDestination(route: Route, options: DestinationOptions): Promise<Destination> {
+  const address = await vetAddresses(route.hostname, options);
+  return { ...route, address };
 }
 
 /**
@@ -180,6 +203,15 @@ function merchantRuleFor(hostname: string, port: number, isDefaultHttps: boolean
 async function vetAddresses(hostname: string, options: DestinationOptions): Promise<Destination['address']> {
   const literal = isIP(hostname);
   const answers = literal !== 0 ? [{ address: hostname }] : await resolve(hostname, options.lookup ?? cachedSystemLookup);
+  vetAnswers(hostname, answers, options);
+  const [first] = answers;
+  if (!first) throw cannotResolve(hostname);
+  return { address: first.address, family: isIP(first.address) === 6 ? 6 : 4 };
+}
+
+/** Refuses a host when any address it is (an IP literal) or resolves to is not one the gateway may connect to. */
+function vetAnswers(hostname: string, answers: readonly { address: string }[], options: Pick<DestinationOptions, 'allowPrivateNetworks'>): void {
+  const literal = isIP(hostname) !== 0;
   for (const { address } of answers) {
     const allowed = isIP(address) !== 0 && (options.allowPrivateNetworks || isPublicAddress(address));
     // Never name a resolved address: it would map the merchant's internal network for the caller.
@@ -191,9 +223,6 @@ async function vetAddresses(hostname: string, options: DestinationOptions): Prom
       );
     }
   }
-  const [first] = answers;
-  if (!first) throw cannotResolve(hostname);
-  return { address: first.address, family: isIP(first.address) === 6 ? 6 : 4 };
 }
 
 /**

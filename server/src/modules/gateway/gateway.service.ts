@@ -17,7 +17,7 @@ import { definitionForName, findProviderPath, splitUrl, type Match, type UrlPart
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage/usage.types.ts';
 import type { BalanceCache } from './balance-cache.ts';
-import { resolveDestination, type Destination } from './destination.ts';
+import { routeOf, vetDestination, type Destination, type Route } from './destination.ts';
 import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
 import type { GatewaySettingsService } from './gateway-settings.service.ts';
 import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
@@ -165,7 +165,7 @@ export class GatewayService {
     const receivedAt = new Date();
     res.setHeader('x-tollgate-request-id', requestId);
     let caller: Caller | undefined;
-    let destination: Destination | undefined;
+    let route: Route | undefined;
     let holdId: string | null = null;
     let renewal: HoldRenewal | null = null;
     let merchantId = '';
@@ -173,10 +173,10 @@ export class GatewayService {
       id: requestId,
       merchantId,
       customerId: caller?.customer.id ?? null,
-      provider: destination?.provider ?? null,
+      provider: route?.provider ?? null,
       method: req.method ?? 'GET',
-      host: destination?.url.host ?? '',
-      path: destination?.url.pathname ?? '',
+      host: route?.url.host ?? '',
+      path: route?.url.pathname ?? '',
       status,
       outcome,
       errorCode: null,
@@ -191,30 +191,33 @@ export class GatewayService {
       merchantId = viewer.merchantId;
       assertForwardableMethod(req.method ?? 'GET');
       const settings = await this.settings.settingsFor(viewer.merchantId);
-      destination = await resolveDestination(targetOf(req.url ?? ''), {
-        merchantHosts: settings.hosts,
-        allowPrivateNetworks: this.config.gateway.allowPrivateNetworks,
-      }).catch((error: unknown) => {
-        throw error instanceof AppError ? Refusal.of(error) : error;
-      });
+      const destinationOptions = { merchantHosts: settings.hosts, allowPrivateNetworks: this.config.gateway.allowPrivateNetworks };
+      // The URL and the allow-list (and a host given as an address) first: no DNS, so a refused
+      // call never resolves a name. The name is resolved and vetted once the call would go out (below).
+      route = routeOf(targetOf(req.url ?? ''), destinationOptions);
       caller = { merchantId: viewer.merchantId, actor: viewer.actor, customer: await this.customer(viewer, header(req, 'x-tollgate-customer')) };
       // Refused once the customer is known, so the refusal is logged under it (gatewayRequests(customerId)).
       assertActive(caller.customer);
       const currency = this.currency(req);
-      const providerKey = await this.providerKey(req, viewer.merchantId, destination, settings.callerProviderKeys);
+      const providerKey = await this.providerKey(req, viewer.merchantId, route, settings.callerProviderKeys);
       const request = await decodeRequestBody(req.headers['content-encoding'], await readBody(req, this.config.gateway.maxRequestBytes), this.config.gateway.maxRequestBytes);
       if (!request.ok) throw new Refusal(request.status, request.code, request.message, request.details);
       // Read (and forwarded) as a lenient provider reads it: past a byte order mark.
       const received = withoutJsonBom(request.body);
-      const routed = assertMeterable(destination, req.method ?? 'GET', received);
+      const routed = assertMeterable(route, req.method ?? 'GET', received);
       // A streamed chat completion is sent asking for its usage, or OpenAI would report none.
-      const body = (routed && withStreamUsage(routed.provider, routed.match.api, destination.url, received)) ?? received;
+      const body = (routed && withStreamUsage(routed.provider, routed.match.api, route.url, received)) ?? received;
       // Only the job APIs of image and video providers (create, poll, cancel) are anything here.
       const job = routed ? jobCallOf(routed.provider, routed.parts, routed.match, req.method ?? 'GET') : null;
       // A job's poll is charged for the model its create named: fal's result URL names only the app.
       const jobModel = job?.kind === 'byId' ? await this.assertJobAccess(caller, job) : null;
       await this.assertCredit(caller.customer.id, currency);
       await this.assertUnderSpendLimit(caller.merchantId, caller.customer.id, currency, settings.spendLimits);
+      // SSRF protection: the name is resolved only now, after every check that needs no DNS (a
+      // refused call costs no lookup, and a failing DNS does not hide a 404, 403, 402 or 429),
+      // and before a hold is taken. Every address it resolves to must be public; the socket
+      // connects to the one vetted here (pinnedLookup), never to a second answer.
+      const destination = await vetDestination(route, destinationOptions);
       if (settings.reserveMaxCost) holdId = await this.reserve(caller, destination, body, currency, requestId);
       // A stream may last far longer than the hold's TTL: it is renewed until the call ends.
       if (holdId) renewal = this.renewing(caller.merchantId, holdId);
@@ -336,7 +339,7 @@ export class GatewayService {
     }
   }
 
-  private async providerKey(req: IncomingMessage, merchantId: string, destination: Destination, callerKeysAllowed: boolean): Promise<string | null> {
+  private async providerKey(req: IncomingMessage, merchantId: string, destination: Route, callerKeysAllowed: boolean): Promise<string | null> {
     const own = header(req, 'x-tollgate-provider-key');
     if (own !== undefined) {
       if (!callerKeysAllowed) throw new Refusal(403, 'FORBIDDEN', 'This merchant does not let callers bring their own provider key (x-tollgate-provider-key)');
@@ -569,7 +572,7 @@ const FREE_READS: readonly ((method: string, path: string) => boolean)[] = [
  * Returns what the call was routed to, with the provider's own path within the URL (null for a
  * server that is not checked or a free read the registry does not route).
  */
-function assertMeterable(destination: Destination, method: string, body: Buffer): { provider: string; parts: UrlParts; match: Match } | null {
+function assertMeterable(destination: Route, method: string, body: Buffer): { provider: string; parts: UrlParts; match: Match } | null {
   if (destination.provider === 'openai-compatible') return null;
   const definition = definitionForName(destination.provider);
   if (!definition) return null;
@@ -667,7 +670,7 @@ export function targetOf(url: string): unknown {
   try {
     base = decodeURIComponent(encodedBase!);
   } catch {
-    return encodedBase; // resolveDestination explains why it is not a URL
+    return encodedBase; // routeOf explains why it is not a URL
   }
   return `${base.replace(/\/+$/, '')}${rest.length > 0 ? `/${rest.join('/')}` : ''}${search ? `?${search}` : ''}`;
 }

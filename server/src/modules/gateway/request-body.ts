@@ -11,6 +11,7 @@
  *
  * None throws: a body it cannot read is forwarded as it came and metered without it.
  */
+import { parseRequestJson as parseLenientJson } from '../usage/normalize/util.ts';
 
 /** A UTF-8 byte order mark, which some callers write before their JSON. */
 const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
@@ -32,44 +33,12 @@ export function withoutJsonBom(body: Buffer): Buffer {
 }
 
 /**
- * A request body read as JSON the way lenient servers read it, or undefined when it is not
- * JSON. JSON.parse first; a body it refuses that writes NaN, Infinity or -Infinity as bare
- * values, which Python's json module accepts (so FastAPI and vLLM run such a request), is read
- * with each of them as null: they are no value any field the gateway decides on may take (a
- * cap, a count, "stream", "background"), and the provider refuses them there too. Only a body
- * JSON.parse refused, naming one of them, is read twice.
+ * A request body read as JSON the way lenient servers read it (bare NaN and Infinity as null),
+ * or undefined when it is not JSON: the normalizers' reading (usage/normalize/util.ts), so what
+ * the gateway checks is what metering reads.
  */
 export function parseRequestJson(body: Buffer): unknown {
-  const text = body.toString('utf8');
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    if (!text.includes('NaN') && !text.includes('Infinity')) return undefined;
-  }
-  try {
-    return JSON.parse(nonFiniteAsNull(text)) as unknown;
-  } catch {
-    return undefined;
-  }
-}
-
-/** `text` with NaN, Infinity and -Infinity outside strings written as null. */
-function nonFiniteAsNull(text: string): string {
-  const pieces: string[] = [];
-  let from = 0;
-  for (let i = 0; i < text.length; i++) {
-    if (text.charCodeAt(i) === 0x22 /* " */) {
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
-      continue;
-    }
-    const length = text.startsWith('NaN', i) ? 3 : text.startsWith('Infinity', i) ? 8 : text.startsWith('-Infinity', i) ? 9 : 0;
-    if (length === 0) continue;
-    pieces.push(text.slice(from, i), 'null');
-    i += length - 1;
-    from = i + 1;
-  }
-  pieces.push(text.slice(from));
-  return pieces.join('');
+  return parseLenientJson(body.toString('utf8'));
 }
 
 /**

@@ -162,4 +162,25 @@ describe("a provider response's request body", () => {
     const rows = await server.services.prisma.usageEvent.findMany({ where: { customerId: customer.id }, select: { characters: true } });
     expect(rows).toEqual([{ characters: 11 }, { characters: 11 }]);
   });
+
+  it('written with bare NaN or Infinity, as lenient (Python) servers accept it, is read as the gateway reads it: a speech call is charged its characters, not recorded free', async () => {
+    const { customer, post } = await setup();
+    const response = (requestBody: string) => ({ url: 'https://api.openai.com/v1/audio/speech', status: 200, body: 'ID3\u0003audio', requestBody });
+    const plain = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'plain', response: response('{"model":"tts-1","input":"Hello there","voice":"alloy","speed":1}') });
+    expect(plain).toMatchObject({ status: 200, body: { event: { status: 'CHARGED', model: 'tts-1' } } });
+    const nan = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'nan', response: response('{"model":"tts-1","input":"Hello there","voice":"alloy","speed":NaN}') });
+    expect(nan).toMatchObject({ status: 200, body: { event: { status: 'CHARGED', model: 'tts-1', cost: plain.body.event.cost, charge: plain.body.event.charge } } });
+    // Only bare values are read as null: the same words inside a string are the text spoken.
+    const infinity = await post('/v1/usage', {
+      customer: customer.id, idempotencyKey: 'infinity',
+      response: response('{"model":"tts-1","input":"NaN or Infinity","voice":"alloy","speed":Infinity,"x":[-Infinity]}'),
+    });
+    expect(infinity).toMatchObject({ status: 200, body: { event: { status: 'CHARGED', model: 'tts-1' } } });
+    const rows = await server.services.prisma.usageEvent.findMany({ where: { customerId: customer.id }, select: { idempotencyKey: true, characters: true } });
+    expect(rows.sort((a, b) => a.idempotencyKey.localeCompare(b.idempotencyKey))).toEqual([
+      { idempotencyKey: 'infinity', characters: 15 },
+      { idempotencyKey: 'nan', characters: 11 },
+      { idempotencyKey: 'plain', characters: 11 },
+    ]);
+  });
 });

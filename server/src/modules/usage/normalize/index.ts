@@ -11,7 +11,7 @@
 import { AppError, invalidField } from '../../../shared/errors.ts';
 import type { NormalizedUsage, ProviderResponse } from '../usage.types.ts';
 import { definitionForHost, definitionForName, route, routeNamed, splitUrl, type UrlParts } from './registry.ts';
-import { type Ctx, errorCode, failed, isJsonBody, obj, type Obj, parseJson, pickModel, pending } from './util.ts';
+import { type Ctx, errorCode, failed, isJsonBody, obj, type Obj, parseJson, parseRequestJson, pickModel, pending } from './util.ts';
 
 export { canonicalProviderId, SUPPORTED_PROVIDERS, type SupportedProvider } from './registry.ts';
 export { parseSse, type SseEvent } from './sse.ts';
@@ -114,8 +114,14 @@ function settle(out: NormalizedUsage): NormalizedUsage {
   return out;
 }
 
+/**
+ * The request as the provider read it: read as the gateway reads it (parseRequestJson), past a
+ * byte order mark and with bare NaN and Infinity as null, which lenient servers run; a strict
+ * parse would lose its model or its text (a speech call with `"speed": NaN` recorded free).
+ */
 function requestObject(body: unknown): Obj | undefined {
-  return typeof body === 'string' ? obj(parseJson(body)) : obj(body);
+  if (typeof body !== 'string') return obj(body);
+  return obj(parseRequestJson(body.charCodeAt(0) === 0xfeff ? body.slice(1) : body));
 }
 
 function httpError(ctx: Ctx): NormalizedUsage {

@@ -94,6 +94,47 @@ export function parseJson(text: string): unknown {
   }
 }
 
+/**
+ * A request body read as JSON the way lenient servers read it, or undefined when it is not
+ * JSON. JSON.parse first; a body it refuses that writes NaN, Infinity or -Infinity as bare
+ * values, which Python's json module accepts (so FastAPI and vLLM run such a request), is read
+ * with each of them as null: they are no value any field read from a request may take (a cap, a
+ * count, "stream", "background", a TTS text), and the provider refuses them there too. Only a
+ * body JSON.parse refused, naming one of them, is read twice. The gateway reads requests with it
+ * (request-body.ts) and so do the normalizers, so a request is metered as it was checked.
+ */
+export function parseRequestJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    if (!text.includes('NaN') && !text.includes('Infinity')) return undefined;
+  }
+  try {
+    return JSON.parse(nonFiniteAsNull(text)) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `text` with NaN, Infinity and -Infinity outside strings written as null. */
+function nonFiniteAsNull(text: string): string {
+  const pieces: string[] = [];
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) === 0x22 /* " */) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
+      continue;
+    }
+    const length = text.startsWith('NaN', i) ? 3 : text.startsWith('Infinity', i) ? 8 : text.startsWith('-Infinity', i) ? 9 : 0;
+    if (length === 0) continue;
+    pieces.push(text.slice(from, i), 'null');
+    i += length - 1;
+    from = i + 1;
+  }
+  pieces.push(text.slice(from));
+  return pieces.join('');
+}
+
 /** First non-whitespace character code of the body, or -1 when it is blank. */
 export function firstChar(text: string): number {
   for (let i = 0; i < text.length; i++) {
