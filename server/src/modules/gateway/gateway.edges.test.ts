@@ -3,75 +3,37 @@
  * not leave its connection waiting behind bytes nobody reads, and fields the gateway decides on
  * (a Responses "background", a chat "stream") count however the JSON spells their keys.
  */
-import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listenLocally, type LocalServer } from '../../../test/local-server.ts';
+import { callGateway, gatewayTenant, recordingProvider, type GatewayTenant, type RecordedRequest, type RecordingProvider } from '../../../test/gateway-harness.ts';
+import type { LocalServer } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, graphqlData, startTestServer, type TestServer } from '../../../test/server.ts';
 
 /** The gateway's request size limit here: small, so that a body over it is quick to send. */
 const MAX_REQUEST_BYTES = 64 * 1024;
 
 let server: TestServer;
+let provider: RecordingProvider;
 let upstream: LocalServer;
-/** How the local provider answers the next calls (each test sets it); every request it gets is kept in `seen`. */
-let handler: (req: IncomingMessage, body: Buffer, res: ServerResponse) => void = (_req, _body, res) => res.end();
-const seen: { method: string; url: string; headers: IncomingHttpHeaders; body: Buffer }[] = [];
+let seen: RecordedRequest[];
 
 beforeAll(async () => {
   server = await startTestServer({ TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true', TOLLGATE_GATEWAY_TIMEOUT_MS: '1500', TOLLGATE_GATEWAY_MAX_REQUEST_SIZE: `${MAX_REQUEST_BYTES}` });
-  upstream = await listenLocally(createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
-      handler(req, body, res);
-    });
-  }));
+  provider = await recordingProvider();
+  ({ server: upstream, seen } = provider);
 });
 
 afterAll(async () => {
   await Promise.all([server?.close(), upstream?.close()]);
 });
 
-interface Tenant { merchantId: string; secret: string; customerId: string }
+type Tenant = GatewayTenant;
 
 /** A merchant with the local provider allowed as OpenAI and an OpenAI key stored, and a customer holding `credit`. */
-async function tenant(credit = '10'): Promise<Tenant> {
-  const merchant = await server.createMerchant();
-  await graphqlData(server, `mutation($host: String!) { putGatewayHost(host: $host, provider: "openai") { id } }`, { host: upstream.host }, merchant.secret);
-  await graphqlData(server, `mutation { setProviderCredential(provider: "openai", apiKey: "sk-provider-secret-0001") { id } }`, {}, merchant.secret);
-  const created = await graphqlData(server, `mutation { createCustomer(input: { externalId: "edge" }) { id } }`, {}, merchant.secret);
-  const customerId = created.createCustomer.id as string;
-  if (credit !== '0') await graphqlData(server, `mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "seed" }) { __typename } }`, { c: customerId, a: credit }, merchant.secret);
-  return { merchantId: merchant.id, secret: merchant.secret, customerId };
-}
+const tenant = (credit = '10') => gatewayTenant(server, upstream.host, { credit });
 
-/** A call through the gateway as the tenant's secret key for its customer, read whole. */
-function call(t: Tenant, target: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer | Buffer[]; agent?: Agent } = {}): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(`${server.url}/v1/forward?u=${encodeURIComponent(target)}`, {
-      method: init.method ?? 'POST',
-      agent: init.agent,
-      headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.customerId, ...init.headers },
-    });
-    request.on('response', (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      response.on('error', reject);
-    });
-    request.on('error', reject);
-    // A list of pieces goes chunked (no content-length), as a caller streaming its body sends it.
-    if (Array.isArray(init.body)) {
-      for (const piece of init.body) request.write(piece);
-      request.end();
-    } else {
-      request.end(init.body);
-    }
-  });
-}
+const call = (t: Tenant, target: string, init: Parameters<typeof callGateway>[3] = {}) => callGateway(server, t, target, init);
 
 /** `promise`'s value, or 'timed out' when it takes longer than `ms`. */
 const within = <T>(ms: number, promise: Promise<T>): Promise<T | 'timed out'> =>
@@ -80,7 +42,7 @@ const within = <T>(ms: number, promise: Promise<T>): Promise<T | 'timed out'> =>
 describe('a request body over TOLLGATE_GATEWAY_MAX_REQUEST_SIZE', () => {
   it('sent chunked, is answered 413 as JSON and its connection closed: the caller\'s next call on a kept-alive connection is answered', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"object":"list","data":[]}');
     };
@@ -146,7 +108,7 @@ describe('a request body that names a field with a \\u escape in its key', () =>
 
   it('a streamed chat completion with "stream": true so written is sent asking for its usage, as the plain one is', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end('data: [DONE]\n\n');
     };
@@ -186,10 +148,10 @@ describe('a TRACE request', () => {
     await graphqlData(server, `mutation($host: String!) { putGatewayHost(host: $host, provider: "openai-compatible") { id } }`, { host: upstream.host }, merchant.secret);
     await graphqlData(server, `mutation { setProviderCredential(provider: "openai-compatible", apiKey: "sk-self-hosted-secret-0001") { id } }`, {}, merchant.secret);
     const created = await graphqlData(server, `mutation { createCustomer(input: { externalId: "trace" }) { id } }`, {}, merchant.secret);
-    const t = { merchantId: merchant.id, secret: merchant.secret, customerId: created.createCustomer.id as string };
+    const t = { merchantId: merchant.id, secret: merchant.secret, customerId: created.createCustomer.id as string, externalId: 'trace' };
     await graphqlData(server, `mutation($c: ID!) { grantCredits(input: { customerId: $c, amount: "1", kind: PAID, idempotencyKey: "seed" }) { __typename } }`, { c: t.customerId }, t.secret);
     // What TRACE means (RFC 9110 §9.3.8): the request received, sent back as the body.
-    handler = (req, _body, res) => {
+    provider.handler = (req, _body, res) => {
       res.writeHead(200, { 'content-type': 'message/http' });
       res.end(`${req.method} ${req.url} HTTP/1.1\r\n${Object.entries(req.headers).map(([name, value]) => `${name}: ${String(value)}`).join('\r\n')}\r\n\r\n`);
     };

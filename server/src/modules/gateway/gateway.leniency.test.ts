@@ -6,77 +6,42 @@
  * customer in x-tollgate-customer however it can be named, and the request ids a gateway answer
  * carries.
  */
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { callGateway, gatewayTenant, recordingProvider, type GatewayAnswer, type GatewayTenant, type RecordedRequest, type RecordingProvider } from '../../../test/gateway-harness.ts';
 import { listenLocally, type LocalServer } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, graphqlData, startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseRequestJson, withoutJsonBom } from './request-body.ts';
 
 let server: TestServer;
+let provider: RecordingProvider;
 let upstream: LocalServer;
-/** How the local provider answers the next calls (each test sets it); every request it gets is kept in `seen`. */
-let handler: (req: IncomingMessage, body: Buffer, res: ServerResponse) => void = (_req, _body, res) => res.end();
-const seen: { method: string; url: string; headers: IncomingHttpHeaders; body: Buffer }[] = [];
+let seen: RecordedRequest[];
 
 beforeAll(async () => {
   server = await startTestServer({ TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true', TOLLGATE_GATEWAY_TIMEOUT_MS: '1500' });
-  upstream = await listenLocally(createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
-      handler(req, body, res);
-    });
-  }));
+  provider = await recordingProvider();
+  ({ server: upstream, seen } = provider);
 });
 
 afterAll(async () => {
   await Promise.all([server?.close(), upstream?.close()]);
 });
 
-interface Tenant { merchantId: string; secret: string; customerId: string; externalId: string }
-
-let tenants = 0;
+type Tenant = GatewayTenant;
 
 /** A merchant with the local provider allowed as OpenAI and an OpenAI key stored, and a customer holding `credit`. */
-async function tenant(credit = '10', options: { reserveMaxCost?: boolean } = {}): Promise<Tenant> {
-  const merchant = await server.createMerchant();
-  await graphqlData(server, `mutation($host: String!) { putGatewayHost(host: $host, provider: "openai") { id } }`, { host: upstream.host }, merchant.secret);
-  await graphqlData(server, `mutation { setProviderCredential(provider: "openai", apiKey: "sk-provider-secret-0001") { id } }`, {}, merchant.secret);
-  if (options.reserveMaxCost) await graphqlData(server, `mutation { updateGatewaySettings(reserveMaxCost: true) { gatewayReserveMaxCost } }`, {}, merchant.secret);
-  const externalId = `lenient-${++tenants}`;
-  const created = await graphqlData(server, `mutation($e: String!) { createCustomer(input: { externalId: $e }) { id } }`, { e: externalId }, merchant.secret);
-  const customerId = created.createCustomer.id as string;
-  if (credit !== '0') await graphqlData(server, `mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "seed" }) { __typename } }`, { c: customerId, a: credit }, merchant.secret);
-  return { merchantId: merchant.id, secret: merchant.secret, customerId, externalId };
-}
+const tenant = (credit = '10', options: { reserveMaxCost?: boolean } = {}) => gatewayTenant(server, upstream.host, { credit, ...options });
 
-interface Answer { status: number; headers: IncomingHttpHeaders; body: string }
-
-/** A call through the gateway, as the tenant's secret key for its customer unless `headers` say otherwise, read whole. */
-function call(t: Tenant, target: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(`${server.url}/v1/forward?u=${encodeURIComponent(target)}`, {
-      method: init.method ?? 'POST',
-      headers: { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.customerId, ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
-    });
-    request.on('response', (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      response.on('error', reject);
-    });
-    request.on('error', reject);
-    request.end(init.body);
-  });
-}
+/** A call through the gateway (see callGateway), its body sent as JSON. */
+const call = (t: Tenant, target: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<GatewayAnswer> =>
+  callGateway(server, t, target, { ...init, headers: { ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers } });
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 const withBom = (json: unknown) => Buffer.concat([BOM, Buffer.from(JSON.stringify(json))]);
 
 const answerChat = () => {
-  handler = (_req, _body, res) => {
+  provider.handler = (_req, _body, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.end('data: [DONE]\n\n');
   };
@@ -107,7 +72,7 @@ describe('a JSON request body behind a UTF-8 byte order mark', () => {
 
   it('a chat completion that is not streamed is forwarded without the mark, every other byte as sent', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{}');
     };
@@ -130,7 +95,7 @@ describe('a JSON request body behind a UTF-8 byte order mark', () => {
 
   it('of a speech call is billed by its text, as without the mark', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'audio/mpeg' });
       res.end(Buffer.alloc(1024, 1));
     };
@@ -180,7 +145,7 @@ describe('a JSON request body with bare NaN or Infinity values, which Python\'s 
 
   it('of a speech call is billed by its text', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'audio/mpeg' });
       res.end(Buffer.alloc(1024, 1));
     };
@@ -213,7 +178,7 @@ describe('"background" and "stream" given as values a lax server coerces', () =>
 
   it('an OpenAI Responses create with "background" false or null goes through', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{}');
     };
@@ -250,7 +215,7 @@ describe('a customer session token naming a customer in x-tollgate-customer', ()
 
   it('is let through when it names its own customer by id (in any case) or by externalId, and charges that customer', async () => {
     const t = await tenant();
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"object":"list","data":[]}');
     };
@@ -307,7 +272,7 @@ describe('request ids on gateway answers', () => {
   it('a provider\'s answer is relayed with its own x-request-id, or none when it sent none; Tollgate\'s is in x-tollgate-request-id', async () => {
     const t = await tenant();
     let providerId: string | null = 'req_provider_1';
-    handler = (_req, _body, res) => {
+    provider.handler = (_req, _body, res) => {
       res.writeHead(200, { 'content-type': 'application/json', ...(providerId ? { 'x-request-id': providerId } : {}) });
       res.end('{"object":"list","data":[]}');
     };
