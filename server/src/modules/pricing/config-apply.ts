@@ -9,7 +9,7 @@ import { AppError, conflict, invalidField } from '../../shared/errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS, parseIsoTime } from '../../shared/times.ts';
 import { isJsonObject, requireNonEmpty, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { meterLabels, parseMeterKey } from '../meters/meters.service.ts';
-import { priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
+import { contextTiersInOrder, priceInForce, validateProviderPrice, type ProviderPrice } from './cost.ts';
 import { PROVIDER_PRICES_LOCK, type PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
 import { concurrentVersionAt, effectiveFromNow, followingNow } from './pricing-time.ts';
@@ -198,20 +198,12 @@ function comparableRates({ provider, model, currency, ...rates }: Record<string,
   // (validated not to collide so): only the rates tell two prices apart.
   const name = (value: unknown) => (typeof value === 'string' ? value.trim().toLowerCase() : value);
   const perImageBy = isJsonObject(rates.perImageBy) ? Object.fromEntries(Object.entries(rates.perImageBy).map(([key, price]) => [name(key), price])) : rates.perImageBy;
-  // The tier a request uses is the highest threshold it exceeds, wherever it is listed: tiers in
-  // another order are the same price (as the price service compares them, see canonicalRates there).
-  const contextTiers = inThresholdOrder(rates.contextTiers);
+  // Tiers in another order are the same price (see contextTiersInOrder).
+  const contextTiers = contextTiersInOrder(rates.contextTiers);
   return canonical({
     provider: name(provider), model: name(model), currency,
     ...(sameDecimals({ ...rates, ...(perImageBy === undefined ? {} : { perImageBy }), ...(contextTiers === undefined ? {} : { contextTiers }) }) as object),
   });
-}
-
-/** Context tiers sorted by threshold, when every one has a whole threshold; anything else as it is. */
-function inThresholdOrder(tiers: unknown): unknown {
-  if (!Array.isArray(tiers)) return tiers;
-  const threshold = (tier: unknown) => (isJsonObject(tier) && typeof tier.aboveInputTokens === 'number' ? tier.aboveInputTokens : Number.NaN);
-  return tiers.every((tier) => Number.isSafeInteger(threshold(tier))) ? [...tiers].sort((a, b) => threshold(a) - threshold(b)) : tiers;
 }
 
 /** A file's price: checked, with its date parsed (null: undated). */

@@ -239,6 +239,17 @@ const TOKEN_KEYS = ['input', 'cachedInput', 'cacheWrite', 'cacheWrite1h', 'outpu
 const UNIT_KEYS = ['perImage', 'perAudioSecond', 'perAudioMinute', 'perCharacter', 'perMillionCharacters', 'perRequest'] as const;
 /** Every key a price row may have: anything else (a typo) would be stored and silently price nothing. */
 const PRICE_KEYS: ReadonlySet<string> = new Set(['provider', 'model', 'currency', 'effectiveFrom', 'perMillionTokens', 'contextTiers', 'perImageBy', ...UNIT_KEYS]);
+/**
+ * Context tiers in threshold order, when each has a whole threshold (anything else as it is): the
+ * tier a request uses is the highest threshold it exceeds, wherever it is listed, so tiers listed
+ * in another order are the same price (compared so by the price service and by a pricing file's plan).
+ */
+export function contextTiersInOrder(tiers: unknown): unknown {
+  if (!Array.isArray(tiers)) return tiers;
+  const threshold = (tier: unknown) => (tier && typeof tier === 'object' ? Number((tier as { aboveInputTokens?: unknown }).aboveInputTokens) : Number.NaN);
+  return tiers.every((tier) => Number.isSafeInteger(threshold(tier))) ? [...tiers].sort((a, b) => threshold(a) - threshold(b)) : tiers;
+}
+
 const TIER_KEYS: ReadonlySet<string> = new Set(['aboveInputTokens', 'perMillionTokens']);
 const RATE_KEYS: ReadonlySet<string> = new Set(TOKEN_KEYS);
 

@@ -6,7 +6,7 @@ import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { priceInForce, resoldBy, validateProviderPrice, withCanonicalRates, type ProviderPrice } from './cost.ts';
+import { contextTiersInOrder, priceInForce, resoldBy, validateProviderPrice, withCanonicalRates, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, followingNow, latestPricedUsageOf } from './pricing-time.ts';
@@ -345,10 +345,7 @@ function canonicalRates(rates: unknown): string {
       const entries = Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner != null).map(([name, inner]) => [name.trim().toLowerCase(), inner] as const);
       return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     }
-    if (key === 'contextTiers' && Array.isArray(value)) {
-      const threshold = (tier: unknown) => (tier && typeof tier === 'object' ? Number((tier as { aboveInputTokens?: unknown }).aboveInputTokens) : Number.NaN);
-      return value.every((tier) => Number.isSafeInteger(threshold(tier))) ? [...value].sort((a, b) => threshold(a) - threshold(b)) : value;
-    }
+    if (key === 'contextTiers') return contextTiersInOrder(value);
     return value && typeof value === 'object' && !Array.isArray(value)
       ? Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner != null).sort(([a], [b]) => a.localeCompare(b)))
       : value;
