@@ -7,6 +7,7 @@
  */
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { gatewayTenant, type GatewayTenant } from '../../../test/gateway-harness.ts';
 import { listenLocally, type LocalServer } from '../../../test/local-server.ts';
 import { graphqlData, startTestServer, type TestServer } from '../../../test/server.ts';
 
@@ -54,21 +55,10 @@ let names = 0;
 /** A host name of its own per test: the gateway keeps successful DNS answers for a while. */
 const freshHost = () => `llm-${++names}-${Math.random().toString(36).slice(2, 8)}.order.test`;
 
-interface Tenant { secret: string; customerId: string; externalId: string }
+type Tenant = GatewayTenant;
 
 /** A merchant with `host` allowed as OpenAI and an OpenAI key stored, and a customer holding `credit`. */
-async function tenant(server: TestServer, host: string, credit: string): Promise<Tenant> {
-  const merchant = await server.createMerchant();
-  await graphqlData(server, `mutation($h: String!) { putGatewayHost(host: $h, provider: "openai") { id } }`, { h: host }, merchant.secret);
-  await graphqlData(server, `mutation { setProviderCredential(provider: "openai", apiKey: "sk-provider-secret-0001") { id } }`, {}, merchant.secret);
-  const externalId = `order-${Math.random().toString(36).slice(2)}`;
-  const created = await graphqlData(server, `mutation($e: String!) { createCustomer(input: { externalId: $e }) { id } }`, { e: externalId }, merchant.secret);
-  const customerId = created.createCustomer.id as string;
-  if (credit !== '0') {
-    await graphqlData(server, `mutation($c: ID!, $a: Decimal!) { grantCredits(input: { customerId: $c, amount: $a, kind: PAID, idempotencyKey: "seed" }) { __typename } }`, { c: customerId, a: credit }, merchant.secret);
-  }
-  return { secret: merchant.secret, customerId, externalId };
-}
+const tenant = (server: TestServer, host: string, credit: string) => gatewayTenant(server, host, { credit });
 
 async function call(server: TestServer, t: Tenant, target: string, customer = t.externalId): Promise<{ status: number; error: Record<string, unknown> }> {
   const response = await fetch(`${server.url}/v1/forward?u=${encodeURIComponent(target)}`, {
