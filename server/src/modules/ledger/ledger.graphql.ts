@@ -166,9 +166,9 @@ const WalletRef = builder.objectRef<WalletView>('Wallet').implement({
         resolve: async (w, args, ctx) => {
           const connection = await resolveCursorConnection<Promise<HoldRecord[]>>(
             { args, toCursor: (x: HoldRecord) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },
-            (page) => ctx.services.ledgerQueries.holdsPage(w.merchantId, w.id, args.status, page),
+            (page) => ctx.services.ledgerQueries.holdsPage(w.merchantId, w, args.status, page),
           );
-          return withTotalCount(connection, () => ctx.services.ledgerQueries.countHolds(w.merchantId, w.id, args.status));
+          return withTotalCount(connection, () => ctx.services.ledgerQueries.countHolds(w.merchantId, w, args.status));
         },
       },
       {

@@ -56,6 +56,9 @@ function holdStatusWhere(statuses: readonly HoldStatus[] | null | undefined, now
   };
 }
 
+/** A wallet and its last change, as read with it (WalletView): when its holds are read (see LedgerQueries.walletTime). */
+type WalletTime = Pick<WalletView, 'id' | 'updatedAt'>;
+
 /** A wallet row as LedgerQueries.view reads it: amounts as text (bigint), with its held sum and whether a settle is due. */
 interface WalletViewRow {
   id: string;
@@ -159,26 +162,27 @@ export class LedgerQueries {
    * One page of a wallet's holds, newest first, of the given statuses as callers see them: a
    * pending hold past its time is EXPIRED, whether or not the schedule has marked it yet.
    */
-  async holdsPage(merchantId: string, walletId: string, statuses: readonly HoldStatus[] | null | undefined, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<HoldRecord[]> {
-    const now = await this.walletTime(walletId);
+  async holdsPage(merchantId: string, wallet: WalletTime, statuses: readonly HoldStatus[] | null | undefined, page: { before?: string; after?: string; limit: number; inverted: boolean }): Promise<HoldRecord[]> {
+    const walletId = wallet.id;
+    const now = this.walletTime(wallet);
     const keyset = createdKeysetPage(page);
     const rows = await this.prisma.hold.findMany({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, now), keyset.where] }, orderBy: keyset.orderBy, take: page.limit });
     return rows.map((row) => holdRecordOf(row, now));
   }
 
-  async countHolds(merchantId: string, walletId: string, statuses: readonly HoldStatus[] | null | undefined): Promise<number> {
-    return this.prisma.hold.count({ where: { AND: [{ merchantId, walletId }, holdStatusWhere(statuses, await this.walletTime(walletId))] } });
+  async countHolds(merchantId: string, wallet: WalletTime, statuses: readonly HoldStatus[] | null | undefined): Promise<number> {
+    return this.prisma.hold.count({ where: { AND: [{ merchantId, walletId: wallet.id }, holdStatusWhere(statuses, this.walletTime(wallet))] } });
   }
 
   /**
-   * The time a wallet's holds are read at: this instance's, or the wallet's last change when
-   * that is later, as `view` counts `held` and every write judges holds (see LedgerStore.withWallets).
-   * A hold another instance has already treated as run out is never listed as pending here.
+   * The time a wallet's holds are read at: this instance's, or the wallet's last change (as read
+   * with it) when that is later, as `view` counts `held` and every write judges holds (see
+   * LedgerStore.withWallets). A hold another instance has already treated as run out is never
+   * listed as pending here.
    */
-  private async walletTime(walletId: string): Promise<Date> {
+  private walletTime(wallet: WalletTime): Date {
     const now = this.clock();
-    const wallet = await this.prisma.wallet.findUnique({ where: { id: walletId }, select: { updatedAt: true } });
-    return wallet && wallet.updatedAt > now ? wallet.updatedAt : now;
+    return wallet.updatedAt > now ? wallet.updatedAt : now;
   }
 
   async transactionsPage(
