@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import type { Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate, type Zlib } from 'node:zlib';
 import { pinnedLookup, type Destination } from './destination.ts';
+import { KeyRedactor, redactedHeaders } from './key-redaction.ts';
 
 /**
  * The proxying itself: one upstream request, its response relayed to the caller as it
@@ -84,6 +85,8 @@ export interface ForwardRequest {
   /** How long a caller that reads nothing is waited for: by default the longer of idleTimeoutMs and CALLER_STALL_MS. */
   callerStallMs?: number;
   startedAt: number;
+  /** The provider key the gateway set on the request: masked wherever the answer quotes it (see key-redaction.ts). */
+  providerKey?: string | null;
 }
 
 /** Request headers to send upstream: the caller's, minus hop-by-hop ones and `drop`. */
@@ -444,15 +447,31 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       const contentType = flat['content-type'] ?? '';
       streamed = /event-stream|ndjson|vnd\.amazon\.eventstream/i.test(contentType) || !flat['content-length'];
       if (TEXTUAL.test(contentType) || contentType === '') copy = new MeteringCopy(flat['content-encoding'], recordEndsOf(contentType));
-      res.writeHead(upstreamStatus, withOwnVary(res, relayed.headers));
-      if (streamed) res.flushHeaders();
       const outcome: ForwardOutcome = upstreamStatus >= 400 ? 'UPSTREAM_ERROR' : 'COMPLETED';
+      // The key the gateway sent is masked wherever the answer quotes it. A compressed body is
+      // relayed as it came (the gateway asks for none: accept-encoding identity).
+      const masking = KeyRedactor.applies(request.providerKey);
+      const identity = !flat['content-encoding'] || flat['content-encoding'].trim().toLowerCase() === 'identity';
+      const redactor = masking && identity ? new KeyRedactor(request.providerKey!) : null;
+      res.writeHead(upstreamStatus, withOwnVary(res, masking ? redactedHeaders(relayed.headers, request.providerKey!) : relayed.headers));
+      if (streamed) res.flushHeaders();
 
       // A provider that stalls mid-response is cut, so neither side waits forever. The timer runs
       // only while the gateway reads: time paused for a slow caller is not the provider's stall.
+      // Cut short, the caller still gets every byte that came, what the key check held back too:
+      // written, then the connection cut once it has left (destroying at once would drop it).
+      const cutCaller = () => {
+        const held = redactor?.end();
+        if (!held?.length || res.destroyed) return void res.destroy();
+        const stalled = setTimeout(() => res.destroy(), callerStallMs);
+        res.write(held, () => {
+          clearTimeout(stalled);
+          res.destroy();
+        });
+      };
       response.setTimeout(request.idleTimeoutMs, () => {
         response.destroy();
-        res.destroy();
+        cutCaller();
         finish('TIMEOUT', upstreamStatus!, true);
       });
       response.on('data', (chunk: Buffer) => {
@@ -463,7 +482,8 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
           clientAborted();
           return;
         }
-        if (!res.write(chunk)) {
+        const relayedChunk = redactor ? redactor.push(chunk) : chunk;
+        if (relayedChunk.length > 0 && !res.write(relayedChunk)) {
           // A slow reader is not a failed call: the provider's idle timer stops while the caller
           // catches up. One that reads nothing for CALLER_STALL_MS (at least the provider's idle
           // limit) is let go as CLIENT_ABORTED, never the provider's TIMEOUT, so it cannot hold
@@ -490,7 +510,9 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
           clientAborted();
           return;
         }
-        res.end(() => finish(outcome, upstreamStatus!, false));
+        const held = redactor?.end();
+        if (held?.length) res.end(held, () => finish(outcome, upstreamStatus!, false));
+        else res.end(() => finish(outcome, upstreamStatus!, false));
         // The last bytes may wait in the socket for a caller that reads nothing more, below the
         // mark where write() asks to wait: 'finish' never comes, so such a caller is let go as
         // one stalled mid-body is (metered from the whole copy).
@@ -505,7 +527,7 @@ export function forward(request: ForwardRequest, res: ServerResponse, onGatewayE
       response.on('close', () => {
         if (response.complete || settled) return;
         // The provider cut the connection mid-body: end the caller's response the same way.
-        res.destroy();
+        cutCaller();
         finish(outcome, upstreamStatus!, true);
       });
       response.on('error', () => undefined); // 'close' above handles it

@@ -240,7 +240,7 @@ export class GatewayService {
         return;
       }
       const result = await forward(
-        { destination, method: req.method ?? 'GET', headers, body, timeoutMs: this.config.gateway.timeoutMs, idleTimeoutMs: this.config.gateway.idleTimeoutMs, startedAt },
+        { destination, method: req.method ?? 'GET', headers, body, timeoutMs: this.config.gateway.timeoutMs, idleTimeoutMs: this.config.gateway.idleTimeoutMs, startedAt, providerKey },
         res,
         (status, message) => sendJson(res, status, status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNREACHABLE', message, {}),
       );
