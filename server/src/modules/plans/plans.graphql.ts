@@ -70,7 +70,8 @@ builder.mutationFields((t) => ({
     type: CustomerRef,
     description:
       'Puts the customer on a plan (planKey null: back to the default price book) from effectiveFrom (default now; later schedules the change). ' +
-      "History is never rewritten: it must be after the customer's latest plan change.",
+      "History is never rewritten: effectiveFrom must be after the customer's latest plan change (a scheduled one included) and after its usage already priced " +
+      '(usage may be stamped up to 5 minutes ahead); without effectiveFrom, the change takes effect now, or a millisecond after such usage stamped at or after now.',
     authScopes: { merchant: true },
     args: { customerId: t.arg.id({ required: true }), planKey: t.arg.string(), effectiveFrom: t.arg({ type: 'DateTime' }) },
     resolve: (_root, args, ctx) => ctx.services.plans.assign(merchantIdOf(ctx), String(args.customerId), args.planKey ?? null, args.effectiveFrom),
