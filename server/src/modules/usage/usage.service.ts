@@ -1,6 +1,6 @@
 import type { MeterAggregation, PrismaClient, UsageEventStatus } from '../../generated/prisma/client.ts';
 import { BulkColumns, pgArray, pgArrayOf } from '../../shared/db/arrays.ts';
-import type { Database } from '../../shared/db/database.ts';
+import type { Database, SqlExecutor } from '../../shared/db/database.ts';
 import { uuidv7 } from '../../shared/ids.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { AppError, invalidField, notFound } from '../../shared/errors.ts';
@@ -13,7 +13,7 @@ import { isJsonObject, isUuid, requireObjectIfGiven, requireShallowJson, require
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
 import { insufficientFunds, isDataError, KeyFoundUsed, REPLAY_MEMORY_MS, requestHash, type Actor, type LedgerBatch, type LedgerService, type WalletTransaction } from '../ledger/ledger.service.ts';
 import { customerArchived } from '../customers/customers.service.ts';
-import type { MeterService } from '../meters/meters.service.ts';
+import type { Meter, MeterService } from '../meters/meters.service.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
 import { formatScaledQuantity, QUANTITY_SCALE, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
@@ -758,13 +758,14 @@ export class UsageService {
         }
         // The gateway's reservations for these calls are freed here, before the charges are planned.
         if (holds) await this.ledger.releaseHoldsInBatch(batch, merchantId, actor, holds);
+        const misnamed = await misnamedQuantities(batch.tx, merchantId, meters, fresh);
         const quantities = new Map(fresh.map((item) => [item.index, item.usage.billable && meters.length > 0 ? meterQuantities(item.usage, meters, item.stated) : NO_METERED]));
         // Each billable event's plan rules in force at its time, looked up once for the tie check and pricing.
         const planRulesOf = new Map<number, ReturnType<typeof book.ofPlan>>();
         // An event two rules would price equally fails alone, before it counts in any period total;
         // so does one an earlier round priced beyond what an event may charge (see charge).
         const priceable = fresh.filter((item) => {
-          const refused = tooLarge.size === 0 ? undefined : tooLarge.get(item.index);
+          const refused = (tooLarge.size === 0 ? undefined : tooLarge.get(item.index)) ?? (misnamed.size === 0 ? undefined : misnamed.get(item.index));
           if (refused) {
             out.set(item.index, { ok: false, error: refused });
             return false;
@@ -1259,6 +1260,47 @@ interface TotalIncrement {
  * One statement row per customer, currency, meter, period and rule: the batch's events are summed
  * (or maxed) here, so the statement groups a few hundred rows instead of one per event and meter.
  */
+/**
+ * Events stating a quantity for a key that is no custom meter, refused (unrecorded) with that
+ * key: a typo ("serches"), or a meter that reads its units from the usage record (`calls: 5` for a
+ * REQUESTS meter), would otherwise be recorded and charged as if the quantity were not there. The
+ * key of an archived meter is taken, and not counted, as the archive says: an app may send it a
+ * while after the merchant archived the meter. Keys not among the cached active meters are looked
+ * up (a meter just made on another instance counts too): a query only in a batch that has one.
+ */
+async function misnamedQuantities(tx: SqlExecutor, merchantId: string, meters: readonly Meter[], items: readonly Prepared[]): Promise<Map<number, AppError>> {
+  const refused = new Map<number, AppError>();
+  let sourceOf: Map<string, Meter['source']> | null = null;
+  let unknown: [Prepared, string][] | null = null;
+  for (const item of items) {
+    if (item.stated === NO_QUANTITIES) continue;
+    sourceOf ??= new Map(meters.map((meter) => [meter.key, meter.source]));
+    for (const key of Object.keys(item.stated)) {
+      const source = sourceOf.get(key);
+      if (source === 'QUANTITY') continue;
+      if (source === undefined) {
+        (unknown ??= []).push([item, key]);
+        continue;
+      }
+      refused.set(item.index, invalidField(`quantities.${key}`, `meter "${key}" counts ${source} from the usage record itself: only a QUANTITY meter takes a stated quantity`));
+      break;
+    }
+  }
+  if (!unknown) return refused;
+  const stored = await tx.query<{ key: string }>(
+    `SELECT key FROM meters WHERE merchant_id = $1 AND key = ANY($2::text[]) AND (archived_at IS NOT NULL OR source = 'QUANTITY')`,
+    [merchantId, pgArray([...new Set(unknown.map(([, key]) => key))])],
+  );
+  const known = new Set(stored.map((row) => row.key));
+  const custom = meters.filter((meter) => meter.source === 'QUANTITY').map((meter) => meter.key);
+  for (const [item, key] of unknown) {
+    if (known.has(key) || refused.has(item.index)) continue;
+    const choices = custom.length > 0 ? `the QUANTITY meters are ${custom.join(', ')}` : 'there are none: create one with createMeter(source: QUANTITY)';
+    refused.set(item.index, invalidField(`quantities.${key}`, `names no meter a quantity can be stated for (${choices})`));
+  }
+  return refused;
+}
+
 function incrementsOf(entries: readonly TotalEntry[]): Map<string, TotalIncrement> {
   const increments = new Map<string, TotalIncrement>();
   for (const { key, item, meter, priceBook, ruleName, aggregation, contribution } of entries) {

@@ -205,3 +205,53 @@ describe('a charge beyond what an event may charge', () => {
     expect(await balance()).toBe(0n);
   });
 });
+
+describe('a stated quantity for a key that is no custom meter', () => {
+  it('is refused naming the key (a typo, or a meter that reads its units from the record); a custom meter\'s is charged, an archived one\'s taken uncounted', async () => {
+    const { merchant, customer, post, stored, balance } = await setup();
+    const { services } = server;
+    await services.meters.create(merchant.id, { key: 'searches', name: 'Searches', unit: 'search', source: 'QUANTITY' });
+    await services.meters.create(merchant.id, { key: 'calls', name: 'Calls', unit: 'call', source: 'REQUESTS' });
+    await services.meters.create(merchant.id, { key: 'pages', name: 'Pages', unit: 'page', source: 'QUANTITY' });
+    await services.priceRules.put(merchant.id, { name: 'searches', type: 'FLAT', meterKey: 'searches', config: { unitPrice: '0.10' }, effectiveFrom: new Date('2025-01-01') });
+    await services.meters.archive(merchant.id, 'pages');
+    const before = await balance();
+    const { status, body } = await post('/v1/usage/batch', {
+      events: [
+        { customer: customer.id, idempotencyKey: 'right', quantities: { searches: 3 } },
+        // Recorded before, charging only what else the record had: the quantity was dropped unsaid.
+        { customer: customer.id, idempotencyKey: 'typo', quantities: { serches: 3 } },
+        { customer: customer.id, idempotencyKey: 'requests-meter', quantities: { calls: 5 } },
+        { customer: customer.id, idempotencyKey: 'one-bad-key', quantities: { searches: 2, serches: 1 } },
+        { customer: customer.id, idempotencyKey: 'archived', quantities: { pages: 4 } },
+      ],
+    });
+    expect(status).toBe(200);
+    const [right, typo, requestsMeter, oneBadKey, archived] = body.results;
+    expect(right).toMatchObject({ ok: true, event: { status: 'CHARGED', charge: '0.30' } });
+    expect(typo).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'quantities.serches' } });
+    expect(typo.error.message).toContain('the QUANTITY meters are searches');
+    expect(requestsMeter).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'quantities.calls' } });
+    expect(requestsMeter.error.message).toContain('counts REQUESTS from the usage record itself');
+    expect(oneBadKey).toMatchObject({ ok: false, error: { code: 'VALIDATION', field: 'quantities.serches' } });
+    expect(archived).toMatchObject({ ok: true, event: { status: 'NOT_BILLABLE' } });
+    expect(body.summary).toEqual({ received: 5, ok: 2, failed: 3, replayed: 0 });
+    // Refused events are not recorded, so the same keys may be sent again, put right.
+    expect((await stored()).sort()).toEqual(['archived', 'right']);
+    expect(before - (await balance())).toBe(parseDecimalNanos('charge', '0.30'));
+    const again = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'typo', quantities: { searches: 1 } });
+    expect(again).toMatchObject({ status: 200, body: { ok: true, event: { status: 'CHARGED', charge: '0.10' } } });
+  });
+
+  it('is refused over GraphQL too, and a merchant with no custom meter is told to make one', async () => {
+    const { merchant, customer, stored } = await setup();
+    const answer = await server.graphql<any>(
+      `mutation ($input: RecordUsageInput!) { recordUsage(input: $input) { event { id } } }`,
+      { input: { customer: customer.id, idempotencyKey: 'no-meters', quantities: { searches: 1 } } },
+      merchant.secret,
+    );
+    expect(answer.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'quantities.searches' });
+    expect(answer.errors[0].message).toContain('there are none: create one with createMeter(source: QUANTITY)');
+    expect(await stored()).toEqual([]);
+  });
+});
