@@ -39,6 +39,11 @@ export class ApiKeyService {
     private readonly changes = new ConfigChanges(),
   ) {}
 
+  /** The same service over a transaction's client, for a key created with other rows. */
+  within(tx: PrismaClient): ApiKeyService {
+    return new ApiKeyService(tx, this.changes);
+  }
+
   async create(
     merchantId: string,
     input: { name: string; mode: ApiKeyMode; rotatedFromId?: string },

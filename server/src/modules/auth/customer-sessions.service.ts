@@ -72,22 +72,28 @@ export class CustomerSessionService {
    */
   async authenticate(token: string, now = new Date()): Promise<CustomerSession> {
     const claims = this.verify(token, now);
-    const [archived, key] = await Promise.all([
-      this.archivedAmong([claims.customerId]),
+    const [customer, key] = await Promise.all([
+      this.prisma.customer.findFirst({ where: { id: claims.customerId, merchantId: claims.merchantId }, select: { archivedAt: true } }),
       claims.mintedBy ? this.prisma.apiKey.findFirst({ where: { id: claims.mintedBy, merchantId: claims.merchantId }, select: { revokedAt: true } }) : null,
     ]);
-    if (archived.size > 0) throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
+    // A customer no longer there (removed by hand) ends its sessions as archiving does.
+    if (!customer) throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the customer no longer exists');
+    if (customer.archivedAt) throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
     if (claims.mintedBy && (!key || (key.revokedAt && key.revokedAt <= now))) {
       throw new AppError('UNAUTHENTICATED', 'The customer session has ended: the secret key that created it was revoked');
     }
     return { ...claims, mintedByValidUntil: key?.revokedAt ?? null };
   }
 
-  /** The ids among `customerIds` of archived customers (one query for many open sockets). */
+  /**
+   * The ids among `customerIds` whose sessions have ended: archived customers, and any no longer
+   * there (one query for many open sockets).
+   */
   async archivedAmong(customerIds: readonly string[]): Promise<Set<string>> {
     if (customerIds.length === 0) return new Set();
-    const rows = await this.prisma.customer.findMany({ where: { id: { in: [...customerIds] }, archivedAt: { not: null } }, select: { id: true } });
-    return new Set(rows.map((row) => row.id));
+    const rows = await this.prisma.customer.findMany({ where: { id: { in: [...customerIds] }, archivedAt: null }, select: { id: true } });
+    const active = new Set(rows.map((row) => row.id));
+    return new Set(customerIds.filter((id) => !active.has(id)));
   }
 
   /** Throws UNAUTHENTICATED for a forged, malformed or expired token. */

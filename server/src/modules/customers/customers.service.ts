@@ -119,7 +119,10 @@ export class CustomerService {
       const [locked] = await tx.$queryRaw<{ at: Date }[]>`
         SELECT greatest(${new Date()}::timestamptz, max(w.updated_at)) AS at
         FROM (SELECT updated_at FROM wallets WHERE customer_id = ${existing.id}::uuid ORDER BY id FOR UPDATE) w`;
-      return tx.customer.update({ where: { id: existing.id }, data: { archivedAt: locked!.at } });
+      // Only if still unarchived: a concurrent archive that committed first keeps its time (charges
+      // were refused, and events judged, by it), and this call answers that one.
+      await tx.customer.updateMany({ where: { id: existing.id, archivedAt: null }, data: { archivedAt: locked!.at } });
+      return tx.customer.findUniqueOrThrow({ where: { id: existing.id } });
     });
     return this.published(archived);
   }

@@ -9,12 +9,17 @@ export class MerchantService {
     private readonly apiKeys: ApiKeyService,
   ) {}
 
-  /** A new tenant with its first secret key (shown once, in the result). */
+  /**
+   * A new tenant with its first secret key (shown once, in the result). One transaction: a
+   * merchant whose key failed would be left with no way in, and a retry would make a second one.
+   */
   async create(input: { name: string; keyMode?: ApiKeyMode }): Promise<{ merchant: Merchant; key: CreatedApiKey }> {
     const name = requireNonEmpty('name', input.name);
-    const merchant = await this.prisma.merchant.create({ data: { name } });
-    const key = await this.apiKeys.create(merchant.id, { name: 'Default secret key', mode: input.keyMode ?? 'test' });
-    return { merchant, key };
+    return this.prisma.$transaction(async (tx) => {
+      const merchant = await tx.merchant.create({ data: { name } });
+      const key = await this.apiKeys.within(tx as PrismaClient).create(merchant.id, { name: 'Default secret key', mode: input.keyMode ?? 'test' });
+      return { merchant, key };
+    });
   }
 
   /** Text that is not a UUID names no merchant: it is not looked up (PostgreSQL would refuse it as a uuid). */
