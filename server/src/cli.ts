@@ -1,10 +1,12 @@
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, logLevelFrom } from './config.ts';
 import { isActive } from './modules/api-keys/api-keys.service.ts';
-import { applyPricingChanges, describeChanges, loadPricingConfig, planPricingConfig } from './modules/pricing/config-apply.ts';
+import { applyPricingChanges, commandDirectory, describeChanges, loadPricingConfig, planPricingConfig } from './modules/pricing/config-apply.ts';
 import { openRuntime } from './runtime.ts';
 import type { Services } from './services.ts';
 import { createLogger, errorMessage } from './shared/logger.ts';
+import { parseIsoTime } from './shared/times.ts';
 
 /**
  * Operator commands: `npm run tollgate -- <command>`. They use the same database settings as
@@ -24,6 +26,21 @@ const USAGE = `usage: npm run tollgate -- <command> [options]
                                              (any size: the GraphQL mutation takes what fits in one request)
   migrate                                    apply pending database migrations`;
 
+/** The options each command takes (see USAGE). */
+const OPTIONS: Record<string, readonly string[]> = {
+  'merchant create': ['name', 'live'],
+  'merchant list': [],
+  'key create': ['merchant', 'name', 'live'],
+  'key list': ['merchant'],
+  'key revoke': ['merchant', 'key'],
+  apply: ['merchant', 'dry-run', 'yes'],
+  'prices import': ['merchant', 'effective-from'],
+  migrate: [],
+};
+
+/** A relative path as `apply` reads one: from where the command was typed (see commandDirectory). */
+const typedPath = (file: string) => path.resolve(commandDirectory(), file);
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
@@ -32,11 +49,12 @@ async function main(argv: string[]): Promise<number> {
       name: { type: 'string' },
       merchant: { type: 'string' },
       key: { type: 'string' },
-      live: { type: 'boolean', default: false },
-      'dry-run': { type: 'boolean', default: false },
+      // No defaults: an option present in `values` was given (see OPTIONS).
+      live: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
       'effective-from': { type: 'string' },
-      yes: { type: 'boolean', short: 'y', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
+      yes: { type: 'boolean', short: 'y' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
   const command = positionals.join(' ');
@@ -45,6 +63,12 @@ async function main(argv: string[]): Promise<number> {
     // Help that was asked for succeeded; no command at all is a usage error.
     return values.help || command ? 0 : 2;
   }
+  // An option the command does not take is refused, not ignored: `prices import --dry-run` wrote
+  // the whole table, and `apply --effective-from` applied from now, each without a word.
+  const name = positionals[0] === 'apply' && positionals.length === 2 ? 'apply' : positionals[0] === 'prices' && positionals[1] === 'import' && positionals.length === 3 ? 'prices import' : command;
+  const takes = OPTIONS[name];
+  const stray = takes && Object.keys(values).find((option) => !takes.includes(option));
+  if (stray) throw new Error(`--${stray} is not an option of "${name}" (${takes.length ? `it takes ${takes.map((option) => `--${option}`).join(', ')}` : 'it takes none'})\n${USAGE}`);
   const config = loadConfig();
   // LOG_LEVEL as loadConfig checked it, with the CLI's own default: quieter than the server's.
   const logger = createLogger(logLevelFrom(process.env, 'warn'));
@@ -133,11 +157,14 @@ async function importPrices(services: Services, file: string, merchantRef: strin
   const merchantId = (await services.merchants.get(merchantRef)).id;
   let from: Date | null = null;
   if (effectiveFrom !== undefined) {
-    from = new Date(effectiveFrom);
-    if (!/^\d{4}-\d{2}-\d{2}T/.test(effectiveFrom) || Number.isNaN(from.getTime())) throw new Error(`--effective-from must be an ISO 8601 time, e.g. 2026-07-01T00:00:00Z`);
+    // As the DateTime scalar reads it (importModelsDevPrices): a time with its zone, not read in
+    // this machine's, or a date (midnight UTC); a day that does not exist (February 30th) is
+    // refused, not rolled over to another.
+    from = parseIsoTime(effectiveFrom);
+    if (!from) throw new Error(`--effective-from must be an ISO 8601 time, e.g. 2026-07-01T00:00:00Z`);
   }
   const { readFile } = await import('node:fs/promises');
-  const { imported, skipped } = await services.providerPrices.importModelsDev(merchantId, await readFile(file, 'utf8'), from);
+  const { imported, skipped } = await services.providerPrices.importModelsDev(merchantId, await readFile(typedPath(file), 'utf8'), from);
   console.log(`imported ${imported} price(s)${from ? ` in force from ${from.toISOString()}` : ''}; skipped ${skipped.length}`);
   for (const skip of skipped.slice(0, 20)) console.log(`  skipped ${skip.path}: ${skip.reason}`);
   if (skipped.length > 20) console.log(`  … and ${skipped.length - 20} more`);

@@ -15,6 +15,7 @@ import { normalizePlanInput } from '../plans/plans.service.ts';
 import { concurrentVersionAt, effectiveFromNow, followingNow } from './pricing-time.ts';
 import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
+import { inexactNumbers } from './models-dev.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 
 /**
@@ -55,10 +56,18 @@ export type Change =
   /** `key` is the rule's name, or "<plan key>/<rule name>" for a plan's rule. */
   | { kind: 'add-rule'; key: string; plan: string | null; from: string | null; to: string; detail: PricingConfigRule };
 
+/**
+ * Where the command was typed, which a relative path is read from. `npm run` changes into the
+ * workspace and sets INIT_CWD to where it was run; the root's `npm run tollgate` runs npm again
+ * from the root, which sets INIT_CWD anew, so it hands the first one on as TOLLGATE_CWD.
+ */
+export function commandDirectory(): string {
+  return process.env.TOLLGATE_CWD || process.env.INIT_CWD || process.cwd();
+}
+
 /** Reads a config file: JSON, YAML, or a module whose default export is the config. */
 export async function loadPricingConfig(file: string): Promise<PricingConfig> {
-  // `npm run` changes into the workspace; resolve the path from where the command was typed.
-  const absolute = path.resolve(process.env.INIT_CWD ?? process.cwd(), file);
+  const absolute = path.resolve(commandDirectory(), file);
   const extension = path.extname(absolute).toLowerCase();
   let config: unknown;
   if (extension === '.json') config = parseJson(file, readFileSync(absolute, 'utf8'));
@@ -68,7 +77,9 @@ export async function loadPricingConfig(file: string): Promise<PricingConfig> {
   return config as PricingConfig;
 }
 
-function parseJson(file: string, text: string): unknown {
+function parseJson(file: string, source: string): unknown {
+  // A byte order mark (as Windows editors save UTF-8) is no part of the JSON, as YAML skips it.
+  const text = source.startsWith('\uFEFF') ? source.slice(1) : source;
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -83,7 +94,23 @@ function parseJson(file: string, text: string): unknown {
     throw new AppError('VALIDATION', `${file}:${line}:${col}: invalid JSON: ${reason}`, { field: 'config', file, line, column: col });
   }
   refuseDuplicateKeys(file, text);
+  refuseInexactNumbers(file, text);
   return value;
+}
+
+/**
+ * JSON.parse reads a number as the nearest double, and some of those are whole: `1e-400` is read
+ * as 0 and `2.0000000000000001` as 2, which prices take as exact (see priceAttos), so a rate would
+ * be applied as a number the file did not hold, without a word. Refused, naming where it is.
+ */
+function refuseInexactNumbers(file: string, text: string): void {
+  const [found] = inexactNumbers(text);
+  if (!found) return;
+  const [pointer, { literal }] = found;
+  const field = pointer.split('/').slice(1).map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~')).join('.');
+  throw new AppError('VALIDATION', `${file}: ${field || 'config'}: ${literal} is a number JSON reads as ${Number(literal)}, not as written: write it as a decimal string, e.g. "0.15"`, {
+    field: field || 'config', file,
+  });
 }
 
 /**
@@ -144,7 +171,13 @@ const YAML_FLOAT = 'tag:yaml.org,2002:float';
  */
 function parseYaml(file: string, text: string): unknown {
   const exactDecimals = (tags: Tags): Tags =>
-    tags.map((tag) => (typeof tag === 'object' && tag.tag === YAML_FLOAT && 'test' in tag && tag.test?.test('0.5') ? { ...tag, resolve: (source: string) => source } : tag));
+    tags.map((tag) => {
+      if (typeof tag !== 'object' || tag.tag !== YAML_FLOAT || !('test' in tag)) return tag;
+      if (tag.test?.test('0.5')) return { ...tag, resolve: (source: string) => source };
+      // Exponent notation too (`1e-7`), or `1e-400` would be read as 0 and priced so.
+      if (tag.test?.test('1e-7')) return { ...tag, resolve: exactExponent };
+      return tag;
+    });
   const document = parseDocument(text, { customTags: exactDecimals, prettyErrors: true });
   const [error] = document.errors;
   if (error) {
@@ -155,6 +188,28 @@ function parseYaml(file: string, text: string): unknown {
     throw new AppError('VALIDATION', `${file}:${line}:${col}: invalid YAML: ${reason}${excerpt ? `\n${excerpt}` : ''}`, { field: 'config', file, line, column: col });
   }
   return document.toJS();
+}
+
+const EXPONENT = /^[-+]?(\d*)(?:\.(\d*))?[eE]([-+]?\d+)$/;
+
+/**
+ * A YAML number in exponent notation: a whole number it holds exactly stays one (`2e5` tokens are
+ * 200000); any other is kept as its text, as a decimal is, never read through a binary float,
+ * which makes `1e-400` 0 and `2.0000000000000001e0` 2 (a price then refuses the text, naming it).
+ */
+function exactExponent(source: string): number | string {
+  const match = EXPONENT.exec(source);
+  const exponent = Number(match?.[3]);
+  // Larger than any safe integer, or with more zeros after the point than any price holds.
+  if (!match || Math.abs(exponent) > 100) return source;
+  const whole = match[1] ?? '';
+  const digits = whole + (match[2] ?? '');
+  const point = whole.length + exponent;
+  // Whole when every digit after the point is 0.
+  const fraction = point <= 0 ? digits : digits.slice(point);
+  if (/[1-9]/.test(fraction)) return source;
+  const number = Number(source);
+  return Number.isSafeInteger(number) ? number : source;
 }
 
 /**
@@ -477,6 +532,15 @@ function planPrices(stored: readonly PriceWithRef[], wanted: readonly CheckedPri
     for (const version of versions.filter((candidate) => candidate.effectiveFrom && candidate.effectiveFrom > present)) {
       const at = version.effectiveFrom!;
       const row = rows.find((candidate) => candidate.effectiveFrom.getTime() === at.getTime());
+      // As for a cancelled one below: the price service refuses to replace it (it may have priced
+      // events already), so a diff showing it replaced could never be applied.
+      if (row && same(row) !== version.same && row.effectiveFrom.getTime() <= now.getTime() + MAX_FUTURE_USAGE_MS) {
+        throw invalidField(
+          `providerPrices.${version.index}`,
+          `${key} has a version stored from ${row.effectiveFrom.toISOString()} with other rates: it is too close to replace, since usage timestamped ` +
+            `up to ${MAX_FUTURE_USAGE_MS / 60_000} minutes ahead may already be priced by it. Keep its rates in the file, or apply the file once it is in force.`,
+        );
+      }
       if (!row || same(row) !== version.same) upcoming.push({ kind: 'add-price', key, from: row ? describeStored(row) : null, to: version.rates, effectiveFrom: at.toISOString(), detail: version.price });
     }
     const dates = new Set(versions.map((version) => version.effectiveFrom?.getTime()));

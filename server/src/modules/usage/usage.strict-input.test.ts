@@ -251,7 +251,7 @@ describe('a stated quantity for a key that is no custom meter', () => {
       merchant.secret,
     );
     expect(answer.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'quantities.searches' });
-    expect(answer.errors[0].message).toContain('there are none: create one with createMeter(source: QUANTITY)');
+    expect(answer.errors![0]!.message).toContain('there are none: create one with createMeter(source: QUANTITY)');
     expect(await stored()).toEqual([]);
   });
 });
