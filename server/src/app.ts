@@ -5,15 +5,17 @@ import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHt
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import express, { type Request } from 'express';
-import { GraphQLError, getOperationAST, parse, validate, type DocumentNode, type ExecutionResult } from 'graphql';
+import { execute, GraphQLError, getOperationAST, parse, subscribe, validate, type DocumentNode, type ExecutionArgs, type ExecutionResult } from 'graphql';
+import type { SubscribePayload } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Context } from './context.ts';
 import { formatGraphQLError } from './graphql/errors.ts';
 import { inputFieldOf } from './graphql/input-field.ts';
 import { handleCors } from './http/cors.ts';
-import { enforceQueryLimits, fragmentChainTooLong, MAX_FRAGMENT_CHAIN, type QueryLimits } from './graphql/limits.ts';
+import { documentTooDeep, enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
+import { subscriptionRootDirectiveError, subscriptionRootDirectiveErrorIn } from './graphql/subscription-rules.ts';
 import { errorHandler, sendError } from './http/errors.ts';
 import { playgroundHtml } from './http/playground.ts';
 import { FORWARD_PATH } from './modules/gateway/gateway.service.ts';
@@ -43,6 +45,51 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  */
 const TOO_MANY_SOCKETS = 4029;
 
+/** What ends an operation's start (see oneStartPerId), by its context: once it has run or its subscription is made. */
+const startEnds = new WeakMap<object, () => void>();
+
+/**
+ * graphql-ws onSubscribe that refuses (CONFLICT) an operation whose id is that of one still
+ * starting on the socket (credentials checked, the subscription being made). graphql-ws frees an
+ * id the moment its client completes it, even mid-start; a `subscribe` under it then makes the
+ * started operation take the newcomer's place, and the one of the two it no longer holds runs on,
+ * unseen: never ended by a `complete`, nor when the socket closes, nor counted against
+ * TOLLGATE_WS_MAX_OPERATIONS, its listener kept (and its events resolved) for as long as the
+ * process lives. Subscribing, completing and subscribing again under one id, in a loop, piled
+ * them up without bound. The id is free again once the first has started (and been ended).
+ */
+function oneStartPerId<C extends { extra: { starting?: Set<string> } }>(
+  start: (ctx: C, payload: SubscribePayload) => Promise<ExecutionArgs | GraphQLError[]>,
+): (ctx: C, id: string, payload: SubscribePayload) => Promise<ExecutionArgs | GraphQLError[]> {
+  return async (ctx, id, payload) => {
+    const starting = (ctx.extra.starting ??= new Set());
+    if (starting.has(id)) {
+      return [new GraphQLError(`Operation ${id} is still starting: use another id, or wait until it has ended`, { extensions: { code: 'CONFLICT' } })];
+    }
+    starting.add(id);
+    let started: ExecutionArgs | GraphQLError[] | undefined;
+    try {
+      started = await start(ctx, payload);
+      return started;
+    } finally {
+      const end = () => void starting.delete(id);
+      if (started && !Array.isArray(started) && typeof started.contextValue === 'object' && started.contextValue !== null) startEnds.set(started.contextValue, end);
+      else end();
+    }
+  };
+}
+
+/** Runs (or subscribes to) an operation oneStartPerId admitted, then frees its id for another start. */
+async function whenStarted<R>(args: ExecutionArgs, run: (args: ExecutionArgs) => R): Promise<Awaited<R>> {
+  try {
+    return await run(args);
+  } finally {
+    const context = args.contextValue as object;
+    startEnds.get(context)?.();
+    startEnds.delete(context);
+  }
+}
+
 function isForwardPath(url: string | undefined): boolean {
   if (!url?.startsWith(FORWARD_PATH)) return false;
   const next = url.charAt(FORWARD_PATH.length);
@@ -58,16 +105,29 @@ function authorizationIn(headers: unknown): string | undefined {
 
 /**
  * A customer session token is short-lived: a subscription it opened must not outlive it. The
- * socket is closed with 4401 when the token expires; the client reconnects with a fresh one.
+ * socket is closed with 4401 when the token expires; the app reconnects with a fresh one (graphql-ws's client does not retry 4401 itself).
  */
 function closeWhenSessionExpires(socket: WebSocket, viewer: Viewer): void {
-  if (viewer.kind !== 'customer') return;
+  // Closed while its credential was being checked: its 'close' has fired, and would never clear
+  // the timer, which then held the socket until the token expired (up to a day).
+  if (viewer.kind !== 'customer' || socket.readyState === socket.CLOSED) return;
+  // One timer per socket, at the soonest expiry of the tokens it has acted with: operations that
+  // carry their own token (the playground's) each added a timer and a 'close' listener, kept
+  // until the socket closed.
+  const scheduled = sessionCloses.get(socket);
+  const at = viewer.expiresAt.getTime();
+  if (scheduled && scheduled.at <= at) return;
+  if (scheduled) clearTimeout(scheduled.timer);
+  else socket.once('close', () => clearTimeout(sessionCloses.get(socket)?.timer));
   // setTimeout's limit is about 24.8 days; session tokens live far less.
-  const delay = Math.min(Math.max(viewer.expiresAt.getTime() - Date.now(), 0), 2 ** 31 - 1);
+  const delay = Math.min(Math.max(at - Date.now(), 0), 2 ** 31 - 1);
   const timer = setTimeout(() => socket.close(4401, 'Customer session expired'), delay);
   timer.unref();
-  socket.once('close', () => clearTimeout(timer));
+  sessionCloses.set(socket, { at, timer });
 }
+
+/** The close each socket of customer sessions has scheduled (see closeWhenSessionExpires). */
+const sessionCloses = new WeakMap<WebSocket, { at: number; timer: NodeJS.Timeout }>();
 
 /**
  * Sockets opened (or operations authorized) with a secret key, checked every `intervalMs` against
@@ -204,7 +264,7 @@ export async function createApp(services: Services): Promise<App> {
   const wsServer = new WebSocketServer({ noServer: true, path: '/graphql', maxPayload: config.maxBodyBytes });
   httpServer.on('upgrade', (req, socket, head) => wsServer.handleUpgrade(req, socket, head, (ws) => wsServer.emit('connection', ws, req)));
   const keySockets = new SocketsByApiKey(services, logger, config.wsKeyRecheckMs);
-  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string; authorization?: string }>(
+  const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string; authorization?: string; starting?: Set<string> }>(
     {
       schema,
       onConnect: async (ctx) => {
@@ -229,7 +289,7 @@ export async function createApp(services: Services): Promise<App> {
           return false; // graphql-ws closes with 4403 Forbidden
         }
       },
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: oneStartPerId(async (ctx, payload) => {
         // graphql-ws has already counted this operation among the socket's own.
         if (Object.keys(ctx.subscriptions).length > config.wsMaxOperations) {
           return [
@@ -245,11 +305,14 @@ export async function createApp(services: Services): Promise<App> {
           const reason = (error as GraphQLError).extensions?.reason;
           return [new GraphQLError((error as Error).message, { extensions: { code: 'VALIDATION', ...(field ? { field } : {}), ...(reason ? { reason } : {}) } })];
         };
-        if (fragmentChainTooLong(payload.query)) return invalid(fragmentChainError());
+        const tooDeep = documentTooDeep(payload.query);
+        if (tooDeep) return invalid(tooDeep);
         let document: DocumentNode;
         let errors: readonly GraphQLError[];
         try {
           document = parse(payload.query);
+          const skipped = subscriptionRootDirectiveError(document);
+          if (skipped) return invalid(skipped);
           errors = validate(schema, document);
         } catch (error) {
           return invalid(error);
@@ -285,7 +348,11 @@ export async function createApp(services: Services): Promise<App> {
             }
           } catch (error) {
             if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code } })];
-            throw error;
+            // Not a refusal: the check itself failed (the database not answering). Thrown on, it
+            // reached graphql-ws, which closes the socket with 4500 (its clients never reconnect
+            // after it) and the error's message as the reason. Failed as this operation's INTERNAL
+            // error instead, logged under the request id like any other (onError formats it).
+            return [new GraphQLError(error instanceof Error ? error.message : String(error), { originalError: error instanceof Error ? error : undefined })];
           }
         }
         const contextValue: Context = {
@@ -296,7 +363,9 @@ export async function createApp(services: Services): Promise<App> {
           maxResolvedFields: limits.maxComplexity,
         };
         return { schema, document, operationName: payload.operationName, variableValues: payload.variables, contextValue };
-      },
+      }),
+      execute: (args) => whenStarted(args, execute),
+      subscribe: (args) => whenStarted(args, subscribe),
       onNext: (ctx, _id, _payload, _args, result) => formatResult(result, ctx.extra.requestId),
       onError: (ctx, _id, _payload, errors) => errors.map((error) => formatGraphQLError(error.toJSON(), error, logger, ctx.extra.requestId)),
     },
@@ -401,8 +470,11 @@ export async function createApp(services: Services): Promise<App> {
     express.json({ limit: config.maxBodyBytes, type: ['application/json', 'application/graphql-response+json'] }),
     (req, res, next) => {
       const query: unknown = (req.body as { query?: unknown } | undefined)?.query ?? req.query.query;
-      if (typeof query === 'string' && fragmentChainTooLong(query)) {
-        const error = fragmentChainError();
+      // A GET's `query` given twice arrives as a list, of which Apollo runs the first.
+      const queries = Array.isArray(query) ? query : [query];
+      // Documents graphql-js cannot validate without throwing (a 500) are refused before Apollo's turn.
+      const error = queries.map((text) => (typeof text === 'string' ? (documentTooDeep(text) ?? subscriptionRootDirectiveErrorIn(text)) : undefined)).find(Boolean);
+      if (error) {
         res.status(400).json({ errors: [{ message: error.message, extensions: error.extensions }] });
         return;
       }
@@ -447,8 +519,4 @@ export async function createApp(services: Services): Promise<App> {
       if (httpServer.listening) await new Promise<void>((resolve) => httpServer.close(() => resolve()));
     },
   };
-}
-
-function fragmentChainError(): GraphQLError {
-  return new GraphQLError(`Fragments are chained more than ${MAX_FRAGMENT_CHAIN} deep`, { extensions: { code: 'VALIDATION', reason: 'QUERY_TOO_DEEP' } });
 }

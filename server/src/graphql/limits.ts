@@ -111,6 +111,17 @@ interface IntrospectionPlace {
   ofTypeLevel: number;
 }
 
+/**
+ * The deepest nesting of selections (fields, inline fragments and fragment spreads, introspection's
+ * included) a document may have, its fragments counted where they are spread. The parser stops each
+ * definition near a thousand levels, but chained fragments nest one inside another, to tens of
+ * thousands of levels: graphql-js's validation of overlapping fields and the measure below both
+ * recurse through them, and overflowed the stack (answering INTERNAL, a 500) before the depth limit
+ * was measured. Far beyond any real query (introspection nests about fifteen deep) and several
+ * times below where validation runs out of stack (about 750 levels of two chains compared).
+ */
+export const MAX_SELECTION_NESTING = 200;
+
 /** A selection set's cost, with what its connection pays once apart from what each row of the page pays. */
 interface SelectionCost extends QueryCost {
   /** A connection's own fields (totalCount, pageInfo): paid once, not once per row of its page. */
@@ -256,7 +267,13 @@ export function measureOperation(
     parentType: GraphQLNamedType | null | undefined,
     visiting: Set<string>,
     place: IntrospectionPlace,
+    nesting: number,
   ): SelectionCost => {
+    if (nesting > MAX_SELECTION_NESTING) {
+      throw new GraphQLError(`Selections are nested more than ${MAX_SELECTION_NESTING} deep`, {
+        extensions: { code: 'VALIDATION', reason: 'QUERY_TOO_DEEP', http: { status: 400 } },
+      });
+    }
     let depth = 0;
     let complexity = 0;
     let introspection = 0;
@@ -276,7 +293,7 @@ export function measureOperation(
         };
         const child =
           selection.selectionSet && items > 0
-            ? walk(selection.selectionSet, childType, visiting, childPlace)
+            ? walk(selection.selectionSet, childType, visiting, childPlace, nesting + 1)
             : { depth: 0, complexity: 0, introspection: 0, perConnection: 0 };
         if (isIntrospection) {
           introspection += 1 + items * child.introspection;
@@ -300,7 +317,7 @@ export function measureOperation(
         const memoKey = key && `${key}:${place.enumerating}:${place.ofTypeLevel}`;
         let inner = memoKey ? fragmentCosts.get(memoKey) : undefined;
         if (!inner) {
-          inner = walk(fragment.selectionSet, type, key ? new Set([...visiting, key]) : visiting, place);
+          inner = walk(fragment.selectionSet, type, key ? new Set([...visiting, key]) : visiting, place, nesting + 1);
           if (memoKey) fragmentCosts.set(memoKey, inner);
         }
         depth = Math.max(depth, inner.depth);
@@ -312,7 +329,7 @@ export function measureOperation(
     return { depth, complexity, introspection, perConnection };
   };
 
-  const { depth, complexity, introspection } = walk(operation.selectionSet, root, new Set(), { enumerating: false, ofTypeLevel: 0 });
+  const { depth, complexity, introspection } = walk(operation.selectionSet, root, new Set(), { enumerating: false, ofTypeLevel: 0 }, 0);
   return { depth, complexity, introspection };
 }
 
@@ -352,16 +369,12 @@ export const MAX_FRAGMENT_CHAIN = 50;
  * with few spreads; otherwise parses it (unparsable text is left to the server's own parse) and
  * measures the chain without recursion.
  */
-export function fragmentChainTooLong(query: string): boolean {
+export function fragmentChainTooLong(query: string, parsed = lazyDocument(query)): boolean {
   let spreads = 0;
   for (let at = query.indexOf('...'); at !== -1 && spreads <= MAX_FRAGMENT_CHAIN; at = query.indexOf('...', at + 3)) spreads++;
   if (spreads <= MAX_FRAGMENT_CHAIN) return false;
-  let document: DocumentNode;
-  try {
-    document = parse(query, { noLocation: true });
-  } catch {
-    return false;
-  }
+  const document = parsed();
+  if (!document) return false;
   // Each definition's named spreads, found by walking its selections with an explicit stack.
   // Every definition is a root: validation follows chains through fragments nothing spreads too.
   const spreadsOf = new Map<string, string[]>();
@@ -410,6 +423,102 @@ export function fragmentChainTooLong(query: string): boolean {
     }
   }
   return false;
+}
+
+/**
+ * Whether `query` nests selections deeper than MAX_SELECTION_NESTING, its fragments' selections
+ * counted where they are spread. The parser stops each definition near a thousand levels, but
+ * chained fragments nest one inside another: fifty of them nest tens of thousands of levels deep,
+ * and graphql-js validates overlapping fields (two fields of one name, each spreading its own
+ * chain) recursively through all of them, overflowing the stack: answered INTERNAL (500), before
+ * the depth limit could be measured. Such a document is refused first. Costs nothing for a query
+ * with few braces; otherwise parses it (unparsable text is left to the server's own parse) and
+ * measures without recursion.
+ */
+export function selectionsTooDeep(query: string, parsed = lazyDocument(query)): boolean {
+  let braces = 0;
+  for (let at = query.indexOf('{'); at !== -1 && braces <= MAX_SELECTION_NESTING; at = query.indexOf('{', at + 1)) braces++;
+  if (braces <= MAX_SELECTION_NESTING) return false;
+  const document = parsed();
+  if (!document) return false;
+  // Each definition's deepest selection set of its own, and the level of each fragment it spreads
+  // (a spread, as an inline fragment, is one level: measureOperation's walk counts them so).
+  const own = new Map<string, number>();
+  const spreadsOf = new Map<string, { name: string; level: number }[]>();
+  const roots: string[] = [];
+  document.definitions.forEach((definition, index) => {
+    if (definition.kind !== Kind.FRAGMENT_DEFINITION && definition.kind !== Kind.OPERATION_DEFINITION) return;
+    const name = definition.kind === Kind.FRAGMENT_DEFINITION ? definition.name.value : `operation ${index}`;
+    roots.push(name);
+    let deepest = 0;
+    const spreads: { name: string; level: number }[] = [];
+    const pending: { selectionSet: SelectionSetNode; level: number }[] = [{ selectionSet: definition.selectionSet, level: 0 }];
+    for (let next = pending.pop(); next; next = pending.pop()) {
+      deepest = Math.max(deepest, next.level);
+      for (const selection of next.selectionSet.selections) {
+        if (selection.kind === Kind.FRAGMENT_SPREAD) spreads.push({ name: selection.name.value, level: next.level + 1 });
+        else if (selection.selectionSet) pending.push({ selectionSet: selection.selectionSet, level: next.level + 1 });
+      }
+    }
+    own.set(name, deepest);
+    spreadsOf.set(name, spreads);
+  });
+  // The deepest nesting below each definition, fragments followed depth-first with an explicit
+  // stack; a cycle (refused by validation anyway) is not followed round.
+  const deepestBelow = new Map<string, number>();
+  const onPath = new Set<string>();
+  for (const root of roots) {
+    if (deepestBelow.has(root)) continue;
+    const stack: { name: string; next: number }[] = [{ name: root, next: 0 }];
+    onPath.add(root);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const spreads = spreadsOf.get(top.name) ?? [];
+      if (top.next < spreads.length) {
+        const child = spreads[top.next++]!.name;
+        if (!deepestBelow.has(child) && !onPath.has(child) && spreadsOf.has(child)) {
+          stack.push({ name: child, next: 0 });
+          onPath.add(child);
+        }
+        continue;
+      }
+      let deepest = own.get(top.name) ?? 0;
+      for (const spread of spreads) if (!onPath.has(spread.name)) deepest = Math.max(deepest, spread.level + (deepestBelow.get(spread.name) ?? 0));
+      if (deepest > MAX_SELECTION_NESTING) return true;
+      deepestBelow.set(top.name, deepest);
+      onPath.delete(top.name);
+      stack.pop();
+    }
+  }
+  return false;
+}
+
+/** Parses `query` once, when first asked; undefined when it does not parse (left to the server's own parse). */
+function lazyDocument(query: string): () => DocumentNode | undefined {
+  let parsed: { document: DocumentNode | undefined } | undefined;
+  return () => {
+    if (!parsed) {
+      try {
+        parsed = { document: parse(query, { noLocation: true }) };
+      } catch {
+        parsed = { document: undefined };
+      }
+    }
+    return parsed.document;
+  };
+}
+
+/**
+ * The refusal (VALIDATION, QUERY_TOO_DEEP) of a document nested too deep to validate or measure
+ * safely: fragments chained beyond MAX_FRAGMENT_CHAIN, or selections beyond MAX_SELECTION_NESTING.
+ * Checked on the text, before graphql-js validates it, over HTTP and WebSocket alike.
+ */
+export function documentTooDeep(query: string): GraphQLError | undefined {
+  const document = lazyDocument(query);
+  const refuse = (message: string) => new GraphQLError(message, { extensions: { code: 'VALIDATION', reason: 'QUERY_TOO_DEEP' } });
+  if (fragmentChainTooLong(query, document)) return refuse(`Fragments are chained more than ${MAX_FRAGMENT_CHAIN} deep`);
+  if (selectionsTooDeep(query, document)) return refuse(`Selections are nested more than ${MAX_SELECTION_NESTING} deep`);
+  return undefined;
 }
 
 /**
