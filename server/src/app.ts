@@ -16,7 +16,7 @@ import { handleCors } from './http/cors.ts';
 import { documentTooDeep, enforceQueryLimits, type QueryLimits } from './graphql/limits.ts';
 import { schema } from './graphql/schema.ts';
 import { subscriptionRootDirectiveError, subscriptionRootDirectiveErrorIn } from './graphql/subscription-rules.ts';
-import { errorHandler, sendError } from './http/errors.ts';
+import { answerClientError, errorHandler, sendError } from './http/errors.ts';
 import { playgroundHtml } from './http/playground.ts';
 import { FORWARD_PATH } from './modules/gateway/gateway.service.ts';
 import { usageRoutes } from './modules/usage/usage.http.ts';
@@ -244,6 +244,7 @@ export async function createApp(services: Services): Promise<App> {
   // never closes a kept-alive connection just as a client reuses it (an ECONNRESET).
   httpServer.keepAliveTimeout = 65_000;
   httpServer.headersTimeout = 66_000;
+  httpServer.on('clientError', answerClientError);
 
   const viewerFor = async (authorization: string | undefined | null): Promise<Viewer> => {
     try {

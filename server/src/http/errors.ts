@@ -1,4 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { AppError, ERROR_CODES, httpStatusFor, type ErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -59,6 +61,29 @@ function clientErrorStatus(error: BodyParserError | undefined): number | undefin
 
 function codeForStatus(status: number): ErrorCode {
   return ERROR_CODES.find((code) => httpStatusFor(code) === status) ?? 'VALIDATION';
+}
+
+/**
+ * A request Node's HTTP parser refused before any route saw it (headers over its 16 KB limit, a
+ * control character in a header, a request line that is not HTTP, headers that took too long):
+ * answered as every other 4xx is, with a JSON body, where Node would send a bare status line.
+ * The connection is closed after it: what follows on it cannot be read as requests.
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  // A response under way on this connection (a kept-alive one): a second one cannot follow it.
+  const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (error.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] =
+    error.code === 'HPE_HEADER_OVERFLOW' ? [431, 'HEADERS_TOO_LARGE', 'Request headers are larger than the server accepts (16 KB in all)']
+    : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'REQUEST_TIMEOUT', 'The request did not arrive in time']
+    : [400, 'MALFORMED_REQUEST', `The request is not valid HTTP${error.code ? ` (${error.code})` : ''}`];
+  const body = JSON.stringify({ error: { code: 'VALIDATION', reason, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 export function errorHandler(logger: Logger) {
