@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,36 +6,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { openRuntime } from '../src/runtime.ts';
 import { createLogger } from '../src/shared/logger.ts';
-import { createPostgresDatabase, testDatabaseKind } from './databases.ts';
+import { cliSettings, runCli, type ProcessOutput } from './cli-process.ts';
+import { testDatabaseKind } from './databases.ts';
 
 /** The operator CLI, run as a real process against the database the server would use. */
-const serverDir = fileURLToPath(new URL('..', import.meta.url));
 let env: Record<string, string>;
 let dropDatabase: (() => Promise<void>) | undefined;
 
-function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(...args: string[]): Promise<ProcessOutput> {
   return cliWith({}, ...args);
 }
 
 /** The CLI with some variables set (or emptied) on top of the test's. */
-function cliWith(extraEnv: Record<string, string>, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: serverDir, env: { ...process.env, ...env, ...extraEnv } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cliWith(extraEnv: Record<string, string>, ...args: string[]): Promise<ProcessOutput> {
+  return runCli({ ...env, ...extraEnv }, ...args);
 }
 
 beforeAll(async () => {
-  env = { TOLLGATE_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'tollgate-cli-')), LOG_LEVEL: 'silent', NODE_ENV: 'test' };
-  if (testDatabaseKind() === 'postgres') {
-    const created = await createPostgresDatabase();
-    env.DATABASE_URL = created.url;
-    dropDatabase = created.drop;
-  }
+  ({ env, drop: dropDatabase } = await cliSettings());
 });
 afterAll(() => dropDatabase?.());
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPostgresDatabase, testDatabaseKind } from '../../../test/databases.ts';
+import { cliSettings, outputOf, runCli } from '../../../test/cli-process.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { loadConfig } from '../../config.ts';
 import { openRuntime } from '../../runtime.ts';
@@ -84,28 +84,14 @@ describe('pricing files: numbers are read as the file wrote them', () => {
 
 /** The operator CLI, run as a real process against its own database (as test/cli.test.ts runs it). */
 describe('the CLI, as a careless integrator runs it', { timeout: 240_000 }, () => {
-  const serverDir = fileURLToPath(new URL('../../..', import.meta.url));
   let env: Record<string, string>;
   let dropDatabase: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    env = { TOLLGATE_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'tollgate-hunt-cli-')), LOG_LEVEL: 'silent', NODE_ENV: 'test' };
-    if (testDatabaseKind() === 'postgres') {
-      const created = await createPostgresDatabase();
-      env.DATABASE_URL = created.url;
-      dropDatabase = created.drop;
-    }
+    ({ env, drop: dropDatabase } = await cliSettings());
   });
   afterAll(() => dropDatabase?.());
 
-  const cli = (extraEnv: Record<string, string>, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-    new Promise((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: serverDir, env: { ...process.env, ...env, ...extraEnv } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk) => (stdout += chunk));
-      child.stderr.on('data', (chunk) => (stderr += chunk));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  const cli = (extraEnv: Record<string, string>, ...args: string[]) => runCli({ ...env, ...extraEnv }, ...args);
   const storedPrices = async (merchantId: string) => {
     const runtime = await openRuntime(loadConfig({ ...env, TOLLGATE_MASTER_KEY: '1'.repeat(64) }), createLogger('silent'));
     try {
@@ -146,14 +132,7 @@ describe('the CLI, as a careless integrator runs it', { timeout: 240_000 }, () =
     const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
     const example = fileURLToPath(new URL('../../../../examples/pricing-as-code/', import.meta.url));
     const { TOLLGATE_CWD: _typed, INIT_CWD: _init, ...inherited } = process.env;
-    const planned = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn('npm', ['run', '-s', 'tollgate', '--', 'apply', 'tollgate.config.yaml', '--merchant', merchantId, '--dry-run'], { cwd: example, env: { ...inherited, ...env } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk) => (stdout += chunk));
-      child.stderr.on('data', (chunk) => (stderr += chunk));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+    const planned = await outputOf(spawn('npm', ['run', '-s', 'tollgate', '--', 'apply', 'tollgate.config.yaml', '--merchant', merchantId, '--dry-run'], { cwd: example, env: { ...inherited, ...env } }));
     // The root script runs npm again from the root, which set INIT_CWD to the root: ENOENT /…/main/tollgate.config.yaml.
     expect(planned.stderr).not.toContain('ENOENT');
     expect(planned.code).toBe(0);
