@@ -118,3 +118,93 @@ export class InMemoryPubSub implements PubSub {
     this.listeners.clear();
   }
 }
+
+/** How long a re-sync waits before asking again whether subscriptions are confirmed: doubling from the first to the second. */
+const RESYNC_CONFIRM_RETRY_MS = [100, 2000] as const;
+/** How long it waits before reading the state again after a read failed (the database): doubling from the first to the second. */
+const RESYNC_READ_RETRY_MS = [500, 30_000] as const;
+
+/**
+ * `topic`'s events, with the state they describe read afresh whenever some may have been
+ * missed: after each interruption (see PubSub.onInterrupted), and when the subscription cannot be
+ * confirmed as it starts (Redis unreachable), `current()` is read once ready() confirms
+ * subscriptions again, and what it answers is pushed as events, so a subscriber converges on the
+ * state as it is without reconnecting. A read may cross an event on the way (the event newer, or
+ * older): the caller orders them as it orders events from other instances.
+ */
+export function subscribeResynced(pubsub: PubSub, topic: string, current: () => Promise<EventPayload[]>): AsyncIterableIterator<EventPayload> {
+  const events = pubsub.subscribe(topic);
+  let push = null as Listener | null;
+  /** Times events may have been missed so far: a read started before the last one may have missed some too. */
+  let missed = 0;
+  let syncing = false;
+  let timer: NodeJS.Timeout | undefined;
+  let wake = undefined as (() => void) | undefined;
+  let stopInterrupted = (): void => undefined;
+
+  const output = listenerIterator(
+    (listener) => (push = listener),
+    () => {
+      push = null;
+      stopInterrupted();
+      clearTimeout(timer);
+      wake?.();
+      void events.return?.();
+    },
+  );
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      wake = resolve;
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    });
+  const resync = async () => {
+    if (syncing) return;
+    syncing = true;
+    let confirmDelay: number = RESYNC_CONFIRM_RETRY_MS[0];
+    let readDelay: number = RESYNC_READ_RETRY_MS[0];
+    try {
+      while (push) {
+        const seen = missed;
+        try {
+          await pubsub.ready();
+        } catch {
+          await pause(confirmDelay);
+          confirmDelay = Math.min(confirmDelay * 2, RESYNC_CONFIRM_RETRY_MS[1]);
+          continue;
+        }
+        let payloads: EventPayload[];
+        try {
+          payloads = await current();
+        } catch {
+          await pause(readDelay);
+          readDelay = Math.min(readDelay * 2, RESYNC_READ_RETRY_MS[1]);
+          continue;
+        }
+        for (const payload of payloads) push?.(payload);
+        if (missed === seen) return;
+      }
+    } finally {
+      syncing = false;
+    }
+  };
+  const interrupted = () => {
+    missed += 1;
+    void resync();
+  };
+
+  stopInterrupted = pubsub.onInterrupted(interrupted);
+  pubsub.ready().catch(() => {
+    if (push) interrupted();
+  });
+  void (async () => {
+    for (;;) {
+      const result = await events.next();
+      if (result.done) break;
+      push?.(result.value);
+    }
+  })()
+    .catch(() => undefined)
+    .finally(() => void output.return?.());
+  return output;
+}

@@ -4,6 +4,7 @@ import { merchantIdOf } from '../../context.ts';
 import { resolveCursorConnection, totalCountOf, withTotalCount } from '../../graphql/connections.ts';
 import { invalidField } from '../../shared/errors.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
+import { subscribeResynced } from '../../shared/pubsub.ts';
 import { customerTopic, type CustomerFilter } from './customers.service.ts';
 
 export const CustomerRef = builder.objectRef<Customer>('Customer').implement({
@@ -171,7 +172,8 @@ builder.subscriptionField('customerUpdated', (t) =>
     subscribe: async (_root, args, ctx) => {
       // Resolving first both checks tenancy and gives a clear NOT_FOUND before subscribing.
       const customer = await ctx.services.customers.get(merchantIdOf(ctx), String(args.id));
-      return ctx.services.pubsub.subscribe(customerTopic(customer.id));
+      // After an interruption of the PubSub (Redis), the customer is pushed as it is: a change announced meanwhile was missed.
+      return subscribeResynced(ctx.services.pubsub, customerTopic(customer.id), async () => [{ customerId: customer.id }]);
     },
     resolve: (_event, args, ctx) => ctx.services.customers.get(merchantIdOf(ctx), String(args.id)),
   }),

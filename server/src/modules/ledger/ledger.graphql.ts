@@ -4,11 +4,12 @@ import { resolveCursorConnection, totalCountOf, withTotalCount } from '../../gra
 import { merchantIdOf, merchantViewer, type Context } from '../../context.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
 import { formatNanos, parseCurrency, parseDecimalNanos, parseFormattedNanos, requirePositiveAttos, requirePositiveNanos } from '../../shared/money.ts';
+import { subscribeResynced } from '../../shared/pubsub.ts';
 import { requireUuid } from '../../shared/validation.ts';
 import { CONSUMPTION_KEYS, type ConsumptionKey } from './ledger.planner.ts';
 import type { WalletView, TransactionFilter } from './ledger.queries.ts';
 import type { HoldRecord } from './ledger.holds.ts';
-import { inVersionOrder, walletTopic, type Actor, type BalanceEvent, type PostedTransaction } from './ledger.service.ts';
+import { balanceEventOf, inVersionOrder, walletTopic, type Actor, type BalanceEvent, type PostedTransaction } from './ledger.service.ts';
 
 // ------------------------------------------------------------------ helpers
 
@@ -554,12 +555,24 @@ builder.subscriptionField('balanceUpdated', (t) =>
       // Left out (or null) watches every currency; given, it must be one, as everywhere else: "" is
       // a mistake, not a wish for all of them.
       const currency = args.currency != null ? currencyArg(args.currency) : null;
-      const events = ctx.services.pubsub.subscribe(walletTopic(customerId));
+      // Events missed while the PubSub was interrupted (Redis) are made up for by the wallets as
+      // they are once it is back, read with their versions and ordered as any event.
+      const events = subscribeResynced(ctx.services.pubsub, walletTopic(customerId), async () => {
+        const wallets = currency === null
+          ? await ctx.services.ledgerQueries.wallets(merchantId, customerId)
+          : [await ctx.services.ledgerQueries.wallet(merchantId, customerId, currency)];
+        return wallets.map((wallet) => balanceEventOf(wallet));
+      });
       // Events of one wallet published by two instances may cross on the way: one arriving after
       // a newer state shows the newer figures (see inVersionOrder), so the last pushed is the wallet as it is.
       const newest = new Map<string, BalanceEvent>();
-      return selectEvents(events, (event) =>
-        currency === null || event.currency === currency ? inVersionOrder(event as unknown as BalanceEvent, newest) : null);
+      return selectEvents(events, (payload) => {
+        const event = payload as unknown as BalanceEvent;
+        if (currency !== null && event.currency !== currency) return null;
+        // A state already pushed, announced again with nothing posted (a re-sync after a quiet outage), is not pushed twice.
+        if (Array.isArray(event.transactionIds) && event.transactionIds.length === 0 && newest.get(event.walletId)?.version === event.version) return null;
+        return inVersionOrder(event, newest);
+      });
     },
     resolve: (event, _args, ctx) => ({ ...(event as unknown as BalanceEvent), merchantId: merchantIdOf(ctx) }),
   }),

@@ -932,16 +932,24 @@ export class LedgerService {
   // ---------------------------------------------------------------- events
 
   private publish(customerId: string, currency: string, state: WalletState, posted: PostedTransaction[]): void {
-    const event: BalanceEvent = {
-      customerId,
-      currency,
-      walletId: state.id,
-      balance: formatNanos(state.balance),
-      available: formatNanos(state.balance - state.held),
-      overdraftLimit: formatNanos(state.overdraftLimit),
-      transactionIds: posted.map((transaction) => transaction.id),
-      version: state.version.toString(),
-    };
-    this.pubsub.publish(walletTopic(customerId), event);
+    const wallet = { id: state.id, customerId, currency, balance: state.balance, available: state.balance - state.held, overdraftLimit: state.overdraftLimit, version: state.version };
+    this.pubsub.publish(walletTopic(customerId), balanceEventOf(wallet, posted.map((transaction) => transaction.id)));
   }
+}
+
+/** The event announcing a wallet's state: after a change, with what it posted; re-read, with nothing. */
+export function balanceEventOf(
+  wallet: { id: string; customerId: string; currency: string; balance: bigint; available: bigint; overdraftLimit: bigint; version: bigint },
+  transactionIds: string[] = [],
+): BalanceEvent {
+  return {
+    customerId: wallet.customerId,
+    currency: wallet.currency,
+    walletId: wallet.id,
+    balance: formatNanos(wallet.balance),
+    available: formatNanos(wallet.available),
+    overdraftLimit: formatNanos(wallet.overdraftLimit),
+    transactionIds,
+    version: wallet.version.toString(),
+  };
 }
