@@ -164,8 +164,9 @@ async function importPrices(services: Services, file: string, merchantRef: strin
     if (!from) throw new Error(`--effective-from must be an ISO 8601 time, e.g. 2026-07-01T00:00:00Z`);
   }
   const { readFile } = await import('node:fs/promises');
-  const { imported, skipped } = await services.providerPrices.importModelsDev(merchantId, await readFile(typedPath(file), 'utf8'), from);
-  console.log(`imported ${imported} price(s)${from ? ` in force from ${from.toISOString()}` : ''}; skipped ${skipped.length}`);
+  const { imported, unchanged, skipped } = await services.providerPrices.importModelsDev(merchantId, await readFile(typedPath(file), 'utf8'), from);
+  // Written, and already stored with the same rates (not written again): a daily re-import says so.
+  console.log(`imported ${imported} price(s)${from ? ` in force from ${from.toISOString()}` : ''}, ${unchanged} unchanged; skipped ${skipped.length}`);
   for (const skip of skipped.slice(0, 20)) console.log(`  skipped ${skip.path}: ${skip.reason}`);
   if (skipped.length > 20) console.log(`  … and ${skipped.length - 20} more`);
   return 0;

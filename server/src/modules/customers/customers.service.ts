@@ -131,7 +131,15 @@ export class CustomerService {
   async block(merchantId: string, id: string, reason: string | null): Promise<Customer> {
     const text = optionalText('reason', reason, 500) ?? null;
     const existing = await this.get(merchantId, id);
-    return this.published(await this.prisma.customer.update({ where: { id: existing.id }, data: { blockedAt: existing.blockedAt ?? new Date(), blockedReason: text } }));
+    // Only if still unblocked, as archive does: a concurrent block that committed first keeps its
+    // time (calls were refused from it on), and this call answers that one. Blocking a blocked
+    // customer again changes its reason only.
+    const blocked = await this.prisma.$transaction(async (tx) => {
+      const { count } = await tx.customer.updateMany({ where: { id: existing.id, blockedAt: null }, data: { blockedAt: new Date(), blockedReason: text } });
+      if (count === 0) await tx.customer.updateMany({ where: { id: existing.id, blockedAt: { not: null } }, data: { blockedReason: text } });
+      return tx.customer.findUniqueOrThrow({ where: { id: existing.id } });
+    });
+    return this.published(blocked);
   }
 
   async unblock(merchantId: string, id: string): Promise<Customer> {

@@ -299,20 +299,26 @@ export class GatewayService {
   }
 
   private async customer(viewer: { merchantId: string; customerId: string | null }, named: string | undefined): Promise<CustomerGate> {
-    // A token may name its own customer as a secret key would (its id in any case, or its
-    // externalId): the name is resolved as the secret key's is, and must come to the token's own.
-    if (viewer.customerId && named && named.toLowerCase() !== viewer.customerId.toLowerCase()) {
-      const gate = await this.customerGate(viewer.merchantId, named, false);
-      // Another customer, or none: refused alike, so a token cannot tell which names exist.
-      if (gate?.id !== viewer.customerId.toLowerCase()) throw new Refusal(403, 'FORBIDDEN', 'A customer session token may only call on behalf of its own customer');
-      return gate;
+    if (viewer.customerId) {
+      // A token whose customer is archived or gone has ended, as GraphQL answers it (see
+      // CustomerSessionService.authenticate): 401, even while the token's check is still cached here.
+      const own = await this.customerGate(viewer.merchantId, viewer.customerId, true);
+      if (!own) throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session has ended: the customer no longer exists');
+      if (own.archived) throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
+      // A token may name its own customer as a secret key would (its id in any case, or its
+      // externalId): the name is resolved as the secret key's is, and must come to the token's own.
+      if (named && named.toLowerCase() !== viewer.customerId.toLowerCase()) {
+        const gate = await this.customerGate(viewer.merchantId, named, false);
+        // Another customer, or none: refused alike, so a token cannot tell which names exist.
+        if (gate?.id !== own.id) throw new Refusal(403, 'FORBIDDEN', 'A customer session token may only call on behalf of its own customer');
+      }
+      return own;
     }
-    const ref = viewer.customerId ?? named;
-    if (!ref) throw Refusal.of(invalidField('x-tollgate-customer', 'header is required with a secret key: the customer id or your externalId to charge'));
-    // A token names its customer by id only; a header by id or externalId, and Tollgate's id wins
-    // when another customer's externalId is that same text (as it does for POST /v1/usage).
-    const gate = await this.customerGate(viewer.merchantId, ref, viewer.customerId !== null);
-    if (!gate) throw Refusal.of(notFound('Customer', ref));
+    if (!named) throw Refusal.of(invalidField('x-tollgate-customer', 'header is required with a secret key: the customer id or your externalId to charge'));
+    // A header names it by id or externalId, and Tollgate's id wins when another customer's
+    // externalId is that same text (as it does for POST /v1/usage).
+    const gate = await this.customerGate(viewer.merchantId, named, false);
+    if (!gate) throw Refusal.of(notFound('Customer', named));
     return gate;
   }
 
@@ -417,6 +423,7 @@ export class GatewayService {
       }
       // Archived since the gate last read it (the gate's view is cached for a moment): refused as the gate would.
       if (error instanceof AppError && error.details?.reason === 'CUSTOMER_ARCHIVED') {
+        if (caller.actor.kind === 'customer') throw new Refusal(401, 'UNAUTHENTICATED', 'The customer session has ended: the customer was archived');
         throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: caller.customer.id });
       }
       throw error;

@@ -1,17 +1,26 @@
+import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Services } from '../../services.ts';
+import { inPrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 
 /**
  * First run only: a demo merchant with a secret key and one customer, so a newcomer can
  * query something straight away. Returns undefined once any merchant exists.
+ *
+ * All or nothing, in one transaction: a merchant left without its customer, or with a key that
+ * was never printed, would stop every later start from seeding. Under an advisory lock, so two
+ * instances starting together on an empty database seed once: the second waits, then finds the
+ * first one's merchant.
  */
 export async function seedDemoMerchant(services: Services) {
-  if ((await services.merchants.count()) > 0) return undefined;
-  const { merchant, key } = await services.merchants.create({ name: 'Demo merchant' });
-  await services.customers.create(merchant.id, {
-    externalId: 'demo-user-1',
-    email: 'ada@example.com',
-    name: 'Ada Lovelace',
-    metadata: { plan: 'demo' },
+  return inPrismaTransaction(services.prisma, async ({ client }) => {
+    await client.$queryRaw`SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended('tollgate:demo-seed', 0))`;
+    if ((await client.merchant.count()) > 0) return undefined;
+    // As MerchantService.create writes a merchant and its first key, here with the demo customer.
+    const merchant = await client.merchant.create({ data: { name: 'Demo merchant' } });
+    const key = await services.apiKeys.within(client as PrismaClient).create(merchant.id, { name: 'Default secret key', mode: 'test' });
+    await client.customer.create({
+      data: { merchantId: merchant.id, externalId: 'demo-user-1', email: 'ada@example.com', name: 'Ada Lovelace', metadata: { plan: 'demo' } },
+    });
+    return { merchant, secret: key.secret };
   });
-  return { merchant, secret: key.secret };
 }

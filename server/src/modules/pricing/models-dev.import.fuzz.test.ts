@@ -608,16 +608,17 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
-const IMPORT = 'mutation ($json: String!, $from: DateTime) { importModelsDevPrices(json: $json, effectiveFrom: $from) { imported skipped } }';
+const IMPORT = 'mutation ($json: String!, $from: DateTime) { importModelsDevPrices(json: $json, effectiveFrom: $from) { imported unchanged skipped } }';
 const LIST = 'query ($provider: String, $model: String) { providerPrices(provider: $provider, model: $model) { ref provider model effectiveFrom rates } }';
 
-type Outcome = { imported: number; skipped: { path: string; reason: string }[] } | { error: { code: string; field?: unknown; models?: unknown } };
+type Outcome = { imported: number; unchanged: number; skipped: { path: string; reason: string }[] } | { error: { code: string; field?: unknown; models?: unknown } };
 
 async function importFile(merchant: { id: string; secret: string }, file: string, from: Date | null, viaGraphql: boolean): Promise<Outcome> {
   if (viaGraphql) {
-    const answer = await server.graphql<{ importModelsDevPrices: { imported: number; skipped: { entries: { path: string; reason: string }[] } } }>(IMPORT, { json: file, from: from?.toISOString() ?? null }, merchant.secret);
+    const answer = await server.graphql<{ importModelsDevPrices: { imported: number; unchanged: number; skipped: { entries: { path: string; reason: string }[] } } }>(IMPORT, { json: file, from: from?.toISOString() ?? null }, merchant.secret);
     if (answer.errors) return { error: answer.errors[0]!.extensions as { code: string } };
-    return { imported: answer.data!.importModelsDevPrices.imported, skipped: answer.data!.importModelsDevPrices.skipped.entries };
+    const { imported, unchanged, skipped } = answer.data!.importModelsDevPrices;
+    return { imported, unchanged, skipped: skipped.entries };
   }
   try {
     return await server.services.providerPrices.importModelsDev(merchant.id, file, from);
@@ -690,16 +691,16 @@ describe('importModelsDevPrices through the service and GraphQL', () => {
           const first = await importFile(merchant, fileA, t1, viaGraphql);
           expect('error' in first ? first.error : null, where('import A')).toBeNull();
           if ('error' in first) return;
-          expect(first.imported, where('import A')).toBe(a.rows.length);
+          expect([first.imported, first.unchanged], where('import A')).toEqual([a.rows.length, 0]);
           expectSkips(first.skipped, a.skipped, fileA);
           const afterA = await storedRows(merchant.id);
           expect(afterA, where('import A')).toHaveLength(a.rows.length);
           expectRowsAt(afterA, a.rows, t1, where('import A'));
           expect(afterA.every((row) => row.source === 'models.dev')).toBe(true);
 
-          // 2. The same file again, the other way in: the same answer, nothing written.
+          // 2. The same file again, the other way in: every price unchanged, nothing written.
           const again = await importFile(merchant, fileA, t1, !viaGraphql);
-          expect(again, where('import A again')).toEqual(first);
+          expect(again, where('import A again')).toEqual({ ...first, imported: 0, unchanged: a.rows.length });
           expect(await storedRows(merchant.id), where('import A again')).toEqual(afterA);
 
           // 3. Each row prices from t1 on, not before; is listed by any spelling of its names; costs 1-hour writes as documented.
@@ -788,10 +789,10 @@ describe('importModelsDevPrices through the service and GraphQL', () => {
           const reordered = [...tiers].sort((a, b) => ((toJson(a).length * shuffle) % 7) - ((toJson(b).length * shuffle) % 7)).toReversed();
           const at = new Date('2025-02-01T00:00:00Z');
           const first = await importFile(merchant, file(tiers), at, false);
-          expect('error' in first ? first.error : first.imported).toBe(1);
+          expect('error' in first ? first.error : [first.imported, first.unchanged]).toEqual([1, 0]);
           const before = await storedRows(merchant.id);
           const again = await importFile(merchant, file(reordered), at, true);
-          expect('error' in again ? again.error : again.imported, `${file(tiers)}\nthen ${file(reordered)}`).toBe(1);
+          expect('error' in again ? again.error : [again.imported, again.unchanged], `${file(tiers)}\nthen ${file(reordered)}`).toEqual([0, 1]);
           expect(await storedRows(merchant.id)).toEqual(before);
         },
       ),
@@ -809,7 +810,7 @@ describe('importModelsDevPrices through the service and GraphQL', () => {
         expect('error' in first ? first.error : null, file).toBeNull();
         const afterFirst = await storedRows(merchant.id);
         const second = await importFile(merchant, file, null, !viaGraphql);
-        expect(second, file).toEqual(first);
+        expect(second, file).toEqual('error' in first ? first : { ...first, imported: 0, unchanged: first.imported + first.unchanged });
         const afterSecond = await storedRows(merchant.id);
         expectKept(afterFirst, afterSecond, file);
         const now = new Date(Date.now() + 2000);

@@ -10,7 +10,7 @@ import { contextTiersInOrder, priceInForce, resoldBy, validateProviderPrice, wit
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, followingNow, latestPricedUsageOf } from './pricing-time.ts';
-import { importModelsDevJson } from './models-dev.ts';
+import { importModelsDevJson, type ImportSkip } from './models-dev.ts';
 
 /**
  * The lock (see lockMerchantScope) every write of a merchant's provider prices takes, and a pricing
@@ -89,7 +89,7 @@ export class ProviderPriceService {
       // Judged against the rows stored once the lock is held (see PROVIDER_PRICES_LOCK); "now" is read after it too.
       await lockMerchantScope(on, PROVIDER_PRICES_LOCK, merchantId);
       const rows = given ? [row] : [{ ...row, effectiveFrom: movedNow ?? (await fromNow(on.client, merchantId, new Date(), [row])) }];
-      return this.write(on.client, merchantId, rows, source, given !== null);
+      return (await this.write(on.client, merchantId, rows, source, given !== null)).rows;
     };
     const written = tx
       ? // The failed insert has aborted the caller's transaction: it may run it again.
@@ -128,12 +128,15 @@ export class ProviderPriceService {
    * Imports a whole models.dev file; malformed entries are skipped and reported, not fatal. Rows
    * that clash with stored history, or dated at or before usage already priced (see add), refuse
    * the whole import before anything is written.
+   * `imported`: the prices written (added, or replacing one scheduled ahead); `unchanged`: those
+   * already stored with the same rates, at that effectiveFrom or (from now) in force, so not
+   * written again (a daily re-import of the same file imports none); `skipped`: the entries refused.
    */
-  async importModelsDev(merchantId: string, fileText: string, effectiveFrom?: Date | null) {
+  async importModelsDev(merchantId: string, fileText: string, effectiveFrom?: Date | null): Promise<{ imported: number; unchanged: number; skipped: ImportSkip[] }> {
     const given = effectiveFrom ?? null;
     const { rows, skipped } = importModelsDevJson(fileText, { effectiveFrom: given ?? new Date() });
     const stored = rows.map((price) => storedRow(price, given ?? new Date()));
-    await retryOnRace(
+    const { unchanged } = await retryOnRace(
       () =>
         inPrismaTransaction(this.prisma, async (tx) => {
           await lockMerchantScope(tx, PROVIDER_PRICES_LOCK, merchantId);
@@ -144,15 +147,16 @@ export class ProviderPriceService {
       `Prices ${given ? `from ${given.toISOString()} ` : ''}were written at the same moment by another import or request: try again`,
     );
     this.changes.changed('provider-prices', merchantId);
-    return { imported: rows.length, skipped };
+    return { imported: rows.length - unchanged, unchanged, skipped };
   }
 
   /**
    * Writes rows of one merchant (see add): every clash is found before anything is written.
    * `dated`: the rows' effectiveFrom was given, so it is checked against usage already priced
-   * ("from now" was moved past it, see fromNow).
+   * ("from now" was moved past it, see fromNow). `rows`: the stored row of each, in order;
+   * `unchanged`: how many of them were stored already with the same rates, and not written.
    */
-  private async write(prisma: Pick<PrismaClient, 'providerPrice' | '$queryRaw'>, merchantId: string, rows: StoredRow[], source: string, dated: boolean): Promise<PriceRow[]> {
+  private async write(prisma: Pick<PrismaClient, 'providerPrice' | '$queryRaw'>, merchantId: string, rows: StoredRow[], source: string, dated: boolean): Promise<{ rows: PriceRow[]; unchanged: number }> {
     const times = [...new Set(rows.map((row) => row.effectiveFrom.getTime()))].map((time) => new Date(time));
     const existing = new Map<string, PriceRow>();
     for (const stored of await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: { in: times } } })) existing.set(rowKey(stored), stored);
@@ -200,7 +204,7 @@ export class ProviderPriceService {
       fresh.sort((a, b) => (rowKey(a) < rowKey(b) ? -1 : rowKey(a) > rowKey(b) ? 1 : 0));
       for (const created of await prisma.providerPrice.createManyAndReturn({ data: fresh.map((row) => ({ merchantId, ...row, source })) })) written.set(rowKey(created), created);
     }
-    return rows.map((row) => written.get(rowKey(row))!);
+    return { rows: rows.map((row) => written.get(rowKey(row))!), unchanged: plan.filter(({ same }) => same).length };
   }
 
   /** Rows named as filtered: trimmed and case-insensitively, a provider by its id or an alias (as priceInForce matches them). */

@@ -83,9 +83,10 @@ const PutPriceRuleInput = builder.inputType('PutPriceRuleInput', {
   }),
 });
 
-const ImportResultRef = builder.objectRef<{ imported: number; skipped: { path: string; reason: string }[] }>('PriceImportResult').implement({
+const ImportResultRef = builder.objectRef<{ imported: number; unchanged: number; skipped: { path: string; reason: string }[] }>('PriceImportResult').implement({
   fields: (t) => ({
-    imported: t.exposeInt('imported'),
+    imported: t.exposeInt('imported', { description: 'Prices written: added, or replacing one scheduled ahead of any usage. The same price again is not written, and counted in unchanged.' }),
+    unchanged: t.exposeInt('unchanged', { description: 'Prices of the file already stored with the same rates (at effectiveFrom, or in force "from now"), so not written again.' }),
     skipped: t.field({ type: 'JSONObject', resolve: (r) => ({ entries: r.skipped }) }),
   }),
 });

@@ -51,3 +51,24 @@ describe('archiveCustomer at once from two callers', () => {
     expect(answered.archivedAt).toEqual(first.archivedAt);
   });
 });
+
+describe('blockCustomer at once from two callers', () => {
+  it('keeps the first block time: the later call answers it and does not move it later', async () => {
+    const { id } = await server.services.customers.create(merchant.id, { externalId: 'blocked-twice' });
+    let release!: () => void;
+    const late = new CustomerService(stalledReads(server.services.prisma, new Promise<void>((resolve) => (release = resolve))), server.services.pubsub);
+    // The late caller has read the customer (not blocked yet) when the first block commits.
+    const second = late.block(merchant.id, id, 'chargeback, again');
+    const first = await server.services.customers.block(merchant.id, id, 'chargeback');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    release();
+    const answered = await second;
+    const stored = await server.services.customers.get(merchant.id, id);
+    expect(first.blockedAt).not.toBeNull();
+    expect(stored.blockedAt).toEqual(first.blockedAt);
+    expect(answered.blockedAt).toEqual(first.blockedAt);
+    // Blocking a blocked customer again still changes its reason, as it did one after the other.
+    expect(answered.blockedReason).toBe('chargeback, again');
+    expect(stored.blockedReason).toBe('chargeback, again');
+  });
+});
