@@ -156,6 +156,7 @@ const FIELDS: Record<string, Aimed> = {
   'Mutation.revokeApiKey': m((w) => ({ id: w.a.apiKeyId })),
   'Mutation.revokeProviderCredential': m((w) => ({ id: w.a.credentialId })),
   'Mutation.rotateApiKey': m((w) => ({ id: w.a.apiKeyId, expireOldKeyInSeconds: 60 })),
+  'Mutation.cancelScheduledPlanChange': m((w) => ({ customerId: w.a.y.id })),
   'Mutation.setCustomerPlan': m((w) => ({ customerId: w.a.y.id, planKey: w.a.planKey })),
   'Mutation.setOverdraftLimit': m((w) => ({ customerId: w.a.y.id, limit: '1000' })),
   'Mutation.setProviderCredential': m((w) => ({ provider: 'openai', apiKey: `sk-${w.a.tag}-probe-0123456789` })),

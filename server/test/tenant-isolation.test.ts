@@ -373,6 +373,7 @@ const MUTATION: Record<string, FieldPlan> = {
   revokeProviderCredential: { access: 'merchant', cross: [p("A's credential", 'NOT_FOUND', (w) => ({ id: w.a.credential.id }))] },
   rotateApiKey: { access: 'merchant', cross: [p("A's extra key", 'NOT_FOUND', (w) => ({ id: w.a.apiKey.id, expireOldKeyInSeconds: 60 }))] },
   setCreditConsumptionOrder: { access: 'merchant', cross: [p('sets its own order', 'OWN', () => ({ order: ['KIND'] }))] },
+  cancelScheduledPlanChange: { access: 'merchant', cross: [p("A's customer's scheduled changes", 'NOT_FOUND', (w) => ({ customerId: w.a.y.id }))] },
   setCustomerPlan: {
     access: 'merchant',
     cross: [

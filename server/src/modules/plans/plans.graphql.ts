@@ -71,9 +71,20 @@ builder.mutationFields((t) => ({
     description:
       'Puts the customer on a plan (planKey null: back to the default price book) from effectiveFrom (default now; later schedules the change). ' +
       "History is never rewritten: effectiveFrom must be after the customer's latest plan change (a scheduled one included) and after its usage already priced " +
-      '(usage may be stamped up to 5 minutes ahead); without effectiveFrom, the change takes effect now, or a millisecond after such usage stamped at or after now.',
+      '(usage may be stamped up to 5 minutes ahead); without effectiveFrom, the change takes effect now, or a millisecond after such usage stamped at or after now. ' +
+      'A change scheduled by mistake is undone with cancelScheduledPlanChange.',
     authScopes: { merchant: true },
     args: { customerId: t.arg.id({ required: true }), planKey: t.arg.string(), effectiveFrom: t.arg({ type: 'DateTime' }) },
     resolve: (_root, args, ctx) => ctx.services.plans.assign(merchantIdOf(ctx), String(args.customerId), args.planKey ?? null, args.effectiveFrom),
+  }),
+  cancelScheduledPlanChange: t.field({
+    type: CustomerRef,
+    description:
+      "Removes the customer's plan changes that have not taken effect yet (scheduled by setCustomerPlan with a later effectiveFrom): the customer stays on the plan in force now " +
+      'and can be given another change at once. Idempotent: with none scheduled, the customer is answered unchanged. A change taking effect within the 5 minutes ahead that ' +
+      'usage may be stamped (and a few seconds more), or one that has already priced usage, cannot be cancelled: CONFLICT (field effectiveFrom), and nothing is removed.',
+    authScopes: { merchant: true },
+    args: { customerId: t.arg.id({ required: true }) },
+    resolve: (_root, args, ctx) => ctx.services.plans.cancelScheduled(merchantIdOf(ctx), String(args.customerId)),
   }),
 }));

@@ -1,4 +1,4 @@
-import type { Customer, Plan, PrismaClient } from '../../generated/prisma/client.ts';
+import type { Customer, Plan, Prisma, PrismaClient } from '../../generated/prisma/client.ts';
 import { groupBy } from '../../shared/collections.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
 import type { Database } from '../../shared/db/database.ts';
@@ -7,6 +7,7 @@ import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
+import { MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid, optionalText, requireNonEmpty } from '../../shared/validation.ts';
 import { customerTopic } from '../customers/customers.service.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, latestPricedUsage } from '../pricing/pricing-time.ts';
@@ -31,6 +32,14 @@ interface Assignment {
 const KEY = /^[a-z0-9_-]{1,64}$/;
 /** Like the price rules cache (MERCHANT_CONFIG_CACHE): how long a change whose message (ConfigChanges) was lost goes unseen by another process. */
 const HISTORY_TTL_MS = 5_000;
+/**
+ * How far ahead a scheduled assignment must be for cancelScheduled to remove it: further than
+ * usage may be stamped (MAX_FUTURE_USAGE_MS), plus what another instance may go on pricing from
+ * its cached histories should the change message be lost (HISTORY_TTL_MS), plus the clock skew
+ * between instances taken as concurrent (CONCURRENT_NOW_MS). Nothing can have been priced under one
+ * further ahead, nor be priced under it once it is gone.
+ */
+export const CANCELLABLE_AHEAD_MS = MAX_FUTURE_USAGE_MS + HISTORY_TTL_MS + CONCURRENT_NOW_MS;
 
 /** A plan key as given in the API or a config file, or a VALIDATION error naming `field`. */
 export function parsePlanKey(field: string, key: unknown): string {
@@ -52,6 +61,8 @@ export function normalizePlanInput(input: PlanInput, prefix = ''): { key: string
  *
  * A customer's plan history is only ever appended to: a new assignment must take effect after
  * the latest one, so every past event keeps the plan it was (or will be, if late) priced under.
+ * The one exception is a change scheduled far enough ahead that nothing has been priced under it
+ * yet: cancelScheduled removes it (a typo such as 9999-12-31 would otherwise lock the plan).
  * Archived plans cannot be newly assigned, but customers already on one stay on it, and keep
  * being priced by its rules, until they are moved: archiving stops sales, it does not reprice.
  */
@@ -155,10 +166,7 @@ export class PlanService {
     if (effectiveFrom && Number.isNaN(effectiveFrom.getTime())) throw invalidField('effectiveFrom', 'is not a valid time');
     const id = isUuid(customerId) ? customerId.toLowerCase() : null;
     await this.prisma.$transaction(async (tx) => {
-      // Locking the customer serializes its assignments, so "after the latest" holds under concurrency.
-      // NO KEY UPDATE: it does not hold up rows that merely reference the customer (wallets).
-      const locked = id ? await tx.$queryRaw<{ id: string }[]>`SELECT id FROM customers WHERE id = ${id}::uuid AND merchant_id = ${merchantId}::uuid FOR NO KEY UPDATE` : [];
-      if (locked.length === 0) throw notFound('Customer', customerId);
+      await lockCustomer(tx, merchantId, id, customerId);
       let plan: Plan | null = null;
       if (planKey !== null) {
         plan = await tx.plan.findUnique({ where: { merchantId_key: { merchantId, key: parsePlanKey('planKey', planKey) } } });
@@ -202,6 +210,51 @@ export class PlanService {
   }
 
   /**
+   * Cancels the customer's plan changes that have not taken effect yet (effectiveFrom after now),
+   * so it stays on the plan in force now and can be given another change at once. Idempotent:
+   * with none scheduled, the customer is answered unchanged. Only a change nothing can have been
+   * priced under is removed: one taking effect within CANCELLABLE_AHEAD_MS (usage may be stamped
+   * up to MAX_FUTURE_USAGE_MS ahead), or with usage already priced at or after its effectiveFrom,
+   * refuses the whole cancellation (CONFLICT naming effectiveFrom) and nothing is removed.
+   * Takes the customer's lock, as assign does, so a change made at the same moment is either
+   * cancelled whole or made after the cancellation.
+   */
+  async cancelScheduled(merchantId: string, customerId: string): Promise<Customer> {
+    const id = isUuid(customerId) ? customerId.toLowerCase() : null;
+    const removed = await this.prisma.$transaction(async (tx) => {
+      await lockCustomer(tx, merchantId, id, customerId);
+      // "Now" is read once the lock is held: a change "from now" committed before is not scheduled.
+      const now = this.clock();
+      const scheduled = await tx.customerPlan.findMany({ where: { customerId: id!, merchantId, effectiveFrom: { gt: now } }, orderBy: { effectiveFrom: 'asc' }, include: { plan: true } });
+      const first = scheduled[0];
+      if (!first) return 0;
+      const change = `The customer's plan change to ${first.plan ? `"${first.plan.key}"` : 'the default price book'} from ${first.effectiveFrom.toISOString()}`;
+      if (first.effectiveFrom.getTime() - now.getTime() <= CANCELLABLE_AHEAD_MS) {
+        throw conflict(
+          `${change} takes effect within the ${MAX_FUTURE_USAGE_MS / 60_000} minutes ahead that usage may be timestamped (and a few seconds more), ` +
+            'so usage may already be priced under it: it cannot be cancelled. Once it is in force, put the customer on another plan with setCustomerPlan.',
+          { field: 'effectiveFrom', reason: 'PLAN_CHANGE_TAKING_EFFECT', effectiveFrom: first.effectiveFrom.toISOString() },
+        );
+      }
+      // Read under the lock, after "now": every event committed by then is seen (see latestPricedUsage).
+      const priced = await latestPricedUsage(tx, merchantId, first.effectiveFrom, id!);
+      if (priced) {
+        throw conflict(
+          `${change} has already priced usage (the latest at ${priced.toISOString()}), and history is never rewritten: it cannot be cancelled. ` +
+            'Put the customer on another plan with setCustomerPlan after that usage instead.',
+          { field: 'effectiveFrom', reason: 'PLAN_CHANGE_PRICED_USAGE', effectiveFrom: first.effectiveFrom.toISOString(), pricedAt: priced.toISOString() },
+        );
+      }
+      const { count } = await tx.customerPlan.deleteMany({ where: { id: { in: scheduled.map((row) => row.id) } } });
+      return count;
+    });
+    if (removed > 0) this.changes.changed('plan-histories', merchantId);
+    const customer = await this.prisma.customer.findUniqueOrThrow({ where: { id: id! } });
+    if (removed > 0) this.pubsub.publish(customerTopic(customer.id), { customerId: customer.id });
+    return customer;
+  }
+
+  /**
    * For the usage pipeline: after one call per batch, which plan each of these customers was on
    * at any time, answered from memory. Histories are cached per merchant for a short while (a
    * change is dropped on every instance through ConfigChanges, HISTORY_TTL_MS bounding a lost message); the
@@ -235,4 +288,15 @@ export class PlanService {
       return null;
     };
   }
+}
+
+/**
+ * Locks the merchant's customer for a change of its plan history (NOT_FOUND when it is not one
+ * of the merchant's, as `given`). Locking the customer serializes its assignments and their
+ * cancellations, so "after the latest" holds under concurrency. NO KEY UPDATE: it does not hold
+ * up rows that merely reference the customer (wallets, usage events).
+ */
+async function lockCustomer(tx: Pick<Prisma.TransactionClient, '$queryRaw'>, merchantId: string, id: string | null, given: string): Promise<void> {
+  const locked = id ? await tx.$queryRaw<{ id: string }[]>`SELECT id FROM customers WHERE id = ${id}::uuid AND merchant_id = ${merchantId}::uuid FOR NO KEY UPDATE` : [];
+  if (locked.length === 0) throw notFound('Customer', given);
 }
