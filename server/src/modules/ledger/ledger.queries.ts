@@ -1,8 +1,11 @@
 import type { CreditGrant, HoldStatus, LedgerEntry, LedgerTransaction, Prisma, PrismaClient, Wallet } from '../../generated/prisma/client.ts';
 import type { Database } from '../../shared/db/database.ts';
+import { groupBy } from '../../shared/collections.ts';
+import { pgArray } from '../../shared/db/arrays.ts';
 import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
-import { requireStorableText } from '../../shared/validation.ts';
+import { TickBatcher } from '../../shared/tick-batcher.ts';
+import { isUuid, requireStorableText } from '../../shared/validation.ts';
 import { holdRecordOf, type HoldRecord } from './ledger.holds.ts';
 import type { LedgerService } from './ledger.service.ts';
 import { GRANT_DUE } from './ledger.store.ts';
@@ -11,6 +14,11 @@ import { GRANT_DUE } from './ledger.store.ts';
 export interface WalletView extends Wallet {
   held: bigint;
   available: bigint;
+  /**
+   * The time `held` was counted at: this instance's clock when it was read, or the wallet's last
+   * change when that is later. Its holds are listed as of then (see LedgerQueries.walletTime).
+   */
+  readAt: Date;
 }
 
 export interface TransactionFilter {
@@ -42,6 +50,7 @@ function unusedWallet(merchantId: string, customerId: string, currency: string, 
     updatedAt: now,
     held: 0n,
     available: 0n,
+    readAt: now,
   };
 }
 
@@ -56,8 +65,8 @@ function holdStatusWhere(statuses: readonly HoldStatus[] | null | undefined, now
   };
 }
 
-/** A wallet and its last change, as read with it (WalletView): when its holds are read (see LedgerQueries.walletTime). */
-type WalletTime = Pick<WalletView, 'id' | 'updatedAt'>;
+/** A wallet and its last change, as read with it (WalletView), and when it was read: when its holds are read (see LedgerQueries.walletTime). */
+type WalletTime = Pick<WalletView, 'id' | 'updatedAt'> & Partial<Pick<WalletView, 'readAt'>>;
 
 /** A wallet row as LedgerQueries.view reads it: amounts as text (bigint), with its held sum and whether a settle is due. */
 interface WalletViewRow {
@@ -141,7 +150,9 @@ export class LedgerQueries {
       version: BigInt(row.version), createdAt: row.createdAt, updatedAt: row.updatedAt,
     };
     const held = BigInt(row.held);
-    return { wallet: { ...wallet, held, available: wallet.balance - held }, settleDue: row.settle_due };
+    // As the statement counted `held` (t.now).
+    const readAt = wallet.updatedAt > now ? wallet.updatedAt : now;
+    return { wallet: { ...wallet, held, available: wallet.balance - held, readAt }, settleDue: row.settle_due };
   }
 
   /** One page of a wallet's grants, oldest first: the live ones, or all it ever had. */
@@ -178,9 +189,12 @@ export class LedgerQueries {
    * The time a wallet's holds are read at: this instance's, or the wallet's last change (as read
    * with it) when that is later, as `view` counts `held` and every write judges holds (see
    * LedgerStore.withWallets). A hold another instance has already treated as run out is never
-   * listed as pending here.
+   * listed as pending here. A wallet `view` read is read at the time its `held` was counted at,
+   * not the clock's again: a hold running out between the two reads was listed EXPIRED beside a
+   * `held` that counted it, so the pending holds listed did not add up to `held`.
    */
   private walletTime(wallet: WalletTime): Date {
+    if (wallet.readAt) return wallet.readAt;
     const now = this.clock();
     return wallet.updatedAt > now ? wallet.updatedAt : now;
   }
@@ -218,18 +232,39 @@ export class LedgerQueries {
     return { AND: where };
   }
 
-  /** A transaction's legs, from ledger_entries or from its own row (the ledger_legs view). */
-  async entries(merchantId: string, transactionId: string): Promise<LedgerEntry[]> {
-    const rows = await this.db.withConnection((connection) =>
-      connection.query<Omit<LedgerEntry, 'amount'> & { amount: string }>(
-        `SELECT transaction_id AS "transactionId", leg, merchant_id AS "merchantId", wallet_id AS "walletId", account_id AS "accountId",
-           grant_id AS "grantId", currency, amount::text AS amount, created_at AS "createdAt"
-         FROM ledger_legs l WHERE merchant_id = $1 AND transaction_id = $2 ORDER BY l.amount, leg`, // the number, not the text column named amount
-        [merchantId, transactionId],
-      ),
-    );
-    return rows.map((row) => ({ ...row, amount: BigInt(row.amount) }));
+  /**
+   * A transaction's legs, from ledger_entries or from its own row (the ledger_legs view). The legs
+   * of every transaction asked for in one tick are read in one query: a page of 100 transactions
+   * with their entries costs one round trip, not 100.
+   */
+  entries(merchantId: string, transactionId: string): Promise<LedgerEntry[]> {
+    return this.entryBatches.load(`${merchantId.toLowerCase()}:${transactionId.toLowerCase()}`);
   }
+
+  private readonly entryBatches = new TickBatcher<string, LedgerEntry[]>(async (keys) => {
+    const found = new Map<string, LedgerEntry[]>();
+    for (const [merchantId, merchantKeys] of groupBy(keys, (key) => key.split(':')[0]!)) {
+      // Not a UUID: no transaction's (and the cast would fail every load batched with it).
+      const transactionIds = merchantKeys.map((key) => key.split(':')[1]!).filter(isUuid);
+      if (!isUuid(merchantId) || transactionIds.length === 0) continue;
+      const rows = await this.db.withConnection((connection) =>
+        connection.query<Omit<LedgerEntry, 'amount'> & { amount: string }>(
+          `SELECT transaction_id AS "transactionId", leg, merchant_id AS "merchantId", wallet_id AS "walletId", account_id AS "accountId",
+             grant_id AS "grantId", currency, amount::text AS amount, created_at AS "createdAt"
+           FROM ledger_legs l WHERE merchant_id = $1 AND transaction_id = ANY($2::uuid[])
+           ORDER BY l.transaction_id, l.amount, leg`, // the number, not the text column named amount
+          [merchantId, pgArray(transactionIds)],
+        ),
+      );
+      for (const row of rows) {
+        const key = `${merchantId}:${row.transactionId}`;
+        const legs = found.get(key) ?? [];
+        legs.push({ ...row, amount: BigInt(row.amount) });
+        found.set(key, legs);
+      }
+    }
+    return found;
+  }, []);
 
   /**
    * Proves the books balance: every transaction sums to zero, each transaction's amount is
