@@ -92,6 +92,27 @@ describe('query depth', () => {
 const originalSetTimeout = globalThis.setTimeout;
 const originalClearTimeout = globalThis.clearTimeout;
 
+/** The timers set for over half an hour (a session's expiry) and not cleared yet, while tracked; `restore` stops tracking. */
+function trackLongTimers(): { longTimers: Set<unknown>; restore: () => void } {
+  const longTimers = new Set<unknown>();
+  const setTimeoutSpy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((callback: () => void, delay?: number, ...rest: unknown[]) => {
+    const timer = originalSetTimeout(callback, delay, ...rest);
+    if ((delay ?? 0) > 30 * 60_000) longTimers.add(timer);
+    return timer;
+  }) as typeof setTimeout);
+  const clearTimeoutSpy = vi.spyOn(globalThis, 'clearTimeout').mockImplementation(((timer?: Parameters<typeof clearTimeout>[0]) => {
+    longTimers.delete(timer);
+    originalClearTimeout(timer);
+  }) as typeof clearTimeout);
+  return {
+    longTimers,
+    restore: () => {
+      setTimeoutSpy.mockRestore();
+      clearTimeoutSpy.mockRestore();
+    },
+  };
+}
+
 /** A raw graphql-ws socket, acknowledged, with every message it received. */
 async function rawSocket(authorization: string) {
   return rawSocketWith({ authorization: `Bearer ${authorization}` });
@@ -184,16 +205,7 @@ describe('a customer session on a socket that closes while its token is checked'
     const customerId = (await server.services.customers.create(merchant.id, { externalId: 'closes-early' })).id;
     const { token } = await server.services.customerSessions.create(merchant.id, customerId, 3600);
     const resolve = server.services.viewers.resolve.bind(server.services.viewers);
-    const longTimers = new Set<unknown>();
-    const setTimeoutSpy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((callback: () => void, delay?: number, ...rest: unknown[]) => {
-      const timer = originalSetTimeout(callback, delay, ...rest);
-      if ((delay ?? 0) > 30 * 60_000) longTimers.add(timer);
-      return timer;
-    }) as typeof setTimeout);
-    const clearTimeoutSpy = vi.spyOn(globalThis, 'clearTimeout').mockImplementation(((timer?: Parameters<typeof clearTimeout>[0]) => {
-      longTimers.delete(timer);
-      originalClearTimeout(timer);
-    }) as typeof clearTimeout);
+    const { longTimers, restore } = trackLongTimers();
     // Checking a credential takes a while, long enough for the client to leave meanwhile.
     let checked = 0;
     server.services.viewers.resolve = async (authorization) => {
@@ -223,8 +235,7 @@ describe('a customer session on a socket that closes while its token is checked'
       expect(longTimers.size).toBe(0);
     } finally {
       server.services.viewers.resolve = resolve;
-      setTimeoutSpy.mockRestore();
-      clearTimeoutSpy.mockRestore();
+      restore();
     }
   });
 });
@@ -315,16 +326,7 @@ describe('operations that carry their own session token, as the playground sends
   it('keep one expiry timer per socket, however many operations carry the token', async () => {
     const customerId = (await server.services.customers.create(merchant.id, { externalId: 'many-operations' })).id;
     const { token } = await server.services.customerSessions.create(merchant.id, customerId, 3600);
-    const longTimers = new Set<unknown>();
-    const setTimeoutSpy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((callback: () => void, delay?: number, ...rest: unknown[]) => {
-      const timer = originalSetTimeout(callback, delay, ...rest);
-      if ((delay ?? 0) > 30 * 60_000) longTimers.add(timer);
-      return timer;
-    }) as typeof setTimeout);
-    const clearTimeoutSpy = vi.spyOn(globalThis, 'clearTimeout').mockImplementation(((timer?: Parameters<typeof clearTimeout>[0]) => {
-      longTimers.delete(timer);
-      originalClearTimeout(timer);
-    }) as typeof clearTimeout);
+    const { longTimers, restore } = trackLongTimers();
     try {
       const { socket, received, send } = await rawSocketWith({});
       for (let i = 0; i < 30; i++) {
@@ -339,8 +341,7 @@ describe('operations that carry their own session token, as the playground sends
       await new Promise((done) => originalSetTimeout(done, 100));
       expect(longTimers.size).toBe(0);
     } finally {
-      setTimeoutSpy.mockRestore();
-      clearTimeoutSpy.mockRestore();
+      restore();
     }
   });
 });

@@ -1,5 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { createClient, type Client } from 'graphql-ws';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +9,7 @@ import { openRuntime } from '../src/runtime.ts';
 import type { Services } from '../src/services.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { createTestDatabase, type TestDatabase } from './databases.ts';
+import { eventually, OwnRedis } from './own-redis.ts';
 import { testConfig } from './server.ts';
 
 /**
@@ -20,8 +19,7 @@ import { testConfig } from './server.ts';
  * TEST_REDIS_URL says this machine has Redis (CI sets it); without it the file is skipped.
  */
 
-let redis: ChildProcess | undefined;
-let redisPort: number;
+let redis: OwnRedis | undefined;
 let database: TestDatabase | undefined;
 let a: { services: Services; url: string; close(): Promise<void> } | undefined;
 let b: Services | undefined;
@@ -33,44 +31,17 @@ let secret: string;
 
 const USD = 1_000_000_000_000_000_000n; // in atto-units
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
-
-function startRedis(): void {
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-}
-
-async function stopRedis(): Promise<void> {
-  const child = redis;
-  redis = undefined;
-  if (child && child.exitCode === null) await new Promise((resolve) => child.once('exit', resolve).kill('SIGKILL'));
-}
-
-async function eventually(check: () => boolean | Promise<boolean>, withinMs: number): Promise<boolean> {
-  const deadline = Date.now() + withinMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return false;
-}
-
 const confirmed = (services: Services) => services.pubsub.ready().then(() => true, () => false);
 
 /** Redis stopped, and both instances know it (their subscriptions can no longer be confirmed). */
 async function redisAway(): Promise<void> {
-  await stopRedis();
+  await redis!.stop();
   expect(await eventually(async () => !(await confirmed(a!.services)) && !(await confirmed(b!)), 10_000)).toBe(true);
 }
 
 /** Redis started again, and both instances' subscriptions confirmed on it. */
 async function redisBack(): Promise<void> {
-  startRedis();
+  redis!.start();
   expect(await eventually(async () => (await confirmed(a!.services)) && (await confirmed(b!)), 20_000)).toBe(true);
 }
 
@@ -122,11 +93,10 @@ const balances = (pushed: BalancePush[]) => pushed.map((push) => ({ balance: pus
 
 describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is interrupted', () => {
   beforeAll(async () => {
-    redisPort = await freePort();
-    startRedis();
-    const redisUrl = `redis://127.0.0.1:${redisPort}`;
+    redis = await OwnRedis.onFreePort();
+    redis.start();
     database = await createTestDatabase();
-    const config = testConfig({ REDIS_URL: redisUrl });
+    const config = testConfig({ REDIS_URL: redis.url });
     const runtimeA = await openRuntime(config, createLogger('silent'), { db: database.db });
     const app = await createApp(runtimeA.services);
     const { url } = await app.listen(0, '127.0.0.1');
@@ -153,7 +123,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is inter
     await b?.pubsub.close();
     await a?.close();
     await database?.close();
-    await stopRedis();
+    await redis?.stop();
   });
 
   it('pushes the wallet and the customer as they are once Redis is back, after changes made on another instance while it was away', { timeout: 90_000 }, async () => {

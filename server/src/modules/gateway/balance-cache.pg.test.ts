@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createPostgresDatabase } from '../../../test/databases.ts';
+import { OwnRedis } from '../../../test/own-redis.ts';
 import { loadConfig } from '../../config.ts';
 import { openRuntime } from '../../runtime.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -15,23 +14,15 @@ import { BalanceCache } from './balance-cache.ts';
  * A Redis of this file's own: the test pauses it (CLIENT PAUSE), which on the shared one would
  * hold up the other test files' events.
  */
-let redis: ChildProcess;
+let redis: OwnRedis;
 let redisUrl: string;
 let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
 let runtime: Awaited<ReturnType<typeof openRuntime>>;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 beforeAll(async () => {
-  const port = await freePort();
-  redisUrl = `redis://127.0.0.1:${port}`;
-  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  redis = await OwnRedis.onFreePort();
+  redisUrl = redis.url;
+  redis.start();
   for (let attempt = 0; ; attempt++) {
     const probe = new Redis(redisUrl, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     probe.on('error', () => undefined);
@@ -56,7 +47,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await runtime?.close();
   await database?.drop();
-  if (redis && redis.exitCode === null) await new Promise((resolve) => redis.once('exit', resolve).kill());
+  await redis?.stop();
 });
 
 it('reads a balance only once its subscription is live, so a change made meanwhile is not missed for good', async () => {

@@ -1,6 +1,6 @@
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
+import { freePort } from '../../../test/own-redis.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
 
@@ -11,14 +11,6 @@ import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
  */
 let server: TestServer;
 let provider: FakeProvider;
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 beforeAll(async () => {
   server = await startTestServer({ REDIS_URL: `redis://127.0.0.1:${await freePort()}`, TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS: 'true' });
