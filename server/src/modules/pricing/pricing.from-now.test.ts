@@ -109,7 +109,7 @@ describe('a provider price "from now" while usage up to 5 minutes ahead is alrea
     await server.services.providerPrices.importModelsDev(t.merchant.id, file(2));
     const first = await t.prices();
     expect(first).toHaveLength(1);
-    expect(await server.services.providerPrices.importModelsDev(t.merchant.id, file(2))).toMatchObject({ imported: 1 });
+    expect(await server.services.providerPrices.importModelsDev(t.merchant.id, file(2))).toMatchObject({ imported: 0, unchanged: 1 });
     const same = await server.services.providerPrices.add(t.merchant.id, price('2.00'));
     expect(await t.prices()).toEqual(first);
     expect(same.effectiveFrom.toISOString()).toBe(first[0]);

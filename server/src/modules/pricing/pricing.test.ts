@@ -165,7 +165,7 @@ describe('setProviderPrice', () => {
     expect(same.prices).toEqual({ perMillionTokens: { input: '2.50', output: 10 } });
     // A models.dev file with the same price imports over it as a no-op, instead of being refused whole.
     const file = JSON.stringify({ openai: { models: { 'gpt-x': { cost: { input: 2.5, output: 10 } }, 'gpt-y': { cost: { input: 1, output: 2 } } } } });
-    expect(await prices.importModelsDev(merchant.id, file, from)).toMatchObject({ imported: 2, skipped: [] });
+    expect(await prices.importModelsDev(merchant.id, file, from)).toMatchObject({ imported: 1, unchanged: 1, skipped: [] });
     expect(await refusal(prices.add(merchant.id, { provider: 'openai', model: 'gpt-x', perMillionTokens: { input: '2.6', output: '10' }, effectiveFrom: from }))).toMatchObject({ code: 'CONFLICT' });
     const listed = await server.graphql<any>('query { providerPrices(provider: "openai", model: "gpt-x") { ref rates } }', {}, merchant.secret);
     expect(listed.data.providerPrices).toEqual([
@@ -194,8 +194,8 @@ describe('setProviderPrice', () => {
     const merchant = await server.createMerchant();
     const prices = server.services.providerPrices;
     const file = (input: number) => JSON.stringify({ openai: { models: { 'gpt-x': { cost: { input, output: 2 } }, 'gpt-y': { cost: { input: 1, output: 2 } } } }, togetherai: { models: { 'llama-z': { cost: { input: 0.5, output: 0.5 } } } } });
-    expect(await prices.importModelsDev(merchant.id, file(1), from)).toMatchObject({ imported: 3, skipped: [] });
-    expect(await prices.importModelsDev(merchant.id, file(1), from)).toMatchObject({ imported: 3 });
+    expect(await prices.importModelsDev(merchant.id, file(1), from)).toMatchObject({ imported: 3, unchanged: 0, skipped: [] });
+    expect(await prices.importModelsDev(merchant.id, file(1), from)).toMatchObject({ imported: 0, unchanged: 3 });
     expect(await refusal(prices.importModelsDev(merchant.id, file(3), from))).toMatchObject({ code: 'CONFLICT', details: { models: ['openai/gpt-x'] } });
     const stored = await server.services.prisma.providerPrice.findMany({ where: { merchantId: merchant.id }, orderBy: { model: 'asc' } });
     expect(stored.map((row) => `${row.provider}/${row.model}`)).toEqual(['openai/gpt-x', 'openai/gpt-y', 'together/llama-z']);
