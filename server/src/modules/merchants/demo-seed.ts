@@ -15,9 +15,7 @@ export async function seedDemoMerchant(services: Services) {
   return inPrismaTransaction(services.prisma, async ({ client }) => {
     await client.$queryRaw`SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended('tollgate:demo-seed', 0))`;
     if ((await client.merchant.count()) > 0) return undefined;
-    // As MerchantService.create writes a merchant and its first key, here with the demo customer.
-    const merchant = await client.merchant.create({ data: { name: 'Demo merchant' } });
-    const key = await services.apiKeys.within(client as PrismaClient).create(merchant.id, { name: 'Default secret key', mode: 'test' });
+    const { merchant, key } = await services.merchants.createWithin(client as PrismaClient, { name: 'Demo merchant' });
     await client.customer.create({
       data: { merchantId: merchant.id, externalId: 'demo-user-1', email: 'ada@example.com', name: 'Ada Lovelace', metadata: { plan: 'demo' } },
     });

@@ -14,12 +14,15 @@ export class MerchantService {
    * merchant whose key failed would be left with no way in, and a retry would make a second one.
    */
   async create(input: { name: string; keyMode?: ApiKeyMode }): Promise<{ merchant: Merchant; key: CreatedApiKey }> {
-    const name = requireNonEmpty('name', input.name);
-    return this.prisma.$transaction(async (tx) => {
-      const merchant = await tx.merchant.create({ data: { name } });
-      const key = await this.apiKeys.within(tx as PrismaClient).create(merchant.id, { name: 'Default secret key', mode: input.keyMode ?? 'test' });
-      return { merchant, key };
-    });
+    requireNonEmpty('name', input.name);
+    return this.prisma.$transaction((tx) => this.createWithin(tx as PrismaClient, input));
+  }
+
+  /** What `create` writes, over a transaction's client: for a merchant made with other rows (the demo seed). */
+  async createWithin(tx: PrismaClient, input: { name: string; keyMode?: ApiKeyMode }): Promise<{ merchant: Merchant; key: CreatedApiKey }> {
+    const merchant = await tx.merchant.create({ data: { name: requireNonEmpty('name', input.name) } });
+    const key = await this.apiKeys.within(tx).create(merchant.id, { name: 'Default secret key', mode: input.keyMode ?? 'test' });
+    return { merchant, key };
   }
 
   /** Text that is not a UUID names no merchant: it is not looked up (PostgreSQL would refuse it as a uuid). */
