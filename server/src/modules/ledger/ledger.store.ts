@@ -603,10 +603,8 @@ interface WalletRow {
 }
 
 interface StateRow {
-  grants: {
-    id: string; wallet_id: string; kind: GrantKind; remaining: string; priority: number; expires_at: string | null; created_at: string;
-    hold_id: string | null; hold_live: boolean;
-  }[] | null;
+  /** Positional, in the order the state query builds them: json_build_object costs PostgreSQL twice as much as an array per grant. */
+  grants: [id: string, walletId: string, kind: GrantKind, remaining: string, priority: number, expiresAt: string | null, createdAt: string, holdId: string | null, holdLive: boolean][] | null;
   held: { wallet_id: string; held: string }[] | null;
   existing: (TransactionRow & { merchant_id: string })[] | null;
   orders: { merchant_id: string; order: ConsumptionKey[] }[] | null;
@@ -749,12 +747,15 @@ export class LedgerStore {
           ],
         );
       }
+      // With one currency (nearly every batch) the pairs are the customers in it, found by one index
+      // scan over an array: about half what PostgreSQL spends joining each pair of an unnest.
+      const currencies = new Set(unique.map((key) => key.currency));
       const walletRows = await tx.query<WalletRow>(
         `SELECT id, customer_id, currency, balance::text AS balance, fraction_carry::text AS carry, overdraft_limit::text AS overdraft_limit,
            version::text AS version, updated_at
-         FROM wallets WHERE (customer_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
+         FROM wallets WHERE ${currencies.size === 1 ? 'customer_id = ANY($1::uuid[]) AND currency = $2' : '(customer_id, currency) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))'}
          ORDER BY id FOR UPDATE`,
-        [pgArrayOf(unique, (key) => key.customerId), pgArrayOf(unique, (key) => key.currency)],
+        [pgArrayOf(unique, (key) => key.customerId), currencies.size === 1 ? unique[0]!.currency : pgArrayOf(unique, (key) => key.currency)],
       );
       // A wallet's time never runs backwards. `now` was stamped before the locks were waited for
       // (or on an instance whose clock is behind), so a change committed meanwhile may be dated
@@ -770,9 +771,8 @@ export class LedgerStore {
       const walletIds = walletRows.map((row) => row.id);
       const [stateRow] = await tx.query<StateRow>(
         `SELECT
-           (SELECT json_agg(json_build_object('id', g.id, 'wallet_id', g.wallet_id, 'kind', g.kind, 'remaining', g.remaining::text,
-              'priority', g.priority, 'expires_at', g.expires_at, 'created_at', g.created_at, 'hold_id', g.hold_id,
-              'hold_live', g.hold_id IS NOT NULL AND EXISTS (SELECT FROM holds h WHERE h.id = g.hold_id AND h.status = 'PENDING' AND h.expires_at > $2)))
+           (SELECT json_agg(json_build_array(g.id, g.wallet_id, g.kind, g.remaining::text, g.priority, g.expires_at, g.created_at, g.hold_id,
+              g.hold_id IS NOT NULL AND EXISTS (SELECT FROM holds h WHERE h.id = g.hold_id AND h.status = 'PENDING' AND h.expires_at > $2)))
             FROM credit_grants g WHERE g.wallet_id = ANY($1::uuid[]) AND g.expired_at IS NULL AND (g.remaining > 0 OR g.expires_at <= $2)) AS grants,
            (SELECT json_agg(json_build_object('wallet_id', wallet_id, 'held', held::text)) FROM (
               SELECT wallet_id, sum(amount - captured_amount) AS held FROM holds
@@ -797,7 +797,7 @@ export class LedgerStore {
       for (const item of preload.keys) batch.checked.add(`${item.merchantId}:${item.key}`);
       for (const row of stateRow?.existing ?? []) batch.known.set(`${row.merchant_id}:${row.idempotency_key}`, toPosted(row));
       const heldBy = new Map((stateRow?.held ?? []).map((row) => [row.wallet_id, BigInt(row.held)]));
-      const grantsBy = groupBy(stateRow?.grants ?? [], (grant) => grant.wallet_id);
+      const grantsBy = groupBy(stateRow?.grants ?? [], (grant) => grant[1]);
       const archivedAt = new Map((stateRow?.archived ?? []).map((row) => [row.id, new Date(row.archived_at)]));
       for (const row of walletRows) {
         const key = byWallet.get(walletKeyOf({ customerId: row.customer_id, currency: row.currency }))!;
@@ -810,15 +810,15 @@ export class LedgerStore {
           held: heldBy.get(row.id) ?? 0n,
           version: BigInt(row.version),
           grants: sortGrants(
-            (grantsBy.get(row.id) ?? []).map((grant) => ({
-              id: grant.id,
-              kind: grant.kind,
-              remaining: BigInt(grant.remaining),
-              priority: grant.priority,
-              expiresAt: grant.expires_at ? new Date(grant.expires_at) : null,
-              createdAt: new Date(grant.created_at),
-              holdId: grant.hold_id,
-              holdLive: grant.hold_live,
+            (grantsBy.get(row.id) ?? []).map(([id, , kind, remaining, priority, expiresAt, createdAt, holdId, holdLive]) => ({
+              id,
+              kind,
+              remaining: BigInt(remaining),
+              priority,
+              expiresAt: expiresAt ? new Date(expiresAt) : null,
+              createdAt: new Date(createdAt),
+              holdId,
+              holdLive,
             })),
             order,
           ),
