@@ -17,7 +17,8 @@ export interface PubSub {
   ready(): Promise<void>;
   /**
    * Calls `listener` whenever subscriptions may have missed events (the connection to Redis was
-   * lost): what was kept up to date by them must be read afresh once ready() resolves again.
+   * lost, this instance's or that of an instance that could not publish meanwhile): what was kept
+   * up to date by them must be read afresh once ready() resolves again.
    * Returns a function that removes the listener.
    */
   onInterrupted(listener: () => void): () => void;

@@ -6,6 +6,8 @@ import { listenerIterator, type EventPayload, type PubSub } from './pubsub.ts';
 const CLOSE_WAIT_MS = 1000;
 /** How long ready() waits for a connected Redis to confirm the subscriptions. */
 const READY_WAIT_MS = 2000;
+/** Where an instance that gave up publishing events says so once it is connected again (see announceLost). */
+const RESYNC_TOPIC = 'pubsub:resync';
 
 /**
  * PubSub across server instances: an event published on one instance reaches subscribers
@@ -20,6 +22,10 @@ export class RedisPubSub implements PubSub {
   private readonly interrupted = new Set<() => void>();
   /** Settles when the subscriber's first connection is up or has failed; null from then on. */
   private starting: Promise<void> | null;
+  /** When (performance.now()) the latest publish given up on was asked for; null once announced to the instances. */
+  private lostAt: number | null = null;
+  /** When (performance.now()) the subscriber's connection was last made. */
+  private connectedAt = -Infinity;
 
   constructor(url: string, private readonly logger: Logger, prefix = 'tollgate:') {
     this.prefix = prefix;
@@ -39,10 +45,15 @@ export class RedisPubSub implements PubSub {
     });
     // The subscriber's connection closed: events published until it is back (and has
     // resubscribed, which ioredis does by itself) are lost to this instance.
-    this.subscriber.on('close', () => {
-      for (const listener of this.interrupted) listener();
-    });
+    this.subscriber.on('close', () => this.interrupt());
+    this.subscriber.on('ready', () => (this.connectedAt = performance.now()));
+    this.subscriber.subscribe(this.prefix + RESYNC_TOPIC).catch((error: unknown) => this.logger.error({ err: error }, 'subscribe failed'));
+    this.publisher.on('ready', () => this.announceLost());
     this.subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.prefix + RESYNC_TOPIC) {
+        this.resyncAsked(message);
+        return;
+      }
       const set = this.listeners.get(channel.slice(this.prefix.length));
       if (!set) return;
       let payload: EventPayload;
@@ -56,8 +67,12 @@ export class RedisPubSub implements PubSub {
   }
 
   publish(topic: string, payload: EventPayload): void {
+    const at = performance.now();
     this.publisher.publish(this.prefix + topic, JSON.stringify(payload)).catch((error: unknown) => {
       this.logger.error({ err: error, topic }, 'failed to publish event');
+      this.lostAt = Math.max(this.lostAt ?? at, at);
+      // Usually given up while disconnected: announced on reconnecting ('ready').
+      if (this.publisher.status === 'ready') this.announceLost();
     });
   }
 
@@ -111,6 +126,45 @@ export class RedisPubSub implements PubSub {
   onInterrupted(listener: () => void): () => void {
     this.interrupted.add(listener);
     return () => void this.interrupted.delete(listener);
+  }
+
+  private interrupt(): void {
+    for (const listener of this.interrupted) listener();
+  }
+
+  /**
+   * Events this instance gave up publishing (its connection was down) reached no instance, and
+   * what they keep current would stay stale until the next change. Once connected again, it asks
+   * every instance (itself included) to re-read as after an interruption of their own: one signal
+   * whatever was lost rather than the lost events again, so no memory per topic and no payload to
+   * reason about (caches of configuration expire within seconds anyway: see ConfigChanges).
+   * How long ago the last loss was goes as a duration: instances' clocks differ.
+   */
+  private announceLost(): void {
+    const at = this.lostAt;
+    if (at === null) return;
+    this.lostAt = null;
+    const lostMsAgo = performance.now() - at;
+    this.publisher.publish(this.prefix + RESYNC_TOPIC, JSON.stringify({ lostMsAgo })).then(
+      () => this.logger.warn({ lostMsAgo }, 'asked every instance to re-read what events keep current: some were not published'),
+      // Left for the next reconnection, or the next publish given up.
+      () => (this.lostAt = Math.max(this.lostAt ?? at, at)),
+    );
+  }
+
+  private resyncAsked(message: string): void {
+    let lostMsAgo: unknown;
+    try {
+      lostMsAgo = (JSON.parse(message) as { lostMsAgo?: unknown }).lostMsAgo;
+    } catch {
+      lostMsAgo = undefined;
+    }
+    // On this instance's clock, the loss was no later than this (the message took time to come).
+    const lostBy = typeof lostMsAgo === 'number' && Number.isFinite(lostMsAgo) ? performance.now() - lostMsAgo : Infinity;
+    // Lost before this subscriber last connected: the re-reads its own interruption asked for
+    // come after it and include those changes (a Redis restart is not made up for twice).
+    if (lostBy < this.connectedAt) return;
+    this.interrupt();
   }
 
   async close(): Promise<void> {

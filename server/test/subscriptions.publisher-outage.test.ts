@@ -1,0 +1,234 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createClient, type Client } from 'graphql-ws';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createApp } from '../src/app.ts';
+import { BalanceCache } from '../src/modules/gateway/balance-cache.ts';
+import { customerTopic } from '../src/modules/customers/customers.service.ts';
+import { SYSTEM_ACTOR, walletTopic } from '../src/modules/ledger/ledger.service.ts';
+import { openRuntime } from '../src/runtime.ts';
+import type { Services } from '../src/services.ts';
+import { createLogger } from '../src/shared/logger.ts';
+import { createTestDatabase, type TestDatabase } from './databases.ts';
+import { eventually, OwnRedis } from './own-redis.ts';
+import { testConfig } from './server.ts';
+
+/**
+ * The publishing instance alone loses Redis. Two instances share one database and a Redis of this
+ * file's own: A serves a live subscription and keeps a gateway balance cache; B makes the changes
+ * and reaches Redis through a relay the test cuts, so B gives up publishing their events while A's
+ * connection stays up and A sees nothing amiss. Once B is connected again, A's subscribers and
+ * its cache must show the changes without the wallet changing again.
+ * TEST_REDIS_URL says this machine has Redis (CI sets it); without it the file is skipped.
+ */
+
+/** A TCP relay to Redis for one instance: cut() destroys its connections and refuses new ones until restore(). */
+class RedisRelay {
+  private readonly sockets = new Set<Socket>();
+  private refusing = false;
+  private readonly server: Server;
+
+  constructor(private readonly port: number) {
+    this.server = createServer((client) => {
+      if (this.refusing) return void client.destroy();
+      const upstream = connect(this.port, '127.0.0.1');
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on('close', () => this.sockets.delete(socket));
+        socket.on('error', () => undefined);
+      }
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.pipe(upstream).pipe(client);
+    });
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return `redis://127.0.0.1:${(this.server.address() as { port: number }).port}`;
+  }
+
+  cut(): void {
+    this.refusing = true;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  restore(): void {
+    this.refusing = false;
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+let redis: OwnRedis | undefined;
+let relay: RedisRelay | undefined;
+let database: TestDatabase | undefined;
+let a: { services: Services; url: string; close(): Promise<void> } | undefined;
+let b: Services | undefined;
+/** The gateway's balance cache as instance A keeps one (kept current by the same events). */
+let cacheOnA: BalanceCache | undefined;
+/** What B logged at warn and above: a publish it gave up on says so. */
+const bLog: string[] = [];
+const clients: Client[] = [];
+let merchantId: string;
+let secret: string;
+
+const USD = 1_000_000_000_000_000_000n; // in atto-units
+const NANOS = 1_000_000_000n;
+
+const confirmed = (services: Services) => services.pubsub.ready().then(() => true, () => false);
+const publishesGivenUp = () => bLog.filter((line) => line.includes('failed to publish event')).length;
+const rereadsAsked = () => bLog.filter((line) => line.includes('asked every instance to re-read')).length;
+
+/** Subscribes on instance A and collects what it pushes. */
+function watch<T>(query: string, variables: Record<string, unknown>): T[] {
+  const client = createClient({ url: a!.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${secret}` }, retryAttempts: 0 });
+  clients.push(client);
+  const pushed: T[] = [];
+  client.subscribe<T>({ query, variables }, {
+    next: (result) => {
+      if (result.data) pushed.push(result.data);
+    },
+    error: () => undefined,
+    complete: () => undefined,
+  });
+  return pushed;
+}
+
+interface BalancePush { balanceUpdated: { balance: { amount: string }; version: string | null } }
+interface CustomerPush { customerUpdated: { id: string; name: string | null } }
+
+const BALANCE = 'subscription ($id: ID!) { balanceUpdated(customerId: $id, currency: "USD") { balance { amount } version } }';
+const CUSTOMER = 'subscription ($id: ID!) { customerUpdated(id: $id) { id name } }';
+
+const balances = (pushed: BalancePush[]) => pushed.map((push) => ({ balance: push.balanceUpdated.balance.amount, version: push.balanceUpdated.version }));
+const availableOnA = async (customerId: string) => (await cacheOnA!.get(customerId, 'USD')).available;
+
+const debitOnB = (customerId: string, amount: bigint, key: string) =>
+  b!.ledger.debit(merchantId, SYSTEM_ACTOR, { customerId, currency: 'USD', amountAttos: amount * USD, idempotencyKey: key });
+
+describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing instance alone has lost Redis', () => {
+  beforeAll(async () => {
+    redis = await OwnRedis.onFreePort();
+    redis.start();
+    relay = new RedisRelay(redis.port);
+    const relayUrl = await relay.listen();
+    database = await createTestDatabase();
+    const runtimeA = await openRuntime(testConfig({ REDIS_URL: redis.url }), createLogger('silent'), { db: database.db });
+    const app = await createApp(runtimeA.services);
+    const { url } = await app.listen(0, '127.0.0.1');
+    a = {
+      services: runtimeA.services,
+      url,
+      async close() {
+        await app.close();
+        await runtimeA.close();
+      },
+    };
+    cacheOnA = new BalanceCache(database.db, runtimeA.services.pubsub);
+    const runtimeB = await openRuntime(testConfig({ REDIS_URL: relayUrl }), pino({ level: 'warn' }, { write: (line: string) => void bLog.push(line) }), { db: database.db });
+    b = runtimeB.services;
+    expect(await eventually(async () => (await confirmed(a!.services)) && (await confirmed(b!)), 20_000)).toBe(true);
+    const { merchant, key } = await a.services.merchants.create({ name: 'Publisher outage merchant' });
+    merchantId = merchant.id;
+    secret = key.secret;
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((client) => client.dispose()));
+    cacheOnA?.close();
+    // B shares A's database: only A's runtime closes it.
+    await b?.stop();
+    await b?.pubsub.close();
+    await a?.close();
+    await database?.close();
+    await relay?.close();
+    await redis?.stop();
+  });
+
+  it("brings another instance's subscribers and balance cache up to date once the publisher is connected again", { timeout: 90_000 }, async () => {
+    const customer = await a!.services.customers.create(merchantId, { externalId: 'publisher-outage-1', name: 'Before' });
+    await b!.ledger.grantCredits(merchantId, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: 10n * NANOS, kind: 'PAID', idempotencyKey: 'po-1-grant' });
+    const pushedBalances = watch<BalancePush>(BALANCE, { id: customer.id });
+    const pushedCustomers = watch<CustomerPush>(CUSTOMER, { id: customer.id });
+    expect(await eventually(() => a!.services.pubsub.subscriberCount(walletTopic(customer.id)) === 1 && a!.services.pubsub.subscriberCount(customerTopic(customer.id)) === 1, 10_000)).toBe(true);
+    expect(await eventually(() => confirmed(a!.services), 10_000)).toBe(true);
+
+    // While B is connected: its change reaches A's subscriber and A's cache.
+    await debitOnB(customer.id, 3n, 'po-1-d1');
+    expect(await eventually(() => pushedBalances.length === 1, 10_000)).toBe(true);
+    expect(balances(pushedBalances)).toEqual([{ balance: '7.00', version: '2' }]);
+    expect(await eventually(async () => (await availableOnA(customer.id)) === 7n * NANOS, 10_000)).toBe(true);
+
+    // B alone loses Redis; A stays connected and has no reason to re-read anything.
+    relay!.cut();
+    expect(await eventually(async () => !(await confirmed(b!)), 10_000)).toBe(true);
+    const givenUpBefore = publishesGivenUp();
+    await debitOnB(customer.id, 2n, 'po-1-d2');
+    await b!.customers.update(merchantId, customer.id, { name: 'During' });
+    expect(await eventually(() => publishesGivenUp() >= givenUpBefore + 2, 20_000)).toBe(true);
+    expect(await confirmed(a!.services)).toBe(true);
+    expect({ balances: balances(pushedBalances), customers: pushedCustomers.length, cached: await availableOnA(customer.id) }).toEqual({
+      balances: [{ balance: '7.00', version: '2' }],
+      customers: 0,
+      cached: 7n * NANOS,
+    });
+
+    // B connected again: A catches up without another change to the wallet or the customer.
+    relay!.restore();
+    expect(await eventually(() => confirmed(b!), 20_000)).toBe(true);
+    expect(await eventually(() => pushedBalances.length === 2 && pushedCustomers.length === 1, 15_000)).toBe(true);
+    expect(balances(pushedBalances)).toEqual([
+      { balance: '7.00', version: '2' },
+      { balance: '5.00', version: '3' },
+    ]);
+    expect(pushedCustomers).toEqual([{ customerUpdated: { id: customer.id, name: 'During' } }]);
+    // Well within the cache's own lifetime (60 s): the lost event no longer leaves it stale.
+    expect(await eventually(async () => (await availableOnA(customer.id)) === 5n * NANOS, 15_000)).toBe(true);
+
+    // And carries on as usual.
+    await debitOnB(customer.id, 1n, 'po-1-d3');
+    expect(await eventually(() => pushedBalances.length === 3, 10_000)).toBe(true);
+    expect(balances(pushedBalances)[2]).toEqual({ balance: '4.00', version: '4' });
+    expect(await eventually(async () => (await availableOnA(customer.id)) === 4n * NANOS, 10_000)).toBe(true);
+  });
+
+  it('does not make up twice for a Redis restart: what the publisher lost before another instance reconnected, that one has re-read', { timeout: 90_000 }, async () => {
+    const customer = await a!.services.customers.create(merchantId, { externalId: 'publisher-outage-2', name: 'Before' });
+    const pushedCustomers = watch<CustomerPush>(CUSTOMER, { id: customer.id });
+    expect(await eventually(() => a!.services.pubsub.subscriberCount(customerTopic(customer.id)) === 1, 10_000)).toBe(true);
+    expect(await eventually(() => confirmed(a!.services), 10_000)).toBe(true);
+
+    // Redis away for everyone; B's change is lost.
+    relay!.cut();
+    await redis!.stop();
+    expect(await eventually(async () => !(await confirmed(a!.services)) && !(await confirmed(b!)), 10_000)).toBe(true);
+    const givenUpBefore = publishesGivenUp();
+    await b!.customers.update(merchantId, customer.id, { name: 'During' });
+    expect(await eventually(() => publishesGivenUp() > givenUpBefore, 20_000)).toBe(true);
+
+    // A is back first, and re-reads on its own.
+    redis!.start();
+    expect(await eventually(() => confirmed(a!.services), 20_000)).toBe(true);
+    expect(await eventually(() => pushedCustomers.length === 1, 15_000)).toBe(true);
+    let interruptions = 0;
+    const stop = a!.services.pubsub.onInterrupted(() => (interruptions += 1));
+    try {
+      // Then B, which asks for a re-read of what it lost: A has it already.
+      const askedBefore = rereadsAsked();
+      relay!.restore();
+      expect(await eventually(() => confirmed(b!), 20_000)).toBe(true);
+      expect(await eventually(() => rereadsAsked() > askedBefore, 10_000)).toBe(true);
+      // A later event comes over A's connection after the request: once it is here, A has had both.
+      await b!.customers.update(merchantId, customer.id, { name: 'After' });
+      expect(await eventually(() => pushedCustomers.length >= 2, 10_000)).toBe(true);
+      expect({ interruptions, pushed: pushedCustomers.map((push) => push.customerUpdated.name) }).toEqual({ interruptions: 0, pushed: ['During', 'After'] });
+    } finally {
+      stop();
+    }
+  });
+});
