@@ -39,7 +39,17 @@ export function isStorableTime(time: Date): boolean {
  */
 const ISO_TIME = /^([+-]\d{6}|\d{4})-(\d{2})-(\d{2})(?:[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:[Zz]|([+-])(\d{2}):(\d{2})))?$/;
 
-/** The instant `text` names (see ISO_TIME), or null when it is not one or names a day that does not exist. */
+/**
+ * Times parsed from text that named an instant inside a millisecond, past its start (`…00.0005Z`):
+ * a Date holds whole milliseconds, so they were cut to the one they fall in. Only a filter bound
+ * needs to know (see atOrAfter and earlierThan); every other input stores the cut time as before.
+ */
+const CUT_TO_MILLISECOND = new WeakSet<Date>();
+
+/**
+ * The instant `text` names (see ISO_TIME), or null when it is not one or names a day that does not
+ * exist. Digits past the millisecond (Python's isoformat() writes microseconds) are cut off.
+ */
 export function parseIsoTime(text: string): Date | null {
   const match = ISO_TIME.exec(text);
   if (!match || match[1] === '-000000') return null; // ISO 8601 has no minus zero year
@@ -51,5 +61,20 @@ export function parseIsoTime(text: string): Date | null {
   time.setUTCHours(hour, minute, second, Number((match[7] ?? '').slice(0, 3).padEnd(3, '0')));
   if (time.getUTCFullYear() !== year || time.getUTCMonth() !== month - 1 || time.getUTCDate() !== day) return null;
   const offset = (offsetHours * 60 + offsetMinutes) * (match[8] === '-' ? -1 : 1);
-  return new Date(time.getTime() - offset * 60_000);
+  const instant = new Date(time.getTime() - offset * 60_000);
+  if (/[1-9]/.test((match[7] ?? '').slice(3))) CUT_TO_MILLISECOND.add(instant);
+  return instant;
+}
+
+/**
+ * Conditions on a column of whole milliseconds (timestamptz(3)), exact for a bound parsed finer
+ * than that: with `bound` cut down from b, a time t is at or after b exactly when it is after the
+ * cut, and before b exactly when it is at or before the cut (no whole millisecond lies between).
+ */
+export function atOrAfter(bound: Date): { gte: Date } | { gt: Date } {
+  return CUT_TO_MILLISECOND.has(bound) ? { gt: bound } : { gte: bound };
+}
+
+export function earlierThan(bound: Date): { lt: Date } | { lte: Date } {
+  return CUT_TO_MILLISECOND.has(bound) ? { lte: bound } : { lt: bound };
 }

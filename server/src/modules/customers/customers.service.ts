@@ -2,6 +2,7 @@ import type { Customer, Prisma, PrismaClient } from '../../generated/prisma/clie
 import { AppError, conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
+import { atOrAfter, earlierThan } from '../../shared/times.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
 import {
@@ -226,8 +227,8 @@ export class CustomerService {
       // Trimmed as create and getByExternalId trim.
       where.push({ externalId: { in: filter.externalIds.map((externalId) => externalId.trim()) } });
     }
-    if (filter.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
-    if (filter.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });
+    if (filter.createdAfter) where.push({ createdAt: atOrAfter(filter.createdAfter) });
+    if (filter.createdBefore) where.push({ createdAt: earlierThan(filter.createdBefore) });
     return { AND: where };
   }
 

@@ -5,6 +5,7 @@ import { pgArray } from '../../shared/db/arrays.ts';
 import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
+import { atOrAfter, earlierThan } from '../../shared/times.ts';
 import { isUuid, requireStorableText } from '../../shared/validation.ts';
 import { holdRecordOf, type HoldRecord } from './ledger.holds.ts';
 import type { LedgerService } from './ledger.service.ts';
@@ -220,8 +221,8 @@ export class LedgerQueries {
   private filterWhere(filter: TransactionFilter | null | undefined): Prisma.LedgerTransactionWhereInput {
     const where: Prisma.LedgerTransactionWhereInput[] = [];
     if (filter?.kinds?.length) where.push({ kind: { in: [...filter.kinds] } });
-    if (filter?.createdAfter) where.push({ createdAt: { gte: filter.createdAfter } });
-    if (filter?.createdBefore) where.push({ createdAt: { lt: filter.createdBefore } });
+    if (filter?.createdAfter) where.push({ createdAt: atOrAfter(filter.createdAfter) });
+    if (filter?.createdBefore) where.push({ createdAt: earlierThan(filter.createdBefore) });
     // Trimmed as the ledger trims a key before storing it, so the key as its caller sent it finds it.
     const idempotencyKey = filter?.idempotencyKey?.trim();
     if (idempotencyKey) {

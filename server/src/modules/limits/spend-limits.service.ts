@@ -1,6 +1,8 @@
 import type { PrismaClient, SpendLimit } from '../../generated/prisma/client.ts';
 import { invalidField, notFound } from '../../shared/errors.ts';
+import { groupBy } from '../../shared/collections.ts';
 import { ATTOS_PER_NANO, parseCurrency, parseDecimalNanos } from '../../shared/money.ts';
+import { TickBatcher } from '../../shared/tick-batcher.ts';
 import { isUuid } from '../../shared/validation.ts';
 import { periodStartOf } from '../usage/usage.service.ts';
 
@@ -51,9 +53,31 @@ export class SpendLimitService {
     return removed.count > 0;
   }
 
-  async list(merchantId: string, customerId: string): Promise<SpendLimit[]> {
-    return this.prisma.spendLimit.findMany({ where: { merchantId, customerId }, orderBy: { currency: 'asc' } });
+  /**
+   * A customer's limits, by currency. The limits of every customer asked for in one tick are read
+   * in one query: a page of 100 customers with their limits costs one round trip, not 100.
+   */
+  list(merchantId: string, customerId: string): Promise<SpendLimit[]> {
+    return this.limitBatches.load(`${merchantId}:${customerId}`);
   }
+
+  private readonly limitBatches = new TickBatcher<string, SpendLimit[]>(async (keys) => {
+    const found = new Map<string, SpendLimit[]>();
+    for (const [merchantId, merchantKeys] of groupBy(keys, (key) => key.split(':')[0]!)) {
+      // Not a UUID: no customer's (and Prisma would fail every load batched with it).
+      const customerIds = merchantKeys.map((key) => key.split(':')[1]!).filter(isUuid);
+      if (!isUuid(merchantId) || customerIds.length === 0) continue;
+      const rows = await this.prisma.spendLimit.findMany({
+        where: { merchantId, customerId: { in: customerIds } },
+        orderBy: [{ customerId: 'asc' }, { currency: 'asc' }],
+      });
+      for (const row of rows) {
+        const key = `${merchantId}:${row.customerId}`;
+        found.set(key, [...(found.get(key) ?? []), row]);
+      }
+    }
+    return found;
+  }, []);
 
   /** Every limit of a merchant, by `customerId|currency`: the gateway keeps these in memory. */
   async limitsOf(merchantId: string): Promise<Map<string, bigint>> {
