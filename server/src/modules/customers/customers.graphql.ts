@@ -33,8 +33,8 @@ const CustomerFilterInput = builder.inputType('CustomerFilter', {
     search: t.string({ description: 'Case-insensitive part of the name, email or externalId.' }),
     email: t.string(),
     externalIds: t.stringList(),
-    createdAfter: t.field({ type: 'DateTime' }),
-    createdBefore: t.field({ type: 'DateTime' }),
+    createdAfter: t.field({ type: 'DateTime', description: 'Created at or after this time (inclusive).' }),
+    createdBefore: t.field({ type: 'DateTime', description: 'Created before this time (exclusive): createdAfter and createdBefore of adjacent windows share their bound, and no row falls in both.' }),
   }),
 });
 

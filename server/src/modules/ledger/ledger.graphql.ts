@@ -119,8 +119,8 @@ const LedgerTransactionRef = builder.objectRef<LedgerTransaction>('LedgerTransac
 const TransactionFilterInput = builder.inputType('LedgerTransactionFilter', {
   fields: (t) => ({
     kinds: t.field({ type: [TransactionKindEnum] }),
-    createdAfter: t.field({ type: 'DateTime' }),
-    createdBefore: t.field({ type: 'DateTime' }),
+    createdAfter: t.field({ type: 'DateTime', description: 'Created at or after this time (inclusive).' }),
+    createdBefore: t.field({ type: 'DateTime', description: 'Created before this time (exclusive): createdAfter and createdBefore of adjacent windows share their bound, and no row falls in both.' }),
     idempotencyKey: t.string(),
   }),
 });
