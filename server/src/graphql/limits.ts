@@ -375,54 +375,18 @@ export function fragmentChainTooLong(query: string, parsed = lazyDocument(query)
   if (spreads <= MAX_FRAGMENT_CHAIN) return false;
   const document = parsed();
   if (!document) return false;
-  // Each definition's named spreads, found by walking its selections with an explicit stack.
-  // Every definition is a root: validation follows chains through fragments nothing spreads too.
-  const spreadsOf = new Map<string, string[]>();
-  const roots: string[] = [];
-  document.definitions.forEach((definition, index) => {
-    if (definition.kind !== Kind.FRAGMENT_DEFINITION && definition.kind !== Kind.OPERATION_DEFINITION) return;
-    const name = definition.kind === Kind.FRAGMENT_DEFINITION ? definition.name.value : `operation ${index}`;
-    roots.push(name);
-    const named: string[] = [];
-    const pending: SelectionSetNode[] = [definition.selectionSet];
+  // A definition is one link of the chain, and each fragment it spreads one more (with the operation: limit + 1).
+  return deeperThan(document, MAX_FRAGMENT_CHAIN + 1, (selectionSet) => {
+    const spreads: Spread[] = [];
+    const pending: SelectionSetNode[] = [selectionSet];
     while (pending.length > 0) {
       for (const selection of pending.pop()!.selections) {
-        if (selection.kind === Kind.FRAGMENT_SPREAD) named.push(selection.name.value);
+        if (selection.kind === Kind.FRAGMENT_SPREAD) spreads.push({ name: selection.name.value, adds: 1 });
         else if (selection.selectionSet) pending.push(selection.selectionSet);
       }
     }
-    spreadsOf.set(name, named);
+    return { own: 1, spreads };
   });
-  // Longest path from each operation, depth-first with an explicit stack; a cycle (refused by
-  // validation anyway) is not followed round.
-  const longest = new Map<string, number>();
-  const onPath = new Set<string>();
-  for (const root of roots) {
-    if (longest.has(root)) continue;
-    const stack: { name: string; next: number }[] = [{ name: root, next: 0 }];
-    onPath.add(root);
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!;
-      const children = spreadsOf.get(top.name) ?? [];
-      if (top.next < children.length) {
-        const child = children[top.next++]!;
-        if (!longest.has(child) && !onPath.has(child) && spreadsOf.has(child)) {
-          if (stack.length > MAX_FRAGMENT_CHAIN) return true;
-          stack.push({ name: child, next: 0 });
-          onPath.add(child);
-        }
-        continue;
-      }
-      let deepestChild = 0;
-      for (const child of children) if (!onPath.has(child)) deepestChild = Math.max(deepestChild, longest.get(child) ?? 0);
-      const depth = 1 + deepestChild;
-      if (depth > MAX_FRAGMENT_CHAIN + 1) return true;
-      longest.set(top.name, depth);
-      onPath.delete(top.name);
-      stack.pop();
-    }
-  }
-  return false;
 }
 
 /**
@@ -441,51 +405,66 @@ export function selectionsTooDeep(query: string, parsed = lazyDocument(query)): 
   if (braces <= MAX_SELECTION_NESTING) return false;
   const document = parsed();
   if (!document) return false;
-  // Each definition's deepest selection set of its own, and the level of each fragment it spreads
+  // A definition's deepest selection set of its own, and the level of each fragment it spreads
   // (a spread, as an inline fragment, is one level: measureOperation's walk counts them so).
-  const own = new Map<string, number>();
-  const spreadsOf = new Map<string, { name: string; level: number }[]>();
+  return deeperThan(document, MAX_SELECTION_NESTING, (selectionSet) => {
+    let own = 0;
+    const spreads: Spread[] = [];
+    const pending: { selectionSet: SelectionSetNode; level: number }[] = [{ selectionSet, level: 0 }];
+    for (let next = pending.pop(); next; next = pending.pop()) {
+      own = Math.max(own, next.level);
+      for (const selection of next.selectionSet.selections) {
+        if (selection.kind === Kind.FRAGMENT_SPREAD) spreads.push({ name: selection.name.value, adds: next.level + 1 });
+        else if (selection.selectionSet) pending.push({ selectionSet: selection.selectionSet, level: next.level + 1 });
+      }
+    }
+    return { own, spreads };
+  });
+}
+
+/** A fragment spread, and what reaching the fragment through it adds to the measure. */
+interface Spread {
+  name: string;
+  adds: number;
+}
+
+/**
+ * Whether some definition of `document` measures more than `limit`, following the fragments it
+ * spreads: a definition measures the larger of its own measure and, for each spread, what the
+ * spread adds plus the fragment's measure. Every definition is a root: validation follows chains
+ * through fragments nothing spreads too. Depth-first with an explicit stack, since the chains are
+ * what would overflow a recursive walk; a cycle (refused by validation anyway) is not followed round.
+ */
+function deeperThan(document: DocumentNode, limit: number, measure: (selectionSet: SelectionSetNode) => { own: number; spreads: Spread[] }): boolean {
+  const measured = new Map<string, { own: number; spreads: Spread[] }>();
   const roots: string[] = [];
   document.definitions.forEach((definition, index) => {
     if (definition.kind !== Kind.FRAGMENT_DEFINITION && definition.kind !== Kind.OPERATION_DEFINITION) return;
     const name = definition.kind === Kind.FRAGMENT_DEFINITION ? definition.name.value : `operation ${index}`;
     roots.push(name);
-    let deepest = 0;
-    const spreads: { name: string; level: number }[] = [];
-    const pending: { selectionSet: SelectionSetNode; level: number }[] = [{ selectionSet: definition.selectionSet, level: 0 }];
-    for (let next = pending.pop(); next; next = pending.pop()) {
-      deepest = Math.max(deepest, next.level);
-      for (const selection of next.selectionSet.selections) {
-        if (selection.kind === Kind.FRAGMENT_SPREAD) spreads.push({ name: selection.name.value, level: next.level + 1 });
-        else if (selection.selectionSet) pending.push({ selectionSet: selection.selectionSet, level: next.level + 1 });
-      }
-    }
-    own.set(name, deepest);
-    spreadsOf.set(name, spreads);
+    measured.set(name, measure(definition.selectionSet));
   });
-  // The deepest nesting below each definition, fragments followed depth-first with an explicit
-  // stack; a cycle (refused by validation anyway) is not followed round.
-  const deepestBelow = new Map<string, number>();
+  const deepest = new Map<string, number>();
   const onPath = new Set<string>();
   for (const root of roots) {
-    if (deepestBelow.has(root)) continue;
+    if (deepest.has(root)) continue;
     const stack: { name: string; next: number }[] = [{ name: root, next: 0 }];
     onPath.add(root);
     while (stack.length > 0) {
       const top = stack[stack.length - 1]!;
-      const spreads = spreadsOf.get(top.name) ?? [];
+      const { own, spreads } = measured.get(top.name)!;
       if (top.next < spreads.length) {
         const child = spreads[top.next++]!.name;
-        if (!deepestBelow.has(child) && !onPath.has(child) && spreadsOf.has(child)) {
+        if (!deepest.has(child) && !onPath.has(child) && measured.has(child)) {
           stack.push({ name: child, next: 0 });
           onPath.add(child);
         }
         continue;
       }
-      let deepest = own.get(top.name) ?? 0;
-      for (const spread of spreads) if (!onPath.has(spread.name)) deepest = Math.max(deepest, spread.level + (deepestBelow.get(spread.name) ?? 0));
-      if (deepest > MAX_SELECTION_NESTING) return true;
-      deepestBelow.set(top.name, deepest);
+      let value = own;
+      for (const spread of spreads) if (!onPath.has(spread.name)) value = Math.max(value, spread.adds + (deepest.get(spread.name) ?? 0));
+      if (value > limit) return true;
+      deepest.set(top.name, value);
       onPath.delete(top.name);
       stack.pop();
     }
