@@ -226,6 +226,9 @@ describe('volumeCreditNeed', () => {
     const before = version('v', 'VOLUME', '2026-01-01');
     const after = version('v', 'VOLUME', '2026-06-10T00:00:00Z');
     expect(volumeCreditNeed(step(after, 0n, 1n), [before, after], JUNE)).toBe('charged');
+    // A MAX meter's peak another rule raised too (another plan's): priced on the raise, as with one version.
+    expect(volumeCreditNeed({ ...step(after, 0n, 1n), shared: true }, [before, after], JUNE)).toBeNull();
+    expect(volumeCreditNeed({ ...step(after, 100n, 1n), shared: true }, [before, after], JUNE)).toBe('credit');
     // In July only the later version is in force; in May only the earlier one.
     expect(volumeCreditNeed(step(after, 0n, 1n), [before, after], new Date('2026-07-01T00:00:00Z'))).toBeNull();
     expect(volumeCreditNeed(step(before, 0n, 1n), [before, after], new Date('2026-05-01T00:00:00Z'))).toBeNull();

@@ -77,7 +77,11 @@ export function meterQuantities(usage: NormalizedUsage, meters: readonly Meter[]
  *   whatever its quantity, so N events are priced like N units.
  * - MAX: the highest quantity seen in the period (peak seats, storage, concurrency). An event
  *   adds only how far it raises the maximum, nothing when it does not (then its charge for the
- *   meter is zero, minimumCharge included); the period's charges sum to price(max).
+ *   meter is zero, minimumCharge included); the period's charges sum to price(max). The maximum it
+ *   starts from is the customer's for the meter, whichever rule's total holds it: after a mid-period
+ *   plan change the new plan charges only what rises above the peak already charged under the old
+ *   one. SUM and COUNT totals stay the rule's own: each unit is charged once, by the book in force
+ *   when it was used, so a plan's tiers count from the units that plan priced.
  * Changing a meter's aggregation mid-period carries on from the total stored so far.
  */
 export interface PeriodStep {
@@ -133,7 +137,10 @@ export function periodEndOf(periodStart: Date): Date {
  * - 'charged': another version of the rule (its book and name: another price, or another kind)
  *   was in force at some time of the period, so what the rule charged in it need not be this
  *   version's price of the total before the event: the line is priced from what was charged
- *   (MeterStep.charged);
+ *   (MeterStep.charged). Not for a MAX meter's peak that another rule also raised (`shared`, e.g.
+ *   under the plan before a change): what this rule charged then covers only part of the peak, and
+ *   re-pricing the whole peak from it would charge the other rule's units again; the event is
+ *   priced on what it raises the peak by, at this version;
  * - 'credit': the step takes the total into a cheaper tier, so its line is negative and is capped
  *   by the period's credit;
  * - null: neither, and for every step of the other kinds (never negative, and priced on the units
@@ -142,10 +149,10 @@ export function periodEndOf(periodStart: Date): Date {
  *   never below zero), so nothing is read.
  * `versions`: every version of the step's rule's book (RuleBook.defaults, or its plan's).
  */
-export function volumeCreditNeed(step: { rule: RuleRow; prior: Quantity; quantity: Quantity }, versions: readonly RuleRow[], periodStart: Date): 'charged' | 'credit' | null {
+export function volumeCreditNeed(step: { rule: RuleRow; prior: Quantity; quantity: Quantity; shared?: boolean }, versions: readonly RuleRow[], periodStart: Date): 'charged' | 'credit' | null {
   const { rule } = step;
   if (rule.type !== 'VOLUME' || scaledQuantity('quantity', step.quantity) === 0n) return null;
-  if (otherVersionInPeriod(versions, rule, periodStart)) return 'charged';
+  if (!step.shared && otherVersionInPeriod(versions, rule, periodStart)) return 'charged';
   return applyRule(pricingRuleOf(rule), { quantity: step.quantity, priorQuantity: step.prior }).chargeAttos < 0n ? 'credit' : null;
 }
 

@@ -27,7 +27,9 @@ import { startTestServer, type TestServer } from '../../../test/server.ts';
  *   book the most specific rule (model > provider > meter only; a model and provider beats both);
  *   no rule at all passes the cost through; an unknown cost gets only a markup's fee per request;
  * - each rule counts only the units it priced, per customer, month (UTC) of the event's time, book
- *   and rule name (every version continues it); SUM / COUNT / MAX meters; an event is charged its
+ *   and rule name (every version continues it), but a MAX meter's peak is the customer's, whichever
+ *   rule priced it (a VOLUME line on a peak another rule raised too is priced on the raise, at its
+ *   version); SUM / COUNT / MAX meters; an event is charged its
  *   rule's price of the month's total after it less before it, floored at minimumCharge (not for
  *   an event adding nothing to a MAX meter); VOLUME: the version's price of the month's units less
  *   what the rule charged in the month, a give-back settling the month's shortfalls first;
@@ -335,6 +337,8 @@ class Oracle {
   /** What is left in each wallet (customer|currency), exactly: balance × 1e9 − the sub-nano carry, in attos. */
   readonly wallets = new Map<string, bigint>();
   readonly totals = new Map<string, bigint>();
+  /** The rules (scopes) that priced each MAX meter's peak (customer|currency|month|meter). */
+  readonly pricedPeak = new Map<string, Set<string>>();
   readonly nets = new Map<string, bigint>();
   readonly unpaid = new Map<string, bigint>();
   readonly events: SentEvent[] = [];
@@ -467,17 +471,25 @@ class Oracle {
       const spec = match.version.spec as Exclude<RuleSpec, { type: 'MARKUP' }>;
       // Tiers count each currency's units apart.
       const scope = `${customer}|${currency}|${month}|${slot.book}|${slot.name}|${meter}`;
-      const prior = this.totals.get(scope) ?? 0n;
       const aggregation = this.aggregation[meter];
+      // A MAX meter's peak is the customer's, whichever book and rule priced it.
+      const total = aggregation === 'MAX' ? `${customer}|${currency}|${month}|${meter}` : scope;
+      const prior = this.totals.get(total) ?? 0n;
+      // Another rule priced this peak already: a VOLUME line prices only what the event raises it by.
+      const pricers = this.pricedPeak.get(total) ?? new Set<string>();
+      const shared = aggregation === 'MAX' && [...pricers].some((other) => other !== scope);
+      if (aggregation === 'MAX') this.pricedPeak.set(total, pricers.add(scope));
       const added = aggregation === 'COUNT' ? ONE : aggregation === 'MAX' ? max0(quantity - prior) : quantity;
-      this.totals.set(scope, prior + added);
+      this.totals.set(total, prior + added);
       let amount = 0n;
       if (added === 0n) count('MAX meter not raised');
       else if (spec.type === 'VOLUME') {
         count('VOLUME line');
         // The month's units at this version's price, less what the rule (every version) charged in the month:
         // with one version all month, its price of the units before the event; a give-back goes no further.
-        const charged = max0(this.nets.get(scope) ?? 0n);
+        // A peak another rule raised too is priced on the raise alone, at this version.
+        const charged = shared ? periodPrice(spec, prior) : max0(this.nets.get(scope) ?? 0n);
+        if (shared) count('VOLUME on a shared peak');
         amount = periodPrice(spec, prior + added) - charged;
         if (charged !== periodPrice(spec, prior)) count('VOLUME re-priced from another version');
       } else {

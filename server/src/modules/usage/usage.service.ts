@@ -130,8 +130,12 @@ const NO_METERED: ReadonlyMap<string, Quantity> = new Map();
 const NO_STEPS: ReadonlyMap<string, RuleStep> = new Map();
 const NO_CHARGE_LINES: readonly StoredChargeLine[] = Object.freeze([]);
 
-/** An event's step in the period total of the rule that prices one of its meters (see advancePeriodTotals). */
-type RuleStep = PeriodStep & { rule: RuleRow };
+/**
+ * An event's step in the period total of the rule that prices one of its meters (see
+ * advancePeriodTotals). `shared`: the step is on a MAX meter's peak that another rule (another
+ * book's, say) also priced in the period before this event (see volumeCreditNeed).
+ */
+type RuleStep = PeriodStep & { rule: RuleRow; shared?: true };
 
 interface ChargeRequest {
   items: Prepared[];
@@ -1025,7 +1029,11 @@ export class UsageService {
    * returns, per event and meter, the step it made: the total before it and what it added
    * (see PeriodStep for SUM, COUNT and MAX). A total belongs to a rule as well (its book and name,
    * see ruleScopeOf): an event's units of a meter count only in the total of the rule that prices
-   * them (`rulesOf`), and units no rule prices count nowhere. The statement locks the existing
+   * them (`rulesOf`), and units no rule prices count nowhere. A MAX meter's step starts from the
+   * customer's peak of the meter in the period across its totals, whichever book and rule priced it
+   * (`peaks`): seats paid for under one plan are not charged again under the next after a plan
+   * change, nor when moving back. Those other totals are read, not locked: every batch that writes a
+   * customer's totals in a currency holds its wallet's lock. The statement locks the existing
    * totals rows first (FOR UPDATE, reading their latest values: the totals before the batch, which
    * MAX cannot recover from the totals after it), then sums or maxes the batch in; each event's
    * step is worked out from there in batch order. Row locks keep concurrent batches consistent. A
@@ -1059,14 +1067,18 @@ export class UsageService {
         if (!rule) continue;
         const { priceBook, ruleName } = ruleScopeOf(rule);
         const aggregation = aggregations.get(meter) ?? 'SUM';
+        const peak = item.customerId + '|' + item.currency + '|' + meter + '|' + lastPeriodText;
         // The rule's name goes last: it is the only part that may hold any text.
-        const key = item.customerId + '|' + item.currency + '|' + meter + '|' + lastPeriodText + '|' + priceBook + '|' + ruleName;
-        rowsFor.push({ key, item, meter, rule, aggregation, quantity, priceBook, ruleName, contribution: periodContribution(aggregation, quantity) });
+        const key = peak + '|' + priceBook + '|' + ruleName;
+        rowsFor.push({ key, running: aggregation === 'MAX' ? peak : key, item, meter, rule, aggregation, quantity, priceBook, ruleName, contribution: periodContribution(aggregation, quantity) });
       }
     }
     const refused = new Map<number, AppError>();
     let increments = incrementsOf(rowsFor);
     const before = new Map<string, ScaledQuantity>();
+    // MAX meters' peaks before the batch, by TotalEntry.running; and the totals another rule's total of their peak preceded.
+    const peaks = new Map<string, ScaledQuantity>();
+    const shared = new Set<string>();
     for (let attempt = 1; before.size < increments.size; attempt++) {
       if (attempt > 4) throw new Error('usage period totals kept being created by concurrent batches');
       const rows = [...increments.entries()].filter(([key]) => !before.has(key)).map(([, increment]) => increment);
@@ -1074,8 +1086,11 @@ export class UsageService {
       // would fail the statement, and with it every event of the batch: then nothing is written,
       // the totals before the batch come back instead (`overflow`, with a row of nulls when none
       // existed), the events that would take a total that far are refused, and the rest go again.
+      // `peaks` reads a MAX meter's totals as of the statement (a row the upsert updates first could not
+      // be locked again): its own total's latest value comes from `locked`.
       const advanced = await batch.tx.query<{
-        customer_id: string | null; currency: string; meter_key: string; period_start: Date; price_book: string; rule_name: string; before: string; overflow: boolean;
+        customer_id: string | null; currency: string; meter_key: string; period_start: Date; price_book: string; rule_name: string; before: string; peak: string | null;
+        shared: boolean | null; overflow: boolean;
       }>(
         `WITH increments AS (
            SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name,
@@ -1087,6 +1102,11 @@ export class UsageService {
            SELECT t.customer_id, t.currency, t.meter_key, t.period_start, t.price_book, t.rule_name, t.quantity
            FROM usage_period_totals t JOIN increments i USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
            FOR UPDATE OF t),
+         peaks AS (
+           SELECT t.customer_id, t.currency, t.meter_key, t.period_start, max(t.quantity) AS quantity, count(*)::int AS totals
+           FROM usage_period_totals t
+           WHERE (t.customer_id, t.currency, t.meter_key, t.period_start) IN (SELECT customer_id, currency, meter_key, period_start FROM increments WHERE meter_key = ANY($7::text[]))
+           GROUP BY 1, 2, 3, 4),
          overflow AS MATERIALIZED (
            SELECT EXISTS (SELECT FROM increments i LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
              WHERE CASE WHEN i.meter_key = ANY($7::text[]) THEN GREATEST(coalesce(l.quantity, 0), i.quantity) ELSE coalesce(l.quantity, 0) + i.quantity END
@@ -1099,10 +1119,13 @@ export class UsageService {
              WHERE EXISTS (SELECT FROM locked l WHERE (l.customer_id, l.currency, l.meter_key, l.period_start, l.price_book, l.rule_name)
                = (excluded.customer_id, excluded.currency, excluded.meter_key, excluded.period_start, excluded.price_book, excluded.rule_name))
            RETURNING customer_id, currency, meter_key, period_start, price_book, rule_name)
-         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name, coalesce(l.quantity, 0)::text AS before, false AS overflow
+         SELECT u.customer_id, u.currency, u.meter_key, u.period_start, u.price_book, u.rule_name, coalesce(l.quantity, 0)::text AS before,
+                CASE WHEN u.meter_key = ANY($7::text[]) THEN GREATEST(l.quantity, p.quantity, 0)::text END AS peak,
+                coalesce(p.totals, 0) > (CASE WHEN l.customer_id IS NULL THEN 0 ELSE 1 END) AS shared, false AS overflow
          FROM upserted u LEFT JOIN locked l USING (customer_id, currency, meter_key, period_start, price_book, rule_name)
+           LEFT JOIN peaks p USING (customer_id, currency, meter_key, period_start)
          UNION ALL
-         SELECT l.customer_id, l.currency, l.meter_key, l.period_start, l.price_book, l.rule_name, l.quantity::text, true
+         SELECT l.customer_id, l.currency, l.meter_key, l.period_start, l.price_book, l.rule_name, l.quantity::text, NULL, NULL, true
          FROM overflow o LEFT JOIN locked l ON true WHERE o.refused`,
         [
           merchantId, pgArrayOf(rows, (row) => row.customerId), pgArrayOf(rows, (row) => row.currency), pgArrayOf(rows, (row) => row.meter),
@@ -1111,8 +1134,8 @@ export class UsageService {
           pgArrayOf(rows, (row) => row.priceBook), pgArrayOf(rows, (row) => row.ruleName),
         ],
       );
-      const keyOf = (row: (typeof advanced)[number]) =>
-        `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}|${row.price_book}|${row.rule_name}`;
+      const peakOf = (row: (typeof advanced)[number]) => `${row.customer_id}|${row.currency.trim()}|${row.meter_key}|${new Date(row.period_start).toISOString()}`;
+      const keyOf = (row: (typeof advanced)[number]) => `${peakOf(row)}|${row.price_book}|${row.rule_name}`;
       if (advanced[0]?.overflow) {
         // The totals before the batch: those advanced in an earlier round, those locked now, else none yet.
         const totals = new Map<string, bigint>();
@@ -1127,12 +1150,33 @@ export class UsageService {
         increments = incrementsOf(rowsFor);
         continue;
       }
-      for (const row of advanced) before.set(keyOf(row), new ScaledQuantity(scaledQuantity('before', row.before)));
+      // A peak is the highest of its round's rows (each read its own total locked, the others as of the
+      // statement), taken in the first round to read it: a later one also reads what this batch wrote.
+      const known = new Set(peaks.keys());
+      for (const row of advanced) {
+        before.set(keyOf(row), new ScaledQuantity(scaledQuantity('before', row.before)));
+        if (row.shared) shared.add(keyOf(row));
+        if (row.peak === null) continue;
+        const group = peakOf(row);
+        if (known.has(group)) continue;
+        const peak = scaledQuantity('peak', row.peak);
+        const held = peaks.get(group);
+        if (!held || held.scaled < peak) peaks.set(group, new ScaledQuantity(peak));
+      }
     }
     const steps = new Map<number, Map<string, RuleStep>>();
+    // The totals of each peak the batch moved so far: a total moved after another's shares the peak.
+    const movedOfPeak = new Map<string, Set<string>>();
     for (const row of rowsFor) {
-      const step: RuleStep = { ...stepPeriodTotal(row.aggregation, before.get(row.key)!, row.quantity), rule: row.rule };
-      before.set(row.key, step.after);
+      const running = row.aggregation === 'MAX' ? peaks : before;
+      const step: RuleStep = { ...stepPeriodTotal(row.aggregation, running.get(row.running)!, row.quantity), rule: row.rule };
+      running.set(row.running, step.after);
+      if (row.aggregation === 'MAX') {
+        const moved = movedOfPeak.get(row.running) ?? new Set<string>();
+        movedOfPeak.set(row.running, moved.add(row.key));
+        if (moved.size > 1) shared.add(row.key);
+        if (shared.has(row.key)) step.shared = true;
+      }
       const ofItem = steps.get(row.item.index) ?? new Map<string, RuleStep>();
       steps.set(row.item.index, ofItem.set(row.meter, step));
     }
@@ -1234,6 +1278,11 @@ export function partitionByCustomer<T extends { customerId?: string; key: string
 /** One event's units of a meter, bound for the period total of the rule that prices them (see advancePeriodTotals). */
 interface TotalEntry {
   key: string;
+  /**
+   * The running total its step starts from: `key`, or for a MAX meter the customer's peak of the
+   * meter in the period, whichever book and rule priced it (see advancePeriodTotals).
+   */
+  running: string;
   item: Prepared;
   meter: string;
   rule: RuleRow;
