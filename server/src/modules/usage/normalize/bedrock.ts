@@ -202,6 +202,10 @@ export const bedrockInvokeStream: Normalizer = (ctx) => {
     return out;
   }
   const sink = new TextSink();
-  for (const e of decoded) sink.add(e.generation ?? e.outputText ?? obj(e.delta)?.text);
+  for (const e of decoded) {
+    // Llama, Titan, Amazon Nova (ConverseStream's events as JSON), and Mistral (outputs[]).
+    sink.add(e.generation ?? e.outputText ?? obj(e.delta)?.text ?? obj(obj(e.contentBlockDelta)?.delta)?.text);
+    for (const output of arr(e.outputs) ?? []) sink.add(obj(output)?.text);
+  }
   return sink.finish(incomplete(ctx, model, sink.text, 'stream_truncated'));
 };

@@ -95,6 +95,7 @@ function cohereStream(ctx: Ctx, model: string | null, chunks: Obj[], error: stri
   for (const chunk of chunks) {
     if (chunk.type === 'content-delta') sink.add(obj(obj(obj(chunk.delta)?.message)?.content)?.text);
     else if (chunk.type === 'tool-plan-delta') sink.other(obj(obj(chunk.delta)?.message)?.tool_plan);
+    else if (chunk.type === 'tool-call-delta') sink.other(obj(obj(obj(obj(chunk.delta)?.message)?.tool_calls)?.function)?.arguments);
     else if (chunk.event_type === 'text-generation') sink.add(chunk.text);
   }
   return sink.finish(incomplete(ctx, model, sink.text, 'stream_truncated'));

@@ -71,7 +71,7 @@ function finished(chunk: Obj): boolean {
   return !!obj(chunk.promptFeedback)?.blockReason;
 }
 
-/** Visible text of the chunks; thought parts only counted. */
+/** Visible text of the chunks; thought parts and function-call arguments only counted. */
 function chunksText(chunks: Obj[]): TextSink {
   const sink = new TextSink();
   for (const chunk of chunks) {
@@ -80,6 +80,9 @@ function chunksText(chunks: Obj[]): TextSink {
         const p = obj(part);
         if (p?.thought === true) sink.other(p.text);
         else sink.add(p?.text);
+        // A function call arrives whole, its arguments as an object: counted as the JSON generated.
+        const call = obj(p?.functionCall);
+        if (call) sink.other(JSON.stringify(call.args ?? {}));
       }
     }
   }

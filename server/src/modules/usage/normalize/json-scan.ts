@@ -95,6 +95,17 @@ export function countKeys(text: string, key: string): number {
   return count;
 }
 
+/** How many times `"key":` occurs as a key with a string value (`"key": null` is not counted). */
+export function countStringValues(text: string, key: string): number {
+  let count = 0;
+  let at = valueAt(text, key);
+  while (at !== -1) {
+    if (text.charCodeAt(at) === 34 /* " */) count++;
+    at = valueAt(text, key, at);
+  }
+  return count;
+}
+
 /** The string value of the last `"key": "…"` in the text (a plain one: no escapes needed). */
 export function lastStringValue(text: string, key: string): string | null {
   const needle = `"${key}"`;

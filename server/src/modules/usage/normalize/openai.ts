@@ -3,7 +3,7 @@
  * xAI, OpenRouter, Perplexity, …): chat/completions, responses, embeddings, images, audio.
  */
 import type { NormalizedUsage } from '../usage.types.ts';
-import { countKeys, lastObjectValue, lastStringValue } from './json-scan.ts';
+import { countStringValues, lastObjectValue, lastStringValue } from './json-scan.ts';
 import { parseSse, type SseEvent } from './sse.ts';
 import { eventType, firstField, isSseBody, streamError } from './stream.ts';
 import {
@@ -198,7 +198,10 @@ function chatStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
       const delta = obj(c?.delta);
       sink.add(delta?.content ?? c?.text);
       sink.other(delta?.reasoning_content ?? delta?.reasoning);
+      sink.other(delta?.refusal);
       for (const call of arr(delta?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);
+      // The deprecated `functions` API streams one call's arguments under delta.function_call.
+      sink.other(obj(delta?.function_call)?.arguments);
     }
   }
   const out = incomplete(ctx, model, sink.text, sawDone ? 'stream_without_usage' : 'stream_truncated');
@@ -296,7 +299,15 @@ export const openaiResponses: Normalizer = (ctx) => {
 
 const TERMINAL = new Set(['response.completed', 'response.incomplete', 'response.failed', 'response.cancelled']);
 /** Generated output that is not visible text: counted for the incomplete-stream estimate. */
-const OTHER_OUTPUT_DELTAS = new Set(['response.reasoning_summary_text.delta', 'response.reasoning_text.delta', 'response.function_call_arguments.delta']);
+const OTHER_OUTPUT_DELTAS = new Set([
+  'response.reasoning_summary_text.delta',
+  'response.reasoning_text.delta',
+  'response.refusal.delta',
+  'response.function_call_arguments.delta',
+  'response.custom_tool_call_input.delta',
+  'response.mcp_call_arguments.delta',
+  'response.code_interpreter_call_code.delta',
+]);
 
 function responsesStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
   const error = streamError(events);
@@ -381,9 +392,10 @@ export const openaiImages: Normalizer = (ctx) => {
   const body = ctx.response.body;
   if (!isJsonBody(body)) return imageStream(ctx, parseSse(body));
   if (body.length > LARGE_BODY) {
-    // Megabytes of base64: count the images by their keys and parse only the usage block.
+    // Megabytes of base64: count the images by their keys and parse only the usage block. A
+    // serializer that writes every field sends the absent one of the two as null: not an image.
     const out = result(ctx, pickModel(ctx, lastStringValue(body, 'model')));
-    out.images = countKeys(body, 'b64_json') + countKeys(body, 'url');
+    out.images = countStringValues(body, 'b64_json') + countStringValues(body, 'url');
     const u = lastObjectValue(body, 'usage');
     if (u) applyImageUsage(out, u);
     const size = lastStringValue(body, 'size');

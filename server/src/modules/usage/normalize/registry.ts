@@ -314,7 +314,8 @@ const DEFINITIONS: Definition[] = [
   {
     id: 'vertex',
     name: 'Google Vertex AI',
-    hosts: ['aiplatform.googleapis.com', '*-aiplatform.googleapis.com'],
+    // Global, regional ({region}-) and multi-region (aiplatform.{us,eu}.rep.) endpoints.
+    hosts: ['aiplatform.googleapis.com', '*-aiplatform.googleapis.com', 'aiplatform.*.rep.googleapis.com'],
     aliases: ['vertex-ai', 'google-vertex'],
     apis: ['generateContent', 'streamGenerateContent', 'predict', 'messages', 'chat.completions'],
     route: vertexRouter,

@@ -7,7 +7,7 @@
  * meter wants to see what arrived; the caller's JSON.parse decides whether it is whole.
  */
 export interface SseEvent {
-  /** The `event:` field, or "" when there was none (the spec's default type, "message"). */
+  /** The `event:` field, or "" for the spec's default type, "message" (no field, or `event: message`). */
   event: string;
   data: string;
   /** False only for a final event the stream ended inside of. */
@@ -58,6 +58,8 @@ export function parseSse(text: string): SseEvent[] {
         data = data === null ? value : `${data}\n${value}`;
       } else if (fieldLength === 5 && text.startsWith('event', pos)) {
         event = valueStart >= end ? '' : text.slice(valueStart, end);
+        // "message" is the default type spelled out: the same event as one without the line.
+        if (event === 'message') event = '';
       }
       // id:, retry: and unknown fields do not matter to metering.
     }
