@@ -1,8 +1,5 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { createClient, type Client } from 'graphql-ws';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { createApp } from '../src/app.ts';
 import { BalanceCache } from '../src/modules/gateway/balance-cache.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
@@ -12,7 +9,9 @@ import type { Services } from '../src/services.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { createTestDatabase, type TestDatabase } from './databases.ts';
 import { eventually, OwnRedis } from './own-redis.ts';
+import { LivePushes } from './live-pushes.ts';
 import { testConfig } from './server.ts';
+import { TcpRelay } from './tcp-relay.ts';
 
 /**
  * The publishing instance alone loses Redis. Two instances share one database and a Redis of this
@@ -23,49 +22,8 @@ import { testConfig } from './server.ts';
  * TEST_REDIS_URL says this machine has Redis (CI sets it); without it the file is skipped.
  */
 
-/** A TCP relay to Redis for one instance: cut() destroys its connections and refuses new ones until restore(). */
-class RedisRelay {
-  private readonly sockets = new Set<Socket>();
-  private refusing = false;
-  private readonly server: Server;
-
-  constructor(private readonly port: number) {
-    this.server = createServer((client) => {
-      if (this.refusing) return void client.destroy();
-      const upstream = connect(this.port, '127.0.0.1');
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on('close', () => this.sockets.delete(socket));
-        socket.on('error', () => undefined);
-      }
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-      client.pipe(upstream).pipe(client);
-    });
-  }
-
-  async listen(): Promise<string> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    return `redis://127.0.0.1:${(this.server.address() as { port: number }).port}`;
-  }
-
-  cut(): void {
-    this.refusing = true;
-    for (const socket of this.sockets) socket.destroy();
-  }
-
-  restore(): void {
-    this.refusing = false;
-  }
-
-  close(): Promise<void> {
-    this.cut();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
 let redis: OwnRedis | undefined;
-let relay: RedisRelay | undefined;
+let relay: TcpRelay | undefined;
 let database: TestDatabase | undefined;
 let a: { services: Services; url: string; close(): Promise<void> } | undefined;
 let b: Services | undefined;
@@ -73,7 +31,6 @@ let b: Services | undefined;
 let cacheOnA: BalanceCache | undefined;
 /** What B logged at warn and above: a publish it gave up on says so. */
 const bLog: string[] = [];
-const clients: Client[] = [];
 let merchantId: string;
 let secret: string;
 
@@ -84,20 +41,8 @@ const confirmed = (services: Services) => services.pubsub.ready().then(() => tru
 const publishesGivenUp = () => bLog.filter((line) => line.includes('failed to publish event')).length;
 const rereadsAsked = () => bLog.filter((line) => line.includes('asked every instance to re-read')).length;
 
-/** Subscribes on instance A and collects what it pushes. */
-function watch<T>(query: string, variables: Record<string, unknown>): T[] {
-  const client = createClient({ url: a!.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${secret}` }, retryAttempts: 0 });
-  clients.push(client);
-  const pushed: T[] = [];
-  client.subscribe<T>({ query, variables }, {
-    next: (result) => {
-      if (result.data) pushed.push(result.data);
-    },
-    error: () => undefined,
-    complete: () => undefined,
-  });
-  return pushed;
-}
+/** Subscriptions on instance A. */
+const pushes = new LivePushes(() => a!.url, () => secret);
 
 interface BalancePush { balanceUpdated: { balance: { amount: string }; version: string | null } }
 interface CustomerPush { customerUpdated: { id: string; name: string | null } }
@@ -115,8 +60,8 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing
   beforeAll(async () => {
     redis = await OwnRedis.onFreePort();
     redis.start();
-    relay = new RedisRelay(redis.port);
-    const relayUrl = await relay.listen();
+    relay = new TcpRelay({ host: '127.0.0.1', port: redis.port });
+    const relayUrl = `redis://127.0.0.1:${await relay.listen()}`;
     database = await createTestDatabase();
     const runtimeA = await openRuntime(testConfig({ REDIS_URL: redis.url }), createLogger('silent'), { db: database.db });
     const app = await createApp(runtimeA.services);
@@ -139,7 +84,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing
   });
 
   afterAll(async () => {
-    await Promise.all(clients.map((client) => client.dispose()));
+    await pushes.dispose();
     cacheOnA?.close();
     // B shares A's database: only A's runtime closes it.
     await b?.stop();
@@ -153,8 +98,8 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing
   it("brings another instance's subscribers and balance cache up to date once the publisher is connected again", { timeout: 90_000 }, async () => {
     const customer = await a!.services.customers.create(merchantId, { externalId: 'publisher-outage-1', name: 'Before' });
     await b!.ledger.grantCredits(merchantId, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: 10n * NANOS, kind: 'PAID', idempotencyKey: 'po-1-grant' });
-    const pushedBalances = watch<BalancePush>(BALANCE, { id: customer.id });
-    const pushedCustomers = watch<CustomerPush>(CUSTOMER, { id: customer.id });
+    const pushedBalances = pushes.watch<BalancePush>(BALANCE, { id: customer.id });
+    const pushedCustomers = pushes.watch<CustomerPush>(CUSTOMER, { id: customer.id });
     expect(await eventually(() => a!.services.pubsub.subscriberCount(walletTopic(customer.id)) === 1 && a!.services.pubsub.subscriberCount(customerTopic(customer.id)) === 1, 10_000)).toBe(true);
     expect(await eventually(() => confirmed(a!.services), 10_000)).toBe(true);
 
@@ -199,7 +144,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing
 
   it('does not make up twice for a Redis restart: what the publisher lost before another instance reconnected, that one has re-read', { timeout: 90_000 }, async () => {
     const customer = await a!.services.customers.create(merchantId, { externalId: 'publisher-outage-2', name: 'Before' });
-    const pushedCustomers = watch<CustomerPush>(CUSTOMER, { id: customer.id });
+    const pushedCustomers = pushes.watch<CustomerPush>(CUSTOMER, { id: customer.id });
     expect(await eventually(() => a!.services.pubsub.subscriberCount(customerTopic(customer.id)) === 1, 10_000)).toBe(true);
     expect(await eventually(() => confirmed(a!.services), 10_000)).toBe(true);
 

@@ -1,7 +1,5 @@
-import { createClient, type Client } from 'graphql-ws';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { createApp } from '../src/app.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
 import { SYSTEM_ACTOR, walletTopic } from '../src/modules/ledger/ledger.service.ts';
@@ -10,6 +8,7 @@ import type { Services } from '../src/services.ts';
 import { createLogger } from '../src/shared/logger.ts';
 import { createTestDatabase, type TestDatabase } from './databases.ts';
 import { eventually, OwnRedis } from './own-redis.ts';
+import { LivePushes } from './live-pushes.ts';
 import { testConfig } from './server.ts';
 
 /**
@@ -25,7 +24,6 @@ let a: { services: Services; url: string; close(): Promise<void> } | undefined;
 let b: Services | undefined;
 /** What B logged at warn and above: a publish it gave up on says so. */
 const bLog: string[] = [];
-const clients: Client[] = [];
 let merchantId: string;
 let secret: string;
 
@@ -50,20 +48,8 @@ async function publishesLost(count: number): Promise<void> {
   expect(await eventually(() => bLog.filter((line) => line.includes('failed to publish event')).length >= count, 15_000)).toBe(true);
 }
 
-/** Subscribes on instance A and collects what it pushes. */
-function watch<T>(query: string, variables: Record<string, unknown>): T[] {
-  const client = createClient({ url: a!.url.replace('http', 'ws') + '/graphql', webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${secret}` }, retryAttempts: 0 });
-  clients.push(client);
-  const pushed: T[] = [];
-  client.subscribe<T>({ query, variables }, {
-    next: (result) => {
-      if (result.data) pushed.push(result.data);
-    },
-    error: () => undefined,
-    complete: () => undefined,
-  });
-  return pushed;
-}
+/** Subscriptions on instance A. */
+const pushes = new LivePushes(() => a!.url, () => secret);
 
 async function subscribed(topic: string, count: number): Promise<void> {
   expect(await eventually(() => a!.services.pubsub.subscriberCount(topic) === count, 10_000)).toBe(true);
@@ -117,7 +103,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is inter
   });
 
   afterAll(async () => {
-    await Promise.all(clients.map((client) => client.dispose()));
+    await pushes.dispose();
     // B shares A's database: only A's runtime closes it.
     await b?.stop();
     await b?.pubsub.close();
@@ -129,8 +115,8 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is inter
   it('pushes the wallet and the customer as they are once Redis is back, after changes made on another instance while it was away', { timeout: 90_000 }, async () => {
     const customer = await a!.services.customers.create(merchantId, { externalId: 'outage-1', name: 'Before' });
     await b!.ledger.grantCredits(merchantId, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: 10_000_000_000n, kind: 'PAID', idempotencyKey: 'outage-1-grant' });
-    const pushedBalances = watch<BalancePush>(BALANCE, { id: customer.id, c: null });
-    const pushedCustomers = watch<CustomerPush>(CUSTOMER, { id: customer.id });
+    const pushedBalances = pushes.watch<BalancePush>(BALANCE, { id: customer.id, c: null });
+    const pushedCustomers = pushes.watch<CustomerPush>(CUSTOMER, { id: customer.id });
     await subscribed(walletTopic(customer.id), 1);
     await subscribed(customerTopic(customer.id), 1);
     expect(await eventually(() => confirmed(a!.services), 10_000)).toBe(true);
@@ -170,7 +156,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is inter
     const lostBefore = bLog.filter((line) => line.includes('failed to publish event')).length;
 
     await redisAway();
-    const pushedBalances = watch<BalancePush>(BALANCE, { id: customer.id, c: 'USD' });
+    const pushedBalances = pushes.watch<BalancePush>(BALANCE, { id: customer.id, c: 'USD' });
     await subscribed(walletTopic(customer.id), 1);
     await debitOnB(customer.id, 4n, 'outage-2-d1');
     await publishesLost(lostBefore + 1);

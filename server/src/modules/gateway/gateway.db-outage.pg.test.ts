@@ -1,8 +1,8 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase } from '../../../test/databases.ts';
 import { startFakeProvider, type FakeProvider } from '../../../test/fake-provider.ts';
 import { testConfig } from '../../../test/server.ts';
+import { TcpRelay } from '../../../test/tcp-relay.ts';
 import { createApp, type App } from '../../app.ts';
 import { openRuntime } from '../../runtime.ts';
 import { openDatabase } from '../../shared/db/database.ts';
@@ -15,48 +15,8 @@ import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
  * destroyed, new ones refused) and restores. A call the provider served meanwhile is charged
  * and logged once the database is back.
  */
-class CuttableProxy {
-  private readonly sockets = new Set<Socket>();
-  private cut = false;
-  readonly server: Server;
-
-  constructor(private readonly target: { host: string; port: number }) {
-    this.server = createServer((client) => {
-      if (this.cut) return void client.destroy();
-      const upstream = connect(this.target.port, this.target.host);
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on('close', () => this.sockets.delete(socket));
-        socket.on('error', () => undefined);
-      }
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-      client.pipe(upstream).pipe(client);
-    });
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    return (this.server.address() as { port: number }).port;
-  }
-
-  disconnect(): void {
-    this.cut = true;
-    for (const socket of this.sockets) socket.destroy();
-  }
-
-  reconnect(): void {
-    this.cut = false;
-  }
-
-  close(): Promise<void> {
-    this.disconnect();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
 let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
-let proxy: CuttableProxy;
+let proxy: TcpRelay;
 let provider: FakeProvider;
 let runtime: Awaited<ReturnType<typeof openRuntime>>;
 let app: App;
@@ -65,7 +25,7 @@ let url: string;
 beforeAll(async () => {
   database = await createPostgresDatabase();
   const direct = new URL(database.url);
-  proxy = new CuttableProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+  proxy = new TcpRelay({ host: direct.hostname, port: Number(direct.port || 5432) });
   const proxied = new URL(database.url);
   proxied.hostname = '127.0.0.1';
   proxied.port = String(await proxy.listen());
@@ -77,7 +37,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  proxy?.reconnect();
+  proxy?.restore();
   await app?.close();
   await runtime?.close();
   await proxy?.close();
@@ -104,11 +64,11 @@ describe('a database outage longer than the limited retries', () => {
     // Admitted (from the gateway's caches), then the database goes away while the provider answers.
     const during = call({ 'x-fake-delay-ms': '1000' });
     await new Promise((resolve) => setTimeout(resolve, 300));
-    proxy.disconnect();
+    proxy.cut();
     expect((await during).status).toBe(200);
     // Longer than the six attempts a failing charge had (about 6 s).
     await new Promise((resolve) => setTimeout(resolve, 8000));
-    proxy.reconnect();
+    proxy.restore();
     await services.gateway.drain();
 
     const logs = await services.prisma.gatewayRequest.findMany({ where: { merchantId: merchant.id } });
