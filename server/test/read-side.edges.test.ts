@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { atOrAfter, earlierThan, parseIsoTime } from '../src/shared/times.ts';
 import { startTestServer, type TestServer } from './server.ts';
 
 /**
@@ -20,7 +21,7 @@ async function ok(query: string, variables: Record<string, unknown> = {}, token 
   return result.data;
 }
 
-const newCustomer = async () => (await server.services.customers.create(merchant.id, { externalId: `c-${randomUUID()}` })).id;
+const newCustomer = async (merchantId = merchant.id) => (await server.services.customers.create(merchantId, { externalId: `c-${randomUUID()}` })).id;
 
 const GRANT = 'mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed } }';
 const DEBIT = 'mutation ($input: DebitCreditsInput!) { debitCredits(input: $input) { replayed } }';
@@ -95,5 +96,214 @@ describe("a wallet's holds beside its held", () => {
     expect(wallet.available.amount).toBe('8.75');
     expect(wallet.pending).toEqual({ totalCount: 1, nodes: [{ amount: { amount: '1.25' }, status: 'PENDING' }] });
     expect(wallet.expired.totalCount).toBe(0);
+  });
+});
+
+// A page of customers read its spend limits one query per customer; `first` with `last` ignored
+// `last` without a word; and a DateTime filter bound finer than a millisecond was cut to its
+// millisecond, so rows on the wrong side of it matched.
+
+describe('Customer.spendLimits', () => {
+  const PAGE = '{ customers(first: 100) { edges { node { id spendLimits { customerId limit { amount currency } } } } } }';
+
+  it("a page of customers reads their limits in one query, each customer its own and only its merchant's", async () => {
+    const owner = await server.createMerchant('Limits owner');
+    const other = await server.createMerchant('Limits other');
+    const limits = new Map<string, string[]>();
+    // Twelve customers: none, one or two limits each, in an order the page does not share.
+    for (let i = 0; i < 12; i++) {
+      const customerId = await newCustomer(owner.id);
+      const currencies = [[], ['USD'], ['USD', 'EUR']][i % 3]!;
+      for (const [k, currency] of currencies.entries()) {
+        await server.services.spendLimits.set(owner.id, { customerId, amount: `${i + 1}.${k + 1}0`, currency });
+      }
+      // Listed by currency.
+      limits.set(customerId, [...currencies].sort().map((currency) => `${currency} ${i + 1}.${currencies.indexOf(currency) + 1}0`));
+    }
+    // Another merchant's customers with limits of their own, read in the same tick below.
+    const othersCustomer = await newCustomer(other.id);
+    await server.services.spendLimits.set(other.id, { customerId: othersCustomer, amount: '99.50', currency: 'USD' });
+
+    const reads = vi.spyOn(server.services.prisma.spendLimit, 'findMany');
+    let pages;
+    try {
+      const alone = await gql(PAGE, {}, owner.secret);
+      expect(alone.errors).toBeUndefined();
+      expect(alone.data.customers.edges).toHaveLength(12);
+      expect(reads).toHaveBeenCalledTimes(1);
+      reads.mockClear();
+      pages = await Promise.all([gql(PAGE, {}, owner.secret), gql(PAGE, {}, other.secret)]);
+      // One for each merchant's page at most (two requests may land in one tick, or not).
+      expect(reads.mock.calls.length).toBeGreaterThanOrEqual(1);
+      expect(reads.mock.calls.length).toBeLessThanOrEqual(2);
+    } finally {
+      reads.mockRestore();
+    }
+    const [mine, theirs] = pages;
+    expect(mine.errors).toBeUndefined();
+    expect(theirs.errors).toBeUndefined();
+    const shown = (page: any) =>
+      Object.fromEntries(
+        page.data.customers.edges.map(({ node }: any) => {
+          for (const limit of node.spendLimits) expect(limit.customerId).toBe(node.id);
+          return [node.id, node.spendLimits.map((limit: any) => `${limit.limit.currency} ${limit.limit.amount}`)];
+        }),
+      );
+    expect(shown(mine)).toEqual(Object.fromEntries(limits));
+    expect(shown(theirs)).toEqual({ [othersCustomer]: ['USD 99.50'] });
+  });
+
+  it("batched with another merchant's load, a customer id of that merchant finds nothing", async () => {
+    const other = await server.createMerchant('Limits neighbour');
+    const customerId = await newCustomer(other.id);
+    await server.services.spendLimits.set(other.id, { customerId, amount: '5', currency: 'USD' });
+    // Both in one tick: one batch, two merchants.
+    const [asStranger, asOwner] = await Promise.all([server.services.spendLimits.list(merchant.id, customerId), server.services.spendLimits.list(other.id, customerId)]);
+    expect(asStranger).toEqual([]);
+    expect(asOwner.map((limit) => [limit.customerId, limit.currency])).toEqual([[customerId, 'USD']]);
+  });
+});
+
+describe('first together with last', () => {
+  it('is refused as VALIDATION naming both, on every connection; either alone (or the other null) still pages', async () => {
+    const customerId = await newCustomer();
+    await ok(GRANT, { input: { customerId, amount: '5', kind: 'PAID', idempotencyKey: `grant-${randomUUID()}` } });
+    const connections: [string, string][] = [
+      ['customers', 'customers(PAGE) { edges { node { id } } }'],
+      ['ledgerTransactions', 'ledgerTransactions(PAGE) { edges { node { id } } }'],
+      ['usageEvents', 'usageEvents(PAGE) { edges { node { id } } }'],
+      ['gatewayRequests', 'gatewayRequests(PAGE) { edges { node { id } } }'],
+      ['wallet.grants', 'wallet(customerId: $c) { grants(PAGE) { edges { node { id } } } }'],
+      ['wallet.holds', 'wallet(customerId: $c) { holds(PAGE) { edges { node { id } } } }'],
+      ['wallet.transactions', 'wallet(customerId: $c) { transactions(PAGE) { edges { node { id } } } }'],
+    ];
+    for (const [name, selection] of connections) {
+      const query = (args: string) => {
+        const body = selection.replace('PAGE', args);
+        // Only the variables the operation uses: an unused one is refused as VALIDATION too.
+        const declared = [['$c', 'ID!'], ['$f', 'Int'], ['$l', 'Int']].filter(([name]) => body.includes(name!)).map(([name, type]) => `${name}: ${type}`);
+        return `query ${declared.length ? `(${declared.join(', ')})` : ''} { ${body} }`;
+      };
+      for (const [args, variables] of [
+        ['first: 1, last: 1', {}],
+        ['last: 2, first: 5', {}],
+        ['first: $f, last: $l', { f: 0, l: 3 }],
+      ] as const) {
+        const result = await gql(query(args), { ...(selection.includes('$c') ? { c: customerId } : {}), ...variables });
+        const label = `${name}(${args}) ${JSON.stringify(variables)}`;
+        expect(result.status, label).toBeLessThan(500);
+        expect(result.errors?.[0]?.extensions, label).toMatchObject({ code: 'VALIDATION', field: 'last' });
+        expect(result.errors?.[0]?.message, label).toMatch(/\bfirst\b.*\blast\b|\blast\b.*\bfirst\b/);
+      }
+      for (const [args, variables] of [
+        ['first: 1', {}],
+        ['last: 1', {}],
+        ['first: $f, last: $l', { f: null, l: 1 }],
+        ['first: $f, last: $l', { f: 1, l: null }],
+        ['first: $f, last: $l', { f: 1 }],
+      ] as const) {
+        const result = await gql(query(args), { ...(selection.includes('$c') ? { c: customerId } : {}), ...variables });
+        expect(result.errors, `${name}(${args}) ${JSON.stringify(variables)}`).toBeUndefined();
+      }
+    }
+  });
+});
+
+describe('DateTime filter bounds finer than a millisecond', () => {
+  /** Rows are stored to the millisecond (timestamptz(3)): this one sits exactly on a millisecond. */
+  const T = '2030-01-01T00:00:00.000Z';
+  /**
+   * createdAfter is inclusive, createdBefore exclusive. Whether a row stamped T matches each, per
+   * bound: a bound inside T's millisecond (after T) excludes it from createdAfter and includes it
+   * in createdBefore.
+   */
+  const bounds: [string, { after: boolean; before: boolean }][] = [
+    ['2030-01-01T00:00:00.000Z', { after: true, before: false }],
+    ['2030-01-01T00:00:00.0005Z', { after: false, before: true }],
+    ['2030-01-01T00:00:00.000000001Z', { after: false, before: true }],
+    ['2030-01-01T00:00:00.000000Z', { after: true, before: false }],
+    // Python's datetime.isoformat(): microseconds and +00:00.
+    ['2030-01-01T00:00:00.000001+00:00', { after: false, before: true }],
+    ['2030-01-01T01:00:00.0009+01:00', { after: false, before: true }],
+    ['2029-12-31T23:59:59.9995Z', { after: true, before: false }],
+    ['2029-12-31T23:59:59.999999-00:00', { after: true, before: false }],
+    ['2030-01-01T00:00:00.001Z', { after: false, before: true }],
+    ['2030-01-01T00:00:00.0010001Z', { after: false, before: true }],
+  ];
+
+  it('customers: compare the bound as written, in a variable or in the query', async () => {
+    const owner = await server.createMerchant('Filter bounds');
+    const customerId = await newCustomer(owner.id);
+    await server.services.prisma.customer.update({ where: { id: customerId }, data: { createdAt: new Date(T) } });
+    const LIST = 'query ($filter: CustomerFilter) { customers(filter: $filter) { totalCount edges { node { id } } } }';
+    for (const [bound, expected] of bounds) {
+      for (const [side, field] of [['after', 'createdAfter'], ['before', 'createdBefore']] as const) {
+        const label = `${field}: ${bound}`;
+        const viaVariable = await gql(LIST, { filter: { [field]: bound } }, owner.secret);
+        expect(viaVariable.errors, label).toBeUndefined();
+        expect(viaVariable.data.customers.edges.map(({ node }: any) => node.id), label).toEqual(expected[side] ? [customerId] : []);
+        expect(viaVariable.data.customers.totalCount, label).toBe(expected[side] ? 1 : 0);
+        const inline = await gql(`{ customers(filter: { ${field}: "${bound}" }) { totalCount } }`, {}, owner.secret);
+        expect(inline.errors, label).toBeUndefined();
+        expect(inline.data.customers.totalCount, `${label} (inline)`).toBe(expected[side] ? 1 : 0);
+      }
+    }
+  });
+
+  it("ledger transactions: the merchant's list and a wallet's", async () => {
+    const customerId = await newCustomer();
+    const before = now;
+    now = new Date(T);
+    try {
+      await ok(GRANT, { input: { customerId, amount: '5', kind: 'PAID', idempotencyKey: `grant-${randomUUID()}` } });
+    } finally {
+      now = before;
+    }
+    const LIST = `query ($c: ID!, $filter: LedgerTransactionFilter) {
+      ledgerTransactions(customerId: $c, filter: $filter) { totalCount edges { node { createdAt } } }
+      wallet(customerId: $c) { transactions(filter: $filter) { totalCount edges { node { createdAt } } } } }`;
+    for (const [bound, expected] of bounds) {
+      for (const [side, field] of [['after', 'createdAfter'], ['before', 'createdBefore']] as const) {
+        const label = `${field}: ${bound}`;
+        const data = await ok(LIST, { c: customerId, filter: { [field]: bound } });
+        const want = expected[side] ? [{ node: { createdAt: T } }] : [];
+        expect(data.ledgerTransactions.edges, label).toEqual(want);
+        expect(data.ledgerTransactions.totalCount, label).toBe(want.length);
+        expect(data.wallet.transactions.edges, label).toEqual(want);
+        expect(data.wallet.transactions.totalCount, label).toBe(want.length);
+      }
+    }
+  });
+
+  it('a window inside one millisecond holds nothing; one across it holds its row', async () => {
+    const owner = await server.createMerchant('Filter windows');
+    const customerId = await newCustomer(owner.id);
+    await server.services.prisma.customer.update({ where: { id: customerId }, data: { createdAt: new Date(T) } });
+    const count = async (createdAfter: string, createdBefore: string) =>
+      (await ok('query ($filter: CustomerFilter) { customers(filter: $filter) { totalCount } }', { filter: { createdAfter, createdBefore } }, owner.secret)).customers.totalCount;
+    expect(await count('2030-01-01T00:00:00.0001Z', '2030-01-01T00:00:00.0009Z')).toBe(0);
+    expect(await count('2030-01-01T00:00:00.000Z', '2030-01-01T00:00:00.0001Z')).toBe(1);
+    expect(await count('2029-12-31T23:59:59.9999Z', '2030-01-01T00:00:00.000001Z')).toBe(1);
+    // Windows that meet split the list: the row is in exactly one of two that share a bound.
+    for (const edge of ['2030-01-01T00:00:00.0005Z', '2030-01-01T00:00:00.000Z', '2029-12-31T23:59:59.9995Z']) {
+      expect((await count('2029-01-01T00:00:00Z', edge)) + (await count(edge, '2031-01-01T00:00:00Z')), edge).toBe(1);
+    }
+  });
+
+  it('the conditions: a bound cut from finer digits moves to the other side of its millisecond; any other keeps its own', () => {
+    expect(atOrAfter(parseIsoTime('2030-01-01T00:00:00.0005Z')!)).toEqual({ gt: new Date(T) });
+    expect(earlierThan(parseIsoTime('2030-01-01T00:00:00.000001+00:00')!)).toEqual({ lte: new Date(T) });
+    for (const exact of [parseIsoTime('2030-01-01T00:00:00.000000Z')!, parseIsoTime(T)!, new Date(T)]) {
+      expect(atOrAfter(exact)).toEqual({ gte: new Date(T) });
+      expect(earlierThan(exact)).toEqual({ lt: new Date(T) });
+    }
+  });
+
+  it('other DateTime inputs take sub-millisecond digits as before: cut to the millisecond', async () => {
+    await server.services.plans.put(merchant.id, { key: 'pro', name: 'Pro' });
+    const customerId = await newCustomer();
+    await ok('mutation ($c: ID!, $from: DateTime) { setCustomerPlan(customerId: $c, planKey: "pro", effectiveFrom: $from) { id } }', { c: customerId, from: '2026-07-01T09:00:00.123456+00:00' });
+    const [row] = await server.services.prisma.customerPlan.findMany({ where: { customerId } });
+    expect(row!.effectiveFrom.toISOString()).toBe('2026-07-01T09:00:00.123Z');
   });
 });
