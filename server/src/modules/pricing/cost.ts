@@ -159,13 +159,27 @@ export function modelNameRank(pricedModel: string, names: ModelNames): 0 | 1 | 2
 /**
  * The names an event's model is matched by, as its price row is found (see resolvePrice): a
  * prefix naming the provider that served it, or the maker whose models that provider resells
- * (resoldBy), is stripped. Price rules match these names too, so a model is the same model to
- * its price row and to the rules that price it.
+ * (resoldBy), is stripped. A cloud that names the maker's model its own way (Bedrock's
+ * "[region.]anthropic.<model>-v1:0") is matched by the maker's name for it too, as the maker's
+ * row costs it, in the place of a name without its prefix. Price rules match these names too, so
+ * a model is the same model to its price row and to the rules that price it.
  */
 export function eventModelNames(provider: string | null, model: string): ModelNames {
   if (!provider) return modelNames(model, NO_OWNERS);
   const maker = resoldBy(provider, model);
-  return modelNames(model, maker ? [provider, maker.provider] : [provider]);
+  return servedModelNames(provider, model, maker ? [provider, maker.provider] : [provider]);
+}
+
+/**
+ * modelNames of a model `provider` served, its prefix stripped when it names one of `owners`. A
+ * cloud's own name for a maker's model (Bedrock's "[region.]anthropic.<model>-v1:0", see resoldBy)
+ * has no such prefix: the maker's name for it stands in the place of the name without its prefix.
+ */
+function servedModelNames(provider: string, model: string, owners: readonly string[]): ModelNames {
+  const names = modelNames(model, owners);
+  if (names.unprefixed !== null) return names;
+  const makers = resoldBy(provider, model)?.model.trim().toLowerCase();
+  return makers === undefined || makers === names.whole ? names : { ...names, unprefixed: makers, unprefixedUndated: undatedOf(makers) };
 }
 
 const NO_OWNERS: readonly string[] = [];
@@ -203,12 +217,13 @@ const BEDROCK_VERSION = /-v\d+(?::\d+)?$/;
  * effectiveFrom ≤ at. A model named with a prefix of the provider's own id, or of one of `owners`
  * (the maker whose models a cloud resells, see resoldBy), is also matched without it, below any
  * match of the whole name (see withoutOwnerPrefix): "openai/gpt-4o" is priced as gpt-4o by
- * OpenAI's row.
+ * OpenAI's row. Bedrock's "[region.]anthropic.<model>-v1:0" is matched so by <model> (see
+ * servedModelNames), as Vertex AI's "claude-…@date" is by its undated name.
  */
 export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provider: string, model: string, at: Date, owners: readonly string[] = []): T | null {
   if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw invalidField('at', 'must be a valid date');
   const wanted = provider.trim().toLowerCase();
-  const names = modelNames(model, [provider, ...owners]);
+  const names = servedModelNames(provider, model, [provider, ...owners]);
   let best: T | null = null;
   let bestRank = 0;
   // A row as good as `best`, at its instant. Only an error once every row is seen: a later row (or a

@@ -47,6 +47,7 @@ export const MODELS_DEV_PROVIDER_IDS: ReadonlyMap<string, string> = new Map([
   ['amazon-bedrock', 'bedrock'],
   ['azure', 'azure-openai'],
   ['moonshotai', 'moonshot'],
+  ['novita-ai', 'novita'],
 ]);
 
 export interface ImportSkip {
