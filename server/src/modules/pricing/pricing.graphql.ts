@@ -77,7 +77,7 @@ const PutPriceRuleInput = builder.inputType('PutPriceRuleInput', {
     config: t.field({
       type: 'JSONObject',
       required: true,
-      description: 'FLAT { unitPrice, perUnits }, MARKUP { percent, feePerRequest }, GRADUATED/VOLUME { tiers: [{ upTo, unitPrice, flatFee }] }, PACKAGE { packageSize, packagePrice }; any: minimumCharge.',
+      description: 'FLAT { unitPrice, perUnits }, MARKUP { percent, feePerRequest }, GRADUATED/VOLUME { tiers: [{ upTo, unitPrice, flatFee }] }, PACKAGE { packageSize, packagePrice }; any but VOLUME: minimumCharge (the least one event is charged).',
     }),
     effectiveFrom: t.field({ type: 'DateTime', description: 'Default now. A given time must come after usage already priced that the rule matches.' }),
   }),
