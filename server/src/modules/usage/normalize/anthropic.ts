@@ -109,13 +109,20 @@ export function applyAnthropicUsage(out: NormalizedUsage, u: Obj, model: string 
   detail(out, 'web_fetch_requests', tools?.web_fetch_requests);
 }
 
-function messageText(o: Obj): string {
-  let text = '';
-  for (const block of arr(o.content) ?? []) {
-    const t = obj(block)?.text;
-    if (typeof t === 'string') text += t;
+/**
+ * The output of a message body (for the no-usage case): its text, and beside it what a cut
+ * stream counts (thinking, and tool input, counted as the JSON generated).
+ */
+function messageOutput(o: Obj): TextSink {
+  const sink = new TextSink();
+  for (const entry of arr(o.content) ?? []) {
+    const block = obj(entry);
+    sink.add(block?.text);
+    sink.other(block?.thinking);
+    const input = obj(block?.input);
+    if (input) sink.other(JSON.stringify(input));
   }
-  return text;
+  return sink;
 }
 
 export const anthropicMessages: Normalizer = (ctx) => {
@@ -125,7 +132,10 @@ export const anthropicMessages: Normalizer = (ctx) => {
   if (isUsage(opened)) return opened;
   const { o, model } = opened;
   const u = obj(o.usage);
-  if (!u) return incomplete(ctx, model, messageText(o), 'no_usage');
+  if (!u) {
+    const sink = messageOutput(o);
+    return sink.finish(incomplete(ctx, model, sink.text, 'no_usage'));
+  }
   const out = result(ctx, model);
   applyAnthropicUsage(out, u, model);
   return out;

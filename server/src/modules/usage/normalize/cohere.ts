@@ -8,6 +8,7 @@ import { scanJsonObjects } from './json-scan.ts';
 import { eventType, isSseBody, streamError } from './stream.ts';
 import { parseSse } from './sse.ts';
 import {
+  arr,
   type Ctx,
   detail,
   errorCode,
@@ -51,7 +52,10 @@ export const cohere: Normalizer = (ctx) => {
     const error = errorCode(o);
     if (error) return failed(ctx, model, error);
     const usage = usageOf(o);
-    if (!usage) return incomplete(ctx, model, null, 'no_usage');
+    if (!usage) {
+      const sink = messageOutput(o);
+      return sink.finish(incomplete(ctx, model, sink.text, 'no_usage'));
+    }
     const out = result(ctx, model);
     applyCohereUsage(out, usage);
     return out;
@@ -74,6 +78,20 @@ export const cohere: Normalizer = (ctx) => {
   }
   return cohereStream(ctx, model, chunks, error);
 };
+
+/**
+ * The output of a chat body (for the no-usage case): v2's message text, and beside it what a cut
+ * stream counts (the tool plan and tool-call arguments); v1's text.
+ */
+function messageOutput(o: Obj): TextSink {
+  const sink = new TextSink();
+  const message = obj(o.message);
+  for (const part of arr(message?.content) ?? []) sink.add(obj(part)?.text);
+  sink.other(message?.tool_plan);
+  for (const call of arr(message?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);
+  sink.add(o.text);
+  return sink;
+}
 
 function cohereStream(ctx: Ctx, model: string | null, chunks: Obj[], error: string | null): NormalizedUsage {
   if (error) return failed(ctx, model, error);

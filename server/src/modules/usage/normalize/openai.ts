@@ -27,6 +27,7 @@ import {
   parseJson,
   pending,
   pickModel,
+  reportedDecimal,
   requestString,
   result,
   str,
@@ -114,26 +115,33 @@ export function applyChatUsage(out: NormalizedUsage, u: Obj, source: string): vo
  * beside it; Perplexity reports usage.cost.total_cost in USD; DeepInfra an estimate (a detail).
  */
 function applyReportedCost(out: NormalizedUsage, u: Obj, source: string): void {
-  if (typeof u.cost === 'number') out.providerReportedCostUsd = exactDecimal(source, 'cost', u.cost);
-  else {
-    const total = obj(u.cost)?.total_cost;
-    if (typeof total === 'number') out.providerReportedCostUsd = exactDecimal(source, 'total_cost', total);
-  }
+  // Each amount a number, or the same as text (see reportedDecimal).
+  const costs = obj(u.cost);
+  const cost = costs ? reportedDecimal(source, 'total_cost', costs.total_cost) : reportedDecimal(source, 'cost', u.cost);
+  if (cost !== null) out.providerReportedCostUsd = cost;
   if (typeof u.is_byok === 'boolean') out.details.is_byok = String(u.is_byok);
-  const upstream = obj(u.cost_details)?.upstream_inference_cost;
-  if (typeof upstream === 'number') out.details.upstream_inference_cost_usd = exactDecimal(source, 'upstream_inference_cost', upstream);
-  if (typeof u.estimated_cost === 'number') out.details.estimated_cost_usd = exactDecimal(source, 'estimated_cost', u.estimated_cost);
+  const upstream = reportedDecimal(source, 'upstream_inference_cost', obj(u.cost_details)?.upstream_inference_cost);
+  if (upstream !== null) out.details.upstream_inference_cost_usd = upstream;
+  const estimated = reportedDecimal(source, 'estimated_cost', u.estimated_cost);
+  if (estimated !== null) out.details.estimated_cost_usd = estimated;
 }
 
-/** The visible text of a non-stream chat/completions body (for the no-usage case). */
-function choicesText(o: Obj): string {
-  let text = '';
+/**
+ * The output of a non-stream chat/completions body (for the no-usage case): its visible text, and
+ * beside it what chatStream counts of a cut stream (reasoning, refusals, tool-call arguments).
+ */
+function choicesOutput(o: Obj): TextSink {
+  const sink = new TextSink();
   for (const choice of arr(o.choices) ?? []) {
     const c = obj(choice);
-    const content = obj(c?.message)?.content ?? c?.text;
-    if (typeof content === 'string') text += content;
+    const message = obj(c?.message);
+    sink.add(message?.content ?? c?.text);
+    sink.other(message?.reasoning_content ?? message?.reasoning);
+    sink.other(message?.refusal);
+    for (const call of arr(message?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);
+    sink.other(obj(message?.function_call)?.arguments);
   }
-  return text;
+  return sink;
 }
 
 export const openaiChat: Normalizer = (ctx) => {
@@ -143,7 +151,10 @@ export const openaiChat: Normalizer = (ctx) => {
   if (isUsage(opened)) return opened;
   const { o, model } = opened;
   const u = obj(o.usage) ?? obj(obj(o.x_groq)?.usage);
-  if (!u) return incomplete(ctx, model, choicesText(o), 'no_usage');
+  if (!u) {
+    const sink = choicesOutput(o);
+    return sink.finish(incomplete(ctx, model, sink.text, 'no_usage'));
+  }
   const out = result(ctx, model);
   applyChatUsage(out, u, body);
   serviceTier(out, o);
@@ -265,7 +276,8 @@ function fromResponseObject(ctx: Ctx, r: Obj, source: string): NormalizedUsage {
   const u = obj(r.usage);
   if (!u) {
     if (status === 'queued' || status === 'in_progress') return pending(ctx, model, status);
-    return incomplete(ctx, model, responseText(r), 'no_usage');
+    const sink = responseOutput(r);
+    return sink.finish(incomplete(ctx, model, sink.text, 'no_usage'));
   }
   const out = result(ctx, model);
   applyResponsesUsage(out, u, source);
@@ -278,15 +290,37 @@ function fromResponseObject(ctx: Ctx, r: Obj, source: string): NormalizedUsage {
   return out;
 }
 
-function responseText(r: Obj): string {
-  let text = '';
-  for (const item of arr(r.output) ?? []) {
-    for (const part of arr(obj(item)?.content) ?? []) {
-      const t = obj(part)?.text;
-      if (typeof t === 'string') text += t;
+/** The field of an output item that a stream sends as OTHER_OUTPUT_DELTAS (tool calls the model wrote). */
+const OTHER_OUTPUT_FIELDS: Record<string, string> = {
+  function_call: 'arguments',
+  custom_tool_call: 'input',
+  mcp_call: 'arguments',
+  code_interpreter_call: 'code',
+};
+
+/**
+ * The output of a response object (for the no-usage case): its visible text, and beside it what
+ * responsesStream counts of a cut stream (reasoning, refusals, tool-call arguments and code).
+ */
+function responseOutput(r: Obj): TextSink {
+  const sink = new TextSink();
+  for (const entry of arr(r.output) ?? []) {
+    const item = obj(entry);
+    const type = str(item?.type) ?? '';
+    if (type === 'reasoning') {
+      for (const part of arr(item?.summary) ?? []) sink.other(obj(part)?.text);
+      for (const part of arr(item?.content) ?? []) sink.other(obj(part)?.text);
+      continue;
     }
+    for (const part of arr(item?.content) ?? []) {
+      const p = obj(part);
+      sink.add(p?.text);
+      sink.other(p?.refusal);
+    }
+    const field = OTHER_OUTPUT_FIELDS[type];
+    if (field) sink.other(item?.[field]);
   }
-  return text;
+  return sink;
 }
 
 export const openaiResponses: Normalizer = (ctx) => {

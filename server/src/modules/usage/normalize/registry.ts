@@ -297,7 +297,9 @@ const DEFINITIONS: Definition[] = [
   {
     id: 'azure-openai',
     name: 'Azure OpenAI / Azure AI Foundry',
-    hosts: ['*.openai.azure.com', '*.cognitiveservices.azure.com', '*.services.ai.azure.com'],
+    // Azure Government's service endpoint is openai.azure.us (Microsoft's "Azure OpenAI in Azure
+    // Government"). Azure China (21Vianet) is left out until its host is confirmed from documentation.
+    hosts: ['*.openai.azure.com', '*.cognitiveservices.azure.com', '*.services.ai.azure.com', '*.openai.azure.us'],
     aliases: ['azure'],
     apis: OPENAI_APIS,
     route: azureRouter,

@@ -231,6 +231,25 @@ export function exactDecimal(text: string, key: string, value: number): string {
   return plainDecimal(String(value));
 }
 
+/** A non-negative number sent as text: digits, with a fraction and an exponent if any ("0.0047625", "2.5e-7"). */
+const DECIMAL_TEXT = /^\d+(\.\d+)?([eE][+-]?\d+)?$/;
+
+/**
+ * An amount a provider reports (a cost), kept exactly as written, or null when none was sent. A
+ * JSON number keeps its own digits (exactDecimal); one that a proxy or SDK re-serialized as text
+ * is read as int() reads a count as text: a non-negative number (DECIMAL_TEXT) is taken digit
+ * for digit (exponent expanded), and any other text ("abc", "-1", "1e400") is counted as
+ * malformed, so that post-request metering refuses the response, and left out here. Other types
+ * are no amount (a provider's cost object is read for its parts by the caller).
+ */
+export function reportedDecimal(source: string, key: string, value: unknown): string | null {
+  if (typeof value === 'number') return exactDecimal(source, key, value);
+  if (typeof value !== 'string') return null;
+  if (DECIMAL_TEXT.test(value) && Number.isFinite(Number(value))) return plainDecimal(value);
+  int(value);
+  return null;
+}
+
 /** Expands exponent notation ("2.5e-7" → "0.00000025") by moving digits, never by arithmetic. */
 export function plainDecimal(literal: string): string {
   let e = literal.indexOf('e');
