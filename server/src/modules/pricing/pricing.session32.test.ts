@@ -12,7 +12,7 @@ const at = new Date('2026-07-01T00:00:00Z');
 describe('a models.dev import prices the calls of the provider it names', () => {
   it('Novita AI (models.dev "novita-ai") is imported under the id usage reports for api.novita.ai, "novita"', () => {
     // models.dev's provider id for Novita AI is "novita-ai" (providers/novita-ai, api https://api.novita.ai/openai);
-    // Tollgate's registry calls the provider of api.novita.ai "novita", and knows no alias "novita-ai".
+    // Tollgate's registry calls the provider of api.novita.ai "novita".
     const file = JSON.stringify({ 'novita-ai': { id: 'novita-ai', models: { 'meta-llama/llama-3.3-70b-instruct': { cost: { input: 0.135, output: 0.4 } } } } });
     const { rows, skipped } = importModelsDevJson(file, { effectiveFrom });
     expect(skipped).toEqual([]);
@@ -22,6 +22,11 @@ describe('a models.dev import prices the calls of the provider it names', () => 
     const priced = resolvePrice(rows.map((row, index) => ({ ...row, ref: `row-${index}` }) as PriceWithRef), reported, 'meta-llama/llama-3.3-70b-instruct', at);
     expect(priced).not.toBeNull();
     expect(costOf(blankUsage({ provider: reported, model: 'meta-llama/llama-3.3-70b-instruct', inputTokens: 1_000_000 }), priced!)).toBe(135_000_000_000_000_000n);
+  });
+
+  it('"novita-ai" names Novita wherever a provider is named (rows imported before the mapping, setProviderPrice, config files)', () => {
+    expect(canonicalProviderId('novita-ai')).toBe('novita');
+    expect(canonicalProviderId('Novita-AI')).toBe('novita');
   });
 });
 

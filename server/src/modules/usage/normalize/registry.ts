@@ -344,7 +344,7 @@ const DEFINITIONS: Definition[] = [
   compat('nebius', 'Nebius AI Studio', ['api.studio.nebius.ai', 'api.studio.nebius.com', 'api.tokenfactory.nebius.com']),
   compat('hyperbolic', 'Hyperbolic', ['api.hyperbolic.xyz']),
   compat('sambanova', 'SambaNova', ['api.sambanova.ai']),
-  compat('novita', 'Novita AI', ['api.novita.ai']),
+  compat('novita', 'Novita AI', ['api.novita.ai'], ['novita-ai']),
   compat('lepton', 'Lepton AI', ['*.lepton.run']),
   compat('moonshot', 'Moonshot AI (Kimi)', ['api.moonshot.ai', 'api.moonshot.cn'], ['kimi']),
   compat('alibaba', 'Alibaba Cloud Model Studio (Qwen)', ['dashscope.aliyuncs.com', 'dashscope-intl.aliyuncs.com', 'dashscope-us.aliyuncs.com'], ['dashscope', 'qwen']),
