@@ -17,6 +17,7 @@ import { documentTooDeep, enforceQueryLimits, type QueryLimits } from './graphql
 import { schema } from './graphql/schema.ts';
 import { subscriptionRootDirectiveError, subscriptionRootDirectiveErrorIn } from './graphql/subscription-rules.ts';
 import { answerClientError, errorHandler, sendError } from './http/errors.ts';
+import { jsonBody } from './http/json-body.ts';
 import { playgroundHtml } from './http/playground.ts';
 import { FORWARD_PATH } from './modules/gateway/gateway.service.ts';
 import { usageRoutes } from './modules/usage/usage.http.ts';
@@ -468,7 +469,7 @@ export async function createApp(services: Services): Promise<App> {
   app.use(
     '/graphql',
     (req, res, next) => (wantsPlayground(req) ? res.type('html').send(playgroundHtml()) : next()),
-    express.json({ limit: config.maxBodyBytes, type: ['application/json', 'application/graphql-response+json'] }),
+    ...jsonBody({ limit: config.maxBodyBytes, type: ['application/json', 'application/graphql-response+json'] }),
     (req, res, next) => {
       const query: unknown = (req.body as { query?: unknown } | undefined)?.query ?? req.query.query;
       // A GET's `query` given twice arrives as a list, of which Apollo runs the first.

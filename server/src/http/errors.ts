@@ -13,10 +13,10 @@ import { currentRequestId } from '../shared/request-context.ts';
 const GRAPHQL_PATH = /^\/graphql(?:\/|$)/i;
 
 /**
- * Content codings the JSON routes' body parser (body-parser) reads, as a 415 lists them. zstd
- * only where Node's zlib has it (Node 22.15 and later).
+ * Content codings the JSON routes' body parser (body-parser, with x-gzip read as gzip: see
+ * jsonBody) reads, as a 415 lists them. zstd only where Node's zlib has it (Node 22.15 and later).
  */
-const BODY_CODINGS: readonly string[] = ['gzip', 'deflate', 'br', ...('createZstdDecompress' in zlib ? ['zstd'] : [])];
+const BODY_CODINGS: readonly string[] = ['gzip', 'x-gzip', 'deflate', 'br', ...('createZstdDecompress' in zlib ? ['zstd'] : [])];
 
 /** The request's path as it arrived, whatever router it is in now (req.path is relative to a mount point). */
 function originalPath(req: Request): string {

@@ -1,5 +1,6 @@
-import express, { Router, type NextFunction, type Request, type Response } from 'express';
+import { Router, type NextFunction, type Request, type Response } from 'express';
 import { sendError } from '../../http/errors.ts';
+import { jsonBody } from '../../http/json-body.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { isoTimes, parseIsoTime } from '../../shared/times.ts';
@@ -181,7 +182,7 @@ export function usageRoutes(services: Services): Router {
   router.post(
     '/v1/usage',
     callerFirst,
-    express.json({ limit: services.config.maxBodyBytes }),
+    ...jsonBody({ limit: services.config.maxBodyBytes }),
     handle(async (req, res) => {
       const { merchantId, actor } = callerOf(res);
       const result = await services.usage.recordOne(merchantId, actor, readRecord(req.body));
@@ -195,7 +196,7 @@ export function usageRoutes(services: Services): Router {
   router.post(
     '/v1/usage/batch',
     callerFirst,
-    express.json({ limit: services.config.maxBatchBodyBytes }),
+    ...jsonBody({ limit: services.config.maxBatchBodyBytes }),
     handle(async (req, res) => {
       const { merchantId, actor } = callerOf(res);
       const events = (req.body as { events?: unknown })?.events;
