@@ -174,4 +174,40 @@ describe('a key sent twice in one batch', () => {
     expect(await events()).toBe(1);
     expect(before - (await balance())).toBe(first!.ok ? parseDecimalNanos('charge', first!.event.charge) : -1n);
   });
+
+  it('naming its provider by an alias, or in another case, is a replay (usage record or response)', async () => {
+    const { customer, post, balance, events } = await setup();
+    const record = (provider: string) => JSON.stringify({ customer: customer.id, idempotencyKey: 'k-alias', usage: { provider, model: 'claude-haiku-4-5', inputTokens: 1200, outputTokens: 300 } });
+    const first = await post(record('anthropic'));
+    expect(first).toMatchObject({ status: 200, body: { replayed: false, event: { provider: 'anthropic' } } });
+    const body = JSON.stringify({ id: 'x', model: 'meta-llama/Llama-3.3-70B-Instruct-Turbo', usage: { prompt_tokens: 1000, completion_tokens: 10, total_tokens: 1010 } });
+    const response = (provider: string) => JSON.stringify({ customer: customer.id, idempotencyKey: 'k-alias-response', response: { url: 'https://llm.example.com/v1/chat/completions', status: 200, body, provider } });
+    const byId = await post(response('together'));
+    expect(byId).toMatchObject({ status: 200, body: { replayed: false, event: { provider: 'together' } } });
+    const after = await balance();
+    for (const retry of ['claude', 'Anthropic', ' CLAUDE ']) {
+      expect(await post(record(retry)), retry).toMatchObject({ status: 200, body: { replayed: true, event: { id: first.body.event.id } } });
+    }
+    expect(await post(response('together-ai'))).toMatchObject({ status: 200, body: { replayed: true, event: { id: byId.body.event.id } } });
+    expect(await balance()).toBe(after);
+    expect(await events()).toBe(2);
+    // Another provider is still another record.
+    expect(await post(record('openai'))).toMatchObject({ status: 409, body: { error: { code: 'CONFLICT' } } });
+  });
+
+  it('recorded when its hash named the provider as the caller did replays, by that name', async () => {
+    const { merchant, customer, post, balance } = await setup();
+    const usage = { inputTokens: 1000, model: 'claude-haiku-4-5', outputTokens: 100, provider: 'claude' };
+    const sent = JSON.stringify({ customer: customer.id, idempotencyKey: 'k-provider-named', usage });
+    expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: false } });
+    const stored = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { merchantId: merchant.id, idempotencyKey: 'k-provider-named' } });
+    const metadata = stored.metadata as Record<string, unknown>;
+    const asNamed = requestHash({ customer: customer.id, currency: 'USD', occurredAt: null, usage, response: null, stated: {} });
+    expect(asNamed).not.toBe(metadata.requestHash);
+    await server.services.prisma.usageEvent.update({ where: { id: stored.id }, data: { metadata: { ...metadata, requestHash: asNamed } as object } });
+    const after = await balance();
+    expect(await post(sent)).toMatchObject({ status: 200, body: { replayed: true, event: { id: stored.id } } });
+    expect(await post(JSON.stringify({ customer: customer.id, idempotencyKey: 'k-provider-named', usage: { ...usage, outputTokens: 101 } }))).toMatchObject({ status: 409 });
+    expect(await balance()).toBe(after);
+  });
 });

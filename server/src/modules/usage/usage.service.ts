@@ -352,16 +352,22 @@ interface HashedRecord {
   stated: unknown;
 }
 
-function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<string, string | number>, canonical: boolean): HashedRecord {
-  const usage = input.usage ?? null;
+function hashedRecord(
+  input: UsageRecordInput, currency: string, stated: Record<string, string | number>, canonical: boolean, providerIds = canonical,
+): HashedRecord {
+  const given = input.usage ?? null;
   const response = input.response;
   const sent = response ? [response.url, response.status, response.body] : null;
+  // A provider goes by the id it is stored as (an alias, or another case, names the same one), in
+  // a usage record and for a response. Events recorded before that hold the name as sent (`providerIds` false).
+  const providerOf = (name: string) => (providerIds ? canonicalProviderId(name.trim().toLowerCase()) : name);
+  const usage = providerIds && given && typeof given.provider === 'string' ? { ...given, provider: providerOf(given.provider) } : given;
   return {
     currency, occurredAt: input.timestamp?.toISOString() ?? null,
     usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
     // The model only when given: records from before it existed keep their hash. A blank provider
     // is no provider (see normalizeResponse): a retry leaving it out is the same record.
-    response: sent && canonical ? [...sent, response!.provider?.trim() ? response!.provider : null, ...(response!.model ? [response!.model] : [])] : sent,
+    response: sent && canonical ? [...sent, response!.provider?.trim() ? providerOf(response!.provider) : null, ...(response!.model ? [response!.model] : [])] : sent,
     stated: canonical ? canonicalJson(stated, 'quantities', true) : stated,
   };
 }
@@ -1472,15 +1478,24 @@ function replay(row: EventRow, item: Prepared): UsageResult {
   const byBillingId = item.billingId !== null && row.metadata?.billingId === row.idempotency_key;
   if (byBillingId && row.customer_id !== item.customerId) return chargedElsewhere(item.billingId!, row.id);
   // Events recorded earlier hold older hashes, of the customer as the caller named it (and, before
-  // keys were sorted, of the objects as sent): worked out only on a mismatch.
-  if (!byBillingId && row.metadata?.requestHash && row.metadata.requestHash !== item.hash
-    && row.metadata.requestHash !== recordHash(item.customerRef, item.hashed)
-    && row.metadata.requestHash !== recordHash(item.customerRef, hashedRecord(item.input, item.currency, item.stated, false))) {
+  // keys were sorted, of the objects as sent), or of the provider as named: worked out only on a mismatch.
+  if (!byBillingId && row.metadata?.requestHash && row.metadata.requestHash !== item.hash && !earlierHashes(item).includes(row.metadata.requestHash)) {
     return { ok: false, error: new AppError('CONFLICT', 'This idempotency key was already used for a different usage record', { field: 'idempotencyKey', usageEventId: row.id }) };
   }
   const stored = row.metadata?.error;
   const error = stored ? new AppError(stored.code as 'INSUFFICIENT_FUNDS', stored.message, stored.details ?? {}) : undefined;
   return recordedAnswer(row, true, error);
+}
+
+/** The hashes earlier versions gave the item's record (see recordHash and hashedRecord). */
+function earlierHashes(item: Prepared): string[] {
+  const providersAsNamed = hashedRecord(item.input, item.currency, item.stated, true, false);
+  return [
+    recordHash(item.customerRef, item.hashed),
+    recordHash(item.customerRef, hashedRecord(item.input, item.currency, item.stated, false)),
+    recordHash(item.customerId ?? item.customerRef, providersAsNamed),
+    recordHash(item.customerRef, providersAsNamed),
+  ];
 }
 
 /**
