@@ -18,7 +18,7 @@ export interface TestServer {
   /** POSTs a GraphQL operation; `token` is a secret key or a customer session token. */
   graphql<T = Record<string, unknown>>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GraphQLResponse<T>>;
   /** A merchant with a secret key, created fresh. */
-  createMerchant(name?: string): Promise<{ id: string; secret: string }>;
+  createMerchant(name?: string): Promise<{ id: string; secret: string; apiKeyId: string }>;
 }
 
 export interface GraphQLResponse<T> {
@@ -63,7 +63,7 @@ export async function startTestServer(env: Record<string, string | undefined> = 
     graphql,
     async createMerchant(name = 'Test merchant') {
       const { merchant, key } = await runtime.services.merchants.create({ name });
-      return { id: merchant.id, secret: key.secret };
+      return { id: merchant.id, secret: key.secret, apiKeyId: key.apiKey.id };
     },
     async close() {
       await app.close();

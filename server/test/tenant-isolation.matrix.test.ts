@@ -123,7 +123,10 @@ const FIELDS: Record<string, Aimed> = {
   'Query.gatewayRequest': m((w) => ({ id: w.a.gatewayRequestIds.y[0] }), 'NULL'),
   'Query.gatewayRequests': m((w) => ({ customerId: w.a.y.id, after: w.yCursors.gatewayRequests }), 'EMPTY'),
   'Query.hold': m((w) => ({ id: w.a.y.holdId })),
-  'Query.ledgerTransactions': m((w) => ({ customerId: w.a.y.id, filter: { idempotencyKey: w.a.y.grantKey }, after: w.yCursors.ledgerTransactions }), 'EMPTY'),
+  'Query.ledgerTransactions': {
+    ...m((w) => ({ customerId: w.a.y.id, filter: { idempotencyKey: w.a.y.grantKey }, after: w.yCursors.ledgerTransactions }), 'EMPTY'),
+    also: (w) => [{ filter: { actorApiKeyId: w.a.merchant.apiKeyId } }],
+  },
   'Query.plan': m((w) => ({ key: w.a.planKey })),
   'Query.priceRules': m((w) => ({ planKey: w.a.planKey })),
   'Query.providerPrices': m((w) => ({ model: w.a.model }), 'EMPTY'),

@@ -257,6 +257,7 @@ const QUERY: Record<string, FieldPlan> = {
       ),
       p("filtered by A's customer", 'EMPTY', (w) => ({ customerId: w.a.y.id })),
       p("filtered by A's idempotency key", 'EMPTY', (w) => ({ filter: { idempotencyKey: w.a.y.grantKey } })),
+      p("filtered by A's API key", 'EMPTY', (w) => ({ filter: { actorApiKeyId: w.a.merchant.apiKeyId } })),
       p("paged from A's cursor", 'OWN', (w) => ({ before: w.aCursors.ledgerTransactions })),
       p("paged from A's cursor, forwards", 'OWN', (w) => ({ after: w.aCursors.ledgerTransactions })),
     ],

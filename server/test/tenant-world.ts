@@ -48,7 +48,7 @@ export interface CustomerSeedBase {
 /** A merchant named after `tag` and its catalog, as seedMerchant makes them; every name in it holds `tag`. */
 export interface MerchantSeed {
   tag: string;
-  merchant: { id: string; secret: string };
+  merchant: { id: string; secret: string; apiKeyId: string };
   /** A model the merchant has its own provider price for. */
   model: string;
   meterKey: string;

@@ -116,9 +116,16 @@ const LedgerTransactionRef = builder.objectRef<LedgerTransaction>('LedgerTransac
   }),
 });
 
+const ActorKindEnum = builder.enumType('LedgerActorKind', {
+  description: 'Who caused a change: a secret key, a customer token (gateway calls), or the system (expiry).',
+  values: { API_KEY: { value: 'api_key' }, CUSTOMER: { value: 'customer' }, SYSTEM: { value: 'system' } } as const,
+});
+
 const TransactionFilterInput = builder.inputType('LedgerTransactionFilter', {
   fields: (t) => ({
     kinds: t.field({ type: [TransactionKindEnum] }),
+    actorApiKeyId: t.id({ description: 'Made with this API key (LedgerActor.apiKeyId; secret key only).' }),
+    actorKind: t.field({ type: ActorKindEnum, description: 'Made by this kind of actor (LedgerActor.kind; secret key only).' }),
     createdAfter: t.field({ type: 'DateTime', description: 'Created at or after this time (inclusive).' }),
     createdBefore: t.field({ type: 'DateTime', description: 'Created before this time (exclusive): createdAfter and createdBefore of adjacent windows share their bound, and no row falls in both.' }),
     idempotencyKey: t.string(),
@@ -187,6 +194,8 @@ const WalletRef = builder.objectRef<WalletView>('Wallet').implement({
         args: { filter: t.arg({ type: TransactionFilterInput }) },
         resolve: async (w, args, ctx) => {
           const filter = args.filter as TransactionFilter | null | undefined;
+          // Who made a change is the merchant's (LedgerTransaction.actor): not to be found out by filtering on it either.
+          if (filter?.actorApiKeyId != null || filter?.actorKind != null) merchantViewer(ctx);
           const connection = await resolveCursorConnection<Promise<LedgerTransaction[]>>(
             { args, toCursor: (x: LedgerTransaction) => encodeCreatedCursor(x), defaultSize: 20, maxSize: 100 },
             (page) => ctx.services.ledgerQueries.transactionsPage(w.merchantId, { walletId: w.id }, filter, page),

@@ -6,7 +6,7 @@ import { walletIdOf } from '../../shared/ids.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
 import { atOrAfter, earlierThan } from '../../shared/times.ts';
-import { isUuid, requireStorableText } from '../../shared/validation.ts';
+import { isUuid, requireStorableText, requireUuid } from '../../shared/validation.ts';
 import { holdRecordOf, type HoldRecord } from './ledger.holds.ts';
 import type { LedgerService } from './ledger.service.ts';
 import { GRANT_DUE } from './ledger.store.ts';
@@ -27,6 +27,10 @@ export interface TransactionFilter {
   createdAfter?: Date | null;
   createdBefore?: Date | null;
   idempotencyKey?: string | null;
+  /** Made with this API key (see Actor.apiKeyId). */
+  actorApiKeyId?: string | null;
+  /** Made by this kind of actor (see Actor.kind). */
+  actorKind?: 'api_key' | 'customer' | 'system' | null;
 }
 
 export interface IntegrityReport {
@@ -230,6 +234,9 @@ export class LedgerQueries {
       requireStorableText('filter.idempotencyKey', idempotencyKey);
       where.push({ idempotencyKey });
     }
+    // Checked here: Prisma fails a non-UUID id as an internal error.
+    if (filter?.actorApiKeyId != null) where.push({ actorApiKeyId: requireUuid('filter.actorApiKeyId', filter.actorApiKeyId) });
+    if (filter?.actorKind) where.push({ actorKind: filter.actorKind });
     return { AND: where };
   }
 

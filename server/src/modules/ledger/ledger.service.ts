@@ -519,8 +519,8 @@ export class LedgerService {
   }
 
   /**
-   * A merchant's correction, with a reason. Positive amounts add promotional credit;
-   * negative ones draw from the balance and may take it below zero (the merchant decides).
+   * A merchant's correction, with a reason. Positive amounts add promotional credit (expiring at
+   * `expiresAt` when given); negative ones draw from the balance and may take it below zero (the merchant decides).
    */
   async adjustBalance(
     merchantId: string,
@@ -532,14 +532,19 @@ export class LedgerService {
     if (!reason) throw invalidField('reason', 'is required for an adjustment');
     requireStorableText('reason', reason);
     if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
+    if (input.expiresAt && input.amountNanos < 0n) throw invalidField('expiresAt', 'applies only to credit added (a positive amount)');
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
-    const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
+    // The expiry counts only when given, so adjustments without one (every one before it counted) hash as before.
+    const expiresAt = input.expiresAt ?? null;
+    const hash = requestHash({ op: 'adjust', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason, ...(expiresAt ? { expiresAt } : {}) });
     return this.single(merchantId, input.customerId, input.currency, key, { hash }, async (wallet) => {
+      // Checked for a new key only, as grantCredits does: a retry after the time has passed replays.
+      if (expiresAt && expiresAt <= wallet.now) throw invalidField('expiresAt', 'must be in the future');
       if (input.amountNanos > 0n) {
         const grantId = uuidv7();
         // The reason is the merchant's (secret key only, on the transaction): the grant, which
         // the customer's own token may list, gets the same neutral label as the transaction.
-        wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt: input.expiresAt ?? null, transactionId: '', description: 'Balance adjustment', metadata: {} });
+        wallet.addGrant({ id: grantId, kind: 'PROMOTIONAL', amount: input.amountNanos, priority: 0, expiresAt, transactionId: '', description: 'Balance adjustment', metadata: {} });
         const transaction = await wallet.post({
           kind: 'ADJUSTMENT', idempotencyKey: key, requestHash: hash, legs: creditLegs(wallet.state, input.amountNanos, grantId),
           counterAccount: 'ADJUSTMENTS', reason, description: 'Balance adjustment', metadata: { grantId }, actor,
