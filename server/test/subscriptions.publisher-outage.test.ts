@@ -1,16 +1,11 @@
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp } from '../src/app.ts';
 import { BalanceCache } from '../src/modules/gateway/balance-cache.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
 import { SYSTEM_ACTOR, walletTopic } from '../src/modules/ledger/ledger.service.ts';
-import { openRuntime } from '../src/runtime.ts';
 import type { Services } from '../src/services.ts';
-import { createLogger } from '../src/shared/logger.ts';
-import { createTestDatabase, type TestDatabase } from './databases.ts';
 import { eventually, OwnRedis } from './own-redis.ts';
 import { LivePushes } from './live-pushes.ts';
-import { testConfig } from './server.ts';
+import { confirmed, startTwoInstances, type TwoInstances } from './two-instances.ts';
 import { TcpRelay } from './tcp-relay.ts';
 
 /**
@@ -24,20 +19,19 @@ import { TcpRelay } from './tcp-relay.ts';
 
 let redis: OwnRedis | undefined;
 let relay: TcpRelay | undefined;
-let database: TestDatabase | undefined;
-let a: { services: Services; url: string; close(): Promise<void> } | undefined;
+let instances: TwoInstances | undefined;
+let a: TwoInstances['a'] | undefined;
 let b: Services | undefined;
 /** The gateway's balance cache as instance A keeps one (kept current by the same events). */
 let cacheOnA: BalanceCache | undefined;
 /** What B logged at warn and above: a publish it gave up on says so. */
-const bLog: string[] = [];
+let bLog: string[] = [];
 let merchantId: string;
 let secret: string;
 
 const USD = 1_000_000_000_000_000_000n; // in atto-units
 const NANOS = 1_000_000_000n;
 
-const confirmed = (services: Services) => services.pubsub.ready().then(() => true, () => false);
 const publishesGivenUp = () => bLog.filter((line) => line.includes('failed to publish event')).length;
 const rereadsAsked = () => bLog.filter((line) => line.includes('asked every instance to re-read')).length;
 
@@ -62,22 +56,9 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing
     redis.start();
     relay = new TcpRelay({ host: '127.0.0.1', port: redis.port });
     const relayUrl = `redis://127.0.0.1:${await relay.listen()}`;
-    database = await createTestDatabase();
-    const runtimeA = await openRuntime(testConfig({ REDIS_URL: redis.url }), createLogger('silent'), { db: database.db });
-    const app = await createApp(runtimeA.services);
-    const { url } = await app.listen(0, '127.0.0.1');
-    a = {
-      services: runtimeA.services,
-      url,
-      async close() {
-        await app.close();
-        await runtimeA.close();
-      },
-    };
-    cacheOnA = new BalanceCache(database.db, runtimeA.services.pubsub);
-    const runtimeB = await openRuntime(testConfig({ REDIS_URL: relayUrl }), pino({ level: 'warn' }, { write: (line: string) => void bLog.push(line) }), { db: database.db });
-    b = runtimeB.services;
-    expect(await eventually(async () => (await confirmed(a!.services)) && (await confirmed(b!)), 20_000)).toBe(true);
+    instances = await startTwoInstances({ a: redis.url, b: relayUrl });
+    ({ a, b, bLog } = instances);
+    cacheOnA = new BalanceCache(instances.database.db, instances.a.services.pubsub);
     const { merchant, key } = await a.services.merchants.create({ name: 'Publisher outage merchant' });
     merchantId = merchant.id;
     secret = key.secret;
@@ -86,11 +67,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while the publishing
   afterAll(async () => {
     await pushes.dispose();
     cacheOnA?.close();
-    // B shares A's database: only A's runtime closes it.
-    await b?.stop();
-    await b?.pubsub.close();
-    await a?.close();
-    await database?.close();
+    await instances?.close();
     await relay?.close();
     await redis?.stop();
   });

@@ -1,15 +1,10 @@
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp } from '../src/app.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
 import { SYSTEM_ACTOR, walletTopic } from '../src/modules/ledger/ledger.service.ts';
-import { openRuntime } from '../src/runtime.ts';
 import type { Services } from '../src/services.ts';
-import { createLogger } from '../src/shared/logger.ts';
-import { createTestDatabase, type TestDatabase } from './databases.ts';
 import { eventually, OwnRedis } from './own-redis.ts';
 import { LivePushes } from './live-pushes.ts';
-import { testConfig } from './server.ts';
+import { confirmed, startTwoInstances, type TwoInstances } from './two-instances.ts';
 
 /**
  * Live subscriptions across an interruption of Redis. Two instances share one database and a
@@ -19,17 +14,16 @@ import { testConfig } from './server.ts';
  */
 
 let redis: OwnRedis | undefined;
-let database: TestDatabase | undefined;
-let a: { services: Services; url: string; close(): Promise<void> } | undefined;
+let instances: TwoInstances | undefined;
+let a: TwoInstances['a'] | undefined;
 let b: Services | undefined;
 /** What B logged at warn and above: a publish it gave up on says so. */
-const bLog: string[] = [];
+let bLog: string[] = [];
 let merchantId: string;
 let secret: string;
 
 const USD = 1_000_000_000_000_000_000n; // in atto-units
 
-const confirmed = (services: Services) => services.pubsub.ready().then(() => true, () => false);
 
 /** Redis stopped, and both instances know it (their subscriptions can no longer be confirmed). */
 async function redisAway(): Promise<void> {
@@ -81,22 +75,8 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is inter
   beforeAll(async () => {
     redis = await OwnRedis.onFreePort();
     redis.start();
-    database = await createTestDatabase();
-    const config = testConfig({ REDIS_URL: redis.url });
-    const runtimeA = await openRuntime(config, createLogger('silent'), { db: database.db });
-    const app = await createApp(runtimeA.services);
-    const { url } = await app.listen(0, '127.0.0.1');
-    a = {
-      services: runtimeA.services,
-      url,
-      async close() {
-        await app.close();
-        await runtimeA.close();
-      },
-    };
-    const runtimeB = await openRuntime(config, pino({ level: 'warn' }, { write: (line: string) => void bLog.push(line) }), { db: database.db });
-    b = runtimeB.services;
-    expect(await eventually(async () => (await confirmed(a!.services)) && (await confirmed(b!)), 20_000)).toBe(true);
+    instances = await startTwoInstances({ a: redis.url, b: redis.url });
+    ({ a, b, bLog } = instances);
     const { merchant, key } = await a.services.merchants.create({ name: 'Outage merchant' });
     merchantId = merchant.id;
     secret = key.secret;
@@ -104,11 +84,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('subscriptions while Redis is inter
 
   afterAll(async () => {
     await pushes.dispose();
-    // B shares A's database: only A's runtime closes it.
-    await b?.stop();
-    await b?.pubsub.close();
-    await a?.close();
-    await database?.close();
+    await instances?.close();
     await redis?.stop();
   });
 
