@@ -113,7 +113,7 @@ export function applyAnthropicUsage(out: NormalizedUsage, u: Obj, model: string 
  * The output of a message body (for the no-usage case): its text, and beside it what a cut
  * stream counts (thinking, and tool input, counted as the JSON generated).
  */
-function messageOutput(o: Obj): TextSink {
+export function messageOutput(o: Obj): TextSink {
   const sink = new TextSink();
   for (const entry of arr(o.content) ?? []) {
     const block = obj(entry);

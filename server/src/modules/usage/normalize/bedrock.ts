@@ -8,7 +8,7 @@
  * The model is in the URL (`/model/{modelId}/…`).
  */
 import type { NormalizedUsage } from '../usage.types.ts';
-import { applyAnthropicUsage, fromAnthropicEvents } from './anthropic.ts';
+import { applyAnthropicUsage, fromAnthropicEvents, messageOutput } from './anthropic.ts';
 import type { SseEvent } from './sse.ts';
 import { streamError } from './stream.ts';
 import { scanJsonObjects } from './json-scan.ts';
@@ -59,6 +59,34 @@ function exceptionOf(o: Obj): string | null {
   return errorCode(o);
 }
 
+/**
+ * A Converse reply's output (for the no-usage estimate): its text, and what is generated but not
+ * shown (reasoning, and tool input, counted as the JSON generated), as a cut ConverseStream counts them.
+ */
+function converseOutput(o: Obj): TextSink {
+  const sink = new TextSink();
+  for (const item of arr(obj(obj(o.output)?.message)?.content) ?? []) {
+    const block = obj(item);
+    sink.add(block?.text);
+    sink.other(obj(obj(block?.reasoningContent)?.reasoningText)?.text);
+    const input = obj(block?.toolUse)?.input;
+    if (input !== undefined) sink.other(typeof input === 'string' ? input : JSON.stringify(input));
+  }
+  return sink;
+}
+
+/** An InvokeModel body without counts anywhere: the output of whichever model family wrote it. */
+function invokeOutput(o: Obj): TextSink {
+  if (Array.isArray(o.content)) return messageOutput(o); // Anthropic Claude
+  if (obj(o.output)) return converseOutput(o); // Amazon Nova
+  const sink = new TextSink();
+  sink.add(o.generation); // Meta Llama
+  for (const r of arr(o.results) ?? []) sink.add(obj(r)?.outputText); // Amazon Titan
+  for (const output of arr(o.outputs) ?? []) sink.add(obj(output)?.text); // Mistral
+  for (const choice of arr(o.choices) ?? []) sink.add(obj(obj(choice)?.message)?.content); // Mistral Large, OpenAI-style
+  return sink;
+}
+
 export const bedrockConverse: Normalizer = (ctx) => {
   const body = ctx.response.body;
   const model = pickModel(ctx, undefined);
@@ -67,7 +95,10 @@ export const bedrockConverse: Normalizer = (ctx) => {
   const error = exceptionOf(o);
   if (error) return failed(ctx, model, error);
   const u = obj(o.usage);
-  if (!u) return incomplete(ctx, model, null, 'no_usage');
+  if (!u) {
+    const sink = converseOutput(o);
+    return sink.finish(incomplete(ctx, model, sink.text, 'no_usage'));
+  }
   const out = result(ctx, model);
   applyConverseUsage(out, u);
   const latency = str(obj(o.performanceConfig)?.latency);
@@ -164,7 +195,9 @@ export const bedrockInvoke: Normalizer = (ctx) => {
     for (const r of arr(o.results) ?? []) out.outputTokens += int(obj(r)?.tokenCount);
     return out;
   }
-  return incomplete(ctx, model, null, 'no_usage');
+  if (!o) return incomplete(ctx, model, null, 'no_usage');
+  const sink = invokeOutput(o);
+  return sink.finish(incomplete(ctx, model, sink.text, 'no_usage'));
 };
 
 export const bedrockInvokeStream: Normalizer = (ctx) => {

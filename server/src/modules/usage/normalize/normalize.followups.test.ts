@@ -1,6 +1,6 @@
 /**
  * Follow-ups of the last review: an OpenRouter cost sent as a string, complete bodies without a
- * usage block estimated from all the output they carry (not only the visible text), and Azure
+ * usage block estimated from all the output they carry (not only the visible text; Bedrock's too), and Azure
  * OpenAI in Azure Government.
  */
 import { describe, expect, it } from 'vitest';
@@ -165,6 +165,34 @@ describe('a complete body without usage is estimated from all the output it carr
   it('Cohere v1: the text of a chat without meta is kept for the estimate', () => {
     const u = call('https://api.cohere.com/v1/chat', { text: 'Hello there', generation_id: 'g', finish_reason: 'COMPLETE' }, { requestBody: { model: 'command-r' } });
     expect(u).toMatchObject({ incomplete: true, streamedText: 'Hello there' });
+  });
+
+  it('Bedrock Converse: the text, reasoning and tool input (as the JSON generated) are counted', () => {
+    const input = { city: 'Paris' };
+    const body = {
+      output: { message: { role: 'assistant', content: [
+        { reasoningContent: { reasoningText: { text: 'Think first.', signature: 'sig' } } },
+        { text: 'Checking.' },
+        { toolUse: { toolUseId: 't1', name: 'weather', input } },
+      ] } },
+      stopReason: 'tool_use',
+      metrics: { latencyMs: 420 },
+    };
+    const u = call('https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.nova-pro-v1%3A0/converse', body);
+    expect(u).toMatchObject({ provider: 'bedrock', billable: false, incomplete: true, streamedText: 'Checking.', details: { reason: 'no_usage' } });
+    expect(u.details.streamed_other_chars).toBe('Think first.'.length + JSON.stringify(input).length);
+  });
+
+  it('Bedrock InvokeModel without counts in its headers or body: each model family\'s output is kept', () => {
+    const invoke = (model: string, body: object) => call(`https://bedrock-runtime.us-east-1.amazonaws.com/model/${model}/invoke`, body);
+    const claude = invoke('anthropic.claude-haiku-4-5-20251001-v1%3A0', { id: 'msg', type: 'message', role: 'assistant', content: [{ type: 'text', text: 'Claude says.' }] });
+    expect(claude).toMatchObject({ incomplete: true, streamedText: 'Claude says.', details: { reason: 'no_usage' } });
+    const nova = invoke('amazon.nova-lite-v1%3A0', { output: { message: { role: 'assistant', content: [{ text: 'Nova says.' }] } }, stopReason: 'end_turn' });
+    expect(nova).toMatchObject({ incomplete: true, streamedText: 'Nova says.' });
+    expect(invoke('meta.llama3-8b-instruct-v1%3A0', { generation: 'Llama says.', stop_reason: 'stop' })).toMatchObject({ incomplete: true, streamedText: 'Llama says.' });
+    expect(invoke('amazon.titan-text-express-v1', { results: [{ outputText: 'Titan says.', completionReason: 'FINISH' }] })).toMatchObject({ incomplete: true, streamedText: 'Titan says.' });
+    expect(invoke('mistral.mistral-7b-instruct-v0%3A2', { outputs: [{ text: 'Mistral says.', stop_reason: 'stop' }] })).toMatchObject({ incomplete: true, streamedText: 'Mistral says.' });
+    expect(invoke('mistral.mistral-large-2407-v1%3A0', { choices: [{ index: 0, message: { role: 'assistant', content: 'Large says.' } }] })).toMatchObject({ incomplete: true, streamedText: 'Large says.' });
   });
 });
 
