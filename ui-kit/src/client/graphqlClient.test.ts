@@ -1,3 +1,4 @@
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it, vi } from 'vitest';
 import { jsonResponse, stubFetch } from '../../test/fetchStub.js';
 import { cacheScopeOf } from './cacheScope.js';
@@ -81,6 +82,18 @@ describe('createGraphQLClient', () => {
 
     expect(error).toBeInstanceOf(TollgateError);
     expect(error).toMatchObject({ code: 'HTTP_ERROR', status: 502, errors: [] });
+  });
+
+  it("keeps the message of a refusal the server answers outside GraphQL, in its HTTP routes' JSON shape", async () => {
+    // What Tollgate answers an endpoint URL missing its /graphql path.
+    stubFetch(() => jsonResponse({ error: { code: 'NOT_FOUND', message: 'No route for POST /', requestId: 'req_1' } }, 404));
+
+    const error = await createGraphQLClient({ endpoint: 'https://billing.test/', getToken: () => 't' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TollgateError);
+    expect(error).toMatchObject({ code: 'HTTP_ERROR', status: 404, errors: [], message: 'Tollgate answered 404: No route for POST /' });
   });
 
   it('throws UNKNOWN when an error carries no code', async () => {
@@ -227,6 +240,15 @@ describe('GraphQLClient.cacheScope', () => {
     expect(client.cacheScope).toBe(cacheScopeOf(endpoint, 'tgcs_bob'));
     expect(client.cacheScope).not.toBe(alice);
     expect(alice).not.toContain('alice');
+  });
+
+  it("knows a getter is async when its promise was made in another realm (an iframe's), rather than scoping by the promise's text", () => {
+    const foreignPromise = (token: string) => runInNewContext('Promise.resolve(token)', { token }) as Promise<string>;
+    expect(foreignPromise('x')).not.toBeInstanceOf(Promise);
+
+    const client = createGraphQLClient({ endpoint, getToken: () => foreignPromise('tgcs_alice') });
+
+    expect(() => client.cacheScope).toThrow(/getToken is async.*Pass a cacheScope/);
   });
 
   it('makes a request refuse a token that changed since the caller took the scope', async () => {

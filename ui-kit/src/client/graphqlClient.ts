@@ -58,6 +58,11 @@ interface GraphQLResponseBody<TData> {
   errors?: GraphQLErrorEntry[];
 }
 
+/** How Tollgate's HTTP routes answer a refusal. */
+interface HttpErrorBody {
+  error?: { code?: unknown; message?: unknown } | null;
+}
+
 /**
  * Secret keys see a merchant's whole account; a page's scripts (and its users) must never hold one.
  * Matched past leading whitespace (the server reads `Bearer  sk_…` as the key) and past a scheme the
@@ -78,9 +83,11 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLC
       } catch (error) {
         throw tokenFailure(error);
       }
-      if (token instanceof Promise) {
+      // Not `instanceof Promise`: a promise made in another realm (an iframe's) is not one, and
+      // its text would name one scope for every customer.
+      if (isThenable(token)) {
         // Only the request path reports token failures; this call just learnt the getter is async.
-        token.catch(() => {});
+        Promise.resolve(token).catch(() => {});
         throw new Error('createGraphQLClient: getToken is async, so whose data a query key stands for cannot be known when the key is made. Pass a cacheScope naming the customer, or a synchronous getToken.');
       }
       return scopeOf(token);
@@ -132,9 +139,9 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLC
         if (options.signal?.aborted) throw error;
         throw new TollgateError('NETWORK', `The answer from ${endpoint} was cut off: ${messageOf(error)}`, response.status, [], { cause: error });
       }
-      let body: GraphQLResponseBody<TData> | undefined;
+      let body: (GraphQLResponseBody<TData> & HttpErrorBody) | undefined;
       try {
-        body = JSON.parse(text) as GraphQLResponseBody<TData>;
+        body = JSON.parse(text) as GraphQLResponseBody<TData> & HttpErrorBody;
       } catch {
         body = undefined; // e.g. an HTML error page from a proxy; reported below by status
       }
@@ -146,7 +153,11 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLC
         throw new TollgateError(code, first.message, response.status, errors);
       }
       if (!response.ok) {
-        throw new TollgateError('HTTP_ERROR', `Tollgate answered ${response.status} ${response.statusText}`.trim(), response.status);
+        // Requests refused before they reach GraphQL (a path that is not the endpoint, headers too
+        // large) are answered in the HTTP routes' shape, { error: { code, message } }: keep its message.
+        const answered = `Tollgate answered ${response.status} ${response.statusText}`.trim();
+        const serverMessage = body?.error?.message;
+        throw new TollgateError('HTTP_ERROR', typeof serverMessage === 'string' ? `${answered}: ${serverMessage}` : answered, response.status);
       }
       if (body?.data == null) {
         throw new TollgateError('BAD_RESPONSE', 'Tollgate answered without data or errors', response.status);
@@ -163,6 +174,10 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLC
  */
 function tokenFailure(error: unknown): TollgateError {
   return new TollgateError('NETWORK', `Could not get a token: ${messageOf(error)}`, 0, [], { cause: error });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function';
 }
 
 function messageOf(error: unknown): string {

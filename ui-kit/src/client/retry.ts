@@ -9,7 +9,8 @@ const TRANSIENT_STATUS = new Set([408, 429]);
 /**
  * TanStack Query's `retry` for the kit's queries: an answer that will not change (a credential
  * refused, a bad input, something not found) reaches the UI at once instead of after three
- * retries and about seven seconds of backoff.
+ * retries and about seven seconds of backoff. Not for mutations: a NETWORK, INTERNAL or 5xx failure
+ * may come after the server applied one, and another try would apply it again.
  */
 export function shouldRetry(failureCount: number, error: Error): boolean {
   if (failureCount >= MAX_RETRIES) return false;

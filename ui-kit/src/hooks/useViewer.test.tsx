@@ -1,4 +1,4 @@
-import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
+import { keepPreviousData, QueryClient, QueryClientProvider } from '@tanstack/react-query';
 import { render, screen } from '@testing-library/react';
 import { describe, expect, it } from 'vitest';
 import { jsonResponse, stubFetch } from '../../test/fetchStub.js';
@@ -126,6 +126,34 @@ describe('useViewer', () => {
     unmount();
     shown.length = 0;
     render(tree('cs_bob'));
+    expect(await screen.findByText('Bob')).toBeDefined();
+    expect(shown).not.toContain('Alice');
+  });
+
+  it("never shows the previous customer's viewer while the next one's loads, even when the host keeps previous data by default", async () => {
+    const viewerOf = (name: string): Viewer => ({ ...customerViewer, customer: { ...customerViewer.customer!, name } });
+    stubFetch((request) => jsonResponse({ data: { viewer: viewerOf(request.headers.get('authorization') === 'Bearer cs_bob' ? 'Bob' : 'Alice') } }));
+    // A common app-wide setting: keep showing a query's last data while its next key loads.
+    const queryClient = new QueryClient({ defaultOptions: { queries: { retry: false, placeholderData: keepPreviousData } } });
+    const shown: string[] = [];
+    function Name() {
+      const viewer = useViewer();
+      if (viewer.data?.customer?.name) shown.push(viewer.data.customer.name);
+      return <p>{viewer.data?.customer?.name ?? 'loading'}</p>;
+    }
+    const tree = (token: string) => (
+      <QueryClientProvider client={queryClient}>
+        <TollgateProvider endpoint="https://billing.test/graphql" token={token}>
+          <Name />
+        </TollgateProvider>
+      </QueryClientProvider>
+    );
+
+    const { rerender } = render(tree('cs_alice'));
+    expect(await screen.findByText('Alice')).toBeDefined();
+    shown.length = 0;
+    rerender(tree('cs_bob'));
+
     expect(await screen.findByText('Bob')).toBeDefined();
     expect(shown).not.toContain('Alice');
   });

@@ -50,6 +50,9 @@ export function viewerQueryOptions(client: GraphQLClient) {
   return queryOptions({
     queryKey: viewerQueryKey(cacheScope),
     retry: shouldRetry,
+    // The key changes only with the credential, so a host default of keepPreviousData would show
+    // the last customer's viewer while the next one's loads.
+    placeholderData: () => undefined,
     queryFn: async ({ signal }) => (await client.request<{ viewer: Viewer }>(VIEWER_QUERY, undefined, { signal, cacheScope })).viewer,
   });
 }
