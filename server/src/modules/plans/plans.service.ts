@@ -167,9 +167,12 @@ export class PlanService {
     const id = isUuid(customerId) ? customerId.toLowerCase() : null;
     await this.prisma.$transaction(async (tx) => {
       await lockCustomer(tx, merchantId, id, customerId);
-      let plan: Plan | null = null;
+      let plan: Pick<Plan, 'id' | 'key' | 'archivedAt'> | null = null;
       if (planKey !== null) {
-        plan = await tx.plan.findUnique({ where: { merchantId_key: { merchantId, key: parsePlanKey('planKey', planKey) } } });
+        // FOR SHARE: an archivePlan at the same moment waits for this assignment (made before the
+        // archive, the customer keeps the plan) or, committed first, is seen here and refuses it.
+        [plan = null] = await tx.$queryRaw<Pick<Plan, 'id' | 'key' | 'archivedAt'>[]>`SELECT id, key, archived_at AS "archivedAt" FROM plans
+          WHERE merchant_id = ${merchantId}::uuid AND key = ${parsePlanKey('planKey', planKey)} FOR SHARE`;
         if (!plan) throw notFound('Plan', planKey);
       }
       const planId = plan?.id ?? null;
