@@ -109,7 +109,10 @@ export class PlanService {
   /** Stops new assignments to the plan; customers on it keep it. Idempotent. */
   async archive(merchantId: string, key: string): Promise<Plan> {
     const plan = await this.get(merchantId, key);
-    return plan.archivedAt ? plan : this.prisma.plan.update({ where: { id: plan.id }, data: { archivedAt: this.clock() } });
+    if (plan.archivedAt) return plan;
+    // Only a plan not yet archived is stamped: of two archives at once, the second answers the first's time.
+    await this.prisma.plan.updateMany({ where: { id: plan.id, archivedAt: null }, data: { archivedAt: this.clock() } });
+    return this.get(merchantId, key);
   }
 
   async list(merchantId: string, includeArchived = false): Promise<Plan[]> {

@@ -57,6 +57,23 @@ describe('plans', () => {
     expect(errorOf(await gql(`{ plan(key: "missing") { id } }`))).toMatchObject({ code: 'NOT_FOUND' });
   });
 
+  it('two archivePlan calls at once both answer the archive time that was stored', async () => {
+    const { gql, merchant } = await merchantWithCustomer();
+    await gql(PUT_PLAN, { input: { key: 'sunset', name: 'Sunset' } });
+    // Each call of the clock a second later, so two stamps could not agree by chance.
+    const plans = server.services.plans as unknown as { clock: () => Date };
+    const clock = plans.clock;
+    let tick = 0;
+    plans.clock = () => new Date(Date.UTC(2026, 0, 1, 0, 0, tick++));
+    try {
+      const answers = await Promise.all([1, 2].map(() => server.services.plans.archive(merchant.id, 'sunset')));
+      const stored = (await server.services.plans.get(merchant.id, 'sunset')).archivedAt;
+      expect(answers.map((answer) => answer.archivedAt)).toEqual([stored, stored]);
+    } finally {
+      plans.clock = clock;
+    }
+  });
+
   it('an archived plan is hidden from plans, cannot be newly assigned, stays with its customers, and putPlan restores it', async () => {
     const { gql, customer, merchant } = await merchantWithCustomer();
     await gql(PUT_PLAN, { input: { key: 'legacy', name: 'Legacy' } });
