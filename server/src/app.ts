@@ -252,7 +252,7 @@ export async function createApp(services: Services): Promise<App> {
       return await services.viewers.resolve(authorization);
     } catch (error) {
       if (error instanceof AppError) {
-        throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: httpStatusFor(error.code) } } });
+        throw new GraphQLError(error.message, { extensions: { code: error.code, ...error.details, http: { status: httpStatusFor(error.code) } } });
       }
       throw error;
     }
@@ -287,8 +287,12 @@ export async function createApp(services: Services): Promise<App> {
           closeWhenSessionExpires(ctx.extra.socket, ctx.extra.viewer);
           keySockets.watch(ctx.extra.socket, ctx.extra.viewer);
           return true;
-        } catch {
-          return false; // graphql-ws closes with 4403 Forbidden
+        } catch (error) {
+          // An expired session token gets the code an open socket gets when its token expires (4401,
+          // which graphql-ws's client does not retry), so the app fetches a fresh token instead of
+          // retrying this one; other refusals get graphql-ws's 4403 Forbidden.
+          if (error instanceof AppError && error.details.reason === 'SESSION_EXPIRED') ctx.extra.socket.close(4401, 'Customer session expired');
+          return false;
         }
       },
       onSubscribe: oneStartPerId(async (ctx, payload) => {
@@ -349,7 +353,7 @@ export async function createApp(services: Services): Promise<App> {
               keySockets.watch(ctx.extra.socket, viewer);
             }
           } catch (error) {
-            if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code } })];
+            if (error instanceof AppError) return [new GraphQLError(error.message, { extensions: { code: error.code, ...error.details } })];
             // Not a refusal: the check itself failed (the database not answering). Thrown on, it
             // reached graphql-ws, which closes the socket with 4500 (its clients never reconnect
             // after it) and the error's message as the reason. Failed as this operation's INTERNAL

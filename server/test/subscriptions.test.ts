@@ -249,6 +249,18 @@ describe('customerUpdated subscription', () => {
     expect(outcome).toBe(4401);
   });
 
+  it('closes a socket opened with an already expired session token with 4401 (fetch a fresh one), as when it expires while open', async () => {
+    const sessions = server.services.customerSessions as unknown as { sign(claims: object): string };
+    const expired = sessions.sign({ merchantId: merchant.id, customerId, sessionId: 'past', expiresAt: new Date(Math.floor(Date.now() / 1000 - 60) * 1000) });
+    expect(await firstOutcome(connect(expired))).toBe(4401);
+    // Over HTTP the same token is UNAUTHENTICATED, with the reason an app can act on.
+    const answer = await server.graphql<{ errors: { extensions: Record<string, unknown> }[] }>('{ viewer { kind } }', undefined, expired);
+    expect(answer.errors[0]!.extensions).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'SESSION_EXPIRED' });
+    // A forged token stays a plain refusal.
+    const [payload] = expired.slice('tgcs_'.length).split('.');
+    expect(await firstOutcome(connect(`tgcs_${payload}.${'A'.repeat(43)}`))).toBe(4403);
+  });
+
   it('closes a socket whose secret key is revoked (4403), ending its subscriptions', async () => {
     const { apiKey, secret } = await server.services.apiKeys.create(merchant.id, { name: 'socket', mode: 'test' });
     const client = connect(secret);

@@ -96,7 +96,7 @@ export class CustomerSessionService {
     return new Set(customerIds.filter((id) => !active.has(id)));
   }
 
-  /** Throws UNAUTHENTICATED for a forged, malformed or expired token. */
+  /** Throws UNAUTHENTICATED for a forged, malformed or expired token (an expired one with reason SESSION_EXPIRED). */
   verify(token: string, now = new Date()): CustomerSessionClaims {
     const invalid = () => new AppError('UNAUTHENTICATED', 'The customer session token is invalid or has expired');
     if (!token.startsWith(PREFIX)) throw invalid();
@@ -116,7 +116,9 @@ export class CustomerSessionService {
     }
     // Tokens minted before keys were recorded in them carry none (they expired within a day).
     if (raw.k !== undefined && typeof raw.k !== 'string') throw invalid();
-    if (raw.exp * 1000 <= now.getTime()) throw invalid();
+    // Said apart from a forged token (the signature holds, so this tells nothing to a forger): the
+    // app's cue to fetch a fresh token rather than give up.
+    if (raw.exp * 1000 <= now.getTime()) throw new AppError('UNAUTHENTICATED', 'The customer session token has expired', { reason: 'SESSION_EXPIRED' });
     return { merchantId: raw.m, customerId: raw.c, sessionId: raw.s, expiresAt: new Date(raw.exp * 1000), mintedBy: raw.k ?? null };
   }
 
