@@ -162,6 +162,34 @@ describe('balanceUpdated across instances', () => {
 });
 
 describe('customerUpdated subscription', () => {
+  it('pushes the customer as each plan change scheduled ahead takes effect, with the plan then in force', async () => {
+    const scheduled = (await server.services.customers.create(merchant.id, { externalId: 'scheduled-plans' })).id;
+    await server.services.plans.put(merchant.id, { key: 'later', name: 'Later' });
+    const setPlan = (planKey: string | null, from: Date) =>
+      server.graphql(`mutation ($id: ID!, $key: String, $from: DateTime) { setCustomerPlan(customerId: $id, planKey: $key, effectiveFrom: $from) { id } }`,
+        { id: scheduled, key: planKey, from: from.toISOString() }, merchant.secret);
+    const iterator = connect(merchant.secret).iterate({ query: 'subscription ($id: ID!) { customerUpdated(id: $id) { plan { key } } }', variables: { id: scheduled } });
+    const pushes: { at: number; plan: unknown }[] = [];
+    const collected = (async () => {
+      for await (const event of iterator) {
+        pushes.push({ at: Date.now(), plan: (event.data as { customerUpdated: { plan: unknown } }).customerUpdated.plan });
+        if (pushes.length === 4) break;
+      }
+    })();
+    await waitForSubscribers(server, customerTopic(scheduled), 1);
+    const onLater = new Date(Date.now() + 1200);
+    const backToDefault = new Date(onLater.getTime() + 1200);
+    expect((await setPlan('later', onLater)).errors).toBeUndefined();
+    expect((await setPlan(null, backToDefault)).errors).toBeUndefined();
+    await Promise.race([collected, new Promise((resolve) => setTimeout(resolve, 6000))]);
+
+    // Each scheduling is pushed at once (nothing in force changed yet), then each change as it takes effect.
+    expect(pushes.map((push) => push.plan)).toEqual([null, null, { key: 'later' }, null]);
+    expect(pushes[2]!.at).toBeGreaterThanOrEqual(onLater.getTime());
+    expect(pushes[2]!.at).toBeLessThan(backToDefault.getTime());
+    expect(pushes[3]!.at).toBeGreaterThanOrEqual(backToDefault.getTime());
+  });
+
   it('pushes the change to a merchant subscriber', async () => {
     const result = await firstEvent(connect(merchant.secret), { id: customerId }, () =>
       server.graphql('mutation ($id: ID!) { updateCustomer(id: $id, input: { name: "Renamed" }) { id } }', { id: customerId }, merchant.secret),
@@ -254,8 +282,8 @@ describe('customerUpdated subscription', () => {
     const expired = sessions.sign({ merchantId: merchant.id, customerId, sessionId: 'past', expiresAt: new Date(Math.floor(Date.now() / 1000 - 60) * 1000) });
     expect(await firstOutcome(connect(expired))).toBe(4401);
     // Over HTTP the same token is UNAUTHENTICATED, with the reason an app can act on.
-    const answer = await server.graphql<{ errors: { extensions: Record<string, unknown> }[] }>('{ viewer { kind } }', undefined, expired);
-    expect(answer.errors[0]!.extensions).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'SESSION_EXPIRED' });
+    const answer = await server.graphql('{ viewer { kind } }', undefined, expired);
+    expect(answer.errors?.[0]?.extensions).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'SESSION_EXPIRED' });
     // A forged token stays a plain refusal.
     const [payload] = expired.slice('tgcs_'.length).split('.');
     expect(await firstOutcome(connect(`tgcs_${payload}.${'A'.repeat(43)}`))).toBe(4403);

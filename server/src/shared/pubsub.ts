@@ -209,3 +209,69 @@ export function subscribeResynced(pubsub: PubSub, topic: string, current: () => 
     .finally(() => void output.return?.());
   return output;
 }
+
+/** setTimeout's longest delay (about 24.8 days): a moment further ahead is waited for in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `events`, plus `payload` pushed at each moment `nextAt` names: for state that changes with the
+ * clock alone (a scheduled plan change taking effect), which no publish announces. `nextAt` is
+ * read as the subscription starts and after every event (a change may have scheduled another),
+ * and again after a failed read, in RESYNC_READ_RETRY_MS.
+ */
+export function withScheduledPushes(
+  events: AsyncIterableIterator<EventPayload>,
+  nextAt: () => Promise<Date | null>,
+  payload: EventPayload,
+): AsyncIterableIterator<EventPayload> {
+  let push = null as Listener | null;
+  let timer: NodeJS.Timeout | undefined;
+  /** Reads started so far: only the latest sets the timer, so a slow earlier read cannot undo a later one. */
+  let reads = 0;
+  const output = listenerIterator(
+    (listener) => (push = listener),
+    () => {
+      push = null;
+      clearTimeout(timer);
+      void events.return?.();
+    },
+  );
+  const wait = (ms: number, then: () => void) => {
+    clearTimeout(timer);
+    timer = setTimeout(then, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+    timer.unref();
+  };
+  const schedule = async () => {
+    const read = ++reads;
+    let at: Date | null;
+    try {
+      at = await nextAt();
+    } catch {
+      if (push && read === reads) wait(RESYNC_READ_RETRY_MS[0], () => void schedule());
+      return;
+    }
+    if (!push || read !== reads) return;
+    if (!at) {
+      clearTimeout(timer);
+      return;
+    }
+    // A millisecond past it: the state is read at "now", and the change holds from its moment on.
+    const due = at.getTime() + 1;
+    wait(due - Date.now(), () => {
+      if (Date.now() >= due) push?.(payload);
+      void schedule();
+    });
+  };
+  void schedule();
+  void (async () => {
+    for (;;) {
+      const result = await events.next();
+      if (result.done) break;
+      push?.(result.value);
+      void schedule();
+    }
+  })()
+    .catch(() => undefined)
+    .finally(() => void output.return?.());
+  return output;
+}

@@ -4,7 +4,7 @@ import { merchantIdOf } from '../../context.ts';
 import { resolveCursorConnection, totalCountOf, withTotalCount } from '../../graphql/connections.ts';
 import { invalidField } from '../../shared/errors.ts';
 import { encodeCreatedCursor } from '../../shared/pagination.ts';
-import { subscribeResynced } from '../../shared/pubsub.ts';
+import { subscribeResynced, withScheduledPushes } from '../../shared/pubsub.ts';
 import { customerTopic, type CustomerFilter } from './customers.service.ts';
 
 export const CustomerRef = builder.objectRef<Customer>('Customer').implement({
@@ -166,14 +166,18 @@ builder.mutationField('unblockCustomer', (t) =>
 builder.subscriptionField('customerUpdated', (t) =>
   t.field({
     type: CustomerRef,
-    description: 'Pushes the customer each time it changes.',
+    description: 'Pushes the customer each time it changes, a scheduled plan change included as it takes effect.',
     args: { id: t.arg.id({ required: true }) },
     authScopes: selfOrMerchant,
     subscribe: async (_root, args, ctx) => {
       // Resolving first both checks tenancy and gives a clear NOT_FOUND before subscribing.
-      const customer = await ctx.services.customers.get(merchantIdOf(ctx), String(args.id));
+      const merchantId = merchantIdOf(ctx);
+      const customer = await ctx.services.customers.get(merchantId, String(args.id));
+      const event = { customerId: customer.id };
       // After an interruption of the PubSub (Redis), the customer is pushed as it is: a change announced meanwhile was missed.
-      return subscribeResynced(ctx.services.pubsub, customerTopic(customer.id), async () => [{ customerId: customer.id }]);
+      const published = subscribeResynced(ctx.services.pubsub, customerTopic(customer.id), async () => [event]);
+      // A plan change scheduled ahead takes effect with no write to announce it: pushed at its moment.
+      return withScheduledPushes(published, () => ctx.services.plans.nextScheduledChange(merchantId, customer.id), event);
     },
     resolve: (_event, args, ctx) => ctx.services.customers.get(merchantIdOf(ctx), String(args.id)),
   }),

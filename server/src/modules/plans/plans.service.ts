@@ -157,6 +157,16 @@ export class PlanService {
     return this.currentPlans.load(`${merchantId}:${customerId}`);
   }
 
+  /** When the customer's next plan change scheduled ahead takes effect; null when none is. */
+  async nextScheduledChange(merchantId: string, customerId: string): Promise<Date | null> {
+    const next = await this.prisma.customerPlan.findFirst({
+      where: { merchantId, customerId, effectiveFrom: { gt: this.clock() } },
+      orderBy: { effectiveFrom: 'asc' },
+      select: { effectiveFrom: true },
+    });
+    return next?.effectiveFrom ?? null;
+  }
+
   /**
    * Puts the customer on a plan (`planKey` null: back to the default price book) from
    * `effectiveFrom` (default now; a future time schedules the change). History is never
