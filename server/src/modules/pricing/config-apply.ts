@@ -13,7 +13,7 @@ import { contextTiersInOrder, priceInForce, validateProviderPrice, type Provider
 import { PROVIDER_PRICES_LOCK, type PriceWithRef } from './prices.service.ts';
 import { normalizePlanInput } from '../plans/plans.service.ts';
 import { concurrentVersionAt, effectiveFromNow, followingNow } from './pricing-time.ts';
-import { clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
+import { checkedRuleConfig, clashAmong, describeTarget, rulesInForce, toPricingRule, tookEffect, type RuleCandidate, type RuleInput, type RuleRow } from './rules.service.ts';
 import { validateRule } from './rules.ts';
 import { inexactNumbers } from './models-dev.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
@@ -72,9 +72,17 @@ export async function loadPricingConfig(file: string): Promise<PricingConfig> {
   let config: unknown;
   if (extension === '.json') config = parseJson(file, readFileSync(absolute, 'utf8'));
   else if (extension === '.yaml' || extension === '.yml') config = parseYaml(file, readFileSync(absolute, 'utf8'));
-  else config = ((await import(pathToFileURL(absolute).href)) as { default: unknown }).default;
-  if (!config || typeof config !== 'object' || Array.isArray(config)) throw invalidField('config', `${file} must hold a pricing config object`);
+  // A module may export the promise of its config (`export default load()`): what it resolves to is the config.
+  else config = await ((await import(pathToFileURL(absolute).href)) as { default: unknown }).default;
+  // A plain object only: anything else (a Map, a class instance) has no own lists to read, and
+  // would be planned as an empty file ("No changes") instead of refused.
+  if (!config || typeof config !== 'object' || !isPlainObject(config)) throw invalidField('config', `${file} must hold a pricing config object`);
   return config as PricingConfig;
+}
+
+function isPlainObject(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
 }
 
 function parseJson(file: string, source: string): unknown {
@@ -588,6 +596,14 @@ function ruleEntryField(field: string): string {
   return RULE_TARGETS.includes(name) ? name : `config.${name}`;
 }
 
+/**
+ * checkedRuleConfig's names: what it refuses under `rule.` is a setting under the entry's config,
+ * `rule.kind` included (the entry's type is already one of the kinds, see checkedRules).
+ */
+function ruleConfigField(field: string): string {
+  return field.startsWith('rule.') ? `config.${field.slice('rule.'.length)}` : field;
+}
+
 /** validateProviderPrice's names are `price.<field>`, the entry's own fields. */
 function priceEntryField(field: string): string {
   if (field === 'price') return '';
@@ -615,6 +631,11 @@ function planRules(versions: readonly RuleRow[], wanted: readonly PricingConfigR
     if (names.has(rule.name)) throw invalidField(`${field}.${index}.name`, `rule "${rule.name}" is declared twice in the same price book`);
     names.add(rule.name);
     const at = `${field}.${index}`;
+    // The settings alone first, as the service checks them (checkedRuleConfig): a setting named as
+    // a target ("provider" inside config) is hidden once merged with the target below, and it, or
+    // settings beyond the size a rule stores, were refused only when applying, after the diff,
+    // without naming the entry.
+    namedByEntry(at, ruleConfigField, () => checkedRuleConfig(rule.type, rule.config));
     namedByEntry(at, ruleEntryField, () =>
       validateRule(toPricingRule({ id: 'new', type: rule.type, meterKey: rule.meterKey ?? null, provider: rule.provider ?? null, model: rule.model ?? null, config: rule.config as never })),
     );
@@ -778,6 +799,8 @@ export async function applyPricingChanges(services: Services, merchantId: string
       const rules: RuleInput[] = [];
       const replaced: Extract<Change, { kind: 'add-rule' }>[] = [];
       let storedPrices: PriceWithRef[] | undefined;
+      /** The models (a change's key) this apply has put a price for: storedPrices does not hold it. */
+      const pricedHere = new Set<string>();
       for (const change of changes) {
         switch (change.kind) {
           case 'create-meter':
@@ -793,8 +816,6 @@ export async function applyPricingChanges(services: Services, merchantId: string
             break;
           }
           case 'add-price': {
-            // A scheduled date that passed between planning and applying (or that usage already
-            // priced has passed) is not backdated either.
             const scheduled = change.effectiveFrom ? new Date(change.effectiveFrom) : null;
             storedPrices ??= await services.providerPrices.rowsIn(merchantId, tx);
             if (scheduled && scheduled > from) {
@@ -802,9 +823,33 @@ export async function applyPricingChanges(services: Services, merchantId: string
               const { provider, model } = change.detail;
               unchangedSincePlan(change, versionsOfModel(storedPrices, provider, model).find((row) => row.effectiveFrom.getTime() === scheduled.getTime()));
               await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: scheduled }, 'config', tx, from);
+              pricedHere.add(change.key);
+              break;
+            }
+            if (scheduled) {
+              // A scheduled date that passed between planning and applying (the CLI waiting on its
+              // question), or that usage already priced has passed, is not backdated: the price is
+              // put from now, when the plan still holds for it. When it does not (the diff showed
+              // the version at that date, not the price in force now, or the file's own price of
+              // now was just put at that moment), that is said, not a price written since the plan
+              // that was not, nor a clash of the file with itself.
+              const due = () =>
+                conflict(`The price for ${change.key} this plan scheduled from ${change.effectiveFrom} is due by now, and a price is never backdated: plan the file again, which puts it in force from now.`, {
+                  field: 'effectiveFrom', models: [change.key],
+                });
+              if (pricedHere.has(change.key)) throw due();
+              let at: Date;
+              try {
+                at = priceMomentFromNow(change, storedPrices, from);
+              } catch (error) {
+                throw error instanceof AppError && error.code === 'CONFLICT' ? due() : error;
+              }
+              await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: null }, 'config', tx, at);
+              pricedHere.add(change.key);
               break;
             }
             await services.providerPrices.add(merchantId, { ...change.detail, effectiveFrom: null }, 'config', tx, priceMomentFromNow(change, storedPrices, from));
+            pricedHere.add(change.key);
             break;
           }
           case 'cancel-price':

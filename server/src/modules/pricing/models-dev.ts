@@ -235,14 +235,30 @@ class Skip extends Error {
 const pointer = (...parts: (string | number)[]) =>
   parts.map((part) => `/${String(part).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
 
+/** Longest text of a value a skip reason quotes. */
+const MAX_SHOWN = 60;
+
+/**
+ * A value as a skip reason quotes it: short, and never by walking into it. JSON.stringify (or
+ * String) of a list nested some thousands deep, which JSON.parse reads, overflows the stack, and
+ * the whole import failed as an internal error; a long text was echoed whole into the answer.
+ */
+function shown(value: unknown): string {
+  if (Array.isArray(value)) return 'a list';
+  if (value !== null && typeof value === 'object') return 'an object';
+  return clipped(JSON.stringify(value) ?? String(value));
+}
+
+const clipped = (text: string) => (text.length > MAX_SHOWN ? `${text.slice(0, MAX_SHOWN)}…` : text);
+
 function rate(value: unknown, path: string, exact: ExactNumbers): string {
-  if (typeof value !== 'number') throw new Skip(path, `must be a number (USD per million), got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number') throw new Skip(path, `must be a number (USD per million), got ${shown(value)}`);
   // A number the double did not keep (1e-400 read as 0, a 19th decimal rounded) goes by the file's digits.
   const written = exact.get(path) ?? numberRead(value);
   if (written === null) throw new Skip(path, 'is not a finite number');
-  if (written.negative) throw new Skip(path, `must not be negative, got ${written.literal}`);
-  if (written.fractionDigits > 18) throw new Skip(path, `${written.literal} has more than 18 decimal places`);
-  if (written.wholeDigits > 12 || written.text === null) throw new Skip(path, `${written.literal} is too large`);
+  if (written.negative) throw new Skip(path, `must not be negative, got ${clipped(written.literal)}`);
+  if (written.fractionDigits > 18) throw new Skip(path, `${clipped(written.literal)} has more than 18 decimal places`);
+  if (written.wholeDigits > 12 || written.text === null) throw new Skip(path, `${clipped(written.literal)} is too large`);
   return written.text;
 }
 
@@ -281,7 +297,7 @@ function contextTiers(cost: Record<string, unknown>, path: string, exact: ExactN
       if (!isJsonObject(entry) || !isJsonObject(entry.tier)) throw new Skip(tierPath, 'must be an object with a "tier" selector');
       const type = entry.tier.type ?? 'context';
       if (type !== 'context') {
-        throw new Skip(`${tierPath}/tier/type`, `"${String(type)}" tiers (by output, time of day…) are not supported`);
+        throw new Skip(`${tierPath}/tier/type`, `${shown(type)} tiers (by output, time of day…) are not supported`);
       }
       const size = entry.tier.size;
       if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || exact.has(`${tierPath}/tier/size`)) {
@@ -418,7 +434,9 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
 }
 
 /** importModelsDev for the file's text. */
-export function importModelsDevJson(text: string, options: ModelsDevImportOptions): ModelsDevImport {
+export function importModelsDevJson(source: string, options: ModelsDevImportOptions): ModelsDevImport {
+  // A byte order mark (a file saved by a Windows editor) is no part of the JSON, as for a pricing file.
+  const text = source.startsWith('\uFEFF') ? source.slice(1) : source;
   let document: unknown;
   try {
     document = JSON.parse(text);

@@ -6,7 +6,7 @@ import { conflict, invalidField, notFound } from '../../shared/errors.ts';
 import { isUniqueViolation } from '../../shared/prisma-errors.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isUuid } from '../../shared/validation.ts';
-import { contextTiersInOrder, priceInForce, resoldBy, validateProviderPrice, withCanonicalRates, type ProviderPrice } from './cost.ts';
+import { contextTiersInOrder, eventModelNames, modelNameRank, priceInForce, resoldBy, validateProviderPrice, withCanonicalRates, type ModelNames, type ProviderPrice } from './cost.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { LIST_PRICES } from './list-prices.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, followingNow, latestPricedUsageOf } from './pricing-time.ts';
@@ -228,9 +228,19 @@ export class ProviderPriceService {
 export function resolvePrice(merchantRows: readonly PriceWithRef[], provider: string, model: string, at: Date): PriceWithRef | null {
   const maker = resoldBy(provider, model);
   const owners = maker ? [maker.provider] : [];
-  const own = priceInForce(merchantRows, provider, model, at, owners) ?? priceInForce(LIST, provider, model, at, owners);
+  const own = closerOf(priceInForce(merchantRows, provider, model, at, owners), priceInForce(LIST, provider, model, at, owners), eventModelNames(provider, model));
   if (own) return own;
-  return maker && (priceInForce(merchantRows, maker.provider, maker.model, at) ?? priceInForce(LIST, maker.provider, maker.model, at));
+  return maker && closerOf(priceInForce(merchantRows, maker.provider, maker.model, at), priceInForce(LIST, maker.provider, maker.model, at), eventModelNames(maker.provider, maker.model));
+}
+
+/**
+ * The merchant's row, unless the list row names the model more closely: a merchant's "gpt-4o"
+ * is the same model as the list's "gpt-4o", not as its "gpt-4o-2024-05-13", a snapshot still
+ * served at its own (dearer) price, which the merchant's undated row would otherwise cost.
+ */
+function closerOf(mine: PriceWithRef | null, listed: PriceWithRef | null, names: ModelNames): PriceWithRef | null {
+  if (!mine || !listed) return mine ?? listed;
+  return modelNameRank(listed.model, names) > modelNameRank(mine.model, names) ? listed : mine;
 }
 
 /**

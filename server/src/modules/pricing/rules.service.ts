@@ -3,7 +3,7 @@ import { MERCHANT_CONFIG_CACHE, RefreshingCache } from '../../shared/cache.ts';
 import { ConfigChanges } from '../../shared/config-changes.ts';
 import { inPrismaTransaction, lockMerchantScope, whenCommitted, type PrismaTransaction } from '../../shared/db/prisma-transaction.ts';
 import { conflict, invalidField, notFound } from '../../shared/errors.ts';
-import { requireJsonObject, requireNonEmpty } from '../../shared/validation.ts';
+import { requireJsonObject, requireNonEmpty, requireShallowJson } from '../../shared/validation.ts';
 import type { PlanService } from '../plans/plans.service.ts';
 import { canonicalProviderId } from '../usage/normalize/index.ts';
 import { backdatedPastUsage, CONCURRENT_NOW_MS, effectiveFromNow, latestPricedUsageOf } from './pricing-time.ts';
@@ -171,7 +171,7 @@ interface CheckedInput {
 
 function checkInput(input: RuleInput): CheckedInput {
   const name = ruleName(input.name);
-  const config = validateRuleConfig(input.type, requireJsonObject('config', jsonOnly(input.config), MAX_CONFIG_BYTES));
+  const config = checkedRuleConfig(input.type, input.config);
   // Checked before canonicalProviderId, so that what it is given is storable text.
   const target = { meterKey: trimmed(input.meterKey), provider: input.provider ?? null, model: trimmed(input.model) };
   validateRule(toPricingRule({ id: 'new', type: input.type, ...target, config } as Parameters<typeof toPricingRule>[0]));
@@ -187,8 +187,16 @@ function checkInput(input: RuleInput): CheckedInput {
   };
 }
 
+/** A rule's settings as put stores them, or a VALIDATION error (a pricing file's plan runs it too). */
+export function checkedRuleConfig(type: PriceRuleType, config: unknown): Record<string, unknown> {
+  return validateRuleConfig(type, requireJsonObject('config', jsonOnly(config), MAX_CONFIG_BYTES));
+}
+
 /** A config a service caller built with values JSON cannot hold (a bigint) is refused, not a TypeError. */
 function jsonOnly(config: unknown): unknown {
+  // Measured first, without recursion: JSON.stringify overflows the stack on a config nested
+  // thousands deep, which was then refused as holding values JSON cannot (it holds none).
+  requireShallowJson('config', config);
   try {
     JSON.stringify(config);
   } catch {
