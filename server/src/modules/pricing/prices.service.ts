@@ -187,7 +187,7 @@ export class ProviderPriceService {
     // A row stored already with the same rates changes nothing, so writing it again still answers it.
     const changing = plan.filter(({ same }) => !same).map(({ row }) => row);
     if (dated && changing.length > 0) {
-      const earliest = new Date(Math.min(...changing.map((row) => row.effectiveFrom.getTime())));
+      const earliest = new Date(earliestTime(changing));
       const priced = await latestPricedUsageOf(prisma, merchantId, earliest, (pair) => changing.some((row) => priceCouldCost(row, pair)));
       if (priced) throw backdatedPastUsage(`the merchant's latest usage of ${changing.length === 1 ? changing[0]!.model : 'these models'} already priced`, priced);
     }
@@ -339,7 +339,7 @@ const sameRates = (stored: PriceRow, row: StoredRow) => canonicalRates(withCanon
 async function latestRowsBefore(prisma: Pick<PrismaClient, 'providerPrice'>, merchantId: string, rows: readonly StoredRow[]): Promise<Map<string, PriceRow>> {
   const latest = new Map<string, PriceRow>();
   if (rows.length === 0) return latest;
-  const before = new Date(Math.min(...rows.map((row) => row.effectiveFrom.getTime())));
+  const before = new Date(earliestTime(rows));
   const wanted = new Set(rows.map(modelKey));
   for (const stored of await prisma.providerPrice.findMany({ where: { merchantId, effectiveFrom: { lt: before } }, orderBy: { effectiveFrom: 'asc' } })) {
     if (wanted.has(modelKey(stored))) latest.set(modelKey(stored), stored);
@@ -364,4 +364,11 @@ function canonicalRates(rates: unknown): string {
       ? Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([, inner]) => inner != null).sort(([a], [b]) => a.localeCompare(b)))
       : value;
   });
+}
+
+/** The earliest effectiveFrom, by a loop: spreading an import's hundreds of thousands of rows into Math.min overflows the stack. */
+function earliestTime(rows: readonly { effectiveFrom: Date }[]): number {
+  let earliest = Infinity;
+  for (const row of rows) earliest = Math.min(earliest, row.effectiveFrom.getTime());
+  return earliest;
 }
