@@ -178,16 +178,29 @@ export function usageRoutes(services: Services): Router {
     next();
   };
   const callerOf = (res: Response) => res.locals.caller as Caller;
+  // A body the JSON parser left unread, sent as another type or with none (fetch's text/plain for
+  // a string, Python's requests with data=): read as no body, it was refused as "must be a JSON
+  // object" (the batch: "must be an array") though it may well be one.
+  const jsonOnly = (req: Request, res: Response, next: NextFunction) => {
+    const sent = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if (req.body !== undefined || !sent || req.is('application/json')) return next();
+    const contentType = req.get('content-type') ?? null;
+    sendError(req, res, 415, 'VALIDATION', `Send the body as JSON with Content-Type: application/json (it came ${contentType ? `as ${contentType}` : 'with no Content-Type'})`, {
+      reason: 'UNSUPPORTED_MEDIA_TYPE', contentType,
+    });
+  };
 
   router.post(
     '/v1/usage',
     callerFirst,
     ...jsonBody({ limit: services.config.maxBodyBytes }),
+    jsonOnly,
     handle(async (req, res) => {
       const { merchantId, actor } = callerOf(res);
       const result = await services.usage.recordOne(merchantId, actor, readRecord(req.body));
       const body = present(result);
-      if (!result.ok) return void res.status(httpStatusFor(result.error.code)).json({ error: body.error });
+      // Through sendError, as every other error of the route: with the requestId the logs carry.
+      if (!result.ok) return sendError(req, res, httpStatusFor(result.error.code), result.error.code, result.error.message, result.error.details);
       // Recorded but not chargeable: the app should stop this customer.
       res.status(result.error ? httpStatusFor(result.error.code) : 200).json(body);
     }),
@@ -197,6 +210,7 @@ export function usageRoutes(services: Services): Router {
     '/v1/usage/batch',
     callerFirst,
     ...jsonBody({ limit: services.config.maxBatchBodyBytes }),
+    jsonOnly,
     handle(async (req, res) => {
       const { merchantId, actor } = callerOf(res);
       const events = (req.body as { events?: unknown })?.events;

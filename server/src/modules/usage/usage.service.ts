@@ -8,6 +8,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { canonicalJson } from '../../shared/canonical-json.ts';
 import { ATTOS_PER_NANO, formatAttosText, parseCurrency } from '../../shared/money.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
+import { currentRequestId } from '../../shared/request-context.ts';
 import { isStorableTime, MAX_FUTURE_USAGE_MS } from '../../shared/times.ts';
 import { isJsonObject, isUuid, requireObjectIfGiven, requireShallowJson, requireStorableText } from '../../shared/validation.ts';
 import { creditLegs, fitsDebit, planCredit, planDebit, type WalletState } from '../ledger/ledger.planner.ts';
@@ -353,7 +354,7 @@ interface HashedRecord {
 }
 
 function hashedRecord(
-  input: UsageRecordInput, currency: string, stated: Record<string, string | number>, canonical: boolean, providerIds = canonical,
+  input: UsageRecordInput, currency: string, stated: Record<string, string | number>, canonical: boolean, providerIds = canonical, audioText = providerIds,
 ): HashedRecord {
   const given = input.usage ?? null;
   const response = input.response;
@@ -361,7 +362,11 @@ function hashedRecord(
   // A provider goes by the id it is stored as (an alias, or another case, names the same one), in
   // a usage record and for a response. Events recorded before that hold the name as sent (`providerIds` false).
   const providerOf = (name: string) => (providerIds ? canonicalProviderId(name.trim().toLowerCase()) : name);
-  const usage = providerIds && given && typeof given.provider === 'string' ? { ...given, provider: providerOf(given.provider) } : given;
+  let usage = providerIds && given && typeof given.provider === 'string' ? { ...given, provider: providerOf(given.provider) } : given;
+  // Audio seconds go as the text they are stored as: GraphQL's Decimal reads a JSON 12 as "12", so the
+  // same record sent over HTTP (a number) was another record there, a CONFLICT; events recorded
+  // before that hold the number as sent (`audioText` false, see earlierHashes).
+  if (audioText && usage && typeof usage.audioSeconds === 'number') usage = { ...usage, audioSeconds: String(usage.audioSeconds) };
   return {
     currency, occurredAt: input.timestamp?.toISOString() ?? null,
     usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
@@ -1243,8 +1248,13 @@ export class UsageService {
 
 /** Answers for `items` whose storing failed with `error` while the rest of their request was recorded: retryable, by the same keys. */
 function notRecorded(logger: Logger, merchantId: string, items: readonly Prepared[], error: unknown): Map<number, UsageResult> {
-  logger.error({ err: error, merchantId, size: items.length }, 'usage batch part failed; its events were not recorded, the rest were');
-  const refused = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', { retryable: true });
+  // Logged, and answered, under the request's id, as every other INTERNAL is: the answer is the
+  // caller's only way to find why in the logs.
+  const requestId = currentRequestId();
+  logger.error({ err: error, merchantId, size: items.length, requestId }, 'usage batch part failed; its events were not recorded, the rest were');
+  const refused = new AppError('INTERNAL', 'Not recorded: storing this event failed while the rest of its batch was recorded. Send it again with the same idempotency key.', {
+    retryable: true, ...(requestId ? { requestId } : {}),
+  });
   return new Map(items.map((item) => [item.index, { ok: false, error: refused }]));
 }
 
@@ -1490,12 +1500,15 @@ function replay(row: EventRow, item: Prepared): UsageResult {
 /** The hashes earlier versions gave the item's record (see recordHash and hashedRecord). */
 function earlierHashes(item: Prepared): string[] {
   const providersAsNamed = hashedRecord(item.input, item.currency, item.stated, true, false);
-  return [
+  const hashes = [
     recordHash(item.customerRef, item.hashed),
     recordHash(item.customerRef, hashedRecord(item.input, item.currency, item.stated, false)),
     recordHash(item.customerId ?? item.customerRef, providersAsNamed),
     recordHash(item.customerRef, providersAsNamed),
   ];
+  if (typeof item.input.usage?.audioSeconds !== 'number') return hashes;
+  const audioAsSent = hashedRecord(item.input, item.currency, item.stated, true, true, false);
+  return [...hashes, recordHash(item.customerId ?? item.customerRef, audioAsSent), recordHash(item.customerRef, audioAsSent)];
 }
 
 /**
