@@ -121,6 +121,25 @@ describe('a request body that names a field with a \\u escape in its key', () =>
   });
 });
 
+/** `{"a":{"a":…}}` nested `depth` deep: JSON.parse reads it, JSON.stringify overflows the stack writing it again. */
+const deeplyNested = (depth: number) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+
+describe('a request body nested deeper than JSON.stringify can write', () => {
+  it('in the stream_options of a streamed chat completion is forwarded as it came, not answered 500 by the gateway', async () => {
+    const t = await tenant();
+    provider.handler = (_req, _body, res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end('{"error":{"message":"Unrecognized request argument supplied: stream_options.a","type":"invalid_request_error"}}');
+    };
+    seen.length = 0;
+    const body = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":${deeplyNested(8_000)}}`;
+    const response = await call(t, `http://${upstream.host}/v1/chat/completions`, { headers: { 'content-type': 'application/json' }, body });
+    // The provider's own answer to what it was sent, relayed; the gateway did not fail on its side.
+    expect(response.status).toBe(400);
+    expect(seen.map((request) => request.body.toString('utf8'))).toEqual([body]);
+  });
+});
+
 describe('a call refused because its customer is blocked or archived', () => {
   it('is logged under that customer, so gatewayRequests(customerId) lists it', async () => {
     const t = await tenant();

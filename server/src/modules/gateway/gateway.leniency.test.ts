@@ -244,6 +244,31 @@ describe('a customer session token naming a customer in x-tollgate-customer', ()
   });
 });
 
+describe('a customer session token in the header a provider SDK sends its API key in', () => {
+  it('is read from ElevenLabs\' xi-api-key and Black Forest Labs\' x-key as from the others, and reaches no provider', async () => {
+    const t = await tenant();
+    provider.handler = (_req, _body, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"object":"list","data":[]}');
+    };
+    const data = await graphqlData(server, `mutation($c: ID!) { createCustomerSession(customerId: $c) { token } }`, { c: t.customerId }, t.secret);
+    const token = data.createCustomerSession.token as string;
+    seen.length = 0;
+    // An SDK pointed at the gateway as its base URL, the session token as its API key: nothing else is sent.
+    for (const name of ['xi-api-key', 'x-key', 'x-api-key']) {
+      const response = await fetch(`${server.url}/v1/forward?u=${encodeURIComponent(`http://${upstream.host}/v1/models`)}`, { headers: { [name]: token } });
+      expect({ name, status: response.status }).toEqual({ name, status: 200 });
+    }
+    expect(seen).toHaveLength(3);
+    for (const request of seen) {
+      expect(request.headers.authorization).toBe('Bearer sk-provider-secret-0001');
+      expect(JSON.stringify(request.headers)).not.toContain(token);
+    }
+    const logs = await gatewayCallsSettled(server, t.merchantId, 3);
+    expect(logs.map((log) => log.customerId)).toEqual([t.customerId, t.customerId, t.customerId]);
+  });
+});
+
 describe('request ids on gateway answers', () => {
   it('an answer of Tollgate\'s own (a refusal) carries its request id as x-request-id too, the id gatewayRequest(id) finds', async () => {
     const t = await tenant('0');

@@ -22,11 +22,12 @@ import { forward, upstreamHeaders, type ForwardResult } from './forward.ts';
 import type { GatewaySettingsService } from './gateway-settings.service.ts';
 import type { GatewayRequestLog, GatewaySettlement } from './gateway.settlement.ts';
 import { HoldRenewal } from './hold-renewal.ts';
+import { KeyRedactor, redactedHeaders, redactedText } from './key-redaction.ts';
 import { createdJobId, GatewayJobs, jobCallOf, type JobCall, type JobRecord } from './jobs.ts';
 import { CREDENTIAL_HEADERS, providerKeyHeader, tollgateCredential } from './provider-auth.ts';
 import { maxUsageOf } from './reserve.ts';
 import { decodeRequestBody } from './request-encoding.ts';
-import { meteredRequestBody, parseRequestJson, withoutJsonBom, withStreamUsage } from './request-body.ts';
+import { meteredRequestBody, parseRequestJson, utf8JsonOf, withoutCharset, withoutJsonBom, withStreamUsage } from './request-body.ts';
 
 export const FORWARD_PATH = '/v1/forward';
 
@@ -202,8 +203,9 @@ export class GatewayService {
       const providerKey = await this.providerKey(req, viewer.merchantId, route, settings.callerProviderKeys);
       const request = await decodeRequestBody(req.headers['content-encoding'], await readBody(req, this.config.gateway.maxRequestBytes), this.config.gateway.maxRequestBytes);
       if (!request.ok) throw new Refusal(request.status, request.code, request.message, request.details);
-      // Read (and forwarded) as a lenient provider reads it: past a byte order mark.
-      const received = withoutJsonBom(request.body);
+      // Read (and forwarded) as a lenient provider reads it: past a byte order mark, and as UTF-8 when written in UTF-16 or UTF-32.
+      const transcoded = utf8JsonOf(request.body);
+      const received = transcoded ?? withoutJsonBom(request.body);
       const routed = assertMeterable(route, req.method ?? 'GET', received);
       // A streamed chat completion is sent asking for its usage, or OpenAI would report none.
       const body = (routed && withStreamUsage(routed.provider, routed.match.api, route.url, received)) ?? received;
@@ -227,6 +229,8 @@ export class GatewayService {
         req.headers,
         (name) => CREDENTIAL_HEADERS.has(name) || name.startsWith('x-tollgate-') || name === 'cookie' || (request.decoded && name === 'content-encoding'),
       );
+      // Re-encoded as UTF-8 above: a charset the caller named no longer applies (JSON defines none but UTF-8).
+      if (transcoded && typeof headers['content-type'] === 'string') headers['content-type'] = withoutCharset(headers['content-type']);
       // Ask for an uncompressed body: the copy kept for metering must be readable as it passes.
       headers['accept-encoding'] = 'identity';
       if (providerKey) {
@@ -244,7 +248,7 @@ export class GatewayService {
         res,
         (status, message) => sendJson(res, status, status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNREACHABLE', message, {}),
       );
-      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency, receivedAt, jobModel);
+      const usage = this.usageOf(caller, destination, result, body, req, requestId, currency, receivedAt, jobModel, providerKey);
       this.settlement.enqueue(caller.merchantId, caller.actor, usage, log(result.outcome, result.status, { streamed: result.streamed, ttfbMs: result.ttfbMs }), holdId);
       if (job?.kind === 'create') this.recordJob(caller, job, result, requestId, routed?.match.model ?? null);
     } catch (error) {
@@ -497,7 +501,7 @@ export class GatewayService {
   /** The usage to record for a finished call, or null when there is nothing to charge. */
   private usageOf(
     caller: Caller, destination: Destination, result: ForwardResult, body: Buffer, req: IncomingMessage, requestId: string, currency: string, receivedAt: Date,
-    jobModel: string | null,
+    jobModel: string | null, providerKey: string | null,
   ): UsageRecordInput | null {
     // Only a success is charged: provider errors are relayed, never charged; a redirect or any
     // other answer outside 2xx did no work (normalizers that count the request's text, such as
@@ -505,11 +509,15 @@ export class GatewayService {
     if (result.upstreamStatus === null || result.upstreamStatus < 200 || result.upstreamStatus >= 300) return null;
     // The request's model, size… for responses that lack them: from its JSON, or from a form's text fields.
     const requestBody = meteredRequestBody(String(req.headers['content-type'] ?? ''), body);
+    // The answer is kept in the usage record, which is logged whole should its charge be given
+    // up on: a provider key it quotes is masked there as in what the caller got (same length,
+    // so nothing metered changes).
+    const masking = KeyRedactor.applies(providerKey);
     const response: ProviderResponse = {
       url: destination.url.href,
       status: result.upstreamStatus,
-      headers: result.upstreamHeaders,
-      body: result.body ?? '',
+      headers: masking ? redactedHeaders(result.upstreamHeaders, providerKey) : result.upstreamHeaders,
+      body: masking ? redactedText(result.body ?? '', providerKey) : (result.body ?? ''),
       provider: destination.provider,
       ...(requestBody !== undefined ? { requestBody } : {}),
     };

@@ -158,6 +158,35 @@ describe('gateway settlement', () => {
     expect(elapsed).toBeLessThan(connectTimeoutMs + 1000);
   });
 
+  it("one merchant's charge failing every time costs no other merchant its charges or its log rows", async () => {
+    const [failing, healthy] = [await server.createMerchant(), await server.createMerchant()];
+    const [failingCustomer, healthyCustomer] = [await customerOf(failing.id), await customerOf(healthy.id)];
+    // The failing merchant's usage fails as an error the database answers would (a statement
+    // timeout on a pathological wallet, say): neither a lost connection nor bad data.
+    const real = server.services.usage;
+    const record = async (...args: Parameters<UsageService['record']>) => {
+      if (args[0] === failing.id) throw Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' });
+      return real.record(...args);
+    };
+    const usage = new Proxy(real, { get: (target, name) => (name === 'record' ? record : Reflect.get(target, name, target)) });
+    const logger = createLogger('silent');
+    const errors = vi.spyOn(logger, 'error');
+    const settlement = new GatewaySettlement(server.services.db, usage, server.services.ledger, logger, { baseBackoffMs: 1, maxBackoffMs: 5 });
+    const failingLog = logOf(failing.id, failingCustomer);
+    const healthyLog = logOf(healthy.id, healthyCustomer);
+    // Both in one batch, the failing merchant's call first.
+    settlement.enqueue(failing.id, SYSTEM_ACTOR, usageFor(failingCustomer, failingLog), failingLog);
+    settlement.enqueue(healthy.id, SYSTEM_ACTOR, usageFor(healthyCustomer, healthyLog), healthyLog);
+    await settlement.drain();
+    const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: { in: [failing.id, healthy.id] } } });
+    expect(events.map((event) => [event.merchantId, event.status])).toEqual([[healthy.id, 'CHARGED']]);
+    const rows = await server.services.prisma.gatewayRequest.findMany({ where: { id: { in: [failingLog.id, healthyLog.id] } } });
+    expect(new Map(rows.map((row) => [row.id, row.usageEventId]))).toEqual(new Map([[failingLog.id, null], [healthyLog.id, events[0]!.id]]));
+    // Only the failing merchant's call is given up on, with its usage record to replay.
+    const given = errors.mock.calls.filter(([, message]) => String(message).startsWith('gateway call not charged'));
+    expect(given.map(([fields]) => (fields as { requestId: string }).requestId)).toEqual([failingLog.id]);
+  });
+
   it('tells a database out of reach from an error it answered', () => {
     const cases: [unknown, boolean][] = [
       [Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }), true],

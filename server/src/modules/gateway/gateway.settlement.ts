@@ -218,7 +218,21 @@ export class GatewaySettlement {
     const again = new Set<Item>();
     for (const items of groups.values()) {
       const { merchantId, actor } = items[0]!;
-      const results = await this.usage.record(merchantId, actor, items.map((item) => (item.holdId ? { ...item.usage!, holdId: item.holdId } : item.usage!)));
+      let results: Awaited<ReturnType<UsageService['record']>>;
+      try {
+        results = await this.usage.record(merchantId, actor, items.map((item) => (item.holdId ? { ...item.usage!, holdId: item.holdId } : item.usage!)));
+      } catch (error) {
+        // An unreachable database stops the whole batch (run() waits for it to come back). Any
+        // other failure is this group's own: its calls go round again, up to maxAttempts, while
+        // the other merchants' calls in the batch are charged and logged now, not held back with it.
+        if (isConnectionError(error)) throw error;
+        this.logger.error({ err: error, merchantId, size: items.length }, 'gateway settlement failed');
+        for (const item of items) {
+          if (++item.attempts < this.options.maxAttempts) again.add(item);
+          else this.abandon([item], 'gateway call not charged: settling it kept failing', error);
+        }
+        continue;
+      }
       results.forEach((result, index) => {
         const item = items[index]!;
         if (result.ok) {

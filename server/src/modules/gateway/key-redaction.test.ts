@@ -3,7 +3,7 @@
  * the request), reaches the caller masked: in the body however it is cut into chunks, and in the
  * headers. Anything else passes untouched, and a stream is not held back by the check.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { callGateway, gatewayTenant, recordingProvider, type GatewayTenant, type RecordingProvider } from '../../../test/gateway-harness.ts';
 import { seededRandom } from '../../../test/seeded-random.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
@@ -135,5 +135,37 @@ describe('the gateway relaying an answer that quotes its provider key', () => {
       res.end(plain);
     };
     expect(await chat()).toMatchObject({ status: 200, body: plain });
+  });
+
+  it("is masked in the usage record too, which is logged should the call's charge be given up on", async () => {
+    const quoting = JSON.stringify({ id: 'chatcmpl-2', object: 'chat.completion', model: 'gpt-4o-mini', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }, echo: PROVIDER_KEY });
+    provider.handler = (_req, _body, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-echo-authorization': `Bearer ${PROVIDER_KEY}` });
+      res.end(quoting);
+    };
+    // Earlier calls charged first: only this one meets the refusal below.
+    await server.services.gateway.drain();
+    const errors = vi.spyOn(server.services.logger, 'error');
+    const sql = (text: string) => server.services.db.withConnection((connection) => connection.exec(text));
+    // Every charge of this merchant's usage fails, so the gateway gives the call up and logs it with its usage record.
+    await sql(`CREATE FUNCTION refuse_usage_key_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        IF NEW.merchant_id = '${t.merchantId}' THEN RAISE EXCEPTION 'refused (test)'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse_usage_key_test BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION refuse_usage_key_test()`);
+    let given: unknown[][];
+    try {
+      const answer = await chat();
+      expect(answer).toMatchObject({ status: 200, body: quoting.replace(PROVIDER_KEY, MASK) });
+      await server.services.gateway.drain();
+      given = errors.mock.calls.filter(([fields, message]) => String(message).startsWith('gateway call not charged') && (fields as { requestId?: string }).requestId === answer.headers['x-tollgate-request-id']);
+    } finally {
+      await sql('DROP TRIGGER refuse_usage_key_test ON usage_events; DROP FUNCTION refuse_usage_key_test()');
+      errors.mockRestore();
+    }
+    expect(given).toHaveLength(1);
+    const { usage } = given[0]![0] as { usage: { response: { body: string; headers: Record<string, string> } } };
+    expect(JSON.stringify(given[0]![0])).not.toContain(PROVIDER_KEY);
+    // The record still replays as the call would have been charged: only the key is masked.
+    expect(usage.response.body).toBe(quoting.replace(PROVIDER_KEY, MASK));
+    expect(usage.response.headers['x-echo-authorization']).toBe(`Bearer ${MASK}`);
   });
 });

@@ -28,6 +28,13 @@ export function redactedHeaders<T extends Record<string, string | string[] | num
   return out as T;
 }
 
+/** `text` with the key masked wherever it occurs, as a body relayed through KeyRedactor reads. */
+export function redactedText(text: string, key: string): string {
+  if (!KeyRedactor.applies(key) || !text.includes(key)) return text;
+  const redactor = new KeyRedactor(key);
+  return Buffer.concat([redactor.push(Buffer.from(text)), redactor.end()]).toString('utf8');
+}
+
 /**
  * Masks the key in a body relayed chunk by chunk. A key split across two chunks is caught: the
  * longest end of what was seen that could begin the key is held back until the next chunk (or

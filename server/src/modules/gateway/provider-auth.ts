@@ -34,13 +34,17 @@ function bare(value: string): string {
   return match ? match[1]! : value.trim();
 }
 
+/** Where a caller's Tollgate credential is looked for, in this order: x-tollgate-key, then every header an SDK sends its provider's key in. */
+const CREDENTIAL_SOURCES = ['x-tollgate-key', 'authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'xi-api-key', 'x-key'];
+
 /**
  * The caller's Tollgate credential (secret key or customer session token). SDKs put their
- * "API key" in different headers (OpenAI: Authorization; Anthropic: x-api-key), so every
- * credential header is looked at, and x-tollgate-key wins when present.
+ * "API key" in different headers (OpenAI: Authorization; Anthropic: x-api-key; ElevenLabs:
+ * xi-api-key; Black Forest Labs: x-key), so every header a provider reads a key from is looked
+ * at, and x-tollgate-key wins when present.
  */
 export function tollgateCredential(headers: Record<string, string | string[] | undefined>): string | undefined {
-  for (const name of ['x-tollgate-key', 'authorization', 'x-api-key', 'api-key', 'x-goog-api-key']) {
+  for (const name of CREDENTIAL_SOURCES) {
     const raw = headers[name];
     if (typeof raw !== 'string') continue;
     const value = bare(raw);

@@ -215,3 +215,14 @@ describe('withStreamUsage', () => {
     expect(JSON.parse(openai(JSON.stringify(request, null, 2))!)).toEqual({ stream_options: { include_usage: true }, ...request });
   });
 });
+
+describe('a request body nested deeper than JSON.stringify can write (JSON.parse reads any depth)', () => {
+  const nested = (depth: number, leaf: string) => `${'{"a":'.repeat(depth)}${leaf}${'}'.repeat(depth)}`;
+
+  it('never throws: its stream_options are left as they came, and a body with NaN is handed to metering as it came', () => {
+    const streamed = `{"stream":true,"stream_options":${nested(20_000, '1')}}`;
+    expect(withStreamUsage('openai', 'chat.completions', new URL('https://api.openai.com/v1/chat/completions'), Buffer.from(streamed))).toBeNull();
+    const lenient = `{"model":"tts-1","input":"hi","speed":NaN,"extra":${nested(20_000, 'NaN')}}`;
+    expect(meteredRequestBody('application/json', Buffer.from(lenient))).toBe(lenient);
+  });
+});

@@ -4,6 +4,7 @@
  *   meteredRequestBody(contentType, body)   the request as the usage normalizer reads it (model,
  *                                           image size and quality, TTS text…), JSON or a form
  *   withoutJsonBom(body)                    a JSON body without the byte order mark lenient servers skip
+ *   utf8JsonOf(body)                        a JSON body in UTF-16 or UTF-32 (which lenient servers read) as UTF-8
  *   parseRequestJson(body)                  a JSON body read as lenient servers read it (NaN, Infinity)
  *   withStreamUsage(provider, api, url, body)  a streamed OpenAI-shape chat or completions
  *                                           request made to ask for its usage, or null to send
@@ -30,6 +31,82 @@ export function withoutJsonBom(body: Buffer): Buffer {
   if (body.length < UTF8_BOM.length || !body.subarray(0, UTF8_BOM.length).equals(UTF8_BOM)) return body;
   const rest = body.subarray(UTF8_BOM.length);
   return parseRequestJson(rest) === undefined ? body : rest;
+}
+
+/**
+ * A JSON request body written in UTF-16 or UTF-32, re-encoded as UTF-8; null for any other body.
+ * Python's json.loads of bytes reads those encodings too (json.detect_encoding: by their byte
+ * order mark, or by where the NUL bytes of the first characters fall), so FastAPI and the servers
+ * built on it (vLLM, self-hosted speech servers) run such a request. Read as UTF-8 it would skip
+ * every check that reads the body (its hold, a background refusal, the text a speech call is
+ * billed by), as a byte order mark did (withoutJsonBom): the provider is sent the UTF-8 text the
+ * gateway checked instead. Only a body that then parses to a JSON object is taken, so an audio
+ * upload that starts with the same bytes is left whole.
+ */
+export function utf8JsonOf(body: Buffer): Buffer | null {
+  const wide = wideEncodingOf(body);
+  // Only an object is a request: anything else (an audio upload starting with those bytes) is not decoded whole.
+  if (!wide || firstCharacter(body, wide) !== 0x7b /* { */) return null;
+  const text = decodedWide(body, wide);
+  if (text === null) return null;
+  const utf8 = Buffer.from(text, 'utf8');
+  return isObject(parseRequestJson(utf8)) ? utf8 : null;
+}
+
+/** A Content-Type without its charset parameter(s), for a body re-encoded as UTF-8. */
+export function withoutCharset(contentType: string): string {
+  return contentType.replace(/;\s*charset\s*=\s*(?:"[^"]*"|[^;]*)/gi, '');
+}
+
+interface WideEncoding {
+  /** Bytes per code unit. */
+  unit: 2 | 4;
+  littleEndian: boolean;
+  /** Where the text starts: past its byte order mark. */
+  start: number;
+}
+
+/** UTF-16 or UTF-32, told apart as json.detect_encoding does; null for a body in neither. */
+function wideEncodingOf(body: Buffer): WideEncoding | null {
+  if (body.length < 4) return null;
+  const [b0, b1, b2, b3] = [body[0]!, body[1]!, body[2]!, body[3]!];
+  // UTF-32's marks first: its little-endian one begins as UTF-16's does.
+  if (b0 === 0x00 && b1 === 0x00 && b2 === 0xfe && b3 === 0xff) return { unit: 4, littleEndian: false, start: 4 };
+  if (b0 === 0xff && b1 === 0xfe && b2 === 0x00 && b3 === 0x00) return { unit: 4, littleEndian: true, start: 4 };
+  if (b0 === 0xfe && b1 === 0xff) return { unit: 2, littleEndian: false, start: 2 };
+  if (b0 === 0xff && b1 === 0xfe) return { unit: 2, littleEndian: true, start: 2 };
+  // No mark: JSON starts with an ASCII character, so the NUL bytes around it tell the encoding.
+  if (b0 === 0x00) return b1 !== 0x00 ? { unit: 2, littleEndian: false, start: 0 } : { unit: 4, littleEndian: false, start: 0 };
+  if (b1 === 0x00) return b2 !== 0x00 || b3 !== 0x00 ? { unit: 2, littleEndian: true, start: 0 } : { unit: 4, littleEndian: true, start: 0 };
+  return null;
+}
+
+function codeAt(body: Buffer, at: number, { unit, littleEndian }: WideEncoding): number {
+  if (unit === 2) return littleEndian ? body.readUInt16LE(at) : body.readUInt16BE(at);
+  return littleEndian ? body.readUInt32LE(at) : body.readUInt32BE(at);
+}
+
+/** The first code unit that is not JSON whitespace, or -1. */
+function firstCharacter(body: Buffer, wide: WideEncoding): number {
+  for (let at = wide.start; at + wide.unit <= body.length; at += wide.unit) {
+    const code = codeAt(body, at, wide);
+    if (code !== 0x20 && code !== 0x09 && code !== 0x0a && code !== 0x0d) return code;
+  }
+  return -1;
+}
+
+/** The text past the mark, or null when cut mid-character or not a code point. */
+function decodedWide(body: Buffer, wide: WideEncoding): string | null {
+  const bytes = body.subarray(wide.start);
+  if (bytes.length % wide.unit !== 0) return null;
+  if (wide.unit === 2) return wide.littleEndian ? bytes.toString('utf16le') : Buffer.from(bytes).swap16().toString('utf16le');
+  const chars: string[] = [];
+  for (let at = 0; at < bytes.length; at += 4) {
+    const code = codeAt(bytes, at, wide);
+    if (code > 0x10ffff) return null;
+    chars.push(String.fromCodePoint(code));
+  }
+  return chars.join('');
 }
 
 /**
@@ -79,7 +156,14 @@ export function meteredRequestBody(contentType: string, body: Buffer): string | 
     const fields = multipartFields(contentType, body);
     return Object.keys(fields).length > 0 ? JSON.stringify(fields) : undefined;
   }
-  if (body.length > MAX_REQUEST_TEXT || !/json|text/i.test(contentType)) return undefined;
+  if (body.length > MAX_REQUEST_TEXT) return undefined;
+  // A body sent with no Content-Type at all is read as JSON when it is JSON: servers that parse
+  // JSON regardless (FastAPI, so vLLM and most self-hosted OpenAI-compatible servers) run it, and
+  // Python's requests and httpx send none for a body given as text. Left out, a speech call
+  // would be recorded free (it is billed by its request's text).
+  const unlabelled = contentType.trim() === '';
+  if (!unlabelled && !/json|text/i.test(contentType)) return undefined;
+  if (unlabelled && parseRequestJson(body) === undefined) return undefined;
   const text = body.toString('utf8');
   // JSON with bare NaN or Infinity, which a lenient server ran, is handed over as it was read
   // (those values as null): the normalizer's strict parse would miss its model or its text.
@@ -90,7 +174,7 @@ export function meteredRequestBody(contentType: string, body: Buffer): string | 
     return text;
   } catch {
     const parsed = parseRequestJson(body);
-    return parsed === undefined ? text : JSON.stringify(parsed);
+    return parsed === undefined ? text : (stringified(parsed) ?? text);
   }
 }
 
@@ -262,7 +346,10 @@ export function withStreamUsage(provider: string, api: string, url: URL, body: B
   if (options !== undefined && options !== null && !isObject(options)) return null;
   const object = topLevelMembers(body);
   if (!object) return null;
-  const asking = Buffer.from(JSON.stringify({ ...(isObject(options) ? options : {}), include_usage: true }));
+  const written = stringified({ ...(isObject(options) ? options : {}), include_usage: true });
+  // Nested deeper than JSON.stringify can write (JSON.parse reads any depth): sent as it came, as a body it cannot read is.
+  if (written === null) return null;
+  const asking = Buffer.from(written);
   const given = object.members.filter((member) => member.key === 'stream_options');
   if (given.length === 0) {
     // After the opening brace: the object has members ("stream" at least), so a comma follows.
@@ -278,6 +365,15 @@ export function withStreamUsage(provider: string, api: string, url: URL, body: B
   }
   pieces.push(body.subarray(from));
   return Buffer.concat(pieces);
+}
+
+/** `value` as JSON text, or null when it is nested too deep for JSON.stringify (which recurses, and overflows the stack). */
+function stringified(value: unknown): string | null {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return null;
+  }
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
