@@ -18,6 +18,7 @@ import { CANCELLABLE_AHEAD_MS } from './plans.service.ts';
 const START = new Date('2026-03-15T12:00:00.000Z');
 let now = START;
 const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
 const later = (ms: number) => new Date(now.getTime() + ms);
 
 let server: TestServer;
@@ -102,6 +103,44 @@ describe('cancelScheduledPlanChange', () => {
       [now.toISOString(), 'pro'],
     ]);
     expect(await t.record()).toBe('2.00');
+  });
+
+  it('Customer.scheduledPlanChanges lists what is scheduled, soonest first, to the merchant and to the customer itself; a change in force or cancelled is gone from it', async () => {
+    const t = await setup();
+    const SCHEDULED = `query ($id: ID!) { customer(id: $id) { plan { key } scheduledPlanChanges { plan { key } effectiveFrom } } }`;
+    const scheduled = async () => (await t.gql(SCHEDULED, { id: t.customer.id })).data.customer;
+    expect(await scheduled()).toEqual({ plan: null, scheduledPlanChanges: [] });
+
+    await t.setPlan('pro', later(10 * MINUTE));
+    await t.setPlan(null, later(20 * MINUTE));
+    await t.setPlan('team', new Date('9999-12-31T00:00:00Z'));
+    expect(await scheduled()).toEqual({
+      plan: null,
+      scheduledPlanChanges: [
+        { plan: { key: 'pro' }, effectiveFrom: later(10 * MINUTE).toISOString() },
+        { plan: null, effectiveFrom: later(20 * MINUTE).toISOString() },
+        { plan: { key: 'team' }, effectiveFrom: '9999-12-31T00:00:00.000Z' },
+      ],
+    });
+    // The customer sees its own schedule (as it sees its plan): a downgrade ahead is something to show it.
+    const session = await t.gql(`mutation ($id: ID!) { createCustomerSession(customerId: $id) { token } }`, { id: t.customer.id });
+    const own = await server.graphql<any>('{ viewer { customer { scheduledPlanChanges { plan { key } } } } }', {}, session.data.createCustomerSession.token);
+    expect(own.errors).toBeUndefined();
+    expect(own.data.viewer.customer.scheduledPlanChanges.map((change: { plan: { key: string } | null }) => change.plan?.key ?? null)).toEqual(['pro', null, 'team']);
+
+    // Once the first is in force, it is the plan, no longer scheduled.
+    now = later(12 * MINUTE);
+    expect(await scheduled()).toMatchObject({ plan: { key: 'pro' }, scheduledPlanChanges: [{ plan: null }, { plan: { key: 'team' } }] });
+    // A page of customers reads its schedules in one query per merchant: each customer sees its own.
+    const other = await server.services.customers.create(t.merchant.id, { externalId: `other-${randomUUID().slice(0, 8)}` });
+    await t.gql(SET_PLAN, { customerId: other.id, planKey: 'team', from: later(HOUR).toISOString() });
+    const page = await t.gql(`{ customers(first: 10) { edges { node { id scheduledPlanChanges { plan { key } } } } } }`);
+    type Node = { id: string; scheduledPlanChanges: { plan: { key: string } | null }[] };
+    expect(new Map(page.data.customers.edges.map(({ node }: { node: Node }) => [node.id, node.scheduledPlanChanges.map((change) => change.plan?.key ?? null)])))
+      .toEqual(new Map([[t.customer.id, [null, 'team']], [other.id, ['team']]]));
+    // Cancelled, nothing is scheduled.
+    expect((await t.cancel()).errors).toBeUndefined();
+    expect(await scheduled()).toEqual({ plan: { key: 'pro' }, scheduledPlanChanges: [] });
   });
 
   it('refuses a change due within the minutes usage may be stamped ahead, naming why, and removes nothing', async () => {

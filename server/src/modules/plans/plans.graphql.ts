@@ -2,6 +2,7 @@ import type { Plan } from '../../generated/prisma/client.ts';
 import { builder } from '../../graphql/builder.ts';
 import { merchantIdOf } from '../../context.ts';
 import { CustomerRef } from '../customers/customers.graphql.ts';
+import type { ScheduledPlanChange } from './plans.service.ts';
 
 /** Plan.priceRules is added by pricing.graphql.ts: pricing depends on plans, not the other way round. */
 export const PlanRef = builder.objectRef<Plan>('Plan').implement({
@@ -32,6 +33,22 @@ builder.objectField(CustomerRef, 'plan', (t) =>
     nullable: true,
     description: 'The plan the customer is on now; null when the default price book prices its usage.',
     resolve: (customer, _args, ctx) => ctx.services.plans.currentOf(merchantIdOf(ctx), customer.id),
+  }),
+);
+
+const PlanChangeRef = builder.objectRef<ScheduledPlanChange>('PlanChange').implement({
+  description: "A change of the customer's plan that takes effect later.",
+  fields: (t) => ({
+    plan: t.expose('plan', { type: PlanRef, nullable: true, description: 'The plan from effectiveFrom on; null: back to the default price book.' }),
+    effectiveFrom: t.expose('effectiveFrom', { type: 'DateTime' }),
+  }),
+});
+
+builder.objectField(CustomerRef, 'scheduledPlanChanges', (t) =>
+  t.field({
+    type: [PlanChangeRef],
+    description: 'Plan changes scheduled ahead by setCustomerPlan (effectiveFrom after now), soonest first; cancelScheduledPlanChange removes them.',
+    resolve: (customer, _args, ctx) => ctx.services.plans.scheduledOf(merchantIdOf(ctx), customer.id),
   }),
 );
 

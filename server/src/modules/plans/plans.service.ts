@@ -66,6 +66,12 @@ export function normalizePlanInput(input: PlanInput, prefix = ''): { key: string
  * Archived plans cannot be newly assigned, but customers already on one stay on it, and keep
  * being priced by its rules, until they are moved: archiving stops sales, it does not reprice.
  */
+/** A plan change not in force yet: `plan` null puts the customer back on the default price book. */
+export interface ScheduledPlanChange {
+  plan: Plan | null;
+  effectiveFrom: Date;
+}
+
 export class PlanService {
   /** Per merchant: the plan history of each customer the usage pipeline has asked about lately. */
   private readonly histories = new Map<string, { at: number; byCustomer: Map<string, Assignment[]> }>();
@@ -155,6 +161,31 @@ export class PlanService {
 
   currentOf(merchantId: string, customerId: string): Promise<Plan | null> {
     return this.currentPlans.load(`${merchantId}:${customerId}`);
+  }
+
+  /**
+   * The customer's plan changes scheduled ahead (effectiveFrom after now), soonest first, in one
+   * query however many customers ask in the same tick (a page of customers).
+   */
+  private readonly scheduledPlans = new TickBatcher<string, ScheduledPlanChange[]>(async (keys) => {
+    const found = new Map<string, ScheduledPlanChange[]>();
+    const at = this.clock();
+    for (const [merchantId, merchantKeys] of groupBy(keys, (key) => key.split(':')[0]!)) {
+      const rows = await this.prisma.customerPlan.findMany({
+        where: { merchantId, customerId: { in: merchantKeys.map((key) => key.split(':')[1]!) }, effectiveFrom: { gt: at } },
+        orderBy: { effectiveFrom: 'asc' },
+        include: { plan: true },
+      });
+      for (const row of rows) {
+        const key = `${merchantId}:${row.customerId}`;
+        found.set(key, [...(found.get(key) ?? []), { plan: row.plan, effectiveFrom: row.effectiveFrom }]);
+      }
+    }
+    return found;
+  }, []);
+
+  scheduledOf(merchantId: string, customerId: string): Promise<ScheduledPlanChange[]> {
+    return this.scheduledPlans.load(`${merchantId}:${customerId}`);
   }
 
   /** When the customer's next plan change scheduled ahead takes effect; null when none is. */
