@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { atOrAfter, earlierThan, parseIsoTime } from '../src/shared/times.ts';
+import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../src/shared/money.ts';
+import { SYSTEM_ACTOR } from '../src/modules/ledger/ledger.store.ts';
 import { startTestServer, type TestServer } from './server.ts';
 
 /**
@@ -99,7 +101,7 @@ describe("a wallet's holds beside its held", () => {
   });
 });
 
-// A page of customers read its spend limits one query per customer; `first` with `last` ignored
+// A page of customers read its spend limits (and each limit its month's spend) one query per customer; `first` with `last` ignored
 // `last` without a word; and a DateTime filter bound finer than a millisecond was cut to its
 // millisecond, so rows on the wrong side of it matched.
 
@@ -151,6 +153,41 @@ describe('Customer.spendLimits', () => {
       );
     expect(shown(mine)).toEqual(Object.fromEntries(limits));
     expect(shown(theirs)).toEqual({ [othersCustomer]: ['USD 99.50'] });
+  });
+
+  it("spentThisMonth of a page of customers' limits is read in one query, each limit its own customer's month in its own currency", async () => {
+    const owner = await server.createMerchant('Spend owner');
+    const { services } = server;
+    await services.meters.create(owner.id, { key: 'calls', name: 'Calls', unit: 'call', source: 'REQUESTS' });
+    await services.priceRules.put(owner.id, { name: 'calls', type: 'FLAT', meterKey: 'calls', config: { unitPrice: '1.25' }, effectiveFrom: new Date('2024-01-01T00:00:00Z') });
+    const unit = parseDecimalAttos('price', '1.25');
+    const expected = new Map<string, string[]>();
+    for (let i = 0; i < 4; i++) {
+      const customerId = await newCustomer(owner.id);
+      const calls = { USD: i, EUR: 2 * i + 1 };
+      for (const [currency, count] of Object.entries(calls)) {
+        await services.ledger.grantCredits(owner.id, SYSTEM_ACTOR, { customerId, currency, amountNanos: parseDecimalNanos('amount', '100'), kind: 'PAID', idempotencyKey: `seed-${customerId}-${currency}` });
+        await services.spendLimits.set(owner.id, { customerId, amount: '50', currency });
+        // `count` calls this month, and one last month that the month's spend leaves out.
+        const at = [...Array.from({ length: count }, () => new Date(now.getTime() - 3_600_000)), new Date('2026-06-30T23:00:00.000Z')];
+        const results = await services.usage.record(owner.id, SYSTEM_ACTOR, at.map((timestamp) => ({ customer: customerId, currency, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'm', requests: 1 }, timestamp })));
+        expect(results.every((result) => result.ok)).toBe(true);
+      }
+      expected.set(customerId, [`EUR ${formatAttos(unit * BigInt(calls.EUR))}`, `USD ${formatAttos(unit * BigInt(calls.USD))}`]);
+    }
+    // Eight limits (within the complexity limit: each sum is costed as a page), one query.
+    const sums = [vi.spyOn(server.services.prisma.usageEvent, 'groupBy'), vi.spyOn(server.services.prisma.usageEvent, 'aggregate')];
+    let page;
+    try {
+      page = await gql('{ customers(first: 5) { edges { node { id spendLimits { limit { currency } spentThisMonth } } } } }', {}, owner.secret);
+      expect(page.errors).toBeUndefined();
+      expect(sums.reduce((calls, sum) => calls + sum.mock.calls.length, 0)).toBe(1);
+    } finally {
+      for (const sum of sums) sum.mockRestore();
+    }
+    expect(page.errors).toBeUndefined();
+    const shown = new Map(page.data.customers.edges.map(({ node }: any) => [node.id, node.spendLimits.map((limit: any) => `${limit.limit.currency} ${limit.spentThisMonth}`)]));
+    expect(shown).toEqual(expected);
   });
 
   it("batched with another merchant's load, a customer id of that merchant finds nothing", async () => {

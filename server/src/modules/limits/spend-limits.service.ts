@@ -93,12 +93,31 @@ export class SpendLimitService {
   /** What the customer was charged this month, in `currency`, by usage events. */
   async spentThisMonth(merchantId: string, customerId: string, currency: string): Promise<{ spentAttos: bigint; periodStart: Date; resetsAt: Date }> {
     const { start, end } = this.currentMonth();
-    const total = await this.prisma.usageEvent.aggregate({
-      where: { merchantId, customerId, currency, occurredAt: { gte: start, lt: end } },
-      _sum: { chargeAttos: true },
-    });
-    return { spentAttos: BigInt(total._sum.chargeAttos?.toFixed(0) ?? '0'), periodStart: start, resetsAt: end };
+    const spentAttos = await this.spentBatches.load(JSON.stringify([merchantId, start.getTime(), customerId, currency]));
+    return { spentAttos, periodStart: start, resetsAt: end };
   }
+
+  /**
+   * Month-to-date charges of every (customer, currency) asked for in one tick, one query per
+   * merchant and month: a page of customers with their limits' spentThisMonth costs one round trip.
+   */
+  private readonly spentBatches = new TickBatcher<string, bigint>(async (keys) => {
+    const found = new Map<string, bigint>();
+    const asked = keys.map((key) => JSON.parse(key) as [string, number, string, string]);
+    for (const group of groupBy(asked, ([merchantId, start]) => `${merchantId}:${start}`).values()) {
+      const [merchantId, start] = group[0]!;
+      // Not a UUID: no customer's (and Prisma would fail every load batched with it).
+      const customerIds = [...new Set(group.map(([, , customerId]) => customerId))].filter(isUuid);
+      if (!isUuid(merchantId) || customerIds.length === 0) continue;
+      const rows = await this.prisma.usageEvent.groupBy({
+        by: ['customerId', 'currency'],
+        where: { merchantId, customerId: { in: customerIds }, currency: { in: [...new Set(group.map(([, , , currency]) => currency))] }, occurredAt: { gte: new Date(start), lt: monthOf(new Date(start)).end } },
+        _sum: { chargeAttos: true },
+      });
+      for (const row of rows) found.set(JSON.stringify([merchantId, start, row.customerId, row.currency]), BigInt(row._sum.chargeAttos?.toFixed(0) ?? '0'));
+    }
+    return found;
+  }, 0n);
 
   static reached(limitNanos: bigint, spentAttos: bigint): boolean {
     return spentAttos >= limitNanos * ATTOS_PER_NANO;
