@@ -48,6 +48,7 @@ export const MODELS_DEV_PROVIDER_IDS: ReadonlyMap<string, string> = new Map([
   ['azure', 'azure-openai'],
   ['moonshotai', 'moonshot'],
   ['novita-ai', 'novita'],
+  ['zhipuai', 'zhipu'],
 ]);
 
 export interface ImportSkip {

@@ -24,6 +24,19 @@ describe('a models.dev import prices the calls of the provider it names', () => 
     expect(costOf(blankUsage({ provider: reported, model: 'meta-llama/llama-3.3-70b-instruct', inputTokens: 1_000_000 }), priced!)).toBe(135_000_000_000_000_000n);
   });
 
+  it('Zhipu AI (models.dev "zhipuai", api https://open.bigmodel.cn/api/paas/v4) is imported under "zhipu", the provider of open.bigmodel.cn; Z.ai ("zai") too', () => {
+    const file = JSON.stringify({
+      zhipuai: { id: 'zhipuai', models: { 'glm-4.6': { cost: { input: 0.6, output: 2.2 } } } },
+      zai: { id: 'zai', models: { 'glm-4.5-air': { cost: { input: 0.2, output: 1.1 } } } },
+    });
+    const { rows, skipped } = importModelsDevJson(file, { effectiveFrom });
+    expect(skipped).toEqual([]);
+    expect(rows.map((row) => `${canonicalProviderId(row.provider)}/${row.model}`).sort()).toEqual(['zhipu/glm-4.5-air', 'zhipu/glm-4.6']);
+    expect(canonicalProviderId('zhipuai')).toBe('zhipu');
+    const priced = resolvePrice(rows.map((row, index) => ({ ...row, ref: `row-${index}` }) as PriceWithRef), 'zhipu', 'glm-4.6', at);
+    expect(costOf(blankUsage({ provider: 'zhipu', model: 'glm-4.6', outputTokens: 1_000_000 }), priced!)).toBe(2_200_000_000_000_000_000n);
+  });
+
   it('"novita-ai" names Novita wherever a provider is named (rows imported before the mapping, setProviderPrice, config files)', () => {
     expect(canonicalProviderId('novita-ai')).toBe('novita');
     expect(canonicalProviderId('Novita-AI')).toBe('novita');

@@ -348,7 +348,7 @@ const DEFINITIONS: Definition[] = [
   compat('lepton', 'Lepton AI', ['*.lepton.run']),
   compat('moonshot', 'Moonshot AI (Kimi)', ['api.moonshot.ai', 'api.moonshot.cn'], ['kimi']),
   compat('alibaba', 'Alibaba Cloud Model Studio (Qwen)', ['dashscope.aliyuncs.com', 'dashscope-intl.aliyuncs.com', 'dashscope-us.aliyuncs.com'], ['dashscope', 'qwen']),
-  compat('zhipu', 'Zhipu AI / Z.ai (GLM)', ['open.bigmodel.cn', 'api.z.ai'], ['zai', 'z.ai']),
+  compat('zhipu', 'Zhipu AI / Z.ai (GLM)', ['open.bigmodel.cn', 'api.z.ai'], ['zai', 'z.ai', 'zhipuai']),
   compat('siliconflow', 'SiliconFlow', ['api.siliconflow.cn', 'api.siliconflow.com']),
   compat('nvidia', 'NVIDIA NIM', ['integrate.api.nvidia.com']),
   compat('huggingface', 'Hugging Face Inference Providers', ['router.huggingface.co']),
