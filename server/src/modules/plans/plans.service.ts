@@ -31,7 +31,7 @@ interface Assignment {
 
 const KEY = /^[a-z0-9_-]{1,64}$/;
 /** Like the price rules cache (MERCHANT_CONFIG_CACHE): how long a change whose message (ConfigChanges) was lost goes unseen by another process. */
-const HISTORY_TTL_MS = 5_000;
+export const HISTORY_TTL_MS = 5_000;
 /**
  * How far ahead a scheduled assignment must be for cancelScheduled to remove it: further than
  * usage may be stamped (MAX_FUTURE_USAGE_MS), plus what another instance may go on pricing from
@@ -310,6 +310,8 @@ export class PlanService {
   async planResolver(merchantId: string, customerIds: Iterable<string>): Promise<PlanAt> {
     let cached = this.histories.get(merchantId);
     if (!cached || Date.now() - cached.at >= HISTORY_TTL_MS) {
+      // Merchants gone quiet are dropped as another's histories are loaded: nothing else would.
+      for (const [id, entry] of this.histories) if (Date.now() - entry.at >= HISTORY_TTL_MS) this.histories.delete(id);
       cached = { at: Date.now(), byCustomer: new Map() };
       this.histories.set(merchantId, cached);
     }

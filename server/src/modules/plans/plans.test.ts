@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalAttos } from '../../shared/money.ts';
 import { blankUsage } from '../usage/usage.types.ts';
+import { HISTORY_TTL_MS } from './plans.service.ts';
 
 let server: TestServer;
 
@@ -55,6 +56,23 @@ describe('plans', () => {
       expect((await gql(PUT_PLAN, { input: { key, name: 'x' } })).errors, key).toBeUndefined();
     }
     expect(errorOf(await gql(`{ plan(key: "missing") { id } }`))).toMatchObject({ code: 'NOT_FOUND' });
+  });
+
+  it("the plan histories cached for pricing are dropped once a merchant's go stale, though it sends no more usage", async () => {
+    const quiet = await merchantWithCustomer();
+    const busy = await merchantWithCustomer();
+    const cached = (server.services.plans as unknown as { histories: Map<string, unknown> }).histories;
+    await server.services.plans.planResolver(quiet.merchant.id, [quiet.customer.id]);
+    expect(cached.has(quiet.merchant.id)).toBe(true);
+    const start = Date.now();
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => start + HISTORY_TTL_MS);
+    try {
+      await server.services.plans.planResolver(busy.merchant.id, [busy.customer.id]);
+    } finally {
+      clock.mockRestore();
+    }
+    expect(cached.has(quiet.merchant.id)).toBe(false);
+    expect(cached.has(busy.merchant.id)).toBe(true);
   });
 
   it('two archivePlan calls at once both answer the archive time that was stored', async () => {
