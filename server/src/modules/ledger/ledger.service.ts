@@ -761,26 +761,26 @@ export class LedgerService {
    * Releases holds inside a batch that already has their wallets locked, so what they freed
    * cannot be reserved by anyone else before the batch's charges are planned (the gateway
    * releases a call's reservation in the transaction that charges its usage). A hold is
-   * released only while PENDING, of this merchant and of the wallet named with it; anything
-   * else (already released, captured or expired, another wallet's) is left as it is.
+   * released only while PENDING and within its time, of this merchant and of the wallet named
+   * with it; anything else (already released, captured or expired, another wallet's) is left as
+   * it is. A hold past its time reads EXPIRED (holdRecordOf), at its expiry, by the system:
+   * released here, it read RELEASED by the caller, later, and its audit trail changed after the fact.
    */
   async releaseHoldsInBatch(batch: LedgerBatch, merchantId: string, actor: Actor, holds: readonly { holdId: string; wallet: WalletTransaction }[]): Promise<void> {
     const valid = holds.filter((hold) => isUuid(hold.holdId));
     if (valid.length === 0) return;
-    const released = await batch.tx.query<{ id: string; wallet_id: string; remaining: string; expires_at: Date }>(
+    const released = await batch.tx.query<{ id: string; wallet_id: string; remaining: string }>(
       `UPDATE holds h SET status = 'RELEASED', finalized_at = $4, finalized_by_kind = $5, finalized_by_api_key_id = $6
        FROM unnest($2::uuid[], $3::uuid[]) AS u(id, wallet_id)
-       WHERE h.id = u.id AND h.wallet_id = u.wallet_id AND h.merchant_id = $1 AND h.status = 'PENDING'
-       RETURNING h.id, h.wallet_id, (h.amount - h.captured_amount)::text AS remaining, h.expires_at`,
+       WHERE h.id = u.id AND h.wallet_id = u.wallet_id AND h.merchant_id = $1 AND h.status = 'PENDING' AND h.expires_at > $4
+       RETURNING h.id, h.wallet_id, (h.amount - h.captured_amount)::text AS remaining`,
       [merchantId, valid.map((hold) => hold.holdId), valid.map((hold) => hold.wallet.state.id), batch.now, actor.kind, actor.apiKeyId],
     );
     const byWalletId = new Map(valid.map((hold) => [hold.wallet.state.id, hold.wallet]));
-    for (const row of released) {
-      // An expired hold was not counted in `held` (see LedgerStore.withWallets), and what was kept
-      // for it expired when the wallet was locked. What was kept for a live one, its usage in this
-      // batch may still spend (WalletTransaction.drawKept); the rest expires as the batch ends.
-      if (new Date(row.expires_at) > batch.now) byWalletId.get(row.wallet_id)!.settleKept(row.id, BigInt(row.remaining));
-    }
+    // An expired hold, left for settling to mark, was not counted in `held` (see LedgerStore.withWallets),
+    // and what was kept for it expired when the wallet was locked. What was kept for a live one, its
+    // usage in this batch may still spend (WalletTransaction.drawKept); the rest expires as the batch ends.
+    for (const row of released) byWalletId.get(row.wallet_id)!.settleKept(row.id, BigInt(row.remaining));
   }
 
   async getHold(merchantId: string, holdId: string): Promise<HoldRecord> {
