@@ -9,6 +9,7 @@
  */
 import type { NormalizedUsage } from '../usage.types.ts';
 import { applyAnthropicUsage, fromAnthropicEvents, messageOutput } from './anthropic.ts';
+import { applyChatUsage } from './openai.ts';
 import type { SseEvent } from './sse.ts';
 import { streamError } from './stream.ts';
 import { scanJsonObjects } from './json-scan.ts';
@@ -177,6 +178,12 @@ export const bedrockInvoke: Normalizer = (ctx) => {
     applyConverseUsage(out, u); // Amazon Nova
     return out;
   }
+  if (u && (hasCount(u.prompt_tokens) || hasCount(u.completion_tokens))) {
+    // OpenAI gpt-oss: "the response body follows the chat completion object" (Bedrock user guide,
+    // OpenAI models), usage included. Without the count headers it was read as no usage at all.
+    applyChatUsage(out, u, body);
+    return out;
+  }
   // Every model family: InvokeModel reports counts in response headers.
   const input = headerCount(ctx, 'x-amzn-bedrock-input-token-count');
   if (input !== null) {
@@ -239,6 +246,8 @@ export const bedrockInvokeStream: Normalizer = (ctx) => {
     // Llama, Titan, Amazon Nova (ConverseStream's events as JSON), and Mistral (outputs[]).
     sink.add(e.generation ?? e.outputText ?? obj(e.delta)?.text ?? obj(obj(e.contentBlockDelta)?.delta)?.text);
     for (const output of arr(e.outputs) ?? []) sink.add(obj(output)?.text);
+    // OpenAI gpt-oss streams chat completion chunks.
+    for (const choice of arr(e.choices) ?? []) sink.add(obj(obj(choice)?.delta)?.content);
   }
   return sink.finish(incomplete(ctx, model, sink.text, 'stream_truncated'));
 };

@@ -86,7 +86,11 @@ export const cohere: Normalizer = (ctx) => {
 function messageOutput(o: Obj): TextSink {
   const sink = new TextSink();
   const message = obj(o.message);
-  for (const part of arr(message?.content) ?? []) sink.add(obj(part)?.text);
+  for (const part of arr(message?.content) ?? []) {
+    sink.add(obj(part)?.text);
+    // Command A Reasoning answers with a `thinking` block before its text: output, counted beside it.
+    sink.other(obj(part)?.thinking);
+  }
   sink.other(message?.tool_plan);
   for (const call of arr(message?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);
   sink.add(o.text);
@@ -111,8 +115,12 @@ function cohereStream(ctx: Ctx, model: string | null, chunks: Obj[], error: stri
   }
   const sink = new TextSink();
   for (const chunk of chunks) {
-    if (chunk.type === 'content-delta') sink.add(obj(obj(obj(chunk.delta)?.message)?.content)?.text);
-    else if (chunk.type === 'tool-plan-delta') sink.other(obj(obj(chunk.delta)?.message)?.tool_plan);
+    if (chunk.type === 'content-delta') {
+      // A reasoning model streams its thinking as content deltas too, under `thinking` rather than `text`.
+      const content = obj(obj(obj(chunk.delta)?.message)?.content);
+      sink.add(content?.text);
+      sink.other(content?.thinking);
+    } else if (chunk.type === 'tool-plan-delta') sink.other(obj(obj(chunk.delta)?.message)?.tool_plan);
     else if (chunk.type === 'tool-call-delta') sink.other(obj(obj(obj(obj(chunk.delta)?.message)?.tool_calls)?.function)?.arguments);
     else if (chunk.event_type === 'text-generation') sink.add(chunk.text);
   }

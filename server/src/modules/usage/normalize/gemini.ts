@@ -111,6 +111,8 @@ function fromChunks(ctx: Ctx, chunks: Obj[], error: string | null): NormalizedUs
     applyGeminiUsage(out, lastUsage);
     const block = str(obj(last?.promptFeedback)?.blockReason);
     if (block) out.details.block_reason = block;
+    const queries = searchQueries(chunks);
+    if (queries > 0) out.details.web_search_queries = queries;
     return out;
   }
   const sink = chunksText(chunks);
@@ -118,6 +120,23 @@ function fromChunks(ctx: Ctx, chunks: Obj[], error: string | null): NormalizedUs
   // A cut stream still said how far it got: keep its last cumulative counts for the policy.
   if (lastUsage) applyGeminiUsage(out, lastUsage);
   return sink.finish(out);
+}
+
+/**
+ * The Google Search queries grounding ran (candidates[].groundingMetadata.webSearchQueries), billed
+ * apart from tokens: Gemini 3 per unique query, empty ones ignored, older models per grounded
+ * prompt (Gemini API pricing, Grounding with Google Search). A stream may repeat them: counted once.
+ */
+function searchQueries(chunks: Obj[]): number {
+  const seen = new Set<string>();
+  for (const chunk of chunks) {
+    for (const c of arr(chunk.candidates) ?? []) {
+      for (const query of arr(obj(obj(c)?.groundingMetadata)?.webSearchQueries) ?? []) {
+        if (typeof query === 'string' && query.trim() !== '') seen.add(query);
+      }
+    }
+  }
+  return seen.size;
 }
 
 function firstError(chunks: Obj[]): string | null {

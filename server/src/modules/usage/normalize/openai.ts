@@ -127,6 +127,28 @@ function applyReportedCost(out: NormalizedUsage, u: Obj, source: string): void {
 }
 
 /**
+ * A message's (or a delta's) content into the sink: text, or a list of chunks, as Mistral's
+ * reasoning models send it (docs.mistral.ai, Reasoning: a thinking chunk before the answer):
+ * `text` chunks are visible text, and a `thinking` chunk's own text chunks are reasoning, counted
+ * beside it. Read as text only, a stream cut while the model was thinking estimated no output.
+ */
+function addContent(sink: TextSink, content: unknown): void {
+  if (typeof content === 'string') {
+    sink.add(content);
+    return;
+  }
+  for (const entry of arr(content) ?? []) {
+    const chunk = obj(entry);
+    if (chunk?.type !== 'thinking') {
+      sink.add(chunk?.text);
+      continue;
+    }
+    if (typeof chunk.thinking === 'string') sink.other(chunk.thinking);
+    else for (const part of arr(chunk.thinking) ?? []) sink.other(obj(part)?.text);
+  }
+}
+
+/**
  * The output of a non-stream chat/completions body (for the no-usage case): its visible text, and
  * beside it what chatStream counts of a cut stream (reasoning, refusals, tool-call arguments).
  */
@@ -135,7 +157,7 @@ function choicesOutput(o: Obj): TextSink {
   for (const choice of arr(o.choices) ?? []) {
     const c = obj(choice);
     const message = obj(c?.message);
-    sink.add(message?.content ?? c?.text);
+    addContent(sink, message?.content ?? c?.text);
     sink.other(message?.reasoning_content ?? message?.reasoning);
     sink.other(message?.refusal);
     for (const call of arr(message?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);
@@ -207,7 +229,7 @@ function chatStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
     for (const choice of arr(parsed?.choices) ?? []) {
       const c = obj(choice);
       const delta = obj(c?.delta);
-      sink.add(delta?.content ?? c?.text);
+      addContent(sink, delta?.content ?? c?.text);
       sink.other(delta?.reasoning_content ?? delta?.reasoning);
       sink.other(delta?.refusal);
       for (const call of arr(delta?.tool_calls) ?? []) sink.other(obj(obj(call)?.function)?.arguments);

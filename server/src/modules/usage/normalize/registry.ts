@@ -293,7 +293,9 @@ function compat(id: string, name: string, hosts: string[], aliases: string[] = [
 }
 
 const DEFINITIONS: Definition[] = [
-  { id: 'openai', name: 'OpenAI', hosts: ['api.openai.com'], aliases: [], apis: OPENAI_APIS, route: openaiRouter },
+  // Projects with data residency call their region's host ({us,eu,gb,ae,…}.api.openai.com, some
+  // required, as OpenAI's data residency guide says); only OpenAI's own subdomains match.
+  { id: 'openai', name: 'OpenAI', hosts: ['api.openai.com', '*.api.openai.com'], aliases: [], apis: OPENAI_APIS, route: openaiRouter },
   {
     id: 'azure-openai',
     name: 'Azure OpenAI / Azure AI Foundry',
@@ -301,7 +303,8 @@ const DEFINITIONS: Definition[] = [
     // Government"). Azure China (21Vianet) is left out until its host is confirmed from documentation.
     hosts: ['*.openai.azure.com', '*.cognitiveservices.azure.com', '*.services.ai.azure.com', '*.openai.azure.us'],
     aliases: ['azure'],
-    apis: OPENAI_APIS,
+    // Claude in Foundry answers Anthropic Messages at {resource}.services.ai.azure.com/anthropic/v1/messages.
+    apis: [...OPENAI_APIS, 'messages'],
     route: azureRouter,
   },
   { id: 'anthropic', name: 'Anthropic', hosts: ['api.anthropic.com'], aliases: ['claude'], apis: ['messages', 'chat.completions'], route: anthropicRouter },
@@ -310,7 +313,8 @@ const DEFINITIONS: Definition[] = [
     name: 'Google Gemini API',
     hosts: ['generativelanguage.googleapis.com'],
     aliases: ['gemini', 'google-ai-studio'],
-    apis: ['generateContent', 'streamGenerateContent', 'predict', 'chat.completions'],
+    // Its OpenAI compatibility serves embeddings and image generation beside chat completions.
+    apis: ['generateContent', 'streamGenerateContent', 'predict', 'chat.completions', 'embeddings', 'images.generations'],
     route: googleRouter,
   },
   {
@@ -330,13 +334,16 @@ const DEFINITIONS: Definition[] = [
     apis: ['converse', 'converse-stream', 'invoke', 'invoke-with-response-stream', 'chat.completions'],
     route: bedrockRouter,
   },
-  { id: 'cohere', name: 'Cohere', hosts: ['api.cohere.com', 'api.cohere.ai'], aliases: [], apis: ['chat', 'embed', 'rerank', 'chat.completions'], route: cohereRouter },
+  { id: 'cohere', name: 'Cohere', hosts: ['api.cohere.com', 'api.cohere.ai'], aliases: [], apis: ['chat', 'embed', 'rerank', 'chat.completions', 'embeddings'], route: cohereRouter },
   compat('groq', 'Groq', ['api.groq.com']),
   compat('together', 'Together AI', ['api.together.xyz', 'api.together.ai'], ['together-ai']),
-  compat('fireworks', 'Fireworks AI', ['api.fireworks.ai'], ['fireworks-ai']),
-  compat('mistral', 'Mistral AI', ['api.mistral.ai', 'codestral.mistral.ai']),
+  // Transcriptions are served from their own hosts (Fireworks' audio API reference: audio-prod, audio-turbo).
+  compat('fireworks', 'Fireworks AI', ['api.fireworks.ai', 'audio-prod.api.fireworks.ai', 'audio-turbo.api.fireworks.ai'], ['fireworks-ai']),
+  // Regional inference (docs.mistral.ai, regional-inference): api.eu.mistral.ai, api.us.mistral.ai.
+  compat('mistral', 'Mistral AI', ['api.mistral.ai', 'api.eu.mistral.ai', 'api.us.mistral.ai', 'codestral.mistral.ai']),
   compat('deepseek', 'DeepSeek', ['api.deepseek.com']),
-  compat('xai', 'xAI', ['api.x.ai'], ['grok']),
+  // Regional endpoints (docs.x.ai, regions): https://<region-name>.api.x.ai, and us.api.x.ai.
+  compat('xai', 'xAI', ['api.x.ai', '*.api.x.ai'], ['grok']),
   compat('openrouter', 'OpenRouter', ['openrouter.ai']),
   compat('perplexity', 'Perplexity', ['api.perplexity.ai']),
   compat('cerebras', 'Cerebras', ['api.cerebras.ai']),

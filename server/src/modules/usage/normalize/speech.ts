@@ -1,7 +1,8 @@
 /**
  * Speech providers that bill per character or per audio second.
  * ElevenLabs TTS: the body is audio; the count is the `character-cost` header (current docs),
- * else `x-character-count` (older docs), else the length of the request's `text`.
+ * else `x-character-count` (older docs), else the length of the request's `text` (Text to Dialogue's
+ * `inputs[].text`).
  * Deepgram STT: body `metadata.duration` (seconds, kept as written), times the channels
  * transcribed (`multichannel=true` bills each channel; `metadata.channels` counts the file's).
  * Deepgram TTS: header `dg-char-count`.
@@ -47,7 +48,7 @@ export const elevenLabsTts: Normalizer = (ctx) => {
   const out = result(ctx, pickModel(ctx, undefined));
   const cost = headerInt(ctx, 'character-cost');
   const count = headerInt(ctx, 'x-character-count');
-  const text = requestString(ctx, 'text');
+  const text = requestString(ctx, 'text') ?? dialogueText(ctx);
   const characters = cost ?? count ?? (text !== null ? codePoints(text) : null);
   if (characters === null) return incomplete(ctx, out.model, null, 'no_usage');
   out.characters = characters;
@@ -56,6 +57,18 @@ export const elevenLabsTts: Normalizer = (ctx) => {
   if (cost !== null || count !== null) out.details.credits = (cost ?? count)!;
   return out;
 };
+
+/** Text to Dialogue's text: its `inputs[].text`, one line per speaker's turn (ElevenLabs' Text to Dialogue guide). */
+function dialogueText(ctx: Ctx): string | null {
+  const inputs = arr(ctx.request?.inputs);
+  if (!inputs) return null;
+  let text: string | null = null;
+  for (const input of inputs) {
+    const line = str(obj(input)?.text);
+    if (line !== null) text = (text ?? '') + line;
+  }
+  return text;
+}
 
 export const deepgramListen: Normalizer = (ctx) => {
   const body = ctx.response.body;
