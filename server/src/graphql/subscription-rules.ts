@@ -36,9 +36,13 @@ export function subscriptionRootDirectiveError(document: DocumentNode): GraphQLE
   return undefined;
 }
 
-/** subscriptionRootDirectiveError of a query's text: parsed only when it may apply (unparsable text is left to the server's own parse). */
+/**
+ * subscriptionRootDirectiveError of a query's text: parsed only when it may apply (unparsable text
+ * is left to the server's own parse). Commas and comments may stand between `@` and the
+ * directive's name (`@,include`, or a `#` comment and a new line): only the words are looked for.
+ */
 export function subscriptionRootDirectiveErrorIn(query: string): GraphQLError | undefined {
-  if (!query.includes('subscription') || !/@\s*(?:skip|include)\b/.test(query)) return undefined;
+  if (!query.includes('subscription') || !query.includes('@') || !/\b(?:skip|include)\b/.test(query)) return undefined;
   let document: DocumentNode;
   try {
     document = parse(query, { noLocation: true });

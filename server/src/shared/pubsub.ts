@@ -217,7 +217,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * `events`, plus `payload` pushed at each moment `nextAt` names: for state that changes with the
  * clock alone (a scheduled plan change taking effect), which no publish announces. `nextAt` is
  * read as the subscription starts and after every event (a change may have scheduled another),
- * and again after a failed read, in RESYNC_READ_RETRY_MS.
+ * one read at a time, and again after a failed read, in RESYNC_READ_RETRY_MS. Each change is
+ * pushed once.
  */
 export function withScheduledPushes(
   events: AsyncIterableIterator<EventPayload>,
@@ -225,42 +226,82 @@ export function withScheduledPushes(
   payload: EventPayload,
 ): AsyncIterableIterator<EventPayload> {
   let push = null as Listener | null;
-  let timer: NodeJS.Timeout | undefined;
-  /** Reads started so far: only the latest sets the timer, so a slow earlier read cannot undo a later one. */
-  let reads = 0;
+  /** Waits for `pending`'s moment. */
+  let dueTimer: NodeJS.Timeout | undefined;
+  /** Waits to read again after a failed read: apart from dueTimer, which a failed read must not cancel. */
+  let retryTimer: NodeJS.Timeout | undefined;
+  let retryDelay: number = RESYNC_READ_RETRY_MS[0];
+  /** The moment (ms) of the change dueTimer waits for, until it is pushed; null when none is known. */
+  let pending: number | null = null;
+  /** The moment of the last change pushed: named again by a read whose clock is behind this one's, it is not pushed again (and again). */
+  let pushedAt = -Infinity;
+  /**
+   * One read at a time: a burst of events asked for one each at once, as many queries as events
+   * holding the database's pool. `again`: asked for while one was under way, which may predate
+   * what asked (a slow earlier read must not undo a later one), so it is read again instead.
+   */
+  let reading = false;
+  let again = false;
   const output = listenerIterator(
     (listener) => (push = listener),
     () => {
       push = null;
-      clearTimeout(timer);
+      clearTimeout(dueTimer);
+      clearTimeout(retryTimer);
       void events.return?.();
     },
   );
-  const wait = (ms: number, then: () => void) => {
-    clearTimeout(timer);
-    timer = setTimeout(then, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+  const after = (ms: number, then: () => void) => {
+    const timer = setTimeout(then, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
     timer.unref();
+    return timer;
+  };
+  const tookEffect = () => {
+    pushedAt = pending ?? pushedAt;
+    pending = null;
+    push?.(payload);
   };
   const schedule = async () => {
-    const read = ++reads;
-    let at: Date | null;
+    if (reading) {
+      again = true;
+      return;
+    }
+    reading = true;
+    clearTimeout(retryTimer);
     try {
-      at = await nextAt();
-    } catch {
-      if (push && read === reads) wait(RESYNC_READ_RETRY_MS[0], () => void schedule());
-      return;
+      let at: Date | null;
+      do {
+        again = false;
+        try {
+          at = await nextAt();
+        } catch {
+          // A change already known is still pushed at its moment (its timer is kept): read after
+          // it, it would no longer be ahead, and never pushed.
+          if (push) {
+            retryTimer = after(retryDelay, () => void schedule());
+            retryDelay = Math.min(retryDelay * 2, RESYNC_READ_RETRY_MS[1]);
+          }
+          return;
+        }
+        if (!push) return;
+      } while (again);
+      retryDelay = RESYNC_READ_RETRY_MS[0];
+      const next = at && at.getTime() > pushedAt ? at.getTime() : null;
+      // The change waited for is no longer ahead, and its moment has come, though its timer has not
+      // pushed it (it fired a moment early by this clock, or is late and this read started after
+      // that moment): it is in force. (One whose moment has not come was cancelled, which publishes.)
+      if (pending !== null && next !== pending && pending <= Date.now()) tookEffect();
+      pending = next;
+      clearTimeout(dueTimer);
+      if (next === null) return;
+      // A millisecond past it: the state is read at "now", and the change holds from its moment on.
+      dueTimer = after(next + 1 - Date.now(), () => {
+        if (pending === next && Date.now() > next) tookEffect();
+        void schedule();
+      });
+    } finally {
+      reading = false;
     }
-    if (!push || read !== reads) return;
-    if (!at) {
-      clearTimeout(timer);
-      return;
-    }
-    // A millisecond past it: the state is read at "now", and the change holds from its moment on.
-    const due = at.getTime() + 1;
-    wait(due - Date.now(), () => {
-      if (Date.now() >= due) push?.(payload);
-      void schedule();
-    });
   };
   void schedule();
   void (async () => {
