@@ -19,7 +19,7 @@ import type { PlanService } from '../plans/plans.service.ts';
 import { resolvePrice, type ProviderPriceService } from '../pricing/prices.service.ts';
 import { formatScaledQuantity, QUANTITY_SCALE, ScaledQuantity, scaledQuantity, type Quantity } from '../pricing/decimal.ts';
 import type { PriceRuleService, RuleRow } from '../pricing/rules.service.ts';
-import { canonicalProviderId, normalizeResponse } from './normalize/index.ts';
+import { canonicalProviderId, normalizeResponse, responseHeaders } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
 import { BatchPeriodCredits, capCredits, ruleNet } from './usage.credits.ts';
@@ -330,12 +330,13 @@ function unreadableStream(body: string, usage: NormalizedUsage): boolean {
 
 /**
  * What a retry must send again to be answered as a replay rather than a CONFLICT. The caller's
- * objects are hashed in canonical form (`canonical`): keys sorted, as a client may serialize a
- * retry in another order, and a usage count sent as null the same as one left out. The
- * provider's response body is its bytes, hashed as they are, with the provider named for it
- * (it picks the normalizer). Events recorded before that hold the older hash (`canonical` false).
- * The customer goes by its id, however the caller named it (id or externalId); events recorded
- * before that hold the hash of the name the caller gave.
+ * objects are hashed in canonical form (keys sorted, as a client may serialize a retry in another
+ * order, and a usage count sent as null the same as one left out). The provider's response body
+ * is its bytes, hashed as they are, with the provider named for it (it picks the normalizer), and
+ * its headers and request body when given (where some providers report the usage: ElevenLabs
+ * bills by a header, an images call's size and quality are in its request). The customer goes by
+ * its id, however the caller named it (id or externalId). Events recorded by earlier versions hold
+ * older forms of the hash (see HashForm and earlierHashes).
  */
 function recordHash(customer: string, record: HashedRecord): string {
   return requestHash({ customer, ...record });
@@ -351,30 +352,55 @@ interface HashedRecord {
   usage: unknown;
   response: unknown;
   stated: unknown;
+  /** Left undefined when not given (or in a form before they were hashed), so JSON leaves them out: such records keep their earlier hash. */
+  responseHeaders?: unknown;
+  requestBody?: unknown;
 }
 
-function hashedRecord(
-  input: UsageRecordInput, currency: string, stated: Record<string, string | number>, canonical: boolean, providerIds = canonical, audioText = providerIds,
-): HashedRecord {
+/**
+ * How a version of Tollgate hashed a record: each later version hashed one thing more exactly,
+ * and an event keeps the hash it was recorded with (see earlierHashes).
+ */
+interface HashForm {
+  /** Objects with their keys sorted, a usage count sent as null the same as one left out (before: the objects as sent). */
+  canonical: boolean;
+  /** A provider (of a usage record or a response) by the id it is stored as (before: as named). */
+  providerIds: boolean;
+  /**
+   * A usage record's audio seconds as the text they are stored as (before: the number as sent):
+   * GraphQL's Decimal reads a JSON 12 as "12", so the same record over HTTP was another record there.
+   */
+  audioText: boolean;
+  /** A response's headers and request body, when given (before: neither, so a call billed by them replayed another one). */
+  exchange: boolean;
+}
+
+const HASH_FORM: HashForm = { canonical: true, providerIds: true, audioText: true, exchange: true };
+
+function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<string, string | number>, form: HashForm = HASH_FORM): HashedRecord {
   const given = input.usage ?? null;
   const response = input.response;
   const sent = response ? [response.url, response.status, response.body] : null;
-  // A provider goes by the id it is stored as (an alias, or another case, names the same one), in
-  // a usage record and for a response. Events recorded before that hold the name as sent (`providerIds` false).
-  const providerOf = (name: string) => (providerIds ? canonicalProviderId(name.trim().toLowerCase()) : name);
-  let usage = providerIds && given && typeof given.provider === 'string' ? { ...given, provider: providerOf(given.provider) } : given;
-  // Audio seconds go as the text they are stored as: GraphQL's Decimal reads a JSON 12 as "12", so the
-  // same record sent over HTTP (a number) was another record there, a CONFLICT; events recorded
-  // before that hold the number as sent (`audioText` false, see earlierHashes).
-  if (audioText && usage && typeof usage.audioSeconds === 'number') usage = { ...usage, audioSeconds: String(usage.audioSeconds) };
-  return {
+  const providerOf = (name: string) => (form.providerIds ? canonicalProviderId(name.trim().toLowerCase()) : name);
+  let usage = form.providerIds && given && typeof given.provider === 'string' ? { ...given, provider: providerOf(given.provider) } : given;
+  if (form.audioText && usage && typeof usage.audioSeconds === 'number') usage = { ...usage, audioSeconds: String(usage.audioSeconds) };
+  const hashed: HashedRecord = {
     currency, occurredAt: input.timestamp?.toISOString() ?? null,
-    usage: canonical ? canonicalJson(usage, 'usage', true) : usage,
+    usage: form.canonical ? canonicalJson(usage, 'usage', true) : usage,
     // The model only when given: records from before it existed keep their hash. A blank provider
     // is no provider (see normalizeResponse): a retry leaving it out is the same record.
-    response: sent && canonical ? [...sent, response!.provider?.trim() ? providerOf(response!.provider) : null, ...(response!.model ? [response!.model] : [])] : sent,
-    stated: canonical ? canonicalJson(stated, 'quantities', true) : stated,
+    response: sent && form.canonical ? [...sent, response!.provider?.trim() ? providerOf(response!.provider) : null, ...(response!.model ? [response!.model] : [])] : sent,
+    stated: form.canonical ? canonicalJson(stated, 'quantities', true) : stated,
   };
+  if (response && form.exchange) {
+    // As the normalizers read them (names lower-cased, values as text: what HTTP hands over,
+    // whatever GraphQL passed), in sorted order; none is the same as no headers.
+    const headers = responseHeaders(response.headers);
+    if (Object.keys(headers).length > 0) hashed.responseHeaders = canonicalJson(headers, 'response.headers', false);
+    // Its text as sent, or the object in canonical form (a null in it is the provider's, kept).
+    if (response.requestBody != null) hashed.requestBody = typeof response.requestBody === 'string' ? response.requestBody : canonicalJson(response.requestBody, 'response.requestBody', false);
+  }
+  return hashed;
 }
 
 /**
@@ -509,7 +535,7 @@ export class UsageService {
     else if (input.usage != null) usage = usageFrom(input.usage);
     else if (stated !== NO_QUANTITIES) usage = blankUsage({ requests: 1 });
     else throw invalidField('usage', 'give a usage record, a provider response, or meter quantities');
-    const hashed = hashedRecord(input, currency, stated, true);
+    const hashed = hashedRecord(input, currency, stated);
     let estimated = false;
     if (usage.incomplete && !usage.billable && policy === 'ESTIMATE') {
       usage = estimateIncomplete(usage);
@@ -593,12 +619,13 @@ export class UsageService {
       }
       for (const [index, answer] of notRecorded(this.logger, merchantId, part, outcome.reason)) answers.set(index, answer);
     }
-    // A key another customer used earlier in the batch answers from that event (see partitionByCustomer).
+    // A key used earlier in the batch, by another customer or for another record, answers from that event (see partitionByCustomer).
     const unclaimed: Prepared[] = [];
     for (const [item, first] of repeats) {
       const answer = answers.get(first.index)!;
       // The first recorded nothing (refused, or a CONFLICT with the event stored under the key):
-      // the repeat goes on its own, as it would in a later request, e.g. a retry of that very event.
+      // the repeat goes on its own, as it would in a later request, e.g. a retry of that very
+      // event, or the record corrected after the first was refused.
       if (!answer.ok) unclaimed.push(item);
       else if (item.billingId && first.billingId) answers.set(item.index, chargedElsewhere(item.billingId, answer.event.id));
       else answers.set(item.index, { ok: false, error: repeatedKey() });
@@ -762,7 +789,9 @@ export class UsageService {
             continue;
           }
           // A key sent twice in one batch: the same record (or the same provider billing id) is
-          // answered as a replay of the first, as a retry in a later batch would be; another record, CONFLICT.
+          // answered as a replay of the first, as a retry in a later batch would be. Another record
+          // waits for the first's answer, out of the lanes (see partitionByCustomer); should one get
+          // here all the same, it is a CONFLICT.
           const earlier = firstByKey.get(item.key);
           if (earlier && ((item.billingId && earlier.billingId) || item.hash === earlier.hash)) repeats.push([item, earlier]);
           else if (earlier) out.set(item.index, { ok: false, error: repeatedKey() });
@@ -978,7 +1007,7 @@ export class UsageService {
       description: label,
       metadata: { usageEventIds: events.map((row) => row.id), exactChargeAttos: (attos + keptAttos).toString() },
       sourceRef: events.length === 1 ? events[0]!.id : null,
-      occurredAt: events[events.length - 1]!.occurred_at,
+      occurredAt: latestOccurredAt(events),
       actor,
     };
     if (attos >= 0n) {
@@ -1260,14 +1289,18 @@ function notRecorded(logger: Logger, merchantId: string, items: readonly Prepare
 
 /**
  * A batch's items by charge lane (laneOf their customer over `lanes`), in batch order within
- * each. A key that an earlier item of another customer already uses is kept out of the lanes and
- * listed in `repeats` with that first item: lanes run concurrently, so the two must not both be
- * charged; it answers from the first (a billing id charged elsewhere, or a repeated key). The
- * same key twice for one customer stays in its lane, which answers the repeat itself. An item of
- * an archived customer from after its archive (`archivedAt`) is never such a first: it only
- * replays its key if already recorded, or is refused, so it must not decide another's answer.
+ * each. A key that an earlier item already uses is kept out of the lanes and listed in `repeats`
+ * with that first item, to be answered once the first's answer is known (see chargeTogether):
+ * when it is another customer's (lanes run concurrently, so the two must not both be charged), or
+ * the same customer's for another record (`hash`: the first may yet be refused while charging,
+ * recording nothing, and then the repeat goes on its own). The same record again (or the same
+ * provider billing id) for one customer stays in its lane, which answers it as a replay. An item
+ * of an archived customer from after its archive (`archivedAt`) is never such a first, nor kept
+ * out: it only replays its key if already recorded, or is refused, so it must not decide another's answer.
  */
-export function partitionByCustomer<T extends { customerId?: string; key: string; archivedAt?: Date }>(items: T[], lanes: number): { parts: Map<number, T[]>; repeats: [T, T][] } {
+export function partitionByCustomer<T extends { customerId?: string; key: string; archivedAt?: Date; hash?: string; billingId?: string | null }>(
+  items: T[], lanes: number,
+): { parts: Map<number, T[]>; repeats: [T, T][] } {
   const firstOfKey = new Map<string, T>();
   const laneOfCustomer = new Map<string, number>();
   const parts = new Map<number, T[]>();
@@ -1278,7 +1311,7 @@ export function partitionByCustomer<T extends { customerId?: string; key: string
     if (first === undefined) {
       if (item.archivedAt === undefined) firstOfKey.set(item.key, item);
     }
-    else if (first.customerId !== customer) {
+    else if (first.customerId !== customer || (item.archivedAt === undefined && !(item.billingId && first.billingId) && item.hash !== first.hash)) {
       repeats.push([item, first]);
       continue;
     }
@@ -1455,6 +1488,16 @@ class PeriodTotalsMoved extends Error {
   }
 }
 
+/**
+ * When a wallet's charge for a batch's events happened: when the latest of them did. A batch
+ * goes in the order it was sent, so its last event may be a late one of an earlier month.
+ */
+function latestOccurredAt(events: readonly EventRow[]): Date {
+  let latest = events[0]!.occurred_at;
+  for (const row of events) if (row.occurred_at > latest) latest = row.occurred_at;
+  return latest;
+}
+
 /** The most that can still be debited from a wallet already owing `owedAttos` in this batch, down to its overdraft floor. */
 function affordableAttos(state: WalletState, owedAttos: bigint, wantedAttos: bigint): bigint {
   const spendableNanos = state.balance - state.held + state.overdraftLimit;
@@ -1497,18 +1540,25 @@ function replay(row: EventRow, item: Prepared): UsageResult {
   return recordedAnswer(row, true, error);
 }
 
-/** The hashes earlier versions gave the item's record (see recordHash and hashedRecord). */
+/**
+ * The hashes earlier versions gave the item's record (see HashForm): none hashed a response's
+ * headers or request body, and some named the customer as the caller did rather than by its id.
+ */
 function earlierHashes(item: Prepared): string[] {
-  const providersAsNamed = hashedRecord(item.input, item.currency, item.stated, true, false);
+  const customerId = item.customerId ?? item.customerRef;
+  const hash = (customer: string, form: Omit<HashForm, 'exchange'>) => recordHash(customer, hashedRecord(item.input, item.currency, item.stated, { ...form, exchange: false }));
+  const beforeExchange = { canonical: true, providerIds: true, audioText: true };
+  const providersAsNamed = { canonical: true, providerIds: false, audioText: false };
   const hashes = [
-    recordHash(item.customerRef, item.hashed),
-    recordHash(item.customerRef, hashedRecord(item.input, item.currency, item.stated, false)),
-    recordHash(item.customerId ?? item.customerRef, providersAsNamed),
-    recordHash(item.customerRef, providersAsNamed),
+    hash(customerId, beforeExchange),
+    hash(item.customerRef, beforeExchange),
+    hash(item.customerRef, { canonical: false, providerIds: false, audioText: false }),
+    hash(customerId, providersAsNamed),
+    hash(item.customerRef, providersAsNamed),
   ];
   if (typeof item.input.usage?.audioSeconds !== 'number') return hashes;
-  const audioAsSent = hashedRecord(item.input, item.currency, item.stated, true, true, false);
-  return [...hashes, recordHash(item.customerId ?? item.customerRef, audioAsSent), recordHash(item.customerRef, audioAsSent)];
+  const audioAsSent = { canonical: true, providerIds: true, audioText: false };
+  return [...hashes, hash(customerId, audioAsSent), hash(item.customerRef, audioAsSent)];
 }
 
 /**
