@@ -16,10 +16,13 @@ describe('turbo.json', () => {
     const documented = new Set([
       ...[...table.matchAll(/^\| `([A-Z][A-Z0-9_]*)` \|/gm)].map((match) => match[1]!),
       ...[...(/^Test-only:.*$/m.exec(table)?.[0] ?? '').matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((match) => match[1]!),
+      // libpq's variables a DATABASE_URL may leave to them (`PGHOST`), named in the table's text.
+      ...[...table.matchAll(/`(PG[A-Z]+)`/g)].map((match) => match[1]!),
     ]);
     const reaches = (name: string) => turbo.globalPassThroughEnv.some((pattern) => (pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : pattern === name));
     expect(documented.size).toBeGreaterThan(20);
     expect(documented).toContain('NODE_ENV');
+    expect(documented).toContain('PGHOST');
     expect([...documented].filter((name) => !reaches(name))).toEqual([]);
   });
 });
