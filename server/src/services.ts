@@ -67,7 +67,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const viewers = new ViewerResolver(apiKeys, customerSessions);
   const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, plans, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
-  const spendLimits = new SpendLimitService(prisma, clock);
+  const spendLimits = new SpendLimitService(prisma, pubsub, clock);
   const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits, changes);
   const balances = new BalanceCache(db, pubsub);
   const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, usage, ledger, new GatewaySettlement(db, usage, ledger, logger), logger, changes);

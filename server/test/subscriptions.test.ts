@@ -162,6 +162,27 @@ describe('balanceUpdated across instances', () => {
 });
 
 describe('customerUpdated subscription', () => {
+  it('pushes the customer when its spend limits are set, changed or removed', async () => {
+    const limited = (await server.services.customers.create(merchant.id, { externalId: 'limited' })).id;
+    const iterator = connect(merchant.secret).iterate({ query: 'subscription ($id: ID!) { customerUpdated(id: $id) { spendLimits { limit { amount currency } } } }', variables: { id: limited } });
+    // Each push reads the customer as it is then: the next change waits for it.
+    const nextPush = async () => {
+      const next = await Promise.race([iterator.next(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no push within 5 s')), 5000))]);
+      return (next.value!.data as { customerUpdated: { spendLimits: unknown } }).customerUpdated.spendLimits;
+    };
+    let pushed = nextPush();
+    await waitForSubscribers(server, customerTopic(limited), 1);
+    await server.services.spendLimits.set(merchant.id, { customerId: limited, amount: '50', currency: 'USD' });
+    expect(await pushed).toEqual([{ limit: { amount: '50.00', currency: 'USD' } }]);
+    pushed = nextPush();
+    await server.services.spendLimits.set(merchant.id, { customerId: limited, amount: '75', currency: 'USD' });
+    expect(await pushed).toEqual([{ limit: { amount: '75.00', currency: 'USD' } }]);
+    pushed = nextPush();
+    expect(await server.services.spendLimits.remove(merchant.id, limited, 'USD')).toBe(true);
+    expect(await pushed).toEqual([]);
+    await iterator.return?.();
+  });
+
   it('pushes the customer as each plan change scheduled ahead takes effect, with the plan then in force', async () => {
     const scheduled = (await server.services.customers.create(merchant.id, { externalId: 'scheduled-plans' })).id;
     await server.services.plans.put(merchant.id, { key: 'later', name: 'Later' });

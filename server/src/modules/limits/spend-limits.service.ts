@@ -2,7 +2,9 @@ import type { PrismaClient, SpendLimit } from '../../generated/prisma/client.ts'
 import { invalidField, notFound } from '../../shared/errors.ts';
 import { groupBy } from '../../shared/collections.ts';
 import { ATTOS_PER_NANO, parseCurrency, parseDecimalNanos } from '../../shared/money.ts';
+import type { PubSub } from '../../shared/pubsub.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
+import { customerTopic } from '../customers/customers.service.ts';
 import { isUuid } from '../../shared/validation.ts';
 import { periodStartOf } from '../usage/usage.service.ts';
 
@@ -24,6 +26,7 @@ export class SpendLimitService {
 
   constructor(
     private readonly prisma: PrismaClient,
+    private readonly pubsub: PubSub,
     private readonly clock: () => Date = () => new Date(),
   ) {}
 
@@ -43,6 +46,8 @@ export class SpendLimitService {
       update: { amountNanos },
     });
     for (const listener of this.listeners) listener(merchantId);
+    // Its limits are part of the customer that customerUpdated pushes.
+    this.pubsub.publish(customerTopic(customerId), { customerId });
     return limit;
   }
 
@@ -50,6 +55,7 @@ export class SpendLimitService {
     const id = await this.customerOf(merchantId, customerId);
     const removed = await this.prisma.spendLimit.deleteMany({ where: { merchantId, customerId: id, currency: parseCurrency('currency', currency) } });
     for (const listener of this.listeners) listener(merchantId);
+    if (removed.count > 0) this.pubsub.publish(customerTopic(id), { customerId: id });
     return removed.count > 0;
   }
 
