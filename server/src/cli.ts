@@ -38,6 +38,16 @@ const OPTIONS: Record<string, readonly string[]> = {
   migrate: [],
 };
 
+/** The options each command cannot do without. */
+const REQUIRED: Record<string, readonly string[]> = {
+  'merchant create': ['name'],
+  'key create': ['merchant'],
+  'key list': ['merchant'],
+  'key revoke': ['merchant', 'key'],
+  apply: ['merchant'],
+  'prices import': ['merchant'],
+};
+
 /** A relative path as `apply` reads one: from where the command was typed (see commandDirectory). */
 const typedPath = (file: string) => path.resolve(commandDirectory(), file);
 
@@ -69,6 +79,14 @@ async function main(argv: string[]): Promise<number> {
   const takes = OPTIONS[name];
   const stray = takes && Object.keys(values).find((option) => !takes.includes(option));
   if (stray) throw new Error(`--${stray} is not an option of "${name}" (${takes.length ? `it takes ${takes.map((option) => `--${option}`).join(', ')}` : 'it takes none'})\n${USAGE}`);
+  // Refused before the database is opened: a typo neither creates a data folder and its master key,
+  // nor waits on a database that is unreachable or in use.
+  if (!takes) {
+    console.error(`unknown command "${command}"\n${USAGE}`);
+    return 2;
+  }
+  const missing = REQUIRED[name]?.find((option) => !values[option as keyof typeof values]);
+  if (missing) throw new Error(`--${missing} is required\n${USAGE}`);
   const config = loadConfig();
   // LOG_LEVEL as loadConfig checked it, with the CLI's own default: quieter than the server's.
   const logger = createLogger(logLevelFrom(process.env, 'warn'));

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -175,6 +175,21 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(missing.stderr).toContain('--name is required');
     const unknown = await cli('frobnicate');
     expect(unknown.code).toBe(2);
+  });
+
+  it('refuses an unknown command or a missing option before opening the database: nothing is created in an empty data folder', async () => {
+    const empty = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-untouched-'));
+    // An unreachable database, were it opened, would fail differently (or wait): these never reach it.
+    const settings = { TOLLGATE_DATA_DIR: empty, DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/none' };
+    const unknown = await cliWith(settings, 'bogus');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "bogus"');
+    for (const [args, option] of [[['merchant', 'create'], 'name'], [['key', 'revoke', '--merchant', 'm'], 'key'], [['apply', 'pricing.json'], 'merchant']] as const) {
+      const refused = await cliWith(settings, ...args);
+      expect(refused.code, args.join(' ')).toBe(1);
+      expect(refused.stderr, args.join(' ')).toContain(`--${option} is required`);
+    }
+    expect(readdirSync(empty)).toEqual([]);
   });
 
   it('exits 0 when help is asked for, however it is asked, and 2 when no command is given', async () => {
