@@ -66,6 +66,28 @@ describe('a positive adjustment with an expiry', () => {
   });
 });
 
+describe('adjustBalance over GraphQL', () => {
+  const ADJUST = 'mutation ($input: AdjustBalanceInput!) { adjustBalance(input: $input) { replayed } }';
+  const GRANTS = 'query ($id: ID!) { wallet(customerId: $id) { grants(first: 10) { nodes { kind remaining { amount } expiresAt } } } }';
+
+  // The service took an expiry for the credit an adjustment adds, but the API had no field for it.
+  it('takes expiresAt for the credit it adds, and refuses it in the past or with a removal, naming the field', async () => {
+    const customerId = await newCustomer();
+    const expiresAt = new Date(now.getTime() + 86_400_000).toISOString();
+    expect((await gql(ADJUST, { input: { customerId, amount: '4', reason: 'outage credit', idempotencyKey: randomUUID(), expiresAt } })).errors).toBeUndefined();
+    const grants = (await gql(GRANTS, { id: customerId })).data!.wallet.grants.nodes;
+    expect(grants).toEqual([{ kind: 'PROMOTIONAL', remaining: { amount: '4.00' }, expiresAt }]);
+    for (const input of [
+      { amount: '1', expiresAt: new Date(now.getTime() - 1000).toISOString() },
+      { amount: '-1', expiresAt },
+    ]) {
+      const refused = await gql(ADJUST, { input: { customerId, reason: 'x', idempotencyKey: randomUUID(), ...input } });
+      expect(refused.errors?.[0]?.extensions, JSON.stringify(input)).toMatchObject({ code: 'VALIDATION', field: 'expiresAt' });
+    }
+    expect(await transactionsOf(customerId)).toHaveLength(1);
+  });
+});
+
 describe('the audit trail', () => {
   const AUDIT = `query ($id: ID!, $filter: LedgerTransactionFilter) { ledgerTransactions(customerId: $id, first: 50, filter: $filter) {
     totalCount edges { node { kind reason idempotencyKey actor { kind apiKeyId } } } } }`;
@@ -104,6 +126,10 @@ describe('the audit trail', () => {
     // A key id that is no id, and a kind no actor has, are told as such, naming the field.
     expect((await gql(AUDIT, { id: customerId, filter: { actorApiKeyId: 'nope' } })).errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION', field: 'filter.actorApiKeyId' });
     expect((await gql(AUDIT, { id: customerId, filter: { actorKind: 'ROBOT' } })).errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION' });
+    // A blank key names no transaction: refused, rather than read as no filter (every transaction).
+    for (const blank of ['', '   ']) {
+      expect((await gql(AUDIT, { id: customerId, filter: { idempotencyKey: blank } })).errors?.[0]?.extensions, `"${blank}"`).toMatchObject({ code: 'VALIDATION', field: 'filter.idempotencyKey' });
+    }
 
     // Who made a change is the merchant's (the actor field is secret-key only): a customer token
     // may not learn it by filtering its own wallet's transactions on it either.

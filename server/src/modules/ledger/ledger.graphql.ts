@@ -392,6 +392,7 @@ const AdjustBalanceInput = builder.inputType('AdjustBalanceInput', {
     currency: t.string({ defaultValue: 'USD' }),
     reason: t.string({ required: true }),
     idempotencyKey: t.string({ required: true }),
+    expiresAt: t.field({ type: 'DateTime', description: 'When credit added (a positive amount) expires; never by default. Refused with a negative amount, or in the past.' }),
   }),
 });
 
@@ -457,6 +458,7 @@ builder.mutationFields((t) => ({
           amountNanos: parseDecimalNanos('amount', input.amount),
           reason: input.reason,
           idempotencyKey: input.idempotencyKey,
+          expiresAt: input.expiresAt,
         }),
       ),
   }),

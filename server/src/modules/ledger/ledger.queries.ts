@@ -3,6 +3,7 @@ import type { Database } from '../../shared/db/database.ts';
 import { groupBy } from '../../shared/collections.ts';
 import { pgArray } from '../../shared/db/arrays.ts';
 import { walletIdOf } from '../../shared/ids.ts';
+import { invalidField } from '../../shared/errors.ts';
 import { createdKeysetPage } from '../../shared/pagination.ts';
 import { TickBatcher } from '../../shared/tick-batcher.ts';
 import { atOrAfter, earlierThan } from '../../shared/times.ts';
@@ -229,6 +230,8 @@ export class LedgerQueries {
     if (filter?.createdBefore) where.push({ createdAt: earlierThan(filter.createdBefore) });
     // Trimmed as the ledger trims a key before storing it, so the key as its caller sent it finds it.
     const idempotencyKey = filter?.idempotencyKey?.trim();
+    // A blank key names no transaction (none is stored blank): refused, rather than read as no filter and answered with every transaction.
+    if (idempotencyKey === '') throw invalidField('filter.idempotencyKey', 'must not be blank (leave it out to list every transaction)');
     if (idempotencyKey) {
       // PostgreSQL refuses a NUL in text: an internal error unless refused here.
       requireStorableText('filter.idempotencyKey', idempotencyKey);
