@@ -1,7 +1,7 @@
 import { keepPreviousData, QueryClient, QueryClientProvider } from '@tanstack/react-query';
 import { render, screen } from '@testing-library/react';
 import { describe, expect, it } from 'vitest';
-import { jsonResponse, stubFetch } from '../../test/fetchStub.js';
+import { jsonResponse, stubFetch, type RecordedRequest } from '../../test/fetchStub.js';
 import { cacheScopeOf } from '../client/cacheScope.js';
 import { TollgateError } from '../client/TollgateError.js';
 import { TollgateProvider } from '../provider/TollgateProvider.js';
@@ -35,6 +35,21 @@ const customerViewer: Viewer = {
   merchant: { id: 'mer_1', name: 'Acme AI' },
   customer: { id: 'cus_1', externalId: 'user-42', name: 'Ada Lovelace', email: 'ada@example.com' },
 };
+
+/** Alice's or Bob's viewer, by the session token the request carries. */
+const viewerByToken = (request: RecordedRequest) => {
+  const name = request.headers.get('authorization') === 'Bearer cs_bob' ? 'Bob' : 'Alice';
+  return jsonResponse({ data: { viewer: { ...customerViewer, customer: { ...customerViewer.customer!, name } } } });
+};
+
+/** Shows the viewer's name, and records in `shown` every name it ever rendered. */
+function namesShownIn(shown: string[]) {
+  return function Name() {
+    const viewer = useViewer();
+    if (viewer.data?.customer?.name) shown.push(viewer.data.customer.name);
+    return <p>{viewer.data?.customer?.name ?? 'loading'}</p>;
+  };
+}
 
 describe('useViewer', () => {
   it('fetches the viewer with the session token and renders it', async () => {
@@ -100,15 +115,10 @@ describe('useViewer', () => {
   });
 
   it('serves each token its own data: a new token fetches anew and never shows the previous customer', async () => {
-    const viewerOf = (name: string): Viewer => ({ ...customerViewer, customer: { ...customerViewer.customer!, name } });
-    const requests = stubFetch((request) => jsonResponse({ data: { viewer: viewerOf(request.headers.get('authorization') === 'Bearer cs_bob' ? 'Bob' : 'Alice') } }));
+    const requests = stubFetch(viewerByToken);
     const queryClient = newQueryClient();
     const shown: string[] = [];
-    function Name() {
-      const viewer = useViewer();
-      if (viewer.data?.customer?.name) shown.push(viewer.data.customer.name);
-      return <p>{viewer.data?.customer?.name ?? 'loading'}</p>;
-    }
+    const Name = namesShownIn(shown);
     const tree = (token: string) => (
       <TollgateProvider endpoint="https://billing.test/graphql" token={token} queryClient={queryClient}>
         <Name />
@@ -131,16 +141,11 @@ describe('useViewer', () => {
   });
 
   it("never shows the previous customer's viewer while the next one's loads, even when the host keeps previous data by default", async () => {
-    const viewerOf = (name: string): Viewer => ({ ...customerViewer, customer: { ...customerViewer.customer!, name } });
-    stubFetch((request) => jsonResponse({ data: { viewer: viewerOf(request.headers.get('authorization') === 'Bearer cs_bob' ? 'Bob' : 'Alice') } }));
+    stubFetch(viewerByToken);
     // A common app-wide setting: keep showing a query's last data while its next key loads.
     const queryClient = new QueryClient({ defaultOptions: { queries: { retry: false, placeholderData: keepPreviousData } } });
     const shown: string[] = [];
-    function Name() {
-      const viewer = useViewer();
-      if (viewer.data?.customer?.name) shown.push(viewer.data.customer.name);
-      return <p>{viewer.data?.customer?.name ?? 'loading'}</p>;
-    }
+    const Name = namesShownIn(shown);
     const tree = (token: string) => (
       <QueryClientProvider client={queryClient}>
         <TollgateProvider endpoint="https://billing.test/graphql" token={token}>
