@@ -313,6 +313,24 @@ describe('costOf rates and units', () => {
     expect(validationError(() => costOf(record, row('openai', 'gpt-image-1.5', { perImage: '0.042' }))).details.field).toBe('price.perMillionTokens.input');
   });
 
+  it('image tokens are priced at inputImage and outputImage where a row sets them, and at the text rates where it does not', () => {
+    // gpt-image-1: text in $5, image in $10, image out $40 per million; an edit sends text and an image.
+    const edit = usage({ inputTokens: 1_000, cachedInputTokens: 100, outputTokens: 4_160, details: { input_image_tokens: 600, output_image_tokens: 4_160 } });
+    const rated = row('openai', 'gpt-image-1', { perMillionTokens: { input: '5', cachedInput: '1.25', inputImage: '10', output: '40', outputImage: '40' } });
+    // Uncached 900: 600 image × $10 + 300 text × $5; cached 100 × $1.25; 4,160 image out × $40.
+    expect(costOf(edit, rated)).toBe(parseDecimalAttos('x', '0.174025'));
+    // No image rates: every token at its text rate, as before they existed.
+    expect(costOf(edit, row('openai', 'gpt-image-1', { perMillionTokens: { input: '5', cachedInput: '1.25', output: '40' } }))).toBe(parseDecimalAttos('x', '0.171025'));
+    // Gemini's image output is dearer than its text: images out at their rate, the rest of the output (text, thoughts) at its own.
+    const flashImage = usage({ inputTokens: 20, outputTokens: 1_390, reasoningTokens: 40, details: { output_image_tokens: 1_290 } });
+    const gemini = row('google', 'gemini-2.5-flash-image', { perMillionTokens: { input: '0.30', output: '2.50', outputImage: '30' } });
+    // 20 × $0.30 + (1,390 − 40 − 1,290 = 60 text + 40 reasoning) × $2.50 + 1,290 × $30.
+    expect(costOf(flashImage, gemini)).toBe(parseDecimalAttos('x', '0.038956'));
+    // Image tokens reported beyond what is left of the input or output are priced as what is left (never a negative text term).
+    const overstated = usage({ inputTokens: 100, outputTokens: 50, details: { input_image_tokens: 500, output_image_tokens: 80 } });
+    expect(costOf(overstated, rated)).toBe(parseDecimalAttos('x', '0.003'));
+  });
+
   it('fractional audio seconds are exact per second, and per minute to the nearest atto', () => {
     const record = usage({ inputTokens: 0, outputTokens: 0, audioSeconds: '25.933313' });
     expect(costOf(record, row('x', 'y', { perAudioSecond: '0.0001' }))).toBe(parseDecimalAttos('x', '0.0025933313'));

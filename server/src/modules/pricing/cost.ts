@@ -28,6 +28,10 @@ export interface TokenPrices {
   inputAudio?: string | null;
   /** Audio tokens inside the output (details.output_audio_tokens). */
   outputAudio?: string | null;
+  /** Image tokens inside the uncached input (details.input_image_tokens): GPT image models rate them above text. */
+  inputImage?: string | null;
+  /** Image tokens inside the output (details.output_image_tokens): GPT image models, Gemini's image output. */
+  outputImage?: string | null;
 }
 
 /** Long-context pricing: once inputTokens exceeds the threshold, the whole request uses these rates. */
@@ -67,9 +71,9 @@ export const USAGE_DETAIL_KEYS = {
   inputAudioTokens: 'input_audio_tokens',
   /** Audio tokens of the output; a subset of outputTokens disjoint from reasoning. */
   outputAudioTokens: 'output_audio_tokens',
-  /** Tokens of the prompt's images (GPT image models): inside inputTokens. */
+  /** Tokens of the prompt's images: inside inputTokens; priced at inputImage as part of the uncached input. */
   inputImageTokens: 'input_image_tokens',
-  /** Tokens of the generated images (GPT image models): inside outputTokens. */
+  /** Tokens of the generated images: inside outputTokens, disjoint from reasoning and audio; priced at outputImage. */
   outputImageTokens: 'output_image_tokens',
   imageSize: 'size',
   imageQuality: 'quality',
@@ -250,7 +254,7 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
   return best;
 }
 
-const TOKEN_KEYS = ['input', 'cachedInput', 'cacheWrite', 'cacheWrite1h', 'output', 'reasoning', 'inputAudio', 'outputAudio'] as const;
+const TOKEN_KEYS = ['input', 'cachedInput', 'cacheWrite', 'cacheWrite1h', 'output', 'reasoning', 'inputAudio', 'outputAudio', 'inputImage', 'outputImage'] as const;
 const UNIT_KEYS = ['perImage', 'perAudioSecond', 'perAudioMinute', 'perCharacter', 'perMillionCharacters', 'perRequest'] as const;
 /** Every key a price row may have: anything else (a typo) would be stored and silently price nothing. */
 const PRICE_KEYS: ReadonlySet<string> = new Set(['provider', 'model', 'currency', 'effectiveFrom', 'perMillionTokens', 'contextTiers', 'perImageBy', ...UNIT_KEYS]);
@@ -455,6 +459,8 @@ const CACHE_WRITE_1H = ['cacheWrite1h', 'cacheWrite', 'input'] as const;
 const OUTPUT = ['output'] as const;
 const REASONING = ['reasoning', 'output'] as const;
 const OUTPUT_AUDIO = ['outputAudio', 'output'] as const;
+const INPUT_IMAGE = ['inputImage', 'input'] as const;
+const OUTPUT_IMAGE = ['outputImage', 'output'] as const;
 
 /**
  * One term of the cost over DENOMINATOR: rate × quantity, the rate being per `per` units. A
@@ -518,7 +524,7 @@ function oneOf(a: string | null | undefined, b: string | null | undefined, field
  *
  * Fallbacks where a provider does not quote a rate: cache reads and writes at the input rate (no
  * discount, no surcharge), 1-hour writes at the cache-write rate, reasoning at the output rate,
- * audio tokens at the text rate, no per-request fee. Images the provider billed as tokens are
+ * audio and image tokens at the text rate, no per-request fee. Images the provider billed as tokens are
  * costed by the token rates alone (see imagesPricedByTokens). Any other unit the usage has but the price
  * does not cover (input, output, images, audio, characters) is a VALIDATION error, never a free ride.
  * A record that is not billable costs nothing: providers do not charge for errors.
@@ -547,16 +553,25 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
     throw invalidField(`usage.details.${USAGE_DETAIL_KEYS.outputAudioTokens}`, 'plus reasoningTokens exceeds outputTokens');
   }
 
+  // Image tokens as audio: the prompt's at their rate within the uncached input, the output's apart
+  // from its text. Never more than what is left of either, as a provider counts them inside it.
+  const promptImage = detailCount(usage, USAGE_DETAIL_KEYS.inputImageTokens);
+  const imageIn = promptImage < uncached - audioIn ? promptImage : uncached - audioIn;
+  const outputImage = detailCount(usage, USAGE_DETAIL_KEYS.outputImageTokens);
+  const imageOut = outputImage < output - reasoning - audioOut ? outputImage : output - reasoning - audioOut;
+
   const { rates, field } = tokenPricesAt(price, input);
   let numerator =
-    tokenTerm(rates, field, INPUT, uncached - audioIn, 'input') +
+    tokenTerm(rates, field, INPUT, uncached - audioIn - imageIn, 'input') +
     tokenTerm(rates, field, INPUT_AUDIO, audioIn, 'input') +
+    tokenTerm(rates, field, INPUT_IMAGE, imageIn, 'input') +
     tokenTerm(rates, field, CACHED_INPUT, cached, 'input') +
     tokenTerm(rates, field, CACHE_WRITE, written - written1h, 'input') +
     tokenTerm(rates, field, CACHE_WRITE_1H, written1h, 'input') +
-    tokenTerm(rates, field, OUTPUT, output - reasoning - audioOut, 'output') +
+    tokenTerm(rates, field, OUTPUT, output - reasoning - audioOut - imageOut, 'output') +
     tokenTerm(rates, field, REASONING, reasoning, 'output') +
-    tokenTerm(rates, field, OUTPUT_AUDIO, audioOut, 'output');
+    tokenTerm(rates, field, OUTPUT_AUDIO, audioOut, 'output') +
+    tokenTerm(rates, field, OUTPUT_IMAGE, imageOut, 'output');
 
   const images = count('usage.images', usage.images);
   if (images > 0n && !imagesPricedByTokens(usage, price)) {

@@ -98,6 +98,9 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
     },
   }),
   row('openai', 'dall-e-2', { effectiveFrom: day('2023-11-06'), perImageBy: { '1024x1024': '0.02', '512x512': '0.018', '256x256': '0.016' } }),
+  // GPT Image: billed by tokens, the images' dearer than text (input images $10 against text's $5,
+  // output images $40; cached image input at the cached text rate here, $1.25 against $2.50).
+  row('openai', 'gpt-image-1', { effectiveFrom: day('2025-04-23'), perMillionTokens: { input: '5.00', cachedInput: '1.25', inputImage: '10.00', output: '40.00', outputImage: '40.00' } }),
 
   // Anthropic: docs.anthropic.com/en/docs/about-claude/pricing, as known in 2025, from each
   // model's launch (Claude 3.5 Haiku from 2025-01-01: it launched at $1/$5 and was cut to
