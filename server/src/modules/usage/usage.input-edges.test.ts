@@ -45,6 +45,21 @@ describe('a normalized usage record over HTTP', () => {
   });
 });
 
+describe("a normalized record's model and api with spaces around them", () => {
+  // Pricing ignored the spaces, but the event kept them: "gpt-5.4-mini " was another model to the usage lists.
+  it('are stored trimmed, and priced as without them', async () => {
+    const { customer, post } = await setup();
+    const padded = { ...usage, model: ' gpt-5.4-mini \n', api: ' chat.completions ' };
+    const first = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'padded', usage: padded });
+    expect(first.status).toBe(200);
+    expect(first.body.event).toMatchObject({ model: 'gpt-5.4-mini', status: 'CHARGED' });
+    const stored = await server.services.prisma.usageEvent.findFirstOrThrow({ where: { customerId: customer.id, idempotencyKey: 'padded' } });
+    expect([stored.model, stored.api]).toEqual(['gpt-5.4-mini', 'chat.completions']);
+    const plain = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'plain', usage: { ...usage, api: 'chat.completions' } });
+    expect(plain.body.event.charge).toBe(first.body.event.charge);
+  });
+});
+
 describe('an event refused for what it names, with the field at fault', () => {
   it('a response from a host Tollgate does not know names response.url; an unknown provider override names response.provider; the batch around them is charged', async () => {
     const { customer, post, stored } = await setup();

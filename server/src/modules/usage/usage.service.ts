@@ -261,8 +261,9 @@ function usageFrom(given: NonNullable<UsageRecordInput['usage']>): NormalizedUsa
   if (typeof given !== 'object' || Array.isArray(given)) throw invalidField('usage', 'must be an object');
   const usage = blankUsage();
   usage.provider = canonicalProviderId(usageText(given.provider, 'usage.provider').toLowerCase());
-  usage.api = usageText(given.api, 'usage.api');
-  usage.model = usageText(given.model, 'usage.model') || null;
+  // Trimmed as pricing reads them: kept with spaces, "gpt-4o " was another model to the usage lists.
+  usage.api = usageText(given.api, 'usage.api').trim();
+  usage.model = usageText(given.model, 'usage.model').trim() || null;
   for (const field of INT_FIELDS) {
     const value = given[field];
     if (value === undefined || value === null) continue;
