@@ -75,8 +75,18 @@ export const UsageEventRef = builder.objectRef<UsageEventView>('UsageEvent').imp
   }),
 });
 
-const ChargeErrorRef = builder.objectRef<{ code: string; message: string }>('UsageChargeError').implement({
-  fields: (t) => ({ code: t.exposeString('code'), message: t.exposeString('message') }),
+const ChargeErrorRef = builder.objectRef<{ code: string; message: string; details: Record<string, unknown> }>('UsageChargeError').implement({
+  fields: (t) => {
+    // The amounts POST /v1/usage answers beside the code, so an app can tell the customer what to top up.
+    const detail = (name: string) => (error: { details: Record<string, unknown> }) => (typeof error.details[name] === 'string' ? (error.details[name] as string) : null);
+    return {
+      code: t.exposeString('code'),
+      message: t.exposeString('message'),
+      required: t.field({ type: 'Decimal', nullable: true, description: 'What the charge needed, rounded up to a billionth of the currency unit.', resolve: detail('required') }),
+      available: t.field({ type: 'Decimal', nullable: true, description: 'What the wallet had available for it.', resolve: detail('available') }),
+      currency: t.string({ nullable: true, resolve: detail('currency') }),
+    };
+  },
 });
 
 const RecordUsageResultRef = builder.objectRef<Extract<UsageResult, { ok: true }>>('RecordUsageResult').implement({
@@ -87,7 +97,7 @@ const RecordUsageResultRef = builder.objectRef<Extract<UsageResult, { ok: true }
       type: ChargeErrorRef,
       nullable: true,
       description: 'Set when the usage was recorded but could not be charged (INSUFFICIENT_FUNDS).',
-      resolve: (r) => (r.error ? { code: r.error.code, message: r.error.message } : null),
+      resolve: (r) => (r.error ? { code: r.error.code, message: r.error.message, details: r.error.details } : null),
     }),
   }),
 });

@@ -135,3 +135,19 @@ describe('a transcription record with its audio seconds as a JSON number', () =>
     expect(await balance()).toBe(after);
   });
 });
+
+describe('an event recorded but not fully paid for', () => {
+  // HTTP's chargeError carried required, available and currency; GraphQL's only its code and message.
+  it('answers the same amounts over GraphQL as over HTTP', async () => {
+    const { merchant, customer, post } = await httpUsageSetup(server, '0.000001');
+    const over = await post('/v1/usage', { customer: customer.id, idempotencyKey: 'over-http', usage });
+    expect(over.body.chargeError).toMatchObject({ code: 'INSUFFICIENT_FUNDS', currency: 'USD' });
+    const RECORD = 'mutation ($input: RecordUsageInput!) { recordUsage(input: $input) { chargeError { code required available currency } } }';
+    const answer = await server.graphql<{ recordUsage: { chargeError: Record<string, unknown> } }>(RECORD, { input: { customer: customer.id, idempotencyKey: 'over-graphql', usage } }, merchant.secret);
+    expect(answer.errors).toBeUndefined();
+    const { code, required, available, currency } = over.body.chargeError;
+    // The same call again, on a wallet the first left empty: the same price, nothing available.
+    expect(answer.data!.recordUsage.chargeError).toEqual({ code, required, available: '0.00', currency });
+    expect(Number(available)).toBeGreaterThan(0);
+  });
+});
