@@ -292,6 +292,9 @@ export async function createApp(services: Services): Promise<App> {
           // which graphql-ws's client does not retry), so the app fetches a fresh token instead of
           // retrying this one; other refusals get graphql-ws's 4403 Forbidden.
           if (error instanceof AppError && error.details.reason === 'SESSION_EXPIRED') ctx.extra.socket.close(4401, 'Customer session expired');
+          // Not a refusal: the check itself failed (the database not answering). 1013 (try again
+          // later), which graphql-ws's client retries, rather than a 4403 that blames the credential.
+          else if (!(error instanceof AppError)) ctx.extra.socket.close(1013, 'The credential could not be checked: try again');
           return false;
         }
       },

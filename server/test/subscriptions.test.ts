@@ -1,5 +1,5 @@
 import { createClient, type Client } from 'graphql-ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { startTestServer, waitForSubscribers, type TestServer } from './server.ts';
 import { customerTopic } from '../src/modules/customers/customers.service.ts';
@@ -308,6 +308,25 @@ describe('customerUpdated subscription', () => {
     // A forged token stays a plain refusal.
     const [payload] = expired.slice('tgcs_'.length).split('.');
     expect(await firstOutcome(connect(`tgcs_${payload}.${'A'.repeat(43)}`))).toBe(4403);
+  });
+
+  it('closes a socket whose credential could not be checked (the database not answering) with 1013, which graphql-ws retries, not as a bad credential', async () => {
+    const check = vi.spyOn(server.services.viewers, 'resolve').mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+    try {
+      expect(await firstOutcome(connect(merchant.secret))).toBe(1013);
+    } finally {
+      check.mockRestore();
+    }
+    // The next attempt, the database answering, is let in.
+    await server.services.customers.update(merchant.id, customerId, { name: 'After the outage' });
+    const topic = customerTopic(customerId);
+    await waitForSubscribers(server, topic, 0);
+    const iterator = connect(merchant.secret).iterate({ query: SUBSCRIPTION, variables: { id: customerId } });
+    const next = iterator.next();
+    await waitForSubscribers(server, topic, 1);
+    await server.services.customers.update(merchant.id, customerId, { name: 'Checked' });
+    expect((await next).value).toEqual({ data: { customerUpdated: { id: customerId, name: 'Checked' } } });
+    await iterator.return?.();
   });
 
   it('closes a socket whose secret key is revoked (4403), ending its subscriptions', async () => {
