@@ -250,7 +250,8 @@ describe('customer session tokens', () => {
     const archivedId = await createCustomer(acme.secret, 'to-archive');
     await server.services.customers.archive(acme.id, archivedId);
     const archived = await server.graphql('mutation ($id: ID!) { createCustomerSession(customerId: $id) { token } }', { id: archivedId }, acme.secret);
-    expect(archived.errors?.[0]?.extensions.code).toBe('VALIDATION');
+    // As every other start refused to an archived customer: FORBIDDEN, with the reason to branch on.
+    expect(archived.errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'CUSTOMER_ARCHIVED', customerId: archivedId });
 
     const tooLong = await server.graphql(
       'mutation ($id: ID!) { createCustomerSession(customerId: $id, ttlSeconds: 999999) { token } }',

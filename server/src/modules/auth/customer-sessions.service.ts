@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { deriveKey, hmacBase64Url, safeEqual } from '../../shared/crypto.ts';
-import { AppError, invalidField } from '../../shared/errors.ts';
+import { AppError } from '../../shared/errors.ts';
 import { requireIntInRange } from '../../shared/validation.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
-import type { CustomerService } from '../customers/customers.service.ts';
+import { customerArchived, type CustomerService } from '../customers/customers.service.ts';
 
 /**
  * Short-lived, signed tokens that let a browser act as one customer of one merchant.
@@ -53,7 +53,8 @@ export class CustomerSessionService {
     ttlSeconds ??= Math.min(DEFAULT_TTL_SECONDS, this.maxTtlSeconds);
     requireIntInRange('ttlSeconds', ttlSeconds, MIN_TTL_SECONDS, this.maxTtlSeconds);
     const customer = await this.customers.get(merchantId, customerId);
-    if (customer.archivedAt) throw invalidField('customerId', 'belongs to an archived customer');
+    // Refused as everything else an archived customer may no longer start is (usage, debits, holds).
+    if (customer.archivedAt) throw customerArchived(customer.id, customer.archivedAt, 'it can be given no session');
     const claims: CustomerSessionClaims = {
       merchantId,
       customerId: customer.id,
