@@ -24,6 +24,16 @@ export async function withFreshDatabase<T>(work: (url: string) => Promise<T>): P
   }
 }
 
+/**
+ * Starts a measured run on a clean slate: CHECKPOINT writes out the pages and WAL that earlier
+ * runs left dirty, so that no run pays for a checkpoint the runs before it made due (with up to
+ * 1 GB of WAL between checkpoints, one could fall in the middle of any run). pgbench likewise
+ * cleans up before it measures. Needs a superuser or pg_checkpoint; without either, runs go as before.
+ */
+export async function settleDatabase(executor: { query(sql: string): Promise<unknown> }): Promise<void> {
+  await executor.query('CHECKPOINT').catch(() => undefined);
+}
+
 export interface Child {
   url: string;
   pid: number;

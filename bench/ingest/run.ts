@@ -9,7 +9,7 @@
  */
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { closedLoop, cpuPerUnit, measureCpu, startChild, storedRows, withFreshDatabase, type Child, type CpuUse } from '../shared.ts';
+import { closedLoop, cpuPerUnit, measureCpu, settleDatabase, startChild, storedRows, withFreshDatabase, type Child, type CpuUse } from '../shared.ts';
 import { loadConfig } from '../../server/src/config.ts';
 import { openRuntime } from '../../server/src/runtime.ts';
 import { createLogger } from '../../server/src/shared/logger.ts';
@@ -71,6 +71,7 @@ async function baseline(url: string): Promise<Swept> {
   try {
     return await sweep(async (senders) => {
       await pool.query('TRUNCATE bench_usage');
+      await settleDatabase(pool);
       const rate = await drive(async (batchIndex) => {
         const ids: number[] = [];
         for (let i = batchIndex * BATCH; i < Math.min(EVENTS, (batchIndex + 1) * BATCH); i++) ids.push(i);
@@ -99,6 +100,7 @@ async function sameRowsBaseline(url: string): Promise<Swept> {
     const stored = await storedRows(pool, 'usage_events', `idempotency_key LIKE 'e${SENDER_LEVELS[0]}-%'`, 'idempotency_key');
     return await sweep(async (senders) => {
       await stored.empty(pool);
+      await settleDatabase(pool);
       const { seconds } = await closedLoop(Math.ceil(stored.rows.length / BATCH), senders, (batchIndex) =>
         stored.insert(pool, stored.rows.slice(batchIndex * BATCH, (batchIndex + 1) * BATCH)),
       );
@@ -176,6 +178,7 @@ async function tollgate(url: string): Promise<{
     const measure = async (to: Child, prefix: string, options: { count?: boolean; minimal?: boolean } = {}) => {
       await drive(send(to, `warm-up-${prefix}`, WARMUP, { ...options, count: false }), SENDER_LEVELS[0]!, WARMUP);
       return sweep(async (senders) => {
+        await settleDatabase({ query: (sql) => queryOnce(url, sql) });
         const { result: rate, cpu } = await measureCpu([to.pid], () => drive(send(to, `${prefix}${senders}`, EVENTS, options), senders));
         return { rate, cpu };
       });
