@@ -243,6 +243,10 @@ describe('resolveDestination: supported providers', () => {
     ['https://api.anthropic.com/v1/messages', 'anthropic'],
     ['https://API.OpenAI.com/v1/chat/completions', 'openai'],
     ['https://api.openai.com:443/v1/chat/completions', 'openai'],
+    // Black Forest Labs' regional endpoints, where a create's polling_url may point.
+    ['https://api.eu.bfl.ai/v1/flux-pro-1.1', 'bfl'],
+    ['https://api.us1.bfl.ai/v1/get_result?id=7c0f6a3e-2b1d-4e5f-9a8b-0c1d2e3f4a5b', 'bfl'],
+    ['https://api.eu1.bfl.ai/v1/get_result?id=7c0f6a3e-2b1d-4e5f-9a8b-0c1d2e3f4a5b', 'bfl'],
   ])('accepts %s as %s', async (raw, provider) => {
     await expect(resolveDestination(raw, options())).resolves.toMatchObject({ provider, port: 443, viaMerchantHost: false });
   });

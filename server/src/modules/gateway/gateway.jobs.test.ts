@@ -7,10 +7,13 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { AppError } from '../../shared/errors.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { listenLocally } from '../../../test/local-server.ts';
 import { gatewayCallsSettled, startTestServer, type TestServer } from '../../../test/server.ts';
 import { definitionForName, findProviderPath, route, splitUrl } from '../usage/normalize/registry.ts';
+import type { UsageRecordInput } from '../usage/usage.service.ts';
+import { replayable } from './gateway.settlement.ts';
 import { createdJobId, jobCallOf } from './jobs.ts';
 
 let server: TestServer;
@@ -341,6 +344,37 @@ describe('fal queue requests', () => {
     await settled(t, 3);
     const outsideEvent = await server.services.prisma.usageEvent.findFirst({ where: { merchantId: t.merchantId, customerId: t.b.id } });
     expect(outsideEvent?.model).toBe('fal-ai/flux');
+  });
+
+  it('a result the gateway gave up charging is logged with the model its submit named, so replaying the log line charges what the gateway would have', async () => {
+    const t = await tenant('fal', upstream);
+    await server.services.priceRules.put(t.merchantId, { name: 'flux-dev', type: 'FLAT', meterKey: 'images', model: 'fal-ai/flux/dev', config: { unitPrice: '0.25' }, effectiveFrom: new Date('2026-01-01') });
+    const created = await call('POST', `${upstream.url}/fal-ai/flux/dev`, asToken(t.a), { prompt: 'a fox' });
+    const { request_id: id } = (await created.json()) as { request_id: string };
+    await server.services.gateway.drain();
+    // Its charge fails: what the gateway handed to be charged is the record its log line holds.
+    const given: UsageRecordInput[] = [];
+    const charging = vi.spyOn(server.services.usage, 'record').mockImplementation(async (_merchantId, _actor, records) => {
+      given.push(...records);
+      return records.map(() => ({ ok: false as const, error: new AppError('INTERNAL', 'not charged (test)') }));
+    });
+    try {
+      expect((await call('GET', `${upstream.url}/fal-ai/flux/requests/${id}`, asToken(t.a))).status).toBe(200);
+      await settled(t, 2);
+    } finally {
+      charging.mockRestore();
+    }
+    expect(given).toHaveLength(1);
+    expect(await chargesOf(t)).toEqual([]);
+
+    const logged = JSON.parse(JSON.stringify(replayable(given[0]!))) as { response: { model?: string } };
+    expect(logged.response.model).toBe('fal-ai/flux/dev');
+    const replayed = await fetch(`${server.url}/v1/usage`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${t.secret}` }, body: JSON.stringify(logged),
+    });
+    expect(replayed.status).toBe(200);
+    const events = await server.services.prisma.usageEvent.findMany({ where: { merchantId: t.merchantId, status: 'CHARGED' } });
+    expect(events.map((event) => [event.customerId, event.model, event.chargeAttos.toFixed(0)])).toEqual([[t.a.id, 'fal-ai/flux/dev', (parseDecimalNanos('x', '0.25') * 1_000_000_000n).toString()]]);
   });
 
   it("a secret key naming another customer is refused on status, result and cancel; a request never seen is forwarded", async () => {

@@ -520,6 +520,9 @@ export class GatewayService {
       body: masking ? redactedText(result.body ?? '', providerKey) : (result.body ?? ''),
       provider: destination.provider,
       ...(requestBody !== undefined ? { requestBody } : {}),
+      // A polled job's model rides in the response too: a record given up on and replayed from
+      // its log line (POST /v1/usage) is then priced for that model, as the gateway would have.
+      ...(jobModel ? { model: jobModel } : {}),
     };
     let normalized: NormalizedUsage;
     try {
@@ -564,13 +567,15 @@ export class GatewayService {
 /**
  * Free reads of a known provider that the normalizer does not route (so meters nothing on),
  * forwarded all the same: listing and describing models (GET …/models, …/models/{id}) and
- * counting tokens (Anthropic POST /v1/messages/count_tokens, Gemini and Vertex …:countTokens).
+ * counting tokens (Anthropic POST /v1/messages/count_tokens, Gemini and Vertex …:countTokens,
+ * Claude on Vertex POST …/publishers/anthropic/models/count-tokens:rawPredict).
  * Providers charge nothing for these. Keep this list to reads that cost nothing.
  */
 const FREE_READS: readonly ((method: string, path: string) => boolean)[] = [
   (method, path) => (method === 'GET' || method === 'HEAD') && /\/models(\/[^/:]+)?$/.test(path),
   (method, path) => method === 'POST' && path.endsWith('/v1/messages/count_tokens'),
   (method, path) => method === 'POST' && path.endsWith(':countTokens'),
+  (method, path) => method === 'POST' && path.endsWith('/publishers/anthropic/models/count-tokens:rawPredict'),
 ];
 
 /**

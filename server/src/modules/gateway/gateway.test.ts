@@ -676,6 +676,38 @@ describe('provider endpoints the gateway cannot meter', () => {
     await expectRefused(await fetch(forwardUrl(`${openaiFake.url}/v1/models/ft:gpt-5.4-mini:org:1`), { method: 'DELETE', headers }), 403, 'ENDPOINT_NOT_METERED');
   });
 
+  it("forwards Vertex AI's Claude count-tokens as the free read it is (Google charges nothing for it): nothing is recorded or charged", async () => {
+    const t = await tenant();
+    const received: string[] = [];
+    const vertex = await listen(
+      createHttpServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          received.push(`${req.method} ${req.url}`);
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{"input_tokens":14}');
+        });
+      }),
+    );
+    try {
+      await gql(`mutation($host: String!) { putGatewayHost(host: $host, provider: "vertex") { id } }`, { host: vertex.host }, t.secret);
+      await gql(`mutation { setProviderCredential(provider: "vertex", apiKey: "vertex-provider-key-0001") { id } }`, {}, t.secret);
+      const before = await balanceNanos(t);
+      const path = '/v1/projects/p/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict';
+      const headers = { authorization: `Bearer ${t.secret}`, 'x-tollgate-customer': t.externalId };
+      const response = await post(forwardUrl(`http://${vertex.host}${path}`), headers, { model: 'claude-sonnet-4-6@20260101', messages: [{ role: 'user', content: 'how many tokens?' }] });
+      expect(response.status).toBe(200);
+      expect(await response.json()).toEqual({ input_tokens: 14 });
+      expect(received).toEqual([`POST ${path}`]);
+      const [log] = await settled(t, 1);
+      expect(log).toMatchObject({ outcome: 'COMPLETED', status: 200, provider: 'vertex', usageEventId: null });
+      expect(await chargesOf(t)).toEqual([]);
+      expect(await balanceNanos(t)).toBe(before);
+    } finally {
+      await vertex.close();
+    }
+  });
+
   it('refuses any method but the metered one on a metered path: listing stored chat completions or predictions with a session token never reaches the provider', async () => {
     const t = await tenant();
     const replicateFake = await startFakeProvider();

@@ -44,9 +44,47 @@ describe('regional and data-residency hosts', () => {
     expect(u).toMatchObject({ provider: 'fireworks', api: 'audio.transcriptions', audioSeconds: '13', billable: true });
   });
 
+  // docs.bfl.ai, Integration guidelines (and the quick start's API endpoints): the global
+  // api.bfl.ai, the multi-cluster api.eu.bfl.ai and api.us.bfl.ai, and the legacy single-cluster
+  // api.eu1.bfl.ai and api.us1.bfl.ai (BFL's API reference sends creates there, and a create's
+  // polling_url may name them).
+  it.each(['api.bfl.ai', 'api.eu.bfl.ai', 'api.us.bfl.ai', 'api.eu1.bfl.ai', 'api.us1.bfl.ai'])('Black Forest Labs %s', (host) => {
+    expect(detectProvider(`https://${host}/v1/flux-pro-1.1`)).toEqual({ provider: 'bfl', api: 'generate' });
+    const u = normalizeResponse({
+      url: `https://${host}/v1/get_result?id=7c0f6a3e-2b1d-4e5f-9a8b-0c1d2e3f4a5b`,
+      status: 200,
+      headers: {},
+      body: JSON.stringify({ id: '7c0f6a3e-2b1d-4e5f-9a8b-0c1d2e3f4a5b', status: 'Ready', result: { sample: 'https://delivery-eu1.bfl.ai/results/a.jpeg' } }),
+    });
+    expect(u).toMatchObject({ provider: 'bfl', api: 'get_result' });
+  });
+
   it('a look-alike host is still not a provider', () => {
     expect(detectProvider('https://eu.api.openai.com.evil.example/v1/chat/completions')).toBeNull();
     expect(detectProvider('https://a.b.api.x.ai/v1/chat/completions')).toBeNull();
+    expect(detectProvider('https://api.eu2.bfl.ai.evil.example/v1/get_result?id=x')).toBeNull();
+  });
+});
+
+describe('free reads', () => {
+  // Vertex AI, "Count tokens for Claude models": POST …/publishers/anthropic/models/count-tokens:rawPredict
+  // answers {"input_tokens": N}, and "there is no charge for using the count-tokens endpoint".
+  it("Vertex AI's Claude count-tokens is nothing billable and nothing to estimate, as Anthropic's own count_tokens", () => {
+    const body = '{"input_tokens":14}';
+    const requestBody = { model: 'claude-sonnet-4-6@20260101', messages: [{ role: 'user', content: 'how many tokens?' }] };
+    for (const url of [
+      'https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict',
+      'https://aiplatform.googleapis.com/v1/projects/p/locations/global/publishers/anthropic/models/count-tokens:rawPredict',
+    ]) {
+      expect(normalizeResponse({ url, status: 200, headers: {}, body, requestBody }), url).toMatchObject({ provider: 'vertex', api: 'unknown', billable: false, incomplete: false });
+      // Named (as the gateway names it), no shorter tail of the path is taken for another API either.
+      expect(normalizeResponse({ url, provider: 'vertex', status: 200, headers: {}, body, requestBody }), url).toMatchObject({ api: 'unknown', billable: false, incomplete: false });
+    }
+    const proxied = 'https://gateway.ai.cloudflare.com/v1/acct/gw/google-vertex-ai/v1/projects/p/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict';
+    expect(normalizeResponse({ url: proxied, provider: 'vertex', status: 200, headers: {}, body, requestBody })).toMatchObject({ api: 'unknown', billable: false, incomplete: false });
+    expect(normalizeResponse({ url: 'https://api.anthropic.com/v1/messages/count_tokens', status: 200, headers: {}, body, requestBody })).toMatchObject({ api: 'unknown', billable: false, incomplete: false });
+    // Claude's own calls on Vertex are still its Messages.
+    expect(detectProvider('https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-6:rawPredict')).toEqual({ provider: 'vertex', api: 'messages' });
   });
 });
 

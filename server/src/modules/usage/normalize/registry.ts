@@ -143,6 +143,10 @@ function googleMethod(path: string, allowRaw: boolean): Match | null {
     case 'rawPredict':
     case 'streamRawPredict':
       if (!allowRaw) return null;
+      // Claude's …/models/count-tokens:rawPredict counts a request's tokens for free (as Anthropic's
+      // own /v1/messages/count_tokens): no API, so nothing billable and nothing to estimate. Read
+      // from the last segment, so no tail of the path (findProviderPath) routes it either.
+      if (path.slice(path.lastIndexOf('/', colon) + 1, colon) === 'count-tokens') return null;
       // Partner models on Vertex answer in their own shape: Claude as Anthropic Messages,
       // the others (Mistral, Llama, …) as OpenAI chat completions.
       return segmentAfter(path, '/publishers/', colon) === 'anthropic'
@@ -387,7 +391,10 @@ const DEFINITIONS: Definition[] = [
   {
     id: 'bfl',
     name: 'Black Forest Labs',
-    hosts: ['api.bfl.ai', 'api.eu.bfl.ai', 'api.us.bfl.ai', 'api.bfl.ml'],
+    // docs.bfl.ai (integration guidelines): the global api.bfl.ai, the multi-cluster api.eu. and
+    // api.us., and the legacy single-cluster api.eu1. and api.us1. (finetuning; BFL's API
+    // reference and the polling_url of a create name them too). api.bfl.ml is the former domain.
+    hosts: ['api.bfl.ai', 'api.eu.bfl.ai', 'api.us.bfl.ai', 'api.eu1.bfl.ai', 'api.us1.bfl.ai', 'api.bfl.ml'],
     aliases: ['black-forest-labs', 'flux'],
     apis: ['generate', 'get_result'],
     route: bflRouter,
