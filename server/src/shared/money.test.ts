@@ -70,4 +70,12 @@ describe('reading decimal amounts', () => {
     expect(parseDecimalAttos('price', '999999999999.999999999999999999')).toBe(10n ** 30n - 1n);
     expect(parseDecimalAttos('price', '-0.000000000000000001')).toBe(-1n);
   });
+
+  it('reads zeros leading a decimal as nothing, however many: only the digits after them count toward the 12', () => {
+    expect(parseDecimalAttos('price', '0000000000001.5')).toBe(15n * 10n ** 17n);
+    expect(parseDecimalAttos('price', `-${'0'.repeat(40)}.25`)).toBe(-25n * 10n ** 16n);
+    expect(parseDecimalAttos('price', '0000999999999999.5')).toBe(999_999_999_999n * 10n ** 18n + 5n * 10n ** 17n);
+    expect(() => parseDecimalAttos('price', '00001234567890123')).toThrow(/too large: at most 12 digits before the decimal point/);
+    expect(() => parseDecimalAttos('price', '0000000000001.1234567890123456789')).toThrow(/more than 18 decimal places/);
+  });
 });

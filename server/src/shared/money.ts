@@ -19,22 +19,31 @@ const DECIMAL = /^(-)?(\d{1,12})(?:\.(\d{1,18}))?$/;
  * so a long run of zeros that was no decimal took time in the square of its length (a request
  * of 100,000 of them held the event loop for seconds).
  */
-const LONG_DECIMAL = /^-?(\d+)(?:\.(\d+))?$/;
+const LONG_DECIMAL = /^(-)?(\d+)(?:\.(\d+))?$/;
 
-/** An exact decimal string as atto-units (1e-18). Rejects floats' exponent notation and >18 places. */
+/**
+ * An exact decimal string as atto-units (1e-18). Rejects floats' exponent notation, >18 places and
+ * more than 12 digits before the point; zeros leading them do not count ("0000000000001.5" is 1.5).
+ */
 export function parseDecimalAttos(field: string, text: string): bigint {
   const trimmed = String(text).trim();
-  const match = DECIMAL.exec(trimmed);
-  if (!match) {
-    // A decimal that only runs too long is told so, not shown an example of what it already is.
-    const digits = LONG_DECIMAL.exec(trimmed);
-    if (digits && (digits[2]?.length ?? 0) > 18) throw invalidField(field, 'has more than 18 decimal places');
-    if (digits && significantDigits(digits[1]!) > 12) throw invalidField(field, 'is too large: at most 12 digits before the decimal point');
-    throw invalidField(field, 'must be a decimal number such as "12.50" (up to 18 decimal places)');
-  }
+  const match = DECIMAL.exec(trimmed) ?? longDecimal(field, trimmed);
   const [, sign, whole, fraction = ''] = match;
   const attos = BigInt(whole!) * NANOS_PER_UNIT * ATTOS_PER_NANO + BigInt(fraction.padEnd(18, '0'));
   return sign ? -attos : attos;
+}
+
+/**
+ * A decimal DECIMAL does not match: read when only zeros leading it make it long, else refused
+ * for what is wrong with it. One that only runs too long is told so, not shown an example of
+ * what it already is.
+ */
+function longDecimal(field: string, trimmed: string): RegExpExecArray {
+  const digits = LONG_DECIMAL.exec(trimmed);
+  if (!digits) throw invalidField(field, 'must be a decimal number such as "12.50" (up to 18 decimal places)');
+  if ((digits[3]?.length ?? 0) > 18) throw invalidField(field, 'has more than 18 decimal places');
+  if (significantDigits(digits[2]!) > 12) throw invalidField(field, 'is too large: at most 12 digits before the decimal point');
+  return digits;
 }
 
 /** How many digits a whole number's text has without its leading zeros (at least one). */

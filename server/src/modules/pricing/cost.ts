@@ -330,9 +330,10 @@ export function validateProviderPrice(price: ProviderPrice): ProviderPrice {
       if (!isJsonObject(tier)) throw invalidField(field, 'must be an object { aboveInputTokens, perMillionTokens }');
       refuseUnknownKeys(field, tier, TIER_KEYS);
       const above = tier.aboveInputTokens;
-      if (typeof above !== 'number' || !Number.isSafeInteger(above) || above < 1) {
+      if (typeof above !== 'number' || !Number.isInteger(above) || above < 1) {
         throw invalidField(`${field}.aboveInputTokens`, 'must be a whole number of input tokens above 0');
       }
+      if (above > Number.MAX_SAFE_INTEGER) throw invalidField(`${field}.aboveInputTokens`, `must be a whole number of input tokens above 0 and at most ${Number.MAX_SAFE_INTEGER}`);
       if (thresholds.has(above)) throw invalidField(`${field}.aboveInputTokens`, 'repeats another tier');
       thresholds.add(above);
       if (tier.perMillionTokens == null) throw invalidField(`${field}.perMillionTokens`, 'is required: the rates above the threshold');

@@ -30,6 +30,8 @@ export type PriceText = string | number;
 export function priceAttos(field: string, value: PriceText): bigint {
   let text = value;
   if (typeof text === 'number') {
+    // A whole number past doubles' exact range is past any price's 12 digits too: text would not help.
+    if (Number.isInteger(text) && !Number.isSafeInteger(text)) throw invalidField(field, 'is too large: at most 12 digits before the decimal point');
     if (!Number.isSafeInteger(text)) throw invalidField(field, `must be a decimal string such as "0.15", not a JSON number: ${text} may already have lost digits`);
     text = String(text);
   }
@@ -72,6 +74,12 @@ export function formatScaledQuantity(value: bigint): string {
   return value % QUANTITY_SCALE === 0n ? (value / QUANTITY_SCALE).toString() : formatScaled(value, 18, 0);
 }
 
+/**
+ * Why a whole JSON number past Number.MAX_SAFE_INTEGER is refused as a quantity: JSON.parse has
+ * already rounded it (9007199254740993 arrives as 9007199254740992), so only its text is exact.
+ */
+const BEYOND_DOUBLES = `is larger than ${Number.MAX_SAFE_INTEGER}, the largest whole number a JSON number holds exactly, so it may already have lost digits: send it as a decimal string, e.g. "9007199254740993"`;
+
 const QUANTITY = /^(\d+)(?:\.(\d{1,18}))?$/;
 
 /** A non-negative quantity scaled by QUANTITY_SCALE. Numbers must be safe integers: no floats. */
@@ -85,9 +93,8 @@ export function scaledQuantity(field: string, value: Quantity): bigint {
     return value * QUANTITY_SCALE;
   }
   if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value)) {
-      throw invalidField(field, 'must be a whole number; pass fractional quantities as decimal strings');
-    }
+    if (Number.isInteger(value) && value > Number.MAX_SAFE_INTEGER) throw invalidField(field, BEYOND_DOUBLES);
+    if (!Number.isInteger(value)) throw invalidField(field, 'must be a whole number; pass fractional quantities as decimal strings');
     if (value < 0) throw invalidField(field, 'must not be negative');
     return BigInt(value) * QUANTITY_SCALE;
   }
@@ -98,6 +105,7 @@ export function scaledQuantity(field: string, value: Quantity): bigint {
 
 /** A count that must be a non-negative safe integer (tokens, images, requests). */
 export function count(field: string, value: number): bigint {
+  if (Number.isInteger(value) && value > Number.MAX_SAFE_INTEGER) throw invalidField(field, `must be a whole number ≥ 0 and at most ${Number.MAX_SAFE_INTEGER}`);
   if (!Number.isSafeInteger(value) || value < 0) throw invalidField(field, 'must be a whole number ≥ 0');
   return BigInt(value);
 }

@@ -244,6 +244,52 @@ describe('Google list prices', () => {
     expect(listCost(call, '2025-09-01T00:00:00Z')).toEqual({ pricedAs: 'google/gemini-2.5-flash', cost: usd('0.01055') });
   });
 
+  /**
+   * A generateContent answer of an image model, shaped as Google documents it: the image comes
+   * back inline, its tokens counted under candidatesTokensDetails with modality IMAGE.
+   */
+  const geminiImage = (model: string, usageMetadata: Record<string, unknown>) =>
+    response(`https://generativelanguage.googleapis.com/v1beta/models/${model}:generateContent`, {
+      candidates: [{ content: { role: 'model', parts: [{ text: 'Here it is.' }, { inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } }] }, finishReason: 'STOP', index: 0 }],
+      modelVersion: model,
+      usageMetadata,
+    });
+
+  it('Gemini 2.5 Flash Image prices its image tokens at the image rate: one 1024×1024 image (1290 tokens × $30 per million) is the documented $0.0387', () => {
+    const call = geminiImage('gemini-2.5-flash-image', {
+      promptTokenCount: 7, candidatesTokenCount: 1_290, totalTokenCount: 1_297,
+      promptTokensDetails: [{ modality: 'TEXT', tokenCount: 7 }], candidatesTokensDetails: [{ modality: 'IMAGE', tokenCount: 1_290 }],
+    });
+    expect(normalizeResponse(call)).toMatchObject({ outputTokens: 1_290, details: { output_image_tokens: 1_290 } });
+    // 7 × $0.30 + 1,290 × $30 per million = 0.0000021 + 0.0387 (not 1,290 × $2.50, the text rate).
+    expect(listCost(call, '2025-11-01T00:00:00Z')).toEqual({ pricedAs: 'google/gemini-2.5-flash-image', cost: usd('0.0387021') });
+    // Before its general availability (2025-10-02) no list price is known for it.
+    expect(listCost(call, '2025-09-01T00:00:00Z')).toBeNull();
+  });
+
+  it('Gemini 3 Pro Image: text and thoughts at $12, images at $120 per million (1120 tokens a 1K image, the documented $0.1344)', () => {
+    const usage = {
+      promptTokenCount: 20, candidatesTokenCount: 1_150, thoughtsTokenCount: 200, totalTokenCount: 1_370,
+      promptTokensDetails: [{ modality: 'TEXT', tokenCount: 20 }],
+      candidatesTokensDetails: [{ modality: 'TEXT', tokenCount: 30 }, { modality: 'IMAGE', tokenCount: 1_120 }],
+    };
+    // 20 × $2 + (30 text + 200 thoughts) × $12 + 1,120 × $120 per million = 0.00004 + 0.00276 + 0.1344
+    expect(listCost(geminiImage('gemini-3-pro-image-preview', usage), '2026-03-01T00:00:00Z')).toEqual({ pricedAs: 'google/gemini-3-pro-image-preview', cost: usd('0.1372') });
+    expect(listCost(geminiImage('gemini-3-pro-image', usage), '2026-09-01T00:00:00Z')).toEqual({ pricedAs: 'google/gemini-3-pro-image', cost: usd('0.1372') });
+  });
+
+  it('Gemini 3.1 Flash Image at $60 and 3.1 Flash-Lite Image at $30 per million image tokens: a 1K image is $0.0672 and $0.0336', () => {
+    const usage = {
+      promptTokenCount: 10, candidatesTokenCount: 1_120, totalTokenCount: 1_130,
+      promptTokensDetails: [{ modality: 'TEXT', tokenCount: 10 }], candidatesTokensDetails: [{ modality: 'IMAGE', tokenCount: 1_120 }],
+    };
+    // 10 × $0.50 + 1,120 × $60 per million
+    expect(listCost(geminiImage('gemini-3.1-flash-image-preview', usage), '2026-03-01T00:00:00Z')?.cost).toBe(usd('0.067205'));
+    expect(listCost(geminiImage('gemini-3.1-flash-image', usage), '2026-09-01T00:00:00Z')?.cost).toBe(usd('0.067205'));
+    // 10 × $0.25 + 1,120 × $30 per million
+    expect(listCost(geminiImage('gemini-3.1-flash-lite-image', usage), '2026-09-01T00:00:00Z')?.cost).toBe(usd('0.0336025'));
+  });
+
   it('Gemini 2.0 Flash under its stable version name too', () => {
     const call = gemini('gemini-2.0-flash-001', { promptTokenCount: 1_000_000, cachedContentTokenCount: 400_000, candidatesTokenCount: 100_000, totalTokenCount: 1_100_000 });
     // 600K × 0.10 + 400K × 0.025 + 100K × 0.40 = 0.06 + 0.01 + 0.04

@@ -99,7 +99,9 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
   }),
   row('openai', 'dall-e-2', { effectiveFrom: day('2023-11-06'), perImageBy: { '1024x1024': '0.02', '512x512': '0.018', '256x256': '0.016' } }),
   // GPT Image: billed by tokens, the images' dearer than text (input images $10 against text's $5,
-  // output images $40; cached image input at the cached text rate here, $1.25 against $2.50).
+  // output images $40; cached image input at the cached text rate here, $1.25 against $2.50: the
+  // images API's usage splits input_tokens_details into text_tokens and image_tokens only, and
+  // reports no cached tokens by modality, so cached image tokens cannot be told apart).
   row('openai', 'gpt-image-1', { effectiveFrom: day('2025-04-23'), perMillionTokens: { input: '5.00', cachedInput: '1.25', inputImage: '10.00', output: '40.00', outputImage: '40.00' } }),
 
   // Anthropic: docs.anthropic.com/en/docs/about-claude/pricing, as known in 2025, from each
@@ -144,6 +146,19 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
     perMillionTokens: { input: '1.25', cachedInput: '0.125', output: '10.00' },
     contextTiers: [{ aboveInputTokens: 200_000, perMillionTokens: { input: '2.50', cachedInput: '0.25', output: '15.00' } }],
   }),
+  // Gemini image models (same page; its copies read 2026-03-30 and 2026-07-22): billed by tokens,
+  // the generated images' (candidatesTokensDetails modality IMAGE, see outputImage) far dearer than
+  // text and thoughts. The page quotes them per image too, which is the same price: a 1024×1024
+  // image is 1290 tokens on 2.5 Flash Image ($0.039), a 1K image 1120 on the 3.x models. Images in
+  // the prompt are priced as its text; no cache rate is listed. 2.5 Flash Image from its GA
+  // (Vertex AI model page); the previews from their release (deprecations page); the stable 3.x
+  // names, whose launch day the pages do not give, from 2026-07-22, when the page listed them.
+  row('google', 'gemini-2.5-flash-image', { effectiveFrom: day('2025-10-02'), perMillionTokens: { input: '0.30', output: '2.50', outputImage: '30.00' } }),
+  row('google', 'gemini-3-pro-image-preview', { effectiveFrom: day('2025-11-20'), perMillionTokens: { input: '2.00', output: '12.00', outputImage: '120.00' } }),
+  row('google', 'gemini-3.1-flash-image-preview', { effectiveFrom: day('2026-02-26'), perMillionTokens: { input: '0.50', output: '3.00', outputImage: '60.00' } }),
+  row('google', 'gemini-3-pro-image', { effectiveFrom: day('2026-07-22'), perMillionTokens: { input: '2.00', output: '12.00', outputImage: '120.00' } }),
+  row('google', 'gemini-3.1-flash-image', { effectiveFrom: day('2026-07-22'), perMillionTokens: { input: '0.50', output: '3.00', outputImage: '60.00' } }),
+  row('google', 'gemini-3.1-flash-lite-image', { effectiveFrom: day('2026-07-22'), perMillionTokens: { input: '0.25', output: '1.50', outputImage: '30.00' } }),
 
   // Groq: groq.com/pricing, as listed in mid-2025 (on-demand).
   row('groq', 'llama-3.3-70b-versatile', { effectiveFrom: day('2025-07-01'), perMillionTokens: { input: '0.59', output: '0.79' } }),

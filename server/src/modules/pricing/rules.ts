@@ -132,7 +132,8 @@ const TIER_KEYS: readonly string[] = ['upTo', 'unitPrice', 'flatFee'];
 const TARGET_KEYS: readonly string[] = ['kind', 'id', 'meter', 'provider', 'model'];
 const MAX_TARGET_LENGTH = 255;
 /** 1,000,000% (10,001× the cost): above it a percent is a typo, not a price. */
-const MAX_PERCENT_ATTOS = 1_000_000n * 10n ** 18n;
+const MAX_PERCENT = 1_000_000;
+const MAX_PERCENT_ATTOS = BigInt(MAX_PERCENT) * 10n ** 18n;
 
 /**
  * Refuses a config key the kind does not take: a misspelt one ("perUnit") would be stored and
@@ -169,12 +170,14 @@ function checkTargetText(field: string, value: unknown) {
 /** A percent is exact text; a JSON number with a fraction may already have lost digits on the way. */
 function checkPercent(percent: unknown) {
   if (typeof percent === 'number') {
-    // Whole numbers are exact, and YAML configs write them bare (`percent: 30`).
+    // Whole numbers are exact, and YAML configs write them bare (`percent: 30`). One too large for
+    // a double to hold exactly is too large a percent: told so, not to send as text what is refused as text too.
+    if (Number.isInteger(percent) && percent > MAX_PERCENT) throw invalidField('rule.percent', `must be at most ${MAX_PERCENT} (percent)`);
     if (!Number.isSafeInteger(percent)) throw invalidField('rule.percent', `must be a decimal string such as "12.5", not a JSON number: ${percent} may already have lost digits`);
   } else if (typeof percent !== 'string') {
     throw invalidField('rule.percent', 'must be a decimal string such as "25" or "12.5"');
   }
-  if (parseDecimalAttos('rule.percent', String(percent)) > MAX_PERCENT_ATTOS) throw invalidField('rule.percent', 'must be at most 1000000 (percent)');
+  if (parseDecimalAttos('rule.percent', String(percent)) > MAX_PERCENT_ATTOS) throw invalidField('rule.percent', `must be at most ${MAX_PERCENT} (percent)`);
 }
 
 /** Throws a VALIDATION error naming the bad field; returns the rule for chaining. */
