@@ -141,6 +141,9 @@ export const anthropicMessages: Normalizer = (ctx) => {
   return out;
 };
 
+/** The usage counts message_start already knows in full (output_tokens there is a placeholder). */
+const INPUT_SIDE = new Set(['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens']);
+
 function anthropicStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
   return fromAnthropicEvents(ctx, events, streamError(events));
 }
@@ -175,10 +178,16 @@ export function fromAnthropicEvents(ctx: Ctx, events: SseEvent[], error: string 
   const startUsage = obj(start?.usage);
   const deltaUsage = obj(lastDelta?.usage);
   // Deltas repeat the input and cache fields cumulatively; older streams omit them, and then
-  // message_start's values stand.
+  // message_start's values stand. Some Anthropic-compatible servers (SGLang) send them as 0
+  // there: a zero never erases an input-side count message_start sent (cumulative counts only grow).
   const merged: Obj = Object.assign({}, startUsage);
   if (deltaUsage) {
-    for (const key in deltaUsage) if (deltaUsage[key] !== null && deltaUsage[key] !== undefined) merged[key] = deltaUsage[key];
+    for (const key in deltaUsage) {
+      const value = deltaUsage[key];
+      if (value === null || value === undefined) continue;
+      if (value === 0 && INPUT_SIDE.has(key) && hasCount(merged[key])) continue;
+      merged[key] = value;
+    }
   }
   const finished = stopped || str(obj(lastDelta?.delta)?.stop_reason) !== null;
   if (deltaUsage && finished && hasCount(deltaUsage.output_tokens)) {

@@ -246,6 +246,9 @@ export const bedrockInvokeStream: Normalizer = (ctx) => {
     // Llama, Titan, Amazon Nova (ConverseStream's events as JSON), and Mistral (outputs[]).
     sink.add(e.generation ?? e.outputText ?? obj(e.delta)?.text ?? obj(obj(e.contentBlockDelta)?.delta)?.text);
     for (const output of arr(e.outputs) ?? []) sink.add(obj(output)?.text);
+    // Cohere: Command R streams its v1 chat events (text-generation), Command its generations[].
+    if (e.event_type === 'text-generation') sink.add(e.text);
+    for (const generation of arr(e.generations) ?? []) sink.add(obj(generation)?.text);
     // OpenAI gpt-oss streams chat completion chunks.
     for (const choice of arr(e.choices) ?? []) sink.add(obj(obj(choice)?.delta)?.content);
   }

@@ -184,9 +184,19 @@ export const openaiChat: Normalizer = (ctx) => {
 };
 
 function chunkUsage(chunk: Obj | undefined): Obj | undefined {
+  if (!chunk) return undefined;
   // Groq streams put usage under x_groq on the final chunk; with include_usage there is a
-  // top-level copy as well. Either way one request's usage is counted once.
-  return chunk ? (obj(chunk.usage) ?? obj(obj(chunk.x_groq)?.usage)) : undefined;
+  // top-level copy as well. Either way one request's usage is counted once. Moonshot (Kimi)
+  // puts it in the finishing choice instead (choices[0].usage beside finish_reason).
+  return obj(chunk.usage) ?? obj(obj(chunk.x_groq)?.usage) ?? choiceUsage(chunk);
+}
+
+function choiceUsage(chunk: Obj): Obj | undefined {
+  for (const choice of arr(chunk.choices) ?? []) {
+    const u = obj(obj(choice)?.usage);
+    if (u) return u;
+  }
+  return undefined;
 }
 
 function chatStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {

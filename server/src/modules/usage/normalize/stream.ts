@@ -17,7 +17,8 @@ const TRAILING_EVENTS = 3;
 /**
  * The code of an in-stream error, or null. Named streams (Anthropic, Responses) announce it
  * as `event: error`; data-only streams (OpenAI chat, OpenRouter, Gemini) send a chunk with a
- * top-level `error` object as their last words, so only the trailing chunks are inspected.
+ * top-level `error` object (older vLLM: the error's own fields, `"object": "error"`) as their
+ * last words, so only the trailing chunks are inspected.
  */
 export function streamError(events: SseEvent[]): string | null {
   let unnamed = 0;
@@ -27,7 +28,7 @@ export function streamError(events: SseEvent[]): string | null {
       if (event.event === 'error') return errorCode(parseJson(event.data)) ?? 'error';
     } else if (unnamed < TRAILING_EVENTS && event.data !== '[DONE]') {
       unnamed++;
-      if (hasNonNullValue(event.data, 'error') || typeIsError(event.data)) {
+      if (hasNonNullValue(event.data, 'error') || saysError(event.data, 'type') || saysError(event.data, 'object')) {
         const code = errorCode(parseJson(event.data));
         if (code) return code;
       }
@@ -36,8 +37,9 @@ export function streamError(events: SseEvent[]): string | null {
   return null;
 }
 
-function typeIsError(data: string): boolean {
-  const at = valueAt(data, 'type');
+/** Whether the first `"key":` in the data has the value "error". */
+function saysError(data: string, key: string): boolean {
+  const at = valueAt(data, key);
   return at !== -1 && data.startsWith('"error"', at);
 }
 

@@ -362,6 +362,8 @@ export function errorCode(body: unknown): string | null {
   const e = obj(error);
   if (e) return str(e.code) ?? str(e.type) ?? str(e.status) ?? (typeof e.code === 'number' ? String(e.code) : 'error');
   if (o.type === 'error') return str(o.code) ?? 'error';
+  // Mistral's error body, and older vLLM's in-stream error: the error's fields at the top level.
+  if (o.object === 'error') return str(o.type) ?? str(o.code) ?? (typeof o.code === 'number' ? String(o.code) : 'error');
   return null;
 }
 
