@@ -117,6 +117,7 @@ const UsageNumbersInput = builder.inputType('UsageNumbersInput', {
     characters: t.int(),
     images: t.int(),
     requests: t.int(),
+    billable: t.boolean({ description: 'False for a call that did the provider no billable work (it failed): recorded NOT_BILLABLE at no charge. Default true.' }),
   }),
 });
 
@@ -144,7 +145,7 @@ const RecordUsageInput = builder.inputType('RecordUsageInput', {
     quantities: t.field({ type: 'JSONObject', description: 'Custom meter quantities by meter key, e.g. { "searches": 3 }.' }),
     metadata: t.field({
       type: 'JSONObject',
-      description: 'Your own data, kept on the event. Keys Tollgate writes there itself (requestHash, billingId, callerIdempotencyKey, pricing, passThrough, costProblem, providerReportedCostUsd, error, pricedChargeAttos, shortfallAttos, withheldCreditAttos) are dropped.',
+      description: 'Your own data, kept on the event. Keys Tollgate writes there itself (requestHash, billingId, callerIdempotencyKey, pricing, passThrough, costProblem, providerReportedCostUsd, error, pricedChargeAttos, shortfallAttos, withheldCreditAttos, incomplete) are dropped.',
     }),
   }),
 });

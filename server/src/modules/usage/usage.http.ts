@@ -34,7 +34,7 @@ function textOf(record: Record<string, unknown>, key: string, field: string, mes
 /**
  * The fields an event, its normalized usage record and its provider response may have: those
  * GraphQL's RecordUsageInput, UsageNumbersInput and ProviderResponseInput declare (with
- * `customerId` for `customer` and `billable`, read over HTTP only). Any other key is refused, as
+ * `customerId` for `customer`, read over HTTP only). Any other key is refused, as
  * GraphQL refuses it and as Stripe answers "Received unknown parameter": read as absent, a
  * provider's `input_tokens` recorded the call free (its cost unknown, so NOT_BILLABLE), a `meta`
  * dropped the caller's data, and nothing told the caller why.
@@ -101,6 +101,10 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
   // Checked before responseHeaders reads it (lists are joined recursively); requestBody is checked with the event.
   if (response) requireShallowJson(`${at}response.headers`, response.headers);
   const customerField = record.customer != null ? 'customer' : 'customerId';
+  // Both given, `customer` won silently: the event meant for customerId's customer was charged to another.
+  if (record.customer != null && record.customerId != null && record.customerId !== record.customer) {
+    throw invalidField(`${at}customerId`, 'names another customer than customer: give one of them');
+  }
   return {
     customer: textOf(record, customerField, `${at}${customerField}`, 'must be text: a customer id or your externalId') ?? '',
     idempotencyKey: textOf(record, 'idempotencyKey', `${at}idempotencyKey`, 'must be text') ?? '',
@@ -113,6 +117,21 @@ function parseRecord(raw: unknown, index?: number): UsageRecordInput {
     quantities: (record.quantities as UsageRecordInput['quantities']) ?? null,
     metadata: (record.metadata as UsageRecordInput['metadata']) ?? null,
   };
+}
+
+/** Whether the event names its customer as `customerId` (the HTTP-only name) rather than `customer`. */
+function namesCustomerId(raw: unknown): boolean {
+  return raw !== null && typeof raw === 'object' && (raw as Record<string, unknown>).customer == null && (raw as Record<string, unknown>).customerId != null;
+}
+
+/**
+ * The service's answer about the event's customer (unknown, blank), naming the field as the event
+ * sent it: an event that sent customerId was told about `customer`, a field it does not have.
+ */
+function asSent(result: UsageResult, raw: unknown): UsageResult {
+  if (result.ok || result.error.details.field !== 'customer' || !namesCustomerId(raw)) return result;
+  const { error } = result;
+  return { ok: false, error: new AppError(error.code, error.message.replace(/^customer:/, 'customerId:'), { ...error.details, field: 'customerId' }) };
 }
 
 /** parseRecord, with whatever else reading the event throws answered as its own VALIDATION error (not a 500, nor the batch's). */
@@ -197,7 +216,7 @@ export function usageRoutes(services: Services): Router {
     jsonOnly,
     handle(async (req, res) => {
       const { merchantId, actor } = callerOf(res);
-      const result = await services.usage.recordOne(merchantId, actor, readRecord(req.body));
+      const result = asSent(await services.usage.recordOne(merchantId, actor, readRecord(req.body)), req.body);
       const body = present(result);
       // Through sendError, as every other error of the route: with the requestId the logs carry.
       if (!result.ok) return sendError(req, res, httpStatusFor(result.error.code), result.error.code, result.error.message, result.error.details);
@@ -233,7 +252,7 @@ export function usageRoutes(services: Services): Router {
       const iso = isoTimes();
       const results: ReturnType<typeof present>[] = [];
       parsed.forEach((item, index) => {
-        const result: UsageResult = item instanceof AppError ? { ok: false, error: item } : recorded[next++]!;
+        const result: UsageResult = item instanceof AppError ? { ok: false, error: item } : asSent(recorded[next++]!, events[index]);
         if (result.ok) {
           ok++;
           if (result.replayed) replayed++;
