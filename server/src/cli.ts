@@ -2,7 +2,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, logLevelFrom } from './config.ts';
 import { isActive } from './modules/api-keys/api-keys.service.ts';
-import { applyPricingChanges, commandDirectory, describeChanges, loadPricingConfig, planPricingConfig } from './modules/pricing/config-apply.ts';
+import { applyPricingChanges, commandDirectory, describeChanges, loadPricingConfig, planPricingConfig, unlistedByFile } from './modules/pricing/config-apply.ts';
 import { openRuntime } from './runtime.ts';
 import type { Services } from './services.ts';
 import { createLogger, errorMessage } from './shared/logger.ts';
@@ -155,8 +155,10 @@ function keyState(key: { revokedAt: Date | null }): string {
 /** Prints the diff first; changes only with --yes or a "y" typed at a terminal. */
 async function applyConfig(services: Services, file: string, merchantRef: string, dryRun: boolean, yes: boolean): Promise<number> {
   const merchantId = (await services.merchants.get(merchantRef)).id;
-  const changes = await planPricingConfig(services, merchantId, await loadPricingConfig(file));
-  console.log(describeChanges(changes));
+  const config = await loadPricingConfig(file);
+  const changes = await planPricingConfig(services, merchantId, config);
+  // What the file stopped listing is left as it is (a deleted rule keeps pricing): said, with the diff.
+  console.log(describeChanges(changes, await unlistedByFile(services, merchantId, config)));
   if (changes.length === 0 || dryRun) return 0;
   if (!yes && !(await confirm(`Apply ${changes.length} change(s)?`))) {
     console.log('Nothing applied (pass --yes to apply without asking).');

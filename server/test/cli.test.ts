@@ -83,6 +83,20 @@ describe('tollgate CLI', { timeout: 180_000 }, () => {
     expect(yaml.stdout).toContain('No changes');
   });
 
+  it('names what the file no longer lists, which applying leaves pricing, rather than saying the merchant matches the file', async () => {
+    const created = await cli('merchant', 'create', '--name', 'Shrinking Co');
+    const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;
+    const folder = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-unlisted-'));
+    const markup = (name: string, provider?: string) => ({ name, type: 'MARKUP', ...(provider ? { provider } : {}), config: { percent: '5' } });
+    writeFileSync(path.join(folder, 'before.json'), JSON.stringify({ priceRules: [markup('markup'), markup('promo', 'openai')] }));
+    writeFileSync(path.join(folder, 'after.json'), JSON.stringify({ priceRules: [markup('markup')] }));
+    const applied = await cli('apply', path.join(folder, 'before.json'), '--merchant', merchantId, '--yes');
+    expect(applied.code, applied.stderr).toBe(0);
+    const shrunk = await cli('apply', path.join(folder, 'after.json'), '--merchant', merchantId, '--dry-run');
+    expect(shrunk.code, shrunk.stderr).toBe(0);
+    expect(shrunk.stdout.trim()).toBe('No changes: what the file lists is already in force.\nNot in the file, left as they are (archive one to stop it):\n  rule "promo"');
+  });
+
   it('refuses a malformed config file before showing a diff, naming the entry, without a stack trace', async () => {
     const created = await cli('merchant', 'create', '--name', 'Malformed Co');
     const merchantId = /merchant ([0-9a-f-]{36})/.exec(created.stdout)![1]!;

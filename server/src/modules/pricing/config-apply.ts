@@ -333,6 +333,8 @@ function checkedConfig(file: unknown): CheckedConfig {
     const field = `plans.${index}`;
     refuseDate(item, field);
     const plan = entryAt(field, item, PLAN_FIELDS);
+    // A YAML `key: 2025` is a number: told to quote it, not that a key of digits is not one.
+    if (plan.key != null && typeof plan.key !== 'string') throw invalidField(`${field}.key`, TEXT);
     if (plan.name != null && typeof plan.name !== 'string') throw invalidField(`${field}.name`, TEXT);
     if (plan.description != null && typeof plan.description !== 'string') throw invalidField(`${field}.description`, TEXT);
     return { ...normalizePlanInput(plan as PricingConfigPlan, `${field}.`), priceRules: checkedRules(`${field}.priceRules`, plan.priceRules) };
@@ -464,6 +466,38 @@ export async function planPricingConfig(services: Services, merchantId: string, 
     changes.push(...planRules(existing ? book.ofPlan(existing.id)! : [], plan.priceRules, `plans.${index}.priceRules`, key, knownMeters, now));
   }
   return changes;
+}
+
+/** Later than any version's date: rules in force then are those not archived, scheduled ones included. */
+const END_OF_TIME = new Date(8.64e15);
+
+/**
+ * What the merchant has active that the file does not list, as the diff names it ("meter images",
+ * "plan legacy", `rule "promo"`, `rule "pro/old markup"`): applying leaves each as it is, so a
+ * rule deleted from the file keeps pricing, and the diff must say so rather than that the merchant
+ * matches the file. Archived ones are left out (they price nothing), and so are provider prices,
+ * which a models.dev import holds by the thousand. `file` has been planned (it is valid).
+ */
+export async function unlistedByFile(services: Services, merchantId: string, file: PricingConfig): Promise<string[]> {
+  const config = checkedConfig(file);
+  const book = await services.priceRules.book(merchantId);
+  const unlistedRules = (versions: readonly RuleRow[], listed: readonly PricingConfigRule[], plan: string | null) => {
+    const names = new Set(listed.map((rule) => rule.name));
+    return rulesInForce(versions, END_OF_TIME)
+      .filter((rule) => !names.has(rule.name))
+      .map((rule) => `rule "${plan === null ? rule.name : `${plan}/${rule.name}`}"`);
+  };
+  const meterKeys = new Set(config.meters.map((meter) => meter.key));
+  const unlisted = (await services.meters.list(merchantId, false)).filter((meter) => !meterKeys.has(meter.key)).map((meter) => `meter ${meter.key}`);
+  unlisted.push(...unlistedRules(book.defaults, config.priceRules, null));
+  const plans = new Map(config.plans.map((plan) => [plan.key, plan]));
+  for (const plan of await services.plans.list(merchantId, false)) {
+    const listed = plans.get(plan.key);
+    // A plan the file does not list is named once, not rule by rule.
+    if (!listed) unlisted.push(`plan ${plan.key}`);
+    else unlisted.push(...unlistedRules(book.ofPlan(plan.id)!, listed.priceRules, plan.key));
+  }
+  return unlisted;
 }
 
 interface FileVersion {
@@ -697,8 +731,10 @@ const describeMeter = (meter: { name: string; unit: string; source: string; aggr
 const describePlan = (plan: { name: string; description: string | null; archivedAt: Date | null }) =>
   canonical({ name: plan.name, description: plan.description, archived: plan.archivedAt ? true : null });
 
-export function describeChanges(changes: readonly Change[]): string {
-  if (changes.length === 0) return 'No changes: the merchant already matches the file.';
+/** The diff; `unlisted` (see unlistedByFile) follows it, named as left as they are. */
+export function describeChanges(changes: readonly Change[], unlisted: readonly string[] = []): string {
+  const kept = unlisted.length ? `\nNot in the file, left as they are (archive one to stop it):\n${unlisted.map((entry) => `  ${entry}`).join('\n')}` : '';
+  if (changes.length === 0) return `No changes: what the file lists is already in force.${kept}`;
   return changes
     .map((change) => {
       switch (change.kind) {
@@ -721,7 +757,7 @@ export function describeChanges(changes: readonly Change[]): string {
           return change.from ? `~ rule "${change.key}" (new version from now)\n    - ${change.from}\n    + ${change.to}` : `+ rule "${change.key}"\n    + ${change.to}`;
       }
     })
-    .join('\n');
+    .join('\n') + kept;
 }
 
 function describePrice(change: Extract<Change, { kind: 'add-price' }>): string {

@@ -258,7 +258,7 @@ function parseDiff(text: string): Entry[] {
  */
 function expectDiffTells(text: string, changes: readonly Change[], before: Dump, after: Dump, label: string, race = false) {
   if (changes.length === 0) {
-    expect(text).toBe('No changes: the merchant already matches the file.');
+    expect(text).toBe('No changes: what the file lists is already in force.');
     return;
   }
   const entries = parseDiff(text);
