@@ -270,7 +270,9 @@ function oracle(document: J): Expected | 'not a table' {
     const provider = canonical(providerId);
     for (const modelKey of keysOf(models)) {
       const path = providerPath + pointer('models', modelKey);
-      const key = `${provider.toLowerCase()}\u0000${modelKey.trim().toLowerCase()}`;
+      // models.dev's "<model>@default" (Vertex AI's undated Claude) is stored by the bare id calls report.
+      const name = modelKey.replace(/@default\s*$/i, '').trim() ? modelKey.replace(/@default\s*$/i, '') : modelKey;
+      const key = `${provider.toLowerCase()}\u0000${name.trim().toLowerCase()}`;
       const claude = isClaude(provider, modelKey);
       const prices = unstorable(modelKey) || seen.has(key) ? null : modelOracle(get(models, modelKey), claude);
       if (!prices) {
@@ -278,7 +280,7 @@ function oracle(document: J): Expected | 'not a table' {
         continue;
       }
       seen.add(key);
-      rows.push({ provider, model: modelKey.trim(), prices, claude });
+      rows.push({ provider, model: name.trim(), prices, claude });
     }
   }
   return { rows, skipped };

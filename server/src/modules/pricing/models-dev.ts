@@ -420,10 +420,11 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
         const badModel = unstorableName('model id', modelId);
         if (badModel) throw new Skip(path, badModel);
         // Keyed as stored rows are (provider id, trimmed name; see storedRow), compared as priced: case-insensitively.
-        const key = `${canonicalProviderId(providerId).toLowerCase()}\u0000${modelId.trim().toLowerCase()}`;
+        const name = reportedName(modelId);
+        const key = `${canonicalProviderId(providerId).toLowerCase()}\u0000${name.trim().toLowerCase()}`;
         const first = seen.get(key);
-        if (first !== undefined) throw new Skip(path, `repeats ${providerId}/${modelId}, already imported from ${first}`);
-        rows.push(modelRow(providerId, modelId, model, path, effectiveFrom, exact));
+        if (first !== undefined) throw new Skip(path, `repeats ${providerId}/${name}, already imported from ${first}`);
+        rows.push(modelRow(providerId, name, model, path, effectiveFrom, exact));
         seen.set(key, path);
       } catch (error) {
         if (!(error instanceof Skip)) throw error;
@@ -432,6 +433,16 @@ export function importModelsDev(document: unknown, options: ModelsDevImportOptio
     }
   }
   return { rows, skipped };
+}
+
+/**
+ * A model id as usage reports it. models.dev names Vertex AI's undated Claude models
+ * "<model>@default" (a file name: only dated models carry an "@" version there), which no call
+ * reports: Vertex AI serves and names them by the bare id, so the row must be stored under it.
+ */
+function reportedName(modelId: string): string {
+  const name = modelId.replace(/@default\s*$/i, '');
+  return name.trim() ? name : modelId;
 }
 
 /** importModelsDev for the file's text. */
