@@ -139,6 +139,8 @@ export interface RuleBook {
   defaults: RuleRow[];
   /** A plan's versions (empty for a plan with no rules); undefined for null: no plan. */
   ofPlan(planId: string | null): RuleRow[] | undefined;
+  /** A version's effectiveFrom in ms, by its id; undefined for an id not in the book. */
+  versionTime(ruleId: string): number | undefined;
 }
 
 const NO_RULES: RuleRow[] = [];
@@ -230,7 +232,8 @@ export class PriceRuleService {
       else if (byPlan.has(row.planId)) byPlan.get(row.planId)!.push(row);
       else byPlan.set(row.planId, [row]);
     }
-    return { defaults, ofPlan: (planId) => (planId === null ? undefined : (byPlan.get(planId) ?? NO_RULES)) };
+    const times = new Map(rows.map((row) => [row.id, row.effectiveFrom.getTime()]));
+    return { defaults, ofPlan: (planId) => (planId === null ? undefined : (byPlan.get(planId) ?? NO_RULES)), versionTime: (ruleId) => times.get(ruleId) };
   }
 
   /** Every version of the default price book's rules. */

@@ -27,7 +27,12 @@ export interface PeriodCredit {
   net: Map<string, bigint>;
   /** The period's shortfalls not yet settled by a lower period price. */
   unpaid: bigint;
+  /** By rule and meter (see scopeKey): the effectiveFrom (ms) of the latest of its versions that priced a line in the period. */
+  latestPricedBy: Map<string, number>;
 }
+
+/** A rule version's effectiveFrom in ms, by its id (the batch's price book), for the lines a batch prices. */
+export type VersionTimes = (ruleId: string) => number | undefined;
 
 /** An event's part in its period's credit: its final lines, its shortfall, and the credit it withheld to settle earlier shortfalls. */
 export interface PeriodPart {
@@ -37,6 +42,17 @@ export interface PeriodPart {
 }
 
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
+
+/**
+ * Whether a version of the rule in force after `effectiveFrom` already priced some of the period's
+ * units of the meter: then a late event priced by an earlier version (`effectiveFrom`'s) must not
+ * re-price the period from what the rule charged, for that would price the later version's units
+ * at its own rates; it is priced on its own units instead (see volumeCreditNeed).
+ */
+export function laterVersionPriced(period: PeriodCredit, scope: RuleScope, meter: string, effectiveFrom: Date): boolean {
+  const latest = period.latestPricedBy.get(scopeKey(scope.priceBook, meter, scope.ruleName));
+  return latest !== undefined && latest > effectiveFrom.getTime();
+}
 
 /** What a rule (its book and name, every version) charged for a meter's units in the period so far, net of what it gave back; never below zero. */
 export function ruleNet(period: PeriodCredit, scope: RuleScope, meter: string): bigint {
@@ -86,12 +102,14 @@ export function capCredits(priced: PricedUsage, period: PeriodCredit): { priced:
   return { priced: { ...priced, lines, chargeAttos: priced.chargeAttos + change, marginAttos: priced.marginAttos + change }, withheldAttos: withheld };
 }
 
-/** Adds a priced event to its period's credit. */
-export function foldPeriodPart(period: PeriodCredit, part: PeriodPart): void {
+/** Adds a priced event to its period's credit; `versionTimes` dates the versions its lines name. */
+export function foldPeriodPart(period: PeriodCredit, part: PeriodPart, versionTimes: VersionTimes): void {
   for (const line of part.lines) {
     if (line.meter === null) continue;
     const scope = lineScope(line);
     period.net.set(scope, (period.net.get(scope) ?? 0n) + line.chargeAttos);
+    const from = line.ruleId === null ? undefined : versionTimes(line.ruleId);
+    if (from !== undefined && from > (period.latestPricedBy.get(scope) ?? -Infinity)) period.latestPricedBy.set(scope, from);
   }
   period.unpaid += part.shortfallAttos - part.withheldAttos;
 }
@@ -111,6 +129,7 @@ export class BatchPeriodCredits {
   constructor(
     private readonly tx: SqlExecutor,
     private readonly merchantId: string,
+    private readonly versionTimes: VersionTimes,
   ) {}
 
   /** Names a period the batch will ask for (periodOf), to be read with the others by `load`. */
@@ -128,7 +147,7 @@ export class BatchPeriodCredits {
     wanted.forEach((want, index) => {
       const period = stored[index]!;
       for (const earlier of this.parts) {
-        if (earlier.customerId === want.customerId && earlier.currency === want.currency && earlier.periodStart.getTime() === want.periodStart.getTime()) foldPeriodPart(period, earlier.part);
+        if (earlier.customerId === want.customerId && earlier.currency === want.currency && earlier.periodStart.getTime() === want.periodStart.getTime()) foldPeriodPart(period, earlier.part, this.versionTimes);
       }
       this.periods.set(periodKey(want.customerId, want.currency, want.periodStart), period);
     });
@@ -152,7 +171,7 @@ export class BatchPeriodCredits {
     this.parts.push({ customerId, currency, periodStart, part });
     if (this.periods.size === 0) return;
     const period = this.periods.get(periodKey(customerId, currency, periodStart));
-    if (period) foldPeriodPart(period, part);
+    if (period) foldPeriodPart(period, part, this.versionTimes);
   }
 
   /**
@@ -160,7 +179,7 @@ export class BatchPeriodCredits {
    * meter and name (stored lines name the rule version only), and shortfalls.
    */
   private async stored(wanted: { customerId: string; currency: string; periodStart: Date }[]): Promise<PeriodCredit[]> {
-    const rows = await this.tx.query<{ i: string; price_book: string | null; meter_key: string | null; rule_name: string | null; amount: string }>(
+    const rows = await this.tx.query<{ i: string; price_book: string | null; meter_key: string | null; rule_name: string | null; amount: string; latest_from: Date | null }>(
       `WITH wanted AS (
          SELECT * FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[]) WITH ORDINALITY AS w(customer_id, currency, period_start, period_end, i)),
        period AS (
@@ -172,22 +191,27 @@ export class BatchPeriodCredits {
                 CASE WHEN jsonb_typeof(l) = 'array' THEN l->>0 ELSE l->>'ruleId' END AS rule_id,
                 CASE WHEN jsonb_typeof(l) = 'array' THEN l->>1 ELSE l->>'chargeAttos' END AS amount
          FROM period, jsonb_array_elements(CASE WHEN jsonb_typeof(period.metadata->'pricing') = 'array' THEN period.metadata->'pricing' ELSE '[]'::jsonb END) AS l)
-       SELECT lines.i::text AS i, coalesce(r.plan_id::text, '') AS price_book, r.meter_key, r.name AS rule_name, sum(lines.amount::numeric)::text AS amount
+       SELECT lines.i::text AS i, coalesce(r.plan_id::text, '') AS price_book, r.meter_key, r.name AS rule_name, sum(lines.amount::numeric)::text AS amount,
+              max(r.effective_from) AS latest_from
        FROM lines JOIN price_rules r ON r.merchant_id = $1 AND r.meter_key IS NOT NULL AND r.id::text = lines.rule_id
        GROUP BY 1, 2, 3, 4
        UNION ALL
-       SELECT period.i::text, NULL, NULL, NULL, (coalesce(sum((metadata->>'shortfallAttos')::numeric), 0) - coalesce(sum((metadata->>'withheldCreditAttos')::numeric), 0))::text
+       SELECT period.i::text, NULL, NULL, NULL, (coalesce(sum((metadata->>'shortfallAttos')::numeric), 0) - coalesce(sum((metadata->>'withheldCreditAttos')::numeric), 0))::text, NULL
        FROM period GROUP BY period.i`,
       [
         this.merchantId, pgArrayOf(wanted, (want) => want.customerId), pgArrayOf(wanted, (want) => want.currency),
         pgArrayOf(wanted, (want) => want.periodStart), pgArrayOf(wanted, (want) => periodEndOf(want.periodStart)),
       ],
     );
-    const periods = wanted.map((): PeriodCredit => ({ net: new Map(), unpaid: 0n }));
+    const periods = wanted.map((): PeriodCredit => ({ net: new Map(), unpaid: 0n, latestPricedBy: new Map() }));
     for (const row of rows) {
       const period = periods[Number(row.i) - 1]!;
       if (row.rule_name === null) period.unpaid = BigInt(row.amount);
-      else period.net.set(scopeKey(row.price_book!, row.meter_key!, row.rule_name), BigInt(row.amount));
+      else {
+        const scope = scopeKey(row.price_book!, row.meter_key!, row.rule_name);
+        period.net.set(scope, BigInt(row.amount));
+        if (row.latest_from !== null) period.latestPricedBy.set(scope, new Date(row.latest_from).getTime());
+      }
     }
     return periods;
   }

@@ -22,7 +22,7 @@ import type { PriceRuleService, RuleRow } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse, responseHeaders } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
 import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
-import { BatchPeriodCredits, capCredits, ruleNet } from './usage.credits.ts';
+import { BatchPeriodCredits, capCredits, laterVersionPriced, ruleNet } from './usage.credits.ts';
 import {
   estimateIncomplete, MAX_EVENT_ATTOS, meterQuantities, meterRules, periodContribution, priceUsage, PROVIDER_COST_CURRENCY, providerCost, readChargeLine, ruleScopeOf, ruleTie,
   stepPeriodTotal, storedChargeLines, volumeCreditNeed, type MeterStep, type PeriodStep, type PricedUsage, type StoredChargeLine,
@@ -854,7 +854,7 @@ export class UsageService {
         };
         const answers: { index: number; row: EventRow; error: AppError | undefined }[] = [];
         let chargesTooLarge: Map<number, AppError> | undefined;
-        const credits = new BatchPeriodCredits(batch.tx, merchantId);
+        const credits = new BatchPeriodCredits(batch.tx, merchantId, book.versionTime);
         // The periods whose credit some VOLUME line needs (see volumeCreditNeed), read in one
         // statement; and the events priced from what their rule charged in the period.
         const fromCharged = new Map<number, string[]>();
@@ -882,7 +882,10 @@ export class UsageService {
             const withCharged = new Map<string, MeterStep>(moved);
             for (const meter of charging) {
               const step = moved.get(meter)!;
-              withCharged.set(meter, { ...step, charged: ruleNet(period, ruleScopeOf(step.rule!), meter) });
+              const scope = ruleScopeOf(step.rule!);
+              // A late event of an earlier version, after a later one priced part of the period: its own units, at its version.
+              if (laterVersionPriced(period, scope, meter, step.rule!.effectiveFrom)) continue;
+              withCharged.set(meter, { ...step, charged: ruleNet(period, scope, meter) });
             }
             moved = withCharged;
           }
