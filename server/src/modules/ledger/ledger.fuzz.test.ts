@@ -139,7 +139,8 @@ const hugeOpArb = opsOf(hugeAmount, fc.constantFrom<CustomerRef>(0, 0, 0, 1), fc
 
 // ------------------------------------------------------------------ the server's input rules, as a spec
 
-const DECIMAL = /^(-)?(\d{1,12})(?:\.(\d{1,18}))?$/;
+/** Up to 12 whole digits, zeros leading them not counted, and 18 places. */
+const DECIMAL = /^(-)?0*(\d{1,12})(?:\.(\d{1,18}))?$/;
 const ATTOS = 1_000_000_000n;
 const MAX_NANOS = 1_000_000_000n * 1_000_000_000n;
 const ISO = new Set(Intl.supportedValuesOf('currency'));

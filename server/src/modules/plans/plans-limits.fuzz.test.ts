@@ -184,10 +184,10 @@ const ISO = new Set(Intl.supportedValuesOf('currency'));
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const unstorable = (text: string) => text.includes('\u0000') || LONE_SURROGATE.test(text);
 
-/** A decimal as attos (up to 18 places, 12 whole digits), or null. */
+/** A decimal as attos (up to 18 places, 12 whole digits not counting zeros leading them), or null. */
 function attosOf(text: unknown): bigint | null {
   if (typeof text !== 'string') return null;
-  const match = /^(-)?(\d{1,12})(?:\.(\d{1,18}))?$/.exec(text.trim());
+  const match = /^(-)?0*(\d{1,12})(?:\.(\d{1,18}))?$/.exec(text.trim());
   if (!match) return null;
   const attos = BigInt(match[2]!) * UNIT_ATTOS + BigInt((match[3] ?? '').padEnd(18, '0'));
   return match[1] ? -attos : attos;
