@@ -10,10 +10,19 @@ type KeyStyle = (key: string) => [header: string, value: string];
 
 const bearer: KeyStyle = (key) => ['authorization', `Bearer ${key}`];
 
+/**
+ * A Google API key rather than an OAuth access token (`ya29.…`): a Google Cloud API key
+ * (`AIza…`, https://cloud.google.com/docs/authentication/api-keys) or a Vertex AI express-mode
+ * key (`AQ.…`). Vertex AI takes such a key in `x-goog-api-key` and answers 401 to it as a Bearer
+ * token. Anything else stays a Bearer token, as before.
+ */
+const GOOGLE_API_KEY = /^(?:AIza|AQ\.)[\w.-]+$/;
+
 const STYLES: Record<string, KeyStyle> = {
   'azure-openai': (key) => ['api-key', key],
   anthropic: (key) => ['x-api-key', key],
   google: (key) => ['x-goog-api-key', key],
+  vertex: (key) => (GOOGLE_API_KEY.test(key) ? ['x-goog-api-key', key] : bearer(key)),
   elevenlabs: (key) => ['xi-api-key', key],
   deepgram: (key) => ['authorization', `Token ${key}`],
   fal: (key) => ['authorization', `Key ${key}`],
