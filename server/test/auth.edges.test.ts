@@ -1,15 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiKeyMode } from '../src/modules/api-keys/api-keys.service.ts';
-import { startTestServer, type TestServer } from './server.ts';
+import { testServerWithMerchant, type TestServer } from './server.ts';
 
 let server: TestServer;
 let merchant: { id: string; secret: string };
+const { start, close } = testServerWithMerchant();
 
-beforeAll(async () => {
-  server = await startTestServer();
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 const viewerKind = async (token: string) => {
   const result = await server.graphql<{ viewer: { kind: string } }>('{ viewer { kind } }', {}, token);

@@ -11,7 +11,7 @@ export const later = (time: Date, ms: number) => new Date(time.getTime() + ms);
 
 /**
  * A merchant with an output-token meter ('out') and a customer holding 1,000 USD, for tests of
- * when pricing changes take effect: `event` builds a usage record of the custom provider's model
+ * how usage is priced and when pricing changes take effect: `event` builds a usage record of the custom provider's model
  * 'm' (or another), `record` records some and answers each one's charge (or error code).
  */
 export async function pricedUsageSetup(server: TestServer) {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { atOrAfter, earlierThan, parseIsoTime } from '../src/shared/times.ts';
 import { formatAttos, parseDecimalAttos, parseDecimalNanos } from '../src/shared/money.ts';
 import { SYSTEM_ACTOR } from '../src/modules/ledger/ledger.store.ts';
-import { startTestServer, type TestServer } from './server.ts';
+import { testServerWithMerchant, type TestServer } from './server.ts';
 
 /**
  * Edges of the read side (list queries, their filters, counts and nested fields) that the
@@ -14,8 +14,7 @@ import { startTestServer, type TestServer } from './server.ts';
 let now = new Date('2026-07-01T09:00:00.000Z');
 let server: TestServer;
 let merchant: { id: string; secret: string };
-
-const gql = (query: string, variables: Record<string, unknown> = {}, token = merchant.secret) => server.graphql<any>(query, variables, token);
+const { start, close, gql, newCustomer } = testServerWithMerchant({}, { clock: () => now });
 
 async function ok(query: string, variables: Record<string, unknown> = {}, token = merchant.secret) {
   const result = await gql(query, variables, token);
@@ -23,16 +22,11 @@ async function ok(query: string, variables: Record<string, unknown> = {}, token 
   return result.data;
 }
 
-const newCustomer = async (merchantId = merchant.id) => (await server.services.customers.create(merchantId, { externalId: `c-${randomUUID()}` })).id;
-
 const GRANT = 'mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed } }';
 const DEBIT = 'mutation ($input: DebitCreditsInput!) { debitCredits(input: $input) { replayed } }';
 
-beforeAll(async () => {
-  server = await startTestServer({}, { clock: () => now });
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 describe('LedgerTransaction.entries', () => {
   it('a page of transactions with their entries reads the legs in one query, each transaction its own legs', async () => {

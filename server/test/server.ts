@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -70,6 +70,37 @@ export async function startTestServer(env: Record<string, string | undefined> = 
       await runtime.close();
       await database.close();
     },
+  };
+}
+
+/** A merchant with a secret key, as TestServer.createMerchant makes it. */
+type TestMerchant = Awaited<ReturnType<TestServer['createMerchant']>>;
+
+/**
+ * A test server (as startTestServer takes `env` and `options`) and one merchant on it, for a test
+ * file whose tests act as that merchant. Made at module level, started in `beforeAll` and closed
+ * in `afterAll`; `gql` (as the merchant, unless given another token) and `newCustomer` (the id of
+ * a new customer of the merchant, or of `merchantId`) read them when they run, so they may be
+ * destructured.
+ */
+export function testServerWithMerchant(env: Record<string, string | undefined> = {}, options: { clock?: () => Date } = {}) {
+  let server: TestServer | undefined;
+  let merchant: TestMerchant | undefined;
+  const started = () => {
+    if (!server || !merchant) throw new Error('the server is not started: call start() in beforeAll');
+    return { server, merchant };
+  };
+  return {
+    async start() {
+      server = await startTestServer(env, options);
+      merchant = await server.createMerchant();
+      return started();
+    },
+    close: () => server?.close(),
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as the tests' own gql helpers: answers are read field by field
+    gql: <T = any>(query: string, variables: Record<string, unknown> = {}, token = started().merchant.secret) => started().server.graphql<T>(query, variables, token),
+    newCustomer: async (merchantId = started().merchant.id) =>
+      (await started().server.services.customers.create(merchantId, { externalId: `c-${randomUUID()}` })).id,
   };
 }
 

@@ -1,16 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { testServerWithMerchant, type TestServer } from '../../../test/server.ts';
 import { CustomerService } from './customers.service.ts';
 
 let server: TestServer;
 let merchant: { id: string; secret: string };
+const { start, close } = testServerWithMerchant();
 
-beforeAll(async () => {
-  server = await startTestServer();
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 /**
  * The server's Prisma client, except that `customer.findFirst` (how the service reads a customer

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { testServerWithMerchant, type TestServer } from '../../../test/server.ts';
 import type { Actor } from './ledger.service.ts';
 
 // The ledger's merchant operations and audit trail: what an earlier review found them to miss.
@@ -8,23 +8,14 @@ import type { Actor } from './ledger.service.ts';
 const now = new Date('2026-08-01T12:00:00.000Z');
 let server: TestServer;
 let merchant: { id: string; secret: string };
-
-const gql = <T = Record<string, any>>(query: string, variables: Record<string, unknown> = {}, token = merchant.secret) =>
-  server.graphql<T>(query, variables, token);
-
-async function newCustomer(): Promise<string> {
-  return (await server.services.customers.create(merchant.id, { externalId: `c-${randomUUID()}` })).id;
-}
+const { start, close, gql, newCustomer } = testServerWithMerchant({}, { clock: () => now });
 
 const ACTOR: Actor = { kind: 'api_key', apiKeyId: null };
 const transactionsOf = (customerId: string) =>
   server.services.prisma.ledgerTransaction.findMany({ where: { customerId }, orderBy: { createdAt: 'asc' }, select: { kind: true, amount: true } });
 
-beforeAll(async () => {
-  server = await startTestServer({}, { clock: () => now });
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 describe('a positive adjustment with an expiry', () => {
   const adjust = (customerId: string, idempotencyKey: string, expiresAt?: Date | null) =>

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { testServerWithMerchant, type TestServer } from '../../../test/server.ts';
 import { walletTopic } from './ledger.service.ts';
 
 // Edges of the ledger's GraphQL surface that ledger.test.ts and the fuzzers do not reach.
@@ -11,13 +11,7 @@ import { walletTopic } from './ledger.service.ts';
 const now = new Date('2026-07-01T09:00:00.000Z');
 let server: TestServer;
 let merchant: { id: string; secret: string };
-
-const gql = <T = Record<string, any>>(query: string, variables: Record<string, unknown> = {}, token = merchant.secret) =>
-  server.graphql<T>(query, variables, token);
-
-async function newCustomer(): Promise<string> {
-  return (await server.services.customers.create(merchant.id, { externalId: `c-${randomUUID()}` })).id;
-}
+const { start, close, gql, newCustomer } = testServerWithMerchant({}, { clock: () => now });
 
 const GRANT = 'mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed wallet { balance { amount currency } } } }';
 const DEBIT = 'mutation ($input: DebitCreditsInput!) { debitCredits(input: $input) { replayed } }';
@@ -28,11 +22,8 @@ const CAPTURE = 'mutation ($id: ID!, $amount: Decimal) { captureHold(id: $id, am
 const OVERDRAFT = 'mutation ($id: ID!, $limit: Decimal!) { setOverdraftLimit(customerId: $id, limit: $limit) { id } }';
 const TRANSACTIONS = 'query ($id: ID!) { wallet(customerId: $id) { balance { amount } transactions(first: 10) { totalCount } } }';
 
-beforeAll(async () => {
-  server = await startTestServer({}, { clock: () => now });
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 describe('an amount that is no decimal', () => {
   // A long run of zeros followed by anything else: the parser's fallback pattern (which tells a

@@ -1,27 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { testServerWithMerchant, type TestServer } from '../../../test/server.ts';
 import type { Actor } from './ledger.service.ts';
 
 /** Edges of holds as the audit trail records them, on a controllable clock. */
 let now = new Date('2026-06-01T12:00:00Z');
 let server: TestServer;
 let merchant: { id: string; secret: string };
-
-const gql = <T = Record<string, any>>(query: string, variables: Record<string, unknown> = {}, token = merchant.secret) =>
-  server.graphql<T>(query, variables, token);
-const newCustomer = async () => (await server.services.customers.create(merchant.id, { externalId: `c-${randomUUID()}` })).id;
+const { start, close, gql, newCustomer } = testServerWithMerchant({}, { clock: () => now });
 
 const GRANT = `mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed } }`;
 const CREATE = `mutation ($input: CreateHoldInput!) { createHold(input: $input) { hold { id expiresAt } } }`;
 const HOLD = `query ($id: ID!) { hold(id: $id) { status finalizedAt finalizedBy { kind apiKeyId } } }`;
 const WALLET = `query ($id: ID!) { wallet(customerId: $id) { balance { amount } available { amount } held { amount } } }`;
 
-beforeAll(async () => {
-  server = await startTestServer({}, { clock: () => now });
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 describe('a hold past its time, named by a batch that releases holds (the gateway settling its call)', () => {
   // It read EXPIRED (at its expiry, by the system) until usage naming it was charged, then

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { startTestServer, waitForSubscribers, type TestServer } from '../../../test/server.ts';
+import { testServerWithMerchant, waitForSubscribers, type TestServer } from '../../../test/server.ts';
 import { laneOf } from '../../shared/lanes.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { SYSTEM_ACTOR, walletTopic } from './ledger.service.ts';
@@ -12,13 +12,7 @@ import { SYSTEM_ACTOR, walletTopic } from './ledger.service.ts';
 let now = new Date('2026-06-01T12:00:00Z');
 let server: TestServer;
 let merchant: { id: string; secret: string };
-
-const gql = <T = Record<string, any>>(query: string, variables: Record<string, unknown> = {}, token = merchant.secret) =>
-  server.graphql<T>(query, variables, token);
-
-async function newCustomer(): Promise<string> {
-  return (await server.services.customers.create(merchant.id, { externalId: `c-${randomUUID()}` })).id;
-}
+const { start, close, gql, newCustomer } = testServerWithMerchant({}, { clock: () => now });
 
 const GRANT = `mutation ($input: GrantCreditsInput!) { grantCredits(input: $input) {
   replayed grant { id kind remaining { amount } } transaction { id kind amount { amount currency } balanceAfter { amount } }
@@ -65,11 +59,8 @@ async function expectIntegrity() {
   expect(report.data!.ledgerIntegrity.ok).toBe(true);
 }
 
-beforeAll(async () => {
-  server = await startTestServer({}, { clock: () => now });
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
 describe('credits and debits', () => {
   it('grants, charges and shows every change as a balanced double entry', async () => {

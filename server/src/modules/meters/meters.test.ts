@@ -1,19 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../../../test/server.ts';
+import { testServerWithMerchant, type TestServer } from '../../../test/server.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { blankUsage } from '../usage/usage.types.ts';
 import { meterQuantity } from './meters.service.ts';
 
 let server: TestServer;
 let merchant: { id: string; secret: string };
+const { start, close, gql } = testServerWithMerchant();
 
-beforeAll(async () => {
-  server = await startTestServer();
-  merchant = await server.createMerchant();
-});
-afterAll(() => server?.close());
+beforeAll(async () => ({ server, merchant } = await start()));
+afterAll(close);
 
-const gql = (query: string, variables: Record<string, unknown> = {}) => server.graphql<any>(query, variables, merchant.secret);
 const ARCHIVE = 'mutation ($key: String!) { archiveMeter(key: $key) { key archivedAt } }';
 const CREATE = 'mutation ($input: CreateMeterInput!) { createMeter(input: $input) { key name unit } }';
 const UNARCHIVE = 'mutation ($key: String!) { unarchiveMeter(key: $key) { id key archivedAt } }';

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pricedUsageSetup } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
 import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
@@ -18,15 +19,12 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
+/** A merchant with the markup rule, and a customer holding 1,000 USD and 1,000 EUR. */
 async function setup(markup: Record<string, unknown>) {
   const { services } = server;
-  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
-  await services.meters.create(merchant.id, { key: 'out', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
+  const { merchant, customer } = await pricedUsageSetup(server);
   await services.priceRules.put(merchant.id, { name: 'markup', type: 'MARKUP', config: markup, effectiveFrom: new Date('2026-01-01T00:00:00Z') });
-  const customer = await services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
-  for (const currency of ['USD', 'EUR']) {
-    await services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency, amountNanos: parseDecimalNanos('amount', '1000'), kind: 'PAID', idempotencyKey: `seed-${currency}` });
-  }
+  await services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'EUR', amountNanos: parseDecimalNanos('amount', '1000'), kind: 'PAID', idempotencyKey: 'seed-EUR' });
   const record = async (usage: Record<string, unknown>, currency = 'USD') => {
     const [result] = await services.usage.record(merchant.id, SYSTEM_ACTOR, [{ customer: customer.id, idempotencyKey: randomUUID(), usage, currency }]);
     const { event, unpriced } = result as Extract<UsageResult, { ok: true }>;

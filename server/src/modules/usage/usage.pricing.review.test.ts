@@ -1,9 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pricedUsageSetup } from '../../../test/priced-usage.ts';
 import { startTestServer, type TestServer } from '../../../test/server.ts';
 import { parseDecimalNanos } from '../../shared/money.ts';
-import { SYSTEM_ACTOR } from '../ledger/ledger.store.ts';
-import type { UsageResult } from './usage.service.ts';
 
 /**
  * A late event priced by an older version of a VOLUME rule, after a newer version priced part of
@@ -26,18 +24,13 @@ beforeAll(async () => {
 });
 afterAll(() => server?.close());
 
+/** pricedUsageSetup's customer, priced by a VOLUME rule 'v' on 'out' (`config` since SINCE); `version` adds a later version of the rule. */
 async function setup(config: Record<string, unknown>) {
   const { services } = server;
-  const merchant = await server.createMerchant(`m-${randomUUID().slice(0, 8)}`);
-  await services.meters.create(merchant.id, { key: 'out', name: 'Output tokens', unit: 'token', source: 'OUTPUT_TOKENS' });
-  await services.priceRules.put(merchant.id, { name: 'v', type: 'VOLUME', meterKey: 'out', config, effectiveFrom: SINCE });
-  const customer = await services.customers.create(merchant.id, { externalId: `user-${randomUUID().slice(0, 8)}` });
-  await services.ledger.grantCredits(merchant.id, SYSTEM_ACTOR, { customerId: customer.id, currency: 'USD', amountNanos: nanos('1000'), kind: 'PAID', idempotencyKey: 'seed' });
-  const event = (outputTokens: number, timestamp: Date) => ({ customer: customer.id, idempotencyKey: randomUUID(), usage: { provider: 'custom', model: 'm', outputTokens }, timestamp });
-  const record = async (...events: ReturnType<typeof event>[]) =>
-    (await services.usage.record(merchant.id, SYSTEM_ACTOR, events)).map((result: UsageResult) => (result.ok ? result.event.charge : result.error.message));
-  const balance = async () => (await services.ledgerQueries.wallet(merchant.id, customer.id, 'USD')).balance;
+  const { merchant, customer, event, record } = await pricedUsageSetup(server);
   const version = (config: Record<string, unknown>, effectiveFrom: Date) => services.priceRules.put(merchant.id, { name: 'v', type: 'VOLUME', meterKey: 'out', config, effectiveFrom });
+  await version(config, SINCE);
+  const balance = async () => (await services.ledgerQueries.wallet(merchant.id, customer.id, 'USD')).balance;
   return { event, record, balance, version };
 }
 
