@@ -137,6 +137,22 @@ const sessionCloses = new WeakMap<WebSocket, { at: number; timer: NodeJS.Timeout
  * customer (its session token on the connection, or on any of its operations) are closed the same
  * way once that customer is archived.
  */
+/** Open sockets of one kind, at most `limit` at once; each counts until it closes. */
+class SocketCount {
+  private open = 0;
+
+  constructor(private readonly limit: number) {}
+
+  admit(socket: WebSocket): boolean {
+    // Closed while its credential was being checked: its 'close' has fired, nothing to count.
+    if (socket.readyState !== socket.OPEN) return true;
+    if (this.open >= this.limit) return false;
+    this.open++;
+    socket.once('close', () => this.open--);
+    return true;
+  }
+}
+
 class SocketsByApiKey {
   private readonly keysOf = new Map<WebSocket, Set<string>>();
   /** A socket may act for several customers: GraphiQL sends a token with each operation. */
@@ -266,6 +282,7 @@ export async function createApp(services: Services): Promise<App> {
   const wsServer = new WebSocketServer({ noServer: true, path: '/graphql', maxPayload: config.maxBodyBytes });
   httpServer.on('upgrade', (req, socket, head) => wsServer.handleUpgrade(req, socket, head, (ws) => wsServer.emit('connection', ws, req)));
   const keySockets = new SocketsByApiKey(services, logger, config.wsKeyRecheckMs);
+  const anonymousSockets = new SocketCount(config.wsMaxAnonymousSockets);
   const wsCleanup = useServer<Record<string, unknown>, { viewer?: Viewer; requestId?: string; authorization?: string; starting?: Set<string> }>(
     {
       schema,
@@ -282,6 +299,12 @@ export async function createApp(services: Services): Promise<App> {
           if (ctx.extra.viewer.kind === 'customer' && !keySockets.admitsCustomer(ctx.extra.socket, ctx.extra.viewer.customerId, config.wsMaxCustomerSockets)) {
             // Closed before graphql-ws's generic 4403, so the client can tell a limit from a bad token.
             ctx.extra.socket.close(TOO_MANY_SOCKETS, `This customer already holds ${config.wsMaxCustomerSockets} open connections`);
+            return false;
+          }
+          // Anyone may open one (GraphiQL sends its credential with each operation, not here), so
+          // they are capped: a loop opening them would otherwise hold unbounded sockets.
+          if (ctx.extra.viewer.kind === 'anonymous' && !anonymousSockets.admit(ctx.extra.socket)) {
+            ctx.extra.socket.close(TOO_MANY_SOCKETS, `${config.wsMaxAnonymousSockets} connections without a credential are open: send one as the authorization connection parameter`);
             return false;
           }
           closeWhenSessionExpires(ctx.extra.socket, ctx.extra.viewer);

@@ -28,6 +28,8 @@ export interface Config {
   wsMaxOperations: number;
   /** WebSockets one customer's session tokens may hold open on one instance. */
   wsMaxCustomerSockets: number;
+  /** WebSockets opened without a credential (GraphiQL sends one with each operation instead) one instance holds open at once. */
+  wsMaxAnonymousSockets: number;
   maxQueryComplexity: number;
   customerSessionMaxTtlSeconds: number;
   /** Browser origins allowed to call the API and the gateway (`*`: any). */
@@ -208,6 +210,7 @@ export function loadConfig(env: Env = process.env): Config {
     wsKeyRecheckMs: intFrom(env, 'TOLLGATE_WS_KEY_RECHECK_MS', 5000, { max: MAX_TIMER_MS }),
     wsMaxOperations: intFrom(env, 'TOLLGATE_WS_MAX_OPERATIONS', 100),
     wsMaxCustomerSockets: intFrom(env, 'TOLLGATE_WS_MAX_CUSTOMER_SOCKETS', 20),
+    wsMaxAnonymousSockets: intFrom(env, 'TOLLGATE_WS_MAX_ANONYMOUS_SOCKETS', 100),
     gateway: {
       allowPrivateNetworks: boolFrom(env, 'TOLLGATE_GATEWAY_ALLOW_PRIVATE_NETWORKS', false),
       timeoutMs: intFrom(env, 'TOLLGATE_GATEWAY_TIMEOUT_MS', 300_000, { max: MAX_TIMER_MS }),

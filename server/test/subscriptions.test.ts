@@ -608,3 +608,42 @@ describe('WebSocket limits', () => {
     for (const { socket } of [second, bobs, again]) socket.close();
   });
 });
+
+describe('WebSockets without a credential', () => {
+  let capped: TestServer;
+  beforeAll(async () => {
+    capped = await startTestServer({ TOLLGATE_WS_MAX_ANONYMOUS_SOCKETS: '2' });
+  });
+  afterAll(() => capped?.close());
+
+  /** A raw graphql-ws socket, initialised with `payload`: whether it was acknowledged, and its close code. */
+  function open(payload: Record<string, unknown>) {
+    const socket = new WebSocket(capped.url.replace('http', 'ws') + '/graphql', 'graphql-transport-ws');
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload })));
+    const acked = new Promise<boolean>((resolve) => {
+      socket.once('message', (data) => resolve(JSON.parse(String(data)).type === 'connection_ack'));
+      socket.on('close', () => resolve(false));
+    });
+    const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+    return { acked, closed, socket };
+  }
+
+  // Anyone could open them: a loop doing so held unbounded sockets on the instance.
+  it('are held to TOLLGATE_WS_MAX_ANONYMOUS_SOCKETS (4029 beyond it), a slot freed as one closes; a credential is not held to it', async () => {
+    const owner = await capped.createMerchant();
+    const first = open({});
+    const second = open({});
+    expect(await Promise.all([first.acked, second.acked])).toEqual([true, true]);
+    const third = open({});
+    expect(await third.acked).toBe(false);
+    expect(await third.closed).toBe(4029);
+    const withKey = open({ authorization: `Bearer ${owner.secret}` });
+    expect(await withKey.acked).toBe(true);
+
+    first.socket.close();
+    await first.closed;
+    const again = open({});
+    expect(await again.acked).toBe(true);
+    for (const { socket } of [second, withKey, again]) socket.close();
+  });
+});

@@ -1,6 +1,6 @@
-import { buildSchema, getIntrospectionQuery, getOperationAST, Kind, parse, print, type GraphQLSchema } from 'graphql';
+import { buildSchema, execute, getIntrospectionQuery, getOperationAST, Kind, parse, print, type GraphQLSchema } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { enforceQueryLimits, FIELD_COSTS, MAX_PAGE_SIZE, measureOperation, MUTATION_COST, UNPAGINATED_LIST_SIZE } from './limits.ts';
+import { enforceQueryLimits, FIELD_COSTS, limitResolvedFields, MAX_PAGE_SIZE, measureOperation, MUTATION_COST, UNPAGINATED_LIST_SIZE } from './limits.ts';
 import { schema } from './schema.ts';
 
 function measure(query: string, variables?: Record<string, unknown>, on: GraphQLSchema = schema) {
@@ -110,6 +110,29 @@ describe('query cost', () => {
     }
     // One check, or a page with its count, still fits.
     expect(() => enforce('{ ledgerIntegrity { ok violations } ledgerTransactions(first: 100) { totalCount edges { node { id } } } }')).not.toThrow();
+  });
+
+  it('prices a metadata object at its fixed cost, in a page for each row: 500 aliased customers\' metadata (up to 8 MB) is the most one query gets', () => {
+    const metadata = FIELD_COSTS.get('metadata')!;
+    expect(metadata).toBe(10);
+    expect(measure('query ($e: String!) { customer(externalId: $e) { metadata } }').complexity).toBe(1 + metadata);
+    expect(measure('{ customers(first: 100) { edges { node { id metadata } } } }').complexity).toBe(1 + 100 * (2 + 1 + metadata));
+    // Aliased at 1 each, 5,000 of them (up to 80 MB) were within the default limit.
+    const aliased = (n: number) => `{ ${Array.from({ length: n }, (_, i) => `c${i}: customer(externalId: "x") { metadata }`).join(' ')} }`;
+    expect(() => enforce(aliased(Math.floor(5000 / (1 + metadata))))).not.toThrow();
+    expect(() => enforce(aliased(Math.floor(5000 / (1 + metadata)) + 1))).toThrow(/complexity \d+ exceeds the limit of 5000/);
+  });
+
+  it('holds the fixed costs while the query runs too: a list longer than measured stops at its price, not at one a field', async () => {
+    const tiny = limitResolvedFields(buildSchema('type Row { id: ID metadata: String } type Query { rows: [Row] }'));
+    const rows = Array.from({ length: 20 }, (_, i) => ({ id: String(i), metadata: 'x'.repeat(16) }));
+    const run = (query: string) => execute({ schema: tiny, document: parse(query), rootValue: { rows }, contextValue: { maxResolvedFields: 60 } });
+    // 1 + 20 ids: within 60.
+    expect((await run('{ rows { id } }')).errors).toBeUndefined();
+    // Each row's metadata is 10: the fifth row's (1 + 5 × 11 = 56, then 66) is past it.
+    const cut = await run('{ rows { id metadata } }');
+    expect(cut.errors?.[0]?.extensions).toMatchObject({ reason: 'QUERY_TOO_COMPLEX' });
+    expect(cut.errors?.[0]?.path).toEqual(['rows', 5, 'metadata']);
   });
 
   it('counts every mutation as a write, and an import as a whole table: aliasing them is refused', () => {

@@ -67,13 +67,17 @@ export const MAX_PAGE_SIZE = 100;
  * so aliasing them a thousand times is refused. A whole-ledger check reads every leg,
  * transaction, wallet and grant of the merchant (several full scans): priced as five full pages.
  * A count visits every row its filter matches, however few it returns: half a full page.
- * By field name: every `totalCount` here is a connection's count, every `spentThisMonth` a spend limit's sum.
+ * By field name: every `totalCount` here is a connection's count, every `spentThisMonth` a spend limit's sum,
+ * every `metadata` a caller's JSON object.
  */
 export const FIELD_COSTS: ReadonlyMap<string, number> = new Map([
   ['ledgerIntegrity', 5 * MAX_PAGE_SIZE],
   ['totalCount', MAX_PAGE_SIZE / 2],
   // A spend limit's month so far sums the customer's usage events of the month: a count's cost.
   ['spentThisMonth', MAX_PAGE_SIZE / 2],
+  // Free-form JSON of up to 16 KB, where another field answers a few bytes: at 1 each, 5,000 of
+  // them (aliased, or a page's rows) made an 80 MB answer within the limit; at 10, 8 MB.
+  ['metadata', 10],
 ]);
 
 /**
@@ -534,8 +538,8 @@ function budgetOf(context: unknown, root: unknown): Budget | null {
 }
 
 /**
- * The complexity limit, held at run time as well: every field resolved counts one against the
- * limit, and past it each further field fails at once (VALIDATION, QUERY_TOO_COMPLEX) without
+ * The complexity limit, held at run time as well: every field resolved counts against the limit
+ * (one, or its FIELD_COSTS price), and past it each further field fails at once (VALIDATION, QUERY_TOO_COMPLEX) without
  * running its resolver. The measure before execution counts a list that takes no page size as
  * UNPAGINATED_LIST_SIZE rows, which some lists exceed (every version of every rule, a price table
  * imported from models.dev): aliased a few hundred times, such a query passed the measure and
@@ -547,9 +551,11 @@ export function limitResolvedFields(schema: GraphQLSchema): GraphQLSchema {
     for (const field of Object.values(type.getFields())) {
       const resolve = field.resolve ?? defaultFieldResolver;
       if ((resolve as { budgeted?: boolean }).budgeted) continue;
+      // As the measure prices it: a list longer than the measure assumed must not fetch 16 KB metadata at 1 each.
+      const cost = FIELD_COSTS.get(field.name) ?? 1;
       const budgeted: typeof resolve = (source, args, context, info) => {
         const budget = budgetOf(context, info.rootValue);
-        if (budget && --budget.left < 0) throw tooManyFields(context);
+        if (budget && (budget.left -= cost) < 0) throw tooManyFields(context);
         const result = resolve(source, args, context, info);
         // Aliased __typenames have no resolver to count them: they are counted here, once for
         // each object (each row of a list) this field answers.
