@@ -16,6 +16,11 @@ export interface TokenPrices {
   input?: string | null;
   /** Cache reads (hits). */
   cachedInput?: string | null;
+  /**
+   * Audio inside the cache reads (details.cached_audio_tokens), where a provider prices it apart
+   * from cached text (Gemini's context caching); unset, cached audio is costed as cachedInput.
+   */
+  cachedInputAudio?: string | null;
   /** Cache writes; for Anthropic this is the 5-minute rate. */
   cacheWrite?: string | null;
   /** Cache writes with a 1-hour TTL, when the details carry the split. */
@@ -69,6 +74,8 @@ export const USAGE_DETAIL_KEYS = {
   cacheWrite5mTokens: 'cache_write_5m_tokens',
   /** Audio tokens of the prompt; priced at inputAudio as part of the uncached input. */
   inputAudioTokens: 'input_audio_tokens',
+  /** Audio tokens of the cache reads: inside cachedInputTokens; priced at cachedInputAudio. */
+  cachedAudioTokens: 'cached_audio_tokens',
   /** Audio tokens of the output; a subset of outputTokens disjoint from reasoning. */
   outputAudioTokens: 'output_audio_tokens',
   /** Tokens of the prompt's images: inside inputTokens; priced at inputImage as part of the uncached input. */
@@ -254,7 +261,7 @@ export function priceInForce<T extends ProviderPrice>(rows: readonly T[], provid
   return best;
 }
 
-const TOKEN_KEYS = ['input', 'cachedInput', 'cacheWrite', 'cacheWrite1h', 'output', 'reasoning', 'inputAudio', 'outputAudio', 'inputImage', 'outputImage'] as const;
+const TOKEN_KEYS = ['input', 'cachedInput', 'cachedInputAudio', 'cacheWrite', 'cacheWrite1h', 'output', 'reasoning', 'inputAudio', 'outputAudio', 'inputImage', 'outputImage'] as const;
 const UNIT_KEYS = ['perImage', 'perAudioSecond', 'perAudioMinute', 'perCharacter', 'perMillionCharacters', 'perRequest'] as const;
 /** Every key a price row may have: anything else (a typo) would be stored and silently price nothing. */
 const PRICE_KEYS: ReadonlySet<string> = new Set(['provider', 'model', 'currency', 'effectiveFrom', 'perMillionTokens', 'contextTiers', 'perImageBy', ...UNIT_KEYS]);
@@ -455,6 +462,7 @@ interface Rate {
 const INPUT = ['input'] as const;
 const INPUT_AUDIO = ['inputAudio', 'input'] as const;
 const CACHED_INPUT = ['cachedInput', 'input'] as const;
+const CACHED_INPUT_AUDIO = ['cachedInputAudio', 'cachedInput', 'input'] as const;
 const CACHE_WRITE = ['cacheWrite', 'input'] as const;
 const CACHE_WRITE_1H = ['cacheWrite1h', 'cacheWrite', 'input'] as const;
 const OUTPUT = ['output'] as const;
@@ -525,9 +533,10 @@ function oneOf(a: string | null | undefined, b: string | null | undefined, field
  *
  * Fallbacks where a provider does not quote a rate: cache reads and writes at the input rate (no
  * discount, no surcharge), 1-hour writes at the cache-write rate, reasoning at the output rate,
- * audio and image tokens at the text rate, no per-request fee. Images the provider billed as tokens are
- * costed by the token rates alone (see imagesPricedByTokens). Any other unit the usage has but the price
- * does not cover (input, output, images, audio, characters) is a VALIDATION error, never a free ride.
+ * audio and image tokens at the text rate (cached audio at the cached text rate), no per-request
+ * fee. Images the provider billed as tokens are costed by the token rates alone (see
+ * imagesPricedByTokens). Any other unit the usage has but the price does not cover (input, output,
+ * images, audio, characters) is a VALIDATION error, never a free ride.
  * A record that is not billable costs nothing: providers do not charge for errors.
  */
 export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
@@ -549,6 +558,10 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
   // Providers count prompt audio whether or not it was cached: the audio rate applies to the uncached part only.
   const promptAudio = detailCount(usage, USAGE_DETAIL_KEYS.inputAudioTokens);
   const audioIn = promptAudio < uncached ? promptAudio : uncached;
+  // Audio read from the cache, where the usage tells it apart (Gemini's cacheTokensDetails): at its
+  // own cache rate, never more than the cache read holds.
+  const cachedAudioCount = detailCount(usage, USAGE_DETAIL_KEYS.cachedAudioTokens);
+  const cachedAudio = cachedAudioCount < cached ? cachedAudioCount : cached;
   const audioOut = detailCount(usage, USAGE_DETAIL_KEYS.outputAudioTokens);
   if (audioOut + reasoning > output) {
     throw invalidField(`usage.details.${USAGE_DETAIL_KEYS.outputAudioTokens}`, 'plus reasoningTokens exceeds outputTokens');
@@ -566,7 +579,8 @@ export function costOf(usage: NormalizedUsage, price: ProviderPrice): bigint {
     tokenTerm(rates, field, INPUT, uncached - audioIn - imageIn, 'input') +
     tokenTerm(rates, field, INPUT_AUDIO, audioIn, 'input') +
     tokenTerm(rates, field, INPUT_IMAGE, imageIn, 'input') +
-    tokenTerm(rates, field, CACHED_INPUT, cached, 'input') +
+    tokenTerm(rates, field, CACHED_INPUT, cached - cachedAudio, 'input') +
+    tokenTerm(rates, field, CACHED_INPUT_AUDIO, cachedAudio, 'input') +
     tokenTerm(rates, field, CACHE_WRITE, written - written1h, 'input') +
     tokenTerm(rates, field, CACHE_WRITE_1H, written1h, 'input') +
     tokenTerm(rates, field, OUTPUT, output - reasoning - audioOut - imageOut, 'output') +

@@ -129,13 +129,22 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
   // each model's GA. Audio input has its own rate; thinking tokens are output. Gemini 2.5 cache
   // reads were later cut to a tenth of input: models.dev's data shows the lower rates by
   // 2026-04-20 (and EXPECTED.md quotes $0.03 for 2.5 Flash), but the day of the cut is not known
-  // here, so until 2026-04-20 cache reads are costed at the 2025 rates.
+  // here, so until 2026-04-20 cache reads are costed at the 2025 rates. Audio read from the cache
+  // has its own context-caching price on the same page ("text / image / video" and "audio"):
+  // 2.0 Flash $0.025 / $0.175; 2.5 Flash $0.075 / $0.25 at GA, $0.03 / $0.10 after the cut (the
+  // page as of 2025-10-08). 2.5 Pro lists one cache price for every modality (no audio rate).
   ...named('google', ['gemini-2.0-flash', 'gemini-2.0-flash-001'], {
     effectiveFrom: day('2025-02-05'),
-    perMillionTokens: { input: '0.10', cachedInput: '0.025', inputAudio: '0.70', output: '0.40' },
+    perMillionTokens: { input: '0.10', cachedInput: '0.025', inputAudio: '0.70', cachedInputAudio: '0.175', output: '0.40' },
   }),
-  row('google', 'gemini-2.5-flash', { effectiveFrom: day('2025-06-17'), perMillionTokens: { input: '0.30', cachedInput: '0.075', inputAudio: '1.00', output: '2.50' } }),
-  row('google', 'gemini-2.5-flash', { effectiveFrom: day('2026-04-20'), perMillionTokens: { input: '0.30', cachedInput: '0.03', inputAudio: '1.00', output: '2.50' } }),
+  row('google', 'gemini-2.5-flash', {
+    effectiveFrom: day('2025-06-17'),
+    perMillionTokens: { input: '0.30', cachedInput: '0.075', inputAudio: '1.00', cachedInputAudio: '0.25', output: '2.50' },
+  }),
+  row('google', 'gemini-2.5-flash', {
+    effectiveFrom: day('2026-04-20'),
+    perMillionTokens: { input: '0.30', cachedInput: '0.03', inputAudio: '1.00', cachedInputAudio: '0.10', output: '2.50' },
+  }),
   row('google', 'gemini-2.5-pro', {
     effectiveFrom: day('2025-06-17'),
     perMillionTokens: { input: '1.25', cachedInput: '0.31', output: '10.00' },

@@ -19,6 +19,9 @@ import { priceAttos } from './decimal.ts';
  * `cost_cn` (CNY) and `experimental` modes are not imported. A model whose cost has structure a
  * ProviderPrice cannot express is skipped with its reason rather than approximated.
  *
+ * models.dev gives one cache-read rate: audio read from a cache (cachedInputAudio, which Gemini
+ * prices apart) is then costed at it, as cached text, and not derived from the other rates.
+ *
  * models.dev gives one cache-write rate, Anthropic's 5-minute one. Claude served by Anthropic,
  * Vertex AI or Bedrock also writes 1-hour caches, at twice the input rate (Anthropic's published
  * rule): those rows get cacheWrite1h = 2 × input, in every tier that sets input, or 1-hour writes

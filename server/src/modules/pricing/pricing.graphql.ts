@@ -15,7 +15,7 @@ const ProviderPriceRef = builder.objectRef<PriceWithRef>('ProviderPrice').implem
     effectiveFrom: t.expose('effectiveFrom', { type: 'DateTime' }),
     rates: t.field({
       type: 'JSONObject',
-      description: 'perMillionTokens { input cachedInput cacheWrite cacheWrite1h output reasoning inputAudio outputAudio inputImage outputImage }, contextTiers, perImage, perImageBy, perAudioSecond, perAudioMinute, perCharacter, perMillionCharacters, perRequest.',
+      description: 'perMillionTokens { input cachedInput cachedInputAudio cacheWrite cacheWrite1h output reasoning inputAudio outputAudio inputImage outputImage }, contextTiers, perImage, perImageBy, perAudioSecond, perAudioMinute, perCharacter, perMillionCharacters, perRequest.',
       resolve: ({ provider: _p, model: _m, currency: _c, effectiveFrom: _e, ref: _r, ...rates }) => rates,
     }),
   }),

@@ -144,6 +144,24 @@ export const anthropicMessages: Normalizer = (ctx) => {
 /** The usage counts message_start already knows in full (output_tokens there is a placeholder). */
 const INPUT_SIDE = new Set(['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens']);
 
+function splitSum(value: unknown): number {
+  const split = obj(value);
+  return split ? int(split.ephemeral_5m_input_tokens) + int(split.ephemeral_1h_input_tokens) : 0;
+}
+
+/**
+ * The delta's cache-write TTL split into `merged`, by the rule of the input counts: a split of
+ * zeros never erases the one message_start sent (the 1-hour writes would be costed at the
+ * 5-minute rate, or a total given only by its split lost). A split with a count is the final one
+ * and wins; it is its own total (see counts()), so a total it outgrows is raised to its sum.
+ */
+function mergeSplit(merged: Obj, value: unknown): void {
+  const sum = splitSum(value);
+  if (sum === 0 && obj(merged.cache_creation)) return;
+  merged.cache_creation = value;
+  if (sum > int(merged.cache_creation_input_tokens)) merged.cache_creation_input_tokens = sum;
+}
+
 function anthropicStream(ctx: Ctx, events: SseEvent[]): NormalizedUsage {
   return fromAnthropicEvents(ctx, events, streamError(events));
 }
@@ -185,8 +203,10 @@ export function fromAnthropicEvents(ctx: Ctx, events: SseEvent[], error: string 
     for (const key in deltaUsage) {
       const value = deltaUsage[key];
       if (value === null || value === undefined) continue;
-      if (value === 0 && INPUT_SIDE.has(key) && hasCount(merged[key])) continue;
-      merged[key] = value;
+      // A total message_start gave only by its split (see counts()) is not erased by a zero either.
+      if (value === 0 && INPUT_SIDE.has(key) && (hasCount(merged[key]) || (key === 'cache_creation_input_tokens' && splitSum(merged.cache_creation) > 0))) continue;
+      if (key === 'cache_creation') mergeSplit(merged, value);
+      else merged[key] = value;
     }
   }
   const finished = stopped || str(obj(lastDelta?.delta)?.stop_reason) !== null;

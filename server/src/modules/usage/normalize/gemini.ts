@@ -55,7 +55,8 @@ function applyGeminiUsage(out: NormalizedUsage, um: Obj): void {
   modalities(out, um.cacheTokensDetails, 'cached');
   // promptTokensDetails counts the cached part too; pricing reads input_audio_tokens as the audio
   // of the uncached input (its own rate), so audio read from the cache is taken out of it here,
-  // where the split is known, rather than priced at the audio rate and the cache rate both.
+  // where the split is known, rather than priced at the audio rate and the cache rate both. The
+  // cached part stays as cached_audio_tokens: Gemini prices it at its own cache rate (cachedInputAudio).
   const cachedAudio = out.details.cached_audio_tokens;
   if (typeof cachedAudio === 'number' && cachedAudio > 0 && typeof out.details.input_audio_tokens === 'number') {
     out.details.prompt_audio_tokens = out.details.input_audio_tokens;
