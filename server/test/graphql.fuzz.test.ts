@@ -591,6 +591,9 @@ function inputValue(b: Build, typed: GraphQLInputType, name: string, field: stri
       return dateValue(r);
     case 'JSONObject':
       return jsonObjectValue(r, name);
+    case 'JSONObjectOrText':
+      // A provider request body: the object, or its text as an app that kept the raw body sends it.
+      return r.chance(0.5) ? jsonObjectValue(r, name) : JSON.stringify(jsonObjectValue(r, name));
     default:
       throw new Error(`no generator for scalar ${type.name}`);
   }

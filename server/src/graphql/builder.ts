@@ -24,6 +24,7 @@ export const builder = new SchemaBuilder<{
   Scalars: {
     DateTime: { Input: Date; Output: Date | string };
     JSONObject: { Input: Record<string, unknown>; Output: unknown };
+    JSONObjectOrText: { Input: Record<string, unknown> | string; Output: unknown };
     Decimal: { Input: string; Output: string };
   };
 }>({
@@ -90,6 +91,29 @@ builder.scalarType('JSONObject', {
   // Written inline (`metadata: { plan: "pro" }`) as well as passed as a variable.
   parseLiteral: (ast, variables) => {
     if (ast.kind !== Kind.OBJECT) throw new GraphQLError('Expected a JSON object', { nodes: ast });
+    refuseInexactIntegers(ast);
+    return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
+  },
+});
+
+const NOT_OBJECT_OR_TEXT = 'Expected a JSON object, or its text as a string';
+
+/**
+ * A JSON object or a string: a provider call's request body, which POST /v1/usage takes as its
+ * object or as the text it was sent as (the raw body an app kept). A list, a number or a boolean
+ * is refused, as there; an object literal is read as a JSONObject's is.
+ */
+builder.scalarType('JSONObjectOrText', {
+  description: 'A JSON object, or text: e.g. a request body as its JSON object or as the text it was sent as.',
+  serialize: (value) => value,
+  parseValue: (value) => {
+    if (typeof value === 'string') return value;
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new GraphQLError(NOT_OBJECT_OR_TEXT);
+    return value as Record<string, unknown>;
+  },
+  parseLiteral: (ast, variables) => {
+    if (ast.kind === Kind.STRING) return ast.value;
+    if (ast.kind !== Kind.OBJECT) throw new GraphQLError(NOT_OBJECT_OR_TEXT, { nodes: ast });
     refuseInexactIntegers(ast);
     return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
   },

@@ -128,7 +128,7 @@ const ProviderResponseInput = builder.inputType('ProviderResponseInput', {
     status: t.int({ defaultValue: 200 }),
     headers: t.field({ type: 'JSONObject' }),
     body: t.string({ required: true }),
-    requestBody: t.field({ type: 'JSONObject' }),
+    requestBody: t.field({ type: 'JSONObjectOrText', description: 'The request the call was made with, as a JSON object or its text (the raw body as sent).' }),
     provider: t.string({ description: 'Overrides detection from the URL.' }),
     model: t.string({ description: "The model the call was made for, where the response cannot name it (a fal queue result's URL names only the app): replaces the model read from the response." }),
   }),

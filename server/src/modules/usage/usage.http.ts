@@ -44,6 +44,8 @@ const USAGE_FIELDS: ReadonlySet<string> = new Set([
   'provider', 'model', 'api', 'inputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'outputTokens', 'reasoningTokens', 'audioSeconds', 'characters', 'images', 'requests', 'billable',
 ]);
 const RESPONSE_FIELDS: ReadonlySet<string> = new Set(['url', 'status', 'headers', 'body', 'requestBody', 'provider', 'model']);
+/** The fields of a batch body: a key beside `events` (a misspelt one, an option the route does not have) is refused as an event's is. */
+const BATCH_FIELDS: ReadonlySet<string> = new Set(['events']);
 /** Names a provider writes its usage under, for the field of ours that means the same (OpenAI's prompt tokens include cached ones, as inputTokens does). */
 const FIELD_ALIASES: ReadonlyMap<string, string> = new Map([
   ['prompt_tokens', 'inputTokens'], ['completion_tokens', 'outputTokens'], ['cached_tokens', 'cachedInputTokens'],
@@ -232,7 +234,9 @@ export function usageRoutes(services: Services): Router {
     jsonOnly,
     handle(async (req, res) => {
       const { merchantId, actor } = callerOf(res);
-      const events = (req.body as { events?: unknown })?.events;
+      const body: unknown = req.body;
+      if (body !== null && typeof body === 'object' && !Array.isArray(body)) refuseUnknownKeys(body, BATCH_FIELDS, '', 'a usage batch');
+      const events = (body as { events?: unknown })?.events;
       if (!Array.isArray(events)) throw invalidField('events', 'must be an array of usage records');
       if (events.length === 0) throw invalidField('events', 'must not be empty');
       if (events.length > 1000) throw invalidField('events', 'at most 1,000 events per batch');

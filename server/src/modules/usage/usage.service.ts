@@ -21,7 +21,7 @@ import { formatScaledQuantity, QUANTITY_SCALE, ScaledQuantity, scaledQuantity, t
 import type { PriceRuleService, RuleRow } from '../pricing/rules.service.ts';
 import { canonicalProviderId, normalizeResponse, responseHeaders } from './normalize/index.ts';
 import { isSseBody } from './normalize/stream.ts';
-import { isJsonBody, takeMalformedCounts } from './normalize/util.ts';
+import { isJsonBody, parseRequestJson, takeMalformedCounts } from './normalize/util.ts';
 import { BatchPeriodCredits, capCredits, laterVersionPriced, ruleNet } from './usage.credits.ts';
 import {
   estimateIncomplete, MAX_EVENT_ATTOS, meterQuantities, meterRules, periodContribution, priceUsage, PROVIDER_COST_CURRENCY, providerCost, readChargeLine, ruleScopeOf, ruleTie,
@@ -335,7 +335,9 @@ function unreadableStream(body: string, usage: NormalizedUsage): boolean {
  * order, and a usage count sent as null the same as one left out). The provider's response body
  * is its bytes, hashed as they are, with the provider named for it (it picks the normalizer), and
  * its headers and request body when given (where some providers report the usage: ElevenLabs
- * bills by a header, an images call's size and quality are in its request). The customer goes by
+ * bills by a header, an images call's size and quality are in its request), the request by the
+ * JSON object it is whether sent as one or as its text. Decimal quantities go by their value
+ * (12, "12.0" and "012" seconds alike), as GraphQL's Decimal keeps a retry's text. The customer goes by
  * its id, however the caller named it (id or externalId). Events recorded by earlier versions hold
  * older forms of the hash (see HashForm and earlierHashes).
  */
@@ -374,9 +376,17 @@ interface HashForm {
   audioText: boolean;
   /** A response's headers and request body, when given (before: neither, so a call billed by them replayed another one). */
   exchange: boolean;
+  /**
+   * Audio seconds and stated meter quantities by their value, "12.000" as "12" and a quantity's
+   * "3" as 3 (before: as written, so a retry writing them otherwise, as another client or
+   * GraphQL's Decimal keeps them, was a CONFLICT).
+   */
+  decimalValues: boolean;
+  /** A request body sent as the text of a JSON object hashed as that object, as the normalizers read either (before: its text as sent). */
+  requestBodyValue: boolean;
 }
 
-const HASH_FORM: HashForm = { canonical: true, providerIds: true, audioText: true, exchange: true };
+const HASH_FORM: HashForm = { canonical: true, providerIds: true, audioText: true, exchange: true, decimalValues: true, requestBodyValue: true };
 
 function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<string, string | number>, form: HashForm = HASH_FORM): HashedRecord {
   const given = input.usage ?? null;
@@ -384,24 +394,85 @@ function hashedRecord(input: UsageRecordInput, currency: string, stated: Record<
   const sent = response ? [response.url, response.status, response.body] : null;
   const providerOf = (name: string) => (form.providerIds ? canonicalProviderId(name.trim().toLowerCase()) : name);
   let usage = form.providerIds && given && typeof given.provider === 'string' ? { ...given, provider: providerOf(given.provider) } : given;
-  if (form.audioText && usage && typeof usage.audioSeconds === 'number') usage = { ...usage, audioSeconds: String(usage.audioSeconds) };
+  const seconds: unknown = usage?.audioSeconds;
+  if (form.audioText && seconds != null) {
+    // Checked by usageFrom (digits with at most one point) before the record is hashed.
+    const text = form.decimalValues ? decimalValue(String(seconds)) : String(seconds);
+    if (text !== seconds) usage = { ...usage, audioSeconds: text };
+  }
   const hashed: HashedRecord = {
     currency, occurredAt: input.timestamp?.toISOString() ?? null,
     usage: form.canonical ? canonicalJson(usage, 'usage', true) : usage,
     // The model only when given: records from before it existed keep their hash. A blank provider
     // is no provider (see normalizeResponse): a retry leaving it out is the same record.
     response: sent && form.canonical ? [...sent, response!.provider?.trim() ? providerOf(response!.provider) : null, ...(response!.model ? [response!.model] : [])] : sent,
-    stated: form.canonical ? canonicalJson(stated, 'quantities', true) : stated,
+    stated: form.canonical ? canonicalJson(form.decimalValues ? quantityValues(stated) : stated, 'quantities', true) : stated,
   };
   if (response && form.exchange) {
     // As the normalizers read them (names lower-cased, values as text: what HTTP hands over,
     // whatever GraphQL passed), in sorted order; none is the same as no headers.
     const headers = responseHeaders(response.headers);
     if (Object.keys(headers).length > 0) hashed.responseHeaders = canonicalJson(headers, 'response.headers', false);
-    // Its text as sent, or the object in canonical form (a null in it is the provider's, kept).
-    if (response.requestBody != null) hashed.requestBody = typeof response.requestBody === 'string' ? response.requestBody : canonicalJson(response.requestBody, 'response.requestBody', false);
+    // The object in canonical form (a null in it is the provider's, kept), or its text.
+    const request = response.requestBody;
+    if (request != null) hashed.requestBody = typeof request !== 'string' ? canonicalJson(request, 'response.requestBody', false) : form.requestBodyValue ? requestBodyValue(request) : request;
   }
   return hashed;
+}
+
+/**
+ * A decimal's text without the zeros that do not change its value: "012.50" as "12.5", "12.000"
+ * as "12". The text is one the record's checks let through (digits, at most one point followed
+ * by digits); one already so is answered as it is, without a copy.
+ */
+function decimalValue(text: string): string {
+  const point = text.indexOf('.');
+  const wholeEnd = point === -1 ? text.length : point;
+  let start = 0;
+  while (start < wholeEnd - 1 && text.charCodeAt(start) === 48) start++;
+  let end = text.length;
+  if (point !== -1) {
+    while (text.charCodeAt(end - 1) === 48) end--;
+    if (end === point + 1) end = point;
+  }
+  return start === 0 && end === text.length ? text : text.slice(start, end);
+}
+
+/**
+ * Stated quantities by their value: a whole one as a number (as most are sent, so their hash is
+ * unchanged), a fraction as its decimalValue. A record stating none, or only numbers (safe
+ * integers, checked when read), is answered as it is.
+ */
+function quantityValues(stated: Record<string, string | number>): Record<string, string | number> {
+  if (stated === NO_QUANTITIES) return stated;
+  let values: Record<string, string | number> | undefined;
+  for (const meter in stated) {
+    const quantity = stated[meter]!;
+    if (typeof quantity === 'number') continue;
+    const decimal = decimalValue(quantity);
+    // At most 15 whole digits (checked when read): a whole one is a safe integer.
+    const value = decimal.includes('.') ? decimal : Number(decimal);
+    if (value === quantity) continue;
+    // A "__proto__" meter is refused when read, so the spread copies every quantity as data.
+    values ??= { ...stated };
+    values[meter] = value;
+  }
+  return values ?? stated;
+}
+
+/**
+ * A request body's text by the JSON object it holds, read as the normalizers read it (past a byte
+ * order mark, bare NaN and Infinity as null): the same request sent as an object hashes alike.
+ * Text that holds no JSON object (or one nested deeper than is walked) is hashed as it is.
+ */
+function requestBodyValue(text: string): unknown {
+  const request = parseRequestJson(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+  if (!isJsonObject(request)) return text;
+  try {
+    return canonicalJson(request, 'response.requestBody', false);
+  } catch {
+    return text;
+  }
 }
 
 /**
@@ -1545,15 +1616,19 @@ function replay(row: EventRow, item: Prepared): UsageResult {
 }
 
 /**
- * The hashes earlier versions gave the item's record (see HashForm): none hashed a response's
- * headers or request body, and some named the customer as the caller did rather than by its id.
+ * The hashes earlier versions gave the item's record (see HashForm): the last hashed decimals and
+ * request bodies as written, those before it no response's headers or request body, and some
+ * named the customer as the caller did rather than by its id.
  */
 function earlierHashes(item: Prepared): string[] {
   const customerId = item.customerId ?? item.customerRef;
-  const hash = (customer: string, form: Omit<HashForm, 'exchange'>) => recordHash(customer, hashedRecord(item.input, item.currency, item.stated, { ...form, exchange: false }));
+  const hash = (customer: string, form: Omit<HashForm, 'exchange' | 'decimalValues' | 'requestBodyValue'>) =>
+    recordHash(customer, hashedRecord(item.input, item.currency, item.stated, { ...form, exchange: false, decimalValues: false, requestBodyValue: false }));
   const beforeExchange = { canonical: true, providerIds: true, audioText: true };
   const providersAsNamed = { canonical: true, providerIds: false, audioText: false };
   const hashes = [
+    // Before decimals and request bodies were hashed by their value: the form just before this one.
+    recordHash(customerId, hashedRecord(item.input, item.currency, item.stated, { ...HASH_FORM, decimalValues: false, requestBodyValue: false })),
     hash(customerId, beforeExchange),
     hash(item.customerRef, beforeExchange),
     hash(item.customerRef, { canonical: false, providerIds: false, audioText: false }),
