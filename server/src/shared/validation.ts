@@ -18,6 +18,15 @@ export function optionalText(field: string, value: string | null | undefined, ma
   return trimmed.length === 0 ? null : trimmed;
 }
 
+/**
+ * Text kept exactly as given (it is part of what an idempotency key's retry must repeat, so it is
+ * not trimmed), at most `maxLength` characters.
+ */
+export function requireTextAtMost(field: string, value: string | null | undefined, maxLength: number): void {
+  if (value != null && value.length > maxLength) throw invalidField(field, `must be at most ${maxLength} characters`);
+  requireStorableText(field, value);
+}
+
 // Deliberately loose: one @, something on both sides, a dot in the domain. Delivery proves the rest.
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 

@@ -11,7 +11,7 @@ import { ATTOS_PER_NANO, formatNanos } from '../../shared/money.ts';
 import { customerArchived } from '../customers/customers.service.ts';
 import { holdRecordOf, type HoldRecord, type HoldRow } from './ledger.holds.ts';
 import type { PubSub } from '../../shared/pubsub.ts';
-import { isUuid, requireStorableText } from '../../shared/validation.ts';
+import { isUuid, requireStorableText, requireTextAtMost } from '../../shared/validation.ts';
 import {
   CONSUMPTION_KEYS,
   creditLegs,
@@ -145,6 +145,12 @@ export const REPLAY_MEMORY_MS = 10_000;
 
 export const MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600;
 const MAX_KEY_LENGTH = 255;
+/**
+ * A change's description or reason, and a debit's reference: stored on its transaction and sent
+ * with every listing and live push of it, so each is held to a length (as a plan's description is).
+ */
+const MAX_DESCRIPTION_LENGTH = 1000;
+const MAX_SOURCE_REF_LENGTH = 255;
 /**
  * Idempotency keys the ledger writes transactions under by itself: expiring a grant, capturing
  * a hold, charging a batch of usage (see UsageService.postUsage). A caller's key may not start
@@ -333,8 +339,8 @@ export class LedgerService {
   async debit(merchantId: string, actor: Actor, input: DebitInput): Promise<DebitResult> {
     const key = requireCallerKey(input.idempotencyKey);
     if (input.amountAttos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    requireStorableText('description', input.description);
-    requireStorableText('sourceRef', input.sourceRef);
+    requireTextAtMost('description', input.description, MAX_DESCRIPTION_LENGTH);
+    requireTextAtMost('sourceRef', input.sourceRef, MAX_SOURCE_REF_LENGTH);
     requireStorableText('metadata', input.metadata);
     const customerId = await this.assertCustomer(merchantId, input.customerId);
     const hash = debitRequestHash(customerId, input);
@@ -468,7 +474,7 @@ export class LedgerService {
   async grantCredits(merchantId: string, actor: Actor, input: GrantInput): Promise<{ transaction: PostedTransaction; grantId: string; replayed: boolean }> {
     const key = requireCallerKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    requireStorableText('description', input.description);
+    requireTextAtMost('description', input.description, MAX_DESCRIPTION_LENGTH);
     requireStorableText('metadata', input.metadata);
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     // Optional fields as the grant stores them, so a retry that sends them as null (or as their
@@ -530,7 +536,7 @@ export class LedgerService {
     const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for an adjustment');
-    requireStorableText('reason', reason);
+    requireTextAtMost('reason', reason, MAX_DESCRIPTION_LENGTH);
     if (input.amountNanos === 0n) throw invalidField('amount', 'must not be zero');
     if (input.expiresAt && input.amountNanos < 0n) throw invalidField('expiresAt', 'applies only to credit added (a positive amount)');
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
@@ -570,7 +576,7 @@ export class LedgerService {
     const key = requireCallerKey(input.idempotencyKey);
     const reason = input.reason?.trim();
     if (!reason) throw invalidField('reason', 'is required for a refund');
-    requireStorableText('reason', reason);
+    requireTextAtMost('reason', reason, MAX_DESCRIPTION_LENGTH);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
     input = { ...input, customerId: await this.assertCustomer(merchantId, input.customerId) };
     const hash = requestHash({ op: 'refund', customerId: input.customerId, currency: input.currency, nanos: input.amountNanos, reason });
@@ -624,7 +630,7 @@ export class LedgerService {
   ): Promise<{ hold: HoldRecord; replayed: boolean }> {
     const key = requireKey(input.idempotencyKey);
     if (input.amountNanos <= 0n) throw invalidField('amount', 'must be greater than zero');
-    requireStorableText('description', input.description);
+    requireTextAtMost('description', input.description, MAX_DESCRIPTION_LENGTH);
     if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1 || input.ttlSeconds > MAX_HOLD_TTL_SECONDS) {
       throw invalidField('ttlSeconds', `must be a whole number from 1 to ${MAX_HOLD_TTL_SECONDS}`);
     }
