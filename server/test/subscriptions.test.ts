@@ -493,6 +493,18 @@ describe('customerUpdated subscription', () => {
   });
 });
 
+/** A raw graphql-ws socket to `server`, initialised with `payload`: whether it was acknowledged, and its close code. */
+function rawSocket(server: TestServer, payload: Record<string, unknown>) {
+  const socket = new WebSocket(server.url.replace('http', 'ws') + '/graphql', 'graphql-transport-ws');
+  socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload })));
+  const acked = new Promise<boolean>((resolve) => {
+    socket.once('message', (data) => resolve(JSON.parse(String(data)).type === 'connection_ack'));
+    socket.on('close', () => resolve(false));
+  });
+  const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+  return { acked, closed, socket };
+}
+
 describe('WebSocket limits', () => {
   let limited: TestServer;
   let owner: { id: string; secret: string };
@@ -502,17 +514,7 @@ describe('WebSocket limits', () => {
   });
   afterAll(() => limited?.close());
 
-  /** A raw graphql-ws socket: whether it was acknowledged, and its close code. */
-  function open(token: string) {
-    const socket = new WebSocket(limited.url.replace('http', 'ws') + '/graphql', 'graphql-transport-ws');
-    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } })));
-    const acked = new Promise<boolean>((resolve) => {
-      socket.once('message', (data) => resolve(JSON.parse(String(data)).type === 'connection_ack'));
-      socket.on('close', () => resolve(false));
-    });
-    const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
-    return { acked, closed, socket };
-  }
+  const open = (token: string) => rawSocket(limited, { authorization: `Bearer ${token}` });
 
   it('refuses an operation beyond the per-connection limit with RATE_LIMITED, and takes one again once another completes', async () => {
     const watched = (await limited.services.customers.create(owner.id, { externalId: 'ops' })).id;
@@ -616,17 +618,7 @@ describe('WebSockets without a credential', () => {
   });
   afterAll(() => capped?.close());
 
-  /** A raw graphql-ws socket, initialised with `payload`: whether it was acknowledged, and its close code. */
-  function open(payload: Record<string, unknown>) {
-    const socket = new WebSocket(capped.url.replace('http', 'ws') + '/graphql', 'graphql-transport-ws');
-    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload })));
-    const acked = new Promise<boolean>((resolve) => {
-      socket.once('message', (data) => resolve(JSON.parse(String(data)).type === 'connection_ack'));
-      socket.on('close', () => resolve(false));
-    });
-    const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
-    return { acked, closed, socket };
-  }
+  const open = (payload: Record<string, unknown>) => rawSocket(capped, payload);
 
   // Anyone could open them: a loop doing so held unbounded sockets on the instance.
   it('are held to TOLLGATE_WS_MAX_ANONYMOUS_SOCKETS (4029 beyond it), a slot freed as one closes; a credential is not held to it', async () => {
