@@ -1,6 +1,6 @@
 // @vitest-environment node
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,25 +26,42 @@ afterEach(() => {
   workDir = undefined;
 });
 
+/**
+ * `npm pack --dry-run` of a copy laid out as in the repository, without the node_modules or dist/
+ * a developer may have lying around; `prepare` may add files to the copy first. The packed paths,
+ * and the copy's package.json.
+ */
+function packedCopy(prepare: (packageDir: string) => void = () => undefined) {
+  workDir = mkdtempSync(join(tmpdir(), 'tollgate-react-pack-'));
+  const packageDir = join(workDir, 'ui-kit');
+  cpSync(join(repoDir, 'tsconfig.base.json'), join(workDir, 'tsconfig.base.json'));
+  cpSync(kitDir, packageDir, {
+    recursive: true,
+    filter: (source) => !relative(kitDir, source).split(sep).some((part) => part === 'node_modules' || part === 'dist'),
+  });
+  symlinkSync(join(repoDir, 'node_modules'), join(workDir, 'node_modules'), 'dir');
+  prepare(packageDir);
+  const output = execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: packageDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const [packed] = JSON.parse(output) as { files: { path: string }[] }[];
+  const manifest = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as Parameters<typeof promisedPaths>[0];
+  return { files: packed?.files.map((file) => file.path) ?? [], manifest };
+}
+
 describe('the package as npm packs it', () => {
   it('holds every file its package.json names, packed from a fresh checkout (no dist/ built beforehand)', () => {
-    // A copy laid out as in the repository, without the build output a developer may have lying around.
-    workDir = mkdtempSync(join(tmpdir(), 'tollgate-react-pack-'));
-    const packageDir = join(workDir, 'ui-kit');
-    cpSync(join(repoDir, 'tsconfig.base.json'), join(workDir, 'tsconfig.base.json'));
-    cpSync(kitDir, packageDir, {
-      recursive: true,
-      filter: (source) => !relative(kitDir, source).split(sep).some((part) => part === 'node_modules' || part === 'dist'),
-    });
-    symlinkSync(join(repoDir, 'node_modules'), join(workDir, 'node_modules'), 'dir');
-
-    const output = execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: packageDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    const [packed] = JSON.parse(output) as { files: { path: string }[] }[];
-    const files = packed?.files.map((file) => file.path) ?? [];
-    const manifest = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as Parameters<typeof promisedPaths>[0];
-
+    const { files, manifest } = packedCopy();
     expect(promisedPaths(manifest)).toEqual(expect.arrayContaining(['dist/index.js', 'dist/index.d.ts']));
     for (const path of promisedPaths(manifest)) expect(files, path).toContain(path);
     expect(files.filter((path) => /\.test\./.test(path))).toEqual([]);
+  }, 120_000);
+
+  it('packs only what this build wrote: output of a source since removed, left in dist/, is not shipped', () => {
+    const { files } = packedCopy((packageDir) => {
+      // What an earlier build of a component since deleted would have left.
+      mkdirSync(join(packageDir, 'dist', 'components'), { recursive: true });
+      writeFileSync(join(packageDir, 'dist', 'components', 'Removed.js'), 'export const Removed = 1;\n');
+    });
+    expect(files).toContain('dist/index.js');
+    expect(files).not.toContain('dist/components/Removed.js');
   }, 120_000);
 });
