@@ -169,6 +169,18 @@ describe('createGraphQLClient', () => {
     await client('sk_live_abcdef0123456789').request('{ ok }');
     expect(requests.map((r) => r.headers.get('authorization'))).toEqual(['Bearer sk_live_abcdef0123456789']);
   });
+
+  it('refuses to send a secret key from a Web Worker too, which has no window', async () => {
+    const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
+    vi.stubGlobal('window', undefined);
+    // A worker's global scope: `self`, with importScripts.
+    vi.stubGlobal('self', { importScripts: () => undefined });
+    const error = await createGraphQLClient({ endpoint, getToken: () => 'sk_live_abcdef0123456789' })
+      .request('{ ok }')
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'FORBIDDEN', status: 0 });
+    expect(requests).toHaveLength(0);
+  });
   it('refuses a secret key behind whitespace (the server reads past it) or a Bearer prefix of its own, sending nothing', async () => {
     const requests = stubFetch(() => jsonResponse({ data: { ok: true } }));
 

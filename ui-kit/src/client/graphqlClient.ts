@@ -70,6 +70,15 @@ interface HttpErrorBody {
  */
 const SECRET_KEY = /^\s*(?:bearer\s+)?sk_(test|live)_/i;
 
+/**
+ * In a browser: a page (`window`), or a Web Worker, which has no `window` but whose scripts the
+ * page's users can read just the same (every worker scope has `importScripts`).
+ */
+function inBrowser(): boolean {
+  if (typeof window !== 'undefined') return true;
+  return typeof self !== 'undefined' && typeof (self as { importScripts?: unknown }).importScripts === 'function';
+}
+
 export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLClientOptions): GraphQLClient {
   const scopeOf = (token: string | null | undefined) => cacheScope ?? cacheScopeOf(endpoint, token);
 
@@ -103,7 +112,7 @@ export function createGraphQLClient({ endpoint, getToken, cacheScope }: GraphQLC
       } catch (error) {
         throw tokenFailure(error);
       }
-      if (token && SECRET_KEY.test(token) && typeof window !== 'undefined') {
+      if (token && SECRET_KEY.test(token) && inBrowser()) {
         throw new TollgateError('FORBIDDEN', 'A secret key must never be sent from a browser: give the page a customer session token from createCustomerSession instead.', 0);
       }
       if (options.cacheScope !== undefined && options.cacheScope !== scopeOf(token)) {
