@@ -91,10 +91,15 @@ builder.scalarType('JSONObject', {
   // Written inline (`metadata: { plan: "pro" }`) as well as passed as a variable.
   parseLiteral: (ast, variables) => {
     if (ast.kind !== Kind.OBJECT) throw new GraphQLError('Expected a JSON object', { nodes: ast });
-    refuseInexactIntegers(ast);
-    return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
+    return objectLiteral(ast, variables);
   },
 });
+
+/** An inline JSON object, read as a variable's would be (see refuseInexactIntegers). */
+function objectLiteral(ast: ObjectValueNode, variables: Parameters<typeof valueFromASTUntyped>[1]): Record<string, unknown> {
+  refuseInexactIntegers(ast);
+  return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
+}
 
 const NOT_OBJECT_OR_TEXT = 'Expected a JSON object, or its text as a string';
 
@@ -114,8 +119,7 @@ builder.scalarType('JSONObjectOrText', {
   parseLiteral: (ast, variables) => {
     if (ast.kind === Kind.STRING) return ast.value;
     if (ast.kind !== Kind.OBJECT) throw new GraphQLError(NOT_OBJECT_OR_TEXT, { nodes: ast });
-    refuseInexactIntegers(ast);
-    return valueFromASTUntyped(ast, variables) as Record<string, unknown>;
+    return objectLiteral(ast, variables);
   },
 });
 
