@@ -21,6 +21,7 @@ import { jsonBody } from './http/json-body.ts';
 import { playgroundHtml } from './http/playground.ts';
 import { FORWARD_PATH } from './modules/gateway/gateway.service.ts';
 import { usageRoutes } from './modules/usage/usage.http.ts';
+import { usageAccessRoutes } from './modules/limits/usage-access.http.ts';
 import { ANONYMOUS, credentialFrom, type Viewer } from './modules/auth/viewer.ts';
 import type { Services } from './services.ts';
 import { pendingMigrations } from './shared/db/migrator.ts';
@@ -524,6 +525,7 @@ export async function createApp(services: Services): Promise<App> {
   );
 
   app.use(usageRoutes(services));
+  app.use(usageAccessRoutes(services));
 
   app.use((req, res) => {
     sendError(req, res, 404, 'NOT_FOUND', `No route for ${req.method} ${req.path}`);

@@ -10,6 +10,7 @@ import { GatewayService } from './modules/gateway/gateway.service.ts';
 import { GatewaySettlement } from './modules/gateway/gateway.settlement.ts';
 import { ProviderCredentialService } from './modules/gateway/provider-credentials.service.ts';
 import { SpendLimitService } from './modules/limits/spend-limits.service.ts';
+import { UsageAccessService } from './modules/limits/usage-access.service.ts';
 import { LedgerQueries } from './modules/ledger/ledger.queries.ts';
 import { LedgerService } from './modules/ledger/ledger.service.ts';
 import { MerchantService } from './modules/merchants/merchants.service.ts';
@@ -46,6 +47,8 @@ export interface Services {
   gatewaySettings: GatewaySettingsService;
   gateway: GatewayService;
   spendLimits: SpendLimitService;
+  /** "May this customer make a call now?" for apps that meter after the call: the gateway's rules, read fresh. */
+  usageAccess: UsageAccessService;
   /** Stops background work these services started (cache subscriptions). */
   stop(): Promise<void>;
 }
@@ -68,6 +71,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
   const usage = new UsageService(db, prisma, ledger, meters, providerPrices, priceRules, plans, logger, clock);
   const providerCredentials = new ProviderCredentialService(prisma, config.masterKey);
   const spendLimits = new SpendLimitService(prisma, pubsub, clock);
+  const ledgerQueries = new LedgerQueries(db, ledger, clock);
   const gatewaySettings = new GatewaySettingsService(prisma, providerCredentials, spendLimits, changes);
   const balances = new BalanceCache(db, pubsub);
   const gateway = new GatewayService(config, prisma, viewers, gatewaySettings, balances, spendLimits, usage, ledger, new GatewaySettlement(db, usage, ledger, logger), logger, changes);
@@ -83,7 +87,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     customerSessions,
     viewers,
     ledger,
-    ledgerQueries: new LedgerQueries(db, ledger, clock),
+    ledgerQueries,
     meters,
     providerPrices,
     priceRules,
@@ -93,6 +97,7 @@ export function createServices(deps: { config: Config; db: Database; pubsub: Pub
     gatewaySettings,
     gateway,
     spendLimits,
+    usageAccess: new UsageAccessService(customers, ledgerQueries, spendLimits),
     async stop() {
       await gateway.drain();
       balances.close();

@@ -130,6 +130,7 @@ const FIELDS: Record<string, Aimed> = {
   'Query.plan': m((w) => ({ key: w.a.planKey })),
   'Query.priceRules': m((w) => ({ planKey: w.a.planKey })),
   'Query.providerPrices': m((w) => ({ model: w.a.model }), 'EMPTY'),
+  'Query.usageAccess': own((w) => ({ customerId: w.a.y.id })),
   'Query.usageEvents': m((w) => ({ customerId: w.a.y.id, after: w.yCursors.usageEvents }), 'EMPTY'),
   'Query.wallet': own((w) => ({ customerId: w.a.y.id })),
   'Query.wallets': own((w) => ({ customerId: w.a.y.id })),

@@ -275,6 +275,12 @@ const QUERY: Record<string, FieldPlan> = {
     access: 'merchant',
     cross: [p('lists its own prices and the list prices', 'OWN_ROWS', () => ({ provider: 'openai' })), p("A's own model", 'EMPTY', (w) => ({ model: w.a.model }))],
   },
+  usageAccess: {
+    access: 'self',
+    cross: [p("A's customer", 'NOT_FOUND', (w) => ({ customerId: w.a.y.id })), p("A's customer in capitals, with an amount", 'NOT_FOUND', (w) => ({ customerId: w.a.y.id.toUpperCase(), amount: '1' }))],
+    notSelf: [(w) => ({ customerId: w.a.y.id }), (w) => ({ customerId: w.a.z.id }), (w) => ({ customerId: w.b.x.id })],
+    own: (w) => ({ customerId: w.a.x.id }),
+  },
   usageEvents: {
     access: 'merchant',
     cross: [

@@ -67,7 +67,7 @@ export const MAX_PAGE_SIZE = 100;
  * so aliasing them a thousand times is refused. A whole-ledger check reads every leg,
  * transaction, wallet and grant of the merchant (several full scans): priced as five full pages.
  * A count visits every row its filter matches, however few it returns: half a full page.
- * By field name: every `totalCount` here is a connection's count, every `spentThisMonth` a spend limit's sum,
+ * By field name: every `totalCount` here is a connection's count, every `spentThisMonth` a spend limit's sum, `usageAccess` a wallet read and that sum,
  * every `metadata` a caller's JSON object.
  */
 export const FIELD_COSTS: ReadonlyMap<string, number> = new Map([
@@ -75,6 +75,8 @@ export const FIELD_COSTS: ReadonlyMap<string, number> = new Map([
   ['totalCount', MAX_PAGE_SIZE / 2],
   // A spend limit's month so far sums the customer's usage events of the month: a count's cost.
   ['spentThisMonth', MAX_PAGE_SIZE / 2],
+  // A customer's access check reads its wallet and limits and sums its month's usage events, whichever fields are asked for.
+  ['usageAccess', MAX_PAGE_SIZE / 2],
   // Free-form JSON of up to 16 KB, where another field answers a few bytes: at 1 each, 5,000 of
   // them (aliased, or a page's rows) made an 80 MB answer within the limit; at 10, 8 MB.
   ['metadata', 10],

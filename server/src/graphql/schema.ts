@@ -12,6 +12,7 @@ import '../modules/usage/usage.graphql.ts';
 import '../modules/gateway/provider-credentials.graphql.ts';
 import '../modules/gateway/gateway.graphql.ts';
 import '../modules/limits/spend-limits.graphql.ts';
+import '../modules/limits/usage-access.graphql.ts';
 
 /** Every module registers its types on import; this assembles them (each field counted against the complexity limit as it runs). */
 export const schema = limitResolvedFields(builder.toSchema({ sortSchema: true }));

@@ -11,7 +11,8 @@ import { createdKeysetPage } from '../../shared/pagination.ts';
 import { isUuid } from '../../shared/validation.ts';
 import type { Viewer, ViewerResolver } from '../auth/viewer.ts';
 import { MAX_HOLD_TTL_SECONDS, type Actor, type LedgerService } from '../ledger/ledger.service.ts';
-import { SpendLimitService } from '../limits/spend-limits.service.ts';
+import type { SpendLimitService } from '../limits/spend-limits.service.ts';
+import { creditCovers, customerRefusal, spendLimitAllows } from '../limits/usage-access.service.ts';
 import { normalizeResponse } from '../usage/normalize/index.ts';
 import { definitionForName, findProviderPath, splitUrl, type Match, type UrlParts } from '../usage/normalize/registry.ts';
 import type { UsageRecordInput, UsageService } from '../usage/usage.service.ts';
@@ -369,9 +370,9 @@ export class GatewayService {
   /** Refuses before the provider is called when the customer cannot pay; the cache answers, the database confirms a no. */
   private async assertCredit(customerId: string, currency: string): Promise<void> {
     let spendable = await this.balances.get(customerId, currency);
-    if (spendable.available + spendable.overdraftLimit > 0n) return;
+    if (creditCovers(spendable)) return;
     spendable = await this.balances.refresh(customerId, currency);
-    if (spendable.available + spendable.overdraftLimit > 0n) return;
+    if (creditCovers(spendable)) return;
     throw new Refusal(402, 'INSUFFICIENT_FUNDS', 'The customer has no credit left: top up to continue', {
       customerId,
       currency,
@@ -390,7 +391,7 @@ export class GatewayService {
     if (limitNanos === undefined) return;
     const spent = await this.limitCache.get(cacheKey, () => this.spendLimits.spentThisMonth(merchantId, customerId, currency));
     const state = { limitNanos, ...spent };
-    if (SpendLimitService.reached(state.limitNanos, state.spentAttos)) {
+    if (!spendLimitAllows(state.limitNanos, state.spentAttos)) {
       throw new Refusal(429, 'SPEND_LIMIT_REACHED', `The customer reached its monthly spend limit of ${formatNanos(state.limitNanos)} ${currency}`, {
         customerId,
         currency,
@@ -655,10 +656,11 @@ function assertForwardableMethod(method: string): void {
   }
 }
 
-/** A blocked or archived customer makes no calls. */
+/** A blocked or archived customer makes no calls (the rule usageAccess answers with too). */
 function assertActive(gate: CustomerGate): void {
-  if (gate.archived) throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
-  if (gate.blocked) {
+  const refusal = customerRefusal(gate);
+  if (refusal === 'CUSTOMER_ARCHIVED') throw new Refusal(403, 'CUSTOMER_ARCHIVED', 'This customer is archived and cannot make calls', { customerId: gate.id });
+  if (refusal === 'CUSTOMER_BLOCKED') {
     throw new Refusal(403, 'CUSTOMER_BLOCKED', `This customer is blocked${gate.blockedReason ? `: ${gate.blockedReason}` : ''}`, { customerId: gate.id });
   }
 }
