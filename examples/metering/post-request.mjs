@@ -15,7 +15,17 @@ const MODEL = process.env.MODEL || 'gpt-4o-mini';
 if (!SECRET_KEY) throw new Error('Set TOLLGATE_SECRET_KEY (npm start prints the demo merchant\'s at first start)');
 if (!PROVIDER_API_KEY) throw new Error('Set PROVIDER_API_KEY: this app calls the provider itself');
 
-// 1. The call to the provider, as the app makes it today.
+// 1. Ask first: usage reported after a call is never refused, so stop a customer who ran out (or
+// reached its monthly spend limit) before calling the provider, as the gateway would.
+const access = await fetch(`${TOLLGATE_URL}/v1/access?customer=${encodeURIComponent(CUSTOMER)}`, { headers: { authorization: `Bearer ${SECRET_KEY}` } });
+const verdict = await access.json();
+if (!access.ok) throw new Error(`Access check failed with ${access.status}: ${verdict.error.code}: ${verdict.error.message}`);
+if (!verdict.allowed) {
+  console.log(`Refused: ${verdict.reason} (available ${verdict.available} ${verdict.currency})`);
+  process.exit(1);
+}
+
+// 2. The call to the provider, as the app makes it today.
 const request = { model: MODEL, messages: [{ role: 'user', content: 'Say hello in five words.' }] };
 const providerResponse = await fetch(PROVIDER_URL, {
   method: 'POST',
@@ -25,7 +35,7 @@ const providerResponse = await fetch(PROVIDER_URL, {
 const body = await providerResponse.text(); // kept as text: Tollgate reads the bytes the provider sent
 if (providerResponse.ok) console.log(`Answer: ${JSON.parse(body).choices[0].message.content}`);
 
-// 2. The report. The idempotency key names this one call: a retry of the report (after a timeout,
+// 3. The report. The idempotency key names this one call: a retry of the report (after a timeout,
 // a crash before you knew it arrived) must send the same key, and is then never charged twice.
 // An error response is recorded too, and never charged.
 const report = {
@@ -66,7 +76,7 @@ console.log(`Recorded event ${event.id} (${event.status}): cost ${event.cost}, c
 if (first.chargeError) console.log(`Not fully paid: ${first.chargeError.code} (shortfall ${event.shortfall} ${event.currency})`);
 console.log(`Balance: ${await balance(event.customerId)}`);
 
-// 3. The same report again, as a retry would send it: answered with the first result, charged once.
+// 4. The same report again, as a retry would send it: answered with the first result, charged once.
 const again = await sendUsage();
 console.log(`Sent again: replayed ${again.replayed}, same event ${again.event.id === event.id}, charge ${again.event.charge}`);
 console.log(`Balance: ${await balance(event.customerId)}`);

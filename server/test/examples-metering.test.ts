@@ -138,6 +138,18 @@ describe('examples/metering', { timeout: 60_000 }, () => {
     expect(attos(balance)).toBe(0n);
   });
 
+  it('post-request.mjs asks /v1/access first: a customer with no credit is refused before the provider is called', async () => {
+    await succeeds('setup.mjs', { CUSTOMER: 'broke-app-user', CREDITS: '0' });
+    provider.reset();
+
+    const run = await runExample('post-request.mjs', { CUSTOMER: 'broke-app-user', PROVIDER_API_KEY: PROVIDER_KEY });
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain('Refused: INSUFFICIENT_FUNDS (available 0.00 USD)');
+    expect(provider.requests).toHaveLength(0);
+    expect((await customerState('broke-app-user')).events).toHaveLength(0);
+  });
+
   it('gateway.mjs reports SPEND_LIMIT_REACHED once the month\'s charges reach the customer\'s limit', async () => {
     await succeeds('setup.mjs', { CUSTOMER: 'limited-user', CREDITS: '5.00', PROVIDER_API_KEY: PROVIDER_KEY });
     // Usage reported after the call is never refused for the limit: it charges past it.
