@@ -103,6 +103,34 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
   // images API's usage splits input_tokens_details into text_tokens and image_tokens only, and
   // reports no cached tokens by modality, so cached image tokens cannot be told apart).
   row('openai', 'gpt-image-1', { effectiveFrom: day('2025-04-23'), perMillionTokens: { input: '5.00', cachedInput: '1.25', inputImage: '10.00', output: '40.00', outputImage: '40.00' } }),
+  // Audio models: developers.openai.com/api/docs/models/gpt-4o-audio-preview, …/gpt-4o-realtime-preview,
+  // …/gpt-4o-mini-realtime-preview (read 2026-12; the pages state no date and give one price per
+  // model). Text and audio tokens are priced apart (inputAudio / outputAudio); cached audio costs
+  // what cached text does, so cachedInput covers both; gpt-4o-audio-preview lists no cache price.
+  // Each from its snapshot's release. gpt-4o-audio-preview and gpt-4o-realtime-preview are listed
+  // by dated name only: their undated aliases moved on from 2024-10-01 snapshots billed at other
+  // audio rates, which these pages no longer give, so those snapshots stay unpriced. The mini
+  // realtime model has had one snapshot, 2024-12-17, so its undated name is safe.
+  row('openai', 'gpt-4o-audio-preview-2024-12-17', { effectiveFrom: day('2024-12-17'), perMillionTokens: { input: '2.50', inputAudio: '40.00', output: '10.00', outputAudio: '80.00' } }),
+  row('openai', 'gpt-4o-audio-preview-2025-06-03', { effectiveFrom: day('2025-06-03'), perMillionTokens: { input: '2.50', inputAudio: '40.00', output: '10.00', outputAudio: '80.00' } }),
+  row('openai', 'gpt-4o-realtime-preview-2024-12-17', {
+    effectiveFrom: day('2024-12-17'),
+    perMillionTokens: { input: '5.00', cachedInput: '2.50', inputAudio: '40.00', output: '20.00', outputAudio: '80.00' },
+  }),
+  row('openai', 'gpt-4o-realtime-preview-2025-06-03', {
+    effectiveFrom: day('2025-06-03'),
+    perMillionTokens: { input: '5.00', cachedInput: '2.50', inputAudio: '40.00', output: '20.00', outputAudio: '80.00' },
+  }),
+  row('openai', 'gpt-4o-mini-realtime-preview', {
+    effectiveFrom: day('2024-12-17'),
+    perMillionTokens: { input: '0.60', cachedInput: '0.30', inputAudio: '10.00', output: '2.40', outputAudio: '20.00' },
+  }),
+  // gpt-4o-mini-tts: developers.openai.com/ja-JP/api/docs/models/gpt-4o-mini-tts (read 2026-12; no
+  // date stated): text input $0.60, audio output $12 per 1M tokens, one price for its snapshots
+  // (2025-03-20, 2025-12-15), from the first. Its output is audio only, which a streamed call's
+  // usage reports as output tokens. A call without a stream reports no tokens: it is metered by
+  // its input's characters, which OpenAI does not price for this model, so its cost stays unknown.
+  row('openai', 'gpt-4o-mini-tts', { effectiveFrom: day('2025-03-20'), perMillionTokens: { input: '0.60', output: '12.00' } }),
 
   // Anthropic: docs.anthropic.com/en/docs/about-claude/pricing, as known in 2025, from each
   // model's launch (Claude 3.5 Haiku from 2025-01-01: it launched at $1/$5 and was cut to
@@ -120,6 +148,12 @@ export const LIST_PRICES: readonly ProviderPrice[] = [
     effectiveFrom: day('2025-01-01'),
     perMillionTokens: { input: '0.80', cachedInput: '0.08', cacheWrite: '1.00', cacheWrite1h: '1.60', output: '4.00' },
   }),
+  // Claude 3.5 Sonnet: the same pricing page, its copy that lists Opus 4.1 and "Claude Sonnet 3.5
+  // (deprecated)" (2025; it states no date), at one price from the first snapshot's launch. Both
+  // snapshots (-20240620, -20241022) are priced by the undated row; "claude-3-5-sonnet-v2" is
+  // Vertex AI's name for the second ("claude-3-5-sonnet-v2@20241022", cloud.google.com's Claude
+  // prompt-caching page), Bedrock's "anthropic.claude-3-5-sonnet-20241022-v2:0" needs no row.
+  ...named('anthropic', ['claude-3-5-sonnet', 'claude-3-5-sonnet-v2'], { effectiveFrom: day('2024-06-20'), perMillionTokens: SONNET_4 }),
   row('anthropic', 'claude-3-haiku', {
     effectiveFrom: day('2024-03-13'),
     perMillionTokens: { input: '0.25', cachedInput: '0.03', cacheWrite: '0.30', cacheWrite1h: '0.50', output: '1.25' },
