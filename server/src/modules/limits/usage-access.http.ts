@@ -1,5 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import { sendError } from '../../http/errors.ts';
+import { secretKeyCaller } from '../../http/secret-key.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { formatAttos, formatNanos } from '../../shared/money.ts';
@@ -42,15 +43,13 @@ export function usageAccessRoutes(services: Services): Router {
   const router = Router();
   router.get('/v1/access', async (req: Request, res: Response, next) => {
     try {
-      const viewer = await services.viewers.resolve(req.headers.authorization);
-      if (viewer.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', 'Send a secret key: Authorization: Bearer sk_…');
-      if (viewer.kind !== 'merchant') throw new AppError('FORBIDDEN', 'Access is checked with a secret key (a customer session token asks GraphQL usageAccess)');
+      const { merchantId } = await secretKeyCaller(services.viewers, req.headers.authorization, 'Access is checked with a secret key (a customer session token asks GraphQL usageAccess)');
       for (const name of Object.keys(req.query)) {
         if (!ACCESS_PARAMS.has(name)) throw invalidField(name.length > 64 ? `${name.slice(0, 64)}…` : name, `is not a parameter of /v1/access: its parameters are ${[...ACCESS_PARAMS].join(', ')}`);
       }
       const customer = param(req, 'customer')?.trim();
       if (!customer) throw invalidField('customer', 'is required: a customer id or your externalId');
-      const access = await services.usageAccess.check(viewer.merchantId, { customer, currency: param(req, 'currency'), amount: param(req, 'amount') }, { byExternalId: true });
+      const access = await services.usageAccess.check(merchantId, { customer, currency: param(req, 'currency'), amount: param(req, 'amount') }, { byExternalId: true });
       res.json(present(access));
     } catch (error) {
       if (error instanceof AppError) return sendError(req, res, httpStatusFor(error.code), error.code, error.message, error.details);

@@ -1,6 +1,7 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { sendError } from '../../http/errors.ts';
 import { jsonBody } from '../../http/json-body.ts';
+import { secretKeyCaller } from '../../http/secret-key.ts';
 import type { Services } from '../../services.ts';
 import { AppError, httpStatusFor, invalidField } from '../../shared/errors.ts';
 import { isoTimes, parseIsoTime } from '../../shared/times.ts';
@@ -172,12 +173,7 @@ export function prefersMinimal(prefer: string | undefined): boolean {
 
 export function usageRoutes(services: Services): Router {
   const router = Router();
-  const authenticate = async (req: Request) => {
-    const viewer = await services.viewers.resolve(req.headers.authorization);
-    if (viewer.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', 'Send a secret key: Authorization: Bearer sk_…');
-    if (viewer.kind !== 'merchant') throw new AppError('FORBIDDEN', 'Usage is reported with a secret key');
-    return { merchantId: viewer.merchantId, actor: { kind: 'api_key' as const, apiKeyId: viewer.apiKeyId } };
-  };
+  const authenticate = (req: Request) => secretKeyCaller(services.viewers, req.headers.authorization, 'Usage is reported with a secret key');
   const handle = (work: (req: Request, res: Response) => Promise<void>) => async (req: Request, res: Response) => {
     try {
       await work(req, res);
